@@ -1,0 +1,78 @@
+import type * as v from 'valibot';
+import type { Chat2DeskApi, Chat2DeskChannel } from '../chat2desk/client.js';
+import type { Portal } from '../db/portals.js';
+import type { Logger } from '../log.js';
+import type { PortalSettings } from '../portal-settings.js';
+
+/** Names in the portal's language. Bitrix24 calls Spanish `la`; `es` is sent too for portals that use it. */
+export interface Localized {
+  en: string;
+  ru: string;
+  es: string;
+}
+
+export type PropertyType = 'bool' | 'date' | 'datetime' | 'double' | 'file' | 'int' | 'select' | 'string' | 'text' | 'user';
+
+/** A robot property or return value as Bitrix24 declares it (protocols/bitrix24.md §5 PROPERTY). */
+export interface PropertyDefinition {
+  name: Localized;
+  description?: Localized;
+  type: PropertyType;
+  options?: Record<string, string>;
+  required?: boolean;
+  multiple?: boolean;
+  default?: string;
+}
+
+export type ReturnValues = Record<string, string | number | boolean | null>;
+
+/** What a robot run can see and do. */
+export interface RobotRun {
+  portal: Portal;
+  settings: PortalSettings;
+  chat2desk: Chat2DeskApi;
+  documentId: string[];
+  /** Unique per run; sent to Chat2Desk as external_id. */
+  runId: string;
+  attempt: number;
+  checkpoint: Record<string, unknown>;
+  saveCheckpoint(checkpoint: Record<string, unknown>): void;
+  log: Logger;
+}
+
+export interface RegistrationContext {
+  channels: Chat2DeskChannel[];
+}
+
+/** A run that cannot succeed, with a message the portal admin can act on. It is not retried. */
+export class RobotFailure extends Error {
+  override name = 'RobotFailure';
+}
+
+export interface RobotOutcome {
+  returnValues: ReturnValues;
+  logMessage: string;
+}
+
+/**
+ * One robot: its Bitrix24 definition, the valibot schema of its properties and its run function.
+ * The same definition is registered twice: as an automation robot under `code` and as a
+ * business-process activity under `${code}_bp` (the two share one code namespace in Bitrix24).
+ */
+export interface Activity<TSchema extends v.GenericSchema = v.GenericSchema> {
+  code: string;
+  name: Localized;
+  description: Localized;
+  properties(context: RegistrationContext): Record<string, PropertyDefinition>;
+  returnProperties: Record<string, PropertyDefinition>;
+  schema: TSchema;
+  run(run: RobotRun, properties: v.InferOutput<TSchema>): Promise<RobotOutcome>;
+  /** The return values of a run that failed with `error`. */
+  failed(error: string): RobotOutcome;
+}
+
+export function localized(en: string, ru: string, es: string): Localized {
+  return { en, ru, es };
+}
+
+export const ACTIVITY_CODE_SUFFIX = '_bp';

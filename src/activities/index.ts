@@ -1,0 +1,11 @@
+import { ACTIVITY_CODE_SUFFIX, type Activity } from './activity.js';
+import { sendMessage } from './send-message.js';
+
+/** Every robot the app registers. */
+export const activities: readonly Activity[] = [sendMessage as unknown as Activity];
+
+/** Finds a robot by the code Bitrix24 called it with: the robot's own or its business-process twin's. */
+export function findActivity(code: string): Activity | undefined {
+  const base = code.endsWith(ACTIVITY_CODE_SUFFIX) ? code.slice(0, -ACTIVITY_CODE_SUFFIX.length) : code;
+  return activities.find((activity) => activity.code === base);
+}

@@ -1,0 +1,203 @@
+import * as v from 'valibot';
+import type { Chat2DeskApi, Chat2DeskChannel, Chat2DeskMessage, SentMessage } from '../chat2desk/client.js';
+import { Chat2DeskError } from '../chat2desk/errors.js';
+import { normalizePhone } from '../phone.js';
+import type { PortalSettings } from '../portal-settings.js';
+import { KNOWN_TRANSPORTS } from '../portal-settings.js';
+import { RobotFailure, localized, type Activity, type PropertyDefinition, type RobotOutcome, type RobotRun } from './activity.js';
+
+const nonEmpty = (value: string | string[]) => (Array.isArray(value) ? value.some((item) => item.trim() !== '') : value.trim() !== '');
+const isHttpUrl = (value: string) => value === '' || /^https?:\/\/\S+$/i.test(value);
+/** Bitrix24 sends booleans as Y/N from robots and 1/0 from form encodings (protocols/bitrix24.md §0). */
+const yes = (value: string) => value === 'Y' || value === '1' || value.toLowerCase() === 'true';
+
+const schema = v.pipe(
+  v.object({
+    phone: v.pipe(
+      v.union([v.string(), v.array(v.string())], 'phone is required'),
+      v.check(nonEmpty, 'phone is required'),
+    ),
+    text: v.optional(v.pipe(v.string('text must be text'), v.trim(), v.maxLength(4096, 'text is longer than 4096 characters')), ''),
+    attachment: v.optional(v.pipe(v.string(), v.trim(), v.check(isHttpUrl, 'attachment must be a direct http(s) link to the file')), ''),
+    channel_id: v.optional(v.pipe(v.string(), v.trim(), v.check((id) => id === '' || /^\d+$/.test(id), 'channel_id must be a Chat2Desk channel id')), ''),
+    transport: v.optional(v.pipe(v.string(), v.trim(), v.check((name) => name === '' || /^[a-z0-9_]{2,40}$/.test(name), 'transport must be a Chat2Desk transport name')), ''),
+    open_dialog: v.optional(v.string(), 'Y'),
+  }),
+  v.check((props) => props.text !== '' || props.attachment !== '', 'text is required unless an attachment is given'),
+);
+
+type Properties = v.InferOutput<typeof schema>;
+
+interface Checkpoint {
+  clientId?: number;
+  writeFirst?: boolean;
+  /** Set before POST /messages: from then on a retry must first look for the message by external_id. */
+  sendAttempted?: boolean;
+}
+
+const returnProperties: Record<string, PropertyDefinition> = {
+  status: { name: localized('Status (sent or failed)', 'Статус (sent или failed)', 'Estado (sent o failed)'), type: 'string' },
+  error: { name: localized('Error', 'Ошибка', 'Error'), type: 'string' },
+  message_id: { name: localized('Message ID', 'ID сообщения', 'ID del mensaje'), type: 'int' },
+  client_id: { name: localized('Chat2Desk client ID', 'ID клиента Chat2Desk', 'ID del cliente en Chat2Desk'), type: 'int' },
+  dialog_id: { name: localized('Dialog ID', 'ID диалога', 'ID del diálogo'), type: 'int' },
+  channel_id: { name: localized('Channel ID', 'ID канала', 'ID del canal'), type: 'int' },
+  transport: { name: localized('Transport', 'Транспорт', 'Transporte'), type: 'string' },
+};
+
+export const sendMessage: Activity<typeof schema> = {
+  code: 'c2d_send_message',
+  name: localized('Send Chat2Desk message', 'Отправить сообщение Chat2Desk', 'Enviar mensaje de Chat2Desk'),
+  description: localized(
+    'Sends a message to the client through Chat2Desk. Writes first when the client has never written: the client is created in Chat2Desk, then the message is sent.',
+    'Отправляет клиенту сообщение через Chat2Desk. Если клиент ещё не писал, создаёт его в Chat2Desk и пишет первым.',
+    'Envía un mensaje al cliente por Chat2Desk. Si el cliente nunca escribió, lo crea en Chat2Desk y le escribe primero.',
+  ),
+  properties: ({ channels }) => ({
+    phone: {
+      name: localized('Client phone', 'Телефон клиента', 'Teléfono del cliente'),
+      description: localized('A phone field or a number; the first valid number is used', 'Поле телефона или номер; берётся первый корректный', 'Un campo de teléfono o un número; se usa el primero válido'),
+      type: 'string',
+      required: true,
+    },
+    text: { name: localized('Message text', 'Текст сообщения', 'Texto del mensaje'), type: 'text' },
+    attachment: {
+      name: localized('Attachment link', 'Ссылка на вложение', 'Enlace al adjunto'),
+      description: localized('Direct public link to the file', 'Прямая публичная ссылка на файл', 'Enlace público directo al archivo'),
+      type: 'string',
+    },
+    channel_id: {
+      name: localized('Channel', 'Канал', 'Canal'),
+      description: localized('Empty: the default channel', 'Пусто: канал по умолчанию', 'Vacío: el canal predeterminado'),
+      type: 'select',
+      options: channelOptions(channels),
+    },
+    transport: {
+      name: localized('Messenger', 'Мессенджер', 'Mensajero'),
+      description: localized("Empty: the client's last one, or the default", 'Пусто: последний у клиента или по умолчанию', 'Vacío: el último del cliente o el predeterminado'),
+      type: 'select',
+      options: Object.fromEntries(KNOWN_TRANSPORTS.map((name) => [name, name])),
+    },
+    open_dialog: { name: localized('Open the dialog', 'Открыть диалог', 'Abrir el diálogo'), type: 'bool', default: 'Y' },
+  }),
+  returnProperties,
+  schema,
+  run: (run, properties) => send(run, properties),
+  failed: (error) => ({
+    returnValues: { status: 'failed', error, message_id: '', client_id: '', dialog_id: '', channel_id: '', transport: '' },
+    logMessage: `Chat2Desk message not sent: ${error}`,
+  }),
+};
+
+function channelOptions(channels: Chat2DeskChannel[]): Record<string, string> {
+  return Object.fromEntries(channels.map((channel) => [String(channel.id), channel.phone ? `${channel.name} (${channel.phone})` : channel.name]));
+}
+
+async function send(run: RobotRun, props: Properties): Promise<RobotOutcome> {
+  const { settings, chat2desk } = run;
+  const phone = normalizePhone(props.phone, settings.defaultCountry ?? undefined);
+  if (!phone) {
+    const shown = Array.isArray(props.phone) ? props.phone.join(', ') : props.phone;
+    throw new RobotFailure(
+      `"${shown}" is not a valid phone number${settings.defaultCountry ? '' : ' (numbers without a country code need a default country in the app settings)'}`,
+    );
+  }
+  const checkpoint = run.checkpoint as Checkpoint;
+  const externalId = `b24-${run.runId}`;
+  const explicitChannel = props.channel_id ? Number(props.channel_id) : undefined;
+
+  if (checkpoint.clientId === undefined) {
+    const existing = (await chat2desk.clientsByPhone(phone.digits)).find((client) => client.phone === phone.digits || client.client_phone === phone.digits);
+    if (existing) {
+      checkpoint.clientId = existing.id;
+      checkpoint.writeFirst = false;
+    } else {
+      const route = await writeFirstRoute(chat2desk, settings, explicitChannel, props.transport || undefined);
+      const created = await chat2desk.createClient({ phone: phone.digits, transport: route.transport, channel_id: route.channelId });
+      checkpoint.clientId = created.id;
+      checkpoint.writeFirst = true;
+    }
+    run.saveCheckpoint({ ...checkpoint });
+  }
+  const clientId = checkpoint.clientId;
+
+  let sent: SentMessage | undefined;
+  if (checkpoint.sendAttempted) {
+    // An earlier attempt may have reached Chat2Desk before the crash or the lost answer.
+    const earlier = (await chat2desk.recentMessagesTo(clientId)).find((message) => carriesExternalId(message, externalId));
+    if (earlier) sent = fromListedMessage(earlier, clientId);
+  }
+  if (!sent) {
+    const transport = props.transport || (checkpoint.writeFirst ? (settings.defaultTransport ?? undefined) : undefined);
+    const channelId = explicitChannel ?? (checkpoint.writeFirst ? (settings.defaultChannelId ?? undefined) : undefined);
+    run.saveCheckpoint({ ...checkpoint, sendAttempted: true });
+    try {
+      sent = await chat2desk.sendMessage({
+        client_id: clientId,
+        ...(props.text ? { text: props.text } : {}),
+        ...(props.attachment ? { attachment: props.attachment } : {}),
+        ...(transport ? { transport } : {}),
+        ...(channelId ? { channel_id: channelId } : {}),
+        open_dialog: yes(props.open_dialog),
+        external_id: externalId,
+      });
+    } catch (error) {
+      if (error instanceof Chat2DeskError && !error.transient) throw new RobotFailure(`Chat2Desk refused the message: ${error.apiMessage}`);
+      throw error;
+    }
+  }
+  return {
+    returnValues: {
+      status: 'sent',
+      error: '',
+      message_id: sent.message_id,
+      client_id: sent.client_id ?? clientId,
+      dialog_id: sent.dialog_id ?? '',
+      channel_id: sent.channel_id ?? '',
+      transport: sent.transport ?? '',
+    },
+    logMessage: `Chat2Desk message ${sent.message_id} sent to client ${sent.client_id ?? clientId}${checkpoint.writeFirst ? ' (wrote first)' : ''} via ${sent.transport}, channel ${sent.channel_id}`,
+  };
+}
+
+/** Where to write first from: the robot's channel, else the portal default, else the first channel that has the transport. */
+async function writeFirstRoute(chat2desk: Chat2DeskApi, settings: PortalSettings, channelId: number | undefined, transport: string | undefined): Promise<{ channelId: number; transport: string }> {
+  const wantedChannel = channelId ?? settings.defaultChannelId ?? undefined;
+  const wantedTransport = transport ?? settings.defaultTransport ?? undefined;
+  const channels = await chat2desk.channels();
+  const channel =
+    wantedChannel !== undefined
+      ? channels.find((item) => item.id === wantedChannel)
+      : channels.find((item) => (wantedTransport ? item.transports.includes(wantedTransport) : item.transports.length > 0));
+  if (!channel) {
+    throw new RobotFailure(
+      wantedChannel !== undefined
+        ? `Chat2Desk channel ${wantedChannel} does not exist in this account`
+        : `no Chat2Desk channel ${wantedTransport ? `supports ${wantedTransport}` : 'is available'} to write first from; pick a channel in the robot or set a default channel in the app settings`,
+    );
+  }
+  const chosenTransport = wantedTransport ?? channel.transports[0];
+  if (!chosenTransport || !channel.transports.includes(chosenTransport)) {
+    throw new RobotFailure(`Chat2Desk channel ${channel.id} (${channel.name}) does not support ${chosenTransport ?? 'any transport'}`);
+  }
+  return { channelId: channel.id, transport: chosenTransport };
+}
+
+/**
+ * Protocol assumption (protocols/chat2desk.md §2): the external_id sent with POST /messages comes
+ * back on the message in GET /messages, as documented for messages/inbox; extra_data is checked too.
+ */
+function carriesExternalId(message: Chat2DeskMessage, externalId: string): boolean {
+  return message.external_id === externalId || message.extra_data?.external_id === externalId;
+}
+
+function fromListedMessage(message: Chat2DeskMessage, clientId: number): SentMessage {
+  return {
+    message_id: message.id,
+    client_id: message.client_id ?? clientId,
+    dialog_id: message.dialog_id ?? null,
+    channel_id: message.channel_id ?? 0,
+    transport: message.transport ?? '',
+    operator_id: message.operator_id ?? null,
+  };
+}

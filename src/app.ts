@@ -1,0 +1,52 @@
+import { Hono } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import { HTTPException } from 'hono/http-exception';
+import type { InstallService } from './bitrix24/install.js';
+import type { AppRegistration } from './bitrix24/registration.js';
+import type { JobStore } from './db/jobs.js';
+import type { PortalStore } from './db/portals.js';
+import type { RobotCalls } from './jobs/robot-calls.js';
+import type { Logger } from './log.js';
+import { createEventsRoute } from './routes/events.js';
+import { createHealthRoute } from './routes/health.js';
+import { createInstallRoute } from './routes/install.js';
+import { createRobotRoute } from './routes/robot.js';
+import { createSettingsRoute } from './routes/settings.js';
+import type { SettingsService } from './settings-service.js';
+
+export interface AppDeps {
+  log: Logger;
+  maxBodyBytes: number;
+  portals: PortalStore;
+  jobs: JobStore;
+  install: InstallService;
+  registration: AppRegistration;
+  robotCalls: RobotCalls;
+  settings: SettingsService;
+  databaseUp(): boolean;
+  workersRunning(): boolean;
+}
+
+/** Composes routes and middleware; everything comes in through deps, so tests build their own. */
+export function createApp(deps: AppDeps): Hono {
+  const app = new Hono();
+  app.use(
+    '*',
+    bodyLimit({
+      maxSize: deps.maxBodyBytes,
+      onError: (c) => c.json({ error: `The body is larger than ${deps.maxBodyBytes} bytes` }, 413),
+    }),
+  );
+  app.route('/', createHealthRoute(deps));
+  app.route('/', createInstallRoute(deps));
+  app.route('/', createEventsRoute(deps));
+  app.route('/', createRobotRoute(deps));
+  app.route('/', createSettingsRoute(deps));
+  app.notFound((c) => c.json({ error: 'Not found' }, 404));
+  app.onError((error, c) => {
+    if (error instanceof HTTPException) return c.json({ error: error.message }, error.status);
+    deps.log.error({ err: error.message, path: c.req.path }, 'request failed');
+    return c.json({ error: 'Internal error' }, 500);
+  });
+  return app;
+}

@@ -1,0 +1,65 @@
+/**
+ * Bitrix24 error codes mapped to types, in one place (protocols/bitrix24.md §2, §3 system errors).
+ */
+export class Bitrix24Error extends Error {
+  override name = 'Bitrix24Error';
+  constructor(
+    readonly method: string,
+    readonly code: string,
+    readonly description: string,
+    readonly httpStatus: number,
+  ) {
+    super(`Bitrix24 ${method}: ${code || 'error'}${description ? ` (${description})` : ''}`);
+  }
+
+  /** Refused before running (rate or operating limit): safe to repeat for any method. */
+  get refusedForLoad(): boolean {
+    return this.code === 'QUERY_LIMIT_EXCEEDED' || this.code === 'OPERATION_TIME_LIMIT' || this.code === 'OVERLOAD_LIMIT';
+  }
+
+  get expiredToken(): boolean {
+    return this.code === 'expired_token';
+  }
+
+  get accessDenied(): boolean {
+    return this.code === 'ACCESS_DENIED' || this.code === 'user_access_error' || this.code === 'insufficient_scope';
+  }
+}
+
+/** The portal cannot be called: not installed, uninstalled, or its refresh token was rejected. */
+export class PortalUnavailableError extends Error {
+  override name = 'PortalUnavailableError';
+  constructor(
+    readonly memberId: string,
+    readonly reason: 'not_installed' | 'reauth_required',
+  ) {
+    super(
+      reason === 'reauth_required'
+        ? `Portal ${memberId}: Bitrix24 rejected the stored refresh token; reinstall the app to authorise it again`
+        : `Portal ${memberId} has not installed the app (or uninstalled it)`,
+    );
+  }
+}
+
+/** Errors of the OAuth server (protocols/bitrix24.md §2): invalid_grant, invalid_client, ... */
+export class OAuthError extends Error {
+  override name = 'OAuthError';
+  constructor(
+    readonly code: string,
+    readonly description: string,
+    readonly httpStatus: number,
+  ) {
+    super(`Bitrix24 OAuth: ${code}${description ? ` (${description})` : ''}`);
+  }
+}
+
+/** The network failed or the answer was not JSON: the call may or may not have run. */
+export class Bitrix24TransportError extends Error {
+  override name = 'Bitrix24TransportError';
+  constructor(
+    readonly method: string,
+    cause: unknown,
+  ) {
+    super(`Bitrix24 ${method}: no usable answer (${cause instanceof Error ? cause.message : String(cause)})`, { cause });
+  }
+}

@@ -1,0 +1,24 @@
+import qs from 'qs';
+
+/**
+ * The one parser for what Bitrix24 posts: PHP http_build_query bodies with nested keys such as
+ * `auth[access_token]` and `properties[phone][0]`, every value a string (protocols/bitrix24.md §0).
+ */
+export function parseFormBody(raw: string): Record<string, unknown> {
+  return qs.parse(raw, { depth: 8, arrayLimit: 200, parameterLimit: 2000, allowPrototypes: false, charset: 'utf-8' }) as Record<string, unknown>;
+}
+
+export function str(value: unknown): string {
+  return typeof value === 'string' ? value : '';
+}
+
+export function record(value: unknown): Record<string, unknown> {
+  return value && typeof value === 'object' && !Array.isArray(value) ? (value as Record<string, unknown>) : {};
+}
+
+/** PHP lists come back from qs as arrays, or as objects when the indices have gaps. */
+export function list(value: unknown): unknown[] {
+  if (Array.isArray(value)) return value;
+  if (value && typeof value === 'object') return Object.values(value);
+  return [];
+}

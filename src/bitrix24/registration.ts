@@ -1,0 +1,148 @@
+import { ACTIVITY_CODE_SUFFIX, type Activity, type Localized, type PropertyDefinition } from '../activities/activity.js';
+import type { Chat2DeskChannel } from '../chat2desk/client.js';
+import type { Portal } from '../db/portals.js';
+import type { Logger } from '../log.js';
+import type { Bitrix24Rest, BatchCommand } from './rest-client.js';
+
+export const LIFECYCLE_EVENTS = ['ONAPPUNINSTALL', 'ONAPPUPDATE'] as const;
+
+export interface RegistrationResult {
+  robots: string[];
+  activities: string[];
+  events: string[];
+}
+
+export class RegistrationError extends Error {
+  override name = 'RegistrationError';
+}
+
+export interface RegistrationDeps {
+  rest: Bitrix24Rest;
+  publicUrl: string;
+  activities: readonly Activity[];
+  /** The portal's Chat2Desk channels, for the robots' channel lists; [] when not configured. */
+  channelsOf(portal: Portal): Promise<Chat2DeskChannel[]>;
+  log: Logger;
+}
+
+/**
+ * Registers every robot and its business-process twin and binds the lifecycle events. Bitrix24
+ * drops an app's handlers on update (protocols/bitrix24.md §1), so this runs on every install,
+ * update and settings save, with ensure semantics: list, then add what is missing and update the rest.
+ */
+export class AppRegistration {
+  constructor(private readonly deps: RegistrationDeps) {}
+
+  get robotHandlerUrl(): string {
+    return `${this.deps.publicUrl}/bitrix24/robot`;
+  }
+
+  get eventHandlerUrl(): string {
+    return `${this.deps.publicUrl}/bitrix24/events`;
+  }
+
+  async register(portal: Portal): Promise<RegistrationResult> {
+    const { rest, log } = this.deps;
+    const channels = await this.deps.channelsOf(portal).catch((error: unknown) => {
+      log.warn({ memberId: portal.memberId, err: String(error) }, 'could not list Chat2Desk channels; robots get no channel list');
+      return [] as Chat2DeskChannel[];
+    });
+    const listed = await rest.batch(
+      portal.memberId,
+      [
+        { key: 'robots', method: 'bizproc.robot.list' },
+        { key: 'activities', method: 'bizproc.activity.list' },
+        { key: 'events', method: 'event.get' },
+      ],
+      { idempotent: true },
+    );
+    const listError = Object.entries(listed.errors)[0];
+    if (listError) throw new RegistrationError(`Bitrix24 refused ${listError[0]} listing: ${listError[1].error} ${listError[1].error_description}`);
+    const robots = new Set(asStrings(listed.results.robots));
+    const twins = new Set(asStrings(listed.results.activities));
+    const bound = asBindings(listed.results.events);
+
+    const commands: BatchCommand[] = [];
+    for (const activity of this.deps.activities) {
+      const fields = this.#fields(activity, portal, channels);
+      const twinCode = `${activity.code}${ACTIVITY_CODE_SUFFIX}`;
+      commands.push(
+        robots.has(activity.code)
+          ? { key: `robot_${activity.code}`, method: 'bizproc.robot.update', params: { CODE: activity.code, FIELDS: fields } }
+          : { key: `robot_${activity.code}`, method: 'bizproc.robot.add', params: { CODE: activity.code, ...fields } },
+        twins.has(twinCode)
+          ? { key: `activity_${twinCode}`, method: 'bizproc.activity.update', params: { CODE: twinCode, FIELDS: fields } }
+          : { key: `activity_${twinCode}`, method: 'bizproc.activity.add', params: { CODE: twinCode, ...fields } },
+      );
+    }
+    for (const event of LIFECYCLE_EVENTS) {
+      if (!bound.some((binding) => binding.event.toUpperCase() === event && binding.handler === this.eventHandlerUrl)) {
+        commands.push({ key: `event_${event}`, method: 'event.bind', params: { event, handler: this.eventHandlerUrl } });
+      }
+    }
+    const outcome = await rest.batch(portal.memberId, commands, { idempotent: true });
+    const failures = Object.entries(outcome.errors).filter(([, error]) => !isAlreadyDone(error));
+    if (failures.length > 0) {
+      const listedFailures = failures.map(([key, error]) => `${key}: ${error.error} ${error.error_description}`.trim()).join('; ');
+      throw new RegistrationError(`Bitrix24 refused the registration: ${listedFailures}`);
+    }
+    log.info({ memberId: portal.memberId, robots: this.deps.activities.length }, 'robots registered');
+    return {
+      robots: this.deps.activities.map((activity) => activity.code),
+      activities: this.deps.activities.map((activity) => `${activity.code}${ACTIVITY_CODE_SUFFIX}`),
+      events: [...LIFECYCLE_EVENTS],
+    };
+  }
+
+  #fields(activity: Activity, portal: Portal, channels: Chat2DeskChannel[]): Record<string, unknown> {
+    return {
+      HANDLER: this.robotHandlerUrl,
+      AUTH_USER_ID: portal.installerUserId ?? 1,
+      // Empty means "wait" too, but an explicit Y keeps the intent readable (protocols §5).
+      USE_SUBSCRIPTION: 'Y',
+      NAME: langMap(activity.name),
+      DESCRIPTION: langMap(activity.description),
+      PROPERTIES: propertyMap(activity.properties({ channels })),
+      RETURN_PROPERTIES: propertyMap(activity.returnProperties),
+    };
+  }
+}
+
+/** Bitrix24's language ids: Spanish is `la`. */
+function langMap(text: Localized): Record<string, string> {
+  return { en: text.en, ru: text.ru, la: text.es };
+}
+
+function propertyMap(properties: Record<string, PropertyDefinition>): Record<string, Record<string, unknown>> {
+  return Object.fromEntries(
+    Object.entries(properties).map(([key, property]) => [
+      key,
+      {
+        Name: langMap(property.name),
+        ...(property.description ? { Description: langMap(property.description) } : {}),
+        Type: property.type,
+        ...(property.options ? { Options: property.options } : {}),
+        Required: property.required ? 'Y' : 'N',
+        Multiple: property.multiple ? 'Y' : 'N',
+        ...(property.default !== undefined ? { Default: property.default } : {}),
+      },
+    ]),
+  );
+}
+
+function isAlreadyDone(error: { error: string; error_description: string }): boolean {
+  return error.error === 'ERROR_ACTIVITY_ALREADY_INSTALLED' || /already binded/i.test(error.error_description);
+}
+
+function asStrings(value: unknown): string[] {
+  if (Array.isArray(value)) return value.map(String);
+  if (value && typeof value === 'object') return Object.values(value).map(String);
+  return [];
+}
+
+function asBindings(value: unknown): Array<{ event: string; handler: string }> {
+  const items = Array.isArray(value) ? value : value && typeof value === 'object' ? Object.values(value) : [];
+  return items
+    .filter((item): item is { event: unknown; handler: unknown } => Boolean(item) && typeof item === 'object')
+    .map((item) => ({ event: String(item.event), handler: String(item.handler) }));
+}

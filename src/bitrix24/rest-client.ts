@@ -1,0 +1,233 @@
+import qs from 'qs';
+import type { Logger } from '../log.js';
+import type { PortalStore } from '../db/portals.js';
+import { LeakyBucket, backoffMs, delay } from '../rate-limit.js';
+import { Bitrix24Error, Bitrix24TransportError, OAuthError, PortalUnavailableError } from './errors.js';
+import type { Fetch, OAuthServer } from './oauth.js';
+
+export interface CallOptions {
+  /** Repeating the call is harmless (reads, event.send, ensure-style registration). Only then is a
+   *  call retried after a network failure or a 5xx, when it may already have run. */
+  idempotent?: boolean;
+}
+
+export interface BatchCommand {
+  key: string;
+  method: string;
+  params?: Record<string, unknown>;
+}
+
+export interface BatchOutcome {
+  results: Record<string, unknown>;
+  errors: Record<string, { error: string; error_description: string }>;
+}
+
+export interface Bitrix24RestOptions {
+  portals: PortalStore;
+  oauth: OAuthServer;
+  log: Logger;
+  ratePerSecond: number;
+  burst: number;
+  fetch?: Fetch;
+  /** How many times a call refused for load (503/429) is retried before giving up. */
+  maxLoadRetries?: number;
+  sleep?: (ms: number) => Promise<void>;
+}
+
+interface Envelope {
+  result?: unknown;
+  error?: unknown;
+  error_description?: unknown;
+  time?: { operating_reset_at?: number };
+}
+
+/** Bitrix24 caps a batch at 50 commands (protocols/bitrix24.md §3 batch). */
+export const BATCH_LIMIT = 50;
+
+/**
+ * REST calls to a portal with the installer's tokens: one leaky bucket per portal, backoff on
+ * QUERY_LIMIT_EXCEEDED / OPERATION_TIME_LIMIT, a single refresh at a time on expired_token with the
+ * new pair persisted before it is used, and no blind retry of calls that may have run.
+ */
+export class Bitrix24Rest {
+  readonly #buckets = new Map<string, LeakyBucket>();
+  readonly #refreshing = new Map<string, Promise<void>>();
+  /** Per portal+method: when the operating-time block lifts, from the last answer's time.operating_reset_at. */
+  readonly #operatingResetAt = new Map<string, number>();
+  readonly #fetch: Fetch;
+  readonly #sleep: (ms: number) => Promise<void>;
+  readonly #maxLoadRetries: number;
+  /** HTTP requests sent, per portal: the benchmark reads it. */
+  readonly requestsSent = new Map<string, number>();
+
+  constructor(private readonly options: Bitrix24RestOptions) {
+    this.#fetch = options.fetch ?? fetch;
+    this.#sleep = options.sleep ?? delay;
+    this.#maxLoadRetries = options.maxLoadRetries ?? 8;
+  }
+
+  async call<T = unknown>(memberId: string, method: string, params: Record<string, unknown> = {}, options: CallOptions = {}): Promise<T> {
+    let loadRetries = 0;
+    let transportRetries = 0;
+    let refreshed = false;
+    for (;;) {
+      const tokens = this.options.portals.tokens(memberId);
+      if (!tokens) throw new PortalUnavailableError(memberId, this.options.portals.get(memberId)?.status === 'reauth_required' ? 'reauth_required' : 'not_installed');
+      await this.#bucket(memberId).acquire();
+      try {
+        return (await this.#send(memberId, tokens.clientEndpoint, tokens.accessToken, method, params)) as T;
+      } catch (error) {
+        if (error instanceof Bitrix24Error && error.expiredToken && !refreshed) {
+          refreshed = true;
+          await this.#refresh(memberId, tokens.generation);
+          continue;
+        }
+        if (error instanceof Bitrix24Error && error.refusedForLoad && loadRetries < this.#maxLoadRetries) {
+          loadRetries += 1;
+          await this.#sleep(this.#loadDelay(memberId, method, error, loadRetries));
+          continue;
+        }
+        if (options.idempotent && isMaybeExecuted(error) && transportRetries < 3) {
+          transportRetries += 1;
+          await this.#sleep(backoffMs(transportRetries, 500, 5_000));
+          continue;
+        }
+        throw error;
+      }
+    }
+  }
+
+  /** Runs commands through `batch`, 50 at a time; per-command errors come back, never thrown. */
+  async batch(memberId: string, commands: BatchCommand[], options: CallOptions & { halt?: boolean } = {}): Promise<BatchOutcome> {
+    const outcome: BatchOutcome = { results: {}, errors: {} };
+    for (let start = 0; start < commands.length; start += BATCH_LIMIT) {
+      const chunk = commands.slice(start, start + BATCH_LIMIT);
+      const cmd = Object.fromEntries(chunk.map((command) => [command.key, encodeCommand(command)]));
+      const answer = await this.call<{ result?: unknown; result_error?: unknown }>(memberId, 'batch', { halt: options.halt ? 1 : 0, cmd }, options);
+      // PHP serialises empty maps as [] (protocols/bitrix24.md §0), so both shapes are read as maps.
+      Object.assign(outcome.results, asMap(answer.result));
+      Object.assign(outcome.errors, asMap(answer.result_error));
+    }
+    return outcome;
+  }
+
+  /** A call with somebody else's token (a user proving who they are); no refresh, no retry. */
+  async callAs<T = unknown>(memberId: string, clientEndpoint: string, accessToken: string, method: string, params: Record<string, unknown> = {}): Promise<T> {
+    await this.#bucket(memberId).acquire();
+    return (await this.#send(memberId, clientEndpoint, accessToken, method, params)) as T;
+  }
+
+  #bucket(memberId: string): LeakyBucket {
+    let bucket = this.#buckets.get(memberId);
+    if (!bucket) {
+      bucket = new LeakyBucket(this.options.ratePerSecond, this.options.burst);
+      this.#buckets.set(memberId, bucket);
+    }
+    return bucket;
+  }
+
+  #loadDelay(memberId: string, method: string, error: Bitrix24Error, attempt: number): number {
+    if (error.code === 'OPERATION_TIME_LIMIT') {
+      const resetAt = this.#operatingResetAt.get(`${memberId} ${method}`);
+      const untilReset = resetAt ? resetAt * 1000 - Date.now() : 0;
+      if (untilReset > 0) return Math.min(untilReset + 250, 60_000);
+      return backoffMs(attempt, 2_000, 60_000);
+    }
+    this.#bucket(memberId).saturate();
+    return backoffMs(attempt, 1_000, 30_000);
+  }
+
+  async #refresh(memberId: string, failedGeneration: number): Promise<void> {
+    const current = this.options.portals.tokens(memberId);
+    if (current && current.generation !== failedGeneration) return; // another caller refreshed already
+    let pending = this.#refreshing.get(memberId);
+    if (!pending) {
+      pending = this.#doRefresh(memberId).finally(() => this.#refreshing.delete(memberId));
+      this.#refreshing.set(memberId, pending);
+    }
+    await pending;
+  }
+
+  async #doRefresh(memberId: string): Promise<void> {
+    const tokens = this.options.portals.tokens(memberId);
+    if (!tokens) throw new PortalUnavailableError(memberId, 'not_installed');
+    try {
+      const fresh = await this.options.oauth.refresh(tokens.refreshToken);
+      this.options.portals.saveRefreshedTokens(memberId, {
+        accessToken: fresh.accessToken,
+        refreshToken: fresh.refreshToken,
+        expiresAt: fresh.expiresAt,
+        clientEndpoint: withSlash(fresh.clientEndpoint ?? tokens.clientEndpoint),
+      });
+      this.options.log.info({ memberId }, 'bitrix24 tokens refreshed');
+    } catch (error) {
+      if (error instanceof OAuthError && (error.code === 'invalid_grant' || error.code === 'invalid_client')) {
+        this.options.portals.markReauthRequired(memberId);
+        this.options.log.error({ memberId, code: error.code }, 'bitrix24 refused the refresh token; the portal must reinstall');
+        throw new PortalUnavailableError(memberId, 'reauth_required');
+      }
+      throw error;
+    }
+  }
+
+  async #send(memberId: string, clientEndpoint: string, accessToken: string, method: string, params: Record<string, unknown>): Promise<unknown> {
+    this.requestsSent.set(memberId, (this.requestsSent.get(memberId) ?? 0) + 1);
+    let url = `${withSlash(clientEndpoint)}${method}`;
+    let response: Response;
+    let text: string;
+    try {
+      const init = {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: 'application/json', 'user-agent': 'chat2desk-bitrix24' },
+        body: JSON.stringify({ ...params, auth: accessToken }),
+        redirect: 'manual' as const,
+        signal: AbortSignal.timeout(65_000), // Bitrix24 cloud ends a request at 60 s (protocols §3)
+      };
+      response = await this.#fetch(url, init);
+      // A renamed portal answers 302; a POST must be repeated at the new address, not turned into a GET.
+      const location = response.headers.get('location');
+      if ((response.status === 301 || response.status === 302 || response.status === 307 || response.status === 308) && location) {
+        url = new URL(location, url).toString();
+        response = await this.#fetch(url, init);
+      }
+      text = await response.text();
+    } catch (error) {
+      throw new Bitrix24TransportError(method, error);
+    }
+    let body: Envelope;
+    try {
+      body = JSON.parse(text) as Envelope;
+    } catch {
+      if (response.status >= 500) throw new Bitrix24Error(method, 'INTERNAL_SERVER_ERROR', `HTTP ${response.status}`, response.status);
+      throw new Bitrix24TransportError(method, new Error(`HTTP ${response.status}, not JSON`));
+    }
+    if (body.time?.operating_reset_at) this.#operatingResetAt.set(`${memberId} ${method}`, body.time.operating_reset_at);
+    if (body.error !== undefined || !response.ok) {
+      throw new Bitrix24Error(
+        method,
+        typeof body.error === 'string' ? body.error : '',
+        typeof body.error_description === 'string' ? body.error_description : `HTTP ${response.status}`,
+        response.status,
+      );
+    }
+    return body.result;
+  }
+}
+
+function isMaybeExecuted(error: unknown): boolean {
+  return error instanceof Bitrix24TransportError || (error instanceof Bitrix24Error && error.httpStatus >= 500 && !error.refusedForLoad);
+}
+
+/** A batch command is `method?query`, the query built like PHP's http_build_query (protocols §3 batch). */
+function encodeCommand(command: BatchCommand): string {
+  const query = qs.stringify(command.params ?? {}, { arrayFormat: 'indices' });
+  return query ? `${command.method}?${query}` : command.method;
+}
+
+function asMap<T>(value: unknown): Record<string, T> {
+  return value && typeof value === 'object' && !Array.isArray(value) ? (value as Record<string, T>) : {};
+}
+
+function withSlash(url: string): string {
+  return url.endsWith('/') ? url : `${url}/`;
+}

@@ -1,0 +1,50 @@
+import { list, record, str } from './form-body.js';
+
+/** A robot or business-process activity call as Bitrix24 posts it (protocols/bitrix24.md §7). */
+export interface RobotCall {
+  code: string;
+  eventToken: string;
+  workflowId: string;
+  documentId: string[];
+  documentType: string[];
+  properties: Record<string, unknown>;
+  useSubscription: boolean;
+  /** Seconds the workflow waits for our answer; 0 means no limit. */
+  timeoutSeconds: number;
+  memberId: string;
+  applicationToken: string;
+  domain: string;
+}
+
+export class MalformedCall extends Error {
+  override name = 'MalformedCall';
+}
+
+export function readRobotCall(fields: Record<string, unknown>): RobotCall {
+  const auth = record(fields.auth);
+  const call: RobotCall = {
+    code: str(fields.code),
+    eventToken: str(fields.event_token),
+    workflowId: str(fields.workflow_id),
+    documentId: list(fields.document_id).map(String),
+    documentType: list(fields.document_type).map(String),
+    properties: normalizeProperties(record(fields.properties)),
+    useSubscription: str(fields.use_subscription) !== 'N',
+    timeoutSeconds: Number(str(fields.timeout_duration)) || 0,
+    memberId: str(auth.member_id),
+    applicationToken: str(auth.application_token),
+    domain: str(auth.domain),
+  };
+  const missing = (['code', 'eventToken'] as const).filter((key) => !call[key]);
+  if (missing.length > 0) throw new MalformedCall(`The robot call lacks ${missing.map((key) => (key === 'eventToken' ? 'event_token' : key)).join(', ')}`);
+  if (call.eventToken.length > 512) throw new MalformedCall('event_token is too long');
+  if (call.documentId.length !== 3) throw new MalformedCall('document_id must have three parts');
+  return call;
+}
+
+/** Multiple values arrive as properties[k][0..n]; qs turns sparse ones into objects, so make them arrays. */
+function normalizeProperties(properties: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(
+    Object.entries(properties).map(([key, value]) => [key, value && typeof value === 'object' ? list(value).map((item) => (typeof item === 'string' ? item : JSON.stringify(item))) : value]),
+  );
+}

@@ -1,0 +1,231 @@
+import { createHash } from 'node:crypto';
+import { LeakyBucket, Semaphore, backoffMs, delay } from '../rate-limit.js';
+import { Chat2DeskError, classifyChat2DeskError } from './errors.js';
+
+export type Fetch = typeof fetch;
+
+export interface Chat2DeskChannel {
+  id: number;
+  name: string;
+  phone: string;
+  transports: string[];
+}
+
+export interface Chat2DeskClient {
+  id: number;
+  name?: string | null;
+  assigned_name?: string | null;
+  phone?: string | null;
+  client_phone?: string | null;
+  channels?: Array<{ id: number; transports: string[] }>;
+  tags?: Array<{ id: number; label: string }>;
+}
+
+export interface Chat2DeskMessage {
+  id: number;
+  type?: string;
+  transport?: string;
+  channel_id?: number;
+  client_id?: number;
+  dialog_id?: number;
+  request_id?: number;
+  operator_id?: number | null;
+  external_id?: string | null;
+  extra_data?: Record<string, unknown> | null;
+}
+
+export interface SentMessage {
+  message_id: number;
+  channel_id: number;
+  operator_id?: number | null;
+  transport: string;
+  client_id: number;
+  dialog_id: number | null;
+  request_id?: number | null;
+}
+
+export interface SendMessageInput {
+  client_id: number;
+  text?: string;
+  attachment?: string;
+  transport?: string;
+  channel_id?: number;
+  open_dialog?: boolean;
+  external_id: string;
+}
+
+interface Envelope<T> {
+  status?: unknown;
+  data?: T;
+  meta?: { total?: number; limit?: number; offset?: number };
+  message?: unknown;
+  errors?: unknown;
+}
+
+interface RequestOptions {
+  query?: Record<string, string | number | undefined>;
+  body?: unknown;
+  /** Safe to repeat after a failure that may have reached Chat2Desk. POST /messages never is. */
+  retry: boolean;
+}
+
+/** Limits shared by every portal that uses the same Chat2Desk account. */
+export interface AccountGate {
+  bucket: LeakyBucket;
+  concurrency: Semaphore;
+}
+
+/** Chat2Desk caps `limit` at 200 (protocols/chat2desk.md §1 Pagination). */
+export const PAGE_LIMIT = 200;
+
+/**
+ * The Chat2Desk REST API v1 for one account: raw token in Authorization (no Bearer), the body's
+ * `status` decides success, limit/offset paging, backoff on 429/5xx/"requests exceeded".
+ */
+export class Chat2DeskApi {
+  constructor(
+    readonly baseUrl: string,
+    private readonly token: string,
+    private readonly gate: AccountGate,
+    private readonly fetchImpl: Fetch = fetch,
+    private readonly sleep: (ms: number) => Promise<void> = delay,
+  ) {}
+
+  async apiInfo(): Promise<Record<string, unknown>> {
+    return (await this.#request<Record<string, unknown>>('GET', '/companies/api_info', { retry: true })).data;
+  }
+
+  channels(): Promise<Chat2DeskChannel[]> {
+    return this.#all<Chat2DeskChannel>('/channels', {});
+  }
+
+  async clientsByPhone(phoneDigits: string): Promise<Chat2DeskClient[]> {
+    const { data } = await this.#request<Chat2DeskClient[]>('GET', '/clients', { query: { phone: phoneDigits, limit: PAGE_LIMIT }, retry: true });
+    return data ?? [];
+  }
+
+  async client(id: number): Promise<Chat2DeskClient> {
+    return (await this.#request<Chat2DeskClient>('GET', `/clients/${id}`, { retry: true })).data;
+  }
+
+  /**
+   * Creates the client for "write first". Repeating it is harmless: Chat2Desk refuses a second
+   * client for the same phone and names the existing id, which is returned instead.
+   */
+  async createClient(input: { phone: string; transport: string; channel_id?: number; nickname?: string }): Promise<Chat2DeskClient> {
+    try {
+      return (await this.#request<Chat2DeskClient>('POST', '/clients', { body: input, retry: true })).data;
+    } catch (error) {
+      const existingId = error instanceof Chat2DeskError ? existingClientId(error) : undefined;
+      if (existingId !== undefined) return { id: existingId };
+      throw error;
+    }
+  }
+
+  /** Never retried here: a lost answer may mean a sent message; the caller checks by external_id. */
+  async sendMessage(input: SendMessageInput): Promise<SentMessage> {
+    return (await this.#request<SentMessage>('POST', '/messages', { body: input, retry: false })).data;
+  }
+
+  /** The client's most recent outgoing messages, newest first. */
+  async recentMessagesTo(clientId: number, limit = 50): Promise<Chat2DeskMessage[]> {
+    const { data } = await this.#request<Chat2DeskMessage[]>('GET', '/messages', {
+      query: { client_id: clientId, type: 'to_client', order: 'desc', limit },
+      retry: true,
+    });
+    return data ?? [];
+  }
+
+  async #all<T>(path: string, query: Record<string, string | number>): Promise<T[]> {
+    const items: T[] = [];
+    for (let offset = 0; ; offset += PAGE_LIMIT) {
+      const { data, meta } = await this.#request<T[]>('GET', path, { query: { ...query, limit: PAGE_LIMIT, offset }, retry: true });
+      items.push(...(data ?? []));
+      const total = meta?.total ?? items.length;
+      if (!data || data.length < PAGE_LIMIT || items.length >= total) return items;
+    }
+  }
+
+  async #request<T>(method: string, path: string, options: RequestOptions): Promise<{ data: T; meta?: Envelope<T>['meta'] }> {
+    const maxAttempts = options.retry ? 5 : 1;
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        return await this.gate.concurrency.run(async () => {
+          await this.gate.bucket.acquire();
+          return this.#once<T>(method, path, options);
+        });
+      } catch (error) {
+        if (!(error instanceof Chat2DeskError) || !error.transient || attempt >= maxAttempts) throw error;
+        if (error.kind === 'rate_limit') this.gate.bucket.saturate();
+        await this.sleep(backoffMs(attempt, 500, 10_000));
+      }
+    }
+  }
+
+  async #once<T>(method: string, path: string, options: RequestOptions): Promise<{ data: T; meta?: Envelope<T>['meta'] }> {
+    const url = new URL(`${this.baseUrl}${path}`);
+    for (const [key, value] of Object.entries(options.query ?? {})) if (value !== undefined) url.searchParams.set(key, String(value));
+    const label = `${method} ${path}`;
+    let response: Response;
+    let text: string;
+    try {
+      response = await this.fetchImpl(url, {
+        method,
+        headers: {
+          authorization: this.token,
+          accept: 'application/json',
+          ...(options.body !== undefined ? { 'content-type': 'application/json' } : {}),
+        },
+        body: options.body !== undefined ? JSON.stringify(options.body) : undefined,
+        signal: AbortSignal.timeout(30_000),
+      });
+      text = await response.text();
+    } catch (error) {
+      throw new Chat2DeskError('unavailable', error instanceof Error ? error.message : String(error), 0, undefined, label);
+    }
+    let body: Envelope<T>;
+    try {
+      body = JSON.parse(text) as Envelope<T>;
+    } catch {
+      const kind = response.status === 429 ? 'rate_limit' : response.status >= 500 || response.ok ? 'unavailable' : classifyChat2DeskError(response.status, '', undefined);
+      throw new Chat2DeskError(kind, `HTTP ${response.status} with a body that is not JSON`, response.status, undefined, label);
+    }
+    if (body.status === 'success') return { data: body.data as T, meta: body.meta };
+    const message = typeof body.message === 'string' && body.message ? body.message : `HTTP ${response.status}`;
+    throw new Chat2DeskError(classifyChat2DeskError(response.status, message, body.errors), message, response.status, body.errors, label);
+  }
+}
+
+/** `errors.client = ["…already exist…", "{\"id\":N}"]` (protocols/chat2desk.md §3 POST /clients). */
+function existingClientId(error: Chat2DeskError): number | undefined {
+  if (!error.texts.some((text) => /already exist/i.test(text))) return undefined;
+  for (const text of error.texts) {
+    const match = /"id"\s*:\s*(\d+)/.exec(text);
+    if (match) return Number(match[1]);
+  }
+  return undefined;
+}
+
+/** Hands out one API object per (host, token), so portals sharing an account share its limits. */
+export class Chat2DeskAccounts {
+  readonly #gates = new Map<string, AccountGate>();
+
+  constructor(
+    private readonly limits: { requestsPerMinute: number; concurrency: number },
+    private readonly fetchImpl: Fetch = fetch,
+  ) {}
+
+  api(baseUrl: string, token: string): Chat2DeskApi {
+    const key = createHash('sha256').update(`${baseUrl}\n${token}`).digest('base64url');
+    let gate = this.#gates.get(key);
+    if (!gate) {
+      const perSecond = this.limits.requestsPerMinute / 60;
+      gate = {
+        bucket: new LeakyBucket(perSecond, Math.max(1, Math.round(this.limits.requestsPerMinute / 10))),
+        concurrency: new Semaphore(this.limits.concurrency),
+      };
+      this.#gates.set(key, gate);
+    }
+    return new Chat2DeskApi(baseUrl, token, gate, this.fetchImpl);
+  }
+}

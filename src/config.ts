@@ -1,0 +1,136 @@
+import * as v from 'valibot';
+
+/**
+ * The environment, parsed once at start. A bad value stops the server with a message naming the
+ * variable; a missing production value only produces a warning, so `npm start` with no environment
+ * comes up on the SQLite default for a first look.
+ */
+
+const port = v.pipe(
+  v.optional(v.string(), '3000'),
+  v.transform(Number),
+  v.integer('must be an integer'),
+  v.minValue(0, 'must be a port number'),
+  v.maxValue(65535, 'must be a port number'),
+);
+
+const httpUrl = (fallback?: string) =>
+  v.pipe(
+    fallback === undefined ? v.string() : v.optional(v.string(), fallback),
+    v.url('must be an absolute URL'),
+    v.check((value) => /^https?:\/\//.test(value), 'must be an http(s) URL'),
+    v.transform((value) => value.replace(/\/+$/, '')),
+  );
+
+const positiveNumber = (fallback: string) =>
+  v.pipe(v.optional(v.string(), fallback), v.transform(Number), v.number(), v.minValue(0.001, 'must be positive'));
+
+const positiveInteger = (fallback: string) =>
+  v.pipe(v.optional(v.string(), fallback), v.transform(Number), v.integer('must be an integer'), v.minValue(1, 'must be at least 1'));
+
+const EnvSchema = v.object({
+  PORT: port,
+  PUBLIC_URL: v.optional(httpUrl()),
+  DATABASE_URL: v.pipe(
+    v.optional(v.string(), 'file:./data/app.db'),
+    v.check((value) => value.startsWith('file:') || value === ':memory:', 'must be a SQLite URL such as file:./data/app.db'),
+  ),
+  B24_CLIENT_ID: v.optional(v.pipe(v.string(), v.minLength(1))),
+  B24_CLIENT_SECRET: v.optional(v.pipe(v.string(), v.minLength(1))),
+  B24_OAUTH_URL: httpUrl('https://oauth.bitrix.info'),
+  /** Leaky bucket of the Bitrix24 plan: 2/s burst 50 on every plan but Enterprise (5/s, 250). */
+  B24_RATE_PER_SECOND: positiveNumber('2'),
+  B24_RATE_BURST: positiveInteger('50'),
+  CHAT2DESK_API_URL: httpUrl('https://api.chat2desk.com/v1'),
+  /** Regional Chat2Desk hosts a portal admin may pick; the operator of this server controls the list. */
+  CHAT2DESK_ALLOWED_API_URLS: v.optional(v.string()),
+  /** Chat2Desk publishes no rate-limit figure (protocols/chat2desk.md §1): a guess, tunable here. */
+  CHAT2DESK_REQUESTS_PER_MINUTE: positiveInteger('300'),
+  CHAT2DESK_CONCURRENCY: positiveInteger('4'),
+  APP_SECRET: v.optional(v.pipe(v.string(), v.minLength(16, 'must be at least 16 characters'))),
+  LOG_LEVEL: v.optional(v.picklist(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']), 'info'),
+  PORTAL_CONCURRENCY: positiveInteger('8'),
+  ROBOT_DEADLINE_SECONDS: positiveInteger('3600'),
+  MAX_BODY_BYTES: positiveInteger('262144'),
+});
+
+export interface Config {
+  port: number;
+  publicUrl: string;
+  databaseFile: string;
+  bitrix24: {
+    clientId: string | undefined;
+    clientSecret: string | undefined;
+    oauthUrl: string;
+    ratePerSecond: number;
+    rateBurst: number;
+  };
+  chat2desk: {
+    defaultApiUrl: string;
+    allowedApiUrls: string[];
+    requestsPerMinute: number;
+    concurrency: number;
+  };
+  appSecret: string | undefined;
+  logLevel: string;
+  portalConcurrency: number;
+  robotDeadlineSeconds: number;
+  maxBodyBytes: number;
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  const present = Object.fromEntries(Object.entries(env).filter(([, value]) => value !== undefined && value !== ''));
+  const parsed = v.safeParse(EnvSchema, present);
+  if (!parsed.success) {
+    const problems = parsed.issues.map((issue) => {
+      const key = issue.path?.map((item) => String(item.key)).join('.') ?? '?';
+      return `${key}: ${issue.message}`;
+    });
+    throw new ConfigError(`Invalid environment: ${problems.join('; ')}`);
+  }
+  const e = parsed.output;
+  const allowed = (e.CHAT2DESK_ALLOWED_API_URLS ?? '')
+    .split(',')
+    .map((item) => item.trim().replace(/\/+$/, ''))
+    .filter(Boolean);
+  for (const url of allowed) {
+    if (!/^https?:\/\/[^/]+/.test(url)) throw new ConfigError(`Invalid environment: CHAT2DESK_ALLOWED_API_URLS: ${url} is not an http(s) URL`);
+  }
+  return {
+    port: e.PORT,
+    publicUrl: e.PUBLIC_URL ?? `http://localhost:${e.PORT}`,
+    databaseFile: e.DATABASE_URL === ':memory:' ? ':memory:' : e.DATABASE_URL.slice('file:'.length),
+    bitrix24: {
+      clientId: e.B24_CLIENT_ID,
+      clientSecret: e.B24_CLIENT_SECRET,
+      oauthUrl: e.B24_OAUTH_URL,
+      ratePerSecond: e.B24_RATE_PER_SECOND,
+      rateBurst: e.B24_RATE_BURST,
+    },
+    chat2desk: {
+      defaultApiUrl: e.CHAT2DESK_API_URL,
+      allowedApiUrls: [...new Set([e.CHAT2DESK_API_URL, ...allowed])],
+      requestsPerMinute: e.CHAT2DESK_REQUESTS_PER_MINUTE,
+      concurrency: e.CHAT2DESK_CONCURRENCY,
+    },
+    appSecret: e.APP_SECRET,
+    logLevel: e.LOG_LEVEL,
+    portalConcurrency: e.PORTAL_CONCURRENCY,
+    robotDeadlineSeconds: e.ROBOT_DEADLINE_SECONDS,
+    maxBodyBytes: e.MAX_BODY_BYTES,
+  };
+}
+
+/** What a production deployment still lacks; printed at start so a first run says it plainly. */
+export function productionGaps(env: Record<string, string | undefined> = process.env): string[] {
+  const gaps: string[] = [];
+  if (!env.PUBLIC_URL) gaps.push('PUBLIC_URL is not set: Bitrix24 cannot reach robot handlers at http://localhost');
+  else if (!env.PUBLIC_URL.startsWith('https://')) gaps.push('PUBLIC_URL is not HTTPS: Bitrix24 cloud portals require HTTPS handlers');
+  if (!env.B24_CLIENT_ID || !env.B24_CLIENT_SECRET) gaps.push('B24_CLIENT_ID / B24_CLIENT_SECRET are not set: installs will be refused');
+  if (!env.APP_SECRET) gaps.push('APP_SECRET is not set: a key was generated next to the database; keep it or set APP_SECRET');
+  return gaps;
+}

@@ -1,0 +1,201 @@
+import { and, asc, count, eq, inArray, lte, min, sql } from 'drizzle-orm';
+import { randomUUID } from 'node:crypto';
+import type { Db } from './database.js';
+import { jobs, type JobRow } from './schema.js';
+
+export type JobState = 'queued' | 'running' | 'reporting' | 'done' | 'cancelled';
+export type { JobRow };
+
+export interface NewJob {
+  memberId: string;
+  eventToken: string;
+  robotCode: string;
+  documentId: string[];
+  properties: unknown;
+  deadlineAt: number;
+  /** A call whose input is already known to be wrong goes straight to reporting with this result. */
+  immediateResult?: { returnValues: Record<string, unknown>; logMessage: string };
+}
+
+export interface QueueDepth {
+  queued: number;
+  running: number;
+  reporting: number;
+}
+
+/** The durable robot-job queue. Every state change is one statement, so a crash never leaves a half-made job. */
+export class JobStore {
+  constructor(
+    private readonly db: Db,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** Inserts the job unless (member_id, event_token) exists; a repeated delivery gets duplicate=true. */
+  enqueue(input: NewJob): { job: JobRow; duplicate: boolean } {
+    const now = this.now();
+    const inserted = this.db
+      .insert(jobs)
+      .values({
+        publicId: randomUUID(),
+        memberId: input.memberId,
+        eventToken: input.eventToken,
+        robotCode: input.robotCode,
+        documentId: JSON.stringify(input.documentId),
+        properties: JSON.stringify(input.properties),
+        state: input.immediateResult ? 'reporting' : 'queued',
+        runAt: now,
+        deadlineAt: input.deadlineAt,
+        returnValues: input.immediateResult ? JSON.stringify(input.immediateResult.returnValues) : null,
+        logMessage: input.immediateResult?.logMessage ?? null,
+        finishedAt: input.immediateResult ? now : null,
+        createdAt: now,
+        updatedAt: now,
+      })
+      .onConflictDoNothing()
+      .returning()
+      .get();
+    if (inserted) return { job: inserted, duplicate: false };
+    const existing = this.db
+      .select()
+      .from(jobs)
+      .where(and(eq(jobs.memberId, input.memberId), eq(jobs.eventToken, input.eventToken)))
+      .get();
+    return { job: existing!, duplicate: true };
+  }
+
+  get(id: number): JobRow | undefined {
+    return this.db.select().from(jobs).where(eq(jobs.id, id)).get();
+  }
+
+  find(memberId: string, eventToken: string): JobRow | undefined {
+    return this.db.select().from(jobs).where(and(eq(jobs.memberId, memberId), eq(jobs.eventToken, eventToken))).get();
+  }
+
+  /** Jobs whose turn has come, oldest first; `state` picks running work or result reports. */
+  due(state: 'queued' | 'reporting', limit: number): JobRow[] {
+    return this.db
+      .select()
+      .from(jobs)
+      .where(and(eq(jobs.state, state), lte(jobs.runAt, this.now())))
+      .orderBy(asc(jobs.runAt), asc(jobs.id))
+      .limit(limit)
+      .all();
+  }
+
+  /** When the next queued or reporting job becomes due, if any. */
+  nextDueAt(): number | undefined {
+    const row = this.db
+      .select({ at: min(jobs.runAt) })
+      .from(jobs)
+      .where(inArray(jobs.state, ['queued', 'reporting']))
+      .get();
+    return row?.at ?? undefined;
+  }
+
+  claim(id: number, leaseMs: number): JobRow | undefined {
+    const now = this.now();
+    return this.db
+      .update(jobs)
+      .set({ state: 'running', attempts: sql`${jobs.attempts} + 1`, leaseUntil: now + leaseMs, updatedAt: now })
+      .where(and(eq(jobs.id, id), eq(jobs.state, 'queued')))
+      .returning()
+      .get();
+  }
+
+  saveCheckpoint(id: number, checkpoint: Record<string, unknown>): void {
+    this.db.update(jobs).set({ checkpoint: JSON.stringify(checkpoint), updatedAt: this.now() }).where(eq(jobs.id, id)).run();
+  }
+
+  retryLater(id: number, runAt: number, error: string): void {
+    this.db
+      .update(jobs)
+      .set({ state: 'queued', runAt, lastError: error, leaseUntil: null, updatedAt: this.now() })
+      .where(eq(jobs.id, id))
+      .run();
+  }
+
+  /** The run is over; its result waits to be sent back to Bitrix24. */
+  finish(id: number, returnValues: Record<string, unknown>, logMessage: string): void {
+    const now = this.now();
+    this.db
+      .update(jobs)
+      .set({
+        state: 'reporting',
+        returnValues: JSON.stringify(returnValues),
+        logMessage,
+        runAt: now,
+        leaseUntil: null,
+        finishedAt: now,
+        updatedAt: now,
+      })
+      .where(eq(jobs.id, id))
+      .run();
+  }
+
+  markReported(ids: number[], reportError?: string): void {
+    if (ids.length === 0) return;
+    this.db
+      .update(jobs)
+      .set({ state: 'done', reportError: reportError ?? null, updatedAt: this.now() })
+      .where(and(inArray(jobs.id, ids), eq(jobs.state, 'reporting')))
+      .run();
+  }
+
+  retryReportLater(ids: number[], runAt: number, error: string): void {
+    if (ids.length === 0) return;
+    this.db
+      .update(jobs)
+      .set({ runAt, reportError: error, reportAttempts: sql`${jobs.reportAttempts} + 1`, updatedAt: this.now() })
+      .where(and(inArray(jobs.id, ids), eq(jobs.state, 'reporting')))
+      .run();
+  }
+
+  /** After a crash nothing is running: every job that was is taken up again. */
+  requeueInterrupted(): number {
+    return this.db
+      .update(jobs)
+      .set({ state: 'queued', leaseUntil: null, runAt: this.now(), updatedAt: this.now() })
+      .where(eq(jobs.state, 'running'))
+      .run().changes;
+  }
+
+  cancelPortal(memberId: string): number {
+    return this.db
+      .update(jobs)
+      .set({ state: 'cancelled', reportError: 'portal uninstalled', updatedAt: this.now() })
+      .where(and(eq(jobs.memberId, memberId), inArray(jobs.state, ['queued', 'running', 'reporting'])))
+      .run().changes;
+  }
+
+  /** Jobs of the portal still queued or running: more results are on the way. */
+  activeCount(memberId: string): number {
+    const row = this.db
+      .select({ n: count() })
+      .from(jobs)
+      .where(and(eq(jobs.memberId, memberId), inArray(jobs.state, ['queued', 'running'])))
+      .get();
+    return row?.n ?? 0;
+  }
+
+  depth(): QueueDepth {
+    const rows = this.db
+      .select({ state: jobs.state, n: count() })
+      .from(jobs)
+      .where(inArray(jobs.state, ['queued', 'running', 'reporting']))
+      .groupBy(jobs.state)
+      .all();
+    const depth: QueueDepth = { queued: 0, running: 0, reporting: 0 };
+    for (const row of rows) depth[row.state as keyof QueueDepth] = row.n;
+    return depth;
+  }
+
+  countByState(memberId?: string): Record<string, number> {
+    const rows = this.db
+      .select({ state: jobs.state, n: count() })
+      .from(jobs)
+      .where(memberId ? eq(jobs.memberId, memberId) : undefined)
+      .groupBy(jobs.state)
+      .all();
+    return Object.fromEntries(rows.map((row) => [row.state, row.n]));
+  }
+}

@@ -1,0 +1,154 @@
+import { and, eq } from 'drizzle-orm';
+import type { SecretBox } from '../secrets.js';
+import type { Db } from './database.js';
+import { portals, type PortalRow } from './schema.js';
+
+export type PortalStatus = 'active' | 'uninstalled' | 'reauth_required';
+
+/** Non-secret per-portal settings, stored as JSON; validated by src/portal-settings.ts. */
+export type StoredSettings = Record<string, unknown>;
+
+export interface Portal {
+  memberId: string;
+  domain: string;
+  clientEndpoint: string;
+  status: PortalStatus;
+  installerUserId: number | null;
+  settings: StoredSettings;
+  hasChat2deskToken: boolean;
+}
+
+export interface PortalTokens {
+  accessToken: string;
+  refreshToken: string;
+  expiresAt: number;
+  generation: number;
+  clientEndpoint: string;
+}
+
+export interface InstallRecord {
+  memberId: string;
+  domain: string;
+  clientEndpoint: string;
+  applicationToken: string;
+  accessToken: string;
+  refreshToken: string;
+  expiresAt: number;
+  installerUserId: number | null;
+}
+
+/** Portals and their secrets; the only code that sees sealed values. */
+export class PortalStore {
+  constructor(
+    private readonly db: Db,
+    private readonly secrets: SecretBox,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  get(memberId: string): Portal | undefined {
+    const row = this.db.select().from(portals).where(eq(portals.memberId, memberId)).get();
+    return row ? toPortal(row) : undefined;
+  }
+
+  /** The active portal whose stored application token matches the presented one, compared in constant time. */
+  authenticate(memberId: string, applicationToken: string): Portal | undefined {
+    const row = this.db.select().from(portals).where(eq(portals.memberId, memberId)).get();
+    if (!row) {
+      // Still spend the digest work so an unknown member id is not told apart by timing.
+      this.secrets.matches(applicationToken, 'x');
+      return undefined;
+    }
+    if (!this.secrets.matches(applicationToken, row.applicationTokenDigest)) return undefined;
+    return row.status === 'uninstalled' ? undefined : toPortal(row);
+  }
+
+  saveInstall(record: InstallRecord): Portal {
+    const now = this.now();
+    const values = {
+      domain: record.domain,
+      clientEndpoint: record.clientEndpoint,
+      status: 'active' as const,
+      applicationTokenDigest: this.secrets.digest(record.applicationToken),
+      accessToken: this.secrets.seal(record.accessToken),
+      refreshToken: this.secrets.seal(record.refreshToken),
+      accessExpiresAt: record.expiresAt,
+      installerUserId: record.installerUserId,
+      updatedAt: now,
+    };
+    this.db
+      .insert(portals)
+      .values({ memberId: record.memberId, installedAt: now, ...values })
+      .onConflictDoUpdate({ target: portals.memberId, set: values })
+      .run();
+    return this.get(record.memberId)!;
+  }
+
+  tokens(memberId: string): PortalTokens | undefined {
+    const row = this.db.select().from(portals).where(eq(portals.memberId, memberId)).get();
+    if (!row || row.status !== 'active' || !row.accessToken || !row.refreshToken) return undefined;
+    return {
+      accessToken: this.secrets.open(row.accessToken),
+      refreshToken: this.secrets.open(row.refreshToken),
+      expiresAt: row.accessExpiresAt,
+      generation: row.tokenGeneration,
+      clientEndpoint: row.clientEndpoint,
+    };
+  }
+
+  /** Persists a refreshed pair; returns the new generation. */
+  saveRefreshedTokens(memberId: string, tokens: { accessToken: string; refreshToken: string; expiresAt: number; clientEndpoint: string }): number {
+    const row = this.db.select({ generation: portals.tokenGeneration }).from(portals).where(eq(portals.memberId, memberId)).get();
+    const generation = (row?.generation ?? 0) + 1;
+    this.db
+      .update(portals)
+      .set({
+        accessToken: this.secrets.seal(tokens.accessToken),
+        refreshToken: this.secrets.seal(tokens.refreshToken),
+        accessExpiresAt: tokens.expiresAt,
+        clientEndpoint: tokens.clientEndpoint,
+        tokenGeneration: generation,
+        updatedAt: this.now(),
+      })
+      .where(and(eq(portals.memberId, memberId), eq(portals.status, 'active')))
+      .run();
+    return generation;
+  }
+
+  markReauthRequired(memberId: string): void {
+    this.db.update(portals).set({ status: 'reauth_required', updatedAt: this.now() }).where(eq(portals.memberId, memberId)).run();
+  }
+
+  /** Uninstall: the portal stays known (so late calls are refused cleanly) but loses every secret. */
+  uninstall(memberId: string): void {
+    this.db
+      .update(portals)
+      .set({ status: 'uninstalled', accessToken: null, refreshToken: null, chat2deskToken: null, accessExpiresAt: 0, updatedAt: this.now() })
+      .where(eq(portals.memberId, memberId))
+      .run();
+  }
+
+  chat2deskToken(memberId: string): string | undefined {
+    const row = this.db.select({ token: portals.chat2deskToken }).from(portals).where(eq(portals.memberId, memberId)).get();
+    return row?.token ? this.secrets.open(row.token) : undefined;
+  }
+
+  /** Saves settings; a token of undefined keeps the stored one. */
+  saveSettings(memberId: string, settings: StoredSettings, chat2deskToken?: string): Portal | undefined {
+    const set: Partial<typeof portals.$inferInsert> = { settings: JSON.stringify(settings), updatedAt: this.now() };
+    if (chat2deskToken !== undefined) set.chat2deskToken = this.secrets.seal(chat2deskToken);
+    this.db.update(portals).set(set).where(eq(portals.memberId, memberId)).run();
+    return this.get(memberId);
+  }
+}
+
+function toPortal(row: PortalRow): Portal {
+  return {
+    memberId: row.memberId,
+    domain: row.domain,
+    clientEndpoint: row.clientEndpoint,
+    status: row.status as PortalStatus,
+    installerUserId: row.installerUserId,
+    settings: JSON.parse(row.settings) as StoredSettings,
+    hasChat2deskToken: row.chat2deskToken !== null,
+  };
+}

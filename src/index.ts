@@ -1,0 +1,31 @@
+import { ConfigError, loadConfig, productionGaps } from './config.js';
+import { createLogger } from './log.js';
+import { startServer } from './server.js';
+
+let config;
+try {
+  config = loadConfig();
+} catch (error) {
+  if (error instanceof ConfigError) {
+    console.error(error.message);
+    process.exit(2);
+  }
+  throw error;
+}
+const log = createLogger(config.logLevel);
+const server = await startServer(config, log);
+log.info({ url: server.url, publicUrl: config.publicUrl, database: config.databaseFile }, 'chat2desk-bitrix24 is listening');
+for (const gap of productionGaps()) log.warn(`not ready for production: ${gap}`);
+
+let stopping = false;
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'stopping');
+    server.close().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  });
+}

@@ -1,0 +1,265 @@
+import * as v from 'valibot';
+import { RobotFailure, type Activity, type RobotOutcome } from '../activities/activity.js';
+import { findActivity } from '../activities/index.js';
+import { Bitrix24Error, PortalUnavailableError } from '../bitrix24/errors.js';
+import type { Bitrix24Rest } from '../bitrix24/rest-client.js';
+import type { Chat2DeskApi } from '../chat2desk/client.js';
+import { Chat2DeskError } from '../chat2desk/errors.js';
+import type { JobRow, JobStore } from '../db/jobs.js';
+import type { Portal, PortalStore } from '../db/portals.js';
+import type { Logger } from '../log.js';
+import { readSettings, type PortalSettings } from '../portal-settings.js';
+import { backoffMs } from '../rate-limit.js';
+import { Signal } from './signal.js';
+
+export interface WorkerDeps {
+  jobs: JobStore;
+  portals: PortalStore;
+  rest: Bitrix24Rest;
+  /** The portal's Chat2Desk account, or undefined when no API token is set. */
+  chat2deskFor(portal: Portal, settings: PortalSettings): Chat2DeskApi | undefined;
+  defaultChat2DeskUrl: string;
+  portalConcurrency: number;
+  log: Logger;
+  /** How long a finished result may wait for others of its portal to share one batch request. */
+  reportLingerMs?: number;
+  /** Unknown (non-protocol) errors are retried this many times, then the run fails. */
+  maxUnexpectedAttempts?: number;
+}
+
+/** Bitrix24 takes at most 50 commands per batch (protocols/bitrix24.md §3). */
+const REPORT_BATCH = 50;
+const IDLE_POLL_MS = 1_000;
+
+/**
+ * Runs queued robot jobs (bounded per portal; Chat2Desk accounts are bounded in their client) and
+ * sends results back with bizproc.event.send, many to one batch request when several are ready.
+ */
+export class RobotWorker {
+  readonly #dispatchSignal = new Signal();
+  readonly #reportSignal = new Signal();
+  readonly #runningByPortal = new Map<string, number>();
+  readonly #inFlight = new Set<Promise<void>>();
+  readonly #reportingPortals = new Set<string>();
+  #stopped = true;
+  #loops: Promise<void>[] = [];
+
+  constructor(private readonly deps: WorkerDeps) {}
+
+  get running(): boolean {
+    return !this.#stopped;
+  }
+
+  start(): void {
+    if (!this.#stopped) return;
+    this.#stopped = false;
+    const requeued = this.deps.jobs.requeueInterrupted();
+    if (requeued > 0) this.deps.log.warn({ requeued }, 'jobs interrupted by a previous stop are queued again');
+    this.#loops = [this.#dispatchLoop(), this.#reportLoop()];
+  }
+
+  wake(): void {
+    this.#dispatchSignal.notify();
+    this.#reportSignal.notify();
+  }
+
+  async stop(graceMs = 10_000): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    this.wake();
+    await Promise.race([Promise.all([...this.#loops, ...this.#inFlight]), new Promise((resolve) => setTimeout(resolve, graceMs))]);
+  }
+
+  async #dispatchLoop(): Promise<void> {
+    while (!this.#stopped) {
+      try {
+        this.#dispatch();
+      } catch (error) {
+        this.deps.log.error({ err: String(error) }, 'dispatch failed');
+      }
+      await this.#dispatchSignal.wait(this.#idleWait());
+    }
+  }
+
+  #idleWait(): number {
+    const next = this.deps.jobs.nextDueAt();
+    return next === undefined ? IDLE_POLL_MS : Math.min(IDLE_POLL_MS, Math.max(5, next - Date.now()));
+  }
+
+  #dispatch(): void {
+    for (const job of this.deps.jobs.due('queued', 500)) {
+      if (this.#stopped) return;
+      const running = this.#runningByPortal.get(job.memberId) ?? 0;
+      if (running >= this.deps.portalConcurrency) continue;
+      const claimed = this.deps.jobs.claim(job.id, 10 * 60_000);
+      if (!claimed) continue;
+      this.#runningByPortal.set(job.memberId, running + 1);
+      const task = this.#execute(claimed).finally(() => {
+        this.#runningByPortal.set(job.memberId, (this.#runningByPortal.get(job.memberId) ?? 1) - 1);
+        this.#inFlight.delete(task);
+        this.wake();
+      });
+      this.#inFlight.add(task);
+    }
+  }
+
+  async #execute(job: JobRow): Promise<void> {
+    const activity = findActivity(job.robotCode);
+    if (!activity) {
+      this.deps.jobs.finish(job.id, { status: 'failed', error: `unknown robot code ${job.robotCode}` }, `Unknown robot code ${job.robotCode}`);
+      return;
+    }
+    const log = this.deps.log.child({ memberId: job.memberId, jobId: job.id, code: job.robotCode });
+    try {
+      const outcome = await this.#run(activity, job, log);
+      this.deps.jobs.finish(job.id, outcome.returnValues, outcome.logMessage);
+      log.info({ status: outcome.returnValues.status }, 'robot run finished');
+    } catch (error) {
+      this.#handleFailure(activity, job, error, log);
+    }
+  }
+
+  async #run(activity: Activity, job: JobRow, log: Logger): Promise<RobotOutcome> {
+    if (Date.now() > job.deadlineAt) throw new RobotFailure(`gave up at the deadline${job.lastError ? `: ${job.lastError}` : ''}`);
+    const portal = this.deps.portals.get(job.memberId);
+    if (!portal || portal.status !== 'active') throw new RobotFailure('the app is not installed on this portal any more');
+    const settings = readSettings(portal.settings, this.deps.defaultChat2DeskUrl);
+    const chat2desk = this.deps.chat2deskFor(portal, settings);
+    if (!chat2desk) throw new RobotFailure('Chat2Desk is not configured for this portal: an admin must enter the Chat2Desk API token in the app settings');
+    const parsed = v.safeParse(activity.schema, JSON.parse(job.properties));
+    if (!parsed.success) throw new RobotFailure(parsed.issues.map((issue) => issue.message).join('; '));
+    return activity.run(
+      {
+        portal,
+        settings,
+        chat2desk,
+        documentId: JSON.parse(job.documentId) as string[],
+        runId: job.publicId,
+        attempt: job.attempts,
+        checkpoint: JSON.parse(job.checkpoint) as Record<string, unknown>,
+        saveCheckpoint: (checkpoint) => this.deps.jobs.saveCheckpoint(job.id, checkpoint),
+        log,
+      },
+      parsed.output,
+    );
+  }
+
+  #handleFailure(activity: Activity, job: JobRow, error: unknown, log: Logger): void {
+    const fail = (message: string) => {
+      const outcome = activity.failed(message);
+      this.deps.jobs.finish(job.id, outcome.returnValues, outcome.logMessage);
+      log.warn({ error: message }, 'robot run failed');
+    };
+    if (error instanceof RobotFailure) return fail(error.message);
+    if (error instanceof Chat2DeskError && !error.transient) {
+      return fail(error.kind === 'auth' ? `Chat2Desk rejected the API token: ${error.apiMessage}` : `Chat2Desk: ${error.apiMessage}`);
+    }
+    if (error instanceof PortalUnavailableError) return fail(error.message);
+    const message = error instanceof Error ? error.message : String(error);
+    const expected = error instanceof Chat2DeskError || error instanceof Bitrix24Error;
+    if (!expected && job.attempts >= (this.deps.maxUnexpectedAttempts ?? 5)) return fail(`internal error after ${job.attempts} attempts: ${message}`);
+    const retryAt = Date.now() + backoffMs(job.attempts, 1_000, 5 * 60_000);
+    if (retryAt > job.deadlineAt) return fail(`gave up after ${job.attempts} attempts: ${message}`);
+    if (!expected) log.error({ err: message }, 'unexpected error in robot run; retrying');
+    else log.warn({ err: message, retryInMs: retryAt - Date.now() }, 'transient failure; retrying');
+    this.deps.jobs.retryLater(job.id, retryAt, message);
+  }
+
+  async #reportLoop(): Promise<void> {
+    while (!this.#stopped) {
+      let wait = IDLE_POLL_MS;
+      try {
+        wait = this.#startReports();
+      } catch (error) {
+        this.deps.log.error({ err: String(error) }, 'report scheduling failed');
+      }
+      await this.#reportSignal.wait(wait);
+    }
+  }
+
+  /** Starts one report per portal that has results ready; returns how long to sleep before looking again. */
+  #startReports(): number {
+    const linger = this.deps.reportLingerMs ?? 1_000;
+    const now = Date.now();
+    let wait = IDLE_POLL_MS;
+    const byPortal = new Map<string, JobRow[]>();
+    for (const job of this.deps.jobs.due('reporting', 5_000)) {
+      const group = byPortal.get(job.memberId) ?? [];
+      group.push(job);
+      byPortal.set(job.memberId, group);
+    }
+    for (const [memberId, ready] of byPortal) {
+      if (this.#reportingPortals.has(memberId)) continue;
+      // While more runs of this portal are under way, let results gather into one batch request.
+      const oldest = Math.min(...ready.map((job) => job.runAt));
+      if (ready.length < REPORT_BATCH && oldest + linger > now && this.deps.jobs.activeCount(memberId) > 0) {
+        wait = Math.min(wait, oldest + linger - now);
+        continue;
+      }
+      this.#reportingPortals.add(memberId);
+      const task = this.#report(memberId, ready.slice(0, REPORT_BATCH)).finally(() => {
+        this.#reportingPortals.delete(memberId);
+        this.#inFlight.delete(task);
+        this.#reportSignal.notify();
+      });
+      this.#inFlight.add(task);
+    }
+    return wait;
+  }
+
+  async #report(memberId: string, batch: JobRow[]): Promise<void> {
+    const log = this.deps.log.child({ memberId });
+    try {
+      const outcome = await this.deps.rest.batch(
+        memberId,
+        batch.map((job) => ({
+          key: `job${job.id}`,
+          method: 'bizproc.event.send',
+          params: { EVENT_TOKEN: job.eventToken, RETURN_VALUES: JSON.parse(job.returnValues ?? '{}'), LOG_MESSAGE: job.logMessage ?? '' },
+        })),
+        { idempotent: true }, // a repeated event.send is answered true and ignored (protocols §8)
+      );
+      const delivered: number[] = [];
+      const refused: number[] = [];
+      const retry: number[] = [];
+      for (const job of batch) {
+        const error = outcome.errors[`job${job.id}`];
+        if (!error) delivered.push(job.id);
+        else if (error.error === 'ACCESS_DENIED') refused.push(job.id);
+        else retry.push(job.id);
+      }
+      this.deps.jobs.markReported(delivered);
+      // ACCESS_DENIED: the workflow no longer exists or no longer waits; nothing more can be done.
+      this.deps.jobs.markReported(refused, 'Bitrix24 refused the result: the workflow no longer waits for it');
+      if (refused.length) log.warn({ jobs: refused }, 'bitrix24 refused results for workflows that no longer wait');
+      if (retry.length) this.#retryReports(batch.filter((job) => retry.includes(job.id)), 'Bitrix24 refused some results');
+    } catch (error) {
+      if (error instanceof PortalUnavailableError) {
+        this.deps.jobs.markReported(
+          batch.map((job) => job.id),
+          error.message,
+        );
+        log.error({ err: error.message }, 'results cannot be delivered');
+        return;
+      }
+      this.#retryReports(batch, error instanceof Error ? error.message : String(error));
+      log.warn({ err: error instanceof Error ? error.message : String(error) }, 'result delivery failed; retrying');
+    }
+  }
+
+  #retryReports(batch: JobRow[], error: string): void {
+    const attempts = Math.max(...batch.map((job) => job.reportAttempts)) + 1;
+    if (attempts > 30) {
+      this.deps.jobs.markReported(
+        batch.map((job) => job.id),
+        `gave up delivering the result: ${error}`,
+      );
+      return;
+    }
+    this.deps.jobs.retryReportLater(
+      batch.map((job) => job.id),
+      Date.now() + backoffMs(attempts, 1_000, 5 * 60_000),
+      error,
+    );
+  }
+}

@@ -1,0 +1,58 @@
+import { getCountries, type CountryCode } from 'libphonenumber-js/max';
+import * as v from 'valibot';
+import type { StoredSettings } from './db/portals.js';
+
+/** The settings a portal admin edits (the API token is write-only and kept apart, sealed). */
+export interface PortalSettings {
+  chat2deskApiUrl: string;
+  defaultCountry: string | null;
+  defaultChannelId: number | null;
+  defaultTransport: string | null;
+}
+
+const countries = new Set<string>(getCountries());
+
+/** Transports Chat2Desk documents (protocols/chat2desk.md §6); used for the robot's select and to validate defaults. */
+export const KNOWN_TRANSPORTS = [
+  'whatsapp', 'wa_dialog', 'wa_cm', 'wa_infobip', 'telegram', 'tg_user', 'viber', 'viber_business', 'viber_public',
+  'vk', 'vkontakte', 'ok', 'facebook', 'insta_direct', 'widget', 'external', 'email', 'sms', 'sms_infobip', 'skype', 'wechat',
+] as const;
+
+export function settingsUpdateSchema(allowedApiUrls: readonly string[]) {
+  return v.strictObject({
+    chat2deskApiToken: v.optional(v.pipe(v.string(), v.trim(), v.minLength(1, 'chat2deskApiToken must not be empty'), v.maxLength(200))),
+    chat2deskApiUrl: v.optional(
+      v.pipe(
+        v.string(),
+        v.transform((url) => url.trim().replace(/\/+$/, '')),
+        v.check((url) => allowedApiUrls.includes(url), `chat2deskApiUrl must be one of: ${allowedApiUrls.join(', ')}`),
+      ),
+    ),
+    defaultCountry: v.optional(
+      v.nullable(
+        v.pipe(
+          v.string(),
+          v.transform((code) => code.trim().toUpperCase()),
+          v.check((code) => countries.has(code), 'defaultCountry must be an ISO 3166-1 alpha-2 code such as RU or MX'),
+        ),
+      ),
+    ),
+    defaultChannelId: v.optional(v.nullable(v.pipe(v.number('defaultChannelId must be a number'), v.integer(), v.minValue(1)))),
+    defaultTransport: v.optional(
+      v.nullable(v.pipe(v.string(), v.check((name) => /^[a-z0-9_]{2,40}$/.test(name), 'defaultTransport must be a Chat2Desk transport name such as whatsapp'))),
+    ),
+  });
+}
+
+export type SettingsUpdate = v.InferOutput<ReturnType<typeof settingsUpdateSchema>>;
+
+/** Reads stored settings, tolerating fields written by older versions. */
+export function readSettings(stored: StoredSettings, defaultApiUrl: string): PortalSettings {
+  const country = typeof stored.defaultCountry === 'string' && countries.has(stored.defaultCountry) ? (stored.defaultCountry as CountryCode) : null;
+  return {
+    chat2deskApiUrl: typeof stored.chat2deskApiUrl === 'string' ? stored.chat2deskApiUrl : defaultApiUrl,
+    defaultCountry: country,
+    defaultChannelId: typeof stored.defaultChannelId === 'number' ? stored.defaultChannelId : null,
+    defaultTransport: typeof stored.defaultTransport === 'string' ? stored.defaultTransport : null,
+  };
+}

@@ -1,0 +1,39 @@
+import { Hono } from 'hono';
+import { record, str } from '../bitrix24/form-body.js';
+import type { AppRegistration } from '../bitrix24/registration.js';
+import type { JobStore } from '../db/jobs.js';
+import type { PortalStore } from '../db/portals.js';
+import type { Logger } from '../log.js';
+import { readBitrixForm } from './form.js';
+
+/** Lifecycle events. ONAPPUNINSTALL carries no tokens, so the application token is the only proof (protocols §1). */
+export function createEventsRoute(deps: { portals: PortalStore; jobs: JobStore; registration: AppRegistration; log: Logger }) {
+  return new Hono().post('/bitrix24/events', async (c) => {
+    const fields = await readBitrixForm(c);
+    const auth = record(fields.auth);
+    const memberId = str(auth.member_id);
+    const portal = deps.portals.authenticate(memberId, str(auth.application_token));
+    if (!portal) return c.json({ error: 'unknown portal or wrong application token' }, 401);
+    const event = str(fields.event).toUpperCase();
+    if (event === 'ONAPPUNINSTALL') {
+      deps.portals.uninstall(memberId);
+      const cancelled = deps.jobs.cancelPortal(memberId);
+      deps.log.info({ memberId, cancelled }, 'portal uninstalled: secrets wiped, jobs stopped');
+      return c.json({ status: 'uninstalled' });
+    }
+    if (event === 'ONAPPUPDATE') {
+      if (str(auth.access_token) && str(auth.refresh_token)) {
+        deps.portals.saveRefreshedTokens(memberId, {
+          accessToken: str(auth.access_token),
+          refreshToken: str(auth.refresh_token),
+          expiresAt: Math.floor(Date.now() / 1000) + (Number(str(auth.expires_in)) || 3600),
+          clientEndpoint: portal.clientEndpoint,
+        });
+      }
+      // An update drops the app's handlers (protocols §1): register again, after answering.
+      void deps.registration.register(portal).catch((error: unknown) => deps.log.error({ memberId, err: String(error) }, 're-registration after update failed'));
+      return c.json({ status: 'updating' });
+    }
+    return c.json({ status: 'ignored' });
+  });
+}

@@ -1,0 +1,12 @@
+import type { Context } from 'hono';
+import { HTTPException } from 'hono/http-exception';
+import { parseFormBody } from '../bitrix24/form-body.js';
+
+/** Reads a Bitrix24 form post; anything else is refused before it reaches a handler. */
+export async function readBitrixForm(c: Context): Promise<Record<string, unknown>> {
+  const type = c.req.header('content-type') ?? '';
+  if (!type.toLowerCase().startsWith('application/x-www-form-urlencoded')) {
+    throw new HTTPException(415, { message: 'Bitrix24 posts application/x-www-form-urlencoded bodies' });
+  }
+  return parseFormBody(await c.req.text());
+}

@@ -1,0 +1,79 @@
+import { Hono } from 'hono';
+import { activities } from '../activities/index.js';
+import { record, str } from '../bitrix24/form-body.js';
+import { InstallRefused, type InstallClaim, type InstallService } from '../bitrix24/install.js';
+import type { Logger } from '../log.js';
+import { loadTemplate } from '../templates.js';
+import { readBitrixForm } from './form.js';
+
+interface InstallPage {
+  ok: boolean;
+  finish: boolean;
+  domain?: string;
+  robots?: Array<{ name: string; code: string }>;
+  chat2deskConfigured?: boolean;
+  error?: string;
+}
+
+/**
+ * Both install forms: the server-side callback (`event=ONAPPINSTALL` with `auth[...]`) and the
+ * install page opened in the portal (`AUTH_ID`, `member_id`, DOMAIN in the query), protocols §1.
+ */
+export function createInstallRoute(deps: { install: InstallService; log: Logger }) {
+  const page = loadTemplate<InstallPage>('install');
+  return new Hono()
+    .post('/install', async (c) => {
+      const fields = await readBitrixForm(c);
+      const auth = record(fields.auth);
+      if (str(auth.access_token)) {
+        const claim: InstallClaim = {
+          memberId: str(auth.member_id),
+          domain: str(auth.domain),
+          accessToken: str(auth.access_token),
+          refreshToken: str(auth.refresh_token),
+          expiresIn: Number(str(auth.expires_in)) || 3600,
+          applicationToken: str(auth.application_token),
+          userId: str(auth.user_id) ? Number(str(auth.user_id)) : null,
+        };
+        try {
+          await deps.install.install(claim);
+          return c.json({ status: 'success' });
+        } catch (error) {
+          if (error instanceof InstallRefused) return c.json({ status: 'error', error: error.message }, error.httpStatus);
+          throw error;
+        }
+      }
+      if (str(fields.AUTH_ID)) {
+        const claim: InstallClaim = {
+          memberId: str(fields.member_id),
+          domain: c.req.query('DOMAIN') ?? '',
+          accessToken: str(fields.AUTH_ID),
+          refreshToken: str(fields.REFRESH_ID),
+          expiresIn: Number(str(fields.AUTH_EXPIRES)) || 3600,
+          applicationToken: str(fields.APPLICATION_TOKEN),
+          userId: null,
+        };
+        try {
+          const { portal } = await deps.install.install(claim);
+          return c.html(
+            page({
+              ok: true,
+              finish: true,
+              domain: portal.domain,
+              robots: activities.map((activity) => ({ name: activity.name.en, code: activity.code })),
+              chat2deskConfigured: portal.hasChat2deskToken,
+            }),
+          );
+        } catch (error) {
+          if (error instanceof InstallRefused) return c.html(page({ ok: false, finish: false, error: error.message }), error.httpStatus);
+          throw error;
+        }
+      }
+      return c.json({ status: 'error', error: 'Not an install request: expected auth[...] (install callback) or AUTH_ID (install page)' }, 400);
+    })
+    .get('/install', (c) =>
+      c.text('This is the install address of Chat2Desk for Bitrix24. Bitrix24 opens it with POST when the app is installed; see the README.', 405, {
+        allow: 'POST',
+      }),
+    );
+}

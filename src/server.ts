@@ -1,0 +1,115 @@
+import { serve, type ServerType } from '@hono/node-server';
+import type { AddressInfo } from 'node:net';
+import { activities } from './activities/index.js';
+import { createApp } from './app.js';
+import { InstallService } from './bitrix24/install.js';
+import { OAuthServer } from './bitrix24/oauth.js';
+import { AppRegistration } from './bitrix24/registration.js';
+import { Bitrix24Rest } from './bitrix24/rest-client.js';
+import { Chat2DeskAccounts } from './chat2desk/client.js';
+import type { Config } from './config.js';
+import { openDatabase, pingDatabase, type DatabaseHandle } from './db/database.js';
+import { JobStore } from './db/jobs.js';
+import { PortalStore } from './db/portals.js';
+import { RobotCalls } from './jobs/robot-calls.js';
+import { RobotWorker } from './jobs/worker.js';
+import type { Logger } from './log.js';
+import { readSettings } from './portal-settings.js';
+import { SecretBox, resolveAppSecret } from './secrets.js';
+import { SettingsService } from './settings-service.js';
+
+export interface RunningServer {
+  url: string;
+  port: number;
+  database: DatabaseHandle;
+  worker: RobotWorker;
+  rest: Bitrix24Rest;
+  portals: PortalStore;
+  jobs: JobStore;
+  close(): Promise<void>;
+}
+
+export interface ServerOptions {
+  /** Hostname to listen on; loopback by default in tests, all interfaces in production. */
+  hostname?: string;
+  fetch?: typeof fetch;
+  reportLingerMs?: number;
+}
+
+/** Builds every service from the config, starts the workers and the HTTP server. */
+export async function startServer(config: Config, log: Logger, options: ServerOptions = {}): Promise<RunningServer> {
+  const database = openDatabase(config.databaseFile);
+  const secrets = new SecretBox(resolveAppSecret(config.appSecret, config.databaseFile));
+  const portals = new PortalStore(database.db, secrets);
+  const jobs = new JobStore(database.db);
+  const fetchImpl = options.fetch ?? fetch;
+  const oauth = new OAuthServer(config.bitrix24.oauthUrl, config.bitrix24.clientId, config.bitrix24.clientSecret, fetchImpl);
+  const rest = new Bitrix24Rest({ portals, oauth, log, ratePerSecond: config.bitrix24.ratePerSecond, burst: config.bitrix24.rateBurst, fetch: fetchImpl });
+  const accounts = new Chat2DeskAccounts(config.chat2desk, fetchImpl);
+  const chat2deskFor = (portal: { memberId: string }, settings: { chat2deskApiUrl: string }) => {
+    const token = portals.chat2deskToken(portal.memberId);
+    // A stored URL no longer on the operator's allow-list is not used.
+    if (!token || !config.chat2desk.allowedApiUrls.includes(settings.chat2deskApiUrl)) return undefined;
+    return accounts.api(settings.chat2deskApiUrl, token);
+  };
+  const registration = new AppRegistration({
+    rest,
+    publicUrl: config.publicUrl,
+    activities,
+    log,
+    channelsOf: async (portal) => {
+      const api = chat2deskFor(portal, readSettings(portal.settings, config.chat2desk.defaultApiUrl));
+      return api ? api.channels() : [];
+    },
+  });
+  const worker = new RobotWorker({
+    jobs,
+    portals,
+    rest,
+    chat2deskFor,
+    defaultChat2DeskUrl: config.chat2desk.defaultApiUrl,
+    portalConcurrency: config.portalConcurrency,
+    log,
+    reportLingerMs: options.reportLingerMs,
+  });
+  const app = createApp({
+    log,
+    maxBodyBytes: config.maxBodyBytes,
+    portals,
+    jobs,
+    registration,
+    install: new InstallService({ oauth, portals, registration, log }),
+    robotCalls: new RobotCalls({ jobs, robotDeadlineSeconds: config.robotDeadlineSeconds, onQueued: () => worker.wake(), log }),
+    settings: new SettingsService({
+      portals,
+      rest,
+      accounts,
+      registration,
+      secrets,
+      defaultApiUrl: config.chat2desk.defaultApiUrl,
+      allowedApiUrls: config.chat2desk.allowedApiUrls,
+      log,
+    }),
+    databaseUp: () => pingDatabase(database),
+    workersRunning: () => worker.running,
+  });
+  worker.start();
+  const server: ServerType = await new Promise((resolve) => {
+    const started = serve({ fetch: app.fetch, port: config.port, hostname: options.hostname }, () => resolve(started));
+  });
+  const port = (server.address() as AddressInfo).port;
+  return {
+    url: `http://${options.hostname ?? 'localhost'}:${port}`,
+    port,
+    database,
+    worker,
+    rest,
+    portals,
+    jobs,
+    async close() {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await worker.stop();
+      database.close();
+    },
+  };
+}

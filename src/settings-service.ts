@@ -1,0 +1,151 @@
+import * as v from 'valibot';
+import { Bitrix24Error } from './bitrix24/errors.js';
+import type { AppRegistration } from './bitrix24/registration.js';
+import type { Bitrix24Rest } from './bitrix24/rest-client.js';
+import type { Chat2DeskAccounts, Chat2DeskChannel } from './chat2desk/client.js';
+import { Chat2DeskError } from './chat2desk/errors.js';
+import type { Portal, PortalStore } from './db/portals.js';
+import type { Logger } from './log.js';
+import { readSettings, settingsUpdateSchema } from './portal-settings.js';
+import type { SecretBox } from './secrets.js';
+
+export class SettingsRequestError extends Error {
+  override name = 'SettingsRequestError';
+  constructor(
+    message: string,
+    readonly httpStatus: 400 | 401 | 403 | 422 | 502,
+  ) {
+    super(message);
+  }
+}
+
+export interface SettingsView {
+  memberId: string;
+  domain: string;
+  chat2deskApiToken: { set: boolean };
+  chat2deskApiUrl: string;
+  allowedChat2deskApiUrls: string[];
+  defaultCountry: string | null;
+  defaultChannelId: number | null;
+  defaultTransport: string | null;
+  channels: Chat2DeskChannel[];
+  chat2deskError?: string;
+  registration?: { ok: boolean; error?: string };
+}
+
+export interface SettingsDeps {
+  portals: PortalStore;
+  rest: Bitrix24Rest;
+  accounts: Chat2DeskAccounts;
+  registration: AppRegistration;
+  secrets: SecretBox;
+  defaultApiUrl: string;
+  allowedApiUrls: string[];
+  log: Logger;
+  adminCacheMs?: number;
+}
+
+/** The settings API: who may use it (a portal admin, checked with the portal) and what it stores. */
+export class SettingsService {
+  readonly #admins = new Map<string, number>();
+  readonly #schema;
+
+  constructor(private readonly deps: SettingsDeps) {
+    this.#schema = settingsUpdateSchema(deps.allowedApiUrls);
+  }
+
+  /** Proves the bearer is an admin of that portal by asking the portal itself (`profile` → ADMIN). */
+  async authorizeAdmin(memberId: string, accessToken: string): Promise<Portal> {
+    const portal = this.deps.portals.get(memberId);
+    if (!portal || portal.status === 'uninstalled') throw new SettingsRequestError('Unknown portal: the app is not installed there', 401);
+    const cacheKey = `${memberId} ${this.deps.secrets.digest(accessToken)}`;
+    const cachedUntil = this.#admins.get(cacheKey);
+    if (cachedUntil !== undefined && cachedUntil > Date.now()) return portal;
+    let profile: { ADMIN?: unknown };
+    try {
+      profile = await this.deps.rest.callAs(memberId, portal.clientEndpoint, accessToken, 'profile');
+    } catch (error) {
+      if (error instanceof Bitrix24Error && error.httpStatus < 500) throw new SettingsRequestError('Bitrix24 did not accept the access token', 401);
+      throw new SettingsRequestError(`Bitrix24 could not be asked who you are: ${error instanceof Error ? error.message : String(error)}`, 502);
+    }
+    if (profile.ADMIN !== true && profile.ADMIN !== 'Y' && profile.ADMIN !== '1') throw new SettingsRequestError('Only a Bitrix24 administrator may change the app settings', 403);
+    this.#admins.set(cacheKey, Date.now() + (this.deps.adminCacheMs ?? 60_000));
+    return portal;
+  }
+
+  async read(portal: Portal): Promise<SettingsView> {
+    const settings = readSettings(portal.settings, this.deps.defaultApiUrl);
+    const view: SettingsView = {
+      memberId: portal.memberId,
+      domain: portal.domain,
+      chat2deskApiToken: { set: portal.hasChat2deskToken },
+      chat2deskApiUrl: settings.chat2deskApiUrl,
+      allowedChat2deskApiUrls: this.deps.allowedApiUrls,
+      defaultCountry: settings.defaultCountry,
+      defaultChannelId: settings.defaultChannelId,
+      defaultTransport: settings.defaultTransport,
+      channels: [],
+    };
+    const token = this.deps.portals.chat2deskToken(portal.memberId);
+    if (token) {
+      try {
+        view.channels = await this.deps.accounts.api(settings.chat2deskApiUrl, token).channels();
+      } catch (error) {
+        view.chat2deskError = error instanceof Error ? error.message : String(error);
+      }
+    }
+    return view;
+  }
+
+  /** Validates, checks a new token with Chat2Desk, saves, then re-registers the robots. Nothing is saved on a refusal. */
+  async update(portal: Portal, input: unknown): Promise<SettingsView> {
+    const parsed = v.safeParse(this.#schema, input);
+    if (!parsed.success) throw new SettingsRequestError(parsed.issues.map((issue) => issue.message).join('; '), 400);
+    const change = parsed.output;
+    const current = readSettings(portal.settings, this.deps.defaultApiUrl);
+    const next = {
+      chat2deskApiUrl: change.chat2deskApiUrl ?? current.chat2deskApiUrl,
+      defaultCountry: change.defaultCountry !== undefined ? change.defaultCountry : current.defaultCountry,
+      defaultChannelId: change.defaultChannelId !== undefined ? change.defaultChannelId : current.defaultChannelId,
+      defaultTransport: change.defaultTransport !== undefined ? change.defaultTransport : current.defaultTransport,
+    };
+    const token = change.chat2deskApiToken ?? this.deps.portals.chat2deskToken(portal.memberId);
+    const needsCheck = change.chat2deskApiToken !== undefined || next.chat2deskApiUrl !== current.chat2deskApiUrl || change.defaultChannelId != null;
+    if (needsCheck) {
+      if (!token) throw new SettingsRequestError('Set chat2deskApiToken first: the other Chat2Desk settings need it', 422);
+      const api = this.deps.accounts.api(next.chat2deskApiUrl, token);
+      try {
+        await api.apiInfo();
+        if (next.defaultChannelId !== null) {
+          const channels = await api.channels();
+          const channel = channels.find((item) => item.id === next.defaultChannelId);
+          if (!channel) throw new SettingsRequestError(`defaultChannelId ${next.defaultChannelId} is not a channel of this Chat2Desk account`, 422);
+          if (next.defaultTransport && !channel.transports.includes(next.defaultTransport)) {
+            throw new SettingsRequestError(`Channel ${channel.id} does not support ${next.defaultTransport}; it has ${channel.transports.join(', ')}`, 422);
+          }
+        }
+      } catch (error) {
+        if (error instanceof SettingsRequestError) throw error;
+        if (error instanceof Chat2DeskError && !error.transient) {
+          throw new SettingsRequestError(
+            error.kind === 'auth' ? `Chat2Desk rejected the API token: ${error.apiMessage}` : `Chat2Desk refused: ${error.apiMessage}`,
+            422,
+          );
+        }
+        throw new SettingsRequestError(`Chat2Desk could not be reached to check the token: ${error instanceof Error ? error.message : String(error)}`, 502);
+      }
+    }
+    const saved = this.deps.portals.saveSettings(portal.memberId, next, change.chat2deskApiToken);
+    if (!saved) throw new SettingsRequestError('The portal disappeared while saving', 401);
+    this.deps.log.info({ memberId: portal.memberId, tokenChanged: change.chat2deskApiToken !== undefined }, 'settings saved');
+    let registration: SettingsView['registration'];
+    try {
+      await this.deps.registration.register(saved);
+      registration = { ok: true };
+    } catch (error) {
+      registration = { ok: false, error: error instanceof Error ? error.message : String(error) };
+      this.deps.log.warn({ memberId: portal.memberId, err: registration.error }, 'settings saved but robots were not re-registered');
+    }
+    return { ...(await this.read(saved)), registration };
+  }
+}
