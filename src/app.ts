@@ -34,7 +34,8 @@ export function createApp(deps: AppDeps): Hono {
     '*',
     bodyLimit({
       maxSize: deps.maxBodyBytes,
-      onError: (c) => c.json({ error: `The body is larger than ${deps.maxBodyBytes} bytes` }, 413),
+      // The unread rest of the body would poison a kept-alive connection, so close it.
+      onError: (c) => c.json({ error: `The body is larger than ${deps.maxBodyBytes} bytes` }, 413, { connection: 'close' }),
     }),
   );
   app.route('/', createHealthRoute(deps));

@@ -1,0 +1,147 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { loadConfig, type Config } from '../../src/config.js';
+import { createLogger } from '../../src/log.js';
+import { startServer, type RunningServer } from '../../src/server.js';
+import { startFakeBitrix24, type FakeBitrix24, type FakeBitrix24Options } from '../fakes/bitrix24.js';
+import { startFakeChat2Desk, type FakeChat2Desk, type FakeChat2DeskOptions } from '../fakes/chat2desk.js';
+
+export const APP_SECRET = 'test-app-secret-0123456789abcdef';
+
+/** Everything a behaviour test needs: both fakes, our server on a real port, a real SQLite file. */
+export interface Stack {
+  b24: FakeBitrix24;
+  c2d: FakeChat2Desk;
+  server: RunningServer;
+  config: Config;
+  env: Record<string, string>;
+  dir: string;
+  logs: string[];
+  restart(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface StackOptions {
+  b24?: FakeBitrix24Options;
+  c2d?: FakeChat2DeskOptions;
+  env?: Record<string, string>;
+  reportLingerMs?: number;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as { port: number };
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+export function stackEnv(b24: FakeBitrix24, c2d: FakeChat2Desk, port: number, dir: string, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    PORT: String(port),
+    PUBLIC_URL: `http://127.0.0.1:${port}`,
+    DATABASE_URL: `file:${join(dir, 'app.db')}`,
+    B24_CLIENT_ID: b24.clientId,
+    B24_CLIENT_SECRET: b24.clientSecret,
+    B24_OAUTH_URL: b24.oauthUrl,
+    CHAT2DESK_API_URL: c2d.url,
+    APP_SECRET,
+    LOG_LEVEL: 'debug',
+    ...extra,
+  };
+}
+
+export async function startStack(options: StackOptions = {}): Promise<Stack> {
+  const dir = mkdtempSync(join(tmpdir(), 'c2d-b24-test-'));
+  const b24 = await startFakeBitrix24(options.b24);
+  const c2d = await startFakeChat2Desk(options.c2d);
+  const port = await freePort();
+  const env = stackEnv(b24, c2d, port, dir, options.env);
+  const config = loadConfig(env);
+  const logs: string[] = [];
+  const sink = new Writable({
+    write(chunk, _encoding, done) {
+      logs.push(String(chunk));
+      done();
+    },
+  });
+  const log = createLogger(config.logLevel, sink);
+  const boot = () => startServer(config, log, { hostname: '127.0.0.1', reportLingerMs: options.reportLingerMs ?? 50 });
+  const stack: Stack = {
+    b24,
+    c2d,
+    config,
+    env,
+    dir,
+    logs,
+    server: await boot(),
+    async restart() {
+      await stack.server.close();
+      stack.server = await boot();
+    },
+    async close() {
+      await stack.server.close().catch(() => undefined);
+      await Promise.all([b24.close(), c2d.close()]);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  return stack;
+}
+
+export function postForm(url: string, body: string, query = ''): Promise<Response> {
+  return fetch(query ? `${url}?${query}` : url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body,
+  });
+}
+
+/** Installs the app into the fake portal through the server-side install callback. */
+export async function install(stack: Stack): Promise<void> {
+  const response = await postForm(`${stack.server.url}/install`, stack.b24.installEventBody());
+  if (response.status !== 200) throw new Error(`install failed: ${response.status} ${await response.text()}`);
+  stack.b24.installFinish();
+}
+
+export function adminHeaders(stack: Stack, userId = 1): Record<string, string> {
+  return {
+    authorization: `Bearer ${stack.b24.issueAuth(userId).access_token}`,
+    'x-bitrix24-member-id': stack.b24.memberId,
+    'content-type': 'application/json',
+  };
+}
+
+export async function putSettings(stack: Stack, settings: Record<string, unknown>, userId = 1): Promise<Response> {
+  return fetch(`${stack.server.url}/api/settings`, { method: 'PUT', headers: adminHeaders(stack, userId), body: JSON.stringify(settings) });
+}
+
+/** Install and connect Chat2Desk: the state a portal is in once its admin has set the app up. */
+export async function installAndConfigure(stack: Stack, settings: Record<string, unknown> = {}): Promise<void> {
+  await install(stack);
+  const response = await putSettings(stack, { chat2deskApiToken: stack.c2d.token, ...settings });
+  if (response.status !== 200) throw new Error(`settings failed: ${response.status} ${await response.text()}`);
+  stack.c2d.resetCalls();
+  stack.b24.resetCalls();
+}
+
+/** Polls until `check` returns a value other than undefined/false, or fails after `timeoutMs`. */
+export async function eventually<T>(check: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 15_000, what = 'condition'): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined && value !== false) return value;
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}
+
+/** Messages our server sent through the fake Chat2Desk (POST /messages that succeeded). */
+export function sentMessages(stack: Stack) {
+  return stack.c2d.calls.filter((call) => call.method === 'POST' && call.path === '/messages' && call.status === 200);
+}
