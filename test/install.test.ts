@@ -1,0 +1,128 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { activities } from '../src/activities/index.js';
+import { adminHeaders, eventually, install, installAndConfigure, postForm, startStack, type Stack } from './support/stack.js';
+
+const robotCodes = activities.map((activity) => activity.code);
+const twinCodes = robotCodes.map((code) => `${code}_bp`);
+
+describe('install and lifecycle', () => {
+  let stack: Stack;
+  beforeEach(async () => {
+    stack = await startStack();
+  });
+  afterEach(() => stack.close());
+
+  it('registers every robot, its business-process twin and the lifecycle events', async () => {
+    const response = await postForm(`${stack.server.url}/install`, stack.b24.installEventBody());
+    expect(response.status).toBe(200);
+    expect(await response.json()).toEqual({ status: 'success' });
+
+    expect([...stack.b24.robots.keys()].sort()).toEqual([...robotCodes].sort());
+    expect([...stack.b24.activities.keys()].sort()).toEqual([...twinCodes].sort());
+    const robot = stack.b24.robots.get('c2d_send_message')!;
+    expect(robot).toMatchObject({ HANDLER: `${stack.server.url}/bitrix24/robot`, USE_SUBSCRIPTION: 'Y' });
+    const lower = (map: unknown) => Object.fromEntries(Object.entries(map as object).map(([key, value]) => [key.toLowerCase(), value]));
+    expect(lower(robot.NAME)).toMatchObject({ en: 'Send Chat2Desk message', ru: 'Отправить сообщение Chat2Desk', la: 'Enviar mensaje de Chat2Desk' });
+    expect(Object.keys(robot.PROPERTIES as object)).toEqual(['phone', 'text', 'attachment', 'channel_id', 'transport', 'open_dialog']);
+    expect(Object.keys(robot.RETURN_PROPERTIES as object)).toEqual(['status', 'error', 'message_id', 'client_id', 'dialog_id', 'channel_id', 'transport']);
+    expect(stack.b24.activities.get('c2d_send_message_bp')).toMatchObject({ HANDLER: robot.HANDLER });
+    const events = stack.b24.eventBindings.map((binding) => `${binding.event.toUpperCase()} ${binding.handler}`).sort();
+    expect(events).toEqual([`ONAPPUNINSTALL ${stack.server.url}/bitrix24/events`, `ONAPPUPDATE ${stack.server.url}/bitrix24/events`]);
+  });
+
+  it('is safe to repeat: a second install updates what exists and adds nothing', async () => {
+    await install(stack);
+    const firstCalls = stack.b24.calls.length;
+    const response = await postForm(`${stack.server.url}/install`, stack.b24.installEventBody());
+    expect(response.status).toBe(200);
+    const secondRun = stack.b24.calls.slice(firstCalls).map((call) => call.method);
+    expect(secondRun).toContain('bizproc.robot.update');
+    expect(secondRun).not.toContain('bizproc.robot.add');
+    expect(secondRun).not.toContain('event.bind');
+    expect(stack.b24.robots.size).toBe(robotCodes.length);
+    expect(stack.b24.eventBindings).toHaveLength(2);
+  });
+
+  it('answers the install page with a page that finishes the installation', async () => {
+    const { query, body } = stack.b24.installPageRequest();
+    const response = await postForm(`${stack.server.url}/install`, body, query);
+    expect(response.status).toBe(200);
+    const html = await response.text();
+    expect(html).toContain('BX24.installFinish()');
+    expect(html).toContain('//api.bitrix24.com/api/v1/');
+    expect(html).toContain(`installed on ${stack.b24.domain}`);
+    expect(stack.b24.robots.size).toBe(robotCodes.length);
+  });
+
+  it.each([
+    ['member id of another portal', { memberId: 'f'.repeat(32) }],
+    ['domain of another portal', { domain: 'evil.bitrix24.com' }],
+    ['access token the OAuth server does not know', { accessToken: 'forged-access-token' }],
+  ])('refuses a forged install (%s) and stores nothing', async (_label, overrides) => {
+    const response = await postForm(`${stack.server.url}/install`, stack.b24.installEventBody(overrides));
+    expect(response.status).toBe(403);
+    expect(stack.server.portals.get(stack.b24.memberId)).toBeUndefined();
+    expect(stack.server.portals.get('f'.repeat(32))).toBeUndefined();
+    expect(stack.b24.calls.filter((call) => call.method.startsWith('bizproc.'))).toHaveLength(0);
+  });
+
+  it('refuses an install for another application (client id mismatch)', async () => {
+    await stack.server.close();
+    const { startServer } = await import('../src/server.js');
+    const { loadConfig } = await import('../src/config.js');
+    const { createLogger } = await import('../src/log.js');
+    stack.server = await startServer(loadConfig({ ...stack.env, B24_CLIENT_ID: 'local.someone-else.1' }), createLogger('silent'), { hostname: '127.0.0.1' });
+    const response = await postForm(`${stack.server.url}/install`, stack.b24.installEventBody());
+    expect(response.status).toBe(403);
+    expect(await response.json()).toMatchObject({ error: 'Install refused: the token belongs to another application' });
+    expect(stack.server.portals.get(stack.b24.memberId)).toBeUndefined();
+  });
+
+  it('never sends the client secret anywhere but the configured OAuth server', async () => {
+    await install(stack);
+    stack.b24.expireAccessTokens();
+    await fetch(`${stack.server.url}/api/settings`, { headers: adminHeaders(stack) });
+    await stack.server.rest.call(stack.b24.memberId, 'app.info', {}, { idempotent: true });
+    expect(stack.b24.oauthCalls.some((call) => call.method === 'oauth.token')).toBe(true);
+    for (const call of stack.b24.calls) expect(JSON.stringify(call.params)).not.toContain(stack.b24.clientSecret);
+  });
+
+  it('uninstall wipes the secrets, stops queued jobs and refuses later calls', async () => {
+    await installAndConfigure(stack);
+    stack.c2d.setDown(true);
+    const queued = await stack.b24.callRobot({ code: 'c2d_send_message', properties: { phone: '79161234567', text: 'hi' } });
+    expect(queued.status).toBe(200);
+
+    const lateCall = stack.b24.robotCallBody({ code: 'c2d_send_message', properties: { phone: '79161234567', text: 'late' } });
+    const forged = await postForm(`${stack.server.url}/bitrix24/events`, stack.b24.uninstallEventBody({ applicationToken: '0'.repeat(32) }));
+    expect(forged.status).toBe(401);
+    expect(stack.server.portals.get(stack.b24.memberId)?.status).toBe('active');
+
+    const response = await postForm(`${stack.server.url}/bitrix24/events`, stack.b24.uninstallEventBody());
+    expect(response.status).toBe(200);
+    const row = stack.server.database.sqlite.prepare('select * from portals where member_id = ?').get(stack.b24.memberId) as Record<string, unknown>;
+    expect(row).toMatchObject({ status: 'uninstalled', access_token: null, refresh_token: null, chat2desk_token: null });
+    expect(stack.server.jobs.countByState()).toEqual({ cancelled: 1 });
+
+    const later = await postForm(`${stack.server.url}/bitrix24/robot`, lateCall.body);
+    expect(later.status).toBe(401);
+  });
+
+  it('re-registers robots when Bitrix24 reports an app update', async () => {
+    await install(stack);
+    stack.b24.robots.clear();
+    stack.b24.activities.clear();
+    const response = await postForm(`${stack.server.url}/bitrix24/events`, stack.b24.eventBody('ONAPPUPDATE', { VERSION: '2', PREVIOUS_VERSION: '1' }));
+    expect(response.status).toBe(200);
+    await eventually(() => stack.b24.robots.size === robotCodes.length && stack.b24.activities.size === robotCodes.length, 5_000, 're-registration');
+  });
+
+  it('keeps secrets sealed in the database file', async () => {
+    await installAndConfigure(stack);
+    const row = stack.server.database.sqlite.prepare('select * from portals').get() as Record<string, string>;
+    const dump = JSON.stringify(row);
+    expect(dump).not.toContain(stack.c2d.token);
+    expect(dump).not.toContain(stack.b24.applicationToken);
+    expect(row.access_token).toMatch(/^v1\./);
+  });
+});
