@@ -120,7 +120,8 @@ export class Bitrix24Rest {
   #bucket(memberId: string): LeakyBucket {
     let bucket = this.#buckets.get(memberId);
     if (!bucket) {
-      bucket = new LeakyBucket(this.options.ratePerSecond, this.options.burst);
+      // One slot of headroom: requests released on time can still arrive bunched (network jitter).
+      bucket = new LeakyBucket(this.options.ratePerSecond, Math.max(1, this.options.burst - 1));
       this.#buckets.set(memberId, bucket);
     }
     return bucket;

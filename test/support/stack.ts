@@ -102,14 +102,17 @@ export function postForm(url: string, body: string, query = ''): Promise<Respons
   });
 }
 
+/** The parts of a stack the set-up helpers need, so they also drive a server in a child process. */
+export type Reachable = Pick<Stack, 'b24' | 'c2d'> & { server: { url: string } };
+
 /** Installs the app into the fake portal through the server-side install callback. */
-export async function install(stack: Stack): Promise<void> {
+export async function install(stack: Reachable): Promise<void> {
   const response = await postForm(`${stack.server.url}/install`, stack.b24.installEventBody());
   if (response.status !== 200) throw new Error(`install failed: ${response.status} ${await response.text()}`);
   stack.b24.installFinish();
 }
 
-export function adminHeaders(stack: Stack, userId = 1): Record<string, string> {
+export function adminHeaders(stack: Reachable, userId = 1): Record<string, string> {
   return {
     authorization: `Bearer ${stack.b24.issueAuth(userId).access_token}`,
     'x-bitrix24-member-id': stack.b24.memberId,
@@ -117,12 +120,12 @@ export function adminHeaders(stack: Stack, userId = 1): Record<string, string> {
   };
 }
 
-export async function putSettings(stack: Stack, settings: Record<string, unknown>, userId = 1): Promise<Response> {
+export async function putSettings(stack: Reachable, settings: Record<string, unknown>, userId = 1): Promise<Response> {
   return fetch(`${stack.server.url}/api/settings`, { method: 'PUT', headers: adminHeaders(stack, userId), body: JSON.stringify(settings) });
 }
 
 /** Install and connect Chat2Desk: the state a portal is in once its admin has set the app up. */
-export async function installAndConfigure(stack: Stack, settings: Record<string, unknown> = {}): Promise<void> {
+export async function installAndConfigure(stack: Reachable, settings: Record<string, unknown> = {}): Promise<void> {
   await install(stack);
   const response = await putSettings(stack, { chat2deskApiToken: stack.c2d.token, ...settings });
   if (response.status !== 200) throw new Error(`settings failed: ${response.status} ${await response.text()}`);
@@ -142,6 +145,6 @@ export async function eventually<T>(check: () => T | undefined | false | Promise
 }
 
 /** Messages our server sent through the fake Chat2Desk (POST /messages that succeeded). */
-export function sentMessages(stack: Stack) {
+export function sentMessages(stack: Pick<Stack, 'c2d'>) {
   return stack.c2d.calls.filter((call) => call.method === 'POST' && call.path === '/messages' && call.status === 200);
 }

@@ -1,0 +1,120 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { afterEach, describe, expect, it } from 'vitest';
+import { startFakeBitrix24, type FakeBitrix24 } from './fakes/bitrix24.js';
+import { startFakeChat2Desk, type FakeChat2Desk } from './fakes/chat2desk.js';
+import { eventually, freePort, installAndConfigure, stackEnv } from './support/stack.js';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+// node itself with tsx's loader: one process, so SIGKILL really kills the server (the tsx CLI forks a child).
+const tsxLoader = pathToFileURL(join(root, 'node_modules', 'tsx', 'dist', 'loader.mjs')).href;
+
+interface Child {
+  process: ChildProcess;
+  output: string[];
+}
+
+function startChild(env: Record<string, string>, cwd = root): Child {
+  const output: string[] = [];
+  const child = spawn(process.execPath, ['--import', tsxLoader, join(root, 'src', 'index.ts')], { cwd, env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  child.stdout.on('data', (chunk) => output.push(String(chunk)));
+  child.stderr.on('data', (chunk) => output.push(String(chunk)));
+  return { process: child, output };
+}
+
+async function healthy(url: string): Promise<boolean> {
+  try {
+    return (await fetch(`${url}/healthz`)).status === 200;
+  } catch {
+    return false;
+  }
+}
+
+function killHard(child: Child): Promise<void> {
+  return new Promise((resolve) => {
+    if (child.process.exitCode !== null || child.process.signalCode !== null) return resolve();
+    child.process.once('exit', () => resolve());
+    child.process.kill('SIGKILL');
+  });
+}
+
+describe('a real server process', () => {
+  const cleanup: Array<() => Promise<void> | void> = [];
+  afterEach(async () => {
+    for (const step of cleanup.splice(0).reverse()) await step();
+  });
+
+  it('comes up with no environment at all on the SQLite default and says what production lacks', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'c2d-b24-bare-'));
+    cleanup.push(() => rmSync(dir, { recursive: true, force: true }));
+    const port = await freePort();
+    const child = startChild({ PORT: String(port) }, dir);
+    cleanup.push(() => killHard(child));
+    await eventually(() => healthy(`http://127.0.0.1:${port}`), 20_000, 'server up');
+    const health = await (await fetch(`http://127.0.0.1:${port}/healthz`)).json();
+    expect(health).toEqual({ status: 'ok', database: true, workers: true, queue: { queued: 0, running: 0, reporting: 0 } });
+    const printed = child.output.join('');
+    expect(printed).toContain('B24_CLIENT_ID / B24_CLIENT_SECRET are not set');
+    expect(printed).toContain('PUBLIC_URL is not set');
+  });
+
+  it('refuses to start on a bad variable and names it', async () => {
+    const child = startChild({ PORT: 'eighty', DATABASE_URL: 'postgres://nope' });
+    const code = await new Promise<number | null>((resolve) => child.process.once('exit', resolve));
+    expect(code).toBe(2);
+    const printed = child.output.join('');
+    expect(printed).toContain('PORT: must be an integer');
+    expect(printed).toContain('DATABASE_URL: must be a SQLite URL');
+  });
+
+  it('finishes every job exactly once after kill -9 with jobs queued and sends in flight', async () => {
+    const b24: FakeBitrix24 = await startFakeBitrix24();
+    const c2d: FakeChat2Desk = await startFakeChat2Desk();
+    const dir = mkdtempSync(join(tmpdir(), 'c2d-b24-crash-'));
+    cleanup.push(async () => {
+      await Promise.all([b24.close(), c2d.close()]);
+      rmSync(dir, { recursive: true, force: true });
+    });
+    const port = await freePort();
+    const env = stackEnv(b24, c2d, port, dir, { LOG_LEVEL: 'info', CHAT2DESK_CONCURRENCY: '3' });
+    const url = `http://127.0.0.1:${port}`;
+    let child = startChild(env);
+    cleanup.push(() => killHard(child));
+    await eventually(() => healthy(url), 20_000, 'server up');
+    await installAndConfigure({ b24, c2d, server: { url } });
+    c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404 });
+
+    // Chat2Desk accepts the first sends but answers them only after the server is dead.
+    c2d.delayNext({ method: 'POST', path: '/messages' }, 4_000, 3);
+    const calls = await Promise.all(
+      Array.from({ length: 12 }, (_, i) => b24.callRobot({ code: 'c2d_send_message', properties: { phone: '79161234567', text: `crash ${i}` } })),
+    );
+    for (const call of calls) expect(call.status).toBe(200);
+    await eventually(() => c2d.account().messages.length >= 3, 10_000, 'sends in flight');
+    await killHard(child);
+    const acceptedBeforeCrash = c2d.account().messages.length;
+    expect(acceptedBeforeCrash).toBeGreaterThanOrEqual(3);
+    expect(b24.sentEvents.length).toBeLessThan(12);
+
+    child = startChild(env);
+    await eventually(() => healthy(url), 20_000, 'server back');
+    await eventually(() => calls.every((call) => b24.sentEvents.some((event) => event.eventToken === call.eventToken)), 30_000, 'all results').catch((error) => {
+      console.log(child.output.join('').slice(-6000), b24.sentEvents.length, c2d.account().messages.length);
+      throw error;
+    });
+
+    const messages = c2d.account().messages.filter((message) => String(message.text).startsWith('crash '));
+    expect(messages).toHaveLength(12);
+    expect(new Set(messages.map((message) => message.external_id)).size).toBe(12);
+    expect(new Set(messages.map((message) => message.text)).size).toBe(12);
+    for (const call of calls) {
+      const events = b24.sentEvents.filter((event) => event.eventToken === call.eventToken);
+      expect(events).toHaveLength(1);
+      expect(events[0]!.returnValues.status).toBe('sent');
+    }
+    expect(child.output.join('')).toContain('jobs interrupted by a previous stop are queued again');
+  });
+});

@@ -1,0 +1,1881 @@
+/**
+ * A fake Bitrix24 portal and its OAuth server (oauth.bitrix.info), as two real HTTP servers on
+ * 127.0.0.1, for behaviour tests of the app server over real HTTP.
+ *
+ * It follows shared/protocols/bitrix24.md ("§n" below) and the wire examples in
+ * shared/protocols/examples/bitrix24/. Where the notes leave a gap the fake has to pick something;
+ * every such pick is marked `GUESS:` so they can all be found, and corrected, with one search.
+ *
+ * The fake never logs: tokens and secrets stay in memory, where tests read them.
+ */
+import { randomBytes, randomInt } from 'node:crypto';
+import type { Server } from 'node:http';
+import { serve } from '@hono/node-server';
+import { Hono, type Context } from 'hono';
+import type { ContentfulStatusCode } from 'hono/utils/http-status';
+import qs from 'qs';
+
+// ---------------------------------------------------------------------------------------------
+// Public types
+// ---------------------------------------------------------------------------------------------
+
+export interface FakeBitrix24Options {
+  clientId?: string;
+  clientSecret?: string;
+  memberId?: string;
+  /** The portal's domain name as Bitrix24 reports it; requests still go to the loopback URL. */
+  domain?: string;
+  applicationToken?: string;
+  /** The one admin user; every other user is not an admin. */
+  adminUserId?: number;
+  accessTokenTtlSeconds?: number;
+  /** §4 leaky bucket; `false` turns it off. */
+  rateLimit?: { drainPerSecond: number; burst: number } | false;
+  /** Scope string reported in tokens and app.info. */
+  scope?: string;
+}
+
+export interface RecordedCall {
+  method: string;
+  params: Record<string, unknown>;
+  status: number;
+  error?: string;
+  at: number;
+  accessToken?: string;
+}
+
+export interface InstallOverrides {
+  memberId?: string;
+  domain?: string;
+  applicationToken?: string;
+  accessToken?: string;
+}
+
+export interface RobotCallInput {
+  code: string;
+  properties: Record<string, string | string[]>;
+  /** Defaults to a deal the fake creates for the occasion (a workflow always runs on a document). */
+  documentId?: [string, string, string];
+  eventToken?: string;
+  applicationToken?: string;
+  /** Defaults to what the robot was registered with; only an explicit 'N' means "don't wait" (§5). */
+  useSubscription?: 'Y' | 'N';
+}
+
+export interface BitrixAuth {
+  access_token: string;
+  refresh_token: string;
+  expires: string;
+  expires_in: string;
+  scope: string;
+  domain: string;
+  server_endpoint: string;
+  client_endpoint: string;
+  member_id: string;
+  user_id: string;
+  status: string;
+  application_token: string;
+}
+
+export interface EventBinding {
+  id: number;
+  event: string;
+  handler: string;
+  /** User whose tokens the handler receives; 0 = whoever caused the event (§11). */
+  authType: number;
+  offline: boolean;
+}
+
+export interface PlacementBinding {
+  placement: string;
+  handler: string;
+  title: string;
+  description: string;
+  groupName: string;
+  langAll: Record<string, unknown>;
+  options: Record<string, unknown>;
+  userId: number;
+}
+
+export interface SentEvent {
+  eventToken: string;
+  returnValues: Record<string, unknown>;
+  logMessage?: string;
+}
+
+export interface TimelineComment {
+  id: number;
+  entityType: string;
+  entityId: number;
+  comment: string;
+  authorId: number;
+  created: string;
+}
+
+export interface TimelineLogMessage {
+  id: number;
+  entityTypeId: number;
+  entityId: number;
+  title: string;
+  text: string;
+  iconCode: string;
+  authorId: number;
+  created: string;
+}
+
+export interface Delivery {
+  kind: 'robot' | 'event';
+  url: string;
+  body: string;
+  status: number;
+}
+
+export type CrmRecord = Record<string, unknown>;
+
+export interface CrmStore {
+  leads: Map<number, CrmRecord>;
+  contacts: Map<number, CrmRecord>;
+  deals: Map<number, CrmRecord>;
+  companies: Map<number, CrmRecord>;
+}
+
+export interface SeedPerson {
+  name?: string;
+  lastName?: string;
+  title?: string;
+  phones?: string[];
+  emails?: string[];
+  /** Any other fields, UPPER_CASE as Bitrix24 names them. */
+  fields?: Record<string, unknown>;
+}
+
+export interface SeedDeal {
+  title?: string;
+  contactId?: number;
+  fields?: Record<string, unknown>;
+}
+
+export interface ErrorReply {
+  status: number;
+  error: string;
+  error_description: string;
+}
+
+export interface FakeBitrix24 {
+  portalUrl: string;
+  clientEndpoint: string;
+  oauthUrl: string;
+  clientId: string;
+  clientSecret: string;
+  memberId: string;
+  domain: string;
+  applicationToken: string;
+  scope: string;
+  calls: RecordedCall[];
+  oauthCalls: RecordedCall[];
+  robots: Map<string, Record<string, unknown>>;
+  activities: Map<string, Record<string, unknown>>;
+  eventBindings: EventBinding[];
+  placements: PlacementBinding[];
+  sentEvents: SentEvent[];
+  activityLog: Array<{ eventToken: string; message: string }>;
+  timelineComments: TimelineComment[];
+  timelineLogMessages: TimelineLogMessage[];
+  deliveries: Delivery[];
+  crm: CrmStore;
+  installed: boolean;
+  issueAuth(userId?: number): BitrixAuth;
+  installEventBody(overrides?: InstallOverrides): string;
+  installPageRequest(overrides?: InstallOverrides): { query: string; body: string };
+  placementPageRequest(
+    placement: string,
+    options: Record<string, unknown>,
+    overrides?: InstallOverrides,
+  ): { query: string; body: string };
+  uninstallEventBody(overrides?: { applicationToken?: string; clean?: boolean }): string;
+  eventBody(event: string, data: unknown, options?: { userId?: number; applicationToken?: string }): string;
+  deliverEvent(
+    event: string,
+    data: unknown,
+    options?: { applicationToken?: string },
+  ): Promise<Array<{ handler: string; status: number; text: string }>>;
+  robotCallBody(input: RobotCallInput): { body: string; eventToken: string };
+  callRobot(input: RobotCallInput): Promise<{ status: number; text: string; eventToken: string }>;
+  installFinish(): void;
+  expireAccessTokens(): void;
+  expireRefreshTokens(): void;
+  failNext(method: string, reply: ErrorReply, times?: number): void;
+  failNextOAuth(endpoint: 'oauth.token' | 'app.info', reply: ErrorReply, times?: number): void;
+  setOperatingLimit(method: string, blockedUntilUnixSeconds: number): void;
+  seedLead(input?: SeedPerson): number;
+  seedContact(input?: SeedPerson): number;
+  seedCompany(input?: SeedPerson): number;
+  seedDeal(input?: SeedDeal): number;
+  resetCalls(): void;
+  close(): Promise<void>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wire helpers (§0)
+// ---------------------------------------------------------------------------------------------
+
+type Params = Record<string, unknown>;
+
+/** qs settings that read bodies the way PHP fills $_REQUEST: deep brackets, last duplicate wins. */
+const PHP_PARSE_OPTIONS: qs.IParseOptions = {
+  depth: 20,
+  arrayLimit: 1000,
+  parameterLimit: 10_000,
+  duplicates: 'last',
+  ignoreQueryPrefix: true,
+};
+
+export function parsePhpQuery(query: string): Params {
+  return qs.parse(query, PHP_PARSE_OPTIONS) as Params;
+}
+
+/** PHP urlencode(): everything but [A-Za-z0-9_.-] is percent-encoded, space becomes '+'. */
+function phpUrlencode(value: unknown): string {
+  return encodeURIComponent(String(value))
+    .replace(/[!'()*~]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`)
+    .replace(/%20/g, '+');
+}
+
+/** PHP's http_build_query scalars: true→"1", false→"0", null dropped, numbers as text (§0). */
+function toPhpScalars(value: unknown): unknown {
+  if (value === null || value === undefined) return undefined;
+  if (typeof value === 'boolean') return value ? '1' : '0';
+  if (typeof value === 'number') return String(value);
+  if (Array.isArray(value)) return value.map(toPhpScalars);
+  if (isRecord(value)) {
+    const out: Params = {};
+    for (const [key, inner] of Object.entries(value)) {
+      const converted = toPhpScalars(inner);
+      if (converted !== undefined) out[key] = converted;
+    }
+    return out;
+  }
+  return value;
+}
+
+/** A form body exactly as Bitrix24 builds it with PHP http_build_query (§0, examples/*.form.txt). */
+export function phpHttpBuildQuery(data: Record<string, unknown>): string {
+  return qs.stringify(toPhpScalars(data), {
+    encoder: phpUrlencode,
+    format: 'RFC1738',
+    arrayFormat: 'indices',
+    skipNulls: true,
+  });
+}
+
+/** PHP arrays serialise as a JSON list when keyed 0..n-1, and an empty one is always `[]` (§3 batch). */
+function phpArray(entries: Array<[string, unknown]>): unknown {
+  if (entries.every(([key], index) => key === String(index))) return entries.map(([, value]) => value);
+  return Object.fromEntries(entries);
+}
+
+/** PHP empty(): the test Bitrix24 applies to required fields. */
+function phpEmpty(value: unknown): boolean {
+  if (value === undefined || value === null || value === false || value === '' || value === '0' || value === 0) {
+    return true;
+  }
+  if (Array.isArray(value)) return value.length === 0;
+  if (isRecord(value)) return Object.keys(value).length === 0;
+  return false;
+}
+
+/** PHP json_encode escapes slashes; PLACEMENT_OPTIONS arrives that way (examples/placement-*.printr.txt). */
+function phpJsonEncode(value: unknown): string {
+  return JSON.stringify(value).replace(/\//g, '\\/');
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function upperKeys(params: Params): Params {
+  return Object.fromEntries(Object.entries(params).map(([key, value]) => [key.toUpperCase(), value]));
+}
+
+function text(value: unknown): string {
+  if (typeof value === 'string') return value;
+  if (typeof value === 'number' || typeof value === 'bigint') return String(value);
+  return '';
+}
+
+function positiveInt(value: unknown): number | undefined {
+  const n = typeof value === 'number' ? value : Number(text(value));
+  return Number.isInteger(n) && n > 0 ? n : undefined;
+}
+
+function randomHex(bytes: number): string {
+  return randomBytes(bytes).toString('hex');
+}
+
+function randomAlnum(length: number): string {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
+  let out = '';
+  for (let i = 0; i < length; i++) out += alphabet[randomInt(alphabet.length)];
+  return out;
+}
+
+/** Wall-clock milliseconds with sub-millisecond precision, for the `time` block. */
+function nowMs(): number {
+  return performance.timeOrigin + performance.now();
+}
+
+function nowSeconds(): number {
+  return Math.floor(Date.now() / 1000);
+}
+
+/** Bitrix24 prints dates as ISO 8601 with an offset and no fraction: 2024-08-29T10:30:38+03:00. */
+function isoSeconds(ms: number): string {
+  return new Date(ms).toISOString().replace(/\.\d{3}Z$/, '+00:00');
+}
+
+async function readRequestParams(request: Request): Promise<Params> {
+  const fromQuery = parsePhpQuery(new URL(request.url).search);
+  if (request.method === 'GET' || request.method === 'HEAD') return fromQuery;
+  const contentType = request.headers.get('content-type') ?? '';
+  let fromBody: Params = {};
+  if (contentType.includes('application/json')) {
+    const raw = await request.text();
+    if (raw.trim() !== '') {
+      const parsed: unknown = JSON.parse(raw);
+      if (isRecord(parsed)) fromBody = parsed;
+    }
+  } else if (contentType.includes('multipart/form-data')) {
+    // File parts are dropped: Bitrix24 REST takes files as base64 fields, not uploads.
+    const flat = new URLSearchParams();
+    for (const [key, value] of await request.formData()) if (typeof value === 'string') flat.append(key, value);
+    fromBody = parsePhpQuery(flat.toString());
+  } else {
+    fromBody = parsePhpQuery(await request.text());
+  }
+  return { ...fromQuery, ...fromBody };
+}
+
+function injectedBody(reply: ErrorReply): Record<string, unknown> {
+  return { error: reply.error, error_description: reply.error_description };
+}
+
+function jsonResponse(c: Context, body: unknown, status: number): Response {
+  return c.json(body, status as ContentfulStatusCode);
+}
+
+// ---------------------------------------------------------------------------------------------
+// REST errors (§2, §3 and the per-method sections)
+// ---------------------------------------------------------------------------------------------
+
+class RestError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    readonly description: string,
+    readonly extra: Record<string, unknown> = {},
+  ) {
+    super(`${code}: ${description}`);
+  }
+
+  body(): Record<string, unknown> {
+    return { error: this.code, error_description: this.description, ...this.extra };
+  }
+}
+
+const noAuthFound = (): RestError => new RestError(401, 'NO_AUTH_FOUND', 'Wrong authorization data');
+const expiredToken = (): RestError =>
+  new RestError(401, 'expired_token', 'The access token provided has expired');
+const methodNotFound = (): RestError => new RestError(404, 'ERROR_METHOD_NOT_FOUND', 'Method not found!');
+/** Bitrix\Rest\AccessException: "Access denied!" plus an optional detail. */
+const accessDenied = (detail = ''): RestError =>
+  new RestError(403, 'ACCESS_DENIED', detail === '' ? 'Access denied!' : `Access denied! ${detail}`);
+/** Bitrix ArgumentNullException as REST shows it (examples/placement-bind.error-argument.json). */
+const argumentNull = (argument: string): RestError =>
+  new RestError(400, 'ERROR_ARGUMENT', `Argument '${argument}' is null or empty`, { argument });
+const handlerAlreadyBound = (): RestError =>
+  new RestError(400, 'ERROR_CORE', 'Handler already binded'); // examples/event-bind.error-already-bound.json
+const activityValidation = (description: string): RestError =>
+  new RestError(400, 'ERROR_ACTIVITY_VALIDATION_FAILURE', description);
+const crmNotFound = (): RestError => new RestError(400, '', 'Not found'); // §3: legacy CRM, empty code
+
+/** HandlerHelper::checkCallback: a host with a dot, then http(s) only (§5). */
+function checkHandlerUrl(handler: unknown): void {
+  let url: URL | undefined;
+  try {
+    url = new URL(text(handler));
+  } catch {
+    url = undefined;
+  }
+  if (url === undefined || url.hostname.indexOf('.') <= 0) {
+    throw new RestError(400, 'ERROR_WRONG_HANDLER_URL', 'Wrong handler URL');
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new RestError(400, 'ERROR_UNSUPPORTED_PROTOCOL', 'Unsupported handler protocol');
+  }
+  // GUESS: the "same domain as the application" check (ERROR_WRONG_HANDLER_URL) is not modelled:
+  // the fake does not know the app's URL.
+}
+
+// ---------------------------------------------------------------------------------------------
+// Internal state shapes
+// ---------------------------------------------------------------------------------------------
+
+interface ResolvedOptions {
+  clientId: string;
+  clientSecret: string;
+  memberId: string;
+  domain: string;
+  applicationToken: string;
+  adminUserId: number;
+  accessTokenTtlSeconds: number;
+  rateLimit: { drainPerSecond: number; burst: number } | false;
+  scope: string;
+}
+
+interface PortalUser {
+  id: number;
+  name: string;
+  lastName: string;
+  email: string;
+}
+
+interface Caller {
+  user: PortalUser;
+  accessToken: string;
+}
+
+interface MethodResult {
+  result: unknown;
+  total?: number;
+  next?: number;
+}
+
+type MethodHandler = (params: Params, caller: Caller) => MethodResult;
+
+interface RestTime {
+  start: number;
+  finish: number;
+  duration: number;
+  processing: number;
+  date_start: string;
+  date_finish: string;
+  operating_reset_at: number;
+  operating: number;
+}
+
+type Outcome =
+  | { ok: true; result: unknown; total?: number; next?: number; time: RestTime }
+  | { ok: false; status: number; body: Record<string, unknown> };
+
+interface EventTokenRecord {
+  code: string;
+  waiting: boolean;
+  completed: boolean;
+}
+
+type ActivityKind = 'robot' | 'activity';
+type CrmEntity = 'lead' | 'contact' | 'deal' | 'company';
+
+const CRM_COLLECTION: Record<CrmEntity, keyof CrmStore> = {
+  lead: 'leads',
+  contact: 'contacts',
+  deal: 'deals',
+  company: 'companies',
+};
+
+/** Separate id ranges per entity so that code mixing up entity types fails loudly in tests. */
+const CRM_FIRST_ID: Record<CrmEntity, number> = { lead: 101, contact: 201, deal: 301, company: 401 };
+
+const CRM_MULTIFIELDS = new Set(['PHONE', 'EMAIL', 'WEB', 'IM']);
+
+/** crm.item entityTypeId → legacy entity (§10). */
+const CRM_ENTITY_TYPE_ID: Record<number, CrmEntity> = { 1: 'lead', 2: 'deal', 3: 'contact', 4: 'company' };
+
+/**
+ * Events event.bind accepts. GUESS: the real list depends on the app's scopes; this is the set the
+ * notes mention (§1, §11, §12) plus every ONCRM* event.
+ */
+const KNOWN_EVENTS = new Set([
+  'ONAPPINSTALL',
+  'ONAPPUNINSTALL',
+  'ONAPPUPDATE',
+  'ONAPPPAYMENT',
+  'ONAPPTEST',
+  'ONOFFLINEEVENT',
+  'ONIMCONNECTORMESSAGEADD',
+  'ONIMCONNECTORMESSAGEUPDATE',
+  'ONIMCONNECTORMESSAGEDELETE',
+  'ONIMCONNECTORLINEDELETE',
+  'ONIMCONNECTORSTATUSDELETE',
+  'ONIMCONNECTORDIALOGSTART',
+  'ONIMCONNECTORDIALOGFINISH',
+  'ONUSERADD',
+]);
+
+function isKnownEvent(event: string): boolean {
+  return KNOWN_EVENTS.has(event) || /^ONCRM[A-Z0-9_]+$/.test(event);
+}
+
+const BATCH_LIMIT = 50; // §3
+const LIST_PAGE = 50; // §3
+const BATCH_REFERENCE = /\$(result|result_error|result_total|result_next|result_time)((?:\[[^\]]*\])+)/g;
+const BATCH_REFERENCE_WHOLE = new RegExp(`^${BATCH_REFERENCE.source}$`);
+
+class LeakyBucket {
+  private level = 0;
+  private updatedAtMs = nowMs();
+
+  constructor(
+    private readonly drainPerSecond: number,
+    private readonly burst: number,
+  ) {}
+
+  /** Adds one request; false when the portal must answer 503 QUERY_LIMIT_EXCEEDED (§4). */
+  tryAdd(): boolean {
+    const now = nowMs();
+    this.level = Math.max(0, this.level - ((now - this.updatedAtMs) / 1000) * this.drainPerSecond);
+    this.updatedAtMs = now;
+    if (this.level + 1 > this.burst) return false;
+    this.level += 1;
+    return true;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fake
+// ---------------------------------------------------------------------------------------------
+
+class FakePortal implements FakeBitrix24 {
+  portalUrl = '';
+  clientEndpoint = '';
+  oauthUrl = '';
+  readonly clientId: string;
+  readonly clientSecret: string;
+  readonly memberId: string;
+  readonly domain: string;
+  readonly applicationToken: string;
+  readonly scope: string;
+
+  calls: RecordedCall[] = [];
+  oauthCalls: RecordedCall[] = [];
+  readonly robots = new Map<string, Record<string, unknown>>();
+  readonly activities = new Map<string, Record<string, unknown>>();
+  readonly eventBindings: EventBinding[] = [];
+  readonly placements: PlacementBinding[] = [];
+  readonly sentEvents: SentEvent[] = [];
+  readonly activityLog: Array<{ eventToken: string; message: string }> = [];
+  readonly timelineComments: TimelineComment[] = [];
+  readonly timelineLogMessages: TimelineLogMessage[] = [];
+  readonly deliveries: Delivery[] = [];
+  readonly crm: CrmStore = { leads: new Map(), contacts: new Map(), deals: new Map(), companies: new Map() };
+  installed = false;
+
+  private readonly options: ResolvedOptions;
+  private readonly users = new Map<number, PortalUser>();
+  private readonly accessTokens = new Map<string, { userId: number; expiresAtMs: number }>();
+  private readonly refreshTokens = new Map<string, { userId: number; used: boolean }>();
+  private readonly eventTokens = new Map<string, EventTokenRecord>();
+  private readonly injectedFailures = new Map<string, ErrorReply[]>();
+  private readonly injectedOAuthFailures = new Map<string, ErrorReply[]>();
+  private readonly operatingBlockedUntil = new Map<string, number>();
+  private readonly operatingSeconds = new Map<string, number>();
+  private readonly bucket: LeakyBucket | undefined;
+  private readonly methods: Map<string, MethodHandler>;
+  private readonly servers: Server[] = [];
+  private nextCrmId: Record<CrmEntity, number> = { ...CRM_FIRST_ID };
+  private nextMultifieldId = 1;
+  private nextEventHandlerId = 1;
+  private nextCommentId = 1;
+  private nextLogMessageId = 1;
+
+  constructor(options: FakeBitrix24Options) {
+    this.options = {
+      clientId: options.clientId ?? 'local.c2dtest0000000.00000001',
+      clientSecret: options.clientSecret ?? randomAlnum(50),
+      memberId: options.memberId ?? 'a223c6b3710f85df22e9377d6c4f7553',
+      domain: options.domain ?? 'test-portal.bitrix24.com',
+      applicationToken: options.applicationToken ?? randomHex(16),
+      adminUserId: options.adminUserId ?? 1,
+      accessTokenTtlSeconds: options.accessTokenTtlSeconds ?? 3600,
+      rateLimit: options.rateLimit ?? { drainPerSecond: 2, burst: 50 },
+      scope: options.scope ?? 'crm,bizproc,placement,imopenlines,imconnector,user_brief',
+    };
+    this.clientId = this.options.clientId;
+    this.clientSecret = this.options.clientSecret;
+    this.memberId = this.options.memberId;
+    this.domain = this.options.domain;
+    this.applicationToken = this.options.applicationToken;
+    this.scope = this.options.scope;
+    this.bucket = this.options.rateLimit
+      ? new LeakyBucket(this.options.rateLimit.drainPerSecond, this.options.rateLimit.burst)
+      : undefined;
+
+    this.users.set(1, { id: 1, name: 'Anna', lastName: 'Admin', email: 'admin@example.com' });
+    this.users.set(2, { id: 2, name: 'Max', lastName: 'Manager', email: 'manager@example.com' });
+    if (!this.users.has(this.options.adminUserId)) {
+      const id = this.options.adminUserId;
+      this.users.set(id, { id, name: 'Portal', lastName: 'Owner', email: `user${id}@example.com` });
+    }
+    this.methods = this.buildMethodTable();
+  }
+
+  async start(): Promise<void> {
+    this.portalUrl = await this.listen(this.buildPortalApp());
+    this.clientEndpoint = `${this.portalUrl}/rest/`;
+    this.oauthUrl = await this.listen(this.buildOAuthApp());
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(
+      this.servers.map(
+        (server) =>
+          new Promise<void>((resolve) => {
+            server.close(() => resolve());
+            server.closeAllConnections();
+          }),
+      ),
+    );
+    this.servers.length = 0;
+  }
+
+  private listen(app: Hono): Promise<string> {
+    return new Promise((resolve) => {
+      const server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, (info) => {
+        resolve(`http://127.0.0.1:${info.port}`);
+      });
+      this.servers.push(server as Server);
+    });
+  }
+
+  // ----- tokens (§2) ---------------------------------------------------------------------------
+
+  private mintTokenPair(userId: number): { accessToken: string; refreshToken: string; expires: number } {
+    if (!this.users.has(userId)) throw new Error(`fake Bitrix24 has no user ${userId}`);
+    // Real tokens are 70 hex characters (examples/activity-handler-call.real-capture.printr.txt).
+    const accessToken = randomHex(35);
+    const refreshToken = randomHex(35);
+    const expiresAtMs = Date.now() + this.options.accessTokenTtlSeconds * 1000;
+    this.accessTokens.set(accessToken, { userId, expiresAtMs });
+    this.refreshTokens.set(refreshToken, { userId, used: false });
+    return { accessToken, refreshToken, expires: Math.floor(expiresAtMs / 1000) };
+  }
+
+  issueAuth(userId = 1): BitrixAuth {
+    const pair = this.mintTokenPair(userId);
+    return {
+      access_token: pair.accessToken,
+      refresh_token: pair.refreshToken,
+      expires: String(pair.expires),
+      expires_in: String(this.options.accessTokenTtlSeconds),
+      scope: this.scope,
+      domain: this.domain,
+      server_endpoint: `${this.oauthUrl}/rest/`,
+      client_endpoint: this.clientEndpoint,
+      member_id: this.memberId,
+      user_id: String(userId),
+      status: 'L',
+      application_token: this.applicationToken,
+    };
+  }
+
+  expireAccessTokens(): void {
+    for (const record of this.accessTokens.values()) record.expiresAtMs = 0;
+  }
+
+  expireRefreshTokens(): void {
+    for (const record of this.refreshTokens.values()) record.used = true;
+  }
+
+  /** Resolves a REST `auth` value to its user, with the §2/§3 errors for missing, unknown or expired tokens. */
+  private resolveCaller(token: string | undefined): Caller {
+    if (token === undefined || token === '') throw noAuthFound();
+    const record = this.accessTokens.get(token);
+    if (record === undefined) throw noAuthFound();
+    if (Date.now() >= record.expiresAtMs) throw expiredToken();
+    const user = this.users.get(record.userId);
+    if (user === undefined) throw noAuthFound();
+    return { user, accessToken: token };
+  }
+
+  private isAdmin(user: PortalUser): boolean {
+    return user.id === this.options.adminUserId;
+  }
+
+  private requireAdmin(caller: Caller): void {
+    if (!this.isAdmin(caller.user)) throw accessDenied();
+  }
+
+  // ----- lifecycle bodies (§1, §7, §9, §11) ----------------------------------------------------
+
+  /**
+   * The no-UI install callback (ONAPPINSTALL shape, §1). Building it is the server-side install:
+   * the portal counts the app as installed from this moment.
+   */
+  installEventBody(overrides: InstallOverrides = {}): string {
+    const auth = this.issueAuth();
+    this.installed = true;
+    return phpHttpBuildQuery({
+      event: 'ONAPPINSTALL',
+      event_handler_id: String(this.nextEventHandlerId++),
+      data: { VERSION: '1', ACTIVE: 'Y', INSTALLED: 'Y', LANGUAGE_ID: 'en' },
+      ts: String(nowSeconds()),
+      // Key order of the real capture (examples/install-event-onappinstall.real-capture.json).
+      auth: {
+        access_token: overrides.accessToken ?? auth.access_token,
+        expires: auth.expires,
+        expires_in: auth.expires_in,
+        scope: auth.scope,
+        domain: overrides.domain ?? auth.domain,
+        server_endpoint: auth.server_endpoint,
+        status: auth.status,
+        client_endpoint: auth.client_endpoint,
+        member_id: overrides.memberId ?? auth.member_id,
+        user_id: auth.user_id,
+        refresh_token: auth.refresh_token,
+        application_token: overrides.applicationToken ?? auth.application_token,
+      },
+    });
+  }
+
+  /** The UI install: the app page opened in an iframe with PLACEMENT=DEFAULT (§0, §1). Needs installFinish(). */
+  installPageRequest(overrides: InstallOverrides = {}): { query: string; body: string } {
+    return this.framePageRequest('DEFAULT', undefined, overrides);
+  }
+
+  /** A placement page open, e.g. CRM_DEAL_DETAIL_TAB with {ID: '8061'} (§9). */
+  placementPageRequest(
+    placement: string,
+    options: Record<string, unknown>,
+    overrides: InstallOverrides = {},
+  ): { query: string; body: string } {
+    return this.framePageRequest(placement, options, overrides);
+  }
+
+  private framePageRequest(
+    placement: string,
+    placementOptions: Record<string, unknown> | undefined,
+    overrides: InstallOverrides,
+  ): { query: string; body: string } {
+    const auth = this.issueAuth();
+    const query = phpHttpBuildQuery({
+      DOMAIN: overrides.domain ?? this.domain,
+      PROTOCOL: '1',
+      LANG: 'en',
+      APP_SID: randomHex(16), // a per-render session id, not the application token (§0)
+    });
+    const body = phpHttpBuildQuery({
+      AUTH_ID: overrides.accessToken ?? auth.access_token,
+      AUTH_EXPIRES: auth.expires_in,
+      REFRESH_ID: auth.refresh_token,
+      SERVER_ENDPOINT: auth.server_endpoint,
+      APPLICATION_TOKEN: overrides.applicationToken ?? this.applicationToken,
+      APPLICATION_SCOPE: this.scope,
+      member_id: overrides.memberId ?? this.memberId,
+      status: 'L',
+      PLACEMENT: placement,
+      PLACEMENT_OPTIONS: placementOptions === undefined ? undefined : phpJsonEncode(placementOptions),
+    });
+    return { query, body };
+  }
+
+  /**
+   * ONAPPUNINSTALL (§1): auth carries no tokens. Building it is the uninstall: Bitrix24 drops the
+   * app's event handlers, placements and robots/activities and revokes its API access.
+   */
+  uninstallEventBody(overrides: { applicationToken?: string; clean?: boolean } = {}): string {
+    this.installed = false;
+    this.eventBindings.length = 0;
+    this.placements.length = 0;
+    this.robots.clear();
+    this.activities.clear();
+    this.accessTokens.clear();
+    this.refreshTokens.clear();
+    return phpHttpBuildQuery({
+      event: 'ONAPPUNINSTALL',
+      data: { LANGUAGE_ID: 'en', CLEAN: overrides.clean === false ? '0' : '1' },
+      ts: String(nowSeconds()),
+      auth: {
+        domain: this.domain,
+        server_endpoint: `${this.oauthUrl}/rest/`,
+        client_endpoint: this.clientEndpoint,
+        member_id: this.memberId,
+        application_token: overrides.applicationToken ?? this.applicationToken,
+      },
+    });
+  }
+
+  /** An event delivery body (§11 payload); only ONAPPINSTALL carries a refresh token, so this one doesn't. */
+  eventBody(event: string, data: unknown, options: { userId?: number; applicationToken?: string } = {}): string {
+    return this.buildEventBody(event.toUpperCase(), this.nextEventHandlerId++, data, options);
+  }
+
+  private buildEventBody(
+    event: string,
+    handlerId: number,
+    data: unknown,
+    options: { userId?: number; applicationToken?: string },
+  ): string {
+    const auth = this.issueAuth(options.userId);
+    return phpHttpBuildQuery({
+      event,
+      event_handler_id: String(handlerId),
+      data,
+      ts: String(nowSeconds()),
+      auth: {
+        access_token: auth.access_token,
+        expires: auth.expires,
+        expires_in: auth.expires_in,
+        scope: auth.scope,
+        domain: auth.domain,
+        server_endpoint: auth.server_endpoint,
+        status: auth.status,
+        client_endpoint: auth.client_endpoint,
+        member_id: auth.member_id,
+        user_id: auth.user_id,
+        application_token: options.applicationToken ?? auth.application_token,
+      },
+    });
+  }
+
+  /** Delivers an event to every online handler bound for it, once, no retry; nothing before install (§0). */
+  async deliverEvent(
+    event: string,
+    data: unknown,
+    options: { applicationToken?: string } = {},
+  ): Promise<Array<{ handler: string; status: number; text: string }>> {
+    if (!this.installed) return [];
+    const name = event.toUpperCase();
+    const targets = this.eventBindings.filter((binding) => binding.event === name && !binding.offline);
+    const replies: Array<{ handler: string; status: number; text: string }> = [];
+    for (const binding of targets) {
+      const userId = binding.authType > 0 ? binding.authType : 1;
+      const body = this.buildEventBody(name, binding.id, data, { userId, ...options });
+      const reply = await this.postForm('event', binding.handler, body);
+      replies.push({ handler: binding.handler, ...reply });
+    }
+    return replies;
+  }
+
+  installFinish(): void {
+    this.installed = true;
+  }
+
+  /** The robot/activity handler POST of §7, registering its event token as a waiting workflow step. */
+  robotCallBody(input: RobotCallInput): { body: string; eventToken: string } {
+    const registered = this.robots.get(input.code) ?? this.activities.get(input.code);
+    const useSubscription = input.useSubscription ?? (registered?.USE_SUBSCRIPTION === 'N' ? 'N' : 'Y');
+    const eventToken = input.eventToken ?? mintEventToken();
+    const workflowId = eventToken.split('|')[0] ?? '';
+    const documentId = input.documentId ?? ['crm', 'CCrmDocumentDeal', `DEAL_${this.seedDeal()}`];
+    // document_type[2] is document_id[2] without its trailing id: DEAL_17 → DEAL, DYNAMIC_147_1 → DYNAMIC_147.
+    const documentType = [documentId[0], documentId[1], documentId[2].replace(/_[^_]*$/, '')];
+    const authUserId = positiveInt(registered?.AUTH_USER_ID) ?? 1;
+    const auth = this.issueAuth(authUserId);
+    this.eventTokens.set(eventToken, { code: input.code, waiting: useSubscription === 'Y', completed: false });
+
+    const body = phpHttpBuildQuery({
+      workflow_id: workflowId,
+      code: input.code,
+      document_id: documentId,
+      document_type: documentType,
+      event_token: eventToken,
+      properties: input.properties,
+      use_subscription: useSubscription,
+      timeout_duration: '0',
+      ts: String(nowSeconds()),
+      // Key order of examples/robot-handler-call.form.txt.
+      auth: {
+        access_token: auth.access_token,
+        refresh_token: auth.refresh_token,
+        expires: auth.expires,
+        server_endpoint: auth.server_endpoint,
+        client_endpoint: auth.client_endpoint,
+        scope: auth.scope,
+        status: auth.status,
+        application_token: input.applicationToken ?? auth.application_token,
+        expires_in: auth.expires_in,
+        domain: auth.domain,
+        member_id: auth.member_id,
+        user_id: auth.user_id,
+      },
+    });
+    return { body, eventToken };
+  }
+
+  async callRobot(input: RobotCallInput): Promise<{ status: number; text: string; eventToken: string }> {
+    const registered = this.robots.get(input.code) ?? this.activities.get(input.code);
+    if (registered === undefined) {
+      throw new Error(`fake Bitrix24: no robot or activity registered with CODE "${input.code}"`);
+    }
+    const { body, eventToken } = this.robotCallBody(input);
+    const reply = await this.postForm('robot', text(registered.HANDLER), body);
+    return { ...reply, eventToken };
+  }
+
+  /** What the queue server does (§0, §7): one form POST, no retry. */
+  private async postForm(kind: Delivery['kind'], url: string, body: string): Promise<{ status: number; text: string }> {
+    const response = await fetch(url, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/x-www-form-urlencoded',
+        'user-agent': 'Bitrix24 Webhook Engine', // GUESS: the queue servers' user agent
+      },
+      body,
+      signal: AbortSignal.timeout(10_000),
+    });
+    const replyText = await response.text();
+    this.deliveries.push({ kind, url, body, status: response.status });
+    return { status: response.status, text: replyText };
+  }
+
+  // ----- fault injection ----------------------------------------------------------------------
+
+  failNext(method: string, reply: ErrorReply, times = 1): void {
+    const queue = this.injectedFailures.get(method.toLowerCase()) ?? [];
+    for (let i = 0; i < times; i++) queue.push(reply);
+    this.injectedFailures.set(method.toLowerCase(), queue);
+  }
+
+  failNextOAuth(endpoint: 'oauth.token' | 'app.info', reply: ErrorReply, times = 1): void {
+    const queue = this.injectedOAuthFailures.get(endpoint) ?? [];
+    for (let i = 0; i < times; i++) queue.push(reply);
+    this.injectedOAuthFailures.set(endpoint, queue);
+  }
+
+  setOperatingLimit(method: string, blockedUntilUnixSeconds: number): void {
+    this.operatingBlockedUntil.set(method.toLowerCase(), blockedUntilUnixSeconds);
+  }
+
+  resetCalls(): void {
+    this.calls.length = 0;
+    this.oauthCalls.length = 0;
+  }
+
+  // ----- CRM seeding ---------------------------------------------------------------------------
+
+  seedLead(input: SeedPerson = {}): number {
+    return this.createCrmRecord('lead', personFields(input), this.options.adminUserId);
+  }
+
+  seedContact(input: SeedPerson = {}): number {
+    return this.createCrmRecord('contact', personFields(input), this.options.adminUserId);
+  }
+
+  seedCompany(input: SeedPerson = {}): number {
+    return this.createCrmRecord('company', personFields(input), this.options.adminUserId);
+  }
+
+  seedDeal(input: SeedDeal = {}): number {
+    const fields: Params = { ...input.fields };
+    if (input.title !== undefined) fields.TITLE = input.title;
+    if (input.contactId !== undefined) fields.CONTACT_ID = input.contactId;
+    return this.createCrmRecord('deal', fields, this.options.adminUserId);
+  }
+
+  /** Stores a record the way legacy crm.*.get returns it: UPPER_CASE keys, ids as strings (§10). */
+  private createCrmRecord(entity: CrmEntity, fields: Params, userId: number): number {
+    const id = this.nextCrmId[entity]++;
+    const now = isoSeconds(Date.now());
+    const record: CrmRecord = {
+      ID: String(id),
+      ...(entity === 'deal' ? { TITLE: `Deal #${id}`, STAGE_ID: 'NEW', CATEGORY_ID: '0', CONTACT_ID: null } : {}),
+      ...(entity === 'lead' ? { TITLE: `Lead #${id}`, STATUS_ID: 'NEW' } : {}),
+      ...(entity === 'company' ? { TITLE: `Company #${id}` } : {}),
+      ASSIGNED_BY_ID: String(userId),
+      CREATED_BY_ID: String(userId),
+      MODIFY_BY_ID: String(userId),
+      DATE_CREATE: now,
+      DATE_MODIFY: now,
+    };
+    for (const [key, value] of Object.entries(fields)) {
+      const name = key.toUpperCase();
+      if (name === 'ID') continue;
+      if (CRM_MULTIFIELDS.has(name)) record[name] = this.toMultifield(name, value);
+      else record[name] = typeof value === 'number' ? String(value) : value;
+    }
+    if (entity !== 'deal') {
+      record.HAS_PHONE = hasItems(record.PHONE) ? 'Y' : 'N';
+      record.HAS_EMAIL = hasItems(record.EMAIL) ? 'Y' : 'N';
+      record.HAS_IMOL = 'N';
+    }
+    this.crm[CRM_COLLECTION[entity]].set(id, record);
+    return id;
+  }
+
+  /** Multifield input [{VALUE, VALUE_TYPE}] (or {n0: {...}}) → stored [{ID, VALUE_TYPE, VALUE, TYPE_ID}] (§10). */
+  private toMultifield(typeId: string, value: unknown): CrmRecord[] {
+    const items = Array.isArray(value) ? value : isRecord(value) ? Object.values(value) : [];
+    return items
+      .filter(isRecord)
+      .filter((item) => text(item.VALUE) !== '')
+      .map((item) => ({
+        ID: String(this.nextMultifieldId++),
+        VALUE_TYPE: text(item.VALUE_TYPE) || 'WORK',
+        VALUE: text(item.VALUE),
+        TYPE_ID: typeId,
+      }));
+  }
+
+  // ----- HTTP: the portal ------------------------------------------------------------------------
+
+  private buildPortalApp(): Hono {
+    const app = new Hono();
+    app.all('/rest/*', async (c) => {
+      const startedAt = nowMs();
+      const pathMethod = decodeURIComponent(c.req.path.slice('/rest/'.length));
+      let params: Params;
+      try {
+        params = await readRequestParams(c.req.raw);
+      } catch {
+        // GUESS: the reply to an unparsable JSON body is undocumented.
+        return jsonResponse(c, { error: 'INVALID_REQUEST', error_description: 'Invalid JSON body' }, 400);
+      }
+      const { auth, ...rest } = params;
+      const token = typeof auth === 'string' ? auth : undefined;
+      const method = pathMethod.toLowerCase().replace(/\.json$/, '');
+
+      if (this.bucket !== undefined && !this.bucket.tryAdd()) {
+        const error = new RestError(503, 'QUERY_LIMIT_EXCEEDED', 'Too many requests'); // §4
+        this.record(this.calls, method, rest, token, error.status, error.code);
+        return jsonResponse(c, error.body(), error.status);
+      }
+      if (method.includes('/')) {
+        // REST v3 (/rest/api/...) and webhook paths (/rest/{user}/{code}/...) are not part of this fake.
+        const error = method.startsWith('api/') ? methodNotFound() : noAuthFound();
+        this.record(this.calls, method, rest, token, error.status, error.code);
+        return jsonResponse(c, error.body(), error.status);
+      }
+
+      const outcome = this.execute(method, rest, token, startedAt);
+      if (!outcome.ok) return jsonResponse(c, outcome.body, outcome.status);
+      const envelope: Record<string, unknown> = { result: outcome.result };
+      if (outcome.next !== undefined) envelope.next = outcome.next;
+      if (outcome.total !== undefined) envelope.total = outcome.total;
+      envelope.time = outcome.time;
+      return jsonResponse(c, envelope, 200);
+    });
+    return app;
+  }
+
+  private record(
+    log: RecordedCall[],
+    method: string,
+    params: Params,
+    accessToken: string | undefined,
+    status: number,
+    error?: string,
+  ): RecordedCall {
+    const entry: RecordedCall = { method, params, status, at: Date.now() };
+    if (error !== undefined) entry.error = error;
+    if (accessToken !== undefined) entry.accessToken = accessToken;
+    log.push(entry);
+    return entry;
+  }
+
+  /**
+   * Runs one REST method (top level or batch sub-command) and records it. Order: injected fault,
+   * auth (§2), operating block (§4), method lookup (§3), the method itself.
+   */
+  private execute(method: string, params: Params, token: string | undefined, startedAt = nowMs()): Outcome {
+    const entry = this.record(this.calls, method, params, token, 0);
+    const outcome = this.runMethod(method, params, token, startedAt);
+    entry.status = outcome.ok ? 200 : outcome.status;
+    if (!outcome.ok) entry.error = text(outcome.body.error);
+    return outcome;
+  }
+
+  private runMethod(method: string, params: Params, token: string | undefined, startedAt: number): Outcome {
+    const injected = this.injectedFailures.get(method)?.shift();
+    if (injected !== undefined) {
+      return { ok: false, status: injected.status, body: injectedBody(injected) };
+    }
+    try {
+      const caller = this.resolveCaller(token);
+      const blockedUntil = this.operatingBlockedUntil.get(method);
+      if (blockedUntil !== undefined && Date.now() / 1000 < blockedUntil) {
+        // §4; the description text is undocumented (examples/rest-error-operation-time-limit.json).
+        throw new RestError(429, 'OPERATION_TIME_LIMIT', 'Method is blocked due to operation time limit.');
+      }
+      const handler = this.methods.get(method);
+      if (handler === undefined) throw methodNotFound();
+      const result = handler(params, caller);
+      return { ok: true, ...result, time: this.timeBlock(method, startedAt) };
+    } catch (error) {
+      if (error instanceof RestError) return { ok: false, status: error.status, body: error.body() };
+      const description = error instanceof Error ? error.message : String(error);
+      return { ok: false, status: 500, body: { error: 'INTERNAL_SERVER_ERROR', error_description: description } };
+    }
+  }
+
+  /** The `time` block of §3/§4; `operating` accumulates per method over the fake's life. */
+  private timeBlock(method: string, startedAt: number): RestTime {
+    const finishedAt = nowMs();
+    const seconds = (finishedAt - startedAt) / 1000;
+    const operating = (this.operatingSeconds.get(method) ?? 0) + seconds;
+    this.operatingSeconds.set(method, operating);
+    return {
+      start: startedAt / 1000,
+      finish: finishedAt / 1000,
+      duration: seconds,
+      processing: seconds,
+      date_start: isoSeconds(startedAt),
+      date_finish: isoSeconds(finishedAt),
+      operating_reset_at: Math.floor(finishedAt / 1000) + 600,
+      operating,
+    };
+  }
+
+  // ----- HTTP: the OAuth server (§1 app.info, §2) ------------------------------------------------
+
+  private buildOAuthApp(): Hono {
+    const app = new Hono();
+    const token = async (c: Context): Promise<Response> => {
+      const params = await readRequestParams(c.req.raw);
+      const { client_secret: _secret, ...recorded } = params; // the client secret is never recorded
+      const reply = this.oauthToken(params);
+      const error = text(reply.body.error) || undefined;
+      this.record(this.oauthCalls, 'oauth.token', recorded, undefined, reply.status, error);
+      return jsonResponse(c, reply.body, reply.status);
+    };
+    app.all('/oauth/token/', token);
+    app.all('/oauth/token', token);
+    const appInfo = async (c: Context): Promise<Response> => {
+      const { auth, ...rest } = await readRequestParams(c.req.raw);
+      const accessToken = typeof auth === 'string' ? auth : undefined;
+      const reply = this.oauthAppInfo(accessToken);
+      const error = text(reply.body.error) || undefined;
+      this.record(this.oauthCalls, 'app.info', rest, accessToken, reply.status, error);
+      return jsonResponse(c, reply.body, reply.status);
+    };
+    app.all('/rest/app.info', appInfo);
+    app.all('/rest/app.info.json', appInfo);
+    return app;
+  }
+
+  private oauthToken(params: Params): { status: number; body: Record<string, unknown> } {
+    const injected = this.injectedOAuthFailures.get('oauth.token')?.shift();
+    if (injected !== undefined) {
+      return { status: injected.status, body: injectedBody(injected) };
+    }
+    if (params.client_id !== this.clientId || params.client_secret !== this.clientSecret) {
+      // GUESS: description text; code and status per §2.
+      return { status: 401, body: { error: 'invalid_client', error_description: 'Invalid client credentials' } };
+    }
+    if (params.grant_type !== 'refresh_token') {
+      // GUESS: the fake mints no authorization codes, so every other grant is refused this way.
+      return { status: 400, body: { error: 'invalid_request', error_description: 'Unsupported grant_type' } };
+    }
+    const refreshToken = text(params.refresh_token);
+    const record = this.refreshTokens.get(refreshToken);
+    if (record === undefined || record.used) {
+      // examples/oauth-error-invalid-grant.json
+      return {
+        status: 400,
+        body: {
+          error: 'invalid_grant',
+          error_description: 'The provided authorization grant is invalid, expired, revoked',
+        },
+      };
+    }
+    // Rotation (§2): the old refresh token dies now; the old access token lives until it expires.
+    record.used = true;
+    const pair = this.mintTokenPair(record.userId);
+    // Key order and types of examples/oauth-refresh.response.json.
+    return {
+      status: 200,
+      body: {
+        access_token: pair.accessToken,
+        client_endpoint: this.clientEndpoint,
+        domain: 'oauth.bitrix.info',
+        expires: pair.expires,
+        expires_in: this.options.accessTokenTtlSeconds,
+        member_id: this.memberId,
+        refresh_token: pair.refreshToken,
+        scope: this.scope,
+        server_endpoint: `${this.oauthUrl}/rest/`,
+        status: 'L',
+        user_id: record.userId,
+      },
+    };
+  }
+
+  /** app.info on the authorization server: the trusted install status (§1, b24pysdk shape). */
+  private oauthAppInfo(accessToken: string | undefined): { status: number; body: Record<string, unknown> } {
+    const injected = this.injectedOAuthFailures.get('app.info')?.shift();
+    if (injected !== undefined) {
+      return { status: injected.status, body: injectedBody(injected) };
+    }
+    const record = accessToken === undefined ? undefined : this.accessTokens.get(accessToken);
+    if (record === undefined) {
+      // GUESS: description text.
+      const body = { error: 'invalid_token', error_description: 'The access token provided is invalid' };
+      return { status: 401, body };
+    }
+    if (Date.now() >= record.expiresAtMs) return { status: 401, body: expiredToken().body() };
+    return {
+      status: 200,
+      body: {
+        result: {
+          client_id: this.clientId,
+          scope: this.scope,
+          expires: isoSeconds(record.expiresAtMs),
+          user_id: String(record.userId),
+          install: {
+            installed: this.installed,
+            version: '1',
+            status: 'L',
+            scope: this.scope,
+            domain: this.domain,
+            uri: `https://${this.domain}`, // GUESS: the portal's public address, not the loopback one
+            client_endpoint: this.clientEndpoint,
+            member_id: this.memberId,
+            member_type: 'user',
+          },
+        },
+      },
+    };
+  }
+
+  // ----- REST methods ------------------------------------------------------------------------------
+
+  private buildMethodTable(): Map<string, MethodHandler> {
+    const crmGet = (entity: CrmEntity): MethodHandler => (params) => this.crmGet(entity, params);
+    const crmAdd = (entity: CrmEntity): MethodHandler => (params, caller) => this.crmAdd(entity, params, caller);
+    return new Map<string, MethodHandler>([
+      ['app.info', () => ({ result: this.portalAppInfo() })],
+      ['profile', (_params, caller) => ({ result: this.profile(caller.user) })],
+      ['user.current', (_params, caller) => ({ result: this.userView(caller.user) })],
+      ['user.get', (params) => this.userGet(params)],
+      ['department.get', (params) => this.departmentGet(params)],
+      ['batch', (params, caller) => this.batch(params, caller)],
+
+      ['bizproc.robot.add', (params, caller) => this.addActivity('robot', params, caller)],
+      ['bizproc.robot.update', (params, caller) => this.updateActivity('robot', params, caller)],
+      ['bizproc.robot.delete', (params, caller) => this.deleteActivity('robot', params, caller)],
+      ['bizproc.robot.list', (_params, caller) => this.listActivities('robot', caller)],
+      ['bizproc.activity.add', (params, caller) => this.addActivity('activity', params, caller)],
+      ['bizproc.activity.update', (params, caller) => this.updateActivity('activity', params, caller)],
+      ['bizproc.activity.delete', (params, caller) => this.deleteActivity('activity', params, caller)],
+      ['bizproc.activity.list', (_params, caller) => this.listActivities('activity', caller)],
+      ['bizproc.event.send', (params) => this.eventSend(params)],
+      ['bizproc.activity.log', (params) => this.activityLogWrite(params)],
+
+      ['event.bind', (params, caller) => this.eventBind(params, caller)],
+      ['event.unbind', (params, caller) => this.eventUnbind(params, caller)],
+      ['event.get', (_params, caller) => this.eventGet(caller)],
+      ['placement.bind', (params) => this.placementBind(params)],
+      ['placement.unbind', (params) => this.placementUnbind(params)],
+      ['placement.get', () => ({ result: this.placements.map(placementView) })],
+
+      ['crm.lead.add', crmAdd('lead')],
+      ['crm.contact.add', crmAdd('contact')],
+      ['crm.deal.add', crmAdd('deal')],
+      ['crm.company.add', crmAdd('company')],
+      ['crm.lead.get', crmGet('lead')],
+      ['crm.contact.get', crmGet('contact')],
+      ['crm.deal.get', crmGet('deal')],
+      ['crm.company.get', crmGet('company')],
+      ['crm.duplicate.findbycomm', (params) => this.findByComm(params)],
+      ['crm.timeline.comment.add', (params, caller) => this.timelineCommentAdd(params, caller)],
+      ['crm.timeline.logmessage.add', (params, caller) => this.timelineLogMessageAdd(params, caller)],
+    ]);
+  }
+
+  /** app.info on the portal (§1). GUESS: ID and LICENSE values are illustrative. */
+  private portalAppInfo(): Record<string, unknown> {
+    return {
+      ID: 7,
+      CODE: this.clientId,
+      VERSION: 1,
+      STATUS: 'L',
+      INSTALLED: this.installed,
+      PAYMENT_EXPIRED: 'N',
+      DAYS: null,
+      LANGUAGE_ID: 'en',
+      LICENSE: 'en_project',
+      LICENSE_TYPE: 'project',
+      LICENSE_FAMILY: 'project',
+    };
+  }
+
+  /** `profile` (§10): the token's user and whether they are an admin. */
+  private profile(user: PortalUser): Record<string, unknown> {
+    return {
+      ID: String(user.id),
+      ADMIN: this.isAdmin(user),
+      NAME: user.name,
+      LAST_NAME: user.lastName,
+      PERSONAL_GENDER: '',
+      TIME_ZONE: '',
+      TIME_ZONE_OFFSET: 0,
+    };
+  }
+
+  private userView(user: PortalUser): Record<string, unknown> {
+    return {
+      ID: String(user.id),
+      ACTIVE: true,
+      NAME: user.name,
+      LAST_NAME: user.lastName,
+      EMAIL: user.email,
+      IS_ONLINE: 'Y',
+      PERSONAL_GENDER: '',
+      UF_DEPARTMENT: [1],
+    };
+  }
+
+  /** user.get: filter by ID/EMAIL/NAME/LAST_NAME/ACTIVE, either in FILTER or at top level (§10). */
+  private userGet(params: Params): MethodResult {
+    const upper = upperKeys(params);
+    const filter = upperKeys(isRecord(upper.FILTER) ? upper.FILTER : upper);
+    const users = [...this.users.values()].map((user) => this.userView(user));
+    const matching = users.filter((view) =>
+      ['ID', 'EMAIL', 'NAME', 'LAST_NAME'].every((key) => filter[key] === undefined || text(filter[key]) === view[key]),
+    );
+    return paginate(matching, upper.START);
+  }
+
+  private departmentGet(params: Params): MethodResult {
+    const departments = [{ ID: '1', NAME: 'Company', SORT: 500, UF_HEAD: String(this.options.adminUserId) }];
+    const id = upperKeys(params).ID;
+    return paginate(id === undefined ? departments : departments.filter((d) => d.ID === text(id)), undefined);
+  }
+
+  // ----- batch (§3) ------------------------------------------------------------------------------
+
+  private batch(params: Params, caller: Caller): MethodResult {
+    const cmd = params.cmd;
+    const commands: Array<[string, string]> = Array.isArray(cmd)
+      ? cmd.map((command, index) => [String(index), text(command)])
+      : isRecord(cmd)
+        ? Object.entries(cmd).map(([key, command]) => [key, text(command)])
+        : [];
+    if (commands.length > BATCH_LIMIT) {
+      throw new RestError(400, 'ERROR_BATCH_LENGTH_EXCEEDED', 'Max batch length exceeded');
+    }
+    const halt = text(params.halt) === '1' || params.halt === true;
+    const results: Array<[string, unknown]> = [];
+    const errors: Array<[string, unknown]> = [];
+    const totals: Array<[string, unknown]> = [];
+    const nexts: Array<[string, unknown]> = [];
+    const times: Array<[string, unknown]> = [];
+    const maps: Record<string, Array<[string, unknown]>> = {
+      result: results,
+      result_error: errors,
+      result_total: totals,
+      result_next: nexts,
+      result_time: times,
+    };
+
+    for (const [key, command] of commands) {
+      const startedAt = nowMs();
+      const questionMark = command.indexOf('?');
+      const method = (questionMark < 0 ? command : command.slice(0, questionMark))
+        .trim()
+        .toLowerCase()
+        .replace(/\.json$/, '');
+      // The inner query is URL-encoded once more than the outer body (§3 "Encoding"); qs decodes it.
+      const innerQuery = questionMark < 0 ? '' : command.slice(questionMark + 1);
+      const { auth: _innerAuth, ...innerParams } = parsePhpQuery(innerQuery);
+      const subParams = substituteBatchReferences(innerParams, maps) as Params;
+
+      let outcome: Outcome;
+      if (method === 'batch') {
+        const nested = new RestError(405, 'ERROR_BATCH_METHOD_NOT_ALLOWED', 'Method is not allowed for batch usage');
+        outcome = { ok: false, status: nested.status, body: nested.body() };
+        this.record(this.calls, method, subParams, caller.accessToken, nested.status, nested.code);
+      } else {
+        outcome = this.execute(method, subParams, caller.accessToken, startedAt);
+      }
+
+      if (!outcome.ok) {
+        errors.push([key, { error: outcome.body.error, error_description: outcome.body.error_description }]);
+        if (halt) break;
+        continue;
+      }
+      results.push([key, outcome.result]);
+      if (outcome.total !== undefined) totals.push([key, outcome.total]);
+      if (outcome.next !== undefined) nexts.push([key, outcome.next]);
+      times.push([key, outcome.time]);
+    }
+
+    return {
+      result: {
+        result: phpArray(results),
+        result_error: phpArray(errors),
+        result_total: phpArray(totals),
+        result_next: phpArray(nexts),
+        result_time: phpArray(times),
+      },
+    };
+  }
+
+  // ----- robots and activities (§5, §6, §8) ------------------------------------------------------
+
+  private registry(kind: ActivityKind): Map<string, Record<string, unknown>> {
+    return kind === 'robot' ? this.robots : this.activities;
+  }
+
+  private addActivity(kind: ActivityKind, params: Params, caller: Caller): MethodResult {
+    this.requireAdmin(caller);
+    const data = prepareActivityData(params);
+    if (phpEmpty(data)) throw activityValidation('Empty data!');
+    validateActivityCode(data.CODE);
+    checkHandlerUrl(data.HANDLER);
+    if (phpEmpty(data.NAME)) throw activityValidation('Empty activity NAME!');
+    if (data.PROPERTIES !== undefined) validateActivityProperties(data.PROPERTIES);
+    if (data.RETURN_PROPERTIES !== undefined) validateActivityProperties(data.RETURN_PROPERTIES);
+    if (kind === 'activity' && data.DOCUMENT_TYPE !== undefined) validateDocumentType(data.DOCUMENT_TYPE);
+    if (data.FILTER !== undefined && !isRecord(data.FILTER) && !Array.isArray(data.FILTER)) {
+      throw activityValidation('Wrong activity FILTER!');
+    }
+    const code = text(data.CODE);
+    // Robots and activities share one CODE namespace per app (§5).
+    if (this.robots.has(code) || this.activities.has(code)) {
+      const description =
+        kind === 'robot' ? 'Activity or Automation rule already installed!' : 'Activity or Robot already installed!';
+      throw new RestError(400, 'ERROR_ACTIVITY_ALREADY_INSTALLED', description);
+    }
+    if (data.USE_PLACEMENT === 'Y') checkHandlerUrl(data.PLACEMENT_HANDLER);
+    this.registry(kind).set(code, data);
+    return { result: true };
+  }
+
+  private updateActivity(kind: ActivityKind, params: Params, caller: Caller): MethodResult {
+    this.requireAdmin(caller);
+    const data = prepareActivityData(params);
+    validateActivityCode(data.CODE);
+    const stored = this.registry(kind).get(text(data.CODE));
+    if (stored === undefined) throw new RestError(400, 'ERROR_ACTIVITY_NOT_FOUND', 'Activity or Robot not found!');
+    const fields = data.FIELDS;
+    if (!isRecord(fields) || phpEmpty(fields)) throw activityValidation('No fields to update');
+
+    const update: Params = {};
+    if (fields.HANDLER !== undefined) {
+      checkHandlerUrl(fields.HANDLER);
+      update.HANDLER = fields.HANDLER;
+    }
+    for (const key of ['AUTH_USER_ID', 'USE_SUBSCRIPTION', 'USE_PLACEMENT', 'DESCRIPTION']) {
+      if (fields[key] !== undefined) update[key] = fields[key];
+    }
+    if (!phpEmpty(fields.NAME)) update.NAME = fields.NAME;
+    for (const key of ['PROPERTIES', 'RETURN_PROPERTIES']) {
+      if (fields[key] === undefined) continue;
+      validateActivityProperties(fields[key]);
+      update[key] = fields[key];
+    }
+    if (fields.DOCUMENT_TYPE !== undefined) {
+      if (!phpEmpty(fields.DOCUMENT_TYPE)) validateDocumentType(fields.DOCUMENT_TYPE);
+      update.DOCUMENT_TYPE = fields.DOCUMENT_TYPE;
+    }
+    if (fields.FILTER !== undefined) {
+      if (!phpEmpty(fields.FILTER) && !isRecord(fields.FILTER) && !Array.isArray(fields.FILTER)) {
+        throw activityValidation('Wrong activity FILTER!');
+      }
+      update.FILTER = fields.FILTER;
+    }
+    if (fields.PLACEMENT_HANDLER !== undefined) {
+      checkHandlerUrl(fields.PLACEMENT_HANDLER);
+      update.PLACEMENT_HANDLER = fields.PLACEMENT_HANDLER;
+    }
+    if (Object.keys(update).length === 0) throw activityValidation('No fields to update');
+    Object.assign(stored, update);
+    return { result: true };
+  }
+
+  private deleteActivity(kind: ActivityKind, params: Params, caller: Caller): MethodResult {
+    this.requireAdmin(caller);
+    const data = upperKeys(params);
+    validateActivityCode(data.CODE);
+    if (!this.registry(kind).delete(text(data.CODE))) {
+      throw new RestError(400, 'ERROR_ACTIVITY_NOT_FOUND', 'Activity or Robot not found!');
+    }
+    return { result: true };
+  }
+
+  /** Listing is admin-only too ("admin only" for the whole bizproc.robot family, §5). */
+  private listActivities(kind: ActivityKind, caller: Caller): MethodResult {
+    this.requireAdmin(caller);
+    return { result: [...this.registry(kind).keys()] };
+  }
+
+  /** §8: unknown token → 403; a finished or non-waiting step → `true`, silently ignored. */
+  private eventSend(params: Params): MethodResult {
+    const data = upperKeys(params);
+    const eventToken = text(data.EVENT_TOKEN);
+    const record = this.eventTokens.get(eventToken);
+    if (record === undefined) throw accessDenied();
+    if (record.completed || !record.waiting) return { result: true };
+    record.completed = true;
+
+    const registered = this.robots.get(record.code) ?? this.activities.get(record.code);
+    const allowed = isRecord(registered?.RETURN_PROPERTIES) ? registered.RETURN_PROPERTIES : {};
+    const given = isRecord(data.RETURN_VALUES) ? data.RETURN_VALUES : {};
+    // Keys not declared in RETURN_PROPERTIES are discarded (§8).
+    const returnValues = Object.fromEntries(Object.entries(given).filter(([key]) => key in allowed));
+    const sent: SentEvent = { eventToken, returnValues };
+    const logMessage = text(data.LOG_MESSAGE);
+    if (logMessage !== '') sent.logMessage = logMessage;
+    this.sentEvents.push(sent);
+    return { result: true };
+  }
+
+  private activityLogWrite(params: Params): MethodResult {
+    const data = upperKeys(params);
+    const eventToken = text(data.EVENT_TOKEN);
+    if (!this.eventTokens.has(eventToken)) throw accessDenied();
+    const message = text(data.LOG_MESSAGE);
+    if (phpEmpty(message)) throw new RestError(400, 'ERROR_EMPTY_LOG_MESSAGE', 'Empty log message!');
+    this.activityLog.push({ eventToken, message });
+    return { result: true };
+  }
+
+  // ----- events and placements (§9, §11) ---------------------------------------------------------
+
+  private eventBind(params: Params, caller: Caller): MethodResult {
+    const data = upperKeys(params);
+    const event = text(data.EVENT).toUpperCase();
+    const eventType = text(data.EVENT_TYPE).toLowerCase() || 'online';
+    let authType = positiveInt(data.AUTH_TYPE) ?? 0;
+    const admin = this.isAdmin(caller.user);
+    if (authType > 0 && !admin && authType !== caller.user.id) {
+      throw accessDenied('Event binding with AUTH_TYPE requires administrator access rights');
+    }
+    if (authType === 0 && !admin) authType = caller.user.id; // a non-admin's handler gets their own tokens
+    if (event === '') throw argumentNull('EVENT');
+    if (eventType !== 'online' && eventType !== 'offline') {
+      throw new RestError(400, 'ERROR_ARGUMENT', 'Value must be one of {online|offline}', { argument: 'EVENT_TYPE' });
+    }
+    const offline = eventType === 'offline';
+    let handler = text(data.HANDLER);
+    if (offline) {
+      if (!admin) throw accessDenied('Offline events binding requires administrator access rights');
+      handler = '';
+      authType = 0;
+    } else {
+      if (handler === '') throw argumentNull('HANDLER');
+      checkHandlerUrl(handler);
+    }
+    if (!isKnownEvent(event)) throw new RestError(400, 'ERROR_EVENT_NOT_FOUND', 'Event not found');
+    const duplicate = this.eventBindings.some(
+      (b) => b.event === event && b.handler === handler && b.authType === authType && b.offline === offline,
+    );
+    if (duplicate) throw handlerAlreadyBound();
+    this.eventBindings.push({ id: this.nextEventHandlerId++, event, handler, authType, offline });
+    return { result: true };
+  }
+
+  private eventUnbind(params: Params, caller: Caller): MethodResult {
+    const data = upperKeys(params);
+    const event = text(data.EVENT).toUpperCase();
+    if (event === '') throw argumentNull('EVENT');
+    const offline = text(data.EVENT_TYPE).toLowerCase() === 'offline';
+    const admin = this.isAdmin(caller.user);
+    if (offline && !admin) throw accessDenied('Offline events unbinding requires administrator access rights');
+    const handler = offline ? '' : text(data.HANDLER);
+    if (!offline && handler === '') throw argumentNull('HANDLER');
+    let authType: number | undefined;
+    if (!offline && data.AUTH_TYPE !== undefined) {
+      authType = positiveInt(data.AUTH_TYPE) ?? 0;
+      if (!admin && authType !== caller.user.id) {
+        throw accessDenied('Event unbinding with AUTH_TYPE requires administrator access rights');
+      }
+    } else if (!offline && !admin) {
+      authType = caller.user.id;
+    }
+    const matches = (b: EventBinding): boolean =>
+      b.event === event &&
+      b.handler === handler &&
+      b.offline === offline &&
+      (authType === undefined || b.authType === authType);
+    const remaining = this.eventBindings.filter((b) => !matches(b));
+    const count = this.eventBindings.length - remaining.length;
+    this.eventBindings.splice(0, this.eventBindings.length, ...remaining);
+    return { result: { count } };
+  }
+
+  private eventGet(caller: Caller): MethodResult {
+    const admin = this.isAdmin(caller.user);
+    const visible = this.eventBindings.filter((b) => admin || b.authType === caller.user.id);
+    return {
+      result: visible.map((b) =>
+        b.offline
+          ? { event: b.event, connector_id: '', offline: 1 }
+          : { event: b.event, handler: b.handler, auth_type: String(b.authType), offline: 0 },
+      ),
+    };
+  }
+
+  private placementBind(params: Params): MethodResult {
+    const data = upperKeys(params);
+    const placement = text(data.PLACEMENT).toUpperCase();
+    const handler = text(data.HANDLER);
+    if (placement === '') throw argumentNull('PLACEMENT');
+    if (handler === '') throw argumentNull('HANDLER');
+    checkHandlerUrl(handler);
+    if (this.placements.some((p) => p.placement === placement && p.handler === handler)) throw handlerAlreadyBound();
+    const title = text(data.TITLE);
+    const description = text(data.DESCRIPTION);
+    const groupName = text(data.GROUP_NAME);
+    this.placements.push({
+      placement,
+      handler,
+      title,
+      description,
+      groupName,
+      // GUESS: without LANG_ALL the portal derives one entry from TITLE for its own language.
+      langAll: isRecord(data.LANG_ALL)
+        ? data.LANG_ALL
+        : { en: { TITLE: title, DESCRIPTION: description, GROUP_NAME: groupName } },
+      options: isRecord(data.OPTIONS) ? data.OPTIONS : {},
+      userId: positiveInt(data.USER_ID) ?? 0,
+    });
+    return { result: true };
+  }
+
+  private placementUnbind(params: Params): MethodResult {
+    const data = upperKeys(params);
+    const placement = text(data.PLACEMENT).toUpperCase();
+    if (placement === '') throw argumentNull('PLACEMENT');
+    const handler = text(data.HANDLER);
+    // Without HANDLER every handler of the placement goes (§9).
+    const matches = (p: PlacementBinding): boolean =>
+      p.placement === placement && (handler === '' || p.handler === handler);
+    const remaining = this.placements.filter((p) => !matches(p));
+    const count = this.placements.length - remaining.length;
+    this.placements.splice(0, this.placements.length, ...remaining);
+    return { result: { count } };
+  }
+
+  // ----- CRM (§10) -----------------------------------------------------------------------------------
+
+  private crmAdd(entity: CrmEntity, params: Params, caller: Caller): MethodResult {
+    // Legacy CRM methods read `fields`, falling back to `FIELDS`.
+    const fields = params.fields ?? params.FIELDS;
+    if (!isRecord(fields)) {
+      throw new RestError(400, '', "Parameter 'fields' must be array."); // GUESS: text
+    }
+    return { result: this.createCrmRecord(entity, fields, caller.user.id) };
+  }
+
+  private crmGet(entity: CrmEntity, params: Params): MethodResult {
+    const id = positiveInt(params.id ?? params.ID);
+    if (id === undefined) throw new RestError(400, '', 'ID is not defined or invalid.');
+    const record = this.crm[CRM_COLLECTION[entity]].get(id);
+    if (record === undefined) throw crmNotFound();
+    return { result: structuredClone(record) };
+  }
+
+  /** `[]` when nothing matches; ids are integers; only types with hits appear (§10). */
+  private findByComm(params: Params): MethodResult {
+    const type = text(params.type ?? params.TYPE).toUpperCase();
+    const rawValues = params.values ?? params.VALUES;
+    const values = (Array.isArray(rawValues) ? rawValues : rawValues === undefined ? [] : [rawValues]).map(text);
+    if (type === '') throw new RestError(400, 'Communication type is not defined', "Parameter 'type' is required.");
+    if (values.length === 0 || values.every((v) => v === '')) {
+      // GUESS: description text; the code (a sentence, not a code) is the docs'.
+      throw new RestError(400, 'Communication values is not defined', "Parameter 'values' is required.");
+    }
+    if (type !== 'PHONE' && type !== 'EMAIL') {
+      // GUESS: description text.
+      throw new RestError(400, `Communication type '${type}' is not supported in current context`, '');
+    }
+    const entityFilter = text(params.entity_type ?? params.ENTITY_TYPE).toUpperCase();
+    // GUESS: phones match on their digits only; Bitrix24 normalises with its own phone parser.
+    const normalise = type === 'PHONE' ? (v: string) => v.replace(/\D/g, '') : (v: string) => v.trim().toLowerCase();
+    const wanted = new Set(values.map(normalise).filter((v) => v !== ''));
+
+    const found: Array<[string, unknown]> = [];
+    for (const entity of ['lead', 'contact', 'company'] as const) {
+      const typeName = entity.toUpperCase();
+      if (entityFilter !== '' && entityFilter !== typeName) continue;
+      const ids: number[] = [];
+      for (const [id, record] of this.crm[CRM_COLLECTION[entity]]) {
+        const items = Array.isArray(record[type]) ? (record[type] as unknown[]) : [];
+        if (items.some((item) => isRecord(item) && wanted.has(normalise(text(item.VALUE))))) ids.push(id);
+      }
+      if (ids.length === 0) continue;
+      found.push([typeName, ids]);
+      if (ids.length >= 20) break; // a type with 20+ hits suppresses the remaining types (§10)
+    }
+    return { result: phpArray(found) };
+  }
+
+  private timelineCommentAdd(params: Params, caller: Caller): MethodResult {
+    // Only lowercase `fields` since crm 23.100.0 (§10).
+    const fields = isRecord(params.fields) ? params.fields : undefined;
+    const entityId = positiveInt(fields?.ENTITY_ID);
+    const entityType = text(fields?.ENTITY_TYPE).toLowerCase();
+    if (fields === undefined || entityId === undefined || entityType === '') {
+      throw new RestError(400, '100', 'Required fields are missing: ENTITY_ID, ENTITY_TYPE'); // GUESS: text
+    }
+    const comment = text(fields.COMMENT);
+    if (comment.trim() === '') throw new RestError(400, 'INVALID_ARG_VALUE', 'Comment is empty'); // GUESS: text
+    const entity = (['lead', 'deal', 'contact', 'company'] as const).find((e) => e === entityType);
+    if (entity === undefined || !this.crm[CRM_COLLECTION[entity]].has(entityId)) {
+      throw new RestError(400, 'OWNER_NOT_FOUND', 'Owner not found.'); // GUESS: text
+    }
+    const id = this.nextCommentId++;
+    this.timelineComments.push({
+      id,
+      entityType,
+      entityId,
+      comment,
+      authorId: positiveInt(fields.AUTHOR_ID) ?? caller.user.id,
+      created: isoSeconds(Date.now()),
+    });
+    return { result: id };
+  }
+
+  private timelineLogMessageAdd(params: Params, caller: Caller): MethodResult {
+    const fields = isRecord(params.fields) ? params.fields : {};
+    const entityTypeId = positiveInt(fields.entityTypeId);
+    const entityId = positiveInt(fields.entityId);
+    const [title, messageText, iconCode] = [text(fields.title), text(fields.text), text(fields.iconCode)];
+    if (entityTypeId === undefined || entityId === undefined || title === '' || messageText === '' || iconCode === '') {
+      throw new RestError(400, '100', 'Required fields are missing'); // GUESS: text
+    }
+    const entity = CRM_ENTITY_TYPE_ID[entityTypeId];
+    if (entity === undefined || !this.crm[CRM_COLLECTION[entity]].has(entityId)) {
+      throw new RestError(400, 'OWNER_NOT_FOUND', 'Owner not found.'); // GUESS: text
+    }
+    const logMessage: TimelineLogMessage = {
+      id: this.nextLogMessageId++,
+      entityTypeId,
+      entityId,
+      title,
+      text: messageText,
+      iconCode,
+      authorId: caller.user.id,
+      created: isoSeconds(Date.now()),
+    };
+    this.timelineLogMessages.push(logMessage);
+    const { id, created, authorId } = logMessage;
+    return { result: { logMessage: { id, created, authorId, title, text: messageText, iconCode } } };
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pure helpers for the methods above
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * bizproc's prepareActivityData: UPPER_CASE keys at every level except the property codes directly
+ * under PROPERTIES / RETURN_PROPERTIES / OPTIONS, whose case is the app's (§5).
+ */
+function prepareActivityData(data: Params, keepKeyCase = false): Params {
+  const out: Params = {};
+  for (const [key, value] of Object.entries(data)) {
+    const name = keepKeyCase ? key : key.toUpperCase();
+    const keepInner = name === 'PROPERTIES' || name === 'RETURN_PROPERTIES' || name === 'OPTIONS';
+    out[name] = isRecord(value) ? prepareActivityData(value, keepInner) : value;
+  }
+  return out;
+}
+
+function validateActivityCode(code: unknown): void {
+  if (phpEmpty(code)) throw activityValidation('Empty activity code!');
+  if (typeof code !== 'string' || !/^[a-z0-9.\-_]+$/i.test(code)) throw activityValidation('Wrong activity code!');
+}
+
+function validateActivityProperties(properties: unknown): void {
+  if (!isRecord(properties) && !Array.isArray(properties)) throw activityValidation('Wrong properties array!');
+  for (const [key, property] of Object.entries(properties)) {
+    if (!/^[a-z][a-z0-9_]*$/i.test(key)) throw activityValidation(`Wrong property key (${key})!`);
+    if (!isRecord(property) || phpEmpty(property.NAME)) throw activityValidation(`Empty property NAME (${key})!`);
+  }
+}
+
+/** GUESS: Bitrix24 asks its document service; the fake accepts any three non-empty strings. */
+function validateDocumentType(documentType: unknown): void {
+  const parts = Array.isArray(documentType) ? documentType : [];
+  if (parts.length !== 3 || parts.some((part) => text(part) === '')) {
+    throw activityValidation('Wrong activity DOCUMENT_TYPE!');
+  }
+}
+
+/** `<workflow_id>|<activity name>|<32 chars>.<64 hex>` (§7). */
+function mintEventToken(): string {
+  const workflowId = `${randomHex(7)}.${String(randomInt(10_000_000, 100_000_000))}`;
+  const activityName = `A${[0, 0, 0, 0].map(() => randomInt(10_000, 100_000)).join('_')}`;
+  return `${workflowId}|${activityName}|${randomAlnum(32)}.${randomHex(32)}`;
+}
+
+function personFields(input: SeedPerson): Params {
+  const fields: Params = { ...input.fields };
+  if (input.name !== undefined) fields.NAME = input.name;
+  if (input.lastName !== undefined) fields.LAST_NAME = input.lastName;
+  if (input.title !== undefined) fields.TITLE = input.title;
+  if (input.phones !== undefined) fields.PHONE = input.phones.map((VALUE) => ({ VALUE, VALUE_TYPE: 'WORK' }));
+  if (input.emails !== undefined) fields.EMAIL = input.emails.map((VALUE) => ({ VALUE, VALUE_TYPE: 'WORK' }));
+  return fields;
+}
+
+function hasItems(value: unknown): boolean {
+  return Array.isArray(value) && value.length > 0;
+}
+
+function placementView(p: PlacementBinding): Record<string, unknown> {
+  return {
+    placement: p.placement,
+    userId: p.userId,
+    handler: p.handler,
+    options: phpArray(Object.entries(p.options)),
+    title: p.title,
+    description: p.description,
+    langAll: phpArray(Object.entries(p.langAll)),
+  };
+}
+
+/** Pages of 50 with `next`/`total`; `start=-1` turns counting off (§3). */
+function paginate(items: unknown[], start: unknown): MethodResult {
+  if (text(start) === '-1') return { result: items.slice(0, LIST_PAGE) };
+  const offset = positiveInt(start) ?? 0;
+  const page = items.slice(offset, offset + LIST_PAGE);
+  const result: MethodResult = { result: page, total: items.length };
+  if (offset + LIST_PAGE < items.length) result.next = offset + LIST_PAGE;
+  return result;
+}
+
+/**
+ * Replaces `$result[key][field]...` (and `$result_total`, ...) in already-parsed batch parameters (§3).
+ * A value that is only a reference takes the referenced value as is; references inside longer text
+ * are spliced in as text. GUESS: an unresolvable reference becomes ''.
+ */
+function substituteBatchReferences(value: unknown, maps: Record<string, Array<[string, unknown]>>): unknown {
+  const lookup = (kind: string, path: string): unknown => {
+    const segments = [...path.matchAll(/\[([^\]]*)\]/g)].map((m) => m[1] ?? '');
+    const [key, ...rest] = segments;
+    let current: unknown = maps[kind]?.find(([k]) => k === key)?.[1];
+    for (const segment of rest) {
+      if (Array.isArray(current)) current = current[Number(segment)];
+      else if (isRecord(current)) current = current[segment];
+      else return undefined;
+    }
+    return current;
+  };
+  if (typeof value === 'string') {
+    const whole = BATCH_REFERENCE_WHOLE.exec(value);
+    if (whole !== null) return lookup(whole[1] ?? '', whole[2] ?? '') ?? '';
+    return value.replace(BATCH_REFERENCE, (_match, kind: string, path: string) => {
+      const found = lookup(kind, path);
+      return typeof found === 'string' || typeof found === 'number' ? String(found) : '';
+    });
+  }
+  if (Array.isArray(value)) return value.map((inner) => substituteBatchReferences(inner, maps));
+  if (isRecord(value)) {
+    return Object.fromEntries(Object.entries(value).map(([k, inner]) => [k, substituteBatchReferences(inner, maps)]));
+  }
+  return value;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Entry point
+// ---------------------------------------------------------------------------------------------
+
+/** Starts a fake portal and its OAuth server on 127.0.0.1 (random ports). Call close() when done. */
+export async function startFakeBitrix24(options: FakeBitrix24Options = {}): Promise<FakeBitrix24> {
+  const portal = new FakePortal(options);
+  await portal.start();
+  return portal;
+}
