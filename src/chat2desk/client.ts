@@ -221,7 +221,8 @@ export class Chat2DeskAccounts {
     if (!gate) {
       const perSecond = this.limits.requestsPerMinute / 60;
       gate = {
-        bucket: new LeakyBucket(perSecond, Math.max(1, Math.round(this.limits.requestsPerMinute / 10))),
+        // A tenth of a second of burst: whatever window Chat2Desk counts in, bucket + drain stay under the rate.
+        bucket: new LeakyBucket(perSecond, Math.max(1, Math.round(perSecond / 10))),
         concurrency: new Semaphore(this.limits.concurrency),
       };
       this.#gates.set(key, gate);

@@ -25,42 +25,62 @@ export interface QueueDepth {
 
 /** The durable robot-job queue. Every state change is one statement, so a crash never leaves a half-made job. */
 export class JobStore {
+  /** Prepared once: the robot-call acknowledgement path runs these for every call. */
+  readonly #insert;
+  readonly #byEventToken;
+
   constructor(
     private readonly db: Db,
     private readonly now: () => number = Date.now,
-  ) {}
+  ) {
+    const p = (name: string) => sql.placeholder(name);
+    this.#insert = db
+      .insert(jobs)
+      .values({
+        publicId: p('publicId'),
+        memberId: p('memberId'),
+        eventToken: p('eventToken'),
+        robotCode: p('robotCode'),
+        documentId: p('documentId'),
+        properties: p('properties'),
+        state: p('state'),
+        runAt: p('now'),
+        deadlineAt: p('deadlineAt'),
+        returnValues: p('returnValues'),
+        logMessage: p('logMessage'),
+        finishedAt: p('finishedAt'),
+        createdAt: p('now'),
+        updatedAt: p('now'),
+      })
+      .onConflictDoNothing()
+      .returning()
+      .prepare();
+    this.#byEventToken = db
+      .select()
+      .from(jobs)
+      .where(and(eq(jobs.memberId, p('memberId')), eq(jobs.eventToken, p('eventToken'))))
+      .prepare();
+  }
 
   /** Inserts the job unless (member_id, event_token) exists; a repeated delivery gets duplicate=true. */
   enqueue(input: NewJob): { job: JobRow; duplicate: boolean } {
     const now = this.now();
-    const inserted = this.db
-      .insert(jobs)
-      .values({
-        publicId: randomUUID(),
-        memberId: input.memberId,
-        eventToken: input.eventToken,
-        robotCode: input.robotCode,
-        documentId: JSON.stringify(input.documentId),
-        properties: JSON.stringify(input.properties),
-        state: input.immediateResult ? 'reporting' : 'queued',
-        runAt: now,
-        deadlineAt: input.deadlineAt,
-        returnValues: input.immediateResult ? JSON.stringify(input.immediateResult.returnValues) : null,
-        logMessage: input.immediateResult?.logMessage ?? null,
-        finishedAt: input.immediateResult ? now : null,
-        createdAt: now,
-        updatedAt: now,
-      })
-      .onConflictDoNothing()
-      .returning()
-      .get();
+    const inserted = this.#insert.get({
+      publicId: randomUUID(),
+      memberId: input.memberId,
+      eventToken: input.eventToken,
+      robotCode: input.robotCode,
+      documentId: JSON.stringify(input.documentId),
+      properties: JSON.stringify(input.properties),
+      state: input.immediateResult ? 'reporting' : 'queued',
+      now,
+      deadlineAt: input.deadlineAt,
+      returnValues: input.immediateResult ? JSON.stringify(input.immediateResult.returnValues) : null,
+      logMessage: input.immediateResult?.logMessage ?? null,
+      finishedAt: input.immediateResult ? now : null,
+    });
     if (inserted) return { job: inserted, duplicate: false };
-    const existing = this.db
-      .select()
-      .from(jobs)
-      .where(and(eq(jobs.memberId, input.memberId), eq(jobs.eventToken, input.eventToken)))
-      .get();
-    return { job: existing!, duplicate: true };
+    return { job: this.#byEventToken.get({ memberId: input.memberId, eventToken: input.eventToken })!, duplicate: true };
   }
 
   get(id: number): JobRow | undefined {
@@ -68,7 +88,7 @@ export class JobStore {
   }
 
   find(memberId: string, eventToken: string): JobRow | undefined {
-    return this.db.select().from(jobs).where(and(eq(jobs.memberId, memberId), eq(jobs.eventToken, eventToken))).get();
+    return this.#byEventToken.get({ memberId, eventToken });
   }
 
   /** Jobs whose turn has come, oldest first; `state` picks running work or result reports. */

@@ -1,4 +1,4 @@
-import { and, eq } from 'drizzle-orm';
+import { and, eq, sql } from 'drizzle-orm';
 import type { SecretBox } from '../secrets.js';
 import type { Db } from './database.js';
 import { portals, type PortalRow } from './schema.js';
@@ -39,20 +39,25 @@ export interface InstallRecord {
 
 /** Portals and their secrets; the only code that sees sealed values. */
 export class PortalStore {
+  /** Prepared once: every robot call and event looks its portal up here. */
+  readonly #byMemberId;
+
   constructor(
     private readonly db: Db,
     private readonly secrets: SecretBox,
     private readonly now: () => number = Date.now,
-  ) {}
+  ) {
+    this.#byMemberId = db.select().from(portals).where(eq(portals.memberId, sql.placeholder('memberId'))).prepare();
+  }
 
   get(memberId: string): Portal | undefined {
-    const row = this.db.select().from(portals).where(eq(portals.memberId, memberId)).get();
+    const row = this.#byMemberId.get({ memberId });
     return row ? toPortal(row) : undefined;
   }
 
   /** The active portal whose stored application token matches the presented one, compared in constant time. */
   authenticate(memberId: string, applicationToken: string): Portal | undefined {
-    const row = this.db.select().from(portals).where(eq(portals.memberId, memberId)).get();
+    const row = this.#byMemberId.get({ memberId });
     if (!row) {
       // Still spend the digest work so an unknown member id is not told apart by timing.
       this.secrets.matches(applicationToken, 'x');

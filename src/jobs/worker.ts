@@ -67,7 +67,12 @@ export class RobotWorker {
     if (this.#stopped) return;
     this.#stopped = true;
     this.wake();
-    await Promise.race([Promise.all([...this.#loops, ...this.#inFlight]), new Promise((resolve) => setTimeout(resolve, graceMs))]);
+    let timer: NodeJS.Timeout | undefined;
+    const grace = new Promise((resolve) => {
+      timer = setTimeout(resolve, graceMs);
+    });
+    await Promise.race([Promise.all([...this.#loops, ...this.#inFlight]), grace]);
+    clearTimeout(timer);
   }
 
   async #dispatchLoop(): Promise<void> {

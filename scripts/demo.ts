@@ -1,0 +1,211 @@
+/**
+ * `npm run demo`: a guided tour of the app without a Bitrix24 account.
+ *
+ * It starts the fake Bitrix24 portal and the fake Chat2Desk used by the tests, runs our real server
+ * in-process against them (real HTTP, real SQLite file in a temp dir), and walks through what a
+ * portal sees: install, settings, robot calls, duplicates, a forged call and the health check.
+ * Nothing leaves 127.0.0.1 and everything is deleted at the end.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadConfig } from '../src/config.js';
+import { createLogger } from '../src/log.js';
+import { startServer, type RunningServer } from '../src/server.js';
+import { startFakeBitrix24, type FakeBitrix24, type SentEvent } from '../test/fakes/bitrix24.js';
+import { startFakeChat2Desk, type FakeChat2Desk } from '../test/fakes/chat2desk.js';
+import { freePort, postForm } from '../test/support/stack.js';
+
+// ----- printing helpers -------------------------------------------------------------------------
+
+let stepNumber = 0;
+
+/** A numbered heading and a short plain-language explanation of what the step shows. */
+function step(title: string, explanation: string): void {
+  stepNumber += 1;
+  const heading = `${stepNumber}. ${title}`;
+  console.log(`\n${heading}\n${'='.repeat(heading.length)}`);
+  console.log(explanation);
+}
+
+/** One labelled fact, with objects pretty-printed and indented under the label. */
+function show(label: string, value: unknown): void {
+  const text = typeof value === 'string' ? value : JSON.stringify(value, null, 2);
+  console.log(`  ${label}: ${text.replace(/\n/g, '\n  ')}`);
+}
+
+// ----- waiting helpers --------------------------------------------------------------------------
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * The server answers Bitrix24 at once and does the Chat2Desk work in a background worker, which
+ * then reports back with bizproc.event.send. So the demo polls the fake portal for that report.
+ */
+async function waitForResult(b24: FakeBitrix24, eventToken: string, timeoutMs = 10_000): Promise<SentEvent> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const sent = b24.sentEvents.find((event) => event.eventToken === eventToken);
+    if (sent) return sent;
+    if (Date.now() > until) throw new Error(`no result reached the workflow within ${timeoutMs} ms (event token ${eventToken})`);
+    await sleep(25);
+  }
+}
+
+/** Chat2Desk calls that actually sent a message (successful POST /messages). */
+const sentMessageCalls = (c2d: FakeChat2Desk) => c2d.calls.filter((call) => call.method === 'POST' && call.path === '/messages' && call.status === 200);
+
+/** The parts of a stored Chat2Desk message a reader cares about. */
+function summarizeMessage(message: Record<string, unknown> | undefined) {
+  if (!message) return '(none)';
+  const { id, client_id, dialog_id, channel_id, transport, type, text } = message;
+  return { id, client_id, dialog_id, channel_id, transport, type, text };
+}
+
+// ----- the tour ---------------------------------------------------------------------------------
+
+async function tour(b24: FakeBitrix24, c2d: FakeChat2Desk, server: RunningServer): Promise<void> {
+  step(
+    'Install the app into the portal',
+    'When an admin installs the app, Bitrix24 posts an ONAPPINSTALL event with OAuth tokens.\n' +
+      'The server stores the portal and registers its robots and business-process activities.',
+  );
+  const installed = await postForm(`${server.url}/install`, b24.installEventBody());
+  show('HTTP answer', `${installed.status} ${await installed.text()}`);
+  if (installed.status !== 200) throw new Error('install was refused');
+  b24.installFinish(); // what BX24.installFinish() does in the portal's install page
+  const names = (registry: Map<string, Record<string, unknown>>) =>
+    [...registry].map(([code, robot]) => `${code} - ${String((robot.NAME as Record<string, unknown> | undefined)?.EN ?? robot.NAME)}`);
+  show('Robots (automation rules) now in the portal', names(b24.robots));
+  show('Business-process activities now in the portal', names(b24.activities));
+  show('Event bindings', b24.eventBindings.map((binding) => `${binding.event} -> ${binding.handler}`));
+
+  step(
+    'Connect Chat2Desk on the settings page',
+    'A portal admin saves the Chat2Desk API token and defaults. The server checks the admin with\n' +
+      'Bitrix24 and the token with Chat2Desk. The token is stored encrypted and never sent back.',
+  );
+  const settings = await fetch(`${server.url}/api/settings`, {
+    method: 'PUT',
+    headers: {
+      authorization: `Bearer ${b24.issueAuth(1).access_token}`,
+      'x-bitrix24-member-id': b24.memberId,
+      'content-type': 'application/json',
+    },
+    body: JSON.stringify({ chat2deskApiToken: c2d.token, defaultCountry: 'RU', defaultChannelId: 17404, defaultTransport: 'whatsapp' }),
+  });
+  show('HTTP status', settings.status);
+  show('Saved settings', await settings.json());
+  if (settings.status !== 200) throw new Error('settings were refused');
+
+  step(
+    'A robot messages a client who already wrote to the company',
+    'A deal moves to a stage with the "Send Chat2Desk message" robot. Bitrix24 calls our handler;\n' +
+      'the server answers at once, sends in the background and reports back to the workflow.',
+  );
+  const { client } = c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404, withDialog: 'open' });
+  show('Chat2Desk already knows client', `${String(client.id)} (phone 79161234567, WhatsApp, open dialog)`);
+  const known = await b24.callRobot({ code: 'c2d_send_message', properties: { phone: '+7 916 123-45-67', text: 'Your order #1024 is ready' } });
+  show('Immediate answer to Bitrix24', `${known.status} ${known.text}`);
+  const knownResult = await waitForResult(b24, known.eventToken);
+  show('Message as Chat2Desk stored it', summarizeMessage(c2d.account().messages.at(-1)));
+  show('RETURN_VALUES the workflow got', knownResult.returnValues);
+
+  step(
+    'Write first: a phone Chat2Desk has never seen',
+    'With no such client in Chat2Desk, the server creates one on the default channel and transport\n' +
+      'from the settings (phone normalised to international form), then sends the message.',
+  );
+  const writeFirst = await b24.callRobot({ code: 'c2d_send_message', properties: { phone: '8 916 765-43-21', text: 'Hello! We have an offer for you' } });
+  show('Immediate answer to Bitrix24', `${writeFirst.status} ${writeFirst.text}`);
+  const writeFirstResult = await waitForResult(b24, writeFirst.eventToken);
+  const created = c2d.calls.filter((call) => call.method === 'POST' && call.path === '/clients').at(-1);
+  show('Client created with POST /clients', created ? { status: created.status, body: created.body } : '(not called!)');
+  show('Message as Chat2Desk stored it', summarizeMessage(c2d.account().messages.at(-1)));
+  show('RETURN_VALUES the workflow got', writeFirstResult.returnValues);
+
+  step(
+    'A robot call with a bad phone number',
+    'Bad input must not leave the workflow hanging: it still finishes, with status=failed and an\n' +
+      'error a portal admin can read, and nothing goes to Chat2Desk.',
+  );
+  const sentBefore = sentMessageCalls(c2d).length;
+  const bad = await b24.callRobot({ code: 'c2d_send_message', properties: { phone: 'call me maybe', text: 'hi' } });
+  show('Immediate answer to Bitrix24', `${bad.status} ${bad.text}`);
+  show('RETURN_VALUES the workflow got', (await waitForResult(b24, bad.eventToken)).returnValues);
+  show('Messages sent to Chat2Desk by this call', sentMessageCalls(c2d).length - sentBefore);
+
+  step(
+    'The same robot call delivered three times at once',
+    'Networks retry. The event token identifies the workflow step, so the server accepts the first\n' +
+      'copy, marks the others as duplicates, and the client gets the message once.',
+  );
+  const repeated = b24.robotCallBody({ code: 'c2d_send_message', properties: { phone: '79161234567', text: 'Your courier is on the way' } });
+  const sentBeforeRepeat = sentMessageCalls(c2d).length;
+  const answers = await Promise.all([1, 2, 3].map(() => postForm(`${server.url}/bitrix24/robot`, repeated.body)));
+  for (const [index, answer] of answers.entries()) show(`Delivery ${index + 1}`, `${answer.status} ${await answer.text()}`);
+  show('RETURN_VALUES the workflow got', (await waitForResult(b24, repeated.eventToken)).returnValues);
+  await sleep(300); // give any (wrong) second send time to show up before counting
+  show('Messages sent to Chat2Desk', sentMessageCalls(c2d).length - sentBeforeRepeat);
+  show('Results reported to the workflow', b24.sentEvents.filter((event) => event.eventToken === repeated.eventToken).length);
+
+  step(
+    'A forged robot call',
+    'Every call carries the application token Bitrix24 gave the server at install. A call with any\n' +
+      'other token is refused before anything is stored or sent.',
+  );
+  const forged = await b24.callRobot({ code: 'c2d_send_message', properties: { phone: '79161234567', text: 'hi' }, applicationToken: 'f'.repeat(32) });
+  show('Answer', `${forged.status} ${forged.text}`);
+
+  step('Health check', 'GET /healthz is what a load balancer or monitor polls: database, workers and queue depth.');
+  const health = await fetch(`${server.url}/healthz`);
+  show('Answer', `${health.status} ${await health.text()}`);
+}
+
+// ----- set-up and tear-down ---------------------------------------------------------------------
+
+async function main(): Promise<number> {
+  const dir = mkdtempSync(join(tmpdir(), 'c2d-b24-demo-'));
+  let b24: FakeBitrix24 | undefined;
+  let c2d: FakeChat2Desk | undefined;
+  let server: RunningServer | undefined;
+  try {
+    b24 = await startFakeBitrix24();
+    c2d = await startFakeChat2Desk();
+    const port = await freePort();
+    // 127.0.0.1, not localhost: like real Bitrix24, the fake refuses handler URLs whose host has no dot.
+    const config = loadConfig({
+      PORT: String(port),
+      PUBLIC_URL: `http://127.0.0.1:${port}`,
+      DATABASE_URL: `file:${join(dir, 'demo.db')}`,
+      B24_CLIENT_ID: b24.clientId,
+      B24_CLIENT_SECRET: b24.clientSecret,
+      B24_OAUTH_URL: b24.oauthUrl,
+      CHAT2DESK_API_URL: c2d.url,
+      APP_SECRET: 'demo-app-secret-0123456789abcdef',
+      LOG_LEVEL: 'silent', // the demo narrates; the server's JSON log would only get in the way
+    });
+    server = await startServer(config, createLogger(config.logLevel), { hostname: '127.0.0.1' });
+
+    console.log('Chat2Desk <-> Bitrix24 app: a demo against fake services');
+    show('Fake Bitrix24 portal', `${b24.portalUrl} (member ${b24.memberId})`);
+    show('Fake Chat2Desk API', c2d.url);
+    show('Our server', `${server.url} (SQLite in ${dir})`);
+
+    await tour(b24, c2d, server);
+    console.log('\nDemo finished: everything above ran over real HTTP on 127.0.0.1.');
+    return 0;
+  } catch (error) {
+    console.error('\nDemo failed:', error);
+    return 1;
+  } finally {
+    // Close in reverse order so the worker stops before the fakes it talks to go away.
+    await server?.close().catch(() => undefined);
+    await Promise.all([b24?.close(), c2d?.close()]).catch(() => undefined);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+// Exit explicitly: RobotWorker.stop() leaves its 10 s grace timer running after a clean stop, which
+// would otherwise keep the process alive for ten idle seconds after the demo is over.
+process.exit(await main());
