@@ -126,3 +126,23 @@ describe('install and lifecycle', () => {
     expect(row.access_token).toMatch(/^v1\./);
   });
 });
+
+describe('opening the installed app', () => {
+  let stack: Stack;
+  beforeEach(async () => {
+    stack = await startStack();
+  });
+  afterEach(() => stack.close());
+
+  it("shows the status without replacing the installer's tokens or registering again", async () => {
+    await install(stack);
+    const before = stack.server.database.sqlite.prepare('select access_token, refresh_token from portals').get();
+    const callsBefore = stack.b24.calls.length;
+    const { query, body } = stack.b24.installPageRequest({ accessToken: stack.b24.issueAuth(2).access_token });
+    const response = await postForm(`${stack.server.url}/install`, body, query);
+    expect(response.status).toBe(200);
+    expect(await response.text()).toContain(`installed on ${stack.b24.domain}`);
+    expect(stack.server.database.sqlite.prepare('select access_token, refresh_token from portals').get()).toEqual(before);
+    expect(stack.b24.calls.slice(callsBefore).filter((call) => call.method.startsWith('bizproc.'))).toHaveLength(0);
+  });
+});

@@ -39,7 +39,12 @@ export interface InstallDeps {
 export class InstallService {
   constructor(private readonly deps: InstallDeps) {}
 
-  async install(claim: InstallClaim): Promise<{ portal: Portal; registration: RegistrationResult }> {
+  /**
+   * `opening` is the install page's form: Bitrix24 also posts it whenever somebody opens the app.
+   * For an app already installed on a known portal that is only an opening, and it must not replace
+   * the installer's tokens with those of whoever opened it.
+   */
+  async install(claim: InstallClaim, opening = false): Promise<{ portal: Portal; registration: RegistrationResult | undefined }> {
     const { oauth, portals, registration, log } = this.deps;
     if (!oauth.configured) throw new InstallRefused('This server has no B24_CLIENT_ID / B24_CLIENT_SECRET configured; installs are refused until it does', 503);
     if (!claim.memberId || !claim.domain || !claim.accessToken || !claim.refreshToken || !claim.applicationToken) {
@@ -67,6 +72,10 @@ export class InstallService {
     if (mismatch) {
       log.warn({ memberId: claim.memberId, domain: claim.domain, mismatch }, 'install refused');
       throw new InstallRefused(`Install refused: ${mismatch}`, 403);
+    }
+    if (opening && verified.installed) {
+      const known = portals.authenticate(verified.memberId, claim.applicationToken);
+      if (known) return { portal: known, registration: undefined };
     }
     const portal = portals.saveInstall({
       memberId: verified.memberId,

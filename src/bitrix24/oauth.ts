@@ -22,6 +22,8 @@ export interface VerifiedInstall {
   memberId: string;
   domain: string;
   clientEndpoint: string;
+  /** False while the app is being installed (until installFinish); true for an app already in use. */
+  installed: boolean;
 }
 
 const TokenSchema = v.object({
@@ -74,6 +76,7 @@ export class OAuthServer {
       memberId: result.install.member_id,
       domain: result.install.domain,
       clientEndpoint: result.install.client_endpoint ?? `https://${result.install.domain}/rest/`,
+      installed: result.install.installed === true || result.install.installed === 'Y' || result.install.installed === 1 || result.install.installed === '1',
     };
   }
 

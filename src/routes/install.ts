@@ -54,7 +54,7 @@ export function createInstallRoute(deps: { install: InstallService; log: Logger 
           userId: null,
         };
         try {
-          const { portal } = await deps.install.install(claim);
+          const { portal } = await deps.install.install(claim, true);
           return c.html(
             page({
               ok: true,
