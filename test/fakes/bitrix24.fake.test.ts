@@ -14,7 +14,7 @@ import { parsePhpQuery, phpHttpBuildQuery, startFakeBitrix24, type FakeBitrix24 
 // Response bodies are checked field by field against the examples; a precise type per reply adds nothing.
 type Json = any;
 
-const EXAMPLES = new URL('../../../shared/protocols/examples/bitrix24/', import.meta.url);
+const EXAMPLES = new URL('../fixtures/protocol-examples/bitrix24/', import.meta.url);
 
 /** An example file without its leading `# source/note` lines (examples/README.md). */
 function example(name: string): string {

@@ -1,12 +1,13 @@
 /**
  * Tests of the Chat2Desk fake itself, over real HTTP. The expected shapes are the example bodies in
- * /work/shared/protocols/examples/chat2desk/ (key lists inlined below; a drift check compares them
- * with the files when the shared folder is present).
+ * test/fixtures/protocol-examples/chat2desk/ (key lists inlined below; a drift check compares them
+ * with the files).
  */
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   SIGNATURE_HEADER,
@@ -18,7 +19,7 @@ import {
   type FakeChat2Desk,
 } from './chat2desk.js';
 
-const EXAMPLES_DIR = process.env.C2D_EXAMPLES_DIR ?? '/work/shared/protocols/examples/chat2desk';
+const EXAMPLES_DIR = fileURLToPath(new URL('../fixtures/protocol-examples/chat2desk/', import.meta.url));
 
 // Key sets of the example bodies' `data` objects.
 const KEYS = {
@@ -625,7 +626,7 @@ describe('webhook delivery and signature', () => {
 });
 
 describe('fidelity to the example files', () => {
-  it.skipIf(!existsSync(EXAMPLES_DIR))('inlined key lists match the example bodies', () => {
+  it('inlined key lists match the example bodies', () => {
     const load = (name: string) => JSON.parse(readFileSync(join(EXAMPLES_DIR, name), 'utf8'));
     const wire = (o: Record<string, unknown>) => sorted(Object.keys(o).filter((k) => !k.startsWith('_')));
     expect(readdirSync(EXAMPLES_DIR).length).toBeGreaterThan(0);
