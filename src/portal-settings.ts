@@ -8,7 +8,13 @@ export interface PortalSettings {
   defaultCountry: string | null;
   defaultChannelId: number | null;
   defaultTransport: string | null;
+  /** Chat2Desk operator id → Bitrix24 user id; operators not listed are matched by e-mail. */
+  operatorMap: Record<string, number>;
+  /** How long a cached Chat2Desk fact may be served when no webhook said it changed. */
+  cacheTtlSeconds: number;
 }
+
+export const DEFAULT_CACHE_TTL_SECONDS = 900;
 
 const countries = new Set<string>(getCountries());
 
@@ -41,6 +47,13 @@ export function settingsUpdateSchema(allowedApiUrls: readonly string[]) {
     defaultTransport: v.optional(
       v.nullable(v.pipe(v.string(), v.check((name) => /^[a-z0-9_]{2,40}$/.test(name), 'defaultTransport must be a Chat2Desk transport name such as whatsapp'))),
     ),
+    operatorMap: v.optional(
+      v.record(
+        v.pipe(v.string(), v.regex(/^\d+$/, 'operatorMap keys must be Chat2Desk operator ids')),
+        v.pipe(v.number('operatorMap values must be Bitrix24 user ids'), v.integer(), v.minValue(1)),
+      ),
+    ),
+    cacheTtlSeconds: v.optional(v.pipe(v.number('cacheTtlSeconds must be a number'), v.integer(), v.minValue(0), v.maxValue(86_400, 'cacheTtlSeconds must be at most 86400'))),
   });
 }
 
@@ -54,5 +67,10 @@ export function readSettings(stored: StoredSettings, defaultApiUrl: string): Por
     defaultCountry: country,
     defaultChannelId: typeof stored.defaultChannelId === 'number' ? stored.defaultChannelId : null,
     defaultTransport: typeof stored.defaultTransport === 'string' ? stored.defaultTransport : null,
+    operatorMap:
+      stored.operatorMap && typeof stored.operatorMap === 'object'
+        ? Object.fromEntries(Object.entries(stored.operatorMap as Record<string, unknown>).filter((entry): entry is [string, number] => typeof entry[1] === 'number'))
+        : {},
+    cacheTtlSeconds: typeof stored.cacheTtlSeconds === 'number' ? stored.cacheTtlSeconds : DEFAULT_CACHE_TTL_SECONDS,
   };
 }

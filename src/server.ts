@@ -6,7 +6,9 @@ import { InstallService } from './bitrix24/install.js';
 import { OAuthServer } from './bitrix24/oauth.js';
 import { AppRegistration } from './bitrix24/registration.js';
 import { Bitrix24Rest } from './bitrix24/rest-client.js';
-import { Chat2DeskAccounts } from './chat2desk/client.js';
+import { Chat2DeskAccounts, accountKey } from './chat2desk/client.js';
+import { DialogDirectory } from './chat2desk/directory.js';
+import { CacheStore } from './db/cache.js';
 import type { Config } from './config.js';
 import { openDatabase, pingDatabase, type DatabaseHandle } from './db/database.js';
 import { JobStore } from './db/jobs.js';
@@ -14,7 +16,7 @@ import { PortalStore } from './db/portals.js';
 import { RobotCalls } from './jobs/robot-calls.js';
 import { RobotWorker } from './jobs/worker.js';
 import type { Logger } from './log.js';
-import { readSettings } from './portal-settings.js';
+import { readSettings, type PortalSettings } from './portal-settings.js';
 import { SecretBox, resolveAppSecret } from './secrets.js';
 import { SettingsService } from './settings-service.js';
 
@@ -52,6 +54,13 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     if (!token || !config.chat2desk.allowedApiUrls.includes(settings.chat2deskApiUrl)) return undefined;
     return accounts.api(settings.chat2deskApiUrl, token);
   };
+  const cache = new CacheStore(database.db);
+  const directoryFor = (portal: { memberId: string }, settings: PortalSettings) => {
+    const api = chat2deskFor(portal, settings);
+    const token = portals.chat2deskToken(portal.memberId);
+    if (!api || !token) return undefined;
+    return new DialogDirectory(api, cache, accountKey(settings.chat2deskApiUrl, token), settings.cacheTtlSeconds * 1000, log);
+  };
   const registration = new AppRegistration({
     rest,
     publicUrl: config.publicUrl,
@@ -66,7 +75,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     jobs,
     portals,
     rest,
-    chat2deskFor,
+    directoryFor,
     defaultChat2DeskUrl: config.chat2desk.defaultApiUrl,
     portalConcurrency: config.portalConcurrency,
     log,

@@ -108,6 +108,8 @@ export class SettingsService {
       defaultCountry: change.defaultCountry !== undefined ? change.defaultCountry : current.defaultCountry,
       defaultChannelId: change.defaultChannelId !== undefined ? change.defaultChannelId : current.defaultChannelId,
       defaultTransport: change.defaultTransport !== undefined ? change.defaultTransport : current.defaultTransport,
+      operatorMap: change.operatorMap ?? current.operatorMap,
+      cacheTtlSeconds: change.cacheTtlSeconds ?? current.cacheTtlSeconds,
     };
     const token = change.chat2deskApiToken ?? this.deps.portals.chat2deskToken(portal.memberId);
     const needsCheck = change.chat2deskApiToken !== undefined || next.chat2deskApiUrl !== current.chat2deskApiUrl || change.defaultChannelId != null;

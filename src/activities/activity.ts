@@ -1,5 +1,7 @@
 import type * as v from 'valibot';
+import type { BatchCommand, BatchOutcome, CallOptions } from '../bitrix24/rest-client.js';
 import type { Chat2DeskApi, Chat2DeskChannel } from '../chat2desk/client.js';
+import type { DialogDirectory } from '../chat2desk/directory.js';
 import type { Portal } from '../db/portals.js';
 import type { Logger } from '../log.js';
 import type { PortalSettings } from '../portal-settings.js';
@@ -26,11 +28,20 @@ export interface PropertyDefinition {
 
 export type ReturnValues = Record<string, string | number | boolean | null>;
 
+/** Bitrix24 REST of the portal the robot runs for, with the installer's tokens. */
+export interface PortalRest {
+  call<T = unknown>(method: string, params?: Record<string, unknown>, options?: CallOptions): Promise<T>;
+  batch(commands: BatchCommand[], options?: CallOptions): Promise<BatchOutcome>;
+}
+
 /** What a robot run can see and do. */
 export interface RobotRun {
   portal: Portal;
   settings: PortalSettings;
   chat2desk: Chat2DeskApi;
+  /** Cached Chat2Desk reads for lookups (clients, dialogs, operators, channels, tags). */
+  directory: DialogDirectory;
+  bitrix24: PortalRest;
   documentId: string[];
   /** Unique per run; sent to Chat2Desk as external_id. */
   runId: string;

@@ -1,8 +1,10 @@
 import { ACTIVITY_CODE_SUFFIX, type Activity } from './activity.js';
 import { sendMessage } from './send-message.js';
 
-/** Every robot the app registers. */
-export const activities: readonly Activity[] = [sendMessage as unknown as Activity];
+/** Every robot the app registers, in the order the designer lists them. One line per robot. */
+export const activities: readonly Activity[] = [
+  sendMessage as unknown as Activity,
+];
 
 /** Finds a robot by the code Bitrix24 called it with: the robot's own or its business-process twin's. */
 export function findActivity(code: string): Activity | undefined {

@@ -34,6 +34,53 @@ export interface Chat2DeskMessage {
   extra_data?: Record<string, unknown> | null;
 }
 
+export interface Chat2DeskDialog {
+  id: number;
+  state: string;
+  begin?: string | null;
+  end?: string | null;
+  operator_id?: number | null;
+  last_request_id?: number | null;
+  messages?: number | null;
+  last_message?: (Chat2DeskMessage & { text?: string | null; created?: string | null }) | null;
+}
+
+export interface Chat2DeskOperator {
+  id: number;
+  email?: string | null;
+  first_name?: string | null;
+  last_name?: string | null;
+  role?: string | null;
+  online?: number | null;
+}
+
+export interface Chat2DeskTag {
+  id: number;
+  label: string;
+  description?: string | null;
+  group_id?: number | null;
+  group_name?: string | null;
+}
+
+export interface Chat2DeskWebhook {
+  id: number;
+  name?: string;
+  url: string | null;
+  events?: string[];
+  status?: string;
+  errors?: Array<{ text?: string; created_at?: number | string }>;
+}
+
+export interface Chat2DeskFullMessage extends Chat2DeskMessage {
+  text?: string | null;
+  created?: string | null;
+  attachments?: Array<{ name?: string; link?: string }> | null;
+  photo?: string | null;
+  video?: string | null;
+  audio?: string | null;
+  pdf?: string | null;
+}
+
 export interface SentMessage {
   message_id: number;
   channel_id: number;
@@ -136,6 +183,65 @@ export class Chat2DeskApi {
     return data ?? [];
   }
 
+  /** One page of the account's clients, for filling the cache in bulk. */
+  async clientsPage(offset: number): Promise<{ items: Chat2DeskClient[]; total: number }> {
+    const { data, meta } = await this.#request<Chat2DeskClient[]>('GET', '/clients', { query: { limit: PAGE_LIMIT, offset }, retry: true });
+    return { items: data ?? [], total: meta?.total ?? 0 };
+  }
+
+  async dialogsPage(offset: number): Promise<{ items: Chat2DeskDialog[]; total: number }> {
+    const { data, meta } = await this.#request<Chat2DeskDialog[]>('GET', '/dialogs', { query: { limit: PAGE_LIMIT, offset, order: 'desc' }, retry: true });
+    return { items: data ?? [], total: meta?.total ?? 0 };
+  }
+
+  clientDialogs(clientId: number): Promise<Chat2DeskDialog[]> {
+    return this.#all<Chat2DeskDialog>(`/clients/${clientId}/dialogs`, {});
+  }
+
+  async dialog(id: number): Promise<Chat2DeskDialog> {
+    return (await this.#request<Chat2DeskDialog>('GET', `/dialogs/${id}`, { retry: true })).data;
+  }
+
+  /** Transfers or opens/closes a dialog (protocols/chat2desk.md §4 PUT /dialogs). Repeating it is harmless. */
+  async updateDialog(id: number, change: { operator_id?: number; state?: 'open' | 'closed'; force_assign?: boolean }): Promise<Chat2DeskDialog> {
+    return (await this.#request<Chat2DeskDialog>('PUT', `/dialogs/${id}`, { body: change, retry: true })).data;
+  }
+
+  operators(): Promise<Chat2DeskOperator[]> {
+    return this.#all<Chat2DeskOperator>('/operators', {});
+  }
+
+  tags(): Promise<Chat2DeskTag[]> {
+    return this.#all<Chat2DeskTag>('/tags', {});
+  }
+
+  /** Tags attach to clients and requests, not dialogs (protocols/chat2desk.md §5). */
+  async assignTags(tagIds: number[], assignee: { type: 'client' | 'request'; id: number }): Promise<void> {
+    await this.#request('POST', '/tags/assign_to', { body: { tag_ids: tagIds, assignee_type: assignee.type, assignee_id: assignee.id }, retry: true });
+  }
+
+  async removeTag(tagId: number, assignee: { type: 'client' | 'request'; id: number }): Promise<void> {
+    await this.#request('DELETE', `/tags/${tagId}/delete_from`, { body: assignee.type === 'client' ? { client_id: assignee.id } : { request_id: assignee.id }, retry: true });
+  }
+
+  /** Every message of a dialog, oldest first. */
+  dialogMessages(dialogId: number): Promise<Chat2DeskFullMessage[]> {
+    return this.#all<Chat2DeskFullMessage>('/messages', { dialog_id: dialogId, order: 'asc' });
+  }
+
+  webhooks(): Promise<Chat2DeskWebhook[]> {
+    return this.#all<Chat2DeskWebhook>('/webhooks', {});
+  }
+
+  /** Not retried: a lost answer could leave a webhook behind; the caller lists and adopts it instead. */
+  async createWebhook(input: { name: string; url: string; events: string[] }): Promise<Chat2DeskWebhook> {
+    return (await this.#request<Chat2DeskWebhook>('POST', '/webhooks', { body: input, retry: false })).data;
+  }
+
+  async updateWebhook(id: number, change: Record<string, unknown>): Promise<Chat2DeskWebhook> {
+    return (await this.#request<Chat2DeskWebhook>('PUT', `/webhooks/${id}`, { body: change, retry: true })).data;
+  }
+
   async #all<T>(path: string, query: Record<string, string | number>): Promise<T[]> {
     const items: T[] = [];
     for (let offset = 0; ; offset += PAGE_LIMIT) {
@@ -206,6 +312,11 @@ function existingClientId(error: Chat2DeskError): number | undefined {
   return undefined;
 }
 
+/** Names a Chat2Desk account (host + token) without revealing the token; the cache is keyed by it. */
+export function accountKey(baseUrl: string, token: string): string {
+  return createHash('sha256').update(`${baseUrl}\n${token}`).digest('base64url').slice(0, 32);
+}
+
 /** Hands out one API object per (host, token), so portals sharing an account share its limits. */
 export class Chat2DeskAccounts {
   readonly #gates = new Map<string, AccountGate>();
@@ -216,7 +327,7 @@ export class Chat2DeskAccounts {
   ) {}
 
   api(baseUrl: string, token: string): Chat2DeskApi {
-    const key = createHash('sha256').update(`${baseUrl}\n${token}`).digest('base64url');
+    const key = accountKey(baseUrl, token);
     let gate = this.#gates.get(key);
     if (!gate) {
       const perSecond = this.limits.requestsPerMinute / 60;

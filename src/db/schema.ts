@@ -1,5 +1,5 @@
 
-import { index, integer, sqliteTable, text, uniqueIndex } from 'drizzle-orm/sqlite-core';
+import { index, integer, primaryKey, sqliteTable, text, uniqueIndex } from 'drizzle-orm/sqlite-core';
 
 /** One row per Bitrix24 portal (member_id) that installed the app. Secrets are sealed (see secrets.ts). */
 export const portals = sqliteTable('portals', {
@@ -64,3 +64,136 @@ export const jobs = sqliteTable(
 
 export type PortalRow = typeof portals.$inferSelect;
 export type JobRow = typeof jobs.$inferSelect;
+
+/**
+ * The Chat2Desk cache, per account (a hash of API host and token, so portals sharing an account
+ * share it). A row is served while it is younger than the portal's TTL and than the account's
+ * `valid_from`; webhook deliveries delete the rows they make stale.
+ */
+export const c2dAccounts = sqliteTable('c2d_accounts', {
+  accountKey: text('account_key').primaryKey(),
+  /** Rows fetched before this instant are stale (set by reconciliation after a webhook gap). */
+  validFrom: integer('valid_from').notNull().default(0),
+  lastSyncAt: integer('last_sync_at'),
+});
+
+export const c2dClients = sqliteTable(
+  'c2d_clients',
+  {
+    accountKey: text('account_key').notNull(),
+    id: integer('id').notNull(),
+    phone: text('phone'),
+    clientPhone: text('client_phone'),
+    name: text('name'),
+    assignedName: text('assigned_name'),
+    tags: text('tags').notNull().default('[]'),
+    fetchedAt: integer('fetched_at').notNull(),
+  },
+  (table) => [primaryKey({ columns: [table.accountKey, table.id] })],
+);
+
+/** Which clients a phone number leads to; an empty list is a cached "no such client". */
+export const c2dPhoneLookups = sqliteTable(
+  'c2d_phone_lookups',
+  {
+    accountKey: text('account_key').notNull(),
+    phone: text('phone').notNull(),
+    clientIds: text('client_ids').notNull(),
+    fetchedAt: integer('fetched_at').notNull(),
+  },
+  (table) => [primaryKey({ columns: [table.accountKey, table.phone] })],
+);
+
+export const c2dDialogs = sqliteTable(
+  'c2d_dialogs',
+  {
+    accountKey: text('account_key').notNull(),
+    id: integer('id').notNull(),
+    clientId: integer('client_id'),
+    state: text('state').notNull(),
+    operatorId: integer('operator_id'),
+    channelId: integer('channel_id'),
+    transport: text('transport'),
+    beginAt: text('begin_at'),
+    endAt: text('end_at'),
+    lastMessageText: text('last_message_text'),
+    lastMessageAt: text('last_message_at'),
+    lastMessageType: text('last_message_type'),
+    lastRequestId: integer('last_request_id'),
+    messagesCount: integer('messages_count'),
+    fetchedAt: integer('fetched_at').notNull(),
+  },
+  (table) => [primaryKey({ columns: [table.accountKey, table.id] }), index('c2d_dialogs_client').on(table.accountKey, table.clientId)],
+);
+
+/** Marks that every dialog of a client is in c2d_dialogs as of fetched_at. */
+export const c2dClientDialogs = sqliteTable(
+  'c2d_client_dialogs',
+  {
+    accountKey: text('account_key').notNull(),
+    clientId: integer('client_id').notNull(),
+    fetchedAt: integer('fetched_at').notNull(),
+  },
+  (table) => [primaryKey({ columns: [table.accountKey, table.clientId] })],
+);
+
+/** Whole lists that change rarely: operators, channels, tags. */
+export const c2dLists = sqliteTable(
+  'c2d_lists',
+  {
+    accountKey: text('account_key').notNull(),
+    kind: text('kind').notNull(),
+    items: text('items').notNull(),
+    fetchedAt: integer('fetched_at').notNull(),
+  },
+  (table) => [primaryKey({ columns: [table.accountKey, table.kind] })],
+);
+
+/** The webhook each portal registered in Chat2Desk; the URL carries an unguessable secret. */
+export const c2dWebhooks = sqliteTable(
+  'c2d_webhooks',
+  {
+    memberId: text('member_id').primaryKey(),
+    accountKey: text('account_key').notNull(),
+    webhookId: integer('webhook_id'),
+    secretDigest: text('secret_digest').notNull(),
+    /** Sealed: the URL must be re-sent when the webhook is re-created. */
+    secret: text('secret').notNull(),
+    status: text('status').notNull(),
+    lastDeliveryAt: integer('last_delivery_at'),
+    lastCheckAt: integer('last_check_at'),
+    createdAt: integer('created_at').notNull(),
+  },
+  (table) => [uniqueIndex('c2d_webhooks_secret').on(table.secretDigest)],
+);
+
+/** Deliveries, stored before the 2xx; the key removes Chat2Desk's retries (10 s, 5 min, 2 h). */
+export const webhookDeliveries = sqliteTable(
+  'webhook_deliveries',
+  {
+    id: integer('id').primaryKey({ autoIncrement: true }),
+    memberId: text('member_id').notNull(),
+    accountKey: text('account_key').notNull(),
+    dedupKey: text('dedup_key').notNull(),
+    hookType: text('hook_type').notNull(),
+    body: text('body').notNull(),
+    receivedAt: integer('received_at').notNull(),
+  },
+  (table) => [
+    uniqueIndex('webhook_deliveries_key').on(table.memberId, table.dedupKey),
+    index('webhook_deliveries_account_time').on(table.accountKey, table.receivedAt),
+  ],
+);
+
+/** One timeline comment per (portal, dialog, document): the log robot never writes a second. */
+export const timelineLogs = sqliteTable(
+  'timeline_logs',
+  {
+    memberId: text('member_id').notNull(),
+    dialogId: integer('dialog_id').notNull(),
+    documentKey: text('document_key').notNull(),
+    commentId: integer('comment_id'),
+    createdAt: integer('created_at').notNull(),
+  },
+  (table) => [primaryKey({ columns: [table.memberId, table.dialogId, table.documentKey] })],
+);

@@ -3,7 +3,7 @@ import { RobotFailure, type Activity, type RobotOutcome } from '../activities/ac
 import { findActivity } from '../activities/index.js';
 import { Bitrix24Error, PortalUnavailableError } from '../bitrix24/errors.js';
 import type { Bitrix24Rest } from '../bitrix24/rest-client.js';
-import type { Chat2DeskApi } from '../chat2desk/client.js';
+import type { DialogDirectory } from '../chat2desk/directory.js';
 import { Chat2DeskError } from '../chat2desk/errors.js';
 import type { JobRow, JobStore } from '../db/jobs.js';
 import type { Portal, PortalStore } from '../db/portals.js';
@@ -16,8 +16,8 @@ export interface WorkerDeps {
   jobs: JobStore;
   portals: PortalStore;
   rest: Bitrix24Rest;
-  /** The portal's Chat2Desk account, or undefined when no API token is set. */
-  chat2deskFor(portal: Portal, settings: PortalSettings): Chat2DeskApi | undefined;
+  /** The portal's Chat2Desk account behind its cache, or undefined when no API token is set. */
+  directoryFor(portal: Portal, settings: PortalSettings): DialogDirectory | undefined;
   defaultChat2DeskUrl: string;
   portalConcurrency: number;
   log: Logger;
@@ -129,15 +129,20 @@ export class RobotWorker {
     const portal = this.deps.portals.get(job.memberId);
     if (!portal || portal.status !== 'active') throw new RobotFailure('the app is not installed on this portal any more');
     const settings = readSettings(portal.settings, this.deps.defaultChat2DeskUrl);
-    const chat2desk = this.deps.chat2deskFor(portal, settings);
-    if (!chat2desk) throw new RobotFailure('Chat2Desk is not configured for this portal: an admin must enter the Chat2Desk API token in the app settings');
+    const directory = this.deps.directoryFor(portal, settings);
+    if (!directory) throw new RobotFailure('Chat2Desk is not configured for this portal: an admin must enter the Chat2Desk API token in the app settings');
     const parsed = v.safeParse(activity.schema, JSON.parse(job.properties));
     if (!parsed.success) throw new RobotFailure(parsed.issues.map((issue) => issue.message).join('; '));
     return activity.run(
       {
         portal,
         settings,
-        chat2desk,
+        chat2desk: directory.api,
+        directory,
+        bitrix24: {
+          call: (method, params, options) => this.deps.rest.call(portal.memberId, method, params, options),
+          batch: (commands, options) => this.deps.rest.batch(portal.memberId, commands, options),
+        },
         documentId: JSON.parse(job.documentId) as string[],
         runId: job.publicId,
         attempt: job.attempts,

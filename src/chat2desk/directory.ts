@@ -1,0 +1,211 @@
+import type { CacheStore, CachedClient, CachedDialog } from '../db/cache.js';
+import type { Logger } from '../log.js';
+import type { Chat2DeskApi, Chat2DeskChannel, Chat2DeskClient, Chat2DeskDialog, Chat2DeskOperator, Chat2DeskTag } from './client.js';
+import { invalidationFor } from './webhook-events.js';
+
+export type { CachedClient, CachedDialog };
+
+/** How many pages (of 200) a bulk sync reads at most; larger accounts fill the rest on demand. */
+const SYNC_PAGE_CAP = 100;
+
+/**
+ * Chat2Desk facts for one account, read through the SQLite cache. Freshness: a row is served while
+ * it is younger than the TTL and than the account's last reconciliation; webhook deliveries delete
+ * what they make stale before they are acknowledged, and a fetch that overlapped a delivery replays
+ * that delivery's invalidation after storing, so a read after a delivery never sees the old value.
+ * Writes go to Chat2Desk first and then invalidate.
+ */
+export class DialogDirectory {
+  constructor(
+    readonly api: Chat2DeskApi,
+    private readonly store: CacheStore,
+    readonly accountKey: string,
+    private readonly ttlMs: number,
+    private readonly log: Logger,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** Clients whose phone (or client_phone) is exactly these digits. */
+  async clientsByPhone(phone: string): Promise<CachedClient[]> {
+    const freshAfter = this.#freshAfter();
+    const ids = this.store.phoneLookup(this.accountKey, phone, freshAfter);
+    if (ids) {
+      const clients = ids.map((id) => this.store.client(this.accountKey, id, freshAfter));
+      if (clients.every((client): client is CachedClient => client !== undefined)) return clients;
+    }
+    return this.#fetch(async () => (await this.api.clientsByPhone(phone)).filter((client) => client.phone === phone || client.client_phone === phone).map(toClient), (clients, at) => {
+      this.store.putClients(this.accountKey, clients, at);
+      this.store.putPhoneLookup(this.accountKey, phone, clients.map((client) => client.id), at);
+    });
+  }
+
+  async client(id: number): Promise<CachedClient> {
+    const cached = this.store.client(this.accountKey, id, this.#freshAfter());
+    if (cached) return cached;
+    return this.#fetch(async () => toClient(await this.api.client(id)), (client, at) => this.store.putClients(this.accountKey, [client], at));
+  }
+
+  /** The client's dialogs, latest activity first. */
+  async dialogsOfClient(clientId: number): Promise<CachedDialog[]> {
+    const cached = this.store.dialogsOfClient(this.accountKey, clientId, this.#freshAfter());
+    const dialogs =
+      cached ??
+      (await this.#fetch(
+        async () => (await this.api.clientDialogs(clientId)).map((dialog) => toDialog(dialog, clientId)),
+        (fetched, at) => {
+          this.store.putDialogs(this.accountKey, fetched, at);
+          this.store.putClientDialogsMarker(this.accountKey, clientId, at);
+        },
+      ));
+    return [...dialogs].sort(latestFirst);
+  }
+
+  async dialog(id: number): Promise<CachedDialog> {
+    const cached = this.store.dialog(this.accountKey, id, this.#freshAfter());
+    if (cached) return cached;
+    // A dialog without messages does not name its client; keep the owner we already knew.
+    const knownOwner = this.store.dialog(this.accountKey, id, 0)?.clientId ?? undefined;
+    return this.#fetch(async () => toDialog(await this.api.dialog(id), knownOwner), (dialog, at) => this.store.putDialogs(this.accountKey, [dialog], at));
+  }
+
+  operators(): Promise<Chat2DeskOperator[]> {
+    return this.#list('operators', () => this.api.operators());
+  }
+
+  channels(): Promise<Chat2DeskChannel[]> {
+    return this.#list('channels', () => this.api.channels());
+  }
+
+  tags(): Promise<Chat2DeskTag[]> {
+    return this.#list('tags', () => this.api.tags());
+  }
+
+  async assignOperator(dialogId: number, operatorId: number, force: boolean): Promise<void> {
+    const dialog = await this.api.updateDialog(dialogId, { operator_id: operatorId, ...(force ? { force_assign: true } : {}) });
+    this.#forget({ dialogIds: [dialogId], clientIds: [], phones: [], dialogListsOf: dialog.last_message?.client_id ? [dialog.last_message.client_id] : [], lists: [] });
+  }
+
+  async tag(tagIds: number[], assignee: { type: 'client' | 'request'; id: number }, clientId: number, action: 'add' | 'remove'): Promise<void> {
+    try {
+      if (action === 'add') await this.api.assignTags(tagIds, assignee);
+      else for (const tagId of tagIds) await this.api.removeTag(tagId, assignee);
+    } finally {
+      this.#forget({ clientIds: [clientId], dialogIds: [], phones: [], dialogListsOf: [], lists: [] });
+    }
+  }
+
+  /** Fills the cache in bulk (clients, then dialogs), so a burst of lookups needs no API calls. */
+  async sync(): Promise<{ clients: number; dialogs: number }> {
+    const started = this.now();
+    const clients: CachedClient[] = [];
+    let clientsComplete = false;
+    for (let page = 0; page < SYNC_PAGE_CAP; page++) {
+      const { items, total } = await this.api.clientsPage(page * 200);
+      clients.push(...items.map(toClient));
+      if (items.length < 200 || clients.length >= total) {
+        clientsComplete = true;
+        break;
+      }
+    }
+    const dialogs: CachedDialog[] = [];
+    let dialogsComplete = false;
+    for (let page = 0; page < SYNC_PAGE_CAP; page++) {
+      const { items, total } = await this.api.dialogsPage(page * 200);
+      dialogs.push(...items.map((dialog) => toDialog(dialog)));
+      if (items.length < 200 || dialogs.length >= total) {
+        dialogsComplete = true;
+        break;
+      }
+    }
+    this.store.transaction(() => {
+      this.store.putClients(this.accountKey, clients, started);
+      if (clientsComplete) {
+        const byPhone = new Map<string, number[]>();
+        for (const client of clients) {
+          for (const phone of new Set([client.phone, client.clientPhone])) {
+            if (phone && /^\d+$/.test(phone)) byPhone.set(phone, [...(byPhone.get(phone) ?? []), client.id]);
+          }
+        }
+        for (const [phone, ids] of byPhone) this.store.putPhoneLookup(this.accountKey, phone, ids, started);
+      }
+      const attributed = dialogs.filter((dialog) => dialog.clientId !== null);
+      this.store.putDialogs(this.accountKey, attributed, started);
+      // Dialogs without a last message cannot be tied to a client here; clients that have one stay unmarked.
+      if (clientsComplete && dialogsComplete) {
+        const unattributed = dialogs.length - attributed.length;
+        if (unattributed === 0) for (const client of clients) this.store.putClientDialogsMarker(this.accountKey, client.id, started);
+      }
+      this.store.markSynced(this.accountKey, started);
+      this.#replayDeliveriesSince(started);
+    });
+    this.log.info({ clients: clients.length, dialogs: dialogs.length, complete: clientsComplete && dialogsComplete }, 'chat2desk cache synced');
+    return { clients: clients.length, dialogs: dialogs.length };
+  }
+
+  #freshAfter(): number {
+    return Math.max(this.store.validFrom(this.accountKey), this.now() - this.ttlMs);
+  }
+
+  async #list<T>(kind: string, load: () => Promise<T[]>): Promise<T[]> {
+    const cached = this.store.list<T>(this.accountKey, kind, this.#freshAfter());
+    if (cached) return cached;
+    return this.#fetch(load, (items, at) => this.store.putList(this.accountKey, kind, items, at));
+  }
+
+  /** Fetches, stores stamped with the fetch's start, then replays deliveries that arrived meanwhile. */
+  async #fetch<T>(load: () => Promise<T>, save: (value: T, fetchedAt: number) => void): Promise<T> {
+    const started = this.now();
+    const value = await load();
+    this.store.transaction(() => {
+      save(value, started);
+      this.#replayDeliveriesSince(started);
+    });
+    return value;
+  }
+
+  #replayDeliveriesSince(since: number): void {
+    for (const body of this.store.deliveriesSince(this.accountKey, since)) {
+      this.store.invalidate(this.accountKey, invalidationFor(JSON.parse(body) as Record<string, unknown>));
+    }
+  }
+
+  #forget(change: Parameters<CacheStore['invalidate']>[1]): void {
+    this.store.invalidate(this.accountKey, change);
+  }
+}
+
+function latestFirst(a: CachedDialog, b: CachedDialog): number {
+  const at = (dialog: CachedDialog) => dialog.lastMessageAt ?? dialog.beginAt ?? '';
+  return at(b).localeCompare(at(a)) || b.id - a.id;
+}
+
+function toClient(client: Chat2DeskClient): CachedClient {
+  return {
+    id: client.id,
+    phone: client.phone ?? null,
+    clientPhone: client.client_phone ?? null,
+    name: client.name ?? null,
+    assignedName: client.assigned_name ?? null,
+    tags: (client.tags ?? []).map((tag) => ({ id: tag.id, label: tag.label })),
+  };
+}
+
+/** client_id and channel are not top-level dialog fields: they come from last_message (protocols §4). */
+function toDialog(dialog: Chat2DeskDialog, clientId?: number): CachedDialog {
+  const last = dialog.last_message ?? null;
+  return {
+    id: dialog.id,
+    clientId: last?.client_id ?? clientId ?? null,
+    state: dialog.state,
+    operatorId: dialog.operator_id ?? null,
+    channelId: last?.channel_id ?? null,
+    transport: last?.transport ?? null,
+    beginAt: dialog.begin ?? null,
+    endAt: dialog.end ?? null,
+    lastMessageText: last?.text ?? null,
+    lastMessageAt: last?.created ?? null,
+    lastMessageType: last?.type ?? null,
+    lastRequestId: dialog.last_request_id ?? last?.request_id ?? null,
+    messagesCount: dialog.messages ?? null,
+  };
+}

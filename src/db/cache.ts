@@ -1,0 +1,242 @@
+import { and, asc, eq, gte, inArray, like } from 'drizzle-orm';
+import type { Db } from './database.js';
+import { c2dAccounts, c2dClientDialogs, c2dClients, c2dDialogs, c2dLists, c2dPhoneLookups, webhookDeliveries } from './schema.js';
+
+export interface CachedClient {
+  id: number;
+  phone: string | null;
+  clientPhone: string | null;
+  name: string | null;
+  assignedName: string | null;
+  tags: Array<{ id: number; label: string }>;
+}
+
+export interface CachedDialog {
+  id: number;
+  clientId: number | null;
+  state: string;
+  operatorId: number | null;
+  channelId: number | null;
+  transport: string | null;
+  beginAt: string | null;
+  endAt: string | null;
+  lastMessageText: string | null;
+  lastMessageAt: string | null;
+  lastMessageType: string | null;
+  lastRequestId: number | null;
+  messagesCount: number | null;
+}
+
+/** What a webhook delivery makes stale (see src/chat2desk/webhooks.ts for the mapping). */
+export interface Invalidation {
+  clientIds: number[];
+  dialogIds: number[];
+  phones: string[];
+  /** Clients whose dialog list may have changed (a new or closed dialog). */
+  dialogListsOf: number[];
+  lists: string[];
+}
+
+/** The Chat2Desk cache's SQL. Callers pass `freshAfter`: rows fetched before it are not served. */
+export class CacheStore {
+  constructor(private readonly db: Db) {}
+
+  transaction<T>(work: () => T): T {
+    return this.db.transaction(() => work());
+  }
+
+  validFrom(accountKey: string): number {
+    return this.db.select({ validFrom: c2dAccounts.validFrom }).from(c2dAccounts).where(eq(c2dAccounts.accountKey, accountKey)).get()?.validFrom ?? 0;
+  }
+
+  /** Reconciliation: everything cached for the account so far is stale. */
+  invalidateAccount(accountKey: string, at: number): void {
+    this.db
+      .insert(c2dAccounts)
+      .values({ accountKey, validFrom: at })
+      .onConflictDoUpdate({ target: c2dAccounts.accountKey, set: { validFrom: at } })
+      .run();
+  }
+
+  markSynced(accountKey: string, at: number): void {
+    this.db
+      .insert(c2dAccounts)
+      .values({ accountKey, lastSyncAt: at })
+      .onConflictDoUpdate({ target: c2dAccounts.accountKey, set: { lastSyncAt: at } })
+      .run();
+  }
+
+  client(accountKey: string, id: number, freshAfter: number): CachedClient | undefined {
+    const row = this.db
+      .select()
+      .from(c2dClients)
+      .where(and(eq(c2dClients.accountKey, accountKey), eq(c2dClients.id, id), gte(c2dClients.fetchedAt, freshAfter)))
+      .get();
+    return row ? { id: row.id, phone: row.phone, clientPhone: row.clientPhone, name: row.name, assignedName: row.assignedName, tags: JSON.parse(row.tags) } : undefined;
+  }
+
+  putClients(accountKey: string, clients: CachedClient[], fetchedAt: number): void {
+    for (const client of clients) {
+      const values = {
+        phone: client.phone,
+        clientPhone: client.clientPhone,
+        name: client.name,
+        assignedName: client.assignedName,
+        tags: JSON.stringify(client.tags),
+        fetchedAt,
+      };
+      this.db
+        .insert(c2dClients)
+        .values({ accountKey, id: client.id, ...values })
+        .onConflictDoUpdate({ target: [c2dClients.accountKey, c2dClients.id], set: values })
+        .run();
+    }
+  }
+
+  phoneLookup(accountKey: string, phone: string, freshAfter: number): number[] | undefined {
+    const row = this.db
+      .select()
+      .from(c2dPhoneLookups)
+      .where(and(eq(c2dPhoneLookups.accountKey, accountKey), eq(c2dPhoneLookups.phone, phone), gte(c2dPhoneLookups.fetchedAt, freshAfter)))
+      .get();
+    return row ? row.clientIds.split(',').filter(Boolean).map(Number) : undefined;
+  }
+
+  /** Ids are stored as ",1,2," so that the clients of a lookup can be found with LIKE. */
+  putPhoneLookup(accountKey: string, phone: string, clientIds: number[], fetchedAt: number): void {
+    const clientIdList = `,${clientIds.join(',')},`;
+    this.db
+      .insert(c2dPhoneLookups)
+      .values({ accountKey, phone, clientIds: clientIdList, fetchedAt })
+      .onConflictDoUpdate({ target: [c2dPhoneLookups.accountKey, c2dPhoneLookups.phone], set: { clientIds: clientIdList, fetchedAt } })
+      .run();
+  }
+
+  dialog(accountKey: string, id: number, freshAfter: number): CachedDialog | undefined {
+    const row = this.db
+      .select()
+      .from(c2dDialogs)
+      .where(and(eq(c2dDialogs.accountKey, accountKey), eq(c2dDialogs.id, id), gte(c2dDialogs.fetchedAt, freshAfter)))
+      .get();
+    return row ? toDialog(row) : undefined;
+  }
+
+  /** The client's dialogs, if the whole list is cached and fresh. */
+  dialogsOfClient(accountKey: string, clientId: number, freshAfter: number): CachedDialog[] | undefined {
+    const marker = this.db
+      .select()
+      .from(c2dClientDialogs)
+      .where(and(eq(c2dClientDialogs.accountKey, accountKey), eq(c2dClientDialogs.clientId, clientId), gte(c2dClientDialogs.fetchedAt, freshAfter)))
+      .get();
+    if (!marker) return undefined;
+    const rows = this.db
+      .select()
+      .from(c2dDialogs)
+      .where(and(eq(c2dDialogs.accountKey, accountKey), eq(c2dDialogs.clientId, clientId)))
+      .all();
+    // A dialog row invalidated since the list was fetched makes the list incomplete.
+    if (rows.some((row) => row.fetchedAt < freshAfter)) return undefined;
+    return rows.map(toDialog);
+  }
+
+  putDialogs(accountKey: string, dialogs: CachedDialog[], fetchedAt: number): void {
+    for (const dialog of dialogs) {
+      const { id, ...rest } = dialog;
+      const values = { ...rest, fetchedAt };
+      this.db
+        .insert(c2dDialogs)
+        .values({ accountKey, id, ...values })
+        .onConflictDoUpdate({ target: [c2dDialogs.accountKey, c2dDialogs.id], set: values })
+        .run();
+    }
+  }
+
+  putClientDialogsMarker(accountKey: string, clientId: number, fetchedAt: number): void {
+    this.db
+      .insert(c2dClientDialogs)
+      .values({ accountKey, clientId, fetchedAt })
+      .onConflictDoUpdate({ target: [c2dClientDialogs.accountKey, c2dClientDialogs.clientId], set: { fetchedAt } })
+      .run();
+  }
+
+  list<T>(accountKey: string, kind: string, freshAfter: number): T[] | undefined {
+    const row = this.db
+      .select()
+      .from(c2dLists)
+      .where(and(eq(c2dLists.accountKey, accountKey), eq(c2dLists.kind, kind), gte(c2dLists.fetchedAt, freshAfter)))
+      .get();
+    return row ? (JSON.parse(row.items) as T[]) : undefined;
+  }
+
+  putList(accountKey: string, kind: string, items: unknown[], fetchedAt: number): void {
+    const serialized = JSON.stringify(items);
+    this.db
+      .insert(c2dLists)
+      .values({ accountKey, kind, items: serialized, fetchedAt })
+      .onConflictDoUpdate({ target: [c2dLists.accountKey, c2dLists.kind], set: { items: serialized, fetchedAt } })
+      .run();
+  }
+
+  /** Deletes what a change made stale. Deleting, not patching: the next read fetches the truth. */
+  invalidate(accountKey: string, change: Invalidation): void {
+    if (change.clientIds.length) {
+      this.db.delete(c2dClients).where(and(eq(c2dClients.accountKey, accountKey), inArray(c2dClients.id, change.clientIds))).run();
+      for (const id of change.clientIds) {
+        this.db.delete(c2dPhoneLookups).where(and(eq(c2dPhoneLookups.accountKey, accountKey), like(c2dPhoneLookups.clientIds, `%,${id},%`))).run();
+      }
+    }
+    if (change.phones.length) {
+      this.db.delete(c2dPhoneLookups).where(and(eq(c2dPhoneLookups.accountKey, accountKey), inArray(c2dPhoneLookups.phone, change.phones))).run();
+    }
+    if (change.dialogIds.length) {
+      // The owners' dialog lists would be incomplete without these rows: they go too.
+      const owners = this.db
+        .select({ clientId: c2dDialogs.clientId })
+        .from(c2dDialogs)
+        .where(and(eq(c2dDialogs.accountKey, accountKey), inArray(c2dDialogs.id, change.dialogIds)))
+        .all()
+        .map((row) => row.clientId)
+        .filter((id): id is number => id !== null);
+      change = { ...change, dialogListsOf: [...change.dialogListsOf, ...owners] };
+      this.db.delete(c2dDialogs).where(and(eq(c2dDialogs.accountKey, accountKey), inArray(c2dDialogs.id, change.dialogIds))).run();
+    }
+    if (change.dialogListsOf.length) {
+      this.db
+        .delete(c2dClientDialogs)
+        .where(and(eq(c2dClientDialogs.accountKey, accountKey), inArray(c2dClientDialogs.clientId, change.dialogListsOf)))
+        .run();
+    }
+    if (change.lists.length) {
+      this.db.delete(c2dLists).where(and(eq(c2dLists.accountKey, accountKey), inArray(c2dLists.kind, change.lists))).run();
+    }
+  }
+
+  /** Bodies of the deliveries received since `since`, oldest first: a fetch that overlapped them replays their invalidations. */
+  deliveriesSince(accountKey: string, since: number): string[] {
+    return this.db
+      .select({ body: webhookDeliveries.body })
+      .from(webhookDeliveries)
+      .where(and(eq(webhookDeliveries.accountKey, accountKey), gte(webhookDeliveries.receivedAt, since)))
+      .orderBy(asc(webhookDeliveries.id))
+      .all()
+      .map((row) => row.body);
+  }
+}
+
+function toDialog(row: typeof c2dDialogs.$inferSelect): CachedDialog {
+  return {
+    id: row.id,
+    clientId: row.clientId,
+    state: row.state,
+    operatorId: row.operatorId,
+    channelId: row.channelId,
+    transport: row.transport,
+    beginAt: row.beginAt,
+    endAt: row.endAt,
+    lastMessageText: row.lastMessageText,
+    lastMessageAt: row.lastMessageAt,
+    lastMessageType: row.lastMessageType,
+    lastRequestId: row.lastRequestId,
+    messagesCount: row.messagesCount,
+  };
+}
