@@ -1,12 +1,15 @@
 import { Hono } from 'hono';
+import type { BackgroundTasks } from './background.js';
 import { bodyLimit } from 'hono/body-limit';
 import { HTTPException } from 'hono/http-exception';
 import type { InstallService } from './bitrix24/install.js';
+import type { Chat2DeskWebhooks } from './chat2desk/webhooks.js';
 import type { AppRegistration } from './bitrix24/registration.js';
 import type { JobStore } from './db/jobs.js';
 import type { PortalStore } from './db/portals.js';
 import type { RobotCalls } from './jobs/robot-calls.js';
 import type { Logger } from './log.js';
+import { createChat2DeskWebhookRoute } from './routes/chat2desk-webhook.js';
 import { createEventsRoute } from './routes/events.js';
 import { createHealthRoute } from './routes/health.js';
 import { createInstallRoute } from './routes/install.js';
@@ -16,6 +19,7 @@ import type { SettingsService } from './settings-service.js';
 
 export interface AppDeps {
   log: Logger;
+  background: BackgroundTasks;
   maxBodyBytes: number;
   portals: PortalStore;
   jobs: JobStore;
@@ -23,6 +27,7 @@ export interface AppDeps {
   registration: AppRegistration;
   robotCalls: RobotCalls;
   settings: SettingsService;
+  chat2deskWebhooks: Chat2DeskWebhooks;
   databaseUp(): boolean;
   workersRunning(): boolean;
 }
@@ -43,6 +48,7 @@ export function createApp(deps: AppDeps): Hono {
   app.route('/', createEventsRoute(deps));
   app.route('/', createRobotRoute(deps));
   app.route('/', createSettingsRoute(deps));
+  app.route('/', createChat2DeskWebhookRoute(deps));
   app.notFound((c) => c.json({ error: 'Not found' }, 404));
   app.onError((error, c) => {
     if (error instanceof HTTPException) return c.json({ error: error.message }, error.status);

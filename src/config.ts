@@ -52,6 +52,8 @@ const EnvSchema = v.object({
   PORTAL_CONCURRENCY: positiveInteger('8'),
   ROBOT_DEADLINE_SECONDS: positiveInteger('3600'),
   MAX_BODY_BYTES: positiveInteger('262144'),
+  /** How often the Chat2Desk webhooks are checked for being disabled (then re-enabled and reconciled). */
+  WEBHOOK_CHECK_SECONDS: positiveInteger('600'),
 });
 
 export interface Config {
@@ -76,6 +78,7 @@ export interface Config {
   portalConcurrency: number;
   robotDeadlineSeconds: number;
   maxBodyBytes: number;
+  webhookCheckSeconds: number;
 }
 
 export class ConfigError extends Error {
@@ -122,6 +125,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     portalConcurrency: e.PORTAL_CONCURRENCY,
     robotDeadlineSeconds: e.ROBOT_DEADLINE_SECONDS,
     maxBodyBytes: e.MAX_BODY_BYTES,
+    webhookCheckSeconds: e.WEBHOOK_CHECK_SECONDS,
   };
 }
 

@@ -8,7 +8,10 @@ import { AppRegistration } from './bitrix24/registration.js';
 import { Bitrix24Rest } from './bitrix24/rest-client.js';
 import { Chat2DeskAccounts, accountKey } from './chat2desk/client.js';
 import { DialogDirectory } from './chat2desk/directory.js';
+import { Chat2DeskWebhooks } from './chat2desk/webhooks.js';
 import { CacheStore } from './db/cache.js';
+import { WebhookStore } from './db/webhooks.js';
+import { BackgroundTasks } from './background.js';
 import type { Config } from './config.js';
 import { openDatabase, pingDatabase, type DatabaseHandle } from './db/database.js';
 import { JobStore } from './db/jobs.js';
@@ -28,6 +31,11 @@ export interface RunningServer {
   rest: Bitrix24Rest;
   portals: PortalStore;
   jobs: JobStore;
+  chat2deskWebhooks: Chat2DeskWebhooks;
+  /** Resolves when no background task (cache fill, re-registration) is running. */
+  idle(): Promise<void>;
+  /** The portal's Chat2Desk directory (cache), for tests and the benchmark. */
+  directoryOf(memberId: string): DialogDirectory | undefined;
   close(): Promise<void>;
 }
 
@@ -55,12 +63,21 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     return accounts.api(settings.chat2deskApiUrl, token);
   };
   const cache = new CacheStore(database.db);
+  const background = new BackgroundTasks(log);
   const directoryFor = (portal: { memberId: string }, settings: PortalSettings) => {
     const api = chat2deskFor(portal, settings);
     const token = portals.chat2deskToken(portal.memberId);
     if (!api || !token) return undefined;
     return new DialogDirectory(api, cache, accountKey(settings.chat2deskApiUrl, token), settings.cacheTtlSeconds * 1000, log);
   };
+  const chat2deskWebhooks = new Chat2DeskWebhooks({
+    webhooks: new WebhookStore(database.db, secrets),
+    cache,
+    portals,
+    publicUrl: config.publicUrl,
+    directoryFor: (portal) => directoryFor(portal, readSettings(portal.settings, config.chat2desk.defaultApiUrl)),
+    log,
+  });
   const registration = new AppRegistration({
     rest,
     publicUrl: config.publicUrl,
@@ -97,12 +114,18 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
       secrets,
       defaultApiUrl: config.chat2desk.defaultApiUrl,
       allowedApiUrls: config.chat2desk.allowedApiUrls,
+      chat2deskWebhooks,
+      directoryFor: (portal) => directoryFor(portal, readSettings(portal.settings, config.chat2desk.defaultApiUrl)),
+      background,
       log,
     }),
+    background,
+    chat2deskWebhooks,
     databaseUp: () => pingDatabase(database),
     workersRunning: () => worker.running,
   });
   worker.start();
+  const stopMonitor = chat2deskWebhooks.startMonitor(config.webhookCheckSeconds * 1000);
   const server: ServerType = await new Promise((resolve) => {
     const started = serve({ fetch: app.fetch, port: config.port, hostname: options.hostname }, () => resolve(started));
   });
@@ -115,8 +138,16 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     rest,
     portals,
     jobs,
+    chat2deskWebhooks,
+    idle: () => background.idle(),
+    directoryOf: (memberId) => {
+      const portal = portals.get(memberId);
+      return portal ? directoryFor(portal, readSettings(portal.settings, config.chat2desk.defaultApiUrl)) : undefined;
+    },
     async close() {
+      stopMonitor();
       await new Promise<void>((resolve) => server.close(() => resolve()));
+      await background.idle();
       await worker.stop();
       database.close();
     },

@@ -1,8 +1,11 @@
 import * as v from 'valibot';
+import type { BackgroundTasks } from './background.js';
 import { Bitrix24Error } from './bitrix24/errors.js';
 import type { AppRegistration } from './bitrix24/registration.js';
 import type { Bitrix24Rest } from './bitrix24/rest-client.js';
-import type { Chat2DeskAccounts, Chat2DeskChannel } from './chat2desk/client.js';
+import type { Chat2DeskAccounts, Chat2DeskChannel, Chat2DeskOperator, Chat2DeskTag } from './chat2desk/client.js';
+import type { DialogDirectory } from './chat2desk/directory.js';
+import type { Chat2DeskWebhooks } from './chat2desk/webhooks.js';
 import { Chat2DeskError } from './chat2desk/errors.js';
 import type { Portal, PortalStore } from './db/portals.js';
 import type { Logger } from './log.js';
@@ -28,9 +31,16 @@ export interface SettingsView {
   defaultCountry: string | null;
   defaultChannelId: number | null;
   defaultTransport: string | null;
+  operatorMap: Record<string, number>;
+  cacheTtlSeconds: number;
   channels: Chat2DeskChannel[];
+  operators: Array<Pick<Chat2DeskOperator, 'id' | 'email' | 'first_name' | 'last_name' | 'role'>>;
+  tags: Chat2DeskTag[];
+  /** Chat2Desk operator id → Bitrix24 user id with the same e-mail, for operators not yet in operatorMap. */
+  suggestedOperatorMap: Record<string, number>;
   chat2deskError?: string;
   registration?: { ok: boolean; error?: string };
+  webhook?: { ok: boolean; error?: string };
 }
 
 export interface SettingsDeps {
@@ -41,6 +51,9 @@ export interface SettingsDeps {
   secrets: SecretBox;
   defaultApiUrl: string;
   allowedApiUrls: string[];
+  chat2deskWebhooks: Chat2DeskWebhooks;
+  directoryFor(portal: Portal): DialogDirectory | undefined;
+  background: BackgroundTasks;
   log: Logger;
   adminCacheMs?: number;
 }
@@ -84,17 +97,46 @@ export class SettingsService {
       defaultCountry: settings.defaultCountry,
       defaultChannelId: settings.defaultChannelId,
       defaultTransport: settings.defaultTransport,
+      operatorMap: settings.operatorMap,
+      cacheTtlSeconds: settings.cacheTtlSeconds,
       channels: [],
+      operators: [],
+      tags: [],
+      suggestedOperatorMap: {},
     };
-    const token = this.deps.portals.chat2deskToken(portal.memberId);
-    if (token) {
+    const directory = this.deps.directoryFor(portal);
+    if (directory) {
       try {
-        view.channels = await this.deps.accounts.api(settings.chat2deskApiUrl, token).channels();
+        view.channels = await directory.channels();
+        view.tags = await directory.tags();
+        const operators = await directory.operators();
+        view.operators = operators.map(({ id, email, first_name, last_name, role }) => ({ id, email, first_name, last_name, role }));
+        view.suggestedOperatorMap = await this.#suggestMapping(portal, operators, settings.operatorMap);
       } catch (error) {
         view.chat2deskError = error instanceof Error ? error.message : String(error);
       }
     }
     return view;
+  }
+
+  /** Operators not in the explicit map, matched to Bitrix24 users by e-mail (one batch per 50). */
+  async #suggestMapping(portal: Portal, operators: Chat2DeskOperator[], explicit: Record<string, number>): Promise<Record<string, number>> {
+    const candidates = operators.filter((operator) => operator.email && explicit[String(operator.id)] === undefined && operator.role !== 'deleted' && operator.role !== 'disabled');
+    if (candidates.length === 0) return {};
+    const outcome = await this.deps.rest.batch(
+      portal.memberId,
+      candidates.map((operator) => ({ key: `op${operator.id}`, method: 'user.get', params: { FILTER: { EMAIL: operator.email } } })),
+      { idempotent: true },
+    );
+    const suggested: Record<string, number> = {};
+    for (const operator of candidates) {
+      const users = outcome.results[`op${operator.id}`];
+      const match = Array.isArray(users)
+        ? (users as Array<{ ID: string; EMAIL?: string }>).find((user) => user.EMAIL?.toLowerCase() === operator.email!.toLowerCase())
+        : undefined;
+      if (match) suggested[String(operator.id)] = Number(match.ID);
+    }
+    return suggested;
   }
 
   /** Validates, checks a new token with Chat2Desk, saves, then re-registers the robots. Nothing is saved on a refusal. */
@@ -148,6 +190,21 @@ export class SettingsService {
       registration = { ok: false, error: error instanceof Error ? error.message : String(error) };
       this.deps.log.warn({ memberId: portal.memberId, err: registration.error }, 'settings saved but robots were not re-registered');
     }
-    return { ...(await this.read(saved)), registration };
+    let webhook: SettingsView['webhook'];
+    if (saved.hasChat2deskToken) {
+      try {
+        await this.deps.chat2deskWebhooks.ensure(saved);
+        webhook = { ok: true };
+      } catch (error) {
+        webhook = { ok: false, error: error instanceof Error ? error.message : String(error) };
+        this.deps.log.warn({ memberId: portal.memberId, err: webhook.error }, 'chat2desk webhook not registered');
+      }
+      // Fill the cache in the background so the first burst of lookups does not hit Chat2Desk.
+      const directory = this.deps.directoryFor(saved);
+      if (directory && (change.chat2deskApiToken !== undefined || next.chat2deskApiUrl !== current.chat2deskApiUrl)) {
+        this.deps.background.run('chat2desk cache sync', () => directory.sync(), { memberId: portal.memberId });
+      }
+    }
+    return { ...(await this.read(saved)), registration, webhook };
   }
 }

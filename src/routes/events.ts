@@ -1,4 +1,5 @@
 import { Hono } from 'hono';
+import type { BackgroundTasks } from '../background.js';
 import { record, str } from '../bitrix24/form-body.js';
 import type { AppRegistration } from '../bitrix24/registration.js';
 import type { JobStore } from '../db/jobs.js';
@@ -7,7 +8,7 @@ import type { Logger } from '../log.js';
 import { readBitrixForm } from './form.js';
 
 /** Lifecycle events. ONAPPUNINSTALL carries no tokens, so the application token is the only proof (protocols §1). */
-export function createEventsRoute(deps: { portals: PortalStore; jobs: JobStore; registration: AppRegistration; log: Logger }) {
+export function createEventsRoute(deps: { portals: PortalStore; jobs: JobStore; registration: AppRegistration; background: BackgroundTasks; log: Logger }) {
   return new Hono().post('/bitrix24/events', async (c) => {
     const fields = await readBitrixForm(c);
     const auth = record(fields.auth);
@@ -31,7 +32,7 @@ export function createEventsRoute(deps: { portals: PortalStore; jobs: JobStore; 
         });
       }
       // An update drops the app's handlers (protocols §1): register again, after answering.
-      void deps.registration.register(portal).catch((error: unknown) => deps.log.error({ memberId, err: String(error) }, 're-registration after update failed'));
+      deps.background.run('re-registration after update', () => deps.registration.register(portal), { memberId });
       return c.json({ status: 'updating' });
     }
     return c.json({ status: 'ignored' });

@@ -53,6 +53,8 @@ export function stackEnv(b24: FakeBitrix24, c2d: FakeChat2Desk, port: number, di
     CHAT2DESK_API_URL: c2d.url,
     APP_SECRET,
     LOG_LEVEL: 'debug',
+    // The production default (300/min) would make every test wait on the client-side bucket.
+    CHAT2DESK_REQUESTS_PER_MINUTE: '60000',
     ...extra,
   };
 }
@@ -125,10 +127,12 @@ export async function putSettings(stack: Reachable, settings: Record<string, unk
 }
 
 /** Install and connect Chat2Desk: the state a portal is in once its admin has set the app up. */
-export async function installAndConfigure(stack: Reachable, settings: Record<string, unknown> = {}): Promise<void> {
+export async function installAndConfigure(stack: Reachable & { server: { idle?: () => Promise<void> } }, settings: Record<string, unknown> = {}): Promise<void> {
   await install(stack);
   const response = await putSettings(stack, { chat2deskApiToken: stack.c2d.token, ...settings });
   if (response.status !== 200) throw new Error(`settings failed: ${response.status} ${await response.text()}`);
+  // The cache fill that follows the first save runs in the background; let it finish first.
+  await stack.server.idle?.();
   stack.c2d.resetCalls();
   stack.b24.resetCalls();
 }

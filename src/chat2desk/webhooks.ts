@@ -1,0 +1,182 @@
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { CacheStore } from '../db/cache.js';
+import type { Portal, PortalStore } from '../db/portals.js';
+import type { WebhookStore } from '../db/webhooks.js';
+import type { Logger } from '../log.js';
+import type { DialogDirectory } from './directory.js';
+import { Chat2DeskError } from './errors.js';
+import { WEBHOOK_EVENTS, deliveryKey, invalidationFor } from './webhook-events.js';
+
+/**
+ * Header names of the signature are a gap in the protocol notes (protocols/chat2desk.md §7
+ * Signature): the plausible spellings are all read, in this one place.
+ */
+export const SIGNATURE_HEADERS = ['x-signature', 'x-chat2desk-signature', 'x-webhook-signature', 'signature'];
+export const TIMESTAMP_HEADERS = ['x-timestamp', 'x-chat2desk-timestamp', 'x-webhook-timestamp', 'timestamp'];
+
+/** Chat2Desk retries for about 2 h; delivery keys are kept a day. */
+const DELIVERY_KEY_RETENTION_MS = 24 * 3600_000;
+
+export interface WebhookDeps {
+  webhooks: WebhookStore;
+  cache: CacheStore;
+  portals: PortalStore;
+  publicUrl: string;
+  directoryFor(portal: Portal): DialogDirectory | undefined;
+  log: Logger;
+}
+
+export type DeliveryOutcome =
+  | { status: 200; result: 'applied' | 'duplicate' }
+  | { status: 400 | 401 | 404; error: string };
+
+/**
+ * The Chat2Desk webhook: registered once per portal, received on an unguessable URL (and its HMAC
+ * checked when Chat2Desk sends one), stored and applied to the cache before the 2xx, watched for
+ * being disabled, and followed by reconciliation after a gap.
+ */
+export class Chat2DeskWebhooks {
+  constructor(private readonly deps: WebhookDeps) {}
+
+  urlFor(secret: string): string {
+    return `${this.deps.publicUrl}/chat2desk/webhook/${secret}`;
+  }
+
+  /** Makes sure the portal's webhook exists in Chat2Desk and is enabled. */
+  async ensure(portal: Portal): Promise<{ webhookId: number }> {
+    const directory = this.deps.directoryFor(portal);
+    if (!directory) throw new Error('Chat2Desk is not configured for this portal');
+    const known = this.deps.webhooks.get(portal.memberId);
+    const secret = known && known.accountKey === directory.accountKey ? known.secret : randomBytes(24).toString('base64url');
+    const url = this.urlFor(secret);
+    const listed = await directory.api.webhooks();
+    let webhook = listed.find((item) => item.url === url) ?? (known?.webhookId ? listed.find((item) => item.id === known.webhookId && item.url === url) : undefined);
+    if (!webhook) {
+      try {
+        webhook = await directory.api.createWebhook({ name: `Bitrix24 ${portal.domain}`.slice(0, 60), url, events: [...WEBHOOK_EVENTS] });
+      } catch (error) {
+        // A create whose answer was lost may have worked: adopt it rather than fail.
+        if (!(error instanceof Chat2DeskError && error.texts.some((text) => /already used/i.test(text)))) throw error;
+        webhook = (await directory.api.webhooks()).find((item) => item.url === url);
+        if (!webhook) throw error;
+      }
+    } else if (webhook.status && webhook.status !== 'enable') {
+      webhook = await directory.api.updateWebhook(webhook.id, { status: 'enable' });
+    }
+    this.deps.webhooks.save({ memberId: portal.memberId, accountKey: directory.accountKey, webhookId: webhook.id, secret, status: 'enable' });
+    this.deps.log.info({ memberId: portal.memberId, webhookId: webhook.id }, 'chat2desk webhook registered');
+    return { webhookId: webhook.id };
+  }
+
+  /** One delivery. Stored and applied in one transaction before the answer, so a 2xx means "applied". */
+  receive(secret: string, rawBody: string, header: (name: string) => string | undefined): DeliveryOutcome {
+    const registration = this.deps.webhooks.bySecret(secret);
+    const portal = registration ? this.deps.portals.get(registration.memberId) : undefined;
+    if (!registration || !portal || portal.status !== 'active') return { status: 404, error: 'Unknown webhook' };
+    const signature = firstHeader(header, SIGNATURE_HEADERS);
+    if (signature !== undefined) {
+      const token = this.deps.portals.chat2deskToken(portal.memberId);
+      const timestamp = firstHeader(header, TIMESTAMP_HEADERS) ?? '';
+      if (!token || !signatureMatches(token, rawBody, timestamp, signature)) return { status: 401, error: 'Signature does not match' };
+    }
+    let body: unknown;
+    try {
+      body = JSON.parse(rawBody);
+    } catch {
+      return { status: 400, error: 'The body is not JSON' };
+    }
+    if (!body || typeof body !== 'object' || Array.isArray(body) || typeof (body as { hook_type?: unknown }).hook_type !== 'string') {
+      return { status: 400, error: 'The body has no hook_type' };
+    }
+    const event = body as Record<string, unknown>;
+    const fresh = this.deps.cache.transaction(() => {
+      const isNew = this.deps.webhooks.recordDelivery({
+        memberId: portal.memberId,
+        accountKey: registration.accountKey,
+        dedupKey: deliveryKey(event),
+        hookType: String(event.hook_type),
+        body: rawBody,
+      });
+      if (isNew) this.deps.cache.invalidate(registration.accountKey, invalidationFor(event));
+      return isNew;
+    });
+    this.deps.log.debug({ memberId: portal.memberId, hookType: event.hook_type, duplicate: !fresh }, 'chat2desk webhook delivery');
+    return { status: 200, result: fresh ? 'applied' : 'duplicate' };
+  }
+
+  /**
+   * Chat2Desk disables a webhook after 5 h of failed deliveries (protocols §7 Retries). Finds ours
+   * disabled or gone, turns it back on, and reconciles: everything cached for the account becomes
+   * stale and the cache is filled again from the API.
+   */
+  async check(portal: Portal): Promise<'healthy' | 'reconciled'> {
+    const registration = this.deps.webhooks.get(portal.memberId);
+    const directory = this.deps.directoryFor(portal);
+    if (!registration || !directory) return 'healthy';
+    const listed = await directory.api.webhooks();
+    const ours = listed.find((item) => item.id === registration.webhookId && item.url === this.urlFor(registration.secret));
+    if (ours && (!ours.status || ours.status === 'enable') && registration.accountKey === directory.accountKey) {
+      this.deps.webhooks.markChecked(portal.memberId, 'enable');
+      return 'healthy';
+    }
+    this.deps.log.warn({ memberId: portal.memberId, found: Boolean(ours), status: ours?.status }, 'chat2desk webhook disabled or missing; re-enabling and reconciling');
+    await this.ensure(portal);
+    await this.reconcile(portal);
+    return 'reconciled';
+  }
+
+  async reconcile(portal: Portal): Promise<void> {
+    const directory = this.deps.directoryFor(portal);
+    if (!directory) return;
+    this.deps.cache.invalidateAccount(directory.accountKey, Date.now());
+    await directory.sync();
+  }
+
+  /** Checks every registered portal; one portal's failure does not stop the others. */
+  async checkAll(): Promise<void> {
+    for (const registration of this.deps.webhooks.all()) {
+      const portal = this.deps.portals.get(registration.memberId);
+      if (!portal || portal.status !== 'active') continue;
+      try {
+        await this.check(portal);
+      } catch (error) {
+        this.deps.log.warn({ memberId: portal.memberId, err: error instanceof Error ? error.message : String(error) }, 'webhook check failed');
+      }
+    }
+    this.deps.webhooks.pruneDeliveries(Date.now() - DELIVERY_KEY_RETENTION_MS);
+  }
+
+  /** Runs checkAll every `everyMs`; returns the stop function. */
+  startMonitor(everyMs: number): () => void {
+    let running = false;
+    const timer = setInterval(() => {
+      if (running) return;
+      running = true;
+      void this.checkAll().finally(() => {
+        running = false;
+      });
+    }, everyMs);
+    timer.unref();
+    return () => clearInterval(timer);
+  }
+}
+
+/** hex(HMAC_SHA256(key = md5(api_token), raw_body + timestamp)) — protocols §7, verified against the vendor vector. */
+export function webhookSignature(apiToken: string, rawBody: string, timestamp: string): string {
+  const key = createHash('md5').update(apiToken).digest('hex');
+  return createHmac('sha256', key).update(rawBody + timestamp).digest('hex');
+}
+
+function signatureMatches(apiToken: string, rawBody: string, timestamp: string, presented: string): boolean {
+  const expected = Buffer.from(webhookSignature(apiToken, rawBody, timestamp));
+  const given = Buffer.from(presented.trim().toLowerCase());
+  return expected.length === given.length && timingSafeEqual(expected, given);
+}
+
+function firstHeader(header: (name: string) => string | undefined, names: string[]): string | undefined {
+  for (const name of names) {
+    const value = header(name);
+    if (value !== undefined && value !== '') return value;
+  }
+  return undefined;
+}

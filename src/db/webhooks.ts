@@ -1,0 +1,98 @@
+import { and, eq, lt } from 'drizzle-orm';
+import type { SecretBox } from '../secrets.js';
+import type { Db } from './database.js';
+import { c2dWebhooks, webhookDeliveries } from './schema.js';
+
+export interface WebhookRegistration {
+  memberId: string;
+  accountKey: string;
+  webhookId: number | null;
+  secret: string;
+  status: string;
+  lastDeliveryAt: number | null;
+  lastCheckAt: number | null;
+}
+
+/** Webhook registrations and deliveries. The URL secret is looked up by digest and kept sealed. */
+export class WebhookStore {
+  constructor(
+    private readonly db: Db,
+    private readonly secrets: SecretBox,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  get(memberId: string): WebhookRegistration | undefined {
+    const row = this.db.select().from(c2dWebhooks).where(eq(c2dWebhooks.memberId, memberId)).get();
+    return row ? this.#toRegistration(row) : undefined;
+  }
+
+  bySecret(secret: string): WebhookRegistration | undefined {
+    const row = this.db.select().from(c2dWebhooks).where(eq(c2dWebhooks.secretDigest, this.secrets.digest(secret))).get();
+    return row ? this.#toRegistration(row) : undefined;
+  }
+
+  all(): WebhookRegistration[] {
+    return this.db.select().from(c2dWebhooks).all().map((row) => this.#toRegistration(row));
+  }
+
+  save(registration: { memberId: string; accountKey: string; webhookId: number | null; secret: string; status: string }): void {
+    const values = {
+      accountKey: registration.accountKey,
+      webhookId: registration.webhookId,
+      secretDigest: this.secrets.digest(registration.secret),
+      secret: this.secrets.seal(registration.secret),
+      status: registration.status,
+    };
+    this.db
+      .insert(c2dWebhooks)
+      .values({ memberId: registration.memberId, createdAt: this.now(), ...values })
+      .onConflictDoUpdate({ target: c2dWebhooks.memberId, set: values })
+      .run();
+  }
+
+  markChecked(memberId: string, status: string): void {
+    this.db.update(c2dWebhooks).set({ status, lastCheckAt: this.now() }).where(eq(c2dWebhooks.memberId, memberId)).run();
+  }
+
+  remove(memberId: string): void {
+    this.db.delete(c2dWebhooks).where(eq(c2dWebhooks.memberId, memberId)).run();
+  }
+
+  /** Stores a delivery unless its key was seen; true when it is new. Runs inside the caller's transaction. */
+  recordDelivery(delivery: { memberId: string; accountKey: string; dedupKey: string; hookType: string; body: string }): boolean {
+    const now = this.now();
+    const inserted = this.db
+      .insert(webhookDeliveries)
+      .values({ ...delivery, receivedAt: now })
+      .onConflictDoNothing()
+      .returning({ id: webhookDeliveries.id })
+      .get();
+    this.db.update(c2dWebhooks).set({ lastDeliveryAt: now }).where(eq(c2dWebhooks.memberId, delivery.memberId)).run();
+    return inserted !== undefined;
+  }
+
+  /** Chat2Desk's last retry comes 2 h after the first try; keys older than that can go. */
+  pruneDeliveries(olderThan: number): number {
+    return this.db.delete(webhookDeliveries).where(lt(webhookDeliveries.receivedAt, olderThan)).run().changes;
+  }
+
+  deliveryCount(memberId: string, hookType?: string): number {
+    return this.db
+      .select({ id: webhookDeliveries.id })
+      .from(webhookDeliveries)
+      .where(hookType ? and(eq(webhookDeliveries.memberId, memberId), eq(webhookDeliveries.hookType, hookType)) : eq(webhookDeliveries.memberId, memberId))
+      .all().length;
+  }
+
+  #toRegistration(row: typeof c2dWebhooks.$inferSelect): WebhookRegistration {
+    return {
+      memberId: row.memberId,
+      accountKey: row.accountKey,
+      webhookId: row.webhookId,
+      secret: this.secrets.open(row.secret),
+      status: row.status,
+      lastDeliveryAt: row.lastDeliveryAt,
+      lastCheckAt: row.lastCheckAt,
+    };
+  }
+}
