@@ -12,6 +12,7 @@ import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { parseFormBody } from '../src/bitrix24/form-body.js';
 import { eventually, installAndConfigure, startStack } from '../test/support/stack.js';
+import { findDialogsBenchmark } from './find-dialogs.js';
 import { median, postAll, type LoadResult } from './load.js';
 
 const ACK_REQUESTS = 3_000;
@@ -130,6 +131,7 @@ function fmt(value: number, digits = 2): string {
 
 const ack = await ackBenchmark();
 const burst = await burstBenchmark();
+const find = await findDialogsBenchmark();
 const ackRatio = ack.ours.perSecond / ack.bare.perSecond;
 const drainRatio = burst.drainSeconds / burst.bound;
 const perRun = burst.b24Requests / BURST;
@@ -143,6 +145,9 @@ const table = [
   `| acknowledgement p99 | ${fmt(ack.ours.p99Ms)} ms | bare Hono: ${fmt(ack.bare.p99Ms)} ms | ${fmt(ack.ours.p99Ms / ack.bare.p99Ms)}× | — |`,
   `| drain of a burst of ${BURST} robot calls (distinct clients) | ${fmt(burst.drainSeconds)} s | lower bound from the fakes' limits: ${fmt(burst.bound)} s | ${fmt(drainRatio)}× | ≤ 1.25× (${verdict(drainRatio <= 1.25)}) |`,
   `| Bitrix24 requests per robot run in the burst | ${fmt(perRun, 3)} (${burst.b24Requests} requests) | one request per run: 1 | ${fmt(perRun, 3)}× | ≤ 0.05 (${verdict(perRun <= 0.05)}) |`,
+  `| Chat2Desk API calls per "Find dialogs" run (${find.runs} runs, ${find.phones} Zipf phones, ${find.changes} changes by webhook) | ${fmt(find.callsPerRun, 3)} (${find.apiCalls} calls) | uncached: 2 per run | ${fmt(find.callsPerRun / 2, 3)}× | ≤ 0.1 per run (${verdict(find.callsPerRun <= 0.1)}) |`,
+  `| stale "Find dialogs" answers | ${find.stale} of ${find.runs} | — | — | 0 (${verdict(find.stale === 0)}) |`,
+  `| cached dialog lookup p99, in process | ${fmt(find.cachedP99Ms, 3)} ms | the same lookup from the Chat2Desk API: ${fmt(find.uncachedP99Ms, 3)} ms | ${fmt(find.cachedP99Ms / find.uncachedP99Ms, 3)}× | — |`,
   `| heap during the burst | peak ${fmt(burst.peakHeap / 2 ** 20, 1)} MiB | before the burst: ${fmt(burst.heapBefore / 2 ** 20, 1)} MiB | ${fmt(burst.peakHeap / burst.heapBefore)}× | — |`,
   '',
   `Limits in the burst: fake Bitrix24 ${B24_LIMIT.drainPerSecond}/s burst ${B24_LIMIT.burst}; fake Chat2Desk ${C2D_LIMIT.requests} requests per ${C2D_LIMIT.perMs} ms. ` +

@@ -6,10 +6,12 @@ import { InstallService } from './bitrix24/install.js';
 import { OAuthServer } from './bitrix24/oauth.js';
 import { AppRegistration } from './bitrix24/registration.js';
 import { Bitrix24Rest } from './bitrix24/rest-client.js';
+import { BitrixUsers } from './bitrix24/users.js';
 import { Chat2DeskAccounts, accountKey } from './chat2desk/client.js';
 import { DialogDirectory } from './chat2desk/directory.js';
 import { Chat2DeskWebhooks } from './chat2desk/webhooks.js';
 import { CacheStore } from './db/cache.js';
+import { TimelineLogStore } from './db/timeline-logs.js';
 import { WebhookStore } from './db/webhooks.js';
 import { BackgroundTasks } from './background.js';
 import type { Config } from './config.js';
@@ -92,6 +94,8 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     jobs,
     portals,
     rest,
+    users: new BitrixUsers(rest),
+    timelineLogs: new TimelineLogStore(database.db),
     directoryFor,
     defaultChat2DeskUrl: config.chat2desk.defaultApiUrl,
     portalConcurrency: config.portalConcurrency,

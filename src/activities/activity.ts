@@ -1,8 +1,10 @@
 import type * as v from 'valibot';
 import type { BatchCommand, BatchOutcome, CallOptions } from '../bitrix24/rest-client.js';
+import type { BitrixUser } from '../bitrix24/users.js';
 import type { Chat2DeskApi, Chat2DeskChannel } from '../chat2desk/client.js';
 import type { DialogDirectory } from '../chat2desk/directory.js';
 import type { Portal } from '../db/portals.js';
+import type { TimelineLogStore } from '../db/timeline-logs.js';
 import type { Logger } from '../log.js';
 import type { PortalSettings } from '../portal-settings.js';
 
@@ -34,6 +36,12 @@ export interface PortalRest {
   batch(commands: BatchCommand[], options?: CallOptions): Promise<BatchOutcome>;
 }
 
+/** Bitrix24 users of the portal, looked up with a short-lived cache. */
+export interface PortalUsers {
+  byEmail(email: string): Promise<BitrixUser | undefined>;
+  byId(id: number): Promise<BitrixUser | undefined>;
+}
+
 /** What a robot run can see and do. */
 export interface RobotRun {
   portal: Portal;
@@ -42,6 +50,9 @@ export interface RobotRun {
   /** Cached Chat2Desk reads for lookups (clients, dialogs, operators, channels, tags). */
   directory: DialogDirectory;
   bitrix24: PortalRest;
+  users: PortalUsers;
+  /** Which timeline comments the log robot already wrote. */
+  timelineLogs: TimelineLogStore;
   documentId: string[];
   /** Unique per run; sent to Chat2Desk as external_id. */
   runId: string;

@@ -1,6 +1,6 @@
 import * as v from 'valibot';
 import { Chat2DeskError } from '../chat2desk/errors.js';
-import type { CachedClient, CachedDialog } from '../chat2desk/directory.js';
+import { latestFirst, type CachedClient, type CachedDialog } from '../chat2desk/directory.js';
 import { normalizePhone } from '../phone.js';
 import { RobotFailure, localized, type PropertyDefinition, type RobotRun } from './activity.js';
 
@@ -57,15 +57,11 @@ export async function resolveDialog(run: RobotRun, props: { dialog_id: string; p
   let latest: DialogTarget | undefined;
   for (const client of clients) {
     const [dialog] = await run.directory.dialogsOfClient(client.id);
-    if (dialog && (!latest || isLater(dialog, latest.dialog))) latest = { dialog, client };
+    if (dialog && (!latest || latestFirst(dialog, latest.dialog) < 0)) latest = { dialog, client };
   }
   return latest;
 }
 
-function isLater(a: CachedDialog, b: CachedDialog): boolean {
-  const at = (dialog: CachedDialog) => dialog.lastMessageAt ?? dialog.beginAt ?? '';
-  return at(a) > at(b) || (at(a) === at(b) && a.id > b.id);
-}
 
 function notFoundAsUndefined(error: unknown): undefined {
   if (error instanceof Chat2DeskError && error.kind === 'not_found') return undefined;

@@ -1,9 +1,17 @@
 import { ACTIVITY_CODE_SUFFIX, type Activity } from './activity.js';
+import { assignOperator } from './assign-operator.js';
+import { findDialogs } from './find-dialogs.js';
+import { logDialog } from './log-dialog.js';
 import { sendMessage } from './send-message.js';
+import { tagDialog } from './tag-dialog.js';
 
 /** Every robot the app registers, in the order the designer lists them. One line per robot. */
 export const activities: readonly Activity[] = [
   sendMessage as unknown as Activity,
+  findDialogs as unknown as Activity,
+  assignOperator as unknown as Activity,
+  tagDialog as unknown as Activity,
+  logDialog as unknown as Activity,
 ];
 
 /** Finds a robot by the code Bitrix24 called it with: the robot's own or its business-process twin's. */

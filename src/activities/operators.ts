@@ -1,13 +1,6 @@
 import type { Chat2DeskOperator } from '../chat2desk/client.js';
 import type { RobotRun } from './activity.js';
 
-interface BitrixUser {
-  ID: string;
-  EMAIL?: string | null;
-  NAME?: string | null;
-  LAST_NAME?: string | null;
-}
-
 /** Bitrix24 passes a user property as `user_5` (or a bare id from some editors). */
 export function parseBitrixUser(value: string): number | undefined {
   const match = /^(?:user_)?(\d+)$/.exec(value.trim());
@@ -29,8 +22,7 @@ export async function bitrixUserForOperator(run: RobotRun, operatorId: number): 
   const operator = (await run.directory.operators()).find((item) => item.id === operatorId);
   const email = operator?.email?.trim();
   if (!email) return undefined;
-  const users = await run.bitrix24.call<BitrixUser[]>('user.get', { FILTER: { EMAIL: email } }, { idempotent: true });
-  const user = users.find((item) => item.EMAIL?.toLowerCase() === email.toLowerCase());
+  const user = await run.users.byEmail(email);
   return user ? Number(user.ID) : undefined;
 }
 
@@ -39,7 +31,7 @@ export async function operatorForBitrixUser(run: RobotRun, userId: number): Prom
   const operators = await run.directory.operators();
   const mappedId = Object.entries(run.settings.operatorMap).find(([, user]) => user === userId)?.[0];
   if (mappedId !== undefined) return operators.find((item) => item.id === Number(mappedId));
-  const [user] = await run.bitrix24.call<BitrixUser[]>('user.get', { FILTER: { ID: userId } }, { idempotent: true });
+  const user = await run.users.byId(userId);
   const email = user?.EMAIL?.trim().toLowerCase();
   if (!email) return undefined;
   return operators.find((item) => item.email?.trim().toLowerCase() === email && !isInactive(item));

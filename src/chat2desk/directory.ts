@@ -174,7 +174,8 @@ export class DialogDirectory {
   }
 }
 
-function latestFirst(a: CachedDialog, b: CachedDialog): number {
+/** Sort order of dialogs: latest activity first (last message, else start), then the newer id. */
+export function latestFirst(a: CachedDialog, b: CachedDialog): number {
   const at = (dialog: CachedDialog) => dialog.lastMessageAt ?? dialog.beginAt ?? '';
   return at(b).localeCompare(at(a)) || b.id - a.id;
 }

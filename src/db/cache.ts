@@ -1,4 +1,4 @@
-import { and, asc, eq, gte, inArray, like } from 'drizzle-orm';
+import { and, asc, eq, gte, inArray, like, sql } from 'drizzle-orm';
 import type { Db } from './database.js';
 import { c2dAccounts, c2dClientDialogs, c2dClients, c2dDialogs, c2dLists, c2dPhoneLookups, webhookDeliveries } from './schema.js';
 
@@ -39,14 +39,52 @@ export interface Invalidation {
 
 /** The Chat2Desk cache's SQL. Callers pass `freshAfter`: rows fetched before it are not served. */
 export class CacheStore {
-  constructor(private readonly db: Db) {}
+  /** Prepared once: robots in bulk run these reads thousands of times. */
+  readonly #q;
+
+  constructor(private readonly db: Db) {
+    const p = (name: string) => sql.placeholder(name);
+    this.#q = {
+      validFrom: db.select({ validFrom: c2dAccounts.validFrom }).from(c2dAccounts).where(eq(c2dAccounts.accountKey, p('account'))).prepare(),
+      client: db
+        .select()
+        .from(c2dClients)
+        .where(and(eq(c2dClients.accountKey, p('account')), eq(c2dClients.id, p('id')), gte(c2dClients.fetchedAt, p('freshAfter'))))
+        .prepare(),
+      phoneLookup: db
+        .select()
+        .from(c2dPhoneLookups)
+        .where(and(eq(c2dPhoneLookups.accountKey, p('account')), eq(c2dPhoneLookups.phone, p('phone')), gte(c2dPhoneLookups.fetchedAt, p('freshAfter'))))
+        .prepare(),
+      dialog: db
+        .select()
+        .from(c2dDialogs)
+        .where(and(eq(c2dDialogs.accountKey, p('account')), eq(c2dDialogs.id, p('id')), gte(c2dDialogs.fetchedAt, p('freshAfter'))))
+        .prepare(),
+      marker: db
+        .select()
+        .from(c2dClientDialogs)
+        .where(and(eq(c2dClientDialogs.accountKey, p('account')), eq(c2dClientDialogs.clientId, p('clientId')), gte(c2dClientDialogs.fetchedAt, p('freshAfter'))))
+        .prepare(),
+      dialogsOfClient: db
+        .select()
+        .from(c2dDialogs)
+        .where(and(eq(c2dDialogs.accountKey, p('account')), eq(c2dDialogs.clientId, p('clientId'))))
+        .prepare(),
+      list: db
+        .select()
+        .from(c2dLists)
+        .where(and(eq(c2dLists.accountKey, p('account')), eq(c2dLists.kind, p('kind')), gte(c2dLists.fetchedAt, p('freshAfter'))))
+        .prepare(),
+    };
+  }
 
   transaction<T>(work: () => T): T {
     return this.db.transaction(() => work());
   }
 
   validFrom(accountKey: string): number {
-    return this.db.select({ validFrom: c2dAccounts.validFrom }).from(c2dAccounts).where(eq(c2dAccounts.accountKey, accountKey)).get()?.validFrom ?? 0;
+    return this.#q.validFrom.get({ account: accountKey })?.validFrom ?? 0;
   }
 
   /** Reconciliation: everything cached for the account so far is stale. */
@@ -67,11 +105,7 @@ export class CacheStore {
   }
 
   client(accountKey: string, id: number, freshAfter: number): CachedClient | undefined {
-    const row = this.db
-      .select()
-      .from(c2dClients)
-      .where(and(eq(c2dClients.accountKey, accountKey), eq(c2dClients.id, id), gte(c2dClients.fetchedAt, freshAfter)))
-      .get();
+    const row = this.#q.client.get({ account: accountKey, id, freshAfter });
     return row ? { id: row.id, phone: row.phone, clientPhone: row.clientPhone, name: row.name, assignedName: row.assignedName, tags: JSON.parse(row.tags) } : undefined;
   }
 
@@ -94,11 +128,7 @@ export class CacheStore {
   }
 
   phoneLookup(accountKey: string, phone: string, freshAfter: number): number[] | undefined {
-    const row = this.db
-      .select()
-      .from(c2dPhoneLookups)
-      .where(and(eq(c2dPhoneLookups.accountKey, accountKey), eq(c2dPhoneLookups.phone, phone), gte(c2dPhoneLookups.fetchedAt, freshAfter)))
-      .get();
+    const row = this.#q.phoneLookup.get({ account: accountKey, phone, freshAfter });
     return row ? row.clientIds.split(',').filter(Boolean).map(Number) : undefined;
   }
 
@@ -113,27 +143,15 @@ export class CacheStore {
   }
 
   dialog(accountKey: string, id: number, freshAfter: number): CachedDialog | undefined {
-    const row = this.db
-      .select()
-      .from(c2dDialogs)
-      .where(and(eq(c2dDialogs.accountKey, accountKey), eq(c2dDialogs.id, id), gte(c2dDialogs.fetchedAt, freshAfter)))
-      .get();
+    const row = this.#q.dialog.get({ account: accountKey, id, freshAfter });
     return row ? toDialog(row) : undefined;
   }
 
   /** The client's dialogs, if the whole list is cached and fresh. */
   dialogsOfClient(accountKey: string, clientId: number, freshAfter: number): CachedDialog[] | undefined {
-    const marker = this.db
-      .select()
-      .from(c2dClientDialogs)
-      .where(and(eq(c2dClientDialogs.accountKey, accountKey), eq(c2dClientDialogs.clientId, clientId), gte(c2dClientDialogs.fetchedAt, freshAfter)))
-      .get();
+    const marker = this.#q.marker.get({ account: accountKey, clientId, freshAfter });
     if (!marker) return undefined;
-    const rows = this.db
-      .select()
-      .from(c2dDialogs)
-      .where(and(eq(c2dDialogs.accountKey, accountKey), eq(c2dDialogs.clientId, clientId)))
-      .all();
+    const rows = this.#q.dialogsOfClient.all({ account: accountKey, clientId });
     // A dialog row invalidated since the list was fetched makes the list incomplete.
     if (rows.some((row) => row.fetchedAt < freshAfter)) return undefined;
     return rows.map(toDialog);
@@ -160,11 +178,7 @@ export class CacheStore {
   }
 
   list<T>(accountKey: string, kind: string, freshAfter: number): T[] | undefined {
-    const row = this.db
-      .select()
-      .from(c2dLists)
-      .where(and(eq(c2dLists.accountKey, accountKey), eq(c2dLists.kind, kind), gte(c2dLists.fetchedAt, freshAfter)))
-      .get();
+    const row = this.#q.list.get({ account: accountKey, kind, freshAfter });
     return row ? (JSON.parse(row.items) as T[]) : undefined;
   }
 

@@ -1,8 +1,10 @@
 import * as v from 'valibot';
 import { RobotFailure, type Activity, type RobotOutcome } from '../activities/activity.js';
 import { findActivity } from '../activities/index.js';
-import { Bitrix24Error, PortalUnavailableError } from '../bitrix24/errors.js';
+import { Bitrix24Error, Bitrix24TransportError, PortalUnavailableError } from '../bitrix24/errors.js';
 import type { Bitrix24Rest } from '../bitrix24/rest-client.js';
+import type { BitrixUsers } from '../bitrix24/users.js';
+import type { TimelineLogStore } from '../db/timeline-logs.js';
 import type { DialogDirectory } from '../chat2desk/directory.js';
 import { Chat2DeskError } from '../chat2desk/errors.js';
 import type { JobRow, JobStore } from '../db/jobs.js';
@@ -16,6 +18,8 @@ export interface WorkerDeps {
   jobs: JobStore;
   portals: PortalStore;
   rest: Bitrix24Rest;
+  users: BitrixUsers;
+  timelineLogs: TimelineLogStore;
   /** The portal's Chat2Desk account behind its cache, or undefined when no API token is set. */
   directoryFor(portal: Portal, settings: PortalSettings): DialogDirectory | undefined;
   defaultChat2DeskUrl: string;
@@ -143,6 +147,11 @@ export class RobotWorker {
           call: (method, params, options) => this.deps.rest.call(portal.memberId, method, params, options),
           batch: (commands, options) => this.deps.rest.batch(portal.memberId, commands, options),
         },
+        timelineLogs: this.deps.timelineLogs,
+        users: {
+          byEmail: (email) => this.deps.users.byEmail(portal.memberId, email),
+          byId: (id) => this.deps.users.byId(portal.memberId, id),
+        },
         documentId: JSON.parse(job.documentId) as string[],
         runId: job.publicId,
         attempt: job.attempts,
@@ -165,8 +174,12 @@ export class RobotWorker {
       return fail(error.kind === 'auth' ? `Chat2Desk rejected the API token: ${error.apiMessage}` : `Chat2Desk: ${error.apiMessage}`);
     }
     if (error instanceof PortalUnavailableError) return fail(error.message);
+    // Bitrix24 refusals other than load or server trouble (access, validation, not found) will not change by waiting.
+    if (error instanceof Bitrix24Error && !error.refusedForLoad && error.httpStatus < 500) {
+      return fail(`Bitrix24 refused ${error.method}: ${error.code || 'error'}${error.description ? ` (${error.description})` : ''}`);
+    }
     const message = error instanceof Error ? error.message : String(error);
-    const expected = error instanceof Chat2DeskError || error instanceof Bitrix24Error;
+    const expected = error instanceof Chat2DeskError || error instanceof Bitrix24Error || error instanceof Bitrix24TransportError;
     if (!expected && job.attempts >= (this.deps.maxUnexpectedAttempts ?? 5)) return fail(`internal error after ${job.attempts} attempts: ${message}`);
     const retryAt = Date.now() + backoffMs(job.attempts, 1_000, 5 * 60_000);
     if (retryAt > job.deadlineAt) return fail(`gave up after ${job.attempts} attempts: ${message}`);

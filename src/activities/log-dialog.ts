@@ -1,0 +1,331 @@
+import * as v from 'valibot';
+import { Bitrix24Error, PortalUnavailableError } from '../bitrix24/errors.js';
+import type { Chat2DeskFullMessage } from '../chat2desk/client.js';
+import type { TimelineLogStore } from '../db/timeline-logs.js';
+import { delay } from '../rate-limit.js';
+import { loadTemplate } from '../templates.js';
+import { RobotFailure, localized, type Activity, type PropertyDefinition, type RobotOutcome, type RobotRun } from './activity.js';
+import { DIALOG_TARGET_REQUIRED, dialogTargetEntries, dialogTargetProperties, hasDialogTarget, resolveDialog, type DialogTarget } from './dialog-target.js';
+import { dialogUrl } from './find-dialogs.js';
+import { operatorName } from './operators.js';
+
+/** Bitrix24 sends booleans as Y/N from robots and 1/0 from form encodings (protocols/bitrix24.md §0). */
+const yes = (value: string) => value === 'Y' || value === '1' || value.toLowerCase() === 'true';
+
+const schema = v.pipe(
+  v.object({
+    ...dialogTargetEntries,
+    transcript: v.optional(v.pipe(v.string('transcript must be Y or N'), v.trim(), v.transform(yes)), 'N'),
+  }),
+  v.check((props) => hasDialogTarget(props), DIALOG_TARGET_REQUIRED),
+);
+
+type Properties = v.InferOutput<typeof schema>;
+
+interface Checkpoint {
+  /** `dialogId|documentKey`, saved before the claim: a pending claim with this key is this run's own earlier attempt. */
+  commentClaim?: string;
+}
+
+/** A long dialog's transcript is cut here; the comment says how many messages were left out. */
+const TRANSCRIPT_LIMIT = 500;
+/** How long a run waits for another run that is writing the same comment right now. */
+const WAIT_FOR_OTHER_RUN_MS = 20_000;
+/** A claim without a comment id older than this belongs to a run that will not finish (longer than a job's lease). */
+const ABANDONED_CLAIM_MS = 15 * 60_000;
+
+const returnProperties: Record<string, PropertyDefinition> = {
+  status: { name: localized('Status (ok, not_found or failed)', 'Статус (ok, not_found или failed)', 'Estado (ok, not_found o failed)'), type: 'string' },
+  error: { name: localized('Error', 'Ошибка', 'Error'), type: 'string' },
+  comment_id: { name: localized('Timeline comment ID', 'ID комментария в ленте', 'ID del comentario en la cronología'), type: 'int' },
+  dialog_id: { name: localized('Dialog ID', 'ID диалога', 'ID del diálogo'), type: 'int' },
+};
+
+export const logDialog: Activity<typeof schema> = {
+  code: 'c2d_log_dialog',
+  name: localized('Log closed dialog to timeline', 'Записать закрытый диалог в ленту', 'Registrar el diálogo cerrado en la cronología'),
+  description: localized(
+    "Writes one comment about the Chat2Desk dialog to this item's timeline: link, channel, operator, times, tags and, if asked, the transcript. Running it again for the same dialog writes nothing new.",
+    'Пишет в ленту этого элемента один комментарий о диалоге Chat2Desk: ссылку, канал, оператора, время, теги и, если нужно, переписку. Повторный запуск для того же диалога ничего не добавляет.',
+    'Escribe en la cronología de este elemento un comentario sobre el diálogo de Chat2Desk: enlace, canal, operador, horas, etiquetas y, si se pide, la conversación. Repetirlo para el mismo diálogo no añade nada.',
+  ),
+  properties: () => ({
+    ...dialogTargetProperties,
+    transcript: {
+      name: localized('Include the transcript', 'Включить переписку', 'Incluir la conversación'),
+      type: 'bool',
+      default: 'N',
+    },
+  }),
+  returnProperties,
+  schema,
+  run: (run, properties) => log(run, properties),
+  failed: (error) => ({
+    returnValues: { status: 'failed', error, comment_id: '', dialog_id: '' },
+    logMessage: `Chat2Desk dialog not logged to the timeline: ${error}`,
+  }),
+};
+
+/** The timeline a comment goes to: crm.timeline.comment.add's ENTITY_TYPE and ENTITY_ID. */
+interface TimelineOwner {
+  entityType: string;
+  entityId: number;
+}
+
+/**
+ * `document_id[2]` is LEAD_n, DEAL_n, CONTACT_n, COMPANY_n, or DYNAMIC_<type>_<id> for a smart
+ * process (protocols/bitrix24.md §7), whose timeline ENTITY_TYPE is `dynamic_<type>` (§10).
+ */
+function timelineOwner(documentId: string[]): TimelineOwner | undefined {
+  const [module, , document = ''] = documentId;
+  if (module !== 'crm') return undefined;
+  const plain = /^(LEAD|DEAL|CONTACT|COMPANY)_(\d+)$/.exec(document);
+  if (plain) return { entityType: plain[1]!.toLowerCase(), entityId: Number(plain[2]) };
+  const dynamic = /^DYNAMIC_(\d+)_(\d+)$/.exec(document);
+  if (dynamic) return { entityType: `dynamic_${dynamic[1]}`, entityId: Number(dynamic[2]) };
+  return undefined;
+}
+
+async function log(run: RobotRun, props: Properties): Promise<RobotOutcome> {
+  const store = run.timelineLogs;
+  const owner = timelineOwner(run.documentId);
+  if (!owner) {
+    throw new RobotFailure(`the timeline comment can go only to a CRM lead, deal, contact, company or smart-process item; this workflow runs on ${run.documentId.join(' / ')}`);
+  }
+  const target = await resolveDialog(run, props);
+  if (!target) {
+    const error = props.dialog_id ? `Chat2Desk dialog ${props.dialog_id} not found` : 'the client has no Chat2Desk dialog';
+    return { returnValues: { status: 'not_found', error, comment_id: '', dialog_id: '' }, logMessage: `Chat2Desk dialog not logged to the timeline: ${error}` };
+  }
+  const slot: CommentSlot = { store, memberId: run.portal.memberId, dialogId: target.dialog.id, documentKey: `${owner.entityType}:${owner.entityId}` };
+  const where = `${owner.entityType.replace(/_\d+$/, '')} ${owner.entityId}`;
+  const logged = (commentId: number, earlier: boolean): RobotOutcome => ({
+    returnValues: { status: 'ok', error: '', comment_id: commentId, dialog_id: slot.dialogId },
+    logMessage: earlier
+      ? `Chat2Desk dialog ${slot.dialogId} was already logged to the timeline of ${where} as comment ${commentId}; nothing new written`
+      : `Chat2Desk dialog ${slot.dialogId} logged to the timeline of ${where} as comment ${commentId}`,
+  });
+
+  const written = slot.store.find(slot.memberId, slot.dialogId, slot.documentKey)?.commentId;
+  if (written !== undefined && written !== null) return logged(written, true);
+
+  const comment = renderComment(await commentView(run, target, props.transcript)).trim();
+  const checkpoint = run.checkpoint as Checkpoint;
+  const claimKey = `${slot.dialogId}|${slot.documentKey}`;
+  const ownEarlierAttempt = checkpoint.commentClaim === claimKey;
+  if (!ownEarlierAttempt) run.saveCheckpoint({ ...checkpoint, commentClaim: claimKey });
+  const claim = await claimSlot(slot, ownEarlierAttempt);
+  if (claim !== 'claimed') return logged(claim.commentId, true);
+
+  const commentId = await addComment(run, slot, owner, comment);
+  slot.store.saveCommentId(slot.memberId, slot.dialogId, slot.documentKey, commentId);
+  return logged(commentId, false);
+}
+
+interface CommentSlot {
+  store: TimelineLogStore;
+  memberId: string;
+  dialogId: number;
+  documentKey: string;
+}
+
+/** A claim whose crm.timeline.comment.add got no usable answer (lost, or the process died meanwhile). */
+const UNKNOWN_OUTCOME =
+  'Bitrix24 gave no usable answer when the timeline comment was added, so the comment may already be on the timeline and is not written a second time; check the timeline, and run the robot again if it is missing';
+
+/** Takes the right to write the comment, or finds the comment another run wrote meanwhile. */
+async function claimSlot(slot: CommentSlot, ownEarlierAttempt: boolean): Promise<'claimed' | { commentId: number }> {
+  const waitUntil = Date.now() + WAIT_FOR_OTHER_RUN_MS;
+  for (;;) {
+    if (slot.store.claim(slot.memberId, slot.dialogId, slot.documentKey)) return 'claimed';
+    const held = slot.store.find(slot.memberId, slot.dialogId, slot.documentKey);
+    if (!held) continue; // given back meanwhile: claim again
+    if (held.commentId !== null) return { commentId: held.commentId };
+    // This run's own claim from before a crash: the comment may or may not have been written.
+    // The claim is given back so that running the robot again, once someone has looked, writes it.
+    if (ownEarlierAttempt || held.createdAt < Date.now() - ABANDONED_CLAIM_MS) {
+      slot.store.release(slot.memberId, slot.dialogId, slot.documentKey);
+      throw new RobotFailure(UNKNOWN_OUTCOME);
+    }
+    if (Date.now() > waitUntil) {
+      throw new RobotFailure(`another run has been writing the timeline comment for Chat2Desk dialog ${slot.dialogId} since ${new Date(held.createdAt).toISOString()} and has not finished; not writing a second one`);
+    }
+    await delay(200);
+  }
+}
+
+/**
+ * crm.timeline.comment.add is not idempotent (protocols/bitrix24.md §10), so it is never repeated
+ * blindly: a refusal gives the claim back and fails, a lost answer fails with UNKNOWN_OUTCOME.
+ */
+async function addComment(run: RobotRun, slot: CommentSlot, owner: TimelineOwner, comment: string): Promise<number> {
+  try {
+    const result = await run.bitrix24.call<number | string>(
+      'crm.timeline.comment.add',
+      { fields: { ENTITY_ID: owner.entityId, ENTITY_TYPE: owner.entityType, COMMENT: comment } },
+      { idempotent: false },
+    );
+    return Number(result);
+  } catch (error) {
+    slot.store.release(slot.memberId, slot.dialogId, slot.documentKey);
+    // Refused before running (limits, token, app gone): the worker retries or fails the run as for any
+    // call, and the next attempt claims afresh.
+    if (error instanceof PortalUnavailableError || (error instanceof Bitrix24Error && (error.refusedForLoad || error.expiredToken))) {
+      run.saveCheckpoint({ ...run.checkpoint, commentClaim: undefined });
+      throw error;
+    }
+    if (error instanceof Bitrix24Error && error.httpStatus < 500) {
+      throw new RobotFailure(`Bitrix24 refused the timeline comment: ${error.code || 'error'}${error.description ? ` (${error.description})` : ''}`);
+    }
+    run.log.warn({ err: error instanceof Error ? error.message : String(error), dialogId: slot.dialogId }, 'timeline comment outcome unknown');
+    throw new RobotFailure(UNKNOWN_OUTCOME);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The comment
+// ---------------------------------------------------------------------------------------------
+
+interface TranscriptLine {
+  time: string;
+  direction: string;
+  text: string;
+  attachments: Array<{ url: string; name: string }>;
+}
+
+/** Everything the template shows, as plain text: the template escapes it for BBCode. */
+interface CommentView {
+  dialogId: number;
+  dialogUrl: string;
+  state: string;
+  open: boolean;
+  client: string;
+  channel: string;
+  transport: string;
+  operator: string;
+  started: string;
+  ended: string;
+  duration: string;
+  tags: string;
+  withTranscript: boolean;
+  transcript: TranscriptLine[];
+  omitted: number;
+}
+
+/**
+ * Bitrix24 timeline comments are BBCode. Text from Chat2Desk (messages, names, tags) could carry
+ * `[url=…]` or any other tag; its brackets become fullwidth look-alikes, which BBCode ignores.
+ */
+function escapeBbcode(text: string): string {
+  return text.replace(/\[/g, '［').replace(/\]/g, '］');
+}
+
+/** Our own link: only http(s), with brackets percent-encoded so the URL cannot close the tag. */
+function bbcodeLink(url: string, label: string): string {
+  let href: string;
+  try {
+    const parsed = new URL(url.trim());
+    if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw new Error('not a web link');
+    href = parsed.href.replace(/\[/g, '%5B').replace(/\]/g, '%5D');
+  } catch {
+    return escapeBbcode(label && label !== url ? `${label}: ${url}` : url);
+  }
+  return `[url=${href}]${escapeBbcode(label || href)}[/url]`;
+}
+
+/**
+ * Compiled without HTML escaping: Bitrix24 escapes HTML in comments itself, so HTML-escaping here
+ * would show `&amp;` and `&lt;` to the reader. The template escapes BBCode with `bb` and `link`.
+ */
+const renderComment = loadTemplate<CommentView>('timeline-comment', {
+  htmlEscape: false,
+  helpers: {
+    bb: (value: unknown) => escapeBbcode(String(value ?? '')),
+    link: (url: unknown, label: unknown) => bbcodeLink(String(url ?? ''), typeof label === 'string' ? label : ''),
+  },
+});
+
+async function commentView(run: RobotRun, target: DialogTarget, withTranscript: boolean): Promise<CommentView> {
+  const { dialog, client } = target;
+  const [operators, channels] = await Promise.all([run.directory.operators(), run.directory.channels()]);
+  const operator = dialog.operatorId !== null ? operatorName(operators.find((item) => item.id === dialog.operatorId)) || `#${dialog.operatorId}` : '';
+  const channel = dialog.channelId !== null ? (channels.find((item) => item.id === dialog.channelId)?.name ?? `#${dialog.channelId}`) : '';
+  const open = dialog.state === 'open';
+  const begin = parseChat2DeskTime(dialog.beginAt);
+  const end = open ? Date.now() : parseChat2DeskTime(dialog.endAt);
+  const name = client?.assignedName || client?.name || '';
+  const phone = client?.clientPhone || client?.phone || '';
+  const messages = withTranscript ? await run.chat2desk.dialogMessages(dialog.id) : [];
+  const transcript = messages.slice(0, TRANSCRIPT_LIMIT).map(transcriptLine);
+  return {
+    dialogId: dialog.id,
+    dialogUrl: dialogUrl(run.settings.chat2deskApiUrl, dialog.id),
+    state: dialog.state,
+    open,
+    client: name && phone && name !== phone ? `${name} (${phone})` : name || phone,
+    channel,
+    transport: dialog.transport ?? '',
+    operator,
+    started: showTime(dialog.beginAt),
+    ended: open ? '' : showTime(dialog.endAt),
+    duration: begin !== undefined && end !== undefined && end >= begin ? humanDuration(end - begin) : '',
+    tags: (client?.tags ?? []).map((item) => item.label).join(', '),
+    withTranscript,
+    transcript,
+    omitted: messages.length - transcript.length,
+  };
+}
+
+function transcriptLine(message: Chat2DeskFullMessage): TranscriptLine {
+  const attachments = new Map<string, string>();
+  for (const item of message.attachments ?? []) if (item.link) attachments.set(item.link, item.name || 'attachment');
+  // Older messages carry a file in one of these fields instead (protocols/chat2desk.md §8).
+  for (const kind of ['photo', 'video', 'audio', 'pdf'] as const) {
+    const url = message[kind];
+    if (url && !attachments.has(url)) attachments.set(url, kind);
+  }
+  return {
+    time: showTime(message.created, false),
+    direction: direction(message.type),
+    text: message.text ?? '',
+    attachments: [...attachments].map(([url, name]) => ({ url, name })),
+  };
+}
+
+/** Message types (protocols/chat2desk.md §2): who the line is from. */
+function direction(type: string | undefined): string {
+  switch (type) {
+    case 'from_client':
+      return 'Client';
+    case 'to_client':
+      return 'Operator';
+    case 'comment':
+      return 'Operator (internal note)';
+    case 'autoreply':
+      return 'System (auto-reply)';
+    default:
+      return 'System';
+  }
+}
+
+/** Chat2Desk writes "2026-01-29T06:14:41 UTC" (protocols/chat2desk.md §1). */
+function parseChat2DeskTime(value: string | null | undefined): number | undefined {
+  if (!value) return undefined;
+  const ms = Date.parse(value.trim().replace(/ UTC$/, 'Z'));
+  return Number.isNaN(ms) ? undefined : ms;
+}
+
+function showTime(value: string | null | undefined, withZone = true): string {
+  const ms = parseChat2DeskTime(value);
+  if (ms === undefined) return value ?? '';
+  return `${new Date(ms).toISOString().slice(0, 19).replace('T', ' ')}${withZone ? ' UTC' : ''}`;
+}
+
+function humanDuration(ms: number): string {
+  const seconds = Math.round(ms / 1000);
+  const [days, hours, minutes, rest] = [Math.floor(seconds / 86_400), Math.floor(seconds / 3600) % 24, Math.floor(seconds / 60) % 60, seconds % 60];
+  if (days > 0) return `${days} d ${hours} h`;
+  if (hours > 0) return `${hours} h ${minutes} min`;
+  if (minutes > 0) return `${minutes} min ${rest} s`;
+  return `${rest} s`;
+}
