@@ -192,6 +192,17 @@ describe('Chat2Desk webhook and the dialog cache', () => {
     expect((await directory.dialogsOfClient(client.id as number))[0]?.state).toBe('closed');
   });
 
+  it('reconciles when Chat2Desk reports deliveries it gave up on, though the webhook stayed enabled', async () => {
+    await stack.server.chat2deskWebhooks.checkAll(); // a first check: nothing missed so far
+    expect((await directory.dialogsOfClient(client.id as number))[0]?.state).toBe('open');
+    dialog.state = 'closed';
+    const hook = stack.c2d.account().webhooks[0]!;
+    (hook.errors as unknown[]).push({ text: 'Timeout', created_at: Math.floor(Date.now() / 1000) + 1 });
+    expect((await directory.dialogsOfClient(client.id as number))[0]?.state).toBe('open');
+    await stack.server.chat2deskWebhooks.checkAll();
+    expect((await directory.dialogsOfClient(client.id as number))[0]?.state).toBe('closed');
+  });
+
   it('re-creates the webhook when it was deleted in Chat2Desk', async () => {
     stack.c2d.account().webhooks.length = 0;
     await stack.server.chat2deskWebhooks.checkAll();

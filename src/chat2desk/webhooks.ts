@@ -116,8 +116,15 @@ export class Chat2DeskWebhooks {
     const listed = await directory.api.webhooks();
     const ours = listed.find((item) => item.id === registration.webhookId && item.url === this.urlFor(registration.secret));
     if (ours && (!ours.status || ours.status === 'enable') && registration.accountKey === directory.accountKey) {
+      // Deliveries Chat2Desk gave up on since the last check are events we never saw.
+      const checkedAt = registration.lastCheckAt ?? 0;
+      // Error times have whole seconds: a second of overlap errs on the side of reconciling.
+      const missed = (ours.errors ?? []).some((failure) => errorTime(failure.created_at) >= checkedAt - 1000);
       this.deps.webhooks.markChecked(portal.memberId, 'enable');
-      return 'healthy';
+      if (!missed) return 'healthy';
+      this.deps.log.warn({ memberId: portal.memberId }, 'chat2desk reports failed webhook deliveries; reconciling');
+      await this.reconcile(portal);
+      return 'reconciled';
     }
     this.deps.log.warn({ memberId: portal.memberId, found: Boolean(ours), status: ours?.status }, 'chat2desk webhook disabled or missing; re-enabling and reconciling');
     await this.ensure(portal);
@@ -171,6 +178,14 @@ function signatureMatches(apiToken: string, rawBody: string, timestamp: string, 
   const expected = Buffer.from(webhookSignature(apiToken, rawBody, timestamp));
   const given = Buffer.from(presented.trim().toLowerCase());
   return expected.length === given.length && timingSafeEqual(expected, given);
+}
+
+/** Webhook error times come as unix seconds (protocols/chat2desk.md §7); text dates are read too. */
+function errorTime(value: number | string | undefined): number {
+  if (typeof value === 'number') return value * 1000;
+  if (typeof value === 'string' && /^\d+$/.test(value)) return Number(value) * 1000;
+  const parsed = typeof value === 'string' ? Date.parse(value.replace(' UTC', 'Z')) : NaN;
+  return Number.isNaN(parsed) ? 0 : parsed;
 }
 
 function firstHeader(header: (name: string) => string | undefined, names: string[]): string | undefined {
