@@ -3,7 +3,8 @@
  *
  * It starts the fake Bitrix24 portal and the fake Chat2Desk used by the tests, runs our real server
  * in-process against them (real HTTP, real SQLite file in a temp dir), and walks through what a
- * portal sees: install, settings, robot calls, duplicates, a forged call and the health check.
+ * portal sees: install, settings, robot calls, duplicates, a forged call, the dialog robots (find,
+ * tag, log to the timeline) with the Chat2Desk cache and its webhooks, and the health check.
  * Nothing leaves 127.0.0.1 and everything is deleted at the end.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -13,7 +14,7 @@ import { loadConfig } from '../src/config.js';
 import { createLogger } from '../src/log.js';
 import { startServer, type RunningServer } from '../src/server.js';
 import { startFakeBitrix24, type FakeBitrix24, type SentEvent } from '../test/fakes/bitrix24.js';
-import { startFakeChat2Desk, type FakeChat2Desk } from '../test/fakes/chat2desk.js';
+import { formatC2DTime, startFakeChat2Desk, type C2DCall, type FakeChat2Desk } from '../test/fakes/chat2desk.js';
 import { freePort, postForm } from '../test/support/stack.js';
 
 // ----- printing helpers -------------------------------------------------------------------------
@@ -54,6 +55,45 @@ async function waitForResult(b24: FakeBitrix24, eventToken: string, timeoutMs = 
 
 /** Chat2Desk calls that actually sent a message (successful POST /messages). */
 const sentMessageCalls = (c2d: FakeChat2Desk) => c2d.calls.filter((call) => call.method === 'POST' && call.path === '/messages' && call.status === 200);
+
+/** Runs a robot the way a workflow does and returns what the workflow got back once the work was done. */
+async function runRobot(b24: FakeBitrix24, code: string, properties: Record<string, string>, documentId?: [string, string, string]) {
+  const call = await b24.callRobot({ code, properties, documentId });
+  if (call.status !== 200) throw new Error(`${code} was refused: ${call.status} ${call.text}`);
+  return (await waitForResult(b24, call.eventToken)).returnValues;
+}
+
+/** Only the named return values, in that order, so a step shows what it is about. */
+function pick(values: Record<string, unknown>, keys: string[]): Record<string, unknown> {
+  return Object.fromEntries(keys.map((key) => [key, values[key]]));
+}
+
+/** Runs `work` and returns its result with the Chat2Desk API calls made meanwhile. */
+async function withChat2DeskCalls<T>(c2d: FakeChat2Desk, work: () => Promise<T>): Promise<{ result: T; calls: C2DCall[] }> {
+  const before = c2d.calls.length;
+  const result = await work();
+  return { result, calls: c2d.calls.slice(before) };
+}
+
+/** "3 (GET /dialogs/5, ...)" for a list of Chat2Desk calls. */
+const describeCalls = (calls: C2DCall[]) => (calls.length === 0 ? '0' : `${calls.length} (${calls.map((call) => `${call.method} ${call.path}`).join(', ')})`);
+
+/** The fake Chat2Desk's own record of a dialog, which the demo changes to play Chat2Desk's part. */
+function fakeDialog(c2d: FakeChat2Desk, dialogId: number): Record<string, unknown> {
+  const dialog = c2d.account().dialogs.find((item) => item.id === dialogId);
+  if (!dialog) throw new Error(`the fake Chat2Desk has no dialog ${dialogId}`);
+  return dialog;
+}
+
+/** Chat2Desk posts a webhook to the app; the answer is the HTTP status the app gave (0 = no answer). */
+async function deliverWebhook(c2d: FakeChat2Desk, body: Record<string, unknown>): Promise<string> {
+  const statuses = await c2d.deliverWebhook(body);
+  if (statuses.length === 0) throw new Error(`no webhook subscribed to ${String(body.hook_type)}`);
+  return `${String(body.hook_type)} -> HTTP ${statuses.join(', ')}`;
+}
+
+/** What "Find dialogs by phone" returns that a reader cares about. */
+const FIND_FIELDS = ['status', 'found', 'dialog_id', 'dialog_state', 'operator_name', 'responsible', 'tags', 'last_message_text', 'dialog_url'];
 
 /** The parts of a stored Chat2Desk message a reader cares about. */
 function summarizeMessage(message: Record<string, unknown> | undefined) {
@@ -97,6 +137,7 @@ async function tour(b24: FakeBitrix24, c2d: FakeChat2Desk, server: RunningServer
   show('HTTP status', settings.status);
   show('Saved settings', await settings.json());
   if (settings.status !== 200) throw new Error('settings were refused');
+  await server.idle(); // the server fills its Chat2Desk cache in the background after the save
 
   step(
     'A robot messages a client who already wrote to the company',
@@ -156,6 +197,61 @@ async function tour(b24: FakeBitrix24, c2d: FakeChat2Desk, server: RunningServer
   );
   const forged = await b24.callRobot({ code: 'c2d_send_message', properties: { phone: '79161234567', text: 'hi' }, applicationToken: 'f'.repeat(32) });
   show('Answer', `${forged.status} ${forged.text}`);
+
+  step(
+    'Find dialogs by phone for the client who already wrote',
+    'The client answers in WhatsApp and Chat2Desk sends the app an inbox webhook. A robot looks the\n' +
+      'client up by phone: latest dialog, state, last message, link. No operator has taken it yet.',
+  );
+  const { message: reply, webhook: inbox } = c2d.receiveMessage({ clientId: client.id as number, text: 'Thanks! Can I pick it up tomorrow?' });
+  show('Client wrote', `"${String(reply.text)}" (dialog ${String(reply.dialog_id)})`);
+  show('Webhook delivered', await deliverWebhook(c2d, inbox));
+  const firstFind = await withChat2DeskCalls(c2d, () => runRobot(b24, 'c2d_find_dialogs', { phone: '+7 916 123-45-67' }));
+  show('RETURN_VALUES the workflow got', pick(firstFind.result, FIND_FIELDS));
+  const dialogId = Number(firstFind.result.dialog_id); // return values reach Bitrix24 as strings
+
+  step(
+    'Chat2Desk transfers the dialog to another operator, and Find sees it',
+    'Lookups are served from the SQLite cache. A webhook deletes what it makes stale before it is\n' +
+      'acknowledged, so the next Find fetches just that again; with nothing changed, Find costs no API calls.',
+  );
+  fakeDialog(c2d, dialogId).operator_id = 311416;
+  const transfer = { hook_type: 'dialog_transferred', dialog_id: dialogId, client_id: client.id, operator_id: 311416, event_time: new Date().toISOString() };
+  show('Webhook delivered', await deliverWebhook(c2d, transfer));
+  const secondFind = await withChat2DeskCalls(c2d, () => runRobot(b24, 'c2d_find_dialogs', { phone: '+7 916 123-45-67' }));
+  show('RETURN_VALUES the workflow got', pick(secondFind.result, ['status', 'dialog_id', 'operator_id', 'operator_name', 'responsible']));
+  show('Chat2Desk API calls, first Find', describeCalls(firstFind.calls));
+  show('Chat2Desk API calls, second Find', describeCalls(secondFind.calls));
+  const thirdFind = await withChat2DeskCalls(c2d, () => runRobot(b24, 'c2d_find_dialogs', { phone: '+7 916 123-45-67' }));
+  show('Chat2Desk API calls, Find again with nothing changed', describeCalls(thirdFind.calls));
+
+  step(
+    'Tag dialog',
+    "Chat2Desk tags belong to clients and requests, so by default the dialog's client is tagged.\n" +
+      'Tags are named by label or id; a label Chat2Desk does not have fails with an error naming it.',
+  );
+  show('Add tag "R"', pick(await runRobot(b24, 'c2d_tag_dialog', { dialog_id: String(dialogId), tags: 'R' }), ['status', 'error', 'client_id', 'tags']));
+  show('Add tag "Platinum"', pick(await runRobot(b24, 'c2d_tag_dialog', { dialog_id: String(dialogId), tags: 'Platinum' }), ['status', 'error', 'tags']));
+
+  step(
+    'Log the closed dialog to the deal timeline',
+    'The operator closes the dialog and a robot on the deal writes one timeline comment about it,\n' +
+      'transcript included. Running the robot again returns the same comment and writes nothing.',
+  );
+  Object.assign(fakeDialog(c2d, dialogId), { state: 'closed', end: formatC2DTime(Date.now()) });
+  const closed = { hook_type: 'close_dialog', dialog_id: dialogId, client_id: client.id, event_time: new Date().toISOString() };
+  show('Webhook delivered', await deliverWebhook(c2d, closed));
+  const dealId = b24.seedDeal({ title: 'Order #1024' });
+  const deal: [string, string, string] = ['crm', 'CCrmDocumentDeal', `DEAL_${dealId}`];
+  const logProperties = { dialog_id: String(dialogId), transcript: 'Y' };
+  const firstLog = await runRobot(b24, 'c2d_log_dialog', logProperties, deal);
+  show('RETURN_VALUES the workflow got', firstLog);
+  const dealComments = () => b24.timelineComments.filter((comment) => comment.entityType === 'deal' && comment.entityId === dealId);
+  show(`Comment on deal ${dealId}'s timeline (BBCode)`, dealComments()[0]?.comment ?? '(none!)');
+  const secondLog = await runRobot(b24, 'c2d_log_dialog', logProperties, deal);
+  show('Run again: RETURN_VALUES', secondLog);
+  show('Same comment id', secondLog.comment_id === firstLog.comment_id ? 'yes' : 'NO');
+  show(`Comments on deal ${dealId}'s timeline`, dealComments().length);
 
   step('Health check', 'GET /healthz is what a load balancer or monitor polls: database, workers and queue depth.');
   const health = await fetch(`${server.url}/healthz`);

@@ -33,6 +33,16 @@ describe('Send Chat2Desk message robot', () => {
     expect(stack.c2d.calls.some((c) => c.method === 'POST' && c.path === '/clients')).toBe(false);
   });
 
+  it('looks the client up once: a second message to the same number costs only the send', async () => {
+    stack.c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404 });
+    const first = await stack.b24.callRobot({ code: 'c2d_send_message', properties: { phone: '79161234567', text: 'one' } });
+    await eventually(() => stack.b24.sentEvents.find((event) => event.eventToken === first.eventToken), 10_000, 'first result');
+    stack.c2d.resetCalls();
+    const second = await stack.b24.callRobot({ code: 'c2d_send_message', properties: { phone: '+7 916 123 45 67', text: 'two' } });
+    await eventually(() => stack.b24.sentEvents.find((event) => event.eventToken === second.eventToken), 10_000, 'second result');
+    expect(stack.c2d.calls.map((call) => `${call.method} ${call.path}`)).toEqual(['POST /messages']);
+  });
+
   it('writes first: creates the client on the default channel, then sends', async () => {
     const call = await stack.b24.callRobot({
       code: 'c2d_send_message',

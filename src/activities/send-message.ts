@@ -1,5 +1,6 @@
 import * as v from 'valibot';
-import type { Chat2DeskApi, Chat2DeskChannel, Chat2DeskMessage, SentMessage } from '../chat2desk/client.js';
+import type { Chat2DeskChannel, Chat2DeskMessage, SentMessage } from '../chat2desk/client.js';
+import type { DialogDirectory } from '../chat2desk/directory.js';
 import { Chat2DeskError } from '../chat2desk/errors.js';
 import { normalizePhone } from '../phone.js';
 import type { PortalSettings } from '../portal-settings.js';
@@ -107,13 +108,13 @@ async function send(run: RobotRun, props: Properties): Promise<RobotOutcome> {
   const explicitChannel = props.channel_id ? Number(props.channel_id) : undefined;
 
   if (checkpoint.clientId === undefined) {
-    const existing = (await chat2desk.clientsByPhone(phone.digits)).find((client) => client.phone === phone.digits || client.client_phone === phone.digits);
+    const [existing] = await run.directory.clientsByPhone(phone.digits);
     if (existing) {
       checkpoint.clientId = existing.id;
       checkpoint.writeFirst = false;
     } else {
-      const route = await writeFirstRoute(chat2desk, settings, explicitChannel, props.transport || undefined);
-      const created = await chat2desk.createClient({ phone: phone.digits, transport: route.transport, channel_id: route.channelId });
+      const route = await writeFirstRoute(run.directory, settings, explicitChannel, props.transport || undefined);
+      const created = await run.directory.createClient({ phone: phone.digits, transport: route.transport, channel_id: route.channelId });
       checkpoint.clientId = created.id;
       checkpoint.writeFirst = true;
     }
@@ -161,10 +162,10 @@ async function send(run: RobotRun, props: Properties): Promise<RobotOutcome> {
 }
 
 /** Where to write first from: the robot's channel, else the portal default, else the first channel that has the transport. */
-async function writeFirstRoute(chat2desk: Chat2DeskApi, settings: PortalSettings, channelId: number | undefined, transport: string | undefined): Promise<{ channelId: number; transport: string }> {
+async function writeFirstRoute(directory: DialogDirectory, settings: PortalSettings, channelId: number | undefined, transport: string | undefined): Promise<{ channelId: number; transport: string }> {
   const wantedChannel = channelId ?? settings.defaultChannelId ?? undefined;
   const wantedTransport = transport ?? settings.defaultTransport ?? undefined;
-  const channels = await chat2desk.channels();
+  const channels = await directory.channels();
   const channel =
     wantedChannel !== undefined
       ? channels.find((item) => item.id === wantedChannel)

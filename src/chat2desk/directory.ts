@@ -80,6 +80,15 @@ export class DialogDirectory {
     return this.#list('tags', () => this.api.tags());
   }
 
+  /** Write first: creates the client in Chat2Desk and forgets the cached "no client for this phone". */
+  async createClient(input: { phone: string; transport: string; channel_id?: number }): Promise<{ id: number }> {
+    try {
+      return await this.api.createClient(input);
+    } finally {
+      this.#forget({ clientIds: [], dialogIds: [], phones: [input.phone], dialogListsOf: [], lists: [] });
+    }
+  }
+
   async assignOperator(dialogId: number, operatorId: number, force: boolean): Promise<void> {
     const dialog = await this.api.updateDialog(dialogId, { operator_id: operatorId, ...(force ? { force_assign: true } : {}) });
     this.#forget({ dialogIds: [dialogId], clientIds: [], phones: [], dialogListsOf: dialog.last_message?.client_id ? [dialog.last_message.client_id] : [], lists: [] });

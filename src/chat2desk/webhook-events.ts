@@ -51,9 +51,18 @@ export function invalidationFor(body: Record<string, unknown>): Invalidation {
   switch (type) {
     case 'inbox':
     case 'outbox':
-      // Last message, state and operator of the dialog changed; a new client or a new dialog may exist.
-      if (clientId !== undefined && (body.is_new_client === true || body.is_new_client === 1)) change.clientIds.push(clientId);
-      change.phones.push(...phones);
+      // Last message, state and operator of the dialog changed; a new dialog may exist. The client
+      // record itself changes only when the message made a new client.
+      if (body.is_new_client === true || body.is_new_client === 1) {
+        if (clientId !== undefined) change.clientIds.push(clientId);
+        change.phones.push(...phones);
+      }
+      break;
+    case 'close_dialog':
+    case 'close_request':
+    case 'new_request':
+    case 'dialog_transferred':
+      // Only the dialog and the client's dialog list (already added above) are affected.
       break;
     case 'new_client':
     case 'client_updated':
