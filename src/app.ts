@@ -52,7 +52,8 @@ export function createApp(deps: AppDeps): Hono {
   app.notFound((c) => c.json({ error: 'Not found' }, 404));
   app.onError((error, c) => {
     if (error instanceof HTTPException) return c.json({ error: error.message }, error.status);
-    deps.log.error({ err: error.message, path: c.req.path }, 'request failed');
+    // The route pattern, not the path: a webhook path carries its secret.
+    deps.log.error({ err: error.message, route: c.req.routePath }, 'request failed');
     return c.json({ error: 'Internal error' }, 500);
   });
   return app;
