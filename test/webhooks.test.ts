@@ -50,6 +50,18 @@ describe('Chat2Desk webhook and the dialog cache', () => {
     expect(await second.json()).toEqual({ status: 'duplicate' });
   });
 
+  it('keeps the webhook secret and the API token out of the log', async () => {
+    const { webhook } = stack.c2d.receiveMessage({ clientId: client.id as number, text: 'log check' });
+    await stack.c2d.deliverWebhook(webhook);
+    await fetch(webhookUrl(), { method: 'POST', body: '{"hook_type": 1' });
+    await stack.server.chat2deskWebhooks.checkAll();
+    const secret = webhookUrl().split('/').at(-1)!;
+    const logText = stack.logs.join('');
+    expect(logText).toContain('chat2desk webhook registered');
+    expect(logText).not.toContain(secret);
+    expect(logText).not.toContain(stack.c2d.token);
+  });
+
   it('refuses forged deliveries and changes nothing', async () => {
     await directory.dialogsOfClient(client.id as number);
     const body = JSON.stringify({ hook_type: 'close_dialog', dialog_id: dialog.id, client_id: client.id, event_time: '2026-11-24T10:00:00Z' });
