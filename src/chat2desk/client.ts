@@ -332,8 +332,9 @@ export class Chat2DeskAccounts {
     if (!gate) {
       const perSecond = this.limits.requestsPerMinute / 60;
       gate = {
-        // A tenth of a second of burst: whatever window Chat2Desk counts in, bucket + drain stay under the rate.
-        bucket: new LeakyBucket(perSecond, Math.max(1, Math.round(perSecond / 10))),
+        // A twentieth of a second of burst: whatever window Chat2Desk counts in, bucket + drain stay
+        // within 5% of the configured rate.
+        bucket: new LeakyBucket(perSecond, Math.max(1, Math.round(perSecond / 20))),
         concurrency: new Semaphore(this.limits.concurrency),
       };
       this.#gates.set(key, gate);
