@@ -103,6 +103,11 @@ describe('install and lifecycle', () => {
     const row = stack.server.database.sqlite.prepare('select * from portals where member_id = ?').get(stack.b24.memberId) as Record<string, unknown>;
     expect(row).toMatchObject({ status: 'uninstalled', access_token: null, refresh_token: null, chat2desk_token: null });
     expect(stack.server.jobs.countByState()).toEqual({ cancelled: 1 });
+    // The run that was in flight ends without reviving the job.
+    stack.c2d.setDown(false);
+    await new Promise((resolve) => setTimeout(resolve, 2_500));
+    expect(stack.server.jobs.countByState()).toEqual({ cancelled: 1 });
+    expect(stack.b24.sentEvents).toHaveLength(0);
 
     const later = await postForm(`${stack.server.url}/bitrix24/robot`, lateCall.body);
     expect(later.status).toBe(401);

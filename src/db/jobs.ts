@@ -126,11 +126,12 @@ export class JobStore {
     this.db.update(jobs).set({ checkpoint: JSON.stringify(checkpoint), updatedAt: this.now() }).where(eq(jobs.id, id)).run();
   }
 
+  /** Only a running job moves on: one cancelled meanwhile (uninstall) stays cancelled. */
   retryLater(id: number, runAt: number, error: string): void {
     this.db
       .update(jobs)
       .set({ state: 'queued', runAt, lastError: error, leaseUntil: null, updatedAt: this.now() })
-      .where(eq(jobs.id, id))
+      .where(and(eq(jobs.id, id), eq(jobs.state, 'running')))
       .run();
   }
 
@@ -148,7 +149,7 @@ export class JobStore {
         finishedAt: now,
         updatedAt: now,
       })
-      .where(eq(jobs.id, id))
+      .where(and(eq(jobs.id, id), eq(jobs.state, 'running')))
       .run();
   }
 
