@@ -113,6 +113,15 @@ describe('install and lifecycle', () => {
     expect(later.status).toBe(401);
   });
 
+  it('removes its webhook from Chat2Desk on uninstall (Chat2Desk allows five per account)', async () => {
+    await installAndConfigure(stack);
+    expect(stack.c2d.account().webhooks).toHaveLength(1);
+    expect((await postForm(`${stack.server.url}/bitrix24/events`, stack.b24.uninstallEventBody())).status).toBe(200);
+    await stack.server.idle();
+    expect(stack.c2d.account().webhooks).toHaveLength(0);
+    expect(stack.server.database.sqlite.prepare('select count(*) as n from c2d_webhooks').get()).toEqual({ n: 0 });
+  });
+
   it('re-registers robots when Bitrix24 reports an app update', async () => {
     await install(stack);
     stack.b24.robots.clear();

@@ -238,6 +238,10 @@ export class Chat2DeskApi {
     return (await this.#request<Chat2DeskWebhook>('POST', '/webhooks', { body: input, retry: false })).data;
   }
 
+  async deleteWebhook(id: number): Promise<void> {
+    await this.#request('DELETE', `/webhooks/${id}`, { retry: true });
+  }
+
   async updateWebhook(id: number, change: Record<string, unknown>): Promise<Chat2DeskWebhook> {
     return (await this.#request<Chat2DeskWebhook>('PUT', `/webhooks/${id}`, { body: change, retry: true })).data;
   }

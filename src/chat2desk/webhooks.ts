@@ -132,6 +132,23 @@ export class Chat2DeskWebhooks {
     return 'reconciled';
   }
 
+  /**
+   * Uninstall: Chat2Desk allows only 5 webhooks per account, so ours is removed rather than left to
+   * fail for 5 hours. Returns the removal to run after the portal's secrets are gone (it keeps the
+   * API client it needs), or undefined when there is nothing to remove.
+   */
+  prepareRemoval(portal: Portal): (() => Promise<void>) | undefined {
+    const registration = this.deps.webhooks.get(portal.memberId);
+    const directory = this.deps.directoryFor(portal);
+    this.deps.webhooks.remove(portal.memberId);
+    if (!registration?.webhookId || !directory) return undefined;
+    const webhookId = registration.webhookId;
+    return async () => {
+      await directory.api.deleteWebhook(webhookId);
+      this.deps.log.info({ memberId: portal.memberId, webhookId }, 'chat2desk webhook removed');
+    };
+  }
+
   async reconcile(portal: Portal): Promise<void> {
     const directory = this.deps.directoryFor(portal);
     if (!directory) return;

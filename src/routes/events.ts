@@ -2,13 +2,21 @@ import { Hono } from 'hono';
 import type { BackgroundTasks } from '../background.js';
 import { record, str } from '../bitrix24/form-body.js';
 import type { AppRegistration } from '../bitrix24/registration.js';
+import type { Chat2DeskWebhooks } from '../chat2desk/webhooks.js';
 import type { JobStore } from '../db/jobs.js';
 import type { PortalStore } from '../db/portals.js';
 import type { Logger } from '../log.js';
 import { readBitrixForm } from './form.js';
 
 /** Lifecycle events. ONAPPUNINSTALL carries no tokens, so the application token is the only proof (protocols §1). */
-export function createEventsRoute(deps: { portals: PortalStore; jobs: JobStore; registration: AppRegistration; background: BackgroundTasks; log: Logger }) {
+export function createEventsRoute(deps: {
+  portals: PortalStore;
+  jobs: JobStore;
+  registration: AppRegistration;
+  chat2deskWebhooks: Chat2DeskWebhooks;
+  background: BackgroundTasks;
+  log: Logger;
+}) {
   return new Hono().post('/bitrix24/events', async (c) => {
     const fields = await readBitrixForm(c);
     const auth = record(fields.auth);
@@ -17,7 +25,9 @@ export function createEventsRoute(deps: { portals: PortalStore; jobs: JobStore; 
     if (!portal) return c.json({ error: 'unknown portal or wrong application token' }, 401);
     const event = str(fields.event).toUpperCase();
     if (event === 'ONAPPUNINSTALL') {
+      const removeWebhook = deps.chat2deskWebhooks.prepareRemoval(portal);
       deps.portals.uninstall(memberId);
+      if (removeWebhook) deps.background.run('remove chat2desk webhook', removeWebhook, { memberId });
       const cancelled = deps.jobs.cancelPortal(memberId);
       deps.log.info({ memberId, cancelled }, 'portal uninstalled: secrets wiped, jobs stopped');
       return c.json({ status: 'uninstalled' });
