@@ -28,11 +28,6 @@ export class LeakyBucket {
     this.#level = this.burst;
   }
 
-  get level(): number {
-    this.#drain();
-    return this.#level;
-  }
-
   async #take(): Promise<void> {
     for (;;) {
       this.#drain();

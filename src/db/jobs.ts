@@ -83,14 +83,6 @@ export class JobStore {
     return { job: this.#byEventToken.get({ memberId: input.memberId, eventToken: input.eventToken })!, duplicate: true };
   }
 
-  get(id: number): JobRow | undefined {
-    return this.db.select().from(jobs).where(eq(jobs.id, id)).get();
-  }
-
-  find(memberId: string, eventToken: string): JobRow | undefined {
-    return this.#byEventToken.get({ memberId, eventToken });
-  }
-
   /** Jobs whose turn has come, oldest first; `state` picks running work or result reports. */
   due(state: 'queued' | 'reporting', limit: number): JobRow[] {
     return this.db

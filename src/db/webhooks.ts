@@ -1,4 +1,4 @@
-import { and, eq, lt } from 'drizzle-orm';
+import { eq, lt } from 'drizzle-orm';
 import type { SecretBox } from '../secrets.js';
 import type { Db } from './database.js';
 import { c2dWebhooks, webhookDeliveries } from './schema.js';
@@ -76,13 +76,6 @@ export class WebhookStore {
     return this.db.delete(webhookDeliveries).where(lt(webhookDeliveries.receivedAt, olderThan)).run().changes;
   }
 
-  deliveryCount(memberId: string, hookType?: string): number {
-    return this.db
-      .select({ id: webhookDeliveries.id })
-      .from(webhookDeliveries)
-      .where(hookType ? and(eq(webhookDeliveries.memberId, memberId), eq(webhookDeliveries.hookType, hookType)) : eq(webhookDeliveries.memberId, memberId))
-      .all().length;
-  }
 
   #toRegistration(row: typeof c2dWebhooks.$inferSelect): WebhookRegistration {
     return {

@@ -3,7 +3,7 @@
  * test/fixtures/protocol-examples/chat2desk/ (key lists inlined below; a drift check compares them
  * with the files).
  */
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
