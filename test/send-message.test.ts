@@ -126,6 +126,14 @@ describe('Send Chat2Desk message robot', () => {
     expect(await health.json()).toMatchObject({ status: 'ok', database: true, workers: true });
   });
 
+  it('reports 503 on /healthz when the workers are not running, with the queue depth', async () => {
+    await stack.server.worker.stop();
+    await stack.b24.callRobot({ code: 'c2d_send_message', properties: { phone: '79161234567', text: 'waits' } });
+    const health = await fetch(`${stack.server.url}/healthz`);
+    expect(health.status).toBe(503);
+    expect(await health.json()).toEqual({ status: 'unavailable', database: true, workers: false, queue: { queued: 1, running: 0, reporting: 0 } });
+  });
+
   it('never writes a secret to the log', async () => {
     stack.c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404 });
     const call = await stack.b24.callRobot({ code: 'c2d_send_message', properties: { phone: '79161234567', text: 'hi' } });
