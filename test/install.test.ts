@@ -66,6 +66,23 @@ describe('install and lifecycle', () => {
     expect(stack.b24.calls.filter((call) => call.method.startsWith('bizproc.'))).toHaveLength(0);
   });
 
+  it('refuses an install by an employee who is not an administrator, and keeps the portal working', async () => {
+    await install(stack);
+    const employee = stack.b24.issueAuth(2);
+    const { query, body } = stack.b24.installPageRequest({ accessToken: employee.access_token, applicationToken: 'attacker-chosen-token' });
+    const page = await postForm(`${stack.server.url}/install`, body, query);
+    expect(page.status).toBe(403);
+    expect(await page.text()).toContain('only a Bitrix24 administrator can install the app');
+    const callback = await postForm(`${stack.server.url}/install`, stack.b24.installEventBody({ accessToken: employee.access_token, applicationToken: 'attacker-chosen-token' }));
+    expect(callback.status).toBe(403);
+    const genuine = stack.b24.robotCallBody({ code: 'c2d_send_message', properties: { phone: '79161234567', text: 'still works' } });
+    // (building an uninstall body makes the fake portal forget its robots, so the genuine call is built first)
+    const forgedUninstall = await postForm(`${stack.server.url}/bitrix24/events`, stack.b24.uninstallEventBody({ applicationToken: 'attacker-chosen-token' }));
+    expect(forgedUninstall.status).toBe(401);
+    expect((await postForm(`${stack.server.url}/bitrix24/robot`, genuine.body)).status).toBe(200);
+    expect(stack.server.database.sqlite.prepare('select installer_user_id from portals').get()).toEqual({ installer_user_id: 1 });
+  });
+
   it('refuses an install for another application (client id mismatch)', async () => {
     await stack.server.close();
     const { startServer } = await import('../src/server.js');

@@ -1,6 +1,7 @@
 import type { Portal, PortalStore } from '../db/portals.js';
 import type { Logger } from '../log.js';
-import { OAuthError } from './errors.js';
+import { Bitrix24Error, OAuthError } from './errors.js';
+import type { Bitrix24Rest } from './rest-client.js';
 import type { OAuthServer } from './oauth.js';
 import type { AppRegistration, RegistrationResult } from './registration.js';
 
@@ -27,6 +28,7 @@ export class InstallRefused extends Error {
 
 export interface InstallDeps {
   oauth: OAuthServer;
+  rest: Bitrix24Rest;
   portals: PortalStore;
   registration: AppRegistration;
   log: Logger;
@@ -38,6 +40,16 @@ export interface InstallDeps {
  */
 export class InstallService {
   constructor(private readonly deps: InstallDeps) {}
+
+  async #isAdmin(memberId: string, clientEndpoint: string, accessToken: string): Promise<boolean> {
+    try {
+      const profile = await this.deps.rest.callAs<{ ADMIN?: unknown }>(memberId, clientEndpoint, accessToken, 'profile');
+      return profile.ADMIN === true || profile.ADMIN === 'Y' || profile.ADMIN === '1';
+    } catch (error) {
+      if (error instanceof Bitrix24Error && error.httpStatus < 500) return false;
+      throw new InstallRefused(`Bitrix24 could not be asked who is installing: ${error instanceof Error ? error.message : String(error)}`, 502);
+    }
+  }
 
   /**
    * `opening` is the install page's form: Bitrix24 also posts it whenever somebody opens the app.
@@ -76,6 +88,12 @@ export class InstallService {
     if (opening && verified.installed) {
       const known = portals.authenticate(verified.memberId, claim.applicationToken);
       if (known) return { portal: known, registration: undefined };
+    }
+    // app.info proves the token is ours and the portal's, not that its user may install: only an
+    // admin may (re)install, or any employee could replace the stored application token and tokens.
+    if (!(await this.#isAdmin(verified.memberId, verified.clientEndpoint, claim.accessToken))) {
+      log.warn({ memberId: claim.memberId, userId: verified.userId }, 'install refused: not an administrator');
+      throw new InstallRefused('Install refused: only a Bitrix24 administrator can install the app', 403);
     }
     const portal = portals.saveInstall({
       memberId: verified.memberId,
