@@ -49,6 +49,19 @@ describe('resilience', () => {
     expect(stack.server.portals.get(stack.b24.memberId)?.status).toBe('reauth_required');
   });
 
+  it("recovers a portal whose refresh token was refused from its installer's next robot call, and delivers the result", async () => {
+    stack = await startStack();
+    await installAndConfigure(stack);
+    stack.c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404 });
+    stack.b24.expireAccessTokens();
+    stack.b24.expireRefreshTokens();
+    await expect(stack.server.rest.call(stack.b24.memberId, 'user.current', {}, { idempotent: true })).rejects.toThrow(/reinstall/);
+    const [token] = await fireRobots(stack, 1); // carries a fresh pair of the installer (user 1)
+    await allReported(stack, [token!]);
+    expect(stack.server.portals.get(stack.b24.memberId)?.status).toBe('active');
+    expect(stack.b24.sentEvents[0]?.returnValues.status).toBe('sent');
+  });
+
   it('stays inside the portal rate limit when it knows the limit', async () => {
     stack = await startStack({ b24: { rateLimit: { drainPerSecond: 2, burst: 5 } }, env: { B24_RATE_PER_SECOND: '2', B24_RATE_BURST: '5' } });
     await installAndConfigure(stack);

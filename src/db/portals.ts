@@ -119,6 +119,25 @@ export class PortalStore {
     return generation;
   }
 
+  /**
+   * A portal whose refresh token was refused gets working tokens back from a verified call of its
+   * installer (robot calls carry the AUTH_USER_ID user's pair, protocols/bitrix24.md §7).
+   */
+  recoverTokens(memberId: string, tokens: { accessToken: string; refreshToken: string; expiresAt: number }): void {
+    this.db
+      .update(portals)
+      .set({
+        status: 'active',
+        accessToken: this.secrets.seal(tokens.accessToken),
+        refreshToken: this.secrets.seal(tokens.refreshToken),
+        accessExpiresAt: tokens.expiresAt,
+        tokenGeneration: sql`${portals.tokenGeneration} + 1`,
+        updatedAt: this.now(),
+      })
+      .where(and(eq(portals.memberId, memberId), eq(portals.status, 'reauth_required')))
+      .run();
+  }
+
   markReauthRequired(memberId: string): void {
     this.db.update(portals).set({ status: 'reauth_required', updatedAt: this.now() }).where(eq(portals.memberId, memberId)).run();
   }

@@ -34,6 +34,8 @@ export interface WorkerDeps {
 /** Bitrix24 takes at most 50 commands per batch (protocols/bitrix24.md §3). */
 const REPORT_BATCH = 50;
 const IDLE_POLL_MS = 1_000;
+/** How long an undelivered result is retried (Bitrix24 outage, lost authorisation) before it is dropped. */
+const REPORT_GIVE_UP_MS = 3 * 24 * 3600_000;
 
 /**
  * Runs queued robot jobs (bounded per portal; Chat2Desk accounts are bounded in their client) and
@@ -131,6 +133,7 @@ export class RobotWorker {
   async #run(activity: Activity, job: JobRow, log: Logger): Promise<RobotOutcome> {
     if (Date.now() > job.deadlineAt) throw new RobotFailure(`gave up at the deadline${job.lastError ? `: ${job.lastError}` : ''}`);
     const portal = this.deps.portals.get(job.memberId);
+    if (portal?.status === 'reauth_required') throw new RobotFailure(new PortalUnavailableError(portal.memberId, 'reauth_required').message);
     if (!portal || portal.status !== 'active') throw new RobotFailure('the app is not installed on this portal any more');
     const settings = readSettings(portal.settings, this.deps.defaultChat2DeskUrl);
     const directory = this.deps.directoryFor(portal, settings);
@@ -257,7 +260,7 @@ export class RobotWorker {
       if (refused.length) log.warn({ jobs: refused }, 'bitrix24 refused results for workflows that no longer wait');
       if (retry.length) this.#retryReports(batch.filter((job) => retry.includes(job.id)), 'Bitrix24 refused some results');
     } catch (error) {
-      if (error instanceof PortalUnavailableError) {
+      if (error instanceof PortalUnavailableError && error.reason === 'not_installed') {
         this.deps.jobs.markReported(
           batch.map((job) => job.id),
           error.message,
@@ -265,6 +268,7 @@ export class RobotWorker {
         log.error({ err: error.message }, 'results cannot be delivered');
         return;
       }
+      // A portal waiting for reauthorisation gets it back with its next robot call or reinstall.
       this.#retryReports(batch, error instanceof Error ? error.message : String(error));
       log.warn({ err: error instanceof Error ? error.message : String(error) }, 'result delivery failed; retrying');
     }
@@ -272,7 +276,9 @@ export class RobotWorker {
 
   #retryReports(batch: JobRow[], error: string): void {
     const attempts = Math.max(...batch.map((job) => job.reportAttempts)) + 1;
-    if (attempts > 30) {
+    // Given up by age, not by count: a workflow waits for its result through long Bitrix24 outages.
+    const oldest = Math.min(...batch.map((job) => job.finishedAt ?? job.createdAt));
+    if (Date.now() - oldest > REPORT_GIVE_UP_MS) {
       this.deps.jobs.markReported(
         batch.map((job) => job.id),
         `gave up delivering the result: ${error}`,

@@ -12,6 +12,13 @@ export function createRobotRoute(deps: { portals: PortalStore; robotCalls: Robot
     const auth = record(fields.auth);
     const portal = deps.portals.authenticate(str(auth.member_id), str(auth.application_token));
     if (!portal) return c.json({ error: 'unknown portal or wrong application token' }, 401);
+    if (portal.status === 'reauth_required' && str(auth.access_token) && str(auth.refresh_token) && Number(str(auth.user_id)) === portal.installerUserId) {
+      deps.portals.recoverTokens(portal.memberId, {
+        accessToken: str(auth.access_token),
+        refreshToken: str(auth.refresh_token),
+        expiresAt: Number(str(auth.expires)) || Math.floor(Date.now() / 1000) + (Number(str(auth.expires_in)) || 3600),
+      });
+    }
     let call;
     try {
       call = readRobotCall(fields);
