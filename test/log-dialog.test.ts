@@ -211,6 +211,16 @@ describe('Log closed dialog to timeline robot', () => {
     expect(stack.b24.timelineComments).toHaveLength(1);
   });
 
+  it('never writes a second comment while the first write has no known outcome, even for a run already waiting', async () => {
+    const { dialogId } = seedClosedDialog();
+    const document = dealDocument();
+    stack.b24.failNext('crm.timeline.comment.add', { status: 500, error: 'INTERNAL_SERVER_ERROR', error_description: 'Internal error' });
+    const [first, second] = await Promise.all([logDialog({ dialog_id: String(dialogId) }, document), logDialog({ dialog_id: String(dialogId) }, document)]);
+    expect([first.returnValues.status, second.returnValues.status]).toEqual(['failed', 'failed']);
+    expect(commentCalls()).toHaveLength(1);
+    expect(stack.b24.timelineComments).toHaveLength(0);
+  });
+
   it('finds the dialog by a phone field given as an array', async () => {
     const { dialogId } = seedClosedDialog();
     const sent = await logDialog({ phone: ['not a phone', '8 (916) 123-45-67'] });

@@ -87,6 +87,7 @@ function timelineOwner(documentId: string[]): TimelineOwner | undefined {
 }
 
 async function log(run: RobotRun, props: Properties): Promise<RobotOutcome> {
+  const runStartedAt = Date.now();
   const store = run.timelineLogs;
   const owner = timelineOwner(run.documentId);
   if (!owner) {
@@ -114,7 +115,7 @@ async function log(run: RobotRun, props: Properties): Promise<RobotOutcome> {
   const claimKey = `${slot.dialogId}|${slot.documentKey}`;
   const ownEarlierAttempt = checkpoint.commentClaim === claimKey;
   if (!ownEarlierAttempt) run.saveCheckpoint({ ...checkpoint, commentClaim: claimKey });
-  const claim = await claimSlot(slot, ownEarlierAttempt);
+  const claim = await claimSlot(slot, ownEarlierAttempt, runStartedAt);
   if (claim !== 'claimed') return logged(claim.commentId, true);
 
   const commentId = await addComment(run, slot, owner, comment);
@@ -134,13 +135,18 @@ const UNKNOWN_OUTCOME =
   'Bitrix24 gave no usable answer when the timeline comment was added, so the comment may already be on the timeline and is not written a second time; check the timeline, and run the robot again if it is missing';
 
 /** Takes the right to write the comment, or finds the comment another run wrote meanwhile. */
-async function claimSlot(slot: CommentSlot, ownEarlierAttempt: boolean): Promise<'claimed' | { commentId: number }> {
+async function claimSlot(slot: CommentSlot, ownEarlierAttempt: boolean, runStartedAt: number): Promise<'claimed' | { commentId: number }> {
   const waitUntil = Date.now() + WAIT_FOR_OTHER_RUN_MS;
   for (;;) {
     if (slot.store.claim(slot.memberId, slot.dialogId, slot.documentKey)) return 'claimed';
     const held = slot.store.find(slot.memberId, slot.dialogId, slot.documentKey);
     if (!held) continue; // given back meanwhile: claim again
     if (held.commentId !== null) return { commentId: held.commentId };
+    if (held.unknownSince !== null) {
+      if (runStartedAt <= held.unknownSince) throw new RobotFailure(UNKNOWN_OUTCOME);
+      slot.store.release(slot.memberId, slot.dialogId, slot.documentKey);
+      continue;
+    }
     // This run's own claim from before a crash: the comment may or may not have been written.
     // The claim is given back so that running the robot again, once someone has looked, writes it.
     if (ownEarlierAttempt || held.createdAt < Date.now() - ABANDONED_CLAIM_MS) {
@@ -167,16 +173,20 @@ async function addComment(run: RobotRun, slot: CommentSlot, owner: TimelineOwner
     );
     return Number(result);
   } catch (error) {
-    slot.store.release(slot.memberId, slot.dialogId, slot.documentKey);
     // Refused before running (limits, token, app gone): the worker retries or fails the run as for any
     // call, and the next attempt claims afresh.
     if (error instanceof PortalUnavailableError || (error instanceof Bitrix24Error && (error.refusedForLoad || error.expiredToken))) {
+      slot.store.release(slot.memberId, slot.dialogId, slot.documentKey);
       run.saveCheckpoint({ ...run.checkpoint, commentClaim: undefined });
       throw error;
     }
     if (error instanceof Bitrix24Error && error.httpStatus < 500) {
+      slot.store.release(slot.memberId, slot.dialogId, slot.documentKey);
       throw new RobotFailure(`Bitrix24 refused the timeline comment: ${error.code || 'error'}${error.description ? ` (${error.description})` : ''}`);
     }
+    // The comment may exist: the claim stays, marked, so a run already waiting for it does not write a
+    // second one; a run started later (someone checked the timeline and ran it again) may (see claimSlot).
+    slot.store.markUnknown(slot.memberId, slot.dialogId, slot.documentKey);
     run.log.warn({ err: error instanceof Error ? error.message : String(error), dialogId: slot.dialogId }, 'timeline comment outcome unknown');
     throw new RobotFailure(UNKNOWN_OUTCOME);
   }

@@ -194,6 +194,8 @@ export const timelineLogs = sqliteTable(
     documentKey: text('document_key').notNull(),
     commentId: integer('comment_id'),
     createdAt: integer('created_at').notNull(),
+    /** Set when crm.timeline.comment.add got no usable answer: the comment may or may not exist. */
+    unknownSince: integer('unknown_since'),
   },
   (table) => [primaryKey({ columns: [table.memberId, table.dialogId, table.documentKey] })],
 );

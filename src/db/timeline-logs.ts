@@ -6,6 +6,8 @@ export interface TimelineLog {
   /** Null while a run holds the claim and has not yet been told the comment's id. */
   commentId: number | null;
   createdAt: number;
+  /** When a claimed write ended without a usable answer; null otherwise. */
+  unknownSince: number | null;
 }
 
 /**
@@ -21,7 +23,7 @@ export class TimelineLogStore {
 
   find(memberId: string, dialogId: number, documentKey: string): TimelineLog | undefined {
     return this.db
-      .select({ commentId: timelineLogs.commentId, createdAt: timelineLogs.createdAt })
+      .select({ commentId: timelineLogs.commentId, createdAt: timelineLogs.createdAt, unknownSince: timelineLogs.unknownSince })
       .from(timelineLogs)
       .where(this.#key(memberId, dialogId, documentKey))
       .get();
@@ -35,6 +37,11 @@ export class TimelineLogStore {
 
   saveCommentId(memberId: string, dialogId: number, documentKey: string, commentId: number): void {
     this.db.update(timelineLogs).set({ commentId }).where(this.#key(memberId, dialogId, documentKey)).run();
+  }
+
+  /** The write's outcome is unknown: the claim stays, so runs already waiting for it do not write a second comment. */
+  markUnknown(memberId: string, dialogId: number, documentKey: string): void {
+    this.db.update(timelineLogs).set({ unknownSince: this.now() }).where(and(this.#key(memberId, dialogId, documentKey), isNull(timelineLogs.commentId))).run();
   }
 
   /** Gives a claim back (the comment was not written, or its fate is unknown and a person decides); a written comment's row stays. */

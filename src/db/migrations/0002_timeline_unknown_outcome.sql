@@ -1,0 +1,1 @@
+ALTER TABLE `timeline_logs` ADD `unknown_since` integer;
