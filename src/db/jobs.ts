@@ -1,4 +1,4 @@
-import { and, asc, count, eq, inArray, lte, min, sql } from 'drizzle-orm';
+import { and, asc, count, eq, inArray, lte, min, notInArray, sql } from 'drizzle-orm';
 import { randomUUID } from 'node:crypto';
 import type { Db } from './database.js';
 import { jobs, type JobRow } from './schema.js';
@@ -83,12 +83,17 @@ export class JobStore {
     return { job: this.#byEventToken.get({ memberId: input.memberId, eventToken: input.eventToken })!, duplicate: true };
   }
 
-  /** Jobs whose turn has come, oldest first; `state` picks running work or result reports. */
-  due(state: 'queued' | 'reporting', limit: number): JobRow[] {
+  /**
+   * Jobs whose turn has come, oldest first; `state` picks running work or result reports. Portals
+   * that cannot take more right now are left out, so one portal's backlog does not hide the others'.
+   */
+  due(state: 'queued' | 'reporting', limit: number, excludeMemberIds: string[] = []): JobRow[] {
     return this.db
       .select()
       .from(jobs)
-      .where(and(eq(jobs.state, state), lte(jobs.runAt, this.now())))
+      .where(
+        and(eq(jobs.state, state), lte(jobs.runAt, this.now()), excludeMemberIds.length ? notInArray(jobs.memberId, excludeMemberIds) : undefined),
+      )
       .orderBy(asc(jobs.runAt), asc(jobs.id))
       .limit(limit)
       .all();

@@ -83,27 +83,35 @@ export class RobotWorker {
 
   async #dispatchLoop(): Promise<void> {
     while (!this.#stopped) {
+      let claimed = 0;
       try {
-        this.#dispatch();
+        claimed = this.#dispatch();
       } catch (error) {
         this.deps.log.error({ err: String(error) }, 'dispatch failed');
       }
-      await this.#dispatchSignal.wait(this.#idleWait());
+      // A pass that started work may have left claimable jobs beyond its page: look again at once.
+      await this.#dispatchSignal.wait(claimed > 0 ? 0 : this.#idleWait());
     }
   }
 
+  /** Until the next retry falls due; jobs already due but blocked by a full portal wait for a wake-up. */
   #idleWait(): number {
     const next = this.deps.jobs.nextDueAt();
-    return next === undefined ? IDLE_POLL_MS : Math.min(IDLE_POLL_MS, Math.max(5, next - Date.now()));
+    const now = Date.now();
+    return next === undefined || next <= now ? IDLE_POLL_MS : Math.min(IDLE_POLL_MS, Math.max(5, next - now));
   }
 
-  #dispatch(): void {
-    for (const job of this.deps.jobs.due('queued', 500)) {
-      if (this.#stopped) return;
+  /** Starts what may start; returns how many jobs were claimed. */
+  #dispatch(): number {
+    const full = [...this.#runningByPortal].filter(([, running]) => running >= this.deps.portalConcurrency).map(([memberId]) => memberId);
+    let started = 0;
+    for (const job of this.deps.jobs.due('queued', 500, full)) {
+      if (this.#stopped) break;
       const running = this.#runningByPortal.get(job.memberId) ?? 0;
       if (running >= this.deps.portalConcurrency) continue;
       const claimed = this.deps.jobs.claim(job.id, 10 * 60_000);
       if (!claimed) continue;
+      started += 1;
       this.#runningByPortal.set(job.memberId, running + 1);
       const task = this.#execute(claimed).finally(() => {
         this.#runningByPortal.set(job.memberId, (this.#runningByPortal.get(job.memberId) ?? 1) - 1);
@@ -112,6 +120,7 @@ export class RobotWorker {
       });
       this.#inFlight.add(task);
     }
+    return started;
   }
 
   async #execute(job: JobRow): Promise<void> {
@@ -209,7 +218,7 @@ export class RobotWorker {
     const now = Date.now();
     let wait = IDLE_POLL_MS;
     const byPortal = new Map<string, JobRow[]>();
-    for (const job of this.deps.jobs.due('reporting', 5_000)) {
+    for (const job of this.deps.jobs.due('reporting', 5_000, [...this.#reportingPortals])) {
       const group = byPortal.get(job.memberId) ?? [];
       group.push(job);
       byPortal.set(job.memberId, group);
