@@ -40,7 +40,7 @@ describe('Chat2Desk webhook and the dialog cache', () => {
     expect(apiCalls()).toBe(0);
   });
 
-  it('stores a delivery once: Chat2Desk retries are acknowledged and not applied again', async () => {
+  it('stores a delivery once: Chat2Desk retries are acknowledged as duplicates', async () => {
     const { webhook } = stack.c2d.receiveMessage({ clientId: client.id as number, text: 'one more' });
     expect(await stack.c2d.deliverWebhook(webhook)).toEqual([200]);
     expect(await stack.c2d.deliverWebhook(webhook)).toEqual([200]);
@@ -102,6 +102,24 @@ describe('Chat2Desk webhook and the dialog cache', () => {
       expect((await dialogNow()).lastMessageText).toBe('Hello, is my order ready?'); // cached until told
       await stack.c2d.deliverWebhook(webhook);
       expect((await dialogNow()).lastMessageText).toBe('Any news?');
+    });
+
+    it('inbox without a dialog_id (request not yet assigned): the dialog the client has', async () => {
+      expect((await directory.dialog(dialog.id as number)).lastMessageText).toBe('Hello, is my order ready?');
+      const { webhook } = stack.c2d.receiveMessage({ clientId: client.id as number, text: 'Anyone there?' });
+      await stack.c2d.deliverWebhook({ ...webhook, dialog_id: null, operator_id: null });
+      expect((await directory.dialog(dialog.id as number)).lastMessageText).toBe('Anyone there?');
+    });
+
+    it('a repeated delivery key still applies: events without a time must not swallow a change', async () => {
+      await dialogNow();
+      await stack.c2d.deliverWebhook({ hook_type: 'close_dialog', dialog_id: dialog.id, client_id: client.id });
+      const { webhook } = stack.c2d.receiveMessage({ clientId: client.id as number, text: 'reopened' });
+      await stack.c2d.deliverWebhook(webhook);
+      expect((await dialogNow()).lastMessageText).toBe('reopened');
+      dialog.state = 'closed';
+      expect(await stack.c2d.deliverWebhook({ hook_type: 'close_dialog', dialog_id: dialog.id, client_id: client.id })).toEqual([200]);
+      expect((await dialogNow()).state).toBe('closed');
     });
 
     it('outbox: an operator reply', async () => {
@@ -220,6 +238,13 @@ describe('Chat2Desk webhook and the dialog cache', () => {
     await stack.server.chat2deskWebhooks.checkAll();
     expect(stack.c2d.account().webhooks).toHaveLength(1);
     expect(await stack.c2d.deliverWebhook({ hook_type: 'close_dialog', dialog_id: dialog.id, event_time: '2026-11-24T12:00:00Z' })).toEqual([200]);
+  });
+
+  it('finds a Telegram client by the real number it keeps in client_phone', async () => {
+    const telegram = { ...client, id: 17349999, phone: '[tg] 807892', client_phone: '79165550000', name: 'Peter', tags: [], channels: [{ id: 17404, transports: ['telegram'] }] };
+    stack.c2d.account().clients.push(telegram);
+    expect((await directory.clientsByPhone('79165550000')).map((item) => item.id)).toEqual([17349999]);
+    expect(stack.c2d.calls.filter((call) => call.path === '/clients').map((call) => Object.keys(call.query).filter((key) => key !== 'limit'))).toEqual([['phone'], ['client_phone']]);
   });
 
   it('lists operators, channels and tags in the settings, with the mapping suggested by e-mail', async () => {

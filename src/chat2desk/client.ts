@@ -146,9 +146,17 @@ export class Chat2DeskApi {
     return this.#all<Chat2DeskChannel>('/channels', {});
   }
 
+  /**
+   * Clients whose `phone` is these digits, else those whose `client_phone` is: Telegram and widget
+   * clients keep a pseudo-id in `phone` and the real number in `client_phone` (protocols §3).
+   */
   async clientsByPhone(phoneDigits: string): Promise<Chat2DeskClient[]> {
-    const { data } = await this.#request<Chat2DeskClient[]>('GET', '/clients', { query: { phone: phoneDigits, limit: PAGE_LIMIT }, retry: true });
-    return data ?? [];
+    for (const filter of ['phone', 'client_phone'] as const) {
+      const { data } = await this.#request<Chat2DeskClient[]>('GET', '/clients', { query: { [filter]: phoneDigits, limit: PAGE_LIMIT }, retry: true });
+      const matching = (data ?? []).filter((client) => client[filter] === phoneDigits);
+      if (matching.length > 0) return matching;
+    }
+    return [];
   }
 
   async client(id: number): Promise<Chat2DeskClient> {
@@ -186,12 +194,13 @@ export class Chat2DeskApi {
   /** One page of the account's clients, for filling the cache in bulk. */
   async clientsPage(offset: number): Promise<{ items: Chat2DeskClient[]; total: number }> {
     const { data, meta } = await this.#request<Chat2DeskClient[]>('GET', '/clients', { query: { limit: PAGE_LIMIT, offset }, retry: true });
-    return { items: data ?? [], total: meta?.total ?? 0 };
+    return { items: data ?? [], total: meta?.total ?? Number.POSITIVE_INFINITY };
   }
 
   async dialogsPage(offset: number): Promise<{ items: Chat2DeskDialog[]; total: number }> {
     const { data, meta } = await this.#request<Chat2DeskDialog[]>('GET', '/dialogs', { query: { limit: PAGE_LIMIT, offset, order: 'desc' }, retry: true });
-    return { items: data ?? [], total: meta?.total ?? 0 };
+    // Without meta the page length alone says when the list ends.
+    return { items: data ?? [], total: meta?.total ?? Number.POSITIVE_INFINITY };
   }
 
   clientDialogs(clientId: number): Promise<Chat2DeskDialog[]> {

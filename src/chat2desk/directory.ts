@@ -33,7 +33,7 @@ export class DialogDirectory {
       const clients = ids.map((id) => this.store.client(this.accountKey, id, freshAfter));
       if (clients.every((client): client is CachedClient => client !== undefined)) return clients;
     }
-    return this.#fetch(async () => (await this.api.clientsByPhone(phone)).filter((client) => client.phone === phone || client.client_phone === phone).map(toClient), (clients, at) => {
+    return this.#fetch(async () => (await this.api.clientsByPhone(phone)).map(toClient), (clients, at) => {
       this.store.putClients(this.accountKey, clients, at);
       this.store.putPhoneLookup(this.accountKey, phone, clients.map((client) => client.id), at);
     });

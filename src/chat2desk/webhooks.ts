@@ -97,7 +97,9 @@ export class Chat2DeskWebhooks {
         hookType: String(event.hook_type),
         body: rawBody,
       });
-      if (isNew) this.deps.cache.invalidate(registration.accountKey, invalidationFor(event));
+      // Applied even to a repeated key: invalidating twice is harmless, while a key collision
+      // (events whose bodies carry no time) must not swallow a real change.
+      this.deps.cache.invalidate(registration.accountKey, invalidationFor(event));
       return isNew;
     });
     this.deps.log.debug({ memberId: portal.memberId, hookType: event.hook_type, duplicate: !fresh }, 'chat2desk webhook delivery');

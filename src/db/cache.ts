@@ -215,6 +215,9 @@ export class CacheStore {
       this.db.delete(c2dDialogs).where(and(eq(c2dDialogs.accountKey, accountKey), inArray(c2dDialogs.id, change.dialogIds))).run();
     }
     if (change.dialogListsOf.length) {
+      // An event may name the client but not the dialog (an inbox message before the request is
+      // assigned), so every cached dialog of those clients goes too.
+      this.db.delete(c2dDialogs).where(and(eq(c2dDialogs.accountKey, accountKey), inArray(c2dDialogs.clientId, change.dialogListsOf))).run();
       this.db
         .delete(c2dClientDialogs)
         .where(and(eq(c2dClientDialogs.accountKey, accountKey), inArray(c2dClientDialogs.clientId, change.dialogListsOf)))
