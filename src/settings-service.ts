@@ -179,7 +179,14 @@ export class SettingsService {
         throw new SettingsRequestError(`Chat2Desk could not be reached to check the token: ${error instanceof Error ? error.message : String(error)}`, 502);
       }
     }
+    // A new account (token or host) gets a new webhook; the old one would hold one of the old
+    // account's five webhook slots, so it is removed while its token is still at hand.
+    const previousToken = this.deps.portals.chat2deskToken(portal.memberId);
+    const accountChanges =
+      previousToken !== undefined && ((change.chat2deskApiToken !== undefined && change.chat2deskApiToken !== previousToken) || next.chat2deskApiUrl !== current.chat2deskApiUrl);
+    const removeOldWebhook = accountChanges ? this.deps.chat2deskWebhooks.prepareRemoval(portal) : undefined;
     const saved = this.deps.portals.saveSettings(portal.memberId, next, change.chat2deskApiToken);
+    if (removeOldWebhook) this.deps.background.run('remove the old chat2desk webhook', removeOldWebhook, { memberId: portal.memberId });
     if (!saved) throw new SettingsRequestError('The portal disappeared while saving', 401);
     this.deps.log.info({ memberId: portal.memberId, tokenChanged: change.chat2deskApiToken !== undefined }, 'settings saved');
     let registration: SettingsView['registration'];

@@ -262,3 +262,32 @@ describe('Chat2Desk webhook and the dialog cache', () => {
     expect(saved).toMatchObject({ operatorMap: { 311416: 5 }, cacheTtlSeconds: 60, suggestedOperatorMap: { 617: 1 } });
   });
 });
+
+describe('webhook registration over time', () => {
+  let stack: Stack;
+  beforeEach(async () => {
+    stack = await startStack({ c2d: { tokens: ['c2d-first-account', 'c2d-second-account'] } });
+  });
+  afterEach(() => stack.close());
+
+  it('retries a registration that failed at the settings save on the next check', async () => {
+    stack.c2d.failNext({ method: 'POST', path: '/webhooks' }, { status: 500, body: { status: 'error', message: 'Internal error' } }, 1);
+    await installAndConfigure(stack);
+    expect(stack.c2d.account().webhooks).toHaveLength(0);
+    await stack.server.chat2deskWebhooks.checkAll();
+    expect(stack.c2d.account().webhooks).toHaveLength(1);
+  });
+
+  it('moves the webhook when the admin switches to another Chat2Desk account, and keeps it when the same token is saved again', async () => {
+    await installAndConfigure(stack);
+    expect(stack.c2d.account('c2d-first-account').webhooks).toHaveLength(1);
+    const firstUrl = stack.c2d.account('c2d-first-account').webhooks[0]!.url;
+    expect((await putSettings(stack, { chat2deskApiToken: 'c2d-first-account' })).status).toBe(200);
+    expect(stack.c2d.account('c2d-first-account').webhooks.map((hook) => hook.url)).toEqual([firstUrl]);
+
+    expect((await putSettings(stack, { chat2deskApiToken: 'c2d-second-account' })).status).toBe(200);
+    await stack.server.idle();
+    expect(stack.c2d.account('c2d-first-account').webhooks).toHaveLength(0);
+    expect(stack.c2d.account('c2d-second-account').webhooks).toHaveLength(1);
+  });
+});

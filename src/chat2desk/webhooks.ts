@@ -160,11 +160,11 @@ export class Chat2DeskWebhooks {
 
   /** Checks every registered portal; one portal's failure does not stop the others. */
   async checkAll(): Promise<void> {
-    for (const registration of this.deps.webhooks.all()) {
-      const portal = this.deps.portals.get(registration.memberId);
-      if (!portal || portal.status !== 'active') continue;
+    // Every connected portal, registered or not: a registration that failed at settings save is retried here.
+    for (const portal of this.deps.portals.connectedToChat2Desk()) {
       try {
-        await this.check(portal);
+        if (!this.deps.webhooks.get(portal.memberId)) await this.ensure(portal);
+        else await this.check(portal);
       } catch (error) {
         this.deps.log.warn({ memberId: portal.memberId, err: error instanceof Error ? error.message : String(error) }, 'webhook check failed');
       }

@@ -1,4 +1,4 @@
-import { and, eq, sql } from 'drizzle-orm';
+import { and, eq, isNotNull, sql } from 'drizzle-orm';
 import type { SecretBox } from '../secrets.js';
 import type { Db } from './database.js';
 import { portals, type PortalRow } from './schema.js';
@@ -149,6 +149,16 @@ export class PortalStore {
       .set({ status: 'uninstalled', accessToken: null, refreshToken: null, chat2deskToken: null, accessExpiresAt: 0, updatedAt: this.now() })
       .where(eq(portals.memberId, memberId))
       .run();
+  }
+
+  /** Active portals with a Chat2Desk token. */
+  connectedToChat2Desk(): Portal[] {
+    return this.db
+      .select()
+      .from(portals)
+      .where(and(eq(portals.status, 'active'), isNotNull(portals.chat2deskToken)))
+      .all()
+      .map(toPortal);
   }
 
   chat2deskToken(memberId: string): string | undefined {
