@@ -51,6 +51,8 @@ describe('Send Chat2Desk message robot', () => {
     const sent = await eventually(() => stack.b24.sentEvents.find((event) => event.eventToken === call.eventToken), 10_000, 'event.send');
     const created = stack.c2d.calls.find((c) => c.method === 'POST' && c.path === '/clients');
     expect(created?.body).toMatchObject({ phone: '79167654321', transport: 'whatsapp', channel_id: 17404 });
+    // The first message takes the same route: a new client has no last message to take it from.
+    expect(sentMessages(stack)[0]?.body).toMatchObject({ transport: 'whatsapp', channel_id: 17404 });
     const client = stack.c2d.account().clients.find((item) => item.phone === '79167654321');
     expect(client).toBeDefined();
     expect(sent.returnValues).toMatchObject({ status: 'sent', client_id: String(client!.id), transport: 'whatsapp', channel_id: '17404' });

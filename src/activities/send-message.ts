@@ -32,6 +32,8 @@ type Properties = v.InferOutput<typeof schema>;
 interface Checkpoint {
   clientId?: number;
   writeFirst?: boolean;
+  /** Where write first created the client: the first message must go out the same way. */
+  route?: { channelId: number; transport: string };
   /** Set before POST /messages: from then on a retry must first look for the message by external_id. */
   sendAttempted?: boolean;
 }
@@ -115,6 +117,7 @@ async function send(run: RobotRun, props: Properties): Promise<RobotOutcome> {
     } else {
       const route = await writeFirstRoute(run.directory, settings, explicitChannel, props.transport || undefined);
       const created = await run.directory.createClient({ phone: phone.digits, transport: route.transport, channel_id: route.channelId });
+      checkpoint.route = route;
       checkpoint.clientId = created.id;
       checkpoint.writeFirst = true;
     }
@@ -129,8 +132,9 @@ async function send(run: RobotRun, props: Properties): Promise<RobotOutcome> {
     if (earlier) sent = fromListedMessage(earlier, clientId);
   }
   if (!sent) {
-    const transport = props.transport || (checkpoint.writeFirst ? (settings.defaultTransport ?? undefined) : undefined);
-    const channelId = explicitChannel ?? (checkpoint.writeFirst ? (settings.defaultChannelId ?? undefined) : undefined);
+    // A new client has no "last message" for Chat2Desk to take the route from (protocols §2).
+    const transport = props.transport || checkpoint.route?.transport;
+    const channelId = explicitChannel ?? checkpoint.route?.channelId;
     run.saveCheckpoint({ ...checkpoint, sendAttempted: true });
     try {
       sent = await chat2desk.sendMessage({
