@@ -12,6 +12,9 @@ import type { Logger } from './log.js';
 import { readSettings, settingsUpdateSchema } from './portal-settings.js';
 import type { SecretBox } from './secrets.js';
 
+const NOT_ADMIN = 'Only a Bitrix24 administrator may change the app settings';
+const BAD_TOKEN = 'Bitrix24 did not accept the access token';
+
 export class SettingsRequestError extends Error {
   override name = 'SettingsRequestError';
   constructor(
@@ -60,7 +63,8 @@ export interface SettingsDeps {
 
 /** The settings API: who may use it (a portal admin, checked with the portal) and what it stores. */
 export class SettingsService {
-  readonly #admins = new Map<string, number>();
+  /** Who a bearer token is, per portal, for a minute: the portal is not asked on every request. */
+  readonly #admins = new Map<string, { verdict: 'admin' | 'not_admin' | 'bad_token'; until: number }>();
   readonly #schema;
 
   constructor(private readonly deps: SettingsDeps) {
@@ -72,17 +76,26 @@ export class SettingsService {
     const portal = this.deps.portals.get(memberId);
     if (!portal || portal.status === 'uninstalled') throw new SettingsRequestError('Unknown portal: the app is not installed there', 401);
     const cacheKey = `${memberId} ${this.deps.secrets.digest(accessToken)}`;
-    const cachedUntil = this.#admins.get(cacheKey);
-    if (cachedUntil !== undefined && cachedUntil > Date.now()) return portal;
+    const cached = this.#admins.get(cacheKey);
+    if (cached && cached.until > Date.now()) {
+      if (cached.verdict === 'admin') return portal;
+      // Refused tokens are remembered too, so guessing does not spend the portal's REST budget.
+      throw new SettingsRequestError(cached.verdict === 'not_admin' ? NOT_ADMIN : BAD_TOKEN, cached.verdict === 'not_admin' ? 403 : 401);
+    }
+    if (this.#admins.size > 10_000) this.#admins.clear();
     let profile: { ADMIN?: unknown };
     try {
       profile = await this.deps.rest.callAs(memberId, portal.clientEndpoint, accessToken, 'profile');
     } catch (error) {
-      if (error instanceof Bitrix24Error && error.httpStatus < 500) throw new SettingsRequestError('Bitrix24 did not accept the access token', 401);
+      if (error instanceof Bitrix24Error && error.httpStatus < 500) {
+        this.#admins.set(cacheKey, { verdict: 'bad_token', until: Date.now() + (this.deps.adminCacheMs ?? 60_000) });
+        throw new SettingsRequestError(BAD_TOKEN, 401);
+      }
       throw new SettingsRequestError(`Bitrix24 could not be asked who you are: ${error instanceof Error ? error.message : String(error)}`, 502);
     }
-    if (profile.ADMIN !== true && profile.ADMIN !== 'Y' && profile.ADMIN !== '1') throw new SettingsRequestError('Only a Bitrix24 administrator may change the app settings', 403);
-    this.#admins.set(cacheKey, Date.now() + (this.deps.adminCacheMs ?? 60_000));
+    const isAdmin = profile.ADMIN === true || profile.ADMIN === 'Y' || profile.ADMIN === '1';
+    this.#admins.set(cacheKey, { verdict: isAdmin ? 'admin' : 'not_admin', until: Date.now() + (this.deps.adminCacheMs ?? 60_000) });
+    if (!isAdmin) throw new SettingsRequestError(NOT_ADMIN, 403);
     return portal;
   }
 

@@ -72,8 +72,12 @@ describe('settings API', () => {
   });
 
   it('asks the portal about the admin once and then trusts the answer for a while', async () => {
+    stack.b24.resetCalls(); // the install asked about its installer already
     const headers = adminHeaders(stack);
     for (let i = 0; i < 3; i++) expect((await fetch(`${stack.server.url}/api/settings`, { headers })).status).toBe(200);
     expect(stack.b24.calls.filter((call) => call.method === 'profile')).toHaveLength(1);
+    const guess = { ...headers, authorization: 'Bearer guessed-token' };
+    for (let i = 0; i < 3; i++) expect((await fetch(`${stack.server.url}/api/settings`, { headers: guess })).status).toBe(401);
+    expect(stack.b24.calls.filter((call) => call.method === 'profile')).toHaveLength(2);
   });
 });

@@ -1,7 +1,7 @@
 import * as v from 'valibot';
 import { RobotFailure, type Activity, type RobotOutcome } from '../activities/activity.js';
 import { findActivity } from '../activities/index.js';
-import { Bitrix24Error, Bitrix24TransportError, PortalUnavailableError } from '../bitrix24/errors.js';
+import { Bitrix24Error, Bitrix24TransportError, OAuthError, PortalUnavailableError } from '../bitrix24/errors.js';
 import type { Bitrix24Rest } from '../bitrix24/rest-client.js';
 import type { BitrixUsers } from '../bitrix24/users.js';
 import type { TimelineLogStore } from '../db/timeline-logs.js';
@@ -146,7 +146,13 @@ export class RobotWorker {
     if (!portal || portal.status !== 'active') throw new RobotFailure('the app is not installed on this portal any more');
     const settings = readSettings(portal.settings, this.deps.defaultChat2DeskUrl);
     const directory = this.deps.directoryFor(portal, settings);
-    if (!directory) throw new RobotFailure('Chat2Desk is not configured for this portal: an admin must enter the Chat2Desk API token in the app settings');
+    if (!directory) {
+      throw new RobotFailure(
+        portal.hasChat2deskToken
+          ? `the portal's Chat2Desk address ${settings.chat2deskApiUrl} is no longer allowed on this server: an admin must pick an allowed one in the app settings`
+          : 'Chat2Desk is not configured for this portal: an admin must enter the Chat2Desk API token in the app settings',
+      );
+    }
     const parsed = v.safeParse(activity.schema, JSON.parse(job.properties));
     if (!parsed.success) throw new RobotFailure(parsed.issues.map((issue) => issue.message).join('; '));
     return activity.run(
@@ -191,7 +197,8 @@ export class RobotWorker {
       return fail(`Bitrix24 refused ${error.method}: ${error.code || 'error'}${error.description ? ` (${error.description})` : ''}`);
     }
     const message = error instanceof Error ? error.message : String(error);
-    const expected = error instanceof Chat2DeskError || error instanceof Bitrix24Error || error instanceof Bitrix24TransportError;
+    // OAuthError: the authorization server failed during a refresh (a refused grant arrives as PortalUnavailableError).
+    const expected = error instanceof Chat2DeskError || error instanceof Bitrix24Error || error instanceof Bitrix24TransportError || error instanceof OAuthError;
     if (!expected && job.attempts >= (this.deps.maxUnexpectedAttempts ?? 5)) return fail(`internal error after ${job.attempts} attempts: ${message}`);
     const retryAt = Date.now() + backoffMs(job.attempts, 1_000, 5 * 60_000);
     if (retryAt > job.deadlineAt) return fail(`gave up after ${job.attempts} attempts: ${message}`);
