@@ -25,6 +25,24 @@ import { readSettings, type PortalSettings } from './portal-settings.js';
 import { SecretBox, resolveAppSecret } from './secrets.js';
 import { SettingsService } from './settings-service.js';
 
+/** Finished robot jobs are kept 30 days, for "did the robot run?" questions. */
+const FINISHED_JOB_RETENTION_MS = 30 * 24 * 3600_000;
+
+/** Runs `prune` now and every hour; returns the stop function. */
+function startMaintenance(prune: () => void, log: Logger): () => void {
+  const run = () => {
+    try {
+      prune();
+    } catch (error) {
+      log.warn({ err: error instanceof Error ? error.message : String(error) }, 'maintenance failed');
+    }
+  };
+  run();
+  const timer = setInterval(run, 3600_000);
+  timer.unref();
+  return () => clearInterval(timer);
+}
+
 export interface RunningServer {
   url: string;
   port: number;
@@ -130,6 +148,13 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
   });
   worker.start();
   const stopMonitor = chat2deskWebhooks.startMonitor(config.webhookCheckSeconds * 1000);
+  const stopMaintenance = startMaintenance(() => {
+    const now = Date.now();
+    const jobsRemoved = jobs.pruneFinished(now - FINISHED_JOB_RETENTION_MS);
+    const cacheRows = cache.pruneOlderThan(now - 2 * 24 * 3600_000);
+    const deliveries = chat2deskWebhooks.pruneDeliveries();
+    if (jobsRemoved + cacheRows + deliveries > 0) log.info({ jobsRemoved, cacheRows, deliveries }, 'old rows pruned');
+  }, log);
   const server: ServerType = await new Promise((resolve) => {
     const started = serve({ fetch: app.fetch, port: config.port, hostname: options.hostname }, () => resolve(started));
   });
@@ -150,6 +175,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     },
     async close() {
       stopMonitor();
+      stopMaintenance();
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await background.idle();
       await worker.stop();

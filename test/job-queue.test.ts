@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { openDatabase, type DatabaseHandle } from '../src/db/database.js';
+import { CacheStore } from '../src/db/cache.js';
 import { JobStore } from '../src/db/jobs.js';
 
 describe('the job queue', () => {
@@ -44,5 +45,27 @@ describe('the job queue', () => {
     expect(enqueue('portal', 'same').duplicate).toBe(true);
     expect(enqueue('other-portal', 'same').duplicate).toBe(false);
     expect(jobs.depth()).toEqual({ queued: 2, running: 0, reporting: 0 });
+  });
+
+  it('prunes finished jobs past their retention and nothing still in flight', () => {
+    const done = enqueue('portal', 'done').job;
+    const queued = enqueue('portal', 'queued').job;
+    jobs.claim(done.id, 60_000);
+    jobs.finish(done.id, { status: 'sent' }, 'ok');
+    jobs.markReported([done.id]);
+    expect(jobs.pruneFinished(Date.now() - 60_000)).toBe(0);
+    expect(jobs.pruneFinished(Date.now() + 1)).toBe(1);
+    expect(jobs.countByState()).toEqual({ queued: 1 });
+    expect(queued.state).toBe('queued');
+  });
+
+  it('prunes cache rows nobody could be served any more', () => {
+    const cache = new CacheStore(database.db);
+    const client = { id: 1, phone: '79161234567', clientPhone: null, name: null, assignedName: null, tags: [] };
+    cache.putClients('account', [client], Date.now() - 3 * 24 * 3600_000);
+    cache.putClients('account', [{ ...client, id: 2 }], Date.now());
+    expect(cache.pruneOlderThan(Date.now() - 2 * 24 * 3600_000)).toBe(1);
+    expect(cache.client('account', 1, 0)).toBeUndefined();
+    expect(cache.client('account', 2, 0)?.id).toBe(2);
   });
 });

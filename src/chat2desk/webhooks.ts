@@ -169,7 +169,10 @@ export class Chat2DeskWebhooks {
         this.deps.log.warn({ memberId: portal.memberId, err: error instanceof Error ? error.message : String(error) }, 'webhook check failed');
       }
     }
-    this.deps.webhooks.pruneDeliveries(Date.now() - DELIVERY_KEY_RETENTION_MS);
+  }
+
+  pruneDeliveries(): number {
+    return this.deps.webhooks.pruneDeliveries(Date.now() - DELIVERY_KEY_RETENTION_MS);
   }
 
   /** Runs checkAll every `everyMs`; returns the stop function. */

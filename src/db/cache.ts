@@ -1,4 +1,4 @@
-import { and, asc, eq, gte, inArray, like, sql } from 'drizzle-orm';
+import { and, asc, eq, gte, inArray, like, lt, sql } from 'drizzle-orm';
 import type { Db } from './database.js';
 import { c2dAccounts, c2dClientDialogs, c2dClients, c2dDialogs, c2dLists, c2dPhoneLookups, webhookDeliveries } from './schema.js';
 
@@ -226,6 +226,15 @@ export class CacheStore {
     if (change.lists.length) {
       this.db.delete(c2dLists).where(and(eq(c2dLists.accountKey, accountKey), inArray(c2dLists.kind, change.lists))).run();
     }
+  }
+
+  /** Drops cached rows fetched before `olderThan`: they could not be served any more (TTL at most a day). */
+  pruneOlderThan(olderThan: number): number {
+    let removed = 0;
+    for (const table of [c2dClients, c2dPhoneLookups, c2dDialogs, c2dClientDialogs, c2dLists]) {
+      removed += this.db.delete(table).where(lt(table.fetchedAt, olderThan)).run().changes;
+    }
+    return removed;
   }
 
   /** Bodies of the deliveries received since `since`, oldest first: a fetch that overlapped them replays their invalidations. */

@@ -177,6 +177,14 @@ export class JobStore {
       .run().changes;
   }
 
+  /** Finished jobs are kept a while for support questions ("did the robot run?"), then dropped. */
+  pruneFinished(olderThan: number): number {
+    return this.db
+      .delete(jobs)
+      .where(and(inArray(jobs.state, ['done', 'cancelled']), lte(jobs.updatedAt, olderThan)))
+      .run().changes;
+  }
+
   cancelPortal(memberId: string): number {
     return this.db
       .update(jobs)

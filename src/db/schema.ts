@@ -59,6 +59,7 @@ export const jobs = sqliteTable(
     uniqueIndex('jobs_member_event_token').on(table.memberId, table.eventToken),
     uniqueIndex('jobs_public_id').on(table.publicId),
     index('jobs_due').on(table.state, table.runAt),
+    index('jobs_member_state').on(table.memberId, table.state),
   ],
 );
 

@@ -1,0 +1,1 @@
+CREATE INDEX `jobs_member_state` ON `jobs` (`member_id`,`state`);
