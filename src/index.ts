@@ -13,7 +13,13 @@ try {
   throw error;
 }
 const log = createLogger(config.logLevel);
-const server = await startServer(config, log);
+let server;
+try {
+  server = await startServer(config, log);
+} catch (error) {
+  log.fatal({ err: error instanceof Error ? error.message : String(error) }, 'the server could not start');
+  process.exit(1);
+}
 log.info({ url: server.url, publicUrl: config.publicUrl, database: config.databaseFile }, 'chat2desk-bitrix24 is listening');
 for (const gap of productionGaps()) log.warn(`not ready for production: ${gap}`);
 

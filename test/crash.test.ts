@@ -70,6 +70,21 @@ describe('a real server process', () => {
     expect(printed).toContain('DATABASE_URL: must be a SQLite URL');
   });
 
+  it('refuses to start a second server on the same database file, saying why', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'c2d-b24-lock-'));
+    cleanup.push(() => rmSync(dir, { recursive: true, force: true }));
+    const env = { DATABASE_URL: `file:${join(dir, 'app.db')}`, APP_SECRET: 'lock-test-secret-0123456789' };
+    const port = await freePort();
+    const first = startChild({ ...env, PORT: String(port) });
+    cleanup.push(() => killHard(first));
+    await eventually(() => healthy(`http://127.0.0.1:${port}`), 20_000, 'first server up');
+    const second = startChild({ ...env, PORT: String(await freePort()) });
+    const code = await new Promise<number | null>((resolve) => second.process.once('exit', resolve));
+    expect(code).toBe(1);
+    expect(second.output.join('')).toContain('is in use by another server process; run one server per database file');
+    expect(await healthy(`http://127.0.0.1:${port}`)).toBe(true);
+  });
+
   it('finishes every job exactly once after kill -9 with jobs queued and sends in flight', async () => {
     const b24: FakeBitrix24 = await startFakeBitrix24();
     const c2d: FakeChat2Desk = await startFakeChat2Desk();

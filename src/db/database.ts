@@ -20,10 +20,21 @@ const migrationsFolder = fileURLToPath(new URL('./migrations', import.meta.url))
 export function openDatabase(file: string): DatabaseHandle {
   if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true });
   const sqlite = new Database(file);
-  sqlite.pragma('journal_mode = WAL');
+  // One server process per database file: a second one (an overlapping deploy) would take over jobs
+  // the first is still running. The exclusive lock is held from the first access until close.
+  sqlite.pragma('locking_mode = EXCLUSIVE');
+  sqlite.pragma('busy_timeout = 2000');
+  try {
+    sqlite.pragma('journal_mode = WAL');
+  } catch (error) {
+    sqlite.close();
+    if (error instanceof Error && /locked|busy/i.test(error.message)) {
+      throw new Error(`The database ${file} is in use by another server process; run one server per database file`);
+    }
+    throw error;
+  }
   // WAL + NORMAL loses nothing on a process crash (kill -9); only an OS crash can drop the last commits.
   sqlite.pragma('synchronous = NORMAL');
-  sqlite.pragma('busy_timeout = 5000');
   sqlite.pragma('foreign_keys = ON');
   const db = drizzle(sqlite, { schema });
   migrate(db, { migrationsFolder });
