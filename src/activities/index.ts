@@ -7,11 +7,11 @@ import { tagDialog } from './tag-dialog.js';
 
 /** Every robot the app registers, in the order the designer lists them. One line per robot. */
 export const activities: readonly Activity[] = [
-  sendMessage as unknown as Activity,
-  findDialogs as unknown as Activity,
-  assignOperator as unknown as Activity,
-  tagDialog as unknown as Activity,
-  logDialog as unknown as Activity,
+  sendMessage,
+  findDialogs,
+  assignOperator,
+  tagDialog,
+  logDialog,
 ];
 
 /** Finds a robot by the code Bitrix24 called it with: the robot's own or its business-process twin's. */
