@@ -70,6 +70,35 @@ describe('a real server process', () => {
     expect(printed).toContain('DATABASE_URL: must be a SQLite URL');
   });
 
+  it('reports a message sent before a crash as sent, even when the restart comes after the deadline', async () => {
+    const b24: FakeBitrix24 = await startFakeBitrix24();
+    const c2d: FakeChat2Desk = await startFakeChat2Desk();
+    const dir = mkdtempSync(join(tmpdir(), 'c2d-b24-settle-'));
+    cleanup.push(async () => {
+      await Promise.all([b24.close(), c2d.close()]);
+      rmSync(dir, { recursive: true, force: true });
+    });
+    const port = await freePort();
+    // The shortest deadline the server allows is 5 s.
+    const env = stackEnv(b24, c2d, port, dir, { LOG_LEVEL: 'info', ROBOT_DEADLINE_SECONDS: '1' });
+    const url = `http://127.0.0.1:${port}`;
+    let child = startChild(env);
+    cleanup.push(() => killHard(child));
+    await eventually(() => healthy(url), 20_000, 'server up');
+    await installAndConfigure({ b24, c2d, server: { url } });
+    c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404 });
+    c2d.delayNext({ method: 'POST', path: '/messages' }, 10_000, 1);
+    const call = await b24.callRobot({ code: 'c2d_send_message', properties: { phone: '79161234567', text: 'sent before the crash' } });
+    await eventually(() => c2d.account().messages.length === 1, 10_000, 'message accepted by Chat2Desk');
+    await killHard(child);
+    await new Promise((resolve) => setTimeout(resolve, 6_000)); // past the deadline
+    child = startChild(env);
+    const event = await eventually(() => b24.sentEvents.find((item) => item.eventToken === call.eventToken), 20_000, 'result');
+    expect(event.returnValues.status).toBe('sent');
+    expect(String(event.returnValues.message_id)).toBe(String(c2d.account().messages[0]!.id));
+    expect(c2d.account().messages).toHaveLength(1);
+  });
+
   it('refuses to start a second server on the same database file, saying why', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'c2d-b24-lock-'));
     cleanup.push(() => rmSync(dir, { recursive: true, force: true }));

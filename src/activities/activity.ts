@@ -91,6 +91,12 @@ export interface Activity<TSchema extends v.GenericSchema = v.GenericSchema> {
   run(run: RobotRun, properties: v.InferOutput<TSchema>): Promise<RobotOutcome>;
   /** The return values of a run that failed with `error`. */
   failed(error: string): RobotOutcome;
+  /**
+   * Called when a run is given up (deadline, retries spent) after an attempt whose effect is in
+   * doubt: answers the outcome if the effect happened after all, so a sent message is not reported
+   * as failed. Undefined when the run has nothing in doubt.
+   */
+  settle?(run: RobotRun): Promise<RobotOutcome | undefined>;
 }
 
 export function localized(en: string, ru: string, es: string): Localized {

@@ -86,6 +86,7 @@ export const sendMessage: Activity<typeof schema> = {
   returnProperties,
   schema,
   run: (run, properties) => send(run, properties),
+  settle,
   failed: (error) => ({
     returnValues: { status: 'failed', error, message_id: '', client_id: '', dialog_id: '', channel_id: '', transport: '' },
     logMessage: `Chat2Desk message not sent: ${error}`,
@@ -125,17 +126,14 @@ async function send(run: RobotRun, props: Properties): Promise<RobotOutcome> {
   }
   const clientId = checkpoint.clientId;
 
-  let sent: SentMessage | undefined;
-  if (checkpoint.sendAttempted) {
-    // An earlier attempt may have reached Chat2Desk before the crash or the lost answer.
-    const earlier = (await chat2desk.recentMessagesTo(clientId)).find((message) => carriesExternalId(message, externalId));
-    if (earlier) sent = fromListedMessage(earlier, clientId);
-  }
+  // An earlier attempt may have reached Chat2Desk before the crash or the lost answer.
+  let sent = checkpoint.sendAttempted ? await sentEarlier(run, clientId) : undefined;
   if (!sent) {
     // A new client has no "last message" for Chat2Desk to take the route from (protocols §2).
     const transport = props.transport || checkpoint.route?.transport;
     const channelId = explicitChannel ?? checkpoint.route?.channelId;
-    run.saveCheckpoint({ ...checkpoint, sendAttempted: true });
+    checkpoint.sendAttempted = true;
+    run.saveCheckpoint({ ...checkpoint });
     try {
       sent = await chat2desk.sendMessage({
         client_id: clientId,
@@ -151,6 +149,25 @@ async function send(run: RobotRun, props: Properties): Promise<RobotOutcome> {
       throw error;
     }
   }
+  return sentOutcome(sent, clientId, checkpoint.writeFirst === true);
+}
+
+/** The message this run sent in an earlier attempt, found by its external_id; undefined if none. */
+async function sentEarlier(run: RobotRun, clientId: number): Promise<SentMessage | undefined> {
+  const externalId = `b24-${run.runId}`;
+  const earlier = (await run.chat2desk.recentMessagesTo(clientId)).find((message) => carriesExternalId(message, externalId));
+  return earlier ? fromListedMessage(earlier, clientId) : undefined;
+}
+
+/** At give-up: a send whose answer was lost may have gone out; if so, the run succeeded. */
+async function settle(run: RobotRun): Promise<RobotOutcome | undefined> {
+  const checkpoint = run.checkpoint as Checkpoint;
+  if (!checkpoint.sendAttempted || checkpoint.clientId === undefined) return undefined;
+  const sent = await sentEarlier(run, checkpoint.clientId);
+  return sent ? sentOutcome(sent, checkpoint.clientId, checkpoint.writeFirst === true) : undefined;
+}
+
+function sentOutcome(sent: SentMessage, clientId: number, wroteFirst: boolean): RobotOutcome {
   return {
     returnValues: {
       status: 'sent',
@@ -161,7 +178,7 @@ async function send(run: RobotRun, props: Properties): Promise<RobotOutcome> {
       channel_id: sent.channel_id ?? '',
       transport: sent.transport ?? '',
     },
-    logMessage: `Chat2Desk message ${sent.message_id} sent to client ${sent.client_id ?? clientId}${checkpoint.writeFirst ? ' (wrote first)' : ''} via ${sent.transport}, channel ${sent.channel_id}`,
+    logMessage: `Chat2Desk message ${sent.message_id} sent to client ${sent.client_id ?? clientId}${wroteFirst ? ' (wrote first)' : ''} via ${sent.transport}, channel ${sent.channel_id}`,
   };
 }
 

@@ -1,5 +1,5 @@
 import * as v from 'valibot';
-import { RobotFailure, type Activity, type RobotOutcome } from '../activities/activity.js';
+import { RobotFailure, type Activity, type RobotRun } from '../activities/activity.js';
 import { findActivity } from '../activities/index.js';
 import { Bitrix24Error, Bitrix24TransportError, OAuthError, PortalUnavailableError } from '../bitrix24/errors.js';
 import type { Bitrix24Rest } from '../bitrix24/rest-client.js';
@@ -130,17 +130,24 @@ export class RobotWorker {
       return;
     }
     const log = this.deps.log.child({ memberId: job.memberId, jobId: job.id, code: job.robotCode });
+    let run: RobotRun | undefined;
     try {
-      const outcome = await this.#run(activity, job, log);
+      const prepared = this.#prepare(activity, job, log);
+      run = prepared.run;
+      if (Date.now() > job.deadlineAt) {
+        await this.#giveUp(activity, job, run, `gave up at the deadline${job.lastError ? `: ${job.lastError}` : ''}`, log);
+        return;
+      }
+      const outcome = await activity.run(run, prepared.properties);
       this.deps.jobs.finish(job.id, outcome.returnValues, outcome.logMessage);
       log.info({ status: outcome.returnValues.status }, 'robot run finished');
     } catch (error) {
-      this.#handleFailure(activity, job, error, log);
+      await this.#handleFailure(activity, job, error, log, run);
     }
   }
 
-  async #run(activity: Activity, job: JobRow, log: Logger): Promise<RobotOutcome> {
-    if (Date.now() > job.deadlineAt) throw new RobotFailure(`gave up at the deadline${job.lastError ? `: ${job.lastError}` : ''}`);
+  /** Everything a run needs; a portal that cannot run robots is a RobotFailure here. */
+  #prepare(activity: Activity, job: JobRow, log: Logger): { run: RobotRun; properties: unknown } {
     const portal = this.deps.portals.get(job.memberId);
     if (portal?.status === 'reauth_required') throw new RobotFailure(new PortalUnavailableError(portal.memberId, 'reauth_required').message);
     if (!portal || portal.status !== 'active') throw new RobotFailure('the app is not installed on this portal any more');
@@ -155,8 +162,9 @@ export class RobotWorker {
     }
     const parsed = v.safeParse(activity.schema, JSON.parse(job.properties));
     if (!parsed.success) throw new RobotFailure(parsed.issues.map((issue) => issue.message).join('; '));
-    return activity.run(
-      {
+    return {
+      properties: parsed.output,
+      run: {
         portal,
         settings,
         chat2desk: directory.api,
@@ -177,11 +185,29 @@ export class RobotWorker {
         saveCheckpoint: (checkpoint) => this.deps.jobs.saveCheckpoint(job.id, checkpoint),
         log,
       },
-      parsed.output,
-    );
+    };
   }
 
-  #handleFailure(activity: Activity, job: JobRow, error: unknown, log: Logger): void {
+  /** Ends a run that is out of time or attempts; an effect in doubt is settled first (Activity.settle). */
+  async #giveUp(activity: Activity, job: JobRow, run: RobotRun | undefined, message: string, log: Logger): Promise<void> {
+    if (run && activity.settle) {
+      try {
+        const settled = await activity.settle(run);
+        if (settled) {
+          this.deps.jobs.finish(job.id, settled.returnValues, settled.logMessage);
+          log.info({ status: settled.returnValues.status }, 'robot run settled at give-up: its effect had happened');
+          return;
+        }
+      } catch (error) {
+        log.warn({ err: error instanceof Error ? error.message : String(error) }, 'could not settle the run at give-up');
+      }
+    }
+    const outcome = activity.failed(message);
+    this.deps.jobs.finish(job.id, outcome.returnValues, outcome.logMessage);
+    log.warn({ error: message }, 'robot run given up');
+  }
+
+  async #handleFailure(activity: Activity, job: JobRow, error: unknown, log: Logger, run: RobotRun | undefined): Promise<void> {
     const fail = (message: string) => {
       const outcome = activity.failed(message);
       this.deps.jobs.finish(job.id, outcome.returnValues, outcome.logMessage);
@@ -199,9 +225,9 @@ export class RobotWorker {
     const message = error instanceof Error ? error.message : String(error);
     // OAuthError: the authorization server failed during a refresh (a refused grant arrives as PortalUnavailableError).
     const expected = error instanceof Chat2DeskError || error instanceof Bitrix24Error || error instanceof Bitrix24TransportError || error instanceof OAuthError;
-    if (!expected && job.attempts >= (this.deps.maxUnexpectedAttempts ?? 5)) return fail(`internal error after ${job.attempts} attempts: ${message}`);
+    if (!expected && job.attempts >= (this.deps.maxUnexpectedAttempts ?? 5)) return this.#giveUp(activity, job, run, `internal error after ${job.attempts} attempts: ${message}`, log);
     const retryAt = Date.now() + backoffMs(job.attempts, 1_000, 5 * 60_000);
-    if (retryAt > job.deadlineAt) return fail(`gave up after ${job.attempts} attempts: ${message}`);
+    if (retryAt > job.deadlineAt) return this.#giveUp(activity, job, run, `gave up after ${job.attempts} attempts: ${message}`, log);
     if (!expected) log.error({ err: message }, 'unexpected error in robot run; retrying');
     else log.warn({ err: message, retryInMs: retryAt - Date.now() }, 'transient failure; retrying');
     this.deps.jobs.retryLater(job.id, retryAt, message);
