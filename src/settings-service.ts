@@ -87,7 +87,7 @@ export class SettingsService {
     try {
       profile = await this.deps.rest.callAs(memberId, portal.clientEndpoint, accessToken, 'profile');
     } catch (error) {
-      if (error instanceof Bitrix24Error && error.httpStatus < 500) {
+      if (error instanceof Bitrix24Error && error.httpStatus < 500 && !error.refusedForLoad) {
         this.#admins.set(cacheKey, { verdict: 'bad_token', until: Date.now() + (this.deps.adminCacheMs ?? 60_000) });
         throw new SettingsRequestError(BAD_TOKEN, 401);
       }

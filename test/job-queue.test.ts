@@ -56,7 +56,7 @@ describe('the job queue', () => {
     expect(jobs.pruneFinished(Date.now() - 60_000)).toBe(0);
     expect(jobs.pruneFinished(Date.now() + 1)).toBe(1);
     expect(jobs.countByState()).toEqual({ queued: 1 });
-    expect(queued.state).toBe('queued');
+    expect(database.sqlite.prepare('select id from jobs').all()).toEqual([{ id: queued.id }]);
   });
 
   it('prunes cache rows nobody could be served any more', () => {

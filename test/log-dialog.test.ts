@@ -221,6 +221,18 @@ describe('Log closed dialog to timeline robot', () => {
     expect(stack.b24.timelineComments).toHaveLength(0);
   });
 
+  it('a call accepted before a write became unknown does not write on its retry', async () => {
+    const { dialogId } = seedClosedDialog();
+    const document = dealDocument();
+    // B (with transcript) fails transiently before it claims; A's write gets no usable answer.
+    stack.c2d.failNext({ method: 'GET', path: '/messages' }, { status: 500, body: { status: 'error', message: 'Internal error' } }, 5);
+    stack.b24.failNext('crm.timeline.comment.add', { status: 500, error: 'INTERNAL_SERVER_ERROR', error_description: 'Internal error' });
+    const [b, a] = await Promise.all([logDialog({ dialog_id: String(dialogId), transcript: 'Y' }, document), logDialog({ dialog_id: String(dialogId) }, document)]);
+    expect(a.returnValues.status).toBe('failed');
+    expect(b.returnValues.status).toBe('failed');
+    expect(commentCalls()).toHaveLength(1);
+  }, 60_000);
+
   it('finds the dialog by a phone field given as an array', async () => {
     const { dialogId } = seedClosedDialog();
     const sent = await logDialog({ phone: ['not a phone', '8 (916) 123-45-67'] });

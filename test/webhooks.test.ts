@@ -192,6 +192,18 @@ describe('Chat2Desk webhook and the dialog cache', () => {
       expect(latest.lastMessageText).toBe('Me again');
     });
 
+    it('a lookup in flight also replays a delivery whose key was seen before', async () => {
+      await stack.c2d.deliverWebhook({ hook_type: 'close_dialog', dialog_id: dialog.id, client_id: client.id });
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      stack.c2d.delayNext({ method: 'GET', path: new RegExp(`/dialogs/${String(dialog.id)}$`) }, 400);
+      const racing = directory.dialog(dialog.id as number);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      dialog.state = 'closed';
+      expect(await stack.c2d.deliverWebhook({ hook_type: 'close_dialog', dialog_id: dialog.id, client_id: client.id })).toEqual([200]);
+      expect((await racing).state).toBe('open');
+      expect((await directory.dialog(dialog.id as number)).state).toBe('closed');
+    });
+
     it('a lookup that was in flight when the delivery came does not store the old value', async () => {
       // Make the dialog a cache miss first, so the read below goes to Chat2Desk.
       await stack.c2d.deliverWebhook({ hook_type: 'dialog_transferred', dialog_id: dialog.id, client_id: client.id, operator_id: 617, event_time: '2026-11-24T09:59:00Z' });

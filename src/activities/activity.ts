@@ -56,6 +56,8 @@ export interface RobotRun {
   documentId: string[];
   /** Unique per run; sent to Chat2Desk as external_id. */
   runId: string;
+  /** When Bitrix24's call was accepted (not when this attempt started). */
+  acceptedAt: number;
   attempt: number;
   checkpoint: Record<string, unknown>;
   saveCheckpoint(checkpoint: Record<string, unknown>): void;

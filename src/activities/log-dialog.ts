@@ -87,7 +87,8 @@ function timelineOwner(documentId: string[]): TimelineOwner | undefined {
 }
 
 async function log(run: RobotRun, props: Properties): Promise<RobotOutcome> {
-  const runStartedAt = Date.now();
+  // Calls accepted before a write's outcome became unknown must not write; later ones may.
+  const runStartedAt = run.acceptedAt;
   const store = run.timelineLogs;
   const owner = timelineOwner(run.documentId);
   if (!owner) {
@@ -150,7 +151,8 @@ async function claimSlot(slot: CommentSlot, ownEarlierAttempt: boolean, runStart
     // This run's own claim from before a crash: the comment may or may not have been written.
     // The claim is given back so that running the robot again, once someone has looked, writes it.
     if (ownEarlierAttempt || held.createdAt < Date.now() - ABANDONED_CLAIM_MS) {
-      slot.store.release(slot.memberId, slot.dialogId, slot.documentKey);
+      // Marked, not released: runs accepted meanwhile must not write; runs accepted later may.
+      slot.store.markUnknown(slot.memberId, slot.dialogId, slot.documentKey);
       throw new RobotFailure(UNKNOWN_OUTCOME);
     }
     if (Date.now() > waitUntil) {

@@ -130,8 +130,8 @@ async function send(run: RobotRun, props: Properties): Promise<RobotOutcome> {
   let sent = checkpoint.sendAttempted ? await sentEarlier(run, clientId) : undefined;
   if (!sent) {
     // A new client has no "last message" for Chat2Desk to take the route from (protocols §2).
-    const transport = props.transport || checkpoint.route?.transport;
-    const channelId = explicitChannel ?? checkpoint.route?.channelId;
+    const transport = props.transport || checkpoint.route?.transport || (checkpoint.writeFirst ? (settings.defaultTransport ?? undefined) : undefined);
+    const channelId = explicitChannel ?? checkpoint.route?.channelId ?? (checkpoint.writeFirst ? (settings.defaultChannelId ?? undefined) : undefined);
     checkpoint.sendAttempted = true;
     run.saveCheckpoint({ ...checkpoint });
     try {

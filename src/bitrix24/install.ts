@@ -46,7 +46,7 @@ export class InstallService {
       const profile = await this.deps.rest.callAs<{ ADMIN?: unknown }>(memberId, clientEndpoint, accessToken, 'profile');
       return profile.ADMIN === true || profile.ADMIN === 'Y' || profile.ADMIN === '1';
     } catch (error) {
-      if (error instanceof Bitrix24Error && error.httpStatus < 500) return false;
+      if (error instanceof Bitrix24Error && error.httpStatus < 500 && !error.refusedForLoad) return false;
       throw new InstallRefused(`Bitrix24 could not be asked who is installing: ${error instanceof Error ? error.message : String(error)}`, 502);
     }
   }

@@ -52,6 +52,9 @@ export class Chat2DeskWebhooks {
     const listed = await directory.api.webhooks();
     let webhook = listed.find((item) => item.url === url) ?? (known?.webhookId ? listed.find((item) => item.id === known.webhookId && item.url === url) : undefined);
     if (!webhook) {
+      // Remembered before creating: if the answer is lost, the next try reuses this address and
+      // adopts the webhook instead of creating another (five per account).
+      this.deps.webhooks.save({ memberId: portal.memberId, accountKey: directory.accountKey, webhookId: null, secret, status: 'pending' });
       try {
         webhook = await directory.api.createWebhook({ name: `Bitrix24 ${portal.domain}`.slice(0, 60), url, events: [...WEBHOOK_EVENTS] });
       } catch (error) {

@@ -1,4 +1,4 @@
-import { eq, lt } from 'drizzle-orm';
+import { and, eq, lt } from 'drizzle-orm';
 import type { SecretBox } from '../secrets.js';
 import type { Db } from './database.js';
 import { c2dWebhooks, webhookDeliveries } from './schema.js';
@@ -61,14 +61,19 @@ export class WebhookStore {
   /** Stores a delivery unless its key was seen; true when it is new. Runs inside the caller's transaction. */
   recordDelivery(delivery: { memberId: string; accountKey: string; dedupKey: string; hookType: string; body: string }): boolean {
     const now = this.now();
-    const inserted = this.db
+    const seen = this.db
+      .select({ id: webhookDeliveries.id })
+      .from(webhookDeliveries)
+      .where(and(eq(webhookDeliveries.memberId, delivery.memberId), eq(webhookDeliveries.dedupKey, delivery.dedupKey)))
+      .get();
+    // A repeated key is stamped anew, so a lookup in flight replays it too (cache.deliveriesSince).
+    this.db
       .insert(webhookDeliveries)
       .values({ ...delivery, receivedAt: now })
-      .onConflictDoNothing()
-      .returning({ id: webhookDeliveries.id })
-      .get();
+      .onConflictDoUpdate({ target: [webhookDeliveries.memberId, webhookDeliveries.dedupKey], set: { receivedAt: now, body: delivery.body } })
+      .run();
     this.db.update(c2dWebhooks).set({ lastDeliveryAt: now }).where(eq(c2dWebhooks.memberId, delivery.memberId)).run();
-    return inserted !== undefined;
+    return seen === undefined;
   }
 
   /** Chat2Desk's last retry comes 2 h after the first try; keys older than that can go. */

@@ -34,6 +34,8 @@ export interface WorkerDeps {
 /** Bitrix24 takes at most 50 commands per batch (protocols/bitrix24.md §3). */
 const REPORT_BATCH = 50;
 const IDLE_POLL_MS = 1_000;
+/** Per-command errors inside a batch that clear by waiting (protocols/bitrix24.md §3 system errors). */
+const TRANSIENT_COMMAND_ERRORS = new Set(['QUERY_LIMIT_EXCEEDED', 'OPERATION_TIME_LIMIT', 'OVERLOAD_LIMIT', 'INTERNAL_SERVER_ERROR', 'ERROR_UNEXPECTED_ANSWER', 'expired_token']);
 /** How long an undelivered result is retried (Bitrix24 outage, lost authorisation) before it is dropped. */
 const REPORT_GIVE_UP_MS = 3 * 24 * 3600_000;
 
@@ -180,6 +182,7 @@ export class RobotWorker {
         },
         documentId: JSON.parse(job.documentId) as string[],
         runId: job.publicId,
+        acceptedAt: job.createdAt,
         attempt: job.attempts,
         checkpoint: JSON.parse(job.checkpoint) as Record<string, unknown>,
         saveCheckpoint: (checkpoint) => this.deps.jobs.saveCheckpoint(job.id, checkpoint),
@@ -293,12 +296,21 @@ export class RobotWorker {
       for (const job of batch) {
         const error = outcome.errors[`job${job.id}`];
         if (!error) delivered.push(job.id);
-        else if (error.error === 'ACCESS_DENIED') refused.push(job.id);
-        else retry.push(job.id);
+        else if (TRANSIENT_COMMAND_ERRORS.has(error.error)) retry.push(job.id);
+        else refused.push(job.id);
       }
       this.deps.jobs.markReported(delivered);
-      // ACCESS_DENIED: the workflow no longer exists or no longer waits; nothing more can be done.
-      this.deps.jobs.markReported(refused, 'Bitrix24 refused the result: the workflow no longer waits for it');
+      // ACCESS_DENIED: the workflow no longer exists or no longer waits. Other refusals of the
+      // command itself will not change by repeating it either.
+      for (const job of batch.filter((item) => refused.includes(item.id))) {
+        const error = outcome.errors[`job${job.id}`]!;
+        this.deps.jobs.markReported(
+          [job.id],
+          error.error === 'ACCESS_DENIED'
+            ? 'Bitrix24 refused the result: the workflow no longer waits for it'
+            : `Bitrix24 refused the result: ${error.error} ${error.error_description}`.trim(),
+        );
+      }
       if (refused.length) log.warn({ jobs: refused }, 'bitrix24 refused results for workflows that no longer wait');
       if (retry.length) this.#retryReports(batch.filter((job) => retry.includes(job.id)), 'Bitrix24 refused some results');
     } catch (error) {
