@@ -22,3 +22,24 @@ export function list(value: unknown): unknown[] {
   if (value && typeof value === 'object') return Object.values(value);
   return [];
 }
+
+/** The OAuth pair an incoming call carries in `auth[...]` (events, robot calls; protocols/bitrix24.md §1, §7). */
+export interface CallerTokens {
+  userId: number | null;
+  accessToken: string;
+  refreshToken: string;
+  /** Unix seconds. */
+  expiresAt: number;
+}
+
+export function callerTokens(auth: Record<string, unknown>): CallerTokens | undefined {
+  const accessToken = str(auth.access_token);
+  const refreshToken = str(auth.refresh_token);
+  if (!accessToken || !refreshToken) return undefined;
+  return {
+    userId: str(auth.user_id) ? Number(str(auth.user_id)) : null,
+    accessToken,
+    refreshToken,
+    expiresAt: Number(str(auth.expires)) || Math.floor(Date.now() / 1000) + (Number(str(auth.expires_in)) || 3600),
+  };
+}

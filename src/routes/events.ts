@@ -1,6 +1,6 @@
 import { Hono } from 'hono';
 import type { BackgroundTasks } from '../background.js';
-import { record, str } from '../bitrix24/form-body.js';
+import { callerTokens, record, str } from '../bitrix24/form-body.js';
 import type { AppRegistration } from '../bitrix24/registration.js';
 import type { Chat2DeskWebhooks } from '../chat2desk/webhooks.js';
 import type { JobStore } from '../db/jobs.js';
@@ -33,14 +33,8 @@ export function createEventsRoute(deps: {
       return c.json({ status: 'uninstalled' });
     }
     if (event === 'ONAPPUPDATE') {
-      if (str(auth.access_token) && str(auth.refresh_token)) {
-        deps.portals.saveRefreshedTokens(memberId, {
-          accessToken: str(auth.access_token),
-          refreshToken: str(auth.refresh_token),
-          expiresAt: Math.floor(Date.now() / 1000) + (Number(str(auth.expires_in)) || 3600),
-          clientEndpoint: portal.clientEndpoint,
-        });
-      }
+      const tokens = callerTokens(auth);
+      if (tokens) deps.portals.saveRefreshedTokens(memberId, { ...tokens, clientEndpoint: portal.clientEndpoint });
       // An update drops the app's handlers (protocols §1): register again, after answering.
       deps.background.run('re-registration after update', () => deps.registration.register(portal), { memberId });
       return c.json({ status: 'updating' });

@@ -1,5 +1,5 @@
 import { Hono } from 'hono';
-import { record, str } from '../bitrix24/form-body.js';
+import { callerTokens, record, str } from '../bitrix24/form-body.js';
 import { MalformedCall, readRobotCall } from '../bitrix24/robot-call.js';
 import type { PortalStore } from '../db/portals.js';
 import type { RobotCalls } from '../jobs/robot-calls.js';
@@ -12,13 +12,8 @@ export function createRobotRoute(deps: { portals: PortalStore; robotCalls: Robot
     const auth = record(fields.auth);
     const portal = deps.portals.authenticate(str(auth.member_id), str(auth.application_token));
     if (!portal) return c.json({ error: 'unknown portal or wrong application token' }, 401);
-    if (portal.status === 'reauth_required' && str(auth.access_token) && str(auth.refresh_token) && Number(str(auth.user_id)) === portal.installerUserId) {
-      deps.portals.recoverTokens(portal.memberId, {
-        accessToken: str(auth.access_token),
-        refreshToken: str(auth.refresh_token),
-        expiresAt: Number(str(auth.expires)) || Math.floor(Date.now() / 1000) + (Number(str(auth.expires_in)) || 3600),
-      });
-    }
+    const tokens = callerTokens(auth);
+    if (portal.status === 'reauth_required' && tokens && tokens.userId === portal.installerUserId) deps.portals.recoverTokens(portal.memberId, tokens);
     let call;
     try {
       call = readRobotCall(fields);
