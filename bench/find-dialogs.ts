@@ -14,7 +14,10 @@ function zipfSampler(n: number, s: number, seed: number): () => number {
   const total = weights.reduce((a, b) => a + b, 0);
   const cdf: number[] = [];
   let acc = 0;
-  for (const w of weights) cdf.push((acc += w / total));
+  for (const w of weights) {
+    acc += w / total;
+    cdf.push(acc);
+  }
   let state = seed >>> 0;
   const random = () => {
     state = (state + 0x6d2b79f5) >>> 0;
@@ -81,9 +84,7 @@ export async function findDialogsBenchmark() {
       ...stack.b24.robotCallBody({ code: 'c2d_find_dialogs', properties: { phone: `+${phones[rank]!}` }, documentId: ['crm', 'CCrmDocumentDeal', 'DEAL_1'] }),
     }));
     await Promise.all(
-      calls.map((call) =>
-        fetch(`${stack.server.url}/bitrix24/robot`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: call.body }),
-      ),
+      calls.map((call) => fetch(`${stack.server.url}/bitrix24/robot`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: call.body })),
     );
     const tokens = new Set(calls.map((call) => call.eventToken));
     await eventually(() => stack.b24.sentEvents.filter((event) => tokens.has(event.eventToken)).length === BLOCK, 60_000, 'block answered');

@@ -30,12 +30,14 @@ async function ackBenchmark() {
   // Acknowledgement alone: the workers would compete for the same CPU with the load generator.
   await stack.server.worker.stop();
   const bodies = (n: number) =>
-    Array.from({ length: n }, (_, i) =>
-      stack.b24.robotCallBody({
-        code: 'c2d_send_message',
-        properties: { phone: '+7 916 123-45-67', text: `Your order #${i} is ready` },
-        documentId: ['crm', 'CCrmDocumentDeal', 'DEAL_1'],
-      }).body,
+    Array.from(
+      { length: n },
+      (_, i) =>
+        stack.b24.robotCallBody({
+          code: 'c2d_send_message',
+          properties: { phone: '+7 916 123-45-67', text: `Your order #${i} is ready` },
+          documentId: ['crm', 'CCrmDocumentDeal', 'DEAL_1'],
+        }).body,
     );
 
   const bare = new Hono().post('/robot', async (c) => {
@@ -96,7 +98,11 @@ async function burstBenchmark() {
   (globalThis as { gc?: () => void }).gc?.();
   const heapBefore = process.memoryUsage().heapUsed;
   const started = performance.now();
-  const ack = await postAll(`${stack.server.url}/bitrix24/robot`, calls.map((call) => call.body), 32);
+  const ack = await postAll(
+    `${stack.server.url}/bitrix24/robot`,
+    calls.map((call) => call.body),
+    32,
+  );
   const tokens = new Set(calls.map((call) => call.eventToken));
   let peakHeap = heapBefore;
   await eventually(
@@ -113,7 +119,7 @@ async function burstBenchmark() {
   const c2dRefused = stack.c2d.calls.filter((call) => call.status === 429).length;
   const b24Refused = stack.b24.calls.filter((call) => call.error === 'QUERY_LIMIT_EXCEEDED').length;
   const sent = stack.c2d.calls.filter((call) => call.method === 'POST' && call.path === '/messages' && call.status === 200).length;
-  const failed = stack.b24.sentEvents.filter((event) => tokens.has(event.eventToken) && event.returnValues.status !== "sent");
+  const failed = stack.b24.sentEvents.filter((event) => tokens.has(event.eventToken) && event.returnValues.status !== 'sent');
   await stack.close();
   if (sent !== BURST || failed.length !== 0) throw new Error(`burst: ${sent} messages sent, ${failed.length} failed runs, e.g. ${String(failed[0]?.returnValues.error)}`);
 

@@ -118,7 +118,10 @@ async function tour(b24: FakeBitrix24, c2d: FakeChat2Desk, server: RunningServer
     [...registry].map(([code, robot]) => `${code} - ${String((robot.NAME as Record<string, unknown> | undefined)?.EN ?? robot.NAME)}`);
   show('Robots (automation rules) now in the portal', names(b24.robots));
   show('Business-process activities now in the portal', names(b24.activities));
-  show('Event bindings', b24.eventBindings.map((binding) => `${binding.event} -> ${binding.handler}`));
+  show(
+    'Event bindings',
+    b24.eventBindings.map((binding) => `${binding.event} -> ${binding.handler}`),
+  );
 
   step(
     'Connect Chat2Desk on the settings page',
@@ -167,8 +170,7 @@ async function tour(b24: FakeBitrix24, c2d: FakeChat2Desk, server: RunningServer
 
   step(
     'A robot call with a bad phone number',
-    'Bad input must not leave the workflow hanging: it still finishes, with status=failed and an\n' +
-      'error a portal admin can read, and nothing goes to Chat2Desk.',
+    'Bad input must not leave the workflow hanging: it still finishes, with status=failed and an\n' + 'error a portal admin can read, and nothing goes to Chat2Desk.',
   );
   const sentBefore = sentMessageCalls(c2d).length;
   const bad = await b24.callRobot({ code: 'c2d_send_message', properties: { phone: 'call me maybe', text: 'hi' } });
@@ -192,8 +194,7 @@ async function tour(b24: FakeBitrix24, c2d: FakeChat2Desk, server: RunningServer
 
   step(
     'A forged robot call',
-    'Every call carries the application token Bitrix24 gave the server at install. A call with any\n' +
-      'other token is refused before anything is stored or sent.',
+    'Every call carries the application token Bitrix24 gave the server at install. A call with any\n' + 'other token is refused before anything is stored or sent.',
   );
   const forged = await b24.callRobot({ code: 'c2d_send_message', properties: { phone: '79161234567', text: 'hi' }, applicationToken: 'f'.repeat(32) });
   show('Answer', `${forged.status} ${forged.text}`);

@@ -22,11 +22,9 @@ const httpUrl = (fallback?: string) =>
     v.transform((value) => value.replace(/\/+$/, '')),
   );
 
-const positiveNumber = (fallback: string) =>
-  v.pipe(v.optional(v.string(), fallback), v.transform(Number), v.number(), v.minValue(0.001, 'must be positive'));
+const positiveNumber = (fallback: string) => v.pipe(v.optional(v.string(), fallback), v.transform(Number), v.number(), v.minValue(0.001, 'must be positive'));
 
-const positiveInteger = (fallback: string) =>
-  v.pipe(v.optional(v.string(), fallback), v.transform(Number), v.integer('must be an integer'), v.minValue(1, 'must be at least 1'));
+const positiveInteger = (fallback: string) => v.pipe(v.optional(v.string(), fallback), v.transform(Number), v.integer('must be an integer'), v.minValue(1, 'must be at least 1'));
 
 const EnvSchema = v.object({
   PORT: port,

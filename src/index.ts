@@ -1,8 +1,8 @@
-import { ConfigError, loadConfig, productionGaps } from './config.js';
+import { type Config, ConfigError, loadConfig, productionGaps } from './config.js';
 import { createLogger } from './log.js';
-import { startServer } from './server.js';
+import { type RunningServer, startServer } from './server.js';
 
-let config;
+let config: Config;
 try {
   config = loadConfig();
 } catch (error) {
@@ -13,7 +13,7 @@ try {
   throw error;
 }
 const log = createLogger(config.logLevel);
-let server;
+let server: RunningServer;
 try {
   server = await startServer(config, log);
 } catch (error) {

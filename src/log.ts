@@ -7,10 +7,26 @@ export type { Logger };
  * the second line of defence for any object that carries one by accident.
  */
 const REDACT = [
-  'access_token', 'refresh_token', 'application_token', 'client_secret', 'auth', 'token', 'apiToken',
-  'chat2deskApiToken', 'authorization', 'Authorization',
-  '*.access_token', '*.refresh_token', '*.application_token', '*.client_secret', '*.auth', '*.token',
-  '*.apiToken', '*.chat2deskApiToken', '*.authorization', '*.Authorization',
+  'access_token',
+  'refresh_token',
+  'application_token',
+  'client_secret',
+  'auth',
+  'token',
+  'apiToken',
+  'chat2deskApiToken',
+  'authorization',
+  'Authorization',
+  '*.access_token',
+  '*.refresh_token',
+  '*.application_token',
+  '*.client_secret',
+  '*.auth',
+  '*.token',
+  '*.apiToken',
+  '*.chat2deskApiToken',
+  '*.authorization',
+  '*.Authorization',
   'req.headers.authorization',
 ];
 

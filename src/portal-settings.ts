@@ -20,8 +20,27 @@ const countries = new Set<string>(getCountries());
 
 /** Transports Chat2Desk documents (protocols/chat2desk.md §6); used for the robot's select and to validate defaults. */
 export const KNOWN_TRANSPORTS = [
-  'whatsapp', 'wa_dialog', 'wa_cm', 'wa_infobip', 'telegram', 'tg_user', 'viber', 'viber_business', 'viber_public',
-  'vk', 'vkontakte', 'ok', 'facebook', 'insta_direct', 'widget', 'external', 'email', 'sms', 'sms_infobip', 'skype', 'wechat',
+  'whatsapp',
+  'wa_dialog',
+  'wa_cm',
+  'wa_infobip',
+  'telegram',
+  'tg_user',
+  'viber',
+  'viber_business',
+  'viber_public',
+  'vk',
+  'vkontakte',
+  'ok',
+  'facebook',
+  'insta_direct',
+  'widget',
+  'external',
+  'email',
+  'sms',
+  'sms_infobip',
+  'skype',
+  'wechat',
 ] as const;
 
 export function settingsUpdateSchema(allowedApiUrls: readonly string[]) {
@@ -45,7 +64,12 @@ export function settingsUpdateSchema(allowedApiUrls: readonly string[]) {
     ),
     defaultChannelId: v.optional(v.nullable(v.pipe(v.number('defaultChannelId must be a number'), v.integer(), v.minValue(1)))),
     defaultTransport: v.optional(
-      v.nullable(v.pipe(v.string(), v.check((name) => /^[a-z0-9_]{2,40}$/.test(name), 'defaultTransport must be a Chat2Desk transport name such as whatsapp'))),
+      v.nullable(
+        v.pipe(
+          v.string(),
+          v.check((name) => /^[a-z0-9_]{2,40}$/.test(name), 'defaultTransport must be a Chat2Desk transport name such as whatsapp'),
+        ),
+      ),
     ),
     operatorMap: v.optional(
       v.record(

@@ -144,9 +144,7 @@ export class SettingsService {
     const suggested: Record<string, number> = {};
     for (const operator of candidates) {
       const users = outcome.results[`op${operator.id}`];
-      const match = Array.isArray(users)
-        ? (users as Array<{ ID: string; EMAIL?: string }>).find((user) => user.EMAIL?.toLowerCase() === operator.email!.toLowerCase())
-        : undefined;
+      const match = Array.isArray(users) ? (users as Array<{ ID: string; EMAIL?: string }>).find((user) => user.EMAIL?.toLowerCase() === operator.email!.toLowerCase()) : undefined;
       if (match) suggested[String(operator.id)] = Number(match.ID);
     }
     return suggested;
@@ -184,10 +182,7 @@ export class SettingsService {
       } catch (error) {
         if (error instanceof SettingsRequestError) throw error;
         if (error instanceof Chat2DeskError && !error.transient) {
-          throw new SettingsRequestError(
-            error.kind === 'auth' ? `Chat2Desk rejected the API token: ${error.apiMessage}` : `Chat2Desk refused: ${error.apiMessage}`,
-            422,
-          );
+          throw new SettingsRequestError(error.kind === 'auth' ? `Chat2Desk rejected the API token: ${error.apiMessage}` : `Chat2Desk refused: ${error.apiMessage}`, 422);
         }
         throw new SettingsRequestError(`Chat2Desk could not be reached to check the token: ${error instanceof Error ? error.message : String(error)}`, 502);
       }

@@ -19,7 +19,11 @@ interface Child {
 
 function startChild(env: Record<string, string>, cwd = root): Child {
   const output: string[] = [];
-  const child = spawn(process.execPath, ['--import', tsxLoader, join(root, 'src', 'index.ts')], { cwd, env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['--import', tsxLoader, join(root, 'src', 'index.ts')], {
+    cwd,
+    env: { PATH: process.env.PATH ?? '', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   child.stdout.on('data', (chunk) => output.push(String(chunk)));
   child.stderr.on('data', (chunk) => output.push(String(chunk)));
   return { process: child, output };
@@ -137,9 +141,7 @@ describe('a real server process', () => {
 
     // Chat2Desk accepts the first sends but answers them only after the server is dead.
     c2d.delayNext({ method: 'POST', path: '/messages' }, 4_000, 3);
-    const calls = await Promise.all(
-      Array.from({ length: 12 }, (_, i) => b24.callRobot({ code: 'c2d_send_message', properties: { phone: '79161234567', text: `crash ${i}` } })),
-    );
+    const calls = await Promise.all(Array.from({ length: 12 }, (_, i) => b24.callRobot({ code: 'c2d_send_message', properties: { phone: '79161234567', text: `crash ${i}` } })));
     for (const call of calls) expect(call.status).toBe(200);
     await eventually(() => c2d.account().messages.length >= 3, 10_000, 'sends in flight');
     await killHard(server.child);

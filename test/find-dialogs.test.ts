@@ -82,7 +82,14 @@ describe('Find dialogs by phone robot', () => {
     expect(any.returnValues).toMatchObject({ status: 'ok', found: 'Y', dialogs_count: '2', dialog_id: String(second), dialog_state: 'open', last_message_text: 'second visit' });
 
     const closed = await find({ phone: '79161234567', state: 'closed' });
-    expect(closed.returnValues).toMatchObject({ status: 'ok', found: 'Y', dialogs_count: '1', dialog_id: String(first!.id), dialog_state: 'closed', last_message_text: 'first visit' });
+    expect(closed.returnValues).toMatchObject({
+      status: 'ok',
+      found: 'Y',
+      dialogs_count: '1',
+      dialog_id: String(first!.id),
+      dialog_state: 'closed',
+      last_message_text: 'first visit',
+    });
 
     const open = await find({ phone: '79161234567', state: 'open' });
     expect(open.returnValues).toMatchObject({ status: 'ok', dialogs_count: '1', dialog_id: String(second), dialog_state: 'open' });

@@ -35,7 +35,9 @@ describe('the install page in a browser', () => {
   async function openInstallPage(request: { query: string; body: string }) {
     const url = `${stack.server.url}/install?${request.query}`;
     // Bitrix24 POSTs the form into its iframe; the browser is made to do the same.
-    await page.route(url, (route) => route.continue({ method: 'POST', postData: request.body, headers: { ...route.request().headers(), 'content-type': 'application/x-www-form-urlencoded' } }));
+    await page.route(url, (route) =>
+      route.continue({ method: 'POST', postData: request.body, headers: { ...route.request().headers(), 'content-type': 'application/x-www-form-urlencoded' } }),
+    );
     return page.goto(url);
   }
 

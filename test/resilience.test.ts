@@ -2,9 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { eventually, installAndConfigure, sentMessages, startStack, type Stack } from './support/stack.js';
 
 async function fireRobots(stack: Stack, count: number, phone = '79161234567') {
-  const calls = await Promise.all(
-    Array.from({ length: count }, (_, i) => stack.b24.callRobot({ code: 'c2d_send_message', properties: { phone, text: `message ${i}` } })),
-  );
+  const calls = await Promise.all(Array.from({ length: count }, (_, i) => stack.b24.callRobot({ code: 'c2d_send_message', properties: { phone, text: `message ${i}` } })));
   for (const call of calls) expect(call.status).toBe(200);
   return calls.map((call) => call.eventToken);
 }

@@ -17,7 +17,7 @@ describe('Send Chat2Desk message robot', () => {
     const sent = await eventually(() => stack.b24.sentEvents.find((event) => event.eventToken === call.eventToken), 10_000, 'event.send');
     const [message] = sentMessages(stack);
     expect(message?.body).toMatchObject({ client_id: client.id, text: 'Your order is ready', open_dialog: true });
-    expect(String((message?.body as { external_id: string }).external_id)).toMatch(/^b24-/);
+    expect(String((message?.body as { external_id: string } | undefined)?.external_id)).toMatch(/^b24-/);
     const stored = stack.c2d.account().messages.at(-1)!;
     expect(sent.returnValues).toMatchObject({
       status: 'sent',

@@ -179,7 +179,12 @@ describe('Chat2Desk webhook and the dialog cache', () => {
     it('new_client: a number that had no client now has one', async () => {
       expect(await directory.clientsByPhone('79169999999')).toEqual([]);
       const { message } = stack.c2d.receiveMessage({ phone: '79169999999', text: 'Hi, new here' });
-      await stack.c2d.deliverWebhook({ hook_type: 'new_client', client_id: message.client_id, client: { id: message.client_id, phone: '79169999999' }, event_time: '2026-11-24T10:00:06Z' });
+      await stack.c2d.deliverWebhook({
+        hook_type: 'new_client',
+        client_id: message.client_id,
+        client: { id: message.client_id, phone: '79169999999' },
+        event_time: '2026-11-24T10:00:06Z',
+      });
       expect((await directory.clientsByPhone('79169999999')).map((item) => item.id)).toEqual([message.client_id]);
     });
 
@@ -187,7 +192,13 @@ describe('Chat2Desk webhook and the dialog cache', () => {
       await dialogNow();
       dialog.state = 'closed';
       const { message } = stack.c2d.receiveMessage({ clientId: client.id as number, text: 'Me again' });
-      await stack.c2d.deliverWebhook({ hook_type: 'new_request', request_id: message.request_id, client_id: client.id, dialog_id: message.dialog_id, event_time: '2026-11-24T10:00:07Z' });
+      await stack.c2d.deliverWebhook({
+        hook_type: 'new_request',
+        request_id: message.request_id,
+        client_id: client.id,
+        dialog_id: message.dialog_id,
+        event_time: '2026-11-24T10:00:07Z',
+      });
       const latest = await dialogNow();
       expect(latest.lastMessageText).toBe('Me again');
     });
@@ -256,7 +267,10 @@ describe('Chat2Desk webhook and the dialog cache', () => {
     const telegram = { ...client, id: 17349999, phone: '[tg] 807892', client_phone: '79165550000', name: 'Peter', tags: [], channels: [{ id: 17404, transports: ['telegram'] }] };
     stack.c2d.account().clients.push(telegram);
     expect((await directory.clientsByPhone('79165550000')).map((item) => item.id)).toEqual([17349999]);
-    expect(stack.c2d.calls.filter((call) => call.path === '/clients').map((call) => Object.keys(call.query).filter((key) => key !== 'limit'))).toEqual([['phone'], ['client_phone']]);
+    expect(stack.c2d.calls.filter((call) => call.path === '/clients').map((call) => Object.keys(call.query).filter((key) => key !== 'limit'))).toEqual([
+      ['phone'],
+      ['client_phone'],
+    ]);
   });
 
   it('lists operators, channels and tags in the settings, with the mapping suggested by e-mail', async () => {
@@ -270,7 +284,9 @@ describe('Chat2Desk webhook and the dialog cache', () => {
     expect(view.suggestedOperatorMap).toEqual({ 617: 1, 311416: 2 });
     expect(view.webhook).toBeUndefined();
     expect((await putSettings(stack, { operatorMap: { 311416: 5 }, cacheTtlSeconds: 60 })).status).toBe(200);
-    const saved = (await (await fetch(`${stack.server.url}/api/settings`, { headers: { authorization: `Bearer ${stack.b24.issueAuth(1).access_token}`, 'x-bitrix24-member-id': stack.b24.memberId } })).json()) as Record<string, unknown>;
+    const saved = (await (
+      await fetch(`${stack.server.url}/api/settings`, { headers: { authorization: `Bearer ${stack.b24.issueAuth(1).access_token}`, 'x-bitrix24-member-id': stack.b24.memberId } })
+    ).json()) as Record<string, unknown>;
     expect(saved).toMatchObject({ operatorMap: { 311416: 5 }, cacheTtlSeconds: 60, suggestedOperatorMap: { 617: 1 } });
   });
 });

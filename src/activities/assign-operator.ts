@@ -22,7 +22,14 @@ const schema = v.pipe(
         v.transform(parseBitrixUser),
       ),
     ),
-    operator_id: v.optional(v.pipe(v.string(), v.trim(), v.check((id) => id === '' || /^\d+$/.test(id), 'operator_id must be a Chat2Desk operator id')), ''),
+    operator_id: v.optional(
+      v.pipe(
+        v.string(),
+        v.trim(),
+        v.check((id) => id === '' || /^\d+$/.test(id), 'operator_id must be a Chat2Desk operator id'),
+      ),
+      '',
+    ),
     force: v.optional(v.string(), 'N'),
   }),
   v.check((props) => hasDialogTarget(props), DIALOG_TARGET_REQUIRED),
@@ -59,11 +66,19 @@ export const assignOperator: Activity<typeof schema> = {
     },
     operator_id: {
       name: localized('Chat2Desk operator ID', 'ID оператора Chat2Desk', 'ID del operador en Chat2Desk'),
-      description: localized('Used instead of the Bitrix24 user when given', 'Если указан, используется вместо пользователя Битрикс24', 'Si se indica, se usa en lugar del usuario de Bitrix24'),
+      description: localized(
+        'Used instead of the Bitrix24 user when given',
+        'Если указан, используется вместо пользователя Битрикс24',
+        'Si se indica, se usa en lugar del usuario de Bitrix24',
+      ),
       type: 'string',
     },
     force: {
-      name: localized('Assign even if the operator is offline or busy', 'Назначить, даже если оператор не в сети или занят', 'Asignar aunque el operador esté desconectado u ocupado'),
+      name: localized(
+        'Assign even if the operator is offline or busy',
+        'Назначить, даже если оператор не в сети или занят',
+        'Asignar aunque el operador esté desconectado u ocupado',
+      ),
       type: 'bool',
       default: 'N',
     },
@@ -104,7 +119,8 @@ async function assign(run: RobotRun, props: Properties): Promise<RobotOutcome> {
 
 async function operatorOfUser(run: RobotRun, userId: number): Promise<number> {
   const operator = await operatorForBitrixUser(run, userId).catch((error: unknown) => {
-    if (error instanceof Bitrix24Error && error.accessDenied) throw new RobotFailure(`Bitrix24 refused to show user ${userId} (${error.code}), so no Chat2Desk operator could be found for it`);
+    if (error instanceof Bitrix24Error && error.accessDenied)
+      throw new RobotFailure(`Bitrix24 refused to show user ${userId} (${error.code}), so no Chat2Desk operator could be found for it`);
     throw error;
   });
   if (operator) return operator.id;
@@ -112,7 +128,5 @@ async function operatorOfUser(run: RobotRun, userId: number): Promise<number> {
   if (mappedId !== undefined) {
     throw new RobotFailure(`the app settings (operatorMap) map Bitrix24 user ${userId} to Chat2Desk operator ${mappedId}, which this Chat2Desk account does not have`);
   }
-  throw new RobotFailure(
-    `Bitrix24 user ${userId} has no Chat2Desk operator: map it in the app settings (operatorMap) or give the operator the same e-mail in both systems`,
-  );
+  throw new RobotFailure(`Bitrix24 user ${userId} has no Chat2Desk operator: map it in the app settings (operatorMap) or give the operator the same e-mail in both systems`);
 }

@@ -16,13 +16,24 @@ export const dialogTargetProperties: Record<string, PropertyDefinition> = {
   },
   phone: {
     name: localized('Client phone', 'Телефон клиента', 'Teléfono del cliente'),
-    description: localized("Used when no dialog ID is given: the client's latest dialog", 'Если ID диалога не указан: последний диалог клиента', 'Si no hay ID de diálogo: el último diálogo del cliente'),
+    description: localized(
+      "Used when no dialog ID is given: the client's latest dialog",
+      'Если ID диалога не указан: последний диалог клиента',
+      'Si no hay ID de diálogo: el último diálogo del cliente',
+    ),
     type: 'string',
   },
 };
 
 export const dialogTargetEntries = {
-  dialog_id: v.optional(v.pipe(v.string(), v.trim(), v.check((id) => id === '' || /^\d+$/.test(id), 'dialog_id must be a Chat2Desk dialog id')), ''),
+  dialog_id: v.optional(
+    v.pipe(
+      v.string(),
+      v.trim(),
+      v.check((id) => id === '' || /^\d+$/.test(id), 'dialog_id must be a Chat2Desk dialog id'),
+    ),
+    '',
+  ),
   phone: v.optional(v.union([v.string(), v.array(v.string())]), ''),
 };
 
@@ -51,7 +62,9 @@ export async function resolveDialog(run: RobotRun, props: { dialog_id: string; p
   const phone = normalizePhone(props.phone, run.settings.defaultCountry ?? undefined);
   if (!phone) {
     const shown = Array.isArray(props.phone) ? props.phone.join(', ') : props.phone;
-    throw new RobotFailure(`"${shown}" is not a valid phone number${run.settings.defaultCountry ? '' : ' (numbers without a country code need a default country in the app settings)'}`);
+    throw new RobotFailure(
+      `"${shown}" is not a valid phone number${run.settings.defaultCountry ? '' : ' (numbers without a country code need a default country in the app settings)'}`,
+    );
   }
   const clients = await run.directory.clientsByPhone(phone.digits);
   let latest: DialogTarget | undefined;
@@ -61,7 +74,6 @@ export async function resolveDialog(run: RobotRun, props: { dialog_id: string; p
   }
   return latest;
 }
-
 
 function notFoundAsUndefined(error: unknown): undefined {
   if (error instanceof Chat2DeskError && error.kind === 'not_found') return undefined;

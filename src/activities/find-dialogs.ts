@@ -10,10 +10,7 @@ const nonEmpty = (value: string | string[]) => (Array.isArray(value) ? value.som
 const STATES = ['any', 'open', 'closed'] as const;
 
 const schema = v.object({
-  phone: v.pipe(
-    v.union([v.string(), v.array(v.string())], 'phone is required'),
-    v.check(nonEmpty, 'phone is required'),
-  ),
+  phone: v.pipe(v.union([v.string(), v.array(v.string())], 'phone is required'), v.check(nonEmpty, 'phone is required')),
   state: v.optional(
     v.pipe(
       v.string('state must be any, open or closed'),
@@ -39,7 +36,10 @@ const returnProperties: Record<string, PropertyDefinition> = {
   dialog_state: { name: localized('Dialog state (open or closed)', 'Состояние диалога (open или closed)', 'Estado del diálogo (open o closed)'), type: 'string' },
   operator_id: { name: localized('Chat2Desk operator ID', 'ID оператора Chat2Desk', 'ID del operador en Chat2Desk'), type: 'int' },
   operator_name: { name: localized('Operator name', 'Имя оператора', 'Nombre del operador'), type: 'string' },
-  responsible: { name: localized('Responsible (Bitrix24 user of the operator)', 'Ответственный (пользователь Битрикс24 оператора)', 'Responsable (usuario de Bitrix24 del operador)'), type: 'user' },
+  responsible: {
+    name: localized('Responsible (Bitrix24 user of the operator)', 'Ответственный (пользователь Битрикс24 оператора)', 'Responsable (usuario de Bitrix24 del operador)'),
+    type: 'user',
+  },
   channel_id: { name: localized('Channel ID', 'ID канала', 'ID del canal'), type: 'int' },
   transport: { name: localized('Transport', 'Транспорт', 'Transporte'), type: 'string' },
   tags: { name: localized('Client tags', 'Теги клиента', 'Etiquetas del cliente'), type: 'string' },
@@ -75,7 +75,11 @@ export const findDialogs: Activity<typeof schema> = {
   properties: () => ({
     phone: {
       name: localized('Client phone', 'Телефон клиента', 'Teléfono del cliente'),
-      description: localized('A phone field or a number; the first valid number is used', 'Поле телефона или номер; берётся первый корректный', 'Un campo de teléfono o un número; se usa el primero válido'),
+      description: localized(
+        'A phone field or a number; the first valid number is used',
+        'Поле телефона или номер; берётся первый корректный',
+        'Un campo de teléfono o un número; se usa el primero válido',
+      ),
       type: 'string',
       required: true,
     },
@@ -175,4 +179,3 @@ function bitrixDateTime(chat2deskTime: string): string {
   const match = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}) UTC$/.exec(chat2deskTime.trim());
   return match ? `${match[1]}+00:00` : chat2deskTime;
 }
-

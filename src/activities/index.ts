@@ -6,13 +6,7 @@ import { sendMessage } from './send-message.js';
 import { tagDialog } from './tag-dialog.js';
 
 /** Every robot the app registers, in the order the designer lists them. One line per robot. */
-export const activities: readonly Activity[] = [
-  sendMessage,
-  findDialogs,
-  assignOperator,
-  tagDialog,
-  logDialog,
-];
+export const activities: readonly Activity[] = [sendMessage, findDialogs, assignOperator, tagDialog, logDialog];
 
 /** Finds a robot by the code Bitrix24 called it with: the robot's own or its business-process twin's. */
 export function findActivity(code: string): Activity | undefined {

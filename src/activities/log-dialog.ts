@@ -156,7 +156,9 @@ async function claimSlot(slot: CommentSlot, ownEarlierAttempt: boolean, runStart
       throw new RobotFailure(UNKNOWN_OUTCOME);
     }
     if (Date.now() > waitUntil) {
-      throw new RobotFailure(`another run has been writing the timeline comment for Chat2Desk dialog ${slot.dialogId} since ${new Date(held.createdAt).toISOString()} and has not finished; not writing a second one`);
+      throw new RobotFailure(
+        `another run has been writing the timeline comment for Chat2Desk dialog ${slot.dialogId} since ${new Date(held.createdAt).toISOString()} and has not finished; not writing a second one`,
+      );
     }
     await delay(200);
   }

@@ -14,14 +14,25 @@ const yes = (value: string) => value === 'Y' || value === '1' || value.toLowerCa
 
 const schema = v.pipe(
   v.object({
-    phone: v.pipe(
-      v.union([v.string(), v.array(v.string())], 'phone is required'),
-      v.check(nonEmpty, 'phone is required'),
-    ),
+    phone: v.pipe(v.union([v.string(), v.array(v.string())], 'phone is required'), v.check(nonEmpty, 'phone is required')),
     text: v.optional(v.pipe(v.string('text must be text'), v.trim(), v.maxLength(4096, 'text is longer than 4096 characters')), ''),
     attachment: v.optional(v.pipe(v.string(), v.trim(), v.check(isHttpUrl, 'attachment must be a direct http(s) link to the file')), ''),
-    channel_id: v.optional(v.pipe(v.string(), v.trim(), v.check((id) => id === '' || /^\d+$/.test(id), 'channel_id must be a Chat2Desk channel id')), ''),
-    transport: v.optional(v.pipe(v.string(), v.trim(), v.check((name) => name === '' || /^[a-z0-9_]{2,40}$/.test(name), 'transport must be a Chat2Desk transport name')), ''),
+    channel_id: v.optional(
+      v.pipe(
+        v.string(),
+        v.trim(),
+        v.check((id) => id === '' || /^\d+$/.test(id), 'channel_id must be a Chat2Desk channel id'),
+      ),
+      '',
+    ),
+    transport: v.optional(
+      v.pipe(
+        v.string(),
+        v.trim(),
+        v.check((name) => name === '' || /^[a-z0-9_]{2,40}$/.test(name), 'transport must be a Chat2Desk transport name'),
+      ),
+      '',
+    ),
     open_dialog: v.optional(v.string(), 'Y'),
   }),
   v.check((props) => props.text !== '' || props.attachment !== '', 'text is required unless an attachment is given'),
@@ -59,7 +70,11 @@ export const sendMessage: Activity<typeof schema> = {
   properties: ({ channels }) => ({
     phone: {
       name: localized('Client phone', 'Телефон клиента', 'Teléfono del cliente'),
-      description: localized('A phone field or a number; the first valid number is used', 'Поле телефона или номер; берётся первый корректный', 'Un campo de teléfono o un número; se usa el primero válido'),
+      description: localized(
+        'A phone field or a number; the first valid number is used',
+        'Поле телефона или номер; берётся первый корректный',
+        'Un campo de teléfono o un número; se usa el primero válido',
+      ),
       type: 'string',
       required: true,
     },
@@ -183,7 +198,12 @@ function sentOutcome(sent: SentMessage, clientId: number, wroteFirst: boolean): 
 }
 
 /** Where to write first from: the robot's channel, else the portal default, else the first channel that has the transport. */
-async function writeFirstRoute(directory: DialogDirectory, settings: PortalSettings, channelId: number | undefined, transport: string | undefined): Promise<{ channelId: number; transport: string }> {
+async function writeFirstRoute(
+  directory: DialogDirectory,
+  settings: PortalSettings,
+  channelId: number | undefined,
+  transport: string | undefined,
+): Promise<{ channelId: number; transport: string }> {
   const wantedChannel = channelId ?? settings.defaultChannelId ?? undefined;
   const wantedTransport = transport ?? settings.defaultTransport ?? undefined;
   const channels = await directory.channels();

@@ -12,16 +12,20 @@ function tagNames(value: string | string[]): string[] {
 
 /** A select; unset, it arrives as an empty string and means the default (the first option). */
 const choice = <const T extends readonly [string, ...string[]]>(options: T, message: string) =>
-  v.optional(v.pipe(v.string(message), v.trim(), v.transform((value) => value || options[0]), v.picklist(options, message)), options[0]);
+  v.optional(
+    v.pipe(
+      v.string(message),
+      v.trim(),
+      v.transform((value) => value || options[0]),
+      v.picklist(options, message),
+    ),
+    options[0],
+  );
 
 const schema = v.pipe(
   v.object({
     ...dialogTargetEntries,
-    tags: v.pipe(
-      v.union([v.string(), v.array(v.string())], 'tags are required'),
-      v.transform(tagNames),
-      v.minLength(1, 'tags are required'),
-    ),
+    tags: v.pipe(v.union([v.string(), v.array(v.string())], 'tags are required'), v.transform(tagNames), v.minLength(1, 'tags are required')),
     action: choice(['add', 'remove'], 'action must be add or remove'),
     target: choice(['client', 'request'], 'target must be client or request'),
   }),
@@ -50,7 +54,11 @@ export const tagDialog: Activity<typeof schema> = {
     ...dialogTargetProperties,
     tags: {
       name: localized('Tags', 'Теги', 'Etiquetas'),
-      description: localized('Tag names or IDs; several may be separated by commas', 'Названия или ID тегов; несколько — через запятую', 'Nombres o ID de etiquetas; varias separadas por comas'),
+      description: localized(
+        'Tag names or IDs; several may be separated by commas',
+        'Названия или ID тегов; несколько — через запятую',
+        'Nombres o ID de etiquetas; varias separadas por comas',
+      ),
       type: 'string',
       multiple: true,
       required: true,
@@ -99,7 +107,12 @@ async function tag(run: RobotRun, props: Properties): Promise<RobotOutcome> {
 
   const tags = await resolveTags(run, props.tags);
   try {
-    await run.directory.tag(tags.map((item) => item.id), assignee, clientId, props.action);
+    await run.directory.tag(
+      tags.map((item) => item.id),
+      assignee,
+      clientId,
+      props.action,
+    );
   } catch (error) {
     if (error instanceof Chat2DeskError && !error.transient) throw new RobotFailure(`Chat2Desk refused the tags: ${error.apiMessage}`);
     throw error;

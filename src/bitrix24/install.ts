@@ -62,7 +62,7 @@ export class InstallService {
     if (!claim.memberId || !claim.domain || !claim.accessToken || !claim.refreshToken || !claim.applicationToken) {
       throw new InstallRefused('The install request lacks member_id, domain, tokens or application_token', 400);
     }
-    let verified;
+    let verified: Awaited<ReturnType<OAuthServer['appInfo']>>;
     try {
       verified = await oauth.appInfo(claim.accessToken);
     } catch (error) {

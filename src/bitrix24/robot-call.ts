@@ -45,6 +45,9 @@ export function readRobotCall(fields: Record<string, unknown>): RobotCall {
 /** Multiple values arrive as properties[k][0..n]; qs turns sparse ones into objects, so make them arrays. */
 function normalizeProperties(properties: Record<string, unknown>): Record<string, unknown> {
   return Object.fromEntries(
-    Object.entries(properties).map(([key, value]) => [key, value && typeof value === 'object' ? list(value).map((item) => (typeof item === 'string' ? item : JSON.stringify(item))) : value]),
+    Object.entries(properties).map(([key, value]) => [
+      key,
+      value && typeof value === 'object' ? list(value).map((item) => (typeof item === 'string' ? item : JSON.stringify(item))) : value,
+    ]),
   );
 }

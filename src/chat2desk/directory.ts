@@ -33,16 +33,27 @@ export class DialogDirectory {
       const clients = ids.map((id) => this.store.client(this.accountKey, id, freshAfter));
       if (clients.every((client): client is CachedClient => client !== undefined)) return clients;
     }
-    return this.#fetch(async () => (await this.api.clientsByPhone(phone)).map(toClient), (clients, at) => {
-      this.store.putClients(this.accountKey, clients, at);
-      this.store.putPhoneLookup(this.accountKey, phone, clients.map((client) => client.id), at);
-    });
+    return this.#fetch(
+      async () => (await this.api.clientsByPhone(phone)).map(toClient),
+      (clients, at) => {
+        this.store.putClients(this.accountKey, clients, at);
+        this.store.putPhoneLookup(
+          this.accountKey,
+          phone,
+          clients.map((client) => client.id),
+          at,
+        );
+      },
+    );
   }
 
   async client(id: number): Promise<CachedClient> {
     const cached = this.store.client(this.accountKey, id, this.#freshAfter());
     if (cached) return cached;
-    return this.#fetch(async () => toClient(await this.api.client(id)), (client, at) => this.store.putClients(this.accountKey, [client], at));
+    return this.#fetch(
+      async () => toClient(await this.api.client(id)),
+      (client, at) => this.store.putClients(this.accountKey, [client], at),
+    );
   }
 
   /** The client's dialogs, latest activity first. */
@@ -65,7 +76,10 @@ export class DialogDirectory {
     if (cached) return cached;
     // A dialog without messages does not name its client; keep the owner we already knew.
     const knownOwner = this.store.dialog(this.accountKey, id, 0)?.clientId ?? undefined;
-    return this.#fetch(async () => toDialog(await this.api.dialog(id), knownOwner), (dialog, at) => this.store.putDialogs(this.accountKey, [dialog], at));
+    return this.#fetch(
+      async () => toDialog(await this.api.dialog(id), knownOwner),
+      (dialog, at) => this.store.putDialogs(this.accountKey, [dialog], at),
+    );
   }
 
   operators(): Promise<Chat2DeskOperator[]> {

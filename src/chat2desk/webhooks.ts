@@ -26,9 +26,7 @@ export interface WebhookDeps {
   log: Logger;
 }
 
-export type DeliveryOutcome =
-  | { status: 200; result: 'applied' | 'duplicate' }
-  | { status: 400 | 401 | 404; error: string };
+export type DeliveryOutcome = { status: 200; result: 'applied' | 'duplicate' } | { status: 400 | 401 | 404; error: string };
 
 /**
  * The Chat2Desk webhook: registered once per portal, received on an unguessable URL (and its HMAC
@@ -196,7 +194,9 @@ export class Chat2DeskWebhooks {
 /** hex(HMAC_SHA256(key = md5(api_token), raw_body + timestamp)) — protocols §7, verified against the vendor vector. */
 export function webhookSignature(apiToken: string, rawBody: string, timestamp: string): string {
   const key = createHash('md5').update(apiToken).digest('hex');
-  return createHmac('sha256', key).update(rawBody + timestamp).digest('hex');
+  return createHmac('sha256', key)
+    .update(rawBody + timestamp)
+    .digest('hex');
 }
 
 function signatureMatches(apiToken: string, rawBody: string, timestamp: string, presented: string): boolean {

@@ -45,7 +45,11 @@ export class CacheStore {
   constructor(private readonly db: Db) {
     const p = (name: string) => sql.placeholder(name);
     this.#q = {
-      validFrom: db.select({ validFrom: c2dAccounts.validFrom }).from(c2dAccounts).where(eq(c2dAccounts.accountKey, p('account'))).prepare(),
+      validFrom: db
+        .select({ validFrom: c2dAccounts.validFrom })
+        .from(c2dAccounts)
+        .where(eq(c2dAccounts.accountKey, p('account')))
+        .prepare(),
       client: db
         .select()
         .from(c2dClients)
@@ -194,13 +198,22 @@ export class CacheStore {
   /** Deletes what a change made stale. Deleting, not patching: the next read fetches the truth. */
   invalidate(accountKey: string, change: Invalidation): void {
     if (change.clientIds.length) {
-      this.db.delete(c2dClients).where(and(eq(c2dClients.accountKey, accountKey), inArray(c2dClients.id, change.clientIds))).run();
+      this.db
+        .delete(c2dClients)
+        .where(and(eq(c2dClients.accountKey, accountKey), inArray(c2dClients.id, change.clientIds)))
+        .run();
       for (const id of change.clientIds) {
-        this.db.delete(c2dPhoneLookups).where(and(eq(c2dPhoneLookups.accountKey, accountKey), like(c2dPhoneLookups.clientIds, `%,${id},%`))).run();
+        this.db
+          .delete(c2dPhoneLookups)
+          .where(and(eq(c2dPhoneLookups.accountKey, accountKey), like(c2dPhoneLookups.clientIds, `%,${id},%`)))
+          .run();
       }
     }
     if (change.phones.length) {
-      this.db.delete(c2dPhoneLookups).where(and(eq(c2dPhoneLookups.accountKey, accountKey), inArray(c2dPhoneLookups.phone, change.phones))).run();
+      this.db
+        .delete(c2dPhoneLookups)
+        .where(and(eq(c2dPhoneLookups.accountKey, accountKey), inArray(c2dPhoneLookups.phone, change.phones)))
+        .run();
     }
     if (change.dialogIds.length) {
       // The owners' dialog lists would be incomplete without these rows: they go too.
@@ -212,19 +225,28 @@ export class CacheStore {
         .map((row) => row.clientId)
         .filter((id): id is number => id !== null);
       change = { ...change, dialogListsOf: [...change.dialogListsOf, ...owners] };
-      this.db.delete(c2dDialogs).where(and(eq(c2dDialogs.accountKey, accountKey), inArray(c2dDialogs.id, change.dialogIds))).run();
+      this.db
+        .delete(c2dDialogs)
+        .where(and(eq(c2dDialogs.accountKey, accountKey), inArray(c2dDialogs.id, change.dialogIds)))
+        .run();
     }
     if (change.dialogListsOf.length) {
       // An event may name the client but not the dialog (an inbox message before the request is
       // assigned), so every cached dialog of those clients goes too.
-      this.db.delete(c2dDialogs).where(and(eq(c2dDialogs.accountKey, accountKey), inArray(c2dDialogs.clientId, change.dialogListsOf))).run();
+      this.db
+        .delete(c2dDialogs)
+        .where(and(eq(c2dDialogs.accountKey, accountKey), inArray(c2dDialogs.clientId, change.dialogListsOf)))
+        .run();
       this.db
         .delete(c2dClientDialogs)
         .where(and(eq(c2dClientDialogs.accountKey, accountKey), inArray(c2dClientDialogs.clientId, change.dialogListsOf)))
         .run();
     }
     if (change.lists.length) {
-      this.db.delete(c2dLists).where(and(eq(c2dLists.accountKey, accountKey), inArray(c2dLists.kind, change.lists))).run();
+      this.db
+        .delete(c2dLists)
+        .where(and(eq(c2dLists.accountKey, accountKey), inArray(c2dLists.kind, change.lists)))
+        .run();
     }
   }
 

@@ -91,9 +91,7 @@ export class JobStore {
     return this.db
       .select()
       .from(jobs)
-      .where(
-        and(eq(jobs.state, state), lte(jobs.runAt, this.now()), excludeMemberIds.length ? notInArray(jobs.memberId, excludeMemberIds) : undefined),
-      )
+      .where(and(eq(jobs.state, state), lte(jobs.runAt, this.now()), excludeMemberIds.length ? notInArray(jobs.memberId, excludeMemberIds) : undefined))
       .orderBy(asc(jobs.runAt), asc(jobs.id))
       .limit(limit)
       .all();
@@ -120,7 +118,11 @@ export class JobStore {
   }
 
   saveCheckpoint(id: number, checkpoint: Record<string, unknown>): void {
-    this.db.update(jobs).set({ checkpoint: JSON.stringify(checkpoint), updatedAt: this.now() }).where(eq(jobs.id, id)).run();
+    this.db
+      .update(jobs)
+      .set({ checkpoint: JSON.stringify(checkpoint), updatedAt: this.now() })
+      .where(eq(jobs.id, id))
+      .run();
   }
 
   /** Only a running job moves on: one cancelled meanwhile (uninstall) stays cancelled. */
@@ -170,11 +172,7 @@ export class JobStore {
 
   /** After a crash nothing is running: every job that was is taken up again. */
   requeueInterrupted(): number {
-    return this.db
-      .update(jobs)
-      .set({ state: 'queued', leaseUntil: null, runAt: this.now(), updatedAt: this.now() })
-      .where(eq(jobs.state, 'running'))
-      .run().changes;
+    return this.db.update(jobs).set({ state: 'queued', leaseUntil: null, runAt: this.now(), updatedAt: this.now() }).where(eq(jobs.state, 'running')).run().changes;
   }
 
   /** Finished jobs are kept a while for support questions ("did the robot run?"), then dropped. */

@@ -47,7 +47,11 @@ export class PortalStore {
     private readonly secrets: SecretBox,
     private readonly now: () => number = Date.now,
   ) {
-    this.#byMemberId = db.select().from(portals).where(eq(portals.memberId, sql.placeholder('memberId'))).prepare();
+    this.#byMemberId = db
+      .select()
+      .from(portals)
+      .where(eq(portals.memberId, sql.placeholder('memberId')))
+      .prepare();
   }
 
   get(memberId: string): Portal | undefined {
@@ -90,7 +94,7 @@ export class PortalStore {
 
   tokens(memberId: string): PortalTokens | undefined {
     const row = this.db.select().from(portals).where(eq(portals.memberId, memberId)).get();
-    if (!row || row.status !== 'active' || !row.accessToken || !row.refreshToken) return undefined;
+    if (row?.status !== 'active' || !row.accessToken || !row.refreshToken) return undefined;
     return {
       accessToken: this.secrets.open(row.accessToken),
       refreshToken: this.secrets.open(row.refreshToken),

@@ -1,4 +1,3 @@
-
 import { index, integer, primaryKey, sqliteTable, text, uniqueIndex } from 'drizzle-orm/sqlite-core';
 
 /** One row per Bitrix24 portal (member_id) that installed the app. Secrets are sealed (see secrets.ts). */
@@ -180,10 +179,7 @@ export const webhookDeliveries = sqliteTable(
     body: text('body').notNull(),
     receivedAt: integer('received_at').notNull(),
   },
-  (table) => [
-    uniqueIndex('webhook_deliveries_key').on(table.memberId, table.dedupKey),
-    index('webhook_deliveries_account_time').on(table.accountKey, table.receivedAt),
-  ],
+  (table) => [uniqueIndex('webhook_deliveries_key').on(table.memberId, table.dedupKey), index('webhook_deliveries_account_time').on(table.accountKey, table.receivedAt)],
 );
 
 /** One timeline comment per (portal, dialog, document): the log robot never writes a second. */

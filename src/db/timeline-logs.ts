@@ -36,12 +36,20 @@ export class TimelineLogStore {
   }
 
   saveCommentId(memberId: string, dialogId: number, documentKey: string, commentId: number): void {
-    this.db.update(timelineLogs).set({ commentId }).where(this.#key(memberId, dialogId, documentKey)).run();
+    this.db
+      .update(timelineLogs)
+      .set({ commentId })
+      .where(this.#key(memberId, dialogId, documentKey))
+      .run();
   }
 
   /** The write's outcome is unknown: the claim stays, so runs already waiting for it do not write a second comment. */
   markUnknown(memberId: string, dialogId: number, documentKey: string): void {
-    this.db.update(timelineLogs).set({ unknownSince: this.now() }).where(and(this.#key(memberId, dialogId, documentKey), isNull(timelineLogs.commentId))).run();
+    this.db
+      .update(timelineLogs)
+      .set({ unknownSince: this.now() })
+      .where(and(this.#key(memberId, dialogId, documentKey), isNull(timelineLogs.commentId)))
+      .run();
   }
 
   /** Gives a claim back (the comment was not written, or its fate is unknown and a person decides); a written comment's row stays. */

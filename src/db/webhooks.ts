@@ -27,12 +27,20 @@ export class WebhookStore {
   }
 
   bySecret(secret: string): WebhookRegistration | undefined {
-    const row = this.db.select().from(c2dWebhooks).where(eq(c2dWebhooks.secretDigest, this.secrets.digest(secret))).get();
+    const row = this.db
+      .select()
+      .from(c2dWebhooks)
+      .where(eq(c2dWebhooks.secretDigest, this.secrets.digest(secret)))
+      .get();
     return row ? this.#toRegistration(row) : undefined;
   }
 
   all(): WebhookRegistration[] {
-    return this.db.select().from(c2dWebhooks).all().map((row) => this.#toRegistration(row));
+    return this.db
+      .select()
+      .from(c2dWebhooks)
+      .all()
+      .map((row) => this.#toRegistration(row));
   }
 
   save(registration: { memberId: string; accountKey: string; webhookId: number | null; secret: string; status: string }): void {
@@ -80,7 +88,6 @@ export class WebhookStore {
   pruneDeliveries(olderThan: number): number {
     return this.db.delete(webhookDeliveries).where(lt(webhookDeliveries.receivedAt, olderThan)).run().changes;
   }
-
 
   #toRegistration(row: typeof c2dWebhooks.$inferSelect): WebhookRegistration {
     return {

@@ -152,7 +152,7 @@ export class RobotWorker {
   #prepare(activity: Activity, job: JobRow, log: Logger): { run: RobotRun; properties: unknown } {
     const portal = this.deps.portals.get(job.memberId);
     if (portal?.status === 'reauth_required') throw new RobotFailure(new PortalUnavailableError(portal.memberId, 'reauth_required').message);
-    if (!portal || portal.status !== 'active') throw new RobotFailure('the app is not installed on this portal any more');
+    if (portal?.status !== 'active') throw new RobotFailure('the app is not installed on this portal any more');
     const settings = readSettings(portal.settings, this.deps.defaultChat2DeskUrl);
     const directory = this.deps.directoryFor(portal, settings);
     if (!directory) {
@@ -228,7 +228,8 @@ export class RobotWorker {
     const message = error instanceof Error ? error.message : String(error);
     // OAuthError: the authorization server failed during a refresh (a refused grant arrives as PortalUnavailableError).
     const expected = error instanceof Chat2DeskError || error instanceof Bitrix24Error || error instanceof Bitrix24TransportError || error instanceof OAuthError;
-    if (!expected && job.attempts >= (this.deps.maxUnexpectedAttempts ?? 5)) return this.#giveUp(activity, job, run, `internal error after ${job.attempts} attempts: ${message}`, log);
+    if (!expected && job.attempts >= (this.deps.maxUnexpectedAttempts ?? 5))
+      return this.#giveUp(activity, job, run, `internal error after ${job.attempts} attempts: ${message}`, log);
     const retryAt = Date.now() + backoffMs(job.attempts, 1_000, 5 * 60_000);
     if (retryAt > job.deadlineAt) return this.#giveUp(activity, job, run, `gave up after ${job.attempts} attempts: ${message}`, log);
     if (!expected) log.error({ err: message }, 'unexpected error in robot run; retrying');
@@ -312,7 +313,11 @@ export class RobotWorker {
         );
       }
       if (refused.length) log.warn({ jobs: refused }, 'bitrix24 refused results for workflows that no longer wait');
-      if (retry.length) this.#retryReports(batch.filter((job) => retry.includes(job.id)), 'Bitrix24 refused some results');
+      if (retry.length)
+        this.#retryReports(
+          batch.filter((job) => retry.includes(job.id)),
+          'Bitrix24 refused some results',
+        );
     } catch (error) {
       if (error instanceof PortalUnavailableError && error.reason === 'not_installed') {
         this.deps.jobs.markReported(

@@ -1,6 +1,6 @@
 import { Hono } from 'hono';
 import { callerTokens, record, str } from '../bitrix24/form-body.js';
-import { MalformedCall, readRobotCall } from '../bitrix24/robot-call.js';
+import { MalformedCall, type RobotCall, readRobotCall } from '../bitrix24/robot-call.js';
 import type { PortalStore } from '../db/portals.js';
 import type { RobotCalls } from '../jobs/robot-calls.js';
 import { readBitrixForm } from './form.js';
@@ -14,7 +14,7 @@ export function createRobotRoute(deps: { portals: PortalStore; robotCalls: Robot
     if (!portal) return c.json({ error: 'unknown portal or wrong application token' }, 401);
     const tokens = callerTokens(auth);
     if (portal.status === 'reauth_required' && tokens && tokens.userId === portal.installerUserId) deps.portals.recoverTokens(portal.memberId, tokens);
-    let call;
+    let call: RobotCall;
     try {
       call = readRobotCall(fields);
     } catch (error) {

@@ -36,7 +36,9 @@ function exampleForm(name: string): { raw: string; keys: string[] } {
 /** Keys of a form body in wire order, decoded (`auth[access_token]`, ...). */
 /** A `*.request.txt` sketch: the query string of its request line and its body (last line). */
 function exampleRequest(name: string): { query: string; body: string } {
-  const lines = example(name).split('\n').filter((line) => line.trim() !== '');
+  const lines = example(name)
+    .split('\n')
+    .filter((line) => line.trim() !== '');
   const requestLine = lines[0] ?? '';
   return { query: requestLine.slice(requestLine.indexOf('?') + 1), body: lines.at(-1) ?? '' };
 }
@@ -101,9 +103,7 @@ async function startReceiver(): Promise<{
   });
   let server: Server | undefined;
   const url = await new Promise<string>((resolve) => {
-    server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, (info) =>
-      resolve(`http://127.0.0.1:${info.port}`),
-    ) as Server;
+    server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, (info) => resolve(`http://127.0.0.1:${info.port}`)) as Server;
   });
   return {
     url,
@@ -172,9 +172,7 @@ describe('REST envelope and authentication (§2, §3)', () => {
   it('records every call with its token but without auth in the params', async () => {
     const token = adminToken();
     await call('user.current', { extra: 'x' }, token);
-    expect(fake.calls).toEqual([
-      expect.objectContaining({ method: 'user.current', params: { extra: 'x' }, status: 200, accessToken: token }),
-    ]);
+    expect(fake.calls).toEqual([expect.objectContaining({ method: 'user.current', params: { extra: 'x' }, status: 200, accessToken: token })]);
     await call('nope.nope', {}, token);
     expect(fake.calls[1]).toMatchObject({ status: 404, error: 'ERROR_METHOD_NOT_FOUND' });
   });
@@ -289,9 +287,7 @@ describe('the OAuth server (§1, §2)', () => {
     const response = await fetch(tokenUrl(fake.issueAuth().refresh_token, 'wrong'));
     expect(response.status).toBe(401);
     expect(((await response.json()) as Json).error).toBe('invalid_client');
-    expect(fake.oauthCalls).toEqual([
-      expect.objectContaining({ method: 'oauth.token', status: 401, error: 'invalid_client' }),
-    ]);
+    expect(fake.oauthCalls).toEqual([expect.objectContaining({ method: 'oauth.token', status: 401, error: 'invalid_client' })]);
     expect(JSON.stringify(fake.oauthCalls)).not.toContain(fake.clientSecret);
   });
 
@@ -490,9 +486,7 @@ describe('robots and activities (§5, §6, §8)', () => {
       const { status, body } = await call('bizproc.robot.add', { ...docsRobot(), ...override });
       expect({ status, body }).toEqual({ status: 400, body: { error, error_description: description } });
     }
-    expect((await call('bizproc.robot.add', { ...docsRobot(), CODE: '' })).body).toEqual(
-      exampleJson('bizproc-robot-add.error-validation.json'),
-    );
+    expect((await call('bizproc.robot.add', { ...docsRobot(), CODE: '' })).body).toEqual(exampleJson('bizproc-robot-add.error-validation.json'));
     expect(fake.robots.size).toBe(0);
   });
 
@@ -544,9 +538,7 @@ describe('robots and activities (§5, §6, §8)', () => {
       };
       const sent = await call('bizproc.event.send', send, delivered.auth.access_token);
       expect(sent.body.result).toBe(exampleJson('event-send.response.json').result);
-      expect(fake.sentEvents).toEqual([
-        { eventToken, returnValues: docsSend.RETURN_VALUES, logMessage: docsSend.LOG_MESSAGE },
-      ]);
+      expect(fake.sentEvents).toEqual([{ eventToken, returnValues: docsSend.RETURN_VALUES, logMessage: docsSend.LOG_MESSAGE }]);
 
       const lowercase = await call('bizproc.event.send', {
         event_token: eventToken,

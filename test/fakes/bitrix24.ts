@@ -187,18 +187,10 @@ export interface FakeBitrix24 {
   issueAuth(userId?: number): BitrixAuth;
   installEventBody(overrides?: InstallOverrides): string;
   installPageRequest(overrides?: InstallOverrides): { query: string; body: string };
-  placementPageRequest(
-    placement: string,
-    options: Record<string, unknown>,
-    overrides?: InstallOverrides,
-  ): { query: string; body: string };
+  placementPageRequest(placement: string, options: Record<string, unknown>, overrides?: InstallOverrides): { query: string; body: string };
   uninstallEventBody(overrides?: { applicationToken?: string; clean?: boolean }): string;
   eventBody(event: string, data: unknown, options?: { userId?: number; applicationToken?: string }): string;
-  deliverEvent(
-    event: string,
-    data: unknown,
-    options?: { applicationToken?: string },
-  ): Promise<Array<{ handler: string; status: number; text: string }>>;
+  deliverEvent(event: string, data: unknown, options?: { applicationToken?: string }): Promise<Array<{ handler: string; status: number; text: string }>>;
   robotCallBody(input: RobotCallInput): { body: string; eventToken: string };
   callRobot(input: RobotCallInput): Promise<{ status: number; text: string; eventToken: string }>;
   installFinish(): void;
@@ -383,19 +375,14 @@ class RestError extends Error {
 }
 
 const noAuthFound = (): RestError => new RestError(401, 'NO_AUTH_FOUND', 'Wrong authorization data');
-const expiredToken = (): RestError =>
-  new RestError(401, 'expired_token', 'The access token provided has expired');
+const expiredToken = (): RestError => new RestError(401, 'expired_token', 'The access token provided has expired');
 const methodNotFound = (): RestError => new RestError(404, 'ERROR_METHOD_NOT_FOUND', 'Method not found!');
 /** Bitrix\Rest\AccessException: "Access denied!" plus an optional detail. */
-const accessDenied = (detail = ''): RestError =>
-  new RestError(403, 'ACCESS_DENIED', detail === '' ? 'Access denied!' : `Access denied! ${detail}`);
+const accessDenied = (detail = ''): RestError => new RestError(403, 'ACCESS_DENIED', detail === '' ? 'Access denied!' : `Access denied! ${detail}`);
 /** Bitrix ArgumentNullException as REST shows it (examples/placement-bind.error-argument.json). */
-const argumentNull = (argument: string): RestError =>
-  new RestError(400, 'ERROR_ARGUMENT', `Argument '${argument}' is null or empty`, { argument });
-const handlerAlreadyBound = (): RestError =>
-  new RestError(400, 'ERROR_CORE', 'Handler already binded'); // examples/event-bind.error-already-bound.json
-const activityValidation = (description: string): RestError =>
-  new RestError(400, 'ERROR_ACTIVITY_VALIDATION_FAILURE', description);
+const argumentNull = (argument: string): RestError => new RestError(400, 'ERROR_ARGUMENT', `Argument '${argument}' is null or empty`, { argument });
+const handlerAlreadyBound = (): RestError => new RestError(400, 'ERROR_CORE', 'Handler already binded'); // examples/event-bind.error-already-bound.json
+const activityValidation = (description: string): RestError => new RestError(400, 'ERROR_ACTIVITY_VALIDATION_FAILURE', description);
 const crmNotFound = (): RestError => new RestError(400, '', 'Not found'); // §3: legacy CRM, empty code
 
 /** HandlerHelper::checkCallback: a host with a dot, then http(s) only (§5). */
@@ -463,9 +450,7 @@ interface RestTime {
   operating: number;
 }
 
-type Outcome =
-  | { ok: true; result: unknown; total?: number; next?: number; time: RestTime }
-  | { ok: false; status: number; body: Record<string, unknown> };
+type Outcome = { ok: true; result: unknown; total?: number; next?: number; time: RestTime } | { ok: false; status: number; body: Record<string, unknown> };
 
 interface EventTokenRecord {
   code: string;
@@ -606,9 +591,7 @@ class FakePortal implements FakeBitrix24 {
     this.domain = this.options.domain;
     this.applicationToken = this.options.applicationToken;
     this.scope = this.options.scope;
-    this.bucket = this.options.rateLimit
-      ? new LeakyBucket(this.options.rateLimit.drainPerSecond, this.options.rateLimit.burst)
-      : undefined;
+    this.bucket = this.options.rateLimit ? new LeakyBucket(this.options.rateLimit.drainPerSecond, this.options.rateLimit.burst) : undefined;
 
     this.users.set(1, { id: 1, name: 'Anna', lastName: 'Admin', email: 'admin@example.com' });
     this.users.set(2, { id: 2, name: 'Max', lastName: 'Manager', email: 'manager@example.com' });
@@ -743,19 +726,11 @@ class FakePortal implements FakeBitrix24 {
   }
 
   /** A placement page open, e.g. CRM_DEAL_DETAIL_TAB with {ID: '8061'} (§9). */
-  placementPageRequest(
-    placement: string,
-    options: Record<string, unknown>,
-    overrides: InstallOverrides = {},
-  ): { query: string; body: string } {
+  placementPageRequest(placement: string, options: Record<string, unknown>, overrides: InstallOverrides = {}): { query: string; body: string } {
     return this.framePageRequest(placement, options, overrides);
   }
 
-  private framePageRequest(
-    placement: string,
-    placementOptions: Record<string, unknown> | undefined,
-    overrides: InstallOverrides,
-  ): { query: string; body: string } {
+  private framePageRequest(placement: string, placementOptions: Record<string, unknown> | undefined, overrides: InstallOverrides): { query: string; body: string } {
     const auth = this.issueAuth();
     const query = phpHttpBuildQuery({
       DOMAIN: overrides.domain ?? this.domain,
@@ -809,12 +784,7 @@ class FakePortal implements FakeBitrix24 {
     return this.buildEventBody(event.toUpperCase(), this.nextEventHandlerId++, data, options);
   }
 
-  private buildEventBody(
-    event: string,
-    handlerId: number,
-    data: unknown,
-    options: { userId?: number; applicationToken?: string },
-  ): string {
+  private buildEventBody(event: string, handlerId: number, data: unknown, options: { userId?: number; applicationToken?: string }): string {
     const auth = this.issueAuth(options.userId);
     return phpHttpBuildQuery({
       event,
@@ -838,11 +808,7 @@ class FakePortal implements FakeBitrix24 {
   }
 
   /** Delivers an event to every online handler bound for it, once, no retry; nothing before install (§0). */
-  async deliverEvent(
-    event: string,
-    data: unknown,
-    options: { applicationToken?: string } = {},
-  ): Promise<Array<{ handler: string; status: number; text: string }>> {
+  async deliverEvent(event: string, data: unknown, options: { applicationToken?: string } = {}): Promise<Array<{ handler: string; status: number; text: string }>> {
     if (!this.installed) return [];
     const name = event.toUpperCase();
     const targets = this.eventBindings.filter((binding) => binding.event === name && !binding.offline);
@@ -1057,14 +1023,7 @@ class FakePortal implements FakeBitrix24 {
     return app;
   }
 
-  private record(
-    log: RecordedCall[],
-    method: string,
-    params: Params,
-    accessToken: string | undefined,
-    status: number,
-    error?: string,
-  ): RecordedCall {
+  private record(log: RecordedCall[], method: string, params: Params, accessToken: string | undefined, status: number, error?: string): RecordedCall {
     const entry: RecordedCall = { method, params, status, at: Date.now() };
     if (error !== undefined) entry.error = error;
     if (accessToken !== undefined) entry.accessToken = accessToken;
@@ -1239,8 +1198,14 @@ class FakePortal implements FakeBitrix24 {
   // ----- REST methods ------------------------------------------------------------------------------
 
   private buildMethodTable(): Map<string, MethodHandler> {
-    const crmGet = (entity: CrmEntity): MethodHandler => (params) => this.crmGet(entity, params);
-    const crmAdd = (entity: CrmEntity): MethodHandler => (params, caller) => this.crmAdd(entity, params, caller);
+    const crmGet =
+      (entity: CrmEntity): MethodHandler =>
+      (params) =>
+        this.crmGet(entity, params);
+    const crmAdd =
+      (entity: CrmEntity): MethodHandler =>
+      (params, caller) =>
+        this.crmAdd(entity, params, caller);
     return new Map<string, MethodHandler>([
       ['app.info', () => ({ result: this.portalAppInfo() })],
       ['profile', (_params, caller) => ({ result: this.profile(caller.user) })],
@@ -1329,9 +1294,7 @@ class FakePortal implements FakeBitrix24 {
     const upper = upperKeys(params);
     const filter = upperKeys(isRecord(upper.FILTER) ? upper.FILTER : upper);
     const users = [...this.users.values()].map((user) => this.userView(user));
-    const matching = users.filter((view) =>
-      ['ID', 'EMAIL', 'NAME', 'LAST_NAME'].every((key) => filter[key] === undefined || text(filter[key]) === view[key]),
-    );
+    const matching = users.filter((view) => ['ID', 'EMAIL', 'NAME', 'LAST_NAME'].every((key) => filter[key] === undefined || text(filter[key]) === view[key]));
     return paginate(matching, upper.START);
   }
 
@@ -1432,8 +1395,7 @@ class FakePortal implements FakeBitrix24 {
     const code = text(data.CODE);
     // Robots and activities share one CODE namespace per app (§5).
     if (this.robots.has(code) || this.activities.has(code)) {
-      const description =
-        kind === 'robot' ? 'Activity or Automation rule already installed!' : 'Activity or Robot already installed!';
+      const description = kind === 'robot' ? 'Activity or Automation rule already installed!' : 'Activity or Robot already installed!';
       throw new RestError(400, 'ERROR_ACTIVITY_ALREADY_INSTALLED', description);
     }
     if (data.USE_PLACEMENT === 'Y') checkHandlerUrl(data.PLACEMENT_HANDLER);
@@ -1557,9 +1519,7 @@ class FakePortal implements FakeBitrix24 {
       checkHandlerUrl(handler);
     }
     if (!isKnownEvent(event)) throw new RestError(400, 'ERROR_EVENT_NOT_FOUND', 'Event not found');
-    const duplicate = this.eventBindings.some(
-      (b) => b.event === event && b.handler === handler && b.authType === authType && b.offline === offline,
-    );
+    const duplicate = this.eventBindings.some((b) => b.event === event && b.handler === handler && b.authType === authType && b.offline === offline);
     if (duplicate) throw handlerAlreadyBound();
     this.eventBindings.push({ id: this.nextEventHandlerId++, event, handler, authType, offline });
     return { result: true };
@@ -1583,11 +1543,7 @@ class FakePortal implements FakeBitrix24 {
     } else if (!offline && !admin) {
       authType = caller.user.id;
     }
-    const matches = (b: EventBinding): boolean =>
-      b.event === event &&
-      b.handler === handler &&
-      b.offline === offline &&
-      (authType === undefined || b.authType === authType);
+    const matches = (b: EventBinding): boolean => b.event === event && b.handler === handler && b.offline === offline && (authType === undefined || b.authType === authType);
     const remaining = this.eventBindings.filter((b) => !matches(b));
     const count = this.eventBindings.length - remaining.length;
     this.eventBindings.splice(0, this.eventBindings.length, ...remaining);
@@ -1599,9 +1555,7 @@ class FakePortal implements FakeBitrix24 {
     const visible = this.eventBindings.filter((b) => admin || b.authType === caller.user.id);
     return {
       result: visible.map((b) =>
-        b.offline
-          ? { event: b.event, connector_id: '', offline: 1 }
-          : { event: b.event, handler: b.handler, auth_type: String(b.authType), offline: 0 },
+        b.offline ? { event: b.event, connector_id: '', offline: 1 } : { event: b.event, handler: b.handler, auth_type: String(b.authType), offline: 0 },
       ),
     };
   }
@@ -1624,9 +1578,7 @@ class FakePortal implements FakeBitrix24 {
       description,
       groupName,
       // GUESS: without LANG_ALL the portal derives one entry from TITLE for its own language.
-      langAll: isRecord(data.LANG_ALL)
-        ? data.LANG_ALL
-        : { en: { TITLE: title, DESCRIPTION: description, GROUP_NAME: groupName } },
+      langAll: isRecord(data.LANG_ALL) ? data.LANG_ALL : { en: { TITLE: title, DESCRIPTION: description, GROUP_NAME: groupName } },
       options: isRecord(data.OPTIONS) ? data.OPTIONS : {},
       userId: positiveInt(data.USER_ID) ?? 0,
     });
@@ -1639,8 +1591,7 @@ class FakePortal implements FakeBitrix24 {
     if (placement === '') throw argumentNull('PLACEMENT');
     const handler = text(data.HANDLER);
     // Without HANDLER every handler of the placement goes (§9).
-    const matches = (p: PlacementBinding): boolean =>
-      p.placement === placement && (handler === '' || p.handler === handler);
+    const matches = (p: PlacementBinding): boolean => p.placement === placement && (handler === '' || p.handler === handler);
     const remaining = this.placements.filter((p) => !matches(p));
     const count = this.placements.length - remaining.length;
     this.placements.splice(0, this.placements.length, ...remaining);

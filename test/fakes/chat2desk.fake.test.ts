@@ -9,54 +9,152 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import {
-  SIGNATURE_HEADER,
-  TIMESTAMP_HEADER,
-  computeWebhookSignature,
-  signWebhook,
-  startFakeChat2Desk,
-  webhookSigningKey,
-  type FakeChat2Desk,
-} from './chat2desk.js';
+import { SIGNATURE_HEADER, TIMESTAMP_HEADER, computeWebhookSignature, signWebhook, startFakeChat2Desk, webhookSigningKey, type FakeChat2Desk } from './chat2desk.js';
 
 const EXAMPLES_DIR = fileURLToPath(new URL('../fixtures/protocol-examples/chat2desk/', import.meta.url));
 
 // Key sets of the example bodies' `data` objects.
 const KEYS = {
   client: [
-    'id', 'name', 'username', 'comment', 'assigned_name', 'phone', 'client_phone', 'avatar', 'region_id', 'country_id',
-    'first_client_message', 'last_client_message', 'extra_comment_1', 'extra_comment_2', 'extra_comment_3',
-    'custom_fields', 'client_external_id', 'external_id', 'external_ids', 'channels', 'tags',
+    'id',
+    'name',
+    'username',
+    'comment',
+    'assigned_name',
+    'phone',
+    'client_phone',
+    'avatar',
+    'region_id',
+    'country_id',
+    'first_client_message',
+    'last_client_message',
+    'extra_comment_1',
+    'extra_comment_2',
+    'extra_comment_3',
+    'custom_fields',
+    'client_external_id',
+    'external_id',
+    'external_ids',
+    'channels',
+    'tags',
   ],
   dialog: ['id', 'state', 'begin', 'end', 'operator_id', 'last_request_id', 'messages', 'last_message'],
   dialogLastMessage: [
-    'id', 'text', 'type', 'created', 'coordinates', 'transport', 'read', 'pdf', 'remote_id', 'recipient_status',
-    'dialog_id', 'operator_id', 'channel_id', 'attachments', 'photo', 'video', 'audio', 'client_id', 'request_id',
+    'id',
+    'text',
+    'type',
+    'created',
+    'coordinates',
+    'transport',
+    'read',
+    'pdf',
+    'remote_id',
+    'recipient_status',
+    'dialog_id',
+    'operator_id',
+    'channel_id',
+    'attachments',
+    'photo',
+    'video',
+    'audio',
+    'client_id',
+    'request_id',
     'extra_data',
   ],
   // §2 GET /messages/{id} field list + external_id (our assumption).
   message: [
-    'id', 'text', 'type', 'transport', 'read', 'created', 'client_id', 'operator_id', 'channel_id', 'dialog_id',
-    'request_id', 'attachments', 'photo', 'video', 'audio', 'pdf', 'coordinates', 'remote_id', 'recipient_status',
-    'ai_tips', 'is_new', 'extra_data', 'status', 'external_id',
+    'id',
+    'text',
+    'type',
+    'transport',
+    'read',
+    'created',
+    'client_id',
+    'operator_id',
+    'channel_id',
+    'dialog_id',
+    'request_id',
+    'attachments',
+    'photo',
+    'video',
+    'audio',
+    'pdf',
+    'coordinates',
+    'remote_id',
+    'recipient_status',
+    'ai_tips',
+    'is_new',
+    'extra_data',
+    'status',
+    'external_id',
   ],
   postMessage: ['message_id', 'channel_id', 'operator_id', 'transport', 'type', 'client_id', 'dialog_id', 'request_id'],
   operator: [
-    'id', 'email', 'phone', 'role', 'access_right_id', 'online', 'offline_type', 'avatar', 'opened_dialogs',
-    'first_name', 'last_name', 'external_id', 'last_visit', 'status_id', 'two_factor', 'status', 'access_right_name',
+    'id',
+    'email',
+    'phone',
+    'role',
+    'access_right_id',
+    'online',
+    'offline_type',
+    'avatar',
+    'opened_dialogs',
+    'first_name',
+    'last_name',
+    'external_id',
+    'last_visit',
+    'status_id',
+    'two_factor',
+    'status',
+    'access_right_name',
   ],
   tag: ['id', 'group_id', 'group_name', 'label', 'description'],
   channel: ['id', 'name', 'phone', 'transports'],
   webhook: ['id', 'name', 'url', 'events', 'status', 'errors', 'source', 'channels'],
   apiInfo: ['mode', 'hook', 'chat_close_web_hook', 'current_version', 'requests_this_month', 'channels', 'company_name'],
   requestMessage: [
-    'id', 'text', 'video', 'photo', 'audio', 'pdf', 'coordinates', 'transport', 'type', 'read', 'created', 'clientID',
-    'operatorID', 'channelID', 'companyID', 'dialogID', 'gateway_status', 'extra_data',
+    'id',
+    'text',
+    'video',
+    'photo',
+    'audio',
+    'pdf',
+    'coordinates',
+    'transport',
+    'type',
+    'read',
+    'created',
+    'clientID',
+    'operatorID',
+    'channelID',
+    'companyID',
+    'dialogID',
+    'gateway_status',
+    'extra_data',
   ],
   inboxWebhook: [
-    'message_id', 'type', 'text', 'transport', 'client_id', 'operator_id', 'dialog_id', 'channel_id', 'photo',
-    'coordinates', 'audio', 'pdf', 'client', 'hook_type', 'request_id', 'attachments', 'is_new_request', 'is_new_client',
-    'insta_comment', 'extra_data', 'is_new', 'event_time',
+    'message_id',
+    'type',
+    'text',
+    'transport',
+    'client_id',
+    'operator_id',
+    'dialog_id',
+    'channel_id',
+    'photo',
+    'coordinates',
+    'audio',
+    'pdf',
+    'client',
+    'hook_type',
+    'request_id',
+    'attachments',
+    'is_new_request',
+    'is_new_client',
+    'insta_comment',
+    'extra_data',
+    'is_new',
+    'event_time',
   ],
 };
 const sorted = (keys: string[]) => [...keys].sort();
@@ -242,7 +340,12 @@ describe('channels, transports, operators, tags', () => {
     const sent = await post(fake, '/messages', { client_id: client.id, text: 'hi' });
     const requestId = sent.body.data.request_id;
     expect((await post(fake, '/tags/assign_to', { tag_ids: [996], assignee_type: 'request', assignee_id: requestId })).body.status).toBe('success');
-    expect(fake.account().requests.find((r) => r.id === requestId)!.tags.map((t) => t.id)).toEqual([996]);
+    expect(
+      fake
+        .account()
+        .requests.find((r) => r.id === requestId)!
+        .tags.map((t) => t.id),
+    ).toEqual([996]);
     expect((await call(fake, 'DELETE', '/tags/996/delete_from', { request_id: requestId })).body.status).toBe('success');
     expect(fake.account().requests.find((r) => r.id === requestId)!.tags).toEqual([]);
   });
@@ -552,13 +655,9 @@ describe('webhook delivery and signature', () => {
     // Copied from the vector file: key is the literal placeholder "md5_api_token".
     const rawBody =
       '{"message_id":28780,"type":"from_client","text":"test7","transport":"widget","client_id":12568,"operator_id":null,"dialog_id":942,"channel_id":1,"photo":null,"coordinates":null,"audio":null,"pdf":null,"client":{"id":12568,"phone":"[chat] 1d0bb2e221762cfcc05c","client_phone":null,"name":"[chat] 1d0bb2e221762cfcc05c","assigned_name":null,"external_id":null},"hook_type":"inbox","request_id":5357,"attachments":[],"is_new_request":false,"is_new_client":false,"insta_comment":false,"extra_data":{},"is_new":true,"event_time":"2025-04-03T11:50:06.984494Z"}';
-    expect(computeWebhookSignature('md5_api_token', rawBody, '1743681006')).toBe(
-      '88b574d8237e1b7740f88102018b734d3dd5bc6803c509a3694eff9721b0c595',
-    );
+    expect(computeWebhookSignature('md5_api_token', rawBody, '1743681006')).toBe('88b574d8237e1b7740f88102018b734d3dd5bc6803c509a3694eff9721b0c595');
     expect(webhookSigningKey('c2d-test-token')).toMatch(/^[0-9a-f]{32}$/);
-    expect(signWebhook('c2d-test-token', rawBody, '1')).toBe(
-      computeWebhookSignature(webhookSigningKey('c2d-test-token'), rawBody, '1'),
-    );
+    expect(signWebhook('c2d-test-token', rawBody, '1')).toBe(computeWebhookSignature(webhookSigningKey('c2d-test-token'), rawBody, '1'));
   });
 
   let receiver: Server;

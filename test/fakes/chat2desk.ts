@@ -123,18 +123,63 @@ export const DEFAULT_TOKEN = 'c2d-test-token';
 
 /** §6 Transports (C# enum list; `vk` spelling, see the vk/vkontakte conflict). */
 export const TRANSPORTS: readonly string[] = [
-  'whatsapp', 'wa_dialog', 'wa_cm', 'wa_infobip', 'wa_tr', 'wa_wavy', 'wa_botmaker', 'wa_clickatell',
-  'telegram', 'tg_user', 'viber', 'viber_business', 'viber_public', 'viber_tr', 'viber_infobip',
-  'vk', 'ok', 'facebook', 'insta_direct', 'insta_i2crm', 'insta_local', 'widget', 'external', 'email',
-  'sms', 'sms_infobip', 'skype', 'wechat', 'yandex_dialogs', 'vox_implant', 'system',
+  'whatsapp',
+  'wa_dialog',
+  'wa_cm',
+  'wa_infobip',
+  'wa_tr',
+  'wa_wavy',
+  'wa_botmaker',
+  'wa_clickatell',
+  'telegram',
+  'tg_user',
+  'viber',
+  'viber_business',
+  'viber_public',
+  'viber_tr',
+  'viber_infobip',
+  'vk',
+  'ok',
+  'facebook',
+  'insta_direct',
+  'insta_i2crm',
+  'insta_local',
+  'widget',
+  'external',
+  'email',
+  'sms',
+  'sms_infobip',
+  'skype',
+  'wechat',
+  'yandex_dialogs',
+  'vox_implant',
+  'system',
 ];
 
 /** §7 Event types (all three source groups). */
 export const WEBHOOK_EVENTS: readonly string[] = [
-  'inbox', 'outbox', 'outbox_status', 'new_client', 'new_request', 'add_tag_to_client', 'add_tag_to_request',
-  'delete_tag_from_client', 'delete_tag_from_request', 'client_updated', 'close_dialog', 'close_request',
-  'dialog_transferred', 'comment', 'operator_status_updated', 'system_message', 'new_qr_code',
-  'imported_message', 'client_added_to_blacklist', 'new_ticket', 'ticket_updated', 'ticket_deleted',
+  'inbox',
+  'outbox',
+  'outbox_status',
+  'new_client',
+  'new_request',
+  'add_tag_to_client',
+  'add_tag_to_request',
+  'delete_tag_from_client',
+  'delete_tag_from_request',
+  'client_updated',
+  'close_dialog',
+  'close_request',
+  'dialog_transferred',
+  'comment',
+  'operator_status_updated',
+  'system_message',
+  'new_qr_code',
+  'imported_message',
+  'client_added_to_blacklist',
+  'new_ticket',
+  'ticket_updated',
+  'ticket_deleted',
 ];
 
 /** §1 Pagination: limit max 200, default 20 (dialogs' "max 1000" comment is unverified; 200 used everywhere). */
@@ -150,7 +195,9 @@ export function webhookSigningKey(apiToken: string): string {
 
 /** §7: hex(HMAC_SHA256(key, raw_body + timestamp)), lowercase hex, no separator. */
 export function computeWebhookSignature(key: string, rawBody: string, timestamp: string): string {
-  return createHmac('sha256', key).update(rawBody + timestamp).digest('hex');
+  return createHmac('sha256', key)
+    .update(rawBody + timestamp)
+    .digest('hex');
 }
 
 /** Signature for a body sent on behalf of the company owning `apiToken`. */
@@ -181,20 +228,61 @@ const SEED_CHANNELS: C2DChannel[] = [
 /** get-operators-response.json rows, with distinct emails so tests can look operators up by email. */
 const SEED_OPERATORS: Array<Record<string, unknown>> = [
   {
-    id: 617, email: 'admin@example.com', phone: null, role: 'admin', access_right_id: null, online: 1,
-    offline_type: null, avatar: null, opened_dialogs: 0, first_name: 'John', last_name: 'Doe', external_id: null,
-    last_visit: '2026-01-29T06:14:41 UTC', status_id: 0, two_factor: false, status: 'admin', access_right_name: null,
+    id: 617,
+    email: 'admin@example.com',
+    phone: null,
+    role: 'admin',
+    access_right_id: null,
+    online: 1,
+    offline_type: null,
+    avatar: null,
+    opened_dialogs: 0,
+    first_name: 'John',
+    last_name: 'Doe',
+    external_id: null,
+    last_visit: '2026-01-29T06:14:41 UTC',
+    status_id: 0,
+    two_factor: false,
+    status: 'admin',
+    access_right_name: null,
   },
   {
-    id: 311416, email: 'manager@example.com', phone: '', role: 'operator', access_right_id: 54521, online: 1,
-    offline_type: 'busy', avatar: null, opened_dialogs: 0, first_name: 'John', last_name: 'Doe', external_id: '',
-    last_visit: '2024-11-13T10:55:52 UTC', status_id: 1, two_factor: false, status: 'enabled',
+    id: 311416,
+    email: 'manager@example.com',
+    phone: '',
+    role: 'operator',
+    access_right_id: 54521,
+    online: 1,
+    offline_type: 'busy',
+    avatar: null,
+    opened_dialogs: 0,
+    first_name: 'John',
+    last_name: 'Doe',
+    external_id: '',
+    last_visit: '2024-11-13T10:55:52 UTC',
+    status_id: 1,
+    two_factor: false,
+    status: 'enabled',
     access_right_name: 'Супервайзер',
   },
   {
-    id: 313753, email: 'deleted@example.com', phone: '+7 701 763 0465', role: 'deleted', access_right_id: null,
-    online: 0, offline_type: null, avatar: null, opened_dialogs: 0, first_name: 'John', last_name: 'Doe',
-    external_id: '', last_visit: null, status_id: 0, two_factor: false, status: 'deleted', access_right_name: null,
+    id: 313753,
+    email: 'deleted@example.com',
+    phone: '+7 701 763 0465',
+    role: 'deleted',
+    access_right_id: null,
+    online: 0,
+    offline_type: null,
+    avatar: null,
+    opened_dialogs: 0,
+    first_name: 'John',
+    last_name: 'Doe',
+    external_id: '',
+    last_visit: null,
+    status_id: 0,
+    two_factor: false,
+    status: 'deleted',
+    access_right_name: null,
   },
 ];
 
@@ -202,7 +290,10 @@ const SEED_OPERATORS: Array<Record<string, unknown>> = [
 const SEED_TAGS: C2DTag[] = [
   { id: 996, group_id: 313, group_name: 'Язык клиента', label: 'R', description: 'Русский язык' },
   {
-    id: 2960, group_id: 2, group_name: '1Статус клиента', label: 'Т',
+    id: 2960,
+    group_id: 2,
+    group_name: '1Статус клиента',
+    label: 'Т',
     description: 'Этому клиенту предложили подписаться на канал в Телеграме',
   },
 ];
@@ -267,8 +358,25 @@ type MessageRecord = {
 
 /** Keys of `last_message` inside a dialog, exactly as in get-dialogs-response.json. */
 const DIALOG_LAST_MESSAGE_KEYS = [
-  'id', 'text', 'type', 'created', 'coordinates', 'transport', 'read', 'pdf', 'remote_id', 'recipient_status',
-  'dialog_id', 'operator_id', 'channel_id', 'attachments', 'photo', 'video', 'audio', 'client_id', 'request_id',
+  'id',
+  'text',
+  'type',
+  'created',
+  'coordinates',
+  'transport',
+  'read',
+  'pdf',
+  'remote_id',
+  'recipient_status',
+  'dialog_id',
+  'operator_id',
+  'channel_id',
+  'attachments',
+  'photo',
+  'video',
+  'audio',
+  'client_id',
+  'request_id',
   'extra_data',
 ] as const;
 
@@ -383,8 +491,8 @@ function byId<T extends { id: number }>(items: T[], order: 'asc' | 'desc'): T[] 
 
 /** §1 Pagination: `limit` default 20, capped at 200 (GUESS: capped, not rejected); `offset` from 0. */
 function paging(q: Record<string, string>): { limit: number; offset: number } {
-  const limit = q.limit === undefined ? DEFAULT_LIMIT : optInt(q.limit, 'limit') ?? DEFAULT_LIMIT;
-  const offset = q.offset === undefined ? 0 : optInt(q.offset, 'offset') ?? 0;
+  const limit = q.limit === undefined ? DEFAULT_LIMIT : (optInt(q.limit, 'limit') ?? DEFAULT_LIMIT);
+  const offset = q.offset === undefined ? 0 : (optInt(q.offset, 'offset') ?? 0);
   if (limit < 1) throw invalid('limit', 'limit must be a positive integer');
   if (offset < 0) throw invalid('offset', 'offset must not be negative');
   return { limit: Math.min(limit, MAX_LIMIT), offset };
@@ -523,9 +631,17 @@ function assertTransport(channel: C2DChannel, transport: string): void {
   }
 }
 
-function newClient(state: FakeState, input: {
-  phone: string; transport: string; channelId: number; name?: string | null; nickname?: string | null; clientPhone?: string | null;
-}): ClientRecord {
+function newClient(
+  state: FakeState,
+  input: {
+    phone: string;
+    transport: string;
+    channelId: number;
+    name?: string | null;
+    nickname?: string | null;
+    clientPhone?: string | null;
+  },
+): ClientRecord {
   return {
     id: state.nextId('client'),
     // GUESS: Chat2Desk names a client it has not heard from by its phone/pseudo-id (as the widget sample shows).
@@ -597,9 +713,16 @@ function newDialog(state: FakeState, acc: AccountState, clientId: number, dialog
  * else a new open dialog when open_dialog is true; else the latest (closed) dialog, or a new closed
  * record so that dialog_id is never null.
  */
-function dialogFor(state: FakeState, acc: AccountState, client: ClientRecord, opts: {
-  openDialog: boolean; operatorId: number | null; channelId: number;
-}): { dialog: DialogRecord; requestId: number; isNewRequest: boolean } {
+function dialogFor(
+  state: FakeState,
+  acc: AccountState,
+  client: ClientRecord,
+  opts: {
+    openDialog: boolean;
+    operatorId: number | null;
+    channelId: number;
+  },
+): { dialog: DialogRecord; requestId: number; isNewRequest: boolean } {
   const dialogs = clientDialogs(acc, client.id);
   const open = dialogs.find((d) => d.state === 'open');
   let dialog: DialogRecord;
@@ -610,11 +733,23 @@ function dialogFor(state: FakeState, acc: AccountState, client: ClientRecord, op
   return { dialog, requestId: newRequest(state, acc, dialog, opts.channelId), isNewRequest: true };
 }
 
-function storeMessage(state: FakeState, acc: AccountState, input: {
-  client: ClientRecord; dialog: DialogRecord; requestId: number; type: MessageType; text: string | null;
-  transport: string; channelId: number; operatorId: number | null; attachments: Array<{ name: string; link: string }>;
-  pdf: string | null; externalId: string | null;
-}): MessageRecord {
+function storeMessage(
+  state: FakeState,
+  acc: AccountState,
+  input: {
+    client: ClientRecord;
+    dialog: DialogRecord;
+    requestId: number;
+    type: MessageType;
+    text: string | null;
+    transport: string;
+    channelId: number;
+    operatorId: number | null;
+    attachments: Array<{ name: string; link: string }>;
+    pdf: string | null;
+    externalId: string | null;
+  },
+): MessageRecord {
   const now = state.time();
   const fromClient = input.type === 'from_client';
   const message: MessageRecord = {
@@ -789,7 +924,10 @@ function buildApi(state: FakeState): Hono<Env> {
   api.get('/clients', (c) => {
     const query = q(c);
     const order = orderParam(query);
-    const tagIds = query.tags?.split(',').map((s) => Number(s.trim())).filter(Number.isFinite);
+    const tagIds = query.tags
+      ?.split(',')
+      .map((s) => Number(s.trim()))
+      .filter(Number.isFinite);
     const list = acc(c).clients.filter(
       (cl) =>
         (query.phone === undefined || cl.phone === query.phone) &&
@@ -848,7 +986,7 @@ function buildApi(state: FakeState): Hono<Env> {
     const nickname = optString(b.nickname, 'nickname');
     if (nickname !== undefined) client.assigned_name = nickname;
     for (const field of ['comment', 'extra_comment_1', 'extra_comment_2', 'extra_comment_3', 'external_id'] as const) {
-      if (field in b) client[field] = b[field] === null ? null : optString(b[field], field) ?? null;
+      if (field in b) client[field] = b[field] === null ? null : (optString(b[field], field) ?? null);
     }
     const assignedPhone = optString(b.assigned_phone, 'assigned_phone');
     if (assignedPhone !== undefined) {
@@ -862,9 +1000,7 @@ function buildApi(state: FakeState): Hono<Env> {
     return ok(client);
   });
 
-  api.get('/clients/:id/transport', (c) =>
-    ok(clientOr404(c).channels.map((ch) => ({ channel_id: ch.id, transports: [...ch.transports] }))),
-  );
+  api.get('/clients/:id/transport', (c) => ok(clientOr404(c).channels.map((ch) => ({ channel_id: ch.id, transports: [...ch.transports] }))));
 
   api.get('/clients/:id/dialogs', (c) => {
     const client = clientOr404(c);
@@ -903,11 +1039,7 @@ function buildApi(state: FakeState): Hono<Env> {
     if (channelId === undefined) throw invalid('channel_id', 'channel_id is required');
     const channel = findChannel(a, channelId);
     const clientTransports = client.channels.find((ch) => ch.id === channel.id)?.transports ?? [];
-    const transport =
-      optString(b.transport, 'transport') ??
-      (last?.channel_id === channel.id ? last.transport : undefined) ??
-      clientTransports[0] ??
-      channel.transports[0];
+    const transport = optString(b.transport, 'transport') ?? (last?.channel_id === channel.id ? last.transport : undefined) ?? clientTransports[0] ?? channel.transports[0];
     if (!transport) throw invalid('transport', 'transport is required');
     assertTransport(channel, transport);
 
@@ -920,9 +1052,7 @@ function buildApi(state: FakeState): Hono<Env> {
       operatorId: explicitOperator ?? null,
       channelId: channel.id,
     });
-    const attachments = attachment
-      ? [{ name: optString(b.attachment_filename, 'attachment_filename') ?? attachment.split('/').pop() ?? 'file', link: attachment }]
-      : [];
+    const attachments = attachment ? [{ name: optString(b.attachment_filename, 'attachment_filename') ?? attachment.split('/').pop() ?? 'file', link: attachment }] : [];
     const message = storeMessage(state, a, {
       client,
       dialog,
@@ -1041,7 +1171,12 @@ function buildApi(state: FakeState): Hono<Env> {
     const a = acc(c);
     const requestId = idParam(c);
     if (!a.requests.some((r) => r.id === requestId)) throw notFound();
-    return ok(byId(a.messages.filter((m) => m.request_id === requestId), 'asc').map((m) => requestMessageView(a, m)));
+    return ok(
+      byId(
+        a.messages.filter((m) => m.request_id === requestId),
+        'asc',
+      ).map((m) => requestMessageView(a, m)),
+    );
   });
 
   // ----- §6 operators ----------------------------------------------------------------------------
@@ -1133,21 +1268,21 @@ function buildApi(state: FakeState): Hono<Env> {
     if (unknown.length) {
       throw new ApiError(400, 'Validation error', { url: [], order: [], events: [`unknown events: ${unknown.join(', ')}`] });
     }
-    const channels = b.channels === undefined || b.channels === null ? current?.channels ?? [] : b.channels;
+    const channels = b.channels === undefined || b.channels === null ? (current?.channels ?? []) : b.channels;
     if (!Array.isArray(channels)) throw invalid('channels', 'channels must be an array');
     const channelIds = channels.map((ch) => {
       const id = optInt(ch, 'channels') ?? NaN;
       findChannel(a, id);
       return id;
     });
-    const status = b.status === undefined ? current?.status ?? 'enable' : b.status;
+    const status = b.status === undefined ? (current?.status ?? 'enable') : b.status;
     if (status !== 'enable' && status !== 'disable') throw invalid('status', 'status must be enable or disable');
     if (a.webhooks.some((w) => w.url === url && w.id !== current?.id)) {
       // error-webhook-url-already-used.json
       throw new ApiError(400, 'Validation error', { url: ['URL is already used'] });
     }
-    const name = b.name === undefined ? current?.name ?? '' : optString(b.name, 'name') ?? '';
-    const order = b.order === undefined ? current?.order : optInt(b.order, 'order') ?? null;
+    const name = b.name === undefined ? (current?.name ?? '') : (optString(b.name, 'name') ?? '');
+    const order = b.order === undefined ? current?.order : (optInt(b.order, 'order') ?? null);
     return { url, events: events as string[], channels: channelIds, status: status as 'enable' | 'disable', name, order };
   };
 
@@ -1234,7 +1369,7 @@ export async function startFakeChat2Desk(options: FakeChat2DeskOptions = {}): Pr
     const fullPath = new URL(c.req.url).pathname;
     const path = fullPath === '/v1' ? '/' : fullPath.startsWith('/v1/') ? fullPath.slice(3) : fullPath;
     const raw = await c.req.text();
-    let parsed: unknown = undefined;
+    let parsed: unknown;
     let badJson = false;
     if (raw.trim() !== '') {
       try {
@@ -1267,9 +1402,7 @@ export async function startFakeChat2Desk(options: FakeChat2DeskOptions = {}): Pr
       }
       const { status, body } = fault.reply;
       const res =
-        typeof body === 'string'
-          ? new Response(body, { status, headers: { 'content-type': body.trimStart().startsWith('<') ? 'text/html' : 'text/plain' } })
-          : json(body, status);
+        typeof body === 'string' ? new Response(body, { status, headers: { 'content-type': body.trimStart().startsWith('<') ? 'text/html' : 'text/plain' } }) : json(body, status);
       return answer(res);
     }
 
@@ -1400,12 +1533,23 @@ export async function startFakeChat2Desk(options: FakeChat2DeskOptions = {}): Pr
       const last = lastMessageOf(a, client.id);
       const channelId = input.channelId ?? last?.channel_id ?? client.channels[0]?.id ?? a.channels[0]!.id;
       const transport =
-        input.transport ?? (last?.channel_id === channelId ? last.transport : undefined) ??
-        client.channels.find((ch) => ch.id === channelId)?.transports[0] ?? findChannel(a, channelId).transports[0]!;
+        input.transport ??
+        (last?.channel_id === channelId ? last.transport : undefined) ??
+        client.channels.find((ch) => ch.id === channelId)?.transports[0] ??
+        findChannel(a, channelId).transports[0]!;
       const { dialog, requestId, isNewRequest } = dialogFor(state, a, client, { openDialog: true, operatorId: null, channelId });
       const message = storeMessage(state, a, {
-        client, dialog, requestId, type: 'from_client', text: input.text ?? null, transport, channelId,
-        operatorId: dialog.operator_id, attachments: input.attachments ?? [], pdf: null, externalId: input.externalId ?? null,
+        client,
+        dialog,
+        requestId,
+        type: 'from_client',
+        text: input.text ?? null,
+        transport,
+        channelId,
+        operatorId: dialog.operator_id,
+        attachments: input.attachments ?? [],
+        pdf: null,
+        externalId: input.externalId ?? null,
       });
       return { message, webhook: messageWebhook(a, message, { isNewRequest, isNewClient }) };
     },

@@ -1,14 +1,28 @@
 import { existsSync } from 'node:fs';
-import { chromium, type Browser } from 'playwright-core';
+import sparticuz from '@sparticuz/chromium';
+import { type Browser, chromium } from 'playwright-core';
 
-export const CHROMIUM = '/usr/bin/chromium';
-
-/** Debian's Chromium, headless; .ci/run installs it (apt-get install chromium). */
+/**
+ * A headless Chromium with nothing beyond `npm ci`: @sparticuz/chromium ships a Chromium build inside
+ * the npm package and unpacks it on first use. CHROMIUM_PATH points at another build (Debian's
+ * /usr/bin/chromium, say) for those who prefer one.
+ */
 export async function launchChromium(): Promise<Browser> {
-  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: install Debian's chromium package (apt-get install -y chromium) to run the browser tests`);
+  const custom = process.env.CHROMIUM_PATH;
+  if (custom && !existsSync(custom)) throw new Error(`CHROMIUM_PATH=${custom} does not exist`);
+  const executablePath = custom || (await sparticuz.executablePath());
   return chromium.launch({
-    executablePath: CHROMIUM,
+    executablePath,
     // The machine has no outside network: without these Chromium keeps trying to reach Google.
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+    args: [
+      // Not sparticuz.args: those are for a one-page Lambda (--single-process ends the browser with its first page).
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-dev-shm-usage',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--no-first-run',
+    ],
   });
 }
