@@ -38,6 +38,8 @@ const MONITOR_IDLE_MS = 60_000;
  */
 export class Uninstalls {
   readonly #checking = new Map<string, Promise<UninstallDecision>>();
+  /** The monitor's next pass, while it runs. */
+  #monitor: { timer: NodeJS.Timeout | undefined; at: number } | undefined;
 
   constructor(private readonly deps: UninstallDeps) {}
 
@@ -71,27 +73,34 @@ export class Uninstalls {
 
   /** Checks due uninstalls now and whenever the next falls due; the first pass checks every pending one. */
   startMonitor(): () => void {
-    let timer: NodeJS.Timeout | undefined;
-    let stopped = false;
-    const pass = (everyPending: boolean) => {
-      let wait = MONITOR_IDLE_MS;
-      try {
-        for (const memberId of this.deps.portals.uninstallChecksDue(everyPending)) this.deps.background.run('uninstall check', () => this.check(memberId), { memberId });
-        const next = this.deps.portals.nextUninstallCheckAt();
-        if (next !== undefined) wait = Math.min(MONITOR_IDLE_MS, Math.max(1_000, next - Date.now()));
-      } catch (error) {
-        this.deps.log.error({ err: error instanceof Error ? error.message : String(error) }, 'uninstall checks could not be scheduled');
-      }
-      if (!stopped) {
-        timer = setTimeout(() => pass(false), wait);
-        timer.unref();
-      }
-    };
-    pass(true);
+    this.#monitor = { timer: undefined, at: Infinity };
+    this.#pass(true);
     return () => {
-      stopped = true;
-      clearTimeout(timer);
+      clearTimeout(this.#monitor?.timer);
+      this.#monitor = undefined;
     };
+  }
+
+  #pass(everyPending: boolean): void {
+    let next: number | undefined;
+    try {
+      for (const memberId of this.deps.portals.uninstallChecksDue(everyPending)) this.deps.background.run('uninstall check', () => this.check(memberId), { memberId });
+      next = this.deps.portals.nextUninstallCheckAt();
+    } catch (error) {
+      this.deps.log.error({ err: error instanceof Error ? error.message : String(error) }, 'uninstall checks could not be scheduled');
+    }
+    this.#passAt(Math.max(Date.now() + 1_000, next ?? Date.now() + MONITOR_IDLE_MS), true);
+  }
+
+  /** Moves the monitor's next pass to `at` if that is sooner (or, after a pass, sets it). */
+  #passAt(at: number, afterPass = false): void {
+    const monitor = this.#monitor;
+    if (!monitor || (!afterPass && monitor.at <= at)) return;
+    clearTimeout(monitor.timer);
+    const when = Math.min(at, Date.now() + MONITOR_IDLE_MS);
+    monitor.at = when;
+    monitor.timer = setTimeout(() => this.#pass(false), Math.max(0, when - Date.now()));
+    monitor.timer.unref();
   }
 
   async #decide(memberId: string): Promise<UninstallDecision> {
@@ -112,6 +121,7 @@ export class Uninstalls {
     }
     const delay = Math.min(MAX_RECHECK_MS, Math.max(FIRST_RECHECK_MS, Date.now() - requestedAt));
     portals.scheduleUninstallCheck(memberId, Date.now() + delay);
+    this.#passAt(Date.now() + delay);
     log.warn({ memberId, err: answer.error, retryInMs: delay }, 'ONAPPUNINSTALL not decided yet: the portal could not be asked; asking again later');
     return 'pending';
   }
