@@ -250,3 +250,39 @@ describe('an uninstall the portal cannot confirm yet', () => {
     expect(portalRow(stack)).toMatchObject({ status: 'active', access_token: pending.access_token, chat2desk_token: pending.chat2desk_token });
   });
 });
+
+describe('confirmation when Bitrix24 cannot answer at once', () => {
+  let stack: Stack;
+  afterEach(() => stack.close());
+
+  const overloaded = { status: 503, error: 'QUERY_LIMIT_EXCEEDED', error_description: 'Too many requests' };
+
+  it('asks again and then runs the call once', async () => {
+    stack = await startStack();
+    await installAndConfigure(stack);
+    stack.c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404 });
+    stack.b24.failNext('bizproc.activity.log', overloaded, 2);
+    const call = await stack.b24.callRobot({ code: 'c2d_send_message', properties: { phone: '79161234567', text: 'after a pause' } });
+    const sent = await eventually(() => stack.b24.sentEvents.find((event) => event.eventToken === call.eventToken), 15_000, 'result');
+    expect(sent.returnValues.status).toBe('sent');
+    expect(stack.b24.calls.filter((item) => item.method === 'bizproc.activity.log').map((item) => item.error ?? 'ok')).toEqual([
+      'QUERY_LIMIT_EXCEEDED',
+      'QUERY_LIMIT_EXCEEDED',
+      'ok',
+    ]);
+    expect(sentMessages(stack)).toHaveLength(1);
+    expect(jobRow(stack, call.eventToken)).toMatchObject({ confirm_attempts: 2, attempts: 1 });
+  });
+
+  it('finishes the call failed, with nothing run, when its deadline passes unconfirmed', async () => {
+    stack = await startStack({ env: { ROBOT_DEADLINE_SECONDS: '1' } }); // the shortest deadline allowed is 5 s
+    await installAndConfigure(stack);
+    stack.b24.failNext('bizproc.activity.log', overloaded, 100);
+    const call = await stack.b24.callRobot({ code: 'c2d_send_message', properties: { phone: '79161234567', text: 'never confirmed' } });
+    const sent = await eventually(() => stack.b24.sentEvents.find((event) => event.eventToken === call.eventToken), 20_000, 'failed result');
+    expect(sent.returnValues.status).toBe('failed');
+    expect(String(sent.returnValues.error)).toMatch(/^Bitrix24 could not confirm this robot call before its deadline: Bitrix24 could not confirm the call: QUERY_LIMIT_EXCEEDED/);
+    expect(stack.c2d.calls).toHaveLength(0);
+    expect(jobRow(stack, call.eventToken)).toMatchObject({ attempts: 0, confirmed_at: null });
+  });
+});
