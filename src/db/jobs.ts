@@ -252,6 +252,16 @@ export class JobStore {
     return row?.n ?? 0;
   }
 
+  /** Confirmed jobs of the portal waiting for their turn to run. */
+  waitingToRun(memberId: string): number {
+    const row = this.db
+      .select({ n: count() })
+      .from(jobs)
+      .where(and(eq(jobs.memberId, memberId), eq(jobs.state, 'queued')))
+      .get();
+    return row?.n ?? 0;
+  }
+
   depth(): QueueDepth {
     const rows = this.db
       .select({ state: jobs.state, n: count() })

@@ -21,13 +21,26 @@ export function groupByPortal(jobs: JobRow[]): Map<string, JobRow[]> {
   return byPortal;
 }
 
+/** A batch that will fill without holding anything up may wait this many lingers in all. */
+const LONG_LINGER_FACTOR = 5;
+
+export interface GatherPolicy {
+  lingerMs: number;
+  /** False when nothing else can join the batch soon: it goes at once. */
+  moreOnTheWay(): boolean;
+  /** True when waiting past `lingerMs` still fills the batch and makes nothing later than it would be. */
+  worthWaitingLonger(): boolean;
+}
+
 /**
- * Jobs of one portal ready for a batch request (a confirmation or a report) wait up to `lingerMs`
- * for others, so that a burst costs one request per 50: returns how long to wait still, or
- * undefined to send now (a full batch, waited long enough, or nothing more on the way).
+ * Jobs of one portal ready for a batch request (a confirmation or a report) wait a little for
+ * others, so that a burst costs one request per 50 (the benchmark's budget is 0.05 Bitrix24
+ * requests per run): returns how long to wait still, or undefined to send now.
  */
-export function shouldGather(ready: JobRow[], now: number, lingerMs: number, moreOnTheWay: () => boolean = () => true): number | undefined {
-  const oldest = Math.min(...ready.map((job) => job.runAt));
-  if (ready.length >= BATCH_LIMIT || oldest + lingerMs <= now || !moreOnTheWay()) return undefined;
-  return oldest + lingerMs - now;
+export function gatherWait(ready: JobRow[], now: number, policy: GatherPolicy): number | undefined {
+  if (ready.length >= BATCH_LIMIT) return undefined;
+  const waited = now - Math.min(...ready.map((job) => job.runAt));
+  if (waited < policy.lingerMs) return policy.moreOnTheWay() ? policy.lingerMs - waited : undefined;
+  const longest = policy.lingerMs * LONG_LINGER_FACTOR;
+  return waited < longest && policy.worthWaitingLonger() ? longest - waited : undefined;
 }

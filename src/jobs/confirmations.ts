@@ -4,7 +4,7 @@ import { BATCH_LIMIT, type Bitrix24Rest } from '../bitrix24/rest-client.js';
 import type { JobRow, JobStore } from '../db/jobs.js';
 import type { Logger } from '../log.js';
 import { backoffMs } from '../rate-limit.js';
-import { TRANSIENT_COMMAND_ERRORS, groupByPortal, shouldGather } from './batching.js';
+import { TRANSIENT_COMMAND_ERRORS, gatherWait, groupByPortal } from './batching.js';
 
 /** What the workflow's log shows for a confirmed call; Bitrix24 refuses an empty one (protocols §6). */
 export const CONFIRMATION_LOG_MESSAGE = 'Chat2Desk: run accepted';
@@ -44,8 +44,13 @@ export class CallConfirmations {
       const current = waiting.filter((job) => job.deadlineAt >= now);
       for (const job of waiting.filter((item) => item.deadlineAt < now)) this.#giveUp(job);
       if (current.length === 0) continue;
-      // A burst of calls arrives over a second or so: let them gather into one batch request.
-      const gather = shouldGather(current, now, this.deps.lingerMs);
+      // A burst of calls arrives over a second or so: let them gather into one batch request; a
+      // little longer while the portal has a batch's worth of confirmed runs still waiting to start.
+      const gather = gatherWait(current, now, {
+        lingerMs: this.deps.lingerMs,
+        moreOnTheWay: () => true,
+        worthWaitingLonger: () => this.deps.jobs.waitingToRun(memberId) >= BATCH_LIMIT,
+      });
       if (gather !== undefined) {
         wait = Math.min(wait, gather);
         continue;

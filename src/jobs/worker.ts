@@ -12,7 +12,7 @@ import type { Portal, PortalStore } from '../db/portals.js';
 import type { Logger } from '../log.js';
 import { readSettings, type PortalSettings } from '../portal-settings.js';
 import { backoffMs } from '../rate-limit.js';
-import { TRANSIENT_COMMAND_ERRORS, groupByPortal, shouldGather } from './batching.js';
+import { TRANSIENT_COMMAND_ERRORS, gatherWait, groupByPortal } from './batching.js';
 import { CallConfirmations } from './confirmations.js';
 import { Signal } from './signal.js';
 
@@ -288,8 +288,15 @@ export class RobotWorker {
     let wait = IDLE_POLL_MS;
     for (const [memberId, ready] of groupByPortal(this.deps.jobs.due('reporting', 5_000, [...this.#reportingPortals]))) {
       if (this.#reportingPortals.has(memberId)) continue;
-      // While more runs of this portal are under way, let results gather into one batch request.
-      const gather = shouldGather(ready, now, linger, () => this.deps.jobs.activeCount(memberId) > 0);
+      // While more runs of this portal are under way, let results gather into one batch request;
+      // a little longer while a full batch of them is still to come (a burst).
+      let active: number | undefined;
+      const stillActive = () => (active ??= this.deps.jobs.activeCount(memberId));
+      const gather = gatherWait(ready, now, {
+        lingerMs: linger,
+        moreOnTheWay: () => stillActive() > 0,
+        worthWaitingLonger: () => ready.length + stillActive() >= BATCH_LIMIT,
+      });
       if (gather !== undefined) {
         wait = Math.min(wait, gather);
         continue;
