@@ -360,7 +360,8 @@ export class RobotWorker {
         log.error({ err: error.message }, 'results cannot be delivered');
         return;
       }
-      // A portal waiting for reauthorisation gets it back with its next robot call or reinstall.
+      // A portal waiting for reauthorisation gets it back with a reinstall, or its installer's next
+      // robot call once the authorization server has proven the tokens it carries.
       this.#retryReports(batch, error instanceof Error ? error.message : String(error));
       log.warn({ err: error instanceof Error ? error.message : String(error) }, 'result delivery failed; retrying');
     }
