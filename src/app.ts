@@ -3,6 +3,8 @@ import type { BackgroundTasks } from './background.js';
 import { bodyLimit } from 'hono/body-limit';
 import { HTTPException } from 'hono/http-exception';
 import type { InstallService } from './bitrix24/install.js';
+import type { InstallerTokens } from './bitrix24/installer-tokens.js';
+import type { Uninstalls } from './bitrix24/uninstall.js';
 import type { Chat2DeskWebhooks } from './chat2desk/webhooks.js';
 import type { AppRegistration } from './bitrix24/registration.js';
 import type { JobStore } from './db/jobs.js';
@@ -24,6 +26,8 @@ export interface AppDeps {
   portals: PortalStore;
   jobs: JobStore;
   install: InstallService;
+  installerTokens: InstallerTokens;
+  uninstalls: Uninstalls;
   registration: AppRegistration;
   robotCalls: RobotCalls;
   settings: SettingsService;

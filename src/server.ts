@@ -3,9 +3,11 @@ import type { AddressInfo } from 'node:net';
 import { activities } from './activities/index.js';
 import { createApp } from './app.js';
 import { InstallService } from './bitrix24/install.js';
+import { InstallerTokens } from './bitrix24/installer-tokens.js';
 import { OAuthServer } from './bitrix24/oauth.js';
 import { AppRegistration } from './bitrix24/registration.js';
 import { Bitrix24Rest } from './bitrix24/rest-client.js';
+import { Uninstalls } from './bitrix24/uninstall.js';
 import { BitrixUsers } from './bitrix24/users.js';
 import { Chat2DeskAccounts, accountKey } from './chat2desk/client.js';
 import { DialogDirectory } from './chat2desk/directory.js';
@@ -120,6 +122,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     log,
     reportLingerMs: options.reportLingerMs,
   });
+  const uninstalls = new Uninstalls({ portals, jobs, rest, chat2deskWebhooks, background, log });
   const app = createApp({
     log,
     maxBodyBytes: config.maxBodyBytes,
@@ -127,6 +130,8 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     jobs,
     registration,
     install: new InstallService({ oauth, rest, portals, registration, log }),
+    installerTokens: new InstallerTokens({ oauth, portals, log }),
+    uninstalls,
     robotCalls: new RobotCalls({ jobs, robotDeadlineSeconds: config.robotDeadlineSeconds, onQueued: () => worker.wake(), log }),
     settings: new SettingsService({
       portals,
@@ -148,6 +153,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
   });
   worker.start();
   const stopMonitor = chat2deskWebhooks.startMonitor(config.webhookCheckSeconds * 1000);
+  const stopUninstallChecks = uninstalls.startMonitor();
   const stopMaintenance = startMaintenance(() => {
     const now = Date.now();
     const jobsRemoved = jobs.pruneFinished(now - FINISHED_JOB_RETENTION_MS);
@@ -175,6 +181,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     },
     async close() {
       stopMonitor();
+      stopUninstallChecks();
       stopMaintenance();
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await background.idle();

@@ -117,6 +117,8 @@ describe('install and lifecycle', () => {
 
     const response = await postForm(`${stack.server.url}/bitrix24/events`, stack.b24.uninstallEventBody());
     expect(response.status).toBe(200);
+    // Acted on because the portal refused our stored tokens (Bitrix24 revokes them before the event).
+    expect(stack.b24.calls.filter((call) => call.method === 'app.info').map((call) => call.error)).toEqual(['NO_AUTH_FOUND']);
     const row = stack.server.database.sqlite.prepare('select * from portals where member_id = ?').get(stack.b24.memberId) as Record<string, unknown>;
     expect(row).toMatchObject({ status: 'uninstalled', access_token: null, refresh_token: null, chat2desk_token: null });
     expect(stack.server.jobs.countByState()).toEqual({ cancelled: 1 });

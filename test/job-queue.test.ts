@@ -21,7 +21,15 @@ describe('the job queue', () => {
   });
 
   const enqueue = (memberId: string, eventToken: string) =>
-    jobs.enqueue({ memberId, eventToken, robotCode: 'c2d_send_message', documentId: ['crm', 'CCrmDocumentDeal', 'DEAL_1'], properties: {}, deadlineAt: Date.now() + 60_000 });
+    jobs.enqueue({
+      memberId,
+      eventToken,
+      robotCode: 'c2d_send_message',
+      documentId: ['crm', 'CCrmDocumentDeal', 'DEAL_1'],
+      properties: {},
+      deadlineAt: Date.now() + 60_000,
+      awaitsConfirmation: false, // the queue itself is under test here; confirmation is covered in forgery.test.ts
+    });
 
   it("does not let one portal's backlog hide another portal's jobs", () => {
     for (let i = 0; i < 600; i++) enqueue('busy-portal', `busy-${i}`);

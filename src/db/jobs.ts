@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import type { Db } from './database.js';
 import { jobs, type JobRow } from './schema.js';
 
-export type JobState = 'queued' | 'running' | 'reporting' | 'done' | 'cancelled';
+export type JobState = 'confirming' | 'queued' | 'running' | 'reporting' | 'done' | 'cancelled';
 export type { JobRow };
 
 export interface NewJob {
@@ -13,11 +13,17 @@ export interface NewJob {
   documentId: string[];
   properties: unknown;
   deadlineAt: number;
+  /**
+   * The call must be confirmed by its portal before it runs (src/jobs/confirmations.ts). Every
+   * robot call is; a job built without a portal behind it (a store-level test) may skip it.
+   */
+  awaitsConfirmation: boolean;
   /** A call whose input is already known to be wrong goes straight to reporting with this result. */
   immediateResult?: { returnValues: Record<string, unknown>; logMessage: string };
 }
 
 export interface QueueDepth {
+  /** Waiting to run, confirmed or not. */
   queued: number;
   running: number;
   reporting: number;
@@ -72,7 +78,7 @@ export class JobStore {
       robotCode: input.robotCode,
       documentId: JSON.stringify(input.documentId),
       properties: JSON.stringify(input.properties),
-      state: input.immediateResult ? 'reporting' : 'queued',
+      state: input.immediateResult ? 'reporting' : input.awaitsConfirmation ? 'confirming' : 'queued',
       now,
       deadlineAt: input.deadlineAt,
       returnValues: input.immediateResult ? JSON.stringify(input.immediateResult.returnValues) : null,
@@ -84,10 +90,10 @@ export class JobStore {
   }
 
   /**
-   * Jobs whose turn has come, oldest first; `state` picks running work or result reports. Portals
+   * Jobs whose turn has come, oldest first; `state` picks calls to confirm, runs or result reports. Portals
    * that cannot take more right now are left out, so one portal's backlog does not hide the others'.
    */
-  due(state: 'queued' | 'reporting', limit: number, excludeMemberIds: string[] = []): JobRow[] {
+  due(state: 'confirming' | 'queued' | 'reporting', limit: number, excludeMemberIds: string[] = []): JobRow[] {
     return this.db
       .select()
       .from(jobs)
@@ -97,14 +103,59 @@ export class JobStore {
       .all();
   }
 
-  /** When the next queued or reporting job becomes due, if any. */
+  /** When the next job to confirm, run or report becomes due, if any. */
   nextDueAt(): number | undefined {
     const row = this.db
       .select({ at: min(jobs.runAt) })
       .from(jobs)
-      .where(inArray(jobs.state, ['queued', 'reporting']))
+      .where(inArray(jobs.state, ['confirming', 'queued', 'reporting']))
       .get();
     return row?.at ?? undefined;
+  }
+
+  /** The portal confirmed these calls: they may run now. */
+  confirm(ids: number[]): void {
+    if (ids.length === 0) return;
+    const now = this.now();
+    this.db
+      .update(jobs)
+      .set({ state: 'queued', confirmedAt: now, runAt: now, updatedAt: now })
+      .where(and(inArray(jobs.id, ids), eq(jobs.state, 'confirming')))
+      .run();
+  }
+
+  /** The portal denied these calls: they end without running and without a result to send. */
+  refuseUnconfirmed(ids: number[], reason: string): void {
+    if (ids.length === 0) return;
+    const now = this.now();
+    this.db
+      .update(jobs)
+      .set({ state: 'done', lastError: reason, finishedAt: now, updatedAt: now })
+      .where(and(inArray(jobs.id, ids), eq(jobs.state, 'confirming')))
+      .run();
+  }
+
+  /** The portal could not be asked: ask again at `runAt`. */
+  retryConfirmationLater(ids: number[], runAt: number, error: string): void {
+    if (ids.length === 0) return;
+    this.db
+      .update(jobs)
+      .set({ runAt, lastError: error, confirmAttempts: sql`${jobs.confirmAttempts} + 1`, updatedAt: this.now() })
+      .where(and(inArray(jobs.id, ids), eq(jobs.state, 'confirming')))
+      .run();
+  }
+
+  /**
+   * An unconfirmed call out of time ends with a failed result and nothing run. Sending it is
+   * harmless: Bitrix24 refuses bizproc.event.send for a token it did not issue (protocols §8).
+   */
+  failUnconfirmed(id: number, returnValues: Record<string, unknown>, logMessage: string): void {
+    const now = this.now();
+    this.db
+      .update(jobs)
+      .set({ state: 'reporting', returnValues: JSON.stringify(returnValues), logMessage, runAt: now, finishedAt: now, updatedAt: now })
+      .where(and(eq(jobs.id, id), eq(jobs.state, 'confirming')))
+      .run();
   }
 
   claim(id: number, leaseMs: number): JobRow | undefined {
@@ -187,16 +238,26 @@ export class JobStore {
     return this.db
       .update(jobs)
       .set({ state: 'cancelled', reportError: 'portal uninstalled', updatedAt: this.now() })
-      .where(and(eq(jobs.memberId, memberId), inArray(jobs.state, ['queued', 'running', 'reporting'])))
+      .where(and(eq(jobs.memberId, memberId), inArray(jobs.state, ['confirming', 'queued', 'running', 'reporting'])))
       .run().changes;
   }
 
-  /** Jobs of the portal still queued or running: more results are on the way. */
+  /** Jobs of the portal still to confirm, queued or running: more results are on the way. */
   activeCount(memberId: string): number {
     const row = this.db
       .select({ n: count() })
       .from(jobs)
-      .where(and(eq(jobs.memberId, memberId), inArray(jobs.state, ['queued', 'running'])))
+      .where(and(eq(jobs.memberId, memberId), inArray(jobs.state, ['confirming', 'queued', 'running'])))
+      .get();
+    return row?.n ?? 0;
+  }
+
+  /** Confirmed jobs of the portal waiting for their turn to run. */
+  waitingToRun(memberId: string): number {
+    const row = this.db
+      .select({ n: count() })
+      .from(jobs)
+      .where(and(eq(jobs.memberId, memberId), eq(jobs.state, 'queued')))
       .get();
     return row?.n ?? 0;
   }
@@ -205,11 +266,11 @@ export class JobStore {
     const rows = this.db
       .select({ state: jobs.state, n: count() })
       .from(jobs)
-      .where(inArray(jobs.state, ['queued', 'running', 'reporting']))
+      .where(inArray(jobs.state, ['confirming', 'queued', 'running', 'reporting']))
       .groupBy(jobs.state)
       .all();
     const depth: QueueDepth = { queued: 0, running: 0, reporting: 0 };
-    for (const row of rows) depth[row.state as keyof QueueDepth] = row.n;
+    for (const row of rows) depth[row.state === 'confirming' ? 'queued' : (row.state as keyof QueueDepth)] += row.n;
     return depth;
   }
 

@@ -1,4 +1,4 @@
-import { and, eq, isNotNull, sql } from 'drizzle-orm';
+import { and, eq, isNotNull, lte, min, ne, sql } from 'drizzle-orm';
 import type { SecretBox } from '../secrets.js';
 import type { Db } from './database.js';
 import { portals, type PortalRow } from './schema.js';
@@ -82,6 +82,9 @@ export class PortalStore {
       refreshToken: this.secrets.seal(record.refreshToken),
       accessExpiresAt: record.expiresAt,
       installerUserId: record.installerUserId,
+      // A verified install supersedes an uninstall that was waiting to be confirmed.
+      uninstallRequestedAt: null,
+      uninstallCheckAt: null,
       updatedAt: now,
     };
     this.db
@@ -150,9 +153,67 @@ export class PortalStore {
   uninstall(memberId: string): void {
     this.db
       .update(portals)
-      .set({ status: 'uninstalled', accessToken: null, refreshToken: null, chat2deskToken: null, accessExpiresAt: 0, updatedAt: this.now() })
+      .set({
+        status: 'uninstalled',
+        accessToken: null,
+        refreshToken: null,
+        chat2deskToken: null,
+        accessExpiresAt: 0,
+        uninstallRequestedAt: null,
+        uninstallCheckAt: null,
+        updatedAt: this.now(),
+      })
       .where(eq(portals.memberId, memberId))
       .run();
+  }
+
+  /** Remembers an ONAPPUNINSTALL until the portal confirms or denies it; the first arrival counts. */
+  requestUninstall(memberId: string): void {
+    const now = this.now();
+    this.db
+      .update(portals)
+      .set({ uninstallRequestedAt: sql`coalesce(${portals.uninstallRequestedAt}, ${now})`, uninstallCheckAt: now, updatedAt: now })
+      .where(and(eq(portals.memberId, memberId), ne(portals.status, 'uninstalled')))
+      .run();
+  }
+
+  /** When the portal could not be asked: when to ask again. */
+  scheduleUninstallCheck(memberId: string, at: number): void {
+    this.db
+      .update(portals)
+      .set({ uninstallCheckAt: at, updatedAt: this.now() })
+      .where(and(eq(portals.memberId, memberId), isNotNull(portals.uninstallRequestedAt)))
+      .run();
+  }
+
+  /** The portal still accepts our tokens: the uninstall was not its own. */
+  dropUninstallRequest(memberId: string): void {
+    this.db.update(portals).set({ uninstallRequestedAt: null, uninstallCheckAt: null, updatedAt: this.now() }).where(eq(portals.memberId, memberId)).run();
+  }
+
+  /** When the portal's unconfirmed uninstall arrived, if one is pending. */
+  uninstallRequestedAt(memberId: string): number | undefined {
+    const row = this.db.select({ at: portals.uninstallRequestedAt }).from(portals).where(eq(portals.memberId, memberId)).get();
+    return row?.at ?? undefined;
+  }
+
+  /** Portals with an unconfirmed uninstall to check now (all of them with `everyPending`). */
+  uninstallChecksDue(everyPending = false): string[] {
+    return this.db
+      .select({ memberId: portals.memberId })
+      .from(portals)
+      .where(and(isNotNull(portals.uninstallRequestedAt), everyPending ? undefined : lte(portals.uninstallCheckAt, this.now())))
+      .all()
+      .map((row) => row.memberId);
+  }
+
+  nextUninstallCheckAt(): number | undefined {
+    const row = this.db
+      .select({ at: min(portals.uninstallCheckAt) })
+      .from(portals)
+      .where(isNotNull(portals.uninstallRequestedAt))
+      .get();
+    return row?.at ?? undefined;
   }
 
   /** Active portals with a Chat2Desk token. */

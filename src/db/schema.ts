@@ -14,6 +14,12 @@ export const portals = sqliteTable('portals', {
   /** Bumped on every refresh, so a caller can tell whether the token it failed with is still current. */
   tokenGeneration: integer('token_generation').notNull().default(0),
   installerUserId: integer('installer_user_id'),
+  /**
+   * An ONAPPUNINSTALL the portal has not confirmed yet (it could not be asked): when it arrived and
+   * when to ask again. Cleared once the portal answers either way (src/bitrix24/uninstall.ts).
+   */
+  uninstallRequestedAt: integer('uninstall_requested_at'),
+  uninstallCheckAt: integer('uninstall_check_at'),
   chat2deskToken: text('chat2desk_token'),
   settings: text('settings').notNull().default('{}'),
   installedAt: integer('installed_at').notNull(),
@@ -36,12 +42,19 @@ export const jobs = sqliteTable(
     robotCode: text('robot_code').notNull(),
     documentId: text('document_id').notNull(),
     properties: text('properties').notNull(),
-    /** queued | running | reporting | done | cancelled */
+    /**
+     * confirming (Bitrix24 has not yet confirmed the call, src/jobs/confirmations.ts) | queued |
+     * running | reporting | done | cancelled
+     */
     state: text('state').notNull(),
     attempts: integer('attempts').notNull().default(0),
     runAt: integer('run_at').notNull(),
     leaseUntil: integer('lease_until'),
     deadlineAt: integer('deadline_at').notNull(),
+    /** Failed attempts to have the portal confirm the call. */
+    confirmAttempts: integer('confirm_attempts').notNull().default(0),
+    /** When the portal confirmed the call (bizproc.activity.log accepted its event token). */
+    confirmedAt: integer('confirmed_at'),
     /** Progress that must survive a crash, e.g. that a message was handed to Chat2Desk. */
     checkpoint: text('checkpoint').notNull().default('{}'),
     lastError: text('last_error'),

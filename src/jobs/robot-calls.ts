@@ -15,14 +15,24 @@ export interface AcceptDeps {
   log: Logger;
 }
 
+export type Acceptance = { status: 'accepted' | 'duplicate'; jobId: number } | { status: 'refused'; error: string };
+
 /**
- * Takes a verified robot call and makes it durable before Bitrix24 gets its 200. Input that is
- * already known to be wrong becomes a failed result at once, so the workflow finishes and can branch.
+ * Takes a robot call from a known portal and makes it durable before Bitrix24 gets its 200. The
+ * job runs only after the portal confirms the call (src/jobs/confirmations.ts). Input that is
+ * already known to be wrong becomes a failed result at once, so the workflow finishes and can
+ * branch; sending that result needs no confirmation, Bitrix24 refuses it for a forged event token.
  */
 export class RobotCalls {
   constructor(private readonly deps: AcceptDeps) {}
 
-  accept(portal: Portal, call: RobotCall): { jobId: number; duplicate: boolean } {
+  accept(portal: Portal, call: RobotCall): Acceptance {
+    if (!call.useSubscription) {
+      // bizproc.activity.log works only while the step waits (protocols §6), so a call that does not
+      // wait cannot be confirmed. Ours are registered with USE_SUBSCRIPTION=Y; only a forger sends N.
+      this.deps.log.warn({ memberId: portal.memberId, code: call.code }, 'robot call refused: it does not wait for its result, so Bitrix24 cannot confirm it');
+      return { status: 'refused', error: 'A robot call that does not wait for its result (use_subscription=N) cannot be confirmed by Bitrix24 and is not run' };
+    }
     const now = Date.now();
     const limit = call.timeoutSeconds > 0 ? call.timeoutSeconds * 1000 - TIMEOUT_MARGIN_MS : Infinity;
     const deadlineAt = now + Math.max(5_000, Math.min(this.deps.robotDeadlineSeconds * 1000, limit));
@@ -44,6 +54,7 @@ export class RobotCalls {
       documentId: call.documentId,
       properties: call.properties,
       deadlineAt,
+      awaitsConfirmation: true,
       immediateResult,
     });
     if (duplicate) {
@@ -52,6 +63,6 @@ export class RobotCalls {
       this.deps.log.info({ memberId: portal.memberId, jobId: job.id, code: call.code, invalid: Boolean(immediateResult) }, 'robot call accepted');
       this.deps.onQueued();
     }
-    return { jobId: job.id, duplicate };
+    return { status: duplicate ? 'duplicate' : 'accepted', jobId: job.id };
   }
 }

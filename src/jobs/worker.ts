@@ -2,7 +2,7 @@ import * as v from 'valibot';
 import { RobotFailure, type Activity, type RobotRun } from '../activities/activity.js';
 import { findActivity } from '../activities/index.js';
 import { Bitrix24Error, Bitrix24TransportError, OAuthError, PortalUnavailableError } from '../bitrix24/errors.js';
-import type { Bitrix24Rest } from '../bitrix24/rest-client.js';
+import { BATCH_LIMIT, type Bitrix24Rest } from '../bitrix24/rest-client.js';
 import type { BitrixUsers } from '../bitrix24/users.js';
 import type { TimelineLogStore } from '../db/timeline-logs.js';
 import type { DialogDirectory } from '../chat2desk/directory.js';
@@ -12,6 +12,8 @@ import type { Portal, PortalStore } from '../db/portals.js';
 import type { Logger } from '../log.js';
 import { readSettings, type PortalSettings } from '../portal-settings.js';
 import { backoffMs } from '../rate-limit.js';
+import { TRANSIENT_COMMAND_ERRORS, gatherWait, groupByPortal } from './batching.js';
+import { CallConfirmations } from './confirmations.js';
 import { Signal } from './signal.js';
 
 export interface WorkerDeps {
@@ -25,34 +27,51 @@ export interface WorkerDeps {
   defaultChat2DeskUrl: string;
   portalConcurrency: number;
   log: Logger;
-  /** How long a finished result may wait for others of its portal to share one batch request. */
+  /**
+   * How long a finished result, or a call waiting to be confirmed, may wait for others of its
+   * portal to share one batch request.
+   */
   reportLingerMs?: number;
   /** Unknown (non-protocol) errors are retried this many times, then the run fails. */
   maxUnexpectedAttempts?: number;
 }
 
-/** Bitrix24 takes at most 50 commands per batch (protocols/bitrix24.md §3). */
-const REPORT_BATCH = 50;
 const IDLE_POLL_MS = 1_000;
-/** Per-command errors inside a batch that clear by waiting (protocols/bitrix24.md §3 system errors). */
-const TRANSIENT_COMMAND_ERRORS = new Set(['QUERY_LIMIT_EXCEEDED', 'OPERATION_TIME_LIMIT', 'OVERLOAD_LIMIT', 'INTERNAL_SERVER_ERROR', 'ERROR_UNEXPECTED_ANSWER', 'expired_token']);
 /** How long an undelivered result is retried (Bitrix24 outage, lost authorisation) before it is dropped. */
 const REPORT_GIVE_UP_MS = 3 * 24 * 3600_000;
 
 /**
- * Runs queued robot jobs (bounded per portal; Chat2Desk accounts are bounded in their client) and
- * sends results back with bizproc.event.send, many to one batch request when several are ready.
+ * Has the portal confirm each robot call (src/jobs/confirmations.ts), runs confirmed jobs (bounded
+ * per portal; Chat2Desk accounts are bounded in their client) and sends results back with
+ * bizproc.event.send, many to one batch request when several are ready.
  */
 export class RobotWorker {
+  readonly #confirmSignal = new Signal();
   readonly #dispatchSignal = new Signal();
   readonly #reportSignal = new Signal();
+  readonly #confirmations: CallConfirmations;
   readonly #runningByPortal = new Map<string, number>();
   readonly #inFlight = new Set<Promise<void>>();
   readonly #reportingPortals = new Set<string>();
   #stopped = true;
   #loops: Promise<void>[] = [];
 
-  constructor(private readonly deps: WorkerDeps) {}
+  constructor(private readonly deps: WorkerDeps) {
+    this.#confirmations = new CallConfirmations({
+      jobs: deps.jobs,
+      rest: deps.rest,
+      log: deps.log,
+      lingerMs: deps.reportLingerMs ?? 1_000,
+      track: (task) => {
+        const tracked = task.finally(() => {
+          this.#inFlight.delete(tracked);
+          this.#confirmSignal.notify();
+        });
+        this.#inFlight.add(tracked);
+      },
+      onConfirmed: () => this.#dispatchSignal.notify(),
+    });
+  }
 
   get running(): boolean {
     return !this.#stopped;
@@ -63,10 +82,11 @@ export class RobotWorker {
     this.#stopped = false;
     const requeued = this.deps.jobs.requeueInterrupted();
     if (requeued > 0) this.deps.log.warn({ requeued }, 'jobs interrupted by a previous stop are queued again');
-    this.#loops = [this.#dispatchLoop(), this.#reportLoop()];
+    this.#loops = [this.#confirmLoop(), this.#dispatchLoop(), this.#reportLoop()];
   }
 
   wake(): void {
+    this.#confirmSignal.notify();
     this.#dispatchSignal.notify();
     this.#reportSignal.notify();
   }
@@ -81,6 +101,18 @@ export class RobotWorker {
     });
     await Promise.race([Promise.all([...this.#loops, ...this.#inFlight]), grace]);
     clearTimeout(timer);
+  }
+
+  async #confirmLoop(): Promise<void> {
+    while (!this.#stopped) {
+      let wait = IDLE_POLL_MS;
+      try {
+        wait = this.#confirmations.startDue(IDLE_POLL_MS);
+      } catch (error) {
+        this.deps.log.error({ err: String(error) }, 'confirmation scheduling failed');
+      }
+      await this.#confirmSignal.wait(wait);
+    }
   }
 
   async #dispatchLoop(): Promise<void> {
@@ -254,22 +286,23 @@ export class RobotWorker {
     const linger = this.deps.reportLingerMs ?? 1_000;
     const now = Date.now();
     let wait = IDLE_POLL_MS;
-    const byPortal = new Map<string, JobRow[]>();
-    for (const job of this.deps.jobs.due('reporting', 5_000, [...this.#reportingPortals])) {
-      const group = byPortal.get(job.memberId) ?? [];
-      group.push(job);
-      byPortal.set(job.memberId, group);
-    }
-    for (const [memberId, ready] of byPortal) {
+    for (const [memberId, ready] of groupByPortal(this.deps.jobs.due('reporting', 5_000, [...this.#reportingPortals]))) {
       if (this.#reportingPortals.has(memberId)) continue;
-      // While more runs of this portal are under way, let results gather into one batch request.
-      const oldest = Math.min(...ready.map((job) => job.runAt));
-      if (ready.length < REPORT_BATCH && oldest + linger > now && this.deps.jobs.activeCount(memberId) > 0) {
-        wait = Math.min(wait, oldest + linger - now);
+      // While more runs of this portal are under way, let results gather into one batch request;
+      // a little longer while a full batch of them is still to come (a burst).
+      let active: number | undefined;
+      const stillActive = () => (active ??= this.deps.jobs.activeCount(memberId));
+      const gather = gatherWait(ready, now, {
+        lingerMs: linger,
+        moreOnTheWay: () => stillActive() > 0,
+        worthWaitingLonger: () => ready.length + stillActive() >= BATCH_LIMIT,
+      });
+      if (gather !== undefined) {
+        wait = Math.min(wait, gather);
         continue;
       }
       this.#reportingPortals.add(memberId);
-      const task = this.#report(memberId, ready.slice(0, REPORT_BATCH)).finally(() => {
+      const task = this.#report(memberId, ready.slice(0, BATCH_LIMIT)).finally(() => {
         this.#reportingPortals.delete(memberId);
         this.#inFlight.delete(task);
         this.#reportSignal.notify();
@@ -327,7 +360,8 @@ export class RobotWorker {
         log.error({ err: error.message }, 'results cannot be delivered');
         return;
       }
-      // A portal waiting for reauthorisation gets it back with its next robot call or reinstall.
+      // A portal waiting for reauthorisation gets it back with a reinstall, or its installer's next
+      // robot call once the authorization server has proven the tokens it carries.
       this.#retryReports(batch, error instanceof Error ? error.message : String(error));
       log.warn({ err: error instanceof Error ? error.message : String(error) }, 'result delivery failed; retrying');
     }

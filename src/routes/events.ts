@@ -1,21 +1,23 @@
 import { Hono } from 'hono';
 import type { BackgroundTasks } from '../background.js';
 import { callerTokens, record, str } from '../bitrix24/form-body.js';
+import type { InstallerTokens } from '../bitrix24/installer-tokens.js';
 import type { AppRegistration } from '../bitrix24/registration.js';
-import type { Chat2DeskWebhooks } from '../chat2desk/webhooks.js';
-import type { JobStore } from '../db/jobs.js';
+import type { Uninstalls } from '../bitrix24/uninstall.js';
 import type { PortalStore } from '../db/portals.js';
-import type { Logger } from '../log.js';
 import { readBitrixForm } from './form.js';
 
-/** Lifecycle events. ONAPPUNINSTALL carries no tokens, so the application token is the only proof (protocols §1). */
+/**
+ * Lifecycle events. The application token lets an event in, but it is on every page of the app
+ * (protocols §0), so nothing here acts on it alone: an uninstall waits for the portal to refuse our
+ * tokens, and tokens in an update are kept only once proven.
+ */
 export function createEventsRoute(deps: {
   portals: PortalStore;
-  jobs: JobStore;
+  uninstalls: Uninstalls;
+  installerTokens: InstallerTokens;
   registration: AppRegistration;
-  chat2deskWebhooks: Chat2DeskWebhooks;
   background: BackgroundTasks;
-  log: Logger;
 }) {
   return new Hono().post('/bitrix24/events', async (c) => {
     const fields = await readBitrixForm(c);
@@ -25,18 +27,22 @@ export function createEventsRoute(deps: {
     if (!portal) return c.json({ error: 'unknown portal or wrong application token' }, 401);
     const event = str(fields.event).toUpperCase();
     if (event === 'ONAPPUNINSTALL') {
-      const removeWebhook = deps.chat2deskWebhooks.prepareRemoval(portal);
-      deps.portals.uninstall(memberId);
-      if (removeWebhook) deps.background.run('remove chat2desk webhook', removeWebhook, { memberId });
-      const cancelled = deps.jobs.cancelPortal(memberId);
-      deps.log.info({ memberId, cancelled }, 'portal uninstalled: secrets wiped, jobs stopped');
-      return c.json({ status: 'uninstalled' });
+      const decision = await deps.uninstalls.request(portal.memberId);
+      if (decision === 'uninstalled') return c.json({ status: 'uninstalled' });
+      if (decision === 'not confirmed') return c.json({ error: 'The portal still accepts this app: the uninstall did not come from Bitrix24 and changed nothing' }, 401);
+      return c.json({ status: 'checking', detail: 'The portal could not be asked yet; the uninstall is recorded and will be decided when it answers' }, 202);
     }
     if (event === 'ONAPPUPDATE') {
       const tokens = callerTokens(auth);
-      if (tokens) deps.portals.saveRefreshedTokens(memberId, { ...tokens, clientEndpoint: portal.clientEndpoint });
       // An update drops the app's handlers (protocols §1): register again, after answering.
-      deps.background.run('re-registration after update', () => deps.registration.register(portal), { memberId });
+      deps.background.run(
+        're-registration after update',
+        async () => {
+          if (tokens) await deps.installerTokens.adoptFromUpdate(portal, tokens);
+          await deps.registration.register(portal);
+        },
+        { memberId },
+      );
       return c.json({ status: 'updating' });
     }
     return c.json({ status: 'ignored' });

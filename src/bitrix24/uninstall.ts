@@ -1,0 +1,151 @@
+import type { BackgroundTasks } from '../background.js';
+import type { Chat2DeskWebhooks } from '../chat2desk/webhooks.js';
+import type { JobStore } from '../db/jobs.js';
+import type { PortalStore } from '../db/portals.js';
+import type { Logger } from '../log.js';
+import { Bitrix24Error, PortalUnavailableError } from './errors.js';
+import type { Bitrix24Rest } from './rest-client.js';
+
+/**
+ * `uninstalled`: secrets wiped, jobs stopped. `not confirmed`: the portal still accepts our tokens,
+ * so it did not uninstall the app; nothing changed. `pending`: the portal could not be asked yet.
+ */
+export type UninstallDecision = 'uninstalled' | 'not confirmed' | 'pending';
+
+export interface UninstallDeps {
+  portals: PortalStore;
+  jobs: JobStore;
+  rest: Bitrix24Rest;
+  chat2deskWebhooks: Chat2DeskWebhooks;
+  background: BackgroundTasks;
+  log: Logger;
+  /** How long the event handler waits for the portal's answer before it answers "pending". */
+  answerWithinMs?: number;
+}
+
+/** A portal that could not be asked is asked again after this long at first, then less often. */
+const FIRST_RECHECK_MS = 5_000;
+const MAX_RECHECK_MS = 3600_000;
+const MONITOR_IDLE_MS = 60_000;
+
+/**
+ * ONAPPUNINSTALL carries nothing but the application token (protocols/bitrix24.md §1), and Bitrix24
+ * also puts that token into every page it opens for the app (§0): the event alone proves nothing.
+ * Bitrix24 revokes the app's API access before it sends the event (§1), so the portal is asked with
+ * our stored tokens (`app.info`): still accepted → not the portal's uninstall, nothing changes;
+ * refused → secrets wiped, jobs stopped, webhook removed. When the portal cannot be reached the
+ * request stays on the portal row and is asked again later, also after a restart.
+ */
+export class Uninstalls {
+  readonly #checking = new Map<string, Promise<UninstallDecision>>();
+  /** The monitor's next pass, while it runs. */
+  #monitor: { timer: NodeJS.Timeout | undefined; at: number } | undefined;
+
+  constructor(private readonly deps: UninstallDeps) {}
+
+  /** An ONAPPUNINSTALL from a known portal: recorded first, then decided if the portal answers in time. */
+  async request(memberId: string): Promise<UninstallDecision> {
+    this.deps.portals.requestUninstall(memberId);
+    const check = this.check(memberId);
+    // The check goes on after we answer; shutdown waits for it like for any background task.
+    this.deps.background.run('uninstall check', () => check, { memberId });
+    // Bitrix24 deprioritises slow event handlers (§0): a slow portal is decided after the answer.
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<UninstallDecision>((resolve) => {
+      timer = setTimeout(() => resolve('pending'), this.deps.answerWithinMs ?? 10_000);
+    });
+    try {
+      return await Promise.race([check, late]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Asks the portal about its pending uninstall; one check at a time per portal. */
+  check(memberId: string): Promise<UninstallDecision> {
+    let running = this.#checking.get(memberId);
+    if (!running) {
+      running = this.#decide(memberId).finally(() => this.#checking.delete(memberId));
+      this.#checking.set(memberId, running);
+    }
+    return running;
+  }
+
+  /** Checks due uninstalls now and whenever the next falls due; the first pass checks every pending one. */
+  startMonitor(): () => void {
+    this.#monitor = { timer: undefined, at: Infinity };
+    this.#pass(true);
+    return () => {
+      clearTimeout(this.#monitor?.timer);
+      this.#monitor = undefined;
+    };
+  }
+
+  #pass(everyPending: boolean): void {
+    let next: number | undefined;
+    try {
+      for (const memberId of this.deps.portals.uninstallChecksDue(everyPending)) this.deps.background.run('uninstall check', () => this.check(memberId), { memberId });
+      next = this.deps.portals.nextUninstallCheckAt();
+    } catch (error) {
+      this.deps.log.error({ err: error instanceof Error ? error.message : String(error) }, 'uninstall checks could not be scheduled');
+    }
+    this.#passAt(Math.max(Date.now() + 1_000, next ?? Date.now() + MONITOR_IDLE_MS), true);
+  }
+
+  /** Moves the monitor's next pass to `at` if that is sooner (or, after a pass, sets it). */
+  #passAt(at: number, afterPass = false): void {
+    const monitor = this.#monitor;
+    if (!monitor || (!afterPass && monitor.at <= at)) return;
+    clearTimeout(monitor.timer);
+    const when = Math.min(at, Date.now() + MONITOR_IDLE_MS);
+    monitor.at = when;
+    monitor.timer = setTimeout(() => this.#pass(false), Math.max(0, when - Date.now()));
+    monitor.timer.unref();
+  }
+
+  async #decide(memberId: string): Promise<UninstallDecision> {
+    const { portals, log } = this.deps;
+    const portal = portals.get(memberId);
+    if (!portal || portal.status === 'uninstalled') return 'uninstalled';
+    const requestedAt = portals.uninstallRequestedAt(memberId);
+    if (requestedAt === undefined) return 'not confirmed'; // decided meanwhile (a reinstall, another check)
+    const answer = await this.#askPortal(memberId);
+    if (answer === 'accepts') {
+      portals.dropUninstallRequest(memberId);
+      log.warn({ memberId }, 'ONAPPUNINSTALL not acted on: the portal still accepts our tokens, so it did not come from Bitrix24');
+      return 'not confirmed';
+    }
+    if (answer === 'refuses') {
+      this.#wipe(memberId);
+      return 'uninstalled';
+    }
+    const delay = Math.min(MAX_RECHECK_MS, Math.max(FIRST_RECHECK_MS, Date.now() - requestedAt));
+    portals.scheduleUninstallCheck(memberId, Date.now() + delay);
+    this.#passAt(Date.now() + delay);
+    log.warn({ memberId, err: answer.error, retryInMs: delay }, 'ONAPPUNINSTALL not decided yet: the portal could not be asked; asking again later');
+    return 'pending';
+  }
+
+  async #askPortal(memberId: string): Promise<'accepts' | 'refuses' | { error: string }> {
+    try {
+      await this.deps.rest.call(memberId, 'app.info', {}, { idempotent: true });
+      return 'accepts';
+    } catch (error) {
+      // No usable tokens left: none stored, or the refresh token was refused (invalid_grant).
+      if (error instanceof PortalUnavailableError) return 'refuses';
+      if (error instanceof Bitrix24Error && !error.refusedForLoad && (error.httpStatus === 401 || error.httpStatus === 403)) return 'refuses';
+      return { error: error instanceof Error ? error.message : String(error) };
+    }
+  }
+
+  #wipe(memberId: string): void {
+    const { portals, jobs, chat2deskWebhooks, background, log } = this.deps;
+    const portal = portals.get(memberId);
+    if (!portal || portal.status === 'uninstalled') return;
+    const removeWebhook = chat2deskWebhooks.prepareRemoval(portal);
+    portals.uninstall(memberId);
+    if (removeWebhook) background.run('remove chat2desk webhook', removeWebhook, { memberId });
+    const cancelled = jobs.cancelPortal(memberId);
+    log.info({ memberId, cancelled }, 'portal uninstalled: secrets wiped, jobs stopped');
+  }
+}

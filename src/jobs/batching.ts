@@ -1,0 +1,46 @@
+import { BATCH_LIMIT } from '../bitrix24/rest-client.js';
+import type { JobRow } from '../db/jobs.js';
+
+/** Per-command errors inside a batch that clear by waiting (protocols/bitrix24.md §3 system errors). */
+export const TRANSIENT_COMMAND_ERRORS = new Set([
+  'QUERY_LIMIT_EXCEEDED',
+  'OPERATION_TIME_LIMIT',
+  'OVERLOAD_LIMIT',
+  'INTERNAL_SERVER_ERROR',
+  'ERROR_UNEXPECTED_ANSWER',
+  'expired_token',
+]);
+
+export function groupByPortal(jobs: JobRow[]): Map<string, JobRow[]> {
+  const byPortal = new Map<string, JobRow[]>();
+  for (const job of jobs) {
+    const group = byPortal.get(job.memberId) ?? [];
+    group.push(job);
+    byPortal.set(job.memberId, group);
+  }
+  return byPortal;
+}
+
+/** A batch that will fill without holding anything up may wait this many lingers in all. */
+const LONG_LINGER_FACTOR = 5;
+
+export interface GatherPolicy {
+  lingerMs: number;
+  /** False when nothing else can join the batch soon: it goes at once. */
+  moreOnTheWay(): boolean;
+  /** True when waiting past `lingerMs` still fills the batch and makes nothing later than it would be. */
+  worthWaitingLonger(): boolean;
+}
+
+/**
+ * Jobs of one portal ready for a batch request (a confirmation or a report) wait a little for
+ * others, so that a burst costs one request per 50 (the benchmark's budget is 0.05 Bitrix24
+ * requests per run): returns how long to wait still, or undefined to send now.
+ */
+export function gatherWait(ready: JobRow[], now: number, policy: GatherPolicy): number | undefined {
+  if (ready.length >= BATCH_LIMIT) return undefined;
+  const waited = now - Math.min(...ready.map((job) => job.runAt));
+  if (waited < policy.lingerMs) return policy.moreOnTheWay() ? policy.lingerMs - waited : undefined;
+  const longest = policy.lingerMs * LONG_LINGER_FACTOR;
+  return waited < longest && policy.worthWaitingLonger() ? longest - waited : undefined;
+}

@@ -1,0 +1,125 @@
+import { findActivity } from '../activities/index.js';
+import { PortalUnavailableError } from '../bitrix24/errors.js';
+import { BATCH_LIMIT, type Bitrix24Rest } from '../bitrix24/rest-client.js';
+import type { JobRow, JobStore } from '../db/jobs.js';
+import type { Logger } from '../log.js';
+import { backoffMs } from '../rate-limit.js';
+import { TRANSIENT_COMMAND_ERRORS, gatherWait, groupByPortal } from './batching.js';
+
+/** What the workflow's log shows for a confirmed call; Bitrix24 refuses an empty one (protocols §6). */
+export const CONFIRMATION_LOG_MESSAGE = 'Chat2Desk: run accepted';
+export const NOT_CONFIRMED = 'Bitrix24 did not confirm this robot call: forged or no longer waiting';
+
+export interface ConfirmationDeps {
+  jobs: JobStore;
+  rest: Bitrix24Rest;
+  log: Logger;
+  /** How long a call may wait for others of its portal to share one batch request. */
+  lingerMs: number;
+  /** Registers a started batch so that a stopping worker can wait for it. */
+  track(task: Promise<void>): void;
+  /** Called when calls were confirmed and may run. */
+  onConfirmed(): void;
+}
+
+/**
+ * A robot call names its portal by the application token, but Bitrix24 also puts that token into
+ * every page it opens for the app (protocols/bitrix24.md §0), so any employee can forge a call with
+ * it. Before a call has any effect, its portal confirms it: `bizproc.activity.log` with the call's
+ * event token, sent with our installer's tokens, succeeds only for an event token Bitrix24 issued
+ * and whose workflow step still waits (§6); ACCESS_DENIED means forged or no longer waiting. The
+ * tokens that arrived with the call prove nothing here: an employee gets valid ones with every page.
+ * Calls of one portal are confirmed together, up to 50 in one `batch` request.
+ */
+export class CallConfirmations {
+  readonly #busyPortals = new Set<string>();
+
+  constructor(private readonly deps: ConfirmationDeps) {}
+
+  /** Starts one confirmation batch per portal with calls waiting; returns how long to sleep. */
+  startDue(idleWaitMs: number): number {
+    const now = Date.now();
+    let wait = idleWaitMs;
+    for (const [memberId, waiting] of groupByPortal(this.deps.jobs.due('confirming', 5_000, [...this.#busyPortals]))) {
+      const current = waiting.filter((job) => job.deadlineAt >= now);
+      for (const job of waiting.filter((item) => item.deadlineAt < now)) this.#giveUp(job);
+      if (current.length === 0) continue;
+      // A burst of calls arrives over a second or so: let them gather into one batch request; a
+      // little longer while the portal has a batch's worth of confirmed runs still waiting to start.
+      const gather = gatherWait(current, now, {
+        lingerMs: this.deps.lingerMs,
+        moreOnTheWay: () => true,
+        worthWaitingLonger: () => this.deps.jobs.waitingToRun(memberId) >= BATCH_LIMIT,
+      });
+      if (gather !== undefined) {
+        wait = Math.min(wait, gather);
+        continue;
+      }
+      this.#busyPortals.add(memberId);
+      const task = this.#confirm(memberId, current.slice(0, BATCH_LIMIT)).finally(() => this.#busyPortals.delete(memberId));
+      this.deps.track(task);
+    }
+    return wait;
+  }
+
+  async #confirm(memberId: string, batch: JobRow[]): Promise<void> {
+    const log = this.deps.log.child({ memberId });
+    try {
+      const outcome = await this.deps.rest.batch(
+        memberId,
+        batch.map((job) => ({ key: `job${job.id}`, method: 'bizproc.activity.log', params: { EVENT_TOKEN: job.eventToken, LOG_MESSAGE: CONFIRMATION_LOG_MESSAGE } })),
+        { idempotent: true }, // a repeated log line is harmless
+      );
+      const confirmed: number[] = [];
+      const denied: number[] = [];
+      const retry: JobRow[] = [];
+      for (const job of batch) {
+        const error = outcome.errors[`job${job.id}`];
+        if (!error) confirmed.push(job.id);
+        else if (error.error === 'ACCESS_DENIED') denied.push(job.id);
+        // Anything else proves neither: the call waits, unrun, until the portal says or its deadline passes.
+        else retry.push(job);
+      }
+      this.deps.jobs.confirm(confirmed);
+      this.deps.jobs.refuseUnconfirmed(denied, NOT_CONFIRMED);
+      if (denied.length) log.warn({ jobs: denied }, 'robot calls refused: Bitrix24 did not confirm their event tokens (forged, or the workflow no longer waits)');
+      if (retry.length) {
+        const codes = [...new Set(retry.map((job) => outcome.errors[`job${job.id}`]!.error))];
+        if (codes.some((code) => !TRANSIENT_COMMAND_ERRORS.has(code))) log.warn({ codes }, 'unexpected answer to bizproc.activity.log; asking again later');
+        this.#retry(retry, `Bitrix24 could not confirm the call: ${codes.join(', ')}`);
+      }
+      if (confirmed.length) this.deps.onConfirmed();
+    } catch (error) {
+      if (error instanceof PortalUnavailableError && error.reason === 'not_installed') {
+        this.deps.jobs.refuseUnconfirmed(
+          batch.map((job) => job.id),
+          error.message,
+        );
+        return;
+      }
+      // Load, outage, or a portal waiting for reauthorisation: nothing runs until the portal can say.
+      const message = error instanceof Error ? error.message : String(error);
+      this.#retry(batch, message);
+      log.warn({ err: message }, 'robot calls could not be confirmed yet; asking again later');
+    }
+  }
+
+  #retry(batch: JobRow[], error: string): void {
+    const attempts = Math.max(...batch.map((job) => job.confirmAttempts)) + 1;
+    // Not past the deadline: the pass after it ends the run (#giveUp).
+    const at = Math.min(Date.now() + backoffMs(attempts, 1_000, 5 * 60_000), Math.min(...batch.map((job) => job.deadlineAt)) + 1);
+    this.deps.jobs.retryConfirmationLater(
+      batch.map((job) => job.id),
+      at,
+      error,
+    );
+  }
+
+  #giveUp(job: JobRow): void {
+    const reason = `Bitrix24 could not confirm this robot call before its deadline${job.lastError ? `: ${job.lastError}` : ''}`;
+    const activity = findActivity(job.robotCode);
+    const outcome = activity ? activity.failed(reason) : { returnValues: { status: 'failed', error: reason }, logMessage: reason };
+    this.deps.jobs.failUnconfirmed(job.id, outcome.returnValues, outcome.logMessage);
+    this.deps.log.warn({ memberId: job.memberId, jobId: job.id, error: reason }, 'robot call given up unconfirmed; nothing was run');
+  }
+}
