@@ -126,7 +126,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     portals,
     jobs,
     registration,
-    install: new InstallService({ oauth, rest, portals, registration, log }),
+    install: new InstallService({ oauth, rest, portals, registration, log, attemptsPerMinute: config.installAttemptsPerMinute }),
     robotCalls: new RobotCalls({ jobs, robotDeadlineSeconds: config.robotDeadlineSeconds, onQueued: () => worker.wake(), log }),
     settings: new SettingsService({
       portals,
