@@ -85,9 +85,10 @@ export class Bitrix24Rest {
     this.#maxLoadRetries = options.maxLoadRetries ?? 8;
     // Bitrix24 keeps one bucket per portal (protocols/bitrix24.md §4), so a bucket of our own for
     // callers would only earn 503s: their checks get a share of the same rate and burst instead,
-    // counted here, and then wait behind robot work in the portal's bucket.
+    // counted here, and then wait behind robot work in the portal's bucket. At least a few at once
+    // even on a small bucket, so an install and its admin's first settings requests are not refused.
     const share = options.callerCheckShare ?? 0.2;
-    const points = Math.max(1, Math.floor(options.burst * share));
+    const points = Math.max(3, Math.floor(options.burst * share));
     this.#callerChecks = new RateLimiterMemory({ keyPrefix: 'caller-checks', points, duration: points / (options.ratePerSecond * share) });
   }
 
