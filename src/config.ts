@@ -52,6 +52,10 @@ const EnvSchema = v.object({
   MAX_BODY_BYTES: positiveInteger('262144'),
   /** How often the Chat2Desk webhooks are checked for being disabled (then re-enabled and reconciled). */
   WEBHOOK_CHECK_SECONDS: positiveInteger('600'),
+  /** Install requests (each costs an app.info call) per minute from one TCP peer and in all. Behind a
+   *  reverse proxy every request has the proxy's address, so the operator must be able to raise it. */
+  INSTALL_ATTEMPTS_PER_ADDRESS_PER_MINUTE: positiveInteger('30'),
+  INSTALL_ATTEMPTS_PER_MINUTE: positiveInteger('300'),
 });
 
 export interface Config {
@@ -77,6 +81,7 @@ export interface Config {
   robotDeadlineSeconds: number;
   maxBodyBytes: number;
   webhookCheckSeconds: number;
+  installAttemptsPerMinute: { perAddress: number; overall: number };
 }
 
 export class ConfigError extends Error {
@@ -124,6 +129,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     robotDeadlineSeconds: e.ROBOT_DEADLINE_SECONDS,
     maxBodyBytes: e.MAX_BODY_BYTES,
     webhookCheckSeconds: e.WEBHOOK_CHECK_SECONDS,
+    installAttemptsPerMinute: { perAddress: e.INSTALL_ATTEMPTS_PER_ADDRESS_PER_MINUTE, overall: e.INSTALL_ATTEMPTS_PER_MINUTE },
   };
 }
 

@@ -1,11 +1,20 @@
 /**
+ * Who is waiting for a slot. `work` (robot runs, their results, registration) is always served
+ * before `check` (proving who a caller is), so callers we know nothing about cannot delay a
+ * workflow that is waiting for its result.
+ */
+export type BucketPriority = 'work' | 'check';
+
+/**
  * A client-side leaky bucket mirroring the server's: each request adds one, the level drains at
- * `perSecond`, and a request that would overflow `burst` waits. Waiters are served in order.
+ * `perSecond`, and a request that would overflow `burst` waits. Waiters are served by priority,
+ * then in order.
  */
 export class LeakyBucket {
   #level = 0;
   #updatedAt: number;
-  #tail: Promise<void> = Promise.resolve();
+  readonly #waiting: Record<BucketPriority, Array<() => void>> = { work: [], check: [] };
+  #serving = false;
 
   constructor(
     readonly perSecond: number,
@@ -16,10 +25,11 @@ export class LeakyBucket {
     this.#updatedAt = now();
   }
 
-  acquire(): Promise<void> {
-    const turn = this.#tail.then(() => this.#take());
-    this.#tail = turn.catch(() => undefined);
-    return turn;
+  acquire(priority: BucketPriority = 'work'): Promise<void> {
+    return new Promise((resolve) => {
+      this.#waiting[priority].push(resolve);
+      void this.#serve();
+    });
   }
 
   /** The server said we are over its limit: our estimate was low (other apps share the bucket), so fill it. */
@@ -28,14 +38,25 @@ export class LeakyBucket {
     this.#level = this.burst;
   }
 
-  async #take(): Promise<void> {
-    for (;;) {
-      this.#drain();
-      if (this.#level + 1 <= this.burst) {
-        this.#level += 1;
-        return;
+  /** One loop hands out slots; the next waiter is chosen only when a slot is free, so work that
+   *  arrives while checks wait still goes first. */
+  async #serve(): Promise<void> {
+    if (this.#serving) return;
+    this.#serving = true;
+    try {
+      for (;;) {
+        const queue = this.#waiting.work.length > 0 ? this.#waiting.work : this.#waiting.check;
+        if (queue.length === 0) return;
+        this.#drain();
+        if (this.#level + 1 <= this.burst) {
+          this.#level += 1;
+          queue.shift()!();
+          continue;
+        }
+        await this.sleep(Math.ceil(((this.#level + 1 - this.burst) / this.perSecond) * 1000));
       }
-      await this.sleep(Math.ceil(((this.#level + 1 - this.burst) / this.perSecond) * 1000));
+    } finally {
+      this.#serving = false;
     }
   }
 

@@ -129,7 +129,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     portals,
     jobs,
     registration,
-    install: new InstallService({ oauth, rest, portals, registration, log }),
+    install: new InstallService({ oauth, rest, portals, registration, log, attemptsPerMinute: config.installAttemptsPerMinute }),
     installerTokens: new InstallerTokens({ oauth, portals, log }),
     uninstalls,
     robotCalls: new RobotCalls({ jobs, robotDeadlineSeconds: config.robotDeadlineSeconds, onQueued: () => worker.wake(), log }),

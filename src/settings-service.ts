@@ -1,8 +1,9 @@
+import { LRUCache } from 'lru-cache';
 import * as v from 'valibot';
 import type { BackgroundTasks } from './background.js';
 import { Bitrix24Error } from './bitrix24/errors.js';
 import type { AppRegistration } from './bitrix24/registration.js';
-import type { Bitrix24Rest } from './bitrix24/rest-client.js';
+import { CallerChecksExhausted, type Bitrix24Rest } from './bitrix24/rest-client.js';
 import type { Chat2DeskAccounts, Chat2DeskChannel, Chat2DeskOperator, Chat2DeskTag } from './chat2desk/client.js';
 import type { DialogDirectory } from './chat2desk/directory.js';
 import type { Chat2DeskWebhooks } from './chat2desk/webhooks.js';
@@ -19,10 +20,21 @@ export class SettingsRequestError extends Error {
   override name = 'SettingsRequestError';
   constructor(
     message: string,
-    readonly httpStatus: 400 | 401 | 403 | 422 | 502,
+    readonly httpStatus: 400 | 401 | 403 | 422 | 429 | 502,
+    /** With 429: when the caller may try again (the Retry-After header). */
+    readonly retryAfterSeconds?: number,
   ) {
     super(message);
   }
+}
+
+type AdminVerdict = 'admin' | 'not_admin' | 'bad_token';
+
+/** What a verdict's fetch needs to ask the portal; the cache key holds only a digest of the token. */
+interface AdminQuestion {
+  memberId: string;
+  clientEndpoint: string;
+  accessToken: string;
 }
 
 export interface SettingsView {
@@ -63,40 +75,51 @@ export interface SettingsDeps {
 
 /** The settings API: who may use it (a portal admin, checked with the portal) and what it stores. */
 export class SettingsService {
-  /** Who a bearer token is, per portal, for a minute: the portal is not asked on every request. */
-  readonly #admins = new Map<string, { verdict: 'admin' | 'not_admin' | 'bad_token'; until: number }>();
+  /**
+   * Who a bearer token is, per portal, for a minute: the portal is not asked on every request, and
+   * requests with the same token at once share one question. Refused tokens are remembered too, so
+   * repeating a guess does not spend the portal's REST budget.
+   */
+  readonly #admins: LRUCache<string, AdminVerdict, AdminQuestion>;
   readonly #schema;
 
   constructor(private readonly deps: SettingsDeps) {
     this.#schema = settingsUpdateSchema(deps.allowedApiUrls);
+    this.#admins = new LRUCache({
+      max: 10_000,
+      ttl: deps.adminCacheMs ?? 60_000,
+      // A question evicted while in flight still answers the requests waiting for it.
+      ignoreFetchAbort: true,
+      fetchMethod: (_key, _stale, { context }) => this.#askPortal(context),
+    });
   }
 
   /** Proves the bearer is an admin of that portal by asking the portal itself (`profile` → ADMIN). */
   async authorizeAdmin(memberId: string, accessToken: string): Promise<Portal> {
     const portal = this.deps.portals.get(memberId);
     if (!portal || portal.status === 'uninstalled') throw new SettingsRequestError('Unknown portal: the app is not installed there', 401);
-    const cacheKey = `${memberId} ${this.deps.secrets.digest(accessToken)}`;
-    const cached = this.#admins.get(cacheKey);
-    if (cached && cached.until > Date.now()) {
-      if (cached.verdict === 'admin') return portal;
-      // Refused tokens are remembered too, so guessing does not spend the portal's REST budget.
-      throw new SettingsRequestError(cached.verdict === 'not_admin' ? NOT_ADMIN : BAD_TOKEN, cached.verdict === 'not_admin' ? 403 : 401);
-    }
-    if (this.#admins.size > 10_000) this.#admins.clear();
-    let profile: { ADMIN?: unknown };
+    let verdict: AdminVerdict | undefined;
     try {
-      profile = await this.deps.rest.callAs(memberId, portal.clientEndpoint, accessToken, 'profile');
+      verdict = await this.#admins.fetch(`${memberId} ${this.deps.secrets.digest(accessToken)}`, { context: { memberId, clientEndpoint: portal.clientEndpoint, accessToken } });
     } catch (error) {
-      if (error instanceof Bitrix24Error && error.httpStatus < 500 && !error.refusedForLoad) {
-        this.#admins.set(cacheKey, { verdict: 'bad_token', until: Date.now() + (this.deps.adminCacheMs ?? 60_000) });
-        throw new SettingsRequestError(BAD_TOKEN, 401);
-      }
+      if (error instanceof CallerChecksExhausted) throw new SettingsRequestError(error.message, 429, error.retryAfterSeconds);
       throw new SettingsRequestError(`Bitrix24 could not be asked who you are: ${error instanceof Error ? error.message : String(error)}`, 502);
     }
-    const isAdmin = profile.ADMIN === true || profile.ADMIN === 'Y' || profile.ADMIN === '1';
-    this.#admins.set(cacheKey, { verdict: isAdmin ? 'admin' : 'not_admin', until: Date.now() + (this.deps.adminCacheMs ?? 60_000) });
-    if (!isAdmin) throw new SettingsRequestError(NOT_ADMIN, 403);
-    return portal;
+    if (verdict === 'admin') return portal;
+    if (verdict === 'not_admin') throw new SettingsRequestError(NOT_ADMIN, 403);
+    // 'bad_token' (`undefined` never comes back: every question is answered and none is abandoned).
+    throw new SettingsRequestError(BAD_TOKEN, 401);
+  }
+
+  /** A verdict to remember; a failure that says nothing about the token (load, network, our share used up) is thrown and not remembered. */
+  async #askPortal({ memberId, clientEndpoint, accessToken }: AdminQuestion): Promise<AdminVerdict> {
+    try {
+      const profile = await this.deps.rest.callAs<{ ADMIN?: unknown }>(memberId, clientEndpoint, accessToken, 'profile');
+      return profile.ADMIN === true || profile.ADMIN === 'Y' || profile.ADMIN === '1' ? 'admin' : 'not_admin';
+    } catch (error) {
+      if (error instanceof Bitrix24Error && error.httpStatus < 500 && !error.refusedForLoad) return 'bad_token';
+      throw error;
+    }
   }
 
   async read(portal: Portal): Promise<SettingsView> {

@@ -1,7 +1,8 @@
+import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
 import type { Portal, PortalStore } from '../db/portals.js';
 import type { Logger } from '../log.js';
 import { Bitrix24Error, OAuthError } from './errors.js';
-import type { Bitrix24Rest } from './rest-client.js';
+import { CallerChecksExhausted, type Bitrix24Rest } from './rest-client.js';
 import type { OAuthServer } from './oauth.js';
 import type { AppRegistration, RegistrationResult } from './registration.js';
 
@@ -20,7 +21,9 @@ export class InstallRefused extends Error {
   override name = 'InstallRefused';
   constructor(
     message: string,
-    readonly httpStatus: 400 | 403 | 502 | 503,
+    readonly httpStatus: 400 | 403 | 429 | 502 | 503,
+    /** With 429: when the caller may try again (the Retry-After header). */
+    readonly retryAfterSeconds?: number,
   ) {
     super(message);
   }
@@ -32,6 +35,16 @@ export interface InstallDeps {
   portals: PortalStore;
   registration: AppRegistration;
   log: Logger;
+  /** Install requests that may reach the authorization server per minute, from one address and in all. */
+  attemptsPerMinute: { perAddress: number; overall: number };
+}
+
+/** Where an install request came from and in which form. */
+export interface InstallSource {
+  /** The TCP peer's address (never a forwarding header, which the sender writes). */
+  address: string;
+  /** The install page's form rather than the server-side callback. */
+  opening?: boolean;
 }
 
 /**
@@ -39,7 +52,32 @@ export interface InstallDeps {
  * client id and to the claimed portal (protocols/bitrix24.md §1 app.info); a forged one changes nothing.
  */
 export class InstallService {
-  constructor(private readonly deps: InstallDeps) {}
+  // Every install request that looks complete costs an app.info call to the authorization server
+  // before we know anything about it, so these bound how hard anyone can make us ask.
+  readonly #attemptsPerAddress: RateLimiterMemory;
+  readonly #attempts: RateLimiterMemory;
+
+  constructor(private readonly deps: InstallDeps) {
+    this.#attemptsPerAddress = new RateLimiterMemory({ keyPrefix: 'install-address', points: deps.attemptsPerMinute.perAddress, duration: 60 });
+    this.#attempts = new RateLimiterMemory({ keyPrefix: 'install', points: deps.attemptsPerMinute.overall, duration: 60 });
+  }
+
+  async #admit(address: string): Promise<void> {
+    for (const [limiter, key, who] of [
+      [this.#attemptsPerAddress, address, 'from your address'],
+      [this.#attempts, 'all', 'on this server'],
+    ] as const) {
+      try {
+        await limiter.consume(key);
+      } catch (refusal) {
+        if (!(refusal instanceof RateLimiterRes)) throw refusal;
+        // Logged once per window, not once per refused request.
+        if (refusal.consumedPoints === limiter.points + 1) this.deps.log.warn({ address, limit: who }, 'install attempts over the limit; refusing until the window ends');
+        const retryAfter = Math.max(1, Math.ceil(refusal.msBeforeNext / 1000));
+        throw new InstallRefused(`Too many install attempts ${who}; retry in ${retryAfter} s`, 429, retryAfter);
+      }
+    }
+  }
 
   async #isAdmin(memberId: string, clientEndpoint: string, accessToken: string): Promise<boolean> {
     try {
@@ -47,6 +85,7 @@ export class InstallService {
       return profile.ADMIN === true || profile.ADMIN === 'Y' || profile.ADMIN === '1';
     } catch (error) {
       if (error instanceof Bitrix24Error && error.httpStatus < 500 && !error.refusedForLoad) return false;
+      if (error instanceof CallerChecksExhausted) throw new InstallRefused(error.message, 429, error.retryAfterSeconds);
       throw new InstallRefused(`Bitrix24 could not be asked who is installing: ${error instanceof Error ? error.message : String(error)}`, 502);
     }
   }
@@ -56,12 +95,13 @@ export class InstallService {
    * For an app already installed on a known portal that is only an opening, and it must not replace
    * the installer's tokens with those of whoever opened it.
    */
-  async install(claim: InstallClaim, opening = false): Promise<{ portal: Portal; registration: RegistrationResult | undefined }> {
+  async install(claim: InstallClaim, { address, opening = false }: InstallSource): Promise<{ portal: Portal; registration: RegistrationResult | undefined }> {
     const { oauth, portals, registration, log } = this.deps;
     if (!oauth.configured) throw new InstallRefused('This server has no B24_CLIENT_ID / B24_CLIENT_SECRET configured; installs are refused until it does', 503);
     if (!claim.memberId || !claim.domain || !claim.accessToken || !claim.refreshToken || !claim.applicationToken) {
       throw new InstallRefused('The install request lacks member_id, domain, tokens or application_token', 400);
     }
+    await this.#admit(address);
     let verified: Awaited<ReturnType<OAuthServer['appInfo']>>;
     try {
       verified = await oauth.appInfo(claim.accessToken);

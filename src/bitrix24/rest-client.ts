@@ -1,4 +1,5 @@
 import qs from 'qs';
+import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
 import type { Logger } from '../log.js';
 import type { PortalStore } from '../db/portals.js';
 import { LeakyBucket, backoffMs, delay } from '../rate-limit.js';
@@ -32,6 +33,8 @@ export interface Bitrix24RestOptions {
   /** How many times a call refused for load (503/429) is retried before giving up. */
   maxLoadRetries?: number;
   sleep?: (ms: number) => Promise<void>;
+  /** The part of a portal's rate and burst that checks of callers (`callAs`) may take; 0.2 by default. */
+  callerCheckShare?: number;
 }
 
 interface Envelope {
@@ -39,6 +42,20 @@ interface Envelope {
   error?: unknown;
   error_description?: unknown;
   time?: { operating_reset_at?: number };
+}
+
+/**
+ * A caller check (`callAs`) was refused without asking the portal: unverified callers have used
+ * their share of the portal's REST budget. Nothing was sent.
+ */
+export class CallerChecksExhausted extends Error {
+  override name = 'CallerChecksExhausted';
+  constructor(
+    readonly memberId: string,
+    readonly retryAfterSeconds: number,
+  ) {
+    super(`Too many unverified requests for this portal; retry in ${retryAfterSeconds} s`);
+  }
 }
 
 /** Bitrix24 caps a batch at 50 commands (protocols/bitrix24.md §3 batch). */
@@ -51,6 +68,8 @@ export const BATCH_LIMIT = 50;
  */
 export class Bitrix24Rest {
   readonly #buckets = new Map<string, LeakyBucket>();
+  /** Per portal: how many caller checks may start; never waits, so a flood is refused at once. */
+  readonly #callerChecks: RateLimiterMemory;
   readonly #refreshing = new Map<string, Promise<void>>();
   /** Per portal+method: when the operating-time block lifts, from the last answer's time.operating_reset_at. */
   readonly #operatingResetAt = new Map<string, number>();
@@ -64,6 +83,13 @@ export class Bitrix24Rest {
     this.#fetch = options.fetch ?? fetch;
     this.#sleep = options.sleep ?? delay;
     this.#maxLoadRetries = options.maxLoadRetries ?? 8;
+    // Bitrix24 keeps one bucket per portal (protocols/bitrix24.md §4), so a bucket of our own for
+    // callers would only earn 503s: their checks get a share of the same rate and burst instead,
+    // counted here, and then wait behind robot work in the portal's bucket. At least a few at once
+    // even on a small bucket, so an install and its admin's first settings requests are not refused.
+    const share = options.callerCheckShare ?? 0.2;
+    const points = Math.max(3, Math.floor(options.burst * share));
+    this.#callerChecks = new RateLimiterMemory({ keyPrefix: 'caller-checks', points, duration: points / (options.ratePerSecond * share) });
   }
 
   async call<T = unknown>(memberId: string, method: string, params: Record<string, unknown> = {}, options: CallOptions = {}): Promise<T> {
@@ -111,9 +137,19 @@ export class Bitrix24Rest {
     return outcome;
   }
 
-  /** A call with somebody else's token (a user proving who they are); no refresh, no retry. */
+  /**
+   * A call with somebody else's token (a user proving who they are); no refresh, no retry. Anyone
+   * who knows the member id can ask for one, so it takes only the callers' share of the portal's
+   * budget and goes after robot work; beyond the share it throws CallerChecksExhausted at once.
+   */
   async callAs<T = unknown>(memberId: string, clientEndpoint: string, accessToken: string, method: string, params: Record<string, unknown> = {}): Promise<T> {
-    await this.#bucket(memberId).acquire();
+    try {
+      await this.#callerChecks.consume(memberId);
+    } catch (refusal) {
+      if (refusal instanceof RateLimiterRes) throw new CallerChecksExhausted(memberId, Math.max(1, Math.ceil(refusal.msBeforeNext / 1000)));
+      throw refusal;
+    }
+    await this.#bucket(memberId).acquire('check');
     return (await this.#send(memberId, clientEndpoint, accessToken, method, params)) as T;
   }
 

@@ -1,3 +1,4 @@
+import { LRUCache } from 'lru-cache';
 import type { Bitrix24Rest } from './rest-client.js';
 
 export interface BitrixUser {
@@ -8,19 +9,38 @@ export interface BitrixUser {
   ACTIVE?: boolean | string;
 }
 
+export interface BitrixUsersOptions {
+  /** How long an answer, a missing user included, is trusted; 10 minutes by default. */
+  ttlMs?: number;
+  /** How many answers are kept, over every portal; the least recently used go first. */
+  max?: number;
+}
+
+/** An answer to remember: the cache cannot hold `undefined`, and "no such user" is an answer too. */
+interface Lookup {
+  user: BitrixUser | undefined;
+}
+
 /**
  * Bitrix24 users looked up by e-mail or id, remembered for a while per portal. Robots that map
  * operators to users run in bulk, and a `user.get` per run would spend the portal's REST budget
- * (2 requests/s) on the same few answers.
+ * (2 requests/s) on the same few answers: runs that need the same user at once share one request.
  */
 export class BitrixUsers {
-  readonly #cache = new Map<string, { user: BitrixUser | undefined; until: number }>();
+  readonly #cache: LRUCache<string, Lookup, () => Promise<BitrixUser | undefined>>;
 
   constructor(
     private readonly rest: Bitrix24Rest,
-    private readonly ttlMs = 10 * 60_000,
-    private readonly now: () => number = Date.now,
-  ) {}
+    options: BitrixUsersOptions = {},
+  ) {
+    this.#cache = new LRUCache({
+      max: options.max ?? 10_000,
+      ttl: options.ttlMs ?? 10 * 60_000,
+      // A lookup evicted while in flight still answers the runs waiting for it.
+      ignoreFetchAbort: true,
+      fetchMethod: async (_key, _stale, { context: load }) => ({ user: await load() }),
+    });
+  }
 
   byEmail(memberId: string, email: string): Promise<BitrixUser | undefined> {
     const normalized = email.trim().toLowerCase();
@@ -38,11 +58,6 @@ export class BitrixUsers {
   }
 
   async #lookup(key: string, load: () => Promise<BitrixUser | undefined>): Promise<BitrixUser | undefined> {
-    const hit = this.#cache.get(key);
-    if (hit && hit.until > this.now()) return hit.user;
-    const user = await load();
-    this.#cache.set(key, { user, until: this.now() + this.ttlMs });
-    if (this.#cache.size > 10_000) this.#cache.delete(this.#cache.keys().next().value!);
-    return user;
+    return (await this.#cache.fetch(key, { context: load }))?.user;
   }
 }

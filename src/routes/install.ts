@@ -1,3 +1,4 @@
+import { getConnInfo } from '@hono/node-server/conninfo';
 import { Hono } from 'hono';
 import { activities } from '../activities/index.js';
 import { record, str } from '../bitrix24/form-body.js';
@@ -23,6 +24,8 @@ export function createInstallRoute(deps: { install: InstallService; log: Logger 
   const page = loadTemplate<InstallPage>('install');
   return new Hono()
     .post('/install', async (c) => {
+      // The TCP peer: X-Forwarded-For is written by the sender, so it cannot bound the sender.
+      const address = getConnInfo(c).remote.address ?? 'unknown';
       const fields = await readBitrixForm(c);
       const auth = record(fields.auth);
       if (str(auth.access_token)) {
@@ -36,10 +39,10 @@ export function createInstallRoute(deps: { install: InstallService; log: Logger 
           userId: str(auth.user_id) ? Number(str(auth.user_id)) : null,
         };
         try {
-          await deps.install.install(claim);
+          await deps.install.install(claim, { address });
           return c.json({ status: 'success' });
         } catch (error) {
-          if (error instanceof InstallRefused) return c.json({ status: 'error', error: error.message }, error.httpStatus);
+          if (error instanceof InstallRefused) return c.json({ status: 'error', error: error.message }, error.httpStatus, retryAfter(error));
           throw error;
         }
       }
@@ -54,7 +57,7 @@ export function createInstallRoute(deps: { install: InstallService; log: Logger 
           userId: null,
         };
         try {
-          const { portal } = await deps.install.install(claim, true);
+          const { portal } = await deps.install.install(claim, { address, opening: true });
           return c.html(
             page({
               ok: true,
@@ -65,7 +68,7 @@ export function createInstallRoute(deps: { install: InstallService; log: Logger 
             }),
           );
         } catch (error) {
-          if (error instanceof InstallRefused) return c.html(page({ ok: false, finish: false, error: error.message }), error.httpStatus);
+          if (error instanceof InstallRefused) return c.html(page({ ok: false, finish: false, error: error.message }), error.httpStatus, retryAfter(error));
           throw error;
         }
       }
@@ -76,4 +79,8 @@ export function createInstallRoute(deps: { install: InstallService; log: Logger 
         allow: 'POST',
       }),
     );
+}
+
+function retryAfter(error: InstallRefused): Record<string, string> {
+  return error.retryAfterSeconds ? { 'retry-after': String(error.retryAfterSeconds) } : {};
 }

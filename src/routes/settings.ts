@@ -1,10 +1,12 @@
-import { Hono } from 'hono';
+import { type Context, Hono } from 'hono';
 import { createMiddleware } from 'hono/factory';
 import type { Portal } from '../db/portals.js';
 import { SettingsRequestError, type SettingsService } from '../settings-service.js';
 
 /** GET/PUT /api/settings for the settings page: a portal admin's own Bitrix24 token, checked with the portal. */
 export function createSettingsRoute(deps: { settings: SettingsService }) {
+  const refusal = (c: Context, error: SettingsRequestError) =>
+    c.json({ error: error.message }, error.httpStatus, error.retryAfterSeconds ? { 'retry-after': String(error.retryAfterSeconds) } : {});
   const admin = createMiddleware<{ Variables: { portal: Portal } }>(async (c, next) => {
     const bearer = /^Bearer\s+(\S+)$/i.exec(c.req.header('authorization') ?? '')?.[1];
     const memberId = c.req.header('x-bitrix24-member-id');
@@ -12,7 +14,7 @@ export function createSettingsRoute(deps: { settings: SettingsService }) {
     try {
       c.set('portal', await deps.settings.authorizeAdmin(memberId, bearer));
     } catch (error) {
-      if (error instanceof SettingsRequestError) return c.json({ error: error.message }, error.httpStatus);
+      if (error instanceof SettingsRequestError) return refusal(c, error);
       throw error;
     }
     await next();
@@ -30,7 +32,7 @@ export function createSettingsRoute(deps: { settings: SettingsService }) {
       try {
         return c.json(await deps.settings.update(c.get('portal'), input));
       } catch (error) {
-        if (error instanceof SettingsRequestError) return c.json({ error: error.message }, error.httpStatus);
+        if (error instanceof SettingsRequestError) return refusal(c, error);
         throw error;
       }
     });
