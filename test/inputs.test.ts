@@ -1,7 +1,8 @@
+import { connect } from 'node:net';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { EXCERPT_LENGTH, excerpt } from '../src/activities/activity.js';
 import { PHONE_MAX_LENGTH, PHONE_MAX_VALUES, normalizePhone, phoneBoundsProblem } from '../src/phone.js';
-import { eventually, installAndConfigure, startStack, type Stack } from './support/stack.js';
+import { eventually, install, installAndConfigure, startStack, type Stack } from './support/stack.js';
 
 /** 240 KB of "1 ": under the body limit, and 2.7 s of libphonenumber's text search if it were parsed. */
 const HUGE_PHONE = '1 '.repeat(120_000);
@@ -98,5 +99,53 @@ describe('robot calls with oversized properties', () => {
     // Bitrix24 keeps only declared return values, and an unknown robot declares none: LOG_MESSAGE shows it.
     expect(failed.logMessage).toBe(`Unknown robot code ${excerpt(code)}`);
     expect(failed.logMessage!.length).toBeLessThan(200);
+  });
+});
+
+describe('HTTP edges', () => {
+  let stack: Stack;
+  beforeEach(async () => {
+    stack = await startStack();
+    await install(stack);
+  });
+  afterEach(() => stack.close());
+
+  /**
+   * Starts a robot-call upload on a raw socket and closes it halfway, as a client that gives up
+   * would. `Expect: 100-continue` makes the server say when it has taken the request in.
+   */
+  async function abortUpload(framing: string, partialBody: string): Promise<void> {
+    const socket = connect(stack.server.port, '127.0.0.1');
+    const taken = new Promise((resolve) => socket.once('data', resolve));
+    socket.write(`POST /bitrix24/robot HTTP/1.1\r\nHost: test\r\nContent-Type: application/x-www-form-urlencoded\r\nExpect: 100-continue\r\n${framing}\r\n\r\n`);
+    expect(String(await taken)).toMatch(/^HTTP\/1\.1 100 Continue/);
+    await new Promise((resolve) => socket.write(partialBody, resolve));
+    socket.destroy();
+  }
+
+  it('logs an aborted upload below error level: a client leaving is not a server failure', async () => {
+    const parsed = () => stack.logs.map((line) => JSON.parse(line) as { level: number; msg: string });
+    // Whatever the server makes of it, it says so in the log: that line is what the test waits for.
+    const aborts = () => parsed().filter((line) => line.msg === 'client went away before the request was read' || line.msg === 'request failed');
+    await abortUpload('Content-Length: 100000', 'code=c2d_send_message&properties%5Bphone%5D=');
+    await eventually(() => aborts().length === 1, 10_000, 'the aborted upload in the log');
+    // Without a length the body limit reads the body first, in its middleware.
+    await abortUpload('Transfer-Encoding: chunked', '20\r\ncode=c2d_send_message&properties');
+    await eventually(() => aborts().length === 2, 10_000, 'the second aborted upload in the log');
+    expect(aborts().map((line) => line.level)).toEqual([20, 20]);
+    expect(parsed().filter((line) => line.level >= 50)).toEqual([]);
+  });
+
+  it('refuses a content type that only starts like a form (415), and accepts a form with a charset', async () => {
+    const { body } = stack.b24.robotCallBody({ code: 'c2d_find_dialogs', properties: { phone: '+7 916 123-45-67' } });
+    const post = (type: string) => fetch(`${stack.server.url}/bitrix24/robot`, { method: 'POST', headers: { 'content-type': type }, body });
+    const evil = await post('application/x-www-form-urlencoded-evil');
+    expect(evil.status).toBe(415);
+    expect(await evil.json()).toEqual({ error: 'Bitrix24 posts application/x-www-form-urlencoded bodies' });
+    expect((await post('application/x-www-form-urlencodedX; charset=UTF-8')).status).toBe(415);
+    expect(stack.server.jobs.depth()).toMatchObject({ queued: 0, running: 0, reporting: 0 });
+    const withCharset = await post('Application/X-WWW-Form-Urlencoded ; charset=UTF-8');
+    expect(withCharset.status).toBe(200);
+    expect(await withCharset.json()).toMatchObject({ status: 'accepted' });
   });
 });
