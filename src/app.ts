@@ -1,4 +1,4 @@
-import { Hono } from 'hono';
+import { type Context, Hono } from 'hono';
 import type { BackgroundTasks } from './background.js';
 import { bodyLimit } from 'hono/body-limit';
 import { HTTPException } from 'hono/http-exception';
@@ -56,9 +56,23 @@ export function createApp(deps: AppDeps): Hono {
   app.notFound((c) => c.json({ error: 'Not found' }, 404));
   app.onError((error, c) => {
     if (error instanceof HTTPException) return c.json({ error: error.message }, error.status);
+    if (clientWentAway(c, error)) {
+      // Anyone can abort an upload: it is not our failure, and must not fill the error log.
+      deps.log.debug({ route: c.req.routePath }, 'client went away before the request was read');
+      return c.json({ error: 'The request was aborted' }, 400);
+    }
     // The route pattern, not the path: a webhook path carries its secret.
     deps.log.error({ err: error.message, route: c.req.routePath }, 'request failed');
     return c.json({ error: 'Internal error' }, 500);
   });
   return app;
+}
+
+/**
+ * The client closed the connection while we read its request: @hono/node-server aborts the
+ * request's signal, and the body read fails with Node's own "aborted" ECONNRESET (which may
+ * arrive before the signal is aborted).
+ */
+function clientWentAway(c: Context, error: Error): boolean {
+  return c.req.raw.signal.aborted || ((error as NodeJS.ErrnoException).code === 'ECONNRESET' && error.message === 'aborted');
 }

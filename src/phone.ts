@@ -1,4 +1,5 @@
 import { findPhoneNumbersInText, parsePhoneNumberFromString, type CountryCode } from 'libphonenumber-js/max';
+import * as v from 'valibot';
 
 export interface NormalizedPhone {
   /** International digits without '+', the form Chat2Desk stores (protocols/chat2desk.md §3). */
@@ -7,11 +8,39 @@ export interface NormalizedPhone {
 }
 
 /**
+ * What a phone property may hold before it is parsed. libphonenumber's text search runs on the
+ * event loop at about 25 µs per character (a 240 KB value held every portal for 2.7 s), so a value
+ * beyond these bounds is refused unread. A Bitrix24 phone field has a few numbers, and its
+ * printable text ("+7 916 123-45-67, +7 495 …") a few per line: these bounds leave room for both
+ * and cap the worst case at a few tens of milliseconds.
+ */
+export const PHONE_MAX_VALUES = 10;
+export const PHONE_MAX_LENGTH = 150;
+
+/** Why a phone property is too large to parse, or undefined when it is within the bounds. */
+export function phoneBoundsProblem(input: string | string[]): string | undefined {
+  const values = Array.isArray(input) ? input : [input];
+  const given = values.filter((value) => value.trim() !== '');
+  if (given.length > PHONE_MAX_VALUES) return `phone has ${given.length} values; at most ${PHONE_MAX_VALUES} are accepted`;
+  if (given.some((value) => value.trim().length > PHONE_MAX_LENGTH)) return `phone is longer than ${PHONE_MAX_LENGTH} characters`;
+  return undefined;
+}
+
+/** The schema check every robot with a phone property runs first, so no oversized phone reaches the parser. */
+export const withinPhoneBounds = v.rawCheck<string | string[]>(({ dataset, addIssue }) => {
+  const problem = dataset.typed ? phoneBoundsProblem(dataset.value) : undefined;
+  if (problem) addIssue({ message: problem });
+});
+
+/**
  * The one phone normaliser. Accepts what a Bitrix24 phone field gives a robot: an array of values,
  * or its printable text ("+7 916 123-45-67, +7 495 ..."), possibly with a type suffix. The first
- * valid number wins; a number without a country code takes `defaultCountry`.
+ * valid number wins; a number without a country code takes `defaultCountry`. Input beyond the
+ * bounds above is a RangeError, never parsed (robot schemas refuse it before a run gets here).
  */
 export function normalizePhone(input: string | string[] | undefined, defaultCountry?: string): NormalizedPhone | undefined {
+  const problem = phoneBoundsProblem(input ?? '');
+  if (problem) throw new RangeError(problem);
   const values = (Array.isArray(input) ? input : [input ?? '']).map((value) => value.trim()).filter(Boolean);
   const country = defaultCountry ? (defaultCountry.toUpperCase() as CountryCode) : undefined;
   for (const value of values) {

@@ -43,9 +43,21 @@ export const KNOWN_TRANSPORTS = [
   'wechat',
 ] as const;
 
+const OPERATOR_ID = /^\d{1,15}$/;
+
 export function settingsUpdateSchema(allowedApiUrls: readonly string[]) {
   return v.strictObject({
-    chat2deskApiToken: v.optional(v.pipe(v.string(), v.trim(), v.minLength(1, 'chat2deskApiToken must not be empty'), v.maxLength(200))),
+    chat2deskApiToken: v.optional(
+      v.pipe(
+        v.string('chat2deskApiToken must be text'),
+        v.trim(),
+        v.minLength(1, 'chat2deskApiToken must not be empty'),
+        v.maxLength(200, 'chat2deskApiToken is longer than 200 characters'),
+        // It travels raw in the Authorization header (protocols/chat2desk.md §1), where control
+        // characters, line breaks and non-ASCII cannot go: refused here, before Chat2Desk is asked.
+        v.regex(/^[\x21-\x7e]+$/, 'chat2deskApiToken must be the token from Chat2Desk (Settings → API): letters, digits and punctuation, without spaces or control characters'),
+      ),
+    ),
     chat2deskApiUrl: v.optional(
       v.pipe(
         v.string(),
@@ -72,9 +84,12 @@ export function settingsUpdateSchema(allowedApiUrls: readonly string[]) {
       ),
     ),
     operatorMap: v.optional(
-      v.record(
-        v.pipe(v.string(), v.regex(/^\d+$/, 'operatorMap keys must be Chat2Desk operator ids')),
-        v.pipe(v.number('operatorMap values must be Bitrix24 user ids'), v.integer(), v.minValue(1)),
+      v.pipe(
+        v.custom<Record<string, unknown>>((map) => typeof map === 'object' && map !== null && !Array.isArray(map), 'operatorMap must be an object of operator ids'),
+        // Keys are checked on the object as sent: v.record skips __proto__, constructor and
+        // prototype silently, so {"__proto__": 5} would otherwise save an empty map.
+        v.check((map) => Object.keys(map).every((key) => OPERATOR_ID.test(key)), 'operatorMap keys must be Chat2Desk operator ids'),
+        v.record(v.string(), v.pipe(v.number('operatorMap values must be Bitrix24 user ids'), v.integer(), v.minValue(1))),
       ),
     ),
     cacheTtlSeconds: v.optional(v.pipe(v.number('cacheTtlSeconds must be a number'), v.integer(), v.minValue(0), v.maxValue(86_400, 'cacheTtlSeconds must be at most 86400'))),

@@ -204,6 +204,8 @@ export class SettingsService {
         }
       } catch (error) {
         if (error instanceof SettingsRequestError) throw error;
+        // A token stored before tokens were checked may not even fit in a header.
+        if (error instanceof Chat2DeskError && error.kind === 'unsendable') throw new SettingsRequestError(`chat2deskApiToken cannot be used: ${error.apiMessage}`, 400);
         if (error instanceof Chat2DeskError && !error.transient) {
           throw new SettingsRequestError(error.kind === 'auth' ? `Chat2Desk rejected the API token: ${error.apiMessage}` : `Chat2Desk refused: ${error.apiMessage}`, 422);
         }

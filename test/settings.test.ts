@@ -80,4 +80,40 @@ describe('settings API', () => {
     for (let i = 0; i < 3; i++) expect((await fetch(`${stack.server.url}/api/settings`, { headers: guess })).status).toBe(401);
     expect(stack.b24.calls.filter((call) => call.method === 'profile')).toHaveLength(2);
   });
+
+  it('refuses a token with control characters or non-ASCII at once, naming the field, without asking Chat2Desk', async () => {
+    for (const token of ['abc\u0000def', '\ud800x', 'abc\r\nX: 1', 'abc def', 'токен']) {
+      const response = await putSettings(stack, { chat2deskApiToken: token, defaultCountry: 'MX' });
+      expect(response.status).toBe(400);
+      const { error } = (await response.json()) as { error: string };
+      expect(error).toContain('chat2deskApiToken must be the token from Chat2Desk');
+    }
+    expect(stack.c2d.calls).toHaveLength(0);
+    const view = await (await fetch(`${stack.server.url}/api/settings`, { headers: adminHeaders(stack) })).json();
+    expect(view).toMatchObject({ chat2deskApiToken: { set: false }, defaultCountry: null });
+  });
+
+  it('answers 400 at once for a stored token that cannot be sent: a request never built is not Chat2Desk being down', async () => {
+    // A token saved before tokens were checked: fetch cannot put it in a header.
+    const token = 'abc\r\nX: 1';
+    stack.server.portals.saveSettings(stack.b24.memberId, {}, token);
+    // Naming a default channel makes the save check the account with Chat2Desk.
+    const response = await putSettings(stack, { defaultChannelId: 17404 });
+    expect(response.status).toBe(400);
+    const { error } = (await response.json()) as { error: string };
+    expect(error).toBe('chat2deskApiToken cannot be used: the request could not be built: a header value, such as the API token, has characters HTTP does not allow');
+    expect(stack.c2d.calls).toHaveLength(0);
+    expect(stack.logs.join('')).not.toContain('abc\\r\\nX');
+  });
+
+  it('refuses an operatorMap with __proto__ or other keys that are not operator ids, and keeps the saved map', async () => {
+    expect((await putSettings(stack, { chat2deskApiToken: stack.c2d.token, operatorMap: { 311416: 5 } })).status).toBe(200);
+    for (const body of ['{"operatorMap": {"__proto__": 5}}', '{"operatorMap": {"__proto__": {"311416": 7}}}', '{"operatorMap": {"constructor": 5}}', '{"operatorMap": [5]}']) {
+      const response = await fetch(`${stack.server.url}/api/settings`, { method: 'PUT', headers: adminHeaders(stack), body });
+      expect(response.status).toBe(400);
+      expect(((await response.json()) as { error: string }).error).toMatch(/^operatorMap (keys must be Chat2Desk operator ids|must be an object of operator ids)$/);
+    }
+    const view = await (await fetch(`${stack.server.url}/api/settings`, { headers: adminHeaders(stack) })).json();
+    expect(view.operatorMap).toEqual({ 311416: 5 });
+  });
 });

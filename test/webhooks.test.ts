@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { webhookSignature } from '../src/chat2desk/webhooks.js';
 import type { DialogDirectory } from '../src/chat2desk/directory.js';
-import { installAndConfigure, putSettings, startStack, type Stack } from './support/stack.js';
+import { install, installAndConfigure, putSettings, startStack, type Stack } from './support/stack.js';
 
 type Row = Record<string, unknown>;
 
@@ -317,5 +317,30 @@ describe('webhook registration over time', () => {
     await stack.server.idle();
     expect(stack.c2d.account('c2d-first-account').webhooks).toHaveLength(0);
     expect(stack.c2d.account('c2d-second-account').webhooks).toHaveLength(1);
+  });
+});
+
+describe('Chat2Desk webhook registration when first saves race', () => {
+  let stack: Stack;
+  beforeEach(async () => {
+    stack = await startStack();
+    await install(stack);
+  });
+  afterEach(() => stack.close());
+
+  it('registers one webhook when five first saves of a new token run at once, and it is the one that works', async () => {
+    const { client } = stack.c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404, withDialog: 'open' });
+    const answers = await Promise.all(Array.from({ length: 5 }, () => putSettings(stack, { chat2deskApiToken: stack.c2d.token })));
+    expect(answers.map((answer) => answer.status)).toEqual([200, 200, 200, 200, 200]);
+    const views = (await Promise.all(answers.map((answer) => answer.json()))) as Array<{ webhook?: unknown }>;
+    expect(views.map((view) => view.webhook)).toEqual(Array(5).fill({ ok: true }));
+    await stack.server.idle();
+
+    const hooks = stack.c2d.account().webhooks;
+    expect(hooks).toHaveLength(1);
+    const stored = stack.server.database.sqlite.prepare('select webhook_id, status from c2d_webhooks').all();
+    expect(stored).toEqual([{ webhook_id: hooks[0]!.id, status: 'enable' }]);
+    const { webhook } = stack.c2d.receiveMessage({ clientId: client.id as number, text: 'reaches us' });
+    expect(await stack.c2d.deliverWebhook(webhook)).toEqual([200]);
   });
 });

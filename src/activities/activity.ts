@@ -101,6 +101,17 @@ export interface Activity<TSchema extends v.GenericSchema = v.GenericSchema> {
   settle?(run: RobotRun): Promise<RobotOutcome | undefined>;
 }
 
+/** How much of a caller's value an error or LOG_MESSAGE repeats: enough to recognise it, never a page. */
+export const EXCERPT_LENGTH = 80;
+
+/** A caller's value as an error or LOG_MESSAGE shows it, cut to a readable length. */
+export function excerpt(value: string | string[], max = EXCERPT_LENGTH): string {
+  const text = Array.isArray(value) ? value.join(', ') : value;
+  if (text.length <= max) return text;
+  // Never end on half a surrogate pair.
+  return `${text.slice(0, max).replace(/[\ud800-\udbff]$/, '')}… (${text.length} characters)`;
+}
+
 export function localized(en: string, ru: string, es: string): Localized {
   return { en, ru, es };
 }

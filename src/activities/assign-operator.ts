@@ -26,7 +26,7 @@ const schema = v.pipe(
       v.pipe(
         v.string(),
         v.trim(),
-        v.check((id) => id === '' || /^\d+$/.test(id), 'operator_id must be a Chat2Desk operator id'),
+        v.check((id) => id === '' || /^\d{1,15}$/.test(id), 'operator_id must be a Chat2Desk operator id'),
       ),
       '',
     ),

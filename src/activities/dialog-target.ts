@@ -1,8 +1,8 @@
 import * as v from 'valibot';
 import { Chat2DeskError } from '../chat2desk/errors.js';
 import { latestFirst, type CachedClient, type CachedDialog } from '../chat2desk/directory.js';
-import { normalizePhone } from '../phone.js';
-import { RobotFailure, localized, type PropertyDefinition, type RobotRun } from './activity.js';
+import { normalizePhone, withinPhoneBounds } from '../phone.js';
+import { RobotFailure, excerpt, localized, type PropertyDefinition, type RobotRun } from './activity.js';
 
 /**
  * The robots that act on a dialog name it by `dialog_id`, or by `phone` (the client's latest
@@ -30,11 +30,11 @@ export const dialogTargetEntries = {
     v.pipe(
       v.string(),
       v.trim(),
-      v.check((id) => id === '' || /^\d+$/.test(id), 'dialog_id must be a Chat2Desk dialog id'),
+      v.check((id) => id === '' || /^\d{1,15}$/.test(id), 'dialog_id must be a Chat2Desk dialog id'),
     ),
     '',
   ),
-  phone: v.optional(v.union([v.string(), v.array(v.string())]), ''),
+  phone: v.optional(v.pipe(v.union([v.string(), v.array(v.string())], 'phone must be a phone number or a phone field'), withinPhoneBounds), ''),
 };
 
 export const hasDialogTarget = (props: { dialog_id: string; phone: string | string[] }) =>
@@ -61,9 +61,8 @@ export async function resolveDialog(run: RobotRun, props: { dialog_id: string; p
   }
   const phone = normalizePhone(props.phone, run.settings.defaultCountry ?? undefined);
   if (!phone) {
-    const shown = Array.isArray(props.phone) ? props.phone.join(', ') : props.phone;
     throw new RobotFailure(
-      `"${shown}" is not a valid phone number${run.settings.defaultCountry ? '' : ' (numbers without a country code need a default country in the app settings)'}`,
+      `"${excerpt(props.phone)}" is not a valid phone number${run.settings.defaultCountry ? '' : ' (numbers without a country code need a default country in the app settings)'}`,
     );
   }
   const clients = await run.directory.clientsByPhone(phone.digits);

@@ -1,8 +1,8 @@
 import * as v from 'valibot';
 import { Bitrix24Error } from '../bitrix24/errors.js';
 import { latestFirst, type CachedClient, type CachedDialog } from '../chat2desk/directory.js';
-import { normalizePhone } from '../phone.js';
-import { RobotFailure, localized, type Activity, type PropertyDefinition, type RobotOutcome, type RobotRun } from './activity.js';
+import { normalizePhone, withinPhoneBounds } from '../phone.js';
+import { RobotFailure, excerpt, localized, type Activity, type PropertyDefinition, type RobotOutcome, type RobotRun } from './activity.js';
 import { bitrixUserForOperator, operatorName } from './operators.js';
 
 const nonEmpty = (value: string | string[]) => (Array.isArray(value) ? value.some((item) => item.trim() !== '') : value.trim() !== '');
@@ -10,7 +10,7 @@ const nonEmpty = (value: string | string[]) => (Array.isArray(value) ? value.som
 const STATES = ['any', 'open', 'closed'] as const;
 
 const schema = v.object({
-  phone: v.pipe(v.union([v.string(), v.array(v.string())], 'phone is required'), v.check(nonEmpty, 'phone is required')),
+  phone: v.pipe(v.union([v.string(), v.array(v.string())], 'phone is required'), withinPhoneBounds, v.check(nonEmpty, 'phone is required')),
   state: v.optional(
     v.pipe(
       v.string('state must be any, open or closed'),
@@ -102,9 +102,8 @@ export const findDialogs: Activity<typeof schema> = {
 async function find(run: RobotRun, props: Properties): Promise<RobotOutcome> {
   const phone = normalizePhone(props.phone, run.settings.defaultCountry ?? undefined);
   if (!phone) {
-    const shown = Array.isArray(props.phone) ? props.phone.join(', ') : props.phone;
     throw new RobotFailure(
-      `"${shown}" is not a valid phone number${run.settings.defaultCountry ? '' : ' (numbers without a country code need a default country in the app settings)'}`,
+      `"${excerpt(props.phone)}" is not a valid phone number${run.settings.defaultCountry ? '' : ' (numbers without a country code need a default country in the app settings)'}`,
     );
   }
   const clients = await run.directory.clientsByPhone(phone.digits);

@@ -2,10 +2,10 @@ import * as v from 'valibot';
 import type { Chat2DeskChannel, Chat2DeskMessage, SentMessage } from '../chat2desk/client.js';
 import type { DialogDirectory } from '../chat2desk/directory.js';
 import { Chat2DeskError } from '../chat2desk/errors.js';
-import { normalizePhone } from '../phone.js';
+import { normalizePhone, withinPhoneBounds } from '../phone.js';
 import type { PortalSettings } from '../portal-settings.js';
 import { KNOWN_TRANSPORTS } from '../portal-settings.js';
-import { RobotFailure, localized, type Activity, type PropertyDefinition, type RobotOutcome, type RobotRun } from './activity.js';
+import { RobotFailure, excerpt, localized, type Activity, type PropertyDefinition, type RobotOutcome, type RobotRun } from './activity.js';
 
 const nonEmpty = (value: string | string[]) => (Array.isArray(value) ? value.some((item) => item.trim() !== '') : value.trim() !== '');
 const isHttpUrl = (value: string) => value === '' || /^https?:\/\/\S+$/i.test(value);
@@ -14,14 +14,17 @@ const yes = (value: string) => value === 'Y' || value === '1' || value.toLowerCa
 
 const schema = v.pipe(
   v.object({
-    phone: v.pipe(v.union([v.string(), v.array(v.string())], 'phone is required'), v.check(nonEmpty, 'phone is required')),
+    phone: v.pipe(v.union([v.string(), v.array(v.string())], 'phone is required'), withinPhoneBounds, v.check(nonEmpty, 'phone is required')),
     text: v.optional(v.pipe(v.string('text must be text'), v.trim(), v.maxLength(4096, 'text is longer than 4096 characters')), ''),
-    attachment: v.optional(v.pipe(v.string(), v.trim(), v.check(isHttpUrl, 'attachment must be a direct http(s) link to the file')), ''),
+    attachment: v.optional(
+      v.pipe(v.string(), v.trim(), v.maxLength(2048, 'attachment is longer than 2048 characters'), v.check(isHttpUrl, 'attachment must be a direct http(s) link to the file')),
+      '',
+    ),
     channel_id: v.optional(
       v.pipe(
         v.string(),
         v.trim(),
-        v.check((id) => id === '' || /^\d+$/.test(id), 'channel_id must be a Chat2Desk channel id'),
+        v.check((id) => id === '' || /^\d{1,15}$/.test(id), 'channel_id must be a Chat2Desk channel id'),
       ),
       '',
     ),
@@ -116,9 +119,8 @@ async function send(run: RobotRun, props: Properties): Promise<RobotOutcome> {
   const { settings, chat2desk } = run;
   const phone = normalizePhone(props.phone, settings.defaultCountry ?? undefined);
   if (!phone) {
-    const shown = Array.isArray(props.phone) ? props.phone.join(', ') : props.phone;
     throw new RobotFailure(
-      `"${shown}" is not a valid phone number${settings.defaultCountry ? '' : ' (numbers without a country code need a default country in the app settings)'}`,
+      `"${excerpt(props.phone)}" is not a valid phone number${settings.defaultCountry ? '' : ' (numbers without a country code need a default country in the app settings)'}`,
     );
   }
   const checkpoint = run.checkpoint as Checkpoint;

@@ -1,7 +1,7 @@
 import * as v from 'valibot';
 import type { Chat2DeskTag } from '../chat2desk/client.js';
 import { Chat2DeskError } from '../chat2desk/errors.js';
-import { RobotFailure, localized, type Activity, type PropertyDefinition, type RobotOutcome, type RobotRun } from './activity.js';
+import { RobotFailure, excerpt, localized, type Activity, type PropertyDefinition, type RobotOutcome, type RobotRun } from './activity.js';
 import { DIALOG_TARGET_REQUIRED, dialogTargetEntries, dialogTargetProperties, hasDialogTarget, resolveDialog } from './dialog-target.js';
 
 /** Bitrix24 sends a multiple property as an array; a single text may also list several, comma-separated. */
@@ -9,6 +9,10 @@ function tagNames(value: string | string[]): string[] {
   const names = (Array.isArray(value) ? value : [value]).flatMap((item) => item.split(',')).map((item) => item.trim());
   return [...new Set(names.filter((name) => name !== ''))];
 }
+
+/** Tags one run may change, and the longest name or id read; beyond them the call is refused unread. */
+const MAX_TAGS = 50;
+const MAX_TAG_LENGTH = 100;
 
 /** A select; unset, it arrives as an empty string and means the default (the first option). */
 const choice = <const T extends readonly [string, ...string[]]>(options: T, message: string) =>
@@ -25,7 +29,13 @@ const choice = <const T extends readonly [string, ...string[]]>(options: T, mess
 const schema = v.pipe(
   v.object({
     ...dialogTargetEntries,
-    tags: v.pipe(v.union([v.string(), v.array(v.string())], 'tags are required'), v.transform(tagNames), v.minLength(1, 'tags are required')),
+    tags: v.pipe(
+      v.union([v.string(), v.array(v.string())], 'tags are required'),
+      v.transform(tagNames),
+      v.minLength(1, 'tags are required'),
+      v.maxLength(MAX_TAGS, `at most ${MAX_TAGS} tags at once`),
+      v.check((names) => names.every((name) => name.length <= MAX_TAG_LENGTH), `a tag is longer than ${MAX_TAG_LENGTH} characters`),
+    ),
     action: choice(['add', 'remove'], 'action must be add or remove'),
     target: choice(['client', 'request'], 'target must be client or request'),
   }),
@@ -139,8 +149,8 @@ async function tag(run: RobotRun, props: Properties): Promise<RobotOutcome> {
 async function resolveTags(run: RobotRun, names: string[]): Promise<Chat2DeskTag[]> {
   let resolved = match(await run.directory.tags(), names);
   if (resolved.unknown.length > 0) resolved = match(await run.chat2desk.tags(), names);
-  if (resolved.unknown.length > 0) throw new RobotFailure(`unknown Chat2Desk tags: ${resolved.unknown.join(', ')}`);
-  if (resolved.ambiguous.length > 0) throw new RobotFailure(`ambiguous Chat2Desk tags (give the id): ${resolved.ambiguous.join('; ')}`);
+  if (resolved.unknown.length > 0) throw new RobotFailure(`unknown Chat2Desk tags: ${excerpt(resolved.unknown, 200)}`);
+  if (resolved.ambiguous.length > 0) throw new RobotFailure(`ambiguous Chat2Desk tags (give the id): ${excerpt(resolved.ambiguous.join('; '), 200)}`);
   return [...new Map(resolved.tags.map((item) => [item.id, item])).values()];
 }
 

@@ -42,6 +42,26 @@ export function readRobotCall(fields: Record<string, unknown>): RobotCall {
   return call;
 }
 
+/**
+ * Bounds on every property of every robot, checked before a robot's schema reads them: one value
+ * could otherwise fill the whole body. Each robot's schema sets tighter bounds of its own (phone,
+ * text, tags); these are the floor for any property, known to the robot or not.
+ */
+export const MAX_PROPERTY_VALUES = 50;
+export const MAX_PROPERTY_LENGTH = 8192;
+const MAX_PROPERTY_NAME_LENGTH = 64;
+
+/** Why the call's properties are out of bounds, in words for the workflow's `error`; undefined when they are within. */
+export function propertiesOutOfBounds(properties: Record<string, unknown>): string | undefined {
+  for (const [name, value] of Object.entries(properties)) {
+    if (name.length > MAX_PROPERTY_NAME_LENGTH) return `a property name is longer than ${MAX_PROPERTY_NAME_LENGTH} characters`;
+    const values = Array.isArray(value) ? value : [value];
+    if (values.length > MAX_PROPERTY_VALUES) return `${name} has ${values.length} values; at most ${MAX_PROPERTY_VALUES} are accepted`;
+    if (values.some((item) => typeof item === 'string' && item.length > MAX_PROPERTY_LENGTH)) return `${name} is longer than ${MAX_PROPERTY_LENGTH} characters`;
+  }
+  return undefined;
+}
+
 /** Multiple values arrive as properties[k][0..n]; qs turns sparse ones into objects, so make them arrays. */
 function normalizeProperties(properties: Record<string, unknown>): Record<string, unknown> {
   return Object.fromEntries(

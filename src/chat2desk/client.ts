@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { LeakyBucket, Semaphore, backoffMs, delay } from '../rate-limit.js';
-import { Chat2DeskError, classifyChat2DeskError } from './errors.js';
+import { Chat2DeskError, classifyChat2DeskError, fetchFailure } from './errors.js';
 
 export type Fetch = typeof fetch;
 
@@ -300,7 +300,7 @@ export class Chat2DeskApi {
       });
       text = await response.text();
     } catch (error) {
-      throw new Chat2DeskError('unavailable', error instanceof Error ? error.message : String(error), 0, undefined, label);
+      throw fetchFailure(error, label);
     }
     let body: Envelope<T>;
     try {

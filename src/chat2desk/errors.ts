@@ -4,7 +4,8 @@ export type Chat2DeskErrorKind =
   | 'quota' // "API calls exceeded API limit per month": does not clear by retrying soon
   | 'not_found'
   | 'rejected' // validation and other refusals, with Chat2Desk's own words
-  | 'unavailable'; // network failure, 5xx, an answer that is not JSON
+  | 'unavailable' // network failure, 5xx, an answer that is not JSON
+  | 'unsendable'; // the request could not be built (a header value HTTP forbids): Chat2Desk was never asked
 
 /** A failed Chat2Desk call, carrying Chat2Desk's own message (protocols/chat2desk.md §1, §10). */
 export class Chat2DeskError extends Error {
@@ -45,4 +46,18 @@ export function classifyChat2DeskError(httpStatus: number, message: string, erro
   if (httpStatus >= 500) return 'unavailable';
   if (all.includes('not_found') || all.includes('not found') || httpStatus === 404) return 'not_found';
   return 'rejected';
+}
+
+/**
+ * A Chat2Desk call whose fetch threw. undici reports a network failure as a TypeError "fetch
+ * failed" (or "terminated" while reading the body) and a timeout as a TimeoutError: Chat2Desk is
+ * unavailable and may be back soon. Any other TypeError means the request could not be built,
+ * e.g. a token with a control character is not a valid header value: Chat2Desk was never asked,
+ * asking again cannot help, and the message is ours, since fetch's would quote the token.
+ */
+export function fetchFailure(error: unknown, request: string): Chat2DeskError {
+  if (error instanceof TypeError && error.message !== 'fetch failed' && error.message !== 'terminated') {
+    return new Chat2DeskError('unsendable', 'the request could not be built: a header value, such as the API token, has characters HTTP does not allow', 0, undefined, request);
+  }
+  return new Chat2DeskError('unavailable', error instanceof Error ? error.message : String(error), 0, undefined, request);
 }

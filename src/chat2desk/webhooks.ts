@@ -44,19 +44,17 @@ export class Chat2DeskWebhooks {
   async ensure(portal: Portal): Promise<{ webhookId: number }> {
     const directory = this.deps.directoryFor(portal);
     if (!directory) throw new Error('Chat2Desk is not configured for this portal');
-    const known = this.deps.webhooks.get(portal.memberId);
-    const secret = known && known.accountKey === directory.accountKey ? known.secret : randomBytes(24).toString('base64url');
+    // One secret per portal and account, claimed in the database before anything is created: saves
+    // running at once (here or in another process) and a retry after a lost answer all register
+    // the same URL, and Chat2Desk takes a URL once (five webhooks per account, protocols §7).
+    const secret = this.deps.webhooks.claimSecret(portal.memberId, directory.accountKey, randomBytes(24).toString('base64url'));
     const url = this.urlFor(secret);
-    const listed = await directory.api.webhooks();
-    let webhook = listed.find((item) => item.url === url) ?? (known?.webhookId ? listed.find((item) => item.id === known.webhookId && item.url === url) : undefined);
+    let webhook = (await directory.api.webhooks()).find((item) => item.url === url);
     if (!webhook) {
-      // Remembered before creating: if the answer is lost, the next try reuses this address and
-      // adopts the webhook instead of creating another (five per account).
-      this.deps.webhooks.save({ memberId: portal.memberId, accountKey: directory.accountKey, webhookId: null, secret, status: 'pending' });
       try {
         webhook = await directory.api.createWebhook({ name: `Bitrix24 ${portal.domain}`.slice(0, 60), url, events: [...WEBHOOK_EVENTS] });
       } catch (error) {
-        // A create whose answer was lost may have worked: adopt it rather than fail.
+        // Another save created it meanwhile, or a create whose answer was lost worked: adopt it.
         if (!(error instanceof Chat2DeskError && error.texts.some((text) => /already used/i.test(text)))) throw error;
         webhook = (await directory.api.webhooks()).find((item) => item.url === url);
         if (!webhook) throw error;

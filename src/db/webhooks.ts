@@ -43,6 +43,29 @@ export class WebhookStore {
       .map((row) => this.#toRegistration(row));
   }
 
+  /**
+   * The portal's webhook secret for this Chat2Desk account, chosen once. The first caller's
+   * candidate is stored (status pending, no webhook id yet); every later or concurrent caller, in
+   * this process or another, gets the stored secret, so they all register the same URL, which
+   * Chat2Desk accepts once. A row left by another account is replaced.
+   */
+  claimSecret(memberId: string, accountKey: string, candidate: string): string {
+    return this.db.transaction(
+      (tx) => {
+        const row = tx.select().from(c2dWebhooks).where(eq(c2dWebhooks.memberId, memberId)).get();
+        if (row && row.accountKey === accountKey) return this.secrets.open(row.secret);
+        const values = { accountKey, webhookId: null, secretDigest: this.secrets.digest(candidate), secret: this.secrets.seal(candidate), status: 'pending' };
+        tx.insert(c2dWebhooks)
+          .values({ memberId, createdAt: this.now(), ...values })
+          .onConflictDoUpdate({ target: c2dWebhooks.memberId, set: values })
+          .run();
+        return candidate;
+      },
+      // Takes the write lock before reading, so two processes cannot both find no row.
+      { behavior: 'immediate' },
+    );
+  }
+
   save(registration: { memberId: string; accountKey: string; webhookId: number | null; secret: string; status: string }): void {
     const values = {
       accountKey: registration.accountKey,

@@ -1,6 +1,7 @@
 import * as v from 'valibot';
+import { excerpt, type Activity } from '../activities/activity.js';
 import { findActivity } from '../activities/index.js';
-import type { RobotCall } from '../bitrix24/robot-call.js';
+import { propertiesOutOfBounds, type RobotCall } from '../bitrix24/robot-call.js';
 import type { JobStore } from '../db/jobs.js';
 import type { Portal } from '../db/portals.js';
 import type { Logger } from '../log.js';
@@ -39,13 +40,12 @@ export class RobotCalls {
     const activity = findActivity(call.code);
     let immediateResult: { returnValues: Record<string, unknown>; logMessage: string } | undefined;
     if (!activity) {
-      immediateResult = { returnValues: { status: 'failed', error: `unknown robot code ${call.code}` }, logMessage: `Unknown robot code ${call.code}` };
+      const code = excerpt(call.code);
+      immediateResult = { returnValues: { status: 'failed', error: `unknown robot code ${code}` }, logMessage: `Unknown robot code ${code}` };
     } else {
-      const parsed = v.safeParse(activity.schema, call.properties);
-      if (!parsed.success) {
-        const problems = [...new Set(parsed.issues.map((issue) => issue.message))].join('; ');
-        immediateResult = activity.failed(`${activity.name.en}: ${problems}`);
-      }
+      // Every property is bounded before the robot's schema reads it: one value may be as large as the body.
+      const problems = propertiesOutOfBounds(call.properties) ?? schemaProblems(activity, call.properties);
+      if (problems) immediateResult = activity.failed(`${activity.name.en}: ${problems}`);
     }
     const { job, duplicate } = this.deps.jobs.enqueue({
       memberId: portal.memberId,
@@ -60,9 +60,15 @@ export class RobotCalls {
     if (duplicate) {
       this.deps.log.info({ memberId: portal.memberId, jobId: job.id }, 'repeated robot call acknowledged, not run again');
     } else {
-      this.deps.log.info({ memberId: portal.memberId, jobId: job.id, code: call.code, invalid: Boolean(immediateResult) }, 'robot call accepted');
+      this.deps.log.info({ memberId: portal.memberId, jobId: job.id, code: excerpt(call.code), invalid: Boolean(immediateResult) }, 'robot call accepted');
       this.deps.onQueued();
     }
     return { status: duplicate ? 'duplicate' : 'accepted', jobId: job.id };
   }
+}
+
+/** The schema's complaints about the properties, each once; undefined when they are valid. */
+function schemaProblems(activity: Activity, properties: Record<string, unknown>): string | undefined {
+  const parsed = v.safeParse(activity.schema, properties);
+  return parsed.success ? undefined : [...new Set(parsed.issues.map((issue) => issue.message))].join('; ');
 }

@@ -4,8 +4,9 @@ import { parseFormBody } from '../bitrix24/form-body.js';
 
 /** Reads a Bitrix24 form post; anything else is refused before it reaches a handler. */
 export async function readBitrixForm(c: Context): Promise<Record<string, unknown>> {
-  const type = c.req.header('content-type') ?? '';
-  if (!type.toLowerCase().startsWith('application/x-www-form-urlencoded')) {
+  // The media type is what comes before any parameters (`; charset=UTF-8`), compared whole.
+  const mediaType = (c.req.header('content-type') ?? '').split(';', 1)[0]!.trim().toLowerCase();
+  if (mediaType !== 'application/x-www-form-urlencoded') {
     throw new HTTPException(415, { message: 'Bitrix24 posts application/x-www-form-urlencoded bodies' });
   }
   return parseFormBody(await c.req.text());
