@@ -15,18 +15,41 @@ describe('resilience', () => {
   let stack: Stack;
   afterEach(() => stack.close());
 
-  it('refreshes an expired token exactly once for 20 jobs and keeps the new pair across a restart', async () => {
-    stack = await startStack();
+  it('refreshes an expired token exactly once when 20 calls meet expired_token together, and keeps the new pair across a restart', async () => {
+    // Counts the user.current answers handed to our REST client: once all 20 are in its hands and the
+    // microtasks they start have run, every caller has decided whether to ask for a refresh.
+    let answersHandedOver = 0;
+    let allHandedOver = () => {};
+    const handedOver = new Promise<void>((resolve) => {
+      allHandedOver = resolve;
+    });
+    const countingFetch: typeof fetch = async (input, init) => {
+      const response = await fetch(input, init);
+      if (!String(input).endsWith('/user.current')) return response;
+      const body = await response.text();
+      answersHandedOver += 1;
+      if (answersHandedOver === 20) setImmediate(allHandedOver);
+      return new Response(body, { status: response.status, headers: response.headers });
+    };
+    stack = await startStack({ fetch: countingFetch });
     await installAndConfigure(stack);
-    stack.c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404 });
     stack.b24.expireAccessTokens();
+    // All 20 calls reach the portal before any is answered, so all 20 meet expired_token.
+    const expired = stack.b24.hold({ rest: 'user.current' }, 20);
+    const refresh = stack.b24.hold({ oauth: 'oauth.token' });
 
-    const tokens = await fireRobots(stack, 20);
-    const concurrent = await Promise.all(Array.from({ length: 20 }, () => stack.server.rest.call(stack.b24.memberId, 'user.current', {}, { idempotent: true })));
-    expect(concurrent).toHaveLength(20);
-    await allReported(stack, tokens);
+    const concurrent = Promise.allSettled(Array.from({ length: 20 }, () => stack.server.rest.call(stack.b24.memberId, 'user.current', {}, { idempotent: true })));
+    await expired.arrived;
+    expired.release();
+    await refresh.arrived;
+    await handedOver;
+    refresh.release();
+    const outcomes = await concurrent;
     expect(stack.b24.oauthCalls.filter((call) => call.method === 'oauth.token')).toHaveLength(1);
-    expect(stack.b24.calls.filter((call) => call.error === 'expired_token').length).toBeGreaterThan(0);
+    expect(outcomes.filter((outcome) => outcome.status === 'fulfilled')).toHaveLength(20);
+    const userCalls = stack.b24.calls.filter((call) => call.method === 'user.current');
+    expect(userCalls.filter((call) => call.error === 'expired_token')).toHaveLength(20);
+    expect(userCalls.filter((call) => call.status === 200)).toHaveLength(20);
 
     await stack.restart();
     await stack.server.rest.call(stack.b24.memberId, 'user.current', {}, { idempotent: true });
@@ -41,10 +64,44 @@ describe('resilience', () => {
   it('marks the portal for reinstall when Bitrix24 rejects the refresh token, and still finishes nothing twice', async () => {
     stack = await startStack();
     await installAndConfigure(stack);
+    stack.c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404 });
     stack.b24.expireAccessTokens();
     stack.b24.expireRefreshTokens();
+    // The runs send their messages; their results then meet the rejected refresh.
+    const tokens = await fireRobots(stack, 3);
+    await eventually(() => stack.server.portals.get(stack.b24.memberId)?.status === 'reauth_required', 10_000, 'portal marked for reinstall');
     await expect(stack.server.rest.call(stack.b24.memberId, 'user.current', {}, { idempotent: true })).rejects.toThrow(/reinstall/);
-    expect(stack.server.portals.get(stack.b24.memberId)?.status).toBe('reauth_required');
+    const jobRows = () =>
+      stack.server.database.sqlite.prepare('select event_token, public_id, state, attempts, report_error from jobs order by id').all() as Array<{
+        event_token: string;
+        public_id: string;
+        state: string;
+        attempts: number;
+        report_error: string | null;
+      }>;
+    // Every run is over and its result waits for the portal to come back.
+    await eventually(() => jobRows().every((row) => row.state === 'reporting' && row.report_error !== null), 10_000, 'results waiting');
+    expect(stack.b24.sentEvents).toHaveLength(0);
+
+    // The installer's next robot call brings a fresh pair; the waiting results then go out.
+    const [recovering] = await fireRobots(stack, 1);
+    const all = [...tokens, recovering!];
+    await allReported(stack, all);
+    await eventually(() => jobRows().every((row) => row.state === 'done'), 10_000, 'every job done');
+    const rows = jobRows();
+    expect(rows.map((row) => row.event_token).sort()).toEqual([...all].sort());
+    for (const row of rows) expect(row.attempts).toBe(1); // no job ran (or finished) a second time
+    const externalIds = sentMessages(stack).map((call) => (call.body as { external_id: string }).external_id);
+    expect(externalIds).toHaveLength(4);
+    expect(new Set(externalIds).size).toBe(4);
+    for (const row of rows) {
+      const reported = stack.b24.sentEvents.filter((event) => event.eventToken === row.event_token);
+      expect(reported).toHaveLength(1);
+      expect(reported[0]?.returnValues.status).toBe('sent');
+      // The result names the one message this run sent (its external_id is b24-<the job's public id>).
+      const message = stack.c2d.account().messages.find((item) => item.external_id === `b24-${row.public_id}`);
+      expect(String(reported[0]?.returnValues.message_id)).toBe(String(message?.id));
+    }
   });
 
   it("recovers a portal whose refresh token was refused from its installer's next robot call, and delivers the result", async () => {
