@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { eventually, installAndConfigure, sentMessages, startStack, type Stack } from './support/stack.js';
+import { eventually, install, installAndConfigure, sentMessages, startStack, type Stack } from './support/stack.js';
 
 async function fireRobots(stack: Stack, count: number, phone = '79161234567') {
   const calls = await Promise.all(Array.from({ length: count }, (_, i) => stack.b24.callRobot({ code: 'c2d_send_message', properties: { phone, text: `message ${i}` } })));
@@ -118,16 +118,17 @@ describe('resilience', () => {
   });
 
   it('stays inside the portal rate limit when it knows the limit', async () => {
-    stack = await startStack({ b24: { rateLimit: { drainPerSecond: 2, burst: 5 } }, env: { B24_RATE_PER_SECOND: '2', B24_RATE_BURST: '5' } });
-    await installAndConfigure(stack);
-    await new Promise((resolve) => setTimeout(resolve, 2_500)); // let the install's requests drain
+    // The Enterprise figures' rate with a small burst: 9 calls overflow the burst and need the leak.
+    stack = await startStack({ b24: { rateLimit: { drainPerSecond: 5, burst: 5 } }, env: { B24_RATE_PER_SECOND: '5', B24_RATE_BURST: '5' } });
+    await install(stack);
+    await new Promise((resolve) => setTimeout(resolve, 1_000)); // a full bucket of the install's requests leaks out in burst / rate
     await Promise.all(Array.from({ length: 9 }, () => stack.server.rest.call(stack.b24.memberId, 'user.current', {}, { idempotent: true })));
+    expect(stack.b24.calls.filter((call) => call.method === 'user.current' && call.status === 200)).toHaveLength(9);
     expect(stack.b24.calls.filter((call) => call.error === 'QUERY_LIMIT_EXCEEDED')).toHaveLength(0);
   });
 
   it('backs off and finishes every call when the portal limit is lower than configured', async () => {
     stack = await startStack({ b24: { rateLimit: { drainPerSecond: 4, burst: 3 } } });
-    const { install } = await import('./support/stack.js');
     await install(stack);
     const results = await Promise.all(Array.from({ length: 10 }, () => stack.server.rest.call(stack.b24.memberId, 'user.current', {}, { idempotent: true })));
     expect(results).toHaveLength(10);
@@ -140,14 +141,17 @@ describe('resilience', () => {
     stack.c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404 });
     stack.c2d.setDown(true);
     const tokens = await fireRobots(stack, 10);
-    await eventually(() => stack.c2d.calls.length >= 10, 5_000, 'attempts while down');
-    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    // Twice as many refused requests as runs: the runs went on retrying past their first 503, and
+    // none finished (a run that gave up would be reporting or done, and report `failed` below).
+    await eventually(() => stack.c2d.calls.length >= 20, 10_000, 'retries while down');
+    expect(Object.keys(stack.server.jobs.countByState()).filter((state) => state !== 'queued' && state !== 'running')).toEqual([]);
     expect(stack.b24.sentEvents).toHaveLength(0);
     stack.c2d.setDown(false);
     await allReported(stack, tokens, 30_000);
     const externalIds = sentMessages(stack).map((call) => (call.body as { external_id: string }).external_id);
     expect(externalIds).toHaveLength(10);
     expect(new Set(externalIds).size).toBe(10);
+    expect(stack.b24.sentEvents).toHaveLength(10);
     for (const event of stack.b24.sentEvents) expect(event.returnValues.status).toBe('sent');
   });
 
@@ -167,17 +171,29 @@ describe('resilience', () => {
   it('fails the run with the reason when the deadline passes', async () => {
     stack = await startStack({ env: { ROBOT_DEADLINE_SECONDS: '1' } });
     await installAndConfigure(stack);
-    stack.c2d.setDown(true);
+    stack.c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404 });
+    const unavailable = '<html><body><h1>503 Service Temporarily Unavailable</h1></body></html>';
+    stack.c2d.failNext({ method: 'POST', path: '/messages' }, { status: 503, body: unavailable });
+    const refused = stack.c2d.holdNext({ method: 'POST', path: '/messages' });
     const [token] = await fireRobots(stack, 1);
-    const event = await eventually(() => stack.b24.sentEvents.find((item) => item.eventToken === token), 25_000, 'failed result');
+    await refused.arrived;
+    const { sqlite } = stack.server.database;
+    const job = sqlite.prepare('select id, created_at, deadline_at from jobs where event_token = ?').get(token) as { id: number; created_at: number; deadline_at: number };
+    expect(job.deadline_at - job.created_at).toBe(5_000); // ROBOT_DEADLINE_SECONDS under the 5 s floor is raised to it
+    // The deadline passes while the first attempt waits for its answer (moved, rather than waited out).
+    sqlite.prepare('update jobs set deadline_at = ? where id = ?').run(Date.now() - 1, job.id);
+    refused.release();
+    const event = await eventually(() => stack.b24.sentEvents.find((item) => item.eventToken === token), 10_000, 'failed result');
     expect(event.returnValues.status).toBe('failed');
     expect(String(event.returnValues.error)).toMatch(/^gave up/);
     expect(String(event.returnValues.error)).toContain('HTTP 503');
+    // Given up after a send in doubt: it looked for the message first, and did not send again.
+    expect(stack.c2d.calls.filter((call) => call.method === 'GET' && call.path === '/messages').length).toBeGreaterThan(0);
+    expect(stack.c2d.calls.filter((call) => call.method === 'POST' && call.path === '/messages')).toHaveLength(1);
   });
 
   it('finishes with a readable error when Chat2Desk is not configured', async () => {
     stack = await startStack();
-    const { install } = await import('./support/stack.js');
     await install(stack);
     const [token] = await fireRobots(stack, 1);
     const event = await eventually(() => stack.b24.sentEvents.find((item) => item.eventToken === token), 10_000, 'failed result');
