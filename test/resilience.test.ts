@@ -67,8 +67,13 @@ describe('resilience', () => {
     stack.c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404 });
     stack.b24.expireAccessTokens();
     stack.b24.expireRefreshTokens();
-    // The runs send their messages; their results then meet the rejected refresh.
+    // The runs send their messages; only then does the first report meet the rejected refresh.
+    const firstReport = stack.b24.hold({ rest: 'batch' });
     const tokens = await fireRobots(stack, 3);
+    await firstReport.arrived;
+    await eventually(() => stack.server.jobs.countByState().reporting === 3, 10_000, 'every run finished');
+    expect(sentMessages(stack)).toHaveLength(3);
+    firstReport.release();
     await eventually(() => stack.server.portals.get(stack.b24.memberId)?.status === 'reauth_required', 10_000, 'portal marked for reinstall');
     await expect(stack.server.rest.call(stack.b24.memberId, 'user.current', {}, { idempotent: true })).rejects.toThrow(/reinstall/);
     const jobRows = () =>
