@@ -208,7 +208,7 @@ export interface FakeBitrix24 {
   failNext(method: string, reply: ErrorReply, times?: number): void;
   failNextOAuth(endpoint: 'oauth.token' | 'app.info', reply: ErrorReply, times?: number): void;
   setOperatingLimit(method: string, blockedUntilUnixSeconds: number): void;
-  /** Holds the next `count` matching requests before they are answered (auth is checked on release). */
+  /** Holds the next `count` matching requests before they run (auth is checked on release); one the rate limit refuses is not held. */
   hold(target: HoldTarget, count?: number): Hold;
   seedLead(input?: SeedPerson): number;
   seedContact(input?: SeedPerson): number;

@@ -103,7 +103,7 @@ export interface FakeChat2Desk {
   failNext(match: FaultMatch, reply: { status: number; body: unknown } | 'network', times?: number): void;
   setDown(down: boolean): void;
   delayNext(match: FaultMatch, ms: number, times?: number): void;
-  /** Holds the answer to the next matching request, computed (state changed) but not sent, until released. */
+  /** Holds the answer to the next matching request, computed (state changed) but not sent, until released; a `network` fault is not held. */
   holdNext(match: FaultMatch): Hold;
   /** Posts a webhook body to every enabled webhook of the account that subscribes to hook_type, signed as in protocols §7; returns each delivery's HTTP status (0 = no answer). */
   deliverWebhook(body: Record<string, unknown>, token?: string): Promise<number[]>;
