@@ -106,9 +106,12 @@ describe('install and lifecycle', () => {
 
   it('uninstall wipes the secrets, stops queued jobs and refuses later calls', async () => {
     await installAndConfigure(stack);
-    stack.c2d.setDown(true);
+    stack.c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404 });
+    // The run's first Chat2Desk answer is held, so the run is in flight across the uninstall.
+    const inFlight = stack.c2d.holdNext({});
     const queued = await stack.b24.callRobot({ code: 'c2d_send_message', properties: { phone: '79161234567', text: 'hi' } });
     expect(queued.status).toBe(200);
+    await inFlight.arrived;
 
     const lateCall = stack.b24.robotCallBody({ code: 'c2d_send_message', properties: { phone: '79161234567', text: 'late' } });
     const forged = await postForm(`${stack.server.url}/bitrix24/events`, stack.b24.uninstallEventBody({ applicationToken: '0'.repeat(32) }));
@@ -123,8 +126,9 @@ describe('install and lifecycle', () => {
     expect(row).toMatchObject({ status: 'uninstalled', access_token: null, refresh_token: null, chat2desk_token: null });
     expect(stack.server.jobs.countByState()).toEqual({ cancelled: 1 });
     // The run that was in flight ends without reviving the job.
-    stack.c2d.setDown(false);
-    await new Promise((resolve) => setTimeout(resolve, 2_500));
+    inFlight.release();
+    const runEnded = /"msg":"(robot run finished|robot run failed|robot run given up|transient failure; retrying)"/;
+    await eventually(() => stack.logs.some((line) => runEnded.test(line)), 10_000, 'the run in flight to end');
     expect(stack.server.jobs.countByState()).toEqual({ cancelled: 1 });
     expect(stack.b24.sentEvents).toHaveLength(0);
 

@@ -224,11 +224,21 @@ describe('Log closed dialog to timeline robot', () => {
   it('a call accepted before a write became unknown does not write on its retry', async () => {
     const { dialogId } = seedClosedDialog();
     const document = dealDocument();
-    // B (with transcript) fails transiently before it claims; A's write gets no usable answer.
+    // B (with transcript) is accepted first; its first attempt fails transiently before it claims
+    // (all five of the Chat2Desk client's tries), and only after A's write got no usable answer.
     stack.c2d.failNext({ method: 'GET', path: '/messages' }, { status: 500, body: { status: 'error', message: 'Internal error' } }, 5);
+    const bFirstTry = stack.c2d.holdNext({ method: 'GET', path: '/messages' });
     stack.b24.failNext('crm.timeline.comment.add', { status: 500, error: 'INTERNAL_SERVER_ERROR', error_description: 'Internal error' });
-    const [b, a] = await Promise.all([logDialog({ dialog_id: String(dialogId), transcript: 'Y' }, document), logDialog({ dialog_id: String(dialogId) }, document)]);
+    const bCall = await stack.b24.callRobot({ code: 'c2d_log_dialog', properties: { dialog_id: String(dialogId), transcript: 'Y' }, documentId: document });
+    expect(bCall.status).toBe(200);
+    await bFirstTry.arrived;
+    const a = await logDialog({ dialog_id: String(dialogId) }, document);
     expect(a.returnValues.status).toBe('failed');
+    expect(String(a.returnValues.error)).toContain('the comment may already be on the timeline');
+    bFirstTry.release();
+    const b = await eventually(() => stack.b24.sentEvents.find((event) => event.eventToken === bCall.eventToken), 30_000, "B's result");
+    const bJob = stack.server.database.sqlite.prepare('select attempts from jobs where event_token = ?').get(bCall.eventToken) as { attempts: number };
+    expect(bJob.attempts).toBe(2); // the answer came on B's retry
     expect(b.returnValues.status).toBe('failed');
     expect(commentCalls()).toHaveLength(1);
   }, 60_000);

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { eventually, installAndConfigure, sentMessages, startStack, type Stack } from './support/stack.js';
+import { eventually, install, installAndConfigure, sentMessages, startStack, type Stack } from './support/stack.js';
 
 async function fireRobots(stack: Stack, count: number, phone = '79161234567') {
   const calls = await Promise.all(Array.from({ length: count }, (_, i) => stack.b24.callRobot({ code: 'c2d_send_message', properties: { phone, text: `message ${i}` } })));
@@ -15,18 +15,41 @@ describe('resilience', () => {
   let stack: Stack;
   afterEach(() => stack.close());
 
-  it('refreshes an expired token exactly once for 20 jobs and keeps the new pair across a restart', async () => {
-    stack = await startStack();
+  it('refreshes an expired token exactly once when 20 calls meet expired_token together, and keeps the new pair across a restart', async () => {
+    // Counts the user.current answers handed to our REST client: once all 20 are in its hands and the
+    // microtasks they start have run, every caller has decided whether to ask for a refresh.
+    let answersHandedOver = 0;
+    let allHandedOver = () => {};
+    const handedOver = new Promise<void>((resolve) => {
+      allHandedOver = resolve;
+    });
+    const countingFetch: typeof fetch = async (input, init) => {
+      const response = await fetch(input, init);
+      if (!String(input).endsWith('/user.current')) return response;
+      const body = await response.text();
+      answersHandedOver += 1;
+      if (answersHandedOver === 20) setImmediate(allHandedOver);
+      return new Response(body, { status: response.status, headers: response.headers });
+    };
+    stack = await startStack({ fetch: countingFetch });
     await installAndConfigure(stack);
-    stack.c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404 });
     stack.b24.expireAccessTokens();
+    // All 20 calls reach the portal before any is answered, so all 20 meet expired_token.
+    const expired = stack.b24.hold({ rest: 'user.current' }, 20);
+    const refresh = stack.b24.hold({ oauth: 'oauth.token' });
 
-    const tokens = await fireRobots(stack, 20);
-    const concurrent = await Promise.all(Array.from({ length: 20 }, () => stack.server.rest.call(stack.b24.memberId, 'user.current', {}, { idempotent: true })));
-    expect(concurrent).toHaveLength(20);
-    await allReported(stack, tokens);
+    const concurrent = Promise.allSettled(Array.from({ length: 20 }, () => stack.server.rest.call(stack.b24.memberId, 'user.current', {}, { idempotent: true })));
+    await expired.arrived;
+    expired.release();
+    await refresh.arrived;
+    await handedOver;
+    refresh.release();
+    const outcomes = await concurrent;
     expect(stack.b24.oauthCalls.filter((call) => call.method === 'oauth.token')).toHaveLength(1);
-    expect(stack.b24.calls.filter((call) => call.error === 'expired_token').length).toBeGreaterThan(0);
+    expect(outcomes.filter((outcome) => outcome.status === 'fulfilled')).toHaveLength(20);
+    const userCalls = stack.b24.calls.filter((call) => call.method === 'user.current');
+    expect(userCalls.filter((call) => call.error === 'expired_token')).toHaveLength(20);
+    expect(userCalls.filter((call) => call.status === 200)).toHaveLength(20);
 
     await stack.restart();
     await stack.server.rest.call(stack.b24.memberId, 'user.current', {}, { idempotent: true });
@@ -41,10 +64,49 @@ describe('resilience', () => {
   it('marks the portal for reinstall when Bitrix24 rejects the refresh token, and still finishes nothing twice', async () => {
     stack = await startStack();
     await installAndConfigure(stack);
+    stack.c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404 });
     stack.b24.expireAccessTokens();
     stack.b24.expireRefreshTokens();
+    // The runs send their messages; only then does the first report meet the rejected refresh.
+    const firstReport = stack.b24.hold({ rest: 'batch' });
+    const tokens = await fireRobots(stack, 3);
+    await firstReport.arrived;
+    await eventually(() => stack.server.jobs.countByState().reporting === 3, 10_000, 'every run finished');
+    expect(sentMessages(stack)).toHaveLength(3);
+    firstReport.release();
+    await eventually(() => stack.server.portals.get(stack.b24.memberId)?.status === 'reauth_required', 10_000, 'portal marked for reinstall');
     await expect(stack.server.rest.call(stack.b24.memberId, 'user.current', {}, { idempotent: true })).rejects.toThrow(/reinstall/);
-    expect(stack.server.portals.get(stack.b24.memberId)?.status).toBe('reauth_required');
+    const jobRows = () =>
+      stack.server.database.sqlite.prepare('select event_token, public_id, state, attempts, report_error from jobs order by id').all() as Array<{
+        event_token: string;
+        public_id: string;
+        state: string;
+        attempts: number;
+        report_error: string | null;
+      }>;
+    // Every run is over and its result waits for the portal to come back.
+    await eventually(() => jobRows().every((row) => row.state === 'reporting' && row.report_error !== null), 10_000, 'results waiting');
+    expect(stack.b24.sentEvents).toHaveLength(0);
+
+    // The installer's next robot call brings a fresh pair; the waiting results then go out.
+    const [recovering] = await fireRobots(stack, 1);
+    const all = [...tokens, recovering!];
+    await allReported(stack, all);
+    await eventually(() => jobRows().every((row) => row.state === 'done'), 10_000, 'every job done');
+    const rows = jobRows();
+    expect(rows.map((row) => row.event_token).sort()).toEqual([...all].sort());
+    for (const row of rows) expect(row.attempts).toBe(1); // no job ran (or finished) a second time
+    const externalIds = sentMessages(stack).map((call) => (call.body as { external_id: string }).external_id);
+    expect(externalIds).toHaveLength(4);
+    expect(new Set(externalIds).size).toBe(4);
+    for (const row of rows) {
+      const reported = stack.b24.sentEvents.filter((event) => event.eventToken === row.event_token);
+      expect(reported).toHaveLength(1);
+      expect(reported[0]?.returnValues.status).toBe('sent');
+      // The result names the one message this run sent (its external_id is b24-<the job's public id>).
+      const message = stack.c2d.account().messages.find((item) => item.external_id === `b24-${row.public_id}`);
+      expect(String(reported[0]?.returnValues.message_id)).toBe(String(message?.id));
+    }
   });
 
   it("recovers a portal whose refresh token was refused from its installer's next robot call, and delivers the result", async () => {
@@ -61,16 +123,18 @@ describe('resilience', () => {
   });
 
   it('stays inside the portal rate limit when it knows the limit', async () => {
-    stack = await startStack({ b24: { rateLimit: { drainPerSecond: 2, burst: 5 } }, env: { B24_RATE_PER_SECOND: '2', B24_RATE_BURST: '5' } });
-    await installAndConfigure(stack);
-    await new Promise((resolve) => setTimeout(resolve, 2_500)); // let the install's requests drain
+    // The Enterprise figures' rate with a small burst: the install's requests and 9 calls right after
+    // them overflow the burst and need the leak; none of them may be refused.
+    stack = await startStack({ b24: { rateLimit: { drainPerSecond: 5, burst: 5 } }, env: { B24_RATE_PER_SECOND: '5', B24_RATE_BURST: '5' } });
+    await install(stack);
     await Promise.all(Array.from({ length: 9 }, () => stack.server.rest.call(stack.b24.memberId, 'user.current', {}, { idempotent: true })));
+    expect(stack.b24.calls.filter((call) => call.method === 'user.current' && call.status === 200)).toHaveLength(9);
     expect(stack.b24.calls.filter((call) => call.error === 'QUERY_LIMIT_EXCEEDED')).toHaveLength(0);
   });
 
   it('backs off and finishes every call when the portal limit is lower than configured', async () => {
-    stack = await startStack({ b24: { rateLimit: { drainPerSecond: 4, burst: 3 } } });
-    const { install } = await import('./support/stack.js');
+    // The rate is right, the burst is not: the portal allows 3 where we assume 50.
+    stack = await startStack({ b24: { rateLimit: { drainPerSecond: 4, burst: 3 } }, env: { B24_RATE_PER_SECOND: '4' } });
     await install(stack);
     const results = await Promise.all(Array.from({ length: 10 }, () => stack.server.rest.call(stack.b24.memberId, 'user.current', {}, { idempotent: true })));
     expect(results).toHaveLength(10);
@@ -83,14 +147,17 @@ describe('resilience', () => {
     stack.c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404 });
     stack.c2d.setDown(true);
     const tokens = await fireRobots(stack, 10);
-    await eventually(() => stack.c2d.calls.length >= 10, 5_000, 'attempts while down');
-    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    // Twice as many refused requests as runs: the runs went on retrying past their first 503, and
+    // none finished (a run that gave up would be reporting or done, and report `failed` below).
+    await eventually(() => stack.c2d.calls.length >= 20, 10_000, 'retries while down');
+    expect(Object.keys(stack.server.jobs.countByState()).filter((state) => state !== 'queued' && state !== 'running')).toEqual([]);
     expect(stack.b24.sentEvents).toHaveLength(0);
     stack.c2d.setDown(false);
     await allReported(stack, tokens, 30_000);
     const externalIds = sentMessages(stack).map((call) => (call.body as { external_id: string }).external_id);
     expect(externalIds).toHaveLength(10);
     expect(new Set(externalIds).size).toBe(10);
+    expect(stack.b24.sentEvents).toHaveLength(10);
     for (const event of stack.b24.sentEvents) expect(event.returnValues.status).toBe('sent');
   });
 
@@ -110,17 +177,29 @@ describe('resilience', () => {
   it('fails the run with the reason when the deadline passes', async () => {
     stack = await startStack({ env: { ROBOT_DEADLINE_SECONDS: '1' } });
     await installAndConfigure(stack);
-    stack.c2d.setDown(true);
+    stack.c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404 });
+    const unavailable = '<html><body><h1>503 Service Temporarily Unavailable</h1></body></html>';
+    stack.c2d.failNext({ method: 'POST', path: '/messages' }, { status: 503, body: unavailable });
+    const refused = stack.c2d.holdNext({ method: 'POST', path: '/messages' });
     const [token] = await fireRobots(stack, 1);
-    const event = await eventually(() => stack.b24.sentEvents.find((item) => item.eventToken === token), 25_000, 'failed result');
+    await refused.arrived;
+    const { sqlite } = stack.server.database;
+    const job = sqlite.prepare('select id, created_at, deadline_at from jobs where event_token = ?').get(token) as { id: number; created_at: number; deadline_at: number };
+    expect(Math.round((job.deadline_at - job.created_at) / 1000)).toBe(5); // ROBOT_DEADLINE_SECONDS under the 5 s floor is raised to it
+    // The deadline passes while the first attempt waits for its answer (moved, rather than waited out).
+    sqlite.prepare('update jobs set deadline_at = ? where id = ?').run(Date.now() - 1, job.id);
+    refused.release();
+    const event = await eventually(() => stack.b24.sentEvents.find((item) => item.eventToken === token), 10_000, 'failed result');
     expect(event.returnValues.status).toBe('failed');
     expect(String(event.returnValues.error)).toMatch(/^gave up/);
     expect(String(event.returnValues.error)).toContain('HTTP 503');
+    // Given up after a send in doubt: it looked for the message first, and did not send again.
+    expect(stack.c2d.calls.filter((call) => call.method === 'GET' && call.path === '/messages').length).toBeGreaterThan(0);
+    expect(stack.c2d.calls.filter((call) => call.method === 'POST' && call.path === '/messages')).toHaveLength(1);
   });
 
   it('finishes with a readable error when Chat2Desk is not configured', async () => {
     stack = await startStack();
-    const { install } = await import('./support/stack.js');
     await install(stack);
     const [token] = await fireRobots(stack, 1);
     const event = await eventually(() => stack.b24.sentEvents.find((item) => item.eventToken === token), 10_000, 'failed result');

@@ -74,7 +74,9 @@ describe('Send Chat2Desk message robot', () => {
     const states = await Promise.all(answers.map(async (answer) => ((await answer.json()) as { status: string }).status));
     expect(states.sort()).toEqual(['accepted', 'duplicate', 'duplicate']);
     await eventually(() => stack.b24.sentEvents.find((event) => event.eventToken === eventToken), 10_000, 'event.send');
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    // The one job is done and no other was stored: nothing is left that could send again.
+    await eventually(() => (stack.server.jobs.countByState().done ?? 0) >= 1, 10_000, 'job done');
+    expect(stack.server.jobs.countByState()).toEqual({ done: 1 });
     expect(sentMessages(stack)).toHaveLength(1);
     expect(stack.b24.sentEvents.filter((event) => event.eventToken === eventToken)).toHaveLength(1);
   });
@@ -107,9 +109,14 @@ describe('Send Chat2Desk message robot', () => {
     const call = await stack.b24.callRobot({ code: 'c2d_send_message', properties: { phone: '79161234567', text: 'hi' }, applicationToken: 'f'.repeat(32) });
     expect(call.status).toBe(401);
     expect(stack.server.jobs.countByState()).toEqual({});
-    await new Promise((resolve) => setTimeout(resolve, 200));
-    expect(stack.c2d.calls).toHaveLength(0);
-    expect(stack.b24.sentEvents).toHaveLength(0);
+    // A genuine call after it runs to the end; by then anything the forged one set going would have too.
+    stack.c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404 });
+    const genuine = await stack.b24.callRobot({ code: 'c2d_send_message', properties: { phone: '79161234567', text: 'genuine' } });
+    await eventually(() => (stack.server.jobs.countByState().done ?? 0) >= 1, 10_000, 'genuine call done');
+    await stack.server.idle();
+    expect(stack.server.jobs.countByState()).toEqual({ done: 1 });
+    expect(sentMessages(stack).map((call) => (call.body as { text: string }).text)).toEqual(['genuine']);
+    expect(stack.b24.sentEvents.map((event) => event.eventToken)).toEqual([genuine.eventToken]);
   });
 
   it('answers malformed and oversized bodies with 4xx and stays healthy', async () => {

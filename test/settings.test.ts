@@ -56,6 +56,7 @@ describe('settings API', () => {
     const evil = await putSettings(stack, { chat2deskApiToken: stack.c2d.token, chat2deskApiUrl: 'http://169.254.169.254/latest' });
     expect(evil.status).toBe(400);
     expect(((await evil.json()) as { error: string }).error).toContain('chat2deskApiUrl must be one of');
+    await stack.server.idle(); // nothing was set going in the background either
     expect(stack.c2d.calls).toHaveLength(0);
     const unknown = await putSettings(stack, { somethingElse: 1 });
     expect(unknown.status).toBe(400);

@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { webhookSignature } from '../src/chat2desk/webhooks.js';
 import type { DialogDirectory } from '../src/chat2desk/directory.js';
-import { install, installAndConfigure, putSettings, startStack, type Stack } from './support/stack.js';
+import { eventually, install, installAndConfigure, putSettings, startStack, type Stack } from './support/stack.js';
 
 type Row = Record<string, unknown>;
 
@@ -205,12 +205,15 @@ describe('Chat2Desk webhook and the dialog cache', () => {
 
     it('a lookup in flight also replays a delivery whose key was seen before', async () => {
       await stack.c2d.deliverWebhook({ hook_type: 'close_dialog', dialog_id: dialog.id, client_id: client.id });
-      await new Promise((resolve) => setTimeout(resolve, 50));
-      stack.c2d.delayNext({ method: 'GET', path: new RegExp(`/dialogs/${String(dialog.id)}$`) }, 400);
+      // The lookup starts after the first delivery's stamp, so only the repeat's new stamp can make it replay.
+      const { stamped } = stack.server.database.sqlite.prepare('select max(received_at) as stamped from webhook_deliveries').get() as { stamped: number };
+      await eventually(() => Date.now() > stamped, 1_000, 'the clock to pass the first stamp');
+      const answered = stack.c2d.holdNext({ method: 'GET', path: new RegExp(`/dialogs/${String(dialog.id)}$`) });
       const racing = directory.dialog(dialog.id as number);
-      await new Promise((resolve) => setTimeout(resolve, 100));
+      await answered.arrived; // Chat2Desk has answered "open"; the answer is on its way
       dialog.state = 'closed';
       expect(await stack.c2d.deliverWebhook({ hook_type: 'close_dialog', dialog_id: dialog.id, client_id: client.id })).toEqual([200]);
+      answered.release();
       expect((await racing).state).toBe('open');
       expect((await directory.dialog(dialog.id as number)).state).toBe('closed');
     });
@@ -219,11 +222,12 @@ describe('Chat2Desk webhook and the dialog cache', () => {
       // Make the dialog a cache miss first, so the read below goes to Chat2Desk.
       await stack.c2d.deliverWebhook({ hook_type: 'dialog_transferred', dialog_id: dialog.id, client_id: client.id, operator_id: 617, event_time: '2026-11-24T09:59:00Z' });
       stack.c2d.resetCalls();
-      stack.c2d.delayNext({ method: 'GET', path: new RegExp(`/dialogs/${String(dialog.id)}$`) }, 400);
+      const answered = stack.c2d.holdNext({ method: 'GET', path: new RegExp(`/dialogs/${String(dialog.id)}$`) });
       const racing = directory.dialog(dialog.id as number);
-      await new Promise((resolve) => setTimeout(resolve, 100));
+      await answered.arrived; // Chat2Desk has answered "open"; the answer is on its way
       dialog.state = 'closed';
       await stack.c2d.deliverWebhook({ hook_type: 'close_dialog', dialog_id: dialog.id, client_id: client.id, event_time: '2026-11-24T10:00:08Z' });
+      answered.release();
       expect((await racing).state).toBe('open'); // Chat2Desk answered before the change
       expect(stack.c2d.calls.filter((call) => call.path === `/dialogs/${String(dialog.id)}`)).toHaveLength(1);
       expect((await directory.dialog(dialog.id as number)).state).toBe('closed');

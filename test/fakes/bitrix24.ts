@@ -161,6 +161,15 @@ export interface ErrorReply {
   error_description: string;
 }
 
+/** Requests held by the fake: `arrived` resolves once all of them are held, `release()` lets them go on. */
+export interface Hold {
+  readonly arrived: Promise<void>;
+  release(): void;
+}
+
+/** What a hold catches: a top-level REST method of the portal, or an endpoint of the OAuth server. */
+export type HoldTarget = { rest: string } | { oauth: 'oauth.token' | 'app.info' };
+
 export interface FakeBitrix24 {
   portalUrl: string;
   clientEndpoint: string;
@@ -199,6 +208,8 @@ export interface FakeBitrix24 {
   failNext(method: string, reply: ErrorReply, times?: number): void;
   failNextOAuth(endpoint: 'oauth.token' | 'app.info', reply: ErrorReply, times?: number): void;
   setOperatingLimit(method: string, blockedUntilUnixSeconds: number): void;
+  /** Holds the next `count` matching requests before they run (auth is checked on release); one the rate limit refuses is not held. */
+  hold(target: HoldTarget, count?: number): Hold;
   seedLead(input?: SeedPerson): number;
   seedContact(input?: SeedPerson): number;
   seedCompany(input?: SeedPerson): number;
@@ -563,6 +574,7 @@ class FakePortal implements FakeBitrix24 {
   private readonly injectedFailures = new Map<string, ErrorReply[]>();
   private readonly injectedOAuthFailures = new Map<string, ErrorReply[]>();
   private readonly operatingBlockedUntil = new Map<string, number>();
+  private readonly holds: Array<{ key: string; remaining: number; arrive: () => void; released: Promise<void> }> = [];
   private readonly operatingSeconds = new Map<string, number>();
   private readonly bucket: LeakyBucket | undefined;
   private readonly methods: Map<string, MethodHandler>;
@@ -912,6 +924,32 @@ class FakePortal implements FakeBitrix24 {
     this.operatingBlockedUntil.set(method.toLowerCase(), blockedUntilUnixSeconds);
   }
 
+  hold(target: HoldTarget, count = 1): Hold {
+    const key = 'rest' in target ? `rest ${target.rest.toLowerCase()}` : `oauth ${target.oauth}`;
+    let arrive = () => {};
+    let release = () => {};
+    const arrived = new Promise<void>((resolve) => {
+      arrive = resolve;
+    });
+    const released = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    this.holds.push({ key, remaining: count, arrive, released });
+    return { arrived, release };
+  }
+
+  /** Waits at the first hold that still catches `key`; the last request it catches resolves `arrived`. */
+  private async waitAtHold(key: string): Promise<void> {
+    const hold = this.holds.find((item) => item.key === key && item.remaining > 0);
+    if (hold === undefined) return;
+    hold.remaining -= 1;
+    if (hold.remaining === 0) {
+      this.holds.splice(this.holds.indexOf(hold), 1);
+      hold.arrive();
+    }
+    await hold.released;
+  }
+
   resetCalls(): void {
     this.calls.length = 0;
     this.oauthCalls.length = 0;
@@ -1012,6 +1050,7 @@ class FakePortal implements FakeBitrix24 {
         return jsonResponse(c, error.body(), error.status);
       }
 
+      await this.waitAtHold(`rest ${method}`);
       const outcome = this.execute(method, rest, token, startedAt);
       if (!outcome.ok) return jsonResponse(c, outcome.body, outcome.status);
       const envelope: Record<string, unknown> = { result: outcome.result };
@@ -1091,6 +1130,7 @@ class FakePortal implements FakeBitrix24 {
     const token = async (c: Context): Promise<Response> => {
       const params = await readRequestParams(c.req.raw);
       const { client_secret: _secret, ...recorded } = params; // the client secret is never recorded
+      await this.waitAtHold('oauth oauth.token');
       const reply = this.oauthToken(params);
       const error = text(reply.body.error) || undefined;
       this.record(this.oauthCalls, 'oauth.token', recorded, undefined, reply.status, error);
@@ -1101,6 +1141,7 @@ class FakePortal implements FakeBitrix24 {
     const appInfo = async (c: Context): Promise<Response> => {
       const { auth, ...rest } = await readRequestParams(c.req.raw);
       const accessToken = typeof auth === 'string' ? auth : undefined;
+      await this.waitAtHold('oauth app.info');
       const reply = this.oauthAppInfo(accessToken);
       const error = text(reply.body.error) || undefined;
       this.record(this.oauthCalls, 'app.info', rest, accessToken, reply.status, error);

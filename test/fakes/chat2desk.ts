@@ -103,6 +103,8 @@ export interface FakeChat2Desk {
   failNext(match: FaultMatch, reply: { status: number; body: unknown } | 'network', times?: number): void;
   setDown(down: boolean): void;
   delayNext(match: FaultMatch, ms: number, times?: number): void;
+  /** Holds the answer to the next matching request, computed (state changed) but not sent, until released; a `network` fault is not held. */
+  holdNext(match: FaultMatch): Hold;
   /** Posts a webhook body to every enabled webhook of the account that subscribes to hook_type, signed as in protocols §7; returns each delivery's HTTP status (0 = no answer). */
   deliverWebhook(body: Record<string, unknown>, token?: string): Promise<number[]>;
   /** Simulates Chat2Desk disabling a webhook after 5 h without a successful delivery (§7 Retries). */
@@ -531,6 +533,13 @@ const DOWN_HTML =
 type Fault = { match: FaultMatch; remaining: number };
 type ReplyFault = Fault & { reply: { status: number; body: unknown } | 'network' };
 type DelayFault = Fault & { ms: number };
+type HoldFault = Fault & { arrive: () => void; released: Promise<void> };
+
+/** A request held by the fake: `arrived` resolves once it is held, `release()` lets it answer. */
+export interface Hold {
+  readonly arrived: Promise<void>;
+  release(): void;
+}
 
 /** A string path matches the relative ('/messages') or the full ('/v1/messages') form. */
 function matches(m: FaultMatch, method: string, path: string, fullPath: string): boolean {
@@ -1352,6 +1361,7 @@ export async function startFakeChat2Desk(options: FakeChat2DeskOptions = {}): Pr
   const calls: C2DCall[] = [];
   const replyFaults: ReplyFault[] = [];
   const delayFaults: DelayFault[] = [];
+  const holdFaults: HoldFault[] = [];
   let down = false;
 
   const accountOf = (token?: string): AccountState => {
@@ -1382,10 +1392,15 @@ export async function startFakeChat2Desk(options: FakeChat2DeskOptions = {}): Pr
     const token = c.req.header('authorization');
     const call: C2DCall = { method, path, query: c.req.query(), body: parsed, token, status: 0, at: now() };
     const delay = take(delayFaults, method, path, fullPath);
+    const hold = take(holdFaults, method, path, fullPath);
     const answer = async (res: Response): Promise<Response> => {
       call.status = res.status;
       calls.push(call);
       if (delay) await sleep(delay.ms);
+      if (hold) {
+        hold.arrive();
+        await hold.released;
+      }
       return res;
     };
 
@@ -1466,6 +1481,18 @@ export async function startFakeChat2Desk(options: FakeChat2DeskOptions = {}): Pr
     },
     delayNext(match, ms, times = 1) {
       delayFaults.push({ match: matchOf(match), ms, remaining: times });
+    },
+    holdNext(match) {
+      let arrive = () => {};
+      let release = () => {};
+      const arrived = new Promise<void>((resolve) => {
+        arrive = resolve;
+      });
+      const released = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      holdFaults.push({ match: matchOf(match), remaining: 1, arrive, released });
+      return { arrived, release };
     },
     setDown(value) {
       down = value;

@@ -29,6 +29,8 @@ export interface StackOptions {
   c2d?: FakeChat2DeskOptions;
   env?: Record<string, string>;
   reportLingerMs?: number;
+  /** The server's outgoing fetch, for a test that must see when an answer reached our code. */
+  fetch?: typeof fetch;
 }
 
 export async function freePort(): Promise<number> {
@@ -74,7 +76,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     },
   });
   const log = createLogger(config.logLevel, sink);
-  const boot = () => startServer(config, log, { hostname: '127.0.0.1', reportLingerMs: options.reportLingerMs ?? 50 });
+  const boot = () => startServer(config, log, { hostname: '127.0.0.1', reportLingerMs: options.reportLingerMs ?? 50, fetch: options.fetch });
   const stack: Stack = {
     b24,
     c2d,
