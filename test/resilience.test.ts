@@ -65,12 +65,13 @@ describe('resilience', () => {
     stack = await startStack();
     await installAndConfigure(stack);
     stack.c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404 });
-    stack.b24.expireAccessTokens();
-    stack.b24.expireRefreshTokens();
-    // The runs send their messages; only then does the first report meet the rejected refresh.
-    const firstReport = stack.b24.hold({ rest: 'batch' });
+    // The calls are confirmed and the runs send their messages; only then does the first report meet
+    // the rejected refresh.
+    const firstReport = stack.b24.hold({ rest: 'batch', command: 'bizproc.event.send' });
     const tokens = await fireRobots(stack, 3);
     await firstReport.arrived;
+    stack.b24.expireAccessTokens();
+    stack.b24.expireRefreshTokens();
     await eventually(() => stack.server.jobs.countByState().reporting === 3, 10_000, 'every run finished');
     expect(sentMessages(stack)).toHaveLength(3);
     firstReport.release();

@@ -168,7 +168,8 @@ export interface Hold {
 }
 
 /** What a hold catches: a top-level REST method of the portal, or an endpoint of the OAuth server. */
-export type HoldTarget = { rest: string } | { oauth: 'oauth.token' | 'app.info' };
+/** `command` narrows a `batch` hold to batches carrying that method (confirmations and results both travel in batches). */
+export type HoldTarget = { rest: string; command?: string } | { oauth: 'oauth.token' | 'app.info' };
 
 export interface FakeBitrix24 {
   portalUrl: string;
@@ -574,7 +575,7 @@ class FakePortal implements FakeBitrix24 {
   private readonly injectedFailures = new Map<string, ErrorReply[]>();
   private readonly injectedOAuthFailures = new Map<string, ErrorReply[]>();
   private readonly operatingBlockedUntil = new Map<string, number>();
-  private readonly holds: Array<{ key: string; remaining: number; arrive: () => void; released: Promise<void> }> = [];
+  private readonly holds: Array<{ key: string; command: string | undefined; remaining: number; arrive: () => void; released: Promise<void> }> = [];
   private readonly operatingSeconds = new Map<string, number>();
   private readonly bucket: LeakyBucket | undefined;
   private readonly methods: Map<string, MethodHandler>;
@@ -934,13 +935,13 @@ class FakePortal implements FakeBitrix24 {
     const released = new Promise<void>((resolve) => {
       release = resolve;
     });
-    this.holds.push({ key, remaining: count, arrive, released });
+    this.holds.push({ key, command: 'rest' in target ? target.command?.toLowerCase() : undefined, remaining: count, arrive, released });
     return { arrived, release };
   }
 
   /** Waits at the first hold that still catches `key`; the last request it catches resolves `arrived`. */
-  private async waitAtHold(key: string): Promise<void> {
-    const hold = this.holds.find((item) => item.key === key && item.remaining > 0);
+  private async waitAtHold(key: string, commands: string[] = []): Promise<void> {
+    const hold = this.holds.find((item) => item.key === key && item.remaining > 0 && (item.command === undefined || commands.includes(item.command)));
     if (hold === undefined) return;
     hold.remaining -= 1;
     if (hold.remaining === 0) {
@@ -1050,7 +1051,8 @@ class FakePortal implements FakeBitrix24 {
         return jsonResponse(c, error.body(), error.status);
       }
 
-      await this.waitAtHold(`rest ${method}`);
+      const batchCommands = method === 'batch' ? Object.values(isRecord(rest.cmd) ? rest.cmd : {}).map((command) => String(command).split('?')[0]!.toLowerCase()) : [];
+      await this.waitAtHold(`rest ${method}`, batchCommands);
       const outcome = this.execute(method, rest, token, startedAt);
       if (!outcome.ok) return jsonResponse(c, outcome.body, outcome.status);
       const envelope: Record<string, unknown> = { result: outcome.result };
