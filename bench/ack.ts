@@ -28,12 +28,11 @@ interface ServerChild {
   report(): Promise<{ cpuMicros: number; storedJobs: number }>;
 }
 
-/** BENCH_CPU_PROF=<dir> writes a V8 CPU profile of our server child there (node --cpu-prof). */
+/** BENCH_CPU_PROF=<dir>: our server child writes a V8 CPU profile of each measured window there. */
 async function startChild(mode: 'ours' | 'bare', env: Record<string, string>): Promise<ServerChild> {
-  const profileDir = process.env.BENCH_CPU_PROF;
   const child: ChildProcess = fork(new URL('./server-child.ts', import.meta.url).pathname, [mode], {
     env: { ...process.env, ...env },
-    execArgv: ['--import', 'tsx', ...(profileDir && mode === 'ours' ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [])],
+    execArgv: ['--import', 'tsx'],
     // Logs go where production sends them (a pipe or file), here /dev/null: writing them is part of the cost.
     stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
   });
