@@ -15,7 +15,8 @@ import { startFakeBitrix24 } from '../test/fakes/bitrix24.js';
 import { startFakeChat2Desk } from '../test/fakes/chat2desk.js';
 import { freePort, installAndConfigure, stackEnv } from '../test/support/stack.js';
 import type { ChildCommand, ChildReply } from './server-child.js';
-import { fmt, median, type Section, verdict } from './table.js';
+import { median } from './load.js';
+import { fmt, type Section, verdict } from './table.js';
 
 const REQUESTS = 4_000;
 const WARM_UP = 1_000;

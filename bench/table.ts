@@ -21,11 +21,6 @@ export function verdict(ok: boolean): string {
   return ok ? 'met' : 'MISSED';
 }
 
-export function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)] ?? 0;
-}
-
 export function renderTable(sections: Section[], heading: string): string {
   return [
     heading,
