@@ -29,6 +29,7 @@ export function renderTable(sections: Section[], heading: string): string {
     '|---|---|---|---|---|',
     ...sections.flatMap((section) => section.rows.map((row) => `| ${row.figure} | ${row.ours} | ${row.baseline} | ${row.ratio} | ${row.target} |`)),
     '',
-    ...sections.flatMap((section) => section.notes),
+    // A blank line between notes, so each stays its own paragraph in the README.
+    sections.flatMap((section) => section.notes).join('\n\n'),
   ].join('\n');
 }
