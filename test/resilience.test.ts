@@ -60,6 +60,21 @@ describe('resilience', () => {
     expect(stack.b24.sentEvents[0]?.returnValues.status).toBe('sent');
   });
 
+  it('recovers from the next robot call also when calls were acknowledged before the refresh token was refused', async () => {
+    stack = await startStack();
+    await installAndConfigure(stack);
+    stack.c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404 });
+    const [before] = await fireRobots(stack, 1); // authenticated while the portal was active
+    await allReported(stack, [before!]);
+    stack.b24.expireAccessTokens();
+    stack.b24.expireRefreshTokens();
+    await expect(stack.server.rest.call(stack.b24.memberId, 'user.current', {}, { idempotent: true })).rejects.toThrow(/reinstall/);
+    const [after] = await fireRobots(stack, 1);
+    await allReported(stack, [after!]);
+    expect(stack.server.portals.get(stack.b24.memberId)?.status).toBe('active');
+    expect(stack.b24.sentEvents.find((event) => event.eventToken === after)?.returnValues.status).toBe('sent');
+  });
+
   it('stays inside the portal rate limit when it knows the limit', async () => {
     stack = await startStack({ b24: { rateLimit: { drainPerSecond: 2, burst: 5 } }, env: { B24_RATE_PER_SECOND: '2', B24_RATE_BURST: '5' } });
     await installAndConfigure(stack);
