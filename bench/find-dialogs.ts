@@ -1,5 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import { eventually, installAndConfigure, startStack } from '../test/support/stack.js';
+import { fmt, type Section, verdict } from './table.js';
 
 const RUNS = 10_000;
 const PHONES = 1_000;
@@ -50,7 +51,7 @@ function percentile(values: number[], q: number): number {
  * to us as a webhook) before every 100th run. Counts Chat2Desk API calls per run and answers that
  * disagree with Chat2Desk's state at the time of the call.
  */
-export async function findDialogsBenchmark() {
+export async function findDialogsBenchmark(): Promise<Section> {
   // Bitrix24's REST limit is not what this measures; an Enterprise-sized bucket keeps the run short.
   const stack = await startStack({ b24: { rateLimit: false }, env: { LOG_LEVEL: 'silent', B24_RATE_PER_SECOND: '50', B24_RATE_BURST: '250' }, reportLingerMs: 20 });
   const phones = Array.from({ length: PHONES }, (_, i) => `7926${String(10_000_000 + i).slice(1)}`);
@@ -114,14 +115,27 @@ export async function findDialogsBenchmark() {
     uncached.push(performance.now() - t0);
   }
   await stack.close();
+  const callsPerRun = apiCalls / RUNS;
+  const cachedP99Ms = percentile(cached, 0.99);
+  const uncachedP99Ms = percentile(uncached, 0.99);
   return {
-    runs: RUNS,
-    phones: PHONES,
-    changes,
-    apiCalls,
-    callsPerRun: apiCalls / RUNS,
-    stale,
-    cachedP99Ms: percentile(cached, 0.99),
-    uncachedP99Ms: percentile(uncached, 0.99),
+    rows: [
+      {
+        figure: `Chat2Desk API calls per "Find dialogs" run (${RUNS} runs, ${PHONES} Zipf phones, ${changes} changes by webhook)`,
+        ours: `${fmt(callsPerRun, 3)} (${apiCalls} calls)`,
+        baseline: 'uncached: 2 per run',
+        ratio: `${fmt(callsPerRun / 2, 3)}×`,
+        target: `≤ 0.1 per run (${verdict(callsPerRun <= 0.1)})`,
+      },
+      { figure: 'stale "Find dialogs" answers', ours: `${stale} of ${RUNS}`, baseline: '—', ratio: '—', target: `0 (${verdict(stale === 0)})` },
+      {
+        figure: 'cached dialog lookup p99, in process',
+        ours: `${fmt(cachedP99Ms, 3)} ms`,
+        baseline: `the same lookup from the Chat2Desk API: ${fmt(uncachedP99Ms, 3)} ms`,
+        ratio: `${fmt(cachedP99Ms / uncachedP99Ms, 3)}×`,
+        target: '—',
+      },
+    ],
+    notes: [],
   };
 }

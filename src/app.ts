@@ -1,6 +1,6 @@
 import { type Context, Hono } from 'hono';
 import type { BackgroundTasks } from './background.js';
-import { bodyLimit } from 'hono/body-limit';
+import { bodyLimit } from './body-limit.js';
 import { HTTPException } from 'hono/http-exception';
 import type { InstallService } from './bitrix24/install.js';
 import type { InstallerTokens } from './bitrix24/installer-tokens.js';

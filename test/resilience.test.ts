@@ -123,6 +123,21 @@ describe('resilience', () => {
     expect(stack.b24.sentEvents[0]?.returnValues.status).toBe('sent');
   });
 
+  it('recovers from the next robot call also when calls were acknowledged before the refresh token was refused', async () => {
+    stack = await startStack();
+    await installAndConfigure(stack);
+    stack.c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404 });
+    const [before] = await fireRobots(stack, 1); // authenticated while the portal was active
+    await allReported(stack, [before!]);
+    stack.b24.expireAccessTokens();
+    stack.b24.expireRefreshTokens();
+    await expect(stack.server.rest.call(stack.b24.memberId, 'user.current', {}, { idempotent: true })).rejects.toThrow(/reinstall/);
+    const [after] = await fireRobots(stack, 1);
+    await allReported(stack, [after!]);
+    expect(stack.server.portals.get(stack.b24.memberId)?.status).toBe('active');
+    expect(stack.b24.sentEvents.find((event) => event.eventToken === after)?.returnValues.status).toBe('sent');
+  });
+
   it('stays inside the portal rate limit when it knows the limit', async () => {
     // The Enterprise figures' rate with a small burst: the install's requests and 9 calls right after
     // them overflow the burst and need the leak; none of them may be refused.

@@ -59,17 +59,18 @@ export class JobStore {
         updatedAt: p('now'),
       })
       .onConflictDoNothing()
-      .returning()
+      // Only the id: the acknowledgement needs no more, and mapping the whole row showed in its profile.
+      .returning({ id: jobs.id })
       .prepare();
     this.#byEventToken = db
-      .select()
+      .select({ id: jobs.id })
       .from(jobs)
       .where(and(eq(jobs.memberId, p('memberId')), eq(jobs.eventToken, p('eventToken'))))
       .prepare();
   }
 
   /** Inserts the job unless (member_id, event_token) exists; a repeated delivery gets duplicate=true. */
-  enqueue(input: NewJob): { job: JobRow; duplicate: boolean } {
+  enqueue(input: NewJob): { job: Pick<JobRow, 'id'>; duplicate: boolean } {
     const now = this.now();
     const inserted = this.#insert.get({
       publicId: randomUUID(),

@@ -1,4 +1,5 @@
 import { and, eq, isNotNull, lte, min, ne, sql } from 'drizzle-orm';
+import { LRUCache } from 'lru-cache';
 import type { SecretBox } from '../secrets.js';
 import type { Db } from './database.js';
 import { portals, type PortalRow } from './schema.js';
@@ -41,6 +42,14 @@ export interface InstallRecord {
 export class PortalStore {
   /** Prepared once: every robot call and event looks its portal up here. */
   readonly #byMemberId;
+  /**
+   * What authenticate needs of each member id, so a robot call costs an HMAC and no read. Unknown
+   * member ids are remembered too, so that they are not told apart by timing from cached ones (and
+   * the bound keeps made-up ids from growing it). This store is the only writer of the portals table
+   * and one server process owns the database file (database.ts), so every write method below drops
+   * the portal's entry through #changed.
+   */
+  readonly #known = new LRUCache<string, { digest: string; portal: Portal } | { digest: undefined }>({ max: 10_000 });
 
   constructor(
     private readonly db: Db,
@@ -61,17 +70,27 @@ export class PortalStore {
 
   /** The active portal whose stored application token matches the presented one, compared in constant time. */
   authenticate(memberId: string, applicationToken: string): Portal | undefined {
-    const row = this.#byMemberId.get({ memberId });
-    if (!row) {
+    let known = this.#known.get(memberId);
+    if (!known) {
+      const row = this.#byMemberId.get({ memberId });
+      known = row ? { digest: row.applicationTokenDigest, portal: toPortal(row) } : { digest: undefined };
+      this.#known.set(memberId, known);
+    }
+    if (known.digest === undefined) {
       // Still spend the digest work so an unknown member id is not told apart by timing.
       this.secrets.matches(applicationToken, 'x');
       return undefined;
     }
-    if (!this.secrets.matches(applicationToken, row.applicationTokenDigest)) return undefined;
-    return row.status === 'uninstalled' ? undefined : toPortal(row);
+    if (!this.secrets.matches(applicationToken, known.digest)) return undefined;
+    return known.portal.status === 'uninstalled' ? undefined : { ...known.portal };
+  }
+
+  #changed(memberId: string): void {
+    this.#known.delete(memberId);
   }
 
   saveInstall(record: InstallRecord): Portal {
+    this.#changed(record.memberId);
     const now = this.now();
     const values = {
       domain: record.domain,
@@ -109,6 +128,7 @@ export class PortalStore {
 
   /** Persists a refreshed pair; returns the new generation. */
   saveRefreshedTokens(memberId: string, tokens: { accessToken: string; refreshToken: string; expiresAt: number; clientEndpoint: string }): number {
+    this.#changed(memberId);
     const row = this.db.select({ generation: portals.tokenGeneration }).from(portals).where(eq(portals.memberId, memberId)).get();
     const generation = (row?.generation ?? 0) + 1;
     this.db
@@ -131,6 +151,7 @@ export class PortalStore {
    * installer (robot calls carry the AUTH_USER_ID user's pair, protocols/bitrix24.md §7).
    */
   recoverTokens(memberId: string, tokens: { accessToken: string; refreshToken: string; expiresAt: number }): void {
+    this.#changed(memberId);
     this.db
       .update(portals)
       .set({
@@ -146,11 +167,13 @@ export class PortalStore {
   }
 
   markReauthRequired(memberId: string): void {
+    this.#changed(memberId);
     this.db.update(portals).set({ status: 'reauth_required', updatedAt: this.now() }).where(eq(portals.memberId, memberId)).run();
   }
 
   /** Uninstall: the portal stays known (so late calls are refused cleanly) but loses every secret. */
   uninstall(memberId: string): void {
+    this.#changed(memberId);
     this.db
       .update(portals)
       .set({
@@ -169,6 +192,7 @@ export class PortalStore {
 
   /** Remembers an ONAPPUNINSTALL until the portal confirms or denies it; the first arrival counts. */
   requestUninstall(memberId: string): void {
+    this.#changed(memberId);
     const now = this.now();
     this.db
       .update(portals)
@@ -179,6 +203,7 @@ export class PortalStore {
 
   /** When the portal could not be asked: when to ask again. */
   scheduleUninstallCheck(memberId: string, at: number): void {
+    this.#changed(memberId);
     this.db
       .update(portals)
       .set({ uninstallCheckAt: at, updatedAt: this.now() })
@@ -188,6 +213,7 @@ export class PortalStore {
 
   /** The portal still accepts our tokens: the uninstall was not its own. */
   dropUninstallRequest(memberId: string): void {
+    this.#changed(memberId);
     this.db.update(portals).set({ uninstallRequestedAt: null, uninstallCheckAt: null, updatedAt: this.now() }).where(eq(portals.memberId, memberId)).run();
   }
 
@@ -233,6 +259,7 @@ export class PortalStore {
 
   /** Saves settings; a token of undefined keeps the stored one. */
   saveSettings(memberId: string, settings: StoredSettings, chat2deskToken?: string): Portal | undefined {
+    this.#changed(memberId);
     const set: Partial<typeof portals.$inferInsert> = { settings: JSON.stringify(settings), updatedAt: this.now() };
     if (chat2deskToken !== undefined) set.chat2deskToken = this.secrets.seal(chat2deskToken);
     this.db.update(portals).set(set).where(eq(portals.memberId, memberId)).run();

@@ -1,0 +1,27 @@
+/** The part of autocannon's API the benchmark uses (the package ships no types). */
+declare module 'autocannon' {
+  interface RawRequest {
+    method?: string;
+    path?: string;
+    headers?: Record<string, string>;
+    body?: string | Buffer;
+  }
+  interface Options {
+    url: string;
+    connections?: number;
+    amount?: number;
+    timeout?: number;
+    requests?: Array<RawRequest & { setupRequest?: (request: RawRequest) => RawRequest }>;
+  }
+  interface Result {
+    duration: number;
+    errors: number;
+    timeouts: number;
+    non2xx: number;
+    '2xx': number;
+    latency: { p50: number; p99: number; average: number };
+    statusCodeStats: Record<string, { count: number }>;
+  }
+  function autocannon(options: Options): Promise<Result>;
+  export default autocannon;
+}
