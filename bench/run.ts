@@ -14,6 +14,7 @@ import { parseFormBody } from '../src/bitrix24/form-body.js';
 import { eventually, installAndConfigure, startStack } from '../test/support/stack.js';
 import { findDialogsBenchmark } from './find-dialogs.js';
 import { median, postAll, type LoadResult } from './load.js';
+import { unknownLimitBenchmark } from './unknown-limit.js';
 
 const ACK_REQUESTS = 3_000;
 const ACK_CONCURRENCY = 32;
@@ -140,6 +141,7 @@ function fmt(value: number, digits = 2): string {
 const ack = await ackBenchmark();
 const burst = await burstBenchmark();
 const find = await findDialogsBenchmark();
+const unknownLimit = await unknownLimitBenchmark();
 const ackRatio = ack.ours.perSecond / ack.bare.perSecond;
 const drainRatio = burst.drainSeconds / burst.bound;
 const perRun = burst.b24Requests / BURST;
@@ -152,6 +154,7 @@ const table = [
   `| robot-call acknowledgements per second (${ACK_CONCURRENCY} concurrent, median of ${ACK_ROUNDS}×${ACK_REQUESTS}) | ${fmt(ack.ours.perSecond, 0)} | bare Hono route parsing the same body: ${fmt(ack.bare.perSecond, 0)} | ${fmt(ackRatio)}× | ≥ 0.5× (${verdict(ackRatio >= 0.5)}) |`,
   `| acknowledgement p99 | ${fmt(ack.ours.p99Ms)} ms | bare Hono: ${fmt(ack.bare.p99Ms)} ms | ${fmt(ack.ours.p99Ms / ack.bare.p99Ms)}× | — |`,
   `| drain of a burst of ${BURST} robot calls (distinct clients) | ${fmt(burst.drainSeconds)} s | lower bound from the fakes' limits: ${fmt(burst.bound)} s | ${fmt(drainRatio)}× | ≤ 1.25× (${verdict(drainRatio <= 1.25)}) |`,
+  ...unknownLimit,
   `| Bitrix24 requests per robot run in the burst | ${fmt(perRun, 3)} (${burst.b24Requests} requests) | one request per run: 1 | ${fmt(perRun, 3)}× | ≤ 0.05 (${verdict(perRun <= 0.05)}) |`,
   `| Chat2Desk API calls per "Find dialogs" run (${find.runs} runs, ${find.phones} Zipf phones, ${find.changes} changes by webhook) | ${fmt(find.callsPerRun, 3)} (${find.apiCalls} calls) | uncached: 2 per run | ${fmt(find.callsPerRun / 2, 3)}× | ≤ 0.1 per run (${verdict(find.callsPerRun <= 0.1)}) |`,
   `| stale "Find dialogs" answers | ${find.stale} of ${find.runs} | — | — | 0 (${verdict(find.stale === 0)}) |`,

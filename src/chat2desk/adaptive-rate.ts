@@ -7,11 +7,11 @@ import { delay } from '../rate-limit.js';
  * (a leaky bucket with a twentieth of a second of burst), and:
  *
  *  - A refusal for load (429 / "Number of API requests exceeded") estimates Chat2Desk's limit as what
- *    it accepted from us in the last second, and cuts the rate to 90% of that: an overshoot is
+ *    it accepted from us in the last second, and cuts the rate to 95% of that: an overshoot is
  *    corrected in one step. Refusals within a second of a cut belong to the same overshoot.
  *  - While requests queue for the pace and Chat2Desk answers, the rate grows, by how far it is from
  *    the limit learned at the last refusal: ×e² a second while Chat2Desk never refused, +65% a second
- *    below 90% of the limit, 1.5% a second around it (one refusal per ~7 s at the limit), 5% a second
+ *    below 95% of the limit, 1% a second around it (one refusal per ~5 s at the limit), 5% a second
  *    once 10% above it without a refusal (the limit was raised, or misjudged).
  *  - The rate stays within [floor, ceiling], and what was learned is handed to `onLearned` at most
  *    every `saveEveryMs`, to be stored per account and resumed after a restart.
@@ -28,8 +28,8 @@ export interface AdaptiveRateOptions {
 }
 
 /**
- * Requests/s added per answer. Under pressure answers arrive at the rate itself, so a fixed step per
- * answer grows the rate by that step times itself each second: exponential growth at that exponent.
+ * Requests/s added per answer. Under pressure answers arrive at the rate itself, so adding a fixed
+ * step per answer multiplies the rate by e^step each second.
  */
 const STEP = { noLimitKnown: 2, belowLimit: 0.5, aroundLimit: 0.01, aboveLimit: 0.05 };
 /** A refusal cuts the rate to this share of the limit it reveals. */
