@@ -131,6 +131,20 @@ describe('AdaptiveRate', () => {
     expect(rate.perMinute).toBeCloseTo(BACKOFF * (afterCut / 4), 6);
   });
 
+  it('sends nothing after a cut until what filled the last second has left it', async () => {
+    const clock = virtualClock();
+    const rate = rateAt(clock, { perMinute: 6_000, limitPerMinute: 6_000 });
+    const firstAcceptedAt = clock.now();
+    for (let i = 0; i < 10; i++) {
+      await rate.acquire();
+      rate.accepted();
+    }
+    await rate.acquire();
+    rate.refused();
+    await rate.acquire();
+    expect(clock.now()).toBeGreaterThanOrEqual(firstAcceptedAt + 1_000);
+  });
+
   it('waits for the next slot after a refusal instead of sending at once', async () => {
     const clock = virtualClock();
     const rate = rateAt(clock, { perMinute: 600, limitPerMinute: 600 });

@@ -8,7 +8,8 @@ import { delay } from '../rate-limit.js';
  *
  *  - A refusal for load (429 / "Number of API requests exceeded") estimates Chat2Desk's limit as what
  *    it accepted from us in the last second, and cuts the rate to 95% of that: an overshoot is
- *    corrected in one step. Refusals within a second of a cut belong to the same overshoot.
+ *    corrected in one step. Nothing more is sent until the oldest of those accepted requests is a
+ *    second old, and refusals within a second of a cut belong to the same overshoot.
  *  - While requests queue for the pace and Chat2Desk answers, the rate grows, by how far it is from
  *    the limit learned at the last refusal: ×e² a second while Chat2Desk never refused, +65% a second
  *    below 95% of the limit, 1% a second around it (one refusal per ~5 s at the limit), 5% a second
@@ -51,6 +52,7 @@ export class AdaptiveRate {
   #drainedAt: number;
   #tail: Promise<unknown> = Promise.resolve();
   #cutAt = Number.NEGATIVE_INFINITY;
+  #pausedUntil = Number.NEGATIVE_INFINITY;
   #pressedAt = Number.NEGATIVE_INFINITY;
   /** Times of accepted answers within ACCEPTED_WINDOW_MS, oldest first. */
   readonly #accepted: number[] = [];
@@ -110,6 +112,10 @@ export class AdaptiveRate {
     // A quarter of the rate at the least: a refusal after a quiet spell (little accepted) is no proof of a tiny limit.
     this.#limitPerSecond = Math.max(this.#perSecond / 4, Math.min(this.#perSecond, acceptedPerSecond));
     this.#set(BACKOFF * this.#limitPerSecond);
+    // What filled Chat2Desk's window may have come in a burst: until the oldest of it leaves the window,
+    // any request would be refused too, whatever the new pace.
+    const oldest = this.#accepted[0];
+    if (oldest !== undefined) this.#pausedUntil = oldest + ACCEPTED_WINDOW_MS;
   }
 
   /** Hands over a change not yet saved, whatever the interval (at shutdown). */
@@ -130,6 +136,11 @@ export class AdaptiveRate {
 
   async #take(): Promise<void> {
     for (;;) {
+      const paused = this.#pausedUntil - this.#now();
+      if (paused > 0) {
+        await this.#sleep(paused);
+        continue;
+      }
       this.#drain();
       if (this.#level + 1 <= this.#burst()) {
         this.#level += 1;
