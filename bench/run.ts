@@ -7,12 +7,14 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { ackBenchmark } from './ack.js';
 import { burstBenchmark } from './burst.js';
 import { findDialogsBenchmark } from './find-dialogs.js';
+import { unknownLimitBenchmark } from './unknown-limit.js';
 import { renderTable, type Section } from './table.js';
 
 const sections: Section[] = [];
 sections.push(await ackBenchmark());
 sections.push(await burstBenchmark());
 sections.push(await findDialogsBenchmark());
+sections.push(await unknownLimitBenchmark());
 const table = renderTable(
   sections,
   `Measured ${new Date().toISOString().slice(0, 10)} on ${process.platform}/${process.arch}, Node ${process.version}; both sides of every ratio in the same run.`,

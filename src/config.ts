@@ -42,8 +42,13 @@ const EnvSchema = v.object({
   CHAT2DESK_API_URL: httpUrl('https://api.chat2desk.com/v1'),
   /** Regional Chat2Desk hosts a portal admin may pick; the operator of this server controls the list. */
   CHAT2DESK_ALLOWED_API_URLS: v.optional(v.string()),
-  /** Chat2Desk publishes no rate-limit figure (protocols/chat2desk.md §1): a guess, tunable here. */
+  /**
+   * Chat2Desk publishes no rate-limit figure (protocols/chat2desk.md §1): the rate an account starts
+   * from until the client has learned its own (src/chat2desk/adaptive-rate.ts).
+   */
   CHAT2DESK_REQUESTS_PER_MINUTE: positiveInteger('300'),
+  /** The most the learned rate may grow to; default the larger of 6000 and the starting rate. */
+  CHAT2DESK_MAX_REQUESTS_PER_MINUTE: v.optional(v.pipe(v.string(), v.transform(Number), v.integer('must be an integer'), v.minValue(1, 'must be at least 1'))),
   CHAT2DESK_CONCURRENCY: positiveInteger('4'),
   APP_SECRET: v.optional(v.pipe(v.string(), v.minLength(16, 'must be at least 16 characters'))),
   LOG_LEVEL: v.optional(v.picklist(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']), 'info'),
@@ -73,6 +78,8 @@ export interface Config {
     defaultApiUrl: string;
     allowedApiUrls: string[];
     requestsPerMinute: number;
+    maxRequestsPerMinute: number;
+    minRequestsPerMinute: number;
     concurrency: number;
   };
   appSecret: string | undefined;
@@ -83,6 +90,11 @@ export interface Config {
   webhookCheckSeconds: number;
   installAttemptsPerMinute: { perAddress: number; overall: number };
 }
+
+/** The learned Chat2Desk rate grows no further unless CHAT2DESK_MAX_REQUESTS_PER_MINUTE says so. */
+const DEFAULT_MAX_REQUESTS_PER_MINUTE = 6000;
+/** However often Chat2Desk refuses, one request every ten seconds still goes out, to notice it recover. */
+const MIN_REQUESTS_PER_MINUTE = 6;
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
@@ -103,6 +115,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     .split(',')
     .map((item) => item.trim().replace(/\/+$/, ''))
     .filter(Boolean);
+  const maxRequestsPerMinute = e.CHAT2DESK_MAX_REQUESTS_PER_MINUTE ?? Math.max(DEFAULT_MAX_REQUESTS_PER_MINUTE, e.CHAT2DESK_REQUESTS_PER_MINUTE);
+  if (maxRequestsPerMinute < e.CHAT2DESK_REQUESTS_PER_MINUTE) {
+    throw new ConfigError('Invalid environment: CHAT2DESK_MAX_REQUESTS_PER_MINUTE: must be at least CHAT2DESK_REQUESTS_PER_MINUTE');
+  }
   for (const url of allowed) {
     if (!/^https?:\/\/[^/]+/.test(url)) throw new ConfigError(`Invalid environment: CHAT2DESK_ALLOWED_API_URLS: ${url} is not an http(s) URL`);
   }
@@ -121,6 +137,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       defaultApiUrl: e.CHAT2DESK_API_URL,
       allowedApiUrls: [...new Set([e.CHAT2DESK_API_URL, ...allowed])],
       requestsPerMinute: e.CHAT2DESK_REQUESTS_PER_MINUTE,
+      maxRequestsPerMinute,
+      minRequestsPerMinute: Math.min(MIN_REQUESTS_PER_MINUTE, e.CHAT2DESK_REQUESTS_PER_MINUTE),
       concurrency: e.CHAT2DESK_CONCURRENCY,
     },
     appSecret: e.APP_SECRET,

@@ -67,29 +67,6 @@ export class LeakyBucket {
   }
 }
 
-/** Bounds how many tasks run at once; the rest wait in order. */
-export class Semaphore {
-  #active = 0;
-  readonly #waiting: Array<() => void> = [];
-
-  constructor(readonly limit: number) {}
-
-  async run<T>(task: () => Promise<T>): Promise<T> {
-    if (this.#active >= this.limit) await new Promise<void>((resolve) => this.#waiting.push(resolve));
-    this.#active += 1;
-    try {
-      return await task();
-    } finally {
-      this.#active -= 1;
-      this.#waiting.shift()?.();
-    }
-  }
-
-  get active(): number {
-    return this.#active;
-  }
-}
-
 export function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }

@@ -13,6 +13,7 @@ import { Chat2DeskAccounts, accountKey } from './chat2desk/client.js';
 import { DialogDirectory } from './chat2desk/directory.js';
 import { Chat2DeskWebhooks } from './chat2desk/webhooks.js';
 import { CacheStore } from './db/cache.js';
+import { Chat2DeskRateStore } from './db/chat2desk-rates.js';
 import { TimelineLogStore } from './db/timeline-logs.js';
 import { WebhookStore } from './db/webhooks.js';
 import { BackgroundTasks } from './background.js';
@@ -77,7 +78,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
   const fetchImpl = options.fetch ?? fetch;
   const oauth = new OAuthServer(config.bitrix24.oauthUrl, config.bitrix24.clientId, config.bitrix24.clientSecret, fetchImpl);
   const rest = new Bitrix24Rest({ portals, oauth, log, ratePerSecond: config.bitrix24.ratePerSecond, burst: config.bitrix24.rateBurst, fetch: fetchImpl });
-  const accounts = new Chat2DeskAccounts(config.chat2desk, fetchImpl);
+  const accounts = new Chat2DeskAccounts(config.chat2desk, new Chat2DeskRateStore(database.db), fetchImpl);
   const chat2deskFor = (portal: { memberId: string }, settings: { chat2deskApiUrl: string }) => {
     const token = portals.chat2deskToken(portal.memberId);
     // A stored URL no longer on the operator's allow-list is not used.
@@ -186,6 +187,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await background.idle();
       await worker.stop();
+      accounts.flush();
       database.close();
     },
   };

@@ -1,5 +1,8 @@
 import { createHash } from 'node:crypto';
-import { LeakyBucket, Semaphore, backoffMs, delay } from '../rate-limit.js';
+import pLimit, { type LimitFunction } from 'p-limit';
+import type { Chat2DeskRateStore } from '../db/chat2desk-rates.js';
+import { backoffMs, delay } from '../rate-limit.js';
+import { AdaptiveRate } from './adaptive-rate.js';
 import { Chat2DeskError, classifyChat2DeskError, fetchFailure } from './errors.js';
 
 export type Fetch = typeof fetch;
@@ -118,9 +121,12 @@ interface RequestOptions {
 
 /** Limits shared by every portal that uses the same Chat2Desk account. */
 export interface AccountGate {
-  bucket: LeakyBucket;
-  concurrency: Semaphore;
+  rate: AdaptiveRate;
+  concurrency: LimitFunction;
 }
+
+/** Tries per request for transient failures (load, network, 5xx). */
+const MAX_ATTEMPTS = 5;
 
 /** Chat2Desk caps `limit` at 200 (protocols/chat2desk.md §1 Pagination). */
 export const PAGE_LIMIT = 200;
@@ -266,18 +272,31 @@ export class Chat2DeskApi {
   }
 
   async #request<T>(method: string, path: string, options: RequestOptions): Promise<{ data: T; meta?: Envelope<T>['meta'] }> {
-    const maxAttempts = options.retry ? 5 : 1;
     for (let attempt = 1; ; attempt += 1) {
       try {
-        return await this.gate.concurrency.run(async () => {
-          await this.gate.bucket.acquire();
-          return this.#once<T>(method, path, options);
-        });
+        return await this.gate.concurrency(() => this.#paced<T>(method, path, options));
       } catch (error) {
-        if (!(error instanceof Chat2DeskError) || !error.transient || attempt >= maxAttempts) throw error;
-        if (error.kind === 'rate_limit') this.gate.bucket.saturate();
+        if (!(error instanceof Chat2DeskError) || !error.transient || attempt >= MAX_ATTEMPTS) throw error;
+        // A refusal for load was refused before Chat2Desk acted on it, so even a request that is
+        // not safe to repeat (POST /messages) is sent again; any other failure may have reached it.
+        if (!options.retry && error.kind !== 'rate_limit') throw error;
         await this.sleep(backoffMs(attempt, 500, 10_000));
       }
+    }
+  }
+
+  /** One attempt at the account's learned pace; its answer teaches the pace. */
+  async #paced<T>(method: string, path: string, options: RequestOptions): Promise<{ data: T; meta?: Envelope<T>['meta'] }> {
+    await this.gate.rate.acquire();
+    try {
+      const answer = await this.#once<T>(method, path, options);
+      this.gate.rate.accepted();
+      return answer;
+    } catch (error) {
+      if (error instanceof Chat2DeskError && error.kind === 'rate_limit') this.gate.rate.refused();
+      // Any other answer from Chat2Desk (a validation error, not found) still shows the pace was accepted.
+      else if (error instanceof Chat2DeskError && error.kind !== 'unavailable') this.gate.rate.accepted();
+      throw error;
     }
   }
 
@@ -330,12 +349,27 @@ export function accountKey(baseUrl: string, token: string): string {
   return createHash('sha256').update(`${baseUrl}\n${token}`).digest('base64url').slice(0, 32);
 }
 
-/** Hands out one API object per (host, token), so portals sharing an account share its limits. */
+/** Rate limits of the Chat2Desk client per account (see src/config.ts). */
+export interface Chat2DeskLimits {
+  /** Where an account without a learned rate starts. */
+  requestsPerMinute: number;
+  /** The most the rate is allowed to grow to while probing. */
+  maxRequestsPerMinute: number;
+  /** The least it is cut to, however often Chat2Desk refuses. */
+  minRequestsPerMinute: number;
+  concurrency: number;
+}
+
+/**
+ * Hands out one API object per (host, token), so portals sharing an account share its limits, and
+ * keeps each account's learned rate in the store.
+ */
 export class Chat2DeskAccounts {
   readonly #gates = new Map<string, AccountGate>();
 
   constructor(
-    private readonly limits: { requestsPerMinute: number; concurrency: number },
+    private readonly limits: Chat2DeskLimits,
+    private readonly rates: Chat2DeskRateStore,
     private readonly fetchImpl: Fetch = fetch,
   ) {}
 
@@ -343,15 +377,22 @@ export class Chat2DeskAccounts {
     const key = accountKey(baseUrl, token);
     let gate = this.#gates.get(key);
     if (!gate) {
-      const perSecond = this.limits.requestsPerMinute / 60;
       gate = {
-        // A twentieth of a second of burst: whatever window Chat2Desk counts in, bucket + drain stay
-        // within 5% of the configured rate.
-        bucket: new LeakyBucket(perSecond, Math.max(1, Math.round(perSecond / 20))),
-        concurrency: new Semaphore(this.limits.concurrency),
+        rate: new AdaptiveRate({
+          start: this.rates.get(key) ?? { perMinute: this.limits.requestsPerMinute, limitPerMinute: null },
+          floorPerMinute: this.limits.minRequestsPerMinute,
+          ceilingPerMinute: this.limits.maxRequestsPerMinute,
+          onLearned: (learned) => this.rates.save(key, learned),
+        }),
+        concurrency: pLimit(this.limits.concurrency),
       };
       this.#gates.set(key, gate);
     }
     return new Chat2DeskApi(baseUrl, token, gate, this.fetchImpl);
+  }
+
+  /** Stores what every account learned since its last save; called at shutdown. */
+  flush(): void {
+    for (const gate of this.#gates.values()) gate.rate.flush();
   }
 }

@@ -1,4 +1,4 @@
-import { index, integer, primaryKey, sqliteTable, text, uniqueIndex } from 'drizzle-orm/sqlite-core';
+import { index, integer, primaryKey, real, sqliteTable, text, uniqueIndex } from 'drizzle-orm/sqlite-core';
 
 /** One row per Bitrix24 portal (member_id) that installed the app. Secrets are sealed (see secrets.ts). */
 export const portals = sqliteTable('portals', {
@@ -209,3 +209,12 @@ export const timelineLogs = sqliteTable(
   },
   (table) => [primaryKey({ columns: [table.memberId, table.dialogId, table.documentKey] })],
 );
+
+/** The request rate learned per Chat2Desk account (src/chat2desk/adaptive-rate.ts); written every few seconds at most. */
+export const c2dRates = sqliteTable('c2d_rates', {
+  accountKey: text('account_key').primaryKey(),
+  perMinute: real('per_minute').notNull(),
+  /** Chat2Desk's limit as estimated at its last refusal for load; null while it never refused. */
+  limitPerMinute: real('limit_per_minute'),
+  updatedAt: integer('updated_at').notNull(),
+});

@@ -113,6 +113,8 @@ export interface FakeChat2Desk {
   receiveMessage(input: ReceiveMessageInput): { message: Record<string, unknown>; webhook: Record<string, unknown> };
   /** Builds the flat inbox/outbox webhook body (§7) for a stored message. */
   messageWebhookBody(messageId: number, token?: string): Record<string, unknown>;
+  /** The most requests of one account the fake was answering at once, since start or resetCalls(). */
+  maxInFlight(token?: string): number;
   resetCalls(): void;
   close(): Promise<void>;
 }
@@ -1363,6 +1365,7 @@ export async function startFakeChat2Desk(options: FakeChat2DeskOptions = {}): Pr
   const delayFaults: DelayFault[] = [];
   const holdFaults: HoldFault[] = [];
   let down = false;
+  const inFlight = new Map<string | undefined, { now: number; max: number }>();
 
   const accountOf = (token?: string): AccountState => {
     const a = state.accounts.get(token ?? tokens[0]!);
@@ -1371,6 +1374,20 @@ export async function startFakeChat2Desk(options: FakeChat2DeskOptions = {}): Pr
   };
 
   const app = new Hono<Env>();
+
+  // Requests being answered at once, per token: the client's concurrency limit is checked against it.
+  app.use('*', async (c, next) => {
+    const token = c.req.header('authorization');
+    const counter = inFlight.get(token) ?? { now: 0, max: 0 };
+    inFlight.set(token, counter);
+    counter.now += 1;
+    counter.max = Math.max(counter.max, counter.now);
+    try {
+      await next();
+    } finally {
+      counter.now -= 1;
+    }
+  });
 
   // One pipeline for every request, in this order: record → down → injected faults → auth →
   // rate limit → JSON body → route. The delay is applied last so the state change has happened.
@@ -1588,8 +1605,13 @@ export async function startFakeChat2Desk(options: FakeChat2DeskOptions = {}): Pr
       return messageWebhook(a, message, { isNewRequest: false, isNewClient: false });
     },
 
+    maxInFlight(token) {
+      return inFlight.get(token ?? tokens[0]!)?.max ?? 0;
+    },
+
     resetCalls() {
       calls.length = 0;
+      for (const counter of inFlight.values()) counter.max = counter.now;
     },
 
     close() {
