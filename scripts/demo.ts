@@ -3,13 +3,15 @@
  *
  * It starts the fake Bitrix24 portal and the fake Chat2Desk used by the tests, runs our real server
  * in-process against them (real HTTP, real SQLite file in a temp dir), and walks through what a
- * portal sees: install, settings, robot calls, duplicates, a forged call, the dialog robots (find,
+ * portal sees: install, settings, robot calls, duplicates, forged calls, the dialog robots (find,
  * tag, log to the timeline) with the Chat2Desk cache and its webhooks, and the health check.
  * Nothing leaves 127.0.0.1 and everything is deleted at the end.
  */
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import qs from 'qs';
 import { loadConfig } from '../src/config.js';
 import { createLogger } from '../src/log.js';
 import { startServer, type RunningServer } from '../src/server.js';
@@ -49,6 +51,19 @@ async function waitForResult(b24: FakeBitrix24, eventToken: string, timeoutMs = 
     const sent = b24.sentEvents.find((event) => event.eventToken === eventToken);
     if (sent) return sent;
     if (Date.now() > until) throw new Error(`no result reached the workflow within ${timeoutMs} ms (event token ${eventToken})`);
+    await sleep(25);
+  }
+}
+
+/** Polls the job stored for an event token until `done(job)` holds. */
+async function waitForJob(server: RunningServer, eventToken: string, done: (job: { state: string; lastError: string | null }) => boolean, timeoutMs = 10_000) {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const row = server.database.sqlite.prepare('select state, last_error as lastError from jobs where event_token = ?').get(eventToken) as
+      | { state: string; lastError: string | null }
+      | undefined;
+    if (row && done(row)) return row;
+    if (Date.now() > until) throw new Error(`the job for event token ${eventToken} did not settle within ${timeoutMs} ms`);
     await sleep(25);
   }
 }
@@ -198,6 +213,36 @@ async function tour(b24: FakeBitrix24, c2d: FakeChat2Desk, server: RunningServer
   );
   const forged = await b24.callRobot({ code: 'c2d_send_message', properties: { phone: '79161234567', text: 'hi' }, applicationToken: 'f'.repeat(32) });
   show('Answer', `${forged.status} ${forged.text}`);
+
+  step(
+    'A robot call forged by an employee who opened the app',
+    'The application token is no secret: Bitrix24 puts it into every page it opens for the app, with the\n' +
+      "employee's own access token. So the server stores such a call but runs nothing until the portal\n" +
+      'confirms its event token (bizproc.activity.log, batched); Bitrix24 refuses a token it never issued.',
+  );
+  const page = new URLSearchParams(b24.placementPageRequest('CRM_DEAL_DETAIL_TAB', { ID: '301' }).body);
+  const madeUpWorkflow = `${randomBytes(7).toString('hex')}.${randomBytes(4).toString('hex')}`;
+  const madeUpToken = `${madeUpWorkflow}|A1|${randomBytes(16).toString('hex')}.${randomBytes(32).toString('hex')}`;
+  const sentBeforeForgery = sentMessageCalls(c2d).length;
+  const employeeCall = await postForm(
+    `${server.url}/bitrix24/robot`,
+    qs.stringify({
+      workflow_id: madeUpWorkflow,
+      code: 'c2d_send_message',
+      document_id: ['crm', 'CCrmDocumentDeal', 'DEAL_301'],
+      document_type: ['crm', 'CCrmDocumentDeal', 'DEAL'],
+      event_token: madeUpToken,
+      properties: { phone: '79161234567', text: 'Pay to this card: 4111 1111 1111 1111' },
+      use_subscription: 'Y',
+      timeout_duration: '0',
+      auth: { access_token: page.get('AUTH_ID'), member_id: page.get('member_id'), application_token: page.get('APPLICATION_TOKEN'), domain: b24.domain, user_id: '2' },
+    }),
+  );
+  show('Immediate answer (the call is only stored)', `${employeeCall.status} ${await employeeCall.text()}`);
+  const refused = await waitForJob(server, madeUpToken, (job) => job.state === 'done');
+  show('What became of it', { state: refused.state, error: refused.lastError });
+  show('Messages sent to Chat2Desk by this call', sentMessageCalls(c2d).length - sentBeforeForgery);
+  show('Results reported to a workflow', b24.sentEvents.filter((event) => event.eventToken === madeUpToken).length);
 
   step(
     'Find dialogs by phone for the client who already wrote',
