@@ -419,6 +419,23 @@ describe('forged lifecycle events against a portal that cannot or will not answe
     expect(portalRow(stack)).toMatchObject({ status: 'active', chat2desk_token: expect.any(String) });
   });
 
+  it("asks about a forged ONAPPUNINSTALL only after the portal's robot work waiting for the same budget", async () => {
+    stack = await startStack({ env: { B24_RATE_PER_SECOND: '5', B24_RATE_BURST: '2' } });
+    await installAndConfigure(stack);
+    const work = () => stack.server.rest.call(stack.b24.memberId, 'user.current', {}, { idempotent: true });
+    const before = [work(), work(), work()];
+    const forged = postForm(`${stack.server.url}/bitrix24/events`, forgedUninstall(stack, openAppAsEmployee(stack)));
+    // Recording the request and queueing its app.info for the portal's bucket happen in one step.
+    await eventually(() => portalRow(stack).uninstall_requested_at !== null, 5_000, 'uninstall recorded');
+    const after = [work(), work(), work()];
+    await Promise.all([...before, ...after]);
+    expect((await forged).status).toBe(401);
+    expect(stack.b24.calls.map((call) => call.method).filter((method) => method === 'user.current' || method === 'app.info')).toEqual([
+      ...Array(6).fill('user.current'),
+      'app.info',
+    ]);
+  });
+
   it('registers once for a burst of forged ONAPPUPDATE', async () => {
     stack = await startStack();
     await installAndConfigure(stack);
