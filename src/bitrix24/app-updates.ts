@@ -9,17 +9,16 @@ export interface AppUpdateDeps {
   installerTokens: InstallerTokens;
   registration: AppRegistration;
   background: BackgroundTasks;
-  /** Registrations after updates of one portal start at most once in this long. */
-  reregisterEveryMs?: number;
 }
 
+/** Registrations after updates of one portal start at most once in this long. */
 const REREGISTER_EVERY_MS = 5 * 60_000;
 
 /**
  * ONAPPUPDATE: an update drops the app's handlers (protocols/bitrix24.md §1), so the app registers
  * again. Nothing in the event proves it came from Bitrix24 (the application token is on every page
  * of the app, §0), and a registration costs the portal two batch requests at work priority, so
- * registrations after updates of one portal start at most once per `reregisterEveryMs`: an update
+ * registrations after updates of one portal start at most once per REREGISTER_EVERY_MS: an update
  * inside that time gets one registration when it ends, so a genuine update is never left without
  * its handlers.
  */
@@ -31,9 +30,8 @@ export class AppUpdates {
 
   updated(portal: Portal, tokens: CallerTokens | undefined): void {
     const memberId = portal.memberId;
-    const every = this.deps.reregisterEveryMs ?? REREGISTER_EVERY_MS;
     const last = this.#lastRegisteredAt.get(memberId);
-    if (last === undefined || Date.now() - last >= every) {
+    if (last === undefined || Date.now() - last >= REREGISTER_EVERY_MS) {
       this.#register(memberId, tokens);
       return;
     }
@@ -43,7 +41,7 @@ export class AppUpdates {
         this.#later.delete(memberId);
         this.#register(memberId, undefined);
       },
-      last + every - Date.now(),
+      last + REREGISTER_EVERY_MS - Date.now(),
     );
     timer.unref();
     this.#later.set(memberId, timer);

@@ -21,14 +21,13 @@ export interface UninstallDeps {
   log: Logger;
   /** How long the event handler waits for the portal's answer before it answers "pending". */
   answerWithinMs?: number;
-  /** After the portal accepted our tokens, how long an ONAPPUNINSTALL is answered from that verdict without asking again. */
-  acceptsRememberedMs?: number;
 }
 
 /** A portal that could not be asked is asked again after this long at first, then less often. */
 const FIRST_RECHECK_MS = 5_000;
 const MAX_RECHECK_MS = 3600_000;
 const MONITOR_IDLE_MS = 60_000;
+/** After the portal accepted our tokens, how long an ONAPPUNINSTALL is answered from that verdict without asking again. */
 const ACCEPTS_REMEMBERED_MS = 5 * 60_000;
 
 /**
@@ -46,8 +45,8 @@ const REVOKED_TOKEN_CODES = new Set(['NO_AUTH_FOUND', 'invalid_token']);
  * Bitrix24 revokes the app's API access before it sends the event (§1), so the portal is asked with
  * our stored tokens (`app.info`): still accepted → not the portal's uninstall, nothing changes;
  * refused the way a revoked app is refused (REVOKED_TOKEN_CODES) → secrets wiped, jobs stopped,
- * webhook removed. When the portal cannot be reached the
- * request stays on the portal row and is asked again later, also after a restart.
+ * webhook removed. When the portal cannot be reached, or refuses for another reason, the request
+ * stays on the portal row and is asked again later, also after a restart.
  */
 export class Uninstalls {
   readonly #checking = new Map<string, Promise<UninstallDecision>>();
@@ -61,7 +60,7 @@ export class Uninstalls {
   /** An ONAPPUNINSTALL from a known portal: recorded first, then decided if the portal answers in time. */
   async request(memberId: string): Promise<UninstallDecision> {
     const acceptedAt = this.#acceptedAt.get(memberId);
-    const rememberedUntil = acceptedAt === undefined ? 0 : acceptedAt + (this.deps.acceptsRememberedMs ?? ACCEPTS_REMEMBERED_MS);
+    const rememberedUntil = acceptedAt === undefined ? 0 : acceptedAt + ACCEPTS_REMEMBERED_MS;
     if (Date.now() < rememberedUntil) {
       // Anyone with a page's application token can send these (§0), and each check costs the portal
       // a REST call: answered from the last verdict. Still recorded, to be asked about once the
