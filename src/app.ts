@@ -12,6 +12,7 @@ import type { PortalStore } from './db/portals.js';
 import type { RobotCalls } from './jobs/robot-calls.js';
 import type { Logger } from './log.js';
 import { createChat2DeskWebhookRoute } from './routes/chat2desk-webhook.js';
+import type { AppUpdates } from './bitrix24/app-updates.js';
 import { createEventsRoute } from './routes/events.js';
 import { createHealthRoute } from './routes/health.js';
 import { createInstallRoute } from './routes/install.js';
@@ -28,6 +29,7 @@ export interface AppDeps {
   install: InstallService;
   installerTokens: InstallerTokens;
   uninstalls: Uninstalls;
+  appUpdates: AppUpdates;
   registration: AppRegistration;
   robotCalls: RobotCalls;
   settings: SettingsService;

@@ -55,6 +55,8 @@ const EnvSchema = v.object({
   PORTAL_CONCURRENCY: positiveInteger('8'),
   ROBOT_DEADLINE_SECONDS: positiveInteger('3600'),
   MAX_BODY_BYTES: positiveInteger('262144'),
+  /** Robot calls of one portal stored while Bitrix24 has not confirmed them yet; more are refused (issue 6). */
+  MAX_UNCONFIRMED_CALLS_PER_PORTAL: positiveInteger('2000'),
   /** How often the Chat2Desk webhooks are checked for being disabled (then re-enabled and reconciled). */
   WEBHOOK_CHECK_SECONDS: positiveInteger('600'),
   /** Install requests (each costs an app.info call) per minute from one TCP peer and in all. Behind a
@@ -86,6 +88,7 @@ export interface Config {
   logLevel: string;
   portalConcurrency: number;
   robotDeadlineSeconds: number;
+  maxUnconfirmedCallsPerPortal: number;
   maxBodyBytes: number;
   webhookCheckSeconds: number;
   installAttemptsPerMinute: { perAddress: number; overall: number };
@@ -145,6 +148,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     logLevel: e.LOG_LEVEL,
     portalConcurrency: e.PORTAL_CONCURRENCY,
     robotDeadlineSeconds: e.ROBOT_DEADLINE_SECONDS,
+    maxUnconfirmedCallsPerPortal: e.MAX_UNCONFIRMED_CALLS_PER_PORTAL,
     maxBodyBytes: e.MAX_BODY_BYTES,
     webhookCheckSeconds: e.WEBHOOK_CHECK_SECONDS,
     installAttemptsPerMinute: { perAddress: e.INSTALL_ATTEMPTS_PER_ADDRESS_PER_MINUTE, overall: e.INSTALL_ATTEMPTS_PER_MINUTE },

@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { activities } from './activities/index.js';
 import { createApp } from './app.js';
 import { InstallService } from './bitrix24/install.js';
+import { AppUpdates } from './bitrix24/app-updates.js';
 import { InstallerTokens } from './bitrix24/installer-tokens.js';
 import { OAuthServer } from './bitrix24/oauth.js';
 import { AppRegistration } from './bitrix24/registration.js';
@@ -124,6 +125,8 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     reportLingerMs: options.reportLingerMs,
   });
   const uninstalls = new Uninstalls({ portals, jobs, rest, chat2deskWebhooks, background, log });
+  const installerTokens = new InstallerTokens({ oauth, portals, log });
+  const appUpdates = new AppUpdates({ portals, installerTokens, registration, background });
   const app = createApp({
     log,
     maxBodyBytes: config.maxBodyBytes,
@@ -131,9 +134,16 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     jobs,
     registration,
     install: new InstallService({ oauth, rest, portals, registration, log, attemptsPerMinute: config.installAttemptsPerMinute }),
-    installerTokens: new InstallerTokens({ oauth, portals, log }),
+    installerTokens,
     uninstalls,
-    robotCalls: new RobotCalls({ jobs, robotDeadlineSeconds: config.robotDeadlineSeconds, onQueued: () => worker.wake(), log }),
+    appUpdates,
+    robotCalls: new RobotCalls({
+      jobs,
+      robotDeadlineSeconds: config.robotDeadlineSeconds,
+      maxUnconfirmedPerPortal: config.maxUnconfirmedCallsPerPortal,
+      onQueued: () => worker.wake(),
+      log,
+    }),
     settings: new SettingsService({
       portals,
       rest,
@@ -183,6 +193,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     async close() {
       stopMonitor();
       stopUninstallChecks();
+      appUpdates.stop();
       stopMaintenance();
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await background.idle();

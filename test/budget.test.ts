@@ -56,6 +56,17 @@ describe("the portal's REST budget under unauthenticated traffic", () => {
     expect(profileCalls().length).toBeLessThanOrEqual(CALLER_CHECK_SHARE);
   });
 
+  it('lets a reinstall through while bogus bearer tokens have used up the callers share', async () => {
+    stack = await startStack();
+    await install(stack);
+    const flood = await Promise.all(Array.from({ length: 50 }, () => fetch(settingsUrl(), { headers: randomBearer() })));
+    expect(flood.some((answer) => answer.status === 429)).toBe(true);
+    // Bitrix24 does not retry the install callback: its admin check must not wait for the share.
+    const reinstall = await postForm(`${stack.server.url}/install`, stack.b24.installEventBody());
+    expect(reinstall.status).toBe(200);
+    expect(await reinstall.json()).toEqual({ status: 'success' });
+  });
+
   it('serves a token verified within the minute without asking the portal again, even while unverified callers are refused', async () => {
     stack = await startStack();
     await install(stack);

@@ -286,3 +286,215 @@ describe('confirmation when Bitrix24 cannot answer at once', () => {
     expect(jobRow(stack, call.eventToken)).toMatchObject({ attempts: 0, confirmed_at: null });
   });
 });
+
+/** ONAPPUNINSTALL with what a page POST carries (the event itself carries no tokens, §1). */
+function forgedUninstall(stack: Stack, loot: PageLoot): string {
+  return qs.stringify({
+    event: 'ONAPPUNINSTALL',
+    data: { LANGUAGE_ID: 'en', CLEAN: '1' },
+    ts: String(Math.floor(Date.now() / 1000)),
+    auth: {
+      domain: stack.b24.domain,
+      server_endpoint: `${stack.b24.oauthUrl}/rest/`,
+      client_endpoint: stack.b24.clientEndpoint,
+      member_id: loot.memberId,
+      application_token: loot.applicationToken,
+    },
+  });
+}
+
+/** A fetch for our server that holds the answers to `method` calls until the gate opens (the portal has already answered). */
+function answerGate(method: string) {
+  let open = () => {};
+  let arrive = () => {};
+  const opened = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  const arrived = new Promise<void>((resolve) => {
+    arrive = resolve;
+  });
+  let armed = true;
+  const gated: typeof fetch = async (input, init) => {
+    const response = await fetch(input, init);
+    if (armed && String(input).endsWith(`/${method}`)) {
+      armed = false;
+      arrive();
+      await opened;
+    }
+    return response;
+  };
+  return { fetch: gated, arrived, open };
+}
+
+describe('forged lifecycle events against a portal that cannot or will not answer plainly', () => {
+  let stack: Stack;
+  afterEach(() => stack.close());
+
+  const appInfoCalls = () => stack.b24.calls.filter((call) => call.method === 'app.info');
+
+  it('keeps a portal waiting for reauthorisation: its old refusal proves no uninstall', async () => {
+    stack = await startStack();
+    await installAndConfigure(stack);
+    stack.b24.expireAccessTokens();
+    stack.b24.expireRefreshTokens();
+    await expect(stack.server.rest.call(stack.b24.memberId, 'user.current', {}, { idempotent: true })).rejects.toThrow(/reinstall/);
+    const before = portalRow(stack);
+
+    const response = await postForm(`${stack.server.url}/bitrix24/events`, forgedUninstall(stack, openAppAsEmployee(stack)));
+    expect(response.status).toBe(202);
+    expect(portalRow(stack)).toMatchObject({ status: 'reauth_required', access_token: before.access_token, chat2desk_token: before.chat2desk_token });
+    expect(portalRow(stack).uninstall_requested_at).not.toBeNull();
+    expect(stack.c2d.account().webhooks).toHaveLength(1);
+  });
+
+  it('keeps the portal when the refresh is refused with invalid_client (our own wrong client secret)', async () => {
+    stack = await startStack();
+    await installAndConfigure(stack);
+    const loot = openAppAsEmployee(stack);
+    stack.b24.expireAccessTokens();
+    stack.b24.failNextOAuth('oauth.token', { status: 401, error: 'invalid_client', error_description: 'Invalid client credentials' });
+    const response = await postForm(`${stack.server.url}/bitrix24/events`, forgedUninstall(stack, loot));
+    expect(response.status).toBe(202);
+    expect(portalRow(stack)).toMatchObject({ status: 'reauth_required', chat2desk_token: expect.any(String) });
+    expect(portalRow(stack).access_token).not.toBeNull();
+  });
+
+  it.each([
+    [403, 'ACCESS_DENIED', 'REST API is available only on commercial plans'],
+    [403, 'user_access_error', 'The user does not have access to the application'],
+    [403, 'INVALID_CREDENTIALS', 'Invalid request credentials'],
+    [403, 'insufficient_scope', 'The request requires higher privileges than provided by the access token'],
+  ])('keeps the portal when app.info answers %i %s: not what an uninstalled app gets', async (status, error, description) => {
+    stack = await startStack();
+    await installAndConfigure(stack);
+    const loot = openAppAsEmployee(stack);
+    stack.b24.failNext('app.info', { status, error, error_description: description });
+    const response = await postForm(`${stack.server.url}/bitrix24/events`, forgedUninstall(stack, loot));
+    expect(response.status).toBe(202);
+    expect(portalRow(stack)).toMatchObject({ status: 'active', chat2desk_token: expect.any(String) });
+    expect(portalRow(stack).uninstall_requested_at).not.toBeNull();
+  });
+
+  it('keeps a portal reinstalled while the uninstall check was asking', async () => {
+    stack = await startStack();
+    await installAndConfigure(stack);
+    const held = stack.b24.hold({ rest: 'app.info' });
+    const uninstall = postForm(`${stack.server.url}/bitrix24/events`, stack.b24.uninstallEventBody());
+    await held.arrived;
+    // The admin installs again before the portal's answer (for the old tokens) reaches the check.
+    const reinstall = await postForm(`${stack.server.url}/install`, stack.b24.installEventBody());
+    expect(reinstall.status).toBe(200);
+    held.release();
+    expect((await uninstall).status).toBe(401);
+    await stack.server.idle();
+    expect(portalRow(stack)).toMatchObject({ status: 'active', uninstall_requested_at: null });
+    expect(portalRow(stack).access_token).not.toBeNull();
+    expect(await stack.server.rest.call(stack.b24.memberId, 'app.info', {}, { idempotent: true })).toBeTruthy();
+  });
+
+  it('acts on a genuine uninstall that came while a forged one was being checked', async () => {
+    const gate = answerGate('app.info');
+    stack = await startStack({ fetch: gate.fetch });
+    await installAndConfigure(stack);
+    const forged = postForm(`${stack.server.url}/bitrix24/events`, forgedUninstall(stack, openAppAsEmployee(stack)));
+    await gate.arrived; // the portal said "still installed"; the answer has not reached the check yet
+    const forgedAt = portalRow(stack).uninstall_requested_at;
+    const genuine = postForm(`${stack.server.url}/bitrix24/events`, stack.b24.uninstallEventBody());
+    await eventually(() => portalRow(stack).uninstall_requested_at !== forgedAt, 5_000, 'genuine request recorded');
+    gate.open();
+    await Promise.all([forged, genuine]);
+    await eventually(() => portalRow(stack).status === 'uninstalled', 10_000, 'portal uninstalled');
+    expect(portalRow(stack)).toMatchObject({ access_token: null, chat2desk_token: null, uninstall_requested_at: null });
+  });
+
+  it('asks the portal once for a burst of forged ONAPPUNINSTALL and answers the rest from that verdict', async () => {
+    stack = await startStack();
+    await installAndConfigure(stack);
+    const loot = openAppAsEmployee(stack);
+    for (let i = 0; i < 5; i++) {
+      const response = await postForm(`${stack.server.url}/bitrix24/events`, forgedUninstall(stack, loot));
+      expect(response.status).toBe(401);
+    }
+    expect(appInfoCalls()).toHaveLength(1);
+    expect(portalRow(stack)).toMatchObject({ status: 'active', chat2desk_token: expect.any(String) });
+  });
+
+  it("asks about a forged ONAPPUNINSTALL only after the portal's robot work waiting for the same budget", async () => {
+    stack = await startStack({ env: { B24_RATE_PER_SECOND: '5', B24_RATE_BURST: '2' } });
+    await installAndConfigure(stack);
+    const work = () => stack.server.rest.call(stack.b24.memberId, 'user.current', {}, { idempotent: true });
+    const before = [work(), work(), work()];
+    const forged = postForm(`${stack.server.url}/bitrix24/events`, forgedUninstall(stack, openAppAsEmployee(stack)));
+    // Recording the request and queueing its app.info for the portal's bucket happen in one step.
+    await eventually(() => portalRow(stack).uninstall_requested_at !== null, 5_000, 'uninstall recorded');
+    const after = [work(), work(), work()];
+    await Promise.all([...before, ...after]);
+    expect((await forged).status).toBe(401);
+    expect(stack.b24.calls.map((call) => call.method).filter((method) => method === 'user.current' || method === 'app.info')).toEqual([
+      ...Array(6).fill('user.current'),
+      'app.info',
+    ]);
+  });
+
+  it('registers once for a burst of forged ONAPPUPDATE', async () => {
+    stack = await startStack();
+    await installAndConfigure(stack);
+    const loot = openAppAsEmployee(stack);
+    for (let i = 0; i < 5; i++) {
+      const forged = qs.stringify({ event: 'ONAPPUPDATE', data: { VERSION: '2', PREVIOUS_VERSION: '1', LANGUAGE_ID: 'en' }, auth: forgedAuth(stack, loot, '2') });
+      expect((await postForm(`${stack.server.url}/bitrix24/events`, forged)).status).toBe(200);
+      await stack.server.idle();
+    }
+    const registrations = stack.b24.calls.filter((call) => call.method === 'batch').length;
+    expect(registrations).toBeGreaterThan(0);
+    expect(registrations).toBeLessThanOrEqual(2); // one registration: two batch requests
+  });
+});
+
+describe('robot calls Bitrix24 has not confirmed yet', () => {
+  let stack: Stack;
+  afterEach(() => stack.close());
+
+  it('stores no more than the limit per portal; beyond it answers 503 and stores nothing', async () => {
+    stack = await startStack({ env: { MAX_UNCONFIRMED_CALLS_PER_PORTAL: '3' } });
+    await installAndConfigure(stack);
+    const held = stack.b24.hold({ rest: 'batch', command: 'bizproc.activity.log' });
+    const loot = openAppAsEmployee(stack);
+    for (let i = 0; i < 3; i++) expect((await postForm(`${stack.server.url}/bitrix24/robot`, forgedRobotCall(stack, loot).body)).status).toBe(200);
+    const over = forgedRobotCall(stack, loot);
+    const refused = await postForm(`${stack.server.url}/bitrix24/robot`, over.body);
+    expect(refused.status).toBe(503);
+    expect(await refused.json()).toEqual({
+      error: 'Too many robot calls of this portal (3) are waiting for Bitrix24 to confirm them; this call was not stored, run the robot again later',
+    });
+    expect(jobRow(stack, over.eventToken)).toBeUndefined();
+    // The confirmation pass reads what it needs, never the stored properties.
+    const due = stack.server.jobs.dueConfirmations(10);
+    expect(due).toHaveLength(3);
+    for (const row of due) expect(Object.keys(row).sort()).toEqual(['confirmAttempts', 'deadlineAt', 'eventToken', 'id', 'lastError', 'memberId', 'robotCode', 'runAt']);
+    held.release();
+  });
+
+  it('does not run a call whose confirmation is missing from the batch answer; it asks again', async () => {
+    let stripped = false;
+    // The batch answer loses the command's result once (neither result nor error for it).
+    const stripping: typeof fetch = async (input, init) => {
+      const response = await fetch(input, init);
+      if (stripped || !String(input).endsWith('/batch') || !String(init?.body).includes('bizproc.activity.log')) return response;
+      stripped = true;
+      const body = (await response.json()) as { result: { result: unknown; result_error: unknown } };
+      body.result.result = [];
+      body.result.result_error = [];
+      return new Response(JSON.stringify(body), { status: response.status, headers: { 'content-type': 'application/json' } });
+    };
+    stack = await startStack({ fetch: stripping });
+    await installAndConfigure(stack);
+    stack.c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404 });
+    const call = await stack.b24.callRobot({ code: 'c2d_send_message', properties: { phone: '79161234567', text: 'confirmed twice' } });
+    const sent = await eventually(() => stack.b24.sentEvents.find((event) => event.eventToken === call.eventToken), 15_000, 'result');
+    expect(sent.returnValues.status).toBe('sent');
+    expect(stripped).toBe(true);
+    expect(jobRow(stack, call.eventToken)).toMatchObject({ confirm_attempts: 1, attempts: 1 });
+    expect(stack.b24.calls.filter((item) => item.method === 'batch' && JSON.stringify(item).includes('bizproc.activity.log'))).toHaveLength(2);
+  });
+});

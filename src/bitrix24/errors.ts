@@ -32,6 +32,8 @@ export class PortalUnavailableError extends Error {
   constructor(
     readonly memberId: string,
     readonly reason: 'not_installed' | 'reauth_required',
+    /** The OAuth error (invalid_grant, invalid_client) that refused the portal's refresh during this very call, if one did. */
+    readonly refreshRefusedWith?: string,
   ) {
     super(
       reason === 'reauth_required'

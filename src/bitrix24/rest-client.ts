@@ -2,7 +2,7 @@ import qs from 'qs';
 import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
 import type { Logger } from '../log.js';
 import type { PortalStore } from '../db/portals.js';
-import { LeakyBucket, backoffMs, delay } from '../rate-limit.js';
+import { type BucketPriority, LeakyBucket, backoffMs, delay } from '../rate-limit.js';
 import { Bitrix24Error, Bitrix24TransportError, OAuthError, PortalUnavailableError } from './errors.js';
 import type { Fetch, OAuthServer } from './oauth.js';
 
@@ -10,6 +10,8 @@ export interface CallOptions {
   /** Repeating the call is harmless (reads, event.send, ensure-style registration). Only then is a
    *  call retried after a network failure or a 5xx, when it may already have run. */
   idempotent?: boolean;
+  /** `check` waits behind robot work for the portal's bucket (src/rate-limit.ts); `work` by default. */
+  priority?: BucketPriority;
 }
 
 export interface BatchCommand {
@@ -99,7 +101,7 @@ export class Bitrix24Rest {
     for (;;) {
       const tokens = this.options.portals.tokens(memberId);
       if (!tokens) throw new PortalUnavailableError(memberId, this.options.portals.get(memberId)?.status === 'reauth_required' ? 'reauth_required' : 'not_installed');
-      await this.#bucket(memberId).acquire();
+      await this.#bucket(memberId).acquire(options.priority);
       try {
         return (await this.#send(memberId, tokens.clientEndpoint, tokens.accessToken, method, params)) as T;
       } catch (error) {
@@ -142,9 +144,19 @@ export class Bitrix24Rest {
    * who knows the member id can ask for one, so it takes only the callers' share of the portal's
    * budget and goes after robot work; beyond the share it throws CallerChecksExhausted at once.
    */
-  async callAs<T = unknown>(memberId: string, clientEndpoint: string, accessToken: string, method: string, params: Record<string, unknown> = {}): Promise<T> {
+  async callAs<T = unknown>(
+    memberId: string,
+    clientEndpoint: string,
+    accessToken: string,
+    method: string,
+    params: Record<string, unknown> = {},
+    options: { provenToken?: boolean } = {},
+  ): Promise<T> {
     try {
-      await this.#callerChecks.consume(memberId);
+      // A token the authorization server already proved ours and this portal's (an install, itself
+      // bounded by its attempt limits) does not take the share: bogus bearer tokens that used it up
+      // must not lock out a reinstall, which Bitrix24 does not retry.
+      if (!options.provenToken) await this.#callerChecks.consume(memberId);
     } catch (refusal) {
       if (refusal instanceof RateLimiterRes) throw new CallerChecksExhausted(memberId, Math.max(1, Math.ceil(refusal.msBeforeNext / 1000)));
       throw refusal;
@@ -201,7 +213,7 @@ export class Bitrix24Rest {
       if (error instanceof OAuthError && (error.code === 'invalid_grant' || error.code === 'invalid_client')) {
         this.options.portals.markReauthRequired(memberId);
         this.options.log.error({ memberId, code: error.code }, 'bitrix24 refused the refresh token; the portal must reinstall');
-        throw new PortalUnavailableError(memberId, 'reauth_required');
+        throw new PortalUnavailableError(memberId, 'reauth_required', error.code);
       }
       throw error;
     }

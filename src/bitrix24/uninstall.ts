@@ -27,17 +27,31 @@ export interface UninstallDeps {
 const FIRST_RECHECK_MS = 5_000;
 const MAX_RECHECK_MS = 3600_000;
 const MONITOR_IDLE_MS = 60_000;
+/** After the portal accepted our tokens, how long an ONAPPUNINSTALL is answered from that verdict without asking again. */
+const ACCEPTS_REMEMBERED_MS = 5 * 60_000;
+
+/**
+ * What the portal answers for our tokens once the app is uninstalled (§1 "API access is already
+ * revoked", §2): the access token is unknown (401 NO_AUTH_FOUND / invalid_token) and a refresh is
+ * refused with invalid_grant. Every other refusal (ACCESS_DENIED on a lapsed plan, user_access_error,
+ * INVALID_CREDENTIALS, insufficient_scope, or invalid_client for our own wrong client secret) says
+ * nothing about an uninstall.
+ */
+const REVOKED_TOKEN_CODES = new Set(['NO_AUTH_FOUND', 'invalid_token']);
 
 /**
  * ONAPPUNINSTALL carries nothing but the application token (protocols/bitrix24.md §1), and Bitrix24
  * also puts that token into every page it opens for the app (§0): the event alone proves nothing.
  * Bitrix24 revokes the app's API access before it sends the event (§1), so the portal is asked with
  * our stored tokens (`app.info`): still accepted → not the portal's uninstall, nothing changes;
- * refused → secrets wiped, jobs stopped, webhook removed. When the portal cannot be reached the
- * request stays on the portal row and is asked again later, also after a restart.
+ * refused the way a revoked app is refused (REVOKED_TOKEN_CODES) → secrets wiped, jobs stopped,
+ * webhook removed. When the portal cannot be reached, or refuses for another reason, the request
+ * stays on the portal row and is asked again later, also after a restart.
  */
 export class Uninstalls {
   readonly #checking = new Map<string, Promise<UninstallDecision>>();
+  /** When each portal last accepted our tokens during a check: forged events meanwhile cost no REST call. */
+  readonly #acceptedAt = new Map<string, number>();
   /** The monitor's next pass, while it runs. */
   #monitor: { timer: NodeJS.Timeout | undefined; at: number } | undefined;
 
@@ -45,6 +59,16 @@ export class Uninstalls {
 
   /** An ONAPPUNINSTALL from a known portal: recorded first, then decided if the portal answers in time. */
   async request(memberId: string): Promise<UninstallDecision> {
+    const acceptedAt = this.#acceptedAt.get(memberId);
+    const rememberedUntil = acceptedAt === undefined ? 0 : acceptedAt + ACCEPTS_REMEMBERED_MS;
+    if (Date.now() < rememberedUntil) {
+      // Anyone with a page's application token can send these (§0), and each check costs the portal
+      // a REST call: answered from the last verdict. Still recorded, to be asked about once the
+      // verdict is old, so that a genuine uninstall in this window is acted on then.
+      this.deps.portals.deferUninstallRequest(memberId, rememberedUntil);
+      this.#passAt(rememberedUntil);
+      return 'not confirmed';
+    }
     this.deps.portals.requestUninstall(memberId);
     const check = this.check(memberId);
     // The check goes on after we answer; shutdown waits for it like for any background task.
@@ -111,13 +135,19 @@ export class Uninstalls {
     if (requestedAt === undefined) return 'not confirmed'; // decided meanwhile (a reinstall, another check)
     const answer = await this.#askPortal(memberId);
     if (answer === 'accepts') {
-      portals.dropUninstallRequest(memberId);
+      this.#acceptedAt.set(memberId, Date.now());
       log.warn({ memberId }, 'ONAPPUNINSTALL not acted on: the portal still accepts our tokens, so it did not come from Bitrix24');
-      return 'not confirmed';
+      if (portals.dropUninstallRequest(memberId, requestedAt)) return 'not confirmed';
+      // Another ONAPPUNINSTALL came while the portal was being asked: it is asked about afresh.
+      this.#passAt(Date.now());
+      return 'pending';
     }
     if (answer === 'refuses') {
-      this.#wipe(memberId);
-      return 'uninstalled';
+      if (this.#wipe(memberId, requestedAt) || portals.get(memberId)?.status === 'uninstalled') return 'uninstalled';
+      // Reinstalled while the portal was being asked, or another request came: that one is asked about.
+      if (portals.uninstallRequestedAt(memberId) === undefined) return 'not confirmed';
+      this.#passAt(Date.now());
+      return 'pending';
     }
     const delay = Math.min(MAX_RECHECK_MS, Math.max(FIRST_RECHECK_MS, Date.now() - requestedAt));
     portals.scheduleUninstallCheck(memberId, Date.now() + delay);
@@ -127,25 +157,32 @@ export class Uninstalls {
   }
 
   async #askPortal(memberId: string): Promise<'accepts' | 'refuses' | { error: string }> {
+    // A portal waiting for reauthorisation has no tokens to ask with, and the refusal that put it
+    // there (maybe our own wrong client secret) proves nothing about this request: it stays pending
+    // until the portal has tokens again (recovered or reinstalled).
+    if (this.deps.portals.get(memberId)?.status !== 'active') return { error: 'the portal waits for reauthorisation: no tokens to ask it with' };
     try {
-      await this.deps.rest.call(memberId, 'app.info', {}, { idempotent: true });
+      // `check`: a forged event must not take the portal's budget from robot work.
+      await this.deps.rest.call(memberId, 'app.info', {}, { idempotent: true, priority: 'check' });
       return 'accepts';
     } catch (error) {
-      // No usable tokens left: none stored, or the refresh token was refused (invalid_grant).
-      if (error instanceof PortalUnavailableError) return 'refuses';
-      if (error instanceof Bitrix24Error && !error.refusedForLoad && (error.httpStatus === 401 || error.httpStatus === 403)) return 'refuses';
+      if (error instanceof PortalUnavailableError && error.refreshRefusedWith === 'invalid_grant') return 'refuses';
+      if (error instanceof Bitrix24Error && error.httpStatus === 401 && REVOKED_TOKEN_CODES.has(error.code)) return 'refuses';
       return { error: error instanceof Error ? error.message : String(error) };
     }
   }
 
-  #wipe(memberId: string): void {
+  /** False when the request of `requestedAt` is no longer the pending one: nothing changed then. */
+  #wipe(memberId: string, requestedAt: number): boolean {
     const { portals, jobs, chat2deskWebhooks, background, log } = this.deps;
     const portal = portals.get(memberId);
-    if (!portal || portal.status === 'uninstalled') return;
-    const removeWebhook = chat2deskWebhooks.prepareRemoval(portal);
-    portals.uninstall(memberId);
+    if (!portal || portal.status === 'uninstalled') return false;
+    const wiped = portals.uninstall(memberId, requestedAt, () => chat2deskWebhooks.prepareRemoval(portal));
+    if (!wiped) return false;
+    const removeWebhook = wiped.alongside;
     if (removeWebhook) background.run('remove chat2desk webhook', removeWebhook, { memberId });
     const cancelled = jobs.cancelPortal(memberId);
     log.info({ memberId, cancelled }, 'portal uninstalled: secrets wiped, jobs stopped');
+    return true;
   }
 }

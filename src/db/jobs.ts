@@ -22,6 +22,9 @@ export interface NewJob {
   immediateResult?: { returnValues: Record<string, unknown>; logMessage: string };
 }
 
+/** What confirming a robot call needs of its job; its properties (up to ~256 KB) are left in the table. */
+export type ConfirmationRow = Pick<JobRow, 'id' | 'memberId' | 'eventToken' | 'robotCode' | 'runAt' | 'deadlineAt' | 'confirmAttempts' | 'lastError'>;
+
 export interface QueueDepth {
   /** Waiting to run, confirmed or not. */
   queued: number;
@@ -91,10 +94,10 @@ export class JobStore {
   }
 
   /**
-   * Jobs whose turn has come, oldest first; `state` picks calls to confirm, runs or result reports. Portals
+   * Jobs whose turn has come, oldest first; `state` picks runs or result reports. Portals
    * that cannot take more right now are left out, so one portal's backlog does not hide the others'.
    */
-  due(state: 'confirming' | 'queued' | 'reporting', limit: number, excludeMemberIds: string[] = []): JobRow[] {
+  due(state: 'queued' | 'reporting', limit: number, excludeMemberIds: string[] = []): JobRow[] {
     return this.db
       .select()
       .from(jobs)
@@ -241,6 +244,36 @@ export class JobStore {
       .set({ state: 'cancelled', reportError: 'portal uninstalled', updatedAt: this.now() })
       .where(and(eq(jobs.memberId, memberId), inArray(jobs.state, ['confirming', 'queued', 'running', 'reporting'])))
       .run().changes;
+  }
+
+  /** Robot calls to confirm whose turn has come, oldest first, without their properties (see `due`). */
+  dueConfirmations(limit: number, excludeMemberIds: string[] = []): ConfirmationRow[] {
+    return this.db
+      .select({
+        id: jobs.id,
+        memberId: jobs.memberId,
+        eventToken: jobs.eventToken,
+        robotCode: jobs.robotCode,
+        runAt: jobs.runAt,
+        deadlineAt: jobs.deadlineAt,
+        confirmAttempts: jobs.confirmAttempts,
+        lastError: jobs.lastError,
+      })
+      .from(jobs)
+      .where(and(eq(jobs.state, 'confirming'), lte(jobs.runAt, this.now()), excludeMemberIds.length ? notInArray(jobs.memberId, excludeMemberIds) : undefined))
+      .orderBy(asc(jobs.runAt), asc(jobs.id))
+      .limit(limit)
+      .all();
+  }
+
+  /** Robot calls of the portal still waiting for Bitrix24 to confirm them. */
+  confirmingCount(memberId: string): number {
+    const row = this.db
+      .select({ n: count() })
+      .from(jobs)
+      .where(and(eq(jobs.memberId, memberId), eq(jobs.state, 'confirming')))
+      .get();
+    return row?.n ?? 0;
   }
 
   /** Jobs of the portal still to confirm, queued or running: more results are on the way. */

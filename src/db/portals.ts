@@ -1,4 +1,4 @@
-import { and, eq, isNotNull, lte, min, ne, sql } from 'drizzle-orm';
+import { TransactionRollbackError, and, eq, isNotNull, lte, min, ne, sql } from 'drizzle-orm';
 import { LRUCache } from 'lru-cache';
 import type { SecretBox } from '../secrets.js';
 import type { Db } from './database.js';
@@ -171,32 +171,66 @@ export class PortalStore {
     this.db.update(portals).set({ status: 'reauth_required', updatedAt: this.now() }).where(eq(portals.memberId, memberId)).run();
   }
 
-  /** Uninstall: the portal stays known (so late calls are refused cleanly) but loses every secret. */
-  uninstall(memberId: string): void {
+  /**
+   * Uninstall: the portal stays known (so late calls are refused cleanly) but loses every secret.
+   * Only while the uninstall request that arrived at `requestedAt` is still the pending one: a
+   * reinstall (or a newer request) while the portal was being asked keeps the portal. `alongside`
+   * runs in the same transaction before the secrets go (it may read them) and is undone with it
+   * when nothing was wiped. Returns its result, or undefined when nothing was wiped.
+   */
+  uninstall<T>(memberId: string, requestedAt: number, alongside: () => T): { alongside: T } | undefined {
     this.#changed(memberId);
-    this.db
-      .update(portals)
-      .set({
-        status: 'uninstalled',
-        accessToken: null,
-        refreshToken: null,
-        chat2deskToken: null,
-        accessExpiresAt: 0,
-        uninstallRequestedAt: null,
-        uninstallCheckAt: null,
-        updatedAt: this.now(),
-      })
-      .where(eq(portals.memberId, memberId))
-      .run();
+    try {
+      return this.db.transaction((tx) => {
+        const result = alongside();
+        const { changes } = this.db
+          .update(portals)
+          .set({
+            status: 'uninstalled',
+            accessToken: null,
+            refreshToken: null,
+            chat2deskToken: null,
+            accessExpiresAt: 0,
+            uninstallRequestedAt: null,
+            uninstallCheckAt: null,
+            updatedAt: this.now(),
+          })
+          .where(and(eq(portals.memberId, memberId), eq(portals.uninstallRequestedAt, requestedAt), ne(portals.status, 'uninstalled')))
+          .run();
+        if (changes === 0) tx.rollback();
+        return { alongside: result };
+      });
+    } catch (error) {
+      if (error instanceof TransactionRollbackError) return undefined;
+      throw error;
+    }
   }
 
-  /** Remembers an ONAPPUNINSTALL until the portal confirms or denies it; the first arrival counts. */
+  /** Remembers an ONAPPUNINSTALL until the portal confirms or denies it; a newer one replaces an older, so it is asked about afresh. */
   requestUninstall(memberId: string): void {
     this.#changed(memberId);
     const now = this.now();
     this.db
       .update(portals)
-      .set({ uninstallRequestedAt: sql`coalesce(${portals.uninstallRequestedAt}, ${now})`, uninstallCheckAt: now, updatedAt: now })
+      .set({ uninstallRequestedAt: now, uninstallCheckAt: now, updatedAt: now })
+      .where(and(eq(portals.memberId, memberId), ne(portals.status, 'uninstalled')))
+      .run();
+  }
+
+  /**
+   * Remembers an ONAPPUNINSTALL to ask about no earlier than `checkAt` (sooner if already due then);
+   * a request already pending stays the one asked about.
+   */
+  deferUninstallRequest(memberId: string, checkAt: number): void {
+    this.#changed(memberId);
+    const now = this.now();
+    this.db
+      .update(portals)
+      .set({
+        uninstallRequestedAt: sql`coalesce(${portals.uninstallRequestedAt}, ${now})`,
+        uninstallCheckAt: sql`coalesce(min(${portals.uninstallCheckAt}, ${checkAt}), ${checkAt})`,
+        updatedAt: now,
+      })
       .where(and(eq(portals.memberId, memberId), ne(portals.status, 'uninstalled')))
       .run();
   }
@@ -211,10 +245,15 @@ export class PortalStore {
       .run();
   }
 
-  /** The portal still accepts our tokens: the uninstall was not its own. */
-  dropUninstallRequest(memberId: string): void {
+  /** The portal still accepts our tokens: the request of `requestedAt` was not its own. False when a newer one came meanwhile. */
+  dropUninstallRequest(memberId: string, requestedAt: number): boolean {
     this.#changed(memberId);
-    this.db.update(portals).set({ uninstallRequestedAt: null, uninstallCheckAt: null, updatedAt: this.now() }).where(eq(portals.memberId, memberId)).run();
+    const { changes } = this.db
+      .update(portals)
+      .set({ uninstallRequestedAt: null, uninstallCheckAt: null, updatedAt: this.now() })
+      .where(and(eq(portals.memberId, memberId), eq(portals.uninstallRequestedAt, requestedAt)))
+      .run();
+    return changes > 0;
   }
 
   /** When the portal's unconfirmed uninstall arrived, if one is pending. */

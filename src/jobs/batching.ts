@@ -11,8 +11,8 @@ export const TRANSIENT_COMMAND_ERRORS = new Set([
   'expired_token',
 ]);
 
-export function groupByPortal(jobs: JobRow[]): Map<string, JobRow[]> {
-  const byPortal = new Map<string, JobRow[]>();
+export function groupByPortal<T extends Pick<JobRow, 'memberId'>>(jobs: T[]): Map<string, T[]> {
+  const byPortal = new Map<string, T[]>();
   for (const job of jobs) {
     const group = byPortal.get(job.memberId) ?? [];
     group.push(job);
@@ -37,7 +37,7 @@ export interface GatherPolicy {
  * others, so that a burst costs one request per 50 (the benchmark's budget is 0.05 Bitrix24
  * requests per run): returns how long to wait still, or undefined to send now.
  */
-export function gatherWait(ready: JobRow[], now: number, policy: GatherPolicy): number | undefined {
+export function gatherWait(ready: Pick<JobRow, 'runAt'>[], now: number, policy: GatherPolicy): number | undefined {
   if (ready.length >= BATCH_LIMIT) return undefined;
   const waited = now - Math.min(...ready.map((job) => job.runAt));
   if (waited < policy.lingerMs) return policy.moreOnTheWay() ? policy.lingerMs - waited : undefined;

@@ -1,7 +1,7 @@
 import { findActivity } from '../activities/index.js';
 import { PortalUnavailableError } from '../bitrix24/errors.js';
 import { BATCH_LIMIT, type Bitrix24Rest } from '../bitrix24/rest-client.js';
-import type { JobRow, JobStore } from '../db/jobs.js';
+import type { ConfirmationRow, JobStore } from '../db/jobs.js';
 import type { Logger } from '../log.js';
 import { backoffMs } from '../rate-limit.js';
 import { TRANSIENT_COMMAND_ERRORS, gatherWait, groupByPortal } from './batching.js';
@@ -40,7 +40,7 @@ export class CallConfirmations {
   startDue(idleWaitMs: number): number {
     const now = Date.now();
     let wait = idleWaitMs;
-    for (const [memberId, waiting] of groupByPortal(this.deps.jobs.due('confirming', 5_000, [...this.#busyPortals]))) {
+    for (const [memberId, waiting] of groupByPortal(this.deps.jobs.dueConfirmations(5_000, [...this.#busyPortals]))) {
       const current = waiting.filter((job) => job.deadlineAt >= now);
       for (const job of waiting.filter((item) => item.deadlineAt < now)) this.#giveUp(job);
       if (current.length === 0) continue;
@@ -62,7 +62,7 @@ export class CallConfirmations {
     return wait;
   }
 
-  async #confirm(memberId: string, batch: JobRow[]): Promise<void> {
+  async #confirm(memberId: string, batch: ConfirmationRow[]): Promise<void> {
     const log = this.deps.log.child({ memberId });
     try {
       const outcome = await this.deps.rest.batch(
@@ -72,11 +72,12 @@ export class CallConfirmations {
       );
       const confirmed: number[] = [];
       const denied: number[] = [];
-      const retry: JobRow[] = [];
+      const retry: ConfirmationRow[] = [];
       for (const job of batch) {
-        const error = outcome.errors[`job${job.id}`];
-        if (!error) confirmed.push(job.id);
-        else if (error.error === 'ACCESS_DENIED') denied.push(job.id);
+        const key = `job${job.id}`;
+        // bizproc.activity.log answers `true` (protocols §6); a command missing from the answer proved nothing.
+        if (outcome.results[key] === true) confirmed.push(job.id);
+        else if (outcome.errors[key]?.error === 'ACCESS_DENIED') denied.push(job.id);
         // Anything else proves neither: the call waits, unrun, until the portal says or its deadline passes.
         else retry.push(job);
       }
@@ -84,7 +85,7 @@ export class CallConfirmations {
       this.deps.jobs.refuseUnconfirmed(denied, NOT_CONFIRMED);
       if (denied.length) log.warn({ jobs: denied }, 'robot calls refused: Bitrix24 did not confirm their event tokens (forged, or the workflow no longer waits)');
       if (retry.length) {
-        const codes = [...new Set(retry.map((job) => outcome.errors[`job${job.id}`]!.error))];
+        const codes = [...new Set(retry.map((job) => outcome.errors[`job${job.id}`]?.error ?? 'no answer'))];
         if (codes.some((code) => !TRANSIENT_COMMAND_ERRORS.has(code))) log.warn({ codes }, 'unexpected answer to bizproc.activity.log; asking again later');
         this.#retry(retry, `Bitrix24 could not confirm the call: ${codes.join(', ')}`);
       }
@@ -104,7 +105,7 @@ export class CallConfirmations {
     }
   }
 
-  #retry(batch: JobRow[], error: string): void {
+  #retry(batch: ConfirmationRow[], error: string): void {
     const attempts = Math.max(...batch.map((job) => job.confirmAttempts)) + 1;
     // Not past the deadline: the pass after it ends the run (#giveUp).
     const at = Math.min(Date.now() + backoffMs(attempts, 1_000, 5 * 60_000), Math.min(...batch.map((job) => job.deadlineAt)) + 1);
@@ -115,7 +116,7 @@ export class CallConfirmations {
     );
   }
 
-  #giveUp(job: JobRow): void {
+  #giveUp(job: ConfirmationRow): void {
     const reason = `Bitrix24 could not confirm this robot call before its deadline${job.lastError ? `: ${job.lastError}` : ''}`;
     const activity = findActivity(job.robotCode);
     const outcome = activity ? activity.failed(reason) : { returnValues: { status: 'failed', error: reason }, logMessage: reason };

@@ -12,11 +12,13 @@ const TIMEOUT_MARGIN_MS = 30_000;
 export interface AcceptDeps {
   jobs: JobStore;
   robotDeadlineSeconds: number;
+  /** Calls of one portal waiting for Bitrix24's confirmation; beyond this a call is refused and not stored. */
+  maxUnconfirmedPerPortal: number;
   onQueued(): void;
   log: Logger;
 }
 
-export type Acceptance = { status: 'accepted' | 'duplicate'; jobId: number } | { status: 'refused'; error: string };
+export type Acceptance = { status: 'accepted' | 'duplicate'; jobId: number } | { status: 'refused'; error: string } | { status: 'overloaded'; error: string };
 
 /**
  * Takes a robot call from a known portal and makes it durable before Bitrix24 gets its 200. The
@@ -33,6 +35,15 @@ export class RobotCalls {
       // wait cannot be confirmed. Ours are registered with USE_SUBSCRIPTION=Y; only a forger sends N.
       this.deps.log.warn({ memberId: portal.memberId, code: call.code }, 'robot call refused: it does not wait for its result, so Bitrix24 cannot confirm it');
       return { status: 'refused', error: 'A robot call that does not wait for its result (use_subscription=N) cannot be confirmed by Bitrix24 and is not run' };
+    }
+    // Anyone with a page's application token can make calls (protocols §0); until Bitrix24 confirms
+    // them each is a stored row, so their number is bounded. Bitrix24 shows the robot as failed.
+    if (this.deps.jobs.confirmingCount(portal.memberId) >= this.deps.maxUnconfirmedPerPortal) {
+      this.deps.log.warn({ memberId: portal.memberId, limit: this.deps.maxUnconfirmedPerPortal }, 'robot call refused: too many calls of this portal wait for confirmation');
+      return {
+        status: 'overloaded',
+        error: `Too many robot calls of this portal (${this.deps.maxUnconfirmedPerPortal}) are waiting for Bitrix24 to confirm them; this call was not stored, run the robot again later`,
+      };
     }
     const now = Date.now();
     const limit = call.timeoutSeconds > 0 ? call.timeoutSeconds * 1000 - TIMEOUT_MARGIN_MS : Infinity;

@@ -1,8 +1,6 @@
 import { Hono } from 'hono';
-import type { BackgroundTasks } from '../background.js';
+import type { AppUpdates } from '../bitrix24/app-updates.js';
 import { callerTokens, record, str } from '../bitrix24/form-body.js';
-import type { InstallerTokens } from '../bitrix24/installer-tokens.js';
-import type { AppRegistration } from '../bitrix24/registration.js';
 import type { Uninstalls } from '../bitrix24/uninstall.js';
 import type { PortalStore } from '../db/portals.js';
 import { readBitrixForm } from './form.js';
@@ -10,15 +8,9 @@ import { readBitrixForm } from './form.js';
 /**
  * Lifecycle events. The application token lets an event in, but it is on every page of the app
  * (protocols §0), so nothing here acts on it alone: an uninstall waits for the portal to refuse our
- * tokens, and tokens in an update are kept only once proven.
+ * tokens, tokens in an update are kept only once proven, and registrations after updates are bounded.
  */
-export function createEventsRoute(deps: {
-  portals: PortalStore;
-  uninstalls: Uninstalls;
-  installerTokens: InstallerTokens;
-  registration: AppRegistration;
-  background: BackgroundTasks;
-}) {
+export function createEventsRoute(deps: { portals: PortalStore; uninstalls: Uninstalls; appUpdates: AppUpdates }) {
   return new Hono().post('/bitrix24/events', async (c) => {
     const fields = await readBitrixForm(c);
     const auth = record(fields.auth);
@@ -33,16 +25,8 @@ export function createEventsRoute(deps: {
       return c.json({ status: 'checking', detail: 'The portal could not be asked yet; the uninstall is recorded and will be decided when it answers' }, 202);
     }
     if (event === 'ONAPPUPDATE') {
-      const tokens = callerTokens(auth);
-      // An update drops the app's handlers (protocols §1): register again, after answering.
-      deps.background.run(
-        're-registration after update',
-        async () => {
-          if (tokens) await deps.installerTokens.adoptFromUpdate(portal, tokens);
-          await deps.registration.register(portal);
-        },
-        { memberId },
-      );
+      // An update drops the app's handlers (protocols §1): registered again after the answer, bounded per portal.
+      deps.appUpdates.updated(portal, callerTokens(auth));
       return c.json({ status: 'updating' });
     }
     return c.json({ status: 'ignored' });

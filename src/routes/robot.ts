@@ -32,6 +32,7 @@ export function createRobotRoute(deps: { portals: PortalStore; robotCalls: Robot
     }
     const accepted = deps.robotCalls.accept(portal, call);
     if (accepted.status === 'refused') return c.json({ error: accepted.error }, 422);
+    if (accepted.status === 'overloaded') return c.json({ error: accepted.error }, 503, { 'retry-after': '60' });
     return c.json({ status: accepted.status, job: accepted.jobId });
   });
 }
