@@ -9,9 +9,9 @@ import { postAll } from './load.js';
 import { fmt, type Section, verdict } from './table.js';
 
 const BURST = 1_000;
-/** The fake Chat2Desk's limit for the burst; Chat2Desk publishes none (protocols/chat2desk.md §1). */
+/** The fake Chat2Desk's limit for the burst; Chat2Desk publishes none (docs/protocols.md C1). */
 const C2D_LIMIT = { requests: 100, perMs: 1_000 };
-/** Bitrix24's standard plan (protocols/bitrix24.md §4). */
+/** Bitrix24's standard plan (docs/protocols.md B4). */
 const B24_LIMIT = { drainPerSecond: 2, burst: 50 };
 
 export async function burstBenchmark(): Promise<Section> {

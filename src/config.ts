@@ -43,7 +43,7 @@ const EnvSchema = v.object({
   /** Regional Chat2Desk hosts a portal admin may pick; the operator of this server controls the list. */
   CHAT2DESK_ALLOWED_API_URLS: v.optional(v.string()),
   /**
-   * Chat2Desk publishes no rate-limit figure (protocols/chat2desk.md §1): the rate an account starts
+   * Chat2Desk publishes no rate-limit figure (docs/protocols.md C1): the rate an account starts
    * from until the client has learned its own (src/chat2desk/adaptive-rate.ts).
    */
   CHAT2DESK_REQUESTS_PER_MINUTE: positiveInteger('300'),

@@ -2,7 +2,7 @@ import { findPhoneNumbersInText, parsePhoneNumberFromString, type CountryCode } 
 import * as v from 'valibot';
 
 export interface NormalizedPhone {
-  /** International digits without '+', the form Chat2Desk stores (protocols/chat2desk.md §3). */
+  /** International digits without '+', the form Chat2Desk stores (docs/protocols.md C3). */
   digits: string;
   e164: string;
 }

@@ -18,7 +18,7 @@ export const DEFAULT_CACHE_TTL_SECONDS = 900;
 
 const countries = new Set<string>(getCountries());
 
-/** Transports Chat2Desk documents (protocols/chat2desk.md §6); used for the robot's select and to validate defaults. */
+/** Transports Chat2Desk documents (docs/protocols.md C6); used for the robot's select and to validate defaults. */
 export const KNOWN_TRANSPORTS = [
   'whatsapp',
   'wa_dialog',
@@ -53,7 +53,7 @@ export function settingsUpdateSchema(allowedApiUrls: readonly string[]) {
         v.trim(),
         v.minLength(1, 'chat2deskApiToken must not be empty'),
         v.maxLength(200, 'chat2deskApiToken is longer than 200 characters'),
-        // It travels raw in the Authorization header (protocols/chat2desk.md §1), where control
+        // It travels raw in the Authorization header (docs/protocols.md C1), where control
         // characters, line breaks and non-ASCII cannot go: refused here, before Chat2Desk is asked.
         v.regex(/^[\x21-\x7e]+$/, 'chat2deskApiToken must be the token from Chat2Desk (Settings → API): letters, digits and punctuation, without spaces or control characters'),
       ),

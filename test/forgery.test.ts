@@ -287,7 +287,7 @@ describe('confirmation when Bitrix24 cannot answer at once', () => {
   });
 });
 
-/** ONAPPUNINSTALL with what a page POST carries (the event itself carries no tokens, §1). */
+/** ONAPPUNINSTALL with what a page POST carries (the event itself carries no tokens, docs/protocols.md B1). */
 function forgedUninstall(stack: Stack, loot: PageLoot): string {
   return qs.stringify({
     event: 'ONAPPUNINSTALL',

@@ -5,7 +5,7 @@ import { startStack, type Stack } from './support/stack.js';
 
 /**
  * Bitrix24 opens the install page in an iframe with a form POST; the page must call
- * BX24.installFinish() or the app stays "not installed" (protocols/bitrix24.md §1). BX24.js comes
+ * BX24.installFinish() or the app stays "not installed" (docs/protocols.md B1). BX24.js comes
  * from api.bitrix24.com, which is stood in for here by a script that records the call.
  */
 const FAKE_BX24 = `window.BX24 = {

@@ -83,7 +83,7 @@ describe('Log closed dialog to timeline robot', () => {
       'Tags: VIP',
     ]);
     expect(comment!.comment).not.toContain('Transcript');
-    // Sent with lowercase `fields` (protocols/bitrix24.md §10).
+    // Sent with lowercase `fields` (docs/protocols.md B10).
     expect(commentCalls().map((call) => call.params)).toEqual([{ fields: { ENTITY_ID: dealId, ENTITY_TYPE: 'deal', COMMENT: comment!.comment } }]);
   });
 

@@ -22,7 +22,7 @@ describe('Send Chat2Desk message robot', () => {
     expect(sent.returnValues).toMatchObject({
       status: 'sent',
       error: '',
-      // Values travel form-encoded inside batch, so Bitrix24 sees strings (protocols/bitrix24.md §0).
+      // Values travel form-encoded inside batch, so Bitrix24 sees strings (docs/protocols.md B0).
       message_id: String(stored.id),
       client_id: String(client.id),
       dialog_id: String(stored.dialog_id),

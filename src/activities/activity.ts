@@ -17,7 +17,7 @@ export interface Localized {
 
 export type PropertyType = 'bool' | 'date' | 'datetime' | 'double' | 'file' | 'int' | 'select' | 'string' | 'text' | 'user';
 
-/** A robot property or return value as Bitrix24 declares it (protocols/bitrix24.md §5 PROPERTY). */
+/** A robot property or return value as Bitrix24 declares it (docs/protocols.md B5 PROPERTY). */
 export interface PropertyDefinition {
   name: Localized;
   description?: Localized;

@@ -5,7 +5,7 @@ import { RobotFailure, localized, type Activity, type PropertyDefinition, type R
 import { DIALOG_TARGET_REQUIRED, dialogTargetEntries, dialogTargetProperties, hasDialogTarget, resolveDialog } from './dialog-target.js';
 import { operatorForBitrixUser, parseBitrixUser } from './operators.js';
 
-/** Bitrix24 sends booleans as Y/N from robots and 1/0 from form encodings (protocols/bitrix24.md §0). */
+/** Bitrix24 sends booleans as Y/N from robots and 1/0 from form encodings (docs/protocols.md B0). */
 const yes = (value: string) => value === 'Y' || value === '1' || value.toLowerCase() === 'true';
 
 /** A user property arrives as `user_5`; some documents pass it as a one-item list. */

@@ -163,7 +163,7 @@ async function responsibleUser(run: RobotRun, operatorId: number): Promise<numbe
 }
 
 /**
- * The dialog in Chat2Desk's web app. Protocol assumption (protocols/chat2desk.md §1 lists the
+ * The dialog in Chat2Desk's web app. Protocol assumption (docs/protocols.md C1 lists the
  * hosts, not the page): the web app lives on the API host with `api.` replaced by `web.`
  * (api.chat2desk.com → web.chat2desk.com, api.chat2desk.com.mx → web.chat2desk.com.mx,
  * api.chat24.io → web.chat24.io), and `/chat/all?dialogID=<id>` opens a dialog there.
@@ -173,7 +173,7 @@ export function dialogUrl(apiUrl: string, dialogId: number): string {
   return `${api.protocol}//${api.host.replace(/^api\./, 'web.')}/chat/all?dialogID=${dialogId}`;
 }
 
-/** Chat2Desk writes "2026-01-29T06:14:41 UTC" (protocols/chat2desk.md §1); a datetime return value gets ISO 8601. */
+/** Chat2Desk writes "2026-01-29T06:14:41 UTC" (docs/protocols.md C1); a datetime return value gets ISO 8601. */
 function bitrixDateTime(chat2deskTime: string): string {
   const match = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}) UTC$/.exec(chat2deskTime.trim());
   return match ? `${match[1]}+00:00` : chat2deskTime;

@@ -9,7 +9,7 @@ import { DIALOG_TARGET_REQUIRED, dialogTargetEntries, dialogTargetProperties, ha
 import { dialogUrl } from './find-dialogs.js';
 import { operatorName } from './operators.js';
 
-/** Bitrix24 sends booleans as Y/N from robots and 1/0 from form encodings (protocols/bitrix24.md §0). */
+/** Bitrix24 sends booleans as Y/N from robots and 1/0 from form encodings (docs/protocols.md B0). */
 const yes = (value: string) => value === 'Y' || value === '1' || value.toLowerCase() === 'true';
 
 const schema = v.pipe(
@@ -74,7 +74,7 @@ interface TimelineOwner {
 
 /**
  * `document_id[2]` is LEAD_n, DEAL_n, CONTACT_n, COMPANY_n, or DYNAMIC_<type>_<id> for a smart
- * process (protocols/bitrix24.md §7), whose timeline ENTITY_TYPE is `dynamic_<type>` (§10).
+ * process (docs/protocols.md B7), whose timeline ENTITY_TYPE is `dynamic_<type>` (B10).
  */
 function timelineOwner(documentId: string[]): TimelineOwner | undefined {
   const [module, , document = ''] = documentId;
@@ -165,7 +165,7 @@ async function claimSlot(slot: CommentSlot, ownEarlierAttempt: boolean, runStart
 }
 
 /**
- * crm.timeline.comment.add is not idempotent (protocols/bitrix24.md §10), so it is never repeated
+ * crm.timeline.comment.add is not idempotent (docs/protocols.md B10), so it is never repeated
  * blindly: a refusal gives the claim back and fails, a lost answer fails with UNKNOWN_OUTCOME.
  */
 async function addComment(run: RobotRun, slot: CommentSlot, owner: TimelineOwner, comment: string): Promise<number> {
@@ -293,7 +293,7 @@ async function commentView(run: RobotRun, target: DialogTarget, withTranscript: 
 function transcriptLine(message: Chat2DeskFullMessage): TranscriptLine {
   const attachments = new Map<string, string>();
   for (const item of message.attachments ?? []) if (item.link) attachments.set(item.link, item.name || 'attachment');
-  // Older messages carry a file in one of these fields instead (protocols/chat2desk.md §8).
+  // Older messages carry a file in one of these fields instead (docs/protocols.md C8).
   for (const kind of ['photo', 'video', 'audio', 'pdf'] as const) {
     const url = message[kind];
     if (url && !attachments.has(url)) attachments.set(url, kind);
@@ -306,7 +306,7 @@ function transcriptLine(message: Chat2DeskFullMessage): TranscriptLine {
   };
 }
 
-/** Message types (protocols/chat2desk.md §2): who the line is from. */
+/** Message types (docs/protocols.md C2): who the line is from. */
 function direction(type: string | undefined): string {
   switch (type) {
     case 'from_client':
@@ -322,7 +322,7 @@ function direction(type: string | undefined): string {
   }
 }
 
-/** Chat2Desk writes "2026-01-29T06:14:41 UTC" (protocols/chat2desk.md §1). */
+/** Chat2Desk writes "2026-01-29T06:14:41 UTC" (docs/protocols.md C1). */
 function parseChat2DeskTime(value: string | null | undefined): number | undefined {
   if (!value) return undefined;
   const ms = Date.parse(value.trim().replace(/ UTC$/, 'Z'));

@@ -9,7 +9,7 @@ import { RobotFailure, excerpt, localized, type Activity, type PropertyDefinitio
 
 const nonEmpty = (value: string | string[]) => (Array.isArray(value) ? value.some((item) => item.trim() !== '') : value.trim() !== '');
 const isHttpUrl = (value: string) => value === '' || /^https?:\/\/\S+$/i.test(value);
-/** Bitrix24 sends booleans as Y/N from robots and 1/0 from form encodings (protocols/bitrix24.md §0). */
+/** Bitrix24 sends booleans as Y/N from robots and 1/0 from form encodings (docs/protocols.md B0). */
 const yes = (value: string) => value === 'Y' || value === '1' || value.toLowerCase() === 'true';
 
 const schema = v.pipe(
@@ -146,7 +146,7 @@ async function send(run: RobotRun, props: Properties): Promise<RobotOutcome> {
   // An earlier attempt may have reached Chat2Desk before the crash or the lost answer.
   let sent = checkpoint.sendAttempted ? await sentEarlier(run, clientId) : undefined;
   if (!sent) {
-    // A new client has no "last message" for Chat2Desk to take the route from (protocols §2).
+    // A new client has no "last message" for Chat2Desk to take the route from (docs/protocols.md C2).
     const transport = props.transport || checkpoint.route?.transport || (checkpoint.writeFirst ? (settings.defaultTransport ?? undefined) : undefined);
     const channelId = explicitChannel ?? checkpoint.route?.channelId ?? (checkpoint.writeFirst ? (settings.defaultChannelId ?? undefined) : undefined);
     checkpoint.sendAttempted = true;
@@ -228,7 +228,7 @@ async function writeFirstRoute(
 }
 
 /**
- * Protocol assumption (protocols/chat2desk.md §2): the external_id sent with POST /messages comes
+ * Protocol assumption (docs/protocols.md C2): the external_id sent with POST /messages comes
  * back on the message in GET /messages, as documented for messages/inbox; extra_data is checked too.
  */
 function carriesExternalId(message: Chat2DeskMessage, externalId: string): boolean {

@@ -15,9 +15,9 @@ export interface AppUpdateDeps {
 const REREGISTER_EVERY_MS = 5 * 60_000;
 
 /**
- * ONAPPUPDATE: an update drops the app's handlers (protocols/bitrix24.md §1), so the app registers
+ * ONAPPUPDATE: an update drops the app's handlers (docs/protocols.md B1), so the app registers
  * again. Nothing in the event proves it came from Bitrix24 (the application token is on every page
- * of the app, §0), and a registration costs the portal two batch requests at work priority, so
+ * of the app, B0), and a registration costs the portal two batch requests at work priority, so
  * registrations after updates of one portal start at most once per REREGISTER_EVERY_MS: an update
  * inside that time gets one registration when it ends, so a genuine update is never left without
  * its handlers.

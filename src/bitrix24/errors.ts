@@ -1,5 +1,5 @@
 /**
- * Bitrix24 error codes mapped to types, in one place (protocols/bitrix24.md §2, §3 system errors).
+ * Bitrix24 error codes mapped to types, in one place (docs/protocols.md B2, B3 system errors).
  */
 export class Bitrix24Error extends Error {
   override name = 'Bitrix24Error';
@@ -43,7 +43,7 @@ export class PortalUnavailableError extends Error {
   }
 }
 
-/** Errors of the OAuth server (protocols/bitrix24.md §2): invalid_grant, invalid_client, ... */
+/** Errors of the OAuth server (docs/protocols.md B2): invalid_grant, invalid_client, ... */
 export class OAuthError extends Error {
   override name = 'OAuthError';
   constructor(

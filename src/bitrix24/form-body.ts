@@ -2,7 +2,7 @@ import qs from 'qs';
 
 /**
  * The one parser for what Bitrix24 posts: PHP http_build_query bodies with nested keys such as
- * `auth[access_token]` and `properties[phone][0]`, every value a string (protocols/bitrix24.md §0).
+ * `auth[access_token]` and `properties[phone][0]`, every value a string (docs/protocols.md B0).
  */
 export function parseFormBody(raw: string): Record<string, unknown> {
   return qs.parse(raw, { depth: 8, arrayLimit: 200, parameterLimit: 2000, allowPrototypes: false, charset: 'utf-8' }) as Record<string, unknown>;
@@ -23,7 +23,7 @@ export function list(value: unknown): unknown[] {
   return [];
 }
 
-/** The OAuth pair an incoming call carries in `auth[...]` (events, robot calls; protocols/bitrix24.md §1, §7). */
+/** The OAuth pair an incoming call carries in `auth[...]` (events, robot calls; docs/protocols.md B1, B7). */
 export interface CallerTokens {
   userId: number | null;
   accessToken: string;

@@ -49,7 +49,7 @@ export interface InstallSource {
 
 /**
  * An install is trusted only after the authorization server confirms the token belongs to our
- * client id and to the claimed portal (protocols/bitrix24.md §1 app.info); a forged one changes nothing.
+ * client id and to the claimed portal (docs/protocols.md B1 app.info); a forged one changes nothing.
  */
 export class InstallService {
   // Every install request that looks complete costs an app.info call to the authorization server

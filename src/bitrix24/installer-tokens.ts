@@ -12,7 +12,7 @@ export interface InstallerTokenDeps {
 /**
  * Tokens that arrive with a call (a robot call, ONAPPUPDATE) replace the stored installer tokens
  * only once the authorization server says they belong to this application, this portal and its
- * installer (app.info, protocols/bitrix24.md §1, as for an install). The application token that
+ * installer (app.info, docs/protocols.md B1, as for an install). The application token that
  * lets the call in is on every page of the app, so without that proof any employee could plant
  * their own tokens and have every later REST call made as them.
  */
@@ -23,7 +23,7 @@ export class InstallerTokens {
 
   /**
    * A portal whose refresh token was refused gets working tokens back from its installer's next
-   * robot call (robot calls carry the run-as user's pair, §7). One proof at a time per portal.
+   * robot call (robot calls carry the run-as user's pair, docs/protocols.md B7). One proof at a time per portal.
    */
   async recover(portal: Portal, tokens: CallerTokens): Promise<void> {
     if (this.#recovering.has(portal.memberId)) return;
@@ -37,7 +37,7 @@ export class InstallerTokens {
     }
   }
 
-  /** ONAPPUPDATE carries a pair (§1): kept only when proven; otherwise the stored pair stays. */
+  /** ONAPPUPDATE carries a pair (docs/protocols.md B1): kept only when proven; otherwise the stored pair stays. */
   async adoptFromUpdate(portal: Portal, tokens: CallerTokens): Promise<void> {
     if (!(await this.#belongToInstaller(portal, tokens))) return;
     this.deps.portals.saveRefreshedTokens(portal.memberId, { ...tokens, clientEndpoint: portal.clientEndpoint });

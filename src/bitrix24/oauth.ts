@@ -45,7 +45,7 @@ export interface RefreshedTokens {
 
 /**
  * The Bitrix24 authorization server (B24_OAUTH_URL). The client secret goes here and nowhere else:
- * never to an address that arrived in a request (protocols/bitrix24.md §1, §2).
+ * never to an address that arrived in a request (docs/protocols.md B1, B2).
  */
 export class OAuthServer {
   constructor(

@@ -27,7 +27,7 @@ export interface RegistrationDeps {
 
 /**
  * Registers every robot and its business-process twin and binds the lifecycle events. Bitrix24
- * drops an app's handlers on update (protocols/bitrix24.md §1), so this runs on every install,
+ * drops an app's handlers on update (docs/protocols.md B1), so this runs on every install,
  * update and settings save, with ensure semantics: list, then add what is missing and update the rest.
  */
 export class AppRegistration {
@@ -98,7 +98,7 @@ export class AppRegistration {
     return {
       HANDLER: this.robotHandlerUrl,
       AUTH_USER_ID: portal.installerUserId ?? 1,
-      // Empty means "wait" too, but an explicit Y keeps the intent readable (protocols §5).
+      // Empty means "wait" too, but an explicit Y keeps the intent readable (docs/protocols.md B5).
       USE_SUBSCRIPTION: 'Y',
       NAME: langMap(activity.name),
       DESCRIPTION: langMap(activity.description),

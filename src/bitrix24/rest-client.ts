@@ -60,7 +60,7 @@ export class CallerChecksExhausted extends Error {
   }
 }
 
-/** Bitrix24 caps a batch at 50 commands (protocols/bitrix24.md §3 batch). */
+/** Bitrix24 caps a batch at 50 commands (docs/protocols.md B3 batch). */
 export const BATCH_LIMIT = 50;
 
 /**
@@ -85,7 +85,7 @@ export class Bitrix24Rest {
     this.#fetch = options.fetch ?? fetch;
     this.#sleep = options.sleep ?? delay;
     this.#maxLoadRetries = options.maxLoadRetries ?? 8;
-    // Bitrix24 keeps one bucket per portal (protocols/bitrix24.md §4), so a bucket of our own for
+    // Bitrix24 keeps one bucket per portal (docs/protocols.md B4), so a bucket of our own for
     // callers would only earn 503s: their checks get a share of the same rate and burst instead,
     // counted here, and then wait behind robot work in the portal's bucket. At least a few at once
     // even on a small bucket, so an install and its admin's first settings requests are not refused.
@@ -132,7 +132,7 @@ export class Bitrix24Rest {
       const chunk = commands.slice(start, start + BATCH_LIMIT);
       const cmd = Object.fromEntries(chunk.map((command) => [command.key, encodeCommand(command)]));
       const answer = await this.call<{ result?: unknown; result_error?: unknown }>(memberId, 'batch', { halt: options.halt ? 1 : 0, cmd }, options);
-      // PHP serialises empty maps as [] (protocols/bitrix24.md §0), so both shapes are read as maps.
+      // PHP serialises empty maps as [] (docs/protocols.md B0), so both shapes are read as maps.
       Object.assign(outcome.results, asMap(answer.result));
       Object.assign(outcome.errors, asMap(answer.result_error));
     }
@@ -230,7 +230,7 @@ export class Bitrix24Rest {
         headers: { 'content-type': 'application/json', accept: 'application/json', 'user-agent': 'chat2desk-bitrix24' },
         body: JSON.stringify({ ...params, auth: accessToken }),
         redirect: 'manual' as const,
-        signal: AbortSignal.timeout(65_000), // Bitrix24 cloud ends a request at 60 s (protocols §3)
+        signal: AbortSignal.timeout(65_000), // Bitrix24 cloud ends a request at 60 s (docs/protocols.md B3)
       };
       response = await this.#fetch(url, init);
       // A renamed portal answers 302; a POST must be repeated at the new address, not turned into a GET.
@@ -267,7 +267,7 @@ function isMaybeExecuted(error: unknown): boolean {
   return error instanceof Bitrix24TransportError || (error instanceof Bitrix24Error && error.httpStatus >= 500 && !error.refusedForLoad);
 }
 
-/** A batch command is `method?query`, the query built like PHP's http_build_query (protocols §3 batch). */
+/** A batch command is `method?query`, the query built like PHP's http_build_query (docs/protocols.md B3 batch). */
 function encodeCommand(command: BatchCommand): string {
   const query = qs.stringify(command.params ?? {}, { arrayFormat: 'indices' });
   return query ? `${command.method}?${query}` : command.method;

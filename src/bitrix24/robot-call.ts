@@ -1,6 +1,6 @@
 import { list, record, str } from './form-body.js';
 
-/** A robot or business-process activity call as Bitrix24 posts it (protocols/bitrix24.md §7). */
+/** A robot or business-process activity call as Bitrix24 posts it (docs/protocols.md B7). */
 export interface RobotCall {
   code: string;
   eventToken: string;

@@ -31,8 +31,8 @@ const MONITOR_IDLE_MS = 60_000;
 const ACCEPTS_REMEMBERED_MS = 5 * 60_000;
 
 /**
- * What the portal answers for our tokens once the app is uninstalled (§1 "API access is already
- * revoked", §2): the access token is unknown (401 NO_AUTH_FOUND / invalid_token) and a refresh is
+ * What the portal answers for our tokens once the app is uninstalled (docs/protocols.md B1 "API access is already
+ * revoked", B2): the access token is unknown (401 NO_AUTH_FOUND / invalid_token) and a refresh is
  * refused with invalid_grant. Every other refusal (ACCESS_DENIED on a lapsed plan, user_access_error,
  * INVALID_CREDENTIALS, insufficient_scope, or invalid_client for our own wrong client secret) says
  * nothing about an uninstall.
@@ -40,9 +40,9 @@ const ACCEPTS_REMEMBERED_MS = 5 * 60_000;
 const REVOKED_TOKEN_CODES = new Set(['NO_AUTH_FOUND', 'invalid_token']);
 
 /**
- * ONAPPUNINSTALL carries nothing but the application token (protocols/bitrix24.md §1), and Bitrix24
- * also puts that token into every page it opens for the app (§0): the event alone proves nothing.
- * Bitrix24 revokes the app's API access before it sends the event (§1), so the portal is asked with
+ * ONAPPUNINSTALL carries nothing but the application token (docs/protocols.md B1), and Bitrix24
+ * also puts that token into every page it opens for the app (B0): the event alone proves nothing.
+ * Bitrix24 revokes the app's API access before it sends the event (B1), so the portal is asked with
  * our stored tokens (`app.info`): still accepted → not the portal's uninstall, nothing changes;
  * refused the way a revoked app is refused (REVOKED_TOKEN_CODES) → secrets wiped, jobs stopped,
  * webhook removed. When the portal cannot be reached, or refuses for another reason, the request
@@ -62,7 +62,7 @@ export class Uninstalls {
     const acceptedAt = this.#acceptedAt.get(memberId);
     const rememberedUntil = acceptedAt === undefined ? 0 : acceptedAt + ACCEPTS_REMEMBERED_MS;
     if (Date.now() < rememberedUntil) {
-      // Anyone with a page's application token can send these (§0), and each check costs the portal
+      // Anyone with a page's application token can send these (docs/protocols.md B0), and each check costs the portal
       // a REST call: answered from the last verdict. Still recorded, to be asked about once the
       // verdict is old, so that a genuine uninstall in this window is acted on then.
       this.deps.portals.deferUninstallRequest(memberId, rememberedUntil);
@@ -73,7 +73,7 @@ export class Uninstalls {
     const check = this.check(memberId);
     // The check goes on after we answer; shutdown waits for it like for any background task.
     this.deps.background.run('uninstall check', () => check, { memberId });
-    // Bitrix24 deprioritises slow event handlers (§0): a slow portal is decided after the answer.
+    // Bitrix24 deprioritises slow event handlers (docs/protocols.md B0): a slow portal is decided after the answer.
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<UninstallDecision>((resolve) => {
       timer = setTimeout(() => resolve('pending'), this.deps.answerWithinMs ?? 10_000);

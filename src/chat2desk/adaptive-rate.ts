@@ -2,7 +2,7 @@ import type { LearnedRate } from '../db/chat2desk-rates.js';
 import { delay } from '../rate-limit.js';
 
 /**
- * Chat2Desk publishes no rate limit (protocols/chat2desk.md §1 Rate limits), so each account's rate
+ * Chat2Desk publishes no rate limit (docs/protocols.md C1 Rate limits), so each account's rate
  * is learned from its answers instead of trusted to a guess. Requests are paced at the current rate
  * (a leaky bucket with a twentieth of a second of burst), and:
  *

@@ -128,7 +128,7 @@ export interface AccountGate {
 /** Tries per request for transient failures (load, network, 5xx). */
 const MAX_ATTEMPTS = 5;
 
-/** Chat2Desk caps `limit` at 200 (protocols/chat2desk.md §1 Pagination). */
+/** Chat2Desk caps `limit` at 200 (docs/protocols.md C1 Pagination). */
 export const PAGE_LIMIT = 200;
 
 /**
@@ -154,7 +154,7 @@ export class Chat2DeskApi {
 
   /**
    * Clients whose `phone` is these digits, else those whose `client_phone` is: Telegram and widget
-   * clients keep a pseudo-id in `phone` and the real number in `client_phone` (protocols §3).
+   * clients keep a pseudo-id in `phone` and the real number in `client_phone` (docs/protocols.md C3).
    */
   async clientsByPhone(phoneDigits: string): Promise<Chat2DeskClient[]> {
     for (const filter of ['phone', 'client_phone'] as const) {
@@ -217,7 +217,7 @@ export class Chat2DeskApi {
     return (await this.#request<Chat2DeskDialog>('GET', `/dialogs/${id}`, { retry: true })).data;
   }
 
-  /** Transfers or opens/closes a dialog (protocols/chat2desk.md §4 PUT /dialogs). Repeating it is harmless. */
+  /** Transfers or opens/closes a dialog (docs/protocols.md C4 PUT /dialogs). Repeating it is harmless. */
   async updateDialog(id: number, change: { operator_id?: number; state?: 'open' | 'closed'; force_assign?: boolean }): Promise<Chat2DeskDialog> {
     return (await this.#request<Chat2DeskDialog>('PUT', `/dialogs/${id}`, { body: change, retry: true })).data;
   }
@@ -230,7 +230,7 @@ export class Chat2DeskApi {
     return this.#all<Chat2DeskTag>('/tags', {});
   }
 
-  /** Tags attach to clients and requests, not dialogs (protocols/chat2desk.md §5). */
+  /** Tags attach to clients and requests, not dialogs (docs/protocols.md C5). */
   async assignTags(tagIds: number[], assignee: { type: 'client' | 'request'; id: number }): Promise<void> {
     await this.#request('POST', '/tags/assign_to', { body: { tag_ids: tagIds, assignee_type: assignee.type, assignee_id: assignee.id }, retry: true });
   }
@@ -334,7 +334,7 @@ export class Chat2DeskApi {
   }
 }
 
-/** `errors.client = ["…already exist…", "{\"id\":N}"]` (protocols/chat2desk.md §3 POST /clients). */
+/** `errors.client = ["…already exist…", "{\"id\":N}"]` (docs/protocols.md C3 POST /clients). */
 function existingClientId(error: Chat2DeskError): number | undefined {
   if (!error.texts.some((text) => /already exist/i.test(text))) return undefined;
   for (const text of error.texts) {

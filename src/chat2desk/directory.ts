@@ -214,7 +214,7 @@ function toClient(client: Chat2DeskClient): CachedClient {
   };
 }
 
-/** client_id and channel are not top-level dialog fields: they come from last_message (protocols §4). */
+/** client_id and channel are not top-level dialog fields: they come from last_message (docs/protocols.md C4). */
 function toDialog(dialog: Chat2DeskDialog, clientId?: number): CachedDialog {
   const last = dialog.last_message ?? null;
   return {

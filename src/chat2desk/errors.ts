@@ -7,7 +7,7 @@ export type Chat2DeskErrorKind =
   | 'unavailable' // network failure, 5xx, an answer that is not JSON
   | 'unsendable'; // the request could not be built (a header value HTTP forbids): Chat2Desk was never asked
 
-/** A failed Chat2Desk call, carrying Chat2Desk's own message (protocols/chat2desk.md §1, §10). */
+/** A failed Chat2Desk call, carrying Chat2Desk's own message (docs/protocols.md C1, C10). */
 export class Chat2DeskError extends Error {
   override name = 'Chat2DeskError';
   constructor(

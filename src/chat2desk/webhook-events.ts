@@ -1,6 +1,6 @@
 import type { Invalidation } from '../db/cache.js';
 
-/** The events our webhook subscribes to (protocols/chat2desk.md §7). */
+/** The events our webhook subscribes to (docs/protocols.md C7). */
 export const WEBHOOK_EVENTS = [
   'inbox',
   'outbox',
@@ -25,7 +25,7 @@ const digits = (value: unknown): string | undefined => (typeof value === 'string
 
 /**
  * Chat2Desk retries a delivery after 10 s, 5 min and 2 h; the same event must count once. Events
- * with a message are keyed by it, the others by what they name and their time (protocols §7 Retries).
+ * with a message are keyed by it, the others by what they name and their time (docs/protocols.md C7 Retries).
  */
 export function deliveryKey(body: Record<string, unknown>): string {
   const type = String(body.hook_type ?? 'unknown');
@@ -35,7 +35,7 @@ export function deliveryKey(body: Record<string, unknown>): string {
 }
 
 /**
- * What an event makes stale. Field lists of most events are undocumented (protocols §7, Gaps), so
+ * What an event makes stale. Field lists of most events are undocumented (docs/protocols.md C7), so
  * every plausible id is read tolerantly and unknown events invalidate whatever ids they carry.
  */
 export function invalidationFor(body: Record<string, unknown>): Invalidation {

@@ -8,7 +8,7 @@ import { Chat2DeskError } from './errors.js';
 import { WEBHOOK_EVENTS, deliveryKey, invalidationFor } from './webhook-events.js';
 
 /**
- * Header names of the signature are a gap in the protocol notes (protocols/chat2desk.md §7
+ * Header names of the signature are a gap in the protocol notes (docs/protocols.md C7
  * Signature): the plausible spellings are all read, in this one place.
  */
 export const SIGNATURE_HEADERS = ['x-signature', 'x-chat2desk-signature', 'x-webhook-signature', 'signature'];
@@ -46,7 +46,7 @@ export class Chat2DeskWebhooks {
     if (!directory) throw new Error('Chat2Desk is not configured for this portal');
     // One secret per portal and account, claimed in the database before anything is created: saves
     // running at once (here or in another process) and a retry after a lost answer all register
-    // the same URL, and Chat2Desk takes a URL once (five webhooks per account, protocols §7).
+    // the same URL, and Chat2Desk takes a URL once (five webhooks per account, docs/protocols.md C7).
     const secret = this.deps.webhooks.claimSecret(portal.memberId, directory.accountKey, randomBytes(24).toString('base64url'));
     const url = this.urlFor(secret);
     let webhook = (await directory.api.webhooks()).find((item) => item.url === url);
@@ -106,7 +106,7 @@ export class Chat2DeskWebhooks {
   }
 
   /**
-   * Chat2Desk disables a webhook after 5 h of failed deliveries (protocols §7 Retries). Finds ours
+   * Chat2Desk disables a webhook after 5 h of failed deliveries (docs/protocols.md C7 Retries). Finds ours
    * disabled or gone, turns it back on, and reconciles: everything cached for the account becomes
    * stale and the cache is filled again from the API.
    */
@@ -189,7 +189,7 @@ export class Chat2DeskWebhooks {
   }
 }
 
-/** hex(HMAC_SHA256(key = md5(api_token), raw_body + timestamp)) — protocols §7, verified against the vendor vector. */
+/** hex(HMAC_SHA256(key = md5(api_token), raw_body + timestamp)) — docs/protocols.md C7, verified against the vendor vector. */
 export function webhookSignature(apiToken: string, rawBody: string, timestamp: string): string {
   const key = createHash('md5').update(apiToken).digest('hex');
   return createHmac('sha256', key)
@@ -203,7 +203,7 @@ function signatureMatches(apiToken: string, rawBody: string, timestamp: string, 
   return expected.length === given.length && timingSafeEqual(expected, given);
 }
 
-/** Webhook error times come as unix seconds (protocols/chat2desk.md §7); text dates are read too. */
+/** Webhook error times come as unix seconds (docs/protocols.md C7); text dates are read too. */
 function errorTime(value: number | string | undefined): number {
   if (typeof value === 'number') return value * 1000;
   if (typeof value === 'string' && /^\d+$/.test(value)) return Number(value) * 1000;

@@ -151,7 +151,7 @@ export class JobStore {
 
   /**
    * An unconfirmed call out of time ends with a failed result and nothing run. Sending it is
-   * harmless: Bitrix24 refuses bizproc.event.send for a token it did not issue (protocols §8).
+   * harmless: Bitrix24 refuses bizproc.event.send for a token it did not issue (docs/protocols.md B8).
    */
   failUnconfirmed(id: number, returnValues: Record<string, unknown>, logMessage: string): void {
     const now = this.now();

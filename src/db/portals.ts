@@ -148,7 +148,7 @@ export class PortalStore {
 
   /**
    * A portal whose refresh token was refused gets working tokens back from a verified call of its
-   * installer (robot calls carry the AUTH_USER_ID user's pair, protocols/bitrix24.md §7).
+   * installer (robot calls carry the AUTH_USER_ID user's pair, docs/protocols.md B7).
    */
   recoverTokens(memberId: string, tokens: { accessToken: string; refreshToken: string; expiresAt: number }): void {
     this.#changed(memberId);

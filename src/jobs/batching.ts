@@ -1,7 +1,7 @@
 import { BATCH_LIMIT } from '../bitrix24/rest-client.js';
 import type { JobRow } from '../db/jobs.js';
 
-/** Per-command errors inside a batch that clear by waiting (protocols/bitrix24.md §3 system errors). */
+/** Per-command errors inside a batch that clear by waiting (docs/protocols.md B3 system errors). */
 export const TRANSIENT_COMMAND_ERRORS = new Set([
   'QUERY_LIMIT_EXCEEDED',
   'OPERATION_TIME_LIMIT',

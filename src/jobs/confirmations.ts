@@ -6,7 +6,7 @@ import type { Logger } from '../log.js';
 import { backoffMs } from '../rate-limit.js';
 import { TRANSIENT_COMMAND_ERRORS, gatherWait, groupByPortal } from './batching.js';
 
-/** What the workflow's log shows for a confirmed call; Bitrix24 refuses an empty one (protocols §6). */
+/** What the workflow's log shows for a confirmed call; Bitrix24 refuses an empty one (docs/protocols.md B6). */
 export const CONFIRMATION_LOG_MESSAGE = 'Chat2Desk: run accepted';
 export const NOT_CONFIRMED = 'Bitrix24 did not confirm this robot call: forged or no longer waiting';
 
@@ -24,10 +24,10 @@ export interface ConfirmationDeps {
 
 /**
  * A robot call names its portal by the application token, but Bitrix24 also puts that token into
- * every page it opens for the app (protocols/bitrix24.md §0), so any employee can forge a call with
+ * every page it opens for the app (docs/protocols.md B0), so any employee can forge a call with
  * it. Before a call has any effect, its portal confirms it: `bizproc.activity.log` with the call's
  * event token, sent with our installer's tokens, succeeds only for an event token Bitrix24 issued
- * and whose workflow step still waits (§6); ACCESS_DENIED means forged or no longer waiting. The
+ * and whose workflow step still waits (B6); ACCESS_DENIED means forged or no longer waiting. The
  * tokens that arrived with the call prove nothing here: an employee gets valid ones with every page.
  * Calls of one portal are confirmed together, up to 50 in one `batch` request.
  */
@@ -75,7 +75,7 @@ export class CallConfirmations {
       const retry: ConfirmationRow[] = [];
       for (const job of batch) {
         const key = `job${job.id}`;
-        // bizproc.activity.log answers `true` (protocols §6); a command missing from the answer proved nothing.
+        // bizproc.activity.log answers `true` (docs/protocols.md B6); a command missing from the answer proved nothing.
         if (outcome.results[key] === true) confirmed.push(job.id);
         else if (outcome.errors[key]?.error === 'ACCESS_DENIED') denied.push(job.id);
         // Anything else proves neither: the call waits, unrun, until the portal says or its deadline passes.

@@ -31,12 +31,12 @@ export class RobotCalls {
 
   accept(portal: Portal, call: RobotCall): Acceptance {
     if (!call.useSubscription) {
-      // bizproc.activity.log works only while the step waits (protocols §6), so a call that does not
+      // bizproc.activity.log works only while the step waits (docs/protocols.md B6), so a call that does not
       // wait cannot be confirmed. Ours are registered with USE_SUBSCRIPTION=Y; only a forger sends N.
       this.deps.log.warn({ memberId: portal.memberId, code: call.code }, 'robot call refused: it does not wait for its result, so Bitrix24 cannot confirm it');
       return { status: 'refused', error: 'A robot call that does not wait for its result (use_subscription=N) cannot be confirmed by Bitrix24 and is not run' };
     }
-    // Anyone with a page's application token can make calls (protocols §0); until Bitrix24 confirms
+    // Anyone with a page's application token can make calls (docs/protocols.md B0); until Bitrix24 confirms
     // them each is a stored row, so their number is bounded. Bitrix24 shows the robot as failed.
     if (this.deps.jobs.confirmingCount(portal.memberId) >= this.deps.maxUnconfirmedPerPortal) {
       this.deps.log.warn({ memberId: portal.memberId, limit: this.deps.maxUnconfirmedPerPortal }, 'robot call refused: too many calls of this portal wait for confirmation');

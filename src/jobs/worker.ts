@@ -322,7 +322,7 @@ export class RobotWorker {
           method: 'bizproc.event.send',
           params: { EVENT_TOKEN: job.eventToken, RETURN_VALUES: JSON.parse(job.returnValues ?? '{}'), LOG_MESSAGE: job.logMessage ?? '' },
         })),
-        { idempotent: true }, // a repeated event.send is answered true and ignored (protocols §8)
+        { idempotent: true }, // a repeated event.send is answered true and ignored (docs/protocols.md B8)
       );
       const delivered: number[] = [];
       const refused: number[] = [];

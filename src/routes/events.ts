@@ -7,7 +7,7 @@ import { readBitrixForm } from './form.js';
 
 /**
  * Lifecycle events. The application token lets an event in, but it is on every page of the app
- * (protocols §0), so nothing here acts on it alone: an uninstall waits for the portal to refuse our
+ * (docs/protocols.md B0), so nothing here acts on it alone: an uninstall waits for the portal to refuse our
  * tokens, tokens in an update are kept only once proven, and registrations after updates are bounded.
  */
 export function createEventsRoute(deps: { portals: PortalStore; uninstalls: Uninstalls; appUpdates: AppUpdates }) {
@@ -25,7 +25,7 @@ export function createEventsRoute(deps: { portals: PortalStore; uninstalls: Unin
       return c.json({ status: 'checking', detail: 'The portal could not be asked yet; the uninstall is recorded and will be decided when it answers' }, 202);
     }
     if (event === 'ONAPPUPDATE') {
-      // An update drops the app's handlers (protocols §1): registered again after the answer, bounded per portal.
+      // An update drops the app's handlers (docs/protocols.md B1): registered again after the answer, bounded per portal.
       deps.appUpdates.updated(portal, callerTokens(auth));
       return c.json({ status: 'updating' });
     }

@@ -18,7 +18,7 @@ interface InstallPage {
 
 /**
  * Both install forms: the server-side callback (`event=ONAPPINSTALL` with `auth[...]`) and the
- * install page opened in the portal (`AUTH_ID`, `member_id`, DOMAIN in the query), protocols §1.
+ * install page opened in the portal (`AUTH_ID`, `member_id`, DOMAIN in the query), docs/protocols.md B1.
  */
 export function createInstallRoute(deps: { install: InstallService; log: Logger }) {
   const page = loadTemplate<InstallPage>('install');

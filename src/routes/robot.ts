@@ -8,7 +8,7 @@ import type { RobotCalls } from '../jobs/robot-calls.js';
 import { readBitrixForm } from './form.js';
 
 /**
- * The robot and activity handler: verify, persist, answer at once (Bitrix24 never retries, protocols §7).
+ * The robot and activity handler: verify, persist, answer at once (Bitrix24 never retries, docs/protocols.md B7).
  * The application token only names the portal (every page of the app shows it): the job runs once
  * the portal has confirmed the call (src/jobs/confirmations.ts).
  */

@@ -1,6 +1,6 @@
 /**
  * Tests of the fake Bitrix24 itself, over real HTTP, replaying the wire examples in
- * shared/protocols/examples/bitrix24/. If the fake drifts from those examples, tests of the app
+ * test/fixtures/protocol-examples/bitrix24/. If the fake drifts from those examples, tests of the app
  * written against it prove nothing — so these compare bodies, statuses and key sets literally.
  */
 import { readFileSync } from 'node:fs';

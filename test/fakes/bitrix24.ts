@@ -2,8 +2,8 @@
  * A fake Bitrix24 portal and its OAuth server (oauth.bitrix.info), as two real HTTP servers on
  * 127.0.0.1, for behaviour tests of the app server over real HTTP.
  *
- * It follows shared/protocols/bitrix24.md ("§n" below) and the wire examples in
- * shared/protocols/examples/bitrix24/. Where the notes leave a gap the fake has to pick something;
+ * It follows docs/protocols.md ("§n" below is section Bn there) and the wire examples in
+ * test/fixtures/protocol-examples/bitrix24/. Where the notes leave a gap the fake has to pick something;
  * every such pick is marked `GUESS:` so they can all be found, and corrected, with one search.
  *
  * The fake never logs: tokens and secrets stay in memory, where tests read them.

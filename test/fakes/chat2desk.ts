@@ -1,8 +1,8 @@
 /**
  * Contract-faithful fake of the Chat2Desk REST API v1 + webhook sender.
  *
- * Everything here follows /work/shared/protocols/chat2desk.md ("protocols") and the example
- * bodies in /work/shared/protocols/examples/chat2desk/. Section references (§N) point at the
+ * Everything here follows docs/protocols.md ("protocols") and the example
+ * bodies in test/fixtures/protocol-examples/chat2desk/. Section references (§N) are section CN of the
  * protocols file. Where the notes have a gap, the guess is marked GUESS and kept in one place.
  *
  * The fake is a real HTTP server (hono on node:http, 127.0.0.1, random port) so that the
@@ -105,7 +105,7 @@ export interface FakeChat2Desk {
   delayNext(match: FaultMatch, ms: number, times?: number): void;
   /** Holds the answer to the next matching request, computed (state changed) but not sent, until released; a `network` fault is not held. */
   holdNext(match: FaultMatch): Hold;
-  /** Posts a webhook body to every enabled webhook of the account that subscribes to hook_type, signed as in protocols §7; returns each delivery's HTTP status (0 = no answer). */
+  /** Posts a webhook body to every enabled webhook of the account that subscribes to hook_type, signed as in docs/protocols.md C7; returns each delivery's HTTP status (0 = no answer). */
   deliverWebhook(body: Record<string, unknown>, token?: string): Promise<number[]>;
   /** Simulates Chat2Desk disabling a webhook after 5 h without a successful delivery (§7 Retries). */
   disableWebhook(id: number, token?: string): void;
