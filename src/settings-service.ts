@@ -1,7 +1,7 @@
 import { LRUCache } from 'lru-cache';
 import * as v from 'valibot';
 import type { BackgroundTasks } from './background.js';
-import { Bitrix24Error } from './bitrix24/errors.js';
+import { askPortalAdmin, type AdminQuestion, type AdminVerdict } from './bitrix24/admin.js';
 import type { AppRegistration } from './bitrix24/registration.js';
 import { CallerChecksExhausted, type Bitrix24Rest } from './bitrix24/rest-client.js';
 import type { Chat2DeskAccounts, Chat2DeskChannel, Chat2DeskOperator, Chat2DeskTag } from './chat2desk/client.js';
@@ -26,15 +26,6 @@ export class SettingsRequestError extends Error {
   ) {
     super(message);
   }
-}
-
-type AdminVerdict = 'admin' | 'not_admin' | 'bad_token';
-
-/** What a verdict's fetch needs to ask the portal; the cache key holds only a digest of the token. */
-interface AdminQuestion {
-  memberId: string;
-  clientEndpoint: string;
-  accessToken: string;
 }
 
 export interface SettingsView {
@@ -90,7 +81,8 @@ export class SettingsService {
       ttl: deps.adminCacheMs ?? 60_000,
       // A question evicted while in flight still answers the requests waiting for it.
       ignoreFetchAbort: true,
-      fetchMethod: (_key, _stale, { context }) => this.#askPortal(context),
+      // A verdict to remember; a failure that says nothing about the token (load, network, our share used up) is thrown and not remembered.
+      fetchMethod: (_key, _stale, { context }) => askPortalAdmin(this.deps.rest, context),
     });
   }
 
@@ -109,17 +101,6 @@ export class SettingsService {
     if (verdict === 'not_admin') throw new SettingsRequestError(NOT_ADMIN, 403);
     // 'bad_token' (`undefined` never comes back: every question is answered and none is abandoned).
     throw new SettingsRequestError(BAD_TOKEN, 401);
-  }
-
-  /** A verdict to remember; a failure that says nothing about the token (load, network, our share used up) is thrown and not remembered. */
-  async #askPortal({ memberId, clientEndpoint, accessToken }: AdminQuestion): Promise<AdminVerdict> {
-    try {
-      const profile = await this.deps.rest.callAs<{ ADMIN?: unknown }>(memberId, clientEndpoint, accessToken, 'profile');
-      return profile.ADMIN === true || profile.ADMIN === 'Y' || profile.ADMIN === '1' ? 'admin' : 'not_admin';
-    } catch (error) {
-      if (error instanceof Bitrix24Error && error.httpStatus < 500 && !error.refusedForLoad) return 'bad_token';
-      throw error;
-    }
   }
 
   async read(portal: Portal): Promise<SettingsView> {

@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { dialogUrl } from '../src/activities/find-dialogs.js';
+import { dialogUrl } from '../src/chat2desk/links.js';
 import { eventually, installAndConfigure, putSettings, startStack, type Stack } from './support/stack.js';
 
 describe('Find dialogs by phone robot', () => {

@@ -1,12 +1,10 @@
 import * as v from 'valibot';
+import { isYes } from '../bitrix24/values.js';
 import { Bitrix24Error } from '../bitrix24/errors.js';
 import { Chat2DeskError } from '../chat2desk/errors.js';
 import { RobotFailure, localized, type Activity, type PropertyDefinition, type RobotOutcome, type RobotRun } from './activity.js';
 import { DIALOG_TARGET_REQUIRED, dialogTargetEntries, dialogTargetProperties, hasDialogTarget, resolveDialog } from './dialog-target.js';
 import { operatorForBitrixUser, parseBitrixUser } from './operators.js';
-
-/** Bitrix24 sends booleans as Y/N from robots and 1/0 from form encodings (docs/protocols.md B0). */
-const yes = (value: string) => value === 'Y' || value === '1' || value.toLowerCase() === 'true';
 
 /** A user property arrives as `user_5`; some documents pass it as a one-item list. */
 const firstValue = (value: string | string[]) => (Array.isArray(value) ? (value.find((item) => item.trim() !== '') ?? '') : value).trim();
@@ -104,7 +102,7 @@ async function assign(run: RobotRun, props: Properties): Promise<RobotOutcome> {
   }
   const dialogId = target.dialog.id;
   try {
-    await run.directory.assignOperator(dialogId, operatorId, yes(props.force));
+    await run.directory.assignOperator(dialogId, operatorId, isYes(props.force));
   } catch (error) {
     if (error instanceof Chat2DeskError && !error.transient && error.kind !== 'auth') {
       throw new RobotFailure(`Chat2Desk refused to assign operator ${operatorId} to dialog ${dialogId}: ${error.apiMessage}`);

@@ -1,8 +1,8 @@
 import * as v from 'valibot';
 import { Chat2DeskError } from '../chat2desk/errors.js';
 import { latestFirst, type CachedClient, type CachedDialog } from '../chat2desk/directory.js';
-import { normalizePhone, withinPhoneBounds } from '../phone.js';
-import { RobotFailure, excerpt, localized, type PropertyDefinition, type RobotRun } from './activity.js';
+import { localized, type PropertyDefinition, type RobotRun } from './activity.js';
+import { optionalPhoneEntry, phoneGiven, phoneOrFail, type PhoneValue } from './phone-property.js';
 
 /**
  * The robots that act on a dialog name it by `dialog_id`, or by `phone` (the client's latest
@@ -34,11 +34,10 @@ export const dialogTargetEntries = {
     ),
     '',
   ),
-  phone: v.optional(v.pipe(v.union([v.string(), v.array(v.string())], 'phone must be a phone number or a phone field'), withinPhoneBounds), ''),
+  phone: optionalPhoneEntry,
 };
 
-export const hasDialogTarget = (props: { dialog_id: string; phone: string | string[] }) =>
-  props.dialog_id !== '' || (Array.isArray(props.phone) ? props.phone.some((item) => item.trim() !== '') : props.phone.trim() !== '');
+export const hasDialogTarget = (props: { dialog_id: string; phone: PhoneValue }) => props.dialog_id !== '' || phoneGiven(props.phone);
 
 export const DIALOG_TARGET_REQUIRED = 'give dialog_id or phone';
 
@@ -59,12 +58,7 @@ export async function resolveDialog(run: RobotRun, props: { dialog_id: string; p
       return notFoundAsUndefined(error);
     }
   }
-  const phone = normalizePhone(props.phone, run.settings.defaultCountry ?? undefined);
-  if (!phone) {
-    throw new RobotFailure(
-      `"${excerpt(props.phone)}" is not a valid phone number${run.settings.defaultCountry ? '' : ' (numbers without a country code need a default country in the app settings)'}`,
-    );
-  }
+  const phone = phoneOrFail(props.phone, run.settings.defaultCountry);
   const clients = await run.directory.clientsByPhone(phone.digits);
   let latest: DialogTarget | undefined;
   for (const client of clients) {

@@ -1,16 +1,16 @@
 import * as v from 'valibot';
 import { Bitrix24Error } from '../bitrix24/errors.js';
+import { dialogUrl } from '../chat2desk/links.js';
+import { toBitrixDateTime } from '../chat2desk/times.js';
 import { latestFirst, type CachedClient, type CachedDialog } from '../chat2desk/directory.js';
-import { normalizePhone, withinPhoneBounds } from '../phone.js';
-import { RobotFailure, excerpt, localized, type Activity, type PropertyDefinition, type RobotOutcome, type RobotRun } from './activity.js';
+import { localized, type Activity, type PropertyDefinition, type RobotOutcome, type RobotRun } from './activity.js';
 import { bitrixUserForOperator, operatorName } from './operators.js';
-
-const nonEmpty = (value: string | string[]) => (Array.isArray(value) ? value.some((item) => item.trim() !== '') : value.trim() !== '');
+import { phoneOrFail, requiredPhoneEntry, requiredPhoneProperty } from './phone-property.js';
 
 const STATES = ['any', 'open', 'closed'] as const;
 
 const schema = v.object({
-  phone: v.pipe(v.union([v.string(), v.array(v.string())], 'phone is required'), withinPhoneBounds, v.check(nonEmpty, 'phone is required')),
+  phone: requiredPhoneEntry,
   state: v.optional(
     v.pipe(
       v.string('state must be any, open or closed'),
@@ -73,16 +73,7 @@ export const findDialogs: Activity<typeof schema> = {
     'Busca al cliente en Chat2Desk por teléfono y devuelve su último diálogo: estado, operador, su usuario de Bitrix24, canal, último mensaje y un enlace.',
   ),
   properties: () => ({
-    phone: {
-      name: localized('Client phone', 'Телефон клиента', 'Teléfono del cliente'),
-      description: localized(
-        'A phone field or a number; the first valid number is used',
-        'Поле телефона или номер; берётся первый корректный',
-        'Un campo de teléfono o un número; se usa el primero válido',
-      ),
-      type: 'string',
-      required: true,
-    },
+    phone: requiredPhoneProperty,
     state: {
       name: localized('Dialog state', 'Состояние диалога', 'Estado del diálogo'),
       type: 'select',
@@ -100,12 +91,7 @@ export const findDialogs: Activity<typeof schema> = {
 };
 
 async function find(run: RobotRun, props: Properties): Promise<RobotOutcome> {
-  const phone = normalizePhone(props.phone, run.settings.defaultCountry ?? undefined);
-  if (!phone) {
-    throw new RobotFailure(
-      `"${excerpt(props.phone)}" is not a valid phone number${run.settings.defaultCountry ? '' : ' (numbers without a country code need a default country in the app settings)'}`,
-    );
-  }
+  const phone = phoneOrFail(props.phone, run.settings.defaultCountry);
   const clients = await run.directory.clientsByPhone(phone.digits);
   const matching: Array<{ dialog: CachedDialog; client: CachedClient }> = [];
   for (const client of clients) {
@@ -142,7 +128,7 @@ async function find(run: RobotRun, props: Properties): Promise<RobotOutcome> {
       transport: dialog.transport ?? '',
       tags: client.tags.map((tag) => tag.label).join(', '),
       last_message_text: dialog.lastMessageText ?? '',
-      last_message_at: dialog.lastMessageAt ? bitrixDateTime(dialog.lastMessageAt) : '',
+      last_message_at: dialog.lastMessageAt ? toBitrixDateTime(dialog.lastMessageAt) : '',
       dialog_url: dialogUrl(run.settings.chat2deskApiUrl, dialog.id),
     },
     logMessage: `Chat2Desk dialog ${dialog.id} (${dialog.state}) of client ${client.id} found; ${matching.length} matching dialog(s)`,
@@ -160,21 +146,4 @@ async function responsibleUser(run: RobotRun, operatorId: number): Promise<numbe
     }
     throw error;
   }
-}
-
-/**
- * The dialog in Chat2Desk's web app. Protocol assumption (docs/protocols.md C1 lists the
- * hosts, not the page): the web app lives on the API host with `api.` replaced by `web.`
- * (api.chat2desk.com → web.chat2desk.com, api.chat2desk.com.mx → web.chat2desk.com.mx,
- * api.chat24.io → web.chat24.io), and `/chat/all?dialogID=<id>` opens a dialog there.
- */
-export function dialogUrl(apiUrl: string, dialogId: number): string {
-  const api = new URL(apiUrl);
-  return `${api.protocol}//${api.host.replace(/^api\./, 'web.')}/chat/all?dialogID=${dialogId}`;
-}
-
-/** Chat2Desk writes "2026-01-29T06:14:41 UTC" (docs/protocols.md C1); a datetime return value gets ISO 8601. */
-function bitrixDateTime(chat2deskTime: string): string {
-  const match = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}) UTC$/.exec(chat2deskTime.trim());
-  return match ? `${match[1]}+00:00` : chat2deskTime;
 }

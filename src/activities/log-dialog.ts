@@ -1,21 +1,20 @@
 import * as v from 'valibot';
+import { isYes, timelineOwner, type TimelineOwner } from '../bitrix24/values.js';
 import { Bitrix24Error, PortalUnavailableError } from '../bitrix24/errors.js';
 import type { Chat2DeskFullMessage } from '../chat2desk/client.js';
+import { dialogUrl } from '../chat2desk/links.js';
+import { parseChat2DeskTime, showChat2DeskTime } from '../chat2desk/times.js';
 import type { TimelineLogStore } from '../db/timeline-logs.js';
 import { delay } from '../rate-limit.js';
 import { loadTemplate } from '../templates.js';
 import { RobotFailure, localized, type Activity, type PropertyDefinition, type RobotOutcome, type RobotRun } from './activity.js';
 import { DIALOG_TARGET_REQUIRED, dialogTargetEntries, dialogTargetProperties, hasDialogTarget, resolveDialog, type DialogTarget } from './dialog-target.js';
-import { dialogUrl } from './find-dialogs.js';
 import { operatorName } from './operators.js';
-
-/** Bitrix24 sends booleans as Y/N from robots and 1/0 from form encodings (docs/protocols.md B0). */
-const yes = (value: string) => value === 'Y' || value === '1' || value.toLowerCase() === 'true';
 
 const schema = v.pipe(
   v.object({
     ...dialogTargetEntries,
-    transcript: v.optional(v.pipe(v.string('transcript must be Y or N'), v.trim(), v.transform(yes)), 'N'),
+    transcript: v.optional(v.pipe(v.string('transcript must be Y or N'), v.trim(), v.transform<string, boolean>(isYes)), 'N'),
   }),
   v.check((props) => hasDialogTarget(props), DIALOG_TARGET_REQUIRED),
 );
@@ -65,26 +64,6 @@ export const logDialog: Activity<typeof schema> = {
     logMessage: `Chat2Desk dialog not logged to the timeline: ${error}`,
   }),
 };
-
-/** The timeline a comment goes to: crm.timeline.comment.add's ENTITY_TYPE and ENTITY_ID. */
-interface TimelineOwner {
-  entityType: string;
-  entityId: number;
-}
-
-/**
- * `document_id[2]` is LEAD_n, DEAL_n, CONTACT_n, COMPANY_n, or DYNAMIC_<type>_<id> for a smart
- * process (docs/protocols.md B7), whose timeline ENTITY_TYPE is `dynamic_<type>` (B10).
- */
-function timelineOwner(documentId: string[]): TimelineOwner | undefined {
-  const [module, , document = ''] = documentId;
-  if (module !== 'crm') return undefined;
-  const plain = /^(LEAD|DEAL|CONTACT|COMPANY)_(\d+)$/.exec(document);
-  if (plain) return { entityType: plain[1]!.toLowerCase(), entityId: Number(plain[2]) };
-  const dynamic = /^DYNAMIC_(\d+)_(\d+)$/.exec(document);
-  if (dynamic) return { entityType: `dynamic_${dynamic[1]}`, entityId: Number(dynamic[2]) };
-  return undefined;
-}
 
 async function log(run: RobotRun, props: Properties): Promise<RobotOutcome> {
   // Calls accepted before a write's outcome became unknown must not write; later ones may.
@@ -280,8 +259,8 @@ async function commentView(run: RobotRun, target: DialogTarget, withTranscript: 
     channel,
     transport: dialog.transport ?? '',
     operator,
-    started: showTime(dialog.beginAt),
-    ended: open ? '' : showTime(dialog.endAt),
+    started: showChat2DeskTime(dialog.beginAt),
+    ended: open ? '' : showChat2DeskTime(dialog.endAt),
     duration: begin !== undefined && end !== undefined && end >= begin ? humanDuration(end - begin) : '',
     tags: (client?.tags ?? []).map((item) => item.label).join(', '),
     withTranscript,
@@ -299,7 +278,7 @@ function transcriptLine(message: Chat2DeskFullMessage): TranscriptLine {
     if (url && !attachments.has(url)) attachments.set(url, kind);
   }
   return {
-    time: showTime(message.created, false),
+    time: showChat2DeskTime(message.created, false),
     direction: direction(message.type),
     text: message.text ?? '',
     attachments: [...attachments].map(([url, name]) => ({ url, name })),
@@ -320,19 +299,6 @@ function direction(type: string | undefined): string {
     default:
       return 'System';
   }
-}
-
-/** Chat2Desk writes "2026-01-29T06:14:41 UTC" (docs/protocols.md C1). */
-function parseChat2DeskTime(value: string | null | undefined): number | undefined {
-  if (!value) return undefined;
-  const ms = Date.parse(value.trim().replace(/ UTC$/, 'Z'));
-  return Number.isNaN(ms) ? undefined : ms;
-}
-
-function showTime(value: string | null | undefined, withZone = true): string {
-  const ms = parseChat2DeskTime(value);
-  if (ms === undefined) return value ?? '';
-  return `${new Date(ms).toISOString().slice(0, 19).replace('T', ' ')}${withZone ? ' UTC' : ''}`;
 }
 
 function humanDuration(ms: number): string {

@@ -1,20 +1,18 @@
 import * as v from 'valibot';
+import { isYes as yes } from '../bitrix24/values.js';
 import type { Chat2DeskChannel, Chat2DeskMessage, SentMessage } from '../chat2desk/client.js';
 import type { DialogDirectory } from '../chat2desk/directory.js';
 import { Chat2DeskError } from '../chat2desk/errors.js';
-import { normalizePhone, withinPhoneBounds } from '../phone.js';
 import type { PortalSettings } from '../portal-settings.js';
 import { KNOWN_TRANSPORTS } from '../portal-settings.js';
-import { RobotFailure, excerpt, localized, type Activity, type PropertyDefinition, type RobotOutcome, type RobotRun } from './activity.js';
+import { RobotFailure, localized, type Activity, type PropertyDefinition, type RobotOutcome, type RobotRun } from './activity.js';
+import { phoneOrFail, requiredPhoneEntry, requiredPhoneProperty } from './phone-property.js';
 
-const nonEmpty = (value: string | string[]) => (Array.isArray(value) ? value.some((item) => item.trim() !== '') : value.trim() !== '');
 const isHttpUrl = (value: string) => value === '' || /^https?:\/\/\S+$/i.test(value);
-/** Bitrix24 sends booleans as Y/N from robots and 1/0 from form encodings (docs/protocols.md B0). */
-const yes = (value: string) => value === 'Y' || value === '1' || value.toLowerCase() === 'true';
 
 const schema = v.pipe(
   v.object({
-    phone: v.pipe(v.union([v.string(), v.array(v.string())], 'phone is required'), withinPhoneBounds, v.check(nonEmpty, 'phone is required')),
+    phone: requiredPhoneEntry,
     text: v.optional(v.pipe(v.string('text must be text'), v.trim(), v.maxLength(4096, 'text is longer than 4096 characters')), ''),
     attachment: v.optional(
       v.pipe(v.string(), v.trim(), v.maxLength(2048, 'attachment is longer than 2048 characters'), v.check(isHttpUrl, 'attachment must be a direct http(s) link to the file')),
@@ -71,16 +69,7 @@ export const sendMessage: Activity<typeof schema> = {
     'Envía un mensaje al cliente por Chat2Desk. Si el cliente nunca escribió, lo crea en Chat2Desk y le escribe primero.',
   ),
   properties: ({ channels }) => ({
-    phone: {
-      name: localized('Client phone', 'Телефон клиента', 'Teléfono del cliente'),
-      description: localized(
-        'A phone field or a number; the first valid number is used',
-        'Поле телефона или номер; берётся первый корректный',
-        'Un campo de teléfono o un número; se usa el primero válido',
-      ),
-      type: 'string',
-      required: true,
-    },
+    phone: requiredPhoneProperty,
     text: { name: localized('Message text', 'Текст сообщения', 'Texto del mensaje'), type: 'text' },
     attachment: {
       name: localized('Attachment link', 'Ссылка на вложение', 'Enlace al adjunto'),
@@ -117,12 +106,7 @@ function channelOptions(channels: Chat2DeskChannel[]): Record<string, string> {
 
 async function send(run: RobotRun, props: Properties): Promise<RobotOutcome> {
   const { settings, chat2desk } = run;
-  const phone = normalizePhone(props.phone, settings.defaultCountry ?? undefined);
-  if (!phone) {
-    throw new RobotFailure(
-      `"${excerpt(props.phone)}" is not a valid phone number${settings.defaultCountry ? '' : ' (numbers without a country code need a default country in the app settings)'}`,
-    );
-  }
+  const phone = phoneOrFail(props.phone, settings.defaultCountry);
   const checkpoint = run.checkpoint as Checkpoint;
   const externalId = `b24-${run.runId}`;
   const explicitChannel = props.channel_id ? Number(props.channel_id) : undefined;

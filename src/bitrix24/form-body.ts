@@ -12,17 +12,6 @@ export function str(value: unknown): string {
   return typeof value === 'string' ? value : '';
 }
 
-export function record(value: unknown): Record<string, unknown> {
-  return value && typeof value === 'object' && !Array.isArray(value) ? (value as Record<string, unknown>) : {};
-}
-
-/** PHP lists come back from qs as arrays, or as objects when the indices have gaps. */
-export function list(value: unknown): unknown[] {
-  if (Array.isArray(value)) return value;
-  if (value && typeof value === 'object') return Object.values(value);
-  return [];
-}
-
 /** The OAuth pair an incoming call carries in `auth[...]` (events, robot calls; docs/protocols.md B1, B7). */
 export interface CallerTokens {
   userId: number | null;

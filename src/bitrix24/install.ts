@@ -1,7 +1,8 @@
 import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
 import type { Portal, PortalStore } from '../db/portals.js';
 import type { Logger } from '../log.js';
-import { Bitrix24Error, OAuthError } from './errors.js';
+import { askPortalAdmin } from './admin.js';
+import { OAuthError } from './errors.js';
 import type { Bitrix24Rest } from './rest-client.js';
 import type { OAuthServer } from './oauth.js';
 import type { AppRegistration, RegistrationResult } from './registration.js';
@@ -82,10 +83,8 @@ export class InstallService {
   async #isAdmin(memberId: string, clientEndpoint: string, accessToken: string): Promise<boolean> {
     try {
       // Only after app.info proved the token ours and this portal's: outside the callers' share.
-      const profile = await this.deps.rest.callAs<{ ADMIN?: unknown }>(memberId, clientEndpoint, accessToken, 'profile', {}, { provenToken: true });
-      return profile.ADMIN === true || profile.ADMIN === 'Y' || profile.ADMIN === '1';
+      return (await askPortalAdmin(this.deps.rest, { memberId, clientEndpoint, accessToken }, { provenToken: true })) === 'admin';
     } catch (error) {
-      if (error instanceof Bitrix24Error && error.httpStatus < 500 && !error.refusedForLoad) return false;
       throw new InstallRefused(`Bitrix24 could not be asked who is installing: ${error instanceof Error ? error.message : String(error)}`, 502);
     }
   }

@@ -1,5 +1,6 @@
 import * as v from 'valibot';
 import { OAuthError } from './errors.js';
+import { isYes } from './values.js';
 
 export type Fetch = typeof fetch;
 
@@ -76,7 +77,7 @@ export class OAuthServer {
       memberId: result.install.member_id,
       domain: result.install.domain,
       clientEndpoint: result.install.client_endpoint ?? `https://${result.install.domain}/rest/`,
-      installed: result.install.installed === true || result.install.installed === 'Y' || result.install.installed === 1 || result.install.installed === '1',
+      installed: isYes(result.install.installed),
     };
   }
 

@@ -2,7 +2,9 @@ import { ACTIVITY_CODE_SUFFIX, type Activity, type Localized, type PropertyDefin
 import type { Chat2DeskChannel } from '../chat2desk/client.js';
 import type { Portal } from '../db/portals.js';
 import type { Logger } from '../log.js';
+import { commandErrorKind, describeCommandError } from './batch-errors.js';
 import type { Bitrix24Rest, BatchCommand } from './rest-client.js';
+import { phpList, yesNo } from './values.js';
 
 export const LIFECYCLE_EVENTS = ['ONAPPUNINSTALL', 'ONAPPUPDATE'] as const;
 
@@ -81,9 +83,9 @@ export class AppRegistration {
       }
     }
     const outcome = await rest.batch(portal.memberId, commands, { idempotent: true });
-    const failures = Object.entries(outcome.errors).filter(([, error]) => !isAlreadyDone(error));
+    const failures = Object.entries(outcome.errors).filter(([, error]) => commandErrorKind(error) !== 'already_done');
     if (failures.length > 0) {
-      const listedFailures = failures.map(([key, error]) => `${key}: ${error.error} ${error.error_description}`.trim()).join('; ');
+      const listedFailures = failures.map(([key, error]) => `${key}: ${describeCommandError(error)}`).join('; ');
       throw new RegistrationError(`Bitrix24 refused the registration: ${listedFailures}`);
     }
     log.info({ memberId: portal.memberId, robots: this.deps.activities.length }, 'robots registered');
@@ -122,27 +124,20 @@ function propertyMap(properties: Record<string, PropertyDefinition>): Record<str
         ...(property.description ? { Description: langMap(property.description) } : {}),
         Type: property.type,
         ...(property.options ? { Options: property.options } : {}),
-        Required: property.required ? 'Y' : 'N',
-        Multiple: property.multiple ? 'Y' : 'N',
+        Required: yesNo(property.required),
+        Multiple: yesNo(property.multiple),
         ...(property.default !== undefined ? { Default: property.default } : {}),
       },
     ]),
   );
 }
 
-function isAlreadyDone(error: { error: string; error_description: string }): boolean {
-  return error.error === 'ERROR_ACTIVITY_ALREADY_INSTALLED' || /already binded/i.test(error.error_description);
-}
-
 function asStrings(value: unknown): string[] {
-  if (Array.isArray(value)) return value.map(String);
-  if (value && typeof value === 'object') return Object.values(value).map(String);
-  return [];
+  return phpList(value).map(String);
 }
 
 function asBindings(value: unknown): Array<{ event: string; handler: string }> {
-  const items = Array.isArray(value) ? value : value && typeof value === 'object' ? Object.values(value) : [];
-  return items
+  return phpList(value)
     .filter((item): item is { event: unknown; handler: unknown } => Boolean(item) && typeof item === 'object')
     .map((item) => ({ event: String(item.event), handler: String(item.handler) }));
 }

@@ -3,8 +3,10 @@ import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
 import type { Logger } from '../log.js';
 import type { PortalStore } from '../db/portals.js';
 import { type BucketPriority, LeakyBucket, backoffMs, delay } from '../rate-limit.js';
+import type { BatchCommandError } from './batch-errors.js';
 import { Bitrix24Error, Bitrix24TransportError, OAuthError, PortalUnavailableError } from './errors.js';
 import type { Fetch, OAuthServer } from './oauth.js';
+import { phpMap } from './values.js';
 
 export interface CallOptions {
   /** Repeating the call is harmless (reads, event.send, ensure-style registration). Only then is a
@@ -22,7 +24,7 @@ export interface BatchCommand {
 
 export interface BatchOutcome {
   results: Record<string, unknown>;
-  errors: Record<string, { error: string; error_description: string }>;
+  errors: Record<string, BatchCommandError>;
 }
 
 export interface Bitrix24RestOptions {
@@ -132,9 +134,8 @@ export class Bitrix24Rest {
       const chunk = commands.slice(start, start + BATCH_LIMIT);
       const cmd = Object.fromEntries(chunk.map((command) => [command.key, encodeCommand(command)]));
       const answer = await this.call<{ result?: unknown; result_error?: unknown }>(memberId, 'batch', { halt: options.halt ? 1 : 0, cmd }, options);
-      // PHP serialises empty maps as [] (docs/protocols.md B0), so both shapes are read as maps.
-      Object.assign(outcome.results, asMap(answer.result));
-      Object.assign(outcome.errors, asMap(answer.result_error));
+      Object.assign(outcome.results, phpMap(answer.result));
+      Object.assign(outcome.errors, phpMap(answer.result_error));
     }
     return outcome;
   }
@@ -271,10 +272,6 @@ function isMaybeExecuted(error: unknown): boolean {
 function encodeCommand(command: BatchCommand): string {
   const query = qs.stringify(command.params ?? {}, { arrayFormat: 'indices' });
   return query ? `${command.method}?${query}` : command.method;
-}
-
-function asMap<T>(value: unknown): Record<string, T> {
-  return value && typeof value === 'object' && !Array.isArray(value) ? (value as Record<string, T>) : {};
 }
 
 function withSlash(url: string): string {

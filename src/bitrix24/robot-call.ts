@@ -1,4 +1,5 @@
-import { list, record, str } from './form-body.js';
+import { str } from './form-body.js';
+import { phpList, phpMap } from './values.js';
 
 /** A robot or business-process activity call as Bitrix24 posts it (docs/protocols.md B7). */
 export interface RobotCall {
@@ -21,14 +22,14 @@ export class MalformedCall extends Error {
 }
 
 export function readRobotCall(fields: Record<string, unknown>): RobotCall {
-  const auth = record(fields.auth);
+  const auth = phpMap(fields.auth);
   const call: RobotCall = {
     code: str(fields.code),
     eventToken: str(fields.event_token),
     workflowId: str(fields.workflow_id),
-    documentId: list(fields.document_id).map(String),
-    documentType: list(fields.document_type).map(String),
-    properties: normalizeProperties(record(fields.properties)),
+    documentId: phpList(fields.document_id).map(String),
+    documentType: phpList(fields.document_type).map(String),
+    properties: normalizeProperties(phpMap(fields.properties)),
     useSubscription: str(fields.use_subscription) !== 'N',
     timeoutSeconds: Number(str(fields.timeout_duration)) || 0,
     memberId: str(auth.member_id),
@@ -67,7 +68,7 @@ function normalizeProperties(properties: Record<string, unknown>): Record<string
   return Object.fromEntries(
     Object.entries(properties).map(([key, value]) => [
       key,
-      value && typeof value === 'object' ? list(value).map((item) => (typeof item === 'string' ? item : JSON.stringify(item))) : value,
+      value && typeof value === 'object' ? phpList(value).map((item) => (typeof item === 'string' ? item : JSON.stringify(item))) : value,
     ]),
   );
 }

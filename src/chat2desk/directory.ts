@@ -1,11 +1,11 @@
 import type { CacheStore, CachedClient, CachedDialog } from '../db/cache.js';
 import type { Logger } from '../log.js';
-import type { Chat2DeskApi, Chat2DeskChannel, Chat2DeskClient, Chat2DeskDialog, Chat2DeskOperator, Chat2DeskTag } from './client.js';
+import { PAGE_LIMIT, type Chat2DeskApi, type Chat2DeskChannel, type Chat2DeskClient, type Chat2DeskDialog, type Chat2DeskOperator, type Chat2DeskTag } from './client.js';
 import { invalidationFor } from './webhook-events.js';
 
 export type { CachedClient, CachedDialog };
 
-/** How many pages (of 200) a bulk sync reads at most; larger accounts fill the rest on demand. */
+/** How many pages (of PAGE_LIMIT) a bulk sync reads at most; larger accounts fill the rest on demand. */
 const SYNC_PAGE_CAP = 100;
 
 /**
@@ -123,9 +123,9 @@ export class DialogDirectory {
     const clients: CachedClient[] = [];
     let clientsComplete = false;
     for (let page = 0; page < SYNC_PAGE_CAP; page++) {
-      const { items, total } = await this.api.clientsPage(page * 200);
+      const { items, total } = await this.api.clientsPage(page * PAGE_LIMIT);
       clients.push(...items.map(toClient));
-      if (items.length < 200 || clients.length >= total) {
+      if (items.length < PAGE_LIMIT || clients.length >= total) {
         clientsComplete = true;
         break;
       }
@@ -133,9 +133,9 @@ export class DialogDirectory {
     const dialogs: CachedDialog[] = [];
     let dialogsComplete = false;
     for (let page = 0; page < SYNC_PAGE_CAP; page++) {
-      const { items, total } = await this.api.dialogsPage(page * 200);
+      const { items, total } = await this.api.dialogsPage(page * PAGE_LIMIT);
       dialogs.push(...items.map((dialog) => toDialog(dialog)));
-      if (items.length < 200 || dialogs.length >= total) {
+      if (items.length < PAGE_LIMIT || dialogs.length >= total) {
         dialogsComplete = true;
         break;
       }

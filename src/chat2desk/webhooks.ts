@@ -5,6 +5,7 @@ import type { WebhookStore } from '../db/webhooks.js';
 import type { Logger } from '../log.js';
 import type { DialogDirectory } from './directory.js';
 import { Chat2DeskError } from './errors.js';
+import { parseChat2DeskTime } from './times.js';
 import { WEBHOOK_EVENTS, deliveryKey, invalidationFor } from './webhook-events.js';
 
 /**
@@ -207,8 +208,7 @@ function signatureMatches(apiToken: string, rawBody: string, timestamp: string, 
 function errorTime(value: number | string | undefined): number {
   if (typeof value === 'number') return value * 1000;
   if (typeof value === 'string' && /^\d+$/.test(value)) return Number(value) * 1000;
-  const parsed = typeof value === 'string' ? Date.parse(value.replace(' UTC', 'Z')) : NaN;
-  return Number.isNaN(parsed) ? 0 : parsed;
+  return (typeof value === 'string' ? parseChat2DeskTime(value) : undefined) ?? 0;
 }
 
 function firstHeader(header: (name: string) => string | undefined, names: string[]): string | undefined {

@@ -1,16 +1,6 @@
 import { BATCH_LIMIT } from '../bitrix24/rest-client.js';
 import type { JobRow } from '../db/jobs.js';
 
-/** Per-command errors inside a batch that clear by waiting (docs/protocols.md B3 system errors). */
-export const TRANSIENT_COMMAND_ERRORS = new Set([
-  'QUERY_LIMIT_EXCEEDED',
-  'OPERATION_TIME_LIMIT',
-  'OVERLOAD_LIMIT',
-  'INTERNAL_SERVER_ERROR',
-  'ERROR_UNEXPECTED_ANSWER',
-  'expired_token',
-]);
-
 export function groupByPortal<T extends Pick<JobRow, 'memberId'>>(jobs: T[]): Map<string, T[]> {
   const byPortal = new Map<string, T[]>();
   for (const job of jobs) {

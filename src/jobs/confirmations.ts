@@ -1,10 +1,11 @@
 import { findActivity } from '../activities/index.js';
+import { commandErrorKind } from '../bitrix24/batch-errors.js';
 import { PortalUnavailableError } from '../bitrix24/errors.js';
 import { BATCH_LIMIT, type Bitrix24Rest } from '../bitrix24/rest-client.js';
 import type { ConfirmationRow, JobStore } from '../db/jobs.js';
 import type { Logger } from '../log.js';
 import { backoffMs } from '../rate-limit.js';
-import { TRANSIENT_COMMAND_ERRORS, gatherWait, groupByPortal } from './batching.js';
+import { gatherWait, groupByPortal } from './batching.js';
 
 /** What the workflow's log shows for a confirmed call; Bitrix24 refuses an empty one (docs/protocols.md B6). */
 export const CONFIRMATION_LOG_MESSAGE = 'Chat2Desk: run accepted';
@@ -77,7 +78,7 @@ export class CallConfirmations {
         const key = `job${job.id}`;
         // bizproc.activity.log answers `true` (docs/protocols.md B6); a command missing from the answer proved nothing.
         if (outcome.results[key] === true) confirmed.push(job.id);
-        else if (outcome.errors[key]?.error === 'ACCESS_DENIED') denied.push(job.id);
+        else if (outcome.errors[key] && commandErrorKind(outcome.errors[key]) === 'access_denied') denied.push(job.id);
         // Anything else proves neither: the call waits, unrun, until the portal says or its deadline passes.
         else retry.push(job);
       }
@@ -85,8 +86,9 @@ export class CallConfirmations {
       this.deps.jobs.refuseUnconfirmed(denied, NOT_CONFIRMED);
       if (denied.length) log.warn({ jobs: denied }, 'robot calls refused: Bitrix24 did not confirm their event tokens (forged, or the workflow no longer waits)');
       if (retry.length) {
-        const codes = [...new Set(retry.map((job) => outcome.errors[`job${job.id}`]?.error ?? 'no answer'))];
-        if (codes.some((code) => !TRANSIENT_COMMAND_ERRORS.has(code))) log.warn({ codes }, 'unexpected answer to bizproc.activity.log; asking again later');
+        const errors = retry.map((job) => outcome.errors[`job${job.id}`]);
+        const codes = [...new Set(errors.map((error) => error?.error ?? 'no answer'))];
+        if (errors.some((error) => !error || commandErrorKind(error) !== 'transient')) log.warn({ codes }, 'unexpected answer to bizproc.activity.log; asking again later');
         this.#retry(retry, `Bitrix24 could not confirm the call: ${codes.join(', ')}`);
       }
       if (confirmed.length) this.deps.onConfirmed();

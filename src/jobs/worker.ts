@@ -1,6 +1,7 @@
 import * as v from 'valibot';
 import { RobotFailure, type Activity, type RobotRun } from '../activities/activity.js';
 import { findActivity } from '../activities/index.js';
+import { commandErrorKind, describeCommandError } from '../bitrix24/batch-errors.js';
 import { Bitrix24Error, Bitrix24TransportError, OAuthError, PortalUnavailableError } from '../bitrix24/errors.js';
 import { BATCH_LIMIT, type Bitrix24Rest } from '../bitrix24/rest-client.js';
 import type { BitrixUsers } from '../bitrix24/users.js';
@@ -12,7 +13,7 @@ import type { Portal, PortalStore } from '../db/portals.js';
 import type { Logger } from '../log.js';
 import { readSettings, type PortalSettings } from '../portal-settings.js';
 import { backoffMs } from '../rate-limit.js';
-import { TRANSIENT_COMMAND_ERRORS, gatherWait, groupByPortal } from './batching.js';
+import { gatherWait, groupByPortal } from './batching.js';
 import { CallConfirmations } from './confirmations.js';
 import { Signal } from './signal.js';
 
@@ -330,7 +331,7 @@ export class RobotWorker {
       for (const job of batch) {
         const error = outcome.errors[`job${job.id}`];
         if (!error) delivered.push(job.id);
-        else if (TRANSIENT_COMMAND_ERRORS.has(error.error)) retry.push(job.id);
+        else if (commandErrorKind(error) === 'transient') retry.push(job.id);
         else refused.push(job.id);
       }
       this.deps.jobs.markReported(delivered);
@@ -340,9 +341,9 @@ export class RobotWorker {
         const error = outcome.errors[`job${job.id}`]!;
         this.deps.jobs.markReported(
           [job.id],
-          error.error === 'ACCESS_DENIED'
+          commandErrorKind(error) === 'access_denied'
             ? 'Bitrix24 refused the result: the workflow no longer waits for it'
-            : `Bitrix24 refused the result: ${error.error} ${error.error_description}`.trim(),
+            : `Bitrix24 refused the result: ${describeCommandError(error)}`,
         );
       }
       if (refused.length) log.warn({ jobs: refused }, 'bitrix24 refused results for workflows that no longer wait');

@@ -1,6 +1,7 @@
 import { Hono } from 'hono';
 import type { AppUpdates } from '../bitrix24/app-updates.js';
-import { callerTokens, record, str } from '../bitrix24/form-body.js';
+import { callerTokens, str } from '../bitrix24/form-body.js';
+import { phpMap } from '../bitrix24/values.js';
 import type { Uninstalls } from '../bitrix24/uninstall.js';
 import type { PortalStore } from '../db/portals.js';
 import { readBitrixForm } from './form.js';
@@ -13,7 +14,7 @@ import { readBitrixForm } from './form.js';
 export function createEventsRoute(deps: { portals: PortalStore; uninstalls: Uninstalls; appUpdates: AppUpdates }) {
   return new Hono().post('/bitrix24/events', async (c) => {
     const fields = await readBitrixForm(c);
-    const auth = record(fields.auth);
+    const auth = phpMap(fields.auth);
     const memberId = str(auth.member_id);
     const portal = deps.portals.authenticate(memberId, str(auth.application_token));
     if (!portal) return c.json({ error: 'unknown portal or wrong application token' }, 401);

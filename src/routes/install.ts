@@ -1,7 +1,8 @@
 import { getConnInfo } from '@hono/node-server/conninfo';
 import { Hono } from 'hono';
 import { activities } from '../activities/index.js';
-import { record, str } from '../bitrix24/form-body.js';
+import { str } from '../bitrix24/form-body.js';
+import { phpMap } from '../bitrix24/values.js';
 import { InstallRefused, type InstallClaim, type InstallService } from '../bitrix24/install.js';
 import type { Logger } from '../log.js';
 import { loadTemplate } from '../templates.js';
@@ -27,7 +28,7 @@ export function createInstallRoute(deps: { install: InstallService; log: Logger 
       // The TCP peer: X-Forwarded-For is written by the sender, so it cannot bound the sender.
       const address = getConnInfo(c).remote.address ?? 'unknown';
       const fields = await readBitrixForm(c);
-      const auth = record(fields.auth);
+      const auth = phpMap(fields.auth);
       if (str(auth.access_token)) {
         const claim: InstallClaim = {
           memberId: str(auth.member_id),

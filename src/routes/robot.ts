@@ -1,6 +1,7 @@
 import { Hono } from 'hono';
 import type { BackgroundTasks } from '../background.js';
-import { callerTokens, record, str } from '../bitrix24/form-body.js';
+import { callerTokens, str } from '../bitrix24/form-body.js';
+import { phpMap } from '../bitrix24/values.js';
 import type { InstallerTokens } from '../bitrix24/installer-tokens.js';
 import { MalformedCall, type RobotCall, readRobotCall } from '../bitrix24/robot-call.js';
 import type { PortalStore } from '../db/portals.js';
@@ -15,7 +16,7 @@ import { readBitrixForm } from './form.js';
 export function createRobotRoute(deps: { portals: PortalStore; robotCalls: RobotCalls; installerTokens: InstallerTokens; background: BackgroundTasks }) {
   return new Hono().post('/bitrix24/robot', async (c) => {
     const fields = await readBitrixForm(c);
-    const auth = record(fields.auth);
+    const auth = phpMap(fields.auth);
     const portal = deps.portals.authenticate(str(auth.member_id), str(auth.application_token));
     if (!portal) return c.json({ error: 'unknown portal or wrong application token' }, 401);
     let call: RobotCall;
