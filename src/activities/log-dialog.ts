@@ -323,7 +323,7 @@ function direction(type: string | undefined): string {
 }
 
 /** Chat2Desk writes "2026-01-29T06:14:41 UTC" (protocols/chat2desk.md §1). */
-function parseChat2DeskTime(value: string | null | undefined): number | undefined {
+export function parseChat2DeskTime(value: string | null | undefined): number | undefined {
   if (!value) return undefined;
   const ms = Date.parse(value.trim().replace(/ UTC$/, 'Z'));
   return Number.isNaN(ms) ? undefined : ms;
