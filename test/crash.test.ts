@@ -185,13 +185,15 @@ describe('a real server process', () => {
     cleanup.push(() => {
       for (const answer of answers) answer.release();
     });
-    const total = 64;
+    const total = 80;
     const calls = await Promise.all(
       Array.from({ length: total }, (_, i) => b24.callRobot({ code: 'c2d_send_message', properties: { phone: '79161234567', text: `backlog ${i}` } })),
     );
     for (const call of calls) expect(call.status).toBe(200);
     await Promise.all(answers.map((answer) => answer.arrived));
     expect(c2d.account().messages).toHaveLength(4);
+    // The backlog is confirmed and queued behind them, as in production where the answers come 6 s late.
+    await eventually(() => calls.every((call) => b24.activityLog.some((entry) => entry.eventToken === call.eventToken)), 20_000, 'backlog confirmed');
     await killHard(server.child);
 
     await server.restart();
