@@ -175,4 +175,40 @@ describe('a real server process', () => {
     }
     expect(server.child.output.join('')).toContain('jobs interrupted by a previous stop are queued again');
   });
+
+  it('sends nothing twice after kill -9 with sends in doubt behind a backlog to the same client', async () => {
+    // Issue 7's reproduction: sends in doubt must be settled although more than 50 newer
+    // messages to the same client exist by the time they are looked for.
+    const server = await startInstalledChild({ CHAT2DESK_CONCURRENCY: '4' });
+    const { b24, c2d } = server;
+    const answers = [1, 2, 3, 4].map(() => c2d.holdNext({ method: 'POST', path: '/messages' }));
+    cleanup.push(() => {
+      for (const answer of answers) answer.release();
+    });
+    const total = 80;
+    const calls = await Promise.all(
+      Array.from({ length: total }, (_, i) => b24.callRobot({ code: 'c2d_send_message', properties: { phone: '79161234567', text: `backlog ${i}` } })),
+    );
+    for (const call of calls) expect(call.status).toBe(200);
+    await Promise.all(answers.map((answer) => answer.arrived));
+    expect(c2d.account().messages).toHaveLength(4);
+    // The backlog is confirmed and queued behind them, as in production where the answers come 6 s late.
+    await eventually(() => calls.every((call) => b24.activityLog.some((entry) => entry.eventToken === call.eventToken)), 20_000, 'backlog confirmed');
+    await killHard(server.child);
+
+    await server.restart();
+    await eventually(() => calls.every((call) => b24.sentEvents.some((event) => event.eventToken === call.eventToken)), 60_000, 'all results');
+
+    const messages = c2d.account().messages.filter((message) => String(message.text).startsWith('backlog '));
+    expect(messages).toHaveLength(total);
+    expect(new Set(messages.map((message) => message.external_id)).size).toBe(total);
+    expect(new Set(messages.map((message) => message.text)).size).toBe(total);
+    for (const call of calls) {
+      const events = b24.sentEvents.filter((event) => event.eventToken === call.eventToken);
+      expect(events).toHaveLength(1);
+      expect(events[0]!.returnValues.status).toBe('sent');
+    }
+    // Each call was reported with a message of its own: no settle took another call's message.
+    expect(new Set(b24.sentEvents.map((event) => String(event.returnValues.message_id))).size).toBe(total);
+  });
 });

@@ -1,8 +1,10 @@
+import { createHash } from 'node:crypto';
 import * as v from 'valibot';
 import { isYes as yes } from '../bitrix24/values.js';
 import type { Chat2DeskChannel, Chat2DeskMessage, SentMessage } from '../chat2desk/client.js';
 import type { DialogDirectory } from '../chat2desk/directory.js';
 import { Chat2DeskError } from '../chat2desk/errors.js';
+import { parseChat2DeskTime } from '../chat2desk/times.js';
 import type { PortalSettings } from '../portal-settings.js';
 import { KNOWN_TRANSPORTS } from '../portal-settings.js';
 import { RobotFailure, localized, type Activity, type PropertyDefinition, type RobotOutcome, type RobotRun } from './activity.js';
@@ -48,7 +50,20 @@ interface Checkpoint {
   route?: { channelId: number; transport: string };
   /** Set before POST /messages: from then on a retry must first look for the message by external_id. */
   sendAttempted?: boolean;
+  /** When POST /messages was first tried (ms): how far back a retry looks for the message. */
+  attemptAt?: number;
+  /** SHA-256 of the text sent, to recognise the message when Chat2Desk does not show our external_id. */
+  textDigest?: string;
 }
+
+/**
+ * How much earlier than our attempt time a message may be stamped by Chat2Desk (clock skew, its
+ * whole-second "… UTC" times): the look back goes this much further. Kept short because a message
+ * with the same text in it is taken for ours when Chat2Desk does not show the external_id.
+ */
+const CLOCK_SKEW_MS = 60_000;
+
+const digest = (text: string) => createHash('sha256').update(text).digest('hex');
 
 const returnProperties: Record<string, PropertyDefinition> = {
   status: { name: localized('Status (sent or failed)', 'Статус (sent или failed)', 'Estado (sent o failed)'), type: 'string' },
@@ -134,6 +149,9 @@ async function send(run: RobotRun, props: Properties): Promise<RobotOutcome> {
     const transport = props.transport || checkpoint.route?.transport || (checkpoint.writeFirst ? (settings.defaultTransport ?? undefined) : undefined);
     const channelId = explicitChannel ?? checkpoint.route?.channelId ?? (checkpoint.writeFirst ? (settings.defaultChannelId ?? undefined) : undefined);
     checkpoint.sendAttempted = true;
+    // The first attempt's time: a later one looks back to it, so it is kept.
+    checkpoint.attemptAt ??= Date.now();
+    if (props.text) checkpoint.textDigest = digest(props.text);
     run.saveCheckpoint({ ...checkpoint });
     try {
       sent = await chat2desk.sendMessage({
@@ -153,18 +171,48 @@ async function send(run: RobotRun, props: Properties): Promise<RobotOutcome> {
   return sentOutcome(sent, clientId, checkpoint.writeFirst === true);
 }
 
-/** The message this run sent in an earlier attempt, found by its external_id; undefined if none. */
+/**
+ * The message this run sent in an earlier attempt, undefined if there is none. Pages back through
+ * the client's outgoing messages to the first attempt's time, however many came since (later runs,
+ * operators' replies): by external_id, else (Chat2Desk may not echo it) by the same text within that
+ * time, on a message that carries no other external_id.
+ */
 async function sentEarlier(run: RobotRun, clientId: number): Promise<SentMessage | undefined> {
   const externalId = `b24-${run.runId}`;
-  const earlier = (await run.chat2desk.recentMessagesTo(clientId)).find((message) => carriesExternalId(message, externalId));
-  return earlier ? fromListedMessage(earlier, clientId) : undefined;
+  const checkpoint = run.checkpoint as Checkpoint;
+  // A checkpoint written before attemptAt existed: the call's acceptance is earlier than any attempt.
+  const since = (checkpoint.attemptAt ?? run.acceptedAt) - CLOCK_SKEW_MS;
+  let sameText: Chat2DeskMessage | undefined;
+  for await (const page of run.chat2desk.messagesToClient(clientId)) {
+    for (const message of page) {
+      if (carriesExternalId(message, externalId)) return fromListedMessage(message, clientId);
+      const at = parseChat2DeskTime(message.created);
+      const candidate = !sameText && checkpoint.textDigest !== undefined && !carriesAnyExternalId(message) && (at === undefined || at >= since);
+      if (candidate && message.text && digest(message.text.trim()) === checkpoint.textDigest) {
+        sameText = message;
+      }
+    }
+    const oldest = parseChat2DeskTime(page.at(-1)?.created);
+    if (oldest !== undefined && oldest < since) break;
+  }
+  if (sameText) run.log.warn({ messageId: sameText.id }, 'earlier send found by its text: Chat2Desk did not show our external_id');
+  return sameText ? fromListedMessage(sameText, clientId) : undefined;
 }
 
-/** At give-up: a send whose answer was lost may have gone out; if so, the run succeeded. */
+/**
+ * At give-up: a send whose answer was lost may have gone out; if so, the run succeeded. When
+ * Chat2Desk cannot be asked, the run fails saying so rather than claiming nothing was sent.
+ */
 async function settle(run: RobotRun): Promise<RobotOutcome | undefined> {
   const checkpoint = run.checkpoint as Checkpoint;
   if (!checkpoint.sendAttempted || checkpoint.clientId === undefined) return undefined;
-  const sent = await sentEarlier(run, checkpoint.clientId);
+  let sent: SentMessage | undefined;
+  try {
+    sent = await sentEarlier(run, checkpoint.clientId);
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error);
+    return sendMessage.failed(`could not check with Chat2Desk whether the message went out: it may already have been sent (${reason})`);
+  }
   return sent ? sentOutcome(sent, checkpoint.clientId, checkpoint.writeFirst === true) : undefined;
 }
 
@@ -217,6 +265,11 @@ async function writeFirstRoute(
  */
 function carriesExternalId(message: Chat2DeskMessage, externalId: string): boolean {
   return message.external_id === externalId || message.extra_data?.external_id === externalId;
+}
+
+/** Another send's message (ours from another run, or another integration's) is never taken for this one's. */
+function carriesAnyExternalId(message: Chat2DeskMessage): boolean {
+  return Boolean(message.external_id) || Boolean(message.extra_data?.external_id);
 }
 
 function fromListedMessage(message: Chat2DeskMessage, clientId: number): SentMessage {

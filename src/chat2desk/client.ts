@@ -27,6 +27,9 @@ export interface Chat2DeskClient {
 export interface Chat2DeskMessage {
   id: number;
   type?: string;
+  text?: string | null;
+  /** "2026-01-29T06:14:41 UTC" (protocols/chat2desk.md §1). */
+  created?: string | null;
   transport?: string;
   channel_id?: number;
   client_id?: number;
@@ -189,12 +192,21 @@ export class Chat2DeskApi {
   }
 
   /** The client's most recent outgoing messages, newest first. */
-  async recentMessagesTo(clientId: number, limit = 50): Promise<Chat2DeskMessage[]> {
-    const { data } = await this.#request<Chat2DeskMessage[]>('GET', '/messages', {
-      query: { client_id: clientId, type: 'to_client', order: 'desc', limit },
-      retry: true,
-    });
-    return data ?? [];
+  /**
+   * The client's outgoing messages, newest first, a page at a time (GET /messages, protocols/chat2desk.md
+   * §2 and Pagination); the caller stops when it has gone back far enough. Messages sent meanwhile
+   * shift the offsets down, so a message may be seen twice but none is skipped.
+   */
+  async *messagesToClient(clientId: number): AsyncGenerator<Chat2DeskMessage[]> {
+    for (let offset = 0; ; offset += PAGE_LIMIT) {
+      const { data } = await this.#request<Chat2DeskMessage[]>('GET', '/messages', {
+        query: { client_id: clientId, type: 'to_client', order: 'desc', limit: PAGE_LIMIT, offset },
+        retry: true,
+      });
+      const page = data ?? [];
+      if (page.length > 0) yield page;
+      if (page.length < PAGE_LIMIT) return;
+    }
   }
 
   /** One page of the account's clients, for filling the cache in bulk. */

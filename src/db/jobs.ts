@@ -225,9 +225,22 @@ export class JobStore {
       .run();
   }
 
-  /** After a crash nothing is running: every job that was is taken up again. */
+  /**
+   * After a crash nothing is running: every job that was is taken up again, ahead of every queued
+   * job (`due` goes by run_at). Its effect may be in doubt, and settling it must not wait behind a
+   * backlog that keeps changing what it looks for (a send's newer messages to the same client).
+   */
   requeueInterrupted(): number {
-    return this.db.update(jobs).set({ state: 'queued', leaseUntil: null, runAt: this.now(), updatedAt: this.now() }).where(eq(jobs.state, 'running')).run().changes;
+    const now = this.now();
+    const firstQueued = this.db
+      .select({ at: min(jobs.runAt) })
+      .from(jobs)
+      .where(eq(jobs.state, 'queued'));
+    return this.db
+      .update(jobs)
+      .set({ state: 'queued', leaseUntil: null, runAt: sql`min(${now}, coalesce((${firstQueued}), ${now})) - 1`, updatedAt: now })
+      .where(eq(jobs.state, 'running'))
+      .run().changes;
   }
 
   /** Finished jobs are kept a while for support questions ("did the robot run?"), then dropped. */

@@ -27,6 +27,11 @@ export interface FakeChat2DeskOptions {
   now?: () => number;
   /** How long deliverWebhook waits for a receiver before recording "Timeout". Default 5000 ms. */
   webhookTimeoutMs?: number;
+  /**
+   * Whether GET /messages shows the external_id given to POST /messages. Default true: our
+   * assumption (§2, documented for messages/inbox only); false plays a Chat2Desk that drops it.
+   */
+  echoExternalId?: boolean;
 }
 
 export interface C2DCall {
@@ -535,12 +540,13 @@ const DOWN_HTML =
 type Fault = { match: FaultMatch; remaining: number };
 type ReplyFault = Fault & { reply: { status: number; body: unknown } | 'network' };
 type DelayFault = Fault & { ms: number };
-type HoldFault = Fault & { arrive: () => void; released: Promise<void> };
+type HoldFault = Fault & { arrive: () => void; released: Promise<'answer' | 'lose'> };
 
-/** A request held by the fake: `arrived` resolves once it is held, `release()` lets it answer. */
+/** A request held by the fake: `arrived` resolves once it is held, `release()` lets it answer, `lose()` drops the connection instead (the work is done, the answer lost). */
 export interface Hold {
   readonly arrived: Promise<void>;
   release(): void;
+  lose(): void;
 }
 
 /** A string path matches the relative ('/messages') or the full ('/v1/messages') form. */
@@ -576,6 +582,7 @@ class FakeState {
   constructor(
     tokens: string[],
     readonly now: () => number,
+    readonly echoExternalId = true,
   ) {
     tokens.forEach((token, i) => {
       this.accounts.set(token, {
@@ -891,6 +898,7 @@ function buildApi(state: FakeState): Hono<Env> {
   const api = new Hono<Env>();
   const acc = (c: Ctx) => c.get('account');
   const body = (c: Ctx) => c.get('body');
+  const shownMessage = (m: MessageRecord): MessageRecord => (state.echoExternalId ? m : { ...m, external_id: null });
   const q = (c: Ctx) => c.req.query();
   const idParam = (c: Ctx, name = 'id'): number | undefined => {
     const raw = c.req.param(name) ?? '';
@@ -1110,13 +1118,13 @@ function buildApi(state: FakeState): Hono<Env> {
         // GUESS: start_id is an inclusive cursor in the direction of `order`.
         (startId === undefined || (order === 'asc' ? m.id >= startId : m.id <= startId)),
     );
-    return okList(byId(list, order), query);
+    return okList(byId(list, order), query, shownMessage);
   });
 
   api.get('/messages/:id', (c) => {
     const message = acc(c).messages.find((m) => m.id === idParam(c));
     if (!message) throw notFound(`message ${c.req.param('id')} not found`);
-    return ok(message);
+    return ok(shownMessage(message));
   });
 
   // ----- §4 dialogs ------------------------------------------------------------------------------
@@ -1359,7 +1367,7 @@ export async function startFakeChat2Desk(options: FakeChat2DeskOptions = {}): Pr
   const now = options.now ?? Date.now;
   const rateLimit = options.rateLimit ?? false;
   const webhookTimeoutMs = options.webhookTimeoutMs ?? 5000;
-  const state = new FakeState(tokens, now);
+  const state = new FakeState(tokens, now, options.echoExternalId ?? true);
   const calls: C2DCall[] = [];
   const replyFaults: ReplyFault[] = [];
   const delayFaults: DelayFault[] = [];
@@ -1416,7 +1424,11 @@ export async function startFakeChat2Desk(options: FakeChat2DeskOptions = {}): Pr
       if (delay) await sleep(delay.ms);
       if (hold) {
         hold.arrive();
-        await hold.released;
+        if ((await hold.released) === 'lose') {
+          call.status = 0;
+          c.env.incoming.socket.destroy();
+          return new Response(null, { status: 500 }); // never reaches the destroyed socket
+        }
       }
       return res;
     };
@@ -1501,15 +1513,15 @@ export async function startFakeChat2Desk(options: FakeChat2DeskOptions = {}): Pr
     },
     holdNext(match) {
       let arrive = () => {};
-      let release = () => {};
+      let settle: (how: 'answer' | 'lose') => void = () => {};
       const arrived = new Promise<void>((resolve) => {
         arrive = resolve;
       });
-      const released = new Promise<void>((resolve) => {
-        release = resolve;
+      const released = new Promise<'answer' | 'lose'>((resolve) => {
+        settle = resolve;
       });
       holdFaults.push({ match: matchOf(match), remaining: 1, arrive, released });
-      return { arrived, release };
+      return { arrived, release: () => settle('answer'), lose: () => settle('lose') };
     },
     setDown(value) {
       down = value;

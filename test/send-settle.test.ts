@@ -1,0 +1,140 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { openDatabase } from '../src/db/database.js';
+import { JobStore } from '../src/db/jobs.js';
+import type { FakeChat2Desk } from './fakes/chat2desk.js';
+import { eventually, installAndConfigure, startStack, type Stack } from './support/stack.js';
+
+/** Our sends, told apart from the operators' messages posted straight to the fake. */
+const robotSends = (c2d: FakeChat2Desk) =>
+  c2d.calls.filter((call) => call.method === 'POST' && call.path === '/messages' && String((call.body as { external_id?: string }).external_id).startsWith('b24-'));
+
+/** An operator answering in Chat2Desk meanwhile: outgoing messages to the same client, without our external_id. */
+async function operatorReplies(c2d: FakeChat2Desk, clientId: number, count: number, text = (i: number) => `operator reply ${i}`): Promise<void> {
+  for (let i = 0; i < count; i += 25) {
+    await Promise.all(
+      Array.from({ length: Math.min(25, count - i) }, async (_, j) => {
+        const response = await fetch(`${c2d.url}/messages`, {
+          method: 'POST',
+          headers: { authorization: c2d.token, 'content-type': 'application/json' },
+          body: JSON.stringify({ client_id: clientId, text: text(i + j) }),
+        });
+        expect(response.status).toBe(200);
+      }),
+    );
+  }
+}
+
+describe('settling a send whose answer was lost', () => {
+  let stack: Stack | undefined;
+  afterEach(async () => {
+    await stack?.close();
+    stack = undefined;
+  });
+
+  /** A send Chat2Desk stored and whose answer is lost after `newer` outgoing messages to the client followed it. */
+  async function lostAnswer(newer: number, options: Parameters<typeof startStack>[0] = {}) {
+    stack = await startStack(options);
+    await installAndConfigure(stack);
+    const { client } = stack.c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404 });
+    const answer = stack.c2d.holdNext({ method: 'POST', path: '/messages' });
+    const call = await stack.b24.callRobot({ code: 'c2d_send_message', properties: { phone: '79161234567', text: 'the one in doubt' } });
+    await answer.arrived;
+    const stored = stack.c2d.account().messages.at(-1)!;
+    await operatorReplies(stack.c2d, client.id as number, newer);
+    return { stack, call, stored, answer };
+  }
+
+  it('finds the message by external_id behind more newer messages than one page holds', async () => {
+    const { stack, call, stored, answer } = await lostAnswer(250);
+    answer.lose();
+    const event = await eventually(() => stack.b24.sentEvents.find((item) => item.eventToken === call.eventToken), 20_000, 'result');
+    expect(event.returnValues).toMatchObject({ status: 'sent', message_id: String(stored.id) });
+    expect(robotSends(stack.c2d)).toHaveLength(1);
+    // It paged: the first page (200) did not reach back to the message.
+    const lookups = stack.c2d.calls.filter((item) => item.method === 'GET' && item.path === '/messages');
+    expect(lookups.map((item) => item.query.offset)).toEqual(['0', '200']);
+  });
+
+  it('finds the message by its text when Chat2Desk does not show the external_id', async () => {
+    const { stack, call, stored, answer } = await lostAnswer(60, { c2d: { echoExternalId: false } });
+    answer.lose();
+    const event = await eventually(() => stack.b24.sentEvents.find((item) => item.eventToken === call.eventToken), 20_000, 'result');
+    expect(event.returnValues).toMatchObject({ status: 'sent', message_id: String(stored.id) });
+    expect(robotSends(stack.c2d)).toHaveLength(1);
+    expect(stack.c2d.account().messages.filter((message) => message.text === 'the one in doubt')).toHaveLength(1);
+  });
+
+  it('sends again when the first attempt never reached Chat2Desk, not taking an older message with the same text for it', async () => {
+    let shift = 0;
+    stack = await startStack({ c2d: { echoExternalId: false, now: () => Date.now() + shift } });
+    await installAndConfigure(stack);
+    const { client } = stack.c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404 });
+    // An operator sent the same words ten minutes ago: before this run's attempt, so not its message.
+    shift = -10 * 60_000;
+    await operatorReplies(stack.c2d, client.id as number, 1, () => 'hello');
+    shift = 0;
+    // The first POST never reaches Chat2Desk's store: nothing went out, so the retry must send.
+    stack.c2d.failNext({ method: 'POST', path: '/messages' }, 'network');
+    const call = await stack.b24.callRobot({ code: 'c2d_send_message', properties: { phone: '79161234567', text: 'hello' } });
+    const event = await eventually(() => stack!.b24.sentEvents.find((item) => item.eventToken === call.eventToken), 20_000, 'result');
+    expect(event.returnValues.status).toBe('sent');
+    const hellos = stack.c2d.account().messages.filter((message) => message.text === 'hello');
+    expect(hellos).toHaveLength(2);
+    expect(event.returnValues.message_id).toBe(String(hellos[1]!.id));
+    expect(robotSends(stack.c2d).map((item) => item.status)).toEqual([0, 200]);
+  });
+
+  it('fails saying the message may have been sent when Chat2Desk cannot be asked at give-up, and does not send again', async () => {
+    const { stack, call, answer } = await lostAnswer(0);
+    stack.c2d.setDown(true);
+    // Past the deadline: the lost answer is given up at once, and settling finds Chat2Desk down.
+    const { sqlite } = stack.server.database;
+    sqlite.prepare('update jobs set deadline_at = ? where event_token = ?').run(Date.now() - 1, call.eventToken);
+    answer.lose();
+    const event = await eventually(() => stack.b24.sentEvents.find((item) => item.eventToken === call.eventToken), 30_000, 'result');
+    expect(event.returnValues.status).toBe('failed');
+    expect(String(event.returnValues.error)).toContain('it may already have been sent');
+    expect(robotSends(stack.c2d)).toHaveLength(1);
+  });
+});
+
+describe('jobs interrupted by a crash', () => {
+  it('are queued again ahead of the whole backlog, so what they did is settled first', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'c2d-b24-requeue-'));
+    const database = openDatabase(join(dir, 'app.db'));
+    try {
+      let clock = 1_000_000;
+      const jobs = new JobStore(database.db, () => clock);
+      const enqueue = (memberId: string, eventToken: string) => {
+        clock += 1;
+        return jobs.enqueue({
+          memberId,
+          eventToken,
+          robotCode: 'c2d_send_message',
+          documentId: ['crm', 'CCrmDocumentDeal', 'DEAL_1'],
+          properties: {},
+          deadlineAt: clock + 60_000,
+          awaitsConfirmation: false,
+        }).job.id;
+      };
+      const [first, second] = [enqueue('portal-a', 'a-1'), enqueue('portal-a', 'a-2')];
+      expect(jobs.claim(first, 60_000)).toBeDefined();
+      expect(jobs.claim(second, 60_000)).toBeDefined();
+      for (let i = 0; i < 100; i++) enqueue('portal-a', `backlog-${i}`);
+      enqueue('portal-b', 'b-1');
+      // Jobs retried later than now are still behind: only the due ones count.
+      clock += 10_000;
+      expect(jobs.requeueInterrupted()).toBe(2);
+      const due = jobs.due('queued', 5);
+      expect(due.map((job) => job.eventToken)).toEqual(['a-1', 'a-2', 'backlog-0', 'backlog-1', 'backlog-2']);
+      // Per-portal fairness is unchanged: a portal left out shows the others'.
+      expect(jobs.due('queued', 5, ['portal-a']).map((job) => job.eventToken)).toEqual(['b-1']);
+    } finally {
+      database.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
