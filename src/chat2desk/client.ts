@@ -28,7 +28,7 @@ export interface Chat2DeskMessage {
   id: number;
   type?: string;
   text?: string | null;
-  /** "2026-01-29T06:14:41 UTC" (protocols/chat2desk.md §1). */
+  /** "2026-01-29T06:14:41 UTC" (docs/protocols.md C1). */
   created?: string | null;
   transport?: string;
   channel_id?: number;
@@ -193,8 +193,8 @@ export class Chat2DeskApi {
 
   /** The client's most recent outgoing messages, newest first. */
   /**
-   * The client's outgoing messages, newest first, a page at a time (GET /messages, protocols/chat2desk.md
-   * §2 and Pagination); the caller stops when it has gone back far enough. Messages sent meanwhile
+   * The client's outgoing messages, newest first, a page at a time (GET /messages, docs/protocols.md
+   * C2 and C1 paging); the caller stops when it has gone back far enough. Messages sent meanwhile
    * shift the offsets down, so a message may be seen twice but none is skipped.
    */
   async *messagesToClient(clientId: number): AsyncGenerator<Chat2DeskMessage[]> {
