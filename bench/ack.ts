@@ -78,7 +78,11 @@ export async function ackBenchmark(): Promise<Section> {
   const c2d = await startFakeChat2Desk();
   const dir = mkdtempSync(join(tmpdir(), 'c2d-b24-bench-'));
   // The production log level: the per-call log line is part of what an acknowledgement costs.
-  const env = stackEnv(b24, c2d, await freePort(), dir, { LOG_LEVEL: 'info' });
+  const env = stackEnv(b24, c2d, await freePort(), dir, {
+    LOG_LEVEL: 'info',
+    // The workers are stopped, so every call stays waiting for confirmation: lift the per-portal bound.
+    MAX_UNCONFIRMED_CALLS_PER_PORTAL: '1000000',
+  });
   const ours = await startChild('ours', env);
   const bare = await startChild('bare', { ...env, PORT: String(await freePort()) });
   await installAndConfigure({ b24, c2d, server: { url: ours.url, idle: () => ours.command('idle') } });

@@ -279,13 +279,15 @@ export class JobStore {
       .all();
   }
 
-  /** Robot calls of the portal still waiting for Bitrix24 to confirm them. */
-  confirmingCount(memberId: string): number {
-    const row = this.db
-      .select({ n: count() })
+  /** Robot calls of the portal still waiting for Bitrix24 to confirm them, counted up to `atMost`. */
+  confirmingCount(memberId: string, atMost: number): number {
+    const waiting = this.db
+      .select({ id: jobs.id })
       .from(jobs)
       .where(and(eq(jobs.memberId, memberId), eq(jobs.state, 'confirming')))
-      .get();
+      .limit(atMost)
+      .as('waiting');
+    const row = this.db.select({ n: count() }).from(waiting).get();
     return row?.n ?? 0;
   }
 

@@ -27,6 +27,13 @@ export type Acceptance = { status: 'accepted' | 'duplicate'; jobId: number } | {
  * branch; sending that result needs no confirmation, Bitrix24 refuses it for a forged event token.
  */
 export class RobotCalls {
+  /**
+   * Per portal: calls waiting for confirmation, read from the database at most once a second and
+   * counted up here in between, so the bound costs no query per acknowledgement. Confirmations that
+   * finish meanwhile are seen at the next read: the bound errs on the safe side for at most a second.
+   */
+  readonly #waiting = new Map<string, { count: number; readAt: number }>();
+
   constructor(private readonly deps: AcceptDeps) {}
 
   accept(portal: Portal, call: RobotCall): Acceptance {
@@ -38,7 +45,8 @@ export class RobotCalls {
     }
     // Anyone with a page's application token can make calls (docs/protocols.md B0); until Bitrix24 confirms
     // them each is a stored row, so their number is bounded. Bitrix24 shows the robot as failed.
-    if (this.deps.jobs.confirmingCount(portal.memberId) >= this.deps.maxUnconfirmedPerPortal) {
+    const waiting = this.#waitingFor(portal.memberId);
+    if (waiting.count >= this.deps.maxUnconfirmedPerPortal) {
       this.deps.log.warn({ memberId: portal.memberId, limit: this.deps.maxUnconfirmedPerPortal }, 'robot call refused: too many calls of this portal wait for confirmation');
       return {
         status: 'overloaded',
@@ -76,9 +84,20 @@ export class RobotCalls {
       // only calls refused for their input are logged at info.
       const level = immediateResult ? 'info' : 'debug';
       this.deps.log[level]({ memberId: portal.memberId, jobId: job.id, code: excerpt(call.code), invalid: Boolean(immediateResult) }, 'robot call accepted');
+      if (!immediateResult) waiting.count += 1;
       this.deps.onQueued();
     }
     return { status: duplicate ? 'duplicate' : 'accepted', jobId: job.id };
+  }
+
+  #waitingFor(memberId: string): { count: number; readAt: number } {
+    const now = Date.now();
+    let waiting = this.#waiting.get(memberId);
+    if (!waiting || now - waiting.readAt >= 1_000) {
+      waiting = { count: this.deps.jobs.confirmingCount(memberId, this.deps.maxUnconfirmedPerPortal), readAt: now };
+      this.#waiting.set(memberId, waiting);
+    }
+    return waiting;
   }
 }
 
