@@ -8,7 +8,7 @@ import type { BitrixUsers } from '../bitrix24/users.js';
 import type { TimelineLogStore } from '../db/timeline-logs.js';
 import type { DialogDirectory } from '../chat2desk/directory.js';
 import { Chat2DeskError } from '../chat2desk/errors.js';
-import type { JobRow, JobStore } from '../db/jobs.js';
+import type { JobRow, JobStore, ReportRow } from '../db/jobs.js';
 import type { Portal, PortalStore } from '../db/portals.js';
 import type { Logger } from '../log.js';
 import { readSettings, type PortalSettings } from '../portal-settings.js';
@@ -37,6 +37,12 @@ export interface WorkerDeps {
   maxUnexpectedAttempts?: number;
 }
 
+/**
+ * Due jobs read per dispatch pass. Portals at their cap are left out of the read, and a pass that
+ * started work looks again at once, so a small page hides no portal's jobs for long; a large one was
+ * read again after every finished run.
+ */
+const DISPATCH_PAGE = 100;
 const IDLE_POLL_MS = 1_000;
 /** How long an undelivered result is retried (Bitrix24 outage, lost authorisation) before it is dropped. */
 const REPORT_GIVE_UP_MS = 3 * 24 * 3600_000;
@@ -140,7 +146,7 @@ export class RobotWorker {
   #dispatch(): number {
     const full = [...this.#runningByPortal].filter(([, running]) => running >= this.deps.portalConcurrency).map(([memberId]) => memberId);
     let started = 0;
-    for (const job of this.deps.jobs.due('queued', 500, full)) {
+    for (const job of this.deps.jobs.due('queued', DISPATCH_PAGE, full)) {
       if (this.#stopped) break;
       const running = this.#runningByPortal.get(job.memberId) ?? 0;
       if (running >= this.deps.portalConcurrency) continue;
@@ -313,7 +319,7 @@ export class RobotWorker {
     return wait;
   }
 
-  async #report(memberId: string, batch: JobRow[]): Promise<void> {
+  async #report(memberId: string, batch: ReportRow[]): Promise<void> {
     const log = this.deps.log.child({ memberId });
     try {
       const outcome = await this.deps.rest.batch(
@@ -368,7 +374,7 @@ export class RobotWorker {
     }
   }
 
-  #retryReports(batch: JobRow[], error: string): void {
+  #retryReports(batch: ReportRow[], error: string): void {
     const attempts = Math.max(...batch.map((job) => job.reportAttempts)) + 1;
     // Given up by age, not by count: a workflow waits for its result through long Bitrix24 outages.
     const oldest = Math.min(...batch.map((job) => job.finishedAt ?? job.createdAt));
