@@ -141,7 +141,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
       jobs,
       robotDeadlineSeconds: config.robotDeadlineSeconds,
       maxUnconfirmedPerPortal: config.maxUnconfirmedCallsPerPortal,
-      onQueued: () => worker.wake(),
+      onQueued: () => worker.callAccepted(),
       log,
     }),
     settings: new SettingsService({

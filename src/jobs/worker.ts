@@ -92,6 +92,12 @@ export class RobotWorker {
     this.#loops = [this.#confirmLoop(), this.#dispatchLoop(), this.#reportLoop()];
   }
 
+  /** A robot call was stored: it waits for confirmation, or (input already wrong) for its report. */
+  callAccepted(): void {
+    this.#confirmSignal.notify();
+    this.#reportSignal.notify();
+  }
+
   wake(): void {
     this.#confirmSignal.notify();
     this.#dispatchSignal.notify();
@@ -124,14 +130,15 @@ export class RobotWorker {
 
   async #dispatchLoop(): Promise<void> {
     while (!this.#stopped) {
-      let claimed = 0;
+      let claimed = { started: 0, pageFull: false };
       try {
         claimed = this.#dispatch();
       } catch (error) {
         this.deps.log.error({ err: String(error) }, 'dispatch failed');
       }
-      // A pass that started work may have left claimable jobs beyond its page: look again at once.
-      await this.#dispatchSignal.wait(claimed > 0 ? 0 : this.#idleWait());
+      // A pass that started work and read a full page may have left claimable jobs beyond it: look
+      // again at once. Otherwise every due job was seen, and those left wait for a slot (a wake-up).
+      await this.#dispatchSignal.wait(claimed.started > 0 && claimed.pageFull ? 0 : this.#idleWait());
     }
   }
 
@@ -143,10 +150,11 @@ export class RobotWorker {
   }
 
   /** Starts what may start; returns how many jobs were claimed. */
-  #dispatch(): number {
+  #dispatch(): { started: number; pageFull: boolean } {
     const full = [...this.#runningByPortal].filter(([, running]) => running >= this.deps.portalConcurrency).map(([memberId]) => memberId);
     let started = 0;
-    for (const job of this.deps.jobs.due('queued', DISPATCH_PAGE, full)) {
+    const due = this.deps.jobs.due('queued', DISPATCH_PAGE, full);
+    for (const job of due) {
       if (this.#stopped) break;
       const running = this.#runningByPortal.get(job.memberId) ?? 0;
       if (running >= this.deps.portalConcurrency) continue;
@@ -157,11 +165,13 @@ export class RobotWorker {
       const task = this.#execute(claimed).finally(() => {
         this.#runningByPortal.set(job.memberId, (this.#runningByPortal.get(job.memberId) ?? 1) - 1);
         this.#inFlight.delete(task);
-        this.wake();
+        // A slot is free and a result may be ready; confirmations do not wait for runs.
+        this.#dispatchSignal.notify();
+        this.#reportSignal.notify();
       });
       this.#inFlight.add(task);
     }
-    return started;
+    return { started, pageFull: due.length === DISPATCH_PAGE };
   }
 
   async #execute(job: JobRow): Promise<void> {
