@@ -128,6 +128,10 @@ describe('Send Chat2Desk message robot', () => {
     expect((await postForm(url, '%%%&&&[[[')).status).toBe(401);
     const huge = `${body}&properties[text]=${'a'.repeat(400_000)}`;
     expect((await postForm(url, huge)).status).toBe(413);
+    // Without a Content-Length (chunked), the limit is counted as the bytes arrive.
+    const chunked = new Blob([huge]).stream();
+    const streamed = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: chunked, duplex: 'half' } as RequestInit);
+    expect(streamed.status).toBe(413);
     const deep = `${body}&${'x'.repeat(10)}${'[a]'.repeat(500)}=1`;
     expect((await postForm(url, deep)).status).toBeLessThan(500);
     const health = await fetch(`${stack.server.url}/healthz`);
