@@ -19,6 +19,7 @@ import { TimelineLogStore } from './db/timeline-logs.js';
 import { WebhookStore } from './db/webhooks.js';
 import { BackgroundTasks } from './background.js';
 import type { Config } from './config.js';
+import { systemClock, type Clock } from './clock.js';
 import { openDatabase, pingDatabase, type DatabaseHandle } from './db/database.js';
 import { JobStore } from './db/jobs.js';
 import { PortalStore } from './db/portals.js';
@@ -68,10 +69,13 @@ export interface ServerOptions {
   hostname?: string;
   fetch?: typeof fetch;
   reportLingerMs?: number;
+  /** Where every time-based decision reads the time; tests move it forward instead of sleeping. */
+  clock?: Clock;
 }
 
 /** Builds every service from the config, starts the workers and the HTTP server. */
 export async function startServer(config: Config, log: Logger, options: ServerOptions = {}): Promise<RunningServer> {
+  const clock = options.clock ?? systemClock;
   const database = openDatabase(config.databaseFile);
   const secrets = new SecretBox(resolveAppSecret(config.appSecret, config.databaseFile));
   const portals = new PortalStore(database.db, secrets);
@@ -166,7 +170,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
   const stopMonitor = chat2deskWebhooks.startMonitor(config.webhookCheckSeconds * 1000);
   const stopUninstallChecks = uninstalls.startMonitor();
   const stopMaintenance = startMaintenance(() => {
-    const now = Date.now();
+    const now = clock.now();
     const jobsRemoved = jobs.pruneFinished(now - FINISHED_JOB_RETENTION_MS);
     const cacheRows = cache.pruneOlderThan(now - 2 * 24 * 3600_000);
     const deliveries = chat2deskWebhooks.pruneDeliveries();
