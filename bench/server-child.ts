@@ -71,7 +71,7 @@ process.on('message', (command: ChildCommand) => {
           const { profile } = await profiler.post('Profiler.stop');
           writeFileSync(join(profileDir, `ours-${++window}.cpuprofile`), JSON.stringify(profile));
         }
-        const depth = ours?.jobs.countByState();
+        const depth = await ours?.jobs.countByState();
         send({ type: 'report', cpuMicros: cpu.user + cpu.system, storedJobs: (depth?.confirming ?? 0) + (depth?.queued ?? 0) + (depth?.reporting ?? 0) });
         return;
       }

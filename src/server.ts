@@ -1,17 +1,21 @@
 import { serve, type ServerType } from '@hono/node-server';
 import type { AddressInfo } from 'node:net';
-import { activities } from './activities/index.js';
+import { RobotRegistry } from './activities/index.js';
 import { createApp } from './app.js';
 import { InstallService } from './bitrix24/install.js';
 import { AppUpdates } from './bitrix24/app-updates.js';
+import { onAppUpdate } from './bitrix24/events/app-update.js';
+import { onAppUninstall } from './bitrix24/events/app-uninstall.js';
+import { EventHandlers } from './bitrix24/events/index.js';
 import { InstallerTokens } from './bitrix24/installer-tokens.js';
 import { OAuthServer } from './bitrix24/oauth.js';
 import { AppRegistration } from './bitrix24/registration.js';
 import { Bitrix24Rest } from './bitrix24/rest-client.js';
 import { Uninstalls } from './bitrix24/uninstall.js';
 import { BitrixUsers } from './bitrix24/users.js';
-import { Chat2DeskAccounts, accountKey } from './chat2desk/client.js';
-import { DialogDirectory } from './chat2desk/directory.js';
+import { Chat2DeskAccess } from './chat2desk/access.js';
+import { Chat2DeskAccounts } from './chat2desk/client.js';
+import type { DialogDirectory } from './chat2desk/directory.js';
 import { Chat2DeskWebhooks } from './chat2desk/webhooks.js';
 import { CacheStore } from './db/cache.js';
 import { Chat2DeskRateStore } from './db/chat2desk-rates.js';
@@ -23,10 +27,13 @@ import { systemClock, type Clock } from './clock.js';
 import { openDatabase, pingDatabase, type DatabaseHandle } from './db/database.js';
 import { JobStore } from './db/jobs.js';
 import { PortalStore } from './db/portals.js';
+import { JobKinds, type JobKind } from './jobs/kinds.js';
+import { REGISTER_APP_KIND, registerAppKind } from './jobs/kinds/register-app.js';
+import { robotKind } from './jobs/kinds/robot.js';
+import { Pipeline } from './jobs/pipeline.js';
 import { RobotCalls } from './jobs/robot-calls.js';
-import { RobotWorker } from './jobs/worker.js';
+import type { Worker } from './jobs/worker.js';
 import type { Logger } from './log.js';
-import { readSettings, type PortalSettings } from './portal-settings.js';
 import { SecretBox, resolveAppSecret } from './secrets.js';
 import { SettingsService } from './settings-service.js';
 
@@ -34,13 +41,9 @@ import { SettingsService } from './settings-service.js';
 const FINISHED_JOB_RETENTION_MS = 30 * 24 * 3600_000;
 
 /** Runs `prune` now and every hour; returns the stop function. */
-function startMaintenance(prune: () => void, log: Logger): () => void {
+function startMaintenance(prune: () => Promise<void>, log: Logger): () => void {
   const run = () => {
-    try {
-      prune();
-    } catch (error) {
-      log.warn({ err: error instanceof Error ? error.message : String(error) }, 'maintenance failed');
-    }
+    prune().catch((error: unknown) => log.warn({ err: error instanceof Error ? error.message : String(error) }, 'maintenance failed'));
   };
   run();
   const timer = setInterval(run, 3600_000);
@@ -52,12 +55,13 @@ export interface RunningServer {
   url: string;
   port: number;
   database: DatabaseHandle;
-  worker: RobotWorker;
+  worker: Worker;
+  pipeline: Pipeline;
   rest: Bitrix24Rest;
   portals: PortalStore;
   jobs: JobStore;
   chat2deskWebhooks: Chat2DeskWebhooks;
-  /** Resolves when no background task (cache fill, re-registration) is running. */
+  /** Resolves when no background task (cache fill) is running and no re-registration is due or running. */
   idle(): Promise<void>;
   /** The portal's Chat2Desk directory (cache), for tests and the benchmark. */
   directoryOf(memberId: string): DialogDirectory | undefined;
@@ -71,6 +75,12 @@ export interface ServerOptions {
   reportLingerMs?: number;
   /** Where every time-based decision reads the time; tests move it forward instead of sleeping. */
   clock?: Clock;
+  /** Job kinds beyond the app's own (a test proves a kind of its own runs through the same pipeline). */
+  extraKinds?: JobKind[];
+  /** The robots; a test may pass a registry with a robot of its own. */
+  robots?: RobotRegistry;
+  /** How long a failing job at the head of an ordering key holds the key (src/db/jobs.ts). */
+  orderingHoldMs?: number;
 }
 
 /** Builds every service from the config, starts the workers and the HTTP server. */
@@ -79,58 +89,51 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
   const database = openDatabase(config.databaseFile);
   const secrets = new SecretBox(resolveAppSecret(config.appSecret, config.databaseFile));
   const portals = new PortalStore(database.db, secrets);
-  const jobs = new JobStore(database.db);
+  const jobs = new JobStore(database.db, clock, { orderingHoldMs: options.orderingHoldMs });
+  const robots = options.robots ?? new RobotRegistry();
   const fetchImpl = options.fetch ?? fetch;
   const oauth = new OAuthServer(config.bitrix24.oauthUrl, config.bitrix24.clientId, config.bitrix24.clientSecret, fetchImpl);
   const rest = new Bitrix24Rest({ portals, oauth, log, ratePerSecond: config.bitrix24.ratePerSecond, burst: config.bitrix24.rateBurst, fetch: fetchImpl });
   const accounts = new Chat2DeskAccounts(config.chat2desk, new Chat2DeskRateStore(database.db), fetchImpl);
-  const chat2deskFor = (portal: { memberId: string }, settings: { chat2deskApiUrl: string }) => {
-    const token = portals.chat2deskToken(portal.memberId);
-    // A stored URL no longer on the operator's allow-list is not used.
-    if (!token || !config.chat2desk.allowedApiUrls.includes(settings.chat2deskApiUrl)) return undefined;
-    return accounts.api(settings.chat2deskApiUrl, token);
-  };
   const cache = new CacheStore(database.db);
+  const chat2desk = new Chat2DeskAccess({ portals, accounts, cache, defaultApiUrl: config.chat2desk.defaultApiUrl, allowedApiUrls: config.chat2desk.allowedApiUrls, log });
   const background = new BackgroundTasks(log);
-  const directoryFor = (portal: { memberId: string }, settings: PortalSettings) => {
-    const api = chat2deskFor(portal, settings);
-    const token = portals.chat2deskToken(portal.memberId);
-    if (!api || !token) return undefined;
-    return new DialogDirectory(api, cache, accountKey(settings.chat2deskApiUrl, token), settings.cacheTtlSeconds * 1000, log);
-  };
   const chat2deskWebhooks = new Chat2DeskWebhooks({
     webhooks: new WebhookStore(database.db, secrets),
     cache,
     portals,
     publicUrl: config.publicUrl,
-    directoryFor: (portal) => directoryFor(portal, readSettings(portal.settings, config.chat2desk.defaultApiUrl)),
+    directoryFor: (portal) => chat2desk.directoryOf(portal),
     log,
   });
   const registration = new AppRegistration({
     rest,
     publicUrl: config.publicUrl,
-    activities,
+    activities: robots.all,
     log,
     channelsOf: async (portal) => {
-      const api = chat2deskFor(portal, readSettings(portal.settings, config.chat2desk.defaultApiUrl));
-      return api ? api.channels() : [];
+      const connection = await chat2desk.connect(portal);
+      return connection.usable ? connection.directory.api.channels() : [];
     },
   });
-  const worker = new RobotWorker({
+  const kinds = new JobKinds([
+    robotKind({ jobs, portals, rest, users: new BitrixUsers(rest), timelineLogs: new TimelineLogStore(database.db), chat2desk, robots }),
+    registerAppKind({ portals, registration, clock }),
+    ...(options.extraKinds ?? []),
+  ]);
+  const pipeline = new Pipeline({
     jobs,
-    portals,
+    kinds,
+    robots,
     rest,
-    users: new BitrixUsers(rest),
-    timelineLogs: new TimelineLogStore(database.db),
-    directoryFor,
-    defaultChat2DeskUrl: config.chat2desk.defaultApiUrl,
+    clock,
     portalConcurrency: config.portalConcurrency,
     log,
     reportLingerMs: options.reportLingerMs,
   });
   const uninstalls = new Uninstalls({ portals, jobs, rest, chat2deskWebhooks, background, log });
   const installerTokens = new InstallerTokens({ oauth, portals, log });
-  const appUpdates = new AppUpdates({ portals, installerTokens, registration, background });
+  const appUpdates = new AppUpdates({ jobs, pipeline, installerTokens, background, clock });
   const app = createApp({
     log,
     maxBodyBytes: config.maxBodyBytes,
@@ -139,13 +142,14 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     registration,
     install: new InstallService({ oauth, rest, portals, registration, log, attemptsPerMinute: config.installAttemptsPerMinute }),
     installerTokens,
-    uninstalls,
-    appUpdates,
+    events: new EventHandlers([onAppUninstall(uninstalls), onAppUpdate(appUpdates)]),
     robotCalls: new RobotCalls({
+      pipeline,
       jobs,
+      robots,
+      clock,
       robotDeadlineSeconds: config.robotDeadlineSeconds,
       maxUnconfirmedPerPortal: config.maxUnconfirmedCallsPerPortal,
-      onQueued: () => worker.callAccepted(),
       log,
     }),
     settings: new SettingsService({
@@ -157,21 +161,21 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
       defaultApiUrl: config.chat2desk.defaultApiUrl,
       allowedApiUrls: config.chat2desk.allowedApiUrls,
       chat2deskWebhooks,
-      directoryFor: (portal) => directoryFor(portal, readSettings(portal.settings, config.chat2desk.defaultApiUrl)),
+      directoryFor: (portal) => chat2desk.directoryOf(portal),
       background,
       log,
     }),
     background,
     chat2deskWebhooks,
     databaseUp: () => pingDatabase(database),
-    workersRunning: () => worker.running,
+    workersRunning: () => pipeline.running,
   });
-  worker.start();
+  await pipeline.start();
   const stopMonitor = chat2deskWebhooks.startMonitor(config.webhookCheckSeconds * 1000);
   const stopUninstallChecks = uninstalls.startMonitor();
-  const stopMaintenance = startMaintenance(() => {
+  const stopMaintenance = startMaintenance(async () => {
     const now = clock.now();
-    const jobsRemoved = jobs.pruneFinished(now - FINISHED_JOB_RETENTION_MS);
+    const jobsRemoved = await jobs.pruneFinished(now - FINISHED_JOB_RETENTION_MS);
     const cacheRows = cache.pruneOlderThan(now - 2 * 24 * 3600_000);
     const deliveries = chat2deskWebhooks.pruneDeliveries();
     if (jobsRemoved + cacheRows + deliveries > 0) log.info({ jobsRemoved, cacheRows, deliveries }, 'old rows pruned');
@@ -184,24 +188,27 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     url: `http://${options.hostname ?? 'localhost'}:${port}`,
     port,
     database,
-    worker,
+    worker: pipeline.worker,
+    pipeline,
     rest,
     portals,
     jobs,
     chat2deskWebhooks,
-    idle: () => background.idle(),
+    async idle() {
+      await background.idle();
+      await pipeline.settled([REGISTER_APP_KIND]);
+    },
     directoryOf: (memberId) => {
       const portal = portals.get(memberId);
-      return portal ? directoryFor(portal, readSettings(portal.settings, config.chat2desk.defaultApiUrl)) : undefined;
+      return portal ? chat2desk.directoryOf(portal) : undefined;
     },
     async close() {
       stopMonitor();
       stopUninstallChecks();
-      appUpdates.stop();
       stopMaintenance();
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await background.idle();
-      await worker.stop();
+      await pipeline.stop();
       accounts.flush();
       database.close();
     },

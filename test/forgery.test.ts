@@ -101,7 +101,7 @@ describe('calls forged with the application token from a page of the app', () =>
     const response = await postForm(`${stack.server.url}/bitrix24/robot`, forged.body);
     expect(response.status).toBe(422);
     expect(await response.json()).toEqual({ error: 'A robot call that does not wait for its result (use_subscription=N) cannot be confirmed by Bitrix24 and is not run' });
-    expect(stack.server.jobs.countByState()).toEqual({});
+    expect(await stack.server.jobs.countByState()).toEqual({});
   });
 
   it('confirms genuine calls and refuses the forged one among them', async () => {
@@ -469,7 +469,7 @@ describe('robot calls Bitrix24 has not confirmed yet', () => {
     });
     expect(jobRow(stack, over.eventToken)).toBeUndefined();
     // The confirmation pass reads what it needs, never the stored properties.
-    const due = stack.server.jobs.dueConfirmations(10);
+    const due = await stack.server.jobs.dueConfirmations(10);
     expect(due).toHaveLength(3);
     for (const row of due) expect(Object.keys(row).sort()).toEqual(['confirmAttempts', 'deadlineAt', 'eventToken', 'id', 'lastError', 'memberId', 'robotCode', 'runAt']);
     held.release();

@@ -143,7 +143,7 @@ describe('HTTP edges', () => {
     expect(evil.status).toBe(415);
     expect(await evil.json()).toEqual({ error: 'Bitrix24 posts application/x-www-form-urlencoded bodies' });
     expect((await post('application/x-www-form-urlencodedX; charset=UTF-8')).status).toBe(415);
-    expect(stack.server.jobs.depth()).toMatchObject({ queued: 0, running: 0, reporting: 0 });
+    expect(await stack.server.jobs.depth()).toMatchObject({ queued: 0, running: 0, reporting: 0 });
     const withCharset = await post('Application/X-WWW-Form-Urlencoded ; charset=UTF-8');
     expect(withCharset.status).toBe(200);
     expect(await withCharset.json()).toMatchObject({ status: 'accepted' });

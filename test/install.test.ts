@@ -124,12 +124,12 @@ describe('install and lifecycle', () => {
     expect(stack.b24.calls.filter((call) => call.method === 'app.info').map((call) => call.error)).toEqual(['NO_AUTH_FOUND']);
     const row = stack.server.database.sqlite.prepare('select * from portals where member_id = ?').get(stack.b24.memberId) as Record<string, unknown>;
     expect(row).toMatchObject({ status: 'uninstalled', access_token: null, refresh_token: null, chat2desk_token: null });
-    expect(stack.server.jobs.countByState()).toEqual({ cancelled: 1 });
+    expect(await stack.server.jobs.countByState()).toEqual({ cancelled: 1 });
     // The run that was in flight ends without reviving the job.
     inFlight.release();
     const runEnded = /"msg":"(robot run finished|robot run failed|robot run given up|transient failure; retrying)"/;
     await eventually(() => stack.logs.some((line) => runEnded.test(line)), 10_000, 'the run in flight to end');
-    expect(stack.server.jobs.countByState()).toEqual({ cancelled: 1 });
+    expect(await stack.server.jobs.countByState()).toEqual({ cancelled: 1 });
     expect(stack.b24.sentEvents).toHaveLength(0);
 
     const later = await postForm(`${stack.server.url}/bitrix24/robot`, lateCall.body);

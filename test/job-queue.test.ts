@@ -1,10 +1,17 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import * as v from 'valibot';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { systemClock } from '../src/clock.js';
 import { openDatabase, type DatabaseHandle } from '../src/db/database.js';
 import { CacheStore } from '../src/db/cache.js';
-import { JobStore } from '../src/db/jobs.js';
+import { insertJobs, JobStore } from '../src/db/jobs.js';
+import type { JobKind } from '../src/jobs/kinds.js';
+import { InvalidJobInput } from '../src/jobs/pipeline.js';
+import { TestClock } from './support/clock.js';
+import { robotJob } from './support/jobs.js';
+import { eventually, install, postForm, startStack, type Stack } from './support/stack.js';
 
 describe('the job queue', () => {
   let dir: string;
@@ -13,58 +20,64 @@ describe('the job queue', () => {
   beforeEach(() => {
     dir = mkdtempSync(join(tmpdir(), 'c2d-b24-queue-'));
     database = openDatabase(join(dir, 'app.db'));
-    jobs = new JobStore(database.db);
+    jobs = new JobStore(database.db, systemClock);
   });
   afterEach(() => {
     database.close();
     rmSync(dir, { recursive: true, force: true });
   });
 
-  const enqueue = (memberId: string, eventToken: string) =>
-    jobs.enqueue({
-      memberId,
-      eventToken,
-      robotCode: 'c2d_send_message',
-      documentId: ['crm', 'CCrmDocumentDeal', 'DEAL_1'],
-      properties: {},
-      deadlineAt: Date.now() + 60_000,
-      awaitsConfirmation: false, // the queue itself is under test here; confirmation is covered in forgery.test.ts
-    });
+  const enqueue = (memberId: string, eventToken: string) => jobs.enqueue(robotJob(memberId, eventToken, Date.now() + 60_000));
 
-  it("does not let one portal's backlog hide another portal's jobs", () => {
-    for (let i = 0; i < 600; i++) enqueue('busy-portal', `busy-${i}`);
-    enqueue('quiet-portal', 'quiet-1');
-    expect(jobs.due('queued', 500).some((job) => job.memberId === 'quiet-portal')).toBe(false);
-    const visible = jobs.due('queued', 500, ['busy-portal']);
+  it("does not let one portal's backlog hide another portal's jobs", async () => {
+    for (let i = 0; i < 600; i++) await enqueue('busy-portal', `busy-${i}`);
+    await enqueue('quiet-portal', 'quiet-1');
+    expect((await jobs.due('queued', 500)).some((job) => job.memberId === 'quiet-portal')).toBe(false);
+    const visible = await jobs.due('queued', 500, ['busy-portal']);
     expect(visible.map((job) => job.eventToken)).toEqual(['quiet-1']);
   });
 
-  it('keeps a cancelled job cancelled when its run ends', () => {
-    const { job } = enqueue('portal', 'token-1');
-    expect(jobs.claim(job.id, 60_000)?.state).toBe('running');
-    expect(jobs.cancelPortal('portal')).toBe(1);
-    jobs.finish(job.id, { status: 'sent' }, 'done');
-    jobs.retryLater(job.id, Date.now(), 'x');
-    expect(jobs.countByState()).toEqual({ cancelled: 1 });
+  it('keeps a cancelled job cancelled when its run ends', async () => {
+    const { job } = await enqueue('portal', 'token-1');
+    expect((await jobs.claim(job.id, 60_000))?.state).toBe('running');
+    expect(await jobs.cancelPortal('portal')).toBe(1);
+    await jobs.finish(job.id, { status: 'sent' }, 'done');
+    await jobs.retryLater(job.id, Date.now(), 'x');
+    expect(await jobs.countByState()).toEqual({ cancelled: 1 });
   });
 
-  it('stores a repeated event token once', () => {
-    expect(enqueue('portal', 'same').duplicate).toBe(false);
-    expect(enqueue('portal', 'same').duplicate).toBe(true);
-    expect(enqueue('other-portal', 'same').duplicate).toBe(false);
-    expect(jobs.depth()).toEqual({ queued: 2, running: 0, reporting: 0 });
+  it('stores a repeated event token once', async () => {
+    expect((await enqueue('portal', 'same')).duplicate).toBe(false);
+    expect((await enqueue('portal', 'same')).duplicate).toBe(true);
+    expect((await enqueue('other-portal', 'same')).duplicate).toBe(false);
+    expect(await jobs.depth()).toEqual({ queued: 2, running: 0, reporting: 0 });
   });
 
-  it('prunes finished jobs past their retention and nothing still in flight', () => {
-    const done = enqueue('portal', 'done').job;
-    const queued = enqueue('portal', 'queued').job;
-    jobs.claim(done.id, 60_000);
-    jobs.finish(done.id, { status: 'sent' }, 'ok');
-    jobs.markReported([done.id]);
-    expect(jobs.pruneFinished(Date.now() - 60_000)).toBe(0);
-    expect(jobs.pruneFinished(Date.now() + 1)).toBe(1);
-    expect(jobs.countByState()).toEqual({ queued: 1 });
+  it('prunes finished jobs past their retention and nothing still in flight', async () => {
+    const done = (await enqueue('portal', 'done')).job;
+    const queued = (await enqueue('portal', 'queued')).job;
+    await jobs.claim(done.id, 60_000);
+    await jobs.finish(done.id, { status: 'sent' }, 'ok');
+    await jobs.markReported([done.id]);
+    expect(await jobs.pruneFinished(Date.now() - 60_000)).toBe(0);
+    expect(await jobs.pruneFinished(Date.now() + 1)).toBe(1);
+    expect(await jobs.countByState()).toEqual({ queued: 1 });
     expect(database.sqlite.prepare('select id from jobs').all()).toEqual([{ id: queued.id }]);
+  });
+
+  it('stores jobs inside the transaction of another store, or not at all when it rolls back', async () => {
+    const job = { kind: 'test_echo', memberId: 'portal', input: { n: 1 }, dedupKey: 'delivery-1', deadlineAt: Date.now() + 60_000, awaitsConfirmation: false };
+    expect(() =>
+      database.db.transaction((tx) => {
+        insertJobs(tx, [job], Date.now());
+        throw new Error('the delivery could not be stored');
+      }),
+    ).toThrow('the delivery could not be stored');
+    expect(await jobs.countByState()).toEqual({});
+    expect(database.db.transaction((tx) => insertJobs(tx, [job, { ...job, dedupKey: 'delivery-2' }], Date.now()))).toBe(2);
+    // A repeated delivery inserts nothing again.
+    expect(database.db.transaction((tx) => insertJobs(tx, [job], Date.now()))).toBe(0);
+    expect(await jobs.countByState()).toEqual({ queued: 2 });
   });
 
   it('prunes cache rows nobody could be served any more', () => {
@@ -75,5 +88,143 @@ describe('the job queue', () => {
     expect(cache.pruneOlderThan(Date.now() - 2 * 24 * 3600_000)).toBe(1);
     expect(cache.client('account', 1, 0)).toBeUndefined();
     expect(cache.client('account', 2, 0)?.id).toBe(2);
+  });
+});
+
+/** A gate a test opens when it chooses: explicit, instead of a sleep. */
+function gate(): { opened: Promise<void>; open(): void } {
+  let open = () => {};
+  const opened = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  return { opened, open };
+}
+
+/**
+ * A job kind registered only in this test: it records each run's start, waits for the gate its
+ * input names (if any), and fails with a transient error while its input says so.
+ */
+function testKind(gates: Map<string, Promise<void>>, started: string[]): JobKind<{ name: string; fail?: boolean }> {
+  return {
+    name: 'test_echo',
+    input: v.object({ name: v.string(), fail: v.optional(v.boolean()) }),
+    needsConfirmation: false,
+    dedup: 'forever',
+    after: 'done',
+    async prepare(_job, input) {
+      return {
+        async run() {
+          started.push(input.name);
+          await gates.get(input.name);
+          if (input.fail) throw new Error(`${input.name} failed on purpose`);
+          return { returnValues: { status: 'ok', echoed: input.name }, logMessage: `ran ${input.name}` };
+        },
+      };
+    },
+    failed: (_job, message) => ({ returnValues: { status: 'failed', error: message }, logMessage: message }),
+  };
+}
+
+describe('the pipeline with a kind of its own', () => {
+  let stack: Stack;
+  const gates = new Map<string, Promise<void>>();
+  const started: string[] = [];
+  const HOLD_MS = 60_000;
+  let clock: TestClock;
+  beforeEach(async () => {
+    gates.clear();
+    started.length = 0;
+    clock = new TestClock();
+    stack = await startStack({ clock, extraKinds: [testKind(gates, started)], orderingHoldMs: HOLD_MS });
+  });
+  afterEach(() => stack.close());
+
+  const enqueue = (name: string, options: { orderingKey?: string; fail?: boolean } = {}) =>
+    stack.server.pipeline.enqueue('test_echo', 'portal', { name, fail: options.fail }, { orderingKey: options.orderingKey, dedupKey: name, deadlineAt: clock.now() + 3600_000 });
+  const row = (name: string) =>
+    stack.server.database.sqlite.prepare('select state, attempts, last_error, return_values from jobs where dedup_key = ?').get(name) as Record<string, unknown>;
+
+  it('runs a job of a kind registered only in a test, and refuses input its schema does not accept', async () => {
+    await enqueue('first');
+    await eventually(() => row('first').state === 'done', 10_000, 'the test job done');
+    expect(JSON.parse(String(row('first').return_values))).toEqual({ status: 'ok', echoed: 'first' });
+    await expect(stack.server.pipeline.enqueue('test_echo', 'portal', { name: 42 }, { deadlineAt: clock.now() + 60_000 })).rejects.toThrow(InvalidJobInput);
+    await expect(stack.server.pipeline.enqueue('no_such_kind', 'portal', {}, { deadlineAt: clock.now() + 60_000 })).rejects.toThrow('unknown job kind no_such_kind');
+    expect(await stack.server.jobs.countByState()).toEqual({ done: 1 });
+  });
+
+  it('runs the jobs of one ordering key one at a time, in order, while other keys go on', async () => {
+    const first = gate();
+    gates.set('a1', first.opened);
+    await enqueue('a1', { orderingKey: 'dialog-a' });
+    await enqueue('a2', { orderingKey: 'dialog-a' });
+    await enqueue('a3', { orderingKey: 'dialog-a' });
+    await enqueue('b1', { orderingKey: 'dialog-b' });
+    // b1 comes after a2 in the queue: had a2 not waited for a1, the pass that started b1 would have claimed it first.
+    await eventually(() => row('b1').state === 'done', 10_000, 'the other key ran');
+    expect(row('a1').state).toBe('running');
+    expect(row('a2')).toMatchObject({ state: 'queued', attempts: 0 });
+    first.open();
+    await eventually(() => row('a3').state === 'done', 10_000, 'the key drained');
+    expect(started).toEqual(['a1', 'b1', 'a2', 'a3']);
+  });
+
+  it('lets the rest of a key go on once a failing job has held it for the bound, and keeps that job visible', async () => {
+    await enqueue('stuck', { orderingKey: 'dialog-a', fail: true });
+    await enqueue('next', { orderingKey: 'dialog-a' });
+    // The failed attempt is retried later; meanwhile `next` waits behind it.
+    // Its second attempt started in a pass after the first failed, and `next` was due in that pass too.
+    await eventually(() => Number(row('stuck').attempts) >= 2, 10_000, 'the stuck job tried again');
+    expect(row('next')).toMatchObject({ state: 'queued', attempts: 0 });
+    clock.advance(HOLD_MS + 1);
+    stack.server.worker.wake();
+    await eventually(() => row('next').state === 'done', 10_000, 'the rest of the key ran');
+    expect(row('stuck')).toMatchObject({ last_error: 'stuck failed on purpose' });
+    expect(['queued', 'running']).toContain(row('stuck').state);
+  });
+});
+
+describe('re-registration after an app update', () => {
+  let stack: Stack;
+  let clock: TestClock;
+  beforeEach(async () => {
+    clock = new TestClock();
+    stack = await startStack({ clock });
+    await install(stack);
+  });
+  afterEach(() => stack.close());
+
+  const update = () => postForm(`${stack.server.url}/bitrix24/events`, stack.b24.eventBody('ONAPPUPDATE', { VERSION: '2', PREVIOUS_VERSION: '1' }));
+  const registrations = () =>
+    stack.server.database.sqlite.prepare("select state, attempts, last_error, run_at from jobs where kind = 'register_app' order by id").all() as Array<Record<string, unknown>>;
+  const listings = () => stack.b24.calls.filter((call) => call.method === 'bizproc.robot.list').length;
+
+  it('is a durable job stored before the answer, retried when Bitrix24 fails, and done once registered', async () => {
+    const before = listings();
+    // More failures than the REST client absorbs by itself: the job's own retry has to carry it.
+    stack.b24.failNext('batch', { status: 500, error: 'INTERNAL_SERVER_ERROR', error_description: 'Internal server error' }, 4);
+    expect((await update()).status).toBe(200);
+    expect(registrations()).toHaveLength(1);
+    await eventually(() => registrations()[0]?.state === 'done', 20_000, 'registration done');
+    expect(registrations()[0]).toMatchObject({ attempts: 2, last_error: expect.stringContaining('INTERNAL_SERVER_ERROR') });
+    expect(listings()).toBe(before + 1);
+    expect(stack.b24.robots.size).toBeGreaterThan(0);
+  });
+
+  it('registers at most once per five minutes: an update inside that time gets one registration when it ends', async () => {
+    expect((await update()).status).toBe(200);
+    await stack.server.idle();
+    const afterFirst = listings();
+    for (let i = 0; i < 3; i++) expect((await update()).status).toBe(200);
+    await stack.server.idle();
+    const [first, second, ...more] = registrations();
+    expect(more).toEqual([]);
+    expect(second).toMatchObject({ state: 'queued', attempts: 0 });
+    expect(Number(second!.run_at) - Number(first!.run_at)).toBeGreaterThanOrEqual(5 * 60_000);
+    expect(listings()).toBe(afterFirst);
+    clock.advance(5 * 60_000);
+    stack.server.worker.wake();
+    await eventually(() => registrations()[1]?.state === 'done', 10_000, 'the trailing registration');
+    expect(listings()).toBe(afterFirst + 1);
   });
 });

@@ -72,7 +72,7 @@ describe('resilience', () => {
     await firstReport.arrived;
     stack.b24.expireAccessTokens();
     stack.b24.expireRefreshTokens();
-    await eventually(() => stack.server.jobs.countByState().reporting === 3, 10_000, 'every run finished');
+    await eventually(async () => (await stack.server.jobs.countByState()).reporting === 3, 10_000, 'every run finished');
     expect(sentMessages(stack)).toHaveLength(3);
     firstReport.release();
     await eventually(() => stack.server.portals.get(stack.b24.memberId)?.status === 'reauth_required', 10_000, 'portal marked for reinstall');
@@ -166,7 +166,7 @@ describe('resilience', () => {
     // Twice as many refused requests as runs: the runs went on retrying past their first 503, and
     // none finished (a run that gave up would be reporting or done, and report `failed` below).
     await eventually(() => stack.c2d.calls.length >= 20, 10_000, 'retries while down');
-    expect(Object.keys(stack.server.jobs.countByState()).filter((state) => state !== 'queued' && state !== 'running')).toEqual([]);
+    expect(Object.keys(await stack.server.jobs.countByState()).filter((state) => state !== 'queued' && state !== 'running')).toEqual([]);
     expect(stack.b24.sentEvents).toHaveLength(0);
     stack.c2d.setDown(false);
     await allReported(stack, tokens, 30_000);
@@ -235,7 +235,7 @@ describe('resilience', () => {
 
     stack.b24.failNext('bizproc.event.send', { status: 403, error: 'ACCESS_DENIED', error_description: 'Access denied!' }, 1);
     const [lost] = await fireRobots(stack, 1);
-    await eventually(() => stack.server.jobs.countByState().done === 2, 10_000, 'second job done');
+    await eventually(async () => (await stack.server.jobs.countByState()).done === 2, 10_000, 'second job done');
     const row = stack.server.database.sqlite.prepare('select report_error from jobs where event_token = ?').get(lost) as { report_error: string };
     expect(row.report_error).toBe('Bitrix24 refused the result: the workflow no longer waits for it');
     expect(sentMessages(stack)).toHaveLength(2);

@@ -75,8 +75,8 @@ describe('Send Chat2Desk message robot', () => {
     expect(states.sort()).toEqual(['accepted', 'duplicate', 'duplicate']);
     await eventually(() => stack.b24.sentEvents.find((event) => event.eventToken === eventToken), 10_000, 'event.send');
     // The one job is done and no other was stored: nothing is left that could send again.
-    await eventually(() => (stack.server.jobs.countByState().done ?? 0) >= 1, 10_000, 'job done');
-    expect(stack.server.jobs.countByState()).toEqual({ done: 1 });
+    await eventually(async () => ((await stack.server.jobs.countByState()).done ?? 0) >= 1, 10_000, 'job done');
+    expect(await stack.server.jobs.countByState()).toEqual({ done: 1 });
     expect(sentMessages(stack)).toHaveLength(1);
     expect(stack.b24.sentEvents.filter((event) => event.eventToken === eventToken)).toHaveLength(1);
   });
@@ -108,13 +108,13 @@ describe('Send Chat2Desk message robot', () => {
   it('refuses a call with a forged application token and stores nothing', async () => {
     const call = await stack.b24.callRobot({ code: 'c2d_send_message', properties: { phone: '79161234567', text: 'hi' }, applicationToken: 'f'.repeat(32) });
     expect(call.status).toBe(401);
-    expect(stack.server.jobs.countByState()).toEqual({});
+    expect(await stack.server.jobs.countByState()).toEqual({});
     // A genuine call after it runs to the end; by then anything the forged one set going would have too.
     stack.c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404 });
     const genuine = await stack.b24.callRobot({ code: 'c2d_send_message', properties: { phone: '79161234567', text: 'genuine' } });
-    await eventually(() => (stack.server.jobs.countByState().done ?? 0) >= 1, 10_000, 'genuine call done');
+    await eventually(async () => ((await stack.server.jobs.countByState()).done ?? 0) >= 1, 10_000, 'genuine call done');
     await stack.server.idle();
-    expect(stack.server.jobs.countByState()).toEqual({ done: 1 });
+    expect(await stack.server.jobs.countByState()).toEqual({ done: 1 });
     expect(sentMessages(stack).map((call) => (call.body as { text: string }).text)).toEqual(['genuine']);
     expect(stack.b24.sentEvents.map((event) => event.eventToken)).toEqual([genuine.eventToken]);
   });

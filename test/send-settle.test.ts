@@ -5,6 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { openDatabase } from '../src/db/database.js';
 import { JobStore } from '../src/db/jobs.js';
 import type { FakeChat2Desk } from './fakes/chat2desk.js';
+import { robotJob } from './support/jobs.js';
 import { eventually, installAndConfigure, startStack, type Stack } from './support/stack.js';
 
 /** Our sends, told apart from the operators' messages posted straight to the fake. */
@@ -102,36 +103,28 @@ describe('settling a send whose answer was lost', () => {
 });
 
 describe('jobs interrupted by a crash', () => {
-  it('are queued again ahead of the whole backlog, so what they did is settled first', () => {
+  it('are queued again ahead of the whole backlog, so what they did is settled first', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'c2d-b24-requeue-'));
     const database = openDatabase(join(dir, 'app.db'));
     try {
       let clock = 1_000_000;
-      const jobs = new JobStore(database.db, () => clock);
-      const enqueue = (memberId: string, eventToken: string) => {
+      const jobs = new JobStore(database.db, { now: () => clock });
+      const enqueue = async (memberId: string, eventToken: string) => {
         clock += 1;
-        return jobs.enqueue({
-          memberId,
-          eventToken,
-          robotCode: 'c2d_send_message',
-          documentId: ['crm', 'CCrmDocumentDeal', 'DEAL_1'],
-          properties: {},
-          deadlineAt: clock + 60_000,
-          awaitsConfirmation: false,
-        }).job.id;
+        return (await jobs.enqueue(robotJob(memberId, eventToken, clock + 60_000))).job.id;
       };
-      const [first, second] = [enqueue('portal-a', 'a-1'), enqueue('portal-a', 'a-2')];
-      expect(jobs.claim(first, 60_000)).toBeDefined();
-      expect(jobs.claim(second, 60_000)).toBeDefined();
-      for (let i = 0; i < 100; i++) enqueue('portal-a', `backlog-${i}`);
-      enqueue('portal-b', 'b-1');
+      const [first, second] = [await enqueue('portal-a', 'a-1'), await enqueue('portal-a', 'a-2')];
+      expect(await jobs.claim(first, 60_000)).toBeDefined();
+      expect(await jobs.claim(second, 60_000)).toBeDefined();
+      for (let i = 0; i < 100; i++) await enqueue('portal-a', `backlog-${i}`);
+      await enqueue('portal-b', 'b-1');
       // Jobs retried later than now are still behind: only the due ones count.
       clock += 10_000;
-      expect(jobs.requeueInterrupted()).toBe(2);
-      const due = jobs.due('queued', 5);
+      expect(await jobs.requeueInterrupted()).toBe(2);
+      const due = await jobs.due('queued', 5);
       expect(due.map((job) => job.eventToken)).toEqual(['a-1', 'a-2', 'backlog-0', 'backlog-1', 'backlog-2']);
       // Per-portal fairness is unchanged: a portal left out shows the others'.
-      expect(jobs.due('queued', 5, ['portal-a']).map((job) => job.eventToken)).toEqual(['b-1']);
+      expect((await jobs.due('queued', 5, ['portal-a'])).map((job) => job.eventToken)).toEqual(['b-1']);
     } finally {
       database.close();
       rmSync(dir, { recursive: true, force: true });

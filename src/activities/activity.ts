@@ -60,7 +60,7 @@ export interface RobotRun {
   acceptedAt: number;
   attempt: number;
   checkpoint: Record<string, unknown>;
-  saveCheckpoint(checkpoint: Record<string, unknown>): void;
+  saveCheckpoint(checkpoint: Record<string, unknown>): Promise<void>;
   log: Logger;
 }
 

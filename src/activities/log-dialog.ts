@@ -94,7 +94,7 @@ async function log(run: RobotRun, props: Properties): Promise<RobotOutcome> {
   const checkpoint = run.checkpoint as Checkpoint;
   const claimKey = `${slot.dialogId}|${slot.documentKey}`;
   const ownEarlierAttempt = checkpoint.commentClaim === claimKey;
-  if (!ownEarlierAttempt) run.saveCheckpoint({ ...checkpoint, commentClaim: claimKey });
+  if (!ownEarlierAttempt) await run.saveCheckpoint({ ...checkpoint, commentClaim: claimKey });
   const claim = await claimSlot(slot, ownEarlierAttempt, runStartedAt);
   if (claim !== 'claimed') return logged(claim.commentId, true);
 
@@ -160,7 +160,7 @@ async function addComment(run: RobotRun, slot: CommentSlot, owner: TimelineOwner
     // call, and the next attempt claims afresh.
     if (error instanceof PortalUnavailableError || (error instanceof Bitrix24Error && (error.refusedForLoad || error.expiredToken))) {
       slot.store.release(slot.memberId, slot.dialogId, slot.documentKey);
-      run.saveCheckpoint({ ...run.checkpoint, commentClaim: undefined });
+      await run.saveCheckpoint({ ...run.checkpoint, commentClaim: undefined });
       throw error;
     }
     if (error instanceof Bitrix24Error && error.httpStatus < 500) {

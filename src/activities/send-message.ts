@@ -138,7 +138,7 @@ async function send(run: RobotRun, props: Properties): Promise<RobotOutcome> {
       checkpoint.clientId = created.id;
       checkpoint.writeFirst = true;
     }
-    run.saveCheckpoint({ ...checkpoint });
+    await run.saveCheckpoint({ ...checkpoint });
   }
   const clientId = checkpoint.clientId;
 
@@ -152,7 +152,7 @@ async function send(run: RobotRun, props: Properties): Promise<RobotOutcome> {
     // The first attempt's time: a later one looks back to it, so it is kept.
     checkpoint.attemptAt ??= Date.now();
     if (props.text) checkpoint.textDigest = digest(props.text);
-    run.saveCheckpoint({ ...checkpoint });
+    await run.saveCheckpoint({ ...checkpoint });
     try {
       sent = await chat2desk.sendMessage({
         client_id: clientId,

@@ -143,7 +143,7 @@ export class Uninstalls {
       return 'pending';
     }
     if (answer === 'refuses') {
-      if (this.#wipe(memberId, requestedAt) || portals.get(memberId)?.status === 'uninstalled') return 'uninstalled';
+      if ((await this.#wipe(memberId, requestedAt)) || portals.get(memberId)?.status === 'uninstalled') return 'uninstalled';
       // Reinstalled while the portal was being asked, or another request came: that one is asked about.
       if (portals.uninstallRequestedAt(memberId) === undefined) return 'not confirmed';
       this.#passAt(Date.now());
@@ -173,7 +173,7 @@ export class Uninstalls {
   }
 
   /** False when the request of `requestedAt` is no longer the pending one: nothing changed then. */
-  #wipe(memberId: string, requestedAt: number): boolean {
+  async #wipe(memberId: string, requestedAt: number): Promise<boolean> {
     const { portals, jobs, chat2deskWebhooks, background, log } = this.deps;
     const portal = portals.get(memberId);
     if (!portal || portal.status === 'uninstalled') return false;
@@ -181,7 +181,7 @@ export class Uninstalls {
     if (!wiped) return false;
     const removeWebhook = wiped.alongside;
     if (removeWebhook) background.run('remove chat2desk webhook', removeWebhook, { memberId });
-    const cancelled = jobs.cancelPortal(memberId);
+    const cancelled = await jobs.cancelPortal(memberId);
     log.info({ memberId, cancelled }, 'portal uninstalled: secrets wiped, jobs stopped');
     return true;
   }

@@ -1,35 +1,55 @@
-import { and, asc, count, eq, inArray, lte, min, notInArray, sql } from 'drizzle-orm';
+import { and, asc, count, eq, gt, inArray, isNotNull, isNull, lt, lte, max, min, notExists, notInArray, or, sql } from 'drizzle-orm';
+import { alias } from 'drizzle-orm/sqlite-core';
 import { randomUUID } from 'node:crypto';
+import type { Clock } from '../clock.js';
 import type { Db } from './database.js';
 import { jobs, type JobRow } from './schema.js';
 
 export type JobState = 'confirming' | 'queued' | 'running' | 'reporting' | 'done' | 'cancelled';
 export type { JobRow };
 
+/** A transaction of another store method, or the database itself: where `insertJobs` writes. */
+export type JobWriter = Db | Parameters<Parameters<Db['transaction']>[0]>[0];
+
 export interface NewJob {
+  /** The job kind's name (src/jobs/kinds.ts). */
+  kind: string;
   memberId: string;
-  eventToken: string;
-  robotCode: string;
-  documentId: string[];
-  properties: unknown;
+  /** The kind's input; stored as JSON. */
+  input: unknown;
+  /** Unique per portal while set: a second job with the same key is not stored (a duplicate). */
+  dedupKey?: string;
+  /** Jobs of one portal with the same key run one at a time, in the order they were stored. */
+  orderingKey?: string;
+  /** Not before this time (a throttle); now when absent. */
+  runAt?: number;
   deadlineAt: number;
   /**
    * The call must be confirmed by its portal before it runs (src/jobs/confirmations.ts). Every
    * robot call is; a job built without a portal behind it (a store-level test) may skip it.
    */
   awaitsConfirmation: boolean;
+  /** Robot runs: what the workflow called us with. */
+  robot?: { eventToken: string; robotCode: string; documentId: string[] };
   /** A call whose input is already known to be wrong goes straight to reporting with this result. */
   immediateResult?: { returnValues: Record<string, unknown>; logMessage: string };
 }
 
-/** What confirming a robot call needs of its job; its properties (up to ~256 KB) are left in the table. */
+/** What confirming a robot call needs of its job; its input (up to ~256 KB) is left in the table. */
 export type ConfirmationRow = Pick<JobRow, 'id' | 'memberId' | 'eventToken' | 'robotCode' | 'runAt' | 'deadlineAt' | 'confirmAttempts' | 'lastError'>;
 
 /** A job whose turn has come, as the dispatcher needs it: the run itself reads the full row when it claims it. */
-export type RunnableJob = Pick<JobRow, 'id' | 'memberId' | 'eventToken'>;
+export type RunnableJob = Pick<JobRow, 'id' | 'memberId' | 'eventToken' | 'kind'>;
 
-/** What reporting a result needs of its job: not the call's properties or the run's checkpoint (up to ~256 KB). */
+/** What reporting a result needs of its job: not the call's input or the run's checkpoint (up to ~256 KB). */
 export type ReportRow = Pick<JobRow, 'id' | 'memberId' | 'eventToken' | 'returnValues' | 'logMessage' | 'runAt' | 'reportAttempts' | 'finishedAt' | 'createdAt'>;
+
+/** Where a finished job goes: its result waits to be reported (robots), or it is done. */
+export interface FinishPlan {
+  next: 'report' | 'done';
+  /** Jobs to enqueue in the same transaction as the finish (an outbox). */
+  followUps?: NewJob[];
+}
 
 const reportColumns = {
   id: jobs.id,
@@ -43,6 +63,9 @@ const reportColumns = {
   createdAt: jobs.createdAt,
 };
 
+/** States in which a job still has work ahead: it holds its ordering key and counts as active. */
+const PENDING_STATES: JobState[] = ['confirming', 'queued', 'running'];
+
 export interface QueueDepth {
   /** Waiting to run, confirmed or not. */
   queued: number;
@@ -50,87 +73,159 @@ export interface QueueDepth {
   reporting: number;
 }
 
-/** The durable robot-job queue. Every state change is one statement, so a crash never leaves a half-made job. */
+export interface JobStoreOptions {
+  /**
+   * How long a job at the head of an ordering key may hold it after its first attempt started;
+   * then the rest of the key goes on without it (it stays queued, with its last error).
+   */
+  orderingHoldMs?: number;
+}
+
+export const DEFAULT_ORDERING_HOLD_MS = 5 * 60_000;
+
+/** The column values of a new job, as both the prepared insert and `insertJobs` write them. */
+function rowValues(job: NewJob, now: number) {
+  return {
+    kind: job.kind,
+    publicId: randomUUID(),
+    memberId: job.memberId,
+    dedupKey: job.dedupKey ?? null,
+    orderingKey: job.orderingKey ?? null,
+    eventToken: job.robot?.eventToken ?? null,
+    robotCode: job.robot?.robotCode ?? null,
+    documentId: job.robot ? JSON.stringify(job.robot.documentId) : null,
+    input: JSON.stringify(job.input ?? null),
+    state: job.immediateResult ? 'reporting' : job.awaitsConfirmation ? 'confirming' : 'queued',
+    runAt: job.immediateResult ? now : Math.max(now, job.runAt ?? now),
+    deadlineAt: job.deadlineAt,
+    returnValues: job.immediateResult ? JSON.stringify(job.immediateResult.returnValues) : null,
+    logMessage: job.immediateResult?.logMessage ?? null,
+    finishedAt: job.immediateResult ? now : null,
+    createdAt: now,
+    updatedAt: now,
+  };
+}
+
+/**
+ * Stores jobs inside the caller's transaction, so whatever triggered them (an event, a webhook
+ * delivery) and the jobs commit together or not at all. Jobs whose dedup key exists are skipped;
+ * returns how many were stored.
+ */
+export function insertJobs(tx: JobWriter, newJobs: NewJob[], now: number): number {
+  if (newJobs.length === 0) return 0;
+  return tx
+    .insert(jobs)
+    .values(newJobs.map((job) => rowValues(job, now)))
+    .onConflictDoNothing()
+    .run().changes;
+}
+
+/** The durable job queue. Every state change is one statement or one transaction, so a crash never leaves a half-made job. */
 export class JobStore {
   /** Prepared once: the robot-call acknowledgement path runs these for every call. */
   readonly #insert;
-  readonly #byEventToken;
+  readonly #byDedupKey;
+  readonly #orderingHoldMs: number;
 
   constructor(
     private readonly db: Db,
-    private readonly now: () => number = Date.now,
+    private readonly clock: Clock,
+    options: JobStoreOptions = {},
   ) {
+    this.#orderingHoldMs = options.orderingHoldMs ?? DEFAULT_ORDERING_HOLD_MS;
     const p = (name: string) => sql.placeholder(name);
     this.#insert = db
       .insert(jobs)
       .values({
+        kind: p('kind'),
         publicId: p('publicId'),
         memberId: p('memberId'),
+        dedupKey: p('dedupKey'),
+        orderingKey: p('orderingKey'),
         eventToken: p('eventToken'),
         robotCode: p('robotCode'),
         documentId: p('documentId'),
-        properties: p('properties'),
+        input: p('input'),
         state: p('state'),
-        runAt: p('now'),
+        runAt: p('runAt'),
         deadlineAt: p('deadlineAt'),
         returnValues: p('returnValues'),
         logMessage: p('logMessage'),
         finishedAt: p('finishedAt'),
-        createdAt: p('now'),
-        updatedAt: p('now'),
+        createdAt: p('createdAt'),
+        updatedAt: p('updatedAt'),
       })
       .onConflictDoNothing()
       // Only the id: the acknowledgement needs no more, and mapping the whole row showed in its profile.
       .returning({ id: jobs.id })
       .prepare();
-    this.#byEventToken = db
+    this.#byDedupKey = db
       .select({ id: jobs.id })
       .from(jobs)
-      .where(and(eq(jobs.memberId, p('memberId')), eq(jobs.eventToken, p('eventToken'))))
+      .where(and(eq(jobs.memberId, p('memberId')), eq(jobs.dedupKey, p('dedupKey'))))
       .prepare();
   }
 
-  /** Inserts the job unless (member_id, event_token) exists; a repeated delivery gets duplicate=true. */
-  enqueue(input: NewJob): { job: Pick<JobRow, 'id'>; duplicate: boolean } {
-    const now = this.now();
-    const inserted = this.#insert.get({
-      publicId: randomUUID(),
-      memberId: input.memberId,
-      eventToken: input.eventToken,
-      robotCode: input.robotCode,
-      documentId: JSON.stringify(input.documentId),
-      properties: JSON.stringify(input.properties),
-      state: input.immediateResult ? 'reporting' : input.awaitsConfirmation ? 'confirming' : 'queued',
-      now,
-      deadlineAt: input.deadlineAt,
-      returnValues: input.immediateResult ? JSON.stringify(input.immediateResult.returnValues) : null,
-      logMessage: input.immediateResult?.logMessage ?? null,
-      finishedAt: input.immediateResult ? now : null,
-    });
+  /** Inserts the job unless its (member_id, dedup_key) exists; a repeated trigger gets duplicate=true. */
+  async enqueue(input: NewJob): Promise<{ job: Pick<JobRow, 'id'>; duplicate: boolean }> {
+    const inserted = this.#insert.get(rowValues(input, this.clock.now()));
     if (inserted) return { job: inserted, duplicate: false };
-    return { job: this.#byEventToken.get({ memberId: input.memberId, eventToken: input.eventToken })!, duplicate: true };
+    const existing = input.dedupKey === undefined ? undefined : this.#byDedupKey.get({ memberId: input.memberId, dedupKey: input.dedupKey });
+    if (!existing) throw new Error(`job of kind ${input.kind} was not stored and has no duplicate`);
+    return { job: existing, duplicate: true };
+  }
+
+  /** The whole row of one job (support questions, tests). */
+  async get(id: number): Promise<JobRow | undefined> {
+    return this.db.select().from(jobs).where(eq(jobs.id, id)).get();
   }
 
   /**
    * Jobs whose turn has come, oldest first; `state` picks runs or result reports. Portals
    * that cannot take more right now are left out, so one portal's backlog does not hide the others'.
+   * A run waits while an earlier job of its ordering key is pending, unless that one has held the
+   * key longer than the hold allows.
    */
-  due(state: 'queued', limit: number, excludeMemberIds?: string[]): RunnableJob[];
-  due(state: 'reporting', limit: number, excludeMemberIds?: string[]): ReportRow[];
-  due(state: 'queued' | 'reporting', limit: number, excludeMemberIds: string[] = []): RunnableJob[] | ReportRow[] {
+  async due(state: 'queued', limit: number, excludeMemberIds?: string[]): Promise<RunnableJob[]>;
+  async due(state: 'reporting', limit: number, excludeMemberIds?: string[]): Promise<ReportRow[]>;
+  async due(state: 'queued' | 'reporting', limit: number, excludeMemberIds: string[] = []): Promise<RunnableJob[] | ReportRow[]> {
+    const now = this.clock.now();
+    const excluded = excludeMemberIds.length ? notInArray(jobs.memberId, excludeMemberIds) : undefined;
     // Only the columns each use needs: the dispatcher looks again after every finished run, and
     // reading (and mapping) whole rows there made a burst's dispatching quadratic in CPU.
-    const query = state === 'queued' ? this.db.select({ id: jobs.id, memberId: jobs.memberId, eventToken: jobs.eventToken }) : this.db.select(reportColumns);
-    return query
+    if (state === 'reporting') {
+      return this.db
+        .select(reportColumns)
+        .from(jobs)
+        .where(and(eq(jobs.state, state), lte(jobs.runAt, now), excluded))
+        .orderBy(asc(jobs.runAt), asc(jobs.id))
+        .limit(limit)
+        .all();
+    }
+    const earlier = alias(jobs, 'earlier');
+    const heldByEarlier = this.db
+      .select({ id: earlier.id })
+      .from(earlier)
+      .where(
+        and(
+          eq(earlier.memberId, jobs.memberId),
+          eq(earlier.orderingKey, jobs.orderingKey),
+          lt(earlier.id, jobs.id),
+          inArray(earlier.state, PENDING_STATES),
+          or(isNull(earlier.startedAt), gt(earlier.startedAt, now - this.#orderingHoldMs)),
+        ),
+      );
+    return this.db
+      .select({ id: jobs.id, memberId: jobs.memberId, eventToken: jobs.eventToken, kind: jobs.kind })
       .from(jobs)
-      .where(and(eq(jobs.state, state), lte(jobs.runAt, this.now()), excludeMemberIds.length ? notInArray(jobs.memberId, excludeMemberIds) : undefined))
+      .where(and(eq(jobs.state, state), lte(jobs.runAt, now), excluded, or(isNull(jobs.orderingKey), notExists(heldByEarlier))))
       .orderBy(asc(jobs.runAt), asc(jobs.id))
       .limit(limit)
       .all();
   }
 
   /** When the next job to confirm, run or report becomes due, if any. */
-  nextDueAt(): number | undefined {
+  async nextDueAt(): Promise<number | undefined> {
     const row = this.db
       .select({ at: min(jobs.runAt) })
       .from(jobs)
@@ -139,10 +234,20 @@ export class JobStore {
     return row?.at ?? undefined;
   }
 
+  /** When the latest job of this kind for the portal was due to run: the start of a throttle. */
+  async lastRunAt(memberId: string, kind: string): Promise<number | undefined> {
+    const row = this.db
+      .select({ at: max(jobs.runAt) })
+      .from(jobs)
+      .where(and(eq(jobs.memberId, memberId), eq(jobs.kind, kind), isNotNull(jobs.startedAt)))
+      .get();
+    return row?.at ?? undefined;
+  }
+
   /** The portal confirmed these calls: they may run now. */
-  confirm(ids: number[]): void {
+  async confirm(ids: number[]): Promise<void> {
     if (ids.length === 0) return;
-    const now = this.now();
+    const now = this.clock.now();
     this.db
       .update(jobs)
       .set({ state: 'queued', confirmedAt: now, runAt: now, updatedAt: now })
@@ -151,9 +256,9 @@ export class JobStore {
   }
 
   /** The portal denied these calls: they end without running and without a result to send. */
-  refuseUnconfirmed(ids: number[], reason: string): void {
+  async refuseUnconfirmed(ids: number[], reason: string): Promise<void> {
     if (ids.length === 0) return;
-    const now = this.now();
+    const now = this.clock.now();
     this.db
       .update(jobs)
       .set({ state: 'done', lastError: reason, finishedAt: now, updatedAt: now })
@@ -162,11 +267,11 @@ export class JobStore {
   }
 
   /** The portal could not be asked: ask again at `runAt`. */
-  retryConfirmationLater(ids: number[], runAt: number, error: string): void {
+  async retryConfirmationLater(ids: number[], runAt: number, error: string): Promise<void> {
     if (ids.length === 0) return;
     this.db
       .update(jobs)
-      .set({ runAt, lastError: error, confirmAttempts: sql`${jobs.confirmAttempts} + 1`, updatedAt: this.now() })
+      .set({ runAt, lastError: error, confirmAttempts: sql`${jobs.confirmAttempts} + 1`, updatedAt: this.clock.now() })
       .where(and(inArray(jobs.id, ids), eq(jobs.state, 'confirming')))
       .run();
   }
@@ -175,8 +280,8 @@ export class JobStore {
    * An unconfirmed call out of time ends with a failed result and nothing run. Sending it is
    * harmless: Bitrix24 refuses bizproc.event.send for a token it did not issue (docs/protocols.md B8).
    */
-  failUnconfirmed(id: number, returnValues: Record<string, unknown>, logMessage: string): void {
-    const now = this.now();
+  async failUnconfirmed(id: number, returnValues: Record<string, unknown>, logMessage: string): Promise<void> {
+    const now = this.clock.now();
     this.db
       .update(jobs)
       .set({ state: 'reporting', returnValues: JSON.stringify(returnValues), logMessage, runAt: now, finishedAt: now, updatedAt: now })
@@ -184,65 +289,82 @@ export class JobStore {
       .run();
   }
 
-  claim(id: number, leaseMs: number): JobRow | undefined {
-    const now = this.now();
+  /**
+   * Takes a queued job for one attempt. `releaseDedupKey`: a kind that allows one *pending* job per
+   * key (register_app) frees the key when the job starts, so a trigger arriving meanwhile queues another.
+   */
+  async claim(id: number, leaseMs: number, releaseDedupKey = false): Promise<JobRow | undefined> {
+    const now = this.clock.now();
     return this.db
       .update(jobs)
-      .set({ state: 'running', attempts: sql`${jobs.attempts} + 1`, leaseUntil: now + leaseMs, updatedAt: now })
+      .set({
+        state: 'running',
+        attempts: sql`${jobs.attempts} + 1`,
+        leaseUntil: now + leaseMs,
+        startedAt: sql`coalesce(${jobs.startedAt}, ${now})`,
+        ...(releaseDedupKey ? { dedupKey: null } : {}),
+        updatedAt: now,
+      })
       .where(and(eq(jobs.id, id), eq(jobs.state, 'queued')))
       .returning()
       .get();
   }
 
-  saveCheckpoint(id: number, checkpoint: Record<string, unknown>): void {
+  async saveCheckpoint(id: number, checkpoint: Record<string, unknown>): Promise<void> {
     this.db
       .update(jobs)
-      .set({ checkpoint: JSON.stringify(checkpoint), updatedAt: this.now() })
+      .set({ checkpoint: JSON.stringify(checkpoint), updatedAt: this.clock.now() })
       .where(eq(jobs.id, id))
       .run();
   }
 
   /** Only a running job moves on: one cancelled meanwhile (uninstall) stays cancelled. */
-  retryLater(id: number, runAt: number, error: string): void {
+  async retryLater(id: number, runAt: number, error: string): Promise<void> {
     this.db
       .update(jobs)
-      .set({ state: 'queued', runAt, lastError: error, leaseUntil: null, updatedAt: this.now() })
+      .set({ state: 'queued', runAt, lastError: error, leaseUntil: null, updatedAt: this.clock.now() })
       .where(and(eq(jobs.id, id), eq(jobs.state, 'running')))
       .run();
   }
 
-  /** The run is over; its result waits to be sent back to Bitrix24. */
-  finish(id: number, returnValues: Record<string, unknown>, logMessage: string): void {
-    const now = this.now();
-    this.db
-      .update(jobs)
-      .set({
-        state: 'reporting',
-        returnValues: JSON.stringify(returnValues),
-        logMessage,
-        runAt: now,
-        leaseUntil: null,
-        finishedAt: now,
-        updatedAt: now,
-      })
-      .where(and(eq(jobs.id, id), eq(jobs.state, 'running')))
-      .run();
+  /**
+   * The run is over: its result waits to be sent back to Bitrix24 (`next: 'report'`), or the job is
+   * done. Follow-up jobs are stored in the same transaction, only if the finish took effect.
+   */
+  async finish(id: number, returnValues: Record<string, unknown>, logMessage: string, plan: FinishPlan = { next: 'report' }): Promise<void> {
+    const now = this.clock.now();
+    this.db.transaction((tx) => {
+      const finished = tx
+        .update(jobs)
+        .set({
+          state: plan.next === 'report' ? 'reporting' : 'done',
+          returnValues: JSON.stringify(returnValues),
+          logMessage,
+          runAt: now,
+          leaseUntil: null,
+          finishedAt: now,
+          updatedAt: now,
+        })
+        .where(and(eq(jobs.id, id), eq(jobs.state, 'running')))
+        .run().changes;
+      if (finished > 0 && plan.followUps) insertJobs(tx, plan.followUps, now);
+    });
   }
 
-  markReported(ids: number[], reportError?: string): void {
+  async markReported(ids: number[], reportError?: string): Promise<void> {
     if (ids.length === 0) return;
     this.db
       .update(jobs)
-      .set({ state: 'done', reportError: reportError ?? null, updatedAt: this.now() })
+      .set({ state: 'done', reportError: reportError ?? null, updatedAt: this.clock.now() })
       .where(and(inArray(jobs.id, ids), eq(jobs.state, 'reporting')))
       .run();
   }
 
-  retryReportLater(ids: number[], runAt: number, error: string): void {
+  async retryReportLater(ids: number[], runAt: number, error: string): Promise<void> {
     if (ids.length === 0) return;
     this.db
       .update(jobs)
-      .set({ runAt, reportError: error, reportAttempts: sql`${jobs.reportAttempts} + 1`, updatedAt: this.now() })
+      .set({ runAt, reportError: error, reportAttempts: sql`${jobs.reportAttempts} + 1`, updatedAt: this.clock.now() })
       .where(and(inArray(jobs.id, ids), eq(jobs.state, 'reporting')))
       .run();
   }
@@ -252,8 +374,8 @@ export class JobStore {
    * job (`due` goes by run_at). Its effect may be in doubt, and settling it must not wait behind a
    * backlog that keeps changing what it looks for (a send's newer messages to the same client).
    */
-  requeueInterrupted(): number {
-    const now = this.now();
+  async requeueInterrupted(): Promise<number> {
+    const now = this.clock.now();
     const firstQueued = this.db
       .select({ at: min(jobs.runAt) })
       .from(jobs)
@@ -266,23 +388,23 @@ export class JobStore {
   }
 
   /** Finished jobs are kept a while for support questions ("did the robot run?"), then dropped. */
-  pruneFinished(olderThan: number): number {
+  async pruneFinished(olderThan: number): Promise<number> {
     return this.db
       .delete(jobs)
       .where(and(inArray(jobs.state, ['done', 'cancelled']), lte(jobs.updatedAt, olderThan)))
       .run().changes;
   }
 
-  cancelPortal(memberId: string): number {
+  async cancelPortal(memberId: string): Promise<number> {
     return this.db
       .update(jobs)
-      .set({ state: 'cancelled', reportError: 'portal uninstalled', updatedAt: this.now() })
+      .set({ state: 'cancelled', reportError: 'portal uninstalled', dedupKey: sql`case when ${jobs.kind} = 'robot' then ${jobs.dedupKey} end`, updatedAt: this.clock.now() })
       .where(and(eq(jobs.memberId, memberId), inArray(jobs.state, ['confirming', 'queued', 'running', 'reporting'])))
       .run().changes;
   }
 
-  /** Robot calls to confirm whose turn has come, oldest first, without their properties (see `due`). */
-  dueConfirmations(limit: number, excludeMemberIds: string[] = []): ConfirmationRow[] {
+  /** Robot calls to confirm whose turn has come, oldest first, without their input (see `due`). */
+  async dueConfirmations(limit: number, excludeMemberIds: string[] = []): Promise<ConfirmationRow[]> {
     return this.db
       .select({
         id: jobs.id,
@@ -295,14 +417,14 @@ export class JobStore {
         lastError: jobs.lastError,
       })
       .from(jobs)
-      .where(and(eq(jobs.state, 'confirming'), lte(jobs.runAt, this.now()), excludeMemberIds.length ? notInArray(jobs.memberId, excludeMemberIds) : undefined))
+      .where(and(eq(jobs.state, 'confirming'), lte(jobs.runAt, this.clock.now()), excludeMemberIds.length ? notInArray(jobs.memberId, excludeMemberIds) : undefined))
       .orderBy(asc(jobs.runAt), asc(jobs.id))
       .limit(limit)
       .all();
   }
 
   /** Robot calls of the portal still waiting for Bitrix24 to confirm them, counted up to `atMost`. */
-  confirmingCount(memberId: string, atMost: number): number {
+  async confirmingCount(memberId: string, atMost: number): Promise<number> {
     const waiting = this.db
       .select({ id: jobs.id })
       .from(jobs)
@@ -313,18 +435,29 @@ export class JobStore {
     return row?.n ?? 0;
   }
 
-  /** Jobs of the portal still to confirm, queued or running: more results are on the way. */
-  activeCount(memberId: string): number {
+  /** Jobs of this kind and portal still to confirm, queued or running: more results are on the way. */
+  async activeCount(memberId: string, kind: string): Promise<number> {
     const row = this.db
       .select({ n: count() })
       .from(jobs)
-      .where(and(eq(jobs.memberId, memberId), inArray(jobs.state, ['confirming', 'queued', 'running'])))
+      .where(and(eq(jobs.memberId, memberId), inArray(jobs.state, PENDING_STATES), eq(jobs.kind, kind)))
+      .get();
+    return row?.n ?? 0;
+  }
+
+  /** Jobs of these kinds running, or queued and due now (or waiting to be confirmed). */
+  async dueOrRunning(kinds: string[]): Promise<number> {
+    const now = this.clock.now();
+    const row = this.db
+      .select({ n: count() })
+      .from(jobs)
+      .where(and(inArray(jobs.kind, kinds), or(eq(jobs.state, 'running'), and(inArray(jobs.state, ['confirming', 'queued']), lte(jobs.runAt, now)))))
       .get();
     return row?.n ?? 0;
   }
 
   /** Confirmed jobs of the portal waiting for their turn to run. */
-  waitingToRun(memberId: string): number {
+  async waitingToRun(memberId: string): Promise<number> {
     const row = this.db
       .select({ n: count() })
       .from(jobs)
@@ -333,7 +466,7 @@ export class JobStore {
     return row?.n ?? 0;
   }
 
-  depth(): QueueDepth {
+  async depth(): Promise<QueueDepth> {
     const rows = this.db
       .select({ state: jobs.state, n: count() })
       .from(jobs)
@@ -345,7 +478,7 @@ export class JobStore {
     return depth;
   }
 
-  countByState(memberId?: string): Record<string, number> {
+  async countByState(memberId?: string): Promise<Record<string, number>> {
     const rows = this.db
       .select({ state: jobs.state, n: count() })
       .from(jobs)

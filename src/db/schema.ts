@@ -1,3 +1,4 @@
+import { sql } from 'drizzle-orm';
 import { index, integer, primaryKey, real, sqliteTable, text, uniqueIndex } from 'drizzle-orm/sqlite-core';
 
 /** One row per Bitrix24 portal (member_id) that installed the app. Secrets are sealed (see secrets.ts). */
@@ -27,21 +28,30 @@ export const portals = sqliteTable('portals', {
 });
 
 /**
- * A robot (or business-process activity) call: the durable job that runs it and the run's outcome.
- * Bitrix24 posts each call once and never retries, so the row is written before the 200 and the
- * (member_id, event_token) key makes a repeated delivery a no-op.
+ * A durable job of some kind (src/jobs/kinds.ts): a robot (or business-process activity) call, a
+ * re-registration after an update, and whatever kinds come next. Whatever triggered it is stored
+ * with it before we answer; `(member_id, dedup_key)` makes a repeated trigger a no-op (robot calls:
+ * the event token, since Bitrix24 posts each call once and never retries).
  */
 export const jobs = sqliteTable(
   'jobs',
   {
     id: integer('id').primaryKey({ autoIncrement: true }),
+    /** The job kind's name: robot | register_app | … */
+    kind: text('kind').notNull(),
     /** Random, sent to Chat2Desk as external_id so a resend after a crash can be detected. */
     publicId: text('public_id').notNull(),
     memberId: text('member_id').notNull(),
-    eventToken: text('event_token').notNull(),
-    robotCode: text('robot_code').notNull(),
-    documentId: text('document_id').notNull(),
-    properties: text('properties').notNull(),
+    /** Unique per portal while set; a kind that allows one pending job clears it when the job starts. */
+    dedupKey: text('dedup_key'),
+    /** Jobs of one portal with the same key run one at a time, in id order (bounded hold, src/jobs/dispatcher.ts). */
+    orderingKey: text('ordering_key'),
+    /** Robot runs only: the call's event token, robot code and workflow document. */
+    eventToken: text('event_token'),
+    robotCode: text('robot_code'),
+    documentId: text('document_id'),
+    /** The kind's input as JSON (a robot call's properties), validated when enqueued and when run. */
+    input: text('input').notNull(),
     /**
      * confirming (Bitrix24 has not yet confirmed the call, src/jobs/confirmations.ts) | queued |
      * running | reporting | done | cancelled
@@ -50,6 +60,8 @@ export const jobs = sqliteTable(
     attempts: integer('attempts').notNull().default(0),
     runAt: integer('run_at').notNull(),
     leaseUntil: integer('lease_until'),
+    /** When the first attempt started: how long a job at the head of its ordering key has held it. */
+    startedAt: integer('started_at'),
     deadlineAt: integer('deadline_at').notNull(),
     /** Failed attempts to have the portal confirm the call. */
     confirmAttempts: integer('confirm_attempts').notNull().default(0),
@@ -58,7 +70,7 @@ export const jobs = sqliteTable(
     /** Progress that must survive a crash, e.g. that a message was handed to Chat2Desk. */
     checkpoint: text('checkpoint').notNull().default('{}'),
     lastError: text('last_error'),
-    /** The values returned to the workflow, status and error included. */
+    /** The values returned to the workflow, status and error included (other kinds: their result). */
     returnValues: text('return_values'),
     logMessage: text('log_message'),
     reportAttempts: integer('report_attempts').notNull().default(0),
@@ -68,10 +80,11 @@ export const jobs = sqliteTable(
     finishedAt: integer('finished_at'),
   },
   (table) => [
-    uniqueIndex('jobs_member_event_token').on(table.memberId, table.eventToken),
+    uniqueIndex('jobs_member_dedup_key').on(table.memberId, table.dedupKey).where(sql`${table.dedupKey} IS NOT NULL`),
     uniqueIndex('jobs_public_id').on(table.publicId),
     index('jobs_due').on(table.state, table.runAt),
     index('jobs_member_state').on(table.memberId, table.state),
+    index('jobs_ordering').on(table.memberId, table.orderingKey, table.id).where(sql`${table.orderingKey} IS NOT NULL`),
   ],
 );
 

@@ -17,9 +17,9 @@ const LONG_LINGER_FACTOR = 5;
 export interface GatherPolicy {
   lingerMs: number;
   /** False when nothing else can join the batch soon: it goes at once. */
-  moreOnTheWay(): boolean;
+  moreOnTheWay(): Promise<boolean>;
   /** True when waiting past `lingerMs` still fills the batch and makes nothing later than it would be. */
-  worthWaitingLonger(): boolean;
+  worthWaitingLonger(): Promise<boolean>;
 }
 
 /**
@@ -27,10 +27,52 @@ export interface GatherPolicy {
  * others, so that a burst costs one request per 50 (the benchmark's budget is 0.05 Bitrix24
  * requests per run): returns how long to wait still, or undefined to send now.
  */
-export function gatherWait(ready: Pick<JobRow, 'runAt'>[], now: number, policy: GatherPolicy): number | undefined {
+export async function gatherWait(ready: Pick<JobRow, 'runAt'>[], now: number, policy: GatherPolicy): Promise<number | undefined> {
   if (ready.length >= BATCH_LIMIT) return undefined;
   const waited = now - Math.min(...ready.map((job) => job.runAt));
-  if (waited < policy.lingerMs) return policy.moreOnTheWay() ? policy.lingerMs - waited : undefined;
+  if (waited < policy.lingerMs) return (await policy.moreOnTheWay()) ? policy.lingerMs - waited : undefined;
   const longest = policy.lingerMs * LONG_LINGER_FACTOR;
-  return waited < longest && policy.worthWaitingLonger() ? longest - waited : undefined;
+  return waited < longest && (await policy.worthWaitingLonger()) ? longest - waited : undefined;
+}
+
+export interface PortalBatchesDeps<T> {
+  lingerMs: number;
+  /** When more of this portal's jobs may join its batch (see GatherPolicy). */
+  policy(memberId: string, ready: T[]): Omit<GatherPolicy, 'lingerMs'>;
+  /** Sends one batch request for the portal. */
+  send(memberId: string, batch: T[]): Promise<void>;
+  /** Registers a started batch so that a stopping worker can wait for it. */
+  track(task: Promise<void>): void;
+}
+
+/**
+ * The per-portal bookkeeping of batched Bitrix24 requests (confirmations and result reports): at
+ * most one batch in flight per portal, up to 50 jobs each, gathered for a short while first.
+ */
+export class PortalBatches<T extends Pick<JobRow, 'memberId' | 'runAt'>> {
+  readonly #busy = new Set<string>();
+
+  constructor(private readonly deps: PortalBatchesDeps<T>) {}
+
+  /** Portals with a batch in flight: their jobs need not be read. */
+  busyPortals(): string[] {
+    return [...this.#busy];
+  }
+
+  /** Starts a batch for every portal whose ready jobs should go now; returns how long until one should. */
+  async start(ready: T[], now: number, idleWaitMs: number): Promise<number> {
+    let wait = idleWaitMs;
+    for (const [memberId, jobs] of groupByPortal(ready)) {
+      if (this.#busy.has(memberId)) continue;
+      const gather = await gatherWait(jobs, now, { lingerMs: this.deps.lingerMs, ...this.deps.policy(memberId, jobs) });
+      if (gather !== undefined) {
+        wait = Math.min(wait, gather);
+        continue;
+      }
+      this.#busy.add(memberId);
+      const task = this.deps.send(memberId, jobs.slice(0, BATCH_LIMIT)).finally(() => this.#busy.delete(memberId));
+      this.deps.track(task);
+    }
+    return wait;
+  }
 }

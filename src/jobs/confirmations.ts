@@ -1,11 +1,13 @@
-import { findActivity } from '../activities/index.js';
+import type { RobotRegistry } from '../activities/index.js';
 import { commandErrorKind } from '../bitrix24/batch-errors.js';
 import { PortalUnavailableError } from '../bitrix24/errors.js';
 import { BATCH_LIMIT, type Bitrix24Rest } from '../bitrix24/rest-client.js';
+import type { Clock } from '../clock.js';
 import type { ConfirmationRow, JobStore } from '../db/jobs.js';
 import type { Logger } from '../log.js';
 import { backoffMs } from '../rate-limit.js';
-import { gatherWait, groupByPortal } from './batching.js';
+import { PortalBatches } from './batching.js';
+import { robotFailed } from './kinds/robot.js';
 
 /** What the workflow's log shows for a confirmed call; Bitrix24 refuses an empty one (docs/protocols.md B6). */
 export const CONFIRMATION_LOG_MESSAGE = 'Chat2Desk: run accepted';
@@ -14,6 +16,8 @@ export const NOT_CONFIRMED = 'Bitrix24 did not confirm this robot call: forged o
 export interface ConfirmationDeps {
   jobs: JobStore;
   rest: Bitrix24Rest;
+  robots: RobotRegistry;
+  clock: Clock;
   log: Logger;
   /** How long a call may wait for others of its portal to share one batch request. */
   lingerMs: number;
@@ -33,34 +37,32 @@ export interface ConfirmationDeps {
  * Calls of one portal are confirmed together, up to 50 in one `batch` request.
  */
 export class CallConfirmations {
-  readonly #busyPortals = new Set<string>();
+  readonly #batches: PortalBatches<ConfirmationRow>;
 
-  constructor(private readonly deps: ConfirmationDeps) {}
-
-  /** Starts one confirmation batch per portal with calls waiting; returns how long to sleep. */
-  startDue(idleWaitMs: number): number {
-    const now = Date.now();
-    let wait = idleWaitMs;
-    for (const [memberId, waiting] of groupByPortal(this.deps.jobs.dueConfirmations(5_000, [...this.#busyPortals]))) {
-      const current = waiting.filter((job) => job.deadlineAt >= now);
-      for (const job of waiting.filter((item) => item.deadlineAt < now)) this.#giveUp(job);
-      if (current.length === 0) continue;
+  constructor(private readonly deps: ConfirmationDeps) {
+    this.#batches = new PortalBatches({
+      lingerMs: deps.lingerMs,
       // A burst of calls arrives over a second or so: let them gather into one batch request; a
       // little longer while the portal has a batch's worth of confirmed runs still waiting to start.
-      const gather = gatherWait(current, now, {
-        lingerMs: this.deps.lingerMs,
-        moreOnTheWay: () => true,
-        worthWaitingLonger: () => this.deps.jobs.waitingToRun(memberId) >= BATCH_LIMIT,
-      });
-      if (gather !== undefined) {
-        wait = Math.min(wait, gather);
-        continue;
-      }
-      this.#busyPortals.add(memberId);
-      const task = this.#confirm(memberId, current.slice(0, BATCH_LIMIT)).finally(() => this.#busyPortals.delete(memberId));
-      this.deps.track(task);
-    }
-    return wait;
+      policy: (memberId) => ({
+        moreOnTheWay: async () => true,
+        worthWaitingLonger: async () => (await deps.jobs.waitingToRun(memberId)) >= BATCH_LIMIT,
+      }),
+      send: (memberId, batch) => this.#confirm(memberId, batch),
+      track: deps.track,
+    });
+  }
+
+  /** Starts one confirmation batch per portal with calls waiting; returns how long to sleep. */
+  async startDue(idleWaitMs: number): Promise<number> {
+    const now = this.deps.clock.now();
+    const waiting = await this.deps.jobs.dueConfirmations(5_000, this.#batches.busyPortals());
+    for (const job of waiting.filter((item) => item.deadlineAt < now)) await this.#giveUp(job);
+    return this.#batches.start(
+      waiting.filter((job) => job.deadlineAt >= now),
+      now,
+      idleWaitMs,
+    );
   }
 
   async #confirm(memberId: string, batch: ConfirmationRow[]): Promise<void> {
@@ -82,19 +84,19 @@ export class CallConfirmations {
         // Anything else proves neither: the call waits, unrun, until the portal says or its deadline passes.
         else retry.push(job);
       }
-      this.deps.jobs.confirm(confirmed);
-      this.deps.jobs.refuseUnconfirmed(denied, NOT_CONFIRMED);
+      await this.deps.jobs.confirm(confirmed);
+      await this.deps.jobs.refuseUnconfirmed(denied, NOT_CONFIRMED);
       if (denied.length) log.warn({ jobs: denied }, 'robot calls refused: Bitrix24 did not confirm their event tokens (forged, or the workflow no longer waits)');
       if (retry.length) {
         const errors = retry.map((job) => outcome.errors[`job${job.id}`]);
         const codes = [...new Set(errors.map((error) => error?.error ?? 'no answer'))];
         if (errors.some((error) => !error || commandErrorKind(error) !== 'transient')) log.warn({ codes }, 'unexpected answer to bizproc.activity.log; asking again later');
-        this.#retry(retry, `Bitrix24 could not confirm the call: ${codes.join(', ')}`);
+        await this.#retry(retry, `Bitrix24 could not confirm the call: ${codes.join(', ')}`);
       }
       if (confirmed.length) this.deps.onConfirmed();
     } catch (error) {
       if (error instanceof PortalUnavailableError && error.reason === 'not_installed') {
-        this.deps.jobs.refuseUnconfirmed(
+        await this.deps.jobs.refuseUnconfirmed(
           batch.map((job) => job.id),
           error.message,
         );
@@ -102,27 +104,26 @@ export class CallConfirmations {
       }
       // Load, outage, or a portal waiting for reauthorisation: nothing runs until the portal can say.
       const message = error instanceof Error ? error.message : String(error);
-      this.#retry(batch, message);
+      await this.#retry(batch, message);
       log.warn({ err: message }, 'robot calls could not be confirmed yet; asking again later');
     }
   }
 
-  #retry(batch: ConfirmationRow[], error: string): void {
+  async #retry(batch: ConfirmationRow[], error: string): Promise<void> {
     const attempts = Math.max(...batch.map((job) => job.confirmAttempts)) + 1;
     // Not past the deadline: the pass after it ends the run (#giveUp).
-    const at = Math.min(Date.now() + backoffMs(attempts, 1_000, 5 * 60_000), Math.min(...batch.map((job) => job.deadlineAt)) + 1);
-    this.deps.jobs.retryConfirmationLater(
+    const at = Math.min(this.deps.clock.now() + backoffMs(attempts, 1_000, 5 * 60_000), Math.min(...batch.map((job) => job.deadlineAt)) + 1);
+    await this.deps.jobs.retryConfirmationLater(
       batch.map((job) => job.id),
       at,
       error,
     );
   }
 
-  #giveUp(job: ConfirmationRow): void {
+  async #giveUp(job: ConfirmationRow): Promise<void> {
     const reason = `Bitrix24 could not confirm this robot call before its deadline${job.lastError ? `: ${job.lastError}` : ''}`;
-    const activity = findActivity(job.robotCode);
-    const outcome = activity ? activity.failed(reason) : { returnValues: { status: 'failed', error: reason }, logMessage: reason };
-    this.deps.jobs.failUnconfirmed(job.id, outcome.returnValues, outcome.logMessage);
+    const outcome = robotFailed(this.deps.robots, job.robotCode, reason);
+    await this.deps.jobs.failUnconfirmed(job.id, outcome.returnValues, outcome.logMessage);
     this.deps.log.warn({ memberId: job.memberId, jobId: job.id, error: reason }, 'robot call given up unconfirmed; nothing was run');
   }
 }

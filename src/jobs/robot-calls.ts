@@ -1,20 +1,25 @@
 import * as v from 'valibot';
 import { excerpt, type Activity } from '../activities/activity.js';
-import { findActivity } from '../activities/index.js';
+import type { RobotRegistry } from '../activities/index.js';
 import { propertiesOutOfBounds, type RobotCall } from '../bitrix24/robot-call.js';
+import type { Clock } from '../clock.js';
 import type { JobStore } from '../db/jobs.js';
 import type { Portal } from '../db/portals.js';
 import type { Logger } from '../log.js';
+import { ROBOT_KIND } from './kinds/robot.js';
+import type { Pipeline } from './pipeline.js';
 
 /** Bitrix24 needs our answer before its own timeout; this much is kept in hand for the report. */
 const TIMEOUT_MARGIN_MS = 30_000;
 
 export interface AcceptDeps {
+  pipeline: Pipeline;
   jobs: JobStore;
+  robots: RobotRegistry;
+  clock: Clock;
   robotDeadlineSeconds: number;
   /** Calls of one portal waiting for Bitrix24's confirmation; beyond this a call is refused and not stored. */
   maxUnconfirmedPerPortal: number;
-  onQueued(): void;
   log: Logger;
 }
 
@@ -36,7 +41,7 @@ export class RobotCalls {
 
   constructor(private readonly deps: AcceptDeps) {}
 
-  accept(portal: Portal, call: RobotCall): Acceptance {
+  async accept(portal: Portal, call: RobotCall): Promise<Acceptance> {
     if (!call.useSubscription) {
       // bizproc.activity.log works only while the step waits (docs/protocols.md B6), so a call that does not
       // wait cannot be confirmed. Ours are registered with USE_SUBSCRIPTION=Y; only a forger sends N.
@@ -45,7 +50,7 @@ export class RobotCalls {
     }
     // Anyone with a page's application token can make calls (docs/protocols.md B0); until Bitrix24 confirms
     // them each is a stored row, so their number is bounded. Bitrix24 shows the robot as failed.
-    const waiting = this.#waitingFor(portal.memberId);
+    const waiting = await this.#waitingFor(portal.memberId);
     if (waiting.count >= this.deps.maxUnconfirmedPerPortal) {
       this.deps.log.warn({ memberId: portal.memberId, limit: this.deps.maxUnconfirmedPerPortal }, 'robot call refused: too many calls of this portal wait for confirmation');
       return {
@@ -53,10 +58,10 @@ export class RobotCalls {
         error: `Too many robot calls of this portal (${this.deps.maxUnconfirmedPerPortal}) are waiting for Bitrix24 to confirm them; this call was not stored, run the robot again later`,
       };
     }
-    const now = Date.now();
+    const now = this.deps.clock.now();
     const limit = call.timeoutSeconds > 0 ? call.timeoutSeconds * 1000 - TIMEOUT_MARGIN_MS : Infinity;
     const deadlineAt = now + Math.max(5_000, Math.min(this.deps.robotDeadlineSeconds * 1000, limit));
-    const activity = findActivity(call.code);
+    const activity = this.deps.robots.find(call.code);
     let immediateResult: { returnValues: Record<string, unknown>; logMessage: string } | undefined;
     if (!activity) {
       const code = excerpt(call.code);
@@ -66,14 +71,11 @@ export class RobotCalls {
       const problems = propertiesOutOfBounds(call.properties) ?? schemaProblems(activity, call.properties);
       if (problems) immediateResult = activity.failed(`${activity.name.en}: ${problems}`);
     }
-    const { job, duplicate } = this.deps.jobs.enqueue({
-      memberId: portal.memberId,
-      eventToken: call.eventToken,
-      robotCode: call.code,
-      documentId: call.documentId,
-      properties: call.properties,
+    const { job, duplicate } = await this.deps.pipeline.enqueue(ROBOT_KIND, portal.memberId, call.properties, {
+      // Bitrix24 posts each call once; a repeated delivery of the same event token is not run again.
+      dedupKey: call.eventToken,
+      robot: { eventToken: call.eventToken, robotCode: call.code, documentId: call.documentId },
       deadlineAt,
-      awaitsConfirmation: true,
       immediateResult,
     });
     if (duplicate) {
@@ -85,16 +87,15 @@ export class RobotCalls {
       const level = immediateResult ? 'info' : 'debug';
       this.deps.log[level]({ memberId: portal.memberId, jobId: job.id, code: excerpt(call.code), invalid: Boolean(immediateResult) }, 'robot call accepted');
       if (!immediateResult) waiting.count += 1;
-      this.deps.onQueued();
     }
     return { status: duplicate ? 'duplicate' : 'accepted', jobId: job.id };
   }
 
-  #waitingFor(memberId: string): { count: number; readAt: number } {
-    const now = Date.now();
+  async #waitingFor(memberId: string): Promise<{ count: number; readAt: number }> {
+    const now = this.deps.clock.now();
     let waiting = this.#waiting.get(memberId);
     if (!waiting || now - waiting.readAt >= 1_000) {
-      waiting = { count: this.deps.jobs.confirmingCount(memberId, this.deps.maxUnconfirmedPerPortal), readAt: now };
+      waiting = { count: await this.deps.jobs.confirmingCount(memberId, this.deps.maxUnconfirmedPerPortal), readAt: now };
       this.#waiting.set(memberId, waiting);
     }
     return waiting;

@@ -31,7 +31,7 @@ export function createRobotRoute(deps: { portals: PortalStore; robotCalls: Robot
       // Kept only once the authorization server says they are the installer's (after the answer).
       deps.background.run('token recovery', () => deps.installerTokens.recover(portal, tokens), { memberId: portal.memberId });
     }
-    const accepted = deps.robotCalls.accept(portal, call);
+    const accepted = await deps.robotCalls.accept(portal, call);
     if (accepted.status === 'refused') return c.json({ error: accepted.error }, 422);
     if (accepted.status === 'overloaded') return c.json({ error: accepted.error }, 503, { 'retry-after': '60' });
     return c.json({ status: accepted.status, job: accepted.jobId });

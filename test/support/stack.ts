@@ -3,7 +3,9 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
+import type { Clock } from '../../src/clock.js';
 import { loadConfig, type Config } from '../../src/config.js';
+import type { JobKind } from '../../src/jobs/kinds.js';
 import { createLogger } from '../../src/log.js';
 import { startServer, type RunningServer } from '../../src/server.js';
 import { startFakeBitrix24, type FakeBitrix24, type FakeBitrix24Options } from '../fakes/bitrix24.js';
@@ -31,6 +33,11 @@ export interface StackOptions {
   reportLingerMs?: number;
   /** The server's outgoing fetch, for a test that must see when an answer reached our code. */
   fetch?: typeof fetch;
+  /** Where the server reads the time (test/support/clock.ts moves it forward instead of sleeping). */
+  clock?: Clock;
+  /** Job kinds registered only in this test, and the ordering-key hold, passed to startServer. */
+  extraKinds?: JobKind[];
+  orderingHoldMs?: number;
 }
 
 export async function freePort(): Promise<number> {
@@ -76,7 +83,15 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     },
   });
   const log = createLogger(config.logLevel, sink);
-  const boot = () => startServer(config, log, { hostname: '127.0.0.1', reportLingerMs: options.reportLingerMs ?? 50, fetch: options.fetch });
+  const boot = () =>
+    startServer(config, log, {
+      hostname: '127.0.0.1',
+      reportLingerMs: options.reportLingerMs ?? 50,
+      fetch: options.fetch,
+      clock: options.clock,
+      extraKinds: options.extraKinds,
+      orderingHoldMs: options.orderingHoldMs,
+    });
   const stack: Stack = {
     b24,
     c2d,

@@ -1,0 +1,129 @@
+import * as v from 'valibot';
+import type { Clock } from '../clock.js';
+import type { JobRow, JobStore } from '../db/jobs.js';
+import type { Logger } from '../log.js';
+import { classifyFailure, errorMessage, JobFailure } from './failures.js';
+import type { JobAttempt, JobKind, JobKinds, JobOutcome } from './kinds.js';
+
+/**
+ * Due jobs read per dispatch pass. Portals at their cap are left out of the read, and a pass that
+ * started work looks again at once, so a small page hides no portal's jobs for long; a large one was
+ * read again after every finished run.
+ */
+const DISPATCH_PAGE = 100;
+/** A claimed job not finished within this long is taken up again after a restart only (one process per file). */
+const LEASE_MS = 10 * 60_000;
+
+export interface DispatcherDeps {
+  jobs: JobStore;
+  kinds: JobKinds;
+  clock: Clock;
+  log: Logger;
+  /** Jobs running at once per portal (robot runs and every other kind together). */
+  portalConcurrency: number;
+  /** Unknown (non-protocol) errors are retried this many times, then the job is given up. */
+  maxUnexpectedAttempts: number;
+  /** Registers a started run so that a stopping worker can wait for it. */
+  track(task: Promise<void>): void;
+  /** A run ended: a slot is free, and a result may be ready. */
+  onRunEnded(): void;
+}
+
+/**
+ * Starts due jobs, at most `portalConcurrency` per portal (Chat2Desk accounts are bounded in their
+ * client), one at a time per ordering key (src/db/jobs.ts `due`), and takes each run to its end:
+ * finished, retried later, failed, or given up (settling an effect in doubt first).
+ */
+export class Dispatcher {
+  readonly #runningByPortal = new Map<string, number>();
+
+  constructor(private readonly deps: DispatcherDeps) {}
+
+  /** Starts what may start; `pageFull` says due jobs may be left beyond the page read. */
+  async dispatch(stopped: () => boolean): Promise<{ started: number; pageFull: boolean }> {
+    const { jobs, kinds, portalConcurrency } = this.deps;
+    const full = [...this.#runningByPortal].filter(([, running]) => running >= portalConcurrency).map(([memberId]) => memberId);
+    let started = 0;
+    const due = await jobs.due('queued', DISPATCH_PAGE, full);
+    for (const job of due) {
+      if (stopped()) break;
+      const running = this.#runningByPortal.get(job.memberId) ?? 0;
+      if (running >= portalConcurrency) continue;
+      const claimed = await jobs.claim(job.id, LEASE_MS, kinds.get(job.kind)?.dedup === 'while_pending');
+      if (!claimed) continue;
+      started += 1;
+      this.#runningByPortal.set(job.memberId, running + 1);
+      const task = this.#execute(claimed).finally(() => {
+        this.#runningByPortal.set(job.memberId, (this.#runningByPortal.get(job.memberId) ?? 1) - 1);
+        this.deps.onRunEnded();
+      });
+      this.deps.track(task);
+    }
+    return { started, pageFull: due.length === DISPATCH_PAGE };
+  }
+
+  async #execute(job: JobRow): Promise<void> {
+    const kind = this.deps.kinds.get(job.kind);
+    const log = this.deps.log.child({ memberId: job.memberId, jobId: job.id, kind: job.kind, ...(job.robotCode ? { code: job.robotCode } : {}) });
+    if (!kind) {
+      const message = `unknown job kind ${job.kind}`;
+      await this.deps.jobs.finish(job.id, { status: 'failed', error: message }, message, { next: 'done' });
+      log.error('job of an unknown kind dropped');
+      return;
+    }
+    let attempt: JobAttempt | undefined;
+    try {
+      const input = v.safeParse(kind.input, JSON.parse(job.input));
+      if (!input.success) throw new JobFailure(input.issues.map((issue) => issue.message).join('; '));
+      attempt = await kind.prepare(job, input.output, log);
+      if (this.deps.clock.now() > job.deadlineAt) {
+        await this.#giveUp(kind, job, attempt, `gave up at the deadline${job.lastError ? `: ${job.lastError}` : ''}`, log);
+        return;
+      }
+      const outcome = await attempt.run();
+      await this.#finish(kind, job, outcome);
+      log.info({ status: outcome.returnValues.status }, 'job finished');
+    } catch (error) {
+      await this.#handleFailure(kind, job, error, log, attempt);
+    }
+  }
+
+  #finish(kind: JobKind, job: JobRow, outcome: JobOutcome): Promise<void> {
+    return this.deps.jobs.finish(job.id, outcome.returnValues, outcome.logMessage, { next: kind.after, followUps: kind.followUps?.(job, outcome) });
+  }
+
+  /** Ends a job that is out of time or attempts; an effect in doubt is settled first (JobAttempt.settle). */
+  async #giveUp(kind: JobKind, job: JobRow, attempt: JobAttempt | undefined, message: string, log: Logger): Promise<void> {
+    if (attempt?.settle) {
+      try {
+        const settled = await attempt.settle();
+        if (settled) {
+          await this.#finish(kind, job, settled);
+          log.info({ status: settled.returnValues.status }, 'job settled at give-up: its effect had happened');
+          return;
+        }
+      } catch (error) {
+        log.warn({ err: errorMessage(error) }, 'could not settle the job at give-up');
+      }
+    }
+    await this.#finish(kind, job, kind.failed(job, message));
+    log.warn({ error: message }, 'job given up');
+  }
+
+  async #handleFailure(kind: JobKind, job: JobRow, error: unknown, log: Logger, attempt: JobAttempt | undefined): Promise<void> {
+    const now = this.deps.clock.now();
+    const decision = kind.classify?.(error, job) ?? classifyFailure(error, job, { now, maxUnexpectedAttempts: this.deps.maxUnexpectedAttempts });
+    switch (decision.action) {
+      case 'fail':
+        await this.#finish(kind, job, kind.failed(job, decision.message));
+        log.warn({ error: decision.message }, 'job failed');
+        return;
+      case 'give_up':
+        return this.#giveUp(kind, job, attempt, decision.message, log);
+      case 'retry':
+        if (!decision.expected) log.error({ err: decision.message }, 'unexpected error in job; retrying');
+        else log.warn({ err: decision.message, retryInMs: decision.at - now }, 'transient failure; retrying');
+        await this.deps.jobs.retryLater(job.id, decision.at, decision.message);
+    }
+  }
+}

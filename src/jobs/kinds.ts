@@ -1,0 +1,67 @@
+import type * as v from 'valibot';
+import type { JobRow, NewJob } from '../db/jobs.js';
+import type { Logger } from '../log.js';
+import type { FailureDecision } from './failures.js';
+
+/** What a finished job leaves: the result (robots: the workflow's return values) and a log line. */
+export interface JobOutcome {
+  returnValues: Record<string, unknown>;
+  logMessage: string;
+}
+
+/** One attempt at a claimed job, built by its kind (`JobKind.prepare`). */
+export interface JobAttempt {
+  run(): Promise<JobOutcome>;
+  /**
+   * Called when the job is given up (deadline, attempts spent) after an attempt whose effect is in
+   * doubt: answers the outcome if the effect happened after all. Absent when nothing can be in doubt.
+   */
+  settle?(): Promise<JobOutcome | undefined>;
+}
+
+/**
+ * A kind of durable job. The pipeline stores, schedules, retries and finishes every job the same
+ * way; a kind says only what is particular to it.
+ */
+export interface JobKind<TInput = unknown> {
+  /** Stored in jobs.kind. */
+  name: string;
+  /** The input, validated when enqueued (src/jobs/pipeline.ts) and again when run. */
+  input: v.GenericSchema<unknown, TInput>;
+  /** The job runs only after its portal confirmed it (robot calls: src/jobs/confirmations.ts). */
+  needsConfirmation: boolean;
+  /**
+   * `forever`: one job per dedup key, ever (robot calls by event token). `while_pending`: one job
+   * per key that has not started yet; a trigger arriving while it runs queues another.
+   */
+  dedup: 'forever' | 'while_pending';
+  /** Where a finished job goes: its result is reported to Bitrix24 (src/jobs/reports.ts), or it is done. */
+  after: 'report' | 'done';
+  /** Everything one attempt needs. Throw `JobFailure` when the job cannot run at all. */
+  prepare(job: JobRow, input: TInput, log: Logger): Promise<JobAttempt>;
+  /** The outcome of a job that failed with `message` (robots: the workflow's `failed` values). */
+  failed(job: Pick<JobRow, 'robotCode'>, message: string): JobOutcome;
+  /** A decision of its own for some errors; undefined falls back to the default (src/jobs/failures.ts). */
+  classify?(error: unknown, job: JobRow): FailureDecision | undefined;
+  /** Jobs to enqueue in the same transaction as the finish. */
+  followUps?(job: JobRow, outcome: JobOutcome): NewJob[];
+}
+
+/** The kinds a pipeline knows, by name. A test may register a kind of its own. */
+export class JobKinds {
+  readonly #byName = new Map<string, JobKind>();
+
+  constructor(kinds: JobKind[]) {
+    for (const kind of kinds) this.add(kind);
+  }
+
+  // biome-ignore lint/suspicious/noExplicitAny: a kind's input type is erased in the registry; each kind validates its own input.
+  add(kind: JobKind<any>): void {
+    if (this.#byName.has(kind.name)) throw new Error(`job kind ${kind.name} is registered twice`);
+    this.#byName.set(kind.name, kind);
+  }
+
+  get(name: string): JobKind | undefined {
+    return this.#byName.get(name);
+  }
+}

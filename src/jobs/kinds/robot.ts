@@ -1,0 +1,42 @@
+import * as v from 'valibot';
+import { RobotFailure } from '../../activities/activity.js';
+import type { RobotRegistry } from '../../activities/index.js';
+import type { JobOutcome, JobKind } from '../kinds.js';
+import { robotRunFor, type RunContextDeps } from '../run-context.js';
+
+export const ROBOT_KIND = 'robot';
+
+/** A robot call's properties as stored; the robot's own schema reads them when it runs. */
+const robotProperties = v.record(v.string(), v.unknown());
+
+/**
+ * A robot (or business-process activity) call: confirmed by its portal first, run by the robot its
+ * code names (src/activities/), and its result reported to the waiting workflow with
+ * bizproc.event.send (src/jobs/reports.ts). One job per event token, ever.
+ */
+export function robotKind(deps: RunContextDeps & { robots: RobotRegistry }): JobKind<Record<string, unknown>> {
+  return {
+    name: ROBOT_KIND,
+    input: robotProperties,
+    needsConfirmation: true,
+    dedup: 'forever',
+    after: 'report',
+    async prepare(job, properties, log) {
+      const activity = deps.robots.find(job.robotCode ?? '');
+      if (!activity) throw new RobotFailure(`unknown robot code ${job.robotCode}`);
+      const prepared = await robotRunFor(deps, activity, job, properties, log);
+      const settle = activity.settle;
+      return {
+        run: () => activity.run(prepared.run, prepared.properties),
+        settle: settle ? () => settle(prepared.run) : undefined,
+      };
+    },
+    failed: (job, message) => robotFailed(deps.robots, job.robotCode, message),
+  };
+}
+
+/** The workflow's values for a failed run of this robot code (a plain failure for a code we do not know). */
+export function robotFailed(robots: RobotRegistry, robotCode: string | null, message: string): JobOutcome {
+  const activity = robots.find(robotCode ?? '');
+  return activity ? activity.failed(message) : { returnValues: { status: 'failed', error: message }, logMessage: message };
+}

@@ -1,0 +1,60 @@
+import * as v from 'valibot';
+import { RobotFailure, type Activity, type RobotRun } from '../activities/activity.js';
+import { PortalUnavailableError } from '../bitrix24/errors.js';
+import type { Bitrix24Rest } from '../bitrix24/rest-client.js';
+import type { BitrixUsers } from '../bitrix24/users.js';
+import type { Chat2DeskAccess } from '../chat2desk/access.js';
+import type { JobRow, JobStore } from '../db/jobs.js';
+import type { PortalStore } from '../db/portals.js';
+import type { TimelineLogStore } from '../db/timeline-logs.js';
+import type { Logger } from '../log.js';
+
+export interface RunContextDeps {
+  jobs: JobStore;
+  portals: PortalStore;
+  rest: Bitrix24Rest;
+  users: BitrixUsers;
+  timelineLogs: TimelineLogStore;
+  chat2desk: Chat2DeskAccess;
+}
+
+/**
+ * Everything one robot run can see and do, for the portal that called it. A portal that cannot run
+ * robots (uninstalled, waiting for reauthorisation, no usable Chat2Desk account) or properties the
+ * robot's schema refuses are a RobotFailure here: the run finishes failed with that reason.
+ */
+export async function robotRunFor(deps: RunContextDeps, activity: Activity, job: JobRow, properties: unknown, log: Logger): Promise<{ run: RobotRun; properties: unknown }> {
+  const portal = await deps.portals.get(job.memberId);
+  if (portal?.status === 'reauth_required') throw new RobotFailure(new PortalUnavailableError(portal.memberId, 'reauth_required').message);
+  if (portal?.status !== 'active') throw new RobotFailure('the app is not installed on this portal any more');
+  const connection = await deps.chat2desk.connect(portal);
+  if (!connection.usable) throw new RobotFailure(connection.reason);
+  const parsed = v.safeParse(activity.schema, properties);
+  if (!parsed.success) throw new RobotFailure(parsed.issues.map((issue) => issue.message).join('; '));
+  const { directory, settings } = connection;
+  return {
+    properties: parsed.output,
+    run: {
+      portal,
+      settings,
+      chat2desk: directory.api,
+      directory,
+      bitrix24: {
+        call: (method, params, options) => deps.rest.call(portal.memberId, method, params, options),
+        batch: (commands, options) => deps.rest.batch(portal.memberId, commands, options),
+      },
+      timelineLogs: deps.timelineLogs,
+      users: {
+        byEmail: (email) => deps.users.byEmail(portal.memberId, email),
+        byId: (id) => deps.users.byId(portal.memberId, id),
+      },
+      documentId: JSON.parse(job.documentId ?? '[]') as string[],
+      runId: job.publicId,
+      acceptedAt: job.createdAt,
+      attempt: job.attempts,
+      checkpoint: JSON.parse(job.checkpoint) as Record<string, unknown>,
+      saveCheckpoint: (checkpoint) => deps.jobs.saveCheckpoint(job.id, checkpoint),
+      log,
+    },
+  };
+}
