@@ -3,6 +3,7 @@ import qs from 'qs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { CONFIRMATION_LOG_MESSAGE, NOT_CONFIRMED } from '../src/jobs/confirmations.js';
 import { eventually, installAndConfigure, postForm, sentMessages, startStack, type Stack } from './support/stack.js';
+import { TestClock } from './support/clock.js';
 
 /**
  * Issue 6: Bitrix24 puts APPLICATION_TOKEN into every page it opens for the app, so any employee
@@ -275,11 +276,16 @@ describe('confirmation when Bitrix24 cannot answer at once', () => {
   });
 
   it('finishes the call failed, with nothing run, when its deadline passes unconfirmed', async () => {
-    stack = await startStack({ env: { ROBOT_DEADLINE_SECONDS: '1' } }); // the shortest deadline allowed is 5 s
+    const clock = new TestClock();
+    stack = await startStack({ clock, env: { ROBOT_DEADLINE_SECONDS: '1' } }); // the shortest deadline allowed is 5 s
     await installAndConfigure(stack);
     stack.b24.failNext('bizproc.activity.log', overloaded, 100);
     const call = await stack.b24.callRobot({ code: 'c2d_send_message', properties: { phone: '79161234567', text: 'never confirmed' } });
-    const sent = await eventually(() => stack.b24.sentEvents.find((event) => event.eventToken === call.eventToken), 20_000, 'failed result');
+    await eventually(() => Number(jobRow(stack, call.eventToken)?.confirm_attempts) >= 1, 10_000, 'a refused confirmation');
+    // Past the deadline by the server's clock, instead of waiting five seconds.
+    clock.advance(6_000);
+    stack.server.worker.wake();
+    const sent = await eventually(() => stack.b24.sentEvents.find((event) => event.eventToken === call.eventToken), 10_000, 'failed result');
     expect(sent.returnValues.status).toBe('failed');
     expect(String(sent.returnValues.error)).toMatch(/^Bitrix24 could not confirm this robot call before its deadline: Bitrix24 could not confirm the call: QUERY_LIMIT_EXCEEDED/);
     expect(stack.c2d.calls).toHaveLength(0);

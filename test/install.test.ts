@@ -127,7 +127,7 @@ describe('install and lifecycle', () => {
     expect(await stack.server.jobs.countByState()).toEqual({ cancelled: 1 });
     // The run that was in flight ends without reviving the job.
     inFlight.release();
-    const runEnded = /"msg":"(robot run finished|robot run failed|robot run given up|transient failure; retrying)"/;
+    const runEnded = /"msg":"(job finished|job failed|job given up|transient failure; retrying)"/;
     await eventually(() => stack.logs.some((line) => runEnded.test(line)), 10_000, 'the run in flight to end');
     expect(await stack.server.jobs.countByState()).toEqual({ cancelled: 1 });
     expect(stack.b24.sentEvents).toHaveLength(0);

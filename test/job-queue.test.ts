@@ -104,10 +104,10 @@ function gate(): { opened: Promise<void>; open(): void } {
  * A job kind registered only in this test: it records each run's start, waits for the gate its
  * input names (if any), and fails with a transient error while its input says so.
  */
-function testKind(gates: Map<string, Promise<void>>, started: string[]): JobKind<{ name: string; fail?: boolean }> {
+function testKind(gates: Map<string, Promise<void>>, started: string[]): JobKind<{ name: string; fail?: boolean; followUp?: string }> {
   return {
     name: 'test_echo',
-    input: v.object({ name: v.string(), fail: v.optional(v.boolean()) }),
+    input: v.object({ name: v.string(), fail: v.optional(v.boolean()), followUp: v.optional(v.string()) }),
     needsConfirmation: false,
     dedup: 'forever',
     after: 'done',
@@ -122,6 +122,10 @@ function testKind(gates: Map<string, Promise<void>>, started: string[]): JobKind
       };
     },
     failed: (_job, message) => ({ returnValues: { status: 'failed', error: message }, logMessage: message }),
+    followUps(job) {
+      const { followUp } = JSON.parse(job.input) as { followUp?: string };
+      return followUp ? [{ kind: 'test_echo', memberId: job.memberId, input: { name: followUp }, dedupKey: followUp, deadlineAt: job.deadlineAt, awaitsConfirmation: false }] : [];
+    },
   };
 }
 
@@ -139,8 +143,13 @@ describe('the pipeline with a kind of its own', () => {
   });
   afterEach(() => stack.close());
 
-  const enqueue = (name: string, options: { orderingKey?: string; fail?: boolean } = {}) =>
-    stack.server.pipeline.enqueue('test_echo', 'portal', { name, fail: options.fail }, { orderingKey: options.orderingKey, dedupKey: name, deadlineAt: clock.now() + 3600_000 });
+  const enqueue = (name: string, options: { orderingKey?: string; fail?: boolean; followUp?: string } = {}) =>
+    stack.server.pipeline.enqueue(
+      'test_echo',
+      'portal',
+      { name, fail: options.fail, followUp: options.followUp },
+      { orderingKey: options.orderingKey, dedupKey: name, deadlineAt: clock.now() + 3600_000 },
+    );
   const row = (name: string) =>
     stack.server.database.sqlite.prepare('select state, attempts, last_error, return_values from jobs where dedup_key = ?').get(name) as Record<string, unknown>;
 
@@ -151,6 +160,13 @@ describe('the pipeline with a kind of its own', () => {
     await expect(stack.server.pipeline.enqueue('test_echo', 'portal', { name: 42 }, { deadlineAt: clock.now() + 60_000 })).rejects.toThrow(InvalidJobInput);
     await expect(stack.server.pipeline.enqueue('no_such_kind', 'portal', {}, { deadlineAt: clock.now() + 60_000 })).rejects.toThrow('unknown job kind no_such_kind');
     expect(await stack.server.jobs.countByState()).toEqual({ done: 1 });
+  });
+
+  it('stores the follow-up job a kind asks for with the finish, and runs it', async () => {
+    await enqueue('parent', { followUp: 'child' });
+    await eventually(() => row('child')?.state === 'done', 10_000, 'the follow-up ran');
+    expect(started).toEqual(['parent', 'child']);
+    expect(row('parent').state).toBe('done');
   });
 
   it('runs the jobs of one ordering key one at a time, in order, while other keys go on', async () => {
