@@ -1,8 +1,5 @@
 import * as v from 'valibot';
-import type { Clock } from '../clock.js';
-import type { JobRow, JobStore, NewJob } from '../db/jobs.js';
-import type { Logger } from '../log.js';
-import type { JobKinds } from './kinds.js';
+import type { JobRow, NewJob } from '../db/jobs.js';
 import { Worker, type WorkerDeps } from './worker.js';
 
 /** Everything about a job but its kind, portal and input. */
@@ -20,7 +17,7 @@ export class InvalidJobInput extends Error {
 export class Pipeline {
   readonly worker: Worker;
 
-  constructor(private readonly deps: WorkerDeps & { jobs: JobStore; kinds: JobKinds; clock: Clock; log: Logger }) {
+  constructor(private readonly deps: WorkerDeps) {
     this.worker = new Worker(deps);
   }
 
