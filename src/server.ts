@@ -34,16 +34,16 @@ import { SettingsService } from './settings-service.js';
 const FINISHED_JOB_RETENTION_MS = 30 * 24 * 3600_000;
 
 /** Runs `prune` now and every hour; returns the stop function. */
-function startMaintenance(prune: () => void, log: Logger): () => void {
-  const run = () => {
+function startMaintenance(prune: () => Promise<void>, log: Logger): () => void {
+  const run = async () => {
     try {
-      prune();
+      await prune();
     } catch (error) {
       log.warn({ err: error instanceof Error ? error.message : String(error) }, 'maintenance failed');
     }
   };
-  run();
-  const timer = setInterval(run, 3600_000);
+  void run();
+  const timer = setInterval(() => void run(), 3600_000);
   timer.unref();
   return () => clearInterval(timer);
 }
@@ -60,7 +60,7 @@ export interface RunningServer {
   /** Resolves when no background task (cache fill, re-registration) is running. */
   idle(): Promise<void>;
   /** The portal's Chat2Desk directory (cache), for tests and the benchmark. */
-  directoryOf(memberId: string): DialogDirectory | undefined;
+  directoryOf(memberId: string): Promise<DialogDirectory | undefined>;
   close(): Promise<void>;
 }
 
@@ -78,32 +78,32 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
   const clock = options.clock ?? systemClock;
   const database = openDatabase(config.databaseFile);
   const secrets = new SecretBox(resolveAppSecret(config.appSecret, config.databaseFile));
-  const portals = new PortalStore(database.db, secrets);
+  const portals = new PortalStore(database.db, secrets, clock);
   const jobs = new JobStore(database.db);
   const fetchImpl = options.fetch ?? fetch;
-  const oauth = new OAuthServer(config.bitrix24.oauthUrl, config.bitrix24.clientId, config.bitrix24.clientSecret, fetchImpl);
-  const rest = new Bitrix24Rest({ portals, oauth, log, ratePerSecond: config.bitrix24.ratePerSecond, burst: config.bitrix24.rateBurst, fetch: fetchImpl });
-  const accounts = new Chat2DeskAccounts(config.chat2desk, new Chat2DeskRateStore(database.db), fetchImpl);
-  const chat2deskFor = (portal: { memberId: string }, settings: { chat2deskApiUrl: string }) => {
-    const token = portals.chat2deskToken(portal.memberId);
+  const oauth = new OAuthServer(config.bitrix24.oauthUrl, config.bitrix24.clientId, config.bitrix24.clientSecret, clock, fetchImpl);
+  const rest = new Bitrix24Rest({ portals, oauth, log, clock, ratePerSecond: config.bitrix24.ratePerSecond, burst: config.bitrix24.rateBurst, fetch: fetchImpl });
+  const accounts = new Chat2DeskAccounts(config.chat2desk, new Chat2DeskRateStore(database.db, clock), fetchImpl);
+  const chat2deskFor = async (portal: { memberId: string }, settings: { chat2deskApiUrl: string }) => {
+    const token = await portals.chat2deskToken(portal.memberId);
     // A stored URL no longer on the operator's allow-list is not used.
     if (!token || !config.chat2desk.allowedApiUrls.includes(settings.chat2deskApiUrl)) return undefined;
-    return accounts.api(settings.chat2deskApiUrl, token);
+    return { api: await accounts.api(settings.chat2deskApiUrl, token), token };
   };
   const cache = new CacheStore(database.db);
   const background = new BackgroundTasks(log);
-  const directoryFor = (portal: { memberId: string }, settings: PortalSettings) => {
-    const api = chat2deskFor(portal, settings);
-    const token = portals.chat2deskToken(portal.memberId);
-    if (!api || !token) return undefined;
-    return new DialogDirectory(api, cache, accountKey(settings.chat2deskApiUrl, token), settings.cacheTtlSeconds * 1000, log);
+  const directoryFor = async (portal: { memberId: string }, settings: PortalSettings) => {
+    const account = await chat2deskFor(portal, settings);
+    if (!account) return undefined;
+    return new DialogDirectory(account.api, cache, accountKey(settings.chat2deskApiUrl, account.token), settings.cacheTtlSeconds * 1000, log, clock);
   };
   const chat2deskWebhooks = new Chat2DeskWebhooks({
-    webhooks: new WebhookStore(database.db, secrets),
+    webhooks: new WebhookStore(database.db, secrets, clock),
     cache,
     portals,
     publicUrl: config.publicUrl,
     directoryFor: (portal) => directoryFor(portal, readSettings(portal.settings, config.chat2desk.defaultApiUrl)),
+    clock,
     log,
   });
   const registration = new AppRegistration({
@@ -112,15 +112,15 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     activities,
     log,
     channelsOf: async (portal) => {
-      const api = chat2deskFor(portal, readSettings(portal.settings, config.chat2desk.defaultApiUrl));
-      return api ? api.channels() : [];
+      const account = await chat2deskFor(portal, readSettings(portal.settings, config.chat2desk.defaultApiUrl));
+      return account ? account.api.channels() : [];
     },
   });
   const worker = new RobotWorker({
     jobs,
     portals,
     rest,
-    users: new BitrixUsers(rest),
+    users: new BitrixUsers(rest, clock),
     timelineLogs: new TimelineLogStore(database.db),
     directoryFor,
     defaultChat2DeskUrl: config.chat2desk.defaultApiUrl,
@@ -128,8 +128,8 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     log,
     reportLingerMs: options.reportLingerMs,
   });
-  const uninstalls = new Uninstalls({ portals, jobs, rest, chat2deskWebhooks, background, log });
-  const installerTokens = new InstallerTokens({ oauth, portals, log });
+  const uninstalls = new Uninstalls({ portals, jobs, rest, chat2deskWebhooks, background, log, clock });
+  const installerTokens = new InstallerTokens({ oauth, portals, log, clock });
   const appUpdates = new AppUpdates({ portals, installerTokens, registration, background });
   const app = createApp({
     log,
@@ -137,7 +137,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     portals,
     jobs,
     registration,
-    install: new InstallService({ oauth, rest, portals, registration, log, attemptsPerMinute: config.installAttemptsPerMinute }),
+    install: new InstallService({ oauth, rest, portals, registration, log, clock, attemptsPerMinute: config.installAttemptsPerMinute }),
     installerTokens,
     uninstalls,
     appUpdates,
@@ -160,6 +160,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
       directoryFor: (portal) => directoryFor(portal, readSettings(portal.settings, config.chat2desk.defaultApiUrl)),
       background,
       log,
+      clock,
     }),
     background,
     chat2deskWebhooks,
@@ -169,11 +170,11 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
   worker.start();
   const stopMonitor = chat2deskWebhooks.startMonitor(config.webhookCheckSeconds * 1000);
   const stopUninstallChecks = uninstalls.startMonitor();
-  const stopMaintenance = startMaintenance(() => {
+  const stopMaintenance = startMaintenance(async () => {
     const now = clock.now();
-    const jobsRemoved = jobs.pruneFinished(now - FINISHED_JOB_RETENTION_MS);
-    const cacheRows = cache.pruneOlderThan(now - 2 * 24 * 3600_000);
-    const deliveries = chat2deskWebhooks.pruneDeliveries();
+    const jobsRemoved = await jobs.pruneFinished(now - FINISHED_JOB_RETENTION_MS);
+    const cacheRows = await cache.pruneOlderThan(now - 2 * 24 * 3600_000);
+    const deliveries = await chat2deskWebhooks.pruneDeliveries();
     if (jobsRemoved + cacheRows + deliveries > 0) log.info({ jobsRemoved, cacheRows, deliveries }, 'old rows pruned');
   }, log);
   const server: ServerType = await new Promise((resolve) => {
@@ -190,8 +191,8 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     jobs,
     chat2deskWebhooks,
     idle: () => background.idle(),
-    directoryOf: (memberId) => {
-      const portal = portals.get(memberId);
+    directoryOf: async (memberId) => {
+      const portal = await portals.get(memberId);
       return portal ? directoryFor(portal, readSettings(portal.settings, config.chat2desk.defaultApiUrl)) : undefined;
     },
     async close() {
@@ -202,7 +203,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await background.idle();
       await worker.stop();
-      accounts.flush();
+      await accounts.flush();
       database.close();
     },
   };

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { systemClock } from '../src/clock.js';
 import { request } from 'node:http';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { BitrixUsers } from '../src/bitrix24/users.js';
@@ -140,7 +141,7 @@ describe('Bitrix24 user lookups', () => {
     stack = await startStack();
     await install(stack);
     stack.b24.resetCalls();
-    const users = new BitrixUsers(stack.server.rest);
+    const users = new BitrixUsers(stack.server.rest, systemClock);
     const found = await Promise.all(Array.from({ length: 8 }, () => users.byId(stack.b24.memberId, 2)));
     expect(found.map((user) => user?.EMAIL)).toEqual(Array(8).fill('manager@example.com'));
     expect(userGets(2)).toHaveLength(1);
@@ -152,7 +153,7 @@ describe('Bitrix24 user lookups', () => {
     stack = await startStack();
     await install(stack);
     stack.b24.resetCalls();
-    const users = new BitrixUsers(stack.server.rest, { max: 2 });
+    const users = new BitrixUsers(stack.server.rest, systemClock, { max: 2 });
     const memberId = stack.b24.memberId;
     await users.byId(memberId, 2);
     await users.byId(memberId, 1);
@@ -182,11 +183,11 @@ describe('install attempts', () => {
     const retryAfter = Number(refused[0]!.headers.get('retry-after'));
     expect(retryAfter).toBeGreaterThan(0);
     expect(await refused[0]!.json()).toEqual({ status: 'error', error: `Too many install attempts from your address; retry in ${retryAfter} s` });
-    expect(stack.server.portals.get(stack.b24.memberId)).toBeUndefined();
+    expect(await stack.server.portals.get(stack.b24.memberId)).toBeUndefined();
 
     const real = await postFormFrom('127.0.0.2', `${stack.server.url}/install`, stack.b24.installEventBody());
     expect(real.status).toBe(200);
-    expect(stack.server.portals.get(stack.b24.memberId)?.status).toBe('active');
+    expect((await stack.server.portals.get(stack.b24.memberId))?.status).toBe('active');
   });
 
   it('bounds install attempts from all addresses together', async () => {
@@ -205,6 +206,6 @@ describe('install attempts', () => {
     const real = await postFormFrom('127.0.0.5', url, stack.b24.installEventBody());
     expect(real.status).toBe(429);
     expect(JSON.parse(real.text).error).toMatch(/^Too many install attempts on this server; retry in \d+ s$/);
-    expect(stack.server.portals.get(stack.b24.memberId)).toBeUndefined();
+    expect(await stack.server.portals.get(stack.b24.memberId)).toBeUndefined();
   });
 });

@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { systemClock } from '../src/clock.js';
 import { accountKey } from '../src/chat2desk/client.js';
 import { loadConfig } from '../src/config.js';
 import { Chat2DeskRateStore } from '../src/db/chat2desk-rates.js';
@@ -40,7 +41,7 @@ describe('Chat2Desk concurrency per account', () => {
 
 /** What the server stored as learned for the fake's account. */
 function storedRate(stack: Stack) {
-  return new Chat2DeskRateStore(stack.server.database.db).get(accountKey(stack.c2d.url, stack.c2d.token));
+  return new Chat2DeskRateStore(stack.server.database.db, systemClock).get(accountKey(stack.c2d.url, stack.c2d.token));
 }
 
 const refusals = (stack: Stack) => stack.c2d.calls.filter((call) => call.status === 429).length;
@@ -57,7 +58,7 @@ describe('Chat2Desk rate learned per account', () => {
     await sendToEach(stack, phones);
 
     await stack.restart(); // the learned rate is stored at shutdown at the latest
-    const stored = storedRate(stack);
+    const stored = await storedRate(stack);
     expect(stored?.perMinute).toBeGreaterThan(600);
     expect(refusals(stack)).toBeLessThanOrEqual(2);
   });
@@ -77,7 +78,7 @@ describe('Chat2Desk rate learned per account', () => {
     expect(refusedBefore).toBeGreaterThan(0);
     expect(refusedBefore).toBeLessThanOrEqual(8);
     await stack.restart();
-    const stored = storedRate(stack);
+    const stored = await storedRate(stack);
     expect(stored?.limitPerMinute).toBeGreaterThanOrEqual(500);
     expect(stored?.limitPerMinute).toBeLessThanOrEqual(700);
     expect(stored?.perMinute).toBeLessThanOrEqual(700);

@@ -18,7 +18,7 @@ describe('Chat2Desk webhook and the dialog cache', () => {
     stack.c2d.receiveMessage({ clientId: client.id as number, text: 'Hello, is my order ready?' });
     dialog = stack.c2d.account().dialogs.find((item) => item.id === seeded.dialog!.id)!;
     await installAndConfigure(stack);
-    directory = stack.server.directoryOf(stack.b24.memberId)!;
+    directory = (await stack.server.directoryOf(stack.b24.memberId))!;
   });
   afterEach(() => stack.close());
 

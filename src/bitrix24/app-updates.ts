@@ -58,7 +58,7 @@ export class AppUpdates {
     this.deps.background.run(
       're-registration after update',
       async () => {
-        const portal = this.deps.portals.get(memberId);
+        const portal = await this.deps.portals.get(memberId);
         if (!portal || portal.status === 'uninstalled') return;
         if (tokens) await this.deps.installerTokens.adoptFromUpdate(portal, tokens);
         await this.deps.registration.register(portal);

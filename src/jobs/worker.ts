@@ -24,7 +24,7 @@ export interface WorkerDeps {
   users: BitrixUsers;
   timelineLogs: TimelineLogStore;
   /** The portal's Chat2Desk account behind its cache, or undefined when no API token is set. */
-  directoryFor(portal: Portal, settings: PortalSettings): DialogDirectory | undefined;
+  directoryFor(portal: Portal, settings: PortalSettings): Promise<DialogDirectory | undefined>;
   defaultChat2DeskUrl: string;
   portalConcurrency: number;
   log: Logger;
@@ -183,7 +183,7 @@ export class RobotWorker {
     const log = this.deps.log.child({ memberId: job.memberId, jobId: job.id, code: job.robotCode });
     let run: RobotRun | undefined;
     try {
-      const prepared = this.#prepare(activity, job, log);
+      const prepared = await this.#prepare(activity, job, log);
       run = prepared.run;
       if (Date.now() > job.deadlineAt) {
         await this.#giveUp(activity, job, run, `gave up at the deadline${job.lastError ? `: ${job.lastError}` : ''}`, log);
@@ -198,12 +198,12 @@ export class RobotWorker {
   }
 
   /** Everything a run needs; a portal that cannot run robots is a RobotFailure here. */
-  #prepare(activity: Activity, job: JobRow, log: Logger): { run: RobotRun; properties: unknown } {
-    const portal = this.deps.portals.get(job.memberId);
+  async #prepare(activity: Activity, job: JobRow, log: Logger): Promise<{ run: RobotRun; properties: unknown }> {
+    const portal = await this.deps.portals.get(job.memberId);
     if (portal?.status === 'reauth_required') throw new RobotFailure(new PortalUnavailableError(portal.memberId, 'reauth_required').message);
     if (portal?.status !== 'active') throw new RobotFailure('the app is not installed on this portal any more');
     const settings = readSettings(portal.settings, this.deps.defaultChat2DeskUrl);
-    const directory = this.deps.directoryFor(portal, settings);
+    const directory = await this.deps.directoryFor(portal, settings);
     if (!directory) {
       throw new RobotFailure(
         portal.hasChat2deskToken

@@ -16,7 +16,7 @@ export function createEventsRoute(deps: { portals: PortalStore; uninstalls: Unin
     const fields = await readBitrixForm(c);
     const auth = phpMap(fields.auth);
     const memberId = str(auth.member_id);
-    const portal = deps.portals.authenticate(memberId, str(auth.application_token));
+    const portal = await deps.portals.authenticate(memberId, str(auth.application_token));
     if (!portal) return c.json({ error: 'unknown portal or wrong application token' }, 401);
     const event = str(fields.event).toUpperCase();
     if (event === 'ONAPPUNINSTALL') {

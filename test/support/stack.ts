@@ -3,6 +3,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
+import type { Clock } from '../../src/clock.js';
 import { loadConfig, type Config } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
 import { startServer, type RunningServer } from '../../src/server.js';
@@ -31,6 +32,8 @@ export interface StackOptions {
   reportLingerMs?: number;
   /** The server's outgoing fetch, for a test that must see when an answer reached our code. */
   fetch?: typeof fetch;
+  /** Where the server reads the time (test/support/clock.ts moves it forward instead of sleeping). */
+  clock?: Clock;
 }
 
 export async function freePort(): Promise<number> {
@@ -76,7 +79,13 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     },
   });
   const log = createLogger(config.logLevel, sink);
-  const boot = () => startServer(config, log, { hostname: '127.0.0.1', reportLingerMs: options.reportLingerMs ?? 50, fetch: options.fetch });
+  const boot = () =>
+    startServer(config, log, {
+      hostname: '127.0.0.1',
+      reportLingerMs: options.reportLingerMs ?? 50,
+      fetch: options.fetch,
+      clock: options.clock,
+    });
   const stack: Stack = {
     b24,
     c2d,
