@@ -82,6 +82,8 @@ export class SettingsService {
       max: 10_000,
       ttl: deps.adminCacheMs ?? 60_000,
       perf: deps.clock,
+      // Read the clock on every check rather than once a millisecond: a clock moved forward counts at once.
+      ttlResolution: 0,
       // A question evicted while in flight still answers the requests waiting for it.
       ignoreFetchAbort: true,
       // A verdict to remember; a failure that says nothing about the token (load, network, our share used up) is thrown and not remembered.

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { systemClock } from '../src/clock.js';
+import { TestClock } from './support/clock.js';
 import { request } from 'node:http';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { BitrixUsers } from '../src/bitrix24/users.js';
@@ -90,6 +91,24 @@ describe("the portal's REST budget under unauthenticated traffic", () => {
     expect(asked()).toHaveLength(1);
   });
 
+  it('asks the portal again once the minute a verdict is remembered has passed by the clock', async () => {
+    const clock = new TestClock();
+    stack = await startStack({ clock });
+    await install(stack);
+    stack.b24.resetCalls();
+    const token = stack.b24.issueAuth(1).access_token;
+    const admin = { authorization: `Bearer ${token}`, 'x-bitrix24-member-id': stack.b24.memberId };
+    const asked = () => profileCalls().filter((call) => call.accessToken === token);
+
+    expect((await fetch(settingsUrl(), { headers: admin })).status).toBe(200);
+    clock.advance(59_000);
+    expect((await fetch(settingsUrl(), { headers: admin })).status).toBe(200);
+    expect(asked()).toHaveLength(1);
+    clock.advance(2_000);
+    expect((await fetch(settingsUrl(), { headers: admin })).status).toBe(200);
+    expect(asked()).toHaveLength(2);
+  });
+
   it('remembers a refused token too, so repeating a guess costs the portal nothing', async () => {
     stack = await startStack();
     await install(stack);
@@ -147,6 +166,21 @@ describe('Bitrix24 user lookups', () => {
     expect(userGets(2)).toHaveLength(1);
     expect(await users.byId(stack.b24.memberId, 2)).toMatchObject({ ID: '2' });
     expect(userGets(2)).toHaveLength(1);
+  });
+
+  it('asks Bitrix24 again once an answer is older than the TTL by the clock', async () => {
+    stack = await startStack();
+    await install(stack);
+    stack.b24.resetCalls();
+    const clock = new TestClock();
+    const users = new BitrixUsers(stack.server.rest, clock, { ttlMs: 60_000 });
+    await users.byId(stack.b24.memberId, 2);
+    clock.advance(59_000);
+    await users.byId(stack.b24.memberId, 2);
+    expect(userGets(2)).toHaveLength(1);
+    clock.advance(2_000);
+    expect(await users.byId(stack.b24.memberId, 2)).toMatchObject({ ID: '2' });
+    expect(userGets(2)).toHaveLength(2);
   });
 
   it('keeps at most the configured number of answers, dropping the least recently used', async () => {
