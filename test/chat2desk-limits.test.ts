@@ -1,6 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { systemClock } from '../src/clock.js';
-import { TestClock } from './support/clock.js';
 import { accountKey } from '../src/chat2desk/client.js';
 import { loadConfig } from '../src/config.js';
 import { Chat2DeskRateStore } from '../src/db/chat2desk-rates.js';
@@ -66,16 +65,11 @@ describe('Chat2Desk rate learned per account', () => {
 
   it('backs off when Chat2Desk allows less than configured, keeps its refusals few, and resumes from the learned rate after a restart', async () => {
     // Told 40/s; the fake allows 10 per second.
-    // The fake's clock: its rate window is moved past instead of waited out.
-    const chat2deskClock = new TestClock();
-    stack = await startStack({
-      c2d: { rateLimit: { requests: 10, perMs: 1_000 }, now: () => chat2deskClock.now() },
-      env: { CHAT2DESK_REQUESTS_PER_MINUTE: '2400' },
-    });
+    stack = await startStack({ c2d: { rateLimit: { requests: 10, perMs: 1_000 } }, env: { CHAT2DESK_REQUESTS_PER_MINUTE: '2400' } });
     await installAndConfigure(stack);
     const phones = seedClients(stack, 60);
     // The fake's one-second window forgets the set-up's requests, so the burst starts on an empty window.
-    chat2deskClock.advance(1_100);
+    await new Promise((resolve) => setTimeout(resolve, 1_100));
 
     await sendToEach(stack, phones.slice(0, 40));
 
@@ -90,7 +84,7 @@ describe('Chat2Desk rate learned per account', () => {
     expect(stored?.perMinute).toBeLessThanOrEqual(700);
 
     // The fake's one-second window forgets the first burst; the restarted server starts from ~10/s, not 40/s.
-    chat2deskClock.advance(1_100);
+    await new Promise((resolve) => setTimeout(resolve, 1_100));
     stack.c2d.resetCalls();
     await sendToEach(stack, phones.slice(40));
     expect(sentMessages(stack)).toHaveLength(20);
