@@ -68,7 +68,7 @@ describe('Chat2Desk rate learned per account', () => {
     stack = await startStack({ c2d: { rateLimit: { requests: 10, perMs: 1_000 } }, env: { CHAT2DESK_REQUESTS_PER_MINUTE: '2400' } });
     await installAndConfigure(stack);
     const phones = seedClients(stack, 60);
-    // The fake's one-second window forgets the set-up's requests, so the burst starts on an empty window.
+    // The fake's one-second window, and our client's own window of accepted requests (real time), forget the set-up: the burst starts on an empty window.
     await new Promise((resolve) => setTimeout(resolve, 1_100));
 
     await sendToEach(stack, phones.slice(0, 40));
