@@ -81,19 +81,23 @@ export class WebhookStore {
   async recordDelivery(delivery: { memberId: string; accountKey: string; dedupKey: string; hookType: string; body: string }, stale: Invalidation): Promise<boolean> {
     const now = this.clock.now();
     return this.db.transaction((tx) => {
-      const seen = tx
-        .select({ id: webhookDeliveries.id })
-        .from(webhookDeliveries)
-        .where(and(eq(webhookDeliveries.memberId, delivery.memberId), eq(webhookDeliveries.dedupKey, delivery.dedupKey)))
-        .get();
-      // A repeated key is stamped anew, so a lookup in flight replays it too (CacheStore.saveFetched).
-      tx.insert(webhookDeliveries)
+      // The unique key decides which receipt is the first, also between two processes at once.
+      const inserted = tx
+        .insert(webhookDeliveries)
         .values({ ...delivery, receivedAt: now })
-        .onConflictDoUpdate({ target: [webhookDeliveries.memberId, webhookDeliveries.dedupKey], set: { receivedAt: now, body: delivery.body } })
-        .run();
+        .onConflictDoNothing({ target: [webhookDeliveries.memberId, webhookDeliveries.dedupKey] })
+        .returning({ id: webhookDeliveries.id })
+        .get();
+      if (!inserted) {
+        // A repeated key is stamped anew, so a lookup in flight replays it too (CacheStore.saveFetched).
+        tx.update(webhookDeliveries)
+          .set({ receivedAt: now, body: delivery.body })
+          .where(and(eq(webhookDeliveries.memberId, delivery.memberId), eq(webhookDeliveries.dedupKey, delivery.dedupKey)))
+          .run();
+      }
       tx.update(c2dWebhooks).set({ lastDeliveryAt: now }).where(eq(c2dWebhooks.memberId, delivery.memberId)).run();
       invalidateRows(tx, delivery.accountKey, stale);
-      return seen === undefined;
+      return inserted !== undefined;
     });
   }
 
