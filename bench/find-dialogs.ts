@@ -99,7 +99,7 @@ export async function findDialogsBenchmark(): Promise<Section> {
   const apiCalls = stack.c2d.calls.length;
 
   // A cached lookup inside the process, against the same lookup straight from the Chat2Desk API.
-  const directory = stack.server.directoryOf(stack.b24.memberId)!;
+  const directory = (await stack.server.directoryOf(stack.b24.memberId))!;
   const api = directory.api;
   const cached: number[] = [];
   const uncached: number[] = [];

@@ -7,6 +7,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import { accountKey } from '../src/chat2desk/client.js';
+import { systemClock } from '../src/clock.js';
 import { Chat2DeskRateStore } from '../src/db/chat2desk-rates.js';
 import { openDatabase } from '../src/db/database.js';
 import { eventually, installAndConfigure, startStack } from '../test/support/stack.js';
@@ -74,7 +75,7 @@ async function burstAgainst(limit: { requests: number; perMs: number } | false, 
     // What the client stored at shutdown, and would resume from after a restart.
     await stack.server.close();
     const database = openDatabase(stack.config.databaseFile);
-    const learnedPerMinute = new Chat2DeskRateStore(database.db).get(accountKey(stack.c2d.url, stack.c2d.token))?.perMinute;
+    const learnedPerMinute = (await new Chat2DeskRateStore(database.db, systemClock).get(accountKey(stack.c2d.url, stack.c2d.token)))?.perMinute;
     database.close();
     return { drainSeconds, requests, refused, learnedPerMinute };
   } finally {

@@ -19,7 +19,9 @@ export class LeakyBucket {
   constructor(
     readonly perSecond: number,
     readonly burst: number,
-    private readonly now: () => number = Date.now,
+    // Real elapsed time, not the injected clock: the bucket paces real requests with real sleeps, as
+    // the portal's own bucket drains in real time, so a test moving the clock must not drain it.
+    private readonly now: () => number = () => performance.now(),
     private readonly sleep: (ms: number) => Promise<void> = delay,
   ) {
     this.#updatedAt = now();

@@ -42,11 +42,15 @@ const FINISHED_JOB_RETENTION_MS = 30 * 24 * 3600_000;
 
 /** Runs `prune` now and every hour; returns the stop function. */
 function startMaintenance(prune: () => Promise<void>, log: Logger): () => void {
-  const run = () => {
-    prune().catch((error: unknown) => log.warn({ err: error instanceof Error ? error.message : String(error) }, 'maintenance failed'));
+  const run = async () => {
+    try {
+      await prune();
+    } catch (error) {
+      log.warn({ err: error instanceof Error ? error.message : String(error) }, 'maintenance failed');
+    }
   };
-  run();
-  const timer = setInterval(run, 3600_000);
+  void run();
+  const timer = setInterval(() => void run(), 3600_000);
   timer.unref();
   return () => clearInterval(timer);
 }
@@ -64,7 +68,7 @@ export interface RunningServer {
   /** Resolves when no background task (cache fill) is running and no re-registration is due or running. */
   idle(): Promise<void>;
   /** The portal's Chat2Desk directory (cache), for tests and the benchmark. */
-  directoryOf(memberId: string): DialogDirectory | undefined;
+  directoryOf(memberId: string): Promise<DialogDirectory | undefined>;
   close(): Promise<void>;
 }
 
@@ -88,22 +92,23 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
   const clock = options.clock ?? systemClock;
   const database = openDatabase(config.databaseFile);
   const secrets = new SecretBox(resolveAppSecret(config.appSecret, config.databaseFile));
-  const portals = new PortalStore(database.db, secrets);
+  const portals = new PortalStore(database.db, secrets, clock);
   const jobs = new JobStore(database.db, clock, { orderingHoldMs: options.orderingHoldMs });
   const robots = options.robots ?? new RobotRegistry();
   const fetchImpl = options.fetch ?? fetch;
-  const oauth = new OAuthServer(config.bitrix24.oauthUrl, config.bitrix24.clientId, config.bitrix24.clientSecret, fetchImpl);
-  const rest = new Bitrix24Rest({ portals, oauth, log, ratePerSecond: config.bitrix24.ratePerSecond, burst: config.bitrix24.rateBurst, fetch: fetchImpl });
-  const accounts = new Chat2DeskAccounts(config.chat2desk, new Chat2DeskRateStore(database.db), fetchImpl);
+  const oauth = new OAuthServer(config.bitrix24.oauthUrl, config.bitrix24.clientId, config.bitrix24.clientSecret, clock, fetchImpl);
+  const rest = new Bitrix24Rest({ portals, oauth, log, clock, ratePerSecond: config.bitrix24.ratePerSecond, burst: config.bitrix24.rateBurst, fetch: fetchImpl });
+  const accounts = new Chat2DeskAccounts(config.chat2desk, new Chat2DeskRateStore(database.db, clock), fetchImpl);
   const cache = new CacheStore(database.db);
-  const chat2desk = new Chat2DeskAccess({ portals, accounts, cache, defaultApiUrl: config.chat2desk.defaultApiUrl, allowedApiUrls: config.chat2desk.allowedApiUrls, log });
+  const chat2desk = new Chat2DeskAccess({ portals, accounts, cache, defaultApiUrl: config.chat2desk.defaultApiUrl, allowedApiUrls: config.chat2desk.allowedApiUrls, log, clock });
   const background = new BackgroundTasks(log);
   const chat2deskWebhooks = new Chat2DeskWebhooks({
-    webhooks: new WebhookStore(database.db, secrets),
+    webhooks: new WebhookStore(database.db, secrets, clock),
     cache,
     portals,
     publicUrl: config.publicUrl,
     directoryFor: (portal) => chat2desk.directoryOf(portal),
+    clock,
     log,
   });
   const registration = new AppRegistration({
@@ -117,7 +122,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     },
   });
   const kinds = new JobKinds([
-    robotKind({ jobs, portals, rest, users: new BitrixUsers(rest), timelineLogs: new TimelineLogStore(database.db), chat2desk, robots }),
+    robotKind({ jobs, portals, rest, users: new BitrixUsers(rest, clock), timelineLogs: new TimelineLogStore(database.db), chat2desk, robots }),
     registerAppKind({ portals, registration, clock }),
     ...(options.extraKinds ?? []),
   ]);
@@ -131,8 +136,8 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     log,
     reportLingerMs: options.reportLingerMs,
   });
-  const uninstalls = new Uninstalls({ portals, jobs, rest, chat2deskWebhooks, background, log });
-  const installerTokens = new InstallerTokens({ oauth, portals, log });
+  const uninstalls = new Uninstalls({ portals, jobs, rest, chat2deskWebhooks, background, log, clock });
+  const installerTokens = new InstallerTokens({ oauth, portals, log, clock });
   const appUpdates = new AppUpdates({ jobs, pipeline, installerTokens, background, clock });
   const app = createApp({
     log,
@@ -140,7 +145,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     portals,
     jobs,
     registration,
-    install: new InstallService({ oauth, rest, portals, registration, log, attemptsPerMinute: config.installAttemptsPerMinute }),
+    install: new InstallService({ oauth, rest, portals, registration, log, clock, attemptsPerMinute: config.installAttemptsPerMinute }),
     installerTokens,
     events: new EventHandlers([onAppUninstall(uninstalls), onAppUpdate(appUpdates)]),
     robotCalls: new RobotCalls({
@@ -164,6 +169,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
       directoryFor: (portal) => chat2desk.directoryOf(portal),
       background,
       log,
+      clock,
     }),
     background,
     chat2deskWebhooks,
@@ -176,8 +182,8 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
   const stopMaintenance = startMaintenance(async () => {
     const now = clock.now();
     const jobsRemoved = await jobs.pruneFinished(now - FINISHED_JOB_RETENTION_MS);
-    const cacheRows = cache.pruneOlderThan(now - 2 * 24 * 3600_000);
-    const deliveries = chat2deskWebhooks.pruneDeliveries();
+    const cacheRows = await cache.pruneOlderThan(now - 2 * 24 * 3600_000);
+    const deliveries = await chat2deskWebhooks.pruneDeliveries();
     if (jobsRemoved + cacheRows + deliveries > 0) log.info({ jobsRemoved, cacheRows, deliveries }, 'old rows pruned');
   }, log);
   const server: ServerType = await new Promise((resolve) => {
@@ -198,8 +204,8 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
       await background.idle();
       await pipeline.settled([REGISTER_APP_KIND]);
     },
-    directoryOf: (memberId) => {
-      const portal = portals.get(memberId);
+    directoryOf: async (memberId) => {
+      const portal = await portals.get(memberId);
       return portal ? chat2desk.directoryOf(portal) : undefined;
     },
     async close() {
@@ -209,7 +215,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await background.idle();
       await pipeline.stop();
-      accounts.flush();
+      await accounts.flush();
       database.close();
     },
   };

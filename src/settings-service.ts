@@ -1,6 +1,7 @@
 import { LRUCache } from 'lru-cache';
 import * as v from 'valibot';
 import type { BackgroundTasks } from './background.js';
+import type { Clock } from './clock.js';
 import { askPortalAdmin, type AdminQuestion, type AdminVerdict } from './bitrix24/admin.js';
 import type { AppRegistration } from './bitrix24/registration.js';
 import { CallerChecksExhausted, type Bitrix24Rest } from './bitrix24/rest-client.js';
@@ -58,9 +59,10 @@ export interface SettingsDeps {
   defaultApiUrl: string;
   allowedApiUrls: string[];
   chat2deskWebhooks: Chat2DeskWebhooks;
-  directoryFor(portal: Portal): DialogDirectory | undefined;
+  directoryFor(portal: Portal): Promise<DialogDirectory | undefined>;
   background: BackgroundTasks;
   log: Logger;
+  clock: Clock;
   adminCacheMs?: number;
 }
 
@@ -79,6 +81,9 @@ export class SettingsService {
     this.#admins = new LRUCache({
       max: 10_000,
       ttl: deps.adminCacheMs ?? 60_000,
+      perf: deps.clock,
+      // Read the clock on every check rather than once a millisecond: a clock moved forward counts at once.
+      ttlResolution: 0,
       // A question evicted while in flight still answers the requests waiting for it.
       ignoreFetchAbort: true,
       // A verdict to remember; a failure that says nothing about the token (load, network, our share used up) is thrown and not remembered.
@@ -88,7 +93,7 @@ export class SettingsService {
 
   /** Proves the bearer is an admin of that portal by asking the portal itself (`profile` → ADMIN). */
   async authorizeAdmin(memberId: string, accessToken: string): Promise<Portal> {
-    const portal = this.deps.portals.get(memberId);
+    const portal = await this.deps.portals.get(memberId);
     if (!portal || portal.status === 'uninstalled') throw new SettingsRequestError('Unknown portal: the app is not installed there', 401);
     let verdict: AdminVerdict | undefined;
     try {
@@ -121,7 +126,7 @@ export class SettingsService {
       tags: [],
       suggestedOperatorMap: {},
     };
-    const directory = this.deps.directoryFor(portal);
+    const directory = await this.deps.directoryFor(portal);
     if (directory) {
       try {
         view.channels = await directory.channels();
@@ -168,11 +173,11 @@ export class SettingsService {
       operatorMap: change.operatorMap ?? current.operatorMap,
       cacheTtlSeconds: change.cacheTtlSeconds ?? current.cacheTtlSeconds,
     };
-    const token = change.chat2deskApiToken ?? this.deps.portals.chat2deskToken(portal.memberId);
+    const token = change.chat2deskApiToken ?? (await this.deps.portals.chat2deskToken(portal.memberId));
     const needsCheck = change.chat2deskApiToken !== undefined || next.chat2deskApiUrl !== current.chat2deskApiUrl || change.defaultChannelId != null;
     if (needsCheck) {
       if (!token) throw new SettingsRequestError('Set chat2deskApiToken first: the other Chat2Desk settings need it', 422);
-      const api = this.deps.accounts.api(next.chat2deskApiUrl, token);
+      const api = await this.deps.accounts.api(next.chat2deskApiUrl, token);
       try {
         await api.apiInfo();
         if (next.defaultChannelId !== null) {
@@ -195,11 +200,11 @@ export class SettingsService {
     }
     // A new account (token or host) gets a new webhook; the old one would hold one of the old
     // account's five webhook slots, so it is removed while its token is still at hand.
-    const previousToken = this.deps.portals.chat2deskToken(portal.memberId);
+    const previousToken = await this.deps.portals.chat2deskToken(portal.memberId);
     const accountChanges =
       previousToken !== undefined && ((change.chat2deskApiToken !== undefined && change.chat2deskApiToken !== previousToken) || next.chat2deskApiUrl !== current.chat2deskApiUrl);
-    const removeOldWebhook = accountChanges ? this.deps.chat2deskWebhooks.prepareRemoval(portal) : undefined;
-    const saved = this.deps.portals.saveSettings(portal.memberId, next, change.chat2deskApiToken);
+    const removeOldWebhook = accountChanges ? await this.deps.chat2deskWebhooks.prepareAccountChange(portal) : undefined;
+    const saved = await this.deps.portals.saveSettings(portal.memberId, next, change.chat2deskApiToken);
     if (removeOldWebhook) this.deps.background.run('remove the old chat2desk webhook', removeOldWebhook, { memberId: portal.memberId });
     if (!saved) throw new SettingsRequestError('The portal disappeared while saving', 401);
     this.deps.log.info({ memberId: portal.memberId, tokenChanged: change.chat2deskApiToken !== undefined }, 'settings saved');
@@ -221,7 +226,7 @@ export class SettingsService {
         this.deps.log.warn({ memberId: portal.memberId, err: webhook.error }, 'chat2desk webhook not registered');
       }
       // Fill the cache in the background so the first burst of lookups does not hit Chat2Desk.
-      const directory = this.deps.directoryFor(saved);
+      const directory = await this.deps.directoryFor(saved);
       if (directory && (change.chat2deskApiToken !== undefined || next.chat2deskApiUrl !== current.chat2deskApiUrl)) {
         this.deps.background.run('chat2desk cache sync', () => directory.sync(), { memberId: portal.memberId });
       }

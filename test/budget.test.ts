@@ -1,4 +1,6 @@
 import { randomUUID } from 'node:crypto';
+import { systemClock } from '../src/clock.js';
+import { TestClock } from './support/clock.js';
 import { request } from 'node:http';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { BitrixUsers } from '../src/bitrix24/users.js';
@@ -89,6 +91,24 @@ describe("the portal's REST budget under unauthenticated traffic", () => {
     expect(asked()).toHaveLength(1);
   });
 
+  it('asks the portal again once the minute a verdict is remembered has passed by the clock', async () => {
+    const clock = new TestClock();
+    stack = await startStack({ clock });
+    await install(stack);
+    stack.b24.resetCalls();
+    const token = stack.b24.issueAuth(1).access_token;
+    const admin = { authorization: `Bearer ${token}`, 'x-bitrix24-member-id': stack.b24.memberId };
+    const asked = () => profileCalls().filter((call) => call.accessToken === token);
+
+    expect((await fetch(settingsUrl(), { headers: admin })).status).toBe(200);
+    clock.advance(59_000);
+    expect((await fetch(settingsUrl(), { headers: admin })).status).toBe(200);
+    expect(asked()).toHaveLength(1);
+    clock.advance(2_000);
+    expect((await fetch(settingsUrl(), { headers: admin })).status).toBe(200);
+    expect(asked()).toHaveLength(2);
+  });
+
   it('remembers a refused token too, so repeating a guess costs the portal nothing', async () => {
     stack = await startStack();
     await install(stack);
@@ -140,7 +160,7 @@ describe('Bitrix24 user lookups', () => {
     stack = await startStack();
     await install(stack);
     stack.b24.resetCalls();
-    const users = new BitrixUsers(stack.server.rest);
+    const users = new BitrixUsers(stack.server.rest, systemClock);
     const found = await Promise.all(Array.from({ length: 8 }, () => users.byId(stack.b24.memberId, 2)));
     expect(found.map((user) => user?.EMAIL)).toEqual(Array(8).fill('manager@example.com'));
     expect(userGets(2)).toHaveLength(1);
@@ -148,11 +168,26 @@ describe('Bitrix24 user lookups', () => {
     expect(userGets(2)).toHaveLength(1);
   });
 
+  it('asks Bitrix24 again once an answer is older than the TTL by the clock', async () => {
+    stack = await startStack();
+    await install(stack);
+    stack.b24.resetCalls();
+    const clock = new TestClock();
+    const users = new BitrixUsers(stack.server.rest, clock, { ttlMs: 60_000 });
+    await users.byId(stack.b24.memberId, 2);
+    clock.advance(59_000);
+    await users.byId(stack.b24.memberId, 2);
+    expect(userGets(2)).toHaveLength(1);
+    clock.advance(2_000);
+    expect(await users.byId(stack.b24.memberId, 2)).toMatchObject({ ID: '2' });
+    expect(userGets(2)).toHaveLength(2);
+  });
+
   it('keeps at most the configured number of answers, dropping the least recently used', async () => {
     stack = await startStack();
     await install(stack);
     stack.b24.resetCalls();
-    const users = new BitrixUsers(stack.server.rest, { max: 2 });
+    const users = new BitrixUsers(stack.server.rest, systemClock, { max: 2 });
     const memberId = stack.b24.memberId;
     await users.byId(memberId, 2);
     await users.byId(memberId, 1);
@@ -182,11 +217,11 @@ describe('install attempts', () => {
     const retryAfter = Number(refused[0]!.headers.get('retry-after'));
     expect(retryAfter).toBeGreaterThan(0);
     expect(await refused[0]!.json()).toEqual({ status: 'error', error: `Too many install attempts from your address; retry in ${retryAfter} s` });
-    expect(stack.server.portals.get(stack.b24.memberId)).toBeUndefined();
+    expect(await stack.server.portals.get(stack.b24.memberId)).toBeUndefined();
 
     const real = await postFormFrom('127.0.0.2', `${stack.server.url}/install`, stack.b24.installEventBody());
     expect(real.status).toBe(200);
-    expect(stack.server.portals.get(stack.b24.memberId)?.status).toBe('active');
+    expect((await stack.server.portals.get(stack.b24.memberId))?.status).toBe('active');
   });
 
   it('bounds install attempts from all addresses together', async () => {
@@ -205,6 +240,6 @@ describe('install attempts', () => {
     const real = await postFormFrom('127.0.0.5', url, stack.b24.installEventBody());
     expect(real.status).toBe(429);
     expect(JSON.parse(real.text).error).toMatch(/^Too many install attempts on this server; retry in \d+ s$/);
-    expect(stack.server.portals.get(stack.b24.memberId)).toBeUndefined();
+    expect(await stack.server.portals.get(stack.b24.memberId)).toBeUndefined();
   });
 });

@@ -2,8 +2,8 @@ import { randomBytes } from 'node:crypto';
 import qs from 'qs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { CONFIRMATION_LOG_MESSAGE, NOT_CONFIRMED } from '../src/jobs/confirmations.js';
-import { eventually, installAndConfigure, postForm, sentMessages, startStack, type Stack } from './support/stack.js';
 import { TestClock } from './support/clock.js';
+import { eventually, installAndConfigure, postForm, sentMessages, startStack, type Stack } from './support/stack.js';
 
 /**
  * Issue 6: Bitrix24 puts APPLICATION_TOKEN into every page it opens for the app, so any employee
@@ -206,8 +206,10 @@ describe('calls forged with the application token from a page of the app', () =>
 
 describe('an uninstall the portal cannot confirm yet', () => {
   let stack: Stack;
+  let clock: TestClock;
   beforeEach(async () => {
-    stack = await startStack();
+    clock = new TestClock();
+    stack = await startStack({ clock });
     await installAndConfigure(stack);
   });
   afterEach(() => stack.close());
@@ -243,11 +245,12 @@ describe('an uninstall the portal cannot confirm yet', () => {
     });
     expect((await postForm(`${stack.server.url}/bitrix24/events`, forged)).status).toBe(202);
     const pending = portalRow(stack);
-    expect(pending.uninstall_check_at).toBeGreaterThan(Date.now());
+    expect(pending.uninstall_check_at).toBeGreaterThan(clock.now());
 
     reconnect();
-    // Asked again when the check falls due, without a restart.
-    await eventually(() => portalRow(stack).uninstall_requested_at === null, 20_000, 'uninstall dropped');
+    // Asked again when the check falls due by the clock, without a restart.
+    clock.advance((pending.uninstall_check_at as number) - clock.now());
+    await eventually(() => portalRow(stack).uninstall_requested_at === null, 5_000, 'uninstall dropped');
     expect(portalRow(stack)).toMatchObject({ status: 'active', access_token: pending.access_token, chat2desk_token: pending.chat2desk_token });
   });
 });

@@ -65,7 +65,7 @@ describe('the install page in a browser', () => {
     expect(await page.locator('#error').innerText()).toBe('Install refused: member_id does not match the token');
     await page.waitForTimeout(300);
     expect(await page.evaluate(() => (window as unknown as { __installFinished?: number }).__installFinished ?? 0)).toBe(0);
-    expect(stack.server.portals.get('f'.repeat(32))).toBeUndefined();
+    expect(await stack.server.portals.get('f'.repeat(32))).toBeUndefined();
   });
 
   it('can be framed by the portal (no X-Frame-Options or frame-ancestors)', async () => {

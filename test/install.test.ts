@@ -61,8 +61,8 @@ describe('install and lifecycle', () => {
   ])('refuses a forged install (%s) and stores nothing', async (_label, overrides) => {
     const response = await postForm(`${stack.server.url}/install`, stack.b24.installEventBody(overrides));
     expect(response.status).toBe(403);
-    expect(stack.server.portals.get(stack.b24.memberId)).toBeUndefined();
-    expect(stack.server.portals.get('f'.repeat(32))).toBeUndefined();
+    expect(await stack.server.portals.get(stack.b24.memberId)).toBeUndefined();
+    expect(await stack.server.portals.get('f'.repeat(32))).toBeUndefined();
     expect(stack.b24.calls.filter((call) => call.method.startsWith('bizproc.'))).toHaveLength(0);
   });
 
@@ -92,7 +92,7 @@ describe('install and lifecycle', () => {
     const response = await postForm(`${stack.server.url}/install`, stack.b24.installEventBody());
     expect(response.status).toBe(403);
     expect(await response.json()).toMatchObject({ error: 'Install refused: the token belongs to another application' });
-    expect(stack.server.portals.get(stack.b24.memberId)).toBeUndefined();
+    expect(await stack.server.portals.get(stack.b24.memberId)).toBeUndefined();
   });
 
   it('never sends the client secret anywhere but the configured OAuth server', async () => {
@@ -116,7 +116,7 @@ describe('install and lifecycle', () => {
     const lateCall = stack.b24.robotCallBody({ code: 'c2d_send_message', properties: { phone: '79161234567', text: 'late' } });
     const forged = await postForm(`${stack.server.url}/bitrix24/events`, stack.b24.uninstallEventBody({ applicationToken: '0'.repeat(32) }));
     expect(forged.status).toBe(401);
-    expect(stack.server.portals.get(stack.b24.memberId)?.status).toBe('active');
+    expect((await stack.server.portals.get(stack.b24.memberId))?.status).toBe('active');
 
     const response = await postForm(`${stack.server.url}/bitrix24/events`, stack.b24.uninstallEventBody());
     expect(response.status).toBe(200);

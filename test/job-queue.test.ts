@@ -80,14 +80,16 @@ describe('the job queue', () => {
     expect(await jobs.countByState()).toEqual({ queued: 2 });
   });
 
-  it('prunes cache rows nobody could be served any more', () => {
+  it('prunes cache rows nobody could be served any more', async () => {
     const cache = new CacheStore(database.db);
     const client = { id: 1, phone: '79161234567', clientPhone: null, name: null, assignedName: null, tags: [] };
-    cache.putClients('account', [client], Date.now() - 3 * 24 * 3600_000);
-    cache.putClients('account', [{ ...client, id: 2 }], Date.now());
-    expect(cache.pruneOlderThan(Date.now() - 2 * 24 * 3600_000)).toBe(1);
-    expect(cache.client('account', 1, 0)).toBeUndefined();
-    expect(cache.client('account', 2, 0)?.id).toBe(2);
+    const nothingToReplay = () => ({ clientIds: [], dialogIds: [], phones: [], dialogListsOf: [], lists: [] });
+    const now = 1_800_000_000_000;
+    await cache.saveFetched('account', now - 3 * 24 * 3600_000, { clients: [client] }, nothingToReplay);
+    await cache.saveFetched('account', now, { clients: [{ ...client, id: 2 }] }, nothingToReplay);
+    expect(await cache.pruneOlderThan(now - 2 * 24 * 3600_000)).toBe(1);
+    expect(await cache.client('account', 1, 0)).toBeUndefined();
+    expect((await cache.client('account', 2, 0))?.id).toBe(2);
   });
 });
 

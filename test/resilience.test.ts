@@ -75,7 +75,7 @@ describe('resilience', () => {
     await eventually(async () => (await stack.server.jobs.countByState()).reporting === 3, 10_000, 'every run finished');
     expect(sentMessages(stack)).toHaveLength(3);
     firstReport.release();
-    await eventually(() => stack.server.portals.get(stack.b24.memberId)?.status === 'reauth_required', 10_000, 'portal marked for reinstall');
+    await eventually(async () => (await stack.server.portals.get(stack.b24.memberId))?.status === 'reauth_required', 10_000, 'portal marked for reinstall');
     await expect(stack.server.rest.call(stack.b24.memberId, 'user.current', {}, { idempotent: true })).rejects.toThrow(/reinstall/);
     const jobRows = () =>
       stack.server.database.sqlite.prepare('select event_token, public_id, state, attempts, report_error from jobs order by id').all() as Array<{
@@ -119,7 +119,7 @@ describe('resilience', () => {
     await expect(stack.server.rest.call(stack.b24.memberId, 'user.current', {}, { idempotent: true })).rejects.toThrow(/reinstall/);
     const [token] = await fireRobots(stack, 1); // carries a fresh pair of the installer (user 1)
     await allReported(stack, [token!]);
-    expect(stack.server.portals.get(stack.b24.memberId)?.status).toBe('active');
+    expect((await stack.server.portals.get(stack.b24.memberId))?.status).toBe('active');
     expect(stack.b24.sentEvents[0]?.returnValues.status).toBe('sent');
   });
 
@@ -134,7 +134,7 @@ describe('resilience', () => {
     await expect(stack.server.rest.call(stack.b24.memberId, 'user.current', {}, { idempotent: true })).rejects.toThrow(/reinstall/);
     const [after] = await fireRobots(stack, 1);
     await allReported(stack, [after!]);
-    expect(stack.server.portals.get(stack.b24.memberId)?.status).toBe('active');
+    expect((await stack.server.portals.get(stack.b24.memberId))?.status).toBe('active');
     expect(stack.b24.sentEvents.find((event) => event.eventToken === after)?.returnValues.status).toBe('sent');
   });
 

@@ -97,7 +97,7 @@ describe('settings API', () => {
   it('answers 400 at once for a stored token that cannot be sent: a request never built is not Chat2Desk being down', async () => {
     // A token saved before tokens were checked: fetch cannot put it in a header.
     const token = 'abc\r\nX: 1';
-    stack.server.portals.saveSettings(stack.b24.memberId, {}, token);
+    await stack.server.portals.saveSettings(stack.b24.memberId, {}, token);
     // Naming a default channel makes the save check the account with Chat2Desk.
     const response = await putSettings(stack, { defaultChannelId: 17404 });
     expect(response.status).toBe(400);

@@ -1,7 +1,8 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { webhookSignature } from '../src/chat2desk/webhooks.js';
 import type { DialogDirectory } from '../src/chat2desk/directory.js';
-import { eventually, install, installAndConfigure, putSettings, startStack, type Stack } from './support/stack.js';
+import { TestClock } from './support/clock.js';
+import { install, installAndConfigure, putSettings, startStack, type Stack } from './support/stack.js';
 
 type Row = Record<string, unknown>;
 
@@ -10,15 +11,17 @@ describe('Chat2Desk webhook and the dialog cache', () => {
   let directory: DialogDirectory;
   let client: Row;
   let dialog: Row;
+  let clock: TestClock;
 
   beforeEach(async () => {
-    stack = await startStack();
+    clock = new TestClock();
+    stack = await startStack({ clock });
     const seeded = stack.c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404, withDialog: 'open' });
     client = seeded.client;
     stack.c2d.receiveMessage({ clientId: client.id as number, text: 'Hello, is my order ready?' });
     dialog = stack.c2d.account().dialogs.find((item) => item.id === seeded.dialog!.id)!;
     await installAndConfigure(stack);
-    directory = stack.server.directoryOf(stack.b24.memberId)!;
+    directory = (await stack.server.directoryOf(stack.b24.memberId))!;
   });
   afterEach(() => stack.close());
 
@@ -38,6 +41,18 @@ describe('Chat2Desk webhook and the dialog cache', () => {
     expect((await directory.clientsByPhone('79161234567')).map((item) => item.id)).toEqual([client.id]);
     expect((await directory.dialogsOfClient(client.id as number))[0]).toMatchObject({ id: dialog.id, state: 'open', lastMessageText: 'Hello, is my order ready?' });
     expect(apiCalls()).toBe(0);
+  });
+
+  it('serves a cached fact while it is younger than cacheTtlSeconds by the clock, then asks Chat2Desk again', async () => {
+    const dialogReads = () => stack.c2d.calls.filter((call) => call.path === `/dialogs/${String(dialog.id)}`);
+    // Filled by the sync after the settings save, with the default TTL of 900 s.
+    await directory.dialog(dialog.id as number);
+    clock.advance(880_000);
+    await directory.dialog(dialog.id as number);
+    expect(dialogReads()).toHaveLength(0);
+    clock.advance(25_000);
+    expect((await directory.dialog(dialog.id as number)).id).toBe(dialog.id);
+    expect(dialogReads()).toHaveLength(1);
   });
 
   it('stores a delivery once: Chat2Desk retries are acknowledged as duplicates', async () => {
@@ -207,7 +222,7 @@ describe('Chat2Desk webhook and the dialog cache', () => {
       await stack.c2d.deliverWebhook({ hook_type: 'close_dialog', dialog_id: dialog.id, client_id: client.id });
       // The lookup starts after the first delivery's stamp, so only the repeat's new stamp can make it replay.
       const { stamped } = stack.server.database.sqlite.prepare('select max(received_at) as stamped from webhook_deliveries').get() as { stamped: number };
-      await eventually(() => Date.now() > stamped, 1_000, 'the clock to pass the first stamp');
+      clock.advance(Math.max(1, stamped - clock.now() + 1));
       const answered = stack.c2d.holdNext({ method: 'GET', path: new RegExp(`/dialogs/${String(dialog.id)}$`) });
       const racing = directory.dialog(dialog.id as number);
       await answered.arrived; // Chat2Desk has answered "open"; the answer is on its way

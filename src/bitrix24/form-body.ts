@@ -17,8 +17,10 @@ export interface CallerTokens {
   userId: number | null;
   accessToken: string;
   refreshToken: string;
-  /** Unix seconds. */
-  expiresAt: number;
+  /** Unix seconds, when the call says (`expires`). */
+  expiresAt: number | undefined;
+  /** The pair's lifetime (`expires_in`, else an hour): its expiry is reckoned from it when `expires` is missing. */
+  expiresInSeconds: number;
 }
 
 export function callerTokens(auth: Record<string, unknown>): CallerTokens | undefined {
@@ -29,6 +31,7 @@ export function callerTokens(auth: Record<string, unknown>): CallerTokens | unde
     userId: str(auth.user_id) ? Number(str(auth.user_id)) : null,
     accessToken,
     refreshToken,
-    expiresAt: Number(str(auth.expires)) || Math.floor(Date.now() / 1000) + (Number(str(auth.expires_in)) || 3600),
+    expiresAt: Number(str(auth.expires)) || undefined,
+    expiresInSeconds: Number(str(auth.expires_in)) || 3600,
   };
 }

@@ -1,5 +1,6 @@
 import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
 import type { Portal, PortalStore } from '../db/portals.js';
+import type { Clock } from '../clock.js';
 import type { Logger } from '../log.js';
 import { askPortalAdmin } from './admin.js';
 import { OAuthError } from './errors.js';
@@ -36,6 +37,7 @@ export interface InstallDeps {
   portals: PortalStore;
   registration: AppRegistration;
   log: Logger;
+  clock: Clock;
   /** Install requests that may reach the authorization server per minute, from one address and in all. */
   attemptsPerMinute: { perAddress: number; overall: number };
 }
@@ -125,7 +127,7 @@ export class InstallService {
       throw new InstallRefused(`Install refused: ${mismatch}`, 403);
     }
     if (opening && verified.installed) {
-      const known = portals.authenticate(verified.memberId, claim.applicationToken);
+      const known = await portals.authenticate(verified.memberId, claim.applicationToken);
       if (known) return { portal: known, registration: undefined };
     }
     // app.info proves the token is ours and the portal's, not that its user may install: only an
@@ -134,7 +136,7 @@ export class InstallService {
       log.warn({ memberId: claim.memberId, userId: verified.userId }, 'install refused: not an administrator');
       throw new InstallRefused('Install refused: only a Bitrix24 administrator can install the app', 403);
     }
-    const portal = portals.saveInstall({
+    const portal = await portals.saveInstall({
       memberId: verified.memberId,
       domain: verified.domain,
       // REST calls go where the authorization server says the portal is, never where the request says.
@@ -142,7 +144,7 @@ export class InstallService {
       applicationToken: claim.applicationToken,
       accessToken: claim.accessToken,
       refreshToken: claim.refreshToken,
-      expiresAt: Math.floor(Date.now() / 1000) + (claim.expiresIn || 3600),
+      expiresAt: Math.floor(this.deps.clock.now() / 1000) + (claim.expiresIn || 3600),
       installerUserId: verified.userId ?? claim.userId,
     });
     log.info({ memberId: portal.memberId, domain: portal.domain }, 'portal installed');

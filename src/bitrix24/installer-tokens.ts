@@ -1,3 +1,4 @@
+import type { Clock } from '../clock.js';
 import type { Portal, PortalStore } from '../db/portals.js';
 import type { Logger } from '../log.js';
 import type { CallerTokens } from './form-body.js';
@@ -7,6 +8,7 @@ export interface InstallerTokenDeps {
   oauth: OAuthServer;
   portals: PortalStore;
   log: Logger;
+  clock: Clock;
 }
 
 /**
@@ -30,7 +32,7 @@ export class InstallerTokens {
     this.#recovering.add(portal.memberId);
     try {
       if (!(await this.#belongToInstaller(portal, tokens))) return;
-      this.deps.portals.recoverTokens(portal.memberId, tokens);
+      await this.deps.portals.recoverTokens(portal.memberId, this.#stored(tokens));
       this.deps.log.info({ memberId: portal.memberId }, 'portal authorised again with proven tokens of its installer');
     } finally {
       this.#recovering.delete(portal.memberId);
@@ -40,7 +42,13 @@ export class InstallerTokens {
   /** ONAPPUPDATE carries a pair (docs/protocols.md B1): kept only when proven; otherwise the stored pair stays. */
   async adoptFromUpdate(portal: Portal, tokens: CallerTokens): Promise<void> {
     if (!(await this.#belongToInstaller(portal, tokens))) return;
-    this.deps.portals.saveRefreshedTokens(portal.memberId, { ...tokens, clientEndpoint: portal.clientEndpoint });
+    await this.deps.portals.saveRefreshedTokens(portal.memberId, { ...this.#stored(tokens), clientEndpoint: portal.clientEndpoint });
+  }
+
+  /** The pair as stored: when it expires, in unix seconds, by our clock when the call gave only a lifetime. */
+  #stored(tokens: CallerTokens): { accessToken: string; refreshToken: string; expiresAt: number } {
+    const expiresAt = tokens.expiresAt ?? Math.floor(this.deps.clock.now() / 1000) + tokens.expiresInSeconds;
+    return { accessToken: tokens.accessToken, refreshToken: tokens.refreshToken, expiresAt };
   }
 
   async #belongToInstaller(portal: Portal, tokens: CallerTokens): Promise<boolean> {

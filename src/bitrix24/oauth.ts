@@ -1,3 +1,4 @@
+import type { Clock } from '../clock.js';
 import * as v from 'valibot';
 import { OAuthError } from './errors.js';
 import { isYes } from './values.js';
@@ -53,6 +54,7 @@ export class OAuthServer {
     private readonly baseUrl: string,
     private readonly clientId: string | undefined,
     private readonly clientSecret: string | undefined,
+    private readonly clock: Clock,
     private readonly fetchImpl: Fetch = fetch,
   ) {}
 
@@ -101,7 +103,7 @@ export class OAuthServer {
     return {
       accessToken: tokens.access_token,
       refreshToken: tokens.refresh_token,
-      expiresAt: tokens.expires !== undefined ? Number(tokens.expires) : Math.floor(Date.now() / 1000) + expiresIn,
+      expiresAt: tokens.expires !== undefined ? Number(tokens.expires) : Math.floor(this.clock.now() / 1000) + expiresIn,
       clientEndpoint: tokens.client_endpoint,
       memberId: tokens.member_id,
     };

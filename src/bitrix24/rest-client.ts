@@ -1,5 +1,6 @@
 import qs from 'qs';
 import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
+import type { Clock } from '../clock.js';
 import type { Logger } from '../log.js';
 import type { PortalStore } from '../db/portals.js';
 import { type BucketPriority, LeakyBucket, backoffMs, delay } from '../rate-limit.js';
@@ -31,6 +32,7 @@ export interface Bitrix24RestOptions {
   portals: PortalStore;
   oauth: OAuthServer;
   log: Logger;
+  clock: Clock;
   ratePerSecond: number;
   burst: number;
   fetch?: Fetch;
@@ -101,8 +103,8 @@ export class Bitrix24Rest {
     let transportRetries = 0;
     let refreshed = false;
     for (;;) {
-      const tokens = this.options.portals.tokens(memberId);
-      if (!tokens) throw new PortalUnavailableError(memberId, this.options.portals.get(memberId)?.status === 'reauth_required' ? 'reauth_required' : 'not_installed');
+      const tokens = await this.options.portals.tokens(memberId);
+      if (!tokens) throw new PortalUnavailableError(memberId, (await this.options.portals.get(memberId))?.status === 'reauth_required' ? 'reauth_required' : 'not_installed');
       await this.#bucket(memberId).acquire(options.priority);
       try {
         return (await this.#send(memberId, tokens.clientEndpoint, tokens.accessToken, method, params)) as T;
@@ -179,7 +181,7 @@ export class Bitrix24Rest {
   #loadDelay(memberId: string, method: string, error: Bitrix24Error, attempt: number): number {
     if (error.code === 'OPERATION_TIME_LIMIT') {
       const resetAt = this.#operatingResetAt.get(`${memberId} ${method}`);
-      const untilReset = resetAt ? resetAt * 1000 - Date.now() : 0;
+      const untilReset = resetAt ? resetAt * 1000 - this.options.clock.now() : 0;
       if (untilReset > 0) return Math.min(untilReset + 250, 60_000);
       return backoffMs(attempt, 2_000, 60_000);
     }
@@ -188,7 +190,7 @@ export class Bitrix24Rest {
   }
 
   async #refresh(memberId: string, failedGeneration: number): Promise<void> {
-    const current = this.options.portals.tokens(memberId);
+    const current = await this.options.portals.tokens(memberId);
     if (current && current.generation !== failedGeneration) return; // another caller refreshed already
     let pending = this.#refreshing.get(memberId);
     if (!pending) {
@@ -199,20 +201,27 @@ export class Bitrix24Rest {
   }
 
   async #doRefresh(memberId: string): Promise<void> {
-    const tokens = this.options.portals.tokens(memberId);
+    const tokens = await this.options.portals.tokens(memberId);
     if (!tokens) throw new PortalUnavailableError(memberId, 'not_installed');
     try {
       const fresh = await this.options.oauth.refresh(tokens.refreshToken);
-      this.options.portals.saveRefreshedTokens(memberId, {
-        accessToken: fresh.accessToken,
-        refreshToken: fresh.refreshToken,
-        expiresAt: fresh.expiresAt,
-        clientEndpoint: withSlash(fresh.clientEndpoint ?? tokens.clientEndpoint),
-      });
-      this.options.log.info({ memberId }, 'bitrix24 tokens refreshed');
+      // Stored only over the pair it replaces: another process that refreshed first keeps its pair.
+      const stored = await this.options.portals.saveRefreshedTokens(
+        memberId,
+        {
+          accessToken: fresh.accessToken,
+          refreshToken: fresh.refreshToken,
+          expiresAt: fresh.expiresAt,
+          clientEndpoint: withSlash(fresh.clientEndpoint ?? tokens.clientEndpoint),
+        },
+        tokens.generation,
+      );
+      if (stored !== undefined) this.options.log.info({ memberId }, 'bitrix24 tokens refreshed');
     } catch (error) {
       if (error instanceof OAuthError && (error.code === 'invalid_grant' || error.code === 'invalid_client')) {
-        this.options.portals.markReauthRequired(memberId);
+        // A refresh token already used by another refresh (another process) is refused too: only a
+        // refusal of the pair still stored means the portal must be authorised again.
+        if (!(await this.options.portals.markReauthRequired(memberId, tokens.generation))) return;
         this.options.log.error({ memberId, code: error.code }, 'bitrix24 refused the refresh token; the portal must reinstall');
         throw new PortalUnavailableError(memberId, 'reauth_required', error.code);
       }

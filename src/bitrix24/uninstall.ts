@@ -1,4 +1,5 @@
 import type { BackgroundTasks } from '../background.js';
+import type { Clock } from '../clock.js';
 import type { Chat2DeskWebhooks } from '../chat2desk/webhooks.js';
 import type { JobStore } from '../db/jobs.js';
 import type { PortalStore } from '../db/portals.js';
@@ -19,6 +20,7 @@ export interface UninstallDeps {
   chat2deskWebhooks: Chat2DeskWebhooks;
   background: BackgroundTasks;
   log: Logger;
+  clock: Clock;
   /** How long the event handler waits for the portal's answer before it answers "pending". */
   answerWithinMs?: number;
 }
@@ -27,6 +29,8 @@ export interface UninstallDeps {
 const FIRST_RECHECK_MS = 5_000;
 const MAX_RECHECK_MS = 3600_000;
 const MONITOR_IDLE_MS = 60_000;
+/** The longest the monitor's timer sleeps before it looks at the clock again. */
+const CLOCK_FOLLOW_MS = 1_000;
 /** After the portal accepted our tokens, how long an ONAPPUNINSTALL is answered from that verdict without asking again. */
 const ACCEPTS_REMEMBERED_MS = 5 * 60_000;
 
@@ -38,6 +42,12 @@ const ACCEPTS_REMEMBERED_MS = 5 * 60_000;
  * nothing about an uninstall.
  */
 const REVOKED_TOKEN_CODES = new Set(['NO_AUTH_FOUND', 'invalid_token']);
+
+/** The uninstall monitor's next pass: when it is due by the clock, and the timer that looks. */
+interface MonitorState {
+  timer: NodeJS.Timeout | undefined;
+  at: number;
+}
 
 /**
  * ONAPPUNINSTALL carries nothing but the application token (docs/protocols.md B1), and Bitrix24
@@ -53,7 +63,7 @@ export class Uninstalls {
   /** When each portal last accepted our tokens during a check: forged events meanwhile cost no REST call. */
   readonly #acceptedAt = new Map<string, number>();
   /** The monitor's next pass, while it runs. */
-  #monitor: { timer: NodeJS.Timeout | undefined; at: number } | undefined;
+  #monitor: MonitorState | undefined;
 
   constructor(private readonly deps: UninstallDeps) {}
 
@@ -61,15 +71,15 @@ export class Uninstalls {
   async request(memberId: string): Promise<UninstallDecision> {
     const acceptedAt = this.#acceptedAt.get(memberId);
     const rememberedUntil = acceptedAt === undefined ? 0 : acceptedAt + ACCEPTS_REMEMBERED_MS;
-    if (Date.now() < rememberedUntil) {
+    if (this.deps.clock.now() < rememberedUntil) {
       // Anyone with a page's application token can send these (docs/protocols.md B0), and each check costs the portal
       // a REST call: answered from the last verdict. Still recorded, to be asked about once the
       // verdict is old, so that a genuine uninstall in this window is acted on then.
-      this.deps.portals.deferUninstallRequest(memberId, rememberedUntil);
+      await this.deps.portals.deferUninstallRequest(memberId, rememberedUntil);
       this.#passAt(rememberedUntil);
       return 'not confirmed';
     }
-    this.deps.portals.requestUninstall(memberId);
+    await this.deps.portals.requestUninstall(memberId);
     const check = this.check(memberId);
     // The check goes on after we answer; shutdown waits for it like for any background task.
     this.deps.background.run('uninstall check', () => check, { memberId });
@@ -98,60 +108,76 @@ export class Uninstalls {
   /** Checks due uninstalls now and whenever the next falls due; the first pass checks every pending one. */
   startMonitor(): () => void {
     this.#monitor = { timer: undefined, at: Infinity };
-    this.#pass(true);
+    void this.#pass(true);
     return () => {
       clearTimeout(this.#monitor?.timer);
       this.#monitor = undefined;
     };
   }
 
-  #pass(everyPending: boolean): void {
+  async #pass(everyPending: boolean): Promise<void> {
     let next: number | undefined;
     try {
-      for (const memberId of this.deps.portals.uninstallChecksDue(everyPending)) this.deps.background.run('uninstall check', () => this.check(memberId), { memberId });
-      next = this.deps.portals.nextUninstallCheckAt();
+      for (const memberId of await this.deps.portals.uninstallChecksDue(everyPending)) this.deps.background.run('uninstall check', () => this.check(memberId), { memberId });
+      next = await this.deps.portals.nextUninstallCheckAt();
     } catch (error) {
       this.deps.log.error({ err: error instanceof Error ? error.message : String(error) }, 'uninstall checks could not be scheduled');
     }
-    this.#passAt(Math.max(Date.now() + 1_000, next ?? Date.now() + MONITOR_IDLE_MS), true);
+    const now = this.deps.clock.now();
+    this.#passAt(Math.max(now + 1_000, next ?? now + MONITOR_IDLE_MS), true);
   }
 
-  /** Moves the monitor's next pass to `at` if that is sooner (or, after a pass, sets it). */
+  /**
+   * Moves the monitor's next pass to `at` if that is sooner (or, after a pass, sets it). The timer
+   * wakes at least every CLOCK_FOLLOW_MS to compare `at` with the clock again: the clock may move
+   * (a test's clock, or the system's), and the pass is due by the clock, not by the timer.
+   */
   #passAt(at: number, afterPass = false): void {
     const monitor = this.#monitor;
     if (!monitor || (!afterPass && monitor.at <= at)) return;
     clearTimeout(monitor.timer);
-    const when = Math.min(at, Date.now() + MONITOR_IDLE_MS);
-    monitor.at = when;
-    monitor.timer = setTimeout(() => this.#pass(false), Math.max(0, when - Date.now()));
+    monitor.at = Math.min(at, this.deps.clock.now() + MONITOR_IDLE_MS);
+    this.#wakeForPass(monitor);
+  }
+
+  #wakeForPass(monitor: MonitorState): void {
+    const wait = monitor.at - this.deps.clock.now();
+    monitor.timer = setTimeout(
+      () => {
+        if (this.#monitor !== monitor) return;
+        if (this.deps.clock.now() >= monitor.at) void this.#pass(false);
+        else this.#wakeForPass(monitor);
+      },
+      Math.max(0, Math.min(wait, CLOCK_FOLLOW_MS)),
+    );
     monitor.timer.unref();
   }
 
   async #decide(memberId: string): Promise<UninstallDecision> {
-    const { portals, log } = this.deps;
-    const portal = portals.get(memberId);
+    const { portals, log, clock } = this.deps;
+    const portal = await portals.get(memberId);
     if (!portal || portal.status === 'uninstalled') return 'uninstalled';
-    const requestedAt = portals.uninstallRequestedAt(memberId);
+    const requestedAt = await portals.uninstallRequestedAt(memberId);
     if (requestedAt === undefined) return 'not confirmed'; // decided meanwhile (a reinstall, another check)
     const answer = await this.#askPortal(memberId);
     if (answer === 'accepts') {
-      this.#acceptedAt.set(memberId, Date.now());
+      this.#acceptedAt.set(memberId, clock.now());
       log.warn({ memberId }, 'ONAPPUNINSTALL not acted on: the portal still accepts our tokens, so it did not come from Bitrix24');
-      if (portals.dropUninstallRequest(memberId, requestedAt)) return 'not confirmed';
+      if (await portals.dropUninstallRequest(memberId, requestedAt)) return 'not confirmed';
       // Another ONAPPUNINSTALL came while the portal was being asked: it is asked about afresh.
-      this.#passAt(Date.now());
+      this.#passAt(clock.now());
       return 'pending';
     }
     if (answer === 'refuses') {
-      if ((await this.#wipe(memberId, requestedAt)) || portals.get(memberId)?.status === 'uninstalled') return 'uninstalled';
+      if ((await this.#wipe(memberId, requestedAt)) || (await portals.get(memberId))?.status === 'uninstalled') return 'uninstalled';
       // Reinstalled while the portal was being asked, or another request came: that one is asked about.
-      if (portals.uninstallRequestedAt(memberId) === undefined) return 'not confirmed';
-      this.#passAt(Date.now());
+      if ((await portals.uninstallRequestedAt(memberId)) === undefined) return 'not confirmed';
+      this.#passAt(clock.now());
       return 'pending';
     }
-    const delay = Math.min(MAX_RECHECK_MS, Math.max(FIRST_RECHECK_MS, Date.now() - requestedAt));
-    portals.scheduleUninstallCheck(memberId, Date.now() + delay);
-    this.#passAt(Date.now() + delay);
+    const delay = Math.min(MAX_RECHECK_MS, Math.max(FIRST_RECHECK_MS, clock.now() - requestedAt));
+    await portals.scheduleUninstallCheck(memberId, clock.now() + delay);
+    this.#passAt(clock.now() + delay);
     log.warn({ memberId, err: answer.error, retryInMs: delay }, 'ONAPPUNINSTALL not decided yet: the portal could not be asked; asking again later');
     return 'pending';
   }
@@ -160,7 +186,7 @@ export class Uninstalls {
     // A portal waiting for reauthorisation has no tokens to ask with, and the refusal that put it
     // there (maybe our own wrong client secret) proves nothing about this request: it stays pending
     // until the portal has tokens again (recovered or reinstalled).
-    if (this.deps.portals.get(memberId)?.status !== 'active') return { error: 'the portal waits for reauthorisation: no tokens to ask it with' };
+    if ((await this.deps.portals.get(memberId))?.status !== 'active') return { error: 'the portal waits for reauthorisation: no tokens to ask it with' };
     try {
       // `check`: a forged event must not take the portal's budget from robot work.
       await this.deps.rest.call(memberId, 'app.info', {}, { idempotent: true, priority: 'check' });
@@ -175,12 +201,14 @@ export class Uninstalls {
   /** False when the request of `requestedAt` is no longer the pending one: nothing changed then. */
   async #wipe(memberId: string, requestedAt: number): Promise<boolean> {
     const { portals, jobs, chat2deskWebhooks, background, log } = this.deps;
-    const portal = portals.get(memberId);
+    const portal = await portals.get(memberId);
     if (!portal || portal.status === 'uninstalled') return false;
-    const wiped = portals.uninstall(memberId, requestedAt, () => chat2deskWebhooks.prepareRemoval(portal));
+    // Built while the Chat2Desk token is still stored; used only if the wipe happens.
+    const removeWebhook = await chat2deskWebhooks.prepareRemoval(portal);
+    const wiped = await portals.uninstall(memberId, requestedAt);
     if (!wiped) return false;
-    const removeWebhook = wiped.alongside;
-    if (removeWebhook) background.run('remove chat2desk webhook', removeWebhook, { memberId });
+    const { webhookId } = wiped;
+    if (removeWebhook && webhookId !== null) background.run('remove chat2desk webhook', () => removeWebhook(webhookId), { memberId });
     const cancelled = await jobs.cancelPortal(memberId);
     log.info({ memberId, cancelled }, 'portal uninstalled: secrets wiped, jobs stopped');
     return true;

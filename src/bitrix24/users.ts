@@ -1,4 +1,5 @@
 import { LRUCache } from 'lru-cache';
+import type { Clock } from '../clock.js';
 import type { Bitrix24Rest } from './rest-client.js';
 
 export interface BitrixUser {
@@ -31,9 +32,14 @@ export class BitrixUsers {
 
   constructor(
     private readonly rest: Bitrix24Rest,
+    clock: Clock,
     options: BitrixUsersOptions = {},
   ) {
     this.#cache = new LRUCache({
+      // Answers age by the injected clock, so a test moves time instead of waiting out the TTL.
+      perf: clock,
+      // Read the clock on every check rather than once a millisecond: a clock moved forward counts at once.
+      ttlResolution: 0,
       max: options.max ?? 10_000,
       ttl: options.ttlMs ?? 10 * 60_000,
       // A lookup evicted while in flight still answers the runs waiting for it.

@@ -1,3 +1,4 @@
+import type { Clock } from '../clock.js';
 import type { CacheStore } from '../db/cache.js';
 import type { Portal, PortalStore } from '../db/portals.js';
 import type { Logger } from '../log.js';
@@ -15,6 +16,7 @@ export interface Chat2DeskAccessDeps {
   defaultApiUrl: string;
   allowedApiUrls: string[];
   log: Logger;
+  clock: Clock;
 }
 
 /**
@@ -31,16 +33,13 @@ export class Chat2DeskAccess {
     return this.#decide(portal, token);
   }
 
-  /**
-   * The same decision, synchronously, for callers inside a store's transaction (the webhook removal
-   * prepared during an uninstall); undefined when not usable.
-   */
-  directoryOf(portal: Portal): DialogDirectory | undefined {
-    const connection = this.#decide(portal, this.deps.portals.chat2deskToken(portal.memberId));
+  /** The portal's directory when its Chat2Desk is usable, else undefined. */
+  async directoryOf(portal: Portal): Promise<DialogDirectory | undefined> {
+    const connection = await this.connect(portal);
     return connection.usable ? connection.directory : undefined;
   }
 
-  #decide(portal: Portal, token: string | undefined): Chat2DeskConnection {
+  async #decide(portal: Portal, token: string | undefined): Promise<Chat2DeskConnection> {
     const settings = readSettings(portal.settings, this.deps.defaultApiUrl);
     if (!token) {
       return { usable: false, settings, reason: 'Chat2Desk is not configured for this portal: an admin must enter the Chat2Desk API token in the app settings' };
@@ -52,8 +51,8 @@ export class Chat2DeskAccess {
         reason: `the portal's Chat2Desk address ${settings.chat2deskApiUrl} is no longer allowed on this server: an admin must pick an allowed one in the app settings`,
       };
     }
-    const api = this.deps.accounts.api(settings.chat2deskApiUrl, token);
+    const api = await this.deps.accounts.api(settings.chat2deskApiUrl, token);
     const key = accountKey(settings.chat2deskApiUrl, token);
-    return { usable: true, settings, directory: new DialogDirectory(api, this.deps.cache, key, settings.cacheTtlSeconds * 1000, this.deps.log) };
+    return { usable: true, settings, directory: new DialogDirectory(api, this.deps.cache, key, settings.cacheTtlSeconds * 1000, this.deps.log, this.deps.clock) };
   }
 }

@@ -64,7 +64,9 @@ export class AdaptiveRate {
   readonly #onLearned: (learned: LearnedRate) => void;
 
   constructor(options: AdaptiveRateOptions) {
-    this.#now = options.now ?? Date.now;
+    // Real elapsed time, not the injected clock: the rate paces real requests with real sleeps, and
+    // a test moving the clock forward must not empty the bucket Chat2Desk still counts as full.
+    this.#now = options.now ?? (() => performance.now());
     this.#sleep = options.sleep ?? delay;
     this.#saveEveryMs = options.saveEveryMs ?? DEFAULT_SAVE_EVERY_MS;
     this.#onLearned = options.onLearned ?? (() => undefined);

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import pLimit, { type LimitFunction } from 'p-limit';
-import type { Chat2DeskRateStore } from '../db/chat2desk-rates.js';
+import type { Chat2DeskRateStore, LearnedRate } from '../db/chat2desk-rates.js';
 import { backoffMs, delay } from '../rate-limit.js';
 import { AdaptiveRate } from './adaptive-rate.js';
 import { Chat2DeskError, classifyChat2DeskError, fetchFailure } from './errors.js';
@@ -377,7 +377,10 @@ export interface Chat2DeskLimits {
  * keeps each account's learned rate in the store.
  */
 export class Chat2DeskAccounts {
-  readonly #gates = new Map<string, AccountGate>();
+  /** Per account; a promise, so that callers asking at once while the learned rate is read share one gate. */
+  readonly #gates = new Map<string, Promise<AccountGate>>();
+  /** Saves of learned rates still being written, so that shutdown can wait for them. */
+  readonly #saving = new Set<Promise<void>>();
 
   constructor(
     private readonly limits: Chat2DeskLimits,
@@ -385,26 +388,46 @@ export class Chat2DeskAccounts {
     private readonly fetchImpl: Fetch = fetch,
   ) {}
 
-  api(baseUrl: string, token: string): Chat2DeskApi {
+  async api(baseUrl: string, token: string): Promise<Chat2DeskApi> {
     const key = accountKey(baseUrl, token);
     let gate = this.#gates.get(key);
     if (!gate) {
-      gate = {
-        rate: new AdaptiveRate({
-          start: this.rates.get(key) ?? { perMinute: this.limits.requestsPerMinute, limitPerMinute: null },
-          floorPerMinute: this.limits.minRequestsPerMinute,
-          ceilingPerMinute: this.limits.maxRequestsPerMinute,
-          onLearned: (learned) => this.rates.save(key, learned),
-        }),
-        concurrency: pLimit(this.limits.concurrency),
-      };
+      gate = this.#openGate(key);
       this.#gates.set(key, gate);
+      // A failed read of the learned rate is not kept: the next caller reads again.
+      gate.catch(() => this.#gates.delete(key));
     }
-    return new Chat2DeskApi(baseUrl, token, gate, this.fetchImpl);
+    return new Chat2DeskApi(baseUrl, token, await gate, this.fetchImpl);
   }
 
   /** Stores what every account learned since its last save; called at shutdown. */
-  flush(): void {
-    for (const gate of this.#gates.values()) gate.rate.flush();
+  async flush(): Promise<void> {
+    for (const gate of this.#gates.values()) (await gate.catch(() => undefined))?.rate.flush();
+    await Promise.all(this.#saving);
+  }
+
+  async #openGate(key: string): Promise<AccountGate> {
+    const start = (await this.rates.get(key)) ?? { perMinute: this.limits.requestsPerMinute, limitPerMinute: null };
+    return {
+      rate: new AdaptiveRate({
+        start,
+        floorPerMinute: this.limits.minRequestsPerMinute,
+        ceilingPerMinute: this.limits.maxRequestsPerMinute,
+        onLearned: (learned) => this.#save(key, learned),
+      }),
+      concurrency: pLimit(this.limits.concurrency),
+    };
+  }
+
+  /**
+   * A lost save costs only a slower start after a restart (the configured rate again), so it is not
+   * allowed to fail the request that taught the rate.
+   */
+  #save(key: string, learned: LearnedRate): void {
+    const saving: Promise<void> = this.rates
+      .save(key, learned)
+      .catch(() => undefined)
+      .finally(() => this.#saving.delete(saving));
+    this.#saving.add(saving);
   }
 }

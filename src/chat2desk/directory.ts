@@ -1,4 +1,5 @@
-import type { CacheStore, CachedClient, CachedDialog } from '../db/cache.js';
+import type { Clock } from '../clock.js';
+import type { CacheStore, CachedClient, CachedDialog, FetchedFacts, Invalidation } from '../db/cache.js';
 import type { Logger } from '../log.js';
 import { PAGE_LIMIT, type Chat2DeskApi, type Chat2DeskChannel, type Chat2DeskClient, type Chat2DeskDialog, type Chat2DeskOperator, type Chat2DeskTag } from './client.js';
 import { invalidationFor } from './webhook-events.js';
@@ -22,63 +23,52 @@ export class DialogDirectory {
     readonly accountKey: string,
     private readonly ttlMs: number,
     private readonly log: Logger,
-    private readonly now: () => number = Date.now,
+    private readonly clock: Clock,
   ) {}
 
   /** Clients whose phone (or client_phone) is exactly these digits. */
   async clientsByPhone(phone: string): Promise<CachedClient[]> {
-    const freshAfter = this.#freshAfter();
-    const ids = this.store.phoneLookup(this.accountKey, phone, freshAfter);
+    const freshAfter = await this.#freshAfter();
+    const ids = await this.store.phoneLookup(this.accountKey, phone, freshAfter);
     if (ids) {
-      const clients = ids.map((id) => this.store.client(this.accountKey, id, freshAfter));
+      const clients = await Promise.all(ids.map((id) => this.store.client(this.accountKey, id, freshAfter)));
       if (clients.every((client): client is CachedClient => client !== undefined)) return clients;
     }
     return this.#fetch(
       async () => (await this.api.clientsByPhone(phone)).map(toClient),
-      (clients, at) => {
-        this.store.putClients(this.accountKey, clients, at);
-        this.store.putPhoneLookup(
-          this.accountKey,
-          phone,
-          clients.map((client) => client.id),
-          at,
-        );
-      },
+      (clients) => ({ clients, phoneLookups: [{ phone, clientIds: clients.map((client) => client.id) }] }),
     );
   }
 
   async client(id: number): Promise<CachedClient> {
-    const cached = this.store.client(this.accountKey, id, this.#freshAfter());
+    const cached = await this.store.client(this.accountKey, id, await this.#freshAfter());
     if (cached) return cached;
     return this.#fetch(
       async () => toClient(await this.api.client(id)),
-      (client, at) => this.store.putClients(this.accountKey, [client], at),
+      (client) => ({ clients: [client] }),
     );
   }
 
   /** The client's dialogs, latest activity first. */
   async dialogsOfClient(clientId: number): Promise<CachedDialog[]> {
-    const cached = this.store.dialogsOfClient(this.accountKey, clientId, this.#freshAfter());
+    const cached = await this.store.dialogsOfClient(this.accountKey, clientId, await this.#freshAfter());
     const dialogs =
       cached ??
       (await this.#fetch(
         async () => (await this.api.clientDialogs(clientId)).map((dialog) => toDialog(dialog, clientId)),
-        (fetched, at) => {
-          this.store.putDialogs(this.accountKey, fetched, at);
-          this.store.putClientDialogsMarker(this.accountKey, clientId, at);
-        },
+        (fetched) => ({ dialogs: fetched, dialogListsOf: [clientId] }),
       ));
     return [...dialogs].sort(latestFirst);
   }
 
   async dialog(id: number): Promise<CachedDialog> {
-    const cached = this.store.dialog(this.accountKey, id, this.#freshAfter());
+    const cached = await this.store.dialog(this.accountKey, id, await this.#freshAfter());
     if (cached) return cached;
     // A dialog without messages does not name its client; keep the owner we already knew.
-    const knownOwner = this.store.dialog(this.accountKey, id, 0)?.clientId ?? undefined;
+    const knownOwner = (await this.store.dialog(this.accountKey, id, 0))?.clientId ?? undefined;
     return this.#fetch(
       async () => toDialog(await this.api.dialog(id), knownOwner),
-      (dialog, at) => this.store.putDialogs(this.accountKey, [dialog], at),
+      (dialog) => ({ dialogs: [dialog] }),
     );
   }
 
@@ -99,13 +89,13 @@ export class DialogDirectory {
     try {
       return await this.api.createClient(input);
     } finally {
-      this.#forget({ clientIds: [], dialogIds: [], phones: [input.phone], dialogListsOf: [], lists: [] });
+      await this.#forget({ clientIds: [], dialogIds: [], phones: [input.phone], dialogListsOf: [], lists: [] });
     }
   }
 
   async assignOperator(dialogId: number, operatorId: number, force: boolean): Promise<void> {
     const dialog = await this.api.updateDialog(dialogId, { operator_id: operatorId, ...(force ? { force_assign: true } : {}) });
-    this.#forget({ dialogIds: [dialogId], clientIds: [], phones: [], dialogListsOf: dialog.last_message?.client_id ? [dialog.last_message.client_id] : [], lists: [] });
+    await this.#forget({ dialogIds: [dialogId], clientIds: [], phones: [], dialogListsOf: dialog.last_message?.client_id ? [dialog.last_message.client_id] : [], lists: [] });
   }
 
   async tag(tagIds: number[], assignee: { type: 'client' | 'request'; id: number }, clientId: number, action: 'add' | 'remove'): Promise<void> {
@@ -113,13 +103,13 @@ export class DialogDirectory {
       if (action === 'add') await this.api.assignTags(tagIds, assignee);
       else for (const tagId of tagIds) await this.api.removeTag(tagId, assignee);
     } finally {
-      this.#forget({ clientIds: [clientId], dialogIds: [], phones: [], dialogListsOf: [], lists: [] });
+      await this.#forget({ clientIds: [clientId], dialogIds: [], phones: [], dialogListsOf: [], lists: [] });
     }
   }
 
   /** Fills the cache in bulk (clients, then dialogs), so a burst of lookups needs no API calls. */
   async sync(): Promise<{ clients: number; dialogs: number }> {
-    const started = this.now();
+    const started = this.clock.now();
     const clients: CachedClient[] = [];
     let clientsComplete = false;
     for (let page = 0; page < SYNC_PAGE_CAP; page++) {
@@ -140,61 +130,55 @@ export class DialogDirectory {
         break;
       }
     }
-    this.store.transaction(() => {
-      this.store.putClients(this.accountKey, clients, started);
-      if (clientsComplete) {
-        const byPhone = new Map<string, number[]>();
-        for (const client of clients) {
-          for (const phone of new Set([client.phone, client.clientPhone])) {
-            if (phone && /^\d+$/.test(phone)) byPhone.set(phone, [...(byPhone.get(phone) ?? []), client.id]);
-          }
+    const phoneLookups: FetchedFacts['phoneLookups'] = [];
+    if (clientsComplete) {
+      const byPhone = new Map<string, number[]>();
+      for (const client of clients) {
+        for (const phone of new Set([client.phone, client.clientPhone])) {
+          if (phone && /^\d+$/.test(phone)) byPhone.set(phone, [...(byPhone.get(phone) ?? []), client.id]);
         }
-        for (const [phone, ids] of byPhone) this.store.putPhoneLookup(this.accountKey, phone, ids, started);
       }
-      const attributed = dialogs.filter((dialog) => dialog.clientId !== null);
-      this.store.putDialogs(this.accountKey, attributed, started);
-      // Dialogs without a last message cannot be tied to a client here; clients that have one stay unmarked.
-      if (clientsComplete && dialogsComplete) {
-        const unattributed = dialogs.length - attributed.length;
-        if (unattributed === 0) for (const client of clients) this.store.putClientDialogsMarker(this.accountKey, client.id, started);
-      }
-      this.store.markSynced(this.accountKey, started);
-      this.#replayDeliveriesSince(started);
-    });
+      for (const [phone, clientIds] of byPhone) phoneLookups.push({ phone, clientIds });
+    }
+    const attributed = dialogs.filter((dialog) => dialog.clientId !== null);
+    // Dialogs without a last message cannot be tied to a client here; clients that have one stay unmarked.
+    const listsComplete = clientsComplete && dialogsComplete && dialogs.length === attributed.length;
+    await this.store.saveFetched(
+      this.accountKey,
+      started,
+      { clients, phoneLookups, dialogs: attributed, dialogListsOf: listsComplete ? clients.map((client) => client.id) : [], synced: true },
+      replayedInvalidation,
+    );
     this.log.info({ clients: clients.length, dialogs: dialogs.length, complete: clientsComplete && dialogsComplete }, 'chat2desk cache synced');
     return { clients: clients.length, dialogs: dialogs.length };
   }
 
-  #freshAfter(): number {
-    return Math.max(this.store.validFrom(this.accountKey), this.now() - this.ttlMs);
+  async #freshAfter(): Promise<number> {
+    return Math.max(await this.store.validFrom(this.accountKey), this.clock.now() - this.ttlMs);
   }
 
   async #list<T>(kind: string, load: () => Promise<T[]>): Promise<T[]> {
-    const cached = this.store.list<T>(this.accountKey, kind, this.#freshAfter());
+    const cached = await this.store.list<T>(this.accountKey, kind, await this.#freshAfter());
     if (cached) return cached;
-    return this.#fetch(load, (items, at) => this.store.putList(this.accountKey, kind, items, at));
+    return this.#fetch(load, (items) => ({ list: { kind, items } }));
   }
 
-  /** Fetches, stores stamped with the fetch's start, then replays deliveries that arrived meanwhile. */
-  async #fetch<T>(load: () => Promise<T>, save: (value: T, fetchedAt: number) => void): Promise<T> {
-    const started = this.now();
+  /** Fetches, then stores stamped with the fetch's start, replaying deliveries that arrived meanwhile. */
+  async #fetch<T>(load: () => Promise<T>, facts: (value: T) => FetchedFacts): Promise<T> {
+    const started = this.clock.now();
     const value = await load();
-    this.store.transaction(() => {
-      save(value, started);
-      this.#replayDeliveriesSince(started);
-    });
+    await this.store.saveFetched(this.accountKey, started, facts(value), replayedInvalidation);
     return value;
   }
 
-  #replayDeliveriesSince(since: number): void {
-    for (const body of this.store.deliveriesSince(this.accountKey, since)) {
-      this.store.invalidate(this.accountKey, invalidationFor(JSON.parse(body) as Record<string, unknown>));
-    }
+  #forget(change: Invalidation): Promise<void> {
+    return this.store.invalidate(this.accountKey, change);
   }
+}
 
-  #forget(change: Parameters<CacheStore['invalidate']>[1]): void {
-    this.store.invalidate(this.accountKey, change);
-  }
+/** A stored delivery, replayed after a fetch it overlapped: what it made stale. */
+function replayedInvalidation(deliveryBody: string): Invalidation {
+  return invalidationFor(JSON.parse(deliveryBody) as Record<string, unknown>);
 }
 
 /** Sort order of dialogs: latest activity first (last message, else start), then the newer id. */

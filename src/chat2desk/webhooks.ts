@@ -1,4 +1,5 @@
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { Clock } from '../clock.js';
 import type { CacheStore } from '../db/cache.js';
 import type { Portal, PortalStore } from '../db/portals.js';
 import type { WebhookStore } from '../db/webhooks.js';
@@ -23,7 +24,8 @@ export interface WebhookDeps {
   cache: CacheStore;
   portals: PortalStore;
   publicUrl: string;
-  directoryFor(portal: Portal): DialogDirectory | undefined;
+  directoryFor(portal: Portal): Promise<DialogDirectory | undefined>;
+  clock: Clock;
   log: Logger;
 }
 
@@ -43,12 +45,12 @@ export class Chat2DeskWebhooks {
 
   /** Makes sure the portal's webhook exists in Chat2Desk and is enabled. */
   async ensure(portal: Portal): Promise<{ webhookId: number }> {
-    const directory = this.deps.directoryFor(portal);
+    const directory = await this.deps.directoryFor(portal);
     if (!directory) throw new Error('Chat2Desk is not configured for this portal');
     // One secret per portal and account, claimed in the database before anything is created: saves
     // running at once (here or in another process) and a retry after a lost answer all register
     // the same URL, and Chat2Desk takes a URL once (five webhooks per account, docs/protocols.md C7).
-    const secret = this.deps.webhooks.claimSecret(portal.memberId, directory.accountKey, randomBytes(24).toString('base64url'));
+    const secret = await this.deps.webhooks.claimSecret(portal.memberId, directory.accountKey, randomBytes(24).toString('base64url'));
     const url = this.urlFor(secret);
     let webhook = (await directory.api.webhooks()).find((item) => item.url === url);
     if (!webhook) {
@@ -63,19 +65,19 @@ export class Chat2DeskWebhooks {
     } else if (webhook.status && webhook.status !== 'enable') {
       webhook = await directory.api.updateWebhook(webhook.id, { status: 'enable' });
     }
-    this.deps.webhooks.save({ memberId: portal.memberId, accountKey: directory.accountKey, webhookId: webhook.id, secret, status: 'enable' });
+    await this.deps.webhooks.save({ memberId: portal.memberId, accountKey: directory.accountKey, webhookId: webhook.id, secret, status: 'enable' });
     this.deps.log.info({ memberId: portal.memberId, webhookId: webhook.id }, 'chat2desk webhook registered');
     return { webhookId: webhook.id };
   }
 
   /** One delivery. Stored and applied in one transaction before the answer, so a 2xx means "applied". */
-  receive(secret: string, rawBody: string, header: (name: string) => string | undefined): DeliveryOutcome {
-    const registration = this.deps.webhooks.bySecret(secret);
-    const portal = registration ? this.deps.portals.get(registration.memberId) : undefined;
+  async receive(secret: string, rawBody: string, header: (name: string) => string | undefined): Promise<DeliveryOutcome> {
+    const registration = await this.deps.webhooks.bySecret(secret);
+    const portal = registration ? await this.deps.portals.get(registration.memberId) : undefined;
     if (!registration || !portal || portal.status !== 'active') return { status: 404, error: 'Unknown webhook' };
     const signature = firstHeader(header, SIGNATURE_HEADERS);
     if (signature !== undefined) {
-      const token = this.deps.portals.chat2deskToken(portal.memberId);
+      const token = await this.deps.portals.chat2deskToken(portal.memberId);
       const timestamp = firstHeader(header, TIMESTAMP_HEADERS) ?? '';
       if (!token || !signatureMatches(token, rawBody, timestamp, signature)) return { status: 401, error: 'Signature does not match' };
     }
@@ -89,19 +91,10 @@ export class Chat2DeskWebhooks {
       return { status: 400, error: 'The body has no hook_type' };
     }
     const event = body as Record<string, unknown>;
-    const fresh = this.deps.cache.transaction(() => {
-      const isNew = this.deps.webhooks.recordDelivery({
-        memberId: portal.memberId,
-        accountKey: registration.accountKey,
-        dedupKey: deliveryKey(event),
-        hookType: String(event.hook_type),
-        body: rawBody,
-      });
-      // Applied even to a repeated key: invalidating twice is harmless, while a key collision
-      // (events whose bodies carry no time) must not swallow a real change.
-      this.deps.cache.invalidate(registration.accountKey, invalidationFor(event));
-      return isNew;
-    });
+    const fresh = await this.deps.webhooks.recordDelivery(
+      { memberId: portal.memberId, accountKey: registration.accountKey, dedupKey: deliveryKey(event), hookType: String(event.hook_type), body: rawBody },
+      invalidationFor(event),
+    );
     this.deps.log.debug({ memberId: portal.memberId, hookType: event.hook_type, duplicate: !fresh }, 'chat2desk webhook delivery');
     return { status: 200, result: fresh ? 'applied' : 'duplicate' };
   }
@@ -112,8 +105,8 @@ export class Chat2DeskWebhooks {
    * stale and the cache is filled again from the API.
    */
   async check(portal: Portal): Promise<'healthy' | 'reconciled'> {
-    const registration = this.deps.webhooks.get(portal.memberId);
-    const directory = this.deps.directoryFor(portal);
+    const registration = await this.deps.webhooks.get(portal.memberId);
+    const directory = await this.deps.directoryFor(portal);
     if (!registration || !directory) return 'healthy';
     const listed = await directory.api.webhooks();
     const ours = listed.find((item) => item.id === registration.webhookId && item.url === this.urlFor(registration.secret));
@@ -122,7 +115,7 @@ export class Chat2DeskWebhooks {
       const checkedAt = registration.lastCheckAt ?? 0;
       // Error times have whole seconds: a second of overlap errs on the side of reconciling.
       const missed = (ours.errors ?? []).some((failure) => errorTime(failure.created_at) >= checkedAt - 1000);
-      this.deps.webhooks.markChecked(portal.memberId, 'enable');
+      await this.deps.webhooks.markChecked(portal.memberId, 'enable');
       if (!missed) return 'healthy';
       this.deps.log.warn({ memberId: portal.memberId }, 'chat2desk reports failed webhook deliveries; reconciling');
       await this.reconcile(portal);
@@ -136,34 +129,43 @@ export class Chat2DeskWebhooks {
 
   /**
    * Uninstall: Chat2Desk allows only 5 webhooks per account, so ours is removed rather than left to
-   * fail for 5 hours. Returns the removal to run after the portal's secrets are gone (it keeps the
-   * API client it needs), or undefined when there is nothing to remove.
+   * fail for 5 hours. Returns the removal to run once the portal's secrets are gone (it keeps the
+   * API client it needs, built now while the token is still stored), or undefined when Chat2Desk
+   * is not configured. The registration itself is forgotten with the secrets (PortalStore.uninstall).
    */
-  prepareRemoval(portal: Portal): (() => Promise<void>) | undefined {
-    const registration = this.deps.webhooks.get(portal.memberId);
-    const directory = this.deps.directoryFor(portal);
-    this.deps.webhooks.remove(portal.memberId);
-    if (!registration?.webhookId || !directory) return undefined;
-    const webhookId = registration.webhookId;
-    return async () => {
+  async prepareRemoval(portal: Portal): Promise<((webhookId: number) => Promise<void>) | undefined> {
+    const directory = await this.deps.directoryFor(portal);
+    if (!directory) return undefined;
+    return async (webhookId) => {
       await directory.api.deleteWebhook(webhookId);
       this.deps.log.info({ memberId: portal.memberId, webhookId }, 'chat2desk webhook removed');
     };
   }
 
+  /**
+   * A portal moving to another Chat2Desk account (token or host): the removal of its webhook in
+   * the old account, built now with the old token; the registration is replaced by the next ensure.
+   */
+  async prepareAccountChange(portal: Portal): Promise<(() => Promise<void>) | undefined> {
+    const webhookId = (await this.deps.webhooks.get(portal.memberId))?.webhookId;
+    const remove = await this.prepareRemoval(portal);
+    if (!remove || !webhookId) return undefined;
+    return () => remove(webhookId);
+  }
+
   async reconcile(portal: Portal): Promise<void> {
-    const directory = this.deps.directoryFor(portal);
+    const directory = await this.deps.directoryFor(portal);
     if (!directory) return;
-    this.deps.cache.invalidateAccount(directory.accountKey, Date.now());
+    await this.deps.cache.invalidateAccount(directory.accountKey, this.deps.clock.now());
     await directory.sync();
   }
 
   /** Checks every registered portal; one portal's failure does not stop the others. */
   async checkAll(): Promise<void> {
     // Every connected portal, registered or not: a registration that failed at settings save is retried here.
-    for (const portal of this.deps.portals.connectedToChat2Desk()) {
+    for (const portal of await this.deps.portals.connectedToChat2Desk()) {
       try {
-        if (!this.deps.webhooks.get(portal.memberId)) await this.ensure(portal);
+        if (!(await this.deps.webhooks.get(portal.memberId))) await this.ensure(portal);
         else await this.check(portal);
       } catch (error) {
         this.deps.log.warn({ memberId: portal.memberId, err: error instanceof Error ? error.message : String(error) }, 'webhook check failed');
@@ -171,8 +173,8 @@ export class Chat2DeskWebhooks {
     }
   }
 
-  pruneDeliveries(): number {
-    return this.deps.webhooks.pruneDeliveries(Date.now() - DELIVERY_KEY_RETENTION_MS);
+  pruneDeliveries(): Promise<number> {
+    return this.deps.webhooks.pruneDeliveries(this.deps.clock.now() - DELIVERY_KEY_RETENTION_MS);
   }
 
   /** Runs checkAll every `everyMs`; returns the stop function. */

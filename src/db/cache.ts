@@ -37,6 +37,19 @@ export interface Invalidation {
   lists: string[];
 }
 
+/** What one fetch from Chat2Desk learned, stored together (CacheStore.saveFetched). */
+export interface FetchedFacts {
+  clients?: CachedClient[];
+  /** Which clients a phone number belongs to. */
+  phoneLookups?: Array<{ phone: string; clientIds: number[] }>;
+  dialogs?: CachedDialog[];
+  /** Clients whose whole dialog list is among `dialogs` (and the rows already cached). */
+  dialogListsOf?: number[];
+  list?: { kind: string; items: unknown[] };
+  /** A bulk fill of the whole account: its last sync becomes the fetch's time. */
+  synced?: boolean;
+}
+
 /** The Chat2Desk cache's SQL. Callers pass `freshAfter`: rows fetched before it are not served. */
 export class CacheStore {
   /** Prepared once: robots in bulk run these reads thousands of times. */
@@ -83,76 +96,74 @@ export class CacheStore {
     };
   }
 
-  transaction<T>(work: () => T): T {
-    return this.db.transaction(() => work());
-  }
-
-  validFrom(accountKey: string): number {
+  async validFrom(accountKey: string): Promise<number> {
     return this.#q.validFrom.get({ account: accountKey })?.validFrom ?? 0;
   }
 
   /** Reconciliation: everything cached for the account so far is stale. */
-  invalidateAccount(accountKey: string, at: number): void {
-    this.db
+  async invalidateAccount(accountKey: string, at: number): Promise<void> {
+    await this.db
       .insert(c2dAccounts)
       .values({ accountKey, validFrom: at })
-      .onConflictDoUpdate({ target: c2dAccounts.accountKey, set: { validFrom: at } })
-      .run();
+      .onConflictDoUpdate({ target: c2dAccounts.accountKey, set: { validFrom: at } });
   }
 
-  markSynced(accountKey: string, at: number): void {
-    this.db
-      .insert(c2dAccounts)
-      .values({ accountKey, lastSyncAt: at })
-      .onConflictDoUpdate({ target: c2dAccounts.accountKey, set: { lastSyncAt: at } })
-      .run();
+  /**
+   * Stores what a fetch that started at `fetchedAt` learned and, in the same transaction, replays
+   * the invalidations of deliveries received since then: a delivery that arrived while the fetch
+   * was in flight may describe a change the fetched answer predates.
+   */
+  async saveFetched(accountKey: string, fetchedAt: number, facts: FetchedFacts, invalidationOf: (deliveryBody: string) => Invalidation): Promise<void> {
+    this.db.transaction((tx) => {
+      putClients(tx, accountKey, facts.clients ?? [], fetchedAt);
+      for (const lookup of facts.phoneLookups ?? []) putPhoneLookup(tx, accountKey, lookup.phone, lookup.clientIds, fetchedAt);
+      putDialogs(tx, accountKey, facts.dialogs ?? [], fetchedAt);
+      for (const clientId of facts.dialogListsOf ?? []) {
+        tx.insert(c2dClientDialogs)
+          .values({ accountKey, clientId, fetchedAt })
+          .onConflictDoUpdate({ target: [c2dClientDialogs.accountKey, c2dClientDialogs.clientId], set: { fetchedAt } })
+          .run();
+      }
+      if (facts.list) {
+        const items = JSON.stringify(facts.list.items);
+        tx.insert(c2dLists)
+          .values({ accountKey, kind: facts.list.kind, items, fetchedAt })
+          .onConflictDoUpdate({ target: [c2dLists.accountKey, c2dLists.kind], set: { items, fetchedAt } })
+          .run();
+      }
+      if (facts.synced) {
+        tx.insert(c2dAccounts)
+          .values({ accountKey, lastSyncAt: fetchedAt })
+          .onConflictDoUpdate({ target: c2dAccounts.accountKey, set: { lastSyncAt: fetchedAt } })
+          .run();
+      }
+      const since = tx
+        .select({ body: webhookDeliveries.body })
+        .from(webhookDeliveries)
+        .where(and(eq(webhookDeliveries.accountKey, accountKey), gte(webhookDeliveries.receivedAt, fetchedAt)))
+        .orderBy(asc(webhookDeliveries.id))
+        .all();
+      for (const { body } of since) invalidateRows(tx, accountKey, invalidationOf(body));
+    });
   }
 
-  client(accountKey: string, id: number, freshAfter: number): CachedClient | undefined {
+  async client(accountKey: string, id: number, freshAfter: number): Promise<CachedClient | undefined> {
     const row = this.#q.client.get({ account: accountKey, id, freshAfter });
     return row ? { id: row.id, phone: row.phone, clientPhone: row.clientPhone, name: row.name, assignedName: row.assignedName, tags: JSON.parse(row.tags) } : undefined;
   }
 
-  putClients(accountKey: string, clients: CachedClient[], fetchedAt: number): void {
-    for (const client of clients) {
-      const values = {
-        phone: client.phone,
-        clientPhone: client.clientPhone,
-        name: client.name,
-        assignedName: client.assignedName,
-        tags: JSON.stringify(client.tags),
-        fetchedAt,
-      };
-      this.db
-        .insert(c2dClients)
-        .values({ accountKey, id: client.id, ...values })
-        .onConflictDoUpdate({ target: [c2dClients.accountKey, c2dClients.id], set: values })
-        .run();
-    }
-  }
-
-  phoneLookup(accountKey: string, phone: string, freshAfter: number): number[] | undefined {
+  async phoneLookup(accountKey: string, phone: string, freshAfter: number): Promise<number[] | undefined> {
     const row = this.#q.phoneLookup.get({ account: accountKey, phone, freshAfter });
     return row ? row.clientIds.split(',').filter(Boolean).map(Number) : undefined;
   }
 
-  /** Ids are stored as ",1,2," so that the clients of a lookup can be found with LIKE. */
-  putPhoneLookup(accountKey: string, phone: string, clientIds: number[], fetchedAt: number): void {
-    const clientIdList = `,${clientIds.join(',')},`;
-    this.db
-      .insert(c2dPhoneLookups)
-      .values({ accountKey, phone, clientIds: clientIdList, fetchedAt })
-      .onConflictDoUpdate({ target: [c2dPhoneLookups.accountKey, c2dPhoneLookups.phone], set: { clientIds: clientIdList, fetchedAt } })
-      .run();
-  }
-
-  dialog(accountKey: string, id: number, freshAfter: number): CachedDialog | undefined {
+  async dialog(accountKey: string, id: number, freshAfter: number): Promise<CachedDialog | undefined> {
     const row = this.#q.dialog.get({ account: accountKey, id, freshAfter });
     return row ? toDialog(row) : undefined;
   }
 
   /** The client's dialogs, if the whole list is cached and fresh. */
-  dialogsOfClient(accountKey: string, clientId: number, freshAfter: number): CachedDialog[] | undefined {
+  async dialogsOfClient(accountKey: string, clientId: number, freshAfter: number): Promise<CachedDialog[] | undefined> {
     const marker = this.#q.marker.get({ account: accountKey, clientId, freshAfter });
     if (!marker) return undefined;
     const rows = this.#q.dialogsOfClient.all({ account: accountKey, clientId });
@@ -161,113 +172,114 @@ export class CacheStore {
     return rows.map(toDialog);
   }
 
-  putDialogs(accountKey: string, dialogs: CachedDialog[], fetchedAt: number): void {
-    for (const dialog of dialogs) {
-      const { id, ...rest } = dialog;
-      const values = { ...rest, fetchedAt };
-      this.db
-        .insert(c2dDialogs)
-        .values({ accountKey, id, ...values })
-        .onConflictDoUpdate({ target: [c2dDialogs.accountKey, c2dDialogs.id], set: values })
-        .run();
-    }
-  }
-
-  putClientDialogsMarker(accountKey: string, clientId: number, fetchedAt: number): void {
-    this.db
-      .insert(c2dClientDialogs)
-      .values({ accountKey, clientId, fetchedAt })
-      .onConflictDoUpdate({ target: [c2dClientDialogs.accountKey, c2dClientDialogs.clientId], set: { fetchedAt } })
-      .run();
-  }
-
-  list<T>(accountKey: string, kind: string, freshAfter: number): T[] | undefined {
+  async list<T>(accountKey: string, kind: string, freshAfter: number): Promise<T[] | undefined> {
     const row = this.#q.list.get({ account: accountKey, kind, freshAfter });
     return row ? (JSON.parse(row.items) as T[]) : undefined;
   }
 
-  putList(accountKey: string, kind: string, items: unknown[], fetchedAt: number): void {
-    const serialized = JSON.stringify(items);
-    this.db
-      .insert(c2dLists)
-      .values({ accountKey, kind, items: serialized, fetchedAt })
-      .onConflictDoUpdate({ target: [c2dLists.accountKey, c2dLists.kind], set: { items: serialized, fetchedAt } })
-      .run();
-  }
-
   /** Deletes what a change made stale. Deleting, not patching: the next read fetches the truth. */
-  invalidate(accountKey: string, change: Invalidation): void {
-    if (change.clientIds.length) {
-      this.db
-        .delete(c2dClients)
-        .where(and(eq(c2dClients.accountKey, accountKey), inArray(c2dClients.id, change.clientIds)))
-        .run();
-      for (const id of change.clientIds) {
-        this.db
-          .delete(c2dPhoneLookups)
-          .where(and(eq(c2dPhoneLookups.accountKey, accountKey), like(c2dPhoneLookups.clientIds, `%,${id},%`)))
-          .run();
-      }
-    }
-    if (change.phones.length) {
-      this.db
-        .delete(c2dPhoneLookups)
-        .where(and(eq(c2dPhoneLookups.accountKey, accountKey), inArray(c2dPhoneLookups.phone, change.phones)))
-        .run();
-    }
-    if (change.dialogIds.length) {
-      // The owners' dialog lists would be incomplete without these rows: they go too.
-      const owners = this.db
-        .select({ clientId: c2dDialogs.clientId })
-        .from(c2dDialogs)
-        .where(and(eq(c2dDialogs.accountKey, accountKey), inArray(c2dDialogs.id, change.dialogIds)))
-        .all()
-        .map((row) => row.clientId)
-        .filter((id): id is number => id !== null);
-      change = { ...change, dialogListsOf: [...change.dialogListsOf, ...owners] };
-      this.db
-        .delete(c2dDialogs)
-        .where(and(eq(c2dDialogs.accountKey, accountKey), inArray(c2dDialogs.id, change.dialogIds)))
-        .run();
-    }
-    if (change.dialogListsOf.length) {
-      // An event may name the client but not the dialog (an inbox message before the request is
-      // assigned), so every cached dialog of those clients goes too.
-      this.db
-        .delete(c2dDialogs)
-        .where(and(eq(c2dDialogs.accountKey, accountKey), inArray(c2dDialogs.clientId, change.dialogListsOf)))
-        .run();
-      this.db
-        .delete(c2dClientDialogs)
-        .where(and(eq(c2dClientDialogs.accountKey, accountKey), inArray(c2dClientDialogs.clientId, change.dialogListsOf)))
-        .run();
-    }
-    if (change.lists.length) {
-      this.db
-        .delete(c2dLists)
-        .where(and(eq(c2dLists.accountKey, accountKey), inArray(c2dLists.kind, change.lists)))
-        .run();
-    }
+  async invalidate(accountKey: string, change: Invalidation): Promise<void> {
+    this.db.transaction((tx) => invalidateRows(tx, accountKey, change));
   }
 
   /** Drops cached rows fetched before `olderThan`: they could not be served any more (TTL at most a day). */
-  pruneOlderThan(olderThan: number): number {
+  async pruneOlderThan(olderThan: number): Promise<number> {
     let removed = 0;
     for (const table of [c2dClients, c2dPhoneLookups, c2dDialogs, c2dClientDialogs, c2dLists]) {
       removed += this.db.delete(table).where(lt(table.fetchedAt, olderThan)).run().changes;
     }
     return removed;
   }
+}
 
-  /** Bodies of the deliveries received since `since`, oldest first: a fetch that overlapped them replays their invalidations. */
-  deliveriesSince(accountKey: string, since: number): string[] {
-    return this.db
-      .select({ body: webhookDeliveries.body })
-      .from(webhookDeliveries)
-      .where(and(eq(webhookDeliveries.accountKey, accountKey), gte(webhookDeliveries.receivedAt, since)))
-      .orderBy(asc(webhookDeliveries.id))
+/** The database or a transaction of it: the helpers below run inside the caller's transaction. */
+type Tx = Pick<Db, 'select' | 'insert' | 'delete'>;
+
+function putClients(tx: Tx, accountKey: string, clients: CachedClient[], fetchedAt: number): void {
+  for (const client of clients) {
+    const values = {
+      phone: client.phone,
+      clientPhone: client.clientPhone,
+      name: client.name,
+      assignedName: client.assignedName,
+      tags: JSON.stringify(client.tags),
+      fetchedAt,
+    };
+    tx.insert(c2dClients)
+      .values({ accountKey, id: client.id, ...values })
+      .onConflictDoUpdate({ target: [c2dClients.accountKey, c2dClients.id], set: values })
+      .run();
+  }
+}
+
+/** Ids are stored as ",1,2," so that the clients of a lookup can be found with LIKE. */
+function putPhoneLookup(tx: Tx, accountKey: string, phone: string, clientIds: number[], fetchedAt: number): void {
+  const clientIdList = `,${clientIds.join(',')},`;
+  tx.insert(c2dPhoneLookups)
+    .values({ accountKey, phone, clientIds: clientIdList, fetchedAt })
+    .onConflictDoUpdate({ target: [c2dPhoneLookups.accountKey, c2dPhoneLookups.phone], set: { clientIds: clientIdList, fetchedAt } })
+    .run();
+}
+
+function putDialogs(tx: Tx, accountKey: string, dialogs: CachedDialog[], fetchedAt: number): void {
+  for (const dialog of dialogs) {
+    const { id, ...rest } = dialog;
+    const values = { ...rest, fetchedAt };
+    tx.insert(c2dDialogs)
+      .values({ accountKey, id, ...values })
+      .onConflictDoUpdate({ target: [c2dDialogs.accountKey, c2dDialogs.id], set: values })
+      .run();
+  }
+}
+
+/**
+ * Deletes what a change made stale, inside the caller's transaction: a webhook delivery's receipt
+ * (WebhookStore.recordDelivery), a replay after a fetch, a write of our own.
+ */
+export function invalidateRows(tx: Tx, accountKey: string, change: Invalidation): void {
+  if (change.clientIds.length) {
+    tx.delete(c2dClients)
+      .where(and(eq(c2dClients.accountKey, accountKey), inArray(c2dClients.id, change.clientIds)))
+      .run();
+    for (const id of change.clientIds) {
+      tx.delete(c2dPhoneLookups)
+        .where(and(eq(c2dPhoneLookups.accountKey, accountKey), like(c2dPhoneLookups.clientIds, `%,${id},%`)))
+        .run();
+    }
+  }
+  if (change.phones.length) {
+    tx.delete(c2dPhoneLookups)
+      .where(and(eq(c2dPhoneLookups.accountKey, accountKey), inArray(c2dPhoneLookups.phone, change.phones)))
+      .run();
+  }
+  if (change.dialogIds.length) {
+    // The owners' dialog lists would be incomplete without these rows: they go too.
+    const owners = tx
+      .select({ clientId: c2dDialogs.clientId })
+      .from(c2dDialogs)
+      .where(and(eq(c2dDialogs.accountKey, accountKey), inArray(c2dDialogs.id, change.dialogIds)))
       .all()
-      .map((row) => row.body);
+      .map((row) => row.clientId)
+      .filter((id): id is number => id !== null);
+    change = { ...change, dialogListsOf: [...change.dialogListsOf, ...owners] };
+    tx.delete(c2dDialogs)
+      .where(and(eq(c2dDialogs.accountKey, accountKey), inArray(c2dDialogs.id, change.dialogIds)))
+      .run();
+  }
+  if (change.dialogListsOf.length) {
+    // An event may name the client but not the dialog (an inbox message before the request is
+    // assigned), so every cached dialog of those clients goes too.
+    tx.delete(c2dDialogs)
+      .where(and(eq(c2dDialogs.accountKey, accountKey), inArray(c2dDialogs.clientId, change.dialogListsOf)))
+      .run();
+    tx.delete(c2dClientDialogs)
+      .where(and(eq(c2dClientDialogs.accountKey, accountKey), inArray(c2dClientDialogs.clientId, change.dialogListsOf)))
+      .run();
+  }
+  if (change.lists.length) {
+    tx.delete(c2dLists)
+      .where(and(eq(c2dLists.accountKey, accountKey), inArray(c2dLists.kind, change.lists)))
+      .run();
   }
 }
 

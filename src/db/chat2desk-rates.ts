@@ -1,4 +1,5 @@
 import { eq } from 'drizzle-orm';
+import type { Clock } from '../clock.js';
 import type { Db } from './database.js';
 import { c2dRates } from './schema.js';
 
@@ -14,19 +15,19 @@ export interface LearnedRate {
 export class Chat2DeskRateStore {
   constructor(
     private readonly db: Db,
-    private readonly now: () => number = Date.now,
+    private readonly clock: Clock,
   ) {}
 
-  get(accountKey: string): LearnedRate | undefined {
-    return this.db.select({ perMinute: c2dRates.perMinute, limitPerMinute: c2dRates.limitPerMinute }).from(c2dRates).where(eq(c2dRates.accountKey, accountKey)).get();
+  async get(accountKey: string): Promise<LearnedRate | undefined> {
+    const [row] = await this.db.select({ perMinute: c2dRates.perMinute, limitPerMinute: c2dRates.limitPerMinute }).from(c2dRates).where(eq(c2dRates.accountKey, accountKey));
+    return row;
   }
 
-  save(accountKey: string, learned: LearnedRate): void {
-    const row = { perMinute: learned.perMinute, limitPerMinute: learned.limitPerMinute, updatedAt: this.now() };
-    this.db
+  async save(accountKey: string, learned: LearnedRate): Promise<void> {
+    const row = { perMinute: learned.perMinute, limitPerMinute: learned.limitPerMinute, updatedAt: this.clock.now() };
+    await this.db
       .insert(c2dRates)
       .values({ accountKey, ...row })
-      .onConflictDoUpdate({ target: c2dRates.accountKey, set: row })
-      .run();
+      .onConflictDoUpdate({ target: c2dRates.accountKey, set: row });
   }
 }

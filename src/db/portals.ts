@@ -1,8 +1,9 @@
 import { TransactionRollbackError, and, eq, isNotNull, lte, min, ne, sql } from 'drizzle-orm';
 import { LRUCache } from 'lru-cache';
+import type { Clock } from '../clock.js';
 import type { SecretBox } from '../secrets.js';
 import type { Db } from './database.js';
-import { portals, type PortalRow } from './schema.js';
+import { c2dWebhooks, portals, type PortalRow } from './schema.js';
 
 export type PortalStatus = 'active' | 'uninstalled' | 'reauth_required';
 
@@ -54,7 +55,7 @@ export class PortalStore {
   constructor(
     private readonly db: Db,
     private readonly secrets: SecretBox,
-    private readonly now: () => number = Date.now,
+    private readonly clock: Clock,
   ) {
     this.#byMemberId = db
       .select()
@@ -63,13 +64,13 @@ export class PortalStore {
       .prepare();
   }
 
-  get(memberId: string): Portal | undefined {
+  async get(memberId: string): Promise<Portal | undefined> {
     const row = this.#byMemberId.get({ memberId });
     return row ? toPortal(row) : undefined;
   }
 
   /** The active portal whose stored application token matches the presented one, compared in constant time. */
-  authenticate(memberId: string, applicationToken: string): Portal | undefined {
+  async authenticate(memberId: string, applicationToken: string): Promise<Portal | undefined> {
     let known = this.#known.get(memberId);
     if (!known) {
       const row = this.#byMemberId.get({ memberId });
@@ -89,9 +90,9 @@ export class PortalStore {
     this.#known.delete(memberId);
   }
 
-  saveInstall(record: InstallRecord): Portal {
+  async saveInstall(record: InstallRecord): Promise<Portal> {
     this.#changed(record.memberId);
-    const now = this.now();
+    const now = this.clock.now();
     const values = {
       domain: record.domain,
       clientEndpoint: record.clientEndpoint,
@@ -111,10 +112,10 @@ export class PortalStore {
       .values({ memberId: record.memberId, installedAt: now, ...values })
       .onConflictDoUpdate({ target: portals.memberId, set: values })
       .run();
-    return this.get(record.memberId)!;
+    return (await this.get(record.memberId))!;
   }
 
-  tokens(memberId: string): PortalTokens | undefined {
+  async tokens(memberId: string): Promise<PortalTokens | undefined> {
     const row = this.db.select().from(portals).where(eq(portals.memberId, memberId)).get();
     if (row?.status !== 'active' || !row.accessToken || !row.refreshToken) return undefined;
     return {
@@ -126,31 +127,40 @@ export class PortalStore {
     };
   }
 
-  /** Persists a refreshed pair; returns the new generation. */
-  saveRefreshedTokens(memberId: string, tokens: { accessToken: string; refreshToken: string; expiresAt: number; clientEndpoint: string }): number {
+  /**
+   * Persists a refreshed pair and returns its generation. With `fromGeneration` (a refresh of the
+   * pair of that generation) only while that pair is still the stored one: when another refresh
+   * (in this process or another) stored its pair first, nothing changes and undefined comes back.
+   * The generation is bumped in the statement, not read and written, so two writers cannot both
+   * end up with the same one.
+   */
+  async saveRefreshedTokens(
+    memberId: string,
+    tokens: { accessToken: string; refreshToken: string; expiresAt: number; clientEndpoint: string },
+    fromGeneration?: number,
+  ): Promise<number | undefined> {
     this.#changed(memberId);
-    const row = this.db.select({ generation: portals.tokenGeneration }).from(portals).where(eq(portals.memberId, memberId)).get();
-    const generation = (row?.generation ?? 0) + 1;
-    this.db
+    const row = this.db
       .update(portals)
       .set({
         accessToken: this.secrets.seal(tokens.accessToken),
         refreshToken: this.secrets.seal(tokens.refreshToken),
         accessExpiresAt: tokens.expiresAt,
         clientEndpoint: tokens.clientEndpoint,
-        tokenGeneration: generation,
-        updatedAt: this.now(),
+        tokenGeneration: sql`${portals.tokenGeneration} + 1`,
+        updatedAt: this.clock.now(),
       })
-      .where(and(eq(portals.memberId, memberId), eq(portals.status, 'active')))
-      .run();
-    return generation;
+      .where(and(eq(portals.memberId, memberId), eq(portals.status, 'active'), fromGeneration === undefined ? undefined : eq(portals.tokenGeneration, fromGeneration)))
+      .returning({ generation: portals.tokenGeneration })
+      .get();
+    return row?.generation;
   }
 
   /**
    * A portal whose refresh token was refused gets working tokens back from a verified call of its
    * installer (robot calls carry the AUTH_USER_ID user's pair, docs/protocols.md B7).
    */
-  recoverTokens(memberId: string, tokens: { accessToken: string; refreshToken: string; expiresAt: number }): void {
+  async recoverTokens(memberId: string, tokens: { accessToken: string; refreshToken: string; expiresAt: number }): Promise<void> {
     this.#changed(memberId);
     this.db
       .update(portals)
@@ -160,30 +170,38 @@ export class PortalStore {
         refreshToken: this.secrets.seal(tokens.refreshToken),
         accessExpiresAt: tokens.expiresAt,
         tokenGeneration: sql`${portals.tokenGeneration} + 1`,
-        updatedAt: this.now(),
+        updatedAt: this.clock.now(),
       })
       .where(and(eq(portals.memberId, memberId), eq(portals.status, 'reauth_required')))
       .run();
   }
 
-  markReauthRequired(memberId: string): void {
+  /**
+   * The refresh token of generation `generation` was refused. False when a newer pair was stored
+   * meanwhile (another refresh used that token first): the portal is fine then.
+   */
+  async markReauthRequired(memberId: string, generation: number): Promise<boolean> {
     this.#changed(memberId);
-    this.db.update(portals).set({ status: 'reauth_required', updatedAt: this.now() }).where(eq(portals.memberId, memberId)).run();
+    const { changes } = this.db
+      .update(portals)
+      .set({ status: 'reauth_required', updatedAt: this.clock.now() })
+      .where(and(eq(portals.memberId, memberId), eq(portals.tokenGeneration, generation)))
+      .run();
+    return changes > 0;
   }
 
   /**
-   * Uninstall: the portal stays known (so late calls are refused cleanly) but loses every secret.
-   * Only while the uninstall request that arrived at `requestedAt` is still the pending one: a
-   * reinstall (or a newer request) while the portal was being asked keeps the portal. `alongside`
-   * runs in the same transaction before the secrets go (it may read them) and is undone with it
-   * when nothing was wiped. Returns its result, or undefined when nothing was wiped.
+   * Uninstall: the portal stays known (so late calls are refused cleanly) but loses every secret and
+   * its Chat2Desk webhook registration, in one transaction. Only while the uninstall request that
+   * arrived at `requestedAt` is still the pending one: a reinstall (or a newer request) while the
+   * portal was being asked keeps the portal. Returns the id of the webhook to delete in Chat2Desk
+   * (null when none was registered), or undefined when nothing was wiped.
    */
-  uninstall<T>(memberId: string, requestedAt: number, alongside: () => T): { alongside: T } | undefined {
+  async uninstall(memberId: string, requestedAt: number): Promise<{ webhookId: number | null } | undefined> {
     this.#changed(memberId);
     try {
       return this.db.transaction((tx) => {
-        const result = alongside();
-        const { changes } = this.db
+        const { changes } = tx
           .update(portals)
           .set({
             status: 'uninstalled',
@@ -193,12 +211,13 @@ export class PortalStore {
             accessExpiresAt: 0,
             uninstallRequestedAt: null,
             uninstallCheckAt: null,
-            updatedAt: this.now(),
+            updatedAt: this.clock.now(),
           })
           .where(and(eq(portals.memberId, memberId), eq(portals.uninstallRequestedAt, requestedAt), ne(portals.status, 'uninstalled')))
           .run();
         if (changes === 0) tx.rollback();
-        return { alongside: result };
+        const webhook = tx.delete(c2dWebhooks).where(eq(c2dWebhooks.memberId, memberId)).returning({ webhookId: c2dWebhooks.webhookId }).get();
+        return { webhookId: webhook?.webhookId ?? null };
       });
     } catch (error) {
       if (error instanceof TransactionRollbackError) return undefined;
@@ -207,9 +226,9 @@ export class PortalStore {
   }
 
   /** Remembers an ONAPPUNINSTALL until the portal confirms or denies it; a newer one replaces an older, so it is asked about afresh. */
-  requestUninstall(memberId: string): void {
+  async requestUninstall(memberId: string): Promise<void> {
     this.#changed(memberId);
-    const now = this.now();
+    const now = this.clock.now();
     this.db
       .update(portals)
       .set({ uninstallRequestedAt: now, uninstallCheckAt: now, updatedAt: now })
@@ -221,9 +240,9 @@ export class PortalStore {
    * Remembers an ONAPPUNINSTALL to ask about no earlier than `checkAt` (sooner if already due then);
    * a request already pending stays the one asked about.
    */
-  deferUninstallRequest(memberId: string, checkAt: number): void {
+  async deferUninstallRequest(memberId: string, checkAt: number): Promise<void> {
     this.#changed(memberId);
-    const now = this.now();
+    const now = this.clock.now();
     this.db
       .update(portals)
       .set({
@@ -236,43 +255,43 @@ export class PortalStore {
   }
 
   /** When the portal could not be asked: when to ask again. */
-  scheduleUninstallCheck(memberId: string, at: number): void {
+  async scheduleUninstallCheck(memberId: string, at: number): Promise<void> {
     this.#changed(memberId);
     this.db
       .update(portals)
-      .set({ uninstallCheckAt: at, updatedAt: this.now() })
+      .set({ uninstallCheckAt: at, updatedAt: this.clock.now() })
       .where(and(eq(portals.memberId, memberId), isNotNull(portals.uninstallRequestedAt)))
       .run();
   }
 
   /** The portal still accepts our tokens: the request of `requestedAt` was not its own. False when a newer one came meanwhile. */
-  dropUninstallRequest(memberId: string, requestedAt: number): boolean {
+  async dropUninstallRequest(memberId: string, requestedAt: number): Promise<boolean> {
     this.#changed(memberId);
     const { changes } = this.db
       .update(portals)
-      .set({ uninstallRequestedAt: null, uninstallCheckAt: null, updatedAt: this.now() })
+      .set({ uninstallRequestedAt: null, uninstallCheckAt: null, updatedAt: this.clock.now() })
       .where(and(eq(portals.memberId, memberId), eq(portals.uninstallRequestedAt, requestedAt)))
       .run();
     return changes > 0;
   }
 
   /** When the portal's unconfirmed uninstall arrived, if one is pending. */
-  uninstallRequestedAt(memberId: string): number | undefined {
+  async uninstallRequestedAt(memberId: string): Promise<number | undefined> {
     const row = this.db.select({ at: portals.uninstallRequestedAt }).from(portals).where(eq(portals.memberId, memberId)).get();
     return row?.at ?? undefined;
   }
 
   /** Portals with an unconfirmed uninstall to check now (all of them with `everyPending`). */
-  uninstallChecksDue(everyPending = false): string[] {
+  async uninstallChecksDue(everyPending = false): Promise<string[]> {
     return this.db
       .select({ memberId: portals.memberId })
       .from(portals)
-      .where(and(isNotNull(portals.uninstallRequestedAt), everyPending ? undefined : lte(portals.uninstallCheckAt, this.now())))
+      .where(and(isNotNull(portals.uninstallRequestedAt), everyPending ? undefined : lte(portals.uninstallCheckAt, this.clock.now())))
       .all()
       .map((row) => row.memberId);
   }
 
-  nextUninstallCheckAt(): number | undefined {
+  async nextUninstallCheckAt(): Promise<number | undefined> {
     const row = this.db
       .select({ at: min(portals.uninstallCheckAt) })
       .from(portals)
@@ -282,7 +301,7 @@ export class PortalStore {
   }
 
   /** Active portals with a Chat2Desk token. */
-  connectedToChat2Desk(): Portal[] {
+  async connectedToChat2Desk(): Promise<Portal[]> {
     return this.db
       .select()
       .from(portals)
@@ -291,15 +310,15 @@ export class PortalStore {
       .map(toPortal);
   }
 
-  chat2deskToken(memberId: string): string | undefined {
+  async chat2deskToken(memberId: string): Promise<string | undefined> {
     const row = this.db.select({ token: portals.chat2deskToken }).from(portals).where(eq(portals.memberId, memberId)).get();
     return row?.token ? this.secrets.open(row.token) : undefined;
   }
 
   /** Saves settings; a token of undefined keeps the stored one. */
-  saveSettings(memberId: string, settings: StoredSettings, chat2deskToken?: string): Portal | undefined {
+  async saveSettings(memberId: string, settings: StoredSettings, chat2deskToken?: string): Promise<Portal | undefined> {
     this.#changed(memberId);
-    const set: Partial<typeof portals.$inferInsert> = { settings: JSON.stringify(settings), updatedAt: this.now() };
+    const set: Partial<typeof portals.$inferInsert> = { settings: JSON.stringify(settings), updatedAt: this.clock.now() };
     if (chat2deskToken !== undefined) set.chat2deskToken = this.secrets.seal(chat2deskToken);
     this.db.update(portals).set(set).where(eq(portals.memberId, memberId)).run();
     return this.get(memberId);

@@ -1,5 +1,7 @@
-import { and, eq, lt } from 'drizzle-orm';
+import { and, eq, lt, ne } from 'drizzle-orm';
+import type { Clock } from '../clock.js';
 import type { SecretBox } from '../secrets.js';
+import { type Invalidation, invalidateRows } from './cache.js';
 import type { Db } from './database.js';
 import { c2dWebhooks, webhookDeliveries } from './schema.js';
 
@@ -18,55 +20,41 @@ export class WebhookStore {
   constructor(
     private readonly db: Db,
     private readonly secrets: SecretBox,
-    private readonly now: () => number = Date.now,
+    private readonly clock: Clock,
   ) {}
 
-  get(memberId: string): WebhookRegistration | undefined {
-    const row = this.db.select().from(c2dWebhooks).where(eq(c2dWebhooks.memberId, memberId)).get();
+  async get(memberId: string): Promise<WebhookRegistration | undefined> {
+    const [row] = await this.db.select().from(c2dWebhooks).where(eq(c2dWebhooks.memberId, memberId));
     return row ? this.#toRegistration(row) : undefined;
   }
 
-  bySecret(secret: string): WebhookRegistration | undefined {
-    const row = this.db
+  async bySecret(secret: string): Promise<WebhookRegistration | undefined> {
+    const [row] = await this.db
       .select()
       .from(c2dWebhooks)
-      .where(eq(c2dWebhooks.secretDigest, this.secrets.digest(secret)))
-      .get();
+      .where(eq(c2dWebhooks.secretDigest, this.secrets.digest(secret)));
     return row ? this.#toRegistration(row) : undefined;
-  }
-
-  all(): WebhookRegistration[] {
-    return this.db
-      .select()
-      .from(c2dWebhooks)
-      .all()
-      .map((row) => this.#toRegistration(row));
   }
 
   /**
    * The portal's webhook secret for this Chat2Desk account, chosen once. The first caller's
    * candidate is stored (status pending, no webhook id yet); every later or concurrent caller, in
    * this process or another, gets the stored secret, so they all register the same URL, which
-   * Chat2Desk accepts once. A row left by another account is replaced.
+   * Chat2Desk accepts once. A row left by another account is replaced. One conditional upsert on
+   * the member id decides, so no lock is needed for two callers to agree.
    */
-  claimSecret(memberId: string, accountKey: string, candidate: string): string {
-    return this.db.transaction(
-      (tx) => {
-        const row = tx.select().from(c2dWebhooks).where(eq(c2dWebhooks.memberId, memberId)).get();
-        if (row && row.accountKey === accountKey) return this.secrets.open(row.secret);
-        const values = { accountKey, webhookId: null, secretDigest: this.secrets.digest(candidate), secret: this.secrets.seal(candidate), status: 'pending' };
-        tx.insert(c2dWebhooks)
-          .values({ memberId, createdAt: this.now(), ...values })
-          .onConflictDoUpdate({ target: c2dWebhooks.memberId, set: values })
-          .run();
-        return candidate;
-      },
-      // Takes the write lock before reading, so two processes cannot both find no row.
-      { behavior: 'immediate' },
-    );
+  async claimSecret(memberId: string, accountKey: string, candidate: string): Promise<string> {
+    const values = { accountKey, webhookId: null, secretDigest: this.secrets.digest(candidate), secret: this.secrets.seal(candidate), status: 'pending' };
+    await this.db
+      .insert(c2dWebhooks)
+      .values({ memberId, createdAt: this.clock.now(), ...values })
+      .onConflictDoUpdate({ target: c2dWebhooks.memberId, set: values, setWhere: ne(c2dWebhooks.accountKey, accountKey) });
+    const [row] = await this.db.select({ secret: c2dWebhooks.secret }).from(c2dWebhooks).where(eq(c2dWebhooks.memberId, memberId));
+    if (!row) throw new Error(`The webhook registration of portal ${memberId} disappeared while it was claimed`);
+    return this.secrets.open(row.secret);
   }
 
-  save(registration: { memberId: string; accountKey: string; webhookId: number | null; secret: string; status: string }): void {
+  async save(registration: { memberId: string; accountKey: string; webhookId: number | null; secret: string; status: string }): Promise<void> {
     const values = {
       accountKey: registration.accountKey,
       webhookId: registration.webhookId,
@@ -74,41 +62,47 @@ export class WebhookStore {
       secret: this.secrets.seal(registration.secret),
       status: registration.status,
     };
-    this.db
+    await this.db
       .insert(c2dWebhooks)
-      .values({ memberId: registration.memberId, createdAt: this.now(), ...values })
-      .onConflictDoUpdate({ target: c2dWebhooks.memberId, set: values })
-      .run();
+      .values({ memberId: registration.memberId, createdAt: this.clock.now(), ...values })
+      .onConflictDoUpdate({ target: c2dWebhooks.memberId, set: values });
   }
 
-  markChecked(memberId: string, status: string): void {
-    this.db.update(c2dWebhooks).set({ status, lastCheckAt: this.now() }).where(eq(c2dWebhooks.memberId, memberId)).run();
+  async markChecked(memberId: string, status: string): Promise<void> {
+    await this.db.update(c2dWebhooks).set({ status, lastCheckAt: this.clock.now() }).where(eq(c2dWebhooks.memberId, memberId));
   }
 
-  remove(memberId: string): void {
-    this.db.delete(c2dWebhooks).where(eq(c2dWebhooks.memberId, memberId)).run();
-  }
-
-  /** Stores a delivery unless its key was seen; true when it is new. Runs inside the caller's transaction. */
-  recordDelivery(delivery: { memberId: string; accountKey: string; dedupKey: string; hookType: string; body: string }): boolean {
-    const now = this.now();
-    const seen = this.db
-      .select({ id: webhookDeliveries.id })
-      .from(webhookDeliveries)
-      .where(and(eq(webhookDeliveries.memberId, delivery.memberId), eq(webhookDeliveries.dedupKey, delivery.dedupKey)))
-      .get();
-    // A repeated key is stamped anew, so a lookup in flight replays it too (cache.deliveriesSince).
-    this.db
-      .insert(webhookDeliveries)
-      .values({ ...delivery, receivedAt: now })
-      .onConflictDoUpdate({ target: [webhookDeliveries.memberId, webhookDeliveries.dedupKey], set: { receivedAt: now, body: delivery.body } })
-      .run();
-    this.db.update(c2dWebhooks).set({ lastDeliveryAt: now }).where(eq(c2dWebhooks.memberId, delivery.memberId)).run();
-    return seen === undefined;
+  /**
+   * Stores a delivery unless its key was seen, and deletes what it makes stale in the cache, in one
+   * transaction; true when the key is new. The invalidation is applied even to a repeated key:
+   * invalidating twice is harmless, while a key collision (events whose bodies carry no time) must
+   * not swallow a real change.
+   */
+  async recordDelivery(delivery: { memberId: string; accountKey: string; dedupKey: string; hookType: string; body: string }, stale: Invalidation): Promise<boolean> {
+    const now = this.clock.now();
+    return this.db.transaction((tx) => {
+      // The unique key decides which receipt is the first, also between two processes at once.
+      const inserted = tx
+        .insert(webhookDeliveries)
+        .values({ ...delivery, receivedAt: now })
+        .onConflictDoNothing({ target: [webhookDeliveries.memberId, webhookDeliveries.dedupKey] })
+        .returning({ id: webhookDeliveries.id })
+        .get();
+      if (!inserted) {
+        // A repeated key is stamped anew, so a lookup in flight replays it too (CacheStore.saveFetched).
+        tx.update(webhookDeliveries)
+          .set({ receivedAt: now, body: delivery.body })
+          .where(and(eq(webhookDeliveries.memberId, delivery.memberId), eq(webhookDeliveries.dedupKey, delivery.dedupKey)))
+          .run();
+      }
+      tx.update(c2dWebhooks).set({ lastDeliveryAt: now }).where(eq(c2dWebhooks.memberId, delivery.memberId)).run();
+      invalidateRows(tx, delivery.accountKey, stale);
+      return inserted !== undefined;
+    });
   }
 
   /** Chat2Desk's last retry comes 2 h after the first try; keys older than that can go. */
-  pruneDeliveries(olderThan: number): number {
+  async pruneDeliveries(olderThan: number): Promise<number> {
     return this.db.delete(webhookDeliveries).where(lt(webhookDeliveries.receivedAt, olderThan)).run().changes;
   }
 

@@ -17,7 +17,7 @@ export function createRobotRoute(deps: { portals: PortalStore; robotCalls: Robot
   return new Hono().post('/bitrix24/robot', async (c) => {
     const fields = await readBitrixForm(c);
     const auth = phpMap(fields.auth);
-    const portal = deps.portals.authenticate(str(auth.member_id), str(auth.application_token));
+    const portal = await deps.portals.authenticate(str(auth.member_id), str(auth.application_token));
     if (!portal) return c.json({ error: 'unknown portal or wrong application token' }, 401);
     let call: RobotCall;
     try {

@@ -1,0 +1,79 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { openDatabase, type DatabaseHandle } from '../src/db/database.js';
+import { PortalStore } from '../src/db/portals.js';
+import { WebhookStore } from '../src/db/webhooks.js';
+import { SecretBox } from '../src/secrets.js';
+import { TestClock } from './support/clock.js';
+import { APP_SECRET } from './support/stack.js';
+
+/**
+ * The stores decide races by a conditional statement, not by SQLite having one writer: two stores
+ * on one database stand for two server processes (the PostgreSQL deployment of a later issue).
+ */
+describe('stores shared by two server processes', () => {
+  let dir: string;
+  let database: DatabaseHandle;
+  const clock = new TestClock();
+  const secrets = new SecretBox(APP_SECRET);
+  const memberId = 'a'.repeat(32);
+  const pair = (name: string) => ({ accessToken: `${name}-access`, refreshToken: `${name}-refresh`, expiresAt: 2_000_000_000, clientEndpoint: 'https://portal.example/rest/' });
+
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'c2d-b24-stores-'));
+    database = openDatabase(join(dir, 'app.db'));
+  });
+  afterEach(() => {
+    database.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function installed(store: PortalStore) {
+    await store.saveInstall({ memberId, domain: 'portal.example', applicationToken: 'app-token', installerUserId: 1, ...pair('installed') });
+    return (await store.tokens(memberId))!.generation;
+  }
+
+  it('keeps the pair of the refresh that stored first, and a refusal of the replaced pair does not ask for reauthorisation', async () => {
+    const first = new PortalStore(database.db, secrets, clock);
+    const second = new PortalStore(database.db, secrets, clock);
+    const generation = await installed(first);
+
+    expect(await first.saveRefreshedTokens(memberId, pair('first'), generation)).toBe(generation + 1);
+    // The other process refreshed the same pair: its answer is not stored over the newer one…
+    expect(await second.saveRefreshedTokens(memberId, pair('second'), generation)).toBeUndefined();
+    // …and when the authorization server refused its refresh token instead, the portal stays usable.
+    expect(await second.markReauthRequired(memberId, generation)).toBe(false);
+    expect(await second.get(memberId)).toMatchObject({ status: 'active' });
+    expect(await second.tokens(memberId)).toMatchObject({ accessToken: 'first-access', generation: generation + 1 });
+
+    expect(await second.markReauthRequired(memberId, generation + 1)).toBe(true);
+    expect(await first.get(memberId)).toMatchObject({ status: 'reauth_required' });
+  });
+
+  it('gives every caller claiming a webhook secret for one account the same secret, and a new account a new one', async () => {
+    const first = new WebhookStore(database.db, secrets, clock);
+    const second = new WebhookStore(database.db, secrets, clock);
+    const claims = await Promise.all([first.claimSecret(memberId, 'account-1', 'secret-1'), second.claimSecret(memberId, 'account-1', 'secret-2')]);
+    expect(new Set(claims).size).toBe(1);
+    expect(await second.claimSecret(memberId, 'account-1', 'secret-3')).toBe(claims[0]);
+    expect(await first.claimSecret(memberId, 'account-2', 'secret-4')).toBe('secret-4');
+  });
+
+  it('forgets the webhook registration with the secrets, and keeps both when the uninstall request is no longer the pending one', async () => {
+    const portals = new PortalStore(database.db, secrets, clock);
+    const webhooks = new WebhookStore(database.db, secrets, clock);
+    await installed(portals);
+    await webhooks.save({ memberId, accountKey: 'account-1', webhookId: 77, secret: 'secret-1', status: 'enable' });
+    await portals.requestUninstall(memberId);
+    const requestedAt = (await portals.uninstallRequestedAt(memberId))!;
+
+    expect(await portals.uninstall(memberId, requestedAt - 1)).toBeUndefined();
+    expect(await webhooks.get(memberId)).toMatchObject({ webhookId: 77 });
+
+    expect(await portals.uninstall(memberId, requestedAt)).toEqual({ webhookId: 77 });
+    expect(await webhooks.get(memberId)).toBeUndefined();
+    expect(await portals.get(memberId)).toMatchObject({ status: 'uninstalled', hasChat2deskToken: false });
+  });
+});
