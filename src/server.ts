@@ -15,7 +15,7 @@ import { DialogDirectory } from './chat2desk/directory.js';
 import { Chat2DeskWebhooks } from './chat2desk/webhooks.js';
 import { CacheStore } from './db/cache.js';
 import { Chat2DeskRateStore } from './db/chat2desk-rates.js';
-import { TimelineLogStore } from './db/timeline-logs.js';
+import { EffectStore } from './db/effects.js';
 import { WebhookStore } from './db/webhooks.js';
 import { BackgroundTasks } from './background.js';
 import type { Config } from './config.js';
@@ -121,7 +121,8 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     portals,
     rest,
     users: new BitrixUsers(rest),
-    timelineLogs: new TimelineLogStore(database.db),
+    effects: new EffectStore(database.db, clock),
+    clock,
     directoryFor,
     defaultChat2DeskUrl: config.chat2desk.defaultApiUrl,
     portalConcurrency: config.portalConcurrency,

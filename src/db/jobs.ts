@@ -28,7 +28,7 @@ export type ConfirmationRow = Pick<JobRow, 'id' | 'memberId' | 'eventToken' | 'r
 /** A job whose turn has come, as the dispatcher needs it: the run itself reads the full row when it claims it. */
 export type RunnableJob = Pick<JobRow, 'id' | 'memberId' | 'eventToken'>;
 
-/** What reporting a result needs of its job: not the call's properties or the run's checkpoint (up to ~256 KB). */
+/** What reporting a result needs of its job: not the call's properties (up to ~256 KB). */
 export type ReportRow = Pick<JobRow, 'id' | 'memberId' | 'eventToken' | 'returnValues' | 'logMessage' | 'runAt' | 'reportAttempts' | 'finishedAt' | 'createdAt'>;
 
 const reportColumns = {
@@ -192,14 +192,6 @@ export class JobStore {
       .where(and(eq(jobs.id, id), eq(jobs.state, 'queued')))
       .returning()
       .get();
-  }
-
-  saveCheckpoint(id: number, checkpoint: Record<string, unknown>): void {
-    this.db
-      .update(jobs)
-      .set({ checkpoint: JSON.stringify(checkpoint), updatedAt: this.now() })
-      .where(eq(jobs.id, id))
-      .run();
   }
 
   /** Only a running job moves on: one cancelled meanwhile (uninstall) stays cancelled. */

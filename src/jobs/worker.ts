@@ -5,8 +5,9 @@ import { commandErrorKind, describeCommandError } from '../bitrix24/batch-errors
 import { Bitrix24Error, Bitrix24TransportError, OAuthError, PortalUnavailableError } from '../bitrix24/errors.js';
 import { BATCH_LIMIT, type Bitrix24Rest } from '../bitrix24/rest-client.js';
 import type { BitrixUsers } from '../bitrix24/users.js';
-import type { TimelineLogStore } from '../db/timeline-logs.js';
 import type { DialogDirectory } from '../chat2desk/directory.js';
+import type { Clock } from '../clock.js';
+import type { EffectStore } from '../db/effects.js';
 import { Chat2DeskError } from '../chat2desk/errors.js';
 import type { JobRow, JobStore, ReportRow } from '../db/jobs.js';
 import type { Portal, PortalStore } from '../db/portals.js';
@@ -15,6 +16,7 @@ import { readSettings, type PortalSettings } from '../portal-settings.js';
 import { backoffMs } from '../rate-limit.js';
 import { gatherWait, groupByPortal } from './batching.js';
 import { CallConfirmations } from './confirmations.js';
+import { EffectBusyError, bindLedger } from './ledger.js';
 import { Signal } from './signal.js';
 
 export interface WorkerDeps {
@@ -22,7 +24,9 @@ export interface WorkerDeps {
   portals: PortalStore;
   rest: Bitrix24Rest;
   users: BitrixUsers;
-  timelineLogs: TimelineLogStore;
+  /** The exactly-once ledger's rows; each run gets the ledger bound to its portal and job. */
+  effects: EffectStore;
+  clock: Clock;
   /** The portal's Chat2Desk account behind its cache, or undefined when no API token is set. */
   directoryFor(portal: Portal, settings: PortalSettings): DialogDirectory | undefined;
   defaultChat2DeskUrl: string;
@@ -224,7 +228,6 @@ export class RobotWorker {
           call: (method, params, options) => this.deps.rest.call(portal.memberId, method, params, options),
           batch: (commands, options) => this.deps.rest.batch(portal.memberId, commands, options),
         },
-        timelineLogs: this.deps.timelineLogs,
         users: {
           byEmail: (email) => this.deps.users.byEmail(portal.memberId, email),
           byId: (id) => this.deps.users.byId(portal.memberId, id),
@@ -233,8 +236,7 @@ export class RobotWorker {
         runId: job.publicId,
         acceptedAt: job.createdAt,
         attempt: job.attempts,
-        checkpoint: JSON.parse(job.checkpoint) as Record<string, unknown>,
-        saveCheckpoint: (checkpoint) => this.deps.jobs.saveCheckpoint(job.id, checkpoint),
+        ledger: bindLedger(this.deps.effects, { memberId: portal.memberId, owner: job.publicId, clock: this.deps.clock }),
         log,
       },
     };
@@ -276,7 +278,12 @@ export class RobotWorker {
     }
     const message = error instanceof Error ? error.message : String(error);
     // OAuthError: the authorization server failed during a refresh (a refused grant arrives as PortalUnavailableError).
-    const expected = error instanceof Chat2DeskError || error instanceof Bitrix24Error || error instanceof Bitrix24TransportError || error instanceof OAuthError;
+    const expected =
+      error instanceof EffectBusyError ||
+      error instanceof Chat2DeskError ||
+      error instanceof Bitrix24Error ||
+      error instanceof Bitrix24TransportError ||
+      error instanceof OAuthError;
     if (!expected && job.attempts >= (this.deps.maxUnexpectedAttempts ?? 5))
       return this.#giveUp(activity, job, run, `internal error after ${job.attempts} attempts: ${message}`, log);
     const retryAt = Date.now() + backoffMs(job.attempts, 1_000, 5 * 60_000);
