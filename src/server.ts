@@ -116,12 +116,13 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
       return api ? api.channels() : [];
     },
   });
+  const effects = new EffectStore(database.db, clock);
   const worker = new RobotWorker({
     jobs,
     portals,
     rest,
     users: new BitrixUsers(rest),
-    effects: new EffectStore(database.db, clock),
+    effects,
     clock,
     directoryFor,
     defaultChat2DeskUrl: config.chat2desk.defaultApiUrl,
@@ -176,6 +177,11 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     const cacheRows = cache.pruneOlderThan(now - 2 * 24 * 3600_000);
     const deliveries = chat2deskWebhooks.pruneDeliveries();
     if (jobsRemoved + cacheRows + deliveries > 0) log.info({ jobsRemoved, cacheRows, deliveries }, 'old rows pruned');
+    // A run's own effects go with its job (src/db/effects.ts).
+    effects.pruneRunEffects(now - FINISHED_JOB_RETENTION_MS).then(
+      (runEffects) => runEffects > 0 && log.info({ runEffects }, 'old rows pruned'),
+      (error: unknown) => log.error({ err: String(error) }, 'pruning effects failed'),
+    );
   }, log);
   const server: ServerType = await new Promise((resolve) => {
     const started = serve({ fetch: app.fetch, port: config.port, hostname: options.hostname }, () => resolve(started));

@@ -14,7 +14,7 @@ class Refused extends Error {}
 function effect(options: { act?: () => Promise<string>; settle?: () => Promise<Settled<string>>; key?: string } = {}) {
   const calls = { act: 0, settle: 0 };
   const spec: Effect<string> = {
-    key: options.key ?? 'send:run-1:message',
+    key: options.key ?? 'run:run-1:message',
     intent: { text: 'hello' },
     busy: 'another run is doing it',
     inDoubt: 'it may already have happened',
@@ -40,7 +40,7 @@ describe('the exactly-once ledger', () => {
   const clock: Clock = { now: () => time };
   let store: EffectStore;
   const ledgerOf = (owner: string, leaseMs = 60_000): Ledger => bindLedger(store, { memberId: 'portal-a', owner, clock, leaseMs });
-  const row = (key = 'send:run-1:message') =>
+  const row = (key = 'run:run-1:message') =>
     database.sqlite
       .prepare('select state, owner, lease_until as leaseUntil, attempt_at as attemptAt, result from effects where member_id = ? and effect_key = ?')
       .get('portal-a', key) as { state: string; owner: string | null; leaseUntil: number; attemptAt: number; result: string | null } | undefined;
@@ -189,7 +189,7 @@ describe('the exactly-once ledger', () => {
 
   it('settles an abandoned claim (its holder died while acting) once its lease is over, instead of ignoring it', async () => {
     // run-1 claimed and then its process died: the claim stays with a lease.
-    expect(await store.claim('portal-a', 'send:run-1:message', 'run-1', 60_000, JSON.stringify({ text: 'hello' }))).toBe(true);
+    expect(await store.claim('portal-a', 'run:run-1:message', 'run-1', 60_000, JSON.stringify({ text: 'hello' }))).toBe(true);
     const { spec, calls } = effect({ settle: async () => ({ found: 'found-1' }) });
     time += 30_000;
     await expect(ledgerOf('run-2').once(spec)).rejects.toBeInstanceOf(EffectBusyError);
@@ -200,7 +200,7 @@ describe('the exactly-once ledger', () => {
   });
 
   it('settles its own claim left by an attempt that did not finish at once, lease or not', async () => {
-    expect(await store.claim('portal-a', 'send:run-1:message', 'run-1', 60_000, JSON.stringify({ text: 'hello' }))).toBe(true);
+    expect(await store.claim('portal-a', 'run:run-1:message', 'run-1', 60_000, JSON.stringify({ text: 'hello' }))).toBe(true);
     const { spec, calls } = effect({ settle: async () => 'absent' });
     expect(await ledgerOf('run-1').once(spec)).toEqual({ value: 'done-1', earlier: false });
     expect(calls).toEqual({ act: 1, settle: 1 });
@@ -215,5 +215,15 @@ describe('the exactly-once ledger', () => {
     const { spec, calls } = effect({ key: 'c', settle: async () => ({ found: 'found-1' }) });
     expect(await ledgerOf('run-9').once(spec)).toEqual({ value: 'found-1', earlier: true });
     expect(calls).toEqual({ act: 0, settle: 1 });
+  });
+
+  it("prunes a run's own effects with its job, and keeps effects keyed to what they did", async () => {
+    await ledgerOf('run-1').once(effect().spec);
+    await ledgerOf('run-1').once(effect({ key: 'comment:7:deal:1' }).spec);
+    time += 10_000;
+    await ledgerOf('run-2').once(effect({ key: 'run:run-2:message' }).spec);
+    expect(await store.pruneRunEffects(time - 5_000)).toBe(1);
+    const keys = database.sqlite.prepare('select effect_key as key from effects order by effect_key').all();
+    expect(keys).toEqual([{ key: 'comment:7:deal:1' }, { key: 'run:run-2:message' }]);
   });
 });

@@ -136,8 +136,8 @@ describe('upgrading a live database in place', () => {
     expect(database.prepare('select effect_key as key, state, result from effects order by effect_key').all()).toEqual([
       { key: `comment:${dialogId}:deal:${writtenDeal}`, state: 'done', result: JSON.stringify({ commentId: writtenComment }) },
       { key: `comment:${dialogId}:deal:${unknownDeal}`, state: 'done', result: JSON.stringify({ commentId: unknownComment }) },
-      { key: `send:${publicId}:client`, state: 'done', result: JSON.stringify({ clientId, writeFirst: false, route: null }) },
-      { key: `send:${publicId}:message`, state: 'done', result: expect.stringContaining(`"message_id":${messageId}`) },
+      { key: `run:${publicId}:client`, state: 'done', result: JSON.stringify({ clientId, writeFirst: false, route: null }) },
+      { key: `run:${publicId}:message`, state: 'done', result: expect.stringContaining(`"message_id":${messageId}`) },
     ]);
   });
 });

@@ -124,8 +124,8 @@ function channelOptions(channels: Chat2DeskChannel[]): Record<string, string> {
 }
 
 /** The run's effects in the ledger (src/jobs/ledger.ts): both are the run's own, keyed by its id. */
-const clientKey = (run: RobotRun) => `send:${run.runId}:client`;
-const messageKey = (run: RobotRun) => `send:${run.runId}:message`;
+const clientKey = (run: RobotRun) => `run:${run.runId}:client`;
+const messageKey = (run: RobotRun) => `run:${run.runId}:message`;
 
 const MESSAGE_IN_DOUBT = 'Chat2Desk shows nothing that tells whether the message went out: it may already have been sent, so it is not sent again';
 const MESSAGE_UNREACHABLE = 'could not check with Chat2Desk whether the message went out: it may already have been sent';

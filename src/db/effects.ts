@@ -1,4 +1,4 @@
-import { and, eq, isNull, lte, or } from 'drizzle-orm';
+import { and, eq, isNull, like, lte, or } from 'drizzle-orm';
 import type { Clock } from '../clock.js';
 import type { Db } from './database.js';
 import { effects } from './schema.js';
@@ -92,6 +92,18 @@ export class EffectStore {
       .set({ leaseUntil: 0, updatedAt: this.clock.now() })
       .where(and(this.#key(memberId, key), eq(effects.state, 'claimed'), eq(effects.owner, owner)))
       .run();
+  }
+
+  /**
+   * Effects keyed to one run (`run:<job public id>:…`) matter only while that run may still be
+   * retried or asked about; once its job is pruned they go too. Effects keyed to what they did
+   * (a dialog's comment on a document) stay: they keep it from happening twice whichever run asks.
+   */
+  async pruneRunEffects(olderThan: number): Promise<number> {
+    return this.db
+      .delete(effects)
+      .where(and(like(effects.effectKey, 'run:%'), lte(effects.updatedAt, olderThan)))
+      .run().changes;
   }
 
   #key(memberId: string, key: string) {

@@ -16,7 +16,10 @@ export type Settled<T> = { found: T } | 'absent' | 'unknown';
 
 /** How to look for an effect whose outcome is unknown. */
 export interface EffectCheck<T> {
-  /** Unique per portal; a key naming the run (e.g. its id) makes the effect the run's own. */
+  /**
+   * Unique per portal. `run:<run id>:…` makes the effect the run's own (pruned with its job,
+   * src/db/effects.ts); any other key is shared by every run that names it.
+   */
   key: string;
   settle(claim: Claim): Promise<Settled<T>>;
   /** The failure when looking settles nothing, e.g. "… it may already have been sent, so it is not sent again". */

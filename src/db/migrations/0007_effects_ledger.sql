@@ -15,7 +15,7 @@ CREATE TABLE `effects` (
 -- Sends in doubt: POST /messages was attempted and the run has not finished. The claim has no lease
 -- left, so the run's next attempt settles it (looks for the message) before it could send again.
 INSERT INTO `effects` (`member_id`, `effect_key`, `state`, `owner`, `lease_until`, `attempt_at`, `intent`, `result`, `created_at`, `updated_at`)
-SELECT `member_id`, 'send:' || `public_id` || ':message', 'claimed', `public_id`, 0,
+SELECT `member_id`, 'run:' || `public_id` || ':message', 'claimed', `public_id`, 0,
 	coalesce(json_extract(`checkpoint`, '$.attemptAt'), `created_at`),
 	json_object('clientId', json_extract(`checkpoint`, '$.clientId'), 'textDigest', json_extract(`checkpoint`, '$.textDigest')),
 	NULL, `updated_at`, `updated_at`
@@ -25,7 +25,7 @@ WHERE `state` IN ('queued', 'running') AND json_extract(`checkpoint`, '$.sendAtt
 -- The client those runs chose (and for write first, created, with the route it was created on): a
 -- retry sends to the same client the same way.
 INSERT INTO `effects` (`member_id`, `effect_key`, `state`, `owner`, `lease_until`, `attempt_at`, `intent`, `result`, `created_at`, `updated_at`)
-SELECT `member_id`, 'send:' || `public_id` || ':client', 'done', `public_id`, 0, `created_at`, '{}',
+SELECT `member_id`, 'run:' || `public_id` || ':client', 'done', `public_id`, 0, `created_at`, '{}',
 	json_object(
 		'clientId', json_extract(`checkpoint`, '$.clientId'),
 		'writeFirst', CASE WHEN json_extract(`checkpoint`, '$.writeFirst') THEN json('true') ELSE json('false') END,
