@@ -233,6 +233,17 @@ describe('Log closed dialog to timeline robot', () => {
     expect(order).toEqual(['crm.timeline.comment.add', 'crm.timeline.comment.list', 'crm.timeline.comment.add']);
   });
 
+  it('fails saying the comment may be on the timeline when the timeline cannot be read, and writes no second one', async () => {
+    const { dialogId } = seedClosedDialog();
+    const document = dealDocument();
+    stack.b24.failNext('crm.timeline.comment.add', { ...lostAnswer, afterRunning: true });
+    stack.b24.failNext('crm.timeline.comment.list', { status: 403, error: 'ACCESS_DENIED', error_description: 'Access denied.' });
+    const sent = await logDialog({ dialog_id: String(dialogId) }, document);
+    expect(sent.returnValues).toMatchObject({ status: 'failed', error: `the timeline comment for Chat2Desk dialog ${dialogId} may already be on the timeline` });
+    expect(commentCalls()).toHaveLength(1);
+    expect(stack.b24.timelineComments).toHaveLength(1);
+  });
+
   it('pages back through a long timeline to find the lost comment among others', async () => {
     const { dialogId } = seedClosedDialog();
     const dealId = stack.b24.seedDeal();

@@ -145,11 +145,18 @@ async function findComment(run: RobotRun, owner: TimelineOwner, dialogId: number
   const marker = commentMarker(dialogId);
   const since = claim.attemptAt - CLOCK_SKEW_MS;
   for (let start = 0; ; start += COMMENT_PAGE) {
-    const page = await run.bitrix24.call<ListedComment[]>(
-      'crm.timeline.comment.list',
-      { filter: { ENTITY_ID: owner.entityId, ENTITY_TYPE: owner.entityType }, select: ['ID', 'COMMENT', 'CREATED'], order: { ID: 'DESC' }, start },
-      { idempotent: true },
-    );
+    let page: ListedComment[];
+    try {
+      page = await run.bitrix24.call<ListedComment[]>(
+        'crm.timeline.comment.list',
+        { filter: { ENTITY_ID: owner.entityId, ENTITY_TYPE: owner.entityType }, select: ['ID', 'COMMENT', 'CREATED'], order: { ID: 'DESC' }, start },
+        { idempotent: true },
+      );
+    } catch (error) {
+      // Refused for good (access, an owner type the list does not know): waiting will not tell either.
+      if (error instanceof Bitrix24Error && !error.refusedForLoad && !error.expiredToken && error.httpStatus < 500) return 'unknown';
+      throw error;
+    }
     const comments = Array.isArray(page) ? page : [];
     for (const item of comments) {
       const text = item.COMMENT ?? '';

@@ -227,6 +227,16 @@ function messageCheck(run: RobotRun): EffectCheck<SentMessage> {
  * seen echoing external ids; an attachment alone without that is unknown.
  */
 async function findSent(run: RobotRun, claim: Claim): Promise<Settled<SentMessage>> {
+  try {
+    return await lookForSent(run, claim);
+  } catch (error) {
+    // Refused for good (the token revoked, the client gone): waiting will not tell either.
+    if (error instanceof Chat2DeskError && !error.transient) return 'unknown';
+    throw error;
+  }
+}
+
+async function lookForSent(run: RobotRun, claim: Claim): Promise<Settled<SentMessage>> {
   const intent = claim.intent as unknown as SendIntent;
   const since = claim.attemptAt - CLOCK_SKEW_MS;
   let sameText: Chat2DeskMessage | undefined;
