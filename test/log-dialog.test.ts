@@ -244,6 +244,23 @@ describe('Log closed dialog to timeline robot', () => {
     expect(stack.b24.timelineComments).toHaveLength(1);
   });
 
+  it('reports a comment whose answer was lost as logged when the run is given up at its deadline, having found it', async () => {
+    const { dialogId } = seedClosedDialog();
+    const dealId = stack.b24.seedDeal();
+    const writing = stack.b24.hold({ rest: 'crm.timeline.comment.add' });
+    stack.b24.failNext('crm.timeline.comment.add', { ...lostAnswer, afterRunning: true });
+    const call = await stack.b24.callRobot({ code: 'c2d_log_dialog', properties: { dialog_id: String(dialogId) }, documentId: dealDocument(dealId) });
+    await writing.arrived;
+    // Out of time while the write is under way: the lost answer is given up at once, settling first.
+    stack.server.database.sqlite.prepare('update jobs set deadline_at = ? where event_token = ?').run(Date.now() - 1, call.eventToken);
+    writing.release();
+    const sent = await eventually(() => stack.b24.sentEvents.find((event) => event.eventToken === call.eventToken), 20_000, 'result');
+    expect(stack.b24.timelineComments).toHaveLength(1);
+    expect(sent.returnValues).toEqual({ status: 'ok', error: '', comment_id: String(stack.b24.timelineComments[0]!.id), dialog_id: String(dialogId) });
+    expect(commentCalls()).toHaveLength(1);
+    expect(listCalls()).toHaveLength(1);
+  });
+
   it('pages back through a long timeline to find the lost comment among others', async () => {
     const { dialogId } = seedClosedDialog();
     const dealId = stack.b24.seedDeal();

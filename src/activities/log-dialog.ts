@@ -4,7 +4,7 @@ import { Bitrix24Error, PortalUnavailableError } from '../bitrix24/errors.js';
 import type { Chat2DeskFullMessage } from '../chat2desk/client.js';
 import { dialogUrl } from '../chat2desk/links.js';
 import { parseChat2DeskTime, showChat2DeskTime } from '../chat2desk/times.js';
-import type { Claim, Settled } from '../jobs/ledger.js';
+import type { Claim, EffectCheck, Settled } from '../jobs/ledger.js';
 import { loadTemplate } from '../templates.js';
 import { RobotFailure, localized, type Activity, type PropertyDefinition, type RobotOutcome, type RobotRun } from './activity.js';
 import { DIALOG_TARGET_REQUIRED, dialogTargetEntries, dialogTargetProperties, hasDialogTarget, resolveDialog, type DialogTarget } from './dialog-target.js';
@@ -56,6 +56,7 @@ export const logDialog: Activity<typeof schema> = {
   returnProperties,
   schema,
   run: (run, properties) => log(run, properties),
+  settle,
   failed: (error) => ({
     returnValues: { status: 'failed', error, comment_id: '', dialog_id: '' },
     logMessage: `Chat2Desk dialog not logged to the timeline: ${error}`,
@@ -73,32 +74,64 @@ async function log(run: RobotRun, props: Properties): Promise<RobotOutcome> {
     return { returnValues: { status: 'not_found', error, comment_id: '', dialog_id: '' }, logMessage: `Chat2Desk dialog not logged to the timeline: ${error}` };
   }
   const dialogId = target.dialog.id;
+
+  // One comment per dialog and document, whichever run writes it (src/jobs/ledger.ts).
+  const check = commentCheck(run, owner, dialogId);
+  const recorded = await run.ledger.peek<WrittenComment>(check.key);
+  if (recorded?.state === 'done') return loggedOutcome(owner, dialogId, recorded.value.commentId, true);
+
+  const comment = renderComment(await commentView(run, target, props.transcript)).trim();
+  const { value, earlier } = await run.ledger.once<WrittenComment>({
+    ...check,
+    intent: {},
+    busy: `another run is writing the timeline comment for Chat2Desk dialog ${dialogId} right now`,
+    act: async () => ({ commentId: await addComment(run, owner, comment) }),
+    refused: (error) =>
+      error instanceof RobotFailure || error instanceof PortalUnavailableError || (error instanceof Bitrix24Error && (error.refusedForLoad || error.expiredToken)),
+  });
+  return loggedOutcome(owner, dialogId, value.commentId, earlier);
+}
+
+const commentKey = (owner: TimelineOwner, dialogId: number) => `comment:${dialogId}:${owner.entityType}:${owner.entityId}`;
+
+function commentCheck(run: RobotRun, owner: TimelineOwner, dialogId: number): EffectCheck<WrittenComment> {
+  return {
+    key: commentKey(owner, dialogId),
+    inDoubt: `the timeline comment for Chat2Desk dialog ${dialogId} may already be on the timeline`,
+    unreachable: `could not check the timeline for the comment on Chat2Desk dialog ${dialogId}: it may already be there`,
+    settle: (claim) => findComment(run, owner, dialogId, claim),
+  };
+}
+
+function loggedOutcome(owner: TimelineOwner, dialogId: number, commentId: number, earlier: boolean): RobotOutcome {
   const where = `${owner.entityType.replace(/_\d+$/, '')} ${owner.entityId}`;
-  const logged = (commentId: number, earlier: boolean): RobotOutcome => ({
+  return {
     returnValues: { status: 'ok', error: '', comment_id: commentId, dialog_id: dialogId },
     logMessage: earlier
       ? `Chat2Desk dialog ${dialogId} was already logged to the timeline of ${where} as comment ${commentId}; nothing new written`
       : `Chat2Desk dialog ${dialogId} logged to the timeline of ${where} as comment ${commentId}`,
-  });
+  };
+}
 
-  // One comment per dialog and document, whichever run writes it (src/jobs/ledger.ts).
-  const key = `comment:${dialogId}:${owner.entityType}:${owner.entityId}`;
-  const recorded = await run.ledger.peek<WrittenComment>(key);
-  if (recorded?.state === 'done') return logged(recorded.value.commentId, true);
-
-  const comment = renderComment(await commentView(run, target, props.transcript)).trim();
-  const { value, earlier } = await run.ledger.once<WrittenComment>({
-    key,
-    intent: {},
-    busy: `another run is writing the timeline comment for Chat2Desk dialog ${dialogId} right now`,
-    inDoubt: `the timeline comment for Chat2Desk dialog ${dialogId} may already be on the timeline`,
-    unreachable: `could not check the timeline for the comment on Chat2Desk dialog ${dialogId}: it may already be there`,
-    act: async () => ({ commentId: await addComment(run, owner, comment) }),
-    refused: (error) =>
-      error instanceof RobotFailure || error instanceof PortalUnavailableError || (error instanceof Bitrix24Error && (error.refusedForLoad || error.expiredToken)),
-    settle: (claim) => findComment(run, owner, dialogId, claim),
-  });
-  return logged(value.commentId, earlier);
+/**
+ * At give-up: a comment write whose answer was lost may be on the timeline; if so, the run
+ * succeeded. When that cannot be told, the run fails saying the comment may already be there.
+ */
+async function settle(run: RobotRun): Promise<RobotOutcome | undefined> {
+  const owner = timelineOwner(run.documentId);
+  if (!owner) return undefined;
+  for (const key of await run.ledger.held()) {
+    const dialogId = Number(key.match(/^comment:(\d+):/)?.[1]);
+    if (!Number.isSafeInteger(dialogId) || key !== commentKey(owner, dialogId)) continue;
+    try {
+      const written = await run.ledger.settle(commentCheck(run, owner, dialogId));
+      if (written) return loggedOutcome(owner, dialogId, written.commentId, true);
+    } catch (error) {
+      if (error instanceof RobotFailure) return logDialog.failed(error.message);
+      throw error;
+    }
+  }
+  return undefined;
 }
 
 interface WrittenComment {

@@ -94,6 +94,16 @@ export class EffectStore {
       .run();
   }
 
+  /** Keys of the claims `owner` holds and has not recorded: its effects in doubt. */
+  async heldBy(memberId: string, owner: string): Promise<string[]> {
+    const rows = this.db
+      .select({ key: effects.effectKey })
+      .from(effects)
+      .where(and(eq(effects.memberId, memberId), eq(effects.owner, owner), eq(effects.state, 'claimed')))
+      .all();
+    return rows.map((row) => row.key);
+  }
+
   /**
    * Effects keyed to one run (`run:<job public id>:…`) matter only while that run may still be
    * retried or asked about; once its job is pruned they go too. Effects keyed to what they did

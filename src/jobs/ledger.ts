@@ -65,6 +65,8 @@ export interface Ledger {
    * or surely did not happen (or another live run holds it); EffectInDoubtError if it cannot tell.
    */
   settle<T>(check: EffectCheck<T>): Promise<T | undefined>;
+  /** Keys of this run's claims whose outcome is not recorded: what a run given up must settle. */
+  held(): Promise<string[]>;
   /** What the ledger holds under the key, without acting or settling. */
   peek<T>(key: string): Promise<Recorded<T> | undefined>;
 }
@@ -168,6 +170,8 @@ export function bindLedger(store: EffectStore, binding: LedgerBinding): Ledger {
       await store.record(memberId, check.key, owner, JSON.stringify(settled.found));
       return settled.found;
     },
+
+    held: () => store.heldBy(memberId, owner),
 
     async peek<T>(key: string) {
       const row = await store.find(memberId, key);
