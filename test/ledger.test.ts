@@ -136,6 +136,9 @@ describe('the exactly-once ledger', () => {
       });
       await expect(ledgerOf('run-1').once(spec)).rejects.toThrow('Chat2Desk is down');
       expect(row()).toMatchObject({ state: 'claimed', leaseUntil: 0 });
+      // What a run being given up has to settle: its own claims in doubt, nobody else's.
+      expect(await ledgerOf('run-1').held()).toEqual(['run:run-1:message']);
+      expect(await ledgerOf('run-2').held()).toEqual([]);
       await expect(ledgerOf('run-1').settle(spec)).rejects.toThrow('could not check: it may already have happened (Chat2Desk is down)');
       expect(calls).toEqual({ act: 1, settle: 2 });
     });
