@@ -19,7 +19,7 @@ import type { DialogDirectory } from './chat2desk/directory.js';
 import { Chat2DeskWebhooks } from './chat2desk/webhooks.js';
 import { CacheStore } from './db/cache.js';
 import { Chat2DeskRateStore } from './db/chat2desk-rates.js';
-import { TimelineLogStore } from './db/timeline-logs.js';
+import { EffectStore } from './db/effects.js';
 import { WebhookStore } from './db/webhooks.js';
 import { BackgroundTasks } from './background.js';
 import type { Config } from './config.js';
@@ -121,8 +121,9 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
       return connection.usable ? connection.directory.api.channels() : [];
     },
   });
+  const effects = new EffectStore(database.db, clock);
   const kinds = new JobKinds([
-    robotKind({ jobs, portals, rest, users: new BitrixUsers(rest, clock), timelineLogs: new TimelineLogStore(database.db), chat2desk, robots }),
+    robotKind({ jobs, portals, rest, users: new BitrixUsers(rest, clock), effects, clock, chat2desk, robots }),
     registerAppKind({ portals, registration, clock }),
     ...(options.extraKinds ?? []),
   ]);
@@ -184,7 +185,9 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     const jobsRemoved = await jobs.pruneFinished(now - FINISHED_JOB_RETENTION_MS);
     const cacheRows = await cache.pruneOlderThan(now - 2 * 24 * 3600_000);
     const deliveries = await chat2deskWebhooks.pruneDeliveries();
-    if (jobsRemoved + cacheRows + deliveries > 0) log.info({ jobsRemoved, cacheRows, deliveries }, 'old rows pruned');
+    // A run's own effects go with its job (src/db/effects.ts).
+    const runEffects = await effects.pruneRunEffects(now - FINISHED_JOB_RETENTION_MS);
+    if (jobsRemoved + cacheRows + deliveries + runEffects > 0) log.info({ jobsRemoved, cacheRows, deliveries, runEffects }, 'old rows pruned');
   }, log);
   const server: ServerType = await new Promise((resolve) => {
     const started = serve({ fetch: app.fetch, port: config.port, hostname: options.hostname }, () => resolve(started));

@@ -35,7 +35,7 @@ describe('upgrading a live database to job kinds', () => {
   });
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
-  it('carries robot jobs in flight over: a repeated event token is still a duplicate, and the checkpoint stays', async () => {
+  it('carries robot jobs in flight over: a repeated event token is still a duplicate (checkpoints move into the ledger: test/upgrade.test.ts)', async () => {
     const file = join(dir, 'app.db');
     const old = databaseBeforeKinds(file, dir);
     const insert = old.prepare(
@@ -48,7 +48,7 @@ describe('upgrading a live database to job kinds', () => {
 
     const database = openDatabase(file);
     try {
-      const rows = database.sqlite.prepare('select kind, dedup_key, event_token, input, state, started_at, checkpoint from jobs order by id').all();
+      const rows = database.sqlite.prepare('select kind, dedup_key, event_token, input, state, started_at from jobs order by id').all();
       expect(rows).toEqual([
         {
           kind: 'robot',
@@ -57,7 +57,6 @@ describe('upgrading a live database to job kinds', () => {
           input: '{"phone":"79161234567","text":"hi"}',
           state: 'running',
           started_at: 1000,
-          checkpoint: '{"attemptAt":950}',
         },
         {
           kind: 'robot',
@@ -66,7 +65,6 @@ describe('upgrading a live database to job kinds', () => {
           input: '{"phone":"79161234567","text":"hi"}',
           state: 'queued',
           started_at: null,
-          checkpoint: '{}',
         },
       ]);
       const jobs = new JobStore(database.db, systemClock);

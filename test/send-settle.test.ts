@@ -102,6 +102,50 @@ describe('settling a send whose answer was lost', () => {
   });
 });
 
+describe('settling write first and attachments', () => {
+  let stack: Stack | undefined;
+  afterEach(async () => {
+    await stack?.close();
+    stack = undefined;
+  });
+
+  it('finds a written-first client whose creation lost its answer by phone, creates no second, and sends the way it was created', { timeout: 60_000 }, async () => {
+    stack = await startStack();
+    await installAndConfigure(stack);
+    const created = stack.c2d.holdNext({ method: 'POST', path: '/clients' });
+    const call = await stack.b24.callRobot({ code: 'c2d_send_message', properties: { phone: '+7 916 765-43-21', text: 'Hello!', transport: 'whatsapp' } });
+    await created.arrived;
+    // Chat2Desk stored the first POST /clients and its answer is lost; the client's own four
+    // retries (harmless: "already exists" names the id) do not get through either.
+    stack.c2d.failNext({ method: 'POST', path: '/clients' }, 'network', 4);
+    created.lose();
+    const event = await eventually(() => stack!.b24.sentEvents.find((item) => item.eventToken === call.eventToken), 30_000, 'result');
+    const clients = stack.c2d.account().clients.filter((item) => item.phone === '79167654321');
+    expect(clients).toHaveLength(1);
+    expect(event.returnValues).toMatchObject({ status: 'sent', client_id: String(clients[0]!.id), transport: 'whatsapp', channel_id: '17404' });
+    const calls = stack.c2d.calls.map((item) => `${item.method} ${item.path}`);
+    // Looked up by phone before anything else was done again (docs/protocols.md C3).
+    expect(calls.filter((item) => item === 'POST /clients')).toHaveLength(5);
+    expect(calls.lastIndexOf('GET /clients')).toBeGreaterThan(calls.lastIndexOf('POST /clients'));
+    expect(robotSends(stack.c2d).map((item) => item.body)).toEqual([expect.objectContaining({ transport: 'whatsapp', channel_id: 17404 })]);
+  });
+
+  it('fails saying the message may have been sent when only an attachment went out and Chat2Desk shows no external_id, and never sends it again', async () => {
+    stack = await startStack({ c2d: { echoExternalId: false } });
+    await installAndConfigure(stack);
+    stack.c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404 });
+    const answer = stack.c2d.holdNext({ method: 'POST', path: '/messages' });
+    const call = await stack.b24.callRobot({ code: 'c2d_send_message', properties: { phone: '79161234567', attachment: 'https://files.example/offer.pdf' } });
+    await answer.arrived;
+    answer.lose();
+    const event = await eventually(() => stack!.b24.sentEvents.find((item) => item.eventToken === call.eventToken), 20_000, 'result');
+    expect(event.returnValues.status).toBe('failed');
+    expect(String(event.returnValues.error)).toContain('it may already have been sent, so it is not sent again');
+    expect(robotSends(stack.c2d)).toHaveLength(1);
+    expect(stack.c2d.account().messages).toHaveLength(1);
+  });
+});
+
 describe('jobs interrupted by a crash', () => {
   it('are queued again ahead of the whole backlog, so what they did is settled first', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'c2d-b24-requeue-'));

@@ -4,7 +4,7 @@ import type { BitrixUser } from '../bitrix24/users.js';
 import type { Chat2DeskApi, Chat2DeskChannel } from '../chat2desk/client.js';
 import type { DialogDirectory } from '../chat2desk/directory.js';
 import type { Portal } from '../db/portals.js';
-import type { TimelineLogStore } from '../db/timeline-logs.js';
+import type { Ledger } from '../jobs/ledger.js';
 import type { Logger } from '../log.js';
 import type { PortalSettings } from '../portal-settings.js';
 
@@ -51,16 +51,14 @@ export interface RobotRun {
   directory: DialogDirectory;
   bitrix24: PortalRest;
   users: PortalUsers;
-  /** Which timeline comments the log robot already wrote. */
-  timelineLogs: TimelineLogStore;
   documentId: string[];
   /** Unique per run; sent to Chat2Desk as external_id. */
   runId: string;
   /** When Bitrix24's call was accepted (not when this attempt started). */
   acceptedAt: number;
   attempt: number;
-  checkpoint: Record<string, unknown>;
-  saveCheckpoint(checkpoint: Record<string, unknown>): Promise<void>;
+  /** Effects that must happen at most once (a message, a comment), bound to this portal and run. */
+  ledger: Ledger;
   log: Logger;
 }
 

@@ -4,8 +4,7 @@ import { Bitrix24Error, PortalUnavailableError } from '../bitrix24/errors.js';
 import type { Chat2DeskFullMessage } from '../chat2desk/client.js';
 import { dialogUrl } from '../chat2desk/links.js';
 import { parseChat2DeskTime, showChat2DeskTime } from '../chat2desk/times.js';
-import type { TimelineLogStore } from '../db/timeline-logs.js';
-import { delay } from '../rate-limit.js';
+import type { Claim, EffectCheck, Settled } from '../jobs/ledger.js';
 import { loadTemplate } from '../templates.js';
 import { RobotFailure, localized, type Activity, type PropertyDefinition, type RobotOutcome, type RobotRun } from './activity.js';
 import { DIALOG_TARGET_REQUIRED, dialogTargetEntries, dialogTargetProperties, hasDialogTarget, resolveDialog, type DialogTarget } from './dialog-target.js';
@@ -21,17 +20,15 @@ const schema = v.pipe(
 
 type Properties = v.InferOutput<typeof schema>;
 
-interface Checkpoint {
-  /** `dialogId|documentKey`, saved before the claim: a pending claim with this key is this run's own earlier attempt. */
-  commentClaim?: string;
-}
-
 /** A long dialog's transcript is cut here; the comment says how many messages were left out. */
 const TRANSCRIPT_LIMIT = 500;
-/** How long a run waits for another run that is writing the same comment right now. */
-const WAIT_FOR_OTHER_RUN_MS = 20_000;
-/** A claim without a comment id older than this belongs to a run that will not finish (longer than a job's lease). */
-const ABANDONED_CLAIM_MS = 15 * 60_000;
+/**
+ * How much earlier than our attempt Bitrix24 may stamp a comment (clock skew between us and the
+ * portal): settling pages back through the timeline this much further.
+ */
+const CLOCK_SKEW_MS = 5 * 60_000;
+/** crm.timeline.comment.list answers pages of 50 (docs/protocols.md B10). */
+const COMMENT_PAGE = 50;
 
 const returnProperties: Record<string, PropertyDefinition> = {
   status: { name: localized('Status (ok, not_found or failed)', 'Статус (ok, not_found или failed)', 'Estado (ok, not_found o failed)'), type: 'string' },
@@ -59,6 +56,7 @@ export const logDialog: Activity<typeof schema> = {
   returnProperties,
   schema,
   run: (run, properties) => log(run, properties),
+  settle,
   failed: (error) => ({
     returnValues: { status: 'failed', error, comment_id: '', dialog_id: '' },
     logMessage: `Chat2Desk dialog not logged to the timeline: ${error}`,
@@ -66,9 +64,6 @@ export const logDialog: Activity<typeof schema> = {
 };
 
 async function log(run: RobotRun, props: Properties): Promise<RobotOutcome> {
-  // Calls accepted before a write's outcome became unknown must not write; later ones may.
-  const runStartedAt = run.acceptedAt;
-  const store = run.timelineLogs;
   const owner = timelineOwner(run.documentId);
   if (!owner) {
     throw new RobotFailure(`the timeline comment can go only to a CRM lead, deal, contact, company or smart-process item; this workflow runs on ${run.documentId.join(' / ')}`);
@@ -78,76 +73,76 @@ async function log(run: RobotRun, props: Properties): Promise<RobotOutcome> {
     const error = props.dialog_id ? `Chat2Desk dialog ${props.dialog_id} not found` : 'the client has no Chat2Desk dialog';
     return { returnValues: { status: 'not_found', error, comment_id: '', dialog_id: '' }, logMessage: `Chat2Desk dialog not logged to the timeline: ${error}` };
   }
-  const slot: CommentSlot = { store, memberId: run.portal.memberId, dialogId: target.dialog.id, documentKey: `${owner.entityType}:${owner.entityId}` };
-  const where = `${owner.entityType.replace(/_\d+$/, '')} ${owner.entityId}`;
-  const logged = (commentId: number, earlier: boolean): RobotOutcome => ({
-    returnValues: { status: 'ok', error: '', comment_id: commentId, dialog_id: slot.dialogId },
-    logMessage: earlier
-      ? `Chat2Desk dialog ${slot.dialogId} was already logged to the timeline of ${where} as comment ${commentId}; nothing new written`
-      : `Chat2Desk dialog ${slot.dialogId} logged to the timeline of ${where} as comment ${commentId}`,
-  });
+  const dialogId = target.dialog.id;
 
-  const written = slot.store.find(slot.memberId, slot.dialogId, slot.documentKey)?.commentId;
-  if (written !== undefined && written !== null) return logged(written, true);
+  // One comment per dialog and document, whichever run writes it (src/jobs/ledger.ts).
+  const check = commentCheck(run, owner, dialogId);
+  const recorded = await run.ledger.peek<WrittenComment>(check.key);
+  if (recorded?.state === 'done') return loggedOutcome(owner, dialogId, recorded.value.commentId, true);
 
   const comment = renderComment(await commentView(run, target, props.transcript)).trim();
-  const checkpoint = run.checkpoint as Checkpoint;
-  const claimKey = `${slot.dialogId}|${slot.documentKey}`;
-  const ownEarlierAttempt = checkpoint.commentClaim === claimKey;
-  if (!ownEarlierAttempt) await run.saveCheckpoint({ ...checkpoint, commentClaim: claimKey });
-  const claim = await claimSlot(slot, ownEarlierAttempt, runStartedAt);
-  if (claim !== 'claimed') return logged(claim.commentId, true);
-
-  const commentId = await addComment(run, slot, owner, comment);
-  slot.store.saveCommentId(slot.memberId, slot.dialogId, slot.documentKey, commentId);
-  return logged(commentId, false);
+  const { value, earlier } = await run.ledger.once<WrittenComment>({
+    ...check,
+    intent: {},
+    busy: `another run is writing the timeline comment for Chat2Desk dialog ${dialogId} right now`,
+    act: async () => ({ commentId: await addComment(run, owner, comment) }),
+    refused: (error) =>
+      error instanceof RobotFailure || error instanceof PortalUnavailableError || (error instanceof Bitrix24Error && (error.refusedForLoad || error.expiredToken)),
+  });
+  return loggedOutcome(owner, dialogId, value.commentId, earlier);
 }
 
-interface CommentSlot {
-  store: TimelineLogStore;
-  memberId: string;
-  dialogId: number;
-  documentKey: string;
+const commentKey = (owner: TimelineOwner, dialogId: number) => `comment:${dialogId}:${owner.entityType}:${owner.entityId}`;
+
+function commentCheck(run: RobotRun, owner: TimelineOwner, dialogId: number): EffectCheck<WrittenComment> {
+  return {
+    key: commentKey(owner, dialogId),
+    inDoubt: `the timeline comment for Chat2Desk dialog ${dialogId} may already be on the timeline`,
+    unreachable: `could not check the timeline for the comment on Chat2Desk dialog ${dialogId}: it may already be there`,
+    settle: (claim) => findComment(run, owner, dialogId, claim),
+  };
 }
 
-/** A claim whose crm.timeline.comment.add got no usable answer (lost, or the process died meanwhile). */
-const UNKNOWN_OUTCOME =
-  'Bitrix24 gave no usable answer when the timeline comment was added, so the comment may already be on the timeline and is not written a second time; check the timeline, and run the robot again if it is missing';
-
-/** Takes the right to write the comment, or finds the comment another run wrote meanwhile. */
-async function claimSlot(slot: CommentSlot, ownEarlierAttempt: boolean, runStartedAt: number): Promise<'claimed' | { commentId: number }> {
-  const waitUntil = Date.now() + WAIT_FOR_OTHER_RUN_MS;
-  for (;;) {
-    if (slot.store.claim(slot.memberId, slot.dialogId, slot.documentKey)) return 'claimed';
-    const held = slot.store.find(slot.memberId, slot.dialogId, slot.documentKey);
-    if (!held) continue; // given back meanwhile: claim again
-    if (held.commentId !== null) return { commentId: held.commentId };
-    if (held.unknownSince !== null) {
-      if (runStartedAt <= held.unknownSince) throw new RobotFailure(UNKNOWN_OUTCOME);
-      slot.store.release(slot.memberId, slot.dialogId, slot.documentKey);
-      continue;
-    }
-    // This run's own claim from before a crash: the comment may or may not have been written.
-    // The claim is given back so that running the robot again, once someone has looked, writes it.
-    if (ownEarlierAttempt || held.createdAt < Date.now() - ABANDONED_CLAIM_MS) {
-      // Marked, not released: runs accepted meanwhile must not write; runs accepted later may.
-      slot.store.markUnknown(slot.memberId, slot.dialogId, slot.documentKey);
-      throw new RobotFailure(UNKNOWN_OUTCOME);
-    }
-    if (Date.now() > waitUntil) {
-      throw new RobotFailure(
-        `another run has been writing the timeline comment for Chat2Desk dialog ${slot.dialogId} since ${new Date(held.createdAt).toISOString()} and has not finished; not writing a second one`,
-      );
-    }
-    await delay(200);
-  }
+function loggedOutcome(owner: TimelineOwner, dialogId: number, commentId: number, earlier: boolean): RobotOutcome {
+  const where = `${owner.entityType.replace(/_\d+$/, '')} ${owner.entityId}`;
+  return {
+    returnValues: { status: 'ok', error: '', comment_id: commentId, dialog_id: dialogId },
+    logMessage: earlier
+      ? `Chat2Desk dialog ${dialogId} was already logged to the timeline of ${where} as comment ${commentId}; nothing new written`
+      : `Chat2Desk dialog ${dialogId} logged to the timeline of ${where} as comment ${commentId}`,
+  };
 }
 
 /**
- * crm.timeline.comment.add is not idempotent (docs/protocols.md B10), so it is never repeated
- * blindly: a refusal gives the claim back and fails, a lost answer fails with UNKNOWN_OUTCOME.
+ * At give-up: a comment write whose answer was lost may be on the timeline; if so, the run
+ * succeeded. When that cannot be told, the run fails saying the comment may already be there.
  */
-async function addComment(run: RobotRun, slot: CommentSlot, owner: TimelineOwner, comment: string): Promise<number> {
+async function settle(run: RobotRun): Promise<RobotOutcome | undefined> {
+  const owner = timelineOwner(run.documentId);
+  if (!owner) return undefined;
+  for (const key of await run.ledger.held()) {
+    const dialogId = Number(key.match(/^comment:(\d+):/)?.[1]);
+    if (!Number.isSafeInteger(dialogId) || key !== commentKey(owner, dialogId)) continue;
+    try {
+      const written = await run.ledger.settle(commentCheck(run, owner, dialogId));
+      if (written) return loggedOutcome(owner, dialogId, written.commentId, true);
+    } catch (error) {
+      if (error instanceof RobotFailure) return logDialog.failed(error.message);
+      throw error;
+    }
+  }
+  return undefined;
+}
+
+interface WrittenComment {
+  commentId: number;
+}
+
+/**
+ * crm.timeline.comment.add is not idempotent (docs/protocols.md B10). A refusal other than for load
+ * or an expired token will not change by waiting: the run fails with Bitrix24's words.
+ */
+async function addComment(run: RobotRun, owner: TimelineOwner, comment: string): Promise<number> {
   try {
     const result = await run.bitrix24.call<number | string>(
       'crm.timeline.comment.add',
@@ -156,22 +151,52 @@ async function addComment(run: RobotRun, slot: CommentSlot, owner: TimelineOwner
     );
     return Number(result);
   } catch (error) {
-    // Refused before running (limits, token, app gone): the worker retries or fails the run as for any
-    // call, and the next attempt claims afresh.
-    if (error instanceof PortalUnavailableError || (error instanceof Bitrix24Error && (error.refusedForLoad || error.expiredToken))) {
-      slot.store.release(slot.memberId, slot.dialogId, slot.documentKey);
-      await run.saveCheckpoint({ ...run.checkpoint, commentClaim: undefined });
-      throw error;
-    }
-    if (error instanceof Bitrix24Error && error.httpStatus < 500) {
-      slot.store.release(slot.memberId, slot.dialogId, slot.documentKey);
+    if (error instanceof Bitrix24Error && !error.refusedForLoad && !error.expiredToken && error.httpStatus < 500) {
       throw new RobotFailure(`Bitrix24 refused the timeline comment: ${error.code || 'error'}${error.description ? ` (${error.description})` : ''}`);
     }
-    // The comment may exist: the claim stays, marked, so a run already waiting for it does not write a
-    // second one; a run started later (someone checked the timeline and ran it again) may (see claimSlot).
-    slot.store.markUnknown(slot.memberId, slot.dialogId, slot.documentKey);
-    run.log.warn({ err: error instanceof Error ? error.message : String(error), dialogId: slot.dialogId }, 'timeline comment outcome unknown');
-    throw new RobotFailure(UNKNOWN_OUTCOME);
+    throw error;
+  }
+}
+
+/** The comment's first line names its dialog: how a comment of ours is recognised on the timeline. */
+function commentMarker(dialogId: number): string {
+  return `[b]Chat2Desk dialog ${dialogId}[/b]`;
+}
+
+interface ListedComment {
+  ID: string | number;
+  COMMENT?: string;
+  CREATED?: string;
+}
+
+/**
+ * Settles a comment write in doubt: pages through the owner's timeline comments, newest first
+ * (crm.timeline.comment.list, docs/protocols.md B10), back to the first attempt's time, looking for
+ * one whose first line names the dialog.
+ */
+async function findComment(run: RobotRun, owner: TimelineOwner, dialogId: number, claim: Claim): Promise<Settled<WrittenComment>> {
+  const marker = commentMarker(dialogId);
+  const since = claim.attemptAt - CLOCK_SKEW_MS;
+  for (let start = 0; ; start += COMMENT_PAGE) {
+    let page: ListedComment[];
+    try {
+      page = await run.bitrix24.call<ListedComment[]>(
+        'crm.timeline.comment.list',
+        { filter: { ENTITY_ID: owner.entityId, ENTITY_TYPE: owner.entityType }, select: ['ID', 'COMMENT', 'CREATED'], order: { ID: 'DESC' }, start },
+        { idempotent: true },
+      );
+    } catch (error) {
+      // Refused for good (access, an owner type the list does not know): waiting will not tell either.
+      if (error instanceof Bitrix24Error && !error.refusedForLoad && !error.expiredToken && error.httpStatus < 500) return 'unknown';
+      throw error;
+    }
+    const comments = Array.isArray(page) ? page : [];
+    for (const item of comments) {
+      const text = item.COMMENT ?? '';
+      if (text === marker || text.startsWith(`${marker} `) || text.startsWith(`${marker}\n`)) return { found: { commentId: Number(item.ID) } };
+    }
+    const oldest = comments.at(-1)?.CREATED;
+    if (comments.length < COMMENT_PAGE || (oldest !== undefined && Date.parse(oldest) < since)) return 'absent';
   }
 }
 

@@ -7,6 +7,7 @@ import { Chat2DeskError } from '../chat2desk/errors.js';
 import { parseChat2DeskTime } from '../chat2desk/times.js';
 import type { PortalSettings } from '../portal-settings.js';
 import { KNOWN_TRANSPORTS } from '../portal-settings.js';
+import type { Claim, EffectCheck, Settled } from '../jobs/ledger.js';
 import { RobotFailure, localized, type Activity, type PropertyDefinition, type RobotOutcome, type RobotRun } from './activity.js';
 import { phoneOrFail, requiredPhoneEntry, requiredPhoneProperty } from './phone-property.js';
 
@@ -43,15 +44,18 @@ const schema = v.pipe(
 
 type Properties = v.InferOutput<typeof schema>;
 
-interface Checkpoint {
-  clientId?: number;
-  writeFirst?: boolean;
+/** Who the message goes to; for write first, the client created and the route it was created on. */
+interface ClientChoice {
+  clientId: number;
+  writeFirst: boolean;
   /** Where write first created the client: the first message must go out the same way. */
-  route?: { channelId: number; transport: string };
-  /** Set before POST /messages: from then on a retry must first look for the message by external_id. */
-  sendAttempted?: boolean;
-  /** When POST /messages was first tried (ms): how far back a retry looks for the message. */
-  attemptAt?: number;
+  route?: { channelId: number; transport: string } | null;
+}
+
+/** What looking for the message later needs, stored with the claim before POST /messages. */
+interface SendIntent {
+  clientId: number;
+  externalId: string;
   /** SHA-256 of the text sent, to recognise the message when Chat2Desk does not show our external_id. */
   textDigest?: string;
 }
@@ -119,101 +123,157 @@ function channelOptions(channels: Chat2DeskChannel[]): Record<string, string> {
   return Object.fromEntries(channels.map((channel) => [String(channel.id), channel.phone ? `${channel.name} (${channel.phone})` : channel.name]));
 }
 
+/** The run's effects in the ledger (src/jobs/ledger.ts): both are the run's own, keyed by its id. */
+const clientKey = (run: RobotRun) => `run:${run.runId}:client`;
+const messageKey = (run: RobotRun) => `run:${run.runId}:message`;
+
+const MESSAGE_IN_DOUBT = 'Chat2Desk shows nothing that tells whether the message went out: it may already have been sent, so it is not sent again';
+const MESSAGE_UNREACHABLE = 'could not check with Chat2Desk whether the message went out: it may already have been sent';
+
 async function send(run: RobotRun, props: Properties): Promise<RobotOutcome> {
   const { settings, chat2desk } = run;
   const phone = phoneOrFail(props.phone, settings.defaultCountry);
-  const checkpoint = run.checkpoint as Checkpoint;
-  const externalId = `b24-${run.runId}`;
   const explicitChannel = props.channel_id ? Number(props.channel_id) : undefined;
+  const client = await chooseClient(run, phone.digits, explicitChannel, props.transport || undefined);
 
-  if (checkpoint.clientId === undefined) {
-    const [existing] = await run.directory.clientsByPhone(phone.digits);
-    if (existing) {
-      checkpoint.clientId = existing.id;
-      checkpoint.writeFirst = false;
-    } else {
-      const route = await writeFirstRoute(run.directory, settings, explicitChannel, props.transport || undefined);
-      const created = await run.directory.createClient({ phone: phone.digits, transport: route.transport, channel_id: route.channelId });
-      checkpoint.route = route;
-      checkpoint.clientId = created.id;
-      checkpoint.writeFirst = true;
-    }
-    await run.saveCheckpoint({ ...checkpoint });
-  }
-  const clientId = checkpoint.clientId;
-
-  // An earlier attempt may have reached Chat2Desk before the crash or the lost answer.
-  let sent = checkpoint.sendAttempted ? await sentEarlier(run, clientId) : undefined;
-  if (!sent) {
-    // A new client has no "last message" for Chat2Desk to take the route from (docs/protocols.md C2).
-    const transport = props.transport || checkpoint.route?.transport || (checkpoint.writeFirst ? (settings.defaultTransport ?? undefined) : undefined);
-    const channelId = explicitChannel ?? checkpoint.route?.channelId ?? (checkpoint.writeFirst ? (settings.defaultChannelId ?? undefined) : undefined);
-    checkpoint.sendAttempted = true;
-    // The first attempt's time: a later one looks back to it, so it is kept.
-    checkpoint.attemptAt ??= Date.now();
-    if (props.text) checkpoint.textDigest = digest(props.text);
-    await run.saveCheckpoint({ ...checkpoint });
-    try {
-      sent = await chat2desk.sendMessage({
-        client_id: clientId,
-        ...(props.text ? { text: props.text } : {}),
-        ...(props.attachment ? { attachment: props.attachment } : {}),
-        ...(transport ? { transport } : {}),
-        ...(channelId ? { channel_id: channelId } : {}),
-        open_dialog: yes(props.open_dialog),
-        external_id: externalId,
-      });
-    } catch (error) {
-      if (error instanceof Chat2DeskError && !error.transient) throw new RobotFailure(`Chat2Desk refused the message: ${error.apiMessage}`);
-      throw error;
-    }
-  }
-  return sentOutcome(sent, clientId, checkpoint.writeFirst === true);
+  // A new client has no "last message" for Chat2Desk to take the route from (docs/protocols.md C2).
+  const transport = props.transport || client.route?.transport || (client.writeFirst ? (settings.defaultTransport ?? undefined) : undefined);
+  const channelId = explicitChannel ?? client.route?.channelId ?? (client.writeFirst ? (settings.defaultChannelId ?? undefined) : undefined);
+  const intent: SendIntent = { clientId: client.clientId, externalId: `b24-${run.runId}`, ...(props.text ? { textDigest: digest(props.text) } : {}) };
+  const { value: sent } = await run.ledger.once<SentMessage>({
+    ...messageCheck(run),
+    intent: { ...intent },
+    busy: 'another attempt of this run is sending the message',
+    // POST /messages is never repeated blindly (docs/protocols.md C2): an attempt in doubt is settled first.
+    act: async () => {
+      try {
+        return await chat2desk.sendMessage({
+          client_id: client.clientId,
+          ...(props.text ? { text: props.text } : {}),
+          ...(props.attachment ? { attachment: props.attachment } : {}),
+          ...(transport ? { transport } : {}),
+          ...(channelId ? { channel_id: channelId } : {}),
+          open_dialog: yes(props.open_dialog),
+          external_id: intent.externalId,
+        });
+      } catch (error) {
+        if (error instanceof Chat2DeskError && !error.transient) throw new RobotFailure(`Chat2Desk refused the message: ${error.apiMessage}`);
+        throw error;
+      }
+    },
+    refused: refusedBeforeActing,
+  });
+  return sentOutcome(sent, client.clientId, client.writeFirst);
 }
 
 /**
- * The message this run sent in an earlier attempt, undefined if there is none. Pages back through
- * the client's outgoing messages to the first attempt's time, however many came since (later runs,
- * operators' replies): by external_id, else (Chat2Desk may not echo it) by the same text within that
- * time, on a message that carries no other external_id.
+ * Chat2Desk refused the request (validation, token, a request we could not build) or refused it for
+ * load, which we take to mean it did nothing (assumption, docs/protocols.md C1). Anything else (a
+ * network failure, a 5xx, a timeout) may have happened.
  */
-async function sentEarlier(run: RobotRun, clientId: number): Promise<SentMessage | undefined> {
-  const externalId = `b24-${run.runId}`;
-  const checkpoint = run.checkpoint as Checkpoint;
-  // A checkpoint written before attemptAt existed: the call's acceptance is earlier than any attempt.
-  const since = (checkpoint.attemptAt ?? run.acceptedAt) - CLOCK_SKEW_MS;
+function refusedBeforeActing(error: unknown): boolean {
+  return error instanceof RobotFailure || (error instanceof Chat2DeskError && (!error.transient || error.kind === 'rate_limit'));
+}
+
+/**
+ * The client the message goes to: the one Chat2Desk has for the number, else one created for it
+ * (write first). Creating is an effect in the ledger: a retry after a lost answer finds the client
+ * by phone instead of creating a second one, and sends the way it was created.
+ */
+async function chooseClient(run: RobotRun, phoneDigits: string, channelId: number | undefined, transport: string | undefined): Promise<ClientChoice> {
+  const pinned = await run.ledger.peek<ClientChoice>(clientKey(run));
+  if (pinned?.state === 'done') return pinned.value;
+  if (!pinned) {
+    const [existing] = await run.directory.clientsByPhone(phoneDigits);
+    if (existing) return { clientId: existing.id, writeFirst: false };
+  }
+  const route = pinned ? undefined : await writeFirstRoute(run.directory, run.settings, channelId, transport);
+  const routeOf = (claim: Claim) => (claim.intent.route as ClientChoice['route']) ?? route ?? null;
+  const { value } = await run.ledger.once<ClientChoice>({
+    key: clientKey(run),
+    intent: { route },
+    busy: 'another attempt of this run is creating the Chat2Desk client',
+    inDoubt: `the Chat2Desk client for ${phoneDigits} may already have been created`,
+    unreachable: `could not check with Chat2Desk whether the client for ${phoneDigits} was created`,
+    act: async (claim) => {
+      const created = await run.directory.createClient({ phone: phoneDigits, ...routeFields(routeOf(claim)) });
+      return { clientId: created.id, writeFirst: true, route: routeOf(claim) };
+    },
+    refused: refusedBeforeActing,
+    // Asked of Chat2Desk itself: the cache may still hold "no such client" from before the attempt.
+    settle: async (claim) => {
+      const [found] = await run.chat2desk.clientsByPhone(phoneDigits);
+      return found ? { found: { clientId: found.id, writeFirst: true, route: routeOf(claim) } } : 'absent';
+    },
+  });
+  return value;
+}
+
+function routeFields(route: ClientChoice['route']): { transport: string; channel_id?: number } {
+  if (!route) throw new RobotFailure('the route the Chat2Desk client was to be created on is not known any more; run the robot again');
+  return { transport: route.transport, channel_id: route.channelId };
+}
+
+/** How the message of this run is looked for when its send is in doubt. */
+function messageCheck(run: RobotRun): EffectCheck<SentMessage> {
+  return { key: messageKey(run), inDoubt: MESSAGE_IN_DOUBT, unreachable: MESSAGE_UNREACHABLE, settle: (claim) => findSent(run, claim) };
+}
+
+/**
+ * The message an earlier attempt sent. Pages back through the client's outgoing messages to the
+ * first attempt's time, however many came since (later runs, operators' replies): by external_id,
+ * else (Chat2Desk may not echo it) by the same text within that time, on a message that carries no
+ * other external_id. Not found is certain when the text could have matched, or when Chat2Desk was
+ * seen echoing external ids; an attachment alone without that is unknown.
+ */
+async function findSent(run: RobotRun, claim: Claim): Promise<Settled<SentMessage>> {
+  try {
+    return await lookForSent(run, claim);
+  } catch (error) {
+    // Refused for good (the token revoked, the client gone): waiting will not tell either.
+    if (error instanceof Chat2DeskError && !error.transient) return 'unknown';
+    throw error;
+  }
+}
+
+async function lookForSent(run: RobotRun, claim: Claim): Promise<Settled<SentMessage>> {
+  const intent = claim.intent as unknown as SendIntent;
+  const since = claim.attemptAt - CLOCK_SKEW_MS;
   let sameText: Chat2DeskMessage | undefined;
-  for await (const page of run.chat2desk.messagesToClient(clientId)) {
+  let echoSeen = false;
+  for await (const page of run.chat2desk.messagesToClient(intent.clientId)) {
     for (const message of page) {
-      if (carriesExternalId(message, externalId)) return fromListedMessage(message, clientId);
+      if (carriesExternalId(message, intent.externalId)) return { found: fromListedMessage(message, intent.clientId) };
+      echoSeen ||= carriesAnyExternalId(message);
       const at = parseChat2DeskTime(message.created);
-      const candidate = !sameText && checkpoint.textDigest !== undefined && !carriesAnyExternalId(message) && (at === undefined || at >= since);
-      if (candidate && message.text && digest(message.text.trim()) === checkpoint.textDigest) {
-        sameText = message;
-      }
+      const candidate = !sameText && intent.textDigest !== undefined && !carriesAnyExternalId(message) && (at === undefined || at >= since);
+      if (candidate && message.text && digest(message.text.trim()) === intent.textDigest) sameText = message;
     }
     const oldest = parseChat2DeskTime(page.at(-1)?.created);
     if (oldest !== undefined && oldest < since) break;
   }
-  if (sameText) run.log.warn({ messageId: sameText.id }, 'earlier send found by its text: Chat2Desk did not show our external_id');
-  return sameText ? fromListedMessage(sameText, clientId) : undefined;
+  if (sameText) {
+    run.log.warn({ messageId: sameText.id }, 'earlier send found by its text: Chat2Desk did not show our external_id');
+    return { found: fromListedMessage(sameText, intent.clientId) };
+  }
+  return intent.textDigest !== undefined || echoSeen ? 'absent' : 'unknown';
 }
 
 /**
- * At give-up: a send whose answer was lost may have gone out; if so, the run succeeded. When
- * Chat2Desk cannot be asked, the run fails saying so rather than claiming nothing was sent.
+ * At give-up: a send whose answer was lost may have gone out; if so, the run succeeded. When it
+ * cannot be told, the run fails saying the message may already have been sent.
  */
 async function settle(run: RobotRun): Promise<RobotOutcome | undefined> {
-  const checkpoint = run.checkpoint as Checkpoint;
-  if (!checkpoint.sendAttempted || checkpoint.clientId === undefined) return undefined;
   let sent: SentMessage | undefined;
   try {
-    sent = await sentEarlier(run, checkpoint.clientId);
+    sent = await run.ledger.settle(messageCheck(run));
   } catch (error) {
-    const reason = error instanceof Error ? error.message : String(error);
-    return sendMessage.failed(`could not check with Chat2Desk whether the message went out: it may already have been sent (${reason})`);
+    if (error instanceof RobotFailure) return sendMessage.failed(error.message);
+    throw error;
   }
-  return sent ? sentOutcome(sent, checkpoint.clientId, checkpoint.writeFirst === true) : undefined;
+  if (!sent) return undefined;
+  const client = await run.ledger.peek<ClientChoice>(clientKey(run));
+  return sentOutcome(sent, sent.client_id, client?.state === 'done' && client.value.writeFirst);
 }
 
 function sentOutcome(sent: SentMessage, clientId: number, wroteFirst: boolean): RobotOutcome {

@@ -41,7 +41,7 @@ export type ConfirmationRow = Pick<JobRow, 'id' | 'memberId' | 'eventToken' | 'r
 /** A job whose turn has come, as the dispatcher needs it: the run itself reads the full row when it claims it. */
 export type RunnableJob = Pick<JobRow, 'id' | 'memberId' | 'eventToken' | 'kind'>;
 
-/** What reporting a result needs of its job: not the call's input or the run's checkpoint (up to ~256 KB). */
+/** What reporting a result needs of its job: not the call's input (up to ~256 KB). */
 export type ReportRow = Pick<JobRow, 'id' | 'memberId' | 'eventToken' | 'returnValues' | 'logMessage' | 'runAt' | 'reportAttempts' | 'finishedAt' | 'createdAt'>;
 
 /** Where a finished job goes: its result waits to be reported (robots), or it is done. */
@@ -308,14 +308,6 @@ export class JobStore {
       .where(and(eq(jobs.id, id), eq(jobs.state, 'queued')))
       .returning()
       .get();
-  }
-
-  async saveCheckpoint(id: number, checkpoint: Record<string, unknown>): Promise<void> {
-    this.db
-      .update(jobs)
-      .set({ checkpoint: JSON.stringify(checkpoint), updatedAt: this.clock.now() })
-      .where(eq(jobs.id, id))
-      .run();
   }
 
   /** Only a running job moves on: one cancelled meanwhile (uninstall) stays cancelled. */

@@ -67,8 +67,6 @@ export const jobs = sqliteTable(
     confirmAttempts: integer('confirm_attempts').notNull().default(0),
     /** When the portal confirmed the call (bizproc.activity.log accepted its event token). */
     confirmedAt: integer('confirmed_at'),
-    /** Progress that must survive a crash, e.g. that a message was handed to Chat2Desk. */
-    checkpoint: text('checkpoint').notNull().default('{}'),
     lastError: text('last_error'),
     /** The values returned to the workflow, status and error included (other kinds: their result). */
     returnValues: text('return_values'),
@@ -208,19 +206,33 @@ export const webhookDeliveries = sqliteTable(
   (table) => [uniqueIndex('webhook_deliveries_key').on(table.memberId, table.dedupKey), index('webhook_deliveries_account_time').on(table.accountKey, table.receivedAt)],
 );
 
-/** One timeline comment per (portal, dialog, document): the log robot never writes a second. */
-export const timelineLogs = sqliteTable(
-  'timeline_logs',
+/**
+ * The exactly-once ledger (src/jobs/ledger.ts): one row per effect that must not be repeated
+ * blindly (a message sent, a client created, a timeline comment), keyed per portal. A run claims the
+ * key before it acts and records the result after; a claim whose outcome is unknown is settled by
+ * looking for the effect before anyone acts again.
+ */
+export const effects = sqliteTable(
+  'effects',
   {
     memberId: text('member_id').notNull(),
-    dialogId: integer('dialog_id').notNull(),
-    documentKey: text('document_key').notNull(),
-    commentId: integer('comment_id'),
+    effectKey: text('effect_key').notNull(),
+    /** claimed (an attempt is acting, or its outcome is unknown) | done (result recorded) */
+    state: text('state').notNull(),
+    /** The run (job public id) holding the claim; null when nobody does (carried over by a migration). */
+    owner: text('owner'),
+    /** Until then the owner is acting; after it (0: at once) the claim is in doubt and is settled by whoever comes next. */
+    leaseUntil: integer('lease_until').notNull().default(0),
+    /** When the first attempt to act began: settling looks back to it. */
+    attemptAt: integer('attempt_at').notNull(),
+    /** What settling looks for (JSON), written with the claim. */
+    intent: text('intent').notNull().default('{}'),
+    /** The recorded result (JSON), once done. */
+    result: text('result'),
     createdAt: integer('created_at').notNull(),
-    /** Set when crm.timeline.comment.add got no usable answer: the comment may or may not exist. */
-    unknownSince: integer('unknown_since'),
+    updatedAt: integer('updated_at').notNull(),
   },
-  (table) => [primaryKey({ columns: [table.memberId, table.dialogId, table.documentKey] })],
+  (table) => [primaryKey({ columns: [table.memberId, table.effectKey] })],
 );
 
 /** The request rate learned per Chat2Desk account (src/chat2desk/adaptive-rate.ts); written every few seconds at most. */

@@ -1,4 +1,5 @@
 import { RobotFailure } from '../activities/activity.js';
+import { EffectBusyError } from './ledger.js';
 import { Bitrix24Error, Bitrix24TransportError, OAuthError, PortalUnavailableError } from '../bitrix24/errors.js';
 import { Chat2DeskError } from '../chat2desk/errors.js';
 import type { JobRow } from '../db/jobs.js';
@@ -40,7 +41,9 @@ export function classifyFailure(error: unknown, job: Pick<JobRow, 'attempts' | '
   }
   const message = errorMessage(error);
   // OAuthError: the authorization server failed during a refresh (a refused grant arrives as PortalUnavailableError).
-  const expected = error instanceof Chat2DeskError || error instanceof Bitrix24Error || error instanceof Bitrix24TransportError || error instanceof OAuthError;
+  // EffectBusyError: another run holds the effect's claim (src/jobs/ledger.ts); this one tries again later.
+  const expected =
+    error instanceof Chat2DeskError || error instanceof Bitrix24Error || error instanceof Bitrix24TransportError || error instanceof OAuthError || error instanceof EffectBusyError;
   if (!expected && job.attempts >= policy.maxUnexpectedAttempts) return { action: 'give_up', message: `internal error after ${job.attempts} attempts: ${message}` };
   return retryWithBackoff(job, policy.now, message, expected);
 }

@@ -6,7 +6,9 @@ import type { BitrixUsers } from '../bitrix24/users.js';
 import type { Chat2DeskAccess } from '../chat2desk/access.js';
 import type { JobRow, JobStore } from '../db/jobs.js';
 import type { PortalStore } from '../db/portals.js';
-import type { TimelineLogStore } from '../db/timeline-logs.js';
+import type { EffectStore } from '../db/effects.js';
+import type { Clock } from '../clock.js';
+import { bindLedger } from './ledger.js';
 import type { Logger } from '../log.js';
 
 export interface RunContextDeps {
@@ -14,7 +16,9 @@ export interface RunContextDeps {
   portals: PortalStore;
   rest: Bitrix24Rest;
   users: BitrixUsers;
-  timelineLogs: TimelineLogStore;
+  /** The exactly-once ledger's rows; each run gets the ledger bound to its portal and job. */
+  effects: EffectStore;
+  clock: Clock;
   chat2desk: Chat2DeskAccess;
 }
 
@@ -43,7 +47,6 @@ export async function robotRunFor(deps: RunContextDeps, activity: Activity, job:
         call: (method, params, options) => deps.rest.call(portal.memberId, method, params, options),
         batch: (commands, options) => deps.rest.batch(portal.memberId, commands, options),
       },
-      timelineLogs: deps.timelineLogs,
       users: {
         byEmail: (email) => deps.users.byEmail(portal.memberId, email),
         byId: (id) => deps.users.byId(portal.memberId, id),
@@ -52,8 +55,7 @@ export async function robotRunFor(deps: RunContextDeps, activity: Activity, job:
       runId: job.publicId,
       acceptedAt: job.createdAt,
       attempt: job.attempts,
-      checkpoint: JSON.parse(job.checkpoint) as Record<string, unknown>,
-      saveCheckpoint: (checkpoint) => deps.jobs.saveCheckpoint(job.id, checkpoint),
+      ledger: bindLedger(deps.effects, { memberId: portal.memberId, owner: job.publicId, clock: deps.clock }),
       log,
     },
   };

@@ -744,4 +744,35 @@ describe('CRM (§10)', () => {
     const noOwner = await call('crm.timeline.comment.add', { fields: { ...request.fields, ENTITY_ID: 1 } });
     expect(noOwner).toMatchObject({ status: 400, body: { error: 'OWNER_NOT_FOUND' } });
   });
+
+  it("lists an owner's timeline comments in pages of 50, newest first when asked, and needs both filter fields", async () => {
+    const dealId = fake.seedDeal({ title: 'Order 2048' });
+    const otherDeal = fake.seedDeal({ title: 'Other' });
+    // In batches: 60 single calls would overrun the bucket (§4).
+    for (const from of [0, 30]) {
+      const cmd = Object.fromEntries(
+        Array.from({ length: 30 }, (_, j) => [`c${from + j}`, `crm.timeline.comment.add?fields[ENTITY_ID]=${dealId}&fields[ENTITY_TYPE]=deal&fields[COMMENT]=note%20${from + j}`]),
+      );
+      expect((await call('batch', { halt: 1, cmd })).status).toBe(200);
+    }
+    await call('crm.timeline.comment.add', { fields: { ENTITY_ID: otherDeal, ENTITY_TYPE: 'deal', COMMENT: 'elsewhere' } });
+    const filter = { ENTITY_ID: dealId, ENTITY_TYPE: 'deal' };
+    const first = await call('crm.timeline.comment.list', { filter, order: { ID: 'DESC' } });
+    expect(first.body).toMatchObject({ total: 60, next: 50 });
+    expect(first.body.result).toHaveLength(50);
+    expect(first.body.result[0]).toEqual({
+      ID: expect.any(String),
+      ENTITY_ID: String(dealId),
+      ENTITY_TYPE: 'deal',
+      CREATED: expect.stringMatching(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00$/),
+      COMMENT: 'note 59',
+      AUTHOR_ID: expect.any(String),
+      FILES: {},
+    });
+    const second = await call('crm.timeline.comment.list', { filter, order: { ID: 'DESC' }, start: 50 });
+    expect(second.body.result.map((item: { COMMENT: string }) => item.COMMENT)).toEqual(Array.from({ length: 10 }, (_, i) => `note ${9 - i}`));
+    expect(second.body.next).toBeUndefined();
+    const missing = await call('crm.timeline.comment.list', { filter: { ENTITY_ID: dealId } });
+    expect(missing.status).toBe(400);
+  });
 });

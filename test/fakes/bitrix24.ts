@@ -159,6 +159,8 @@ export interface ErrorReply {
   status: number;
   error: string;
   error_description: string;
+  /** The method runs (its change is made) and only then the error is answered: an answer lost on the way back. */
+  afterRunning?: boolean;
 }
 
 /** Requests held by the fake: `arrived` resolves once all of them are held, `release()` lets them go on. */
@@ -1087,6 +1089,7 @@ class FakePortal implements FakeBitrix24 {
   private runMethod(method: string, params: Params, token: string | undefined, startedAt: number): Outcome {
     const injected = this.injectedFailures.get(method)?.shift();
     if (injected !== undefined) {
+      if (injected.afterRunning) this.runMethod(method, params, token, startedAt);
       return { ok: false, status: injected.status, body: injectedBody(injected) };
     }
     try {
@@ -1285,6 +1288,7 @@ class FakePortal implements FakeBitrix24 {
       ['crm.company.get', crmGet('company')],
       ['crm.duplicate.findbycomm', (params) => this.findByComm(params)],
       ['crm.timeline.comment.add', (params, caller) => this.timelineCommentAdd(params, caller)],
+      ['crm.timeline.comment.list', (params) => this.timelineCommentList(params)],
       ['crm.timeline.logmessage.add', (params, caller) => this.timelineLogMessageAdd(params, caller)],
     ]);
   }
@@ -1719,6 +1723,32 @@ class FakePortal implements FakeBitrix24 {
       created: isoSeconds(Date.now()),
     });
     return { result: id };
+  }
+
+  /**
+   * The owner's comments (§10): `filter` must name ENTITY_ID and ENTITY_TYPE; `order` by ID, CREATED
+   * or AUTHOR_ID; pages of 50 by `start`; UPPER_CASE keys, ids as strings, FILES a map.
+   */
+  private timelineCommentList(params: Params): MethodResult {
+    const filter = isRecord(params.filter) ? params.filter : {};
+    const entityId = positiveInt(filter.ENTITY_ID);
+    const entityType = text(filter.ENTITY_TYPE).toLowerCase();
+    if (entityId === undefined || entityType === '') throw new RestError(400, '', 'ENTITY_ID and ENTITY_TYPE are required in the filter'); // GUESS: text
+    const order = isRecord(params.order) ? params.order : {};
+    const descending = text(order.ID ?? order.CREATED).toUpperCase() === 'DESC';
+    const items = this.timelineComments
+      .filter((item) => item.entityType === entityType && item.entityId === entityId)
+      .sort((a, b) => (descending ? b.id - a.id : a.id - b.id))
+      .map((item) => ({
+        ID: String(item.id),
+        ENTITY_ID: String(item.entityId),
+        ENTITY_TYPE: item.entityType,
+        CREATED: item.created,
+        COMMENT: item.comment,
+        AUTHOR_ID: String(item.authorId),
+        FILES: {},
+      }));
+    return paginate(items, params.start);
   }
 
   private timelineLogMessageAdd(params: Params, caller: Caller): MethodResult {

@@ -1,0 +1,122 @@
+import { and, eq, isNull, like, lte, or } from 'drizzle-orm';
+import type { Clock } from '../clock.js';
+import type { Db } from './database.js';
+import { effects } from './schema.js';
+
+export interface EffectRow {
+  state: 'claimed' | 'done';
+  owner: string | null;
+  leaseUntil: number;
+  attemptAt: number;
+  /** JSON written with the claim: what settling looks for. */
+  intent: string;
+  /** JSON, once done. */
+  result: string | null;
+}
+
+const columns = {
+  state: effects.state,
+  owner: effects.owner,
+  leaseUntil: effects.leaseUntil,
+  attemptAt: effects.attemptAt,
+  intent: effects.intent,
+  result: effects.result,
+};
+
+/**
+ * The ledger's rows (src/jobs/ledger.ts). Every change is one statement guarded by the key or by a
+ * condition on the row (state, owner, lease), so two processes sharing a database cannot both
+ * take an effect: correctness does not come from SQLite having one writer.
+ */
+export class EffectStore {
+  constructor(
+    private readonly db: Db,
+    private readonly clock: Clock,
+  ) {}
+
+  async find(memberId: string, key: string): Promise<EffectRow | undefined> {
+    const row = this.db.select(columns).from(effects).where(this.#key(memberId, key)).get();
+    return row as EffectRow | undefined;
+  }
+
+  /** A new claim for `owner`, acting until `leaseMs` from now; false when the key already has a row. */
+  async claim(memberId: string, key: string, owner: string, leaseMs: number, intent: string): Promise<boolean> {
+    const now = this.clock.now();
+    const inserted = this.db
+      .insert(effects)
+      .values({ memberId, effectKey: key, state: 'claimed', owner, leaseUntil: now + leaseMs, attemptAt: now, intent, createdAt: now, updatedAt: now })
+      .onConflictDoNothing()
+      .run();
+    return inserted.changes === 1;
+  }
+
+  /**
+   * Takes a claim in doubt for `owner`: its own from an attempt that did not finish, one nobody
+   * holds, or one whose holder's lease ran out. Undefined while another owner's lease runs, or when
+   * the row is done or gone meanwhile. The first attempt's time and intent stay.
+   */
+  async takeOver(memberId: string, key: string, owner: string, leaseMs: number): Promise<EffectRow | undefined> {
+    const now = this.clock.now();
+    const row = this.db
+      .update(effects)
+      .set({ owner, leaseUntil: now + leaseMs, updatedAt: now })
+      .where(and(this.#key(memberId, key), eq(effects.state, 'claimed'), or(eq(effects.owner, owner), isNull(effects.owner), lte(effects.leaseUntil, now))))
+      .returning(columns)
+      .get();
+    return row as EffectRow | undefined;
+  }
+
+  /** The owner's act happened: its result is recorded. False if the claim was taken from it meanwhile. */
+  async record(memberId: string, key: string, owner: string, result: string): Promise<boolean> {
+    const now = this.clock.now();
+    const updated = this.db
+      .update(effects)
+      .set({ state: 'done', result, leaseUntil: 0, updatedAt: now })
+      .where(and(this.#key(memberId, key), eq(effects.state, 'claimed'), eq(effects.owner, owner)))
+      .run();
+    return updated.changes === 1;
+  }
+
+  /** The act surely did not happen (refused before acting): the claim is given back. */
+  async release(memberId: string, key: string, owner: string): Promise<void> {
+    this.db
+      .delete(effects)
+      .where(and(this.#key(memberId, key), eq(effects.state, 'claimed'), eq(effects.owner, owner)))
+      .run();
+  }
+
+  /** The act's outcome is unknown: the claim stays, its lease ends now, so the next run settles it at once. */
+  async markInDoubt(memberId: string, key: string, owner: string): Promise<void> {
+    this.db
+      .update(effects)
+      .set({ leaseUntil: 0, updatedAt: this.clock.now() })
+      .where(and(this.#key(memberId, key), eq(effects.state, 'claimed'), eq(effects.owner, owner)))
+      .run();
+  }
+
+  /** Keys of the claims `owner` holds and has not recorded: its effects in doubt. */
+  async heldBy(memberId: string, owner: string): Promise<string[]> {
+    const rows = this.db
+      .select({ key: effects.effectKey })
+      .from(effects)
+      .where(and(eq(effects.memberId, memberId), eq(effects.owner, owner), eq(effects.state, 'claimed')))
+      .all();
+    return rows.map((row) => row.key);
+  }
+
+  /**
+   * Effects keyed to one run (`run:<job public id>:…`) matter only while that run may still be
+   * retried or asked about; once its job is pruned they go too. Effects keyed to what they did
+   * (a dialog's comment on a document) stay: they keep it from happening twice whichever run asks.
+   */
+  async pruneRunEffects(olderThan: number): Promise<number> {
+    return this.db
+      .delete(effects)
+      .where(and(like(effects.effectKey, 'run:%'), lte(effects.updatedAt, olderThan)))
+      .run().changes;
+  }
+
+  #key(memberId: string, key: string) {
+    return and(eq(effects.memberId, memberId), eq(effects.effectKey, key));
+  }
+}

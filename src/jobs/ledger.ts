@@ -1,0 +1,182 @@
+import { RobotFailure } from '../activities/activity.js';
+import type { Clock } from '../clock.js';
+import type { EffectStore } from '../db/effects.js';
+
+/** What a claim left behind: when its first attempt began and what it meant to do. */
+export interface Claim {
+  attemptAt: number;
+  intent: Record<string, unknown>;
+}
+
+/**
+ * What looking for an effect in doubt found: the effect itself, its certain absence (acting
+ * again is safe), or nothing conclusive.
+ */
+export type Settled<T> = { found: T } | 'absent' | 'unknown';
+
+/** How to look for an effect whose outcome is unknown. */
+export interface EffectCheck<T> {
+  /**
+   * Unique per portal. `run:<run id>:…` makes the effect the run's own (pruned with its job,
+   * src/db/effects.ts); any other key is shared by every run that names it.
+   */
+  key: string;
+  settle(claim: Claim): Promise<Settled<T>>;
+  /** The failure when looking settles nothing, e.g. "… it may already have been sent, so it is not sent again". */
+  inDoubt: string;
+  /** The failure when the look itself fails at give-up (the reason follows in brackets). */
+  unreachable: string;
+}
+
+/** An effect that must happen at most once. */
+export interface Effect<T> extends EffectCheck<T> {
+  /** Stored with a new claim: what `settle` needs to recognise the effect later. */
+  intent: Record<string, unknown>;
+  /** Does it. Called only while holding the claim, and never again once it may have happened. */
+  act(claim: Claim): Promise<T>;
+  /** True when an error from `act` proves nothing happened (refused before acting): the claim is given back. */
+  refused(error: unknown): boolean;
+  /** Said while another live run holds the claim; the run retries later. */
+  busy: string;
+}
+
+/** Another run is acting on the same effect right now: this attempt ends and the job retries later. */
+export class EffectBusyError extends Error {
+  override name = 'EffectBusyError';
+}
+
+/** The effect's outcome cannot be told: the run fails saying what may already have happened. */
+export class EffectInDoubtError extends RobotFailure {
+  override name = 'EffectInDoubtError';
+}
+
+export type Recorded<T> = { state: 'done'; value: T } | { state: 'claimed' };
+
+/** The ledger as a run sees it: bound to its portal, its job and the clock. */
+export interface Ledger {
+  /**
+   * Claims the effect, acts, records the result; returns the result and whether it came from
+   * before (recorded, or found by settling). A claim in doubt is settled before anything is done
+   * again; one held by another live run throws EffectBusyError.
+   */
+  once<T>(effect: Effect<T>): Promise<{ value: T; earlier: boolean }>;
+  /**
+   * For a run being given up: the effect's result if it happened, undefined if it was never claimed
+   * or surely did not happen (or another live run holds it); EffectInDoubtError if it cannot tell.
+   */
+  settle<T>(check: EffectCheck<T>): Promise<T | undefined>;
+  /** Keys of this run's claims whose outcome is not recorded: what a run given up must settle. */
+  held(): Promise<string[]>;
+  /** What the ledger holds under the key, without acting or settling. */
+  peek<T>(key: string): Promise<Recorded<T> | undefined>;
+}
+
+export interface LedgerBinding {
+  memberId: string;
+  /** The job's public id: its own claims from an earlier attempt are settled, never waited for. */
+  owner: string;
+  clock: Clock;
+  /** How long a claim's owner may act before the claim counts as abandoned (longer than any single act). */
+  leaseMs?: number;
+}
+
+/** A job's lease is ten minutes (src/jobs/worker.ts); an act never takes longer than its run. */
+const DEFAULT_LEASE_MS = 10 * 60_000;
+
+const parse = (json: string | null): Record<string, unknown> => (json ? (JSON.parse(json) as Record<string, unknown>) : {});
+
+export function bindLedger(store: EffectStore, binding: LedgerBinding): Ledger {
+  const { memberId, owner } = binding;
+  const leaseMs = binding.leaseMs ?? DEFAULT_LEASE_MS;
+
+  async function act<T>(effect: Effect<T>, claim: Claim): Promise<T> {
+    let value: T;
+    try {
+      value = await effect.act(claim);
+    } catch (error) {
+      if (effect.refused(error)) await store.release(memberId, effect.key, owner);
+      else await store.markInDoubt(memberId, effect.key, owner);
+      throw error;
+    }
+    // False only if this run's lease ran out while acting and another run took the claim; the act
+    // happened all the same, and that run settles it by finding it.
+    await store.record(memberId, effect.key, owner, JSON.stringify(value));
+    return value;
+  }
+
+  /** Looks for the effect of a claim this run took over; a failed look leaves the claim in doubt for the next attempt. */
+  async function look<T>(check: EffectCheck<T>, claim: Claim): Promise<Settled<T>> {
+    try {
+      return await check.settle(claim);
+    } catch (error) {
+      await store.markInDoubt(memberId, check.key, owner);
+      throw error;
+    }
+  }
+
+  return {
+    async once<T>(effect: Effect<T>) {
+      // Two passes: a claim given back or taken between our read and our write is read again once.
+      for (let pass = 0; pass < 2; pass++) {
+        const row = await store.find(memberId, effect.key);
+        if (row?.state === 'done') return { value: parse(row.result) as T, earlier: true };
+        if (!row) {
+          if (await store.claim(memberId, effect.key, owner, leaseMs, JSON.stringify(effect.intent))) {
+            return { value: await act(effect, { attemptAt: binding.clock.now(), intent: effect.intent }), earlier: false };
+          }
+          continue;
+        }
+        const taken = await store.takeOver(memberId, effect.key, owner, leaseMs);
+        if (!taken) {
+          if ((await store.find(memberId, effect.key))?.state === 'claimed') throw new EffectBusyError(effect.busy);
+          continue;
+        }
+        const claim = { attemptAt: taken.attemptAt, intent: parse(taken.intent) };
+        const settled = await look(effect, claim);
+        if (settled === 'unknown') {
+          await store.markInDoubt(memberId, effect.key, owner);
+          throw new EffectInDoubtError(effect.inDoubt);
+        }
+        if (settled !== 'absent') {
+          await store.record(memberId, effect.key, owner, JSON.stringify(settled.found));
+          return { value: settled.found, earlier: true };
+        }
+        // Looked for and surely absent: acting now is the first time it happens.
+        return { value: await act(effect, claim), earlier: false };
+      }
+      throw new EffectBusyError(effect.busy);
+    },
+
+    async settle<T>(check: EffectCheck<T>) {
+      const row = await store.find(memberId, check.key);
+      if (!row) return undefined;
+      if (row.state === 'done') return parse(row.result) as T;
+      const taken = await store.takeOver(memberId, check.key, owner, leaseMs);
+      if (!taken) return undefined;
+      let settled: Settled<T>;
+      try {
+        settled = await look(check, { attemptAt: taken.attemptAt, intent: parse(taken.intent) });
+      } catch (error) {
+        throw new EffectInDoubtError(`${check.unreachable} (${error instanceof Error ? error.message : String(error)})`);
+      }
+      if (settled === 'unknown') {
+        await store.markInDoubt(memberId, check.key, owner);
+        throw new EffectInDoubtError(check.inDoubt);
+      }
+      if (settled === 'absent') {
+        await store.release(memberId, check.key, owner);
+        return undefined;
+      }
+      await store.record(memberId, check.key, owner, JSON.stringify(settled.found));
+      return settled.found;
+    },
+
+    held: () => store.heldBy(memberId, owner),
+
+    async peek<T>(key: string) {
+      const row = await store.find(memberId, key);
+      if (!row) return undefined;
+      return row.state === 'done' ? { state: 'done', value: parse(row.result) as T } : { state: 'claimed' };
+    },
+  };
+}

@@ -1,0 +1,232 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { Clock } from '../src/clock.js';
+import { openDatabase, type DatabaseHandle } from '../src/db/database.js';
+import { EffectStore } from '../src/db/effects.js';
+import { EffectBusyError, EffectInDoubtError, bindLedger, type Effect, type Ledger, type Settled } from '../src/jobs/ledger.js';
+
+/** A refusal: the act surely did nothing. */
+class Refused extends Error {}
+
+/** An effect whose act, settle and their calls a test controls and counts. */
+function effect(options: { act?: () => Promise<string>; settle?: () => Promise<Settled<string>>; key?: string } = {}) {
+  const calls = { act: 0, settle: 0 };
+  const spec: Effect<string> = {
+    key: options.key ?? 'run:run-1:message',
+    intent: { text: 'hello' },
+    busy: 'another run is doing it',
+    inDoubt: 'it may already have happened',
+    unreachable: 'could not check: it may already have happened',
+    refused: (error) => error instanceof Refused,
+    act: async () => {
+      calls.act += 1;
+      return options.act ? options.act() : 'done-1';
+    },
+    settle: async (claim) => {
+      calls.settle += 1;
+      expect(claim.intent).toEqual({ text: 'hello' });
+      return options.settle ? options.settle() : 'absent';
+    },
+  };
+  return { spec, calls };
+}
+
+describe('the exactly-once ledger', () => {
+  let dir: string;
+  let database: DatabaseHandle;
+  let time: number;
+  const clock: Clock = { now: () => time };
+  let store: EffectStore;
+  const ledgerOf = (owner: string, leaseMs = 60_000): Ledger => bindLedger(store, { memberId: 'portal-a', owner, clock, leaseMs });
+  const row = (key = 'run:run-1:message') =>
+    database.sqlite
+      .prepare('select state, owner, lease_until as leaseUntil, attempt_at as attemptAt, result from effects where member_id = ? and effect_key = ?')
+      .get('portal-a', key) as { state: string; owner: string | null; leaseUntil: number; attemptAt: number; result: string | null } | undefined;
+
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'c2d-b24-ledger-'));
+    database = openDatabase(join(dir, 'app.db'));
+    time = 1_000_000;
+    store = new EffectStore(database.db, clock);
+  });
+  afterEach(() => {
+    database.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('claims, acts once and records; the next call returns the recorded result without acting', async () => {
+    const { spec, calls } = effect();
+    expect(await ledgerOf('run-1').once(spec)).toEqual({ value: 'done-1', earlier: false });
+    expect(row()).toMatchObject({ state: 'done', result: '"done-1"', attemptAt: 1_000_000 });
+    expect(await ledgerOf('run-1').once(spec)).toEqual({ value: 'done-1', earlier: true });
+    expect(await ledgerOf('run-2').once(spec)).toEqual({ value: 'done-1', earlier: true });
+    expect(calls).toEqual({ act: 1, settle: 0 });
+  });
+
+  it('keys per portal: the same key on another portal is another effect', async () => {
+    const { spec, calls } = effect();
+    await ledgerOf('run-1').once(spec);
+    await bindLedger(store, { memberId: 'portal-b', owner: 'run-1', clock }).once(spec);
+    expect(calls.act).toBe(2);
+  });
+
+  it('gives the claim back when the act was refused, so the next attempt acts without settling', async () => {
+    let refuse = true;
+    const { spec, calls } = effect({
+      act: async () => {
+        if (refuse) throw new Refused('no');
+        return 'done-2';
+      },
+    });
+    await expect(ledgerOf('run-1').once(spec)).rejects.toBeInstanceOf(Refused);
+    expect(row()).toBeUndefined();
+    refuse = false;
+    expect(await ledgerOf('run-1').once(spec)).toEqual({ value: 'done-2', earlier: false });
+    expect(calls).toEqual({ act: 2, settle: 0 });
+  });
+
+  describe('an act whose outcome is unknown', () => {
+    async function lostAnswer(settle: () => Promise<Settled<string>>) {
+      let lose = true;
+      const made = effect({
+        act: async () => {
+          if (lose) throw new Error('socket hang up');
+          return 'done-again';
+        },
+        settle,
+      });
+      await expect(ledgerOf('run-1').once(made.spec)).rejects.toThrow('socket hang up');
+      // Kept, with no lease left: whoever comes next settles it at once.
+      expect(row()).toMatchObject({ state: 'claimed', owner: 'run-1', leaseUntil: 0 });
+      lose = false;
+      return made;
+    }
+
+    it('is settled by looking for it: found, it is recorded and not done again', async () => {
+      const { spec, calls } = await lostAnswer(async () => ({ found: 'found-1' }));
+      time += 5_000;
+      expect(await ledgerOf('run-1').once(spec)).toEqual({ value: 'found-1', earlier: true });
+      expect(row()).toMatchObject({ state: 'done', result: '"found-1"' });
+      expect(await ledgerOf('run-1').once(spec)).toEqual({ value: 'found-1', earlier: true });
+      expect(calls).toEqual({ act: 1, settle: 1 });
+    });
+
+    it('is settled by looking for it: surely absent, it is done once, and later looks go back to the first attempt', async () => {
+      const { spec, calls } = await lostAnswer(async () => 'absent');
+      time += 5_000;
+      expect(await ledgerOf('run-1').once(spec)).toEqual({ value: 'done-again', earlier: false });
+      expect(calls).toEqual({ act: 2, settle: 1 });
+      expect(row()).toMatchObject({ state: 'done', attemptAt: 1_000_000 });
+    });
+
+    it('fails saying what may have happened when looking cannot tell, and never acts again', async () => {
+      const { spec, calls } = await lostAnswer(async () => 'unknown');
+      const failure = ledgerOf('run-1').once(spec);
+      await expect(failure).rejects.toBeInstanceOf(EffectInDoubtError);
+      await expect(ledgerOf('run-1').once(spec)).rejects.toThrow('it may already have happened');
+      expect(calls).toEqual({ act: 1, settle: 2 });
+      expect(row()).toMatchObject({ state: 'claimed', leaseUntil: 0 });
+    });
+
+    it('stays in doubt when it cannot be asked, without acting; at give-up it fails saying what may have happened', async () => {
+      const { spec, calls } = await lostAnswer(async () => {
+        throw new Error('Chat2Desk is down');
+      });
+      await expect(ledgerOf('run-1').once(spec)).rejects.toThrow('Chat2Desk is down');
+      expect(row()).toMatchObject({ state: 'claimed', leaseUntil: 0 });
+      // What a run being given up has to settle: its own claims in doubt, nobody else's.
+      expect(await ledgerOf('run-1').held()).toEqual(['run:run-1:message']);
+      expect(await ledgerOf('run-2').held()).toEqual([]);
+      await expect(ledgerOf('run-1').settle(spec)).rejects.toThrow('could not check: it may already have happened (Chat2Desk is down)');
+      expect(calls).toEqual({ act: 1, settle: 2 });
+    });
+
+    it('at give-up: found is the result, surely absent is nothing to report', async () => {
+      let answer: Settled<string> = { found: 'found-late' };
+      const { spec } = await lostAnswer(async () => answer);
+      expect(await ledgerOf('run-1').settle(spec)).toBe('found-late');
+      expect(row()).toMatchObject({ state: 'done' });
+
+      const other = effect({ key: 'other', act: async () => Promise.reject(new Error('lost')) });
+      await expect(ledgerOf('run-1').once(other.spec)).rejects.toThrow('lost');
+      answer = 'absent';
+      other.spec.settle = async () => answer;
+      expect(await ledgerOf('run-1').settle(other.spec)).toBeUndefined();
+      expect(row('other')).toBeUndefined();
+      expect(await ledgerOf('run-1').settle(effect({ key: 'never-claimed' }).spec)).toBeUndefined();
+    });
+  });
+
+  it("leaves another live run's claim alone: the attempt ends busy, neither acting nor settling", async () => {
+    let finish: (value: string) => void = () => {};
+    const first = effect({ act: () => new Promise<string>((resolve) => (finish = resolve)) });
+    const running = ledgerOf('run-1').once(first.spec);
+    await expect.poll(() => first.calls.act).toBe(1);
+
+    const second = effect();
+    time += 59_000; // still inside run-1's lease
+    const busy = ledgerOf('run-2').once(second.spec);
+    await expect(busy).rejects.toBeInstanceOf(EffectBusyError);
+    await expect(busy).rejects.toThrow('another run is doing it');
+    expect(second.calls).toEqual({ act: 0, settle: 0 });
+
+    finish('done-1');
+    expect(await running).toEqual({ value: 'done-1', earlier: false });
+    expect(await ledgerOf('run-2').once(second.spec)).toEqual({ value: 'done-1', earlier: true });
+  });
+
+  it('lets only one of two runs claiming the same key at once act', async () => {
+    let open: (value: string) => void = () => {};
+    const gate = new Promise<string>((resolve) => (open = resolve));
+    const a = effect({ act: () => gate });
+    const b = effect({ act: () => gate });
+    const results = Promise.allSettled([ledgerOf('run-1').once(a.spec), ledgerOf('run-2').once(b.spec)]);
+    open('done-1');
+    const [first, second] = await results;
+    expect(a.calls.act + b.calls.act).toBe(1);
+    expect(first).toMatchObject({ status: 'fulfilled', value: { value: 'done-1', earlier: false } });
+    expect(second).toMatchObject({ status: 'rejected', reason: expect.any(EffectBusyError) });
+  });
+
+  it('settles an abandoned claim (its holder died while acting) once its lease is over, instead of ignoring it', async () => {
+    // run-1 claimed and then its process died: the claim stays with a lease.
+    expect(await store.claim('portal-a', 'run:run-1:message', 'run-1', 60_000, JSON.stringify({ text: 'hello' }))).toBe(true);
+    const { spec, calls } = effect({ settle: async () => ({ found: 'found-1' }) });
+    time += 30_000;
+    await expect(ledgerOf('run-2').once(spec)).rejects.toBeInstanceOf(EffectBusyError);
+    time += 30_000;
+    expect(await ledgerOf('run-2').once(spec)).toEqual({ value: 'found-1', earlier: true });
+    expect(calls).toEqual({ act: 0, settle: 1 });
+    expect(row()).toMatchObject({ state: 'done', owner: 'run-2' });
+  });
+
+  it('settles its own claim left by an attempt that did not finish at once, lease or not', async () => {
+    expect(await store.claim('portal-a', 'run:run-1:message', 'run-1', 60_000, JSON.stringify({ text: 'hello' }))).toBe(true);
+    const { spec, calls } = effect({ settle: async () => 'absent' });
+    expect(await ledgerOf('run-1').once(spec)).toEqual({ value: 'done-1', earlier: false });
+    expect(calls).toEqual({ act: 1, settle: 1 });
+  });
+
+  it('settles a claim nobody holds (carried over from before the ledger) at once', async () => {
+    database.sqlite
+      .prepare(
+        "insert into effects (member_id, effect_key, state, owner, lease_until, attempt_at, intent, created_at, updated_at) values ('portal-a', 'c', 'claimed', null, 0, 1, '{\"text\":\"hello\"}', 1, 1)",
+      )
+      .run();
+    const { spec, calls } = effect({ key: 'c', settle: async () => ({ found: 'found-1' }) });
+    expect(await ledgerOf('run-9').once(spec)).toEqual({ value: 'found-1', earlier: true });
+    expect(calls).toEqual({ act: 0, settle: 1 });
+  });
+
+  it("prunes a run's own effects with its job, and keeps effects keyed to what they did", async () => {
+    await ledgerOf('run-1').once(effect().spec);
+    await ledgerOf('run-1').once(effect({ key: 'comment:7:deal:1' }).spec);
+    time += 10_000;
+    await ledgerOf('run-2').once(effect({ key: 'run:run-2:message' }).spec);
+    expect(await store.pruneRunEffects(time - 5_000)).toBe(1);
+    const keys = database.sqlite.prepare('select effect_key as key from effects order by effect_key').all();
+    expect(keys).toEqual([{ key: 'comment:7:deal:1' }, { key: 'run:run-2:message' }]);
+  });
+});
