@@ -91,6 +91,11 @@ export async function startChildStack(options: { b24?: FakeBitrix24Options; c2d?
       rmSync(dir, { recursive: true, force: true });
     },
   };
-  await installAndConfigure({ b24, c2d, server: { url: server.url, idle: () => server.command('idle') } });
+  try {
+    await installAndConfigure({ b24, c2d, server: { url: server.url, idle: () => server.command('idle') } });
+  } catch (error) {
+    await stack.close();
+    throw error;
+  }
   return stack;
 }

@@ -121,4 +121,6 @@ process.on('message', (command: ChildCommand) => {
     process.exit(1);
   });
 });
+// A bench that stopped without closing us (an error, Ctrl-C) must not leave a server running.
+process.on('disconnect', () => process.exit(0));
 send({ type: 'ready', url: server.url });
