@@ -1,7 +1,8 @@
 /**
  * npm run bench: speed and memory figures, each a ratio against a baseline measured in the same run.
  * Each module returns its rows of the table (bench/table.ts); add a benchmark with one more
- * `sections.push(await ...)`. The figures are printed and written into README.md between the bench markers.
+ * entry in `benchmarks`. The figures are printed and written into README.md between the bench markers.
+ * `npm run bench -- burst unknown-limit` runs only the named ones and leaves the README alone.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { ackBenchmark } from './ack.js';
@@ -10,11 +11,17 @@ import { findDialogsBenchmark } from './find-dialogs.js';
 import { unknownLimitBenchmark } from './unknown-limit.js';
 import { renderTable, type Section } from './table.js';
 
+const benchmarks: Record<string, () => Promise<Section>> = {
+  ack: ackBenchmark,
+  burst: burstBenchmark,
+  'find-dialogs': findDialogsBenchmark,
+  'unknown-limit': () => unknownLimitBenchmark(),
+};
+const chosen = process.argv.slice(2);
+const unknown = chosen.filter((name) => !(name in benchmarks));
+if (unknown.length > 0) throw new Error(`unknown benchmark ${unknown.join(', ')}; there are ${Object.keys(benchmarks).join(', ')}`);
 const sections: Section[] = [];
-sections.push(await ackBenchmark());
-sections.push(await burstBenchmark());
-sections.push(await findDialogsBenchmark());
-sections.push(await unknownLimitBenchmark());
+for (const [name, run] of Object.entries(benchmarks)) if (chosen.length === 0 || chosen.includes(name)) sections.push(await run());
 const table = renderTable(
   sections,
   `Measured ${new Date().toISOString().slice(0, 10)} on ${process.platform}/${process.arch}, Node ${process.version}; both sides of every ratio in the same run.`,
@@ -26,7 +33,7 @@ try {
   const readme = readFileSync(readmePath, 'utf8');
   const start = '<!-- bench:start -->';
   const end = '<!-- bench:end -->';
-  if (readme.includes(start) && readme.includes(end)) {
+  if (chosen.length === 0 && readme.includes(start) && readme.includes(end)) {
     writeFileSync(readmePath, `${readme.slice(0, readme.indexOf(start) + start.length)}\n${table}\n${readme.slice(readme.indexOf(end))}`);
     console.log('\nREADME.md updated.');
   }

@@ -1,0 +1,101 @@
+/**
+ * Our server (or the bare baseline route) in a child process of its own (bench/server-child.ts), as
+ * in production where it shares no event loop with Bitrix24, Chat2Desk or the callers: the fakes and
+ * the load generator stay in the bench process. The child is driven over its IPC channel.
+ */
+import { type ChildProcess, fork } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startFakeBitrix24, type FakeBitrix24, type FakeBitrix24Options } from '../test/fakes/bitrix24.js';
+import { startFakeChat2Desk, type FakeChat2Desk, type FakeChat2DeskOptions } from '../test/fakes/chat2desk.js';
+import { freePort, installAndConfigure, stackEnv } from '../test/support/stack.js';
+import type { ChildCommand, ChildReport, ChildReply } from './server-child.js';
+
+export interface ServerChild {
+  url: string;
+  command(type: Exclude<ChildCommand['type'], 'report'>): Promise<void>;
+  /** What the child measured since its last `measure`: its CPU time, heap, Bitrix24 requests, stored jobs. */
+  report(): Promise<ChildReport>;
+}
+
+/** BENCH_CPU_PROF=<dir>: our server child writes a V8 CPU profile of each measured window there, named after `label`. */
+export async function startChild(mode: 'ours' | 'bare', env: Record<string, string>, label: string = mode): Promise<ServerChild> {
+  const child: ChildProcess = fork(new URL('./server-child.ts', import.meta.url).pathname, [mode, label], {
+    env: { ...process.env, ...env },
+    // --expose-gc: the heap figure starts from a collected heap.
+    execArgv: ['--import', 'tsx', '--expose-gc'],
+    // Logs go where production sends them (a pipe or file), here /dev/null: writing them is part of the cost.
+    stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+  });
+  const next = () =>
+    new Promise<ChildReply>((resolve, reject) => {
+      const onExit = (code: number | null) => reject(new Error(`the ${mode} server child exited (${code})`));
+      child.once('exit', onExit);
+      child.once('message', (reply: ChildReply) => {
+        child.off('exit', onExit);
+        resolve(reply);
+      });
+    });
+  const ready = await next();
+  if (ready.type !== 'ready') throw new Error(`the ${mode} server child did not start`);
+  return {
+    url: ready.url,
+    async command(type) {
+      const answered = type === 'close' ? new Promise((resolve) => child.once('exit', resolve)) : next();
+      child.send({ type });
+      await answered;
+    },
+    async report() {
+      const reply = next();
+      child.send({ type: 'report' });
+      const answer = await reply;
+      if (answer.type !== 'report') throw new Error(`the ${mode} server child answered ${answer.type}`);
+      return answer;
+    },
+  };
+}
+
+/** Both fakes in this process, our server in a child, the portal installed and Chat2Desk connected. */
+export interface ChildStack {
+  b24: FakeBitrix24;
+  c2d: FakeChat2Desk;
+  server: ServerChild;
+  /** The server's SQLite file, for reading what it stored once it has stopped. */
+  databaseFile: string;
+  /** Stops the server child (if still running) and the fakes, and removes the data directory. */
+  close(): Promise<void>;
+}
+
+export async function startChildStack(options: { b24?: FakeBitrix24Options; c2d?: FakeChat2DeskOptions; env: Record<string, string>; label: string }): Promise<ChildStack> {
+  const dir = mkdtempSync(join(tmpdir(), 'c2d-b24-bench-'));
+  const b24 = await startFakeBitrix24(options.b24);
+  const c2d = await startFakeChat2Desk(options.c2d);
+  const env = stackEnv(b24, c2d, await freePort(), dir, options.env);
+  const server = await startChild('ours', env, options.label);
+  let running = true;
+  const stack: ChildStack = {
+    b24,
+    c2d,
+    server: {
+      ...server,
+      async command(type) {
+        if (type === 'close') running = false;
+        await server.command(type);
+      },
+    },
+    databaseFile: join(dir, 'app.db'),
+    async close() {
+      if (running) await stack.server.command('close');
+      await Promise.all([b24.close(), c2d.close()]);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  try {
+    await installAndConfigure({ b24, c2d, server: { url: server.url, idle: () => server.command('idle') } });
+  } catch (error) {
+    await stack.close();
+    throw error;
+  }
+  return stack;
+}
