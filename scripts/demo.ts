@@ -4,7 +4,8 @@
  * It starts the fake Bitrix24 portal and the fake Chat2Desk used by the tests, runs our real server
  * in-process against them (real HTTP, real SQLite file in a temp dir), and walks through what a
  * portal sees: install, settings, robot calls, duplicates, forged calls, the dialog robots (find,
- * tag, log to the timeline) with the Chat2Desk cache and its webhooks, and the health check.
+ * tag, log to the timeline) with the Chat2Desk cache and its webhooks, a send whose answer was lost
+ * (settled, not resent), an app update (durable re-registration) and the health check.
  * Nothing leaves 127.0.0.1 and everything is deleted at the end.
  */
 import { randomBytes } from 'node:crypto';
@@ -298,6 +299,37 @@ async function tour(b24: FakeBitrix24, c2d: FakeChat2Desk, server: RunningServer
   show('Run again: RETURN_VALUES', secondLog);
   show('Same comment id', secondLog.comment_id === firstLog.comment_id ? 'yes' : 'NO');
   show(`Comments on deal ${dealId}'s timeline`, dealComments().length);
+
+  step(
+    'Chat2Desk stores a message but its answer is lost',
+    'The network drops the answer to POST /messages after Chat2Desk stored the message. The run\n' +
+      'cannot know whether the client got it, so it never sends blindly: the exactly-once ledger has\n' +
+      'the send claimed under this run, and the next attempt first looks for the message (by the\n' +
+      'external_id it carried, paging back to the attempt however many messages came since).',
+  );
+  const lostAnswer = c2d.holdNext({ method: 'POST', path: '/messages' });
+  const postsToMessages = () => c2d.calls.filter((call) => call.method === 'POST' && call.path === '/messages').length;
+  const postsBeforeLoss = postsToMessages();
+  const inDoubt = await b24.callRobot({ code: 'c2d_send_message', properties: { phone: '79161234567', text: 'Your invoice is attached to the deal' } });
+  await lostAnswer.arrived;
+  show('Chat2Desk stored message', summarizeMessage(c2d.account().messages.at(-1) as Record<string, unknown> | undefined));
+  lostAnswer.lose();
+  show('RETURN_VALUES the workflow got', pick((await waitForResult(b24, inDoubt.eventToken, 30_000)).returnValues, ['status', 'message_id', 'error']));
+  show('POST /messages made by the run (the lost one included)', postsToMessages() - postsBeforeLoss);
+  show('Messages with this text in Chat2Desk', c2d.account().messages.filter((message) => message.text === 'Your invoice is attached to the deal').length);
+
+  step(
+    'The app is updated in Bitrix24',
+    "An update drops the app's robots in the portal. ONAPPUPDATE stores a durable re-registration job\n" +
+      'before it is answered, so the robots come back even if the portal is briefly unavailable.',
+  );
+  b24.robots.clear();
+  b24.activities.clear();
+  show('Robots registered in the portal before the event', b24.robots.size);
+  const update = await postForm(`${server.url}/bitrix24/events`, b24.eventBody('ONAPPUPDATE', { VERSION: '2', PREVIOUS_VERSION: '1' }));
+  show('Answer', `${update.status} ${await update.text()}`);
+  await server.idle();
+  show('Robots registered in the portal after the job ran', [...b24.robots.keys()].join(', '));
 
   step('Health check', 'GET /healthz is what a load balancer or monitor polls: database, workers and queue depth.');
   const health = await fetch(`${server.url}/healthz`);
