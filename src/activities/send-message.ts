@@ -238,16 +238,19 @@ async function findSent(run: RobotRun, claim: Claim): Promise<Settled<SentMessag
 
 async function lookForSent(run: RobotRun, claim: Claim): Promise<Settled<SentMessage>> {
   const intent = claim.intent as unknown as SendIntent;
+  // The intent is stored JSON (migration 0007 wrote some): a missing external id or digest matches no message.
+  const externalId = typeof intent.externalId === 'string' && intent.externalId !== '' ? intent.externalId : undefined;
+  const textDigest = typeof intent.textDigest === 'string' ? intent.textDigest : undefined;
   const since = claim.attemptAt - CLOCK_SKEW_MS;
   let sameText: Chat2DeskMessage | undefined;
   let echoSeen = false;
   for await (const page of run.chat2desk.messagesToClient(intent.clientId)) {
     for (const message of page) {
-      if (carriesExternalId(message, intent.externalId)) return { found: fromListedMessage(message, intent.clientId) };
+      if (externalId !== undefined && carriesExternalId(message, externalId)) return { found: fromListedMessage(message, intent.clientId) };
       echoSeen ||= carriesAnyExternalId(message);
       const at = parseChat2DeskTime(message.created);
-      const candidate = !sameText && intent.textDigest !== undefined && !carriesAnyExternalId(message) && (at === undefined || at >= since);
-      if (candidate && message.text && digest(message.text.trim()) === intent.textDigest) sameText = message;
+      const candidate = !sameText && textDigest !== undefined && !carriesAnyExternalId(message) && (at === undefined || at >= since);
+      if (candidate && message.text && digest(message.text.trim()) === textDigest) sameText = message;
     }
     const oldest = parseChat2DeskTime(page.at(-1)?.created);
     if (oldest !== undefined && oldest < since) break;
@@ -256,7 +259,7 @@ async function lookForSent(run: RobotRun, claim: Claim): Promise<Settled<SentMes
     run.log.warn({ messageId: sameText.id }, 'earlier send found by its text: Chat2Desk did not show our external_id');
     return { found: fromListedMessage(sameText, intent.clientId) };
   }
-  return intent.textDigest !== undefined || echoSeen ? 'absent' : 'unknown';
+  return textDigest !== undefined || echoSeen ? 'absent' : 'unknown';
 }
 
 /**

@@ -14,10 +14,15 @@ CREATE TABLE `effects` (
 --> statement-breakpoint
 -- Sends in doubt: POST /messages was attempted and the run has not finished. The claim has no lease
 -- left, so the run's next attempt settles it (looks for the message) before it could send again.
+-- The intent is what src/activities/send-message.ts stores with a claim: the external_id the old code
+-- sent (`b24-<public id>`), and the text digest only when there was a text.
 INSERT INTO `effects` (`member_id`, `effect_key`, `state`, `owner`, `lease_until`, `attempt_at`, `intent`, `result`, `created_at`, `updated_at`)
 SELECT `member_id`, 'run:' || `public_id` || ':message', 'claimed', `public_id`, 0,
 	coalesce(json_extract(`checkpoint`, '$.attemptAt'), `created_at`),
-	json_object('clientId', json_extract(`checkpoint`, '$.clientId'), 'textDigest', json_extract(`checkpoint`, '$.textDigest')),
+	json_patch(
+		json_object('clientId', json_extract(`checkpoint`, '$.clientId'), 'externalId', 'b24-' || `public_id`),
+		CASE WHEN json_extract(`checkpoint`, '$.textDigest') IS NULL THEN '{}' ELSE json_object('textDigest', json_extract(`checkpoint`, '$.textDigest')) END
+	),
 	NULL, `updated_at`, `updated_at`
 FROM `jobs`
 WHERE `state` IN ('queued', 'running') AND json_extract(`checkpoint`, '$.sendAttempted') AND json_extract(`checkpoint`, '$.clientId') IS NOT NULL;

@@ -1,6 +1,7 @@
 import * as v from 'valibot';
 import { RobotFailure } from '../../activities/activity.js';
 import type { RobotRegistry } from '../../activities/index.js';
+import type { JobRow } from '../../db/jobs.js';
 import type { JobOutcome, JobKind } from '../kinds.js';
 import { robotRunFor, type RunContextDeps } from '../run-context.js';
 
@@ -24,7 +25,9 @@ export function robotKind(deps: RunContextDeps & { robots: RobotRegistry }): Job
     async prepare(job, properties, log) {
       const activity = deps.robots.find(job.robotCode ?? '');
       if (!activity) throw new RobotFailure(`unknown robot code ${job.robotCode}`);
-      const prepared = await robotRunFor(deps, activity, job, properties, log);
+      const prepared = await robotRunFor(deps, activity, job, properties, log).catch(async (error: unknown) => {
+        throw await unlessInDoubt(deps, job, error);
+      });
       const settle = activity.settle;
       return {
         run: () => activity.run(prepared.run, prepared.properties),
@@ -33,6 +36,17 @@ export function robotKind(deps: RunContextDeps & { robots: RobotRegistry }): Job
     },
     failed: (job, message) => robotFailed(deps.robots, job.robotCode, message),
   };
+}
+
+/**
+ * A run that cannot even start (portal gone, Chat2Desk unusable) after an earlier attempt left an
+ * effect in doubt cannot settle it, so it must not be read as "nothing happened": the failure says so.
+ */
+async function unlessInDoubt(deps: RunContextDeps, job: JobRow, error: unknown): Promise<unknown> {
+  if (!(error instanceof RobotFailure) || job.attempts <= 1) return error;
+  const held = await deps.effects.heldBy(job.memberId, job.publicId);
+  if (held.length === 0) return error;
+  return new RobotFailure(`${error.message}; an earlier attempt may already have done it (the outcome could not be checked)`);
 }
 
 /** The workflow's values for a failed run of this robot code (a plain failure for a code we do not know). */
