@@ -85,6 +85,8 @@ export interface ServerOptions {
   robots?: RobotRegistry;
   /** How long a failing job at the head of an ordering key holds the key (src/db/jobs.ts). */
   orderingHoldMs?: number;
+  /** How the Bitrix24 and Chat2Desk clients wait before retrying a transient failure; a test passes one that does not wait. */
+  retrySleep?: (ms: number) => Promise<void>;
 }
 
 /** Builds every service from the config, starts the workers and the HTTP server. */
@@ -97,8 +99,17 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
   const robots = options.robots ?? new RobotRegistry();
   const fetchImpl = options.fetch ?? fetch;
   const oauth = new OAuthServer(config.bitrix24.oauthUrl, config.bitrix24.clientId, config.bitrix24.clientSecret, clock, fetchImpl);
-  const rest = new Bitrix24Rest({ portals, oauth, log, clock, ratePerSecond: config.bitrix24.ratePerSecond, burst: config.bitrix24.rateBurst, fetch: fetchImpl });
-  const accounts = new Chat2DeskAccounts(config.chat2desk, new Chat2DeskRateStore(database.db, clock), fetchImpl);
+  const rest = new Bitrix24Rest({
+    portals,
+    oauth,
+    log,
+    clock,
+    ratePerSecond: config.bitrix24.ratePerSecond,
+    burst: config.bitrix24.rateBurst,
+    fetch: fetchImpl,
+    sleep: options.retrySleep,
+  });
+  const accounts = new Chat2DeskAccounts(config.chat2desk, new Chat2DeskRateStore(database.db, clock), fetchImpl, options.retrySleep);
   const cache = new CacheStore(database.db);
   const chat2desk = new Chat2DeskAccess({ portals, accounts, cache, defaultApiUrl: config.chat2desk.defaultApiUrl, allowedApiUrls: config.chat2desk.allowedApiUrls, log, clock });
   const background = new BackgroundTasks(log);

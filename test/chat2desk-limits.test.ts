@@ -64,8 +64,9 @@ describe('Chat2Desk rate learned per account', () => {
   });
 
   it('backs off when Chat2Desk allows less than configured, keeps its refusals few, and resumes from the learned rate after a restart', async () => {
-    // Told 40/s; the fake allows 10 per second.
-    stack = await startStack({ c2d: { rateLimit: { requests: 10, perMs: 1_000 } }, env: { CHAT2DESK_REQUESTS_PER_MINUTE: '2400' } });
+    // Told 80/s; the fake allows 20 per second. Real time (the pacing waits real time on purpose), so
+    // the fake's limit is high enough that the bursts below take a few seconds, not ten.
+    stack = await startStack({ c2d: { rateLimit: { requests: 20, perMs: 1_000 } }, env: { CHAT2DESK_REQUESTS_PER_MINUTE: '4800' } });
     await installAndConfigure(stack);
     const phones = seedClients(stack, 60);
     // The fake's one-second window, and our client's own window of accepted requests (real time), forget the set-up: the burst starts on an empty window.
@@ -79,11 +80,11 @@ describe('Chat2Desk rate learned per account', () => {
     expect(refusedBefore).toBeLessThanOrEqual(8);
     await stack.restart();
     const stored = await storedRate(stack);
-    expect(stored?.limitPerMinute).toBeGreaterThanOrEqual(500);
-    expect(stored?.limitPerMinute).toBeLessThanOrEqual(700);
-    expect(stored?.perMinute).toBeLessThanOrEqual(700);
+    expect(stored?.limitPerMinute).toBeGreaterThanOrEqual(1_000);
+    expect(stored?.limitPerMinute).toBeLessThanOrEqual(1_400);
+    expect(stored?.perMinute).toBeLessThanOrEqual(1_400);
 
-    // The fake's one-second window forgets the first burst; the restarted server starts from ~10/s, not 40/s.
+    // The fake's one-second window forgets the first burst; the restarted server starts from ~20/s, not 80/s.
     await new Promise((resolve) => setTimeout(resolve, 1_100));
     stack.c2d.resetCalls();
     await sendToEach(stack, phones.slice(40));

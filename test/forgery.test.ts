@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import qs from 'qs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { CONFIRMATION_LOG_MESSAGE, NOT_CONFIRMED } from '../src/jobs/confirmations.js';
-import { TestClock } from './support/clock.js';
+import { eventuallyOnClock, noRetryWait, TestClock } from './support/clock.js';
 import { eventually, installAndConfigure, postForm, sentMessages, startStack, type Stack } from './support/stack.js';
 
 /**
@@ -209,7 +209,8 @@ describe('an uninstall the portal cannot confirm yet', () => {
   let clock: TestClock;
   beforeEach(async () => {
     clock = new TestClock();
-    stack = await startStack({ clock });
+    // An unreachable portal is retried by the REST client; those retries need not wait real backoffs.
+    stack = await startStack({ clock, retrySleep: noRetryWait });
     await installAndConfigure(stack);
   });
   afterEach(() => stack.close());
@@ -262,12 +263,20 @@ describe('confirmation when Bitrix24 cannot answer at once', () => {
   const overloaded = { status: 503, error: 'QUERY_LIMIT_EXCEEDED', error_description: 'Too many requests' };
 
   it('asks again and then runs the call once', async () => {
-    stack = await startStack();
+    const clock = new TestClock();
+    stack = await startStack({ clock });
     await installAndConfigure(stack);
     stack.c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404 });
     stack.b24.failNext('bizproc.activity.log', overloaded, 2);
     const call = await stack.b24.callRobot({ code: 'c2d_send_message', properties: { phone: '79161234567', text: 'after a pause' } });
-    const sent = await eventually(() => stack.b24.sentEvents.find((event) => event.eventToken === call.eventToken), 15_000, 'result');
+    // Asked again when the backoff has passed by the clock, not after waiting it out.
+    const sent = await eventuallyOnClock(
+      () => stack.server,
+      clock,
+      () => stack.b24.sentEvents.find((event) => event.eventToken === call.eventToken),
+      15_000,
+      'result',
+    );
     expect(sent.returnValues.status).toBe('sent');
     expect(stack.b24.calls.filter((item) => item.method === 'bizproc.activity.log').map((item) => item.error ?? 'ok')).toEqual([
       'QUERY_LIMIT_EXCEEDED',
@@ -496,11 +505,18 @@ describe('robot calls Bitrix24 has not confirmed yet', () => {
       body.result.result_error = [];
       return new Response(JSON.stringify(body), { status: response.status, headers: { 'content-type': 'application/json' } });
     };
-    stack = await startStack({ fetch: stripping });
+    const clock = new TestClock();
+    stack = await startStack({ fetch: stripping, clock });
     await installAndConfigure(stack);
     stack.c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404 });
     const call = await stack.b24.callRobot({ code: 'c2d_send_message', properties: { phone: '79161234567', text: 'confirmed twice' } });
-    const sent = await eventually(() => stack.b24.sentEvents.find((event) => event.eventToken === call.eventToken), 15_000, 'result');
+    const sent = await eventuallyOnClock(
+      () => stack.server,
+      clock,
+      () => stack.b24.sentEvents.find((event) => event.eventToken === call.eventToken),
+      15_000,
+      'result',
+    );
     expect(sent.returnValues.status).toBe('sent');
     expect(stripped).toBe(true);
     expect(jobRow(stack, call.eventToken)).toMatchObject({ confirm_attempts: 1, attempts: 1 });

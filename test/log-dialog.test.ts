@@ -1,11 +1,14 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { formatC2DTime, type C2DTag } from './fakes/chat2desk.js';
+import { eventuallyOnClock, TestClock } from './support/clock.js';
 import { eventually, installAndConfigure, startStack, type Stack } from './support/stack.js';
 
 describe('Log closed dialog to timeline robot', () => {
   let stack: Stack;
+  let clock: TestClock;
   beforeEach(async () => {
-    stack = await startStack();
+    clock = new TestClock();
+    stack = await startStack({ clock });
     await installAndConfigure(stack, { defaultCountry: 'RU' });
   });
   afterEach(() => stack.close());
@@ -16,7 +19,18 @@ describe('Log closed dialog to timeline robot', () => {
   async function logDialog(properties: Record<string, string | string[]>, documentId: Document = dealDocument()) {
     const call = await stack.b24.callRobot({ code: 'c2d_log_dialog', properties, documentId });
     expect(call.status).toBe(200);
-    return eventually(() => stack.b24.sentEvents.find((event) => event.eventToken === call.eventToken), 10_000, 'event.send');
+    return resultOf(call.eventToken);
+  }
+
+  /** The run's result; a retry after a lost answer or a busy comment runs when its backoff has passed by the clock. */
+  function resultOf(eventToken: string, what = 'result') {
+    return eventuallyOnClock(
+      () => stack.server,
+      clock,
+      () => stack.b24.sentEvents.find((event) => event.eventToken === eventToken),
+      20_000,
+      what,
+    );
   }
 
   const vip: C2DTag = { id: 5001, label: 'VIP', description: '', group_id: 7, group_name: 'Status' };
@@ -252,9 +266,9 @@ describe('Log closed dialog to timeline robot', () => {
     const call = await stack.b24.callRobot({ code: 'c2d_log_dialog', properties: { dialog_id: String(dialogId) }, documentId: dealDocument(dealId) });
     await writing.arrived;
     // Out of time while the write is under way: the lost answer is given up at once, settling first.
-    stack.server.database.sqlite.prepare('update jobs set deadline_at = ? where event_token = ?').run(Date.now() - 1, call.eventToken);
+    stack.server.database.sqlite.prepare('update jobs set deadline_at = ? where event_token = ?').run(clock.now() - 1, call.eventToken);
     writing.release();
-    const sent = await eventually(() => stack.b24.sentEvents.find((event) => event.eventToken === call.eventToken), 20_000, 'result');
+    const sent = await resultOf(call.eventToken);
     expect(stack.b24.timelineComments).toHaveLength(1);
     expect(sent.returnValues).toEqual({ status: 'ok', error: '', comment_id: String(stack.b24.timelineComments[0]!.id), dialog_id: String(dialogId) });
     expect(commentCalls()).toHaveLength(1);
@@ -288,7 +302,7 @@ describe('Log closed dialog to timeline robot', () => {
     }
     expect(stack.b24.timelineComments).toHaveLength(121);
     hold.release();
-    const sent = await eventually(() => stack.b24.sentEvents.find((event) => event.eventToken === call.eventToken), 20_000, 'result');
+    const sent = await resultOf(call.eventToken);
     const ours = stack.b24.timelineComments.filter((comment) => comment.comment.startsWith(`[b]Chat2Desk dialog ${dialogId}[/b]`));
     expect(ours).toHaveLength(1);
     expect(sent.returnValues).toMatchObject({ status: 'ok', comment_id: String(ours[0]!.id) });
@@ -324,9 +338,7 @@ describe('Log closed dialog to timeline robot', () => {
       'busy',
     );
     writing.release();
-    const [a, b] = await Promise.all(
-      [first, second].map((call) => eventually(() => stack.b24.sentEvents.find((event) => event.eventToken === call.eventToken), 20_000, 'results')),
-    );
+    const [a, b] = await Promise.all([first, second].map((call) => resultOf(call.eventToken, 'results')));
     expect(stack.b24.timelineComments).toHaveLength(1);
     expect(commentCalls()).toHaveLength(1);
     expect(a!.returnValues.comment_id).toBe(String(stack.b24.timelineComments[0]!.id));

@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { eventuallyOnClock, noRetryWait, TestClock } from './support/clock.js';
 import { eventually, install, installAndConfigure, sentMessages, startStack, type Stack } from './support/stack.js';
 
 async function fireRobots(stack: Stack, count: number, phone = '79161234567') {
@@ -7,8 +8,10 @@ async function fireRobots(stack: Stack, count: number, phone = '79161234567') {
   return calls.map((call) => call.eventToken);
 }
 
-async function allReported(stack: Stack, tokens: string[], timeoutMs = 20_000) {
-  return eventually(() => tokens.every((token) => stack.b24.sentEvents.some((event) => event.eventToken === token)), timeoutMs, 'every result reported');
+/** With a clock, retries and reports asked again run when their backoff has passed by it, not after waiting it out. */
+async function allReported(stack: Stack, tokens: string[], timeoutMs = 20_000, clock?: TestClock) {
+  const check = () => tokens.every((token) => stack.b24.sentEvents.some((event) => event.eventToken === token));
+  return clock ? eventuallyOnClock(() => stack.server, clock, check, timeoutMs, 'every result reported') : eventually(check, timeoutMs, 'every result reported');
 }
 
 describe('resilience', () => {
@@ -62,7 +65,8 @@ describe('resilience', () => {
   });
 
   it('marks the portal for reinstall when Bitrix24 rejects the refresh token, and still finishes nothing twice', async () => {
-    stack = await startStack();
+    const clock = new TestClock();
+    stack = await startStack({ clock });
     await installAndConfigure(stack);
     stack.c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404 });
     // The calls are confirmed and the runs send their messages; only then does the first report meet
@@ -92,7 +96,7 @@ describe('resilience', () => {
     // The installer's next robot call brings a fresh pair; the waiting results then go out.
     const [recovering] = await fireRobots(stack, 1);
     const all = [...tokens, recovering!];
-    await allReported(stack, all);
+    await allReported(stack, all, 20_000, clock);
     await eventually(() => jobRows().every((row) => row.state === 'done'), 10_000, 'every job done');
     const rows = jobRows();
     expect(rows.map((row) => row.event_token).sort()).toEqual([...all].sort());
@@ -158,7 +162,8 @@ describe('resilience', () => {
   });
 
   it('finishes every job once Chat2Desk comes back, without duplicates', async () => {
-    stack = await startStack();
+    const clock = new TestClock();
+    stack = await startStack({ clock, retrySleep: noRetryWait });
     await installAndConfigure(stack);
     stack.c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404 });
     stack.c2d.setDown(true);
@@ -169,7 +174,7 @@ describe('resilience', () => {
     expect(Object.keys(await stack.server.jobs.countByState()).filter((state) => state !== 'queued' && state !== 'running')).toEqual([]);
     expect(stack.b24.sentEvents).toHaveLength(0);
     stack.c2d.setDown(false);
-    await allReported(stack, tokens, 30_000);
+    await allReported(stack, tokens, 30_000, clock);
     const externalIds = sentMessages(stack).map((call) => (call.body as { external_id: string }).external_id);
     expect(externalIds).toHaveLength(10);
     expect(new Set(externalIds).size).toBe(10);
@@ -178,12 +183,13 @@ describe('resilience', () => {
   });
 
   it('looks for the message by external_id before sending again after a failed send', async () => {
-    stack = await startStack();
+    const clock = new TestClock();
+    stack = await startStack({ clock });
     await installAndConfigure(stack);
     stack.c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404 });
     stack.c2d.failNext({ method: 'POST', path: '/messages' }, 'network');
     const [token] = await fireRobots(stack, 1);
-    await allReported(stack, [token!]);
+    await allReported(stack, [token!], 20_000, clock);
     const lookups = stack.c2d.calls.filter((call) => call.method === 'GET' && call.path === '/messages');
     expect(lookups.length).toBeGreaterThan(0);
     expect(sentMessages(stack)).toHaveLength(1);
@@ -226,12 +232,13 @@ describe('resilience', () => {
   });
 
   it('retries result delivery when Bitrix24 is overloaded, and gives up on a workflow that no longer waits', async () => {
-    stack = await startStack();
+    const clock = new TestClock();
+    stack = await startStack({ clock, retrySleep: noRetryWait });
     await installAndConfigure(stack);
     stack.c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404 });
     stack.b24.failNext('batch', { status: 500, error: 'INTERNAL_SERVER_ERROR', error_description: 'Internal server error' }, 2);
     const [token] = await fireRobots(stack, 1);
-    await allReported(stack, [token!]);
+    await allReported(stack, [token!], 20_000, clock);
 
     stack.b24.failNext('bizproc.event.send', { status: 403, error: 'ACCESS_DENIED', error_description: 'Access denied!' }, 1);
     const [lost] = await fireRobots(stack, 1);

@@ -5,8 +5,30 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { openDatabase } from '../src/db/database.js';
 import { JobStore } from '../src/db/jobs.js';
 import type { FakeChat2Desk } from './fakes/chat2desk.js';
+import { eventuallyOnClock, noRetryWait, TestClock } from './support/clock.js';
 import { robotJob } from './support/jobs.js';
-import { eventually, installAndConfigure, startStack, type Stack } from './support/stack.js';
+import { installAndConfigure, startStack, type Stack, type StackOptions } from './support/stack.js';
+
+/**
+ * Every stack here fails on purpose: retries run without real backoffs, by the test's clock.
+ * What is settled, sent and reported does not depend on how long the backoffs were.
+ */
+let clock: TestClock;
+function settlingStack(options: StackOptions = {}): Promise<Stack> {
+  clock = new TestClock();
+  return startStack({ ...options, clock, retrySleep: noRetryWait });
+}
+
+/** The robot call's result in Bitrix24, moving the clock through the retries before it. */
+function resultOf(stack: Stack, eventToken: string) {
+  return eventuallyOnClock(
+    () => stack.server,
+    clock,
+    () => stack.b24.sentEvents.find((item) => item.eventToken === eventToken),
+    20_000,
+    'result',
+  );
+}
 
 /** Our sends, told apart from the operators' messages posted straight to the fake. */
 const robotSends = (c2d: FakeChat2Desk) =>
@@ -36,8 +58,8 @@ describe('settling a send whose answer was lost', () => {
   });
 
   /** A send Chat2Desk stored and whose answer is lost after `newer` outgoing messages to the client followed it. */
-  async function lostAnswer(newer: number, options: Parameters<typeof startStack>[0] = {}) {
-    stack = await startStack(options);
+  async function lostAnswer(newer: number, options: StackOptions = {}) {
+    stack = await settlingStack(options);
     await installAndConfigure(stack);
     const { client } = stack.c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404 });
     const answer = stack.c2d.holdNext({ method: 'POST', path: '/messages' });
@@ -51,7 +73,7 @@ describe('settling a send whose answer was lost', () => {
   it('finds the message by external_id behind more newer messages than one page holds', async () => {
     const { stack, call, stored, answer } = await lostAnswer(250);
     answer.lose();
-    const event = await eventually(() => stack.b24.sentEvents.find((item) => item.eventToken === call.eventToken), 20_000, 'result');
+    const event = await resultOf(stack, call.eventToken);
     expect(event.returnValues).toMatchObject({ status: 'sent', message_id: String(stored.id) });
     expect(robotSends(stack.c2d)).toHaveLength(1);
     // It paged: the first page (200) did not reach back to the message.
@@ -62,7 +84,7 @@ describe('settling a send whose answer was lost', () => {
   it('finds the message by its text when Chat2Desk does not show the external_id', async () => {
     const { stack, call, stored, answer } = await lostAnswer(60, { c2d: { echoExternalId: false } });
     answer.lose();
-    const event = await eventually(() => stack.b24.sentEvents.find((item) => item.eventToken === call.eventToken), 20_000, 'result');
+    const event = await resultOf(stack, call.eventToken);
     expect(event.returnValues).toMatchObject({ status: 'sent', message_id: String(stored.id) });
     expect(robotSends(stack.c2d)).toHaveLength(1);
     expect(stack.c2d.account().messages.filter((message) => message.text === 'the one in doubt')).toHaveLength(1);
@@ -70,7 +92,7 @@ describe('settling a send whose answer was lost', () => {
 
   it('sends again when the first attempt never reached Chat2Desk, not taking an older message with the same text for it', async () => {
     let shift = 0;
-    stack = await startStack({ c2d: { echoExternalId: false, now: () => Date.now() + shift } });
+    stack = await settlingStack({ c2d: { echoExternalId: false, now: () => Date.now() + shift } });
     await installAndConfigure(stack);
     const { client } = stack.c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404 });
     // An operator sent the same words ten minutes ago: before this run's attempt, so not its message.
@@ -80,7 +102,7 @@ describe('settling a send whose answer was lost', () => {
     // The first POST never reaches Chat2Desk's store: nothing went out, so the retry must send.
     stack.c2d.failNext({ method: 'POST', path: '/messages' }, 'network');
     const call = await stack.b24.callRobot({ code: 'c2d_send_message', properties: { phone: '79161234567', text: 'hello' } });
-    const event = await eventually(() => stack!.b24.sentEvents.find((item) => item.eventToken === call.eventToken), 20_000, 'result');
+    const event = await resultOf(stack!, call.eventToken);
     expect(event.returnValues.status).toBe('sent');
     const hellos = stack.c2d.account().messages.filter((message) => message.text === 'hello');
     expect(hellos).toHaveLength(2);
@@ -93,9 +115,9 @@ describe('settling a send whose answer was lost', () => {
     stack.c2d.setDown(true);
     // Past the deadline: the lost answer is given up at once, and settling finds Chat2Desk down.
     const { sqlite } = stack.server.database;
-    sqlite.prepare('update jobs set deadline_at = ? where event_token = ?').run(Date.now() - 1, call.eventToken);
+    sqlite.prepare('update jobs set deadline_at = ? where event_token = ?').run(clock.now() - 1, call.eventToken);
     answer.lose();
-    const event = await eventually(() => stack.b24.sentEvents.find((item) => item.eventToken === call.eventToken), 30_000, 'result');
+    const event = await resultOf(stack, call.eventToken);
     expect(event.returnValues.status).toBe('failed');
     expect(String(event.returnValues.error)).toContain('it may already have been sent');
     expect(robotSends(stack.c2d)).toHaveLength(1);
@@ -110,7 +132,7 @@ describe('settling write first and attachments', () => {
   });
 
   it('finds a written-first client whose creation lost its answer by phone, creates no second, and sends the way it was created', { timeout: 60_000 }, async () => {
-    stack = await startStack();
+    stack = await settlingStack();
     await installAndConfigure(stack);
     const created = stack.c2d.holdNext({ method: 'POST', path: '/clients' });
     const call = await stack.b24.callRobot({ code: 'c2d_send_message', properties: { phone: '+7 916 765-43-21', text: 'Hello!', transport: 'whatsapp' } });
@@ -119,7 +141,7 @@ describe('settling write first and attachments', () => {
     // retries (harmless: "already exists" names the id) do not get through either.
     stack.c2d.failNext({ method: 'POST', path: '/clients' }, 'network', 4);
     created.lose();
-    const event = await eventually(() => stack!.b24.sentEvents.find((item) => item.eventToken === call.eventToken), 30_000, 'result');
+    const event = await resultOf(stack!, call.eventToken);
     const clients = stack.c2d.account().clients.filter((item) => item.phone === '79167654321');
     expect(clients).toHaveLength(1);
     expect(event.returnValues).toMatchObject({ status: 'sent', client_id: String(clients[0]!.id), transport: 'whatsapp', channel_id: '17404' });
@@ -131,14 +153,14 @@ describe('settling write first and attachments', () => {
   });
 
   it('fails saying the message may have been sent when only an attachment went out and Chat2Desk shows no external_id, and never sends it again', async () => {
-    stack = await startStack({ c2d: { echoExternalId: false } });
+    stack = await settlingStack({ c2d: { echoExternalId: false } });
     await installAndConfigure(stack);
     stack.c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404 });
     const answer = stack.c2d.holdNext({ method: 'POST', path: '/messages' });
     const call = await stack.b24.callRobot({ code: 'c2d_send_message', properties: { phone: '79161234567', attachment: 'https://files.example/offer.pdf' } });
     await answer.arrived;
     answer.lose();
-    const event = await eventually(() => stack!.b24.sentEvents.find((item) => item.eventToken === call.eventToken), 20_000, 'result');
+    const event = await resultOf(stack!, call.eventToken);
     expect(event.returnValues.status).toBe('failed');
     expect(String(event.returnValues.error)).toContain('it may already have been sent, so it is not sent again');
     expect(robotSends(stack.c2d)).toHaveLength(1);

@@ -386,6 +386,8 @@ export class Chat2DeskAccounts {
     private readonly limits: Chat2DeskLimits,
     private readonly rates: Chat2DeskRateStore,
     private readonly fetchImpl: Fetch = fetch,
+    /** Between retries of a transient failure (not the pacing, which waits real time by design). */
+    private readonly retrySleep: (ms: number) => Promise<void> = delay,
   ) {}
 
   async api(baseUrl: string, token: string): Promise<Chat2DeskApi> {
@@ -397,7 +399,7 @@ export class Chat2DeskAccounts {
       // A failed read of the learned rate is not kept: the next caller reads again.
       gate.catch(() => this.#gates.delete(key));
     }
-    return new Chat2DeskApi(baseUrl, token, await gate, this.fetchImpl);
+    return new Chat2DeskApi(baseUrl, token, await gate, this.fetchImpl, this.retrySleep);
   }
 
   /** Stores what every account learned since its last save; called at shutdown. */

@@ -38,6 +38,8 @@ export interface StackOptions {
   /** Job kinds registered only in this test, and the ordering-key hold, passed to startServer. */
   extraKinds?: JobKind[];
   orderingHoldMs?: number;
+  /** How the protocol clients wait before retrying a transient failure (test/support/clock.ts `noRetryWait`). */
+  retrySleep?: (ms: number) => Promise<void>;
 }
 
 export async function freePort(): Promise<number> {
@@ -91,6 +93,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       clock: options.clock,
       extraKinds: options.extraKinds,
       orderingHoldMs: options.orderingHoldMs,
+      retrySleep: options.retrySleep,
     });
   const stack: Stack = {
     b24,
