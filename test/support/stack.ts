@@ -3,6 +3,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
+import type { DeliveryHandler } from '../../src/chat2desk/delivery-handlers.js';
 import type { Clock } from '../../src/clock.js';
 import { loadConfig, type Config } from '../../src/config.js';
 import type { JobKind } from '../../src/jobs/kinds.js';
@@ -38,6 +39,8 @@ export interface StackOptions {
   /** Job kinds registered only in this test, and the ordering-key hold, passed to startServer. */
   extraKinds?: JobKind[];
   orderingHoldMs?: number;
+  /** Chat2Desk delivery handlers registered only in this test, passed to startServer. */
+  deliveryHandlers?: DeliveryHandler[];
 }
 
 export async function freePort(): Promise<number> {
@@ -91,6 +94,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       clock: options.clock,
       extraKinds: options.extraKinds,
       orderingHoldMs: options.orderingHoldMs,
+      deliveryHandlers: options.deliveryHandlers,
     });
   const stack: Stack = {
     b24,

@@ -1,0 +1,179 @@
+import * as v from 'valibot';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { DeliveryHandler } from '../src/chat2desk/delivery-handlers.js';
+import type { DialogDirectory } from '../src/chat2desk/directory.js';
+import { deliveryKey } from '../src/chat2desk/webhook-events.js';
+import type { JobKind } from '../src/jobs/kinds.js';
+import { TestClock } from './support/clock.js';
+import { eventually, installAndConfigure, postForm, startStack, type Stack } from './support/stack.js';
+
+type Row = Record<string, unknown>;
+
+/**
+ * A job kind registered only in these tests: it records the dialog each run was started for.
+ * `while_pending` releases its dedup key when it starts, so once it ran only the delivery key
+ * itself can keep a retried delivery from starting it again; `forever` keeps its key.
+ */
+function dialogKind(name: string, dedup: 'forever' | 'while_pending', runs: string[]): JobKind<{ dialogId: number }> {
+  return {
+    name,
+    input: v.object({ dialogId: v.number() }),
+    needsConfirmation: false,
+    dedup,
+    after: 'done',
+    async prepare(_job, input) {
+      return {
+        async run() {
+          runs.push(`${name}:${input.dialogId}`);
+          return { returnValues: { status: 'ok' }, logMessage: `${name} ran for dialog ${input.dialogId}` };
+        },
+      };
+    },
+    failed: (_job, message) => ({ returnValues: { status: 'failed', error: message }, logMessage: message }),
+  };
+}
+
+/** A closed dialog starts an `episode_test` job; a transfer a `transfer_test` job (whose key is kept). */
+function handlers(clock: TestClock): DeliveryHandler[] {
+  const dialogJob = (kind: string) => (delivery: { event: Row }) => [{ kind, input: { dialogId: delivery.event.dialog_id }, options: { deadlineAt: clock.now() + 3600_000 } }];
+  return [
+    { hookType: 'close_dialog', jobs: dialogJob('episode_test') },
+    { hookType: 'dialog_transferred', jobs: dialogJob('transfer_test') },
+  ];
+}
+
+describe('Chat2Desk deliveries start their jobs in the delivery transaction (the outbox)', () => {
+  let stack: Stack;
+  let clock: TestClock;
+  let directory: DialogDirectory;
+  let dialog: Row;
+  const runs: string[] = [];
+
+  beforeEach(async () => {
+    runs.length = 0;
+    clock = new TestClock();
+    stack = await startStack({
+      clock,
+      extraKinds: [dialogKind('episode_test', 'while_pending', runs), dialogKind('transfer_test', 'forever', runs)],
+      deliveryHandlers: handlers(clock),
+    });
+    const seeded = stack.c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404, withDialog: 'open' });
+    dialog = stack.c2d.account().dialogs.find((item) => item.id === seeded.dialog!.id)!;
+    await installAndConfigure(stack);
+    directory = (await stack.server.directoryOf(stack.b24.memberId))!;
+  });
+  afterEach(() => stack.close());
+
+  const sqlite = () => stack.server.database.sqlite;
+  const count = (table: string) => (sqlite().prepare(`select count(*) as n from ${table}`).get() as { n: number }).n;
+  const jobRows = () => sqlite().prepare("select kind, state, dedup_key from jobs where kind in ('episode_test', 'transfer_test') order by id").all() as Row[];
+  const transfer = (at: string) => ({ hook_type: 'dialog_transferred', dialog_id: dialog.id, client_id: dialog.client_id, operator_id: 311416, event_time: at });
+  const closed = (at: string) => ({ hook_type: 'close_dialog', dialog_id: dialog.id, client_id: dialog.client_id, event_time: at });
+  const webhookUrl = () => String(stack.c2d.account().webhooks[0]!.url);
+  const post = (url: string, body: Row) => fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const dialogReads = () => stack.c2d.calls.filter((call) => call.path === `/dialogs/${String(dialog.id)}`).length;
+
+  it('stores the job a delivery starts with the delivery, keyed by the delivery key, and runs it', async () => {
+    expect(await stack.c2d.deliverWebhook(transfer('2026-11-24T10:00:00Z'))).toEqual([200]);
+    expect(count('webhook_deliveries')).toBe(1);
+    expect(jobRows()).toEqual([expect.objectContaining({ kind: 'transfer_test', dedup_key: `chat2desk:${deliveryKey(transfer('2026-11-24T10:00:00Z'))}#0` })]);
+    await eventually(() => jobRows()[0]?.state === 'done', 10_000, 'the delivery job done');
+    expect(runs).toEqual([`transfer_test:${String(dialog.id)}`]);
+  });
+
+  it('starts nothing again when Chat2Desk repeats a delivery, also after its job ran and released its key', async () => {
+    expect(await stack.c2d.deliverWebhook(closed('2026-11-24T10:00:00Z'))).toEqual([200]);
+    await eventually(() => jobRows()[0]?.state === 'done', 10_000, 'the delivery job done');
+    const repeated = await post(webhookUrl(), closed('2026-11-24T10:00:00Z'));
+    expect(await repeated.json()).toEqual({ status: 'duplicate' });
+    expect(jobRows()).toHaveLength(1);
+    // A different event of the same dialog is new work.
+    expect(await stack.c2d.deliverWebhook(closed('2026-11-24T11:00:00Z'))).toEqual([200]);
+    await eventually(() => jobRows().filter((row) => row.state === 'done').length === 2, 10_000, 'the second job done');
+    expect(runs).toHaveLength(2);
+  });
+
+  it('starts nothing again for a delivery repeated after its key was pruned: the job keeps a key derived from it', async () => {
+    expect(await stack.c2d.deliverWebhook(transfer('2026-11-24T10:00:00Z'))).toEqual([200]);
+    await eventually(() => jobRows()[0]?.state === 'done', 10_000, 'the delivery job done');
+    clock.advance(25 * 3600_000);
+    expect(await stack.server.chat2deskWebhooks.pruneDeliveries()).toBe(1);
+    const repeated = await post(webhookUrl(), transfer('2026-11-24T10:00:00Z'));
+    expect(await repeated.json()).toEqual({ status: 'applied' });
+    expect(jobRows()).toEqual([expect.objectContaining({ kind: 'transfer_test', state: 'done' })]);
+    expect(runs).toHaveLength(1);
+  });
+
+  it('leaves neither the delivery, nor its job, nor the cache invalidation when storing the job fails, and answers 5xx', async () => {
+    expect((await directory.dialog(dialog.id as number)).state).toBe('open');
+    sqlite().exec("create trigger refuse_job before insert on jobs when new.kind = 'episode_test' begin select raise(abort, 'job insert refused'); end");
+    dialog.state = 'closed';
+    expect(await stack.c2d.deliverWebhook(closed('2026-11-24T10:00:00Z'))).toEqual([500]);
+    expect(count('webhook_deliveries')).toBe(0);
+    expect(jobRows()).toEqual([]);
+    // The cached dialog was not invalidated: it is still served without asking Chat2Desk.
+    stack.c2d.resetCalls();
+    expect((await directory.dialog(dialog.id as number)).state).toBe('open');
+    expect(dialogReads()).toBe(0);
+    // Chat2Desk's retry, once the store works again, does it all.
+    sqlite().exec('drop trigger refuse_job');
+    expect(await stack.c2d.deliverWebhook(closed('2026-11-24T10:00:00Z'))).toEqual([200]);
+    expect(count('webhook_deliveries')).toBe(1);
+    expect((await directory.dialog(dialog.id as number)).state).toBe('closed');
+    await eventually(() => jobRows()[0]?.state === 'done', 10_000, 'the retried delivery job done');
+  });
+
+  it('leaves no job and no cache invalidation when storing the delivery fails, and answers 5xx', async () => {
+    expect((await directory.dialog(dialog.id as number)).state).toBe('open');
+    sqlite().exec("create trigger refuse_delivery before insert on webhook_deliveries begin select raise(abort, 'delivery insert refused'); end");
+    dialog.state = 'closed';
+    expect(await stack.c2d.deliverWebhook(closed('2026-11-24T10:00:00Z'))).toEqual([500]);
+    expect(count('webhook_deliveries')).toBe(0);
+    expect(jobRows()).toEqual([]);
+    stack.c2d.resetCalls();
+    expect((await directory.dialog(dialog.id as number)).state).toBe('open');
+    expect(dialogReads()).toBe(0);
+  });
+
+  it('stores nothing for a delivery to a webhook nobody registered', async () => {
+    const unknown = await post(`${stack.server.url}/chat2desk/webhook/${'A'.repeat(32)}`, closed('2026-11-24T10:00:00Z'));
+    expect(unknown.status).toBe(404);
+    expect(count('webhook_deliveries')).toBe(0);
+    expect(jobRows()).toEqual([]);
+  });
+
+  it('refuses a delivery whose jobs its kind does not accept, and stores nothing', async () => {
+    expect((await directory.dialog(dialog.id as number)).state).toBe('open');
+    dialog.state = 'closed';
+    const answer = await post(webhookUrl(), { hook_type: 'close_dialog', dialog_id: String(dialog.id), event_time: '2026-11-24T10:00:00Z' });
+    expect(answer.status).toBe(400);
+    expect(await answer.json()).toEqual({ error: expect.stringContaining('The close_dialog delivery cannot start its work: episode_test:') });
+    expect(count('webhook_deliveries')).toBe(0);
+    expect(jobRows()).toEqual([]);
+    stack.c2d.resetCalls();
+    expect((await directory.dialog(dialog.id as number)).state).toBe('open');
+  });
+});
+
+describe('the bound on robot calls waiting for confirmation', () => {
+  let stack: Stack;
+  afterEach(() => stack.close());
+
+  it('stores exactly the bound when more calls than it arrive at once', async () => {
+    stack = await startStack({ env: { MAX_UNCONFIRMED_CALLS_PER_PORTAL: '5' } });
+    await installAndConfigure(stack);
+    // The first confirmation is held, so no call leaves `confirming` while the calls arrive.
+    const held = stack.b24.hold({ rest: 'batch', command: 'bizproc.activity.log' });
+    const calls = Array.from({ length: 16 }, (_, i) => stack.b24.robotCallBody({ code: 'c2d_send_message', properties: { phone: '79161234567', text: `call ${i}` } }));
+    const answers = await Promise.all(calls.map((call) => postForm(`${stack.server.url}/bitrix24/robot`, call.body)));
+    const statuses = answers.map((answer) => answer.status);
+    expect(statuses.filter((status) => status === 200)).toHaveLength(5);
+    expect(statuses.filter((status) => status === 503)).toHaveLength(11);
+    const stored = stack.server.database.sqlite.prepare("select count(*) as n from jobs where kind = 'robot'").get() as { n: number };
+    expect(stored.n).toBe(5);
+    // A repeat of a stored call is still acknowledged as a duplicate, bound or not.
+    const accepted = calls.filter((_, i) => statuses[i] === 200);
+    expect(await (await postForm(`${stack.server.url}/bitrix24/robot`, accepted[0]!.body)).json()).toMatchObject({ status: 'duplicate' });
+    held.release();
+  });
+});
