@@ -1,9 +1,14 @@
 import * as v from 'valibot';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { RobotRegistry } from '../src/activities/index.js';
+import type { RobotCall } from '../src/bitrix24/robot-call.js';
 import type { DeliveryHandler } from '../src/chat2desk/delivery-handlers.js';
 import type { DialogDirectory } from '../src/chat2desk/directory.js';
 import { deliveryKey } from '../src/chat2desk/webhook-events.js';
 import type { JobKind } from '../src/jobs/kinds.js';
+import { RobotCalls } from '../src/jobs/robot-calls.js';
+import { createLogger } from '../src/log.js';
+import { systemClock } from '../src/clock.js';
 import { TestClock } from './support/clock.js';
 import { eventually, installAndConfigure, postForm, startStack, type Stack } from './support/stack.js';
 
@@ -176,4 +181,47 @@ describe('the bound on robot calls waiting for confirmation', () => {
     expect(await (await postForm(`${stack.server.url}/bitrix24/robot`, accepted[0]!.body)).json()).toMatchObject({ status: 'duplicate' });
     held.release();
   });
+
+  it('holds the bound for two servers sharing the database: calls accepted by both at once store exactly the bound', async () => {
+    stack = await startStack({ env: { MAX_UNCONFIRMED_CALLS_PER_PORTAL: '5' } });
+    await installAndConfigure(stack);
+    const held = stack.b24.hold({ rest: 'batch', command: 'bizproc.activity.log' });
+    // Another server process's acceptance of robot calls: its own RobotCalls over the same job store.
+    const otherServer = new RobotCalls({
+      pipeline: stack.server.pipeline,
+      robots: new RobotRegistry(),
+      clock: systemClock,
+      robotDeadlineSeconds: stack.config.robotDeadlineSeconds,
+      maxUnconfirmedPerPortal: 5,
+      log: createLogger('silent'),
+    });
+    const portal = (await stack.server.portals.get(stack.b24.memberId))!;
+    const viaOther = Array.from({ length: 8 }, (_, i) => stack.b24.robotCallBody({ code: 'c2d_send_message', properties: { phone: '79161234567', text: `other ${i}` } }));
+    const viaUs = Array.from({ length: 8 }, (_, i) => stack.b24.robotCallBody({ code: 'c2d_send_message', properties: { phone: '79161234567', text: `ours ${i}` } }));
+    const [ours, theirs] = await Promise.all([
+      Promise.all(viaUs.map((call) => postForm(`${stack.server.url}/bitrix24/robot`, call.body).then((answer) => answer.status))),
+      Promise.all(viaOther.map((call) => otherServer.accept(portal, robotCall(portal.memberId, call.eventToken)).then((acceptance) => acceptance.status))),
+    ]);
+    expect(ours.filter((status) => status === 200).length + theirs.filter((status) => status === 'accepted').length).toBe(5);
+    const stored = stack.server.database.sqlite.prepare("select count(*) as n from jobs where kind = 'robot'").get() as { n: number };
+    expect(stored.n).toBe(5);
+    held.release();
+  });
 });
+
+/** A valid Send message call as the robot route reads it from Bitrix24's form body. */
+function robotCall(memberId: string, eventToken: string): RobotCall {
+  return {
+    code: 'c2d_send_message',
+    eventToken,
+    workflowId: eventToken.split('|')[0]!,
+    documentId: ['crm', 'CCrmDocumentDeal', 'DEAL_301'],
+    documentType: ['crm', 'CCrmDocumentDeal', 'DEAL'],
+    properties: { phone: '79161234567', text: 'from the other server' },
+    useSubscription: true,
+    timeoutSeconds: 0,
+    memberId,
+    applicationToken: 'unused',
+    domain: 'unused',
+  };
+}
