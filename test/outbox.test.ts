@@ -1,3 +1,6 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import * as v from 'valibot';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { RobotRegistry } from '../src/activities/index.js';
@@ -9,7 +12,10 @@ import type { JobKind } from '../src/jobs/kinds.js';
 import { RobotCalls } from '../src/jobs/robot-calls.js';
 import { createLogger } from '../src/log.js';
 import { systemClock } from '../src/clock.js';
+import { openDatabase, type DatabaseHandle } from '../src/db/database.js';
+import { JobStore, UnconfirmedLimitReached } from '../src/db/jobs.js';
 import { TestClock } from './support/clock.js';
+import { robotJob } from './support/jobs.js';
 import { eventually, installAndConfigure, postForm, startStack, type Stack } from './support/stack.js';
 
 type Row = Record<string, unknown>;
@@ -165,7 +171,8 @@ describe('the bound on robot calls waiting for confirmation', () => {
   afterEach(() => stack.close());
 
   it('stores exactly the bound when more calls than it arrive at once', async () => {
-    stack = await startStack({ env: { MAX_UNCONFIRMED_CALLS_PER_PORTAL: '5' } });
+    const clock = new TestClock();
+    stack = await startStack({ clock, env: { MAX_UNCONFIRMED_CALLS_PER_PORTAL: '5' } });
     await installAndConfigure(stack);
     // The first confirmation is held, so no call leaves `confirming` while the calls arrive.
     const held = stack.b24.hold({ rest: 'batch', command: 'bizproc.activity.log' });
@@ -176,7 +183,9 @@ describe('the bound on robot calls waiting for confirmation', () => {
     expect(statuses.filter((status) => status === 503)).toHaveLength(11);
     const stored = stack.server.database.sqlite.prepare("select count(*) as n from jobs where kind = 'robot'").get() as { n: number };
     expect(stored.n).toBe(5);
-    // A repeat of a stored call is still acknowledged as a duplicate, bound or not.
+    // For a second after a refusal the portal's calls are refused without asking the database;
+    // then a repeat of a stored call is acknowledged as a duplicate, bound or not.
+    clock.advance(1_001);
     const accepted = calls.filter((_, i) => statuses[i] === 200);
     expect(await (await postForm(`${stack.server.url}/bitrix24/robot`, accepted[0]!.body)).json()).toMatchObject({ status: 'duplicate' });
     held.release();
@@ -225,3 +234,30 @@ function robotCall(memberId: string, eventToken: string): RobotCall {
     domain: 'unused',
   };
 }
+
+describe('the bounded insert of JobStore', () => {
+  let dir: string;
+  let database: DatabaseHandle;
+  let jobs: JobStore;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'c2d-b24-bound-'));
+    database = openDatabase(join(dir, 'app.db'));
+    jobs = new JobStore(database.db, systemClock);
+  });
+  afterEach(() => {
+    database.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const waiting = (memberId: string, eventToken: string) => ({ ...robotJob(memberId, eventToken, Date.now() + 60_000), awaitsConfirmation: true });
+
+  it("counts only the portal's own waiting calls, however many other portals' calls lie between them", async () => {
+    await jobs.enqueue(waiting('portal', 'first'), { maxConfirming: 3 });
+    for (let i = 0; i < 10; i++) await jobs.enqueue(waiting('other-portal', `other-${i}`));
+    await jobs.enqueue(waiting('portal', 'second'), { maxConfirming: 3 });
+    await jobs.enqueue(waiting('portal', 'third'), { maxConfirming: 3 });
+    await expect(jobs.enqueue(waiting('portal', 'fourth'), { maxConfirming: 3 })).rejects.toThrow(UnconfirmedLimitReached);
+    expect((await jobs.enqueue(waiting('portal', 'third'), { maxConfirming: 3 })).duplicate).toBe(true);
+    expect(await jobs.countByState('portal')).toEqual({ confirming: 3 });
+  });
+});

@@ -31,6 +31,13 @@ export type Acceptance = { status: 'accepted' | 'duplicate'; jobId: number } | {
  * branch; sending that result needs no confirmation, Bitrix24 refuses it for a forged event token.
  */
 export class RobotCalls {
+  /**
+   * Per portal: until when calls are refused without asking the database, after the insert found
+   * the bound reached. Refusing for this second is the safe side (nothing more is stored), and a
+   * flood of forged calls past the bound does not pay the insert's count each.
+   */
+  readonly #fullUntil = new Map<string, number>();
+
   constructor(private readonly deps: AcceptDeps) {}
 
   async accept(portal: Portal, call: RobotCall): Promise<Acceptance> {
@@ -41,6 +48,10 @@ export class RobotCalls {
       return { status: 'refused', error: 'A robot call that does not wait for its result (use_subscription=N) cannot be confirmed by Bitrix24 and is not run' };
     }
     const now = this.deps.clock.now();
+    if (now < (this.#fullUntil.get(portal.memberId) ?? 0)) {
+      this.deps.log.debug({ memberId: portal.memberId }, 'robot call refused: the portal had its bound of unconfirmed calls a moment ago');
+      return this.#overloaded();
+    }
     const limit = call.timeoutSeconds > 0 ? call.timeoutSeconds * 1000 - TIMEOUT_MARGIN_MS : Infinity;
     const deadlineAt = now + Math.max(5_000, Math.min(this.deps.robotDeadlineSeconds * 1000, limit));
     const activity = this.deps.robots.find(call.code);
@@ -73,11 +84,9 @@ export class RobotCalls {
       );
     } catch (error) {
       if (!(error instanceof UnconfirmedLimitReached)) throw error;
+      this.#fullUntil.set(portal.memberId, now + 1_000);
       this.deps.log.warn({ memberId: portal.memberId, limit: error.limit }, 'robot call refused: too many calls of this portal wait for confirmation');
-      return {
-        status: 'overloaded',
-        error: `Too many robot calls of this portal (${error.limit}) are waiting for Bitrix24 to confirm them; this call was not stored, run the robot again later`,
-      };
+      return this.#overloaded();
     }
     const { job, duplicate } = stored;
     if (duplicate) {
@@ -90,6 +99,14 @@ export class RobotCalls {
       this.deps.log[level]({ memberId: portal.memberId, jobId: job.id, code: excerpt(call.code), invalid: Boolean(immediateResult) }, 'robot call accepted');
     }
     return { status: duplicate ? 'duplicate' : 'accepted', jobId: job.id };
+  }
+
+  #overloaded(): Acceptance {
+    const limit = this.deps.maxUnconfirmedPerPortal;
+    return {
+      status: 'overloaded',
+      error: `Too many robot calls of this portal (${limit}) are waiting for Bitrix24 to confirm them; this call was not stored, run the robot again later`,
+    };
   }
 }
 
