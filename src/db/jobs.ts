@@ -175,10 +175,11 @@ export class JobStore {
     // together all pass the count. SQLite runs the statement alone; a PostgreSQL version must
     // serialize it per portal (an advisory transaction lock on the member id), since under READ
     // COMMITTED concurrent inserts do not see each other's rows. Written by hand because drizzle's
-    // insert … select must list every column, the id included, in table order. The count stops at
-    // the bound. The id span of the portal's confirming jobs (two index seeks) is an upper bound of
-    // their number: below the bound, the count is not run (SQLite evaluates the `or` lazily); the count
-    // costs about a microsecond per waiting job, so only a portal with many waiting pays it.
+    // insert … select must list every column, the id included, in table order. The id span of the
+    // portal's confirming jobs (two index seeks) is an upper bound of their number: below the bound
+    // nothing is counted (SQLite evaluates the `or` lazily); else the bound-th of them is looked for,
+    // stepping over at most `bound` index entries, so only a portal with many waiting pays for it.
+    // (A `count(*)` over a limited subquery cost ~170 µs per insert even when skipped: measured.)
     this.#insertBounded = db.$client.prepare(`
       insert into jobs (kind, public_id, member_id, dedup_key, ordering_key, event_token, robot_code, document_id, input, state,
                         run_at, deadline_at, return_values, log_message, finished_at, created_at, updated_at)
@@ -186,7 +187,7 @@ export class JobStore {
              @runAt, @deadlineAt, @returnValues, @logMessage, @finishedAt, @createdAt, @updatedAt
       where coalesce((select max(id) from jobs where member_id = @memberId and state = 'confirming')
                      - (select min(id) from jobs where member_id = @memberId and state = 'confirming') + 1, 0) < @bound
-         or (select count(*) from (select 1 from jobs where member_id = @memberId and state = 'confirming' limit @bound)) < @bound
+         or not exists (select 1 from jobs where member_id = @memberId and state = 'confirming' limit 1 offset @bound - 1)
       on conflict do nothing
       returning id`);
     this.#byDedupKey = db
