@@ -15,6 +15,7 @@ import { Uninstalls } from './bitrix24/uninstall.js';
 import { BitrixUsers } from './bitrix24/users.js';
 import { Chat2DeskAccess } from './chat2desk/access.js';
 import { Chat2DeskAccounts } from './chat2desk/client.js';
+import { DeliveryHandlers, type DeliveryHandler } from './chat2desk/delivery-handlers.js';
 import type { DialogDirectory } from './chat2desk/directory.js';
 import { Chat2DeskWebhooks } from './chat2desk/webhooks.js';
 import { CacheStore } from './db/cache.js';
@@ -81,6 +82,8 @@ export interface ServerOptions {
   clock?: Clock;
   /** Job kinds beyond the app's own (a test proves a kind of its own runs through the same pipeline). */
   extraKinds?: JobKind[];
+  /** What Chat2Desk deliveries start (src/chat2desk/delivery-handlers.ts); a test registers its own. */
+  deliveryHandlers?: DeliveryHandler[];
   /** The robots; a test may pass a registry with a robot of its own. */
   robots?: RobotRegistry;
   /** How long a failing job at the head of an ordering key holds the key (src/db/jobs.ts). */
@@ -113,15 +116,6 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
   const cache = new CacheStore(database.db);
   const chat2desk = new Chat2DeskAccess({ portals, accounts, cache, defaultApiUrl: config.chat2desk.defaultApiUrl, allowedApiUrls: config.chat2desk.allowedApiUrls, log, clock });
   const background = new BackgroundTasks(log);
-  const chat2deskWebhooks = new Chat2DeskWebhooks({
-    webhooks: new WebhookStore(database.db, secrets, clock),
-    cache,
-    portals,
-    publicUrl: config.publicUrl,
-    directoryFor: (portal) => chat2desk.directoryOf(portal),
-    clock,
-    log,
-  });
   const registration = new AppRegistration({
     rest,
     publicUrl: config.publicUrl,
@@ -148,6 +142,18 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     log,
     reportLingerMs: options.reportLingerMs,
   });
+  const chat2deskWebhooks = new Chat2DeskWebhooks({
+    webhooks: new WebhookStore(database.db, secrets, clock),
+    cache,
+    portals,
+    publicUrl: config.publicUrl,
+    directoryFor: (portal) => chat2desk.directoryOf(portal),
+    // No production handler yet: deliveries only update the cache until a kind needs them.
+    deliveryHandlers: new DeliveryHandlers(options.deliveryHandlers ?? [], (kind, memberId, input, jobOptions) => pipeline.job(kind, memberId, input, jobOptions)),
+    jobsStored: (job) => pipeline.jobsStored(job),
+    clock,
+    log,
+  });
   const uninstalls = new Uninstalls({ portals, jobs, rest, chat2deskWebhooks, background, log, clock });
   const installerTokens = new InstallerTokens({ oauth, portals, log, clock });
   const appUpdates = new AppUpdates({ jobs, pipeline, installerTokens, background, clock });
@@ -162,7 +168,6 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     events: new EventHandlers([onAppUninstall(uninstalls), onAppUpdate(appUpdates)]),
     robotCalls: new RobotCalls({
       pipeline,
-      jobs,
       robots,
       clock,
       robotDeadlineSeconds: config.robotDeadlineSeconds,

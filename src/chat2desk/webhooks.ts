@@ -1,9 +1,11 @@
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Clock } from '../clock.js';
 import type { CacheStore } from '../db/cache.js';
+import type { NewJob } from '../db/jobs.js';
 import type { Portal, PortalStore } from '../db/portals.js';
 import type { WebhookStore } from '../db/webhooks.js';
 import type { Logger } from '../log.js';
+import type { DeliveryHandlers } from './delivery-handlers.js';
 import type { DialogDirectory } from './directory.js';
 import { Chat2DeskError } from './errors.js';
 import { parseChat2DeskTime } from './times.js';
@@ -25,6 +27,10 @@ export interface WebhookDeps {
   portals: PortalStore;
   publicUrl: string;
   directoryFor(portal: Portal): Promise<DialogDirectory | undefined>;
+  /** The jobs each hook type starts, stored with the delivery (the outbox). */
+  deliveryHandlers: DeliveryHandlers;
+  /** Called after the commit for each job a delivery stored, so the worker looks for it (src/jobs/pipeline.ts `jobsStored`). */
+  jobsStored(job: NewJob): void;
   clock: Clock;
   log: Logger;
 }
@@ -70,7 +76,10 @@ export class Chat2DeskWebhooks {
     return { webhookId: webhook.id };
   }
 
-  /** One delivery. Stored and applied in one transaction before the answer, so a 2xx means "applied". */
+  /**
+   * One delivery. Stored, applied to the cache and turned into its jobs in one transaction before
+   * the answer, so a 2xx means "applied and queued"; any failure is a 5xx and Chat2Desk retries.
+   */
   async receive(secret: string, rawBody: string, header: (name: string) => string | undefined): Promise<DeliveryOutcome> {
     const registration = await this.deps.webhooks.bySecret(secret);
     const portal = registration ? await this.deps.portals.get(registration.memberId) : undefined;
@@ -91,12 +100,25 @@ export class Chat2DeskWebhooks {
       return { status: 400, error: 'The body has no hook_type' };
     }
     const event = body as Record<string, unknown>;
-    const fresh = await this.deps.webhooks.recordDelivery(
-      { memberId: portal.memberId, accountKey: registration.accountKey, dedupKey: deliveryKey(event), hookType: String(event.hook_type), body: rawBody },
+    const hookType = String(event.hook_type);
+    const dedupKey = deliveryKey(event);
+    let jobs: NewJob[];
+    try {
+      // Handlers are pure functions of the delivery: input their kind refuses is this delivery's fault.
+      jobs = this.deps.deliveryHandlers.jobsFor({ memberId: portal.memberId, hookType, deliveryKey: dedupKey, event });
+    } catch (error) {
+      const reason = error instanceof Error ? error.message : String(error);
+      this.deps.log.warn({ memberId: portal.memberId, hookType, err: reason }, 'chat2desk webhook delivery refused: its jobs are invalid');
+      return { status: 400, error: `The ${hookType} delivery cannot start its work: ${reason}` };
+    }
+    const recorded = await this.deps.webhooks.recordDelivery(
+      { memberId: portal.memberId, accountKey: registration.accountKey, dedupKey, hookType, body: rawBody },
       invalidationFor(event),
+      jobs,
     );
-    this.deps.log.debug({ memberId: portal.memberId, hookType: event.hook_type, duplicate: !fresh }, 'chat2desk webhook delivery');
-    return { status: 200, result: fresh ? 'applied' : 'duplicate' };
+    if (recorded.jobsStored > 0) for (const job of jobs) this.deps.jobsStored(job);
+    this.deps.log.debug({ memberId: portal.memberId, hookType, duplicate: !recorded.fresh, jobsStored: recorded.jobsStored }, 'chat2desk webhook delivery');
+    return { status: 200, result: recorded.fresh ? 'applied' : 'duplicate' };
   }
 
   /**

@@ -3,6 +3,7 @@ import type { Clock } from '../clock.js';
 import type { SecretBox } from '../secrets.js';
 import { type Invalidation, invalidateRows } from './cache.js';
 import type { Db } from './database.js';
+import { insertJobs, type NewJob } from './jobs.js';
 import { c2dWebhooks, webhookDeliveries } from './schema.js';
 
 export interface WebhookRegistration {
@@ -73,12 +74,19 @@ export class WebhookStore {
   }
 
   /**
-   * Stores a delivery unless its key was seen, and deletes what it makes stale in the cache, in one
-   * transaction; true when the key is new. The invalidation is applied even to a repeated key:
-   * invalidating twice is harmless, while a key collision (events whose bodies carry no time) must
-   * not swallow a real change.
+   * Stores a delivery unless its key was seen, the jobs it starts (an outbox), and deletes what it
+   * makes stale in the cache, all in one transaction: a failure of any part leaves none of them, so
+   * the answer is a 5xx and Chat2Desk's retry finds nothing half done. The jobs are stored only
+   * with a new key, and each carries a dedup key of its own derived from the delivery key, so a
+   * retry starts nothing twice even after the key itself was pruned. The invalidation is applied
+   * even to a repeated key: invalidating twice is harmless, while a key collision (events whose
+   * bodies carry no time) must not swallow a real change.
    */
-  async recordDelivery(delivery: { memberId: string; accountKey: string; dedupKey: string; hookType: string; body: string }, stale: Invalidation): Promise<boolean> {
+  async recordDelivery(
+    delivery: { memberId: string; accountKey: string; dedupKey: string; hookType: string; body: string },
+    stale: Invalidation,
+    newJobs: NewJob[] = [],
+  ): Promise<{ fresh: boolean; jobsStored: number }> {
     const now = this.clock.now();
     return this.db.transaction((tx) => {
       // The unique key decides which receipt is the first, also between two processes at once.
@@ -95,9 +103,10 @@ export class WebhookStore {
           .where(and(eq(webhookDeliveries.memberId, delivery.memberId), eq(webhookDeliveries.dedupKey, delivery.dedupKey)))
           .run();
       }
+      const jobsStored = inserted ? insertJobs(tx, newJobs, now) : 0;
       tx.update(c2dWebhooks).set({ lastDeliveryAt: now }).where(eq(c2dWebhooks.memberId, delivery.memberId)).run();
       invalidateRows(tx, delivery.accountKey, stale);
-      return inserted !== undefined;
+      return { fresh: inserted !== undefined, jobsStored };
     });
   }
 

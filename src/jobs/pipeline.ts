@@ -33,10 +33,19 @@ export class Pipeline {
     return { ...options, kind: kindName, memberId, input: parsed.output, awaitsConfirmation: kind.needsConfirmation };
   }
 
-  /** Stores the job unless its dedup key exists (duplicate=true), and wakes the worker. */
-  async enqueue(kindName: string, memberId: string, input: unknown, options: JobOptions): Promise<{ job: Pick<JobRow, 'id'>; duplicate: boolean }> {
+  /**
+   * Stores the job unless its dedup key exists (duplicate=true), and wakes the worker. `limits`:
+   * see `JobStore.enqueue` (robot calls bound their portal's unconfirmed calls).
+   */
+  async enqueue(
+    kindName: string,
+    memberId: string,
+    input: unknown,
+    options: JobOptions,
+    limits: { maxConfirming?: number } = {},
+  ): Promise<{ job: Pick<JobRow, 'id'>; duplicate: boolean }> {
     const job = this.job(kindName, memberId, input, options);
-    const stored = await this.deps.jobs.enqueue(job);
+    const stored = await this.deps.jobs.enqueue(job, limits);
     if (!stored.duplicate) this.jobsStored(job);
     return stored;
   }

@@ -3,7 +3,7 @@ import { excerpt, type Activity } from '../activities/activity.js';
 import type { RobotRegistry } from '../activities/index.js';
 import { propertiesOutOfBounds, type RobotCall } from '../bitrix24/robot-call.js';
 import type { Clock } from '../clock.js';
-import type { JobStore } from '../db/jobs.js';
+import { UnconfirmedLimitReached } from '../db/jobs.js';
 import type { Portal } from '../db/portals.js';
 import type { Logger } from '../log.js';
 import { ROBOT_KIND } from './kinds/robot.js';
@@ -14,7 +14,6 @@ const TIMEOUT_MARGIN_MS = 30_000;
 
 export interface AcceptDeps {
   pipeline: Pipeline;
-  jobs: JobStore;
   robots: RobotRegistry;
   clock: Clock;
   robotDeadlineSeconds: number;
@@ -33,11 +32,11 @@ export type Acceptance = { status: 'accepted' | 'duplicate'; jobId: number } | {
  */
 export class RobotCalls {
   /**
-   * Per portal: calls waiting for confirmation, read from the database at most once a second and
-   * counted up here in between, so the bound costs no query per acknowledgement. Confirmations that
-   * finish meanwhile are seen at the next read: the bound errs on the safe side for at most a second.
+   * Per portal: until when calls are refused without asking the database, after the insert found
+   * the bound reached. Refusing for this second is the safe side (nothing more is stored), and a
+   * flood of forged calls past the bound does not pay the insert's count each.
    */
-  readonly #waiting = new Map<string, { count: number; readAt: number }>();
+  readonly #fullUntil = new Map<string, number>();
 
   constructor(private readonly deps: AcceptDeps) {}
 
@@ -48,17 +47,11 @@ export class RobotCalls {
       this.deps.log.warn({ memberId: portal.memberId, code: call.code }, 'robot call refused: it does not wait for its result, so Bitrix24 cannot confirm it');
       return { status: 'refused', error: 'A robot call that does not wait for its result (use_subscription=N) cannot be confirmed by Bitrix24 and is not run' };
     }
-    // Anyone with a page's application token can make calls (docs/protocols.md B0); until Bitrix24 confirms
-    // them each is a stored row, so their number is bounded. Bitrix24 shows the robot as failed.
-    const waiting = await this.#waitingFor(portal.memberId);
-    if (waiting.count >= this.deps.maxUnconfirmedPerPortal) {
-      this.deps.log.warn({ memberId: portal.memberId, limit: this.deps.maxUnconfirmedPerPortal }, 'robot call refused: too many calls of this portal wait for confirmation');
-      return {
-        status: 'overloaded',
-        error: `Too many robot calls of this portal (${this.deps.maxUnconfirmedPerPortal}) are waiting for Bitrix24 to confirm them; this call was not stored, run the robot again later`,
-      };
-    }
     const now = this.deps.clock.now();
+    if (now < (this.#fullUntil.get(portal.memberId) ?? 0)) {
+      this.deps.log.debug({ memberId: portal.memberId }, 'robot call refused: the portal had its bound of unconfirmed calls a moment ago');
+      return this.#overloaded();
+    }
     const limit = call.timeoutSeconds > 0 ? call.timeoutSeconds * 1000 - TIMEOUT_MARGIN_MS : Infinity;
     const deadlineAt = now + Math.max(5_000, Math.min(this.deps.robotDeadlineSeconds * 1000, limit));
     const activity = this.deps.robots.find(call.code);
@@ -71,13 +64,31 @@ export class RobotCalls {
       const problems = propertiesOutOfBounds(call.properties) ?? schemaProblems(activity, call.properties);
       if (problems) immediateResult = activity.failed(`${activity.name.en}: ${problems}`);
     }
-    const { job, duplicate } = await this.deps.pipeline.enqueue(ROBOT_KIND, portal.memberId, call.properties, {
-      // Bitrix24 posts each call once; a repeated delivery of the same event token is not run again.
-      dedupKey: call.eventToken,
-      robot: { eventToken: call.eventToken, robotCode: call.code, documentId: call.documentId },
-      deadlineAt,
-      immediateResult,
-    });
+    let stored: { job: { id: number }; duplicate: boolean };
+    try {
+      stored = await this.deps.pipeline.enqueue(
+        ROBOT_KIND,
+        portal.memberId,
+        call.properties,
+        {
+          // Bitrix24 posts each call once; a repeated delivery of the same event token is not run again.
+          dedupKey: call.eventToken,
+          robot: { eventToken: call.eventToken, robotCode: call.code, documentId: call.documentId },
+          deadlineAt,
+          immediateResult,
+        },
+        // Anyone with a page's application token can make calls (docs/protocols.md B0); until Bitrix24
+        // confirms them each is a stored row, so their number is bounded, by the insert itself so that
+        // calls arriving together cannot pass the bound together. Bitrix24 shows the robot as failed.
+        { maxConfirming: this.deps.maxUnconfirmedPerPortal },
+      );
+    } catch (error) {
+      if (!(error instanceof UnconfirmedLimitReached)) throw error;
+      this.#fullUntil.set(portal.memberId, now + 1_000);
+      this.deps.log.warn({ memberId: portal.memberId, limit: error.limit }, 'robot call refused: too many calls of this portal wait for confirmation');
+      return this.#overloaded();
+    }
+    const { job, duplicate } = stored;
     if (duplicate) {
       this.deps.log.info({ memberId: portal.memberId, jobId: job.id }, 'repeated robot call acknowledged, not run again');
     } else {
@@ -86,19 +97,16 @@ export class RobotCalls {
       // only calls refused for their input are logged at info.
       const level = immediateResult ? 'info' : 'debug';
       this.deps.log[level]({ memberId: portal.memberId, jobId: job.id, code: excerpt(call.code), invalid: Boolean(immediateResult) }, 'robot call accepted');
-      if (!immediateResult) waiting.count += 1;
     }
     return { status: duplicate ? 'duplicate' : 'accepted', jobId: job.id };
   }
 
-  async #waitingFor(memberId: string): Promise<{ count: number; readAt: number }> {
-    const now = this.deps.clock.now();
-    let waiting = this.#waiting.get(memberId);
-    if (!waiting || now - waiting.readAt >= 1_000) {
-      waiting = { count: await this.deps.jobs.confirmingCount(memberId, this.deps.maxUnconfirmedPerPortal), readAt: now };
-      this.#waiting.set(memberId, waiting);
-    }
-    return waiting;
+  #overloaded(): Acceptance {
+    const limit = this.deps.maxUnconfirmedPerPortal;
+    return {
+      status: 'overloaded',
+      error: `Too many robot calls of this portal (${limit}) are waiting for Bitrix24 to confirm them; this call was not stored, run the robot again later`,
+    };
   }
 }
 

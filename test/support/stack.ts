@@ -3,6 +3,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
+import type { DeliveryHandler } from '../../src/chat2desk/delivery-handlers.js';
 import type { Clock } from '../../src/clock.js';
 import { loadConfig, type Config } from '../../src/config.js';
 import type { JobKind } from '../../src/jobs/kinds.js';
@@ -40,6 +41,8 @@ export interface StackOptions {
   orderingHoldMs?: number;
   /** How the protocol clients wait before retrying a transient failure (test/support/clock.ts `noRetryWait`). */
   retrySleep?: (ms: number) => Promise<void>;
+  /** Chat2Desk delivery handlers registered only in this test, passed to startServer. */
+  deliveryHandlers?: DeliveryHandler[];
 }
 
 export async function freePort(): Promise<number> {
@@ -94,6 +97,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       extraKinds: options.extraKinds,
       orderingHoldMs: options.orderingHoldMs,
       retrySleep: options.retrySleep,
+      deliveryHandlers: options.deliveryHandlers,
     });
   const stack: Stack = {
     b24,

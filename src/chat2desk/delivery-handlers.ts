@@ -1,0 +1,57 @@
+import type { NewJob } from '../db/jobs.js';
+
+/** Everything about a job but its kind, portal and input (the same as src/jobs/pipeline.ts `JobOptions`). */
+type JobOptions = Omit<NewJob, 'kind' | 'memberId' | 'input' | 'awaitsConfirmation'>;
+
+/** A Chat2Desk webhook delivery from a known portal, as the handlers see it. */
+export interface Chat2DeskDelivery {
+  memberId: string;
+  /** Chat2Desk's `hook_type` (docs/protocols.md C7). */
+  hookType: string;
+  /** The delivery key (src/chat2desk/webhook-events.ts `deliveryKey`): a Chat2Desk retry has the same one. */
+  deliveryKey: string;
+  event: Record<string, unknown>;
+}
+
+/**
+ * A job a delivery starts. Its dedup key is not the handler's to choose: it is derived from the
+ * delivery key, so a retried delivery cannot start it twice.
+ */
+export interface DeliveryJob {
+  kind: string;
+  input: unknown;
+  options: Omit<JobOptions, 'dedupKey'>;
+}
+
+/** What one hook type starts; a handler that has nothing to do for this delivery returns []. */
+export interface DeliveryHandler {
+  hookType: string;
+  jobs(delivery: Chat2DeskDelivery): DeliveryJob[];
+}
+
+/** Builds the job a store writes, its input checked against its kind (src/jobs/pipeline.ts `Pipeline.job`). */
+export type JobBuilder = (kind: string, memberId: string, input: unknown, options: JobOptions) => NewJob;
+
+/**
+ * The outbox of Chat2Desk deliveries: the jobs each hook type starts, stored by
+ * `WebhookStore.recordDelivery` in the transaction that stores the delivery, so an acknowledged
+ * delivery never loses its work and a retried one starts nothing again. Several handlers may
+ * share a hook type; a hook type without one only updates the cache.
+ */
+export class DeliveryHandlers {
+  readonly #byHookType = new Map<string, DeliveryHandler[]>();
+
+  constructor(
+    handlers: DeliveryHandler[],
+    private readonly build: JobBuilder,
+  ) {
+    for (const handler of handlers) this.#byHookType.set(handler.hookType, [...(this.#byHookType.get(handler.hookType) ?? []), handler]);
+  }
+
+  /** The delivery's jobs, validated. Throws `InvalidJobInput` when a handler made input its kind refuses. */
+  jobsFor(delivery: Chat2DeskDelivery): NewJob[] {
+    const wanted = (this.#byHookType.get(delivery.hookType) ?? []).flatMap((handler) => handler.jobs(delivery));
+    // The position keeps two jobs of one delivery apart; it is stable because handlers are pure.
+    return wanted.map((job, position) => this.build(job.kind, delivery.memberId, job.input, { ...job.options, dedupKey: `chat2desk:${delivery.deliveryKey}#${position}` }));
+  }
+}
