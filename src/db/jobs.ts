@@ -1,4 +1,4 @@
-import { and, asc, count, eq, gt, inArray, isNotNull, isNull, lt, lte, max, min, notExists, notInArray, or, sql } from 'drizzle-orm';
+import { and, asc, count, eq, gt, inArray, isNotNull, isNull, lt, lte, max, min, notExists, or, sql } from 'drizzle-orm';
 import { alias } from 'drizzle-orm/sqlite-core';
 import { randomUUID } from 'node:crypto';
 import type { Clock } from '../clock.js';
@@ -125,6 +125,8 @@ export class JobStore {
   /** Prepared once: the robot-call acknowledgement path runs these for every call. */
   readonly #insert;
   readonly #byDedupKey;
+  /** Prepared once: the dispatcher, the reports and the confirmations run these for every job. */
+  readonly #hot: ReturnType<typeof prepareHot>;
   readonly #orderingHoldMs: number;
 
   constructor(
@@ -164,6 +166,7 @@ export class JobStore {
       .from(jobs)
       .where(and(eq(jobs.memberId, p('memberId')), eq(jobs.dedupKey, p('dedupKey'))))
       .prepare();
+    this.#hot = prepareHot(db);
   }
 
   /** Inserts the job unless its (member_id, dedup_key) exists; a repeated trigger gets duplicate=true. */
@@ -189,49 +192,14 @@ export class JobStore {
   async due(state: 'queued', limit: number, excludeMemberIds?: string[]): Promise<RunnableJob[]>;
   async due(state: 'reporting', limit: number, excludeMemberIds?: string[]): Promise<ReportRow[]>;
   async due(state: 'queued' | 'reporting', limit: number, excludeMemberIds: string[] = []): Promise<RunnableJob[] | ReportRow[]> {
-    const now = this.clock.now();
-    const excluded = excludeMemberIds.length ? notInArray(jobs.memberId, excludeMemberIds) : undefined;
-    // Only the columns each use needs: the dispatcher looks again after every finished run, and
-    // reading (and mapping) whole rows there made a burst's dispatching quadratic in CPU.
-    if (state === 'reporting') {
-      return this.db
-        .select(reportColumns)
-        .from(jobs)
-        .where(and(eq(jobs.state, state), lte(jobs.runAt, now), excluded))
-        .orderBy(asc(jobs.runAt), asc(jobs.id))
-        .limit(limit)
-        .all();
-    }
-    const earlier = alias(jobs, 'earlier');
-    const heldByEarlier = this.db
-      .select({ id: earlier.id })
-      .from(earlier)
-      .where(
-        and(
-          eq(earlier.memberId, jobs.memberId),
-          eq(earlier.orderingKey, jobs.orderingKey),
-          lt(earlier.id, jobs.id),
-          inArray(earlier.state, PENDING_STATES),
-          or(isNull(earlier.startedAt), gt(earlier.startedAt, now - this.#orderingHoldMs)),
-        ),
-      );
-    return this.db
-      .select({ id: jobs.id, memberId: jobs.memberId, eventToken: jobs.eventToken, kind: jobs.kind })
-      .from(jobs)
-      .where(and(eq(jobs.state, state), lte(jobs.runAt, now), excluded, or(isNull(jobs.orderingKey), notExists(heldByEarlier))))
-      .orderBy(asc(jobs.runAt), asc(jobs.id))
-      .limit(limit)
-      .all();
+    const params = { now: this.clock.now(), excluded: JSON.stringify(excludeMemberIds), limit };
+    if (state === 'reporting') return this.#hot.dueReports.all(params);
+    return this.#hot.dueRuns.all({ ...params, heldSince: params.now - this.#orderingHoldMs });
   }
 
   /** When the next job to confirm, run or report becomes due, if any. */
   async nextDueAt(): Promise<number | undefined> {
-    const row = this.db
-      .select({ at: min(jobs.runAt) })
-      .from(jobs)
-      .where(inArray(jobs.state, ['confirming', 'queued', 'reporting']))
-      .get();
-    return row?.at ?? undefined;
+    return this.#hot.nextDueAt.get()?.at ?? undefined;
   }
 
   /** When the latest job of this kind for the portal was due to run: the start of a throttle. */
@@ -247,12 +215,7 @@ export class JobStore {
   /** The portal confirmed these calls: they may run now. */
   async confirm(ids: number[]): Promise<void> {
     if (ids.length === 0) return;
-    const now = this.clock.now();
-    this.db
-      .update(jobs)
-      .set({ state: 'queued', confirmedAt: now, runAt: now, updatedAt: now })
-      .where(and(inArray(jobs.id, ids), eq(jobs.state, 'confirming')))
-      .run();
+    this.#hot.confirm.run({ ids: JSON.stringify(ids), now: this.clock.now() });
   }
 
   /** The portal denied these calls: they end without running and without a result to send. */
@@ -295,19 +258,7 @@ export class JobStore {
    */
   async claim(id: number, leaseMs: number, releaseDedupKey = false): Promise<JobRow | undefined> {
     const now = this.clock.now();
-    return this.db
-      .update(jobs)
-      .set({
-        state: 'running',
-        attempts: sql`${jobs.attempts} + 1`,
-        leaseUntil: now + leaseMs,
-        startedAt: sql`coalesce(${jobs.startedAt}, ${now})`,
-        ...(releaseDedupKey ? { dedupKey: null } : {}),
-        updatedAt: now,
-      })
-      .where(and(eq(jobs.id, id), eq(jobs.state, 'queued')))
-      .returning()
-      .get();
+    return (releaseDedupKey ? this.#hot.claimReleasingKey : this.#hot.claim).get({ id, now, leaseUntil: now + leaseMs });
   }
 
   /** Only a running job moves on: one cancelled meanwhile (uninstall) stays cancelled. */
@@ -340,9 +291,15 @@ export class JobStore {
         .where(and(eq(jobs.id, id), eq(jobs.state, 'running')))
         .run().changes;
     const followUps = plan.followUps ?? [];
-    // One statement when nothing follows (every robot run): no transaction to pay for.
+    // One prepared statement when nothing follows (every robot run): no transaction to pay for.
     if (followUps.length === 0) {
-      finish(this.db);
+      this.#hot.finish.run({
+        id,
+        now,
+        state: plan.next === 'report' ? 'reporting' : 'done',
+        returnValues: JSON.stringify(returnValues),
+        logMessage,
+      });
       return;
     }
     this.db.transaction((tx) => {
@@ -352,11 +309,7 @@ export class JobStore {
 
   async markReported(ids: number[], reportError?: string): Promise<void> {
     if (ids.length === 0) return;
-    this.db
-      .update(jobs)
-      .set({ state: 'done', reportError: reportError ?? null, updatedAt: this.clock.now() })
-      .where(and(inArray(jobs.id, ids), eq(jobs.state, 'reporting')))
-      .run();
+    this.#hot.markReported.run({ ids: JSON.stringify(ids), reportError: reportError ?? null, now: this.clock.now() });
   }
 
   async retryReportLater(ids: number[], runAt: number, error: string): Promise<void> {
@@ -404,22 +357,7 @@ export class JobStore {
 
   /** Robot calls to confirm whose turn has come, oldest first, without their input (see `due`). */
   async dueConfirmations(limit: number, excludeMemberIds: string[] = []): Promise<ConfirmationRow[]> {
-    return this.db
-      .select({
-        id: jobs.id,
-        memberId: jobs.memberId,
-        eventToken: jobs.eventToken,
-        robotCode: jobs.robotCode,
-        runAt: jobs.runAt,
-        deadlineAt: jobs.deadlineAt,
-        confirmAttempts: jobs.confirmAttempts,
-        lastError: jobs.lastError,
-      })
-      .from(jobs)
-      .where(and(eq(jobs.state, 'confirming'), lte(jobs.runAt, this.clock.now()), excludeMemberIds.length ? notInArray(jobs.memberId, excludeMemberIds) : undefined))
-      .orderBy(asc(jobs.runAt), asc(jobs.id))
-      .limit(limit)
-      .all();
+    return this.#hot.dueConfirmations.all({ now: this.clock.now(), excluded: JSON.stringify(excludeMemberIds), limit });
   }
 
   /** Robot calls of the portal still waiting for Bitrix24 to confirm them, counted up to `atMost`. */
@@ -436,12 +374,7 @@ export class JobStore {
 
   /** Jobs of this kind and portal still to confirm, queued or running: more results are on the way. */
   async activeCount(memberId: string, kind: string): Promise<number> {
-    const row = this.db
-      .select({ n: count() })
-      .from(jobs)
-      .where(and(eq(jobs.memberId, memberId), inArray(jobs.state, PENDING_STATES), eq(jobs.kind, kind)))
-      .get();
-    return row?.n ?? 0;
+    return this.#hot.activeCount.get({ memberId, kind })?.n ?? 0;
   }
 
   /** Jobs of these kinds running, or queued and due now (or waiting to be confirmed). */
@@ -486,4 +419,112 @@ export class JobStore {
       .all();
     return Object.fromEntries(rows.map((row) => [row.state, row.n]));
   }
+}
+
+/**
+ * The statements every job runs through, prepared once: building the SQL and preparing it per call
+ * was a third of the server's CPU in a burst. Lists go in as one JSON parameter (`json_each`), so
+ * one prepared statement fits any list; values in `.set()` need sql`${placeholder}`.
+ */
+function prepareHot(db: Db) {
+  const p = (name: string) => sql.placeholder(name);
+  const now = sql`${p('now')}`;
+  const inList = (column: typeof jobs.id | typeof jobs.memberId, name: string) => sql`${column} in (select value from json_each(${p(name)}))`;
+  const notExcluded = sql`${jobs.memberId} not in (select value from json_each(${p('excluded')}))`;
+  const earlier = alias(jobs, 'earlier');
+  const heldByEarlier = db
+    .select({ id: earlier.id })
+    .from(earlier)
+    .where(
+      and(
+        eq(earlier.memberId, jobs.memberId),
+        eq(earlier.orderingKey, jobs.orderingKey),
+        lt(earlier.id, jobs.id),
+        inArray(earlier.state, PENDING_STATES),
+        or(isNull(earlier.startedAt), gt(earlier.startedAt, p('heldSince'))),
+      ),
+    );
+  const claim = (releaseDedupKey: boolean) =>
+    db
+      .update(jobs)
+      .set({
+        state: 'running',
+        attempts: sql`${jobs.attempts} + 1`,
+        leaseUntil: sql`${p('leaseUntil')}`,
+        startedAt: sql`coalesce(${jobs.startedAt}, ${p('now')})`,
+        ...(releaseDedupKey ? { dedupKey: null } : {}),
+        updatedAt: now,
+      })
+      .where(and(eq(jobs.id, p('id')), eq(jobs.state, 'queued')))
+      .returning()
+      .prepare();
+  return {
+    // Only the columns each use needs: the dispatcher looks again after every finished run, and
+    // reading (and mapping) whole rows there made a burst's dispatching quadratic in CPU.
+    dueRuns: db
+      .select({ id: jobs.id, memberId: jobs.memberId, eventToken: jobs.eventToken, kind: jobs.kind })
+      .from(jobs)
+      .where(and(eq(jobs.state, 'queued'), lte(jobs.runAt, p('now')), notExcluded, or(isNull(jobs.orderingKey), notExists(heldByEarlier))))
+      .orderBy(asc(jobs.runAt), asc(jobs.id))
+      .limit(p('limit'))
+      .prepare(),
+    dueReports: db
+      .select(reportColumns)
+      .from(jobs)
+      .where(and(eq(jobs.state, 'reporting'), lte(jobs.runAt, p('now')), notExcluded))
+      .orderBy(asc(jobs.runAt), asc(jobs.id))
+      .limit(p('limit'))
+      .prepare(),
+    dueConfirmations: db
+      .select({
+        id: jobs.id,
+        memberId: jobs.memberId,
+        eventToken: jobs.eventToken,
+        robotCode: jobs.robotCode,
+        runAt: jobs.runAt,
+        deadlineAt: jobs.deadlineAt,
+        confirmAttempts: jobs.confirmAttempts,
+        lastError: jobs.lastError,
+      })
+      .from(jobs)
+      .where(and(eq(jobs.state, 'confirming'), lte(jobs.runAt, p('now')), notExcluded))
+      .orderBy(asc(jobs.runAt), asc(jobs.id))
+      .limit(p('limit'))
+      .prepare(),
+    nextDueAt: db
+      .select({ at: min(jobs.runAt) })
+      .from(jobs)
+      .where(inArray(jobs.state, ['confirming', 'queued', 'reporting']))
+      .prepare(),
+    confirm: db
+      .update(jobs)
+      .set({ state: 'queued', confirmedAt: now, runAt: now, updatedAt: now })
+      .where(and(inList(jobs.id, 'ids'), eq(jobs.state, 'confirming')))
+      .prepare(),
+    claim: claim(false),
+    claimReleasingKey: claim(true),
+    finish: db
+      .update(jobs)
+      .set({
+        state: sql`${p('state')}`,
+        returnValues: sql`${p('returnValues')}`,
+        logMessage: sql`${p('logMessage')}`,
+        runAt: now,
+        leaseUntil: null,
+        finishedAt: now,
+        updatedAt: now,
+      })
+      .where(and(eq(jobs.id, p('id')), eq(jobs.state, 'running')))
+      .prepare(),
+    markReported: db
+      .update(jobs)
+      .set({ state: 'done', reportError: sql`${p('reportError')}`, updatedAt: now })
+      .where(and(inList(jobs.id, 'ids'), eq(jobs.state, 'reporting')))
+      .prepare(),
+    activeCount: db
+      .select({ n: count() })
+      .from(jobs)
+      .where(and(eq(jobs.memberId, p('memberId')), inArray(jobs.state, PENDING_STATES), eq(jobs.kind, p('kind'))))
+      .prepare(),
+  };
 }
