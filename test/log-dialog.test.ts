@@ -1,5 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { formatC2DTime, type C2DTag } from './fakes/chat2desk.js';
+import { TestClock } from './support/clock.js';
 import { eventually, installAndConfigure, startStack, type Stack } from './support/stack.js';
 
 describe('Log closed dialog to timeline robot', () => {
@@ -159,6 +160,20 @@ describe('Log closed dialog to timeline robot', () => {
     expect(lines[0]).toBe(`[b]Chat2Desk dialog ${dialogId}[/b] (open: still in progress when logged)`);
     expect(lines).toContain('Ended: —');
     expect(lines.find((line) => line.startsWith('Duration: '))).toMatch(/^Duration: 1 h (30|31) min so far$/);
+  });
+
+  it("counts an open dialog's duration so far by the server's clock", async () => {
+    await stack.close();
+    const clock = new TestClock();
+    stack = await startStack({ clock });
+    await installAndConfigure(stack, { defaultCountry: 'RU' });
+    const { dialogId } = seedClosedDialog({ state: 'open' });
+    stack.c2d.account().dialogs.find((item) => item.id === dialogId)!.begin = formatC2DTime(clock.now() - 90 * 60_000);
+    clock.advance(3 * 60 * 60_000);
+    const sent = await logDialog({ dialog_id: String(dialogId) });
+    expect(sent.returnValues.status).toBe('ok');
+    const lines = stack.b24.timelineComments[0]!.comment.split('\n');
+    expect(lines.find((line) => line.startsWith('Duration: '))).toMatch(/^Duration: 4 h (30|31) min so far$/);
   });
 
   it('writes to the timeline of a lead, a contact and a company named by the document id', async () => {

@@ -56,6 +56,7 @@ export async function robotRunFor(deps: RunContextDeps, activity: Activity, job:
       acceptedAt: job.createdAt,
       attempt: job.attempts,
       ledger: bindLedger(deps.effects, { memberId: portal.memberId, owner: job.publicId, clock: deps.clock }),
+      clock: deps.clock,
       log,
     },
   };
