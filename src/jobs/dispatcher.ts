@@ -4,6 +4,7 @@ import type { JobRow, JobStore } from '../db/jobs.js';
 import type { Logger } from '../log.js';
 import { classifyFailure, errorMessage, JobFailure } from './failures.js';
 import type { JobAttempt, JobKind, JobKinds, JobOutcome } from './kinds.js';
+import { EffectInDoubtError } from './ledger.js';
 
 /**
  * Due jobs read per dispatch pass. Portals at their cap are left out of the read, and a pass that
@@ -115,6 +116,10 @@ export class Dispatcher {
     const decision = kind.classify?.(error, job) ?? classifyFailure(error, job, { now, maxUnexpectedAttempts: this.deps.maxUnexpectedAttempts });
     switch (decision.action) {
       case 'fail':
+        // A refusal now says nothing of an effect an earlier attempt left in doubt (a comment whose
+        // answer was lost): it is settled first, as when giving up, so it is not reported as not done.
+        // EffectInDoubtError is that settling's own answer already.
+        if (!(error instanceof EffectInDoubtError) && attempt?.settle && (await attempt.inDoubt?.())) return this.#giveUp(kind, job, attempt, decision.message, log);
         await this.#finish(kind, job, kind.failed(job, decision.message));
         log.warn({ error: decision.message }, 'job failed');
         return;
