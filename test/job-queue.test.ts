@@ -187,6 +187,23 @@ describe('the pipeline with a kind of its own', () => {
     expect(started).toEqual(['a1', 'b1', 'a2', 'a3']);
   });
 
+  it('keeps a key while its head is still running, however long past the bound it runs', async () => {
+    const first = gate();
+    gates.set('a1', first.opened);
+    await enqueue('a1', { orderingKey: 'dialog-a' });
+    await enqueue('a2', { orderingKey: 'dialog-a' });
+    await eventually(() => started.includes('a1'), 10_000, 'the head started');
+    clock.advance(HOLD_MS + 1);
+    // b1 comes after a2 in the queue: a pass that would let a2 overtake its running head claims it before b1.
+    await enqueue('b1', { orderingKey: 'dialog-b' });
+    await eventually(() => row('b1').state === 'done', 10_000, 'the other key ran');
+    expect(row('a1').state).toBe('running');
+    expect(row('a2')).toMatchObject({ state: 'queued', attempts: 0 });
+    first.open();
+    await eventually(() => row('a2').state === 'done', 10_000, 'the key drained');
+    expect(started).toEqual(['a1', 'b1', 'a2']);
+  });
+
   it('lets the rest of a key go on once a failing job has held it for the bound, and keeps that job visible', async () => {
     await enqueue('stuck', { orderingKey: 'dialog-a', fail: true });
     await enqueue('next', { orderingKey: 'dialog-a' });

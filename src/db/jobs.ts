@@ -76,7 +76,8 @@ export interface QueueDepth {
 export interface JobStoreOptions {
   /**
    * How long a job at the head of an ordering key may hold it after its first attempt started;
-   * then the rest of the key goes on without it (it stays queued, with its last error).
+   * then the rest of the key goes on without it while it waits between attempts (queued, with its
+   * last error). A running head keeps the key while its lease is live.
    */
   orderingHoldMs?: number;
 }
@@ -186,8 +187,8 @@ export class JobStore {
   /**
    * Jobs whose turn has come, oldest first; `state` picks runs or result reports. Portals
    * that cannot take more right now are left out, so one portal's backlog does not hide the others'.
-   * A run waits while an earlier job of its ordering key is pending, unless that one has held the
-   * key longer than the hold allows.
+   * A run waits while an earlier job of its ordering key is pending: running under a live lease, or
+   * queued and not yet holding the key longer than the hold allows.
    */
   async due(state: 'queued', limit: number, excludeMemberIds?: string[]): Promise<RunnableJob[]>;
   async due(state: 'reporting', limit: number, excludeMemberIds?: string[]): Promise<ReportRow[]>;
@@ -440,8 +441,13 @@ function prepareHot(db: Db) {
         eq(earlier.memberId, jobs.memberId),
         eq(earlier.orderingKey, jobs.orderingKey),
         lt(earlier.id, jobs.id),
-        inArray(earlier.state, PENDING_STATES),
-        or(isNull(earlier.startedAt), gt(earlier.startedAt, p('heldSince'))),
+        // A running head keeps the key while its lease is live, however long it runs; only a head
+        // queued between failed attempts gives it up, once its first attempt began longer ago than the hold.
+        or(
+          eq(earlier.state, 'confirming'),
+          and(eq(earlier.state, 'running'), gt(earlier.leaseUntil, p('now'))),
+          and(eq(earlier.state, 'queued'), or(isNull(earlier.startedAt), gt(earlier.startedAt, p('heldSince')))),
+        ),
       ),
     );
   const claim = (releaseDedupKey: boolean) =>
