@@ -5,6 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { openDatabase } from '../src/db/database.js';
 import { JobStore } from '../src/db/jobs.js';
 import type { FakeChat2Desk } from './fakes/chat2desk.js';
+import { TestClock } from './support/clock.js';
 import { robotJob } from './support/jobs.js';
 import { eventually, installAndConfigure, startStack, type Stack } from './support/stack.js';
 
@@ -143,6 +144,26 @@ describe('settling write first and attachments', () => {
     expect(String(event.returnValues.error)).toContain('it may already have been sent, so it is not sent again');
     expect(robotSends(stack.c2d)).toHaveLength(1);
     expect(stack.c2d.account().messages).toHaveLength(1);
+  });
+
+  it('sends the retry to the client its claim named, though the phone now leads to another client', async () => {
+    const clock = new TestClock();
+    stack = await startStack({ clock });
+    await installAndConfigure(stack);
+    const first = stack.c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404 }).client;
+    // The first POST is refused with a 5xx (it may have happened) and its answer held until the phone moves.
+    const answer = stack.c2d.holdNext({ method: 'POST', path: '/messages' });
+    stack.c2d.failNext({ method: 'POST', path: '/messages' }, { status: 503, body: { status: 'error', message: 'Service unavailable' } });
+    const call = await stack.b24.callRobot({ code: 'c2d_send_message', properties: { phone: '79161234567', text: 'to the first client' } });
+    await answer.arrived;
+    // Meanwhile the number passes to another client, and our cached lookup grows stale.
+    (stack.c2d.account().clients.find((item) => item.id === first.id) as { phone: string }).phone = '79160000000';
+    stack.c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404 });
+    clock.advance(901_000);
+    answer.release();
+    const event = await eventually(() => stack!.b24.sentEvents.find((item) => item.eventToken === call.eventToken), 20_000, 'result');
+    expect(event.returnValues).toMatchObject({ status: 'sent', client_id: String(first.id) });
+    expect(robotSends(stack.c2d).map((item) => (item.body as { client_id: number }).client_id)).toEqual([first.id, first.id]);
   });
 });
 
