@@ -136,6 +136,8 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     portalConcurrency: config.portalConcurrency,
     log,
     reportLingerMs: options.reportLingerMs,
+    // SQLite is opened with an exclusive lock (src/db/database.ts): no other process runs these jobs.
+    exclusiveDatabase: true,
   });
   const uninstalls = new Uninstalls({ portals, jobs, rest, chat2deskWebhooks, background, log, clock });
   const installerTokens = new InstallerTokens({ oauth, portals, log, clock });

@@ -183,8 +183,8 @@ describe('jobs interrupted by a crash', () => {
       expect(await jobs.claim(second, 60_000)).toBeDefined();
       for (let i = 0; i < 100; i++) await enqueue('portal-a', `backlog-${i}`);
       await enqueue('portal-b', 'b-1');
-      // Jobs retried later than now are still behind: only the due ones count.
-      clock += 10_000;
+      // The stopped worker's leases have run out. Jobs retried later than now are still behind: only the due ones count.
+      clock += 60_000;
       expect(await jobs.requeueInterrupted()).toBe(2);
       const due = await jobs.due('queued', 5);
       expect(due.map((job) => job.eventToken)).toEqual(['a-1', 'a-2', 'backlog-0', 'backlog-1', 'backlog-2']);

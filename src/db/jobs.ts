@@ -38,6 +38,9 @@ export interface NewJob {
 /** What confirming a robot call needs of its job; its input (up to ~256 KB) is left in the table. */
 export type ConfirmationRow = Pick<JobRow, 'id' | 'memberId' | 'eventToken' | 'robotCode' | 'runAt' | 'deadlineAt' | 'confirmAttempts' | 'lastError'>;
 
+/** One attempt at a job, as `claim` returned it: only that attempt may renew, retry or finish the job. */
+export type ClaimedAttempt = Pick<JobRow, 'id' | 'attempts'>;
+
 /** A job whose turn has come, as the dispatcher needs it: the run itself reads the full row when it claims it. */
 export type RunnableJob = Pick<JobRow, 'id' | 'memberId' | 'eventToken' | 'kind'>;
 
@@ -262,20 +265,31 @@ export class JobStore {
     return (releaseDedupKey ? this.#hot.claimReleasingKey : this.#hot.claim).get({ id, now, leaseUntil: now + leaseMs });
   }
 
-  /** Only a running job moves on: one cancelled meanwhile (uninstall) stays cancelled. */
-  async retryLater(id: number, runAt: number, error: string): Promise<void> {
+  /**
+   * Only the attempt that holds the job moves it on: one cancelled meanwhile (uninstall) stays
+   * cancelled, and one that lost its lease (taken up again by another worker) changes nothing.
+   */
+  async retryLater(claimed: ClaimedAttempt, runAt: number, error: string): Promise<void> {
     this.db
       .update(jobs)
       .set({ state: 'queued', runAt, lastError: error, leaseUntil: null, updatedAt: this.clock.now() })
-      .where(and(eq(jobs.id, id), eq(jobs.state, 'running')))
+      .where(and(eq(jobs.id, claimed.id), eq(jobs.state, 'running'), eq(jobs.attempts, claimed.attempts)))
       .run();
+  }
+
+  /** The attempt is still going: its lease runs `leaseMs` from now. False once it lost the job. */
+  async renewLease(claimed: ClaimedAttempt, leaseMs: number): Promise<boolean> {
+    const now = this.clock.now();
+    return this.#hot.renewLease.run({ id: claimed.id, attempt: claimed.attempts, leaseUntil: now + leaseMs, now }).changes === 1;
   }
 
   /**
    * The run is over: its result waits to be sent back to Bitrix24 (`next: 'report'`), or the job is
-   * done. Follow-up jobs are stored in the same transaction, only if the finish took effect.
+   * done. Follow-up jobs are stored in the same transaction, only if the finish took effect. Only
+   * the attempt that holds the job finishes it (see `retryLater`).
    */
-  async finish(id: number, returnValues: Record<string, unknown>, logMessage: string, plan: FinishPlan = { next: 'report' }): Promise<void> {
+  async finish(claimed: ClaimedAttempt, returnValues: Record<string, unknown>, logMessage: string, plan: FinishPlan = { next: 'report' }): Promise<void> {
+    const { id, attempts } = claimed;
     const now = this.clock.now();
     const finish = (writer: JobWriter) =>
       writer
@@ -289,13 +303,14 @@ export class JobStore {
           finishedAt: now,
           updatedAt: now,
         })
-        .where(and(eq(jobs.id, id), eq(jobs.state, 'running')))
+        .where(and(eq(jobs.id, id), eq(jobs.state, 'running'), eq(jobs.attempts, attempts)))
         .run().changes;
     const followUps = plan.followUps ?? [];
     // One prepared statement when nothing follows (every robot run): no transaction to pay for.
     if (followUps.length === 0) {
       this.#hot.finish.run({
         id,
+        attempt: attempts,
         now,
         state: plan.next === 'report' ? 'reporting' : 'done',
         returnValues: JSON.stringify(returnValues),
@@ -323,11 +338,14 @@ export class JobStore {
   }
 
   /**
-   * After a crash nothing is running: every job that was is taken up again, ahead of every queued
-   * job (`due` goes by run_at). Its effect may be in doubt, and settling it must not wait behind a
-   * backlog that keeps changing what it looks for (a send's newer messages to the same client).
+   * Running jobs whose lease ran out (their worker stopped, or stalled without renewing it) are
+   * taken up again, ahead of every queued job (`due` goes by run_at): the effect may be in doubt,
+   * and settling it must not wait behind a backlog that keeps changing what it looks for (a send's
+   * newer messages to the same client). A live lease is another worker's run still going, left
+   * alone; `leases: 'all'` is for a database no other process can open (SQLite's exclusive lock),
+   * where at start every running job is one this process was running when it stopped.
    */
-  async requeueInterrupted(): Promise<number> {
+  async requeueInterrupted(leases: 'expired' | 'all' = 'expired'): Promise<number> {
     const now = this.clock.now();
     const firstQueued = this.db
       .select({ at: min(jobs.runAt) })
@@ -336,7 +354,7 @@ export class JobStore {
     return this.db
       .update(jobs)
       .set({ state: 'queued', leaseUntil: null, runAt: sql`min(${now}, coalesce((${firstQueued}), ${now})) - 1`, updatedAt: now })
-      .where(eq(jobs.state, 'running'))
+      .where(and(eq(jobs.state, 'running'), leases === 'all' ? undefined : or(isNull(jobs.leaseUntil), lte(jobs.leaseUntil, now))))
       .run().changes;
   }
 
@@ -520,7 +538,12 @@ function prepareHot(db: Db) {
         finishedAt: now,
         updatedAt: now,
       })
-      .where(and(eq(jobs.id, p('id')), eq(jobs.state, 'running')))
+      .where(and(eq(jobs.id, p('id')), eq(jobs.state, 'running'), eq(jobs.attempts, p('attempt'))))
+      .prepare(),
+    renewLease: db
+      .update(jobs)
+      .set({ leaseUntil: sql`${p('leaseUntil')}`, updatedAt: now })
+      .where(and(eq(jobs.id, p('id')), eq(jobs.state, 'running'), eq(jobs.attempts, p('attempt'))))
       .prepare(),
     markReported: db
       .update(jobs)
