@@ -283,20 +283,25 @@ describe('leases: two workers on one database, as PostgreSQL will allow', () => 
 
   it('takes up a job whose lease ran out while the worker is alive, and the attempt that lost it cannot finish it', async () => {
     const stalled = new JobStore(stack.server.database.db, clock);
+    const retaken = gate();
+    gates.set('orphan', retaken.opened);
     // A worker of another process claimed the job and stalled: nobody renews its lease.
     insertJobs(stack.server.database.db, [testJob('orphan')], clock.now());
     const lost = (await stalled.claim(row('orphan').id, 60_000))!;
     expect(await stalled.requeueInterrupted()).toBe(0);
     clock.advance(LEASE_MS);
     stack.server.worker.wake();
-    await eventually(() => row('orphan').state === 'done', 10_000, 'the orphan taken up and run');
-    expect(row('orphan').attempts).toBe(2);
-    // The stalled attempt wakes up: its finish, retry and renewal change nothing.
+    await eventually(() => started.includes('orphan'), 10_000, 'the orphan taken up');
+    expect(row('orphan')).toMatchObject({ state: 'running', attempts: 2 });
+    // The stalled attempt wakes up while the new one runs: its retry, finish and renewal change nothing.
     await stalled.retryLater(lost, clock.now(), 'late');
     await stalled.finish(lost, { status: 'failed' }, 'late', { next: 'done' });
     expect(await stalled.renewLease(lost, 60_000)).toBe(false);
-    expect(started).toEqual(['orphan']);
+    expect(row('orphan')).toMatchObject({ state: 'running', attempts: 2 });
+    retaken.open();
+    await eventually(() => row('orphan').state === 'done', 10_000, 'the new attempt finished');
     expect((await stalled.get(lost.id))?.lastError).toBeNull();
+    expect(started).toEqual(['orphan']);
   });
 });
 
