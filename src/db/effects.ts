@@ -24,6 +24,20 @@ const columns = {
 };
 
 /**
+ * The owner an attempt of a job writes on its claims: the job's public id and the attempt, so a
+ * later attempt may take over an earlier one's claim, never the reverse. Claims written before
+ * attempts were named (migration 0007) carry the public id alone and count as earlier.
+ */
+export function attemptOwner(job: string, attempt: number): string {
+  return `${job}#${attempt}`;
+}
+
+/** The claim's owner is an attempt of `job` earlier than `attempt`. */
+function earlierAttemptOf(job: unknown, attempt: unknown) {
+  return sql`(${effects.owner} = ${job} or (${effects.owner} like ${job} || '#%' and cast(substr(${effects.owner}, length(${job}) + 2) as integer) < ${attempt}))`;
+}
+
+/**
  * The ledger's rows (src/jobs/ledger.ts). Every change is one statement guarded by the key or by a
  * condition on the row (state, owner, lease), so two processes sharing a database cannot both
  * take an effect: correctness does not come from SQLite having one writer.
@@ -59,7 +73,13 @@ export class EffectStore {
       takeOver: db
         .update(effects)
         .set({ owner: sql`${p('owner')}`, leaseUntil: sql`${p('leaseUntil')}`, updatedAt: sql`${p('now')}` })
-        .where(and(key, eq(effects.state, 'claimed'), or(eq(effects.owner, p('owner')), isNull(effects.owner), lte(effects.leaseUntil, p('now')))))
+        .where(
+          and(
+            key,
+            eq(effects.state, 'claimed'),
+            or(eq(effects.owner, p('owner')), isNull(effects.owner), lte(effects.leaseUntil, p('now')), sql`${earlierAttemptOf(p('job'), p('attempt'))}`),
+          ),
+        )
         .returning(columns)
         .prepare(),
       record: db
@@ -87,13 +107,15 @@ export class EffectStore {
   }
 
   /**
-   * Takes a claim in doubt for `owner`: its own from an attempt that did not finish, one nobody
-   * holds, or one whose holder's lease ran out. Undefined while another owner's lease runs, or when
-   * the row is done or gone meanwhile. The first attempt's time and intent stay.
+   * Takes a claim in doubt for `owner`: its own, one of an earlier attempt of the same job (`job`,
+   * `attempt`: see `attemptOwner`), one nobody holds, or one whose holder's lease ran out. Undefined
+   * while another holder's lease runs (a later attempt of the same job included: only a later attempt
+   * settles an earlier one's), or when the row is done or gone meanwhile. The first attempt's time
+   * and intent stay.
    */
-  async takeOver(memberId: string, key: string, owner: string, leaseMs: number): Promise<EffectRow | undefined> {
+  async takeOver(memberId: string, key: string, owner: string, leaseMs: number, job: { id: string; attempt: number }): Promise<EffectRow | undefined> {
     const now = this.clock.now();
-    return this.#q.takeOver.get({ memberId, key, owner, leaseUntil: now + leaseMs, now }) as EffectRow | undefined;
+    return this.#q.takeOver.get({ memberId, key, owner, leaseUntil: now + leaseMs, now, job: job.id, attempt: job.attempt }) as EffectRow | undefined;
   }
 
   /** The owner's act happened: its result is recorded. False if the claim was taken from it meanwhile. */
@@ -111,12 +133,12 @@ export class EffectStore {
     this.#q.markInDoubt.run({ memberId, key, owner, now: this.clock.now() });
   }
 
-  /** Keys of the claims `owner` holds and has not recorded: its effects in doubt. */
-  async heldBy(memberId: string, owner: string): Promise<string[]> {
+  /** Keys of the claims the job (its public id) holds in any attempt and has not recorded: its effects in doubt. */
+  async heldBy(memberId: string, job: string): Promise<string[]> {
     const rows = this.db
       .select({ key: effects.effectKey })
       .from(effects)
-      .where(and(eq(effects.memberId, memberId), eq(effects.owner, owner), eq(effects.state, 'claimed')))
+      .where(and(eq(effects.memberId, memberId), or(eq(effects.owner, job), like(effects.owner, `${job}#%`)), eq(effects.state, 'claimed')))
       .all();
     return rows.map((row) => row.key);
   }
