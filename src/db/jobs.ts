@@ -259,6 +259,10 @@ export class JobStore {
   /**
    * Takes a queued job for one attempt. `releaseDedupKey`: a kind that allows one *pending* job per
    * key (register_app) frees the key when the job starts, so a trigger arriving meanwhile queues another.
+   * A retried job does not take its key back: a trigger during its backoff queues one more job, which
+   * then holds the key, so later triggers fold into it. That is one extra run at most, and harmless
+   * for register_app (re-registration reads the current robots and writes them whole; its throttle
+   * spaces the two runs).
    */
   async claim(id: number, leaseMs: number, releaseDedupKey = false): Promise<JobRow | undefined> {
     const now = this.clock.now();
