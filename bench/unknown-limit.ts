@@ -25,6 +25,8 @@ const LIMITS = [
   { requests: 200, perMs: 1_000 },
 ];
 const DRAIN_TARGET = 1.3;
+/** BENCH_UNKNOWN_LIMITS=200,none runs only those bursts (per second, or `none`), for quick comparisons; all by default. */
+const chosen = (name: string) => !process.env.BENCH_UNKNOWN_LIMITS || process.env.BENCH_UNKNOWN_LIMITS.split(',').includes(name);
 const REFUSED_TARGET = 0.02;
 
 /** Posts the robot calls; the in-process postAll unless the caller has a load generator of its own. */
@@ -94,7 +96,7 @@ export async function unknownLimitBenchmark(post: PostBurst = (url, bodies) => p
   // The server's CPU over each drain: near a whole core, the drain is bounded by the server's own work, not by the limit.
   const cpu: string[] = [];
   const cpuOf = (name: string, run: BurstRun) => `${name} ${fmt(run.cpuSeconds)} s (${fmt((run.cpuSeconds / run.drainSeconds) * 100, 0)}% of one core)`;
-  for (const limit of LIMITS) {
+  for (const limit of LIMITS.filter((candidate) => chosen(String((candidate.requests * 1000) / candidate.perMs)))) {
     const run = await burstAgainst(limit, post);
     const perSecond = (limit.requests * 1000) / limit.perMs;
     cpu.push(cpuOf(`${perSecond}/s`, run));
@@ -121,15 +123,16 @@ export async function unknownLimitBenchmark(post: PostBurst = (url, bodies) => p
       },
     );
   }
-  const free = await burstAgainst(false, post);
-  cpu.push(cpuOf('no limit', free));
-  rows.push({
-    figure: 'the same burst with no Chat2Desk limit at all (what this machine allows; the client still starts at 5/s)',
-    ours: `${fmt(free.drainSeconds)} s`,
-    baseline: '—',
-    ratio: '—',
-    target: '—',
-  });
+  const free = chosen('none') ? await burstAgainst(false, post) : undefined;
+  if (free) cpu.push(cpuOf('no limit', free));
+  if (free)
+    rows.push({
+      figure: 'the same burst with no Chat2Desk limit at all (what this machine allows; the client still starts at 5/s)',
+      ours: `${fmt(free.drainSeconds)} s`,
+      baseline: '—',
+      ratio: '—',
+      target: '—',
+    });
   return {
     rows,
     notes: [

@@ -141,6 +141,8 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     portalConcurrency: config.portalConcurrency,
     log,
     reportLingerMs: options.reportLingerMs,
+    // SQLite is opened with an exclusive lock (src/db/database.ts): no other process runs these jobs.
+    exclusiveDatabase: true,
   });
   const chat2deskWebhooks = new Chat2DeskWebhooks({
     webhooks: new WebhookStore(database.db, secrets, clock),

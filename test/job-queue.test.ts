@@ -7,7 +7,11 @@ import { systemClock } from '../src/clock.js';
 import { openDatabase, type DatabaseHandle } from '../src/db/database.js';
 import { CacheStore } from '../src/db/cache.js';
 import { insertJobs, JobStore } from '../src/db/jobs.js';
-import type { JobKind } from '../src/jobs/kinds.js';
+import { RobotRegistry } from '../src/activities/index.js';
+import { LEASE_MS } from '../src/jobs/dispatcher.js';
+import { JobKinds, type JobKind } from '../src/jobs/kinds.js';
+import { Worker } from '../src/jobs/worker.js';
+import { createLogger } from '../src/log.js';
 import { InvalidJobInput } from '../src/jobs/pipeline.js';
 import { eventuallyOnClock, noRetryWait, TestClock } from './support/clock.js';
 import { robotJob } from './support/jobs.js';
@@ -39,10 +43,11 @@ describe('the job queue', () => {
 
   it('keeps a cancelled job cancelled when its run ends', async () => {
     const { job } = await enqueue('portal', 'token-1');
-    expect((await jobs.claim(job.id, 60_000))?.state).toBe('running');
+    const claimed = (await jobs.claim(job.id, 60_000))!;
+    expect(claimed.state).toBe('running');
     expect(await jobs.cancelPortal('portal')).toBe(1);
-    await jobs.finish(job.id, { status: 'sent' }, 'done');
-    await jobs.retryLater(job.id, Date.now(), 'x');
+    await jobs.finish(claimed, { status: 'sent' }, 'done');
+    await jobs.retryLater(claimed, Date.now(), 'x');
     expect(await jobs.countByState()).toEqual({ cancelled: 1 });
   });
 
@@ -56,8 +61,7 @@ describe('the job queue', () => {
   it('prunes finished jobs past their retention and nothing still in flight', async () => {
     const done = (await enqueue('portal', 'done')).job;
     const queued = (await enqueue('portal', 'queued')).job;
-    await jobs.claim(done.id, 60_000);
-    await jobs.finish(done.id, { status: 'sent' }, 'ok');
+    await jobs.finish((await jobs.claim(done.id, 60_000))!, { status: 'sent' }, 'ok');
     await jobs.markReported([done.id]);
     expect(await jobs.pruneFinished(Date.now() - 60_000)).toBe(0);
     expect(await jobs.pruneFinished(Date.now() + 1)).toBe(1);
@@ -187,6 +191,23 @@ describe('the pipeline with a kind of its own', () => {
     expect(started).toEqual(['a1', 'b1', 'a2', 'a3']);
   });
 
+  it('keeps a key while its head is still running, however long past the bound it runs', async () => {
+    const first = gate();
+    gates.set('a1', first.opened);
+    await enqueue('a1', { orderingKey: 'dialog-a' });
+    await enqueue('a2', { orderingKey: 'dialog-a' });
+    await eventually(() => started.includes('a1'), 10_000, 'the head started');
+    clock.advance(HOLD_MS + 1);
+    // b1 comes after a2 in the queue: a pass that would let a2 overtake its running head claims it before b1.
+    await enqueue('b1', { orderingKey: 'dialog-b' });
+    await eventually(() => row('b1').state === 'done', 10_000, 'the other key ran');
+    expect(row('a1').state).toBe('running');
+    expect(row('a2')).toMatchObject({ state: 'queued', attempts: 0 });
+    first.open();
+    await eventually(() => row('a2').state === 'done', 10_000, 'the key drained');
+    expect(started).toEqual(['a1', 'b1', 'a2']);
+  });
+
   it('lets the rest of a key go on once a failing job has held it for the bound, and keeps that job visible', async () => {
     await enqueue('stuck', { orderingKey: 'dialog-a', fail: true });
     await enqueue('next', { orderingKey: 'dialog-a' });
@@ -199,6 +220,88 @@ describe('the pipeline with a kind of its own', () => {
     await eventually(() => row('next').state === 'done', 10_000, 'the rest of the key ran');
     expect(row('stuck')).toMatchObject({ last_error: 'stuck failed on purpose' });
     expect(['queued', 'running']).toContain(row('stuck').state);
+  });
+});
+
+describe('leases: two workers on one database, as PostgreSQL will allow', () => {
+  const gates = new Map<string, Promise<void>>();
+  const started: string[] = [];
+  let stack: Stack;
+  let clock: TestClock;
+  let second: Worker | undefined;
+  beforeEach(async () => {
+    gates.clear();
+    started.length = 0;
+    clock = new TestClock();
+    stack = await startStack({ clock, extraKinds: [testKind(gates, started)] });
+  });
+  afterEach(async () => {
+    await second?.stop(1_000);
+    second = undefined;
+    await stack.close();
+  });
+
+  const row = (name: string) =>
+    stack.server.database.sqlite.prepare('select id, state, attempts, lease_until from jobs where dedup_key = ?').get(name) as {
+      id: number;
+      state: string;
+      attempts: number;
+      lease_until: number;
+    };
+  const testJob = (name: string) => ({ kind: 'test_echo', memberId: 'portal', input: { name }, dedupKey: name, deadlineAt: clock.now() + 3600_000, awaitsConfirmation: false });
+  /** Another process's worker on the same database, with the same kinds. */
+  const secondWorker = () =>
+    new Worker({
+      jobs: new JobStore(stack.server.database.db, clock),
+      kinds: new JobKinds([testKind(gates, started)]),
+      robots: new RobotRegistry(),
+      rest: stack.server.rest,
+      clock,
+      portalConcurrency: 4,
+      log: createLogger('silent'),
+    });
+
+  it('a second worker starting leaves a run under a live lease alone, and the run renews its lease while it goes on', async () => {
+    const running = gate();
+    gates.set('long', running.opened);
+    await stack.server.pipeline.enqueue('test_echo', 'portal', { name: 'long' }, { dedupKey: 'long', deadlineAt: clock.now() + 3600_000 });
+    await eventually(() => started.includes('long'), 10_000, 'the run started');
+    second = secondWorker();
+    await second.start();
+    expect(row('long')).toMatchObject({ state: 'running', attempts: 1 });
+    const leased = row('long').lease_until;
+    clock.advance(LEASE_MS / 2);
+    stack.server.worker.wake();
+    await eventually(() => row('long').lease_until > leased, 10_000, 'the lease renewed');
+    // Past the first lease, within the renewed one: nothing to take up.
+    clock.advance(LEASE_MS / 2 + 1);
+    expect(await new JobStore(stack.server.database.db, clock).requeueInterrupted()).toBe(0);
+    running.open();
+    await eventually(() => row('long').state === 'done', 10_000, 'the run finished');
+    expect(started).toEqual(['long']);
+  });
+
+  it('takes up a job whose lease ran out while the worker is alive, and the attempt that lost it cannot finish it', async () => {
+    const stalled = new JobStore(stack.server.database.db, clock);
+    const retaken = gate();
+    gates.set('orphan', retaken.opened);
+    // A worker of another process claimed the job and stalled: nobody renews its lease.
+    insertJobs(stack.server.database.db, [testJob('orphan')], clock.now());
+    const lost = (await stalled.claim(row('orphan').id, 60_000))!;
+    expect(await stalled.requeueInterrupted()).toBe(0);
+    clock.advance(LEASE_MS);
+    stack.server.worker.wake();
+    await eventually(() => started.includes('orphan'), 10_000, 'the orphan taken up');
+    expect(row('orphan')).toMatchObject({ state: 'running', attempts: 2 });
+    // The stalled attempt wakes up while the new one runs: its retry, finish and renewal change nothing.
+    await stalled.retryLater(lost, clock.now(), 'late');
+    await stalled.finish(lost, { status: 'failed' }, 'late', { next: 'done' });
+    expect(await stalled.renewLease(lost, 60_000)).toBe(false);
+    expect(row('orphan')).toMatchObject({ state: 'running', attempts: 2 });
+    retaken.open();
+    await eventually(() => row('orphan').state === 'done', 10_000, 'the new attempt finished');
+    expect((await stalled.get(lost.id))?.lastError).toBeNull();
+    expect(started).toEqual(['orphan']);
   });
 });
 

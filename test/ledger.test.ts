@@ -209,6 +209,30 @@ describe('the exactly-once ledger', () => {
     expect(calls).toEqual({ act: 1, settle: 1 });
   });
 
+  it("lets only a later attempt of the same job settle an attempt's claim: one that lost the job waits while the later one acts", async () => {
+    const attemptOf = (attempt: number) => bindLedger(store, { memberId: 'portal-a', owner: 'run-1', attempt, clock, leaseMs: 60_000 });
+    let acting = () => {};
+    const { spec, calls } = effect({
+      act: () =>
+        new Promise<string>((resolve) => {
+          acting = () => resolve('done-2');
+        }),
+    });
+    // Attempt 2 took the job up and is acting; attempt 1 (its lease lost, still alive) asks for the same effect.
+    const second = attemptOf(2).once(spec);
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    expect(calls).toEqual({ act: 1, settle: 0 });
+    await expect(attemptOf(1).once(spec)).rejects.toBeInstanceOf(EffectBusyError);
+    expect(calls).toEqual({ act: 1, settle: 0 });
+    acting();
+    expect(await second).toEqual({ value: 'done-2', earlier: false });
+    // A later attempt settles an earlier one's claim at once, lease or not.
+    expect(await store.claim('portal-a', 'run:run-1:other', 'run-1#3', 60_000, JSON.stringify({ text: 'hello' }))).toBe(true);
+    const other = effect({ key: 'run:run-1:other', settle: async () => ({ found: 'found-3' }) });
+    expect(await attemptOf(4).once(other.spec)).toEqual({ value: 'found-3', earlier: true });
+    expect(await attemptOf(4).held()).toEqual([]);
+  });
+
   it('settles a claim nobody holds (carried over from before the ledger) at once', async () => {
     database.sqlite
       .prepare(

@@ -175,6 +175,20 @@ describe('Log closed dialog to timeline robot', () => {
     expect(lines.find((line) => line.startsWith('Duration: '))).toMatch(/^Duration: 1 h (30|31) min so far$/);
   });
 
+  it("counts an open dialog's duration so far by the server's clock", async () => {
+    await stack.close();
+    const clock = new TestClock();
+    stack = await startStack({ clock });
+    await installAndConfigure(stack, { defaultCountry: 'RU' });
+    const { dialogId } = seedClosedDialog({ state: 'open' });
+    stack.c2d.account().dialogs.find((item) => item.id === dialogId)!.begin = formatC2DTime(clock.now() - 90 * 60_000);
+    clock.advance(3 * 60 * 60_000);
+    const sent = await logDialog({ dialog_id: String(dialogId) });
+    expect(sent.returnValues.status).toBe('ok');
+    const lines = stack.b24.timelineComments[0]!.comment.split('\n');
+    expect(lines.find((line) => line.startsWith('Duration: '))).toMatch(/^Duration: 4 h (30|31) min so far$/);
+  });
+
   it('writes to the timeline of a lead, a contact and a company named by the document id', async () => {
     const { dialogId } = seedClosedDialog();
     const leadId = stack.b24.seedLead();
@@ -273,6 +287,23 @@ describe('Log closed dialog to timeline robot', () => {
     expect(sent.returnValues).toEqual({ status: 'ok', error: '', comment_id: String(stack.b24.timelineComments[0]!.id), dialog_id: String(dialogId) });
     expect(commentCalls()).toHaveLength(1);
     expect(listCalls()).toHaveLength(1);
+  });
+
+  it('settles a comment write whose answer was lost when the retry then fails on a Chat2Desk refusal, and reports it logged', async () => {
+    const { dialogId } = seedClosedDialog();
+    const dealId = stack.b24.seedDeal();
+    const writing = stack.b24.hold({ rest: 'crm.timeline.comment.add' });
+    stack.b24.failNext('crm.timeline.comment.add', { ...lostAnswer, afterRunning: true });
+    const properties = { dialog_id: String(dialogId), transcript: 'Y' };
+    const call = await stack.b24.callRobot({ code: 'c2d_log_dialog', properties, documentId: dealDocument(dealId) });
+    await writing.arrived;
+    // The retry's transcript read is refused, not for load: the run fails, but its write is in doubt.
+    stack.c2d.failNext({ method: 'GET', path: '/messages' }, { status: 400, body: { status: 'error', message: 'dialog is archived' } });
+    writing.release();
+    const sent = await eventually(() => stack.b24.sentEvents.find((event) => event.eventToken === call.eventToken), 20_000, 'result');
+    expect(stack.b24.timelineComments).toHaveLength(1);
+    expect(sent.returnValues).toEqual({ status: 'ok', error: '', comment_id: String(stack.b24.timelineComments[0]!.id), dialog_id: String(dialogId) });
+    expect(commentCalls()).toHaveLength(1);
   });
 
   it('pages back through a long timeline to find the lost comment among others', async () => {

@@ -7,7 +7,7 @@ import { JobStore } from '../src/db/jobs.js';
 import type { FakeChat2Desk } from './fakes/chat2desk.js';
 import { eventuallyOnClock, noRetryWait, TestClock } from './support/clock.js';
 import { robotJob } from './support/jobs.js';
-import { installAndConfigure, startStack, type Stack, type StackOptions } from './support/stack.js';
+import { eventually, installAndConfigure, startStack, type Stack, type StackOptions } from './support/stack.js';
 
 /**
  * Every stack here fails on purpose: retries run without real backoffs, by the test's clock.
@@ -166,6 +166,26 @@ describe('settling write first and attachments', () => {
     expect(robotSends(stack.c2d)).toHaveLength(1);
     expect(stack.c2d.account().messages).toHaveLength(1);
   });
+
+  it('sends the retry to the client its claim named, though the phone now leads to another client', async () => {
+    const clock = new TestClock();
+    stack = await startStack({ clock });
+    await installAndConfigure(stack);
+    const first = stack.c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404 }).client;
+    // The first POST is refused with a 5xx (it may have happened) and its answer held until the phone moves.
+    const answer = stack.c2d.holdNext({ method: 'POST', path: '/messages' });
+    stack.c2d.failNext({ method: 'POST', path: '/messages' }, { status: 503, body: { status: 'error', message: 'Service unavailable' } });
+    const call = await stack.b24.callRobot({ code: 'c2d_send_message', properties: { phone: '79161234567', text: 'to the first client' } });
+    await answer.arrived;
+    // Meanwhile the number passes to another client, and our cached lookup grows stale.
+    (stack.c2d.account().clients.find((item) => item.id === first.id) as { phone: string }).phone = '79160000000';
+    stack.c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404 });
+    clock.advance(901_000);
+    answer.release();
+    const event = await eventually(() => stack!.b24.sentEvents.find((item) => item.eventToken === call.eventToken), 20_000, 'result');
+    expect(event.returnValues).toMatchObject({ status: 'sent', client_id: String(first.id) });
+    expect(robotSends(stack.c2d).map((item) => (item.body as { client_id: number }).client_id)).toEqual([first.id, first.id]);
+  });
 });
 
 describe('jobs interrupted by a crash', () => {
@@ -184,8 +204,8 @@ describe('jobs interrupted by a crash', () => {
       expect(await jobs.claim(second, 60_000)).toBeDefined();
       for (let i = 0; i < 100; i++) await enqueue('portal-a', `backlog-${i}`);
       await enqueue('portal-b', 'b-1');
-      // Jobs retried later than now are still behind: only the due ones count.
-      clock += 10_000;
+      // The stopped worker's leases have run out. Jobs retried later than now are still behind: only the due ones count.
+      clock += 60_000;
       expect(await jobs.requeueInterrupted()).toBe(2);
       const due = await jobs.due('queued', 5);
       expect(due.map((job) => job.eventToken)).toEqual(['a-1', 'a-2', 'backlog-0', 'backlog-1', 'backlog-2']);

@@ -3,6 +3,7 @@ import type { BatchCommand, BatchOutcome, CallOptions } from '../bitrix24/rest-c
 import type { BitrixUser } from '../bitrix24/users.js';
 import type { Chat2DeskApi, Chat2DeskChannel } from '../chat2desk/client.js';
 import type { DialogDirectory } from '../chat2desk/directory.js';
+import type { Clock } from '../clock.js';
 import type { Portal } from '../db/portals.js';
 import type { Ledger } from '../jobs/ledger.js';
 import type { Logger } from '../log.js';
@@ -59,6 +60,8 @@ export interface RobotRun {
   attempt: number;
   /** Effects that must happen at most once (a message, a comment), bound to this portal and run. */
   ledger: Ledger;
+  /** Where the run reads the time (an open dialog's duration so far). */
+  clock: Clock;
   log: Logger;
 }
 

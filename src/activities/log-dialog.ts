@@ -270,7 +270,7 @@ async function commentView(run: RobotRun, target: DialogTarget, withTranscript: 
   const channel = dialog.channelId !== null ? (channels.find((item) => item.id === dialog.channelId)?.name ?? `#${dialog.channelId}`) : '';
   const open = dialog.state === 'open';
   const begin = parseChat2DeskTime(dialog.beginAt);
-  const end = open ? Date.now() : parseChat2DeskTime(dialog.endAt);
+  const end = open ? run.clock.now() : parseChat2DeskTime(dialog.endAt);
   const name = client?.assignedName || client?.name || '';
   const phone = client?.clientPhone || client?.phone || '';
   const messages = withTranscript ? await run.chat2desk.dialogMessages(dialog.id) : [];

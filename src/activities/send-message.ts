@@ -145,10 +145,11 @@ async function send(run: RobotRun, props: Properties): Promise<RobotOutcome> {
     intent: { ...intent },
     busy: 'another attempt of this run is sending the message',
     // POST /messages is never repeated blindly (docs/protocols.md C2): an attempt in doubt is settled first.
-    act: async () => {
+    // It goes to the claim's client, where settling looked, even if the phone leads elsewhere by now.
+    act: async (claim) => {
       try {
         return await chat2desk.sendMessage({
-          client_id: client.clientId,
+          client_id: claimedClient(claim, client.clientId),
           ...(props.text ? { text: props.text } : {}),
           ...(props.attachment ? { attachment: props.attachment } : {}),
           ...(transport ? { transport } : {}),
@@ -164,6 +165,12 @@ async function send(run: RobotRun, props: Properties): Promise<RobotOutcome> {
     refused: refusedBeforeActing,
   });
   return sentOutcome(sent, client.clientId, client.writeFirst);
+}
+
+/** The client a claim's first attempt sent to (stored JSON: `fallback` when it names none). */
+function claimedClient(claim: Claim, fallback: number): number {
+  const { clientId } = claim.intent;
+  return typeof clientId === 'number' ? clientId : fallback;
 }
 
 /**

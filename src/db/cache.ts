@@ -93,6 +93,42 @@ export class CacheStore {
         .from(c2dLists)
         .where(and(eq(c2dLists.accountKey, p('account')), eq(c2dLists.kind, p('kind')), gte(c2dLists.fetchedAt, p('freshAfter'))))
         .prepare(),
+      // The writes every lookup that missed makes, and its replay of deliveries received meanwhile.
+      putClient: db
+        .insert(c2dClients)
+        .values({
+          accountKey: p('account'),
+          id: p('id'),
+          phone: p('phone'),
+          clientPhone: p('clientPhone'),
+          name: p('name'),
+          assignedName: p('assignedName'),
+          tags: p('tags'),
+          fetchedAt: p('fetchedAt'),
+        })
+        .onConflictDoUpdate({
+          target: [c2dClients.accountKey, c2dClients.id],
+          set: {
+            phone: sql`${p('phone')}`,
+            clientPhone: sql`${p('clientPhone')}`,
+            name: sql`${p('name')}`,
+            assignedName: sql`${p('assignedName')}`,
+            tags: sql`${p('tags')}`,
+            fetchedAt: sql`${p('fetchedAt')}`,
+          },
+        })
+        .prepare(),
+      putPhoneLookup: db
+        .insert(c2dPhoneLookups)
+        .values({ accountKey: p('account'), phone: p('phone'), clientIds: p('clientIds'), fetchedAt: p('fetchedAt') })
+        .onConflictDoUpdate({ target: [c2dPhoneLookups.accountKey, c2dPhoneLookups.phone], set: { clientIds: sql`${p('clientIds')}`, fetchedAt: sql`${p('fetchedAt')}` } })
+        .prepare(),
+      deliveriesSince: db
+        .select({ body: webhookDeliveries.body })
+        .from(webhookDeliveries)
+        .where(and(eq(webhookDeliveries.accountKey, p('account')), gte(webhookDeliveries.receivedAt, p('since'))))
+        .orderBy(asc(webhookDeliveries.id))
+        .prepare(),
     };
   }
 
@@ -115,8 +151,22 @@ export class CacheStore {
    */
   async saveFetched(accountKey: string, fetchedAt: number, facts: FetchedFacts, invalidationOf: (deliveryBody: string) => Invalidation): Promise<void> {
     this.db.transaction((tx) => {
-      putClients(tx, accountKey, facts.clients ?? [], fetchedAt);
-      for (const lookup of facts.phoneLookups ?? []) putPhoneLookup(tx, accountKey, lookup.phone, lookup.clientIds, fetchedAt);
+      for (const client of facts.clients ?? []) {
+        this.#q.putClient.run({
+          account: accountKey,
+          id: client.id,
+          phone: client.phone,
+          clientPhone: client.clientPhone,
+          name: client.name,
+          assignedName: client.assignedName,
+          tags: JSON.stringify(client.tags),
+          fetchedAt,
+        });
+      }
+      // Ids are stored as ",1,2," so that the clients of a lookup can be found with LIKE.
+      for (const lookup of facts.phoneLookups ?? []) {
+        this.#q.putPhoneLookup.run({ account: accountKey, phone: lookup.phone, clientIds: `,${lookup.clientIds.join(',')},`, fetchedAt });
+      }
       putDialogs(tx, accountKey, facts.dialogs ?? [], fetchedAt);
       for (const clientId of facts.dialogListsOf ?? []) {
         tx.insert(c2dClientDialogs)
@@ -137,12 +187,7 @@ export class CacheStore {
           .onConflictDoUpdate({ target: c2dAccounts.accountKey, set: { lastSyncAt: fetchedAt } })
           .run();
       }
-      const since = tx
-        .select({ body: webhookDeliveries.body })
-        .from(webhookDeliveries)
-        .where(and(eq(webhookDeliveries.accountKey, accountKey), gte(webhookDeliveries.receivedAt, fetchedAt)))
-        .orderBy(asc(webhookDeliveries.id))
-        .all();
+      const since = this.#q.deliveriesSince.all({ account: accountKey, since: fetchedAt });
       for (const { body } of since) invalidateRows(tx, accountKey, invalidationOf(body));
     });
   }
@@ -194,32 +239,6 @@ export class CacheStore {
 
 /** The database or a transaction of it: the helpers below run inside the caller's transaction. */
 type Tx = Pick<Db, 'select' | 'insert' | 'delete'>;
-
-function putClients(tx: Tx, accountKey: string, clients: CachedClient[], fetchedAt: number): void {
-  for (const client of clients) {
-    const values = {
-      phone: client.phone,
-      clientPhone: client.clientPhone,
-      name: client.name,
-      assignedName: client.assignedName,
-      tags: JSON.stringify(client.tags),
-      fetchedAt,
-    };
-    tx.insert(c2dClients)
-      .values({ accountKey, id: client.id, ...values })
-      .onConflictDoUpdate({ target: [c2dClients.accountKey, c2dClients.id], set: values })
-      .run();
-  }
-}
-
-/** Ids are stored as ",1,2," so that the clients of a lookup can be found with LIKE. */
-function putPhoneLookup(tx: Tx, accountKey: string, phone: string, clientIds: number[], fetchedAt: number): void {
-  const clientIdList = `,${clientIds.join(',')},`;
-  tx.insert(c2dPhoneLookups)
-    .values({ accountKey, phone, clientIds: clientIdList, fetchedAt })
-    .onConflictDoUpdate({ target: [c2dPhoneLookups.accountKey, c2dPhoneLookups.phone], set: { clientIds: clientIdList, fetchedAt } })
-    .run();
-}
 
 function putDialogs(tx: Tx, accountKey: string, dialogs: CachedDialog[], fetchedAt: number): void {
   for (const dialog of dialogs) {

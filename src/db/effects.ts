@@ -1,4 +1,4 @@
-import { and, eq, isNull, like, lte, or } from 'drizzle-orm';
+import { and, eq, isNull, like, lte, or, sql } from 'drizzle-orm';
 import type { Clock } from '../clock.js';
 import type { Db } from './database.js';
 import { effects } from './schema.js';
@@ -24,82 +24,121 @@ const columns = {
 };
 
 /**
+ * The owner an attempt of a job writes on its claims: the job's public id and the attempt, so a
+ * later attempt may take over an earlier one's claim, never the reverse. Claims written before
+ * attempts were named (migration 0007) carry the public id alone and count as earlier.
+ */
+export function attemptOwner(job: string, attempt: number): string {
+  return `${job}#${attempt}`;
+}
+
+/** The claim's owner is an attempt of `job` earlier than `attempt`. */
+function earlierAttemptOf(job: unknown, attempt: unknown) {
+  return sql`(${effects.owner} = ${job} or (${effects.owner} like ${job} || '#%' and cast(substr(${effects.owner}, length(${job}) + 2) as integer) < ${attempt}))`;
+}
+
+/**
  * The ledger's rows (src/jobs/ledger.ts). Every change is one statement guarded by the key or by a
  * condition on the row (state, owner, lease), so two processes sharing a database cannot both
  * take an effect: correctness does not come from SQLite having one writer.
  */
 export class EffectStore {
+  /** Prepared once: every send claims, records and looks up its effects. */
+  readonly #q;
+
   constructor(
     private readonly db: Db,
     private readonly clock: Clock,
-  ) {}
+  ) {
+    const p = (name: string) => sql.placeholder(name);
+    const key = and(eq(effects.memberId, p('memberId')), eq(effects.effectKey, p('key')));
+    const ownClaim = and(key, eq(effects.state, 'claimed'), eq(effects.owner, p('owner')));
+    this.#q = {
+      find: db.select(columns).from(effects).where(key).prepare(),
+      claim: db
+        .insert(effects)
+        .values({
+          memberId: p('memberId'),
+          effectKey: p('key'),
+          state: 'claimed',
+          owner: p('owner'),
+          leaseUntil: p('leaseUntil'),
+          attemptAt: p('now'),
+          intent: p('intent'),
+          createdAt: p('now'),
+          updatedAt: p('now'),
+        })
+        .onConflictDoNothing()
+        .prepare(),
+      takeOver: db
+        .update(effects)
+        .set({ owner: sql`${p('owner')}`, leaseUntil: sql`${p('leaseUntil')}`, updatedAt: sql`${p('now')}` })
+        .where(
+          and(
+            key,
+            eq(effects.state, 'claimed'),
+            or(eq(effects.owner, p('owner')), isNull(effects.owner), lte(effects.leaseUntil, p('now')), sql`${earlierAttemptOf(p('job'), p('attempt'))}`),
+          ),
+        )
+        .returning(columns)
+        .prepare(),
+      record: db
+        .update(effects)
+        .set({ state: 'done', result: sql`${p('result')}`, leaseUntil: 0, updatedAt: sql`${p('now')}` })
+        .where(ownClaim)
+        .prepare(),
+      release: db.delete(effects).where(ownClaim).prepare(),
+      markInDoubt: db
+        .update(effects)
+        .set({ leaseUntil: 0, updatedAt: sql`${p('now')}` })
+        .where(ownClaim)
+        .prepare(),
+    };
+  }
 
   async find(memberId: string, key: string): Promise<EffectRow | undefined> {
-    const row = this.db.select(columns).from(effects).where(this.#key(memberId, key)).get();
-    return row as EffectRow | undefined;
+    return this.#q.find.get({ memberId, key }) as EffectRow | undefined;
   }
 
   /** A new claim for `owner`, acting until `leaseMs` from now; false when the key already has a row. */
   async claim(memberId: string, key: string, owner: string, leaseMs: number, intent: string): Promise<boolean> {
     const now = this.clock.now();
-    const inserted = this.db
-      .insert(effects)
-      .values({ memberId, effectKey: key, state: 'claimed', owner, leaseUntil: now + leaseMs, attemptAt: now, intent, createdAt: now, updatedAt: now })
-      .onConflictDoNothing()
-      .run();
-    return inserted.changes === 1;
+    return this.#q.claim.run({ memberId, key, owner, leaseUntil: now + leaseMs, now, intent }).changes === 1;
   }
 
   /**
-   * Takes a claim in doubt for `owner`: its own from an attempt that did not finish, one nobody
-   * holds, or one whose holder's lease ran out. Undefined while another owner's lease runs, or when
-   * the row is done or gone meanwhile. The first attempt's time and intent stay.
+   * Takes a claim in doubt for `owner`: its own, one of an earlier attempt of the same job (`job`,
+   * `attempt`: see `attemptOwner`), one nobody holds, or one whose holder's lease ran out. Undefined
+   * while another holder's lease runs (a later attempt of the same job included: only a later attempt
+   * settles an earlier one's), or when the row is done or gone meanwhile. The first attempt's time
+   * and intent stay.
    */
-  async takeOver(memberId: string, key: string, owner: string, leaseMs: number): Promise<EffectRow | undefined> {
+  async takeOver(memberId: string, key: string, owner: string, leaseMs: number, job: { id: string; attempt: number }): Promise<EffectRow | undefined> {
     const now = this.clock.now();
-    const row = this.db
-      .update(effects)
-      .set({ owner, leaseUntil: now + leaseMs, updatedAt: now })
-      .where(and(this.#key(memberId, key), eq(effects.state, 'claimed'), or(eq(effects.owner, owner), isNull(effects.owner), lte(effects.leaseUntil, now))))
-      .returning(columns)
-      .get();
-    return row as EffectRow | undefined;
+    return this.#q.takeOver.get({ memberId, key, owner, leaseUntil: now + leaseMs, now, job: job.id, attempt: job.attempt }) as EffectRow | undefined;
   }
 
   /** The owner's act happened: its result is recorded. False if the claim was taken from it meanwhile. */
   async record(memberId: string, key: string, owner: string, result: string): Promise<boolean> {
-    const now = this.clock.now();
-    const updated = this.db
-      .update(effects)
-      .set({ state: 'done', result, leaseUntil: 0, updatedAt: now })
-      .where(and(this.#key(memberId, key), eq(effects.state, 'claimed'), eq(effects.owner, owner)))
-      .run();
-    return updated.changes === 1;
+    return this.#q.record.run({ memberId, key, owner, result, now: this.clock.now() }).changes === 1;
   }
 
   /** The act surely did not happen (refused before acting): the claim is given back. */
   async release(memberId: string, key: string, owner: string): Promise<void> {
-    this.db
-      .delete(effects)
-      .where(and(this.#key(memberId, key), eq(effects.state, 'claimed'), eq(effects.owner, owner)))
-      .run();
+    this.#q.release.run({ memberId, key, owner });
   }
 
   /** The act's outcome is unknown: the claim stays, its lease ends now, so the next run settles it at once. */
   async markInDoubt(memberId: string, key: string, owner: string): Promise<void> {
-    this.db
-      .update(effects)
-      .set({ leaseUntil: 0, updatedAt: this.clock.now() })
-      .where(and(this.#key(memberId, key), eq(effects.state, 'claimed'), eq(effects.owner, owner)))
-      .run();
+    this.#q.markInDoubt.run({ memberId, key, owner, now: this.clock.now() });
   }
 
-  /** Keys of the claims `owner` holds and has not recorded: its effects in doubt. */
-  async heldBy(memberId: string, owner: string): Promise<string[]> {
+  /** Keys of the claims the job (its public id) holds in any attempt and has not recorded: its effects in doubt. */
+  async heldBy(memberId: string, job: string): Promise<string[]> {
     const rows = this.db
       .select({ key: effects.effectKey })
       .from(effects)
-      .where(and(eq(effects.memberId, memberId), eq(effects.owner, owner), eq(effects.state, 'claimed')))
+      .where(and(eq(effects.memberId, memberId), or(eq(effects.owner, job), like(effects.owner, `${job}#%`)), eq(effects.state, 'claimed')))
       .all();
     return rows.map((row) => row.key);
   }
@@ -114,9 +153,5 @@ export class EffectStore {
       .delete(effects)
       .where(and(like(effects.effectKey, 'run:%'), lte(effects.updatedAt, olderThan)))
       .run().changes;
-  }
-
-  #key(memberId: string, key: string) {
-    return and(eq(effects.memberId, memberId), eq(effects.effectKey, key));
   }
 }

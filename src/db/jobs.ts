@@ -1,4 +1,4 @@
-import { and, asc, count, eq, gt, inArray, isNotNull, isNull, lt, lte, max, min, notExists, notInArray, or, sql } from 'drizzle-orm';
+import { and, asc, count, eq, gt, inArray, isNotNull, isNull, lt, lte, max, min, notExists, or, sql } from 'drizzle-orm';
 import { alias } from 'drizzle-orm/sqlite-core';
 import { randomUUID } from 'node:crypto';
 import type { Clock } from '../clock.js';
@@ -49,6 +49,9 @@ export class UnconfirmedLimitReached extends Error {
 /** What confirming a robot call needs of its job; its input (up to ~256 KB) is left in the table. */
 export type ConfirmationRow = Pick<JobRow, 'id' | 'memberId' | 'eventToken' | 'robotCode' | 'runAt' | 'deadlineAt' | 'confirmAttempts' | 'lastError'>;
 
+/** One attempt at a job, as `claim` returned it: only that attempt may renew, retry or finish the job. */
+export type ClaimedAttempt = Pick<JobRow, 'id' | 'attempts'>;
+
 /** A job whose turn has come, as the dispatcher needs it: the run itself reads the full row when it claims it. */
 export type RunnableJob = Pick<JobRow, 'id' | 'memberId' | 'eventToken' | 'kind'>;
 
@@ -87,7 +90,8 @@ export interface QueueDepth {
 export interface JobStoreOptions {
   /**
    * How long a job at the head of an ordering key may hold it after its first attempt started;
-   * then the rest of the key goes on without it (it stays queued, with its last error).
+   * then the rest of the key goes on without it while it waits between attempts (queued, with its
+   * last error). A running head keeps the key while its lease is live.
    */
   orderingHoldMs?: number;
 }
@@ -137,6 +141,8 @@ export class JobStore {
   readonly #insert;
   readonly #insertBounded;
   readonly #byDedupKey;
+  /** Prepared once: the dispatcher, the reports and the confirmations run these for every job. */
+  readonly #hot: ReturnType<typeof prepareHot>;
   readonly #orderingHoldMs: number;
 
   constructor(
@@ -195,6 +201,7 @@ export class JobStore {
       .from(jobs)
       .where(and(eq(jobs.memberId, p('memberId')), eq(jobs.dedupKey, p('dedupKey'))))
       .prepare();
+    this.#hot = prepareHot(db);
   }
 
   /**
@@ -221,55 +228,20 @@ export class JobStore {
   /**
    * Jobs whose turn has come, oldest first; `state` picks runs or result reports. Portals
    * that cannot take more right now are left out, so one portal's backlog does not hide the others'.
-   * A run waits while an earlier job of its ordering key is pending, unless that one has held the
-   * key longer than the hold allows.
+   * A run waits while an earlier job of its ordering key is pending: running under a live lease, or
+   * queued and not yet holding the key longer than the hold allows.
    */
   async due(state: 'queued', limit: number, excludeMemberIds?: string[]): Promise<RunnableJob[]>;
   async due(state: 'reporting', limit: number, excludeMemberIds?: string[]): Promise<ReportRow[]>;
   async due(state: 'queued' | 'reporting', limit: number, excludeMemberIds: string[] = []): Promise<RunnableJob[] | ReportRow[]> {
-    const now = this.clock.now();
-    const excluded = excludeMemberIds.length ? notInArray(jobs.memberId, excludeMemberIds) : undefined;
-    // Only the columns each use needs: the dispatcher looks again after every finished run, and
-    // reading (and mapping) whole rows there made a burst's dispatching quadratic in CPU.
-    if (state === 'reporting') {
-      return this.db
-        .select(reportColumns)
-        .from(jobs)
-        .where(and(eq(jobs.state, state), lte(jobs.runAt, now), excluded))
-        .orderBy(asc(jobs.runAt), asc(jobs.id))
-        .limit(limit)
-        .all();
-    }
-    const earlier = alias(jobs, 'earlier');
-    const heldByEarlier = this.db
-      .select({ id: earlier.id })
-      .from(earlier)
-      .where(
-        and(
-          eq(earlier.memberId, jobs.memberId),
-          eq(earlier.orderingKey, jobs.orderingKey),
-          lt(earlier.id, jobs.id),
-          inArray(earlier.state, PENDING_STATES),
-          or(isNull(earlier.startedAt), gt(earlier.startedAt, now - this.#orderingHoldMs)),
-        ),
-      );
-    return this.db
-      .select({ id: jobs.id, memberId: jobs.memberId, eventToken: jobs.eventToken, kind: jobs.kind })
-      .from(jobs)
-      .where(and(eq(jobs.state, state), lte(jobs.runAt, now), excluded, or(isNull(jobs.orderingKey), notExists(heldByEarlier))))
-      .orderBy(asc(jobs.runAt), asc(jobs.id))
-      .limit(limit)
-      .all();
+    const params = { now: this.clock.now(), excluded: JSON.stringify(excludeMemberIds), limit };
+    if (state === 'reporting') return this.#hot.dueReports.all(params);
+    return this.#hot.dueRuns.all({ ...params, heldSince: params.now - this.#orderingHoldMs });
   }
 
   /** When the next job to confirm, run or report becomes due, if any. */
   async nextDueAt(): Promise<number | undefined> {
-    const row = this.db
-      .select({ at: min(jobs.runAt) })
-      .from(jobs)
-      .where(inArray(jobs.state, ['confirming', 'queued', 'reporting']))
-      .get();
-    return row?.at ?? undefined;
+    return this.#hot.nextDueAt.get()?.at ?? undefined;
   }
 
   /** When the latest job of this kind for the portal was due to run: the start of a throttle. */
@@ -285,12 +257,7 @@ export class JobStore {
   /** The portal confirmed these calls: they may run now. */
   async confirm(ids: number[]): Promise<void> {
     if (ids.length === 0) return;
-    const now = this.clock.now();
-    this.db
-      .update(jobs)
-      .set({ state: 'queued', confirmedAt: now, runAt: now, updatedAt: now })
-      .where(and(inArray(jobs.id, ids), eq(jobs.state, 'confirming')))
-      .run();
+    this.#hot.confirm.run({ ids: JSON.stringify(ids), now: this.clock.now() });
   }
 
   /** The portal denied these calls: they end without running and without a result to send. */
@@ -330,38 +297,41 @@ export class JobStore {
   /**
    * Takes a queued job for one attempt. `releaseDedupKey`: a kind that allows one *pending* job per
    * key (register_app) frees the key when the job starts, so a trigger arriving meanwhile queues another.
+   * A retried job does not take its key back: a trigger during its backoff queues one more job, which
+   * then holds the key, so later triggers fold into it. That is one extra run at most, and harmless
+   * for register_app (re-registration reads the current robots and writes them whole; its throttle
+   * spaces the two runs).
    */
   async claim(id: number, leaseMs: number, releaseDedupKey = false): Promise<JobRow | undefined> {
     const now = this.clock.now();
-    return this.db
-      .update(jobs)
-      .set({
-        state: 'running',
-        attempts: sql`${jobs.attempts} + 1`,
-        leaseUntil: now + leaseMs,
-        startedAt: sql`coalesce(${jobs.startedAt}, ${now})`,
-        ...(releaseDedupKey ? { dedupKey: null } : {}),
-        updatedAt: now,
-      })
-      .where(and(eq(jobs.id, id), eq(jobs.state, 'queued')))
-      .returning()
-      .get();
+    return (releaseDedupKey ? this.#hot.claimReleasingKey : this.#hot.claim).get({ id, now, leaseUntil: now + leaseMs });
   }
 
-  /** Only a running job moves on: one cancelled meanwhile (uninstall) stays cancelled. */
-  async retryLater(id: number, runAt: number, error: string): Promise<void> {
+  /**
+   * Only the attempt that holds the job moves it on: one cancelled meanwhile (uninstall) stays
+   * cancelled, and one that lost its lease (taken up again by another worker) changes nothing.
+   */
+  async retryLater(claimed: ClaimedAttempt, runAt: number, error: string): Promise<void> {
     this.db
       .update(jobs)
       .set({ state: 'queued', runAt, lastError: error, leaseUntil: null, updatedAt: this.clock.now() })
-      .where(and(eq(jobs.id, id), eq(jobs.state, 'running')))
+      .where(and(eq(jobs.id, claimed.id), eq(jobs.state, 'running'), eq(jobs.attempts, claimed.attempts)))
       .run();
+  }
+
+  /** The attempt is still going: its lease runs `leaseMs` from now. False once it lost the job. */
+  async renewLease(claimed: ClaimedAttempt, leaseMs: number): Promise<boolean> {
+    const now = this.clock.now();
+    return this.#hot.renewLease.run({ id: claimed.id, attempt: claimed.attempts, leaseUntil: now + leaseMs, now }).changes === 1;
   }
 
   /**
    * The run is over: its result waits to be sent back to Bitrix24 (`next: 'report'`), or the job is
-   * done. Follow-up jobs are stored in the same transaction, only if the finish took effect.
+   * done. Follow-up jobs are stored in the same transaction, only if the finish took effect. Only
+   * the attempt that holds the job finishes it (see `retryLater`).
    */
-  async finish(id: number, returnValues: Record<string, unknown>, logMessage: string, plan: FinishPlan = { next: 'report' }): Promise<void> {
+  async finish(claimed: ClaimedAttempt, returnValues: Record<string, unknown>, logMessage: string, plan: FinishPlan = { next: 'report' }): Promise<void> {
+    const { id, attempts } = claimed;
     const now = this.clock.now();
     const finish = (writer: JobWriter) =>
       writer
@@ -375,12 +345,19 @@ export class JobStore {
           finishedAt: now,
           updatedAt: now,
         })
-        .where(and(eq(jobs.id, id), eq(jobs.state, 'running')))
+        .where(and(eq(jobs.id, id), eq(jobs.state, 'running'), eq(jobs.attempts, attempts)))
         .run().changes;
     const followUps = plan.followUps ?? [];
-    // One statement when nothing follows (every robot run): no transaction to pay for.
+    // One prepared statement when nothing follows (every robot run): no transaction to pay for.
     if (followUps.length === 0) {
-      finish(this.db);
+      this.#hot.finish.run({
+        id,
+        attempt: attempts,
+        now,
+        state: plan.next === 'report' ? 'reporting' : 'done',
+        returnValues: JSON.stringify(returnValues),
+        logMessage,
+      });
       return;
     }
     this.db.transaction((tx) => {
@@ -390,11 +367,7 @@ export class JobStore {
 
   async markReported(ids: number[], reportError?: string): Promise<void> {
     if (ids.length === 0) return;
-    this.db
-      .update(jobs)
-      .set({ state: 'done', reportError: reportError ?? null, updatedAt: this.clock.now() })
-      .where(and(inArray(jobs.id, ids), eq(jobs.state, 'reporting')))
-      .run();
+    this.#hot.markReported.run({ ids: JSON.stringify(ids), reportError: reportError ?? null, now: this.clock.now() });
   }
 
   async retryReportLater(ids: number[], runAt: number, error: string): Promise<void> {
@@ -407,11 +380,14 @@ export class JobStore {
   }
 
   /**
-   * After a crash nothing is running: every job that was is taken up again, ahead of every queued
-   * job (`due` goes by run_at). Its effect may be in doubt, and settling it must not wait behind a
-   * backlog that keeps changing what it looks for (a send's newer messages to the same client).
+   * Running jobs whose lease ran out (their worker stopped, or stalled without renewing it) are
+   * taken up again, ahead of every queued job (`due` goes by run_at): the effect may be in doubt,
+   * and settling it must not wait behind a backlog that keeps changing what it looks for (a send's
+   * newer messages to the same client). A live lease is another worker's run still going, left
+   * alone; `leases: 'all'` is for a database no other process can open (SQLite's exclusive lock),
+   * where at start every running job is one this process was running when it stopped.
    */
-  async requeueInterrupted(): Promise<number> {
+  async requeueInterrupted(leases: 'expired' | 'all' = 'expired'): Promise<number> {
     const now = this.clock.now();
     const firstQueued = this.db
       .select({ at: min(jobs.runAt) })
@@ -420,7 +396,7 @@ export class JobStore {
     return this.db
       .update(jobs)
       .set({ state: 'queued', leaseUntil: null, runAt: sql`min(${now}, coalesce((${firstQueued}), ${now})) - 1`, updatedAt: now })
-      .where(eq(jobs.state, 'running'))
+      .where(and(eq(jobs.state, 'running'), leases === 'all' ? undefined : or(isNull(jobs.leaseUntil), lte(jobs.leaseUntil, now))))
       .run().changes;
   }
 
@@ -442,32 +418,12 @@ export class JobStore {
 
   /** Robot calls to confirm whose turn has come, oldest first, without their input (see `due`). */
   async dueConfirmations(limit: number, excludeMemberIds: string[] = []): Promise<ConfirmationRow[]> {
-    return this.db
-      .select({
-        id: jobs.id,
-        memberId: jobs.memberId,
-        eventToken: jobs.eventToken,
-        robotCode: jobs.robotCode,
-        runAt: jobs.runAt,
-        deadlineAt: jobs.deadlineAt,
-        confirmAttempts: jobs.confirmAttempts,
-        lastError: jobs.lastError,
-      })
-      .from(jobs)
-      .where(and(eq(jobs.state, 'confirming'), lte(jobs.runAt, this.clock.now()), excludeMemberIds.length ? notInArray(jobs.memberId, excludeMemberIds) : undefined))
-      .orderBy(asc(jobs.runAt), asc(jobs.id))
-      .limit(limit)
-      .all();
+    return this.#hot.dueConfirmations.all({ now: this.clock.now(), excluded: JSON.stringify(excludeMemberIds), limit });
   }
 
   /** Jobs of this kind and portal still to confirm, queued or running: more results are on the way. */
   async activeCount(memberId: string, kind: string): Promise<number> {
-    const row = this.db
-      .select({ n: count() })
-      .from(jobs)
-      .where(and(eq(jobs.memberId, memberId), inArray(jobs.state, PENDING_STATES), eq(jobs.kind, kind)))
-      .get();
-    return row?.n ?? 0;
+    return this.#hot.activeCount.get({ memberId, kind })?.n ?? 0;
   }
 
   /** Jobs of these kinds running, or queued and due now (or waiting to be confirmed). */
@@ -512,4 +468,122 @@ export class JobStore {
       .all();
     return Object.fromEntries(rows.map((row) => [row.state, row.n]));
   }
+}
+
+/**
+ * The statements every job runs through, prepared once: building the SQL and preparing it per call
+ * was a third of the server's CPU in a burst. Lists go in as one JSON parameter (`json_each`), so
+ * one prepared statement fits any list; values in `.set()` need sql`${placeholder}`.
+ */
+function prepareHot(db: Db) {
+  const p = (name: string) => sql.placeholder(name);
+  const now = sql`${p('now')}`;
+  const inList = (column: typeof jobs.id | typeof jobs.memberId, name: string) => sql`${column} in (select value from json_each(${p(name)}))`;
+  const notExcluded = sql`${jobs.memberId} not in (select value from json_each(${p('excluded')}))`;
+  const earlier = alias(jobs, 'earlier');
+  const heldByEarlier = db
+    .select({ id: earlier.id })
+    .from(earlier)
+    .where(
+      and(
+        eq(earlier.memberId, jobs.memberId),
+        eq(earlier.orderingKey, jobs.orderingKey),
+        lt(earlier.id, jobs.id),
+        // A running head keeps the key while its lease is live, however long it runs; only a head
+        // queued between failed attempts gives it up, once its first attempt began longer ago than the hold.
+        or(
+          eq(earlier.state, 'confirming'),
+          and(eq(earlier.state, 'running'), gt(earlier.leaseUntil, p('now'))),
+          and(eq(earlier.state, 'queued'), or(isNull(earlier.startedAt), gt(earlier.startedAt, p('heldSince')))),
+        ),
+      ),
+    );
+  const claim = (releaseDedupKey: boolean) =>
+    db
+      .update(jobs)
+      .set({
+        state: 'running',
+        attempts: sql`${jobs.attempts} + 1`,
+        leaseUntil: sql`${p('leaseUntil')}`,
+        startedAt: sql`coalesce(${jobs.startedAt}, ${p('now')})`,
+        ...(releaseDedupKey ? { dedupKey: null } : {}),
+        updatedAt: now,
+      })
+      .where(and(eq(jobs.id, p('id')), eq(jobs.state, 'queued')))
+      .returning()
+      .prepare();
+  return {
+    // Only the columns each use needs: the dispatcher looks again after every finished run, and
+    // reading (and mapping) whole rows there made a burst's dispatching quadratic in CPU.
+    dueRuns: db
+      .select({ id: jobs.id, memberId: jobs.memberId, eventToken: jobs.eventToken, kind: jobs.kind })
+      .from(jobs)
+      .where(and(eq(jobs.state, 'queued'), lte(jobs.runAt, p('now')), notExcluded, or(isNull(jobs.orderingKey), notExists(heldByEarlier))))
+      .orderBy(asc(jobs.runAt), asc(jobs.id))
+      .limit(p('limit'))
+      .prepare(),
+    dueReports: db
+      .select(reportColumns)
+      .from(jobs)
+      .where(and(eq(jobs.state, 'reporting'), lte(jobs.runAt, p('now')), notExcluded))
+      .orderBy(asc(jobs.runAt), asc(jobs.id))
+      .limit(p('limit'))
+      .prepare(),
+    dueConfirmations: db
+      .select({
+        id: jobs.id,
+        memberId: jobs.memberId,
+        eventToken: jobs.eventToken,
+        robotCode: jobs.robotCode,
+        runAt: jobs.runAt,
+        deadlineAt: jobs.deadlineAt,
+        confirmAttempts: jobs.confirmAttempts,
+        lastError: jobs.lastError,
+      })
+      .from(jobs)
+      .where(and(eq(jobs.state, 'confirming'), lte(jobs.runAt, p('now')), notExcluded))
+      .orderBy(asc(jobs.runAt), asc(jobs.id))
+      .limit(p('limit'))
+      .prepare(),
+    nextDueAt: db
+      .select({ at: min(jobs.runAt) })
+      .from(jobs)
+      .where(inArray(jobs.state, ['confirming', 'queued', 'reporting']))
+      .prepare(),
+    confirm: db
+      .update(jobs)
+      .set({ state: 'queued', confirmedAt: now, runAt: now, updatedAt: now })
+      .where(and(inList(jobs.id, 'ids'), eq(jobs.state, 'confirming')))
+      .prepare(),
+    claim: claim(false),
+    claimReleasingKey: claim(true),
+    finish: db
+      .update(jobs)
+      .set({
+        state: sql`${p('state')}`,
+        returnValues: sql`${p('returnValues')}`,
+        logMessage: sql`${p('logMessage')}`,
+        runAt: now,
+        leaseUntil: null,
+        finishedAt: now,
+        updatedAt: now,
+      })
+      .where(and(eq(jobs.id, p('id')), eq(jobs.state, 'running'), eq(jobs.attempts, p('attempt'))))
+      .prepare(),
+    renewLease: db
+      .update(jobs)
+      .set({ leaseUntil: sql`${p('leaseUntil')}`, updatedAt: now })
+      .where(and(eq(jobs.id, p('id')), eq(jobs.state, 'running'), eq(jobs.attempts, p('attempt'))))
+      .prepare(),
+    markReported: db
+      .update(jobs)
+      .set({ state: 'done', reportError: sql`${p('reportError')}`, updatedAt: now })
+      .where(and(inList(jobs.id, 'ids'), eq(jobs.state, 'reporting')))
+      .prepare(),
+    activeCount: db
+      .select({ n: count() })
+      .from(jobs)
+      .where(and(eq(jobs.memberId, p('memberId')), inArray(jobs.state, PENDING_STATES), eq(jobs.kind, p('kind'))))
+      .prepare(),
+  };
 }

@@ -43,6 +43,7 @@ export interface InstallRecord {
 export class PortalStore {
   /** Prepared once: every robot call and event looks its portal up here. */
   readonly #byMemberId;
+  readonly #chat2deskToken;
   /**
    * What authenticate needs of each member id, so a robot call costs an HMAC and no read. Unknown
    * member ids are remembered too, so that they are not told apart by timing from cached ones (and
@@ -59,6 +60,11 @@ export class PortalStore {
   ) {
     this.#byMemberId = db
       .select()
+      .from(portals)
+      .where(eq(portals.memberId, sql.placeholder('memberId')))
+      .prepare();
+    this.#chat2deskToken = db
+      .select({ token: portals.chat2deskToken })
       .from(portals)
       .where(eq(portals.memberId, sql.placeholder('memberId')))
       .prepare();
@@ -116,7 +122,7 @@ export class PortalStore {
   }
 
   async tokens(memberId: string): Promise<PortalTokens | undefined> {
-    const row = this.db.select().from(portals).where(eq(portals.memberId, memberId)).get();
+    const row = this.#byMemberId.get({ memberId });
     if (row?.status !== 'active' || !row.accessToken || !row.refreshToken) return undefined;
     return {
       accessToken: this.secrets.open(row.accessToken),
@@ -311,7 +317,7 @@ export class PortalStore {
   }
 
   async chat2deskToken(memberId: string): Promise<string | undefined> {
-    const row = this.db.select({ token: portals.chat2deskToken }).from(portals).where(eq(portals.memberId, memberId)).get();
+    const row = this.#chat2deskToken.get({ memberId });
     return row?.token ? this.secrets.open(row.token) : undefined;
   }
 

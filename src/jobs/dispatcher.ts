@@ -4,6 +4,7 @@ import type { JobRow, JobStore } from '../db/jobs.js';
 import type { Logger } from '../log.js';
 import { classifyFailure, errorMessage, JobFailure } from './failures.js';
 import type { JobAttempt, JobKind, JobKinds, JobOutcome } from './kinds.js';
+import { EffectInDoubtError } from './ledger.js';
 
 /**
  * Due jobs read per dispatch pass. Portals at their cap are left out of the read, and a pass that
@@ -11,8 +12,13 @@ import type { JobAttempt, JobKind, JobKinds, JobOutcome } from './kinds.js';
  * read again after every finished run.
  */
 const DISPATCH_PAGE = 100;
-/** A claimed job not finished within this long is taken up again after a restart only (one process per file). */
-const LEASE_MS = 10 * 60_000;
+/**
+ * A claimed job's lease: renewed every third of it while its run goes on, so a job whose lease ran
+ * out is one whose worker stopped or stalled, and another worker takes it up (src/db/jobs.ts
+ * `requeueInterrupted`); the attempt that lost it can no longer finish it.
+ */
+export const LEASE_MS = 10 * 60_000;
+const RENEW_EVERY_MS = LEASE_MS / 3;
 
 export interface DispatcherDeps {
   jobs: JobStore;
@@ -36,6 +42,9 @@ export interface DispatcherDeps {
  */
 export class Dispatcher {
   readonly #runningByPortal = new Map<string, number>();
+  /** This worker's runs under way, and when each lease was last renewed (by the clock). */
+  readonly #leases = new Map<number, { claimed: JobRow; renewedAt: number }>();
+  #nextSweepAt = 0;
 
   constructor(private readonly deps: DispatcherDeps) {}
 
@@ -53,7 +62,9 @@ export class Dispatcher {
       if (!claimed) continue;
       started += 1;
       this.#runningByPortal.set(job.memberId, running + 1);
+      this.#leases.set(claimed.id, { claimed, renewedAt: this.deps.clock.now() });
       const task = this.#execute(claimed).finally(() => {
+        this.#leases.delete(claimed.id);
         this.#runningByPortal.set(job.memberId, (this.#runningByPortal.get(job.memberId) ?? 1) - 1);
         this.deps.onRunEnded();
       });
@@ -62,12 +73,35 @@ export class Dispatcher {
     return { started, pageFull: due.length === DISPATCH_PAGE };
   }
 
+  /**
+   * Keeps leases honest, by the clock, on every dispatch pass: renews the lease of each run still
+   * going here once a third of it has passed, and every third of a lease takes up the jobs whose
+   * lease ran out (another worker stopped or stalled). Returns how many were taken up.
+   */
+  async maintainLeases(): Promise<number> {
+    const { jobs, clock, log } = this.deps;
+    const now = clock.now();
+    for (const [id, lease] of this.#leases) {
+      if (now - lease.renewedAt < RENEW_EVERY_MS) continue;
+      lease.renewedAt = now;
+      if (!(await jobs.renewLease(lease.claimed, LEASE_MS))) {
+        this.#leases.delete(id);
+        log.warn({ jobId: id, memberId: lease.claimed.memberId }, 'a run lost its lease: another worker took the job up, and this run cannot finish it');
+      }
+    }
+    if (now < this.#nextSweepAt) return 0;
+    this.#nextSweepAt = now + RENEW_EVERY_MS;
+    const requeued = await jobs.requeueInterrupted('expired');
+    if (requeued > 0) log.warn({ requeued }, 'jobs whose lease ran out are queued again');
+    return requeued;
+  }
+
   async #execute(job: JobRow): Promise<void> {
     const kind = this.deps.kinds.get(job.kind);
     const log = this.deps.log.child({ memberId: job.memberId, jobId: job.id, kind: job.kind, ...(job.robotCode ? { code: job.robotCode } : {}) });
     if (!kind) {
       const message = `unknown job kind ${job.kind}`;
-      await this.deps.jobs.finish(job.id, { status: 'failed', error: message }, message, { next: 'done' });
+      await this.deps.jobs.finish(job, { status: 'failed', error: message }, message, { next: 'done' });
       log.error('job of an unknown kind dropped');
       return;
     }
@@ -89,7 +123,7 @@ export class Dispatcher {
   }
 
   #finish(kind: JobKind, job: JobRow, outcome: JobOutcome): Promise<void> {
-    return this.deps.jobs.finish(job.id, outcome.returnValues, outcome.logMessage, { next: kind.after, followUps: kind.followUps?.(job, outcome) });
+    return this.deps.jobs.finish(job, outcome.returnValues, outcome.logMessage, { next: kind.after, followUps: kind.followUps?.(job, outcome) });
   }
 
   /** Ends a job that is out of time or attempts; an effect in doubt is settled first (JobAttempt.settle). */
@@ -115,6 +149,10 @@ export class Dispatcher {
     const decision = kind.classify?.(error, job) ?? classifyFailure(error, job, { now, maxUnexpectedAttempts: this.deps.maxUnexpectedAttempts });
     switch (decision.action) {
       case 'fail':
+        // A refusal now says nothing of an effect an earlier attempt left in doubt (a comment whose
+        // answer was lost): it is settled first, as when giving up, so it is not reported as not done.
+        // EffectInDoubtError is that settling's own answer already.
+        if (!(error instanceof EffectInDoubtError) && attempt?.settle && (await attempt.inDoubt?.())) return this.#giveUp(kind, job, attempt, decision.message, log);
         await this.#finish(kind, job, kind.failed(job, decision.message));
         log.warn({ error: decision.message }, 'job failed');
         return;
@@ -123,7 +161,7 @@ export class Dispatcher {
       case 'retry':
         if (!decision.expected) log.error({ err: decision.message }, 'unexpected error in job; retrying');
         else log.warn({ err: decision.message, retryInMs: decision.at - now }, 'transient failure; retrying');
-        await this.deps.jobs.retryLater(job.id, decision.at, decision.message);
+        await this.deps.jobs.retryLater(job, decision.at, decision.message);
     }
   }
 }

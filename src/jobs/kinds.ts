@@ -17,6 +17,8 @@ export interface JobAttempt {
    * doubt: answers the outcome if the effect happened after all. Absent when nothing can be in doubt.
    */
   settle?(): Promise<JobOutcome | undefined>;
+  /** True while an earlier attempt of this job left an effect in doubt: a failing run must settle it too. */
+  inDoubt?(): Promise<boolean>;
 }
 
 /**

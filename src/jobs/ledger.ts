@@ -1,6 +1,6 @@
 import { RobotFailure } from '../activities/activity.js';
 import type { Clock } from '../clock.js';
-import type { EffectStore } from '../db/effects.js';
+import { attemptOwner, type EffectStore } from '../db/effects.js';
 
 /** What a claim left behind: when its first attempt began and what it meant to do. */
 export interface Claim {
@@ -73,8 +73,14 @@ export interface Ledger {
 
 export interface LedgerBinding {
   memberId: string;
-  /** The job's public id: its own claims from an earlier attempt are settled, never waited for. */
+  /** The job's public id: its claims from an earlier attempt are settled, never waited for. */
   owner: string;
+  /**
+   * The job's attempt (jobs.attempts), written on each claim: an attempt that lost its job's lease
+   * cannot take over the claim of the attempt that took the job up while it acts (src/db/effects.ts).
+   * Without it every call of the owner counts as the same attempt.
+   */
+  attempt?: number;
   clock: Clock;
   /** How long a claim's owner may act before the claim counts as abandoned (longer than any single act). */
   leaseMs?: number;
@@ -86,7 +92,9 @@ const DEFAULT_LEASE_MS = 10 * 60_000;
 const parse = (json: string | null): Record<string, unknown> => (json ? (JSON.parse(json) as Record<string, unknown>) : {});
 
 export function bindLedger(store: EffectStore, binding: LedgerBinding): Ledger {
-  const { memberId, owner } = binding;
+  const job = { id: binding.owner, attempt: binding.attempt ?? 0 };
+  const { memberId } = binding;
+  const owner = binding.attempt === undefined ? binding.owner : attemptOwner(binding.owner, binding.attempt);
   const leaseMs = binding.leaseMs ?? DEFAULT_LEASE_MS;
 
   async function act<T>(effect: Effect<T>, claim: Claim): Promise<T> {
@@ -126,7 +134,7 @@ export function bindLedger(store: EffectStore, binding: LedgerBinding): Ledger {
           }
           continue;
         }
-        const taken = await store.takeOver(memberId, effect.key, owner, leaseMs);
+        const taken = await store.takeOver(memberId, effect.key, owner, leaseMs, job);
         if (!taken) {
           if ((await store.find(memberId, effect.key))?.state === 'claimed') throw new EffectBusyError(effect.busy);
           continue;
@@ -151,7 +159,7 @@ export function bindLedger(store: EffectStore, binding: LedgerBinding): Ledger {
       const row = await store.find(memberId, check.key);
       if (!row) return undefined;
       if (row.state === 'done') return parse(row.result) as T;
-      const taken = await store.takeOver(memberId, check.key, owner, leaseMs);
+      const taken = await store.takeOver(memberId, check.key, owner, leaseMs, job);
       if (!taken) return undefined;
       let settled: Settled<T>;
       try {
@@ -171,7 +179,7 @@ export function bindLedger(store: EffectStore, binding: LedgerBinding): Ledger {
       return settled.found;
     },
 
-    held: () => store.heldBy(memberId, owner),
+    held: () => store.heldBy(memberId, job.id),
 
     async peek<T>(key: string) {
       const row = await store.find(memberId, key);

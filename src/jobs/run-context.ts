@@ -55,7 +55,8 @@ export async function robotRunFor(deps: RunContextDeps, activity: Activity, job:
       runId: job.publicId,
       acceptedAt: job.createdAt,
       attempt: job.attempts,
-      ledger: bindLedger(deps.effects, { memberId: portal.memberId, owner: job.publicId, clock: deps.clock }),
+      ledger: bindLedger(deps.effects, { memberId: portal.memberId, owner: job.publicId, attempt: job.attempts, clock: deps.clock }),
+      clock: deps.clock,
       log,
     },
   };

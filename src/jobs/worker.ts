@@ -24,6 +24,11 @@ export interface WorkerDeps {
   reportLingerMs?: number;
   /** Unknown (non-protocol) errors are retried this many times, then the job is given up. */
   maxUnexpectedAttempts?: number;
+  /**
+   * No other process can open the database (SQLite's exclusive lock): at start every running job
+   * is one this process was running when it stopped, taken up at once whatever its lease.
+   */
+  exclusiveDatabase?: boolean;
 }
 
 const IDLE_POLL_MS = 1_000;
@@ -89,7 +94,7 @@ export class Worker {
   async start(): Promise<void> {
     if (!this.#stopped) return;
     this.#stopped = false;
-    const requeued = await this.deps.jobs.requeueInterrupted();
+    const requeued = await this.deps.jobs.requeueInterrupted(this.deps.exclusiveDatabase ? 'all' : 'expired');
     if (requeued > 0) this.deps.log.warn({ requeued }, 'jobs interrupted by a previous stop are queued again');
     this.#loops = [
       this.#loop('confirmation', this.#confirmSignal, () => this.#confirmations.startDue(IDLE_POLL_MS)),
@@ -161,6 +166,7 @@ export class Worker {
     while (!this.#stopped) {
       let wait = IDLE_POLL_MS;
       try {
+        await this.#dispatcher.maintainLeases();
         const claimed = await this.#dispatcher.dispatch(() => this.#stopped);
         // A pass that started work and read a full page may have left claimable jobs beyond it: look
         // again at once. Otherwise every due job was seen, and those left wait for a slot (a wake-up).

@@ -32,6 +32,7 @@ export function robotKind(deps: RunContextDeps & { robots: RobotRegistry }): Job
       return {
         run: () => activity.run(prepared.run, prepared.properties),
         settle: settle ? () => settle(prepared.run) : undefined,
+        inDoubt: async () => (await prepared.run.ledger.held()).length > 0,
       };
     },
     failed: (job, message) => robotFailed(deps.robots, job.robotCode, message),
