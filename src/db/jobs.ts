@@ -187,12 +187,12 @@ export class JobStore {
    * Jobs whose turn has come, oldest first; `state` picks runs or result reports. Portals
    * that cannot take more right now are left out, so one portal's backlog does not hide the others'.
    * A run waits while an earlier job of its ordering key is pending, unless that one has held the
-   * key longer than the hold allows.
+   * key longer than the hold allows. Reports: at most `perPortal` of each portal (one batch's worth).
    */
   async due(state: 'queued', limit: number, excludeMemberIds?: string[]): Promise<RunnableJob[]>;
-  async due(state: 'reporting', limit: number, excludeMemberIds?: string[]): Promise<ReportRow[]>;
-  async due(state: 'queued' | 'reporting', limit: number, excludeMemberIds: string[] = []): Promise<RunnableJob[] | ReportRow[]> {
-    const params = { now: this.clock.now(), excluded: JSON.stringify(excludeMemberIds), limit };
+  async due(state: 'reporting', limit: number, excludeMemberIds?: string[], perPortal?: number): Promise<ReportRow[]>;
+  async due(state: 'queued' | 'reporting', limit: number, excludeMemberIds: string[] = [], perPortal = limit): Promise<RunnableJob[] | ReportRow[]> {
+    const params = { now: this.clock.now(), excluded: JSON.stringify(excludeMemberIds), limit, perPortal };
     if (state === 'reporting') return this.#hot.dueReports.all(params);
     return this.#hot.dueRuns.all({ ...params, heldSince: params.now - this.#orderingHoldMs });
   }
@@ -355,9 +355,12 @@ export class JobStore {
       .run().changes;
   }
 
-  /** Robot calls to confirm whose turn has come, oldest first, without their input (see `due`). */
-  async dueConfirmations(limit: number, excludeMemberIds: string[] = []): Promise<ConfirmationRow[]> {
-    return this.#hot.dueConfirmations.all({ now: this.clock.now(), excluded: JSON.stringify(excludeMemberIds), limit });
+  /**
+   * Robot calls to confirm whose turn has come, oldest first, without their input (see `due`): at
+   * most `perPortal` of each portal, and every one past its deadline.
+   */
+  async dueConfirmations(limit: number, excludeMemberIds: string[] = [], perPortal = limit): Promise<ConfirmationRow[]> {
+    return this.#hot.dueConfirmations.all({ now: this.clock.now(), excluded: JSON.stringify(excludeMemberIds), limit, perPortal });
   }
 
   /** Robot calls of the portal still waiting for Bitrix24 to confirm them, counted up to `atMost`. */
@@ -372,9 +375,9 @@ export class JobStore {
     return row?.n ?? 0;
   }
 
-  /** Jobs of this kind and portal still to confirm, queued or running: more results are on the way. */
-  async activeCount(memberId: string, kind: string): Promise<number> {
-    return this.#hot.activeCount.get({ memberId, kind })?.n ?? 0;
+  /** Jobs of this kind and portal still to confirm, queued or running (counted up to `atMost`): more results are on the way. */
+  async activeCount(memberId: string, kind: string, atMost = Number.MAX_SAFE_INTEGER): Promise<number> {
+    return this.#hot.activeCount.get({ memberId, kind, atMost })?.n ?? 0;
   }
 
   /** Jobs of these kinds running, or queued and due now (or waiting to be confirmed). */
@@ -444,6 +447,29 @@ function prepareHot(db: Db) {
         or(isNull(earlier.startedAt), gt(earlier.startedAt, p('heldSince'))),
       ),
     );
+  // A job's place among its portal's due jobs of the state: a batch takes at most the first 50, and
+  // reading (and mapping) a whole burst's rows on every pass was most of a pass's cost.
+  const place = sql<number>`row_number() over (partition by ${jobs.memberId} order by ${jobs.runAt}, ${jobs.id})`.as('place');
+  const reports = db
+    .select({ ...reportColumns, place })
+    .from(jobs)
+    .where(and(eq(jobs.state, 'reporting'), lte(jobs.runAt, p('now')), notExcluded))
+    .as('reports');
+  const confirmations = db
+    .select({
+      id: jobs.id,
+      memberId: jobs.memberId,
+      eventToken: jobs.eventToken,
+      robotCode: jobs.robotCode,
+      runAt: jobs.runAt,
+      deadlineAt: jobs.deadlineAt,
+      confirmAttempts: jobs.confirmAttempts,
+      lastError: jobs.lastError,
+      place,
+    })
+    .from(jobs)
+    .where(and(eq(jobs.state, 'confirming'), lte(jobs.runAt, p('now')), notExcluded))
+    .as('confirmations');
   const claim = (releaseDedupKey: boolean) =>
     db
       .update(jobs)
@@ -469,26 +495,37 @@ function prepareHot(db: Db) {
       .limit(p('limit'))
       .prepare(),
     dueReports: db
-      .select(reportColumns)
-      .from(jobs)
-      .where(and(eq(jobs.state, 'reporting'), lte(jobs.runAt, p('now')), notExcluded))
-      .orderBy(asc(jobs.runAt), asc(jobs.id))
+      .select({
+        id: reports.id,
+        memberId: reports.memberId,
+        eventToken: reports.eventToken,
+        returnValues: reports.returnValues,
+        logMessage: reports.logMessage,
+        runAt: reports.runAt,
+        reportAttempts: reports.reportAttempts,
+        finishedAt: reports.finishedAt,
+        createdAt: reports.createdAt,
+      })
+      .from(reports)
+      .where(lte(reports.place, p('perPortal')))
+      .orderBy(asc(reports.runAt), asc(reports.id))
       .limit(p('limit'))
       .prepare(),
     dueConfirmations: db
       .select({
-        id: jobs.id,
-        memberId: jobs.memberId,
-        eventToken: jobs.eventToken,
-        robotCode: jobs.robotCode,
-        runAt: jobs.runAt,
-        deadlineAt: jobs.deadlineAt,
-        confirmAttempts: jobs.confirmAttempts,
-        lastError: jobs.lastError,
+        id: confirmations.id,
+        memberId: confirmations.memberId,
+        eventToken: confirmations.eventToken,
+        robotCode: confirmations.robotCode,
+        runAt: confirmations.runAt,
+        deadlineAt: confirmations.deadlineAt,
+        confirmAttempts: confirmations.confirmAttempts,
+        lastError: confirmations.lastError,
       })
-      .from(jobs)
-      .where(and(eq(jobs.state, 'confirming'), lte(jobs.runAt, p('now')), notExcluded))
-      .orderBy(asc(jobs.runAt), asc(jobs.id))
+      .from(confirmations)
+      // Beyond a portal's first batch only what is out of time: it ends now, unconfirmed.
+      .where(or(lte(confirmations.place, p('perPortal')), lt(confirmations.deadlineAt, p('now'))))
+      .orderBy(asc(confirmations.runAt), asc(confirmations.id))
       .limit(p('limit'))
       .prepare(),
     nextDueAt: db
@@ -521,10 +558,17 @@ function prepareHot(db: Db) {
       .set({ state: 'done', reportError: sql`${p('reportError')}`, updatedAt: now })
       .where(and(inList(jobs.id, 'ids'), eq(jobs.state, 'reporting')))
       .prepare(),
+    // Counted up to `atMost`: a batch only asks whether more results will join it, not how many.
     activeCount: db
       .select({ n: count() })
-      .from(jobs)
-      .where(and(eq(jobs.memberId, p('memberId')), inArray(jobs.state, PENDING_STATES), eq(jobs.kind, p('kind'))))
+      .from(
+        db
+          .select({ id: jobs.id })
+          .from(jobs)
+          .where(and(eq(jobs.memberId, p('memberId')), inArray(jobs.state, PENDING_STATES), eq(jobs.kind, p('kind'))))
+          .limit(p('atMost'))
+          .as('active'),
+      )
       .prepare(),
   };
 }
