@@ -120,6 +120,14 @@ export function insertJobs(tx: JobWriter, newJobs: NewJob[], now: number): numbe
     .run().changes;
 }
 
+interface PendingJob {
+  input: NewJob;
+  /** When it was enqueued: its created and due times. */
+  now: number;
+  resolve(stored: { job: Pick<JobRow, 'id'>; duplicate: boolean }): void;
+  reject(error: unknown): void;
+}
+
 /** The durable job queue. Every state change is one statement or one transaction, so a crash never leaves a half-made job. */
 export class JobStore {
   /** Prepared once: the robot-call acknowledgement path runs these for every call. */
@@ -128,6 +136,8 @@ export class JobStore {
   /** Prepared once: the dispatcher, the reports and the confirmations run these for every job. */
   readonly #hot: ReturnType<typeof prepareHot>;
   readonly #orderingHoldMs: number;
+  /** Jobs enqueued since the last commit, committed together on the next turn of the event loop. */
+  readonly #pending: PendingJob[] = [];
 
   constructor(
     private readonly db: Db,
@@ -169,9 +179,40 @@ export class JobStore {
     this.#hot = prepareHot(db);
   }
 
-  /** Inserts the job unless its (member_id, dedup_key) exists; a repeated trigger gets duplicate=true. */
-  async enqueue(input: NewJob): Promise<{ job: Pick<JobRow, 'id'>; duplicate: boolean }> {
-    const inserted = this.#insert.get(rowValues(input, this.clock.now()));
+  /**
+   * Inserts the job unless its (member_id, dedup_key) exists; a repeated trigger gets duplicate=true.
+   * Jobs enqueued in the same turn of the event loop (concurrent robot calls) commit together: one
+   * commit per call was a fifth of an acknowledgement's CPU. Each caller still gets its answer only
+   * once its job is committed.
+   */
+  enqueue(input: NewJob): Promise<{ job: Pick<JobRow, 'id'>; duplicate: boolean }> {
+    return new Promise((resolve, reject) => {
+      this.#pending.push({ input, now: this.clock.now(), resolve, reject });
+      if (this.#pending.length === 1) setImmediate(() => this.#commitPending());
+    });
+  }
+
+  #commitPending(): void {
+    const batch = this.#pending.splice(0);
+    let stored: Array<{ job: Pick<JobRow, 'id'>; duplicate: boolean }>;
+    try {
+      stored = batch.length === 1 ? [this.#store(batch[0]!)] : this.db.transaction(() => batch.map((item) => this.#store(item)));
+    } catch {
+      // One job that cannot be stored must not fail the others: each alone, with its own answer.
+      for (const item of batch) {
+        try {
+          item.resolve(this.#store(item));
+        } catch (error) {
+          item.reject(error);
+        }
+      }
+      return;
+    }
+    for (const [i, item] of batch.entries()) item.resolve(stored[i]!);
+  }
+
+  #store({ input, now }: PendingJob): { job: Pick<JobRow, 'id'>; duplicate: boolean } {
+    const inserted = this.#insert.get(rowValues(input, now));
     if (inserted) return { job: inserted, duplicate: false };
     const existing = input.dedupKey === undefined ? undefined : this.#byDedupKey.get({ memberId: input.memberId, dedupKey: input.dedupKey });
     if (!existing) throw new Error(`job of kind ${input.kind} was not stored and has no duplicate`);
