@@ -506,7 +506,8 @@ function prepareHot(db: Db) {
       deadlineAt: jobs.deadlineAt,
       confirmAttempts: jobs.confirmAttempts,
       lastError: jobs.lastError,
-      place,
+      // Counted apart from the calls out of time, which are all read: as if those were not there.
+      place: sql<number>`row_number() over (partition by ${jobs.memberId}, ${jobs.deadlineAt} < ${p('now')} order by ${jobs.runAt}, ${jobs.id})`.as('place'),
     })
     .from(jobs)
     .where(and(eq(jobs.state, 'confirming'), lte(jobs.runAt, p('now')), notExcluded))
