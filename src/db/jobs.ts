@@ -135,6 +135,15 @@ export function insertJobs(tx: JobWriter, newJobs: NewJob[], now: number): numbe
     .run().changes;
 }
 
+interface PendingJob {
+  input: NewJob;
+  limits: { maxConfirming?: number };
+  /** When it was enqueued: its created and due times. */
+  now: number;
+  resolve(stored: { job: Pick<JobRow, 'id'>; duplicate: boolean }): void;
+  reject(error: unknown): void;
+}
+
 /** The durable job queue. Every state change is one statement or one transaction, so a crash never leaves a half-made job. */
 export class JobStore {
   /** Prepared once: the robot-call acknowledgement path runs these for every call. */
@@ -144,6 +153,8 @@ export class JobStore {
   /** Prepared once: the dispatcher, the reports and the confirmations run these for every job. */
   readonly #hot: ReturnType<typeof prepareHot>;
   readonly #orderingHoldMs: number;
+  /** Jobs enqueued since the last commit, committed together on the next turn of the event loop. */
+  readonly #pending: PendingJob[] = [];
 
   constructor(
     private readonly db: Db,
@@ -206,11 +217,41 @@ export class JobStore {
 
   /**
    * Inserts the job unless its (member_id, dedup_key) exists; a repeated trigger gets duplicate=true.
-   * With `maxConfirming`, the job is stored only while fewer jobs of its portal wait for confirmation
-   * (robot calls, src/jobs/robot-calls.ts), else `UnconfirmedLimitReached` is thrown and nothing is stored.
+   * Jobs enqueued in the same turn of the event loop (concurrent robot calls) commit together: one
+   * commit per call was a fifth of an acknowledgement's CPU. Each caller still gets its answer only
+   * once its job is committed. With `maxConfirming`, the job is stored only while fewer jobs of its
+   * portal wait for confirmation (robot calls, src/jobs/robot-calls.ts), else `UnconfirmedLimitReached`
+   * is thrown and nothing is stored.
    */
-  async enqueue(input: NewJob, limits: { maxConfirming?: number } = {}): Promise<{ job: Pick<JobRow, 'id'>; duplicate: boolean }> {
-    const values = rowValues(input, this.clock.now());
+  enqueue(input: NewJob, limits: { maxConfirming?: number } = {}): Promise<{ job: Pick<JobRow, 'id'>; duplicate: boolean }> {
+    return new Promise((resolve, reject) => {
+      this.#pending.push({ input, limits, now: this.clock.now(), resolve, reject });
+      if (this.#pending.length === 1) setImmediate(() => this.#commitPending());
+    });
+  }
+
+  #commitPending(): void {
+    const batch = this.#pending.splice(0);
+    let stored: Array<{ job: Pick<JobRow, 'id'>; duplicate: boolean }>;
+    try {
+      stored = batch.length === 1 ? [this.#store(batch[0]!)] : this.db.transaction(() => batch.map((item) => this.#store(item)));
+    } catch {
+      // One job that cannot be stored (or is over its portal's bound) must not fail the others: each
+      // alone, with its own answer.
+      for (const item of batch) {
+        try {
+          item.resolve(this.#store(item));
+        } catch (error) {
+          item.reject(error);
+        }
+      }
+      return;
+    }
+    for (const [i, item] of batch.entries()) item.resolve(stored[i]!);
+  }
+
+  #store({ input, limits, now }: PendingJob): { job: Pick<JobRow, 'id'>; duplicate: boolean } {
+    const values = rowValues(input, now);
     const inserted =
       limits.maxConfirming === undefined ? this.#insert.get(values) : (this.#insertBounded.get({ ...values, bound: limits.maxConfirming }) as Pick<JobRow, 'id'> | undefined);
     if (inserted) return { job: inserted, duplicate: false };
@@ -229,12 +270,13 @@ export class JobStore {
    * Jobs whose turn has come, oldest first; `state` picks runs or result reports. Portals
    * that cannot take more right now are left out, so one portal's backlog does not hide the others'.
    * A run waits while an earlier job of its ordering key is pending: running under a live lease, or
-   * queued and not yet holding the key longer than the hold allows.
+   * queued and not yet holding the key longer than the hold allows. Reports: at most `perPortal` of
+   * each portal (one batch's worth).
    */
   async due(state: 'queued', limit: number, excludeMemberIds?: string[]): Promise<RunnableJob[]>;
-  async due(state: 'reporting', limit: number, excludeMemberIds?: string[]): Promise<ReportRow[]>;
-  async due(state: 'queued' | 'reporting', limit: number, excludeMemberIds: string[] = []): Promise<RunnableJob[] | ReportRow[]> {
-    const params = { now: this.clock.now(), excluded: JSON.stringify(excludeMemberIds), limit };
+  async due(state: 'reporting', limit: number, excludeMemberIds?: string[], perPortal?: number): Promise<ReportRow[]>;
+  async due(state: 'queued' | 'reporting', limit: number, excludeMemberIds: string[] = [], perPortal = limit): Promise<RunnableJob[] | ReportRow[]> {
+    const params = { now: this.clock.now(), excluded: JSON.stringify(excludeMemberIds), limit, perPortal };
     if (state === 'reporting') return this.#hot.dueReports.all(params);
     return this.#hot.dueRuns.all({ ...params, heldSince: params.now - this.#orderingHoldMs });
   }
@@ -416,14 +458,17 @@ export class JobStore {
       .run().changes;
   }
 
-  /** Robot calls to confirm whose turn has come, oldest first, without their input (see `due`). */
-  async dueConfirmations(limit: number, excludeMemberIds: string[] = []): Promise<ConfirmationRow[]> {
-    return this.#hot.dueConfirmations.all({ now: this.clock.now(), excluded: JSON.stringify(excludeMemberIds), limit });
+  /**
+   * Robot calls to confirm whose turn has come, oldest first, without their input (see `due`): at
+   * most `perPortal` of each portal, and every one past its deadline.
+   */
+  async dueConfirmations(limit: number, excludeMemberIds: string[] = [], perPortal = limit): Promise<ConfirmationRow[]> {
+    return this.#hot.dueConfirmations.all({ now: this.clock.now(), excluded: JSON.stringify(excludeMemberIds), limit, perPortal });
   }
 
-  /** Jobs of this kind and portal still to confirm, queued or running: more results are on the way. */
-  async activeCount(memberId: string, kind: string): Promise<number> {
-    return this.#hot.activeCount.get({ memberId, kind })?.n ?? 0;
+  /** Jobs of this kind and portal still to confirm, queued or running (counted up to `atMost`): more results are on the way. */
+  async activeCount(memberId: string, kind: string, atMost = Number.MAX_SAFE_INTEGER): Promise<number> {
+    return this.#hot.activeCount.get({ memberId, kind, atMost })?.n ?? 0;
   }
 
   /** Jobs of these kinds running, or queued and due now (or waiting to be confirmed). */
@@ -498,6 +543,30 @@ function prepareHot(db: Db) {
         ),
       ),
     );
+  // A job's place among its portal's due jobs of the state: a batch takes at most the first 50, and
+  // reading (and mapping) a whole burst's rows on every pass was most of a pass's cost.
+  const place = sql<number>`row_number() over (partition by ${jobs.memberId} order by ${jobs.runAt}, ${jobs.id})`.as('place');
+  const reports = db
+    .select({ ...reportColumns, place })
+    .from(jobs)
+    .where(and(eq(jobs.state, 'reporting'), lte(jobs.runAt, p('now')), notExcluded))
+    .as('reports');
+  const confirmations = db
+    .select({
+      id: jobs.id,
+      memberId: jobs.memberId,
+      eventToken: jobs.eventToken,
+      robotCode: jobs.robotCode,
+      runAt: jobs.runAt,
+      deadlineAt: jobs.deadlineAt,
+      confirmAttempts: jobs.confirmAttempts,
+      lastError: jobs.lastError,
+      // Counted apart from the calls out of time, which are all read: as if those were not there.
+      place: sql<number>`row_number() over (partition by ${jobs.memberId}, ${jobs.deadlineAt} < ${p('now')} order by ${jobs.runAt}, ${jobs.id})`.as('place'),
+    })
+    .from(jobs)
+    .where(and(eq(jobs.state, 'confirming'), lte(jobs.runAt, p('now')), notExcluded))
+    .as('confirmations');
   const claim = (releaseDedupKey: boolean) =>
     db
       .update(jobs)
@@ -523,26 +592,37 @@ function prepareHot(db: Db) {
       .limit(p('limit'))
       .prepare(),
     dueReports: db
-      .select(reportColumns)
-      .from(jobs)
-      .where(and(eq(jobs.state, 'reporting'), lte(jobs.runAt, p('now')), notExcluded))
-      .orderBy(asc(jobs.runAt), asc(jobs.id))
+      .select({
+        id: reports.id,
+        memberId: reports.memberId,
+        eventToken: reports.eventToken,
+        returnValues: reports.returnValues,
+        logMessage: reports.logMessage,
+        runAt: reports.runAt,
+        reportAttempts: reports.reportAttempts,
+        finishedAt: reports.finishedAt,
+        createdAt: reports.createdAt,
+      })
+      .from(reports)
+      .where(lte(reports.place, p('perPortal')))
+      .orderBy(asc(reports.runAt), asc(reports.id))
       .limit(p('limit'))
       .prepare(),
     dueConfirmations: db
       .select({
-        id: jobs.id,
-        memberId: jobs.memberId,
-        eventToken: jobs.eventToken,
-        robotCode: jobs.robotCode,
-        runAt: jobs.runAt,
-        deadlineAt: jobs.deadlineAt,
-        confirmAttempts: jobs.confirmAttempts,
-        lastError: jobs.lastError,
+        id: confirmations.id,
+        memberId: confirmations.memberId,
+        eventToken: confirmations.eventToken,
+        robotCode: confirmations.robotCode,
+        runAt: confirmations.runAt,
+        deadlineAt: confirmations.deadlineAt,
+        confirmAttempts: confirmations.confirmAttempts,
+        lastError: confirmations.lastError,
       })
-      .from(jobs)
-      .where(and(eq(jobs.state, 'confirming'), lte(jobs.runAt, p('now')), notExcluded))
-      .orderBy(asc(jobs.runAt), asc(jobs.id))
+      .from(confirmations)
+      // Beyond a portal's first batch only what is out of time: it ends now, unconfirmed.
+      .where(or(lte(confirmations.place, p('perPortal')), lt(confirmations.deadlineAt, p('now'))))
+      .orderBy(asc(confirmations.runAt), asc(confirmations.id))
       .limit(p('limit'))
       .prepare(),
     nextDueAt: db
@@ -580,10 +660,17 @@ function prepareHot(db: Db) {
       .set({ state: 'done', reportError: sql`${p('reportError')}`, updatedAt: now })
       .where(and(inList(jobs.id, 'ids'), eq(jobs.state, 'reporting')))
       .prepare(),
+    // Counted up to `atMost`: a batch only asks whether more results will join it, not how many.
     activeCount: db
       .select({ n: count() })
-      .from(jobs)
-      .where(and(eq(jobs.memberId, p('memberId')), inArray(jobs.state, PENDING_STATES), eq(jobs.kind, p('kind'))))
+      .from(
+        db
+          .select({ id: jobs.id })
+          .from(jobs)
+          .where(and(eq(jobs.memberId, p('memberId')), inArray(jobs.state, PENDING_STATES), eq(jobs.kind, p('kind'))))
+          .limit(p('atMost'))
+          .as('active'),
+      )
       .prepare(),
   };
 }

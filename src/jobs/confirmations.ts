@@ -56,7 +56,7 @@ export class CallConfirmations {
   /** Starts one confirmation batch per portal with calls waiting; returns how long to sleep. */
   async startDue(idleWaitMs: number): Promise<number> {
     const now = this.deps.clock.now();
-    const waiting = await this.deps.jobs.dueConfirmations(5_000, this.#batches.busyPortals());
+    const waiting = await this.deps.jobs.dueConfirmations(5_000, this.#batches.busyPortals(), BATCH_LIMIT);
     for (const job of waiting.filter((item) => item.deadlineAt < now)) await this.#giveUp(job);
     return this.#batches.start(
       waiting.filter((job) => job.deadlineAt >= now),

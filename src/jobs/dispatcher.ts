@@ -7,9 +7,11 @@ import type { JobAttempt, JobKind, JobKinds, JobOutcome } from './kinds.js';
 import { EffectInDoubtError } from './ledger.js';
 
 /**
- * Due jobs read per dispatch pass. Portals at their cap are left out of the read, and a pass that
- * started work looks again at once, so a small page hides no portal's jobs for long; a large one was
- * read again after every finished run.
+ * Due jobs read per dispatch pass at most. Portals at their cap are left out of the read, and a pass
+ * that started work and read a full page looks again at once, so a small page hides no portal's jobs
+ * for long; a large one was read again after every finished run. A page of one portal's concurrency
+ * fills every slot a finished run frees: in a burst, a pass reading 100 rows to start one was the
+ * dispatcher's main cost.
  */
 const DISPATCH_PAGE = 100;
 /**
@@ -53,7 +55,8 @@ export class Dispatcher {
     const { jobs, kinds, portalConcurrency } = this.deps;
     const full = [...this.#runningByPortal].filter(([, running]) => running >= portalConcurrency).map(([memberId]) => memberId);
     let started = 0;
-    const due = await jobs.due('queued', DISPATCH_PAGE, full);
+    const page = Math.min(DISPATCH_PAGE, portalConcurrency);
+    const due = await jobs.due('queued', page, full);
     for (const job of due) {
       if (stopped()) break;
       const running = this.#runningByPortal.get(job.memberId) ?? 0;
@@ -70,7 +73,7 @@ export class Dispatcher {
       });
       this.deps.track(task);
     }
-    return { started, pageFull: due.length === DISPATCH_PAGE };
+    return { started, pageFull: due.length === page };
   }
 
   /**

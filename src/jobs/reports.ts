@@ -35,7 +35,7 @@ export class ResultReports {
       lingerMs: deps.lingerMs,
       policy: (memberId, ready) => {
         let active: Promise<number> | undefined;
-        const stillActive = () => (active ??= deps.jobs.activeCount(memberId, ROBOT_KIND));
+        const stillActive = () => (active ??= deps.jobs.activeCount(memberId, ROBOT_KIND, BATCH_LIMIT));
         return {
           moreOnTheWay: async () => (await stillActive()) > 0,
           worthWaitingLonger: async () => ready.length + (await stillActive()) >= BATCH_LIMIT,
@@ -49,7 +49,7 @@ export class ResultReports {
   /** Starts one report per portal that has results ready; returns how long to sleep before looking again. */
   async startDue(idleWaitMs: number): Promise<number> {
     const now = this.deps.clock.now();
-    return this.#batches.start(await this.deps.jobs.due('reporting', 5_000, this.#batches.busyPortals()), now, idleWaitMs);
+    return this.#batches.start(await this.deps.jobs.due('reporting', 5_000, this.#batches.busyPortals(), BATCH_LIMIT), now, idleWaitMs);
   }
 
   async #report(memberId: string, batch: ReportRow[]): Promise<void> {
