@@ -1,5 +1,5 @@
 import * as v from 'valibot';
-import { isYes, timelineOwner, type TimelineOwner } from '../bitrix24/values.js';
+import { LIST_PAGE_SIZE, isYes, timelineOwner, type TimelineOwner } from '../bitrix24/values.js';
 import { Bitrix24Error, PortalUnavailableError } from '../bitrix24/errors.js';
 import type { Chat2DeskFullMessage } from '../chat2desk/client.js';
 import { dialogUrl } from '../chat2desk/links.js';
@@ -27,8 +27,6 @@ const TRANSCRIPT_LIMIT = 500;
  * portal): settling pages back through the timeline this much further.
  */
 const CLOCK_SKEW_MS = 5 * 60_000;
-/** crm.timeline.comment.list answers pages of 50 (docs/protocols.md B10). */
-const COMMENT_PAGE = 50;
 
 const returnProperties: Record<string, PropertyDefinition> = {
   status: { name: localized('Status (ok, not_found or failed)', 'Статус (ok, not_found или failed)', 'Estado (ok, not_found o failed)'), type: 'string' },
@@ -177,7 +175,7 @@ interface ListedComment {
 async function findComment(run: RobotRun, owner: TimelineOwner, dialogId: number, claim: Claim): Promise<Settled<WrittenComment>> {
   const marker = commentMarker(dialogId);
   const since = claim.attemptAt - CLOCK_SKEW_MS;
-  for (let start = 0; ; start += COMMENT_PAGE) {
+  for (let start = 0; ; start += LIST_PAGE_SIZE) {
     let page: ListedComment[];
     try {
       page = await run.bitrix24.call<ListedComment[]>(
@@ -196,7 +194,7 @@ async function findComment(run: RobotRun, owner: TimelineOwner, dialogId: number
       if (text === marker || text.startsWith(`${marker} `) || text.startsWith(`${marker}\n`)) return { found: { commentId: Number(item.ID) } };
     }
     const oldest = comments.at(-1)?.CREATED;
-    if (comments.length < COMMENT_PAGE || (oldest !== undefined && Date.parse(oldest) < since)) return 'absent';
+    if (comments.length < LIST_PAGE_SIZE || (oldest !== undefined && Date.parse(oldest) < since)) return 'absent';
   }
 }
 

@@ -3,6 +3,9 @@
  * document id (docs/protocols.md B0, B7, B10).
  */
 
+/** Bitrix24's list methods answer pages of 50, asked for by `start` (docs/protocols.md B3). */
+export const LIST_PAGE_SIZE = 50;
+
 /**
  * Bitrix24 sends booleans as Y/N from robots, 1/0 from form encodings, and true/false or 1/0 in
  * JSON answers (docs/protocols.md B0). Anything else, `N` and `0` included, is false.
