@@ -69,10 +69,7 @@ export interface RegistrationContext {
   channels: Chat2DeskChannel[];
 }
 
-/** A run that cannot succeed, with a message the portal admin can act on. It is not retried. */
-export class RobotFailure extends Error {
-  override name = 'RobotFailure';
-}
+export { RobotFailure } from '../run-failure.js';
 
 export interface RobotOutcome {
   returnValues: ReturnValues;

@@ -1,4 +1,4 @@
-import { RobotFailure } from '../activities/activity.js';
+import { RobotFailure } from '../run-failure.js';
 import { EffectBusyError } from './ledger.js';
 import { Bitrix24Error, Bitrix24TransportError, OAuthError, PortalUnavailableError } from '../bitrix24/errors.js';
 import { Chat2DeskError } from '../chat2desk/errors.js';

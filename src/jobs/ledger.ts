@@ -1,4 +1,4 @@
-import { RobotFailure } from '../activities/activity.js';
+import { RobotFailure } from '../run-failure.js';
 import type { Clock } from '../clock.js';
 import { attemptOwner, type EffectStore } from '../db/effects.js';
 
