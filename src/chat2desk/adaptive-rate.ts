@@ -11,7 +11,7 @@ import { delay } from '../rate-limit.js';
  *    corrected in one step. Nothing more is sent until the oldest of those accepted requests is a
  *    second old, and refusals within a second of a cut belong to the same overshoot.
  *  - While requests queue for the pace and Chat2Desk answers, the rate grows, by how far it is from
- *    the limit learned at the last refusal: ×e² a second while Chat2Desk never refused, +65% a second
+ *    the limit learned at the last refusal: ×e⁴ a second while Chat2Desk never refused, +65% a second
  *    below 95% of the limit, 1% a second around it (one refusal per ~5 s at the limit), 5% a second
  *    once 10% above it without a refusal (the limit was raised, or misjudged).
  *  - The rate stays within [floor, ceiling], and what was learned is handed to `onLearned` at most
@@ -30,9 +30,11 @@ export interface AdaptiveRateOptions {
 
 /**
  * Requests/s added per answer. Under pressure answers arrive at the rate itself, so adding a fixed
- * step per answer multiplies the rate by e^step each second.
+ * step per answer multiplies the rate by e^step each second. With no limit known the ramp is steep
+ * (×e⁴): the first refusal is answered by one cut to what was accepted, whatever the overshoot, while
+ * each second spent ramping is most of a second of the limit lost.
  */
-const STEP = { noLimitKnown: 2, belowLimit: 0.5, aroundLimit: 0.01, aboveLimit: 0.05 };
+const STEP = { noLimitKnown: 4, belowLimit: 0.5, aroundLimit: 0.01, aboveLimit: 0.05 };
 /** A refusal cuts the rate to this share of the limit it reveals. */
 export const BACKOFF = 0.95;
 /** The window Chat2Desk's own limit is presumed to count in; what we got accepted within it estimates the limit. */
