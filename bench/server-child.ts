@@ -10,7 +10,7 @@
  */
 import { serve } from '@hono/node-server';
 import { Hono } from 'hono';
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -96,6 +96,7 @@ process.on('message', (command: ChildCommand) => {
         if (profiler && profileDir && measuring) {
           measuring = false;
           const { profile } = await profiler.post('Profiler.stop');
+          mkdirSync(profileDir, { recursive: true });
           writeFileSync(join(profileDir, `${label}-${++window}.cpuprofile`), JSON.stringify(profile));
         }
         const depth = await ours?.jobs.countByState();
