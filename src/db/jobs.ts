@@ -58,6 +58,13 @@ export type RunnableJob = Pick<JobRow, 'id' | 'memberId' | 'eventToken' | 'kind'
 /** What reporting a result needs of its job: not the call's input (up to ~256 KB). */
 export type ReportRow = Pick<JobRow, 'id' | 'memberId' | 'eventToken' | 'returnValues' | 'logMessage' | 'runAt' | 'reportAttempts' | 'finishedAt' | 'createdAt'>;
 
+/** A portal's results ready to report: how many, and when the oldest of them fell due. */
+export interface ReadyReports {
+  memberId: string;
+  count: number;
+  oldestRunAt: number;
+}
+
 /** Where a finished job goes: its result waits to be reported (robots), or it is done. */
 export interface FinishPlan {
   next: 'report' | 'done';
@@ -267,18 +274,28 @@ export class JobStore {
   }
 
   /**
-   * Jobs whose turn has come, oldest first; `state` picks runs or result reports. Portals
-   * that cannot take more right now are left out, so one portal's backlog does not hide the others'.
-   * A run waits while an earlier job of its ordering key is pending: running under a live lease, or
-   * queued and not yet holding the key longer than the hold allows. Reports: at most `perPortal` of
-   * each portal (one batch's worth).
+   * Jobs whose turn has come to run, oldest first. Portals that cannot take more right now are left
+   * out, so one portal's backlog does not hide the others'. A run waits while an earlier job of its
+   * ordering key is pending: running under a live lease, or queued and not yet holding the key
+   * longer than the hold allows.
    */
-  async due(state: 'queued', limit: number, excludeMemberIds?: string[]): Promise<RunnableJob[]>;
-  async due(state: 'reporting', limit: number, excludeMemberIds?: string[], perPortal?: number): Promise<ReportRow[]>;
-  async due(state: 'queued' | 'reporting', limit: number, excludeMemberIds: string[] = [], perPortal = limit): Promise<RunnableJob[] | ReportRow[]> {
-    const params = { now: this.clock.now(), excluded: JSON.stringify(excludeMemberIds), limit, perPortal };
-    if (state === 'reporting') return this.#hot.dueReports.all(params);
-    return this.#hot.dueRuns.all({ ...params, heldSince: params.now - this.#orderingHoldMs });
+  async due(_state: 'queued', limit: number, excludeMemberIds: string[] = []): Promise<RunnableJob[]> {
+    const now = this.clock.now();
+    return this.#hot.dueRuns.all({ now, excluded: JSON.stringify(excludeMemberIds), limit, heldSince: now - this.#orderingHoldMs });
+  }
+
+  /**
+   * Per portal, how many results are ready to report and since when, oldest portal first (portals
+   * with a batch in flight left out): the reports loop looks after every finished run, and mostly
+   * decides to wait, so it reads the rows themselves only for a batch that goes (`dueReports`).
+   */
+  async dueReportSummary(excludeMemberIds: string[] = []): Promise<ReadyReports[]> {
+    return this.#hot.dueReportSummary.all({ now: this.clock.now(), excluded: JSON.stringify(excludeMemberIds) });
+  }
+
+  /** A portal's results ready to report, oldest first, at most `limit` (one batch's worth). */
+  async dueReports(memberId: string, limit: number): Promise<ReportRow[]> {
+    return this.#hot.dueReports.all({ now: this.clock.now(), memberId, limit });
   }
 
   /** When the next job to confirm, run or report becomes due, if any. */
@@ -543,14 +560,6 @@ function prepareHot(db: Db) {
         ),
       ),
     );
-  // A job's place among its portal's due jobs of the state: a batch takes at most the first 50, and
-  // reading (and mapping) a whole burst's rows on every pass was most of a pass's cost.
-  const place = sql<number>`row_number() over (partition by ${jobs.memberId} order by ${jobs.runAt}, ${jobs.id})`.as('place');
-  const reports = db
-    .select({ ...reportColumns, place })
-    .from(jobs)
-    .where(and(eq(jobs.state, 'reporting'), lte(jobs.runAt, p('now')), notExcluded))
-    .as('reports');
   const confirmations = db
     .select({
       id: jobs.id,
@@ -591,21 +600,19 @@ function prepareHot(db: Db) {
       .orderBy(asc(jobs.runAt), asc(jobs.id))
       .limit(p('limit'))
       .prepare(),
+    // One pass over the `jobs_due` index, no row read or mapped: most passes decide to wait.
+    dueReportSummary: db
+      .select({ memberId: jobs.memberId, count: sql<number>`count(*)`.mapWith(Number), oldestRunAt: sql<number>`min(${jobs.runAt})`.mapWith(Number) })
+      .from(jobs)
+      .where(and(eq(jobs.state, 'reporting'), lte(jobs.runAt, p('now')), notExcluded))
+      .groupBy(jobs.memberId)
+      .orderBy(sql`min(${jobs.runAt})`, jobs.memberId)
+      .prepare(),
     dueReports: db
-      .select({
-        id: reports.id,
-        memberId: reports.memberId,
-        eventToken: reports.eventToken,
-        returnValues: reports.returnValues,
-        logMessage: reports.logMessage,
-        runAt: reports.runAt,
-        reportAttempts: reports.reportAttempts,
-        finishedAt: reports.finishedAt,
-        createdAt: reports.createdAt,
-      })
-      .from(reports)
-      .where(lte(reports.place, p('perPortal')))
-      .orderBy(asc(reports.runAt), asc(reports.id))
+      .select(reportColumns)
+      .from(jobs)
+      .where(and(eq(jobs.memberId, p('memberId')), eq(jobs.state, 'reporting'), lte(jobs.runAt, p('now'))))
+      .orderBy(asc(jobs.runAt), asc(jobs.id))
       .limit(p('limit'))
       .prepare(),
     dueConfirmations: db

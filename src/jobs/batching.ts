@@ -11,6 +11,13 @@ export function groupByPortal<T extends Pick<JobRow, 'memberId'>>(jobs: T[]): Ma
   return byPortal;
 }
 
+/** A portal's jobs ready for a batch: how many, and when the oldest fell due. */
+export interface ReadyJobs {
+  memberId: string;
+  count: number;
+  oldestRunAt: number;
+}
+
 /** A batch that will fill without holding anything up may wait this many lingers in all. */
 const LONG_LINGER_FACTOR = 5;
 
@@ -27,9 +34,9 @@ export interface GatherPolicy {
  * others, so that a burst costs one request per 50 (the benchmark's budget is 0.05 Bitrix24
  * requests per run): returns how long to wait still, or undefined to send now.
  */
-export async function gatherWait(ready: Pick<JobRow, 'runAt'>[], now: number, policy: GatherPolicy): Promise<number | undefined> {
-  if (ready.length >= BATCH_LIMIT) return undefined;
-  const waited = now - Math.min(...ready.map((job) => job.runAt));
+export async function gatherWait(ready: Omit<ReadyJobs, 'memberId'>, now: number, policy: GatherPolicy): Promise<number | undefined> {
+  if (ready.count >= BATCH_LIMIT) return undefined;
+  const waited = now - ready.oldestRunAt;
   if (waited < policy.lingerMs) return (await policy.moreOnTheWay()) ? policy.lingerMs - waited : undefined;
   const longest = policy.lingerMs * LONG_LINGER_FACTOR;
   return waited < longest && (await policy.worthWaitingLonger()) ? longest - waited : undefined;
@@ -38,7 +45,7 @@ export async function gatherWait(ready: Pick<JobRow, 'runAt'>[], now: number, po
 export interface PortalBatchesDeps<T> {
   lingerMs: number;
   /** When more of this portal's jobs may join its batch (see GatherPolicy). */
-  policy(memberId: string, ready: T[]): Omit<GatherPolicy, 'lingerMs'>;
+  policy(memberId: string, readyCount: number): Omit<GatherPolicy, 'lingerMs'>;
   /** Sends one batch request for the portal. */
   send(memberId: string, batch: T[]): Promise<void>;
   /** Registers a started batch so that a stopping worker can wait for it. */
@@ -61,16 +68,29 @@ export class PortalBatches<T extends Pick<JobRow, 'memberId' | 'runAt'>> {
 
   /** Starts a batch for every portal whose ready jobs should go now; returns how long until one should. */
   async start(ready: T[], now: number, idleWaitMs: number): Promise<number> {
+    const byPortal = groupByPortal(ready);
+    const summary = [...byPortal].map(([memberId, jobs]) => ({ memberId, count: jobs.length, oldestRunAt: Math.min(...jobs.map((job) => job.runAt)) }));
+    return this.startSummarised(summary, now, idleWaitMs, async (memberId) => byPortal.get(memberId) ?? []);
+  }
+
+  /**
+   * As `start`, from a count per portal: the jobs themselves are read (`read`, oldest first) only
+   * for a batch that goes now, since most looks end in waiting.
+   */
+  async startSummarised(ready: ReadyJobs[], now: number, idleWaitMs: number, read: (memberId: string) => Promise<T[]>): Promise<number> {
     let wait = idleWaitMs;
-    for (const [memberId, jobs] of groupByPortal(ready)) {
+    for (const portal of ready) {
+      const { memberId } = portal;
       if (this.#busy.has(memberId)) continue;
-      const gather = await gatherWait(jobs, now, { lingerMs: this.deps.lingerMs, ...this.deps.policy(memberId, jobs) });
+      const gather = await gatherWait(portal, now, { lingerMs: this.deps.lingerMs, ...this.deps.policy(memberId, portal.count) });
       if (gather !== undefined) {
         wait = Math.min(wait, gather);
         continue;
       }
       this.#busy.add(memberId);
-      const task = this.deps.send(memberId, jobs.slice(0, BATCH_LIMIT)).finally(() => this.#busy.delete(memberId));
+      const task = read(memberId)
+        .then((jobs) => (jobs.length ? this.deps.send(memberId, jobs.slice(0, BATCH_LIMIT)) : undefined))
+        .finally(() => this.#busy.delete(memberId));
       this.deps.track(task);
     }
     return wait;

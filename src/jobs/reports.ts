@@ -33,12 +33,12 @@ export class ResultReports {
   constructor(private readonly deps: ResultReportsDeps) {
     this.#batches = new PortalBatches({
       lingerMs: deps.lingerMs,
-      policy: (memberId, ready) => {
+      policy: (memberId, readyCount) => {
         let active: Promise<number> | undefined;
         const stillActive = () => (active ??= deps.jobs.activeCount(memberId, ROBOT_KIND, BATCH_LIMIT));
         return {
           moreOnTheWay: async () => (await stillActive()) > 0,
-          worthWaitingLonger: async () => ready.length + (await stillActive()) >= BATCH_LIMIT,
+          worthWaitingLonger: async () => readyCount + (await stillActive()) >= BATCH_LIMIT,
         };
       },
       send: (memberId, batch) => this.#report(memberId, batch),
@@ -49,7 +49,8 @@ export class ResultReports {
   /** Starts one report per portal that has results ready; returns how long to sleep before looking again. */
   async startDue(idleWaitMs: number): Promise<number> {
     const now = this.deps.clock.now();
-    return this.#batches.start(await this.deps.jobs.due('reporting', 5_000, this.#batches.busyPortals(), BATCH_LIMIT), now, idleWaitMs);
+    const ready = await this.deps.jobs.dueReportSummary(this.#batches.busyPortals());
+    return this.#batches.startSummarised(ready, now, idleWaitMs, (memberId) => this.deps.jobs.dueReports(memberId, BATCH_LIMIT));
   }
 
   async #report(memberId: string, batch: ReportRow[]): Promise<void> {
