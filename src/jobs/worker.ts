@@ -143,10 +143,15 @@ export class Worker {
   }
 
   #track(task: Promise<void>, wake?: Signal): void {
-    const tracked = task.finally(() => {
-      this.#inFlight.delete(tracked);
-      wake?.notify();
-    });
+    // A task's own failures are handled inside it; what escapes (a database read failing before a
+    // batch is sent) is logged, never left to crash the process as an unhandled rejection. The jobs
+    // stay in their state and the next pass takes them up.
+    const tracked = task
+      .catch((error: unknown) => this.deps.log.error({ err: error instanceof Error ? error.message : String(error) }, 'worker task failed'))
+      .finally(() => {
+        this.#inFlight.delete(tracked);
+        wake?.notify();
+      });
     this.#inFlight.add(tracked);
   }
 
