@@ -145,18 +145,7 @@ describe('calls forged with the application token from a page of the app', () =>
   it('a forged ONAPPUNINSTALL changes nothing: the portal stays active, its secrets stay, robots still run', async () => {
     const loot = openAppAsEmployee(stack);
     const before = portalRow(stack);
-    const forged = qs.stringify({
-      event: 'ONAPPUNINSTALL',
-      data: { LANGUAGE_ID: 'en', CLEAN: '1' },
-      ts: String(Math.floor(Date.now() / 1000)),
-      auth: {
-        domain: stack.b24.domain,
-        server_endpoint: `${stack.b24.oauthUrl}/rest/`,
-        client_endpoint: stack.b24.clientEndpoint,
-        member_id: loot.memberId,
-        application_token: loot.applicationToken,
-      },
-    });
+    const forged = forgedUninstall(stack, loot);
     const response = await postForm(`${stack.server.url}/bitrix24/events`, forged);
     expect(response.status).toBe(401);
     expect(await response.json()).toEqual({ error: 'The portal still accepts this app: the uninstall did not come from Bitrix24 and changed nothing' });
@@ -239,11 +228,7 @@ describe('an uninstall the portal cannot confirm yet', () => {
   it('is dropped once the portal answers and still accepts our tokens', async () => {
     const loot = openAppAsEmployee(stack);
     const reconnect = cutThePortalOff();
-    const forged = qs.stringify({
-      event: 'ONAPPUNINSTALL',
-      data: { LANGUAGE_ID: 'en', CLEAN: '1' },
-      auth: { domain: stack.b24.domain, member_id: loot.memberId, application_token: loot.applicationToken },
-    });
+    const forged = forgedUninstall(stack, loot);
     expect((await postForm(`${stack.server.url}/bitrix24/events`, forged)).status).toBe(202);
     const pending = portalRow(stack);
     expect(pending.uninstall_check_at).toBeGreaterThan(clock.now());
