@@ -115,17 +115,21 @@ describe('Chat2Desk deliveries start their jobs in the delivery transaction (the
     expect(runs).toHaveLength(1);
   });
 
+  /** No delivery, no job, and the cached dialog not invalidated: still served without asking Chat2Desk. */
+  async function expectNothingApplied() {
+    expect(count('webhook_deliveries')).toBe(0);
+    expect(jobRows()).toEqual([]);
+    stack.c2d.resetCalls();
+    expect((await directory.dialog(dialog.id as number)).state).toBe('open');
+    expect(dialogReads()).toBe(0);
+  }
+
   it('leaves neither the delivery, nor its job, nor the cache invalidation when storing the job fails, and answers 5xx', async () => {
     expect((await directory.dialog(dialog.id as number)).state).toBe('open');
     sqlite().exec("create trigger refuse_job before insert on jobs when new.kind = 'episode_test' begin select raise(abort, 'job insert refused'); end");
     dialog.state = 'closed';
     expect(await stack.c2d.deliverWebhook(closed('2026-11-24T10:00:00Z'))).toEqual([500]);
-    expect(count('webhook_deliveries')).toBe(0);
-    expect(jobRows()).toEqual([]);
-    // The cached dialog was not invalidated: it is still served without asking Chat2Desk.
-    stack.c2d.resetCalls();
-    expect((await directory.dialog(dialog.id as number)).state).toBe('open');
-    expect(dialogReads()).toBe(0);
+    await expectNothingApplied();
     // Chat2Desk's retry, once the store works again, does it all.
     sqlite().exec('drop trigger refuse_job');
     expect(await stack.c2d.deliverWebhook(closed('2026-11-24T10:00:00Z'))).toEqual([200]);
@@ -139,11 +143,7 @@ describe('Chat2Desk deliveries start their jobs in the delivery transaction (the
     sqlite().exec("create trigger refuse_delivery before insert on webhook_deliveries begin select raise(abort, 'delivery insert refused'); end");
     dialog.state = 'closed';
     expect(await stack.c2d.deliverWebhook(closed('2026-11-24T10:00:00Z'))).toEqual([500]);
-    expect(count('webhook_deliveries')).toBe(0);
-    expect(jobRows()).toEqual([]);
-    stack.c2d.resetCalls();
-    expect((await directory.dialog(dialog.id as number)).state).toBe('open');
-    expect(dialogReads()).toBe(0);
+    await expectNothingApplied();
   });
 
   it('stores nothing for a delivery to a webhook nobody registered', async () => {
