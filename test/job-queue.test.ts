@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { systemClock } from '../src/clock.js';
 import { openDatabase, type DatabaseHandle } from '../src/db/database.js';
 import { CacheStore } from '../src/db/cache.js';
-import { insertJobs, JobStore } from '../src/db/jobs.js';
+import { insertJobs, JobStore, UnconfirmedLimitReached } from '../src/db/jobs.js';
 import { RobotRegistry } from '../src/activities/index.js';
 import { LEASE_MS } from '../src/jobs/dispatcher.js';
 import { JobKinds, type JobKind } from '../src/jobs/kinds.js';
@@ -39,6 +39,23 @@ describe('the job queue', () => {
     expect((await jobs.due('queued', 500)).some((job) => job.memberId === 'quiet-portal')).toBe(false);
     const visible = await jobs.due('queued', 500, ['busy-portal']);
     expect(visible.map((job) => job.eventToken)).toEqual(['quiet-1']);
+  });
+
+  it('stores calls arriving in one turn together, and a call over its bound fails alone: the others are stored and answered', async () => {
+    const call = (memberId: string, eventToken: string) => ({ ...robotJob(memberId, eventToken, Date.now() + 60_000), awaitsConfirmation: true });
+    const answers = await Promise.allSettled([
+      jobs.enqueue(call('bounded', 'first'), { maxConfirming: 1 }),
+      jobs.enqueue(call('bounded', 'second'), { maxConfirming: 1 }),
+      jobs.enqueue(call('other', 'third'), { maxConfirming: 1 }),
+      jobs.enqueue(call('bounded', 'first'), { maxConfirming: 1 }),
+    ]);
+    expect(answers.map((answer) => answer.status)).toEqual(['fulfilled', 'rejected', 'fulfilled', 'fulfilled']);
+    expect((answers[1] as PromiseRejectedResult).reason).toBeInstanceOf(UnconfirmedLimitReached);
+    expect((answers[3] as PromiseFulfilledResult<{ duplicate: boolean }>).value.duplicate).toBe(true);
+    expect(database.sqlite.prepare("select member_id, event_token from jobs where state = 'confirming' order by id").all()).toEqual([
+      { member_id: 'bounded', event_token: 'first' },
+      { member_id: 'other', event_token: 'third' },
+    ]);
   });
 
   it('keeps a cancelled job cancelled when its run ends', async () => {
