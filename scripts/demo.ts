@@ -380,6 +380,6 @@ async function main(): Promise<number> {
   }
 }
 
-// Exit explicitly: RobotWorker.stop() leaves its 10 s grace timer running after a clean stop, which
-// would otherwise keep the process alive for ten idle seconds after the demo is over.
+// Exit explicitly with the tour's status: no handle left open (a socket, a timer) may keep an
+// idle process around after the demo is over.
 process.exit(await main());
