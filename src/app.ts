@@ -15,6 +15,9 @@ import type { EventHandlers } from './bitrix24/events/index.js';
 import { createEventsRoute } from './routes/events.js';
 import { createHealthRoute } from './routes/health.js';
 import { createInstallRoute } from './routes/install.js';
+import { createAppPage } from './routes/app-page.js';
+import type { AppPageService } from './pages/app-page.js';
+import type { PageAuth } from './pages/page-auth.js';
 import { createRobotRoute } from './routes/robot.js';
 import { createSettingsRoute } from './routes/settings.js';
 import type { SettingsService } from './settings-service.js';
@@ -32,6 +35,10 @@ export interface AppDeps {
   robotCalls: RobotCalls;
   settings: SettingsService;
   chat2deskWebhooks: Chat2DeskWebhooks;
+  pageAuth: PageAuth;
+  appPage: AppPageService;
+  /** CSP frame-ancestors of the app page (config FRAME_ANCESTORS); default the portal's own host. */
+  frameAncestors?: string;
   databaseUp(): boolean;
   workersRunning(): boolean;
 }
@@ -47,8 +54,10 @@ export function createApp(deps: AppDeps): Hono {
       onError: (c) => c.json({ error: `The body is larger than ${deps.maxBodyBytes} bytes` }, 413, { connection: 'close' }),
     }),
   );
+  const appPage = createAppPage(deps);
   app.route('/', createHealthRoute(deps));
-  app.route('/', createInstallRoute(deps));
+  app.route('/', createInstallRoute({ ...deps, appPageRenderer: appPage.renderer }));
+  app.route('/', appPage.route);
   app.route('/', createEventsRoute(deps));
   app.route('/', createRobotRoute(deps));
   app.route('/', createSettingsRoute(deps));

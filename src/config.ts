@@ -63,6 +63,8 @@ const EnvSchema = v.object({
    *  reverse proxy every request has the proxy's address, so the operator must be able to raise it. */
   INSTALL_ATTEMPTS_PER_ADDRESS_PER_MINUTE: positiveInteger('30'),
   INSTALL_ATTEMPTS_PER_MINUTE: positiveInteger('300'),
+  /** CSP frame-ancestors of the app page; default: the portal's own host (docs/protocols.md B13). */
+  FRAME_ANCESTORS: v.optional(v.pipe(v.string(), v.regex(/^[^;,\r\n]+$/, 'must be CSP sources separated by spaces, such as https://*.bitrix24.com'))),
 });
 
 export interface Config {
@@ -92,6 +94,7 @@ export interface Config {
   maxBodyBytes: number;
   webhookCheckSeconds: number;
   installAttemptsPerMinute: { perAddress: number; overall: number };
+  frameAncestors: string | undefined;
 }
 
 /** The learned Chat2Desk rate grows no further unless CHAT2DESK_MAX_REQUESTS_PER_MINUTE says so. */
@@ -152,6 +155,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     maxBodyBytes: e.MAX_BODY_BYTES,
     webhookCheckSeconds: e.WEBHOOK_CHECK_SECONDS,
     installAttemptsPerMinute: { perAddress: e.INSTALL_ATTEMPTS_PER_ADDRESS_PER_MINUTE, overall: e.INSTALL_ATTEMPTS_PER_MINUTE },
+    frameAncestors: e.FRAME_ANCESTORS,
   };
 }
 

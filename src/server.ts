@@ -37,6 +37,9 @@ import type { Worker } from './jobs/worker.js';
 import type { Logger } from './log.js';
 import { SecretBox, resolveAppSecret } from './secrets.js';
 import { SettingsService } from './settings-service.js';
+import { AppPageService } from './pages/app-page.js';
+import { PageAuth } from './pages/page-auth.js';
+import { PageTokens } from './pages/page-token.js';
 
 /** Finished robot jobs are kept 30 days, for "did the robot run?" questions. */
 const FINISHED_JOB_RETENTION_MS = 30 * 24 * 3600_000;
@@ -96,7 +99,8 @@ export interface ServerOptions {
 export async function startServer(config: Config, log: Logger, options: ServerOptions = {}): Promise<RunningServer> {
   const clock = options.clock ?? systemClock;
   const database = openDatabase(config.databaseFile);
-  const secrets = new SecretBox(resolveAppSecret(config.appSecret, config.databaseFile));
+  const appSecret = resolveAppSecret(config.appSecret, config.databaseFile);
+  const secrets = new SecretBox(appSecret);
   const portals = new PortalStore(database.db, secrets, clock);
   const jobs = new JobStore(database.db, clock, { orderingHoldMs: options.orderingHoldMs });
   const robots = options.robots ?? new RobotRegistry();
@@ -144,8 +148,9 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     // SQLite is opened with an exclusive lock (src/db/database.ts): no other process runs these jobs.
     exclusiveDatabase: true,
   });
+  const webhookStore = new WebhookStore(database.db, secrets, clock);
   const chat2deskWebhooks = new Chat2DeskWebhooks({
-    webhooks: new WebhookStore(database.db, secrets, clock),
+    webhooks: webhookStore,
     cache,
     portals,
     publicUrl: config.publicUrl,
@@ -159,6 +164,20 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
   const uninstalls = new Uninstalls({ portals, jobs, rest, chat2deskWebhooks, background, log, clock });
   const installerTokens = new InstallerTokens({ oauth, portals, log, clock });
   const appUpdates = new AppUpdates({ jobs, pipeline, installerTokens, background, clock });
+  const settings = new SettingsService({
+    portals,
+    rest,
+    accounts,
+    registration,
+    secrets,
+    defaultApiUrl: config.chat2desk.defaultApiUrl,
+    allowedApiUrls: config.chat2desk.allowedApiUrls,
+    chat2deskWebhooks,
+    directoryFor: (portal) => chat2desk.directoryOf(portal),
+    background,
+    log,
+    clock,
+  });
   const app = createApp({
     log,
     maxBodyBytes: config.maxBodyBytes,
@@ -176,20 +195,10 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
       maxUnconfirmedPerPortal: config.maxUnconfirmedCallsPerPortal,
       log,
     }),
-    settings: new SettingsService({
-      portals,
-      rest,
-      accounts,
-      registration,
-      secrets,
-      defaultApiUrl: config.chat2desk.defaultApiUrl,
-      allowedApiUrls: config.chat2desk.allowedApiUrls,
-      chat2deskWebhooks,
-      directoryFor: (portal) => chat2desk.directoryOf(portal),
-      background,
-      log,
-      clock,
-    }),
+    settings,
+    pageAuth: new PageAuth({ portals, settings, tokens: new PageTokens(appSecret, clock), clock }),
+    appPage: new AppPageService({ chat2desk, webhooks: webhookStore, chat2deskWebhooks, registration, settings, robots: robots.all, log }),
+    frameAncestors: config.frameAncestors,
     background,
     chat2deskWebhooks,
     databaseUp: () => pingDatabase(database),

@@ -2,7 +2,7 @@ import { LRUCache } from 'lru-cache';
 import * as v from 'valibot';
 import type { BackgroundTasks } from './background.js';
 import type { Clock } from './clock.js';
-import { askPortalAdmin, type AdminQuestion, type AdminVerdict } from './bitrix24/admin.js';
+import { askPortalCaller, type AdminQuestion, type CallerVerdict } from './bitrix24/admin.js';
 import type { AppRegistration } from './bitrix24/registration.js';
 import { CallerChecksExhausted, type Bitrix24Rest } from './bitrix24/rest-client.js';
 import type { Chat2DeskAccounts, Chat2DeskChannel, Chat2DeskOperator, Chat2DeskTag } from './chat2desk/client.js';
@@ -73,7 +73,7 @@ export class SettingsService {
    * requests with the same token at once share one question. Refused tokens are remembered too, so
    * repeating a guess does not spend the portal's REST budget.
    */
-  readonly #admins: LRUCache<string, AdminVerdict, AdminQuestion>;
+  readonly #admins: LRUCache<string, CallerVerdict, AdminQuestion>;
   readonly #schema;
 
   constructor(private readonly deps: SettingsDeps) {
@@ -87,7 +87,7 @@ export class SettingsService {
       // A question evicted while in flight still answers the requests waiting for it.
       ignoreFetchAbort: true,
       // A verdict to remember; a failure that says nothing about the token (load, network, our share used up) is thrown and not remembered.
-      fetchMethod: (_key, _stale, { context }) => askPortalAdmin(this.deps.rest, context),
+      fetchMethod: (_key, _stale, { context }) => askPortalCaller(this.deps.rest, context),
     });
   }
 
@@ -95,17 +95,27 @@ export class SettingsService {
   async authorizeAdmin(memberId: string, accessToken: string): Promise<Portal> {
     const portal = await this.deps.portals.get(memberId);
     if (!portal || portal.status === 'uninstalled') throw new SettingsRequestError('Unknown portal: the app is not installed there', 401);
-    let verdict: AdminVerdict | undefined;
+    const caller = await this.identify(portal, accessToken);
+    if (!caller.admin) throw new SettingsRequestError(NOT_ADMIN, 403);
+    return portal;
+  }
+
+  /**
+   * Who a user's access token belongs to, asked at the portal's stored REST endpoint only (never an
+   * address from the request), through the same one-minute cache of verdicts as authorizeAdmin.
+   */
+  async identify(portal: Portal, accessToken: string): Promise<{ userId: number; admin: boolean }> {
+    const { memberId } = portal;
+    let answer: CallerVerdict | undefined;
     try {
-      verdict = await this.#admins.fetch(`${memberId} ${this.deps.secrets.digest(accessToken)}`, { context: { memberId, clientEndpoint: portal.clientEndpoint, accessToken } });
+      answer = await this.#admins.fetch(`${memberId} ${this.deps.secrets.digest(accessToken)}`, { context: { memberId, clientEndpoint: portal.clientEndpoint, accessToken } });
     } catch (error) {
       if (error instanceof CallerChecksExhausted) throw new SettingsRequestError(error.message, 429, error.retryAfterSeconds);
       throw new SettingsRequestError(`Bitrix24 could not be asked who you are: ${error instanceof Error ? error.message : String(error)}`, 502);
     }
-    if (verdict === 'admin') return portal;
-    if (verdict === 'not_admin') throw new SettingsRequestError(NOT_ADMIN, 403);
     // 'bad_token' (`undefined` never comes back: every question is answered and none is abandoned).
-    throw new SettingsRequestError(BAD_TOKEN, 401);
+    if (!answer || answer.verdict === 'bad_token' || answer.userId === null) throw new SettingsRequestError(BAD_TOKEN, 401);
+    return { userId: answer.userId, admin: answer.verdict === 'admin' };
   }
 
   async read(portal: Portal): Promise<SettingsView> {

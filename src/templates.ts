@@ -1,5 +1,5 @@
 import Handlebars from 'handlebars';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 const templatesDir = fileURLToPath(new URL('../templates/', import.meta.url));
@@ -19,4 +19,21 @@ export function loadTemplate<T>(name: string, options: TemplateOptions = {}): (c
   const compiled = Handlebars.compile(readFileSync(`${templatesDir}${name}.hbs`, 'utf8'), { strict: false, noEscape: options.htmlEscape === false });
   const runtime = options.helpers ? { helpers: options.helpers } : undefined;
   return (context: T) => compiled(context, runtime);
+}
+
+/**
+ * The app page (templates/app.hbs) with its partials (templates/partials/<name>.hbs, one per section),
+ * in a Handlebars environment of its own so its partials and helpers reach no other template.
+ */
+export function loadAppTemplate<T>(): (context: T) => string {
+  const env = Handlebars.create();
+  const partialsDir = `${templatesDir}partials/`;
+  for (const file of readdirSync(partialsDir).filter((name) => name.endsWith('.hbs'))) {
+    env.registerPartial(file.slice(0, -'.hbs'.length), readFileSync(`${partialsDir}${file}`, 'utf8'));
+  }
+  env.registerHelper('eq', (a: unknown, b: unknown) => a === b || (a != null && b != null && String(a) === String(b)));
+  env.registerHelper('includes', (list: unknown, value: unknown) => Array.isArray(list) && list.some((item) => String(item) === String(value)));
+  env.registerHelper('lookupWord', (words: Record<string, string>, prefix: string, key: string) => words[`${prefix}${key}`] ?? key);
+  const compiled = env.compile(readFileSync(`${templatesDir}app.hbs`, 'utf8'), { strict: false });
+  return (context: T) => compiled(context);
 }

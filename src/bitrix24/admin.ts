@@ -25,17 +25,29 @@ export function refusesToken(error: unknown): boolean {
   return error instanceof Bitrix24Error && error.httpStatus < 500 && !error.refusedForLoad;
 }
 
+/** The portal's answer about a token: its verdict and, for a token it accepted, the user's id. */
+export interface CallerVerdict {
+  verdict: AdminVerdict;
+  userId: number | null;
+}
+
 /**
- * Asks the portal itself whether the token's user is its administrator (`profile` → ADMIN).
- * Failures that are not a verdict are thrown. `provenToken`: the authorization server has already
- * proved the token ours and this portal's, so the call is outside the callers' share.
+ * Asks the portal itself who the token's user is and whether they are its administrator (`profile`
+ * → ID, ADMIN). Failures that are not a verdict are thrown. `provenToken`: the authorization server
+ * has already proved the token ours and this portal's, so the call is outside the callers' share.
  */
-export async function askPortalAdmin(rest: Pick<Bitrix24Rest, 'callAs'>, question: AdminQuestion, options: { provenToken?: boolean } = {}): Promise<AdminVerdict> {
+export async function askPortalCaller(rest: Pick<Bitrix24Rest, 'callAs'>, question: AdminQuestion, options: { provenToken?: boolean } = {}): Promise<CallerVerdict> {
   try {
-    const profile = await rest.callAs<{ ADMIN?: unknown }>(question.memberId, question.clientEndpoint, question.accessToken, 'profile', {}, options);
-    return isAdminProfile(profile) ? 'admin' : 'not_admin';
+    const profile = await rest.callAs<{ ID?: unknown; ADMIN?: unknown }>(question.memberId, question.clientEndpoint, question.accessToken, 'profile', {}, options);
+    const userId = Number(profile?.ID);
+    return { verdict: isAdminProfile(profile) ? 'admin' : 'not_admin', userId: Number.isInteger(userId) && userId > 0 ? userId : null };
   } catch (error) {
-    if (refusesToken(error)) return 'bad_token';
+    if (refusesToken(error)) return { verdict: 'bad_token', userId: null };
     throw error;
   }
+}
+
+/** askPortalCaller's verdict alone. */
+export async function askPortalAdmin(rest: Pick<Bitrix24Rest, 'callAs'>, question: AdminQuestion, options: { provenToken?: boolean } = {}): Promise<AdminVerdict> {
+  return (await askPortalCaller(rest, question, options)).verdict;
 }

@@ -18,6 +18,8 @@ export interface Portal {
   installerUserId: number | null;
   settings: StoredSettings;
   hasChat2deskToken: boolean;
+  /** When the app was last installed: the install generation app page tokens carry (src/pages/page-token.ts). */
+  installedAt: number;
 }
 
 export interface PortalTokens {
@@ -112,10 +114,12 @@ export class PortalStore {
       uninstallRequestedAt: null,
       uninstallCheckAt: null,
       updatedAt: now,
+      // A new generation: app page tokens issued before this install stop working.
+      installedAt: now,
     };
     this.db
       .insert(portals)
-      .values({ memberId: record.memberId, installedAt: now, ...values })
+      .values({ memberId: record.memberId, ...values })
       .onConflictDoUpdate({ target: portals.memberId, set: values })
       .run();
     return (await this.get(record.memberId))!;
@@ -340,5 +344,6 @@ function toPortal(row: PortalRow): Portal {
     installerUserId: row.installerUserId,
     settings: JSON.parse(row.settings) as StoredSettings,
     hasChat2deskToken: row.chat2deskToken !== null,
+    installedAt: row.installedAt,
   };
 }

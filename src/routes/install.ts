@@ -1,28 +1,18 @@
 import { getConnInfo } from '@hono/node-server/conninfo';
 import { Hono } from 'hono';
-import { activities } from '../activities/index.js';
 import { str } from '../bitrix24/form-body.js';
 import { phpMap } from '../bitrix24/values.js';
 import { InstallRefused, type InstallClaim, type InstallService } from '../bitrix24/install.js';
 import type { Logger } from '../log.js';
-import { loadTemplate } from '../templates.js';
+import type { AppPageRenderer } from './app-page.js';
 import { readBitrixForm } from './form.js';
-
-interface InstallPage {
-  ok: boolean;
-  finish: boolean;
-  domain?: string;
-  robots?: Array<{ name: string; code: string }>;
-  chat2deskConfigured?: boolean;
-  error?: string;
-}
 
 /**
  * Both install forms: the server-side callback (`event=ONAPPINSTALL` with `auth[...]`) and the
  * install page opened in the portal (`AUTH_ID`, `member_id`, DOMAIN in the query), docs/protocols.md B1.
+ * The install page is the app page (src/routes/app-page.ts) in install mode: it calls installFinish.
  */
-export function createInstallRoute(deps: { install: InstallService; log: Logger }) {
-  const page = loadTemplate<InstallPage>('install');
+export function createInstallRoute(deps: { install: InstallService; appPageRenderer: AppPageRenderer; log: Logger }) {
   return new Hono()
     .post('/install', async (c) => {
       // The TCP peer: X-Forwarded-For is written by the sender, so it cannot bound the sender.
@@ -58,20 +48,16 @@ export function createInstallRoute(deps: { install: InstallService; log: Logger 
           userId: null,
         };
         try {
-          const { portal } = await deps.install.install(claim, { address, opening: true });
-          return c.html(
-            page({
-              ok: true,
-              finish: true,
-              domain: portal.domain,
-              robots: activities.map((activity) => ({ name: activity.name.en, code: activity.code })),
-              chat2deskConfigured: portal.hasChat2deskToken,
-            }),
-          );
+          await deps.install.install(claim, { address, opening: true });
         } catch (error) {
-          if (error instanceof InstallRefused) return c.html(page({ ok: false, finish: false, error: error.message }), error.httpStatus, retryAfter(error));
+          if (error instanceof InstallRefused) {
+            const refused = deps.appPageRenderer.refusal(c, c.req.query('LANG'), error.message, error.httpStatus);
+            if (error.retryAfterSeconds) refused.headers.set('retry-after', String(error.retryAfterSeconds));
+            return refused;
+          }
           throw error;
         }
+        return deps.appPageRenderer.render(c, fields, { install: true });
       }
       return c.json({ status: 'error', error: 'Not an install request: expected auth[...] (install callback) or AUTH_ID (install page)' }, 400);
     })

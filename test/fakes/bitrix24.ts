@@ -12,6 +12,7 @@ import { randomBytes, randomInt } from 'node:crypto';
 import type { Server } from 'node:http';
 import { serve } from '@hono/node-server';
 import { Hono, type Context } from 'hono';
+import { cors } from 'hono/cors';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import qs from 'qs';
 
@@ -33,6 +34,11 @@ export interface FakeBitrix24Options {
   rateLimit?: { drainPerSecond: number; burst: number } | false;
   /** Scope string reported in tokens and app.info. */
   scope?: string;
+  /**
+   * The portal's domain is its own loopback address (`127.0.0.1:<port>`), so a browser test's fake
+   * parent page, the SDK's REST calls and the install's domain check all agree (pages-and-modes §3.7).
+   */
+  domainIsAddress?: boolean;
 }
 
 export interface RecordedCall {
@@ -217,6 +223,8 @@ export interface FakeBitrix24 {
   seedContact(input?: SeedPerson): number;
   seedCompany(input?: SeedPerson): number;
   seedDeal(input?: SeedDeal): number;
+  /** Serves an HTML page at `path` on the portal's own origin (a test's fake parent frame). */
+  servePage(path: string, html: string): void;
   resetCalls(): void;
   close(): Promise<void>;
 }
@@ -487,6 +495,31 @@ const CRM_FIRST_ID: Record<CrmEntity, number> = { lead: 101, contact: 201, deal:
 
 const CRM_MULTIFIELDS = new Set(['PHONE', 'EMAIL', 'WEB', 'IM']);
 
+/** Deal pipelines of the fake portal (crm.category.list). */
+const DEAL_CATEGORIES = [
+  { id: 0, name: 'General', sort: 100, isDefault: 'Y' },
+  { id: 3, name: 'Wholesale', sort: 200, isDefault: 'N' },
+];
+
+/** crm.status.list entries by ENTITY_ID: each pipeline's stages (ids prefixed C<id>: outside the general one) and the sources. */
+const CRM_STATUSES: Record<string, Array<{ STATUS_ID: string; NAME: string; CATEGORY_ID?: string }>> = {
+  DEAL_STAGE: [
+    { STATUS_ID: 'NEW', NAME: 'New', CATEGORY_ID: '0' },
+    { STATUS_ID: 'PREPARATION', NAME: 'Preparing documents', CATEGORY_ID: '0' },
+    { STATUS_ID: 'WON', NAME: 'Deal won', CATEGORY_ID: '0' },
+  ],
+  DEAL_STAGE_3: [
+    { STATUS_ID: 'C3:NEW', NAME: 'Incoming', CATEGORY_ID: '3' },
+    { STATUS_ID: 'C3:NEGOTIATION', NAME: 'Negotiation', CATEGORY_ID: '3' },
+    { STATUS_ID: 'C3:WON', NAME: 'Shipped', CATEGORY_ID: '3' },
+  ],
+  SOURCE: [
+    { STATUS_ID: 'CALL', NAME: 'Call' },
+    { STATUS_ID: 'WEB', NAME: 'Website' },
+    { STATUS_ID: 'OTHER', NAME: 'Other' },
+  ],
+};
+
 /** crm.item entityTypeId → legacy entity (§10). */
 const CRM_ENTITY_TYPE_ID: Record<number, CrmEntity> = { 1: 'lead', 2: 'deal', 3: 'contact', 4: 'company' };
 
@@ -551,7 +584,7 @@ class FakePortal implements FakeBitrix24 {
   readonly clientId: string;
   readonly clientSecret: string;
   readonly memberId: string;
-  readonly domain: string;
+  domain: string;
   readonly applicationToken: string;
   readonly scope: string;
 
@@ -570,6 +603,7 @@ class FakePortal implements FakeBitrix24 {
   installed = false;
 
   private readonly options: ResolvedOptions;
+  private readonly domainIsAddress: boolean;
   private readonly users = new Map<number, PortalUser>();
   private readonly accessTokens = new Map<string, { userId: number; expiresAtMs: number }>();
   private readonly refreshTokens = new Map<string, { userId: number; used: boolean }>();
@@ -582,6 +616,7 @@ class FakePortal implements FakeBitrix24 {
   private readonly bucket: LeakyBucket | undefined;
   private readonly methods: Map<string, MethodHandler>;
   private readonly servers: Server[] = [];
+  private readonly pages = new Map<string, string>();
   private nextCrmId: Record<CrmEntity, number> = { ...CRM_FIRST_ID };
   private nextMultifieldId = 1;
   private nextEventHandlerId = 1;
@@ -606,6 +641,7 @@ class FakePortal implements FakeBitrix24 {
     this.domain = this.options.domain;
     this.applicationToken = this.options.applicationToken;
     this.scope = this.options.scope;
+    this.domainIsAddress = options.domainIsAddress ?? false;
     this.bucket = this.options.rateLimit ? new LeakyBucket(this.options.rateLimit.drainPerSecond, this.options.rateLimit.burst) : undefined;
 
     this.users.set(1, { id: 1, name: 'Anna', lastName: 'Admin', email: 'admin@example.com' });
@@ -620,6 +656,10 @@ class FakePortal implements FakeBitrix24 {
   async start(): Promise<void> {
     this.portalUrl = await this.listen(this.buildPortalApp());
     this.clientEndpoint = `${this.portalUrl}/rest/`;
+    if (this.domainIsAddress) {
+      this.domain = new URL(this.portalUrl).host;
+      this.options.domain = this.domain;
+    }
     this.oauthUrl = await this.listen(this.buildOAuthApp());
   }
 
@@ -1025,8 +1065,20 @@ class FakePortal implements FakeBitrix24 {
 
   // ----- HTTP: the portal ------------------------------------------------------------------------
 
+  servePage(path: string, html: string): void {
+    this.pages.set(path, html);
+  }
+
   private buildPortalApp(): Hono {
     const app = new Hono();
+    app.get('/page/*', (c) => {
+      const html = this.pages.get(c.req.path);
+      return html === undefined ? c.text('Not found', 404) : c.html(html);
+    });
+    // An app page calls the portal's REST from the browser, cross-origin (pages-and-modes §3.5):
+    // the preflight is answered and every answer names the calling origin. GUESS: Bitrix24's exact
+    // CORS headers are not documented; these are what the b24jssdk call needs.
+    app.use('/rest/*', cors({ origin: (origin) => origin, allowMethods: ['GET', 'POST'], allowHeaders: ['content-type'] }));
     app.all('/rest/*', async (c) => {
       const startedAt = nowMs();
       const pathMethod = decodeURIComponent(c.req.path.slice('/rest/'.length));
@@ -1287,10 +1339,28 @@ class FakePortal implements FakeBitrix24 {
       ['crm.deal.get', crmGet('deal')],
       ['crm.company.get', crmGet('company')],
       ['crm.duplicate.findbycomm', (params) => this.findByComm(params)],
+      ['crm.category.list', (params) => this.categoryList(params)],
+      ['crm.status.list', (params) => this.statusList(params)],
       ['crm.timeline.comment.add', (params, caller) => this.timelineCommentAdd(params, caller)],
       ['crm.timeline.comment.list', (params) => this.timelineCommentList(params)],
       ['crm.timeline.logmessage.add', (params, caller) => this.timelineLogMessageAdd(params, caller)],
     ]);
+  }
+
+  /** crm.category.list {entityTypeId}: deal pipelines, the general one (id 0) first. GUESS: the names. */
+  private categoryList(params: Params): MethodResult {
+    const entityTypeId = Number(params.entityTypeId ?? upperKeys(params).ENTITYTYPEID);
+    if (entityTypeId !== 2) return { result: { categories: [] } };
+    return { result: { categories: DEAL_CATEGORIES.map((category) => ({ ...category, entityTypeId: 2 })) } };
+  }
+
+  /** crm.status.list {filter: {ENTITY_ID}}: deal stages per pipeline (DEAL_STAGE, DEAL_STAGE_<id>) and sources. */
+  private statusList(params: Params): MethodResult {
+    const upper = upperKeys(params);
+    const filter = upperKeys(isRecord(upper.FILTER) ? upper.FILTER : {});
+    const entityId = text(filter.ENTITY_ID);
+    const statuses = CRM_STATUSES[entityId] ?? [];
+    return { result: statuses.map((status, index) => ({ ID: String(index + 1), ENTITY_ID: entityId, SORT: String((index + 1) * 10), ...status })) };
   }
 
   /** app.info on the portal (§1). GUESS: ID and LICENSE values are illustrative. */

@@ -1,0 +1,177 @@
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Activity } from '../activities/activity.js';
+import type { AppRegistration } from '../bitrix24/registration.js';
+import type { Chat2DeskAccess } from '../chat2desk/access.js';
+import type { Chat2DeskWebhooks } from '../chat2desk/webhooks.js';
+import type { Portal } from '../db/portals.js';
+import type { WebhookStore } from '../db/webhooks.js';
+import type { Logger } from '../log.js';
+import { KNOWN_TRANSPORTS } from '../portal-settings.js';
+import type { SettingsService, SettingsView } from '../settings-service.js';
+import { PAGE_WORDS, type PageLanguage, type PageWords } from './i18n.js';
+import type { PageSession } from './page-auth.js';
+
+/** Scopes the app needs, each satisfied by any of the listed grants (user_brief has no e-mail: docs/protocols.md B10). */
+export const NEEDED_SCOPES: ReadonlyArray<{ scope: 'crm' | 'bizproc' | 'user' | 'placement'; grantedBy: readonly string[] }> = [
+  { scope: 'crm', grantedBy: ['crm'] },
+  { scope: 'bizproc', grantedBy: ['bizproc'] },
+  { scope: 'user', grantedBy: ['user', 'user_basic'] },
+  { scope: 'placement', grantedBy: ['placement'] },
+];
+
+/** APPLICATION_SCOPE (comma-separated, from the page's POST) → the needed scopes it lacks. */
+export function missingScopes(applicationScope: string): Array<(typeof NEEDED_SCOPES)[number]['scope']> {
+  const granted = new Set(
+    applicationScope
+      .split(',')
+      .map((item) => item.trim().toLowerCase())
+      .filter(Boolean),
+  );
+  return NEEDED_SCOPES.filter((need) => !need.grantedBy.some((grant) => granted.has(grant))).map((need) => need.scope);
+}
+
+/** The connection's health, shown to every user of the portal (it holds no client or employee data). */
+export interface ConnectionStatus {
+  chat2desk: { connected: boolean; problem?: string; requestsThisMonth?: number };
+  webhook: { registered: boolean; status: string | null; lastDeliveryAt: string | null; lastCheckAt: string | null };
+  bitrix24: { refreshRefused: boolean };
+}
+
+export interface PageServiceDeps {
+  chat2desk: Chat2DeskAccess;
+  webhooks: WebhookStore;
+  chat2deskWebhooks: Chat2DeskWebhooks;
+  registration: AppRegistration;
+  settings: SettingsService;
+  robots: readonly Activity[];
+  log: Logger;
+}
+
+/** A file under public/ (or the SDK from node_modules), read once, served with a content hash in its URL. */
+export interface PublicFile {
+  body: Buffer;
+  type: string;
+  version: string;
+}
+
+const publicDir = fileURLToPath(new URL('../../public/', import.meta.url));
+const TYPES: Record<string, string> = { js: 'text/javascript; charset=utf-8', css: 'text/css; charset=utf-8' };
+
+/** The files the page loads: our scripts and styles, the vendored Air tokens and the official b24jssdk. */
+export function loadPublicFiles(): Map<string, PublicFile> {
+  const require = createRequire(import.meta.url);
+  const sources: Record<string, string> = {
+    'app.js': `${publicDir}app.js`,
+    'app.css': `${publicDir}app.css`,
+    'vendor/b24-air/001_b24_global.css': `${publicDir}vendor/b24-air/001_b24_global.css`,
+    'vendor/b24-air/003_b24_context_light.css': `${publicDir}vendor/b24-air/003_b24_context_light.css`,
+    'vendor/b24-air/007_b24_global.css': `${publicDir}vendor/b24-air/007_b24_global.css`,
+    'vendor/b24-air/008_ui_global.css': `${publicDir}vendor/b24-air/008_ui_global.css`,
+    'vendor/b24-air/button.css': `${publicDir}vendor/b24-air/button.css`,
+    // The SDK's own UMD build (global B24Js), from the installed package: served by us, not a CDN.
+    // The package exports only its entry points, so the file is found beside its package.json.
+    'vendor/b24jssdk.min.js': join(dirname(require.resolve('@bitrix24/b24jssdk/package.json')), 'dist/umd/index.min.js'),
+  };
+  const files = new Map<string, PublicFile>();
+  for (const [name, path] of Object.entries(sources)) {
+    const body = readFileSync(path);
+    files.set(name, { body, type: TYPES[name.slice(name.lastIndexOf('.') + 1)]!, version: createHash('sha256').update(body).digest('hex').slice(0, 12) });
+  }
+  return files;
+}
+
+/** What templates/app.hbs renders. */
+export interface AppPageModel {
+  lang: PageLanguage;
+  t: PageWords;
+  install: boolean;
+  admin: boolean;
+  error?: string;
+  domain: string;
+  status?: ConnectionStatus;
+  view?: SettingsView;
+  missingScopes: Array<{ scope: string; label: string }>;
+  robots: Array<{ code: string; name: string }>;
+  transports: readonly string[];
+  /** JSON for the page's script, with `<` escaped so it cannot close the script element. */
+  pageData: string;
+  assets: Record<string, string>;
+}
+
+export class AppPageService {
+  constructor(private readonly deps: PageServiceDeps) {}
+
+  async status(portal: Portal): Promise<ConnectionStatus> {
+    const registration = await this.deps.webhooks.get(portal.memberId);
+    const status: ConnectionStatus = {
+      chat2desk: { connected: false },
+      webhook: {
+        registered: registration?.webhookId != null,
+        status: registration?.status ?? null,
+        lastDeliveryAt: registration?.lastDeliveryAt ? new Date(registration.lastDeliveryAt).toISOString() : null,
+        lastCheckAt: registration?.lastCheckAt ? new Date(registration.lastCheckAt).toISOString() : null,
+      },
+      bitrix24: { refreshRefused: portal.status === 'reauth_required' },
+    };
+    const connection = await this.deps.chat2desk.connect(portal);
+    if (!connection.usable) {
+      // With no token at all the page says "not connected" in its own words.
+      if (portal.hasChat2deskToken) status.chat2desk.problem = connection.reason;
+      return status;
+    }
+    try {
+      // docs/protocols.md C1: GET /companies/api_info, the account's requests this month.
+      const info = await connection.directory.api.apiInfo();
+      status.chat2desk.connected = true;
+      if (typeof info.requests_this_month === 'number') status.chat2desk.requestsThisMonth = info.requests_this_month;
+    } catch (error) {
+      status.chat2desk.problem = error instanceof Error ? error.message : String(error);
+    }
+    return status;
+  }
+
+  /** Re-registers the portal's Chat2Desk webhook and refills the cache (the "repair" action). */
+  async repairWebhook(portal: Portal): Promise<ConnectionStatus> {
+    await this.deps.chat2deskWebhooks.ensure(portal);
+    await this.deps.chat2deskWebhooks.reconcile(portal);
+    return this.status(portal);
+  }
+
+  async registerRobots(portal: Portal): Promise<void> {
+    await this.deps.registration.register(portal);
+  }
+
+  async model(session: PageSession, page: { lang: PageLanguage; install: boolean; applicationScope: string; assets: Record<string, string> }): Promise<AppPageModel> {
+    const t = PAGE_WORDS[page.lang];
+    const admin = session.claims.admin;
+    const [status, view] = await Promise.all([this.status(session.portal), admin ? this.deps.settings.read(session.portal) : Promise.resolve(undefined)]);
+    const data = {
+      token: session.token,
+      expiresAt: session.claims.expiresAt,
+      admin,
+      install: page.install,
+      lang: page.lang,
+      t,
+      view: view ?? null,
+      robotCodes: this.deps.robots.map((robot) => robot.code),
+    };
+    return {
+      lang: page.lang,
+      t,
+      install: page.install,
+      admin,
+      domain: session.portal.domain,
+      status,
+      view,
+      missingScopes: missingScopes(page.applicationScope).map((scope) => ({ scope, label: t[`scope_${scope}`] })),
+      robots: this.deps.robots.map((robot) => ({ code: robot.code, name: robot.name[page.lang] })),
+      transports: KNOWN_TRANSPORTS,
+      pageData: JSON.stringify(data).replace(/</g, '\\u003c'),
+      assets: page.assets,
+    };
+  }
+}

@@ -1,0 +1,275 @@
+import { mkdirSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Browser, FrameLocator } from 'playwright-core';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { launchChromium } from './support/browser.js';
+import { TestClock } from './support/clock.js';
+import { openInParentFrame, type ParentFrame, type ParentFrameOptions } from './support/parent-frame.js';
+import { install, startStack, type Stack, type StackOptions } from './support/stack.js';
+
+/** Screenshots of every state, for a person to look at (gitignored). */
+const ARTIFACTS = 'test-artifacts';
+
+/**
+ * The app page (docs/protocols.md B13) in headless Chromium, inside a fake Bitrix24 parent frame
+ * that speaks the parent protocol, so the real b24jssdk in our page is exercised. One browser for
+ * the file; each test gets its own stack.
+ */
+describe('the app page inside a Bitrix24 parent frame', () => {
+  let browser: Browser;
+  let stack: Stack | undefined;
+  const parents: ParentFrame[] = [];
+
+  beforeAll(async () => {
+    mkdirSync(ARTIFACTS, { recursive: true });
+    browser = await launchChromium();
+  });
+  afterAll(() => browser.close());
+  afterEach(async () => {
+    for (const parent of parents.splice(0)) await parent.close();
+    await stack?.close();
+    stack = undefined;
+  });
+
+  async function installedStack(options: StackOptions = {}): Promise<Stack> {
+    stack = await startStack({ ...options, b24: { domainIsAddress: true, ...options.b24 } });
+    await install(stack);
+    return stack;
+  }
+
+  async function open(options: Partial<ParentFrameOptions> = {}): Promise<ParentFrame> {
+    const parent = await openInParentFrame(browser, { b24: stack!.b24, serverUrl: stack!.server.url, ...options });
+    parents.push(parent);
+    return parent;
+  }
+
+  async function shot(parent: ParentFrame, name: string) {
+    await parent.page.screenshot({ path: `${ARTIFACTS}/app-page-${name}.png`, fullPage: true });
+  }
+
+  const pageToken = (app: FrameLocator) => app.locator('#page-data').evaluate((node) => JSON.parse(node.textContent ?? '{}').token as string);
+
+  it('an admin connects Chat2Desk, maps an operator, sets sending defaults, saves, and sees them after the portal opens the app again', async () => {
+    await installedStack();
+    const parent = await open();
+    const { app } = parent;
+    await expect.poll(() => app.locator('#status-chat2desk').getAttribute('data-connected')).toBe('no');
+    await shot(parent, 'admin-not-connected');
+
+    await app.locator('#c2d-token').fill(stack!.c2d.token);
+    await app.locator('#connect').click();
+    // A connected account's operators, tags and channels are rendered by the server: the page asks the portal to open it again.
+    await expect.poll(() => app.locator('#status-chat2desk').getAttribute('data-connected'), { timeout: 20_000 }).toBe('yes');
+    await parent.ready();
+    expect(await parent.messages()).toContainEqual(expect.stringMatching(/^reloadWindow:/));
+    await shot(parent, 'admin-connected');
+
+    const operator = stack!.c2d.account().operators[0]!;
+    const operatorSelect = app.locator(`select[data-operator="${operator.id}"]`);
+    await expect.poll(() => operatorSelect.locator('option').count()).toBeGreaterThan(1);
+    await operatorSelect.selectOption('2');
+    await app.locator('#default-country').fill('MX');
+    const channel = stack!.c2d.account().channels[0]!;
+    await app.locator('#default-channel').selectOption(String(channel.id));
+    await app.locator('#save').click();
+    await expect.poll(() => app.locator('#save-result').textContent()).toBe('Settings saved.');
+    await shot(parent, 'admin-saved');
+
+    await parent.reopen();
+    await expect.poll(() => operatorSelect.inputValue()).toBe('2');
+    expect(await app.locator('#default-country').inputValue()).toBe('MX');
+    expect(await app.locator('#default-channel').inputValue()).toBe(String(channel.id));
+    const stored = await stack!.server.portals.get(stack!.b24.memberId);
+    expect(stored?.settings).toMatchObject({ operatorMap: { [String(operator.id)]: 2 }, defaultCountry: 'MX', defaultChannelId: channel.id });
+    await shot(parent, 'admin-reopened');
+  });
+
+  it('loads pipelines and stages from the portal and sends the picked ones under the contract names', async () => {
+    await installedStack();
+    const parent = await open();
+    const { app } = parent;
+    await expect.poll(() => app.locator('#deal-category option').count()).toBe(3);
+    await app.locator('#deal-category').selectOption('3');
+    await expect.poll(() => app.locator('#deal-stage option[value="C3:NEGOTIATION"]').count()).toBe(1);
+    await app.locator('#deal-stage').selectOption('C3:NEGOTIATION');
+    await app.locator('#source').selectOption('WEB');
+    await app.locator('#fallback-responsible').selectOption('2');
+    // The portal's lists came from the page itself, cross-origin, with the user's own token (§3.5).
+    const listed = stack!.b24.calls.filter((call) => call.method === 'crm.category.list' || call.method === 'crm.status.list').map((call) => call.method);
+    expect(listed).toContain('crm.category.list');
+    expect(listed).toContain('crm.status.list');
+    const sent = new Promise<unknown>((resolve) => {
+      void parent.page.route('**/api/settings', async (route) => {
+        if (route.request().method() !== 'PUT') return route.continue();
+        resolve(route.request().postDataJSON());
+        await route.fulfill({ status: 200, contentType: 'application/json', body: '{}' });
+      });
+    });
+    await app.locator('#save').click();
+    expect(await sent).toEqual({ dealCategoryId: 3, dealStageId: 'C3:NEGOTIATION', sourceId: 'WEB', fallbackResponsibleId: 2 });
+    await shot(parent, 'crm-lists');
+  });
+
+  it('a token Chat2Desk rejects shows Chat2Desk’s reason and saves nothing', async () => {
+    await installedStack();
+    const parent = await open({ lang: 'ru' });
+    const { app } = parent;
+    await app.locator('#c2d-token').fill('not-a-real-token');
+    await app.locator('#connect').click();
+    await expect.poll(() => app.locator('#connect-result').textContent()).toBe('Chat2Desk rejected the API token: Token is not correct');
+    expect((await stack!.server.portals.get(stack!.b24.memberId))?.hasChat2deskToken).toBe(false);
+    expect(await parent.messages()).not.toContainEqual(expect.stringMatching(/^reloadWindow:/));
+    await shot(parent, 'rejected-token-ru');
+  });
+
+  it('a non-admin sees only the connection status, and a save forged with their page token is refused', async () => {
+    await installedStack();
+    const parent = await open({ userId: 2, lang: 'es' });
+    const { app } = parent;
+    expect(await app.locator('#section-connection').isVisible()).toBe(true);
+    expect(await app.locator('#admin-only').isVisible()).toBe(true);
+    for (const hidden of ['#connect-form', '#settings-form', '#section-operators', '#section-event-log']) expect(await app.locator(hidden).count()).toBe(0);
+    await shot(parent, 'non-admin-es');
+
+    const token = await pageToken(app);
+    const forged = await fetch(`${stack!.server.url}/api/settings`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ defaultCountry: 'MX' }),
+    });
+    expect(forged.status).toBe(403);
+    const read = await fetch(`${stack!.server.url}/api/settings`, { headers: { authorization: `Bearer ${token}` } });
+    expect(read.status).toBe(403);
+    expect((await stack!.server.portals.get(stack!.b24.memberId))?.settings).not.toHaveProperty('defaultCountry', 'MX');
+    // The status itself is theirs to see.
+    expect((await fetch(`${stack!.server.url}/api/page/status`, { headers: { authorization: `Bearer ${token}` } })).status).toBe(200);
+  });
+
+  it('a save more than a minute after the portal last confirmed the admin renews through the parent frame (refreshAuth) first', async () => {
+    const clock = new TestClock();
+    await installedStack({ clock });
+    const parent = await open();
+    const { app } = parent;
+    const firstToken = await pageToken(app);
+    clock.advance(61_000);
+    const stale = await fetch(`${stack!.server.url}/api/settings`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${firstToken}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ defaultCountry: 'MX' }),
+    });
+    expect(stale.status).toBe(401);
+    expect(await stale.json()).toMatchObject({ renew: true });
+    const profilesBefore = stack!.b24.calls.filter((call) => call.method === 'profile').length;
+
+    await app.locator('#default-country').fill('MX');
+    await app.locator('#save').click();
+    await expect.poll(() => app.locator('#save-result').textContent()).toBe('Settings saved.');
+    expect(await parent.messages()).toContainEqual(expect.stringMatching(/^refreshAuth:/));
+    expect(stack!.b24.calls.filter((call) => call.method === 'profile').length).toBe(profilesBefore + 1);
+    expect((await stack!.server.portals.get(stack!.b24.memberId))?.settings).toMatchObject({ defaultCountry: 'MX' });
+  });
+
+  it('never asks a DOMAIN or SERVER_ENDPOINT from the request who the user is: only the portal’s stored endpoint', async () => {
+    const elsewhere: string[] = [];
+    const decoy: Server = createServer((request, response) => {
+      elsewhere.push(`${request.method} ${request.url}`);
+      response.writeHead(200, { 'content-type': 'application/json' }).end('{"result":{"ID":"1","ADMIN":true}}');
+    });
+    await new Promise<void>((resolve) => decoy.listen(0, '127.0.0.1', resolve));
+    try {
+      await installedStack();
+      const decoyHost = `127.0.0.1:${(decoy.address() as AddressInfo).port}`;
+      stack!.b24.resetCalls();
+      const parent = await open({ overrides: { domain: decoyHost, serverEndpoint: `http://${decoyHost}/rest/` } });
+      expect(await parent.app.locator('#settings-form').count()).toBe(1);
+      expect(stack!.b24.calls.filter((call) => call.method === 'profile')).toHaveLength(1);
+      expect(elsewhere).toEqual([]);
+    } finally {
+      await new Promise((resolve) => decoy.close(resolve));
+    }
+  });
+
+  it('renders the event log’s client-supplied text as text, links only http(s), and re-runs a failed entry', async () => {
+    await installedStack();
+    const payload = '<img src=x onerror="window.__xss=1">';
+    const entries = [
+      {
+        id: 'job-1',
+        kind: 'closed_episode',
+        title: `Closed dialog of ${payload}`,
+        status: 'failed',
+        at: '2026-12-01T10:00:00.000Z',
+        finishedAt: '2026-12-01T10:00:01.000Z',
+        record: { type: 'lead', id: 12, url: 'javascript:window.__xss=2' },
+        dialog: { id: 77, url: 'https://web.chat2desk.com/chat/all?dialogID=77' },
+        phone: '+79991234567',
+        summary: `Client ${payload} wrote: <script>window.__xss=3</script>`,
+        error: { message: `Bitrix24 refused: field ${payload} is required`, nextStep: 'Make the field optional or map it in Extra fields, then run again.' },
+        canRerun: true,
+      },
+    ];
+    const rerun: string[] = [];
+    // H3's event-log API is not on this branch: the test serves its contract (contracts-8.md).
+    const parent = await openInParentFrame(browser, {
+      b24: stack!.b24,
+      serverUrl: stack!.server.url,
+      beforeOpen: async (page) => {
+        await page.route('**/api/event-log?*', (route) => route.fulfill({ status: 200, contentType: 'application/json', body: JSON.stringify({ entries, next: null }) }));
+        await page.route('**/api/event-log/*/rerun', (route) => {
+          rerun.push(route.request().url());
+          return route.fulfill({ status: 202, contentType: 'application/json', body: JSON.stringify({ id: 'job-2' }) });
+        });
+      },
+    });
+    parents.push(parent);
+    const { app } = parent;
+    const entry = app.locator('#event-log [data-entry="job-1"]');
+    await entry.waitFor();
+    expect(await entry.locator('img, script').count()).toBe(0);
+    expect(await entry.textContent()).toContain(payload);
+    expect(await entry.locator('a').evaluateAll((links) => links.map((link) => (link as HTMLAnchorElement).href))).toEqual(['https://web.chat2desk.com/chat/all?dialogID=77']);
+    expect(await app.locator('body').evaluate(() => (window as unknown as { __xss?: number }).__xss)).toBeUndefined();
+    await shot(parent, 'event-log');
+    await entry.getByRole('button', { name: 'Run again' }).click();
+    await expect.poll(() => entry.textContent()).toContain('Queued again.');
+    expect(rerun).toEqual([expect.stringMatching(/\/api\/event-log\/job-1\/rerun$/)]);
+  });
+
+  it('fits the frame to its content, also at a narrow width', async () => {
+    await installedStack();
+    const parent = await open({ width: 380 });
+    const contentHeight = () => parent.app.locator('html').evaluate((html) => html.scrollHeight);
+    await expect.poll(async () => Math.abs((await parent.frameHeight()) - (await contentHeight()))).toBeLessThanOrEqual(2);
+    expect(await parent.frameHeight()).toBeGreaterThan(600);
+    expect(await parent.messages()).toContainEqual(expect.stringMatching(/^resizeWindow:\{"width":"100%","height":\d+\}/));
+    // Nothing wider than the frame: no sideways scrolling at a phone's width.
+    expect(await parent.app.locator('html').evaluate((html) => html.scrollWidth <= html.clientWidth)).toBe(true);
+    await shot(parent, 'narrow');
+  });
+
+  it('in install mode installs, shows the page and calls installFinish', async () => {
+    stack = await startStack({ b24: { domainIsAddress: true } });
+    const parent = await open({ install: true });
+    await expect.poll(() => parent.messages()).toContainEqual(expect.stringMatching(/^setInstallFinish:/));
+    expect(stack.b24.installed).toBe(true);
+    expect(await parent.app.locator('#install-note').isVisible()).toBe(true);
+    expect((await stack.server.portals.get(stack.b24.memberId))?.status).toBe('active');
+    expect(stack.b24.robots.size).toBe(5);
+    await shot(parent, 'install');
+  });
+
+  it('is framed by the portal only: no X-Frame-Options, frame-ancestors is the portal’s host', async () => {
+    await installedStack();
+    const request = stack!.b24.installPageRequest();
+    const response = await fetch(`${stack!.server.url}/app?${request.query}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: request.body,
+    });
+    expect(response.status).toBe(200);
+    expect(response.headers.get('x-frame-options')).toBeNull();
+    expect(response.headers.get('content-security-policy')).toContain(`frame-ancestors ${stack!.b24.domain}`);
+    expect(response.headers.get('set-cookie')).toBeNull();
+  });
+});
