@@ -1,0 +1,100 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { TestClock } from './support/clock.js';
+import { eventually, install, postForm, startStack, type Stack } from './support/stack.js';
+
+/**
+ * Page tokens over plain HTTP (docs/protocols.md B13): what a replayed, expired, forged or
+ * outdated token gets. The browser side is in app-page.browser.test.ts.
+ */
+describe('app page tokens', () => {
+  let stack: Stack;
+  afterEach(() => stack.close());
+
+  async function openApp(userId = 1, overrides: Record<string, string> = {}): Promise<{ status: number; token?: string; html: string }> {
+    const auth = stack.b24.issueAuth(userId);
+    const body = new URLSearchParams({
+      AUTH_ID: auth.access_token,
+      AUTH_EXPIRES: '3600',
+      REFRESH_ID: auth.refresh_token,
+      SERVER_ENDPOINT: auth.server_endpoint,
+      APPLICATION_TOKEN: stack.b24.applicationToken,
+      APPLICATION_SCOPE: stack.b24.scope,
+      member_id: stack.b24.memberId,
+      status: 'L',
+      PLACEMENT: 'DEFAULT',
+      PLACEMENT_OPTIONS: '',
+      ...overrides,
+    });
+    const response = await postForm(`${stack.server.url}/app`, body.toString(), `DOMAIN=${stack.b24.domain}&PROTOCOL=1&LANG=en&APP_SID=abc`);
+    const html = await response.text();
+    const data = /<script type="application\/json" id="page-data">(.*?)<\/script>/s.exec(html)?.[1];
+    return { status: response.status, token: data ? (JSON.parse(data) as { token?: string }).token : undefined, html };
+  }
+
+  const readSettings = (token: string) => fetch(`${stack.server.url}/api/settings`, { headers: { authorization: `Bearer ${token}` } });
+  const renew = (token: string, authId: string) =>
+    fetch(`${stack.server.url}/api/page/renew`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ authId }) });
+
+  it('works for 15 minutes, then is refused; a fresh AUTH_ID of the same user renews it', async () => {
+    const clock = new TestClock();
+    stack = await startStack({ clock });
+    await install(stack);
+    const { token } = await openApp();
+    expect((await readSettings(token!)).status).toBe(200);
+    clock.advance(15 * 60_000 + 1);
+    const expired = await readSettings(token!);
+    expect(expired.status).toBe(401);
+    expect(await expired.json()).toMatchObject({ renew: true });
+
+    const renewed = await renew(token!, stack.b24.issueAuth(1).access_token);
+    expect(renewed.status).toBe(200);
+    const { token: fresh } = (await renewed.json()) as { token: string };
+    expect((await readSettings(fresh)).status).toBe(200);
+    // Another user's AUTH_ID cannot take over the token.
+    expect((await renew(fresh, stack.b24.issueAuth(2).access_token)).status).toBe(401);
+  });
+
+  it('is refused after the app is uninstalled, and a reinstall does not bring old tokens back', async () => {
+    const clock = new TestClock();
+    stack = await startStack({ clock });
+    await install(stack);
+    const { token } = await openApp();
+    expect((await readSettings(token!)).status).toBe(200);
+    const answer = await postForm(`${stack.server.url}/bitrix24/events`, stack.b24.uninstallEventBody());
+    expect(answer.status).toBe(200);
+    await eventually(async () => (await stack.server.portals.get(stack.b24.memberId))?.status === 'uninstalled', 15_000, 'the uninstall');
+    expect((await readSettings(token!)).status).toBe(401);
+
+    clock.advance(1000);
+    await install(stack);
+    expect((await readSettings(token!)).status).toBe(401);
+    expect((await renew(token!, stack.b24.issueAuth(1).access_token)).status).toBe(401);
+    const { token: after } = await openApp();
+    expect((await readSettings(after!)).status).toBe(200);
+  });
+
+  it('opens only with the stored application token, and a tampered token is not ours', async () => {
+    stack = await startStack();
+    await install(stack);
+    const forged = await openApp(1, { APPLICATION_TOKEN: 'a'.repeat(32) });
+    expect(forged.status).toBe(401);
+    expect(forged.token).toBeUndefined();
+    expect(forged.html).toContain('id="page-error"');
+    const { token } = await openApp(2);
+    // The claims say admin: 0; flipping them breaks the signature.
+    const [prefix, body, signature] = token!.split('.');
+    const claims = JSON.parse(Buffer.from(body!, 'base64url').toString()) as Record<string, unknown>;
+    const tampered = `${prefix}.${Buffer.from(JSON.stringify({ ...claims, a: 1 })).toString('base64url')}.${signature}`;
+    expect((await readSettings(tampered)).status).toBe(401);
+    expect((await readSettings(token!)).status).toBe(403);
+  });
+
+  it('keeps the Bitrix24-token bearer of the settings API for scripts', async () => {
+    stack = await startStack();
+    await install(stack);
+    const response = await fetch(`${stack.server.url}/api/settings`, {
+      headers: { authorization: `Bearer ${stack.b24.issueAuth(1).access_token}`, 'x-bitrix24-member-id': stack.b24.memberId },
+    });
+    expect(response.status).toBe(200);
+  });
+});
