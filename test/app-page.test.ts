@@ -33,7 +33,11 @@ describe('app page tokens', () => {
 
   const readSettings = (token: string) => fetch(`${stack.server.url}/api/settings`, { headers: { authorization: `Bearer ${token}` } });
   const renew = (token: string, authId: string) =>
-    fetch(`${stack.server.url}/api/page/renew`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ authId }) });
+    fetch(`${stack.server.url}/api/page/renew`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ authId }),
+    });
 
   it('works for 15 minutes, then is refused; a fresh AUTH_ID of the same user renews it', async () => {
     const clock = new TestClock();
