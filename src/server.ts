@@ -197,7 +197,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     }),
     settings,
     pageAuth: new PageAuth({ portals, settings, tokens: new PageTokens(appSecret, clock), clock }),
-    appPage: new AppPageService({ chat2desk, webhooks: webhookStore, chat2deskWebhooks, registration, settings, robots: robots.all, log }),
+    appPage: new AppPageService({ chat2desk, jobs, clock, webhooks: webhookStore, chat2deskWebhooks, registration, settings, robots: robots.all, log }),
     frameAncestors: config.frameAncestors,
     background,
     chat2deskWebhooks,

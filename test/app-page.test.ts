@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { TestClock } from './support/clock.js';
-import { eventually, install, postForm, startStack, type Stack } from './support/stack.js';
+import { eventually, install, installAndConfigure, postForm, startStack, type Stack } from './support/stack.js';
 
 /**
  * Page tokens over plain HTTP (docs/protocols.md B13): what a replayed, expired, forged or
@@ -91,6 +91,49 @@ describe('app page tokens', () => {
     const tampered = `${prefix}.${Buffer.from(JSON.stringify({ ...claims, a: 1 })).toString('base64url')}.${signature}`;
     expect((await readSettings(tampered)).status).toBe(401);
     expect((await readSettings(token!)).status).toBe(403);
+  });
+
+  it("shows everyone robot results Bitrix24 did not take, and Chat2Desk's request count", async () => {
+    stack = await startStack();
+    await installAndConfigure(stack);
+    const { token } = await openApp(2);
+    stack.b24.failNext('bizproc.event.send', { status: 500, error: 'INTERNAL_SERVER_ERROR', error_description: 'Internal error' }, 100);
+    await stack.b24.callRobot({ code: 'c2d_find_dialogs', properties: { phone: '+79990000000' } });
+    const status = await eventually(
+      async () => {
+        const body = (await (await fetch(`${stack.server.url}/api/page/status`, { headers: { authorization: `Bearer ${token}` } })).json()) as {
+          bitrix24: { resultsRetrying: number; lastResultError: string | null };
+          chat2desk: { connected: boolean; requestsThisMonth?: number };
+        };
+        return body.bitrix24.resultsRetrying > 0 && body;
+      },
+      15_000,
+      'a result waiting for a retry',
+    );
+    expect(status.bitrix24).toMatchObject({ resultsRetrying: 1, lastResultError: expect.stringContaining('Bitrix24 refused some results') });
+    expect(status.chat2desk).toMatchObject({ connected: true, requestsThisMonth: expect.any(Number) });
+    const { html } = await openApp(2);
+    expect(html).toContain('id="results-retrying"');
+  });
+
+  it('repairs the webhook and registers the robots again for an admin, not for others', async () => {
+    stack = await startStack();
+    await installAndConfigure(stack);
+    const post = (path: string, token: string) => fetch(`${stack.server.url}${path}`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
+    const { token: employee } = await openApp(2);
+    const { token: admin } = await openApp(1);
+    stack.c2d.account().webhooks.length = 0;
+    stack.b24.robots.clear();
+    expect((await post('/api/page/webhook/repair', employee!)).status).toBe(403);
+    expect((await post('/api/page/robots/register', employee!)).status).toBe(403);
+    expect(stack.c2d.account().webhooks).toHaveLength(0);
+
+    const repaired = await post('/api/page/webhook/repair', admin!);
+    expect(repaired.status).toBe(200);
+    expect(await repaired.json()).toMatchObject({ webhook: { registered: true } });
+    expect(stack.c2d.account().webhooks).toHaveLength(1);
+    expect((await post('/api/page/robots/register', admin!)).status).toBe(200);
+    expect(stack.b24.robots.size).toBe(5);
   });
 
   it('keeps the Bitrix24-token bearer of the settings API for scripts', async () => {

@@ -530,6 +530,22 @@ export class JobStore {
       .all();
     return Object.fromEntries(rows.map((row) => [row.state, row.n]));
   }
+
+  /**
+   * Robot results Bitrix24 has not taken: being retried after a failed delivery, and given up on
+   * since `since` (the app page's health). Refusals for workflows that no longer wait are not counted.
+   */
+  async undeliveredResults(memberId: string, since: number): Promise<{ retrying: number; gaveUp: number; lastError: string | null }> {
+    const retrying = and(eq(jobs.memberId, memberId), eq(jobs.state, 'reporting'), gt(jobs.reportAttempts, 0));
+    const gaveUp = and(eq(jobs.memberId, memberId), eq(jobs.state, 'done'), sql`${jobs.reportError} like 'gave up delivering%'`, gt(jobs.updatedAt, since));
+    const [counts] = this.db
+      .select({ retrying: sql<number>`coalesce(sum(case when ${retrying} then 1 else 0 end), 0)`, gaveUp: sql<number>`coalesce(sum(case when ${gaveUp} then 1 else 0 end), 0)` })
+      .from(jobs)
+      .where(or(retrying, gaveUp))
+      .all();
+    const [last] = this.db.select({ error: jobs.reportError }).from(jobs).where(or(retrying, gaveUp)).orderBy(sql`${jobs.updatedAt} desc`).limit(1).all();
+    return { retrying: counts?.retrying ?? 0, gaveUp: counts?.gaveUp ?? 0, lastError: last?.error ?? null };
+  }
 }
 
 /**

@@ -7,6 +7,8 @@ import type { Activity } from '../activities/activity.js';
 import type { AppRegistration } from '../bitrix24/registration.js';
 import type { Chat2DeskAccess } from '../chat2desk/access.js';
 import type { Chat2DeskWebhooks } from '../chat2desk/webhooks.js';
+import type { Clock } from '../clock.js';
+import type { JobStore } from '../db/jobs.js';
 import type { Portal } from '../db/portals.js';
 import type { WebhookStore } from '../db/webhooks.js';
 import type { Logger } from '../log.js';
@@ -38,11 +40,22 @@ export function missingScopes(applicationScope: string): Array<(typeof NEEDED_SC
 export interface ConnectionStatus {
   chat2desk: { connected: boolean; problem?: string; requestsThisMonth?: number };
   webhook: { registered: boolean; status: string | null; lastDeliveryAt: string | null; lastCheckAt: string | null };
-  bitrix24: { refreshRefused: boolean };
+  bitrix24: {
+    refreshRefused: boolean;
+    /** Robot results whose delivery failed and is being retried, and those given up on in the last week. */
+    resultsRetrying: number;
+    resultsGivenUp: number;
+    lastResultError: string | null;
+  };
 }
+
+/** How far back the page counts robot results given up on. */
+const GIVEN_UP_WINDOW_MS = 7 * 24 * 3600_000;
 
 export interface PageServiceDeps {
   chat2desk: Chat2DeskAccess;
+  jobs: JobStore;
+  clock: Clock;
   webhooks: WebhookStore;
   chat2deskWebhooks: Chat2DeskWebhooks;
   registration: AppRegistration;
@@ -107,6 +120,7 @@ export class AppPageService {
 
   async status(portal: Portal): Promise<ConnectionStatus> {
     const registration = await this.deps.webhooks.get(portal.memberId);
+    const results = await this.deps.jobs.undeliveredResults(portal.memberId, this.deps.clock.now() - GIVEN_UP_WINDOW_MS);
     const status: ConnectionStatus = {
       chat2desk: { connected: false },
       webhook: {
@@ -115,7 +129,12 @@ export class AppPageService {
         lastDeliveryAt: registration?.lastDeliveryAt ? new Date(registration.lastDeliveryAt).toISOString() : null,
         lastCheckAt: registration?.lastCheckAt ? new Date(registration.lastCheckAt).toISOString() : null,
       },
-      bitrix24: { refreshRefused: portal.status === 'reauth_required' },
+      bitrix24: {
+        refreshRefused: portal.status === 'reauth_required',
+        resultsRetrying: results.retrying,
+        resultsGivenUp: results.gaveUp,
+        lastResultError: results.lastError,
+      },
     };
     const connection = await this.deps.chat2desk.connect(portal);
     if (!connection.usable) {
