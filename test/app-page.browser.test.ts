@@ -115,8 +115,10 @@ describe('the app page inside a Bitrix24 parent frame', () => {
     await installedStack();
     const parent = await open({ lang: 'ru' });
     const { app } = parent;
-    await app.locator('#c2d-token').fill('not-a-real-token');
-    await app.locator('#connect').click();
+    // By keyboard: type the token and press Enter.
+    await app.locator('#c2d-token').focus();
+    await parent.page.keyboard.type('not-a-real-token');
+    await parent.page.keyboard.press('Enter');
     await expect.poll(() => app.locator('#connect-result').textContent()).toBe('Chat2Desk rejected the API token: Token is not correct');
     expect((await stack!.server.portals.get(stack!.b24.memberId))?.hasChat2deskToken).toBe(false);
     expect(await parent.messages()).not.toContainEqual(expect.stringMatching(/^reloadWindow:/));

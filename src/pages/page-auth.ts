@@ -2,6 +2,7 @@ import type { Context } from 'hono';
 import { createMiddleware } from 'hono/factory';
 import type { Clock } from '../clock.js';
 import type { Portal, PortalStore } from '../db/portals.js';
+import { bitrix24Admin, type AdminVariables } from '../routes/bitrix24-admin.js';
 import { SettingsRequestError, type SettingsService } from '../settings-service.js';
 import { PAGE_TOKEN_PREFIX, type PageClaims, type PageTokens } from './page-token.js';
 
@@ -101,11 +102,9 @@ export class PageAuth {
   }
 }
 
-type PortalVariables = { Variables: { portal: Portal } };
-
-export function pageAuthRefusal(c: Context, error: PageAuthError | SettingsRequestError) {
+export function pageAuthRefusal(c: Context, error: PageAuthError) {
   const headers: Record<string, string> = error.retryAfterSeconds ? { 'retry-after': String(error.retryAfterSeconds) } : {};
-  const body = error instanceof PageAuthError && error.renew ? { error: error.message, renew: true } : { error: error.message };
+  const body = error.renew ? { error: error.message, renew: true } : { error: error.message };
   return c.json(body, error.httpStatus, headers);
 }
 
@@ -115,23 +114,19 @@ function bearerOf(c: Context): string | undefined {
 
 /**
  * A portal admin on our JSON APIs: an app page token (admin; writes need the portal's word from the
- * last minute), or, for scripts, the admin's own Bitrix24 access token with X-Bitrix24-Member-Id,
- * checked with the portal (SettingsService.authorizeAdmin). Sets `portal`.
+ * last minute), or, for scripts, the admin's own Bitrix24 access token with X-Bitrix24-Member-Id
+ * (src/routes/bitrix24-admin.ts). Sets `portal`.
  */
-export function pageAdmin(deps: { pageAuth: PageAuth; settings: SettingsService }) {
-  return createMiddleware<PortalVariables>(async (c, next) => {
+export function pageAdmin(deps: { pageAuth: PageAuth; settings: Pick<SettingsService, 'authorizeAdmin'> }) {
+  const bitrix24Bearer = bitrix24Admin(deps);
+  return createMiddleware<AdminVariables>(async (c, next) => {
     const bearer = bearerOf(c);
+    if (!bearer?.startsWith(PAGE_TOKEN_PREFIX)) return bitrix24Bearer(c, next);
     const write = c.req.method !== 'GET' && c.req.method !== 'HEAD';
     try {
-      if (bearer?.startsWith(PAGE_TOKEN_PREFIX)) {
-        c.set('portal', (await deps.pageAuth.authorize(bearer, { admin: true, write })).portal);
-      } else {
-        const memberId = c.req.header('x-bitrix24-member-id');
-        if (!bearer || !memberId) return c.json({ error: 'Send Authorization: Bearer <app page token>, or Bearer <Bitrix24 access token> with X-Bitrix24-Member-Id' }, 401);
-        c.set('portal', await deps.settings.authorizeAdmin(memberId, bearer));
-      }
+      c.set('portal', (await deps.pageAuth.authorize(bearer, { admin: true, write })).portal);
     } catch (error) {
-      if (error instanceof PageAuthError || error instanceof SettingsRequestError) return pageAuthRefusal(c, error);
+      if (error instanceof PageAuthError) return pageAuthRefusal(c, error);
       throw error;
     }
     await next();

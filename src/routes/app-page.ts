@@ -35,7 +35,9 @@ export function createAppPage(deps: AppPageDeps): { route: Hono<{ Variables: { p
 
   const headers = (portal: Portal | undefined): Record<string, string> => {
     // No X-Frame-Options: Bitrix24 frames the page from the portal's own site (docs/protocols.md B13).
-    const ancestors = deps.frameAncestors ?? (portal ? portal.domain : "'none'");
+    // A refusal (no portal known) carries no data and no actions: any parent may show it, so the
+    // admin sees why inside Bitrix24 instead of a blocked frame.
+    const ancestors = deps.frameAncestors ?? (portal ? portal.domain : '*');
     const connect = portal ? ` ${portal.domain}` : '';
     return {
       'content-security-policy': `default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'${connect}; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors ${ancestors}`,
