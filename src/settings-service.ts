@@ -102,20 +102,24 @@ export class SettingsService {
 
   /**
    * Who a user's access token belongs to, asked at the portal's stored REST endpoint only (never an
-   * address from the request), through the same one-minute cache of verdicts as authorizeAdmin.
+   * address from the request), through the same one-minute cache of verdicts as authorizeAdmin;
+   * `askedAt` is when the portal answered.
    */
-  async identify(portal: Portal, accessToken: string): Promise<{ userId: number; admin: boolean }> {
+  async identify(portal: Portal, accessToken: string): Promise<{ userId: number; admin: boolean; askedAt: number }> {
     const { memberId } = portal;
+    const key = `${memberId} ${this.deps.secrets.digest(accessToken)}`;
     let answer: CallerVerdict | undefined;
     try {
-      answer = await this.#admins.fetch(`${memberId} ${this.deps.secrets.digest(accessToken)}`, { context: { memberId, clientEndpoint: portal.clientEndpoint, accessToken } });
+      answer = await this.#admins.fetch(key, { context: { memberId, clientEndpoint: portal.clientEndpoint, accessToken } });
     } catch (error) {
       if (error instanceof CallerChecksExhausted) throw new SettingsRequestError(error.message, 429, error.retryAfterSeconds);
       throw new SettingsRequestError(`Bitrix24 could not be asked who you are: ${error instanceof Error ? error.message : String(error)}`, 502);
     }
     // 'bad_token' (`undefined` never comes back: every question is answered and none is abandoned).
     if (!answer || answer.verdict === 'bad_token' || answer.userId === null) throw new SettingsRequestError(BAD_TOKEN, 401);
-    return { userId: answer.userId, admin: answer.verdict === 'admin' };
+    // When the portal said so: a remembered answer is as old as its time in the cache.
+    const age = (this.deps.adminCacheMs ?? 60_000) - this.#admins.getRemainingTTL(key);
+    return { userId: answer.userId, admin: answer.verdict === 'admin', askedAt: this.deps.clock.now() - Math.max(0, age) };
   }
 
   async read(portal: Portal): Promise<SettingsView> {

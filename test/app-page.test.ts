@@ -10,7 +10,7 @@ describe('app page tokens', () => {
   let stack: Stack;
   afterEach(() => stack.close());
 
-  async function openApp(userId = 1, overrides: Record<string, string> = {}): Promise<{ status: number; token?: string; html: string }> {
+  async function openApp(userId = 1, overrides: Record<string, string> = {}): Promise<{ status: number; token?: string; html: string; authId: string }> {
     const auth = stack.b24.issueAuth(userId);
     const body = new URLSearchParams({
       AUTH_ID: auth.access_token,
@@ -28,7 +28,7 @@ describe('app page tokens', () => {
     const response = await postForm(`${stack.server.url}/app`, body.toString(), `DOMAIN=${stack.b24.domain}&PROTOCOL=1&LANG=en&APP_SID=abc`);
     const html = await response.text();
     const data = /<script type="application\/json" id="page-data">(.*?)<\/script>/s.exec(html)?.[1];
-    return { status: response.status, token: data ? (JSON.parse(data) as { token?: string }).token : undefined, html };
+    return { status: response.status, token: data ? (JSON.parse(data) as { token?: string }).token : undefined, html, authId: auth.access_token };
   }
 
   const readSettings = (token: string) => fetch(`${stack.server.url}/api/settings`, { headers: { authorization: `Bearer ${token}` } });
@@ -56,6 +56,30 @@ describe('app page tokens', () => {
     expect((await readSettings(fresh)).status).toBe(200);
     // Another user's AUTH_ID cannot take over the token.
     expect((await renew(fresh, stack.b24.issueAuth(2).access_token)).status).toBe(401);
+  });
+
+  it('lets a write through only while the portal’s word on the admin is under a minute old, a remembered word included', async () => {
+    const clock = new TestClock();
+    stack = await startStack({ clock });
+    await install(stack);
+    const write = (token: string) =>
+      fetch(`${stack.server.url}/api/settings`, {
+        method: 'PUT',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ defaultCountry: 'MX' }),
+      });
+    const { token, authId } = await openApp();
+    clock.advance(40_000);
+    // The same AUTH_ID again: the portal's answer of 40 s ago is remembered, not asked again.
+    const profiles = stack.b24.calls.filter((call) => call.method === 'profile').length;
+    const renewed = (await (await renew(token!, authId)).json()) as { token: string };
+    expect(stack.b24.calls.filter((call) => call.method === 'profile')).toHaveLength(profiles);
+    clock.advance(25_000);
+    const stale = await write(renewed.token);
+    expect(stale.status).toBe(401);
+    expect(await stale.json()).toMatchObject({ renew: true });
+    const fresh = (await (await renew(renewed.token, stack.b24.issueAuth(1).access_token)).json()) as { token: string };
+    expect((await write(fresh.token)).status).toBe(200);
   });
 
   it('is refused after the app is uninstalled, and a reinstall does not bring old tokens back', async () => {

@@ -87,7 +87,7 @@ export class PageAuth {
   }
 
   async #issue(portal: Portal, authId: string): Promise<PageSession> {
-    let who: { userId: number; admin: boolean };
+    let who: { userId: number; admin: boolean; askedAt: number };
     try {
       who = await this.deps.settings.identify(portal, authId);
     } catch (error) {
@@ -97,7 +97,7 @@ export class PageAuth {
       }
       throw error;
     }
-    const { token, claims } = this.deps.tokens.issue({ memberId: portal.memberId, userId: who.userId, generation: portal.installedAt, admin: who.admin });
+    const { token, claims } = this.deps.tokens.issue({ memberId: portal.memberId, userId: who.userId, generation: portal.installedAt, admin: who.admin, checkedAt: who.askedAt });
     return { portal, claims, token };
   }
 }

@@ -43,9 +43,8 @@ export class PageTokens {
     this.#key = Buffer.from(hkdfSync('sha256', appSecret, 'chat2desk-bitrix24', 'page-token-v1', 32));
   }
 
-  issue(claims: Omit<PageClaims, 'expiresAt' | 'checkedAt'>): { token: string; claims: PageClaims } {
-    const now = this.clock.now();
-    const full: PageClaims = { ...claims, checkedAt: now, expiresAt: now + PAGE_TOKEN_TTL_MS };
+  issue(claims: Omit<PageClaims, 'expiresAt'>): { token: string; claims: PageClaims } {
+    const full: PageClaims = { ...claims, expiresAt: this.clock.now() + PAGE_TOKEN_TTL_MS };
     const wire: WireClaims = { m: full.memberId, u: full.userId, g: full.generation, a: full.admin ? 1 : 0, c: full.checkedAt, e: full.expiresAt };
     const body = Buffer.from(JSON.stringify(wire)).toString('base64url');
     return { token: `${PAGE_TOKEN_PREFIX}${body}.${this.#sign(body)}`, claims: full };
