@@ -8,7 +8,7 @@ import { PAGE_TOKEN_PREFIX, type PageClaims, type PageTokens } from './page-toke
 
 /** Settings writes need the portal to have said "admin" this recently (the issue: cached at most 60 s). */
 export const ADMIN_FRESH_MS = 60_000;
-/** An expired page token still names its user for a renewal this long after it was issued (a page left open overnight reloads). */
+/** An expired page token still names its user for a renewal this long after it expired (a page left open for hours renews, not reloads). */
 const RENEWABLE_FOR_MS = 12 * 3600_000;
 
 export class PageAuthError extends Error {
