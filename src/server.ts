@@ -35,11 +35,11 @@ import { Pipeline } from './jobs/pipeline.js';
 import { RobotCalls } from './jobs/robot-calls.js';
 import type { Worker } from './jobs/worker.js';
 import type { Logger } from './log.js';
-import { SecretBox, resolveAppSecret } from './secrets.js';
-import { SettingsService } from './settings-service.js';
 import { AppPageService } from './pages/app-page.js';
 import { PageAuth } from './pages/page-auth.js';
 import { PageTokens } from './pages/page-token.js';
+import { SecretBox, resolveAppSecret } from './secrets.js';
+import { SettingsService } from './settings-service.js';
 
 /** Finished robot jobs are kept 30 days, for "did the robot run?" questions. */
 const FINISHED_JOB_RETENTION_MS = 30 * 24 * 3600_000;
@@ -118,6 +118,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
   });
   const accounts = new Chat2DeskAccounts(config.chat2desk, new Chat2DeskRateStore(database.db, clock), fetchImpl, options.retrySleep);
   const cache = new CacheStore(database.db);
+  const webhookStore = new WebhookStore(database.db, secrets, clock);
   const chat2desk = new Chat2DeskAccess({ portals, accounts, cache, defaultApiUrl: config.chat2desk.defaultApiUrl, allowedApiUrls: config.chat2desk.allowedApiUrls, log, clock });
   const background = new BackgroundTasks(log);
   const registration = new AppRegistration({
@@ -148,7 +149,6 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     // SQLite is opened with an exclusive lock (src/db/database.ts): no other process runs these jobs.
     exclusiveDatabase: true,
   });
-  const webhookStore = new WebhookStore(database.db, secrets, clock);
   const chat2deskWebhooks = new Chat2DeskWebhooks({
     webhooks: webhookStore,
     cache,

@@ -212,6 +212,8 @@ export interface FakeBitrix24 {
   robotCallBody(input: RobotCallInput): { body: string; eventToken: string };
   callRobot(input: RobotCallInput): Promise<{ status: number; text: string; eventToken: string }>;
   installFinish(): void;
+  /** Serves an HTML page at `path` on the portal's own origin (a test's fake parent frame). */
+  servePage(path: string, html: string): void;
   expireAccessTokens(): void;
   expireRefreshTokens(): void;
   failNext(method: string, reply: ErrorReply, times?: number): void;
@@ -223,8 +225,6 @@ export interface FakeBitrix24 {
   seedContact(input?: SeedPerson): number;
   seedCompany(input?: SeedPerson): number;
   seedDeal(input?: SeedDeal): number;
-  /** Serves an HTML page at `path` on the portal's own origin (a test's fake parent frame). */
-  servePage(path: string, html: string): void;
   resetCalls(): void;
   close(): Promise<void>;
 }
