@@ -315,7 +315,8 @@
     when.dateTime = entry.at;
     head.append(when);
     item.append(head);
-    if (entry.summary) item.append(element('p', 'c2d-event__summary', entry.summary));
+    // A failed entry's summary is often its error: said once.
+    if (entry.summary && !(entry.error && entry.error.message === entry.summary)) item.append(element('p', 'c2d-event__summary', entry.summary));
     const links = element('div', 'c2d-event__links');
     if (entry.record) links.append(safeLink(entry.record.url, `${t.record}: ${entry.record.type} ${entry.record.id}`));
     if (entry.dialog) links.append(safeLink(entry.dialog.url, `${t.dialog} ${entry.dialog.id}`));
