@@ -26,6 +26,11 @@ export interface FakeBitrix24Options {
   memberId?: string;
   /** The portal's domain name as Bitrix24 reports it; requests still go to the loopback URL. */
   domain?: string;
+  /**
+   * The portal's domain is its own loopback address (`127.0.0.1:<port>`), so a browser test's fake
+   * parent page, the SDK's REST calls and the install's domain check all agree (pages-and-modes §3.7).
+   */
+  domainIsAddress?: boolean;
   applicationToken?: string;
   /** The one admin user; every other user is not an admin. */
   adminUserId?: number;
@@ -34,11 +39,6 @@ export interface FakeBitrix24Options {
   rateLimit?: { drainPerSecond: number; burst: number } | false;
   /** Scope string reported in tokens and app.info. */
   scope?: string;
-  /**
-   * The portal's domain is its own loopback address (`127.0.0.1:<port>`), so a browser test's fake
-   * parent page, the SDK's REST calls and the install's domain check all agree (pages-and-modes §3.7).
-   */
-  domainIsAddress?: boolean;
 }
 
 export interface RecordedCall {
@@ -1330,6 +1330,9 @@ class FakePortal implements FakeBitrix24 {
       ['placement.unbind', (params) => this.placementUnbind(params)],
       ['placement.get', () => ({ result: this.placements.map(placementView) })],
 
+      ['crm.category.list', (params) => this.categoryList(params)],
+      ['crm.status.list', (params) => this.statusList(params)],
+
       ['crm.lead.add', crmAdd('lead')],
       ['crm.contact.add', crmAdd('contact')],
       ['crm.deal.add', crmAdd('deal')],
@@ -1339,8 +1342,6 @@ class FakePortal implements FakeBitrix24 {
       ['crm.deal.get', crmGet('deal')],
       ['crm.company.get', crmGet('company')],
       ['crm.duplicate.findbycomm', (params) => this.findByComm(params)],
-      ['crm.category.list', (params) => this.categoryList(params)],
-      ['crm.status.list', (params) => this.statusList(params)],
       ['crm.timeline.comment.add', (params, caller) => this.timelineCommentAdd(params, caller)],
       ['crm.timeline.comment.list', (params) => this.timelineCommentList(params)],
       ['crm.timeline.logmessage.add', (params, caller) => this.timelineLogMessageAdd(params, caller)],
