@@ -64,6 +64,18 @@ describe('the app page inside a Bitrix24 parent frame', () => {
     await parent.ready();
     expect(await parent.messages()).toContainEqual(expect.stringMatching(/^reloadWindow:/));
     await shot(parent, 'admin-connected');
+    // Every control has a name a screen reader announces (a <label>, aria-label or aria-labelledby).
+    const unnamed = await app.locator('input, select, button').evaluateAll((controls) =>
+      controls
+        .filter((control) => (control as HTMLInputElement).type !== 'hidden')
+        .filter((control) => {
+          const labels = (control as HTMLInputElement).labels;
+          const named = (labels && labels.length > 0) || control.getAttribute('aria-label') || control.getAttribute('aria-labelledby');
+          return !named && !(control.tagName === 'BUTTON' && control.textContent?.trim());
+        })
+        .map((control) => control.outerHTML.slice(0, 80)),
+    );
+    expect(unnamed).toEqual([]);
 
     const operator = stack!.c2d.account().operators[0]!;
     const operatorSelect = app.locator(`select[data-operator="${operator.id}"]`);
