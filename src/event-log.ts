@@ -79,9 +79,10 @@ const NEXT_STEPS: Array<[RegExp, string | ((match: RegExpExecArray) => string)]>
   [/workflow no longer waits/i, 'Nothing to repeat: the workflow had stopped or moved on before the result came. Run the robot again from the record if it is still needed.'],
   [/gave up delivering the result/i, 'Bitrix24 could not take the result for three days: check that the portal is available, then run the robot again.'],
   [/Bitrix24 refused the result/i, "Check the workflow in Bitrix24 (the robot's settings), then run it again."],
+  // A refusal naming a field ("field UF_CRM_17 is required", "Required field SOURCE_ID is not filled").
   [
-    /\b(UF_CRM_[A-Z0-9_]+|[A-Z][A-Z0-9]*_[A-Z0-9_]+|TITLE|NAME|PHONE|EMAIL|COMMENTS)\b[^.;]*\b(required|access denied|ACCESS_DENIED)\b|\b(required|access denied|ACCESS_DENIED)\b[^.;]*\bfield\b[^.;]*?\b(UF_CRM_[A-Z0-9_]+|[A-Z][A-Z0-9]*_[A-Z0-9_]+|TITLE|NAME|PHONE|EMAIL|COMMENTS)\b/,
-    (match) => `Make the field ${match[1] ?? match[4]} optional in Bitrix24, or map it in Extra fields.`,
+    /(?=.*\b(?:[Rr]equired|not filled|ACCESS_DENIED|[Aa]ccess denied)\b).*\b[Ff]ield\s+["“']?([A-Z][A-Z0-9_]{1,49})\b/,
+    (match) => `Make the field ${match[1]} optional in Bitrix24, or map it in Extra fields.`,
   ],
   [
     /ACCESS_DENIED|access denied|insufficient_scope|user_access_error/i,
