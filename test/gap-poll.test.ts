@@ -3,6 +3,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { CLOSE_EPISODE_KIND, closeEpisodeOptions, GAP_POLL_KIND, type CloseEpisodeInput } from '../src/chat2desk/closed-episodes.js';
 import type { EventLogPage } from '../src/event-log.js';
 import type { JobKind } from '../src/jobs/kinds.js';
+import { formatC2DTime } from './fakes/chat2desk.js';
 import { TestClock } from './support/clock.js';
 import { adminHeaders, installAndConfigure, startStack, type Stack } from './support/stack.js';
 
@@ -127,5 +128,57 @@ describe('gap polling: dialogs closed while webhooks were not arriving', () => {
     await enableEpisodes(pollAt - DAY);
     await gap();
     expect(episodeJobs()).toEqual([{ key: `episode:${after.requestId}`, origin: 'poll' }]);
+  });
+
+  it('looks back at most gapLookbackDays when nothing was delivered for longer', async () => {
+    await installAndConfigure(stack);
+    await enableEpisodes(clock.now());
+    at(-10 * DAY);
+    await closedDialog('79160000010');
+    at(-6 * DAY);
+    const withinDefault = await closedDialog('79160000006');
+    at(-4 * DAY);
+    const withinFive = await closedDialog('79160000004');
+    at(0);
+    await gap();
+    // No delivery ever came: the default 7 days bound the poll (most recently closed first).
+    expect(episodeJobs()).toEqual([
+      { key: `episode:${withinFive.requestId}`, origin: 'poll' },
+      { key: `episode:${withinDefault.requestId}`, origin: 'poll' },
+    ]);
+    const portal = (await stack.server.portals.get(stack.b24.memberId))!;
+    await stack.server.portals.saveSettings(stack.b24.memberId, { ...portal.settings, gapLookbackDays: 5 });
+    stack.server.database.sqlite.prepare("delete from jobs where kind = 'close_episode'").run();
+    await gap();
+    expect(episodeJobs()).toEqual([{ key: `episode:${withinFive.requestId}`, origin: 'poll' }]);
+  });
+
+  it('reads closed dialogs page after page until a whole page closed before the gap', async () => {
+    await installAndConfigure(stack);
+    at(-12 * DAY);
+    await enableEpisodes(clock.now());
+    at(0);
+    // 250 dialogs closed within the gap, 450 before it (seeded straight into the fake's account).
+    const dialogs = stack.c2d.account().dialogs;
+    for (let i = 0; i < 700; i += 1) {
+      const end = formatC2DTime(pollAt - (i < 250 ? HOUR : 9 * DAY) - i * 1000);
+      const id = 900_000 + i;
+      dialogs.push({
+        id,
+        state: 'closed',
+        begin: end,
+        end,
+        operator_id: null,
+        last_request_id: 800_000 + i,
+        messages: 1,
+        last_message: { client_id: 700_000 + i, request_id: 800_000 + i },
+        client_id: 700_000 + i,
+      });
+    }
+    stack.c2d.resetCalls();
+    await gap();
+    expect(episodeJobs()).toHaveLength(250);
+    const pages = stack.c2d.calls.filter((call) => call.path === '/dialogs' && call.query.state === 'closed').map((call) => call.query.offset);
+    expect(pages).toEqual(['0', '200', '400']);
   });
 });
