@@ -181,4 +181,18 @@ describe('gap polling: dialogs closed while webhooks were not arriving', () => {
     const pages = stack.c2d.calls.filter((call) => call.path === '/dialogs' && call.query.state === 'closed').map((call) => call.query.offset);
     expect(pages).toEqual(['0', '200', '400']);
   });
+
+  it('polls too when Chat2Desk lists deliveries it gave up on while the webhook stayed enabled', async () => {
+    await installAndConfigure(stack);
+    await enableEpisodes(clock.now());
+    await stack.server.chat2deskWebhooks.check((await stack.server.portals.get(stack.b24.memberId))!);
+    at(-HOUR);
+    const missed = await closedDialog('79160000001');
+    at(0);
+    const webhook = stack.c2d.account().webhooks[0]!;
+    (webhook.errors as Array<{ text: string; created_at: number }>).push({ text: 'Timeout', created_at: Math.floor(clock.now() / 1000) });
+    expect(await stack.server.chat2deskWebhooks.check((await stack.server.portals.get(stack.b24.memberId))!)).toBe('reconciled');
+    await stack.server.pipeline.settled([GAP_POLL_KIND, CLOSE_EPISODE_KIND]);
+    expect(episodeJobs()).toEqual([{ key: `episode:${missed.requestId}`, origin: 'poll' }]);
+  });
 });
