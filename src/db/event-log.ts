@@ -20,7 +20,7 @@ export interface EventLogQuery {
   /** created_at bounds, ms: from inclusive, to exclusive. */
   from?: number;
   to?: number;
-  /** International digits (jobs.phone), or the phone a finished job's result names. */
+  /** International digits (jobs.phone). */
   phone?: string;
   /** The last entry of the previous page: entries strictly older come next. */
   before?: { createdAt: number; id: number };
@@ -96,10 +96,8 @@ export class EventLogStore {
     if (query.kind?.notIn) where.push(notInArray(jobs.kind, query.kind.notIn));
     if (query.from !== undefined) where.push(sql`${jobs.createdAt} >= ${query.from}`);
     if (query.to !== undefined) where.push(lt(jobs.createdAt, query.to));
-    if (query.phone) {
-      // A closed episode learns its client's phone only when it runs (its result's `phone`).
-      where.push(or(eq(jobs.phone, query.phone), sql`replace(json_extract(${jobs.returnValues}, '$.phone'), '+', '') = ${query.phone}`));
-    }
+    // Stored at enqueue, or from the result when the job learned it running (src/db/jobs.ts `finish`).
+    if (query.phone) where.push(eq(jobs.phone, query.phone));
     if (query.before) {
       const { createdAt, id } = query.before;
       where.push(or(lt(jobs.createdAt, createdAt), and(eq(jobs.createdAt, createdAt), lt(jobs.id, id))));
