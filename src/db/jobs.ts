@@ -145,6 +145,16 @@ export function insertJobs(tx: JobWriter, newJobs: NewJob[], now: number): numbe
     .run().changes;
 }
 
+/**
+ * A result that names its client's phone (a closed episode learns it only when it runs): its
+ * digits, so the event log finds the job by phone (src/event-log.ts); a job's phone from its
+ * enqueue is kept. Null for anything that is not an international number.
+ */
+function resultPhone(returnValues: Record<string, unknown>): string | null {
+  const phone = returnValues.phone;
+  return typeof phone === 'string' && /^\+?\d{5,15}$/.test(phone) ? phone.replace('+', '') : null;
+}
+
 interface PendingJob {
   input: NewJob;
   limits: { maxConfirming?: number };
@@ -396,6 +406,7 @@ export class JobStore {
   async finish(claimed: ClaimedAttempt, returnValues: Record<string, unknown>, logMessage: string, plan: FinishPlan = { next: 'report' }): Promise<void> {
     const { id, attempts } = claimed;
     const now = this.clock.now();
+    const phone = resultPhone(returnValues);
     const finish = (writer: JobWriter) =>
       writer
         .update(jobs)
@@ -407,6 +418,7 @@ export class JobStore {
           leaseUntil: null,
           finishedAt: now,
           updatedAt: now,
+          phone: sql`coalesce(${jobs.phone}, ${phone})`,
         })
         .where(and(eq(jobs.id, id), eq(jobs.state, 'running'), eq(jobs.attempts, attempts)))
         .run().changes;
@@ -420,6 +432,7 @@ export class JobStore {
         state: plan.next === 'report' ? 'reporting' : 'done',
         returnValues: JSON.stringify(returnValues),
         logMessage,
+        phone,
       });
       return;
     }
@@ -667,6 +680,7 @@ function prepareHot(db: Db) {
         leaseUntil: null,
         finishedAt: now,
         updatedAt: now,
+        phone: sql`coalesce(${jobs.phone}, ${p('phone')})`,
       })
       .where(and(eq(jobs.id, p('id')), eq(jobs.state, 'running'), eq(jobs.attempts, p('attempt'))))
       .prepare(),
