@@ -8,10 +8,13 @@ import type { Chat2DeskWebhooks } from './chat2desk/webhooks.js';
 import type { AppRegistration } from './bitrix24/registration.js';
 import type { JobStore } from './db/jobs.js';
 import type { PortalStore } from './db/portals.js';
+import type { EventLog } from './event-log.js';
 import type { RobotCalls } from './jobs/robot-calls.js';
 import type { Logger } from './log.js';
 import { createChat2DeskWebhookRoute } from './routes/chat2desk-webhook.js';
 import type { EventHandlers } from './bitrix24/events/index.js';
+import { pageAdmin } from './pages/page-auth.js';
+import { createEventLogRoute } from './routes/event-log.js';
 import { createEventsRoute } from './routes/events.js';
 import { createHealthRoute } from './routes/health.js';
 import { createInstallRoute } from './routes/install.js';
@@ -34,6 +37,7 @@ export interface AppDeps {
   registration: AppRegistration;
   robotCalls: RobotCalls;
   settings: SettingsService;
+  eventLog: EventLog;
   chat2deskWebhooks: Chat2DeskWebhooks;
   pageAuth: PageAuth;
   appPage: AppPageService;
@@ -61,6 +65,8 @@ export function createApp(deps: AppDeps): Hono {
   app.route('/', createEventsRoute(deps));
   app.route('/', createRobotRoute(deps));
   app.route('/', createSettingsRoute(deps));
+  // Until the app page's token lands, the event log takes the same Bitrix24-bearer admin check as the settings.
+  app.route('/', createEventLogRoute({ eventLog: deps.eventLog, admin: pageAdmin(deps) }));
   app.route('/', createChat2DeskWebhookRoute(deps));
   app.notFound((c) => c.json({ error: 'Not found' }, 404));
   app.onError((error, c) => {

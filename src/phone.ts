@@ -60,3 +60,20 @@ export function normalizePhone(input: string | string[] | undefined, defaultCoun
 function toNormalized(e164: string): NormalizedPhone {
   return { e164, digits: e164.replace(/^\+/, '') };
 }
+
+/**
+ * The client's phone as the event log (src/event-log.ts) stores and searches it: international digits, normalized by
+ * the one phone normaliser with the portal's default country. Undefined when there is no valid
+ * number. Robot calls store it when they are accepted (src/jobs/robot-calls.ts); a closed episode
+ * that knows its client's phone when enqueued passes it as the job's `phone` too (a result's
+ * `phone` is stored when the job finishes, src/db/jobs.ts `finish`).
+ */
+export function searchablePhone(value: unknown, defaultCountry?: string | null): string | undefined {
+  const input = typeof value === 'string' ? value : Array.isArray(value) && value.every((item) => typeof item === 'string') ? (value as string[]) : undefined;
+  if (input === undefined) return undefined;
+  try {
+    return normalizePhone(input, defaultCountry ?? undefined)?.digits;
+  } catch {
+    return undefined; // beyond the normaliser's bounds: the robot's own schema refuses it
+  }
+}

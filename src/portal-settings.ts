@@ -12,9 +12,12 @@ export interface PortalSettings {
   operatorMap: Record<string, number>;
   /** How long a cached Chat2Desk fact may be served when no webhook said it changed. */
   cacheTtlSeconds: number;
+  /** How long finished jobs (the event log) are kept, in days. */
+  eventLogRetentionDays: number;
 }
 
 export const DEFAULT_CACHE_TTL_SECONDS = 900;
+export const DEFAULT_EVENT_LOG_RETENTION_DAYS = 30;
 
 const countries = new Set<string>(getCountries());
 
@@ -93,6 +96,14 @@ export function settingsUpdateSchema(allowedApiUrls: readonly string[]) {
       ),
     ),
     cacheTtlSeconds: v.optional(v.pipe(v.number('cacheTtlSeconds must be a number'), v.integer(), v.minValue(0), v.maxValue(86_400, 'cacheTtlSeconds must be at most 86400'))),
+    eventLogRetentionDays: v.optional(
+      v.pipe(
+        v.number('eventLogRetentionDays must be a number'),
+        v.integer('eventLogRetentionDays must be a whole number of days'),
+        v.minValue(1, 'eventLogRetentionDays must be at least 1'),
+        v.maxValue(365, 'eventLogRetentionDays must be at most 365'),
+      ),
+    ),
   });
 }
 
@@ -111,5 +122,10 @@ export function readSettings(stored: StoredSettings, defaultApiUrl: string): Por
         ? Object.fromEntries(Object.entries(stored.operatorMap as Record<string, unknown>).filter((entry): entry is [string, number] => typeof entry[1] === 'number'))
         : {},
     cacheTtlSeconds: typeof stored.cacheTtlSeconds === 'number' ? stored.cacheTtlSeconds : DEFAULT_CACHE_TTL_SECONDS,
+    // The prune reads the stored value itself (src/db/jobs.ts pruneFinished), with the same bounds.
+    eventLogRetentionDays:
+      Number.isInteger(stored.eventLogRetentionDays) && (stored.eventLogRetentionDays as number) >= 1 && (stored.eventLogRetentionDays as number) <= 365
+        ? (stored.eventLogRetentionDays as number)
+        : DEFAULT_EVENT_LOG_RETENTION_DAYS,
   };
 }

@@ -15,18 +15,20 @@ import { Uninstalls } from './bitrix24/uninstall.js';
 import { BitrixUsers } from './bitrix24/users.js';
 import { Chat2DeskAccess } from './chat2desk/access.js';
 import { Chat2DeskAccounts } from './chat2desk/client.js';
+import { GapPolls, gapPollKind } from './chat2desk/closed-episodes.js';
 import { DeliveryHandlers, type DeliveryHandler } from './chat2desk/delivery-handlers.js';
 import type { DialogDirectory } from './chat2desk/directory.js';
 import { Chat2DeskWebhooks } from './chat2desk/webhooks.js';
 import { CacheStore } from './db/cache.js';
 import { Chat2DeskRateStore } from './db/chat2desk-rates.js';
 import { EffectStore } from './db/effects.js';
+import { EventLogStore } from './db/event-log.js';
 import { WebhookStore } from './db/webhooks.js';
 import { BackgroundTasks } from './background.js';
 import type { Config } from './config.js';
 import { systemClock, type Clock } from './clock.js';
 import { openDatabase, pingDatabase, type DatabaseHandle } from './db/database.js';
-import { JobStore } from './db/jobs.js';
+import { JobStore, type NewJob } from './db/jobs.js';
 import { PortalStore } from './db/portals.js';
 import { JobKinds, type JobKind } from './jobs/kinds.js';
 import { REGISTER_APP_KIND, registerAppKind } from './jobs/kinds/register-app.js';
@@ -39,10 +41,15 @@ import { AppPageService } from './pages/app-page.js';
 import { PageAuth } from './pages/page-auth.js';
 import { PageTokens } from './pages/page-token.js';
 import { SecretBox, resolveAppSecret } from './secrets.js';
+import { DEFAULT_EVENT_LOG_RETENTION_DAYS } from './portal-settings.js';
 import { SettingsService } from './settings-service.js';
+import { EventLog } from './event-log.js';
 
-/** Finished robot jobs are kept 30 days, for "did the robot run?" questions. */
-const FINISHED_JOB_RETENTION_MS = 30 * 24 * 3600_000;
+/**
+ * A finished run's own effects (src/db/effects.ts) matter only while it may still be retried; they
+ * are kept the event log's default time, whatever a portal keeps its log for.
+ */
+const RUN_EFFECT_RETENTION_MS = DEFAULT_EVENT_LOG_RETENTION_DAYS * 24 * 3600_000;
 
 /** Runs `prune` now and every hour; returns the stop function. */
 function startMaintenance(prune: () => Promise<void>, log: Logger): () => void {
@@ -135,6 +142,13 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
   const kinds = new JobKinds([
     robotKind({ jobs, portals, rest, users: new BitrixUsers(rest, clock), effects, clock, chat2desk, robots }),
     registerAppKind({ portals, registration, clock }),
+    gapPollKind({
+      portals,
+      apiOf: async (portal) => (await chat2desk.directoryOf(portal))?.api,
+      // The pipeline is built from these kinds; the poll's follow-up jobs are built by it when it runs.
+      job: (kind, memberId, input, jobOptions): NewJob => pipeline.job(kind, memberId, input, jobOptions),
+      clock,
+    }),
     ...(options.extraKinds ?? []),
   ]);
   const pipeline = new Pipeline({
@@ -149,6 +163,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     // SQLite is opened with an exclusive lock (src/db/database.ts): no other process runs these jobs.
     exclusiveDatabase: true,
   });
+  const gapPolls = new GapPolls({ enqueue: (kind, memberId, input, jobOptions) => pipeline.enqueue(kind, memberId, input, jobOptions), clock, log });
   const chat2deskWebhooks = new Chat2DeskWebhooks({
     webhooks: webhookStore,
     cache,
@@ -158,10 +173,20 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     // No production handler yet: deliveries only update the cache until a kind needs them.
     deliveryHandlers: new DeliveryHandlers(options.deliveryHandlers ?? [], (kind, memberId, input, jobOptions) => pipeline.job(kind, memberId, input, jobOptions)),
     jobsStored: (job) => pipeline.jobsStored(job),
+    gapNoticed: (portal, lastDeliveryAt) => gapPolls.gapNoticed(portal, lastDeliveryAt),
     clock,
     log,
   });
-  const uninstalls = new Uninstalls({ portals, jobs, rest, chat2deskWebhooks, background, log, clock });
+  const uninstalls = new Uninstalls({
+    portals,
+    jobs,
+    rest,
+    chat2deskWebhooks,
+    accountKeyOf: async (portal) => (await chat2desk.directoryOf(portal))?.accountKey,
+    background,
+    log,
+    clock,
+  });
   const installerTokens = new InstallerTokens({ oauth, portals, log, clock });
   const appUpdates = new AppUpdates({ jobs, pipeline, installerTokens, background, clock });
   const settings = new SettingsService({
@@ -199,6 +224,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     pageAuth: new PageAuth({ portals, settings, tokens: new PageTokens(appSecret, clock), clock }),
     appPage: new AppPageService({ chat2desk, jobs, clock, webhooks: webhookStore, chat2deskWebhooks, registration, settings, robots: robots.all, log }),
     frameAncestors: config.frameAncestors,
+    eventLog: new EventLog({ store: new EventLogStore(database.db), robots, pipeline, defaultApiUrl: config.chat2desk.defaultApiUrl, clock }),
     background,
     chat2deskWebhooks,
     databaseUp: () => pingDatabase(database),
@@ -209,11 +235,10 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
   const stopUninstallChecks = uninstalls.startMonitor();
   const stopMaintenance = startMaintenance(async () => {
     const now = clock.now();
-    const jobsRemoved = await jobs.pruneFinished(now - FINISHED_JOB_RETENTION_MS);
+    const jobsRemoved = await jobs.pruneFinished(now, DEFAULT_EVENT_LOG_RETENTION_DAYS);
     const cacheRows = await cache.pruneOlderThan(now - 2 * 24 * 3600_000);
     const deliveries = await chat2deskWebhooks.pruneDeliveries();
-    // A run's own effects go with its job (src/db/effects.ts).
-    const runEffects = await effects.pruneRunEffects(now - FINISHED_JOB_RETENTION_MS);
+    const runEffects = await effects.pruneRunEffects(now - RUN_EFFECT_RETENTION_MS);
     if (jobsRemoved + cacheRows + deliveries + runEffects > 0) log.info({ jobsRemoved, cacheRows, deliveries, runEffects }, 'old rows pruned');
   }, log);
   const server: ServerType = await new Promise((resolve) => {

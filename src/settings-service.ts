@@ -40,6 +40,7 @@ export interface SettingsView {
   defaultTransport: string | null;
   operatorMap: Record<string, number>;
   cacheTtlSeconds: number;
+  eventLogRetentionDays: number;
   channels: Chat2DeskChannel[];
   operators: Array<Pick<Chat2DeskOperator, 'id' | 'email' | 'first_name' | 'last_name' | 'role'>>;
   tags: Chat2DeskTag[];
@@ -135,6 +136,7 @@ export class SettingsService {
       defaultTransport: settings.defaultTransport,
       operatorMap: settings.operatorMap,
       cacheTtlSeconds: settings.cacheTtlSeconds,
+      eventLogRetentionDays: settings.eventLogRetentionDays,
       channels: [],
       operators: [],
       tags: [],
@@ -186,6 +188,7 @@ export class SettingsService {
       defaultTransport: change.defaultTransport !== undefined ? change.defaultTransport : current.defaultTransport,
       operatorMap: change.operatorMap ?? current.operatorMap,
       cacheTtlSeconds: change.cacheTtlSeconds ?? current.cacheTtlSeconds,
+      eventLogRetentionDays: change.eventLogRetentionDays ?? current.eventLogRetentionDays,
     };
     const token = change.chat2deskApiToken ?? (await this.deps.portals.chat2deskToken(portal.memberId));
     const needsCheck = change.chat2deskApiToken !== undefined || next.chat2deskApiUrl !== current.chat2deskApiUrl || change.defaultChannelId != null;

@@ -119,7 +119,8 @@ describe('install and lifecycle', () => {
     expect(forged.status).toBe(401);
     expect((await stack.server.portals.get(stack.b24.memberId))?.status).toBe('active');
 
-    const response = await postForm(`${stack.server.url}/bitrix24/events`, stack.b24.uninstallEventBody());
+    // Without "delete the app's data" (data[CLEAN]=0) the jobs stay, stopped.
+    const response = await postForm(`${stack.server.url}/bitrix24/events`, stack.b24.uninstallEventBody({ clean: false }));
     expect(response.status).toBe(200);
     // Acted on because the portal refused our stored tokens (Bitrix24 revokes them before the event).
     expect(stack.b24.calls.filter((call) => call.method === 'app.info').map((call) => call.error)).toEqual(['NO_AUTH_FOUND']);
@@ -182,5 +183,58 @@ describe('opening the installed app', () => {
     expect(await response.text()).toContain('id="status-chat2desk"');
     expect(stack.server.database.sqlite.prepare('select access_token, refresh_token from portals').get()).toEqual(before);
     expect(stack.b24.calls.slice(callsBefore).filter((call) => call.method.startsWith('bizproc.'))).toHaveLength(0);
+  });
+
+  describe("the portal's data after an uninstall", () => {
+    /** Rows of the portal's data: its jobs, their effects, webhook deliveries and the account's cache. */
+    const dataRows = () => {
+      const count = (sql: string) => (stack.server.database.sqlite.prepare(sql).get(stack.b24.memberId) as { n: number }).n;
+      return {
+        jobs: count('select count(*) as n from jobs where member_id = ?'),
+        effects: count('select count(*) as n from effects where member_id = ?'),
+        deliveries: count('select count(*) as n from webhook_deliveries where member_id = ?'),
+        cachedClients: count('select count(*) as n from c2d_clients where ? is not null'),
+        settings: (stack.server.database.sqlite.prepare('select settings from portals where member_id = ?').get(stack.b24.memberId) as { settings: string }).settings,
+      };
+    };
+
+    /** A portal in use: a message sent by a robot (a job and its effects), a delivery received, the cache filled. */
+    async function portalInUse(): Promise<void> {
+      await installAndConfigure(stack, { defaultCountry: 'RU' });
+      const { client } = stack.c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404 });
+      const call = await stack.b24.callRobot({ code: 'c2d_send_message', properties: { phone: '79161234567', text: 'hi' } });
+      await eventually(() => stack.b24.sentEvents.some((event) => event.eventToken === call.eventToken), 10_000, 'the result');
+      const { webhook } = stack.c2d.receiveMessage({ clientId: client.id as number, text: 'hello' });
+      expect(await stack.c2d.deliverWebhook(webhook)).toEqual([200]);
+      expect(dataRows()).toMatchObject({ jobs: 1, deliveries: 1 });
+      expect(dataRows().effects).toBeGreaterThan(0);
+      expect(dataRows().cachedClients).toBeGreaterThan(0);
+    }
+
+    it('deletes the event log, effects, deliveries, cache and settings when Bitrix24 asks to delete the data (CLEAN=1)', async () => {
+      await portalInUse();
+      // A forged event asking the same changes nothing: the portal still accepts our tokens.
+      const forged = await postForm(`${stack.server.url}/bitrix24/events`, stack.b24.uninstallEventBody({ applicationToken: '0'.repeat(32), clean: true }));
+      expect(forged.status).toBe(401);
+      expect(dataRows()).toMatchObject({ jobs: 1, deliveries: 1 });
+
+      const response = await postForm(`${stack.server.url}/bitrix24/events`, stack.b24.uninstallEventBody({ clean: true }));
+      expect(response.status).toBe(200);
+      expect(dataRows()).toEqual({ jobs: 0, effects: 0, deliveries: 0, cachedClients: 0, settings: '{}' });
+      expect((await stack.server.portals.get(stack.b24.memberId))?.status).toBe('uninstalled');
+    });
+
+    it('keeps the event log, effects, deliveries, cache and settings when the uninstall does not ask to delete the data', async () => {
+      await portalInUse();
+      const before = dataRows();
+      // data[CLEAN] left out altogether, as well as CLEAN=0 (the lifecycle test above).
+      const body = stack.b24.uninstallEventBody({ clean: false }).replace(/&data%5BCLEAN%5D=0|data%5BCLEAN%5D=0&?/, '');
+      expect(body).not.toContain('CLEAN');
+      const response = await postForm(`${stack.server.url}/bitrix24/events`, body);
+      expect(response.status).toBe(200);
+      expect((await stack.server.portals.get(stack.b24.memberId))?.status).toBe('uninstalled');
+      expect(dataRows()).toEqual(before);
+      expect(JSON.parse(before.settings)).toMatchObject({ defaultCountry: 'RU' });
+    });
   });
 });

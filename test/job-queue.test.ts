@@ -80,8 +80,9 @@ describe('the job queue', () => {
     const queued = (await enqueue('portal', 'queued')).job;
     await jobs.finish((await jobs.claim(done.id, 60_000))!, { status: 'sent' }, 'ok');
     await jobs.markReported([done.id]);
-    expect(await jobs.pruneFinished(Date.now() - 60_000)).toBe(0);
-    expect(await jobs.pruneFinished(Date.now() + 1)).toBe(1);
+    // A portal without stored settings keeps its finished jobs the default number of days.
+    expect(await jobs.pruneFinished(Date.now() + 86_400_000 - 60_000, 1)).toBe(0);
+    expect(await jobs.pruneFinished(Date.now() + 86_400_000 + 1, 1)).toBe(1);
     expect(await jobs.countByState()).toEqual({ queued: 1 });
     expect(database.sqlite.prepare('select id from jobs').all()).toEqual([{ id: queued.id }]);
   });

@@ -66,13 +66,13 @@ describe('stores shared by two server processes', () => {
     const webhooks = new WebhookStore(database.db, secrets, clock);
     await installed(portals);
     await webhooks.save({ memberId, accountKey: 'account-1', webhookId: 77, secret: 'secret-1', status: 'enable' });
-    await portals.requestUninstall(memberId);
+    await portals.requestUninstall(memberId, false);
     const requestedAt = (await portals.uninstallRequestedAt(memberId))!;
 
     expect(await portals.uninstall(memberId, requestedAt - 1)).toBeUndefined();
     expect(await webhooks.get(memberId)).toMatchObject({ webhookId: 77 });
 
-    expect(await portals.uninstall(memberId, requestedAt)).toEqual({ webhookId: 77 });
+    expect(await portals.uninstall(memberId, requestedAt)).toEqual({ webhookId: 77, dataDeleted: false });
     expect(await webhooks.get(memberId)).toBeUndefined();
     expect(await portals.get(memberId)).toMatchObject({ status: 'uninstalled', hasChat2deskToken: false });
   });

@@ -2,7 +2,7 @@ import type { BackgroundTasks } from '../background.js';
 import type { Clock } from '../clock.js';
 import type { Chat2DeskWebhooks } from '../chat2desk/webhooks.js';
 import type { JobStore } from '../db/jobs.js';
-import type { PortalStore } from '../db/portals.js';
+import type { Portal, PortalStore } from '../db/portals.js';
 import type { Logger } from '../log.js';
 import { Bitrix24Error, PortalUnavailableError } from './errors.js';
 import type { Bitrix24Rest } from './rest-client.js';
@@ -18,6 +18,8 @@ export interface UninstallDeps {
   jobs: JobStore;
   rest: Bitrix24Rest;
   chat2deskWebhooks: Chat2DeskWebhooks;
+  /** The portal's Chat2Desk account (its cache's key), while its token is stored; undefined when it has none. */
+  accountKeyOf(portal: Portal): Promise<string | undefined>;
   background: BackgroundTasks;
   log: Logger;
   clock: Clock;
@@ -67,19 +69,22 @@ export class Uninstalls {
 
   constructor(private readonly deps: UninstallDeps) {}
 
-  /** An ONAPPUNINSTALL from a known portal: recorded first, then decided if the portal answers in time. */
-  async request(memberId: string): Promise<UninstallDecision> {
+  /**
+   * An ONAPPUNINSTALL from a known portal: recorded first, then decided if the portal answers in
+   * time. `clean`: the event's `data[CLEAN]` (docs/protocols.md B1), delete the app's data with it.
+   */
+  async request(memberId: string, clean: boolean): Promise<UninstallDecision> {
     const acceptedAt = this.#acceptedAt.get(memberId);
     const rememberedUntil = acceptedAt === undefined ? 0 : acceptedAt + ACCEPTS_REMEMBERED_MS;
     if (this.deps.clock.now() < rememberedUntil) {
       // Anyone with a page's application token can send these (docs/protocols.md B0), and each check costs the portal
       // a REST call: answered from the last verdict. Still recorded, to be asked about once the
       // verdict is old, so that a genuine uninstall in this window is acted on then.
-      await this.deps.portals.deferUninstallRequest(memberId, rememberedUntil);
+      await this.deps.portals.deferUninstallRequest(memberId, rememberedUntil, clean);
       this.#passAt(rememberedUntil);
       return 'not confirmed';
     }
-    await this.deps.portals.requestUninstall(memberId);
+    await this.deps.portals.requestUninstall(memberId, clean);
     const check = this.check(memberId);
     // The check goes on after we answer; shutdown waits for it like for any background task.
     this.deps.background.run('uninstall check', () => check, { memberId });
@@ -205,12 +210,13 @@ export class Uninstalls {
     if (!portal || portal.status === 'uninstalled') return false;
     // Built while the Chat2Desk token is still stored; used only if the wipe happens.
     const removeWebhook = await chat2deskWebhooks.prepareRemoval(portal);
-    const wiped = await portals.uninstall(memberId, requestedAt);
+    const wiped = await portals.uninstall(memberId, requestedAt, await this.deps.accountKeyOf(portal));
     if (!wiped) return false;
-    const { webhookId } = wiped;
+    const { webhookId, dataDeleted } = wiped;
     if (removeWebhook && webhookId !== null) background.run('remove chat2desk webhook', () => removeWebhook(webhookId), { memberId });
+    // With the data deleted there is nothing left to cancel; a run still in flight finds its job gone.
     const cancelled = await jobs.cancelPortal(memberId);
-    log.info({ memberId, cancelled }, 'portal uninstalled: secrets wiped, jobs stopped');
+    log.info({ memberId, cancelled, dataDeleted }, dataDeleted ? "portal uninstalled: secrets and the app's data deleted" : 'portal uninstalled: secrets wiped, jobs stopped');
     return true;
   }
 }

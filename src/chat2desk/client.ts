@@ -221,6 +221,15 @@ export class Chat2DeskApi {
     return { items: data ?? [], total: meta?.total ?? Number.POSITIVE_INFINITY };
   }
 
+  /**
+   * One page of the account's closed dialogs, most recently closed first: how episodes closed while
+   * webhooks were not arriving are found (docs/protocols.md C4, an assumption; src/chat2desk/closed-episodes.ts).
+   */
+  async closedDialogsPage(offset: number): Promise<Chat2DeskDialog[]> {
+    const { data } = await this.#request<Chat2DeskDialog[]>('GET', '/dialogs', { query: { state: 'closed', order: 'desc', limit: PAGE_LIMIT, offset }, retry: true });
+    return data ?? [];
+  }
+
   clientDialogs(clientId: number): Promise<Chat2DeskDialog[]> {
     return this.#all<Chat2DeskDialog>(`/clients/${clientId}/dialogs`, {});
   }

@@ -31,6 +31,11 @@ export interface WebhookDeps {
   deliveryHandlers: DeliveryHandlers;
   /** Called after the commit for each job a delivery stored, so the worker looks for it (src/jobs/pipeline.ts `jobsStored`). */
   jobsStored(job: NewJob): void;
+  /**
+   * The check noticed a gap (the webhook was disabled or gone, or Chat2Desk lists failed
+   * deliveries): what was missed since `lastDeliveryAt` is looked for (src/chat2desk/closed-episodes.ts).
+   */
+  gapNoticed?(portal: Portal, lastDeliveryAt: number): Promise<void>;
   clock: Clock;
   log: Logger;
 }
@@ -140,11 +145,14 @@ export class Chat2DeskWebhooks {
       await this.deps.webhooks.markChecked(portal.memberId, 'enable');
       if (!missed) return 'healthy';
       this.deps.log.warn({ memberId: portal.memberId }, 'chat2desk reports failed webhook deliveries; reconciling');
+      // Stored first (a durable job): a reconciliation that fails must not lose the gap.
+      await this.deps.gapNoticed?.(portal, registration.lastDeliveryAt ?? 0);
       await this.reconcile(portal);
       return 'reconciled';
     }
     this.deps.log.warn({ memberId: portal.memberId, found: Boolean(ours), status: ours?.status }, 'chat2desk webhook disabled or missing; re-enabling and reconciling');
     await this.ensure(portal);
+    await this.deps.gapNoticed?.(portal, registration.lastDeliveryAt ?? 0);
     await this.reconcile(portal);
     return 'reconciled';
   }

@@ -3,7 +3,7 @@ import { alias } from 'drizzle-orm/sqlite-core';
 import { randomUUID } from 'node:crypto';
 import type { Clock } from '../clock.js';
 import type { Db } from './database.js';
-import { jobs, type JobRow } from './schema.js';
+import { jobs, portals, type JobRow } from './schema.js';
 
 export type JobState = 'confirming' | 'queued' | 'running' | 'reporting' | 'done' | 'cancelled';
 export type { JobRow };
@@ -33,6 +33,8 @@ export interface NewJob {
   robot?: { eventToken: string; robotCode: string; documentId: string[] };
   /** A call whose input is already known to be wrong goes straight to reporting with this result. */
   immediateResult?: { returnValues: Record<string, unknown>; logMessage: string };
+  /** The client's phone as international digits, when known at enqueue: the event log filters by it (src/event-log.ts `searchablePhone`). */
+  phone?: string;
 }
 
 /** A robot call was not stored: its portal already has `limit` calls waiting for Bitrix24 to confirm them. */
@@ -125,6 +127,7 @@ function rowValues(job: NewJob, now: number) {
     finishedAt: job.immediateResult ? now : null,
     createdAt: now,
     updatedAt: now,
+    phone: job.phone ?? null,
   };
 }
 
@@ -140,6 +143,16 @@ export function insertJobs(tx: JobWriter, newJobs: NewJob[], now: number): numbe
     .values(newJobs.map((job) => rowValues(job, now)))
     .onConflictDoNothing()
     .run().changes;
+}
+
+/**
+ * A result that names its client's phone (a closed episode learns it only when it runs): its
+ * digits, so the event log finds the job by phone (src/event-log.ts); a job's phone from its
+ * enqueue is kept. Null for anything that is not an international number.
+ */
+function resultPhone(returnValues: Record<string, unknown>): string | null {
+  const phone = returnValues.phone;
+  return typeof phone === 'string' && /^\+?\d{5,15}$/.test(phone) ? phone.replace('+', '') : null;
 }
 
 interface PendingJob {
@@ -190,6 +203,7 @@ export class JobStore {
         finishedAt: p('finishedAt'),
         createdAt: p('createdAt'),
         updatedAt: p('updatedAt'),
+        phone: p('phone'),
       })
       .onConflictDoNothing()
       // Only the id: the acknowledgement needs no more, and mapping the whole row showed in its profile.
@@ -206,9 +220,9 @@ export class JobStore {
     // (A `count(*)` over a limited subquery cost ~170 µs per insert even when skipped: measured.)
     this.#insertBounded = db.$client.prepare(`
       insert into jobs (kind, public_id, member_id, dedup_key, ordering_key, event_token, robot_code, document_id, input, state,
-                        run_at, deadline_at, return_values, log_message, finished_at, created_at, updated_at)
+                        run_at, deadline_at, return_values, log_message, finished_at, created_at, updated_at, phone)
       select @kind, @publicId, @memberId, @dedupKey, @orderingKey, @eventToken, @robotCode, @documentId, @input, @state,
-             @runAt, @deadlineAt, @returnValues, @logMessage, @finishedAt, @createdAt, @updatedAt
+             @runAt, @deadlineAt, @returnValues, @logMessage, @finishedAt, @createdAt, @updatedAt, @phone
       where coalesce((select max(id) from jobs where member_id = @memberId and state = 'confirming')
                      - (select min(id) from jobs where member_id = @memberId and state = 'confirming') + 1, 0) < @bound
          or not exists (select 1 from jobs where member_id = @memberId and state = 'confirming' limit 1 offset @bound - 1)
@@ -392,6 +406,7 @@ export class JobStore {
   async finish(claimed: ClaimedAttempt, returnValues: Record<string, unknown>, logMessage: string, plan: FinishPlan = { next: 'report' }): Promise<void> {
     const { id, attempts } = claimed;
     const now = this.clock.now();
+    const phone = resultPhone(returnValues);
     const finish = (writer: JobWriter) =>
       writer
         .update(jobs)
@@ -403,6 +418,7 @@ export class JobStore {
           leaseUntil: null,
           finishedAt: now,
           updatedAt: now,
+          phone: sql`coalesce(${jobs.phone}, ${phone})`,
         })
         .where(and(eq(jobs.id, id), eq(jobs.state, 'running'), eq(jobs.attempts, attempts)))
         .run().changes;
@@ -416,6 +432,7 @@ export class JobStore {
         state: plan.next === 'report' ? 'reporting' : 'done',
         returnValues: JSON.stringify(returnValues),
         logMessage,
+        phone,
       });
       return;
     }
@@ -459,11 +476,20 @@ export class JobStore {
       .run().changes;
   }
 
-  /** Finished jobs are kept a while for support questions ("did the robot run?"), then dropped. */
-  async pruneFinished(olderThan: number): Promise<number> {
+  /**
+   * Finished jobs are the event log ("did the robot run?"): each portal keeps them for its
+   * `eventLogRetentionDays` (src/portal-settings.ts), read here from the stored settings so that one
+   * statement prunes every portal; a value the settings schema would refuse counts as the default.
+   */
+  async pruneFinished(now: number, defaultRetentionDays: number): Promise<number> {
+    const days = sql`json_extract(${portals.settings}, '$.eventLogRetentionDays')`;
+    const retentionDays = this.db
+      .select({ days: sql`case when typeof(${days}) = 'integer' and ${days} between 1 and 365 then ${days} end` })
+      .from(portals)
+      .where(eq(portals.memberId, jobs.memberId));
     return this.db
       .delete(jobs)
-      .where(and(inArray(jobs.state, ['done', 'cancelled']), lte(jobs.updatedAt, olderThan)))
+      .where(and(inArray(jobs.state, ['done', 'cancelled']), sql`${jobs.updatedAt} <= ${now} - 86400000 * coalesce((${retentionDays}), ${defaultRetentionDays})`))
       .run().changes;
   }
 
@@ -670,6 +696,7 @@ function prepareHot(db: Db) {
         leaseUntil: null,
         finishedAt: now,
         updatedAt: now,
+        phone: sql`coalesce(${jobs.phone}, ${p('phone')})`,
       })
       .where(and(eq(jobs.id, p('id')), eq(jobs.state, 'running'), eq(jobs.attempts, p('attempt'))))
       .prepare(),

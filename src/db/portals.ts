@@ -3,7 +3,21 @@ import { LRUCache } from 'lru-cache';
 import type { Clock } from '../clock.js';
 import type { SecretBox } from '../secrets.js';
 import type { Db } from './database.js';
-import { c2dWebhooks, portals, type PortalRow } from './schema.js';
+import type { JobWriter } from './jobs.js';
+import {
+  c2dAccounts,
+  c2dClientDialogs,
+  c2dClients,
+  c2dDialogs,
+  c2dLists,
+  c2dPhoneLookups,
+  c2dWebhooks,
+  effects,
+  jobs,
+  portals,
+  webhookDeliveries,
+  type PortalRow,
+} from './schema.js';
 
 export type PortalStatus = 'active' | 'uninstalled' | 'reauth_required';
 
@@ -204,14 +218,17 @@ export class PortalStore {
    * Uninstall: the portal stays known (so late calls are refused cleanly) but loses every secret and
    * its Chat2Desk webhook registration, in one transaction. Only while the uninstall request that
    * arrived at `requestedAt` is still the pending one: a reinstall (or a newer request) while the
-   * portal was being asked keeps the portal. Returns the id of the webhook to delete in Chat2Desk
-   * (null when none was registered), or undefined when nothing was wiped.
+   * portal was being asked keeps the portal. When that request asked to delete the app's data
+   * (`data[CLEAN]`), the portal's settings, jobs (the event log), effects, deliveries and, unless
+   * another portal uses the same account, the Chat2Desk account's cache (`accountKey`) go in the
+   * same transaction. Returns the id of the webhook to delete in Chat2Desk (null when none was
+   * registered) and whether the data was deleted, or undefined when nothing was wiped.
    */
-  async uninstall(memberId: string, requestedAt: number): Promise<{ webhookId: number | null } | undefined> {
+  async uninstall(memberId: string, requestedAt: number, accountKey?: string): Promise<{ webhookId: number | null; dataDeleted: boolean } | undefined> {
     this.#changed(memberId);
     try {
       return this.db.transaction((tx) => {
-        const { changes } = tx
+        const wiped = tx
           .update(portals)
           .set({
             status: 'uninstalled',
@@ -224,10 +241,12 @@ export class PortalStore {
             updatedAt: this.clock.now(),
           })
           .where(and(eq(portals.memberId, memberId), eq(portals.uninstallRequestedAt, requestedAt), ne(portals.status, 'uninstalled')))
-          .run();
-        if (changes === 0) tx.rollback();
-        const webhook = tx.delete(c2dWebhooks).where(eq(c2dWebhooks.memberId, memberId)).returning({ webhookId: c2dWebhooks.webhookId }).get();
-        return { webhookId: webhook?.webhookId ?? null };
+          .returning({ clean: portals.uninstallClean })
+          .get();
+        if (!wiped) tx.rollback();
+        const webhook = tx.delete(c2dWebhooks).where(eq(c2dWebhooks.memberId, memberId)).returning({ webhookId: c2dWebhooks.webhookId, accountKey: c2dWebhooks.accountKey }).get();
+        if (wiped?.clean) deletePortalData(tx, memberId, accountKey ?? webhook?.accountKey);
+        return { webhookId: webhook?.webhookId ?? null, dataDeleted: wiped?.clean === true };
       });
     } catch (error) {
       if (error instanceof TransactionRollbackError) return undefined;
@@ -235,27 +254,32 @@ export class PortalStore {
     }
   }
 
-  /** Remembers an ONAPPUNINSTALL until the portal confirms or denies it; a newer one replaces an older, so it is asked about afresh. */
-  async requestUninstall(memberId: string): Promise<void> {
+  /**
+   * Remembers an ONAPPUNINSTALL until the portal confirms or denies it; a newer one replaces an
+   * older, so it is asked about afresh, with its own `clean` (delete the app's data).
+   */
+  async requestUninstall(memberId: string, clean: boolean): Promise<void> {
     this.#changed(memberId);
     const now = this.clock.now();
     this.db
       .update(portals)
-      .set({ uninstallRequestedAt: now, uninstallCheckAt: now, updatedAt: now })
+      .set({ uninstallRequestedAt: now, uninstallCheckAt: now, uninstallClean: clean, updatedAt: now })
       .where(and(eq(portals.memberId, memberId), ne(portals.status, 'uninstalled')))
       .run();
   }
 
   /**
    * Remembers an ONAPPUNINSTALL to ask about no earlier than `checkAt` (sooner if already due then);
-   * a request already pending stays the one asked about.
+   * a request already pending stays the one asked about, with its own `clean`.
    */
-  async deferUninstallRequest(memberId: string, checkAt: number): Promise<void> {
+  async deferUninstallRequest(memberId: string, checkAt: number, clean: boolean): Promise<void> {
     this.#changed(memberId);
     const now = this.clock.now();
     this.db
       .update(portals)
       .set({
+        // Every expression reads the row as it was: `clean` is taken only when no request was pending.
+        uninstallClean: sql`case when ${portals.uninstallRequestedAt} is null then ${clean ? 1 : 0} else ${portals.uninstallClean} end`,
         uninstallRequestedAt: sql`coalesce(${portals.uninstallRequestedAt}, ${now})`,
         uninstallCheckAt: sql`coalesce(min(${portals.uninstallCheckAt}, ${checkAt}), ${checkAt})`,
         updatedAt: now,
@@ -333,6 +357,29 @@ export class PortalStore {
     this.db.update(portals).set(set).where(eq(portals.memberId, memberId)).run();
     return this.get(memberId);
   }
+}
+
+/**
+ * What an uninstall with "delete the app's data" removes besides the secrets (issue 8 §2 "Data
+ * lifecycle"), inside the caller's transaction. The account's cache is shared by every portal using
+ * the same Chat2Desk account: it goes only when no other installed portal has a webhook there.
+ * The app keeps no files of a portal on disk.
+ */
+function deletePortalData(tx: JobWriter, memberId: string, accountKey: string | undefined): void {
+  tx.update(portals).set({ settings: '{}' }).where(eq(portals.memberId, memberId)).run();
+  tx.delete(jobs).where(eq(jobs.memberId, memberId)).run();
+  tx.delete(effects).where(eq(effects.memberId, memberId)).run();
+  tx.delete(webhookDeliveries).where(eq(webhookDeliveries.memberId, memberId)).run();
+  // H1's remembered client → record rows (migration 0008) go here too: delete them by member id.
+  if (!accountKey) return;
+  const shared = tx
+    .select({ memberId: c2dWebhooks.memberId })
+    .from(c2dWebhooks)
+    .innerJoin(portals, eq(portals.memberId, c2dWebhooks.memberId))
+    .where(and(eq(c2dWebhooks.accountKey, accountKey), ne(portals.status, 'uninstalled'), ne(c2dWebhooks.memberId, memberId)))
+    .get();
+  if (shared) return;
+  for (const table of [c2dClients, c2dPhoneLookups, c2dDialogs, c2dClientDialogs, c2dLists, c2dAccounts]) tx.delete(table).where(eq(table.accountKey, accountKey)).run();
 }
 
 function toPortal(row: PortalRow): Portal {

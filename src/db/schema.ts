@@ -21,6 +21,8 @@ export const portals = sqliteTable('portals', {
    */
   uninstallRequestedAt: integer('uninstall_requested_at'),
   uninstallCheckAt: integer('uninstall_check_at'),
+  /** The pending ONAPPUNINSTALL asked to delete the app's data (`data[CLEAN]=1`): the wipe deletes the portal's jobs, cache and effects too. */
+  uninstallClean: integer('uninstall_clean', { mode: 'boolean' }).notNull().default(false),
   chat2deskToken: text('chat2desk_token'),
   settings: text('settings').notNull().default('{}'),
   installedAt: integer('installed_at').notNull(),
@@ -76,6 +78,8 @@ export const jobs = sqliteTable(
     createdAt: integer('created_at').notNull(),
     updatedAt: integer('updated_at').notNull(),
     finishedAt: integer('finished_at'),
+    /** The client's phone as international digits, for the event log's phone filter (src/event-log.ts `searchablePhone`). */
+    phone: text('phone'),
   },
   (table) => [
     uniqueIndex('jobs_member_dedup_key').on(table.memberId, table.dedupKey).where(sql`${table.dedupKey} IS NOT NULL`),
@@ -83,6 +87,9 @@ export const jobs = sqliteTable(
     index('jobs_due').on(table.state, table.runAt),
     index('jobs_member_state').on(table.memberId, table.state),
     index('jobs_ordering').on(table.memberId, table.orderingKey, table.id).where(sql`${table.orderingKey} IS NOT NULL`),
+    // The event log: a portal's jobs newest first, paged by (created_at, id), or those of one phone.
+    index('jobs_member_created').on(table.memberId, table.createdAt, table.id),
+    index('jobs_member_phone').on(table.memberId, table.phone, table.createdAt, table.id).where(sql`${table.phone} IS NOT NULL`),
   ],
 );
 

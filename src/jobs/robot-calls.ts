@@ -6,6 +6,7 @@ import type { Clock } from '../clock.js';
 import { UnconfirmedLimitReached } from '../db/jobs.js';
 import type { Portal } from '../db/portals.js';
 import type { Logger } from '../log.js';
+import { searchablePhone } from '../phone.js';
 import { ROBOT_KIND } from './kinds/robot.js';
 import type { Pipeline } from './pipeline.js';
 
@@ -76,6 +77,8 @@ export class RobotCalls {
           robot: { eventToken: call.eventToken, robotCode: call.code, documentId: call.documentId },
           deadlineAt,
           immediateResult,
+          // The event log finds runs by the client's phone (src/event-log.ts).
+          phone: searchablePhone(call.properties.phone, typeof portal.settings.defaultCountry === 'string' ? portal.settings.defaultCountry : undefined),
         },
         // Anyone with a page's application token can make calls (docs/protocols.md B0); until Bitrix24
         // confirms them each is a stored row, so their number is bounded, by the insert itself so that

@@ -552,6 +552,26 @@ describe('dialogs', () => {
   });
 });
 
+describe('closed dialogs by time (docs/protocols.md C4, our assumption)', () => {
+  it('GET /dialogs?state=closed lists the most recently closed first in order=desc, whatever their ids', async () => {
+    let now = Date.parse('2026-03-01T10:00:00Z');
+    const clocked = await startFakeChat2Desk({ now: () => now });
+    try {
+      const older = clocked.seedClient({ phone: '79160000001', withDialog: 'open' }).dialog!.id as number;
+      const newer = clocked.seedClient({ phone: '79160000002', withDialog: 'open' }).dialog!.id as number;
+      now += 60_000;
+      await put(clocked, `/dialogs/${newer}`, { state: 'closed' });
+      now += 60_000;
+      await put(clocked, `/dialogs/${older}`, { state: 'closed' });
+      const ids = async (query: string) => ((await get(clocked, `/dialogs?state=closed&${query}`)).body.data as Array<{ id: number }>).map((dialog) => dialog.id);
+      expect(await ids('order=desc')).toEqual([older, newer]);
+      expect(await ids('order=asc')).toEqual([newer, older]);
+    } finally {
+      await clocked.close();
+    }
+  });
+});
+
 describe('webhooks management', () => {
   const hook = (url: string) => ({ name: 'bitrix24-app', url, events: ['inbox', 'outbox', 'close_dialog'], channels: [], status: 'enable' });
 

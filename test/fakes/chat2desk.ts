@@ -498,6 +498,12 @@ function byId<T extends { id: number }>(items: T[], order: 'asc' | 'desc'): T[] 
   return [...items].sort((a, b) => (order === 'asc' ? a.id - b.id : b.id - a.id));
 }
 
+/** Closed dialogs by the time they closed, then by id (docs/protocols.md C4, an assumption of ours). */
+function byEnd(dialogs: DialogRecord[], order: 'asc' | 'desc'): DialogRecord[] {
+  const at = (dialog: DialogRecord) => (dialog.end ? parseC2DTime(dialog.end) : 0);
+  return [...dialogs].sort((a, b) => (order === 'asc' ? 1 : -1) * (at(a) - at(b) || a.id - b.id));
+}
+
 /** §1 Pagination: `limit` default 20, capped at 200 (GUESS: capped, not rejected); `offset` from 0. */
 function paging(q: Record<string, string>): { limit: number; offset: number } {
   const limit = q.limit === undefined ? DEFAULT_LIMIT : (optInt(q.limit, 'limit') ?? DEFAULT_LIMIT);
@@ -1140,7 +1146,9 @@ function buildApi(state: FakeState): Hono<Env> {
         (query.operator_id === undefined || String(d.operator_id) === query.operator_id) &&
         (query.client_id === undefined || String(d.client_id) === query.client_id),
     );
-    return okList(byId(list, order), query, dialogView);
+    // docs/protocols.md C4 (assumption, gap polling): closed dialogs are listed by when they closed.
+    const sorted = query.state === 'closed' ? byEnd(list, order) : byId(list, order);
+    return okList(sorted, query, dialogView);
   });
 
   api.get('/dialogs/:id', (c) => {

@@ -38,7 +38,11 @@ export async function databaseBefore0006(stack: Stack): Promise<Database.Databas
   const old = new Database(file);
   migrate(drizzle(old), { migrationsFolder: migrationsBefore0006(stack.dir) });
   old.prepare('attach ? as installed').run(installedCopy);
-  for (const table of ['portals', 'c2d_webhooks', 'c2d_accounts']) old.prepare(`insert into main.${table} select * from installed.${table}`).run();
+  // The old schema's columns only: later migrations add columns to these tables.
+  for (const table of ['portals', 'c2d_webhooks', 'c2d_accounts']) {
+    const columns = (old.prepare(`pragma main.table_info(${table})`).all() as Array<{ name: string }>).map((column) => `"${column.name}"`).join(', ');
+    old.prepare(`insert into main.${table} (${columns}) select ${columns} from installed.${table}`).run();
+  }
   old.prepare('detach installed').run();
   return old;
 }

@@ -1,0 +1,348 @@
+import * as v from 'valibot';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { CLOSE_EPISODE_KIND, closeEpisodeOptions, type CloseEpisodeInput } from '../src/chat2desk/closed-episodes.js';
+import type { Clock } from '../src/clock.js';
+import { nextStepFor, type EventLogEntry, type EventLogPage } from '../src/event-log.js';
+import { JobFailure } from '../src/jobs/failures.js';
+import type { JobKind, JobOutcome } from '../src/jobs/kinds.js';
+import { adminHeaders, eventually, install, installAndConfigure, putSettings, startStack, type Stack } from './support/stack.js';
+
+const DAY = 24 * 3600_000;
+
+/** A run held until the test opens it. */
+function newGate(): { opened: Promise<void>; open(): void } {
+  let open = () => {};
+  const opened = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  return { opened, open };
+}
+
+/** Real time moved by an offset, or held at one instant (entries created together share their time). */
+class StoppableClock implements Clock {
+  offsetMs = 0;
+  heldAt: number | undefined;
+  now(): number {
+    return this.heldAt ?? Date.now() + this.offsetMs;
+  }
+}
+
+/**
+ * `close_episode` as the contract defines its input and result (H1 builds the real kind in
+ * parallel): each episode's run does what the test set for its request id, done by default.
+ */
+function closeEpisodeStandIn(behaviour: Map<number, (input: CloseEpisodeInput) => Promise<JobOutcome>>): JobKind<CloseEpisodeInput> {
+  return {
+    name: CLOSE_EPISODE_KIND,
+    input: v.object({
+      requestId: v.number(),
+      dialogId: v.nullable(v.number()),
+      clientId: v.number(),
+      closedAt: v.string(),
+      origin: v.picklist(['webhook', 'poll', 'rerun']),
+    }),
+    needsConfirmation: false,
+    dedup: 'forever',
+    after: 'done',
+    async prepare(_job, input) {
+      return {
+        run: () =>
+          (
+            behaviour.get(input.requestId) ??
+            (async () => ({ returnValues: { status: 'done', entityType: 'deal', entityId: 12, created: true, commentId: 5 }, logMessage: 'done' }))
+          )(input),
+      };
+    },
+    failed: (_job, message) => ({ returnValues: { status: 'failed', error: message }, logMessage: message }),
+  };
+}
+
+describe('event log', () => {
+  let stack: Stack;
+  let clock: StoppableClock;
+  let behaviour: Map<number, (input: CloseEpisodeInput) => Promise<JobOutcome>>;
+
+  beforeEach(async () => {
+    tokens.clear();
+    clock = new StoppableClock();
+    behaviour = new Map();
+    stack = await startStack({ clock, extraKinds: [closeEpisodeStandIn(behaviour)], b24: { domain: 'acme.bitrix24.com' } });
+  });
+  afterEach(() => stack.close());
+
+  /** One Bitrix24 token per user: each new one is a question to the portal, and those are rationed. */
+  const tokens = new Map<number, Record<string, string>>();
+  const headersOf = (userId = 1) => tokens.get(userId) ?? tokens.set(userId, adminHeaders(stack, userId)).get(userId)!;
+  const list = async (query = '', userId = 1): Promise<EventLogPage> => {
+    const response = await fetch(`${stack.server.url}/api/event-log${query}`, { headers: headersOf(userId) });
+    expect(response.status).toBe(200);
+    return (await response.json()) as EventLogPage;
+  };
+  const rerun = (id: string, headers = headersOf()) => fetch(`${stack.server.url}/api/event-log/${id}/rerun`, { method: 'POST', headers });
+
+  /** A closed episode enqueued as the webhook path would, settled. */
+  async function closedEpisode(requestId: number, memberId = stack.b24.memberId): Promise<string> {
+    const input: CloseEpisodeInput = { requestId, dialogId: 77, clientId: 500 + requestId, closedAt: new Date(clock.now()).toISOString(), origin: 'webhook' };
+    const { job } = await stack.server.pipeline.enqueue(CLOSE_EPISODE_KIND, memberId, input, closeEpisodeOptions(input, clock.now()));
+    await eventually(async () => (await stack.server.jobs.get(job.id))?.state === 'done', 10_000, `episode ${requestId} to finish`);
+    return (await stack.server.jobs.get(job.id))!.publicId;
+  }
+
+  it("shows a robot run in the admin's words: title, record and dialog links, phone and a summary", async () => {
+    await installAndConfigure(stack, { defaultCountry: 'RU' });
+    stack.c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404 });
+    const call = await stack.b24.callRobot({
+      code: 'c2d_send_message',
+      properties: { phone: '8 (916) 123-45-67', text: 'hi' },
+      documentId: ['crm', 'CCrmDocumentDeal', 'DEAL_12'],
+    });
+    await eventually(() => stack.b24.sentEvents.some((event) => event.eventToken === call.eventToken), 10_000, 'the result');
+    const sent = stack.b24.sentEvents.find((event) => event.eventToken === call.eventToken)!;
+    const { entries, next } = await list();
+    expect(next).toBeNull();
+    expect(entries).toHaveLength(1);
+    const dialogId = Number(sent.returnValues.dialog_id);
+    expect(entries[0]).toMatchObject({
+      kind: 'robot',
+      title: 'Send Chat2Desk message',
+      status: 'done',
+      record: { type: 'deal', id: 12, url: 'https://acme.bitrix24.com/crm/deal/details/12/' },
+      dialog: { id: dialogId, url: `${stack.c2d.url.replace('/v1', '')}/chat/all?dialogID=${dialogId}` },
+      phone: '+79161234567',
+      error: null,
+      canRerun: false,
+    });
+    expect(entries[0]!.summary).toMatch(/^Chat2Desk message \d+ sent to client \d+/);
+    expect(entries[0]!.finishedAt).not.toBeNull();
+  });
+
+  it('says what the admin does next about a failure', async () => {
+    await install(stack);
+    const call = await stack.b24.callRobot({ code: 'c2d_send_message', properties: { phone: '79161234567', text: 'hi' } });
+    await eventually(() => stack.b24.sentEvents.some((event) => event.eventToken === call.eventToken), 10_000, 'the result');
+    const [entry] = (await list()).entries;
+    expect(entry).toMatchObject({ status: 'failed', error: { nextStep: 'Enter the Chat2Desk API token in Connection.' } });
+    expect(entry!.error!.message).toContain('Chat2Desk is not configured');
+    expect(entry!.summary).toBe(entry!.error!.message);
+
+    // The table, against the messages our code writes.
+    expect(nextStepFor('Chat2Desk rejected the API token: Token is not correct')).toBe('Check the token in Chat2Desk → Settings → API and enter it again in Connection.');
+    expect(nextStepFor('Bitrix24 refused crm.lead.add: ACCESS_DENIED (field UF_CRM_1700000000 is required)')).toBe(
+      'Make the field UF_CRM_1700000000 optional in Bitrix24, or map it in Extra fields.',
+    );
+    expect(nextStepFor('Bitrix24 refused crm.lead.add: ERROR_CORE (Required field SOURCE_ID is not filled)')).toBe(
+      'Make the field SOURCE_ID optional in Bitrix24, or map it in Extra fields.',
+    );
+    expect(nextStepFor('Bitrix24 refused the result: the workflow no longer waits for it')).toMatch(/^Nothing to repeat/);
+    expect(nextStepFor('Portal m1: Bitrix24 rejected the stored refresh token; reinstall the app to authorise it again')).toBe(
+      'Reinstall the app in Bitrix24 to authorise it again.',
+    );
+    expect(nextStepFor('Bitrix24 user 5 has no Chat2Desk operator: map it in the app settings (operatorMap) or give the operator the same e-mail in both systems')).toMatch(
+      /^Map the Bitrix24 user/,
+    );
+    expect(nextStepFor('Chat2Desk: API calls exceeded API limit per month')).toMatch(/used its API requests for the month/);
+    expect(nextStepFor('something nobody foresaw')).toBe("If it happens again, send this entry's id to the app's support.");
+  });
+
+  it('filters by status, kind, date and phone', async () => {
+    await install(stack);
+    clock.offsetMs = -3 * DAY;
+    await closedEpisode(1);
+    clock.offsetMs = -DAY;
+    behaviour.set(2, async () => {
+      throw new JobFailure('Bitrix24 refused crm.lead.add: ACCESS_DENIED (field UF_CRM_1 is required)');
+    });
+    await closedEpisode(2);
+    behaviour.set(3, async () => ({ returnValues: { status: 'done', entityType: 'contact', entityId: 9, created: false, phone: '+79991234567' }, logMessage: 'done' }));
+    await closedEpisode(3);
+    clock.offsetMs = 0;
+    const call = await stack.b24.callRobot({ code: 'c2d_send_message', properties: { phone: '+7 916 123-45-67', text: 'hi' } });
+    await eventually(() => stack.b24.sentEvents.some((event) => event.eventToken === call.eventToken), 10_000, 'the robot result');
+    const gate = newGate();
+    behaviour.set(4, async () => {
+      await gate.opened;
+      return { returnValues: { status: 'done' }, logMessage: 'done' };
+    });
+    const waiting = { requestId: 4, dialogId: null, clientId: 504, closedAt: new Date().toISOString(), origin: 'webhook' as const };
+    await stack.server.pipeline.enqueue(CLOSE_EPISODE_KIND, stack.b24.memberId, waiting, closeEpisodeOptions(waiting, clock.now()));
+    await eventually(async () => (await list('?status=running')).entries.length === 1, 10_000, 'the gated episode to run');
+
+    const summaries = (entries: EventLogEntry[]) => entries.map((entry) => entry.summary);
+    const day = (offset: number) => new Date(Date.now() + offset * DAY).toISOString().slice(0, 10);
+    expect((await list()).entries).toHaveLength(5);
+    expect((await list('?status=failed')).entries.map((entry) => entry.kind)).toEqual(['robot', 'closed_episode']);
+    expect((await list('?status=done')).entries.map((entry) => entry.summary)).toEqual(['Pinned the dialog to contact 9', 'Created deal 12 and pinned the dialog to it']);
+    expect((await list('?status=running')).entries).toHaveLength(1);
+    expect((await list('?status=waiting')).entries).toHaveLength(0);
+    expect((await list('?kind=robot')).entries.map((entry) => entry.title)).toEqual(['Send Chat2Desk message']);
+    expect((await list('?kind=closed_episode')).entries).toHaveLength(4);
+    expect((await list('?kind=app')).entries).toHaveLength(0);
+    expect((await list(`?from=${day(-1)}&to=${day(-1)}`)).entries).toHaveLength(2);
+    expect((await list(`?from=${day(-3)}&to=${day(-2)}`)).entries).toHaveLength(1);
+    expect((await list(`?from=${day(0)}`)).entries).toHaveLength(2);
+    expect((await list(`?to=${day(-2)}`)).entries).toHaveLength(1);
+    // The robot's phone as stored at acceptance, the episode's from its result; typed either way.
+    expect((await list('?phone=%2B7%20916%20123-45-67')).entries.map((entry) => entry.kind)).toEqual(['robot']);
+    expect((await list('?phone=79161234567')).entries).toHaveLength(1);
+    expect(summaries((await list('?phone=79991234567')).entries)).toEqual(['Pinned the dialog to contact 9']);
+    expect((await list('?phone=79990000000')).entries).toHaveLength(0);
+    expect((await list('?status=failed&kind=closed_episode')).entries[0]).toMatchObject({
+      canRerun: true,
+      error: {
+        message: 'Bitrix24 refused crm.lead.add: ACCESS_DENIED (field UF_CRM_1 is required)',
+        nextStep: 'Make the field UF_CRM_1 optional in Bitrix24, or map it in Extra fields.',
+      },
+    });
+    gate.open();
+  });
+
+  it('pages without duplicates or gaps when entries share their time', async () => {
+    await install(stack);
+    const expected: string[] = [];
+    for (const [at, count] of [
+      [Date.now() - 2 * DAY, 7],
+      [Date.now() - DAY, 5],
+    ] as const) {
+      clock.heldAt = at;
+      const stored = await Promise.all(
+        Array.from({ length: count }, (_, i) => {
+          const input = { requestId: at + i, dialogId: null, clientId: 1, closedAt: new Date(at).toISOString(), origin: 'webhook' as const };
+          return stack.server.pipeline.enqueue(CLOSE_EPISODE_KIND, stack.b24.memberId, input, closeEpisodeOptions(input, at));
+        }),
+      );
+      for (const { job } of stored) expected.push((await stack.server.jobs.get(job.id))!.publicId);
+    }
+    clock.heldAt = undefined;
+    const seen: string[] = [];
+    let query = '?limit=3';
+    for (let pages = 0; pages < 10; pages += 1) {
+      const page = await list(query);
+      seen.push(...page.entries.map((entry) => entry.id));
+      if (!page.next) break;
+      query = `?limit=3&before=${page.next}`;
+    }
+    expect(seen).toHaveLength(12);
+    expect(new Set(seen).size).toBe(12);
+    // Newest first: the later time's entries, each time's in reverse order of storing.
+    expect(seen).toEqual([...expected.slice(7).reverse(), ...expected.slice(0, 7).reverse()]);
+  });
+
+  it('answers 400 naming the bad parameter', async () => {
+    await install(stack);
+    const cases: Array<[string, RegExp]> = [
+      ['?status=broken', /^status must be one of/],
+      ['?kind=everything', /^kind must be one of/],
+      ['?from=2026-02-31', /^from must be a date as YYYY-MM-DD/],
+      ['?to=yesterday', /^to must be a date/],
+      ['?from=2026-03-02&to=2026-03-01', /^to must not be before from/],
+      ['?phone=call-me', /^phone must be a phone number/],
+      ['?before=not-a-cursor', /^before must be a cursor/],
+      ['?limit=0', /^limit must be a whole number from 1 to 100/],
+      ['?limit=101', /^limit must be/],
+      ['?status=done&status=failed', /^status may be given once/],
+      ['?sort=asc', /^Unknown parameter "sort"/],
+    ];
+    for (const [query, error] of cases) {
+      const response = await fetch(`${stack.server.url}/api/event-log${query}`, { headers: headersOf() });
+      expect(response.status, query).toBe(400);
+      expect(((await response.json()) as { error: string }).error, query).toMatch(error);
+    }
+  });
+
+  it('refuses callers who are not an admin of the portal, and another portal’s entries, changing nothing', async () => {
+    await install(stack);
+    behaviour.set(7, async () => {
+      throw new JobFailure('Bitrix24 refused crm.lead.add: ACCESS_DENIED');
+    });
+    const ours = await closedEpisode(7);
+    const theirs = await closedEpisode(7, 'another-portal');
+    const url = `${stack.server.url}/api/event-log`;
+    expect((await fetch(url)).status).toBe(401);
+    expect((await fetch(url, { headers: { authorization: 'Bearer forged', 'x-bitrix24-member-id': stack.b24.memberId } })).status).toBe(401);
+    expect((await fetch(url, { headers: headersOf(2) })).status).toBe(403);
+    expect((await fetch(url, { headers: { ...headersOf(), 'x-bitrix24-member-id': 'another-portal' } })).status).toBe(401);
+    expect((await rerun(ours, { authorization: 'Bearer forged', 'x-bitrix24-member-id': stack.b24.memberId })).status).toBe(401);
+    expect((await rerun(ours, headersOf(2))).status).toBe(403);
+    // Only our portal's entries are listed; another portal's id is unknown here.
+    expect((await list()).entries.map((entry) => entry.id)).toEqual([ours]);
+    const foreign = await rerun(theirs);
+    expect(foreign.status).toBe(404);
+    expect(await stack.server.jobs.countByState()).toEqual({ done: 2 });
+  });
+
+  it('re-runs a failed closed episode once, whatever the clicks, and nothing else', async () => {
+    await install(stack);
+    let failing = true;
+    const gate = newGate();
+    behaviour.set(9, async (input) => {
+      if (input.origin === 'rerun') await gate.opened;
+      if (failing) throw new JobFailure('Bitrix24 refused crm.lead.add: ACCESS_DENIED (field UF_CRM_1 is required)');
+      return { returnValues: { status: 'done', entityType: 'lead', entityId: 3, created: true }, logMessage: 'done' };
+    });
+    const failed = await closedEpisode(9);
+    const done = await closedEpisode(10);
+
+    const clicks = await Promise.all([rerun(failed), rerun(failed)]);
+    expect(clicks.map((response) => response.status)).toEqual([202, 202]);
+    const [first, second] = (await Promise.all(clicks.map((response) => response.json()))) as Array<{ id: string }>;
+    expect(second!.id).toBe(first!.id);
+    // Clicked again while it is still running: the same job.
+    const again = await rerun(failed);
+    expect(await again.json()).toEqual({ id: first!.id });
+    expect((await list('?kind=closed_episode')).entries).toHaveLength(3);
+
+    gate.open();
+    await eventually(async () => (await list('?status=failed')).entries.length === 2, 10_000, 'the re-run to fail');
+    // That one failed too: the next click is a new run.
+    failing = false;
+    const third = (await (await rerun(failed)).json()) as { id: string };
+    expect(third.id).not.toBe(first!.id);
+    await eventually(async () => (await list('?status=done')).entries.some((entry) => entry.id === third.id), 10_000, 'the second re-run');
+    const rows = stack.server.database.sqlite
+      .prepare("select dedup_key as key, json_extract(input, '$.origin') as origin from jobs where kind = 'close_episode' order by id")
+      .all();
+    expect(rows).toEqual([
+      { key: 'episode:9', origin: 'webhook' },
+      { key: 'episode:10', origin: 'webhook' },
+      { key: 'episode:9:rerun:1', origin: 'rerun' },
+      { key: 'episode:9:rerun:2', origin: 'rerun' },
+    ]);
+
+    const refusal = await rerun(done);
+    expect(refusal.status).toBe(409);
+    expect(await refusal.json()).toEqual({ error: 'Only a failed closed dialog can be run again' });
+    expect((await list()).entries.find((entry) => entry.id === done)?.canRerun).toBe(false);
+    expect((await rerun('no-such-entry')).status).toBe(404);
+  });
+
+  it("prunes finished entries after the portal's eventLogRetentionDays, and keeps what is still running", async () => {
+    await install(stack);
+    const saved = await putSettings(stack, { eventLogRetentionDays: 2 });
+    expect(saved.status).toBe(200);
+    expect(await saved.json()).toMatchObject({ eventLogRetentionDays: 2 });
+    for (const bad of [0, 366, 1.5, '7']) {
+      const response = await putSettings(stack, { eventLogRetentionDays: bad });
+      expect(response.status).toBe(400);
+      expect(((await response.json()) as { error: string }).error).toMatch(/^eventLogRetentionDays must/);
+    }
+    await closedEpisode(1);
+    // Another portal keeps the default 30 days.
+    await closedEpisode(2, 'another-portal');
+    const gate = newGate();
+    behaviour.set(3, async () => {
+      await gate.opened;
+      return { returnValues: { status: 'done' }, logMessage: 'done' };
+    });
+    const input = { requestId: 3, dialogId: null, clientId: 3, closedAt: new Date().toISOString(), origin: 'webhook' as const };
+    await stack.server.pipeline.enqueue(CLOSE_EPISODE_KIND, stack.b24.memberId, input, closeEpisodeOptions(input, clock.now()));
+    await eventually(async () => (await list('?status=running')).entries.length === 1, 10_000, 'the gated episode to run');
+
+    const now = Date.now();
+    expect(await stack.server.jobs.pruneFinished(now + 2 * DAY - 60_000, 30)).toBe(0);
+    expect(await stack.server.jobs.pruneFinished(now + 2 * DAY + 60_000, 30)).toBe(1);
+    expect((await list()).entries.map((entry) => entry.status)).toEqual(['running']);
+    expect(await stack.server.jobs.pruneFinished(now + 30 * DAY + 60_000, 30)).toBe(1);
+    expect(await stack.server.jobs.countByState()).toEqual({ running: 1 });
+    gate.open();
+  });
+});

@@ -1,0 +1,198 @@
+import * as v from 'valibot';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { CLOSE_EPISODE_KIND, closeEpisodeOptions, GAP_POLL_KIND, type CloseEpisodeInput } from '../src/chat2desk/closed-episodes.js';
+import type { EventLogPage } from '../src/event-log.js';
+import type { JobKind } from '../src/jobs/kinds.js';
+import { formatC2DTime } from './fakes/chat2desk.js';
+import { TestClock } from './support/clock.js';
+import { adminHeaders, installAndConfigure, startStack, type Stack } from './support/stack.js';
+
+const DAY = 24 * 3600_000;
+const HOUR = 3600_000;
+
+/** `close_episode` with the contract's input (H1 builds the real kind in parallel): done at once. */
+const closeEpisodeStandIn: JobKind<CloseEpisodeInput> = {
+  name: CLOSE_EPISODE_KIND,
+  input: v.object({ requestId: v.number(), dialogId: v.nullable(v.number()), clientId: v.number(), closedAt: v.string(), origin: v.picklist(['webhook', 'poll', 'rerun']) }),
+  needsConfirmation: false,
+  dedup: 'forever',
+  after: 'done',
+  async prepare() {
+    return { run: async () => ({ returnValues: { status: 'done' }, logMessage: 'done' }) };
+  },
+  failed: (_job, message) => ({ returnValues: { status: 'failed', error: message }, logMessage: message }),
+};
+
+describe('gap polling: dialogs closed while webhooks were not arriving', () => {
+  let stack: Stack;
+  let clock: TestClock;
+  /** Where the poll happens; everything before is set up on a clock moved back from it. */
+  let pollAt: number;
+
+  beforeEach(async () => {
+    clock = new TestClock();
+    pollAt = clock.now();
+    clock.advance(-12 * DAY);
+    stack = await startStack({ clock, c2d: { now: () => clock.now() }, extraKinds: [closeEpisodeStandIn] });
+  });
+  afterEach(() => stack.close());
+
+  /** Moves the shared clock (server and fake Chat2Desk) to `pollAt + offset`. */
+  const at = (offset: number) => clock.advance(pollAt + offset - clock.now());
+
+  /** A client writes in and an operator closes the dialog now (by the clock): one closed episode. */
+  async function closedDialog(phone: string): Promise<{ dialogId: number; requestId: number; clientId: number }> {
+    const { message } = stack.c2d.receiveMessage({ phone, text: 'hello' });
+    const dialogId = message.dialog_id as number;
+    const response = await fetch(`${stack.c2d.url}/dialogs/${dialogId}`, {
+      method: 'PUT',
+      headers: { authorization: stack.c2d.token, 'content-type': 'application/json' },
+      body: JSON.stringify({ state: 'closed' }),
+    });
+    expect(response.status).toBe(200);
+    return { dialogId, requestId: message.request_id as number, clientId: message.client_id as number };
+  }
+
+  const enableEpisodes = async (enabledAt: number) => {
+    const portal = (await stack.server.portals.get(stack.b24.memberId))!;
+    await stack.server.portals.saveSettings(stack.b24.memberId, { ...portal.settings, episodesEnabled: true, episodesEnabledAt: new Date(enabledAt).toISOString() });
+  };
+
+  const episodeJobs = () =>
+    stack.server.database.sqlite.prepare("select dedup_key as key, json_extract(input, '$.origin') as origin from jobs where kind = 'close_episode' order by id").all() as Array<{
+      key: string;
+      origin: string;
+    }>;
+
+  /** Chat2Desk disables our webhook; the periodic check notices, and its poll runs to the end. */
+  async function gap(): Promise<void> {
+    const webhookId = stack.c2d.account().webhooks[0]!.id as number;
+    stack.c2d.disableWebhook(webhookId);
+    expect(await stack.server.chat2deskWebhooks.check((await stack.server.portals.get(stack.b24.memberId))!)).toBe('reconciled');
+    await stack.server.pipeline.settled([GAP_POLL_KIND, CLOSE_EPISODE_KIND]);
+  }
+
+  it('enqueues each episode closed since the last delivery once, nothing older than the bound, and logs the count', async () => {
+    await installAndConfigure(stack);
+    await enableEpisodes(clock.now());
+    at(-10 * DAY);
+    await closedDialog('79160000010'); // older than the 7-day bound
+    at(-4 * DAY);
+    await closedDialog('79160000004'); // before the last delivery we processed
+    at(-3 * DAY);
+    const delivered = stack.c2d.receiveMessage({ phone: '79160000003', text: 'hi' });
+    expect(await stack.c2d.deliverWebhook(delivered.webhook)).toEqual([200]);
+    at(-2 * DAY);
+    const missed = await closedDialog('79160000002');
+    at(-HOUR);
+    const seenByWebhook = await closedDialog('79160000001');
+    // Its close_dialog webhook did arrive: the webhook path enqueued it under the episode's key.
+    const webhookInput: CloseEpisodeInput = { ...seenByWebhook, closedAt: new Date(clock.now()).toISOString(), origin: 'webhook' };
+    await stack.server.pipeline.enqueue(CLOSE_EPISODE_KIND, stack.b24.memberId, webhookInput, closeEpisodeOptions(webhookInput, clock.now()));
+    at(0);
+
+    await gap();
+    expect(episodeJobs()).toEqual([
+      { key: `episode:${seenByWebhook.requestId}`, origin: 'webhook' },
+      { key: `episode:${missed.requestId}`, origin: 'poll' },
+    ]);
+    const poll = stack.server.database.sqlite.prepare("select input from jobs where kind = 'close_episode' and json_extract(input, '$.origin') = 'poll'").get() as {
+      input: string;
+    };
+    const end = stack.c2d.account().dialogs.find((dialog) => dialog.id === missed.dialogId)!.end as string;
+    expect(JSON.parse(poll.input)).toEqual({ ...missed, closedAt: new Date(end.replace(' UTC', 'Z')).toISOString(), origin: 'poll' });
+
+    // The same gap noticed again (or a second gap) finds the same episodes: nothing twice.
+    await gap();
+    expect(episodeJobs()).toHaveLength(2);
+
+    const response = await fetch(`${stack.server.url}/api/event-log?kind=app`, { headers: adminHeaders(stack) });
+    const { entries } = (await response.json()) as EventLogPage;
+    expect(entries.map((entry) => [entry.title, entry.status, entry.summary])).toEqual([
+      ['Dialogs closed while webhooks were not arriving', 'done', 'Found 2 dialogs closed while webhooks were not arriving'],
+      ['Dialogs closed while webhooks were not arriving', 'done', 'Found 2 dialogs closed while webhooks were not arriving'],
+    ]);
+  });
+
+  it('handles only episodes closed after closed dialogs were turned on, and none while they are off', async () => {
+    await installAndConfigure(stack);
+    at(-2 * DAY);
+    await closedDialog('79160000002');
+    at(-HOUR);
+    const after = await closedDialog('79160000001');
+    at(0);
+    await gap();
+    expect(episodeJobs()).toEqual([]);
+    expect(stack.server.database.sqlite.prepare('select count(*) as n from jobs where kind = ?').get(GAP_POLL_KIND)).toEqual({ n: 0 });
+
+    await enableEpisodes(pollAt - DAY);
+    await gap();
+    expect(episodeJobs()).toEqual([{ key: `episode:${after.requestId}`, origin: 'poll' }]);
+  });
+
+  it('looks back at most gapLookbackDays when nothing was delivered for longer', async () => {
+    await installAndConfigure(stack);
+    await enableEpisodes(clock.now());
+    at(-10 * DAY);
+    await closedDialog('79160000010');
+    at(-6 * DAY);
+    const withinDefault = await closedDialog('79160000006');
+    at(-4 * DAY);
+    const withinFive = await closedDialog('79160000004');
+    at(0);
+    await gap();
+    // No delivery ever came: the default 7 days bound the poll (most recently closed first).
+    expect(episodeJobs()).toEqual([
+      { key: `episode:${withinFive.requestId}`, origin: 'poll' },
+      { key: `episode:${withinDefault.requestId}`, origin: 'poll' },
+    ]);
+    const portal = (await stack.server.portals.get(stack.b24.memberId))!;
+    await stack.server.portals.saveSettings(stack.b24.memberId, { ...portal.settings, gapLookbackDays: 5 });
+    stack.server.database.sqlite.prepare("delete from jobs where kind = 'close_episode'").run();
+    await gap();
+    expect(episodeJobs()).toEqual([{ key: `episode:${withinFive.requestId}`, origin: 'poll' }]);
+  });
+
+  it('reads closed dialogs page after page until a whole page closed before the gap', async () => {
+    await installAndConfigure(stack);
+    at(-12 * DAY);
+    await enableEpisodes(clock.now());
+    at(0);
+    // 250 dialogs closed within the gap, 450 before it (seeded straight into the fake's account).
+    const dialogs = stack.c2d.account().dialogs;
+    for (let i = 0; i < 700; i += 1) {
+      const end = formatC2DTime(pollAt - (i < 250 ? HOUR : 9 * DAY) - i * 1000);
+      const id = 900_000 + i;
+      dialogs.push({
+        id,
+        state: 'closed',
+        begin: end,
+        end,
+        operator_id: null,
+        last_request_id: 800_000 + i,
+        messages: 1,
+        last_message: { client_id: 700_000 + i, request_id: 800_000 + i },
+        client_id: 700_000 + i,
+      });
+    }
+    stack.c2d.resetCalls();
+    await gap();
+    expect(episodeJobs()).toHaveLength(250);
+    const pages = stack.c2d.calls.filter((call) => call.path === '/dialogs' && call.query.state === 'closed').map((call) => call.query.offset);
+    expect(pages).toEqual(['0', '200', '400']);
+  });
+
+  it('polls too when Chat2Desk lists deliveries it gave up on while the webhook stayed enabled', async () => {
+    await installAndConfigure(stack);
+    await enableEpisodes(clock.now());
+    await stack.server.chat2deskWebhooks.check((await stack.server.portals.get(stack.b24.memberId))!);
+    at(-HOUR);
+    const missed = await closedDialog('79160000001');
+    at(0);
+    const webhook = stack.c2d.account().webhooks[0]!;
+    (webhook.errors as Array<{ text: string; created_at: number }>).push({ text: 'Timeout', created_at: Math.floor(clock.now() / 1000) });
+    expect(await stack.server.chat2deskWebhooks.check((await stack.server.portals.get(stack.b24.memberId))!)).toBe('reconciled');
+    await stack.server.pipeline.settled([GAP_POLL_KIND, CLOSE_EPISODE_KIND]);
+    expect(episodeJobs()).toEqual([{ key: `episode:${missed.requestId}`, origin: 'poll' }]);
+  });
+});
