@@ -225,6 +225,24 @@ describe('closed episodes → CRM records', () => {
     expect(comments('lead', job.returnValues.entityId as number)).toHaveLength(1);
   });
 
+  it('the robot and the automatic handling on the same episode and record write one comment', async () => {
+    await setUp();
+    const { dialogId } = openEpisode();
+    const job = await finished((await close(dialogId)).requestId);
+    const leadId = job.returnValues.entityId as number;
+    const call = await stack.b24.callRobot({ code: 'c2d_log_dialog', properties: { dialog_id: String(dialogId) }, documentId: ['crm', 'CCrmDocumentLead', `LEAD_${leadId}`] });
+    const sent = await eventuallyOnClock(
+      () => stack.server,
+      clock,
+      () => stack.b24.sentEvents.find((event) => event.eventToken === call.eventToken),
+      20_000,
+      'robot result',
+    );
+    expect(sent.returnValues).toMatchObject({ status: 'ok', comment_id: String(job.returnValues.commentId) });
+    expect(sent.logMessage).toContain('was already logged');
+    expect(comments('lead', leadId)).toHaveLength(1);
+  });
+
   it('nothing happens while episodes are off or for episodes closed before they were turned on', async () => {
     await setUp({ episodesEnabled: false });
     const before = openEpisode();

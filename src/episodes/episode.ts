@@ -1,7 +1,8 @@
 import type { RobotRun } from '../activities/activity.js';
 import { operatorName } from '../activities/operators.js';
-import type { Chat2DeskClient, Chat2DeskRequestMessage } from '../chat2desk/client.js';
+import type { Chat2DeskClient, Chat2DeskFullMessage, Chat2DeskRequestMessage } from '../chat2desk/client.js';
 import { dialogUrl } from '../chat2desk/links.js';
+import { parseChat2DeskTime } from '../chat2desk/times.js';
 import { normalizePhone } from '../phone.js';
 import type { PortalSettings } from '../portal-settings.js';
 import type { EpisodeCommentView, TranscriptLine } from './comment.js';
@@ -27,40 +28,100 @@ export interface Episode extends EpisodeKey {
   transport: string | null;
   startedAt: number | undefined;
   tags: Array<{ id: number; label: string }>;
-  messages: Chat2DeskRequestMessage[];
+  messages: EpisodeMessage[];
+}
+
+/** A message of the episode, from either message list Chat2Desk has. */
+export interface EpisodeMessage {
+  /** Unix ms. */
+  createdAt: number | undefined;
+  direction: 'client' | 'operator' | 'system';
+  text: string;
+  attachments: Array<{ url: string; name: string }>;
+  operatorId: number | null;
+  channelId: number | null;
+  transport: string | null;
+  dialogId: number | null;
 }
 
 /**
  * Reads the episode from Chat2Desk: the client (name, phones, tags; GET /clients/{id}) and the
- * request's messages (GET /requests/{id}/messages), from which the operator, channel, transport
- * and start come. Two requests; the dialog itself only when the request has no message.
+ * request's messages, from which the operator, channel, transport and start come. With the dialog
+ * known, its messages (GET /messages?dialog_id, full objects with attachments) are kept when their
+ * `request_id` is the episode's (docs/protocols.md C2: every message names its request); without
+ * it, GET /requests/{id}/messages (C4), whose rows carry no `attachments` list.
  */
 export async function loadEpisode(run: RobotRun, key: EpisodeKey): Promise<Episode> {
-  const [client, messages] = await Promise.all([run.chat2desk.client(key.clientId), run.chat2desk.requestMessages(key.requestId)]);
+  const [client, messages] = await Promise.all([run.chat2desk.client(key.clientId), episodeMessages(run, key)]);
   const full = client as Chat2DeskClient & Record<string, unknown>;
-  const operatorId = [...messages].reverse().find((message) => typeof message.operatorID === 'number' && message.operatorID > 0)?.operatorID ?? null;
   const last = messages.at(-1);
-  let episodeOperator = operatorId;
-  let dialogId = key.dialogId ?? last?.dialogID ?? null;
+  let operatorId = [...messages].reverse().find((message) => message.operatorId !== null)?.operatorId ?? null;
+  let dialogId = key.dialogId ?? last?.dialogId ?? null;
   if (messages.length === 0 && dialogId !== null) {
     const dialog = await run.directory.dialog(dialogId).catch(() => undefined);
-    episodeOperator = dialog?.operatorId ?? null;
+    operatorId = dialog?.operatorId ?? null;
     dialogId = dialog?.id ?? dialogId;
   }
-  const first = messages[0]?.created;
   return {
     ...key,
     dialogId,
     client: full,
     phones: clientPhones(full, run.settings.defaultCountry ?? undefined),
     name: (client.assigned_name || client.name || '').trim(),
-    operatorId: episodeOperator,
-    channelId: last?.channelID ?? client.channels?.[0]?.id ?? null,
+    operatorId,
+    channelId: last?.channelId ?? client.channels?.[0]?.id ?? null,
     transport: last?.transport ?? null,
-    startedAt: typeof first === 'number' ? first * 1000 : undefined,
+    startedAt: messages[0]?.createdAt,
     tags: client.tags ?? [],
     messages,
   };
+}
+
+async function episodeMessages(run: RobotRun, key: Pick<EpisodeKey, 'requestId' | 'dialogId'>): Promise<EpisodeMessage[]> {
+  if (key.dialogId === null) return (await run.chat2desk.requestMessages(key.requestId)).map(fromRequestRow);
+  return (await run.chat2desk.dialogMessages(key.dialogId)).filter((message) => message.request_id === key.requestId).map(fromMessage);
+}
+
+const positive = (value: number | null | undefined): number | null => (typeof value === 'number' && value > 0 ? value : null);
+
+/** Message types (docs/protocols.md C2): who the line is from. */
+function fromMessage(message: Chat2DeskFullMessage): EpisodeMessage {
+  const type = message.type;
+  return {
+    createdAt: parseChat2DeskTime(message.created),
+    direction: type === 'from_client' ? 'client' : type === 'to_client' || type === 'comment' ? 'operator' : 'system',
+    text: message.text ?? '',
+    attachments: attachmentsOf(message),
+    operatorId: positive(message.operator_id),
+    channelId: positive(message.channel_id),
+    transport: message.transport ?? null,
+    dialogId: positive(message.dialog_id),
+  };
+}
+
+/** GET /requests/{id}/messages rows: type in | out | system, `created` in unix seconds (docs/protocols.md C2, C4). */
+function fromRequestRow(message: Chat2DeskRequestMessage): EpisodeMessage {
+  return {
+    createdAt: typeof message.created === 'number' ? message.created * 1000 : undefined,
+    direction: message.type === 'in' ? 'client' : message.type === 'out' ? 'operator' : 'system',
+    text: message.text ?? '',
+    attachments: attachmentsOf(message),
+    operatorId: positive(message.operatorID),
+    channelId: positive(message.channelID),
+    transport: message.transport ?? null,
+    dialogId: positive(message.dialogID),
+  };
+}
+
+function attachmentsOf(message: Pick<Chat2DeskFullMessage, 'attachments' | 'photo' | 'video' | 'audio' | 'pdf'>): EpisodeMessage['attachments'] {
+  const attachments = new Map<string, string>();
+  for (const item of message.attachments ?? []) if (item.link) attachments.set(item.link, item.name || 'attachment');
+  // Older messages carry a file in one of these fields instead (docs/protocols.md C8).
+  for (const kind of ['photo', 'video', 'audio', 'pdf'] as const) {
+    const url = message[kind];
+    if (url && !attachments.has(url)) attachments.set(url, kind);
+  }
+  return [...attachments].map(([url, name]) => ({ url, name }));
 }
 
 /** A Chat2Desk phone that is a pseudo-id of a non-phone transport: "[tg] 807892", "[chat] 1d0b…" (C3). */
@@ -109,19 +170,11 @@ export async function episodeCommentView(run: RobotRun, episode: Episode, withTr
   };
 }
 
-function transcriptLine(message: Chat2DeskRequestMessage): TranscriptLine {
-  const attachments = new Map<string, string>();
-  for (const item of message.attachments ?? []) if (item.link) attachments.set(item.link, item.name || 'attachment');
-  // A file comes in one of these fields (docs/protocols.md C2 message types, C8).
-  for (const kind of ['photo', 'video', 'audio', 'pdf'] as const) {
-    const url = message[kind];
-    if (url && !attachments.has(url)) attachments.set(url, kind);
-  }
+function transcriptLine(message: EpisodeMessage): TranscriptLine {
   return {
-    time: typeof message.created === 'number' ? new Date(message.created * 1000).toISOString().slice(0, 19).replace('T', ' ') : '',
-    // GET /requests/{id}/messages types: in | out | system (docs/protocols.md C2).
-    direction: message.type === 'in' ? 'client' : message.type === 'out' ? 'operator' : 'system',
-    text: message.text ?? '',
-    attachments: [...attachments].map(([url, name]) => ({ url, name })),
+    time: message.createdAt !== undefined ? new Date(message.createdAt).toISOString().slice(0, 19).replace('T', ' ') : '',
+    direction: message.direction,
+    text: message.text,
+    attachments: message.attachments,
   };
 }

@@ -3,7 +3,7 @@ import type { EpisodeRecordStore } from '../db/episode-records.js';
 import type { JobOutcome } from '../jobs/kinds.js';
 import { renderEpisodeComment, type CommentLanguage } from './comment.js';
 import { episodeCommentView, loadEpisode, passesTagFilter, type Episode, type EpisodeKey } from './episode.js';
-import { pinComment } from './pin.js';
+import { pinComment, type TimelineTarget } from './pin.js';
 import { recordForEpisode, type EpisodeRecord } from './records.js';
 
 /**
@@ -35,10 +35,8 @@ export async function handleEpisode(run: RobotRun, records: EpisodeRecordStore, 
 }
 
 /** The comment of an episode on a record, once per (episode, record): shared with the "Log closed dialog" robot. */
-export async function pinEpisode(run: RobotRun, episode: Episode, record: EpisodeRecord['record'], transcript: boolean): Promise<{ commentId: number; earlier: boolean }> {
-  const { value, earlier } = await pinComment(run, episode.requestId, record, async () =>
-    renderEpisodeComment(await episodeCommentView(run, episode, transcript), PORTAL_LANGUAGE),
-  );
+export async function pinEpisode(run: RobotRun, episode: Episode, record: TimelineTarget, transcript: boolean): Promise<{ commentId: number; earlier: boolean }> {
+  const { value, earlier } = await pinComment(run, episode, record, async () => renderEpisodeComment(await episodeCommentView(run, episode, transcript), PORTAL_LANGUAGE));
   return { commentId: value.commentId, earlier };
 }
 

@@ -2,7 +2,6 @@ import type { RobotRun } from '../activities/activity.js';
 import { RobotFailure } from '../run-failure.js';
 import { LIST_PAGE_SIZE } from '../bitrix24/values.js';
 import { Bitrix24Error, PortalUnavailableError } from '../bitrix24/errors.js';
-import type { ClientRecord } from '../bitrix24/crm.js';
 import type { Claim, EffectCheck, Settled } from '../jobs/ledger.js';
 import { isCommentOf } from './comment.js';
 
@@ -12,17 +11,25 @@ import { isCommentOf } from './comment.js';
  */
 const CLOCK_SKEW_MS = 5 * 60_000;
 
+/** Where a comment goes: a CRM record's timeline (`dynamic_<type>` for a smart-process item). */
+export interface TimelineTarget {
+  entityType: string;
+  entityId: number;
+}
+
 export interface PinnedComment {
   commentId: number;
+  /** The episode's dialog, so a run that only settles the comment can name it. */
+  dialogId: number | null;
 }
 
 /**
  * One comment per (episode, record), whoever writes it: the automatic handling and the "Log closed
  * dialog" robot share this key (docs: contracts, src/jobs/ledger.ts).
  */
-export const commentKey = (requestId: number, record: ClientRecord) => `comment:episode:${requestId}:${record.entityType}:${record.entityId}`;
+export const commentKey = (requestId: number, record: TimelineTarget) => `comment:episode:${requestId}:${record.entityType}:${record.entityId}`;
 
-export function commentCheck(run: RobotRun, requestId: number, record: ClientRecord): EffectCheck<PinnedComment> {
+export function commentCheck(run: RobotRun, requestId: number, record: TimelineTarget): EffectCheck<PinnedComment> {
   return {
     key: commentKey(requestId, record),
     inDoubt: `the timeline comment for Chat2Desk request ${requestId} may already be on the ${record.entityType} ${record.entityId}`,
@@ -32,16 +39,22 @@ export function commentCheck(run: RobotRun, requestId: number, record: ClientRec
 }
 
 /** Pins the rendered comment once; a second call for the same episode and record returns the first. */
-export async function pinComment(run: RobotRun, requestId: number, record: ClientRecord, render: () => Promise<string>): Promise<{ value: PinnedComment; earlier: boolean }> {
+export async function pinComment(
+  run: RobotRun,
+  episode: { requestId: number; dialogId: number | null },
+  record: TimelineTarget,
+  render: () => Promise<string>,
+): Promise<{ value: PinnedComment; earlier: boolean }> {
+  const { requestId, dialogId } = episode;
   const check = commentCheck(run, requestId, record);
   const recorded = await run.ledger.peek<PinnedComment>(check.key);
   if (recorded?.state === 'done') return { value: recorded.value, earlier: true };
   const comment = await render();
   return run.ledger.once<PinnedComment>({
     ...check,
-    intent: {},
+    intent: { dialogId },
     busy: `another run is writing the timeline comment for Chat2Desk request ${requestId} right now`,
-    act: async () => ({ commentId: await addComment(run, record, comment) }),
+    act: async () => ({ commentId: await addComment(run, record, comment), dialogId }),
     refused: (error) =>
       error instanceof RobotFailure || error instanceof PortalUnavailableError || (error instanceof Bitrix24Error && (error.refusedForLoad || error.expiredToken)),
   });
@@ -51,7 +64,7 @@ export async function pinComment(run: RobotRun, requestId: number, record: Clien
  * crm.timeline.comment.add is not idempotent (docs/protocols.md B10). A refusal other than for load
  * or an expired token will not change by waiting: the run fails with Bitrix24's words.
  */
-async function addComment(run: RobotRun, record: ClientRecord, comment: string): Promise<number> {
+async function addComment(run: RobotRun, record: TimelineTarget, comment: string): Promise<number> {
   try {
     const result = await run.bitrix24.call<number | string>(
       'crm.timeline.comment.add',
@@ -78,7 +91,7 @@ interface ListedComment {
  * (crm.timeline.comment.list, docs/protocols.md B10), back to the first attempt's time, looking for
  * one whose first line names the request.
  */
-async function findComment(run: RobotRun, requestId: number, record: ClientRecord, claim: Claim): Promise<Settled<PinnedComment>> {
+async function findComment(run: RobotRun, requestId: number, record: TimelineTarget, claim: Claim): Promise<Settled<PinnedComment>> {
   const since = claim.attemptAt - CLOCK_SKEW_MS;
   for (let start = 0; ; start += LIST_PAGE_SIZE) {
     let page: ListedComment[];
@@ -93,7 +106,8 @@ async function findComment(run: RobotRun, requestId: number, record: ClientRecor
       throw error;
     }
     const comments = Array.isArray(page) ? page : [];
-    for (const item of comments) if (isCommentOf(item.COMMENT ?? '', requestId)) return { found: { commentId: Number(item.ID) } };
+    const dialogId = typeof claim.intent.dialogId === 'number' ? claim.intent.dialogId : null;
+    for (const item of comments) if (isCommentOf(item.COMMENT ?? '', requestId)) return { found: { commentId: Number(item.ID), dialogId } };
     const oldest = comments.at(-1)?.CREATED;
     if (comments.length < LIST_PAGE_SIZE || (oldest !== undefined && Date.parse(oldest) < since)) return 'absent';
   }
