@@ -276,7 +276,9 @@ describe('closed episodes → CRM records', () => {
     const { requestId } = await close(dialogId);
     const job = await finished(requestId);
     expect(job.returnValues.status).toBe('failed');
-    expect(String(job.returnValues.error)).toContain('UF_CRM_REGION');
+    expect(String(job.returnValues.error)).toBe(
+      'Bitrix24 refused to create the lead: the portal requires a field the app does not fill (Required field "UF_CRM_REGION" is not filled.); map it in extraFields or make it optional',
+    );
     expect(job.attempts).toBe(1);
     expect(stack.b24.crm.leads.size).toBe(0);
   });
