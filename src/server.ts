@@ -23,6 +23,7 @@ import { Chat2DeskRateStore } from './db/chat2desk-rates.js';
 import { EffectStore } from './db/effects.js';
 import { EpisodeRecordStore } from './db/episode-records.js';
 import { closeEpisodeHandlers } from './episodes/delivery.js';
+import { SharedBatches } from './episodes/shared-batches.js';
 import { closeEpisodeKind } from './jobs/kinds/close-episode.js';
 import { WebhookStore } from './db/webhooks.js';
 import { BackgroundTasks } from './background.js';
@@ -133,7 +134,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
   const users = new BitrixUsers(rest, clock);
   const kinds = new JobKinds([
     robotKind({ jobs, portals, rest, users, effects, clock, chat2desk, robots }),
-    closeEpisodeKind({ jobs, portals, rest, users, effects, clock, chat2desk, episodeRecords: new EpisodeRecordStore(database.db, clock) }),
+    closeEpisodeKind({ jobs, portals, rest, users, effects, clock, chat2desk, episodeRecords: new EpisodeRecordStore(database.db, clock), batches: new SharedBatches(rest) }),
     registerAppKind({ portals, registration, clock }),
     ...(options.extraKinds ?? []),
   ]);

@@ -54,8 +54,8 @@ describe('a closed episode and a real server process', () => {
     await eventually(() => healthy(url), 20_000, 'server up');
     await installAndConfigure({ b24, c2d, server: { url } }, { episodesEnabled: true, defaultCountry: 'RU' });
 
-    // The comment is held before Bitrix24 runs it: the lead exists, the comment does not, when the server dies.
-    const comment = b24.hold({ rest: 'crm.timeline.comment.add' });
+    // The comment (in a shared batch) is held before Bitrix24 runs it: the lead exists, the comment does not, when the server dies.
+    const comment = b24.hold({ rest: 'batch', command: 'crm.timeline.comment.add' });
     cleanup.push(() => comment.release());
     const { client, dialog } = c2d.seedClient({ phone: '79161234567', name: 'Anna', withDialog: 'open' });
     c2d.receiveMessage({ clientId: client.id as number, text: 'Hello' });

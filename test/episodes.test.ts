@@ -243,6 +243,23 @@ describe('closed episodes → CRM records', () => {
     expect(comments('lead', leadId)).toHaveLength(1);
   });
 
+  it('episodes of one portal closing together share batch requests', async () => {
+    await setUp();
+    const closes = [];
+    for (let i = 0; i < 10; i++) {
+      const phone = `7916555${String(1000 + i)}`;
+      if (i % 2 === 0) stack.b24.seedContact({ phones: [`+${phone}`] });
+      closes.push(stack.c2d.closeDialog(openEpisode({ phone, name: `Client ${i}` }).dialogId));
+    }
+    stack.b24.resetCalls();
+    await Promise.all(closes.map((closed) => stack.c2d.deliverWebhook(closed.closeRequest)));
+    for (const closed of closes) expect((await finished(closed.requestId)).returnValues.status).toBe('done');
+    expect(stack.b24.timelineComments).toHaveLength(10);
+    // Unshared, each episode makes at least 3 requests (look-up, creation or list, comment); shared, a handful for all ten.
+    expect(stack.b24.calls.filter((call) => call.method === 'batch').length).toBeLessThanOrEqual(12);
+    expect(stack.b24.calls.every((call) => call.method === 'batch' || call.method.startsWith('crm.'))).toBe(true);
+  });
+
   it('nothing happens while episodes are off or for episodes closed before they were turned on', async () => {
     await setUp({ episodesEnabled: false });
     const before = openEpisode();

@@ -38,14 +38,14 @@ const LIST_FILTER_MAX_IDS = 50;
 const listMethod = (type: CrmEntityType) => `crm.${type}.list`;
 
 /** A command's error inside a batch, as the error a single call would have thrown. */
-function batchError(method: string, error: BatchCommandError): Bitrix24Error {
+export function commandError(method: string, error: BatchCommandError): Bitrix24Error {
   // Transient per-command errors are retried like a refused call (503); the rest are refusals (400).
   return new Bitrix24Error(method, error.error, error.error_description, commandErrorKind(error) === 'transient' ? 503 : 400);
 }
 
 function resultOf<T>(outcome: { results: Record<string, unknown>; errors: Record<string, BatchCommandError> }, key: string, method: string): T {
   const error = outcome.errors[key];
-  if (error) throw batchError(method, error);
+  if (error) throw commandError(method, error);
   return outcome.results[key] as T;
 }
 

@@ -2,6 +2,7 @@ import * as v from 'valibot';
 import type { EpisodeRecordStore } from '../../db/episode-records.js';
 import { handleEpisode } from '../../episodes/handle.js';
 import { episodeRunFor } from '../../episodes/run.js';
+import type { SharedBatches } from '../../episodes/shared-batches.js';
 import type { JobKind } from '../kinds.js';
 import type { RunContextDeps } from '../run-context.js';
 
@@ -32,7 +33,7 @@ export const episodeOrderingKey = (clientId: number) => `client:${clientId}`;
  * the default table (src/jobs/failures.ts): a refusal fails at once naming what the portal refused,
  * load and outages retry with backoff until the deadline.
  */
-export function closeEpisodeKind(deps: RunContextDeps & { episodeRecords: EpisodeRecordStore }): JobKind<CloseEpisodeInput> {
+export function closeEpisodeKind(deps: RunContextDeps & { episodeRecords: EpisodeRecordStore; batches: SharedBatches }): JobKind<CloseEpisodeInput> {
   return {
     name: CLOSE_EPISODE_KIND,
     input: closeEpisodeInput,
