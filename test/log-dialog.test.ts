@@ -197,6 +197,28 @@ describe('Log closed dialog to timeline robot', () => {
     expect(stack.b24.timelineComments[1]!.comment).not.toContain('Where is my order?');
   });
 
+  it('after an upgrade, a comment written before episodes stands for the next episode only; a later episode gets its own', async () => {
+    const { clientId, dialogId } = seedClosedDialog();
+    const dealId = stack.b24.seedDeal();
+    // What migration 0007 left for a comment the robot wrote before episodes existed.
+    const now = Date.now();
+    stack.server.database.sqlite
+      .prepare(
+        "insert into effects (member_id, effect_key, state, owner, lease_until, attempt_at, intent, result, created_at, updated_at) values (?, ?, 'done', null, 0, ?, '{}', ?, ?, ?)",
+      )
+      .run(stack.b24.memberId, `comment:${dialogId}:deal:${dealId}`, now, JSON.stringify({ commentId: 4242 }), now, now);
+    const first = await logDialog({ dialog_id: String(dialogId) }, dealDocument(dealId));
+    expect(first.returnValues).toMatchObject({ status: 'ok', comment_id: '4242' });
+    expect(commentCalls()).toHaveLength(0);
+
+    stack.c2d.reopenDialog(dialogId);
+    stack.c2d.receiveMessage({ clientId, text: 'Back again' });
+    expect(await stack.c2d.deliverWebhook(stack.c2d.closeDialog(dialogId).closeRequest)).toEqual([200]);
+    const second = await logDialog({ dialog_id: String(dialogId) }, dealDocument(dealId));
+    expect(commentCalls()).toHaveLength(1);
+    expect(second.returnValues.comment_id).toBe(String(stack.b24.timelineComments[0]!.id));
+  });
+
   it('writes to the timeline of a lead, a contact and a company named by the document id', async () => {
     const { dialogId } = seedClosedDialog();
     const leadId = stack.b24.seedLead();

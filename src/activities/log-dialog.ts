@@ -3,7 +3,7 @@ import { isYes, timelineOwner, type TimelineOwner } from '../bitrix24/values.js'
 import { parseChat2DeskTime } from '../chat2desk/times.js';
 import { loadEpisode } from '../episodes/episode.js';
 import { pinEpisode } from '../episodes/handle.js';
-import { commentCheck, commentKey } from '../episodes/pin.js';
+import { commentCheck, commentKey, findOnTimeline } from '../episodes/pin.js';
 import { RobotFailure, localized, type Activity, type PropertyDefinition, type RobotOutcome, type RobotRun } from './activity.js';
 import { DIALOG_TARGET_REQUIRED, dialogTargetEntries, dialogTargetProperties, hasDialogTarget, resolveDialog, type DialogTarget } from './dialog-target.js';
 
@@ -68,11 +68,52 @@ async function log(run: RobotRun, props: Properties): Promise<RobotOutcome> {
   }
   const dialogId = target.dialog.id;
   const closed = await lastClosedRequest(run, target);
+  if (!closed) return notLogged(`Chat2Desk dialog ${dialogId}: the dialog is still open and has no closed request yet`, dialogId);
   const clientId = target.client?.id ?? target.dialog.clientId;
-  if (!closed || clientId === null) return notLogged(`Chat2Desk dialog ${dialogId}: the dialog is still open and has no closed request yet`, dialogId);
+  const legacy = await commentBeforeEpisodes(run, owner, dialogId, closed.requestId);
+  if (legacy !== undefined) return loggedOutcome(owner, dialogId, closed.requestId, legacy, true);
   const episode = await loadEpisode(run, { requestId: closed.requestId, dialogId, clientId, closedAt: closed.closedAt });
   const { commentId, earlier } = await pinEpisode(run, episode, owner, props.transcript);
   return loggedOutcome(owner, dialogId, closed.requestId, commentId, earlier);
+}
+
+/**
+ * Upgrades: before episodes, the robot wrote one comment per (dialog, document) under
+ * `comment:<dialog>:<type>:<id>` (migration 0007). Such a comment stands for the first episode the
+ * robot logs on that document after the upgrade (recorded under `…:episode`, so it is decided once);
+ * later episodes get comments of their own. A write of that era still in doubt is settled by its first
+ * line, `[b]Chat2Desk dialog <id>[/b]`.
+ */
+async function commentBeforeEpisodes(run: RobotRun, owner: TimelineOwner, dialogId: number, requestId: number): Promise<number | undefined> {
+  const key = `comment:${dialogId}:${owner.entityType}:${owner.entityId}`;
+  const recorded = await run.ledger.peek<{ commentId: number }>(key);
+  if (!recorded) return undefined;
+  const marker = `[b]Chat2Desk dialog ${dialogId}[/b]`;
+  const comment =
+    recorded.state === 'done'
+      ? recorded.value
+      : await run.ledger.settle<{ commentId: number }>({
+          key,
+          inDoubt: `the timeline comment for Chat2Desk dialog ${dialogId} may already be on the timeline`,
+          unreachable: `could not check the timeline for the comment on Chat2Desk dialog ${dialogId}: it may already be there`,
+          settle: async (claim) => {
+            const found = await findOnTimeline(run, owner, claim.attemptAt, (text) => text === marker || text.startsWith(`${marker} `) || text.startsWith(`${marker}\n`));
+            return typeof found === 'number' ? { found: { commentId: found } } : found;
+          },
+        });
+  if (!comment) return undefined;
+  const { value } = await run.ledger.once<{ requestId: number }>({
+    key: `${key}:episode`,
+    intent: {},
+    busy: `another run is logging Chat2Desk dialog ${dialogId} right now`,
+    inDoubt: `the earlier comment on Chat2Desk dialog ${dialogId} could not be matched to its request`,
+    unreachable: `the earlier comment on Chat2Desk dialog ${dialogId} could not be matched to its request`,
+    // Recording which episode the old comment stands for touches nothing outside our ledger.
+    act: async () => ({ requestId }),
+    settle: async () => 'absent',
+    refused: () => true,
+  });
+  return value.requestId === requestId ? comment.commentId : undefined;
 }
 
 function notLogged(error: string, dialogId?: number): RobotOutcome {

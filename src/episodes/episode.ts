@@ -11,7 +11,8 @@ import type { EpisodeCommentView, TranscriptLine } from './comment.js';
 export interface EpisodeKey {
   requestId: number;
   dialogId: number | null;
-  clientId: number;
+  /** Null only for the robot on a dialog whose client Chat2Desk did not name (no message yet). */
+  clientId: number | null;
   /** Unix ms. */
   closedAt: number;
 }
@@ -51,8 +52,8 @@ export interface EpisodeMessage {
  * `request_id` is the episode's (docs/protocols.md C2: every message names its request); without
  * it, GET /requests/{id}/messages (C4), whose rows carry no `attachments` list.
  */
-export async function loadEpisode(run: RobotRun, key: EpisodeKey): Promise<Episode> {
-  const [client, messages] = await Promise.all([run.chat2desk.client(key.clientId), episodeMessages(run, key)]);
+export async function loadEpisode<K extends EpisodeKey>(run: RobotRun, key: K): Promise<Episode & Pick<K, 'clientId'>> {
+  const [client, messages] = await Promise.all([key.clientId !== null ? run.chat2desk.client(key.clientId) : NO_CLIENT, episodeMessages(run, key)]);
   const full = client as Chat2DeskClient & Record<string, unknown>;
   const last = messages.at(-1);
   let operatorId = [...messages].reverse().find((message) => message.operatorId !== null)?.operatorId ?? null;
@@ -76,6 +77,9 @@ export async function loadEpisode(run: RobotRun, key: EpisodeKey): Promise<Episo
     messages,
   };
 }
+
+/** A dialog whose client Chat2Desk did not name: the comment shows no client. */
+const NO_CLIENT: Chat2DeskClient = { id: 0 };
 
 async function episodeMessages(run: RobotRun, key: Pick<EpisodeKey, 'requestId' | 'dialogId'>): Promise<EpisodeMessage[]> {
   if (key.dialogId === null) return (await run.chat2desk.requestMessages(key.requestId)).map(fromRequestRow);

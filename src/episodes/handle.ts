@@ -19,7 +19,7 @@ export type EpisodeOrigin = 'webhook' | 'poll' | 'rerun';
  * record, pin the comment once. The outcome's values feed the event log (phone, record, created,
  * comment id).
  */
-export async function handleEpisode(run: RobotRun, records: EpisodeRecordStore, key: EpisodeKey, origin: EpisodeOrigin): Promise<JobOutcome> {
+export async function handleEpisode(run: RobotRun, records: EpisodeRecordStore, key: EpisodeKey & { clientId: number }, origin: EpisodeOrigin): Promise<JobOutcome> {
   const { settings } = run;
   if (origin !== 'rerun') {
     if (!settings.episodesEnabled) return skipped(key, null, 'closed dialogs are turned off in the settings');

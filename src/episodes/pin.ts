@@ -2,7 +2,7 @@ import type { RobotRun } from '../activities/activity.js';
 import { RobotFailure } from '../run-failure.js';
 import { LIST_PAGE_SIZE } from '../bitrix24/values.js';
 import { Bitrix24Error, PortalUnavailableError } from '../bitrix24/errors.js';
-import type { Claim, EffectCheck, Settled } from '../jobs/ledger.js';
+import type { EffectCheck } from '../jobs/ledger.js';
 import { isCommentOf } from './comment.js';
 
 /**
@@ -34,7 +34,11 @@ export function commentCheck(run: RobotRun, requestId: number, record: TimelineT
     key: commentKey(requestId, record),
     inDoubt: `the timeline comment for Chat2Desk request ${requestId} may already be on the ${record.entityType} ${record.entityId}`,
     unreachable: `could not check the timeline of ${record.entityType} ${record.entityId} for the comment on Chat2Desk request ${requestId}: it may already be there`,
-    settle: (claim) => findComment(run, requestId, record, claim),
+    settle: async (claim) => {
+      const dialogId = typeof claim.intent.dialogId === 'number' ? claim.intent.dialogId : null;
+      const found = await findOnTimeline(run, record, claim.attemptAt, (comment) => isCommentOf(comment, requestId));
+      return typeof found === 'number' ? { found: { commentId: found, dialogId } } : found;
+    },
   };
 }
 
@@ -89,10 +93,10 @@ interface ListedComment {
 /**
  * Settles a comment write in doubt: pages through the record's timeline comments, newest first
  * (crm.timeline.comment.list, docs/protocols.md B10), back to the first attempt's time, looking for
- * one whose first line names the request.
+ * one of ours (`isOurs`: its first line names the request). Answers the comment's id.
  */
-async function findComment(run: RobotRun, requestId: number, record: TimelineTarget, claim: Claim): Promise<Settled<PinnedComment>> {
-  const since = claim.attemptAt - CLOCK_SKEW_MS;
+export async function findOnTimeline(run: RobotRun, record: TimelineTarget, attemptAt: number, isOurs: (comment: string) => boolean): Promise<number | 'absent' | 'unknown'> {
+  const since = attemptAt - CLOCK_SKEW_MS;
   for (let start = 0; ; start += LIST_PAGE_SIZE) {
     let page: ListedComment[];
     try {
@@ -106,8 +110,7 @@ async function findComment(run: RobotRun, requestId: number, record: TimelineTar
       throw error;
     }
     const comments = Array.isArray(page) ? page : [];
-    const dialogId = typeof claim.intent.dialogId === 'number' ? claim.intent.dialogId : null;
-    for (const item of comments) if (isCommentOf(item.COMMENT ?? '', requestId)) return { found: { commentId: Number(item.ID), dialogId } };
+    for (const item of comments) if (isOurs(item.COMMENT ?? '')) return Number(item.ID);
     const oldest = comments.at(-1)?.CREATED;
     if (comments.length < LIST_PAGE_SIZE || (oldest !== undefined && Date.parse(oldest) < since)) return 'absent';
   }

@@ -29,7 +29,7 @@ interface CreationIntent extends Record<string, unknown> {
  * records"). A creation started by an earlier attempt is finished first (settled by its origin
  * fields), so a crash or a lost answer never makes a second record.
  */
-export async function recordForEpisode(run: RobotRun, store: EpisodeRecordStore, episode: Episode): Promise<EpisodeRecord> {
+export async function recordForEpisode(run: RobotRun, store: EpisodeRecordStore, episode: Episode & { clientId: number }): Promise<EpisodeRecord> {
   const memberId = run.portal.memberId;
   const { requestId } = episode;
   const started = (await run.ledger.peek(recordKey(requestId))) !== undefined || (await run.ledger.peek(contactKey(requestId))) !== undefined;
