@@ -331,6 +331,30 @@ async function tour(b24: FakeBitrix24, c2d: FakeChat2Desk, server: RunningServer
   await server.idle();
   show('Robots registered in the portal after the job ran', [...b24.robots.keys()].join(', '));
 
+  step(
+    'Closed dialogs become CRM records',
+    'The admin turns on "closed dialogs -> CRM records". A new client writes in WhatsApp, an operator\n' +
+      'closes the dialog, and Chat2Desk sends close_dialog and close_request. Both name the same request\n' +
+      '(one episode), so one job runs: no CRM record has this phone, so a lead is created with the\n' +
+      "client's name and phone, and the episode is pinned to its timeline as one comment.",
+  );
+  const episodesOn = await fetch(`${server.url}/api/settings`, {
+    method: 'PUT',
+    headers: { authorization: `Bearer ${b24.issueAuth(1).access_token}`, 'x-bitrix24-member-id': b24.memberId, 'content-type': 'application/json' },
+    body: JSON.stringify({ episodesEnabled: true, episodeEntity: 'lead', sourceId: 'OTHER' }),
+  });
+  show('Settings saved', pick((await episodesOn.json()) as Record<string, unknown>, ['episodesEnabled', 'episodesEnabledAt', 'episodeEntity', 'matchOrder', 'tagFilterMode']));
+  await server.idle();
+  const { client: newClient, dialog: newDialog } = c2d.seedClient({ phone: '79035550101', name: 'Maria', withDialog: 'open' });
+  c2d.receiveMessage({ clientId: newClient.id as number, text: 'Hi, do you deliver on Sundays?' });
+  const episode = c2d.closeDialog(newDialog!.id as number);
+  show('Webhooks delivered', [await deliverWebhook(c2d, episode.closeDialog), await deliverWebhook(c2d, episode.closeRequest)]);
+  await server.pipeline.settled(['close_episode']);
+  const lead = [...b24.crm.leads.values()].find((item) => item.ORIGIN_ID === String(episode.requestId));
+  show('New lead in the portal', lead ? pick(lead, ['ID', 'TITLE', 'NAME', 'PHONE', 'SOURCE_ID', 'ORIGINATOR_ID', 'ORIGIN_ID']) : '(none!)');
+  const leadComments = b24.timelineComments.filter((comment) => comment.entityType === 'lead' && comment.entityId === Number(lead?.ID));
+  show(`Comments on the lead's timeline: ${leadComments.length}`, leadComments[0]?.comment ?? '(none!)');
+
   step('Health check', 'GET /healthz is what a load balancer or monitor polls: database, workers and queue depth.');
   const health = await fetch(`${server.url}/healthz`);
   show('Answer', `${health.status} ${await health.text()}`);

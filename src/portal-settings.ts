@@ -14,7 +14,50 @@ export interface PortalSettings {
   cacheTtlSeconds: number;
   /** How long finished jobs (the event log) are kept, in days. */
   eventLogRetentionDays: number;
+  /** Closed Chat2Desk episodes become CRM records (src/episodes/). */
+  episodesEnabled: boolean;
+  /** When the admin turned episodes on (ISO, server-set): only episodes closed after it are handled. */
+  episodesEnabledAt: string | null;
+  /** What is created when no CRM record of the client is found. */
+  episodeEntity: EpisodeEntity;
+  /** The pipeline a new deal goes to (0 = general). */
+  dealCategoryId: number | null;
+  /** The stage of a new deal; null = the pipeline's first stage. */
+  dealStageId: string | null;
+  /** SOURCE_ID of new records (a crm.status.list SOURCE status); null = none. */
+  sourceId: string | null;
+  /** Responsible of a new record when the episode's operator has no Bitrix24 user. */
+  fallbackResponsibleId: number | null;
+  /** Which matching record wins, first to last (src/episodes/matching.ts). */
+  matchOrder: MatchKind[];
+  /** How far back gap polling looks for closed episodes. */
+  gapLookbackDays: number;
+  /** The episode's messages go into its timeline comment. */
+  transcript: boolean;
+  tagFilterMode: TagFilterMode;
+  /** Chat2Desk tag ids the filter names. */
+  tagFilterTags: number[];
+  /** Chat2Desk client fields copied into a new record's fields. */
+  extraFields: ExtraField[];
 }
+
+export type EpisodeEntity = 'lead' | 'contact' | 'contact_deal';
+export type MatchKind = 'deal' | 'contact' | 'company' | 'lead';
+export type TagFilterMode = 'all' | 'only' | 'except';
+export interface ExtraField {
+  /** `client.<name>` (a Chat2Desk client field) or `client.custom.<id>` (a custom field). */
+  source: string;
+  /** The CRM field code, e.g. COMMENTS or UF_CRM_1700000000. */
+  field: string;
+}
+
+export const EPISODE_ENTITIES: readonly EpisodeEntity[] = ['lead', 'contact', 'contact_deal'];
+export const DEFAULT_MATCH_ORDER: readonly MatchKind[] = ['deal', 'contact', 'company', 'lead'];
+export const TAG_FILTER_MODES: readonly TagFilterMode[] = ['all', 'only', 'except'];
+export const DEFAULT_GAP_LOOKBACK_DAYS = 7;
+const CRM_FIELD_CODE = /^[A-Z][A-Z0-9_]{0,49}$/;
+const EXTRA_FIELD_SOURCE = /^client\.(?:custom\.[A-Za-z0-9_-]{1,40}|[a-z][a-z0-9_]{0,39})$/;
+const STATUS_ID = /^[A-Za-z0-9_:.-]{1,50}$/;
 
 export const DEFAULT_CACHE_TTL_SECONDS = 900;
 export const DEFAULT_EVENT_LOG_RETENTION_DAYS = 30;
@@ -104,8 +147,60 @@ export function settingsUpdateSchema(allowedApiUrls: readonly string[]) {
         v.maxValue(365, 'eventLogRetentionDays must be at most 365'),
       ),
     ),
+    ...episodeSettingsEntries,
   });
 }
+
+const positiveId = (name: string) => v.pipe(v.number(`${name} must be a number`), v.integer(`${name} must be a whole number`), v.minValue(1, `${name} must be positive`));
+
+/** The closed-episode settings (docs: README "Closed dialogs → CRM records"). */
+const episodeSettingsEntries = {
+  episodesEnabled: v.optional(v.boolean('episodesEnabled must be true or false')),
+  episodeEntity: v.optional(v.picklist(EPISODE_ENTITIES, `episodeEntity must be one of: ${EPISODE_ENTITIES.join(', ')}`)),
+  dealCategoryId: v.optional(
+    v.nullable(v.pipe(v.number('dealCategoryId must be a number'), v.integer('dealCategoryId must be a whole number'), v.minValue(0, 'dealCategoryId must not be negative'))),
+  ),
+  dealStageId: v.optional(v.nullable(v.pipe(v.string('dealStageId must be text'), v.trim(), v.regex(STATUS_ID, 'dealStageId must be a stage id such as NEW or C3:NEW')))),
+  sourceId: v.optional(v.nullable(v.pipe(v.string('sourceId must be text'), v.trim(), v.regex(STATUS_ID, 'sourceId must be a source id such as OTHER or WEBFORM')))),
+  fallbackResponsibleId: v.optional(v.nullable(positiveId('fallbackResponsibleId'))),
+  matchOrder: v.optional(
+    v.pipe(
+      v.array(v.picklist(DEFAULT_MATCH_ORDER, `matchOrder items must be ${DEFAULT_MATCH_ORDER.join(', ')}`), 'matchOrder must be a list'),
+      v.check(
+        (order) => order.length === DEFAULT_MATCH_ORDER.length && new Set(order).size === order.length,
+        `matchOrder must name each of ${DEFAULT_MATCH_ORDER.join(', ')} once`,
+      ),
+    ),
+  ),
+  gapLookbackDays: v.optional(
+    v.pipe(
+      v.number('gapLookbackDays must be a number'),
+      v.integer('gapLookbackDays must be a whole number'),
+      v.minValue(1, 'gapLookbackDays must be 1 to 30'),
+      v.maxValue(30, 'gapLookbackDays must be 1 to 30'),
+    ),
+  ),
+  transcript: v.optional(v.boolean('transcript must be true or false')),
+  tagFilterMode: v.optional(v.picklist(TAG_FILTER_MODES, `tagFilterMode must be one of: ${TAG_FILTER_MODES.join(', ')}`)),
+  tagFilterTags: v.optional(
+    v.pipe(v.array(positiveId('tagFilterTags items'), 'tagFilterTags must be a list of Chat2Desk tag ids'), v.maxLength(100, 'tagFilterTags has more than 100 tags')),
+  ),
+  extraFields: v.optional(
+    v.pipe(
+      v.array(
+        v.strictObject(
+          {
+            source: v.pipe(v.string('extraFields source must be text'), v.regex(EXTRA_FIELD_SOURCE, 'extraFields source must be client.<field> or client.custom.<id>')),
+            field: v.pipe(v.string('extraFields field must be text'), v.regex(CRM_FIELD_CODE, 'extraFields field must be a CRM field code such as COMMENTS or UF_CRM_1700000000')),
+          },
+          'extraFields items must be {source, field}',
+        ),
+        'extraFields must be a list',
+      ),
+      v.maxLength(50, 'extraFields has more than 50 entries'),
+    ),
+  ),
+};
 
 export type SettingsUpdate = v.InferOutput<ReturnType<typeof settingsUpdateSchema>>;
 
@@ -127,5 +222,47 @@ export function readSettings(stored: StoredSettings, defaultApiUrl: string): Por
       Number.isInteger(stored.eventLogRetentionDays) && (stored.eventLogRetentionDays as number) >= 1 && (stored.eventLogRetentionDays as number) <= 365
         ? (stored.eventLogRetentionDays as number)
         : DEFAULT_EVENT_LOG_RETENTION_DAYS,
+    ...readEpisodeSettings(stored),
+  };
+}
+
+const numberOr = <T>(value: unknown, fallback: T): number | T => (typeof value === 'number' && Number.isFinite(value) ? value : fallback);
+const stringOr = <T>(value: unknown, fallback: T): string | T => (typeof value === 'string' ? value : fallback);
+
+function readEpisodeSettings(
+  stored: StoredSettings,
+): Pick<
+  PortalSettings,
+  | 'episodesEnabled'
+  | 'episodesEnabledAt'
+  | 'episodeEntity'
+  | 'dealCategoryId'
+  | 'dealStageId'
+  | 'sourceId'
+  | 'fallbackResponsibleId'
+  | 'matchOrder'
+  | 'gapLookbackDays'
+  | 'transcript'
+  | 'tagFilterMode'
+  | 'tagFilterTags'
+  | 'extraFields'
+> {
+  const order = Array.isArray(stored.matchOrder) ? stored.matchOrder.filter((kind): kind is MatchKind => DEFAULT_MATCH_ORDER.includes(kind as MatchKind)) : [];
+  return {
+    episodesEnabled: stored.episodesEnabled === true,
+    episodesEnabledAt: stringOr(stored.episodesEnabledAt, null),
+    episodeEntity: EPISODE_ENTITIES.includes(stored.episodeEntity as EpisodeEntity) ? (stored.episodeEntity as EpisodeEntity) : 'lead',
+    dealCategoryId: stored.dealCategoryId === null ? null : numberOr(stored.dealCategoryId, 0),
+    dealStageId: stringOr(stored.dealStageId, null),
+    sourceId: stringOr(stored.sourceId, null),
+    fallbackResponsibleId: numberOr(stored.fallbackResponsibleId, null),
+    matchOrder: order.length === DEFAULT_MATCH_ORDER.length && new Set(order).size === order.length ? order : [...DEFAULT_MATCH_ORDER],
+    gapLookbackDays: numberOr(stored.gapLookbackDays, DEFAULT_GAP_LOOKBACK_DAYS),
+    transcript: stored.transcript !== false,
+    tagFilterMode: TAG_FILTER_MODES.includes(stored.tagFilterMode as TagFilterMode) ? (stored.tagFilterMode as TagFilterMode) : 'all',
+    tagFilterTags: Array.isArray(stored.tagFilterTags) ? stored.tagFilterTags.filter((id): id is number => typeof id === 'number') : [],
+    extraFields: Array.isArray(stored.extraFields)
+      ? stored.extraFields.filter((item): item is ExtraField => typeof item === 'object' && item !== null && typeof item.source === 'string' && typeof item.field === 'string')
+      : [],
   };
 }

@@ -23,6 +23,10 @@ import { CacheStore } from './db/cache.js';
 import { Chat2DeskRateStore } from './db/chat2desk-rates.js';
 import { EffectStore } from './db/effects.js';
 import { EventLogStore } from './db/event-log.js';
+import { EpisodeRecordStore } from './db/episode-records.js';
+import { closeEpisodeHandlers } from './episodes/delivery.js';
+import { SharedBatches } from './episodes/shared-batches.js';
+import { closeEpisodeKind } from './jobs/kinds/close-episode.js';
 import { WebhookStore } from './db/webhooks.js';
 import { BackgroundTasks } from './background.js';
 import type { Config } from './config.js';
@@ -139,8 +143,10 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     },
   });
   const effects = new EffectStore(database.db, clock);
+  const users = new BitrixUsers(rest, clock);
   const kinds = new JobKinds([
-    robotKind({ jobs, portals, rest, users: new BitrixUsers(rest, clock), effects, clock, chat2desk, robots }),
+    robotKind({ jobs, portals, rest, users, effects, clock, chat2desk, robots }),
+    closeEpisodeKind({ jobs, portals, rest, users, effects, clock, chat2desk, episodeRecords: new EpisodeRecordStore(database.db, clock), batches: new SharedBatches(rest) }),
     registerAppKind({ portals, registration, clock }),
     gapPollKind({
       portals,
@@ -170,8 +176,9 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     portals,
     publicUrl: config.publicUrl,
     directoryFor: (portal) => chat2desk.directoryOf(portal),
-    // No production handler yet: deliveries only update the cache until a kind needs them.
-    deliveryHandlers: new DeliveryHandlers(options.deliveryHandlers ?? [], (kind, memberId, input, jobOptions) => pipeline.job(kind, memberId, input, jobOptions)),
+    deliveryHandlers: new DeliveryHandlers([...closeEpisodeHandlers(clock), ...(options.deliveryHandlers ?? [])], (kind, memberId, input, jobOptions) =>
+      pipeline.job(kind, memberId, input, jobOptions),
+    ),
     jobsStored: (job) => pipeline.jobsStored(job),
     gapNoticed: (portal, lastDeliveryAt) => gapPolls.gapNoticed(portal, lastDeliveryAt),
     clock,

@@ -11,7 +11,16 @@ import type { Chat2DeskWebhooks } from './chat2desk/webhooks.js';
 import { Chat2DeskError } from './chat2desk/errors.js';
 import type { Portal, PortalStore } from './db/portals.js';
 import type { Logger } from './log.js';
-import { readSettings, settingsUpdateSchema } from './portal-settings.js';
+import {
+  readSettings,
+  settingsUpdateSchema,
+  type SettingsUpdate,
+  type EpisodeEntity,
+  type ExtraField,
+  type MatchKind,
+  type PortalSettings,
+  type TagFilterMode,
+} from './portal-settings.js';
 import type { SecretBox } from './secrets.js';
 
 const NOT_ADMIN = 'Only a Bitrix24 administrator may change the app settings';
@@ -41,6 +50,20 @@ export interface SettingsView {
   operatorMap: Record<string, number>;
   cacheTtlSeconds: number;
   eventLogRetentionDays: number;
+  episodesEnabled: boolean;
+  /** Server-set when episodes were turned on; read-only. */
+  episodesEnabledAt: string | null;
+  episodeEntity: EpisodeEntity;
+  dealCategoryId: number | null;
+  dealStageId: string | null;
+  sourceId: string | null;
+  fallbackResponsibleId: number | null;
+  matchOrder: MatchKind[];
+  gapLookbackDays: number;
+  transcript: boolean;
+  tagFilterMode: TagFilterMode;
+  tagFilterTags: number[];
+  extraFields: ExtraField[];
   channels: Chat2DeskChannel[];
   operators: Array<Pick<Chat2DeskOperator, 'id' | 'email' | 'first_name' | 'last_name' | 'role'>>;
   tags: Chat2DeskTag[];
@@ -137,6 +160,7 @@ export class SettingsService {
       operatorMap: settings.operatorMap,
       cacheTtlSeconds: settings.cacheTtlSeconds,
       eventLogRetentionDays: settings.eventLogRetentionDays,
+      ...episodeView(settings),
       channels: [],
       operators: [],
       tags: [],
@@ -189,6 +213,7 @@ export class SettingsService {
       operatorMap: change.operatorMap ?? current.operatorMap,
       cacheTtlSeconds: change.cacheTtlSeconds ?? current.cacheTtlSeconds,
       eventLogRetentionDays: change.eventLogRetentionDays ?? current.eventLogRetentionDays,
+      ...nextEpisodeSettings(current, change, this.deps.clock.now()),
     };
     const token = change.chat2deskApiToken ?? (await this.deps.portals.chat2deskToken(portal.memberId));
     const needsCheck = change.chat2deskApiToken !== undefined || next.chat2deskApiUrl !== current.chat2deskApiUrl || change.defaultChannelId != null;
@@ -250,4 +275,68 @@ export class SettingsService {
     }
     return { ...(await this.read(saved)), registration, webhook };
   }
+}
+
+type EpisodeSettings = Omit<
+  PortalSettings,
+  'chat2deskApiUrl' | 'defaultCountry' | 'defaultChannelId' | 'defaultTransport' | 'operatorMap' | 'cacheTtlSeconds' | 'eventLogRetentionDays'
+>;
+
+function episodeView(settings: PortalSettings): EpisodeSettings {
+  const {
+    episodesEnabled,
+    episodesEnabledAt,
+    episodeEntity,
+    dealCategoryId,
+    dealStageId,
+    sourceId,
+    fallbackResponsibleId,
+    matchOrder,
+    gapLookbackDays,
+    transcript,
+    tagFilterMode,
+    tagFilterTags,
+    extraFields,
+  } = settings;
+  return {
+    episodesEnabled,
+    episodesEnabledAt,
+    episodeEntity,
+    dealCategoryId,
+    dealStageId,
+    sourceId,
+    fallbackResponsibleId,
+    matchOrder,
+    gapLookbackDays,
+    transcript,
+    tagFilterMode,
+    tagFilterTags,
+    extraFields,
+  };
+}
+
+/**
+ * The closed-episode settings after a partial update. Turning episodes on stamps the time: only
+ * episodes closed after it are handled, so switching on never floods the CRM with old dialogs.
+ */
+function nextEpisodeSettings(current: PortalSettings, change: SettingsUpdate, now: number): EpisodeSettings {
+  const pick = <K extends keyof EpisodeSettings>(key: K): EpisodeSettings[K] =>
+    change[key as keyof SettingsUpdate] !== undefined ? (change[key as keyof SettingsUpdate] as EpisodeSettings[K]) : current[key];
+  const turnedOn = change.episodesEnabled === true && !current.episodesEnabled;
+  return {
+    episodesEnabled: pick('episodesEnabled'),
+    // Whole seconds: Chat2Desk's times have no finer grain (docs/protocols.md C1), and an episode closed in that second counts.
+    episodesEnabledAt: turnedOn ? new Date(Math.floor(now / 1000) * 1000).toISOString() : current.episodesEnabledAt,
+    episodeEntity: pick('episodeEntity'),
+    dealCategoryId: pick('dealCategoryId'),
+    dealStageId: pick('dealStageId'),
+    sourceId: pick('sourceId'),
+    fallbackResponsibleId: pick('fallbackResponsibleId'),
+    matchOrder: pick('matchOrder'),
+    gapLookbackDays: pick('gapLookbackDays'),
+    transcript: pick('transcript'),
+    tagFilterMode: pick('tagFilterMode'),
+    tagFilterTags: pick('tagFilterTags'),
+    extraFields: pick('extraFields'),
+  };
 }

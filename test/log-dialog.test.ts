@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { formatC2DTime, type C2DTag } from './fakes/chat2desk.js';
+import type { C2DTag } from './fakes/chat2desk.js';
 import { eventuallyOnClock, TestClock } from './support/clock.js';
 import { eventually, installAndConfigure, startStack, type Stack } from './support/stack.js';
 
@@ -69,13 +69,13 @@ describe('Log closed dialog to timeline robot', () => {
       stored.end = '2026-01-29T07:20:00 UTC';
     }
     stack.c2d.resetCalls();
-    return { clientId, dialogId };
+    return { clientId, dialogId, requestId: stored.last_request_id as number };
   }
 
   const commentCalls = () => stack.b24.calls.filter((call) => call.method === 'crm.timeline.comment.add');
 
   it('writes one comment with the link, channel, operator, times, duration and tags to the deal', async () => {
-    const { dialogId } = seedClosedDialog();
+    const { dialogId, requestId } = seedClosedDialog();
     const dealId = stack.b24.seedDeal();
     const sent = await logDialog({ dialog_id: String(dialogId) }, dealDocument(dealId));
 
@@ -83,12 +83,12 @@ describe('Log closed dialog to timeline robot', () => {
     expect(stack.b24.timelineComments).toHaveLength(1);
     expect(comment).toMatchObject({ entityType: 'deal', entityId: dealId });
     expect(sent.returnValues).toEqual({ status: 'ok', error: '', comment_id: String(comment!.id), dialog_id: String(dialogId) });
-    expect(sent.logMessage).toBe(`Chat2Desk dialog ${dialogId} logged to the timeline of deal ${dealId} as comment ${comment!.id}`);
+    expect(sent.logMessage).toBe(`Chat2Desk dialog ${dialogId} (request ${requestId}) logged to the timeline of deal ${dealId} as comment ${comment!.id}`);
     const webApp = stack.c2d.url.replace(/\/v1$/, '');
     expect(comment!.comment.split('\n')).toEqual([
-      `[b]Chat2Desk dialog ${dialogId}[/b] (closed)`,
+      `[b]Chat2Desk[/b] request #${requestId} · dialog ${dialogId}`,
       `[url=${webApp}/chat/all?dialogID=${dialogId}]Open the dialog in Chat2Desk[/url]`,
-      'Client: Anna (79161234567)',
+      'Client: Anna (+79161234567)',
       'Channel: Sales WhatsApp (whatsapp)',
       'Operator: John Doe',
       'Started: 2026-01-29 06:14:41 UTC',
@@ -127,7 +127,7 @@ describe('Log closed dialog to timeline robot', () => {
     const text = stack.b24.timelineComments[0]!.comment;
     expect(text).not.toContain('[url=http://evil.example]');
     expect(text).toContain('［url=http://evil.example］click［/url］ ［b］now［/b］');
-    expect(text).toContain('Client: ［color=red］Boss［/color］ (79161234567)');
+    expect(text).toContain('Client: ［color=red］Boss［/color］ (+79161234567)');
     expect(text).toContain('Tags: VIP, ［i］x［/i］');
     expect(text).toContain('[url=https://files.example/a%5Db%5Bc.pdf]［/url］［url=http://evil.example］[/url]');
     // Every live tag is one we wrote: the dialog link and the two files.
@@ -164,29 +164,59 @@ describe('Log closed dialog to timeline robot', () => {
     expect(a.returnValues.comment_id).toBe(b.returnValues.comment_id);
   });
 
-  it('logs an open dialog too, and says it was still open', async () => {
+  it('an open dialog with no closed request yet writes nothing and says the dialog is still open', async () => {
     const { dialogId } = seedClosedDialog({ state: 'open' });
-    stack.c2d.account().dialogs.find((item) => item.id === dialogId)!.begin = formatC2DTime(Date.now() - 90 * 60_000);
     const sent = await logDialog({ dialog_id: String(dialogId) });
-    expect(sent.returnValues.status).toBe('ok');
-    const lines = stack.b24.timelineComments[0]!.comment.split('\n');
-    expect(lines[0]).toBe(`[b]Chat2Desk dialog ${dialogId}[/b] (open: still in progress when logged)`);
-    expect(lines).toContain('Ended: —');
-    expect(lines.find((line) => line.startsWith('Duration: '))).toMatch(/^Duration: 1 h (30|31) min so far$/);
+    expect(sent.returnValues).toEqual({
+      status: 'not_found',
+      error: `Chat2Desk dialog ${dialogId}: the dialog is still open and has no closed request yet`,
+      comment_id: '',
+      dialog_id: String(dialogId),
+    });
+    expect(commentCalls()).toHaveLength(0);
   });
 
-  it("counts an open dialog's duration so far by the server's clock", async () => {
-    await stack.close();
-    const clock = new TestClock();
-    stack = await startStack({ clock });
-    await installAndConfigure(stack, { defaultCountry: 'RU' });
-    const { dialogId } = seedClosedDialog({ state: 'open' });
-    stack.c2d.account().dialogs.find((item) => item.id === dialogId)!.begin = formatC2DTime(clock.now() - 90 * 60_000);
-    clock.advance(3 * 60 * 60_000);
-    const sent = await logDialog({ dialog_id: String(dialogId) });
-    expect(sent.returnValues.status).toBe('ok');
-    const lines = stack.b24.timelineComments[0]!.comment.split('\n');
-    expect(lines.find((line) => line.startsWith('Duration: '))).toMatch(/^Duration: 4 h (30|31) min so far$/);
+  it('logs the last closed request: a dialog that reopened gets its earlier request logged, and after it closes again a second comment', async () => {
+    const { clientId, dialogId, requestId } = seedClosedDialog();
+    const document = dealDocument();
+    const first = await logDialog({ dialog_id: String(dialogId) }, document);
+    // The client writes again: the dialog reopens with a new request, still running.
+    const { requestId: second } = stack.c2d.reopenDialog(dialogId);
+    stack.c2d.receiveMessage({ clientId, text: 'One more thing' });
+    const whileOpen = await logDialog({ dialog_id: String(dialogId) }, document);
+    expect(whileOpen.returnValues).toEqual(first.returnValues);
+    expect(whileOpen.logMessage).toContain(`(request ${requestId}) was already logged`);
+    expect(stack.b24.timelineComments).toHaveLength(1);
+
+    // Chat2Desk says so (the webhook makes the cached dialog stale); closed episodes are off here, so only the robot writes.
+    expect(await stack.c2d.deliverWebhook(stack.c2d.closeDialog(dialogId).closeRequest)).toEqual([200]);
+    const afterClose = await logDialog({ dialog_id: String(dialogId) }, document);
+    expect(stack.b24.timelineComments).toHaveLength(2);
+    expect(afterClose.returnValues.comment_id).toBe(String(stack.b24.timelineComments[1]!.id));
+    expect(stack.b24.timelineComments[1]!.comment.split('\n')[0]).toBe(`[b]Chat2Desk[/b] request #${second} · dialog ${dialogId}`);
+    expect(stack.b24.timelineComments[1]!.comment).not.toContain('Where is my order?');
+  });
+
+  it('after an upgrade, a comment written before episodes stands for the next episode only; a later episode gets its own', async () => {
+    const { clientId, dialogId } = seedClosedDialog();
+    const dealId = stack.b24.seedDeal();
+    // What migration 0007 left for a comment the robot wrote before episodes existed.
+    const now = Date.now();
+    stack.server.database.sqlite
+      .prepare(
+        "insert into effects (member_id, effect_key, state, owner, lease_until, attempt_at, intent, result, created_at, updated_at) values (?, ?, 'done', null, 0, ?, '{}', ?, ?, ?)",
+      )
+      .run(stack.b24.memberId, `comment:${dialogId}:deal:${dealId}`, now, JSON.stringify({ commentId: 4242 }), now, now);
+    const first = await logDialog({ dialog_id: String(dialogId) }, dealDocument(dealId));
+    expect(first.returnValues).toMatchObject({ status: 'ok', comment_id: '4242' });
+    expect(commentCalls()).toHaveLength(0);
+
+    stack.c2d.reopenDialog(dialogId);
+    stack.c2d.receiveMessage({ clientId, text: 'Back again' });
+    expect(await stack.c2d.deliverWebhook(stack.c2d.closeDialog(dialogId).closeRequest)).toEqual([200]);
+    const second = await logDialog({ dialog_id: String(dialogId) }, dealDocument(dealId));
+    expect(commentCalls()).toHaveLength(1);
+    expect(second.returnValues.comment_id).toBe(String(stack.b24.timelineComments[0]!.id));
   });
 
   it('writes to the timeline of a lead, a contact and a company named by the document id', async () => {
@@ -262,12 +292,12 @@ describe('Log closed dialog to timeline robot', () => {
   });
 
   it('fails saying the comment may be on the timeline when the timeline cannot be read, and writes no second one', async () => {
-    const { dialogId } = seedClosedDialog();
-    const document = dealDocument();
+    const { dialogId, requestId } = seedClosedDialog();
+    const dealId = stack.b24.seedDeal();
     stack.b24.failNext('crm.timeline.comment.add', { ...lostAnswer, afterRunning: true });
     stack.b24.failNext('crm.timeline.comment.list', { status: 403, error: 'ACCESS_DENIED', error_description: 'Access denied.' });
-    const sent = await logDialog({ dialog_id: String(dialogId) }, document);
-    expect(sent.returnValues).toMatchObject({ status: 'failed', error: `the timeline comment for Chat2Desk dialog ${dialogId} may already be on the timeline` });
+    const sent = await logDialog({ dialog_id: String(dialogId) }, dealDocument(dealId));
+    expect(sent.returnValues).toMatchObject({ status: 'failed', error: `the timeline comment for Chat2Desk request ${requestId} may already be on the deal ${dealId}` });
     expect(commentCalls()).toHaveLength(1);
     expect(stack.b24.timelineComments).toHaveLength(1);
   });
@@ -307,10 +337,10 @@ describe('Log closed dialog to timeline robot', () => {
   });
 
   it('pages back through a long timeline to find the lost comment among others', async () => {
-    const { dialogId } = seedClosedDialog();
+    const { dialogId, requestId } = seedClosedDialog();
     const dealId = stack.b24.seedDeal();
     stack.b24.failNext('crm.timeline.comment.add', { ...lostAnswer, afterRunning: true });
-    // While the run waits to retry, people write 120 comments on the deal, one naming a dialog whose id starts the same.
+    // While the run waits to retry, people write 120 comments on the deal, one naming a request whose id starts the same.
     const hold = stack.b24.hold({ rest: 'crm.timeline.comment.list' });
     const call = await stack.b24.callRobot({ code: 'c2d_log_dialog', properties: { dialog_id: String(dialogId) }, documentId: dealDocument(dealId) });
     await hold.arrived;
@@ -320,7 +350,7 @@ describe('Log closed dialog to timeline robot', () => {
       const cmd = Object.fromEntries(
         Array.from({ length: 40 }, (_, j) => {
           const i = from + j;
-          const comment = i === 0 ? `[b]Chat2Desk dialog ${dialogId}0[/b] (closed)` : `note ${i}`;
+          const comment = i === 0 ? `[b]Chat2Desk[/b] request #${requestId}0 · dialog ${dialogId}` : `note ${i}`;
           return [`c${i}`, `crm.timeline.comment.add?${new URLSearchParams({ 'fields[ENTITY_ID]': String(dealId), 'fields[ENTITY_TYPE]': 'deal', 'fields[COMMENT]': comment })}`];
         }),
       );
@@ -334,7 +364,7 @@ describe('Log closed dialog to timeline robot', () => {
     expect(stack.b24.timelineComments).toHaveLength(121);
     hold.release();
     const sent = await resultOf(call.eventToken);
-    const ours = stack.b24.timelineComments.filter((comment) => comment.comment.startsWith(`[b]Chat2Desk dialog ${dialogId}[/b]`));
+    const ours = stack.b24.timelineComments.filter((comment) => comment.comment.startsWith(`[b]Chat2Desk[/b] request #${requestId} `));
     expect(ours).toHaveLength(1);
     expect(sent.returnValues).toMatchObject({ status: 'ok', comment_id: String(ours[0]!.id) });
     expect(listCalls().map((item) => item.params.start)).toEqual([0, 50, 100]);

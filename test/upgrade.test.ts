@@ -80,7 +80,10 @@ describe('upgrading a live database in place', () => {
     expect(database.prepare("select count(*) as n from sqlite_master where name = 'timeline_logs'").get()).toEqual({ n: 0 });
     expect(database.prepare('select effect_key as key, state, result from effects order by effect_key').all()).toEqual([
       { key: `comment:${dialogId}:deal:${writtenDeal}`, state: 'done', result: JSON.stringify({ commentId: writtenComment }) },
+      { key: `comment:${dialogId}:deal:${writtenDeal}:episode`, state: 'done', result: expect.stringMatching(/^\{"requestId":\d+\}$/) },
       { key: `comment:${dialogId}:deal:${unknownDeal}`, state: 'done', result: JSON.stringify({ commentId: unknownComment }) },
+      // The old comment stands for the episode the robot logged first after the upgrade (src/activities/log-dialog.ts).
+      { key: `comment:${dialogId}:deal:${unknownDeal}:episode`, state: 'done', result: expect.stringMatching(/^\{"requestId":\d+\}$/) },
       { key: `run:${publicId}:client`, state: 'done', result: JSON.stringify({ clientId, writeFirst: false, route: null }) },
       { key: `run:${publicId}:message`, state: 'done', result: expect.stringContaining(`"message_id":${messageId}`) },
     ]);

@@ -1,14 +1,11 @@
 import * as v from 'valibot';
-import { LIST_PAGE_SIZE, isYes, timelineOwner, type TimelineOwner } from '../bitrix24/values.js';
-import { Bitrix24Error, PortalUnavailableError } from '../bitrix24/errors.js';
-import type { Chat2DeskFullMessage } from '../chat2desk/client.js';
-import { dialogUrl } from '../chat2desk/links.js';
-import { parseChat2DeskTime, showChat2DeskTime } from '../chat2desk/times.js';
-import type { Claim, EffectCheck, Settled } from '../jobs/ledger.js';
-import { loadTemplate } from '../templates.js';
+import { isYes, timelineOwner, type TimelineOwner } from '../bitrix24/values.js';
+import { parseChat2DeskTime } from '../chat2desk/times.js';
+import { loadEpisode } from '../episodes/episode.js';
+import { pinEpisode } from '../episodes/handle.js';
+import { commentCheck, commentKey, findOnTimeline } from '../episodes/pin.js';
 import { RobotFailure, localized, type Activity, type PropertyDefinition, type RobotOutcome, type RobotRun } from './activity.js';
 import { DIALOG_TARGET_REQUIRED, dialogTargetEntries, dialogTargetProperties, hasDialogTarget, resolveDialog, type DialogTarget } from './dialog-target.js';
-import { operatorName } from './operators.js';
 
 const schema = v.pipe(
   v.object({
@@ -19,14 +16,6 @@ const schema = v.pipe(
 );
 
 type Properties = v.InferOutput<typeof schema>;
-
-/** A long dialog's transcript is cut here; the comment says how many messages were left out. */
-const TRANSCRIPT_LIMIT = 500;
-/**
- * How much earlier than our attempt Bitrix24 may stamp a comment (clock skew between us and the
- * portal): settling pages back through the timeline this much further.
- */
-const CLOCK_SKEW_MS = 5 * 60_000;
 
 const returnProperties: Record<string, PropertyDefinition> = {
   status: { name: localized('Status (ok, not_found or failed)', 'Статус (ok, not_found или failed)', 'Estado (ok, not_found o failed)'), type: 'string' },
@@ -39,9 +28,9 @@ export const logDialog: Activity<typeof schema> = {
   code: 'c2d_log_dialog',
   name: localized('Log closed dialog to timeline', 'Записать закрытый диалог в ленту', 'Registrar el diálogo cerrado en la cronología'),
   description: localized(
-    "Writes one comment about the Chat2Desk dialog to this item's timeline: link, channel, operator, times, tags and, if asked, the transcript. Running it again for the same dialog writes nothing new.",
-    'Пишет в ленту этого элемента один комментарий о диалоге Chat2Desk: ссылку, канал, оператора, время, теги и, если нужно, переписку. Повторный запуск для того же диалога ничего не добавляет.',
-    'Escribe en la cronología de este elemento un comentario sobre el diálogo de Chat2Desk: enlace, canal, operador, horas, etiquetas y, si se pide, la conversación. Repetirlo para el mismo diálogo no añade nada.',
+    "Writes one comment about the dialog's last closed Chat2Desk request to this item's timeline: link, channel, operator, times, tags and, if asked, the transcript. Running it again for the same request writes nothing new.",
+    'Пишет в ленту этого элемента один комментарий о последнем закрытом обращении диалога Chat2Desk: ссылку, канал, оператора, время, теги и, если нужно, переписку. Повторный запуск для того же обращения ничего не добавляет.',
+    'Escribe en la cronología de este elemento un comentario sobre la última solicitud cerrada del diálogo de Chat2Desk: enlace, canal, operador, horas, etiquetas y, si se pide, la conversación. Repetirlo para la misma solicitud no añade nada.',
   ),
   properties: () => ({
     ...dialogTargetProperties,
@@ -61,6 +50,12 @@ export const logDialog: Activity<typeof schema> = {
   }),
 };
 
+/**
+ * The robot logs an episode, as the automatic handling does (src/episodes/): the dialog's last
+ * closed request, one comment per (request, record) under the same ledger key, so the robot and the
+ * automatic handling never both comment the same episode on the same record, and a dialog that
+ * reopened and closed again gets a second comment. An open dialog logs its last closed request.
+ */
 async function log(run: RobotRun, props: Properties): Promise<RobotOutcome> {
   const owner = timelineOwner(run.documentId);
   if (!owner) {
@@ -69,45 +64,88 @@ async function log(run: RobotRun, props: Properties): Promise<RobotOutcome> {
   const target = await resolveDialog(run, props);
   if (!target) {
     const error = props.dialog_id ? `Chat2Desk dialog ${props.dialog_id} not found` : 'the client has no Chat2Desk dialog';
-    return { returnValues: { status: 'not_found', error, comment_id: '', dialog_id: '' }, logMessage: `Chat2Desk dialog not logged to the timeline: ${error}` };
+    return notLogged(error);
   }
   const dialogId = target.dialog.id;
+  const closed = await lastClosedRequest(run, target);
+  if (!closed) return notLogged(`Chat2Desk dialog ${dialogId}: the dialog is still open and has no closed request yet`, dialogId);
+  const clientId = target.client?.id ?? target.dialog.clientId;
+  const legacy = await commentBeforeEpisodes(run, owner, dialogId, closed.requestId);
+  if (legacy !== undefined) return loggedOutcome(owner, dialogId, closed.requestId, legacy, true);
+  const episode = await loadEpisode(run, { requestId: closed.requestId, dialogId, clientId, closedAt: closed.closedAt });
+  const { commentId, earlier } = await pinEpisode(run, episode, owner, props.transcript);
+  return loggedOutcome(owner, dialogId, closed.requestId, commentId, earlier);
+}
 
-  // One comment per dialog and document, whichever run writes it (src/jobs/ledger.ts).
-  const check = commentCheck(run, owner, dialogId);
-  const recorded = await run.ledger.peek<WrittenComment>(check.key);
-  if (recorded?.state === 'done') return loggedOutcome(owner, dialogId, recorded.value.commentId, true);
-
-  const comment = renderComment(await commentView(run, target, props.transcript)).trim();
-  const { value, earlier } = await run.ledger.once<WrittenComment>({
-    ...check,
+/**
+ * Upgrades: before episodes, the robot wrote one comment per (dialog, document) under
+ * `comment:<dialog>:<type>:<id>` (migration 0007). Such a comment stands for the first episode the
+ * robot logs on that document after the upgrade (recorded under `…:episode`, so it is decided once);
+ * later episodes get comments of their own. A write of that era still in doubt is settled by its first
+ * line, `[b]Chat2Desk dialog <id>[/b]`.
+ */
+async function commentBeforeEpisodes(run: RobotRun, owner: TimelineOwner, dialogId: number, requestId: number): Promise<number | undefined> {
+  const key = `comment:${dialogId}:${owner.entityType}:${owner.entityId}`;
+  const recorded = await run.ledger.peek<{ commentId: number }>(key);
+  if (!recorded) return undefined;
+  const marker = `[b]Chat2Desk dialog ${dialogId}[/b]`;
+  const comment =
+    recorded.state === 'done'
+      ? recorded.value
+      : await run.ledger.settle<{ commentId: number }>({
+          key,
+          inDoubt: `the timeline comment for Chat2Desk dialog ${dialogId} may already be on the timeline`,
+          unreachable: `could not check the timeline for the comment on Chat2Desk dialog ${dialogId}: it may already be there`,
+          settle: async (claim) => {
+            const found = await findOnTimeline(run, owner, claim.attemptAt, (text) => text === marker || text.startsWith(`${marker} `) || text.startsWith(`${marker}\n`));
+            return typeof found === 'number' ? { found: { commentId: found } } : found;
+          },
+        });
+  if (!comment) return undefined;
+  const { value } = await run.ledger.once<{ requestId: number }>({
+    key: `${key}:episode`,
     intent: {},
-    busy: `another run is writing the timeline comment for Chat2Desk dialog ${dialogId} right now`,
-    act: async () => ({ commentId: await addComment(run, owner, comment) }),
-    refused: (error) =>
-      error instanceof RobotFailure || error instanceof PortalUnavailableError || (error instanceof Bitrix24Error && (error.refusedForLoad || error.expiredToken)),
+    busy: `another run is logging Chat2Desk dialog ${dialogId} right now`,
+    inDoubt: `the earlier comment on Chat2Desk dialog ${dialogId} could not be matched to its request`,
+    unreachable: `the earlier comment on Chat2Desk dialog ${dialogId} could not be matched to its request`,
+    // Recording which episode the old comment stands for touches nothing outside our ledger.
+    act: async () => ({ requestId }),
+    settle: async () => 'absent',
+    refused: () => true,
   });
-  return loggedOutcome(owner, dialogId, value.commentId, earlier);
+  return value.requestId === requestId ? comment.commentId : undefined;
 }
 
-const commentKey = (owner: TimelineOwner, dialogId: number) => `comment:${dialogId}:${owner.entityType}:${owner.entityId}`;
-
-function commentCheck(run: RobotRun, owner: TimelineOwner, dialogId: number): EffectCheck<WrittenComment> {
-  return {
-    key: commentKey(owner, dialogId),
-    inDoubt: `the timeline comment for Chat2Desk dialog ${dialogId} may already be on the timeline`,
-    unreachable: `could not check the timeline for the comment on Chat2Desk dialog ${dialogId}: it may already be there`,
-    settle: (claim) => findComment(run, owner, dialogId, claim),
-  };
+function notLogged(error: string, dialogId?: number): RobotOutcome {
+  return { returnValues: { status: 'not_found', error, comment_id: '', dialog_id: dialogId ?? '' }, logMessage: `Chat2Desk dialog not logged to the timeline: ${error}` };
 }
 
-function loggedOutcome(owner: TimelineOwner, dialogId: number, commentId: number, earlier: boolean): RobotOutcome {
+/**
+ * The dialog's last closed request and when it closed. A closed dialog's is its `last_request_id`,
+ * closed at the dialog's `end`; an open dialog's last request is still running, so the one before
+ * it is found among the dialog's messages (each names its request, docs/protocols.md C2) and taken
+ * as closed at its last message.
+ */
+async function lastClosedRequest(run: RobotRun, target: DialogTarget): Promise<{ requestId: number; closedAt: number } | undefined> {
+  const { dialog } = target;
+  const endedAt = parseChat2DeskTime(dialog.endAt);
+  if (dialog.state !== 'open' && dialog.lastRequestId !== null) return { requestId: dialog.lastRequestId, closedAt: endedAt ?? run.clock.now() };
+  const messages = await run.chat2desk.dialogMessages(dialog.id);
+  const earlier = messages.filter((message) => typeof message.request_id === 'number' && message.request_id !== dialog.lastRequestId);
+  const last = earlier.reduce<(typeof earlier)[number] | undefined>((best, message) => (!best || (message.request_id ?? 0) > (best.request_id ?? 0) ? message : best), undefined);
+  if (!last?.request_id) return undefined;
+  const ofRequest = earlier.filter((message) => message.request_id === last.request_id);
+  const closedAt = Math.max(...ofRequest.map((message) => parseChat2DeskTime(message.created) ?? 0));
+  return { requestId: last.request_id, closedAt: closedAt > 0 ? closedAt : run.clock.now() };
+}
+
+function loggedOutcome(owner: TimelineOwner, dialogId: number | null, requestId: number, commentId: number, earlier: boolean): RobotOutcome {
   const where = `${owner.entityType.replace(/_\d+$/, '')} ${owner.entityId}`;
   return {
-    returnValues: { status: 'ok', error: '', comment_id: commentId, dialog_id: dialogId },
+    returnValues: { status: 'ok', error: '', comment_id: commentId, dialog_id: dialogId ?? '' },
     logMessage: earlier
-      ? `Chat2Desk dialog ${dialogId} was already logged to the timeline of ${where} as comment ${commentId}; nothing new written`
-      : `Chat2Desk dialog ${dialogId} logged to the timeline of ${where} as comment ${commentId}`,
+      ? `Chat2Desk dialog ${dialogId} (request ${requestId}) was already logged to the timeline of ${where} as comment ${commentId}; nothing new written`
+      : `Chat2Desk dialog ${dialogId} (request ${requestId}) logged to the timeline of ${where} as comment ${commentId}`,
   };
 }
 
@@ -119,216 +157,15 @@ async function settle(run: RobotRun): Promise<RobotOutcome | undefined> {
   const owner = timelineOwner(run.documentId);
   if (!owner) return undefined;
   for (const key of await run.ledger.held()) {
-    const dialogId = Number(key.match(/^comment:(\d+):/)?.[1]);
-    if (!Number.isSafeInteger(dialogId) || key !== commentKey(owner, dialogId)) continue;
+    const requestId = Number(key.match(/^comment:episode:(\d+):/)?.[1]);
+    if (!Number.isSafeInteger(requestId) || key !== commentKey(requestId, owner)) continue;
     try {
-      const written = await run.ledger.settle(commentCheck(run, owner, dialogId));
-      if (written) return loggedOutcome(owner, dialogId, written.commentId, true);
+      const written = await run.ledger.settle(commentCheck(run, requestId, owner));
+      if (written) return loggedOutcome(owner, written.dialogId, requestId, written.commentId, true);
     } catch (error) {
       if (error instanceof RobotFailure) return logDialog.failed(error.message);
       throw error;
     }
   }
   return undefined;
-}
-
-interface WrittenComment {
-  commentId: number;
-}
-
-/**
- * crm.timeline.comment.add is not idempotent (docs/protocols.md B10). A refusal other than for load
- * or an expired token will not change by waiting: the run fails with Bitrix24's words.
- */
-async function addComment(run: RobotRun, owner: TimelineOwner, comment: string): Promise<number> {
-  try {
-    const result = await run.bitrix24.call<number | string>(
-      'crm.timeline.comment.add',
-      { fields: { ENTITY_ID: owner.entityId, ENTITY_TYPE: owner.entityType, COMMENT: comment } },
-      { idempotent: false },
-    );
-    return Number(result);
-  } catch (error) {
-    if (error instanceof Bitrix24Error && !error.refusedForLoad && !error.expiredToken && error.httpStatus < 500) {
-      throw new RobotFailure(`Bitrix24 refused the timeline comment: ${error.code || 'error'}${error.description ? ` (${error.description})` : ''}`);
-    }
-    throw error;
-  }
-}
-
-/** The comment's first line names its dialog: how a comment of ours is recognised on the timeline. */
-function commentMarker(dialogId: number): string {
-  return `[b]Chat2Desk dialog ${dialogId}[/b]`;
-}
-
-interface ListedComment {
-  ID: string | number;
-  COMMENT?: string;
-  CREATED?: string;
-}
-
-/**
- * Settles a comment write in doubt: pages through the owner's timeline comments, newest first
- * (crm.timeline.comment.list, docs/protocols.md B10), back to the first attempt's time, looking for
- * one whose first line names the dialog.
- */
-async function findComment(run: RobotRun, owner: TimelineOwner, dialogId: number, claim: Claim): Promise<Settled<WrittenComment>> {
-  const marker = commentMarker(dialogId);
-  const since = claim.attemptAt - CLOCK_SKEW_MS;
-  for (let start = 0; ; start += LIST_PAGE_SIZE) {
-    let page: ListedComment[];
-    try {
-      page = await run.bitrix24.call<ListedComment[]>(
-        'crm.timeline.comment.list',
-        { filter: { ENTITY_ID: owner.entityId, ENTITY_TYPE: owner.entityType }, select: ['ID', 'COMMENT', 'CREATED'], order: { ID: 'DESC' }, start },
-        { idempotent: true },
-      );
-    } catch (error) {
-      // Refused for good (access, an owner type the list does not know): waiting will not tell either.
-      if (error instanceof Bitrix24Error && !error.refusedForLoad && !error.expiredToken && error.httpStatus < 500) return 'unknown';
-      throw error;
-    }
-    const comments = Array.isArray(page) ? page : [];
-    for (const item of comments) {
-      const text = item.COMMENT ?? '';
-      if (text === marker || text.startsWith(`${marker} `) || text.startsWith(`${marker}\n`)) return { found: { commentId: Number(item.ID) } };
-    }
-    const oldest = comments.at(-1)?.CREATED;
-    if (comments.length < LIST_PAGE_SIZE || (oldest !== undefined && Date.parse(oldest) < since)) return 'absent';
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The comment
-// ---------------------------------------------------------------------------------------------
-
-interface TranscriptLine {
-  time: string;
-  direction: string;
-  text: string;
-  attachments: Array<{ url: string; name: string }>;
-}
-
-/** Everything the template shows, as plain text: the template escapes it for BBCode. */
-interface CommentView {
-  dialogId: number;
-  dialogUrl: string;
-  state: string;
-  open: boolean;
-  client: string;
-  channel: string;
-  transport: string;
-  operator: string;
-  started: string;
-  ended: string;
-  duration: string;
-  tags: string;
-  withTranscript: boolean;
-  transcript: TranscriptLine[];
-  omitted: number;
-}
-
-/**
- * Bitrix24 timeline comments are BBCode. Text from Chat2Desk (messages, names, tags) could carry
- * `[url=…]` or any other tag; its brackets become fullwidth look-alikes, which BBCode ignores.
- */
-function escapeBbcode(text: string): string {
-  return text.replace(/\[/g, '［').replace(/\]/g, '］');
-}
-
-/** Our own link: only http(s), with brackets percent-encoded so the URL cannot close the tag. */
-function bbcodeLink(url: string, label: string): string {
-  let href: string;
-  try {
-    const parsed = new URL(url.trim());
-    if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw new Error('not a web link');
-    href = parsed.href.replace(/\[/g, '%5B').replace(/\]/g, '%5D');
-  } catch {
-    return escapeBbcode(label && label !== url ? `${label}: ${url}` : url);
-  }
-  return `[url=${href}]${escapeBbcode(label || href)}[/url]`;
-}
-
-/**
- * Compiled without HTML escaping: Bitrix24 escapes HTML in comments itself, so HTML-escaping here
- * would show `&amp;` and `&lt;` to the reader. The template escapes BBCode with `bb` and `link`.
- */
-const renderComment = loadTemplate<CommentView>('timeline-comment', {
-  htmlEscape: false,
-  helpers: {
-    bb: (value: unknown) => escapeBbcode(String(value ?? '')),
-    link: (url: unknown, label: unknown) => bbcodeLink(String(url ?? ''), typeof label === 'string' ? label : ''),
-  },
-});
-
-async function commentView(run: RobotRun, target: DialogTarget, withTranscript: boolean): Promise<CommentView> {
-  const { dialog, client } = target;
-  const [operators, channels] = await Promise.all([run.directory.operators(), run.directory.channels()]);
-  const operator = dialog.operatorId !== null ? operatorName(operators.find((item) => item.id === dialog.operatorId)) || `#${dialog.operatorId}` : '';
-  const channel = dialog.channelId !== null ? (channels.find((item) => item.id === dialog.channelId)?.name ?? `#${dialog.channelId}`) : '';
-  const open = dialog.state === 'open';
-  const begin = parseChat2DeskTime(dialog.beginAt);
-  const end = open ? run.clock.now() : parseChat2DeskTime(dialog.endAt);
-  const name = client?.assignedName || client?.name || '';
-  const phone = client?.clientPhone || client?.phone || '';
-  const messages = withTranscript ? await run.chat2desk.dialogMessages(dialog.id) : [];
-  const transcript = messages.slice(0, TRANSCRIPT_LIMIT).map(transcriptLine);
-  return {
-    dialogId: dialog.id,
-    dialogUrl: dialogUrl(run.settings.chat2deskApiUrl, dialog.id),
-    state: dialog.state,
-    open,
-    client: name && phone && name !== phone ? `${name} (${phone})` : name || phone,
-    channel,
-    transport: dialog.transport ?? '',
-    operator,
-    started: showChat2DeskTime(dialog.beginAt),
-    ended: open ? '' : showChat2DeskTime(dialog.endAt),
-    duration: begin !== undefined && end !== undefined && end >= begin ? humanDuration(end - begin) : '',
-    tags: (client?.tags ?? []).map((item) => item.label).join(', '),
-    withTranscript,
-    transcript,
-    omitted: messages.length - transcript.length,
-  };
-}
-
-function transcriptLine(message: Chat2DeskFullMessage): TranscriptLine {
-  const attachments = new Map<string, string>();
-  for (const item of message.attachments ?? []) if (item.link) attachments.set(item.link, item.name || 'attachment');
-  // Older messages carry a file in one of these fields instead (docs/protocols.md C8).
-  for (const kind of ['photo', 'video', 'audio', 'pdf'] as const) {
-    const url = message[kind];
-    if (url && !attachments.has(url)) attachments.set(url, kind);
-  }
-  return {
-    time: showChat2DeskTime(message.created, false),
-    direction: direction(message.type),
-    text: message.text ?? '',
-    attachments: [...attachments].map(([url, name]) => ({ url, name })),
-  };
-}
-
-/** Message types (docs/protocols.md C2): who the line is from. */
-function direction(type: string | undefined): string {
-  switch (type) {
-    case 'from_client':
-      return 'Client';
-    case 'to_client':
-      return 'Operator';
-    case 'comment':
-      return 'Operator (internal note)';
-    case 'autoreply':
-      return 'System (auto-reply)';
-    default:
-      return 'System';
-  }
-}
-
-function humanDuration(ms: number): string {
-  const seconds = Math.round(ms / 1000);
-  const [days, hours, minutes, rest] = [Math.floor(seconds / 86_400), Math.floor(seconds / 3600) % 24, Math.floor(seconds / 60) % 60, seconds % 60];
-  if (days > 0) return `${days} d ${hours} h`;
-  if (hours > 0) return `${hours} h ${minutes} min`;
-  if (minutes > 0) return `${minutes} min ${rest} s`;
-  return `${rest} s`;
 }

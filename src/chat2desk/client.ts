@@ -87,6 +87,25 @@ export interface Chat2DeskFullMessage extends Chat2DeskMessage {
   pdf?: string | null;
 }
 
+/** A row of GET /requests/{id}/messages (docs/protocols.md C4 Requests). */
+export interface Chat2DeskRequestMessage {
+  id: number;
+  text?: string | null;
+  type?: string;
+  transport?: string;
+  /** Unix seconds. */
+  created?: number | null;
+  clientID?: number;
+  operatorID?: number | null;
+  channelID?: number;
+  dialogID?: number;
+  photo?: string | null;
+  video?: string | null;
+  audio?: string | null;
+  pdf?: string | null;
+  attachments?: Array<{ name?: string; link?: string }> | null;
+}
+
 export interface SentMessage {
   message_id: number;
   channel_id: number;
@@ -263,6 +282,14 @@ export class Chat2DeskApi {
   /** Every message of a dialog, oldest first. */
   dialogMessages(dialogId: number): Promise<Chat2DeskFullMessage[]> {
     return this.#all<Chat2DeskFullMessage>('/messages', { dialog_id: dialogId, order: 'asc' });
+  }
+
+  /**
+   * The messages of one request (an episode), oldest first (GET /requests/{id}/messages,
+   * docs/protocols.md C4): camelCase ids, `created` in unix seconds, type in|out|system.
+   */
+  async requestMessages(requestId: number): Promise<Chat2DeskRequestMessage[]> {
+    return (await this.#request<Chat2DeskRequestMessage[]>('GET', `/requests/${requestId}/messages`, { retry: true })).data ?? [];
   }
 
   webhooks(): Promise<Chat2DeskWebhook[]> {

@@ -1,4 +1,5 @@
 import type { NewJob } from '../db/jobs.js';
+import type { StoredSettings } from '../db/portals.js';
 
 /** Everything about a job but its kind, portal and input (the same as src/jobs/pipeline.ts `JobOptions`). */
 type JobOptions = Omit<NewJob, 'kind' | 'memberId' | 'input' | 'awaitsConfirmation'>;
@@ -11,16 +12,21 @@ export interface Chat2DeskDelivery {
   /** The delivery key (src/chat2desk/webhook-events.ts `deliveryKey`): a Chat2Desk retry has the same one. */
   deliveryKey: string;
   event: Record<string, unknown>;
+  /** The portal's stored settings when the delivery arrived (what a handler may depend on, e.g. a feature switch). */
+  settings: StoredSettings;
 }
 
 /**
- * A job a delivery starts. Its dedup key is not the handler's to choose: it is derived from the
- * delivery key, so a retried delivery cannot start it twice.
+ * A job a delivery starts. By default its dedup key is derived from the delivery key, so a retried
+ * delivery cannot start it twice. A handler whose job is named by something the event carries
+ * (an episode's request id, which close_dialog and close_request both name) sets `dedupKey`
+ * itself, so two deliveries about the same thing start one job.
  */
 export interface DeliveryJob {
   kind: string;
   input: unknown;
   options: Omit<JobOptions, 'dedupKey'>;
+  dedupKey?: string;
 }
 
 /** What one hook type starts; a handler that has nothing to do for this delivery returns []. */
@@ -52,6 +58,8 @@ export class DeliveryHandlers {
   jobsFor(delivery: Chat2DeskDelivery): NewJob[] {
     const wanted = (this.#byHookType.get(delivery.hookType) ?? []).flatMap((handler) => handler.jobs(delivery));
     // The position keeps two jobs of one delivery apart; it is stable because handlers are pure.
-    return wanted.map((job, position) => this.build(job.kind, delivery.memberId, job.input, { ...job.options, dedupKey: `chat2desk:${delivery.deliveryKey}#${position}` }));
+    return wanted.map((job, position) =>
+      this.build(job.kind, delivery.memberId, job.input, { ...job.options, dedupKey: job.dedupKey ?? `chat2desk:${delivery.deliveryKey}#${position}` }),
+    );
   }
 }

@@ -250,3 +250,17 @@ export const c2dRates = sqliteTable('c2d_rates', {
   limitPerMinute: real('limit_per_minute'),
   updatedAt: integer('updated_at').notNull(),
 });
+
+/** The CRM record of a Chat2Desk client, per portal: found again without a phone (src/episodes/). */
+export const episodeRecords = sqliteTable(
+  'episode_records',
+  {
+    memberId: text('member_id').notNull(),
+    clientId: integer('client_id').notNull(),
+    /** lead | contact | company | deal */
+    entityType: text('entity_type').notNull(),
+    entityId: integer('entity_id').notNull(),
+    updatedAt: integer('updated_at').notNull(),
+  },
+  (table) => [primaryKey({ columns: [table.memberId, table.clientId] })],
+);

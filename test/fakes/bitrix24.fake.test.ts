@@ -775,4 +775,33 @@ describe('CRM (§10)', () => {
     const missing = await call('crm.timeline.comment.list', { filter: { ENTITY_ID: dealId } });
     expect(missing.status).toBe(400);
   });
+
+  it('lists records by field equality (an array is any of), derives lead and deal progress, orders and selects', async () => {
+    const contact = fake.seedContact({ name: 'Ann' });
+    const open = fake.seedDeal({ contactId: contact, fields: { DATE_MODIFY: '2026-02-01T10:00:00+03:00' } });
+    const newer = fake.seedDeal({ contactId: contact, fields: { DATE_MODIFY: '2026-03-01T10:00:00+03:00' } });
+    fake.seedDeal({ contactId: contact, fields: { STAGE_ID: 'C3:WON' } });
+    const deals = await call('crm.deal.list', { filter: { CONTACT_ID: [contact], CLOSED: 'N' }, select: ['ID', 'DATE_MODIFY'], order: { DATE_MODIFY: 'DESC' } });
+    expect(deals.body.result).toEqual([
+      { ID: String(newer), DATE_MODIFY: '2026-03-01T10:00:00+03:00' },
+      { ID: String(open), DATE_MODIFY: '2026-02-01T10:00:00+03:00' },
+    ]);
+    const inProgress = fake.seedLead({ fields: { STATUS_ID: 'IN_PROCESS' } });
+    const converted = fake.seedLead({ fields: { STATUS_ID: 'CONVERTED' } });
+    const leads = await call('crm.lead.list', { filter: { ID: [inProgress, converted], STATUS_SEMANTIC_ID: 'P' }, select: ['ID'] });
+    expect(leads.body).toMatchObject({ result: [{ ID: String(inProgress) }], total: 1 });
+    const origin = await call('crm.lead.add', { fields: { TITLE: 'ours', ORIGINATOR_ID: 'chat2desk', ORIGIN_ID: '77' } });
+    const byOrigin = await call('crm.lead.list', { filter: { ORIGINATOR_ID: 'chat2desk', ORIGIN_ID: '77' }, select: ['ID'] });
+    expect(byOrigin.body.result).toEqual([{ ID: String(origin.body.result) }]);
+  });
+
+  it('refuses a record without a field the portal requires, naming it, until the requirement is lifted', async () => {
+    fake.requireFields('lead', ['UF_CRM_REGION']);
+    const refused = await call('crm.lead.add', { fields: { TITLE: 'no region' } });
+    expect(refused).toMatchObject({ status: 400, body: { error: '', error_description: 'Required field "UF_CRM_REGION" is not filled.' } });
+    expect((await call('crm.lead.add', { fields: { TITLE: 'with region', UF_CRM_REGION: 'North' } })).status).toBe(200);
+    fake.requireFields('lead', []);
+    expect((await call('crm.lead.add', { fields: { TITLE: 'no region' } })).status).toBe(200);
+    expect(fake.crm.leads.size).toBe(2);
+  });
 });

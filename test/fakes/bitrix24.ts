@@ -225,6 +225,11 @@ export interface FakeBitrix24 {
   seedContact(input?: SeedPerson): number;
   seedCompany(input?: SeedPerson): number;
   seedDeal(input?: SeedDeal): number;
+  /**
+   * From now on crm.<entity>.add refuses a record without these fields, as a portal whose admin
+   * made them required does (400, the field named in error_description; §10). [] lifts it.
+   */
+  requireFields(entity: 'lead' | 'contact' | 'deal' | 'company', fields: string[]): void;
   resetCalls(): void;
   close(): Promise<void>;
 }
@@ -611,6 +616,7 @@ class FakePortal implements FakeBitrix24 {
   private readonly injectedFailures = new Map<string, ErrorReply[]>();
   private readonly injectedOAuthFailures = new Map<string, ErrorReply[]>();
   private readonly operatingBlockedUntil = new Map<string, number>();
+  private readonly requiredCrmFields = new Map<CrmEntity, string[]>();
   private readonly holds: Array<{ key: string; command: string | undefined; remaining: number; arrive: () => void; released: Promise<void> }> = [];
   private readonly operatingSeconds = new Map<string, number>();
   private readonly bucket: LeakyBucket | undefined;
@@ -961,6 +967,10 @@ class FakePortal implements FakeBitrix24 {
     const queue = this.injectedOAuthFailures.get(endpoint) ?? [];
     for (let i = 0; i < times; i++) queue.push(reply);
     this.injectedOAuthFailures.set(endpoint, queue);
+  }
+
+  requireFields(entity: CrmEntity, fields: string[]): void {
+    this.requiredCrmFields.set(entity, fields);
   }
 
   setOperatingLimit(method: string, blockedUntilUnixSeconds: number): void {
@@ -1341,6 +1351,10 @@ class FakePortal implements FakeBitrix24 {
       ['crm.contact.get', crmGet('contact')],
       ['crm.deal.get', crmGet('deal')],
       ['crm.company.get', crmGet('company')],
+      ['crm.lead.list', (params) => this.crmList('lead', params)],
+      ['crm.contact.list', (params) => this.crmList('contact', params)],
+      ['crm.deal.list', (params) => this.crmList('deal', params)],
+      ['crm.company.list', (params) => this.crmList('company', params)],
       ['crm.duplicate.findbycomm', (params) => this.findByComm(params)],
       ['crm.timeline.comment.add', (params, caller) => this.timelineCommentAdd(params, caller)],
       ['crm.timeline.comment.list', (params) => this.timelineCommentList(params)],
@@ -1724,7 +1738,52 @@ class FakePortal implements FakeBitrix24 {
     if (!isRecord(fields)) {
       throw new RestError(400, '', "Parameter 'fields' must be array."); // GUESS: text
     }
+    const missing = (this.requiredCrmFields.get(entity) ?? []).find((name) => phpEmpty(fields[name]));
+    // GUESS: the text; Bitrix24 names the missing field in error_description with an empty code (§10 legacy errors).
+    if (missing !== undefined) throw new RestError(400, '', `Required field "${missing}" is not filled.`);
     return { result: this.createCrmRecord(entity, fields, caller.user.id) };
+  }
+
+  /**
+   * Legacy crm.*.list (§3 lists, §10): `filter` by field equality (an array is "any of"), `select`
+   * (default: every field; `*` too), `order` by one field, pages of 50 by `start`. Derived fields:
+   * a lead's STATUS_SEMANTIC_ID from its STATUS_ID (CONVERTED → S, JUNK → F, else P) and a deal's
+   * CLOSED from its STAGE_ID (WON/LOSE, with or without a pipeline prefix) unless stored.
+   */
+  private crmList(entity: CrmEntity, params: Params): MethodResult {
+    const filter = isRecord(params.filter) ? params.filter : {};
+    const records = [...this.crm[CRM_COLLECTION[entity]].values()].map((record) => this.withDerivedFields(entity, record));
+    const matching = records.filter((record) =>
+      Object.entries(filter).every(([key, wanted]) => {
+        const value = text(record[key.toUpperCase()]);
+        return Array.isArray(wanted) ? wanted.map(text).includes(value) : text(wanted) === value;
+      }),
+    );
+    const order = isRecord(params.order) ? Object.entries(params.order)[0] : undefined;
+    if (order) {
+      const [field, direction] = [order[0].toUpperCase(), text(order[1]).toUpperCase() === 'DESC' ? -1 : 1];
+      const numeric = field === 'ID' || field.endsWith('_ID');
+      matching.sort((a, b) => {
+        const [x, y] = [text(a[field]), text(b[field])];
+        const compared = numeric ? Number(x) - Number(y) : x < y ? -1 : x > y ? 1 : 0;
+        return compared * direction;
+      });
+    }
+    const select = Array.isArray(params.select) ? params.select.map((name) => text(name).toUpperCase()) : [];
+    const shown =
+      select.length === 0 || select.includes('*')
+        ? matching
+        : matching.map((record) => Object.fromEntries(Object.entries(record).filter(([key]) => key === 'ID' || select.includes(key))));
+    return paginate(structuredClone(shown), params.start);
+  }
+
+  private withDerivedFields(entity: CrmEntity, record: CrmRecord): CrmRecord {
+    if (entity === 'lead' && record.STATUS_SEMANTIC_ID === undefined) {
+      const status = text(record.STATUS_ID);
+      return { ...record, STATUS_SEMANTIC_ID: status === 'CONVERTED' ? 'S' : status === 'JUNK' ? 'F' : 'P' };
+    }
+    if (entity === 'deal' && record.CLOSED === undefined) return { ...record, CLOSED: /(^|:)(WON|LOSE)$/.test(text(record.STAGE_ID)) ? 'Y' : 'N' };
+    return record;
   }
 
   private crmGet(entity: CrmEntity, params: Params): MethodResult {

@@ -572,6 +572,28 @@ describe('closed dialogs by time (docs/protocols.md C4, our assumption)', () => 
   });
 });
 
+describe('closing and reopening (§4, §7)', () => {
+  it('closeDialog closes the dialog and gives close_dialog / close_request bodies naming its request, as the examples', async () => {
+    const { client, dialog } = fake.seedClient({ phone: '79161234567', withDialog: 'open' });
+    const closed = fake.closeDialog(dialog!.id as number);
+    const [closeDialog, closeRequest] = ['webhook-close-dialog.json', 'webhook-close-request.json'].map(
+      (name) => JSON.parse(readFileSync(join(EXAMPLES_DIR, name), 'utf8')) as Record<string, unknown>,
+    );
+    const exampleKeys = (body: Record<string, unknown>) =>
+      Object.keys(body)
+        .filter((key) => !key.startsWith('_'))
+        .sort();
+    expect(Object.keys(closed.closeDialog).sort()).toEqual(exampleKeys(closeDialog!));
+    expect(Object.keys(closed.closeRequest).sort()).toEqual(exampleKeys(closeRequest!));
+    expect(closed.closeRequest).toMatchObject({ hook_type: 'close_request', request_id: closed.requestId, client_id: client.id, dialog_id: dialog!.id });
+    expect(String(closed.closeRequest.event_time)).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.000Z$/);
+    expect((await get(fake, `/dialogs/${dialog!.id}`)).body.data).toMatchObject({ state: 'closed', last_request_id: closed.requestId });
+    const reopened = fake.reopenDialog(dialog!.id as number);
+    expect(reopened.requestId).not.toBe(closed.requestId);
+    expect((await get(fake, `/dialogs/${dialog!.id}`)).body.data).toMatchObject({ state: 'open', end: null, last_request_id: reopened.requestId });
+  });
+});
+
 describe('webhooks management', () => {
   const hook = (url: string) => ({ name: 'bitrix24-app', url, events: ['inbox', 'outbox', 'close_dialog'], channels: [], status: 'enable' });
 

@@ -116,6 +116,14 @@ export interface FakeChat2Desk {
   disableWebhook(id: number, token?: string): void;
   /** Simulates a client writing in: stores a from_client message and returns it with the matching `inbox` webhook body (§7). Does not deliver it. */
   receiveMessage(input: ReceiveMessageInput): { message: Record<string, unknown>; webhook: Record<string, unknown> };
+  /**
+   * An operator closes the dialog (as PUT /dialogs/{id} state=closed does) and Chat2Desk sends
+   * `close_dialog` and `close_request` for its request: the bodies to deliver, shaped like the
+   * examples webhook-close-dialog.json / webhook-close-request.json (§7 "Other events": inferred).
+   */
+  closeDialog(dialogId: number, token?: string): { closeDialog: Record<string, unknown>; closeRequest: Record<string, unknown>; requestId: number };
+  /** A closed dialog opens again (as PUT /dialogs/{id} state=open does): a new request starts (§4). */
+  reopenDialog(dialogId: number, token?: string): { requestId: number };
   /** Builds the flat inbox/outbox webhook body (§7) for a stored message. */
   messageWebhookBody(messageId: number, token?: string): Record<string, unknown>;
   /** The most requests of one account the fake was answering at once, since start or resetCalls(). */
@@ -1616,6 +1624,41 @@ export async function startFakeChat2Desk(options: FakeChat2DeskOptions = {}): Pr
         externalId: input.externalId ?? null,
       });
       return { message, webhook: messageWebhook(a, message, { isNewRequest, isNewClient }) };
+    },
+
+    closeDialog(dialogId, token) {
+      const a = accountOf(token);
+      const dialog = a.dialogs.find((d) => d.id === dialogId);
+      if (!dialog) throw new Error(`fake chat2desk: unknown dialog ${dialogId}`);
+      if (dialog.state === 'closed' || dialog.last_request_id === null) throw new Error(`fake chat2desk: dialog ${dialogId} is not open`);
+      dialog.state = 'closed';
+      dialog.end = state.time();
+      const request = a.requests.find((r) => r.id === dialog.last_request_id)!;
+      const eventTime = new Date(parseC2DTime(dialog.end)).toISOString();
+      const common = { client_id: dialog.client_id, dialog_id: dialog.id, channel_id: request.channel_id, request_id: request.id, event_time: eventTime };
+      return {
+        closeDialog: {
+          hook_type: 'close_dialog',
+          dialog_id: dialog.id,
+          client_id: dialog.client_id,
+          operator_id: dialog.operator_id,
+          request_id: request.id,
+          channel_id: request.channel_id,
+          event_time: eventTime,
+        },
+        closeRequest: { hook_type: 'close_request', ...common },
+        requestId: request.id,
+      };
+    },
+
+    reopenDialog(dialogId, token) {
+      const a = accountOf(token);
+      const dialog = a.dialogs.find((d) => d.id === dialogId);
+      if (dialog?.state !== 'closed') throw new Error(`fake chat2desk: dialog ${dialogId} is not closed`);
+      dialog.state = 'open';
+      dialog.end = null;
+      const channelId = (dialog.last_message?.channel_id as number | undefined) ?? findClient(a, dialog.client_id)?.channels[0]?.id ?? 0;
+      return { requestId: newRequest(state, a, dialog, channelId) };
     },
 
     messageWebhookBody(messageId, token) {

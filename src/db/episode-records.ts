@@ -1,0 +1,48 @@
+import { and, eq } from 'drizzle-orm';
+import type { Clock } from '../clock.js';
+import type { Db } from './database.js';
+import { episodeRecords } from './schema.js';
+
+export type CrmEntityType = 'lead' | 'contact' | 'company' | 'deal';
+
+export interface ClientRecord {
+  entityType: CrmEntityType;
+  entityId: number;
+}
+
+/**
+ * The CRM record each Chat2Desk client's episodes went to, per portal: the first place an episode
+ * looks, because Telegram and widget clients have no phone to find it by (src/episodes/).
+ */
+export class EpisodeRecordStore {
+  constructor(
+    private readonly db: Db,
+    private readonly clock: Clock,
+  ) {}
+
+  async get(memberId: string, clientId: number): Promise<ClientRecord | undefined> {
+    const row = this.db
+      .select({ entityType: episodeRecords.entityType, entityId: episodeRecords.entityId })
+      .from(episodeRecords)
+      .where(and(eq(episodeRecords.memberId, memberId), eq(episodeRecords.clientId, clientId)))
+      .get();
+    return row ? { entityType: row.entityType as CrmEntityType, entityId: row.entityId } : undefined;
+  }
+
+  async remember(memberId: string, clientId: number, record: ClientRecord): Promise<void> {
+    const values = { entityType: record.entityType, entityId: record.entityId, updatedAt: this.clock.now() };
+    this.db
+      .insert(episodeRecords)
+      .values({ memberId, clientId, ...values })
+      .onConflictDoUpdate({ target: [episodeRecords.memberId, episodeRecords.clientId], set: values })
+      .run();
+  }
+
+  /** A record the portal no longer has (deleted, converted) is forgotten, so the next episode looks again. */
+  async forget(memberId: string, clientId: number): Promise<void> {
+    this.db
+      .delete(episodeRecords)
+      .where(and(eq(episodeRecords.memberId, memberId), eq(episodeRecords.clientId, clientId)))
+      .run();
+  }
+}

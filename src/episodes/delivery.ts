@@ -1,0 +1,47 @@
+import type { DeliveryHandler, DeliveryJob } from '../chat2desk/delivery-handlers.js';
+import type { Clock } from '../clock.js';
+import { CLOSE_EPISODE_DEADLINE_MS, CLOSE_EPISODE_KIND, episodeDedupKey, episodeOrderingKey, type CloseEpisodeInput } from '../jobs/kinds/close-episode.js';
+import { readSettings } from '../portal-settings.js';
+
+const id = (value: unknown): number | undefined => {
+  const n = typeof value === 'string' && /^\d+$/.test(value.trim()) ? Number(value) : value;
+  return typeof n === 'number' && Number.isSafeInteger(n) && n > 0 ? n : undefined;
+};
+
+/**
+ * `close_dialog` and `close_request` (docs/protocols.md C7) → one `close_episode` job per episode,
+ * whichever arrives and however often: the job is keyed by the request id. Field lists of both
+ * events are undocumented (protocol assumption docs/protocols.md C16): the request id is read from
+ * `request_id`, the client from `client_id` or `client.id`, the time from `event_time`. An event
+ * without a request id or a client starts nothing: closing a dialog closes its request, whose
+ * `close_request` names it, and gap polling finds what no event named.
+ */
+export function closeEpisodeHandlers(clock: Clock): DeliveryHandler[] {
+  const jobs: DeliveryHandler['jobs'] = (delivery) => {
+    // Only the switch is read here: the API's default URL does not matter for it.
+    const settings = readSettings(delivery.settings, '');
+    if (!settings.episodesEnabled) return [];
+    const { event } = delivery;
+    const requestId = id(event.request_id);
+    const client = event.client && typeof event.client === 'object' ? (event.client as Record<string, unknown>) : {};
+    const clientId = id(event.client_id) ?? id(client.id);
+    if (requestId === undefined || clientId === undefined) return [];
+    const eventTime = typeof event.event_time === 'string' ? Date.parse(event.event_time) : Number.NaN;
+    const closedAt = Number.isFinite(eventTime) ? eventTime : clock.now();
+    // Only episodes closed after the admin turned this on.
+    const enabledAt = settings.episodesEnabledAt ? Date.parse(settings.episodesEnabledAt) : Number.NaN;
+    if (!(closedAt >= enabledAt)) return [];
+    const input: CloseEpisodeInput = { requestId, dialogId: id(event.dialog_id) ?? null, clientId, closedAt: new Date(closedAt).toISOString(), origin: 'webhook' };
+    const job: DeliveryJob = {
+      kind: CLOSE_EPISODE_KIND,
+      input,
+      dedupKey: episodeDedupKey(requestId),
+      options: { orderingKey: episodeOrderingKey(clientId), deadlineAt: clock.now() + CLOSE_EPISODE_DEADLINE_MS },
+    };
+    return [job];
+  };
+  return [
+    { hookType: 'close_dialog', jobs },
+    { hookType: 'close_request', jobs },
+  ];
+}

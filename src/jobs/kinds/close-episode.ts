@@ -1,0 +1,53 @@
+import * as v from 'valibot';
+import type { EpisodeRecordStore } from '../../db/episode-records.js';
+import { handleEpisode } from '../../episodes/handle.js';
+import { episodeRunFor } from '../../episodes/run.js';
+import type { SharedBatches } from '../../episodes/shared-batches.js';
+import type { JobKind } from '../kinds.js';
+import type { RunContextDeps } from '../run-context.js';
+
+export const CLOSE_EPISODE_KIND = 'close_episode';
+
+/** A closed episode keeps retrying transient failures (Bitrix24 or Chat2Desk down) this long. */
+export const CLOSE_EPISODE_DEADLINE_MS = 24 * 3600_000;
+
+const id = (name: string) => v.pipe(v.number(`${name} must be a number`), v.integer(`${name} must be a whole number`), v.minValue(1, `${name} must be positive`));
+
+export const closeEpisodeInput = v.object({
+  requestId: id('requestId'),
+  dialogId: v.nullable(id('dialogId')),
+  clientId: id('clientId'),
+  closedAt: v.pipe(v.string('closedAt must be an ISO time'), v.isoTimestamp('closedAt must be an ISO time')),
+  origin: v.picklist(['webhook', 'poll', 'rerun'], 'origin must be webhook, poll or rerun'),
+});
+
+export type CloseEpisodeInput = v.InferOutput<typeof closeEpisodeInput>;
+
+/** One job per episode, ever (`episode:<requestId>`); a re-run names its own key. */
+export const episodeDedupKey = (requestId: number) => `episode:${requestId}`;
+/** Episodes of one client run one at a time, so two closes cannot both create a record. */
+export const episodeOrderingKey = (clientId: number) => `client:${clientId}`;
+
+/**
+ * A closed Chat2Desk episode becomes a CRM record with its comment (src/episodes/). Failures follow
+ * the default table (src/jobs/failures.ts): a refusal fails at once naming what the portal refused,
+ * load and outages retry with backoff until the deadline.
+ */
+export function closeEpisodeKind(deps: RunContextDeps & { episodeRecords: EpisodeRecordStore; batches: SharedBatches }): JobKind<CloseEpisodeInput> {
+  return {
+    name: CLOSE_EPISODE_KIND,
+    input: closeEpisodeInput,
+    needsConfirmation: false,
+    dedup: 'forever',
+    after: 'done',
+    async prepare(job, input, log) {
+      const run = await episodeRunFor(deps, job, log);
+      const key = { requestId: input.requestId, dialogId: input.dialogId, clientId: input.clientId, closedAt: Date.parse(input.closedAt) };
+      return {
+        run: () => handleEpisode(run, deps.episodeRecords, key, input.origin),
+        inDoubt: async () => (await run.ledger.held()).length > 0,
+      };
+    },
+    failed: (_job, message) => ({ returnValues: { status: 'failed', error: message }, logMessage: message }),
+  };
+}
