@@ -37,6 +37,10 @@ export interface PortalSettings {
   tagFilterTags: number[];
   /** Chat2Desk client fields copied into a new record's fields. */
   extraFields: ExtraField[];
+  /** The operator's Bitrix24 user is notified of a dialog's incoming messages, grouped (src/jobs/kinds/notify-incoming.ts). */
+  notifyIncoming: boolean;
+  /** A transferred dialog's CRM record gets the new operator's Bitrix24 user as responsible (src/jobs/kinds/sync-responsible.ts). */
+  responsibleSync: boolean;
 }
 
 export type EpisodeEntity = 'lead' | 'contact' | 'contact_deal';
@@ -137,6 +141,8 @@ export function settingsUpdateSchema(allowedApiUrls: readonly string[]) {
     ),
     cacheTtlSeconds: v.optional(v.pipe(v.number('cacheTtlSeconds must be a number'), v.integer(), v.minValue(0), v.maxValue(86_400, 'cacheTtlSeconds must be at most 86400'))),
     ...episodeSettingsEntries,
+    notifyIncoming: v.optional(v.boolean('notifyIncoming must be true or false')),
+    responsibleSync: v.optional(v.boolean('responsibleSync must be true or false')),
   });
 }
 
@@ -207,6 +213,9 @@ export function readSettings(stored: StoredSettings, defaultApiUrl: string): Por
         : {},
     cacheTtlSeconds: typeof stored.cacheTtlSeconds === 'number' ? stored.cacheTtlSeconds : DEFAULT_CACHE_TTL_SECONDS,
     ...readEpisodeSettings(stored),
+    // Both off unless the admin turns them on (README "Triggers, notifications, responsible sync").
+    notifyIncoming: stored.notifyIncoming === true,
+    responsibleSync: stored.responsibleSync === true,
   };
 }
 

@@ -24,6 +24,11 @@ import { EffectStore } from './db/effects.js';
 import { EpisodeRecordStore } from './db/episode-records.js';
 import { closeEpisodeHandlers } from './episodes/delivery.js';
 import { closeEpisodeKind } from './jobs/kinds/close-episode.js';
+import { fireTriggerKind } from './jobs/kinds/fire-trigger.js';
+import { notifyIncomingKind } from './jobs/kinds/notify-incoming.js';
+import { syncResponsibleKind } from './jobs/kinds/sync-responsible.js';
+import { PortalLanguages } from './notifications/portal-language.js';
+import { automationHandlers } from './triggers/delivery.js';
 import { WebhookStore } from './db/webhooks.js';
 import { BackgroundTasks } from './background.js';
 import type { Config } from './config.js';
@@ -93,6 +98,8 @@ export interface ServerOptions {
   orderingHoldMs?: number;
   /** How the Bitrix24 and Chat2Desk clients wait before retrying a transient failure; a test passes one that does not wait. */
   retrySleep?: (ms: number) => Promise<void>;
+  /** How long a dialog's incoming messages are gathered into one notification (src/triggers/delivery.ts, default 30 s). */
+  notifyDelayMs?: number;
 }
 
 /** Builds every service from the config, starts the workers and the HTTP server. */
@@ -131,9 +138,14 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
   });
   const effects = new EffectStore(database.db, clock);
   const users = new BitrixUsers(rest, clock);
+  const episodeRecords = new EpisodeRecordStore(database.db, clock);
+  const runContext = { jobs, portals, rest, users, effects, clock, chat2desk };
   const kinds = new JobKinds([
-    robotKind({ jobs, portals, rest, users, effects, clock, chat2desk, robots }),
-    closeEpisodeKind({ jobs, portals, rest, users, effects, clock, chat2desk, episodeRecords: new EpisodeRecordStore(database.db, clock) }),
+    robotKind({ ...runContext, robots }),
+    closeEpisodeKind({ ...runContext, episodeRecords }),
+    fireTriggerKind({ ...runContext, episodeRecords }),
+    notifyIncomingKind({ ...runContext, languages: new PortalLanguages(rest, clock) }),
+    syncResponsibleKind({ ...runContext, episodeRecords }),
     registerAppKind({ portals, registration, clock }),
     ...(options.extraKinds ?? []),
   ]);
@@ -155,8 +167,9 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     portals,
     publicUrl: config.publicUrl,
     directoryFor: (portal) => chat2desk.directoryOf(portal),
-    deliveryHandlers: new DeliveryHandlers([...closeEpisodeHandlers(clock), ...(options.deliveryHandlers ?? [])], (kind, memberId, input, jobOptions) =>
-      pipeline.job(kind, memberId, input, jobOptions),
+    deliveryHandlers: new DeliveryHandlers(
+      [...closeEpisodeHandlers(clock), ...automationHandlers(clock, options.notifyDelayMs), ...(options.deliveryHandlers ?? [])],
+      (kind, memberId, input, jobOptions) => pipeline.job(kind, memberId, input, jobOptions),
     ),
     jobsStored: (job) => pipeline.jobsStored(job),
     clock,

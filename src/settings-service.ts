@@ -63,6 +63,8 @@ export interface SettingsView {
   tagFilterMode: TagFilterMode;
   tagFilterTags: number[];
   extraFields: ExtraField[];
+  notifyIncoming: boolean;
+  responsibleSync: boolean;
   channels: Chat2DeskChannel[];
   operators: Array<Pick<Chat2DeskOperator, 'id' | 'email' | 'first_name' | 'last_name' | 'role'>>;
   tags: Chat2DeskTag[];
@@ -145,6 +147,8 @@ export class SettingsService {
       operatorMap: settings.operatorMap,
       cacheTtlSeconds: settings.cacheTtlSeconds,
       ...episodeView(settings),
+      notifyIncoming: settings.notifyIncoming,
+      responsibleSync: settings.responsibleSync,
       channels: [],
       operators: [],
       tags: [],
@@ -197,6 +201,8 @@ export class SettingsService {
       operatorMap: change.operatorMap ?? current.operatorMap,
       cacheTtlSeconds: change.cacheTtlSeconds ?? current.cacheTtlSeconds,
       ...nextEpisodeSettings(current, change, this.deps.clock.now()),
+      notifyIncoming: change.notifyIncoming ?? current.notifyIncoming,
+      responsibleSync: change.responsibleSync ?? current.responsibleSync,
     };
     const token = change.chat2deskApiToken ?? (await this.deps.portals.chat2deskToken(portal.memberId));
     const needsCheck = change.chat2deskApiToken !== undefined || next.chat2deskApiUrl !== current.chat2deskApiUrl || change.defaultChannelId != null;
@@ -260,7 +266,10 @@ export class SettingsService {
   }
 }
 
-type EpisodeSettings = Omit<PortalSettings, 'chat2deskApiUrl' | 'defaultCountry' | 'defaultChannelId' | 'defaultTransport' | 'operatorMap' | 'cacheTtlSeconds'>;
+type EpisodeSettings = Omit<
+  PortalSettings,
+  'chat2deskApiUrl' | 'defaultCountry' | 'defaultChannelId' | 'defaultTransport' | 'operatorMap' | 'cacheTtlSeconds' | 'notifyIncoming' | 'responsibleSync'
+>;
 
 function episodeView(settings: PortalSettings): EpisodeSettings {
   const {
