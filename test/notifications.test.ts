@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { NOTIFY_INCOMING_KIND } from '../src/jobs/kinds/notify-incoming.js';
 import { eventuallyOnClock, noRetryWait, TestClock } from './support/clock.js';
-import { installAndConfigure, startStack, type Stack, type StackOptions } from './support/stack.js';
+import { adminHeaders, installAndConfigure, putSettings, startStack, type Stack, type StackOptions } from './support/stack.js';
 
 interface JobView {
   state: string;
@@ -119,6 +119,18 @@ describe('notifications of incoming messages', () => {
     expect(job!.returnValues.status).toBe('failed');
     expect(String(job!.returnValues.error)).toMatch(/^the app lacks the Bitrix24 scope "im" needed for notifications: add "im"/);
     expect(stack.b24.notifications).toEqual([]);
+  });
+
+  it('the settings API shows both switches, refuses a non-boolean naming the key, and changes nothing then', async () => {
+    await setUp({});
+    const read = async () => (await (await fetch(`${stack.server.url}/api/settings`, { headers: adminHeaders(stack) })).json()) as Record<string, unknown>;
+    expect(await read()).toMatchObject({ notifyIncoming: false, responsibleSync: false });
+    const refused = await putSettings(stack, { notifyIncoming: 'yes', responsibleSync: true });
+    expect(refused.status).toBe(400);
+    expect(((await refused.json()) as { error: string }).error).toContain('notifyIncoming must be true or false');
+    expect(await read()).toMatchObject({ notifyIncoming: false, responsibleSync: false });
+    expect((await putSettings(stack, { responsibleSync: true })).status).toBe(200);
+    expect(await read()).toMatchObject({ notifyIncoming: false, responsibleSync: true });
   });
 
   it('notifications are off by default: a message starts no notification', async () => {
