@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { FIRE_TRIGGER_KIND } from '../src/jobs/kinds/fire-trigger.js';
 import { SYNC_RESPONSIBLE_KIND } from '../src/jobs/kinds/sync-responsible.js';
 import { eventuallyOnClock, noRetryWait, TestClock } from './support/clock.js';
-import { install, installAndConfigure, postForm, startStack, type Stack, type StackOptions } from './support/stack.js';
+import { install, installAndConfigure, postForm, putSettings, startStack, type Stack, type StackOptions } from './support/stack.js';
 
 interface JobView {
   state: string;
@@ -79,6 +79,14 @@ describe('triggers', () => {
     await install(stack);
     expect(triggerAdds()).toHaveLength(4);
     expect(stack.b24.triggers.get('c2d_not_delivered')).toBe('Mensaje de Chat2Desk no entregado');
+  });
+
+  it('a Chat2Desk webhook registered before outbox_status was subscribed gets it with the next settings save', async () => {
+    await setUp();
+    const [webhook] = stack.c2d.account().webhooks as Array<{ events: string[] }>;
+    webhook!.events = webhook!.events.filter((event) => event !== 'outbox_status');
+    expect((await putSettings(stack, { defaultCountry: 'RU' })).status).toBe(200);
+    expect((stack.c2d.account().webhooks as Array<{ events: string[] }>)[0]!.events).toContain('outbox_status');
   });
 
   it('a client writing fires "client wrote" once on the matched deal, even when Chat2Desk retries the delivery', async () => {
