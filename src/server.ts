@@ -24,11 +24,8 @@ import { EffectStore } from './db/effects.js';
 import { EpisodeRecordStore } from './db/episode-records.js';
 import { closeEpisodeHandlers } from './episodes/delivery.js';
 import { closeEpisodeKind } from './jobs/kinds/close-episode.js';
-import { fireTriggerKind } from './jobs/kinds/fire-trigger.js';
-import { notifyIncomingKind } from './jobs/kinds/notify-incoming.js';
-import { syncResponsibleKind } from './jobs/kinds/sync-responsible.js';
-import { PortalLanguages } from './notifications/portal-language.js';
 import { automationHandlers } from './triggers/delivery.js';
+import { automationKinds } from './triggers/kinds.js';
 import { WebhookStore } from './db/webhooks.js';
 import { BackgroundTasks } from './background.js';
 import type { Config } from './config.js';
@@ -138,15 +135,11 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
   });
   const effects = new EffectStore(database.db, clock);
   const users = new BitrixUsers(rest, clock);
-  const episodeRecords = new EpisodeRecordStore(database.db, clock);
-  const runContext = { jobs, portals, rest, users, effects, clock, chat2desk };
   const kinds = new JobKinds([
-    robotKind({ ...runContext, robots }),
-    closeEpisodeKind({ ...runContext, episodeRecords }),
-    fireTriggerKind({ ...runContext, episodeRecords }),
-    notifyIncomingKind({ ...runContext, languages: new PortalLanguages(rest, clock) }),
-    syncResponsibleKind({ ...runContext, episodeRecords }),
+    robotKind({ jobs, portals, rest, users, effects, clock, chat2desk, robots }),
+    closeEpisodeKind({ jobs, portals, rest, users, effects, clock, chat2desk, episodeRecords: new EpisodeRecordStore(database.db, clock) }),
     registerAppKind({ portals, registration, clock }),
+    ...automationKinds({ jobs, portals, rest, users, effects, clock, chat2desk, episodeRecords: new EpisodeRecordStore(database.db, clock) }),
     ...(options.extraKinds ?? []),
   ]);
   const pipeline = new Pipeline({
