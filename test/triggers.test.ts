@@ -132,6 +132,26 @@ describe('triggers', () => {
     expect(jobsOf(FIRE_TRIGGER_KIND)).toHaveLength(1);
   });
 
+  it('a closed episode of a known client fires on the deal its comment went to; one the tag filter skipped fires on the matched record', async () => {
+    await setUp({ episodesEnabled: true });
+    const { dealId, dialogId } = clientWithDeal();
+    const closed = stack.c2d.closeDialog(dialogId);
+    expect(await stack.c2d.deliverWebhook(closed.closeRequest)).toEqual([200]);
+    await finished(FIRE_TRIGGER_KIND, 1);
+    expect(stack.b24.timelineComments.filter((item) => item.entityType === 'deal' && item.entityId === dealId)).toHaveLength(1);
+    expect(stack.b24.triggerExecutions).toEqual([{ code: 'c2d_dialog_closed', ownerTypeId: 2, ownerId: dealId }]);
+
+    // Only episodes of clients tagged 999999 are handled: this one is skipped, the dialog still closed.
+    expect((await putSettings(stack, { tagFilterMode: 'only', tagFilterTags: [999999] })).status).toBe(200);
+    stack.c2d.reopenDialog(dialogId);
+    const again = stack.c2d.closeDialog(dialogId);
+    expect(await stack.c2d.deliverWebhook(again.closeRequest)).toEqual([200]);
+    const jobs = await finished(FIRE_TRIGGER_KIND, 2);
+    expect(jobs[1]!.returnValues).toMatchObject({ status: 'done', entityType: 'deal', entityId: dealId });
+    expect(stack.b24.triggerExecutions).toHaveLength(2);
+    expect(stack.b24.timelineComments).toHaveLength(1);
+  });
+
   it('with closed episodes off, close_dialog and close_request fire "dialog closed" once on the matched record', async () => {
     await setUp();
     const { dealId, dialogId } = clientWithDeal();
