@@ -8,9 +8,5 @@ import { PortalLanguages } from '../notifications/portal-language.js';
 
 /** The job kinds Chat2Desk events start for CRM automation (src/triggers/delivery.ts). */
 export function automationKinds(deps: RunContextDeps & { episodeRecords: EpisodeRecordStore }): JobKind[] {
-  return [
-    fireTriggerKind(deps),
-    notifyIncomingKind({ ...deps, languages: new PortalLanguages(deps.rest, deps.clock) }),
-    syncResponsibleKind(deps),
-  ];
+  return [fireTriggerKind(deps), notifyIncomingKind({ ...deps, languages: new PortalLanguages(deps.rest, deps.clock) }), syncResponsibleKind(deps)];
 }
