@@ -39,6 +39,10 @@ export interface PortalSettings {
   tagFilterTags: number[];
   /** Chat2Desk client fields copied into a new record's fields. */
   extraFields: ExtraField[];
+  /** The operator's Bitrix24 user is notified of a dialog's incoming messages, grouped (src/jobs/kinds/notify-incoming.ts). */
+  notifyIncoming: boolean;
+  /** A transferred dialog's CRM record gets the new operator's Bitrix24 user as responsible (src/jobs/kinds/sync-responsible.ts). */
+  responsibleSync: boolean;
 }
 
 export type EpisodeEntity = 'lead' | 'contact' | 'contact_deal';
@@ -148,6 +152,8 @@ export function settingsUpdateSchema(allowedApiUrls: readonly string[]) {
       ),
     ),
     ...episodeSettingsEntries,
+    notifyIncoming: v.optional(v.boolean('notifyIncoming must be true or false')),
+    responsibleSync: v.optional(v.boolean('responsibleSync must be true or false')),
   });
 }
 
@@ -223,6 +229,9 @@ export function readSettings(stored: StoredSettings, defaultApiUrl: string): Por
         ? (stored.eventLogRetentionDays as number)
         : DEFAULT_EVENT_LOG_RETENTION_DAYS,
     ...readEpisodeSettings(stored),
+    // Both off unless the admin turns them on (README "Triggers, notifications, responsible sync").
+    notifyIncoming: stored.notifyIncoming === true,
+    responsibleSync: stored.responsibleSync === true,
   };
 }
 

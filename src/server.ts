@@ -27,6 +27,8 @@ import { EpisodeRecordStore } from './db/episode-records.js';
 import { closeEpisodeHandlers } from './episodes/delivery.js';
 import { SharedBatches } from './episodes/shared-batches.js';
 import { closeEpisodeKind } from './jobs/kinds/close-episode.js';
+import { automationHandlers } from './triggers/delivery.js';
+import { automationKinds } from './triggers/kinds.js';
 import { WebhookStore } from './db/webhooks.js';
 import { BackgroundTasks } from './background.js';
 import type { Config } from './config.js';
@@ -104,6 +106,8 @@ export interface ServerOptions {
   orderingHoldMs?: number;
   /** How the Bitrix24 and Chat2Desk clients wait before retrying a transient failure; a test passes one that does not wait. */
   retrySleep?: (ms: number) => Promise<void>;
+  /** How long a dialog's incoming messages are gathered into one notification (src/triggers/delivery.ts, default 30 s). */
+  notifyDelayMs?: number;
 }
 
 /** Builds every service from the config, starts the workers and the HTTP server. */
@@ -144,9 +148,12 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
   });
   const effects = new EffectStore(database.db, clock);
   const users = new BitrixUsers(rest, clock);
+  const episodeRecords = new EpisodeRecordStore(database.db, clock);
+  // One set of shared batches: every job that reads a client's CRM record joins the same per-portal batches.
+  const batches = new SharedBatches(rest);
   const kinds = new JobKinds([
     robotKind({ jobs, portals, rest, users, effects, clock, chat2desk, robots }),
-    closeEpisodeKind({ jobs, portals, rest, users, effects, clock, chat2desk, episodeRecords: new EpisodeRecordStore(database.db, clock), batches: new SharedBatches(rest) }),
+    closeEpisodeKind({ jobs, portals, rest, users, effects, clock, chat2desk, episodeRecords, batches }),
     registerAppKind({ portals, registration, clock }),
     gapPollKind({
       portals,
@@ -155,6 +162,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
       job: (kind, memberId, input, jobOptions): NewJob => pipeline.job(kind, memberId, input, jobOptions),
       clock,
     }),
+    ...automationKinds({ jobs, portals, rest, users, effects, clock, chat2desk, episodeRecords, batches }),
     ...(options.extraKinds ?? []),
   ]);
   const pipeline = new Pipeline({
@@ -176,8 +184,9 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     portals,
     publicUrl: config.publicUrl,
     directoryFor: (portal) => chat2desk.directoryOf(portal),
-    deliveryHandlers: new DeliveryHandlers([...closeEpisodeHandlers(clock), ...(options.deliveryHandlers ?? [])], (kind, memberId, input, jobOptions) =>
-      pipeline.job(kind, memberId, input, jobOptions),
+    deliveryHandlers: new DeliveryHandlers(
+      [...closeEpisodeHandlers(clock), ...automationHandlers(clock, options.notifyDelayMs), ...(options.deliveryHandlers ?? [])],
+      (kind, memberId, input, jobOptions) => pipeline.job(kind, memberId, input, jobOptions),
     ),
     jobsStored: (job) => pipeline.jobsStored(job),
     gapNoticed: (portal, lastDeliveryAt) => gapPolls.gapNoticed(portal, lastDeliveryAt),

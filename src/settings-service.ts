@@ -64,6 +64,8 @@ export interface SettingsView {
   tagFilterMode: TagFilterMode;
   tagFilterTags: number[];
   extraFields: ExtraField[];
+  notifyIncoming: boolean;
+  responsibleSync: boolean;
   channels: Chat2DeskChannel[];
   operators: Array<Pick<Chat2DeskOperator, 'id' | 'email' | 'first_name' | 'last_name' | 'role'>>;
   tags: Chat2DeskTag[];
@@ -161,6 +163,8 @@ export class SettingsService {
       cacheTtlSeconds: settings.cacheTtlSeconds,
       eventLogRetentionDays: settings.eventLogRetentionDays,
       ...episodeView(settings),
+      notifyIncoming: settings.notifyIncoming,
+      responsibleSync: settings.responsibleSync,
       channels: [],
       operators: [],
       tags: [],
@@ -214,6 +218,8 @@ export class SettingsService {
       cacheTtlSeconds: change.cacheTtlSeconds ?? current.cacheTtlSeconds,
       eventLogRetentionDays: change.eventLogRetentionDays ?? current.eventLogRetentionDays,
       ...nextEpisodeSettings(current, change, this.deps.clock.now()),
+      notifyIncoming: change.notifyIncoming ?? current.notifyIncoming,
+      responsibleSync: change.responsibleSync ?? current.responsibleSync,
     };
     const token = change.chat2deskApiToken ?? (await this.deps.portals.chat2deskToken(portal.memberId));
     const needsCheck = change.chat2deskApiToken !== undefined || next.chat2deskApiUrl !== current.chat2deskApiUrl || change.defaultChannelId != null;
@@ -279,7 +285,15 @@ export class SettingsService {
 
 type EpisodeSettings = Omit<
   PortalSettings,
-  'chat2deskApiUrl' | 'defaultCountry' | 'defaultChannelId' | 'defaultTransport' | 'operatorMap' | 'cacheTtlSeconds' | 'eventLogRetentionDays'
+  | 'chat2deskApiUrl'
+  | 'defaultCountry'
+  | 'defaultChannelId'
+  | 'defaultTransport'
+  | 'operatorMap'
+  | 'cacheTtlSeconds'
+  | 'eventLogRetentionDays'
+  | 'notifyIncoming'
+  | 'responsibleSync'
 >;
 
 function episodeView(settings: PortalSettings): EpisodeSettings {

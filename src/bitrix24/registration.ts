@@ -2,6 +2,7 @@ import { ACTIVITY_CODE_SUFFIX, type Activity, type Localized, type PropertyDefin
 import type { Chat2DeskChannel } from '../chat2desk/client.js';
 import type { Portal } from '../db/portals.js';
 import type { Logger } from '../log.js';
+import { TRIGGERS, portalLanguage, triggerCommands } from '../triggers/triggers.js';
 import { commandErrorKind, describeCommandError } from './batch-errors.js';
 import type { Bitrix24Rest, BatchCommand } from './rest-client.js';
 import { phpList, yesNo } from './values.js';
@@ -12,6 +13,7 @@ export interface RegistrationResult {
   robots: string[];
   activities: string[];
   events: string[];
+  triggers: string[];
 }
 
 export class RegistrationError extends Error {
@@ -28,7 +30,7 @@ export interface RegistrationDeps {
 }
 
 /**
- * Registers every robot and its business-process twin and binds the lifecycle events. Bitrix24
+ * Registers every robot and its business-process twin and the app triggers, and binds the lifecycle events. Bitrix24
  * drops an app's handlers on update (docs/protocols.md B1), so this runs on every install,
  * update and settings save, with ensure semantics: list, then add what is missing and update the rest.
  */
@@ -55,6 +57,9 @@ export class AppRegistration {
         { key: 'robots', method: 'bizproc.robot.list' },
         { key: 'activities', method: 'bizproc.activity.list' },
         { key: 'events', method: 'event.get' },
+        // The app triggers (src/triggers/triggers.ts), and app.info for the portal's language their names are in.
+        { key: 'triggers', method: 'crm.automation.trigger.list' },
+        { key: 'app', method: 'app.info' },
       ],
       { idempotent: true },
     );
@@ -82,6 +87,8 @@ export class AppRegistration {
         commands.push({ key: `event_${event}`, method: 'event.bind', params: { event, handler: this.eventHandlerUrl } });
       }
     }
+    const app = listed.results.app && typeof listed.results.app === 'object' ? (listed.results.app as Record<string, unknown>) : {};
+    commands.push(...triggerCommands(listed.results.triggers, portalLanguage(app.LANGUAGE_ID)));
     const outcome = await rest.batch(portal.memberId, commands, { idempotent: true });
     const failures = Object.entries(outcome.errors).filter(([, error]) => commandErrorKind(error) !== 'already_done');
     if (failures.length > 0) {
@@ -93,6 +100,7 @@ export class AppRegistration {
       robots: this.deps.activities.map((activity) => activity.code),
       activities: this.deps.activities.map((activity) => `${activity.code}${ACTIVITY_CODE_SUFFIX}`),
       events: [...LIFECYCLE_EVENTS],
+      triggers: TRIGGERS.map((trigger) => trigger.code),
     };
   }
 

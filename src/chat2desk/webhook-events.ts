@@ -4,6 +4,8 @@ import type { Invalidation } from '../db/cache.js';
 export const WEBHOOK_EVENTS = [
   'inbox',
   'outbox',
+  // Delivery errors: the "message not delivered" trigger (src/triggers/delivery.ts).
+  'outbox_status',
   'new_client',
   'new_request',
   'close_dialog',

@@ -76,6 +76,11 @@ export class Chat2DeskWebhooks {
     } else if (webhook.status && webhook.status !== 'enable') {
       webhook = await directory.api.updateWebhook(webhook.id, { status: 'enable' });
     }
+    // A webhook an older version registered lacks the events added since (outbox_status, for the triggers).
+    const events = webhook.events;
+    if (Array.isArray(events) && WEBHOOK_EVENTS.some((event) => !events.includes(event))) {
+      webhook = await directory.api.updateWebhook(webhook.id, { events: [...WEBHOOK_EVENTS] });
+    }
     await this.deps.webhooks.save({ memberId: portal.memberId, accountKey: directory.accountKey, webhookId: webhook.id, secret, status: 'enable' });
     this.deps.log.info({ memberId: portal.memberId, webhookId: webhook.id }, 'chat2desk webhook registered');
     return { webhookId: webhook.id };

@@ -39,6 +39,8 @@ export interface FakeBitrix24Options {
   rateLimit?: { drainPerSecond: number; burst: number } | false;
   /** Scope string reported in tokens and app.info. */
   scope?: string;
+  /** The portal's language, app.info LANGUAGE_ID (§1); default `en`. */
+  languageId?: string;
 }
 
 export interface RecordedCall {
@@ -129,6 +131,21 @@ export interface TimelineLogMessage {
   created: string;
 }
 
+/** A crm.automation.trigger.execute the fake accepted. */
+export interface TriggerExecution {
+  code: string;
+  ownerTypeId: number;
+  ownerId: number;
+}
+
+/** A notification of im.notify.system.add that is still there (a later one with its TAG replaced it otherwise). */
+export interface SystemNotification {
+  id: number;
+  userId: number;
+  message: string;
+  tag: string;
+}
+
 export interface Delivery {
   kind: 'robot' | 'event';
   url: string;
@@ -201,6 +218,10 @@ export interface FakeBitrix24 {
   timelineLogMessages: TimelineLogMessage[];
   deliveries: Delivery[];
   crm: CrmStore;
+  /** The app's CRM automation triggers, CODE → NAME. */
+  triggers: Map<string, string>;
+  triggerExecutions: TriggerExecution[];
+  notifications: SystemNotification[];
   installed: boolean;
   issueAuth(userId?: number): BitrixAuth;
   installEventBody(overrides?: InstallOverrides): string;
@@ -444,6 +465,7 @@ interface ResolvedOptions {
   accessTokenTtlSeconds: number;
   rateLimit: { drainPerSecond: number; burst: number } | false;
   scope: string;
+  languageId: string;
 }
 
 interface PortalUser {
@@ -605,6 +627,9 @@ class FakePortal implements FakeBitrix24 {
   readonly timelineLogMessages: TimelineLogMessage[] = [];
   readonly deliveries: Delivery[] = [];
   readonly crm: CrmStore = { leads: new Map(), contacts: new Map(), deals: new Map(), companies: new Map() };
+  readonly triggers = new Map<string, string>();
+  readonly triggerExecutions: TriggerExecution[] = [];
+  readonly notifications: SystemNotification[] = [];
   installed = false;
 
   private readonly options: ResolvedOptions;
@@ -628,6 +653,7 @@ class FakePortal implements FakeBitrix24 {
   private nextEventHandlerId = 1;
   private nextCommentId = 1;
   private nextLogMessageId = 1;
+  private nextNotificationId = 1;
 
   constructor(options: FakeBitrix24Options) {
     this.options = {
@@ -639,7 +665,8 @@ class FakePortal implements FakeBitrix24 {
       adminUserId: options.adminUserId ?? 1,
       accessTokenTtlSeconds: options.accessTokenTtlSeconds ?? 3600,
       rateLimit: options.rateLimit ?? { drainPerSecond: 2, burst: 50 },
-      scope: options.scope ?? 'crm,bizproc,placement,imopenlines,imconnector,user_brief',
+      scope: options.scope ?? 'crm,bizproc,placement,imopenlines,imconnector,im,user_brief',
+      languageId: options.languageId ?? 'en',
     };
     this.clientId = this.options.clientId;
     this.clientSecret = this.options.clientSecret;
@@ -1314,6 +1341,10 @@ class FakePortal implements FakeBitrix24 {
       (entity: CrmEntity): MethodHandler =>
       (params, caller) =>
         this.crmAdd(entity, params, caller);
+    const crmUpdate =
+      (entity: CrmEntity): MethodHandler =>
+      (params) =>
+        this.crmUpdate(entity, params);
     return new Map<string, MethodHandler>([
       ['app.info', () => ({ result: this.portalAppInfo() })],
       ['profile', (_params, caller) => ({ result: this.profile(caller.user) })],
@@ -1355,7 +1386,16 @@ class FakePortal implements FakeBitrix24 {
       ['crm.contact.list', (params) => this.crmList('contact', params)],
       ['crm.deal.list', (params) => this.crmList('deal', params)],
       ['crm.company.list', (params) => this.crmList('company', params)],
+      ['crm.lead.update', crmUpdate('lead')],
+      ['crm.contact.update', crmUpdate('contact')],
+      ['crm.deal.update', crmUpdate('deal')],
+      ['crm.company.update', crmUpdate('company')],
       ['crm.duplicate.findbycomm', (params) => this.findByComm(params)],
+      ['crm.automation.trigger.add', (params, caller) => this.triggerAdd(params, caller)],
+      ['crm.automation.trigger.list', (_params, caller) => this.triggerList(caller)],
+      ['crm.automation.trigger.delete', (params, caller) => this.triggerDelete(params, caller)],
+      ['crm.automation.trigger.execute', (params, caller) => this.triggerExecute(params, caller)],
+      ['im.notify.system.add', (params) => this.notifySystemAdd(params)],
       ['crm.timeline.comment.add', (params, caller) => this.timelineCommentAdd(params, caller)],
       ['crm.timeline.comment.list', (params) => this.timelineCommentList(params)],
       ['crm.timeline.logmessage.add', (params, caller) => this.timelineLogMessageAdd(params, caller)],
@@ -1388,7 +1428,7 @@ class FakePortal implements FakeBitrix24 {
       INSTALLED: this.installed,
       PAYMENT_EXPIRED: 'N',
       DAYS: null,
-      LANGUAGE_ID: 'en',
+      LANGUAGE_ID: this.options.languageId,
       LICENSE: 'en_project',
       LICENSE_TYPE: 'project',
       LICENSE_FAMILY: 'project',
@@ -1784,6 +1824,90 @@ class FakePortal implements FakeBitrix24 {
     }
     if (entity === 'deal' && record.CLOSED === undefined) return { ...record, CLOSED: /(^|:)(WON|LOSE)$/.test(text(record.STAGE_ID)) ? 'Y' : 'N' };
     return record;
+  }
+
+  /**
+   * crm.<entity>.update {id, fields} → true (§10; docs:`crm/deals/crm-deal-update.md`). A missing
+   * record answers like crm.<entity>.get. Only the fields sent change; multifields are not modelled here.
+   */
+  private crmUpdate(entity: CrmEntity, params: Params): MethodResult {
+    const id = positiveInt(params.id ?? params.ID);
+    if (id === undefined) throw new RestError(400, '', 'ID is not defined or invalid.');
+    const record = this.crm[CRM_COLLECTION[entity]].get(id);
+    if (record === undefined) throw crmNotFound();
+    const fields = isRecord(params.fields) ? params.fields : isRecord(params.FIELDS) ? params.FIELDS : {};
+    for (const [key, value] of Object.entries(fields)) record[key] = typeof value === 'number' ? String(value) : value;
+    record.DATE_MODIFY = new Date().toISOString();
+    return { result: true };
+  }
+
+  // ----- CRM automation triggers (docs:`api-reference/crm/automation/triggers/*.md`) -------------
+  // Application context and an administrator; CODE `[a-zA-Z0-9._-]`; add with an existing CODE
+  // renames it; execute needs a registered CODE and answers true whether or not anything moved.
+
+  private triggerCode(params: Params): string {
+    const code = text(params.CODE ?? params.code);
+    if (code === '' || code === '0') throw new RestError(400, '', 'Empty trigger code!');
+    if (!/^[a-zA-Z0-9._-]+$/.test(code)) throw new RestError(400, '', 'Wrong trigger code!');
+    return code;
+  }
+
+  private triggerAdd(params: Params, caller: Caller): MethodResult {
+    if (!this.isAdmin(caller.user)) throw accessDenied('Admin permissions required');
+    const code = this.triggerCode(params);
+    const name = text(params.NAME ?? params.name);
+    if (name === '' || name === '0') throw new RestError(400, '', 'Empty trigger name!');
+    this.triggers.set(code, name);
+    return { result: true };
+  }
+
+  private triggerList(caller: Caller): MethodResult {
+    if (!this.isAdmin(caller.user)) throw accessDenied('Admin permissions required');
+    return { result: [...this.triggers].map(([code, name]) => ({ NAME: name, CODE: code })) };
+  }
+
+  private triggerDelete(params: Params, caller: Caller): MethodResult {
+    if (!this.isAdmin(caller.user)) throw accessDenied('Admin permissions required');
+    const code = this.triggerCode(params);
+    // GUESS: the answer for an unknown CODE is undocumented; it is refused like execute's.
+    if (!this.triggers.delete(code)) throw new RestError(400, '', `Trigger with code ${code} is not registered.`);
+    return { result: true };
+  }
+
+  private triggerExecute(params: Params, caller: Caller): MethodResult {
+    if (!this.isAdmin(caller.user)) throw accessDenied('Admin permissions required');
+    const code = this.triggerCode(params);
+    if (!this.triggers.has(code)) throw new RestError(400, '', `Trigger with code ${code} is not registered.`);
+    const ownerTypeId = positiveInt(params.OWNER_TYPE_ID);
+    // Leads, deals, contacts, companies (crm.enum.ownertype); estimates, invoices and SPAs are not modelled.
+    if (ownerTypeId === undefined || ownerTypeId > 4) throw new RestError(400, '', 'Incorrect parameter OWNER_TYPE_ID.');
+    const ownerId = positiveInt(params.OWNER_ID);
+    if (ownerId === undefined) throw new RestError(400, '', 'Incorrect parameter OWNER_ID.');
+    this.triggerExecutions.push({ code, ownerTypeId, ownerId });
+    return { result: true };
+  }
+
+  /**
+   * im.notify.system.add (docs:`api-reference/chats/notifications/im-notify-system-add.md`): scope
+   * `im`, else 403 insufficient_scope (§2, §3); a notification with a TAG already used replaces the
+   * earlier ones with that TAG. Answers the notification id.
+   */
+  private notifySystemAdd(params: Params): MethodResult {
+    if (!this.scope.split(',').includes('im')) {
+      // GUESS: the description is the OAuth 2.0 wording; the code and status are §3's.
+      throw new RestError(403, 'insufficient_scope', 'The request requires higher privileges than provided by the access token');
+    }
+    const userId = positiveInt(params.USER_ID);
+    if (userId === undefined) throw new RestError(400, 'USER_ID_EMPTY', "User ID can't be empty");
+    const message = text(params.MESSAGE).trim();
+    if (message === '') throw new RestError(400, 'MESSAGE_EMPTY', "Message can't be empty");
+    const tag = text(params.TAG);
+    if (tag !== '') {
+      for (let index = this.notifications.length - 1; index >= 0; index--) if (this.notifications[index]!.tag === tag) this.notifications.splice(index, 1);
+    }
+    const id = this.nextNotificationId++;
+    this.notifications.push({ id, userId, message, tag });
+    return { result: id };
   }
 
   private crmGet(entity: CrmEntity, params: Params): MethodResult {

@@ -3,6 +3,7 @@ import type { EpisodeRecordStore } from '../../db/episode-records.js';
 import { handleEpisode } from '../../episodes/handle.js';
 import { episodeRunFor } from '../../episodes/run.js';
 import type { SharedBatches } from '../../episodes/shared-batches.js';
+import { dialogClosedTrigger } from '../../triggers/episode.js';
 import type { JobKind } from '../kinds.js';
 import type { RunContextDeps } from '../run-context.js';
 
@@ -49,5 +50,7 @@ export function closeEpisodeKind(deps: RunContextDeps & { episodeRecords: Episod
       };
     },
     failed: (_job, message) => ({ returnValues: { status: 'failed', error: message }, logMessage: message }),
+    // "Chat2Desk dialog closed" fires on the record this episode went to (src/triggers/episode.ts).
+    followUps: (job, outcome) => dialogClosedTrigger(job, outcome, deps.clock.now()),
   };
 }

@@ -38,8 +38,8 @@ export function registerAppKind(deps: { portals: PortalStore; registration: AppR
           if (!portal || portal.status === 'uninstalled') return { returnValues: { status: 'skipped' }, logMessage: 'the app is not installed on this portal any more' };
           const result = await deps.registration.register(portal);
           return {
-            returnValues: { status: 'registered', robots: result.robots.length, events: result.events.length },
-            logMessage: 'robots and events registered again after an update',
+            returnValues: { status: 'registered', robots: result.robots.length, events: result.events.length, triggers: result.triggers.length },
+            logMessage: 'robots, triggers and events registered again after an update',
           };
         },
       };
