@@ -300,6 +300,16 @@ describe('closed episodes → CRM records', () => {
     expect(stack.b24.crm.leads.size).toBe(0);
   });
 
+  it('a creation refused for access fails at once saying so, and creates nothing', async () => {
+    await setUp();
+    stack.b24.failNext('crm.lead.add', { status: 403, error: 'ACCESS_DENIED', error_description: 'Access denied.' });
+    const { dialogId } = openEpisode();
+    const job = await finished((await close(dialogId)).requestId);
+    expect(job.returnValues).toEqual({ status: 'failed', error: "Bitrix24 refused to create the lead: the app's user may not add leads (access denied)" });
+    expect(job.attempts).toBe(1);
+    expect(stack.b24.crm.leads.size).toBe(0);
+  });
+
   it('extra fields copy Chat2Desk client fields into the new record', async () => {
     await setUp({
       extraFields: [

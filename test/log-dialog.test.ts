@@ -182,10 +182,12 @@ describe('Log closed dialog to timeline robot', () => {
     const first = await logDialog({ dialog_id: String(dialogId) }, document);
     // The client writes again: the dialog reopens with a new request, still running.
     const { requestId: second } = stack.c2d.reopenDialog(dialogId);
-    stack.c2d.receiveMessage({ clientId, text: 'One more thing' });
+    // Chat2Desk says so: the inbox webhook makes the cached dialog stale, so the robot sees it open.
+    expect(await stack.c2d.deliverWebhook(stack.c2d.receiveMessage({ clientId, text: 'One more thing' }).webhook)).toEqual([200]);
     const whileOpen = await logDialog({ dialog_id: String(dialogId) }, document);
     expect(whileOpen.returnValues).toEqual(first.returnValues);
     expect(whileOpen.logMessage).toContain(`(request ${requestId}) was already logged`);
+    expect(stack.c2d.calls.some((call) => call.path === '/messages' && call.query.dialog_id === String(dialogId))).toBe(true);
     expect(stack.b24.timelineComments).toHaveLength(1);
 
     // Chat2Desk says so (the webhook makes the cached dialog stale); closed episodes are off here, so only the robot writes.
