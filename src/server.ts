@@ -100,7 +100,8 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
   const portals = new PortalStore(database.db, secrets, clock);
   const jobs = new JobStore(database.db, clock, { orderingHoldMs: options.orderingHoldMs });
   const robots = options.robots ?? new RobotRegistry();
-  const fetchImpl = options.fetch ?? fetch;
+  // Unset: each client's own transport (node:http for the Bitrix24 REST and Chat2Desk clients, fetch for OAuth).
+  const fetchImpl = options.fetch;
   const oauth = new OAuthServer(config.bitrix24.oauthUrl, config.bitrix24.clientId, config.bitrix24.clientSecret, clock, fetchImpl);
   const rest = new Bitrix24Rest({
     portals,

@@ -1,11 +1,10 @@
 import { createHash } from 'node:crypto';
 import pLimit, { type LimitFunction } from 'p-limit';
 import type { Chat2DeskRateStore, LearnedRate } from '../db/chat2desk-rates.js';
+import { type HttpAnswer, type HttpRequest, httpRequest } from '../http-request.js';
 import { backoffMs, delay } from '../rate-limit.js';
 import { AdaptiveRate } from './adaptive-rate.js';
 import { Chat2DeskError, classifyChat2DeskError, fetchFailure } from './errors.js';
-
-export type Fetch = typeof fetch;
 
 export interface Chat2DeskChannel {
   id: number;
@@ -143,7 +142,7 @@ export class Chat2DeskApi {
     readonly baseUrl: string,
     private readonly token: string,
     private readonly gate: AccountGate,
-    private readonly fetchImpl: Fetch = fetch,
+    private readonly send: HttpRequest = httpRequest,
     private readonly sleep: (ms: number) => Promise<void> = delay,
   ) {}
 
@@ -316,10 +315,10 @@ export class Chat2DeskApi {
     const url = new URL(`${this.baseUrl}${path}`);
     for (const [key, value] of Object.entries(options.query ?? {})) if (value !== undefined) url.searchParams.set(key, String(value));
     const label = `${method} ${path}`;
-    let response: Response;
+    let response: HttpAnswer;
     let text: string;
     try {
-      response = await this.fetchImpl(url, {
+      response = await this.send(url, {
         method,
         headers: {
           authorization: this.token,
@@ -385,7 +384,7 @@ export class Chat2DeskAccounts {
   constructor(
     private readonly limits: Chat2DeskLimits,
     private readonly rates: Chat2DeskRateStore,
-    private readonly fetchImpl: Fetch = fetch,
+    private readonly send: HttpRequest = httpRequest,
     /** Between retries of a transient failure (not the pacing, which waits real time by design). */
     private readonly retrySleep: (ms: number) => Promise<void> = delay,
   ) {}
@@ -399,7 +398,7 @@ export class Chat2DeskAccounts {
       // A failed read of the learned rate is not kept: the next caller reads again.
       gate.catch(() => this.#gates.delete(key));
     }
-    return new Chat2DeskApi(baseUrl, token, await gate, this.fetchImpl, this.retrySleep);
+    return new Chat2DeskApi(baseUrl, token, await gate, this.send, this.retrySleep);
   }
 
   /** Stores what every account learned since its last save; called at shutdown. */
