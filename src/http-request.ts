@@ -57,7 +57,10 @@ export const httpRequest: HttpRequest = (url, init) =>
       reject(reason);
       failBody?.(reason);
     };
-    const request = (agent === agents['https:'] ? https : http).request(target, { method: init.method, headers: init.headers, agent }, (response) => {
+    // Node sends a body's length by itself only for methods that usually have one: a DELETE's body
+    // (Chat2Desk's tag removal, docs/protocols.md C5) would go with neither length nor chunking, unread.
+    const headers = init.body === undefined ? init.headers : { ...init.headers, 'content-length': String(Buffer.byteLength(init.body)) };
+    const request = (agent === agents['https:'] ? https : http).request(target, { method: init.method, headers, agent }, (response) => {
       const ended = new Promise<string>((resolveBody, rejectBody) => {
         failBody = rejectBody;
         const body = decoded(response);

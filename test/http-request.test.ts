@@ -55,6 +55,12 @@ describe('httpRequest', () => {
     expect(seen.at(-1)).toMatchObject({ method: 'POST', url: '/json?phone=79261234567', body: '{"text":"é"}', headers: { authorization: 'token', 'content-length': '13' } });
   });
 
+  it('sends the body of a DELETE too, with its length (Chat2Desk removes a tag that way)', async () => {
+    const answer = await httpRequest(`${base}/json`, { method: 'DELETE', headers: { 'content-type': 'application/json' }, body: '{"client_id":7}' });
+    expect(answer.status).toBe(201);
+    expect(seen.at(-1)).toMatchObject({ method: 'DELETE', body: '{"client_id":7}', headers: { 'content-length': '15' } });
+  });
+
   it('decodes an answer compressed although no compression was asked for', async () => {
     const answer = await httpRequest(`${base}/gzip`, { method: 'GET', headers: {} });
     expect(seen.at(-1)?.headers['accept-encoding']).toBeUndefined();
