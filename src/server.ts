@@ -34,6 +34,7 @@ import { robotKind } from './jobs/kinds/robot.js';
 import { Pipeline } from './jobs/pipeline.js';
 import { RobotCalls } from './jobs/robot-calls.js';
 import type { Worker } from './jobs/worker.js';
+import { viaFetch } from './http-request.js';
 import type { Logger } from './log.js';
 import { SecretBox, resolveAppSecret } from './secrets.js';
 import { SettingsService } from './settings-service.js';
@@ -102,6 +103,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
   const robots = options.robots ?? new RobotRegistry();
   // Unset: each client's own transport (node:http for the Bitrix24 REST and Chat2Desk clients, fetch for OAuth).
   const fetchImpl = options.fetch;
+  const send = fetchImpl && viaFetch(fetchImpl);
   const oauth = new OAuthServer(config.bitrix24.oauthUrl, config.bitrix24.clientId, config.bitrix24.clientSecret, clock, fetchImpl);
   const rest = new Bitrix24Rest({
     portals,
@@ -110,10 +112,10 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     clock,
     ratePerSecond: config.bitrix24.ratePerSecond,
     burst: config.bitrix24.rateBurst,
-    fetch: fetchImpl,
+    fetch: send,
     sleep: options.retrySleep,
   });
-  const accounts = new Chat2DeskAccounts(config.chat2desk, new Chat2DeskRateStore(database.db, clock), fetchImpl, options.retrySleep);
+  const accounts = new Chat2DeskAccounts(config.chat2desk, new Chat2DeskRateStore(database.db, clock), send, options.retrySleep);
   const cache = new CacheStore(database.db);
   const chat2desk = new Chat2DeskAccess({ portals, accounts, cache, defaultApiUrl: config.chat2desk.defaultApiUrl, allowedApiUrls: config.chat2desk.allowedApiUrls, log, clock });
   const background = new BackgroundTasks(log);

@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { httpRequest } from '../src/http-request.js';
+import { httpRequest, viaFetch } from '../src/http-request.js';
 
 /** The protocol clients' transport against a loopback server: what they rely on of fetch holds here too. */
 describe('httpRequest', () => {
@@ -15,6 +15,10 @@ describe('httpRequest', () => {
     '/moved': (response) => response.writeHead(302, { location: 'https://example.invalid/rest/' }).end(),
     '/refused': (response) => response.writeHead(429).end('not json'),
     '/silent': () => undefined,
+    '/stalled': (response) => {
+      response.writeHead(200, { 'content-length': '100' });
+      response.write('{"partial":');
+    },
     // The status and half the body, then the connection drops.
     '/cut': (response) => {
       response.writeHead(200, { 'content-length': '100' });
@@ -74,8 +78,15 @@ describe('httpRequest', () => {
     expect([refused.status, refused.ok, await refused.text()]).toEqual([429, false, 'not json']);
   });
 
-  it('ends with the signal’s reason when the server does not answer in time', async () => {
-    await expect(httpRequest(`${base}/silent`, { method: 'GET', headers: {}, signal: AbortSignal.timeout(100) })).rejects.toMatchObject({ name: 'TimeoutError' });
+  it('ends with a TimeoutError when the server does not answer in time, as fetch with a timeout signal does', async () => {
+    await expect(httpRequest(`${base}/silent`, { method: 'GET', headers: {}, timeoutMs: 100 })).rejects.toMatchObject({ name: 'TimeoutError' });
+    await expect(viaFetch(fetch)(`${base}/silent`, { method: 'GET', headers: {}, timeoutMs: 100 })).rejects.toMatchObject({ name: 'TimeoutError' });
+  });
+
+  it('ends with a TimeoutError when the answer stops half way', async () => {
+    const answer = await httpRequest(`${base}/stalled`, { method: 'GET', headers: {}, timeoutMs: 200 });
+    expect(answer.status).toBe(200);
+    await expect(answer.text()).rejects.toMatchObject({ name: 'TimeoutError' });
   });
 
   it('fails the body, not the status, when the connection drops in the middle of the answer', async () => {

@@ -36,7 +36,7 @@ export interface Bitrix24RestOptions {
   clock: Clock;
   ratePerSecond: number;
   burst: number;
-  /** The HTTP transport (node:http); a test may pass a wrapped fetch to watch the requests. */
+  /** The HTTP transport (node:http); a test's fetch comes through `viaFetch`. */
   fetch?: HttpRequest;
   /** How many times a call refused for load (503/429) is retried before giving up. */
   maxLoadRetries?: number;
@@ -242,7 +242,7 @@ export class Bitrix24Rest {
         headers: { 'content-type': 'application/json', accept: 'application/json', 'user-agent': 'chat2desk-bitrix24' },
         body: JSON.stringify({ ...params, auth: accessToken }),
         redirect: 'manual' as const,
-        signal: AbortSignal.timeout(65_000), // Bitrix24 cloud ends a request at 60 s (docs/protocols.md B3)
+        timeoutMs: 65_000, // Bitrix24 cloud ends a request at 60 s (docs/protocols.md B3)
       };
       response = await this.#fetch(url, init);
       // A renamed portal answers 302; a POST must be repeated at the new address, not turned into a GET.

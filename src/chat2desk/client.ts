@@ -326,7 +326,7 @@ export class Chat2DeskApi {
           ...(options.body !== undefined ? { 'content-type': 'application/json' } : {}),
         },
         body: options.body !== undefined ? JSON.stringify(options.body) : undefined,
-        signal: AbortSignal.timeout(30_000),
+        timeoutMs: 30_000,
       });
       text = await response.text();
     } catch (error) {
