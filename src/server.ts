@@ -42,6 +42,7 @@ import { robotKind } from './jobs/kinds/robot.js';
 import { Pipeline } from './jobs/pipeline.js';
 import { RobotCalls } from './jobs/robot-calls.js';
 import type { Worker } from './jobs/worker.js';
+import { viaFetch } from './http-request.js';
 import type { Logger } from './log.js';
 import { AppPageService } from './pages/app-page.js';
 import { PageAuth } from './pages/page-auth.js';
@@ -119,7 +120,9 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
   const portals = new PortalStore(database.db, secrets, clock);
   const jobs = new JobStore(database.db, clock, { orderingHoldMs: options.orderingHoldMs });
   const robots = options.robots ?? new RobotRegistry();
-  const fetchImpl = options.fetch ?? fetch;
+  // Unset: each client's own transport (node:http for the Bitrix24 REST and Chat2Desk clients, fetch for OAuth).
+  const fetchImpl = options.fetch;
+  const send = fetchImpl && viaFetch(fetchImpl);
   const oauth = new OAuthServer(config.bitrix24.oauthUrl, config.bitrix24.clientId, config.bitrix24.clientSecret, clock, fetchImpl);
   const rest = new Bitrix24Rest({
     portals,
@@ -128,10 +131,10 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     clock,
     ratePerSecond: config.bitrix24.ratePerSecond,
     burst: config.bitrix24.rateBurst,
-    fetch: fetchImpl,
+    fetch: send,
     sleep: options.retrySleep,
   });
-  const accounts = new Chat2DeskAccounts(config.chat2desk, new Chat2DeskRateStore(database.db, clock), fetchImpl, options.retrySleep);
+  const accounts = new Chat2DeskAccounts(config.chat2desk, new Chat2DeskRateStore(database.db, clock), send, options.retrySleep);
   const cache = new CacheStore(database.db);
   const webhookStore = new WebhookStore(database.db, secrets, clock);
   const chat2desk = new Chat2DeskAccess({ portals, accounts, cache, defaultApiUrl: config.chat2desk.defaultApiUrl, allowedApiUrls: config.chat2desk.allowedApiUrls, log, clock });

@@ -3,10 +3,11 @@ import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
 import type { Clock } from '../clock.js';
 import type { Logger } from '../log.js';
 import type { PortalStore } from '../db/portals.js';
+import { type HttpAnswer, type HttpRequest, httpRequest } from '../http-request.js';
 import { type BucketPriority, LeakyBucket, backoffMs, delay } from '../rate-limit.js';
 import type { BatchCommandError } from './batch-errors.js';
 import { Bitrix24Error, Bitrix24TransportError, OAuthError, PortalUnavailableError } from './errors.js';
-import type { Fetch, OAuthServer } from './oauth.js';
+import type { OAuthServer } from './oauth.js';
 import { phpMap } from './values.js';
 
 export interface CallOptions {
@@ -35,7 +36,8 @@ export interface Bitrix24RestOptions {
   clock: Clock;
   ratePerSecond: number;
   burst: number;
-  fetch?: Fetch;
+  /** The HTTP transport (node:http); a test's fetch comes through `viaFetch`. */
+  fetch?: HttpRequest;
   /** How many times a call refused for load (503/429) is retried before giving up. */
   maxLoadRetries?: number;
   sleep?: (ms: number) => Promise<void>;
@@ -79,14 +81,14 @@ export class Bitrix24Rest {
   readonly #refreshing = new Map<string, Promise<void>>();
   /** Per portal+method: when the operating-time block lifts, from the last answer's time.operating_reset_at. */
   readonly #operatingResetAt = new Map<string, number>();
-  readonly #fetch: Fetch;
+  readonly #fetch: HttpRequest;
   readonly #sleep: (ms: number) => Promise<void>;
   readonly #maxLoadRetries: number;
   /** HTTP requests sent, per portal: the benchmark reads it. */
   readonly requestsSent = new Map<string, number>();
 
   constructor(private readonly options: Bitrix24RestOptions) {
-    this.#fetch = options.fetch ?? fetch;
+    this.#fetch = options.fetch ?? httpRequest;
     this.#sleep = options.sleep ?? delay;
     this.#maxLoadRetries = options.maxLoadRetries ?? 8;
     // Bitrix24 keeps one bucket per portal (docs/protocols.md B4), so a bucket of our own for
@@ -232,7 +234,7 @@ export class Bitrix24Rest {
   async #send(memberId: string, clientEndpoint: string, accessToken: string, method: string, params: Record<string, unknown>): Promise<unknown> {
     this.requestsSent.set(memberId, (this.requestsSent.get(memberId) ?? 0) + 1);
     let url = `${withSlash(clientEndpoint)}${method}`;
-    let response: Response;
+    let response: HttpAnswer;
     let text: string;
     try {
       const init = {
@@ -240,7 +242,7 @@ export class Bitrix24Rest {
         headers: { 'content-type': 'application/json', accept: 'application/json', 'user-agent': 'chat2desk-bitrix24' },
         body: JSON.stringify({ ...params, auth: accessToken }),
         redirect: 'manual' as const,
-        signal: AbortSignal.timeout(65_000), // Bitrix24 cloud ends a request at 60 s (docs/protocols.md B3)
+        timeoutMs: 65_000, // Bitrix24 cloud ends a request at 60 s (docs/protocols.md B3)
       };
       response = await this.#fetch(url, init);
       // A renamed portal answers 302; a POST must be repeated at the new address, not turned into a GET.

@@ -1,11 +1,10 @@
 import { createHash } from 'node:crypto';
 import pLimit, { type LimitFunction } from 'p-limit';
 import type { Chat2DeskRateStore, LearnedRate } from '../db/chat2desk-rates.js';
+import { type HttpAnswer, type HttpRequest, httpRequest } from '../http-request.js';
 import { backoffMs, delay } from '../rate-limit.js';
 import { AdaptiveRate } from './adaptive-rate.js';
 import { Chat2DeskError, classifyChat2DeskError, fetchFailure } from './errors.js';
-
-export type Fetch = typeof fetch;
 
 export interface Chat2DeskChannel {
   id: number;
@@ -162,7 +161,7 @@ export class Chat2DeskApi {
     readonly baseUrl: string,
     private readonly token: string,
     private readonly gate: AccountGate,
-    private readonly fetchImpl: Fetch = fetch,
+    private readonly send: HttpRequest = httpRequest,
     private readonly sleep: (ms: number) => Promise<void> = delay,
   ) {}
 
@@ -352,10 +351,10 @@ export class Chat2DeskApi {
     const url = new URL(`${this.baseUrl}${path}`);
     for (const [key, value] of Object.entries(options.query ?? {})) if (value !== undefined) url.searchParams.set(key, String(value));
     const label = `${method} ${path}`;
-    let response: Response;
+    let response: HttpAnswer;
     let text: string;
     try {
-      response = await this.fetchImpl(url, {
+      response = await this.send(url, {
         method,
         headers: {
           authorization: this.token,
@@ -363,7 +362,7 @@ export class Chat2DeskApi {
           ...(options.body !== undefined ? { 'content-type': 'application/json' } : {}),
         },
         body: options.body !== undefined ? JSON.stringify(options.body) : undefined,
-        signal: AbortSignal.timeout(30_000),
+        timeoutMs: 30_000,
       });
       text = await response.text();
     } catch (error) {
@@ -421,7 +420,7 @@ export class Chat2DeskAccounts {
   constructor(
     private readonly limits: Chat2DeskLimits,
     private readonly rates: Chat2DeskRateStore,
-    private readonly fetchImpl: Fetch = fetch,
+    private readonly send: HttpRequest = httpRequest,
     /** Between retries of a transient failure (not the pacing, which waits real time by design). */
     private readonly retrySleep: (ms: number) => Promise<void> = delay,
   ) {}
@@ -435,7 +434,7 @@ export class Chat2DeskAccounts {
       // A failed read of the learned rate is not kept: the next caller reads again.
       gate.catch(() => this.#gates.delete(key));
     }
-    return new Chat2DeskApi(baseUrl, token, await gate, this.fetchImpl, this.retrySleep);
+    return new Chat2DeskApi(baseUrl, token, await gate, this.send, this.retrySleep);
   }
 
   /** Stores what every account learned since its last save; called at shutdown. */
