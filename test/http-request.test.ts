@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { httpRequest, viaFetch } from '../src/http-request.js';
+import { httpRequest, MAX_ANSWER_BYTES, viaFetch } from '../src/http-request.js';
 
 /** The protocol clients' transport against a loopback server: what they rely on of fetch holds here too. */
 describe('httpRequest', () => {
@@ -12,6 +12,19 @@ describe('httpRequest', () => {
   const routes: Record<string, (response: ServerResponse) => void> = {
     '/json': (response) => response.writeHead(201, { 'content-type': 'application/json' }).end('{"status":"success","text":"привет"}'),
     '/gzip': (response) => response.writeHead(200, { 'content-encoding': 'gzip' }).end(gzipSync('{"compressed":true}')),
+    '/huge': (response) => {
+      response.writeHead(200, { 'content-type': 'application/json' });
+      const chunk = Buffer.alloc(1024 * 1024, 0x20);
+      let sent = 0;
+      const more = () => {
+        while (sent < MAX_ANSWER_BYTES / chunk.length + 2) {
+          sent++;
+          if (!response.write(chunk)) return void response.once('drain', more);
+        }
+        response.end();
+      };
+      more();
+    },
     '/moved': (response) => response.writeHead(302, { location: 'https://example.invalid/rest/' }).end(),
     '/refused': (response) => response.writeHead(429).end('not json'),
     '/silent': () => undefined,
@@ -65,10 +78,16 @@ describe('httpRequest', () => {
     expect(seen.at(-1)).toMatchObject({ method: 'DELETE', body: '{"client_id":7}', headers: { 'content-length': '15' } });
   });
 
-  it('decodes an answer compressed although no compression was asked for', async () => {
+  it('asks for no compression, so no decoder can be made to inflate an answer past the cap', async () => {
     const answer = await httpRequest(`${base}/gzip`, { method: 'GET', headers: {} });
     expect(seen.at(-1)?.headers['accept-encoding']).toBeUndefined();
-    expect(JSON.parse(await answer.text())).toEqual({ compressed: true });
+    expect(Buffer.from(await answer.text(), 'latin1').subarray(0, 2)).not.toEqual(Buffer.from('{"'));
+  });
+
+  it('cuts off an answer longer than MAX_ANSWER_BYTES instead of reading it into memory', async () => {
+    await expect(httpRequest(`${base}/huge`, { method: 'GET', headers: {} }).then((answer) => answer.text())).rejects.toBeInstanceOf(Error);
+    const small = await httpRequest(`${base}/json`, { method: 'GET', headers: {} });
+    expect(JSON.parse(await small.text())).toMatchObject({ status: 'success' });
   });
 
   it('does not follow a redirect, and says when a status is not a success', async () => {
