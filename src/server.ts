@@ -221,6 +221,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     background,
     log,
     clock,
+    oauth,
   });
   const app = createApp({
     log,

@@ -4,6 +4,8 @@ import type { BackgroundTasks } from './background.js';
 import type { Clock } from './clock.js';
 import { askPortalCaller, type AdminQuestion, type CallerVerdict } from './bitrix24/admin.js';
 import type { AppRegistration } from './bitrix24/registration.js';
+import type { OAuthServer } from './bitrix24/oauth.js';
+import { OAuthError } from './bitrix24/errors.js';
 import { CallerChecksExhausted, type Bitrix24Rest } from './bitrix24/rest-client.js';
 import type { Chat2DeskAccounts, Chat2DeskChannel, Chat2DeskOperator, Chat2DeskTag } from './chat2desk/client.js';
 import type { DialogDirectory } from './chat2desk/directory.js';
@@ -89,6 +91,8 @@ export interface SettingsDeps {
   background: BackgroundTasks;
   log: Logger;
   clock: Clock;
+  /** Proves a caller's token was issued to this app (docs/protocols.md B1 app.info), not to another app of the portal. */
+  oauth: Pick<OAuthServer, 'appInfo' | 'appClientId'>;
   adminCacheMs?: number;
 }
 
@@ -113,8 +117,26 @@ export class SettingsService {
       // A question evicted while in flight still answers the requests waiting for it.
       ignoreFetchAbort: true,
       // A verdict to remember; a failure that says nothing about the token (load, network, our share used up) is thrown and not remembered.
-      fetchMethod: (_key, _stale, { context }) => askPortalCaller(this.deps.rest, context),
+      fetchMethod: (_key, _stale, { context }) => this.#askCaller(context),
     });
+  }
+
+  /**
+   * The portal answers `profile` for a token of any app installed on it, so a token it accepted is
+   * also shown to the authorization server: only a token issued to this app for this portal counts
+   * (as for an install). Asked after the portal accepted it, so random guesses never reach it.
+   */
+  async #askCaller(question: AdminQuestion): Promise<CallerVerdict> {
+    const answer = await askPortalCaller(this.deps.rest, question);
+    if (answer.verdict === 'bad_token') return answer;
+    try {
+      const verified = await this.deps.oauth.appInfo(question.accessToken);
+      if (verified.clientId === this.deps.oauth.appClientId && verified.memberId === question.memberId) return answer;
+    } catch (error) {
+      // Unreachable or failing: says nothing about the token, so it is thrown and not remembered.
+      if (!(error instanceof OAuthError) || error.code === 'unreachable' || error.httpStatus >= 500) throw error;
+    }
+    return { verdict: 'bad_token', userId: null };
   }
 
   /** Proves the bearer is an admin of that portal by asking the portal itself (`profile` → ADMIN). */

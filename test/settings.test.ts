@@ -20,6 +20,19 @@ describe('settings API', () => {
     expect(otherPortal.status).toBe(401);
   });
 
+  it("refuses a portal admin's token issued to another app: the portal accepts it, the authorization server names the other app", async () => {
+    const url = `${stack.server.url}/api/settings`;
+    const token = stack.b24.issueOtherAppToken(1);
+    const headers = { authorization: `Bearer ${token}`, 'x-bitrix24-member-id': stack.b24.memberId, 'content-type': 'application/json' };
+    const read = await fetch(url, { headers });
+    expect(read.status).toBe(401);
+    const write = await fetch(url, { method: 'PUT', headers, body: JSON.stringify({ chat2deskApiToken: 'attacker-token' }) });
+    expect(write.status).toBe(401);
+    expect((await fetch(`${stack.server.url}/api/event-log`, { headers })).status).toBe(401);
+    expect(stack.c2d.calls.filter((call) => call.token === 'attacker-token')).toEqual([]);
+    expect((await (await fetch(url, { headers: adminHeaders(stack) })).json()).chat2deskApiToken).toEqual({ set: false });
+  });
+
   it('saves a token Chat2Desk accepts, shows only that it is set, and lists channels', async () => {
     const saved = await putSettings(stack, { chat2deskApiToken: stack.c2d.token, defaultCountry: 'ru', defaultChannelId: 17404, defaultTransport: 'whatsapp' });
     expect(saved.status).toBe(200);

@@ -224,6 +224,11 @@ export interface FakeBitrix24 {
   notifications: SystemNotification[];
   installed: boolean;
   issueAuth(userId?: number): BitrixAuth;
+  /**
+   * A token the portal issued to ANOTHER application installed on it (§1: REST accepts it as any
+   * token; app.info on the authorization server names that app's client_id).
+   */
+  issueOtherAppToken(userId?: number): string;
   installEventBody(overrides?: InstallOverrides): string;
   installPageRequest(overrides?: InstallOverrides): { query: string; body: string };
   placementPageRequest(placement: string, options: Record<string, unknown>, overrides?: InstallOverrides): { query: string; body: string };
@@ -635,7 +640,7 @@ class FakePortal implements FakeBitrix24 {
   private readonly options: ResolvedOptions;
   private readonly domainIsAddress: boolean;
   private readonly users = new Map<number, PortalUser>();
-  private readonly accessTokens = new Map<string, { userId: number; expiresAtMs: number }>();
+  private readonly accessTokens = new Map<string, { userId: number; expiresAtMs: number; clientId?: string }>();
   private readonly refreshTokens = new Map<string, { userId: number; used: boolean }>();
   private readonly eventTokens = new Map<string, EventTokenRecord>();
   private readonly injectedFailures = new Map<string, ErrorReply[]>();
@@ -729,6 +734,12 @@ class FakePortal implements FakeBitrix24 {
     this.accessTokens.set(accessToken, { userId, expiresAtMs });
     this.refreshTokens.set(refreshToken, { userId, used: false });
     return { accessToken, refreshToken, expires: Math.floor(expiresAtMs / 1000) };
+  }
+
+  issueOtherAppToken(userId = 1): string {
+    const { accessToken } = this.mintTokenPair(userId);
+    this.accessTokens.set(accessToken, { ...this.accessTokens.get(accessToken)!, clientId: 'local.otherapp0000000.00000000' });
+    return accessToken;
   }
 
   issueAuth(userId = 1): BitrixAuth {
@@ -1310,7 +1321,7 @@ class FakePortal implements FakeBitrix24 {
       status: 200,
       body: {
         result: {
-          client_id: this.clientId,
+          client_id: record.clientId ?? this.clientId,
           scope: this.scope,
           expires: isoSeconds(record.expiresAtMs),
           user_id: String(record.userId),
