@@ -52,7 +52,7 @@ describe('triggers', () => {
     const contactId = stack.b24.seedContact({ name: 'Anna', phones: [`+${phone}`] });
     const dealId = stack.b24.seedDeal({ contactId });
     const { client, dialog } = stack.c2d.seedClient({ phone, name: 'Anna', withDialog: 'open' });
-    return { contactId, dealId, clientId: client.id as number, dialogId: dialog!.id as number };
+    return { contactId, dealId, clientId: client.id as number, dialogId: dialog!.id as number, dialog: dialog! };
   }
 
   it('registers the three triggers once, in the portal language; installing again and an app update add none twice', async () => {
@@ -197,8 +197,9 @@ describe('triggers', () => {
 
   it('responsible sync: a transfer makes the new operator’s Bitrix24 user responsible for the matched deal, once per delivery', async () => {
     await setUp({ responsibleSync: true });
-    const { dealId, clientId, dialogId } = clientWithDeal();
+    const { dealId, clientId, dialogId, dialog } = clientWithDeal();
     // Operator 311416 is manager@example.com in Chat2Desk; Bitrix24 user 2 has the same e-mail.
+    dialog.operator_id = 311416;
     const transfer = { hook_type: 'dialog_transferred', dialog_id: dialogId, client_id: clientId, operator_id: 311416, event_time: new Date().toISOString() };
     expect(await stack.c2d.deliverWebhook(transfer)).toEqual([200]);
     expect(await stack.c2d.deliverWebhook(transfer)).toEqual([200]);
@@ -209,10 +210,23 @@ describe('triggers', () => {
     expect(stack.b24.calls.filter((call) => call.method === 'crm.deal.update')).toHaveLength(1);
 
     // An operator with no Bitrix24 user changes nothing, and says so.
+    dialog.operator_id = 313753;
     const unmapped = { ...transfer, operator_id: 313753, event_time: new Date(Date.now() + 1000).toISOString() };
     expect(await stack.c2d.deliverWebhook(unmapped)).toEqual([200]);
     const jobs = await finished(SYNC_RESPONSIBLE_KIND, 2);
     expect(jobs[1]!.returnValues.summary).toMatch(/responsible not changed: Chat2Desk operator 313753 is not mapped/);
+    expect(stack.b24.crm.deals.get(dealId)!.ASSIGNED_BY_ID).toBe('2');
+
+    // A late delivery of an earlier transfer (a Chat2Desk retry, or a job that waited out a failure)
+    // never takes the record back: the dialog's operator now is what counts.
+    dialog.operator_id = 311416;
+    const current = { ...transfer, event_time: new Date(Date.now() + 2000).toISOString() };
+    expect(await stack.c2d.deliverWebhook(current)).toEqual([200]);
+    await finished(SYNC_RESPONSIBLE_KIND, 3);
+    const late = { ...transfer, operator_id: 313753, event_time: new Date(Date.now() + 1500).toISOString() };
+    expect(await stack.c2d.deliverWebhook(late)).toEqual([200]);
+    const all = await finished(SYNC_RESPONSIBLE_KIND, 4);
+    expect(all[3]!.returnValues).toMatchObject({ operatorId: 311416, userId: 2 });
     expect(stack.b24.crm.deals.get(dealId)!.ASSIGNED_BY_ID).toBe('2');
   });
 

@@ -47,7 +47,10 @@ export function syncResponsibleKind(deps: RunContextDeps & { episodeRecords: Epi
             return { returnValues: { status: 'skipped', dialogId: input.dialogId, summary }, logMessage: summary };
           };
           if (!run.settings.responsibleSync) return unchanged('responsible sync is turned off');
-          const operatorId = input.operatorId ?? (await run.directory.dialog(input.dialogId)).operatorId;
+          // The dialog's operator now, not the delivery's: a late delivery of an earlier transfer (a
+          // Chat2Desk retry, or this job after a backoff) must not take the record back. The delivery
+          // invalidated the cached dialog, so this reads Chat2Desk's current answer.
+          const operatorId = (await run.directory.dialog(input.dialogId)).operatorId;
           if (operatorId === null) return unchanged(`dialog ${input.dialogId} has no operator`);
           const userId = await bitrixUserForOperator(run, operatorId);
           if (userId === undefined) return unchanged(`Chat2Desk operator ${operatorId} is not mapped to a Bitrix24 user (map them on the Operators settings)`);
