@@ -71,6 +71,7 @@ export function createAppPage(deps: AppPageDeps): { route: Hono<{ Variables: { p
         domain: '',
         missingScopes: [],
         robots: [],
+        triggers: [],
         transports: [],
         pageData: JSON.stringify({ error: message }).replace(/</g, '\\u003c'),
         assets,
