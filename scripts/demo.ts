@@ -125,12 +125,12 @@ async function openAppPage(b24: FakeBitrix24, server: RunningServer) {
   const response = await postForm(`${server.url}/app`, request.body, request.query);
   const html = await response.text();
   const texts = (pattern: RegExp) => [...html.matchAll(pattern)].map((match) => plainText(match[1]!));
-  const pageData = /<script type="application\/json" id="page-data">([^]*?)<\/script>/.exec(html);
+  const pageData = /<script type="application\/json" id="page-data">([\s\S]*?)<\/script>/.exec(html);
   return {
     status: response.status,
     contentType: response.headers.get('content-type') ?? '',
-    sections: texts(/<h2[^>]*>([^]*?)<\/h2>/g),
-    connection: [...html.matchAll(/<dt>([^<]*)<\/dt>\s*<dd[^>]*>([^]*?)<\/dd>/g)].map((match) => `${decodeHtml(match[1]!)}: ${plainText(match[2]!)}`),
+    sections: texts(/<h2[^>]*>([\s\S]*?)<\/h2>/g),
+    connection: [...html.matchAll(/<dt>([^<]*)<\/dt>\s*<dd[^>]*>([\s\S]*?)<\/dd>/g)].map((match) => `${decodeHtml(match[1]!)}: ${plainText(match[2]!)}`),
     token: pageData ? String((JSON.parse(pageData[1]!) as { token?: unknown }).token ?? '') : '',
   };
 }
