@@ -305,6 +305,13 @@ describe('the app page inside a Bitrix24 parent frame', () => {
       .toBe('done');
     expect(await second.textContent()).toMatch(/Created lead \d+ and pinned the dialog to it/);
     expect(stack!.b24.crm.leads.size).toBe(1);
+    // The lead's "Chat2Desk dialog closed" trigger is in the log under a name, not a job kind.
+    const titles = async () => {
+      await app.locator('#event-filter').getByRole('button', { name: 'Show' }).click();
+      return app.locator('#event-log .c2d-event__title').allTextContents();
+    };
+    await expect.poll(titles).toContain('Automation trigger fired');
+    expect(await titles()).not.toContain('fire_trigger');
     await app.locator('#section-event-log').screenshot({ path: `${ARTIFACTS}/app-page-event-log-rerun.png` });
   });
 
