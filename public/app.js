@@ -417,6 +417,13 @@
           fit();
         }
       });
+    const notify = $('#notify-incoming');
+    const imMissing = $('#im-missing');
+    if (notify && imMissing)
+      notify.addEventListener('change', () => {
+        imMissing.hidden = !notify.checked;
+        fit();
+      });
     const filter = $('#event-filter');
     if (filter)
       filter.addEventListener('submit', (event) => {

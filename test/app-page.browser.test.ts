@@ -161,7 +161,12 @@ describe('the app page inside a Bitrix24 parent frame', () => {
     expect(await app.locator('#notify-incoming').isChecked()).toBe(false);
     expect(await app.locator('#responsible-sync').isChecked()).toBe(false);
     expect(await app.locator('#retention-days').inputValue()).toBe('30');
+    expect(await app.locator('#im-missing').isVisible()).toBe(false);
     await app.locator('#notify-incoming').check();
+    // Said beside the switch at once, before anything is saved.
+    expect(await app.locator('#im-missing').textContent()).toContain('lacks the im permission');
+    await expect.poll(() => app.locator('#im-missing').isVisible()).toBe(true);
+    await app.locator('#section-general').screenshot({ path: `${ARTIFACTS}/app-page-general-im-missing.png` });
     await app.locator('#responsible-sync').check();
     await app.locator('#retention-days').fill('90');
     await app.locator('#save').click();
@@ -371,6 +376,8 @@ describe('the app page inside a Bitrix24 parent frame', () => {
     // Nothing wider than the frame: no sideways scrolling at a phone's width.
     expect(await parent.app.locator('html').evaluate((html) => html.scrollWidth <= html.clientWidth)).toBe(true);
     await shot(parent, 'narrow');
+    await parent.app.locator('#section-general').screenshot({ path: `${ARTIFACTS}/app-page-narrow-general.png` });
+    await parent.app.locator('#section-robots').screenshot({ path: `${ARTIFACTS}/app-page-narrow-robots.png` });
   });
 
   it('in install mode installs, shows the page and calls installFinish', async () => {

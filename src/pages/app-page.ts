@@ -120,6 +120,8 @@ export interface AppPageModel {
   robots: Array<{ code: string; name: string }>;
   /** The app's CRM automation triggers (src/triggers/triggers.ts); the script asks the portal which are registered. */
   triggers: Array<{ code: string; name: string }>;
+  /** The portal did not grant `im`: turning notifications on says so beside the switch, before saving. */
+  imMissing: boolean;
   transports: readonly string[];
   /** JSON for the page's script, with `<` escaped so it cannot close the script element. */
   pageData: string;
@@ -201,6 +203,7 @@ export class AppPageService {
       missingScopes: missingScopes(page.applicationScope, { notifyIncoming: view?.notifyIncoming === true }).map((scope) => ({ scope, label: t[`scope_${scope}`] })),
       robots: this.deps.robots.map((robot) => ({ code: robot.code, name: robot.name[page.lang] })),
       triggers: TRIGGERS.map((trigger) => ({ code: trigger.code, name: trigger.name[page.lang] })),
+      imMissing: missingScopes(page.applicationScope, { notifyIncoming: true }).includes('im'),
       transports: KNOWN_TRANSPORTS,
       pageData: JSON.stringify(data).replace(/</g, '\\u003c'),
       assets: page.assets,

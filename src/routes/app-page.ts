@@ -72,6 +72,7 @@ export function createAppPage(deps: AppPageDeps): { route: Hono<{ Variables: { p
         missingScopes: [],
         robots: [],
         triggers: [],
+        imMissing: false,
         transports: [],
         pageData: JSON.stringify({ error: message }).replace(/</g, '\\u003c'),
         assets,
