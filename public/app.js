@@ -139,16 +139,27 @@
     fit();
   }
 
-  async function loadRobots() {
-    try {
-      const robots = await rest('bizproc.robot.list', {});
-      const codes = new Set(Array.isArray(robots) ? robots.map(String) : []);
-      for (const item of $$('#robot-list [data-robot]')) {
-        $('[data-robot-state]', item).textContent = codes.has(item.dataset.robot) ? `· ${t.registered}` : `· ${t.notRegistered}`;
-      }
-    } catch (error) {
-      say($('#robots-result'), `${t.loadFailed} ${error.message}`, 'error');
+  function markRegistered(selector, codes) {
+    for (const item of $$(selector)) {
+      const code = item.dataset.robot || item.dataset.trigger;
+      const state = $('[data-robot-state], [data-trigger-state]', item);
+      state.textContent = codes.has(code) ? `· ${t.registered}` : `· ${t.notRegistered}`;
+      item.dataset.registered = codes.has(code) ? 'yes' : 'no';
     }
+  }
+
+  // Robots answer as a list of codes, triggers as [{NAME, CODE}] (docs/protocols.md B16).
+  async function loadRobots() {
+    const problems = [];
+    await Promise.all([
+      rest('bizproc.robot.list', {})
+        .then((robots) => markRegistered('#robot-list [data-robot]', new Set(Array.isArray(robots) ? robots.map(String) : [])))
+        .catch((error) => problems.push(error.message)),
+      rest('crm.automation.trigger.list', {})
+        .then((triggers) => markRegistered('#trigger-list [data-trigger]', new Set(Array.isArray(triggers) ? triggers.map((item) => String(item && item.CODE)) : [])))
+        .catch((error) => problems.push(error.message)),
+    ]);
+    if (problems.length > 0) say($('#robots-result'), `${t.loadFailed} ${problems.join('; ')}`, 'error');
   }
 
   // ----- the settings form ------------------------------------------------------------------------
@@ -178,7 +189,8 @@
 
   function collect() {
     const values = {};
-    for (const element of $$('#settings-form [data-key]')) values[element.dataset.key] = read(element);
+    // A setting shown in another section (the event log's retention) joins the form with form="settings-form".
+    for (const element of $$('#settings-form [data-key], [data-key][form="settings-form"]')) values[element.dataset.key] = read(element);
     return values;
   }
 
@@ -404,6 +416,13 @@
           remove.closest('[data-extra-row]').remove();
           fit();
         }
+      });
+    const notify = $('#notify-incoming');
+    const imMissing = $('#im-missing');
+    if (notify && imMissing)
+      notify.addEventListener('change', () => {
+        imMissing.hidden = !notify.checked;
+        fit();
       });
     const filter = $('#event-filter');
     if (filter)

@@ -3,9 +3,10 @@
  *
  * It starts the fake Bitrix24 portal and the fake Chat2Desk used by the tests, runs our real server
  * in-process against them (real HTTP, real SQLite file in a temp dir), and walks through what a
- * portal sees: install, settings, robot calls, duplicates, forged calls, the dialog robots (find,
- * tag, log to the timeline) with the Chat2Desk cache and its webhooks, a send whose answer was lost
- * (settled, not resent), an app update (durable re-registration) and the health check.
+ * portal sees: install, the app page, settings, robot calls, duplicates, forged calls, the dialog
+ * robots (find, tag, log to the timeline) with the Chat2Desk cache and its webhooks, a send whose
+ * answer was lost (settled, not resent), an app update (durable re-registration), a closed dialog
+ * becoming a lead with its comment and trigger, the event log, and the health check.
  * Nothing leaves 127.0.0.1 and everything is deleted at the end.
  */
 import { randomBytes } from 'node:crypto';
@@ -118,6 +119,48 @@ function summarizeMessage(message: Record<string, unknown> | undefined) {
   return { id, client_id, dialog_id, channel_id, transport, type, text };
 }
 
+/** Bitrix24 opens the app page: the portal's POST into the iframe, as the fake portal builds it. */
+async function openAppPage(b24: FakeBitrix24, server: RunningServer) {
+  const request = b24.installPageRequest();
+  const response = await postForm(`${server.url}/app`, request.body, request.query);
+  const html = await response.text();
+  const texts = (pattern: RegExp) => [...html.matchAll(pattern)].map((match) => plainText(match[1]!));
+  const pageData = /<script type="application\/json" id="page-data">([\s\S]*?)<\/script>/.exec(html);
+  return {
+    status: response.status,
+    contentType: response.headers.get('content-type') ?? '',
+    sections: texts(/<h2[^>]*>([\s\S]*?)<\/h2>/g),
+    connection: [...html.matchAll(/<dt>([^<]*)<\/dt>\s*<dd[^>]*>([\s\S]*?)<\/dd>/g)].map((match) => `${decodeHtml(match[1]!)}: ${plainText(match[2]!)}`),
+    token: pageData ? String((JSON.parse(pageData[1]!) as { token?: unknown }).token ?? '') : '',
+  };
+}
+
+/** An HTML fragment as a reader sees it: tags dropped, spaces collapsed, entities decoded. */
+function plainText(html: string): string {
+  return decodeHtml(
+    html
+      .replace(/<[^>]*>/g, '')
+      .replace(/\s+/g, ' ')
+      .trim(),
+  );
+}
+
+function decodeHtml(text: string): string {
+  return text.replace(/&(amp|lt|gt|quot|#x27|#39|#x3D);/g, (_, name: string) => ({ amp: '&', lt: '<', gt: '>', quot: '"', '#x27': "'", '#39': "'", '#x3D': '=' })[name] ?? _);
+}
+
+/** One event log entry in a line: when, what, status, record, dialog, and the error with its next step. */
+function describeEntry(entry: Record<string, unknown>): string {
+  const record = entry.record as { type: string; id: number } | null;
+  const dialog = entry.dialog as { id: number } | null;
+  const error = entry.error as { message: string; nextStep: string } | null;
+  const parts = [String(entry.at).slice(11, 19), String(entry.title), String(entry.status)];
+  if (record) parts.push(`${record.type} ${record.id}`);
+  if (dialog) parts.push(`dialog ${dialog.id}`);
+  parts.push(error ? `${error.message} -> ${error.nextStep}` : String(entry.summary));
+  return parts.join(' | ');
+}
+
 // ----- the tour ---------------------------------------------------------------------------------
 
 async function tour(b24: FakeBitrix24, c2d: FakeChat2Desk, server: RunningServer): Promise<void> {
@@ -138,6 +181,18 @@ async function tour(b24: FakeBitrix24, c2d: FakeChat2Desk, server: RunningServer
     'Event bindings',
     b24.eventBindings.map((binding) => `${binding.event} -> ${binding.handler}`),
   );
+
+  step(
+    'The admin opens the app in Bitrix24',
+    'Bitrix24 opens the app by POSTing its form (AUTH_ID, member_id, APPLICATION_TOKEN...) into an iframe\n' +
+      'at the handler address. The server asks the portal who the user is and renders the page; these\n' +
+      'are the sections it shows an administrator and what the Connection section says.',
+  );
+  const opened = await openAppPage(b24, server);
+  show('App page address (the handler path to register)', `${server.url}/app`);
+  show('HTTP answer', `${opened.status} ${opened.contentType}`);
+  show('Sections', opened.sections.join(' | '));
+  show('Connection', opened.connection);
 
   step(
     'Connect Chat2Desk on the settings page',
@@ -332,28 +387,54 @@ async function tour(b24: FakeBitrix24, c2d: FakeChat2Desk, server: RunningServer
   show('Robots registered in the portal after the job ran', [...b24.robots.keys()].join(', '));
 
   step(
-    'Closed dialogs become CRM records',
-    'The admin turns on "closed dialogs -> CRM records". A new client writes in WhatsApp, an operator\n' +
-      'closes the dialog, and Chat2Desk sends close_dialog and close_request. Both name the same request\n' +
-      '(one episode), so one job runs: no CRM record has this phone, so a lead is created with the\n' +
-      "client's name and phone, and the episode is pinned to its timeline as one comment.",
+    'Set up CRM records and operators, then close a dialog in Chat2Desk',
+    'On the page, the admin turns on "closed dialogs -> CRM records" (create a lead), picks a source and\n' +
+      'maps a Chat2Desk operator to a Bitrix24 user (sent through the same settings API the page uses).\n' +
+      'A new client writes in WhatsApp, the operator closes the dialog, and Chat2Desk sends close_dialog\n' +
+      'and close_request. Both name the same request (one episode), so one job runs: no CRM record has\n' +
+      "this phone, so a lead is created, responsible = the operator's user, with the episode pinned to its\n" +
+      'timeline as one comment; then the "Chat2Desk dialog closed" trigger fires on the lead.',
   );
+  const operator = c2d.account().operators[0]!;
+  const manager = 2; // the fake portal's second user, Max Manager
   const episodesOn = await fetch(`${server.url}/api/settings`, {
     method: 'PUT',
     headers: { authorization: `Bearer ${b24.issueAuth(1).access_token}`, 'x-bitrix24-member-id': b24.memberId, 'content-type': 'application/json' },
-    body: JSON.stringify({ episodesEnabled: true, episodeEntity: 'lead', sourceId: 'OTHER' }),
+    body: JSON.stringify({ episodesEnabled: true, episodeEntity: 'lead', sourceId: 'OTHER', operatorMap: { [String(operator.id)]: manager } }),
   });
-  show('Settings saved', pick((await episodesOn.json()) as Record<string, unknown>, ['episodesEnabled', 'episodesEnabledAt', 'episodeEntity', 'matchOrder', 'tagFilterMode']));
+  show(
+    `Settings saved (HTTP ${episodesOn.status})`,
+    pick((await episodesOn.json()) as Record<string, unknown>, ['episodesEnabled', 'episodeEntity', 'sourceId', 'operatorMap', 'matchOrder']),
+  );
   await server.idle();
   const { client: newClient, dialog: newDialog } = c2d.seedClient({ phone: '79035550101', name: 'Maria', withDialog: 'open' });
+  fakeDialog(c2d, newDialog!.id as number).operator_id = operator.id;
   c2d.receiveMessage({ clientId: newClient.id as number, text: 'Hi, do you deliver on Sundays?' });
   const episode = c2d.closeDialog(newDialog!.id as number);
+  show('Operator who closed it', `${String(operator.id)} (${String(operator.email)}) -> Bitrix24 user ${manager}`);
   show('Webhooks delivered', [await deliverWebhook(c2d, episode.closeDialog), await deliverWebhook(c2d, episode.closeRequest)]);
-  await server.pipeline.settled(['close_episode']);
+  await server.pipeline.settled(['close_episode', 'fire_trigger']);
   const lead = [...b24.crm.leads.values()].find((item) => item.ORIGIN_ID === String(episode.requestId));
-  show('New lead in the portal', lead ? pick(lead, ['ID', 'TITLE', 'NAME', 'PHONE', 'SOURCE_ID', 'ORIGINATOR_ID', 'ORIGIN_ID']) : '(none!)');
+  show('New lead in the portal', lead ? pick(lead, ['ID', 'TITLE', 'NAME', 'PHONE', 'SOURCE_ID', 'ASSIGNED_BY_ID', 'ORIGINATOR_ID', 'ORIGIN_ID']) : '(none!)');
   const leadComments = b24.timelineComments.filter((comment) => comment.entityType === 'lead' && comment.entityId === Number(lead?.ID));
-  show(`Comments on the lead's timeline: ${leadComments.length}`, leadComments[0]?.comment ?? '(none!)');
+  const firstLines = (leadComments[0]?.comment ?? '(none!)').split('\n').slice(0, 6).join('\n');
+  show(`Comments on the lead's timeline: ${leadComments.length}; the first lines`, firstLines);
+  const ownerTypes: Record<number, string> = { 1: 'lead', 2: 'deal', 3: 'contact', 4: 'company' };
+  show(
+    'Triggers fired in the portal (crm.automation.trigger.execute)',
+    b24.triggerExecutions.map((fired) => `${fired.code} on ${ownerTypes[fired.ownerTypeId] ?? fired.ownerTypeId} ${fired.ownerId}`),
+  );
+
+  step(
+    'The event log on the app page',
+    'The page reads its event log with its own page token (from the page the server rendered): what ran,\n' +
+      'for which record and dialog, its status and, had it failed, the next step for the admin.',
+  );
+  const reopened = await openAppPage(b24, server);
+  show('Connection', reopened.connection);
+  const log = await fetch(`${server.url}/api/event-log`, { headers: { authorization: `Bearer ${reopened.token}` } });
+  const entries = ((await log.json()) as { entries?: Array<Record<string, unknown>> }).entries ?? [];
+  show(`GET /api/event-log -> HTTP ${log.status}, newest first`, entries.slice(0, 6).map(describeEntry));
 
   step('Health check', 'GET /healthz is what a load balancer or monitor polls: database, workers and queue depth.');
   const health = await fetch(`${server.url}/healthz`);

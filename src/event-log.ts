@@ -5,7 +5,10 @@ import { dialogUrl } from './chat2desk/links.js';
 import type { Clock } from './clock.js';
 import type { EntryStatus, EventLogRow, EventLogStore, KindFilter } from './db/event-log.js';
 import type { Portal } from './db/portals.js';
+import { FIRE_TRIGGER_KIND } from './jobs/kinds/fire-trigger.js';
+import { NOTIFY_INCOMING_KIND } from './jobs/kinds/notify-incoming.js';
 import { REGISTER_APP_KIND } from './jobs/kinds/register-app.js';
+import { SYNC_RESPONSIBLE_KIND } from './jobs/kinds/sync-responsible.js';
 import { ROBOT_KIND } from './jobs/kinds/robot.js';
 import type { Pipeline } from './jobs/pipeline.js';
 import { searchablePhone } from './phone.js';
@@ -62,6 +65,9 @@ const TITLES: Record<string, string> = {
   [CLOSE_EPISODE_KIND]: 'Closed dialog to CRM',
   [REGISTER_APP_KIND]: 'Robots registered again after an app update',
   [GAP_POLL_KIND]: 'Dialogs closed while webhooks were not arriving',
+  [FIRE_TRIGGER_KIND]: 'Automation trigger fired',
+  [NOTIFY_INCOMING_KIND]: 'Operator notified of new messages',
+  [SYNC_RESPONSIBLE_KIND]: 'Responsible follows the dialog’s new operator',
 };
 
 /**

@@ -6,7 +6,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { launchChromium } from './support/browser.js';
 import { TestClock } from './support/clock.js';
 import { openInParentFrame, type ParentFrame, type ParentFrameOptions } from './support/parent-frame.js';
-import { install, startStack, type Stack, type StackOptions } from './support/stack.js';
+import { adminHeaders, eventually, install, putSettings, startStack, type Stack, type StackOptions } from './support/stack.js';
 
 /** Screenshots of every state, for a person to look at (gitignored). */
 const ARTIFACTS = 'test-artifacts';
@@ -97,30 +97,88 @@ describe('the app page inside a Bitrix24 parent frame', () => {
     await shot(parent, 'admin-reopened');
   });
 
-  it('loads pipelines and stages from the portal and sends the picked ones under the contract names', async () => {
+  it('CRM settings from the portal’s own lists save for real and come back when the portal opens the app again', async () => {
     await installedStack();
     const parent = await open();
     const { app } = parent;
+    await app.locator('#episode-entity').selectOption('contact_deal');
     await expect.poll(() => app.locator('#deal-category option').count()).toBe(3);
     await app.locator('#deal-category').selectOption('3');
     await expect.poll(() => app.locator('#deal-stage option[value="C3:NEGOTIATION"]').count()).toBe(1);
     await app.locator('#deal-stage').selectOption('C3:NEGOTIATION');
     await app.locator('#source').selectOption('WEB');
     await app.locator('#fallback-responsible').selectOption('2');
+    // The lead moves above the company: by its own button, as a keyboard user would.
+    await app.getByRole('button', { name: '↑ the lead in progress' }).click();
+    await app.locator('#add-extra').click();
+    await app.locator('#extra-fields [data-extra-row]:last-child [data-extra=source]').fill('client.comment');
+    await app.locator('#extra-fields [data-extra-row]:last-child [data-extra=field]').fill('COMMENTS');
     // The portal's lists came from the page itself, cross-origin, with the user's own token (§3.5).
     const listed = stack!.b24.calls.filter((call) => call.method === 'crm.category.list' || call.method === 'crm.status.list').map((call) => call.method);
     expect(listed).toContain('crm.category.list');
     expect(listed).toContain('crm.status.list');
-    const sent = new Promise<unknown>((resolve) => {
-      void parent.page.route('**/api/settings', async (route) => {
-        if (route.request().method() !== 'PUT') return route.continue();
-        resolve(route.request().postDataJSON());
-        await route.fulfill({ status: 200, contentType: 'application/json', body: '{}' });
-      });
-    });
     await app.locator('#save').click();
-    expect(await sent).toEqual({ dealCategoryId: 3, dealStageId: 'C3:NEGOTIATION', sourceId: 'WEB', fallbackResponsibleId: 2 });
-    await shot(parent, 'crm-lists');
+    await expect.poll(() => app.locator('#save-result').textContent()).toBe('Settings saved.');
+    await shot(parent, 'crm-saved');
+
+    await parent.reopen();
+    expect(await app.locator('#episode-entity').inputValue()).toBe('contact_deal');
+    await expect.poll(() => app.locator('#deal-category').inputValue()).toBe('3');
+    await expect.poll(() => app.locator('#deal-stage').inputValue()).toBe('C3:NEGOTIATION');
+    await expect.poll(() => app.locator('#source').inputValue()).toBe('WEB');
+    await expect.poll(() => app.locator('#fallback-responsible').inputValue()).toBe('2');
+    expect(await app.locator('#match-order li').evaluateAll((items) => items.map((item) => (item as HTMLElement).dataset.item))).toEqual(['deal', 'contact', 'lead', 'company']);
+    expect(await app.locator('#extra-fields [data-extra=source]').evaluateAll((inputs) => inputs.map((input) => (input as HTMLInputElement).value))).toEqual(['client.comment']);
+    expect(await app.locator('#extra-fields [data-extra=field]').evaluateAll((inputs) => inputs.map((input) => (input as HTMLInputElement).value))).toEqual(['COMMENTS']);
+    expect((await stack!.server.portals.get(stack!.b24.memberId))?.settings).toMatchObject({
+      episodeEntity: 'contact_deal',
+      dealCategoryId: 3,
+      dealStageId: 'C3:NEGOTIATION',
+      sourceId: 'WEB',
+      fallbackResponsibleId: 2,
+      matchOrder: ['deal', 'contact', 'lead', 'company'],
+      extraFields: [{ source: 'client.comment', field: 'COMMENTS' }],
+    });
+    await shot(parent, 'crm-reopened');
+  });
+
+  it('General switches and the event log’s retention save and come back; im is named missing only once notifications are on; triggers show whether they are registered', async () => {
+    // A portal that granted the app no `im`: harmless until notifications are turned on.
+    await installedStack({ b24: { scope: 'crm,bizproc,placement,user' } });
+    stack!.b24.triggers.delete('c2d_not_delivered');
+    const parent = await open();
+    const { app } = parent;
+    expect(await app.locator('#scopes-ok').isVisible()).toBe(true);
+    const triggerState = (code: string) => app.locator(`#trigger-list [data-trigger="${code}"]`).getAttribute('data-registered');
+    await expect.poll(() => triggerState('c2d_client_wrote')).toBe('yes');
+    expect(await triggerState('c2d_dialog_closed')).toBe('yes');
+    expect(await triggerState('c2d_not_delivered')).toBe('no');
+    expect(stack!.b24.calls.filter((call) => call.method === 'crm.automation.trigger.list').length).toBeGreaterThan(0);
+    await app.locator('#section-robots').screenshot({ path: `${ARTIFACTS}/app-page-robots-section.png` });
+    await app.locator('#reregister').click();
+    await expect.poll(() => triggerState('c2d_not_delivered')).toBe('yes');
+
+    expect(await app.locator('#notify-incoming').isChecked()).toBe(false);
+    expect(await app.locator('#responsible-sync').isChecked()).toBe(false);
+    expect(await app.locator('#retention-days').inputValue()).toBe('30');
+    expect(await app.locator('#im-missing').isVisible()).toBe(false);
+    await app.locator('#notify-incoming').check();
+    // Said beside the switch at once, before anything is saved.
+    expect(await app.locator('#im-missing').textContent()).toContain('lacks the im permission');
+    await expect.poll(() => app.locator('#im-missing').isVisible()).toBe(true);
+    await app.locator('#section-general').screenshot({ path: `${ARTIFACTS}/app-page-general-im-missing.png` });
+    await app.locator('#responsible-sync').check();
+    await app.locator('#retention-days').fill('90');
+    await app.locator('#save').click();
+    await expect.poll(() => app.locator('#save-result').textContent()).toBe('Settings saved.');
+    expect((await stack!.server.portals.get(stack!.b24.memberId))?.settings).toMatchObject({ notifyIncoming: true, responsibleSync: true, eventLogRetentionDays: 90 });
+
+    await parent.reopen();
+    expect(await app.locator('#notify-incoming').isChecked()).toBe(true);
+    expect(await app.locator('#responsible-sync').isChecked()).toBe(true);
+    expect(await app.locator('#retention-days').inputValue()).toBe('90');
+    expect(await app.locator('#missing-scopes li').evaluateAll((items) => items.map((item) => (item as HTMLElement).dataset.scope))).toEqual(['im']);
+    await shot(parent, 'general-reopened');
   });
 
   it('a token Chat2Desk rejects shows Chat2Desk’s reason and saves nothing', async () => {
@@ -204,7 +262,66 @@ describe('the app page inside a Bitrix24 parent frame', () => {
     }
   });
 
-  it('renders the event log’s client-supplied text as text, links only http(s), and re-runs a failed entry', async () => {
+  it('the event log from the real API: a refused closed dialog shows its error as text with its next step, and “Run again” makes a new entry that runs', async () => {
+    await installedStack();
+    const payload = '<img src=x onerror="window.__xss=1">';
+    expect((await putSettings(stack!, { chat2deskApiToken: stack!.c2d.token, episodesEnabled: true, defaultCountry: 'RU' })).status).toBe(200);
+    await stack!.server.idle();
+    // The portal demands a field the app does not fill; its name (a portal's field title is free text)
+    // carries markup, and so does the client's name from Chat2Desk.
+    stack!.b24.requireFields('lead', [`UF_CRM_${payload}`]);
+    const { client, dialog } = stack!.c2d.seedClient({ phone: '79161234567', name: `Maria ${payload}`, withDialog: 'open' });
+    stack!.c2d.receiveMessage({ clientId: client.id as number, text: `Hello ${payload}` });
+    const closed = stack!.c2d.closeDialog(dialog!.id as number);
+    expect(await stack!.c2d.deliverWebhook(closed.closeDialog)).toEqual([200]);
+    expect(await stack!.c2d.deliverWebhook(closed.closeRequest)).toEqual([200]);
+    const failed = await eventually(async () => {
+      const page = (await (await fetch(`${stack!.server.url}/api/event-log?status=failed`, { headers: adminHeaders(stack!) })).json()) as { entries: Array<{ id: string }> };
+      return page.entries[0];
+    });
+
+    const parent = await open();
+    const { app } = parent;
+    const entry = app.locator(`#event-log [data-entry="${failed.id}"]`);
+    await entry.waitFor();
+    expect(await entry.locator('img, script').count()).toBe(0);
+    expect(await entry.locator('.c2d-event__error').textContent()).toContain(`Required field "UF_CRM_${payload}" is not filled.`);
+    expect(await entry.locator('.c2d-event__next').textContent()).toMatch(/^Next step: \S/);
+    expect(await entry.locator('a').evaluateAll((links) => links.map((link) => (link as HTMLAnchorElement).protocol))).toEqual(['http:']);
+    expect(await app.locator('body').evaluate(() => (window as unknown as { __xss?: number }).__xss)).toBeUndefined();
+    await app.locator('#section-event-log').screenshot({ path: `${ARTIFACTS}/app-page-event-log-failed.png` });
+
+    // The admin makes the field optional in the portal and runs the dialog again.
+    stack!.b24.requireFields('lead', []);
+    const rerun = parent.page.waitForResponse((response) => response.url().endsWith(`/api/event-log/${failed.id}/rerun`));
+    await entry.getByRole('button', { name: 'Run again' }).click();
+    const { id: again } = (await (await rerun).json()) as { id: string };
+    await expect.poll(() => entry.textContent()).toContain('Queued again.');
+    expect(again).not.toBe(failed.id);
+    await app.locator('#event-filter').getByRole('button', { name: 'Show' }).click();
+    const second = app.locator(`#event-log [data-entry="${again}"]`);
+    await second.waitFor();
+    expect(await app.locator(`#event-log [data-entry="${failed.id}"] .c2d-badge`).textContent()).toBe('failed');
+    await expect
+      .poll(async () => {
+        await app.locator('#event-filter').getByRole('button', { name: 'Show' }).click();
+        return second.locator('.c2d-badge').textContent();
+      })
+      .toBe('done');
+    expect(await second.textContent()).toMatch(/Created lead \d+ and pinned the dialog to it/);
+    expect(stack!.b24.crm.leads.size).toBe(1);
+    // The lead's "Chat2Desk dialog closed" trigger is in the log under a name, not a job kind.
+    const titles = async () => {
+      await app.locator('#event-filter').getByRole('button', { name: 'Show' }).click();
+      return app.locator('#event-log .c2d-event__title').allTextContents();
+    };
+    await expect.poll(titles).toContain('Automation trigger fired');
+    expect(await titles()).not.toContain('fire_trigger');
+    await app.locator('#section-event-log').screenshot({ path: `${ARTIFACTS}/app-page-event-log-rerun.png` });
+  });
+
+  // Our API only ever sends http(s) links; this proves the page holds even if a server sent worse.
+  it('a hostile server’s javascript: link and markup in the event log stay inert', async () => {
     await installedStack();
     const payload = '<img src=x onerror="window.__xss=1">';
     const entries = [
@@ -224,7 +341,6 @@ describe('the app page inside a Bitrix24 parent frame', () => {
       },
     ];
     const rerun: string[] = [];
-    // H3's event-log API is not on this branch: the test serves its contract (contracts-8.md).
     const parent = await openInParentFrame(browser, {
       b24: stack!.b24,
       serverUrl: stack!.server.url,
@@ -260,6 +376,8 @@ describe('the app page inside a Bitrix24 parent frame', () => {
     // Nothing wider than the frame: no sideways scrolling at a phone's width.
     expect(await parent.app.locator('html').evaluate((html) => html.scrollWidth <= html.clientWidth)).toBe(true);
     await shot(parent, 'narrow');
+    await parent.app.locator('#section-general').screenshot({ path: `${ARTIFACTS}/app-page-narrow-general.png` });
+    await parent.app.locator('#section-robots').screenshot({ path: `${ARTIFACTS}/app-page-narrow-robots.png` });
   });
 
   it('in install mode installs, shows the page and calls installFinish', async () => {

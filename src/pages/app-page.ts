@@ -14,26 +14,35 @@ import type { WebhookStore } from '../db/webhooks.js';
 import type { Logger } from '../log.js';
 import { KNOWN_TRANSPORTS } from '../portal-settings.js';
 import type { SettingsService, SettingsView } from '../settings-service.js';
+import { TRIGGERS } from '../triggers/triggers.js';
 import { PAGE_WORDS, type PageLanguage, type PageWords } from './i18n.js';
 import type { PageSession } from './page-auth.js';
 
-/** Scopes the app needs, each satisfied by any of the listed grants (user_brief has no e-mail: docs/protocols.md B10). */
-export const NEEDED_SCOPES: ReadonlyArray<{ scope: 'crm' | 'bizproc' | 'user' | 'placement'; grantedBy: readonly string[] }> = [
+/**
+ * Scopes the app needs, each satisfied by any of the listed grants (user_brief has no e-mail:
+ * docs/protocols.md B10). `im` only carries the incoming-message notifications, which are off by
+ * default: it is named as missing only while they are on, so a portal that does not use them is not
+ * told to widen the app's permissions for nothing.
+ */
+export const NEEDED_SCOPES: ReadonlyArray<{ scope: 'crm' | 'bizproc' | 'user' | 'placement' | 'im'; grantedBy: readonly string[]; onlyWithNotifications?: true }> = [
   { scope: 'crm', grantedBy: ['crm'] },
   { scope: 'bizproc', grantedBy: ['bizproc'] },
   { scope: 'user', grantedBy: ['user', 'user_basic'] },
   { scope: 'placement', grantedBy: ['placement'] },
+  { scope: 'im', grantedBy: ['im'], onlyWithNotifications: true },
 ];
 
 /** APPLICATION_SCOPE (comma-separated, from the page's POST) → the needed scopes it lacks. */
-export function missingScopes(applicationScope: string): Array<(typeof NEEDED_SCOPES)[number]['scope']> {
+export function missingScopes(applicationScope: string, options: { notifyIncoming: boolean } = { notifyIncoming: false }): Array<(typeof NEEDED_SCOPES)[number]['scope']> {
   const granted = new Set(
     applicationScope
       .split(',')
       .map((item) => item.trim().toLowerCase())
       .filter(Boolean),
   );
-  return NEEDED_SCOPES.filter((need) => !need.grantedBy.some((grant) => granted.has(grant))).map((need) => need.scope);
+  return NEEDED_SCOPES.filter((need) => !need.onlyWithNotifications || options.notifyIncoming)
+    .filter((need) => !need.grantedBy.some((grant) => granted.has(grant)))
+    .map((need) => need.scope);
 }
 
 /** The connection's health, shown to every user of the portal (it holds no client or employee data). */
@@ -109,6 +118,10 @@ export interface AppPageModel {
   view?: SettingsView;
   missingScopes: Array<{ scope: string; label: string }>;
   robots: Array<{ code: string; name: string }>;
+  /** The app's CRM automation triggers (src/triggers/triggers.ts); the script asks the portal which are registered. */
+  triggers: Array<{ code: string; name: string }>;
+  /** The portal did not grant `im`: turning notifications on says so beside the switch, before saving. */
+  imMissing: boolean;
   transports: readonly string[];
   /** JSON for the page's script, with `<` escaped so it cannot close the script element. */
   pageData: string;
@@ -177,6 +190,7 @@ export class AppPageService {
       t,
       view: view ?? null,
       robotCodes: this.deps.robots.map((robot) => robot.code),
+      triggerCodes: TRIGGERS.map((trigger) => trigger.code),
     };
     return {
       lang: page.lang,
@@ -186,8 +200,10 @@ export class AppPageService {
       domain: session.portal.domain,
       status,
       view,
-      missingScopes: missingScopes(page.applicationScope).map((scope) => ({ scope, label: t[`scope_${scope}`] })),
+      missingScopes: missingScopes(page.applicationScope, { notifyIncoming: view?.notifyIncoming === true }).map((scope) => ({ scope, label: t[`scope_${scope}`] })),
       robots: this.deps.robots.map((robot) => ({ code: robot.code, name: robot.name[page.lang] })),
+      triggers: TRIGGERS.map((trigger) => ({ code: trigger.code, name: trigger.name[page.lang] })),
+      imMissing: missingScopes(page.applicationScope, { notifyIncoming: true }).includes('im'),
       transports: KNOWN_TRANSPORTS,
       pageData: JSON.stringify(data).replace(/</g, '\\u003c'),
       assets: page.assets,

@@ -71,6 +71,8 @@ export function createAppPage(deps: AppPageDeps): { route: Hono<{ Variables: { p
         domain: '',
         missingScopes: [],
         robots: [],
+        triggers: [],
+        imMissing: false,
         transports: [],
         pageData: JSON.stringify({ error: message }).replace(/</g, '\\u003c'),
         assets,
