@@ -140,6 +140,25 @@ describe('app page tokens', () => {
     expect(html).toContain('id="results-retrying"');
   });
 
+  it("asks Chat2Desk for the account's request count at most once a minute per portal, however many users look", async () => {
+    const clock = new TestClock();
+    stack = await startStack({ clock });
+    await installAndConfigure(stack);
+    const apiInfoCalls = () => stack.c2d.calls.filter((call) => call.path === '/companies/api_info').length;
+    const { token } = await openApp(2);
+    const before = apiInfoCalls();
+    const statuses = await Promise.all(
+      Array.from({ length: 5 }, async () => (await fetch(`${stack.server.url}/api/page/status`, { headers: { authorization: `Bearer ${token}` } })).json()),
+    );
+    await openApp(1);
+    for (const status of statuses) expect(status).toMatchObject({ chat2desk: { connected: true, requestsThisMonth: expect.any(Number) } });
+    expect(apiInfoCalls() - before).toBeLessThanOrEqual(1);
+    clock.advance(61_000);
+    await fetch(`${stack.server.url}/api/page/status`, { headers: { authorization: `Bearer ${token}` } });
+    expect(apiInfoCalls() - before).toBeLessThanOrEqual(2);
+    expect(apiInfoCalls()).toBeGreaterThan(before);
+  });
+
   it('repairs the webhook and registers the robots again for an admin, not for others', async () => {
     stack = await startStack();
     await installAndConfigure(stack);

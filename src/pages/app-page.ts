@@ -3,9 +3,11 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { LRUCache } from 'lru-cache';
 import type { Activity } from '../activities/activity.js';
 import type { AppRegistration } from '../bitrix24/registration.js';
 import type { Chat2DeskAccess } from '../chat2desk/access.js';
+import type { Chat2DeskApi } from '../chat2desk/client.js';
 import type { Chat2DeskWebhooks } from '../chat2desk/webhooks.js';
 import type { Clock } from '../clock.js';
 import type { JobStore } from '../db/jobs.js';
@@ -24,6 +26,9 @@ import type { PageSession } from './page-auth.js';
  * default: it is named as missing only while they are on, so a portal that does not use them is not
  * told to widen the app's permissions for nothing.
  */
+/** How long the page shows the same monthly request count (`AppPageService` #apiInfo). */
+const API_INFO_CACHE_MS = 60_000;
+
 export const NEEDED_SCOPES: ReadonlyArray<{ scope: 'crm' | 'bizproc' | 'user' | 'placement' | 'im'; grantedBy: readonly string[]; onlyWithNotifications?: true }> = [
   { scope: 'crm', grantedBy: ['crm'] },
   { scope: 'bizproc', grantedBy: ['bizproc'] },
@@ -129,7 +134,23 @@ export interface AppPageModel {
 }
 
 export class AppPageService {
-  constructor(private readonly deps: PageServiceDeps) {}
+  /**
+   * Chat2Desk's own count of the account's requests, per portal for a minute: any user may open the
+   * page or ask for its status, and each ask would otherwise spend the account's monthly quota and its
+   * rate. Asks at once share one request; a failure is not remembered.
+   */
+  readonly #apiInfo: LRUCache<string, Record<string, unknown>, Pick<Chat2DeskApi, 'apiInfo'>>;
+
+  constructor(private readonly deps: PageServiceDeps) {
+    this.#apiInfo = new LRUCache({
+      max: 10_000,
+      ttl: API_INFO_CACHE_MS,
+      perf: deps.clock,
+      ttlResolution: 0,
+      ignoreFetchAbort: true,
+      fetchMethod: (_memberId, _stale, { context }) => context.apiInfo(),
+    });
+  }
 
   async status(portal: Portal): Promise<ConnectionStatus> {
     const registration = await this.deps.webhooks.get(portal.memberId);
@@ -157,7 +178,7 @@ export class AppPageService {
     }
     try {
       // docs/protocols.md C1: GET /companies/api_info, the account's requests this month.
-      const info = await connection.directory.api.apiInfo();
+      const info = (await this.#apiInfo.fetch(portal.memberId, { context: connection.directory.api })) ?? {};
       status.chat2desk.connected = true;
       if (typeof info.requests_this_month === 'number') status.chat2desk.requestsThisMonth = info.requests_this_month;
     } catch (error) {
