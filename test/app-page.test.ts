@@ -58,6 +58,21 @@ describe('app page tokens', () => {
     expect((await renew(fresh, stack.b24.issueAuth(2).access_token)).status).toBe(401);
   });
 
+  it("bounds one user's renewals, so random AUTH_IDs from an employee's page cannot use up the portal's share of caller checks", async () => {
+    stack = await startStack();
+    await install(stack);
+    const { token } = await openApp(2);
+    stack.b24.resetCalls();
+    const answers: number[] = [];
+    for (let attempt = 0; attempt < 10; attempt++) answers.push((await renew(token!, `forged-${attempt}`)).status);
+    expect(answers.slice(0, 6)).toEqual([401, 401, 401, 401, 401, 401]);
+    expect(answers.slice(6)).toEqual([429, 429, 429, 429]);
+    expect(stack.b24.calls.filter((call) => call.method === 'profile')).toHaveLength(6);
+    // The admin is not affected by the employee's renewals.
+    const admin = await openApp(1);
+    expect((await renew(admin.token!, stack.b24.issueAuth(1).access_token)).status).toBe(200);
+  });
+
   it('lets a write through only while the portal’s word on the admin is under a minute old, a remembered word included', async () => {
     const clock = new TestClock();
     stack = await startStack({ clock });

@@ -1,5 +1,6 @@
 import type { Context } from 'hono';
 import { createMiddleware } from 'hono/factory';
+import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
 import type { Clock } from '../clock.js';
 import type { Portal, PortalStore } from '../db/portals.js';
 import { bitrix24Admin, type AdminVariables } from '../routes/bitrix24-admin.js';
@@ -10,6 +11,12 @@ import { PAGE_TOKEN_PREFIX, type PageClaims, type PageTokens } from './page-toke
 export const ADMIN_FRESH_MS = 60_000;
 /** An expired page token still names its user for a renewal this long after it expired (a page left open for hours renews, not reloads). */
 const RENEWABLE_FOR_MS = 12 * 3600_000;
+/**
+ * Renewals one user may ask for per minute. A page renews once per token (15 min) or after a
+ * "renew" answer; each renewal asks the portal about a new AUTH_ID within the callers' small share
+ * of its budget, which one employee sending random AUTH_IDs must not use up for the admins.
+ */
+const RENEWALS_PER_USER_PER_MINUTE = 6;
 
 export class PageAuthError extends Error {
   override name = 'PageAuthError';
@@ -44,6 +51,8 @@ export interface PageAuthDeps {
  * REST endpoint with the posted AUTH_ID, says they are. The user's Bitrix24 token is not kept.
  */
 export class PageAuth {
+  readonly #renewals = new RateLimiterMemory({ keyPrefix: 'page-renewals', points: RENEWALS_PER_USER_PER_MINUTE, duration: 60 });
+
   constructor(private readonly deps: PageAuthDeps) {}
 
   async open(opening: { memberId: string; applicationToken: string; authId: string }): Promise<PageSession> {
@@ -59,6 +68,13 @@ export class PageAuth {
     const previous = this.deps.tokens.verify(previousToken, { graceMs: RENEWABLE_FOR_MS });
     if (!previous) throw new PageAuthError('The page token is not ours or too old; open the app again', 401);
     const portal = await this.#current(previous);
+    try {
+      await this.#renewals.consume(`${previous.memberId} ${previous.userId}`);
+    } catch (refusal) {
+      if (!(refusal instanceof RateLimiterRes)) throw refusal;
+      const retryAfterSeconds = Math.max(1, Math.ceil(refusal.msBeforeNext / 1000));
+      throw new PageAuthError(`Too many renewals of this page; open the app again in ${retryAfterSeconds} s`, 429, false, retryAfterSeconds);
+    }
     const session = await this.#issue(portal, authId);
     // The AUTH_ID must be the same user's: a token of ours never changes hands.
     if (session.claims.userId !== previous.userId) throw new PageAuthError('AUTH_ID belongs to another user', 401);
