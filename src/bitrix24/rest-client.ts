@@ -134,8 +134,21 @@ export class Bitrix24Rest {
   /** Runs commands through `batch`, 50 at a time; per-command errors come back, never thrown. */
   async batch(memberId: string, commands: BatchCommand[], options: CallOptions & { halt?: boolean } = {}): Promise<BatchOutcome> {
     const outcome: BatchOutcome = { results: {}, errors: {} };
-    for (let start = 0; start < commands.length; start += BATCH_LIMIT) {
-      const chunk = commands.slice(start, start + BATCH_LIMIT);
+    // Bitrix24 replaces `$result[key]…` in a batched command's values with another command's result
+    // (docs/protocols.md B3 batch). Text from clients (a name, a message) could contain that, so such a
+    // command goes alone, where its values are taken as written.
+    const alone = commands.filter((command) => mentionsBatchResult(command.params));
+    for (const command of alone) {
+      try {
+        outcome.results[command.key] = await this.call(memberId, command.method, command.params ?? {}, options);
+      } catch (error) {
+        if (!(error instanceof Bitrix24Error)) throw error;
+        outcome.errors[command.key] = { error: error.code, error_description: error.description };
+      }
+    }
+    const batched = alone.length ? commands.filter((command) => !alone.includes(command)) : commands;
+    for (let start = 0; start < batched.length; start += BATCH_LIMIT) {
+      const chunk = batched.slice(start, start + BATCH_LIMIT);
       const cmd = Object.fromEntries(chunk.map((command) => [command.key, encodeCommand(command)]));
       const answer = await this.call<{ result?: unknown; result_error?: unknown }>(memberId, 'batch', { halt: options.halt ? 1 : 0, cmd }, options);
       Object.assign(outcome.results, phpMap(answer.result));
@@ -278,6 +291,15 @@ export class Bitrix24Rest {
 function isMaybeExecuted(error: unknown): boolean {
   return error instanceof Bitrix24TransportError || (error instanceof Bitrix24Error && error.httpStatus >= 500 && !error.refusedForLoad);
 }
+
+/** Whether any text in a command's values is a batch reference (`$result[`, `$result_total[`, …). */
+function mentionsBatchResult(value: unknown): boolean {
+  if (typeof value === 'string') return BATCH_REFERENCE.test(value);
+  if (Array.isArray(value)) return value.some(mentionsBatchResult);
+  if (value && typeof value === 'object') return Object.values(value).some(mentionsBatchResult);
+  return false;
+}
+const BATCH_REFERENCE = /\$result(?:_error|_total|_next|_time)?\[/;
 
 /** A batch command is `method?query`, the query built like PHP's http_build_query (docs/protocols.md B3 batch). */
 function encodeCommand(command: BatchCommand): string {
