@@ -394,6 +394,19 @@ export class JobStore {
       .run();
   }
 
+  /**
+   * The client's phone (international digits), learnt while the job runs: a closed episode reads it
+   * from Chat2Desk and keeps it even when the run then fails, so the event log finds the failure by
+   * phone. A phone stored earlier stays.
+   */
+  async notePhone(id: number, phone: string): Promise<void> {
+    this.db
+      .update(jobs)
+      .set({ phone: sql`coalesce(${jobs.phone}, ${phone})` })
+      .where(eq(jobs.id, id))
+      .run();
+  }
+
   /** The attempt is still going: its lease runs `leaseMs` from now. False once it lost the job. */
   async renewLease(claimed: ClaimedAttempt, leaseMs: number): Promise<boolean> {
     const now = this.clock.now();

@@ -17,9 +17,16 @@ export type EpisodeOrigin = 'webhook' | 'poll' | 'rerun';
 /**
  * One closed episode: read it from Chat2Desk, apply the tag filter, find or create the client's
  * record, pin the comment once. The outcome's values feed the event log (phone, record, created,
- * comment id).
+ * comment id). A failure after the client's phone was learnt hands it to `phoneLearnt` first: a
+ * failed outcome carries only the error, and the event log still finds the episode by phone.
  */
-export async function handleEpisode(run: RobotRun, records: EpisodeRecordStore, key: EpisodeKey & { clientId: number }, origin: EpisodeOrigin): Promise<JobOutcome> {
+export async function handleEpisode(
+  run: RobotRun,
+  records: EpisodeRecordStore,
+  key: EpisodeKey & { clientId: number },
+  origin: EpisodeOrigin,
+  phoneLearnt: (phone: string) => Promise<void>,
+): Promise<JobOutcome> {
   const { settings } = run;
   if (origin !== 'rerun') {
     if (!settings.episodesEnabled) return skipped(key, null, 'closed dialogs are turned off in the settings');
@@ -29,9 +36,14 @@ export async function handleEpisode(run: RobotRun, records: EpisodeRecordStore, 
   const episode = await loadEpisode(run, key);
   const phone = episode.phones[0] ?? null;
   if (!passesTagFilter(settings, episode.tags)) return skipped(key, phone, 'tag filter');
-  const found = await recordForEpisode(run, records, episode);
-  const pinned = await pinEpisode(run, episode, found.record, settings.transcript);
-  return outcome(episode, found, pinned.commentId, phone);
+  try {
+    const found = await recordForEpisode(run, records, episode);
+    const pinned = await pinEpisode(run, episode, found.record, settings.transcript);
+    return outcome(episode, found, pinned.commentId, phone);
+  } catch (error) {
+    if (phone) await phoneLearnt(phone);
+    throw error;
+  }
 }
 
 /** The comment of an episode on a record, once per (episode, record): shared with the "Log closed dialog" robot. */
