@@ -1,16 +1,10 @@
 import type { RobotRun } from '../activities/activity.js';
 import type { EpisodeRecordStore } from '../db/episode-records.js';
 import type { JobOutcome } from '../jobs/kinds.js';
-import { renderEpisodeComment, type CommentLanguage } from './comment.js';
+import { renderEpisodeComment } from './comment.js';
 import { episodeCommentView, loadEpisode, passesTagFilter, type Episode, type EpisodeKey } from './episode.js';
 import { pinComment, type TimelineTarget } from './pin.js';
 import { recordForEpisode, type EpisodeRecord } from './records.js';
-
-/**
- * The language of our timeline comments. The app does not learn the portal's language yet (the
- * install event's LANGUAGE_ID is not stored), so comments are in English until it does.
- */
-export const PORTAL_LANGUAGE: CommentLanguage = 'en';
 
 export type EpisodeOrigin = 'webhook' | 'poll' | 'rerun';
 
@@ -46,9 +40,12 @@ export async function handleEpisode(
   }
 }
 
-/** The comment of an episode on a record, once per (episode, record): shared with the "Log closed dialog" robot. */
+/**
+ * The comment of an episode on a record, once per (episode, record), in the portal's language:
+ * shared with the "Log closed dialog" robot. The language is asked only when a comment is written.
+ */
 export async function pinEpisode(run: RobotRun, episode: Episode, record: TimelineTarget, transcript: boolean): Promise<{ commentId: number; earlier: boolean }> {
-  const { value, earlier } = await pinComment(run, episode, record, async () => renderEpisodeComment(await episodeCommentView(run, episode, transcript), PORTAL_LANGUAGE));
+  const { value, earlier } = await pinComment(run, episode, record, async () => renderEpisodeComment(await episodeCommentView(run, episode, transcript), await run.language()));
   return { commentId: value.commentId, earlier };
 }
 
