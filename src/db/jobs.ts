@@ -72,6 +72,8 @@ export interface FinishPlan {
   next: 'report' | 'done';
   /** Jobs to enqueue in the same transaction as the finish (an outbox). */
   followUps?: NewJob[];
+  /** The client's phone (international digits) when the run knows it; else a result's `phone`. */
+  phone?: string;
 }
 
 const reportColumns = {
@@ -421,7 +423,7 @@ export class JobStore {
   async finish(claimed: ClaimedAttempt, returnValues: Record<string, unknown>, logMessage: string, plan: FinishPlan = { next: 'report' }): Promise<void> {
     const { id, attempts } = claimed;
     const now = this.clock.now();
-    const phone = resultPhone(returnValues);
+    const phone = plan.phone ?? resultPhone(returnValues);
     const finish = (writer: JobWriter) =>
       writer
         .update(jobs)
