@@ -70,6 +70,15 @@ describe('closed episodes → CRM records', () => {
     return closed;
   }
 
+  /** The result a robot call reported to Bitrix24, retries passed by the clock. */
+  const robotResult = (eventToken: string) =>
+    eventuallyOnClock(
+      () => stack.server,
+      clock,
+      () => stack.b24.sentEvents.find((event) => event.eventToken === eventToken),
+      20_000,
+      'robot result',
+    );
   const comments = (entityType: string, entityId: number) => stack.b24.timelineComments.filter((item) => item.entityType === entityType && item.entityId === entityId);
   const adds = (entity: string) => stack.b24.calls.filter((call) => call.method === `crm.${entity}.add` && call.status === 200);
 
@@ -231,13 +240,7 @@ describe('closed episodes → CRM records', () => {
     const job = await finished((await close(dialogId)).requestId);
     const leadId = job.returnValues.entityId as number;
     const call = await stack.b24.callRobot({ code: 'c2d_log_dialog', properties: { dialog_id: String(dialogId) }, documentId: ['crm', 'CCrmDocumentLead', `LEAD_${leadId}`] });
-    const sent = await eventuallyOnClock(
-      () => stack.server,
-      clock,
-      () => stack.b24.sentEvents.find((event) => event.eventToken === call.eventToken),
-      20_000,
-      'robot result',
-    );
+    const sent = await robotResult(call.eventToken);
     expect(sent.returnValues).toMatchObject({ status: 'ok', comment_id: String(job.returnValues.commentId) });
     expect(sent.logMessage).toContain('was already logged');
     expect(comments('lead', leadId)).toHaveLength(1);
@@ -254,13 +257,7 @@ describe('closed episodes → CRM records', () => {
 
     const dealId = stack.b24.seedDeal({});
     const call = await stack.b24.callRobot({ code: 'c2d_log_dialog', properties: { dialog_id: String(dialogId) }, documentId: ['crm', 'CCrmDocumentDeal', `DEAL_${dealId}`] });
-    const sent = await eventuallyOnClock(
-      () => stack.server,
-      clock,
-      () => stack.b24.sentEvents.find((event) => event.eventToken === call.eventToken),
-      20_000,
-      'robot result',
-    );
+    const sent = await robotResult(call.eventToken);
     expect(sent.returnValues).toMatchObject({ status: 'ok' });
     const [robotComment] = comments('deal', dealId);
     expect(robotComment!.comment.split('\n')[0]).toBe(`[b]Chat2Desk[/b] обращение #${requestId} · диалог ${dialogId}`);
