@@ -3,6 +3,9 @@ import type { Clock } from '../src/clock.js';
 import { nextStepFor, type EventLogEntry, type EventLogPage } from '../src/event-log.js';
 import { CLOSE_EPISODE_KIND, closeEpisodeOptions, type CloseEpisodeInput } from '../src/jobs/kinds/close-episode.js';
 import { FIRE_TRIGGER_KIND } from '../src/jobs/kinds/fire-trigger.js';
+import { NOTIFY_INCOMING_KIND } from '../src/jobs/kinds/notify-incoming.js';
+import { SYNC_RESPONSIBLE_KIND } from '../src/jobs/kinds/sync-responsible.js';
+import { TRIGGER_CODES } from '../src/triggers/triggers.js';
 import { adminHeaders, eventually, install, installAndConfigure, putSettings, startStack, type Stack } from './support/stack.js';
 
 const DAY = 24 * 3600_000;
@@ -95,6 +98,37 @@ describe('event log', () => {
     });
     expect(entries[0]!.summary).toMatch(/^Chat2Desk message \d+ sent to client \d+/);
     expect(entries[0]!.finishedAt).not.toBeNull();
+  });
+
+  it("shows CRM automation in the admin's words: a trigger fired, a notification sent, a responsible changed", async () => {
+    await installAndConfigure(stack, { defaultCountry: 'RU', notifyIncoming: true, responsibleSync: true });
+    const { client, dialog } = stack.c2d.seedClient({ phone: '79161234567', name: 'Anna', withDialog: 'open' });
+    const clientId = client.id as number;
+    const dialogId = dialog!.id as number;
+    const { message } = stack.c2d.receiveMessage({ clientId, text: 'hi' });
+    // Operator 311416 (manager@example.com) ↔ Bitrix24 user 2 (the same e-mail).
+    (stack.c2d.account().dialogs.find((item) => item.id === dialogId) as Record<string, unknown>).operator_id = 311416;
+    const contactId = stack.b24.seedContact({ name: 'Anna', phones: ['+79161234567'] });
+    const enqueue = (kind: string, input: unknown) => stack.server.pipeline.enqueue(kind, stack.b24.memberId, input, { deadlineAt: clock.now() + DAY });
+    await enqueue(NOTIFY_INCOMING_KIND, { dialogId, requestId: null, clientName: 'Anna', fromMessageId: message.id });
+    await enqueue(SYNC_RESPONSIBLE_KIND, { dialogId, clientId, operatorId: 311416 });
+    await enqueue(FIRE_TRIGGER_KIND, { code: TRIGGER_CODES.clientWrote, eventKey: 'delivery:1', clientId, dialogId, record: null });
+    await stack.server.pipeline.settled([NOTIFY_INCOMING_KIND, SYNC_RESPONSIBLE_KIND, FIRE_TRIGGER_KIND]);
+
+    const { entries } = await list('?kind=automation');
+    expect(entries.map((entry) => [entry.kind, entry.title, entry.status, entry.summary, entry.record?.id ?? null, entry.dialog?.id ?? null])).toEqual([
+      ['automation', 'Trigger “Client wrote in Chat2Desk”', 'done', `Fired on contact ${contactId}`, contactId, dialogId],
+      [
+        'automation',
+        "Responsible follows the dialog's operator",
+        'done',
+        `Bitrix24 user 2 is now responsible for contact ${contactId} (Chat2Desk operator 311416)`,
+        contactId,
+        dialogId,
+      ],
+      ['automation', 'Notification of new Chat2Desk messages', 'done', 'Bitrix24 user 2 was told of 1 new message', null, dialogId],
+    ]);
+    expect((await list('?kind=app')).entries).toHaveLength(0);
   });
 
   it('says what the admin does next about a failure', async () => {
