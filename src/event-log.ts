@@ -1,6 +1,7 @@
 import type { RobotRegistry } from './activities/index.js';
 import { timelineOwner } from './bitrix24/values.js';
-import { CLOSE_EPISODE_KIND, closeEpisodeOptions, GAP_POLL_KIND, type CloseEpisodeInput } from './chat2desk/closed-episodes.js';
+import { GAP_POLL_KIND } from './chat2desk/closed-episodes.js';
+import { CLOSE_EPISODE_KIND, closeEpisodeOptions, type CloseEpisodeInput } from './jobs/kinds/close-episode.js';
 import { dialogUrl } from './chat2desk/links.js';
 import type { Clock } from './clock.js';
 import type { EntryStatus, EventLogRow, EventLogStore, KindFilter } from './db/event-log.js';
@@ -8,14 +9,19 @@ import type { Portal } from './db/portals.js';
 import { FIRE_TRIGGER_KIND } from './jobs/kinds/fire-trigger.js';
 import { NOTIFY_INCOMING_KIND } from './jobs/kinds/notify-incoming.js';
 import { REGISTER_APP_KIND } from './jobs/kinds/register-app.js';
-import { SYNC_RESPONSIBLE_KIND } from './jobs/kinds/sync-responsible.js';
 import { ROBOT_KIND } from './jobs/kinds/robot.js';
+import { SYNC_RESPONSIBLE_KIND } from './jobs/kinds/sync-responsible.js';
 import type { Pipeline } from './jobs/pipeline.js';
 import { searchablePhone } from './phone.js';
 import { readSettings } from './portal-settings.js';
+import { TRIGGERS } from './triggers/triggers.js';
 
-/** The event log's kinds: robot runs, closed episodes, and the app's own work (re-registration, gap polling). */
-export type EntryKind = 'robot' | 'closed_episode' | 'app';
+/**
+ * The event log's kinds: robot runs, closed episodes, CRM automation driven by Chat2Desk events
+ * (triggers fired, notifications of incoming messages, responsible sync), and the app's own work
+ * (re-registration, gap polling).
+ */
+export type EntryKind = 'robot' | 'closed_episode' | 'automation' | 'app';
 
 export interface EventLogEntry {
   /** The job's public id. */
@@ -50,11 +56,19 @@ export class EventLogRequestError extends Error {
 }
 
 const STATUSES: readonly EntryStatus[] = ['waiting', 'running', 'done', 'failed', 'cancelled'];
+const AUTOMATION_KINDS = [FIRE_TRIGGER_KIND, NOTIFY_INCOMING_KIND, SYNC_RESPONSIBLE_KIND];
 const KINDS: Record<EntryKind, KindFilter> = {
   robot: { in: [ROBOT_KIND] },
   closed_episode: { in: [CLOSE_EPISODE_KIND] },
-  app: { notIn: [ROBOT_KIND, CLOSE_EPISODE_KIND] },
+  automation: { in: AUTOMATION_KINDS },
+  app: { notIn: [ROBOT_KIND, CLOSE_EPISODE_KIND, ...AUTOMATION_KINDS] },
 };
+
+function entryKind(jobKind: string): EntryKind {
+  if (jobKind === ROBOT_KIND) return 'robot';
+  if (jobKind === CLOSE_EPISODE_KIND) return 'closed_episode';
+  return AUTOMATION_KINDS.includes(jobKind) ? 'automation' : 'app';
+}
 const PARAMETERS = ['status', 'kind', 'from', 'to', 'phone', 'before', 'limit'] as const;
 export const DEFAULT_PAGE_SIZE = 50;
 export const MAX_PAGE_SIZE = 100;
@@ -65,9 +79,9 @@ const TITLES: Record<string, string> = {
   [CLOSE_EPISODE_KIND]: 'Closed dialog to CRM',
   [REGISTER_APP_KIND]: 'Robots registered again after an app update',
   [GAP_POLL_KIND]: 'Dialogs closed while webhooks were not arriving',
-  [FIRE_TRIGGER_KIND]: 'Automation trigger fired',
-  [NOTIFY_INCOMING_KIND]: 'Operator notified of new messages',
-  [SYNC_RESPONSIBLE_KIND]: 'Responsible follows the dialog’s new operator',
+  [FIRE_TRIGGER_KIND]: 'CRM automation trigger',
+  [NOTIFY_INCOMING_KIND]: 'Notification of new Chat2Desk messages',
+  [SYNC_RESPONSIBLE_KIND]: "Responsible follows the dialog's operator",
 };
 
 /**
@@ -238,7 +252,7 @@ export class EventLog {
     const errorMessage = row.status === 'failed' ? plain(text(result.error) ?? row.reportError ?? row.lastError ?? 'failed') : undefined;
     return {
       id: row.publicId,
-      kind: row.kind === ROBOT_KIND ? 'robot' : row.kind === CLOSE_EPISODE_KIND ? 'closed_episode' : 'app',
+      kind: entryKind(row.kind),
       title: this.#title(row),
       status: row.status,
       at: new Date(row.createdAt).toISOString(),
@@ -254,6 +268,12 @@ export class EventLog {
 
   #title(row: EventLogRow): string {
     if (row.kind === ROBOT_KIND) return this.deps.robots.find(row.robotCode ?? '')?.name.en ?? `Robot ${plain(row.robotCode ?? 'unknown')}`;
+    if (row.kind === FIRE_TRIGGER_KIND) {
+      // The trigger's name as the admin picked it in the automation rules.
+      const code = parseObject(row.input).code;
+      const trigger = TRIGGERS.find((item) => item.code === code);
+      if (trigger) return `Trigger “${trigger.name.en}”`;
+    }
     return TITLES[row.kind] ?? row.kind;
   }
 
@@ -395,9 +415,31 @@ function summaryOf(row: EventLogRow, result: Record<string, unknown>, errorMessa
 }
 
 function doneSummary(row: EventLogRow, result: Record<string, unknown>): string {
-  if (row.kind === CLOSE_EPISODE_KIND && typeof result.entityType === 'string' && positiveInt(result.entityId) !== undefined) {
-    const record = `${result.entityType} ${result.entityId}`;
-    return result.created === true ? `Created ${record} and pinned the dialog to it` : `Pinned the dialog to ${record}`;
+  const record = typeof result.entityType === 'string' && positiveInt(result.entityId) !== undefined ? `${result.entityType} ${result.entityId}` : undefined;
+  const skipped = result.status === 'skipped';
+  switch (row.kind) {
+    case CLOSE_EPISODE_KIND:
+      if (record) return result.created === true ? `Created ${record} and pinned the dialog to it` : `Pinned the dialog to ${record}`;
+      if (skipped && text(result.reason)) return `Not recorded: ${result.reason}`;
+      break;
+    case FIRE_TRIGGER_KIND:
+      if (record) return /had already fired/.test(text(result.summary) ?? '') ? `Had already fired on ${record}` : `Fired on ${record}`;
+      if (skipped) return `Not fired: ${text(result.summary) ?? 'no CRM record for this client'}`;
+      break;
+    case NOTIFY_INCOMING_KIND:
+      if (!skipped && positiveInt(result.userId) !== undefined) {
+        const count = positiveInt(result.messages) ?? 1;
+        return `Bitrix24 user ${result.userId} was told of ${count} new message${count === 1 ? '' : 's'}`;
+      }
+      break;
+    case SYNC_RESPONSIBLE_KIND:
+      if (record && positiveInt(result.userId) !== undefined) return `Bitrix24 user ${result.userId} is now responsible for ${record} (Chat2Desk operator ${result.operatorId})`;
+      break;
   }
-  return text(row.logMessage) ?? text(result.status) ?? 'Done';
+  return sentence(text(result.summary) ?? text(row.logMessage) ?? text(result.status) ?? 'Done');
+}
+
+/** The kinds' own summaries start in lower case ("nobody notified: …"): the log shows sentences. */
+function sentence(value: string): string {
+  return value.charAt(0).toUpperCase() + value.slice(1);
 }

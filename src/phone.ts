@@ -73,9 +73,10 @@ function toNormalized(e164: string): NormalizedPhone {
 /**
  * The client's phone as the event log (src/event-log.ts) stores and searches it: international digits, normalized by
  * the one phone normaliser with the portal's default country. Undefined when there is no valid
- * number. Robot calls store it when they are accepted (src/jobs/robot-calls.ts); a closed episode
- * that knows its client's phone when enqueued passes it as the job's `phone` too (a result's
- * `phone` is stored when the job finishes, src/db/jobs.ts `finish`).
+ * number. A robot run's is normalised by the worker and stored with its finish (src/jobs/kinds/robot.ts;
+ * only a call refused at acceptance gets it there, src/jobs/robot-calls.ts); a closed episode's
+ * comes with its result (`phone`, src/db/jobs.ts `finish`) or, when it fails, is kept as soon as it
+ * failed after reading it (JobStore.notePhone).
  */
 export function searchablePhone(value: unknown, defaultCountry?: string | null): string | undefined {
   const input = typeof value === 'string' ? value : Array.isArray(value) && value.every((item) => typeof item === 'string') ? (value as string[]) : undefined;

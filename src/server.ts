@@ -51,6 +51,7 @@ import { SecretBox, resolveAppSecret } from './secrets.js';
 import { DEFAULT_EVENT_LOG_RETENTION_DAYS } from './portal-settings.js';
 import { SettingsService } from './settings-service.js';
 import { EventLog } from './event-log.js';
+import { PortalLanguages } from './notifications/portal-language.js';
 
 /**
  * A finished run's own effects (src/db/effects.ts) matter only while it may still be retried; they
@@ -154,9 +155,11 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
   const episodeRecords = new EpisodeRecordStore(database.db, clock);
   // One set of shared batches: every job that reads a client's CRM record joins the same per-portal batches.
   const batches = new SharedBatches(rest);
+  // One cache of the portals' languages for everything we write into a portal (comments, notifications).
+  const languages = new PortalLanguages(rest, clock);
   const kinds = new JobKinds([
-    robotKind({ jobs, portals, rest, users, effects, clock, chat2desk, robots }),
-    closeEpisodeKind({ jobs, portals, rest, users, effects, clock, chat2desk, episodeRecords, batches }),
+    robotKind({ jobs, portals, rest, users, effects, clock, chat2desk, languages, robots }),
+    closeEpisodeKind({ jobs, portals, rest, users, effects, clock, chat2desk, languages, episodeRecords, batches }),
     registerAppKind({ portals, registration, clock }),
     gapPollKind({
       portals,
@@ -165,7 +168,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
       job: (kind, memberId, input, jobOptions): NewJob => pipeline.job(kind, memberId, input, jobOptions),
       clock,
     }),
-    ...automationKinds({ jobs, portals, rest, users, effects, clock, chat2desk, episodeRecords, batches }),
+    ...automationKinds({ jobs, portals, rest, users, effects, clock, chat2desk, languages, episodeRecords, batches }),
     ...(options.extraKinds ?? []),
   ]);
   const pipeline = new Pipeline({

@@ -315,7 +315,10 @@ describe('the app page inside a Bitrix24 parent frame', () => {
       await app.locator('#event-filter').getByRole('button', { name: 'Show' }).click();
       return app.locator('#event-log .c2d-event__title').allTextContents();
     };
-    await expect.poll(titles).toContain('Automation trigger fired');
+    await expect.poll(titles).toContain('Trigger “Chat2Desk dialog closed”');
+    await app.locator('#ev-kind').selectOption('automation');
+    await expect.poll(titles).toEqual(['Trigger “Chat2Desk dialog closed”']);
+    await app.locator('#ev-kind').selectOption('');
     expect(await titles()).not.toContain('fire_trigger');
     await app.locator('#section-event-log').screenshot({ path: `${ARTIFACTS}/app-page-event-log-rerun.png` });
   });

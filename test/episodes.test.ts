@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { CLOSE_EPISODE_KIND } from '../src/jobs/kinds/close-episode.js';
 import type { C2DTag } from './fakes/chat2desk.js';
 import { eventuallyOnClock, noRetryWait, TestClock } from './support/clock.js';
-import { installAndConfigure, putSettings, startStack, type Stack } from './support/stack.js';
+import { installAndConfigure, putSettings, startStack, type Stack, type StackOptions } from './support/stack.js';
 
 /** Closed Chat2Desk episodes become CRM records with one comment each (src/episodes/), end to end against the fakes. */
 describe('closed episodes → CRM records', () => {
@@ -10,9 +10,9 @@ describe('closed episodes → CRM records', () => {
   let clock: TestClock;
   afterEach(() => stack?.close());
 
-  async function setUp(settings: Record<string, unknown> = {}) {
+  async function setUp(settings: Record<string, unknown> = {}, options: Pick<StackOptions, 'b24'> = {}) {
     clock = new TestClock();
-    stack = await startStack({ clock, retrySleep: noRetryWait });
+    stack = await startStack({ clock, retrySleep: noRetryWait, ...options });
     await installAndConfigure(stack, { defaultCountry: 'RU', episodesEnabled: true, ...settings });
   }
 
@@ -70,6 +70,15 @@ describe('closed episodes → CRM records', () => {
     return closed;
   }
 
+  /** The result a robot call reported to Bitrix24, retries passed by the clock. */
+  const robotResult = (eventToken: string) =>
+    eventuallyOnClock(
+      () => stack.server,
+      clock,
+      () => stack.b24.sentEvents.find((event) => event.eventToken === eventToken),
+      20_000,
+      'robot result',
+    );
   const comments = (entityType: string, entityId: number) => stack.b24.timelineComments.filter((item) => item.entityType === entityType && item.entityId === entityId);
   const adds = (entity: string) => stack.b24.calls.filter((call) => call.method === `crm.${entity}.add` && call.status === 200);
 
@@ -231,16 +240,29 @@ describe('closed episodes → CRM records', () => {
     const job = await finished((await close(dialogId)).requestId);
     const leadId = job.returnValues.entityId as number;
     const call = await stack.b24.callRobot({ code: 'c2d_log_dialog', properties: { dialog_id: String(dialogId) }, documentId: ['crm', 'CCrmDocumentLead', `LEAD_${leadId}`] });
-    const sent = await eventuallyOnClock(
-      () => stack.server,
-      clock,
-      () => stack.b24.sentEvents.find((event) => event.eventToken === call.eventToken),
-      20_000,
-      'robot result',
-    );
+    const sent = await robotResult(call.eventToken);
     expect(sent.returnValues).toMatchObject({ status: 'ok', comment_id: String(job.returnValues.commentId) });
     expect(sent.logMessage).toContain('was already logged');
     expect(comments('lead', leadId)).toHaveLength(1);
+  });
+
+  it("writes the comment in the portal's language, for the closed dialog and for the Log closed dialog robot", async () => {
+    await setUp({}, { b24: { languageId: 'ru' } });
+    const { dialogId } = openEpisode();
+    const { requestId } = await close(dialogId);
+    const job = await finished(requestId);
+    const [comment] = comments('lead', job.returnValues.entityId as number);
+    expect(comment!.comment.split('\n')[0]).toBe(`[b]Chat2Desk[/b] обращение #${requestId} · диалог ${dialogId}`);
+    expect(comment!.comment).toContain('Открыть диалог в Chat2Desk');
+
+    const dealId = stack.b24.seedDeal({});
+    const call = await stack.b24.callRobot({ code: 'c2d_log_dialog', properties: { dialog_id: String(dialogId) }, documentId: ['crm', 'CCrmDocumentDeal', `DEAL_${dealId}`] });
+    const sent = await robotResult(call.eventToken);
+    expect(sent.returnValues).toMatchObject({ status: 'ok' });
+    const [robotComment] = comments('deal', dealId);
+    expect(robotComment!.comment.split('\n')[0]).toBe(`[b]Chat2Desk[/b] обращение #${requestId} · диалог ${dialogId}`);
+    // The portal's language was asked once for both.
+    expect(stack.b24.calls.filter((item) => item.method === 'app.info')).toHaveLength(1);
   });
 
   it('episodes of one portal closing together share batch requests', async () => {
@@ -257,7 +279,8 @@ describe('closed episodes → CRM records', () => {
     expect(stack.b24.timelineComments).toHaveLength(10);
     // Unshared, each episode makes at least 3 requests (look-up, creation or list, comment); shared, a handful for all ten.
     expect(stack.b24.calls.filter((call) => call.method === 'batch').length).toBeLessThanOrEqual(12);
-    expect(stack.b24.calls.every((call) => call.method === 'batch' || call.method.startsWith('crm.'))).toBe(true);
+    // Besides those, the portal's language, once for all ten comments.
+    expect(stack.b24.calls.filter((call) => call.method !== 'batch' && !call.method.startsWith('crm.')).map((call) => call.method)).toEqual(['app.info']);
   });
 
   it('nothing happens while episodes are off or for episodes closed before they were turned on', async () => {

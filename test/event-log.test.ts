@@ -1,22 +1,14 @@
-import * as v from 'valibot';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { CLOSE_EPISODE_KIND, closeEpisodeOptions, type CloseEpisodeInput } from '../src/chat2desk/closed-episodes.js';
 import type { Clock } from '../src/clock.js';
 import { nextStepFor, type EventLogEntry, type EventLogPage } from '../src/event-log.js';
-import { JobFailure } from '../src/jobs/failures.js';
-import type { JobKind, JobOutcome } from '../src/jobs/kinds.js';
+import { CLOSE_EPISODE_KIND, closeEpisodeOptions, type CloseEpisodeInput } from '../src/jobs/kinds/close-episode.js';
+import { FIRE_TRIGGER_KIND } from '../src/jobs/kinds/fire-trigger.js';
+import { NOTIFY_INCOMING_KIND } from '../src/jobs/kinds/notify-incoming.js';
+import { SYNC_RESPONSIBLE_KIND } from '../src/jobs/kinds/sync-responsible.js';
+import { TRIGGER_CODES } from '../src/triggers/triggers.js';
 import { adminHeaders, eventually, install, installAndConfigure, putSettings, startStack, type Stack } from './support/stack.js';
 
 const DAY = 24 * 3600_000;
-
-/** A run held until the test opens it. */
-function newGate(): { opened: Promise<void>; open(): void } {
-  let open = () => {};
-  const opened = new Promise<void>((resolve) => {
-    open = resolve;
-  });
-  return { opened, open };
-}
 
 /** Real time moved by an offset, or held at one instant (entries created together share their time). */
 class StoppableClock implements Clock {
@@ -27,46 +19,14 @@ class StoppableClock implements Clock {
   }
 }
 
-/**
- * `close_episode` as the contract defines its input and result (H1 builds the real kind in
- * parallel): each episode's run does what the test set for its request id, done by default.
- */
-function closeEpisodeStandIn(behaviour: Map<number, (input: CloseEpisodeInput) => Promise<JobOutcome>>): JobKind<CloseEpisodeInput> {
-  return {
-    name: CLOSE_EPISODE_KIND,
-    input: v.object({
-      requestId: v.number(),
-      dialogId: v.nullable(v.number()),
-      clientId: v.number(),
-      closedAt: v.string(),
-      origin: v.picklist(['webhook', 'poll', 'rerun']),
-    }),
-    needsConfirmation: false,
-    dedup: 'forever',
-    after: 'done',
-    async prepare(_job, input) {
-      return {
-        run: () =>
-          (
-            behaviour.get(input.requestId) ??
-            (async () => ({ returnValues: { status: 'done', entityType: 'deal', entityId: 12, created: true, commentId: 5 }, logMessage: 'done' }))
-          )(input),
-      };
-    },
-    failed: (_job, message) => ({ returnValues: { status: 'failed', error: message }, logMessage: message }),
-  };
-}
-
 describe('event log', () => {
   let stack: Stack;
   let clock: StoppableClock;
-  let behaviour: Map<number, (input: CloseEpisodeInput) => Promise<JobOutcome>>;
 
   beforeEach(async () => {
     tokens.clear();
     clock = new StoppableClock();
-    behaviour = new Map();
-    stack = await startStack({ clock, extraKinds: [closeEpisodeStandIn(behaviour)], b24: { domain: 'acme.bitrix24.com' } });
+    stack = await startStack({ clock, b24: { domain: 'acme.bitrix24.com' } });
   });
   afterEach(() => stack.close());
 
@@ -80,13 +40,37 @@ describe('event log', () => {
   };
   const rerun = (id: string, headers = headersOf()) => fetch(`${stack.server.url}/api/event-log/${id}/rerun`, { method: 'POST', headers });
 
-  /** A closed episode enqueued as the webhook path would, settled. */
-  async function closedEpisode(requestId: number, memberId = stack.b24.memberId): Promise<string> {
-    const input: CloseEpisodeInput = { requestId, dialogId: 77, clientId: 500 + requestId, closedAt: new Date(clock.now()).toISOString(), origin: 'webhook' };
-    const { job } = await stack.server.pipeline.enqueue(CLOSE_EPISODE_KIND, memberId, input, closeEpisodeOptions(input, clock.now()));
-    await eventually(async () => (await stack.server.jobs.get(job.id))?.state === 'done', 10_000, `episode ${requestId} to finish`);
-    return (await stack.server.jobs.get(job.id))!.publicId;
+  /** Chat2Desk connected and closed dialogs on since long before any episode of the test. */
+  async function configureEpisodes(): Promise<void> {
+    await installAndConfigure(stack, { defaultCountry: 'RU', episodesEnabled: true });
+    const portal = (await stack.server.portals.get(stack.b24.memberId))!;
+    await stack.server.portals.saveSettings(stack.b24.memberId, { ...portal.settings, episodesEnabledAt: new Date(Date.now() - 30 * DAY).toISOString() });
   }
+
+  /** A client wrote in and the operator closed the dialog in the fake Chat2Desk: the episode as the webhook path stores it. */
+  function closedDialog(phone: string): CloseEpisodeInput {
+    const { client, dialog } = stack.c2d.seedClient({ phone, name: 'Anna', withDialog: 'open' });
+    stack.c2d.receiveMessage({ clientId: client.id as number, text: 'Where is my order?' });
+    const { requestId } = stack.c2d.closeDialog(dialog!.id as number);
+    return { requestId, dialogId: dialog!.id as number, clientId: client.id as number, closedAt: new Date(clock.now()).toISOString(), origin: 'webhook' };
+  }
+
+  /** The real `close_episode` job of a closed dialog, enqueued as the webhook path would, not waited for. */
+  async function enqueueEpisode(input: CloseEpisodeInput, memberId = stack.b24.memberId): Promise<number> {
+    const { job } = await stack.server.pipeline.enqueue(CLOSE_EPISODE_KIND, memberId, input, closeEpisodeOptions(input, clock.now()));
+    return job.id;
+  }
+
+  /** A closed dialog's episode, run to its end (done or failed) with the trigger it fires; its event-log id. */
+  async function closedEpisode(phone: string, memberId = stack.b24.memberId): Promise<string> {
+    const id = await enqueueEpisode(closedDialog(phone), memberId);
+    await eventually(async () => (await stack.server.jobs.get(id))?.state === 'done', 10_000, `the episode of ${phone} to finish`);
+    await stack.server.pipeline.settled([FIRE_TRIGGER_KIND]);
+    return (await stack.server.jobs.get(id))!.publicId;
+  }
+
+  /** Holds the episode's run at its first Chat2Desk read (the client) until released. */
+  const holdEpisode = (input: CloseEpisodeInput) => stack.c2d.holdNext({ method: 'GET', path: new RegExp(`/clients/${input.clientId}$`) });
 
   it("shows a robot run in the admin's words: title, record and dialog links, phone and a summary", async () => {
     await installAndConfigure(stack, { defaultCountry: 'RU' });
@@ -116,12 +100,44 @@ describe('event log', () => {
     expect(entries[0]!.finishedAt).not.toBeNull();
   });
 
+  it("shows CRM automation in the admin's words: a trigger fired, a notification sent, a responsible changed", async () => {
+    await installAndConfigure(stack, { defaultCountry: 'RU', notifyIncoming: true, responsibleSync: true });
+    const { client, dialog } = stack.c2d.seedClient({ phone: '79161234567', name: 'Anna', withDialog: 'open' });
+    const clientId = client.id as number;
+    const dialogId = dialog!.id as number;
+    const { message } = stack.c2d.receiveMessage({ clientId, text: 'hi' });
+    // Operator 311416 (manager@example.com) ↔ Bitrix24 user 2 (the same e-mail).
+    (stack.c2d.account().dialogs.find((item) => item.id === dialogId) as Record<string, unknown>).operator_id = 311416;
+    const contactId = stack.b24.seedContact({ name: 'Anna', phones: ['+79161234567'] });
+    const enqueue = (kind: string, input: unknown) => stack.server.pipeline.enqueue(kind, stack.b24.memberId, input, { deadlineAt: clock.now() + DAY });
+    await enqueue(NOTIFY_INCOMING_KIND, { dialogId, requestId: null, clientName: 'Anna', fromMessageId: message.id });
+    await enqueue(SYNC_RESPONSIBLE_KIND, { dialogId, clientId, operatorId: 311416 });
+    await enqueue(FIRE_TRIGGER_KIND, { code: TRIGGER_CODES.clientWrote, eventKey: 'delivery:1', clientId, dialogId, record: null });
+    await stack.server.pipeline.settled([NOTIFY_INCOMING_KIND, SYNC_RESPONSIBLE_KIND, FIRE_TRIGGER_KIND]);
+
+    const { entries } = await list('?kind=automation');
+    expect(entries.map((entry) => [entry.kind, entry.title, entry.status, entry.summary, entry.record?.id ?? null, entry.dialog?.id ?? null])).toEqual([
+      ['automation', 'Trigger “Client wrote in Chat2Desk”', 'done', `Fired on contact ${contactId}`, contactId, dialogId],
+      [
+        'automation',
+        "Responsible follows the dialog's operator",
+        'done',
+        `Bitrix24 user 2 is now responsible for contact ${contactId} (Chat2Desk operator 311416)`,
+        contactId,
+        dialogId,
+      ],
+      ['automation', 'Notification of new Chat2Desk messages', 'done', 'Bitrix24 user 2 was told of 1 new message', null, dialogId],
+    ]);
+    expect((await list('?kind=app')).entries).toHaveLength(0);
+  });
+
   it('says what the admin does next about a failure', async () => {
     await install(stack);
     const call = await stack.b24.callRobot({ code: 'c2d_send_message', properties: { phone: '79161234567', text: 'hi' } });
     await eventually(() => stack.b24.sentEvents.some((event) => event.eventToken === call.eventToken), 10_000, 'the result');
     const [entry] = (await list()).entries;
-    expect(entry).toMatchObject({ status: 'failed', error: { nextStep: 'Enter the Chat2Desk API token in Connection.' } });
+    // A run that failed still has its client's phone (normalised by the worker, stored with the finish).
+    expect(entry).toMatchObject({ status: 'failed', phone: '+79161234567', error: { nextStep: 'Enter the Chat2Desk API token in Connection.' } });
     expect(entry!.error!.message).toContain('Chat2Desk is not configured');
     expect(entry!.summary).toBe(entry!.error!.message);
 
@@ -145,55 +161,59 @@ describe('event log', () => {
   });
 
   it('filters by status, kind, date and phone', async () => {
-    await install(stack);
+    await configureEpisodes();
     clock.offsetMs = -3 * DAY;
-    await closedEpisode(1);
+    await closedEpisode('79160000001');
     clock.offsetMs = -DAY;
-    behaviour.set(2, async () => {
-      throw new JobFailure('Bitrix24 refused crm.lead.add: ACCESS_DENIED (field UF_CRM_1 is required)');
-    });
-    await closedEpisode(2);
-    behaviour.set(3, async () => ({ returnValues: { status: 'done', entityType: 'contact', entityId: 9, created: false, phone: '+79991234567' }, logMessage: 'done' }));
-    await closedEpisode(3);
+    stack.b24.requireFields('lead', ['UF_CRM_1']);
+    await closedEpisode('79160000002');
+    stack.b24.requireFields('lead', []);
+    const contactId = stack.b24.seedContact({ name: 'Anna', phones: ['+7 999 123-45-67'] });
+    await closedEpisode('79991234567');
     clock.offsetMs = 0;
     const call = await stack.b24.callRobot({ code: 'c2d_send_message', properties: { phone: '+7 916 123-45-67', text: 'hi' } });
     await eventually(() => stack.b24.sentEvents.some((event) => event.eventToken === call.eventToken), 10_000, 'the robot result');
-    const gate = newGate();
-    behaviour.set(4, async () => {
-      await gate.opened;
-      return { returnValues: { status: 'done' }, logMessage: 'done' };
-    });
-    const waiting = { requestId: 4, dialogId: null, clientId: 504, closedAt: new Date().toISOString(), origin: 'webhook' as const };
-    await stack.server.pipeline.enqueue(CLOSE_EPISODE_KIND, stack.b24.memberId, waiting, closeEpisodeOptions(waiting, clock.now()));
-    await eventually(async () => (await list('?status=running')).entries.length === 1, 10_000, 'the gated episode to run');
+    const waiting = closedDialog('79160000004');
+    const hold = holdEpisode(waiting);
+    await enqueueEpisode(waiting);
+    await hold.arrived;
 
     const summaries = (entries: EventLogEntry[]) => entries.map((entry) => entry.summary);
     const day = (offset: number) => new Date(Date.now() + offset * DAY).toISOString().slice(0, 10);
-    expect((await list()).entries).toHaveLength(5);
-    expect((await list('?status=failed')).entries.map((entry) => entry.kind)).toEqual(['robot', 'closed_episode']);
-    expect((await list('?status=done')).entries.map((entry) => entry.summary)).toEqual(['Pinned the dialog to contact 9', 'Created deal 12 and pinned the dialog to it']);
+    const leadId = Math.max(...stack.b24.crm.leads.keys());
+    // Each recorded episode fired "Chat2Desk dialog closed" on its record: automation entries.
+    expect((await list()).entries).toHaveLength(7);
+    expect((await list('?status=failed')).entries.map((entry) => entry.kind)).toEqual(['closed_episode']);
+    expect(summaries((await list('?status=done')).entries)).toEqual([
+      expect.stringMatching(/^Chat2Desk message \d+ sent to client \d+/),
+      `Fired on contact ${contactId}`,
+      `Pinned the dialog to contact ${contactId}`,
+      `Fired on lead ${leadId}`,
+      `Created lead ${leadId} and pinned the dialog to it`,
+    ]);
     expect((await list('?status=running')).entries).toHaveLength(1);
     expect((await list('?status=waiting')).entries).toHaveLength(0);
     expect((await list('?kind=robot')).entries.map((entry) => entry.title)).toEqual(['Send Chat2Desk message']);
     expect((await list('?kind=closed_episode')).entries).toHaveLength(4);
+    expect((await list('?kind=automation')).entries.map((entry) => [entry.title, entry.record?.id])).toEqual([
+      ['Trigger “Chat2Desk dialog closed”', contactId],
+      ['Trigger “Chat2Desk dialog closed”', leadId],
+    ]);
     expect((await list('?kind=app')).entries).toHaveLength(0);
-    expect((await list(`?from=${day(-1)}&to=${day(-1)}`)).entries).toHaveLength(2);
-    expect((await list(`?from=${day(-3)}&to=${day(-2)}`)).entries).toHaveLength(1);
+    expect((await list(`?from=${day(-1)}&to=${day(-1)}`)).entries).toHaveLength(3);
+    expect((await list(`?from=${day(-3)}&to=${day(-2)}`)).entries).toHaveLength(2);
     expect((await list(`?from=${day(0)}`)).entries).toHaveLength(2);
-    expect((await list(`?to=${day(-2)}`)).entries).toHaveLength(1);
-    // The robot's phone as stored at acceptance, the episode's from its result; typed either way.
+    expect((await list(`?to=${day(-2)}`)).entries).toHaveLength(2);
+    // The robot's phone as stored with its run, the episodes' as learnt from Chat2Desk; typed either way.
     expect((await list('?phone=%2B7%20916%20123-45-67')).entries.map((entry) => entry.kind)).toEqual(['robot']);
     expect((await list('?phone=79161234567')).entries).toHaveLength(1);
-    expect(summaries((await list('?phone=79991234567')).entries)).toEqual(['Pinned the dialog to contact 9']);
+    expect(summaries((await list('?phone=79991234567')).entries)).toEqual([`Pinned the dialog to contact ${contactId}`]);
     expect((await list('?phone=79990000000')).entries).toHaveLength(0);
-    expect((await list('?status=failed&kind=closed_episode')).entries[0]).toMatchObject({
-      canRerun: true,
-      error: {
-        message: 'Bitrix24 refused crm.lead.add: ACCESS_DENIED (field UF_CRM_1 is required)',
-        nextStep: 'Make the field UF_CRM_1 optional in Bitrix24, or map it in Extra fields.',
-      },
-    });
-    gate.open();
+    const [failed] = (await list('?status=failed&kind=closed_episode')).entries;
+    expect(failed).toMatchObject({ canRerun: true, phone: '+79160000002', error: { nextStep: 'Make the field UF_CRM_1 optional in Bitrix24, or map it in Extra fields.' } });
+    expect(failed!.error!.message).toMatch(/^Bitrix24 refused to create the lead: .*UF_CRM_1/);
+    expect(summaries((await list('?phone=79160000002')).entries)).toEqual([failed!.error!.message]);
+    hold.release();
   });
 
   it('pages without duplicates or gaps when entries share their time', async () => {
@@ -231,7 +251,7 @@ describe('event log', () => {
     await install(stack);
     const cases: Array<[string, RegExp]> = [
       ['?status=broken', /^status must be one of/],
-      ['?kind=everything', /^kind must be one of/],
+      ['?kind=everything', /^kind must be one of robot, closed_episode, automation, app$/],
       ['?from=2026-02-31', /^from must be a date as YYYY-MM-DD/],
       ['?to=yesterday', /^to must be a date/],
       ['?from=2026-03-02&to=2026-03-01', /^to must not be before from/],
@@ -250,12 +270,10 @@ describe('event log', () => {
   });
 
   it('refuses callers who are not an admin of the portal, and another portal’s entries, changing nothing', async () => {
+    // Chat2Desk not connected: the episode fails at once, saying so.
     await install(stack);
-    behaviour.set(7, async () => {
-      throw new JobFailure('Bitrix24 refused crm.lead.add: ACCESS_DENIED');
-    });
-    const ours = await closedEpisode(7);
-    const theirs = await closedEpisode(7, 'another-portal');
+    const ours = await closedEpisode('79160000007');
+    const theirs = await closedEpisode('79160000008', 'another-portal');
     const url = `${stack.server.url}/api/event-log`;
     expect((await fetch(url)).status).toBe(401);
     expect((await fetch(url, { headers: { authorization: 'Bearer forged', 'x-bitrix24-member-id': stack.b24.memberId } })).status).toBe(401);
@@ -271,16 +289,18 @@ describe('event log', () => {
   });
 
   it('re-runs a failed closed episode once, whatever the clicks, and nothing else', async () => {
-    await install(stack);
-    let failing = true;
-    const gate = newGate();
-    behaviour.set(9, async (input) => {
-      if (input.origin === 'rerun') await gate.opened;
-      if (failing) throw new JobFailure('Bitrix24 refused crm.lead.add: ACCESS_DENIED (field UF_CRM_1 is required)');
-      return { returnValues: { status: 'done', entityType: 'lead', entityId: 3, created: true }, logMessage: 'done' };
-    });
-    const failed = await closedEpisode(9);
-    const done = await closedEpisode(10);
+    await configureEpisodes();
+    const doneInput = closedDialog('79160000010');
+    const doneId = await enqueueEpisode(doneInput);
+    await eventually(async () => (await stack.server.jobs.get(doneId))?.state === 'done', 10_000, 'the first episode');
+    const done = { id: (await stack.server.jobs.get(doneId))!.publicId, requestId: doneInput.requestId };
+    stack.b24.requireFields('lead', ['UF_CRM_1']);
+    const episode = closedDialog('79160000009');
+    const id = await enqueueEpisode(episode);
+    await eventually(async () => (await stack.server.jobs.get(id))?.state === 'done', 10_000, 'the episode to fail');
+    const failed = (await stack.server.jobs.get(id))!.publicId;
+    // The re-run is held at its first read of the episode.
+    const hold = holdEpisode(episode);
 
     const clicks = await Promise.all([rerun(failed), rerun(failed)]);
     expect(clicks.map((response) => response.status)).toEqual([202, 202]);
@@ -291,10 +311,11 @@ describe('event log', () => {
     expect(await again.json()).toEqual({ id: first!.id });
     expect((await list('?kind=closed_episode')).entries).toHaveLength(3);
 
-    gate.open();
+    await hold.arrived;
+    hold.release();
     await eventually(async () => (await list('?status=failed')).entries.length === 2, 10_000, 'the re-run to fail');
-    // That one failed too: the next click is a new run.
-    failing = false;
+    // That one failed too: the next click is a new run, and the field is no longer required.
+    stack.b24.requireFields('lead', []);
     const third = (await (await rerun(failed)).json()) as { id: string };
     expect(third.id).not.toBe(first!.id);
     await eventually(async () => (await list('?status=done')).entries.some((entry) => entry.id === third.id), 10_000, 'the second re-run');
@@ -302,21 +323,24 @@ describe('event log', () => {
       .prepare("select dedup_key as key, json_extract(input, '$.origin') as origin from jobs where kind = 'close_episode' order by id")
       .all();
     expect(rows).toEqual([
-      { key: 'episode:9', origin: 'webhook' },
-      { key: 'episode:10', origin: 'webhook' },
-      { key: 'episode:9:rerun:1', origin: 'rerun' },
-      { key: 'episode:9:rerun:2', origin: 'rerun' },
+      { key: `episode:${done.requestId}`, origin: 'webhook' },
+      { key: `episode:${episode.requestId}`, origin: 'webhook' },
+      { key: `episode:${episode.requestId}:rerun:1`, origin: 'rerun' },
+      { key: `episode:${episode.requestId}:rerun:2`, origin: 'rerun' },
     ]);
+    // One lead, by the second re-run, with one comment.
+    expect(stack.b24.crm.leads.size).toBe(2);
+    expect(stack.b24.timelineComments).toHaveLength(2);
 
-    const refusal = await rerun(done);
+    const refusal = await rerun(done.id);
     expect(refusal.status).toBe(409);
     expect(await refusal.json()).toEqual({ error: 'Only a failed closed dialog can be run again' });
-    expect((await list()).entries.find((entry) => entry.id === done)?.canRerun).toBe(false);
+    expect((await list()).entries.find((entry) => entry.id === done.id)?.canRerun).toBe(false);
     expect((await rerun('no-such-entry')).status).toBe(404);
   });
 
   it("prunes finished entries after the portal's eventLogRetentionDays, and keeps what is still running", async () => {
-    await install(stack);
+    await configureEpisodes();
     const saved = await putSettings(stack, { eventLogRetentionDays: 2 });
     expect(saved.status).toBe(200);
     expect(await saved.json()).toMatchObject({ eventLogRetentionDays: 2 });
@@ -325,24 +349,21 @@ describe('event log', () => {
       expect(response.status).toBe(400);
       expect(((await response.json()) as { error: string }).error).toMatch(/^eventLogRetentionDays must/);
     }
-    await closedEpisode(1);
+    await closedEpisode('79160000001');
     // Another portal keeps the default 30 days.
-    await closedEpisode(2, 'another-portal');
-    const gate = newGate();
-    behaviour.set(3, async () => {
-      await gate.opened;
-      return { returnValues: { status: 'done' }, logMessage: 'done' };
-    });
-    const input = { requestId: 3, dialogId: null, clientId: 3, closedAt: new Date().toISOString(), origin: 'webhook' as const };
-    await stack.server.pipeline.enqueue(CLOSE_EPISODE_KIND, stack.b24.memberId, input, closeEpisodeOptions(input, clock.now()));
-    await eventually(async () => (await list('?status=running')).entries.length === 1, 10_000, 'the gated episode to run');
+    await closedEpisode('79160000002', 'another-portal');
+    const running = closedDialog('79160000003');
+    const hold = holdEpisode(running);
+    await enqueueEpisode(running);
+    await hold.arrived;
 
     const now = Date.now();
     expect(await stack.server.jobs.pruneFinished(now + 2 * DAY - 60_000, 30)).toBe(0);
-    expect(await stack.server.jobs.pruneFinished(now + 2 * DAY + 60_000, 30)).toBe(1);
+    // The episode and the trigger it fired.
+    expect(await stack.server.jobs.pruneFinished(now + 2 * DAY + 60_000, 30)).toBe(2);
     expect((await list()).entries.map((entry) => entry.status)).toEqual(['running']);
     expect(await stack.server.jobs.pruneFinished(now + 30 * DAY + 60_000, 30)).toBe(1);
     expect(await stack.server.jobs.countByState()).toEqual({ running: 1 });
-    gate.open();
+    hold.release();
   });
 });

@@ -1,27 +1,13 @@
-import * as v from 'valibot';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { CLOSE_EPISODE_KIND, closeEpisodeOptions, GAP_POLL_KIND, type CloseEpisodeInput } from '../src/chat2desk/closed-episodes.js';
+import { GAP_POLL_KIND } from '../src/chat2desk/closed-episodes.js';
 import type { EventLogPage } from '../src/event-log.js';
-import type { JobKind } from '../src/jobs/kinds.js';
+import { CLOSE_EPISODE_DEADLINE_MS, CLOSE_EPISODE_KIND } from '../src/jobs/kinds/close-episode.js';
 import { formatC2DTime } from './fakes/chat2desk.js';
 import { TestClock } from './support/clock.js';
 import { adminHeaders, installAndConfigure, startStack, type Stack } from './support/stack.js';
 
 const DAY = 24 * 3600_000;
 const HOUR = 3600_000;
-
-/** `close_episode` with the contract's input (H1 builds the real kind in parallel): done at once. */
-const closeEpisodeStandIn: JobKind<CloseEpisodeInput> = {
-  name: CLOSE_EPISODE_KIND,
-  input: v.object({ requestId: v.number(), dialogId: v.nullable(v.number()), clientId: v.number(), closedAt: v.string(), origin: v.picklist(['webhook', 'poll', 'rerun']) }),
-  needsConfirmation: false,
-  dedup: 'forever',
-  after: 'done',
-  async prepare() {
-    return { run: async () => ({ returnValues: { status: 'done' }, logMessage: 'done' }) };
-  },
-  failed: (_job, message) => ({ returnValues: { status: 'failed', error: message }, logMessage: message }),
-};
 
 describe('gap polling: dialogs closed while webhooks were not arriving', () => {
   let stack: Stack;
@@ -33,24 +19,22 @@ describe('gap polling: dialogs closed while webhooks were not arriving', () => {
     clock = new TestClock();
     pollAt = clock.now();
     clock.advance(-12 * DAY);
-    stack = await startStack({ clock, c2d: { now: () => clock.now() }, extraKinds: [closeEpisodeStandIn] });
+    stack = await startStack({ clock, c2d: { now: () => clock.now() } });
   });
   afterEach(() => stack.close());
 
   /** Moves the shared clock (server and fake Chat2Desk) to `pollAt + offset`. */
   const at = (offset: number) => clock.advance(pollAt + offset - clock.now());
 
-  /** A client writes in and an operator closes the dialog now (by the clock): one closed episode. */
-  async function closedDialog(phone: string): Promise<{ dialogId: number; requestId: number; clientId: number }> {
+  /**
+   * A client writes in and an operator closes the dialog now (by the clock): one closed episode.
+   * Its close webhooks are not delivered here (`webhooks` delivers them when the test says).
+   */
+  function closedDialog(phone: string): { dialogId: number; requestId: number; clientId: number; webhooks: Array<Record<string, unknown>> } {
     const { message } = stack.c2d.receiveMessage({ phone, text: 'hello' });
     const dialogId = message.dialog_id as number;
-    const response = await fetch(`${stack.c2d.url}/dialogs/${dialogId}`, {
-      method: 'PUT',
-      headers: { authorization: stack.c2d.token, 'content-type': 'application/json' },
-      body: JSON.stringify({ state: 'closed' }),
-    });
-    expect(response.status).toBe(200);
-    return { dialogId, requestId: message.request_id as number, clientId: message.client_id as number };
+    const closed = stack.c2d.closeDialog(dialogId);
+    return { dialogId, requestId: closed.requestId, clientId: message.client_id as number, webhooks: [closed.closeDialog, closed.closeRequest] };
   }
 
   const enableEpisodes = async (enabledAt: number) => {
@@ -64,46 +48,58 @@ describe('gap polling: dialogs closed while webhooks were not arriving', () => {
       origin: string;
     }>;
 
-  /** Chat2Desk disables our webhook; the periodic check notices, and its poll runs to the end. */
-  async function gap(): Promise<void> {
-    const webhookId = stack.c2d.account().webhooks[0]!.id as number;
-    stack.c2d.disableWebhook(webhookId);
+  /**
+   * Chat2Desk disables our webhook; the periodic check notices, and its poll runs to the end, and
+   * (unless `episodes` is false) the real `close_episode` jobs it started.
+   */
+  async function gap(episodes = true): Promise<void> {
+    for (const webhook of stack.c2d.account().webhooks) stack.c2d.disableWebhook(webhook.id as number);
     expect(await stack.server.chat2deskWebhooks.check((await stack.server.portals.get(stack.b24.memberId))!)).toBe('reconciled');
-    await stack.server.pipeline.settled([GAP_POLL_KIND, CLOSE_EPISODE_KIND]);
+    await stack.server.pipeline.settled(episodes ? [GAP_POLL_KIND, CLOSE_EPISODE_KIND] : [GAP_POLL_KIND]);
   }
+
+  const deliver = async (webhooks: Array<Record<string, unknown>>) => {
+    for (const body of webhooks) expect(await stack.c2d.deliverWebhook(body)).toEqual([200]);
+  };
+
+  const pick = <T extends { requestId: number; dialogId: number; clientId: number }>({ requestId, dialogId, clientId }: T) => ({ requestId, dialogId, clientId });
 
   it('enqueues each episode closed since the last delivery once, nothing older than the bound, and logs the count', async () => {
     await installAndConfigure(stack);
     await enableEpisodes(clock.now());
     at(-10 * DAY);
-    await closedDialog('79160000010'); // older than the 7-day bound
+    closedDialog('79160000010'); // older than the 7-day bound
     at(-4 * DAY);
-    await closedDialog('79160000004'); // before the last delivery we processed
+    closedDialog('79160000004'); // before the last delivery we processed
     at(-3 * DAY);
     const delivered = stack.c2d.receiveMessage({ phone: '79160000003', text: 'hi' });
     expect(await stack.c2d.deliverWebhook(delivered.webhook)).toEqual([200]);
     at(-2 * DAY);
-    const missed = await closedDialog('79160000002');
+    const missed = closedDialog('79160000002');
     at(-HOUR);
-    const seenByWebhook = await closedDialog('79160000001');
-    // Its close_dialog webhook did arrive: the webhook path enqueued it under the episode's key.
-    const webhookInput: CloseEpisodeInput = { ...seenByWebhook, closedAt: new Date(clock.now()).toISOString(), origin: 'webhook' };
-    await stack.server.pipeline.enqueue(CLOSE_EPISODE_KIND, stack.b24.memberId, webhookInput, closeEpisodeOptions(webhookInput, clock.now()));
+    const late = closedDialog('79160000001');
     at(0);
 
     await gap();
     expect(episodeJobs()).toEqual([
-      { key: `episode:${seenByWebhook.requestId}`, origin: 'webhook' },
+      { key: `episode:${late.requestId}`, origin: 'poll' },
       { key: `episode:${missed.requestId}`, origin: 'poll' },
     ]);
-    const poll = stack.server.database.sqlite.prepare("select input from jobs where kind = 'close_episode' and json_extract(input, '$.origin') = 'poll'").get() as {
-      input: string;
-    };
+    const poll = stack.server.database.sqlite
+      .prepare("select input, state, json_extract(return_values, '$.status') as status from jobs where dedup_key = ?")
+      .get(`episode:${missed.requestId}`) as { input: string; state: string; status: string };
     const end = stack.c2d.account().dialogs.find((dialog) => dialog.id === missed.dialogId)!.end as string;
-    expect(JSON.parse(poll.input)).toEqual({ ...missed, closedAt: new Date(end.replace(' UTC', 'Z')).toISOString(), origin: 'poll' });
+    expect(JSON.parse(poll.input)).toEqual({ ...pick(missed), closedAt: new Date(end.replace(' UTC', 'Z')).toISOString(), origin: 'poll' });
+    // The real kind handled it: the episode became a CRM record.
+    expect(poll).toMatchObject({ state: 'done', status: 'done' });
 
     // The same gap noticed again (or a second gap) finds the same episodes: nothing twice.
     await gap();
+    expect(episodeJobs()).toHaveLength(2);
+
+    // Chat2Desk's retried close webhooks of an episode the poll found start nothing more.
+    await deliver(late.webhooks);
+    await stack.server.pipeline.settled([CLOSE_EPISODE_KIND]);
     expect(episodeJobs()).toHaveLength(2);
 
     const response = await fetch(`${stack.server.url}/api/event-log?kind=app`, { headers: adminHeaders(stack) });
@@ -114,12 +110,35 @@ describe('gap polling: dialogs closed while webhooks were not arriving', () => {
     ]);
   });
 
+  it('an episode whose close webhook arrived before the poll listed it is one job', async () => {
+    await installAndConfigure(stack);
+    await enableEpisodes(clock.now());
+    at(-3 * DAY);
+    const delivered = stack.c2d.receiveMessage({ phone: '79160000003', text: 'hi' });
+    expect(await stack.c2d.deliverWebhook(delivered.webhook)).toEqual([200]);
+    at(-HOUR);
+    const seen = closedDialog('79160000001');
+    at(0);
+    // The gap was noticed (since the delivery 3 days ago) and, before its poll ran, Chat2Desk's
+    // retry of the close arrived: both paths name the same episode.
+    await deliver(seen.webhooks);
+    const poll = await stack.server.pipeline.enqueue(
+      GAP_POLL_KIND,
+      stack.b24.memberId,
+      { since: pollAt - 3 * DAY },
+      { dedupKey: 'gap-poll', deadlineAt: clock.now() + CLOSE_EPISODE_DEADLINE_MS },
+    );
+    await stack.server.pipeline.settled([GAP_POLL_KIND, CLOSE_EPISODE_KIND]);
+    expect(JSON.parse((await stack.server.jobs.get(poll.job.id))!.returnValues!)).toMatchObject({ found: 1 });
+    expect(episodeJobs()).toEqual([{ key: `episode:${seen.requestId}`, origin: 'webhook' }]);
+  });
+
   it('handles only episodes closed after closed dialogs were turned on, and none while they are off', async () => {
     await installAndConfigure(stack);
     at(-2 * DAY);
-    await closedDialog('79160000002');
+    closedDialog('79160000002');
     at(-HOUR);
-    const after = await closedDialog('79160000001');
+    const after = closedDialog('79160000001');
     at(0);
     await gap();
     expect(episodeJobs()).toEqual([]);
@@ -134,11 +153,11 @@ describe('gap polling: dialogs closed while webhooks were not arriving', () => {
     await installAndConfigure(stack);
     await enableEpisodes(clock.now());
     at(-10 * DAY);
-    await closedDialog('79160000010');
+    closedDialog('79160000010');
     at(-6 * DAY);
-    const withinDefault = await closedDialog('79160000006');
+    const withinDefault = closedDialog('79160000006');
     at(-4 * DAY);
-    const withinFive = await closedDialog('79160000004');
+    const withinFive = closedDialog('79160000004');
     at(0);
     await gap();
     // No delivery ever came: the default 7 days bound the poll (most recently closed first).
@@ -176,7 +195,8 @@ describe('gap polling: dialogs closed while webhooks were not arriving', () => {
       });
     }
     stack.c2d.resetCalls();
-    await gap();
+    // Their clients are not in the account: only the listing is looked at here.
+    await gap(false);
     expect(episodeJobs()).toHaveLength(250);
     const pages = stack.c2d.calls.filter((call) => call.path === '/dialogs' && call.query.state === 'closed').map((call) => call.query.offset);
     expect(pages).toEqual(['0', '200', '400']);
@@ -187,7 +207,7 @@ describe('gap polling: dialogs closed while webhooks were not arriving', () => {
     await enableEpisodes(clock.now());
     await stack.server.chat2deskWebhooks.check((await stack.server.portals.get(stack.b24.memberId))!);
     at(-HOUR);
-    const missed = await closedDialog('79160000001');
+    const missed = closedDialog('79160000001');
     at(0);
     const webhook = stack.c2d.account().webhooks[0]!;
     (webhook.errors as Array<{ text: string; created_at: number }>).push({ text: 'Timeout', created_at: Math.floor(clock.now() / 1000) });

@@ -1,5 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { activities } from '../src/activities/index.js';
+import { CLOSE_EPISODE_KIND } from '../src/jobs/kinds/close-episode.js';
+import { FIRE_TRIGGER_KIND } from '../src/jobs/kinds/fire-trigger.js';
 import { adminHeaders, eventually, install, installAndConfigure, postForm, startStack, type Stack } from './support/stack.js';
 
 const robotCodes = activities.map((activity) => activity.code);
@@ -186,45 +188,54 @@ describe('opening the installed app', () => {
   });
 
   describe("the portal's data after an uninstall", () => {
-    /** Rows of the portal's data: its jobs, their effects, webhook deliveries and the account's cache. */
+    /** Rows of the portal's data: its jobs, their effects, webhook deliveries, its clients' remembered CRM records and the account's cache. */
     const dataRows = () => {
       const count = (sql: string) => (stack.server.database.sqlite.prepare(sql).get(stack.b24.memberId) as { n: number }).n;
       return {
         jobs: count('select count(*) as n from jobs where member_id = ?'),
         effects: count('select count(*) as n from effects where member_id = ?'),
         deliveries: count('select count(*) as n from webhook_deliveries where member_id = ?'),
+        episodeRecords: count('select count(*) as n from episode_records where member_id = ?'),
         cachedClients: count('select count(*) as n from c2d_clients where ? is not null'),
         settings: (stack.server.database.sqlite.prepare('select settings from portals where member_id = ?').get(stack.b24.memberId) as { settings: string }).settings,
       };
     };
 
-    /** A portal in use: a message sent by a robot (a job and its effects), a delivery received, the cache filled. */
+    /**
+     * A portal in use: a message sent by a robot (a job and its effects), a delivery received, the
+     * cache filled, and a closed dialog turned into a lead (the client's record remembered).
+     */
     async function portalInUse(): Promise<void> {
-      await installAndConfigure(stack, { defaultCountry: 'RU' });
+      await installAndConfigure(stack, { defaultCountry: 'RU', episodesEnabled: true });
       const { client } = stack.c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404 });
       const call = await stack.b24.callRobot({ code: 'c2d_send_message', properties: { phone: '79161234567', text: 'hi' } });
       await eventually(() => stack.b24.sentEvents.some((event) => event.eventToken === call.eventToken), 10_000, 'the result');
-      const { webhook } = stack.c2d.receiveMessage({ clientId: client.id as number, text: 'hello' });
+      const { webhook, message } = stack.c2d.receiveMessage({ clientId: client.id as number, text: 'hello' });
       expect(await stack.c2d.deliverWebhook(webhook)).toEqual([200]);
-      expect(dataRows()).toMatchObject({ jobs: 1, deliveries: 1 });
+      const closed = stack.c2d.closeDialog(message.dialog_id as number);
+      expect(await stack.c2d.deliverWebhook(closed.closeDialog)).toEqual([200]);
+      await eventually(() => dataRows().episodeRecords === 1, 10_000, 'the closed dialog to become a lead');
+      await stack.server.pipeline.settled([CLOSE_EPISODE_KIND, FIRE_TRIGGER_KIND]);
+      expect(dataRows()).toMatchObject({ deliveries: 2 });
+      expect(dataRows().jobs).toBeGreaterThan(1);
       expect(dataRows().effects).toBeGreaterThan(0);
       expect(dataRows().cachedClients).toBeGreaterThan(0);
     }
 
-    it('deletes the event log, effects, deliveries, cache and settings when Bitrix24 asks to delete the data (CLEAN=1)', async () => {
+    it('deletes the event log, effects, deliveries, remembered CRM records, cache and settings when Bitrix24 asks to delete the data (CLEAN=1)', async () => {
       await portalInUse();
       // A forged event asking the same changes nothing: the portal still accepts our tokens.
       const forged = await postForm(`${stack.server.url}/bitrix24/events`, stack.b24.uninstallEventBody({ applicationToken: '0'.repeat(32), clean: true }));
       expect(forged.status).toBe(401);
-      expect(dataRows()).toMatchObject({ jobs: 1, deliveries: 1 });
+      expect(dataRows()).toMatchObject({ deliveries: 2, episodeRecords: 1 });
 
       const response = await postForm(`${stack.server.url}/bitrix24/events`, stack.b24.uninstallEventBody({ clean: true }));
       expect(response.status).toBe(200);
-      expect(dataRows()).toEqual({ jobs: 0, effects: 0, deliveries: 0, cachedClients: 0, settings: '{}' });
+      expect(dataRows()).toEqual({ jobs: 0, effects: 0, deliveries: 0, episodeRecords: 0, cachedClients: 0, settings: '{}' });
       expect((await stack.server.portals.get(stack.b24.memberId))?.status).toBe('uninstalled');
     });
 
-    it('keeps the event log, effects, deliveries, cache and settings when the uninstall does not ask to delete the data', async () => {
+    it('keeps the event log, effects, deliveries, remembered CRM records, cache and settings when the uninstall does not ask to delete the data', async () => {
       await portalInUse();
       const before = dataRows();
       // data[CLEAN] left out altogether, as well as CLEAN=0 (the lifecycle test above).

@@ -63,6 +63,8 @@ export interface RobotRun {
   /** Where the run reads the time (an open dialog's duration so far). */
   clock: Clock;
   log: Logger;
+  /** The portal's language (app.info LANGUAGE_ID, asked at most hourly): what we write into the portal is in it. */
+  language(): Promise<keyof Localized>;
 }
 
 export interface RegistrationContext {

@@ -4,41 +4,11 @@ import type { JobRow, NewJob } from '../db/jobs.js';
 import type { Portal, PortalStore, StoredSettings } from '../db/portals.js';
 import type { JobOptions } from '../jobs/pipeline.js';
 import type { JobKind, JobOutcome } from '../jobs/kinds.js';
+import { CLOSE_EPISODE_DEADLINE_MS, CLOSE_EPISODE_KIND, closeEpisodeOptions, type CloseEpisodeInput } from '../jobs/kinds/close-episode.js';
 import type { Logger } from '../log.js';
 import type { Chat2DeskApi, Chat2DeskDialog } from './client.js';
 import { PAGE_LIMIT } from './client.js';
 import { parseChat2DeskTime } from './times.js';
-
-/**
- * The kind that turns a closed episode into a CRM record (H1's src/episodes/, docs: issue 8 §1).
- * Its input, dedup key, ordering key and deadline are shared by every path that starts one: the
- * webhook, gap polling (here) and a re-run from the event log (src/event-log.ts), so that the same
- * episode arriving by two paths is one job.
- */
-export const CLOSE_EPISODE_KIND = 'close_episode';
-
-export interface CloseEpisodeInput {
-  requestId: number;
-  dialogId: number | null;
-  clientId: number;
-  /** ISO time. */
-  closedAt: string;
-  origin: 'webhook' | 'poll' | 'rerun';
-}
-
-/** Transient failures of an episode are retried with backoff this long (issue 8 §1 Failures). */
-export const EPISODE_DEADLINE_MS = 24 * 3600_000;
-
-/** One job per episode, ever, whichever path saw it first. */
-export function episodeDedupKey(requestId: number): string {
-  return `episode:${requestId}`;
-}
-
-/** The options every path enqueues a closed episode with; a re-run passes its own dedup key. */
-export function closeEpisodeOptions(input: CloseEpisodeInput, now: number, dedupKey = episodeDedupKey(input.requestId)): JobOptions {
-  // Episodes of one client one at a time, so two closes cannot create two records.
-  return { dedupKey, orderingKey: `client:${input.clientId}`, deadlineAt: now + EPISODE_DEADLINE_MS };
-}
 
 /** The part of the portal's settings gap polling reads (src/portal-settings.ts holds the schema). */
 export interface EpisodeSettings {
@@ -195,7 +165,7 @@ export class GapPolls {
     if (!episodeSettings(portal.settings).enabled) return;
     const now = this.deps.clock.now();
     // One waiting poll per portal: a gap noticed again before it ran folds into it.
-    await this.deps.enqueue(GAP_POLL_KIND, portal.memberId, { since: lastDeliveryAt }, { dedupKey: 'gap-poll', deadlineAt: now + EPISODE_DEADLINE_MS });
+    await this.deps.enqueue(GAP_POLL_KIND, portal.memberId, { since: lastDeliveryAt }, { dedupKey: 'gap-poll', deadlineAt: now + CLOSE_EPISODE_DEADLINE_MS });
     this.deps.log.info({ memberId: portal.memberId, since: new Date(lastDeliveryAt).toISOString() }, 'webhook gap: looking for dialogs closed meanwhile');
   }
 }

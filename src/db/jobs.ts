@@ -72,6 +72,8 @@ export interface FinishPlan {
   next: 'report' | 'done';
   /** Jobs to enqueue in the same transaction as the finish (an outbox). */
   followUps?: NewJob[];
+  /** The client's phone (international digits) when the run knows it; else a result's `phone`. */
+  phone?: string;
 }
 
 const reportColumns = {
@@ -394,6 +396,19 @@ export class JobStore {
       .run();
   }
 
+  /**
+   * The client's phone (international digits), learnt while the job runs: a closed episode reads it
+   * from Chat2Desk and keeps it even when the run then fails, so the event log finds the failure by
+   * phone. A phone stored earlier stays.
+   */
+  async notePhone(id: number, phone: string): Promise<void> {
+    this.db
+      .update(jobs)
+      .set({ phone: sql`coalesce(${jobs.phone}, ${phone})` })
+      .where(eq(jobs.id, id))
+      .run();
+  }
+
   /** The attempt is still going: its lease runs `leaseMs` from now. False once it lost the job. */
   async renewLease(claimed: ClaimedAttempt, leaseMs: number): Promise<boolean> {
     const now = this.clock.now();
@@ -408,7 +423,7 @@ export class JobStore {
   async finish(claimed: ClaimedAttempt, returnValues: Record<string, unknown>, logMessage: string, plan: FinishPlan = { next: 'report' }): Promise<void> {
     const { id, attempts } = claimed;
     const now = this.clock.now();
-    const phone = resultPhone(returnValues);
+    const phone = plan.phone ?? resultPhone(returnValues);
     const finish = (writer: JobWriter) =>
       writer
         .update(jobs)

@@ -13,6 +13,7 @@ import {
   c2dPhoneLookups,
   c2dWebhooks,
   effects,
+  episodeRecords,
   jobs,
   portals,
   webhookDeliveries,
@@ -370,7 +371,8 @@ function deletePortalData(tx: JobWriter, memberId: string, accountKey: string | 
   tx.delete(jobs).where(eq(jobs.memberId, memberId)).run();
   tx.delete(effects).where(eq(effects.memberId, memberId)).run();
   tx.delete(webhookDeliveries).where(eq(webhookDeliveries.memberId, memberId)).run();
-  // H1's remembered client → record rows (migration 0008) go here too: delete them by member id.
+  // The portal's clients' remembered CRM records (src/episodes/records.ts): clients' data too.
+  tx.delete(episodeRecords).where(eq(episodeRecords.memberId, memberId)).run();
   if (!accountKey) return;
   const shared = tx
     .select({ memberId: c2dWebhooks.memberId })

@@ -1,6 +1,6 @@
 import type { DeliveryHandler, DeliveryJob } from '../chat2desk/delivery-handlers.js';
 import type { Clock } from '../clock.js';
-import { CLOSE_EPISODE_DEADLINE_MS, CLOSE_EPISODE_KIND, episodeDedupKey, episodeOrderingKey, type CloseEpisodeInput } from '../jobs/kinds/close-episode.js';
+import { CLOSE_EPISODE_KIND, closeEpisodeOptions, type CloseEpisodeInput } from '../jobs/kinds/close-episode.js';
 import { readSettings } from '../portal-settings.js';
 
 const id = (value: unknown): number | undefined => {
@@ -32,12 +32,8 @@ export function closeEpisodeHandlers(clock: Clock): DeliveryHandler[] {
     const enabledAt = settings.episodesEnabledAt ? Date.parse(settings.episodesEnabledAt) : Number.NaN;
     if (!(closedAt >= enabledAt)) return [];
     const input: CloseEpisodeInput = { requestId, dialogId: id(event.dialog_id) ?? null, clientId, closedAt: new Date(closedAt).toISOString(), origin: 'webhook' };
-    const job: DeliveryJob = {
-      kind: CLOSE_EPISODE_KIND,
-      input,
-      dedupKey: episodeDedupKey(requestId),
-      options: { orderingKey: episodeOrderingKey(clientId), deadlineAt: clock.now() + CLOSE_EPISODE_DEADLINE_MS },
-    };
+    const { dedupKey, ...options } = closeEpisodeOptions(input, clock.now());
+    const job: DeliveryJob = { kind: CLOSE_EPISODE_KIND, input, dedupKey, options };
     return [job];
   };
   return [

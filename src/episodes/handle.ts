@@ -1,25 +1,26 @@
 import type { RobotRun } from '../activities/activity.js';
 import type { EpisodeRecordStore } from '../db/episode-records.js';
 import type { JobOutcome } from '../jobs/kinds.js';
-import { renderEpisodeComment, type CommentLanguage } from './comment.js';
+import { renderEpisodeComment } from './comment.js';
 import { episodeCommentView, loadEpisode, passesTagFilter, type Episode, type EpisodeKey } from './episode.js';
 import { pinComment, type TimelineTarget } from './pin.js';
 import { recordForEpisode, type EpisodeRecord } from './records.js';
-
-/**
- * The language of our timeline comments. The app does not learn the portal's language yet (the
- * install event's LANGUAGE_ID is not stored), so comments are in English until it does.
- */
-export const PORTAL_LANGUAGE: CommentLanguage = 'en';
 
 export type EpisodeOrigin = 'webhook' | 'poll' | 'rerun';
 
 /**
  * One closed episode: read it from Chat2Desk, apply the tag filter, find or create the client's
  * record, pin the comment once. The outcome's values feed the event log (phone, record, created,
- * comment id).
+ * comment id). A failure after the client's phone was learnt hands it to `phoneLearnt` first: a
+ * failed outcome carries only the error, and the event log still finds the episode by phone.
  */
-export async function handleEpisode(run: RobotRun, records: EpisodeRecordStore, key: EpisodeKey & { clientId: number }, origin: EpisodeOrigin): Promise<JobOutcome> {
+export async function handleEpisode(
+  run: RobotRun,
+  records: EpisodeRecordStore,
+  key: EpisodeKey & { clientId: number },
+  origin: EpisodeOrigin,
+  phoneLearnt: (phone: string) => Promise<void>,
+): Promise<JobOutcome> {
   const { settings } = run;
   if (origin !== 'rerun') {
     if (!settings.episodesEnabled) return skipped(key, null, 'closed dialogs are turned off in the settings');
@@ -29,14 +30,22 @@ export async function handleEpisode(run: RobotRun, records: EpisodeRecordStore, 
   const episode = await loadEpisode(run, key);
   const phone = episode.phones[0] ?? null;
   if (!passesTagFilter(settings, episode.tags)) return skipped(key, phone, 'tag filter');
-  const found = await recordForEpisode(run, records, episode);
-  const pinned = await pinEpisode(run, episode, found.record, settings.transcript);
-  return outcome(episode, found, pinned.commentId, phone);
+  try {
+    const found = await recordForEpisode(run, records, episode);
+    const pinned = await pinEpisode(run, episode, found.record, settings.transcript);
+    return outcome(episode, found, pinned.commentId, phone);
+  } catch (error) {
+    if (phone) await phoneLearnt(phone);
+    throw error;
+  }
 }
 
-/** The comment of an episode on a record, once per (episode, record): shared with the "Log closed dialog" robot. */
+/**
+ * The comment of an episode on a record, once per (episode, record), in the portal's language:
+ * shared with the "Log closed dialog" robot. The language is asked only when a comment is written.
+ */
 export async function pinEpisode(run: RobotRun, episode: Episode, record: TimelineTarget, transcript: boolean): Promise<{ commentId: number; earlier: boolean }> {
-  const { value, earlier } = await pinComment(run, episode, record, async () => renderEpisodeComment(await episodeCommentView(run, episode, transcript), PORTAL_LANGUAGE));
+  const { value, earlier } = await pinComment(run, episode, record, async () => renderEpisodeComment(await episodeCommentView(run, episode, transcript), await run.language()));
   return { commentId: value.commentId, earlier };
 }
 

@@ -38,5 +38,6 @@ export async function episodeRunFor(deps: RunContextDeps & { batches: SharedBatc
     ledger: bindLedger(deps.effects, { memberId: portal.memberId, owner: job.publicId, attempt: job.attempts, clock: deps.clock }),
     clock: deps.clock,
     log,
+    language: () => deps.languages.of(portal.memberId),
   };
 }

@@ -126,7 +126,7 @@ export class Dispatcher {
   }
 
   #finish(kind: JobKind, job: JobRow, outcome: JobOutcome): Promise<void> {
-    return this.deps.jobs.finish(job, outcome.returnValues, outcome.logMessage, { next: kind.after, followUps: kind.followUps?.(job, outcome) });
+    return this.deps.jobs.finish(job, outcome.returnValues, outcome.logMessage, { next: kind.after, followUps: kind.followUps?.(job, outcome), phone: outcome.phone });
   }
 
   /** Ends a job that is out of time or attempts; an effect in doubt is settled first (JobAttempt.settle). */

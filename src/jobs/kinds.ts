@@ -7,6 +7,8 @@ import type { FailureDecision } from './failures.js';
 export interface JobOutcome {
   returnValues: Record<string, unknown>;
   logMessage: string;
+  /** The client's phone as international digits, stored with the finish for the event log's phone filter; never reported. */
+  phone?: string;
 }
 
 /** One attempt at a claimed job, built by its kind (`JobKind.prepare`). */

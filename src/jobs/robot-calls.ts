@@ -77,8 +77,12 @@ export class RobotCalls {
           robot: { eventToken: call.eventToken, robotCode: call.code, documentId: call.documentId },
           deadlineAt,
           immediateResult,
-          // The event log finds runs by the client's phone (src/event-log.ts).
-          phone: searchablePhone(call.properties.phone, typeof portal.settings.defaultCountry === 'string' ? portal.settings.defaultCountry : undefined),
+          // The event log finds runs by the client's phone (src/event-log.ts). A call that runs gets it
+          // from the worker with its finish (src/jobs/kinds/robot.ts): normalising costs the
+          // acknowledgement nothing. Only a call refused here never runs, so it is normalised here.
+          phone: immediateResult
+            ? searchablePhone(call.properties.phone, typeof portal.settings.defaultCountry === 'string' ? portal.settings.defaultCountry : undefined)
+            : undefined,
         },
         // Anyone with a page's application token can make calls (docs/protocols.md B0); until Bitrix24
         // confirms them each is a stored row, so their number is bounded, by the insert itself so that

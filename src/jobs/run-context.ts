@@ -10,6 +10,7 @@ import type { EffectStore } from '../db/effects.js';
 import type { Clock } from '../clock.js';
 import { bindLedger } from './ledger.js';
 import type { Logger } from '../log.js';
+import type { PortalLanguages } from '../notifications/portal-language.js';
 
 export interface RunContextDeps {
   jobs: JobStore;
@@ -20,6 +21,7 @@ export interface RunContextDeps {
   effects: EffectStore;
   clock: Clock;
   chat2desk: Chat2DeskAccess;
+  languages: PortalLanguages;
 }
 
 /**
@@ -58,6 +60,7 @@ export async function robotRunFor(deps: RunContextDeps, activity: Activity, job:
       ledger: bindLedger(deps.effects, { memberId: portal.memberId, owner: job.publicId, attempt: job.attempts, clock: deps.clock }),
       clock: deps.clock,
       log,
+      language: () => deps.languages.of(portal.memberId),
     },
   };
 }

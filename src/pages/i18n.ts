@@ -137,6 +137,7 @@ const en = {
   k_robot: 'Robot',
   k_closed_episode: 'Closed dialog',
   k_app: 'App',
+  k_automation: 'CRM automation',
   renewFailed: 'The page could not confirm who you are with Bitrix24. Reload the app.',
 };
 
@@ -271,6 +272,7 @@ const ru: PageWords = {
   k_robot: 'Робот',
   k_closed_episode: 'Закрытый диалог',
   k_app: 'Приложение',
+  k_automation: 'Автоматизация CRM',
   renewFailed: 'Страница не смогла подтвердить в Битрикс24, кто вы. Откройте приложение заново.',
 };
 
@@ -403,6 +405,7 @@ const es: PageWords = {
   k_robot: 'Robot',
   k_closed_episode: 'Diálogo cerrado',
   k_app: 'Aplicación',
+  k_automation: 'Automatización CRM',
   renewFailed: 'La página no pudo confirmar con Bitrix24 quién es usted. Vuelva a abrir la aplicación.',
 };
 

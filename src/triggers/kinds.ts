@@ -5,9 +5,8 @@ import { notifyIncomingKind } from '../jobs/kinds/notify-incoming.js';
 import { syncResponsibleKind } from '../jobs/kinds/sync-responsible.js';
 import type { JobKind } from '../jobs/kinds.js';
 import type { RunContextDeps } from '../jobs/run-context.js';
-import { PortalLanguages } from '../notifications/portal-language.js';
 
 /** The job kinds Chat2Desk events start for CRM automation (src/triggers/delivery.ts). */
 export function automationKinds(deps: RunContextDeps & { episodeRecords: EpisodeRecordStore; batches: SharedBatches }): JobKind[] {
-  return [fireTriggerKind(deps), notifyIncomingKind({ ...deps, languages: new PortalLanguages(deps.rest, deps.clock) }), syncResponsibleKind(deps)];
+  return [fireTriggerKind(deps), notifyIncomingKind(deps), syncResponsibleKind(deps)];
 }

@@ -5,6 +5,7 @@ import { episodeRunFor } from '../../episodes/run.js';
 import type { SharedBatches } from '../../episodes/shared-batches.js';
 import { dialogClosedTrigger } from '../../triggers/episode.js';
 import type { JobKind } from '../kinds.js';
+import type { JobOptions } from '../pipeline.js';
 import type { RunContextDeps } from '../run-context.js';
 
 export const CLOSE_EPISODE_KIND = 'close_episode';
@@ -30,6 +31,14 @@ export const episodeDedupKey = (requestId: number) => `episode:${requestId}`;
 export const episodeOrderingKey = (clientId: number) => `client:${clientId}`;
 
 /**
+ * The options every path enqueues a closed episode with (the webhook, gap polling, a re-run from
+ * the event log), so the same episode arriving by two paths is one job; a re-run names its own key.
+ */
+export function closeEpisodeOptions(input: CloseEpisodeInput, now: number, dedupKey = episodeDedupKey(input.requestId)): JobOptions {
+  return { dedupKey, orderingKey: episodeOrderingKey(input.clientId), deadlineAt: now + CLOSE_EPISODE_DEADLINE_MS };
+}
+
+/**
  * A closed Chat2Desk episode becomes a CRM record with its comment (src/episodes/). Failures follow
  * the default table (src/jobs/failures.ts): a refusal fails at once naming what the portal refused,
  * load and outages retry with backoff until the deadline.
@@ -45,7 +54,8 @@ export function closeEpisodeKind(deps: RunContextDeps & { episodeRecords: Episod
       const run = await episodeRunFor(deps, job, log);
       const key = { requestId: input.requestId, dialogId: input.dialogId, clientId: input.clientId, closedAt: Date.parse(input.closedAt) };
       return {
-        run: () => handleEpisode(run, deps.episodeRecords, key, input.origin),
+        // The jobs table keeps international digits (src/db/jobs.ts `phone`).
+        run: () => handleEpisode(run, deps.episodeRecords, key, input.origin, (phone) => deps.jobs.notePhone(job.id, phone.replace(/^\+/, ''))),
         inDoubt: async () => (await run.ledger.held()).length > 0,
       };
     },

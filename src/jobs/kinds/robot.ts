@@ -2,6 +2,7 @@ import * as v from 'valibot';
 import { RobotFailure } from '../../activities/activity.js';
 import type { RobotRegistry } from '../../activities/index.js';
 import type { JobRow } from '../../db/jobs.js';
+import { searchablePhone } from '../../phone.js';
 import type { JobOutcome, JobKind } from '../kinds.js';
 import { robotRunFor, type RunContextDeps } from '../run-context.js';
 
@@ -16,6 +17,16 @@ const robotProperties = v.record(v.string(), v.unknown());
  * bizproc.event.send (src/jobs/reports.ts). One job per event token, ever.
  */
 export function robotKind(deps: RunContextDeps & { robots: RobotRegistry }): JobKind<Record<string, unknown>> {
+  /**
+   * The client's phone of each attempt's job row, normalised by the worker rather than when the call
+   * is acknowledged (that path stays cheap), and stored with the finish, whichever way the run ends
+   * (the worker hands `failed` the same row it prepared).
+   */
+  const phones = new WeakMap<object, string>();
+  const withPhone = (job: object, outcome: JobOutcome): JobOutcome => {
+    const phone = phones.get(job);
+    return phone ? { ...outcome, phone } : outcome;
+  };
   return {
     name: ROBOT_KIND,
     input: robotProperties,
@@ -23,6 +34,9 @@ export function robotKind(deps: RunContextDeps & { robots: RobotRegistry }): Job
     dedup: 'forever',
     after: 'report',
     async prepare(job, properties, log) {
+      const portal = await deps.portals.get(job.memberId);
+      const phone = searchablePhone(properties.phone, typeof portal?.settings.defaultCountry === 'string' ? portal.settings.defaultCountry : undefined);
+      if (phone) phones.set(job, phone);
       const activity = deps.robots.find(job.robotCode ?? '');
       if (!activity) throw new RobotFailure(`unknown robot code ${job.robotCode}`);
       const prepared = await robotRunFor(deps, activity, job, properties, log).catch(async (error: unknown) => {
@@ -30,12 +44,17 @@ export function robotKind(deps: RunContextDeps & { robots: RobotRegistry }): Job
       });
       const settle = activity.settle;
       return {
-        run: () => activity.run(prepared.run, prepared.properties),
-        settle: settle ? () => settle(prepared.run) : undefined,
+        run: async () => withPhone(job, await activity.run(prepared.run, prepared.properties)),
+        settle: settle
+          ? async () => {
+              const settled = await settle(prepared.run);
+              return settled && withPhone(job, settled);
+            }
+          : undefined,
         inDoubt: async () => (await prepared.run.ledger.held()).length > 0,
       };
     },
-    failed: (job, message) => robotFailed(deps.robots, job.robotCode, message),
+    failed: (job, message) => withPhone(job, robotFailed(deps.robots, job.robotCode, message)),
   };
 }
 
