@@ -164,6 +164,29 @@ describe('closed episodes → CRM records', () => {
     expect(adds('lead')).toHaveLength(0);
   });
 
+  it('a retry pins the comment to the record the first attempt chose, even when another deal became the newest meanwhile', async () => {
+    await setUp();
+    const contactId = stack.b24.seedContact({ name: 'Anna', phones: ['79161234567'] });
+    const first = stack.b24.seedDeal({ contactId, fields: { DATE_MODIFY: '2026-04-01T10:00:00+03:00' } });
+    const second = stack.b24.seedDeal({ contactId, fields: { DATE_MODIFY: '2026-02-01T10:00:00+03:00' } });
+    stack.b24.failNext('crm.timeline.comment.add', { status: 503, error: 'INTERNAL_SERVER_ERROR', error_description: 'down for a moment' });
+    const { dialogId } = openEpisode();
+    const { requestId } = await close(dialogId);
+    await eventuallyOnClock(
+      () => stack.server,
+      clock,
+      () => (episodeJob(requestId)?.lastError ? true : undefined),
+      20_000,
+      'the first attempt failed',
+    );
+    // A manager edits the other deal before the retry: it is now the most recently modified.
+    stack.b24.crm.deals.get(second)!.DATE_MODIFY = '2026-06-01T10:00:00+03:00';
+    const job = await finished(requestId);
+    expect(job.returnValues).toMatchObject({ entityType: 'deal', entityId: first, created: false });
+    expect(comments('deal', first)).toHaveLength(1);
+    expect(comments('deal', second)).toHaveLength(0);
+  });
+
   it('an existing record gets only the comment', async () => {
     await setUp();
     const contactId = stack.b24.seedContact({ name: 'Anna', phones: ['79161234567'] });

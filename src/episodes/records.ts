@@ -16,6 +16,12 @@ export interface EpisodeRecord {
 
 /** Ledger keys of the records an episode creates (src/jobs/ledger.ts). The record the comment goes to: */
 export const recordKey = (requestId: number) => `record:episode:${requestId}`;
+/**
+ * The record a matched episode went to. Matching is a choice (the most recently modified deal wins),
+ * and a retry, a re-run or a poll hours later could choose otherwise: kept in the ledger, the choice
+ * is made once, so one episode's comment never lands on two records (its comment key names the record).
+ */
+export const targetKey = (requestId: number) => `target:episode:${requestId}`;
 /** contact_deal mode: the contact the new deal belongs to. */
 const contactKey = (requestId: number) => `record:episode:${requestId}:contact`;
 
@@ -32,6 +38,8 @@ interface CreationIntent extends Record<string, unknown> {
 export async function recordForEpisode(run: RobotRun, store: EpisodeRecordStore, episode: Episode & { clientId: number }): Promise<EpisodeRecord> {
   const memberId = run.portal.memberId;
   const { requestId } = episode;
+  const chosen = await run.ledger.peek<ClientRecord>(targetKey(requestId));
+  if (chosen?.state === 'done') return { record: chosen.value, created: false };
   const started = (await run.ledger.peek(recordKey(requestId))) !== undefined || (await run.ledger.peek(contactKey(requestId))) !== undefined;
   let matched: CrmCandidate | undefined;
   if (!started) {
@@ -41,8 +49,10 @@ export async function recordForEpisode(run: RobotRun, store: EpisodeRecordStore,
     matched = pickRecord(found.candidates, run.settings.matchOrder);
     const needsDeal = run.settings.episodeEntity === 'contact_deal' && (matched?.entityType === 'contact' || matched?.entityType === 'company');
     if (matched && !needsDeal) {
-      const record = { entityType: matched.entityType, entityId: matched.entityId };
-      await store.remember(memberId, episode.clientId, matched.entityType === 'deal' && matched.contactId ? { entityType: 'contact', entityId: matched.contactId } : record);
+      const record = await chooseOnce(run, requestId, { entityType: matched.entityType, entityId: matched.entityId });
+      const contact =
+        matched.entityType === 'deal' && matched.contactId && record.entityId === matched.entityId ? ({ entityType: 'contact', entityId: matched.contactId } as const) : undefined;
+      await store.remember(memberId, episode.clientId, contact ?? record);
       return { record, created: false };
     }
   }
@@ -84,6 +94,22 @@ export async function recordForEpisode(run: RobotRun, store: EpisodeRecordStore,
  * unknown is settled by listing our origin fields (ORIGINATOR_ID "chat2desk", ORIGIN_ID the
  * request), so a lost answer is found. `fromClaim`: only an earlier claim's fields may be used.
  */
+/** Keeps the first choice of a matched record for the episode (`targetKey`); nothing outside us changes. */
+async function chooseOnce(run: RobotRun, requestId: number, record: ClientRecord): Promise<ClientRecord> {
+  const effect: Effect<ClientRecord> = {
+    key: targetKey(requestId),
+    intent: { ...record },
+    busy: `another run is choosing the CRM record for Chat2Desk request ${requestId} right now`,
+    inDoubt: `the CRM record for Chat2Desk request ${requestId} could not be told`,
+    unreachable: `could not read the CRM record chosen for Chat2Desk request ${requestId}`,
+    // An unrecorded choice was never acted on (the comment is pinned after it is recorded): choose again.
+    settle: async () => 'absent',
+    act: async () => record,
+    refused: () => false,
+  };
+  return (await run.ledger.once(effect)).value;
+}
+
 async function createOnce(run: RobotRun, key: string, record: NewRecord, requestId: number, fromClaim = false): Promise<ClientRecord> {
   const originId = String(requestId);
   const intent: CreationIntent = { entityType: record.entityType, fields: { ...record.fields, ORIGINATOR_ID, ORIGIN_ID: originId } };
