@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { openDatabase, type DatabaseHandle } from '../src/db/database.js';
+import { EpisodeRecordStore } from '../src/db/episode-records.js';
 import { PortalStore } from '../src/db/portals.js';
 import { WebhookStore } from '../src/db/webhooks.js';
 import { SecretBox } from '../src/secrets.js';
@@ -34,6 +35,19 @@ describe('stores shared by two server processes', () => {
     await store.saveInstall({ memberId, domain: 'portal.example', applicationToken: 'app-token', installerUserId: 1, ...pair('installed') });
     return (await store.tokens(memberId))!.generation;
   }
+
+  it("forgets a client's record only while it is still the one remembered: a record another job just saved stays", async () => {
+    const first = new EpisodeRecordStore(database.db, clock);
+    const second = new EpisodeRecordStore(database.db, clock);
+    await first.remember(memberId, 7, { entityType: 'lead', entityId: 1 });
+    const seen = await second.get(memberId, 7);
+    // Meanwhile a closed episode found lead 1 converted and saved the lead it created.
+    await first.remember(memberId, 7, { entityType: 'lead', entityId: 2 });
+    await second.forget(memberId, 7, seen!);
+    expect(await first.get(memberId, 7)).toEqual({ entityType: 'lead', entityId: 2 });
+    await second.forget(memberId, 7, { entityType: 'lead', entityId: 2 });
+    expect(await first.get(memberId, 7)).toBeUndefined();
+  });
 
   it('keeps the pair of the refresh that stored first, and a refusal of the replaced pair does not ask for reauthorisation', async () => {
     const first = new PortalStore(database.db, secrets, clock);

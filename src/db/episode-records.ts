@@ -38,11 +38,21 @@ export class EpisodeRecordStore {
       .run();
   }
 
-  /** A record the portal no longer has (deleted, converted) is forgotten, so the next episode looks again. */
-  async forget(memberId: string, clientId: number): Promise<void> {
+  /**
+   * A record the portal no longer has (deleted, converted) is forgotten, so the next episode looks
+   * again; only while it is still the one remembered, since another job may have just saved a new one.
+   */
+  async forget(memberId: string, clientId: number, record: ClientRecord): Promise<void> {
     this.db
       .delete(episodeRecords)
-      .where(and(eq(episodeRecords.memberId, memberId), eq(episodeRecords.clientId, clientId)))
+      .where(
+        and(
+          eq(episodeRecords.memberId, memberId),
+          eq(episodeRecords.clientId, clientId),
+          eq(episodeRecords.entityType, record.entityType),
+          eq(episodeRecords.entityId, record.entityId),
+        ),
+      )
       .run();
   }
 }

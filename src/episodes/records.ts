@@ -45,7 +45,7 @@ export async function recordForEpisode(run: RobotRun, store: EpisodeRecordStore,
   if (!started) {
     const remembered = await store.get(memberId, episode.clientId);
     const found = await findCandidates(run.bitrix24, remembered, episode.phones);
-    if (found.rememberedGone) await store.forget(memberId, episode.clientId);
+    if (found.rememberedGone && remembered) await store.forget(memberId, episode.clientId, remembered);
     matched = pickRecord(found.candidates, run.settings.matchOrder);
     const needsDeal = run.settings.episodeEntity === 'contact_deal' && (matched?.entityType === 'contact' || matched?.entityType === 'company');
     if (matched && !needsDeal) {

@@ -15,7 +15,7 @@ export async function matchingRecord(run: RobotRun, store: EpisodeRecordStore, c
   const client = await run.directory.client(clientId);
   const phones = clientPhones({ phone: client.phone ?? undefined, client_phone: client.clientPhone ?? undefined }, run.settings.defaultCountry ?? undefined);
   const found = await findCandidates(run.bitrix24, remembered, phones);
-  if (found.rememberedGone) await store.forget(memberId, clientId);
+  if (found.rememberedGone && remembered) await store.forget(memberId, clientId, remembered);
   const picked = pickRecord(found.candidates, run.settings.matchOrder);
   return picked ? { entityType: picked.entityType, entityId: picked.entityId } : undefined;
 }
