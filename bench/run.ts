@@ -6,6 +6,7 @@
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { ackBenchmark } from './ack.js';
+import { appPageBenchmark } from './app-page.js';
 import { burstBenchmark } from './burst.js';
 import { episodesBenchmark } from './episodes.js';
 import { findDialogsBenchmark } from './find-dialogs.js';
@@ -18,6 +19,7 @@ const benchmarks: Record<string, () => Promise<Section>> = {
   'find-dialogs': findDialogsBenchmark,
   'unknown-limit': () => unknownLimitBenchmark(),
   episodes: episodesBenchmark,
+  'app-page': appPageBenchmark,
 };
 const chosen = process.argv.slice(2);
 const unknown = chosen.filter((name) => !(name in benchmarks));
