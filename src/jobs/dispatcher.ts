@@ -9,9 +9,10 @@ import { EffectInDoubtError } from './ledger.js';
 /**
  * Due jobs read per dispatch pass at most. Portals at their cap are left out of the read, and a pass
  * that started work and read a full page looks again at once, so a small page hides no portal's jobs
- * for long; a large one was read again after every finished run. A page of one portal's concurrency
- * fills every slot a finished run frees: in a burst, a pass reading 100 rows to start one was the
- * dispatcher's main cost.
+ * for long; a large one was read again after every finished run. A page of the largest slot group's
+ * concurrency fills every slot a finished run frees: in a burst, a pass reading 100 rows to start one
+ * was the dispatcher's main cost. Portals whose every group is full are left out by member id; a full
+ * group alone by its kinds, so the page holds only jobs that could start.
  */
 const DISPATCH_PAGE = 100;
 /**
