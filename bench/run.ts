@@ -6,7 +6,9 @@
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { ackBenchmark } from './ack.js';
+import { appPageBenchmark } from './app-page.js';
 import { burstBenchmark } from './burst.js';
+import { episodesBenchmark } from './episodes.js';
 import { findDialogsBenchmark } from './find-dialogs.js';
 import { unknownLimitBenchmark } from './unknown-limit.js';
 import { renderTable, type Section } from './table.js';
@@ -16,6 +18,8 @@ const benchmarks: Record<string, () => Promise<Section>> = {
   burst: burstBenchmark,
   'find-dialogs': findDialogsBenchmark,
   'unknown-limit': () => unknownLimitBenchmark(),
+  episodes: episodesBenchmark,
+  'app-page': appPageBenchmark,
 };
 const chosen = process.argv.slice(2);
 const unknown = chosen.filter((name) => !(name in benchmarks));

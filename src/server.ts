@@ -154,7 +154,8 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
   const users = new BitrixUsers(rest, clock);
   const episodeRecords = new EpisodeRecordStore(database.db, clock);
   // One set of shared batches: every job that reads a client's CRM record joins the same per-portal batches.
-  const batches = new SharedBatches(rest);
+  // Partial batches go no faster than the portal's steady rate: a flood does not spend its burst on them.
+  const batches = new SharedBatches(rest, { partialEveryMs: 1000 / config.bitrix24.ratePerSecond });
   // One cache of the portals' languages for everything we write into a portal (comments, notifications).
   const languages = new PortalLanguages(rest, clock);
   const kinds = new JobKinds([

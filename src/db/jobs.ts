@@ -293,13 +293,15 @@ export class JobStore {
    * Jobs whose turn has come to run, oldest first. Portals that cannot take more right now are left
    * out, so one portal's backlog does not hide the others'. A run waits while an earlier job of its
    * ordering key is pending: running under a live lease, or queued and not yet holding the key
-   * longer than the hold allows.
+   * longer than the hold allows. `excludeKinds` leaves out only some kinds of a portal (those whose
+   * slots are full, src/jobs/dispatcher.ts).
    */
-  async due(_state: 'queued', limit: number, excludeMemberIds: string[] = []): Promise<RunnableJob[]> {
+  async due(_state: 'queued', limit: number, excludeMemberIds: string[] = [], excludeKinds: Array<{ memberId: string; kind: string }> = []): Promise<RunnableJob[]> {
     const now = this.clock.now();
     const heldSince = now - this.#orderingHoldMs;
-    if (excludeMemberIds.length === 0) return this.#hot.dueRunsNoneExcluded.all({ now, limit, heldSince });
-    return this.#hot.dueRuns.all({ now, excluded: JSON.stringify(excludeMemberIds), limit, heldSince });
+    if (excludeMemberIds.length === 0 && excludeKinds.length === 0) return this.#hot.dueRunsNoneExcluded.all({ now, limit, heldSince });
+    const excludedKinds = JSON.stringify(excludeKinds.map(({ memberId, kind }) => `${memberId} ${kind}`));
+    return this.#hot.dueRuns.all({ now, excluded: JSON.stringify(excludeMemberIds), excludedKinds, limit, heldSince });
   }
 
   /**
@@ -655,7 +657,7 @@ function prepareHot(db: Db) {
       .returning()
       .prepare();
   return {
-    dueRuns: dueRuns(notExcluded),
+    dueRuns: dueRuns(and(notExcluded, sql`(${jobs.memberId} || ' ' || ${jobs.kind}) not in (select value from json_each(${p('excludedKinds')}))`)),
     // Most passes exclude no portal: json_each's list, even empty, cost a fifth of the read.
     dueRunsNoneExcluded: dueRuns(undefined),
     // One pass over the `jobs_due` index, no row read or mapped: most passes decide to wait.

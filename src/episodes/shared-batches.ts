@@ -10,25 +10,52 @@ interface Pending {
   reject(error: unknown): void;
 }
 
-/** How long a command waits for others of its portal before its batch goes. */
+/** How long a command waits by default for others of its portal before its batch goes. */
 const DEFAULT_LINGER_MS = 25;
+
+export interface SharedBatchesOptions {
+  /** How long a command waits for others of its portal before its batch goes. */
+  lingerMs?: number;
+  /**
+   * The least time between two partial batches of a portal, so that they take at most a share of
+   * its steady rate (src/server.ts: half). A batch of 50 goes at once.
+   */
+  partialEveryMs?: number;
+}
 
 /**
  * Closed episodes of one portal that run together share Bitrix24 `batch` requests (docs/protocols.md
- * B3: up to 50 commands, counted once by the portal's rate limit): every call an episode makes (look-ups,
- * creations, comments) waits a few milliseconds for the others', and they go as one batch. A command's
- * own error comes back as the error a single call would have thrown. A batch holding a non-idempotent
+ * B3: up to 50 commands, counted once by the portal's rate limit, B4): every call an episode makes
+ * (look-ups, creations, comments, the trigger it fires) waits for the others', and they go as one
+ * batch. A full batch goes at once; a partial one after the linger, and no sooner than its share of
+ * the portal's steady rate allows after the last partial one, and never while another partial one is on its way
+ * (or waiting in the portal's bucket). So a flood sends full batches instead of spending the portal's
+ * burst on a few commands each, the bucket never holds more than one partial batch of ours ahead
+ * of robot work, and a lone call on a quiet portal still goes after the linger. A command's own
+ * error comes back as the error a single call would have thrown. A batch holding a non-idempotent
  * command (an add) is never repeated after a lost answer; the ledger settles each of its effects.
  */
 export class SharedBatches {
   readonly #pending = new Map<string, Pending[]>();
   readonly #timers = new Map<string, NodeJS.Timeout>();
+  /** Portals with a partial batch on its way, and whether the next one's time came meanwhile. */
+  readonly #inFlight = new Map<string, { due: boolean }>();
+  /** When each portal's last partial batch went (performance.now()). */
+  readonly #lastPartialAt = new Map<string, number>();
+  readonly #lingerMs: number;
+  readonly #partialEveryMs: number;
   #sequence = 0;
 
   constructor(
     private readonly rest: Bitrix24Rest,
-    private readonly lingerMs = DEFAULT_LINGER_MS,
-  ) {}
+    options: SharedBatchesOptions = {},
+    // Real elapsed time, as the portal's bucket drains in real time (src/rate-limit.ts LeakyBucket):
+    // this paces real requests with real timers, and a test moving the clock must not speed it up.
+    private readonly now: () => number = () => performance.now(),
+  ) {
+    this.#lingerMs = options.lingerMs ?? DEFAULT_LINGER_MS;
+    this.#partialEveryMs = options.partialEveryMs ?? 0;
+  }
 
   /** The portal's REST as a run sees it, with every call going through the shared batches. */
   forPortal(memberId: string): PortalRest {
@@ -60,22 +87,39 @@ export class SharedBatches {
           queue.push({ command: { ...command, key: `e${++this.#sequence}` }, idempotent: options.idempotent === true, resolve, reject });
         }),
     );
-    if (queue.length >= BATCH_LIMIT) this.#flush(memberId);
-    else if (!this.#timers.has(memberId))
-      this.#timers.set(
-        memberId,
-        setTimeout(() => this.#flush(memberId), this.lingerMs),
-      );
+    while (queue.length >= BATCH_LIMIT) void this.#send(memberId, queue.splice(0, BATCH_LIMIT));
+    if (queue.length > 0 && !this.#timers.has(memberId)) this.#schedule(memberId, this.#lingerMs);
     return promises;
   }
 
-  #flush(memberId: string): void {
-    const timer = this.#timers.get(memberId);
-    if (timer) clearTimeout(timer);
+  #schedule(memberId: string, lingerMs: number): void {
+    const paced = (this.#lastPartialAt.get(memberId) ?? Number.NEGATIVE_INFINITY) + this.#partialEveryMs - this.now();
+    this.#timers.set(
+      memberId,
+      setTimeout(() => this.#timeCame(memberId), Math.max(lingerMs, paced)),
+    );
+  }
+
+  /** A partial batch's time came: it goes, or goes next if one is on its way, or waits for the pace. */
+  #timeCame(memberId: string): void {
     this.#timers.delete(memberId);
+    const inFlight = this.#inFlight.get(memberId);
+    if (inFlight) inFlight.due = true;
+    else if ((this.#lastPartialAt.get(memberId) ?? Number.NEGATIVE_INFINITY) + this.#partialEveryMs > this.now()) this.#schedule(memberId, 0);
+    else this.#flushPartial(memberId);
+  }
+
+  #flushPartial(memberId: string): void {
     const queue = this.#pending.get(memberId) ?? [];
     this.#pending.delete(memberId);
-    for (let start = 0; start < queue.length; start += BATCH_LIMIT) void this.#send(memberId, queue.slice(start, start + BATCH_LIMIT));
+    if (queue.length === 0) return;
+    this.#lastPartialAt.set(memberId, this.now());
+    const inFlight = { due: false };
+    this.#inFlight.set(memberId, inFlight);
+    void this.#send(memberId, queue).finally(() => {
+      this.#inFlight.delete(memberId);
+      if (inFlight.due) this.#flushPartial(memberId);
+    });
   }
 
   async #send(memberId: string, items: Pending[]): Promise<void> {

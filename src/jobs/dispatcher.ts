@@ -9,9 +9,10 @@ import { EffectInDoubtError } from './ledger.js';
 /**
  * Due jobs read per dispatch pass at most. Portals at their cap are left out of the read, and a pass
  * that started work and read a full page looks again at once, so a small page hides no portal's jobs
- * for long; a large one was read again after every finished run. A page of one portal's concurrency
- * fills every slot a finished run frees: in a burst, a pass reading 100 rows to start one was the
- * dispatcher's main cost.
+ * for long; a large one was read again after every finished run. A page of the largest slot group's
+ * concurrency fills every slot a finished run frees: in a burst, a pass reading 100 rows to start one
+ * was the dispatcher's main cost. Portals whose every group is full are left out by member id; a full
+ * group alone by its kinds, so the page holds only jobs that could start.
  */
 const DISPATCH_PAGE = 100;
 /**
@@ -27,7 +28,7 @@ export interface DispatcherDeps {
   kinds: JobKinds;
   clock: Clock;
   log: Logger;
-  /** Jobs running at once per portal (robot runs and every other kind together). */
+  /** Jobs running at once per portal, of every kind without slots of its own (`JobKind.portalConcurrency`). */
   portalConcurrency: number;
   /** Unknown (non-protocol) errors are retried this many times, then the job is given up. */
   maxUnexpectedAttempts: number;
@@ -37,13 +38,19 @@ export interface DispatcherDeps {
   onRunEnded(): void;
 }
 
+/** The common slots of a portal: every kind without a `portalConcurrency` of its own. */
+const COMMON = '';
+
 /**
  * Starts due jobs, at most `portalConcurrency` per portal (Chat2Desk accounts are bounded in their
- * client), one at a time per ordering key (src/db/jobs.ts `due`), and takes each run to its end:
- * finished, retried later, failed, or given up (settling an effect in doubt first).
+ * client), and as many of a kind with slots of its own as it says (closed episodes: a flood of them
+ * shares batch requests, and must not keep robot runs waiting), one at a time per ordering key
+ * (src/db/jobs.ts `due`), and takes each run to its end: finished, retried later, failed, or given up
+ * (settling an effect in doubt first).
  */
 export class Dispatcher {
-  readonly #runningByPortal = new Map<string, number>();
+  /** Runs under way per portal and slot group (a kind's own name, or COMMON). */
+  readonly #running = new Map<string, Map<string, number>>();
   /** This worker's runs under way, and when each lease was last renewed (by the clock). */
   readonly #leases = new Map<number, { claimed: JobRow; renewedAt: number }>();
   #nextSweepAt = 0;
@@ -52,28 +59,65 @@ export class Dispatcher {
 
   /** Starts what may start; `pageFull` says due jobs may be left beyond the page read. */
   async dispatch(stopped: () => boolean): Promise<{ started: number; pageFull: boolean }> {
-    const { jobs, kinds, portalConcurrency } = this.deps;
-    const full = [...this.#runningByPortal].filter(([, running]) => running >= portalConcurrency).map(([memberId]) => memberId);
+    const { jobs, kinds } = this.deps;
+    const limits = this.#limits();
+    const { fullPortals, fullKinds } = this.#full(limits);
     let started = 0;
-    const page = Math.min(DISPATCH_PAGE, portalConcurrency);
-    const due = await jobs.due('queued', page, full);
+    const page = Math.min(DISPATCH_PAGE, Math.max(...limits.values()));
+    const due = await jobs.due('queued', page, fullPortals, fullKinds);
     for (const job of due) {
       if (stopped()) break;
-      const running = this.#runningByPortal.get(job.memberId) ?? 0;
-      if (running >= portalConcurrency) continue;
+      const group = limits.has(job.kind) ? job.kind : COMMON;
+      const running = this.#running.get(job.memberId)?.get(group) ?? 0;
+      if (running >= (limits.get(group) ?? this.deps.portalConcurrency)) continue;
       const claimed = await jobs.claim(job.id, LEASE_MS, kinds.get(job.kind)?.dedup === 'while_pending');
       if (!claimed) continue;
       started += 1;
-      this.#runningByPortal.set(job.memberId, running + 1);
+      this.#count(job.memberId, group, 1);
       this.#leases.set(claimed.id, { claimed, renewedAt: this.deps.clock.now() });
       const task = this.#execute(claimed).finally(() => {
         this.#leases.delete(claimed.id);
-        this.#runningByPortal.set(job.memberId, (this.#runningByPortal.get(job.memberId) ?? 1) - 1);
+        this.#count(job.memberId, group, -1);
         this.deps.onRunEnded();
       });
       this.deps.track(task);
     }
     return { started, pageFull: due.length === page };
+  }
+
+  /** The slots of each group: the common ones, and each kind's own. */
+  #limits(): Map<string, number> {
+    const limits = new Map([[COMMON, this.deps.portalConcurrency]]);
+    for (const kind of this.deps.kinds.all()) if (kind.portalConcurrency !== undefined) limits.set(kind.name, kind.portalConcurrency);
+    return limits;
+  }
+
+  /**
+   * What the due read leaves out: portals with every group full, and the kinds of a full group of
+   * a portal, so a flood of one kind neither fills the page nor hides another kind's jobs.
+   */
+  #full(limits: Map<string, number>): { fullPortals: string[]; fullKinds: Array<{ memberId: string; kind: string }> } {
+    const fullPortals: string[] = [];
+    const fullKinds: Array<{ memberId: string; kind: string }> = [];
+    const commonKinds = this.deps.kinds
+      .all()
+      .filter((kind) => !limits.has(kind.name))
+      .map((kind) => kind.name);
+    for (const [memberId, groups] of this.#running) {
+      const fullGroups = [...limits].filter(([group, limit]) => (groups.get(group) ?? 0) >= limit).map(([group]) => group);
+      if (fullGroups.length === limits.size) fullPortals.push(memberId);
+      else for (const group of fullGroups) for (const kind of group === COMMON ? commonKinds : [group]) fullKinds.push({ memberId, kind });
+    }
+    return { fullPortals, fullKinds };
+  }
+
+  #count(memberId: string, group: string, change: number): void {
+    const groups = this.#running.get(memberId) ?? new Map<string, number>();
+    const running = (groups.get(group) ?? 0) + change;
+    if (running > 0) groups.set(group, running);
+    else groups.delete(group);
+    if (groups.size > 0) this.#running.set(memberId, groups);
+    else this.#running.delete(memberId);
   }
 
   /**

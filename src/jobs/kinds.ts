@@ -41,6 +41,13 @@ export interface JobKind<TInput = unknown> {
   dedup: 'forever' | 'while_pending';
   /** Where a finished job goes: its result is reported to Bitrix24 (src/jobs/reports.ts), or it is done. */
   after: 'report' | 'done';
+  /**
+   * Runs of this kind at once per portal, counted apart from every other kind (src/jobs/dispatcher.ts):
+   * a kind that comes in floods and gains from running many together (closed episodes share batch
+   * requests) gets slots of its own, so robot runs never wait behind it. Absent: the kind shares the
+   * portal's common slots (`PORTAL_CONCURRENCY`).
+   */
+  portalConcurrency?: number;
   /** Everything one attempt needs. Throw `JobFailure` when the job cannot run at all. */
   prepare(job: JobRow, input: TInput, log: Logger): Promise<JobAttempt>;
   /** The outcome of a job that failed with `message` (robots: the workflow's `failed` values). */
@@ -67,5 +74,9 @@ export class JobKinds {
 
   get(name: string): JobKind | undefined {
     return this.#byName.get(name);
+  }
+
+  all(): JobKind[] {
+    return [...this.#byName.values()];
   }
 }

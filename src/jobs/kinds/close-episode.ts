@@ -50,6 +50,8 @@ export function closeEpisodeKind(deps: RunContextDeps & { episodeRecords: Episod
     needsConfirmation: false,
     dedup: 'forever',
     after: 'done',
+    // Slots of its own, apart from robot runs: 50 episodes' calls of one step fill a batch (src/episodes/shared-batches.ts).
+    portalConcurrency: 50,
     async prepare(job, input, log) {
       const run = await episodeRunFor(deps, job, log);
       const key = { requestId: input.requestId, dialogId: input.dialogId, clientId: input.clientId, closedAt: Date.parse(input.closedAt) };

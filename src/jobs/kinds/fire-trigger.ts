@@ -53,6 +53,8 @@ export function fireTriggerKind(deps: RunContextDeps & { episodeRecords: Episode
     needsConfirmation: false,
     dedup: 'forever',
     after: 'done',
+    // Slots of its own, as close_episode's: a flood of closed episodes fires as many triggers, and robot runs must not wait behind them.
+    portalConcurrency: 50,
     async prepare(job, input, log) {
       const run = await episodeRunFor(deps, job, log);
       return {
