@@ -75,6 +75,19 @@ describe('stores shared by two server processes', () => {
     expect(await first.claimSecret(memberId, 'account-2', 'secret-4')).toBe('secret-4');
   });
 
+  it('never lowers a pending uninstall\'s "delete data": a later request without it (forged or not) keeps the admin\'s choice', async () => {
+    const portals = new PortalStore(database.db, secrets, clock);
+    await installed(portals);
+    const clean = () => (database.sqlite.prepare('select uninstall_clean as clean from portals where member_id = ?').get(memberId) as { clean: number }).clean;
+    await portals.requestUninstall(memberId, true);
+    await portals.requestUninstall(memberId, false);
+    expect(clean()).toBe(1);
+    await portals.deferUninstallRequest(memberId, clock.now() + 60_000, false);
+    expect(clean()).toBe(1);
+    const requestedAt = (await portals.uninstallRequestedAt(memberId))!;
+    expect(await portals.uninstall(memberId, requestedAt)).toMatchObject({ dataDeleted: true });
+  });
+
   it('forgets the webhook registration with the secrets, and keeps both when the uninstall request is no longer the pending one', async () => {
     const portals = new PortalStore(database.db, secrets, clock);
     const webhooks = new WebhookStore(database.db, secrets, clock);

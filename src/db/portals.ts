@@ -257,21 +257,28 @@ export class PortalStore {
 
   /**
    * Remembers an ONAPPUNINSTALL until the portal confirms or denies it; a newer one replaces an
-   * older, so it is asked about afresh, with its own `clean` (delete the app's data).
+   * older, so it is asked about afresh; `clean` (delete the app's data) only ever rises.
    */
   async requestUninstall(memberId: string, clean: boolean): Promise<void> {
     this.#changed(memberId);
     const now = this.clock.now();
     this.db
       .update(portals)
-      .set({ uninstallRequestedAt: now, uninstallCheckAt: now, uninstallClean: clean, updatedAt: now })
+      // A pending request's "delete data" is never lowered by a newer one: anyone holding the
+      // application token can send ONAPPUNINSTALL, and must not undo an admin's choice to delete.
+      .set({
+        uninstallRequestedAt: now,
+        uninstallCheckAt: now,
+        uninstallClean: sql`case when ${portals.uninstallRequestedAt} is null then ${clean ? 1 : 0} else (coalesce(${portals.uninstallClean}, 0) or ${clean ? 1 : 0}) end`,
+        updatedAt: now,
+      })
       .where(and(eq(portals.memberId, memberId), ne(portals.status, 'uninstalled')))
       .run();
   }
 
   /**
    * Remembers an ONAPPUNINSTALL to ask about no earlier than `checkAt` (sooner if already due then);
-   * a request already pending stays the one asked about, with its own `clean`.
+   * a request already pending stays the one asked about, its `clean` raised by this one's.
    */
   async deferUninstallRequest(memberId: string, checkAt: number, clean: boolean): Promise<void> {
     this.#changed(memberId);
@@ -280,7 +287,7 @@ export class PortalStore {
       .update(portals)
       .set({
         // Every expression reads the row as it was: `clean` is taken only when no request was pending.
-        uninstallClean: sql`case when ${portals.uninstallRequestedAt} is null then ${clean ? 1 : 0} else ${portals.uninstallClean} end`,
+        uninstallClean: sql`case when ${portals.uninstallRequestedAt} is null then ${clean ? 1 : 0} else (coalesce(${portals.uninstallClean}, 0) or ${clean ? 1 : 0}) end`,
         uninstallRequestedAt: sql`coalesce(${portals.uninstallRequestedAt}, ${now})`,
         uninstallCheckAt: sql`coalesce(min(${portals.uninstallCheckAt}, ${checkAt}), ${checkAt})`,
         updatedAt: now,
