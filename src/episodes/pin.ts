@@ -75,7 +75,11 @@ async function addComment(run: RobotRun, record: TimelineTarget, comment: string
       { fields: { ENTITY_ID: record.entityId, ENTITY_TYPE: record.entityType, COMMENT: comment } },
       { idempotent: false },
     );
-    return Number(result);
+    const commentId = Number(result);
+    // An answer without an id (a batch that lost this command's result) proves nothing was written or
+    // not: thrown as a server-side failure, the claim stays in doubt and is settled by looking.
+    if (!Number.isSafeInteger(commentId) || commentId <= 0) throw new Bitrix24Error('crm.timeline.comment.add', 'ERROR_UNEXPECTED_ANSWER', 'no comment id in the answer', 502);
+    return commentId;
   } catch (error) {
     if (error instanceof Bitrix24Error && !error.refusedForLoad && !error.expiredToken && error.httpStatus < 500) {
       throw new RobotFailure(`Bitrix24 refused the timeline comment: ${error.code || 'error'}${error.description ? ` (${error.description})` : ''}`);
