@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { CLOSE_EPISODE_KIND } from '../src/jobs/kinds/close-episode.js';
 import { FIRE_TRIGGER_KIND } from '../src/jobs/kinds/fire-trigger.js';
 import { SYNC_RESPONSIBLE_KIND } from '../src/jobs/kinds/sync-responsible.js';
 import { eventuallyOnClock, noRetryWait, TestClock } from './support/clock.js';
@@ -158,6 +159,18 @@ describe('triggers', () => {
     const closed = stack.c2d.closeDialog(dialogId);
     for (const body of [closed.closeDialog, closed.closeRequest]) expect(await stack.c2d.deliverWebhook(body)).toEqual([200]);
     await finished(FIRE_TRIGGER_KIND, 1);
+    expect(jobsOf(FIRE_TRIGGER_KIND)).toHaveLength(1);
+    expect(stack.b24.triggerExecutions).toEqual([{ code: 'c2d_dialog_closed', ownerTypeId: 2, ownerId: dealId }]);
+  });
+
+  it('with closed episodes on, a close the episode handling does not take (closed before it was turned on) still fires "dialog closed" once', async () => {
+    await setUp({ episodesEnabled: true });
+    const { dealId, dialogId } = clientWithDeal();
+    const closed = stack.c2d.closeDialog(dialogId);
+    const before = new Date(clock.now() - 3_600_000).toISOString();
+    for (const body of [closed.closeDialog, closed.closeRequest]) expect(await stack.c2d.deliverWebhook({ ...body, event_time: before })).toEqual([200]);
+    await finished(FIRE_TRIGGER_KIND, 1);
+    expect(jobsOf(CLOSE_EPISODE_KIND)).toHaveLength(0);
     expect(jobsOf(FIRE_TRIGGER_KIND)).toHaveLength(1);
     expect(stack.b24.triggerExecutions).toEqual([{ code: 'c2d_dialog_closed', ownerTypeId: 2, ownerId: dealId }]);
   });

@@ -1,4 +1,4 @@
-import type { DeliveryHandler, DeliveryJob } from '../chat2desk/delivery-handlers.js';
+import type { Chat2DeskDelivery, DeliveryHandler, DeliveryJob } from '../chat2desk/delivery-handlers.js';
 import type { Clock } from '../clock.js';
 import { CLOSE_EPISODE_KIND, closeEpisodeOptions, type CloseEpisodeInput } from '../jobs/kinds/close-episode.js';
 import { readSettings } from '../portal-settings.js';
@@ -18,20 +18,8 @@ const id = (value: unknown): number | undefined => {
  */
 export function closeEpisodeHandlers(clock: Clock): DeliveryHandler[] {
   const jobs: DeliveryHandler['jobs'] = (delivery) => {
-    // Only the switch is read here: the API's default URL does not matter for it.
-    const settings = readSettings(delivery.settings, '');
-    if (!settings.episodesEnabled) return [];
-    const { event } = delivery;
-    const requestId = id(event.request_id);
-    const client = event.client && typeof event.client === 'object' ? (event.client as Record<string, unknown>) : {};
-    const clientId = id(event.client_id) ?? id(client.id);
-    if (requestId === undefined || clientId === undefined) return [];
-    const eventTime = typeof event.event_time === 'string' ? Date.parse(event.event_time) : Number.NaN;
-    const closedAt = Number.isFinite(eventTime) ? eventTime : clock.now();
-    // Only episodes closed after the admin turned this on.
-    const enabledAt = settings.episodesEnabledAt ? Date.parse(settings.episodesEnabledAt) : Number.NaN;
-    if (!(closedAt >= enabledAt)) return [];
-    const input: CloseEpisodeInput = { requestId, dialogId: id(event.dialog_id) ?? null, clientId, closedAt: new Date(closedAt).toISOString(), origin: 'webhook' };
+    const input = closeEpisodeInput(delivery, clock);
+    if (!input) return [];
     const { dedupKey, ...options } = closeEpisodeOptions(input, clock.now());
     const job: DeliveryJob = { kind: CLOSE_EPISODE_KIND, input, dedupKey, options };
     return [job];
@@ -40,4 +28,26 @@ export function closeEpisodeHandlers(clock: Clock): DeliveryHandler[] {
     { hookType: 'close_dialog', jobs },
     { hookType: 'close_request', jobs },
   ];
+}
+
+/**
+ * The `close_episode` input a close event starts, or undefined when it starts none (episodes off,
+ * closed before they were turned on, no request or client named). Whoever else acts on close events
+ * (the "dialog closed" trigger, src/triggers/delivery.ts) asks this one question.
+ */
+export function closeEpisodeInput(delivery: Chat2DeskDelivery, clock: Clock): CloseEpisodeInput | undefined {
+  // Only the switch is read here: the API's default URL does not matter for it.
+  const settings = readSettings(delivery.settings, '');
+  if (!settings.episodesEnabled) return undefined;
+  const { event } = delivery;
+  const requestId = id(event.request_id);
+  const client = event.client && typeof event.client === 'object' ? (event.client as Record<string, unknown>) : {};
+  const clientId = id(event.client_id) ?? id(client.id);
+  if (requestId === undefined || clientId === undefined) return undefined;
+  const eventTime = typeof event.event_time === 'string' ? Date.parse(event.event_time) : Number.NaN;
+  const closedAt = Number.isFinite(eventTime) ? eventTime : clock.now();
+  // Only episodes closed after the admin turned this on.
+  const enabledAt = settings.episodesEnabledAt ? Date.parse(settings.episodesEnabledAt) : Number.NaN;
+  if (!(closedAt >= enabledAt)) return undefined;
+  return { requestId, dialogId: id(event.dialog_id) ?? null, clientId, closedAt: new Date(closedAt).toISOString(), origin: 'webhook' };
 }

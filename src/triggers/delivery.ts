@@ -1,4 +1,5 @@
 import type { Chat2DeskDelivery, DeliveryHandler, DeliveryJob } from '../chat2desk/delivery-handlers.js';
+import { closeEpisodeInput } from '../episodes/delivery.js';
 import type { Clock } from '../clock.js';
 import { FIRE_TRIGGER_DEADLINE_MS, FIRE_TRIGGER_KIND, triggerKey, type FireTriggerInput } from '../jobs/kinds/fire-trigger.js';
 import { NOTIFY_INCOMING_DEADLINE_MS, NOTIFY_INCOMING_KIND, notifyDedupKey, type NotifyIncomingInput } from '../jobs/kinds/notify-incoming.js';
@@ -71,8 +72,8 @@ export function automationHandlers(clock: Clock, notifyDelayMs = NOTIFY_DELAY_MS
     return [fire(TRIGGER_CODES.notDelivered, eventKey(delivery), target, clock.now())];
   };
   const closed: DeliveryHandler['jobs'] = (delivery) => {
-    // With closed episodes on, the close_episode job fires it on the record it used (src/triggers/episode.ts).
-    if (settingsOf(delivery).episodesEnabled) return [];
+    // When a close_episode job is started, it fires it on the record it used (src/triggers/episode.ts).
+    if (closeEpisodeInput(delivery, clock)) return [];
     const target = subject(delivery.event);
     const requestId = id(delivery.event.request_id);
     if (requestId === undefined || (target.clientId === null && target.dialogId === null)) return [];
