@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { systemClock } from '../src/clock.js';
 import { openDatabase, type DatabaseHandle } from '../src/db/database.js';
 import { CacheStore } from '../src/db/cache.js';
-import { insertJobs, JobStore, UnconfirmedLimitReached } from '../src/db/jobs.js';
+import { HELD_ORDERING_PREFIX, insertJobs, JobStore, UnconfirmedLimitReached } from '../src/db/jobs.js';
 import { RobotRegistry } from '../src/activities/index.js';
 import { LEASE_MS } from '../src/jobs/dispatcher.js';
 import { JobKinds, type JobKind } from '../src/jobs/kinds.js';
@@ -238,6 +238,19 @@ describe('the pipeline with a kind of its own', () => {
     await eventually(() => row('next').state === 'done', 10_000, 'the rest of the key ran');
     expect(row('stuck')).toMatchObject({ last_error: 'stuck failed on purpose' });
     expect(['queued', 'running']).toContain(row('stuck').state);
+  });
+
+  it('never lets a held key (HELD_ORDERING_PREFIX) go on behind a failing head, however long it waits', async () => {
+    const key = `${HELD_ORDERING_PREFIX}client-7`;
+    await enqueue('stuck', { orderingKey: key, fail: true });
+    await enqueue('next', { orderingKey: key });
+    await eventually(() => Number(row('stuck').attempts) >= 2, 10_000, 'the stuck job tried again');
+    const attempts = Number(row('stuck').attempts);
+    clock.advance(HOLD_MS * 10);
+    stack.server.worker.wake();
+    // A pass after the bound: the head was tried again in it, and `next` was due in it too.
+    await eventually(() => Number(row('stuck').attempts) > attempts, 10_000, 'a pass after the bound');
+    expect(row('next')).toMatchObject({ state: 'queued', attempts: 0 });
   });
 });
 

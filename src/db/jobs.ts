@@ -1,4 +1,4 @@
-import { and, asc, count, eq, gt, inArray, isNotNull, isNull, lt, lte, max, min, notExists, or, type SQL, sql } from 'drizzle-orm';
+import { and, asc, count, eq, gt, inArray, isNotNull, isNull, like, lt, lte, max, min, notExists, or, type SQL, sql } from 'drizzle-orm';
 import { alias } from 'drizzle-orm/sqlite-core';
 import { randomUUID } from 'node:crypto';
 import type { Clock } from '../clock.js';
@@ -108,6 +108,12 @@ export interface JobStoreOptions {
 }
 
 export const DEFAULT_ORDERING_HOLD_MS = 5 * 60_000;
+/**
+ * An ordering key with this prefix is never given up by a head waiting between attempts: for work
+ * where running out of order does harm no retry undoes (two closed episodes of one client without a
+ * phone would each create a record while the first one's creation is in doubt).
+ */
+export const HELD_ORDERING_PREFIX = 'held:';
 
 /** The column values of a new job, as both the prepared insert and `insertJobs` write them. */
 function rowValues(job: NewJob, now: number) {
@@ -617,7 +623,7 @@ function prepareHot(db: Db) {
         or(
           eq(earlier.state, 'confirming'),
           and(eq(earlier.state, 'running'), gt(earlier.leaseUntil, p('now'))),
-          and(eq(earlier.state, 'queued'), or(isNull(earlier.startedAt), gt(earlier.startedAt, p('heldSince')))),
+          and(eq(earlier.state, 'queued'), or(isNull(earlier.startedAt), gt(earlier.startedAt, p('heldSince')), like(earlier.orderingKey, `${HELD_ORDERING_PREFIX}%`))),
         ),
       ),
     );

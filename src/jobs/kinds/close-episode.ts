@@ -1,4 +1,5 @@
 import * as v from 'valibot';
+import { HELD_ORDERING_PREFIX } from '../../db/jobs.js';
 import type { EpisodeRecordStore } from '../../db/episode-records.js';
 import { handleEpisode } from '../../episodes/handle.js';
 import { episodeRunFor } from '../../episodes/run.js';
@@ -28,7 +29,8 @@ export type CloseEpisodeInput = v.InferOutput<typeof closeEpisodeInput>;
 /** One job per episode, ever (`episode:<requestId>`); a re-run names its own key. */
 export const episodeDedupKey = (requestId: number) => `episode:${requestId}`;
 /** Episodes of one client run one at a time, so two closes cannot both create a record. */
-export const episodeOrderingKey = (clientId: number) => `client:${clientId}`;
+// Held until the episode finishes, however long it waits between attempts (src/db/jobs.ts HELD_ORDERING_PREFIX).
+export const episodeOrderingKey = (clientId: number) => `${HELD_ORDERING_PREFIX}client:${clientId}`;
 
 /**
  * The options every path enqueues a closed episode with (the webhook, gap polling, a re-run from
