@@ -13,16 +13,7 @@ import type { Chat2DeskWebhooks } from './chat2desk/webhooks.js';
 import { Chat2DeskError } from './chat2desk/errors.js';
 import type { Portal, PortalStore } from './db/portals.js';
 import type { Logger } from './log.js';
-import {
-  readSettings,
-  settingsUpdateSchema,
-  type SettingsUpdate,
-  type EpisodeEntity,
-  type ExtraField,
-  type MatchKind,
-  type PortalSettings,
-  type TagFilterMode,
-} from './portal-settings.js';
+import { readSettings, settingsUpdateSchema, type SettingsUpdate, type PortalSettings } from './portal-settings.js';
 import type { SecretBox } from './secrets.js';
 
 const NOT_ADMIN = 'Only a Bitrix24 administrator may change the app settings';
@@ -40,34 +31,12 @@ export class SettingsRequestError extends Error {
   }
 }
 
-export interface SettingsView {
+/** Every setting (PortalSettings: the API token is not among them) and what the page shows beside them. */
+export interface SettingsView extends PortalSettings {
   memberId: string;
   domain: string;
   chat2deskApiToken: { set: boolean };
-  chat2deskApiUrl: string;
   allowedChat2deskApiUrls: string[];
-  defaultCountry: string | null;
-  defaultChannelId: number | null;
-  defaultTransport: string | null;
-  operatorMap: Record<string, number>;
-  cacheTtlSeconds: number;
-  eventLogRetentionDays: number;
-  episodesEnabled: boolean;
-  /** Server-set when episodes were turned on; read-only. */
-  episodesEnabledAt: string | null;
-  episodeEntity: EpisodeEntity;
-  dealCategoryId: number | null;
-  dealStageId: string | null;
-  sourceId: string | null;
-  fallbackResponsibleId: number | null;
-  matchOrder: MatchKind[];
-  gapLookbackDays: number;
-  transcript: boolean;
-  tagFilterMode: TagFilterMode;
-  tagFilterTags: number[];
-  extraFields: ExtraField[];
-  notifyIncoming: boolean;
-  responsibleSync: boolean;
   channels: Chat2DeskChannel[];
   operators: Array<Pick<Chat2DeskOperator, 'id' | 'email' | 'first_name' | 'last_name' | 'role'>>;
   tags: Chat2DeskTag[];
@@ -173,20 +142,11 @@ export class SettingsService {
   async read(portal: Portal): Promise<SettingsView> {
     const settings = readSettings(portal.settings, this.deps.defaultApiUrl);
     const view: SettingsView = {
+      ...settings,
       memberId: portal.memberId,
       domain: portal.domain,
       chat2deskApiToken: { set: portal.hasChat2deskToken },
-      chat2deskApiUrl: settings.chat2deskApiUrl,
       allowedChat2deskApiUrls: this.deps.allowedApiUrls,
-      defaultCountry: settings.defaultCountry,
-      defaultChannelId: settings.defaultChannelId,
-      defaultTransport: settings.defaultTransport,
-      operatorMap: settings.operatorMap,
-      cacheTtlSeconds: settings.cacheTtlSeconds,
-      eventLogRetentionDays: settings.eventLogRetentionDays,
-      ...episodeView(settings),
-      notifyIncoming: settings.notifyIncoming,
-      responsibleSync: settings.responsibleSync,
       channels: [],
       operators: [],
       tags: [],
@@ -317,39 +277,6 @@ type EpisodeSettings = Omit<
   | 'notifyIncoming'
   | 'responsibleSync'
 >;
-
-function episodeView(settings: PortalSettings): EpisodeSettings {
-  const {
-    episodesEnabled,
-    episodesEnabledAt,
-    episodeEntity,
-    dealCategoryId,
-    dealStageId,
-    sourceId,
-    fallbackResponsibleId,
-    matchOrder,
-    gapLookbackDays,
-    transcript,
-    tagFilterMode,
-    tagFilterTags,
-    extraFields,
-  } = settings;
-  return {
-    episodesEnabled,
-    episodesEnabledAt,
-    episodeEntity,
-    dealCategoryId,
-    dealStageId,
-    sourceId,
-    fallbackResponsibleId,
-    matchOrder,
-    gapLookbackDays,
-    transcript,
-    tagFilterMode,
-    tagFilterTags,
-    extraFields,
-  };
-}
 
 /**
  * The closed-episode settings after a partial update. Turning episodes on stamps the time: only

@@ -25,42 +25,47 @@ export interface RunContextDeps {
 }
 
 /**
- * Everything one robot run can see and do, for the portal that called it. A portal that cannot run
- * robots (uninstalled, waiting for reauthorisation, no usable Chat2Desk account) or properties the
- * robot's schema refuses are a RobotFailure here: the run finishes failed with that reason.
+ * Everything one run of a job can see and do, for its portal: portal, settings, Chat2Desk, Bitrix24
+ * REST with the installer's tokens (`bitrix24`, when given, in place of plain calls: closed episodes
+ * share batches), users, the ledger bound to this job. A portal that cannot take it (uninstalled,
+ * waiting for reauthorisation, no usable Chat2Desk account) is a RobotFailure: the run finishes
+ * failed with that reason.
  */
-export async function robotRunFor(deps: RunContextDeps, activity: Activity, job: JobRow, properties: unknown, log: Logger): Promise<{ run: RobotRun; properties: unknown }> {
+export async function runFor(deps: RunContextDeps, job: JobRow, log: Logger, options: { bitrix24?: RobotRun['bitrix24'] } = {}): Promise<RobotRun> {
   const portal = await deps.portals.get(job.memberId);
   if (portal?.status === 'reauth_required') throw new RobotFailure(new PortalUnavailableError(portal.memberId, 'reauth_required').message);
   if (portal?.status !== 'active') throw new RobotFailure('the app is not installed on this portal any more');
   const connection = await deps.chat2desk.connect(portal);
   if (!connection.usable) throw new RobotFailure(connection.reason);
-  const parsed = v.safeParse(activity.schema, properties);
-  if (!parsed.success) throw new RobotFailure(parsed.issues.map((issue) => issue.message).join('; '));
   const { directory, settings } = connection;
   return {
-    properties: parsed.output,
-    run: {
-      portal,
-      settings,
-      chat2desk: directory.api,
-      directory,
-      bitrix24: {
-        call: (method, params, options) => deps.rest.call(portal.memberId, method, params, options),
-        batch: (commands, options) => deps.rest.batch(portal.memberId, commands, options),
-      },
-      users: {
-        byEmail: (email) => deps.users.byEmail(portal.memberId, email),
-        byId: (id) => deps.users.byId(portal.memberId, id),
-      },
-      documentId: JSON.parse(job.documentId ?? '[]') as string[],
-      runId: job.publicId,
-      acceptedAt: job.createdAt,
-      attempt: job.attempts,
-      ledger: bindLedger(deps.effects, { memberId: portal.memberId, owner: job.publicId, attempt: job.attempts, clock: deps.clock }),
-      clock: deps.clock,
-      log,
-      language: () => deps.languages.of(portal.memberId),
+    portal,
+    settings,
+    chat2desk: directory.api,
+    directory,
+    bitrix24: options.bitrix24 ?? {
+      call: (method, params, callOptions) => deps.rest.call(portal.memberId, method, params, callOptions),
+      batch: (commands, batchOptions) => deps.rest.batch(portal.memberId, commands, batchOptions),
     },
+    users: {
+      byEmail: (email) => deps.users.byEmail(portal.memberId, email),
+      byId: (id) => deps.users.byId(portal.memberId, id),
+    },
+    documentId: JSON.parse(job.documentId ?? '[]') as string[],
+    runId: job.publicId,
+    acceptedAt: job.createdAt,
+    attempt: job.attempts,
+    ledger: bindLedger(deps.effects, { memberId: portal.memberId, owner: job.publicId, attempt: job.attempts, clock: deps.clock }),
+    clock: deps.clock,
+    log,
+    language: () => deps.languages.of(portal.memberId),
   };
+}
+
+/** A robot run: `runFor`, and properties the robot's schema refuses are a RobotFailure too. */
+export async function robotRunFor(deps: RunContextDeps, activity: Activity, job: JobRow, properties: unknown, log: Logger): Promise<{ run: RobotRun; properties: unknown }> {
+  const run = await runFor(deps, job, log);
+  const parsed = v.safeParse(activity.schema, properties);
+  if (!parsed.success) throw new RobotFailure(parsed.issues.map((issue) => issue.message).join('; '));
+  return { properties: parsed.output, run };
 }

@@ -29,11 +29,10 @@ import type { PageSession } from './page-auth.js';
 /** How long the page shows the same monthly request count (`AppPageService` #apiInfo). */
 const API_INFO_CACHE_MS = 60_000;
 
-export const NEEDED_SCOPES: ReadonlyArray<{ scope: 'crm' | 'bizproc' | 'user' | 'placement' | 'im'; grantedBy: readonly string[]; onlyWithNotifications?: true }> = [
+export const NEEDED_SCOPES: ReadonlyArray<{ scope: 'crm' | 'bizproc' | 'user' | 'im'; grantedBy: readonly string[]; onlyWithNotifications?: true }> = [
   { scope: 'crm', grantedBy: ['crm'] },
   { scope: 'bizproc', grantedBy: ['bizproc'] },
   { scope: 'user', grantedBy: ['user', 'user_basic'] },
-  { scope: 'placement', grantedBy: ['placement'] },
   { scope: 'im', grantedBy: ['im'], onlyWithNotifications: true },
 ];
 
