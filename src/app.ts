@@ -18,6 +18,7 @@ import { createEventLogRoute } from './routes/event-log.js';
 import { createEventsRoute } from './routes/events.js';
 import { createHealthRoute } from './routes/health.js';
 import { createInstallRoute } from './routes/install.js';
+import { createLiveRoute, type LiveRouteDeps } from './routes/live.js';
 import { createAppPage } from './routes/app-page.js';
 import type { AppPageService } from './pages/app-page.js';
 import type { PageAuth } from './pages/page-auth.js';
@@ -41,6 +42,8 @@ export interface AppDeps {
   chat2deskWebhooks: Chat2DeskWebhooks;
   pageAuth: PageAuth;
   appPage: AppPageService;
+  /** Live updates of open tabs and the workspace (src/routes/live.ts). */
+  live: LiveRouteDeps;
   /** CSP frame-ancestors of the app page (config FRAME_ANCESTORS); default the portal's own host. */
   frameAncestors?: string;
   databaseUp(): boolean;
@@ -68,6 +71,7 @@ export function createApp(deps: AppDeps): Hono {
   // Until the app page's token lands, the event log takes the same Bitrix24-bearer admin check as the settings.
   app.route('/', createEventLogRoute({ eventLog: deps.eventLog, admin: pageAdmin(deps) }));
   app.route('/', createChat2DeskWebhookRoute(deps));
+  app.route('/', createLiveRoute(deps.live));
   app.notFound((c) => c.json({ error: 'Not found' }, 404));
   app.onError((error, c) => {
     if (error instanceof HTTPException) return c.json({ error: error.message }, error.status);

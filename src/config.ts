@@ -63,6 +63,9 @@ const EnvSchema = v.object({
    *  reverse proxy every request has the proxy's address, so the operator must be able to raise it. */
   INSTALL_ATTEMPTS_PER_ADDRESS_PER_MINUTE: positiveInteger('30'),
   INSTALL_ATTEMPTS_PER_MINUTE: positiveInteger('300'),
+  /** Live update streams open at once per portal and per user (src/live/hub.ts LiveLimits says why). */
+  LIVE_STREAMS_PER_PORTAL: positiveInteger('1000'),
+  LIVE_STREAMS_PER_USER: positiveInteger('8'),
   /** CSP frame-ancestors of the app page; default: the portal's own host (docs/protocols.md B13). */
   FRAME_ANCESTORS: v.optional(v.pipe(v.string(), v.regex(/^[^;,\r\n]+$/, 'must be CSP sources separated by spaces, such as https://*.bitrix24.com'))),
 });
@@ -95,6 +98,7 @@ export interface Config {
   webhookCheckSeconds: number;
   installAttemptsPerMinute: { perAddress: number; overall: number };
   frameAncestors: string | undefined;
+  live: { streamsPerPortal: number; streamsPerUser: number };
 }
 
 /** The learned Chat2Desk rate grows no further unless CHAT2DESK_MAX_REQUESTS_PER_MINUTE says so. */
@@ -156,6 +160,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     webhookCheckSeconds: e.WEBHOOK_CHECK_SECONDS,
     installAttemptsPerMinute: { perAddress: e.INSTALL_ATTEMPTS_PER_ADDRESS_PER_MINUTE, overall: e.INSTALL_ATTEMPTS_PER_MINUTE },
     frameAncestors: e.FRAME_ANCESTORS,
+    live: { streamsPerPortal: e.LIVE_STREAMS_PER_PORTAL, streamsPerUser: e.LIVE_STREAMS_PER_USER },
   };
 }
 

@@ -52,6 +52,12 @@ import { DEFAULT_EVENT_LOG_RETENTION_DAYS } from './portal-settings.js';
 import { SettingsService } from './settings-service.js';
 import { EventLog } from './event-log.js';
 import { PortalLanguages } from './notifications/portal-language.js';
+import { TabTokens } from './dialogs/tab-token.js';
+import { defaultWorkspaceScopes, dialogViewer, type OperatorOfUser } from './dialogs/viewer.js';
+import { readSettings } from './portal-settings.js';
+import { LiveHub } from './live/hub.js';
+import { type LiveTimers, systemTimers } from './live/stream.js';
+import { LiveTickets } from './live/tickets.js';
 
 /**
  * A finished run's own effects (src/db/effects.ts) matter only while it may still be retried; they
@@ -110,6 +116,8 @@ export interface ServerOptions {
   retrySleep?: (ms: number) => Promise<void>;
   /** How long a dialog's incoming messages are gathered into one notification (src/triggers/delivery.ts, default 30 s). */
   notifyDelayMs?: number;
+  /** How live streams wait between pings (src/live/stream.ts); a test fires them itself. */
+  liveTimers?: LiveTimers;
 }
 
 /** Builds every service from the config, starts the workers and the HTTP server. */
@@ -184,6 +192,15 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     // SQLite is opened with an exclusive lock (src/db/database.ts): no other process runs these jobs.
     exclusiveDatabase: true,
   });
+  // Open tabs and the workspace hear of Chat2Desk deliveries in this process (issue 11 needs a shared bus).
+  const liveHub = new LiveHub({
+    directoryOf: async (memberId) => {
+      const portal = await portals.get(memberId);
+      return portal ? chat2desk.directoryOf(portal) : undefined;
+    },
+    limits: config.live,
+    log,
+  });
   const gapPolls = new GapPolls({ enqueue: (kind, memberId, input, jobOptions) => pipeline.enqueue(kind, memberId, input, jobOptions), clock, log });
   const chat2deskWebhooks = new Chat2DeskWebhooks({
     webhooks: webhookStore,
@@ -197,6 +214,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     ),
     jobsStored: (job) => pipeline.jobsStored(job),
     gapNoticed: (portal, lastDeliveryAt) => gapPolls.gapNoticed(portal, lastDeliveryAt),
+    published: (memberId, delivery) => liveHub.published(memberId, delivery),
     clock,
     log,
   });
@@ -227,6 +245,17 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     clock,
     oauth,
   });
+  const pageTokens = new PageTokens(appSecret, clock);
+  const pageAuth = new PageAuth({ portals, settings, tokens: pageTokens, clock });
+  const tabTokens = new TabTokens(appSecret, clock);
+  // Until the CRM tab's operator lookup (operatorMap, then e-mail) lands: the operatorMap alone.
+  const operators: OperatorOfUser = {
+    operatorOf: async (portal, userId) => {
+      const entry = Object.entries(readSettings(portal.settings, config.chat2desk.defaultApiUrl).operatorMap).find(([, user]) => user === userId);
+      return entry ? Number(entry[0]) : undefined;
+    },
+  };
+  const viewer = dialogViewer({ pageAuth, tabTokens, workspace: defaultWorkspaceScopes(operators), operators, portals, clock });
   const app = createApp({
     log,
     maxBodyBytes: config.maxBodyBytes,
@@ -245,12 +274,13 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
       log,
     }),
     settings,
-    pageAuth: new PageAuth({ portals, settings, tokens: new PageTokens(appSecret, clock), clock }),
+    pageAuth,
     appPage: new AppPageService({ chat2desk, jobs, clock, webhooks: webhookStore, chat2deskWebhooks, registration, settings, robots: robots.all, log }),
     frameAncestors: config.frameAncestors,
     eventLog: new EventLog({ store: new EventLogStore(database.db), robots, pipeline, defaultApiUrl: config.chat2desk.defaultApiUrl, clock }),
     background,
     chat2deskWebhooks,
+    live: { viewer, tabTokens, pageTokens, tickets: new LiveTickets(clock), hub: liveHub, portals, clock, timers: options.liveTimers ?? systemTimers },
     databaseUp: () => pingDatabase(database),
     workersRunning: () => pipeline.running,
   });
@@ -291,6 +321,8 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
       stopMonitor();
       stopUninstallChecks();
       stopMaintenance();
+      // Open live streams would hold the HTTP server's close until their tokens expire.
+      liveHub.close();
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await background.idle();
       await pipeline.stop();

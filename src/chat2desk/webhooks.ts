@@ -36,6 +36,11 @@ export interface WebhookDeps {
    * deliveries): what was missed since `lastDeliveryAt` is looked for (src/chat2desk/closed-episodes.ts).
    */
   gapNoticed?(portal: Portal, lastDeliveryAt: number): Promise<void>;
+  /**
+   * A delivery's first receipt, stored and its cache invalidation done: open pages hear of it
+   * (src/live/hub.ts). Returns at once; a retried delivery is not published again.
+   */
+  published?(memberId: string, delivery: Record<string, unknown>): void;
   clock: Clock;
   log: Logger;
 }
@@ -127,6 +132,7 @@ export class Chat2DeskWebhooks {
       jobs,
     );
     if (recorded.jobsStored > 0) for (const job of jobs) this.deps.jobsStored(job);
+    if (recorded.fresh) this.deps.published?.(portal.memberId, event);
     this.deps.log.debug({ memberId: portal.memberId, hookType, duplicate: !recorded.fresh, jobsStored: recorded.jobsStored }, 'chat2desk webhook delivery');
     return { status: 200, result: recorded.fresh ? 'applied' : 'duplicate' };
   }

@@ -7,6 +7,7 @@ import type { DeliveryHandler } from '../../src/chat2desk/delivery-handlers.js';
 import type { Clock } from '../../src/clock.js';
 import { loadConfig, type Config } from '../../src/config.js';
 import type { JobKind } from '../../src/jobs/kinds.js';
+import type { LiveTimers } from '../../src/live/stream.js';
 import { createLogger } from '../../src/log.js';
 import { startServer, type RunningServer } from '../../src/server.js';
 import { startFakeBitrix24, type FakeBitrix24, type FakeBitrix24Options } from '../fakes/bitrix24.js';
@@ -43,6 +44,8 @@ export interface StackOptions {
   retrySleep?: (ms: number) => Promise<void>;
   /** Chat2Desk delivery handlers registered only in this test, passed to startServer. */
   deliveryHandlers?: DeliveryHandler[];
+  /** How live streams wait between pings (src/live/stream.ts), passed to startServer. */
+  liveTimers?: LiveTimers;
 }
 
 export async function freePort(): Promise<number> {
@@ -98,6 +101,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       orderingHoldMs: options.orderingHoldMs,
       retrySleep: options.retrySleep,
       deliveryHandlers: options.deliveryHandlers,
+      liveTimers: options.liveTimers,
     });
   const stack: Stack = {
     b24,
