@@ -223,6 +223,12 @@ describe('live updates: single-use tickets and the SSE stream fed by Chat2Desk w
     expect(await stream.next()).toBeUndefined();
   });
 
+  it('a stopping server ends its open streams instead of waiting for their tokens to expire', async () => {
+    const stream = await openStream(await ticketFor(tabToken()));
+    await stack.restart();
+    expect(await stream.next()).toBeUndefined();
+  });
+
   it('caps open streams per user and per portal', async () => {
     const first = await openStream(await ticketFor(tabToken()));
     await openStream(await ticketFor(tabToken()));

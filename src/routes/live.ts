@@ -78,6 +78,9 @@ export function createLiveRoute(deps: LiveRouteDeps) {
       // streamSSE sets no-cache; a stream of one viewer's events is never stored. Nginx would buffer it otherwise.
       response.headers.set('cache-control', 'no-store');
       response.headers.set('x-accel-buffering', 'no');
+      // A stream ends at its token's expiry or at shutdown: its connection goes with it rather than
+      // idling (an idle kept-alive connection would hold up the server's close).
+      response.headers.set('connection', 'close');
       return response;
     });
 }
