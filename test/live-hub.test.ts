@@ -21,7 +21,11 @@ describe('the live hub', () => {
     const droppedWith = new Promise<string>((resolve) => {
       dropped = resolve;
     });
-    hub.subscribe(viewer, { send: (event) => (sent.push(event), new Promise<void>(() => undefined)), drop: (reason) => dropped(reason), end: () => undefined });
+    const neverTaken = (event: LiveEvent) => {
+      sent.push(event);
+      return new Promise<void>(() => undefined);
+    };
+    hub.subscribe(viewer, { send: neverTaken, drop: (reason) => dropped(reason), end: () => undefined });
     for (let id = 1; id <= MAX_UNSENT_EVENTS + 10; id += 1) hub.published(portal.memberId, inbox(id));
     expect(await droppedWith).toContain(`more than ${MAX_UNSENT_EVENTS} events`);
     expect(sent).toHaveLength(MAX_UNSENT_EVENTS);
