@@ -194,10 +194,8 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
   });
   // Open tabs and the workspace hear of Chat2Desk deliveries in this process (issue 11 needs a shared bus).
   const liveHub = new LiveHub({
-    directoryOf: async (memberId) => {
-      const portal = await portals.get(memberId);
-      return portal ? chat2desk.directoryOf(portal) : undefined;
-    },
+    portalOf: (memberId) => portals.get(memberId),
+    directoryOf: (portal) => chat2desk.directoryOf(portal),
     limits: config.live,
     log,
   });

@@ -11,7 +11,8 @@ import { createLogger } from '../src/log.js';
 const portal = { memberId: 'portal-1' } as Portal;
 const viewer: DialogViewer = { portal, userId: 1, admin: true, scope: { kind: 'all' }, operatorId: undefined, via: 'workspace' };
 const inbox = (messageId: number) => ({ hook_type: 'inbox', message_id: messageId, dialog_id: 10, client_id: 20, client: { id: 20, phone: '79161234567' } });
-const newHub = () => new LiveHub({ directoryOf: async () => undefined, limits: { streamsPerPortal: 10, streamsPerUser: 10 }, log: createLogger('silent') });
+const newHub = () =>
+  new LiveHub({ portalOf: async () => portal, directoryOf: async () => undefined, limits: { streamsPerPortal: 10, streamsPerUser: 10 }, log: createLogger('silent') });
 
 describe('the live hub', () => {
   it('drops a subscriber that stops taking events instead of buffering without bound', async () => {

@@ -3,7 +3,7 @@ import { TabTokens } from '../src/dialogs/tab-token.js';
 import type { LiveTimers } from '../src/live/stream.js';
 import { PageTokens } from '../src/pages/page-token.js';
 import { TestClock } from './support/clock.js';
-import { APP_SECRET, installAndConfigure, startStack, type Stack } from './support/stack.js';
+import { APP_SECRET, eventually, installAndConfigure, postForm, startStack, type Stack } from './support/stack.js';
 
 /** Sleeps that end when the test fires them: pings and the token's end come without waiting 25 s. */
 class FiredTimers implements LiveTimers {
@@ -226,6 +226,16 @@ describe('live updates: single-use tickets and the SSE stream fed by Chat2Desk w
   it('a stopping server ends its open streams instead of waiting for their tokens to expire', async () => {
     const stream = await openStream(await ticketFor(tabToken()));
     await stack.restart();
+    expect(await stream.next()).toBeUndefined();
+  });
+
+  it('an uninstall and a reinstall end the streams opened before them', async () => {
+    const stream = await openStream(await ticketFor(tabToken()));
+    expect((await postForm(`${stack.server.url}/bitrix24/events`, stack.b24.uninstallEventBody())).status).toBe(200);
+    await eventually(async () => (await stack.server.portals.get(stack.b24.memberId))?.status === 'uninstalled', 15_000, 'the uninstall');
+    clock.advance(1000);
+    await installAndConfigure(stack);
+    await stack.c2d.deliverWebhook(messageOf(visible.clientId, 'after the reinstall'));
     expect(await stream.next()).toBeUndefined();
   });
 

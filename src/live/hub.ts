@@ -1,5 +1,6 @@
 import pLimit, { type LimitFunction } from 'p-limit';
 import type { CachedDialog, DialogDirectory } from '../chat2desk/directory.js';
+import type { Portal } from '../db/portals.js';
 import type { DialogViewer } from '../dialogs/scope.js';
 import { clientVisible, dialogVisible, type ScopedClient } from '../dialogs/visibility.js';
 import type { Logger } from '../log.js';
@@ -51,7 +52,8 @@ interface PortalSubscribers {
 }
 
 export interface LiveHubDeps {
-  directoryOf(memberId: string): Promise<DialogDirectory | undefined>;
+  portalOf(memberId: string): Promise<Portal | undefined>;
+  directoryOf(portal: Portal): Promise<DialogDirectory | undefined>;
   limits: LiveLimits;
   log: Logger;
 }
@@ -100,8 +102,15 @@ export class LiveHub {
   }
 
   async #fanOut(memberId: string, portal: PortalSubscribers, change: DialogChange): Promise<void> {
-    const audience = new Audience(change, () => this.deps.directoryOf(memberId));
+    const current = await this.deps.portalOf(memberId);
+    const audience = new Audience(change, async () => (current ? this.deps.directoryOf(current) : undefined));
     for (const subscriber of [...portal.subscribers]) {
+      // An uninstall or a reinstall voids every token issued before it, and so the streams opened with them.
+      if (!current || current.status === 'uninstalled' || current.installedAt !== subscriber.viewer.portal.installedAt) {
+        this.#remove(memberId, subscriber);
+        subscriber.sink.end();
+        continue;
+      }
       let visible: boolean;
       try {
         visible = await audience.sees(subscriber.viewer);
