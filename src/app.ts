@@ -1,4 +1,4 @@
-import { type Context, Hono } from 'hono';
+import { type Context, Hono, type MiddlewareHandler } from 'hono';
 import type { BackgroundTasks } from './background.js';
 import { bodyLimit } from './body-limit.js';
 import { HTTPException } from 'hono/http-exception';
@@ -22,6 +22,7 @@ import { createLiveRoute, type LiveRouteDeps } from './routes/live.js';
 import { createAppPage } from './routes/app-page.js';
 import type { AppPageService } from './pages/app-page.js';
 import type { PageAuth } from './pages/page-auth.js';
+import type { ViewerVariables } from './dialogs/viewer.js';
 import { createRobotRoute } from './routes/robot.js';
 import { createSettingsRoute } from './routes/settings.js';
 import type { SettingsService } from './settings-service.js';
@@ -42,8 +43,10 @@ export interface AppDeps {
   chat2deskWebhooks: Chat2DeskWebhooks;
   pageAuth: PageAuth;
   appPage: AppPageService;
+  /** Who is asking on a dialog API: tab or app page token, and the scope it gives (src/dialogs/viewer.ts). */
+  dialogViewer: MiddlewareHandler<ViewerVariables>;
   /** Live updates of open tabs and the workspace (src/routes/live.ts). */
-  live: LiveRouteDeps;
+  live: Omit<LiveRouteDeps, 'viewer'>;
   /** CSP frame-ancestors of the app page (config FRAME_ANCESTORS); default the portal's own host. */
   frameAncestors?: string;
   databaseUp(): boolean;
@@ -71,7 +74,7 @@ export function createApp(deps: AppDeps): Hono {
   // Until the app page's token lands, the event log takes the same Bitrix24-bearer admin check as the settings.
   app.route('/', createEventLogRoute({ eventLog: deps.eventLog, admin: pageAdmin(deps) }));
   app.route('/', createChat2DeskWebhookRoute(deps));
-  app.route('/', createLiveRoute(deps.live));
+  app.route('/', createLiveRoute({ ...deps.live, viewer: deps.dialogViewer }));
   app.notFound((c) => c.json({ error: 'Not found' }, 404));
   app.onError((error, c) => {
     if (error instanceof HTTPException) return c.json({ error: error.message }, error.status);

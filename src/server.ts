@@ -253,8 +253,8 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
       return entry ? Number(entry[0]) : undefined;
     },
   };
-  const viewer = dialogViewer({ pageAuth, tabTokens, workspace: defaultWorkspaceScopes(operators), operators, portals, clock });
   const app = createApp({
+    dialogViewer: dialogViewer({ pageAuth, tabTokens, workspace: defaultWorkspaceScopes(operators), operators, portals, clock }),
     log,
     maxBodyBytes: config.maxBodyBytes,
     portals,
@@ -278,7 +278,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     eventLog: new EventLog({ store: new EventLogStore(database.db), robots, pipeline, defaultApiUrl: config.chat2desk.defaultApiUrl, clock }),
     background,
     chat2deskWebhooks,
-    live: { viewer, tabTokens, pageTokens, tickets: new LiveTickets(clock), hub: liveHub, portals, clock, timers: options.liveTimers ?? systemTimers },
+    live: { tabTokens, pageTokens, tickets: new LiveTickets(clock), hub: liveHub, portals, clock, timers: options.liveTimers ?? systemTimers },
     databaseUp: () => pingDatabase(database),
     workersRunning: () => pipeline.running,
   });
