@@ -176,6 +176,13 @@
       }
       return map;
     }
+    if (kind === 'ids') {
+      // Comma-separated Bitrix24 ids; anything else goes as typed, so the server names what is wrong.
+      return element.value
+        .split(/[\s,;]+/)
+        .filter(Boolean)
+        .map((item) => (/^\d+$/.test(item) ? Number(item) : item));
+    }
     if (kind === 'extra') {
       return $$('[data-extra-row]', element)
         .map((row) => ({ source: $('[data-extra=source]', row).value.trim(), field: $('[data-extra=field]', row).value.trim() }))

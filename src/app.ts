@@ -1,4 +1,4 @@
-import { type Context, Hono } from 'hono';
+import { type Context, Hono, type MiddlewareHandler } from 'hono';
 import type { BackgroundTasks } from './background.js';
 import { bodyLimit } from './body-limit.js';
 import { HTTPException } from 'hono/http-exception';
@@ -24,6 +24,9 @@ import type { PageAuth } from './pages/page-auth.js';
 import { createRobotRoute } from './routes/robot.js';
 import { createSettingsRoute } from './routes/settings.js';
 import type { SettingsService } from './settings-service.js';
+import type { ViewerVariables } from './dialogs/viewer.js';
+import type { WorkspaceDialogs } from './dialogs/workspace.js';
+import { createWorkspaceRoute } from './routes/workspace.js';
 
 export interface AppDeps {
   log: Logger;
@@ -41,6 +44,9 @@ export interface AppDeps {
   chat2deskWebhooks: Chat2DeskWebhooks;
   pageAuth: PageAuth;
   appPage: AppPageService;
+  /** Who is asking on the dialog APIs, and what they may see (src/dialogs/viewer.ts). */
+  dialogViewer: MiddlewareHandler<ViewerVariables>;
+  workspaceDialogs: WorkspaceDialogs;
   /** CSP frame-ancestors of the app page (config FRAME_ANCESTORS); default the portal's own host. */
   frameAncestors?: string;
   databaseUp(): boolean;
@@ -68,6 +74,7 @@ export function createApp(deps: AppDeps): Hono {
   // Until the app page's token lands, the event log takes the same Bitrix24-bearer admin check as the settings.
   app.route('/', createEventLogRoute({ eventLog: deps.eventLog, admin: pageAdmin(deps) }));
   app.route('/', createChat2DeskWebhookRoute(deps));
+  app.route('/', createWorkspaceRoute({ viewer: deps.dialogViewer, workspaceDialogs: deps.workspaceDialogs }));
   app.notFound((c) => c.json({ error: 'Not found' }, 404));
   app.onError((error, c) => {
     if (error instanceof HTTPException) return c.json({ error: error.message }, error.status);

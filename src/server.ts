@@ -52,6 +52,9 @@ import { DEFAULT_EVENT_LOG_RETENTION_DAYS } from './portal-settings.js';
 import { SettingsService } from './settings-service.js';
 import { EventLog } from './event-log.js';
 import { PortalLanguages } from './notifications/portal-language.js';
+import { TabTokens } from './dialogs/tab-token.js';
+import { dialogViewer } from './dialogs/viewer.js';
+import { mappedOperators, WORKSPACE_DEPARTMENTS_TTL_MS, WorkspaceAccess, WorkspaceDialogs } from './dialogs/workspace.js';
 
 /**
  * A finished run's own effects (src/db/effects.ts) matter only while it may still be retried; they
@@ -227,6 +230,10 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     clock,
     oauth,
   });
+  const pageAuth = new PageAuth({ portals, settings, tokens: new PageTokens(appSecret, clock), clock });
+  // The Chat workspace: who sees which dialogs (departments asked with the app's token, kept briefly).
+  const operatorsOfUsers = mappedOperators({ chat2desk, users });
+  const workspaceScopes = new WorkspaceAccess({ users: new BitrixUsers(rest, clock, { ttlMs: WORKSPACE_DEPARTMENTS_TTL_MS }), operators: operatorsOfUsers });
   const app = createApp({
     log,
     maxBodyBytes: config.maxBodyBytes,
@@ -245,7 +252,9 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
       log,
     }),
     settings,
-    pageAuth: new PageAuth({ portals, settings, tokens: new PageTokens(appSecret, clock), clock }),
+    pageAuth,
+    dialogViewer: dialogViewer({ pageAuth, tabTokens: new TabTokens(appSecret, clock), workspace: workspaceScopes, operators: operatorsOfUsers, portals, clock }),
+    workspaceDialogs: new WorkspaceDialogs({ chat2desk }),
     appPage: new AppPageService({ chat2desk, jobs, clock, webhooks: webhookStore, chat2deskWebhooks, registration, settings, robots: robots.all, log }),
     frameAncestors: config.frameAncestors,
     eventLog: new EventLog({ store: new EventLogStore(database.db), robots, pipeline, defaultApiUrl: config.chat2desk.defaultApiUrl, clock }),

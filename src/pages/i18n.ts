@@ -8,6 +8,44 @@ export function pageLanguage(lang: string | undefined): PageLanguage {
   return 'en';
 }
 
+/** The Chat workspace's settings in General (README "The Chat workspace"). */
+const workspaceWords = {
+  en: {
+    workspaceHeading: 'Chat workspace',
+    openLinksIn: 'Open dialog links in',
+    openLinksInChat2desk: 'Chat2Desk',
+    openLinksInApp: 'This app in Bitrix24',
+    openLinksInHint: 'Where the links in notifications of new messages open the dialog.',
+    workspaceUsers: 'Users who see all dialogs',
+    workspaceUsersHint: 'Bitrix24 user ids, separated by commas. Administrators always see all dialogs; everybody else sees only the dialogs of their own Chat2Desk operator.',
+    workspaceDepartments: 'Departments whose members see all dialogs',
+    workspaceDepartmentsHint: 'Bitrix24 department ids, separated by commas.',
+  },
+  ru: {
+    workspaceHeading: 'Рабочее место чата',
+    openLinksIn: 'Открывать ссылки на диалоги в',
+    openLinksInChat2desk: 'Chat2Desk',
+    openLinksInApp: 'Этом приложении в Битрикс24',
+    openLinksInHint: 'Где ссылки в уведомлениях о новых сообщениях открывают диалог.',
+    workspaceUsers: 'Пользователи, которые видят все диалоги',
+    workspaceUsersHint: 'ID пользователей Битрикс24 через запятую. Администраторы всегда видят все диалоги; остальные — только диалоги своего оператора Chat2Desk.',
+    workspaceDepartments: 'Отделы, сотрудники которых видят все диалоги',
+    workspaceDepartmentsHint: 'ID отделов Битрикс24 через запятую.',
+  },
+  es: {
+    workspaceHeading: 'Espacio de chat',
+    openLinksIn: 'Abrir diálogos por el enlace en',
+    openLinksInChat2desk: 'Chat2Desk',
+    openLinksInApp: 'Esta aplicación en Bitrix24',
+    openLinksInHint: 'Dónde abren el diálogo los enlaces de las notificaciones de mensajes nuevos.',
+    workspaceUsers: 'Usuarios que ven todos los diálogos',
+    workspaceUsersHint:
+      'IDs de usuarios de Bitrix24 separados por comas. Los administradores siempre ven todos los diálogos; los demás solo los de su propio operador de Chat2Desk.',
+    workspaceDepartments: 'Departamentos cuyos miembros ven todos los diálogos',
+    workspaceDepartmentsHint: 'IDs de departamentos de Bitrix24 separados por comas.',
+  },
+};
+
 const en = {
   title: 'Chat2Desk for Bitrix24',
   installed: 'The app is installed. Connect Chat2Desk below to finish setting it up.',
@@ -138,6 +176,7 @@ const en = {
   k_app: 'App',
   k_automation: 'CRM automation',
   renewFailed: 'The page could not confirm who you are with Bitrix24. Reload the app.',
+  ...workspaceWords.en,
 };
 
 export type PageWords = typeof en;
@@ -272,6 +311,7 @@ const ru: PageWords = {
   k_app: 'Приложение',
   k_automation: 'Автоматизация CRM',
   renewFailed: 'Страница не смогла подтвердить в Битрикс24, кто вы. Откройте приложение заново.',
+  ...workspaceWords.ru,
 };
 
 const es: PageWords = {
@@ -404,6 +444,7 @@ const es: PageWords = {
   k_app: 'Aplicación',
   k_automation: 'Automatización CRM',
   renewFailed: 'La página no pudo confirmar con Bitrix24 quién es usted. Vuelva a abrir la aplicación.',
+  ...workspaceWords.es,
 };
 
 export const PAGE_WORDS: Record<PageLanguage, PageWords> = { en, ru, es };
