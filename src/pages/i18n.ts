@@ -19,7 +19,9 @@ const workspaceWords = {
     workspaceUsers: 'Users who see all dialogs',
     workspaceUsersHint: 'Bitrix24 user ids, separated by commas. Administrators always see all dialogs; everybody else sees only the dialogs of their own Chat2Desk operator.',
     workspaceDepartments: 'Departments whose members see all dialogs',
-    workspaceDepartmentsHint: 'Bitrix24 department ids, separated by commas.',
+    workspaceDepartmentsHint: 'Bitrix24 department ids, separated by commas. Members of the department itself count, not of its subdepartments.',
+    chooseUsers: 'Choose users…',
+    chooseDepartments: 'Choose departments…',
   },
   ru: {
     workspaceHeading: 'Рабочее место чата',
@@ -30,7 +32,9 @@ const workspaceWords = {
     workspaceUsers: 'Пользователи, которые видят все диалоги',
     workspaceUsersHint: 'ID пользователей Битрикс24 через запятую. Администраторы всегда видят все диалоги; остальные — только диалоги своего оператора Chat2Desk.',
     workspaceDepartments: 'Отделы, сотрудники которых видят все диалоги',
-    workspaceDepartmentsHint: 'ID отделов Битрикс24 через запятую.',
+    workspaceDepartmentsHint: 'ID отделов Битрикс24 через запятую. Учитываются сотрудники самого отдела, без подотделов.',
+    chooseUsers: 'Выбрать пользователей…',
+    chooseDepartments: 'Выбрать отделы…',
   },
   es: {
     workspaceHeading: 'Espacio de chat',
@@ -42,7 +46,9 @@ const workspaceWords = {
     workspaceUsersHint:
       'IDs de usuarios de Bitrix24 separados por comas. Los administradores siempre ven todos los diálogos; los demás solo los de su propio operador de Chat2Desk.',
     workspaceDepartments: 'Departamentos cuyos miembros ven todos los diálogos',
-    workspaceDepartmentsHint: 'IDs de departamentos de Bitrix24 separados por comas.',
+    workspaceDepartmentsHint: 'IDs de departamentos de Bitrix24 separados por comas. Cuentan los miembros del propio departamento, no de sus subdepartamentos.',
+    chooseUsers: 'Elegir usuarios…',
+    chooseDepartments: 'Elegir departamentos…',
   },
 };
 
@@ -89,7 +95,7 @@ const en = {
   episodesEnabled: 'Create CRM records when a Chat2Desk dialog closes',
   transcript: 'Add the dialog’s messages to the timeline comment',
   notifyIncoming: 'Notify the operator’s Bitrix24 user of new client messages',
-  notifyIncomingHint: 'One notification per dialog for a burst of messages, with a link to the dialog in Chat2Desk. Needs the app’s im permission.',
+  notifyIncomingHint: 'One notification per dialog for a burst of messages, with a link to the dialog (see “Open dialog links in” below). Needs the app’s im permission.',
   imMissing: 'The app lacks the im permission, so these notifications cannot be sent: see Permissions below.',
   responsibleSync: 'When a dialog is transferred in Chat2Desk, the new operator becomes responsible for the client’s CRM record',
   responsibleSyncHint: 'Only operators mapped to a Bitrix24 user (Operators below) take over a record.',
@@ -224,7 +230,7 @@ const ru: PageWords = {
   episodesEnabled: 'Создавать записи CRM при закрытии диалога в Chat2Desk',
   transcript: 'Добавлять сообщения диалога в комментарий',
   notifyIncoming: 'Уведомлять пользователя Битрикс24, сопоставленного оператору, о новых сообщениях клиента',
-  notifyIncomingHint: 'Одно уведомление на диалог за серию сообщений, со ссылкой на диалог в Chat2Desk. Нужно разрешение приложения im.',
+  notifyIncomingHint: 'Одно уведомление на диалог за серию сообщений, со ссылкой на диалог (см. «Открывать ссылки на диалоги в» ниже). Нужно разрешение приложения im.',
   imMissing: 'У приложения нет разрешения im, поэтому уведомления не отправить: см. раздел «Разрешения» ниже.',
   responsibleSync: 'При передаче диалога в Chat2Desk ответственным за запись CRM клиента становится новый оператор',
   responsibleSyncHint: 'Только операторы, сопоставленные пользователю Битрикс24 (раздел «Операторы»).',
@@ -357,7 +363,8 @@ const es: PageWords = {
   episodesEnabled: 'Crear registros CRM al cerrarse un diálogo en Chat2Desk',
   transcript: 'Añadir los mensajes del diálogo al comentario',
   notifyIncoming: 'Notificar al usuario de Bitrix24 del operador los nuevos mensajes del cliente',
-  notifyIncomingHint: 'Una notificación por diálogo para una serie de mensajes, con un enlace al diálogo en Chat2Desk. Requiere el permiso im de la aplicación.',
+  notifyIncomingHint:
+    'Una notificación por diálogo para una serie de mensajes, con un enlace al diálogo (vea «Abrir diálogos por el enlace en» abajo). Requiere el permiso im de la aplicación.',
   imMissing: 'La aplicación no tiene el permiso im, así que estas notificaciones no se pueden enviar: vea Permisos más abajo.',
   responsibleSync: 'Al transferir un diálogo en Chat2Desk, el nuevo operador pasa a ser el responsable del registro CRM del cliente',
   responsibleSyncHint: 'Solo los operadores asignados a un usuario de Bitrix24 (Operadores, más abajo).',
