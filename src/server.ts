@@ -231,10 +231,13 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     oauth,
   });
   const pageAuth = new PageAuth({ portals, settings, tokens: new PageTokens(appSecret, clock), clock });
+  const tabTokens = new TabTokens(appSecret, clock);
   // The Chat workspace: who sees which dialogs (departments asked with the app's token, kept briefly).
   const operatorsOfUsers = mappedOperators({ chat2desk, users });
   const workspaceScopes = new WorkspaceAccess({ users: new BitrixUsers(rest, clock, { ttlMs: WORKSPACE_DEPARTMENTS_TTL_MS }), operators: operatorsOfUsers });
   const app = createApp({
+    dialogViewer: dialogViewer({ pageAuth, tabTokens, workspace: workspaceScopes, operators: operatorsOfUsers, portals, clock }),
+    workspaceDialogs: new WorkspaceDialogs({ chat2desk }),
     log,
     maxBodyBytes: config.maxBodyBytes,
     portals,
@@ -253,8 +256,6 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     }),
     settings,
     pageAuth,
-    dialogViewer: dialogViewer({ pageAuth, tabTokens: new TabTokens(appSecret, clock), workspace: workspaceScopes, operators: operatorsOfUsers, portals, clock }),
-    workspaceDialogs: new WorkspaceDialogs({ chat2desk }),
     appPage: new AppPageService({ chat2desk, jobs, clock, webhooks: webhookStore, chat2deskWebhooks, registration, settings, robots: robots.all, log }),
     frameAncestors: config.frameAncestors,
     eventLog: new EventLog({ store: new EventLogStore(database.db), robots, pipeline, defaultApiUrl: config.chat2desk.defaultApiUrl, clock }),

@@ -187,6 +187,18 @@ describe('the Chat workspace', () => {
     expect((await list(listedPage.token, { view: 'all' })).status).toBe(403);
   });
 
+  it('when the portal cannot say who is in a listed department, the user is told so (502) rather than shown more or less; the next request asks again', async () => {
+    await setUp();
+    const member = stack.b24.seedUser({ departments: [7] });
+    expect((await putSettings(stack, { workspaceDepartments: [7] })).status).toBe(200);
+    const { token } = await openApp(member);
+    stack.b24.failNext('user.get', { status: 403, error: 'ACCESS_DENIED', error_description: 'Access denied' });
+    const failed = await list(token, { view: 'all' });
+    expect(failed.status).toBe(502);
+    expect(failed.body.error).toMatch(/^Bitrix24 could not be asked for your departments: .*try again$/);
+    expect((await list(token, { view: 'all' })).status).toBe(200);
+  });
+
   it('searches by phone (any common spelling) and by name, with % and _ in a name matching only themselves', async () => {
     const seeded = await setUp();
     const { token } = await openApp(1);
