@@ -33,6 +33,7 @@ describe('the Chat workspace', () => {
     percentLookalike: number;
     underscore: number;
     underscoreLookalike: number;
+    cyrillic: number;
   }
 
   /** A dialog of a client who wrote (so Chat2Desk's dialog names its client), assigned to `operatorId`. */
@@ -58,6 +59,7 @@ describe('the Chat workspace', () => {
       percentLookalike: dialogOf('79161110005', 'Sale 1000 off', null),
       underscore: dialogOf('79161110006', 'a_b', null),
       underscoreLookalike: dialogOf('79161110007', 'axb', null),
+      cyrillic: dialogOf('79161110008', 'Анна Смирнова', null),
     };
     await installAndConfigure(stack, settings);
     return seeded;
@@ -102,7 +104,7 @@ describe('the Chat workspace', () => {
     const { token } = await openApp(1);
     const all = await list(token, { view: 'all' });
     expect(all.status).toBe(200);
-    const every = [seeded.anna, seeded.boris, seeded.clara, seeded.percent, seeded.percentLookalike, seeded.underscore, seeded.underscoreLookalike];
+    const every = Object.values(seeded);
     expect(ids(all)).toEqual([...every].sort((a, b) => b - a));
     expect(all.body).toMatchObject({ more: false, view: 'all' });
     const anna = all.body.dialogs.find((dialog) => dialog.id === seeded.anna)!;
@@ -199,7 +201,7 @@ describe('the Chat workspace', () => {
     expect((await list(token, { view: 'all' })).status).toBe(200);
   });
 
-  it('searches by phone (any common spelling) and by name, with % and _ in a name matching only themselves', async () => {
+  it('searches by phone (any common spelling) and by name in any case, with % and _ in a name matching only themselves', async () => {
     const seeded = await setUp();
     const { token } = await openApp(1);
     for (const q of ['79161110002', '+7 (916) 111-00-02', '+7 916 111 00 02']) {
@@ -208,6 +210,8 @@ describe('the Chat workspace', () => {
       expect(ids(found)).toEqual([seeded.boris]);
     }
     expect(ids(await list(token, { view: 'all', q: 'Petrova' }))).toEqual([seeded.anna]);
+    expect(ids(await list(token, { view: 'all', q: 'petROVA' }))).toEqual([seeded.anna]);
+    expect(ids(await list(token, { view: 'all', q: 'анна' }))).toEqual([seeded.cyrillic]);
     expect(ids(await list(token, { view: 'all', q: '100%' }))).toEqual([seeded.percent]);
     expect(ids(await list(token, { view: 'all', q: 'a_b' }))).toEqual([seeded.underscore]);
     expect(ids(await list(token, { view: 'all', q: '%' }))).toEqual([seeded.percent]);
@@ -235,9 +239,9 @@ describe('the Chat workspace', () => {
     expect(first.body.dialogs).toHaveLength(50);
     expect(first.body.more).toBe(true);
     const second = await list(token, { view: 'all', offset: '50' });
-    expect(second.body.dialogs).toHaveLength(53 + 7 - 50);
+    expect(second.body.dialogs).toHaveLength(53 + 8 - 50);
     expect(second.body.more).toBe(false);
-    expect(new Set([...ids(first), ...ids(second)]).size).toBe(60);
+    expect(new Set([...ids(first), ...ids(second)]).size).toBe(61);
   });
 
   it('refuses bad queries and a CRM tab’s token with a clear message', async () => {

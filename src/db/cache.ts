@@ -56,6 +56,8 @@ export class CacheStore {
   readonly #q;
 
   constructor(private readonly db: Db) {
+    // SQLite's LIKE and lower() fold ASCII letters only; names are often Cyrillic ("анна" finds "Анна").
+    db.$client.function('c2d_fold', { deterministic: true }, (value: unknown) => (typeof value === 'string' ? value.toLowerCase() : value));
     const p = (name: string) => sql.placeholder(name);
     this.#q = {
       validFrom: db
@@ -199,8 +201,8 @@ export class CacheStore {
 
   /**
    * Clients whose name or assigned name contains `text`, fetched after `freshAfter`, at most `limit`,
-   * newest first. `%`, `_` and the backslash in the text match themselves: LIKE's wildcards are escaped.
-   * SQLite's LIKE folds case for ASCII letters only.
+   * newest first, whatever the letters' case (any alphabet). `%`, `_` and the backslash in the text
+   * match themselves: LIKE's wildcards are escaped.
    */
   async clientsByName(accountKey: string, text: string, freshAfter: number, limit: number): Promise<CachedClient[]> {
     const pattern = `%${text.replace(/[\\%_]/g, (char) => `\\${char}`)}%`;
@@ -211,7 +213,7 @@ export class CacheStore {
         and(
           eq(c2dClients.accountKey, accountKey),
           gte(c2dClients.fetchedAt, freshAfter),
-          or(sql`${c2dClients.name} like ${pattern} escape '\\'`, sql`${c2dClients.assignedName} like ${pattern} escape '\\'`),
+          or(sql`c2d_fold(${c2dClients.name}) like c2d_fold(${pattern}) escape '\\'`, sql`c2d_fold(${c2dClients.assignedName}) like c2d_fold(${pattern}) escape '\\'`),
         ),
       )
       .orderBy(desc(c2dClients.id))
