@@ -176,6 +176,13 @@
       }
       return map;
     }
+    if (kind === 'ids') {
+      // Comma-separated Bitrix24 ids; anything else goes as typed, so the server names what is wrong.
+      return element.value
+        .split(/[\s,;]+/)
+        .filter(Boolean)
+        .map((item) => (/^\d+$/.test(item) ? Number(item) : item));
+    }
     if (kind === 'extra') {
       return $$('[data-extra-row]', element)
         .map((row) => ({ source: $('[data-extra=source]', row).value.trim(), field: $('[data-extra=field]', row).value.trim() }))
@@ -417,6 +424,7 @@
           fit();
         }
       });
+    for (const button of $$('[data-choose]')) button.addEventListener('click', () => choose(button));
     const notify = $('#notify-incoming');
     const imMissing = $('#im-missing');
     if (notify && imMissing)
@@ -432,6 +440,30 @@
       });
     const older = $('#event-older');
     if (older) older.addEventListener('click', () => loadEvents(true));
+  }
+
+  // The portal's own pickers (docs/protocols.md B13; pages-and-modes §3.3): what is picked joins the ids already typed.
+  async function choose(button) {
+    const input = $(`#${button.getAttribute('aria-controls')}`);
+    const result = $('#save-result');
+    if (!b24 || !input) return;
+    let picked;
+    try {
+      if (button.dataset.choose === 'users') {
+        const users = await b24.dialog.selectUsers();
+        picked = (Array.isArray(users) ? users : []).map((user) => String(user && user.id));
+      } else {
+        const access = await b24.dialog.selectAccess();
+        // D<id> is a department, DR<id> the same with its subdepartments; other kinds of access are not departments.
+        picked = (Array.isArray(access) ? access : []).map((item) => (/^DR?(\d+)$/.exec(String(item && item.id)) || [])[1]);
+      }
+    } catch (error) {
+      return say(result, `${t.loadFailed} ${error.message}`, 'error');
+    }
+    const ids = input.value.split(/[\s,;]+/).filter(Boolean);
+    for (const id of picked) if (/^\d+$/.test(id || '') && !ids.includes(id)) ids.push(id);
+    input.value = ids.join(', ');
+    input.focus();
   }
 
   async function start() {

@@ -26,6 +26,8 @@ import type { ViewerVariables } from './dialogs/viewer.js';
 import { createRobotRoute } from './routes/robot.js';
 import { createSettingsRoute } from './routes/settings.js';
 import type { SettingsService } from './settings-service.js';
+import type { WorkspaceDialogs } from './dialogs/workspace.js';
+import { createWorkspaceRoute } from './routes/workspace.js';
 
 export interface AppDeps {
   log: Logger;
@@ -43,8 +45,9 @@ export interface AppDeps {
   chat2deskWebhooks: Chat2DeskWebhooks;
   pageAuth: PageAuth;
   appPage: AppPageService;
-  /** Who is asking on a dialog API: tab or app page token, and the scope it gives (src/dialogs/viewer.ts). */
+  /** Who is asking on the dialog APIs, and what they may see (src/dialogs/viewer.ts). */
   dialogViewer: MiddlewareHandler<ViewerVariables>;
+  workspaceDialogs: WorkspaceDialogs;
   /** Live updates of open tabs and the workspace (src/routes/live.ts). */
   live: Omit<LiveRouteDeps, 'viewer'>;
   /** CSP frame-ancestors of the app page (config FRAME_ANCESTORS); default the portal's own host. */
@@ -75,6 +78,7 @@ export function createApp(deps: AppDeps): Hono {
   app.route('/', createEventLogRoute({ eventLog: deps.eventLog, admin: pageAdmin(deps) }));
   app.route('/', createChat2DeskWebhookRoute(deps));
   app.route('/', createLiveRoute({ ...deps.live, viewer: deps.dialogViewer }));
+  app.route('/', createWorkspaceRoute({ viewer: deps.dialogViewer, workspaceDialogs: deps.workspaceDialogs }));
   app.notFound((c) => c.json({ error: 'Not found' }, 404));
   app.onError((error, c) => {
     if (error instanceof HTTPException) return c.json({ error: error.message }, error.status);

@@ -43,7 +43,19 @@ export interface PortalSettings {
   notifyIncoming: boolean;
   /** A transferred dialog's CRM record gets the new operator's Bitrix24 user as responsible (src/jobs/kinds/sync-responsible.ts). */
   responsibleSync: boolean;
+  /** Bitrix24 users who see every dialog in the Chat workspace, as admins do (src/dialogs/workspace.ts). */
+  workspaceUsers: number[];
+  /** Bitrix24 departments whose members see every dialog in the Chat workspace. */
+  workspaceDepartments: number[];
+  /** Where dialog links we write into the portal (notifications) open: Chat2Desk's web app, or our app page. */
+  openLinksIn: OpenLinksIn;
 }
+
+export type OpenLinksIn = 'chat2desk' | 'app';
+export const OPEN_LINKS_IN: readonly OpenLinksIn[] = ['chat2desk', 'app'];
+/** Bounds of the workspace lists: a portal lists a few people and teams, never its whole staff one by one. */
+export const WORKSPACE_USERS_MAX = 500;
+export const WORKSPACE_DEPARTMENTS_MAX = 100;
 
 export type EpisodeEntity = 'lead' | 'contact' | 'contact_deal';
 export type MatchKind = 'deal' | 'contact' | 'company' | 'lead';
@@ -154,10 +166,26 @@ export function settingsUpdateSchema(allowedApiUrls: readonly string[]) {
     ...episodeSettingsEntries,
     notifyIncoming: v.optional(v.boolean('notifyIncoming must be true or false')),
     responsibleSync: v.optional(v.boolean('responsibleSync must be true or false')),
+    ...workspaceSettingsEntries,
   });
 }
 
 const positiveId = (name: string) => v.pipe(v.number(`${name} must be a number`), v.integer(`${name} must be a whole number`), v.minValue(1, `${name} must be positive`));
+
+/** A list of Bitrix24 ids, duplicates dropped, at most `max`. */
+const idList = (name: string, what: string, max: number) =>
+  v.pipe(
+    v.array(positiveId(`${name} items`), `${name} must be a list of Bitrix24 ${what} ids`),
+    v.maxLength(max, `${name} has more than ${max} entries`),
+    v.transform((ids) => [...new Set(ids)]),
+  );
+
+/** Who sees every dialog in the Chat workspace, and where dialog links open (README "The Chat workspace"). */
+const workspaceSettingsEntries = {
+  workspaceUsers: v.optional(idList('workspaceUsers', 'user', WORKSPACE_USERS_MAX)),
+  workspaceDepartments: v.optional(idList('workspaceDepartments', 'department', WORKSPACE_DEPARTMENTS_MAX)),
+  openLinksIn: v.optional(v.picklist(OPEN_LINKS_IN, `openLinksIn must be one of: ${OPEN_LINKS_IN.join(', ')}`)),
+};
 
 /** The closed-episode settings (docs: README "Closed dialogs → CRM records"). */
 const episodeSettingsEntries = {
@@ -232,6 +260,18 @@ export function readSettings(stored: StoredSettings, defaultApiUrl: string): Por
     // Both off unless the admin turns them on (README "Triggers, notifications, responsible sync").
     notifyIncoming: stored.notifyIncoming === true,
     responsibleSync: stored.responsibleSync === true,
+    ...readWorkspaceSettings(stored),
+  };
+}
+
+/** The workspace settings alone (src/dialogs/workspace.ts reads them on every request without the rest). */
+export function readWorkspaceSettings(stored: StoredSettings): Pick<PortalSettings, 'workspaceUsers' | 'workspaceDepartments' | 'openLinksIn'> {
+  const ids = (value: unknown) => (Array.isArray(value) ? value.filter((id): id is number => Number.isInteger(id) && id > 0) : []);
+  return {
+    workspaceUsers: ids(stored.workspaceUsers),
+    workspaceDepartments: ids(stored.workspaceDepartments),
+    // Chat2Desk unless the admin chose the app: links written before the setting existed keep opening there.
+    openLinksIn: stored.openLinksIn === 'app' ? 'app' : 'chat2desk',
   };
 }
 

@@ -53,8 +53,8 @@ import { SettingsService } from './settings-service.js';
 import { EventLog } from './event-log.js';
 import { PortalLanguages } from './notifications/portal-language.js';
 import { TabTokens } from './dialogs/tab-token.js';
-import { defaultWorkspaceScopes, dialogViewer, type OperatorOfUser } from './dialogs/viewer.js';
-import { readSettings } from './portal-settings.js';
+import { dialogViewer } from './dialogs/viewer.js';
+import { mappedOperators, WORKSPACE_DEPARTMENTS_TTL_MS, WorkspaceAccess, WorkspaceDialogs } from './dialogs/workspace.js';
 import { LiveHub } from './live/hub.js';
 import { type LiveTimers, systemTimers } from './live/stream.js';
 import { LiveTickets } from './live/tickets.js';
@@ -246,15 +246,12 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
   const pageTokens = new PageTokens(appSecret, clock);
   const pageAuth = new PageAuth({ portals, settings, tokens: pageTokens, clock });
   const tabTokens = new TabTokens(appSecret, clock);
-  // Until the CRM tab's operator lookup (operatorMap, then e-mail) lands: the operatorMap alone.
-  const operators: OperatorOfUser = {
-    operatorOf: async (portal, userId) => {
-      const entry = Object.entries(readSettings(portal.settings, config.chat2desk.defaultApiUrl).operatorMap).find(([, user]) => user === userId);
-      return entry ? Number(entry[0]) : undefined;
-    },
-  };
+  // The Chat workspace: who sees which dialogs (departments asked with the app's token, kept briefly).
+  const operatorsOfUsers = mappedOperators({ chat2desk, users });
+  const workspaceScopes = new WorkspaceAccess({ users: new BitrixUsers(rest, clock, { ttlMs: WORKSPACE_DEPARTMENTS_TTL_MS }), operators: operatorsOfUsers });
   const app = createApp({
-    dialogViewer: dialogViewer({ pageAuth, tabTokens, workspace: defaultWorkspaceScopes(operators), operators, portals, clock }),
+    dialogViewer: dialogViewer({ pageAuth, tabTokens, workspace: workspaceScopes, operators: operatorsOfUsers, portals, clock }),
+    workspaceDialogs: new WorkspaceDialogs({ chat2desk }),
     log,
     maxBodyBytes: config.maxBodyBytes,
     portals,

@@ -202,6 +202,9 @@ export class SettingsService {
       ...nextEpisodeSettings(current, change, this.deps.clock.now()),
       notifyIncoming: change.notifyIncoming ?? current.notifyIncoming,
       responsibleSync: change.responsibleSync ?? current.responsibleSync,
+      workspaceUsers: change.workspaceUsers ?? current.workspaceUsers,
+      workspaceDepartments: change.workspaceDepartments ?? current.workspaceDepartments,
+      openLinksIn: change.openLinksIn ?? current.openLinksIn,
     };
     const token = change.chat2deskApiToken ?? (await this.deps.portals.chat2deskToken(portal.memberId));
     const needsCheck = change.chat2deskApiToken !== undefined || next.chat2deskApiUrl !== current.chat2deskApiUrl || change.defaultChannelId != null;
@@ -276,6 +279,9 @@ type EpisodeSettings = Omit<
   | 'eventLogRetentionDays'
   | 'notifyIncoming'
   | 'responsibleSync'
+  | 'workspaceUsers'
+  | 'workspaceDepartments'
+  | 'openLinksIn'
 >;
 
 /**

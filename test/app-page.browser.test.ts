@@ -146,7 +146,17 @@ describe('the app page inside a Bitrix24 parent frame', () => {
     // A portal that granted the app no `im`: harmless until notifications are turned on.
     await installedStack({ b24: { scope: 'crm,bizproc,placement,user' } });
     stack!.b24.triggers.delete('c2d_not_delivered');
-    const parent = await open();
+    // The portal's pickers answer with these (SelectedUser[], SelectedAccess[]: D/DR are departments, U a user).
+    const parent = await open({
+      picks: {
+        users: [{ id: '3', name: 'Picked' }],
+        access: [
+          { id: 'DR7', name: 'Sales' },
+          { id: 'U5', name: 'Someone' },
+          { id: 'D9', name: 'Support' },
+        ],
+      },
+    });
     const { app } = parent;
     expect(await app.locator('#scopes-ok').isVisible()).toBe(true);
     const triggerState = (code: string) => app.locator(`#trigger-list [data-trigger="${code}"]`).getAttribute('data-registered');
@@ -169,14 +179,35 @@ describe('the app page inside a Bitrix24 parent frame', () => {
     await app.locator('#section-general').screenshot({ path: `${ARTIFACTS}/app-page-general-im-missing.png` });
     await app.locator('#responsible-sync').check();
     await app.locator('#retention-days').fill('90');
+    // The Chat workspace's settings: a mistyped id is refused by the server in words naming the field.
+    expect(await app.locator('#open-links-in').inputValue()).toBe('chat2desk');
+    await app.locator('#open-links-in').selectOption('app');
+    await app.locator('#workspace-users').fill('4, x');
+    await app.locator('#save').click();
+    await expect.poll(() => app.locator('#save-result').textContent()).toContain('workspaceUsers items must be a number');
+    await app.locator('#workspace-users').fill('4');
+    await app.locator('[data-choose="users"]').click();
+    await expect.poll(() => app.locator('#workspace-users').inputValue()).toBe('4, 3');
+    await app.locator('[data-choose="departments"]').click();
+    await expect.poll(() => app.locator('#workspace-departments').inputValue()).toBe('7, 9');
     await app.locator('#save').click();
     await expect.poll(() => app.locator('#save-result').textContent()).toBe('Settings saved.');
-    expect((await stack!.server.portals.get(stack!.b24.memberId))?.settings).toMatchObject({ notifyIncoming: true, responsibleSync: true, eventLogRetentionDays: 90 });
+    expect((await stack!.server.portals.get(stack!.b24.memberId))?.settings).toMatchObject({
+      notifyIncoming: true,
+      responsibleSync: true,
+      eventLogRetentionDays: 90,
+      openLinksIn: 'app',
+      workspaceUsers: [4, 3],
+      workspaceDepartments: [7, 9],
+    });
 
     await parent.reopen();
     expect(await app.locator('#notify-incoming').isChecked()).toBe(true);
     expect(await app.locator('#responsible-sync').isChecked()).toBe(true);
     expect(await app.locator('#retention-days').inputValue()).toBe('90');
+    expect(await app.locator('#open-links-in').inputValue()).toBe('app');
+    expect(await app.locator('#workspace-users').inputValue()).toBe('4, 3');
+    expect(await app.locator('#workspace-departments').inputValue()).toBe('7, 9');
     expect(await app.locator('#missing-scopes li').evaluateAll((items) => items.map((item) => (item as HTMLElement).dataset.scope))).toEqual(['im']);
     await shot(parent, 'general-reopened');
   });

@@ -8,6 +8,8 @@ export interface BitrixUser {
   NAME?: string | null;
   LAST_NAME?: string | null;
   ACTIVE?: boolean | string;
+  /** The user's department ids (numbers; some portals send strings). */
+  UF_DEPARTMENT?: Array<number | string> | null;
 }
 
 export interface BitrixUsersOptions {

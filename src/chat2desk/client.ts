@@ -248,6 +248,18 @@ export class Chat2DeskApi {
     return data ?? [];
   }
 
+  /**
+   * One page of the account's dialogs, newest first, optionally of one operator or in one state
+   * (GET /dialogs filters, docs/protocols.md C4; `limit` always sent, at most 200, C1): the Chat workspace's lists.
+   */
+  async dialogsList(filter: { operatorId?: number; state?: 'open' | 'closed'; offset: number; limit: number }): Promise<{ items: Chat2DeskDialog[]; total: number | undefined }> {
+    const { data, meta } = await this.#request<Chat2DeskDialog[]>('GET', '/dialogs', {
+      query: { operator_id: filter.operatorId, state: filter.state, order: 'desc', limit: Math.min(filter.limit, PAGE_LIMIT), offset: filter.offset },
+      retry: true,
+    });
+    return { items: data ?? [], total: meta?.total };
+  }
+
   clientDialogs(clientId: number): Promise<Chat2DeskDialog[]> {
     return this.#all<Chat2DeskDialog>(`/clients/${clientId}/dialogs`, {});
   }

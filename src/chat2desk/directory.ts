@@ -61,6 +61,27 @@ export class DialogDirectory {
     return [...dialogs].sort(latestFirst);
   }
 
+  /**
+   * Clients the cache knows whose name contains `text` (the Chat workspace's search: Chat2Desk has no
+   * name filter, docs/protocols.md C3). Rows past the TTL still count, only a reconciliation voids
+   * them: a search is a way in, and the dialogs it leads to are read fresh.
+   */
+  async clientsByName(text: string, limit: number): Promise<CachedClient[]> {
+    return this.store.clientsByName(this.accountKey, text, await this.store.validFrom(this.accountKey), limit);
+  }
+
+  /** One page of the account's dialogs, newest first (the Chat workspace's lists); those naming their client are cached. */
+  async dialogsPage(filter: { operatorId?: number; state?: 'open' | 'closed'; offset: number; limit: number }): Promise<{ dialogs: CachedDialog[]; total: number | undefined }> {
+    return this.#fetch(
+      async () => {
+        const page = await this.api.dialogsList(filter);
+        return { dialogs: page.items.map((dialog) => toDialog(dialog)), total: page.total };
+      },
+      // A dialog without a last message does not name its client: not stored over a row that knows it.
+      ({ dialogs }) => ({ dialogs: dialogs.filter((dialog) => dialog.clientId !== null) }),
+    );
+  }
+
   async dialog(id: number): Promise<CachedDialog> {
     const cached = await this.store.dialog(this.accountKey, id, await this.#freshAfter());
     if (cached) return cached;

@@ -1,4 +1,4 @@
-import { and, asc, eq, gte, inArray, like, lt, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, gte, inArray, like, lt, or, sql } from 'drizzle-orm';
 import type { Db } from './database.js';
 import { c2dAccounts, c2dClientDialogs, c2dClients, c2dDialogs, c2dLists, c2dPhoneLookups, webhookDeliveries } from './schema.js';
 
@@ -56,6 +56,8 @@ export class CacheStore {
   readonly #q;
 
   constructor(private readonly db: Db) {
+    // SQLite's LIKE and lower() fold ASCII letters only; names are often Cyrillic ("анна" finds "Анна").
+    db.$client.function('c2d_fold', { deterministic: true }, (value: unknown) => (typeof value === 'string' ? value.toLowerCase() : value));
     const p = (name: string) => sql.placeholder(name);
     this.#q = {
       validFrom: db
@@ -195,6 +197,29 @@ export class CacheStore {
   async client(accountKey: string, id: number, freshAfter: number): Promise<CachedClient | undefined> {
     const row = this.#q.client.get({ account: accountKey, id, freshAfter });
     return row ? { id: row.id, phone: row.phone, clientPhone: row.clientPhone, name: row.name, assignedName: row.assignedName, tags: JSON.parse(row.tags) } : undefined;
+  }
+
+  /**
+   * Clients whose name or assigned name contains `text`, fetched after `freshAfter`, at most `limit`,
+   * newest first, whatever the letters' case (any alphabet). `%`, `_` and the backslash in the text
+   * match themselves: LIKE's wildcards are escaped.
+   */
+  async clientsByName(accountKey: string, text: string, freshAfter: number, limit: number): Promise<CachedClient[]> {
+    const pattern = `%${text.replace(/[\\%_]/g, (char) => `\\${char}`)}%`;
+    const rows = this.db
+      .select()
+      .from(c2dClients)
+      .where(
+        and(
+          eq(c2dClients.accountKey, accountKey),
+          gte(c2dClients.fetchedAt, freshAfter),
+          or(sql`c2d_fold(${c2dClients.name}) like c2d_fold(${pattern}) escape '\\'`, sql`c2d_fold(${c2dClients.assignedName}) like c2d_fold(${pattern}) escape '\\'`),
+        ),
+      )
+      .orderBy(desc(c2dClients.id))
+      .limit(limit)
+      .all();
+    return rows.map((row) => ({ id: row.id, phone: row.phone, clientPhone: row.clientPhone, name: row.name, assignedName: row.assignedName, tags: JSON.parse(row.tags) }));
   }
 
   async phoneLookup(accountKey: string, phone: string, freshAfter: number): Promise<number[] | undefined> {

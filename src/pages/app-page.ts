@@ -127,6 +127,8 @@ export interface AppPageModel {
   /** The portal did not grant `im`: turning notifications on says so beside the switch, before saving. */
   imMissing: boolean;
   transports: readonly string[];
+  /** The dialog a link asked the page to open (PLACEMENT_OPTIONS `dialog`, docs/protocols.md B19); the Chat section opens it. */
+  openDialogId?: number;
   /** JSON for the page's script, with `<` escaped so it cannot close the script element. */
   pageData: string;
   assets: Record<string, string>;
@@ -197,7 +199,10 @@ export class AppPageService {
     await this.deps.registration.register(portal);
   }
 
-  async model(session: PageSession, page: { lang: PageLanguage; install: boolean; applicationScope: string; assets: Record<string, string> }): Promise<AppPageModel> {
+  async model(
+    session: PageSession,
+    page: { lang: PageLanguage; install: boolean; applicationScope: string; assets: Record<string, string>; openDialogId?: number },
+  ): Promise<AppPageModel> {
     const t = PAGE_WORDS[page.lang];
     const admin = session.claims.admin;
     const [status, view] = await Promise.all([this.status(session.portal), admin ? this.deps.settings.read(session.portal) : Promise.resolve(undefined)]);
@@ -211,6 +216,7 @@ export class AppPageService {
       view: view ?? null,
       robotCodes: this.deps.robots.map((robot) => robot.code),
       triggerCodes: TRIGGERS.map((trigger) => trigger.code),
+      openDialogId: page.openDialogId ?? null,
     };
     return {
       lang: page.lang,
@@ -225,6 +231,7 @@ export class AppPageService {
       triggers: TRIGGERS.map((trigger) => ({ code: trigger.code, name: trigger.name[page.lang] })),
       imMissing: missingScopes(page.applicationScope, { notifyIncoming: true }).includes('im'),
       transports: KNOWN_TRANSPORTS,
+      openDialogId: page.openDialogId,
       pageData: JSON.stringify(data).replace(/</g, '\\u003c'),
       assets: page.assets,
     };

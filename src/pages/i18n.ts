@@ -8,6 +8,50 @@ export function pageLanguage(lang: string | undefined): PageLanguage {
   return 'en';
 }
 
+/** The Chat workspace's settings in General (README "The Chat workspace"). */
+const workspaceWords = {
+  en: {
+    workspaceHeading: 'Chat workspace',
+    openLinksIn: 'Open dialog links in',
+    openLinksInChat2desk: 'Chat2Desk',
+    openLinksInApp: 'This app in Bitrix24',
+    openLinksInHint: 'Where the links in notifications of new messages open the dialog.',
+    workspaceUsers: 'Users who see all dialogs',
+    workspaceUsersHint: 'Bitrix24 user ids, separated by commas. Administrators always see all dialogs; everybody else sees only the dialogs of their own Chat2Desk operator.',
+    workspaceDepartments: 'Departments whose members see all dialogs',
+    workspaceDepartmentsHint: 'Bitrix24 department ids, separated by commas. Members of the department itself count, not of its subdepartments.',
+    chooseUsers: 'Choose users…',
+    chooseDepartments: 'Choose departments…',
+  },
+  ru: {
+    workspaceHeading: 'Рабочее место чата',
+    openLinksIn: 'Открывать ссылки на диалоги в',
+    openLinksInChat2desk: 'Chat2Desk',
+    openLinksInApp: 'Этом приложении в Битрикс24',
+    openLinksInHint: 'Где ссылки в уведомлениях о новых сообщениях открывают диалог.',
+    workspaceUsers: 'Пользователи, которые видят все диалоги',
+    workspaceUsersHint: 'ID пользователей Битрикс24 через запятую. Администраторы всегда видят все диалоги; остальные — только диалоги своего оператора Chat2Desk.',
+    workspaceDepartments: 'Отделы, сотрудники которых видят все диалоги',
+    workspaceDepartmentsHint: 'ID отделов Битрикс24 через запятую. Учитываются сотрудники самого отдела, без подотделов.',
+    chooseUsers: 'Выбрать пользователей…',
+    chooseDepartments: 'Выбрать отделы…',
+  },
+  es: {
+    workspaceHeading: 'Espacio de chat',
+    openLinksIn: 'Abrir diálogos por el enlace en',
+    openLinksInChat2desk: 'Chat2Desk',
+    openLinksInApp: 'Esta aplicación en Bitrix24',
+    openLinksInHint: 'Dónde abren el diálogo los enlaces de las notificaciones de mensajes nuevos.',
+    workspaceUsers: 'Usuarios que ven todos los diálogos',
+    workspaceUsersHint:
+      'IDs de usuarios de Bitrix24 separados por comas. Los administradores siempre ven todos los diálogos; los demás solo los de su propio operador de Chat2Desk.',
+    workspaceDepartments: 'Departamentos cuyos miembros ven todos los diálogos',
+    workspaceDepartmentsHint: 'IDs de departamentos de Bitrix24 separados por comas. Cuentan los miembros del propio departamento, no de sus subdepartamentos.',
+    chooseUsers: 'Elegir usuarios…',
+    chooseDepartments: 'Elegir departamentos…',
+  },
+};
+
 const en = {
   title: 'Chat2Desk for Bitrix24',
   installed: 'The app is installed. Connect Chat2Desk below to finish setting it up.',
@@ -51,7 +95,7 @@ const en = {
   episodesEnabled: 'Create CRM records when a Chat2Desk dialog closes',
   transcript: 'Add the dialog’s messages to the timeline comment',
   notifyIncoming: 'Notify the operator’s Bitrix24 user of new client messages',
-  notifyIncomingHint: 'One notification per dialog for a burst of messages, with a link to the dialog in Chat2Desk. Needs the app’s im permission.',
+  notifyIncomingHint: 'One notification per dialog for a burst of messages, with a link to the dialog (see “Open dialog links in” below). Needs the app’s im permission.',
   imMissing: 'The app lacks the im permission, so these notifications cannot be sent: see Permissions below.',
   responsibleSync: 'When a dialog is transferred in Chat2Desk, the new operator becomes responsible for the client’s CRM record',
   responsibleSyncHint: 'Only operators mapped to a Bitrix24 user (Operators below) take over a record.',
@@ -138,6 +182,7 @@ const en = {
   k_app: 'App',
   k_automation: 'CRM automation',
   renewFailed: 'The page could not confirm who you are with Bitrix24. Reload the app.',
+  ...workspaceWords.en,
 };
 
 export type PageWords = typeof en;
@@ -185,7 +230,7 @@ const ru: PageWords = {
   episodesEnabled: 'Создавать записи CRM при закрытии диалога в Chat2Desk',
   transcript: 'Добавлять сообщения диалога в комментарий',
   notifyIncoming: 'Уведомлять пользователя Битрикс24, сопоставленного оператору, о новых сообщениях клиента',
-  notifyIncomingHint: 'Одно уведомление на диалог за серию сообщений, со ссылкой на диалог в Chat2Desk. Нужно разрешение приложения im.',
+  notifyIncomingHint: 'Одно уведомление на диалог за серию сообщений, со ссылкой на диалог (см. «Открывать ссылки на диалоги в» ниже). Нужно разрешение приложения im.',
   imMissing: 'У приложения нет разрешения im, поэтому уведомления не отправить: см. раздел «Разрешения» ниже.',
   responsibleSync: 'При передаче диалога в Chat2Desk ответственным за запись CRM клиента становится новый оператор',
   responsibleSyncHint: 'Только операторы, сопоставленные пользователю Битрикс24 (раздел «Операторы»).',
@@ -272,6 +317,7 @@ const ru: PageWords = {
   k_app: 'Приложение',
   k_automation: 'Автоматизация CRM',
   renewFailed: 'Страница не смогла подтвердить в Битрикс24, кто вы. Откройте приложение заново.',
+  ...workspaceWords.ru,
 };
 
 const es: PageWords = {
@@ -317,7 +363,8 @@ const es: PageWords = {
   episodesEnabled: 'Crear registros CRM al cerrarse un diálogo en Chat2Desk',
   transcript: 'Añadir los mensajes del diálogo al comentario',
   notifyIncoming: 'Notificar al usuario de Bitrix24 del operador los nuevos mensajes del cliente',
-  notifyIncomingHint: 'Una notificación por diálogo para una serie de mensajes, con un enlace al diálogo en Chat2Desk. Requiere el permiso im de la aplicación.',
+  notifyIncomingHint:
+    'Una notificación por diálogo para una serie de mensajes, con un enlace al diálogo (vea «Abrir diálogos por el enlace en» abajo). Requiere el permiso im de la aplicación.',
   imMissing: 'La aplicación no tiene el permiso im, así que estas notificaciones no se pueden enviar: vea Permisos más abajo.',
   responsibleSync: 'Al transferir un diálogo en Chat2Desk, el nuevo operador pasa a ser el responsable del registro CRM del cliente',
   responsibleSyncHint: 'Solo los operadores asignados a un usuario de Bitrix24 (Operadores, más abajo).',
@@ -404,6 +451,7 @@ const es: PageWords = {
   k_app: 'Aplicación',
   k_automation: 'Automatización CRM',
   renewFailed: 'La página no pudo confirmar con Bitrix24 quién es usted. Vuelva a abrir la aplicación.',
+  ...workspaceWords.es,
 };
 
 export const PAGE_WORDS: Record<PageLanguage, PageWords> = { en, ru, es };

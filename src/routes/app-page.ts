@@ -25,6 +25,25 @@ export interface AppPageRenderer {
 }
 
 /**
+ * The dialog a link of ours asked the app page to open: `dialog` of the DEFAULT placement's
+ * PLACEMENT_OPTIONS, which carry the page address's query (docs/protocols.md B19). A JSON string
+ * written by the browser: anything but digits, or options that are not JSON, is ignored.
+ */
+export function dialogToOpen(fields: Record<string, unknown>): number | undefined {
+  const placement = str(fields.PLACEMENT);
+  const raw = str(fields.PLACEMENT_OPTIONS);
+  if ((placement !== '' && placement !== 'DEFAULT') || raw === '' || raw.length > 4096) return undefined;
+  let options: unknown;
+  try {
+    options = JSON.parse(raw);
+  } catch {
+    return undefined;
+  }
+  const dialog = typeof options === 'object' && options !== null && !Array.isArray(options) ? (options as Record<string, unknown>).dialog : undefined;
+  return typeof dialog === 'string' && /^[1-9]\d{0,14}$/.test(dialog) ? Number(dialog) : undefined;
+}
+
+/**
  * POST /app (Bitrix24 opens the app, PLACEMENT=DEFAULT), the page's JSON APIs (/api/page/*) and its
  * static files (/public/*). The settings themselves go through /api/settings (src/routes/settings.ts).
  */
@@ -57,7 +76,13 @@ export function createAppPage(deps: AppPageDeps): { route: Hono<{ Variables: { p
         if (error instanceof PageAuthError) return renderer.refusal(c, c.req.query('LANG'), error.message, error.httpStatus);
         throw error;
       }
-      const model = await deps.appPage.model(session, { lang, install: options.install, applicationScope: str(fields.APPLICATION_SCOPE), assets });
+      const model = await deps.appPage.model(session, {
+        lang,
+        install: options.install,
+        applicationScope: str(fields.APPLICATION_SCOPE),
+        assets,
+        openDialogId: options.install ? undefined : dialogToOpen(fields),
+      });
       return c.html(template(model), 200, headers(session.portal));
     },
     refusal(c, lang, message, status) {

@@ -250,6 +250,10 @@ export interface FakeBitrix24 {
   seedLead(input?: SeedPerson): number;
   seedContact(input?: SeedPerson): number;
   seedCompany(input?: SeedPerson): number;
+  /** A user of the portal (never an admin) in these departments (user.get UF_DEPARTMENT, §10); returns the id. */
+  seedUser(input?: { name?: string; email?: string; departments?: number[] }): number;
+  /** Moves a user to other departments, as an HR change in the portal does. */
+  setUserDepartments(userId: number, departments: number[]): void;
   seedDeal(input?: SeedDeal): number;
   /**
    * From now on crm.<entity>.add refuses a record without these fields, as a portal whose admin
@@ -478,6 +482,8 @@ interface PortalUser {
   name: string;
   lastName: string;
   email: string;
+  /** UF_DEPARTMENT of user.get (§10); the one department "Company" unless seeded otherwise. */
+  departments?: number[];
 }
 
 interface Caller {
@@ -1056,6 +1062,18 @@ class FakePortal implements FakeBitrix24 {
     return this.createCrmRecord('contact', personFields(input), this.options.adminUserId);
   }
 
+  seedUser(input: { name?: string; email?: string; departments?: number[] } = {}): number {
+    const id = Math.max(...this.users.keys()) + 1;
+    this.users.set(id, { id, name: input.name ?? `User${id}`, lastName: 'Seeded', email: input.email ?? `user${id}@example.com`, departments: input.departments });
+    return id;
+  }
+
+  setUserDepartments(userId: number, departments: number[]): void {
+    const user = this.users.get(userId);
+    if (!user) throw new Error(`fake Bitrix24 has no user ${userId}`);
+    user.departments = departments;
+  }
+
   seedCompany(input: SeedPerson = {}): number {
     return this.createCrmRecord('company', personFields(input), this.options.adminUserId);
   }
@@ -1468,7 +1486,7 @@ class FakePortal implements FakeBitrix24 {
       EMAIL: user.email,
       IS_ONLINE: 'Y',
       PERSONAL_GENDER: '',
-      UF_DEPARTMENT: [1],
+      UF_DEPARTMENT: user.departments ?? [1],
     };
   }
 

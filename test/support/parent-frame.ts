@@ -9,7 +9,7 @@ import type { FakeBitrix24 } from '../fakes/bitrix24.js';
  * §2.1 fields into it with a hidden form, and answers the frame protocol (§3.2–3.4): getInitData,
  * resizeWindow (the frame takes the asked height), refreshAuth (a fresh token minted by the fake),
  * setInstallFinish (no answer: recorded, the fake counts the app installed), reloadWindow (the form
- * is posted again with fresh tokens). Every message is recorded. The app page is opened at
+ * is posted again with fresh tokens), selectUser and selectAccess (the test's `picks`). Every message is recorded. The app page is opened at
  * `localhost`, so parent and app are different origins, as in production.
  */
 export interface ParentFrame {
@@ -38,6 +38,8 @@ export interface ParentFrameOptions {
   width?: number;
   /** Runs on the parent page before the app is opened (a test's request routes). */
   beforeOpen?: (page: Page) => Promise<void>;
+  /** What the portal's pickers answer: selectUser `{mult: true}` (SelectedUser[]) and selectAccess (SelectedAccess[], ids such as `D7`, `DR7`, `U3`). */
+  picks?: { users?: Array<{ id: string; name: string }>; access?: Array<{ id: string; name: string }> };
 }
 
 export async function openInParentFrame(browser: Browser, options: ParentFrameOptions): Promise<ParentFrame> {
@@ -75,6 +77,8 @@ export async function openInParentFrame(browser: Browser, options: ParentFrameOp
   await page.exposeFunction('__portal', (what: string) => {
     if (what === 'auth') return { ...mint(), LANG: options.lang ?? 'en', DOMAIN: b24.domain, MEMBER_ID: b24.memberId, IS_ADMIN: userId === 1, INSTALL: Boolean(options.install) };
     if (what === 'installFinish') b24.installFinish();
+    if (what === 'pickedUsers') return options.picks?.users ?? [];
+    if (what === 'pickedAccess') return options.picks?.access ?? [];
     return null;
   });
   await options.beforeOpen?.(page);
@@ -163,6 +167,10 @@ window.addEventListener('message', async (event) => {
     await window.__portal('installFinish');
   } else if (method === 'reloadWindow') {
     open();
+  } else if (method === 'selectUser') {
+    answer(callback, await window.__portal('pickedUsers'));
+  } else if (method === 'selectAccess') {
+    answer(callback, await window.__portal('pickedAccess'));
   } else if (callback) {
     answer(callback, undefined);
   }

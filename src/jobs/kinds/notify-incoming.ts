@@ -4,7 +4,9 @@ import { bitrixUserForOperator } from '../../activities/operators.js';
 import { Bitrix24Error } from '../../bitrix24/errors.js';
 import { dialogUrl } from '../../chat2desk/links.js';
 import { episodeRunFor } from '../../episodes/run.js';
-import { renderIncomingNotice } from '../../notifications/message.js';
+import type { Portal } from '../../db/portals.js';
+import { appDialogUrl, type IncomingNotice, renderIncomingNotice } from '../../notifications/message.js';
+import type { PortalSettings } from '../../portal-settings.js';
 import type { PortalLanguages } from '../../notifications/portal-language.js';
 import { RobotFailure } from '../../run-failure.js';
 import type { JobKind } from '../kinds.js';
@@ -66,7 +68,7 @@ export function notifyIncomingKind(deps: RunContextDeps & { languages: PortalLan
           // GET /requests/{id}/messages types: in | out | system (docs/protocols.md C2).
           const count = Math.max(1, messages.filter((message) => message.type === 'in' && message.id >= input.fromMessageId).length);
           const text = renderIncomingNotice(
-            { count, client: input.clientName || `#${dialog.clientId ?? input.dialogId}`, dialogUrl: dialogUrl(run.settings.chat2deskApiUrl, input.dialogId) },
+            { count, client: input.clientName || `#${dialog.clientId ?? input.dialogId}`, ...(await linkOf(run.settings, run.portal, input.dialogId)) },
             await deps.languages.of(run.portal.memberId),
           );
           try {
@@ -89,4 +91,14 @@ export function notifyIncomingKind(deps: RunContextDeps & { languages: PortalLan
     },
     failed: (_job, message) => ({ returnValues: { status: 'failed', error: message }, logMessage: message }),
   };
+
+  /**
+   * Where the notification's link goes (settings `openLinksIn`): Chat2Desk's web app, or our app page
+   * in the portal with the dialog (docs/protocols.md B19). Without the app's ID it stays Chat2Desk's.
+   */
+  async function linkOf(settings: PortalSettings, portal: Portal, dialogId: number): Promise<Pick<IncomingNotice, 'dialogUrl' | 'opensIn'>> {
+    const appId = settings.openLinksIn === 'app' ? await deps.languages.appIdOf(portal.memberId) : undefined;
+    if (appId !== undefined) return { dialogUrl: appDialogUrl(portal.domain, appId, dialogId), opensIn: 'app' };
+    return { dialogUrl: dialogUrl(settings.chat2deskApiUrl, dialogId), opensIn: 'chat2desk' };
+  }
 }
