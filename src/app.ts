@@ -24,6 +24,12 @@ import type { PageAuth } from './pages/page-auth.js';
 import { createRobotRoute } from './routes/robot.js';
 import { createSettingsRoute } from './routes/settings.js';
 import type { SettingsService } from './settings-service.js';
+import type { DialogReads } from './dialogs/dialog-reads.js';
+import type { TabAuth } from './dialogs/tab-auth.js';
+import type { ViewerVariables } from './dialogs/viewer.js';
+import { createDialogsRoute } from './routes/dialogs.js';
+import { createTabRoute } from './routes/tab.js';
+import type { MiddlewareHandler } from 'hono';
 
 export interface AppDeps {
   log: Logger;
@@ -43,6 +49,10 @@ export interface AppDeps {
   appPage: AppPageService;
   /** CSP frame-ancestors of the app page (config FRAME_ANCESTORS); default the portal's own host. */
   frameAncestors?: string;
+  /** The CRM tab (POST /tab, /api/tab/renew) and the dialog read API for tabs and the workspace. */
+  tabAuth: TabAuth;
+  dialogReads: DialogReads;
+  dialogViewer: MiddlewareHandler<ViewerVariables>;
   databaseUp(): boolean;
   workersRunning(): boolean;
 }
@@ -68,6 +78,8 @@ export function createApp(deps: AppDeps): Hono {
   // Until the app page's token lands, the event log takes the same Bitrix24-bearer admin check as the settings.
   app.route('/', createEventLogRoute({ eventLog: deps.eventLog, admin: pageAdmin(deps) }));
   app.route('/', createChat2DeskWebhookRoute(deps));
+  app.route('/', createTabRoute(deps));
+  app.route('/', createDialogsRoute({ dialogReads: deps.dialogReads, viewer: deps.dialogViewer }));
   app.notFound((c) => c.json({ error: 'Not found' }, 404));
   app.onError((error, c) => {
     if (error instanceof HTTPException) return c.json({ error: error.message }, error.status);

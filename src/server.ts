@@ -46,6 +46,11 @@ import { viaFetch } from './http-request.js';
 import type { Logger } from './log.js';
 import { AppPageService } from './pages/app-page.js';
 import { PageAuth } from './pages/page-auth.js';
+import { DialogReads } from './dialogs/dialog-reads.js';
+import { RecordPhones } from './dialogs/record-phones.js';
+import { TabAuth } from './dialogs/tab-auth.js';
+import { TabTokens } from './dialogs/tab-token.js';
+import { defaultWorkspaceScopes, dialogViewer } from './dialogs/viewer.js';
 import { PageTokens } from './pages/page-token.js';
 import { SecretBox, resolveAppSecret } from './secrets.js';
 import { DEFAULT_EVENT_LOG_RETENTION_DAYS } from './portal-settings.js';
@@ -227,7 +232,14 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     clock,
     oauth,
   });
+  const pageAuth = new PageAuth({ portals, settings, tokens: new PageTokens(appSecret, clock), clock });
+  const tabTokens = new TabTokens(appSecret, clock);
+  const dialogReads = new DialogReads({ chat2desk, users, clock, log });
   const app = createApp({
+    tabAuth: new TabAuth({ portals, tokens: tabTokens, recordPhones: new RecordPhones({ rest, oauth, defaultApiUrl: config.chat2desk.defaultApiUrl, clock }) }),
+    dialogReads,
+    // Until the workspace's own scopes land (issue 9 slice 4): admins all, mapped users their operator's.
+    dialogViewer: dialogViewer({ pageAuth, tabTokens, workspace: defaultWorkspaceScopes(dialogReads), operators: dialogReads, portals, clock }),
     log,
     maxBodyBytes: config.maxBodyBytes,
     portals,
@@ -245,7 +257,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
       log,
     }),
     settings,
-    pageAuth: new PageAuth({ portals, settings, tokens: new PageTokens(appSecret, clock), clock }),
+    pageAuth,
     appPage: new AppPageService({ chat2desk, jobs, clock, webhooks: webhookStore, chat2deskWebhooks, registration, settings, robots: robots.all, log }),
     frameAncestors: config.frameAncestors,
     eventLog: new EventLog({ store: new EventLogStore(database.db), robots, pipeline, defaultApiUrl: config.chat2desk.defaultApiUrl, clock }),
