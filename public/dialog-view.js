@@ -60,7 +60,8 @@ export function renderSummary(container, summary, { t, lang, heading }) {
   const fact = (label, field, value) => facts.append(el('dt', { text: label }), el('dd', { 'data-field': field }, value));
   const client = summary.client;
   fact(t.client, 'client', el('span', { text: clientTitle(summary, t) }));
-  const contacts = client ? [client.phone, client.clientPhone].filter((value, index, all) => value && all.indexOf(value) === index) : [];
+  // Chat2Desk keeps numbers as international digits (a "+" makes them read as phones); pseudo-ids ("[tg] 807892") as they are.
+  const contacts = client ? [client.phone, client.clientPhone].filter((value, index, all) => value && all.indexOf(value) === index).map((value) => (/^\d+$/.test(value) ? `+${value}` : value)) : [];
   fact(t.contacts, 'contacts', el('span', { text: contacts.join(', ') || '—' }));
   const tags = client && client.tags && client.tags.length ? el('ul', { class: 'c2d-tags' }, ...client.tags.map((tag) => el('li', { text: tag.label }))) : el('span', { class: 'c2d-muted', text: t.noTags });
   fact(t.tags, 'tags', tags);
@@ -90,7 +91,8 @@ export function renderDialogList(container, summaries, { t, lang, onOpen, curren
   const list = el('ul', { class: 'c2d-list' });
   for (const summary of summaries) {
     const last = summary.lastMessage;
-    const meta = [summary.channel && summary.channel.name, summary.transport, last && last.text, last && formatTime(last.at, lang)].filter(Boolean).join(' · ');
+    const when = last && last.at ? formatTime(last.at, lang) : summary.beginAt ? `${t.started} ${formatTime(summary.beginAt, lang)}` : '';
+    const meta = [summary.channel && summary.channel.name, summary.transport, last && last.text, when].filter(Boolean).join(' · ');
     const button = el(
       'button',
       { type: 'button', class: 'c2d-item__open', 'data-dialog-id': summary.id, 'aria-current': summary.id === currentId ? 'true' : null },

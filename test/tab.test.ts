@@ -1,3 +1,4 @@
+import { gzipSync } from 'node:zlib';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TestClock } from './support/clock.js';
 import { install, installAndConfigure, postForm, startStack, type Stack, type StackOptions } from './support/stack.js';
@@ -63,6 +64,23 @@ describe('the CRM tab', () => {
     await stack.server.idle();
     expect(bound()).toHaveLength(5);
     expect(stack.b24.calls.filter((call) => call.method === 'placement.bind')).toHaveLength(0);
+  });
+
+  it('weighs at most 50 KB compressed in our own scripts and styles (the official SDK aside)', async () => {
+    await configured();
+    const contact = stack.b24.seedContact({ phones: ['+7 916 123-45-67'] });
+    const tab = await openTab('CRM_CONTACT_DETAIL_TAB', contact);
+    const assets = [...tab.html.matchAll(/(?:href|src)="(\/public\/[^"]+)"/g)].map((match) => match[1]!).filter((path) => !path.includes('b24jssdk'));
+    expect(assets.some((path) => path.startsWith('/public/tab.js'))).toBe(true);
+    // dialog-view.js is imported by tab.js (an ES module), not named in the page.
+    assets.push('/public/dialog-view.js');
+    let compressed = 0;
+    for (const path of assets) {
+      const response = await fetch(`${stack.server.url}${path}`);
+      expect(response.status, path).toBe(200);
+      compressed += gzipSync(Buffer.from(await response.arrayBuffer())).length;
+    }
+    expect(compressed).toBeLessThanOrEqual(50_000);
   });
 
   it('refuses a forged APPLICATION_TOKEN with a page that carries no token', async () => {
