@@ -431,7 +431,6 @@ const tabEn = {
   operator: 'Responsible',
   noOperator: 'not assigned',
   bitrixUser: 'Bitrix24 user',
-  status: 'Status',
   open: 'Open',
   closed: 'Closed',
   showMore: 'Show more',
@@ -439,14 +438,12 @@ const tabEn = {
   otherDialogs: 'Other dialogs',
   noOtherDialogs: 'No other dialogs.',
   history: 'Messages',
-  showHistory: 'Show messages',
   loadOlder: 'Load older',
   noMessages: 'No messages yet.',
   openInChat2Desk: 'Open in Chat2Desk',
   newTab: '(opens in a new tab)',
   attachment: 'Attachment',
   error: 'Could not load: ',
-  retry: 'Try again',
   renewFailed: 'The session expired; reopen the card.',
   dialog: 'Dialog',
   started: 'started',
@@ -455,7 +452,6 @@ const tabEn = {
   autoreply: 'Auto-reply',
   system: 'System',
   comment: 'Internal note',
-  notMapped: 'You can read these dialogs. To write, ask a Bitrix24 administrator to map you to a Chat2Desk operator in the app’s Operators section.',
 };
 
 export type TabWords = typeof tabEn;
@@ -478,7 +474,6 @@ const tabRu: TabWords = {
   operator: 'Ответственный',
   noOperator: 'не назначен',
   bitrixUser: 'Пользователь Битрикс24',
-  status: 'Статус',
   open: 'Открыт',
   closed: 'Закрыт',
   showMore: 'Показать ещё',
@@ -486,14 +481,12 @@ const tabRu: TabWords = {
   otherDialogs: 'Другие диалоги',
   noOtherDialogs: 'Других диалогов нет.',
   history: 'Сообщения',
-  showHistory: 'Показать сообщения',
   loadOlder: 'Загрузить более ранние',
   noMessages: 'Сообщений пока нет.',
   openInChat2Desk: 'Открыть в Chat2Desk',
   newTab: '(в новой вкладке)',
   attachment: 'Вложение',
   error: 'Не удалось загрузить: ',
-  retry: 'Повторить',
   renewFailed: 'Сессия истекла; откройте карточку заново.',
   dialog: 'Диалог',
   started: 'начат',
@@ -502,7 +495,6 @@ const tabRu: TabWords = {
   autoreply: 'Автоответ',
   system: 'Система',
   comment: 'Внутренняя заметка',
-  notMapped: 'Вы можете читать эти диалоги. Чтобы писать, попросите администратора Битрикс24 сопоставить вас с оператором Chat2Desk в разделе «Операторы» приложения.',
 };
 
 const tabEs: TabWords = {
@@ -523,7 +515,6 @@ const tabEs: TabWords = {
   operator: 'Responsable',
   noOperator: 'sin asignar',
   bitrixUser: 'Usuario de Bitrix24',
-  status: 'Estado',
   open: 'Abierto',
   closed: 'Cerrado',
   showMore: 'Mostrar más',
@@ -531,14 +522,12 @@ const tabEs: TabWords = {
   otherDialogs: 'Otros diálogos',
   noOtherDialogs: 'No hay otros diálogos.',
   history: 'Mensajes',
-  showHistory: 'Ver mensajes',
   loadOlder: 'Cargar anteriores',
   noMessages: 'Aún no hay mensajes.',
   openInChat2Desk: 'Abrir en Chat2Desk',
   newTab: '(se abre en una pestaña nueva)',
   attachment: 'Adjunto',
   error: 'No se pudo cargar: ',
-  retry: 'Reintentar',
   renewFailed: 'La sesión expiró; vuelva a abrir la ficha.',
   dialog: 'Diálogo',
   started: 'iniciado',
@@ -547,7 +536,6 @@ const tabEs: TabWords = {
   autoreply: 'Respuesta automática',
   system: 'Sistema',
   comment: 'Nota interna',
-  notMapped: 'Puede leer estos diálogos. Para escribir, pida a un administrador de Bitrix24 que lo asigne a un operador de Chat2Desk en la sección Operadores de la aplicación.',
 };
 
 export const TAB_WORDS: Record<PageLanguage, TabWords> = { en: tabEn, ru: tabRu, es: tabEs };
