@@ -66,6 +66,16 @@ describe('the CRM tab', () => {
     expect(stack.b24.calls.filter((call) => call.method === 'placement.bind')).toHaveLength(0);
   });
 
+  it('registers the robots even when the portal refuses a card tab for good', async () => {
+    stack = await startStack();
+    stack.b24.failNext('placement.bind', { status: 400, error: 'ERROR_PLACEMENT_MAX_COUNT', error_description: 'Placement max count exceeded' });
+    await install(stack);
+    await stack.server.idle();
+    expect(stack.b24.robots.size).toBeGreaterThan(0);
+    expect(stack.b24.placements.map((binding) => binding.placement)).toHaveLength(3);
+    expect(stack.logs.join('')).toContain('CRM card tab not bound');
+  });
+
   it('weighs at most 50 KB compressed in our own scripts and styles (the official SDK aside)', async () => {
     await configured();
     const contact = stack.b24.seedContact({ phones: ['+7 916 123-45-67'] });

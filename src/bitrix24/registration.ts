@@ -104,7 +104,13 @@ export class AppRegistration {
     const tabCommands = placementsListed ? placementCommands(listed.results, this.tabHandlerUrl, portalLanguage(app.LANGUAGE_ID)) : [];
     commands.push(...tabCommands);
     const outcome = await rest.batch(portal.memberId, commands, { idempotent: true });
-    const failures = Object.entries(outcome.errors).filter(([, error]) => commandErrorKind(error) !== 'already_done');
+    const tabKeys = new Set(tabCommands.map((command) => command.key));
+    // A card tab the portal refuses for good (too many placements, a smart process it will not take)
+    // must not hold the robots' registration back: it is logged; a transient refusal is retried with the rest.
+    const tabRefusals = Object.entries(outcome.errors).filter(([key, error]) => tabKeys.has(key) && !['already_done', 'transient'].includes(commandErrorKind(error)));
+    if (tabRefusals.length > 0)
+      log.warn({ memberId: portal.memberId, refused: tabRefusals.map(([key, error]) => `${key}: ${describeCommandError(error)}`) }, 'CRM card tab not bound');
+    const failures = Object.entries(outcome.errors).filter(([key, error]) => commandErrorKind(error) !== 'already_done' && !tabRefusals.some(([refused]) => refused === key));
     if (failures.length > 0) {
       const listedFailures = failures.map(([key, error]) => `${key}: ${describeCommandError(error)}`).join('; ');
       throw new RegistrationError(`Bitrix24 refused the registration: ${listedFailures}`);
