@@ -1,7 +1,7 @@
 import { gzipSync } from 'node:zlib';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TestClock } from './support/clock.js';
-import { install, installAndConfigure, postForm, startStack, type Stack, type StackOptions } from './support/stack.js';
+import { install, installAndConfigure, postForm, putSettings, startStack, type Stack, type StackOptions } from './support/stack.js';
 
 /**
  * The CRM card tab over plain HTTP: binding on install, who may open it (docs/protocols.md B9, B18),
@@ -216,6 +216,33 @@ describe('the CRM tab', () => {
     expect((await get('/api/dialogs/by-phone?phone=79161000003', fresh.token)).status).toBe(200);
     // Another user's AUTH_ID cannot take the token over.
     expect((await renew(fresh.token, stack.b24.issueAuth(2).access_token)).status).toBe(401);
+  });
+
+  it('takes an app page token too: an admin sees every dialog, a mapped user their operator’s, anybody else is refused', async () => {
+    stack = await startStack();
+    // No operator shares an e-mail with user 2, so only operatorMap can map them.
+    const operator = stack.c2d.account().operators.find((item) => item.email === 'manager@example.com')!;
+    operator.email = 'someone-else@example.com';
+    const operatorId = Number(operator.id);
+    await installAndConfigure(stack);
+    const mine = stack.c2d.seedClient({ phone: '79161000001', withDialog: 'open' });
+    stack.c2d.account().dialogs.find((dialog) => dialog.id === Number(mine.dialog!.id))!.operator_id = operatorId;
+    const theirs = stack.c2d.seedClient({ phone: '79161000002', withDialog: 'open' });
+    const openApp = async (userId: number) => {
+      const request = stack.b24.installPageRequest({ accessToken: stack.b24.issueAuth(userId).access_token });
+      const html = await (await postForm(`${stack.server.url}/app`, request.body, request.query)).text();
+      return (JSON.parse(/id="page-data">(.*?)<\/script>/s.exec(html)![1]!) as { token: string }).token;
+    };
+    const admin = await openApp(1);
+    expect((await get(`/api/dialogs/${theirs.dialog!.id}`, admin)).status).toBe(200);
+    const employee = await openApp(2);
+    const refused = await get('/api/dialogs/by-phone?phone=79161000001', employee);
+    expect(refused.status).toBe(403);
+    expect(((await refused.json()) as { error: string }).error).toContain('no Chat2Desk operator');
+    // Mapped to the operator: that operator's dialogs, nobody else's.
+    expect((await putSettings(stack, { operatorMap: { [String(operatorId)]: 2 } })).status).toBe(200);
+    expect((await get(`/api/dialogs/${mine.dialog!.id}`, employee)).status).toBe(200);
+    expect((await get(`/api/dialogs/${theirs.dialog!.id}`, employee)).status).toBe(404);
   });
 
   it('from a cold cache costs Chat2Desk at most 3 calls per phone for the first render, none when warm', async () => {
