@@ -426,6 +426,39 @@ async function tour(b24: FakeBitrix24, c2d: FakeChat2Desk, server: RunningServer
   );
 
   step(
+    'The Chat2Desk tab in a CRM card',
+    'Installing bound a "Chat2Desk chats" tab in lead, deal, contact and company cards. A manager opens\n' +
+      "Maria's contact: Bitrix24 POSTs the tab; the server reads the contact's phones with the manager's own\n" +
+      'token (one batch) and gives the page a token for those phones only; the page then reads the dialogs.',
+  );
+  show('Tab address (bound with placement.bind)', `${server.url}/tab`);
+  show(
+    'Card tabs bound in the portal',
+    b24.placements.filter((binding) => binding.handler.endsWith('/tab')).map((binding) => binding.placement),
+  );
+  const maria = b24.seedContact({ name: 'Maria', phones: ['+7 903 555-01-01'] });
+  const tabRequest = b24.placementPageRequest('CRM_CONTACT_DETAIL_TAB', { ID: String(maria) }, { accessToken: b24.issueAuth(manager).access_token });
+  const tabPage = await postForm(`${server.url}/tab`, tabRequest.body, tabRequest.query);
+  const tabData = JSON.parse(/<script type="application\/json" id="page-data">([\s\S]*?)<\/script>/.exec(await tabPage.text())?.[1] ?? '{}') as {
+    token?: string;
+    phones?: string[];
+  };
+  show(`POST /tab -> HTTP ${tabPage.status}; the contact's phones`, tabData.phones ?? []);
+  const byPhone = await fetch(`${server.url}/api/dialogs/by-phone?phone=${tabData.phones?.[0] ?? ''}`, { headers: { authorization: `Bearer ${tabData.token}` } });
+  const found = (await byPhone.json()) as { latest?: Record<string, unknown> | null; others?: unknown[] };
+  show(
+    `GET /api/dialogs/by-phone -> HTTP ${byPhone.status}; the preview`,
+    found.latest ? pick(found.latest, ['id', 'state', 'client', 'channel', 'transport', 'lastMessage', 'operator', 'chat2deskUrl']) : '(none)',
+  );
+  const history = await fetch(`${server.url}/api/dialogs/${String(found.latest?.id)}/messages?limit=20`, { headers: { authorization: `Bearer ${tabData.token}` } });
+  show(
+    `GET /api/dialogs/${String(found.latest?.id)}/messages -> HTTP ${history.status}`,
+    ((await history.json()) as { messages?: Array<{ type: string; text: string | null }> }).messages?.map((message) => `${message.type}: ${message.text}`) ?? [],
+  );
+  const elsewhere = await fetch(`${server.url}/api/dialogs/by-phone?phone=79161234567`, { headers: { authorization: `Bearer ${tabData.token}` } });
+  show('Another phone with the same token', `HTTP ${elsewhere.status} ${await elsewhere.text()}`);
+
+  step(
     'The event log on the app page',
     'The page reads its event log with its own page token (from the page the server rendered): what ran,\n' +
       'for which record and dialog, its status and, had it failed, the next step for the admin.',

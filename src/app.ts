@@ -28,6 +28,10 @@ import { createSettingsRoute } from './routes/settings.js';
 import type { SettingsService } from './settings-service.js';
 import type { WorkspaceDialogs } from './dialogs/workspace.js';
 import { createWorkspaceRoute } from './routes/workspace.js';
+import type { DialogReads } from './dialogs/dialog-reads.js';
+import type { TabAuth } from './dialogs/tab-auth.js';
+import { createDialogsRoute } from './routes/dialogs.js';
+import { createTabRoute } from './routes/tab.js';
 
 export interface AppDeps {
   log: Logger;
@@ -52,6 +56,9 @@ export interface AppDeps {
   live: Omit<LiveRouteDeps, 'viewer'>;
   /** CSP frame-ancestors of the app page (config FRAME_ANCESTORS); default the portal's own host. */
   frameAncestors?: string;
+  /** The CRM tab (POST /tab, /api/tab/renew) and the dialog read API for tabs and the workspace. */
+  tabAuth: TabAuth;
+  dialogReads: DialogReads;
   databaseUp(): boolean;
   workersRunning(): boolean;
 }
@@ -79,6 +86,8 @@ export function createApp(deps: AppDeps): Hono {
   app.route('/', createChat2DeskWebhookRoute(deps));
   app.route('/', createLiveRoute({ ...deps.live, viewer: deps.dialogViewer }));
   app.route('/', createWorkspaceRoute({ viewer: deps.dialogViewer, workspaceDialogs: deps.workspaceDialogs }));
+  app.route('/', createTabRoute(deps));
+  app.route('/', createDialogsRoute({ dialogReads: deps.dialogReads, viewer: deps.dialogViewer }));
   app.notFound((c) => c.json({ error: 'Not found' }, 404));
   app.onError((error, c) => {
     if (error instanceof HTTPException) return c.json({ error: error.message }, error.status);

@@ -46,15 +46,18 @@ import { viaFetch } from './http-request.js';
 import type { Logger } from './log.js';
 import { AppPageService } from './pages/app-page.js';
 import { PageAuth } from './pages/page-auth.js';
+import { DialogReads } from './dialogs/dialog-reads.js';
+import { RecordPhones } from './dialogs/record-phones.js';
+import { TabAuth } from './dialogs/tab-auth.js';
+import { TabTokens } from './dialogs/tab-token.js';
+import { dialogViewer } from './dialogs/viewer.js';
 import { PageTokens } from './pages/page-token.js';
 import { SecretBox, resolveAppSecret } from './secrets.js';
 import { DEFAULT_EVENT_LOG_RETENTION_DAYS } from './portal-settings.js';
 import { SettingsService } from './settings-service.js';
 import { EventLog } from './event-log.js';
 import { PortalLanguages } from './notifications/portal-language.js';
-import { TabTokens } from './dialogs/tab-token.js';
-import { dialogViewer } from './dialogs/viewer.js';
-import { mappedOperators, WORKSPACE_DEPARTMENTS_TTL_MS, WorkspaceAccess, WorkspaceDialogs } from './dialogs/workspace.js';
+import { WORKSPACE_DEPARTMENTS_TTL_MS, WorkspaceAccess, WorkspaceDialogs } from './dialogs/workspace.js';
 import { LiveHub } from './live/hub.js';
 import { type LiveTimers, systemTimers } from './live/stream.js';
 import { LiveTickets } from './live/tickets.js';
@@ -246,11 +249,14 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
   const pageTokens = new PageTokens(appSecret, clock);
   const pageAuth = new PageAuth({ portals, settings, tokens: pageTokens, clock });
   const tabTokens = new TabTokens(appSecret, clock);
+  // The Chat2Desk operator of a Bitrix24 user (operatorMap, then e-mail) and the dialog read API.
+  const dialogReads = new DialogReads({ chat2desk, users, clock, log });
   // The Chat workspace: who sees which dialogs (departments asked with the app's token, kept briefly).
-  const operatorsOfUsers = mappedOperators({ chat2desk, users });
-  const workspaceScopes = new WorkspaceAccess({ users: new BitrixUsers(rest, clock, { ttlMs: WORKSPACE_DEPARTMENTS_TTL_MS }), operators: operatorsOfUsers });
+  const workspaceScopes = new WorkspaceAccess({ users: new BitrixUsers(rest, clock, { ttlMs: WORKSPACE_DEPARTMENTS_TTL_MS }), operators: dialogReads });
   const app = createApp({
-    dialogViewer: dialogViewer({ pageAuth, tabTokens, workspace: workspaceScopes, operators: operatorsOfUsers, portals, clock }),
+    tabAuth: new TabAuth({ portals, tokens: tabTokens, recordPhones: new RecordPhones({ rest, oauth, defaultApiUrl: config.chat2desk.defaultApiUrl, clock }) }),
+    dialogReads,
+    dialogViewer: dialogViewer({ pageAuth, tabTokens, workspace: workspaceScopes, operators: dialogReads, portals, clock }),
     workspaceDialogs: new WorkspaceDialogs({ chat2desk }),
     log,
     maxBodyBytes: config.maxBodyBytes,

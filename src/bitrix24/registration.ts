@@ -1,6 +1,7 @@
 import { ACTIVITY_CODE_SUFFIX, type Activity, type Localized, type PropertyDefinition } from '../activities/activity.js';
 import type { Chat2DeskChannel } from '../chat2desk/client.js';
 import type { Portal } from '../db/portals.js';
+import { PLACEMENT_LISTING, placementCommands } from '../dialogs/placements.js';
 import type { Logger } from '../log.js';
 import { TRIGGERS, portalLanguage, triggerCommands } from '../triggers/triggers.js';
 import { commandErrorKind, describeCommandError } from './batch-errors.js';
@@ -14,6 +15,8 @@ export interface RegistrationResult {
   activities: string[];
   events: string[];
   triggers: string[];
+  /** The CRM card tabs this run bound or re-bound (none when the portal did not grant `placement`). */
+  placements: string[];
 }
 
 export class RegistrationError extends Error {
@@ -45,6 +48,11 @@ export class AppRegistration {
     return `${this.deps.publicUrl}/bitrix24/events`;
   }
 
+  /** Where Bitrix24 posts a CRM card tab's opening (src/routes/tab.ts). */
+  get tabHandlerUrl(): string {
+    return `${this.deps.publicUrl}/tab`;
+  }
+
   async register(portal: Portal): Promise<RegistrationResult> {
     const { rest, log } = this.deps;
     const channels = await this.deps.channelsOf(portal).catch((error: unknown) => {
@@ -60,10 +68,14 @@ export class AppRegistration {
         // The app triggers (src/triggers/triggers.ts), and app.info for the portal's language their names are in.
         { key: 'triggers', method: 'crm.automation.trigger.list' },
         { key: 'app', method: 'app.info' },
+        ...PLACEMENT_LISTING,
       ],
       { idempotent: true },
     );
-    const listError = Object.entries(listed.errors)[0];
+    // The card tabs need the `placement` scope: a portal that did not grant it still gets its robots.
+    const placementsListed = !listed.errors.placements;
+    if (!placementsListed) log.warn({ memberId: portal.memberId, error: listed.errors.placements }, 'placements not listed (no placement scope?); the CRM tab is not bound');
+    const listError = Object.entries(listed.errors).filter(([key]) => !PLACEMENT_LISTING.some((command) => command.key === key))[0];
     if (listError) throw new RegistrationError(`Bitrix24 refused ${listError[0]} listing: ${listError[1].error} ${listError[1].error_description}`);
     const robots = new Set(asStrings(listed.results.robots));
     const twins = new Set(asStrings(listed.results.activities));
@@ -89,8 +101,16 @@ export class AppRegistration {
     }
     const app = listed.results.app && typeof listed.results.app === 'object' ? (listed.results.app as Record<string, unknown>) : {};
     commands.push(...triggerCommands(listed.results.triggers, portalLanguage(app.LANGUAGE_ID)));
+    const tabCommands = placementsListed ? placementCommands(listed.results, this.tabHandlerUrl, portalLanguage(app.LANGUAGE_ID)) : [];
+    commands.push(...tabCommands);
     const outcome = await rest.batch(portal.memberId, commands, { idempotent: true });
-    const failures = Object.entries(outcome.errors).filter(([, error]) => commandErrorKind(error) !== 'already_done');
+    const tabKeys = new Set(tabCommands.map((command) => command.key));
+    // A card tab the portal refuses for good (too many placements, a smart process it will not take)
+    // must not hold the robots' registration back: it is logged; a transient refusal is retried with the rest.
+    const tabRefusals = Object.entries(outcome.errors).filter(([key, error]) => tabKeys.has(key) && !['already_done', 'transient'].includes(commandErrorKind(error)));
+    if (tabRefusals.length > 0)
+      log.warn({ memberId: portal.memberId, refused: tabRefusals.map(([key, error]) => `${key}: ${describeCommandError(error)}`) }, 'CRM card tab not bound');
+    const failures = Object.entries(outcome.errors).filter(([key, error]) => commandErrorKind(error) !== 'already_done' && !tabRefusals.some(([refused]) => refused === key));
     if (failures.length > 0) {
       const listedFailures = failures.map(([key, error]) => `${key}: ${describeCommandError(error)}`).join('; ');
       throw new RegistrationError(`Bitrix24 refused the registration: ${listedFailures}`);
@@ -101,6 +121,7 @@ export class AppRegistration {
       activities: this.deps.activities.map((activity) => `${activity.code}${ACTIVITY_CODE_SUFFIX}`),
       events: [...LIFECYCLE_EVENTS],
       triggers: TRIGGERS.map((trigger) => trigger.code),
+      placements: placementsListed ? [...new Set(tabCommands.map((command) => String(command.params?.PLACEMENT)))] : [],
     };
   }
 

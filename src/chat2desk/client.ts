@@ -303,6 +303,18 @@ export class Chat2DeskApi {
     return (await this.#request<Chat2DeskRequestMessage[]>('GET', `/requests/${requestId}/messages`, { retry: true })).data ?? [];
   }
 
+  /**
+   * One page of a dialog's history, newest first (GET /messages?dialog_id=&order=desc&limit=&offset=,
+   * docs/protocols.md C2, B18): the CRM tab shows it oldest first and pages back with "Load older".
+   */
+  async dialogMessagesPage(dialogId: number, page: { limit: number; offset: number }): Promise<Chat2DeskFullMessage[]> {
+    const { data } = await this.#request<Chat2DeskFullMessage[]>('GET', '/messages', {
+      query: { dialog_id: dialogId, order: 'desc', limit: Math.min(page.limit, PAGE_LIMIT), offset: page.offset },
+      retry: true,
+    });
+    return data ?? [];
+  }
+
   webhooks(): Promise<Chat2DeskWebhook[]> {
     return this.#all<Chat2DeskWebhook>('/webhooks', {});
   }

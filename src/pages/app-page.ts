@@ -29,10 +29,12 @@ import type { PageSession } from './page-auth.js';
 /** How long the page shows the same monthly request count (`AppPageService` #apiInfo). */
 const API_INFO_CACHE_MS = 60_000;
 
-export const NEEDED_SCOPES: ReadonlyArray<{ scope: 'crm' | 'bizproc' | 'user' | 'im'; grantedBy: readonly string[]; onlyWithNotifications?: true }> = [
+export const NEEDED_SCOPES: ReadonlyArray<{ scope: 'crm' | 'bizproc' | 'user' | 'placement' | 'im'; grantedBy: readonly string[]; onlyWithNotifications?: true }> = [
   { scope: 'crm', grantedBy: ['crm'] },
   { scope: 'bizproc', grantedBy: ['bizproc'] },
   { scope: 'user', grantedBy: ['user', 'user_basic'] },
+  // The CRM card tab (src/dialogs/placements.ts).
+  { scope: 'placement', grantedBy: ['placement'] },
   { scope: 'im', grantedBy: ['im'], onlyWithNotifications: true },
 ];
 
@@ -93,6 +95,10 @@ export function loadPublicFiles(): Map<string, PublicFile> {
   const sources: Record<string, string> = {
     'app.js': `${publicDir}app.js`,
     'app.css': `${publicDir}app.css`,
+    // The CRM tab (src/routes/tab.ts): its page script, the reusable dialog view (an ES module) and styles.
+    'tab.js': `${publicDir}tab.js`,
+    'dialog-view.js': `${publicDir}dialog-view.js`,
+    'tab.css': `${publicDir}tab.css`,
     'vendor/b24-air/001_b24_global.css': `${publicDir}vendor/b24-air/001_b24_global.css`,
     'vendor/b24-air/003_b24_context_light.css': `${publicDir}vendor/b24-air/003_b24_context_light.css`,
     'vendor/b24-air/007_b24_global.css': `${publicDir}vendor/b24-air/007_b24_global.css`,

@@ -44,6 +44,23 @@ export function dialogToOpen(fields: Record<string, unknown>): number | undefine
 }
 
 /**
+ * Headers of a page Bitrix24 frames (the app page, the CRM tab). No X-Frame-Options: Bitrix24 frames
+ * the page from the portal's own site (docs/protocols.md B13). A refusal (no portal known) carries no
+ * data and no actions: any parent may show it, so the user sees why inside Bitrix24 instead of a
+ * blocked frame.
+ */
+export function framedPageHeaders(frameAncestors: string | undefined, portal: Portal | undefined): Record<string, string> {
+  const ancestors = frameAncestors ?? (portal ? portal.domain : '*');
+  const connect = portal ? ` ${portal.domain}` : '';
+  return {
+    'content-security-policy': `default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'${connect}; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors ${ancestors}`,
+    'cache-control': 'no-store',
+    'referrer-policy': 'no-referrer',
+    'x-content-type-options': 'nosniff',
+  };
+}
+
+/**
  * POST /app (Bitrix24 opens the app, PLACEMENT=DEFAULT), the page's JSON APIs (/api/page/*) and its
  * static files (/public/*). The settings themselves go through /api/settings (src/routes/settings.ts).
  */
@@ -52,19 +69,7 @@ export function createAppPage(deps: AppPageDeps): { route: Hono<{ Variables: { p
   const files = loadPublicFiles();
   const assets = Object.fromEntries([...files].map(([name, file]) => [name, `/public/${name}?v=${file.version}`]));
 
-  const headers = (portal: Portal | undefined): Record<string, string> => {
-    // No X-Frame-Options: Bitrix24 frames the page from the portal's own site (docs/protocols.md B13).
-    // A refusal (no portal known) carries no data and no actions: any parent may show it, so the
-    // admin sees why inside Bitrix24 instead of a blocked frame.
-    const ancestors = deps.frameAncestors ?? (portal ? portal.domain : '*');
-    const connect = portal ? ` ${portal.domain}` : '';
-    return {
-      'content-security-policy': `default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'${connect}; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors ${ancestors}`,
-      'cache-control': 'no-store',
-      'referrer-policy': 'no-referrer',
-      'x-content-type-options': 'nosniff',
-    };
-  };
+  const headers = (portal: Portal | undefined) => framedPageHeaders(deps.frameAncestors, portal);
 
   const renderer: AppPageRenderer = {
     async render(c, fields, options) {

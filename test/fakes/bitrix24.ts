@@ -175,6 +175,9 @@ export interface SeedPerson {
 export interface SeedDeal {
   title?: string;
   contactId?: number;
+  /** All the deal's contacts (crm.deal.contact.items.get), the first one primary; CONTACT_ID becomes the first. */
+  contactIds?: number[];
+  companyId?: number;
   fields?: Record<string, unknown>;
 }
 
@@ -255,6 +258,15 @@ export interface FakeBitrix24 {
   /** Moves a user to other departments, as an HR change in the portal does. */
   setUserDepartments(userId: number, departments: number[]): void;
   seedDeal(input?: SeedDeal): number;
+  /** A smart process (crm.type.list) with this entity type id; its card tab is CRM_DYNAMIC_<id>_DETAIL_TAB. */
+  seedSmartProcess(entityTypeId: number, title?: string): void;
+  /** An item of a smart process (crm.item.get), linked to contacts and a company. */
+  seedSmartItem(entityTypeId: number, input?: { title?: string; contactIds?: number[]; companyId?: number }): number;
+  /**
+   * This user may not read this record: crm.*.get, crm.item.get and crm.deal.contact.items.get answer
+   * as Bitrix24 does for a record outside the user's CRM permissions (docs/protocols.md B18).
+   */
+  denyRead(userId: number, entityTypeId: number, id: number): void;
   /**
    * From now on crm.<entity>.add refuses a record without these fields, as a portal whose admin
    * made them required does (400, the field named in error_description; §10). [] lifts it.
@@ -441,6 +453,8 @@ const argumentNull = (argument: string): RestError => new RestError(400, 'ERROR_
 const handlerAlreadyBound = (): RestError => new RestError(400, 'ERROR_CORE', 'Handler already binded'); // examples/event-bind.error-already-bound.json
 const activityValidation = (description: string): RestError => new RestError(400, 'ERROR_ACTIVITY_VALIDATION_FAILURE', description);
 const crmNotFound = (): RestError => new RestError(400, '', 'Not found'); // §3: legacy CRM, empty code
+/** GUESS (docs/protocols.md B18): legacy CRM methods refuse a record outside the user's rights like "Not found", with its own text. */
+const crmAccessDenied = (): RestError => new RestError(400, '', 'Access denied.');
 
 /** HandlerHelper::checkCallback: a host with a dot, then http(s) only (§5). */
 function checkHandlerUrl(handler: unknown): void {
@@ -560,6 +574,7 @@ const CRM_STATUSES: Record<string, Array<{ STATUS_ID: string; NAME: string; CATE
 
 /** crm.item entityTypeId → legacy entity (§10). */
 const CRM_ENTITY_TYPE_ID: Record<number, CrmEntity> = { 1: 'lead', 2: 'deal', 3: 'contact', 4: 'company' };
+const ENTITY_TYPE_OF: Record<CrmEntity, number> = { lead: 1, deal: 2, contact: 3, company: 4 };
 
 /**
  * Events event.bind accepts. GUESS: the real list depends on the app's scopes; this is the set the
@@ -660,6 +675,11 @@ class FakePortal implements FakeBitrix24 {
   private readonly servers: Server[] = [];
   private readonly pages = new Map<string, string>();
   private nextCrmId: Record<CrmEntity, number> = { ...CRM_FIRST_ID };
+  private readonly smartProcesses = new Map<number, { id: number; entityTypeId: number; title: string }>();
+  private readonly smartItems = new Map<string, Record<string, unknown>>();
+  private nextSmartItemId = 1;
+  /** `<userId> <entityTypeId> <id>` the user may not read. */
+  private readonly deniedReads = new Set<string>();
   private nextMultifieldId = 1;
   private nextEventHandlerId = 1;
   private nextCommentId = 1;
@@ -1082,7 +1102,41 @@ class FakePortal implements FakeBitrix24 {
     const fields: Params = { ...input.fields };
     if (input.title !== undefined) fields.TITLE = input.title;
     if (input.contactId !== undefined) fields.CONTACT_ID = input.contactId;
+    if (input.contactIds !== undefined) {
+      fields.CONTACT_ID = input.contactIds[0] ?? null;
+      fields.CONTACT_IDS = input.contactIds.map(String);
+    }
+    if (input.companyId !== undefined) fields.COMPANY_ID = input.companyId;
     return this.createCrmRecord('deal', fields, this.options.adminUserId);
+  }
+
+  seedSmartProcess(entityTypeId: number, title = `Smart process ${entityTypeId}`): void {
+    this.smartProcesses.set(entityTypeId, { id: this.smartProcesses.size + 1, entityTypeId, title });
+  }
+
+  seedSmartItem(entityTypeId: number, input: { title?: string; contactIds?: number[]; companyId?: number } = {}): number {
+    if (!this.smartProcesses.has(entityTypeId)) throw new Error(`fake Bitrix24 has no smart process ${entityTypeId}`);
+    const id = this.nextSmartItemId++;
+    const contactIds = input.contactIds ?? [];
+    // crm.item.* speaks camelCase with integer ids (§10 crm.item.*).
+    this.smartItems.set(`${entityTypeId} ${id}`, {
+      id,
+      entityTypeId,
+      title: input.title ?? `Item #${id}`,
+      contactId: contactIds[0] ?? null,
+      contactIds,
+      companyId: input.companyId ?? 0,
+      assignedById: this.options.adminUserId,
+    });
+    return id;
+  }
+
+  denyRead(userId: number, entityTypeId: number, id: number): void {
+    this.deniedReads.add(`${userId} ${entityTypeId} ${id}`);
+  }
+
+  private mayRead(caller: Caller, entityTypeId: number, id: number): boolean {
+    return !this.deniedReads.has(`${caller.user.id} ${entityTypeId} ${id}`);
   }
 
   /** Stores a record the way legacy crm.*.get returns it: UPPER_CASE keys, ids as strings (§10). */
@@ -1364,8 +1418,8 @@ class FakePortal implements FakeBitrix24 {
   private buildMethodTable(): Map<string, MethodHandler> {
     const crmGet =
       (entity: CrmEntity): MethodHandler =>
-      (params) =>
-        this.crmGet(entity, params);
+      (params, caller) =>
+        this.crmGet(entity, params, caller);
     const crmAdd =
       (entity: CrmEntity): MethodHandler =>
       (params, caller) =>
@@ -1420,6 +1474,9 @@ class FakePortal implements FakeBitrix24 {
       ['crm.deal.update', crmUpdate('deal')],
       ['crm.company.update', crmUpdate('company')],
       ['crm.duplicate.findbycomm', (params) => this.findByComm(params)],
+      ['crm.deal.contact.items.get', (params, caller) => this.dealContactItems(params, caller)],
+      ['crm.item.get', (params, caller) => this.itemGet(params, caller)],
+      ['crm.type.list', () => this.typeList()],
       ['crm.automation.trigger.add', (params, caller) => this.triggerAdd(params, caller)],
       ['crm.automation.trigger.list', (_params, caller) => this.triggerList(caller)],
       ['crm.automation.trigger.delete', (params, caller) => this.triggerDelete(params, caller)],
@@ -1939,12 +1996,45 @@ class FakePortal implements FakeBitrix24 {
     return { result: id };
   }
 
-  private crmGet(entity: CrmEntity, params: Params): MethodResult {
+  private crmGet(entity: CrmEntity, params: Params, caller: Caller): MethodResult {
     const id = positiveInt(params.id ?? params.ID);
     if (id === undefined) throw new RestError(400, '', 'ID is not defined or invalid.');
     const record = this.crm[CRM_COLLECTION[entity]].get(id);
     if (record === undefined) throw crmNotFound();
-    return { result: structuredClone(record) };
+    if (!this.mayRead(caller, ENTITY_TYPE_OF[entity], id)) throw crmAccessDenied();
+    const { CONTACT_IDS: _links, ...shown } = structuredClone(record);
+    return { result: shown };
+  }
+
+  /**
+   * crm.deal.contact.items.get {id} → `[{CONTACT_ID, SORT, ROLE_ID, IS_PRIMARY}]` (docs/protocols.md B18;
+   * the primary contact first). The deal's own read rights apply.
+   */
+  private dealContactItems(params: Params, caller: Caller): MethodResult {
+    const id = positiveInt(params.id ?? params.ID);
+    if (id === undefined) throw new RestError(400, '', 'ID is not defined or invalid.');
+    const deal = this.crm.deals.get(id);
+    if (deal === undefined) throw crmNotFound();
+    if (!this.mayRead(caller, 2, id)) throw crmAccessDenied();
+    const ids = Array.isArray(deal.CONTACT_IDS) ? deal.CONTACT_IDS.map(Number) : positiveInt(deal.CONTACT_ID) !== undefined ? [Number(deal.CONTACT_ID)] : [];
+    return { result: ids.map((contactId, index) => ({ CONTACT_ID: contactId, SORT: (index + 1) * 10, ROLE_ID: 0, IS_PRIMARY: index === 0 ? 'Y' : 'N' })) };
+  }
+
+  /** crm.item.get {entityTypeId, id} → `{item: {…camelCase}}` for a smart process's item (docs/protocols.md B18). */
+  private itemGet(params: Params, caller: Caller): MethodResult {
+    const entityTypeId = positiveInt(params.entityTypeId);
+    const id = positiveInt(params.id);
+    if (entityTypeId === undefined || id === undefined) throw new RestError(400, 'ENTITY_TYPE_NOT_SUPPORTED', 'entityTypeId and id are required'); // GUESS: code and text
+    const item = this.smartItems.get(`${entityTypeId} ${id}`);
+    if (item === undefined) throw new RestError(400, 'NOT_FOUND', 'Element not found'); // GUESS: text
+    if (!this.mayRead(caller, entityTypeId, id)) throw new RestError(403, 'ACCESS_DENIED', 'Access denied');
+    return { result: { item: structuredClone(item) } };
+  }
+
+  /** crm.type.list → `{types: [{id, entityTypeId, title}]}` with `total`: the portal's smart processes (docs/protocols.md B18). */
+  private typeList(): MethodResult {
+    const types = [...this.smartProcesses.values()].map((type) => ({ ...type }));
+    return { result: { types }, total: types.length };
   }
 
   /** `[]` when nothing matches; ids are integers; only types with hits appear (§10). */

@@ -36,6 +36,12 @@ export interface ParentFrameOptions {
   /** Replaces the portal's browser-side fields (a forged DOMAIN or SERVER_ENDPOINT). */
   overrides?: { domain?: string; serverEndpoint?: string };
   width?: number;
+  /**
+   * Open a placement instead of the app page: POST /tab with this PLACEMENT (e.g. CRM_DEAL_DETAIL_TAB)
+   * and PLACEMENT_OPTIONS (a JSON string in the POST, an object in getInitData; docs/protocols.md B9, B13).
+   */
+  placement?: string;
+  placementOptions?: Record<string, unknown>;
   /** Runs on the parent page before the app is opened (a test's request routes). */
   beforeOpen?: (page: Page) => Promise<void>;
   /** What the portal's pickers answer: selectUser `{mult: true}` (SelectedUser[]) and selectAccess (SelectedAccess[], ids such as `D7`, `DR7`, `U3`). */
@@ -50,7 +56,8 @@ export async function openInParentFrame(browser: Browser, options: ParentFrameOp
   const frameName = `${b24.domain}|0|${appSid}`;
   const path = `/page/parent-${appSid}`;
   const query = new URLSearchParams({ DOMAIN: options.overrides?.domain ?? b24.domain, PROTOCOL: '0', LANG: options.lang ?? 'en', APP_SID: appSid });
-  const action = `${appOrigin}${options.install ? '/install' : '/app'}?${query}`;
+  const target = options.placement ? '/tab' : options.install ? '/install' : '/app';
+  const action = `${appOrigin}${target}?${query}`;
   b24.servePage(path, parentHtml({ frameName, action, appOrigin, appSid }));
 
   const page = await browser.newPage({ viewport: { width: options.width ?? 1100, height: 900 } });
@@ -70,8 +77,10 @@ export async function openInParentFrame(browser: Browser, options: ParentFrameOp
       APPLICATION_SCOPE: b24.scope,
       member_id: b24.memberId,
       status: 'L',
-      PLACEMENT: 'DEFAULT',
-      PLACEMENT_OPTIONS: '',
+      PLACEMENT: options.placement ?? 'DEFAULT',
+      // PHP json_encode escapes slashes (examples/placement-crm-deal-detail-tab.printr.txt).
+      PLACEMENT_OPTIONS: options.placementOptions ? JSON.stringify(options.placementOptions).replace(/\//g, '\\/') : '',
+      PLACEMENT_OBJECT: options.placementOptions ?? {},
     };
   };
   await page.exposeFunction('__portal', (what: string) => {
@@ -155,7 +164,7 @@ window.addEventListener('message', async (event) => {
   if (method === 'getInitData') {
     answer(callback, { LANG: current.LANG, DOMAIN: current.DOMAIN, PROTOCOL: 0, PATH: '/rest/', AUTH_ID: current.AUTH_ID, AUTH_EXPIRES: current.AUTH_EXPIRES,
       REFRESH_ID: current.REFRESH_ID, MEMBER_ID: current.MEMBER_ID, FIRST_RUN: false, IS_ADMIN: current.IS_ADMIN, INSTALL: current.INSTALL,
-      USER_OPTIONS: {}, APP_OPTIONS: {}, PLACEMENT: 'DEFAULT', PLACEMENT_OPTIONS: {} });
+      USER_OPTIONS: {}, APP_OPTIONS: {}, PLACEMENT: current.PLACEMENT, PLACEMENT_OPTIONS: current.PLACEMENT_OBJECT });
   } else if (method === 'resizeWindow') {
     if (typeof params.height === 'number') frame.style.height = params.height + 'px';
     answer(callback, { width: frame.clientWidth, height: frame.clientHeight });
