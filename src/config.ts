@@ -64,6 +64,10 @@ const EnvSchema = v.object({
   INSTALL_ATTEMPTS_PER_ADDRESS_PER_MINUTE: positiveInteger('30'),
   INSTALL_ATTEMPTS_PER_MINUTE: positiveInteger('300'),
   /** CSP frame-ancestors of the app page; default: the portal's own host (docs/protocols.md B13). */
+  /** How long a file uploaded for a dialog action can be fetched at its link (src/dialogs/files.ts). */
+  FILE_LINK_HOURS: positiveInteger('24'),
+  /** The largest file a dialog action takes; only POST /api/files accepts a body this large. */
+  UPLOAD_MAX_BYTES: positiveInteger(String(20 * 1024 * 1024)),
   FRAME_ANCESTORS: v.optional(v.pipe(v.string(), v.regex(/^[^;,\r\n]+$/, 'must be CSP sources separated by spaces, such as https://*.bitrix24.com'))),
 });
 
@@ -95,6 +99,7 @@ export interface Config {
   webhookCheckSeconds: number;
   installAttemptsPerMinute: { perAddress: number; overall: number };
   frameAncestors: string | undefined;
+  files: { linkHours: number; uploadMaxBytes: number };
 }
 
 /** The learned Chat2Desk rate grows no further unless CHAT2DESK_MAX_REQUESTS_PER_MINUTE says so. */
@@ -156,6 +161,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     webhookCheckSeconds: e.WEBHOOK_CHECK_SECONDS,
     installAttemptsPerMinute: { perAddress: e.INSTALL_ATTEMPTS_PER_ADDRESS_PER_MINUTE, overall: e.INSTALL_ATTEMPTS_PER_MINUTE },
     frameAncestors: e.FRAME_ANCESTORS,
+    files: { linkHours: e.FILE_LINK_HOURS, uploadMaxBytes: e.UPLOAD_MAX_BYTES },
   };
 }
 
