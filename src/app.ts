@@ -1,4 +1,4 @@
-import { type Context, Hono } from 'hono';
+import { type Context, Hono, type MiddlewareHandler } from 'hono';
 import type { BackgroundTasks } from './background.js';
 import { bodyLimit } from './body-limit.js';
 import { HTTPException } from 'hono/http-exception';
@@ -24,11 +24,18 @@ import type { PageAuth } from './pages/page-auth.js';
 import { createRobotRoute } from './routes/robot.js';
 import { createSettingsRoute } from './routes/settings.js';
 import type { SettingsService } from './settings-service.js';
+import type { DialogActions } from './dialogs/actions.js';
+import { describeBytes, type DialogFiles } from './dialogs/files.js';
+import type { ViewerVariables } from './dialogs/viewer.js';
+import { createDialogActionsRoute } from './routes/dialog-actions.js';
+import { createFilesRoute } from './routes/files.js';
 
 export interface AppDeps {
   log: Logger;
   background: BackgroundTasks;
   maxBodyBytes: number;
+  /** UPLOAD_MAX_BYTES: the body limit of POST /api/files alone. */
+  uploadMaxBytes: number;
   portals: PortalStore;
   jobs: JobStore;
   install: InstallService;
@@ -40,12 +47,20 @@ export interface AppDeps {
   eventLog: EventLog;
   chat2deskWebhooks: Chat2DeskWebhooks;
   pageAuth: PageAuth;
+  /** Who is asking on a dialog API (src/dialogs/viewer.ts) and the cross-site guard of its writes. */
+  dialogViewer: MiddlewareHandler<ViewerVariables>;
+  sameOriginWrites: MiddlewareHandler;
+  files: DialogFiles;
+  dialogActions: DialogActions;
   appPage: AppPageService;
   /** CSP frame-ancestors of the app page (config FRAME_ANCESTORS); default the portal's own host. */
   frameAncestors?: string;
   databaseUp(): boolean;
   workersRunning(): boolean;
 }
+
+/** Room for the multipart envelope of an upload beyond UPLOAD_MAX_BYTES. */
+const MULTIPART_ROOM_BYTES = 64 * 1024;
 
 /** Composes routes and middleware; everything comes in through deps, so tests build their own. */
 export function createApp(deps: AppDeps): Hono {
@@ -56,6 +71,14 @@ export function createApp(deps: AppDeps): Hono {
       maxSize: deps.maxBodyBytes,
       // The unread rest of the body would poison a kept-alive connection, so close it.
       onError: (c) => c.json({ error: `The body is larger than ${deps.maxBodyBytes} bytes` }, 413, { connection: 'close' }),
+      routes: {
+        // The multipart envelope around the file (boundaries, part headers) gets a little room; the route checks the file itself.
+        '/api/files': {
+          maxSize: deps.uploadMaxBytes + MULTIPART_ROOM_BYTES,
+          onError: (c) =>
+            c.json({ error: `The file is larger than ${describeBytes(deps.uploadMaxBytes)}, the most this server takes (UPLOAD_MAX_BYTES)` }, 413, { connection: 'close' }),
+        },
+      },
     }),
   );
   const appPage = createAppPage(deps);
@@ -68,6 +91,8 @@ export function createApp(deps: AppDeps): Hono {
   // Until the app page's token lands, the event log takes the same Bitrix24-bearer admin check as the settings.
   app.route('/', createEventLogRoute({ eventLog: deps.eventLog, admin: pageAdmin(deps) }));
   app.route('/', createChat2DeskWebhookRoute(deps));
+  app.route('/', createDialogActionsRoute({ actions: deps.dialogActions, viewer: deps.dialogViewer, sameOrigin: deps.sameOriginWrites }));
+  app.route('/', createFilesRoute({ files: deps.files, viewer: deps.dialogViewer, sameOrigin: deps.sameOriginWrites }));
   app.notFound((c) => c.json({ error: 'Not found' }, 404));
   app.onError((error, c) => {
     if (error instanceof HTTPException) return c.json({ error: error.message }, error.status);

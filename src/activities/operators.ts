@@ -27,7 +27,7 @@ export async function bitrixUserForOperator(run: RobotRun, operatorId: number): 
 }
 
 /** The Chat2Desk operator for a Bitrix24 user: the explicit map first, then by e-mail. */
-export async function operatorForBitrixUser(run: RobotRun, userId: number): Promise<Chat2DeskOperator | undefined> {
+export async function operatorForBitrixUser(run: Pick<RobotRun, 'settings' | 'directory' | 'users'>, userId: number): Promise<Chat2DeskOperator | undefined> {
   const operators = await run.directory.operators();
   const mappedId = Object.entries(run.settings.operatorMap).find(([, user]) => user === userId)?.[0];
   if (mappedId !== undefined) return operators.find((item) => item.id === Number(mappedId));
