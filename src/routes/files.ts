@@ -1,5 +1,5 @@
 import { Hono, type MiddlewareHandler } from 'hono';
-import { contentDisposition, FileRequestError, PLAIN_TEXT, tooLarge, type DialogFiles } from '../dialogs/files.js';
+import { contentDisposition, FileRequestError, PLAIN_TEXT, type DialogFiles } from '../dialogs/files.js';
 import { requireMappedOperator, type ViewerVariables } from '../dialogs/viewer.js';
 
 /**
@@ -29,7 +29,6 @@ export function createFilesRoute(deps: { files: DialogFiles; viewer: MiddlewareH
       }
       const file = form.file;
       if (!(file instanceof File)) return c.json({ error: 'Send one file in the multipart field "file"' }, 400);
-      if (file.size > deps.files.maxBytes) return refusal(c, tooLarge(deps.files.maxBytes));
       try {
         const answer = await deps.files.upload(c.get('viewer'), { name: file.name, bytes: Buffer.from(await file.arrayBuffer()) });
         return c.json(answer, 201);
