@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { TEMPLATE_REQUIRED_MESSAGE } from './fakes/chat2desk.js';
-import { TestClock, eventuallyOnClock } from './support/clock.js';
-import { adminHeaders, installAndConfigure, putSettings, sentMessages, startStack, type Stack } from './support/stack.js';
+import { TestClock, eventuallyOnClock, noRetryWait } from './support/clock.js';
+import { adminHeaders, eventually, installAndConfigure, putSettings, sentMessages, startStack, type Stack } from './support/stack.js';
 import { bearer, pageToken, tabToken } from './support/viewer-tokens.js';
 
 const PHONE_A = '79161234567';
@@ -28,7 +28,7 @@ describe('Dialog actions from the CRM tab and the workspace', () => {
 
   beforeEach(async () => {
     clock = new TestClock();
-    stack = await startStack({ clock });
+    stack = await startStack({ clock, retrySleep: noRetryWait });
     await installAndConfigure(stack, { defaultCountry: 'RU' });
     const a = stack.c2d.seedClient({ phone: PHONE_A, transport: 'whatsapp', channelId: 17404, withDialog: 'open' });
     const b = stack.c2d.seedClient({ phone: PHONE_B, transport: 'whatsapp', channelId: 17404, withDialog: 'open' });
@@ -138,6 +138,29 @@ describe('Dialog actions from the CRM tab and the workspace', () => {
     expect(stack.c2d.calls.filter((call) => call.method === 'POST' && call.path === '/messages')).toHaveLength(1);
   });
 
+  for (const [chat2deskAtGiveUp, expected] of [
+    ['answers', { state: 'done', result: { summary: expect.stringContaining('found after the answer was lost') } }],
+    ['cannot be asked', { state: 'failed', error: expect.stringContaining('it may already have been sent') }],
+  ] as const) {
+    it(`settles at give-up a message whose answer was lost when Chat2Desk ${chat2deskAtGiveUp}, and never sends it again`, async () => {
+      const hold = stack.c2d.holdNext({ method: 'POST', path: '/messages' });
+      const key = newKey();
+      expect((await post({ key, action: 'send', dialogId: dialogA, text: 'lost, then given up' })).status).toBe(202);
+      await hold.arrived;
+      hold.lose();
+      const job = () => stack.server.database.sqlite.prepare("select state, attempts from jobs where kind = 'dialog_action'").get() as { state: string; attempts: number };
+      await eventually(() => job().state === 'queued' && job().attempts === 1, 10_000, 'the first attempt to end in doubt');
+      // The next attempt comes after the action's 15 minutes: the job is given up, its message settled first.
+      if (chat2deskAtGiveUp === 'cannot be asked') stack.c2d.failNext({ method: 'GET', path: '/messages' }, { status: 503, body: 'busy' }, 5);
+      clock.advance(16 * 60_000);
+      stack.server.worker.wake();
+      // The tab's token lived 15 minutes too: the page renews it.
+      expect(await finished(key, await tabToken(stack, { userId: 1, phones: [PHONE_A], clock }))).toMatchObject(expected);
+      expect(stack.c2d.calls.filter((call) => call.method === 'POST' && call.path === '/messages')).toHaveLength(1);
+      expect(stack.c2d.account().messages.filter((item) => item.text === 'lost, then given up')).toHaveLength(1);
+    });
+  }
+
   it('refuses every write of a user without a Chat2Desk operator with 403 not_mapped; reads still work', async () => {
     const unmapped = await tabToken(stack, { userId: 7, phones: [PHONE_A], clock });
     for (const body of [
@@ -205,6 +228,12 @@ describe('Dialog actions from the CRM tab and the workspace', () => {
     await act({ action: 'reopen', dialogId: dialogA });
     expect(dialog(dialogA).state).toBe('open');
     expect((await directory.dialog(dialogA)).state).toBe('open');
+    const log = await fetch(`${stack.server.url}/api/event-log?kind=dialog_action`, { headers: adminHeaders(stack) });
+    const { entries } = (await log.json()) as { entries: Array<{ title: string; status: string; dialog: { id: number } }> };
+    expect(entries.map(({ title, status, dialog: { id } }) => ({ title, status, id }))).toEqual([
+      { title: 'Dialog reopened in the CRM tab by Bitrix24 user 1', status: 'done', id: dialogA },
+      { title: 'Dialog closed in the CRM tab by Bitrix24 user 1', status: 'done', id: dialogA },
+    ]);
   });
 
   it('transfers the dialog to an existing operator, and names an unknown one', async () => {
