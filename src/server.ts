@@ -243,6 +243,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     oauth,
   });
   const pageAuth = new PageAuth({ portals, settings, tokens: new PageTokens(appSecret, clock), clock });
+  const tabTokens = new TabTokens(appSecret, clock);
   const operatorsOfUsers = mappedOperators({ chat2desk, users });
   const app = createApp({
     log,
@@ -266,7 +267,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     pageAuth,
     dialogViewer: dialogViewer({
       pageAuth,
-      tabTokens: new TabTokens(appSecret, clock),
+      tabTokens,
       workspace: defaultWorkspaceScopes(operatorsOfUsers),
       operators: operatorsOfUsers,
       portals,
