@@ -122,6 +122,18 @@ describe('Files for dialog actions', () => {
     expect(stack.server.database.sqlite.prepare('select count(*) as n from uploaded_files').get()).toEqual({ n: 1 });
   });
 
+  it('bounds what one user keeps stored until the links expire, at ten times UPLOAD_MAX_BYTES', async () => {
+    const photo = Buffer.concat([PNG, Buffer.alloc(3000)]);
+    for (let n = 0; n < 13; n++) await uploaded(photo, `photo-${n}.png`);
+    const refused = await upload(photo, 'one-more.png');
+    expect(refused.status).toBe(429);
+    expect(((await refused.json()) as { error: string }).error).toMatch(/^You have 38\.9 KB of files whose links have not expired yet, and 40 KB is the most one user keeps/);
+    expect(stack.server.database.sqlite.prepare('select count(*) as n from uploaded_files').get()).toEqual({ n: 13 });
+    // Once the links expire there is room again.
+    clock.advance(2 * 3600_000 + 1);
+    expect((await upload(photo, 'one-more.png', bearer(await tabToken(stack, { userId: 1, phones: [PHONE], clock })))).status).toBe(201);
+  });
+
   it('answers 410 once the link expired, and the maintenance deletes the file', async () => {
     // connection: close throughout, so the request after the restart does not reuse the old server's sockets.
     const response = await upload(PNG, 'photo.png', bearer(token, { connection: 'close' }));

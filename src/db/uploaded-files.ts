@@ -1,4 +1,4 @@
-import { and, eq, gt, inArray, lte } from 'drizzle-orm';
+import { and, eq, gt, inArray, lte, sql } from 'drizzle-orm';
 import type { Db } from './database.js';
 import { uploadedFiles } from './schema.js';
 
@@ -45,6 +45,16 @@ export class UploadedFileStore {
       .from(uploadedFiles)
       .where(and(eq(uploadedFiles.memberId, memberId), eq(uploadedFiles.userId, userId), inArray(uploadedFiles.id, ids), gt(uploadedFiles.expiresAt, now)))
       .all();
+  }
+
+  /** Bytes of the user's files whose links still work: what one user keeps stored. */
+  async unexpiredBytes(memberId: string, userId: number, now: number): Promise<number> {
+    const row = this.db
+      .select({ bytes: sql<number>`coalesce(sum(${uploadedFiles.size}), 0)` })
+      .from(uploadedFiles)
+      .where(and(eq(uploadedFiles.memberId, memberId), eq(uploadedFiles.userId, userId), gt(uploadedFiles.expiresAt, now)))
+      .get();
+    return row?.bytes ?? 0;
   }
 
   /** The file behind a public link, expired or not (an expired one answers 410 until it is pruned). */

@@ -9,7 +9,7 @@ export class FileRequestError extends Error {
   override name = 'FileRequestError';
   constructor(
     message: string,
-    readonly httpStatus: 400 | 404 | 410 | 413 | 415,
+    readonly httpStatus: 400 | 404 | 410 | 413 | 415 | 429,
   ) {
     super(message);
   }
@@ -64,6 +64,11 @@ const TEXT_LIKE = /^(text\/|application\/xml$)/;
 export const PLAIN_TEXT = 'text/plain';
 
 const LINK_SECRET = /^[A-Za-z0-9_-]{43}$/;
+/**
+ * What one user may keep stored at once, in UPLOAD_MAX_BYTES: files stay until their links expire
+ * (Chat2Desk fetches them when it likes), so without a bound one user could fill the database.
+ */
+const STORED_UPLOADS_PER_USER = 10;
 const MAX_NAME_LENGTH = 200;
 
 /**
@@ -81,8 +86,15 @@ export class DialogFiles {
   async upload(viewer: DialogViewer, upload: { name: string; bytes: Buffer }): Promise<UploadAnswer> {
     if (upload.bytes.length === 0) throw new FileRequestError('The file is empty', 400);
     if (upload.bytes.length > this.deps.maxBytes) throw tooLarge(this.deps.maxBytes);
-    const type = await sniff(upload.bytes);
     const now = this.deps.clock.now();
+    const stored = await this.deps.store.unexpiredBytes(viewer.portal.memberId, viewer.userId, now);
+    if (stored + upload.bytes.length > STORED_UPLOADS_PER_USER * this.deps.maxBytes) {
+      throw new FileRequestError(
+        `You have ${describeBytes(stored)} of files whose links have not expired yet, and ${describeBytes(STORED_UPLOADS_PER_USER * this.deps.maxBytes)} is the most one user keeps: try again once older links expire (${this.deps.linkHours} h after each upload)`,
+        429,
+      );
+    }
+    const type = await sniff(upload.bytes);
     const file = {
       id: randomUUID(),
       secret: randomBytes(32).toString('base64url'),
@@ -133,8 +145,12 @@ export function tooLarge(maxBytes: number): FileRequestError {
 }
 
 export function describeBytes(bytes: number): string {
-  if (bytes >= 1024 * 1024 && bytes % (1024 * 1024) === 0) return `${bytes / (1024 * 1024)} MB`;
-  if (bytes >= 1024 && bytes % 1024 === 0) return `${bytes / 1024} KB`;
+  for (const [unit, size] of [
+    ['MB', 1024 * 1024],
+    ['KB', 1024],
+  ] as const) {
+    if (bytes >= size) return `${Number.isInteger(bytes / size) ? bytes / size : (bytes / size).toFixed(1)} ${unit}`;
+  }
   return `${bytes} bytes`;
 }
 
