@@ -202,6 +202,17 @@ describe('Dialog actions from the CRM tab and the workspace', () => {
     expect(dialog(dialogB).state).toBe('closed');
   });
 
+  it("lets a workspace user who is not an admin act only on their own operator's dialogs", async () => {
+    const mine = await pageToken(stack, { userId: 1, admin: false, clock });
+    // Nobody answers dialog A yet: it is not user 1's operator's.
+    expect((await post({ key: newKey(), action: 'close', dialogId: dialogA }, mine)).status).toBe(404);
+    await act({ action: 'assign', dialogId: dialogA, operatorId: OPERATOR });
+    expect((await act({ action: 'close', dialogId: dialogA }, mine)).state).toBe('done');
+    expect(dialog(dialogA).state).toBe('closed');
+    expect((await post({ key: newKey(), action: 'close', dialogId: dialogB }, mine)).status).toBe(404);
+    expect(dialog(dialogB).state).toBe('open');
+  });
+
   it('tags and untags the client and the current request', async () => {
     const [tag] = stack.c2d.account().tags;
     const client = () => stack.c2d.account().clients.find((item) => item.id === clientA) as { tags: Array<{ id: number }> };
