@@ -60,6 +60,9 @@ describe('Files for dialog actions', () => {
     expect(response.headers.get('x-content-type-options')).toBe('nosniff');
     expect(response.headers.get('content-security-policy')).toBe("sandbox; default-src 'none'");
     expect(Buffer.from(await response.arrayBuffer()).equals(PNG)).toBe(true);
+    // A fetcher that asks HEAD first gets the same headers.
+    const head = await fetch(link, { method: 'HEAD' });
+    expect([head.status, head.headers.get('content-type'), head.headers.get('x-content-type-options')]).toEqual([200, 'image/png', 'nosniff']);
     // Another secret of the same shape, or the right secret with another name, is nothing.
     expect((await fetch(link.replace(/\/files\/[^/]+\//, `/files/${'A'.repeat(43)}/`))).status).toBe(404);
     expect((await fetch(link.replace(/photo\.png$/, 'other.png'))).status).toBe(404);
