@@ -32,11 +32,17 @@ import type { DialogReads } from './dialogs/dialog-reads.js';
 import type { TabAuth } from './dialogs/tab-auth.js';
 import { createDialogsRoute } from './routes/dialogs.js';
 import { createTabRoute } from './routes/tab.js';
+import type { DialogActions } from './dialogs/actions.js';
+import { describeBytes, type DialogFiles } from './dialogs/files.js';
+import { createDialogActionsRoute } from './routes/dialog-actions.js';
+import { createFilesRoute } from './routes/files.js';
 
 export interface AppDeps {
   log: Logger;
   background: BackgroundTasks;
   maxBodyBytes: number;
+  /** UPLOAD_MAX_BYTES: the body limit of POST /api/files alone. */
+  uploadMaxBytes: number;
   portals: PortalStore;
   jobs: JobStore;
   install: InstallService;
@@ -48,9 +54,12 @@ export interface AppDeps {
   eventLog: EventLog;
   chat2deskWebhooks: Chat2DeskWebhooks;
   pageAuth: PageAuth;
-  appPage: AppPageService;
-  /** Who is asking on the dialog APIs, and what they may see (src/dialogs/viewer.ts). */
+  /** Who is asking on a dialog API (src/dialogs/viewer.ts) and the cross-site guard of its writes. */
   dialogViewer: MiddlewareHandler<ViewerVariables>;
+  sameOriginWrites: MiddlewareHandler;
+  files: DialogFiles;
+  dialogActions: DialogActions;
+  appPage: AppPageService;
   workspaceDialogs: WorkspaceDialogs;
   /** Live updates of open tabs and the workspace (src/routes/live.ts). */
   live: Omit<LiveRouteDeps, 'viewer'>;
@@ -63,6 +72,9 @@ export interface AppDeps {
   workersRunning(): boolean;
 }
 
+/** Room for the multipart envelope of an upload beyond UPLOAD_MAX_BYTES. */
+const MULTIPART_ROOM_BYTES = 64 * 1024;
+
 /** Composes routes and middleware; everything comes in through deps, so tests build their own. */
 export function createApp(deps: AppDeps): Hono {
   const app = new Hono();
@@ -72,6 +84,14 @@ export function createApp(deps: AppDeps): Hono {
       maxSize: deps.maxBodyBytes,
       // The unread rest of the body would poison a kept-alive connection, so close it.
       onError: (c) => c.json({ error: `The body is larger than ${deps.maxBodyBytes} bytes` }, 413, { connection: 'close' }),
+      routes: {
+        // The multipart envelope around the file (boundaries, part headers) gets a little room; the route checks the file itself.
+        '/api/files': {
+          maxSize: deps.uploadMaxBytes + MULTIPART_ROOM_BYTES,
+          onError: (c) =>
+            c.json({ error: `The file is larger than ${describeBytes(deps.uploadMaxBytes)}, the most this server takes (UPLOAD_MAX_BYTES)` }, 413, { connection: 'close' }),
+        },
+      },
     }),
   );
   const appPage = createAppPage(deps);
@@ -88,6 +108,8 @@ export function createApp(deps: AppDeps): Hono {
   app.route('/', createWorkspaceRoute({ viewer: deps.dialogViewer, workspaceDialogs: deps.workspaceDialogs }));
   app.route('/', createTabRoute(deps));
   app.route('/', createDialogsRoute({ dialogReads: deps.dialogReads, viewer: deps.dialogViewer }));
+  app.route('/', createDialogActionsRoute({ actions: deps.dialogActions, viewer: deps.dialogViewer, sameOrigin: deps.sameOriginWrites }));
+  app.route('/', createFilesRoute({ files: deps.files, viewer: deps.dialogViewer, sameOrigin: deps.sameOriginWrites }));
   app.notFound((c) => c.json({ error: 'Not found' }, 404));
   app.onError((error, c) => {
     if (error instanceof HTTPException) return c.json({ error: error.message }, error.status);

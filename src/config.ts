@@ -66,6 +66,10 @@ const EnvSchema = v.object({
   /** Live update streams open at once per portal and per user (src/live/hub.ts LiveLimits says why). */
   LIVE_STREAMS_PER_PORTAL: positiveInteger('1000'),
   LIVE_STREAMS_PER_USER: positiveInteger('8'),
+  /** How long a file uploaded for a dialog action can be fetched at its link (src/dialogs/files.ts). */
+  FILE_LINK_HOURS: positiveInteger('24'),
+  /** The largest file a dialog action takes; only POST /api/files accepts a body this large. */
+  UPLOAD_MAX_BYTES: positiveInteger(String(20 * 1024 * 1024)),
   /** CSP frame-ancestors of the app page; default: the portal's own host (docs/protocols.md B13). */
   FRAME_ANCESTORS: v.optional(v.pipe(v.string(), v.regex(/^[^;,\r\n]+$/, 'must be CSP sources separated by spaces, such as https://*.bitrix24.com'))),
 });
@@ -99,6 +103,7 @@ export interface Config {
   installAttemptsPerMinute: { perAddress: number; overall: number };
   frameAncestors: string | undefined;
   live: { streamsPerPortal: number; streamsPerUser: number };
+  files: { linkHours: number; uploadMaxBytes: number };
 }
 
 /** The learned Chat2Desk rate grows no further unless CHAT2DESK_MAX_REQUESTS_PER_MINUTE says so. */
@@ -161,6 +166,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     installAttemptsPerMinute: { perAddress: e.INSTALL_ATTEMPTS_PER_ADDRESS_PER_MINUTE, overall: e.INSTALL_ATTEMPTS_PER_MINUTE },
     frameAncestors: e.FRAME_ANCESTORS,
     live: { streamsPerPortal: e.LIVE_STREAMS_PER_PORTAL, streamsPerUser: e.LIVE_STREAMS_PER_USER },
+    files: { linkHours: e.FILE_LINK_HOURS, uploadMaxBytes: e.UPLOAD_MAX_BYTES },
   };
 }
 

@@ -12,6 +12,7 @@ import { REGISTER_APP_KIND } from './jobs/kinds/register-app.js';
 import { ROBOT_KIND } from './jobs/kinds/robot.js';
 import { SYNC_RESPONSIBLE_KIND } from './jobs/kinds/sync-responsible.js';
 import type { Pipeline } from './jobs/pipeline.js';
+import { DIALOG_ACTION_KIND } from './dialogs/actions.js';
 import { searchablePhone } from './phone.js';
 import { readSettings } from './portal-settings.js';
 import { TRIGGERS } from './triggers/triggers.js';
@@ -19,9 +20,9 @@ import { TRIGGERS } from './triggers/triggers.js';
 /**
  * The event log's kinds: robot runs, closed episodes, CRM automation driven by Chat2Desk events
  * (triggers fired, notifications of incoming messages, responsible sync), and the app's own work
- * (re-registration, gap polling).
+ * (re-registration, gap polling), and what users did in the CRM tab and the Chat workspace (dialog actions).
  */
-export type EntryKind = 'robot' | 'closed_episode' | 'automation' | 'app';
+export type EntryKind = 'robot' | 'closed_episode' | 'automation' | 'dialog_action' | 'app';
 
 export interface EventLogEntry {
   /** The job's public id. */
@@ -61,12 +62,14 @@ const KINDS: Record<EntryKind, KindFilter> = {
   robot: { in: [ROBOT_KIND] },
   closed_episode: { in: [CLOSE_EPISODE_KIND] },
   automation: { in: AUTOMATION_KINDS },
-  app: { notIn: [ROBOT_KIND, CLOSE_EPISODE_KIND, ...AUTOMATION_KINDS] },
+  dialog_action: { in: [DIALOG_ACTION_KIND] },
+  app: { notIn: [ROBOT_KIND, CLOSE_EPISODE_KIND, ...AUTOMATION_KINDS, DIALOG_ACTION_KIND] },
 };
 
 function entryKind(jobKind: string): EntryKind {
   if (jobKind === ROBOT_KIND) return 'robot';
   if (jobKind === CLOSE_EPISODE_KIND) return 'closed_episode';
+  if (jobKind === DIALOG_ACTION_KIND) return 'dialog_action';
   return AUTOMATION_KINDS.includes(jobKind) ? 'automation' : 'app';
 }
 const PARAMETERS = ['status', 'kind', 'from', 'to', 'phone', 'before', 'limit'] as const;
@@ -82,6 +85,17 @@ const TITLES: Record<string, string> = {
   [FIRE_TRIGGER_KIND]: 'CRM automation trigger',
   [NOTIFY_INCOMING_KIND]: 'Notification of new Chat2Desk messages',
   [SYNC_RESPONSIBLE_KIND]: "Responsible follows the dialog's operator",
+};
+
+/** A dialog action's title: what was done (the entry says by whom and from where). */
+const ACTION_TITLES: Record<string, string> = {
+  send: 'Message sent',
+  write_first: 'Wrote first',
+  tag: 'Tag added',
+  untag: 'Tag removed',
+  close: 'Dialog closed',
+  reopen: 'Dialog reopened',
+  assign: 'Dialog transferred',
 };
 
 /**
@@ -109,6 +123,8 @@ const NEXT_STEPS: Array<[RegExp, string | ((match: RegExpExecArray) => string)]>
     "Give the app the access it lacks: check the app's permissions in Bitrix24 and that the user who installed it is still an administrator.",
   ],
   [/may already have (been sent|done it)/i, 'Look at the dialog in Chat2Desk before running it again: it may already have happened.'],
+  [/template WhatsApp approved/i, 'Send the first message from Chat2Desk with an approved WhatsApp template; once the client answers, write from the CRM tab.'],
+  [/link expired before it was sent/i, 'Attach the file again and send the message again.'],
   [/has no Chat2Desk operator|operatorMap/i, 'Map the Bitrix24 user to a Chat2Desk operator in Operators, or give both the same e-mail.'],
   [/(unknown|ambiguous) Chat2Desk tags/i, "Create the tag in Chat2Desk, or correct the robot's tags."],
   [/not a valid phone number|phone is required/i, 'Check the phone number on the record (with the country code, or set the default country in Sending defaults).'],
@@ -258,7 +274,7 @@ export class EventLog {
       at: new Date(row.createdAt).toISOString(),
       finishedAt: row.finishedAt === null ? null : new Date(row.finishedAt).toISOString(),
       record: recordOf(portal, row, result),
-      dialog: this.#dialog(portal, input?.dialogId ?? positiveInt(result.dialog_id) ?? positiveInt(result.dialogId)),
+      dialog: this.#dialog(portal, input?.dialogId ?? positiveInt(result.dialog_id) ?? positiveInt(result.dialogId) ?? actionDialogId(row)),
       phone: row.phone ? `+${row.phone}` : phoneOf(result.phone),
       summary: summaryOf(row, result, errorMessage),
       error: errorMessage === undefined ? null : { message: errorMessage, nextStep: nextStepFor(errorMessage) },
@@ -273,6 +289,14 @@ export class EventLog {
       const code = parseObject(row.input).code;
       const trigger = TRIGGERS.find((item) => item.code === code);
       if (trigger) return `Trigger “${trigger.name.en}”`;
+    }
+    if (row.kind === DIALOG_ACTION_KIND) {
+      const input = parseObject(row.input);
+      const request = parseObject(JSON.stringify(input.request ?? null));
+      const what = ACTION_TITLES[String(request.action)] ?? 'Dialog action';
+      const where = input.via === 'workspace' ? 'the Chat workspace' : 'the CRM tab';
+      const userId = positiveInt(input.userId);
+      return `${what} in ${where}${userId === undefined ? '' : ` by Bitrix24 user ${userId}`}`;
     }
     return TITLES[row.kind] ?? row.kind;
   }
@@ -341,6 +365,13 @@ function parseEpisodeInput(json: string | null): CloseEpisodeInput | undefined {
     closedAt: input.closedAt,
     origin: input.origin === 'poll' || input.origin === 'rerun' ? input.origin : 'webhook',
   };
+}
+
+/** The dialog a dialog action named (a failed one has no result to take it from). */
+function actionDialogId(row: EventLogRow): number | undefined {
+  if (row.kind !== DIALOG_ACTION_KIND) return undefined;
+  const request = parseObject(row.input).request;
+  return request && typeof request === 'object' ? positiveInt((request as Record<string, unknown>).dialogId) : undefined;
 }
 
 function positiveInt(value: unknown): number | undefined {

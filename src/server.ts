@@ -61,6 +61,12 @@ import { WORKSPACE_DEPARTMENTS_TTL_MS, WorkspaceAccess, WorkspaceDialogs } from 
 import { LiveHub } from './live/hub.js';
 import { type LiveTimers, systemTimers } from './live/stream.js';
 import { LiveTickets } from './live/tickets.js';
+import { DialogActions } from './dialogs/actions.js';
+import { DialogFiles } from './dialogs/files.js';
+import { sameOriginWrites } from './dialogs/viewer.js';
+import { DialogActionStore } from './db/dialog-actions.js';
+import { UploadedFileStore } from './db/uploaded-files.js';
+import { dialogActionKind } from './jobs/kinds/dialog-action.js';
 
 /**
  * A finished run's own effects (src/db/effects.ts) matter only while it may still be retried; they
@@ -169,6 +175,13 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
   const batches = new SharedBatches(rest, { partialEveryMs: 1000 / config.bitrix24.ratePerSecond });
   // One cache of the portals' languages for everything we write into a portal (comments, notifications).
   const languages = new PortalLanguages(rest, clock);
+  const files = new DialogFiles({
+    store: new UploadedFileStore(database.db),
+    clock,
+    publicUrl: config.publicUrl,
+    linkHours: config.files.linkHours,
+    maxBytes: config.files.uploadMaxBytes,
+  });
   const kinds = new JobKinds([
     robotKind({ jobs, portals, rest, users, effects, clock, chat2desk, languages, robots }),
     closeEpisodeKind({ jobs, portals, rest, users, effects, clock, chat2desk, languages, episodeRecords, batches }),
@@ -181,6 +194,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
       clock,
     }),
     ...automationKinds({ jobs, portals, rest, users, effects, clock, chat2desk, languages, episodeRecords, batches }),
+    dialogActionKind({ jobs, portals, rest, users, effects, clock, chat2desk, languages, files }),
     ...(options.extraKinds ?? []),
   ]);
   const pipeline = new Pipeline({
@@ -260,6 +274,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     workspaceDialogs: new WorkspaceDialogs({ chat2desk }),
     log,
     maxBodyBytes: config.maxBodyBytes,
+    uploadMaxBytes: config.files.uploadMaxBytes,
     portals,
     jobs,
     registration,
@@ -276,6 +291,9 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     }),
     settings,
     pageAuth,
+    sameOriginWrites: sameOriginWrites([new URL(config.publicUrl).origin]),
+    files,
+    dialogActions: new DialogActions({ pipeline, store: new DialogActionStore(database.db), chat2desk, files, clock }),
     appPage: new AppPageService({ chat2desk, jobs, clock, webhooks: webhookStore, chat2deskWebhooks, registration, settings, robots: robots.all, log }),
     frameAncestors: config.frameAncestors,
     eventLog: new EventLog({ store: new EventLogStore(database.db), robots, pipeline, defaultApiUrl: config.chat2desk.defaultApiUrl, clock }),
@@ -294,7 +312,8 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     const cacheRows = await cache.pruneOlderThan(now - 2 * 24 * 3600_000);
     const deliveries = await chat2deskWebhooks.pruneDeliveries();
     const runEffects = await effects.pruneRunEffects(now - RUN_EFFECT_RETENTION_MS);
-    if (jobsRemoved + cacheRows + deliveries + runEffects > 0) log.info({ jobsRemoved, cacheRows, deliveries, runEffects }, 'old rows pruned');
+    const expiredFiles = await files.pruneExpired();
+    if (jobsRemoved + cacheRows + deliveries + runEffects + expiredFiles > 0) log.info({ jobsRemoved, cacheRows, deliveries, runEffects, expiredFiles }, 'old rows pruned');
   }, log);
   const server: ServerType = await new Promise((resolve) => {
     const started = serve({ fetch: app.fetch, port: config.port, hostname: options.hostname }, () => resolve(started));

@@ -3,6 +3,7 @@ import { activities } from '../src/activities/index.js';
 import { CLOSE_EPISODE_KIND } from '../src/jobs/kinds/close-episode.js';
 import { FIRE_TRIGGER_KIND } from '../src/jobs/kinds/fire-trigger.js';
 import { adminHeaders, eventually, install, installAndConfigure, postForm, startStack, type Stack } from './support/stack.js';
+import { bearer, tabToken } from './support/viewer-tokens.js';
 
 const robotCodes = activities.map((activity) => activity.code);
 const twinCodes = robotCodes.map((code) => `${code}_bp`);
@@ -196,6 +197,7 @@ describe('opening the installed app', () => {
         effects: count('select count(*) as n from effects where member_id = ?'),
         deliveries: count('select count(*) as n from webhook_deliveries where member_id = ?'),
         episodeRecords: count('select count(*) as n from episode_records where member_id = ?'),
+        uploadedFiles: count('select count(*) as n from uploaded_files where member_id = ?'),
         cachedClients: count('select count(*) as n from c2d_clients where ? is not null'),
         settings: (stack.server.database.sqlite.prepare('select settings from portals where member_id = ?').get(stack.b24.memberId) as { settings: string }).settings,
       };
@@ -216,7 +218,12 @@ describe('opening the installed app', () => {
       expect(await stack.c2d.deliverWebhook(closed.closeDialog)).toEqual([200]);
       await eventually(() => dataRows().episodeRecords === 1, 10_000, 'the closed dialog to become a lead');
       await stack.server.pipeline.settled([CLOSE_EPISODE_KIND, FIRE_TRIGGER_KIND]);
-      expect(dataRows()).toMatchObject({ deliveries: 2 });
+      // A file a user attached in the CRM tab.
+      const form = new FormData();
+      form.append('file', new Blob(['notes']), 'notes.txt');
+      const upload = await fetch(`${stack.server.url}/api/files`, { method: 'POST', headers: bearer(await tabToken(stack, { userId: 1, phones: ['79161234567'] })), body: form });
+      expect(upload.status).toBe(201);
+      expect(dataRows()).toMatchObject({ deliveries: 2, uploadedFiles: 1 });
       expect(dataRows().jobs).toBeGreaterThan(1);
       expect(dataRows().effects).toBeGreaterThan(0);
       expect(dataRows().cachedClients).toBeGreaterThan(0);
@@ -231,7 +238,7 @@ describe('opening the installed app', () => {
 
       const response = await postForm(`${stack.server.url}/bitrix24/events`, stack.b24.uninstallEventBody({ clean: true }));
       expect(response.status).toBe(200);
-      expect(dataRows()).toEqual({ jobs: 0, effects: 0, deliveries: 0, episodeRecords: 0, cachedClients: 0, settings: '{}' });
+      expect(dataRows()).toEqual({ jobs: 0, effects: 0, deliveries: 0, episodeRecords: 0, uploadedFiles: 0, cachedClients: 0, settings: '{}' });
       expect((await stack.server.portals.get(stack.b24.memberId))?.status).toBe('uninstalled');
     });
 

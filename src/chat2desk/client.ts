@@ -118,7 +118,12 @@ export interface SentMessage {
 export interface SendMessageInput {
   client_id: number;
   text?: string;
+  /** A direct public link to the file; one per message (docs/protocols.md C8). */
   attachment?: string;
+  /** The name the client sees for the attachment (since 2024-07-03, docs/protocols.md C8). */
+  attachment_filename?: string;
+  /** Sends as this operator; without it, as the dialog's operator (docs/protocols.md C2). */
+  operator_id?: number;
   transport?: string;
   channel_id?: number;
   open_dialog?: boolean;

@@ -2,6 +2,7 @@ import type { Clock } from '../clock.js';
 import type { CacheStore, CachedClient, CachedDialog, FetchedFacts, Invalidation } from '../db/cache.js';
 import type { Logger } from '../log.js';
 import { PAGE_LIMIT, type Chat2DeskApi, type Chat2DeskChannel, type Chat2DeskClient, type Chat2DeskDialog, type Chat2DeskOperator, type Chat2DeskTag } from './client.js';
+import { Chat2DeskError } from './errors.js';
 import { invalidationFor } from './webhook-events.js';
 
 export type { CachedClient, CachedDialog };
@@ -117,6 +118,22 @@ export class DialogDirectory {
   async assignOperator(dialogId: number, operatorId: number, force: boolean): Promise<void> {
     const dialog = await this.api.updateDialog(dialogId, { operator_id: operatorId, ...(force ? { force_assign: true } : {}) });
     await this.#forget({ dialogIds: [dialogId], clientIds: [], phones: [], dialogListsOf: dialog.last_message?.client_id ? [dialog.last_message.client_id] : [], lists: [] });
+  }
+
+  /** Closes or reopens a dialog; a dialog already in that state counts as done (docs/protocols.md C4 "already has state"). */
+  async setDialogState(dialogId: number, state: 'open' | 'closed', clientId: number | null): Promise<void> {
+    try {
+      await this.api.updateDialog(dialogId, { state });
+    } catch (error) {
+      if (!(error instanceof Chat2DeskError && error.texts.some((text) => /already has state/i.test(text)))) throw error;
+    } finally {
+      await this.forgetDialog(dialogId, clientId);
+    }
+  }
+
+  /** A write changed the dialog (a message sent, its state): its cached row and its client's dialog list are forgotten. */
+  forgetDialog(dialogId: number | null, clientId: number | null): Promise<void> {
+    return this.#forget({ dialogIds: dialogId === null ? [] : [dialogId], clientIds: [], phones: [], dialogListsOf: clientId === null ? [] : [clientId], lists: [] });
   }
 
   async tag(tagIds: number[], assignee: { type: 'client' | 'request'; id: number }, clientId: number, action: 'add' | 'remove'): Promise<void> {

@@ -14,6 +14,7 @@ import {
   c2dWebhooks,
   effects,
   episodeRecords,
+  uploadedFiles,
   jobs,
   portals,
   webhookDeliveries,
@@ -371,7 +372,7 @@ export class PortalStore {
  * What an uninstall with "delete the app's data" removes besides the secrets (issue 8 §2 "Data
  * lifecycle"), inside the caller's transaction. The account's cache is shared by every portal using
  * the same Chat2Desk account: it goes only when no other installed portal has a webhook there.
- * The app keeps no files of a portal on disk.
+ * The app keeps no files of a portal on disk: its users' uploads are rows too (migration 0010).
  */
 function deletePortalData(tx: JobWriter, memberId: string, accountKey: string | undefined): void {
   tx.update(portals).set({ settings: '{}' }).where(eq(portals.memberId, memberId)).run();
@@ -380,6 +381,7 @@ function deletePortalData(tx: JobWriter, memberId: string, accountKey: string | 
   tx.delete(webhookDeliveries).where(eq(webhookDeliveries.memberId, memberId)).run();
   // The portal's clients' remembered CRM records (src/episodes/records.ts): clients' data too.
   tx.delete(episodeRecords).where(eq(episodeRecords.memberId, memberId)).run();
+  tx.delete(uploadedFiles).where(eq(uploadedFiles.memberId, memberId)).run();
   if (!accountKey) return;
   const shared = tx
     .select({ memberId: c2dWebhooks.memberId })

@@ -1,5 +1,5 @@
 import { sql } from 'drizzle-orm';
-import { index, integer, primaryKey, real, sqliteTable, text, uniqueIndex } from 'drizzle-orm/sqlite-core';
+import { blob, index, integer, primaryKey, real, sqliteTable, text, uniqueIndex } from 'drizzle-orm/sqlite-core';
 
 /** One row per Bitrix24 portal (member_id) that installed the app. Secrets are sealed (see secrets.ts). */
 export const portals = sqliteTable('portals', {
@@ -263,4 +263,29 @@ export const episodeRecords = sqliteTable(
     updatedAt: integer('updated_at').notNull(),
   },
   (table) => [primaryKey({ columns: [table.memberId, table.clientId] })],
+);
+
+/**
+ * A file uploaded for a dialog action (src/dialogs/files.ts): owned by one user of one portal,
+ * served at /files/<secret>/<name> until `expiresAt`, then pruned (migration 0010).
+ */
+export const uploadedFiles = sqliteTable(
+  'uploaded_files',
+  {
+    /** The id the page sends back as a fileId. */
+    id: text('id').primaryKey(),
+    /** 32 random bytes, base64url: the unguessable part of the public link. */
+    secret: text('secret').notNull(),
+    memberId: text('member_id').notNull(),
+    userId: integer('user_id').notNull(),
+    /** Sanitised: no path separators or control characters. */
+    name: text('name').notNull(),
+    /** Sniffed from the content, never taken from the upload. */
+    type: text('type').notNull(),
+    size: integer('size').notNull(),
+    bytes: blob('bytes', { mode: 'buffer' }).notNull(),
+    createdAt: integer('created_at').notNull(),
+    expiresAt: integer('expires_at').notNull(),
+  },
+  (table) => [uniqueIndex('uploaded_files_secret').on(table.secret), index('uploaded_files_expires').on(table.expiresAt)],
 );

@@ -1,5 +1,5 @@
 import { HTTPException } from 'hono/http-exception';
-import { operatorForBitrixUser, operatorName } from '../activities/operators.js';
+import { operatorName } from '../activities/operators.js';
 import type { BitrixUsers } from '../bitrix24/users.js';
 import type { Chat2DeskAccess } from '../chat2desk/access.js';
 import type { Chat2DeskChannel, Chat2DeskOperator } from '../chat2desk/client.js';
@@ -50,21 +50,6 @@ export class WorkspaceAccess implements WorkspaceScopes {
 
 /** How long a user's departments are trusted (src/bitrix24/users.ts cache): a change in the portal counts within this. */
 export const WORKSPACE_DEPARTMENTS_TTL_MS = 2 * 60_000;
-
-/**
- * The Bitrix24 user's Chat2Desk operator (operatorMap, then the same e-mail) through the robots' own
- * lookup (src/activities/operators.ts). Stand-in for the CRM tab's OperatorOfUser, which replaces it at the merge.
- */
-export function mappedOperators(deps: { chat2desk: Chat2DeskAccess; users: BitrixUsers }): OperatorOfUser {
-  return {
-    async operatorOf(portal, userId) {
-      const connection = await deps.chat2desk.connect(portal);
-      if (!connection.usable) return undefined;
-      const users = { byEmail: (email: string) => deps.users.byEmail(portal.memberId, email), byId: (id: number) => deps.users.byId(portal.memberId, id) };
-      return (await operatorForBitrixUser({ settings: connection.settings, directory: connection.directory, users }, userId))?.id;
-    },
-  };
-}
 
 /** The CRM tab's dialog summary (contracts-9 "The read API"); built in one place, `summarize`, which folds into the tab's builder at the merge. */
 export interface DialogSummary {

@@ -9,7 +9,16 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { SIGNATURE_HEADER, TIMESTAMP_HEADER, computeWebhookSignature, signWebhook, startFakeChat2Desk, webhookSigningKey, type FakeChat2Desk } from './chat2desk.js';
+import {
+  SIGNATURE_HEADER,
+  TEMPLATE_REQUIRED_MESSAGE,
+  TIMESTAMP_HEADER,
+  computeWebhookSignature,
+  signWebhook,
+  startFakeChat2Desk,
+  webhookSigningKey,
+  type FakeChat2Desk,
+} from './chat2desk.js';
 
 const EXAMPLES_DIR = fileURLToPath(new URL('../fixtures/protocol-examples/chat2desk/', import.meta.url));
 
@@ -438,6 +447,34 @@ describe('messages', () => {
     // Second message reuses the open dialog and request; defaults come from the last message.
     const again = await post(fake, '/messages', { client_id: client.id, text: 'Again' });
     expect(again.body.data).toMatchObject({ dialog_id: dialog.id, request_id: r.body.data.request_id, operator_id: 617, transport: 'whatsapp' });
+  });
+
+  it('an attachment is fetched from its link before the answer (§8), and named by attachment_filename', async () => {
+    const files = createServer((req, res) => {
+      res.writeHead(req.url === '/gone' ? 410 : 200, { 'content-type': 'image/png' });
+      res.end(req.url === '/gone' ? '' : 'PNGDATA');
+    });
+    await new Promise<void>((resolve) => files.listen(0, '127.0.0.1', resolve));
+    const base = `http://127.0.0.1:${(files.address() as { port: number }).port}`;
+    try {
+      const client = await createClient();
+      const r = await post(fake, '/messages', { client_id: client.id, attachment: `${base}/a.png`, attachment_filename: 'счёт.png' });
+      expect(r.status).toBe(200);
+      expect(fake.fetchedAttachments).toEqual([expect.objectContaining({ url: `${base}/a.png`, status: 200, contentType: 'image/png', bytes: Buffer.from('PNGDATA') })]);
+      expect(fake.account().messages.at(-1)).toMatchObject({ attachments: [{ name: 'счёт.png', link: `${base}/a.png` }] });
+      expect(await fake.fetchAttachment(`${base}/gone`)).toMatchObject({ status: 410 });
+    } finally {
+      await new Promise((resolve) => files.close(resolve));
+    }
+  });
+
+  it('wa_dialog (WhatsApp Business API) refuses free text unless the client wrote within 24 h (§9)', async () => {
+    const client = await createClient();
+    const refused = await post(fake, '/messages', { client_id: client.id, text: 'Hello', transport: 'wa_dialog', channel_id: 17404 });
+    expect(refused.status).toBe(400);
+    expect(refused.body).toMatchObject({ status: 'error', message: TEMPLATE_REQUIRED_MESSAGE });
+    fake.receiveMessage({ clientId: client.id, text: 'Hi', transport: 'wa_dialog', channelId: 17404 });
+    expect((await post(fake, '/messages', { client_id: client.id, text: 'Hello', transport: 'wa_dialog', channel_id: 17404 })).status).toBe(200);
   });
 
   it('open_dialog=false with no dialog still yields a (closed) dialog record', async () => {

@@ -99,6 +99,16 @@ export interface ReceiveMessageInput {
 
 export type FaultMatch = { method?: string; path?: string | RegExp };
 
+/** What the fake got when it fetched an attachment link (§8: files go to Chat2Desk only as direct public URLs). */
+export interface FetchedAttachment {
+  url: string;
+  /** HTTP status; 0 when the link could not be reached at all. */
+  status: number;
+  contentType: string | null;
+  contentDisposition: string | null;
+  bytes: Buffer;
+}
+
 export interface FakeChat2Desk {
   url: string;
   token: string;
@@ -126,6 +136,10 @@ export interface FakeChat2Desk {
   reopenDialog(dialogId: number, token?: string): { requestId: number };
   /** Builds the flat inbox/outbox webhook body (§7) for a stored message. */
   messageWebhookBody(messageId: number, token?: string): Record<string, unknown>;
+  /** Every attachment link POST /messages was given, fetched before answering (GUESS: Chat2Desk downloads the file when it takes the message), and fetches made by `fetchAttachment`. */
+  fetchedAttachments: FetchedAttachment[];
+  /** Fetches a link again as Chat2Desk (or a messenger delivering it later) would, and records it. */
+  fetchAttachment(url: string): Promise<FetchedAttachment>;
   /** The most requests of one account the fake was answering at once, since start or resetCalls(). */
   maxInFlight(token?: string): number;
   resetCalls(): void;
@@ -591,6 +605,7 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
 
 class FakeState {
   readonly accounts = new Map<string, AccountState>();
+  readonly fetchedAttachments: FetchedAttachment[] = [];
   private ids = { client: 17340100, dialog: 4324100, message: 106773600, request: 8725100, webhook: 101 };
 
   constructor(
@@ -908,6 +923,34 @@ type Env = {
 };
 type Ctx = Context<Env>;
 
+/** §8: Chat2Desk takes an attachment only as a direct public URL; the fake downloads it like Chat2Desk would. */
+async function fetchAttachment(state: FakeState, url: string): Promise<FetchedAttachment> {
+  let fetched: FetchedAttachment;
+  try {
+    const res = await fetch(url, { signal: AbortSignal.timeout(5000) });
+    fetched = {
+      url,
+      status: res.status,
+      contentType: res.headers.get('content-type'),
+      contentDisposition: res.headers.get('content-disposition'),
+      bytes: Buffer.from(await res.arrayBuffer()),
+    };
+  } catch {
+    fetched = { url, status: 0, contentType: null, contentDisposition: null, bytes: Buffer.alloc(0) };
+  }
+  state.fetchedAttachments.push(fetched);
+  return fetched;
+}
+
+/**
+ * §9: a WhatsApp Business API channel sends free text only within 24 h of the client's last message;
+ * otherwise the first message must be an approved HSM template. The transport `wa_dialog` plays such a
+ * channel. GUESS: the refusal's exact text is a gap in the notes (docs/protocols.md C18).
+ */
+const WHATSAPP_BUSINESS_TRANSPORTS = new Set(['wa_dialog']);
+export const TEMPLATE_REQUIRED_MESSAGE = 'The first message to the client must be a template (HSM): the 24-hour window is closed';
+const DAY_MS = 24 * 3600_000;
+
 function buildApi(state: FakeState): Hono<Env> {
   const api = new Hono<Env>();
   const acc = (c: Ctx) => c.get('account');
@@ -1048,7 +1091,7 @@ function buildApi(state: FakeState): Hono<Env> {
   });
 
   // ----- §2 messages -----------------------------------------------------------------------------
-  api.post('/messages', (c) => {
+  api.post('/messages', async (c) => {
     const a = acc(c);
     const b = body(c);
     const clientId = optInt(b.client_id, 'client_id');
@@ -1079,6 +1122,11 @@ function buildApi(state: FakeState): Hono<Env> {
     const explicitOperator = optInt(b.operator_id, 'operator_id');
     if (explicitOperator !== undefined) findOperator(a, explicitOperator);
     const openDialog = optBool(b.open_dialog, 'open_dialog') ?? true;
+    if (WHATSAPP_BUSINESS_TRANSPORTS.has(transport) && type === 'to_client') {
+      const lastWrote = client.last_client_message ? parseC2DTime(client.last_client_message) : undefined;
+      if (lastWrote === undefined || state.now() - lastWrote > DAY_MS) throw new ApiError(400, TEMPLATE_REQUIRED_MESSAGE, TEMPLATE_REQUIRED_MESSAGE);
+    }
+    if (attachment) await fetchAttachment(state, attachment);
 
     const { dialog, requestId } = dialogFor(state, a, client, {
       openDialog,
@@ -1667,6 +1715,9 @@ export async function startFakeChat2Desk(options: FakeChat2DeskOptions = {}): Pr
       if (!message) throw new Error(`fake chat2desk: unknown message ${messageId}`);
       return messageWebhook(a, message, { isNewRequest: false, isNewClient: false });
     },
+
+    fetchedAttachments: state.fetchedAttachments,
+    fetchAttachment: (url) => fetchAttachment(state, url),
 
     maxInFlight(token) {
       return inFlight.get(token ?? tokens[0]!)?.max ?? 0;
