@@ -509,12 +509,19 @@ export function createDialogActions(mount, { api, t, meta, summary, onDone, stat
 
   const assignKeys = actionKeys();
   const currentOperator = summary.operator ? summary.operator.id : null;
+  // Nobody chosen until the user chooses (an unassigned dialog must not look assigned to the first operator).
   const operators = select(
-    meta.operators.map((operator) => ({ value: operator.id, label: operator.name, selected: operator.id === currentOperator })),
+    [{ value: '', label: '—', selected: currentOperator === null }].concat(
+      meta.operators.map((operator) => ({ value: operator.id, label: operator.name, selected: operator.id === currentOperator })),
+    ),
     { 'data-action': 'operator' },
   );
+  operators.firstChild.disabled = true;
   const assignButton = el('button', { type: 'button', class: 'ui-btn --air ui-btn-sm --style-outline', 'data-action': 'assign', text: t.assign });
-  assignButton.addEventListener('click', () => act(assignButton, { action: 'assign', dialogId: summary.id, operatorId: Number(operators.value) }, assignKeys));
+  assignButton.addEventListener('click', () => {
+    if (!operators.value) return operators.focus();
+    act(assignButton, { action: 'assign', dialogId: summary.id, operatorId: Number(operators.value) }, assignKeys);
+  });
   const assign = el('div', { class: 'c2d-inline' }, labelled(t.assignTo, operators, 'c2d-field c2d-field--inline'), assignButton);
 
   const row = el('div', { class: 'c2d-actions__row' }, stateButton, assign);

@@ -178,7 +178,7 @@ describe('writing, tagging, closing and assigning from the CRM tab', () => {
     expect(unnamed).toEqual([]);
   });
 
-  it('writes first with an attachment when there is no dialog: the WhatsApp template rule in words, the file fetched, then expired', async () => {
+  it('writes first with an attachment when there is no dialog: the WhatsApp template rule in words, the file fetched, a renewal mid-send, the link expired', async () => {
     const clock = new TestClock();
     await configuredStack({ clock, env: { UPLOAD_MAX_BYTES: '4096', FILE_LINK_HOURS: '2' } });
     const phone = '79161000009';
@@ -221,8 +221,24 @@ describe('writing, tagging, closing and assigning from the CRM tab', () => {
     expect(await app.locator('body').evaluate(() => (window as unknown as { __xss?: number }).__xss)).toBeUndefined();
     await shot(parent, 'wrote-first');
 
-    // The link Chat2Desk fetched stops working FILE_LINK_HOURS later.
-    clock.advance(2 * 3600_000 + 1);
+    // The tab token expires (15 minutes): the send is refused 401 {renew}, the page renews through the
+    // parent frame and sends the same action again, with the same key.
+    const posts: string[] = [];
+    parent.page.on('request', (request) => {
+      if (request.method() === 'POST' && request.url().endsWith('/api/dialog-actions')) posts.push(JSON.parse(request.postData() ?? '{}').key);
+    });
+    clock.advance(15 * 60_000 + 1);
+    const composer = app.locator('#history [data-mount="composer"]');
+    await composer.locator('textarea').fill('¿Le llegó el archivo?');
+    await composer.locator('[data-action="send"]').click();
+    await expect.poll(() => statusOf(app, 'send-status')).toBe('Sent.');
+    expect(posts).toHaveLength(2);
+    expect(posts[1]).toBe(posts[0]);
+    expect(await parent.messages()).toContainEqual(expect.stringMatching(/^refreshAuth:/));
+    expect(sentMessages(stack!).map((call) => (call.body as { text?: string }).text)).toEqual(['Hola Ana, le escribimos por su pedido', '¿Le llegó el archivo?']);
+
+    // The link Chat2Desk fetched stops working FILE_LINK_HOURS after the upload.
+    clock.advance(2 * 3600_000 - 15 * 60_000);
     expect(await stack!.c2d.fetchAttachment(body.attachment)).toMatchObject({ status: 410 });
   });
 
