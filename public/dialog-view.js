@@ -464,7 +464,8 @@ async function runFrom(control, status, t, run, successText) {
     return true;
   } catch (error) {
     status.classList.add('c2d-status--error');
-    status.textContent = t.failed + error.message;
+    // fetch rejects with a TypeError when no answer came back: the kept key makes trying again safe.
+    status.textContent = error instanceof TypeError ? t.networkError : t.failed + error.message;
     return false;
   } finally {
     control.disabled = false;
@@ -566,10 +567,9 @@ export function createDialogActions(mount, { api, t, meta, summary, onDone, stat
 
 /** Files attached to a message: each uploaded at once to POST /api/files, with its state and a remove button. */
 function createAttachments(api, t, onChange) {
+  // The file input inside its label: the label looks like a button, the input keeps the keyboard focus.
   const input = el('input', { type: 'file', multiple: true, class: 'c2d-visually-hidden', 'data-action': 'attach' });
-  const inputId = controlId('attach');
-  input.id = inputId;
-  const button = el('label', { for: inputId, class: 'ui-btn --air ui-btn-sm --style-outline c2d-attach', text: t.attach });
+  const button = el('label', { class: 'ui-btn --air ui-btn-sm --style-outline c2d-attach' }, input, t.attach);
   const list = el('ul', { class: 'c2d-files', 'aria-label': t.attachment });
   let files = [];
 
@@ -624,7 +624,7 @@ function createAttachments(api, t, onChange) {
   });
 
   return {
-    nodes: [input, button, list],
+    nodes: [button, list],
     ids: () => files.filter((file) => file.state === 'ready').map((file) => file.id),
     pending: () => files.some((file) => file.state === 'uploading'),
     clear() {

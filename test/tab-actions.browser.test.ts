@@ -99,7 +99,7 @@ describe('writing, tagging, closing and assigning from the CRM tab', () => {
     });
     await composer.locator('textarea').fill('¿Los envío hoy?');
     await composer.locator('textarea').press('Control+Enter');
-    await expect.poll(() => statusOf(app, 'send-status')).toMatch(/^Not done: /);
+    await expect.poll(() => statusOf(app, 'send-status')).toBe('No answer from the server. Try again: it will not be done twice.');
     await shot(parent, 'network-error');
     await composer.locator('[data-action="send"]').click();
     await expect.poll(() => statusOf(app, 'send-status')).toBe('Sent.');
@@ -167,15 +167,30 @@ describe('writing, tagging, closing and assigning from the CRM tab', () => {
     expect(await actions.locator('[data-action="operator"]').inputValue()).toBe(String(OTHER_OPERATOR));
     await shot(parent, 'assigned');
 
+    // Write first is there too when dialogs exist; Cancel closes it and gives the focus back.
+    await app.locator('#write-first-open').click();
+    expect(await app.locator('#write-first-open').getAttribute('aria-expanded')).toBe('true');
+    expect(await app.locator('#write-first [data-action="wf-phone"]').inputValue()).toBe(PHONE);
+    await shot(parent, 'write-first-open');
+
     // Every control has a name a screen reader announces.
     const unnamed = await app
       .locator('button, a, select, textarea, input:not([type="hidden"])')
       .evaluateAll((controls) =>
         controls
-          .filter((control) => !control.textContent?.trim() && !control.getAttribute('aria-label') && !(control.id && document.querySelector(`label[for="${control.id}"]`)))
+          .filter(
+            (control) =>
+              !control.textContent?.trim() &&
+              !control.getAttribute('aria-label') &&
+              !(control.id && document.querySelector(`label[for="${control.id}"]`)) &&
+              !control.closest('label')?.textContent?.trim(),
+          )
           .map((control) => control.outerHTML.slice(0, 80)),
       );
     expect(unnamed).toEqual([]);
+    await app.locator('#write-first [data-action="wf-cancel"]').click();
+    expect(await app.locator('#write-first').isHidden()).toBe(true);
+    expect(await app.locator('#write-first-open').evaluate((node) => node === document.activeElement)).toBe(true);
   });
 
   it('writes first with an attachment when there is no dialog: the WhatsApp template rule in words, the file fetched, a renewal mid-send, the link expired', async () => {
