@@ -1,11 +1,13 @@
-// The dialog view: a plain ES module (no framework) that renders a dialog summary, a dialog list and a
-// message history into a given element. The CRM tab (public/tab.js) uses it today; the app page's Chat
-// workspace and the actions, composer and live updates of later slices build on it through the mount
-// points it leaves empty: `[data-mount="actions"]` (the preview's action bar) and
-// `[data-mount="composer"]` (below the history). Everything from Chat2Desk or from clients (names,
-// messages, file names) reaches the DOM as text; links are http(s) only.
+// The dialog view: a plain ES module (no framework) that renders a dialog summary, a dialog list, a
+// message history and the write controls (actions bar, composer, Write first) into a given element.
+// The CRM tab (public/tab.js) uses it through createPhoneView; the app page's Chat workspace reuses the
+// pieces. The write controls fill the mount points `[data-mount="actions"]` (the preview's action bar)
+// and `[data-mount="composer"]` (below the history), only for a viewer mapped to a Chat2Desk operator
+// (GET /api/dialogs/meta). Everything from Chat2Desk or from clients (names, messages, file names)
+// reaches the DOM as text; links are http(s) only.
 
-// Every function takes `api(path)`: it returns a fetch Response, the viewer's bearer (and its renewal) already handled.
+// Every function takes `api(path, init?)`: it returns a fetch Response, the viewer's bearer (and its renewal,
+// resending the same request) already handled.
 
 export function el(tag, attributes, ...children) {
   const node = document.createElement(tag);
@@ -75,7 +77,7 @@ export function renderSummary(container, summary, { t, lang, heading }) {
     : el('span', { class: 'c2d-muted', text: t.noOperator });
   fact(t.operator, 'operator', operator);
   card.append(facts);
-  // Wave 2 puts the dialog's actions (tags, close/reopen, assign, write) here; nothing that does not work yet.
+  // The actions bar (createDialogActions) or the note for a viewer who may not write goes here.
   card.append(el('div', { class: 'c2d-actions', 'data-mount': 'actions' }));
   container.append(card);
   return card;
@@ -193,7 +195,6 @@ export function createPhoneView(root, { api, t, lang, onChange }) {
   root.replaceChildren(status, preview, actionStatus, bar, writeFirst, more, history);
   let current = null;
   let currentHistory = null;
-  let composer = null;
   let currentPhone = null;
   let allPhones = [];
   let others = [];
@@ -233,7 +234,7 @@ export function createPhoneView(root, { api, t, lang, onChange }) {
     meta()
       .then((choices) => {
         if (!current || current.id !== dialogId || choices.operatorId === null) return;
-        composer = createComposer(mount, { api, t, dialogId, onDone: refresh });
+        createComposer(mount, { api, t, dialogId, onDone: refresh });
         if (onChange) onChange();
       })
       .catch(() => undefined); // the actions bar says why
@@ -243,7 +244,6 @@ export function createPhoneView(root, { api, t, lang, onChange }) {
     if (current && current.id !== summary.id) actionStatus.textContent = '';
     current = summary;
     current.heading = heading;
-    composer = null;
     renderPreview(summary, heading).then(() => onChange && onChange());
     currentHistory = createHistory(history, { api, dialogId: summary.id, t, lang, onChange });
     mountComposer(summary.id);
@@ -354,7 +354,6 @@ export function createPhoneView(root, { api, t, lang, onChange }) {
     current = null;
     actionStatus.textContent = '';
     currentHistory = null;
-    composer = null;
     status.classList.remove('c2d-status--error');
     status.textContent = t.loading;
     preview.replaceChildren();
@@ -392,7 +391,7 @@ export function createPhoneView(root, { api, t, lang, onChange }) {
     if (onChange) onChange();
   }
 
-  return { show, refresh, composer: () => composer };
+  return { show, refresh };
 }
 
 function notMappedNote(t) {
@@ -566,7 +565,7 @@ export function createDialogActions(mount, { api, t, meta, summary, onDone, stat
 }
 
 /** Files attached to a message: each uploaded at once to POST /api/files, with its state and a remove button. */
-function createAttachments(api, t, onChange) {
+function createAttachments(api, t) {
   // The file input inside its label: the label looks like a button, the input keeps the keyboard focus.
   const input = el('input', { type: 'file', multiple: true, class: 'c2d-visually-hidden', 'data-action': 'attach' });
   const button = el('label', { class: 'ui-btn --air ui-btn-sm --style-outline c2d-attach' }, input, t.attach);
@@ -581,7 +580,6 @@ function createAttachments(api, t, onChange) {
           files = files.filter((other) => other !== file);
           render();
           input.focus();
-          onChange();
         });
         const state =
           file.state === 'uploading'
@@ -606,10 +604,7 @@ function createAttachments(api, t, onChange) {
       entry.state = 'error';
       entry.error = error.message;
     }
-    if (files.includes(entry)) {
-      render();
-      onChange();
-    }
+    if (files.includes(entry)) render();
   }
 
   input.addEventListener('change', () => {
@@ -620,7 +615,6 @@ function createAttachments(api, t, onChange) {
     }
     input.value = '';
     render();
-    onChange();
   });
 
   return {
@@ -645,7 +639,7 @@ function messageForm({ api, t, fields, bodyOf, onDone, sentText, extraButtons })
   const text = el('textarea', { class: 'c2d-textarea', rows: 3, placeholder: t.messagePlaceholder, 'data-action': 'message' });
   const send = el('button', { type: 'submit', class: 'ui-btn --air ui-btn-sm --style-filled c2d-send', 'data-action': 'send', text: t.send });
   const status = el('p', { class: 'c2d-status', role: 'status', 'aria-live': 'polite', 'data-field': 'send-status' });
-  const attachments = createAttachments(api, t, () => undefined);
+  const attachments = createAttachments(api, t);
   const form = el(
     'form',
     { class: 'c2d-form', novalidate: true },
