@@ -320,7 +320,14 @@ export function createPhoneView(root, { api, t, lang, onChange }) {
       meta: choices,
       phones: allPhones,
       phone: currentPhone,
-      onDone: (phone) => show(phone, allPhones),
+      // The new dialog takes the place of the form: the keyboard goes to its heading.
+      onDone: (phone) =>
+        show(phone, allPhones).then(() => {
+          const heading = preview.querySelector('h2');
+          if (!heading) return;
+          heading.setAttribute('tabindex', '-1');
+          heading.focus();
+        }),
       onCancel: current
         ? () => {
             writeFirst.hidden = true;

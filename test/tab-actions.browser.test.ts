@@ -49,7 +49,7 @@ describe('writing, tagging, closing and assigning from the CRM tab', () => {
     return { clientId: Number(seeded.client.id), dialogId: Number(seeded.dialog!.id) };
   }
 
-  async function openContact(phones: string[], options: { userId?: number; width?: number } = {}): Promise<ParentFrame> {
+  async function openContact(phones: string[], options: { userId?: number; width?: number; lang?: string } = {}): Promise<ParentFrame> {
     const contact = stack!.b24.seedContact({ name: 'Ana', phones: phones.map((phone) => `+${phone}`) });
     const parent = await openInParentFrame(browser, {
       b24: stack!.b24,
@@ -58,6 +58,7 @@ describe('writing, tagging, closing and assigning from the CRM tab', () => {
       placementOptions: { ID: String(contact) },
       width: options.width ?? 900,
       userId: options.userId,
+      lang: options.lang,
     });
     parents.push(parent);
     return parent;
@@ -208,15 +209,29 @@ describe('writing, tagging, closing and assigning from the CRM tab', () => {
     await form.locator('[data-action="attach"]').setInputFiles({ name: 'big.png', mimeType: 'image/png', buffer: Buffer.concat([PNG, Buffer.alloc(5000)]) });
     await expect.poll(() => form.locator('.c2d-file--error').innerText()).toContain('The file is larger than 4 KB');
     await form.locator('[aria-label="Remove file big.png"]').click();
-    // A stranger-named file renders as text, in the pending list and later in the history.
+    // A stranger-named file renders as text, in the pending list and later in the history. Its upload
+    // is held until the page has shown it uploading and refused to send meanwhile.
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    await parent.page.route('**/api/files', async (route) => {
+      await held;
+      await route.fallback();
+    });
     await form.locator('[data-action="attach"]').setInputFiles({ name: XSS_FILE, mimeType: 'image/png', buffer: PNG });
+    await form.locator('.c2d-file[data-state="uploading"] progress').waitFor();
+    await form.locator('textarea').fill('Hola Ana, le escribimos por su pedido');
+    await form.locator('[data-action="send"]').click();
+    await expect.poll(() => statusOf(app, 'send-status')).toBe('Wait until the files are uploaded.');
+    await shot(parent, 'uploading');
+    release();
     await expect.poll(() => form.locator('.c2d-file').getAttribute('data-state')).toBe('ready');
     expect(await form.locator('.c2d-file__name').innerText()).toBe(XSS_FILE);
 
     // wa_dialog (WhatsApp Business) refuses a first message without a template: said in words.
     await form.locator('[data-action="wf-channel"]').selectOption('17404');
     await form.locator('[data-action="wf-transport"]').selectOption('wa_dialog');
-    await form.locator('textarea').fill('Hola Ana, le escribimos por su pedido');
     await form.locator('[data-action="send"]').click();
     await expect.poll(() => statusOf(app, 'send-status')).toMatch(/only with a template WhatsApp approved: send the first message from Chat2Desk/);
     expect(sentMessages(stack!)).toHaveLength(0);
@@ -226,6 +241,7 @@ describe('writing, tagging, closing and assigning from the CRM tab', () => {
     await form.locator('[data-action="wf-transport"]').selectOption('whatsapp');
     await form.locator('[data-action="send"]').click();
     await app.locator('#preview [data-field="client"]').waitFor();
+    await expect.poll(() => app.locator('#preview h2').evaluate((node) => node === document.activeElement)).toBe(true);
     const [message] = sentMessages(stack!);
     const body = message!.body as { text: string; operator_id: number; attachment: string; attachment_filename: string };
     expect(body).toMatchObject({ text: 'Hola Ana, le escribimos por su pedido', operator_id: OPERATOR, attachment_filename: XSS_FILE });
@@ -284,5 +300,11 @@ describe('writing, tagging, closing and assigning from the CRM tab', () => {
     }, dialogId);
     expect(forced).toEqual({ status: 403, body: { error: expect.stringMatching(/^Ask a Bitrix24 administrator/), code: 'not_mapped' } });
     expect(sentMessages(stack!)).toHaveLength(0);
+
+    // In the user's language.
+    const russian = await openContact([PHONE], { userId: unmapped, lang: 'ru', width: 400 });
+    await russian.app.locator('#preview [data-field="not-mapped"]').waitFor();
+    expect(await russian.app.locator('#preview [data-field="not-mapped"]').innerText()).toMatch(/^Попросите администратора Битрикс24/);
+    await shot(russian, 'unmapped-ru');
   });
 });
