@@ -41,9 +41,11 @@ function renew() {
   return renewing;
 }
 
-async function api(path) {
+// Reads and writes alike: a 401 {renew} is renewed once and the same request (the same idempotency key) sent again.
+async function api(path, init) {
+  const request = init || {};
   for (let attempt = 0; ; attempt++) {
-    const response = await fetch(path, { headers: { authorization: `Bearer ${token}` } });
+    const response = await fetch(path, { ...request, headers: { ...(request.headers || {}), authorization: `Bearer ${token}` } });
     if (response.status === 401 && attempt === 0) {
       const refusal = await response
         .clone()
