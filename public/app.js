@@ -31,16 +31,25 @@
   }
 
   // A fresh AUTH_ID from the parent (refreshAuth) buys a new page token: the server asks the portal again.
-  async function renew() {
-    if (!b24) throw new Error(t.renewFailed);
-    const auth = await b24.auth.refreshAuth();
-    const response = await fetch('/api/page/renew', {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-      body: JSON.stringify({ authId: auth && auth.access_token }),
-    });
-    if (!response.ok) throw new Error(t.renewFailed);
-    token = (await response.json()).token;
+  // Requests that find the token expired at once (the Chat section, its live stream) share one renewal.
+  let renewing = null;
+  function renew() {
+    if (!renewing) {
+      renewing = (async () => {
+        if (!b24) throw new Error(t.renewFailed);
+        const auth = await b24.auth.refreshAuth();
+        const response = await fetch('/api/page/renew', {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+          body: JSON.stringify({ authId: auth && auth.access_token }),
+        });
+        if (!response.ok) throw new Error(t.renewFailed);
+        token = (await response.json()).token;
+      })().finally(() => {
+        renewing = null;
+      });
+    }
+    return renewing;
   }
 
   async function api(method, path, body) {
@@ -63,6 +72,9 @@
       return response;
     }
   }
+
+  // The Chat section (public/workspace.js, a module that runs after this script) reads with the same token and renewal.
+  window.c2dPage = { api, fit };
 
   async function errorOf(response) {
     const body = await response.json().catch(() => ({}));

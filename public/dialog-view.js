@@ -163,7 +163,26 @@ export function createHistory(container, { api, dialogId, t, lang, onChange }) {
       }
     });
   });
-  return { loaded: load(), section };
+  // Live updates: the newest page again; messages not shown yet join the end (all of them after a long gap).
+  async function refresh() {
+    try {
+      const page = await readJson(await api(`/api/dialogs/${dialogId}/messages?limit=20`));
+      const shown = new Set(Array.from(list.children, (node) => node.dataset.messageId));
+      const fresh = page.messages.filter((message) => !shown.has(String(message.id)));
+      if (fresh.length === page.messages.length && shown.size) {
+        list.replaceChildren();
+        older.hidden = !page.older;
+        if (page.messages.length) oldestId = page.messages[0].id;
+      }
+      list.append(...fresh.map((message) => messageNode(message, { t, lang })));
+      status.textContent = list.children.length ? '' : t.noMessages;
+    } catch (error) {
+      status.classList.add('c2d-status--error');
+      status.textContent = t.error + error.message;
+    }
+    if (onChange) onChange();
+  }
+  return { loaded: load(), section, refresh };
 }
 
 /**
@@ -182,11 +201,15 @@ export function createPhoneView(root, { api, t, lang, onChange }) {
   let others = [];
   let otherPhones = [];
   let generation = 0;
+  let shownPhone = null;
+  let shownHistory = null;
+  let shownHeading;
 
   function open(summary, heading) {
     current = summary;
+    shownHeading = heading;
     renderSummary(preview, summary, { t, lang, heading });
-    createHistory(history, { api, dialogId: summary.id, t, lang, onChange });
+    shownHistory = createHistory(history, { api, dialogId: summary.id, t, lang, onChange });
     if (!more.hidden) renderMore();
     if (onChange) onChange();
   }
@@ -228,6 +251,8 @@ export function createPhoneView(root, { api, t, lang, onChange }) {
 
   async function show(phone, allPhones) {
     const mine = ++generation;
+    shownPhone = phone;
+    current = null;
     otherPhones = (allPhones || []).filter((other) => other !== phone);
     morePhones = null;
     status.classList.remove('c2d-status--error');
@@ -260,5 +285,31 @@ export function createPhoneView(root, { api, t, lang, onChange }) {
     if (onChange) onChange();
   }
 
-  return { show };
+  // Live updates: a change of the dialog shown or of this phone's dialogs reads the phone again and
+  // redraws the dialog shown (the latest, or the one opened from "Show more") in place.
+  // `changes`: the live events ({dialogId, clientId}) heard; none = read again whatever they were.
+  async function refresh(changes) {
+    const known = [current, ...others].filter(Boolean);
+    const touches = (change) => known.some((summary) => summary.id === change.dialogId || (change.clientId !== null && summary.clientId === change.clientId));
+    const concerns = !changes || !current || changes.some(touches);
+    if (!concerns || !shownPhone) return;
+    const mine = generation;
+    let answer;
+    try {
+      answer = await readJson(await api(`/api/dialogs/by-phone?phone=${encodeURIComponent(shownPhone)}`));
+    } catch {
+      return;
+    }
+    if (mine !== generation) return;
+    if (!current) return show(shownPhone, [shownPhone, ...otherPhones]);
+    others = answer.others;
+    const all = answer.latest ? [answer.latest, ...answer.others] : answer.others;
+    const fresh = all.find((summary) => summary.id === current.id) || current;
+    current = fresh;
+    renderSummary(preview, fresh, { t, lang, heading: shownHeading });
+    if (shownHistory) await shownHistory.refresh();
+    if (!more.hidden) renderMore();
+  }
+
+  return { show, refresh };
 }

@@ -3,6 +3,7 @@
 // b24jssdk (resize, refreshAuth), shows the phone switcher and mounts the dialog view
 // (public/dialog-view.js), which reads our dialog API with the token as bearer. No cookies.
 import { createPhoneView, el } from './dialog-view.js';
+import { debounce, startLive } from './live.js';
 
 const data = JSON.parse(document.getElementById('page-data').textContent);
 const t = data.t || {};
@@ -41,9 +42,9 @@ function renew() {
   return renewing;
 }
 
-async function api(path) {
+async function api(path, method = 'GET') {
   for (let attempt = 0; ; attempt++) {
-    const response = await fetch(path, { headers: { authorization: `Bearer ${token}` } });
+    const response = await fetch(path, { method, headers: { authorization: `Bearer ${token}` } });
     if (response.status === 401 && attempt === 0) {
       const refusal = await response
         .clone()
@@ -100,6 +101,17 @@ async function start() {
   await choose(phones[0]);
   document.body.dataset.ready = 'yes';
   fit();
+  // A burst of changes (a message, then its transfer) is read once; changes of other records never arrive (the server filters).
+  const pending = [];
+  const refresh = debounce(() => view.refresh(pending.splice(0)), 300);
+  startLive({
+    requestTicket: () => api('/api/live/ticket', 'POST'),
+    onChange: (change) => {
+      pending.push(change);
+      refresh();
+    },
+    onResync: () => view.refresh(),
+  });
 }
 
 start();
