@@ -8,6 +8,8 @@ import { installAndConfigure, startStack, type Stack } from './support/stack.js'
 /** Screenshots of every state, for a person to look at (gitignored). */
 const ARTIFACTS = 'test-artifacts';
 const PHONE = '79161000001';
+/** How long a change may take to show: a debounce, a ticket, reads through the API, on a busy machine. */
+const SOON = { timeout: 10_000 };
 
 /**
  * Live updates in the pages (README "Live updates"): a Chat2Desk webhook, delivered signed as
@@ -85,12 +87,12 @@ describe('live updates in the CRM tab and the Chat workspace', () => {
     const { clientId } = await seededStack();
     const parent = await openTab();
     const { app } = parent;
-    await expect.poll(() => messages(app, '#history')).toEqual(['first message']);
-    await expect.poll(() => liveState(app)).toBe('open');
+    await expect.poll(() => messages(app, '#history'), SOON).toEqual(['first message']);
+    await expect.poll(() => liveState(app), SOON).toBe('open');
     await markDocument(app);
     await clientWrites(clientId, 'Where is my order?');
-    await expect.poll(() => messages(app, '#history')).toEqual(['first message', 'Where is my order?']);
-    await expect.poll(() => app.locator('#preview [data-field="last-action"]').innerText()).toContain('Where is my order?');
+    await expect.poll(() => messages(app, '#history'), SOON).toEqual(['first message', 'Where is my order?']);
+    await expect.poll(() => app.locator('#preview [data-field="last-action"]').innerText(), SOON).toContain('Where is my order?');
     expect(await sameDocument(app)).toBe(true);
     await parent.page.screenshot({ path: `${ARTIFACTS}/live-tab-message.png`, fullPage: true });
   });
@@ -101,12 +103,12 @@ describe('live updates in the CRM tab and the Chat workspace', () => {
     const { app } = parent;
     await app.locator('#section-chat[data-ready="yes"]').waitFor();
     await app.locator(`#chat-list [data-dialog-id="${dialogId}"]`).click();
-    await expect.poll(() => messages(app, '#chat-history')).toEqual(['first message']);
-    await expect.poll(() => liveState(app)).toBe('open');
+    await expect.poll(() => messages(app, '#chat-history'), SOON).toEqual(['first message']);
+    await expect.poll(() => liveState(app), SOON).toBe('open');
     await markDocument(app);
     await clientWrites(clientId, '¿Dónde está mi pedido?');
-    await expect.poll(() => messages(app, '#chat-history')).toEqual(['first message', '¿Dónde está mi pedido?']);
-    await expect.poll(() => app.locator(`#chat-list [data-dialog-id="${dialogId}"] [data-field="last"]`).innerText()).toBe('¿Dónde está mi pedido?');
+    await expect.poll(() => messages(app, '#chat-history'), SOON).toEqual(['first message', '¿Dónde está mi pedido?']);
+    await expect.poll(() => app.locator(`#chat-list [data-dialog-id="${dialogId}"] [data-field="last"]`).innerText(), SOON).toBe('¿Dónde está mi pedido?');
     expect(await sameDocument(app)).toBe(true);
     await app.locator('#section-chat').screenshot({ path: `${ARTIFACTS}/live-workspace-message.png` });
   });
@@ -115,22 +117,22 @@ describe('live updates in the CRM tab and the Chat workspace', () => {
     const { clientId } = await seededStack();
     const parent = await openTab();
     const { app } = parent;
-    await expect.poll(() => messages(app, '#history')).toEqual(['first message']);
-    await expect.poll(() => liveState(app)).toBe('open');
+    await expect.poll(() => messages(app, '#history'), SOON).toEqual(['first message']);
+    await expect.poll(() => liveState(app), SOON).toBe('open');
     // The page's stream holds the user's only place.
     expect(await ownStreamStatus(app)).toBe(429);
 
     await setVisibility(app, 'hidden');
     expect(await liveState(app)).toBe('paused');
     // The server let the page's stream go: the place is free (the close reaches it shortly after).
-    await expect.poll(() => ownStreamStatus(app)).toBe(200);
+    await expect.poll(() => ownStreamStatus(app), SOON).toBe(200);
     await clientWrites(clientId, 'written while you were away');
     await setVisibility(app, 'visible');
-    await expect.poll(() => messages(app, '#history')).toEqual(['first message', 'written while you were away']);
-    await expect.poll(() => liveState(app)).toBe('open');
+    await expect.poll(() => messages(app, '#history'), SOON).toEqual(['first message', 'written while you were away']);
+    await expect.poll(() => liveState(app), SOON).toBe('open');
     // And it is live again.
     await clientWrites(clientId, 'and one more');
-    await expect.poll(() => messages(app, '#history')).toEqual(['first message', 'written while you were away', 'and one more']);
+    await expect.poll(() => messages(app, '#history'), SOON).toEqual(['first message', 'written while you were away', 'and one more']);
     await parent.page.screenshot({ path: `${ARTIFACTS}/live-tab-after-hidden.png`, fullPage: true });
   });
 });

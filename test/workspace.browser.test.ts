@@ -7,6 +7,8 @@ import { installAndConfigure, startStack, type Stack } from './support/stack.js'
 
 /** Screenshots of every state, for a person to look at (gitignored). */
 const ARTIFACTS = 'test-artifacts';
+/** How long a list or a dialog may take to show on a busy machine. */
+const SOON = { timeout: 10_000 };
 const XSS_NAME = '<img src=x onerror="window.__xss=1">Eve';
 
 /** Chat2Desk operator 617 ↔ admin user 1, 311416 ↔ user 2 (the same e-mails in both fakes). */
@@ -79,13 +81,13 @@ describe('the Chat workspace in the app page', () => {
     await chatReady(parent);
     expect(await app.locator('#chat-views [data-view]').allInnerTexts()).toEqual(['Mine', 'Open', 'All']);
     expect(await app.locator('#chat-views [aria-pressed="true"]').innerText()).toBe('Mine');
-    await expect.poll(() => listed(parent)).toEqual([seeded.boris]);
+    await expect.poll(() => listed(parent), SOON).toEqual([seeded.boris]);
 
     await app.locator('#chat-views [data-view="open"]').click();
-    await expect.poll(async () => sorted(await listed(parent))).toEqual(sorted([seeded.anna, seeded.boris]));
+    await expect.poll(async () => sorted(await listed(parent)), SOON).toEqual(sorted([seeded.anna, seeded.boris]));
     expect(await app.locator('#chat-views [aria-pressed="true"]').innerText()).toBe('Open');
     await app.locator('#chat-views [data-view="all"]').click();
-    await expect.poll(async () => sorted(await listed(parent))).toEqual(sorted(Object.values(seeded)));
+    await expect.poll(async () => sorted(await listed(parent)), SOON).toEqual(sorted(Object.values(seeded)));
     const anna = app.locator(`#chat-list [data-dialog-id="${seeded.anna}"]`);
     expect(await anna.locator('[data-field="client"]').innerText()).toBe('Anna Petrova');
     expect(await anna.locator('[data-field="last"]').innerText()).toBe('hello from Anna Petrova');
@@ -95,23 +97,23 @@ describe('the Chat workspace in the app page', () => {
     // By name, then by phone (as people type it), within the view chosen.
     await app.locator('#chat-q').fill('petrova');
     await app.locator('#chat-q').press('Enter');
-    await expect.poll(() => listed(parent)).toEqual([seeded.anna]);
+    await expect.poll(() => listed(parent), SOON).toEqual([seeded.anna]);
     await app.locator('#chat-q').fill('+7 (916) 111-00-03');
     await app.locator('#chat-search button[type="submit"]').click();
-    await expect.poll(() => listed(parent)).toEqual([seeded.clara]);
+    await expect.poll(() => listed(parent), SOON).toEqual([seeded.clara]);
     await app.locator('#chat-q').fill('Nobody like this');
     await app.locator('#chat-q').press('Enter');
-    await expect.poll(() => app.locator('#chat-status').innerText()).toBe('No dialogs match this search.');
+    await expect.poll(() => app.locator('#chat-status').innerText(), SOON).toBe('No dialogs match this search.');
 
     // Opening a dialog, by keyboard: its summary and history, the keyboard taken there.
     await app.locator('#chat-q').fill('Boris');
     await app.locator('#chat-q').press('Enter');
-    await expect.poll(() => listed(parent)).toEqual([seeded.boris]);
+    await expect.poll(() => listed(parent), SOON).toEqual([seeded.boris]);
     await app.locator(`#chat-list [data-dialog-id="${seeded.boris}"]`).focus();
     await parent.page.keyboard.press('Enter');
     await app.locator('#chat-preview [data-field="client"]').waitFor();
     expect(await app.locator('#chat-preview [data-field="client"]').innerText()).toBe('Boris');
-    await expect.poll(() => app.locator('#chat-history .c2d-msg').count()).toBe(1);
+    await expect.poll(() => app.locator('#chat-history .c2d-msg').count(), SOON).toBe(1);
     expect(await app.locator(`#chat-list [data-dialog-id="${seeded.boris}"]`).getAttribute('aria-current')).toBe('true');
     expect(await app.locator('#chat-preview h2').evaluate((node) => node === document.activeElement)).toBe(true);
     await shot(parent, 'admin-open-dialog');
@@ -125,11 +127,11 @@ describe('the Chat workspace in the app page', () => {
     const { app } = parent;
     await chatReady(parent);
     await app.locator('#chat-views [data-view="all"]').click();
-    await expect.poll(() => listed(parent)).toHaveLength(50);
+    await expect.poll(() => listed(parent), SOON).toHaveLength(50);
     expect(await app.locator('#chat-more').isVisible()).toBe(true);
     await app.locator('#chat-more').click();
-    await expect.poll(() => listed(parent)).toHaveLength(55);
-    await expect.poll(() => app.locator('#chat-more').isHidden()).toBe(true);
+    await expect.poll(() => listed(parent), SOON).toHaveLength(55);
+    await expect.poll(() => app.locator('#chat-more').isHidden(), SOON).toBe(true);
   });
 
   it('a user mapped to an operator, not an admin, sees only Mine: their operator’s dialogs', async () => {
@@ -138,7 +140,7 @@ describe('the Chat workspace in the app page', () => {
     const { app } = parent;
     await chatReady(parent);
     expect(await app.locator('#chat-views [data-view]').allInnerTexts()).toEqual(['Mine']);
-    await expect.poll(async () => sorted(await listed(parent))).toEqual(sorted([seeded.anna, seeded.clara]));
+    await expect.poll(async () => sorted(await listed(parent)), SOON).toEqual(sorted([seeded.anna, seeded.clara]));
     // The settings stay an admin's.
     expect(await app.locator('#settings-form').count()).toBe(0);
     await shot(parent, 'mapped-mine');
@@ -162,7 +164,7 @@ describe('the Chat workspace in the app page', () => {
     await chatReady(parent);
     expect(await app.locator('#chat-preview [data-field="client"]').innerText()).toBe('Clara');
     expect(await app.locator('#chat-preview [data-field="status"]').innerText()).toBe('Closed');
-    await expect.poll(() => app.locator('#chat-history .c2d-msg').count()).toBeGreaterThan(0);
+    await expect.poll(() => app.locator('#chat-history .c2d-msg').count(), SOON).toBeGreaterThan(0);
     await shot(parent, 'linked-dialog');
 
     const manager = await open({ userId: 2, placement: 'DEFAULT', placementOptions: { dialog: String(seeded.boris) }, width: 400 });
