@@ -2,6 +2,7 @@ import { mkdirSync } from 'node:fs';
 import type { Browser, FrameLocator } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { launchChromium } from './support/browser.js';
+import { TestClock } from './support/clock.js';
 import { openInParentFrame, type ParentFrame, type ParentFrameOptions } from './support/parent-frame.js';
 import { installAndConfigure, startStack, type Stack } from './support/stack.js';
 
@@ -33,8 +34,8 @@ describe('live updates in the CRM tab and the Chat workspace', () => {
   });
 
   /** One client with an open dialog and a first message; one live stream per user, so a second one shows whether the page's is still open. */
-  async function seededStack() {
-    stack = await startStack({ b24: { domainIsAddress: true }, env: { LIVE_STREAMS_PER_USER: '1' } });
+  async function seededStack(clock?: TestClock) {
+    stack = await startStack({ b24: { domainIsAddress: true }, env: { LIVE_STREAMS_PER_USER: '1' }, clock });
     const { client, dialog } = stack.c2d.seedClient({ phone: PHONE, name: 'Ana López', withDialog: 'open' });
     const clientId = client.id as number;
     stack.c2d.receiveMessage({ clientId, text: 'first message' });
@@ -134,5 +135,21 @@ describe('live updates in the CRM tab and the Chat workspace', () => {
     await clientWrites(clientId, 'and one more');
     await expect.poll(() => messages(app, '#history'), SOON).toEqual(['first message', 'written while you were away', 'and one more']);
     await parent.page.screenshot({ path: `${ARTIFACTS}/live-tab-after-hidden.png`, fullPage: true });
+  });
+
+  it('with its token expired, the page renews it through the parent frame for the new ticket and is live again', async () => {
+    const clock = new TestClock();
+    const { clientId } = await seededStack(clock);
+    const parent = await open({});
+    const { app } = parent;
+    await app.locator('#section-chat[data-ready="yes"]').waitFor();
+    await expect.poll(() => liveState(app), SOON).toBe('open');
+    await setVisibility(app, 'hidden');
+    clock.advance(15 * 60_000 + 1);
+    await setVisibility(app, 'visible');
+    await expect.poll(() => liveState(app), SOON).toBe('open');
+    expect(await parent.messages()).toContainEqual(expect.stringMatching(/^refreshAuth:/));
+    await clientWrites(clientId, 'after the renewal');
+    await expect.poll(() => app.locator('#chat-list [data-field="last"]').first().innerText(), SOON).toBe('after the renewal');
   });
 });
