@@ -136,14 +136,16 @@ describe('the Chat workspace in the app page', () => {
 
   it('a user mapped to an operator, not an admin, sees only Mine: their operator’s dialogs', async () => {
     const seeded = await seededStack();
-    const parent = await open({ userId: 2 });
+    const parent = await open({ userId: 2, lang: 'ru' });
     const { app } = parent;
     await chatReady(parent);
-    expect(await app.locator('#chat-views [data-view]').allInnerTexts()).toEqual(['Mine']);
+    expect(await app.locator('#chat-views [data-view]').allInnerTexts()).toEqual(['Мои']);
     await expect.poll(async () => sorted(await listed(parent)), SOON).toEqual(sorted([seeded.anna, seeded.clara]));
     // The settings stay an admin's.
     expect(await app.locator('#settings-form').count()).toBe(0);
-    await shot(parent, 'mapped-mine');
+    await app.locator(`#chat-list [data-dialog-id="${seeded.clara}"]`).click();
+    await expect.poll(() => app.locator('#chat-preview [data-field="status"]').innerText(), SOON).toBe('Закрыт');
+    await shot(parent, 'mapped-mine-ru');
   });
 
   it('a user with no operator and no wider access is told so, with no list', async () => {
