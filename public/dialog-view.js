@@ -174,43 +174,30 @@ export function createHistory(container, { api, dialogId, t, lang, onChange }) {
   return { loaded: load(), section, refresh };
 }
 
+/** GET /api/dialogs/meta (tags, operators, channels, the viewer's operator), read once per page; a failed read is asked again. */
+export function dialogMeta(api) {
+  let load = null;
+  return () => {
+    load = load || api('/api/dialogs/meta').then(readJson);
+    // A failed read is asked again next time (Chat2Desk may be back).
+    load.catch(() => {
+      load = null;
+    });
+    return load;
+  };
+}
+
 /**
- * The tab's view of one phone: the latest dialog's preview and history, "Show more" with the other
- * dialogs (of this phone, then of the record's other phones), each openable; with the viewer's write
- * controls (actions bar, composer, "Write first") when `GET /api/dialogs/meta` says they are mapped to
- * a Chat2Desk operator, else a note saying how to get mapped. `phones` = all of the record's phones;
- * the first render asks only for `phone`. Returns `{ show(phone, phones), refresh() }`.
+ * One dialog with what its viewer may do: the summary with its actions bar (the write controls for a
+ * mapped viewer, a note saying how to get mapped for others) and the history with its composer. The CRM
+ * tab (createPhoneView) and the Chat workspace (public/workspace.js) both draw dialogs with it.
+ * `actionStatus`: an aria-live element that outlives the bar, which is drawn again after each action.
+ * Returns `{ open(summary, heading), refresh(focused), clear(), current, meta }`.
  */
-export function createPhoneView(root, { api, t, lang, onChange }) {
-  const status = el('p', { class: 'c2d-status', role: 'status', 'aria-live': 'polite' });
-  const preview = el('div', { id: 'preview' });
-  const more = el('div', { class: 'c2d-card', id: 'more', hidden: true });
-  const toggle = el('button', { type: 'button', class: 'ui-btn --air ui-btn-sm --style-plain', id: 'show-more', 'aria-expanded': 'false', 'aria-controls': 'more', hidden: true, text: t.showMore });
-  const writeFirstButton = el('button', { type: 'button', class: 'ui-btn --air ui-btn-sm --style-outline', id: 'write-first-open', 'aria-expanded': 'false', 'aria-controls': 'write-first', hidden: true, text: t.writeFirst });
-  const writeFirst = el('div', { id: 'write-first', hidden: true });
-  const history = el('div', { id: 'history' });
-  // Outlives the actions bar, which is drawn again after each action: the outcome stays announced.
-  const actionStatus = el('p', { class: 'c2d-status c2d-actions__status', role: 'status', 'aria-live': 'polite', 'data-field': 'action-status' });
-  const bar = el('div', { class: 'c2d-bar' }, toggle, writeFirstButton);
-  root.replaceChildren(status, preview, actionStatus, bar, writeFirst, more, history);
+export function createDialogPanel({ preview, history, api, t, lang, onChange, actionStatus, meta }) {
   let current = null;
   let currentHistory = null;
-  let currentPhone = null;
-  let allPhones = [];
-  let others = [];
-  let otherPhones = [];
-  let generation = 0;
-  let metaLoad = null;
-  const meta = () => {
-    metaLoad = metaLoad || api('/api/dialogs/meta').then(readJson);
-    // A failed read is asked again next time (Chat2Desk may be back).
-    metaLoad.catch(() => {
-      metaLoad = null;
-    });
-    return metaLoad;
-  };
 
-  /** The preview with its actions bar: the write controls for a mapped viewer, the note for others. */
   async function renderPreview(summary, heading) {
     renderSummary(preview, summary, { t, lang, heading });
     const mount = preview.querySelector('[data-mount="actions"]');
@@ -247,7 +234,6 @@ export function createPhoneView(root, { api, t, lang, onChange }) {
     renderPreview(summary, heading).then(() => onChange && onChange());
     currentHistory = createHistory(history, { api, dialogId: summary.id, t, lang, onChange });
     mountComposer(summary.id);
-    if (!more.hidden) renderMore();
     if (onChange) onChange();
   }
 
@@ -257,23 +243,83 @@ export function createPhoneView(root, { api, t, lang, onChange }) {
    */
   async function refresh(focused) {
     if (!current) return;
-    const heading = current.heading;
+    const shown = current;
     try {
-      const summary = await readJson(await api(`/api/dialogs/${current.id}`));
-      if (!current || current.id !== summary.id) return;
+      const summary = await readJson(await api(`/api/dialogs/${shown.id}`));
+      if (current !== shown) return;
       current = summary;
-      current.heading = heading;
-      await renderPreview(summary, heading);
+      current.heading = shown.heading;
+      await renderPreview(summary, shown.heading);
       if (focused) {
         const again = preview.querySelector(`[data-action="${focused}"]`) || preview.querySelector('[data-action]');
         if (again) again.focus();
       }
     } catch (error) {
-      status.classList.add('c2d-status--error');
-      status.textContent = t.error + error.message;
+      actionStatus.classList.add('c2d-status--error');
+      actionStatus.textContent = t.error + error.message;
     }
-    if (currentHistory) await currentHistory.refresh();
+    if (currentHistory && current && current.id === shown.id) await currentHistory.refresh();
     if (onChange) onChange();
+  }
+
+  function clear() {
+    current = null;
+    currentHistory = null;
+    actionStatus.textContent = '';
+  }
+
+  return {
+    open,
+    refresh,
+    clear,
+    meta,
+    get current() {
+      return current;
+    },
+  };
+}
+
+/**
+ * The tab's view of one phone: the latest dialog's preview and history, "Show more" with the other
+ * dialogs (of this phone, then of the record's other phones), each openable; with the viewer's write
+ * controls (actions bar, composer, "Write first") when `GET /api/dialogs/meta` says they are mapped to
+ * a Chat2Desk operator, else a note saying how to get mapped. `phones` = all of the record's phones;
+ * the first render asks only for `phone`. Returns `{ show(phone, phones), refresh() }`.
+ */
+export function createPhoneView(root, { api, t, lang, onChange }) {
+  const status = el('p', { class: 'c2d-status', role: 'status', 'aria-live': 'polite' });
+  const preview = el('div', { id: 'preview' });
+  const more = el('div', { class: 'c2d-card', id: 'more', hidden: true });
+  const toggle = el('button', { type: 'button', class: 'ui-btn --air ui-btn-sm --style-plain', id: 'show-more', 'aria-expanded': 'false', 'aria-controls': 'more', hidden: true, text: t.showMore });
+  const writeFirstButton = el('button', { type: 'button', class: 'ui-btn --air ui-btn-sm --style-outline', id: 'write-first-open', 'aria-expanded': 'false', 'aria-controls': 'write-first', hidden: true, text: t.writeFirst });
+  const writeFirst = el('div', { id: 'write-first', hidden: true });
+  const history = el('div', { id: 'history' });
+  // Outlives the actions bar, which is drawn again after each action: the outcome stays announced.
+  const actionStatus = el('p', { class: 'c2d-status c2d-actions__status', role: 'status', 'aria-live': 'polite', 'data-field': 'action-status' });
+  const bar = el('div', { class: 'c2d-bar' }, toggle, writeFirstButton);
+  root.replaceChildren(status, preview, actionStatus, bar, writeFirst, more, history);
+  const panel = createDialogPanel({ preview, history, api, t, lang, onChange, actionStatus, meta: dialogMeta(api) });
+  const meta = panel.meta;
+  let currentPhone = null;
+  let allPhones = [];
+  let others = [];
+  let otherPhones = [];
+  let generation = 0;
+
+  function open(summary, heading) {
+    panel.open(summary, heading);
+    if (!more.hidden) renderMore();
+    if (onChange) onChange();
+  }
+
+  /**
+   * After an action (`focused`: the data-action of the control that acted) or a live update: the dialog
+   * shown read again; with none shown (no dialog for this phone yet), the phone read again, unless the
+   * user is writing first (their draft stays).
+   */
+  async function refresh(focused) {
+    if (panel.current) return panel.refresh(typeof focused === 'string' ? focused : undefined);
+    if (currentPhone && writeFirst.hidden) return show(currentPhone, allPhones);
   }
 
   async function otherPhonesDialogs() {
@@ -298,7 +344,7 @@ export function createPhoneView(root, { api, t, lang, onChange }) {
     const all = [...others, ...(morePhones || [])];
     const seen = new Set();
     const unique = all.filter((summary) => !seen.has(summary.id) && seen.add(summary.id));
-    renderDialogList(body, unique, { t, lang, currentId: current && current.id, onOpen: (summary) => open(summary, `${t.dialog} #${summary.id}`) });
+    renderDialogList(body, unique, { t, lang, currentId: panel.current && panel.current.id, onOpen: (summary) => open(summary, `${t.dialog} #${summary.id}`) });
     if (onChange) onChange();
   }
 
@@ -328,7 +374,7 @@ export function createPhoneView(root, { api, t, lang, onChange }) {
           heading.setAttribute('tabindex', '-1');
           heading.focus();
         }),
-      onCancel: current
+      onCancel: panel.current
         ? () => {
             writeFirst.hidden = true;
             writeFirst.replaceChildren();
@@ -358,9 +404,7 @@ export function createPhoneView(root, { api, t, lang, onChange }) {
     allPhones = phones && phones.length ? phones : [phone];
     otherPhones = allPhones.filter((other) => other !== phone);
     morePhones = null;
-    current = null;
-    actionStatus.textContent = '';
-    currentHistory = null;
+    panel.clear();
     status.classList.remove('c2d-status--error');
     status.textContent = t.loading;
     preview.replaceChildren();

@@ -52,6 +52,70 @@ const workspaceWords = {
   },
 };
 
+/** The Chat section of the app page (templates/partials/chat.hbs, public/workspace.js; README "The Chat workspace"). */
+export const CHAT_WORDS = {
+  en: {
+    chatHeading: 'Chat',
+    chatViews: 'Which dialogs',
+    chatMine: 'Mine',
+    chatOpen: 'Open',
+    chatAll: 'All',
+    chatSearchLabel: 'Search by client name or phone',
+    chatSearchPlaceholder: 'Name or phone',
+    chatSearch: 'Search',
+    chatList: 'Dialogs',
+    chatLoadMore: 'Load more',
+    chatEmpty: 'No dialogs here.',
+    chatNothingFound: 'No dialogs match this search.',
+    chatChoose: 'Choose a dialog to see its messages.',
+    chatNoAccess: "You have no Chat2Desk operator and no access to other people's dialogs; ask your administrator.",
+    chatUnavailable: 'The Chat section cannot open now:',
+    chatNotAvailable: 'This dialog is not available to you: it is not among the dialogs you may see, or it no longer exists.',
+    chatNoOperator: 'no operator',
+    chatNoMessages: 'no messages yet',
+  },
+  ru: {
+    chatHeading: 'Чат',
+    chatViews: 'Какие диалоги',
+    chatMine: 'Мои',
+    chatOpen: 'Открытые',
+    chatAll: 'Все',
+    chatSearchLabel: 'Поиск по имени клиента или телефону',
+    chatSearchPlaceholder: 'Имя или телефон',
+    chatSearch: 'Найти',
+    chatList: 'Диалоги',
+    chatLoadMore: 'Показать ещё',
+    chatEmpty: 'Здесь нет диалогов.',
+    chatNothingFound: 'По этому запросу диалогов нет.',
+    chatChoose: 'Выберите диалог, чтобы увидеть сообщения.',
+    chatNoAccess: 'У вас нет оператора Chat2Desk и доступа к чужим диалогам; обратитесь к администратору.',
+    chatUnavailable: 'Раздел «Чат» сейчас не открывается:',
+    chatNotAvailable: 'Этот диалог вам недоступен: он не входит в диалоги, которые вы можете видеть, или его больше нет.',
+    chatNoOperator: 'без оператора',
+    chatNoMessages: 'сообщений пока нет',
+  },
+  es: {
+    chatHeading: 'Chat',
+    chatViews: 'Qué diálogos',
+    chatMine: 'Míos',
+    chatOpen: 'Abiertos',
+    chatAll: 'Todos',
+    chatSearchLabel: 'Buscar por nombre del cliente o teléfono',
+    chatSearchPlaceholder: 'Nombre o teléfono',
+    chatSearch: 'Buscar',
+    chatList: 'Diálogos',
+    chatLoadMore: 'Cargar más',
+    chatEmpty: 'No hay diálogos aquí.',
+    chatNothingFound: 'Ningún diálogo coincide con la búsqueda.',
+    chatChoose: 'Elija un diálogo para ver sus mensajes.',
+    chatNoAccess: 'No tiene operador de Chat2Desk ni acceso a los diálogos de otros; consulte a su administrador.',
+    chatUnavailable: 'La sección Chat no se puede abrir ahora:',
+    chatNotAvailable: 'Este diálogo no está disponible para usted: no está entre los diálogos que puede ver o ya no existe.',
+    chatNoOperator: 'sin operador',
+    chatNoMessages: 'aún sin mensajes',
+  },
+};
+
 const en = {
   title: 'Chat2Desk for Bitrix24',
   installed: 'The app is installed. Connect Chat2Desk below to finish setting it up.',
@@ -184,6 +248,7 @@ const en = {
   k_automation: 'CRM automation',
   renewFailed: 'The page could not confirm who you are with Bitrix24. Reload the app.',
   ...workspaceWords.en,
+  ...CHAT_WORDS.en,
 };
 
 export type PageWords = typeof en;
@@ -320,6 +385,7 @@ const ru: PageWords = {
   k_automation: 'Автоматизация CRM',
   renewFailed: 'Страница не смогла подтвердить в Битрикс24, кто вы. Откройте приложение заново.',
   ...workspaceWords.ru,
+  ...CHAT_WORDS.ru,
 };
 
 const es: PageWords = {
@@ -455,6 +521,7 @@ const es: PageWords = {
   k_automation: 'Automatización CRM',
   renewFailed: 'La página no pudo confirmar con Bitrix24 quién es usted. Vuelva a abrir la aplicación.',
   ...workspaceWords.es,
+  ...CHAT_WORDS.es,
 };
 
 export const PAGE_WORDS: Record<PageLanguage, PageWords> = { en, ru, es };
