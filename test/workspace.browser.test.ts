@@ -117,6 +117,21 @@ describe('the Chat workspace in the app page', () => {
     expect(await app.locator(`#chat-list [data-dialog-id="${seeded.boris}"]`).getAttribute('aria-current')).toBe('true');
     expect(await app.locator('#chat-preview h2').evaluate((node) => node === document.activeElement)).toBe(true);
     await shot(parent, 'admin-open-dialog');
+
+    // The same actions as the CRM tab: a message written here goes out as the user's operator, once,
+    // and the dialog closed from here is closed in Chat2Desk (the write controls of public/dialog-view.js).
+    const composer = app.locator('#chat-history [data-mount="composer"]');
+    await composer.locator('textarea').waitFor(SOON);
+    await composer.locator('textarea').fill('Written from the workspace');
+    await composer.locator('[data-action="send"]').dblclick();
+    await expect.poll(() => app.locator('#chat-history .c2d-msg--out').last().innerText(), SOON).toContain('Written from the workspace');
+    const sent = stack!.c2d.calls.filter((call) => call.method === 'POST' && call.path === '/messages' && call.status === 200);
+    expect(sent.map((call) => (call.body as Record<string, unknown>).text)).toEqual(['Written from the workspace']);
+    expect((sent[0]!.body as Record<string, unknown>).operator_id).toBe(ADMIN_OPERATOR);
+    await app.locator('#chat-preview [data-action="close"]').click();
+    await expect.poll(() => stack!.c2d.account().dialogs.find((item) => item.id === seeded.boris)?.state, SOON).toBe('closed');
+    await app.locator('#chat-preview [data-action="reopen"]').waitFor(SOON);
+    await shot(parent, 'admin-acted');
   });
 
   it('"Load more" lists the next page the API offers', async () => {
