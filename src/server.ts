@@ -299,7 +299,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     eventLog: new EventLog({ store: new EventLogStore(database.db), robots, pipeline, defaultApiUrl: config.chat2desk.defaultApiUrl, clock }),
     background,
     chat2deskWebhooks,
-    live: { tabTokens, pageTokens, tickets: new LiveTickets(clock), hub: liveHub, portals, clock, timers: options.liveTimers ?? systemTimers },
+    live: { tickets: new LiveTickets(clock), hub: liveHub, portals, clock, timers: options.liveTimers ?? systemTimers },
     databaseUp: () => pingDatabase(database),
     workersRunning: () => pipeline.running,
   });

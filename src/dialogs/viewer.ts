@@ -72,6 +72,7 @@ export function dialogViewer(deps: {
           scope: claims.scope,
           operatorId: await deps.operators.operatorOf(portal, claims.userId),
           via: 'tab',
+          expiresAt: claims.expiresAt,
         });
       } else if (bearer.startsWith(PAGE_TOKEN_PREFIX)) {
         const { portal, claims } = await deps.pageAuth.authorize(bearer, { admin: false, write: false });
@@ -84,6 +85,7 @@ export function dialogViewer(deps: {
           scope,
           operatorId: scope.kind === 'operator' ? scope.operatorId : await deps.operators.operatorOf(portal, claims.userId),
           via: 'workspace',
+          expiresAt: claims.expiresAt,
         });
       } else {
         throw new PageAuthError('The token is not a tab or app page token of ours', 401, true);
