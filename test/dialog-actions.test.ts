@@ -213,6 +213,22 @@ describe('Dialog actions from the CRM tab and the workspace', () => {
     expect(dialog(dialogB).state).toBe('open');
   });
 
+  it("does not let a workspace user who is not an admin write first into another operator's conversation", async () => {
+    const mine = await pageToken(stack, { userId: 1, admin: false, clock });
+    // Client A has a dialog, not user 1's operator's: writing first to its number would post into it.
+    const intoOthers = await post({ key: newKey(), action: 'write_first', phone: PHONE_A, channelId: 17404, transport: 'whatsapp', text: 'Hello' }, mine);
+    expect(intoOthers.status).toBe(404);
+    expect(await intoOthers.json()).toEqual({ error: 'No such dialog here' });
+    expect(sentMessages(stack)).toEqual([]);
+    // A number nobody talks to yet, and one whose only dialog is the user's own, are theirs to write to.
+    expect(await act({ action: 'write_first', phone: '79005550012', channelId: 17404, transport: 'whatsapp', text: 'New here' }, mine)).toMatchObject({ state: 'done' });
+    await act({ action: 'assign', dialogId: dialogA, operatorId: OPERATOR });
+    expect(await act({ action: 'write_first', phone: PHONE_A, channelId: 17404, transport: 'whatsapp', text: 'Mine now' }, mine)).toMatchObject({
+      state: 'done',
+      result: { dialogId: dialogA },
+    });
+  });
+
   it('tags and untags the client and the current request', async () => {
     const [tag] = stack.c2d.account().tags;
     const client = () => stack.c2d.account().clients.find((item) => item.id === clientA) as { tags: Array<{ id: number }> };
@@ -298,6 +314,14 @@ describe('Dialog actions from the CRM tab and the workspace', () => {
     expect(someoneElses.status).toBe(400);
     expect(((await someoneElses.json()) as { error: string }).error).toMatch(/^fileIds: No such file/);
     expect(sentMessages(stack)).toHaveLength(2);
+  });
+
+  it('refuses a file named twice in one action: one message per file, and a lost answer settled per message', async () => {
+    const file = await upload(PNG, 'one.png');
+    const twice = await post({ key: newKey(), action: 'send', dialogId: dialogA, fileIds: [file, file] });
+    expect(twice.status).toBe(400);
+    expect(await twice.json()).toEqual({ error: 'fileIds: name each file once' });
+    expect(sentMessages(stack)).toEqual([]);
   });
 
   it('says in words a manager can act on that WhatsApp Business needs an approved template first', async () => {
