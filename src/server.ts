@@ -271,7 +271,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     tabAuth: new TabAuth({ portals, tokens: tabTokens, recordPhones: new RecordPhones({ rest, oauth, defaultApiUrl: config.chat2desk.defaultApiUrl, clock }) }),
     dialogReads,
     dialogViewer: dialogViewer({ pageAuth, tabTokens, workspace: workspaceScopes, operators: dialogReads, portals, clock }),
-    workspaceDialogs: new WorkspaceDialogs({ chat2desk }),
+    workspaceDialogs: new WorkspaceDialogs({ chat2desk, dialogReads }),
     log,
     maxBodyBytes: config.maxBodyBytes,
     uploadMaxBytes: config.files.uploadMaxBytes,

@@ -15,6 +15,7 @@ import type { DialogViewer } from './scope.js';
 import type { OperatorOfUser } from './viewer.js';
 import { NOT_HERE, clientVisible, dialogVisible } from './visibility.js';
 
+/** One dialog as every dialog API answers it (contracts-9 "The read API"): the CRM tab's and the workspace's lists, built by DialogReads.summaries. */
 export interface DialogSummary {
   id: number;
   state: 'open' | 'closed';
@@ -142,6 +143,29 @@ export class DialogReads implements OperatorOfUser {
     return { messages: shown.reverse().map(({ message }) => messageView(message)), older };
   }
 
+  /**
+   * DialogSummary of each dialog, in order (the workspace's lists): clients, channels and operators
+   * from the cache, one Chat2Desk request per cold client; a client Chat2Desk no longer has leaves
+   * its dialog without one. The caller has checked the viewer's scope.
+   */
+  async summaries(portal: Portal, directory: DialogDirectory, settings: PortalSettings, dialogs: CachedDialog[]): Promise<DialogSummary[]> {
+    const clientIds = [...new Set(dialogs.map((dialog) => dialog.clientId).filter((id): id is number => id !== null))];
+    const clients = new Map<number, CachedClient>();
+    await this.#chat2desk(() =>
+      Promise.all(
+        clientIds.map(async (id) => {
+          try {
+            clients.set(id, await directory.client(id));
+          } catch (error) {
+            if (!(error instanceof Chat2DeskError) || error.transient) throw error;
+          }
+        }),
+      ),
+    );
+    const pairs = dialogs.map((dialog) => ({ dialog, client: dialog.clientId === null ? null : (clients.get(dialog.clientId) ?? null) }));
+    return this.#summaries(portal, directory, settings, pairs);
+  }
+
   /** OperatorOfUser: the operator mapped to this Bitrix24 user in the settings, else the one with the user's e-mail. */
   async operatorOf(portal: Portal, userId: number): Promise<number | undefined> {
     const connection = await this.deps.chat2desk.connect(portal);
@@ -188,10 +212,9 @@ export class DialogReads implements OperatorOfUser {
   ): Promise<DialogSummary[]> {
     if (pairs.length === 0) return [];
     const [operators, channels] = await this.#chat2desk(() => Promise.all([directory.operators(), directory.channels()]));
-    const bitrixUsers = new Map<number, number | null>();
-    for (const operatorId of new Set(pairs.map(({ dialog }) => dialog.operatorId).filter((id): id is number => id !== null))) {
-      bitrixUsers.set(operatorId, await this.#bitrixUserOf(portal, settings, operators, operatorId));
-    }
+    const operatorIds = [...new Set(pairs.map(({ dialog }) => dialog.operatorId).filter((id): id is number => id !== null))];
+    // A workspace page names many operators: their users are looked up together (each cached by src/bitrix24/users.ts).
+    const bitrixUsers = new Map(await Promise.all(operatorIds.map(async (operatorId) => [operatorId, await this.#bitrixUserOf(portal, settings, operators, operatorId)] as const)));
     return pairs.map(({ dialog, client }) => summary(dialog, client, operators, channels, bitrixUsers, settings.chat2deskApiUrl));
   }
 
