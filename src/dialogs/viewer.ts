@@ -36,7 +36,8 @@ export function defaultWorkspaceScopes(operators: OperatorOfUser): WorkspaceScop
   };
 }
 
-function bearerOf(c: Context): string | undefined {
+/** The token of `Authorization: Bearer <token>`, if any. */
+export function bearerOf(c: Context): string | undefined {
   return /^Bearer\s+(\S+)$/i.exec(c.req.header('authorization') ?? '')?.[1];
 }
 

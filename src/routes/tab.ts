@@ -1,6 +1,7 @@
 import { type Context, Hono } from 'hono';
 import { str } from '../bitrix24/form-body.js';
 import type { TabAuth, TabSession } from '../dialogs/tab-auth.js';
+import { bearerOf } from '../dialogs/viewer.js';
 import { loadPublicFiles } from '../pages/app-page.js';
 import { type PageLanguage, TAB_WORDS, type TabWords, pageLanguage } from '../pages/i18n.js';
 import { PageAuthError, pageAuthRefusal } from '../pages/page-auth.js';
@@ -64,7 +65,7 @@ export function createTabRoute(deps: TabRouteDeps): Hono {
     })
     .get('/tab', (c) => c.text('This is the Chat2Desk tab of CRM cards. Bitrix24 opens it with POST inside a card.', 405, { allow: 'POST' }))
     .post('/api/tab/renew', async (c) => {
-      const previous = /^Bearer\s+(\S+)$/i.exec(c.req.header('authorization') ?? '')?.[1];
+      const previous = bearerOf(c);
       let body: { authId?: unknown };
       try {
         body = (await c.req.json()) as { authId?: unknown };
