@@ -108,6 +108,17 @@ describe('the CRM tab', () => {
     expect(genuine.headers.get('set-cookie')).toBeNull();
   });
 
+  it('takes the record id of PLACEMENT_OPTIONS only as Bitrix24 writes it, in digits', async () => {
+    await configured();
+    const contact = stack.b24.seedContact({ name: 'Ana', phones: ['+7 916 123-45-67'] });
+    for (const odd of [`${contact}e0`, `0x${contact.toString(16)}`, ` ${contact}`, `${contact}.0`, '9'.repeat(20)]) {
+      const refused = await openTab('CRM_CONTACT_DETAIL_TAB', odd);
+      expect(refused.status, odd).toBe(400);
+      expect(refused.error).toBe('PLACEMENT_OPTIONS does not name the record (ID)');
+    }
+    expect((await openTab('CRM_CONTACT_DETAIL_TAB', String(contact))).phones).toEqual(['79161234567']);
+  });
+
   it('refuses a user who may not read the record, and tells nothing about it', async () => {
     await configured();
     const contact = stack.b24.seedContact({ phones: ['+7 916 123-45-67'] });
