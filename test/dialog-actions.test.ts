@@ -324,6 +324,17 @@ describe('Dialog actions from the CRM tab and the workspace', () => {
     expect(sentMessages(stack)).toEqual([]);
   });
 
+  it('refuses a text with control characters or a broken surrogate, and keeps newlines, tabs and emoji', async () => {
+    for (const text of ['Hi\u0000there', 'bell\u0007', 'escape \u001b[31mred', 'half an emoji \ud83d']) {
+      const refused = await post({ key: newKey(), action: 'send', dialogId: dialogA, text });
+      expect(refused.status, JSON.stringify(text)).toBe(400);
+      expect(await refused.json()).toEqual({ error: 'text: no control characters or broken characters' });
+    }
+    expect(sentMessages(stack)).toEqual([]);
+    expect(await act({ action: 'send', dialogId: dialogA, text: 'Line one\n\tline two 👍' })).toMatchObject({ state: 'done' });
+    expect(sentMessages(stack).map((call) => (call.body as { text: string }).text)).toEqual(['Line one\n\tline two 👍']);
+  });
+
   it('says in words a manager can act on that WhatsApp Business needs an approved template first', async () => {
     const phone = '79005550022';
     const token = await tabToken(stack, { userId: 1, phones: [phone], clock });

@@ -27,7 +27,19 @@ const id = (name: string, what: string) =>
   );
 
 const dialogId = id('dialogId', 'a Chat2Desk dialog id');
-const text = v.optional(v.pipe(v.string('text must be text'), v.trim(), v.maxLength(4096, 'text is longer than 4096 characters')));
+/**
+ * C0 controls but tab, newline and carriage return, DEL, and a surrogate without its pair: nothing a
+ * manager types, and what a messenger shows as garbage or refuses (a lone surrogate is not even UTF-8).
+ */
+const UNSENDABLE = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F]|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+const text = v.optional(
+  v.pipe(
+    v.string('text must be text'),
+    v.trim(),
+    v.maxLength(4096, 'text is longer than 4096 characters'),
+    v.check((value) => !UNSENDABLE.test(value), 'no control characters or broken characters'),
+  ),
+);
 const fileIds = v.optional(
   v.pipe(
     v.array(v.pipe(v.string('fileIds must be ids from POST /api/files'), v.uuid('fileIds must be ids from POST /api/files')), 'fileIds must be a list of ids from POST /api/files'),
