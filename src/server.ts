@@ -270,7 +270,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
   const app = createApp({
     tabAuth: new TabAuth({ portals, tokens: tabTokens, recordPhones: new RecordPhones({ rest, oauth, defaultApiUrl: config.chat2desk.defaultApiUrl, clock }) }),
     dialogReads,
-    dialogViewer: dialogViewer({ pageAuth, tabTokens, workspace: workspaceScopes, operators: dialogReads, portals, clock }),
+    dialogViewer: dialogViewer({ pageAuth, tabTokens, workspace: workspaceScopes, operators: dialogReads, portals }),
     workspaceDialogs: new WorkspaceDialogs({ chat2desk, dialogReads }),
     log,
     maxBodyBytes: config.maxBodyBytes,

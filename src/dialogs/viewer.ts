@@ -1,6 +1,5 @@
 import type { Context, MiddlewareHandler } from 'hono';
 import { createMiddleware } from 'hono/factory';
-import type { Clock } from '../clock.js';
 import type { Portal, PortalStore } from '../db/portals.js';
 import { PageAuthError, pageAuthRefusal, type PageAuth } from '../pages/page-auth.js';
 import { PAGE_TOKEN_PREFIX, type PageClaims } from '../pages/page-token.js';
@@ -22,20 +21,6 @@ export type ViewerVariables = { Variables: { viewer: DialogViewer } };
 export const NO_WORKSPACE_ACCESS = "You have no Chat2Desk operator and no access to other people's dialogs; ask your administrator";
 export const NOT_MAPPED = "Ask a Bitrix24 administrator to map you to a Chat2Desk operator in the app's Operators section";
 
-/**
- * Until the workspace settings exist: admins see every dialog, a user mapped to an operator sees
- * that operator's dialogs, anybody else none.
- */
-export function defaultWorkspaceScopes(operators: OperatorOfUser): WorkspaceScopes {
-  return {
-    async scopeOf(portal, claims) {
-      if (claims.admin) return { kind: 'all' };
-      const operatorId = await operators.operatorOf(portal, claims.userId);
-      return operatorId === undefined ? undefined : { kind: 'operator', operatorId };
-    },
-  };
-}
-
 /** The token of `Authorization: Bearer <token>`, if any. */
 export function bearerOf(c: Context): string | undefined {
   return /^Bearer\s+(\S+)$/i.exec(c.req.header('authorization') ?? '')?.[1];
@@ -53,7 +38,6 @@ export function dialogViewer(deps: {
   workspace: WorkspaceScopes;
   operators: OperatorOfUser;
   portals: PortalStore;
-  clock: Clock;
 }): MiddlewareHandler<ViewerVariables> {
   return createMiddleware<ViewerVariables>(async (c, next) => {
     const bearer = bearerOf(c);
