@@ -14,6 +14,7 @@ import { requireMappedOperator, type ViewerVariables } from '../dialogs/viewer.j
  * composed message or action, and the action is one of
  * - `send {dialogId, text?, fileIds?}` — as the user's Chat2Desk operator; one message per file, the text with the first;
  * - `write_first {phone, channelId, transport, text?, fileIds?}` — the phone must be one of the tab's record's phones;
+ *   a workspace user who sees only their operator's dialogs: every dialog of the number must be theirs (else 404);
  * - `tag | untag {dialogId, tagId, target: 'client' | 'request'}` — the dialog's client or its last request;
  * - `close | reopen {dialogId}`;
  * - `assign {dialogId, operatorId}`.
