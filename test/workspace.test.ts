@@ -138,6 +138,22 @@ describe('the Chat workspace', () => {
     });
   });
 
+  it('a dialog whose client Chat2Desk no longer has is listed without one, and opens the same way', async () => {
+    await setUp();
+    const lost = dialogOf('79161110009', 'Gone', null);
+    const clients = stack.c2d.account().clients;
+    clients.splice(
+      clients.findIndex((client) => client.phone === '79161110009'),
+      1,
+    );
+    const { token } = await openApp(1);
+    const listed = (await list(token, { view: 'all' })).body.dialogs.find((dialog) => dialog.id === lost);
+    expect(listed).toMatchObject({ id: lost, client: null });
+    const opened = await fetch(`${stack.server.url}/api/dialogs/${lost}`, { headers: { authorization: `Bearer ${token}` } });
+    expect(opened.status).toBe(200);
+    expect(await opened.json()).toEqual(listed);
+  });
+
   it('a mapped user who is not an admin sees only their operator’s dialogs, and is refused open and all', async () => {
     const seeded = await setUp();
     const { token } = await openApp(2);

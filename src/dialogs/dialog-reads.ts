@@ -149,20 +149,9 @@ export class DialogReads implements OperatorOfUser {
    * its dialog without one. The caller has checked the viewer's scope.
    */
   async summaries(portal: Portal, directory: DialogDirectory, settings: PortalSettings, dialogs: CachedDialog[]): Promise<DialogSummary[]> {
-    const clientIds = [...new Set(dialogs.map((dialog) => dialog.clientId).filter((id): id is number => id !== null))];
-    const clients = new Map<number, CachedClient>();
-    await this.#chat2desk(() =>
-      Promise.all(
-        clientIds.map(async (id) => {
-          try {
-            clients.set(id, await directory.client(id));
-          } catch (error) {
-            if (!(error instanceof Chat2DeskError) || error.transient) throw error;
-          }
-        }),
-      ),
-    );
-    const pairs = dialogs.map((dialog) => ({ dialog, client: dialog.clientId === null ? null : (clients.get(dialog.clientId) ?? null) }));
+    const clientIds = [...new Set(dialogs.map((dialog) => dialog.clientId))];
+    const clients = new Map(await this.#chat2desk(() => Promise.all(clientIds.map(async (id) => [id, await clientOf(directory, id)] as const))));
+    const pairs = dialogs.map((dialog) => ({ dialog, client: clients.get(dialog.clientId) ?? null }));
     return this.#summaries(portal, directory, settings, pairs);
   }
 
@@ -195,8 +184,7 @@ export class DialogReads implements OperatorOfUser {
     const pair = await this.#chat2desk(
       async () => {
         const dialog = await directory.dialog(dialogId);
-        const client = dialog.clientId === null ? null : await directory.client(dialog.clientId);
-        return { dialog, client };
+        return { dialog, client: await clientOf(directory, dialog.clientId) };
       },
       { notFoundIsHidden: true },
     );
@@ -241,6 +229,17 @@ export class DialogReads implements OperatorOfUser {
       if (error instanceof Chat2DeskError && options.notFoundIsHidden && error.kind === 'not_found') throw new DialogReadError(NOT_HERE, 404);
       throw new DialogReadError(`Chat2Desk could not be read: ${error instanceof Error ? error.message : String(error)}`, 502);
     }
+  }
+}
+
+/** A dialog's client; null when it has none yet or Chat2Desk no longer has it (the dialog is then shown without one, and no record scope sees it). */
+async function clientOf(directory: DialogDirectory, clientId: number | null): Promise<CachedClient | null> {
+  if (clientId === null) return null;
+  try {
+    return await directory.client(clientId);
+  } catch (error) {
+    if (error instanceof Chat2DeskError && error.kind === 'not_found') return null;
+    throw error;
   }
 }
 
