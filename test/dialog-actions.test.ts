@@ -347,6 +347,14 @@ describe('Dialog actions from the CRM tab and the workspace', () => {
     expect(entries[0]?.error.nextStep).toMatch(/approved WhatsApp template/);
   });
 
+  it('answers a body that is JSON but not an object with a clear 400', async () => {
+    for (const body of ['null', '[]', '"send"', '42']) {
+      const response = await fetch(`${stack.server.url}/api/dialog-actions`, { method: 'POST', headers: bearer(tokenA, { 'content-type': 'application/json' }), body });
+      expect(response.status, body).toBe(400);
+      expect(await response.json()).toEqual({ error: 'Send the action as a JSON object' });
+    }
+  });
+
   it('refuses an expired token with 401 renew, a cross-site write with 403, and a bad field with 400 naming it', async () => {
     const crossSite = await post({ key: newKey(), action: 'close', dialogId: dialogA }, tokenA, { origin: 'https://evil.example' });
     expect(crossSite.status).toBe(403);

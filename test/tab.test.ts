@@ -229,6 +229,21 @@ describe('the CRM tab', () => {
     expect((await renew(fresh.token, stack.b24.issueAuth(2).access_token)).status).toBe(401);
   });
 
+  it('answers a renewal whose body is JSON but not an object with a clear 400', async () => {
+    await configured();
+    const contact = stack.b24.seedContact({ name: 'Ana', phones: ['+7 916 123-45-67'] });
+    const tab = await openTab('CRM_CONTACT_DETAIL_TAB', contact);
+    for (const body of ['null', '[]', '"x"']) {
+      const response = await fetch(`${stack.server.url}/api/tab/renew`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${tab.token}`, 'content-type': 'application/json' },
+        body,
+      });
+      expect(response.status, body).toBe(400);
+      expect(await response.json()).toEqual({ error: 'The body must be a JSON object with authId' });
+    }
+  });
+
   it('takes an app page token too: an admin sees every dialog, a mapped user their operator’s, anybody else is refused', async () => {
     stack = await startStack();
     // No operator shares an e-mail with user 2, so only operatorMap can map them.
