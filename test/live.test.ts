@@ -240,6 +240,14 @@ describe('live updates: single-use tickets and the SSE stream fed by Chat2Desk w
     expect(await stream.next()).toBeUndefined();
   });
 
+  it('a workspace stream ends when its app page token expires', async () => {
+    const stream = await openStream(await ticketFor(pageToken(1, true)));
+    await timers.someoneSleeping();
+    clock.advance(15 * 60_000);
+    timers.fire();
+    expect(await stream.next()).toBeUndefined();
+  });
+
   it('a stopping server ends its open streams instead of waiting for their tokens to expire', async () => {
     const stream = await openStream(await ticketFor(tabToken()));
     await stack.restart();
