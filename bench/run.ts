@@ -7,6 +7,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { ackBenchmark } from './ack.js';
 import { appPageBenchmark } from './app-page.js';
+import { tabBenchmark } from './tab.js';
 import { burstBenchmark } from './burst.js';
 import { episodesBenchmark } from './episodes.js';
 import { findDialogsBenchmark } from './find-dialogs.js';
@@ -20,6 +21,7 @@ const benchmarks: Record<string, () => Promise<Section>> = {
   'unknown-limit': () => unknownLimitBenchmark(),
   episodes: episodesBenchmark,
   'app-page': appPageBenchmark,
+  tab: tabBenchmark,
 };
 const chosen = process.argv.slice(2);
 const unknown = chosen.filter((name) => !(name in benchmarks));

@@ -31,24 +31,36 @@
   }
 
   // A fresh AUTH_ID from the parent (refreshAuth) buys a new page token: the server asks the portal again.
-  async function renew() {
-    if (!b24) throw new Error(t.renewFailed);
-    const auth = await b24.auth.refreshAuth();
-    const response = await fetch('/api/page/renew', {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-      body: JSON.stringify({ authId: auth && auth.access_token }),
-    });
-    if (!response.ok) throw new Error(t.renewFailed);
-    token = (await response.json()).token;
+  // Requests that find the token expired at once (the Chat section, its live stream) share one renewal.
+  let renewing = null;
+  function renew() {
+    if (!renewing) {
+      renewing = (async () => {
+        if (!b24) throw new Error(t.renewFailed);
+        const auth = await b24.auth.refreshAuth();
+        const response = await fetch('/api/page/renew', {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+          body: JSON.stringify({ authId: auth && auth.access_token }),
+        });
+        if (!response.ok) throw new Error(t.renewFailed);
+        token = (await response.json()).token;
+      })().finally(() => {
+        renewing = null;
+      });
+    }
+    return renewing;
   }
 
-  async function api(method, path, body) {
+  // `body`: an object sent as JSON; a string or FormData (the dialog view's writes, a file upload) goes as it is, with `headers`.
+  async function api(method, path, body, headers) {
+    const raw = typeof body === 'string' || body instanceof FormData;
+    const json = body !== undefined && !raw;
     for (let attempt = 0; ; attempt++) {
       const response = await fetch(path, {
         method,
-        headers: Object.assign({ authorization: `Bearer ${token}` }, body === undefined ? {} : { 'content-type': 'application/json' }),
-        body: body === undefined ? undefined : JSON.stringify(body),
+        headers: Object.assign({ authorization: `Bearer ${token}` }, json ? { 'content-type': 'application/json' } : {}, headers || {}),
+        body: body === undefined ? undefined : json ? JSON.stringify(body) : body,
       });
       if (response.status === 401 && attempt === 0) {
         const refusal = await response
@@ -63,6 +75,9 @@
       return response;
     }
   }
+
+  // The Chat section (public/workspace.js, a module that runs after this script) reads with the same token and renewal.
+  window.c2dPage = { api, fit };
 
   async function errorOf(response) {
     const body = await response.json().catch(() => ({}));

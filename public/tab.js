@@ -2,6 +2,7 @@
 // to the card's record and its phones; this talks to the Bitrix24 parent frame through the official
 // b24jssdk (resize, refreshAuth), shows the phone switcher and mounts the dialog view
 // (public/dialog-view.js), which reads our dialog API with the token as bearer. No cookies.
+import { debounce, startLive } from './live.js';
 import { createPhoneView, el } from './dialog-view.js';
 
 const data = JSON.parse(document.getElementById('page-data').textContent);
@@ -41,9 +42,11 @@ function renew() {
   return renewing;
 }
 
-async function api(path) {
+// Reads and writes alike: a 401 {renew} is renewed once and the same request (the same idempotency key) sent again.
+async function api(path, init) {
+  const request = init || {};
   for (let attempt = 0; ; attempt++) {
-    const response = await fetch(path, { headers: { authorization: `Bearer ${token}` } });
+    const response = await fetch(path, { ...request, headers: { ...(request.headers || {}), authorization: `Bearer ${token}` } });
     if (response.status === 401 && attempt === 0) {
       const refusal = await response
         .clone()
@@ -100,6 +103,13 @@ async function start() {
   await choose(phones[0]);
   document.body.dataset.ready = 'yes';
   fit();
+  // A burst of changes (a message, then its transfer) is read once; changes of other records never arrive (the server filters).
+  const refresh = debounce(() => view.refresh(), 300);
+  startLive({
+    requestTicket: () => api('/api/live/ticket', { method: 'POST' }),
+    onChange: refresh,
+    onResync: () => view.refresh(),
+  });
 }
 
 start();

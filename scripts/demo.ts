@@ -6,7 +6,9 @@
  * portal sees: install, the app page, settings, robot calls, duplicates, forged calls, the dialog
  * robots (find, tag, log to the timeline) with the Chat2Desk cache and its webhooks, a send whose
  * answer was lost (settled, not resent), an app update (durable re-registration), a closed dialog
- * becoming a lead with its comment and trigger, the event log, and the health check.
+ * becoming a lead with its comment and trigger, the CRM tab (preview, history, a message with a file
+ * sent from it exactly once, the client's answer arriving on the live stream), the Chat workspace (who
+ * sees which dialogs), the event log, and the health check.
  * Nothing leaves 127.0.0.1 and everything is deleted at the end.
  */
 import { randomBytes } from 'node:crypto';
@@ -457,6 +459,96 @@ async function tour(b24: FakeBitrix24, c2d: FakeChat2Desk, server: RunningServer
   );
   const elsewhere = await fetch(`${server.url}/api/dialogs/by-phone?phone=79161234567`, { headers: { authorization: `Bearer ${tabData.token}` } });
   show('Another phone with the same token', `HTTP ${elsewhere.status} ${await elsewhere.text()}`);
+
+  step(
+    'Write to the client from the tab, with a file, and see the answer arrive live',
+    'The page asks for a single-use live ticket and opens the update stream with it (the page token never\n' +
+      'goes into a URL). The manager attaches a PDF (uploaded to our server, sniffed, kept at an unguessable\n' +
+      'link that expires) and sends a message: one idempotency key per composed message, so sending the same\n' +
+      'request again does nothing twice. Chat2Desk fetches the file by its link; the message goes out as the\n' +
+      "manager's Chat2Desk operator. Then Maria answers and the open tab hears of it without a reload.",
+  );
+  const bearer = { authorization: `Bearer ${tabData.token}` };
+  const ticket = (await (await fetch(`${server.url}/api/live/ticket`, { method: 'POST', headers: bearer })).json()) as { ticket?: string };
+  const stream = await fetch(`${server.url}/api/live?ticket=${encodeURIComponent(ticket.ticket ?? '')}`);
+  show('Live stream opened with the ticket', `HTTP ${stream.status} ${stream.headers.get('content-type') ?? ''}`);
+  const again = await fetch(`${server.url}/api/live?ticket=${encodeURIComponent(ticket.ticket ?? '')}`);
+  show('The same ticket a second time', `HTTP ${again.status}`);
+  const upload = new FormData();
+  upload.append('file', new Blob([Buffer.from('%PDF-1.4\n% price list\n%%EOF\n')], { type: 'application/pdf' }), 'price list.pdf');
+  const uploaded = await fetch(`${server.url}/api/files`, { method: 'POST', headers: bearer, body: upload });
+  const file = (await uploaded.json()) as { id?: string; name?: string; type?: string; expiresAt?: string };
+  show(`POST /api/files -> HTTP ${uploaded.status}`, pick(file as Record<string, unknown>, ['name', 'type', 'expiresAt']));
+  const action = {
+    key: `demo-${randomBytes(8).toString('hex')}`,
+    action: 'send',
+    dialogId: Number(found.latest?.id),
+    text: 'Yes, we deliver on Sundays. Our price list:',
+    fileIds: [file.id],
+  };
+  const sentBeforeTab = sentMessageCalls(c2d).length;
+  const post = () => fetch(`${server.url}/api/dialog-actions`, { method: 'POST', headers: { ...bearer, 'content-type': 'application/json' }, body: JSON.stringify(action) });
+  const [first, replay] = await Promise.all([post(), post()]);
+  show('POST /api/dialog-actions twice at once with one key', `HTTP ${first.status}, ${replay.status}`);
+  let outcome: Record<string, unknown> = {};
+  for (const until = Date.now() + 10_000; Date.now() < until; await sleep(50)) {
+    outcome = (await (await fetch(`${server.url}/api/dialog-actions/${action.key}`, { headers: bearer })).json()) as Record<string, unknown>;
+    if (outcome.state === 'done' || outcome.state === 'failed') break;
+  }
+  show('The action, polled until finished', pick(outcome, ['state', 'error']));
+  const tabSends = c2d.calls.filter((call) => call.method === 'POST' && call.path === '/messages' && call.status === 200).slice(sentBeforeTab);
+  show(
+    'Messages Chat2Desk received',
+    tabSends.map((call) => pick(call.body as Record<string, unknown>, ['client_id', 'operator_id', 'text', 'attachment_filename'])),
+  );
+  const fetched = c2d.fetchedAttachments.at(-1);
+  show('Chat2Desk fetched the file', fetched ? `HTTP ${fetched.status}, ${fetched.contentType}, ${fetched.contentDisposition}` : '(not fetched!)');
+  const { webhook: answer } = c2d.receiveMessage({ clientId: newClient.id as number, text: 'Great, thank you!' });
+  show('Maria answered; webhook delivered', await deliverWebhook(c2d, answer));
+  const reader = stream.body?.getReader();
+  let events = '';
+  for (const until = Date.now() + 5_000; reader && !events.includes('event: dialog') && Date.now() < until; ) {
+    const chunk = await Promise.race([reader.read(), sleep(500).then(() => undefined)]);
+    if (chunk?.value) events += Buffer.from(chunk.value).toString('utf8');
+  }
+  await reader?.cancel();
+  show(
+    'The open tab heard',
+    events
+      .split('\n')
+      .filter((line) => line.startsWith('event:') || line.startsWith('data:'))
+      .join('\n') || '(nothing!)',
+  );
+
+  step(
+    'The Chat workspace on the app page',
+    'For users who work from Bitrix24 rather than from a card: "Mine" lists the dialogs of the operator\n' +
+      'mapped to the user; "Open" and "All" are for portal admins and the users or departments an admin\n' +
+      "lists. Search by name or phone. Nobody else sees other people's conversations.",
+  );
+  const adminPage = await openAppPage(b24, server);
+  const adminBearer = { authorization: `Bearer ${adminPage.token}` };
+  for (const query of ['view=open', 'view=all&q=Maria']) {
+    const listed = await fetch(`${server.url}/api/workspace/dialogs?${query}`, { headers: adminBearer });
+    const body = (await listed.json()) as { dialogs?: Array<{ id: number; state: string; client: { name: string | null } | null; lastMessage: { text: string | null } | null }> };
+    show(
+      `Admin: GET /api/workspace/dialogs?${query} -> HTTP ${listed.status}`,
+      (body.dialogs ?? []).slice(0, 5).map((item) => `#${item.id} ${item.state} ${item.client?.name ?? '?'}: ${item.lastMessage?.text ?? ''}`),
+    );
+  }
+  const managerOpen = b24.installPageRequest({ accessToken: b24.issueAuth(manager).access_token });
+  const managerHtml = await (await postForm(`${server.url}/app`, managerOpen.body, managerOpen.query)).text();
+  const managerToken = String(
+    (JSON.parse(/<script type="application\/json" id="page-data">([\s\S]*?)<\/script>/.exec(managerHtml)?.[1] ?? '{}') as { token?: unknown }).token ?? '',
+  );
+  for (const view of ['mine', 'all']) {
+    const listed = await fetch(`${server.url}/api/workspace/dialogs?view=${view}`, { headers: { authorization: `Bearer ${managerToken}` } });
+    const body = (await listed.json()) as { dialogs?: Array<{ id: number; client: { name: string | null } | null }>; error?: string };
+    show(
+      `The manager (not an admin, mapped to an operator): view=${view} -> HTTP ${listed.status}`,
+      body.error ?? (body.dialogs ?? []).map((item) => `#${item.id} ${item.client?.name ?? '?'}`),
+    );
+  }
 
   step(
     'The event log on the app page',

@@ -30,6 +30,7 @@ import type { WorkspaceDialogs } from './dialogs/workspace.js';
 import { createWorkspaceRoute } from './routes/workspace.js';
 import type { DialogReads } from './dialogs/dialog-reads.js';
 import type { TabAuth } from './dialogs/tab-auth.js';
+import type { DialogMeta } from './dialogs/dialog-meta.js';
 import { createDialogsRoute } from './routes/dialogs.js';
 import { createTabRoute } from './routes/tab.js';
 import type { DialogActions } from './dialogs/actions.js';
@@ -68,6 +69,7 @@ export interface AppDeps {
   /** The CRM tab (POST /tab, /api/tab/renew) and the dialog read API for tabs and the workspace. */
   tabAuth: TabAuth;
   dialogReads: DialogReads;
+  dialogMeta: DialogMeta;
   databaseUp(): boolean;
   workersRunning(): boolean;
 }
@@ -107,7 +109,7 @@ export function createApp(deps: AppDeps): Hono {
   app.route('/', createLiveRoute({ ...deps.live, viewer: deps.dialogViewer, sameOrigin: deps.sameOriginWrites }));
   app.route('/', createWorkspaceRoute({ viewer: deps.dialogViewer, workspaceDialogs: deps.workspaceDialogs }));
   app.route('/', createTabRoute(deps));
-  app.route('/', createDialogsRoute({ dialogReads: deps.dialogReads, viewer: deps.dialogViewer }));
+  app.route('/', createDialogsRoute({ dialogReads: deps.dialogReads, dialogMeta: deps.dialogMeta, viewer: deps.dialogViewer }));
   app.route('/', createDialogActionsRoute({ actions: deps.dialogActions, viewer: deps.dialogViewer, sameOrigin: deps.sameOriginWrites }));
   app.route('/', createFilesRoute({ files: deps.files, viewer: deps.dialogViewer, sameOrigin: deps.sameOriginWrites }));
   app.notFound((c) => c.json({ error: 'Not found' }, 404));

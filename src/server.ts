@@ -46,6 +46,7 @@ import { viaFetch } from './http-request.js';
 import type { Logger } from './log.js';
 import { AppPageService } from './pages/app-page.js';
 import { PageAuth } from './pages/page-auth.js';
+import { DialogMeta } from './dialogs/dialog-meta.js';
 import { DialogReads } from './dialogs/dialog-reads.js';
 import { RecordPhones } from './dialogs/record-phones.js';
 import { TabAuth } from './dialogs/tab-auth.js';
@@ -270,6 +271,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
   const app = createApp({
     tabAuth: new TabAuth({ portals, tokens: tabTokens, recordPhones: new RecordPhones({ rest, oauth, defaultApiUrl: config.chat2desk.defaultApiUrl, clock }) }),
     dialogReads,
+    dialogMeta: new DialogMeta({ chat2desk }),
     dialogViewer: dialogViewer({ pageAuth, tabTokens, workspace: workspaceScopes, operators: dialogReads, portals }),
     workspaceDialogs: new WorkspaceDialogs({ chat2desk, dialogReads }),
     log,
@@ -294,7 +296,19 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     sameOriginWrites: sameOriginWrites([new URL(config.publicUrl).origin]),
     files,
     dialogActions: new DialogActions({ pipeline, store: new DialogActionStore(database.db), chat2desk, files, clock }),
-    appPage: new AppPageService({ chat2desk, jobs, clock, webhooks: webhookStore, chat2deskWebhooks, registration, settings, robots: robots.all, log }),
+    appPage: new AppPageService({
+      chat2desk,
+      jobs,
+      clock,
+      webhooks: webhookStore,
+      chat2deskWebhooks,
+      registration,
+      settings,
+      robots: robots.all,
+      log,
+      workspace: workspaceScopes,
+      operators: dialogReads,
+    }),
     frameAncestors: config.frameAncestors,
     eventLog: new EventLog({ store: new EventLogStore(database.db), robots, pipeline, defaultApiUrl: config.chat2desk.defaultApiUrl, clock }),
     background,

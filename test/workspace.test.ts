@@ -212,6 +212,8 @@ describe('the Chat workspace', () => {
     const member = stack.b24.seedUser({ departments: [7] });
     expect((await putSettings(stack, { workspaceDepartments: [7] })).status).toBe(200);
     const { token } = await openApp(member);
+    // Opening the page read the departments (its Chat section's views); the next ask comes after they are stale.
+    clock.advance(WORKSPACE_DEPARTMENTS_TTL_MS + 1);
     stack.b24.failNext('user.get', { status: 403, error: 'ACCESS_DENIED', error_description: 'Access denied' });
     const failed = await list(token, { view: 'all' });
     expect(failed.status).toBe(502);

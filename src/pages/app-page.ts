@@ -13,11 +13,13 @@ import type { Clock } from '../clock.js';
 import type { JobStore } from '../db/jobs.js';
 import type { Portal } from '../db/portals.js';
 import type { WebhookStore } from '../db/webhooks.js';
+import type { OperatorOfUser, WorkspaceScopes } from '../dialogs/viewer.js';
+import type { WorkspaceView } from '../dialogs/workspace.js';
 import type { Logger } from '../log.js';
 import { KNOWN_TRANSPORTS } from '../portal-settings.js';
 import type { SettingsService, SettingsView } from '../settings-service.js';
 import { TRIGGERS } from '../triggers/triggers.js';
-import { PAGE_WORDS, type PageLanguage, type PageWords } from './i18n.js';
+import { CHAT_WORDS, PAGE_WORDS, type PageLanguage, type PageWords, TAB_WORDS } from './i18n.js';
 import type { PageSession } from './page-auth.js';
 
 /**
@@ -77,6 +79,20 @@ export interface PageServiceDeps {
   settings: SettingsService;
   robots: readonly Activity[];
   log: Logger;
+  /** The Chat section's views come from the same scope the workspace API applies (src/dialogs/workspace.ts). */
+  workspace: WorkspaceScopes;
+  operators: OperatorOfUser;
+}
+
+/**
+ * What the Chat section offers this viewer: the views the workspace API would answer (`mine` needs an
+ * operator; `open` and `all` need the `all` scope), or none with the reason. Decided again by the API on
+ * every request; this only keeps the page from offering what would be refused.
+ */
+export interface ChatSection {
+  views: Array<{ id: WorkspaceView; label: string }>;
+  /** Why there is nothing to show: no operator and no wider access, or the portal could not be asked. */
+  note?: string;
 }
 
 /** A file under public/ (or the SDK from node_modules), read once, served with a content hash in its URL. */
@@ -99,6 +115,9 @@ export function loadPublicFiles(): Map<string, PublicFile> {
     'tab.js': `${publicDir}tab.js`,
     'dialog-view.js': `${publicDir}dialog-view.js`,
     'tab.css': `${publicDir}tab.css`,
+    // The app page's Chat section (ES modules: it reuses the dialog view) and the live updates of both pages.
+    'workspace.js': `${publicDir}workspace.js`,
+    'live.js': `${publicDir}live.js`,
     'vendor/b24-air/001_b24_global.css': `${publicDir}vendor/b24-air/001_b24_global.css`,
     'vendor/b24-air/003_b24_context_light.css': `${publicDir}vendor/b24-air/003_b24_context_light.css`,
     'vendor/b24-air/007_b24_global.css': `${publicDir}vendor/b24-air/007_b24_global.css`,
@@ -135,6 +154,8 @@ export interface AppPageModel {
   transports: readonly string[];
   /** The dialog a link asked the page to open (PLACEMENT_OPTIONS `dialog`, docs/protocols.md B19); the Chat section opens it. */
   openDialogId?: number;
+  /** The Chat section (templates/partials/chat.hbs); absent on a refusal. */
+  chat?: ChatSection;
   /** JSON for the page's script, with `<` escaped so it cannot close the script element. */
   pageData: string;
   assets: Record<string, string>;
@@ -211,7 +232,11 @@ export class AppPageService {
   ): Promise<AppPageModel> {
     const t = PAGE_WORDS[page.lang];
     const admin = session.claims.admin;
-    const [status, view] = await Promise.all([this.status(session.portal), admin ? this.deps.settings.read(session.portal) : Promise.resolve(undefined)]);
+    const [status, view, chat] = await Promise.all([
+      this.status(session.portal),
+      admin ? this.deps.settings.read(session.portal) : Promise.resolve(undefined),
+      this.#chatSection(session, t),
+    ]);
     const data = {
       token: session.token,
       expiresAt: session.claims.expiresAt,
@@ -223,6 +248,7 @@ export class AppPageService {
       robotCodes: this.deps.robots.map((robot) => robot.code),
       triggerCodes: TRIGGERS.map((trigger) => trigger.code),
       openDialogId: page.openDialogId ?? null,
+      chat: chat.views.length ? { views: chat.views.map((item) => item.id), t: { ...TAB_WORDS[page.lang], ...CHAT_WORDS[page.lang] } } : null,
     };
     return {
       lang: page.lang,
@@ -238,8 +264,29 @@ export class AppPageService {
       imMissing: missingScopes(page.applicationScope, { notifyIncoming: true }).includes('im'),
       transports: KNOWN_TRANSPORTS,
       openDialogId: page.openDialogId,
+      chat,
       pageData: JSON.stringify(data).replace(/</g, '\\u003c'),
       assets: page.assets,
     };
+  }
+
+  async #chatSection(session: PageSession, t: PageWords): Promise<ChatSection> {
+    let scope: Awaited<ReturnType<WorkspaceScopes['scopeOf']>>;
+    let operatorId: number | undefined;
+    try {
+      scope = await this.deps.workspace.scopeOf(session.portal, session.claims);
+      operatorId = scope?.kind === 'operator' ? scope.operatorId : scope ? await this.deps.operators.operatorOf(session.portal, session.claims.userId) : undefined;
+    } catch (error) {
+      // The departments or the operator could not be read now: the rest of the page still opens.
+      this.deps.log.warn(
+        { memberId: session.portal.memberId, err: error instanceof Error ? error.message : String(error) },
+        'the Chat section could not tell what this user may see',
+      );
+      return { views: [], note: `${t.chatUnavailable} ${error instanceof Error ? error.message : String(error)}` };
+    }
+    if (!scope) return { views: [], note: t.chatNoAccess };
+    const views: WorkspaceView[] = [...(operatorId === undefined ? [] : (['mine'] as const)), ...(scope.kind === 'all' ? (['open', 'all'] as const) : [])];
+    const labels: Record<WorkspaceView, string> = { mine: t.chatMine, open: t.chatOpen, all: t.chatAll };
+    return { views: views.map((id) => ({ id, label: labels[id] })) };
   }
 }

@@ -52,6 +52,70 @@ const workspaceWords = {
   },
 };
 
+/** The Chat section of the app page (templates/partials/chat.hbs, public/workspace.js; README "The Chat workspace"). */
+export const CHAT_WORDS = {
+  en: {
+    chatHeading: 'Chat',
+    chatViews: 'Which dialogs',
+    chatMine: 'Mine',
+    chatOpen: 'Open',
+    chatAll: 'All',
+    chatSearchLabel: 'Search by client name or phone',
+    chatSearchPlaceholder: 'Name or phone',
+    chatSearch: 'Search',
+    chatList: 'Dialogs',
+    chatLoadMore: 'Load more',
+    chatEmpty: 'No dialogs here.',
+    chatNothingFound: 'No dialogs match this search.',
+    chatChoose: 'Choose a dialog to see its messages.',
+    chatNoAccess: "You have no Chat2Desk operator and no access to other people's dialogs; ask your administrator.",
+    chatUnavailable: 'The Chat section cannot open now:',
+    chatNotAvailable: 'This dialog is not available to you: it is not among the dialogs you may see, or it no longer exists.',
+    chatNoOperator: 'no operator',
+    chatNoMessages: 'no messages yet',
+  },
+  ru: {
+    chatHeading: 'Чат',
+    chatViews: 'Какие диалоги',
+    chatMine: 'Мои',
+    chatOpen: 'Открытые',
+    chatAll: 'Все',
+    chatSearchLabel: 'Поиск по имени клиента или телефону',
+    chatSearchPlaceholder: 'Имя или телефон',
+    chatSearch: 'Найти',
+    chatList: 'Диалоги',
+    chatLoadMore: 'Показать ещё',
+    chatEmpty: 'Здесь нет диалогов.',
+    chatNothingFound: 'По этому запросу диалогов нет.',
+    chatChoose: 'Выберите диалог, чтобы увидеть сообщения.',
+    chatNoAccess: 'У вас нет оператора Chat2Desk и доступа к чужим диалогам; обратитесь к администратору.',
+    chatUnavailable: 'Раздел «Чат» сейчас не открывается:',
+    chatNotAvailable: 'Этот диалог вам недоступен: он не входит в диалоги, которые вы можете видеть, или его больше нет.',
+    chatNoOperator: 'без оператора',
+    chatNoMessages: 'сообщений пока нет',
+  },
+  es: {
+    chatHeading: 'Chat',
+    chatViews: 'Qué diálogos',
+    chatMine: 'Míos',
+    chatOpen: 'Abiertos',
+    chatAll: 'Todos',
+    chatSearchLabel: 'Buscar por nombre del cliente o teléfono',
+    chatSearchPlaceholder: 'Nombre o teléfono',
+    chatSearch: 'Buscar',
+    chatList: 'Diálogos',
+    chatLoadMore: 'Cargar más',
+    chatEmpty: 'No hay diálogos aquí.',
+    chatNothingFound: 'Ningún diálogo coincide con la búsqueda.',
+    chatChoose: 'Elija un diálogo para ver sus mensajes.',
+    chatNoAccess: 'No tiene operador de Chat2Desk ni acceso a los diálogos de otros; consulte a su administrador.',
+    chatUnavailable: 'La sección Chat no se puede abrir ahora:',
+    chatNotAvailable: 'Este diálogo no está disponible para usted: no está entre los diálogos que puede ver o ya no existe.',
+    chatNoOperator: 'sin operador',
+    chatNoMessages: 'aún sin mensajes',
+  },
+};
+
 const en = {
   title: 'Chat2Desk for Bitrix24',
   installed: 'The app is installed. Connect Chat2Desk below to finish setting it up.',
@@ -184,6 +248,7 @@ const en = {
   k_automation: 'CRM automation',
   renewFailed: 'The page could not confirm who you are with Bitrix24. Reload the app.',
   ...workspaceWords.en,
+  ...CHAT_WORDS.en,
 };
 
 export type PageWords = typeof en;
@@ -320,6 +385,7 @@ const ru: PageWords = {
   k_automation: 'Автоматизация CRM',
   renewFailed: 'Страница не смогла подтвердить в Битрикс24, кто вы. Откройте приложение заново.',
   ...workspaceWords.ru,
+  ...CHAT_WORDS.ru,
 };
 
 const es: PageWords = {
@@ -455,6 +521,7 @@ const es: PageWords = {
   k_automation: 'Automatización CRM',
   renewFailed: 'La página no pudo confirmar con Bitrix24 quién es usted. Vuelva a abrir la aplicación.',
   ...workspaceWords.es,
+  ...CHAT_WORDS.es,
 };
 
 export const PAGE_WORDS: Record<PageLanguage, PageWords> = { en, ru, es };
@@ -586,4 +653,123 @@ const tabEs: TabWords = {
   comment: 'Nota interna',
 };
 
-export const TAB_WORDS: Record<PageLanguage, TabWords> = { en: tabEn, ru: tabRu, es: tabEs };
+// ----- the dialog view's actions, composer and write first (public/dialog-view.js; the tab and the workspace) -----
+
+const dialogActionsEn = {
+  actions: 'Dialog actions',
+  close: 'Close dialog',
+  reopen: 'Reopen dialog',
+  assignTo: 'Assign to',
+  assign: 'Assign',
+  tagsOfClient: 'Client tags',
+  tagsOfRequest: 'Request tags',
+  removeTag: 'Remove tag',
+  tag: 'Tag',
+  tagTarget: 'Apply to',
+  targetClient: 'the client',
+  targetRequest: 'the current request',
+  addTag: 'Add tag',
+  removeFromTarget: 'Remove',
+  message: 'Message',
+  messagePlaceholder: 'Write a message… (Ctrl+Enter sends)',
+  attach: 'Attach files',
+  removeFile: 'Remove file',
+  uploading: 'Uploading…',
+  send: 'Send',
+  sending: 'Working…',
+  done: 'Done.',
+  sent: 'Sent.',
+  failed: 'Not done: ',
+  networkError: 'No answer from the server. Try again: it will not be done twice.',
+  waitUploads: 'Wait until the files are uploaded.',
+  nothingToSend: 'Write a message or attach a file first.',
+  writeFirst: 'Write first',
+  writeFirstTitle: 'Write first to the client',
+  number: 'Number',
+  cancel: 'Cancel',
+  notMapped: "Ask a Bitrix24 administrator to map you to a Chat2Desk operator in the app's Operators section",
+  requestTagsNote: 'Chat2Desk does not list a request’s tags here: choose the tag and “the current request” to remove one.',
+};
+
+export type DialogActionWords = typeof dialogActionsEn;
+
+const dialogActionsRu: DialogActionWords = {
+  actions: 'Действия с диалогом',
+  close: 'Закрыть диалог',
+  reopen: 'Открыть диалог снова',
+  assignTo: 'Назначить',
+  assign: 'Назначить',
+  tagsOfClient: 'Теги клиента',
+  tagsOfRequest: 'Теги обращения',
+  removeTag: 'Убрать тег',
+  tag: 'Тег',
+  tagTarget: 'Для',
+  targetClient: 'клиента',
+  targetRequest: 'текущего обращения',
+  addTag: 'Добавить тег',
+  removeFromTarget: 'Убрать',
+  message: 'Сообщение',
+  messagePlaceholder: 'Напишите сообщение… (Ctrl+Enter — отправить)',
+  attach: 'Прикрепить файлы',
+  removeFile: 'Убрать файл',
+  uploading: 'Загрузка…',
+  send: 'Отправить',
+  sending: 'Выполняется…',
+  done: 'Готово.',
+  sent: 'Отправлено.',
+  failed: 'Не выполнено: ',
+  networkError: 'Сервер не ответил. Попробуйте ещё раз: дважды это не выполнится.',
+  waitUploads: 'Дождитесь загрузки файлов.',
+  nothingToSend: 'Сначала напишите сообщение или прикрепите файл.',
+  writeFirst: 'Написать первым',
+  writeFirstTitle: 'Написать клиенту первым',
+  number: 'Номер',
+  cancel: 'Отмена',
+  notMapped: 'Попросите администратора Битрикс24 сопоставить вас с оператором Chat2Desk в разделе «Операторы» приложения',
+  requestTagsNote: 'Chat2Desk не показывает здесь теги обращения: чтобы убрать тег, выберите его и «текущего обращения».',
+};
+
+const dialogActionsEs: DialogActionWords = {
+  actions: 'Acciones del diálogo',
+  close: 'Cerrar diálogo',
+  reopen: 'Reabrir diálogo',
+  assignTo: 'Asignar a',
+  assign: 'Asignar',
+  tagsOfClient: 'Etiquetas del cliente',
+  tagsOfRequest: 'Etiquetas de la solicitud',
+  removeTag: 'Quitar etiqueta',
+  tag: 'Etiqueta',
+  tagTarget: 'Aplicar a',
+  targetClient: 'el cliente',
+  targetRequest: 'la solicitud actual',
+  addTag: 'Agregar etiqueta',
+  removeFromTarget: 'Quitar',
+  message: 'Mensaje',
+  messagePlaceholder: 'Escriba un mensaje… (Ctrl+Enter envía)',
+  attach: 'Adjuntar archivos',
+  removeFile: 'Quitar archivo',
+  uploading: 'Subiendo…',
+  send: 'Enviar',
+  sending: 'En curso…',
+  done: 'Hecho.',
+  sent: 'Enviado.',
+  failed: 'No se hizo: ',
+  networkError: 'El servidor no respondió. Inténtelo de nuevo: no se hará dos veces.',
+  waitUploads: 'Espere a que se suban los archivos.',
+  nothingToSend: 'Escriba un mensaje o adjunte un archivo primero.',
+  writeFirst: 'Escribir primero',
+  writeFirstTitle: 'Escribir primero al cliente',
+  number: 'Número',
+  cancel: 'Cancelar',
+  notMapped: 'Pida a un administrador de Bitrix24 que lo vincule con un operador de Chat2Desk en la sección Operadores de la aplicación',
+  requestTagsNote: 'Chat2Desk no muestra aquí las etiquetas de la solicitud: elija la etiqueta y «la solicitud actual» para quitarla.',
+};
+
+export const DIALOG_ACTION_WORDS: Record<PageLanguage, DialogActionWords> = { en: dialogActionsEn, ru: dialogActionsRu, es: dialogActionsEs };
+
+/** The tab's words: its own and the dialog view's actions (the workspace merges DIALOG_ACTION_WORDS the same way). */
+export const TAB_WORDS: Record<PageLanguage, TabWords & DialogActionWords> = {
+  en: { ...tabEn, ...dialogActionsEn },
+  ru: { ...tabRu, ...dialogActionsRu },
+  es: { ...tabEs, ...dialogActionsEs },
+};

@@ -1,4 +1,5 @@
 import { type Context, Hono, type MiddlewareHandler } from 'hono';
+import type { DialogMeta } from '../dialogs/dialog-meta.js';
 import { DEFAULT_MESSAGE_PAGE, DialogReadError, type DialogReads } from '../dialogs/dialog-reads.js';
 import type { ViewerVariables } from '../dialogs/viewer.js';
 import { NOT_HERE } from '../dialogs/visibility.js';
@@ -7,12 +8,17 @@ export interface DialogsRouteDeps {
   dialogReads: DialogReads;
   /** src/dialogs/viewer.ts dialogViewer: a tab token (record scope) or an app page token (workspace scope). */
   viewer: MiddlewareHandler<ViewerVariables>;
+  /** The write controls' choices (tags, operators, channels) and whether the viewer may write. */
+  dialogMeta: DialogMeta;
 }
 
 /**
  * The dialog read API (bearer: a tab token or an app page token; 401 `{renew: true}` when it expired):
  * - `GET /api/dialogs/by-phone?phone=<digits>` → `{phone, latest: DialogSummary | null, others: DialogSummary[]}`,
  *   latest activity first. A tab may only ask for its record's phones; another phone answers 404.
+ * - `GET /api/dialogs/meta` → `{tags: [{id, label}], operators: [{id, name}] (active only), channels: [{id, name,
+ *   transports}], operatorId: number | null}` from the account's cached lists; `operatorId` null = the viewer may
+ *   read but not write (src/dialogs/dialog-meta.ts).
  * - `GET /api/dialogs/:id` → `DialogSummary`.
  * - `GET /api/dialogs/:id/messages?before=<message id>&limit=<1..50>` → `{messages: MessageView[] (oldest first), older}`.
  * A dialog outside the viewer's scope answers 404 "No such dialog here", exactly as one that does not exist.
@@ -32,6 +38,13 @@ export function createDialogsRoute(deps: DialogsRouteDeps): Hono<ViewerVariables
     .get('/api/dialogs/by-phone', async (c) => {
       try {
         return c.json(await deps.dialogReads.byPhone(c.get('viewer'), c.req.query('phone') ?? ''));
+      } catch (error) {
+        return refusal(c, error);
+      }
+    })
+    .get('/api/dialogs/meta', async (c) => {
+      try {
+        return c.json(await deps.dialogMeta.of(c.get('viewer')));
       } catch (error) {
         return refusal(c, error);
       }

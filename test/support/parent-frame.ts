@@ -56,7 +56,8 @@ export async function openInParentFrame(browser: Browser, options: ParentFrameOp
   const frameName = `${b24.domain}|0|${appSid}`;
   const path = `/page/parent-${appSid}`;
   const query = new URLSearchParams({ DOMAIN: options.overrides?.domain ?? b24.domain, PROTOCOL: '0', LANG: options.lang ?? 'en', APP_SID: appSid });
-  const target = options.placement ? '/tab' : options.install ? '/install' : '/app';
+  // PLACEMENT=DEFAULT is the app page itself (with PLACEMENT_OPTIONS from a link: docs/protocols.md B19).
+  const target = options.placement && options.placement !== 'DEFAULT' ? '/tab' : options.install ? '/install' : '/app';
   const action = `${appOrigin}${target}?${query}`;
   b24.servePage(path, parentHtml({ frameName, action, appOrigin, appSid }));
 

@@ -1,0 +1,197 @@
+import { mkdirSync } from 'node:fs';
+import type { Browser } from 'playwright-core';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { launchChromium } from './support/browser.js';
+import { openInParentFrame, type ParentFrame, type ParentFrameOptions } from './support/parent-frame.js';
+import { installAndConfigure, startStack, type Stack } from './support/stack.js';
+
+/** Screenshots of every state, for a person to look at (gitignored). */
+const ARTIFACTS = 'test-artifacts';
+/** How long a list or a dialog may take to show on a busy machine. */
+const SOON = { timeout: 10_000 };
+const XSS_NAME = '<img src=x onerror="window.__xss=1">Eve';
+
+/** Chat2Desk operator 617 ↔ admin user 1, 311416 ↔ user 2 (the same e-mails in both fakes). */
+const ADMIN_OPERATOR = 617;
+const MANAGER_OPERATOR = 311416;
+
+/**
+ * The app page's Chat section (README "The Chat workspace") in headless Chromium inside the fake
+ * Bitrix24 parent frame: the views a user is offered, the search, "Load more", opening a dialog and
+ * a link to one.
+ */
+describe('the Chat workspace in the app page', () => {
+  let browser: Browser;
+  let stack: Stack | undefined;
+  const parents: ParentFrame[] = [];
+
+  beforeAll(async () => {
+    mkdirSync(ARTIFACTS, { recursive: true });
+    browser = await launchChromium();
+  });
+  afterAll(() => browser.close());
+  afterEach(async () => {
+    for (const parent of parents.splice(0)) await parent.close();
+    await stack?.close();
+    stack = undefined;
+  });
+
+  /** A dialog of a client who wrote, assigned to `operatorId`; seeded before Chat2Desk is connected so the cache knows the name. */
+  function dialogOf(phone: string, name: string, operatorId: number | null, state: 'open' | 'closed' = 'open'): number {
+    const { client, dialog } = stack!.c2d.seedClient({ phone, name, withDialog: 'open' });
+    stack!.c2d.receiveMessage({ clientId: client.id as number, text: `hello from ${name}` });
+    const dialogId = dialog!.id as number;
+    (stack!.c2d.account().dialogs.find((item) => item.id === dialogId) as Record<string, unknown>).operator_id = operatorId;
+    if (state === 'closed') stack!.c2d.closeDialog(dialogId);
+    return dialogId;
+  }
+
+  async function seededStack() {
+    stack = await startStack({ b24: { domainIsAddress: true } });
+    const seeded = {
+      anna: dialogOf('79161110001', 'Anna Petrova', MANAGER_OPERATOR),
+      boris: dialogOf('79161110002', 'Boris', ADMIN_OPERATOR),
+      clara: dialogOf('79161110003', 'Clara', MANAGER_OPERATOR, 'closed'),
+      dmitri: dialogOf('79161110004', 'Dmitri', null, 'closed'),
+    };
+    await installAndConfigure(stack);
+    return seeded;
+  }
+
+  async function open(options: Partial<ParentFrameOptions> = {}): Promise<ParentFrame> {
+    const parent = await openInParentFrame(browser, { b24: stack!.b24, serverUrl: stack!.server.url, ...options });
+    parents.push(parent);
+    return parent;
+  }
+
+  /** The Chat section as the frame shows it (the settings below are another test's). */
+  async function shot(parent: ParentFrame, name: string) {
+    await parent.app.locator('#section-chat').screenshot({ path: `${ARTIFACTS}/workspace-${name}.png` });
+  }
+
+  const chatReady = (parent: ParentFrame) => parent.app.locator('#section-chat[data-ready="yes"]').waitFor();
+  const listed = (parent: ParentFrame) =>
+    parent.app.locator('#chat-list [data-dialog-id]').evaluateAll((nodes) => nodes.map((node) => Number(node.getAttribute('data-dialog-id'))));
+  const sorted = (ids: number[]) => [...ids].sort((a, b) => a - b);
+
+  it('an admin lists Mine, Open and All, searches by name and by phone, and opens a dialog', async () => {
+    const seeded = await seededStack();
+    const parent = await open();
+    const { app } = parent;
+    await chatReady(parent);
+    expect(await app.locator('#chat-views [data-view]').allInnerTexts()).toEqual(['Mine', 'Open', 'All']);
+    expect(await app.locator('#chat-views [aria-pressed="true"]').innerText()).toBe('Mine');
+    await expect.poll(() => listed(parent), SOON).toEqual([seeded.boris]);
+
+    await app.locator('#chat-views [data-view="open"]').click();
+    await expect.poll(async () => sorted(await listed(parent)), SOON).toEqual(sorted([seeded.anna, seeded.boris]));
+    expect(await app.locator('#chat-views [aria-pressed="true"]').innerText()).toBe('Open');
+    await app.locator('#chat-views [data-view="all"]').click();
+    await expect.poll(async () => sorted(await listed(parent)), SOON).toEqual(sorted(Object.values(seeded)));
+    const anna = app.locator(`#chat-list [data-dialog-id="${seeded.anna}"]`);
+    expect(await anna.locator('[data-field="client"]').innerText()).toBe('Anna Petrova');
+    expect(await anna.locator('[data-field="last"]').innerText()).toBe('hello from Anna Petrova');
+    expect(await anna.locator('[data-field="operator"]').innerText()).not.toBe('');
+    await shot(parent, 'admin-all');
+
+    // By name, then by phone (as people type it), within the view chosen.
+    await app.locator('#chat-q').fill('petrova');
+    await app.locator('#chat-q').press('Enter');
+    await expect.poll(() => listed(parent), SOON).toEqual([seeded.anna]);
+    await app.locator('#chat-q').fill('+7 (916) 111-00-03');
+    await app.locator('#chat-search button[type="submit"]').click();
+    await expect.poll(() => listed(parent), SOON).toEqual([seeded.clara]);
+    await app.locator('#chat-q').fill('Nobody like this');
+    await app.locator('#chat-q').press('Enter');
+    await expect.poll(() => app.locator('#chat-status').innerText(), SOON).toBe('No dialogs match this search.');
+
+    // Opening a dialog, by keyboard: its summary and history, the keyboard taken there.
+    await app.locator('#chat-q').fill('Boris');
+    await app.locator('#chat-q').press('Enter');
+    await expect.poll(() => listed(parent), SOON).toEqual([seeded.boris]);
+    await app.locator(`#chat-list [data-dialog-id="${seeded.boris}"]`).focus();
+    await parent.page.keyboard.press('Enter');
+    await app.locator('#chat-preview [data-field="client"]').waitFor();
+    expect(await app.locator('#chat-preview [data-field="client"]').innerText()).toBe('Boris');
+    await expect.poll(() => app.locator('#chat-history .c2d-msg').count(), SOON).toBe(1);
+    expect(await app.locator(`#chat-list [data-dialog-id="${seeded.boris}"]`).getAttribute('aria-current')).toBe('true');
+    expect(await app.locator('#chat-preview h2').evaluate((node) => node === document.activeElement)).toBe(true);
+    await shot(parent, 'admin-open-dialog');
+  });
+
+  it('"Load more" lists the next page the API offers', async () => {
+    stack = await startStack({ b24: { domainIsAddress: true } });
+    for (let index = 0; index < 55; index++) dialogOf(`7916222${String(index).padStart(4, '0')}`, `Client ${index}`, null);
+    await installAndConfigure(stack);
+    const parent = await open();
+    const { app } = parent;
+    await chatReady(parent);
+    await app.locator('#chat-views [data-view="all"]').click();
+    await expect.poll(() => listed(parent), SOON).toHaveLength(50);
+    expect(await app.locator('#chat-more').isVisible()).toBe(true);
+    await app.locator('#chat-more').click();
+    await expect.poll(() => listed(parent), SOON).toHaveLength(55);
+    await expect.poll(() => app.locator('#chat-more').isHidden(), SOON).toBe(true);
+  });
+
+  it('a user mapped to an operator, not an admin, sees only Mine: their operator’s dialogs', async () => {
+    const seeded = await seededStack();
+    const parent = await open({ userId: 2, lang: 'ru' });
+    const { app } = parent;
+    await chatReady(parent);
+    expect(await app.locator('#chat-views [data-view]').allInnerTexts()).toEqual(['Мои']);
+    await expect.poll(async () => sorted(await listed(parent)), SOON).toEqual(sorted([seeded.anna, seeded.clara]));
+    // The settings stay an admin's.
+    expect(await app.locator('#settings-form').count()).toBe(0);
+    await app.locator(`#chat-list [data-dialog-id="${seeded.clara}"]`).click();
+    await expect.poll(() => app.locator('#chat-preview [data-field="status"]').innerText(), SOON).toBe('Закрыт');
+    await shot(parent, 'mapped-mine-ru');
+  });
+
+  it('a user with no operator and no wider access is told so, with no list', async () => {
+    await seededStack();
+    const userId = stack!.b24.seedUser({ name: 'Nora', email: 'nora@example.com' });
+    const parent = await open({ userId });
+    const { app } = parent;
+    await app.locator('#chat-note').waitFor();
+    expect(await app.locator('#chat-note').innerText()).toBe("You have no Chat2Desk operator and no access to other people's dialogs; ask your administrator.");
+    expect(await app.locator('#chat-list').count()).toBe(0);
+    await shot(parent, 'no-access');
+  });
+
+  it('a link with a dialog id opens that dialog; one the user may not see says so', async () => {
+    const seeded = await seededStack();
+    const parent = await open({ placement: 'DEFAULT', placementOptions: { dialog: String(seeded.clara) } });
+    const { app } = parent;
+    await chatReady(parent);
+    expect(await app.locator('#chat-preview [data-field="client"]').innerText()).toBe('Clara');
+    expect(await app.locator('#chat-preview [data-field="status"]').innerText()).toBe('Closed');
+    await expect.poll(() => app.locator('#chat-history .c2d-msg').count(), SOON).toBeGreaterThan(0);
+    await shot(parent, 'linked-dialog');
+
+    const manager = await open({ userId: 2, placement: 'DEFAULT', placementOptions: { dialog: String(seeded.boris) }, width: 400 });
+    await chatReady(manager);
+    expect(await manager.app.locator('#chat-not-available').innerText()).toContain('This dialog is not available to you');
+    expect(await manager.app.locator('#chat-preview').innerHTML()).toBe('');
+    await shot(manager, 'linked-not-available-400');
+  });
+
+  it('a stranger’s client name is text in the list and in the dialog, and the page fits 400 px', async () => {
+    stack = await startStack({ b24: { domainIsAddress: true } });
+    const evil = dialogOf('79161110009', XSS_NAME, ADMIN_OPERATOR);
+    await installAndConfigure(stack);
+    const parent = await open({ width: 400 });
+    const { app } = parent;
+    await chatReady(parent);
+    const item = app.locator(`#chat-list [data-dialog-id="${evil}"]`);
+    expect(await item.locator('[data-field="client"]').innerText()).toBe(XSS_NAME);
+    await item.click();
+    await app.locator('#chat-preview [data-field="client"]').waitFor();
+    expect(await app.locator('#chat-preview [data-field="client"]').innerText()).toBe(XSS_NAME);
+    expect(await app.locator('#section-chat img').count()).toBe(0);
+    expect(await app.locator('body').evaluate(() => (window as unknown as { __xss?: number }).__xss)).toBeUndefined();
+    // Nothing wider than the frame.
+    expect(await app.locator('body').evaluate(() => document.documentElement.scrollWidth <= window.innerWidth)).toBe(true);
+    await shot(parent, 'xss-as-text-400');
+  });
+});
