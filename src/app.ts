@@ -63,7 +63,7 @@ export interface AppDeps {
   appPage: AppPageService;
   workspaceDialogs: WorkspaceDialogs;
   /** Live updates of open tabs and the workspace (src/routes/live.ts). */
-  live: Omit<LiveRouteDeps, 'viewer'>;
+  live: Omit<LiveRouteDeps, 'viewer' | 'sameOrigin'>;
   /** CSP frame-ancestors of the app page (config FRAME_ANCESTORS); default the portal's own host. */
   frameAncestors?: string;
   /** The CRM tab (POST /tab, /api/tab/renew) and the dialog read API for tabs and the workspace. */
@@ -106,7 +106,7 @@ export function createApp(deps: AppDeps): Hono {
   // Until the app page's token lands, the event log takes the same Bitrix24-bearer admin check as the settings.
   app.route('/', createEventLogRoute({ eventLog: deps.eventLog, admin: pageAdmin(deps) }));
   app.route('/', createChat2DeskWebhookRoute(deps));
-  app.route('/', createLiveRoute({ ...deps.live, viewer: deps.dialogViewer }));
+  app.route('/', createLiveRoute({ ...deps.live, viewer: deps.dialogViewer, sameOrigin: deps.sameOriginWrites }));
   app.route('/', createWorkspaceRoute({ viewer: deps.dialogViewer, workspaceDialogs: deps.workspaceDialogs }));
   app.route('/', createTabRoute(deps));
   app.route('/', createDialogsRoute({ dialogReads: deps.dialogReads, dialogMeta: deps.dialogMeta, viewer: deps.dialogViewer }));

@@ -73,6 +73,21 @@ describe('app page tokens', () => {
     expect((await renew(admin.token!, stack.b24.issueAuth(1).access_token)).status).toBe(200);
   });
 
+  it('answers a renewal whose body is JSON but not an object with a clear 400', async () => {
+    stack = await startStack();
+    await install(stack);
+    const { token } = await openApp();
+    for (const body of ['null', '[]', '"x"']) {
+      const response = await fetch(`${stack.server.url}/api/page/renew`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body,
+      });
+      expect(response.status, body).toBe(400);
+      expect(await response.json()).toEqual({ error: 'The body must be a JSON object with authId' });
+    }
+  });
+
   it('lets a write through only while the portal’s word on the admin is under a minute old, a remembered word included', async () => {
     const clock = new TestClock();
     stack = await startStack({ clock });

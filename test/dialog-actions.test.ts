@@ -213,6 +213,22 @@ describe('Dialog actions from the CRM tab and the workspace', () => {
     expect(dialog(dialogB).state).toBe('open');
   });
 
+  it("does not let a workspace user who is not an admin write first into another operator's conversation", async () => {
+    const mine = await pageToken(stack, { userId: 1, admin: false, clock });
+    // Client A has a dialog, not user 1's operator's: writing first to its number would post into it.
+    const intoOthers = await post({ key: newKey(), action: 'write_first', phone: PHONE_A, channelId: 17404, transport: 'whatsapp', text: 'Hello' }, mine);
+    expect(intoOthers.status).toBe(404);
+    expect(await intoOthers.json()).toEqual({ error: 'No such dialog here' });
+    expect(sentMessages(stack)).toEqual([]);
+    // A number nobody talks to yet, and one whose only dialog is the user's own, are theirs to write to.
+    expect(await act({ action: 'write_first', phone: '79005550012', channelId: 17404, transport: 'whatsapp', text: 'New here' }, mine)).toMatchObject({ state: 'done' });
+    await act({ action: 'assign', dialogId: dialogA, operatorId: OPERATOR });
+    expect(await act({ action: 'write_first', phone: PHONE_A, channelId: 17404, transport: 'whatsapp', text: 'Mine now' }, mine)).toMatchObject({
+      state: 'done',
+      result: { dialogId: dialogA },
+    });
+  });
+
   it('tags and untags the client and the current request', async () => {
     const [tag] = stack.c2d.account().tags;
     const client = () => stack.c2d.account().clients.find((item) => item.id === clientA) as { tags: Array<{ id: number }> };
@@ -300,6 +316,25 @@ describe('Dialog actions from the CRM tab and the workspace', () => {
     expect(sentMessages(stack)).toHaveLength(2);
   });
 
+  it('refuses a file named twice in one action: one message per file, and a lost answer settled per message', async () => {
+    const file = await upload(PNG, 'one.png');
+    const twice = await post({ key: newKey(), action: 'send', dialogId: dialogA, fileIds: [file, file] });
+    expect(twice.status).toBe(400);
+    expect(await twice.json()).toEqual({ error: 'fileIds: name each file once' });
+    expect(sentMessages(stack)).toEqual([]);
+  });
+
+  it('refuses a text with control characters or a broken surrogate, and keeps newlines, tabs and emoji', async () => {
+    for (const text of ['Hi\u0000there', 'bell\u0007', 'escape \u001b[31mred', 'half an emoji \ud83d']) {
+      const refused = await post({ key: newKey(), action: 'send', dialogId: dialogA, text });
+      expect(refused.status, JSON.stringify(text)).toBe(400);
+      expect(await refused.json()).toEqual({ error: 'text: no control characters or broken characters' });
+    }
+    expect(sentMessages(stack)).toEqual([]);
+    expect(await act({ action: 'send', dialogId: dialogA, text: 'Line one\n\tline two 👍' })).toMatchObject({ state: 'done' });
+    expect(sentMessages(stack).map((call) => (call.body as { text: string }).text)).toEqual(['Line one\n\tline two 👍']);
+  });
+
   it('says in words a manager can act on that WhatsApp Business needs an approved template first', async () => {
     const phone = '79005550022';
     const token = await tabToken(stack, { userId: 1, phones: [phone], clock });
@@ -310,6 +345,14 @@ describe('Dialog actions from the CRM tab and the workspace', () => {
     const log = await fetch(`${stack.server.url}/api/event-log?kind=dialog_action&status=failed`, { headers: adminHeaders(stack) });
     const { entries } = (await log.json()) as { entries: Array<{ error: { nextStep: string } }> };
     expect(entries[0]?.error.nextStep).toMatch(/approved WhatsApp template/);
+  });
+
+  it('answers a body that is JSON but not an object with a clear 400', async () => {
+    for (const body of ['null', '[]', '"send"', '42']) {
+      const response = await fetch(`${stack.server.url}/api/dialog-actions`, { method: 'POST', headers: bearer(tokenA, { 'content-type': 'application/json' }), body });
+      expect(response.status, body).toBe(400);
+      expect(await response.json()).toEqual({ error: 'Send the action as a JSON object' });
+    }
   });
 
   it('refuses an expired token with 401 renew, a cross-site write with 403, and a bad field with 400 naming it', async () => {

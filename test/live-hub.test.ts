@@ -9,7 +9,7 @@ import { createLogger } from '../src/log.js';
 // loopback socket's buffers reliably, so the sink stands for the stream here.
 
 const portal = { memberId: 'portal-1' } as Portal;
-const viewer: DialogViewer = { portal, userId: 1, admin: true, scope: { kind: 'all' }, operatorId: undefined, via: 'workspace' };
+const viewer: DialogViewer = { portal, userId: 1, admin: true, scope: { kind: 'all' }, operatorId: undefined, via: 'workspace', expiresAt: Number.MAX_SAFE_INTEGER };
 const inbox = (messageId: number) => ({ hook_type: 'inbox', message_id: messageId, dialog_id: 10, client_id: 20, client: { id: 20, phone: '79161234567' } });
 const newHub = () =>
   new LiveHub({ portalOf: async () => portal, directoryOf: async () => undefined, limits: { streamsPerPortal: 10, streamsPerUser: 10 }, log: createLogger('silent') });

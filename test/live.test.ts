@@ -212,11 +212,36 @@ describe('live updates: single-use tickets and the SSE stream fed by Chat2Desk w
     expect((await getStream('')).status).toBe(401);
   });
 
+  it('behind a proxy a ticket is asked for with the public address as Origin, as every other dialog write is', async () => {
+    // PUBLIC_URL differs from the address the server sees (a TLS-terminating proxy): the page's own
+    // POST names the public origin, which the dialog writes accept (src/dialogs/viewer.ts sameOriginWrites).
+    const proxied = await startStack({ clock, liveTimers: timers, env: { PUBLIC_URL: 'https://chat.example.com' } });
+    try {
+      await installAndConfigure(proxied);
+      const installedAt = (await proxied.server.portals.get(proxied.b24.memberId))!.installedAt;
+      const token = new PageTokens(APP_SECRET, clock).issue({ memberId: proxied.b24.memberId, userId: 1, generation: installedAt, admin: true, checkedAt: clock.now() }).token;
+      const ask = (origin: string) => fetch(`${proxied.server.url}/api/live/ticket`, { method: 'POST', headers: { authorization: `Bearer ${token}`, origin } });
+      const own = await ask('https://chat.example.com');
+      expect(own.status, await own.clone().text()).toBe(200);
+      expect((await ask('https://evil.example')).status).toBe(403);
+    } finally {
+      await proxied.close();
+    }
+  });
+
   it('pings every interval and ends the stream when the token expires', async () => {
     const stream = await openStream(await ticketFor(tabToken()));
     await timers.someoneSleeping();
     timers.fire();
     expect(await stream.next()).toBe(': ping');
+    await timers.someoneSleeping();
+    clock.advance(15 * 60_000);
+    timers.fire();
+    expect(await stream.next()).toBeUndefined();
+  });
+
+  it('a workspace stream ends when its app page token expires', async () => {
+    const stream = await openStream(await ticketFor(pageToken(1, true)));
     await timers.someoneSleeping();
     clock.advance(15 * 60_000);
     timers.fire();

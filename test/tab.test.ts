@@ -108,6 +108,17 @@ describe('the CRM tab', () => {
     expect(genuine.headers.get('set-cookie')).toBeNull();
   });
 
+  it('takes the record id of PLACEMENT_OPTIONS only as Bitrix24 writes it, in digits', async () => {
+    await configured();
+    const contact = stack.b24.seedContact({ name: 'Ana', phones: ['+7 916 123-45-67'] });
+    for (const odd of [`${contact}e0`, `0x${contact.toString(16)}`, ` ${contact}`, `${contact}.0`, '9'.repeat(20)]) {
+      const refused = await openTab('CRM_CONTACT_DETAIL_TAB', odd);
+      expect(refused.status, odd).toBe(400);
+      expect(refused.error).toBe('PLACEMENT_OPTIONS does not name the record (ID)');
+    }
+    expect((await openTab('CRM_CONTACT_DETAIL_TAB', String(contact))).phones).toEqual(['79161234567']);
+  });
+
   it('refuses a user who may not read the record, and tells nothing about it', async () => {
     await configured();
     const contact = stack.b24.seedContact({ phones: ['+7 916 123-45-67'] });
@@ -216,6 +227,21 @@ describe('the CRM tab', () => {
     expect((await get('/api/dialogs/by-phone?phone=79161000003', fresh.token)).status).toBe(200);
     // Another user's AUTH_ID cannot take the token over.
     expect((await renew(fresh.token, stack.b24.issueAuth(2).access_token)).status).toBe(401);
+  });
+
+  it('answers a renewal whose body is JSON but not an object with a clear 400', async () => {
+    await configured();
+    const contact = stack.b24.seedContact({ name: 'Ana', phones: ['+7 916 123-45-67'] });
+    const tab = await openTab('CRM_CONTACT_DETAIL_TAB', contact);
+    for (const body of ['null', '[]', '"x"']) {
+      const response = await fetch(`${stack.server.url}/api/tab/renew`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${tab.token}`, 'content-type': 'application/json' },
+        body,
+      });
+      expect(response.status, body).toBe(400);
+      expect(await response.json()).toEqual({ error: 'The body must be a JSON object with authId' });
+    }
   });
 
   it('takes an app page token too: an admin sees every dialog, a mapped user their operator’s, anybody else is refused', async () => {

@@ -1,7 +1,8 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { TabTokens } from '../src/dialogs/tab-token.js';
 import { NO_WORKSPACE_ACCESS } from '../src/dialogs/viewer.js';
-import { NOT_ALL_SCOPE, WORKSPACE_DEPARTMENTS_TTL_MS, type DialogSummary } from '../src/dialogs/workspace.js';
+import type { DialogSummary } from '../src/dialogs/dialog-reads.js';
+import { NOT_ALL_SCOPE, WORKSPACE_DEPARTMENTS_TTL_MS } from '../src/dialogs/workspace.js';
 import { NOTIFY_INCOMING_KIND } from '../src/jobs/kinds/notify-incoming.js';
 import { eventuallyOnClock, noRetryWait, TestClock } from './support/clock.js';
 import { adminHeaders, APP_SECRET, installAndConfigure, postForm, putSettings, startStack, type Stack } from './support/stack.js';
@@ -114,7 +115,8 @@ describe('the Chat workspace', () => {
       channel: { id: 17404, name: 'Sales WhatsApp' },
       transport: 'whatsapp',
       lastMessage: { text: 'hello from Anna Petrova', type: 'from_client' },
-      operator: { id: MANAGER_OPERATOR, name: 'John Doe' },
+      // No operatorMap: the operator's Bitrix24 user is the one with the same e-mail, as in the CRM tab.
+      operator: { id: MANAGER_OPERATOR, name: 'John Doe', bitrixUserId: 2 },
       chat2deskUrl: `${new URL(stack.c2d.url).origin}/chat/all?dialogID=${seeded.anna}`,
     });
     expect(anna.lastMessage!.at).toMatch(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.000Z$/);
@@ -134,6 +136,22 @@ describe('the Chat workspace', () => {
       limit: '50',
       offset: '0',
     });
+  });
+
+  it('a dialog whose client Chat2Desk no longer has is listed without one, and opens the same way', async () => {
+    await setUp();
+    const lost = dialogOf('79161110009', 'Gone', null);
+    const clients = stack.c2d.account().clients;
+    clients.splice(
+      clients.findIndex((client) => client.phone === '79161110009'),
+      1,
+    );
+    const { token } = await openApp(1);
+    const listed = (await list(token, { view: 'all' })).body.dialogs.find((dialog) => dialog.id === lost);
+    expect(listed).toMatchObject({ id: lost, client: null });
+    const opened = await fetch(`${stack.server.url}/api/dialogs/${lost}`, { headers: { authorization: `Bearer ${token}` } });
+    expect(opened.status).toBe(200);
+    expect(await opened.json()).toEqual(listed);
   });
 
   it('a mapped user who is not an admin sees only their operator’s dialogs, and is refused open and all', async () => {

@@ -27,11 +27,25 @@ const id = (name: string, what: string) =>
   );
 
 const dialogId = id('dialogId', 'a Chat2Desk dialog id');
-const text = v.optional(v.pipe(v.string('text must be text'), v.trim(), v.maxLength(4096, 'text is longer than 4096 characters')));
+/**
+ * C0 controls but tab, newline and carriage return, DEL, and a surrogate without its pair: nothing a
+ * manager types, and what a messenger shows as garbage or refuses (a lone surrogate is not even UTF-8).
+ */
+const UNSENDABLE = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F]|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+const text = v.optional(
+  v.pipe(
+    v.string('text must be text'),
+    v.trim(),
+    v.maxLength(4096, 'text is longer than 4096 characters'),
+    v.check((value) => !UNSENDABLE.test(value), 'no control characters or broken characters'),
+  ),
+);
 const fileIds = v.optional(
   v.pipe(
     v.array(v.pipe(v.string('fileIds must be ids from POST /api/files'), v.uuid('fileIds must be ids from POST /api/files')), 'fileIds must be a list of ids from POST /api/files'),
     v.maxLength(MAX_FILES_PER_ACTION, `at most ${MAX_FILES_PER_ACTION} files at once`),
+    // One message per file, each its own ledger effect by position (src/jobs/kinds/dialog-action.ts): a repeat would be counted but never sent.
+    v.check((ids) => new Set(ids).size === ids.length, 'name each file once'),
   ),
 );
 const something = (action: { text?: string; fileIds?: string[] }) => Boolean(action.text) || (action.fileIds?.length ?? 0) > 0;
@@ -186,6 +200,7 @@ export class DialogActions {
     if (request.action === 'write_first') {
       if (viewer.scope.kind === 'record' && !viewer.scope.phones.includes(request.phone))
         throw new DialogActionRequestError('phone: this number is not one of the record’s phones', 404);
+      if (viewer.scope.kind === 'operator') await ownConversations(viewer, directory, request.phone);
       return request.phone;
     }
     const { dialog, client } = await visibleDialog(viewer, directory, request.dialogId);
@@ -203,6 +218,19 @@ export class DialogActions {
     }
     const phone = [client?.phone, client?.clientPhone].find((value) => typeof value === 'string' && /^\d{5,20}$/.test(value));
     return phone ?? undefined;
+  }
+}
+
+/**
+ * Writing first to a number that already has a client posts into that client's dialog (the job takes
+ * the existing client, src/activities/sending.ts clientForPhone): an operator-scoped viewer ("mine")
+ * may do so only when every dialog of the number's clients is theirs; else 404, as for a dialog outside the scope.
+ */
+async function ownConversations(viewer: DialogViewer, directory: DialogDirectory, phone: string): Promise<void> {
+  for (const client of await directory.clientsByPhone(phone)) {
+    for (const dialog of await directory.dialogsOfClient(client.id)) {
+      if (!dialogVisible(viewer, dialog, client)) throw new DialogActionRequestError(NOT_HERE, 404);
+    }
   }
 }
 

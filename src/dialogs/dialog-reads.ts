@@ -15,6 +15,7 @@ import type { DialogViewer } from './scope.js';
 import type { OperatorOfUser } from './viewer.js';
 import { NOT_HERE, clientVisible, dialogVisible } from './visibility.js';
 
+/** One dialog as every dialog API answers it (contracts-9 "The read API"): the CRM tab's and the workspace's lists, built by DialogReads.summaries. */
 export interface DialogSummary {
   id: number;
   state: 'open' | 'closed';
@@ -142,6 +143,18 @@ export class DialogReads implements OperatorOfUser {
     return { messages: shown.reverse().map(({ message }) => messageView(message)), older };
   }
 
+  /**
+   * DialogSummary of each dialog, in order (the workspace's lists): clients, channels and operators
+   * from the cache, one Chat2Desk request per cold client; a client Chat2Desk no longer has leaves
+   * its dialog without one. The caller has checked the viewer's scope.
+   */
+  async summaries(portal: Portal, directory: DialogDirectory, settings: PortalSettings, dialogs: CachedDialog[]): Promise<DialogSummary[]> {
+    const clientIds = [...new Set(dialogs.map((dialog) => dialog.clientId))];
+    const clients = new Map(await this.#chat2desk(() => Promise.all(clientIds.map(async (id) => [id, await clientOf(directory, id)] as const))));
+    const pairs = dialogs.map((dialog) => ({ dialog, client: clients.get(dialog.clientId) ?? null }));
+    return this.#summaries(portal, directory, settings, pairs);
+  }
+
   /** OperatorOfUser: the operator mapped to this Bitrix24 user in the settings, else the one with the user's e-mail. */
   async operatorOf(portal: Portal, userId: number): Promise<number | undefined> {
     const connection = await this.deps.chat2desk.connect(portal);
@@ -171,8 +184,7 @@ export class DialogReads implements OperatorOfUser {
     const pair = await this.#chat2desk(
       async () => {
         const dialog = await directory.dialog(dialogId);
-        const client = dialog.clientId === null ? null : await directory.client(dialog.clientId);
-        return { dialog, client };
+        return { dialog, client: await clientOf(directory, dialog.clientId) };
       },
       { notFoundIsHidden: true },
     );
@@ -188,10 +200,9 @@ export class DialogReads implements OperatorOfUser {
   ): Promise<DialogSummary[]> {
     if (pairs.length === 0) return [];
     const [operators, channels] = await this.#chat2desk(() => Promise.all([directory.operators(), directory.channels()]));
-    const bitrixUsers = new Map<number, number | null>();
-    for (const operatorId of new Set(pairs.map(({ dialog }) => dialog.operatorId).filter((id): id is number => id !== null))) {
-      bitrixUsers.set(operatorId, await this.#bitrixUserOf(portal, settings, operators, operatorId));
-    }
+    const operatorIds = [...new Set(pairs.map(({ dialog }) => dialog.operatorId).filter((id): id is number => id !== null))];
+    // A workspace page names many operators: their users are looked up together (each cached by src/bitrix24/users.ts).
+    const bitrixUsers = new Map(await Promise.all(operatorIds.map(async (operatorId) => [operatorId, await this.#bitrixUserOf(portal, settings, operators, operatorId)] as const)));
     return pairs.map(({ dialog, client }) => summary(dialog, client, operators, channels, bitrixUsers, settings.chat2deskApiUrl));
   }
 
@@ -218,6 +229,17 @@ export class DialogReads implements OperatorOfUser {
       if (error instanceof Chat2DeskError && options.notFoundIsHidden && error.kind === 'not_found') throw new DialogReadError(NOT_HERE, 404);
       throw new DialogReadError(`Chat2Desk could not be read: ${error instanceof Error ? error.message : String(error)}`, 502);
     }
+  }
+}
+
+/** A dialog's client; null when it has none yet or Chat2Desk no longer has it (the dialog is then shown without one, and no record scope sees it). */
+async function clientOf(directory: DialogDirectory, clientId: number | null): Promise<CachedClient | null> {
+  if (clientId === null) return null;
+  try {
+    return await directory.client(clientId);
+  } catch (error) {
+    if (error instanceof Chat2DeskError && error.kind === 'not_found') return null;
+    throw error;
   }
 }
 

@@ -23,6 +23,8 @@ export interface DialogViewer {
    */
   operatorId: number | undefined;
   via: 'tab' | 'workspace';
+  /** When the tab or page token the viewer came with expires (ms since the epoch): a live stream ends then. */
+  expiresAt: number;
 }
 
 /** Does a client with these phones fall in a record scope? Phones are compared as international digits. */

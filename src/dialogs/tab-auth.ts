@@ -82,7 +82,10 @@ export function tabRecord(placement: string, placementOptions: string): CrmRecor
   } catch {
     options = undefined;
   }
-  const id = options && typeof options === 'object' ? Number((options as { ID?: unknown }).ID) : Number.NaN;
-  if (!Number.isInteger(id) || id <= 0) throw new PageAuthError('PLACEMENT_OPTIONS does not name the record (ID)', 400);
-  return { entityTypeId, entityId: id };
+  const raw = options && typeof options === 'object' ? (options as { ID?: unknown }).ID : undefined;
+  // Bitrix24 writes the id as a string of digits; a number is taken too. Anything Number() would
+  // also read ("1e3", "0x10", " 7", true) names no record: it goes no further, into a batch command.
+  const digits = typeof raw === 'number' ? String(raw) : raw;
+  if (typeof digits !== 'string' || !/^[1-9]\d{0,14}$/.test(digits)) throw new PageAuthError('PLACEMENT_OPTIONS does not name the record (ID)', 400);
+  return { entityTypeId, entityId: Number(digits) };
 }

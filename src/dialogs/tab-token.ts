@@ -1,5 +1,5 @@
-import { createHmac, hkdfSync, timingSafeEqual } from 'node:crypto';
 import type { Clock } from '../clock.js';
+import { SignedTokens } from '../pages/signed-token.js';
 
 /** How long a tab token lives; the tab renews it through its parent frame (POST /api/tab/renew) before then. */
 export const TAB_TOKEN_TTL_MS = 15 * 60_000;
@@ -42,18 +42,18 @@ interface WireClaims {
 
 /**
  * Signed tab tokens: `c2dt.<claims>.<HMAC-SHA256>`, keyed by APP_SECRET under a key of their own
- * (HKDF info `tab-token-v1`), so a page token can never pass for a tab token or the other way round.
+ * (HKDF info `tab-token-v1`, src/pages/signed-token.ts), so a page token can never pass for a tab token or the other way round.
  * Like page tokens (src/pages/page-token.ts) they live in the tab's memory and travel as a bearer;
  * unlike them they are bound to one record and its phones: the tab can only ever see those phones' dialogs.
  */
 export class TabTokens {
-  readonly #key: Buffer;
+  readonly #tokens: SignedTokens<WireClaims>;
 
   constructor(
     appSecret: string,
     private readonly clock: Clock,
   ) {
-    this.#key = Buffer.from(hkdfSync('sha256', appSecret, 'chat2desk-bitrix24', 'tab-token-v1', 32));
+    this.#tokens = new SignedTokens<WireClaims>(appSecret, 'tab-token-v1', TAB_TOKEN_PREFIX, clock);
   }
 
   issue(claims: Omit<TabClaims, 'expiresAt'>): { token: string; claims: TabClaims } {
@@ -69,25 +69,13 @@ export class TabTokens {
       i: full.scope.entityId,
       p: full.scope.phones,
     };
-    const body = Buffer.from(JSON.stringify(wire)).toString('base64url');
-    return { token: `${TAB_TOKEN_PREFIX}${body}.${this.#sign(body)}`, claims: full };
+    return { token: this.#tokens.seal(wire), claims: full };
   }
 
   /** The claims of a token we signed that has not expired (or expired less than `graceMs` ago); undefined for anything else. */
   verify(token: string, { graceMs = 0 }: { graceMs?: number } = {}): TabClaims | undefined {
-    if (!token.startsWith(TAB_TOKEN_PREFIX)) return undefined;
-    const [body, signature, ...rest] = token.slice(TAB_TOKEN_PREFIX.length).split('.');
-    if (!body || !signature || rest.length > 0) return undefined;
-    const expected = Buffer.from(this.#sign(body));
-    const presented = Buffer.from(signature);
-    if (expected.length !== presented.length || !timingSafeEqual(expected, presented)) return undefined;
-    let wire: WireClaims;
-    try {
-      wire = JSON.parse(Buffer.from(body, 'base64url').toString('utf8')) as WireClaims;
-    } catch {
-      return undefined;
-    }
-    if (typeof wire.e !== 'number' || this.clock.now() >= wire.e + graceMs) return undefined;
+    const wire = this.#tokens.open(token, graceMs);
+    if (!wire) return undefined;
     return {
       memberId: wire.m,
       userId: wire.u,
@@ -97,9 +85,5 @@ export class TabTokens {
       expiresAt: wire.e,
       scope: { kind: 'record', entityTypeId: wire.t, entityId: wire.i, phones: wire.p },
     };
-  }
-
-  #sign(body: string): string {
-    return createHmac('sha256', this.#key).update(body).digest('base64url');
   }
 }

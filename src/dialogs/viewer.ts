@@ -1,6 +1,5 @@
 import type { Context, MiddlewareHandler } from 'hono';
 import { createMiddleware } from 'hono/factory';
-import type { Clock } from '../clock.js';
 import type { Portal, PortalStore } from '../db/portals.js';
 import { PageAuthError, pageAuthRefusal, type PageAuth } from '../pages/page-auth.js';
 import { PAGE_TOKEN_PREFIX, type PageClaims } from '../pages/page-token.js';
@@ -22,21 +21,8 @@ export type ViewerVariables = { Variables: { viewer: DialogViewer } };
 export const NO_WORKSPACE_ACCESS = "You have no Chat2Desk operator and no access to other people's dialogs; ask your administrator";
 export const NOT_MAPPED = "Ask a Bitrix24 administrator to map you to a Chat2Desk operator in the app's Operators section";
 
-/**
- * Until the workspace settings exist: admins see every dialog, a user mapped to an operator sees
- * that operator's dialogs, anybody else none.
- */
-export function defaultWorkspaceScopes(operators: OperatorOfUser): WorkspaceScopes {
-  return {
-    async scopeOf(portal, claims) {
-      if (claims.admin) return { kind: 'all' };
-      const operatorId = await operators.operatorOf(portal, claims.userId);
-      return operatorId === undefined ? undefined : { kind: 'operator', operatorId };
-    },
-  };
-}
-
-function bearerOf(c: Context): string | undefined {
+/** The token of `Authorization: Bearer <token>`, if any. */
+export function bearerOf(c: Context): string | undefined {
   return /^Bearer\s+(\S+)$/i.exec(c.req.header('authorization') ?? '')?.[1];
 }
 
@@ -52,7 +38,6 @@ export function dialogViewer(deps: {
   workspace: WorkspaceScopes;
   operators: OperatorOfUser;
   portals: PortalStore;
-  clock: Clock;
 }): MiddlewareHandler<ViewerVariables> {
   return createMiddleware<ViewerVariables>(async (c, next) => {
     const bearer = bearerOf(c);
@@ -72,6 +57,7 @@ export function dialogViewer(deps: {
           scope: claims.scope,
           operatorId: await deps.operators.operatorOf(portal, claims.userId),
           via: 'tab',
+          expiresAt: claims.expiresAt,
         });
       } else if (bearer.startsWith(PAGE_TOKEN_PREFIX)) {
         const { portal, claims } = await deps.pageAuth.authorize(bearer, { admin: false, write: false });
@@ -84,6 +70,7 @@ export function dialogViewer(deps: {
           scope,
           operatorId: scope.kind === 'operator' ? scope.operatorId : await deps.operators.operatorOf(portal, claims.userId),
           via: 'workspace',
+          expiresAt: claims.expiresAt,
         });
       } else {
         throw new PageAuthError('The token is not a tab or app page token of ours', 401, true);

@@ -1,16 +1,13 @@
 import { HTTPException } from 'hono/http-exception';
-import { operatorName } from '../activities/operators.js';
 import type { BitrixUsers } from '../bitrix24/users.js';
 import type { Chat2DeskAccess } from '../chat2desk/access.js';
-import type { Chat2DeskChannel, Chat2DeskOperator } from '../chat2desk/client.js';
 import { type CachedClient, type CachedDialog, type DialogDirectory, latestFirst } from '../chat2desk/directory.js';
 import { Chat2DeskError } from '../chat2desk/errors.js';
-import { dialogUrl } from '../chat2desk/links.js';
-import { parseChat2DeskTime } from '../chat2desk/times.js';
 import type { Portal } from '../db/portals.js';
 import type { PageClaims } from '../pages/page-token.js';
 import { normalizePhone } from '../phone.js';
 import { readWorkspaceSettings, type PortalSettings } from '../portal-settings.js';
+import { DialogReadError, type DialogReads, type DialogSummary } from './dialog-reads.js';
 import type { DialogScope, DialogViewer } from './scope.js';
 import type { OperatorOfUser, WorkspaceScopes } from './viewer.js';
 import { dialogVisible } from './visibility.js';
@@ -51,22 +48,6 @@ export class WorkspaceAccess implements WorkspaceScopes {
 /** How long a user's departments are trusted (src/bitrix24/users.ts cache): a change in the portal counts within this. */
 export const WORKSPACE_DEPARTMENTS_TTL_MS = 2 * 60_000;
 
-/** The CRM tab's dialog summary (contracts-9 "The read API"); built in one place, `summarize`, which folds into the tab's builder at the merge. */
-export interface DialogSummary {
-  id: number;
-  state: 'open' | 'closed';
-  clientId: number | null;
-  client: { id: number; name: string | null; phone: string | null; clientPhone: string | null; assignedName: string | null; tags: Array<{ id: number; label: string }> } | null;
-  channel: { id: number; name: string } | null;
-  transport: string | null;
-  lastMessage: { text: string | null; at: string | null; type: string | null } | null;
-  operator: { id: number; name: string; bitrixUserId: number | null } | null;
-  lastRequestId: number | null;
-  beginAt: string | null;
-  endAt: string | null;
-  chat2deskUrl: string;
-}
-
 export type WorkspaceView = 'mine' | 'open' | 'all';
 export const WORKSPACE_VIEWS: readonly WorkspaceView[] = ['mine', 'open', 'all'];
 
@@ -102,7 +83,7 @@ export interface WorkspacePage {
  * view or the search, only dialogs the viewer's scope shows are answered (src/dialogs/visibility.ts).
  */
 export class WorkspaceDialogs {
-  constructor(private readonly deps: { chat2desk: Chat2DeskAccess }) {}
+  constructor(private readonly deps: { chat2desk: Chat2DeskAccess; dialogReads: Pick<DialogReads, 'summaries'> }) {}
 
   async list(viewer: DialogViewer, request: { view: WorkspaceView; q: string | undefined; offset: number }): Promise<WorkspacePage> {
     const { view, q, offset } = request;
@@ -131,9 +112,10 @@ export class WorkspaceDialogs {
         const more = fetched.total !== undefined ? offset + fetched.dialogs.length < fetched.total : fetched.dialogs.length === WORKSPACE_PAGE_SIZE;
         page = { dialogs, more };
       }
-      return { dialogs: await summarize(directory, settings, page.dialogs), more: page.more, view };
+      return { dialogs: await this.deps.dialogReads.summaries(viewer.portal, directory, settings, page.dialogs), more: page.more, view };
     } catch (error) {
       if (error instanceof Chat2DeskError) throw new WorkspaceRefusal(`Chat2Desk could not list the dialogs: ${error.apiMessage}`, 502);
+      if (error instanceof DialogReadError) throw new WorkspaceRefusal(error.message, 502);
       throw error;
     }
   }
@@ -153,52 +135,4 @@ export function phoneQuery(q: string, defaultCountry: string | null): string | u
   const digits = q.replace(/\D/g, '');
   if (digits.length === 0 || digits.length > 15) return undefined;
   return normalizePhone(digits.length >= 10 ? q : digits, defaultCountry ?? undefined)?.digits ?? digits;
-}
-
-/** DialogSummary for each dialog: clients, channels and operators from the cache (one Chat2Desk request per cold client). */
-export async function summarize(directory: DialogDirectory, settings: PortalSettings, dialogs: CachedDialog[]): Promise<DialogSummary[]> {
-  if (dialogs.length === 0) return [];
-  const [channels, operators] = await Promise.all([directory.channels(), directory.operators()]);
-  const clientIds = [...new Set(dialogs.map((dialog) => dialog.clientId).filter((id): id is number => id !== null))];
-  const clients = new Map<number, CachedClient>();
-  await Promise.all(
-    clientIds.map(async (id) => {
-      try {
-        clients.set(id, await directory.client(id));
-      } catch (error) {
-        // A client Chat2Desk no longer has: the dialog is listed without one.
-        if (!(error instanceof Chat2DeskError) || error.transient) throw error;
-      }
-    }),
-  );
-  return dialogs.map((dialog) => summaryOf(dialog, dialog.clientId === null ? undefined : clients.get(dialog.clientId), channels, operators, settings));
-}
-
-function summaryOf(dialog: CachedDialog, client: CachedClient | undefined, channels: Chat2DeskChannel[], operators: Chat2DeskOperator[], settings: PortalSettings): DialogSummary {
-  const channel = dialog.channelId === null ? undefined : channels.find((item) => item.id === dialog.channelId);
-  const operator = dialog.operatorId === null ? undefined : operators.find((item) => item.id === dialog.operatorId);
-  return {
-    id: dialog.id,
-    state: dialog.state === 'open' ? 'open' : 'closed',
-    clientId: dialog.clientId,
-    client: client ? { id: client.id, name: client.name, phone: client.phone, clientPhone: client.clientPhone, assignedName: client.assignedName, tags: client.tags } : null,
-    channel: channel ? { id: channel.id, name: channel.name } : dialog.channelId === null ? null : { id: dialog.channelId, name: `#${dialog.channelId}` },
-    transport: dialog.transport,
-    lastMessage:
-      dialog.lastMessageAt === null && dialog.lastMessageText === null ? null : { text: dialog.lastMessageText, at: isoTime(dialog.lastMessageAt), type: dialog.lastMessageType },
-    operator:
-      dialog.operatorId === null
-        ? null
-        : { id: dialog.operatorId, name: operator ? operatorName(operator) : `#${dialog.operatorId}`, bitrixUserId: settings.operatorMap[String(dialog.operatorId)] ?? null },
-    lastRequestId: dialog.lastRequestId,
-    beginAt: isoTime(dialog.beginAt),
-    endAt: isoTime(dialog.endAt),
-    chat2deskUrl: dialogUrl(settings.chat2deskApiUrl, dialog.id),
-  };
-}
-
-/** Chat2Desk's "2026-01-29T06:14:41 UTC" (docs/protocols.md C1) as ISO; null when absent or unreadable. */
-function isoTime(value: string | null): string | null {
-  const at = parseChat2DeskTime(value);
-  return at === undefined ? null : new Date(at).toISOString();
 }

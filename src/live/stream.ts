@@ -56,10 +56,10 @@ export class LiveStream implements LiveSink {
     void stream.write(': connected\n\n');
     const { clock, timers } = this.deps;
     for (;;) {
-      const left = this.grant.tokenExpiresAt - clock.now();
+      const left = this.grant.viewer.expiresAt - clock.now();
       if (left <= 0 || this.#ended.signal.aborted) break;
       await timers.sleep(Math.min(PING_EVERY_MS, left), this.#ended.signal);
-      if (this.#ended.signal.aborted || clock.now() >= this.grant.tokenExpiresAt) break;
+      if (this.#ended.signal.aborted || clock.now() >= this.grant.viewer.expiresAt) break;
       void stream.write(': ping\n\n');
     }
     finished();

@@ -22,11 +22,9 @@ const TICKETS_PER_USER_PER_MINUTE = 30;
 /** Tickets are 32 random bytes, base64url: exactly this. Anything else is refused before a lookup. */
 const TICKET_SHAPE = /^[A-Za-z0-9_-]{43}$/;
 
-/** What a ticket stands for: the viewer it was issued to, and when that viewer's token expires. */
+/** What a ticket stands for: the viewer it was issued to; its token's expiry (`viewer.expiresAt`) ends the stream. */
 export interface LiveGrant {
   viewer: DialogViewer;
-  /** The tab or page token's expiry: the stream ends then, and the page reconnects with a new ticket. */
-  tokenExpiresAt: number;
 }
 
 export class LiveTicketRefusal extends Error {
@@ -63,7 +61,7 @@ export class LiveTickets {
     }
     const ticket = randomBytes(32).toString('base64url');
     // Never past the token: a ticket cannot outlive what it was issued on.
-    const expiresAt = Math.min(this.clock.now() + LIVE_TICKET_TTL_MS, grant.tokenExpiresAt);
+    const expiresAt = Math.min(this.clock.now() + LIVE_TICKET_TTL_MS, grant.viewer.expiresAt);
     this.#tickets.set(ticket, { grant, expiresAt });
     return { ticket, expiresAt };
   }

@@ -7,7 +7,7 @@ import { PAGE_WORDS, pageLanguage } from '../pages/i18n.js';
 import { PageAuthError, type PageAuth, pageAdmin, pageAuthRefusal, pageUser } from '../pages/page-auth.js';
 import type { SettingsService } from '../settings-service.js';
 import { loadAppTemplate } from '../templates.js';
-import { readBitrixForm } from './form.js';
+import { readBitrixForm, readJsonObject } from './form.js';
 
 export interface AppPageDeps {
   pageAuth: PageAuth;
@@ -117,12 +117,8 @@ export function createAppPage(deps: AppPageDeps): { route: Hono<{ Variables: { p
     .get('/app', (c) => c.text('This is the app page of Chat2Desk for Bitrix24. Bitrix24 opens it with POST inside the portal.', 405, { allow: 'POST' }))
     .post('/api/page/renew', async (c) => {
       const previous = /^Bearer\s+(\S+)$/i.exec(c.req.header('authorization') ?? '')?.[1];
-      let body: { authId?: unknown };
-      try {
-        body = (await c.req.json()) as { authId?: unknown };
-      } catch {
-        return c.json({ error: 'The body must be a JSON object with authId' }, 400);
-      }
+      const body = await readJsonObject(c);
+      if (!body) return c.json({ error: 'The body must be a JSON object with authId' }, 400);
       if (!previous) return c.json({ error: 'Send Authorization: Bearer <the page token to renew>' }, 401);
       try {
         const session = await deps.pageAuth.renew(previous, typeof body.authId === 'string' ? body.authId : '');

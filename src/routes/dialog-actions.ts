@@ -1,6 +1,7 @@
 import { Hono, type MiddlewareHandler } from 'hono';
 import { DialogActionRequestError, type DialogActions } from '../dialogs/actions.js';
 import { requireMappedOperator, type ViewerVariables } from '../dialogs/viewer.js';
+import { readJsonObject } from './form.js';
 
 /**
  * Dialog actions of the CRM tab and the Chat workspace (issue 9, slice 2).
@@ -14,6 +15,7 @@ import { requireMappedOperator, type ViewerVariables } from '../dialogs/viewer.j
  * composed message or action, and the action is one of
  * - `send {dialogId, text?, fileIds?}` — as the user's Chat2Desk operator; one message per file, the text with the first;
  * - `write_first {phone, channelId, transport, text?, fileIds?}` — the phone must be one of the tab's record's phones;
+ *   a workspace user who sees only their operator's dialogs: every dialog of the number must be theirs (else 404);
  * - `tag | untag {dialogId, tagId, target: 'client' | 'request'}` — the dialog's client or its last request;
  * - `close | reopen {dialogId}`;
  * - `assign {dialogId, operatorId}`.
@@ -28,12 +30,8 @@ import { requireMappedOperator, type ViewerVariables } from '../dialogs/viewer.j
 export function createDialogActionsRoute(deps: { actions: DialogActions; viewer: MiddlewareHandler<ViewerVariables>; sameOrigin: MiddlewareHandler }) {
   return new Hono<ViewerVariables>()
     .post('/api/dialog-actions', deps.sameOrigin, deps.viewer, requireMappedOperator(), async (c) => {
-      let payload: unknown;
-      try {
-        payload = await c.req.json();
-      } catch {
-        return c.json({ error: 'Send the action as a JSON object' }, 400);
-      }
+      const payload = await readJsonObject(c);
+      if (!payload) return c.json({ error: 'Send the action as a JSON object' }, 400);
       const viewer = c.get('viewer');
       const operatorId = viewer.operatorId;
       // requireMappedOperator let only a mapped viewer through.

@@ -11,3 +11,14 @@ export async function readBitrixForm(c: Context): Promise<Record<string, unknown
   }
   return parseFormBody(await c.req.text());
 }
+
+/** A JSON body that is an object; undefined for anything else (not JSON, null, an array, a string), which the route refuses with 400. */
+export async function readJsonObject(c: Context): Promise<Record<string, unknown> | undefined> {
+  let body: unknown;
+  try {
+    body = await c.req.json();
+  } catch {
+    return undefined;
+  }
+  return body && typeof body === 'object' && !Array.isArray(body) ? (body as Record<string, unknown>) : undefined;
+}

@@ -1,20 +1,17 @@
-import { type Context, Hono, type MiddlewareHandler } from 'hono';
+import { Hono, type MiddlewareHandler } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import type { Clock } from '../clock.js';
 import type { PortalStore } from '../db/portals.js';
-import type { TabTokens } from '../dialogs/tab-token.js';
-import { sameOriginWrites, type ViewerVariables } from '../dialogs/viewer.js';
+import type { ViewerVariables } from '../dialogs/viewer.js';
 import type { LiveHub } from '../live/hub.js';
 import { LiveStream, type LiveTimers } from '../live/stream.js';
 import { LiveTicketRefusal, type LiveTickets } from '../live/tickets.js';
-import type { PageTokens } from '../pages/page-token.js';
 
 export interface LiveRouteDeps {
-  /** src/dialogs/viewer.ts `dialogViewer`: the tab or app page token, and the scope it gives. */
+  /** src/dialogs/viewer.ts `dialogViewer`: the tab or app page token, the scope it gives and its expiry (the stream ends then). */
   viewer: MiddlewareHandler<ViewerVariables>;
-  /** To read the expiry of the token the viewer came from: the stream ends then. */
-  tabTokens: Pick<TabTokens, 'verify'>;
-  pageTokens: Pick<PageTokens, 'verify'>;
+  /** src/dialogs/viewer.ts `sameOriginWrites` with the public origin, as every other dialog write takes it (behind a proxy the request's own origin differs). */
+  sameOrigin: MiddlewareHandler;
   tickets: LiveTickets;
   hub: LiveHub;
   portals: PortalStore;
@@ -23,10 +20,6 @@ export interface LiveRouteDeps {
 }
 
 const NO_TICKET = 'This live ticket was used, has expired or is not ours; ask for a new one (POST /api/live/ticket)';
-
-function bearerOf(c: Context): string {
-  return /^Bearer\s+(\S+)$/i.exec(c.req.header('authorization') ?? '')?.[1] ?? '';
-}
 
 /**
  * Live updates for an open CRM tab or the Chat workspace.
@@ -49,13 +42,10 @@ function bearerOf(c: Context): string {
  */
 export function createLiveRoute(deps: LiveRouteDeps) {
   return new Hono<ViewerVariables>()
-    .post('/api/live/ticket', sameOriginWrites(), deps.viewer, async (c) => {
-      const bearer = bearerOf(c);
-      const tokenExpiresAt = deps.tabTokens.verify(bearer)?.expiresAt ?? deps.pageTokens.verify(bearer)?.expiresAt;
-      if (tokenExpiresAt === undefined) return c.json({ error: 'The token expired or is not ours', renew: true }, 401);
+    .post('/api/live/ticket', deps.sameOrigin, deps.viewer, async (c) => {
       c.header('cache-control', 'no-store');
       try {
-        return c.json(await deps.tickets.issue({ viewer: c.get('viewer'), tokenExpiresAt }));
+        return c.json(await deps.tickets.issue({ viewer: c.get('viewer') }));
       } catch (error) {
         if (error instanceof LiveTicketRefusal) return c.json({ error: error.message }, 429, { 'retry-after': String(error.retryAfterSeconds) });
         throw error;

@@ -1,12 +1,13 @@
 import { type Context, Hono } from 'hono';
 import { str } from '../bitrix24/form-body.js';
 import type { TabAuth, TabSession } from '../dialogs/tab-auth.js';
+import { bearerOf } from '../dialogs/viewer.js';
 import { loadPublicFiles } from '../pages/app-page.js';
 import { type PageLanguage, TAB_WORDS, type TabWords, pageLanguage } from '../pages/i18n.js';
 import { PageAuthError, pageAuthRefusal } from '../pages/page-auth.js';
 import { loadTemplate } from '../templates.js';
 import { framedPageHeaders } from './app-page.js';
-import { readBitrixForm } from './form.js';
+import { readBitrixForm, readJsonObject } from './form.js';
 
 export interface TabRouteDeps {
   tabAuth: TabAuth;
@@ -64,16 +65,13 @@ export function createTabRoute(deps: TabRouteDeps): Hono {
     })
     .get('/tab', (c) => c.text('This is the Chat2Desk tab of CRM cards. Bitrix24 opens it with POST inside a card.', 405, { allow: 'POST' }))
     .post('/api/tab/renew', async (c) => {
-      const previous = /^Bearer\s+(\S+)$/i.exec(c.req.header('authorization') ?? '')?.[1];
-      let body: { authId?: unknown };
-      try {
-        body = (await c.req.json()) as { authId?: unknown };
-      } catch {
-        return c.json({ error: 'The body must be a JSON object with authId' }, 400);
-      }
+      const previous = bearerOf(c);
+      const body = await readJsonObject(c);
+      if (!body) return c.json({ error: 'The body must be a JSON object with authId' }, 400);
+      const { authId } = body;
       if (!previous) return c.json({ error: 'Send Authorization: Bearer <the tab token to renew>' }, 401);
       try {
-        const session = await deps.tabAuth.renew(previous, typeof body.authId === 'string' ? body.authId : '');
+        const session = await deps.tabAuth.renew(previous, typeof authId === 'string' ? authId : '');
         return c.json({ token: session.token, expiresAt: session.claims.expiresAt, phones: session.claims.scope.phones });
       } catch (error) {
         if (error instanceof PageAuthError) return pageAuthRefusal(c, error);
