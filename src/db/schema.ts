@@ -289,3 +289,20 @@ export const uploadedFiles = sqliteTable(
   },
   (table) => [uniqueIndex('uploaded_files_secret').on(table.secret), index('uploaded_files_expires').on(table.expiresAt)],
 );
+
+/** Open Channel lines connected to the portal's Chat2Desk account (issue 10; src/db/open-lines.ts). */
+export const openLines = sqliteTable(
+  'open_lines',
+  {
+    memberId: text('member_id').notNull(),
+    /** The Open Channel line (imopenlines config id). */
+    lineId: integer('line_id').notNull(),
+    /** Routing order: where rules overlap, the lower position wins. */
+    position: integer('position').notNull(),
+    /** The line's options as JSON (src/open-channels/lines.ts validates them). */
+    options: text('options').notNull(),
+    connectedAt: integer('connected_at').notNull(),
+    updatedAt: integer('updated_at').notNull(),
+  },
+  (table) => [primaryKey({ columns: [table.memberId, table.lineId] })],
+);
