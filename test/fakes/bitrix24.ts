@@ -2349,7 +2349,6 @@ class FakePortal implements FakeBitrix24 {
     const messageText = signed ? `[b]${operator.name} ${operator.lastName}:[/b] [br]${input.text}` : input.text;
     const files: OpenLineFile[] = [];
     const wireFiles: Params[] = [];
-    const linkToken = this.issueAuth(operatorId).access_token;
     for (const file of input.files ?? []) {
       const body = Buffer.from(file.content);
       const mime = file.mime ?? 'application/octet-stream';
@@ -2362,8 +2361,10 @@ class FakePortal implements FakeBitrix24 {
         name: file.name,
         // GUESS: `link` needs a browser session on the portal; the fake does not serve it.
         link: `${this.portalUrl}/disk/showFile/${diskId}/?&ncc=1&ts=${nowSeconds()}&filename=${encodeURIComponent(file.name)}`,
-        // Relative, like the example; GUESS: it carries the operator's access token as auth.
-        downloadLink: `/rest/download.json?auth=${linkToken}&token=${encodeURIComponent(token)}`,
+        // Relative, like the example. GUESS: without `auth` (one third-party test shows `?token=…` alone, the
+        // example `auth=...&token=…`): the fake serves it only when the app adds `auth=<access token>`, which
+        // works whichever of the two Bitrix24 really sends (PHP reads the last `auth`).
+        downloadLink: `/rest/download.json?token=${encodeURIComponent(token)}`,
         mime,
         size: body.length,
         type: mime.startsWith('image/') ? 'image' : 'file', // GUESS: the type values
