@@ -198,7 +198,33 @@ export function createDialogPanel({ preview, history, api, t, lang, onChange, ac
   let current = null;
   let currentHistory = null;
 
-  async function renderPreview(summary, heading) {
+  /**
+   * What the user is doing in the actions bar: the control they are on and the choices they changed
+   * (an operator or a tag picked, not yet applied). A redraw of the same dialog (a live update, another
+   * action's outcome) puts them back, so a change elsewhere never takes the user's place away.
+   */
+  function barPlace() {
+    const active = document.activeElement;
+    return {
+      focused: active && preview.contains(active) ? active.getAttribute('data-action') : null,
+      chosen: Array.from(preview.querySelectorAll('select[data-touched]')).map((node) => [node.getAttribute('data-action'), node.value]),
+    };
+  }
+
+  function restoreBarPlace(place) {
+    for (const [action, value] of place.chosen) {
+      const node = preview.querySelector(`select[data-action="${action}"]`);
+      if (!node || !Array.from(node.options).some((option) => option.value === value && !option.disabled)) continue;
+      node.value = value;
+      node.setAttribute('data-touched', '');
+    }
+    if (!place.focused) return;
+    // The control may have changed (Close became Reopen): the bar's first control then.
+    const again = preview.querySelector(`[data-action="${place.focused}"]`) || preview.querySelector('[data-action]');
+    if (again) again.focus();
+  }
+
+  async function renderPreview(summary, heading, place) {
     renderSummary(preview, summary, { t, lang, heading });
     const mount = preview.querySelector('[data-mount="actions"]');
     let choices;
@@ -214,6 +240,7 @@ export function createDialogPanel({ preview, history, api, t, lang, onChange, ac
       return;
     }
     createDialogActions(mount, { api, t, meta: choices, summary, onDone: refresh, status: actionStatus });
+    if (place) restoreBarPlace(place);
   }
 
   function mountComposer(dialogId) {
@@ -249,11 +276,10 @@ export function createDialogPanel({ preview, history, api, t, lang, onChange, ac
       if (current !== shown) return;
       current = summary;
       current.heading = shown.heading;
-      await renderPreview(summary, shown.heading);
-      if (focused) {
-        const again = preview.querySelector(`[data-action="${focused}"]`) || preview.querySelector('[data-action]');
-        if (again) again.focus();
-      }
+      const place = barPlace();
+      // After an action the keyboard goes back to the control that acted (disabled meanwhile, so not focused).
+      if (focused) place.focused = focused;
+      await renderPreview(summary, shown.heading, place);
     } catch (error) {
       actionStatus.classList.add('c2d-status--error');
       actionStatus.textContent = t.error + error.message;
@@ -536,6 +562,8 @@ function labelled(label, control, className) {
 function select(options, attributes) {
   const node = el('select', Object.assign({ class: 'c2d-select' }, attributes || {}));
   for (const option of options) node.append(el('option', { value: option.value, text: option.label, selected: option.selected }));
+  // A choice the user made survives the actions bar being drawn again (createDialogPanel).
+  node.addEventListener('change', () => node.setAttribute('data-touched', ''));
   return node;
 }
 

@@ -98,6 +98,32 @@ describe('live updates in the CRM tab and the Chat workspace', () => {
     await parent.page.screenshot({ path: `${ARTIFACTS}/live-tab-message.png`, fullPage: true });
   });
 
+  it('a live update keeps the user’s place: the draft in the composer, the operator chosen but not yet assigned, and the keyboard on it', async () => {
+    const { clientId } = await seededStack();
+    const parent = await openTab();
+    const { app } = parent;
+    await expect.poll(() => messages(app, '#history'), SOON).toEqual(['first message']);
+    await expect.poll(() => liveState(app), SOON).toBe('open');
+    await app.locator('#history [data-action="message"]').fill('half a thought');
+    const operator = app.locator('#preview [data-action="operator"]');
+    // Another operator than the dialog's, chosen and not yet assigned.
+    const chosen = await operator.evaluate((node) => {
+      const select = node as HTMLSelectElement;
+      const other = Array.from(select.options).find((option) => option.value && option.value !== select.value);
+      return other ? other.value : '';
+    });
+    expect(chosen).not.toBe('');
+    await operator.selectOption(chosen);
+    await operator.focus();
+
+    await clientWrites(clientId, 'are you there?');
+    await expect.poll(() => messages(app, '#history'), SOON).toEqual(['first message', 'are you there?']);
+    expect(await app.locator('#history [data-action="message"]').inputValue()).toBe('half a thought');
+    expect(await operator.inputValue()).toBe(chosen);
+    expect(await app.locator('body').evaluate(() => document.activeElement?.getAttribute('data-action'))).toBe('operator');
+    await parent.page.screenshot({ path: `${ARTIFACTS}/live-tab-keeps-draft.png`, fullPage: true });
+  });
+
   it('a message a client writes appears in the open workspace dialog and in the list without a reload', async () => {
     const { clientId, dialogId } = await seededStack();
     const parent = await open({});
