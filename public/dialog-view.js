@@ -384,6 +384,9 @@ export function createPhoneView(root, { api, t, lang, onChange }) {
   });
 
   function showWriteFirst(choices, focus) {
+    // The phone shown when the form was drawn: a first message still on its way when the user moves
+    // to another phone must not take them back.
+    const drawnFor = generation;
     writeFirst.hidden = false;
     writeFirstButton.setAttribute('aria-expanded', 'true');
     createWriteFirst(writeFirst, {
@@ -393,13 +396,19 @@ export function createPhoneView(root, { api, t, lang, onChange }) {
       phones: allPhones,
       phone: currentPhone,
       // The new dialog takes the place of the form: the keyboard goes to its heading.
-      onDone: (phone) =>
-        show(phone, allPhones).then(() => {
+      onDone: (phone) => {
+        if (drawnFor !== generation) {
+          status.classList.remove('c2d-status--error');
+          status.textContent = `${t.sentFirstTo} +${phone}.`;
+          return undefined;
+        }
+        return show(phone, allPhones).then(() => {
           const heading = preview.querySelector('h2');
           if (!heading) return;
           heading.setAttribute('tabindex', '-1');
           heading.focus();
-        }),
+        });
+      },
       onCancel: panel.current
         ? () => {
             writeFirst.hidden = true;

@@ -273,6 +273,43 @@ describe('writing, tagging, closing and assigning from the CRM tab', () => {
     expect(await stack!.c2d.fetchAttachment(body.attachment)).toMatchObject({ status: 410 });
   });
 
+  it('a first message still on its way when the user switches phone goes out once, is announced, and leaves the user on the phone they chose', async () => {
+    await configuredStack();
+    const first = '79161000009';
+    clientWithDialog(PHONE);
+    const parent = await openContact([first, PHONE]);
+    const { app, page } = parent;
+    const form = app.locator('#write-first');
+    await form.locator('textarea').waitFor();
+    // The write-first request is held until the user has moved to the other phone.
+    let entered!: () => void;
+    const arrived = new Promise<void>((resolve) => {
+      entered = resolve;
+    });
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    await page.route('**/api/dialog-actions', async (route) => {
+      if (route.request().method() !== 'POST') return route.fallback();
+      entered();
+      await held;
+      await route.fallback();
+    });
+    await form.locator('textarea').fill('Hola Ana');
+    await form.locator('[data-action="send"]').click();
+    await arrived;
+    await app.locator(`button[data-phone="${PHONE}"]`).click();
+    await expect.poll(() => statusOf(app, 'contacts')).toBe(`+${PHONE}`);
+    release();
+    // The late outcome is told where the user is now, and the view stays on the phone they chose.
+    await expect.poll(() => app.locator('#dialog-view > .c2d-status').first().innerText(), { timeout: 10_000 }).toBe(`First message sent to +${first}.`);
+    expect(sentMessages(stack!)).toHaveLength(1);
+    expect(await app.locator(`button[data-phone="${PHONE}"]`).getAttribute('aria-pressed')).toBe('true');
+    expect(await statusOf(app, 'contacts')).toBe(`+${PHONE}`);
+    await shot(parent, 'wrote-first-elsewhere');
+  });
+
   it('shows an unmapped user how to get mapped and no write controls, and the server refuses a forced write', async () => {
     await configuredStack();
     const { dialogId } = clientWithDialog();
