@@ -239,7 +239,7 @@ export function createDialogPanel({ preview, history, api, t, lang, onChange, ac
       mount.append(notMappedNote(t));
       return;
     }
-    createDialogActions(mount, { api, t, meta: choices, summary, onDone: refresh, status: actionStatus });
+    createDialogActions(mount, { api, t, meta: choices, summary, onDone: refresh, status: actionStatus, isShown: (id) => Boolean(current) && current.id === id });
     if (place) restoreBarPlace(place);
   }
 
@@ -535,22 +535,28 @@ export async function performAction(api, keys, body) {
   return answer;
 }
 
-/** Runs one action from a control: disabled while pending, the outcome in the aria-live status. */
-async function runFrom(control, status, t, run, successText) {
+/** An aria-live status element as `say(text, isError)`. */
+function sayIn(status) {
+  return (text, isError) => {
+    status.classList.toggle('c2d-status--error', Boolean(isError));
+    status.textContent = text;
+  };
+}
+
+/** Runs one action from a control: disabled while pending, the outcome said through `say(text, isError)`. */
+async function runFrom(control, say, t, run, successText) {
   // A disabled button drops the focus: it goes back when the button is enabled again.
   const hadFocus = document.activeElement === control;
   control.disabled = true;
   control.setAttribute('aria-busy', 'true');
-  status.classList.remove('c2d-status--error');
-  status.textContent = t.sending;
+  say(t.sending, false);
   try {
     await run();
-    status.textContent = successText || t.done;
+    say(successText || t.done, false);
     return true;
   } catch (error) {
-    status.classList.add('c2d-status--error');
     // fetch rejects with a TypeError when no answer came back: the kept key makes trying again safe.
-    status.textContent = error instanceof TypeError ? t.networkError : t.failed + error.message;
+    say(error instanceof TypeError ? t.networkError : t.failed + error.message, true);
     return false;
   } finally {
     control.disabled = false;
@@ -582,12 +588,17 @@ function select(options, attributes) {
  * `onDone()` re-reads the dialog. Each control keeps its own key (actionKeys). `status`: an aria-live
  * element outside the mount that survives the bar being drawn again (else the bar gets its own).
  */
-export function createDialogActions(mount, { api, t, meta, summary, onDone, status: sharedStatus }) {
+export function createDialogActions(mount, { api, t, meta, summary, onDone, status: sharedStatus, isShown }) {
   mount.replaceChildren();
   const status = sharedStatus || el('p', { class: 'c2d-status c2d-actions__status', role: 'status', 'aria-live': 'polite', 'data-field': 'action-status' });
+  const say = sayIn(status);
+  // The user may open another dialog while an action is on its way: its outcome then names its dialog,
+  // and the dialog shown is neither read again nor given the keyboard.
+  const shown = () => !isShown || isShown(summary.id);
+  const sayFor = (text, isError) => say(shown() ? text : `${t.dialog} #${summary.id}: ${text}`, isError);
   const act = (control, body, keys) =>
-    runFrom(control, status, t, () => performAction(api, keys, body)).then((ok) => {
-      if (ok && onDone) return onDone(control.getAttribute('data-action'));
+    runFrom(control, sayFor, t, () => performAction(api, keys, body)).then((ok) => {
+      if (ok && onDone && shown()) return onDone(control.getAttribute('data-action'));
     });
 
   const stateKeys = actionKeys();
@@ -753,7 +764,7 @@ function messageForm({ api, t, fields, bodyOf, onDone, sentText, extraButtons })
     }
     pending = true;
     const body = bodyOf({ ...(message ? { text: message } : {}), ...(fileIds.length ? { fileIds } : {}) });
-    const ok = await runFrom(send, status, t, () => performAction(api, keys, body), sentText || t.sent);
+    const ok = await runFrom(send, sayIn(status), t, () => performAction(api, keys, body), sentText || t.sent);
     pending = false;
     if (ok) {
       text.value = '';

@@ -310,6 +310,45 @@ describe('writing, tagging, closing and assigning from the CRM tab', () => {
     await shot(parent, 'wrote-first-elsewhere');
   });
 
+  it('an action still on its way when the user opens another dialog is told under that dialog’s name and leaves the user where they are', async () => {
+    await configuredStack();
+    const older = stack!.c2d.seedClient({ phone: PHONE, name: 'Ana', withDialog: 'closed', channelId: stack!.c2d.account().channels[1]?.id });
+    const otherId = Number(older.dialog!.id);
+    const { dialogId } = clientWithDialog();
+    const parent = await openContact([PHONE]);
+    const { app, page } = parent;
+    const actions = app.locator('#preview [data-mount="actions"]');
+    await actions.locator('[data-action="close"]').waitFor();
+    let entered!: () => void;
+    const arrived = new Promise<void>((resolve) => {
+      entered = resolve;
+    });
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    await page.route('**/api/dialog-actions', async (route) => {
+      if (route.request().method() !== 'POST') return route.fallback();
+      entered();
+      await held;
+      await route.fallback();
+    });
+    await actions.locator('[data-action="close"]').click();
+    await arrived;
+    await app.locator('#show-more').click();
+    const otherItem = app.locator(`#more [data-dialog-id="${otherId}"]`);
+    await otherItem.click();
+    await expect.poll(() => app.locator('#preview [data-dialog-id]').first().getAttribute('data-dialog-id')).toBe(String(otherId));
+    await otherItem.focus();
+    release();
+    await expect.poll(() => dialogOf(dialogId).state).toBe('closed');
+    await expect.poll(() => statusOf(app, 'action-status'), { timeout: 10_000 }).toBe(`Dialog #${dialogId}: Done.`);
+    expect(await app.locator('#preview [data-dialog-id]').first().getAttribute('data-dialog-id')).toBe(String(otherId));
+    // The keyboard stays on the dialog the user chose, not pulled into its actions bar.
+    expect(await app.locator('body').evaluate(() => document.activeElement?.getAttribute('data-dialog-id'))).toBe(String(otherId));
+    await shot(parent, 'acted-elsewhere');
+  });
+
   it('shows an unmapped user how to get mapped and no write controls, and the server refuses a forced write', async () => {
     await configuredStack();
     const { dialogId } = clientWithDialog();
