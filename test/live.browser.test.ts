@@ -124,6 +124,36 @@ describe('live updates in the CRM tab and the Chat workspace', () => {
     await parent.page.screenshot({ path: `${ARTIFACTS}/live-tab-keeps-draft.png`, fullPage: true });
   });
 
+  it('a stream that opens and drops at once is reconnected ever more slowly, not in a storm', async () => {
+    await seededStack();
+    const contact = stack!.b24.seedContact({ name: 'Ana', phones: ['+7 916 100-00-01'] });
+    const parent = await openInParentFrame(browser, {
+      b24: stack!.b24,
+      serverUrl: stack!.server.url,
+      placement: 'CRM_CONTACT_DETAIL_TAB',
+      placementOptions: { ID: String(contact) },
+      width: 900,
+    });
+    parents.push(parent);
+    // Every stream is accepted and ends at once (a proxy that cuts long responses, a server restarting).
+    const opened: number[] = [];
+    await expect.poll(() => liveState(parent.app), SOON).toBe('open');
+    await parent.page.route(
+      (url) => url.pathname === '/api/live',
+      async (route) => {
+        opened.push(Date.now());
+        await route.fulfill({ status: 200, headers: { 'content-type': 'text/event-stream', 'cache-control': 'no-store' }, body: '' });
+      },
+    );
+    // Hidden and shown again: the page's stream is opened anew, through the route.
+    await setVisibility(parent.app, 'hidden');
+    await setVisibility(parent.app, 'visible');
+    await expect.poll(() => opened.length, { timeout: 20_000 }).toBeGreaterThanOrEqual(4);
+    const gaps = opened.slice(1, 4).map((at, index) => at - opened[index]!);
+    // The delay doubles from ½–1 s each time the stream drops, since an open that did not last proves nothing.
+    expect(gaps[2]).toBeGreaterThanOrEqual(2000);
+  });
+
   it('a message a client writes appears in the open workspace dialog and in the list without a reload', async () => {
     const { clientId, dialogId } = await seededStack();
     const parent = await open({});
