@@ -149,6 +149,27 @@ describe('the Chat workspace in the app page', () => {
     await expect.poll(() => app.locator('#chat-more').isHidden(), SOON).toBe(true);
   });
 
+  it('the dialog’s actions bar reads as in the tab at 1100 px: each choice’s label beside its list, on one line', async () => {
+    const seeded = await seededStack();
+    const parent = await open({ lang: 'ru' });
+    const { app } = parent;
+    await chatReady(parent);
+    await app.locator(`#chat-list [data-dialog-id="${seeded.boris}"]`).click();
+    const operator = app.locator('#chat-preview [data-action="operator"]');
+    await operator.waitFor();
+    for (const action of ['operator', 'tag-choice', 'tag-target']) {
+      const boxes = await app.locator(`#chat-preview [data-action="${action}"]`).evaluate((select) => {
+        const label = (select.ownerDocument.querySelector(`label[for="${select.id}"]`) as HTMLElement).getBoundingClientRect();
+        const box = select.getBoundingClientRect();
+        return { labelRight: label.right, selectLeft: box.left, labelMiddle: label.top + label.height / 2, selectTop: box.top, selectBottom: box.bottom };
+      });
+      expect(boxes.labelRight, action).toBeLessThanOrEqual(boxes.selectLeft);
+      expect(boxes.labelMiddle, action).toBeGreaterThan(boxes.selectTop);
+      expect(boxes.labelMiddle, action).toBeLessThan(boxes.selectBottom);
+    }
+    await shot(parent, 'actions-bar-ru');
+  });
+
   it('a user mapped to an operator, not an admin, sees only Mine: their operator’s dialogs', async () => {
     const seeded = await seededStack();
     const parent = await open({ userId: 2, lang: 'ru' });
