@@ -197,6 +197,15 @@ export function dialogMeta(api) {
 export function createDialogPanel({ preview, history, api, t, lang, onChange, actionStatus, meta }) {
   let current = null;
   let currentHistory = null;
+  // The actions bar is drawn again on every live update and after every action: its controls' keys
+  // live here, per dialog, so clicking a redrawn control while (or after) its action was on its way
+  // is the same action on the server, not a second one.
+  let barKeys = new Map();
+  let keysDialogId = null;
+  function keysFor(name) {
+    if (!barKeys.has(name)) barKeys.set(name, actionKeys());
+    return barKeys.get(name);
+  }
 
   /**
    * What the user is doing in the actions bar: the control they are on and the choices they changed
@@ -239,7 +248,7 @@ export function createDialogPanel({ preview, history, api, t, lang, onChange, ac
       mount.append(notMappedNote(t));
       return;
     }
-    createDialogActions(mount, { api, t, meta: choices, summary, onDone: refresh, status: actionStatus, isShown: (id) => Boolean(current) && current.id === id });
+    createDialogActions(mount, { api, t, meta: choices, summary, onDone: refresh, status: actionStatus, isShown: (id) => Boolean(current) && current.id === id, keysFor });
     if (place) restoreBarPlace(place);
   }
 
@@ -256,6 +265,10 @@ export function createDialogPanel({ preview, history, api, t, lang, onChange, ac
 
   function open(summary, heading) {
     if (current && current.id !== summary.id) actionStatus.textContent = '';
+    if (keysDialogId !== summary.id) {
+      barKeys = new Map();
+      keysDialogId = summary.id;
+    }
     current = summary;
     current.heading = heading;
     renderPreview(summary, heading).then(() => onChange && onChange());
@@ -588,8 +601,10 @@ function select(options, attributes) {
  * `onDone()` re-reads the dialog. Each control keeps its own key (actionKeys). `status`: an aria-live
  * element outside the mount that survives the bar being drawn again (else the bar gets its own).
  */
-export function createDialogActions(mount, { api, t, meta, summary, onDone, status: sharedStatus, isShown }) {
+export function createDialogActions(mount, { api, t, meta, summary, onDone, status: sharedStatus, isShown, keysFor }) {
   mount.replaceChildren();
+  // The panel keeps each control's keys across redraws of the bar; alone, the bar keeps its own.
+  const keysOf = keysFor || (() => actionKeys());
   const status = sharedStatus || el('p', { class: 'c2d-status c2d-actions__status', role: 'status', 'aria-live': 'polite', 'data-field': 'action-status' });
   const say = sayIn(status);
   // The user may open another dialog while an action is on its way: its outcome then names its dialog,
@@ -601,12 +616,12 @@ export function createDialogActions(mount, { api, t, meta, summary, onDone, stat
       if (ok && onDone && shown()) return onDone(control.getAttribute('data-action'));
     });
 
-  const stateKeys = actionKeys();
+  const stateKeys = keysOf('state');
   const closing = summary.state === 'open';
   const stateButton = el('button', { type: 'button', class: 'ui-btn --air ui-btn-sm --style-outline', 'data-action': closing ? 'close' : 'reopen', text: closing ? t.close : t.reopen });
   stateButton.addEventListener('click', () => act(stateButton, { action: closing ? 'close' : 'reopen', dialogId: summary.id }, stateKeys));
 
-  const assignKeys = actionKeys();
+  const assignKeys = keysOf('assign');
   const currentOperator = summary.operator ? summary.operator.id : null;
   // Nobody chosen until the user chooses (an unassigned dialog must not look assigned to the first operator).
   const operators = select(
@@ -629,14 +644,14 @@ export function createDialogActions(mount, { api, t, meta, summary, onDone, stat
   const clientTags = (summary.client && summary.client.tags) || [];
   const chips = el('ul', { class: 'c2d-tags c2d-tags--removable', 'aria-label': t.tagsOfClient, 'data-field': 'client-tags' });
   for (const tag of clientTags) {
-    const keys = actionKeys();
+    const keys = keysOf(`untag-${tag.id}`);
     const remove = el('button', { type: 'button', class: 'c2d-chip__remove', 'data-action': `untag-${tag.id}`, 'aria-label': `${t.removeTag} ${tag.label}`, text: '×' });
     remove.addEventListener('click', () => act(remove, { action: 'untag', dialogId: summary.id, tagId: tag.id, target: 'client' }, keys));
     chips.append(el('li', { 'data-tag-id': tag.id }, el('span', { text: tag.label }), remove));
   }
   const tagsRow = el('div', { class: 'c2d-actions__row' }, el('span', { class: 'c2d-muted', text: t.tagsOfClient }), clientTags.length ? chips : el('span', { class: 'c2d-muted', text: t.noTags }));
 
-  const tagKeys = actionKeys();
+  const tagKeys = keysOf('tag');
   const tagChoice = select(
     meta.tags.map((tag) => ({ value: tag.id, label: tag.label })),
     { 'data-action': 'tag-choice' },

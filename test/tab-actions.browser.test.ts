@@ -349,6 +349,44 @@ describe('writing, tagging, closing and assigning from the CRM tab', () => {
     await shot(parent, 'acted-elsewhere');
   });
 
+  it('an action clicked again after a live update redrew the actions bar is the same action (the same idempotency key)', async () => {
+    await configuredStack();
+    const { clientId, dialogId } = clientWithDialog();
+    const parent = await openContact([PHONE]);
+    const { app, page } = parent;
+    const actions = app.locator('#preview [data-mount="actions"]');
+    await actions.locator('[data-action="close"]').waitFor();
+    await expect.poll(() => app.locator('body').getAttribute('data-live')).toBe('open');
+    const keys: string[] = [];
+    let entered!: () => void;
+    const arrived = new Promise<void>((resolve) => {
+      entered = resolve;
+    });
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    await page.route('**/api/dialog-actions', async (route) => {
+      if (route.request().method() !== 'POST') return route.fallback();
+      keys.push((route.request().postDataJSON() as { key: string }).key);
+      if (keys.length === 1) {
+        entered();
+        await held;
+      }
+      await route.fallback();
+    });
+    await actions.locator('[data-action="close"]').click();
+    await arrived;
+    // The client writes meanwhile: the live update draws the bar again, its Close button enabled.
+    expect(await stack!.c2d.deliverWebhook(stack!.c2d.receiveMessage({ clientId, text: 'hello?' }).webhook)).toEqual([200]);
+    await expect.poll(() => app.locator('#history .c2d-msg__text').last().innerText(), { timeout: 10_000 }).toBe('hello?');
+    await actions.locator('[data-action="close"]').click();
+    await expect.poll(() => keys.length).toBe(2);
+    release();
+    await expect.poll(() => dialogOf(dialogId).state).toBe('closed');
+    expect(keys[1]).toBe(keys[0]);
+  });
+
   it('shows an unmapped user how to get mapped and no write controls, and the server refuses a forced write', async () => {
     await configuredStack();
     const { dialogId } = clientWithDialog();
