@@ -139,13 +139,17 @@ export function createHistory(container, { api, dialogId, t, lang, onChange }) {
     status.textContent = t.loading;
     try {
       const query = new URLSearchParams({ limit: '20' });
-      if (oldestId !== null) query.set('before', String(oldestId));
+      if (!fresh && oldestId !== null) query.set('before', String(oldestId));
       const page = await readJson(await api(`/api/dialogs/${dialogId}/messages?${query}`));
       const nodes = page.messages.map((message) => messageNode(message, { t, lang }));
-      if (fresh) list.replaceChildren(...nodes);
+      const kept = fresh ? olderThan(page.messages) : [];
+      if (fresh) list.replaceChildren(...kept, ...nodes);
       else list.prepend(...nodes);
-      if (page.messages.length) oldestId = page.messages[0].id;
-      older.hidden = !page.older;
+      // The older pages the user loaded, kept by a refresh, still decide where "Load older" goes on.
+      if (!kept.length) {
+        if (page.messages.length) oldestId = page.messages[0].id;
+        older.hidden = !page.older;
+      }
       status.textContent = list.children.length ? '' : t.noMessages;
     } catch (error) {
       status.classList.add('c2d-status--error');
@@ -166,9 +170,22 @@ export function createHistory(container, { api, dialogId, t, lang, onChange }) {
       }
     });
   });
-  /** After an action or a live update: the newest page again, the composer mount left as it is. */
+  /**
+   * The messages shown older than a fresh newest page, kept when that page reaches back to what is
+   * shown (message ids grow; the API pages by them): the user reading older pages keeps them. With a
+   * gap between (more new messages than a page), only the newest page.
+   */
+  function olderThan(messages) {
+    const shown = Array.from(list.children);
+    if (!messages.length || !shown.length) return [];
+    const first = messages[0].id;
+    const newestShown = Number(shown[shown.length - 1].getAttribute('data-message-id'));
+    if (newestShown < first) return [];
+    return shown.filter((node) => Number(node.getAttribute('data-message-id')) < first);
+  }
+
+  /** After an action or a live update: the newest page again, the older pages loaded and the composer mount left as they are. */
   function refresh() {
-    oldestId = null;
     return load(true);
   }
   return { loaded: load(), section, refresh };

@@ -124,6 +124,21 @@ describe('live updates in the CRM tab and the Chat workspace', () => {
     await parent.page.screenshot({ path: `${ARTIFACTS}/live-tab-keeps-draft.png`, fullPage: true });
   });
 
+  it('a live update keeps the older messages the user paged back to', async () => {
+    const { clientId } = await seededStack();
+    for (let index = 1; index <= 24; index++) stack!.c2d.receiveMessage({ clientId, text: `message ${index}` });
+    const parent = await openTab();
+    const { app } = parent;
+    await expect.poll(async () => (await messages(app, '#history')).length, SOON).toBe(20);
+    await expect.poll(() => liveState(app), SOON).toBe('open');
+    await app.locator('#load-older').click();
+    await expect.poll(async () => (await messages(app, '#history')).length, SOON).toBe(25);
+    await clientWrites(clientId, 'still there?');
+    await expect.poll(async () => (await messages(app, '#history')).at(-1), SOON).toBe('still there?');
+    const shown = await messages(app, '#history');
+    expect(shown).toEqual(['first message', ...Array.from({ length: 24 }, (_, index) => `message ${index + 1}`), 'still there?']);
+  });
+
   it('a stream that opens and drops at once is reconnected ever more slowly, not in a storm', async () => {
     await seededStack();
     const contact = stack!.b24.seedContact({ name: 'Ana', phones: ['+7 916 100-00-01'] });
