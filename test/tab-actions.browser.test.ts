@@ -387,6 +387,29 @@ describe('writing, tagging, closing and assigning from the CRM tab', () => {
     expect(keys[1]).toBe(keys[0]);
   });
 
+  it('the frame grows with the Write first form and shrinks back when it is cancelled, its width left to the portal ("100%")', async () => {
+    await configuredStack();
+    clientWithDialog();
+    const parent = await openContact([PHONE]);
+    const { app } = parent;
+    await app.locator('#history [data-mount="composer"] textarea').waitFor();
+    const contentHeight = () =>
+      app
+        .locator('body')
+        .evaluate((body) =>
+          Math.ceil(body.getBoundingClientRect().height + Number.parseFloat(getComputedStyle(body).marginTop) + Number.parseFloat(getComputedStyle(body).marginBottom)),
+        );
+    await expect.poll(async () => Math.abs((await parent.frameHeight()) - (await contentHeight()))).toBeLessThanOrEqual(2);
+    const before = await parent.frameHeight();
+    await app.locator('#write-first-open').click();
+    await expect.poll(() => parent.frameHeight()).toBeGreaterThan(before + 150);
+    await app.locator('[data-action="wf-cancel"]').click();
+    await expect.poll(() => parent.frameHeight(), { timeout: 10_000 }).toBeLessThanOrEqual(before + 2);
+    // The last resize asked for the portal's full width, as fitWindow does.
+    const resizes = (await parent.messages()).filter((message) => message.startsWith('resizeWindow:'));
+    expect(resizes.at(-1)).toContain('"width":"100%"');
+  });
+
   it('shows an unmapped user how to get mapped and no write controls, and the server refuses a forced write', async () => {
     await configuredStack();
     const { dialogId } = clientWithDialog();

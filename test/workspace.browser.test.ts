@@ -170,6 +170,23 @@ describe('the Chat workspace in the app page', () => {
     await shot(parent, 'actions-bar-ru');
   });
 
+  it('the frame shrinks with the list when a search finds fewer dialogs', async () => {
+    await seededStack();
+    const parent = await open({});
+    const { app } = parent;
+    await chatReady(parent);
+    await app.locator('#chat-views [data-view="all"]').click();
+    await expect.poll(async () => (await listed(parent)).length, SOON).toBe(4);
+    const contentHeight = () => app.locator('html').evaluate(() => document.body.getBoundingClientRect().height);
+    await expect.poll(async () => (await parent.frameHeight()) - (await contentHeight())).toBeLessThanOrEqual(40);
+    const before = await parent.frameHeight();
+    await app.locator('#chat-q').fill('nobody by this name');
+    await app.locator('#chat-search button[type="submit"]').click();
+    await expect.poll(async () => (await listed(parent)).length, SOON).toBe(0);
+    await expect.poll(() => parent.frameHeight(), SOON).toBeLessThan(before - 100);
+    expect((await parent.messages()).filter((message) => message.startsWith('resizeWindow:')).at(-1)).toContain('"width":"100%"');
+  });
+
   it('a user mapped to an operator, not an admin, sees only Mine: their operator’s dialogs', async () => {
     const seeded = await seededStack();
     const parent = await open({ userId: 2, lang: 'ru' });
