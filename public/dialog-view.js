@@ -358,6 +358,7 @@ export function createPhoneView(root, { api, t, lang, onChange }) {
   const meta = panel.meta;
   let currentPhone = null;
   let allPhones = [];
+  let latest = null;
   let others = [];
   let otherPhones = [];
   let generation = 0;
@@ -397,10 +398,23 @@ export function createPhoneView(root, { api, t, lang, onChange }) {
         return;
       }
     }
-    const all = [...others, ...(morePhones || [])];
+    // Every dialog but the one shown: once another is open, the latest is listed to go back to.
+    const shownId = panel.current && panel.current.id;
+    const all = [...(latest ? [latest] : []), ...others, ...(morePhones || [])];
     const seen = new Set();
-    const unique = all.filter((summary) => !seen.has(summary.id) && seen.add(summary.id));
-    renderDialogList(body, unique, { t, lang, currentId: panel.current && panel.current.id, onOpen: (summary) => open(summary, `${t.dialog} #${summary.id}`) });
+    const unique = all.filter((summary) => summary.id !== shownId && !seen.has(summary.id) && seen.add(summary.id));
+    renderDialogList(body, unique, {
+      t,
+      lang,
+      onOpen: (summary) => {
+        open(summary, summary === latest ? undefined : `${t.dialog} #${summary.id}`);
+        // The item chosen leaves the list: the keyboard goes to the dialog it opened.
+        const heading = preview.querySelector('h2');
+        if (!heading) return;
+        heading.setAttribute('tabindex', '-1');
+        heading.focus();
+      },
+    });
     if (onChange) onChange();
   }
 
@@ -486,6 +500,7 @@ export function createPhoneView(root, { api, t, lang, onChange }) {
     try {
       const [answer, choices] = await Promise.all([api(`/api/dialogs/by-phone?phone=${encodeURIComponent(phone)}`).then(readJson), meta().catch(() => null)]);
       if (mine !== generation) return;
+      latest = answer.latest;
       others = answer.others;
       status.textContent = '';
       if (!answer.latest) {

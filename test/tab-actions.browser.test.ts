@@ -339,13 +339,14 @@ describe('writing, tagging, closing and assigning from the CRM tab', () => {
     const otherItem = app.locator(`#more [data-dialog-id="${otherId}"]`);
     await otherItem.click();
     await expect.poll(() => app.locator('#preview [data-dialog-id]').first().getAttribute('data-dialog-id')).toBe(String(otherId));
-    await otherItem.focus();
+    // The keyboard follows to the dialog opened (its item left the list).
+    expect(await app.locator('body').evaluate(() => document.activeElement?.id)).toBe(`dialog-${otherId}-title`);
     release();
     await expect.poll(() => dialogOf(dialogId).state).toBe('closed');
     await expect.poll(() => statusOf(app, 'action-status'), { timeout: 10_000 }).toBe(`Dialog #${dialogId}: Done.`);
     expect(await app.locator('#preview [data-dialog-id]').first().getAttribute('data-dialog-id')).toBe(String(otherId));
     // The keyboard stays on the dialog the user chose, not pulled into its actions bar.
-    expect(await app.locator('body').evaluate(() => document.activeElement?.getAttribute('data-dialog-id'))).toBe(String(otherId));
+    expect(await app.locator('body').evaluate(() => document.activeElement?.id)).toBe(`dialog-${otherId}-title`);
     await shot(parent, 'acted-elsewhere');
   });
 
@@ -408,6 +409,25 @@ describe('writing, tagging, closing and assigning from the CRM tab', () => {
     // The last resize asked for the portal's full width, as fitWindow does.
     const resizes = (await parent.messages()).filter((message) => message.startsWith('resizeWindow:'));
     expect(resizes.at(-1)).toContain('"width":"100%"');
+  });
+
+  it('"Show more" lists the dialogs other than the one shown, so the latest dialog can be opened again', async () => {
+    await configuredStack();
+    const older = stack!.c2d.seedClient({ phone: PHONE, name: 'Ana', withDialog: 'closed', channelId: stack!.c2d.account().channels[1]?.id });
+    const otherId = Number(older.dialog!.id);
+    const { dialogId } = clientWithDialog();
+    const parent = await openContact([PHONE]);
+    const { app } = parent;
+    await app.locator('#preview [data-action="close"]').waitFor();
+    await app.locator('#show-more').click();
+    const listedIds = () => app.locator('#more [data-dialog-id]').evaluateAll((nodes) => nodes.map((node) => Number(node.getAttribute('data-dialog-id'))));
+    await expect.poll(listedIds).toEqual([otherId]);
+    await app.locator(`#more [data-dialog-id="${otherId}"]`).click();
+    await expect.poll(listedIds).toEqual([dialogId]);
+    await app.locator(`#more [data-dialog-id="${dialogId}"]`).click();
+    await expect.poll(() => app.locator('#preview [data-dialog-id]').first().getAttribute('data-dialog-id')).toBe(String(dialogId));
+    await expect.poll(listedIds).toEqual([otherId]);
+    expect(await app.locator('body').evaluate(() => document.activeElement?.id)).toBe(`dialog-${dialogId}-title`);
   });
 
   it('shows an unmapped user how to get mapped and no write controls, and the server refuses a forced write', async () => {
