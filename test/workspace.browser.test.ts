@@ -187,6 +187,39 @@ describe('the Chat workspace in the app page', () => {
     expect((await parent.messages()).filter((message) => message.startsWith('resizeWindow:')).at(-1)).toContain('"width":"100%"');
   });
 
+  it('a linked dialog read after the user already chose another does not replace it', async () => {
+    const seeded = await seededStack();
+    let entered!: () => void;
+    const arrived = new Promise<void>((resolve) => {
+      entered = resolve;
+    });
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const parent = await open({
+      placement: 'DEFAULT',
+      placementOptions: { dialog: String(seeded.clara) },
+      beforeOpen: async (page) => {
+        await page.route(
+          (url) => url.pathname === `/api/dialogs/${seeded.clara}`,
+          async (route) => {
+            entered();
+            await held;
+            await route.fallback();
+          },
+        );
+      },
+    });
+    const { app } = parent;
+    await arrived;
+    await app.locator(`#chat-list [data-dialog-id="${seeded.boris}"]`).click();
+    await expect.poll(() => app.locator('#chat-preview [data-field="client"]').innerText(), SOON).toBe('Boris');
+    release();
+    await chatReady(parent);
+    expect(await app.locator('#chat-preview [data-field="client"]').innerText()).toBe('Boris');
+  });
+
   it('a user mapped to an operator, not an admin, sees only Mine: their operator’s dialogs', async () => {
     const seeded = await seededStack();
     const parent = await open({ userId: 2, lang: 'ru' });
