@@ -139,13 +139,17 @@ export function createHistory(container, { api, dialogId, t, lang, onChange }) {
     status.textContent = t.loading;
     try {
       const query = new URLSearchParams({ limit: '20' });
-      if (oldestId !== null) query.set('before', String(oldestId));
+      if (!fresh && oldestId !== null) query.set('before', String(oldestId));
       const page = await readJson(await api(`/api/dialogs/${dialogId}/messages?${query}`));
       const nodes = page.messages.map((message) => messageNode(message, { t, lang }));
-      if (fresh) list.replaceChildren(...nodes);
+      const kept = fresh ? olderThan(page.messages) : [];
+      if (fresh) list.replaceChildren(...kept, ...nodes);
       else list.prepend(...nodes);
-      if (page.messages.length) oldestId = page.messages[0].id;
-      older.hidden = !page.older;
+      // The older pages the user loaded, kept by a refresh, still decide where "Load older" goes on.
+      if (!kept.length) {
+        if (page.messages.length) oldestId = page.messages[0].id;
+        older.hidden = !page.older;
+      }
       status.textContent = list.children.length ? '' : t.noMessages;
     } catch (error) {
       status.classList.add('c2d-status--error');
@@ -166,9 +170,22 @@ export function createHistory(container, { api, dialogId, t, lang, onChange }) {
       }
     });
   });
-  /** After an action or a live update: the newest page again, the composer mount left as it is. */
+  /**
+   * The messages shown older than a fresh newest page, kept when that page reaches back to what is
+   * shown (message ids grow; the API pages by them): the user reading older pages keeps them. With a
+   * gap between (more new messages than a page), only the newest page.
+   */
+  function olderThan(messages) {
+    const shown = Array.from(list.children);
+    if (!messages.length || !shown.length) return [];
+    const first = messages[0].id;
+    const newestShown = Number(shown[shown.length - 1].getAttribute('data-message-id'));
+    if (newestShown < first) return [];
+    return shown.filter((node) => Number(node.getAttribute('data-message-id')) < first);
+  }
+
+  /** After an action or a live update: the newest page again, the older pages loaded and the composer mount left as they are. */
   function refresh() {
-    oldestId = null;
     return load(true);
   }
   return { loaded: load(), section, refresh };
@@ -197,8 +214,43 @@ export function dialogMeta(api) {
 export function createDialogPanel({ preview, history, api, t, lang, onChange, actionStatus, meta }) {
   let current = null;
   let currentHistory = null;
+  // The actions bar is drawn again on every live update and after every action: its controls' keys
+  // live here, per dialog, so clicking a redrawn control while (or after) its action was on its way
+  // is the same action on the server, not a second one.
+  let barKeys = new Map();
+  let keysDialogId = null;
+  function keysFor(name) {
+    if (!barKeys.has(name)) barKeys.set(name, actionKeys());
+    return barKeys.get(name);
+  }
 
-  async function renderPreview(summary, heading) {
+  /**
+   * What the user is doing in the actions bar: the control they are on and the choices they changed
+   * (an operator or a tag picked, not yet applied). A redraw of the same dialog (a live update, another
+   * action's outcome) puts them back, so a change elsewhere never takes the user's place away.
+   */
+  function barPlace() {
+    const active = document.activeElement;
+    return {
+      focused: active && preview.contains(active) ? active.getAttribute('data-action') : null,
+      chosen: Array.from(preview.querySelectorAll('select[data-touched]')).map((node) => [node.getAttribute('data-action'), node.value]),
+    };
+  }
+
+  function restoreBarPlace(place) {
+    for (const [action, value] of place.chosen) {
+      const node = preview.querySelector(`select[data-action="${action}"]`);
+      if (!node || !Array.from(node.options).some((option) => option.value === value && !option.disabled)) continue;
+      node.value = value;
+      node.setAttribute('data-touched', '');
+    }
+    if (!place.focused) return;
+    // The control may have changed (Close became Reopen): the bar's first control then.
+    const again = preview.querySelector(`[data-action="${place.focused}"]`) || preview.querySelector('[data-action]');
+    if (again) again.focus();
+  }
+
+  async function renderPreview(summary, heading, place) {
     renderSummary(preview, summary, { t, lang, heading });
     const mount = preview.querySelector('[data-mount="actions"]');
     let choices;
@@ -213,7 +265,8 @@ export function createDialogPanel({ preview, history, api, t, lang, onChange, ac
       mount.append(notMappedNote(t));
       return;
     }
-    createDialogActions(mount, { api, t, meta: choices, summary, onDone: refresh, status: actionStatus });
+    createDialogActions(mount, { api, t, meta: choices, summary, onDone: refresh, status: actionStatus, isShown: (id) => Boolean(current) && current.id === id, keysFor });
+    if (place) restoreBarPlace(place);
   }
 
   function mountComposer(dialogId) {
@@ -229,6 +282,10 @@ export function createDialogPanel({ preview, history, api, t, lang, onChange, ac
 
   function open(summary, heading) {
     if (current && current.id !== summary.id) actionStatus.textContent = '';
+    if (keysDialogId !== summary.id) {
+      barKeys = new Map();
+      keysDialogId = summary.id;
+    }
     current = summary;
     current.heading = heading;
     renderPreview(summary, heading).then(() => onChange && onChange());
@@ -249,11 +306,10 @@ export function createDialogPanel({ preview, history, api, t, lang, onChange, ac
       if (current !== shown) return;
       current = summary;
       current.heading = shown.heading;
-      await renderPreview(summary, shown.heading);
-      if (focused) {
-        const again = preview.querySelector(`[data-action="${focused}"]`) || preview.querySelector('[data-action]');
-        if (again) again.focus();
-      }
+      const place = barPlace();
+      // After an action the keyboard goes back to the control that acted (disabled meanwhile, so not focused).
+      if (focused) place.focused = focused;
+      await renderPreview(summary, shown.heading, place);
     } catch (error) {
       actionStatus.classList.add('c2d-status--error');
       actionStatus.textContent = t.error + error.message;
@@ -302,6 +358,7 @@ export function createPhoneView(root, { api, t, lang, onChange }) {
   const meta = panel.meta;
   let currentPhone = null;
   let allPhones = [];
+  let latest = null;
   let others = [];
   let otherPhones = [];
   let generation = 0;
@@ -341,10 +398,23 @@ export function createPhoneView(root, { api, t, lang, onChange }) {
         return;
       }
     }
-    const all = [...others, ...(morePhones || [])];
+    // Every dialog but the one shown: once another is open, the latest is listed to go back to.
+    const shownId = panel.current && panel.current.id;
+    const all = [...(latest ? [latest] : []), ...others, ...(morePhones || [])];
     const seen = new Set();
-    const unique = all.filter((summary) => !seen.has(summary.id) && seen.add(summary.id));
-    renderDialogList(body, unique, { t, lang, currentId: panel.current && panel.current.id, onOpen: (summary) => open(summary, `${t.dialog} #${summary.id}`) });
+    const unique = all.filter((summary) => summary.id !== shownId && !seen.has(summary.id) && seen.add(summary.id));
+    renderDialogList(body, unique, {
+      t,
+      lang,
+      onOpen: (summary) => {
+        open(summary, summary === latest ? undefined : `${t.dialog} #${summary.id}`);
+        // The item chosen leaves the list: the keyboard goes to the dialog it opened.
+        const heading = preview.querySelector('h2');
+        if (!heading) return;
+        heading.setAttribute('tabindex', '-1');
+        heading.focus();
+      },
+    });
     if (onChange) onChange();
   }
 
@@ -358,6 +428,9 @@ export function createPhoneView(root, { api, t, lang, onChange }) {
   });
 
   function showWriteFirst(choices, focus) {
+    // The phone shown when the form was drawn: a first message still on its way when the user moves
+    // to another phone must not take them back.
+    const drawnFor = generation;
     writeFirst.hidden = false;
     writeFirstButton.setAttribute('aria-expanded', 'true');
     createWriteFirst(writeFirst, {
@@ -367,13 +440,19 @@ export function createPhoneView(root, { api, t, lang, onChange }) {
       phones: allPhones,
       phone: currentPhone,
       // The new dialog takes the place of the form: the keyboard goes to its heading.
-      onDone: (phone) =>
-        show(phone, allPhones).then(() => {
+      onDone: (phone) => {
+        if (drawnFor !== generation) {
+          status.classList.remove('c2d-status--error');
+          status.textContent = `${t.sentFirstTo} +${phone}.`;
+          return undefined;
+        }
+        return show(phone, allPhones).then(() => {
           const heading = preview.querySelector('h2');
           if (!heading) return;
           heading.setAttribute('tabindex', '-1');
           heading.focus();
-        }),
+        });
+      },
       onCancel: panel.current
         ? () => {
             writeFirst.hidden = true;
@@ -421,6 +500,7 @@ export function createPhoneView(root, { api, t, lang, onChange }) {
     try {
       const [answer, choices] = await Promise.all([api(`/api/dialogs/by-phone?phone=${encodeURIComponent(phone)}`).then(readJson), meta().catch(() => null)]);
       if (mine !== generation) return;
+      latest = answer.latest;
       others = answer.others;
       status.textContent = '';
       if (!answer.latest) {
@@ -500,22 +580,28 @@ export async function performAction(api, keys, body) {
   return answer;
 }
 
-/** Runs one action from a control: disabled while pending, the outcome in the aria-live status. */
-async function runFrom(control, status, t, run, successText) {
+/** An aria-live status element as `say(text, isError)`. */
+function sayIn(status) {
+  return (text, isError) => {
+    status.classList.toggle('c2d-status--error', Boolean(isError));
+    status.textContent = text;
+  };
+}
+
+/** Runs one action from a control: disabled while pending, the outcome said through `say(text, isError)`. */
+async function runFrom(control, say, t, run, successText) {
   // A disabled button drops the focus: it goes back when the button is enabled again.
   const hadFocus = document.activeElement === control;
   control.disabled = true;
   control.setAttribute('aria-busy', 'true');
-  status.classList.remove('c2d-status--error');
-  status.textContent = t.sending;
+  say(t.sending, false);
   try {
     await run();
-    status.textContent = successText || t.done;
+    say(successText || t.done, false);
     return true;
   } catch (error) {
-    status.classList.add('c2d-status--error');
     // fetch rejects with a TypeError when no answer came back: the kept key makes trying again safe.
-    status.textContent = error instanceof TypeError ? t.networkError : t.failed + error.message;
+    say(error instanceof TypeError ? t.networkError : t.failed + error.message, true);
     return false;
   } finally {
     control.disabled = false;
@@ -536,6 +622,8 @@ function labelled(label, control, className) {
 function select(options, attributes) {
   const node = el('select', Object.assign({ class: 'c2d-select' }, attributes || {}));
   for (const option of options) node.append(el('option', { value: option.value, text: option.label, selected: option.selected }));
+  // A choice the user made survives the actions bar being drawn again (createDialogPanel).
+  node.addEventListener('change', () => node.setAttribute('data-touched', ''));
   return node;
 }
 
@@ -545,20 +633,27 @@ function select(options, attributes) {
  * `onDone()` re-reads the dialog. Each control keeps its own key (actionKeys). `status`: an aria-live
  * element outside the mount that survives the bar being drawn again (else the bar gets its own).
  */
-export function createDialogActions(mount, { api, t, meta, summary, onDone, status: sharedStatus }) {
+export function createDialogActions(mount, { api, t, meta, summary, onDone, status: sharedStatus, isShown, keysFor }) {
   mount.replaceChildren();
+  // The panel keeps each control's keys across redraws of the bar; alone, the bar keeps its own.
+  const keysOf = keysFor || (() => actionKeys());
   const status = sharedStatus || el('p', { class: 'c2d-status c2d-actions__status', role: 'status', 'aria-live': 'polite', 'data-field': 'action-status' });
+  const say = sayIn(status);
+  // The user may open another dialog while an action is on its way: its outcome then names its dialog,
+  // and the dialog shown is neither read again nor given the keyboard.
+  const shown = () => !isShown || isShown(summary.id);
+  const sayFor = (text, isError) => say(shown() ? text : `${t.dialog} #${summary.id}: ${text}`, isError);
   const act = (control, body, keys) =>
-    runFrom(control, status, t, () => performAction(api, keys, body)).then((ok) => {
-      if (ok && onDone) return onDone(control.getAttribute('data-action'));
+    runFrom(control, sayFor, t, () => performAction(api, keys, body)).then((ok) => {
+      if (ok && onDone && shown()) return onDone(control.getAttribute('data-action'));
     });
 
-  const stateKeys = actionKeys();
+  const stateKeys = keysOf('state');
   const closing = summary.state === 'open';
   const stateButton = el('button', { type: 'button', class: 'ui-btn --air ui-btn-sm --style-outline', 'data-action': closing ? 'close' : 'reopen', text: closing ? t.close : t.reopen });
   stateButton.addEventListener('click', () => act(stateButton, { action: closing ? 'close' : 'reopen', dialogId: summary.id }, stateKeys));
 
-  const assignKeys = actionKeys();
+  const assignKeys = keysOf('assign');
   const currentOperator = summary.operator ? summary.operator.id : null;
   // Nobody chosen until the user chooses (an unassigned dialog must not look assigned to the first operator).
   const operators = select(
@@ -581,14 +676,14 @@ export function createDialogActions(mount, { api, t, meta, summary, onDone, stat
   const clientTags = (summary.client && summary.client.tags) || [];
   const chips = el('ul', { class: 'c2d-tags c2d-tags--removable', 'aria-label': t.tagsOfClient, 'data-field': 'client-tags' });
   for (const tag of clientTags) {
-    const keys = actionKeys();
+    const keys = keysOf(`untag-${tag.id}`);
     const remove = el('button', { type: 'button', class: 'c2d-chip__remove', 'data-action': `untag-${tag.id}`, 'aria-label': `${t.removeTag} ${tag.label}`, text: '×' });
     remove.addEventListener('click', () => act(remove, { action: 'untag', dialogId: summary.id, tagId: tag.id, target: 'client' }, keys));
     chips.append(el('li', { 'data-tag-id': tag.id }, el('span', { text: tag.label }), remove));
   }
   const tagsRow = el('div', { class: 'c2d-actions__row' }, el('span', { class: 'c2d-muted', text: t.tagsOfClient }), clientTags.length ? chips : el('span', { class: 'c2d-muted', text: t.noTags }));
 
-  const tagKeys = actionKeys();
+  const tagKeys = keysOf('tag');
   const tagChoice = select(
     meta.tags.map((tag) => ({ value: tag.id, label: tag.label })),
     { 'data-action': 'tag-choice' },
@@ -716,7 +811,7 @@ function messageForm({ api, t, fields, bodyOf, onDone, sentText, extraButtons })
     }
     pending = true;
     const body = bodyOf({ ...(message ? { text: message } : {}), ...(fileIds.length ? { fileIds } : {}) });
-    const ok = await runFrom(send, status, t, () => performAction(api, keys, body), sentText || t.sent);
+    const ok = await runFrom(send, sayIn(status), t, () => performAction(api, keys, body), sentText || t.sent);
     pending = false;
     if (ok) {
       text.value = '';

@@ -11,6 +11,8 @@
 
 const FIRST_DELAY_MS = 1000;
 const MAX_DELAY_MS = 30_000;
+/** A stream that stayed open this long was a real connection: the backoff starts over after it. */
+const STABLE_MS = 10_000;
 
 /**
  * `requestTicket()` → the fetch Response of POST /api/live/ticket, with the page's bearer (and its
@@ -23,6 +25,7 @@ export function startLive({ requestTicket, onChange, onResync }) {
   let connecting = false;
   let timer = null;
   let failures = 0;
+  let stableTimer = null;
   let heardBefore = false;
   let stopped = false;
 
@@ -34,6 +37,8 @@ export function startLive({ requestTicket, onChange, onResync }) {
   function close() {
     if (source) source.close();
     source = null;
+    clearTimeout(stableTimer);
+    stableTimer = null;
     clearTimeout(timer);
     timer = null;
   }
@@ -68,7 +73,12 @@ export function startLive({ requestTicket, onChange, onResync }) {
       const stream = new EventSource(`/api/live?ticket=${encodeURIComponent(ticket)}`);
       source = stream;
       stream.addEventListener('open', () => {
-        failures = 0;
+        // Not at once: a stream that opens and drops at once (a proxy cutting it, a server restarting)
+        // would otherwise be reopened every second forever.
+        clearTimeout(stableTimer);
+        stableTimer = setTimeout(() => {
+          failures = 0;
+        }, STABLE_MS);
         mark('open');
         if (heardBefore) onResync();
         heardBefore = true;

@@ -11,12 +11,24 @@ const lang = data.lang || 'en';
 let token = data.token;
 let b24 = null;
 
+// The frame follows its content both ways. fitWindow sends width "100%" with the document's
+// scrollHeight, which never falls below the frame's own height: the frame could only grow. Content
+// shorter than the frame is first given its own height at the frame's present width (resizeWindow
+// takes numbers only: b24jssdk frame/parent.mjs), then fitWindow gives the portal back "100%".
+function contentHeight() {
+  const style = getComputedStyle(document.body);
+  return Math.ceil(document.body.getBoundingClientRect().height + Number.parseFloat(style.marginTop) + Number.parseFloat(style.marginBottom));
+}
+
 let fitPending = false;
 function fit() {
   if (!b24 || fitPending) return;
   fitPending = true;
-  requestAnimationFrame(() => {
+  requestAnimationFrame(async () => {
     fitPending = false;
+    const height = contentHeight();
+    const frame = document.documentElement;
+    if (height > 0 && height < frame.clientHeight) await b24.parent.resizeWindow(frame.clientWidth, height).catch(() => undefined);
     b24.parent.fitWindow().catch(() => undefined);
   });
 }

@@ -170,8 +170,11 @@ async function refreshOpen() {
 /** A link from a notification (PLACEMENT_OPTIONS dialog → openDialogId): open it, or say it is not for this user. */
 async function openLinked(dialogId) {
   try {
-    openDialog(await readJson(await api(`/api/dialogs/${dialogId}`)), false);
+    const summary = await readJson(await api(`/api/dialogs/${dialogId}`));
+    // The user chose a dialog from the list while the link's was read: theirs stays.
+    if (!shown) openDialog(summary, false);
   } catch (error) {
+    if (shown) return;
     choose.hidden = true;
     const text = error.status === 404 || error.status === 403 ? t.chatNotAvailable : t.error + error.message;
     dialogPane.prepend(el('p', { class: 'c2d-alert c2d-alert--error', id: 'chat-not-available', role: 'alert', text }));

@@ -98,6 +98,77 @@ describe('live updates in the CRM tab and the Chat workspace', () => {
     await parent.page.screenshot({ path: `${ARTIFACTS}/live-tab-message.png`, fullPage: true });
   });
 
+  it('a live update keeps the user’s place: the draft in the composer, the operator chosen but not yet assigned, and the keyboard on it', async () => {
+    const { clientId } = await seededStack();
+    const parent = await openTab();
+    const { app } = parent;
+    await expect.poll(() => messages(app, '#history'), SOON).toEqual(['first message']);
+    await expect.poll(() => liveState(app), SOON).toBe('open');
+    await app.locator('#history [data-action="message"]').fill('half a thought');
+    const operator = app.locator('#preview [data-action="operator"]');
+    // Another operator than the dialog's, chosen and not yet assigned.
+    const chosen = await operator.evaluate((node) => {
+      const select = node as HTMLSelectElement;
+      const other = Array.from(select.options).find((option) => option.value && option.value !== select.value);
+      return other ? other.value : '';
+    });
+    expect(chosen).not.toBe('');
+    await operator.selectOption(chosen);
+    await operator.focus();
+
+    await clientWrites(clientId, 'are you there?');
+    await expect.poll(() => messages(app, '#history'), SOON).toEqual(['first message', 'are you there?']);
+    expect(await app.locator('#history [data-action="message"]').inputValue()).toBe('half a thought');
+    expect(await operator.inputValue()).toBe(chosen);
+    expect(await app.locator('body').evaluate(() => document.activeElement?.getAttribute('data-action'))).toBe('operator');
+    await parent.page.screenshot({ path: `${ARTIFACTS}/live-tab-keeps-draft.png`, fullPage: true });
+  });
+
+  it('a live update keeps the older messages the user paged back to', async () => {
+    const { clientId } = await seededStack();
+    for (let index = 1; index <= 24; index++) stack!.c2d.receiveMessage({ clientId, text: `message ${index}` });
+    const parent = await openTab();
+    const { app } = parent;
+    await expect.poll(async () => (await messages(app, '#history')).length, SOON).toBe(20);
+    await expect.poll(() => liveState(app), SOON).toBe('open');
+    await app.locator('#load-older').click();
+    await expect.poll(async () => (await messages(app, '#history')).length, SOON).toBe(25);
+    await clientWrites(clientId, 'still there?');
+    await expect.poll(async () => (await messages(app, '#history')).at(-1), SOON).toBe('still there?');
+    const shown = await messages(app, '#history');
+    expect(shown).toEqual(['first message', ...Array.from({ length: 24 }, (_, index) => `message ${index + 1}`), 'still there?']);
+  });
+
+  it('a stream that opens and drops at once is reconnected ever more slowly, not in a storm', async () => {
+    await seededStack();
+    const contact = stack!.b24.seedContact({ name: 'Ana', phones: ['+7 916 100-00-01'] });
+    const parent = await openInParentFrame(browser, {
+      b24: stack!.b24,
+      serverUrl: stack!.server.url,
+      placement: 'CRM_CONTACT_DETAIL_TAB',
+      placementOptions: { ID: String(contact) },
+      width: 900,
+    });
+    parents.push(parent);
+    // Every stream is accepted and ends at once (a proxy that cuts long responses, a server restarting).
+    const opened: number[] = [];
+    await expect.poll(() => liveState(parent.app), SOON).toBe('open');
+    await parent.page.route(
+      (url) => url.pathname === '/api/live',
+      async (route) => {
+        opened.push(Date.now());
+        await route.fulfill({ status: 200, headers: { 'content-type': 'text/event-stream', 'cache-control': 'no-store' }, body: '' });
+      },
+    );
+    // Hidden and shown again: the page's stream is opened anew, through the route.
+    await setVisibility(parent.app, 'hidden');
+    await setVisibility(parent.app, 'visible');
+    await expect.poll(() => opened.length, { timeout: 20_000 }).toBeGreaterThanOrEqual(4);
+    const gaps = opened.slice(1, 4).map((at, index) => at - opened[index]!);
+    // The delay doubles from ½–1 s each time the stream drops, since an open that did not last proves nothing.
+    expect(gaps[2]).toBeGreaterThanOrEqual(2000);
+  });
+
   it('a message a client writes appears in the open workspace dialog and in the list without a reload', async () => {
     const { clientId, dialogId } = await seededStack();
     const parent = await open({});

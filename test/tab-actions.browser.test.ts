@@ -273,6 +273,163 @@ describe('writing, tagging, closing and assigning from the CRM tab', () => {
     expect(await stack!.c2d.fetchAttachment(body.attachment)).toMatchObject({ status: 410 });
   });
 
+  it('a first message still on its way when the user switches phone goes out once, is announced, and leaves the user on the phone they chose', async () => {
+    await configuredStack();
+    const first = '79161000009';
+    clientWithDialog(PHONE);
+    const parent = await openContact([first, PHONE]);
+    const { app, page } = parent;
+    const form = app.locator('#write-first');
+    await form.locator('textarea').waitFor();
+    // The write-first request is held until the user has moved to the other phone.
+    let entered!: () => void;
+    const arrived = new Promise<void>((resolve) => {
+      entered = resolve;
+    });
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    await page.route('**/api/dialog-actions', async (route) => {
+      if (route.request().method() !== 'POST') return route.fallback();
+      entered();
+      await held;
+      await route.fallback();
+    });
+    await form.locator('textarea').fill('Hola Ana');
+    await form.locator('[data-action="send"]').click();
+    await arrived;
+    await app.locator(`button[data-phone="${PHONE}"]`).click();
+    await expect.poll(() => statusOf(app, 'contacts')).toBe(`+${PHONE}`);
+    release();
+    // The late outcome is told where the user is now, and the view stays on the phone they chose.
+    await expect.poll(() => app.locator('#dialog-view > .c2d-status').first().innerText(), { timeout: 10_000 }).toBe(`First message sent to +${first}.`);
+    expect(sentMessages(stack!)).toHaveLength(1);
+    expect(await app.locator(`button[data-phone="${PHONE}"]`).getAttribute('aria-pressed')).toBe('true');
+    expect(await statusOf(app, 'contacts')).toBe(`+${PHONE}`);
+    await shot(parent, 'wrote-first-elsewhere');
+  });
+
+  it('an action still on its way when the user opens another dialog is told under that dialog’s name and leaves the user where they are', async () => {
+    await configuredStack();
+    const older = stack!.c2d.seedClient({ phone: PHONE, name: 'Ana', withDialog: 'closed', channelId: stack!.c2d.account().channels[1]?.id });
+    const otherId = Number(older.dialog!.id);
+    const { dialogId } = clientWithDialog();
+    const parent = await openContact([PHONE]);
+    const { app, page } = parent;
+    const actions = app.locator('#preview [data-mount="actions"]');
+    await actions.locator('[data-action="close"]').waitFor();
+    let entered!: () => void;
+    const arrived = new Promise<void>((resolve) => {
+      entered = resolve;
+    });
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    await page.route('**/api/dialog-actions', async (route) => {
+      if (route.request().method() !== 'POST') return route.fallback();
+      entered();
+      await held;
+      await route.fallback();
+    });
+    await actions.locator('[data-action="close"]').click();
+    await arrived;
+    await app.locator('#show-more').click();
+    const otherItem = app.locator(`#more [data-dialog-id="${otherId}"]`);
+    await otherItem.click();
+    await expect.poll(() => app.locator('#preview [data-dialog-id]').first().getAttribute('data-dialog-id')).toBe(String(otherId));
+    // The keyboard follows to the dialog opened (its item left the list).
+    expect(await app.locator('body').evaluate(() => document.activeElement?.id)).toBe(`dialog-${otherId}-title`);
+    release();
+    await expect.poll(() => dialogOf(dialogId).state).toBe('closed');
+    await expect.poll(() => statusOf(app, 'action-status'), { timeout: 10_000 }).toBe(`Dialog #${dialogId}: Done.`);
+    expect(await app.locator('#preview [data-dialog-id]').first().getAttribute('data-dialog-id')).toBe(String(otherId));
+    // The keyboard stays on the dialog the user chose, not pulled into its actions bar.
+    expect(await app.locator('body').evaluate(() => document.activeElement?.id)).toBe(`dialog-${otherId}-title`);
+    await shot(parent, 'acted-elsewhere');
+  });
+
+  it('an action clicked again after a live update redrew the actions bar is the same action (the same idempotency key)', async () => {
+    await configuredStack();
+    const { clientId, dialogId } = clientWithDialog();
+    const parent = await openContact([PHONE]);
+    const { app, page } = parent;
+    const actions = app.locator('#preview [data-mount="actions"]');
+    await actions.locator('[data-action="close"]').waitFor();
+    await expect.poll(() => app.locator('body').getAttribute('data-live')).toBe('open');
+    const keys: string[] = [];
+    let entered!: () => void;
+    const arrived = new Promise<void>((resolve) => {
+      entered = resolve;
+    });
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    await page.route('**/api/dialog-actions', async (route) => {
+      if (route.request().method() !== 'POST') return route.fallback();
+      keys.push((route.request().postDataJSON() as { key: string }).key);
+      if (keys.length === 1) {
+        entered();
+        await held;
+      }
+      await route.fallback();
+    });
+    await actions.locator('[data-action="close"]').click();
+    await arrived;
+    // The client writes meanwhile: the live update draws the bar again, its Close button enabled.
+    expect(await stack!.c2d.deliverWebhook(stack!.c2d.receiveMessage({ clientId, text: 'hello?' }).webhook)).toEqual([200]);
+    await expect.poll(() => app.locator('#history .c2d-msg__text').last().innerText(), { timeout: 10_000 }).toBe('hello?');
+    await actions.locator('[data-action="close"]').click();
+    await expect.poll(() => keys.length).toBe(2);
+    release();
+    await expect.poll(() => dialogOf(dialogId).state).toBe('closed');
+    expect(keys[1]).toBe(keys[0]);
+  });
+
+  it('the frame grows with the Write first form and shrinks back when it is cancelled, its width left to the portal ("100%")', async () => {
+    await configuredStack();
+    clientWithDialog();
+    const parent = await openContact([PHONE]);
+    const { app } = parent;
+    await app.locator('#history [data-mount="composer"] textarea').waitFor();
+    const contentHeight = () =>
+      app
+        .locator('body')
+        .evaluate((body) =>
+          Math.ceil(body.getBoundingClientRect().height + Number.parseFloat(getComputedStyle(body).marginTop) + Number.parseFloat(getComputedStyle(body).marginBottom)),
+        );
+    await expect.poll(async () => Math.abs((await parent.frameHeight()) - (await contentHeight()))).toBeLessThanOrEqual(2);
+    const before = await parent.frameHeight();
+    await app.locator('#write-first-open').click();
+    await expect.poll(() => parent.frameHeight()).toBeGreaterThan(before + 150);
+    await app.locator('[data-action="wf-cancel"]').click();
+    await expect.poll(() => parent.frameHeight(), { timeout: 10_000 }).toBeLessThanOrEqual(before + 2);
+    // The last resize asked for the portal's full width, as fitWindow does.
+    const resizes = (await parent.messages()).filter((message) => message.startsWith('resizeWindow:'));
+    expect(resizes.at(-1)).toContain('"width":"100%"');
+  });
+
+  it('"Show more" lists the dialogs other than the one shown, so the latest dialog can be opened again', async () => {
+    await configuredStack();
+    const older = stack!.c2d.seedClient({ phone: PHONE, name: 'Ana', withDialog: 'closed', channelId: stack!.c2d.account().channels[1]?.id });
+    const otherId = Number(older.dialog!.id);
+    const { dialogId } = clientWithDialog();
+    const parent = await openContact([PHONE]);
+    const { app } = parent;
+    await app.locator('#preview [data-action="close"]').waitFor();
+    await app.locator('#show-more').click();
+    const listedIds = () => app.locator('#more [data-dialog-id]').evaluateAll((nodes) => nodes.map((node) => Number(node.getAttribute('data-dialog-id'))));
+    await expect.poll(listedIds).toEqual([otherId]);
+    await app.locator(`#more [data-dialog-id="${otherId}"]`).click();
+    await expect.poll(listedIds).toEqual([dialogId]);
+    await app.locator(`#more [data-dialog-id="${dialogId}"]`).click();
+    await expect.poll(() => app.locator('#preview [data-dialog-id]').first().getAttribute('data-dialog-id')).toBe(String(dialogId));
+    await expect.poll(listedIds).toEqual([otherId]);
+    expect(await app.locator('body').evaluate(() => document.activeElement?.id)).toBe(`dialog-${dialogId}-title`);
+  });
+
   it('shows an unmapped user how to get mapped and no write controls, and the server refuses a forced write', async () => {
     await configuredStack();
     const { dialogId } = clientWithDialog();

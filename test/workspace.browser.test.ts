@@ -149,6 +149,77 @@ describe('the Chat workspace in the app page', () => {
     await expect.poll(() => app.locator('#chat-more').isHidden(), SOON).toBe(true);
   });
 
+  it('the dialog’s actions bar reads as in the tab at 1100 px: each choice’s label beside its list, on one line', async () => {
+    const seeded = await seededStack();
+    const parent = await open({ lang: 'ru' });
+    const { app } = parent;
+    await chatReady(parent);
+    await app.locator(`#chat-list [data-dialog-id="${seeded.boris}"]`).click();
+    const operator = app.locator('#chat-preview [data-action="operator"]');
+    await operator.waitFor();
+    for (const action of ['operator', 'tag-choice', 'tag-target']) {
+      const boxes = await app.locator(`#chat-preview [data-action="${action}"]`).evaluate((select) => {
+        const label = (select.ownerDocument.querySelector(`label[for="${select.id}"]`) as HTMLElement).getBoundingClientRect();
+        const box = select.getBoundingClientRect();
+        return { labelRight: label.right, selectLeft: box.left, labelMiddle: label.top + label.height / 2, selectTop: box.top, selectBottom: box.bottom };
+      });
+      expect(boxes.labelRight, action).toBeLessThanOrEqual(boxes.selectLeft);
+      expect(boxes.labelMiddle, action).toBeGreaterThan(boxes.selectTop);
+      expect(boxes.labelMiddle, action).toBeLessThan(boxes.selectBottom);
+    }
+    await shot(parent, 'actions-bar-ru');
+  });
+
+  it('the frame shrinks with the list when a search finds fewer dialogs', async () => {
+    await seededStack();
+    const parent = await open({});
+    const { app } = parent;
+    await chatReady(parent);
+    await app.locator('#chat-views [data-view="all"]').click();
+    await expect.poll(async () => (await listed(parent)).length, SOON).toBe(4);
+    const contentHeight = () => app.locator('html').evaluate(() => document.body.getBoundingClientRect().height);
+    await expect.poll(async () => (await parent.frameHeight()) - (await contentHeight())).toBeLessThanOrEqual(40);
+    const before = await parent.frameHeight();
+    await app.locator('#chat-q').fill('nobody by this name');
+    await app.locator('#chat-search button[type="submit"]').click();
+    await expect.poll(async () => (await listed(parent)).length, SOON).toBe(0);
+    await expect.poll(() => parent.frameHeight(), SOON).toBeLessThan(before - 100);
+    expect((await parent.messages()).filter((message) => message.startsWith('resizeWindow:')).at(-1)).toContain('"width":"100%"');
+  });
+
+  it('a linked dialog read after the user already chose another does not replace it', async () => {
+    const seeded = await seededStack();
+    let entered!: () => void;
+    const arrived = new Promise<void>((resolve) => {
+      entered = resolve;
+    });
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const parent = await open({
+      placement: 'DEFAULT',
+      placementOptions: { dialog: String(seeded.clara) },
+      beforeOpen: async (page) => {
+        await page.route(
+          (url) => url.pathname === `/api/dialogs/${seeded.clara}`,
+          async (route) => {
+            entered();
+            await held;
+            await route.fallback();
+          },
+        );
+      },
+    });
+    const { app } = parent;
+    await arrived;
+    await app.locator(`#chat-list [data-dialog-id="${seeded.boris}"]`).click();
+    await expect.poll(() => app.locator('#chat-preview [data-field="client"]').innerText(), SOON).toBe('Boris');
+    release();
+    await chatReady(parent);
+    expect(await app.locator('#chat-preview [data-field="client"]').innerText()).toBe('Boris');
+  });
+
   it('a user mapped to an operator, not an admin, sees only Mine: their operator’s dialogs', async () => {
     const seeded = await seededStack();
     const parent = await open({ userId: 2, lang: 'ru' });
