@@ -13,6 +13,7 @@ import type { Chat2DeskWebhooks } from './chat2desk/webhooks.js';
 import { Chat2DeskError } from './chat2desk/errors.js';
 import type { Portal, PortalStore } from './db/portals.js';
 import type { Logger } from './log.js';
+import type { OpenChannelsConnector } from './open-channels/connector.js';
 import { readSettings, settingsUpdateSchema, type SettingsUpdate, type PortalSettings } from './portal-settings.js';
 import type { SecretBox } from './secrets.js';
 
@@ -45,6 +46,8 @@ export interface SettingsView extends PortalSettings {
   chat2deskError?: string;
   registration?: { ok: boolean; error?: string };
   webhook?: { ok: boolean; error?: string };
+  /** Leaving Open Channels mode: whether the connector was taken away in Bitrix24 (its lines deactivated, unregistered, events unbound). */
+  connector?: { ok: boolean; error?: string };
 }
 
 export interface SettingsDeps {
@@ -52,6 +55,8 @@ export interface SettingsDeps {
   rest: Bitrix24Rest;
   accounts: Chat2DeskAccounts;
   registration: AppRegistration;
+  /** Takes the Open Channels connector away when the portal switches back to Chat2Desk mode. */
+  connector: Pick<OpenChannelsConnector, 'deactivate'>;
   secrets: SecretBox;
   defaultApiUrl: string;
   allowedApiUrls: string[];
@@ -205,6 +210,7 @@ export class SettingsService {
       workspaceUsers: change.workspaceUsers ?? current.workspaceUsers,
       workspaceDepartments: change.workspaceDepartments ?? current.workspaceDepartments,
       openLinksIn: change.openLinksIn ?? current.openLinksIn,
+      integrationType: change.integrationType ?? current.integrationType,
     };
     const token = change.chat2deskApiToken ?? (await this.deps.portals.chat2deskToken(portal.memberId));
     const needsCheck = change.chat2deskApiToken !== undefined || next.chat2deskApiUrl !== current.chat2deskApiUrl || change.defaultChannelId != null;
@@ -249,6 +255,18 @@ export class SettingsService {
       registration = { ok: false, error: error instanceof Error ? error.message : String(error) };
       this.deps.log.warn({ memberId: portal.memberId, err: registration.error }, 'settings saved but robots were not re-registered');
     }
+    // Back to Chat2Desk mode: the connector goes away in Bitrix24 (switching to Open Channels registers
+    // it above, with the robots). The mode is saved either way; a refusal is reported and repaired by saving again.
+    let connector: SettingsView['connector'];
+    if (current.integrationType === 'open_channels' && next.integrationType === 'chat2desk') {
+      try {
+        await this.deps.connector.deactivate(saved);
+        connector = { ok: true };
+      } catch (error) {
+        connector = { ok: false, error: error instanceof Error ? error.message : String(error) };
+        this.deps.log.warn({ memberId: portal.memberId, err: connector.error }, 'open channels connector not deactivated');
+      }
+    }
     let webhook: SettingsView['webhook'];
     if (saved.hasChat2deskToken) {
       try {
@@ -264,7 +282,7 @@ export class SettingsService {
         this.deps.background.run('chat2desk cache sync', () => directory.sync(), { memberId: portal.memberId });
       }
     }
-    return { ...(await this.read(saved)), registration, webhook };
+    return { ...(await this.read(saved)), registration, webhook, ...(connector ? { connector } : {}) };
   }
 }
 
@@ -282,6 +300,7 @@ type EpisodeSettings = Omit<
   | 'workspaceUsers'
   | 'workspaceDepartments'
   | 'openLinksIn'
+  | 'integrationType'
 >;
 
 /**

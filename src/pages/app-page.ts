@@ -118,6 +118,8 @@ export function loadPublicFiles(): Map<string, PublicFile> {
     // The app page's Chat section (ES modules: it reuses the dialog view) and the live updates of both pages.
     'workspace.js': `${publicDir}workspace.js`,
     'live.js': `${publicDir}live.js`,
+    // The Open Channels connector's settings page (src/routes/connector.ts).
+    'connector.js': `${publicDir}connector.js`,
     'vendor/b24-air/001_b24_global.css': `${publicDir}vendor/b24-air/001_b24_global.css`,
     'vendor/b24-air/003_b24_context_light.css': `${publicDir}vendor/b24-air/003_b24_context_light.css`,
     'vendor/b24-air/007_b24_global.css': `${publicDir}vendor/b24-air/007_b24_global.css`,
