@@ -103,7 +103,6 @@ async function start() {
     send(result, () => api('PUT', { options: readOptions(form) }), t.saved);
   });
   document.getElementById('disconnect').addEventListener('click', () => send(result, () => api('DELETE'), t.disconnected));
-  document.body.dataset.ready = 'yes';
   try {
     b24 = await window.B24Js.initializeB24Frame();
   } catch {
@@ -112,6 +111,7 @@ async function start() {
   }
   if (window.ResizeObserver) new ResizeObserver(fit).observe(document.body);
   fit();
+  document.body.dataset.ready = 'yes';
 }
 
 start();

@@ -120,6 +120,7 @@ export function loadPublicFiles(): Map<string, PublicFile> {
     'live.js': `${publicDir}live.js`,
     // The Open Channels connector's settings page (src/routes/connector.ts).
     'connector.js': `${publicDir}connector.js`,
+    'connector.css': `${publicDir}connector.css`,
     'vendor/b24-air/001_b24_global.css': `${publicDir}vendor/b24-air/001_b24_global.css`,
     'vendor/b24-air/003_b24_context_light.css': `${publicDir}vendor/b24-air/003_b24_context_light.css`,
     'vendor/b24-air/007_b24_global.css': `${publicDir}vendor/b24-air/007_b24_global.css`,
