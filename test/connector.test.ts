@@ -74,6 +74,26 @@ describe('the Open Channels connector', () => {
     expect(stack.b24.connectors.size).toBe(0);
   });
 
+  it('the app page names imopenlines and imconnector as missing only in Open Channels mode', async () => {
+    stack = await startStack();
+    await installAndConfigure(stack, { defaultCountry: 'RU' });
+    const missing = async () => {
+      const auth = stack.b24.issueAuth(1);
+      const body = new URLSearchParams({
+        AUTH_ID: auth.access_token,
+        APPLICATION_TOKEN: stack.b24.applicationToken,
+        APPLICATION_SCOPE: 'crm,bizproc,user_basic,placement',
+        member_id: stack.b24.memberId,
+        PLACEMENT: 'DEFAULT',
+      });
+      const html = await (await postForm(`${stack.server.url}/app`, body.toString(), 'LANG=en')).text();
+      return [...html.matchAll(/data-scope="([a-z_]+)"/g)].map((match) => match[1]);
+    };
+    expect(await missing()).toEqual([]);
+    expect((await putSettings(stack, { integrationType: 'open_channels' })).status).toBe(200);
+    expect(await missing()).toEqual(['imopenlines', 'imconnector']);
+  });
+
   it('a refused registration (HTTP 200, result.result=false) is reported with what Bitrix24 said', async () => {
     // The fake refuses on its own when the placement handler is missing (bitrix24.md §12.1): the
     // register command leaves our server without it, so the portal answers as it does for a real refusal.
@@ -203,12 +223,20 @@ describe('the Open Channels connector', () => {
     expect(repeat.status).toBe(200);
   });
 
-  it('our connector disconnected from a line in Bitrix24 is forgotten there; another connector’s status delete is not ours', async () => {
+  it('our connector disconnected from a line in Bitrix24 is forgotten there; another connector’s status delete, or a forged one, changes nothing', async () => {
     await openChannelsPortal();
     const { token } = await openPage();
     expect((await writeLine(token!, 1, 'PUT', { options: byChannels })).status).toBe(200);
+    // Another connector's disconnection is not ours, even while Bitrix24 would say ours is not active on the line.
+    const ours = stack.b24.connectorLines.get(`${CONNECTOR_ID} 1`)!;
+    ours.active = false;
     const foreign = await postForm(`${stack.server.url}/bitrix24/events`, stack.b24.eventBody('ONIMCONNECTORSTATUSDELETE', { connector: 'other', line: 1 }));
     expect(foreign.status).toBe(200);
+    expect(lineRows()).toHaveLength(1);
+    ours.active = true;
+    // A forged one for ours while the connector is still active on the line changes nothing either.
+    const forged = await postForm(`${stack.server.url}/bitrix24/events`, stack.b24.eventBody('ONIMCONNECTORSTATUSDELETE', { connector: CONNECTOR_ID, line: 1 }));
+    expect(forged.status).toBe(200);
     expect(lineRows()).toHaveLength(1);
     const replies = await stack.b24.disconnectConnector({ connector: CONNECTOR_ID, line: 1 });
     expect(replies.map((reply) => reply.status)).toEqual([200]);
