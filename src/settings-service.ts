@@ -46,8 +46,8 @@ export interface SettingsView extends PortalSettings {
   chat2deskError?: string;
   registration?: { ok: boolean; error?: string };
   webhook?: { ok: boolean; error?: string };
-  /** Leaving Open Channels mode: whether the connector was taken away in Bitrix24 (its lines deactivated, unregistered, events unbound). */
-  connector?: { ok: boolean; error?: string };
+  /** Leaving Open Channels mode: the connector was taken away in Bitrix24 (its lines deactivated, unregistered, events unbound). */
+  connector?: { ok: true };
 }
 
 export interface SettingsDeps {
@@ -242,6 +242,21 @@ export class SettingsService {
     const previousToken = await this.deps.portals.chat2deskToken(portal.memberId);
     const accountChanges =
       previousToken !== undefined && ((change.chat2deskApiToken !== undefined && change.chat2deskApiToken !== previousToken) || next.chat2deskApiUrl !== current.chat2deskApiUrl);
+    // Back to Chat2Desk mode: the connector goes away in Bitrix24 first (its lines deactivated, unregistered,
+    // events unbound; switching to Open Channels registers it below, with the robots). A refusal keeps the
+    // portal in Open Channels mode and changes no setting; saving again finishes what was left.
+    const leavingOpenChannels = current.integrationType === 'open_channels' && next.integrationType === 'chat2desk';
+    if (leavingOpenChannels) {
+      try {
+        await this.deps.connector.deactivate(portal);
+      } catch (error) {
+        this.deps.log.warn({ memberId: portal.memberId, err: String(error) }, 'open channels connector not deactivated');
+        throw new SettingsRequestError(
+          `The Chat2Desk connector could not be taken out of Bitrix24, so the portal stays in Open Channels mode: ${error instanceof Error ? error.message : String(error)}`,
+          502,
+        );
+      }
+    }
     const removeOldWebhook = accountChanges ? await this.deps.chat2deskWebhooks.prepareAccountChange(portal) : undefined;
     const saved = await this.deps.portals.saveSettings(portal.memberId, next, change.chat2deskApiToken);
     if (removeOldWebhook) this.deps.background.run('remove the old chat2desk webhook', removeOldWebhook, { memberId: portal.memberId });
@@ -254,18 +269,6 @@ export class SettingsService {
     } catch (error) {
       registration = { ok: false, error: error instanceof Error ? error.message : String(error) };
       this.deps.log.warn({ memberId: portal.memberId, err: registration.error }, 'settings saved but robots were not re-registered');
-    }
-    // Back to Chat2Desk mode: the connector goes away in Bitrix24 (switching to Open Channels registers
-    // it above, with the robots). The mode is saved either way; a refusal is reported and repaired by saving again.
-    let connector: SettingsView['connector'];
-    if (current.integrationType === 'open_channels' && next.integrationType === 'chat2desk') {
-      try {
-        await this.deps.connector.deactivate(saved);
-        connector = { ok: true };
-      } catch (error) {
-        connector = { ok: false, error: error instanceof Error ? error.message : String(error) };
-        this.deps.log.warn({ memberId: portal.memberId, err: connector.error }, 'open channels connector not deactivated');
-      }
     }
     let webhook: SettingsView['webhook'];
     if (saved.hasChat2deskToken) {
@@ -282,7 +285,7 @@ export class SettingsService {
         this.deps.background.run('chat2desk cache sync', () => directory.sync(), { memberId: portal.memberId });
       }
     }
-    return { ...(await this.read(saved)), registration, webhook, ...(connector ? { connector } : {}) };
+    return { ...(await this.read(saved)), registration, webhook, ...(leavingOpenChannels ? { connector: { ok: true as const } } : {}) };
   }
 }
 

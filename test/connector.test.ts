@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { CLOSE_EPISODE_KIND } from '../src/jobs/kinds/close-episode.js';
 import { CONNECTOR_ID } from '../src/open-channels/connector.js';
 import { DEFAULT_LINE_OPTIONS, type LineOptions } from '../src/open-channels/lines.js';
-import { eventually, installAndConfigure, postForm, putSettings, startStack, type Stack } from './support/stack.js';
+import { adminHeaders, eventually, installAndConfigure, postForm, putSettings, startStack, type Stack } from './support/stack.js';
 
 /**
  * Open Channels mode, the connector side (README "Open Channels mode"): the mode switch registers
@@ -123,6 +123,21 @@ describe('the Open Channels connector', () => {
     expect(stack.b24.connectors.has(CONNECTOR_ID)).toBe(false);
     expect(connectorEvents()).toEqual([]);
     expect(lineRows()).toEqual([]);
+  });
+
+  it('a switch back Bitrix24 refuses keeps the portal in Open Channels mode, and saving again finishes it', async () => {
+    await openChannelsPortal();
+    stack.b24.failNext('imconnector.unregister', { status: 403, error: 'ACCESS_DENIED', error_description: 'Access denied' });
+    const refused = await putSettings(stack, { integrationType: 'chat2desk', defaultCountry: 'MX' });
+    expect(refused.status).toBe(502);
+    expect(((await refused.json()) as { error: string }).error).toContain('stays in Open Channels mode');
+    const kept = (await (await fetch(`${stack.server.url}/api/settings`, { headers: adminHeaders(stack) })).json()) as { integrationType: string; defaultCountry: string };
+    expect(kept).toMatchObject({ integrationType: 'open_channels', defaultCountry: 'RU' });
+    expect(stack.b24.connectors.has(CONNECTOR_ID)).toBe(true);
+    const again = await putSettings(stack, { integrationType: 'chat2desk' });
+    expect(again.status).toBe(200);
+    expect(stack.b24.connectors.has(CONNECTOR_ID)).toBe(false);
+    expect(connectorEvents()).toEqual([]);
   });
 
   it('the settings page refuses a forged application token, a non-admin, an unknown line and another connector', async () => {
