@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { CLOSE_EPISODE_KIND } from '../src/jobs/kinds/close-episode.js';
 import { CONNECTOR_ID } from '../src/open-channels/connector.js';
 import { DEFAULT_LINE_OPTIONS, type LineOptions } from '../src/open-channels/lines.js';
-import { adminHeaders, eventually, installAndConfigure, postForm, putSettings, startStack, type Stack } from './support/stack.js';
+import { adminHeaders, eventually, install, installAndConfigure, postForm, putSettings, startStack, type Stack } from './support/stack.js';
 
 /**
  * Open Channels mode, the connector side (README "Open Channels mode"): the mode switch registers
@@ -52,7 +52,7 @@ describe('the Open Channels connector', () => {
 
   const byChannels: LineOptions = { ...DEFAULT_LINE_OPTIONS, route: { kind: 'channels', channelIds: [17404] }, signature: false, holdUntilOperator: true };
 
-  it('switching to Open Channels registers the connector with its settings page and binds its events; repeating changes nothing', async () => {
+  it('switching to Open Channels registers the connector with its settings page and binds its events; repeating changes nothing; an install in this mode registers it again', async () => {
     await openChannelsPortal();
     const registered = stack.b24.connectors.get(CONNECTOR_ID)!;
     expect(registered).toMatchObject({ ID: CONNECTOR_ID, NAME: 'Chat2Desk', PLACEMENT_HANDLER: `${stack.config.publicUrl}/connector` });
@@ -61,6 +61,11 @@ describe('the Open Channels connector', () => {
     // Saving again (as an update re-registers): nothing bound twice.
     expect((await putSettings(stack, { integrationType: 'open_channels' })).status).toBe(200);
     expect(connectorEvents()).toEqual([...CONNECTOR_EVENTS].sort());
+    // Installed again (an update registers the same way) while in Open Channels mode: registered again.
+    stack.b24.connectors.clear();
+    await install(stack);
+    await stack.server.idle();
+    expect(stack.b24.connectors.get(CONNECTOR_ID)).toMatchObject({ PLACEMENT_HANDLER: `${stack.config.publicUrl}/connector` });
   });
 
   it('Chat2Desk mode registers no connector, and a bad integrationType is refused naming the field, changing nothing', async () => {
