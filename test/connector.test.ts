@@ -161,6 +161,12 @@ describe('the Open Channels connector', () => {
     const foreign = await openPage({ connector: 'someone_else' });
     expect(foreign.status).toBe(400);
     expect(foreign.error).toContain('CONNECTOR must be chat2desk');
+    // The portal cannot say whether the line exists: a refusal page, no token.
+    stack.b24.failNext('imopenlines.config.get', { status: 403, error: 'ACCESS_DENIED', error_description: 'Access denied' });
+    const unasked = await openPage();
+    expect(unasked.status).toBe(502);
+    expect(unasked.error).toContain('Bitrix24 could not be asked about this line');
+    expect(unasked.token).toBeUndefined();
   });
 
   it('connecting saves the options, activates the line and sets its connection data; the page shows them again', async () => {

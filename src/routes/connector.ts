@@ -85,7 +85,8 @@ export function createConnectorRoute(deps: ConnectorRouteDeps): Hono<AdminVariab
       } catch (error) {
         if (error instanceof PageAuthError) return refusal(c, lang, error.message, error.httpStatus);
         if (error instanceof ConnectorPageError) return refusal(c, lang, error.message, error.httpStatus);
-        throw error;
+        // Bitrix24 could not be asked about the line: said inside the frame rather than as a bare 500.
+        return refusal(c, lang, `Bitrix24 could not be asked about this line: ${error instanceof Error ? error.message : String(error)}`, 502);
       }
     })
     .get('/connector', (c) => c.text('This is the Chat2Desk connector settings page. Bitrix24 opens it with POST from an Open Channel.', 405, { allow: 'POST' }))
