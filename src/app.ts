@@ -33,6 +33,8 @@ import type { TabAuth } from './dialogs/tab-auth.js';
 import type { DialogMeta } from './dialogs/dialog-meta.js';
 import { createDialogsRoute } from './routes/dialogs.js';
 import { createTabRoute } from './routes/tab.js';
+import { createConnectorRoute } from './routes/connector.js';
+import type { ConnectorPage } from './open-channels/settings-page.js';
 import type { DialogActions } from './dialogs/actions.js';
 import { describeBytes, type DialogFiles } from './dialogs/files.js';
 import { createDialogActionsRoute } from './routes/dialog-actions.js';
@@ -68,6 +70,8 @@ export interface AppDeps {
   frameAncestors?: string;
   /** The CRM tab (POST /tab, /api/tab/renew) and the dialog read API for tabs and the workspace. */
   tabAuth: TabAuth;
+  /** The Open Channels connector's settings page (POST /connector, /api/connector/lines/:line). */
+  connectorPage: ConnectorPage;
   dialogReads: DialogReads;
   dialogMeta: DialogMeta;
   databaseUp(): boolean;
@@ -109,6 +113,7 @@ export function createApp(deps: AppDeps): Hono {
   app.route('/', createLiveRoute({ ...deps.live, viewer: deps.dialogViewer, sameOrigin: deps.sameOriginWrites }));
   app.route('/', createWorkspaceRoute({ viewer: deps.dialogViewer, workspaceDialogs: deps.workspaceDialogs }));
   app.route('/', createTabRoute(deps));
+  app.route('/', createConnectorRoute(deps));
   app.route('/', createDialogsRoute({ dialogReads: deps.dialogReads, dialogMeta: deps.dialogMeta, viewer: deps.dialogViewer }));
   app.route('/', createDialogActionsRoute({ actions: deps.dialogActions, viewer: deps.dialogViewer, sameOrigin: deps.sameOriginWrites }));
   app.route('/', createFilesRoute({ files: deps.files, viewer: deps.dialogViewer, sameOrigin: deps.sameOriginWrites }));

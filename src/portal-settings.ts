@@ -49,7 +49,15 @@ export interface PortalSettings {
   workspaceDepartments: number[];
   /** Where dialog links we write into the portal (notifications) open: Chat2Desk's web app, or our app page. */
   openLinksIn: OpenLinksIn;
+  /**
+   * Where operators work (issue 10): `chat2desk` (closed dialogs become CRM records) or
+   * `open_channels` (our connector brings conversations into Bitrix24 Open Channels; README "Open Channels mode").
+   */
+  integrationType: IntegrationType;
 }
+
+export type IntegrationType = 'chat2desk' | 'open_channels';
+export const INTEGRATION_TYPES: readonly IntegrationType[] = ['chat2desk', 'open_channels'];
 
 export type OpenLinksIn = 'chat2desk' | 'app';
 export const OPEN_LINKS_IN: readonly OpenLinksIn[] = ['chat2desk', 'app'];
@@ -185,6 +193,7 @@ const workspaceSettingsEntries = {
   workspaceUsers: v.optional(idList('workspaceUsers', 'user', WORKSPACE_USERS_MAX)),
   workspaceDepartments: v.optional(idList('workspaceDepartments', 'department', WORKSPACE_DEPARTMENTS_MAX)),
   openLinksIn: v.optional(v.picklist(OPEN_LINKS_IN, `openLinksIn must be one of: ${OPEN_LINKS_IN.join(', ')}`)),
+  integrationType: v.optional(v.picklist(INTEGRATION_TYPES, `integrationType must be one of: ${INTEGRATION_TYPES.join(', ')}`)),
 };
 
 /** The closed-episode settings (docs: README "Closed dialogs → CRM records"). */
@@ -261,7 +270,13 @@ export function readSettings(stored: StoredSettings, defaultApiUrl: string): Por
     notifyIncoming: stored.notifyIncoming === true,
     responsibleSync: stored.responsibleSync === true,
     ...readWorkspaceSettings(stored),
+    integrationType: readIntegrationType(stored),
   };
+}
+
+/** The mode alone (episodes, registration and the connector read it without the rest); Chat2Desk unless the admin chose Open Channels. */
+export function readIntegrationType(stored: StoredSettings): IntegrationType {
+  return stored.integrationType === 'open_channels' ? 'open_channels' : 'chat2desk';
 }
 
 /** The workspace settings alone (src/dialogs/workspace.ts reads them on every request without the rest). */

@@ -7,6 +7,10 @@ import { AppUpdates } from './bitrix24/app-updates.js';
 import { onAppUpdate } from './bitrix24/events/app-update.js';
 import { onAppUninstall } from './bitrix24/events/app-uninstall.js';
 import { EventHandlers } from './bitrix24/events/index.js';
+import { onConnectorLineDelete, onConnectorStatusDelete } from './bitrix24/events/connector-lines.js';
+import { OpenChannelsConnector } from './open-channels/connector.js';
+import { ConnectorPage } from './open-channels/settings-page.js';
+import { OpenLineStore } from './db/open-lines.js';
 import { InstallerTokens } from './bitrix24/installer-tokens.js';
 import { OAuthServer } from './bitrix24/oauth.js';
 import { AppRegistration } from './bitrix24/registration.js';
@@ -246,11 +250,15 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
   });
   const installerTokens = new InstallerTokens({ oauth, portals, log, clock });
   const appUpdates = new AppUpdates({ jobs, pipeline, installerTokens, background, clock });
+  // Open Channels mode (issue 10): the lines connected to our connector and the connector itself.
+  const openLineStore = new OpenLineStore(database.db, clock);
+  const connector = new OpenChannelsConnector({ rest, store: openLineStore, publicUrl: config.publicUrl, defaultApiUrl: config.chat2desk.defaultApiUrl, log });
   const settings = new SettingsService({
     portals,
     rest,
     accounts,
     registration,
+    connector,
     secrets,
     defaultApiUrl: config.chat2desk.defaultApiUrl,
     allowedApiUrls: config.chat2desk.allowedApiUrls,
@@ -282,7 +290,13 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     registration,
     install: new InstallService({ oauth, rest, portals, registration, log, clock, attemptsPerMinute: config.installAttemptsPerMinute }),
     installerTokens,
-    events: new EventHandlers([onAppUninstall(uninstalls), onAppUpdate(appUpdates)]),
+    events: new EventHandlers([
+      onAppUninstall(uninstalls),
+      onAppUpdate(appUpdates),
+      onConnectorLineDelete({ store: openLineStore, connector, rest }),
+      onConnectorStatusDelete({ store: openLineStore, connector, rest }),
+    ]),
+    connectorPage: new ConnectorPage({ connector, store: openLineStore, directoryFor: (portal) => chat2desk.directoryOf(portal) }),
     robotCalls: new RobotCalls({
       pipeline,
       robots,

@@ -13,6 +13,7 @@ import type { Chat2DeskWebhooks } from './chat2desk/webhooks.js';
 import { Chat2DeskError } from './chat2desk/errors.js';
 import type { Portal, PortalStore } from './db/portals.js';
 import type { Logger } from './log.js';
+import type { OpenChannelsConnector } from './open-channels/connector.js';
 import { readSettings, settingsUpdateSchema, type SettingsUpdate, type PortalSettings } from './portal-settings.js';
 import type { SecretBox } from './secrets.js';
 
@@ -45,6 +46,8 @@ export interface SettingsView extends PortalSettings {
   chat2deskError?: string;
   registration?: { ok: boolean; error?: string };
   webhook?: { ok: boolean; error?: string };
+  /** Leaving Open Channels mode: the connector was taken away in Bitrix24 (its lines deactivated, unregistered, events unbound). */
+  connector?: { ok: true };
 }
 
 export interface SettingsDeps {
@@ -52,6 +55,8 @@ export interface SettingsDeps {
   rest: Bitrix24Rest;
   accounts: Chat2DeskAccounts;
   registration: AppRegistration;
+  /** Takes the Open Channels connector away when the portal switches back to Chat2Desk mode. */
+  connector: Pick<OpenChannelsConnector, 'deactivate'>;
   secrets: SecretBox;
   defaultApiUrl: string;
   allowedApiUrls: string[];
@@ -205,6 +210,7 @@ export class SettingsService {
       workspaceUsers: change.workspaceUsers ?? current.workspaceUsers,
       workspaceDepartments: change.workspaceDepartments ?? current.workspaceDepartments,
       openLinksIn: change.openLinksIn ?? current.openLinksIn,
+      integrationType: change.integrationType ?? current.integrationType,
     };
     const token = change.chat2deskApiToken ?? (await this.deps.portals.chat2deskToken(portal.memberId));
     const needsCheck = change.chat2deskApiToken !== undefined || next.chat2deskApiUrl !== current.chat2deskApiUrl || change.defaultChannelId != null;
@@ -236,6 +242,21 @@ export class SettingsService {
     const previousToken = await this.deps.portals.chat2deskToken(portal.memberId);
     const accountChanges =
       previousToken !== undefined && ((change.chat2deskApiToken !== undefined && change.chat2deskApiToken !== previousToken) || next.chat2deskApiUrl !== current.chat2deskApiUrl);
+    // Back to Chat2Desk mode: the connector goes away in Bitrix24 first (its lines deactivated, unregistered,
+    // events unbound; switching to Open Channels registers it below, with the robots). A refusal keeps the
+    // portal in Open Channels mode and changes no setting; saving again finishes what was left.
+    const leavingOpenChannels = current.integrationType === 'open_channels' && next.integrationType === 'chat2desk';
+    if (leavingOpenChannels) {
+      try {
+        await this.deps.connector.deactivate(portal);
+      } catch (error) {
+        this.deps.log.warn({ memberId: portal.memberId, err: String(error) }, 'open channels connector not deactivated');
+        throw new SettingsRequestError(
+          `The Chat2Desk connector could not be taken out of Bitrix24, so the portal stays in Open Channels mode: ${error instanceof Error ? error.message : String(error)}`,
+          502,
+        );
+      }
+    }
     const removeOldWebhook = accountChanges ? await this.deps.chat2deskWebhooks.prepareAccountChange(portal) : undefined;
     const saved = await this.deps.portals.saveSettings(portal.memberId, next, change.chat2deskApiToken);
     if (removeOldWebhook) this.deps.background.run('remove the old chat2desk webhook', removeOldWebhook, { memberId: portal.memberId });
@@ -264,7 +285,7 @@ export class SettingsService {
         this.deps.background.run('chat2desk cache sync', () => directory.sync(), { memberId: portal.memberId });
       }
     }
-    return { ...(await this.read(saved)), registration, webhook };
+    return { ...(await this.read(saved)), registration, webhook, ...(leavingOpenChannels ? { connector: { ok: true as const } } : {}) };
   }
 }
 
@@ -282,6 +303,7 @@ type EpisodeSettings = Omit<
   | 'workspaceUsers'
   | 'workspaceDepartments'
   | 'openLinksIn'
+  | 'integrationType'
 >;
 
 /**

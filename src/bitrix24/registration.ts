@@ -3,6 +3,8 @@ import type { Chat2DeskChannel } from '../chat2desk/client.js';
 import type { Portal } from '../db/portals.js';
 import { PLACEMENT_LISTING, placementCommands } from '../dialogs/placements.js';
 import type { Logger } from '../log.js';
+import { CONNECTOR_EVENTS, CONNECTOR_ID, connectorRegistrationCommands, connectorRegistrationRefusal } from '../open-channels/connector.js';
+import { readIntegrationType } from '../portal-settings.js';
 import { TRIGGERS, portalLanguage, triggerCommands } from '../triggers/triggers.js';
 import { commandErrorKind, describeCommandError } from './batch-errors.js';
 import type { Bitrix24Rest, BatchCommand } from './rest-client.js';
@@ -17,6 +19,8 @@ export interface RegistrationResult {
   triggers: string[];
   /** The CRM card tabs this run bound or re-bound (none when the portal did not grant `placement`). */
   placements: string[];
+  /** The Open Channels connector registered by this run (Open Channels mode only, README "Open Channels mode"). */
+  connector: string | null;
 }
 
 export class RegistrationError extends Error {
@@ -33,7 +37,8 @@ export interface RegistrationDeps {
 }
 
 /**
- * Registers every robot and its business-process twin and the app triggers, and binds the lifecycle events. Bitrix24
+ * Registers every robot and its business-process twin and the app triggers, and binds the lifecycle events
+ * (in Open Channels mode also our connector and its events). Bitrix24
  * drops an app's handlers on update (docs/protocols.md B1), so this runs on every install,
  * update and settings save, with ensure semantics: list, then add what is missing and update the rest.
  */
@@ -101,6 +106,9 @@ export class AppRegistration {
     }
     const app = listed.results.app && typeof listed.results.app === 'object' ? (listed.results.app as Record<string, unknown>) : {};
     commands.push(...triggerCommands(listed.results.triggers, portalLanguage(app.LANGUAGE_ID)));
+    // Open Channels mode: the connector and its events, in the same batch (src/open-channels/connector.ts).
+    const openChannels = readIntegrationType(portal.settings) === 'open_channels';
+    if (openChannels) commands.push(...connectorRegistrationCommands(this.deps.publicUrl, bound));
     const tabCommands = placementsListed ? placementCommands(listed.results, this.tabHandlerUrl, portalLanguage(app.LANGUAGE_ID)) : [];
     commands.push(...tabCommands);
     const outcome = await rest.batch(portal.memberId, commands, { idempotent: true });
@@ -115,13 +123,16 @@ export class AppRegistration {
       const listedFailures = failures.map(([key, error]) => `${key}: ${describeCommandError(error)}`).join('; ');
       throw new RegistrationError(`Bitrix24 refused the registration: ${listedFailures}`);
     }
-    log.info({ memberId: portal.memberId, robots: this.deps.activities.length }, 'robots registered');
+    const connectorRefusal = openChannels ? connectorRegistrationRefusal(outcome) : undefined;
+    if (connectorRefusal) throw new RegistrationError(connectorRefusal);
+    log.info({ memberId: portal.memberId, robots: this.deps.activities.length, openChannels }, 'robots registered');
     return {
       robots: this.deps.activities.map((activity) => activity.code),
       activities: this.deps.activities.map((activity) => `${activity.code}${ACTIVITY_CODE_SUFFIX}`),
-      events: [...LIFECYCLE_EVENTS],
+      events: [...LIFECYCLE_EVENTS, ...(openChannels ? CONNECTOR_EVENTS : [])],
       triggers: TRIGGERS.map((trigger) => trigger.code),
       placements: placementsListed ? [...new Set(tabCommands.map((command) => String(command.params?.PLACEMENT)))] : [],
+      connector: openChannels ? CONNECTOR_ID : null,
     };
   }
 

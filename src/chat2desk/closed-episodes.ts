@@ -25,7 +25,8 @@ export function episodeSettings(stored: StoredSettings): EpisodeSettings {
   const lookback = stored.gapLookbackDays;
   const enabledAt = typeof stored.episodesEnabledAt === 'string' ? Date.parse(stored.episodesEnabledAt) : Number.NaN;
   return {
-    enabled: stored.episodesEnabled === true,
+    // Open Channels mode makes no episode records (src/episodes/delivery.ts says why).
+    enabled: stored.episodesEnabled === true && stored.integrationType !== 'open_channels',
     enabledAt: Number.isNaN(enabledAt) ? undefined : enabledAt,
     gapLookbackDays: typeof lookback === 'number' && Number.isInteger(lookback) && lookback >= 1 && lookback <= 30 ? lookback : DEFAULT_GAP_LOOKBACK_DAYS,
   };

@@ -1,7 +1,7 @@
 import type { Chat2DeskDelivery, DeliveryHandler, DeliveryJob } from '../chat2desk/delivery-handlers.js';
 import type { Clock } from '../clock.js';
 import { CLOSE_EPISODE_KIND, closeEpisodeOptions, type CloseEpisodeInput } from '../jobs/kinds/close-episode.js';
-import { readSettings } from '../portal-settings.js';
+import { readIntegrationType, readSettings } from '../portal-settings.js';
 
 const id = (value: unknown): number | undefined => {
   const n = typeof value === 'string' && /^\d+$/.test(value.trim()) ? Number(value) : value;
@@ -39,6 +39,9 @@ export function closeEpisodeInput(delivery: Chat2DeskDelivery, clock: Clock): Cl
   // Only the switch is read here: the API's default URL does not matter for it.
   const settings = readSettings(delivery.settings, '');
   if (!settings.episodesEnabled) return undefined;
+  // Open Channels mode: Bitrix24's own Open Channels logic makes the records (issue 10). Jobs queued
+  // before the switch were decided then and finish as queued.
+  if (readIntegrationType(delivery.settings) === 'open_channels') return undefined;
   const { event } = delivery;
   const requestId = id(event.request_id);
   const client = event.client && typeof event.client === 'object' ? (event.client as Record<string, unknown>) : {};

@@ -31,17 +31,28 @@ import type { PageSession } from './page-auth.js';
 /** How long the page shows the same monthly request count (`AppPageService` #apiInfo). */
 const API_INFO_CACHE_MS = 60_000;
 
-export const NEEDED_SCOPES: ReadonlyArray<{ scope: 'crm' | 'bizproc' | 'user' | 'placement' | 'im'; grantedBy: readonly string[]; onlyWithNotifications?: true }> = [
+export const NEEDED_SCOPES: ReadonlyArray<{
+  scope: 'crm' | 'bizproc' | 'user' | 'placement' | 'im' | 'imopenlines' | 'imconnector';
+  grantedBy: readonly string[];
+  onlyWithNotifications?: true;
+  onlyInOpenChannels?: true;
+}> = [
   { scope: 'crm', grantedBy: ['crm'] },
   { scope: 'bizproc', grantedBy: ['bizproc'] },
   { scope: 'user', grantedBy: ['user', 'user_basic'] },
   // The CRM card tab (src/dialogs/placements.ts).
   { scope: 'placement', grantedBy: ['placement'] },
   { scope: 'im', grantedBy: ['im'], onlyWithNotifications: true },
+  // Open Channels mode (README "Open Channels mode"): the connector and its lines (bitrix24.md §12).
+  { scope: 'imopenlines', grantedBy: ['imopenlines'], onlyInOpenChannels: true },
+  { scope: 'imconnector', grantedBy: ['imconnector'], onlyInOpenChannels: true },
 ];
 
 /** APPLICATION_SCOPE (comma-separated, from the page's POST) → the needed scopes it lacks. */
-export function missingScopes(applicationScope: string, options: { notifyIncoming: boolean } = { notifyIncoming: false }): Array<(typeof NEEDED_SCOPES)[number]['scope']> {
+export function missingScopes(
+  applicationScope: string,
+  options: { notifyIncoming: boolean; openChannels?: boolean } = { notifyIncoming: false },
+): Array<(typeof NEEDED_SCOPES)[number]['scope']> {
   const granted = new Set(
     applicationScope
       .split(',')
@@ -49,6 +60,7 @@ export function missingScopes(applicationScope: string, options: { notifyIncomin
       .filter(Boolean),
   );
   return NEEDED_SCOPES.filter((need) => !need.onlyWithNotifications || options.notifyIncoming)
+    .filter((need) => !need.onlyInOpenChannels || options.openChannels === true)
     .filter((need) => !need.grantedBy.some((grant) => granted.has(grant)))
     .map((need) => need.scope);
 }
@@ -118,6 +130,9 @@ export function loadPublicFiles(): Map<string, PublicFile> {
     // The app page's Chat section (ES modules: it reuses the dialog view) and the live updates of both pages.
     'workspace.js': `${publicDir}workspace.js`,
     'live.js': `${publicDir}live.js`,
+    // The Open Channels connector's settings page (src/routes/connector.ts).
+    'connector.js': `${publicDir}connector.js`,
+    'connector.css': `${publicDir}connector.css`,
     'vendor/b24-air/001_b24_global.css': `${publicDir}vendor/b24-air/001_b24_global.css`,
     'vendor/b24-air/003_b24_context_light.css': `${publicDir}vendor/b24-air/003_b24_context_light.css`,
     'vendor/b24-air/007_b24_global.css': `${publicDir}vendor/b24-air/007_b24_global.css`,
@@ -258,7 +273,9 @@ export class AppPageService {
       domain: session.portal.domain,
       status,
       view,
-      missingScopes: missingScopes(page.applicationScope, { notifyIncoming: view?.notifyIncoming === true }).map((scope) => ({ scope, label: t[`scope_${scope}`] })),
+      missingScopes: missingScopes(page.applicationScope, { notifyIncoming: view?.notifyIncoming === true, openChannels: view?.integrationType === 'open_channels' }).map(
+        (scope) => ({ scope, label: t[`scope_${scope}`] }),
+      ),
       robots: this.deps.robots.map((robot) => ({ code: robot.code, name: robot.name[page.lang] })),
       triggers: TRIGGERS.map((trigger) => ({ code: trigger.code, name: trigger.name[page.lang] })),
       imMissing: missingScopes(page.applicationScope, { notifyIncoming: true }).includes('im'),

@@ -57,7 +57,8 @@ export async function openInParentFrame(browser: Browser, options: ParentFrameOp
   const path = `/page/parent-${appSid}`;
   const query = new URLSearchParams({ DOMAIN: options.overrides?.domain ?? b24.domain, PROTOCOL: '0', LANG: options.lang ?? 'en', APP_SID: appSid });
   // PLACEMENT=DEFAULT is the app page itself (with PLACEMENT_OPTIONS from a link: docs/protocols.md B19).
-  const target = options.placement && options.placement !== 'DEFAULT' ? '/tab' : options.install ? '/install' : '/app';
+  // SETTING_CONNECTOR is the connector's settings page (its PLACEMENT_HANDLER, README "Open Channels mode").
+  const target = options.placement === 'SETTING_CONNECTOR' ? '/connector' : options.placement && options.placement !== 'DEFAULT' ? '/tab' : options.install ? '/install' : '/app';
   const action = `${appOrigin}${target}?${query}`;
   b24.servePage(path, parentHtml({ frameName, action, appOrigin, appSid }));
 
