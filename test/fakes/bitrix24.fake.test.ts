@@ -805,3 +805,316 @@ describe('CRM (§10)', () => {
     expect(fake.crm.leads.size).toBe(2);
   });
 });
+
+/** A `*.printr.txt` example: `[KEY] => value` lines in order. */
+function examplePrintr(name: string): Array<[string, string]> {
+  return [...example(name).matchAll(/^\s+\[([^\]]+)\] => (.*)$/gm)].map((m) => [m[1] ?? '', m[2] ?? '']);
+}
+
+/** Serves files by GET the way a connector's file host would, and counts the downloads. */
+async function startFileHost(files: Record<string, { body: string; type: string }>): Promise<{ url: string; gets: string[]; close(): Promise<void> }> {
+  const gets: string[] = [];
+  const app = new Hono();
+  app.get('*', (c) => {
+    gets.push(c.req.path);
+    const file = files[c.req.path];
+    return file === undefined ? c.text('gone', 404) : c.body(file.body, 200, { 'content-type': file.type });
+  });
+  let server: Server | undefined;
+  const url = await new Promise<string>((resolve) => {
+    server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, (info) => resolve(`http://127.0.0.1:${info.port}`)) as Server;
+  });
+  return {
+    url,
+    gets,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server?.close(() => resolve());
+        server?.closeAllConnections();
+      }),
+  };
+}
+
+describe('Open Channels connector (§12; pages-and-modes §2.1, §6)', () => {
+  const placementHandler = 'https://app.example.com/bitrix24/connector';
+  const register = (id = 'myconnector', extra: Record<string, unknown> = {}) =>
+    call('imconnector.register', {
+      ID: id,
+      NAME: 'Chat2Desk',
+      ICON: { DATA_IMAGE: 'data:image/svg+xml;charset=US-ASCII,%3Csvg%3E' },
+      PLACEMENT_HANDLER: placementHandler,
+      ...extra,
+    });
+
+  /** The docs' send.messages request, on the fake's line 1 with a connector registered and activated there. */
+  async function connectedLine(): Promise<Json> {
+    await register();
+    await call('imconnector.activate', { CONNECTOR: 'myconnector', LINE: 1, ACTIVE: 1 });
+    const request = exampleJson('imconnector-send-messages.request.json');
+    delete request.auth;
+    request.LINE = 1;
+    return request;
+  }
+
+  it('registers a connector like the docs: nested result, 200 errors, lower-cased ID, no point, re-register replaces (§12.1)', async () => {
+    const registered = await register('MyConnector');
+    expect(registered.status).toBe(200);
+    expect(registered.body.result).toEqual(exampleJson('imconnector-register.response.json').result);
+    expect(sortedKeys(registered.body.time)).toEqual(DOCS_TIME_KEYS);
+    expect([...fake.connectors.keys()]).toEqual(['myconnector']);
+    // §12.1 "errors come as HTTP 200 with result.result=false, error, error_description".
+    const noId = await call('imconnector.register', { NAME: 'x' });
+    expect(noId.status).toBe(200);
+    expect(noId.body.result).toEqual({ ...exampleJson('imconnector-register.error-200.json').result, error_description: expect.any(String) });
+    const point = await register('my.connector');
+    expect(point.status).toBe(200);
+    expect(point.body.result).toMatchObject({ result: false, error: 'APPLICATION_REGISTRATION_ERROR_POINT' });
+    // §12.1 "Re-register same ID to change handler".
+    await register('myconnector', { PLACEMENT_HANDLER: 'https://app.example.com/v2/connector' });
+    expect(fake.connectors.get('myconnector')).toMatchObject({ PLACEMENT_HANDLER: 'https://app.example.com/v2/connector' });
+    expect((await call('imconnector.list')).body.result).toEqual({ myconnector: 'Chat2Desk' });
+    expect((await call('imconnector.unregister', { ID: 'myconnector' })).body.result).toEqual({ result: true });
+    expect(fake.connectors.size).toBe(0);
+  });
+
+  it('activates on a line, sets data and errors, and shows them as status flags (§12.3, §12.4)', async () => {
+    await register();
+    const activated = await call('imconnector.activate', { CONNECTOR: 'myconnector', LINE: 1, ACTIVE: 1 });
+    expect(activated.body.result).toBe(exampleJson('imconnector-activate.response.json').result);
+    expect(await call('imconnector.activate', { CONNECTOR: 'myconnector', LINE: 1 })).toEqual({
+      status: 400,
+      body: { ...exampleJson('imconnector-activate.error.json'), argument: 'ACTIVE' },
+    });
+    expect((await call('imconnector.activate', { CONNECTOR: 'nosuch', LINE: 1, ACTIVE: 1 })).body.error).toBe('IMCONNECTOR_NO_CORRECT_PROVIDER');
+    expect((await call('imconnector.status', { CONNECTOR: 'myconnector', LINE: 1 })).body.result).toMatchObject({ STATUS: false, CONFIGURED: false, ERROR: false });
+    const data = { ID: 'c2d-1', URL: 'https://web.chat2desk.com', URL_IM: 'https://web.chat2desk.com', NAME: 'Chat2Desk' };
+    expect((await call('imconnector.connector.data.set', { CONNECTOR: 'myconnector', LINE: 1, DATA: data })).body.result).toBe(true);
+    expect((await call('imconnector.status', { CONNECTOR: 'myconnector', LINE: 1 })).body.result).toMatchObject({ STATUS: true, CONFIGURED: true });
+    expect((await call('imconnector.status', { CONNECTOR: 'myconnector', LINE: 0 })).body.result).toMatchObject({ STATUS: false, CONFIGURED: false });
+    expect((await call('imconnector.set.error', { CONNECTOR: 'myconnector', LINE: 1 })).body.result).toBe(true);
+    expect(fake.connectorLines.get('myconnector 1')).toMatchObject({ active: true, connected: true, error: true, data });
+    // ACTIVE=0 is a value, not "empty".
+    expect((await call('imconnector.activate', { CONNECTOR: 'myconnector', LINE: 1, ACTIVE: 0 })).body.result).toBe(true);
+    expect(fake.connectorLines.get('myconnector 1')?.active).toBe(false);
+  });
+
+  it('lists, reads and adds open lines, starting with one (§12.4)', async () => {
+    expect((await call('imopenlines.config.list.get')).body.result).toEqual([{ ID: '1', LINE_NAME: 'Open Channel', ACTIVE: 'Y' }]);
+    const added = await call('imopenlines.config.add', { PARAMS: { LINE_NAME: 'WhatsApp' } });
+    expect(added.body.result).toBe(2);
+    expect((await call('imopenlines.config.get', { CONFIG_ID: 2 })).body.result).toEqual({ ID: '2', LINE_NAME: 'WhatsApp', ACTIVE: 'Y' });
+    expect((await call('imopenlines.config.list.get')).body.result).toHaveLength(2);
+  });
+
+  it('takes the docs send.messages request, downloads its file, and answers in the docs shape (§12.5)', async () => {
+    const host = await startFileHost({ '/files/spec.pdf': { body: '%PDF-1.4 spec', type: 'application/pdf' } });
+    try {
+      const request = await connectedLine();
+      request.MESSAGES[0].message.files[0].url = `${host.url}/files/spec.pdf`;
+      const sent = await call('imconnector.send.messages', request);
+      expect(sent.status).toBe(200);
+      const docs = exampleJson('imconnector-send-messages.response.json');
+      expect(sortedKeys(sent.body.result)).toEqual(sortedKeys(docs.result));
+      const [item] = sent.body.result.DATA.RESULT;
+      const docsItem = docs.result.DATA.RESULT[0];
+      expect(sortedKeys(item)).toEqual(sortedKeys(docsItem));
+      expect(item.message).toEqual(docsItem.message);
+      expect(item.chat).toEqual(docsItem.chat);
+      expect(item.extra).toEqual(docsItem.extra);
+      expect(item.session).toEqual({ ID: expect.stringMatching(/^\d+$/), CHAT_ID: expect.stringMatching(/^\d+$/) });
+      expect(item.user).toMatch(/^\d+$/);
+
+      // §12.5 "File url must be reachable by Bitrix24 (it downloads)": fetched before the answer.
+      expect(host.gets).toEqual(['/files/spec.pdf']);
+      const [chat] = fake.openLineChats(1);
+      expect(chat).toMatchObject({ connector: 'myconnector', externalChatId: 'channel-123', externalUserId: 'ext-user-42', name: 'Ivan', lastName: 'Ivanov' });
+      expect(String(chat?.chatId)).toBe(item.session.CHAT_ID);
+      const [message] = fake.openLineMessages(1, 'channel-123');
+      expect(message).toMatchObject({ from: 'client', externalIds: ['ext-msg-1001'], text: 'Good afternoon', date: 1773265993 });
+      expect(message?.files[0]?.download).toMatchObject({ status: 200, contentType: 'application/pdf' });
+      const download: Json = message?.files[0]?.download;
+      expect(String(download.body)).toBe('%PDF-1.4 spec');
+
+      // The same chat.id stays in the same chat and session; messages keep their order; a dead url is recorded as such.
+      request.MESSAGES[0].message = { id: 'ext-msg-1002', date: 1773266000, text: 'And a photo', files: [{ url: `${host.url}/files/none.jpg`, name: 'none.jpg' }] };
+      const second = await call('imconnector.send.messages', request);
+      expect(second.body.result.DATA.RESULT[0].session).toEqual(item.session);
+      expect(fake.openLineChats(1)).toHaveLength(1);
+      expect(fake.openLineMessages(1, 'channel-123').map((m) => m.text)).toEqual(['Good afternoon', 'And a photo']);
+      expect(fake.openLineMessages(1, 'channel-123')[1]?.files[0]?.download).toMatchObject({ status: 404 });
+    } finally {
+      await host.close();
+    }
+  });
+
+  it('refuses an unknown connector, an inactive line, empty MESSAGES and names with digits (§12.5)', async () => {
+    const request = await connectedLine();
+    delete request.MESSAGES[0].message.files;
+    expect((await call('imconnector.send.messages', { ...request, CONNECTOR: 'other' })).body.error).toBe('IMCONNECTOR_NO_CORRECT_PROVIDER');
+    expect(await call('imconnector.send.messages', { ...request, LINE: 9 })).toEqual({
+      status: 400,
+      body: { error: 'NOT_ACTIVE_LINE', error_description: 'Line with this ID is inactive or does not exist' },
+    });
+    expect(await call('imconnector.send.messages', { CONNECTOR: 'myconnector', LINE: 1 })).toEqual({
+      status: 400,
+      body: { ...exampleJson('imconnector-send-messages.error.json'), argument: 'MESSAGES' },
+    });
+    // §12.5 "letters, spaces, hyphens, apostrophes only, ≤25 chars (digits rejected!)".
+    for (const user of [{ name: 'Ivan2' }, { last_name: 'x'.repeat(26) }, { name: 'Ivan!' }, { id: '' }]) {
+      const refused = await call('imconnector.send.messages', { ...request, MESSAGES: [{ ...request.MESSAGES[0], user: { ...request.MESSAGES[0].user, ...user } }] });
+      expect(refused.status).toBe(200);
+      expect(refused.body.result).toMatchObject({ SUCCESS: false, DATA: { RESULT: [{ SUCCESS: false, ERRORS: [{ code: 'IMCONNECTOR_NOT_ALL_THE_REQUIRED_DATA' }] }] } });
+    }
+    expect(fake.openLineChats(1)).toEqual([]);
+    const accepted = { ...request.MESSAGES[0], user: { ...request.MESSAGES[0].user, name: "Jean-Luc O'Neil", last_name: 'Müller Ñandú' } };
+    expect((await call('imconnector.send.messages', { ...request, MESSAGES: [accepted] })).body.result.SUCCESS).toBe(true);
+    await call('imconnector.activate', { CONNECTOR: 'myconnector', LINE: 1, ACTIVE: 0 });
+    expect((await call('imconnector.send.messages', request)).body.error).toBe('NOT_ACTIVE_LINE');
+  });
+
+  it("updates and deletes a client's message by its external id (§12.5)", async () => {
+    const request = await connectedLine();
+    delete request.MESSAGES[0].message.files;
+    await call('imconnector.send.messages', request);
+    const target = { user: { id: 'ext-user-42' }, message: { id: 'ext-msg-1001', text: 'Good evening' }, chat: { id: 'channel-123' } };
+    expect((await call('imconnector.update.messages', { CONNECTOR: 'myconnector', LINE: 1, MESSAGES: [target] })).body.result.SUCCESS).toBe(true);
+    expect(fake.openLineMessages(1, 'channel-123')[0]?.text).toBe('Good evening');
+    expect((await call('imconnector.delete.messages', { CONNECTOR: 'myconnector', LINE: 1, MESSAGES: [target] })).body.result.SUCCESS).toBe(true);
+    expect(fake.openLineMessages(1, 'channel-123')[0]?.deleted).toBe(true);
+  });
+
+  it('delivers an operator message as the docs ONIMCONNECTORMESSAGEADD, undelivered until confirmed with message.id as an array (§12.6, §12.7, pages-and-modes §6)', async () => {
+    const receiver = await startReceiver();
+    try {
+      const request = await connectedLine();
+      delete request.MESSAGES[0].message.files;
+      await call('imconnector.send.messages', request);
+      await call('event.bind', { event: 'OnImConnectorMessageAdd', handler: `${receiver.url}/connector` });
+      fake.installFinish();
+      const written = await fake.operatorWrites({ line: 1, externalChatId: 'channel-123', userId: 2, text: 'Guten Tag!' });
+      expect(written.replies).toEqual([expect.objectContaining({ status: 200 })]);
+      const body = receiver.requests[0]?.body ?? '';
+      expect(receiver.requests[0]?.contentType).toBe('application/x-www-form-urlencoded');
+      // Same keys in the same order as the docs-derived form, values of this portal.
+      expect(formKeys(body)).toEqual(exampleForm('onimconnectormessageadd.form.txt').keys);
+      const parsed: Json = parsePhpQuery(body);
+      const chat = fake.openLineChats(1)[0];
+      expect(parsed.data).toEqual({
+        CONNECTOR: 'myconnector',
+        LINE: '1',
+        MESSAGES: [
+          {
+            im: { chat_id: String(chat?.chatId), message_id: String(written.imMessageId) },
+            message: { user_id: '2', text: '[b]Max Manager:[/b] [br]Guten Tag!' },
+            chat: { id: 'channel-123' },
+          },
+        ],
+      });
+      expect(parsed.auth).toMatchObject({ user_id: '2', application_token: fake.applicationToken, member_id: fake.memberId });
+      expect(fake.openLineMessages(1, 'channel-123')[1]).toMatchObject({ from: 'operator', delivery: 'undelivered' });
+
+      // A scalar message.id is what the docs once showed; Bitrix24 ignores it (pages-and-modes §6).
+      const status = exampleJson('imconnector-send-status-delivery.request.json');
+      delete status.auth;
+      const confirm = (id: unknown) => ({
+        ...status,
+        CONNECTOR: 'myconnector',
+        LINE: 1,
+        MESSAGES: [{ im: parsed.data.MESSAGES[0].im, message: { id, date: 1738065600 }, chat: { id: 'channel-123' } }],
+      });
+      const scalar = await call('imconnector.send.status.delivery', confirm('c2d-77'));
+      expect(scalar.body.result).toEqual(exampleJson('imconnector-send-status-delivery.response.json').result);
+      expect(fake.openLineMessages(1, 'channel-123')[1]?.delivery).toBe('undelivered');
+      expect(fake.connectorStatusReports[0]?.messages).toEqual([{ imMessageId: written.imMessageId, externalChatId: 'channel-123', ids: 'c2d-77', accepted: false }]);
+      // As a PHP form (MESSAGES[0][message][id][0]=…), the array survives.
+      const form = phpHttpBuildQuery({ ...confirm(['c2d-77']), auth: adminToken() });
+      expect(form).toContain('%5Bid%5D%5B0%5D=c2d-77');
+      expect((await callForm('imconnector.send.status.delivery', form)).body.result.SUCCESS).toBe(true);
+      expect(fake.openLineMessages(1, 'channel-123')[1]).toMatchObject({ delivery: 'delivered', externalIds: ['c2d-77'] });
+      await call('imconnector.send.status.reading', confirm(['c2d-77']));
+      expect(fake.openLineMessages(1, 'channel-123')[1]?.read).toBe(true);
+    } finally {
+      await receiver.close();
+    }
+  });
+
+  it("sends an operator's file as the file example's keys, downloadable only with an access token (§12.6, UNVERIFIED example)", async () => {
+    const receiver = await startReceiver();
+    try {
+      const request = await connectedLine();
+      delete request.MESSAGES[0].message.files;
+      await call('imconnector.send.messages', request);
+      await call('event.bind', { event: 'OnImConnectorMessageAdd', handler: `${receiver.url}/connector` });
+      fake.installFinish();
+      await fake.operatorWrites({ line: 1, externalChatId: 'channel-123', text: '', files: [{ name: 'photo.jpg', content: 'JPEGDATA', mime: 'image/jpeg' }] });
+      const body = receiver.requests[0]?.body ?? '';
+      expect(formKeys(body)).toEqual(exampleForm('onimconnectormessageadd-with-file.form.txt').keys);
+      const file = (parsePhpQuery(body) as Json).data.MESSAGES[0].message.files[0];
+      expect(file).toMatchObject({ name: 'photo.jpg', mime: 'image/jpeg', size: '8', type: 'image' });
+      expect(file.downloadLink).toMatch(/^\/rest\/download\.json\?auth=[0-9a-f]+&token=disk%7C/);
+      const downloaded = await fetch(`${fake.portalUrl}${file.downloadLink}`);
+      expect(downloaded.status).toBe(200);
+      expect(downloaded.headers.get('content-type')).toBe('image/jpeg');
+      expect(await downloaded.text()).toBe('JPEGDATA');
+      const withoutAuth = await fetch(`${fake.portalUrl}${file.downloadLink.replace(/auth=[0-9a-f]+&/, '')}`);
+      expect(withoutAuth.status).toBe(401);
+      fake.expireAccessTokens();
+      expect((await fetch(`${fake.portalUrl}${file.downloadLink}`)).status).toBe(401);
+    } finally {
+      await receiver.close();
+    }
+  });
+
+  it('delivers Update, Delete, LineDelete and StatusDelete in the docs forms (§12.8)', async () => {
+    const receiver = await startReceiver();
+    try {
+      const request = await connectedLine();
+      delete request.MESSAGES[0].message.files;
+      await call('imconnector.send.messages', request);
+      const handler = `${receiver.url}/connector`;
+      for (const event of ['OnImConnectorMessageUpdate', 'OnImConnectorMessageDelete', 'OnImConnectorLineDelete', 'OnImConnectorStatusDelete']) {
+        await call('event.bind', { event, handler });
+      }
+      fake.installFinish();
+      const { imMessageId } = await fake.operatorWrites({ line: 1, externalChatId: 'channel-123', text: 'Hi' });
+      await call('imconnector.send.status.delivery', {
+        CONNECTOR: 'myconnector',
+        LINE: 1,
+        MESSAGES: [{ im: { chat_id: fake.openLineChats(1)[0]?.chatId, message_id: imMessageId }, message: { id: ['ext-msg-005'] }, chat: { id: 'channel-123' } }],
+      });
+      await fake.operatorEdits({ line: 1, externalChatId: 'channel-123', imMessageId, text: 'What questions do you have?' });
+      await fake.operatorDeletes({ line: 1, externalChatId: 'channel-123', imMessageId });
+      await fake.disconnectConnector({ connector: 'myconnector', line: 1 });
+      await fake.deleteOpenLine(1);
+      const [update, remove, statusDelete, lineDelete] = receiver.requests.map((r) => r.body);
+      expect(formKeys(update ?? '')).toEqual(exampleForm('onimconnectormessageupdate.form.txt').keys);
+      expect((parsePhpQuery(update ?? '') as Json).data.MESSAGES[0].message).toEqual({ id: ['ext-msg-005'], text: '[b]Anna Admin:[/b][br] What questions do you have?' });
+      expect(formKeys(remove ?? '')).toEqual(exampleForm('onimconnectormessagedelete.form.txt').keys);
+      expect((parsePhpQuery(remove ?? '') as Json).data.MESSAGES[0].message).toEqual({ id: 'ext-msg-005' });
+      expect(formKeys(statusDelete ?? '')).toEqual(exampleForm('onimconnectorstatusdelete.form.txt').keys);
+      expect((parsePhpQuery(statusDelete ?? '') as Json).data).toEqual({ connector: 'myconnector', line: '1' });
+      expect(formKeys(lineDelete ?? '')).toEqual(exampleForm('onimconnectorlinedelete.form.txt').keys);
+      expect((parsePhpQuery(lineDelete ?? '') as Json).data).toBe('1');
+      expect(fake.openLineChats(1)).toEqual([]);
+      expect((await call('imopenlines.config.list.get')).body.result).toEqual([]);
+    } finally {
+      await receiver.close();
+    }
+  });
+
+  it('opens the connector settings page like the docs SETTING_CONNECTOR POST (pages-and-modes §2.1)', async () => {
+    await register();
+    await call('imconnector.activate', { CONNECTOR: 'myconnector', LINE: 1, ACTIVE: 1 });
+    const { query, body } = fake.settingConnectorPageRequest({ line: 1, connector: 'MyConnector' });
+    const docs = examplePrintr('placement-setting-connector.printr.txt');
+    expect([...formKeys(query), ...formKeys(body)]).toEqual(docs.map(([key]) => key));
+    const options = new URLSearchParams(body).get('PLACEMENT_OPTIONS') ?? '';
+    const docsOptions = JSON.parse(docs.find(([key]) => key === 'PLACEMENT_OPTIONS')?.[1] ?? '{}');
+    expect(Object.keys(JSON.parse(options))).toEqual(Object.keys(docsOptions));
+    expect(options).toContain('"URI":"\\/contact_center\\/connector\\/?ID=myconnector&IFRAME=Y&IFRAME_TYPE=SIDE_SLIDER"');
+    expect(JSON.parse(options)).toMatchObject({ CONNECTOR: 'myconnector', LINE: '1', STATUS: false, ACTIVE_STATUS: true, CONNECTION_STATUS: false });
+    expect(parsePhpQuery(body)).toMatchObject({ PLACEMENT: 'SETTING_CONNECTOR', APPLICATION_TOKEN: fake.applicationToken });
+    const forced = fake.settingConnectorPageRequest({ line: 1, connector: 'myconnector', connectionStatus: true, status: true });
+    expect(JSON.parse(new URLSearchParams(forced.body).get('PLACEMENT_OPTIONS') ?? '')).toMatchObject({ STATUS: true, CONNECTION_STATUS: true });
+  });
+});
