@@ -176,6 +176,21 @@ describe('Open Channels inbound: Chat2Desk messages reach the Open Channel chat'
     expect(chatMessages(1, chatId)).toHaveLength(1);
   });
 
+  it('an answer lost after Bitrix24 took the message: not sent twice, the event log says it may be there, the next one goes on', async () => {
+    await connectLine(1);
+    stack.b24.failNext('imconnector.send.messages', { status: 500, error: 'INTERNAL_SERVER_ERROR', error_description: 'answer lost', afterRunning: true });
+    const first = clientWrites({ phone: '79161234581', text: 'answer lost' });
+    const second = clientWrites({ clientId: Number(first.message.client_id), text: 'next one' });
+    await deliver(first.webhook);
+    await deliver(second.webhook);
+    const chatId = `c${first.message.client_id}`;
+    await eventually(() => inboundJobs().length === 2 && inboundJobs().every((job) => job.state === 'done'), 20_000, 'both finished');
+    expect(chatMessages(1, chatId).map((item) => item.text)).toEqual(['answer lost', 'next one']);
+    const failed = (await eventLog()).find((entry) => entry.status === 'failed')!;
+    expect(failed.error!.message).toMatch(/may already have been sent to the Open Channel/);
+    expect(failed.error!.nextStep).toMatch(/Open Channel chat in Bitrix24/);
+  });
+
   it('100 messages of one conversation arrive in order while send.messages keeps failing', async () => {
     await connectLine(1);
     const first = clientWrites({ phone: '79161234571', text: 'message 1' });
