@@ -872,7 +872,8 @@ describe('Open Channels connector (§12; pages-and-modes §2.1, §6)', () => {
     // §12.1 "Re-register same ID to change handler".
     await register('myconnector', { PLACEMENT_HANDLER: 'https://app.example.com/v2/connector' });
     expect(fake.connectors.get('myconnector')).toMatchObject({ PLACEMENT_HANDLER: 'https://app.example.com/v2/connector' });
-    expect((await call('imconnector.list')).body.result).toEqual({ myconnector: 'Chat2Desk' });
+    // ru:imconnector-list.md: every connector of the portal, with its name, Bitrix24's own too.
+    expect((await call('imconnector.list')).body.result).toMatchObject({ livechat: expect.any(String), myconnector: 'Chat2Desk' });
     expect((await call('imconnector.unregister', { ID: 'myconnector' })).body.result).toEqual({ result: true });
     expect(fake.connectors.size).toBe(0);
   });
@@ -892,6 +893,14 @@ describe('Open Channels connector (§12; pages-and-modes §2.1, §6)', () => {
     expect((await call('imconnector.status', { CONNECTOR: 'myconnector', LINE: 1 })).body.result).toMatchObject({ STATUS: true, CONFIGURED: true });
     expect((await call('imconnector.status', { CONNECTOR: 'myconnector', LINE: 0 })).body.result).toMatchObject({ STATUS: false, CONFIGURED: false });
     expect((await call('imconnector.set.error', { CONNECTOR: 'myconnector', LINE: 1 })).body.result).toBe(true);
+    // ru:imconnector-status.md: STATUS = "configured and without an error".
+    expect((await call('imconnector.status', { CONNECTOR: 'myconnector', LINE: 1 })).body.result).toEqual({
+      LINE: '1',
+      CONNECTOR: 'myconnector',
+      ERROR: true,
+      CONFIGURED: true,
+      STATUS: false,
+    });
     expect(fake.connectorLines.get('myconnector 1')).toMatchObject({ active: true, connected: true, error: true, data });
     // ACTIVE=0 is a value, not "empty".
     expect((await call('imconnector.activate', { CONNECTOR: 'myconnector', LINE: 1, ACTIVE: 0 })).body.result).toBe(true);
@@ -966,8 +975,13 @@ describe('Open Channels connector (§12; pages-and-modes §2.1, §6)', () => {
       expect(refused.body.result).toMatchObject({ SUCCESS: false, DATA: { RESULT: [{ SUCCESS: false, ERRORS: [{ code: 'IMCONNECTOR_NOT_ALL_THE_REQUIRED_DATA' }] }] } });
     }
     expect(fake.openLineChats(1)).toEqual([]);
+    // "Язык и регистр могут быть любыми" (ru:imconnector-send-messages.md).
     const accepted = { ...request.MESSAGES[0], user: { ...request.MESSAGES[0].user, name: "Jean-Luc O'Neil", last_name: 'Müller Ñandú' } };
     expect((await call('imconnector.send.messages', { ...request, MESSAGES: [accepted] })).body.result.SUCCESS).toBe(true);
+    // "on behalf of the manager, by user_id in message": recorded for the app's tests to see.
+    const asManager = { ...request.MESSAGES[0], message: { id: 'c2d-out-1', date: 1773266001, text: 'Sent from Chat2Desk', user_id: 0 } };
+    await call('imconnector.send.messages', { ...request, MESSAGES: [asManager] });
+    expect(fake.openLineMessages(1, 'channel-123').at(-1)).toMatchObject({ from: 'client', sentAsUserId: 0, text: 'Sent from Chat2Desk' });
     await call('imconnector.activate', { CONNECTOR: 'myconnector', LINE: 1, ACTIVE: 0 });
     expect((await call('imconnector.send.messages', request)).body.error).toBe('NOT_ACTIVE_LINE');
   });
@@ -1051,15 +1065,15 @@ describe('Open Channels connector (§12; pages-and-modes §2.1, §6)', () => {
       expect(formKeys(body)).toEqual(exampleForm('onimconnectormessageadd-with-file.form.txt').keys);
       const file = (parsePhpQuery(body) as Json).data.MESSAGES[0].message.files[0];
       expect(file).toMatchObject({ name: 'photo.jpg', mime: 'image/jpeg', size: '8', type: 'image' });
-      expect(file.downloadLink).toMatch(/^\/rest\/download\.json\?auth=[0-9a-f]+&token=disk%7C/);
-      const downloaded = await fetch(`${fake.portalUrl}${file.downloadLink}`);
+      expect(file.downloadLink).toMatch(/^\/rest\/download\.json\?token=disk%7C/);
+      const withAuth = `${fake.portalUrl}${file.downloadLink}&auth=${adminToken()}`;
+      const downloaded = await fetch(withAuth);
       expect(downloaded.status).toBe(200);
       expect(downloaded.headers.get('content-type')).toBe('image/jpeg');
       expect(await downloaded.text()).toBe('JPEGDATA');
-      const withoutAuth = await fetch(`${fake.portalUrl}${file.downloadLink.replace(/auth=[0-9a-f]+&/, '')}`);
-      expect(withoutAuth.status).toBe(401);
-      fake.expireAccessTokens();
       expect((await fetch(`${fake.portalUrl}${file.downloadLink}`)).status).toBe(401);
+      fake.expireAccessTokens();
+      expect((await fetch(withAuth)).status).toBe(401);
     } finally {
       await receiver.close();
     }

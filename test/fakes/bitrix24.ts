@@ -189,6 +189,11 @@ export interface OpenLineMessage {
   imMessageId: number;
   /** `client` came in by imconnector.send.messages; `operator` was written in Bitrix24 (operatorWrites). */
   from: 'client' | 'operator';
+  /**
+   * send.messages with message.user_id: sent "on behalf of the manager" (ru:imconnector-send-messages.md);
+   * 0 = the portal's system user (third-party, estvita/separator#5). GUESS: how the chat then shows it.
+   */
+  sentAsUserId?: number;
   /** The connector's ids: message.id of send.messages, or the ids confirmed by send.status.delivery. */
   externalIds: string[];
   /** Portal user: the client's connector user, or the operator. */
@@ -1629,7 +1634,7 @@ class FakePortal implements FakeBitrix24 {
 
       ['imconnector.register', (params) => this.connectorRegister(params)],
       ['imconnector.unregister', (params) => this.connectorUnregister(params)],
-      ['imconnector.list', () => ({ result: Object.fromEntries([...this.connectors].map(([id, data]) => [id, text(data.NAME)])) })],
+      ['imconnector.list', () => ({ result: { ...BUILT_IN_CONNECTORS, ...Object.fromEntries([...this.connectors].map(([id, data]) => [id, text(data.NAME)])) } })],
       ['imconnector.activate', (params) => this.connectorActivate(params)],
       ['imconnector.status', (params) => this.connectorStatus(params)],
       ['imconnector.connector.data.set', (params) => this.connectorDataSet(params)],
@@ -2088,7 +2093,7 @@ class FakePortal implements FakeBitrix24 {
     return { result: true };
   }
 
-  /** GUESS: the result keys of imconnector.status; LINE=0 gives all flags false (§12.4). */
+  /** imconnector.status → {LINE, CONNECTOR, ERROR, CONFIGURED, STATUS} (ru:imconnector-status.md); LINE=0 gives false flags (§12.4). */
   private connectorStatus(params: Params): MethodResult {
     const data = upperKeys(params);
     const connector = text(data.CONNECTOR).toLowerCase();
@@ -2106,12 +2111,12 @@ class FakePortal implements FakeBitrix24 {
     };
   }
 
-  /** The flags of pages-and-modes §2.1. GUESS: STATUS is all of them together (active, connected, no error). */
+  /** The flags of pages-and-modes §2.1; STATUS = "configured and without an error" (ru:imconnector-status.md). */
   private connectorFlags(state: ConnectorLineState | undefined): Record<'STATUS' | 'ACTIVE_STATUS' | 'CONNECTION_STATUS' | 'REGISTER_STATUS' | 'ERROR_STATUS', boolean> {
     const active = state?.active ?? false;
     const connected = state?.connected ?? false;
     const error = state?.error ?? false;
-    return { STATUS: active && connected && !error, ACTIVE_STATUS: active, CONNECTION_STATUS: connected, REGISTER_STATUS: connected, ERROR_STATUS: error };
+    return { STATUS: connected && !error, ACTIVE_STATUS: active, CONNECTION_STATUS: connected, REGISTER_STATUS: connected, ERROR_STATUS: error };
   }
 
   /** imconnector.connector.data.set {CONNECTOR, LINE, DATA{ID, URL, URL_IM, NAME}} → true; overwrites the whole DATA (§12.4). */
@@ -2196,7 +2201,7 @@ class FakePortal implements FakeBitrix24 {
       const url = text(file.url);
       files.push({ name: text(file.name) || (url.split('/').pop() ?? ''), url, download: await fetchClientFile(url) });
     }
-    openChat.messages.push({
+    const stored: OpenLineMessage = {
       imMessageId: this.nextImMessageId++,
       from: 'client',
       externalIds: text(message.id) === '' ? [] : [text(message.id)],
@@ -2207,7 +2212,9 @@ class FakePortal implements FakeBitrix24 {
       deleted: false,
       delivery: 'delivered',
       read: false,
-    });
+    };
+    if (text(message.user_id) !== '') stored.sentAsUserId = Number(text(message.user_id));
+    openChat.messages.push(stored);
 
     const chatView: Params = { id: externalChatId };
     if (text(chat.name) !== '') chatView.name = text(chat.name);
@@ -2342,7 +2349,6 @@ class FakePortal implements FakeBitrix24 {
     const messageText = signed ? `[b]${operator.name} ${operator.lastName}:[/b] [br]${input.text}` : input.text;
     const files: OpenLineFile[] = [];
     const wireFiles: Params[] = [];
-    const linkToken = this.issueAuth(operatorId).access_token;
     for (const file of input.files ?? []) {
       const body = Buffer.from(file.content);
       const mime = file.mime ?? 'application/octet-stream';
@@ -2355,8 +2361,10 @@ class FakePortal implements FakeBitrix24 {
         name: file.name,
         // GUESS: `link` needs a browser session on the portal; the fake does not serve it.
         link: `${this.portalUrl}/disk/showFile/${diskId}/?&ncc=1&ts=${nowSeconds()}&filename=${encodeURIComponent(file.name)}`,
-        // Relative, like the example; GUESS: it carries the operator's access token as auth.
-        downloadLink: `/rest/download.json?auth=${linkToken}&token=${encodeURIComponent(token)}`,
+        // Relative, like the example. GUESS: without `auth` (one third-party test shows `?token=…` alone, the
+        // example `auth=...&token=…`): the fake serves it only when the app adds `auth=<access token>`, which
+        // works whichever of the two Bitrix24 really sends (PHP reads the last `auth`).
+        downloadLink: `/rest/download.json?token=${encodeURIComponent(token)}`,
         mime,
         size: body.length,
         type: mime.startsWith('image/') ? 'image' : 'file', // GUESS: the type values
@@ -2847,6 +2855,12 @@ function placementView(p: PlacementBinding): Record<string, unknown> {
     langAll: phpArray(Object.entries(p.langAll)),
   };
 }
+
+/**
+ * imconnector.list names every connector of the portal, Bitrix24's own too (ru:imconnector-list.md example).
+ * GUESS: which built-ins; they are not REST connectors, so send.messages refuses them.
+ */
+const BUILT_IN_CONNECTORS: Record<string, string> = { livechat: 'Live chat', telegrambot: 'Telegram', whatsappbytwilio: 'WhatsApp' };
 
 /** imopenlines.config.get / list.get entry. GUESS: the fields beyond ID, LINE_NAME, ACTIVE are not modelled. */
 function openLineView(line: OpenLine): Record<string, unknown> {
