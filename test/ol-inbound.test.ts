@@ -263,6 +263,21 @@ describe('Open Channels inbound: Chat2Desk messages reach the Open Channel chat'
     expect(arrived[0]!.text).toBe('anyone there?');
   });
 
+  it('a later message of a dialog an operator joined releases the held ones, in order', async () => {
+    await connectLine(1, { holdUntilOperator: true });
+    const first = clientWrites({ phone: '79161234582', text: 'first, unanswered' });
+    await deliver(first.webhook);
+    await eventually(() => /operator joins/.test(String(inboundJobs()[0]?.last_error ?? '')), 15_000, 'held');
+    const dialog = stack.c2d.account().dialogs.find((item) => item.id === first.message.dialog_id)!;
+    dialog.operator_id = stack.c2d.account().operators[0]!.id;
+    const second = clientWrites({ clientId: Number(first.message.client_id), text: 'second, after the operator joined' });
+    expect(second.webhook.operator_id).toBe(dialog.operator_id);
+    await deliver(second.webhook);
+    const chatId = `c${first.message.client_id}`;
+    const texts = await eventually(() => chatMessages(1, chatId).length === 2 && chatMessages(1, chatId).map((item) => item.text), 15_000, 'both sent');
+    expect(texts).toEqual(['first, unanswered', 'second, after the operator joined']);
+  });
+
   it('holds messages no line takes, in the event log with the next step, and sends them once a line is connected', async () => {
     const { message, webhook } = clientWrites({ phone: '79161234578', text: 'before any line' });
     await deliver(webhook);
