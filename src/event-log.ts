@@ -8,6 +8,7 @@ import type { EntryStatus, EventLogRow, EventLogStore, KindFilter } from './db/e
 import type { Portal } from './db/portals.js';
 import { FIRE_TRIGGER_KIND } from './jobs/kinds/fire-trigger.js';
 import { NOTIFY_INCOMING_KIND } from './jobs/kinds/notify-incoming.js';
+import { OL_INBOUND_KIND } from './open-channels/inbound.js';
 import { REGISTER_APP_KIND } from './jobs/kinds/register-app.js';
 import { ROBOT_KIND } from './jobs/kinds/robot.js';
 import { SYNC_RESPONSIBLE_KIND } from './jobs/kinds/sync-responsible.js';
@@ -85,6 +86,7 @@ const TITLES: Record<string, string> = {
   [FIRE_TRIGGER_KIND]: 'CRM automation trigger',
   [NOTIFY_INCOMING_KIND]: 'Notification of new Chat2Desk messages',
   [SYNC_RESPONSIBLE_KIND]: "Responsible follows the dialog's operator",
+  [OL_INBOUND_KIND]: 'Chat2Desk message to Open Channels',
 };
 
 /** A dialog action's title: what was done (the entry says by whom and from where). */
@@ -122,6 +124,8 @@ const NEXT_STEPS: Array<[RegExp, string | ((match: RegExpExecArray) => string)]>
     /ACCESS_DENIED|access denied|insufficient_scope|user_access_error/i,
     "Give the app the access it lacks: check the app's permissions in Bitrix24 and that the user who installed it is still an administrator.",
   ],
+  [/may already have been sent to the Open Channel/i, 'Look at the Open Channel chat in Bitrix24: the message may be there already; if not, read it in Chat2Desk.'],
+  [/Open Channel line|Contact Center/i, 'Connect a line in Contact Center (Open Channels → Chat2Desk), or make the line active again.'],
   [/may already have (been sent|done it)/i, 'Look at the dialog in Chat2Desk before running it again: it may already have happened.'],
   [/template WhatsApp approved/i, 'Send the first message from Chat2Desk with an approved WhatsApp template; once the client answers, write from the CRM tab.'],
   [/link expired before it was sent/i, 'Attach the file again and send the message again.'],

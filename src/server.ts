@@ -72,6 +72,10 @@ import { sameOriginWrites } from './dialogs/viewer.js';
 import { DialogActionStore } from './db/dialog-actions.js';
 import { UploadedFileStore } from './db/uploaded-files.js';
 import { dialogActionKind } from './jobs/kinds/dialog-action.js';
+import { olInboundKind } from './jobs/kinds/ol-inbound.js';
+import { OpenLineStore } from './db/open-lines.js';
+import { openChannelInboundHandlers } from './open-channels/inbound.js';
+import { OpenLines } from './open-channels/lines.js';
 
 /**
  * A finished run's own effects (src/db/effects.ts) matter only while it may still be retried; they
@@ -200,6 +204,13 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     }),
     ...automationKinds({ jobs, portals, rest, users, effects, clock, chat2desk, languages, episodeRecords, batches }),
     dialogActionKind({ jobs, portals, rest, users, effects, clock, chat2desk, languages, files }),
+    olInboundKind({
+      ...{ jobs, portals, rest, users, effects, clock, chat2desk, languages, files },
+      lines: new OpenLines({ store: new OpenLineStore(database.db, clock) }),
+      // Attachment links are Chat2Desk's (or a messenger's): fetched like any outside URL.
+      fetch: fetchImpl ?? fetch,
+      holdRecheckMs: config.openChannels.holdRecheckSeconds * 1000,
+    }),
     ...(options.extraKinds ?? []),
   ]);
   const pipeline = new Pipeline({
@@ -229,7 +240,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     publicUrl: config.publicUrl,
     directoryFor: (portal) => chat2desk.directoryOf(portal),
     deliveryHandlers: new DeliveryHandlers(
-      [...closeEpisodeHandlers(clock), ...automationHandlers(clock, options.notifyDelayMs), ...(options.deliveryHandlers ?? [])],
+      [...closeEpisodeHandlers(clock), ...automationHandlers(clock, options.notifyDelayMs), ...openChannelInboundHandlers(clock), ...(options.deliveryHandlers ?? [])],
       (kind, memberId, input, jobOptions) => pipeline.job(kind, memberId, input, jobOptions),
     ),
     jobsStored: (job) => pipeline.jobsStored(job),

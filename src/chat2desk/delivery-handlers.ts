@@ -7,6 +7,8 @@ type JobOptions = Omit<NewJob, 'kind' | 'memberId' | 'input' | 'awaitsConfirmati
 /** A Chat2Desk webhook delivery from a known portal, as the handlers see it. */
 export interface Chat2DeskDelivery {
   memberId: string;
+  /** The Chat2Desk account the webhook was registered for (src/db/webhooks.ts `accountKey`): message ids are unique per account. */
+  accountKey: string;
   /** Chat2Desk's `hook_type` (docs/protocols.md C7). */
   hookType: string;
   /** The delivery key (src/chat2desk/webhook-events.ts `deliveryKey`): a Chat2Desk retry has the same one. */

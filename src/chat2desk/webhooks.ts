@@ -120,7 +120,14 @@ export class Chat2DeskWebhooks {
     let jobs: NewJob[];
     try {
       // Handlers are pure functions of the delivery: input their kind refuses is this delivery's fault.
-      jobs = this.deps.deliveryHandlers.jobsFor({ memberId: portal.memberId, hookType, deliveryKey: dedupKey, event, settings: portal.settings });
+      jobs = this.deps.deliveryHandlers.jobsFor({
+        memberId: portal.memberId,
+        accountKey: registration.accountKey,
+        hookType,
+        deliveryKey: dedupKey,
+        event,
+        settings: portal.settings,
+      });
     } catch (error) {
       const reason = error instanceof Error ? error.message : String(error);
       this.deps.log.warn({ memberId: portal.memberId, hookType, err: reason }, 'chat2desk webhook delivery refused: its jobs are invalid');

@@ -70,6 +70,8 @@ const LINK_SECRET = /^[A-Za-z0-9_-]{43}$/;
  */
 const STORED_UPLOADS_PER_USER = 10;
 const MAX_NAME_LENGTH = 200;
+/** The owner of files the app hosts on no portal user's behalf (Bitrix24 user ids start at 1). */
+export const SYSTEM_OWNER = 0;
 
 /**
  * Files a user attaches to a message. Chat2Desk takes files only by a direct public link
@@ -108,6 +110,33 @@ export class DialogFiles {
     };
     await this.deps.store.add({ ...file, bytes: upload.bytes });
     return { id: file.id, name: file.name, size: file.size, type: file.type, expiresAt: new Date(file.expiresAt).toISOString() };
+  }
+
+  /**
+   * A file we host for a portal on no user's behalf (a client's attachment re-hosted for Bitrix24 to
+   * fetch, docs/protocols.md B22): owned by the system user 0, so no user's upload quota counts it,
+   * stored once under `id` however often a retried job hosts it. Any type is kept (it is served as a
+   * download with nosniff, never rendered); an unknown one as application/octet-stream.
+   */
+  async host(memberId: string, id: string, file: { name: string; bytes: Buffer }): Promise<UploadedFile> {
+    if (file.bytes.length > this.deps.maxBytes) throw tooLarge(this.deps.maxBytes);
+    const type = await sniff(file.bytes).catch((error: unknown) => {
+      if (error instanceof FileRequestError) return 'application/octet-stream';
+      throw error;
+    });
+    const now = this.deps.clock.now();
+    return this.deps.store.addOnce({
+      id,
+      secret: randomBytes(32).toString('base64url'),
+      memberId,
+      userId: SYSTEM_OWNER,
+      name: safeFileName(file.name),
+      type,
+      size: file.bytes.length,
+      createdAt: now,
+      expiresAt: now + this.deps.linkHours * 3600_000,
+      bytes: file.bytes,
+    });
   }
 
   /**

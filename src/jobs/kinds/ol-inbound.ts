@@ -1,0 +1,257 @@
+import { Bitrix24Error } from '../../bitrix24/errors.js';
+import type { DialogFiles } from '../../dialogs/files.js';
+import { type OlInboundInput, OL_INBOUND_KIND, inboundDedupKey, olInboundInput } from '../../open-channels/inbound.js';
+import { CONNECTOR_ID } from '../../open-channels/connector.js';
+import { clientChatId, clientUserId, requestChatId } from '../../open-channels/identity.js';
+import type { OpenLines } from '../../open-channels/lines.js';
+import { cleanClientName } from '../../open-channels/names.js';
+import { routeConversation } from '../../open-channels/routing.js';
+import type { PortalLanguage } from '../../triggers/triggers.js';
+import type { RobotRun } from '../../activities/activity.js';
+import { JobFailure, retryWithBackoff } from '../failures.js';
+import type { JobKind, JobOutcome } from '../kinds.js';
+import { runFor, type RunContextDeps } from '../run-context.js';
+
+export { OL_INBOUND_KIND };
+
+/**
+ * The message waits: no connected line takes its conversation, its line wants a Chat2Desk operator
+ * first, or Bitrix24 says the line is inactive. It is looked at again every hold-recheck interval
+ * (not backed off: a line connected or an operator joining should show soon), until its deadline.
+ */
+export class InboundHeld extends Error {
+  override name = 'InboundHeld';
+}
+
+/** Bitrix24 refused this message in its own entry of the answer (SUCCESS false, ERRORS): nothing was added. */
+class MessageRefused extends JobFailure {}
+
+/** A Chat2Desk attachment link did not give the file (yet): tried again with backoff. */
+class AttachmentUnavailable extends Error {
+  override name = 'AttachmentUnavailable';
+}
+
+export interface OlInboundDeps extends RunContextDeps {
+  lines: OpenLines;
+  files: DialogFiles;
+  /** How Chat2Desk attachments are fetched (the server's fetch). */
+  fetch: typeof fetch;
+  holdRecheckMs: number;
+}
+
+/** What the ledger records for a message Bitrix24 took. */
+interface Delivered {
+  line: number;
+  chatId: string;
+  /** Bitrix24's chat of the conversation (session.CHAT_ID), when the answer said. */
+  imChatId: string | null;
+}
+
+/** Line errors that a change in Bitrix24 (the line deleted or switched off, the connector gone) explains: held and re-routed, never dropped. */
+const LINE_GONE = new Set(['NOT_ACTIVE_LINE', 'IMCONNECTOR_NO_CORRECT_PROVIDER', 'IMCONNECTOR_NOT_SPECIFIED_CORRECT_CONNECTOR', 'IMCONNECTOR_COULD_NOT_GET_PROVIDER_OBJECT']);
+
+const IN_DOUBT =
+  'Bitrix24 did not answer whether it took the message, and nothing tells whether it did: it may already have been sent to the Open Channel, so it is not sent again';
+
+const MARKS: Record<PortalLanguage, { operator: (name: string) => string; autoreply: string; chat2desk: string }> = {
+  en: { operator: (name) => `Chat2Desk operator ${name}:`, autoreply: 'Chat2Desk autoreply:', chat2desk: 'Sent from Chat2Desk:' },
+  ru: { operator: (name) => `Оператор Chat2Desk ${name}:`, autoreply: 'Автоответ Chat2Desk:', chat2desk: 'Отправлено из Chat2Desk:' },
+  es: { operator: (name) => `Operador de Chat2Desk ${name}:`, autoreply: 'Respuesta automática de Chat2Desk:', chat2desk: 'Enviado desde Chat2Desk:' },
+};
+
+/**
+ * A Chat2Desk message → `imconnector.send.messages` on the conversation's line (docs/protocols.md B22),
+ * once: under the ledger key `ol_in:<account>:<message id>`; an answer lost is not settled by looking
+ * (Bitrix24 offers no read-back by external id), so the message is never sent twice and the entry
+ * says it may have been sent.
+ */
+export function olInboundKind(deps: OlInboundDeps): JobKind<OlInboundInput> {
+  return {
+    name: OL_INBOUND_KIND,
+    input: olInboundInput,
+    needsConfirmation: false,
+    dedup: 'forever',
+    after: 'done',
+    async prepare(job, input, log) {
+      const run = await runFor(deps, job, log);
+      const key = inboundDedupKey(input.account, input.messageId);
+      const check = {
+        key,
+        settle: async () => 'unknown' as const,
+        inDoubt: IN_DOUBT,
+        unreachable: IN_DOUBT,
+      };
+      return {
+        run: () => deliver(deps, run, job.publicId, key, check, input),
+        settle: async () => {
+          const found = await run.ledger.settle<Delivered>(check);
+          return found ? sentOutcome(input, found) : undefined;
+        },
+        inDoubt: async () => (await run.ledger.held()).length > 0,
+      };
+    },
+    failed: (_job, message) => ({ returnValues: { status: 'failed', error: message }, logMessage: message }),
+    classify(error, job) {
+      if (error instanceof InboundHeld) return { action: 'retry', at: deps.clock.now() + deps.holdRecheckMs, message: error.message, expected: true };
+      if (error instanceof AttachmentUnavailable) return retryWithBackoff(job, deps.clock.now(), error.message);
+      return undefined;
+    },
+  };
+}
+
+async function deliver(
+  deps: OlInboundDeps,
+  run: RobotRun,
+  jobId: string,
+  key: string,
+  check: { key: string; settle: () => Promise<'unknown'>; inDoubt: string; unreachable: string },
+  input: OlInboundInput,
+): Promise<JobOutcome> {
+  const earlier = await run.ledger.peek<Delivered>(key);
+  if (earlier?.state === 'done') return sentOutcome(input, earlier.value);
+  const memberId = run.portal.memberId;
+  const route = await routeConversation(await deps.lines.lines(memberId), {
+    channelId: input.channelId,
+    clientTagIds: async () => (await run.directory.client(input.clientId)).tags.map((tag) => tag.id),
+  });
+  if (route.kind === 'none') throw new InboundHeld(`Held: ${route.reason}. Connect a line in Contact Center (Open Channels → Chat2Desk)`);
+  if (route.kind === 'filtered') {
+    // "Send previous messages after tagging" (slice 3) will pick these up; until then they stay in Chat2Desk only.
+    return { returnValues: { status: 'skipped', reason: route.reason }, logMessage: `not sent to Open Channels: ${route.reason}` };
+  }
+  const { lineId, options } = route.line;
+  if (options.holdUntilOperator && input.author === 'client' && !(await hasOperator(run, input))) {
+    throw new InboundHeld(`Held until a Chat2Desk operator joins dialog ${input.dialogId ?? '(none yet)'}: line ${lineId} waits for an operator`);
+  }
+  const chatId = options.chatPer === 'request' && input.requestId !== null ? requestChatId(input.requestId) : clientChatId(input.clientId);
+  const files = await rehost(deps, run, jobId, input);
+  const text = await markedText(run, input, files.skipped);
+  const name = cleanClientName(input.client.assignedName ?? input.client.name);
+  const phone = input.client.phone ? `+${input.client.phone}` : undefined;
+  const message = {
+    user: {
+      id: clientUserId(input.clientId),
+      name: name.name,
+      last_name: name.lastName,
+      ...(phone ? { phone, skip_phone_validate: 'Y' } : {}),
+    },
+    message: {
+      id: String(input.messageId),
+      date: Math.floor(Date.parse(input.sentAt) / 1000),
+      ...(text ? { text } : {}),
+      ...(files.hosted.length > 0 ? { files: files.hosted } : {}),
+    },
+    chat: { id: chatId, name: chatName(input, name, phone) },
+  };
+  const { value } = await run.ledger.once<Delivered>({
+    ...check,
+    intent: { line: lineId, chatId },
+    busy: 'another attempt is sending this message to the Open Channel',
+    refused: (error) =>
+      error instanceof MessageRefused ||
+      error instanceof InboundHeld ||
+      (error instanceof Bitrix24Error && (error.refusedForLoad || error.expiredToken || (error.httpStatus >= 400 && error.httpStatus < 500))),
+    act: async () => {
+      let answer: unknown;
+      try {
+        answer = await run.bitrix24.call('imconnector.send.messages', { CONNECTOR: CONNECTOR_ID, LINE: lineId, MESSAGES: [message] });
+      } catch (error) {
+        if (error instanceof Bitrix24Error && LINE_GONE.has(error.code)) {
+          throw new InboundHeld(
+            `Held: Bitrix24 refused line ${lineId} (${error.code}: ${error.description || 'inactive or deleted'}); the message goes to the line that takes the conversation once one is active. Connect a line in Contact Center (Open Channels → Chat2Desk)`,
+          );
+        }
+        throw error;
+      }
+      const entry = record(firstOf(record(record(answer).DATA).RESULT));
+      if (entry.SUCCESS === false) {
+        const errors = Array.isArray(entry.ERRORS) ? entry.ERRORS.map((item) => `${record(item).code ?? ''} ${record(item).message ?? ''}`.trim()).join('; ') : 'no reason given';
+        throw new MessageRefused(`Bitrix24 refused the message for Open Channel line ${lineId}: ${errors}`);
+      }
+      const session = record(entry.session);
+      return { line: lineId, chatId, imChatId: typeof session.CHAT_ID === 'string' || typeof session.CHAT_ID === 'number' ? String(session.CHAT_ID) : null };
+    },
+  });
+  return sentOutcome(input, value);
+}
+
+function sentOutcome(input: OlInboundInput, delivered: Delivered): JobOutcome {
+  return {
+    returnValues: { status: 'sent', line: delivered.line, chatId: delivered.chatId, imChatId: delivered.imChatId, messageId: input.messageId, dialogId: input.dialogId },
+    logMessage: `Chat2Desk message ${input.messageId} sent to Open Channel line ${delivered.line} (chat ${delivered.chatId})`,
+    ...(input.client.phone ? { phone: input.client.phone } : {}),
+  };
+}
+
+/** An operator joined when the message says so, or the dialog has one now (the cache is made stale by dialog_transferred and by every message). */
+async function hasOperator(run: RobotRun, input: OlInboundInput): Promise<boolean> {
+  if (input.operatorId !== null) return true;
+  if (input.dialogId === null) return false;
+  return (await run.directory.dialog(input.dialogId)).operatorId !== null;
+}
+
+/**
+ * Every attachment is fetched from Chat2Desk and hosted by us at an unguessable expiring link that
+ * Bitrix24 downloads (docs/protocols.md B22): a Chat2Desk link may need its session or expire. One
+ * copy per job and attachment (the id), however often the job retries.
+ */
+async function rehost(deps: OlInboundDeps, run: RobotRun, jobId: string, input: OlInboundInput): Promise<{ hosted: Array<{ url: string; name: string }>; skipped: string[] }> {
+  const hosted: Array<{ url: string; name: string }> = [];
+  const skipped: string[] = [];
+  for (const [index, attachment] of input.attachments.entries()) {
+    let response: Response;
+    try {
+      response = await deps.fetch(attachment.link, { signal: AbortSignal.timeout(60_000) });
+    } catch (error) {
+      throw new AttachmentUnavailable(`could not fetch the attachment ${attachment.name} from Chat2Desk: ${error instanceof Error ? error.message : String(error)}`);
+    }
+    if (!response.ok) {
+      await response.body?.cancel();
+      if (response.status === 404 || response.status === 410) {
+        skipped.push(attachment.name);
+        continue;
+      }
+      throw new AttachmentUnavailable(`could not fetch the attachment ${attachment.name} from Chat2Desk: HTTP ${response.status}`);
+    }
+    const declared = Number(response.headers.get('content-length'));
+    if (Number.isFinite(declared) && declared > deps.files.maxBytes) {
+      await response.body?.cancel();
+      skipped.push(attachment.name);
+      continue;
+    }
+    const bytes = Buffer.from(await response.arrayBuffer());
+    if (bytes.length === 0 || bytes.length > deps.files.maxBytes) {
+      skipped.push(attachment.name);
+      continue;
+    }
+    const file = await deps.files.host(run.portal.memberId, `ol-in-${jobId}-${index}`, { name: attachment.name, bytes });
+    hosted.push({ url: deps.files.link(file), name: file.name });
+  }
+  return { hosted, skipped };
+}
+
+/** Messages from the Chat2Desk side are marked in the portal's language (docs/protocols.md B22: send.messages has no "outgoing" flag). */
+async function markedText(run: RobotRun, input: OlInboundInput, skipped: string[]): Promise<string> {
+  const parts: string[] = [];
+  if (input.author !== 'client') {
+    const marks = MARKS[await run.language()];
+    let label = input.author === 'autoreply' ? marks.autoreply : marks.chat2desk;
+    if (input.author === 'operator') {
+      const operator = (await run.directory.operators()).find((item) => item.id === input.operatorId);
+      const name = [operator?.first_name, operator?.last_name].filter(Boolean).join(' ').trim() || operator?.email || `#${input.operatorId}`;
+      label = marks.operator(name);
+    }
+    parts.push(`[b]${label}[/b]`);
+  }
+  if (input.text) parts.push(input.text);
+  for (const name of skipped) parts.push(`(${name}: the file could not be forwarded; it is in Chat2Desk)`);
+  return parts.join('[br]');
+}
+
+function chatName(input: OlInboundInput, name: { name: string; lastName: string }, phone: string | undefined): string {
+  const who = [name.name, name.lastName].filter(Boolean).join(' ') || phone || `Chat2Desk client ${input.clientId}`;
+  return input.transport ? `${who} (${input.transport})` : who;
+}
+
+const record = (value: unknown): Record<string | number, unknown> => (value && typeof value === 'object' ? (value as Record<string, unknown>) : {});
+const firstOf = (value: unknown): unknown => Object.values(record(value))[0];
