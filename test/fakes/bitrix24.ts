@@ -153,6 +153,105 @@ export interface Delivery {
   status: number;
 }
 
+/** An Open Channel (imopenlines.config.*, §12.4); the fake starts with line 1. */
+export interface OpenLine {
+  id: number;
+  name: string;
+  active: boolean;
+}
+
+/** A connector's state on one line: the flags SETTING_CONNECTOR shows (pages-and-modes §2.1). */
+export interface ConnectorLineState {
+  connector: string;
+  line: number;
+  /** imconnector.activate ACTIVE=1. */
+  active: boolean;
+  /** Raised by imconnector.connector.data.set (both CONNECTION_STATUS and REGISTER_STATUS). */
+  connected: boolean;
+  /** Raised by imconnector.set.error, lowered by a later data.set or activate. */
+  error: boolean;
+  data: Record<string, unknown>;
+}
+
+/** A file of an Open Channel message. */
+export interface OpenLineFile {
+  name: string;
+  /** A client's file: the url the connector gave, and what the fake got fetching it as Bitrix24 does (§12.5). */
+  url?: string;
+  download?: { status: number; contentType: string; body: Buffer } | { error: string };
+  /** An operator's file: served at downloadLink (with an access token) to the connector. */
+  mime?: string;
+  size?: number;
+}
+
+export interface OpenLineMessage {
+  /** Bitrix24's own message id (`im.message_id` of the events). */
+  imMessageId: number;
+  /** `client` came in by imconnector.send.messages; `operator` was written in Bitrix24 (operatorWrites). */
+  from: 'client' | 'operator';
+  /** The connector's ids: message.id of send.messages, or the ids confirmed by send.status.delivery. */
+  externalIds: string[];
+  /** Portal user: the client's connector user, or the operator. */
+  authorId: number;
+  text: string;
+  files: OpenLineFile[];
+  /** unix seconds */
+  date: number;
+  deleted: boolean;
+  /**
+   * An operator's message stays `undelivered` (what the operator sees) until imconnector.send.status.delivery
+   * confirms it with message.id as an ARRAY (pages-and-modes §6).
+   */
+  delivery: 'undelivered' | 'delivered';
+  /** imconnector.send.status.reading confirmed it (message.id as an array). */
+  read: boolean;
+}
+
+/** An Open Channel chat of one external chat of a connector on a line (§12.5). */
+export interface OpenLineChat {
+  line: number;
+  connector: string;
+  externalChatId: string;
+  chatId: number;
+  sessionId: number;
+  /** The client as the connector named them (user.id, name, last_name). */
+  externalUserId: string;
+  userId: number;
+  name: string;
+  lastName: string;
+  messages: OpenLineMessage[];
+}
+
+/** A send.status.delivery / .reading the fake received, per message whether Bitrix24 would accept it. */
+export interface ConnectorStatusReport {
+  method: 'imconnector.send.status.delivery' | 'imconnector.send.status.reading';
+  connector: string;
+  line: number;
+  messages: Array<{ imMessageId: number; externalChatId: string; ids: unknown; accepted: boolean }>;
+}
+
+export interface OperatorWritesInput {
+  line: number;
+  externalChatId: string;
+  /** The operator (a portal user); defaults to the admin. */
+  userId?: number;
+  text: string;
+  files?: Array<{ name: string; content: string | Uint8Array; mime?: string }>;
+}
+
+export interface SettingConnectorInput {
+  line: number;
+  connector: string;
+  /** Each flag defaults to the fake's own state of the connector on the line. */
+  activeStatus?: boolean;
+  connectionStatus?: boolean;
+  registerStatus?: boolean;
+  errorStatus?: boolean;
+  status?: boolean;
+}
+
+export type DeliveryReply = { handler: string; status: number; text: string };
+
 export type CrmRecord = Record<string, unknown>;
 
 export interface CrmStore {
@@ -272,6 +371,24 @@ export interface FakeBitrix24 {
    * made them required does (400, the field named in error_description; §10). [] lifts it.
    */
   requireFields(entity: 'lead' | 'contact' | 'deal' | 'company', fields: string[]): void;
+  /** Open Channels (§12): lines, registered connectors (ID → register params), connector states per line. */
+  openLines: Map<number, OpenLine>;
+  connectors: Map<string, Record<string, unknown>>;
+  connectorLines: Map<string, ConnectorLineState>;
+  connectorStatusReports: ConnectorStatusReport[];
+  openLineChats(line: number): OpenLineChat[];
+  openLineMessages(line: number, externalChatId: string): OpenLineMessage[];
+  /** An operator writes in an Open Channel chat: ONIMCONNECTORMESSAGEADD to the bound handlers (§12.6). */
+  operatorWrites(input: OperatorWritesInput): Promise<{ imMessageId: number; replies: DeliveryReply[] }>;
+  /** The operator edits / deletes their message: ONIMCONNECTORMESSAGEUPDATE / …DELETE (§12.8). */
+  operatorEdits(input: { line: number; externalChatId: string; imMessageId: number; text: string }): Promise<DeliveryReply[]>;
+  operatorDeletes(input: { line: number; externalChatId: string; imMessageId: number }): Promise<DeliveryReply[]>;
+  /** An admin deletes the line: ONIMCONNECTORLINEDELETE with data = the line id (§12.8). */
+  deleteOpenLine(line: number): Promise<DeliveryReply[]>;
+  /** An admin disconnects the connector from the line: ONIMCONNECTORSTATUSDELETE (§12.8). */
+  disconnectConnector(input: { connector: string; line: number }): Promise<DeliveryReply[]>;
+  /** The connector settings page open: PLACEMENT=SETTING_CONNECTOR (pages-and-modes §2.1). */
+  settingConnectorPageRequest(input: SettingConnectorInput, overrides?: InstallOverrides): { query: string; body: string };
   resetCalls(): void;
   close(): Promise<void>;
 }
@@ -511,7 +628,8 @@ interface MethodResult {
   next?: number;
 }
 
-type MethodHandler = (params: Params, caller: Caller) => MethodResult;
+/** Most methods answer at once; a few wait on the network as Bitrix24 does (imconnector.send.messages downloads files). */
+type MethodHandler = (params: Params, caller: Caller) => MethodResult | Promise<MethodResult>;
 
 interface RestTime {
   start: number;
@@ -685,6 +803,23 @@ class FakePortal implements FakeBitrix24 {
   private nextCommentId = 1;
   private nextLogMessageId = 1;
   private nextNotificationId = 1;
+
+  // Open Channels (§12). GUESS: the id ranges only echo the docs examples' magnitudes.
+  readonly openLines = new Map<number, OpenLine>([[1, { id: 1, name: 'Open Channel', active: true }]]);
+  readonly connectors = new Map<string, Record<string, unknown>>();
+  readonly connectorLines = new Map<string, ConnectorLineState>();
+  readonly connectorStatusReports: ConnectorStatusReport[] = [];
+  /** `<line> <external chat id>` → chat. */
+  private readonly chats = new Map<string, OpenLineChat>();
+  /** `<connector> <external user id>` → the connector user Bitrix24 made for the client. */
+  private readonly connectorUsers = new Map<string, number>();
+  /** token of /rest/download.json → an operator's file. */
+  private readonly operatorFiles = new Map<string, { name: string; mime: string; body: Buffer }>();
+  private nextLineId = 2;
+  private nextConnectorUserId = 585;
+  private nextOpenLineChatId = 1767;
+  private nextSessionId = 323;
+  private nextImMessageId = 86497;
 
   constructor(options: FakeBitrix24Options) {
     this.options = {
@@ -934,12 +1069,17 @@ class FakePortal implements FakeBitrix24 {
 
   /** Delivers an event to every online handler bound for it, once, no retry; nothing before install (§0). */
   async deliverEvent(event: string, data: unknown, options: { applicationToken?: string } = {}): Promise<Array<{ handler: string; status: number; text: string }>> {
+    return this.deliverEventCausedBy(event, data, 1, options);
+  }
+
+  /** `auth_type` 0 handlers get the tokens of the user who caused the event (§11), e.g. the writing operator. */
+  private async deliverEventCausedBy(event: string, data: unknown, causedBy: number, options: { applicationToken?: string } = {}): Promise<DeliveryReply[]> {
     if (!this.installed) return [];
     const name = event.toUpperCase();
     const targets = this.eventBindings.filter((binding) => binding.event === name && !binding.offline);
-    const replies: Array<{ handler: string; status: number; text: string }> = [];
+    const replies: DeliveryReply[] = [];
     for (const binding of targets) {
-      const userId = binding.authType > 0 ? binding.authType : 1;
+      const userId = binding.authType > 0 ? binding.authType : causedBy;
       const body = this.buildEventBody(name, binding.id, data, { userId, ...options });
       const reply = await this.postForm('event', binding.handler, body);
       replies.push({ handler: binding.handler, ...reply });
@@ -1199,6 +1339,7 @@ class FakePortal implements FakeBitrix24 {
     // the preflight is answered and every answer names the calling origin. GUESS: Bitrix24's exact
     // CORS headers are not documented; these are what the b24jssdk call needs.
     app.use('/rest/*', cors({ origin: (origin) => origin, allowMethods: ['GET', 'POST'], allowHeaders: ['content-type'] }));
+    app.get('/rest/download.json', (c) => this.downloadOperatorFile(c));
     app.all('/rest/*', async (c) => {
       const startedAt = nowMs();
       const pathMethod = decodeURIComponent(c.req.path.slice('/rest/'.length));
@@ -1227,7 +1368,7 @@ class FakePortal implements FakeBitrix24 {
 
       const batchCommands = method === 'batch' ? Object.values(isRecord(rest.cmd) ? rest.cmd : {}).map((command) => String(command).split('?')[0]!.toLowerCase()) : [];
       await this.waitAtHold(`rest ${method}`, batchCommands);
-      const outcome = this.execute(method, rest, token, startedAt);
+      const outcome = await this.execute(method, rest, token, startedAt);
       if (!outcome.ok) return jsonResponse(c, outcome.body, outcome.status);
       const envelope: Record<string, unknown> = { result: outcome.result };
       if (outcome.next !== undefined) envelope.next = outcome.next;
@@ -1250,18 +1391,18 @@ class FakePortal implements FakeBitrix24 {
    * Runs one REST method (top level or batch sub-command) and records it. Order: injected fault,
    * auth (§2), operating block (§4), method lookup (§3), the method itself.
    */
-  private execute(method: string, params: Params, token: string | undefined, startedAt = nowMs()): Outcome {
+  private async execute(method: string, params: Params, token: string | undefined, startedAt = nowMs()): Promise<Outcome> {
     const entry = this.record(this.calls, method, params, token, 0);
-    const outcome = this.runMethod(method, params, token, startedAt);
+    const outcome = await this.runMethod(method, params, token, startedAt);
     entry.status = outcome.ok ? 200 : outcome.status;
     if (!outcome.ok) entry.error = text(outcome.body.error);
     return outcome;
   }
 
-  private runMethod(method: string, params: Params, token: string | undefined, startedAt: number): Outcome {
+  private async runMethod(method: string, params: Params, token: string | undefined, startedAt: number): Promise<Outcome> {
     const injected = this.injectedFailures.get(method)?.shift();
     if (injected !== undefined) {
-      if (injected.afterRunning) this.runMethod(method, params, token, startedAt);
+      if (injected.afterRunning) await this.runMethod(method, params, token, startedAt);
       return { ok: false, status: injected.status, body: injectedBody(injected) };
     }
     try {
@@ -1273,7 +1414,7 @@ class FakePortal implements FakeBitrix24 {
       }
       const handler = this.methods.get(method);
       if (handler === undefined) throw methodNotFound();
-      const result = handler(params, caller);
+      const result = await handler(params, caller);
       return { ok: true, ...result, time: this.timeBlock(method, startedAt) };
     } catch (error) {
       if (error instanceof RestError) return { ok: false, status: error.status, body: error.body() };
@@ -1485,6 +1626,22 @@ class FakePortal implements FakeBitrix24 {
       ['crm.timeline.comment.add', (params, caller) => this.timelineCommentAdd(params, caller)],
       ['crm.timeline.comment.list', (params) => this.timelineCommentList(params)],
       ['crm.timeline.logmessage.add', (params, caller) => this.timelineLogMessageAdd(params, caller)],
+
+      ['imconnector.register', (params) => this.connectorRegister(params)],
+      ['imconnector.unregister', (params) => this.connectorUnregister(params)],
+      ['imconnector.list', () => ({ result: Object.fromEntries([...this.connectors].map(([id, data]) => [id, text(data.NAME)])) })],
+      ['imconnector.activate', (params) => this.connectorActivate(params)],
+      ['imconnector.status', (params) => this.connectorStatus(params)],
+      ['imconnector.connector.data.set', (params) => this.connectorDataSet(params)],
+      ['imconnector.set.error', (params) => this.connectorSetError(params)],
+      ['imconnector.send.messages', (params) => this.connectorSendMessages(params)],
+      ['imconnector.update.messages', (params) => this.connectorUpdateMessages(params)],
+      ['imconnector.delete.messages', (params) => this.connectorDeleteMessages(params)],
+      ['imconnector.send.status.delivery', (params) => this.connectorStatusReport('imconnector.send.status.delivery', params)],
+      ['imconnector.send.status.reading', (params) => this.connectorStatusReport('imconnector.send.status.reading', params)],
+      ['imopenlines.config.list.get', () => ({ result: [...this.openLines.values()].map(openLineView) })],
+      ['imopenlines.config.get', (params) => this.openLineGet(params)],
+      ['imopenlines.config.add', (params) => this.openLineAdd(params)],
     ]);
   }
 
@@ -1564,7 +1721,7 @@ class FakePortal implements FakeBitrix24 {
 
   // ----- batch (§3) ------------------------------------------------------------------------------
 
-  private batch(params: Params, caller: Caller): MethodResult {
+  private async batch(params: Params, caller: Caller): Promise<MethodResult> {
     const cmd = params.cmd;
     const commands: Array<[string, string]> = Array.isArray(cmd)
       ? cmd.map((command, index) => [String(index), text(command)])
@@ -1606,7 +1763,7 @@ class FakePortal implements FakeBitrix24 {
         outcome = { ok: false, status: nested.status, body: nested.body() };
         this.record(this.calls, method, subParams, caller.accessToken, nested.status, nested.code);
       } else {
-        outcome = this.execute(method, subParams, caller.accessToken, startedAt);
+        outcome = await this.execute(method, subParams, caller.accessToken, startedAt);
       }
 
       if (!outcome.ok) {
@@ -1854,6 +2011,473 @@ class FakePortal implements FakeBitrix24 {
     const count = this.placements.length - remaining.length;
     this.placements.splice(0, this.placements.length, ...remaining);
     return { result: { count } };
+  }
+
+  // ----- Open Channels connector (§12; pages-and-modes §2.1, §6) -------------------------------------
+
+  /**
+   * imconnector.register (§12.1): errors come as HTTP 200 with result.result=false
+   * (examples/imconnector-register.error-200.json); registering the same ID again replaces it.
+   */
+  private connectorRegister(params: Params): MethodResult {
+    const data = upperKeys(params);
+    const refuse = (error: string, description: string): MethodResult => ({ result: { result: false, error, error_description: description } });
+    const rawId = text(data.ID);
+    // GUESS: the descriptions; the docs example's (German) text is "Connector-ID nicht angegeben".
+    if (rawId === '') return refuse('CONNECTOR_ID_REQUIRED', 'Connector ID is not specified');
+    if (rawId.includes('.')) return refuse('APPLICATION_REGISTRATION_ERROR_POINT', 'The connector ID must not contain a point');
+    const id = rawId.toLowerCase(); // §12.1: lower-cased
+    // GUESS: other characters outside [a-z0-9_] are refused with this code and text.
+    if (!/^[a-z0-9_]+$/.test(id)) return refuse('CONNECTOR_ID_REQUIRED', 'The connector ID may only hold a-z, 0-9 and _');
+    if (phpEmpty(data.NAME)) return refuse('NAME_REQUIRED', 'Connector name is not specified'); // GUESS: code and text
+    const icon = isRecord(data.ICON) ? upperKeys(data.ICON) : {};
+    if (phpEmpty(icon.DATA_IMAGE)) return refuse('ICON_REQUIRED', 'Connector icon is not specified'); // GUESS: code and text
+    if (phpEmpty(data.PLACEMENT_HANDLER)) return refuse('HANDLER_URL_REQUIRED', 'Placement handler is not specified'); // GUESS: code and text
+    this.connectors.set(id, { ...data, ID: id, ICON: icon });
+    return { result: { result: true } };
+  }
+
+  /** GUESS: unregister answers like register, and drops the connector's state on every line. */
+  private connectorUnregister(params: Params): MethodResult {
+    const id = text(upperKeys(params).ID).toLowerCase();
+    if (!this.connectors.delete(id)) return { result: { result: false, error: 'CONNECTOR_NOT_FOUND', error_description: 'Connector not found' } };
+    for (const [key, state] of this.connectorLines) if (state.connector === id) this.connectorLines.delete(key);
+    return { result: { result: true } };
+  }
+
+  /** CONNECTOR and LINE of a connector method: a registered connector (§12.5 IMCONNECTOR_NO_CORRECT_PROVIDER) and a line id. */
+  private connectorAndLine(data: Params): { connector: string; line: number } {
+    if (phpEmpty(data.CONNECTOR)) throw argumentNull('CONNECTOR');
+    if (phpEmpty(data.LINE)) throw argumentNull('LINE');
+    const connector = text(data.CONNECTOR).toLowerCase();
+    if (!this.connectors.has(connector)) {
+      throw new RestError(400, 'IMCONNECTOR_NO_CORRECT_PROVIDER', 'Could not find a suitable provider for the connector');
+    }
+    return { connector, line: positiveInt(data.LINE) ?? 0 };
+  }
+
+  private connectorLineState(connector: string, line: number): ConnectorLineState {
+    const key = `${connector} ${line}`;
+    let state = this.connectorLines.get(key);
+    if (state === undefined) {
+      state = { connector, line, active: false, connected: false, error: false, data: {} };
+      this.connectorLines.set(key, state);
+    }
+    return state;
+  }
+
+  /** The line exists and is active, and the connector is activated on it; else NOT_ACTIVE_LINE (§12.5). */
+  private requireActiveLine(connector: string, line: number): void {
+    const open = this.openLines.get(line);
+    const state = this.connectorLines.get(`${connector} ${line}`);
+    // GUESS: a line the connector is not activated on counts as inactive too.
+    if (open === undefined || !open.active || state === undefined || !state.active) {
+      throw new RestError(400, 'NOT_ACTIVE_LINE', 'Line with this ID is inactive or does not exist');
+    }
+  }
+
+  /** imconnector.activate {CONNECTOR, LINE, ACTIVE 1/0} → true (§12.3, examples/imconnector-activate.*). */
+  private connectorActivate(params: Params): MethodResult {
+    const data = upperKeys(params);
+    const { connector, line } = this.connectorAndLine(data);
+    // ACTIVE=0 is a value here, not "empty".
+    if (data.ACTIVE === undefined || text(data.ACTIVE) === '') throw argumentNull('ACTIVE');
+    if (!this.openLines.has(line)) throw new RestError(400, 'NOT_ACTIVE_LINE', 'Line with this ID is inactive or does not exist'); // GUESS
+    const state = this.connectorLineState(connector, line);
+    state.active = text(data.ACTIVE) === '1' || data.ACTIVE === true;
+    return { result: true };
+  }
+
+  /** GUESS: the result keys of imconnector.status; LINE=0 gives all flags false (§12.4). */
+  private connectorStatus(params: Params): MethodResult {
+    const data = upperKeys(params);
+    const connector = text(data.CONNECTOR).toLowerCase();
+    const line = positiveInt(data.LINE) ?? 0;
+    const state = this.connectorLines.get(`${connector} ${line}`);
+    const flags = this.connectorFlags(state);
+    return {
+      result: {
+        LINE: String(line),
+        CONNECTOR: connector,
+        ERROR: flags.ERROR_STATUS,
+        CONFIGURED: flags.CONNECTION_STATUS,
+        STATUS: flags.STATUS,
+      },
+    };
+  }
+
+  /** The flags of pages-and-modes §2.1. GUESS: STATUS is all of them together (active, connected, no error). */
+  private connectorFlags(state: ConnectorLineState | undefined): Record<'STATUS' | 'ACTIVE_STATUS' | 'CONNECTION_STATUS' | 'REGISTER_STATUS' | 'ERROR_STATUS', boolean> {
+    const active = state?.active ?? false;
+    const connected = state?.connected ?? false;
+    const error = state?.error ?? false;
+    return { STATUS: active && connected && !error, ACTIVE_STATUS: active, CONNECTION_STATUS: connected, REGISTER_STATUS: connected, ERROR_STATUS: error };
+  }
+
+  /** imconnector.connector.data.set {CONNECTOR, LINE, DATA{ID, URL, URL_IM, NAME}} → true; overwrites the whole DATA (§12.4). */
+  private connectorDataSet(params: Params): MethodResult {
+    const data = upperKeys(params);
+    const { connector, line } = this.connectorAndLine(data);
+    if (!isRecord(data.DATA) || phpEmpty(data.DATA)) throw argumentNull('DATA');
+    const state = this.connectorLineState(connector, line);
+    state.data = { ...data.DATA };
+    state.connected = true;
+    state.error = false; // GUESS: a new connection clears an earlier error
+    return { result: true };
+  }
+
+  /** imconnector.set.error {CONNECTOR, LINE} → true: the connector shows as failed on the line (pages-and-modes §2.1). */
+  private connectorSetError(params: Params): MethodResult {
+    const data = upperKeys(params);
+    const { connector, line } = this.connectorAndLine(data);
+    this.connectorLineState(connector, line).error = true;
+    return { result: true };
+  }
+
+  /** MESSAGES of the imconnector.*.messages methods: a non-empty list of records (§12.5, examples/imconnector-send-messages.error.json). */
+  private connectorMessages(data: Params): Params[] {
+    if (phpEmpty(data.MESSAGES)) throw argumentNull('MESSAGES');
+    const list = Array.isArray(data.MESSAGES) ? data.MESSAGES : isRecord(data.MESSAGES) ? Object.values(data.MESSAGES) : [];
+    if (list.length === 0 || !list.every(isRecord)) {
+      throw new RestError(400, '100', 'The MESSAGES parameter must be an array of messages (arrays)'); // docs error table
+    }
+    return list;
+  }
+
+  /**
+   * imconnector.send.messages (§12.5): a client writes. Each message lands in the line's chat of its
+   * chat.id (made at the first message, with a session), files are downloaded from their url before
+   * the answer, as Bitrix24 does. Answer shape: examples/imconnector-send-messages.response.json.
+   */
+  private async connectorSendMessages(params: Params): Promise<MethodResult> {
+    const data = upperKeys(params);
+    const { connector, line } = this.connectorAndLine(data);
+    const messages = this.connectorMessages(data);
+    this.requireActiveLine(connector, line);
+    const results: Params[] = [];
+    for (const item of messages) results.push(await this.receiveClientMessage(connector, line, item));
+    // GUESS: the call's SUCCESS is false when any message was refused.
+    return { result: { SUCCESS: results.every((r) => r.SUCCESS === true), DATA: { RESULT: results } } };
+  }
+
+  private async receiveClientMessage(connector: string, line: number, item: Params): Promise<Params> {
+    const user = isRecord(item.user) ? item.user : {};
+    const message = isRecord(item.message) ? item.message : {};
+    const chat = isRecord(item.chat) ? item.chat : {};
+    const problem = clientMessageProblem(user, message, chat);
+    // GUESS: a refused message is reported in its own entry (SUCCESS false, ERRORS) rather than failing the call.
+    if (problem !== undefined) return { ...item, SUCCESS: false, ERRORS: [{ code: 'IMCONNECTOR_NOT_ALL_THE_REQUIRED_DATA', message: problem }] };
+
+    const externalUserId = text(user.id);
+    const userKey = `${connector} ${externalUserId}`;
+    const userId = this.connectorUsers.get(userKey) ?? this.nextConnectorUserId++;
+    this.connectorUsers.set(userKey, userId);
+    const externalChatId = text(chat.id);
+    const chatKey = `${line} ${externalChatId}`;
+    let openChat = this.chats.get(chatKey);
+    if (openChat === undefined) {
+      openChat = {
+        line,
+        connector,
+        externalChatId,
+        chatId: this.nextOpenLineChatId++,
+        sessionId: this.nextSessionId++,
+        externalUserId,
+        userId,
+        name: text(user.name),
+        lastName: text(user.last_name),
+        messages: [],
+      };
+      this.chats.set(chatKey, openChat);
+    }
+    const files: OpenLineFile[] = [];
+    const given = Array.isArray(message.files) ? message.files : isRecord(message.files) ? Object.values(message.files) : [];
+    for (const file of given.filter(isRecord)) {
+      const url = text(file.url);
+      files.push({ name: text(file.name) || (url.split('/').pop() ?? ''), url, download: await fetchClientFile(url) });
+    }
+    openChat.messages.push({
+      imMessageId: this.nextImMessageId++,
+      from: 'client',
+      externalIds: text(message.id) === '' ? [] : [text(message.id)],
+      authorId: userId,
+      text: text(message.text),
+      files,
+      date: positiveInt(message.date) ?? nowSeconds(),
+      deleted: false,
+      delivery: 'delivered',
+      read: false,
+    });
+
+    const chatView: Params = { id: externalChatId };
+    if (text(chat.name) !== '') chatView.name = text(chat.name);
+    if (text(chat.url) !== '') chatView.description = `Link to the original post: ${text(chat.url)}`;
+    const extra: Params = {};
+    if (text(user.skip_phone_validate) === 'Y') extra.skip_phone_validate = 'Y';
+    if (text(message.disable_crm) === 'Y') extra.disable_tracker = 'Y'; // GUESS: disable_crm shows as extra.disable_tracker
+    return {
+      user: String(userId),
+      // `date` is a PHP DateTime, JSON-encoded as {}; files come back empty (the docs example, which sent one).
+      message: { id: text(message.id), date: {}, text: text(message.text), files: [] },
+      chat: chatView,
+      extra,
+      SUCCESS: true,
+      session: { ID: String(openChat.sessionId), CHAT_ID: String(openChat.chatId) },
+    };
+  }
+
+  /** imconnector.update.messages: same shape, message.id = the external id of the client's message (§12.5). GUESS: the answer. */
+  private connectorUpdateMessages(params: Params): MethodResult {
+    const data = upperKeys(params);
+    const { connector, line } = this.connectorAndLine(data);
+    const messages = this.connectorMessages(data);
+    this.requireActiveLine(connector, line);
+    const results = messages.map((item) => {
+      const found = this.clientMessage(line, item);
+      if (found === undefined) return { ...item, SUCCESS: false, ERRORS: [{ code: 'MESSAGE_NOT_FOUND', message: 'Message not found' }] };
+      const message = isRecord(item.message) ? item.message : {};
+      if (message.text !== undefined) found.text = text(message.text);
+      return { ...item, SUCCESS: true };
+    });
+    return { result: { SUCCESS: results.every((r) => r.SUCCESS === true), DATA: { RESULT: results } } };
+  }
+
+  /** imconnector.delete.messages {user{id}, message{id}, chat{id}} (§12.5). GUESS: the answer. */
+  private connectorDeleteMessages(params: Params): MethodResult {
+    const data = upperKeys(params);
+    const { connector, line } = this.connectorAndLine(data);
+    const messages = this.connectorMessages(data);
+    this.requireActiveLine(connector, line);
+    const results = messages.map((item) => {
+      const found = this.clientMessage(line, item);
+      if (found === undefined) return { ...item, SUCCESS: false, ERRORS: [{ code: 'MESSAGE_NOT_FOUND', message: 'Message not found' }] };
+      found.deleted = true;
+      return { ...item, SUCCESS: true };
+    });
+    return { result: { SUCCESS: results.every((r) => r.SUCCESS === true), DATA: { RESULT: results } } };
+  }
+
+  private clientMessage(line: number, item: Params): OpenLineMessage | undefined {
+    const chat = isRecord(item.chat) ? item.chat : {};
+    const message = isRecord(item.message) ? item.message : {};
+    const id = text(message.id);
+    return this.chats.get(`${line} ${text(chat.id)}`)?.messages.find((m) => m.from === 'client' && m.externalIds.includes(id));
+  }
+
+  /**
+   * imconnector.send.status.delivery / .reading (§12.7): recorded as received. A message counts as
+   * confirmed only when message.id is an ARRAY, even of one id; otherwise it stays "undelivered"
+   * (pages-and-modes §6, examples/imconnector-send-status-delivery.*).
+   */
+  private connectorStatusReport(method: ConnectorStatusReport['method'], params: Params): MethodResult {
+    const data = upperKeys(params);
+    const { connector, line } = this.connectorAndLine(data);
+    const messages = this.connectorMessages(data);
+    const report: ConnectorStatusReport = { method, connector, line, messages: [] };
+    for (const item of messages) {
+      const im = isRecord(item.im) ? item.im : {};
+      const message = isRecord(item.message) ? item.message : {};
+      const chat = isRecord(item.chat) ? item.chat : {};
+      const imMessageId = positiveInt(im.message_id) ?? 0;
+      const externalChatId = text(chat.id);
+      // JSON keeps an array; a PHP form body gives message[id][0]=… which parses to an array too.
+      const accepted = Array.isArray(message.id) && message.id.length > 0;
+      report.messages.push({ imMessageId, externalChatId, ids: message.id, accepted });
+      const target = this.chats.get(`${line} ${externalChatId}`)?.messages.find((m) => m.imMessageId === imMessageId && m.from === 'operator');
+      if (target === undefined || !accepted) continue;
+      const ids = (message.id as unknown[]).map(text);
+      if (method === 'imconnector.send.status.delivery') {
+        target.delivery = 'delivered';
+        target.externalIds = ids;
+      } else {
+        target.read = true;
+      }
+    }
+    this.connectorStatusReports.push(report);
+    return { result: { SUCCESS: true, DATA: [] } };
+  }
+
+  /** imopenlines.config.get {CONFIG_ID} (§12.4). GUESS: the not-found error. */
+  private openLineGet(params: Params): MethodResult {
+    const id = positiveInt(upperKeys(params).CONFIG_ID);
+    const line = id === undefined ? undefined : this.openLines.get(id);
+    if (line === undefined) throw new RestError(400, 'CONFIG_NOT_FOUND', 'Config not found');
+    return { result: openLineView(line) };
+  }
+
+  /** imopenlines.config.add {PARAMS{LINE_NAME, ACTIVE?}} → the new line's id (§12.4). */
+  private openLineAdd(params: Params): MethodResult {
+    const data = upperKeys(params);
+    const settings = isRecord(data.PARAMS) ? upperKeys(data.PARAMS) : {};
+    const id = this.nextLineId++;
+    this.openLines.set(id, { id, name: text(settings.LINE_NAME) || `Open Channel ${id}`, active: text(settings.ACTIVE) !== 'N' });
+    return { result: id };
+  }
+
+  openLineChats(line: number): OpenLineChat[] {
+    return [...this.chats.values()].filter((chat) => chat.line === line);
+  }
+
+  openLineMessages(line: number, externalChatId: string): OpenLineMessage[] {
+    return this.chats.get(`${line} ${externalChatId}`)?.messages ?? [];
+  }
+
+  private requireChat(line: number, externalChatId: string): OpenLineChat {
+    const chat = this.chats.get(`${line} ${externalChatId}`);
+    if (chat === undefined) throw new Error(`fake Bitrix24: line ${line} has no chat "${externalChatId}" (a client writes first, by imconnector.send.messages)`);
+    return chat;
+  }
+
+  /**
+   * The operator's message as ONIMCONNECTORMESSAGEADD carries it (examples/onimconnectormessageadd.form.txt):
+   * with NEED_SIGNATURE (default yes, §12.1) the text starts with the operator's name in BBCode. GUESS:
+   * a files-only message keeps its empty text unsigned (examples/onimconnectormessageadd-with-file.form.txt).
+   */
+  async operatorWrites(input: OperatorWritesInput): Promise<{ imMessageId: number; replies: DeliveryReply[] }> {
+    const chat = this.requireChat(input.line, input.externalChatId);
+    const operatorId = input.userId ?? this.options.adminUserId;
+    const operator = this.users.get(operatorId);
+    if (operator === undefined) throw new Error(`fake Bitrix24 has no user ${operatorId}`);
+    const signed = text(this.connectors.get(chat.connector)?.NEED_SIGNATURE) !== 'N' && input.text !== '';
+    const messageText = signed ? `[b]${operator.name} ${operator.lastName}:[/b] [br]${input.text}` : input.text;
+    const files: OpenLineFile[] = [];
+    const wireFiles: Params[] = [];
+    const linkToken = this.issueAuth(operatorId).access_token;
+    for (const file of input.files ?? []) {
+      const body = Buffer.from(file.content);
+      const mime = file.mime ?? 'application/octet-stream';
+      const diskId = randomInt(100, 1_000_000);
+      // GUESS: the disk token's content; its shape (disk|<base64>) and the link's keys follow the example.
+      const token = `disk|${Buffer.from(`id=${diskId}&_=${randomAlnum(16)}`).toString('base64url')}`;
+      this.operatorFiles.set(token, { name: file.name, mime, body });
+      files.push({ name: file.name, mime, size: body.length });
+      wireFiles.push({
+        name: file.name,
+        // GUESS: `link` needs a browser session on the portal; the fake does not serve it.
+        link: `${this.portalUrl}/disk/showFile/${diskId}/?&ncc=1&ts=${nowSeconds()}&filename=${encodeURIComponent(file.name)}`,
+        // Relative, like the example; GUESS: it carries the operator's access token as auth.
+        downloadLink: `/rest/download.json?auth=${linkToken}&token=${encodeURIComponent(token)}`,
+        mime,
+        size: body.length,
+        type: mime.startsWith('image/') ? 'image' : 'file', // GUESS: the type values
+      });
+    }
+    const message: OpenLineMessage = {
+      imMessageId: this.nextImMessageId++,
+      from: 'operator',
+      externalIds: [],
+      authorId: operatorId,
+      text: messageText,
+      files,
+      date: nowSeconds(),
+      deleted: false,
+      delivery: 'undelivered',
+      read: false,
+    };
+    chat.messages.push(message);
+    const wireMessage: Params = { user_id: operatorId, text: messageText };
+    if (wireFiles.length > 0) wireMessage.files = wireFiles;
+    const replies = await this.deliverEventCausedBy(
+      'ONIMCONNECTORMESSAGEADD',
+      {
+        CONNECTOR: chat.connector,
+        LINE: chat.line,
+        MESSAGES: [{ im: { chat_id: chat.chatId, message_id: message.imMessageId }, message: wireMessage, chat: { id: chat.externalChatId } }],
+      },
+      operatorId,
+    );
+    return { imMessageId: message.imMessageId, replies };
+  }
+
+  private requireOperatorMessage(chat: OpenLineChat, imMessageId: number): OpenLineMessage {
+    const message = chat.messages.find((m) => m.imMessageId === imMessageId && m.from === 'operator');
+    if (message === undefined) throw new Error(`fake Bitrix24: chat "${chat.externalChatId}" has no operator message ${imMessageId}`);
+    return message;
+  }
+
+  /** ONIMCONNECTORMESSAGEUPDATE: message.id is the LIST of ids the delivery confirmed (examples/onimconnectormessageupdate.form.txt). */
+  async operatorEdits(input: { line: number; externalChatId: string; imMessageId: number; text: string }): Promise<DeliveryReply[]> {
+    const chat = this.requireChat(input.line, input.externalChatId);
+    const message = this.requireOperatorMessage(chat, input.imMessageId);
+    const operator = this.users.get(message.authorId);
+    const signed = text(this.connectors.get(chat.connector)?.NEED_SIGNATURE) !== 'N' && operator !== undefined;
+    // The update example signs without the space before [br] that the add example has.
+    message.text = signed ? `[b]${operator.name} ${operator.lastName}:[/b][br] ${input.text}` : input.text;
+    return this.deliverEventCausedBy(
+      'ONIMCONNECTORMESSAGEUPDATE',
+      {
+        CONNECTOR: chat.connector,
+        LINE: chat.line,
+        MESSAGES: [{ im: { chat_id: chat.chatId, message_id: message.imMessageId }, message: { id: message.externalIds, text: message.text }, chat: { id: chat.externalChatId } }],
+      },
+      message.authorId,
+    );
+  }
+
+  /** ONIMCONNECTORMESSAGEDELETE: message.id is ONE id here (examples/onimconnectormessagedelete.form.txt). GUESS: the first confirmed id. */
+  async operatorDeletes(input: { line: number; externalChatId: string; imMessageId: number }): Promise<DeliveryReply[]> {
+    const chat = this.requireChat(input.line, input.externalChatId);
+    const message = this.requireOperatorMessage(chat, input.imMessageId);
+    message.deleted = true;
+    return this.deliverEventCausedBy(
+      'ONIMCONNECTORMESSAGEDELETE',
+      {
+        CONNECTOR: chat.connector,
+        LINE: chat.line,
+        MESSAGES: [{ im: { chat_id: chat.chatId, message_id: message.imMessageId }, message: { id: message.externalIds[0] ?? '' }, chat: { id: chat.externalChatId } }],
+      },
+      message.authorId,
+    );
+  }
+
+  /** ONIMCONNECTORLINEDELETE: `data` is the line id itself (examples/onimconnectorlinedelete.form.txt). */
+  async deleteOpenLine(line: number): Promise<DeliveryReply[]> {
+    if (!this.openLines.delete(line)) throw new Error(`fake Bitrix24 has no open line ${line}`);
+    for (const [key, state] of this.connectorLines) if (state.line === line) this.connectorLines.delete(key);
+    for (const [key, chat] of this.chats) if (chat.line === line) this.chats.delete(key);
+    return this.deliverEventCausedBy('ONIMCONNECTORLINEDELETE', line, this.options.adminUserId);
+  }
+
+  /** ONIMCONNECTORSTATUSDELETE: data{connector, line} in lower case (examples/onimconnectorstatusdelete.form.txt). */
+  async disconnectConnector(input: { connector: string; line: number }): Promise<DeliveryReply[]> {
+    this.connectorLines.delete(`${input.connector} ${input.line}`);
+    return this.deliverEventCausedBy('ONIMCONNECTORSTATUSDELETE', { connector: input.connector, line: input.line }, this.options.adminUserId);
+  }
+
+  /** examples/placement-setting-connector.printr.txt: PLACEMENT_OPTIONS in its key order, LINE a string, CONNECTOR lower-cased. */
+  settingConnectorPageRequest(input: SettingConnectorInput, overrides: InstallOverrides = {}): { query: string; body: string } {
+    const connector = input.connector.toLowerCase();
+    const flags = this.connectorFlags(this.connectorLines.get(`${connector} ${input.line}`));
+    return this.framePageRequest(
+      'SETTING_CONNECTOR',
+      {
+        CONNECTOR: connector,
+        LINE: String(input.line),
+        STATUS: input.status ?? flags.STATUS,
+        ACTIVE_STATUS: input.activeStatus ?? flags.ACTIVE_STATUS,
+        CONNECTION_STATUS: input.connectionStatus ?? flags.CONNECTION_STATUS,
+        REGISTER_STATUS: input.registerStatus ?? flags.REGISTER_STATUS,
+        ERROR_STATUS: input.errorStatus ?? flags.ERROR_STATUS,
+        URI: `/contact_center/connector/?ID=${connector}&IFRAME=Y&IFRAME_TYPE=SIDE_SLIDER`,
+      },
+      overrides,
+    );
+  }
+
+  /** An operator's file at its downloadLink: only with a valid access token of the portal (GUESS: the error replies). */
+  private downloadOperatorFile(c: Context): Response {
+    try {
+      this.resolveCaller(c.req.query('auth'));
+    } catch (error) {
+      const rest = error as RestError;
+      return jsonResponse(c, rest.body(), rest.status);
+    }
+    const file = this.operatorFiles.get(c.req.query('token') ?? '');
+    if (file === undefined) return jsonResponse(c, { error: 'ERROR_NOT_FOUND', error_description: 'File not found' }, 404);
+    return new Response(new Uint8Array(file.body), {
+      status: 200,
+      headers: { 'content-type': file.mime, 'content-disposition': `attachment; filename="${encodeURIComponent(file.name)}"` },
+    });
   }
 
   // ----- CRM (§10) -----------------------------------------------------------------------------------
@@ -2222,6 +2846,37 @@ function placementView(p: PlacementBinding): Record<string, unknown> {
     description: p.description,
     langAll: phpArray(Object.entries(p.langAll)),
   };
+}
+
+/** imopenlines.config.get / list.get entry. GUESS: the fields beyond ID, LINE_NAME, ACTIVE are not modelled. */
+function openLineView(line: OpenLine): Record<string, unknown> {
+  return { ID: String(line.id), LINE_NAME: line.name, ACTIVE: line.active ? 'Y' : 'N' };
+}
+
+/** §12.5: letters, spaces, hyphens and apostrophes only, at most 25 characters (digits rejected). */
+const CLIENT_NAME = /^[\p{L} '-]{0,25}$/u;
+
+/** Why send.messages refuses a client message, or undefined (§12.5 and the docs' error table). */
+function clientMessageProblem(user: Params, message: Params, chat: Params): string | undefined {
+  if (text(user.id) === '') return 'user.id is required';
+  if (text(chat.id) === '') return 'chat.id is required';
+  for (const field of ['name', 'last_name'] as const) {
+    if (!CLIENT_NAME.test(text(user[field]))) return `user.${field} may hold only letters, spaces, hyphens and apostrophes, at most 25`;
+  }
+  const hasFiles = Array.isArray(message.files) ? message.files.length > 0 : isRecord(message.files) && Object.keys(message.files).length > 0;
+  if (text(message.text) === '' && !hasFiles) return 'message.text or message.files is required';
+  return undefined;
+}
+
+/** What Bitrix24 gets downloading a client's file url (§12.5: it must be reachable by the portal). */
+async function fetchClientFile(url: string): Promise<NonNullable<OpenLineFile['download']>> {
+  try {
+    const response = await fetch(url, { signal: AbortSignal.timeout(10_000) });
+    const body = Buffer.from(await response.arrayBuffer());
+    return { status: response.status, contentType: response.headers.get('content-type') ?? '', body };
+  } catch (error) {
+    return { error: error instanceof Error ? error.message : String(error) };
+  }
 }
 
 /** Pages of 50 with `next`/`total`; `start=-1` turns counting off (§3). */
