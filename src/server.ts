@@ -7,6 +7,7 @@ import { AppUpdates } from './bitrix24/app-updates.js';
 import { onAppUpdate } from './bitrix24/events/app-update.js';
 import { onAppUninstall } from './bitrix24/events/app-uninstall.js';
 import { EventHandlers } from './bitrix24/events/index.js';
+import { connectorMessageHandlers } from './bitrix24/events/connector-messages.js';
 import { InstallerTokens } from './bitrix24/installer-tokens.js';
 import { OAuthServer } from './bitrix24/oauth.js';
 import { AppRegistration } from './bitrix24/registration.js';
@@ -68,6 +69,8 @@ import { sameOriginWrites } from './dialogs/viewer.js';
 import { DialogActionStore } from './db/dialog-actions.js';
 import { UploadedFileStore } from './db/uploaded-files.js';
 import { dialogActionKind } from './jobs/kinds/dialog-action.js';
+import { olOutboundKind } from './jobs/kinds/ol-outbound.js';
+import { OpenLineStore } from './db/open-lines.js';
 
 /**
  * A finished run's own effects (src/db/effects.ts) matter only while it may still be retried; they
@@ -183,6 +186,8 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     linkHours: config.files.linkHours,
     maxBytes: config.files.uploadMaxBytes,
   });
+  // The Chat2Desk operator of a Bitrix24 user (operatorMap, then e-mail) and the dialog read API.
+  const dialogReads = new DialogReads({ chat2desk, users, clock, log });
   const kinds = new JobKinds([
     robotKind({ jobs, portals, rest, users, effects, clock, chat2desk, languages, robots }),
     closeEpisodeKind({ jobs, portals, rest, users, effects, clock, chat2desk, languages, episodeRecords, batches }),
@@ -196,6 +201,20 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     }),
     ...automationKinds({ jobs, portals, rest, users, effects, clock, chat2desk, languages, episodeRecords, batches }),
     dialogActionKind({ jobs, portals, rest, users, effects, clock, chat2desk, languages, files }),
+    olOutboundKind({
+      jobs,
+      portals,
+      rest,
+      users,
+      effects,
+      clock,
+      chat2desk,
+      languages,
+      files,
+      operators: dialogReads,
+      lines: new OpenLineStore(database.db, clock),
+      maxFileBytes: config.files.uploadMaxBytes,
+    }),
     ...(options.extraKinds ?? []),
   ]);
   const pipeline = new Pipeline({
@@ -264,8 +283,6 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
   const pageTokens = new PageTokens(appSecret, clock);
   const pageAuth = new PageAuth({ portals, settings, tokens: pageTokens, clock });
   const tabTokens = new TabTokens(appSecret, clock);
-  // The Chat2Desk operator of a Bitrix24 user (operatorMap, then e-mail) and the dialog read API.
-  const dialogReads = new DialogReads({ chat2desk, users, clock, log });
   // The Chat workspace: who sees which dialogs (departments asked with the app's token, kept briefly).
   const workspaceScopes = new WorkspaceAccess({ users: new BitrixUsers(rest, clock, { ttlMs: WORKSPACE_DEPARTMENTS_TTL_MS }), operators: dialogReads });
   const app = createApp({
@@ -282,7 +299,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     registration,
     install: new InstallService({ oauth, rest, portals, registration, log, clock, attemptsPerMinute: config.installAttemptsPerMinute }),
     installerTokens,
-    events: new EventHandlers([onAppUninstall(uninstalls), onAppUpdate(appUpdates)]),
+    events: new EventHandlers([onAppUninstall(uninstalls), onAppUpdate(appUpdates), ...connectorMessageHandlers({ pipeline, clock, log })]),
     robotCalls: new RobotCalls({
       pipeline,
       robots,

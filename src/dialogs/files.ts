@@ -63,6 +63,9 @@ const TEXT_LIKE = /^(text\/|application\/xml$)/;
 
 export const PLAIN_TEXT = 'text/plain';
 
+/** The owner of files the server hosts on its own account (Bitrix24 user ids start at 1). */
+export const SYSTEM_OWNER = 0;
+
 const LINK_SECRET = /^[A-Za-z0-9_-]{43}$/;
 /**
  * What one user may keep stored at once, in UPLOAD_MAX_BYTES: files stay until their links expire
@@ -108,6 +111,31 @@ export class DialogFiles {
     };
     await this.deps.store.add({ ...file, bytes: upload.bytes });
     return { id: file.id, name: file.name, size: file.size, type: file.type, expiresAt: new Date(file.expiresAt).toISOString() };
+  }
+
+  /**
+   * Bytes the server fetched for a portal rather than a user uploaded (an Open Channel operator's
+   * file from Bitrix24, docs/protocols.md B23), hosted the same way: the same size bound and type
+   * allow-list, an unguessable link for FILE_LINK_HOURS. Owned by SYSTEM_OWNER, which no Bitrix24
+   * user id equals, so no user's action can name it.
+   */
+  async host(memberId: string, file: { name: string; bytes: Buffer }): Promise<Pick<UploadedFile, 'secret' | 'name'>> {
+    if (file.bytes.length === 0) throw new FileRequestError('The file is empty', 400);
+    if (file.bytes.length > this.deps.maxBytes) throw tooLarge(this.deps.maxBytes);
+    const now = this.deps.clock.now();
+    const stored = {
+      id: randomUUID(),
+      secret: randomBytes(32).toString('base64url'),
+      memberId,
+      userId: SYSTEM_OWNER,
+      name: safeFileName(file.name),
+      type: await sniff(file.bytes),
+      size: file.bytes.length,
+      createdAt: now,
+      expiresAt: now + this.deps.linkHours * 3600_000,
+    };
+    await this.deps.store.add({ ...stored, bytes: file.bytes });
+    return stored;
   }
 
   /**
