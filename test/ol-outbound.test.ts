@@ -229,7 +229,12 @@ describe('Open Channels outbound: an operator writes in Bitrix24, the client get
     for (let n = 2; n <= 6; n++) ids.push(await operatorWrites(`message ${n}`));
     hold.release();
     await Promise.all(ids.map(delivered));
-    expect(sent().map((message) => message.text)).toEqual(ids.map((_, n) => `Anna Admin: message ${n + 1}`));
+    // The order the client gets them in: the order Chat2Desk took them (its message ids), not the order the requests arrived.
+    const taken = stack.c2d
+      .account()
+      .messages.filter((message) => message.type === 'to_client' && message.client_id === clientId)
+      .sort((a, b) => (a.id as number) - (b.id as number));
+    expect(taken.map((message) => message.text)).toEqual(ids.map((_, n) => `Anna Admin: message ${n + 1}`));
   });
 
   it('does not send Bitrix24 system messages (user_id 0)', async () => {
