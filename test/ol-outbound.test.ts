@@ -222,7 +222,8 @@ describe('Open Channels outbound: an operator writes in Bitrix24, the client get
   });
 
   it("keeps one conversation's messages in order, even while the first one waits on Chat2Desk", async () => {
-    const hold = stack.c2d.holdNext({ method: 'POST', path: '/messages' });
+    // The first job's look-up of the client's dialogs (its channel and messenger) waits on Chat2Desk.
+    const hold = stack.c2d.holdNext({ method: 'GET', path: /^\/clients\/\d+\/dialogs$/ });
     const ids = [await operatorWrites('message 1')];
     await hold.arrived;
     // Stored while the first is still being sent: none may overtake it.
