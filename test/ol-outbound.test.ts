@@ -1,3 +1,5 @@
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { Agent, setGlobalDispatcher } from 'undici';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { CANNOT_CHANGE_SENT } from '../src/jobs/kinds/ol-outbound.js';
@@ -141,6 +143,37 @@ describe('Open Channels outbound: an operator writes in Bitrix24, the client get
     expect(inputs).toHaveLength(1);
     expect(inputs[0]!.input).toContain('/rest/download.json?token=');
     expect(inputs[0]!.input).not.toContain('auth');
+  });
+
+  it("fetches a file only from the portal's own address, whatever host the event names", async () => {
+    const elsewhere: string[] = [];
+    const foreign = createServer((request, response) => {
+      elsewhere.push(request.url ?? '');
+      response.end('not a file');
+    });
+    await new Promise<void>((resolve) => foreign.listen(0, '127.0.0.1', resolve));
+    const { port } = foreign.address() as AddressInfo;
+    try {
+      const body = stack.b24.eventBody('ONIMCONNECTORMESSAGEADD', {
+        CONNECTOR: 'chat2desk',
+        LINE: 1,
+        MESSAGES: [
+          {
+            im: { chat_id: 1, message_id: 999003 },
+            message: { user_id: 1, text: '', files: [{ name: 'x.png', downloadLink: `http://127.0.0.1:${port}/rest/download.json?token=abc` }] },
+            chat: { id: chatId },
+          },
+        ],
+      });
+      expect((await postForm(`${stack.server.url}/bitrix24/events`, body)).status).toBe(200);
+      // The portal does not know the token: the file cannot be had, the operator is told, nothing went elsewhere.
+      const note = await eventually(() => notes()[0], 15_000, 'the note in the chat');
+      expect(note.text).toContain('Bitrix24 did not give the file x.png');
+      expect(elsewhere).toEqual([]);
+      expect(sent()).toHaveLength(0);
+    } finally {
+      await new Promise((resolve) => foreign.close(resolve));
+    }
   });
 
   it('sends a repeated event once', async () => {

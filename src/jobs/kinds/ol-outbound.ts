@@ -1,5 +1,6 @@
 import type { RobotRun } from '../../activities/activity.js';
 import { messageCheck, sendOnce } from '../../activities/sending.js';
+import { Bitrix24Error } from '../../bitrix24/errors.js';
 import { DownloadTooLargeError } from '../../bitrix24/rest-client.js';
 import type { SendMessageInput, SentMessage } from '../../chat2desk/client.js';
 import { Chat2DeskError } from '../../chat2desk/errors.js';
@@ -144,7 +145,16 @@ async function userName(run: RobotRun, userId: number): Promise<string | undefin
 
 /** The operator's file, fetched from Bitrix24 with the app's token and hosted at our unguessable link (never Bitrix24's, which needs a login). */
 async function hostFile(deps: OlOutboundDeps, run: RobotRun, file: OlOutboundInput['files'][number]) {
-  const { bytes } = await deps.rest.download(run.portal.memberId, file.download, deps.maxFileBytes);
+  let bytes: Buffer;
+  try {
+    ({ bytes } = await deps.rest.download(run.portal.memberId, file.download, deps.maxFileBytes));
+  } catch (error) {
+    // Refused for good (not found, no access): asking again will not change it. Load and 5xx are retried.
+    if (error instanceof Bitrix24Error && error.httpStatus >= 400 && error.httpStatus < 500 && !error.refusedForLoad) {
+      throw new RobotFailure(`Bitrix24 did not give the file ${file.name} to the app (${error.code || error.httpStatus}: ${error.description})`);
+    }
+    throw error;
+  }
   return deps.files.host(run.portal.memberId, { name: file.name, bytes });
 }
 
