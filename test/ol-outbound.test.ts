@@ -52,7 +52,8 @@ describe('Open Channels outbound: an operator writes in Bitrix24, the client get
       MESSAGES: [{ user: { id: `c${id}`, name: 'Maria' }, message: { id: `in-${++inbound}`, date: Math.floor(Date.now() / 1000), text }, chat: { id: `c${id}` } }],
     });
   const sent = () => sentMessages(stack).map((call) => call.body as Sent);
-  const ourMessages = (imMessageId: number) => sent().filter((message) => message.external_id.startsWith(`b24ol-${imMessageId}`));
+  const ourMessages = (imMessageId: number) =>
+    sent().filter((message) => message.external_id === `b24ol:${imMessageId}` || message.external_id.startsWith(`b24ol:${imMessageId}-`));
   const chat = () => stack.b24.openLineMessages(1, chatId);
   const notes = () => chat().filter((message) => message.from === 'client' && message.text.startsWith('[b]Chat2Desk:[/b]'));
   const operatorMessage = (imMessageId: number) => chat().find((message) => message.imMessageId === imMessageId)!;
@@ -99,7 +100,7 @@ describe('Open Channels outbound: an operator writes in Bitrix24, the client get
       channel_id: CHANNEL,
       transport: 'whatsapp',
       operator_id: OPERATOR,
-      external_id: `b24ol-${id}`,
+      external_id: `b24ol:${id}`,
       // The fake signs with the operator's name (NEED_SIGNATURE default): kept as "Name: " (signature option on by default).
       text: 'Anna Admin: Hi there, see our page (https://example.com/p)\nand Olga Petrova',
     });

@@ -37,6 +37,15 @@ export class UploadedFileStore {
     this.db.insert(uploadedFiles).values(file).run();
   }
 
+  /**
+   * Stores the file under its id unless that id is stored already, and returns what is stored: a
+   * retried job re-hosting the same file keeps one copy and one link.
+   */
+  async addOnce(file: NewUploadedFile): Promise<UploadedFile> {
+    this.db.insert(uploadedFiles).values(file).onConflictDoNothing({ target: uploadedFiles.id }).run();
+    return this.db.select(columns).from(uploadedFiles).where(eq(uploadedFiles.id, file.id)).get()!;
+  }
+
   /** The portal user's own files among `ids` that have not expired at `now`. */
   async ownUnexpired(memberId: string, userId: number, ids: string[], now: number): Promise<UploadedFile[]> {
     if (ids.length === 0) return [];

@@ -63,9 +63,6 @@ const TEXT_LIKE = /^(text\/|application\/xml$)/;
 
 export const PLAIN_TEXT = 'text/plain';
 
-/** The owner of files the server hosts on its own account (Bitrix24 user ids start at 1). */
-export const SYSTEM_OWNER = 0;
-
 const LINK_SECRET = /^[A-Za-z0-9_-]{43}$/;
 /**
  * What one user may keep stored at once, in UPLOAD_MAX_BYTES: files stay until their links expire
@@ -73,6 +70,8 @@ const LINK_SECRET = /^[A-Za-z0-9_-]{43}$/;
  */
 const STORED_UPLOADS_PER_USER = 10;
 const MAX_NAME_LENGTH = 200;
+/** The owner of files the app hosts on no portal user's behalf (Bitrix24 user ids start at 1). */
+export const SYSTEM_OWNER = 0;
 
 /**
  * Files a user attaches to a message. Chat2Desk takes files only by a direct public link
@@ -114,28 +113,30 @@ export class DialogFiles {
   }
 
   /**
-   * Bytes the server fetched for a portal rather than a user uploaded (an Open Channel operator's
-   * file from Bitrix24, docs/protocols.md B23), hosted the same way: the same size bound and type
-   * allow-list, an unguessable link for FILE_LINK_HOURS. Owned by SYSTEM_OWNER, which no Bitrix24
-   * user id equals, so no user's action can name it.
+   * A file we host for a portal on no user's behalf (a client's attachment re-hosted for Bitrix24 to
+   * fetch, docs/protocols.md B22): owned by the system user 0, so no user's upload quota counts it,
+   * stored once under `id` however often a retried job hosts it. Any type is kept (it is served as a
+   * download with nosniff, never rendered); an unknown one as application/octet-stream.
    */
-  async host(memberId: string, file: { name: string; bytes: Buffer }): Promise<Pick<UploadedFile, 'secret' | 'name'>> {
-    if (file.bytes.length === 0) throw new FileRequestError('The file is empty', 400);
+  async host(memberId: string, id: string, file: { name: string; bytes: Buffer }): Promise<UploadedFile> {
     if (file.bytes.length > this.deps.maxBytes) throw tooLarge(this.deps.maxBytes);
+    const type = await sniff(file.bytes).catch((error: unknown) => {
+      if (error instanceof FileRequestError) return 'application/octet-stream';
+      throw error;
+    });
     const now = this.deps.clock.now();
-    const stored = {
-      id: randomUUID(),
+    return this.deps.store.addOnce({
+      id,
       secret: randomBytes(32).toString('base64url'),
       memberId,
       userId: SYSTEM_OWNER,
       name: safeFileName(file.name),
-      type: await sniff(file.bytes),
+      type,
       size: file.bytes.length,
       createdAt: now,
       expiresAt: now + this.deps.linkHours * 3600_000,
-    };
-    await this.deps.store.add({ ...stored, bytes: file.bytes });
-    return stored;
+      bytes: file.bytes,
+    });
   }
 
   /**

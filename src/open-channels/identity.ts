@@ -30,3 +30,28 @@ export function parseChatId(chatId: string): ChatIdentity | null {
   if (!Number.isSafeInteger(id)) return null;
   return match[1] === 'c' ? { kind: 'client', clientId: id } : { kind: 'request', requestId: id };
 }
+
+/**
+ * The ordering key of one conversation, shared by both directions (ol_inbound, ol_outbound):
+ * `ol:<memberId>:c<client id>` under the jobs table's held prefix (src/db/jobs.ts HELD_ORDERING_PREFIX),
+ * so a message waiting between attempts (Bitrix24 down, held until an operator joins) keeps the
+ * later ones of its conversation behind it however long it waits: nothing overtakes it.
+ */
+export function conversationOrderingKey(memberId: string, clientId: number): string {
+  return `held:ol:${memberId}:c${clientId}`;
+}
+
+/**
+ * The Chat2Desk `external_id` (docs/protocols.md C2: echoed back in webhooks and GET /messages) of a
+ * message an Open Channel operator wrote, sent by the outbound side: `b24ol:<Bitrix24 im message id>`.
+ * Its `outbox` echo is not sent back into the Open Channel (it is there already).
+ */
+export const OPEN_CHANNEL_EXTERNAL_ID_PREFIX = 'b24ol:';
+
+export function openChannelExternalId(imMessageId: number | string): string {
+  return `${OPEN_CHANNEL_EXTERNAL_ID_PREFIX}${imMessageId}`;
+}
+
+export function isOpenChannelExternalId(externalId: unknown): boolean {
+  return typeof externalId === 'string' && externalId.startsWith(OPEN_CHANNEL_EXTERNAL_ID_PREFIX);
+}

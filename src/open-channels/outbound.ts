@@ -2,7 +2,10 @@ import * as v from 'valibot';
 import { str } from '../bitrix24/form-body.js';
 import { phpList, phpMap } from '../bitrix24/values.js';
 import { CONNECTOR_ID } from './connector.js';
-import { parseChatId, type ChatIdentity } from './identity.js';
+import { type ChatIdentity, conversationOrderingKey, parseChatId } from './identity.js';
+
+/** The held ordering-key form inbound uses (src/db/jobs.ts HELD_ORDERING_PREFIX on the inbound branch). */
+const HELD_PREFIX = 'held:';
 
 /**
  * Outbound Open Channels (operator → client): what OnImConnectorMessageAdd/Update/Delete carry,
@@ -104,12 +107,12 @@ export function outboundDedupKey(memberId: string, input: Pick<OlOutboundInput, 
 }
 
 /**
- * The conversation's ordering key, shared with inbound (contracts-10): `ol:<memberId>:c<client id>`.
- * A request chat is keyed by its request: the event names no client, and asking Chat2Desk before
- * answering Bitrix24 would put a network call before the job is stored.
+ * The conversation's ordering key, shared with inbound (identity.ts `conversationOrderingKey`). A
+ * request chat is keyed by its request in the same held form: the event does not name the client,
+ * and asking Chat2Desk before answering Bitrix24 would put a network call before the job is stored.
  */
-export function conversationOrderingKey(memberId: string, conversation: ChatIdentity): string {
-  return conversation.kind === 'client' ? `ol:${memberId}:c${conversation.clientId}` : `ol:${memberId}:r${conversation.requestId}`;
+export function outboundOrderingKey(memberId: string, conversation: ChatIdentity): string {
+  return conversation.kind === 'client' ? conversationOrderingKey(memberId, conversation.clientId) : `${HELD_PREFIX}ol:${memberId}:r${conversation.requestId}`;
 }
 
 function positiveInt(value: unknown): number | undefined {

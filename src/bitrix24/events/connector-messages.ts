@@ -1,6 +1,6 @@
 import type { Clock } from '../../clock.js';
 import type { Logger } from '../../log.js';
-import { type ConnectorAction, OL_OUTBOUND_KIND, conversationOrderingKey, outboundDedupKey, readConnectorMessages } from '../../open-channels/outbound.js';
+import { type ConnectorAction, OL_OUTBOUND_KIND, outboundOrderingKey, outboundDedupKey, readConnectorMessages } from '../../open-channels/outbound.js';
 import type { Pipeline } from '../../jobs/pipeline.js';
 import type { EventHandler } from './index.js';
 
@@ -42,7 +42,7 @@ export function connectorMessageHandlers(deps: ConnectorMessageDeps): EventHandl
         }
         const stored = await deps.pipeline.enqueue(OL_OUTBOUND_KIND, portal.memberId, message.input, {
           dedupKey: outboundDedupKey(portal.memberId, message.input, ts ?? ''),
-          orderingKey: conversationOrderingKey(portal.memberId, message.conversation),
+          orderingKey: outboundOrderingKey(portal.memberId, message.conversation),
           deadlineAt: deps.clock.now() + OL_OUTBOUND_DEADLINE_MS,
         });
         if (stored.duplicate) duplicates += 1;

@@ -10,7 +10,7 @@ import { refusalInManagerWords } from '../../dialogs/actions.js';
 import { type DialogFiles, FileRequestError } from '../../dialogs/files.js';
 import { messengerText } from '../../open-channels/bbcode.js';
 import { CONNECTOR_ID } from '../../open-channels/connector.js';
-import { parseChatId } from '../../open-channels/identity.js';
+import { openChannelExternalId, parseChatId } from '../../open-channels/identity.js';
 import { readLineOptions } from '../../open-channels/lines.js';
 import { OL_OUTBOUND_KIND, type OlOutboundInput, olOutboundInput } from '../../open-channels/outbound.js';
 import { RobotFailure } from '../../run-failure.js';
@@ -33,8 +33,11 @@ export const CANNOT_CHANGE_SENT = 'Chat2Desk cannot change a message already sen
 /** The ledger keys of one Bitrix24 message's effects: portal-wide, like the job's dedup key (B23). */
 const messageKey = (input: OlOutboundInput, n: number) => `ol_out:${input.imMessageId}:${n}`;
 const noticeKey = (input: OlOutboundInput) => `ol_out:${input.imMessageId}:notice:${input.action}`;
-/** The external_id Chat2Desk keeps on the message: how a lost answer is settled (src/activities/sending.ts). */
-const externalId = (input: OlOutboundInput, n: number) => (n === 0 ? `b24ol-${input.imMessageId}` : `b24ol-${input.imMessageId}-${n}`);
+/**
+ * The external_id Chat2Desk keeps on the message: how a lost answer is settled (src/activities/sending.ts),
+ * and how inbound knows the outbox echo is ours and does not post it back into the chat (identity.ts).
+ */
+const externalId = (input: OlOutboundInput, n: number) => (n === 0 ? openChannelExternalId(input.imMessageId) : `${openChannelExternalId(input.imMessageId)}-${n}`);
 
 /**
  * An Open Channel operator's message to the Chat2Desk client (docs/protocols.md B23): POST /messages
@@ -110,7 +113,7 @@ async function deliver(deps: OlOutboundDeps, run: RobotRun, input: OlOutboundInp
       external_id: externalId(input, n),
     };
     if (file) {
-      const hosted = await hostFile(deps, run, file);
+      const hosted = await hostFile(deps, run, file, n);
       message.attachment = deps.files.link(hosted);
       message.attachment_filename = hosted.name;
     }
@@ -144,7 +147,7 @@ async function userName(run: RobotRun, userId: number): Promise<string | undefin
 }
 
 /** The operator's file, fetched from Bitrix24 with the app's token and hosted at our unguessable link (never Bitrix24's, which needs a login). */
-async function hostFile(deps: OlOutboundDeps, run: RobotRun, file: OlOutboundInput['files'][number]) {
+async function hostFile(deps: OlOutboundDeps, run: RobotRun, file: OlOutboundInput['files'][number], n: number) {
   let bytes: Buffer;
   try {
     ({ bytes } = await deps.rest.download(run.portal.memberId, file.download, deps.maxFileBytes));
@@ -155,7 +158,8 @@ async function hostFile(deps: OlOutboundDeps, run: RobotRun, file: OlOutboundInp
     }
     throw error;
   }
-  return deps.files.host(run.portal.memberId, { name: file.name, bytes });
+  // One copy and one link however often a retry hosts it (OC2's DialogFiles.host).
+  return deps.files.host(run.portal.memberId, `ol-out-${run.runId}-${n}`, { name: file.name, bytes });
 }
 
 /** imconnector.send.status.delivery: message.id ALWAYS an array, or Bitrix24 shows "undelivered" (pages-and-modes §6). Repeating it is harmless. */
