@@ -272,6 +272,18 @@ describe('Open Channels outbound: an operator writes in Bitrix24, the client get
     expect(taken.map((message) => message.text)).toEqual(ids.map((_, n) => `Anna Admin: message ${n + 1}`));
   });
 
+  it('sends the good messages of an event and names the one it cannot take', async () => {
+    const item = (messageId: number, text: string) => ({ im: { chat_id: 1, message_id: messageId }, message: { user_id: 1, text }, chat: { id: chatId } });
+    const body = stack.b24.eventBody('ONIMCONNECTORMESSAGEADD', { CONNECTOR: 'chat2desk', LINE: 1, MESSAGES: [item(999004, 'x'.repeat(100_001)), item(999005, 'Fits')] });
+    const response = await postForm(`${stack.server.url}/bitrix24/events`, body);
+    expect(response.status).toBe(200);
+    const answer = (await response.json()) as { queued: number; skipped: string[] };
+    expect(answer.queued).toBe(1);
+    expect(answer.skipped[0]).toContain('message 999004');
+    await eventually(() => ourMessages(999005).length === 1, 15_000, 'the message that fits sent');
+    expect(ourMessages(999004)).toHaveLength(0);
+  });
+
   it('does not send Bitrix24 system messages (user_id 0)', async () => {
     const body = stack.b24.eventBody('ONIMCONNECTORMESSAGEADD', {
       CONNECTOR: 'chat2desk',

@@ -1,7 +1,7 @@
 import type { Clock } from '../../clock.js';
 import type { Logger } from '../../log.js';
 import { type ConnectorAction, OL_OUTBOUND_KIND, outboundOrderingKey, outboundDedupKey, readConnectorMessages } from '../../open-channels/outbound.js';
-import type { Pipeline } from '../../jobs/pipeline.js';
+import { InvalidJobInput, type Pipeline } from '../../jobs/pipeline.js';
 import type { EventHandler } from './index.js';
 
 /** How long an operator's message may wait for Chat2Desk before the job gives up (and says so in the chat). */
@@ -40,11 +40,19 @@ export function connectorMessageHandlers(deps: ConnectorMessageDeps): EventHandl
           skipped.push(message.reason);
           continue;
         }
-        const stored = await deps.pipeline.enqueue(OL_OUTBOUND_KIND, portal.memberId, message.input, {
-          dedupKey: outboundDedupKey(portal.memberId, message.input, ts ?? ''),
-          orderingKey: outboundOrderingKey(portal.memberId, message.conversation),
-          deadlineAt: deps.clock.now() + OL_OUTBOUND_DEADLINE_MS,
-        });
+        let stored: { duplicate: boolean };
+        try {
+          stored = await deps.pipeline.enqueue(OL_OUTBOUND_KIND, portal.memberId, message.input, {
+            dedupKey: outboundDedupKey(portal.memberId, message.input, ts ?? ''),
+            orderingKey: outboundOrderingKey(portal.memberId, message.conversation),
+            deadlineAt: deps.clock.now() + OL_OUTBOUND_DEADLINE_MS,
+          });
+        } catch (error) {
+          // Beyond what we send (a text over 100,000 characters, a link over 4,000): said, and the others still go.
+          if (!(error instanceof InvalidJobInput)) throw error;
+          skipped.push(`message ${message.input.imMessageId}: ${error.message}`);
+          continue;
+        }
         if (stored.duplicate) duplicates += 1;
         else queued += 1;
       }
