@@ -190,6 +190,18 @@ describe('Open Channels outbound: an operator writes in Bitrix24, the client get
     expect(ourMessages(id)).toHaveLength(1);
   });
 
+  it('sends once when the answer of Chat2Desk is lost (the send is settled, not repeated)', async () => {
+    const hold = stack.c2d.holdNext({ method: 'POST', path: '/messages' });
+    const id = await operatorWrites('Exactly once');
+    await hold.arrived;
+    // Chat2Desk took the message; the connection drops before its answer reaches us.
+    hold.lose();
+    await delivered(id);
+    const taken = stack.c2d.account().messages.filter((message) => message.external_id === `b24ol:${id}`);
+    expect(taken).toHaveLength(1);
+    expect(operatorMessage(id).externalIds).toEqual([String(taken[0]!.id)]);
+  });
+
   it('changes nothing for a forged event (wrong application token)', async () => {
     const body = stack.b24.eventBody(
       'ONIMCONNECTORMESSAGEADD',
