@@ -17,6 +17,7 @@ import { DIALOG_ACTION_KIND } from './dialogs/actions.js';
 import { searchablePhone } from './phone.js';
 import { readSettings } from './portal-settings.js';
 import { TRIGGERS } from './triggers/triggers.js';
+import { OL_OUTBOUND_KIND } from './open-channels/outbound.js';
 
 /**
  * The event log's kinds: robot runs, closed episodes, CRM automation driven by Chat2Desk events
@@ -81,6 +82,7 @@ const DAY_MS = 24 * 3600_000;
 /** What the admin sees as the work's name, for kinds that are not robots. */
 const TITLES: Record<string, string> = {
   [CLOSE_EPISODE_KIND]: 'Closed dialog to CRM',
+  [OL_OUTBOUND_KIND]: 'Open Channel message to the client',
   [REGISTER_APP_KIND]: 'Robots registered again after an app update',
   [GAP_POLL_KIND]: 'Dialogs closed while webhooks were not arriving',
   [FIRE_TRIGGER_KIND]: 'CRM automation trigger',

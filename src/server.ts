@@ -8,6 +8,7 @@ import { onAppUpdate } from './bitrix24/events/app-update.js';
 import { onAppUninstall } from './bitrix24/events/app-uninstall.js';
 import { EventHandlers } from './bitrix24/events/index.js';
 import { onConnectorLineDelete, onConnectorStatusDelete } from './bitrix24/events/connector-lines.js';
+import { connectorMessageHandlers } from './bitrix24/events/connector-messages.js';
 import { OpenChannelsConnector } from './open-channels/connector.js';
 import { ConnectorPage } from './open-channels/settings-page.js';
 import { OpenLineStore } from './db/open-lines.js';
@@ -73,7 +74,7 @@ import { DialogActionStore } from './db/dialog-actions.js';
 import { UploadedFileStore } from './db/uploaded-files.js';
 import { dialogActionKind } from './jobs/kinds/dialog-action.js';
 import { olInboundKind } from './jobs/kinds/ol-inbound.js';
-import { OpenLineStore } from './db/open-lines.js';
+import { olOutboundKind } from './jobs/kinds/ol-outbound.js';
 import { openChannelInboundHandlers } from './open-channels/inbound.js';
 import { OpenLines } from './open-channels/lines.js';
 
@@ -191,6 +192,8 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     linkHours: config.files.linkHours,
     maxBytes: config.files.uploadMaxBytes,
   });
+  // The Chat2Desk operator of a Bitrix24 user (operatorMap, then e-mail) and the dialog read API.
+  const dialogReads = new DialogReads({ chat2desk, users, clock, log });
   const kinds = new JobKinds([
     robotKind({ jobs, portals, rest, users, effects, clock, chat2desk, languages, robots }),
     closeEpisodeKind({ jobs, portals, rest, users, effects, clock, chat2desk, languages, episodeRecords, batches }),
@@ -210,6 +213,20 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
       // Attachment links are Chat2Desk's (or a messenger's): fetched like any outside URL.
       fetch: fetchImpl ?? fetch,
       holdRecheckMs: config.openChannels.holdRecheckSeconds * 1000,
+    }),
+    olOutboundKind({
+      jobs,
+      portals,
+      rest,
+      users,
+      effects,
+      clock,
+      chat2desk,
+      languages,
+      files,
+      operators: dialogReads,
+      lines: new OpenLineStore(database.db, clock),
+      maxFileBytes: config.files.uploadMaxBytes,
     }),
     ...(options.extraKinds ?? []),
   ]);
@@ -283,8 +300,6 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
   const pageTokens = new PageTokens(appSecret, clock);
   const pageAuth = new PageAuth({ portals, settings, tokens: pageTokens, clock });
   const tabTokens = new TabTokens(appSecret, clock);
-  // The Chat2Desk operator of a Bitrix24 user (operatorMap, then e-mail) and the dialog read API.
-  const dialogReads = new DialogReads({ chat2desk, users, clock, log });
   // The Chat workspace: who sees which dialogs (departments asked with the app's token, kept briefly).
   const workspaceScopes = new WorkspaceAccess({ users: new BitrixUsers(rest, clock, { ttlMs: WORKSPACE_DEPARTMENTS_TTL_MS }), operators: dialogReads });
   const app = createApp({
@@ -306,6 +321,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
       onAppUpdate(appUpdates),
       onConnectorLineDelete({ store: openLineStore, connector, rest }),
       onConnectorStatusDelete({ store: openLineStore, connector, rest }),
+      ...connectorMessageHandlers({ pipeline, clock, log }),
     ]),
     connectorPage: new ConnectorPage({ connector, store: openLineStore, directoryFor: (portal) => chat2desk.directoryOf(portal) }),
     robotCalls: new RobotCalls({

@@ -183,6 +183,46 @@ export class Bitrix24Rest {
     return (await this.#send(memberId, clientEndpoint, accessToken, method, params)) as T;
   }
 
+  /**
+   * A file the portal serves to the app (an Open Channel operator's file, docs/protocols.md B23):
+   * `pathAndQuery` is fetched from the portal's own address with the app's access token (refreshed
+   * once if expired), never from a host an event names; more than `maxBytes` is refused unread.
+   */
+  async download(memberId: string, pathAndQuery: string, maxBytes: number): Promise<{ bytes: Buffer; contentType: string }> {
+    let refreshed = false;
+    for (;;) {
+      const tokens = await this.options.portals.tokens(memberId);
+      if (!tokens) throw new PortalUnavailableError(memberId, (await this.options.portals.get(memberId))?.status === 'reauth_required' ? 'reauth_required' : 'not_installed');
+      await this.#bucket(memberId).acquire('work');
+      const url = new URL(pathAndQuery, new URL(tokens.clientEndpoint).origin);
+      url.searchParams.set('auth', tokens.accessToken);
+      let response: Response;
+      try {
+        response = await fetch(url, { redirect: 'manual', signal: AbortSignal.timeout(65_000) });
+      } catch (error) {
+        throw new Bitrix24TransportError('download', error);
+      }
+      if (!response.ok) {
+        const text = await response.text().catch(() => '');
+        let body: Envelope = {};
+        try {
+          body = JSON.parse(text) as Envelope;
+        } catch {
+          // Not JSON: the status says it.
+        }
+        const description = typeof body.error_description === 'string' ? body.error_description : `HTTP ${response.status}`;
+        const error = new Bitrix24Error('download', typeof body.error === 'string' ? body.error : '', description, response.status);
+        if (error.expiredToken && !refreshed) {
+          refreshed = true;
+          await this.#refresh(memberId, tokens.generation);
+          continue;
+        }
+        throw error;
+      }
+      return { bytes: await readAtMost(response, maxBytes), contentType: response.headers.get('content-type') ?? '' };
+    }
+  }
+
   #bucket(memberId: string): LeakyBucket {
     let bucket = this.#buckets.get(memberId);
     if (!bucket) {
@@ -286,6 +326,26 @@ export class Bitrix24Rest {
     }
     return body.result;
   }
+}
+
+/** A download larger than the server takes (UPLOAD_MAX_BYTES): nothing of it is kept. */
+export class DownloadTooLargeError extends Error {
+  override name = 'DownloadTooLargeError';
+}
+
+async function readAtMost(response: Response, maxBytes: number): Promise<Buffer> {
+  if (Number(response.headers.get('content-length') ?? 0) > maxBytes) {
+    await response.body?.cancel();
+    throw new DownloadTooLargeError(`the file is larger than ${maxBytes} bytes`);
+  }
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of response.body ?? []) {
+    total += chunk.byteLength;
+    if (total > maxBytes) throw new DownloadTooLargeError(`the file is larger than ${maxBytes} bytes`);
+    chunks.push(Buffer.from(chunk));
+  }
+  return Buffer.concat(chunks);
 }
 
 function isMaybeExecuted(error: unknown): boolean {

@@ -15,7 +15,7 @@ export function createEventsRoute(deps: { portals: PortalStore; events: EventHan
     const auth = phpMap(fields.auth);
     const portal = await deps.portals.authenticate(str(auth.member_id), str(auth.application_token));
     if (!portal) return c.json({ error: 'unknown portal or wrong application token' }, 401);
-    const answer = await deps.events.handle(str(fields.event), { portal, auth, data: fields.data });
+    const answer = await deps.events.handle(str(fields.event), { portal, auth, data: fields.data, ts: str(fields.ts) });
     return c.json(answer.body, answer.status);
   });
 }

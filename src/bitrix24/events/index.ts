@@ -8,6 +8,8 @@ export interface PortalEvent {
   auth: Record<string, unknown>;
   /** The form body's `data` field. */
   data: unknown;
+  /** The form body's `ts` (when Bitrix24 sent the event): tells a repeated delivery from a new event of the same object. */
+  ts?: string;
 }
 
 export interface EventAnswer {
