@@ -551,6 +551,58 @@ async function tour(b24: FakeBitrix24, c2d: FakeChat2Desk, server: RunningServer
   }
 
   step(
+    'Open Channels mode: the conversation inside Bitrix24',
+    'The admin switches the integration type to Open Channels: our connector is registered in the\n' +
+      "portal's Contact Center with its settings page, and its events are bound. In the connector's page\n" +
+      'the admin connects Open Channel line 1 to the Chat2Desk account. A client writes in WhatsApp: the\n' +
+      'message arrives in the Open Channel chat. A Bitrix24 operator answers there: the answer reaches the\n' +
+      'client through Chat2Desk, and the chat shows it delivered.',
+  );
+  const switched = await fetch(`${server.url}/api/settings`, {
+    method: 'PUT',
+    headers: { authorization: `Bearer ${b24.issueAuth(1).access_token}`, 'x-bitrix24-member-id': b24.memberId, 'content-type': 'application/json' },
+    body: JSON.stringify({ integrationType: 'open_channels' }),
+  });
+  show(`integrationType = open_channels (HTTP ${switched.status})`, pick((await switched.json()) as Record<string, unknown>, ['integrationType', 'registration']));
+  show('Connectors registered in the portal', [...b24.connectors.keys()]);
+  const connectorOpen = b24.settingConnectorPageRequest({ line: 1, connector: 'chat2desk' }, { accessToken: b24.issueAuth(1).access_token });
+  const connectorHtml = await (await postForm(`${server.url}/connector`, connectorOpen.body, connectorOpen.query)).text();
+  const connectorToken = String(
+    (JSON.parse(/<script type="application\/json" id="page-data">([\s\S]*?)<\/script>/.exec(connectorHtml)?.[1] ?? '{}') as { token?: unknown }).token ?? '',
+  );
+  const connected = await fetch(`${server.url}/api/connector/lines/1`, {
+    method: 'PUT',
+    headers: { authorization: `Bearer ${connectorToken}`, 'content-type': 'application/json' },
+    body: JSON.stringify({}),
+  });
+  show(
+    `The connector page connects line 1 (HTTP ${connected.status})`,
+    [...b24.connectorLines.values()].map((state) => `line ${state.line}: active ${state.active}, connected ${state.connected}`),
+  );
+  const { client: olClient } = c2d.seedClient({ phone: '79035550202', name: 'Pedro 2000', withDialog: 'open' });
+  const { webhook: olInbox } = c2d.receiveMessage({ clientId: olClient.id as number, text: 'Hola, ¿tienen envío a domicilio?' });
+  show('Pedro wrote in WhatsApp; webhook delivered', await deliverWebhook(c2d, olInbox));
+  await server.pipeline.settled(['ol_inbound']);
+  const olChat = b24.openLineChats(1).find((chat) => chat.externalChatId === `c${String(olClient.id)}`);
+  show(
+    'The Open Channel chat in Bitrix24',
+    olChat ? { client: `${olChat.name} ${olChat.lastName}`.trim(), messages: olChat.messages.map((message) => `${message.from}: ${message.text}`) } : '(none!)',
+  );
+  const sentBeforeReply = sentMessageCalls(c2d).length;
+  if (olChat) await b24.operatorWrites({ line: 1, externalChatId: olChat.externalChatId, userId: 1, text: 'Sí, enviamos a todo el país.' });
+  await server.pipeline.settled(['ol_outbound']);
+  show(
+    'What Chat2Desk received from the operator',
+    sentMessageCalls(c2d)
+      .slice(sentBeforeReply)
+      .map((call) => pick(call.body as Record<string, unknown>, ['client_id', 'operator_id', 'text'])),
+  );
+  show(
+    'Delivery status the chat got (message ids as an array)',
+    b24.connectorStatusReports.flatMap((report) => report.messages.map((message) => ({ ids: message.ids, accepted: message.accepted }))),
+  );
+
+  step(
     'The event log on the app page',
     'The page reads its event log with its own page token (from the page the server rendered): what ran,\n' +
       'for which record and dialog, its status and, had it failed, the next step for the admin.',

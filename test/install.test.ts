@@ -198,6 +198,7 @@ describe('opening the installed app', () => {
         deliveries: count('select count(*) as n from webhook_deliveries where member_id = ?'),
         episodeRecords: count('select count(*) as n from episode_records where member_id = ?'),
         uploadedFiles: count('select count(*) as n from uploaded_files where member_id = ?'),
+        openLines: count('select count(*) as n from open_lines where member_id = ?'),
         cachedClients: count('select count(*) as n from c2d_clients where ? is not null'),
         settings: (stack.server.database.sqlite.prepare('select settings from portals where member_id = ?').get(stack.b24.memberId) as { settings: string }).settings,
       };
@@ -223,7 +224,11 @@ describe('opening the installed app', () => {
       form.append('file', new Blob(['notes']), 'notes.txt');
       const upload = await fetch(`${stack.server.url}/api/files`, { method: 'POST', headers: bearer(await tabToken(stack, { userId: 1, phones: ['79161234567'] })), body: form });
       expect(upload.status).toBe(201);
-      expect(dataRows()).toMatchObject({ deliveries: 2, uploadedFiles: 1 });
+      // An Open Channel line once connected (Open Channels mode, src/db/open-lines.ts).
+      stack.server.database.sqlite
+        .prepare("insert into open_lines (member_id, line_id, position, options, connected_at, updated_at) values (?, 1, 1, '{}', 0, 0)")
+        .run(stack.b24.memberId);
+      expect(dataRows()).toMatchObject({ deliveries: 2, uploadedFiles: 1, openLines: 1 });
       expect(dataRows().jobs).toBeGreaterThan(1);
       expect(dataRows().effects).toBeGreaterThan(0);
       expect(dataRows().cachedClients).toBeGreaterThan(0);
@@ -238,7 +243,7 @@ describe('opening the installed app', () => {
 
       const response = await postForm(`${stack.server.url}/bitrix24/events`, stack.b24.uninstallEventBody({ clean: true }));
       expect(response.status).toBe(200);
-      expect(dataRows()).toEqual({ jobs: 0, effects: 0, deliveries: 0, episodeRecords: 0, uploadedFiles: 0, cachedClients: 0, settings: '{}' });
+      expect(dataRows()).toEqual({ jobs: 0, effects: 0, deliveries: 0, episodeRecords: 0, uploadedFiles: 0, openLines: 0, cachedClients: 0, settings: '{}' });
       expect((await stack.server.portals.get(stack.b24.memberId))?.status).toBe('uninstalled');
     });
 

@@ -15,6 +15,7 @@ import {
   effects,
   episodeRecords,
   uploadedFiles,
+  openLines,
   jobs,
   portals,
   webhookDeliveries,
@@ -382,6 +383,7 @@ function deletePortalData(tx: JobWriter, memberId: string, accountKey: string | 
   // The portal's clients' remembered CRM records (src/episodes/records.ts): clients' data too.
   tx.delete(episodeRecords).where(eq(episodeRecords.memberId, memberId)).run();
   tx.delete(uploadedFiles).where(eq(uploadedFiles.memberId, memberId)).run();
+  tx.delete(openLines).where(eq(openLines.memberId, memberId)).run();
   if (!accountKey) return;
   const shared = tx
     .select({ memberId: c2dWebhooks.memberId })
