@@ -18,6 +18,7 @@ import { join } from 'node:path';
 import qs from 'qs';
 import { loadConfig } from '../src/config.js';
 import { createLogger } from '../src/log.js';
+import { DEFAULT_LINE_OPTIONS } from '../src/open-channels/lines.js';
 import { startServer, type RunningServer } from '../src/server.js';
 import { startFakeBitrix24, type FakeBitrix24, type SentEvent } from '../test/fakes/bitrix24.js';
 import { formatC2DTime, startFakeChat2Desk, type C2DCall, type FakeChat2Desk } from '../test/fakes/chat2desk.js';
@@ -573,7 +574,7 @@ async function tour(b24: FakeBitrix24, c2d: FakeChat2Desk, server: RunningServer
   const connected = await fetch(`${server.url}/api/connector/lines/1`, {
     method: 'PUT',
     headers: { authorization: `Bearer ${connectorToken}`, 'content-type': 'application/json' },
-    body: JSON.stringify({}),
+    body: JSON.stringify({ options: DEFAULT_LINE_OPTIONS }),
   });
   show(
     `The connector page connects line 1 (HTTP ${connected.status})`,
