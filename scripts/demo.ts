@@ -8,7 +8,8 @@
  * answer was lost (settled, not resent), an app update (durable re-registration), a closed dialog
  * becoming a lead with its comment and trigger, the CRM tab (preview, history, a message with a file
  * sent from it exactly once, the client's answer arriving on the live stream), the Chat workspace (who
- * sees which dialogs), the event log, and the health check.
+ * sees which dialogs), Open Channels mode (a client's message into an Open Channel and the operator's
+ * answer back), the event log, and the health check.
  * Nothing leaves 127.0.0.1 and everything is deleted at the end.
  */
 import { randomBytes } from 'node:crypto';
