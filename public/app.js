@@ -2,10 +2,11 @@
 // talks to the Bitrix24 parent frame through the official b24jssdk (resize, installFinish,
 // refreshAuth), loads the portal's own lists straight from the portal's REST (as the user), and
 // saves through our JSON API with the page token. Data is always put in the DOM as text.
+import { frameSession } from './frame-session.js';
+
 (() => {
   const data = JSON.parse(document.getElementById('page-data').textContent);
   const t = data.t || {};
-  let token = data.token;
   let b24 = null;
 
   const $ = (selector, root) => (root || document).querySelector(selector);
@@ -20,72 +21,18 @@
   }
 
   // ----- the frame --------------------------------------------------------------------------------
-  // The frame follows its content both ways. fitWindow sends width "100%" with the document's
-  // scrollHeight, which never falls below the frame's own height: the frame could only grow. Content
-  // shorter than the frame is first given its own height at the frame's present width (resizeWindow
-  // takes numbers only: b24jssdk frame/parent.mjs), then fitWindow gives the portal back "100%".
-  function contentHeight() {
-    const style = getComputedStyle(document.body);
-    return Math.ceil(document.body.getBoundingClientRect().height + Number.parseFloat(style.marginTop) + Number.parseFloat(style.marginBottom));
-  }
-
-  let fitPending = false;
-  function fit() {
-    if (!b24 || fitPending) return;
-    fitPending = true;
-    requestAnimationFrame(async () => {
-      fitPending = false;
-      const height = contentHeight();
-      const frame = document.documentElement;
-      if (height > 0 && height < frame.clientHeight) await b24.parent.resizeWindow(frame.clientWidth, height).catch(() => undefined);
-      b24.parent.fitWindow().catch(() => undefined);
-    });
-  }
-
-  // A fresh AUTH_ID from the parent (refreshAuth) buys a new page token: the server asks the portal again.
-  // Requests that find the token expired at once (the Chat section, its live stream) share one renewal.
-  let renewing = null;
-  function renew() {
-    if (!renewing) {
-      renewing = (async () => {
-        if (!b24) throw new Error(t.renewFailed);
-        const auth = await b24.auth.refreshAuth();
-        const response = await fetch('/api/page/renew', {
-          method: 'POST',
-          headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-          body: JSON.stringify({ authId: auth && auth.access_token }),
-        });
-        if (!response.ok) throw new Error(t.renewFailed);
-        token = (await response.json()).token;
-      })().finally(() => {
-        renewing = null;
-      });
-    }
-    return renewing;
-  }
+  const session = frameSession({ token: data.token, renewPath: '/api/page/renew', renewFailed: t.renewFailed });
+  const fit = session.fit;
 
   // `body`: an object sent as JSON; a string or FormData (the dialog view's writes, a file upload) goes as it is, with `headers`.
-  async function api(method, path, body, headers) {
+  function api(method, path, body, headers) {
     const raw = typeof body === 'string' || body instanceof FormData;
     const json = body !== undefined && !raw;
-    for (let attempt = 0; ; attempt++) {
-      const response = await fetch(path, {
-        method,
-        headers: Object.assign({ authorization: `Bearer ${token}` }, json ? { 'content-type': 'application/json' } : {}, headers || {}),
-        body: body === undefined ? undefined : json ? JSON.stringify(body) : body,
-      });
-      if (response.status === 401 && attempt === 0) {
-        const refusal = await response
-          .clone()
-          .json()
-          .catch(() => ({}));
-        if (refusal.renew) {
-          await renew();
-          continue;
-        }
-      }
-      return response;
-    }
+    return session.request(path, {
+      method,
+      headers: Object.assign(json ? { 'content-type': 'application/json' } : {}, headers || {}),
+      body: body === undefined ? undefined : json ? JSON.stringify(body) : body,
+    });
   }
 
   // The Chat section (public/workspace.js, a module that runs after this script) reads with the same token and renewal.
@@ -499,6 +446,7 @@
     if (window.ResizeObserver) new ResizeObserver(fit).observe(document.body);
     try {
       b24 = await window.B24Js.initializeB24Frame();
+      session.attach(b24);
     } catch {
       // Opened outside a Bitrix24 frame: what the server rendered still works, without the portal's lists.
       b24 = null;

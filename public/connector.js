@@ -2,48 +2,20 @@
 // rendered by our server for one Open Channel line with an app page token; this reads the form, writes
 // through /api/connector/lines/:line with the token as bearer, and talks to the Bitrix24 parent frame
 // through the official b24jssdk (fitWindow, refreshAuth). No cookies.
+import { frameSession } from './frame-session.js';
+
 const data = JSON.parse(document.getElementById('page-data').textContent);
 const t = data.t || {};
-let token = data.token;
-let b24 = null;
-
-function fit() {
-  if (b24) b24.parent.fitWindow().catch(() => undefined);
-}
-
-// A fresh AUTH_ID from the parent (refreshAuth) buys a new page token, the admin confirmed again.
-async function renew() {
-  if (!b24) throw new Error(t.failed);
-  const auth = await b24.auth.refreshAuth();
-  const response = await fetch('/api/page/renew', {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-    body: JSON.stringify({ authId: auth && auth.access_token }),
-  });
-  if (!response.ok) throw new Error(t.failed);
-  token = (await response.json()).token;
-}
+const session = frameSession({ token: data.token, renewPath: '/api/page/renew', renewFailed: t.failed });
+const fit = session.fit;
 
 // A 401 {renew} (the admin's word is older than a minute) is renewed once and the request sent again.
-async function api(method, body) {
-  for (let attempt = 0; ; attempt++) {
-    const response = await fetch(`/api/connector/lines/${data.line}`, {
-      method,
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-      ...(body ? { body: JSON.stringify(body) } : {}),
-    });
-    if (response.status === 401 && attempt === 0) {
-      const refusal = await response
-        .clone()
-        .json()
-        .catch(() => ({}));
-      if (refusal.renew) {
-        await renew();
-        continue;
-      }
-    }
-    return response;
-  }
+function api(method, body) {
+  return session.request(`/api/connector/lines/${data.line}`, {
+    method,
+    headers: { 'content-type': 'application/json' },
+    ...(body ? { body: JSON.stringify(body) } : {}),
+  });
 }
 
 const selected = (select) => [...select.selectedOptions].map((option) => Number(option.value));
@@ -104,10 +76,9 @@ async function start() {
   });
   document.getElementById('disconnect').addEventListener('click', () => send(result, () => api('DELETE'), t.disconnected));
   try {
-    b24 = await window.B24Js.initializeB24Frame();
+    session.attach(await window.B24Js.initializeB24Frame());
   } catch {
     // Opened outside a Bitrix24 frame: the page still writes with its token until it expires.
-    b24 = null;
   }
   if (window.ResizeObserver) new ResizeObserver(fit).observe(document.body);
   fit();

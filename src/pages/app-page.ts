@@ -123,6 +123,8 @@ export function loadPublicFiles(): Map<string, PublicFile> {
   const sources: Record<string, string> = {
     'app.js': `${publicDir}app.js`,
     'app.css': `${publicDir}app.css`,
+    // The frame session every page shares: its token, the renewal through the parent frame, the frame's height.
+    'frame-session.js': `${publicDir}frame-session.js`,
     // The CRM tab (src/routes/tab.ts): its page script, the reusable dialog view (an ES module) and styles.
     'tab.js': `${publicDir}tab.js`,
     'dialog-view.js': `${publicDir}dialog-view.js`,
