@@ -1,50 +1,10 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
-import { startFakeBitrix24, type FakeBitrix24 } from './fakes/bitrix24.js';
-import { startFakeChat2Desk, type FakeChat2Desk } from './fakes/chat2desk.js';
-import { eventually, freePort, installAndConfigure, stackEnv } from './support/stack.js';
-
-const root = fileURLToPath(new URL('..', import.meta.url));
-// node itself with tsx's loader: one process, so SIGKILL really kills the server (the tsx CLI forks a child).
-const tsxLoader = pathToFileURL(join(root, 'node_modules', 'tsx', 'dist', 'loader.mjs')).href;
-
-interface Child {
-  process: ChildProcess;
-  output: string[];
-}
-
-function startChild(env: Record<string, string>, cwd = root): Child {
-  const output: string[] = [];
-  const child = spawn(process.execPath, ['--import', tsxLoader, join(root, 'src', 'index.ts')], {
-    cwd,
-    env: { PATH: process.env.PATH ?? '', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  child.stdout.on('data', (chunk) => output.push(String(chunk)));
-  child.stderr.on('data', (chunk) => output.push(String(chunk)));
-  return { process: child, output };
-}
-
-async function healthy(url: string): Promise<boolean> {
-  try {
-    return (await fetch(`${url}/healthz`)).status === 200;
-  } catch {
-    return false;
-  }
-}
-
-function killHard(child: Child): Promise<void> {
-  return new Promise((resolve) => {
-    if (child.process.exitCode !== null || child.process.signalCode !== null) return resolve();
-    child.process.once('exit', () => resolve());
-    child.process.kill('SIGKILL');
-  });
-}
+import { healthy, killHard, startChild, startChildStack } from './support/child-server.js';
+import { eventually, freePort, installAndConfigure } from './support/stack.js';
 
 describe('a real server process', () => {
   const cleanup: Array<() => Promise<void> | void> = [];
@@ -54,33 +14,11 @@ describe('a real server process', () => {
 
   /** Fakes in this process, the server as a child process, installed and connected to Chat2Desk. */
   async function startInstalledChild(extraEnv: Record<string, string>) {
-    const b24: FakeBitrix24 = await startFakeBitrix24();
-    const c2d: FakeChat2Desk = await startFakeChat2Desk();
-    const dir = mkdtempSync(join(tmpdir(), 'c2d-b24-child-'));
-    cleanup.push(async () => {
-      await Promise.all([b24.close(), c2d.close()]);
-      rmSync(dir, { recursive: true, force: true });
-    });
-    const port = await freePort();
-    const env = stackEnv(b24, c2d, port, dir, { LOG_LEVEL: 'info', ...extraEnv });
-    const url = `http://127.0.0.1:${port}`;
-    const handle = {
-      b24,
-      c2d,
-      url,
-      databaseFile: join(dir, 'app.db'),
-      child: startChild(env),
-      async restart() {
-        await killHard(handle.child);
-        handle.child = startChild(env);
-        await eventually(() => healthy(url), 20_000, 'server back');
-      },
-    };
-    cleanup.push(() => killHard(handle.child));
-    await eventually(() => healthy(url), 20_000, 'server up');
-    await installAndConfigure({ b24, c2d, server: { url } });
-    c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404 });
-    return handle;
+    const server = await startChildStack({ env: extraEnv });
+    cleanup.push(() => server.close());
+    await installAndConfigure(server);
+    server.c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404 });
+    return server;
   }
 
   it('comes up with no environment at all on the SQLite default and says what production lacks', async () => {

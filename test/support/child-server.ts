@@ -1,0 +1,100 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { startFakeBitrix24, type FakeBitrix24, type FakeBitrix24Options } from '../fakes/bitrix24.js';
+import { startFakeChat2Desk, type FakeChat2Desk } from '../fakes/chat2desk.js';
+import { eventually, freePort, stackEnv } from './stack.js';
+
+/**
+ * Our server as a child process on a SQLite file, for tests that kill it with SIGKILL (kill -9)
+ * and start it again on the same file; the fakes run in the test's own process.
+ */
+
+const root = fileURLToPath(new URL('../..', import.meta.url));
+// node itself with tsx's loader: one process, so SIGKILL really kills the server (the tsx CLI forks a child).
+const tsxLoader = pathToFileURL(join(root, 'node_modules', 'tsx', 'dist', 'loader.mjs')).href;
+
+export interface Child {
+  process: ChildProcess;
+  /** What the server printed, stdout and stderr interleaved. */
+  output: string[];
+}
+
+export function startChild(env: Record<string, string>, cwd = root): Child {
+  const output: string[] = [];
+  const child = spawn(process.execPath, ['--import', tsxLoader, join(root, 'src', 'index.ts')], {
+    cwd,
+    env: { PATH: process.env.PATH ?? '', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  child.stdout.on('data', (chunk) => output.push(String(chunk)));
+  child.stderr.on('data', (chunk) => output.push(String(chunk)));
+  return { process: child, output };
+}
+
+export async function healthy(url: string): Promise<boolean> {
+  try {
+    return (await fetch(`${url}/healthz`)).status === 200;
+  } catch {
+    return false;
+  }
+}
+
+/** SIGKILL: no shutdown code runs, whatever was in flight is cut where it stood. */
+export function killHard(child: Child): Promise<void> {
+  return new Promise((resolve) => {
+    if (child.process.exitCode !== null || child.process.signalCode !== null) return resolve();
+    child.process.once('exit', () => resolve());
+    child.process.kill('SIGKILL');
+  });
+}
+
+/** Both fakes and the server as a child process on `databaseFile`, up and healthy (not installed). */
+export interface ChildStack {
+  b24: FakeBitrix24;
+  c2d: FakeChat2Desk;
+  server: { url: string };
+  databaseFile: string;
+  child: Child;
+  /** kill -9 the server. */
+  kill(): Promise<void>;
+  /** kill -9 if still running, then start it again on the same database file and wait until it is healthy. */
+  restart(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function startChildStack(options: { env?: Record<string, string>; b24?: FakeBitrix24Options } = {}): Promise<ChildStack> {
+  const b24 = await startFakeBitrix24(options.b24);
+  const c2d = await startFakeChat2Desk();
+  const dir = mkdtempSync(join(tmpdir(), 'c2d-b24-child-'));
+  const port = await freePort();
+  const env = stackEnv(b24, c2d, port, dir, { LOG_LEVEL: 'info', ...options.env });
+  const url = `http://127.0.0.1:${port}`;
+  const stack: ChildStack = {
+    b24,
+    c2d,
+    server: { url },
+    databaseFile: join(dir, 'app.db'),
+    child: startChild(env),
+    kill: () => killHard(stack.child),
+    async restart() {
+      await killHard(stack.child);
+      stack.child = startChild(env);
+      await eventually(() => healthy(url), 20_000, 'server back');
+    },
+    async close() {
+      await killHard(stack.child);
+      await Promise.all([b24.close(), c2d.close()]);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  try {
+    await eventually(() => healthy(url), 20_000, 'server up');
+  } catch (error) {
+    await stack.close();
+    throw error;
+  }
+  return stack;
+}
