@@ -301,7 +301,8 @@ export interface Hold {
 
 /** What a hold catches: a top-level REST method of the portal, or an endpoint of the OAuth server. */
 /** `command` narrows a `batch` hold to batches carrying that method (confirmations and results both travel in batches). */
-export type HoldTarget = { rest: string; command?: string } | { oauth: 'oauth.token' | 'app.info' };
+/** `afterRunning` holds the answer instead: the method runs (its change is made) and the caller waits for the reply. */
+export type HoldTarget = { rest: string; command?: string; afterRunning?: boolean } | { oauth: 'oauth.token' | 'app.info' };
 
 export interface FakeBitrix24 {
   portalUrl: string;
@@ -352,7 +353,7 @@ export interface FakeBitrix24 {
   failNext(method: string, reply: ErrorReply, times?: number): void;
   failNextOAuth(endpoint: 'oauth.token' | 'app.info', reply: ErrorReply, times?: number): void;
   setOperatingLimit(method: string, blockedUntilUnixSeconds: number): void;
-  /** Holds the next `count` matching requests before they run (auth is checked on release); one the rate limit refuses is not held. */
+  /** Holds the next `count` matching requests before they run (auth is checked on release), or their answers after (`afterRunning`); one the rate limit refuses is not held. */
   hold(target: HoldTarget, count?: number): Hold;
   seedLead(input?: SeedPerson): number;
   seedContact(input?: SeedPerson): number;
@@ -1187,7 +1188,7 @@ class FakePortal implements FakeBitrix24 {
   }
 
   hold(target: HoldTarget, count = 1): Hold {
-    const key = 'rest' in target ? `rest ${target.rest.toLowerCase()}` : `oauth ${target.oauth}`;
+    const key = 'rest' in target ? `${target.afterRunning ? 'answer ' : ''}rest ${target.rest.toLowerCase()}` : `oauth ${target.oauth}`;
     let arrive = () => {};
     let release = () => {};
     const arrived = new Promise<void>((resolve) => {
@@ -1374,6 +1375,7 @@ class FakePortal implements FakeBitrix24 {
       const batchCommands = method === 'batch' ? Object.values(isRecord(rest.cmd) ? rest.cmd : {}).map((command) => String(command).split('?')[0]!.toLowerCase()) : [];
       await this.waitAtHold(`rest ${method}`, batchCommands);
       const outcome = await this.execute(method, rest, token, startedAt);
+      await this.waitAtHold(`answer rest ${method}`, batchCommands);
       if (!outcome.ok) return jsonResponse(c, outcome.body, outcome.status);
       const envelope: Record<string, unknown> = { result: outcome.result };
       if (outcome.next !== undefined) envelope.next = outcome.next;
