@@ -120,7 +120,7 @@ describe('Open Channels and kill -9', () => {
       await deliver(stack, stack.c2d.receiveMessage({ clientId, text: 'and one more' }).webhook);
       await eventually(() => clientTexts(stack, clientId).includes('and one more'), 30_000, 'the next message');
       expect(clientTexts(stack, clientId)).toEqual(['the contract', 'and one more']);
-    });
+    }, 60_000);
 
     it('killed after Bitrix24 took the message, before its answer reached us: not sent again, the event log says it may be there, the conversation goes on', async () => {
       const stack = await openChannelsChild();
@@ -143,7 +143,7 @@ describe('Open Channels and kill -9', () => {
       await eventually(() => clientTexts(stack, clientId).includes('next one'), 30_000, 'the next message');
       expect(clientTexts(stack, clientId)).toEqual(['taken, answer lost', 'next one']);
       expect(stack.b24.calls.filter((call) => call.method === 'imconnector.send.messages')).toHaveLength(2);
-    });
+    }, 60_000);
 
     it('a burst of 30 messages over 3 conversations killed mid-way: each arrives once or is reported in doubt, each conversation in order, redeliveries add nothing', async () => {
       const stack = await openChannelsChild();
@@ -236,7 +236,7 @@ describe('Open Channels and kill -9', () => {
       await delivered(stack, clientId, next);
       expect(atChat2Desk(stack, id)).toHaveLength(1);
       expect(statusReports(stack, id)).toHaveLength(1);
-    });
+    }, 60_000);
 
     it('killed after Chat2Desk took the message, before its answer reached us: found by external_id, not sent again, the delivery status reaches Bitrix24 with its id', async () => {
       const stack = await openChannelsChild();
@@ -257,7 +257,7 @@ describe('Open Channels and kill -9', () => {
       await repeatEvent(stack, id);
       await delivered(stack, clientId, await operatorWrites(stack, clientId, 'after the repeat'));
       expect(atChat2Desk(stack, id)).toHaveLength(1);
-    });
+    }, 60_000);
 
     it('killed after the message was sent, before the delivery status: the status is sent once after the restart, the message not again', async () => {
       const stack = await openChannelsChild();
@@ -276,7 +276,7 @@ describe('Open Channels and kill -9', () => {
       expect(statusReports(stack, id)).toHaveLength(1);
       expect(atChat2Desk(stack, id)).toHaveLength(1);
       expect(operatorMessage(stack, clientId, id).externalIds).toEqual([String(atChat2Desk(stack, id)[0]!.id)]);
-    });
+    }, 60_000);
 
     it('a burst of 30 messages over 3 conversations killed mid-way: each reaches Chat2Desk once, in its conversation order, and is delivered once', async () => {
       const stack = await openChannelsChild();
