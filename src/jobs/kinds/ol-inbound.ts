@@ -16,8 +16,10 @@ export { OL_INBOUND_KIND };
 
 /**
  * The message waits: no connected line takes its conversation, its line wants a Chat2Desk operator
- * first, or Bitrix24 says the line is inactive. It is looked at again every hold-recheck interval
- * (not backed off: a line connected or an operator joining should show soon), until its deadline.
+ * first or the client to be tagged, or Bitrix24 says the line is inactive. The events that can
+ * release it (a tag added, an operator joining, a line connected) make it due at once
+ * (src/open-channels/inbound.ts wakes, src/db/jobs.ts wakeHeldJobs); otherwise it is looked at again
+ * every hold-recheck interval (not backed off), until its deadline.
  */
 export class InboundHeld extends Error {
   override name = 'InboundHeld';
