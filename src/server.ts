@@ -261,6 +261,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
       (kind, memberId, input, jobOptions) => pipeline.job(kind, memberId, input, jobOptions),
     ),
     jobsStored: (job) => pipeline.jobsStored(job),
+    jobsWoken: () => pipeline.jobsWoken(),
     gapNoticed: (portal, lastDeliveryAt) => gapPolls.gapNoticed(portal, lastDeliveryAt),
     published: (memberId, delivery) => liveHub.published(memberId, delivery),
     clock,
@@ -280,7 +281,14 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
   const appUpdates = new AppUpdates({ jobs, pipeline, installerTokens, background, clock });
   // Open Channels mode (issue 10): the lines connected to our connector and the connector itself.
   const openLineStore = new OpenLineStore(database.db, clock);
-  const connector = new OpenChannelsConnector({ rest, store: openLineStore, publicUrl: config.publicUrl, defaultApiUrl: config.chat2desk.defaultApiUrl, log });
+  const connector = new OpenChannelsConnector({
+    rest,
+    store: openLineStore,
+    publicUrl: config.publicUrl,
+    defaultApiUrl: config.chat2desk.defaultApiUrl,
+    jobsWoken: () => pipeline.jobsWoken(),
+    log,
+  });
   const settings = new SettingsService({
     portals,
     rest,

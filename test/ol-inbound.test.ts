@@ -7,9 +7,61 @@ import { CONNECTOR_ID } from '../src/open-channels/connector.js';
 import { DEFAULT_LINE_OPTIONS, type LineOptions } from '../src/open-channels/lines.js';
 import { cleanClientName } from '../src/open-channels/names.js';
 import { noRetryWait } from './support/clock.js';
-import { adminHeaders, eventually, installAndConfigure, startStack, type Stack } from './support/stack.js';
+import { adminHeaders, eventually, installAndConfigure, postForm, putSettings, startStack, type Stack } from './support/stack.js';
 
 type Row = Record<string, unknown>;
+
+let stack: Stack;
+
+/**
+ * The portal in open_channels mode. OC1 adds the setting to the settings API; until it is merged
+ * this writes the stored settings JSON directly (the one place to switch once it is).
+ */
+async function openChannelsMode(s: Stack) {
+  s.server.database.sqlite.prepare("update portals set settings = json_set(settings, '$.integrationType', 'open_channels') where member_id = ?").run(s.b24.memberId);
+}
+
+/** A line connected as the connector settings page does (OC1): our store, and the connector activated in the portal. */
+async function connectLine(lineId: number, options: Partial<LineOptions> = {}) {
+  if (!stack.b24.openLines.has(lineId)) stack.b24.openLines.set(lineId, { id: lineId, name: `Line ${lineId}`, active: true });
+  if (!stack.b24.connectors.has(CONNECTOR_ID)) {
+    await stack.server.rest.call(stack.b24.memberId, 'imconnector.register', {
+      ID: CONNECTOR_ID,
+      NAME: 'Chat2Desk',
+      ICON: { DATA_IMAGE: 'data:image/svg+xml,%3Csvg/%3E' },
+      PLACEMENT_HANDLER: `${stack.server.url}/connector`,
+    });
+  }
+  await stack.server.rest.call(stack.b24.memberId, 'imconnector.activate', { CONNECTOR: CONNECTOR_ID, LINE: lineId, ACTIVE: 1 });
+  await new OpenLineStore(stack.server.database.db, systemClock).save(stack.b24.memberId, lineId, { ...DEFAULT_LINE_OPTIONS, ...options });
+}
+
+const channels = () => stack.c2d.account().channels;
+
+function clientWrites(input: { clientId?: number; phone?: string; text?: string; channelId?: number; attachments?: Array<{ name: string; link: string }> }) {
+  return stack.c2d.receiveMessage(input);
+}
+
+async function deliver(body: Row) {
+  const statuses = await stack.c2d.deliverWebhook(body);
+  expect(statuses).toEqual([200]);
+}
+
+const chatMessages = (line: number, chatId: string) => {
+  try {
+    return stack.b24.openLineMessages(line, chatId);
+  } catch {
+    return [];
+  }
+};
+
+const inboundJobs = () => stack.server.database.sqlite.prepare("select state, last_error, return_values from jobs where kind = 'ol_inbound' order by id").all() as Row[];
+
+async function eventLog(): Promise<Array<{ title: string; status: string; summary: string; error: { message: string; nextStep: string } | null }>> {
+  const response = await fetch(`${stack.server.url}/api/event-log?limit=100`, { headers: adminHeaders(stack) });
+  expect(response.status).toBe(200);
+  return ((await response.json()) as { entries: never[] }).entries;
+}
 
 /**
  * Open Channels inbound (issue 10 slice 1), end to end: the fake Chat2Desk delivers webhooks to our
@@ -17,8 +69,6 @@ type Row = Record<string, unknown>;
  * Open Channel chats (and downloads files as Bitrix24 does).
  */
 describe('Open Channels inbound: Chat2Desk messages reach the Open Channel chat', () => {
-  let stack: Stack;
-
   beforeEach(async () => {
     // The portal's REST rate (ours and the fake's bucket) is raised so a hundred messages are not paced at
     // the production 2/s: the failures the ordering test meets are the ones it injects.
@@ -31,56 +81,6 @@ describe('Open Channels inbound: Chat2Desk messages reach the Open Channel chat'
     await openChannelsMode(stack);
   });
   afterEach(() => stack.close());
-
-  /**
-   * The portal in open_channels mode. OC1 adds the setting to the settings API; until it is merged
-   * this writes the stored settings JSON directly (the one place to switch once it is).
-   */
-  async function openChannelsMode(s: Stack) {
-    s.server.database.sqlite.prepare("update portals set settings = json_set(settings, '$.integrationType', 'open_channels') where member_id = ?").run(s.b24.memberId);
-  }
-
-  /** A line connected as the connector settings page does (OC1): our store, and the connector activated in the portal. */
-  async function connectLine(lineId: number, options: Partial<LineOptions> = {}) {
-    if (!stack.b24.openLines.has(lineId)) stack.b24.openLines.set(lineId, { id: lineId, name: `Line ${lineId}`, active: true });
-    if (!stack.b24.connectors.has(CONNECTOR_ID)) {
-      await stack.server.rest.call(stack.b24.memberId, 'imconnector.register', {
-        ID: CONNECTOR_ID,
-        NAME: 'Chat2Desk',
-        ICON: { DATA_IMAGE: 'data:image/svg+xml,%3Csvg/%3E' },
-        PLACEMENT_HANDLER: `${stack.server.url}/connector`,
-      });
-    }
-    await stack.server.rest.call(stack.b24.memberId, 'imconnector.activate', { CONNECTOR: CONNECTOR_ID, LINE: lineId, ACTIVE: 1 });
-    await new OpenLineStore(stack.server.database.db, systemClock).save(stack.b24.memberId, lineId, { ...DEFAULT_LINE_OPTIONS, ...options });
-  }
-
-  const channels = () => stack.c2d.account().channels;
-
-  function clientWrites(input: { clientId?: number; phone?: string; text?: string; channelId?: number; attachments?: Array<{ name: string; link: string }> }) {
-    return stack.c2d.receiveMessage(input);
-  }
-
-  async function deliver(body: Row) {
-    const statuses = await stack.c2d.deliverWebhook(body);
-    expect(statuses).toEqual([200]);
-  }
-
-  const chatMessages = (line: number, chatId: string) => {
-    try {
-      return stack.b24.openLineMessages(line, chatId);
-    } catch {
-      return [];
-    }
-  };
-
-  const inboundJobs = () => stack.server.database.sqlite.prepare("select state, last_error, return_values from jobs where kind = 'ol_inbound' order by id").all() as Row[];
-
-  async function eventLog(): Promise<Array<{ title: string; status: string; summary: string; error: { message: string; nextStep: string } | null }>> {
-    const response = await fetch(`${stack.server.url}/api/event-log?limit=100`, { headers: adminHeaders(stack) });
-    expect(response.status).toBe(200);
-    return ((await response.json()) as { entries: never[] }).entries;
-  }
 
   it('sends a client text to the connected line, as the connector user c<client id> in the chat c<client id>', async () => {
     await connectLine(1);
@@ -243,6 +243,21 @@ describe('Open Channels inbound: Chat2Desk messages reach the Open Channel chat'
     expect(inboundJobs().map((job) => JSON.parse(String(job.return_values)).status)).toEqual(['skipped', 'sent']);
   });
 
+  it("a line's except filter keeps tagged clients out; sendPreviousAfterTagging changes nothing there (a tag never lets a client in)", async () => {
+    const tag = stack.c2d.account().tags[0]!;
+    await connectLine(1, { tagFilter: { mode: 'except', tagIds: [tag.id], sendPreviousAfterTagging: true } });
+    const seeded = stack.c2d.seedClient({ phone: '79161234583' });
+    stack.c2d.assignTag({ tagId: tag.id, clientId: Number(seeded.client.id) });
+    const tagged = clientWrites({ clientId: Number(seeded.client.id), text: 'kept out' });
+    const untagged = clientWrites({ phone: '79161234584', text: 'let in' });
+    await deliver(tagged.webhook);
+    await deliver(untagged.webhook);
+    await eventually(() => inboundJobs().length === 2 && inboundJobs().every((job) => job.state === 'done'), 15_000, 'both decided');
+    expect(inboundJobs().map((job) => JSON.parse(String(job.return_values)).status)).toEqual(['skipped', 'sent']);
+    expect(chatMessages(1, `c${seeded.client.id}`)).toEqual([]);
+    expect(chatMessages(1, `c${untagged.message.client_id}`).map((item) => item.text)).toEqual(['let in']);
+  });
+
   it('holds a client message until a Chat2Desk operator joins the dialog, shown in the event log', async () => {
     await connectLine(1, { holdUntilOperator: true });
     const { message, webhook } = clientWrites({ phone: '79161234577', text: 'anyone there?' });
@@ -305,5 +320,108 @@ describe('Open Channels inbound: Chat2Desk messages reach the Open Channel chat'
     await connectLine(1);
     await deliver(clientWrites({ phone: '79161234580', text: 'robots mode' }).webhook);
     expect(inboundJobs()).toEqual([]);
+  });
+});
+
+/**
+ * Held messages released by the events that can release them (a tag added, an operator joining, a
+ * line connected), not by the recheck: it is an hour here, longer than any of these tests waits.
+ */
+describe('Open Channels inbound: held messages wake when what they wait for happens', () => {
+  beforeEach(async () => {
+    stack = await startStack({ env: { OPEN_CHANNELS_HOLD_RECHECK_SECONDS: '3600' }, retrySleep: noRetryWait });
+    await installAndConfigure(stack);
+    await openChannelsMode(stack);
+  });
+  afterEach(() => stack.close());
+
+  const attempts = () => (stack.server.database.sqlite.prepare("select attempts from jobs where kind = 'ol_inbound' order by id limit 1").get() as { attempts: number }).attempts;
+
+  /** Held: tried once and put off until the (hour-long) recheck. */
+  const held = (pattern: RegExp) => eventually(() => inboundJobs().find((job) => job.state === 'queued' && pattern.test(String(job.last_error ?? ''))), 15_000, `held: ${pattern}`);
+
+  it('sendPreviousAfterTagging: untagged messages wait, shown in the event log; once the client is tagged they all go, in order, before the next one', async () => {
+    const [tag, other] = stack.c2d.account().tags;
+    await connectLine(1, { tagFilter: { mode: 'only', tagIds: [tag!.id], sendPreviousAfterTagging: true } });
+    const first = clientWrites({ phone: '79161234585', text: 'first, before the tag' });
+    const clientId = Number(first.message.client_id);
+    await deliver(first.webhook);
+    await held(/Held until the client is tagged/);
+    const second = clientWrites({ clientId, text: 'second, before the tag' });
+    await deliver(second.webhook);
+    const waiting = await eventually(
+      async () => (await eventLog()).find((entry) => entry.status === 'waiting' && /client is tagged/.test(entry.summary)),
+      15_000,
+      'waiting in the event log',
+    );
+    expect(waiting.summary).toMatch(/Tag the client in Chat2Desk/);
+    // Another tag (not the line's) wakes the conversation; it looks, and waits on.
+    await deliver(stack.c2d.assignTag({ tagId: other!.id, clientId }));
+    await eventually(() => attempts() === 2 && inboundJobs()[0]!.state === 'queued', 15_000, 'looked again');
+    expect(chatMessages(1, `c${clientId}`)).toEqual([]);
+    // The line's tag: the client's cached tags are stale by the webhook, and the held messages go at once.
+    await deliver(stack.c2d.assignTag({ tagId: tag!.id, clientId }));
+    await deliver(clientWrites({ clientId, text: 'third, after the tag' }).webhook);
+    const texts = await eventually(() => chatMessages(1, `c${clientId}`).length === 3 && chatMessages(1, `c${clientId}`).map((item) => item.text), 15_000, 'all three sent');
+    expect(texts).toEqual(['first, before the tag', 'second, before the tag', 'third, after the tag']);
+  });
+
+  it('sendPreviousAfterTagging: a client never tagged before the hold deadline: not sent, with the reason', async () => {
+    const [tag, other] = stack.c2d.account().tags;
+    await connectLine(1, { tagFilter: { mode: 'only', tagIds: [tag!.id], sendPreviousAfterTagging: true } });
+    const { message, webhook } = clientWrites({ phone: '79161234586', text: 'never tagged' });
+    await deliver(webhook);
+    await held(/Held until the client is tagged/);
+    // Thirty days on (the deadline moved instead of the clock), the next look gives it up.
+    stack.server.database.sqlite.prepare("update jobs set deadline_at = 1 where kind = 'ol_inbound'").run();
+    await deliver(stack.c2d.assignTag({ tagId: other!.id, clientId: Number(message.client_id) }));
+    const done = await eventually(() => inboundJobs()[0]!.state === 'done' && JSON.parse(String(inboundJobs()[0]!.return_values)), 15_000, 'given up');
+    expect(done.status).toBe('skipped');
+    expect(done.reason).toMatch(/none of the line's tags within 30 days/);
+    expect(chatMessages(1, `c${message.client_id}`)).toEqual([]);
+  });
+
+  it('holdUntilOperator: dialog_transferred (an operator joined) sends the held message at once', async () => {
+    await connectLine(1, { holdUntilOperator: true });
+    const { message, webhook } = clientWrites({ phone: '79161234587', text: 'anyone there?' });
+    await deliver(webhook);
+    await held(/operator joins/);
+    const operator = stack.c2d.account().operators[0]!;
+    const dialog = stack.c2d.account().dialogs.find((item) => item.id === message.dialog_id)!;
+    dialog.operator_id = operator.id;
+    await deliver({ hook_type: 'dialog_transferred', dialog_id: dialog.id, client_id: message.client_id, operator_id: operator.id, event_time: new Date().toISOString() });
+    const arrived = await eventually(() => chatMessages(1, `c${message.client_id}`).length === 1 && chatMessages(1, `c${message.client_id}`), 15_000, 'released');
+    expect(arrived[0]!.text).toBe('anyone there?');
+  });
+
+  it('a line connected on the connector page sends the messages no line took at once', async () => {
+    const { message, webhook } = clientWrites({ phone: '79161234588', text: 'before any line' });
+    await deliver(webhook);
+    await held(/no Open Channel line/);
+    stack.b24.openLines.set(1, { id: 1, name: 'Line 1', active: true });
+    expect((await putSettings(stack, { integrationType: 'open_channels' })).status).toBe(200);
+    const auth = stack.b24.issueAuth(1);
+    const page = stack.b24.settingConnectorPageRequest({ line: 1, connector: CONNECTOR_ID }, { accessToken: auth.access_token });
+    const html = await (await postForm(`${stack.server.url}/connector`, page.body, page.query)).text();
+    const { token } = JSON.parse(/<script type="application\/json" id="page-data">(.*?)<\/script>/s.exec(html)![1]!) as { token: string };
+    const saved = await fetch(`${stack.server.url}/api/connector/lines/1`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ options: DEFAULT_LINE_OPTIONS }),
+    });
+    expect(saved.status).toBe(200);
+    const arrived = await eventually(() => chatMessages(1, `c${message.client_id}`).length === 1 && chatMessages(1, `c${message.client_id}`), 15_000, 'released');
+    expect(arrived[0]!.text).toBe('before any line');
+  });
+
+  it("gives Bitrix24 the client's Chat2Desk avatar as the connector user's picture when it is an http(s) link", async () => {
+    await connectLine(1);
+    const pictured = stack.c2d.seedClient({ phone: '79161234589', avatar: 'https://cdn.example.com/avatars/anna.jpg' });
+    const odd = stack.c2d.seedClient({ phone: '79161234590', avatar: 'javascript:alert(1)' });
+    for (const seeded of [pictured, odd]) await deliver(clientWrites({ clientId: Number(seeded.client.id), text: 'hi' }).webhook);
+    await eventually(() => inboundJobs().length === 2 && inboundJobs().every((job) => job.state === 'done'), 15_000, 'both sent');
+    const chatOf = (seeded: { client: Row }) => stack.b24.openLineChats(1).find((chat) => chat.externalChatId === `c${seeded.client.id}`)!;
+    expect(chatOf(pictured).picture).toBe('https://cdn.example.com/avatars/anna.jpg');
+    expect(chatOf(odd).picture).toBeNull();
   });
 });

@@ -236,6 +236,29 @@ describe('Open Channels outbound: an operator writes in Bitrix24, the client get
     expect(log.error!.nextStep).toContain('approved WhatsApp template');
   });
 
+  it("keeps Chat2Desk's refusal out of the chat when the line says not to post delivery errors; the event log still has it", async () => {
+    await stack.server.close();
+    const database = openDatabase(stack.config.databaseFile);
+    await new OpenLineStore(database.db, systemClock).save(stack.b24.memberId, 1, { ...DEFAULT_LINE_OPTIONS, postDeliveryErrors: false });
+    database.close();
+    await stack.restart();
+    setGlobalDispatcher(new Agent());
+    const refused = stack.c2d.seedClient({ phone: '79167654322', transport: 'wa_dialog', channelId: CHANNEL, withDialog: 'open' });
+    chatId = `c${refused.client.id}`;
+    await clientWrites(refused.client.id as number, 'Hi');
+    const id = await operatorWrites('Are you there?');
+    const log = await eventually(async () => {
+      const page = (await (await fetch(`${stack.server.url}/api/event-log`, { headers: adminAuth() })).json()) as {
+        entries: Array<{ status: string; error: { message: string } | null }>;
+      };
+      return page.entries.find((entry) => entry.status === 'failed');
+    });
+    expect(log.error!.message).toContain(`Open Channel message ${id} not sent`);
+    await jobsFinished();
+    expect(notes()).toEqual([]);
+    expect(ourMessages(id)).toHaveLength(0);
+  });
+
   it('tells the operator that an edit or a delete does not reach the client', async () => {
     const id = await operatorWrites('First words');
     await delivered(id);

@@ -19,6 +19,8 @@ export interface Chat2DeskClient {
   assigned_name?: string | null;
   phone?: string | null;
   client_phone?: string | null;
+  /** A link to the client's picture (docs/protocols.md C3). */
+  avatar?: string | null;
   channels?: Array<{ id: number; transports: string[] }>;
   tags?: Array<{ id: number; label: string }>;
 }

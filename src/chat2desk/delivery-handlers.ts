@@ -1,4 +1,4 @@
-import type { NewJob } from '../db/jobs.js';
+import type { HeldWake, NewJob } from '../db/jobs.js';
 import type { StoredSettings } from '../db/portals.js';
 
 /** Everything about a job but its kind, portal and input (the same as src/jobs/pipeline.ts `JobOptions`). */
@@ -35,6 +35,12 @@ export interface DeliveryJob {
 export interface DeliveryHandler {
   hookType: string;
   jobs(delivery: Chat2DeskDelivery): DeliveryJob[];
+  /**
+   * Held jobs this delivery may release (a tag added, an operator joined): made due now in the
+   * transaction that stores the delivery (src/db/jobs.ts `wakeHeldJobs`), after its cache
+   * invalidation, so they run at once and read fresh data.
+   */
+  wakes?(delivery: Chat2DeskDelivery): Array<Omit<HeldWake, 'memberId'>>;
 }
 
 /** Builds the job a store writes, its input checked against its kind (src/jobs/pipeline.ts `Pipeline.job`). */
@@ -63,5 +69,10 @@ export class DeliveryHandlers {
     return wanted.map((job, position) =>
       this.build(job.kind, delivery.memberId, job.input, { ...job.options, dedupKey: job.dedupKey ?? `chat2desk:${delivery.deliveryKey}#${position}` }),
     );
+  }
+
+  /** The held jobs the delivery may release. */
+  wakesFor(delivery: Chat2DeskDelivery): HeldWake[] {
+    return (this.#byHookType.get(delivery.hookType) ?? []).flatMap((handler) => handler.wakes?.(delivery) ?? []).map((wake) => ({ ...wake, memberId: delivery.memberId }));
   }
 }

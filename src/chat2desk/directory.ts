@@ -232,6 +232,7 @@ function toClient(client: Chat2DeskClient): CachedClient {
     clientPhone: client.client_phone ?? null,
     name: client.name ?? null,
     assignedName: client.assigned_name ?? null,
+    avatar: client.avatar ?? null,
     tags: (client.tags ?? []).map((tag) => ({ id: tag.id, label: tag.label })),
   };
 }

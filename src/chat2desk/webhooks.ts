@@ -31,6 +31,8 @@ export interface WebhookDeps {
   deliveryHandlers: DeliveryHandlers;
   /** Called after the commit for each job a delivery stored, so the worker looks for it (src/jobs/pipeline.ts `jobsStored`). */
   jobsStored(job: NewJob): void;
+  /** Called after the commit when a delivery made held jobs due now, so the worker looks for them. */
+  jobsWoken(): void;
   /**
    * The check noticed a gap (the webhook was disabled or gone, or Chat2Desk lists failed
    * deliveries): what was missed since `lastDeliveryAt` is looked for (src/chat2desk/closed-episodes.ts).
@@ -117,17 +119,11 @@ export class Chat2DeskWebhooks {
     const event = body as Record<string, unknown>;
     const hookType = String(event.hook_type);
     const dedupKey = deliveryKey(event);
+    const delivery = { memberId: portal.memberId, accountKey: registration.accountKey, hookType, deliveryKey: dedupKey, event, settings: portal.settings };
     let jobs: NewJob[];
     try {
       // Handlers are pure functions of the delivery: input their kind refuses is this delivery's fault.
-      jobs = this.deps.deliveryHandlers.jobsFor({
-        memberId: portal.memberId,
-        accountKey: registration.accountKey,
-        hookType,
-        deliveryKey: dedupKey,
-        event,
-        settings: portal.settings,
-      });
+      jobs = this.deps.deliveryHandlers.jobsFor(delivery);
     } catch (error) {
       const reason = error instanceof Error ? error.message : String(error);
       this.deps.log.warn({ memberId: portal.memberId, hookType, err: reason }, 'chat2desk webhook delivery refused: its jobs are invalid');
@@ -137,8 +133,10 @@ export class Chat2DeskWebhooks {
       { memberId: portal.memberId, accountKey: registration.accountKey, dedupKey, hookType, body: rawBody },
       invalidationFor(event),
       jobs,
+      this.deps.deliveryHandlers.wakesFor(delivery),
     );
     if (recorded.jobsStored > 0) for (const job of jobs) this.deps.jobsStored(job);
+    if (recorded.jobsWoken > 0) this.deps.jobsWoken();
     if (recorded.fresh) this.deps.published?.(portal.memberId, event);
     this.deps.log.debug({ memberId: portal.memberId, hookType, duplicate: !recorded.fresh, jobsStored: recorded.jobsStored }, 'chat2desk webhook delivery');
     return { status: 200, result: recorded.fresh ? 'applied' : 'duplicate' };

@@ -8,6 +8,8 @@ export interface CachedClient {
   clientPhone: string | null;
   name: string | null;
   assignedName: string | null;
+  /** The client's picture link; absent in rows cached before it was kept. */
+  avatar?: string | null;
   tags: Array<{ id: number; label: string }>;
 }
 

@@ -154,6 +154,40 @@ export function insertJobs(tx: JobWriter, newJobs: NewJob[], now: number): numbe
 }
 
 /**
+ * Which held jobs an event may release: a portal's queued jobs of one kind, those of one ordering
+ * key (one conversation) when it is named, else all of the portal's.
+ */
+export interface HeldWake {
+  memberId: string;
+  kind: string;
+  orderingKey?: string;
+}
+
+/**
+ * Makes held jobs due now, inside the caller's transaction (the one that stored what released
+ * them): a job waiting for its next look (a hold rechecked on an interval, or a backoff) whose
+ * condition an event may have met runs at once instead of at its next recheck. Only jobs that
+ * already ran once (attempts > 0) and are due later are touched: a job not yet tried is due
+ * anyway, and its own run decides whether it is still held. Returns how many were woken.
+ */
+export function wakeHeldJobs(tx: JobWriter, wake: HeldWake, now: number): number {
+  return tx
+    .update(jobs)
+    .set({ runAt: now, updatedAt: now })
+    .where(
+      and(
+        eq(jobs.memberId, wake.memberId),
+        eq(jobs.kind, wake.kind),
+        eq(jobs.state, 'queued'),
+        gt(jobs.attempts, 0),
+        gt(jobs.runAt, now),
+        wake.orderingKey === undefined ? undefined : eq(jobs.orderingKey, wake.orderingKey),
+      ),
+    )
+    .run().changes;
+}
+
+/**
  * A result that names its client's phone (a closed episode learns it only when it runs): its
  * digits, so the event log finds the job by phone (src/event-log.ts); a job's phone from its
  * enqueue is kept. Null for anything that is not an international number.

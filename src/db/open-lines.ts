@@ -1,6 +1,7 @@
 import { and, asc, eq, sql } from 'drizzle-orm';
 import type { Clock } from '../clock.js';
 import type { Db } from './database.js';
+import { type HeldWake, wakeHeldJobs } from './jobs.js';
 import { openLines } from './schema.js';
 
 /** One connected Open Channel line; `options` is the stored JSON, read by src/open-channels/lines.ts. */
@@ -33,22 +34,28 @@ export class OpenLineStore {
     return (await this.list(memberId)).find((line) => line.lineId === lineId);
   }
 
-  /** Connects a line (last in the order) or changes a connected line's options; one statement. */
-  async save(memberId: string, lineId: number, options: unknown): Promise<void> {
+  /**
+   * Connects a line (last in the order) or changes a connected line's options. `wakes`: held jobs
+   * the change may release (messages no line took), made due now in the same transaction, so they
+   * are routed again at once and see the line. Returns how many were woken.
+   */
+  async save(memberId: string, lineId: number, options: unknown, wakes: Array<Omit<HeldWake, 'memberId'>> = []): Promise<number> {
     const now = this.clock.now();
     const json = JSON.stringify(options);
-    this.db
-      .insert(openLines)
-      .values({
-        memberId,
-        lineId,
-        position: sql`(select coalesce(max(${openLines.position}), 0) + 1 from ${openLines} where ${openLines.memberId} = ${memberId})`,
-        options: json,
-        connectedAt: now,
-        updatedAt: now,
-      })
-      .onConflictDoUpdate({ target: [openLines.memberId, openLines.lineId], set: { options: json, updatedAt: now } })
-      .run();
+    return this.db.transaction((tx) => {
+      tx.insert(openLines)
+        .values({
+          memberId,
+          lineId,
+          position: sql`(select coalesce(max(${openLines.position}), 0) + 1 from ${openLines} where ${openLines.memberId} = ${memberId})`,
+          options: json,
+          connectedAt: now,
+          updatedAt: now,
+        })
+        .onConflictDoUpdate({ target: [openLines.memberId, openLines.lineId], set: { options: json, updatedAt: now } })
+        .run();
+      return wakes.reduce((woken, wake) => woken + wakeHeldJobs(tx, { ...wake, memberId }, now), 0);
+    });
   }
 
   /** Disconnects a line (deleted in Bitrix24, or the admin disconnected it). True when it was connected. */

@@ -3,7 +3,7 @@ import type { Clock } from '../clock.js';
 import type { SecretBox } from '../secrets.js';
 import { type Invalidation, invalidateRows } from './cache.js';
 import type { Db } from './database.js';
-import { insertJobs, type NewJob } from './jobs.js';
+import { type HeldWake, insertJobs, type NewJob, wakeHeldJobs } from './jobs.js';
 import { c2dWebhooks, webhookDeliveries } from './schema.js';
 
 export interface WebhookRegistration {
@@ -80,13 +80,16 @@ export class WebhookStore {
    * with a new key, and each carries a dedup key of its own derived from the delivery key, so a
    * retry starts nothing twice even after the key itself was pruned. The invalidation is applied
    * even to a repeated key: invalidating twice is harmless, while a key collision (events whose
-   * bodies carry no time) must not swallow a real change.
+   * bodies carry no time) must not swallow a real change. The held jobs the delivery may release
+   * are made due after the invalidation, so their next run reads what changed; waking again on a
+   * repeat is harmless too.
    */
   async recordDelivery(
     delivery: { memberId: string; accountKey: string; dedupKey: string; hookType: string; body: string },
     stale: Invalidation,
     newJobs: NewJob[] = [],
-  ): Promise<{ fresh: boolean; jobsStored: number }> {
+    wakes: HeldWake[] = [],
+  ): Promise<{ fresh: boolean; jobsStored: number; jobsWoken: number }> {
     const now = this.clock.now();
     return this.db.transaction((tx) => {
       // The unique key decides which receipt is the first, also between two processes at once.
@@ -106,7 +109,8 @@ export class WebhookStore {
       const jobsStored = inserted ? insertJobs(tx, newJobs, now) : 0;
       tx.update(c2dWebhooks).set({ lastDeliveryAt: now }).where(eq(c2dWebhooks.memberId, delivery.memberId)).run();
       invalidateRows(tx, delivery.accountKey, stale);
-      return { fresh: inserted !== undefined, jobsStored };
+      const jobsWoken = wakes.reduce((woken, wake) => woken + wakeHeldJobs(tx, wake, now), 0);
+      return { fresh: inserted !== undefined, jobsStored, jobsWoken };
     });
   }
 

@@ -55,6 +55,11 @@ export class Pipeline {
     this.worker.accepted({ awaitsConfirmation: job.awaitsConfirmation && !job.immediateResult, reportNow: Boolean(job.immediateResult) });
   }
 
+  /** Held jobs were made due now (src/db/jobs.ts `wakeHeldJobs`): the worker looks for them. */
+  jobsWoken(): void {
+    this.worker.accepted({ awaitsConfirmation: false, reportNow: false });
+  }
+
   start(): Promise<void> {
     return this.worker.start();
   }

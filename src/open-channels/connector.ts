@@ -4,6 +4,7 @@ import type { OpenLineStore } from '../db/open-lines.js';
 import type { Portal } from '../db/portals.js';
 import type { Logger } from '../log.js';
 import { readSettings } from '../portal-settings.js';
+import { OL_INBOUND_KIND } from './inbound.js';
 import type { LineOptions } from './lines.js';
 
 /** Our Open Channels connector's id in Bitrix24 (imconnector.register ID: [a-z0-9_], bitrix24.md §12). */
@@ -82,6 +83,8 @@ export interface ConnectorDeps {
   publicUrl: string;
   /** For the Chat2Desk web app's address we give Bitrix24 as the connection's URL. */
   defaultApiUrl: string;
+  /** Held inbound messages were made due when a line was connected: the worker looks for them. */
+  jobsWoken?(): void;
   log: Logger;
 }
 
@@ -117,8 +120,10 @@ export class OpenChannelsConnector {
       { CONNECTOR: CONNECTOR_ID, LINE: lineId, DATA: { ID: `${CONNECTOR_ID}_${lineId}`, URL: web, URL_IM: web, NAME: 'Chat2Desk' } },
       { idempotent: true },
     );
-    await store.save(portal.memberId, lineId, options);
-    this.deps.log.info({ memberId: portal.memberId, line: lineId }, 'open channel line connected');
+    // Messages held because no line took them (or their line was refused) are routed again at once.
+    const woken = await store.save(portal.memberId, lineId, options, [{ kind: OL_INBOUND_KIND }]);
+    if (woken > 0) this.deps.jobsWoken?.();
+    this.deps.log.info({ memberId: portal.memberId, line: lineId, woken }, 'open channel line connected');
   }
 
   /** Disconnects the line: deactivated in Bitrix24, then forgotten (a line Bitrix24 no longer has is forgotten all the same). */

@@ -82,9 +82,24 @@ export function openChannelInboundHandlers(clock: Clock): DeliveryHandler[] {
       },
     ];
   };
+  /**
+   * A tag added (a held message waits for its client to be tagged) or an operator joining (a line
+   * that holds until one does) releases the conversation's held messages at once instead of at
+   * their next recheck. The field lists of these events are a gap (docs/protocols.md C7): with no
+   * client id to name the conversation, every held message of the portal looks again.
+   */
+  const wakes = (delivery: Chat2DeskDelivery) => {
+    if (!inOpenChannelsMode(delivery.settings)) return [];
+    const clientId = id(delivery.event.client_id) ?? id(record(delivery.event.client).id);
+    return [{ kind: OL_INBOUND_KIND, ...(clientId === null ? {} : { orderingKey: conversationOrderingKey(delivery.memberId, clientId) }) }];
+  };
+  const none = () => [];
   return [
     { hookType: 'inbox', jobs },
     { hookType: 'outbox', jobs },
+    { hookType: 'add_tag_to_client', jobs: none, wakes },
+    { hookType: 'add_tag_to_request', jobs: none, wakes },
+    { hookType: 'dialog_transferred', jobs: none, wakes },
   ];
 }
 

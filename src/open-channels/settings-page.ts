@@ -148,6 +148,7 @@ export interface ConnectorWords {
   tagFilterExcept: string;
   tagFilterTags: string;
   sendPreviousAfterTagging: string;
+  sendPreviousAfterTaggingHint: string;
   saved: string;
   disconnected: string;
   saving: string;
@@ -179,10 +180,12 @@ export const CONNECTOR_WORDS: Record<PageLanguage, ConnectorWords> = {
     postDeliveryErrors: 'Post Chat2Desk delivery errors into the Open Channel chat',
     tagFilter: 'Tag filter',
     tagFilterAll: 'Let everything through',
-    tagFilterOnly: 'Accept only requests with these tags',
-    tagFilterExcept: 'Do not accept requests with these tags',
+    tagFilterOnly: 'Accept only clients with these tags',
+    tagFilterExcept: 'Do not accept clients with these tags',
     tagFilterTags: 'Filter tags',
-    sendPreviousAfterTagging: 'Send the earlier messages after the request is tagged',
+    sendPreviousAfterTagging: 'Send the earlier messages after the client is tagged',
+    sendPreviousAfterTaggingHint:
+      'With “Accept only”: messages of a client without these tags wait (up to 30 days) and go in order once the client gets one of them. With “Do not accept” a tag never lets messages in, so this changes nothing.',
     saved: 'Saved',
     disconnected: 'Disconnected',
     saving: 'Saving…',
@@ -212,10 +215,12 @@ export const CONNECTOR_WORDS: Record<PageLanguage, ConnectorWords> = {
     postDeliveryErrors: 'Отправлять ошибки доставки Chat2Desk в чат Открытой линии',
     tagFilter: 'Фильтр по тегам',
     tagFilterAll: 'Пропускать все',
-    tagFilterOnly: 'Принимать только обращения с этими тегами',
-    tagFilterExcept: 'Не принимать обращения с этими тегами',
+    tagFilterOnly: 'Принимать только клиентов с этими тегами',
+    tagFilterExcept: 'Не принимать клиентов с этими тегами',
     tagFilterTags: 'Теги фильтра',
-    sendPreviousAfterTagging: 'Отправлять предыдущие сообщения после установки тега',
+    sendPreviousAfterTagging: 'Отправлять предыдущие сообщения после установки тега клиенту',
+    sendPreviousAfterTaggingHint:
+      'При «Принимать только»: сообщения клиента без этих тегов ждут (до 30 дней) и уходят по порядку, когда клиенту поставят один из них. При «Не принимать» тег никого не пропускает, и эта настройка ничего не меняет.',
     saved: 'Сохранено',
     disconnected: 'Отключено',
     saving: 'Сохранение…',
@@ -245,10 +250,12 @@ export const CONNECTOR_WORDS: Record<PageLanguage, ConnectorWords> = {
     postDeliveryErrors: 'Enviar los errores de entrega de Chat2Desk al chat del Canal abierto',
     tagFilter: 'Filtro de etiquetas',
     tagFilterAll: 'Dejar pasar todo',
-    tagFilterOnly: 'Aceptar sólo solicitudes con estas etiquetas',
-    tagFilterExcept: 'No aceptar solicitudes con estas etiquetas',
+    tagFilterOnly: 'Aceptar sólo clientes con estas etiquetas',
+    tagFilterExcept: 'No aceptar clientes con estas etiquetas',
     tagFilterTags: 'Etiquetas del filtro',
-    sendPreviousAfterTagging: 'Enviar los mensajes anteriores después de etiquetar la solicitud',
+    sendPreviousAfterTagging: 'Enviar los mensajes anteriores después de etiquetar al cliente',
+    sendPreviousAfterTaggingHint:
+      'Con «Aceptar sólo»: los mensajes de un cliente sin estas etiquetas esperan (hasta 30 días) y se envían en orden cuando recibe una de ellas. Con «No aceptar» una etiqueta nunca deja pasar mensajes, así que esto no cambia nada.',
     saved: 'Guardado',
     disconnected: 'Desconectado',
     saving: 'Guardando…',

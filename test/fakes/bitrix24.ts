@@ -224,6 +224,8 @@ export interface OpenLineChat {
   userId: number;
   name: string;
   lastName: string;
+  /** user.picture.url of the latest message that gave one (§12.5: "a link to the user's avatar available for the account"). */
+  picture: string | null;
   messages: OpenLineMessage[];
 }
 
@@ -2193,10 +2195,13 @@ class FakePortal implements FakeBitrix24 {
         userId,
         name: text(user.name),
         lastName: text(user.last_name),
+        picture: null,
         messages: [],
       };
       this.chats.set(chatKey, openChat);
     }
+    const picture = isRecord(user.picture) ? text(user.picture.url) : '';
+    if (picture !== '') openChat.picture = picture;
     const files: OpenLineFile[] = [];
     const given = Array.isArray(message.files) ? message.files : isRecord(message.files) ? Object.values(message.files) : [];
     for (const file of given.filter(isRecord)) {

@@ -358,6 +358,21 @@ describe('channels, transports, operators, tags', () => {
     expect((await call(fake, 'DELETE', '/tags/996/delete_from', { request_id: requestId })).body.status).toBe('success');
     expect(fake.account().requests.find((r) => r.id === requestId)!.tags).toEqual([]);
   });
+
+  it('a tag added through the API gives the add_tag_to_client / add_tag_to_request event to deliver, once per new tag', async () => {
+    const client = await createClient();
+    fake.tagEvents.length = 0;
+    await post(fake, '/tags/assign_to', { tag_ids: [996], assignee_type: 'client', assignee_id: client.id });
+    await post(fake, '/tags/assign_to', { tag_ids: [996], assignee_type: 'client', assignee_id: client.id });
+    const sent = await post(fake, '/messages', { client_id: client.id, text: 'hi' });
+    const requestId = sent.body.data.request_id;
+    await post(fake, '/tags/assign_to', { tag_ids: [2960], assignee_type: 'request', assignee_id: requestId });
+    expect(fake.tagEvents).toEqual([
+      { hook_type: 'add_tag_to_client', client_id: client.id, tag_id: 996, event_time: expect.any(String) },
+      { hook_type: 'add_tag_to_request', request_id: requestId, client_id: client.id, tag_id: 2960, event_time: expect.any(String) },
+    ]);
+    expect(fake.assignTag({ tagId: 2960, clientId: client.id })).toMatchObject({ hook_type: 'add_tag_to_client', client_id: client.id, tag_id: 2960 });
+  });
 });
 
 describe('clients', () => {

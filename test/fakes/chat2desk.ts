@@ -79,6 +79,8 @@ export interface FakeAccount {
 export interface SeedClientInput {
   phone: string;
   name?: string;
+  /** The client's picture link (§3 client object `avatar`). */
+  avatar?: string;
   transport?: string;
   channelId?: number;
   token?: string;
@@ -134,6 +136,14 @@ export interface FakeChat2Desk {
   closeDialog(dialogId: number, token?: string): { closeDialog: Record<string, unknown>; closeRequest: Record<string, unknown>; requestId: number };
   /** A closed dialog opens again (as PUT /dialogs/{id} state=open does): a new request starts (§4). */
   reopenDialog(dialogId: number, token?: string): { requestId: number };
+  /**
+   * A tag is added to a client or a request, as POST /tags/assign_to does (§5), and Chat2Desk sends
+   * `add_tag_to_client` / `add_tag_to_request` (§7 events): the body to deliver. GUESS: the field list
+   * of tag events is a gap (§7 Gaps); it names the client, the request (for a request) and the tag.
+   */
+  assignTag(input: { tagId: number; clientId?: number; requestId?: number; token?: string }): Record<string, unknown>;
+  /** The tag-event bodies of tags added through the API (POST /tags/assign_to), in order: a test delivers them. */
+  tagEvents: Array<Record<string, unknown>>;
   /** Builds the flat inbox/outbox webhook body (§7) for a stored message. */
   messageWebhookBody(messageId: number, token?: string): Record<string, unknown>;
   /** Every attachment link POST /messages was given, fetched before answering (GUESS: Chat2Desk downloads the file when it takes the message), and fetches made by `fetchAttachment`. */
@@ -606,6 +616,8 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
 class FakeState {
   readonly accounts = new Map<string, AccountState>();
   readonly fetchedAttachments: FetchedAttachment[] = [];
+  /** Bodies of the tag events tags added through the API would send (FakeChat2Desk.tagEvents). */
+  readonly tagEvents: Array<Record<string, unknown>> = [];
   private ids = { client: 17340100, dialog: 4324100, message: 106773600, request: 8725100, webhook: 101 };
 
   constructor(
@@ -950,6 +962,14 @@ async function fetchAttachment(state: FakeState, url: string): Promise<FetchedAt
 const WHATSAPP_BUSINESS_TRANSPORTS = new Set(['wa_dialog']);
 export const TEMPLATE_REQUIRED_MESSAGE = 'The first message to the client must be a template (HSM): the 24-hour window is closed';
 const DAY_MS = 24 * 3600_000;
+
+/** §7 `add_tag_to_client` / `add_tag_to_request` (GUESS: the fields, see FakeChat2Desk.assignTag). */
+function tagEvent(state: FakeState, acc: AccountState, tagId: number, assignee: { clientId?: number; requestId?: number }): Record<string, unknown> {
+  const eventTime = new Date(parseC2DTime(state.time())).toISOString();
+  const request = assignee.requestId === undefined ? undefined : acc.requests.find((r) => r.id === assignee.requestId);
+  if (request) return { hook_type: 'add_tag_to_request', request_id: request.id, client_id: request.client_id, tag_id: tagId, event_time: eventTime };
+  return { hook_type: 'add_tag_to_client', client_id: assignee.clientId, tag_id: tagId, event_time: eventTime };
+}
 
 function buildApi(state: FakeState): Hono<Env> {
   const api = new Hono<Env>();
@@ -1314,7 +1334,11 @@ function buildApi(state: FakeState): Hono<Env> {
       throw invalid('assignee_type', 'assignee_type must be client or request');
     }
     const target = assigneeType === 'client' ? assigneeClient(a, assigneeId).tags : assigneeRequest(a, assigneeId).tags;
-    for (const tag of tags) if (!target.some((t) => t.id === tag.id)) target.push({ ...tag });
+    for (const tag of tags) {
+      if (target.some((t) => t.id === tag.id)) continue;
+      target.push({ ...tag });
+      state.tagEvents.push(tagEvent(state, a, tag.id, assigneeType === 'client' ? { clientId: assigneeId } : { requestId: assigneeId }));
+    }
     // GUESS: the response body of assign_to is not documented.
     return ok({ tag_ids: tags.map((t) => t.id), assignee_type: assigneeType, assignee_id: assigneeId });
   });
@@ -1562,6 +1586,7 @@ export async function startFakeChat2Desk(options: FakeChat2DeskOptions = {}): Pr
       if (!channel) throw new Error(`fake chat2desk: unknown channel ${input.channelId}`);
       const transport = input.transport ?? channel.transports[0] ?? 'whatsapp';
       const client = newClient(state, { phone: input.phone, transport, channelId: channel.id, name: input.name ?? null });
+      if (input.avatar !== undefined) client.avatar = input.avatar;
       a.clients.push(client);
       if (!input.withDialog) return { client };
       const dialog = newDialog(state, a, client.id, input.withDialog, null);
@@ -1631,6 +1656,18 @@ export async function startFakeChat2Desk(options: FakeChat2DeskOptions = {}): Pr
         }),
       );
     },
+
+    assignTag(input) {
+      const a = accountOf(input.token);
+      const tag = a.tags.find((t) => t.id === input.tagId);
+      if (!tag) throw new Error(`fake chat2desk: unknown tag ${input.tagId}`);
+      const owner = input.requestId !== undefined ? a.requests.find((r) => r.id === input.requestId) : findClient(a, input.clientId);
+      if (!owner) throw new Error(`fake chat2desk: unknown ${input.requestId !== undefined ? 'request' : 'client'}`);
+      if (!owner.tags.some((t) => t.id === tag.id)) owner.tags.push({ ...tag });
+      return tagEvent(state, a, tag.id, input.requestId !== undefined ? { requestId: input.requestId } : { clientId: input.clientId });
+    },
+
+    tagEvents: state.tagEvents,
 
     disableWebhook(id, token) {
       const webhook = accountOf(token).webhooks.find((w) => w.id === id);

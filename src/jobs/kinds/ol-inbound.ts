@@ -1,6 +1,6 @@
 import { Bitrix24Error } from '../../bitrix24/errors.js';
 import type { DialogFiles } from '../../dialogs/files.js';
-import { type OlInboundInput, OL_INBOUND_KIND, inboundDedupKey, olInboundInput } from '../../open-channels/inbound.js';
+import { type OlInboundInput, OL_INBOUND_DEADLINE_MS, OL_INBOUND_KIND, inboundDedupKey, olInboundInput } from '../../open-channels/inbound.js';
 import { CONNECTOR_ID } from '../../open-channels/connector.js';
 import { clientChatId, clientUserId, requestChatId } from '../../open-channels/identity.js';
 import type { OpenLines } from '../../open-channels/lines.js';
@@ -16,8 +16,10 @@ export { OL_INBOUND_KIND };
 
 /**
  * The message waits: no connected line takes its conversation, its line wants a Chat2Desk operator
- * first, or Bitrix24 says the line is inactive. It is looked at again every hold-recheck interval
- * (not backed off: a line connected or an operator joining should show soon), until its deadline.
+ * first or the client to be tagged, or Bitrix24 says the line is inactive. The events that can
+ * release it (a tag added, an operator joining, a line connected) make it due at once
+ * (src/open-channels/inbound.ts wakes, src/db/jobs.ts wakeHeldJobs); otherwise it is looked at again
+ * every hold-recheck interval (not backed off), until its deadline.
  */
 export class InboundHeld extends Error {
   override name = 'InboundHeld';
@@ -49,6 +51,9 @@ interface Delivered {
 
 /** Line errors that a change in Bitrix24 (the line deleted or switched off, the connector gone) explains: held and re-routed, never dropped. */
 const LINE_GONE = new Set(['NOT_ACTIVE_LINE', 'IMCONNECTOR_NO_CORRECT_PROVIDER', 'IMCONNECTOR_NOT_SPECIFIED_CORRECT_CONNECTOR', 'IMCONNECTOR_COULD_NOT_GET_PROVIDER_OBJECT']);
+
+/** How a message waiting for its client to be tagged is told apart (its hold text, and at the deadline). */
+const AWAITING_TAG = 'Held until the client is tagged';
 
 const IN_DOUBT =
   'Bitrix24 did not answer whether it took the message, and nothing tells whether it did: it may already have been sent to the Open Channel, so it is not sent again';
@@ -90,7 +95,14 @@ export function olInboundKind(deps: OlInboundDeps): JobKind<OlInboundInput> {
         inDoubt: async () => (await run.ledger.held()).length > 0,
       };
     },
-    failed: (_job, message) => ({ returnValues: { status: 'failed', error: message }, logMessage: message }),
+    failed: (_job, message) => {
+      // A message that waited for its client to be tagged until the deadline was kept out by the line's filter: not sent, not an error.
+      if (message.includes(AWAITING_TAG)) {
+        const reason = `the client got none of the line's tags within ${OL_INBOUND_DEADLINE_MS / (24 * 3600_000)} days, so the message stays in Chat2Desk only`;
+        return { returnValues: { status: 'skipped', reason }, logMessage: `not sent to Open Channels: ${reason}` };
+      }
+      return { returnValues: { status: 'failed', error: message }, logMessage: message };
+    },
     classify(error, job) {
       if (error instanceof InboundHeld) return { action: 'retry', at: deps.clock.now() + deps.holdRecheckMs, message: error.message, expected: true };
       if (error instanceof AttachmentUnavailable) return retryWithBackoff(job, deps.clock.now(), error.message);
@@ -116,7 +128,15 @@ async function deliver(
   });
   if (route.kind === 'none') throw new InboundHeld(`Held: ${route.reason}. Connect a line in Contact Center (Open Channels → Chat2Desk)`);
   if (route.kind === 'filtered') {
-    // "Send previous messages after tagging" (slice 3) will pick these up; until then they stay in Chat2Desk only.
+    const filter = route.line.options.tagFilter;
+    // "Send previous messages after tagging" (only for `only`: in `except` a tag keeps the client out,
+    // it never lets one in): the message waits for the client to get one of the line's tags, and the
+    // conversation's later messages wait behind it (its ordering key); add_tag_to_client wakes it.
+    if (filter.mode === 'only' && filter.sendPreviousAfterTagging) {
+      throw new InboundHeld(
+        `${AWAITING_TAG}: line ${route.line.lineId} takes only clients with tags ${filter.tagIds.join(', ')} and sends their earlier messages once they have one. Tag the client in Chat2Desk: this message and the later ones of the conversation then go in order`,
+      );
+    }
     return { returnValues: { status: 'skipped', reason: route.reason }, logMessage: `not sent to Open Channels: ${route.reason}` };
   }
   const { lineId, options } = route.line;
@@ -128,12 +148,14 @@ async function deliver(
   const text = await markedText(run, input, files.skipped);
   const name = cleanClientName(input.client.assignedName ?? input.client.name);
   const phone = input.client.phone ? `+${input.client.phone}` : undefined;
+  const picture = await clientPicture(run, input.clientId);
   const message = {
     user: {
       id: clientUserId(input.clientId),
       name: name.name,
       last_name: name.lastName,
       ...(phone ? { phone, skip_phone_validate: 'Y' } : {}),
+      ...(picture ? { picture: { url: picture } } : {}),
     },
     message: {
       id: String(input.messageId),
@@ -188,6 +210,21 @@ async function hasOperator(run: RobotRun, input: OlInboundInput): Promise<boolea
   if (input.operatorId !== null) return true;
   if (input.dialogId === null) return false;
   return (await run.directory.dialog(input.dialogId)).operatorId !== null;
+}
+
+/**
+ * The client's Chat2Desk avatar as the connector user's picture, when it is an http(s) link: Bitrix24
+ * fetches it itself (docs/protocols.md B24), so it is passed as it is, not re-hosted. A picture is
+ * not worth holding a message for: when Chat2Desk cannot be asked, the message goes without one.
+ */
+async function clientPicture(run: RobotRun, clientId: number): Promise<string | undefined> {
+  let avatar: string | null | undefined;
+  try {
+    avatar = (await run.directory.client(clientId)).avatar;
+  } catch {
+    return undefined;
+  }
+  return typeof avatar === 'string' && avatar.length <= 2000 && /^https?:\/\//i.test(avatar) && URL.canParse(avatar) ? avatar : undefined;
 }
 
 /**
