@@ -25,6 +25,16 @@ interface TabPageModel {
   assets: Record<string, string>;
 }
 
+/** What the page learns of its session, when it opens and on each renewal (the chat may have appeared meanwhile). */
+function sessionView(session: TabSession) {
+  return {
+    token: session.token,
+    expiresAt: session.claims.expiresAt,
+    phones: session.claims.scope.phones,
+    ...(session.openChannelChat ? { openChannelChat: session.openChannelChat } : {}),
+  };
+}
+
 /**
  * The CRM card tab. POST /tab: Bitrix24 opens it in a lead, deal, contact, company or smart-process
  * card (PLACEMENT=CRM_*_DETAIL_TAB, docs/protocols.md B9); the opening is verified and the record's
@@ -40,7 +50,7 @@ export function createTabRoute(deps: TabRouteDeps): Hono {
 
   const page = (c: Context, lang: PageLanguage, session: TabSession | undefined, error: string | undefined, status: 200 | 400 | 401 | 403 | 429 | 502) => {
     const t = TAB_WORDS[lang];
-    const data = session ? { token: session.token, expiresAt: session.claims.expiresAt, phones: session.claims.scope.phones, lang, t } : { error, lang, t };
+    const data = session ? { ...sessionView(session), lang, t } : { error, lang, t };
     const model: TabPageModel = { lang, t, pageData: json(data), assets, ...(error ? { error } : {}) };
     return c.html(template(model), status, framedPageHeaders(deps.frameAncestors, session?.portal));
   };
@@ -72,7 +82,7 @@ export function createTabRoute(deps: TabRouteDeps): Hono {
       if (!previous) return c.json({ error: 'Send Authorization: Bearer <the tab token to renew>' }, 401);
       try {
         const session = await deps.tabAuth.renew(previous, typeof authId === 'string' ? authId : '');
-        return c.json({ token: session.token, expiresAt: session.claims.expiresAt, phones: session.claims.scope.phones });
+        return c.json(sessionView(session));
       } catch (error) {
         if (error instanceof PageAuthError) return pageAuthRefusal(c, error);
         throw error;
