@@ -38,7 +38,8 @@ function sessionView(session: TabSession) {
 /**
  * The CRM card tab. POST /tab: Bitrix24 opens it in a lead, deal, contact, company or smart-process
  * card (PLACEMENT=CRM_*_DETAIL_TAB, docs/protocols.md B9); the opening is verified and the record's
- * phones read as the user (src/dialogs/tab-auth.ts), and the page gets a tab token bound to them.
+ * phones read as the user (src/dialogs/tab-auth.ts), and the page gets a tab token bound to them, and
+ * in Open Channels mode the record's latest Open Channel chat (docs/protocols.md B24).
  * Its dialogs come from /api/dialogs/* (src/routes/dialogs.ts). POST /api/tab/renew {authId} with the
  * old token as bearer: a fresh AUTH_ID from the parent frame buys a new token, the phones read again.
  */
