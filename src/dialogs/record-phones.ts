@@ -5,11 +5,10 @@ import { CallerChecksExhausted, type Bitrix24Rest } from '../bitrix24/rest-clien
 import { phpList, phpMap } from '../bitrix24/values.js';
 import type { Clock } from '../clock.js';
 import type { Portal } from '../db/portals.js';
+import { type OpenChannelChat, lastChatCommand, readLastChat } from '../open-channels/crm-chat.js';
 import { PageAuthError } from '../pages/page-auth.js';
 import { normalizePhone } from '../phone.js';
-import { type OpenChannelChat, lastChatCommand, readLastChat } from '../open-channels/crm-chat.js';
 import { readIntegrationType, readSettings } from '../portal-settings.js';
-import type { BatchCommandError } from '../bitrix24/batch-errors.js';
 
 /** The CRM record a tab shows: entity type (lead 1, deal 2, contact 3, company 4, smart process ≥ 128…) and id. */
 export interface CrmRecordRef {
@@ -39,8 +38,8 @@ const LEGACY_GET: Record<number, string> = { 1: 'crm.lead.get', 3: 'crm.contact.
 /**
  * Reads a record's phones with the user's own token, in one batch that also asks who the user is
  * (`profile`), at the portal's stored REST endpoint only; in Open Channels mode the same batch asks
- * for the record's latest Open Channel chat (src/open-channels/crm-chat.ts), so it costs no request. The user's rights decide: a record they
- * cannot read answers an error in the batch (docs/protocols.md B18) and the tab is refused. A deal's
+ * for the record's latest Open Channel chat (src/open-channels/crm-chat.ts), so it costs no request.
+ * The user's rights decide: a record they cannot read answers an error in the batch (docs/protocols.md B18) and the tab is refused. A deal's
  * phones are its contacts' and its company's (crm.deal.contact.items.get, crm.deal.get COMPANY_ID); a
  * smart-process item's likewise through crm.item.get (contactIds, companyId). Related records are
  * reached through batch references (`$result[…]`, docs/protocols.md B3 batch), so it stays one request.
@@ -88,7 +87,7 @@ export class RecordPhones {
       }
     }
     const reading: RecordReading = { userId, admin: isAdminProfile(profile), phones, askedAt: this.deps.clock.now() };
-    if (chatCommand) reading.openChannelChat = readLastChat(results.olchat, errors.olchat as BatchCommandError | undefined);
+    if (chatCommand) reading.openChannelChat = readLastChat(results.olchat, errors.olchat);
     return reading;
   }
 

@@ -1,4 +1,4 @@
-import type { BatchCommandError } from '../bitrix24/batch-errors.js';
+import { type BatchCommandError, describeCommandError } from '../bitrix24/batch-errors.js';
 
 /**
  * A CRM record's latest Open Channel chat, as `imopenlines.crm.chat.getLastId` answers it
@@ -24,10 +24,11 @@ export function lastChatCommand(record: { entityTypeId: number; entityId: number
  * error, 400 `CRM_CHAT_EMPTY_CRM_DATA` ("Could not find CRM entity"), which a batch reports in
  * `result_error` like any other, so it is told apart by its code.
  */
-export function readLastChat(result: unknown, error: BatchCommandError | undefined): OpenChannelChat {
-  if (error) {
-    if (error.error === 'CRM_CHAT_EMPTY_CRM_DATA') return { state: 'none' };
-    return { state: 'unknown', reason: `${error.error} ${error.error_description ?? ''}`.trim() };
+export function readLastChat(result: unknown, error: unknown): OpenChannelChat {
+  if (error !== undefined) {
+    const refusal = (error && typeof error === 'object' ? error : {}) as Partial<BatchCommandError>;
+    if (refusal.error === 'CRM_CHAT_EMPTY_CRM_DATA') return { state: 'none' };
+    return { state: 'unknown', reason: describeCommandError({ error: String(refusal.error ?? ''), error_description: String(refusal.error_description ?? '') }) };
   }
   const chatId = typeof result === 'string' && /^\d{1,15}$/.test(result) ? Number(result) : result;
   if (typeof chatId === 'number' && Number.isSafeInteger(chatId) && chatId > 0) return { state: 'found', chatId };
