@@ -4,10 +4,12 @@
 
 /**
  * `token`: the token the server rendered; `renewPath`: where a fresh AUTH_ID buys a new one
- * (/api/page/renew, /api/tab/renew); `renewFailed`: the words when it cannot. `attach(b24)` once the
- * SDK's frame is up (or never, outside a frame: requests still go with the token until it expires).
+ * (/api/page/renew, /api/tab/renew); `renewFailed`: the words when it cannot; `onRenewed(answer)`:
+ * what else the page takes from a renewal's answer (the CRM tab: the record's Open Channel chat).
+ * `attach(b24)` once the SDK's frame is up (or never, outside a frame: requests still go with the
+ * token until it expires); `frame()` is that frame, or null.
  */
-export function frameSession({ token, renewPath, renewFailed }) {
+export function frameSession({ token, renewPath, renewFailed, onRenewed }) {
   let current = token;
   let b24 = null;
   let fitPending = false;
@@ -46,7 +48,9 @@ export function frameSession({ token, renewPath, renewFailed }) {
           body: JSON.stringify({ authId: auth && auth.access_token }),
         });
         if (!response.ok) throw new Error(renewFailed);
-        current = (await response.json()).token;
+        const answer = await response.json();
+        current = answer.token;
+        if (onRenewed) onRenewed(answer);
       })().finally(() => {
         renewing = null;
       });
@@ -80,6 +84,9 @@ export function frameSession({ token, renewPath, renewFailed }) {
     request,
     attach(frame) {
       b24 = frame;
+    },
+    frame() {
+      return b24;
     },
   };
 }

@@ -1,7 +1,8 @@
 // The CRM tab's script. The page is rendered by our server (templates/tab.hbs) with a tab token bound
 // to the card's record and its phones; this talks to the Bitrix24 parent frame through the official
-// b24jssdk (resize, refreshAuth), shows the phone switcher and mounts the dialog view
-// (public/dialog-view.js), which reads our dialog API with the token as bearer. No cookies.
+// b24jssdk (resize, refreshAuth, imOpenMessenger), shows the record's Open Channel chat (Open Channels
+// mode), the phone switcher and mounts the dialog view (public/dialog-view.js), which reads our
+// dialog API with the token as bearer. No cookies.
 import { debounce, startLive } from './live.js';
 import { createPhoneView, el } from './dialog-view.js';
 import { frameSession } from './frame-session.js';
@@ -9,9 +10,36 @@ import { frameSession } from './frame-session.js';
 const data = JSON.parse(document.getElementById('page-data').textContent);
 const t = data.t || {};
 const lang = data.lang || 'en';
-const session = frameSession({ token: data.token, renewPath: '/api/tab/renew', renewFailed: t.renewFailed });
+const session = frameSession({ token: data.token, renewPath: '/api/tab/renew', renewFailed: t.renewFailed, onRenewed: (answer) => showOpenChannel(answer.openChannelChat) });
 const fit = session.fit;
 const api = session.request;
+
+// In Open Channels mode the server says which Open Channel chat is the record's latest (read with the
+// user's rights, again on every renewal): "Open chat" opens it in the Bitrix24 messenger through the
+// parent frame, which never answers imOpenMessenger (the SDK resolves on its own timer). No chat yet:
+// a hint instead of a button that would open nothing. Not in Open Channels mode: nothing.
+function showOpenChannel(chat) {
+  const box = document.getElementById('open-channel');
+  if (!box) return;
+  box.replaceChildren();
+  box.hidden = !chat;
+  if (!chat) return;
+  if (chat.state === 'found') {
+    const dialogId = `chat${chat.chatId}`;
+    const note = el('span', { class: 'c2d-muted', role: 'status', 'aria-live': 'polite' });
+    const button = el('button', { type: 'button', class: 'ui-btn --air ui-btn-sm --style-filled', id: 'open-chat', 'data-dialog-id': dialogId, text: t.openChat });
+    button.addEventListener('click', () => {
+      const frame = session.frame();
+      note.textContent = frame ? '' : t.openChatOutside;
+      if (frame) frame.parent.imOpenMessenger(dialogId).catch(() => undefined);
+    });
+    box.append(el('span', { class: 'c2d-openchat__text' }, el('strong', { text: t.openChannel }), el('span', { class: 'c2d-muted', text: t.openChannelLatest })), button, note);
+  } else {
+    const words = chat.state === 'none' ? t.noOpenChannelChat : `${t.openChannelUnknown}${chat.reason || ''}`;
+    box.append(el('span', { class: 'c2d-muted', id: 'no-open-chat', text: words }));
+  }
+  fit();
+}
 
 function formatPhone(digits) {
   return `+${digits}`;
@@ -27,6 +55,7 @@ async function start() {
   } catch {
     // Opened outside a Bitrix24 frame: the tab still reads with its token until it expires.
   }
+  showOpenChannel(data.openChannelChat);
   const phones = data.phones || [];
   if (!phones.length) {
     status.textContent = '';

@@ -4,7 +4,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { launchChromium } from './support/browser.js';
 import { TestClock } from './support/clock.js';
 import { openInParentFrame, type ParentFrame } from './support/parent-frame.js';
-import { installAndConfigure, startStack, type Stack } from './support/stack.js';
+import { openChannelChatOf } from './support/open-channels.js';
+import { installAndConfigure, putSettings, startStack, type Stack } from './support/stack.js';
 
 /** Screenshots of every state, for a person to look at (gitignored). */
 const ARTIFACTS = 'test-artifacts';
@@ -180,6 +181,65 @@ describe('the CRM tab inside a Bitrix24 card', () => {
     await app.locator('#phones button[data-phone="79161000002"]').click();
     await expect.poll(() => text(app, '#preview [data-field="client"]')).toBe('Boris');
     expect(await parent.messages()).toContainEqual(expect.stringMatching(/^refreshAuth:/));
+  });
+
+  it('in Open Channels mode opens the record’s Open Channel chat in the Bitrix24 messenger, or says there is none yet', async () => {
+    await configuredStack();
+    expect((await putSettings(stack!, { integrationType: 'open_channels' })).status).toBe(200);
+    const seeded = stack!.c2d.seedClient({ phone: '79161000001', name: 'Ana López', withDialog: 'open' });
+    stack!.c2d.receiveMessage({ clientId: Number(seeded.client.id), text: 'Hola, ¿sigue disponible?' });
+    const contact = stack!.b24.seedContact({ name: 'Ana', phones: ['+7 916 100-00-01'] });
+    const deal = stack!.b24.seedDeal({ contactIds: [contact] });
+    const chatId = await openChannelChatOf(stack!, { entityTypeId: 2, entityId: deal });
+    const parent = await open('CRM_DEAL_DETAIL_TAB', deal);
+    const { app } = parent;
+    await app.locator('#preview [data-field="client"]').waitFor();
+    const button = app.locator('#open-channel #open-chat');
+    expect(await button.innerText()).toBe('Open chat');
+    expect(await button.getAttribute('class')).toContain('ui-btn');
+    expect(await text(app, '#open-channel')).toContain('Open Channel');
+    await shot(parent, 'open-chat');
+    await button.click();
+    // The portal opens its messenger on the chat and never answers imOpenMessenger (pages-and-modes §3.3).
+    await expect.poll(() => parent.messengerOpened()).toEqual([{ dialogId: `chat${chatId}` }]);
+    expect(await parent.messages()).toContainEqual(expect.stringMatching(new RegExp(`^imOpenMessenger:\\{"dialogId":"chat${chatId}"\\}:`)));
+
+    // A lead with no Open Channel chat yet, in Spanish: a hint, no button. A Telegram client of the
+    // Open Channel has no phone: the hint comes before the no-phone message all the same.
+    const lead = stack!.b24.seedLead({ name: 'Nadie' });
+    const spanish = await openInParentFrame(browser, {
+      b24: stack!.b24,
+      serverUrl: stack!.server.url,
+      placement: 'CRM_LEAD_DETAIL_TAB',
+      placementOptions: { ID: String(lead) },
+      lang: 'es',
+      width: 900,
+    });
+    parents.push(spanish);
+    await spanish.app.locator('#no-phones').waitFor();
+    expect(await text(spanish.app, '#no-open-chat')).toBe('Todavía no hay un chat del Canal abierto con este cliente.');
+    expect(await spanish.app.locator('#open-chat').count()).toBe(0);
+    await shot(spanish, 'open-chat-none');
+  });
+
+  it('in Open Channels mode a renewal brings the Open Channel chat that appeared meanwhile', async () => {
+    const clock = new TestClock();
+    await configuredStack(clock);
+    expect((await putSettings(stack!, { integrationType: 'open_channels' })).status).toBe(200);
+    stack!.c2d.seedClient({ phone: '79161000001', name: 'Ana', withDialog: 'open' });
+    stack!.c2d.seedClient({ phone: '79161000002', name: 'Boris', withDialog: 'open' });
+    const contact = stack!.b24.seedContact({ phones: ['+7 916 100-00-01', '+7 916 100-00-02'] });
+    const parent = await open('CRM_CONTACT_DETAIL_TAB', contact);
+    const { app } = parent;
+    await app.locator('#no-open-chat').waitFor();
+    const chatId = await openChannelChatOf(stack!, { entityTypeId: 3, entityId: contact });
+    clock.advance(15 * 60_000 + 1);
+    await app.locator('#phones button[data-phone="79161000002"]').click();
+    await expect.poll(() => text(app, '#preview [data-field="client"]')).toBe('Boris');
+    await app.locator('#open-chat').waitFor({ timeout: 10_000 });
+    expect(await app.locator('#no-open-chat').count()).toBe(0);
+    await app.locator('#open-chat').click();
+    await expect.poll(() => parent.messengerOpened()).toEqual([{ dialogId: `chat${chatId}` }]);
   });
 
   it('says clearly when the record has no phone', async () => {

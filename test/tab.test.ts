@@ -1,7 +1,10 @@
 import { gzipSync } from 'node:zlib';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TestClock } from './support/clock.js';
+import { openChannelChatOf } from './support/open-channels.js';
 import { install, installAndConfigure, postForm, putSettings, startStack, type Stack, type StackOptions } from './support/stack.js';
+
+type OpenChannelChat = { state: 'found'; chatId: number } | { state: 'none' } | { state: 'unknown'; reason: string };
 
 /**
  * The CRM card tab over plain HTTP: binding on install, who may open it (docs/protocols.md B9, B18),
@@ -27,8 +30,17 @@ describe('the CRM tab', () => {
     const response = await postForm(`${stack.server.url}/tab`, request.body, request.query);
     const html = await response.text();
     const raw = /<script type="application\/json" id="page-data">(.*?)<\/script>/s.exec(html)?.[1];
-    const data = raw ? (JSON.parse(raw) as { token?: string; phones?: string[]; error?: string }) : {};
-    return { status: response.status, html, token: data.token, phones: data.phones, error: data.error, authId: auth.access_token, headers: response.headers };
+    const data = raw ? (JSON.parse(raw) as { token?: string; phones?: string[]; error?: string; openChannelChat?: OpenChannelChat }) : {};
+    return {
+      status: response.status,
+      html,
+      token: data.token,
+      phones: data.phones,
+      error: data.error,
+      openChannelChat: data.openChannelChat,
+      authId: auth.access_token,
+      headers: response.headers,
+    };
   }
 
   const get = (path: string, token: string) => fetch(`${stack.server.url}${path}`, { headers: { authorization: `Bearer ${token}` } });
@@ -269,6 +281,90 @@ describe('the CRM tab', () => {
     expect((await putSettings(stack, { operatorMap: { [String(operatorId)]: 2 } })).status).toBe(200);
     expect((await get(`/api/dialogs/${mine.dialog!.id}`, employee)).status).toBe(200);
     expect((await get(`/api/dialogs/${theirs.dialog!.id}`, employee)).status).toBe(404);
+  });
+
+  describe('in Open Channels mode', () => {
+    const lastIdCalls = () => stack.b24.calls.filter((call) => call.method === 'imopenlines.crm.chat.getlastid');
+
+    it('finds the latest Open Channel chat of a lead, deal, contact or company as the user, inside the batch that reads its phones', async () => {
+      await configured({}, { integrationType: 'open_channels' });
+      const contact = stack.b24.seedContact({ phones: ['+7 916 100-00-01'] });
+      const records = {
+        CRM_LEAD_DETAIL_TAB: { entityTypeId: 1, entityId: stack.b24.seedLead({ phones: ['+7 916 100-00-02'] }) },
+        CRM_DEAL_DETAIL_TAB: { entityTypeId: 2, entityId: stack.b24.seedDeal({ contactIds: [contact] }) },
+        CRM_CONTACT_DETAIL_TAB: { entityTypeId: 3, entityId: contact },
+        CRM_COMPANY_DETAIL_TAB: { entityTypeId: 4, entityId: stack.b24.seedCompany({ phones: ['+7 495 100-00-03'] }) },
+      };
+      const chats = new Map<string, number>();
+      for (const [placement, record] of Object.entries(records)) chats.set(placement, await openChannelChatOf(stack, record));
+      expect(new Set(chats.values()).size).toBe(4);
+      for (const [placement, record] of Object.entries(records)) {
+        stack.b24.resetCalls();
+        const tab = await openTab(placement, record.entityId, { userId: 2 });
+        expect(tab.status, placement).toBe(200);
+        expect(tab.openChannelChat, placement).toEqual({ state: 'found', chatId: chats.get(placement) });
+        // One request, as the user: the chat is a command of the batch that reads the phones.
+        expect(stack.b24.calls.filter((call) => call.method === 'batch').map((call) => call.accessToken)).toEqual([tab.authId]);
+        expect(lastIdCalls().map((call) => [call.accessToken, call.params])).toEqual([
+          [tab.authId, { CRM_ENTITY_TYPE: ['lead', 'deal', 'contact', 'company'][record.entityTypeId - 1], CRM_ENTITY: String(record.entityId) }],
+        ]);
+        expect(stack.b24.calls.filter((call) => call.accessToken !== tab.authId)).toEqual([]);
+      }
+    });
+
+    it('says there is no chat yet when Bitrix24 knows none for the record, and Bitrix24’s words when it would not say', async () => {
+      await configured({}, { integrationType: 'open_channels' });
+      const contact = stack.b24.seedContact({ phones: ['+7 916 100-00-01'] });
+      const tab = await openTab('CRM_CONTACT_DETAIL_TAB', contact);
+      expect(tab.status).toBe(200);
+      expect(tab.phones).toEqual(['79161000001']);
+      expect(tab.openChannelChat).toEqual({ state: 'none' });
+      // Any other refusal of that one command leaves the tab working and says what Bitrix24 said.
+      stack.b24.failNext('imopenlines.crm.chat.getLastId', {
+        status: 403,
+        error: 'insufficient_scope',
+        error_description: 'The request requires higher privileges than provided by the access token',
+      });
+      const refused = await openTab('CRM_CONTACT_DETAIL_TAB', contact);
+      expect(refused.status).toBe(200);
+      expect(refused.phones).toEqual(['79161000001']);
+      expect(refused.openChannelChat).toEqual({ state: 'unknown', reason: 'insufficient_scope The request requires higher privileges than provided by the access token' });
+    });
+
+    it('a renewal looks for the chat again with the phones: one that appeared meanwhile is offered', async () => {
+      await configured({}, { integrationType: 'open_channels' });
+      const lead = stack.b24.seedLead({ phones: ['+7 916 100-00-01'] });
+      const tab = await openTab('CRM_LEAD_DETAIL_TAB', lead);
+      expect(tab.openChannelChat).toEqual({ state: 'none' });
+      const chatId = await openChannelChatOf(stack, { entityTypeId: 1, entityId: lead });
+      const renewed = await renew(tab.token!, stack.b24.issueAuth(1).access_token);
+      expect(renewed.status).toBe(200);
+      expect(await renewed.json()).toMatchObject({ phones: ['79161000001'], openChannelChat: { state: 'found', chatId } });
+    });
+
+    it('offers nothing of the kind in a smart-process card, nor in Chat2Desk mode, and asks Bitrix24 nothing for it', async () => {
+      stack = await startStack();
+      stack.b24.seedSmartProcess(183);
+      await installAndConfigure(stack, { defaultCountry: 'RU', integrationType: 'open_channels' });
+      const contact = stack.b24.seedContact({ phones: ['+7 916 100-00-01'] });
+      await openChannelChatOf(stack, { entityTypeId: 3, entityId: contact });
+      const item = stack.b24.seedSmartItem(183, { contactIds: [contact] });
+      stack.b24.resetCalls();
+      const smart = await openTab('CRM_DYNAMIC_183_DETAIL_TAB', item);
+      expect(smart.status).toBe(200);
+      expect(smart.phones).toEqual(['79161000001']);
+      expect(smart.openChannelChat).toBeUndefined();
+      expect(lastIdCalls()).toEqual([]);
+
+      // Back in Chat2Desk mode the contact whose chat exists shows none either.
+      expect((await putSettings(stack, { integrationType: 'chat2desk' })).status).toBe(200);
+      stack.b24.resetCalls();
+      const contactTab = await openTab('CRM_CONTACT_DETAIL_TAB', contact);
+      expect(contactTab.status).toBe(200);
+      expect(contactTab.openChannelChat).toBeUndefined();
+      expect(contactTab.html).not.toContain('openChannelChat');
+      expect(lastIdCalls()).toEqual([]);
+    });
   });
 
   it('from a cold cache costs Chat2Desk at most 3 calls per phone for the first render, none when warm', async () => {

@@ -5,9 +5,10 @@ import { CallerChecksExhausted, type Bitrix24Rest } from '../bitrix24/rest-clien
 import { phpList, phpMap } from '../bitrix24/values.js';
 import type { Clock } from '../clock.js';
 import type { Portal } from '../db/portals.js';
+import { type OpenChannelChat, lastChatCommand, readLastChat } from '../open-channels/crm-chat.js';
 import { PageAuthError } from '../pages/page-auth.js';
 import { normalizePhone } from '../phone.js';
-import { readSettings } from '../portal-settings.js';
+import { readIntegrationType, readSettings } from '../portal-settings.js';
 
 /** The CRM record a tab shows: entity type (lead 1, deal 2, contact 3, company 4, smart process ≥ 128…) and id. */
 export interface CrmRecordRef {
@@ -21,6 +22,8 @@ export interface RecordReading {
   admin: boolean;
   /** International digits, without duplicates, in the record's order (its own, then contacts, then company). */
   phones: string[];
+  /** In Open Channels mode, for a lead, deal, contact or company: the record's latest Open Channel chat. */
+  openChannelChat?: OpenChannelChat;
   askedAt: number;
 }
 
@@ -34,8 +37,9 @@ const LEGACY_GET: Record<number, string> = { 1: 'crm.lead.get', 3: 'crm.contact.
 
 /**
  * Reads a record's phones with the user's own token, in one batch that also asks who the user is
- * (`profile`), at the portal's stored REST endpoint only. The user's rights decide: a record they
- * cannot read answers an error in the batch (docs/protocols.md B18) and the tab is refused. A deal's
+ * (`profile`), at the portal's stored REST endpoint only; in Open Channels mode the same batch asks
+ * for the record's latest Open Channel chat (src/open-channels/crm-chat.ts), so it costs no request.
+ * The user's rights decide: a record they cannot read answers an error in the batch (docs/protocols.md B18) and the tab is refused. A deal's
  * phones are its contacts' and its company's (crm.deal.contact.items.get, crm.deal.get COMPANY_ID); a
  * smart-process item's likewise through crm.item.get (contactIds, companyId). Related records are
  * reached through batch references (`$result[…]`, docs/protocols.md B3 batch), so it stays one request.
@@ -55,6 +59,8 @@ export class RecordPhones {
   async read(portal: Portal, authId: string, record: CrmRecordRef): Promise<RecordReading> {
     if (!authId) throw new PageAuthError('The tab request lacks AUTH_ID', 400);
     const cmd = recordCommands(record);
+    const chatCommand = readIntegrationType(portal.settings) === 'open_channels' ? lastChatCommand(record) : undefined;
+    if (chatCommand) cmd.olchat = chatCommand;
     let answer: { result?: unknown; result_error?: unknown };
     try {
       answer = await this.deps.rest.callAs(portal.memberId, portal.clientEndpoint, authId, 'batch', { halt: 0, cmd });
@@ -80,7 +86,9 @@ export class RecordPhones {
         if (digits && !phones.includes(digits)) phones.push(digits);
       }
     }
-    return { userId, admin: isAdminProfile(profile), phones, askedAt: this.deps.clock.now() };
+    const reading: RecordReading = { userId, admin: isAdminProfile(profile), phones, askedAt: this.deps.clock.now() };
+    if (chatCommand) reading.openChannelChat = readLastChat(results.olchat, errors.olchat);
+    return reading;
   }
 
   async #provenOurs(portal: Portal, authId: string): Promise<void> {

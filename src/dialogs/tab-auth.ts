@@ -1,5 +1,6 @@
 import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
 import type { Portal, PortalStore } from '../db/portals.js';
+import type { OpenChannelChat } from '../open-channels/crm-chat.js';
 import { PageAuthError } from '../pages/page-auth.js';
 import { entityTypeOfPlacement } from './placements.js';
 import type { CrmRecordRef, RecordPhones } from './record-phones.js';
@@ -14,6 +15,8 @@ export interface TabSession {
   portal: Portal;
   claims: TabClaims;
   token: string;
+  /** What the page shows of the record's Open Channel chat (Open Channels mode only); not part of the token's reach. */
+  openChannelChat?: OpenChannelChat;
 }
 
 /**
@@ -68,7 +71,7 @@ export class TabAuth {
       checkedAt: reading.askedAt,
       scope: { kind: 'record', entityTypeId: record.entityTypeId, entityId: record.entityId, phones: reading.phones },
     });
-    return { portal, claims, token };
+    return { portal, claims, token, ...(reading.openChannelChat ? { openChannelChat: reading.openChannelChat } : {}) };
   }
 }
 

@@ -573,6 +573,12 @@ const tabEn = {
   autoreply: 'Auto-reply',
   system: 'System',
   comment: 'Internal note',
+  openChannel: 'Open Channel',
+  openChannelLatest: 'the client’s latest conversation',
+  openChat: 'Open chat',
+  noOpenChannelChat: 'No Open Channel chat with this client yet.',
+  openChannelUnknown: 'Bitrix24 did not say which Open Channel chat is this record’s: ',
+  openChatOutside: 'Open this card in Bitrix24 to open the chat.',
 };
 
 export type TabWords = typeof tabEn;
@@ -616,6 +622,12 @@ const tabRu: TabWords = {
   autoreply: 'Автоответ',
   system: 'Система',
   comment: 'Внутренняя заметка',
+  openChannel: 'Открытая линия',
+  openChannelLatest: 'последний диалог с клиентом',
+  openChat: 'Открыть чат',
+  noOpenChannelChat: 'С этим клиентом ещё нет чата в Открытой линии.',
+  openChannelUnknown: 'Битрикс24 не сообщил, какой чат Открытой линии относится к этой записи: ',
+  openChatOutside: 'Откройте карточку в Битрикс24, чтобы открыть чат.',
 };
 
 const tabEs: TabWords = {
@@ -657,6 +669,12 @@ const tabEs: TabWords = {
   autoreply: 'Respuesta automática',
   system: 'Sistema',
   comment: 'Nota interna',
+  openChannel: 'Canal abierto',
+  openChannelLatest: 'la última conversación con el cliente',
+  openChat: 'Abrir chat',
+  noOpenChannelChat: 'Todavía no hay un chat del Canal abierto con este cliente.',
+  openChannelUnknown: 'Bitrix24 no indicó qué chat del Canal abierto es de este registro: ',
+  openChatOutside: 'Abra esta ficha en Bitrix24 para abrir el chat.',
 };
 
 // ----- the dialog view's actions, composer and write first (public/dialog-view.js; the tab and the workspace) -----

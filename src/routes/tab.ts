@@ -25,10 +25,21 @@ interface TabPageModel {
   assets: Record<string, string>;
 }
 
+/** What the page learns of its session, when it opens and on each renewal (the chat may have appeared meanwhile). */
+function sessionView(session: TabSession) {
+  return {
+    token: session.token,
+    expiresAt: session.claims.expiresAt,
+    phones: session.claims.scope.phones,
+    ...(session.openChannelChat ? { openChannelChat: session.openChannelChat } : {}),
+  };
+}
+
 /**
  * The CRM card tab. POST /tab: Bitrix24 opens it in a lead, deal, contact, company or smart-process
  * card (PLACEMENT=CRM_*_DETAIL_TAB, docs/protocols.md B9); the opening is verified and the record's
- * phones read as the user (src/dialogs/tab-auth.ts), and the page gets a tab token bound to them.
+ * phones read as the user (src/dialogs/tab-auth.ts), and the page gets a tab token bound to them, and
+ * in Open Channels mode the record's latest Open Channel chat (docs/protocols.md B25).
  * Its dialogs come from /api/dialogs/* (src/routes/dialogs.ts). POST /api/tab/renew {authId} with the
  * old token as bearer: a fresh AUTH_ID from the parent frame buys a new token, the phones read again.
  */
@@ -40,7 +51,7 @@ export function createTabRoute(deps: TabRouteDeps): Hono {
 
   const page = (c: Context, lang: PageLanguage, session: TabSession | undefined, error: string | undefined, status: 200 | 400 | 401 | 403 | 429 | 502) => {
     const t = TAB_WORDS[lang];
-    const data = session ? { token: session.token, expiresAt: session.claims.expiresAt, phones: session.claims.scope.phones, lang, t } : { error, lang, t };
+    const data = session ? { ...sessionView(session), lang, t } : { error, lang, t };
     const model: TabPageModel = { lang, t, pageData: json(data), assets, ...(error ? { error } : {}) };
     return c.html(template(model), status, framedPageHeaders(deps.frameAncestors, session?.portal));
   };
@@ -72,7 +83,7 @@ export function createTabRoute(deps: TabRouteDeps): Hono {
       if (!previous) return c.json({ error: 'Send Authorization: Bearer <the tab token to renew>' }, 401);
       try {
         const session = await deps.tabAuth.renew(previous, typeof authId === 'string' ? authId : '');
-        return c.json({ token: session.token, expiresAt: session.claims.expiresAt, phones: session.claims.scope.phones });
+        return c.json(sessionView(session));
       } catch (error) {
         if (error instanceof PageAuthError) return pageAuthRefusal(c, error);
         throw error;

@@ -997,6 +997,32 @@ describe('Open Channels connector (§12; pages-and-modes §2.1, §6)', () => {
     expect(fake.openLineMessages(1, 'channel-123')[0]?.deleted).toBe(true);
   });
 
+  it('answers a record’s latest Open Channel chat by type name in any case, CRM_CHAT_EMPTY_CRM_DATA when there is none or the user may not see it (pages-and-modes §6)', async () => {
+    const request = await connectedLine();
+    delete request.MESSAGES[0].message.files;
+    await call('imconnector.send.messages', request);
+    const second = { ...request.MESSAGES[0], message: { id: 'ext-msg-2001', date: 1773266002, text: 'Hi again' }, chat: { id: 'channel-456' } };
+    await call('imconnector.send.messages', { ...request, MESSAGES: [second] });
+    const deal = fake.seedDeal();
+    const lastId = (params: Record<string, unknown>, token?: string) => call('imopenlines.crm.chat.getLastId', params, token);
+    // ru:imopenlines-crm-chat-get-last-id.md error table, word for word.
+    const notFound = { status: 400, body: { error: 'CRM_CHAT_EMPTY_CRM_DATA', error_description: 'Could not find CRM entity' } };
+    expect(await lastId({ CRM_ENTITY_TYPE: 'deal', CRM_ENTITY: deal })).toEqual(notFound);
+    const first = fake.linkOpenLineChatToCrm({ line: 1, externalChatId: 'channel-123', entityTypeId: 2, entityId: deal });
+    expect(await lastId({ CRM_ENTITY_TYPE: 'deal', CRM_ENTITY: deal })).toMatchObject({ status: 200, body: { result: first } });
+    // The record's latest chat wins; the portal upper-cases the type (Crm\Common::getCrmEntityIdByTypeCode).
+    const latest = fake.linkOpenLineChatToCrm({ line: 1, externalChatId: 'channel-456', entityTypeId: 2, entityId: deal });
+    expect(latest).not.toBe(first);
+    expect((await lastId({ CRM_ENTITY_TYPE: 'DEAL', CRM_ENTITY: String(deal) })).body.result).toBe(latest);
+    expect(await lastId({ CRM_ENTITY_TYPE: 'lead', CRM_ENTITY: deal })).toEqual(notFound);
+    expect(await lastId({ CRM_ENTITY_TYPE: 'dynamic_183', CRM_ENTITY: deal })).toEqual(notFound);
+    expect(await lastId({ CRM_ENTITY_TYPE: 'deal' })).toEqual({ status: 400, body: { error: 'CRM_CHAT_EMPTY_CRM_DATA', error_description: 'Empty CRM data' } });
+    expect((await lastId({ CRM_ENTITY_TYPE: 'deal', CRM_ENTITY: 'x1' })).body.error).toBe('ERROR_ARGUMENT');
+    // A user outside the record's CRM rights hears what "no chat" sounds like.
+    fake.denyRead(2, 2, deal);
+    expect(await lastId({ CRM_ENTITY_TYPE: 'deal', CRM_ENTITY: deal }, fake.issueAuth(2).access_token)).toEqual(notFound);
+  });
+
   it('delivers an operator message as the docs ONIMCONNECTORMESSAGEADD, undelivered until confirmed with message.id as an array (§12.6, §12.7, pages-and-modes §6)', async () => {
     const receiver = await startReceiver();
     try {

@@ -386,6 +386,13 @@ export interface FakeBitrix24 {
   connectorStatusReports: ConnectorStatusReport[];
   openLineChats(line: number): OpenLineChat[];
   openLineMessages(line: number, externalChatId: string): OpenLineMessage[];
+  /**
+   * Bitrix24's Open Channels CRM logic binds a chat to the record it made or found (an OpenLine activity
+   * on the record, docs/protocols.md B25). The fake makes no CRM records for Open Channel chats, so a
+   * test links an existing chat (made by imconnector.send.messages) to a record here; the latest link of
+   * a record is what imopenlines.crm.chat.getLastId answers. Returns the chat's Bitrix24 id.
+   */
+  linkOpenLineChatToCrm(input: { line: number; externalChatId: string; entityTypeId: number; entityId: number }): number;
   /** An operator writes in an Open Channel chat: ONIMCONNECTORMESSAGEADD to the bound handlers (§12.6). */
   operatorWrites(input: OperatorWritesInput): Promise<{ imMessageId: number; replies: DeliveryReply[] }>;
   /** The operator edits / deletes their message: ONIMCONNECTORMESSAGEUPDATE / …DELETE (§12.8). */
@@ -819,6 +826,8 @@ class FakePortal implements FakeBitrix24 {
   readonly connectorStatusReports: ConnectorStatusReport[] = [];
   /** `<line> <external chat id>` → chat. */
   private readonly chats = new Map<string, OpenLineChat>();
+  /** Chats bound to CRM records, oldest first (linkOpenLineChatToCrm): the OpenLine activities' order of LAST_UPDATED. */
+  private readonly openLineCrmLinks: Array<{ chatId: number; entityTypeId: number; entityId: number }> = [];
   /** `<connector> <external user id>` → the connector user Bitrix24 made for the client. */
   private readonly connectorUsers = new Map<string, number>();
   /** token of /rest/download.json → an operator's file. */
@@ -1651,6 +1660,7 @@ class FakePortal implements FakeBitrix24 {
       ['imopenlines.config.list.get', () => ({ result: [...this.openLines.values()].map(openLineView) })],
       ['imopenlines.config.get', (params) => this.openLineGet(params)],
       ['imopenlines.config.add', (params) => this.openLineAdd(params)],
+      ['imopenlines.crm.chat.getlastid', (params, caller) => this.crmChatLastId(params, caller)],
     ]);
   }
 
@@ -2326,6 +2336,38 @@ class FakePortal implements FakeBitrix24 {
     const id = this.nextLineId++;
     this.openLines.set(id, { id, name: text(settings.LINE_NAME) || `Open Channel ${id}`, active: text(settings.ACTIVE) !== 'N' });
     return { result: id };
+  }
+
+  /**
+   * imopenlines.crm.chat.getLastId {CRM_ENTITY_TYPE, CRM_ENTITY} → the chat id (docs/protocols.md B25;
+   * ru:`api-reference/imopenlines/openlines/chats/imopenlines-crm-chat-get-last-id.md`): the chat of the
+   * record's most recent OpenLine activity, which the user's CRM rights filter. The type is a name, any
+   * case (the portal upper-cases it). Scope `imopenlines`. GUESS: insufficient_scope's wording, as for im.
+   */
+  private crmChatLastId(params: Params, caller: Caller): MethodResult {
+    if (!this.scope.split(',').includes('imopenlines')) {
+      throw new RestError(403, 'insufficient_scope', 'The request requires higher privileges than provided by the access token');
+    }
+    const data = upperKeys(params);
+    const type = text(data.CRM_ENTITY_TYPE).toUpperCase();
+    const raw = text(data.CRM_ENTITY);
+    if (type === '' || raw === '' || raw === '0') throw new RestError(400, 'CRM_CHAT_EMPTY_CRM_DATA', 'Empty CRM data');
+    const entityId = /^\d+$/.test(raw) ? Number(raw) : 0;
+    if (entityId <= 0) throw new RestError(400, 'ERROR_ARGUMENT', 'The value of an argument CRM_ENTITY has an invalid type');
+    const entityTypeId = { LEAD: 1, DEAL: 2, CONTACT: 3, COMPANY: 4 }[type];
+    const link =
+      entityTypeId !== undefined && this.mayRead(caller, entityTypeId, entityId)
+        ? [...this.openLineCrmLinks].reverse().find((item) => item.entityTypeId === entityTypeId && item.entityId === entityId)
+        : undefined;
+    // No chat, an unknown type, a missing record and one the user may not read all answer alike.
+    if (link === undefined) throw new RestError(400, 'CRM_CHAT_EMPTY_CRM_DATA', 'Could not find CRM entity');
+    return { result: link.chatId };
+  }
+
+  linkOpenLineChatToCrm(input: { line: number; externalChatId: string; entityTypeId: number; entityId: number }): number {
+    const chat = this.requireChat(input.line, input.externalChatId);
+    this.openLineCrmLinks.push({ chatId: chat.chatId, entityTypeId: input.entityTypeId, entityId: input.entityId });
+    return chat.chatId;
   }
 
   openLineChats(line: number): OpenLineChat[] {

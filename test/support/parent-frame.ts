@@ -9,7 +9,8 @@ import type { FakeBitrix24 } from '../fakes/bitrix24.js';
  * §2.1 fields into it with a hidden form, and answers the frame protocol (§3.2–3.4): getInitData,
  * resizeWindow (the frame takes the asked height), refreshAuth (a fresh token minted by the fake),
  * setInstallFinish (no answer: recorded, the fake counts the app installed), reloadWindow (the form
- * is posted again with fresh tokens), selectUser and selectAccess (the test's `picks`). Every message is recorded. The app page is opened at
+ * is posted again with fresh tokens), selectUser and selectAccess (the test's `picks`), imOpenMessenger (no
+ * answer, as the portal: recorded with its params, the messenger "opened"). Every message is recorded. The app page is opened at
  * `localhost`, so parent and app are different origins, as in production.
  */
 export interface ParentFrame {
@@ -17,6 +18,8 @@ export interface ParentFrame {
   app: FrameLocator;
   /** Messages the app page sent to the parent, as received. */
   messages(): Promise<string[]>;
+  /** The params of each imOpenMessenger the page sent (`{dialogId}`), which the portal never answers (pages-and-modes §3.3). */
+  messengerOpened(): Promise<Array<Record<string, unknown>>>;
   /** The iframe's height in the parent, in CSS pixels. */
   frameHeight(): Promise<number>;
   /** The portal opens the app again (a reload): a new POST with fresh tokens; resolves when the page is ready. */
@@ -113,6 +116,7 @@ export async function openInParentFrame(browser: Browser, options: ParentFrameOp
     page,
     app,
     messages: () => page.evaluate(() => (window as unknown as { __messages: string[] }).__messages.slice()),
+    messengerOpened: () => page.evaluate(() => (window as unknown as { __messenger: Array<Record<string, unknown>> }).__messenger.slice()),
     frameHeight: () => page.evaluate(() => (document.getElementById('app-frame') as HTMLIFrameElement).getBoundingClientRect().height),
     async reopen() {
       await page.evaluate(() => (window as unknown as { __open: () => Promise<void> }).__open());
@@ -134,6 +138,7 @@ function parentHtml(input: { frameName: string; action: string; appOrigin: strin
 const config = ${config};
 const frame = document.getElementById('app-frame');
 window.__messages = [];
+window.__messenger = [];
 let current = null;
 async function open() {
   current = await window.__portal('auth');
@@ -178,6 +183,9 @@ window.addEventListener('message', async (event) => {
     await window.__portal('installFinish');
   } else if (method === 'reloadWindow') {
     open();
+  } else if (method === 'imOpenMessenger') {
+    // The portal opens its messenger on the dialog and never answers (pages-and-modes §3.3).
+    window.__messenger.push(params);
   } else if (method === 'selectUser') {
     answer(callback, await window.__portal('pickedUsers'));
   } else if (method === 'selectAccess') {
