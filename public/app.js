@@ -360,8 +360,170 @@ import { frameSession } from './frame-session.js';
     fit();
   }
 
+  // ----- where operators work ---------------------------------------------------------------------
+  // The mode is saved through the same settings API as the form (PUT /api/settings {integrationType});
+  // switching back to Chat2Desk is confirmed first, inline, because it disconnects and forgets every line.
+  let currentMode = data.mode || 'chat2desk';
+
+  function chosenMode() {
+    const checked = $('input[name="integration-type"]:checked');
+    return checked ? checked.value : currentMode;
+  }
+
+  function showMode() {
+    const section = $('#section-mode');
+    if (!section) return;
+    section.dataset.mode = currentMode;
+    for (const badge of $$('[data-current]', section)) badge.hidden = badge.closest('[data-choice]').dataset.choice !== currentMode;
+    const chosen = chosenMode();
+    const button = $('#mode-switch');
+    if (button) {
+      button.hidden = chosen === currentMode;
+      button.textContent = chosen === 'open_channels' ? t.modeSwitchToOpenChannels : t.modeSwitchToChat2desk;
+    }
+    const scopes = $('#mode-scopes');
+    if (scopes) scopes.hidden = chosen !== 'open_channels';
+    const lines = $('#mode-lines');
+    if (lines) lines.hidden = currentMode !== 'open_channels';
+    const confirmBox = $('#mode-confirm');
+    if (confirmBox && chosen === currentMode) confirmBox.hidden = true;
+    fit();
+  }
+
+  function chooseMode(mode) {
+    for (const input of $$('input[name="integration-type"]')) input.checked = input.value === mode;
+    showMode();
+  }
+
+  function routeText(route) {
+    const view = data.view || {};
+    const named = (ids, list, label) =>
+      ids
+        .map((id) => {
+          const found = (list || []).find((item) => item.id === id);
+          return found && found[label] ? `${found[label]} (${id})` : String(id);
+        })
+        .join(', ');
+    if (route && route.kind === 'channels') return `${t.modeRouteChannels} ${named(route.channelIds || [], view.channels, 'name')}`;
+    if (route && route.kind === 'tags') return `${t.modeRouteTags} ${named(route.tagIds || [], view.tags, 'label')}`;
+    return t.modeRouteDefault;
+  }
+
+  function renderLines(lines) {
+    const table = $('#mode-lines-table');
+    if (!table) return;
+    const body = $('tbody', table);
+    body.replaceChildren();
+    for (const line of lines) {
+      const row = element('tr');
+      row.dataset.line = String(line.lineId);
+      row.append(element('td', '', line.lineId));
+      row.append(line.name ? element('td', '', line.name) : element('td', 'c2d-muted', t.modeLineUnnamed));
+      const route = element('td', '', routeText(line.route));
+      route.dataset.route = line.route ? line.route.kind : 'default';
+      row.append(route);
+      body.append(row);
+    }
+    table.hidden = lines.length === 0;
+    $('#mode-no-lines').hidden = lines.length > 0;
+    fit();
+  }
+
+  // The outcome in paragraphs (each put in as text), with an optional action button after them.
+  function modeResult(paragraphs, kind, action) {
+    const result = $('#mode-result');
+    result.replaceChildren(...paragraphs.filter(Boolean).map((text) => element('p', '', text)));
+    if (action) result.append(action);
+    result.classList.toggle('c2d-result--error', kind === 'error');
+    result.classList.toggle('c2d-result--ok', kind === 'ok');
+    fit();
+  }
+
+  async function switchMode(target) {
+    const button = $('#mode-switch');
+    const confirmYes = $('#mode-confirm-yes');
+    button.disabled = true;
+    confirmYes.disabled = true;
+    modeResult([t.modeSwitching]);
+    let response;
+    try {
+      response = await api('PUT', '/api/settings', { integrationType: target });
+    } catch (error) {
+      modeResult([t.modeUnreachable, error && error.message], 'error');
+      return;
+    } finally {
+      button.disabled = false;
+      confirmYes.disabled = false;
+      $('#mode-confirm').hidden = true;
+    }
+    if (!response.ok) {
+      const why = await errorOf(response);
+      // 502 on the way back: Bitrix24 refused to take the connector away and the server kept Open Channels mode.
+      if (target === 'chat2desk' && response.status === 502) modeResult([t.modeBackRefused, why], 'error');
+      else modeResult([`${t.modeFailed} ${why}`], 'error');
+      chooseMode(currentMode);
+      return;
+    }
+    const view = await response.json();
+    data.view = Object.assign(data.view || {}, view);
+    currentMode = view.integrationType;
+    renderLines(view.openLines || []);
+    chooseMode(currentMode);
+    if (currentMode !== 'open_channels') return modeResult([t.modeSwitchedToChat2desk], 'ok');
+    if (view.registration && view.registration.ok === false) {
+      const again = element('button', 'ui-btn --air ui-btn-sm --style-outline', t.modeRegisterAgain);
+      again.type = 'button';
+      again.id = 'mode-register-again';
+      again.addEventListener('click', () => switchMode('open_channels'));
+      return modeResult([t.modeRegistrationRefused, view.registration.error, t.modeRegistrationAgain], 'error', again);
+    }
+    modeResult([t.modeSwitchedToOpenChannels], 'ok');
+  }
+
+  async function checkLines() {
+    const errorBox = $('#mode-lines-error');
+    errorBox.hidden = true;
+    try {
+      const response = await api('GET', '/api/settings');
+      if (!response.ok) throw new Error(await errorOf(response));
+      const view = await response.json();
+      data.view = Object.assign(data.view || {}, view);
+      renderLines(view.openLines || []);
+    } catch (error) {
+      say(errorBox, `${t.modeLinesFailed} ${error.message}`, 'error');
+      fit();
+    }
+  }
+
+  function bindMode() {
+    const section = $('#section-mode');
+    if (!section || !data.admin) return;
+    section.addEventListener('change', (event) => {
+      if (event.target.name === 'integration-type') showMode();
+    });
+    $('#mode-switch').addEventListener('click', () => {
+      const target = chosenMode();
+      if (target === currentMode) return;
+      if (target === 'chat2desk') {
+        $('#mode-confirm').hidden = false;
+        $('#mode-confirm-no').focus();
+        return fit();
+      }
+      switchMode(target);
+    });
+    $('#mode-confirm-yes').addEventListener('click', () => switchMode('chat2desk'));
+    $('#mode-confirm-no').addEventListener('click', () => {
+      chooseMode(currentMode);
+      $('#mode-switch').focus();
+    });
+    $('#mode-check-lines').addEventListener('click', checkLines);
+    renderLines((data.view && data.view.openLines) || []);
+    showMode();
+  }
+
   // ----- start ------------------------------------------------------------------------------------
   function bind() {
+    bindMode();
     const form = $('#settings-form');
     if (form) form.addEventListener('submit', save);
     const connectForm = $('#connect-form');

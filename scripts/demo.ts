@@ -554,18 +554,23 @@ async function tour(b24: FakeBitrix24, c2d: FakeChat2Desk, server: RunningServer
 
   step(
     'Open Channels mode: the conversation inside Bitrix24',
-    'The admin switches the integration type to Open Channels: our connector is registered in the\n' +
+    'On the app page, in "Where operators work", the admin switches to Open Channels (the page saves it\n' +
+      'with its own page token through PUT /api/settings): our connector is registered in the\n' +
       "portal's Contact Center with its settings page, and its events are bound. In the connector's page\n" +
       'the admin connects Open Channel line 1 to the Chat2Desk account. A client writes in WhatsApp: the\n' +
       'message arrives in the Open Channel chat. A Bitrix24 operator answers there: the answer reaches the\n' +
       'client through Chat2Desk, and the chat shows it delivered.',
   );
+  const modePage = await openAppPage(b24, server);
   const switched = await fetch(`${server.url}/api/settings`, {
     method: 'PUT',
-    headers: { authorization: `Bearer ${b24.issueAuth(1).access_token}`, 'x-bitrix24-member-id': b24.memberId, 'content-type': 'application/json' },
+    headers: { authorization: `Bearer ${modePage.token}`, 'content-type': 'application/json' },
     body: JSON.stringify({ integrationType: 'open_channels' }),
   });
-  show(`integrationType = open_channels (HTTP ${switched.status})`, pick((await switched.json()) as Record<string, unknown>, ['integrationType', 'registration']));
+  show(
+    `The page's switch: PUT /api/settings {"integrationType":"open_channels"} -> HTTP ${switched.status}`,
+    pick((await switched.json()) as Record<string, unknown>, ['integrationType', 'registration', 'openLines']),
+  );
   show('Connectors registered in the portal', [...b24.connectors.keys()]);
   const connectorOpen = b24.settingConnectorPageRequest({ line: 1, connector: 'chat2desk' }, { accessToken: b24.issueAuth(1).access_token });
   const connectorHtml = await (await postForm(`${server.url}/connector`, connectorOpen.body, connectorOpen.query)).text();
@@ -580,6 +585,11 @@ async function tour(b24: FakeBitrix24, c2d: FakeChat2Desk, server: RunningServer
   show(
     `The connector page connects line 1 (HTTP ${connected.status})`,
     [...b24.connectorLines.values()].map((state) => `line ${state.line}: active ${state.active}, connected ${state.connected}`),
+  );
+  const listedLines = await fetch(`${server.url}/api/settings`, { headers: { authorization: `Bearer ${modePage.token}` } });
+  show(
+    `The app page's "Connected lines" (GET /api/settings -> HTTP ${listedLines.status})`,
+    (((await listedLines.json()) as { openLines?: unknown[] }).openLines ?? []) as unknown[],
   );
   const { client: olClient } = c2d.seedClient({ phone: '79035550202', name: 'Pedro 2000', withDialog: 'open' });
   const { webhook: olInbox } = c2d.receiveMessage({ clientId: olClient.id as number, text: 'Hola, ¿tienen envío a domicilio?' });

@@ -22,9 +22,10 @@ import { OL_OUTBOUND_KIND } from './open-channels/outbound.js';
 /**
  * The event log's kinds: robot runs, closed episodes, CRM automation driven by Chat2Desk events
  * (triggers fired, notifications of incoming messages, responsible sync), and the app's own work
- * (re-registration, gap polling), and what users did in the CRM tab and the Chat workspace (dialog actions).
+ * (re-registration, gap polling), what users did in the CRM tab and the Chat workspace (dialog actions), and
+ * the messages of Open Channels mode (a client's message into the Open Channel, an operator's answer to the client).
  */
-export type EntryKind = 'robot' | 'closed_episode' | 'automation' | 'dialog_action' | 'app';
+export type EntryKind = 'robot' | 'closed_episode' | 'automation' | 'dialog_action' | 'open_channels' | 'app';
 
 export interface EventLogEntry {
   /** The job's public id. */
@@ -60,18 +61,21 @@ export class EventLogRequestError extends Error {
 
 const STATUSES: readonly EntryStatus[] = ['waiting', 'running', 'done', 'failed', 'cancelled'];
 const AUTOMATION_KINDS = [FIRE_TRIGGER_KIND, NOTIFY_INCOMING_KIND, SYNC_RESPONSIBLE_KIND];
+const OPEN_CHANNELS_KINDS = [OL_INBOUND_KIND, OL_OUTBOUND_KIND];
 const KINDS: Record<EntryKind, KindFilter> = {
   robot: { in: [ROBOT_KIND] },
   closed_episode: { in: [CLOSE_EPISODE_KIND] },
   automation: { in: AUTOMATION_KINDS },
   dialog_action: { in: [DIALOG_ACTION_KIND] },
-  app: { notIn: [ROBOT_KIND, CLOSE_EPISODE_KIND, ...AUTOMATION_KINDS, DIALOG_ACTION_KIND] },
+  open_channels: { in: OPEN_CHANNELS_KINDS },
+  app: { notIn: [ROBOT_KIND, CLOSE_EPISODE_KIND, ...AUTOMATION_KINDS, DIALOG_ACTION_KIND, ...OPEN_CHANNELS_KINDS] },
 };
 
 function entryKind(jobKind: string): EntryKind {
   if (jobKind === ROBOT_KIND) return 'robot';
   if (jobKind === CLOSE_EPISODE_KIND) return 'closed_episode';
   if (jobKind === DIALOG_ACTION_KIND) return 'dialog_action';
+  if (OPEN_CHANNELS_KINDS.includes(jobKind)) return 'open_channels';
   return AUTOMATION_KINDS.includes(jobKind) ? 'automation' : 'app';
 }
 const PARAMETERS = ['status', 'kind', 'from', 'to', 'phone', 'before', 'limit'] as const;

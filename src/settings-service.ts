@@ -13,7 +13,7 @@ import type { Chat2DeskWebhooks } from './chat2desk/webhooks.js';
 import { Chat2DeskError } from './chat2desk/errors.js';
 import type { Portal, PortalStore } from './db/portals.js';
 import type { Logger } from './log.js';
-import type { OpenChannelsConnector } from './open-channels/connector.js';
+import type { ConnectedLine, OpenChannelsConnector } from './open-channels/connector.js';
 import { readSettings, settingsUpdateSchema, type SettingsUpdate, type PortalSettings } from './portal-settings.js';
 import type { SecretBox } from './secrets.js';
 
@@ -46,6 +46,8 @@ export interface SettingsView extends PortalSettings {
   chat2deskError?: string;
   registration?: { ok: boolean; error?: string };
   webhook?: { ok: boolean; error?: string };
+  /** Open Channels mode: the lines connected to our connector (empty in Chat2Desk mode: switching back forgets them). */
+  openLines: ConnectedLine[];
   /** Leaving Open Channels mode: the connector was taken away in Bitrix24 (its lines deactivated, unregistered, events unbound). */
   connector?: { ok: true };
 }
@@ -55,8 +57,8 @@ export interface SettingsDeps {
   rest: Bitrix24Rest;
   accounts: Chat2DeskAccounts;
   registration: AppRegistration;
-  /** Takes the Open Channels connector away when the portal switches back to Chat2Desk mode. */
-  connector: Pick<OpenChannelsConnector, 'deactivate'>;
+  /** Lists the connected lines, and takes the connector away when the portal switches back to Chat2Desk mode. */
+  connector: Pick<OpenChannelsConnector, 'deactivate' | 'connectedLines'>;
   secrets: SecretBox;
   defaultApiUrl: string;
   allowedApiUrls: string[];
@@ -156,6 +158,7 @@ export class SettingsService {
       operators: [],
       tags: [],
       suggestedOperatorMap: {},
+      openLines: settings.integrationType === 'open_channels' ? await this.deps.connector.connectedLines(portal) : [],
     };
     const directory = await this.deps.directoryFor(portal);
     if (directory) {

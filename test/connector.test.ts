@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { CLOSE_EPISODE_KIND } from '../src/jobs/kinds/close-episode.js';
 import { CONNECTOR_ID } from '../src/open-channels/connector.js';
 import { DEFAULT_LINE_OPTIONS, type LineOptions } from '../src/open-channels/lines.js';
-import { adminHeaders, eventually, install, installAndConfigure, postForm, putSettings, startStack, type Stack } from './support/stack.js';
+import { adminHeaders, eventually, install, installAndConfigure, postForm, putSettings, sentMessages, startStack, type Stack } from './support/stack.js';
 
 /**
  * Open Channels mode, the connector side (README "Open Channels mode"): the mode switch registers
@@ -92,7 +92,9 @@ describe('the Open Channels connector', () => {
         PLACEMENT: 'DEFAULT',
       });
       const html = await (await postForm(`${stack.server.url}/app`, body.toString(), 'LANG=en')).text();
-      return [...html.matchAll(/data-scope="([a-z_]+)"/g)].map((match) => match[1]);
+      // The Permissions section's list (the mode switch names the Open Channels scopes in its own).
+      const list = /<ul class="c2d-list" id="missing-scopes">(.*?)<\/ul>/s.exec(html)?.[1] ?? '';
+      return [...list.matchAll(/data-scope="([a-z_]+)"/g)].map((match) => match[1]);
     };
     expect(await missing()).toEqual([]);
     expect((await putSettings(stack, { integrationType: 'open_channels' })).status).toBe(200);
@@ -269,32 +271,87 @@ describe('the Open Channels connector', () => {
     expect(lineRows()).toEqual([]);
   });
 
-  it('in Open Channels mode closed dialogs start no episode job; one queued before the switch finishes as queued', async () => {
+  it('mode switch back and forth with work in flight: a job queued in each mode before each switch finishes as it was queued, once; closed dialogs make records only in Chat2Desk mode', async () => {
     stack = await startStack();
     await installAndConfigure(stack, { defaultCountry: 'RU', episodesEnabled: true });
-    const jobOf = (requestId: number) =>
-      stack.server.database.db.$client
-        .prepare('select state, return_values as returnValues from jobs where kind = ? and dedup_key = ?')
-        .get(CLOSE_EPISODE_KIND, `episode:${requestId}`) as { state: string; returnValues: string | null } | undefined;
+    const jobOf = (kind: string, dedupKey: string) =>
+      stack.server.database.db.$client.prepare('select state, return_values as returnValues from jobs where kind = ? and dedup_key = ?').get(kind, dedupKey) as
+        | { state: string; returnValues: string | null }
+        | undefined;
+    const episodeJob = (requestId: number) => jobOf(CLOSE_EPISODE_KIND, `episode:${requestId}`);
     const episode = (phone: string) => {
       const { client, dialog } = stack.c2d.seedClient({ phone, name: 'Anna', transport: 'whatsapp', withDialog: 'open' });
       stack.c2d.receiveMessage({ clientId: client.id as number, text: 'Hello' });
       return stack.c2d.closeDialog(dialog!.id as number);
     };
-    // Queued in Chat2Desk mode, held at its first Bitrix24 call while the portal switches.
-    const held = stack.b24.hold({ rest: 'batch' });
-    const before = episode('79160000001');
-    expect(await stack.c2d.deliverWebhook(before.closeRequest)).toEqual([200]);
-    expect(jobOf(before.requestId)).toBeDefined();
+    const leads = () => stack.b24.crm.leads.size;
+    /** A closed dialog queued in Chat2Desk mode, held at its first Bitrix24 call while `switchMode` runs; it still makes its one record. */
+    const episodeAcrossSwitch = async (phone: string, switchMode: () => Promise<void>) => {
+      const held = stack.b24.hold({ rest: 'batch' });
+      const closed = episode(phone);
+      expect(await stack.c2d.deliverWebhook(closed.closeRequest)).toEqual([200]);
+      expect(episodeJob(closed.requestId)).toBeDefined();
+      await held.arrived;
+      const before = leads();
+      await switchMode();
+      held.release();
+      const finished = await eventually(() => (episodeJob(closed.requestId)?.state === 'done' ? episodeJob(closed.requestId) : undefined), 20_000, 'the queued episode');
+      expect(JSON.parse(finished.returnValues!)).toMatchObject({ status: 'done', created: true });
+      expect(leads()).toBe(before + 1);
+    };
+    const toOpenChannels = async () => {
+      const switched = await putSettings(stack, { integrationType: 'open_channels' });
+      expect(switched.status).toBe(200);
+      expect(((await switched.json()) as { registration: unknown }).registration).toEqual({ ok: true });
+    };
+    /** In Open Channels mode a closed dialog is acknowledged (stored before the answer) and starts no job. */
+    const closesMakeNothing = async (phone: string) => {
+      const after = episode(phone);
+      expect(await stack.c2d.deliverWebhook(after.closeRequest)).toEqual([200]);
+      expect(await stack.c2d.deliverWebhook(after.closeDialog)).toEqual([200]);
+      expect(episodeJob(after.requestId)).toBeUndefined();
+    };
+
+    // 1. Chat2Desk mode → Open Channels, with a closed dialog in flight.
+    await episodeAcrossSwitch('79160000001', toOpenChannels);
+    await closesMakeNothing('79160000002');
+
+    // 2. Open Channels → Chat2Desk, with an operator's answer in flight: the client wrote (inbound put it
+    // in line 1's chat), the operator answered in Bitrix24, and Chat2Desk's answer to our send is held.
+    const { token } = await openPage();
+    expect((await writeLine(token!, 1, 'PUT', { options: DEFAULT_LINE_OPTIONS })).status).toBe(200);
+    const { client } = stack.c2d.seedClient({ phone: '79160000003', name: 'Maria', transport: 'whatsapp', withDialog: 'open' });
+    const chatId = `c${client.id}`;
+    expect(await stack.c2d.deliverWebhook(stack.c2d.receiveMessage({ clientId: client.id as number, text: 'Is my order ready?' }).webhook)).toEqual([200]);
+    await eventually(() => stack.b24.openLineMessages(1, chatId).length === 1, 15_000, 'the client message in the Open Channel');
+    const held = stack.c2d.holdNext({ method: 'POST', path: '/messages' });
+    const written = await stack.b24.operatorWrites({ line: 1, externalChatId: chatId, text: 'Yes, it is' });
+    expect(written.replies.map((reply) => reply.status)).toEqual([200]);
     await held.arrived;
-    expect((await putSettings(stack, { integrationType: 'open_channels' })).status).toBe(200);
+    const back = await putSettings(stack, { integrationType: 'chat2desk' });
+    expect(back.status).toBe(200);
+    expect(stack.b24.connectors.has(CONNECTOR_ID)).toBe(false);
     held.release();
-    const finished = await eventually(() => (jobOf(before.requestId)?.state === 'done' ? jobOf(before.requestId) : undefined), 20_000, 'the queued episode');
-    expect(JSON.parse(finished.returnValues!)).toMatchObject({ status: 'done', created: true });
-    // After the switch: the webhook is acknowledged (jobs are stored before the answer) and starts none.
-    const after = episode('79160000002');
-    expect(await stack.c2d.deliverWebhook(after.closeRequest)).toEqual([200]);
-    expect(await stack.c2d.deliverWebhook(after.closeDialog)).toEqual([200]);
-    expect(jobOf(after.requestId)).toBeUndefined();
+    await stack.server.idle();
+    const answers = sentMessages(stack).filter((call) => (call.body as { external_id?: string }).external_id === `b24ol:${written.imMessageId}`);
+    expect(answers).toHaveLength(1);
+    const outbound = () => stack.server.database.db.$client.prepare("select state, last_error as lastError from jobs where kind = 'ol_outbound'").all() as Array<{ state: string }>;
+    await eventually(() => outbound()[0]?.state === 'done', 20_000, `the answer's job done (${JSON.stringify(outbound())})`).catch(() =>
+      expect(outbound()).toEqual([{ state: 'done' }]),
+    );
+    // The event log names this work in the admin's words, under its own kind.
+    const log = (await (await fetch(`${stack.server.url}/api/event-log?kind=open_channels`, { headers: adminHeaders(stack) })).json()) as {
+      entries: Array<{ kind: string; title: string; status: string; summary: string }>;
+    };
+    expect(log.entries.map((entry) => [entry.kind, entry.title, entry.status])).toEqual([
+      ['open_channels', 'Open Channel message to the client', 'done'],
+      ['open_channels', 'Chat2Desk message to Open Channels', 'done'],
+    ]);
+    // The client has the answer; the line it came from is gone, so Bitrix24 cannot be told (and that is no failure).
+    expect(log.entries[0]!.summary).toContain('Bitrix24 was not told it was delivered: line 1 is no longer connected to Chat2Desk');
+
+    // 3. Chat2Desk mode again: closed dialogs make records; one in flight across the next switch still does.
+    await episodeAcrossSwitch('79160000004', toOpenChannels);
+    await closesMakeNothing('79160000005');
   });
 });

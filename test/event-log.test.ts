@@ -251,7 +251,7 @@ describe('event log', () => {
     await install(stack);
     const cases: Array<[string, RegExp]> = [
       ['?status=broken', /^status must be one of/],
-      ['?kind=everything', /^kind must be one of robot, closed_episode, automation, dialog_action, app$/],
+      ['?kind=everything', /^kind must be one of robot, closed_episode, automation, dialog_action, open_channels, app$/],
       ['?from=2026-02-31', /^from must be a date as YYYY-MM-DD/],
       ['?to=yesterday', /^to must be a date/],
       ['?from=2026-03-02&to=2026-03-01', /^to must not be before from/],

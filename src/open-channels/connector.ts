@@ -5,7 +5,7 @@ import type { Portal } from '../db/portals.js';
 import type { Logger } from '../log.js';
 import { readSettings } from '../portal-settings.js';
 import { OL_INBOUND_KIND } from './inbound.js';
-import type { LineOptions } from './lines.js';
+import { type LineOptions, readLineOptions } from './lines.js';
 
 /** Our Open Channels connector's id in Bitrix24 (imconnector.register ID: [a-z0-9_], bitrix24.md §12). */
 export const CONNECTOR_ID = 'chat2desk';
@@ -77,8 +77,15 @@ export interface OpenLine {
   active: boolean;
 }
 
+/** A line connected to our connector, as the app page lists it: the name when Bitrix24 could tell it. */
+export interface ConnectedLine {
+  lineId: number;
+  name: string | null;
+  route: LineOptions['route'];
+}
+
 export interface ConnectorDeps {
-  rest: Pick<Bitrix24Rest, 'call'>;
+  rest: Pick<Bitrix24Rest, 'call' | 'batch'>;
   store: OpenLineStore;
   publicUrl: string;
   /** For the Chat2Desk web app's address we give Bitrix24 as the connection's URL. */
@@ -103,6 +110,31 @@ export class OpenChannelsConnector {
       if (error instanceof Bitrix24Error && error.httpStatus === 400) return undefined;
       throw error;
     }
+  }
+
+  /**
+   * The portal's connected lines in routing order, named by Bitrix24 (imopenlines.config.get, one batch).
+   * A name Bitrix24 could not give now is null: the list itself is ours and is shown all the same.
+   */
+  async connectedLines(portal: Portal): Promise<ConnectedLine[]> {
+    const rows = await this.deps.store.list(portal.memberId);
+    if (rows.length === 0) return [];
+    let names: Record<string, unknown> = {};
+    try {
+      const outcome = await this.deps.rest.batch(
+        portal.memberId,
+        rows.map((row) => ({ key: `line${row.lineId}`, method: 'imopenlines.config.get', params: { CONFIG_ID: row.lineId } })),
+        { idempotent: true },
+      );
+      names = outcome.results;
+    } catch (error) {
+      this.deps.log.warn({ memberId: portal.memberId, err: error instanceof Error ? error.message : String(error) }, 'open channel line names not read');
+    }
+    return rows.map((row) => {
+      const config = names[`line${row.lineId}`];
+      const name = typeof config === 'object' && config !== null ? (config as Record<string, unknown>).LINE_NAME : undefined;
+      return { lineId: row.lineId, name: typeof name === 'string' && name !== '' ? name : null, route: readLineOptions(row.options).route };
+    });
   }
 
   /**

@@ -16,7 +16,7 @@ import type { WebhookStore } from '../db/webhooks.js';
 import type { OperatorOfUser, WorkspaceScopes } from '../dialogs/viewer.js';
 import type { WorkspaceView } from '../dialogs/workspace.js';
 import type { Logger } from '../log.js';
-import { KNOWN_TRANSPORTS } from '../portal-settings.js';
+import { type IntegrationType, KNOWN_TRANSPORTS, readIntegrationType } from '../portal-settings.js';
 import type { SettingsService, SettingsView } from '../settings-service.js';
 import { TRIGGERS } from '../triggers/triggers.js';
 import { CHAT_WORDS, PAGE_WORDS, type PageLanguage, type PageWords, TAB_WORDS } from './i18n.js';
@@ -171,6 +171,13 @@ export interface AppPageModel {
   transports: readonly string[];
   /** The dialog a link asked the page to open (PLACEMENT_OPTIONS `dialog`, docs/protocols.md B19); the Chat section opens it. */
   openDialogId?: number;
+  /** Where operators work (templates/partials/mode.hbs): shown to everybody, changed by admins only; absent on a refusal. */
+  mode?: {
+    current: IntegrationType;
+    openChannels: boolean;
+    /** imopenlines/imconnector the portal did not grant: named before switching to Open Channels. */
+    missingScopes: Array<{ scope: string; label: string }>;
+  };
   /** The Chat section (templates/partials/chat.hbs); absent on a refusal. */
   chat?: ChatSection;
   /** JSON for the page's script, with `<` escaped so it cannot close the script element. */
@@ -254,6 +261,7 @@ export class AppPageService {
       admin ? this.deps.settings.read(session.portal) : Promise.resolve(undefined),
       this.#chatSection(session, t),
     ]);
+    const mode = readIntegrationType(session.portal.settings);
     const data = {
       token: session.token,
       expiresAt: session.claims.expiresAt,
@@ -262,6 +270,7 @@ export class AppPageService {
       lang: page.lang,
       t,
       view: view ?? null,
+      mode,
       robotCodes: this.deps.robots.map((robot) => robot.code),
       triggerCodes: TRIGGERS.map((trigger) => trigger.code),
       openDialogId: page.openDialogId ?? null,
@@ -283,6 +292,13 @@ export class AppPageService {
       imMissing: missingScopes(page.applicationScope, { notifyIncoming: true }).includes('im'),
       transports: KNOWN_TRANSPORTS,
       openDialogId: page.openDialogId,
+      mode: {
+        current: mode,
+        openChannels: mode === 'open_channels',
+        missingScopes: missingScopes(page.applicationScope, { notifyIncoming: false, openChannels: true })
+          .filter((scope) => scope === 'imopenlines' || scope === 'imconnector')
+          .map((scope) => ({ scope, label: t[`scope_${scope}`] })),
+      },
       chat,
       pageData: JSON.stringify(data).replace(/</g, '\\u003c'),
       assets: page.assets,

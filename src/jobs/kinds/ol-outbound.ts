@@ -119,14 +119,16 @@ async function deliver(deps: OlOutboundDeps, run: RobotRun, input: OlOutboundInp
     }
     sent.push(await sendOnce(run, messageKey(input, n), message, (error) => refusalInManagerWords(error, 'the message')));
   }
-  await reportDelivered(run, input, sent);
+  const told = await reportDelivered(run, input, sent);
   const who =
     operatorId === undefined
       ? `as the dialog's operator: Bitrix24 user ${userId} has no Chat2Desk operator (map the user in Operators, or give both the same e-mail)`
       : `as Chat2Desk operator ${operatorId}`;
   return {
     returnValues: { status: 'done', clientId, messageIds: sent.map((item) => item.message_id), operatorId: operatorId ?? null },
-    logMessage: `Open Channel message ${input.imMessageId} sent to Chat2Desk client ${clientId} ${who}`,
+    logMessage:
+      `Open Channel message ${input.imMessageId} sent to Chat2Desk client ${clientId} ${who}` +
+      (told ? '' : `; Bitrix24 was not told it was delivered: line ${input.line} is no longer connected to Chat2Desk`),
   };
 }
 
@@ -162,8 +164,28 @@ async function hostFile(deps: OlOutboundDeps, run: RobotRun, file: OlOutboundInp
   return deps.files.host(run.portal.memberId, `ol-out-${run.runId}-${n}`, { name: file.name, bytes });
 }
 
-/** imconnector.send.status.delivery: message.id ALWAYS an array, or Bitrix24 shows "undelivered" (pages-and-modes §6). Repeating it is harmless. */
-async function reportDelivered(run: RobotRun, input: OlOutboundInput, sent: SentMessage[]): Promise<void> {
+/**
+ * The refusals of a line our connector is no longer on: disconnected, or the portal switched back to
+ * Chat2Desk mode (the connector unregistered) while the answer was on its way (the codes as in
+ * OpenChannelsConnector's deactivation).
+ */
+const LINE_GONE = new Set(['NOT_ACTIVE_LINE', 'IMCONNECTOR_NO_CORRECT_PROVIDER']);
+
+/**
+ * imconnector.send.status.delivery: message.id ALWAYS an array, or Bitrix24 shows "undelivered" (pages-and-modes §6). Repeating it is harmless.
+ * False when the line is gone: the client has the message, so the job is done; there is nobody left to tell.
+ */
+async function reportDelivered(run: RobotRun, input: OlOutboundInput, sent: SentMessage[]): Promise<boolean> {
+  try {
+    await reportDelivery(run, input, sent);
+    return true;
+  } catch (error) {
+    if (error instanceof Bitrix24Error && LINE_GONE.has(error.code)) return false;
+    throw error;
+  }
+}
+
+async function reportDelivery(run: RobotRun, input: OlOutboundInput, sent: SentMessage[]): Promise<void> {
   await run.bitrix24.call(
     'imconnector.send.status.delivery',
     {
