@@ -2,7 +2,8 @@
  * npm run bench: speed and memory figures, each a ratio against a baseline measured in the same run.
  * Each module returns its rows of the table (bench/table.ts); add a benchmark with one more
  * entry in `benchmarks`. The figures are printed and written into README.md between the bench markers.
- * `npm run bench -- burst unknown-limit` runs only the named ones and leaves the README alone.
+ * `npm run bench -- burst unknown-limit` runs only the named ones and leaves the README alone
+ * (`npm run bench -- ol`: the Open Channels inbound burst).
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { ackBenchmark } from './ack.js';
@@ -12,6 +13,7 @@ import { burstBenchmark } from './burst.js';
 import { episodesBenchmark } from './episodes.js';
 import { findDialogsBenchmark } from './find-dialogs.js';
 import { unknownLimitBenchmark } from './unknown-limit.js';
+import { openChannelsBenchmark } from './open-channels.js';
 import { renderTable, type Section } from './table.js';
 
 const benchmarks: Record<string, () => Promise<Section>> = {
@@ -22,6 +24,7 @@ const benchmarks: Record<string, () => Promise<Section>> = {
   episodes: episodesBenchmark,
   'app-page': appPageBenchmark,
   tab: tabBenchmark,
+  ol: openChannelsBenchmark,
 };
 const chosen = process.argv.slice(2);
 const unknown = chosen.filter((name) => !(name in benchmarks));

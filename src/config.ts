@@ -72,6 +72,8 @@ const EnvSchema = v.object({
   UPLOAD_MAX_BYTES: positiveInteger(String(20 * 1024 * 1024)),
   /** Open Channels: how often a held inbound message (no line takes it, or waiting for an operator) looks again (src/jobs/kinds/ol-inbound.ts). */
   OPEN_CHANNELS_HOLD_RECHECK_SECONDS: positiveInteger('30'),
+  /** Open Channels: inbound messages sent at once per portal (one per conversation at most); they share send.messages calls (src/open-channels/inbound-sends.ts). */
+  OPEN_CHANNELS_INBOUND_CONCURRENCY: positiveInteger('100'),
   /** CSP frame-ancestors of the app page; default: the portal's own host (docs/protocols.md B13). */
   FRAME_ANCESTORS: v.optional(v.pipe(v.string(), v.regex(/^[^;,\r\n]+$/, 'must be CSP sources separated by spaces, such as https://*.bitrix24.com'))),
 });
@@ -106,7 +108,7 @@ export interface Config {
   frameAncestors: string | undefined;
   live: { streamsPerPortal: number; streamsPerUser: number };
   files: { linkHours: number; uploadMaxBytes: number };
-  openChannels: { holdRecheckSeconds: number };
+  openChannels: { holdRecheckSeconds: number; inboundConcurrency: number };
 }
 
 /** The learned Chat2Desk rate grows no further unless CHAT2DESK_MAX_REQUESTS_PER_MINUTE says so. */
@@ -170,7 +172,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     frameAncestors: e.FRAME_ANCESTORS,
     live: { streamsPerPortal: e.LIVE_STREAMS_PER_PORTAL, streamsPerUser: e.LIVE_STREAMS_PER_USER },
     files: { linkHours: e.FILE_LINK_HOURS, uploadMaxBytes: e.UPLOAD_MAX_BYTES },
-    openChannels: { holdRecheckSeconds: e.OPEN_CHANNELS_HOLD_RECHECK_SECONDS },
+    openChannels: { holdRecheckSeconds: e.OPEN_CHANNELS_HOLD_RECHECK_SECONDS, inboundConcurrency: e.OPEN_CHANNELS_INBOUND_CONCURRENCY },
   };
 }
 

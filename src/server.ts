@@ -74,6 +74,7 @@ import { DialogActionStore } from './db/dialog-actions.js';
 import { UploadedFileStore } from './db/uploaded-files.js';
 import { dialogActionKind } from './jobs/kinds/dialog-action.js';
 import { olInboundKind } from './jobs/kinds/ol-inbound.js';
+import { InboundSends } from './open-channels/inbound-sends.js';
 import { olOutboundKind } from './jobs/kinds/ol-outbound.js';
 import { openChannelInboundHandlers } from './open-channels/inbound.js';
 import { OpenLines } from './open-channels/lines.js';
@@ -213,6 +214,8 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
       // Attachment links are Chat2Desk's (or a messenger's): fetched like any outside URL.
       fetch: fetchImpl ?? fetch,
       holdRecheckMs: config.openChannels.holdRecheckSeconds * 1000,
+      sends: new InboundSends(rest),
+      concurrency: config.openChannels.inboundConcurrency,
     }),
     olOutboundKind({
       jobs,

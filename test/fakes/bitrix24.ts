@@ -354,6 +354,8 @@ export interface FakeBitrix24 {
   expireRefreshTokens(): void;
   failNext(method: string, reply: ErrorReply, times?: number): void;
   failNextOAuth(endpoint: 'oauth.token' | 'app.info', reply: ErrorReply, times?: number): void;
+  /** imconnector.send.messages refuses the message of this external id in its own entry of the answer (SUCCESS false, ERRORS); the call's other messages go. */
+  refuseClientMessage(messageId: string, error: { code: string; message: string }): void;
   setOperatingLimit(method: string, blockedUntilUnixSeconds: number): void;
   /** Holds the next `count` matching requests before they run (auth is checked on release), or their answers after (`afterRunning`); one the rate limit refuses is not held. */
   hold(target: HoldTarget, count?: number): Hold;
@@ -798,6 +800,7 @@ class FakePortal implements FakeBitrix24 {
   private readonly refreshTokens = new Map<string, { userId: number; used: boolean }>();
   private readonly eventTokens = new Map<string, EventTokenRecord>();
   private readonly injectedFailures = new Map<string, ErrorReply[]>();
+  private readonly refusedClientMessages = new Map<string, { code: string; message: string }>();
   private readonly injectedOAuthFailures = new Map<string, ErrorReply[]>();
   private readonly operatingBlockedUntil = new Map<string, number>();
   private readonly requiredCrmFields = new Map<CrmEntity, string[]>();
@@ -1184,6 +1187,10 @@ class FakePortal implements FakeBitrix24 {
     this.injectedFailures.set(method.toLowerCase(), queue);
   }
 
+  refuseClientMessage(messageId: string, error: { code: string; message: string }): void {
+    this.refusedClientMessages.set(messageId, error);
+  }
+
   failNextOAuth(endpoint: 'oauth.token' | 'app.info', reply: ErrorReply, times = 1): void {
     const queue = this.injectedOAuthFailures.get(endpoint) ?? [];
     for (let i = 0; i < times; i++) queue.push(reply);
@@ -1417,10 +1424,11 @@ class FakePortal implements FakeBitrix24 {
     return outcome;
   }
 
-  private async runMethod(method: string, params: Params, token: string | undefined, startedAt: number): Promise<Outcome> {
-    const injected = this.injectedFailures.get(method)?.shift();
+  private async runMethod(method: string, params: Params, token: string | undefined, startedAt: number, injectable = true): Promise<Outcome> {
+    // The method run behind an answer lost (afterRunning) takes no injected failure of its own: each queued one is one request's.
+    const injected = injectable ? this.injectedFailures.get(method)?.shift() : undefined;
     if (injected !== undefined) {
-      if (injected.afterRunning) await this.runMethod(method, params, token, startedAt);
+      if (injected.afterRunning) await this.runMethod(method, params, token, startedAt, false);
       return { ok: false, status: injected.status, body: injectedBody(injected) };
     }
     try {
@@ -2186,6 +2194,8 @@ class FakePortal implements FakeBitrix24 {
     const problem = clientMessageProblem(user, message, chat);
     // GUESS: a refused message is reported in its own entry (SUCCESS false, ERRORS) rather than failing the call.
     if (problem !== undefined) return { ...item, SUCCESS: false, ERRORS: [{ code: 'IMCONNECTOR_NOT_ALL_THE_REQUIRED_DATA', message: problem }] };
+    const refused = this.refusedClientMessages.get(text(message.id));
+    if (refused !== undefined) return { ...item, SUCCESS: false, ERRORS: [refused] };
 
     const externalUserId = text(user.id);
     const userKey = `${connector} ${externalUserId}`;

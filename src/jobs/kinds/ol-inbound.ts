@@ -1,7 +1,7 @@
 import { Bitrix24Error } from '../../bitrix24/errors.js';
 import type { DialogFiles } from '../../dialogs/files.js';
 import { type OlInboundInput, OL_INBOUND_DEADLINE_MS, OL_INBOUND_KIND, inboundDedupKey, olInboundInput } from '../../open-channels/inbound.js';
-import { CONNECTOR_ID } from '../../open-channels/connector.js';
+import type { InboundSends } from '../../open-channels/inbound-sends.js';
 import { clientChatId, clientUserId, requestChatId } from '../../open-channels/identity.js';
 import type { OpenLines } from '../../open-channels/lines.js';
 import { cleanClientName } from '../../open-channels/names.js';
@@ -39,6 +39,10 @@ export interface OlInboundDeps extends RunContextDeps {
   /** How Chat2Desk attachments are fetched (the server's fetch). */
   fetch: typeof fetch;
   holdRecheckMs: number;
+  /** The shared `imconnector.send.messages` calls of each portal and line. */
+  sends: InboundSends;
+  /** ol_inbound runs at once per portal, apart from every other kind: as many conversations can be in flight. */
+  concurrency: number;
 }
 
 /** What the ledger records for a message Bitrix24 took. */
@@ -77,6 +81,8 @@ export function olInboundKind(deps: OlInboundDeps): JobKind<OlInboundInput> {
     needsConfirmation: false,
     dedup: 'forever',
     after: 'done',
+    // Slots of its own: the messages of concurrently running jobs share send.messages calls, and robot runs must not wait behind a burst.
+    portalConcurrency: deps.concurrency,
     async prepare(job, input, log) {
       const run = await runFor(deps, job, log);
       const key = inboundDedupKey(input.account, input.messageId);
@@ -174,9 +180,10 @@ async function deliver(
       error instanceof InboundHeld ||
       (error instanceof Bitrix24Error && (error.refusedForLoad || error.expiredToken || (error.httpStatus >= 400 && error.httpStatus < 500))),
     act: async () => {
-      let answer: unknown;
+      let entry: Record<string | number, unknown>;
       try {
-        answer = await run.bitrix24.call('imconnector.send.messages', { CONNECTOR: CONNECTOR_ID, LINE: lineId, MESSAGES: [message] });
+        // Shared with the other messages of this portal and line sent meanwhile (src/open-channels/inbound-sends.ts).
+        entry = await deps.sends.send(memberId, lineId, message);
       } catch (error) {
         if (error instanceof Bitrix24Error && LINE_GONE.has(error.code)) {
           throw new InboundHeld(
@@ -185,7 +192,6 @@ async function deliver(
         }
         throw error;
       }
-      const entry = record(firstOf(record(record(answer).DATA).RESULT));
       if (entry.SUCCESS === false) {
         const errors = Array.isArray(entry.ERRORS) ? entry.ERRORS.map((item) => `${record(item).code ?? ''} ${record(item).message ?? ''}`.trim()).join('; ') : 'no reason given';
         throw new MessageRefused(`Bitrix24 refused the message for Open Channel line ${lineId}: ${errors}`);
@@ -291,4 +297,3 @@ function chatName(input: OlInboundInput, name: { name: string; lastName: string 
 }
 
 const record = (value: unknown): Record<string | number, unknown> => (value && typeof value === 'object' ? (value as Record<string, unknown>) : {});
-const firstOf = (value: unknown): unknown => Object.values(record(value))[0];
