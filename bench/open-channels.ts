@@ -112,10 +112,11 @@ export async function openChannelsBenchmark(): Promise<Section> {
   const batches = b24.calls.filter((call) => call.method === 'batch').length;
   const b24Refused = b24.calls.filter((call) => call.error === 'QUERY_LIMIT_EXCEEDED').length;
   const c2dRequests = c2d.calls.length;
-  const tally = (names: string[]) =>
-    Object.entries(names.reduce<Record<string, number>>((counts, name) => ({ ...counts, [name]: (counts[name] ?? 0) + 1 }), {}))
-      .map(([name, count]) => `${name} ${count}`)
-      .join(', ');
+  const tally = (names: string[]) => {
+    const counts = new Map<string, number>();
+    for (const name of names) counts.set(name, (counts.get(name) ?? 0) + 1);
+    return [...counts].map(([name, count]) => `${name} ${count}`).join(', ');
+  };
   const b24ByMethod = tally(b24.calls.map((call) => call.method));
   const c2dByPath = tally(c2d.calls.map((call) => `${call.method} ${call.path.replace(/\/\d+/g, '/:id')}`));
   const c2dRefused = c2d.calls.filter((call) => call.status === 429).length;
@@ -129,7 +130,9 @@ export async function openChannelsBenchmark(): Promise<Section> {
   }
   await stack.close();
   if (refusedDeliveries.length > 0 || missingOrTwice > 0)
-    throw new Error(`open-channels: ${refusedDeliveries.length} deliveries refused (${JSON.stringify(refusedDeliveries.slice(0, 5))}), ${missingOrTwice} messages missing or twice`);
+    throw new Error(
+      `open-channels: ${refusedDeliveries.length} deliveries refused (${JSON.stringify(refusedDeliveries.slice(0, 5))}), ${missingOrTwice} messages missing or twice`,
+    );
 
   // Lower bound: a call carries at most SEND_MESSAGES_LIMIT messages and one message per conversation
   // (its next is sent once the last is answered), so at least max(messages / limit, rounds × ⌈conversations
