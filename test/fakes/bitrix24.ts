@@ -386,7 +386,7 @@ export interface FakeBitrix24 {
   openLineChats(line: number): OpenLineChat[];
   openLineMessages(line: number, externalChatId: string): OpenLineMessage[];
   /** An operator writes in an Open Channel chat: ONIMCONNECTORMESSAGEADD to the bound handlers (§12.6). */
-  operatorWrites(input: OperatorWritesInput): Promise<{ imMessageId: number; imChatId: number; replies: DeliveryReply[] }>;
+  operatorWrites(input: OperatorWritesInput): Promise<{ imMessageId: number; imChatId: number; replies: DeliveryReply[]; data: Params }>;
   /** The operator edits / deletes their message: ONIMCONNECTORMESSAGEUPDATE / …DELETE (§12.8). */
   operatorEdits(input: { line: number; externalChatId: string; imMessageId: number; text: string }): Promise<DeliveryReply[]>;
   operatorDeletes(input: { line: number; externalChatId: string; imMessageId: number }): Promise<DeliveryReply[]>;
@@ -2424,7 +2424,7 @@ class FakePortal implements FakeBitrix24 {
    * with NEED_SIGNATURE (default yes, §12.1) the text starts with the operator's name in BBCode. GUESS:
    * a files-only message keeps its empty text unsigned (examples/onimconnectormessageadd-with-file.form.txt).
    */
-  async operatorWrites(input: OperatorWritesInput): Promise<{ imMessageId: number; imChatId: number; replies: DeliveryReply[] }> {
+  async operatorWrites(input: OperatorWritesInput): Promise<{ imMessageId: number; imChatId: number; replies: DeliveryReply[]; data: Params }> {
     const chat = this.requireChat(input.line, input.externalChatId);
     const operatorId = input.userId ?? this.options.adminUserId;
     const operator = this.users.get(operatorId);
@@ -2469,17 +2469,14 @@ class FakePortal implements FakeBitrix24 {
     chat.messages.push(message);
     const wireMessage: Params = { user_id: operatorId, text: messageText };
     if (wireFiles.length > 0) wireMessage.files = wireFiles;
-    if (input.deliver === false) return { imMessageId: message.imMessageId, imChatId: chat.chatId, replies: [] };
-    const replies = await this.deliverEventCausedBy(
-      'ONIMCONNECTORMESSAGEADD',
-      {
-        CONNECTOR: chat.connector,
-        LINE: chat.line,
-        MESSAGES: [{ im: { chat_id: chat.chatId, message_id: message.imMessageId }, message: wireMessage, chat: { id: chat.externalChatId } }],
-      },
-      operatorId,
-    );
-    return { imMessageId: message.imMessageId, imChatId: chat.chatId, replies };
+    const data = {
+      CONNECTOR: chat.connector,
+      LINE: chat.line,
+      MESSAGES: [{ im: { chat_id: chat.chatId, message_id: message.imMessageId }, message: wireMessage, chat: { id: chat.externalChatId } }],
+    };
+    if (input.deliver === false) return { imMessageId: message.imMessageId, imChatId: chat.chatId, replies: [], data };
+    const replies = await this.deliverEventCausedBy('ONIMCONNECTORMESSAGEADD', data, operatorId);
+    return { imMessageId: message.imMessageId, imChatId: chat.chatId, replies, data };
   }
 
   private requireOperatorMessage(chat: OpenLineChat, imMessageId: number): OpenLineMessage {
