@@ -294,6 +294,42 @@ describe('Open Channels outbound: an operator writes in Bitrix24, the client get
     expect(taken.map((message) => message.text)).toEqual(ids.map((_, n) => `Anna Admin: message ${n + 1}`));
   });
 
+  it("sends the operator's reply while the client's message waits for a Chat2Desk operator: each direction keeps its own order", async () => {
+    await new OpenLineStore(stack.server.database.db, systemClock).save(stack.b24.memberId, 1, { ...DEFAULT_LINE_OPTIONS, holdUntilOperator: true });
+    // A new request nobody in Chat2Desk has taken yet: inbound holds it (up to 30 days).
+    const waiting = stack.c2d.receiveMessage({ clientId, text: 'A new question' });
+    await stack.c2d.deliverWebhook({ ...waiting.webhook, operator_id: null, dialog_id: null });
+    const inboundHeld = () =>
+      stack.server.database.sqlite.prepare("select state, attempts from jobs where kind = 'ol_inbound'").all() as Array<{ state: string; attempts: number }>;
+    await eventually(() => inboundHeld().some((job) => job.state === 'queued' && job.attempts >= 1), 15_000, 'the client message held');
+    const id = await operatorWrites('Answered from Bitrix24');
+    await delivered(id);
+    expect(ourMessages(id)[0]!.text).toBe('Anna Admin: Answered from Bitrix24');
+    expect(inboundHeld()[0]!.state).toBe('queued');
+  });
+
+  it('sends none of several files when Bitrix24 refuses one, so the retry does not repeat the others', async () => {
+    const written = await stack.b24.operatorWrites({
+      line: 1,
+      externalChatId: chatId,
+      text: 'Two photos',
+      files: [
+        { name: 'one.png', content: PNG, mime: 'image/png' },
+        { name: 'two.png', content: PNG, mime: 'image/png' },
+      ],
+      deliver: false,
+    });
+    // The second file's link names a file the portal does not have (gone before we fetched it).
+    const entry = (written.data.MESSAGES as Array<{ message: { files: Array<{ downloadLink: string }> } }>)[0]!;
+    entry.message.files[1]!.downloadLink = '/rest/download.json?token=disk%7Cgone';
+    const body = stack.b24.eventBody('ONIMCONNECTORMESSAGEADD', written.data, { userId: 1 });
+    expect((await postForm(`${stack.server.url}/bitrix24/events`, body)).status).toBe(200);
+    const note = await eventually(() => notes()[0], 15_000, 'the note in the chat');
+    expect(note.text).toContain('Bitrix24 did not give the file two.png');
+    await jobsFinished();
+    expect(ourMessages(written.imMessageId)).toEqual([]);
+  });
+
   it('sends the good messages of an event and names the one it cannot take', async () => {
     const tooLong = await stack.b24.operatorWrites({ line: 1, externalChatId: chatId, text: 'x'.repeat(100_001), deliver: false });
     const fits = await stack.b24.operatorWrites({ line: 1, externalChatId: chatId, text: 'Fits', deliver: false });
