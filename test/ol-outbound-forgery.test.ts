@@ -150,6 +150,16 @@ describe('Open Channels outbound: forged events', () => {
     expect(notes()).toEqual([]);
   });
 
+  it('confirms the messages of one event and chat with one read of the chat', async () => {
+    const written = [];
+    for (const text of ['one', 'two', 'three']) written.push(await stack.b24.operatorWrites({ line: 1, externalChatId: chatId, text, deliver: false }));
+    const MESSAGES = written.flatMap((item) => item.data.MESSAGES as unknown[]);
+    expect((await post('ONIMCONNECTORMESSAGEADD', { CONNECTOR: 'chat2desk', LINE: 1, MESSAGES }, 1)).status).toBe(200);
+    expect(await outcomes()).toEqual(['done', 'done', 'done']);
+    expect(sentTo(clientId).map((call) => (call.body as { text: string }).text)).toEqual(['Anna Admin: one', 'Anna Admin: two', 'Anna Admin: three']);
+    expect(stack.b24.calls.filter((call) => call.method === 'imopenlines.session.history.get')).toHaveLength(1);
+  });
+
   it('a forged edit or delete for a chat that is not ours posts no note and makes no Open Channel chat', async () => {
     const chatsBefore = stack.b24.openLineChats(1).length;
     for (const event of ['ONIMCONNECTORMESSAGEUPDATE', 'ONIMCONNECTORMESSAGEDELETE']) {
