@@ -61,7 +61,9 @@ export class MessageConfirmations {
     this.#reads.set(key, reading);
     this.#readAt.set(key, now);
     // Only answers are kept; a thrown read (load, outage) is asked again next time.
-    reading.catch(() => this.#reads.delete(key));
+    reading.catch(() => {
+      if (this.#reads.get(key) === reading) this.#reads.delete(key);
+    });
     for (const [old, at] of this.#readAt) {
       if (this.#readAt.size <= MAX_KEPT && now - at < HISTORY_REUSE_MS) break;
       this.#readAt.delete(old);
