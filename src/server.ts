@@ -9,6 +9,7 @@ import { onAppUninstall } from './bitrix24/events/app-uninstall.js';
 import { EventHandlers } from './bitrix24/events/index.js';
 import { onConnectorLineDelete, onConnectorStatusDelete } from './bitrix24/events/connector-lines.js';
 import { connectorMessageHandlers } from './bitrix24/events/connector-messages.js';
+import { MessageConfirmations } from './open-channels/confirmation.js';
 import { OpenChannelsConnector } from './open-channels/connector.js';
 import { ConnectorPage } from './open-channels/settings-page.js';
 import { OpenLineStore } from './db/open-lines.js';
@@ -230,6 +231,8 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
       operators: dialogReads,
       lines: new OpenLineStore(database.db, clock),
       maxFileBytes: config.files.uploadMaxBytes,
+      secrets,
+      confirmations: new MessageConfirmations({ rest, now: () => clock.now() }),
     }),
     ...(options.extraKinds ?? []),
   ]);
@@ -332,7 +335,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
       onAppUpdate(appUpdates),
       onConnectorLineDelete({ store: openLineStore, connector, rest }),
       onConnectorStatusDelete({ store: openLineStore, connector, rest }),
-      ...connectorMessageHandlers({ pipeline, clock, log }),
+      ...connectorMessageHandlers({ pipeline, lines: openLineStore, secrets, clock, log }),
     ]),
     connectorPage: new ConnectorPage({ connector, store: openLineStore, directoryFor: (portal) => chat2desk.directoryOf(portal) }),
     robotCalls: new RobotCalls({

@@ -271,6 +271,31 @@ describe('the Open Channels connector', () => {
     expect(lineRows()).toEqual([]);
   });
 
+  it('the fake portal takes connector parameters only as Bitrix24 spells them (upper-case), as the real one does', async () => {
+    await openChannelsPortal();
+    const call = async (method: string, params: Record<string, unknown>) => {
+      const response = await fetch(`${stack.b24.clientEndpoint}${method}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ ...params, auth: stack.b24.issueAuth(1).access_token }),
+      });
+      return { status: response.status, body: (await response.json()) as Record<string, unknown> };
+    };
+    expect(await call('imconnector.activate', { connector: CONNECTOR_ID, line: 1, active: 1 })).toMatchObject({ status: 400, body: { error: 'ERROR_ARGUMENT' } });
+    expect(await call('imconnector.activate', { CONNECTOR: CONNECTOR_ID, LINE: 1, ACTIVE: 1 })).toMatchObject({ status: 200, body: { result: true } });
+  });
+
+  it('a forged status delete does not drop a line whose connector is only in error (STATUS false, still CONFIGURED)', async () => {
+    await openChannelsPortal();
+    const { token } = await openPage();
+    expect((await writeLine(token!, 1, 'PUT', { options: byChannels })).status).toBe(200);
+    // imconnector.set.error lowers STATUS ("configured and without an error"); the connection is still there.
+    stack.b24.connectorLines.get(`${CONNECTOR_ID} 1`)!.error = true;
+    const forged = await postForm(`${stack.server.url}/bitrix24/events`, stack.b24.eventBody('ONIMCONNECTORSTATUSDELETE', { connector: CONNECTOR_ID, line: 1 }));
+    expect(forged.status).toBe(200);
+    expect(lineRows()).toHaveLength(1);
+  });
+
   it('mode switch back and forth with work in flight: a job queued in each mode before each switch finishes as it was queued, once; closed dialogs make records only in Chat2Desk mode', async () => {
     stack = await startStack();
     await installAndConfigure(stack, { defaultCountry: 'RU', episodesEnabled: true });

@@ -68,8 +68,12 @@ describe('Open Channels outbound: an operator writes in Bitrix24, the client get
       NAME: 'Chat2Desk',
       ICON: { DATA_IMAGE: 'data:image/svg+xml,%3Csvg%2F%3E' },
       PLACEMENT_HANDLER: `${stack.server.url}/connector`,
+      NEED_SIGNATURE: false,
     });
     await b24('imconnector.activate', { CONNECTOR: 'chat2desk', LINE: 1, ACTIVE: 1 });
+    // The portal in Open Channels mode with line 1 connected (what the mode switch and the connector page store).
+    stack.server.database.sqlite.prepare("update portals set settings = json_set(settings, '$.integrationType', 'open_channels') where member_id = ?").run(stack.b24.memberId);
+    await new OpenLineStore(stack.server.database.db, systemClock).save(stack.b24.memberId, 1, DEFAULT_LINE_OPTIONS);
     for (const event of ['OnImConnectorMessageAdd', 'OnImConnectorMessageUpdate', 'OnImConnectorMessageDelete']) {
       await b24('event.bind', { event, handler: `${stack.server.url}/bitrix24/events` });
     }
@@ -155,17 +159,23 @@ describe('Open Channels outbound: an operator writes in Bitrix24, the client get
     await new Promise<void>((resolve) => foreign.listen(0, '127.0.0.1', resolve));
     const { port } = foreign.address() as AddressInfo;
     try {
-      const body = stack.b24.eventBody('ONIMCONNECTORMESSAGEADD', {
-        CONNECTOR: 'chat2desk',
-        LINE: 1,
-        MESSAGES: [
-          {
-            im: { chat_id: 1, message_id: 999003 },
-            message: { user_id: 1, text: '', files: [{ name: 'x.png', downloadLink: `http://127.0.0.1:${port}/rest/download.json?token=abc` }] },
-            chat: { id: chatId },
-          },
-        ],
-      });
+      // A real message of the operator's, its event naming a file on another host.
+      const written = await stack.b24.operatorWrites({ line: 1, externalChatId: chatId, text: '', deliver: false });
+      const body = stack.b24.eventBody(
+        'ONIMCONNECTORMESSAGEADD',
+        {
+          CONNECTOR: 'chat2desk',
+          LINE: 1,
+          MESSAGES: [
+            {
+              im: { chat_id: written.imChatId, message_id: written.imMessageId },
+              message: { user_id: 1, text: '', files: [{ name: 'x.png', downloadLink: `http://127.0.0.1:${port}/rest/download.json?token=abc` }] },
+              chat: { id: chatId },
+            },
+          ],
+        },
+        { userId: 1 },
+      );
       expect((await postForm(`${stack.server.url}/bitrix24/events`, body)).status).toBe(200);
       // The portal does not know the token: the file cannot be had, the operator is told, nothing went elsewhere.
       const note = await eventually(() => notes()[0], 15_000, 'the note in the chat');
@@ -307,16 +317,58 @@ describe('Open Channels outbound: an operator writes in Bitrix24, the client get
     expect(taken.map((message) => message.text)).toEqual(ids.map((_, n) => `Anna Admin: message ${n + 1}`));
   });
 
+  it("sends the operator's reply while the client's message waits for a Chat2Desk operator: each direction keeps its own order", async () => {
+    await new OpenLineStore(stack.server.database.db, systemClock).save(stack.b24.memberId, 1, { ...DEFAULT_LINE_OPTIONS, holdUntilOperator: true });
+    // A new request nobody in Chat2Desk has taken yet: inbound holds it (up to 30 days).
+    const waiting = stack.c2d.receiveMessage({ clientId, text: 'A new question' });
+    await stack.c2d.deliverWebhook({ ...waiting.webhook, operator_id: null, dialog_id: null });
+    const inboundHeld = () =>
+      stack.server.database.sqlite.prepare("select state, attempts from jobs where kind = 'ol_inbound'").all() as Array<{ state: string; attempts: number }>;
+    await eventually(() => inboundHeld().some((job) => job.state === 'queued' && job.attempts >= 1), 15_000, 'the client message held');
+    const id = await operatorWrites('Answered from Bitrix24');
+    await delivered(id);
+    expect(ourMessages(id)[0]!.text).toBe('Anna Admin: Answered from Bitrix24');
+    expect(inboundHeld()[0]!.state).toBe('queued');
+  });
+
+  it('sends none of several files when Bitrix24 refuses one, so the retry does not repeat the others', async () => {
+    const written = await stack.b24.operatorWrites({
+      line: 1,
+      externalChatId: chatId,
+      text: 'Two photos',
+      files: [
+        { name: 'one.png', content: PNG, mime: 'image/png' },
+        { name: 'two.png', content: PNG, mime: 'image/png' },
+      ],
+      deliver: false,
+    });
+    // The second file's link names a file the portal does not have (gone before we fetched it).
+    const entry = (written.data.MESSAGES as Array<{ message: { files: Array<{ downloadLink: string }> } }>)[0]!;
+    entry.message.files[1]!.downloadLink = '/rest/download.json?token=disk%7Cgone';
+    const body = stack.b24.eventBody('ONIMCONNECTORMESSAGEADD', written.data, { userId: 1 });
+    expect((await postForm(`${stack.server.url}/bitrix24/events`, body)).status).toBe(200);
+    const note = await eventually(() => notes()[0], 15_000, 'the note in the chat');
+    expect(note.text).toContain('Bitrix24 did not give the file two.png');
+    await jobsFinished();
+    expect(ourMessages(written.imMessageId)).toEqual([]);
+  });
+
   it('sends the good messages of an event and names the one it cannot take', async () => {
-    const item = (messageId: number, text: string) => ({ im: { chat_id: 1, message_id: messageId }, message: { user_id: 1, text }, chat: { id: chatId } });
-    const body = stack.b24.eventBody('ONIMCONNECTORMESSAGEADD', { CONNECTOR: 'chat2desk', LINE: 1, MESSAGES: [item(999004, 'x'.repeat(100_001)), item(999005, 'Fits')] });
+    const tooLong = await stack.b24.operatorWrites({ line: 1, externalChatId: chatId, text: 'x'.repeat(100_001), deliver: false });
+    const fits = await stack.b24.operatorWrites({ line: 1, externalChatId: chatId, text: 'Fits', deliver: false });
+    const item = (written: { imChatId: number; imMessageId: number }, text: string) => ({
+      im: { chat_id: written.imChatId, message_id: written.imMessageId },
+      message: { user_id: 1, text },
+      chat: { id: chatId },
+    });
+    const body = stack.b24.eventBody('ONIMCONNECTORMESSAGEADD', { CONNECTOR: 'chat2desk', LINE: 1, MESSAGES: [item(tooLong, 'x'.repeat(100_001)), item(fits, 'Fits')] });
     const response = await postForm(`${stack.server.url}/bitrix24/events`, body);
     expect(response.status).toBe(200);
     const answer = (await response.json()) as { queued: number; skipped: string[] };
     expect(answer.queued).toBe(1);
-    expect(answer.skipped[0]).toContain('message 999004');
-    await eventually(() => ourMessages(999005).length === 1, 15_000, 'the message that fits sent');
-    expect(ourMessages(999004)).toHaveLength(0);
+    expect(answer.skipped[0]).toContain(`message ${tooLong.imMessageId}`);
+    await eventually(() => ourMessages(fits.imMessageId).length === 1, 15_000, 'the message that fits sent');
+    expect(ourMessages(tooLong.imMessageId)).toHaveLength(0);
   });
 
   it('does not send Bitrix24 system messages (user_id 0)', async () => {
@@ -348,8 +400,15 @@ describe('BBCode to a messenger text', () => {
 
   it('keeps the signature as "Name: " when on, drops it when off', async () => {
     const nameOf = async () => 'Fallback Name';
-    expect(await messengerText('[b]Klaus Weber:[/b] [br]Guten Tag!', { signature: true, nameOf })).toBe('Klaus Weber: Guten Tag!');
-    expect(await messengerText('[b]Klaus Weber:[/b][br] Guten Tag!', { signature: false, nameOf })).toBe('Guten Tag!');
-    expect(await messengerText('Unsigned', { signature: true, nameOf })).toBe('Fallback Name: Unsigned');
+    const signed = { signedByBitrix24: true, nameOf };
+    expect(await messengerText('[b]Klaus Weber:[/b] [br]Guten Tag!', { signature: true, ...signed })).toBe('Klaus Weber: Guten Tag!');
+    expect(await messengerText('[b]Klaus Weber:[/b][br] Guten Tag!', { signature: false, ...signed })).toBe('Guten Tag!');
+    expect(await messengerText('Unsigned', { signature: true, ...signed })).toBe('Fallback Name: Unsigned');
+  });
+
+  it("keeps the operator's own bold heading when Bitrix24 does not sign (NEED_SIGNATURE false, as we register)", async () => {
+    const nameOf = async () => 'Anna Admin';
+    expect(await messengerText('[b]Important:[/b] [br]Pay today', { signature: false, signedByBitrix24: false, nameOf })).toBe('Important:\nPay today');
+    expect(await messengerText('[b]Important:[/b] [br]Pay today', { signature: true, signedByBitrix24: false, nameOf })).toBe('Anna Admin: Important:\nPay today');
   });
 });

@@ -55,9 +55,11 @@ export function splitSignature(text: string): SignedText {
 /**
  * The messenger's text of a message: the signature kept as "Name: " before the text when the
  * line's `signature` option is on (taken from Bitrix24's, else `nameOf()`), dropped when off.
+ * Bitrix24's signature is looked for only when the connector asked for one (`signedByBitrix24`):
+ * otherwise a text starting `[b]Important:[/b][br]` is the operator's own heading and stays.
  */
-export async function messengerText(text: string, options: { signature: boolean; nameOf: () => Promise<string | undefined> }): Promise<string> {
-  const { signature, body } = splitSignature(text);
+export async function messengerText(text: string, options: { signature: boolean; signedByBitrix24: boolean; nameOf: () => Promise<string | undefined> }): Promise<string> {
+  const { signature, body } = options.signedByBitrix24 ? splitSignature(text) : { signature: undefined, body: text };
   const plain = bbcodeToText(body);
   if (!options.signature) return plain;
   const name = signature ?? (await options.nameOf());

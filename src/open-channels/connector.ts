@@ -31,6 +31,13 @@ export class ConnectorError extends Error {
   override name = 'ConnectorError';
 }
 
+/**
+ * Whether Bitrix24 signs operators' messages (`NEED_SIGNATURE`, bitrix24.md §12.1): we register with
+ * false, so an operator's text never starts with Bitrix24's signature, and a bold heading of their
+ * own is theirs (src/open-channels/bbcode.ts).
+ */
+export const BITRIX24_SIGNS = false;
+
 /** The register and bind commands of Open Channels mode, for the registration batch (src/bitrix24/registration.ts). */
 export function connectorRegistrationCommands(publicUrl: string, bound: ReadonlyArray<{ event: string; handler: string }>): BatchCommand[] {
   const eventHandler = `${publicUrl}/bitrix24/events`;
@@ -46,7 +53,7 @@ export function connectorRegistrationCommands(publicUrl: string, bound: Readonly
         PLACEMENT_HANDLER: `${publicUrl}/connector`,
         // The signature is a per-line option (LineOptions.signature): Bitrix24's own would sign every
         // line alike and put BBCode into the text, so the outbound side adds the name itself (docs/protocols.md B21).
-        NEED_SIGNATURE: false,
+        NEED_SIGNATURE: BITRIX24_SIGNS,
         // One chat per client (or request), as the CRM tracker needs (bitrix24.md §12.1).
         CHAT_GROUP: false,
       },

@@ -244,6 +244,8 @@ export interface OperatorWritesInput {
   userId?: number;
   text: string;
   files?: Array<{ name: string; content: string | Uint8Array; mime?: string }>;
+  /** false: the message is written but its event not delivered (a test posts one of its own). */
+  deliver?: boolean;
 }
 
 export interface SettingConnectorInput {
@@ -396,7 +398,7 @@ export interface FakeBitrix24 {
    */
   linkOpenLineChatToCrm(input: { line: number; externalChatId: string; entityTypeId: number; entityId: number }): number;
   /** An operator writes in an Open Channel chat: ONIMCONNECTORMESSAGEADD to the bound handlers (§12.6). */
-  operatorWrites(input: OperatorWritesInput): Promise<{ imMessageId: number; replies: DeliveryReply[] }>;
+  operatorWrites(input: OperatorWritesInput): Promise<{ imMessageId: number; imChatId: number; replies: DeliveryReply[]; data: Params }>;
   /** The operator edits / deletes their message: ONIMCONNECTORMESSAGEUPDATE / …DELETE (§12.8). */
   operatorEdits(input: { line: number; externalChatId: string; imMessageId: number; text: string }): Promise<DeliveryReply[]>;
   operatorDeletes(input: { line: number; externalChatId: string; imMessageId: number }): Promise<DeliveryReply[]>;
@@ -486,6 +488,15 @@ function phpJsonEncode(value: unknown): string {
 
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/**
+ * The parameters of an Open Channels method (imconnector.*, imopenlines.*) as given: PHP reads
+ * `$params['CONNECTOR']`, so a lower-case `connector` is no parameter at all (bitrix24.md §12 spells
+ * them upper-case; the CRM's legacy methods are the ones that forgive the case, upperKeys).
+ */
+function connectorParams(params: Params): Params {
+  return params;
 }
 
 function upperKeys(params: Params): Params {
@@ -1669,6 +1680,7 @@ class FakePortal implements FakeBitrix24 {
       ['imopenlines.config.get', (params) => this.openLineGet(params)],
       ['imopenlines.config.add', (params) => this.openLineAdd(params)],
       ['imopenlines.crm.chat.getlastid', (params, caller) => this.crmChatLastId(params, caller)],
+      ['imopenlines.session.history.get', (params, caller) => this.sessionHistory(params, caller)],
     ]);
   }
 
@@ -2047,7 +2059,7 @@ class FakePortal implements FakeBitrix24 {
    * (examples/imconnector-register.error-200.json); registering the same ID again replaces it.
    */
   private connectorRegister(params: Params): MethodResult {
-    const data = upperKeys(params);
+    const data = connectorParams(params);
     const refuse = (error: string, description: string): MethodResult => ({ result: { result: false, error, error_description: description } });
     const rawId = text(data.ID);
     // GUESS: the descriptions; the docs example's (German) text is "Connector-ID nicht angegeben".
@@ -2057,7 +2069,7 @@ class FakePortal implements FakeBitrix24 {
     // GUESS: other characters outside [a-z0-9_] are refused with this code and text.
     if (!/^[a-z0-9_]+$/.test(id)) return refuse('CONNECTOR_ID_REQUIRED', 'The connector ID may only hold a-z, 0-9 and _');
     if (phpEmpty(data.NAME)) return refuse('NAME_REQUIRED', 'Connector name is not specified'); // GUESS: code and text
-    const icon = isRecord(data.ICON) ? upperKeys(data.ICON) : {};
+    const icon = isRecord(data.ICON) ? connectorParams(data.ICON) : {};
     if (phpEmpty(icon.DATA_IMAGE)) return refuse('ICON_REQUIRED', 'Connector icon is not specified'); // GUESS: code and text
     if (phpEmpty(data.PLACEMENT_HANDLER)) return refuse('HANDLER_URL_REQUIRED', 'Placement handler is not specified'); // GUESS: code and text
     this.connectors.set(id, { ...data, ID: id, ICON: icon });
@@ -2066,7 +2078,7 @@ class FakePortal implements FakeBitrix24 {
 
   /** GUESS: unregister answers like register, and drops the connector's state on every line. */
   private connectorUnregister(params: Params): MethodResult {
-    const id = text(upperKeys(params).ID).toLowerCase();
+    const id = text(connectorParams(params).ID).toLowerCase();
     if (!this.connectors.delete(id)) return { result: { result: false, error: 'CONNECTOR_NOT_FOUND', error_description: 'Connector not found' } };
     for (const [key, state] of this.connectorLines) if (state.connector === id) this.connectorLines.delete(key);
     return { result: { result: true } };
@@ -2105,7 +2117,7 @@ class FakePortal implements FakeBitrix24 {
 
   /** imconnector.activate {CONNECTOR, LINE, ACTIVE 1/0} → true (§12.3, examples/imconnector-activate.*). */
   private connectorActivate(params: Params): MethodResult {
-    const data = upperKeys(params);
+    const data = connectorParams(params);
     const { connector, line } = this.connectorAndLine(data);
     // ACTIVE=0 is a value here, not "empty".
     if (data.ACTIVE === undefined || text(data.ACTIVE) === '') throw argumentNull('ACTIVE');
@@ -2117,7 +2129,7 @@ class FakePortal implements FakeBitrix24 {
 
   /** imconnector.status → {LINE, CONNECTOR, ERROR, CONFIGURED, STATUS} (ru:imconnector-status.md); LINE=0 gives false flags (§12.4). */
   private connectorStatus(params: Params): MethodResult {
-    const data = upperKeys(params);
+    const data = connectorParams(params);
     const connector = text(data.CONNECTOR).toLowerCase();
     const line = positiveInt(data.LINE) ?? 0;
     const state = this.connectorLines.get(`${connector} ${line}`);
@@ -2143,7 +2155,7 @@ class FakePortal implements FakeBitrix24 {
 
   /** imconnector.connector.data.set {CONNECTOR, LINE, DATA{ID, URL, URL_IM, NAME}} → true; overwrites the whole DATA (§12.4). */
   private connectorDataSet(params: Params): MethodResult {
-    const data = upperKeys(params);
+    const data = connectorParams(params);
     const { connector, line } = this.connectorAndLine(data);
     if (!isRecord(data.DATA) || phpEmpty(data.DATA)) throw argumentNull('DATA');
     const state = this.connectorLineState(connector, line);
@@ -2155,7 +2167,7 @@ class FakePortal implements FakeBitrix24 {
 
   /** imconnector.set.error {CONNECTOR, LINE} → true: the connector shows as failed on the line (pages-and-modes §2.1). */
   private connectorSetError(params: Params): MethodResult {
-    const data = upperKeys(params);
+    const data = connectorParams(params);
     const { connector, line } = this.connectorAndLine(data);
     this.connectorLineState(connector, line).error = true;
     return { result: true };
@@ -2177,7 +2189,7 @@ class FakePortal implements FakeBitrix24 {
    * the answer, as Bitrix24 does. Answer shape: examples/imconnector-send-messages.response.json.
    */
   private async connectorSendMessages(params: Params): Promise<MethodResult> {
-    const data = upperKeys(params);
+    const data = connectorParams(params);
     const { connector, line } = this.connectorAndLine(data);
     const messages = this.connectorMessages(data);
     this.requireActiveLine(connector, line);
@@ -2262,7 +2274,7 @@ class FakePortal implements FakeBitrix24 {
 
   /** imconnector.update.messages: same shape, message.id = the external id of the client's message (§12.5). GUESS: the answer. */
   private connectorUpdateMessages(params: Params): MethodResult {
-    const data = upperKeys(params);
+    const data = connectorParams(params);
     const { connector, line } = this.connectorAndLine(data);
     const messages = this.connectorMessages(data);
     this.requireActiveLine(connector, line);
@@ -2278,7 +2290,7 @@ class FakePortal implements FakeBitrix24 {
 
   /** imconnector.delete.messages {user{id}, message{id}, chat{id}} (§12.5). GUESS: the answer. */
   private connectorDeleteMessages(params: Params): MethodResult {
-    const data = upperKeys(params);
+    const data = connectorParams(params);
     const { connector, line } = this.connectorAndLine(data);
     const messages = this.connectorMessages(data);
     this.requireActiveLine(connector, line);
@@ -2304,7 +2316,7 @@ class FakePortal implements FakeBitrix24 {
    * (pages-and-modes §6, examples/imconnector-send-status-delivery.*).
    */
   private connectorStatusReport(method: ConnectorStatusReport['method'], params: Params): MethodResult {
-    const data = upperKeys(params);
+    const data = connectorParams(params);
     const { connector, line } = this.connectorAndLine(data);
     const messages = this.connectorMessages(data);
     const report: ConnectorStatusReport = { method, connector, line, messages: [] };
@@ -2333,7 +2345,7 @@ class FakePortal implements FakeBitrix24 {
 
   /** imopenlines.config.get {CONFIG_ID} (§12.4). GUESS: the not-found error. */
   private openLineGet(params: Params): MethodResult {
-    const id = positiveInt(upperKeys(params).CONFIG_ID);
+    const id = positiveInt(connectorParams(params).CONFIG_ID);
     const line = id === undefined ? undefined : this.openLines.get(id);
     if (line === undefined) throw new RestError(400, 'CONFIG_NOT_FOUND', 'Config not found');
     return { result: openLineView(line) };
@@ -2341,8 +2353,8 @@ class FakePortal implements FakeBitrix24 {
 
   /** imopenlines.config.add {PARAMS{LINE_NAME, ACTIVE?}} → the new line's id (§12.4). */
   private openLineAdd(params: Params): MethodResult {
-    const data = upperKeys(params);
-    const settings = isRecord(data.PARAMS) ? upperKeys(data.PARAMS) : {};
+    const data = connectorParams(params);
+    const settings = isRecord(data.PARAMS) ? connectorParams(data.PARAMS) : {};
     const id = this.nextLineId++;
     this.openLines.set(id, { id, name: text(settings.LINE_NAME) || `Open Channel ${id}`, active: text(settings.ACTIVE) !== 'N' });
     return { result: id };
@@ -2380,12 +2392,84 @@ class FakePortal implements FakeBitrix24 {
     return chat.chatId;
   }
 
+  /**
+   * imopenlines.session.history.get {CHAT_ID*, SESSION_ID*} (docs:`api-reference/imopenlines/openlines/sessions/imopenlines-session-history-get.md`):
+   * the session's messages keyed by id (`senderid`, `text`, ids as strings) and the chat with its `entityId`,
+   * `<connector>|<line>|<chat.id>|<client user id>` as the docs' livechat example (`livechat|58|1981|450`). The docs'
+   * access rule: with CHAT_ID alone a user who is not in the chat gets ACCESS_DENIED; with SESSION_ID, no error.
+   * Errors CHAT_ID (a wrong chat id), CHAT_TYPE (not an Open Channel chat). GUESS: the HTTP statuses; who is in the
+   * chat (its client's connector user, and every operator who wrote in it); a deleted message's text and params.
+   */
+  private sessionHistory(params: Params, caller: Caller): MethodResult {
+    const data = connectorParams(params);
+    const chatId = positiveInt(data.CHAT_ID);
+    const chat = chatId === undefined ? undefined : [...this.chats.values()].find((candidate) => candidate.chatId === chatId);
+    if (chat === undefined) throw new RestError(400, 'CHAT_ID', 'Incorrect chat ID');
+    const sessionId = positiveInt(data.SESSION_ID);
+    if (sessionId === undefined && !this.openLineChatMembers(chat).includes(caller.user.id)) {
+      throw new RestError(403, 'ACCESS_DENIED', 'You cannot open this conversation because you do not have sufficient rights.');
+    }
+    const messages = sessionId === undefined || sessionId === chat.sessionId ? chat.messages : [];
+    const message = Object.fromEntries(
+      messages.map((m) => [
+        String(m.imMessageId),
+        {
+          id: String(m.imMessageId),
+          chatid: String(chat.chatId),
+          senderid: String(m.authorId),
+          recipientid: `chat${chat.chatId}`,
+          date: new Date(m.date * 1000).toISOString().replace(/\.\d{3}Z$/, '+00:00'),
+          text: m.deleted ? 'This message was deleted.' : m.text,
+          textlegacy: m.deleted ? 'This message was deleted.' : m.text,
+          params: m.deleted ? { IS_DELETED: 'Y' } : m.externalIds.length > 0 ? { connectorMid: m.externalIds } : [],
+        },
+      ]),
+    );
+    return {
+      result: {
+        chatId: chat.chatId,
+        canJoin: 'Y',
+        sessionId: chat.sessionId,
+        userId: `chat${chat.chatId}`,
+        message,
+        usersMessage: { [`chat${chat.chatId}`]: Object.keys(message).reverse() },
+        users: {},
+        chat: {
+          [String(chat.chatId)]: {
+            id: String(chat.chatId),
+            name: `${chat.name} ${chat.lastName}`.trim(),
+            owner: '0',
+            entityType: 'LINES',
+            entityId: `${chat.connector}|${chat.line}|${chat.externalChatId}|${chat.userId}`,
+            type: 'lines',
+            messageType: 'L',
+          },
+        },
+        userInChat: { [String(chat.chatId)]: this.openLineChatMembers(chat) },
+        files: [],
+      },
+    };
+  }
+
+  /** Who is in an Open Channel chat: its client's connector user and the operators who wrote in it (GUESS: no other member). */
+  private openLineChatMembers(chat: OpenLineChat): number[] {
+    return [...new Set([chat.userId, ...chat.messages.filter((m) => m.from === 'operator').map((m) => m.authorId)])];
+  }
+
   openLineChats(line: number): OpenLineChat[] {
     return [...this.chats.values()].filter((chat) => chat.line === line);
   }
 
   openLineMessages(line: number, externalChatId: string): OpenLineMessage[] {
     return this.chats.get(`${line} ${externalChatId}`)?.messages ?? [];
+  }
+
+  /** NEED_SIGNATURE (§12.1, default true): false, 'N' or 0 as the connector registered it turns the signature off. */
+  private signsFor(connector: string): boolean {
+    const need = this.connectors.get(connector)?.NEED_SIGNATURE;
+    if (need === undefined || need === true) return true;
+    if (need === false) return false;
+    return !['N', 'n', '0', 'false', ''].includes(text(need));
   }
 
   private requireChat(line: number, externalChatId: string): OpenLineChat {
@@ -2399,12 +2483,12 @@ class FakePortal implements FakeBitrix24 {
    * with NEED_SIGNATURE (default yes, §12.1) the text starts with the operator's name in BBCode. GUESS:
    * a files-only message keeps its empty text unsigned (examples/onimconnectormessageadd-with-file.form.txt).
    */
-  async operatorWrites(input: OperatorWritesInput): Promise<{ imMessageId: number; replies: DeliveryReply[] }> {
+  async operatorWrites(input: OperatorWritesInput): Promise<{ imMessageId: number; imChatId: number; replies: DeliveryReply[]; data: Params }> {
     const chat = this.requireChat(input.line, input.externalChatId);
     const operatorId = input.userId ?? this.options.adminUserId;
     const operator = this.users.get(operatorId);
     if (operator === undefined) throw new Error(`fake Bitrix24 has no user ${operatorId}`);
-    const signed = text(this.connectors.get(chat.connector)?.NEED_SIGNATURE) !== 'N' && input.text !== '';
+    const signed = this.signsFor(chat.connector) && input.text !== '';
     const messageText = signed ? `[b]${operator.name} ${operator.lastName}:[/b] [br]${input.text}` : input.text;
     const files: OpenLineFile[] = [];
     const wireFiles: Params[] = [];
@@ -2444,16 +2528,14 @@ class FakePortal implements FakeBitrix24 {
     chat.messages.push(message);
     const wireMessage: Params = { user_id: operatorId, text: messageText };
     if (wireFiles.length > 0) wireMessage.files = wireFiles;
-    const replies = await this.deliverEventCausedBy(
-      'ONIMCONNECTORMESSAGEADD',
-      {
-        CONNECTOR: chat.connector,
-        LINE: chat.line,
-        MESSAGES: [{ im: { chat_id: chat.chatId, message_id: message.imMessageId }, message: wireMessage, chat: { id: chat.externalChatId } }],
-      },
-      operatorId,
-    );
-    return { imMessageId: message.imMessageId, replies };
+    const data = {
+      CONNECTOR: chat.connector,
+      LINE: chat.line,
+      MESSAGES: [{ im: { chat_id: chat.chatId, message_id: message.imMessageId }, message: wireMessage, chat: { id: chat.externalChatId } }],
+    };
+    if (input.deliver === false) return { imMessageId: message.imMessageId, imChatId: chat.chatId, replies: [], data };
+    const replies = await this.deliverEventCausedBy('ONIMCONNECTORMESSAGEADD', data, operatorId);
+    return { imMessageId: message.imMessageId, imChatId: chat.chatId, replies, data };
   }
 
   private requireOperatorMessage(chat: OpenLineChat, imMessageId: number): OpenLineMessage {
@@ -2467,7 +2549,7 @@ class FakePortal implements FakeBitrix24 {
     const chat = this.requireChat(input.line, input.externalChatId);
     const message = this.requireOperatorMessage(chat, input.imMessageId);
     const operator = this.users.get(message.authorId);
-    const signed = text(this.connectors.get(chat.connector)?.NEED_SIGNATURE) !== 'N' && operator !== undefined;
+    const signed = this.signsFor(chat.connector) && operator !== undefined;
     // The update example signs without the space before [br] that the add example has.
     message.text = signed ? `[b]${operator.name} ${operator.lastName}:[/b][br] ${input.text}` : input.text;
     return this.deliverEventCausedBy(

@@ -39,7 +39,8 @@ export function onConnectorLineDelete(deps: ConnectorLineEventDeps): EventHandle
 /**
  * ONIMCONNECTORSTATUSDELETE: data{connector, line} (bitrix24.md §12.8): an admin disconnected a
  * connector from a line in Bitrix24. Ours is forgotten once imconnector.status confirms it is no
- * longer active there (the same reason as above).
+ * longer connected there (CONFIGURED false: the event says the data is already gone, bitrix24.md §12.8);
+ * a connector merely in error (STATUS false, CONFIGURED true) stays (the same reason as above).
  */
 export function onConnectorStatusDelete(deps: ConnectorLineEventDeps): EventHandler {
   return {
@@ -52,7 +53,9 @@ export function onConnectorStatusDelete(deps: ConnectorLineEventDeps): EventHand
       if (connector !== CONNECTOR_ID) return ignored('another connector');
       if (!(await deps.store.get(portal.memberId, lineId))) return ignored('line not connected');
       const status = phpMap(await deps.rest.call(portal.memberId, 'imconnector.status', { CONNECTOR: CONNECTOR_ID, LINE: lineId }, { idempotent: true }));
-      if (status.STATUS === true || status.ACTIVE === true) return ignored('the connector is still active on this line');
+      // STATUS is "configured and without an error" (bitrix24.md §12.4): an error alone lowers it. What a
+      // status delete really leaves is no connection at all (CONFIGURED false, B23): only that forgets the line.
+      if (status.CONFIGURED === true || status.STATUS === true || status.ACTIVE === true) return ignored('the connector is still connected to this line');
       await deps.store.remove(portal.memberId, lineId);
       return { status: 200, body: { status: 'removed', line: lineId } };
     },

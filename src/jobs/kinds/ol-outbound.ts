@@ -9,11 +9,13 @@ import type { OpenLineStore } from '../../db/open-lines.js';
 import { refusalInManagerWords } from '../../dialogs/actions.js';
 import { type DialogFiles, FileRequestError } from '../../dialogs/files.js';
 import { messengerText } from '../../open-channels/bbcode.js';
-import { CONNECTOR_ID } from '../../open-channels/connector.js';
+import type { MessageConfirmations } from '../../open-channels/confirmation.js';
+import { BITRIX24_SIGNS, CONNECTOR_ID } from '../../open-channels/connector.js';
 import { openChannelExternalId, parseChatId } from '../../open-channels/identity.js';
 import { readLineOptions } from '../../open-channels/lines.js';
 import { OL_OUTBOUND_KIND, type OlOutboundInput, olOutboundInput } from '../../open-channels/outbound.js';
 import { RobotFailure } from '../../run-failure.js';
+import type { SecretBox } from '../../secrets.js';
 import { EffectInDoubtError } from '../ledger.js';
 import type { JobKind, JobOutcome } from '../kinds.js';
 import { type RunContextDeps, runFor } from '../run-context.js';
@@ -25,6 +27,10 @@ export interface OlOutboundDeps extends RunContextDeps {
   lines: Pick<OpenLineStore, 'get'>;
   /** UPLOAD_MAX_BYTES: the largest operator's file fetched and hosted. */
   maxFileBytes: number;
+  /** Opens the event's sealed access token. */
+  secrets: Pick<SecretBox, 'open'>;
+  /** The portal confirms the message before any effect (docs/protocols.md B27). */
+  confirmations: Pick<MessageConfirmations, 'confirm'>;
 }
 
 /** Said in the chat after an edit or a delete (assumption: Chat2Desk documents neither, chat2desk.md §2; B23). */
@@ -56,10 +62,19 @@ export function olOutboundKind(deps: OlOutboundDeps): JobKind<OlOutboundInput> {
     after: 'done',
     async prepare(job, input, log) {
       const run = await runFor(deps, job, log);
-      if (input.action !== 'add') return { run: () => cannotChange(run, input) };
+      if (input.action !== 'add') {
+        return {
+          run: async () => {
+            await confirmed(deps, run, input);
+            return cannotChange(run, input);
+          },
+        };
+      }
       let clientId: number | undefined;
       return {
         run: async () => {
+          // Unconfirmed: failed with the reason, and nothing said in the chat (the chat may not be ours).
+          await confirmed(deps, run, input);
           try {
             clientId = await clientOf(run, input.chatId);
             return await deliver(deps, run, input, clientId);
@@ -94,14 +109,23 @@ async function deliver(deps: OlOutboundDeps, run: RobotRun, input: OlOutboundInp
   const route = lastDialog?.channelId && lastDialog.transport ? { channel_id: lastDialog.channelId, transport: lastDialog.transport } : {};
   const userId = input.userId ?? 0;
   const operatorId = await deps.operators.operatorOf(run.portal, userId);
-  const text = await messengerText(input.text, { signature: options.signature, nameOf: () => userName(run, userId) });
+  const text = await messengerText(input.text, { signature: options.signature, signedByBitrix24: BITRIX24_SIGNS, nameOf: () => userName(run, userId) });
   const plan = input.files.length > 0 ? input.files.map((file, n) => ({ n, file })) : [{ n: 0, file: undefined }];
   if (text === '' && input.files.length === 0) return { returnValues: { status: 'done' }, logMessage: `Open Channel message ${input.imMessageId} has no words to send` };
-  const sent: SentMessage[] = [];
+  // Every file is fetched and hosted before the first send: a file Bitrix24 refuses sends nothing,
+  // so the operator's retry (a new message) does not repeat what already went.
+  const recorded = new Map<number, SentMessage>();
+  const hosted = new Map<number, Awaited<ReturnType<typeof hostFile>>>();
   for (const { n, file } of plan) {
-    const recorded = await run.ledger.peek<SentMessage>(messageKey(input, n));
-    if (recorded?.state === 'done') {
-      sent.push(recorded.value);
+    const record = await run.ledger.peek<SentMessage>(messageKey(input, n));
+    if (record?.state === 'done') recorded.set(n, record.value);
+    else if (file) hosted.set(n, await hostFile(deps, run, file, n));
+  }
+  const sent: SentMessage[] = [];
+  for (const { n } of plan) {
+    const done = recorded.get(n);
+    if (done) {
+      sent.push(done);
       continue;
     }
     const message: SendMessageInput = {
@@ -112,10 +136,10 @@ async function deliver(deps: OlOutboundDeps, run: RobotRun, input: OlOutboundInp
       ...(operatorId === undefined ? {} : { operator_id: operatorId }),
       external_id: externalId(input, n),
     };
+    const file = hosted.get(n);
     if (file) {
-      const hosted = await hostFile(deps, run, file, n);
-      message.attachment = deps.files.link(hosted);
-      message.attachment_filename = hosted.name;
+      message.attachment = deps.files.link(file);
+      message.attachment_filename = file.name;
     }
     sent.push(await sendOnce(run, messageKey(input, n), message, (error) => refusalInManagerWords(error, 'the message')));
   }
@@ -130,6 +154,25 @@ async function deliver(deps: OlOutboundDeps, run: RobotRun, input: OlOutboundInp
       `Open Channel message ${input.imMessageId} sent to Chat2Desk client ${clientId} ${who}` +
       (told ? '' : `; Bitrix24 was not told it was delivered: line ${input.line} is no longer connected to Chat2Desk`),
   };
+}
+
+/**
+ * The portal confirms the message before any effect (src/open-channels/confirmation.ts, B27); a
+ * message it does not confirm fails with the reason. A later attempt of a job that has already
+ * recorded an effect (nothing is recorded before the confirmation) was confirmed: it is not asked
+ * again, since the event's token may have expired meanwhile.
+ */
+async function confirmed(deps: OlOutboundDeps, run: RobotRun, input: OlOutboundInput): Promise<void> {
+  const recorded = input.action === 'add' ? await run.ledger.peek(messageKey(input, 0)) : await run.ledger.peek(noticeKey(input));
+  if (recorded !== undefined) return;
+  let token: string;
+  try {
+    token = deps.secrets.open(input.sealedAuth);
+  } catch {
+    throw new RobotFailure(`Open Channel message ${input.imMessageId} not sent: its event's access token cannot be read (APP_SECRET changed?)`);
+  }
+  const answer = await deps.confirmations.confirm(run.portal, token, input);
+  if (!answer.confirmed) throw new RobotFailure(`Open Channel message ${input.imMessageId} not sent: ${answer.reason}`);
 }
 
 /** The Chat2Desk client of a conversation: the client itself, or a request's client (B22 identity). */
