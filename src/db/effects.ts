@@ -88,6 +88,11 @@ export class EffectStore {
         .where(ownClaim)
         .prepare(),
       release: db.delete(effects).where(ownClaim).prepare(),
+      dispatched: db
+        .update(effects)
+        .set({ intent: sql`${p('intent')}`, updatedAt: sql`${p('now')}` })
+        .where(ownClaim)
+        .prepare(),
       markInDoubt: db
         .update(effects)
         .set({ leaseUntil: 0, updatedAt: sql`${p('now')}` })
@@ -121,6 +126,11 @@ export class EffectStore {
   /** The owner's act happened: its result is recorded. False if the claim was taken from it meanwhile. */
   async record(memberId: string, key: string, owner: string, result: string): Promise<boolean> {
     return this.#q.record.run({ memberId, key, owner, result, now: this.clock.now() }).changes === 1;
+  }
+
+  /** A deferred act is about to reach the outside world: its intent is stored without the undispatched mark (src/jobs/ledger.ts). */
+  async dispatched(memberId: string, key: string, owner: string, intent: string): Promise<void> {
+    this.#q.dispatched.run({ memberId, key, owner, intent, now: this.clock.now() });
   }
 
   /** The act surely did not happen (refused before acting): the claim is given back. */

@@ -8,6 +8,18 @@ export interface Claim {
   intent: Record<string, unknown>;
 }
 
+/** The claim an act holds. */
+export interface ActingClaim extends Claim {
+  /**
+   * For a `deferred` effect: the act is about to reach the outside world. Until it is called, a claim
+   * left behind by a crash is known not to have acted (see `Effect.deferred`).
+   */
+  dispatching(): Promise<void>;
+}
+
+/** Written into a deferred effect's stored intent until its act dispatches; never part of what `settle` sees. */
+const UNDISPATCHED = '__undispatched';
+
 /**
  * What looking for an effect in doubt found: the effect itself, its certain absence (acting
  * again is safe), or nothing conclusive.
@@ -33,7 +45,14 @@ export interface Effect<T> extends EffectCheck<T> {
   /** Stored with a new claim: what `settle` needs to recognise the effect later. */
   intent: Record<string, unknown>;
   /** Does it. Called only while holding the claim, and never again once it may have happened. */
-  act(claim: Claim): Promise<T>;
+  act(claim: ActingClaim): Promise<T>;
+  /**
+   * The act waits before it reaches the outside world (a message queued for a call it shares with
+   * others, src/open-channels/inbound-sends.ts) and calls `claim.dispatching()` right before it does.
+   * A claim taken over that never dispatched did not act: it is acted on again without settling,
+   * instead of counting as in doubt. Without it, a claim means the act may have happened.
+   */
+  deferred?: boolean;
   /** True when an error from `act` proves nothing happened (refused before acting): the claim is given back. */
   refused(error: unknown): boolean;
   /** Said while another live run holds the claim; the run retries later. */
@@ -91,6 +110,12 @@ const DEFAULT_LEASE_MS = 10 * 60_000;
 
 const parse = (json: string | null): Record<string, unknown> => (json ? (JSON.parse(json) as Record<string, unknown>) : {});
 
+/** A stored claim as `settle` sees it, and whether its deferred act never dispatched. */
+function claimOf(row: { attemptAt: number; intent: string | null }): { claim: Claim; undispatched: boolean } {
+  const { [UNDISPATCHED]: undispatched, ...intent } = parse(row.intent);
+  return { claim: { attemptAt: row.attemptAt, intent }, undispatched: undispatched === true };
+}
+
 export function bindLedger(store: EffectStore, binding: LedgerBinding): Ledger {
   const job = { id: binding.owner, attempt: binding.attempt ?? 0 };
   const { memberId } = binding;
@@ -99,8 +124,11 @@ export function bindLedger(store: EffectStore, binding: LedgerBinding): Ledger {
 
   async function act<T>(effect: Effect<T>, claim: Claim): Promise<T> {
     let value: T;
+    const dispatching = async () => {
+      if (effect.deferred) await store.dispatched(memberId, effect.key, owner, JSON.stringify(effect.intent));
+    };
     try {
-      value = await effect.act(claim);
+      value = await effect.act({ ...claim, dispatching });
     } catch (error) {
       if (effect.refused(error)) await store.release(memberId, effect.key, owner);
       else await store.markInDoubt(memberId, effect.key, owner);
@@ -113,7 +141,8 @@ export function bindLedger(store: EffectStore, binding: LedgerBinding): Ledger {
   }
 
   /** Looks for the effect of a claim this run took over; a failed look leaves the claim in doubt for the next attempt. */
-  async function look<T>(check: EffectCheck<T>, claim: Claim): Promise<Settled<T>> {
+  async function look<T>(check: EffectCheck<T>, claim: Claim, undispatched: boolean): Promise<Settled<T>> {
+    if (undispatched) return 'absent';
     try {
       return await check.settle(claim);
     } catch (error) {
@@ -129,7 +158,8 @@ export function bindLedger(store: EffectStore, binding: LedgerBinding): Ledger {
         const row = await store.find(memberId, effect.key);
         if (row?.state === 'done') return { value: parse(row.result) as T, earlier: true };
         if (!row) {
-          if (await store.claim(memberId, effect.key, owner, leaseMs, JSON.stringify(effect.intent))) {
+          const stored = effect.deferred ? { ...effect.intent, [UNDISPATCHED]: true } : effect.intent;
+          if (await store.claim(memberId, effect.key, owner, leaseMs, JSON.stringify(stored))) {
             return { value: await act(effect, { attemptAt: binding.clock.now(), intent: effect.intent }), earlier: false };
           }
           continue;
@@ -139,8 +169,8 @@ export function bindLedger(store: EffectStore, binding: LedgerBinding): Ledger {
           if ((await store.find(memberId, effect.key))?.state === 'claimed') throw new EffectBusyError(effect.busy);
           continue;
         }
-        const claim = { attemptAt: taken.attemptAt, intent: parse(taken.intent) };
-        const settled = await look(effect, claim);
+        const { claim, undispatched } = claimOf(taken);
+        const settled = await look(effect, claim, undispatched);
         if (settled === 'unknown') {
           await store.markInDoubt(memberId, effect.key, owner);
           throw new EffectInDoubtError(effect.inDoubt);
@@ -163,7 +193,8 @@ export function bindLedger(store: EffectStore, binding: LedgerBinding): Ledger {
       if (!taken) return undefined;
       let settled: Settled<T>;
       try {
-        settled = await look(check, { attemptAt: taken.attemptAt, intent: parse(taken.intent) });
+        const { claim, undispatched } = claimOf(taken);
+        settled = await look(check, claim, undispatched);
       } catch (error) {
         throw new EffectInDoubtError(`${check.unreachable} (${error instanceof Error ? error.message : String(error)})`);
       }

@@ -18,6 +18,8 @@ export class MessageEntryMissing extends Error {
 
 interface Pending {
   message: Record<string, unknown>;
+  /** Called right before the call carrying the message goes (the ledger marks its claim dispatched). */
+  dispatching?: () => Promise<void>;
   resolve(entry: Record<string | number, unknown>): void;
   reject(error: unknown): void;
 }
@@ -53,15 +55,19 @@ export class InboundSends {
     this.#lingerMs = options.lingerMs ?? DEFAULT_LINGER_MS;
   }
 
-  /** Sends one message (the MESSAGES item) to the line; resolves with its entry of Bitrix24's answer. */
-  send(memberId: string, line: number, message: Record<string, unknown>): Promise<Record<string | number, unknown>> {
+  /**
+   * Sends one message (the MESSAGES item) to the line; resolves with its entry of Bitrix24's answer.
+   * `dispatching` runs right before the call that carries it goes: a message still waiting here when
+   * the process dies was never sent, and its ledger claim says so (src/jobs/ledger.ts, `deferred`).
+   */
+  send(memberId: string, line: number, message: Record<string, unknown>, dispatching?: () => Promise<void>): Promise<Record<string | number, unknown>> {
     const key = `${memberId} ${line}`;
     let queue = this.#lines.get(key);
     if (!queue) {
       queue = { memberId, line, waiting: [], inFlight: false, timer: undefined };
       this.#lines.set(key, queue);
     }
-    const entry = new Promise<Record<string | number, unknown>>((resolve, reject) => queue.waiting.push({ message, resolve, reject }));
+    const entry = new Promise<Record<string | number, unknown>>((resolve, reject) => queue.waiting.push({ message, dispatching, resolve, reject }));
     const current = queue;
     while (current.waiting.length >= SEND_MESSAGES_LIMIT) void this.#call(current, current.waiting.splice(0, SEND_MESSAGES_LIMIT), false);
     if (current.waiting.length > 0 && !current.inFlight && current.timer === undefined) {
@@ -86,6 +92,7 @@ export class InboundSends {
   async #call(queue: LineQueue, items: Pending[], partial: boolean): Promise<void> {
     if (partial) queue.inFlight = true;
     try {
+      await Promise.all(items.map((item) => item.dispatching?.()));
       const answer = await this.rest.call(queue.memberId, 'imconnector.send.messages', {
         CONNECTOR: CONNECTOR_ID,
         LINE: queue.line,

@@ -179,11 +179,13 @@ async function deliver(
       error instanceof MessageRefused ||
       error instanceof InboundHeld ||
       (error instanceof Bitrix24Error && (error.refusedForLoad || error.expiredToken || (error.httpStatus >= 400 && error.httpStatus < 500))),
-    act: async () => {
+    // The message may wait for a call it shares with others: until that call goes, a crash leaves a claim known unsent.
+    deferred: true,
+    act: async (claim) => {
       let entry: Record<string | number, unknown>;
       try {
         // Shared with the other messages of this portal and line sent meanwhile (src/open-channels/inbound-sends.ts).
-        entry = await deps.sends.send(memberId, lineId, message);
+        entry = await deps.sends.send(memberId, lineId, message, claim.dispatching);
       } catch (error) {
         if (error instanceof Bitrix24Error && LINE_GONE.has(error.code)) {
           throw new InboundHeld(
