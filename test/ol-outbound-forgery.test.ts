@@ -103,6 +103,19 @@ describe('Open Channels outbound: forged events', () => {
     expect(outboundJobs()).toEqual([]);
   });
 
+  it("a flood that used up the callers' share of the portal's budget only delays the operator's real message", async () => {
+    // Bogus bearer tokens with the portal's member id: each unverified one takes the callers' share (B0, issue 6).
+    const bogus = await Promise.all(
+      Array.from({ length: 40 }, (_, n) =>
+        fetch(`${stack.server.url}/api/settings`, { headers: { authorization: `Bearer bogus-${n}`, 'x-bitrix24-member-id': stack.b24.memberId } }).then((response) => response.status),
+      ),
+    );
+    expect(bogus).toContain(429);
+    await stack.b24.operatorWrites({ line: 1, externalChatId: chatId, text: 'Still here' });
+    await eventually(() => sentTo(clientId).length === 1, 30_000, 'the real message sent once the share allows');
+    expect(sentTo(clientId).map((call) => (call.body as { text: string }).text)).toEqual(['Anna Admin: Still here']);
+  }, 45_000);
+
   it("a forged event squatting the next message ids does not keep the operator's real message from the client", async () => {
     const next = chat().at(-1)!.imMessageId + 1;
     const imChatId = stack.b24.openLineChats(1)[0]!.chatId;

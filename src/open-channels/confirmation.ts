@@ -1,3 +1,4 @@
+import { LRUCache } from 'lru-cache';
 import { Bitrix24Error } from '../bitrix24/errors.js';
 import type { Bitrix24Rest } from '../bitrix24/rest-client.js';
 import { str } from '../bitrix24/form-body.js';
@@ -26,7 +27,6 @@ interface HistoryRead {
   userId: number | undefined;
   entityId: string;
   messages: Map<number, { senderId: number; text: string }>;
-  at: number;
 }
 
 /** How long one history read answers for the other messages of its chat (the same event's jobs run one after another). */
@@ -34,10 +34,12 @@ const HISTORY_REUSE_MS = 30_000;
 const MAX_KEPT = 200;
 
 export class MessageConfirmations {
-  readonly #reads = new Map<string, Promise<HistoryRead | Confirmation>>();
-  readonly #readAt = new Map<string, number>();
+  /** Reads in flight or answered, per portal, chat and token; a thrown read (load, outage) is dropped, to be asked again. */
+  readonly #reads: LRUCache<string, Promise<HistoryRead | Confirmation>>;
 
-  constructor(private readonly deps: { rest: Pick<Bitrix24Rest, 'callAs'>; now: () => number }) {}
+  constructor(private readonly deps: { rest: Pick<Bitrix24Rest, 'callAs'>; now: () => number }) {
+    this.#reads = new LRUCache({ max: MAX_KEPT, ttl: HISTORY_REUSE_MS, ttlAutopurge: false, perf: { now: deps.now } });
+  }
 
   /**
    * Confirms one message of an event with the writer's access token. A refusal by the portal (token
@@ -54,21 +56,13 @@ export class MessageConfirmations {
 
   async #history(portal: Portal, accessToken: string, imChatId: number, fresh: boolean): Promise<HistoryRead | Confirmation> {
     const key = `${portal.memberId} ${imChatId} ${accessToken}`;
-    const now = this.deps.now();
-    const kept = this.#reads.get(key);
-    if (kept && !fresh && now - (this.#readAt.get(key) ?? 0) < HISTORY_REUSE_MS) return kept;
+    const kept = fresh ? undefined : this.#reads.get(key);
+    if (kept) return kept;
     const reading = this.#ask(portal, accessToken, imChatId);
     this.#reads.set(key, reading);
-    this.#readAt.set(key, now);
-    // Only answers are kept; a thrown read (load, outage) is asked again next time.
     reading.catch(() => {
-      if (this.#reads.get(key) === reading) this.#reads.delete(key);
+      if (this.#reads.peek(key) === reading) this.#reads.delete(key);
     });
-    for (const [old, at] of this.#readAt) {
-      if (this.#readAt.size <= MAX_KEPT && now - at < HISTORY_REUSE_MS) break;
-      this.#readAt.delete(old);
-      this.#reads.delete(old);
-    }
     return reading;
   }
 
@@ -101,7 +95,7 @@ export class MessageConfirmations {
     }
     const chat = phpMap(phpMap(history.chat)[String(imChatId)]);
     const userId = Number(str(phpMap(results.me).ID));
-    return { userId: Number.isSafeInteger(userId) && userId > 0 ? userId : undefined, entityId: str(chat.entityId), messages, at: this.deps.now() };
+    return { userId: Number.isSafeInteger(userId) && userId > 0 ? userId : undefined, entityId: str(chat.entityId), messages };
   }
 }
 

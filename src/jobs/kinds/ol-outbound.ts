@@ -1,7 +1,7 @@
 import type { RobotRun } from '../../activities/activity.js';
 import { messageCheck, sendOnce } from '../../activities/sending.js';
 import { Bitrix24Error } from '../../bitrix24/errors.js';
-import { DownloadTooLargeError } from '../../bitrix24/rest-client.js';
+import { CallerChecksExhausted, DownloadTooLargeError } from '../../bitrix24/rest-client.js';
 import type { SendMessageInput, SentMessage } from '../../chat2desk/client.js';
 import { Chat2DeskError } from '../../chat2desk/errors.js';
 import type { Portal } from '../../db/portals.js';
@@ -91,6 +91,16 @@ export function olOutboundKind(deps: OlOutboundDeps): JobKind<OlOutboundInput> {
       };
     },
     failed: (_job, message) => ({ returnValues: { status: 'failed', error: message }, logMessage: message }),
+    classify(error, job) {
+      // The confirmation asks with the writer's token, within the callers' share of the portal's budget
+      // (src/bitrix24/rest-client.ts callAs): a share used up (e.g. by a flood of forged events) only
+      // delays a genuine message, which is asked about again when the share allows.
+      if (error instanceof CallerChecksExhausted) {
+        const at = deps.clock.now() + error.retryAfterSeconds * 1000;
+        return at > job.deadlineAt ? undefined : { action: 'retry', at, message: error.message, expected: true };
+      }
+      return undefined;
+    },
   };
 }
 
