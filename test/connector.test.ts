@@ -354,4 +354,81 @@ describe('the Open Channels connector', () => {
     await episodeAcrossSwitch('79160000004', toOpenChannels);
     await closesMakeNothing('79160000005');
   });
+
+  describe('mode-switch races (README "Open Channels mode")', () => {
+    const storedSettings = async () =>
+      (await (await fetch(`${stack.server.url}/api/settings`, { headers: adminHeaders(stack) })).json()) as {
+        integrationType: string;
+        defaultCountry: string;
+        openLines: unknown[];
+      };
+
+    it('a save begun in Open Channels mode that ends after the switch back keeps its own change but not the old mode', async () => {
+      await openChannelsPortal();
+      // A slow save (a token check) of another field, held at Chat2Desk's answer while the switch back runs.
+      const held = stack.c2d.holdNext({ method: 'GET', path: '/companies/api_info' });
+      const slow = putSettings(stack, { chat2deskApiToken: stack.c2d.token, defaultCountry: 'MX' });
+      await held.arrived;
+      expect((await putSettings(stack, { integrationType: 'chat2desk' })).status).toBe(200);
+      held.release();
+      expect((await slow).status).toBe(200);
+      expect(await storedSettings()).toMatchObject({ integrationType: 'chat2desk', defaultCountry: 'MX', openLines: [] });
+      expect(stack.b24.connectors.has(CONNECTOR_ID)).toBe(false);
+    });
+
+    it('a switch begun from a mode another save left meanwhile is refused with 409, saying why, and changes nothing', async () => {
+      await openChannelsPortal();
+      const held = stack.c2d.holdNext({ method: 'GET', path: '/companies/api_info' });
+      // A switch back with a token check, held, while another tab switches back first: the slow one saw Open Channels mode.
+      const slow = putSettings(stack, { chat2deskApiToken: stack.c2d.token, integrationType: 'chat2desk', defaultCountry: 'MX' });
+      await held.arrived;
+      expect((await putSettings(stack, { integrationType: 'chat2desk' })).status).toBe(200);
+      held.release();
+      const refused = await slow;
+      expect(refused.status).toBe(409);
+      expect(((await refused.json()) as { error: string }).error).toContain('Settings changed meanwhile');
+      expect(await storedSettings()).toMatchObject({ integrationType: 'chat2desk', defaultCountry: 'RU' });
+    });
+
+    it('a line connected while the switch back runs is deactivated too; a line write after it is refused with 409', async () => {
+      await openChannelsPortal();
+      const page = await openPage();
+      expect((await writeLine(page.token!, 1, 'PUT', { options: DEFAULT_LINE_OPTIONS })).status).toBe(200);
+      // The switch back has read the lines and deactivated line 1; it waits at imconnector.unregister while
+      // the admin, on the connector page still open, connects line 1 again.
+      const held = stack.b24.hold({ rest: 'imconnector.unregister' });
+      const back = putSettings(stack, { integrationType: 'chat2desk' });
+      await held.arrived;
+      expect((await writeLine(page.token!, 1, 'PUT', { options: DEFAULT_LINE_OPTIONS })).status).toBe(200);
+      held.release();
+      expect((await back).status).toBe(200);
+      expect(lineRows()).toEqual([]);
+      // Deactivated twice: once by the first pass, again for the row saved meanwhile.
+      expect(stack.b24.calls.filter((call) => call.method === 'imconnector.activate' && String(call.params.ACTIVE) === '0')).toHaveLength(2);
+      expect(stack.b24.connectorLines.get(`${CONNECTOR_ID} 1`)?.active ?? false).toBe(false);
+      expect(await storedSettings()).toMatchObject({ integrationType: 'chat2desk', openLines: [] });
+      const late = await writeLine(page.token!, 1, 'PUT', { options: DEFAULT_LINE_OPTIONS });
+      expect(late.status).toBe(409);
+      expect(((await late.json()) as { error: string }).error).toContain('not in Open Channels mode');
+      expect(lineRows()).toEqual([]);
+    });
+
+    it('switching back finishes waiting Open Channels inbound messages as not sent, saying they are in Chat2Desk', async () => {
+      await openChannelsPortal();
+      const inbound = () =>
+        stack.server.database.db.$client.prepare("select state, attempts, return_values as returnValues from jobs where kind = 'ol_inbound'").all() as Array<{
+          state: string;
+          attempts: number;
+          returnValues: string | null;
+        }>;
+      // No line is connected: the message is held (tried once, waiting for a line).
+      const { client } = stack.c2d.seedClient({ phone: '79160000011', name: 'Olga', transport: 'whatsapp', withDialog: 'open' });
+      expect(await stack.c2d.deliverWebhook(stack.c2d.receiveMessage({ clientId: client.id as number, text: 'Anyone there?' }).webhook)).toEqual([200]);
+      await eventually(() => inbound().length === 1 && inbound()[0]!.state === 'queued' && inbound()[0]!.attempts > 0, 15_000, 'the held inbound message');
+      expect((await putSettings(stack, { integrationType: 'chat2desk' })).status).toBe(200);
+      const [finished] = inbound();
+      expect(finished!.state).toBe('done');
+      expect(JSON.parse(finished!.returnValues!)).toEqual({ status: 'failed', error: expect.stringContaining('the message is in Chat2Desk, where operators now work') });
+    });
+  });
 });

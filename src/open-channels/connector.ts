@@ -31,6 +31,17 @@ export class ConnectorError extends Error {
   override name = 'ConnectorError';
 }
 
+/** What a line write outside Open Channels mode answers (the connector page shows it). */
+export const NOT_OPEN_CHANNELS = 'The portal is not in Open Channels mode (any more): switch it to Open Channels on the app page, then connect the line again';
+
+/** A line write refused because the portal is not (or no longer) in Open Channels mode. */
+export class NotOpenChannelsError extends Error {
+  override name = 'NotOpenChannelsError';
+  constructor() {
+    super(NOT_OPEN_CHANNELS);
+  }
+}
+
 /** The register and bind commands of Open Channels mode, for the registration batch (src/bitrix24/registration.ts). */
 export function connectorRegistrationCommands(publicUrl: string, bound: ReadonlyArray<{ event: string; handler: string }>): BatchCommand[] {
   const eventHandler = `${publicUrl}/bitrix24/events`;
@@ -143,6 +154,7 @@ export class OpenChannelsConnector {
    */
   async connect(portal: Portal, lineId: number, options: LineOptions): Promise<void> {
     const { rest, store } = this.deps;
+    if (readSettings(portal.settings, this.deps.defaultApiUrl).integrationType !== 'open_channels') throw new NotOpenChannelsError();
     await rest.call(portal.memberId, 'imconnector.activate', { CONNECTOR: CONNECTOR_ID, LINE: lineId, ACTIVE: 1 }, { idempotent: true });
     const web = webAppUrl(readSettings(portal.settings, this.deps.defaultApiUrl).chat2deskApiUrl);
     await rest.call(
@@ -154,6 +166,14 @@ export class OpenChannelsConnector {
     );
     // Messages held because no line took them (or their line was refused) are routed again at once.
     const woken = await store.save(portal.memberId, lineId, options, [{ kind: OL_INBOUND_KIND }]);
+    if (woken === 'not_open_channels') {
+      // The portal switched back meanwhile (its switch took the connector away): the line activated
+      // above is deactivated again, as the switch did for the others.
+      await this.#deactivateLine(portal, lineId).catch((error: unknown) =>
+        this.deps.log.warn({ memberId: portal.memberId, line: lineId, err: String(error) }, 'line connected during a switch back not deactivated'),
+      );
+      throw new NotOpenChannelsError();
+    }
     if (woken > 0) this.deps.jobsWoken?.();
     this.deps.log.info({ memberId: portal.memberId, line: lineId, woken }, 'open channel line connected');
   }
