@@ -61,7 +61,7 @@ export interface SettingsDeps {
   accounts: Chat2DeskAccounts;
   registration: AppRegistration;
   /** Lists the connected lines, and takes the connector away when the portal switches back to Chat2Desk mode. */
-  connector: Pick<OpenChannelsConnector, 'deactivate' | 'connectedLines'>;
+  connector: Pick<OpenChannelsConnector, 'deactivate' | 'connectedLines' | 'exclusive'>;
   secrets: SecretBox;
   defaultApiUrl: string;
   allowedApiUrls: string[];
@@ -200,7 +200,17 @@ export class SettingsService {
   async update(portal: Portal, input: unknown): Promise<SettingsView> {
     const parsed = v.safeParse(this.#schema, input);
     if (!parsed.success) throw new SettingsRequestError(parsed.issues.map((issue) => issue.message).join('; '), 400);
-    const change = parsed.output;
+    // One save of a portal at a time in this process, with its line writes (OpenChannelsConnector.exclusive),
+    // each from the settings stored when its turn comes: a save never re-registers the connector after a
+    // switch back took it away. Across processes the store's guards refuse what would undo a switch.
+    return this.deps.connector.exclusive(portal.memberId, async () => {
+      const fresh = await this.deps.portals.get(portal.memberId);
+      if (!fresh || fresh.status === 'uninstalled') throw new SettingsRequestError('Unknown portal: the app is not installed there', 401);
+      return this.#update(fresh, parsed.output);
+    });
+  }
+
+  async #update(portal: Portal, change: SettingsUpdate): Promise<SettingsView> {
     const current = readSettings(portal.settings, this.deps.defaultApiUrl);
     const next = {
       chat2deskApiUrl: change.chat2deskApiUrl ?? current.chat2deskApiUrl,

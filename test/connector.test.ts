@@ -363,54 +363,39 @@ describe('the Open Channels connector', () => {
         openLines: unknown[];
       };
 
-    it('a save begun in Open Channels mode that ends after the switch back keeps its own change but not the old mode', async () => {
+    it('a save begun in Open Channels mode (re-registering the connector) and a switch back run one after the other: the switch is not undone, the connector stays away', async () => {
       await openChannelsPortal();
-      // A slow save (a token check) of another field, held at Chat2Desk's answer while the switch back runs.
-      const held = stack.c2d.holdNext({ method: 'GET', path: '/companies/api_info' });
-      const slow = putSettings(stack, { chat2deskApiToken: stack.c2d.token, defaultCountry: 'MX' });
+      // A save of another field, held at its registration batch (which registers the connector again).
+      const held = stack.b24.hold({ rest: 'batch', command: 'imconnector.register' });
+      const slow = putSettings(stack, { defaultCountry: 'MX' });
       await held.arrived;
-      expect((await putSettings(stack, { integrationType: 'chat2desk' })).status).toBe(200);
+      const back = putSettings(stack, { integrationType: 'chat2desk' });
       held.release();
       expect((await slow).status).toBe(200);
+      expect((await back).status).toBe(200);
       expect(await storedSettings()).toMatchObject({ integrationType: 'chat2desk', defaultCountry: 'MX', openLines: [] });
       expect(stack.b24.connectors.has(CONNECTOR_ID)).toBe(false);
+      expect(connectorEvents()).toEqual([]);
     });
 
-    it('a switch begun from a mode another save left meanwhile is refused with 409, saying why, and changes nothing', async () => {
-      await openChannelsPortal();
-      const held = stack.c2d.holdNext({ method: 'GET', path: '/companies/api_info' });
-      // A switch back with a token check, held, while another tab switches back first: the slow one saw Open Channels mode.
-      const slow = putSettings(stack, { chat2deskApiToken: stack.c2d.token, integrationType: 'chat2desk', defaultCountry: 'MX' });
-      await held.arrived;
-      expect((await putSettings(stack, { integrationType: 'chat2desk' })).status).toBe(200);
-      held.release();
-      const refused = await slow;
-      expect(refused.status).toBe(409);
-      expect(((await refused.json()) as { error: string }).error).toContain('Settings changed meanwhile');
-      expect(await storedSettings()).toMatchObject({ integrationType: 'chat2desk', defaultCountry: 'RU' });
-    });
-
-    it('a line connected while the switch back runs is deactivated too; a line write after it is refused with 409', async () => {
+    it('a line written on the connector page while the switch back runs waits for it and is refused with 409; nothing stays connected', async () => {
       await openChannelsPortal();
       const page = await openPage();
       expect((await writeLine(page.token!, 1, 'PUT', { options: DEFAULT_LINE_OPTIONS })).status).toBe(200);
       // The switch back has read the lines and deactivated line 1; it waits at imconnector.unregister while
-      // the admin, on the connector page still open, connects line 1 again.
+      // the admin, on the connector page still open, saves line 1 again.
       const held = stack.b24.hold({ rest: 'imconnector.unregister' });
       const back = putSettings(stack, { integrationType: 'chat2desk' });
       await held.arrived;
-      expect((await writeLine(page.token!, 1, 'PUT', { options: DEFAULT_LINE_OPTIONS })).status).toBe(200);
+      const during = writeLine(page.token!, 1, 'PUT', { options: DEFAULT_LINE_OPTIONS });
       held.release();
       expect((await back).status).toBe(200);
+      const refused = await during;
+      expect(refused.status).toBe(409);
+      expect(((await refused.json()) as { error: string }).error).toContain('not in Open Channels mode');
       expect(lineRows()).toEqual([]);
-      // Deactivated twice: once by the first pass, again for the row saved meanwhile.
-      expect(stack.b24.calls.filter((call) => call.method === 'imconnector.activate' && String(call.params.ACTIVE) === '0')).toHaveLength(2);
-      expect(stack.b24.connectorLines.get(`${CONNECTOR_ID} 1`)?.active ?? false).toBe(false);
+      expect(stack.b24.calls.filter((call) => call.method === 'imconnector.activate' && String(call.params.ACTIVE) === '1')).toHaveLength(1);
       expect(await storedSettings()).toMatchObject({ integrationType: 'chat2desk', openLines: [] });
-      const late = await writeLine(page.token!, 1, 'PUT', { options: DEFAULT_LINE_OPTIONS });
-      expect(late.status).toBe(409);
-      expect(((await late.json()) as { error: string }).error).toContain('not in Open Channels mode');
-      expect(lineRows()).toEqual([]);
     });
 
     it('switching back finishes waiting Open Channels inbound messages as not sent, saying they are in Chat2Desk', async () => {

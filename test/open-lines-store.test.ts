@@ -4,17 +4,40 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { openDatabase, type DatabaseHandle } from '../src/db/database.js';
 import { OpenLineStore } from '../src/db/open-lines.js';
+import { PortalStore } from '../src/db/portals.js';
+import { SecretBox } from '../src/secrets.js';
 import { TestClock } from './support/clock.js';
+import { APP_SECRET } from './support/stack.js';
 
 /** The connected Open Channel lines (issue 10): routing order by connection, options replaced in place. */
 describe('the Open Channel lines store', () => {
   let dir: string;
   let database: DatabaseHandle;
   const clock = new TestClock();
+  const secrets = new SecretBox(APP_SECRET);
+  let portals: PortalStore;
 
-  beforeEach(() => {
+  /** An installed portal in this mode (lines are saved only in Open Channels mode). */
+  async function portalIn(memberId: string, integrationType: 'chat2desk' | 'open_channels') {
+    await portals.saveInstall({
+      memberId,
+      domain: `${memberId}.example`,
+      clientEndpoint: `https://${memberId}.example/rest/`,
+      applicationToken: 'app-token',
+      installerUserId: 1,
+      accessToken: 'access',
+      refreshToken: 'refresh',
+      expiresAt: 2_000_000_000,
+    });
+    await portals.saveSettings(memberId, { integrationType });
+  }
+
+  beforeEach(async () => {
     dir = mkdtempSync(join(tmpdir(), 'c2d-b24-lines-'));
     database = openDatabase(join(dir, 'app.db'));
+    portals = new PortalStore(database.db, secrets, clock);
+    await portalIn('portal-a', 'open_channels');
+    await portalIn('portal-b', 'open_channels');
   });
   afterEach(() => {
     database.close();
@@ -39,5 +62,33 @@ describe('the Open Channel lines store', () => {
     await lines.removeAll('portal-a');
     expect(await lines.list('portal-a')).toEqual([]);
     expect(await lines.get('portal-b', 3)).toMatchObject({ lineId: 3, options: { other: 1 } });
+  });
+
+  it('saves a line only while the portal is in Open Channels mode, and a switch back is refused while a line row is left', async () => {
+    const lines = new OpenLineStore(database.db, clock);
+    const leave = { integrationType: 'open_channels', leaveOpenChannels: { kind: 'ol_inbound', reason: 'left' } };
+    // A line saved after the switch back read the lines: the mode save is refused until it is gone…
+    expect(await lines.save('portal-a', 1, {})).toBe(0);
+    expect(await portals.saveSettings('portal-a', { integrationType: 'chat2desk' }, undefined, leave)).toEqual({ conflict: 'lines_connected' });
+    expect((await portals.get('portal-a'))!.settings.integrationType).toBe('open_channels');
+    await lines.remove('portal-a', 1);
+    expect(await portals.saveSettings('portal-a', { integrationType: 'chat2desk' }, undefined, leave)).toMatchObject({ settings: { integrationType: 'chat2desk' } });
+    // …and once the mode is saved, no line is saved any more.
+    expect(await lines.save('portal-a', 1, {})).toBe('not_open_channels');
+    expect(await lines.list('portal-a')).toEqual([]);
+  });
+
+  it('a settings save merges only its changes, and a switch from a mode another save left is refused', async () => {
+    await portals.saveSettings('portal-a', { defaultCountry: 'RU', tags: [1] });
+    // Another tab switched back meanwhile…
+    await portals.saveSettings('portal-a', { integrationType: 'chat2desk' });
+    // …a save begun before it, of another field, keeps the switch…
+    await portals.saveSettings('portal-a', { defaultCountry: 'MX' });
+    expect((await portals.get('portal-a'))!.settings).toEqual({ integrationType: 'chat2desk', defaultCountry: 'MX', tags: [1] });
+    // …and a switch back begun from the mode it saw (Open Channels) is refused, changing nothing.
+    expect(await portals.saveSettings('portal-a', { integrationType: 'chat2desk', defaultCountry: 'ES' }, undefined, { integrationType: 'open_channels' })).toEqual({
+      conflict: 'mode_changed',
+    });
+    expect((await portals.get('portal-a'))!.settings).toEqual({ integrationType: 'chat2desk', defaultCountry: 'MX', tags: [1] });
   });
 });
