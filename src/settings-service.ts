@@ -295,7 +295,6 @@ export class SettingsService {
       }
       saved = await this.deps.portals.saveSettings(portal.memberId, changes, change.chat2deskApiToken, guard);
     }
-    if (removeOldWebhook) this.deps.background.run('remove the old chat2desk webhook', removeOldWebhook, { memberId: portal.memberId });
     if (!saved) throw new SettingsRequestError('The portal disappeared while saving', 401);
     if ('conflict' in saved) {
       this.deps.log.warn({ memberId: portal.memberId, conflict: saved.conflict }, 'settings not saved: changed meanwhile');
@@ -306,6 +305,8 @@ export class SettingsService {
         409,
       );
     }
+    // Only once the new account is saved: a refused save keeps the old account and its webhook.
+    if (removeOldWebhook) this.deps.background.run('remove the old chat2desk webhook', removeOldWebhook, { memberId: portal.memberId });
     this.deps.log.info({ memberId: portal.memberId, tokenChanged: change.chat2deskApiToken !== undefined }, 'settings saved');
     let registration: SettingsView['registration'];
     try {

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { openDatabase, type DatabaseHandle } from '../src/db/database.js';
+import { insertJobs } from '../src/db/jobs.js';
 import { OpenLineStore } from '../src/db/open-lines.js';
 import { PortalStore } from '../src/db/portals.js';
 import { SecretBox } from '../src/secrets.js';
@@ -90,5 +91,50 @@ describe('the Open Channel lines store', () => {
       conflict: 'mode_changed',
     });
     expect((await portals.get('portal-a'))!.settings).toEqual({ integrationType: 'chat2desk', defaultCountry: 'MX', tags: [1] });
+  });
+
+  it('the switch back finishes waiting inbound jobs as not sent, in its transaction; running, in-doubt and other kinds are left as they are', async () => {
+    const sql = database.db.$client;
+    database.db.transaction((tx) =>
+      insertJobs(
+        tx,
+        ['waiting', 'running', 'in-doubt', 'other-portal'].map((name) => ({
+          kind: 'ol_inbound',
+          memberId: name === 'other-portal' ? 'portal-b' : 'portal-a',
+          input: {},
+          dedupKey: name,
+          deadlineAt: clock.now() + 60_000,
+          awaitsConfirmation: false,
+        })),
+        clock.now(),
+      ),
+    );
+    insertJobs(
+      database.db,
+      [{ kind: 'ol_outbound', memberId: 'portal-a', input: {}, dedupKey: 'outbound', deadlineAt: clock.now() + 60_000, awaitsConfirmation: false }],
+      clock.now(),
+    );
+    sql.prepare("update jobs set state = 'running' where dedup_key = 'running'").run();
+    // The in-doubt one's send is claimed in the ledger: it may have reached Bitrix24.
+    const publicId = (sql.prepare("select public_id as id from jobs where dedup_key = 'in-doubt'").get() as { id: string }).id;
+    sql.prepare("insert into effects (member_id, effect_key, state, owner, attempt_at, created_at, updated_at) values ('portal-a', 'send', 'claimed', ?, 0, 0, 0)").run(publicId);
+    const saved = await portals.saveSettings('portal-a', { integrationType: 'chat2desk' }, undefined, {
+      integrationType: 'open_channels',
+      leaveOpenChannels: { kind: 'ol_inbound', reason: 'left the mode' },
+    });
+    expect(saved).toMatchObject({ settings: { integrationType: 'chat2desk' } });
+    const states = Object.fromEntries(
+      (sql.prepare('select dedup_key as name, state, return_values as result from jobs').all() as Array<{ name: string; state: string; result: string | null }>).map((row) => [
+        row.name,
+        [row.state, row.result && JSON.parse(row.result)],
+      ]),
+    );
+    expect(states).toEqual({
+      waiting: ['done', { status: 'failed', error: 'left the mode' }],
+      running: ['running', null],
+      'in-doubt': ['queued', null],
+      'other-portal': ['queued', null],
+      outbound: ['queued', null],
+    });
   });
 });
