@@ -201,6 +201,7 @@ import { frameSession } from './frame-session.js';
     say(result, t.saving);
     try {
       const response = await api('PUT', '/api/settings', changed);
+      if (response.status === 409) return changedMeanwhile(result, await errorOf(response));
       if (!response.ok) return say(result, await errorOf(response), 'error');
       baseline = collect();
       say(result, t.saved, 'ok');
@@ -209,6 +210,21 @@ import { frameSession } from './frame-session.js';
     } finally {
       button.disabled = false;
     }
+  }
+
+  // 409: another save (a mode switch in another tab) came first; nothing was saved, and the page's
+  // values are no longer what is stored, so the way on is a reload.
+  function reloadButton() {
+    const button = element('button', 'ui-btn --air ui-btn-sm --style-outline', t.reload);
+    button.type = 'button';
+    button.addEventListener('click', () => (b24 ? b24.parent.reloadWindow().catch(() => window.location.reload()) : window.location.reload()));
+    return button;
+  }
+
+  function changedMeanwhile(result, why) {
+    say(result, `${t.changedMeanwhile} ${why}`, 'error');
+    result.append(' ', reloadButton());
+    fit();
   }
 
   async function connect(event) {
@@ -460,6 +476,7 @@ import { frameSession } from './frame-session.js';
       const why = await errorOf(response);
       // 502 on the way back: Bitrix24 refused to take the connector away and the server kept Open Channels mode.
       if (target === 'chat2desk' && response.status === 502) modeResult([t.modeBackRefused, why], 'error');
+      else if (response.status === 409) modeResult([t.changedMeanwhile, why], 'error', reloadButton());
       else modeResult([`${t.modeFailed} ${why}`], 'error');
       chooseMode(currentMode);
       return;

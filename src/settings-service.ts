@@ -14,17 +14,20 @@ import { Chat2DeskError } from './chat2desk/errors.js';
 import type { Portal, PortalStore } from './db/portals.js';
 import type { Logger } from './log.js';
 import type { ConnectedLine, OpenChannelsConnector } from './open-channels/connector.js';
+import { OL_INBOUND_KIND } from './open-channels/inbound.js';
 import { readSettings, settingsUpdateSchema, type SettingsUpdate, type PortalSettings } from './portal-settings.js';
 import type { SecretBox } from './secrets.js';
 
 const NOT_ADMIN = 'Only a Bitrix24 administrator may change the app settings';
 const BAD_TOKEN = 'Bitrix24 did not accept the access token';
+/** Why Open Channels inbound messages still waiting are not sent once the portal switched back (README "Open Channels mode"). */
+export const LEFT_OPEN_CHANNELS = 'Not sent to Bitrix24: the portal left Open Channels mode; the message is in Chat2Desk, where operators now work';
 
 export class SettingsRequestError extends Error {
   override name = 'SettingsRequestError';
   constructor(
     message: string,
-    readonly httpStatus: 400 | 401 | 403 | 422 | 429 | 502,
+    readonly httpStatus: 400 | 401 | 403 | 409 | 422 | 429 | 502,
     /** With 429: when the caller may try again (the Retry-After header). */
     readonly retryAfterSeconds?: number,
   ) {
@@ -58,7 +61,7 @@ export interface SettingsDeps {
   accounts: Chat2DeskAccounts;
   registration: AppRegistration;
   /** Lists the connected lines, and takes the connector away when the portal switches back to Chat2Desk mode. */
-  connector: Pick<OpenChannelsConnector, 'deactivate' | 'connectedLines'>;
+  connector: Pick<OpenChannelsConnector, 'deactivate' | 'connectedLines' | 'exclusive'>;
   secrets: SecretBox;
   defaultApiUrl: string;
   allowedApiUrls: string[];
@@ -197,7 +200,17 @@ export class SettingsService {
   async update(portal: Portal, input: unknown): Promise<SettingsView> {
     const parsed = v.safeParse(this.#schema, input);
     if (!parsed.success) throw new SettingsRequestError(parsed.issues.map((issue) => issue.message).join('; '), 400);
-    const change = parsed.output;
+    // One save of a portal at a time in this process, with its line writes (OpenChannelsConnector.exclusive),
+    // each from the settings stored when its turn comes: a save never re-registers the connector after a
+    // switch back took it away. Across processes the store's guards refuse what would undo a switch.
+    return this.deps.connector.exclusive(portal.memberId, async () => {
+      const fresh = await this.deps.portals.get(portal.memberId);
+      if (!fresh || fresh.status === 'uninstalled') throw new SettingsRequestError('Unknown portal: the app is not installed there', 401);
+      return this.#update(fresh, parsed.output);
+    });
+  }
+
+  async #update(portal: Portal, change: SettingsUpdate): Promise<SettingsView> {
     const current = readSettings(portal.settings, this.deps.defaultApiUrl);
     const next = {
       chat2deskApiUrl: change.chat2deskApiUrl ?? current.chat2deskApiUrl,
@@ -261,9 +274,39 @@ export class SettingsService {
       }
     }
     const removeOldWebhook = accountChanges ? await this.deps.chat2deskWebhooks.prepareAccountChange(portal) : undefined;
-    const saved = await this.deps.portals.saveSettings(portal.memberId, next, change.chat2deskApiToken);
-    if (removeOldWebhook) this.deps.background.run('remove the old chat2desk webhook', removeOldWebhook, { memberId: portal.memberId });
+    // Only what this request changes is written, merged into the settings stored by then: a save that
+    // began before another (a mode switch in another tab) never undoes it. A mode switch is saved only
+    // from the mode this request saw.
+    const changes = Object.fromEntries(Object.entries(next).filter(([key, value]) => JSON.stringify(value) !== JSON.stringify(current[key as keyof PortalSettings])));
+    const guard = {
+      ...(next.integrationType !== current.integrationType ? { integrationType: current.integrationType } : {}),
+      ...(leavingOpenChannels ? { leaveOpenChannels: { kind: OL_INBOUND_KIND, reason: LEFT_OPEN_CHANNELS } } : {}),
+    };
+    let saved = await this.deps.portals.saveSettings(portal.memberId, changes, change.chat2deskApiToken, guard);
+    // A line connected while the connector was being taken away: deactivated too, then saved again.
+    for (let again = 0; saved && 'conflict' in saved && saved.conflict === 'lines_connected' && again < 3; again++) {
+      try {
+        await this.deps.connector.deactivate(portal);
+      } catch (error) {
+        throw new SettingsRequestError(
+          `The Chat2Desk connector could not be taken out of Bitrix24, so the portal stays in Open Channels mode: ${error instanceof Error ? error.message : String(error)}`,
+          502,
+        );
+      }
+      saved = await this.deps.portals.saveSettings(portal.memberId, changes, change.chat2deskApiToken, guard);
+    }
     if (!saved) throw new SettingsRequestError('The portal disappeared while saving', 401);
+    if ('conflict' in saved) {
+      this.deps.log.warn({ memberId: portal.memberId, conflict: saved.conflict }, 'settings not saved: changed meanwhile');
+      throw new SettingsRequestError(
+        saved.conflict === 'mode_changed'
+          ? 'Settings changed meanwhile: where operators work was switched in another tab or window. Reload the page to see the settings as they are now, then save again'
+          : 'Settings changed meanwhile: lines kept being connected while the portal was leaving Open Channels mode. Reload the page and save again',
+        409,
+      );
+    }
+    // Only once the new account is saved: a refused save keeps the old account and its webhook.
+    if (removeOldWebhook) this.deps.background.run('remove the old chat2desk webhook', removeOldWebhook, { memberId: portal.memberId });
     this.deps.log.info({ memberId: portal.memberId, tokenChanged: change.chat2deskApiToken !== undefined }, 'settings saved');
     let registration: SettingsView['registration'];
     try {

@@ -45,6 +45,23 @@ describe('the connector settings page inside Bitrix24', () => {
     return parent;
   }
 
+  it('a line saved after the portal left Open Channels mode (the page still open) is refused, and the page says why', async () => {
+    stack = await startStack({ b24: { domainIsAddress: true } });
+    await installAndConfigure(stack, { defaultCountry: 'RU' });
+    expect((await putSettings(stack, { integrationType: 'open_channels' })).status).toBe(200);
+    const parent = await open();
+    const { app } = parent;
+    await expect(app.locator('#line-status').textContent()).resolves.toBe('Not connected');
+    // Another tab switches the portal back to Chat2Desk while this page is open.
+    expect((await putSettings(stack, { integrationType: 'chat2desk' })).status).toBe(200);
+    await app.locator('#save').click();
+    await app.locator('#save-result.c2d-result--error').waitFor();
+    await expect(app.locator('#save-result').textContent()).resolves.toContain('The portal is not in Open Channels mode (any more)');
+    await expect(app.locator('#line-status').textContent()).resolves.toBe('Not connected');
+    await parent.page.screenshot({ path: `${ARTIFACTS}/connector-not-open-channels.png`, fullPage: true });
+    expect(stack.server.database.db.$client.prepare('select line_id from open_lines').all()).toEqual([]);
+  });
+
   it('an admin connects a line routed by a channel, with the operator signature, and sees it saved', async () => {
     stack = await startStack({ b24: { domainIsAddress: true } });
     await installAndConfigure(stack, { defaultCountry: 'RU' });

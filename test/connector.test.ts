@@ -379,4 +379,66 @@ describe('the Open Channels connector', () => {
     await episodeAcrossSwitch('79160000004', toOpenChannels);
     await closesMakeNothing('79160000005');
   });
+
+  describe('mode-switch races (README "Open Channels mode")', () => {
+    const storedSettings = async () =>
+      (await (await fetch(`${stack.server.url}/api/settings`, { headers: adminHeaders(stack) })).json()) as {
+        integrationType: string;
+        defaultCountry: string;
+        openLines: unknown[];
+      };
+
+    it('a save begun in Open Channels mode (re-registering the connector) and a switch back run one after the other: the switch is not undone, the connector stays away', async () => {
+      await openChannelsPortal();
+      // A save of another field, held at its registration batch (which registers the connector again).
+      const held = stack.b24.hold({ rest: 'batch', command: 'imconnector.register' });
+      const slow = putSettings(stack, { defaultCountry: 'MX' });
+      await held.arrived;
+      const back = putSettings(stack, { integrationType: 'chat2desk' });
+      held.release();
+      expect((await slow).status).toBe(200);
+      expect((await back).status).toBe(200);
+      expect(await storedSettings()).toMatchObject({ integrationType: 'chat2desk', defaultCountry: 'MX', openLines: [] });
+      expect(stack.b24.connectors.has(CONNECTOR_ID)).toBe(false);
+      expect(connectorEvents()).toEqual([]);
+    });
+
+    it('a line written on the connector page while the switch back runs waits for it and is refused with 409; nothing stays connected', async () => {
+      await openChannelsPortal();
+      const page = await openPage();
+      expect((await writeLine(page.token!, 1, 'PUT', { options: DEFAULT_LINE_OPTIONS })).status).toBe(200);
+      // The switch back has read the lines and deactivated line 1; it waits at imconnector.unregister while
+      // the admin, on the connector page still open, saves line 1 again.
+      const held = stack.b24.hold({ rest: 'imconnector.unregister' });
+      const back = putSettings(stack, { integrationType: 'chat2desk' });
+      await held.arrived;
+      const during = writeLine(page.token!, 1, 'PUT', { options: DEFAULT_LINE_OPTIONS });
+      held.release();
+      expect((await back).status).toBe(200);
+      const refused = await during;
+      expect(refused.status).toBe(409);
+      expect(((await refused.json()) as { error: string }).error).toContain('not in Open Channels mode');
+      expect(lineRows()).toEqual([]);
+      expect(stack.b24.calls.filter((call) => call.method === 'imconnector.activate' && String(call.params.ACTIVE) === '1')).toHaveLength(1);
+      expect(await storedSettings()).toMatchObject({ integrationType: 'chat2desk', openLines: [] });
+    });
+
+    it('switching back finishes waiting Open Channels inbound messages as not sent, saying they are in Chat2Desk', async () => {
+      await openChannelsPortal();
+      const inbound = () =>
+        stack.server.database.db.$client.prepare("select state, attempts, return_values as returnValues from jobs where kind = 'ol_inbound'").all() as Array<{
+          state: string;
+          attempts: number;
+          returnValues: string | null;
+        }>;
+      // No line is connected: the message is held (tried once, waiting for a line).
+      const { client } = stack.c2d.seedClient({ phone: '79160000011', name: 'Olga', transport: 'whatsapp', withDialog: 'open' });
+      expect(await stack.c2d.deliverWebhook(stack.c2d.receiveMessage({ clientId: client.id as number, text: 'Anyone there?' }).webhook)).toEqual([200]);
+      await eventually(() => inbound().length === 1 && inbound()[0]!.state === 'queued' && inbound()[0]!.attempts > 0, 15_000, 'the held inbound message');
+      expect((await putSettings(stack, { integrationType: 'chat2desk' })).status).toBe(200);
+      const [finished] = inbound();
+      expect(finished!.state).toBe('done');
+      expect(JSON.parse(finished!.returnValues!)).toEqual({ status: 'failed', error: expect.stringContaining('the message is in Chat2Desk, where operators now work') });
+    });
+  });
 });

@@ -107,7 +107,9 @@ describe('Open Channels outbound: forged events', () => {
     // Bogus bearer tokens with the portal's member id: each unverified one takes the callers' share (B0, issue 6).
     const bogus = await Promise.all(
       Array.from({ length: 40 }, (_, n) =>
-        fetch(`${stack.server.url}/api/settings`, { headers: { authorization: `Bearer bogus-${n}`, 'x-bitrix24-member-id': stack.b24.memberId } }).then((response) => response.status),
+        fetch(`${stack.server.url}/api/settings`, { headers: { authorization: `Bearer bogus-${n}`, 'x-bitrix24-member-id': stack.b24.memberId } }).then(
+          (response) => response.status,
+        ),
       ),
     );
     expect(bogus).toContain(429);

@@ -120,6 +120,8 @@ describe('Open Channels outbound: an operator writes in Bitrix24, the client get
     // The line's options as OC1's settings page stores them; the server holds the database file exclusively meanwhile.
     await stack.server.close();
     const database = openDatabase(stack.config.databaseFile);
+    // Lines are stored only in Open Channels mode (OpenLineStore.save); this portal was set up by hand, without the switch.
+    database.db.$client.prepare("update portals set settings = json_set(settings, '$.integrationType', 'open_channels')").run();
     await new OpenLineStore(database.db, systemClock).save(stack.b24.memberId, 1, { ...DEFAULT_LINE_OPTIONS, signature: false });
     database.close();
     await stack.restart();
@@ -249,6 +251,8 @@ describe('Open Channels outbound: an operator writes in Bitrix24, the client get
   it("keeps Chat2Desk's refusal out of the chat when the line says not to post delivery errors; the event log still has it", async () => {
     await stack.server.close();
     const database = openDatabase(stack.config.databaseFile);
+    // Lines are stored only in Open Channels mode (OpenLineStore.save); this portal was set up by hand, without the switch.
+    database.db.$client.prepare("update portals set settings = json_set(settings, '$.integrationType', 'open_channels')").run();
     await new OpenLineStore(database.db, systemClock).save(stack.b24.memberId, 1, { ...DEFAULT_LINE_OPTIONS, postDeliveryErrors: false });
     database.close();
     await stack.restart();

@@ -3,7 +3,7 @@ import { alias } from 'drizzle-orm/sqlite-core';
 import { randomUUID } from 'node:crypto';
 import type { Clock } from '../clock.js';
 import type { Db } from './database.js';
-import { jobs, portals, type JobRow } from './schema.js';
+import { effects, jobs, portals, type JobRow } from './schema.js';
 
 export type JobState = 'confirming' | 'queued' | 'running' | 'reporting' | 'done' | 'cancelled';
 export type { JobRow };
@@ -184,6 +184,33 @@ export function wakeHeldJobs(tx: JobWriter, wake: HeldWake, now: number): number
         wake.orderingKey === undefined ? undefined : eq(jobs.orderingKey, wake.orderingKey),
       ),
     )
+    .run().changes;
+}
+
+/**
+ * Finishes a portal's waiting jobs of one kind as not run, inside the caller's transaction: work the
+ * portal no longer wants done (Open Channels inbound messages when it leaves that mode). The event
+ * log shows each failed with `reason`. Only queued jobs: a running one finishes as it was started,
+ * and one whose effect is claimed (in doubt: it may have happened) is left to settle it. Returns
+ * how many were finished.
+ */
+export function finishWaitingJobs(tx: JobWriter, which: { memberId: string; kind: string; reason: string }, now: number): number {
+  const inDoubt = tx
+    .select({ owner: effects.owner })
+    .from(effects)
+    .where(and(eq(effects.memberId, which.memberId), eq(effects.state, 'claimed'), eq(effects.owner, jobs.publicId)));
+  return tx
+    .update(jobs)
+    .set({
+      state: 'done',
+      returnValues: JSON.stringify({ status: 'failed', error: which.reason }),
+      logMessage: which.reason,
+      lastError: which.reason,
+      runAt: now,
+      finishedAt: now,
+      updatedAt: now,
+    })
+    .where(and(eq(jobs.memberId, which.memberId), eq(jobs.kind, which.kind), eq(jobs.state, 'queued'), notExists(inDoubt)))
     .run().changes;
 }
 

@@ -2,7 +2,7 @@ import { and, asc, eq, sql } from 'drizzle-orm';
 import type { Clock } from '../clock.js';
 import type { Db } from './database.js';
 import { type HeldWake, wakeHeldJobs } from './jobs.js';
-import { openLines } from './schema.js';
+import { openLines, portals } from './schema.js';
 
 /** One connected Open Channel line; `options` is the stored JSON, read by src/open-channels/lines.ts. */
 export interface OpenLineRow {
@@ -37,12 +37,21 @@ export class OpenLineStore {
   /**
    * Connects a line (last in the order) or changes a connected line's options. `wakes`: held jobs
    * the change may release (messages no line took), made due now in the same transaction, so they
-   * are routed again at once and see the line. Returns how many were woken.
+   * are routed again at once and see the line. Returns how many were woken, or 'not_open_channels'
+   * (nothing saved) when the portal is not in Open Channels mode (any more).
    */
-  async save(memberId: string, lineId: number, options: unknown, wakes: Array<Omit<HeldWake, 'memberId'>> = []): Promise<number> {
+  /** Whether the portal's stored mode is Open Channels now (read tolerantly, as src/portal-settings.ts does). */
+  async inOpenChannelsMode(memberId: string): Promise<boolean> {
+    return inOpenChannelsMode(this.db, memberId);
+  }
+
+  async save(memberId: string, lineId: number, options: unknown, wakes: Array<Omit<HeldWake, 'memberId'>> = []): Promise<number | 'not_open_channels'> {
     const now = this.clock.now();
     const json = JSON.stringify(options);
     return this.db.transaction((tx) => {
+      // The mode is checked in the same transaction as the row: a line saved while the portal switches
+      // back is either seen by the switch (which refuses to finish while a row exists) or refused here.
+      if (!inOpenChannelsMode(tx, memberId)) return 'not_open_channels';
       tx.insert(openLines)
         .values({
           memberId,
@@ -72,4 +81,13 @@ export class OpenLineStore {
   async removeAll(memberId: string): Promise<void> {
     this.db.delete(openLines).where(eq(openLines.memberId, memberId)).run();
   }
+}
+
+function inOpenChannelsMode(db: Pick<Db, 'select'>, memberId: string): boolean {
+  const row = db
+    .select({ mode: sql<string | null>`json_extract(${portals.settings}, '$.integrationType')` })
+    .from(portals)
+    .where(eq(portals.memberId, memberId))
+    .get();
+  return row?.mode === 'open_channels';
 }

@@ -3,7 +3,7 @@ import { LRUCache } from 'lru-cache';
 import type { Clock } from '../clock.js';
 import type { SecretBox } from '../secrets.js';
 import type { Db } from './database.js';
-import type { JobWriter } from './jobs.js';
+import { finishWaitingJobs, type JobWriter } from './jobs.js';
 import {
   c2dAccounts,
   c2dClientDialogs,
@@ -359,14 +359,49 @@ export class PortalStore {
     return row?.token ? this.secrets.open(row.token) : undefined;
   }
 
-  /** Saves settings; a token of undefined keeps the stored one. */
-  async saveSettings(memberId: string, settings: StoredSettings, chat2deskToken?: string): Promise<Portal | undefined> {
+  /**
+   * Saves the settings a request changed (`changes`, merged into the stored ones in one transaction,
+   * so a save that started earlier never undoes a field another save changed meanwhile); a token of
+   * undefined keeps the stored one. `guard.integrationType`: the mode the request saw; the save is
+   * refused ('mode_changed') when the stored mode is another by now (a mode switch is never undone
+   * by a concurrent save). `guard.leaveOpenChannels`: this save takes the portal back to Chat2Desk
+   * mode; it is refused ('lines_connected') while a line row exists (one connected during the
+   * switch back, to be deactivated first), and it finishes the portal's waiting Open Channels
+   * inbound jobs as not sent (src/db/jobs.ts finishWaitingJobs) in the same transaction.
+   */
+  async saveSettings(
+    memberId: string,
+    changes: StoredSettings,
+    chat2deskToken?: string,
+    guard: { integrationType?: string; leaveOpenChannels?: { kind: string; reason: string } } = {},
+  ): Promise<Portal | SettingsConflict | undefined> {
     this.#changed(memberId);
-    const set: Partial<typeof portals.$inferInsert> = { settings: JSON.stringify(settings), updatedAt: this.clock.now() };
-    if (chat2deskToken !== undefined) set.chat2deskToken = this.secrets.seal(chat2deskToken);
-    this.db.update(portals).set(set).where(eq(portals.memberId, memberId)).run();
+    const now = this.clock.now();
+    const outcome = this.db.transaction((tx): SettingsConflict | 'saved' | 'missing' => {
+      const row = tx.select({ settings: portals.settings }).from(portals).where(eq(portals.memberId, memberId)).get();
+      if (!row) return 'missing';
+      const stored = JSON.parse(row.settings) as StoredSettings;
+      // Read as src/portal-settings.ts does: anything but open_channels is Chat2Desk mode.
+      const storedMode = stored.integrationType === 'open_channels' ? 'open_channels' : 'chat2desk';
+      if (guard.integrationType !== undefined && guard.integrationType !== storedMode) return { conflict: 'mode_changed' };
+      if (guard.leaveOpenChannels) {
+        if (tx.select({ lineId: openLines.lineId }).from(openLines).where(eq(openLines.memberId, memberId)).limit(1).get()) return { conflict: 'lines_connected' };
+        finishWaitingJobs(tx, { memberId, kind: guard.leaveOpenChannels.kind, reason: guard.leaveOpenChannels.reason }, now);
+      }
+      const set: Partial<typeof portals.$inferInsert> = { settings: JSON.stringify({ ...stored, ...changes }), updatedAt: now };
+      if (chat2deskToken !== undefined) set.chat2deskToken = this.secrets.seal(chat2deskToken);
+      tx.update(portals).set(set).where(eq(portals.memberId, memberId)).run();
+      return 'saved';
+    });
+    if (outcome === 'missing') return undefined;
+    if (outcome !== 'saved') return outcome;
     return this.get(memberId);
   }
+}
+
+/** Why a settings save was refused (see PortalStore.saveSettings). */
+export interface SettingsConflict {
+  conflict: 'mode_changed' | 'lines_connected';
 }
 
 /**

@@ -38,6 +38,17 @@ export class ConnectorError extends Error {
  */
 export const BITRIX24_SIGNS = false;
 
+/** What a line write outside Open Channels mode answers (the connector page shows it). */
+export const NOT_OPEN_CHANNELS = 'The portal is not in Open Channels mode (any more): switch it to Open Channels on the app page, then connect the line again';
+
+/** A line write refused because the portal is not (or no longer) in Open Channels mode. */
+export class NotOpenChannelsError extends Error {
+  override name = 'NotOpenChannelsError';
+  constructor() {
+    super(NOT_OPEN_CHANNELS);
+  }
+}
+
 /** The register and bind commands of Open Channels mode, for the registration batch (src/bitrix24/registration.ts). */
 export function connectorRegistrationCommands(publicUrl: string, bound: ReadonlyArray<{ event: string; handler: string }>): BatchCommand[] {
   const eventHandler = `${publicUrl}/bitrix24/events`;
@@ -104,7 +115,30 @@ export interface ConnectorDeps {
 
 /** Connecting lines to our connector and taking the connector away (with the app's tokens). */
 export class OpenChannelsConnector {
+  /** Per portal: the tail of its mode changes and line writes, run one at a time (see `exclusive`). */
+  readonly #turns = new Map<string, Promise<unknown>>();
+
   constructor(private readonly deps: ConnectorDeps) {}
+
+  /**
+   * Runs `work` after the portal's earlier mode changes and line writes of this process, so a switch
+   * back never interleaves with a line being connected or with a save re-registering the connector.
+   * The database guards the same (OpenLineStore.save, PortalStore.saveSettings) across processes;
+   * this spares the Bitrix24 calls a refused write would have made and keeps the registration, which
+   * no transaction covers, in order.
+   */
+  async exclusive<T>(memberId: string, work: () => Promise<T>): Promise<T> {
+    const before = this.#turns.get(memberId) ?? Promise.resolve();
+    const turn = before.catch(() => undefined).then(work);
+    const tail = turn.catch(() => undefined);
+    this.#turns.set(memberId, tail);
+    try {
+      return await turn;
+    } finally {
+      // The last in line leaves no entry behind.
+      if (this.#turns.get(memberId) === tail) this.#turns.delete(memberId);
+    }
+  }
 
   /** The line as Bitrix24 knows it (imopenlines.config.get), or undefined when it does not exist. */
   async line(portal: Portal, lineId: number): Promise<OpenLine | undefined> {
@@ -149,7 +183,13 @@ export class OpenChannelsConnector {
    * Each Bitrix24 call is idempotent, so a failure half way is repaired by connecting again.
    */
   async connect(portal: Portal, lineId: number, options: LineOptions): Promise<void> {
+    return this.exclusive(portal.memberId, () => this.#connect(portal, lineId, options));
+  }
+
+  async #connect(portal: Portal, lineId: number, options: LineOptions): Promise<void> {
     const { rest, store } = this.deps;
+    // The mode as stored now, in this portal's turn: a switch back that ran while this request waited is seen.
+    if (!(await store.inOpenChannelsMode(portal.memberId))) throw new NotOpenChannelsError();
     await rest.call(portal.memberId, 'imconnector.activate', { CONNECTOR: CONNECTOR_ID, LINE: lineId, ACTIVE: 1 }, { idempotent: true });
     const web = webAppUrl(readSettings(portal.settings, this.deps.defaultApiUrl).chat2deskApiUrl);
     await rest.call(
@@ -161,12 +201,24 @@ export class OpenChannelsConnector {
     );
     // Messages held because no line took them (or their line was refused) are routed again at once.
     const woken = await store.save(portal.memberId, lineId, options, [{ kind: OL_INBOUND_KIND }]);
+    if (woken === 'not_open_channels') {
+      // The portal switched back meanwhile (its switch took the connector away): the line activated
+      // above is deactivated again, as the switch did for the others.
+      await this.#deactivateLine(portal, lineId).catch((error: unknown) =>
+        this.deps.log.warn({ memberId: portal.memberId, line: lineId, err: String(error) }, 'line connected during a switch back not deactivated'),
+      );
+      throw new NotOpenChannelsError();
+    }
     if (woken > 0) this.deps.jobsWoken?.();
     this.deps.log.info({ memberId: portal.memberId, line: lineId, woken }, 'open channel line connected');
   }
 
   /** Disconnects the line: deactivated in Bitrix24, then forgotten (a line Bitrix24 no longer has is forgotten all the same). */
   async disconnect(portal: Portal, lineId: number): Promise<void> {
+    return this.exclusive(portal.memberId, () => this.#disconnect(portal, lineId));
+  }
+
+  async #disconnect(portal: Portal, lineId: number): Promise<void> {
     await this.#deactivateLine(portal, lineId);
     await this.deps.store.remove(portal.memberId, lineId);
     this.deps.log.info({ memberId: portal.memberId, line: lineId }, 'open channel line disconnected');
@@ -174,11 +226,12 @@ export class OpenChannelsConnector {
 
   /**
    * The portal left Open Channels mode: every connected line deactivated and forgotten, the connector
-   * unregistered, its events unbound. Jobs already queued stay queued (they find no line and are held).
+   * unregistered, its events unbound. Run inside `exclusive` by the caller (the settings save that
+   * switches back); the inbound jobs still waiting are finished when the mode is saved.
    */
   async deactivate(portal: Portal): Promise<void> {
     const { rest, store } = this.deps;
-    for (const line of await store.list(portal.memberId)) await this.disconnect(portal, line.lineId);
+    for (const line of await store.list(portal.memberId)) await this.#disconnect(portal, line.lineId);
     const unregistered = await rest.call<unknown>(portal.memberId, 'imconnector.unregister', { ID: CONNECTOR_ID }, { idempotent: true });
     const answer = typeof unregistered === 'object' && unregistered !== null ? (unregistered as Record<string, unknown>) : {};
     // Not registered (any more) is what we want; other refusals are reported.

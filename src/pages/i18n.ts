@@ -154,6 +154,8 @@ const modeWords = {
     modeBackConfirm: 'Disconnect the lines and switch',
     modeCancel: 'Cancel',
     modeSwitchedToChat2desk: 'Operators now work in Chat2Desk: the connector was taken out of Bitrix24 and its lines were disconnected.',
+    changedMeanwhile: 'Settings changed meanwhile (in another tab or by another administrator), so nothing was saved. Reload the page to see them as they are now.',
+    reload: 'Reload',
     modeBackRefused: 'Bitrix24 refused, so the portal stays in Open Channels mode and nothing was changed. Try again once the cause is fixed.',
     modeFailed: 'The mode was not changed:',
     modeUnreachable: 'The app’s server could not be reached, so the mode was not changed. Check the connection and try again.',
@@ -196,6 +198,9 @@ const modeWords = {
     modeBackConfirm: 'Отключить линии и перейти',
     modeCancel: 'Отмена',
     modeSwitchedToChat2desk: 'Теперь операторы работают в Chat2Desk: коннектор удалён из Битрикс24, его линии отключены.',
+    changedMeanwhile:
+      'Настройки тем временем изменились (в другой вкладке или другим администратором), поэтому ничего не сохранено. Перезагрузите страницу, чтобы увидеть их текущие значения.',
+    reload: 'Перезагрузить',
     modeBackRefused: 'Битрикс24 отказал, поэтому портал остаётся в режиме Открытых линий и ничего не изменилось. Повторите, когда причина будет устранена.',
     modeFailed: 'Режим не изменён:',
     modeUnreachable: 'Сервер приложения недоступен, поэтому режим не изменён. Проверьте соединение и повторите.',
@@ -239,6 +244,9 @@ const modeWords = {
     modeBackConfirm: 'Desconectar las líneas y cambiar',
     modeCancel: 'Cancelar',
     modeSwitchedToChat2desk: 'Los operadores ahora trabajan en Chat2Desk: el conector se quitó de Bitrix24 y sus líneas se desconectaron.',
+    changedMeanwhile:
+      'La configuración cambió mientras tanto (en otra pestaña o por otro administrador), así que no se guardó nada. Recargue la página para verla como está ahora.',
+    reload: 'Recargar',
     modeBackRefused: 'Bitrix24 lo rechazó, así que el portal sigue en modo Canales abiertos y no se cambió nada. Inténtelo de nuevo cuando se resuelva la causa.',
     modeFailed: 'El modo no se cambió:',
     modeUnreachable: 'No se pudo contactar con el servidor de la aplicación, así que el modo no se cambió. Compruebe la conexión e inténtelo de nuevo.',

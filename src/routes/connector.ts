@@ -1,6 +1,6 @@
 import { type Context, Hono } from 'hono';
 import { str } from '../bitrix24/form-body.js';
-import { CONNECTOR_ID } from '../open-channels/connector.js';
+import { CONNECTOR_ID, NotOpenChannelsError } from '../open-channels/connector.js';
 import { parseLineOptions } from '../open-channels/lines.js';
 import { CONNECTOR_WORDS, type ConnectorLineView, type ConnectorPage, ConnectorPageError, readConnectorPlacement } from '../open-channels/settings-page.js';
 import { loadPublicFiles } from '../pages/app-page.js';
@@ -58,6 +58,7 @@ export function createConnectorRoute(deps: ConnectorRouteDeps): Hono<AdminVariab
 
   const answerError = (c: Context, error: unknown) => {
     if (error instanceof ConnectorPageError) return c.json({ error: error.message }, error.httpStatus);
+    if (error instanceof NotOpenChannelsError) return c.json({ error: error.message }, 409);
     return c.json({ error: `Bitrix24 or Chat2Desk refused: ${error instanceof Error ? error.message : String(error)}` }, 502);
   };
 
