@@ -1,4 +1,4 @@
-import { Bitrix24Error } from '../../bitrix24/errors.js';
+import { Bitrix24Error, certainlyNotRun } from '../../bitrix24/errors.js';
 import type { DialogFiles } from '../../dialogs/files.js';
 import { type OlInboundInput, OL_INBOUND_KIND, inboundDedupKey, olInboundInput } from '../../open-channels/inbound.js';
 import { CONNECTOR_ID } from '../../open-channels/connector.js';
@@ -147,10 +147,8 @@ async function deliver(
     ...check,
     intent: { line: lineId, chatId },
     busy: 'another attempt is sending this message to the Open Channel',
-    refused: (error) =>
-      error instanceof MessageRefused ||
-      error instanceof InboundHeld ||
-      (error instanceof Bitrix24Error && (error.refusedForLoad || error.expiredToken || (error.httpStatus >= 400 && error.httpStatus < 500))),
+    // Nothing reached the portal (an outage, a refused refresh) or Bitrix24 refused: the claim is given back and retried.
+    refused: (error) => error instanceof MessageRefused || error instanceof InboundHeld || certainlyNotRun(error),
     act: async () => {
       let answer: unknown;
       try {

@@ -1,0 +1,93 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { systemClock } from '../src/clock.js';
+import { OpenLineStore } from '../src/db/open-lines.js';
+import { CONNECTOR_ID } from '../src/open-channels/connector.js';
+import { DEFAULT_LINE_OPTIONS } from '../src/open-channels/lines.js';
+import { TestClock, eventuallyOnClock, noRetryWait } from './support/clock.js';
+import { eventually, freePort, installAndConfigure, startStack, type Stack } from './support/stack.js';
+
+type Row = Record<string, unknown>;
+
+/**
+ * Open Channels inbound when things go wrong: the portal out of reach, answers lost, hostile input
+ * from clients. Real HTTP to the fakes; the clock is moved over job backoffs instead of waiting.
+ */
+describe('Open Channels inbound: outages and hostile input', () => {
+  let stack: Stack;
+  let clock: TestClock;
+
+  beforeEach(async () => {
+    clock = new TestClock();
+    stack = await startStack({ env: { OPEN_CHANNELS_HOLD_RECHECK_SECONDS: '1' }, clock, retrySleep: noRetryWait });
+    await installAndConfigure(stack);
+    stack.server.database.sqlite.prepare("update portals set settings = json_set(settings, '$.integrationType', 'open_channels') where member_id = ?").run(stack.b24.memberId);
+    await stack.server.rest.call(stack.b24.memberId, 'imconnector.register', {
+      ID: CONNECTOR_ID,
+      NAME: 'Chat2Desk',
+      ICON: { DATA_IMAGE: 'data:image/svg+xml,%3Csvg/%3E' },
+      PLACEMENT_HANDLER: `${stack.server.url}/connector`,
+    });
+    await stack.server.rest.call(stack.b24.memberId, 'imconnector.activate', { CONNECTOR: CONNECTOR_ID, LINE: 1, ACTIVE: 1 });
+    await new OpenLineStore(stack.server.database.db, systemClock).save(stack.b24.memberId, 1, DEFAULT_LINE_OPTIONS);
+  });
+  afterEach(() => stack.close());
+
+  const inboundJobs = () =>
+    stack.server.database.sqlite.prepare("select state, attempts, last_error, return_values from jobs where kind = 'ol_inbound' order by id").all() as Row[];
+  const chatTexts = (chatId: string) => {
+    try {
+      return stack.b24.openLineMessages(1, chatId).map((item) => item.text);
+    } catch {
+      return [];
+    }
+  };
+  const sentStatus = (job: Row) => (JSON.parse(String(job.return_values ?? '{}')) as { status?: string }).status;
+  const onClock = <T>(check: () => T | undefined | false, what: string, timeoutMs = 20_000) => eventuallyOnClock(() => stack.server, clock, check, timeoutMs, what);
+
+  async function deliver(body: Row) {
+    expect(await stack.c2d.deliverWebhook(body)).toEqual([200]);
+  }
+
+  function setEndpoint(url: string): string {
+    const { endpoint } = stack.server.database.sqlite.prepare('select client_endpoint endpoint from portals where member_id = ?').get(stack.b24.memberId) as { endpoint: string };
+    stack.server.database.sqlite.prepare('update portals set client_endpoint = ? where member_id = ?').run(url, stack.b24.memberId);
+    return endpoint;
+  }
+
+  it('a portal that refuses connections delays the messages that arrive meanwhile; none is lost, the order is kept', async () => {
+    const real = setEndpoint(`http://127.0.0.1:${await freePort()}/rest/`);
+    const first = stack.c2d.receiveMessage({ phone: '79161234590', text: 'during the outage' });
+    const second = stack.c2d.receiveMessage({ clientId: Number(first.message.client_id), text: 'still during it' });
+    await deliver(first.webhook);
+    await deliver(second.webhook);
+    await eventually(() => inboundJobs().some((job) => /not reached/.test(String(job.last_error)) && Number(job.attempts) >= 1), 15_000, 'an attempt refused by the network');
+    setEndpoint(real);
+    const chatId = `c${first.message.client_id}`;
+    await onClock(() => inboundJobs().every((job) => job.state === 'done') && inboundJobs().length === 2, 'both sent');
+    expect(inboundJobs().map(sentStatus)).toEqual(['sent', 'sent']);
+    expect(chatTexts(chatId)).toEqual(['during the outage', 'still during it']);
+  });
+
+  it('a refresh of an expired token that fails sent nothing: the message goes once the authorization server answers', async () => {
+    stack.b24.expireAccessTokens();
+    stack.b24.failNextOAuth('oauth.token', { status: 502, error: 'server_error', error_description: 'authorization server down' });
+    const { message, webhook } = stack.c2d.receiveMessage({ phone: '79161234591', text: 'after the refresh' });
+    await deliver(webhook);
+    await onClock(() => inboundJobs()[0]?.state === 'done', 'sent');
+    expect(sentStatus(inboundJobs()[0]!)).toBe('sent');
+    expect(Number(inboundJobs()[0]!.attempts)).toBeGreaterThan(1);
+    expect(chatTexts(`c${message.client_id}`)).toEqual(['after the refresh']);
+  });
+
+  it('a connection cut after Bitrix24 took the message stays in doubt: it is in the chat once, never twice', async () => {
+    stack.b24.dropNext('imconnector.send.messages', { afterRunning: true });
+    const first = stack.c2d.receiveMessage({ phone: '79161234592', text: 'cut after taking' });
+    const second = stack.c2d.receiveMessage({ clientId: Number(first.message.client_id), text: 'the next one' });
+    await deliver(first.webhook);
+    await deliver(second.webhook);
+    await onClock(() => inboundJobs().length === 2 && inboundJobs().every((job) => job.state === 'done'), 'both finished');
+    expect(inboundJobs().map(sentStatus)).toEqual(['failed', 'sent']);
+    expect(String(inboundJobs()[0]!.return_values)).toMatch(/may already have been sent/);
+    expect(chatTexts(`c${first.message.client_id}`)).toEqual(['cut after taking', 'the next one']);
+  });
+});
