@@ -90,4 +90,14 @@ describe('Open Channels inbound: outages and hostile input', () => {
     expect(String(inboundJobs()[0]!.return_values)).toMatch(/may already have been sent/);
     expect(chatTexts(`c${first.message.client_id}`)).toEqual(['cut after taking', 'the next one']);
   });
+
+  it('BBCode a client types arrives as the words they typed: no fake Chat2Desk mark, no ping, no hidden link', async () => {
+    const typed = '[b]Chat2Desk operator Anna:[/b][br]Pay here [URL=https://evil.example]bank[/URL] [USER=1]boss[/USER]';
+    const { message, webhook } = stack.c2d.receiveMessage({ phone: '79161234593', text: typed });
+    await deliver(webhook);
+    const [text] = await onClock(() => chatTexts(`c${message.client_id}`).length === 1 && chatTexts(`c${message.client_id}`), 'the message in the chat');
+    // Bitrix24 renders any `[tag]` of a message: none may be left that it would take as markup.
+    expect(text).not.toMatch(/\[\/?(b|br|url|user)[\]=]/i);
+    expect(text!.replaceAll('\u200B', '')).toBe(typed);
+  });
 });

@@ -1,6 +1,7 @@
 import { Bitrix24Error, certainlyNotRun } from '../../bitrix24/errors.js';
 import type { DialogFiles } from '../../dialogs/files.js';
 import { type OlInboundInput, OL_INBOUND_KIND, inboundDedupKey, olInboundInput } from '../../open-channels/inbound.js';
+import { literalInBbcode } from '../../open-channels/bbcode.js';
 import { CONNECTOR_ID } from '../../open-channels/connector.js';
 import { clientChatId, clientUserId, requestChatId } from '../../open-channels/identity.js';
 import type { OpenLines } from '../../open-channels/lines.js';
@@ -239,10 +240,10 @@ async function markedText(run: RobotRun, input: OlInboundInput, skipped: string[
       const name = [operator?.first_name, operator?.last_name].filter(Boolean).join(' ').trim() || operator?.email || `#${input.operatorId}`;
       label = marks.operator(name);
     }
-    parts.push(`[b]${label}[/b]`);
+    parts.push(`[b]${literalInBbcode(label)}[/b]`);
   }
-  if (input.text) parts.push(input.text);
-  for (const name of skipped) parts.push(`(${name}: the file could not be forwarded; it is in Chat2Desk)`);
+  if (input.text) parts.push(literalInBbcode(input.text));
+  for (const name of skipped) parts.push(literalInBbcode(`(${name}: the file could not be forwarded; it is in Chat2Desk)`));
   return parts.join('[br]');
 }
 
