@@ -72,6 +72,12 @@ const EnvSchema = v.object({
   UPLOAD_MAX_BYTES: positiveInteger(String(20 * 1024 * 1024)),
   /** Open Channels: how often a held inbound message (no line takes it, or waiting for an operator) looks again (src/jobs/kinds/ol-inbound.ts). */
   OPEN_CHANNELS_HOLD_RECHECK_SECONDS: positiveInteger('30'),
+  /**
+   * Host names (comma-separated, as written in links) whose links are fetched over http and on
+   * private addresses (src/outside-fetch.ts): a local Chat2Desk stand-in or the tests' fakes. Unset in
+   * production: attachment links are then fetched only over https from public addresses.
+   */
+  OUTSIDE_FETCH_ALLOW_HOSTS: v.optional(v.string(), ''),
   /** CSP frame-ancestors of the app page; default: the portal's own host (docs/protocols.md B13). */
   FRAME_ANCESTORS: v.optional(v.pipe(v.string(), v.regex(/^[^;,\r\n]+$/, 'must be CSP sources separated by spaces, such as https://*.bitrix24.com'))),
 });
@@ -107,6 +113,8 @@ export interface Config {
   live: { streamsPerPortal: number; streamsPerUser: number };
   files: { linkHours: number; uploadMaxBytes: number };
   openChannels: { holdRecheckSeconds: number };
+  /** Host names fetched over http and on private addresses (src/outside-fetch.ts); empty in production. */
+  outsideFetchAllowHosts: string[];
 }
 
 /** The learned Chat2Desk rate grows no further unless CHAT2DESK_MAX_REQUESTS_PER_MINUTE says so. */
@@ -171,6 +179,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     live: { streamsPerPortal: e.LIVE_STREAMS_PER_PORTAL, streamsPerUser: e.LIVE_STREAMS_PER_USER },
     files: { linkHours: e.FILE_LINK_HOURS, uploadMaxBytes: e.UPLOAD_MAX_BYTES },
     openChannels: { holdRecheckSeconds: e.OPEN_CHANNELS_HOLD_RECHECK_SECONDS },
+    outsideFetchAllowHosts: e.OUTSIDE_FETCH_ALLOW_HOSTS.split(',')
+      .map((host) => host.trim())
+      .filter(Boolean),
   };
 }
 

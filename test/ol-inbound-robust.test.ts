@@ -1,3 +1,5 @@
+import { createServer, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { systemClock } from '../src/clock.js';
 import { OpenLineStore } from '../src/db/open-lines.js';
@@ -7,6 +9,19 @@ import { TestClock, eventuallyOnClock, noRetryWait } from './support/clock.js';
 import { eventually, freePort, installAndConfigure, startStack, type Stack } from './support/stack.js';
 
 type Row = Record<string, unknown>;
+
+const MAX_BYTES = 64 * 1024;
+
+/** A loopback file server counting its requests: what an attachment link may point at inside our network. */
+async function fileServer(handle: (path: string, response: ServerResponse) => void): Promise<{ server: Server; port: number; hits: string[] }> {
+  const hits: string[] = [];
+  const server = createServer((request, response) => {
+    hits.push(request.url ?? '');
+    handle(request.url ?? '', response);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { server, port: (server.address() as AddressInfo).port, hits };
+}
 
 /**
  * Open Channels inbound when things go wrong: the portal out of reach, answers lost, hostile input
@@ -18,7 +33,7 @@ describe('Open Channels inbound: outages and hostile input', () => {
 
   beforeEach(async () => {
     clock = new TestClock();
-    stack = await startStack({ env: { OPEN_CHANNELS_HOLD_RECHECK_SECONDS: '1' }, clock, retrySleep: noRetryWait });
+    stack = await startStack({ env: { OPEN_CHANNELS_HOLD_RECHECK_SECONDS: '1', UPLOAD_MAX_BYTES: String(MAX_BYTES) }, clock, retrySleep: noRetryWait });
     await installAndConfigure(stack);
     stack.server.database.sqlite.prepare("update portals set settings = json_set(settings, '$.integrationType', 'open_channels') where member_id = ?").run(stack.b24.memberId);
     await stack.server.rest.call(stack.b24.memberId, 'imconnector.register', {
@@ -99,5 +114,39 @@ describe('Open Channels inbound: outages and hostile input', () => {
     // Bitrix24 renders any `[tag]` of a message: none may be left that it would take as markup.
     expect(text).not.toMatch(/\[\/?(b|br|url|user)[\]=]/i);
     expect(text!.replaceAll('\u200B', '')).toBe(typed);
+  });
+
+  it('attachment links into our own network are not fetched, nor redirects there, nor bodies beyond UPLOAD_MAX_BYTES: each is named in the text', async () => {
+    const inside = await fileServer((_path, response) => response.end('secret'));
+    // 127.0.0.1 is the test stack's allowed fake host (OUTSIDE_FETCH_ALLOW_HOSTS); it redirects elsewhere or streams too much.
+    const allowed = await fileServer((path, response) => {
+      if (path === '/redirect') return response.writeHead(302, { location: `https://localhost:${inside.port}/secret` }).end();
+      response.writeHead(200, { 'content-type': 'application/octet-stream' });
+      const chunk = Buffer.alloc(16 * 1024, 1);
+      for (let n = 0; n < 8; n++) response.write(chunk);
+      response.end();
+    });
+    try {
+      const { message, webhook } = stack.c2d.receiveMessage({
+        phone: '79161234594',
+        text: 'files',
+        attachments: [
+          { name: 'loopback.txt', link: `https://localhost:${inside.port}/secret` },
+          { name: 'plain-http.txt', link: `http://localhost:${inside.port}/secret` },
+          { name: 'metadata.txt', link: 'https://169.254.169.254/latest/meta-data/' },
+          { name: 'redirected.txt', link: `http://127.0.0.1:${allowed.port}/redirect` },
+          { name: 'endless.bin', link: `http://127.0.0.1:${allowed.port}/endless` },
+        ],
+      });
+      await deliver(webhook);
+      const [text] = await onClock(() => chatTexts(`c${message.client_id}`).length === 1 && chatTexts(`c${message.client_id}`), 'the message in the chat');
+      for (const name of ['loopback.txt', 'plain-http.txt', 'metadata.txt', 'redirected.txt', 'endless.bin']) expect(text).toContain(`${name}: the file could not be forwarded`);
+      expect(inside.hits).toEqual([]);
+      expect(allowed.hits).toEqual(['/redirect', '/endless']);
+      expect(stack.b24.openLineMessages(1, `c${message.client_id}`)[0]!.files).toEqual([]);
+    } finally {
+      inside.server.close();
+      allowed.server.close();
+    }
   });
 });

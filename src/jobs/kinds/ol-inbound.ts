@@ -7,6 +7,7 @@ import { clientChatId, clientUserId, requestChatId } from '../../open-channels/i
 import type { OpenLines } from '../../open-channels/lines.js';
 import { cleanClientName } from '../../open-channels/names.js';
 import { routeConversation } from '../../open-channels/routing.js';
+import type { OutsideFile } from '../../outside-fetch.js';
 import type { PortalLanguage } from '../../triggers/triggers.js';
 import type { RobotRun } from '../../activities/activity.js';
 import { JobFailure, retryWithBackoff } from '../failures.js';
@@ -35,8 +36,8 @@ class AttachmentUnavailable extends Error {
 export interface OlInboundDeps extends RunContextDeps {
   lines: OpenLines;
   files: DialogFiles;
-  /** How Chat2Desk attachments are fetched (the server's fetch). */
-  fetch: typeof fetch;
+  /** How Chat2Desk attachment links are fetched: guarded against our own network, capped at UPLOAD_MAX_BYTES (src/outside-fetch.ts). */
+  fetchAttachment: (link: string) => Promise<OutsideFile>;
   holdRecheckMs: number;
 }
 
@@ -198,31 +199,18 @@ async function rehost(deps: OlInboundDeps, run: RobotRun, jobId: string, input: 
   const hosted: Array<{ url: string; name: string }> = [];
   const skipped: string[] = [];
   for (const [index, attachment] of input.attachments.entries()) {
-    let response: Response;
+    let fetched: OutsideFile;
     try {
-      response = await deps.fetch(attachment.link, { signal: AbortSignal.timeout(60_000) });
+      fetched = await deps.fetchAttachment(attachment.link);
     } catch (error) {
       throw new AttachmentUnavailable(`could not fetch the attachment ${attachment.name} from Chat2Desk: ${error instanceof Error ? error.message : String(error)}`);
     }
-    if (!response.ok) {
-      await response.body?.cancel();
-      if (response.status === 404 || response.status === 410) {
-        skipped.push(attachment.name);
-        continue;
-      }
-      throw new AttachmentUnavailable(`could not fetch the attachment ${attachment.name} from Chat2Desk: HTTP ${response.status}`);
-    }
-    const declared = Number(response.headers.get('content-length'));
-    if (Number.isFinite(declared) && declared > deps.files.maxBytes) {
-      await response.body?.cancel();
+    // Gone, too large, or at an address we do not fetch (src/outside-fetch.ts): named in the text instead.
+    if (fetched.kind !== 'file' || fetched.bytes.length === 0) {
       skipped.push(attachment.name);
       continue;
     }
-    const bytes = Buffer.from(await response.arrayBuffer());
-    if (bytes.length === 0 || bytes.length > deps.files.maxBytes) {
-      skipped.push(attachment.name);
-      continue;
-    }
+    const { bytes } = fetched;
     const file = await deps.files.host(run.portal.memberId, `ol-in-${jobId}-${index}`, { name: attachment.name, bytes });
     hosted.push({ url: deps.files.link(file), name: file.name });
   }
