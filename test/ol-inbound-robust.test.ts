@@ -149,4 +149,16 @@ describe('Open Channels inbound: outages and hostile input', () => {
       allowed.server.close();
     }
   });
+
+  it('a text over 100,000 characters and a long transport are cut with a note, not refused: the message arrives', async () => {
+    const { message, webhook } = stack.c2d.receiveMessage({ phone: '79161234595', text: 'x' });
+    const long = `${'a'.repeat(99_990)}${'b'.repeat(50_000)}`;
+    await deliver({ ...webhook, text: long, transport: `${'w'.repeat(70)}` });
+    const [text] = await onClock(() => chatTexts(`c${message.client_id}`).length === 1 && chatTexts(`c${message.client_id}`), 'the message in the chat');
+    expect(text!.length).toBeLessThanOrEqual(100_000);
+    expect(text!.startsWith('a'.repeat(99_000))).toBe(true);
+    expect(text).toMatch(/the full text is in Chat2Desk\)$/);
+    const call = stack.b24.calls.find((item) => item.method === 'imconnector.send.messages' && JSON.stringify(item.params).includes('www'))!;
+    expect(JSON.stringify(call.params)).toContain(`(${'w'.repeat(49)}…)`);
+  });
 });
