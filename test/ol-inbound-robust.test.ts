@@ -161,4 +161,31 @@ describe('Open Channels inbound: outages and hostile input', () => {
     const call = stack.b24.calls.find((item) => item.method === 'imconnector.send.messages' && JSON.stringify(item.params).includes('www'))!;
     expect(JSON.stringify(call.params)).toContain(`(${'w'.repeat(49)}…)`);
   });
+
+  it('an echo of an Open Channel message is known by its Chat2Desk message id, also when it arrives before the send was recorded', async () => {
+    // A chat per request: the outbound job (ordered by r<request>) and the echo's inbound job (c<client>) run side by side.
+    await new OpenLineStore(stack.server.database.db, systemClock).save(stack.b24.memberId, 1, { ...DEFAULT_LINE_OPTIONS, chatPer: 'request' });
+    await stack.server.rest.call(stack.b24.memberId, 'event.bind', { event: 'OnImConnectorMessageAdd', handler: `${stack.server.url}/bitrix24/events` });
+    const seeded = stack.c2d.seedClient({ phone: '79161234596', transport: 'whatsapp', channelId: stack.c2d.account().channels[0]!.id as number, withDialog: 'open' });
+    const first = stack.c2d.receiveMessage({ clientId: seeded.client.id as number, text: 'Hello' });
+    await deliver(first.webhook);
+    const chatId = `r${first.message.request_id}`;
+    await onClock(() => chatTexts(chatId).length === 1, 'the client message in the chat');
+
+    const hold = stack.c2d.holdNext({ method: 'POST', path: '/messages' });
+    const written = await stack.b24.operatorWrites({ line: 1, externalChatId: chatId, text: 'from the Open Channel' });
+    expect(written.replies.map((reply) => reply.status)).toEqual([200]);
+    await hold.arrived;
+    // Chat2Desk took the message and posts its outbox webhook before its answer reaches us (no external_id in outbox).
+    const echo = stack.c2d.account().messages.find((item) => String(item.text).endsWith('from the Open Channel'))!;
+    const body = stack.c2d.messageWebhookBody(echo.id as number);
+    expect(JSON.stringify(body)).not.toContain('b24ol:');
+    await deliver(body);
+    await eventually(() => inboundJobs().some((job) => /may be its echo/.test(String(job.last_error))), 15_000, 'the echo waiting for the send');
+    hold.release();
+    await onClock(() => inboundJobs().length === 2 && inboundJobs().every((job) => job.state === 'done'), 'the echo settled');
+    expect(inboundJobs().map(sentStatus)).toEqual(['sent', 'skipped']);
+    const sends = stack.b24.calls.filter((item) => item.method === 'imconnector.send.messages' && JSON.stringify(item.params).includes('from the Open Channel'));
+    expect(sends).toEqual([]);
+  });
 });

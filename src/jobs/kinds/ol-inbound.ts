@@ -3,6 +3,7 @@ import type { DialogFiles } from '../../dialogs/files.js';
 import { type OlInboundInput, OL_INBOUND_KIND, inboundDedupKey, olInboundInput } from '../../open-channels/inbound.js';
 import { literalInBbcode } from '../../open-channels/bbcode.js';
 import { CONNECTOR_ID } from '../../open-channels/connector.js';
+import { openChannelEcho } from '../../open-channels/echoes.js';
 import { clientChatId, clientUserId, requestChatId } from '../../open-channels/identity.js';
 import type { OpenLines } from '../../open-channels/lines.js';
 import { cleanClientName } from '../../open-channels/names.js';
@@ -112,6 +113,10 @@ async function deliver(
   const earlier = await run.ledger.peek<Delivered>(key);
   if (earlier?.state === 'done') return sentOutcome(input, earlier.value);
   const memberId = run.portal.memberId;
+  const echo = await openChannelEcho(deps.effects, memberId, input, deps.clock.now());
+  if (echo === 'echo')
+    return { returnValues: { status: 'skipped', reason: 'an Open Channel message sent to Chat2Desk' }, logMessage: 'not sent back: written in the Open Channel' };
+  if (echo === 'wait') throw new InboundHeld('Held: an Open Channel message to this client is being sent to Chat2Desk; this one may be its echo');
   const route = await routeConversation(await deps.lines.lines(memberId), {
     channelId: input.channelId,
     clientTagIds: async () => (await run.directory.client(input.clientId)).tags.map((tag) => tag.id),
