@@ -74,6 +74,12 @@ const EnvSchema = v.object({
   OPEN_CHANNELS_HOLD_RECHECK_SECONDS: positiveInteger('30'),
   /** Open Channels: inbound messages sent at once per portal (one per conversation at most); they share send.messages calls (src/open-channels/inbound-sends.ts). */
   OPEN_CHANNELS_INBOUND_CONCURRENCY: positiveInteger('100'),
+  /**
+   * Host names (comma-separated, as written in links) whose links are fetched over http and on
+   * private addresses (src/outside-fetch.ts): a local Chat2Desk stand-in or the tests' fakes. Unset in
+   * production: attachment links are then fetched only over https from public addresses.
+   */
+  OUTSIDE_FETCH_ALLOW_HOSTS: v.optional(v.string(), ''),
   /** CSP frame-ancestors of the app page; default: the portal's own host (docs/protocols.md B13). */
   FRAME_ANCESTORS: v.optional(v.pipe(v.string(), v.regex(/^[^;,\r\n]+$/, 'must be CSP sources separated by spaces, such as https://*.bitrix24.com'))),
 });
@@ -109,6 +115,8 @@ export interface Config {
   live: { streamsPerPortal: number; streamsPerUser: number };
   files: { linkHours: number; uploadMaxBytes: number };
   openChannels: { holdRecheckSeconds: number; inboundConcurrency: number };
+  /** Host names fetched over http and on private addresses (src/outside-fetch.ts); empty in production. */
+  outsideFetchAllowHosts: string[];
 }
 
 /** The learned Chat2Desk rate grows no further unless CHAT2DESK_MAX_REQUESTS_PER_MINUTE says so. */
@@ -173,6 +181,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     live: { streamsPerPortal: e.LIVE_STREAMS_PER_PORTAL, streamsPerUser: e.LIVE_STREAMS_PER_USER },
     files: { linkHours: e.FILE_LINK_HOURS, uploadMaxBytes: e.UPLOAD_MAX_BYTES },
     openChannels: { holdRecheckSeconds: e.OPEN_CHANNELS_HOLD_RECHECK_SECONDS, inboundConcurrency: e.OPEN_CHANNELS_INBOUND_CONCURRENCY },
+    outsideFetchAllowHosts: e.OUTSIDE_FETCH_ALLOW_HOSTS.split(',')
+      .map((host) => host.trim())
+      .filter(Boolean),
   };
 }
 

@@ -75,3 +75,33 @@ export const httpRequest: HttpRequest = async (url, init) => {
     throw error;
   }
 };
+
+/** System and undici error codes that only arise while connecting: no byte of the request was sent. */
+const CONNECT_PHASE = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'UND_ERR_CONNECT_TIMEOUT',
+  // TLS handshake refused (certificate, protocol): the request is only written once the session is up.
+  'EPROTO',
+  'CERT_HAS_EXPIRED',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+]);
+
+/**
+ * Whether a failed exchange never sent its request: the connection, the address lookup or the TLS
+ * handshake failed. fetch wraps the cause in a TypeError ('fetch failed'), so the causes are walked.
+ * A timeout, a reset or a closed socket after connecting is not this: the request may have arrived.
+ */
+export function failedBeforeSending(error: unknown): boolean {
+  for (let cause = error, depth = 0; cause && typeof cause === 'object' && depth < 5; cause = (cause as { cause?: unknown }).cause, depth++) {
+    const code = (cause as { code?: unknown }).code;
+    if (typeof code === 'string' && (CONNECT_PHASE.has(code) || code.startsWith('ERR_TLS_') || code.startsWith('ERR_SSL_'))) return true;
+  }
+  return false;
+}

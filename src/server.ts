@@ -48,6 +48,7 @@ import { robotKind } from './jobs/kinds/robot.js';
 import { Pipeline } from './jobs/pipeline.js';
 import { RobotCalls } from './jobs/robot-calls.js';
 import type { Worker } from './jobs/worker.js';
+import { outsideFetcher } from './outside-fetch.js';
 import { viaFetch } from './http-request.js';
 import type { Logger } from './log.js';
 import { AppPageService } from './pages/app-page.js';
@@ -212,8 +213,9 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     olInboundKind({
       ...{ jobs, portals, rest, users, effects, clock, chat2desk, languages, files },
       lines: new OpenLines({ store: new OpenLineStore(database.db, clock) }),
-      // Attachment links are Chat2Desk's (or a messenger's): fetched like any outside URL.
-      fetch: fetchImpl ?? fetch,
+      // Attachment links come from outside (Chat2Desk, a messenger, or whoever called the webhook's API):
+      // never into our own network, at most UPLOAD_MAX_BYTES.
+      fetchAttachment: outsideFetcher({ maxBytes: config.files.uploadMaxBytes, allowHosts: config.outsideFetchAllowHosts }),
       holdRecheckMs: config.openChannels.holdRecheckSeconds * 1000,
       sends: new InboundSends(rest),
       concurrency: config.openChannels.inboundConcurrency,

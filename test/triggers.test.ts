@@ -198,6 +198,27 @@ describe('triggers', () => {
     expect(stack.b24.triggerExecutions).toHaveLength(1);
   });
 
+  it('a trigger call that never reached the portal (connection refused) is not in doubt: it fires once when the portal answers again', async () => {
+    let refusals = 2;
+    // What fetch throws when nothing listens at the portal's address (the cause carries the system error code).
+    const refusingFetch: typeof fetch = (input, init) => {
+      // Sent alone or inside a batch: either way the method is named in the URL or the body.
+      const call = `${input instanceof Request ? input.url : String(input)} ${typeof init?.body === 'string' ? init.body : ''}`;
+      if (call.includes('crm.automation.trigger.execute') && refusals-- > 0) {
+        return Promise.reject(new TypeError('fetch failed', { cause: Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:9'), { code: 'ECONNREFUSED' }) }));
+      }
+      return fetch(input, init);
+    };
+    await setUp({}, { fetch: refusingFetch });
+    const { clientId } = clientWithDeal();
+    const message = stack.c2d.receiveMessage({ clientId });
+    expect(await stack.c2d.deliverWebhook(message.webhook)).toEqual([200]);
+    const [job] = await finished(FIRE_TRIGGER_KIND, 1);
+    expect(job!.returnValues).toMatchObject({ status: 'done' });
+    expect(refusals).toBeLessThan(0);
+    expect(stack.b24.triggerExecutions).toHaveLength(1);
+  });
+
   it('a trigger the portal does not know fails at once, saying how to register it again', async () => {
     await setUp();
     const { clientId } = clientWithDeal();

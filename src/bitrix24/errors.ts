@@ -55,13 +55,31 @@ export class OAuthError extends Error {
   }
 }
 
-/** The network failed or the answer was not JSON: the call may or may not have run. */
+/**
+ * The network failed or the answer was not JSON. `notSent`: the failure came before the request
+ * could reach Bitrix24 (no connection, no address, no TLS session: src/http-request.ts
+ * `failedBeforeSending`), so the call surely did not run; otherwise it may or may not have run.
+ */
 export class Bitrix24TransportError extends Error {
   override name = 'Bitrix24TransportError';
   constructor(
     readonly method: string,
     cause: unknown,
+    readonly notSent = false,
   ) {
-    super(`Bitrix24 ${method}: no usable answer (${cause instanceof Error ? cause.message : String(cause)})`, { cause });
+    super(`Bitrix24 ${method}: ${notSent ? 'not reached' : 'no usable answer'} (${cause instanceof Error ? cause.message : String(cause)})`, { cause });
   }
+}
+
+/**
+ * Whether an error of a Bitrix24 REST call proves the method did not run, so repeating it later
+ * cannot make its effect twice (docs/protocols.md B24): the portal was never reached, the token
+ * could not be refreshed (the call is only sent after), Bitrix24 refused it for load or an expired
+ * token, or answered a 4xx with its JSON error (a refusal). A 5xx, a timeout waiting for the answer,
+ * a connection cut after the request went out, or a page that is not Bitrix24's JSON prove nothing.
+ */
+export function certainlyNotRun(error: unknown): boolean {
+  if (error instanceof Bitrix24TransportError) return error.notSent;
+  if (error instanceof Bitrix24Error) return error.refusedForLoad || error.expiredToken || (error.httpStatus >= 400 && error.httpStatus < 500);
+  return error instanceof OAuthError || error instanceof PortalUnavailableError;
 }

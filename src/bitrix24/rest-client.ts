@@ -3,7 +3,7 @@ import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
 import type { Clock } from '../clock.js';
 import type { Logger } from '../log.js';
 import type { PortalStore } from '../db/portals.js';
-import { type HttpAnswer, type HttpRequest, httpRequest } from '../http-request.js';
+import { type HttpAnswer, type HttpRequest, failedBeforeSending, httpRequest } from '../http-request.js';
 import { type BucketPriority, LeakyBucket, backoffMs, delay } from '../rate-limit.js';
 import type { BatchCommandError } from './batch-errors.js';
 import { Bitrix24Error, Bitrix24TransportError, OAuthError, PortalUnavailableError } from './errors.js';
@@ -306,7 +306,7 @@ export class Bitrix24Rest {
       }
       text = await response.text();
     } catch (error) {
-      throw new Bitrix24TransportError(method, error);
+      throw new Bitrix24TransportError(method, error, failedBeforeSending(error));
     }
     let body: Envelope;
     try {

@@ -1,4 +1,5 @@
 import type { HeldWake, NewJob } from '../db/jobs.js';
+import { InvalidJobInput } from '../jobs/pipeline.js';
 import type { StoredSettings } from '../db/portals.js';
 
 /** Everything about a job but its kind, portal and input (the same as src/jobs/pipeline.ts `JobOptions`). */
@@ -62,13 +63,25 @@ export class DeliveryHandlers {
     for (const handler of handlers) this.#byHookType.set(handler.hookType, [...(this.#byHookType.get(handler.hookType) ?? []), handler]);
   }
 
-  /** The delivery's jobs, validated. Throws `InvalidJobInput` when a handler made input its kind refuses. */
-  jobsFor(delivery: Chat2DeskDelivery): NewJob[] {
+  /**
+   * The delivery's jobs, validated. A job whose input its kind refuses is left out and named in
+   * `refused` (the handlers are pure: a retry of the delivery would be refused the same way), so the
+   * delivery's other jobs are not lost with it.
+   */
+  jobsFor(delivery: Chat2DeskDelivery): { jobs: NewJob[]; refused: string[] } {
     const wanted = (this.#byHookType.get(delivery.hookType) ?? []).flatMap((handler) => handler.jobs(delivery));
+    const jobs: NewJob[] = [];
+    const refused: string[] = [];
     // The position keeps two jobs of one delivery apart; it is stable because handlers are pure.
-    return wanted.map((job, position) =>
-      this.build(job.kind, delivery.memberId, job.input, { ...job.options, dedupKey: job.dedupKey ?? `chat2desk:${delivery.deliveryKey}#${position}` }),
-    );
+    for (const [position, job] of wanted.entries()) {
+      try {
+        jobs.push(this.build(job.kind, delivery.memberId, job.input, { ...job.options, dedupKey: job.dedupKey ?? `chat2desk:${delivery.deliveryKey}#${position}` }));
+      } catch (error) {
+        if (!(error instanceof InvalidJobInput)) throw error;
+        refused.push(error.message);
+      }
+    }
+    return { jobs, refused };
   }
 
   /** The held jobs the delivery may release. */

@@ -120,14 +120,17 @@ export class Chat2DeskWebhooks {
     const hookType = String(event.hook_type);
     const dedupKey = deliveryKey(event);
     const delivery = { memberId: portal.memberId, accountKey: registration.accountKey, hookType, deliveryKey: dedupKey, event, settings: portal.settings };
-    let jobs: NewJob[];
-    try {
-      // Handlers are pure functions of the delivery: input their kind refuses is this delivery's fault.
-      jobs = this.deps.deliveryHandlers.jobsFor(delivery);
-    } catch (error) {
-      const reason = error instanceof Error ? error.message : String(error);
-      this.deps.log.warn({ memberId: portal.memberId, hookType, err: reason }, 'chat2desk webhook delivery refused: its jobs are invalid');
-      return { status: 400, error: `The ${hookType} delivery cannot start its work: ${reason}` };
+    // Handlers are pure functions of the delivery: input their kind refuses is this delivery's fault.
+    const { jobs, refused } = this.deps.deliveryHandlers.jobsFor(delivery);
+    if (refused.length > 0) {
+      const reason = refused.join('; ');
+      // Nothing of it can start: refused, so Chat2Desk's retries show the trouble. Some can: they are
+      // kept (a retry would be refused the same way) and the refused ones are logged.
+      if (jobs.length === 0) {
+        this.deps.log.warn({ memberId: portal.memberId, hookType, err: reason }, 'chat2desk webhook delivery refused: its jobs are invalid');
+        return { status: 400, error: `The ${hookType} delivery cannot start its work: ${reason}` };
+      }
+      this.deps.log.warn({ memberId: portal.memberId, hookType, err: reason }, 'chat2desk webhook delivery: some of its jobs are invalid and were left out');
     }
     const recorded = await this.deps.webhooks.recordDelivery(
       { memberId: portal.memberId, accountKey: registration.accountKey, dedupKey, hookType, body: rawBody },

@@ -1,4 +1,4 @@
-import { and, eq, isNull, like, lte, or, sql } from 'drizzle-orm';
+import { and, eq, gte, isNull, like, lt, lte, or, sql } from 'drizzle-orm';
 import type { Clock } from '../clock.js';
 import type { Db } from './database.js';
 import { effects } from './schema.js';
@@ -151,6 +151,33 @@ export class EffectStore {
       .where(and(eq(effects.memberId, memberId), or(eq(effects.owner, job), like(effects.owner, `${job}#%`)), eq(effects.state, 'claimed')))
       .all();
     return rows.map((row) => row.key);
+  }
+
+  /**
+   * What the effects under `prefix` (one ledger key per Chat2Desk send, result a Chat2Desk message
+   * `{message_id}`, intent `{clientId}`) know of Chat2Desk message `messageId`: `sent` when one
+   * recorded it; else `in_flight` when one to `clientId` is claimed but not recorded (its answer may
+   * not be back yet); else `none`. Only effects touched since `since` are read: an echo comes soon.
+   */
+  async chat2deskSend(memberId: string, prefix: string, messageId: number, clientId: number, since: number): Promise<'sent' | 'in_flight' | 'none'> {
+    const rows = this.db
+      .select({ state: effects.state })
+      .from(effects)
+      .where(
+        and(
+          eq(effects.memberId, memberId),
+          gte(effects.effectKey, prefix),
+          lt(effects.effectKey, `${prefix}\uffff`),
+          gte(effects.updatedAt, since),
+          or(
+            sql`json_extract(${effects.result}, '$.message_id') = ${messageId}`,
+            and(eq(effects.state, 'claimed'), sql`json_extract(${effects.intent}, '$.clientId') = ${clientId}`),
+          ),
+        ),
+      )
+      .all();
+    if (rows.some((row) => row.state === 'done')) return 'sent';
+    return rows.length > 0 ? 'in_flight' : 'none';
   }
 
   /**

@@ -1,7 +1,7 @@
 import type { RobotRun } from '../activities/activity.js';
 import { RobotFailure } from '../run-failure.js';
 import { LIST_PAGE_SIZE } from '../bitrix24/values.js';
-import { Bitrix24Error, PortalUnavailableError } from '../bitrix24/errors.js';
+import { Bitrix24Error, certainlyNotRun } from '../bitrix24/errors.js';
 import type { EffectCheck } from '../jobs/ledger.js';
 import { isCommentOf } from './comment.js';
 
@@ -59,8 +59,7 @@ export async function pinComment(
     intent: { dialogId },
     busy: `another run is writing the timeline comment for Chat2Desk request ${requestId} right now`,
     act: async () => ({ commentId: await addComment(run, record, comment), dialogId }),
-    refused: (error) =>
-      error instanceof RobotFailure || error instanceof PortalUnavailableError || (error instanceof Bitrix24Error && (error.refusedForLoad || error.expiredToken)),
+    refused: (error) => error instanceof RobotFailure || certainlyNotRun(error),
   });
 }
 

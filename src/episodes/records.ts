@@ -1,6 +1,6 @@
 import type { RobotRun } from '../activities/activity.js';
 import { bitrixUserForOperator } from '../activities/operators.js';
-import { Bitrix24Error, PortalUnavailableError } from '../bitrix24/errors.js';
+import { Bitrix24Error, certainlyNotRun } from '../bitrix24/errors.js';
 import { ORIGINATOR_ID, createRecord, describeCreationRefusal, findByOrigin, findCandidates, type ClientRecord, type CrmCandidate, type NewRecord } from '../bitrix24/crm.js';
 import type { EpisodeRecordStore } from '../db/episode-records.js';
 import type { Effect } from '../jobs/ledger.js';
@@ -137,8 +137,7 @@ async function createOnce(run: RobotRun, key: string, record: NewRecord, request
         throw error;
       }
     },
-    refused: (error) =>
-      error instanceof RobotFailure || error instanceof PortalUnavailableError || (error instanceof Bitrix24Error && (error.refusedForLoad || error.expiredToken)),
+    refused: (error) => error instanceof RobotFailure || certainlyNotRun(error),
   };
   return (await run.ledger.once(effect)).value;
 }

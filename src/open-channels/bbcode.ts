@@ -109,3 +109,15 @@ function quote(quoted: string): string {
     .join('\n')
     .concat('\n');
 }
+
+/**
+ * Text we did not write (a client's message, a Chat2Desk operator's name, a file name) as literal
+ * words in a message we send to Bitrix24, which renders BBCode in every message it shows
+ * (docs/protocols.md B22 "Text from outside"): a zero-width space after each `[` keeps
+ * `[b]Chat2Desk operator …:[/b]`, `[USER=1]`, `[URL=…]` or `[br]` from being taken as markup, so a
+ * client cannot imitate our marks, ping employees or hide a link; the reader sees the same characters.
+ * Bitrix24 documents no escape for its BBCode.
+ */
+export function literalInBbcode(text: string): string {
+  return text.replace(/\[/g, '[\u200B');
+}

@@ -12,8 +12,14 @@ export const OL_INBOUND_KIND = 'ol_inbound';
  */
 export const OL_INBOUND_DEADLINE_MS = 30 * 24 * 3600_000;
 
+/** The longest message text a job carries; beyond it the text is cut with CUT_NOTE (MAX_BODY_BYTES bounds the delivery anyway). */
+export const MAX_INBOUND_TEXT = 100_000;
+const CUT_NOTE = '\n… (the message is longer; the full text is in Chat2Desk)';
+const MAX_TRANSPORT = 50;
+const MAX_NAME = 1_000;
+
 const positive = (name: string) => v.pipe(v.number(`${name} must be a number`), v.integer(`${name} must be a whole number`), v.minValue(1, `${name} must be positive`));
-const optionalText = v.nullable(v.pipe(v.string(), v.maxLength(100_000)));
+const optionalText = v.nullable(v.pipe(v.string(), v.maxLength(MAX_INBOUND_TEXT)));
 
 /**
  * Who wrote the message: the client (`inbox`), or the Chat2Desk side (`outbox`): a Chat2Desk
@@ -31,7 +37,7 @@ export const olInboundInput = v.object({
   dialogId: v.nullable(positive('dialogId')),
   channelId: v.nullable(positive('channelId')),
   operatorId: v.nullable(positive('operatorId')),
-  transport: v.nullable(v.pipe(v.string(), v.maxLength(50))),
+  transport: v.nullable(v.pipe(v.string(), v.maxLength(MAX_TRANSPORT))),
   text: optionalText,
   attachments: v.pipe(v.array(v.object({ name: v.pipe(v.string(), v.maxLength(500)), link: v.pipe(v.string(), v.maxLength(4000)) })), v.maxLength(20)),
   client: v.object({ name: optionalText, assignedName: optionalText, phone: v.nullable(v.pipe(v.string(), v.regex(/^\d{5,15}$/))) }),
@@ -128,10 +134,11 @@ export function inboundInput(delivery: Chat2DeskDelivery, clock: Clock): OlInbou
     dialogId: id(event.dialog_id),
     channelId: id(event.channel_id),
     operatorId,
-    transport: textOf(event.transport),
-    text: textOf(event.text),
+    // Cut rather than refused: one field too long must not lose the message (nor its delivery's other jobs).
+    transport: cut(textOf(event.transport), MAX_TRANSPORT, '…'),
+    text: cut(textOf(event.text), MAX_INBOUND_TEXT, CUT_NOTE),
     attachments: attachmentsOf(event),
-    client: { name: textOf(client.name), assignedName: textOf(client.assigned_name), phone: phone ?? null },
+    client: { name: cut(textOf(client.name), MAX_NAME, ''), assignedName: cut(textOf(client.assigned_name), MAX_NAME, ''), phone: phone ?? null },
     sentAt: new Date(Number.isFinite(eventTime) ? eventTime : clock.now()).toISOString(),
   };
 }
@@ -148,6 +155,14 @@ function attachmentsOf(event: Record<string, unknown>): OlInboundInput['attachme
   for (const item of listed) add(item.link, item.name);
   for (const field of ['photo', 'video', 'audio', 'pdf']) add(event[field], undefined);
   return found.slice(0, 20);
+}
+
+/** `text` at most `max` characters, `note` ending a cut one; a surrogate pair is never split. */
+function cut(text: string | null, max: number, note: string): string | null {
+  if (text === null || text.length <= max) return text;
+  let kept = text.slice(0, max - note.length);
+  if (/[\uD800-\uDBFF]$/.test(kept)) kept = kept.slice(0, -1);
+  return kept + note;
 }
 
 function lastSegment(path: string): string {

@@ -10,7 +10,7 @@
  */
 import { randomBytes, randomInt } from 'node:crypto';
 import type { Server } from 'node:http';
-import { serve } from '@hono/node-server';
+import { type HttpBindings, serve } from '@hono/node-server';
 import { Hono, type Context } from 'hono';
 import { cors } from 'hono/cors';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
@@ -358,6 +358,11 @@ export interface FakeBitrix24 {
   failNextOAuth(endpoint: 'oauth.token' | 'app.info', reply: ErrorReply, times?: number): void;
   /** imconnector.send.messages refuses the message of this external id in its own entry of the answer (SUCCESS false, ERRORS); the call's other messages go. */
   refuseClientMessage(messageId: string, error: { code: string; message: string }): void;
+  /**
+   * The next `times` requests of a top-level method lose their connection: the socket is destroyed
+   * before the method runs, or once it ran (`afterRunning`: the change is made, no answer comes).
+   */
+  dropNext(method: string, options?: { afterRunning?: boolean }, times?: number): void;
   setOperatingLimit(method: string, blockedUntilUnixSeconds: number): void;
   /** Holds the next `count` matching requests before they run (auth is checked on release), or their answers after (`afterRunning`); one the rate limit refuses is not held. */
   hold(target: HoldTarget, count?: number): Hold;
@@ -812,6 +817,7 @@ class FakePortal implements FakeBitrix24 {
   private readonly eventTokens = new Map<string, EventTokenRecord>();
   private readonly injectedFailures = new Map<string, ErrorReply[]>();
   private readonly refusedClientMessages = new Map<string, { code: string; message: string }>();
+  private readonly injectedDrops = new Map<string, Array<{ afterRunning: boolean }>>();
   private readonly injectedOAuthFailures = new Map<string, ErrorReply[]>();
   private readonly operatingBlockedUntil = new Map<string, number>();
   private readonly requiredCrmFields = new Map<CrmEntity, string[]>();
@@ -1202,6 +1208,12 @@ class FakePortal implements FakeBitrix24 {
     this.refusedClientMessages.set(messageId, error);
   }
 
+  dropNext(method: string, options: { afterRunning?: boolean } = {}, times = 1): void {
+    const queue = this.injectedDrops.get(method.toLowerCase()) ?? [];
+    for (let i = 0; i < times; i++) queue.push({ afterRunning: options.afterRunning ?? false });
+    this.injectedDrops.set(method.toLowerCase(), queue);
+  }
+
   failNextOAuth(endpoint: 'oauth.token' | 'app.info', reply: ErrorReply, times = 1): void {
     const queue = this.injectedOAuthFailures.get(endpoint) ?? [];
     for (let i = 0; i < times; i++) queue.push(reply);
@@ -1401,6 +1413,12 @@ class FakePortal implements FakeBitrix24 {
         return jsonResponse(c, error.body(), error.status);
       }
 
+      const drop = this.injectedDrops.get(method)?.shift();
+      if (drop !== undefined) {
+        if (drop.afterRunning) await this.execute(method, rest, token, startedAt);
+        (c.env as HttpBindings).incoming.socket.destroy();
+        return c.body(null, 500); // never written: the socket is gone
+      }
       const batchCommands = method === 'batch' ? Object.values(isRecord(rest.cmd) ? rest.cmd : {}).map((command) => String(command).split('?')[0]!.toLowerCase()) : [];
       await this.waitAtHold(`rest ${method}`, batchCommands);
       const outcome = await this.execute(method, rest, token, startedAt);

@@ -918,8 +918,9 @@ function messageWebhook(acc: AccountState, m: MessageRecord, extra: { isNewReque
     is_new_request: extra.isNewRequest,
     is_new_client: extra.isNewClient,
     insta_comment: false,
-    // §2 inbox: external_id is echoed back; it travels in extra_data on the inbox side.
-    extra_data: m.external_id === null ? {} : { external_id: m.external_id },
+    // §2: external_id is echoed back in the inbox webhook (in extra_data); the outbox webhook is not
+    // documented to carry it, so it does not here.
+    extra_data: m.external_id === null || m.type !== 'from_client' ? {} : { external_id: m.external_id },
     is_new: m.is_new,
     event_time: new Date(parseC2DTime(m.created)).toISOString(),
   };

@@ -72,6 +72,9 @@ export function stackEnv(b24: FakeBitrix24, c2d: FakeChat2Desk, port: number, di
     LOG_LEVEL: 'debug',
     // The production default (300/min) would make every test wait on the client-side bucket.
     CHAT2DESK_REQUESTS_PER_MINUTE: '60000',
+    // The fakes and the tests' file servers listen on 127.0.0.1 over http; any other loopback name
+    // (localhost) is still refused as production would (src/outside-fetch.ts).
+    OUTSIDE_FETCH_ALLOW_HOSTS: '127.0.0.1',
     ...extra,
   };
 }

@@ -1,6 +1,6 @@
 import * as v from 'valibot';
 import type { SharedBatches } from '../../episodes/shared-batches.js';
-import { Bitrix24Error, PortalUnavailableError } from '../../bitrix24/errors.js';
+import { Bitrix24Error, certainlyNotRun } from '../../bitrix24/errors.js';
 import type { EpisodeRecordStore } from '../../db/episode-records.js';
 import type { NewJob } from '../../db/jobs.js';
 import { episodeRunFor } from '../../episodes/run.js';
@@ -88,8 +88,7 @@ export function fireTriggerKind(deps: RunContextDeps & { episodeRecords: Episode
               }
               return { fired: true };
             },
-            refused: (error) =>
-              error instanceof RobotFailure || error instanceof PortalUnavailableError || (error instanceof Bitrix24Error && (error.refusedForLoad || error.expiredToken)),
+            refused: (error) => error instanceof RobotFailure || certainlyNotRun(error),
           });
           const summary = `trigger ${input.code} ${fired.earlier ? 'had already fired' : 'fired'} on ${record.entityType} ${record.entityId}`;
           return {

@@ -1,11 +1,14 @@
-import { Bitrix24Error } from '../../bitrix24/errors.js';
+import { Bitrix24Error, certainlyNotRun } from '../../bitrix24/errors.js';
 import type { DialogFiles } from '../../dialogs/files.js';
 import { type OlInboundInput, OL_INBOUND_DEADLINE_MS, OL_INBOUND_KIND, inboundDedupKey, olInboundInput } from '../../open-channels/inbound.js';
 import type { InboundSends } from '../../open-channels/inbound-sends.js';
+import { literalInBbcode } from '../../open-channels/bbcode.js';
+import { openChannelEcho } from '../../open-channels/echoes.js';
 import { clientChatId, clientUserId, requestChatId } from '../../open-channels/identity.js';
 import type { OpenLines } from '../../open-channels/lines.js';
 import { cleanClientName } from '../../open-channels/names.js';
 import { routeConversation } from '../../open-channels/routing.js';
+import type { OutsideFile } from '../../outside-fetch.js';
 import type { PortalLanguage } from '../../triggers/triggers.js';
 import type { RobotRun } from '../../activities/activity.js';
 import { JobFailure, retryWithBackoff } from '../failures.js';
@@ -36,8 +39,8 @@ class AttachmentUnavailable extends Error {
 export interface OlInboundDeps extends RunContextDeps {
   lines: OpenLines;
   files: DialogFiles;
-  /** How Chat2Desk attachments are fetched (the server's fetch). */
-  fetch: typeof fetch;
+  /** How Chat2Desk attachment links are fetched: guarded against our own network, capped at UPLOAD_MAX_BYTES (src/outside-fetch.ts). */
+  fetchAttachment: (link: string) => Promise<OutsideFile>;
   holdRecheckMs: number;
   /** The shared `imconnector.send.messages` calls of each portal and line. */
   sends: InboundSends;
@@ -128,6 +131,10 @@ async function deliver(
   const earlier = await run.ledger.peek<Delivered>(key);
   if (earlier?.state === 'done') return sentOutcome(input, earlier.value);
   const memberId = run.portal.memberId;
+  const echo = await openChannelEcho(deps.effects, memberId, input, deps.clock.now());
+  if (echo === 'echo')
+    return { returnValues: { status: 'skipped', reason: 'an Open Channel message sent to Chat2Desk' }, logMessage: 'not sent back: written in the Open Channel' };
+  if (echo === 'wait') throw new InboundHeld('Held: an Open Channel message to this client is being sent to Chat2Desk; this one may be its echo');
   const route = await routeConversation(await deps.lines.lines(memberId), {
     channelId: input.channelId,
     clientTagIds: async () => (await run.directory.client(input.clientId)).tags.map((tag) => tag.id),
@@ -175,10 +182,8 @@ async function deliver(
     ...check,
     intent: { line: lineId, chatId },
     busy: 'another attempt is sending this message to the Open Channel',
-    refused: (error) =>
-      error instanceof MessageRefused ||
-      error instanceof InboundHeld ||
-      (error instanceof Bitrix24Error && (error.refusedForLoad || error.expiredToken || (error.httpStatus >= 400 && error.httpStatus < 500))),
+    // Nothing reached the portal (an outage, a refused refresh) or Bitrix24 refused: the claim is given back and retried.
+    refused: (error) => error instanceof MessageRefused || error instanceof InboundHeld || certainlyNotRun(error),
     // The message may wait for a call it shares with others: until that call goes, a crash leaves a claim known unsent.
     deferred: true,
     act: async (claim) => {
@@ -244,31 +249,18 @@ async function rehost(deps: OlInboundDeps, run: RobotRun, jobId: string, input: 
   const hosted: Array<{ url: string; name: string }> = [];
   const skipped: string[] = [];
   for (const [index, attachment] of input.attachments.entries()) {
-    let response: Response;
+    let fetched: OutsideFile;
     try {
-      response = await deps.fetch(attachment.link, { signal: AbortSignal.timeout(60_000) });
+      fetched = await deps.fetchAttachment(attachment.link);
     } catch (error) {
       throw new AttachmentUnavailable(`could not fetch the attachment ${attachment.name} from Chat2Desk: ${error instanceof Error ? error.message : String(error)}`);
     }
-    if (!response.ok) {
-      await response.body?.cancel();
-      if (response.status === 404 || response.status === 410) {
-        skipped.push(attachment.name);
-        continue;
-      }
-      throw new AttachmentUnavailable(`could not fetch the attachment ${attachment.name} from Chat2Desk: HTTP ${response.status}`);
-    }
-    const declared = Number(response.headers.get('content-length'));
-    if (Number.isFinite(declared) && declared > deps.files.maxBytes) {
-      await response.body?.cancel();
+    // Gone, too large, or at an address we do not fetch (src/outside-fetch.ts): named in the text instead.
+    if (fetched.kind !== 'file' || fetched.bytes.length === 0) {
       skipped.push(attachment.name);
       continue;
     }
-    const bytes = Buffer.from(await response.arrayBuffer());
-    if (bytes.length === 0 || bytes.length > deps.files.maxBytes) {
-      skipped.push(attachment.name);
-      continue;
-    }
+    const { bytes } = fetched;
     const file = await deps.files.host(run.portal.memberId, `ol-in-${jobId}-${index}`, { name: attachment.name, bytes });
     hosted.push({ url: deps.files.link(file), name: file.name });
   }
@@ -286,10 +278,10 @@ async function markedText(run: RobotRun, input: OlInboundInput, skipped: string[
       const name = [operator?.first_name, operator?.last_name].filter(Boolean).join(' ').trim() || operator?.email || `#${input.operatorId}`;
       label = marks.operator(name);
     }
-    parts.push(`[b]${label}[/b]`);
+    parts.push(`[b]${literalInBbcode(label)}[/b]`);
   }
-  if (input.text) parts.push(input.text);
-  for (const name of skipped) parts.push(`(${name}: the file could not be forwarded; it is in Chat2Desk)`);
+  if (input.text) parts.push(literalInBbcode(input.text));
+  for (const name of skipped) parts.push(literalInBbcode(`(${name}: the file could not be forwarded; it is in Chat2Desk)`));
   return parts.join('[br]');
 }
 
