@@ -49,6 +49,10 @@ for (const [network, prefix] of [
 for (const [network, prefix] of [
   ['::', 128],
   ['::1', 128],
+  // IPv4-compatible (::a.b.c.d, deprecated) and IPv4-translated (::ffff:0:a.b.c.d) forms: whatever
+  // a stack makes of them, they name no public IPv6 host.
+  ['::', 96],
+  ['::ffff:0:0:0', 96],
   // IPv4-mapped forms (::ffff:a.b.c.d) are checked against the IPv4 rules by BlockList itself; the
   // NAT64 prefixes could carry any IPv4 address.
   ['64:ff9b::', 96],

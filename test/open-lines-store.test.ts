@@ -117,7 +117,9 @@ describe('the Open Channel lines store', () => {
     sql.prepare("update jobs set state = 'running' where dedup_key = 'running'").run();
     // The in-doubt one's send is claimed in the ledger: it may have reached Bitrix24.
     const publicId = (sql.prepare("select public_id as id from jobs where dedup_key = 'in-doubt'").get() as { id: string }).id;
-    sql.prepare("insert into effects (member_id, effect_key, state, owner, attempt_at, created_at, updated_at) values ('portal-a', 'send', 'claimed', ?, 0, 0, 0)").run(publicId);
+    sql
+      .prepare("insert into effects (member_id, effect_key, state, owner, attempt_at, created_at, updated_at) values ('portal-a', 'send', 'claimed', ?, 0, 0, 0)")
+      .run(`${publicId}#1`);
     const saved = await portals.saveSettings('portal-a', { integrationType: 'chat2desk' }, undefined, {
       integrationType: 'open_channels',
       leaveOpenChannels: { kind: 'ol_inbound', reason: 'left the mode' },

@@ -20,6 +20,8 @@ describe('outside fetch: which addresses are on the public internet', () => {
       'ff02::1',
       '::ffff:127.0.0.1',
       '::ffff:169.254.169.254',
+      '::127.0.0.1',
+      '::ffff:0:127.0.0.1',
     ])
       expect(isPublicAddress(address), address).toBe(false);
     for (const address of ['93.184.216.34', '8.8.8.8', '2606:4700:4700::1111']) expect(isPublicAddress(address), address).toBe(true);

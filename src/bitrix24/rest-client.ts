@@ -16,6 +16,13 @@ export interface CallOptions {
   idempotent?: boolean;
   /** `check` waits behind robot work for the portal's bucket (src/rate-limit.ts); `work` by default. */
   priority?: BucketPriority;
+  /**
+   * Runs once, after the portal's bucket let the call through and right before its first request is
+   * written (src/open-channels/inbound-sends.ts marks its messages dispatched here, so a call still
+   * waiting for the bucket when the process dies counts as never sent). May change `params`; an
+   * error from it is the call's, and nothing is sent.
+   */
+  beforeSend?: () => Promise<void>;
 }
 
 export interface BatchCommand {
@@ -104,10 +111,16 @@ export class Bitrix24Rest {
     let loadRetries = 0;
     let transportRetries = 0;
     let refreshed = false;
+    let { beforeSend } = options;
     for (;;) {
       const tokens = await this.options.portals.tokens(memberId);
       if (!tokens) throw new PortalUnavailableError(memberId, (await this.options.portals.get(memberId))?.status === 'reauth_required' ? 'reauth_required' : 'not_installed');
       await this.#bucket(memberId).acquire(options.priority);
+      if (beforeSend) {
+        const ready = beforeSend;
+        beforeSend = undefined;
+        await ready();
+      }
       try {
         return (await this.#send(memberId, tokens.clientEndpoint, tokens.accessToken, method, params)) as T;
       } catch (error) {

@@ -128,9 +128,13 @@ export class EffectStore {
     return this.#q.record.run({ memberId, key, owner, result, now: this.clock.now() }).changes === 1;
   }
 
-  /** A deferred act is about to reach the outside world: its intent is stored without the undispatched mark (src/jobs/ledger.ts). */
-  async dispatched(memberId: string, key: string, owner: string, intent: string): Promise<void> {
-    this.#q.dispatched.run({ memberId, key, owner, intent, now: this.clock.now() });
+  /**
+   * A deferred act is about to reach the outside world: its intent is stored without the undispatched
+   * mark (src/jobs/ledger.ts). False when the claim is no longer the owner's (another attempt took it
+   * over, seeing it undispatched, and acts itself): this act must not go.
+   */
+  async dispatched(memberId: string, key: string, owner: string, intent: string): Promise<boolean> {
+    return this.#q.dispatched.run({ memberId, key, owner, intent, now: this.clock.now() }).changes === 1;
   }
 
   /** The act surely did not happen (refused before acting): the claim is given back. */

@@ -198,7 +198,8 @@ export function finishWaitingJobs(tx: JobWriter, which: { memberId: string; kind
   const inDoubt = tx
     .select({ owner: effects.owner })
     .from(effects)
-    .where(and(eq(effects.memberId, which.memberId), eq(effects.state, 'claimed'), eq(effects.owner, jobs.publicId)));
+    // A claim's owner is the job's public id, or `<public id>#<attempt>` (src/db/effects.ts attemptOwner).
+    .where(and(eq(effects.memberId, which.memberId), eq(effects.state, 'claimed'), or(eq(effects.owner, jobs.publicId), like(effects.owner, sql`${jobs.publicId} || '#%'`))));
   return tx
     .update(jobs)
     .set({

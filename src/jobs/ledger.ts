@@ -125,7 +125,10 @@ export function bindLedger(store: EffectStore, binding: LedgerBinding): Ledger {
   async function act<T>(effect: Effect<T>, claim: Claim): Promise<T> {
     let value: T;
     const dispatching = async () => {
-      if (effect.deferred) await store.dispatched(memberId, effect.key, owner, JSON.stringify(effect.intent));
+      if (effect.deferred && !(await store.dispatched(memberId, effect.key, owner, JSON.stringify(effect.intent)))) {
+        // Another attempt took the claim over while this act waited, saw it undispatched and acts itself.
+        throw new EffectBusyError(effect.busy);
+      }
     };
     try {
       value = await effect.act({ ...claim, dispatching });

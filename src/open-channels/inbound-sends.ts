@@ -91,21 +91,30 @@ export class InboundSends {
 
   async #call(queue: LineQueue, items: Pending[], partial: boolean): Promise<void> {
     if (partial) queue.inFlight = true;
-    try {
-      await Promise.all(items.map((item) => item.dispatching?.()));
-      const answer = await this.rest.call(queue.memberId, 'imconnector.send.messages', {
-        CONNECTOR: CONNECTOR_ID,
-        LINE: queue.line,
-        MESSAGES: items.map((item) => item.message),
+    const MESSAGES = items.map((item) => item.message);
+    // What the call carries once every message was marked dispatched (a message whose mark failed, or
+    // whose claim another attempt took meanwhile, is left out and fails alone: it was not sent).
+    let carried = items;
+    const beforeSend = async () => {
+      const marks = await Promise.allSettled(items.map((item) => item.dispatching?.()));
+      carried = items.filter((item, index) => {
+        const mark = marks[index]!;
+        if (mark.status === 'rejected') item.reject(mark.reason);
+        return mark.status === 'fulfilled';
       });
+      MESSAGES.splice(0, MESSAGES.length, ...carried.map((item) => item.message));
+      if (carried.length === 0) throw new NothingDispatched();
+    };
+    try {
+      const answer = await this.rest.call(queue.memberId, 'imconnector.send.messages', { CONNECTOR: CONNECTOR_ID, LINE: queue.line, MESSAGES }, { beforeSend });
       const entries = Object.values(record(record(record(answer).DATA).RESULT));
-      items.forEach((item, index) => {
+      carried.forEach((item, index) => {
         const entry = entries[index];
         if (entry && typeof entry === 'object') item.resolve(record(entry));
-        else item.reject(new MessageEntryMissing(`Bitrix24's answer to imconnector.send.messages had no entry for message ${index + 1} of ${items.length}`));
+        else item.reject(new MessageEntryMissing(`Bitrix24's answer to imconnector.send.messages had no entry for message ${index + 1} of ${carried.length}`));
       });
     } catch (error) {
-      for (const item of items) item.reject(error);
+      for (const item of carried) item.reject(error);
     } finally {
       if (partial) {
         queue.inFlight = false;
@@ -113,6 +122,11 @@ export class InboundSends {
       }
     }
   }
+}
+
+/** Every message of a call failed its dispatch mark: the call is not made (each message already failed with its own reason). */
+class NothingDispatched extends Error {
+  override name = 'NothingDispatched';
 }
 
 const record = (value: unknown): Record<string | number, unknown> => (value && typeof value === 'object' ? (value as Record<string, unknown>) : {});
