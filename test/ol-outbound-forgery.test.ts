@@ -188,4 +188,52 @@ describe('Open Channels outbound: forged events', () => {
     expect(stack.b24.openLineChats(1)).toHaveLength(chatsBefore);
     expect(notes()).toEqual([]);
   });
+
+  it('a forged event naming an already sent message is confirmed afresh: no file of it reaches another client', async () => {
+    const other = stack.c2d.seedClient({ phone: '79160000001', transport: 'whatsapp', channelId: CHANNEL, withDialog: 'open' }).client.id as number;
+    const genuine = await stack.b24.operatorWrites({ line: 1, externalChatId: chatId, text: 'genuine' });
+    await eventually(() => sentTo(clientId).length === 1, 15_000, 'the genuine message sent');
+    // A file of the portal's, as an operator's event links it.
+    const PNG = new Uint8Array([137, 80, 78, 71, 13, 10, 26, 10]);
+    const withFile = await stack.b24.operatorWrites({
+      line: 1,
+      externalChatId: chatId,
+      text: '',
+      files: [{ name: 'secret.png', content: PNG, mime: 'image/png' }],
+      deliver: false,
+    });
+    const file = (withFile.data.MESSAGES as Array<{ message: { files: unknown[] } }>)[0]!.message.files[0];
+    // The sent message's ids, another client's chat, extra files: its first entry is already recorded as sent.
+    const forged = {
+      CONNECTOR: 'chat2desk',
+      LINE: 1,
+      MESSAGES: [{ im: { chat_id: genuine.imChatId, message_id: genuine.imMessageId }, message: { user_id: 1, text: 'x', files: [file, file] }, chat: { id: `c${other}` } }],
+    };
+    expect((await post('ONIMCONNECTORMESSAGEADD', forged, forgerId)).status).toBe(200);
+    const [first, second] = await outcomes();
+    expect(first).toBe('done');
+    expect(second).toContain(`Bitrix24 did not show chat ${genuine.imChatId} to the user whose token the event carries`);
+    expect(sentTo(other)).toEqual([]);
+    expect(sentTo(clientId)).toHaveLength(1);
+  });
+
+  it('a message edited before its job confirmed it is sent as edited, and its edit tells the operator nothing false', async () => {
+    // The edit event comes after the add event (Bitrix24's order); held back here so the add job sees the edited text.
+    await b24('event.unbind', { event: 'OnImConnectorMessageUpdate', handler: `${stack.server.url}/bitrix24/events` });
+    const written = await stack.b24.operatorWrites({ line: 1, externalChatId: chatId, text: 'helo', deliver: false });
+    await stack.b24.operatorEdits({ line: 1, externalChatId: chatId, imMessageId: written.imMessageId, text: 'hello' });
+    expect((await post('ONIMCONNECTORMESSAGEADD', written.data, 1)).status).toBe(200);
+    expect(await outcomes()).toEqual(['done']);
+    expect(sentTo(clientId).map((call) => (call.body as { text: string }).text)).toEqual(['Anna Admin: hello']);
+    const edited = chat().find((m) => m.imMessageId === written.imMessageId)!;
+    const update = {
+      CONNECTOR: 'chat2desk',
+      LINE: 1,
+      MESSAGES: [{ im: { chat_id: written.imChatId, message_id: written.imMessageId }, message: { id: [], text: edited.text }, chat: { id: chatId } }],
+    };
+    expect((await post('ONIMCONNECTORMESSAGEUPDATE', update, 1)).status).toBe(200);
+    expect(await outcomes()).toEqual(['done', 'done']);
+    expect(notes()).toEqual([]);
+    expect(sentTo(clientId)).toHaveLength(1);
+  });
 });

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { Bitrix24Error } from '../bitrix24/errors.js';
 import type { Bitrix24Rest } from '../bitrix24/rest-client.js';
@@ -18,9 +19,16 @@ import type { OlOutboundInput } from './outbound.js';
  * and external chat (its `entityId`), message N is in it, written by the token's user (the one the
  * event names), with the event's text. A forger's own token reads only chats they are in, where a
  * message of theirs is one they really wrote, in a conversation of ours.
+ *
+ * A message the operator edited before its add job confirmed it (it waited behind earlier messages,
+ * or for the budget) is confirmed with the text Bitrix24 holds now: that is what the client gets.
  */
 
-export type Confirmation = { confirmed: true } | { confirmed: false; reason: string };
+/** `text`: the message's text in Bitrix24 now, what is sent (for an add, it may be a later edit of the event's). */
+export type Confirmation = { confirmed: true; text: string } | { confirmed: false; reason: string };
+
+/** Kept reads are known by a digest of the token: the operator's raw token is never a key lingering in memory. */
+const tokenDigest = (accessToken: string) => createHash('sha256').update(accessToken).digest('base64url');
 
 /** A history read, kept a little so the other messages of one event and chat are checked on the same answer. */
 interface HistoryRead {
@@ -31,14 +39,19 @@ interface HistoryRead {
 
 /** How long one history read answers for the other messages of its chat (the same event's jobs run one after another). */
 const HISTORY_REUSE_MS = 30_000;
+/** Reads of one event's messages are seconds apart; a few hundred chats at once is far beyond one portal's operators. */
 const MAX_KEPT = 200;
 
 export class MessageConfirmations {
-  /** Reads in flight or answered, per portal, chat and token; a thrown read (load, outage) is dropped, to be asked again. */
+  /**
+   * Reads in flight or answered, per portal, chat and token digest; a thrown read (load, outage) is
+   * dropped, to be asked again. Expired reads are purged on their ttl (the chat's messages, and
+   * whose they are, need not stay in memory once they answer nothing).
+   */
   readonly #reads: LRUCache<string, Promise<HistoryRead | Confirmation>>;
 
   constructor(private readonly deps: { rest: Pick<Bitrix24Rest, 'callAs'>; now: () => number }) {
-    this.#reads = new LRUCache({ max: MAX_KEPT, ttl: HISTORY_REUSE_MS, ttlAutopurge: false, perf: { now: deps.now } });
+    this.#reads = new LRUCache({ max: MAX_KEPT, ttl: HISTORY_REUSE_MS, ttlAutopurge: true, perf: { now: deps.now } });
   }
 
   /**
@@ -55,7 +68,7 @@ export class MessageConfirmations {
   }
 
   async #history(portal: Portal, accessToken: string, imChatId: number, fresh: boolean): Promise<HistoryRead | Confirmation> {
-    const key = `${portal.memberId} ${imChatId} ${accessToken}`;
+    const key = `${portal.memberId} ${imChatId} ${tokenDigest(accessToken)}`;
     const kept = fresh ? undefined : this.#reads.get(key);
     if (kept) return kept;
     const reading = this.#ask(portal, accessToken, imChatId);
@@ -111,6 +124,7 @@ function judge(read: HistoryRead, input: OlOutboundInput): Confirmation {
   if (!message) return refuse(`it is not in chat ${input.imChatId}`);
   if (read.userId === undefined || message.senderId !== read.userId) return refuse('it was not written by the user whose token the event carries');
   if (input.userId !== null && input.userId !== read.userId) return refuse(`the event names user ${input.userId}, the token is user ${read.userId}'s`);
-  if (input.action !== 'delete' && message.text !== input.text) return refuse('its text in Bitrix24 is not the text of the event');
-  return { confirmed: true };
+  // An add edited meanwhile sends the edit (its own update job follows); an edit must be the one Bitrix24 holds.
+  if (input.action === 'update' && message.text !== input.text) return refuse('its text in Bitrix24 is not the text of the event');
+  return { confirmed: true, text: input.action === 'delete' ? input.text : message.text };
 }

@@ -39,6 +39,10 @@ export const CANNOT_CHANGE_SENT = 'Chat2Desk cannot change a message already sen
 /** The ledger keys of one Bitrix24 message's effects: portal-wide, like the job's dedup key (B23). */
 const messageKey = (input: OlOutboundInput, n: number) => `ol_out:${input.imMessageId}:${n}`;
 const noticeKey = (input: OlOutboundInput) => `ol_out:${input.imMessageId}:notice:${input.action}`;
+/** The text sent for a Bitrix24 message, fixed by its first confirmed add job (an edit's job compares with it). */
+const sentTextKey = (input: OlOutboundInput) => `ol_out:${input.imMessageId}:text`;
+/** This job's own confirmation: run-scoped, since another job naming the same message must confirm for itself. */
+const confirmedKey = (run: RobotRun) => `run:${run.runId}:confirmed`;
 /**
  * The external_id Chat2Desk keeps on the message: how a lost answer is settled (src/activities/sending.ts),
  * and how inbound knows the outbox echo is ours and does not post it back into the chat (identity.ts).
@@ -65,7 +69,12 @@ export function olOutboundKind(deps: OlOutboundDeps): JobKind<OlOutboundInput> {
       if (input.action !== 'add') {
         return {
           run: async () => {
-            await confirmed(deps, run, input);
+            const text = await confirmed(deps, run, input);
+            const sent = await run.ledger.peek<{ text: string }>(sentTextKey(input));
+            if (input.action === 'update' && sent?.state === 'done' && sent.value.text === text) {
+              const summary = `Open Channel message ${input.imMessageId} was edited in Bitrix24 before it was sent: the client got the edited text`;
+              return { returnValues: { status: 'done' }, logMessage: summary };
+            }
             return cannotChange(run, input);
           },
         };
@@ -74,10 +83,10 @@ export function olOutboundKind(deps: OlOutboundDeps): JobKind<OlOutboundInput> {
       return {
         run: async () => {
           // Unconfirmed: failed with the reason, and nothing said in the chat (the chat may not be ours).
-          await confirmed(deps, run, input);
+          const text = await sentText(run, input, await confirmed(deps, run, input));
           try {
             clientId = await clientOf(run, input.chatId);
-            return await deliver(deps, run, input, clientId);
+            return await deliver(deps, run, { ...input, text }, clientId);
           } catch (error) {
             const words = refusalWords(error);
             if (words === undefined) throw error;
@@ -168,21 +177,52 @@ async function deliver(deps: OlOutboundDeps, run: RobotRun, input: OlOutboundInp
 
 /**
  * The portal confirms the message before any effect (src/open-channels/confirmation.ts, B27); a
- * message it does not confirm fails with the reason. A later attempt of a job that has already
- * recorded an effect (nothing is recorded before the confirmation) was confirmed: it is not asked
- * again, since the event's token may have expired meanwhile.
+ * message it does not confirm fails with the reason. The confirmation is recorded as this job's own
+ * (run-scoped): a later attempt of the same job is not asked again, since the event's token may have
+ * expired meanwhile. What other jobs recorded for the message proves nothing about this job's event
+ * (a forged one may name a sent message with another chat and files). Returns Bitrix24's text.
  */
-async function confirmed(deps: OlOutboundDeps, run: RobotRun, input: OlOutboundInput): Promise<void> {
-  const recorded = input.action === 'add' ? await run.ledger.peek(messageKey(input, 0)) : await run.ledger.peek(noticeKey(input));
-  if (recorded !== undefined) return;
-  let token: string;
-  try {
-    token = deps.secrets.open(input.sealedAuth);
-  } catch {
-    throw new RobotFailure(`Open Channel message ${input.imMessageId} not sent: its event's access token cannot be read (APP_SECRET changed?)`);
-  }
-  const answer = await deps.confirmations.confirm(run.portal, token, input);
-  if (!answer.confirmed) throw new RobotFailure(`Open Channel message ${input.imMessageId} not sent: ${answer.reason}`);
+async function confirmed(deps: OlOutboundDeps, run: RobotRun, input: OlOutboundInput): Promise<string> {
+  const { value } = await run.ledger.once<{ text: string }>({
+    key: confirmedKey(run),
+    intent: {},
+    busy: 'another attempt is confirming the message with Bitrix24',
+    inDoubt: 'the message could not be confirmed with Bitrix24',
+    unreachable: 'could not confirm the message with Bitrix24',
+    // Asking the portal changes nothing: an attempt that crashed while asking is asked again.
+    settle: async () => 'absent' as const,
+    refused: () => true,
+    act: async () => {
+      let token: string;
+      try {
+        token = deps.secrets.open(input.sealedAuth);
+      } catch {
+        throw new RobotFailure(`Open Channel message ${input.imMessageId} not sent: its event's access token cannot be read (APP_SECRET changed?)`);
+      }
+      const answer = await deps.confirmations.confirm(run.portal, token, input);
+      if (!answer.confirmed) throw new RobotFailure(`Open Channel message ${input.imMessageId} not sent: ${answer.reason}`);
+      return { text: answer.text };
+    },
+  });
+  return value.text;
+}
+
+/**
+ * The text the client gets for the message: the first confirmed add job's (Bitrix24's text then,
+ * an edit made before it included), the same for every later attempt or job of the message.
+ */
+async function sentText(run: RobotRun, input: OlOutboundInput, confirmedText: string): Promise<string> {
+  const { value } = await run.ledger.once<{ text: string }>({
+    key: sentTextKey(input),
+    intent: {},
+    busy: 'another job is sending this message',
+    inDoubt: 'the text of the message could not be fixed',
+    unreachable: 'could not fix the text of the message',
+    settle: async () => 'absent' as const,
+    refused: () => true,
+    act: async () => ({ text: confirmedText }),
+  });
+  return value.text;
 }
 
 /** The Chat2Desk client of a conversation: the client itself, or a request's client (B22 identity). */
