@@ -74,7 +74,7 @@ export interface AppDeps {
   connectorPage: ConnectorPage;
   dialogReads: DialogReads;
   dialogMeta: DialogMeta;
-  databaseUp(): boolean;
+  databaseUp(): boolean | Promise<boolean>;
   workersRunning(): boolean;
 }
 

@@ -98,7 +98,7 @@ describe('a real server process', () => {
   });
 
   it('refuses to start on a bad variable and names it', async () => {
-    const child = startChild({ PORT: 'eighty', DATABASE_URL: 'postgres://nope' });
+    const child = startChild({ PORT: 'eighty', DATABASE_URL: 'mysql://nope' });
     const code = await new Promise<number | null>((resolve) => child.process.once('exit', resolve));
     expect(code).toBe(2);
     const printed = child.output.join('');

@@ -52,7 +52,7 @@ describe('Open Channels inbound: Chat2Desk messages reach the Open Channel chat'
       });
     }
     await stack.server.rest.call(stack.b24.memberId, 'imconnector.activate', { CONNECTOR: CONNECTOR_ID, LINE: lineId, ACTIVE: 1 });
-    await new OpenLineStore(stack.server.database.db, systemClock).save(stack.b24.memberId, lineId, { ...DEFAULT_LINE_OPTIONS, ...options });
+    await new OpenLineStore(stack.server.database, systemClock).save(stack.b24.memberId, lineId, { ...DEFAULT_LINE_OPTIONS, ...options });
   }
 
   const channels = () => stack.c2d.account().channels;

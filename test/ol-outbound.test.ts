@@ -116,7 +116,7 @@ describe('Open Channels outbound: an operator writes in Bitrix24, the client get
     // The line's options as OC1's settings page stores them; the server holds the database file exclusively meanwhile.
     await stack.server.close();
     const database = openDatabase(stack.config.databaseFile);
-    await new OpenLineStore(database.db, systemClock).save(stack.b24.memberId, 1, { ...DEFAULT_LINE_OPTIONS, signature: false });
+    await new OpenLineStore(database, systemClock).save(stack.b24.memberId, 1, { ...DEFAULT_LINE_OPTIONS, signature: false });
     database.close();
     await stack.restart();
     // The fake portal's pooled connections went to the server that closed: it delivers on fresh ones.

@@ -1,28 +1,23 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { openDatabase, type DatabaseHandle } from '../src/db/database.js';
+import type { DatabaseHandle } from '../src/db/database.js';
 import { OpenLineStore } from '../src/db/open-lines.js';
 import { TestClock } from './support/clock.js';
+import { DATABASE_KINDS, openTestDatabase, type TestDatabase } from './support/databases.js';
 
 /** The connected Open Channel lines (issue 10): routing order by connection, options replaced in place. */
-describe('the Open Channel lines store', () => {
-  let dir: string;
+describe.each(DATABASE_KINDS)('the Open Channel lines store on %s', (kind) => {
+  let test: TestDatabase;
   let database: DatabaseHandle;
   const clock = new TestClock();
 
-  beforeEach(() => {
-    dir = mkdtempSync(join(tmpdir(), 'c2d-b24-lines-'));
-    database = openDatabase(join(dir, 'app.db'));
+  beforeEach(async () => {
+    test = await openTestDatabase(kind);
+    database = test.handle;
   });
-  afterEach(() => {
-    database.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  afterEach(() => test.close());
 
   it('keeps lines in the order they were connected, per portal; saving again changes options, not the order', async () => {
-    const lines = new OpenLineStore(database.db, clock);
+    const lines = new OpenLineStore(database, clock);
     await lines.save('portal-a', 7, { signature: true });
     await lines.save('portal-a', 3, { signature: false });
     await lines.save('portal-b', 3, { other: 1 });

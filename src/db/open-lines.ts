@@ -1,6 +1,7 @@
 import { and, asc, eq, sql } from 'drizzle-orm';
 import type { Clock } from '../clock.js';
-import type { Db } from './database.js';
+import { changes } from './dialect.js';
+import type { DatabaseAccess } from './database.js';
 import { openLines } from './schema.js';
 
 /** One connected Open Channel line; `options` is the stored JSON, read by src/open-channels/lines.ts. */
@@ -14,19 +15,18 @@ export interface OpenLineRow {
 /** The Open Channel lines each portal connected to its Chat2Desk account (Open Channels mode, issue 10). */
 export class OpenLineStore {
   constructor(
-    private readonly db: Db,
+    private readonly database: DatabaseAccess,
     private readonly clock: Clock,
   ) {}
 
   /** The portal's lines in routing order. */
   async list(memberId: string): Promise<OpenLineRow[]> {
-    return this.db
+    const rows = await this.database.db
       .select({ lineId: openLines.lineId, position: openLines.position, options: openLines.options, connectedAt: openLines.connectedAt })
       .from(openLines)
       .where(eq(openLines.memberId, memberId))
-      .orderBy(asc(openLines.position), asc(openLines.lineId))
-      .all()
-      .map((row) => ({ ...row, options: JSON.parse(row.options) as unknown }));
+      .orderBy(asc(openLines.position), asc(openLines.lineId));
+    return rows.map((row) => ({ ...row, options: JSON.parse(row.options) as unknown }));
   }
 
   async get(memberId: string, lineId: number): Promise<OpenLineRow | undefined> {
@@ -37,7 +37,7 @@ export class OpenLineStore {
   async save(memberId: string, lineId: number, options: unknown): Promise<void> {
     const now = this.clock.now();
     const json = JSON.stringify(options);
-    this.db
+    await this.database.db
       .insert(openLines)
       .values({
         memberId,
@@ -47,22 +47,16 @@ export class OpenLineStore {
         connectedAt: now,
         updatedAt: now,
       })
-      .onConflictDoUpdate({ target: [openLines.memberId, openLines.lineId], set: { options: json, updatedAt: now } })
-      .run();
+      .onConflictDoUpdate({ target: [openLines.memberId, openLines.lineId], set: { options: json, updatedAt: now } });
   }
 
   /** Disconnects a line (deleted in Bitrix24, or the admin disconnected it). True when it was connected. */
   async remove(memberId: string, lineId: number): Promise<boolean> {
-    return (
-      this.db
-        .delete(openLines)
-        .where(and(eq(openLines.memberId, memberId), eq(openLines.lineId, lineId)))
-        .run().changes > 0
-    );
+    return changes(await this.database.db.delete(openLines).where(and(eq(openLines.memberId, memberId), eq(openLines.lineId, lineId)))) > 0;
   }
 
   /** Every line of a portal (its data deleted on uninstall). */
   async removeAll(memberId: string): Promise<void> {
-    this.db.delete(openLines).where(eq(openLines.memberId, memberId)).run();
+    await this.database.db.delete(openLines).where(eq(openLines.memberId, memberId));
   }
 }
