@@ -75,6 +75,8 @@ export interface AppDeps {
   dialogReads: DialogReads;
   dialogMeta: DialogMeta;
   databaseUp(): boolean | Promise<boolean>;
+  /** Which database the server runs on (`/healthz`). */
+  databaseKind: 'sqlite' | 'postgres';
   workersRunning(): boolean;
 }
 

@@ -365,6 +365,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     chat2deskWebhooks,
     live: { tickets: new LiveTickets(clock), hub: liveHub, portals, clock, timers: options.liveTimers ?? systemTimers },
     databaseUp: () => pingDatabase(database),
+    databaseKind: database.kind,
     workersRunning: () => pipeline.running,
   });
   await pipeline.start();

@@ -1,32 +1,14 @@
 import { getTableConfig as pgTableConfig } from 'drizzle-orm/pg-core';
 import { getTableConfig as sqliteTableConfig } from 'drizzle-orm/sqlite-core';
-import pg from 'pg';
-import { afterEach, describe, expect, inject, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../src/config.js';
 import { openPostgres, type PostgresHandle } from '../src/db/database.js';
 import * as sqliteSchema from '../src/db/schema.js';
 import * as pgSchema from '../src/db/schema-pg.js';
 import { createLogger } from '../src/log.js';
 import { startServer } from '../src/server.js';
+import { emptyDatabase } from './support/databases.js';
 import { APP_SECRET } from './support/stack.js';
-
-/** A new, empty database on the test run's PostgreSQL: its URL, and a way to drop it. */
-async function emptyDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
-  const server = inject('postgresUrl');
-  const name = `test_start_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
-  const admin = new pg.Client({ connectionString: server });
-  await admin.connect();
-  await admin.query(`create database ${name}`);
-  const url = new URL(server);
-  url.pathname = `/${name}`;
-  return {
-    url: url.toString(),
-    async drop() {
-      await admin.query(`drop database if exists ${name} with (force)`);
-      await admin.end();
-    },
-  };
-}
 
 describe('PostgreSQL as the database', () => {
   const cleanups: Array<() => Promise<unknown>> = [];
@@ -65,6 +47,9 @@ describe('PostgreSQL as the database', () => {
     cleanups.push(() => Promise.all(handles.map((handle) => handle.close())));
     const applied = await handles[0]!.pool.query('select count(*)::int as n from drizzle.__drizzle_migrations');
     expect(applied.rows[0].n).toBe(1);
+    // Closing twice is harmless (a server stopped by a signal and then by its owner), as on SQLite.
+    await handles[0]!.close();
+    await handles[0]!.close();
   });
 
   it('serves one server process; a second process on the same database is refused', async () => {
@@ -75,11 +60,9 @@ describe('PostgreSQL as the database', () => {
     cleanups.push(() => server.close());
     const health = await fetch(`${server.url}/healthz`);
     expect(health.status).toBe(200);
-    expect(await health.json()).toMatchObject({ status: 'ok', database: true, queue: { queued: 0, running: 0, reporting: 0 } });
+    expect(await health.json()).toMatchObject({ status: 'ok', database: true, databaseKind: 'postgres', queue: { queued: 0, running: 0, reporting: 0 } });
     expect((server.database as PostgresHandle).kind).toBe('postgres');
 
-    await expect(startServer(loadConfig(env), createLogger('silent'), { hostname: '127.0.0.1' })).rejects.toThrow(
-      'Another server process is using this PostgreSQL database',
-    );
+    await expect(startServer(loadConfig(env), createLogger('silent'), { hostname: '127.0.0.1' })).rejects.toThrow('Another server process is using this PostgreSQL database');
   });
 });

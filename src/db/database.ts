@@ -151,9 +151,12 @@ export async function openPostgres(
     db,
     pool,
     dialect: postgresDialect(pgDb),
+    // Closing twice is harmless, as better-sqlite3's close is.
     close: async () => {
+      if (pool.ended) return;
       // Released with its session: the lock goes with it.
       holder?.release(true);
+      holder = undefined;
       await pool.end();
     },
   };

@@ -21,6 +21,24 @@ export interface TestDatabase {
 
 let created = 0;
 
+/** A new, empty database on the test run's PostgreSQL (nothing migrated): its URL, and a way to drop it. */
+export async function emptyDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
+  const server = inject('postgresUrl');
+  const name = `test_${process.pid}_${++created}_${Math.random().toString(36).slice(2, 8)}`;
+  const admin = new pg.Client({ connectionString: server });
+  await admin.connect();
+  await admin.query(`create database ${name}`);
+  const url = new URL(server);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    async drop() {
+      await admin.query(`drop database if exists ${name} with (force)`);
+      await admin.end();
+    },
+  };
+}
+
 /**
  * A new SQLite file in a temporary directory, or a new database on the test run's PostgreSQL
  * (test/support/postgres.global.ts), dropped again by `close`.
@@ -44,16 +62,10 @@ export async function openTestDatabase(kind: DatabaseKind): Promise<TestDatabase
       },
     };
   }
-  const server = inject('postgresUrl');
-  const name = `test_${process.pid}_${++created}_${Math.random().toString(36).slice(2, 8)}`;
-  const admin = new pg.Client({ connectionString: server });
-  await admin.connect();
-  await admin.query(`create database ${name}`);
-  const url = new URL(server);
-  url.pathname = `/${name}`;
+  const database = await emptyDatabase();
   const handles: DatabaseHandle[] = [];
   const open = async () => {
-    const opened = await openPostgres(url.toString(), { maxConnections: 4 });
+    const opened = await openPostgres(database.url, { maxConnections: 4 });
     handles.push(opened);
     return opened;
   };
@@ -71,8 +83,7 @@ export async function openTestDatabase(kind: DatabaseKind): Promise<TestDatabase
     openAnother: open,
     async close() {
       await Promise.all(handles.map((opened) => opened.close()));
-      await admin.query(`drop database if exists ${name} with (force)`);
-      await admin.end();
+      await database.drop();
     },
   };
 }
