@@ -82,7 +82,7 @@ async function burstAgainst(limit: { requests: number; perMs: number } | false, 
     // What the client stored at shutdown, and would resume from after a restart.
     await stack.server.command('close');
     const database = openDatabase(stack.databaseFile);
-    const learnedPerMinute = (await new Chat2DeskRateStore(database.db, systemClock).get(accountKey(stack.c2d.url, stack.c2d.token)))?.perMinute;
+    const learnedPerMinute = (await new Chat2DeskRateStore(database, systemClock).get(accountKey(stack.c2d.url, stack.c2d.token)))?.perMinute;
     database.close();
     return { drainSeconds, requests, refused, learnedPerMinute, cpuSeconds: cpuMicros / 1e6 };
   } finally {

@@ -64,8 +64,10 @@ async function waitForResult(b24: FakeBitrix24, eventToken: string, timeoutMs = 
 /** Polls the job stored for an event token until `done(job)` holds. */
 async function waitForJob(server: RunningServer, eventToken: string, done: (job: { state: string; lastError: string | null }) => boolean, timeoutMs = 10_000) {
   const until = Date.now() + timeoutMs;
+  const { database } = server;
+  if (database.kind !== 'sqlite') throw new Error('the demo runs on SQLite');
   for (;;) {
-    const row = server.database.sqlite.prepare('select state, last_error as lastError from jobs where event_token = ?').get(eventToken) as
+    const row = database.sqlite.prepare('select state, last_error as lastError from jobs where event_token = ?').get(eventToken) as
       | { state: string; lastError: string | null }
       | undefined;
     if (row && done(row)) return row;

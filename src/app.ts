@@ -74,7 +74,9 @@ export interface AppDeps {
   connectorPage: ConnectorPage;
   dialogReads: DialogReads;
   dialogMeta: DialogMeta;
-  databaseUp(): boolean;
+  databaseUp(): boolean | Promise<boolean>;
+  /** Which database the server runs on (`/healthz`). */
+  databaseKind: 'sqlite' | 'postgres';
   workersRunning(): boolean;
 }
 

@@ -31,7 +31,10 @@ const EnvSchema = v.object({
   PUBLIC_URL: v.optional(httpUrl()),
   DATABASE_URL: v.pipe(
     v.optional(v.string(), 'file:./data/app.db'),
-    v.check((value) => value.startsWith('file:') || value === ':memory:', 'must be a SQLite URL such as file:./data/app.db'),
+    v.check(
+      (value) => value.startsWith('file:') || value === ':memory:' || /^postgres(ql)?:\/\/./.test(value),
+      'must be a SQLite URL such as file:./data/app.db or a PostgreSQL URL such as postgres://user:password@host/database',
+    ),
   ),
   B24_CLIENT_ID: v.optional(v.pipe(v.string(), v.minLength(1))),
   B24_CLIENT_SECRET: v.optional(v.pipe(v.string(), v.minLength(1))),
@@ -87,7 +90,10 @@ const EnvSchema = v.object({
 export interface Config {
   port: number;
   publicUrl: string;
+  /** The SQLite file (the default database); unused when `postgresUrl` is set. */
   databaseFile: string;
+  /** DATABASE_URL when it names PostgreSQL (docs/multi-process.md). */
+  postgresUrl?: string;
   bitrix24: {
     clientId: string | undefined;
     clientSecret: string | undefined;
@@ -150,10 +156,17 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   for (const url of allowed) {
     if (!/^https?:\/\/[^/]+/.test(url)) throw new ConfigError(`Invalid environment: CHAT2DESK_ALLOWED_API_URLS: ${url} is not an http(s) URL`);
   }
+  const postgres = /^postgres(ql)?:\/\//.test(e.DATABASE_URL);
+  // Without APP_SECRET the SQLite default keeps a generated key beside its file (src/secrets.ts);
+  // processes sharing a PostgreSQL database have no such place to share it.
+  if (postgres && !e.APP_SECRET) {
+    throw new ConfigError('Invalid environment: APP_SECRET: required when DATABASE_URL is a PostgreSQL URL (at least 16 characters, the same for every process)');
+  }
   return {
     port: e.PORT,
     publicUrl: e.PUBLIC_URL ?? `http://localhost:${e.PORT}`,
-    databaseFile: e.DATABASE_URL === ':memory:' ? ':memory:' : e.DATABASE_URL.slice('file:'.length),
+    databaseFile: postgres ? '' : e.DATABASE_URL === ':memory:' ? ':memory:' : e.DATABASE_URL.slice('file:'.length),
+    postgresUrl: postgres ? e.DATABASE_URL : undefined,
     bitrix24: {
       clientId: e.B24_CLIENT_ID,
       clientSecret: e.B24_CLIENT_SECRET,

@@ -20,7 +20,12 @@ try {
   log.fatal({ err: error instanceof Error ? error.message : String(error) }, 'the server could not start');
   process.exit(1);
 }
-log.info({ url: server.url, publicUrl: config.publicUrl, database: config.databaseFile }, 'chat2desk-bitrix24 is listening');
+log.info({ url: server.url, publicUrl: config.publicUrl, database: config.postgresUrl ? 'postgres' : config.databaseFile }, 'chat2desk-bitrix24 is listening');
+if (config.postgresUrl) {
+  log.warn(
+    'PostgreSQL: this is the only server process on this database (a second one is refused). Running several processes comes with the next slice of issue 11: see docs/multi-process.md',
+  );
+}
 for (const gap of productionGaps()) log.warn(`not ready for production: ${gap}`);
 
 let stopping = false;

@@ -39,7 +39,7 @@ import { WebhookStore } from './db/webhooks.js';
 import { BackgroundTasks } from './background.js';
 import type { Config } from './config.js';
 import { systemClock, type Clock } from './clock.js';
-import { openDatabase, pingDatabase, type DatabaseHandle } from './db/database.js';
+import { openDatabase, openPostgres, pingDatabase, type DatabaseHandle } from './db/database.js';
 import { JobStore, type NewJob } from './db/jobs.js';
 import { PortalStore } from './db/portals.js';
 import { JobKinds, type JobKind } from './jobs/kinds.js';
@@ -145,11 +145,19 @@ export interface ServerOptions {
 /** Builds every service from the config, starts the workers and the HTTP server. */
 export async function startServer(config: Config, log: Logger, options: ServerOptions = {}): Promise<RunningServer> {
   const clock = options.clock ?? systemClock;
-  const database = openDatabase(config.databaseFile);
-  const appSecret = resolveAppSecret(config.appSecret, config.databaseFile);
+  // On PostgreSQL this process holds the database alone until the next slice of issue 11 makes
+  // everything per process shared (docs/multi-process.md): a second server process is refused.
+  const database = config.postgresUrl
+    ? await openPostgres(config.postgresUrl, {
+        oneProcess: true,
+        onConnectionError: (error) => log.warn({ err: error.message }, 'a PostgreSQL connection was lost; the next query opens another'),
+      })
+    : openDatabase(config.databaseFile);
+  // config.ts refuses PostgreSQL without APP_SECRET: there is no file beside the database to keep one in.
+  const appSecret = database.kind === 'postgres' ? config.appSecret! : resolveAppSecret(config.appSecret, config.databaseFile);
   const secrets = new SecretBox(appSecret);
-  const portals = new PortalStore(database.db, secrets, clock);
-  const jobs = new JobStore(database.db, clock, { orderingHoldMs: options.orderingHoldMs });
+  const portals = new PortalStore(database, secrets, clock);
+  const jobs = new JobStore(database, clock, { orderingHoldMs: options.orderingHoldMs });
   const robots = options.robots ?? new RobotRegistry();
   // Unset: each client's own transport (node:http for the Bitrix24 REST and Chat2Desk clients, fetch for OAuth).
   const fetchImpl = options.fetch;
@@ -165,9 +173,9 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     fetch: send,
     sleep: options.retrySleep,
   });
-  const accounts = new Chat2DeskAccounts(config.chat2desk, new Chat2DeskRateStore(database.db, clock), send, options.retrySleep);
-  const cache = new CacheStore(database.db);
-  const webhookStore = new WebhookStore(database.db, secrets, clock);
+  const accounts = new Chat2DeskAccounts(config.chat2desk, new Chat2DeskRateStore(database, clock), send, options.retrySleep);
+  const cache = new CacheStore(database);
+  const webhookStore = new WebhookStore(database, secrets, clock);
   const chat2desk = new Chat2DeskAccess({ portals, accounts, cache, defaultApiUrl: config.chat2desk.defaultApiUrl, allowedApiUrls: config.chat2desk.allowedApiUrls, log, clock });
   const background = new BackgroundTasks(log);
   const registration = new AppRegistration({
@@ -180,16 +188,16 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
       return connection.usable ? connection.directory.api.channels() : [];
     },
   });
-  const effects = new EffectStore(database.db, clock);
+  const effects = new EffectStore(database, clock);
   const users = new BitrixUsers(rest, clock);
-  const episodeRecords = new EpisodeRecordStore(database.db, clock);
+  const episodeRecords = new EpisodeRecordStore(database, clock);
   // One set of shared batches: every job that reads a client's CRM record joins the same per-portal batches.
   // Partial batches go no faster than the portal's steady rate: a flood does not spend its burst on them.
   const batches = new SharedBatches(rest, { partialEveryMs: 1000 / config.bitrix24.ratePerSecond });
   // One cache of the portals' languages for everything we write into a portal (comments, notifications).
   const languages = new PortalLanguages(rest, clock);
   const files = new DialogFiles({
-    store: new UploadedFileStore(database.db),
+    store: new UploadedFileStore(database),
     clock,
     publicUrl: config.publicUrl,
     linkHours: config.files.linkHours,
@@ -212,7 +220,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     dialogActionKind({ jobs, portals, rest, users, effects, clock, chat2desk, languages, files }),
     olInboundKind({
       ...{ jobs, portals, rest, users, effects, clock, chat2desk, languages, files },
-      lines: new OpenLines({ store: new OpenLineStore(database.db, clock) }),
+      lines: new OpenLines({ store: new OpenLineStore(database, clock) }),
       // Attachment links come from outside (Chat2Desk, a messenger, or whoever called the webhook's API):
       // never into our own network, at most UPLOAD_MAX_BYTES.
       fetchAttachment: outsideFetcher({ maxBytes: config.files.uploadMaxBytes, allowHosts: config.outsideFetchAllowHosts }),
@@ -231,7 +239,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
       languages,
       files,
       operators: dialogReads,
-      lines: new OpenLineStore(database.db, clock),
+      lines: new OpenLineStore(database, clock),
       maxFileBytes: config.files.uploadMaxBytes,
       secrets,
       confirmations: new MessageConfirmations({ rest, now: () => clock.now() }),
@@ -247,7 +255,8 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     portalConcurrency: config.portalConcurrency,
     log,
     reportLingerMs: options.reportLingerMs,
-    // SQLite is opened with an exclusive lock (src/db/database.ts): no other process runs these jobs.
+    // SQLite is opened with an exclusive lock, PostgreSQL (for now) with a one-process advisory lock
+    // (src/db/database.ts): no other process runs these jobs.
     exclusiveDatabase: true,
   });
   // Open tabs and the workspace hear of Chat2Desk deliveries in this process (issue 11 needs a shared bus).
@@ -288,7 +297,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
   const installerTokens = new InstallerTokens({ oauth, portals, log, clock });
   const appUpdates = new AppUpdates({ jobs, pipeline, installerTokens, background, clock });
   // Open Channels mode (issue 10): the lines connected to our connector and the connector itself.
-  const openLineStore = new OpenLineStore(database.db, clock);
+  const openLineStore = new OpenLineStore(database, clock);
   const connector = new OpenChannelsConnector({
     rest,
     store: openLineStore,
@@ -352,7 +361,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     pageAuth,
     sameOriginWrites: sameOriginWrites([new URL(config.publicUrl).origin]),
     files,
-    dialogActions: new DialogActions({ pipeline, store: new DialogActionStore(database.db), chat2desk, files, clock }),
+    dialogActions: new DialogActions({ pipeline, store: new DialogActionStore(database), chat2desk, files, clock }),
     appPage: new AppPageService({
       chat2desk,
       jobs,
@@ -367,11 +376,12 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
       operators: dialogReads,
     }),
     frameAncestors: config.frameAncestors,
-    eventLog: new EventLog({ store: new EventLogStore(database.db), robots, pipeline, defaultApiUrl: config.chat2desk.defaultApiUrl, clock }),
+    eventLog: new EventLog({ store: new EventLogStore(database), robots, pipeline, defaultApiUrl: config.chat2desk.defaultApiUrl, clock }),
     background,
     chat2deskWebhooks,
     live: { tickets: new LiveTickets(clock), hub: liveHub, portals, clock, timers: options.liveTimers ?? systemTimers },
     databaseUp: () => pingDatabase(database),
+    databaseKind: database.kind,
     workersRunning: () => pipeline.running,
   });
   await pipeline.start();
@@ -418,7 +428,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
       await background.idle();
       await pipeline.stop();
       await accounts.flush();
-      database.close();
+      await database.close();
     },
   };
 }

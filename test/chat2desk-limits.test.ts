@@ -41,7 +41,7 @@ describe('Chat2Desk concurrency per account', () => {
 
 /** What the server stored as learned for the fake's account. */
 function storedRate(stack: Stack) {
-  return new Chat2DeskRateStore(stack.server.database.db, systemClock).get(accountKey(stack.c2d.url, stack.c2d.token));
+  return new Chat2DeskRateStore(stack.server.database, systemClock).get(accountKey(stack.c2d.url, stack.c2d.token));
 }
 
 const refusals = (stack: Stack) => stack.c2d.calls.filter((call) => call.status === 429).length;

@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { healthy, killHard, startChild, startChildStack } from './support/child-server.js';
-import { eventually, freePort, installAndConfigure } from './support/stack.js';
+import { emptyDatabase } from './support/databases.js';
+import { APP_SECRET, eventually, freePort, installAndConfigure } from './support/stack.js';
 
 describe('a real server process', () => {
   const cleanup: Array<() => Promise<void> | void> = [];
@@ -29,14 +30,27 @@ describe('a real server process', () => {
     cleanup.push(() => killHard(child));
     await eventually(() => healthy(`http://127.0.0.1:${port}`), 20_000, 'server up');
     const health = await (await fetch(`http://127.0.0.1:${port}/healthz`)).json();
-    expect(health).toEqual({ status: 'ok', database: true, workers: true, queue: { queued: 0, running: 0, reporting: 0 } });
+    expect(health).toEqual({ status: 'ok', database: true, databaseKind: 'sqlite', workers: true, queue: { queued: 0, running: 0, reporting: 0 } });
     const printed = child.output.join('');
     expect(printed).toContain('B24_CLIENT_ID / B24_CLIENT_SECRET are not set');
     expect(printed).toContain('PUBLIC_URL is not set');
   });
 
+  it('on PostgreSQL, says at start that it is the only process on the database, and when several will come', async () => {
+    const database = await emptyDatabase();
+    cleanup.push(database.drop);
+    const port = await freePort();
+    const child = startChild({ PORT: String(port), DATABASE_URL: database.url, APP_SECRET });
+    cleanup.push(() => killHard(child));
+    await eventually(() => healthy(`http://127.0.0.1:${port}`), 20_000, 'server up');
+    expect(await (await fetch(`http://127.0.0.1:${port}/healthz`)).json()).toMatchObject({ status: 'ok', databaseKind: 'postgres' });
+    const printed = child.output.join('');
+    expect(printed).toContain('PostgreSQL: this is the only server process on this database (a second one is refused)');
+    expect(printed).toContain('Running several processes comes with the next slice of issue 11');
+  });
+
   it('refuses to start on a bad variable and names it', async () => {
-    const child = startChild({ PORT: 'eighty', DATABASE_URL: 'postgres://nope' });
+    const child = startChild({ PORT: 'eighty', DATABASE_URL: 'mysql://nope' });
     const code = await new Promise<number | null>((resolve) => child.process.once('exit', resolve));
     expect(code).toBe(2);
     const printed = child.output.join('');

@@ -25,7 +25,7 @@ describe('inbound sends and deferred claims', () => {
     dir = mkdtempSync(join(tmpdir(), 'inbound-sends-'));
     database = openDatabase(join(dir, 'app.db'));
     const clock = { now: () => 1_000_000 };
-    const store = new EffectStore(database.db, clock);
+    const store = new EffectStore(database, clock);
     const calls: string[][] = [];
     const rest = {
       call: async (_memberId: string, _method: string, params: Record<string, unknown>, options: CallOptions = {}) => {

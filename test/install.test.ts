@@ -2,7 +2,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { activities } from '../src/activities/index.js';
 import { CLOSE_EPISODE_KIND } from '../src/jobs/kinds/close-episode.js';
 import { FIRE_TRIGGER_KIND } from '../src/jobs/kinds/fire-trigger.js';
-import { adminHeaders, eventually, install, installAndConfigure, postForm, startStack, type Stack } from './support/stack.js';
+import { adminHeaders, eventually, install, installAndConfigure, onSqlite, postForm, startStack, type Stack } from './support/stack.js';
 import { bearer, tabToken } from './support/viewer-tokens.js';
 
 const robotCodes = activities.map((activity) => activity.code);
@@ -92,7 +92,7 @@ describe('install and lifecycle', () => {
     const { startServer } = await import('../src/server.js');
     const { loadConfig } = await import('../src/config.js');
     const { createLogger } = await import('../src/log.js');
-    stack.server = await startServer(loadConfig({ ...stack.env, B24_CLIENT_ID: 'local.someone-else.1' }), createLogger('silent'), { hostname: '127.0.0.1' });
+    stack.server = onSqlite(await startServer(loadConfig({ ...stack.env, B24_CLIENT_ID: 'local.someone-else.1' }), createLogger('silent'), { hostname: '127.0.0.1' }));
     const response = await postForm(`${stack.server.url}/install`, stack.b24.installEventBody());
     expect(response.status).toBe(403);
     expect(await response.json()).toMatchObject({ error: 'Install refused: the token belongs to another application' });

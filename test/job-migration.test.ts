@@ -67,7 +67,7 @@ describe('upgrading a live database to job kinds', () => {
           started_at: null,
         },
       ]);
-      const jobs = new JobStore(database.db, systemClock);
+      const jobs = new JobStore(database, systemClock);
       const repeated = await jobs.enqueue({
         kind: 'robot',
         memberId: 'portal',

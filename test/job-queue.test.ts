@@ -1,10 +1,6 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import * as v from 'valibot';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { systemClock } from '../src/clock.js';
-import { openDatabase, type DatabaseHandle } from '../src/db/database.js';
 import { CacheStore } from '../src/db/cache.js';
 import { HELD_ORDERING_PREFIX, insertJobs, JobStore, UnconfirmedLimitReached } from '../src/db/jobs.js';
 import { RobotRegistry } from '../src/activities/index.js';
@@ -14,22 +10,18 @@ import { Worker } from '../src/jobs/worker.js';
 import { createLogger } from '../src/log.js';
 import { InvalidJobInput } from '../src/jobs/pipeline.js';
 import { eventuallyOnClock, noRetryWait, TestClock } from './support/clock.js';
+import { DATABASE_KINDS, openTestDatabase, type TestDatabase } from './support/databases.js';
 import { robotJob } from './support/jobs.js';
 import { eventually, install, postForm, startStack, type Stack } from './support/stack.js';
 
-describe('the job queue', () => {
-  let dir: string;
-  let database: DatabaseHandle;
+describe.each(DATABASE_KINDS)('the job queue on %s', (kind) => {
+  let database: TestDatabase;
   let jobs: JobStore;
-  beforeEach(() => {
-    dir = mkdtempSync(join(tmpdir(), 'c2d-b24-queue-'));
-    database = openDatabase(join(dir, 'app.db'));
-    jobs = new JobStore(database.db, systemClock);
+  beforeEach(async () => {
+    database = await openTestDatabase(kind);
+    jobs = new JobStore(database.handle, systemClock);
   });
-  afterEach(() => {
-    database.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  afterEach(() => database.close());
 
   const enqueue = (memberId: string, eventToken: string) => jobs.enqueue(robotJob(memberId, eventToken, Date.now() + 60_000));
 
@@ -52,7 +44,7 @@ describe('the job queue', () => {
     expect(answers.map((answer) => answer.status)).toEqual(['fulfilled', 'rejected', 'fulfilled', 'fulfilled']);
     expect((answers[1] as PromiseRejectedResult).reason).toBeInstanceOf(UnconfirmedLimitReached);
     expect((answers[3] as PromiseFulfilledResult<{ duplicate: boolean }>).value.duplicate).toBe(true);
-    expect(database.sqlite.prepare("select member_id, event_token from jobs where state = 'confirming' order by id").all()).toEqual([
+    expect(await database.rows("select member_id, event_token from jobs where state = 'confirming' order by id")).toEqual([
       { member_id: 'bounded', event_token: 'first' },
       { member_id: 'other', event_token: 'third' },
     ]);
@@ -84,26 +76,27 @@ describe('the job queue', () => {
     expect(await jobs.pruneFinished(Date.now() + 86_400_000 - 60_000, 1)).toBe(0);
     expect(await jobs.pruneFinished(Date.now() + 86_400_000 + 1, 1)).toBe(1);
     expect(await jobs.countByState()).toEqual({ queued: 1 });
-    expect(database.sqlite.prepare('select id from jobs').all()).toEqual([{ id: queued.id }]);
+    expect(await database.rows('select id from jobs')).toEqual([{ id: queued.id }]);
   });
 
   it('stores jobs inside the transaction of another store, or not at all when it rolls back', async () => {
     const job = { kind: 'test_echo', memberId: 'portal', input: { n: 1 }, dedupKey: 'delivery-1', deadlineAt: Date.now() + 60_000, awaitsConfirmation: false };
-    expect(() =>
-      database.db.transaction((tx) => {
-        insertJobs(tx, [job], Date.now());
+    const { dialect } = database.handle;
+    await expect(
+      dialect.transaction(function* (tx) {
+        yield* insertJobs(tx, [job], Date.now());
         throw new Error('the delivery could not be stored');
       }),
-    ).toThrow('the delivery could not be stored');
+    ).rejects.toThrow('the delivery could not be stored');
     expect(await jobs.countByState()).toEqual({});
-    expect(database.db.transaction((tx) => insertJobs(tx, [job, { ...job, dedupKey: 'delivery-2' }], Date.now()))).toBe(2);
+    expect(await dialect.transaction((tx) => insertJobs(tx, [job, { ...job, dedupKey: 'delivery-2' }], Date.now()))).toBe(2);
     // A repeated delivery inserts nothing again.
-    expect(database.db.transaction((tx) => insertJobs(tx, [job], Date.now()))).toBe(0);
+    expect(await dialect.transaction((tx) => insertJobs(tx, [job], Date.now()))).toBe(0);
     expect(await jobs.countByState()).toEqual({ queued: 2 });
   });
 
   it('prunes cache rows nobody could be served any more', async () => {
-    const cache = new CacheStore(database.db);
+    const cache = new CacheStore(database.handle);
     const client = { id: 1, phone: '79161234567', clientPhone: null, name: null, assignedName: null, tags: [] };
     const nothingToReplay = () => ({ clientIds: [], dialogIds: [], phones: [], dialogListsOf: [], lists: [] });
     const now = 1_800_000_000_000;
@@ -283,7 +276,7 @@ describe('leases: two workers on one database, as PostgreSQL will allow', () => 
   /** Another process's worker on the same database, with the same kinds. */
   const secondWorker = () =>
     new Worker({
-      jobs: new JobStore(stack.server.database.db, clock),
+      jobs: new JobStore(stack.server.database, clock),
       kinds: new JobKinds([testKind(gates, started)]),
       robots: new RobotRegistry(),
       rest: stack.server.rest,
@@ -306,18 +299,18 @@ describe('leases: two workers on one database, as PostgreSQL will allow', () => 
     await eventually(() => row('long').lease_until > leased, 10_000, 'the lease renewed');
     // Past the first lease, within the renewed one: nothing to take up.
     clock.advance(LEASE_MS / 2 + 1);
-    expect(await new JobStore(stack.server.database.db, clock).requeueInterrupted()).toBe(0);
+    expect(await new JobStore(stack.server.database, clock).requeueInterrupted()).toBe(0);
     running.open();
     await eventually(() => row('long').state === 'done', 10_000, 'the run finished');
     expect(started).toEqual(['long']);
   });
 
   it('takes up a job whose lease ran out while the worker is alive, and the attempt that lost it cannot finish it', async () => {
-    const stalled = new JobStore(stack.server.database.db, clock);
+    const stalled = new JobStore(stack.server.database, clock);
     const retaken = gate();
     gates.set('orphan', retaken.opened);
     // A worker of another process claimed the job and stalled: nobody renews its lease.
-    insertJobs(stack.server.database.db, [testJob('orphan')], clock.now());
+    await stack.server.database.dialect.transaction((tx) => insertJobs(tx, [testJob('orphan')], clock.now()));
     const lost = (await stalled.claim(row('orphan').id, 60_000))!;
     expect(await stalled.requeueInterrupted()).toBe(0);
     clock.advance(LEASE_MS);

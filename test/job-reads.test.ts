@@ -1,30 +1,22 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { type DatabaseHandle, openDatabase } from '../src/db/database.js';
 import { JobStore, type NewJob } from '../src/db/jobs.js';
 import { TestClock } from './support/clock.js';
+import { DATABASE_KINDS, openTestDatabase, type TestDatabase } from './support/databases.js';
 
-/** The reads the worker makes on every pass, on a real SQLite file: which jobs each returns, and in what order. */
-describe('job store reads of the worker loops', () => {
-  let dir: string;
-  let database: DatabaseHandle;
+/** The reads the worker makes on every pass, on a real database of each kind: which jobs each returns, and in what order. */
+describe.each(DATABASE_KINDS)('job store reads of the worker loops, on %s', (kind) => {
+  let database: TestDatabase;
   let clock: TestClock;
   let store: JobStore;
   const portalA = 'a'.repeat(32);
   const portalB = 'b'.repeat(32);
 
-  beforeEach(() => {
-    dir = mkdtempSync(join(tmpdir(), 'c2d-b24-job-reads-'));
-    database = openDatabase(join(dir, 'app.db'));
+  beforeEach(async () => {
+    database = await openTestDatabase(kind);
     clock = new TestClock();
-    store = new JobStore(database.db, clock);
+    store = new JobStore(database.handle, clock);
   });
-  afterEach(() => {
-    database.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  afterEach(() => database.close());
 
   const robotCall = (memberId: string, token: string, deadlineInMs: number, awaitsConfirmation = true): NewJob => ({
     kind: 'robot',

@@ -29,7 +29,7 @@ describe('Open Channels inbound: messages share send.messages calls', () => {
       PLACEMENT_HANDLER: `${stack.server.url}/connector`,
     });
     await stack.server.rest.call(stack.b24.memberId, 'imconnector.activate', { CONNECTOR: CONNECTOR_ID, LINE: 1, ACTIVE: 1 });
-    await new OpenLineStore(stack.server.database.db, systemClock).save(stack.b24.memberId, 1, DEFAULT_LINE_OPTIONS);
+    await new OpenLineStore(stack.server.database, systemClock).save(stack.b24.memberId, 1, DEFAULT_LINE_OPTIONS);
     stack.b24.resetCalls();
   });
   afterEach(() => stack.close());

@@ -43,7 +43,7 @@ describe('Open Channels inbound: outages and hostile input', () => {
       PLACEMENT_HANDLER: `${stack.server.url}/connector`,
     });
     await stack.server.rest.call(stack.b24.memberId, 'imconnector.activate', { CONNECTOR: CONNECTOR_ID, LINE: 1, ACTIVE: 1 });
-    await new OpenLineStore(stack.server.database.db, systemClock).save(stack.b24.memberId, 1, DEFAULT_LINE_OPTIONS);
+    await new OpenLineStore(stack.server.database, systemClock).save(stack.b24.memberId, 1, DEFAULT_LINE_OPTIONS);
   });
   afterEach(() => stack.close());
 
@@ -164,7 +164,7 @@ describe('Open Channels inbound: outages and hostile input', () => {
 
   it('an echo of an Open Channel message is known by its Chat2Desk message id, also when it arrives before the send was recorded', async () => {
     // A chat per request: the outbound job (ordered by r<request>) and the echo's inbound job (c<client>) run side by side.
-    await new OpenLineStore(stack.server.database.db, systemClock).save(stack.b24.memberId, 1, { ...DEFAULT_LINE_OPTIONS, chatPer: 'request' });
+    await new OpenLineStore(stack.server.database, systemClock).save(stack.b24.memberId, 1, { ...DEFAULT_LINE_OPTIONS, chatPer: 'request' });
     await stack.server.rest.call(stack.b24.memberId, 'event.bind', { event: 'OnImConnectorMessageAdd', handler: `${stack.server.url}/bitrix24/events` });
     const seeded = stack.c2d.seedClient({ phone: '79161234596', transport: 'whatsapp', channelId: stack.c2d.account().channels[0]!.id as number, withDialog: 'open' });
     const first = stack.c2d.receiveMessage({ clientId: seeded.client.id as number, text: 'Hello' });

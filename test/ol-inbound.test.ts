@@ -33,7 +33,7 @@ async function connectLine(lineId: number, options: Partial<LineOptions> = {}) {
     });
   }
   await stack.server.rest.call(stack.b24.memberId, 'imconnector.activate', { CONNECTOR: CONNECTOR_ID, LINE: lineId, ACTIVE: 1 });
-  await new OpenLineStore(stack.server.database.db, systemClock).save(stack.b24.memberId, lineId, { ...DEFAULT_LINE_OPTIONS, ...options });
+  await new OpenLineStore(stack.server.database, systemClock).save(stack.b24.memberId, lineId, { ...DEFAULT_LINE_OPTIONS, ...options });
 }
 
 const channels = () => stack.c2d.account().channels;

@@ -34,7 +34,7 @@ describe('Open Channels outbound: forged events', () => {
     await stack.server.portals.saveSettings(stack.b24.memberId, { ...portal.settings, integrationType: mode });
   };
   const connectLine = (line: number, options: Partial<LineOptions> = {}) =>
-    new OpenLineStore(stack.server.database.db, systemClock).save(stack.b24.memberId, line, { ...DEFAULT_LINE_OPTIONS, ...options });
+    new OpenLineStore(stack.server.database, systemClock).save(stack.b24.memberId, line, { ...DEFAULT_LINE_OPTIONS, ...options });
   const outboundJobs = () =>
     stack.server.database.sqlite.prepare("select state, return_values as returnValues from jobs where kind = 'ol_outbound' order by id").all() as Array<{
       state: string;

@@ -73,7 +73,7 @@ describe('Open Channels outbound: an operator writes in Bitrix24, the client get
     await b24('imconnector.activate', { CONNECTOR: 'chat2desk', LINE: 1, ACTIVE: 1 });
     // The portal in Open Channels mode with line 1 connected (what the mode switch and the connector page store).
     stack.server.database.sqlite.prepare("update portals set settings = json_set(settings, '$.integrationType', 'open_channels') where member_id = ?").run(stack.b24.memberId);
-    await new OpenLineStore(stack.server.database.db, systemClock).save(stack.b24.memberId, 1, DEFAULT_LINE_OPTIONS);
+    await new OpenLineStore(stack.server.database, systemClock).save(stack.b24.memberId, 1, DEFAULT_LINE_OPTIONS);
     for (const event of ['OnImConnectorMessageAdd', 'OnImConnectorMessageUpdate', 'OnImConnectorMessageDelete']) {
       await b24('event.bind', { event, handler: `${stack.server.url}/bitrix24/events` });
     }
@@ -122,7 +122,7 @@ describe('Open Channels outbound: an operator writes in Bitrix24, the client get
     const database = openDatabase(stack.config.databaseFile);
     // Lines are stored only in Open Channels mode (OpenLineStore.save); this portal was set up by hand, without the switch.
     database.db.$client.prepare("update portals set settings = json_set(settings, '$.integrationType', 'open_channels')").run();
-    await new OpenLineStore(database.db, systemClock).save(stack.b24.memberId, 1, { ...DEFAULT_LINE_OPTIONS, signature: false });
+    await new OpenLineStore(database, systemClock).save(stack.b24.memberId, 1, { ...DEFAULT_LINE_OPTIONS, signature: false });
     database.close();
     await stack.restart();
     // The fake portal's pooled connections went to the server that closed: it delivers on fresh ones.
@@ -253,7 +253,7 @@ describe('Open Channels outbound: an operator writes in Bitrix24, the client get
     const database = openDatabase(stack.config.databaseFile);
     // Lines are stored only in Open Channels mode (OpenLineStore.save); this portal was set up by hand, without the switch.
     database.db.$client.prepare("update portals set settings = json_set(settings, '$.integrationType', 'open_channels')").run();
-    await new OpenLineStore(database.db, systemClock).save(stack.b24.memberId, 1, { ...DEFAULT_LINE_OPTIONS, postDeliveryErrors: false });
+    await new OpenLineStore(database, systemClock).save(stack.b24.memberId, 1, { ...DEFAULT_LINE_OPTIONS, postDeliveryErrors: false });
     database.close();
     await stack.restart();
     setGlobalDispatcher(new Agent());
@@ -322,7 +322,7 @@ describe('Open Channels outbound: an operator writes in Bitrix24, the client get
   });
 
   it("sends the operator's reply while the client's message waits for a Chat2Desk operator: each direction keeps its own order", async () => {
-    await new OpenLineStore(stack.server.database.db, systemClock).save(stack.b24.memberId, 1, { ...DEFAULT_LINE_OPTIONS, holdUntilOperator: true });
+    await new OpenLineStore(stack.server.database, systemClock).save(stack.b24.memberId, 1, { ...DEFAULT_LINE_OPTIONS, holdUntilOperator: true });
     // A new request nobody in Chat2Desk has taken yet: inbound holds it (up to 30 days).
     const waiting = stack.c2d.receiveMessage({ clientId, text: 'A new question' });
     await stack.c2d.deliverWebhook({ ...waiting.webhook, operator_id: null, dialog_id: null });

@@ -1,18 +1,18 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { openDatabase, type DatabaseHandle } from '../src/db/database.js';
+import type { DatabaseHandle } from '../src/db/database.js';
+import { eq, lt, ne } from 'drizzle-orm';
 import { insertJobs } from '../src/db/jobs.js';
 import { OpenLineStore } from '../src/db/open-lines.js';
 import { PortalStore } from '../src/db/portals.js';
+import { effects, jobs } from '../src/db/schema.js';
 import { SecretBox } from '../src/secrets.js';
 import { TestClock } from './support/clock.js';
+import { DATABASE_KINDS, openTestDatabase, type TestDatabase } from './support/databases.js';
 import { APP_SECRET } from './support/stack.js';
 
 /** The connected Open Channel lines (issue 10): routing order by connection, options replaced in place. */
-describe('the Open Channel lines store', () => {
-  let dir: string;
+describe.each(DATABASE_KINDS)('the Open Channel lines store on %s', (kind) => {
+  let test: TestDatabase;
   let database: DatabaseHandle;
   const clock = new TestClock();
   const secrets = new SecretBox(APP_SECRET);
@@ -34,19 +34,16 @@ describe('the Open Channel lines store', () => {
   }
 
   beforeEach(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'c2d-b24-lines-'));
-    database = openDatabase(join(dir, 'app.db'));
-    portals = new PortalStore(database.db, secrets, clock);
+    test = await openTestDatabase(kind);
+    database = test.handle;
+    portals = new PortalStore(database, secrets, clock);
     await portalIn('portal-a', 'open_channels');
     await portalIn('portal-b', 'open_channels');
   });
-  afterEach(() => {
-    database.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  afterEach(() => test.close());
 
   it('keeps lines in the order they were connected, per portal; saving again changes options, not the order', async () => {
-    const lines = new OpenLineStore(database.db, clock);
+    const lines = new OpenLineStore(database, clock);
     await lines.save('portal-a', 7, { signature: true });
     await lines.save('portal-a', 3, { signature: false });
     await lines.save('portal-b', 3, { other: 1 });
@@ -66,7 +63,7 @@ describe('the Open Channel lines store', () => {
   });
 
   it('saves a line only while the portal is in Open Channels mode, and a switch back is refused while a line row is left', async () => {
-    const lines = new OpenLineStore(database.db, clock);
+    const lines = new OpenLineStore(database, clock);
     const leave = { integrationType: 'open_channels', leaveOpenChannels: { kind: 'ol_inbound', reason: 'left' } };
     // A line saved after the switch back read the lines: the mode save is refused until it is gone…
     expect(await lines.save('portal-a', 1, {})).toBe(0);
@@ -77,6 +74,51 @@ describe('the Open Channel lines store', () => {
     // …and once the mode is saved, no line is saved any more.
     expect(await lines.save('portal-a', 1, {})).toBe('not_open_channels');
     expect(await lines.list('portal-a')).toEqual([]);
+  });
+
+  it("connecting a line wakes the portal's held jobs it names: tried once and due later, of that kind (and conversation)", async () => {
+    const { db, dialect } = database;
+    const now = clock.now();
+    const job = (dedupKey: string, memberId = 'portal-a', kind = 'ol_inbound', orderingKey = 'chat-1') => ({
+      kind,
+      memberId,
+      input: {},
+      dedupKey,
+      orderingKey,
+      deadlineAt: now + 600_000,
+      awaitsConfirmation: false,
+    });
+    await dialect.transaction((tx) =>
+      insertJobs(
+        tx,
+        [job('held'), job('untried'), job('other-chat', 'portal-a', 'ol_inbound', 'chat-2'), job('other-kind', 'portal-a', 'ol_outbound'), job('other-portal', 'portal-b')],
+        now,
+      ),
+    );
+    // Every job but `untried` ran once and waits for its next look in a minute.
+    await db
+      .update(jobs)
+      .set({ attempts: 1, runAt: now + 60_000 })
+      .where(ne(jobs.dedupKey, 'untried'));
+    await db
+      .update(jobs)
+      .set({ runAt: now + 60_000 })
+      .where(eq(jobs.dedupKey, 'untried'));
+    const lines = new OpenLineStore(database, clock);
+    expect(await lines.save('portal-a', 1, {}, [{ kind: 'ol_inbound', orderingKey: 'chat-1' }])).toBe(1);
+    const due = async () =>
+      (
+        await db
+          .select({ name: jobs.dedupKey })
+          .from(jobs)
+          .where(lt(jobs.runAt, now + 60_000))
+      )
+        .map((row) => row.name)
+        .sort();
+    expect(await due()).toEqual(['held']);
+    // Without a conversation: every held job of the kind on the portal.
+    expect(await lines.save('portal-a', 2, {}, [{ kind: 'ol_inbound' }])).toBe(1);
+    expect(await due()).toEqual(['held', 'other-chat']);
   });
 
   it('a settings save merges only its changes, and a switch from a mode another save left is refused', async () => {
@@ -94,8 +136,8 @@ describe('the Open Channel lines store', () => {
   });
 
   it('the switch back finishes waiting inbound jobs as not sent, in its transaction; running, in-doubt and other kinds are left as they are', async () => {
-    const sql = database.db.$client;
-    database.db.transaction((tx) =>
+    const { db, dialect } = database;
+    await dialect.transaction((tx) =>
       insertJobs(
         tx,
         ['waiting', 'running', 'in-doubt', 'other-portal'].map((name) => ({
@@ -109,24 +151,22 @@ describe('the Open Channel lines store', () => {
         clock.now(),
       ),
     );
-    insertJobs(
-      database.db,
-      [{ kind: 'ol_outbound', memberId: 'portal-a', input: {}, dedupKey: 'outbound', deadlineAt: clock.now() + 60_000, awaitsConfirmation: false }],
-      clock.now(),
+    await dialect.transaction((tx) =>
+      insertJobs(tx, [{ kind: 'ol_outbound', memberId: 'portal-a', input: {}, dedupKey: 'outbound', deadlineAt: clock.now() + 60_000, awaitsConfirmation: false }], clock.now()),
     );
-    sql.prepare("update jobs set state = 'running' where dedup_key = 'running'").run();
+    await db.update(jobs).set({ state: 'running' }).where(eq(jobs.dedupKey, 'running'));
     // The in-doubt one's send is claimed in the ledger: it may have reached Bitrix24.
-    const publicId = (sql.prepare("select public_id as id from jobs where dedup_key = 'in-doubt'").get() as { id: string }).id;
-    sql
-      .prepare("insert into effects (member_id, effect_key, state, owner, attempt_at, created_at, updated_at) values ('portal-a', 'send', 'claimed', ?, 0, 0, 0)")
-      .run(`${publicId}#1`);
+    const [{ publicId }] = (await db.select({ publicId: jobs.publicId }).from(jobs).where(eq(jobs.dedupKey, 'in-doubt'))) as [{ publicId: string }];
+    await db
+      .insert(effects)
+      .values({ memberId: 'portal-a', effectKey: 'send', state: 'claimed', owner: `${publicId}#1`, leaseUntil: 0, attemptAt: 0, intent: '{}', createdAt: 0, updatedAt: 0 });
     const saved = await portals.saveSettings('portal-a', { integrationType: 'chat2desk' }, undefined, {
       integrationType: 'open_channels',
       leaveOpenChannels: { kind: 'ol_inbound', reason: 'left the mode' },
     });
     expect(saved).toMatchObject({ settings: { integrationType: 'chat2desk' } });
     const states = Object.fromEntries(
-      (sql.prepare('select dedup_key as name, state, return_values as result from jobs').all() as Array<{ name: string; state: string; result: string | null }>).map((row) => [
+      (await db.select({ name: jobs.dedupKey, state: jobs.state, result: jobs.returnValues }).from(jobs)).map((row) => [
         row.name,
         [row.state, row.result && JSON.parse(row.result)],
       ]),

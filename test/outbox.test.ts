@@ -1,6 +1,3 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import * as v from 'valibot';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { RobotRegistry } from '../src/activities/index.js';
@@ -12,9 +9,9 @@ import type { JobKind } from '../src/jobs/kinds.js';
 import { RobotCalls } from '../src/jobs/robot-calls.js';
 import { createLogger } from '../src/log.js';
 import { systemClock } from '../src/clock.js';
-import { openDatabase, type DatabaseHandle } from '../src/db/database.js';
 import { JobStore, UnconfirmedLimitReached } from '../src/db/jobs.js';
 import { TestClock } from './support/clock.js';
+import { DATABASE_KINDS, openTestDatabase, type TestDatabase } from './support/databases.js';
 import { robotJob } from './support/jobs.js';
 import { eventually, installAndConfigure, postForm, startStack, type Stack } from './support/stack.js';
 
@@ -235,19 +232,14 @@ function robotCall(memberId: string, eventToken: string): RobotCall {
   };
 }
 
-describe('the bounded insert of JobStore', () => {
-  let dir: string;
-  let database: DatabaseHandle;
+describe.each(DATABASE_KINDS)('the bounded insert of JobStore on %s', (kind) => {
+  let database: TestDatabase;
   let jobs: JobStore;
-  beforeEach(() => {
-    dir = mkdtempSync(join(tmpdir(), 'c2d-b24-bound-'));
-    database = openDatabase(join(dir, 'app.db'));
-    jobs = new JobStore(database.db, systemClock);
+  beforeEach(async () => {
+    database = await openTestDatabase(kind);
+    jobs = new JobStore(database.handle, systemClock);
   });
-  afterEach(() => {
-    database.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  afterEach(() => database.close());
 
   const waiting = (memberId: string, eventToken: string) => ({ ...robotJob(memberId, eventToken, Date.now() + 60_000), awaitsConfirmation: true });
 
@@ -259,5 +251,15 @@ describe('the bounded insert of JobStore', () => {
     await expect(jobs.enqueue(waiting('portal', 'fourth'), { maxConfirming: 3 })).rejects.toThrow(UnconfirmedLimitReached);
     expect((await jobs.enqueue(waiting('portal', 'third'), { maxConfirming: 3 })).duplicate).toBe(true);
     expect(await jobs.countByState('portal')).toEqual({ confirming: 3 });
+  });
+
+  // One process per SQLite file: only PostgreSQL has two to race.
+  it.skipIf(kind === 'sqlite')('holds the bound for calls of one portal stored at once from two processes', async () => {
+    const second = new JobStore(await database.openAnother(), systemClock);
+    const calls = Array.from({ length: 20 }, (_, i) => (i % 2 === 0 ? jobs : second).enqueue(waiting('portal', `call-${i}`), { maxConfirming: 5 }));
+    const results = await Promise.allSettled(calls);
+    expect(results.filter((result) => result.status === 'fulfilled')).toHaveLength(5);
+    expect(results.filter((result) => result.status === 'rejected' && result.reason instanceof UnconfirmedLimitReached)).toHaveLength(15);
+    expect(await jobs.countByState('portal')).toEqual({ confirming: 5 });
   });
 });

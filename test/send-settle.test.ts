@@ -1,11 +1,8 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { openDatabase } from '../src/db/database.js';
 import { JobStore } from '../src/db/jobs.js';
 import type { FakeChat2Desk } from './fakes/chat2desk.js';
 import { eventuallyOnClock, noRetryWait, TestClock } from './support/clock.js';
+import { DATABASE_KINDS, openTestDatabase } from './support/databases.js';
 import { robotJob } from './support/jobs.js';
 import { eventually, installAndConfigure, startStack, type Stack, type StackOptions } from './support/stack.js';
 
@@ -188,13 +185,13 @@ describe('settling write first and attachments', () => {
   });
 });
 
-describe('jobs interrupted by a crash', () => {
+describe.each(DATABASE_KINDS)('jobs interrupted by a crash, on %s', (kind) => {
   it('are queued again ahead of the whole backlog, so what they did is settled first', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'c2d-b24-requeue-'));
-    const database = openDatabase(join(dir, 'app.db'));
+    const test = await openTestDatabase(kind);
+    const database = test.handle;
     try {
       let clock = 1_000_000;
-      const jobs = new JobStore(database.db, { now: () => clock });
+      const jobs = new JobStore(database, { now: () => clock });
       const enqueue = async (memberId: string, eventToken: string) => {
         clock += 1;
         return (await jobs.enqueue(robotJob(memberId, eventToken, clock + 60_000))).job.id;
@@ -212,8 +209,7 @@ describe('jobs interrupted by a crash', () => {
       // Per-portal fairness is unchanged: a portal left out shows the others'.
       expect((await jobs.due('queued', 5, ['portal-a'])).map((job) => job.eventToken)).toEqual(['b-1']);
     } finally {
-      database.close();
-      rmSync(dir, { recursive: true, force: true });
+      await test.close();
     }
   });
 });

@@ -1,35 +1,33 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { openDatabase, type DatabaseHandle } from '../src/db/database.js';
+import type { DatabaseHandle } from '../src/db/database.js';
 import { EpisodeRecordStore } from '../src/db/episode-records.js';
 import { PortalStore } from '../src/db/portals.js';
 import { WebhookStore } from '../src/db/webhooks.js';
 import { SecretBox } from '../src/secrets.js';
 import { TestClock } from './support/clock.js';
+import { DATABASE_KINDS, openTestDatabase, type TestDatabase } from './support/databases.js';
 import { APP_SECRET } from './support/stack.js';
 
 /**
  * The stores decide races by a conditional statement, not by SQLite having one writer: two stores
- * on one database stand for two server processes (the PostgreSQL deployment of a later issue).
+ * stand for two server processes, on one SQLite connection or on two connections to PostgreSQL.
  */
-describe('stores shared by two server processes', () => {
-  let dir: string;
+describe.each(DATABASE_KINDS)('stores shared by two server processes, on %s', (kind) => {
+  let test: TestDatabase;
   let database: DatabaseHandle;
+  /** The second process's connection: its own on PostgreSQL, the same handle on SQLite (one process per file). */
+  let other: DatabaseHandle;
   const clock = new TestClock();
   const secrets = new SecretBox(APP_SECRET);
   const memberId = 'a'.repeat(32);
   const pair = (name: string) => ({ accessToken: `${name}-access`, refreshToken: `${name}-refresh`, expiresAt: 2_000_000_000, clientEndpoint: 'https://portal.example/rest/' });
 
-  beforeEach(() => {
-    dir = mkdtempSync(join(tmpdir(), 'c2d-b24-stores-'));
-    database = openDatabase(join(dir, 'app.db'));
+  beforeEach(async () => {
+    test = await openTestDatabase(kind);
+    database = test.handle;
+    other = kind === 'postgres' ? await test.openAnother() : database;
   });
-  afterEach(() => {
-    database.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  afterEach(() => test.close());
 
   async function installed(store: PortalStore) {
     await store.saveInstall({ memberId, domain: 'portal.example', applicationToken: 'app-token', installerUserId: 1, ...pair('installed') });
@@ -37,8 +35,8 @@ describe('stores shared by two server processes', () => {
   }
 
   it("forgets a client's record only while it is still the one remembered: a record another job just saved stays", async () => {
-    const first = new EpisodeRecordStore(database.db, clock);
-    const second = new EpisodeRecordStore(database.db, clock);
+    const first = new EpisodeRecordStore(database, clock);
+    const second = new EpisodeRecordStore(other, clock);
     await first.remember(memberId, 7, { entityType: 'lead', entityId: 1 });
     const seen = await second.get(memberId, 7);
     // Meanwhile a closed episode found lead 1 converted and saved the lead it created.
@@ -50,8 +48,8 @@ describe('stores shared by two server processes', () => {
   });
 
   it('keeps the pair of the refresh that stored first, and a refusal of the replaced pair does not ask for reauthorisation', async () => {
-    const first = new PortalStore(database.db, secrets, clock);
-    const second = new PortalStore(database.db, secrets, clock);
+    const first = new PortalStore(database, secrets, clock);
+    const second = new PortalStore(other, secrets, clock);
     const generation = await installed(first);
 
     expect(await first.saveRefreshedTokens(memberId, pair('first'), generation)).toBe(generation + 1);
@@ -67,8 +65,8 @@ describe('stores shared by two server processes', () => {
   });
 
   it('gives every caller claiming a webhook secret for one account the same secret, and a new account a new one', async () => {
-    const first = new WebhookStore(database.db, secrets, clock);
-    const second = new WebhookStore(database.db, secrets, clock);
+    const first = new WebhookStore(database, secrets, clock);
+    const second = new WebhookStore(other, secrets, clock);
     const claims = await Promise.all([first.claimSecret(memberId, 'account-1', 'secret-1'), second.claimSecret(memberId, 'account-1', 'secret-2')]);
     expect(new Set(claims).size).toBe(1);
     expect(await second.claimSecret(memberId, 'account-1', 'secret-3')).toBe(claims[0]);
@@ -76,21 +74,22 @@ describe('stores shared by two server processes', () => {
   });
 
   it('never lowers a pending uninstall\'s "delete data": a later request without it (forged or not) keeps the admin\'s choice', async () => {
-    const portals = new PortalStore(database.db, secrets, clock);
+    const portals = new PortalStore(database, secrets, clock);
     await installed(portals);
-    const clean = () => (database.sqlite.prepare('select uninstall_clean as clean from portals where member_id = ?').get(memberId) as { clean: number }).clean;
+    // SQLite stores the flag as 0/1, PostgreSQL as a boolean.
+    const clean = async () => Boolean((await test.rows<{ clean: unknown }>('select uninstall_clean as clean from portals where member_id = ?', memberId))[0]?.clean);
     await portals.requestUninstall(memberId, true);
     await portals.requestUninstall(memberId, false);
-    expect(clean()).toBe(1);
+    expect(await clean()).toBe(true);
     await portals.deferUninstallRequest(memberId, clock.now() + 60_000, false);
-    expect(clean()).toBe(1);
+    expect(await clean()).toBe(true);
     const requestedAt = (await portals.uninstallRequestedAt(memberId))!;
     expect(await portals.uninstall(memberId, requestedAt)).toMatchObject({ dataDeleted: true });
   });
 
   it('forgets the webhook registration with the secrets, and keeps both when the uninstall request is no longer the pending one', async () => {
-    const portals = new PortalStore(database.db, secrets, clock);
-    const webhooks = new WebhookStore(database.db, secrets, clock);
+    const portals = new PortalStore(database, secrets, clock);
+    const webhooks = new WebhookStore(database, secrets, clock);
     await installed(portals);
     await webhooks.save({ memberId, accountKey: 'account-1', webhookId: 77, secret: 'secret-1', status: 'enable' });
     await portals.requestUninstall(memberId, false);

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { createLogger } from '../src/log.js';
 import { startServer } from '../src/server.js';
-import { eventually, installAndConfigure, startStack, type Stack } from './support/stack.js';
+import { eventually, installAndConfigure, onSqlite, startStack, type Stack } from './support/stack.js';
 import { databaseBefore0006, insertSendInDoubt } from './support/upgrade.js';
 
 describe('upgrading a live database in place', () => {
@@ -57,7 +57,7 @@ describe('upgrading a live database in place', () => {
     c2d.resetCalls();
 
     // The new version starts on that file: every migration, then the jobs in doubt first.
-    stack.server = await startServer(stack.config, createLogger('warn'), { hostname: '127.0.0.1', reportLingerMs: 50 });
+    stack.server = onSqlite(await startServer(stack.config, createLogger('warn'), { hostname: '127.0.0.1', reportLingerMs: 50 }));
     const event = await eventually(() => b24.sentEvents.find((item) => item.eventToken === eventToken), 20_000, 'result of the send in doubt');
     expect(event.returnValues).toMatchObject({ status: 'sent', message_id: String(messageId), client_id: String(clientId) });
     expect(c2d.calls.filter((call) => call.method === 'POST' && call.path === '/messages')).toHaveLength(0);
@@ -110,7 +110,7 @@ describe('upgrading a live database in place', () => {
     old.close();
     c2d.resetCalls();
 
-    stack.server = await startServer(stack.config, createLogger('warn'), { hostname: '127.0.0.1', reportLingerMs: 50 });
+    stack.server = onSqlite(await startServer(stack.config, createLogger('warn'), { hostname: '127.0.0.1', reportLingerMs: 50 }));
     const event = await eventually(() => b24.sentEvents.find((item) => item.eventToken === eventToken), 20_000, 'result of the send in doubt');
     const sent = c2d.account().messages.filter((message) => message.text === text);
     expect(sent).toHaveLength(1);

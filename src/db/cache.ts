@@ -1,5 +1,6 @@
 import { and, asc, desc, eq, gte, inArray, like, lt, or, sql } from 'drizzle-orm';
-import type { Db } from './database.js';
+import type { DatabaseAccess } from './database.js';
+import { changes, exec, type Statement, type Tx } from './dialect.js';
 import { c2dAccounts, c2dClientDialogs, c2dClients, c2dDialogs, c2dLists, c2dPhoneLookups, webhookDeliveries } from './schema.js';
 
 export interface CachedClient {
@@ -57,9 +58,8 @@ export class CacheStore {
   /** Prepared once: robots in bulk run these reads thousands of times. */
   readonly #q;
 
-  constructor(private readonly db: Db) {
-    // SQLite's LIKE and lower() fold ASCII letters only; names are often Cyrillic ("анна" finds "Анна").
-    db.$client.function('c2d_fold', { deterministic: true }, (value: unknown) => (typeof value === 'string' ? value.toLowerCase() : value));
+  constructor(private readonly database: DatabaseAccess) {
+    const { db } = database;
     const p = (name: string) => sql.placeholder(name);
     this.#q = {
       validFrom: db
@@ -97,52 +97,16 @@ export class CacheStore {
         .from(c2dLists)
         .where(and(eq(c2dLists.accountKey, p('account')), eq(c2dLists.kind, p('kind')), gte(c2dLists.fetchedAt, p('freshAfter'))))
         .prepare(),
-      // The writes every lookup that missed makes, and its replay of deliveries received meanwhile.
-      putClient: db
-        .insert(c2dClients)
-        .values({
-          accountKey: p('account'),
-          id: p('id'),
-          phone: p('phone'),
-          clientPhone: p('clientPhone'),
-          name: p('name'),
-          assignedName: p('assignedName'),
-          tags: p('tags'),
-          fetchedAt: p('fetchedAt'),
-        })
-        .onConflictDoUpdate({
-          target: [c2dClients.accountKey, c2dClients.id],
-          set: {
-            phone: sql`${p('phone')}`,
-            clientPhone: sql`${p('clientPhone')}`,
-            name: sql`${p('name')}`,
-            assignedName: sql`${p('assignedName')}`,
-            tags: sql`${p('tags')}`,
-            fetchedAt: sql`${p('fetchedAt')}`,
-          },
-        })
-        .prepare(),
-      putPhoneLookup: db
-        .insert(c2dPhoneLookups)
-        .values({ accountKey: p('account'), phone: p('phone'), clientIds: p('clientIds'), fetchedAt: p('fetchedAt') })
-        .onConflictDoUpdate({ target: [c2dPhoneLookups.accountKey, c2dPhoneLookups.phone], set: { clientIds: sql`${p('clientIds')}`, fetchedAt: sql`${p('fetchedAt')}` } })
-        .prepare(),
-      deliveriesSince: db
-        .select({ body: webhookDeliveries.body })
-        .from(webhookDeliveries)
-        .where(and(eq(webhookDeliveries.accountKey, p('account')), gte(webhookDeliveries.receivedAt, p('since'))))
-        .orderBy(asc(webhookDeliveries.id))
-        .prepare(),
     };
   }
 
   async validFrom(accountKey: string): Promise<number> {
-    return this.#q.validFrom.get({ account: accountKey })?.validFrom ?? 0;
+    return (await this.database.dialect.get(this.#q.validFrom, { account: accountKey }))?.validFrom ?? 0;
   }
 
   /** Reconciliation: everything cached for the account so far is stale. */
   async invalidateAccount(accountKey: string, at: number): Promise<void> {
-    await this.db
+    await this.database.db
       .insert(c2dAccounts)
       .values({ accountKey, validFrom: at })
       .onConflictDoUpdate({ target: c2dAccounts.accountKey, set: { validFrom: at } });
@@ -154,50 +118,66 @@ export class CacheStore {
    * was in flight may describe a change the fetched answer predates.
    */
   async saveFetched(accountKey: string, fetchedAt: number, facts: FetchedFacts, invalidationOf: (deliveryBody: string) => Invalidation): Promise<void> {
-    this.db.transaction((tx) => {
-      for (const client of facts.clients ?? []) {
-        this.#q.putClient.run({
-          account: accountKey,
-          id: client.id,
-          phone: client.phone,
-          clientPhone: client.clientPhone,
-          name: client.name,
-          assignedName: client.assignedName,
-          tags: JSON.stringify(client.tags),
-          fetchedAt,
-        });
+    await this.database.dialect.transaction(function* (tx) {
+      // Many rows per statement (a bulk fill brings thousands), each replacing the row it collides with.
+      for (const clients of chunks(facts.clients ?? [])) {
+        const rows = clients.map((client) => ({ accountKey, ...client, tags: JSON.stringify(client.tags), fetchedAt }));
+        yield* exec(
+          tx
+            .insert(c2dClients)
+            .values(rows)
+            .onConflictDoUpdate({ target: [c2dClients.accountKey, c2dClients.id], set: replacing(['phone', 'client_phone', 'name', 'assigned_name', 'tags', 'fetched_at']) }),
+        );
       }
       // Ids are stored as ",1,2," so that the clients of a lookup can be found with LIKE.
-      for (const lookup of facts.phoneLookups ?? []) {
-        this.#q.putPhoneLookup.run({ account: accountKey, phone: lookup.phone, clientIds: `,${lookup.clientIds.join(',')},`, fetchedAt });
+      for (const lookups of chunks(facts.phoneLookups ?? [], (lookup) => lookup.phone)) {
+        const rows = lookups.map((lookup) => ({ accountKey, phone: lookup.phone, clientIds: `,${lookup.clientIds.join(',')},`, fetchedAt }));
+        yield* exec(
+          tx
+            .insert(c2dPhoneLookups)
+            .values(rows)
+            .onConflictDoUpdate({ target: [c2dPhoneLookups.accountKey, c2dPhoneLookups.phone], set: replacing(['client_ids', 'fetched_at']) }),
+        );
       }
-      putDialogs(tx, accountKey, facts.dialogs ?? [], fetchedAt);
-      for (const clientId of facts.dialogListsOf ?? []) {
-        tx.insert(c2dClientDialogs)
-          .values({ accountKey, clientId, fetchedAt })
-          .onConflictDoUpdate({ target: [c2dClientDialogs.accountKey, c2dClientDialogs.clientId], set: { fetchedAt } })
-          .run();
+      yield* putDialogs(tx, accountKey, facts.dialogs ?? [], fetchedAt);
+      for (const clientIds of chunks(facts.dialogListsOf ?? [])) {
+        yield* exec(
+          tx
+            .insert(c2dClientDialogs)
+            .values(clientIds.map((clientId) => ({ accountKey, clientId, fetchedAt })))
+            .onConflictDoUpdate({ target: [c2dClientDialogs.accountKey, c2dClientDialogs.clientId], set: { fetchedAt } }),
+        );
       }
       if (facts.list) {
         const items = JSON.stringify(facts.list.items);
-        tx.insert(c2dLists)
-          .values({ accountKey, kind: facts.list.kind, items, fetchedAt })
-          .onConflictDoUpdate({ target: [c2dLists.accountKey, c2dLists.kind], set: { items, fetchedAt } })
-          .run();
+        yield* exec(
+          tx
+            .insert(c2dLists)
+            .values({ accountKey, kind: facts.list.kind, items, fetchedAt })
+            .onConflictDoUpdate({ target: [c2dLists.accountKey, c2dLists.kind], set: { items, fetchedAt } }),
+        );
       }
       if (facts.synced) {
-        tx.insert(c2dAccounts)
-          .values({ accountKey, lastSyncAt: fetchedAt })
-          .onConflictDoUpdate({ target: c2dAccounts.accountKey, set: { lastSyncAt: fetchedAt } })
-          .run();
+        yield* exec(
+          tx
+            .insert(c2dAccounts)
+            .values({ accountKey, lastSyncAt: fetchedAt })
+            .onConflictDoUpdate({ target: c2dAccounts.accountKey, set: { lastSyncAt: fetchedAt } }),
+        );
       }
-      const since = this.#q.deliveriesSince.all({ account: accountKey, since: fetchedAt });
-      for (const { body } of since) invalidateRows(tx, accountKey, invalidationOf(body));
+      const since = yield* exec(
+        tx
+          .select({ body: webhookDeliveries.body })
+          .from(webhookDeliveries)
+          .where(and(eq(webhookDeliveries.accountKey, accountKey), gte(webhookDeliveries.receivedAt, fetchedAt)))
+          .orderBy(asc(webhookDeliveries.id)),
+      );
+      for (const { body } of since) yield* invalidateRows(tx, accountKey, invalidationOf(body));
     });
   }
 
   async client(accountKey: string, id: number, freshAfter: number): Promise<CachedClient | undefined> {
-    const row = this.#q.client.get({ account: accountKey, id, freshAfter });
+    const row = await this.database.dialect.get(this.#q.client, { account: accountKey, id, freshAfter });
     return row ? { id: row.id, phone: row.phone, clientPhone: row.clientPhone, name: row.name, assignedName: row.assignedName, tags: JSON.parse(row.tags) } : undefined;
   }
 
@@ -208,73 +188,111 @@ export class CacheStore {
    */
   async clientsByName(accountKey: string, text: string, freshAfter: number, limit: number): Promise<CachedClient[]> {
     const pattern = `%${text.replace(/[\\%_]/g, (char) => `\\${char}`)}%`;
-    const rows = this.db
+    const { db, dialect } = this.database;
+    const rows = await db
       .select()
       .from(c2dClients)
       .where(
         and(
           eq(c2dClients.accountKey, accountKey),
           gte(c2dClients.fetchedAt, freshAfter),
-          or(sql`c2d_fold(${c2dClients.name}) like c2d_fold(${pattern}) escape '\\'`, sql`c2d_fold(${c2dClients.assignedName}) like c2d_fold(${pattern}) escape '\\'`),
+          or(
+            sql`${dialect.fold(c2dClients.name)} like ${dialect.fold(pattern)} escape '\\'`,
+            sql`${dialect.fold(c2dClients.assignedName)} like ${dialect.fold(pattern)} escape '\\'`,
+          ),
         ),
       )
       .orderBy(desc(c2dClients.id))
-      .limit(limit)
-      .all();
+      .limit(limit);
     return rows.map((row) => ({ id: row.id, phone: row.phone, clientPhone: row.clientPhone, name: row.name, assignedName: row.assignedName, tags: JSON.parse(row.tags) }));
   }
 
   async phoneLookup(accountKey: string, phone: string, freshAfter: number): Promise<number[] | undefined> {
-    const row = this.#q.phoneLookup.get({ account: accountKey, phone, freshAfter });
+    const row = await this.database.dialect.get(this.#q.phoneLookup, { account: accountKey, phone, freshAfter });
     return row ? row.clientIds.split(',').filter(Boolean).map(Number) : undefined;
   }
 
   async dialog(accountKey: string, id: number, freshAfter: number): Promise<CachedDialog | undefined> {
-    const row = this.#q.dialog.get({ account: accountKey, id, freshAfter });
+    const row = await this.database.dialect.get(this.#q.dialog, { account: accountKey, id, freshAfter });
     return row ? toDialog(row) : undefined;
   }
 
   /** The client's dialogs, if the whole list is cached and fresh. */
   async dialogsOfClient(accountKey: string, clientId: number, freshAfter: number): Promise<CachedDialog[] | undefined> {
-    const marker = this.#q.marker.get({ account: accountKey, clientId, freshAfter });
+    const marker = await this.database.dialect.get(this.#q.marker, { account: accountKey, clientId, freshAfter });
     if (!marker) return undefined;
-    const rows = this.#q.dialogsOfClient.all({ account: accountKey, clientId });
+    const rows = await this.database.dialect.all(this.#q.dialogsOfClient, { account: accountKey, clientId });
     // A dialog row invalidated since the list was fetched makes the list incomplete.
     if (rows.some((row) => row.fetchedAt < freshAfter)) return undefined;
     return rows.map(toDialog);
   }
 
   async list<T>(accountKey: string, kind: string, freshAfter: number): Promise<T[] | undefined> {
-    const row = this.#q.list.get({ account: accountKey, kind, freshAfter });
+    const row = await this.database.dialect.get(this.#q.list, { account: accountKey, kind, freshAfter });
     return row ? (JSON.parse(row.items) as T[]) : undefined;
   }
 
   /** Deletes what a change made stale. Deleting, not patching: the next read fetches the truth. */
   async invalidate(accountKey: string, change: Invalidation): Promise<void> {
-    this.db.transaction((tx) => invalidateRows(tx, accountKey, change));
+    await this.database.dialect.transaction((tx) => invalidateRows(tx, accountKey, change));
   }
 
   /** Drops cached rows fetched before `olderThan`: they could not be served any more (TTL at most a day). */
   async pruneOlderThan(olderThan: number): Promise<number> {
     let removed = 0;
     for (const table of [c2dClients, c2dPhoneLookups, c2dDialogs, c2dClientDialogs, c2dLists]) {
-      removed += this.db.delete(table).where(lt(table.fetchedAt, olderThan)).run().changes;
+      removed += changes(await this.database.db.delete(table).where(lt(table.fetchedAt, olderThan)));
     }
     return removed;
   }
 }
 
-/** The database or a transaction of it: the helpers below run inside the caller's transaction. */
-type Tx = Pick<Db, 'select' | 'insert' | 'delete'>;
+/** Rows per multi-row insert: well below either database's limit on parameters (SQLite 32766, PostgreSQL 65535). */
+const ROWS_PER_STATEMENT = 500;
 
-function putDialogs(tx: Tx, accountKey: string, dialogs: CachedDialog[], fetchedAt: number): void {
-  for (const dialog of dialogs) {
-    const { id, ...rest } = dialog;
-    const values = { ...rest, fetchedAt };
-    tx.insert(c2dDialogs)
-      .values({ accountKey, id, ...values })
-      .onConflictDoUpdate({ target: [c2dDialogs.accountKey, c2dDialogs.id], set: values })
-      .run();
+/**
+ * The rows in groups of ROWS_PER_STATEMENT, the last of each id only: PostgreSQL refuses an upsert
+ * that meets the same row twice, and the last one is what SQLite's row-by-row upsert kept.
+ */
+function chunks<T>(all: T[], idOf: (item: T) => unknown = (item) => (typeof item === 'object' && item !== null && 'id' in item ? item.id : item)): T[][] {
+  const items = [...new Map(all.map((item) => [idOf(item), item])).values()];
+  const result: T[][] = [];
+  for (let i = 0; i < items.length; i += ROWS_PER_STATEMENT) result.push(items.slice(i, i + ROWS_PER_STATEMENT));
+  return result;
+}
+
+/** An upsert's `set` taking each named column from the row that collided (`excluded`, both databases). */
+function replacing(columns: string[]): Record<string, ReturnType<typeof sql>> {
+  const set: Record<string, ReturnType<typeof sql>> = {};
+  for (const column of columns) set[column.replace(/_([a-z])/g, (_, letter: string) => letter.toUpperCase())] = sql.raw(`excluded.${column}`);
+  return set;
+}
+
+function* putDialogs(tx: Tx, accountKey: string, dialogs: CachedDialog[], fetchedAt: number): Generator<Statement, void, unknown> {
+  for (const rows of chunks(dialogs)) {
+    yield* exec(
+      tx
+        .insert(c2dDialogs)
+        .values(rows.map((dialog) => ({ accountKey, ...dialog, fetchedAt })))
+        .onConflictDoUpdate({
+          target: [c2dDialogs.accountKey, c2dDialogs.id],
+          set: replacing([
+            'client_id',
+            'state',
+            'operator_id',
+            'channel_id',
+            'transport',
+            'begin_at',
+            'end_at',
+            'last_message_text',
+            'last_message_at',
+            'last_message_type',
+            'last_request_id',
+            'messages_count',
+            'fetched_at',
+          ]),
+        }),
+    );
   }
 }
 
@@ -282,50 +300,36 @@ function putDialogs(tx: Tx, accountKey: string, dialogs: CachedDialog[], fetched
  * Deletes what a change made stale, inside the caller's transaction: a webhook delivery's receipt
  * (WebhookStore.recordDelivery), a replay after a fetch, a write of our own.
  */
-export function invalidateRows(tx: Tx, accountKey: string, change: Invalidation): void {
+export function* invalidateRows(tx: Tx, accountKey: string, change: Invalidation): Generator<Statement, void, unknown> {
   if (change.clientIds.length) {
-    tx.delete(c2dClients)
-      .where(and(eq(c2dClients.accountKey, accountKey), inArray(c2dClients.id, change.clientIds)))
-      .run();
+    yield* exec(tx.delete(c2dClients).where(and(eq(c2dClients.accountKey, accountKey), inArray(c2dClients.id, change.clientIds))));
     for (const id of change.clientIds) {
-      tx.delete(c2dPhoneLookups)
-        .where(and(eq(c2dPhoneLookups.accountKey, accountKey), like(c2dPhoneLookups.clientIds, `%,${id},%`)))
-        .run();
+      yield* exec(tx.delete(c2dPhoneLookups).where(and(eq(c2dPhoneLookups.accountKey, accountKey), like(c2dPhoneLookups.clientIds, `%,${id},%`))));
     }
   }
   if (change.phones.length) {
-    tx.delete(c2dPhoneLookups)
-      .where(and(eq(c2dPhoneLookups.accountKey, accountKey), inArray(c2dPhoneLookups.phone, change.phones)))
-      .run();
+    yield* exec(tx.delete(c2dPhoneLookups).where(and(eq(c2dPhoneLookups.accountKey, accountKey), inArray(c2dPhoneLookups.phone, change.phones))));
   }
   if (change.dialogIds.length) {
     // The owners' dialog lists would be incomplete without these rows: they go too.
-    const owners = tx
-      .select({ clientId: c2dDialogs.clientId })
-      .from(c2dDialogs)
-      .where(and(eq(c2dDialogs.accountKey, accountKey), inArray(c2dDialogs.id, change.dialogIds)))
-      .all()
-      .map((row) => row.clientId)
-      .filter((id): id is number => id !== null);
+    const rows = yield* exec(
+      tx
+        .select({ clientId: c2dDialogs.clientId })
+        .from(c2dDialogs)
+        .where(and(eq(c2dDialogs.accountKey, accountKey), inArray(c2dDialogs.id, change.dialogIds))),
+    );
+    const owners = rows.map((row) => row.clientId).filter((id): id is number => id !== null);
     change = { ...change, dialogListsOf: [...change.dialogListsOf, ...owners] };
-    tx.delete(c2dDialogs)
-      .where(and(eq(c2dDialogs.accountKey, accountKey), inArray(c2dDialogs.id, change.dialogIds)))
-      .run();
+    yield* exec(tx.delete(c2dDialogs).where(and(eq(c2dDialogs.accountKey, accountKey), inArray(c2dDialogs.id, change.dialogIds))));
   }
   if (change.dialogListsOf.length) {
     // An event may name the client but not the dialog (an inbox message before the request is
     // assigned), so every cached dialog of those clients goes too.
-    tx.delete(c2dDialogs)
-      .where(and(eq(c2dDialogs.accountKey, accountKey), inArray(c2dDialogs.clientId, change.dialogListsOf)))
-      .run();
-    tx.delete(c2dClientDialogs)
-      .where(and(eq(c2dClientDialogs.accountKey, accountKey), inArray(c2dClientDialogs.clientId, change.dialogListsOf)))
-      .run();
+    yield* exec(tx.delete(c2dDialogs).where(and(eq(c2dDialogs.accountKey, accountKey), inArray(c2dDialogs.clientId, change.dialogListsOf))));
+    yield* exec(tx.delete(c2dClientDialogs).where(and(eq(c2dClientDialogs.accountKey, accountKey), inArray(c2dClientDialogs.clientId, change.dialogListsOf))));
   }
   if (change.lists.length) {
-    tx.delete(c2dLists)
-      .where(and(eq(c2dLists.accountKey, accountKey), inArray(c2dLists.kind, change.lists)))
-      .run();
+    yield* exec(tx.delete(c2dLists).where(and(eq(c2dLists.accountKey, accountKey), inArray(c2dLists.kind, change.lists))));
   }
 }
 

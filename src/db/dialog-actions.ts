@@ -1,5 +1,5 @@
 import { and, eq } from 'drizzle-orm';
-import type { Db } from './database.js';
+import type { DatabaseAccess } from './database.js';
 import { jobs } from './schema.js';
 
 /** A dialog action's job as the page polls it: its state, what it was asked to do and how it ended. */
@@ -14,13 +14,13 @@ export interface DialogActionRow {
 
 /** Dialog actions are jobs (kind `dialog_action`) found by their dedup key `action:<userId>:<key>`. */
 export class DialogActionStore {
-  constructor(private readonly db: Db) {}
+  constructor(private readonly database: DatabaseAccess) {}
 
   async byDedupKey(memberId: string, dedupKey: string): Promise<DialogActionRow | undefined> {
-    return this.db
+    const [row] = await this.database.db
       .select({ publicId: jobs.publicId, kind: jobs.kind, state: jobs.state, input: jobs.input, returnValues: jobs.returnValues, lastError: jobs.lastError })
       .from(jobs)
-      .where(and(eq(jobs.memberId, memberId), eq(jobs.dedupKey, dedupKey)))
-      .get();
+      .where(and(eq(jobs.memberId, memberId), eq(jobs.dedupKey, dedupKey)));
+    return row;
   }
 }

@@ -1,6 +1,7 @@
 import { and, eq, gte, isNull, like, lt, lte, or, sql } from 'drizzle-orm';
 import type { Clock } from '../clock.js';
-import type { Db } from './database.js';
+import type { DatabaseAccess } from './database.js';
+import { changes } from './dialect.js';
 import { effects } from './schema.js';
 
 export interface EffectRow {
@@ -34,7 +35,10 @@ export function attemptOwner(job: string, attempt: number): string {
 
 /** The claim's owner is an attempt of `job` earlier than `attempt`. */
 function earlierAttemptOf(job: unknown, attempt: unknown) {
-  return sql`(${effects.owner} = ${job} or (${effects.owner} like ${job} || '#%' and cast(substr(${effects.owner}, length(${job}) + 2) as integer) < ${attempt}))`;
+  // The case keeps PostgreSQL from casting another job's owner (no number after the job's id); the
+  // casts of the parameter give PostgreSQL its type.
+  const ofJob = sql`${effects.owner} like cast(${job} as text) || '#%'`;
+  return sql`(${effects.owner} = ${job} or (case when ${ofJob} then cast(substr(${effects.owner}, length(cast(${job} as text)) + 2) as integer) end) < ${attempt})`;
 }
 
 /**
@@ -47,9 +51,10 @@ export class EffectStore {
   readonly #q;
 
   constructor(
-    private readonly db: Db,
+    private readonly database: DatabaseAccess,
     private readonly clock: Clock,
   ) {
+    const { db } = database;
     const p = (name: string) => sql.placeholder(name);
     const key = and(eq(effects.memberId, p('memberId')), eq(effects.effectKey, p('key')));
     const ownClaim = and(key, eq(effects.state, 'claimed'), eq(effects.owner, p('owner')));
@@ -102,13 +107,13 @@ export class EffectStore {
   }
 
   async find(memberId: string, key: string): Promise<EffectRow | undefined> {
-    return this.#q.find.get({ memberId, key }) as EffectRow | undefined;
+    return (await this.database.dialect.get(this.#q.find, { memberId, key })) as EffectRow | undefined;
   }
 
   /** A new claim for `owner`, acting until `leaseMs` from now; false when the key already has a row. */
   async claim(memberId: string, key: string, owner: string, leaseMs: number, intent: string): Promise<boolean> {
     const now = this.clock.now();
-    return this.#q.claim.run({ memberId, key, owner, leaseUntil: now + leaseMs, now, intent }).changes === 1;
+    return (await this.database.dialect.run(this.#q.claim, { memberId, key, owner, leaseUntil: now + leaseMs, now, intent })) === 1;
   }
 
   /**
@@ -120,12 +125,14 @@ export class EffectStore {
    */
   async takeOver(memberId: string, key: string, owner: string, leaseMs: number, job: { id: string; attempt: number }): Promise<EffectRow | undefined> {
     const now = this.clock.now();
-    return this.#q.takeOver.get({ memberId, key, owner, leaseUntil: now + leaseMs, now, job: job.id, attempt: job.attempt }) as EffectRow | undefined;
+    return (await this.database.dialect.get(this.#q.takeOver, { memberId, key, owner, leaseUntil: now + leaseMs, now, job: job.id, attempt: job.attempt })) as
+      | EffectRow
+      | undefined;
   }
 
   /** The owner's act happened: its result is recorded. False if the claim was taken from it meanwhile. */
   async record(memberId: string, key: string, owner: string, result: string): Promise<boolean> {
-    return this.#q.record.run({ memberId, key, owner, result, now: this.clock.now() }).changes === 1;
+    return (await this.database.dialect.run(this.#q.record, { memberId, key, owner, result, now: this.clock.now() })) === 1;
   }
 
   /**
@@ -134,26 +141,25 @@ export class EffectStore {
    * over, seeing it undispatched, and acts itself): this act must not go.
    */
   async dispatched(memberId: string, key: string, owner: string, intent: string): Promise<boolean> {
-    return this.#q.dispatched.run({ memberId, key, owner, intent, now: this.clock.now() }).changes === 1;
+    return (await this.database.dialect.run(this.#q.dispatched, { memberId, key, owner, intent, now: this.clock.now() })) === 1;
   }
 
   /** The act surely did not happen (refused before acting): the claim is given back. */
   async release(memberId: string, key: string, owner: string): Promise<void> {
-    this.#q.release.run({ memberId, key, owner });
+    await this.database.dialect.run(this.#q.release, { memberId, key, owner });
   }
 
   /** The act's outcome is unknown: the claim stays, its lease ends now, so the next run settles it at once. */
   async markInDoubt(memberId: string, key: string, owner: string): Promise<void> {
-    this.#q.markInDoubt.run({ memberId, key, owner, now: this.clock.now() });
+    await this.database.dialect.run(this.#q.markInDoubt, { memberId, key, owner, now: this.clock.now() });
   }
 
   /** Keys of the claims the job (its public id) holds in any attempt and has not recorded: its effects in doubt. */
   async heldBy(memberId: string, job: string): Promise<string[]> {
-    const rows = this.db
+    const rows = await this.database.db
       .select({ key: effects.effectKey })
       .from(effects)
-      .where(and(eq(effects.memberId, memberId), or(eq(effects.owner, job), like(effects.owner, `${job}#%`)), eq(effects.state, 'claimed')))
-      .all();
+      .where(and(eq(effects.memberId, memberId), or(eq(effects.owner, job), like(effects.owner, `${job}#%`)), eq(effects.state, 'claimed')));
     return rows.map((row) => row.key);
   }
 
@@ -164,7 +170,8 @@ export class EffectStore {
    * not be back yet); else `none`. Only effects touched since `since` are read: an echo comes soon.
    */
   async chat2deskSend(memberId: string, prefix: string, messageId: number, clientId: number, since: number): Promise<'sent' | 'in_flight' | 'none'> {
-    const rows = this.db
+    const { db, dialect } = this.database;
+    const rows = await db
       .select({ state: effects.state })
       .from(effects)
       .where(
@@ -174,12 +181,11 @@ export class EffectStore {
           lt(effects.effectKey, `${prefix}\uffff`),
           gte(effects.updatedAt, since),
           or(
-            sql`json_extract(${effects.result}, '$.message_id') = ${messageId}`,
-            and(eq(effects.state, 'claimed'), sql`json_extract(${effects.intent}, '$.clientId') = ${clientId}`),
+            sql`${dialect.jsonInteger(effects.result, 'message_id')} = ${messageId}`,
+            and(eq(effects.state, 'claimed'), sql`${dialect.jsonInteger(effects.intent, 'clientId')} = ${clientId}`),
           ),
         ),
-      )
-      .all();
+      );
     if (rows.some((row) => row.state === 'done')) return 'sent';
     return rows.length > 0 ? 'in_flight' : 'none';
   }
@@ -190,9 +196,6 @@ export class EffectStore {
    * (a dialog's comment on a document) stay: they keep it from happening twice whichever run asks.
    */
   async pruneRunEffects(olderThan: number): Promise<number> {
-    return this.db
-      .delete(effects)
-      .where(and(like(effects.effectKey, 'run:%'), lte(effects.updatedAt, olderThan)))
-      .run().changes;
+    return changes(await this.database.db.delete(effects).where(and(like(effects.effectKey, 'run:%'), lte(effects.updatedAt, olderThan))));
   }
 }

@@ -1,6 +1,6 @@
 import { and, eq } from 'drizzle-orm';
 import type { Clock } from '../clock.js';
-import type { Db } from './database.js';
+import type { DatabaseAccess } from './database.js';
 import { episodeRecords } from './schema.js';
 
 export type CrmEntityType = 'lead' | 'contact' | 'company' | 'deal';
@@ -16,26 +16,24 @@ export interface ClientRecord {
  */
 export class EpisodeRecordStore {
   constructor(
-    private readonly db: Db,
+    private readonly database: DatabaseAccess,
     private readonly clock: Clock,
   ) {}
 
   async get(memberId: string, clientId: number): Promise<ClientRecord | undefined> {
-    const row = this.db
+    const [row] = await this.database.db
       .select({ entityType: episodeRecords.entityType, entityId: episodeRecords.entityId })
       .from(episodeRecords)
-      .where(and(eq(episodeRecords.memberId, memberId), eq(episodeRecords.clientId, clientId)))
-      .get();
+      .where(and(eq(episodeRecords.memberId, memberId), eq(episodeRecords.clientId, clientId)));
     return row ? { entityType: row.entityType as CrmEntityType, entityId: row.entityId } : undefined;
   }
 
   async remember(memberId: string, clientId: number, record: ClientRecord): Promise<void> {
     const values = { entityType: record.entityType, entityId: record.entityId, updatedAt: this.clock.now() };
-    this.db
+    await this.database.db
       .insert(episodeRecords)
       .values({ memberId, clientId, ...values })
-      .onConflictDoUpdate({ target: [episodeRecords.memberId, episodeRecords.clientId], set: values })
-      .run();
+      .onConflictDoUpdate({ target: [episodeRecords.memberId, episodeRecords.clientId], set: values });
   }
 
   /**
@@ -43,7 +41,7 @@ export class EpisodeRecordStore {
    * again; only while it is still the one remembered, since another job may have just saved a new one.
    */
   async forget(memberId: string, clientId: number, record: ClientRecord): Promise<void> {
-    this.db
+    await this.database.db
       .delete(episodeRecords)
       .where(
         and(
@@ -52,7 +50,6 @@ export class EpisodeRecordStore {
           eq(episodeRecords.entityType, record.entityType),
           eq(episodeRecords.entityId, record.entityId),
         ),
-      )
-      .run();
+      );
   }
 }

@@ -1,5 +1,6 @@
 import { and, desc, eq, gte, inArray, lt, notInArray, or, sql, type SQL } from 'drizzle-orm';
-import type { Db } from './database.js';
+import type { DatabaseAccess } from './database.js';
+import type { Dialect } from './dialect.js';
 import { jobs } from './schema.js';
 
 /** What an entry shows of its job's state: the first five of the event log's statuses. */
@@ -55,17 +56,17 @@ export interface EventLogRow {
  * result says so or its result could not be handed back; a call the portal never confirmed (done
  * without a result) did not run.
  */
-const status = sql<EntryStatus>`case
+const statusOf = (dialect: Dialect) => sql<EntryStatus>`case
   when ${jobs.state} in ('confirming', 'queued') then 'waiting'
   when ${jobs.state} = 'running' then 'running'
   when ${jobs.state} = 'cancelled' then 'cancelled'
   when ${jobs.returnValues} is null then 'cancelled'
-  when json_extract(${jobs.returnValues}, '$.status') = 'failed' then 'failed'
+  when ${dialect.jsonText(jobs.returnValues, 'status')} = 'failed' then 'failed'
   when ${jobs.state} = 'reporting' then 'running'
   when ${jobs.reportError} is not null then 'failed'
   else 'done' end`;
 
-const columns = {
+const columnsOf = (status: SQL<EntryStatus>) => ({
   id: jobs.id,
   publicId: jobs.publicId,
   kind: jobs.kind,
@@ -83,15 +84,21 @@ const columns = {
   createdAt: jobs.createdAt,
   finishedAt: jobs.finishedAt,
   status,
-};
+});
 
 /** Reads the jobs table as the event log: a portal's jobs newest first, filtered and paged by (created_at, id). */
 export class EventLogStore {
-  constructor(private readonly db: Db) {}
+  readonly #status: SQL<EntryStatus>;
+  readonly #columns: ReturnType<typeof columnsOf>;
+
+  constructor(private readonly database: DatabaseAccess) {
+    this.#status = statusOf(database.dialect);
+    this.#columns = columnsOf(this.#status);
+  }
 
   async list(query: EventLogQuery): Promise<EventLogRow[]> {
     const where: Array<SQL | undefined> = [eq(jobs.memberId, query.memberId)];
-    if (query.status) where.push(sql`${status} = ${query.status}`);
+    if (query.status) where.push(sql`${this.#status} = ${query.status}`);
     if (query.kind?.in) where.push(inArray(jobs.kind, query.kind.in));
     if (query.kind?.notIn) where.push(notInArray(jobs.kind, query.kind.notIn));
     if (query.from !== undefined) where.push(sql`${jobs.createdAt} >= ${query.from}`);
@@ -102,41 +109,39 @@ export class EventLogStore {
       const { createdAt, id } = query.before;
       where.push(or(lt(jobs.createdAt, createdAt), and(eq(jobs.createdAt, createdAt), lt(jobs.id, id))));
     }
-    return this.db
-      .select(columns)
+    return this.database.db
+      .select(this.#columns)
       .from(jobs)
       .where(and(...where))
       .orderBy(desc(jobs.createdAt), desc(jobs.id))
-      .limit(query.limit)
-      .all();
+      .limit(query.limit);
   }
 
   /** One job of the portal by its public id; undefined for another portal's. */
   async entry(memberId: string, publicId: string): Promise<EventLogRow | undefined> {
-    return this.db
-      .select(columns)
+    const [entry] = await this.database.db
+      .select(this.#columns)
       .from(jobs)
-      .where(and(eq(jobs.memberId, memberId), eq(jobs.publicId, publicId)))
-      .get();
+      .where(and(eq(jobs.memberId, memberId), eq(jobs.publicId, publicId)));
+    return entry;
   }
 
   /** Jobs of the portal whose dedup key starts with `prefix` (an episode's re-runs), newest first. */
   async byDedupPrefix(memberId: string, prefix: string): Promise<EventLogRow[]> {
     // A range on the (member_id, dedup_key) index; U+10FFFF sorts after any character a key holds.
-    return this.db
-      .select(columns)
+    return this.database.db
+      .select(this.#columns)
       .from(jobs)
       .where(and(eq(jobs.memberId, memberId), gte(jobs.dedupKey, prefix), lt(jobs.dedupKey, `${prefix}\u{10ffff}`)))
-      .orderBy(desc(jobs.id))
-      .all();
+      .orderBy(desc(jobs.id));
   }
 
   /** The public id of the portal's job with this dedup key. */
   async publicIdByDedupKey(memberId: string, dedupKey: string): Promise<string | undefined> {
-    return this.db
+    const [job] = await this.database.db
       .select({ publicId: jobs.publicId })
       .from(jobs)
-      .where(and(eq(jobs.memberId, memberId), eq(jobs.dedupKey, dedupKey)))
-      .get()?.publicId;
+      .where(and(eq(jobs.memberId, memberId), eq(jobs.dedupKey, dedupKey)));
+    return job?.publicId;
   }
 }

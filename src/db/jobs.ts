@@ -2,14 +2,12 @@ import { and, asc, count, eq, gt, inArray, isNotNull, isNull, like, lt, lte, max
 import { alias } from 'drizzle-orm/sqlite-core';
 import { randomUUID } from 'node:crypto';
 import type { Clock } from '../clock.js';
-import type { Db } from './database.js';
+import type { DatabaseAccess } from './database.js';
+import { changes, type Dialect, exec, type Statement, type Tx } from './dialect.js';
 import { effects, jobs, portals, type JobRow } from './schema.js';
 
 export type JobState = 'confirming' | 'queued' | 'running' | 'reporting' | 'done' | 'cancelled';
 export type { JobRow };
-
-/** A transaction of another store method, or the database itself: where `insertJobs` writes. */
-export type JobWriter = Db | Parameters<Parameters<Db['transaction']>[0]>[0];
 
 export interface NewJob {
   /** The job kind's name (src/jobs/kinds.ts). */
@@ -144,13 +142,48 @@ function rowValues(job: NewJob, now: number) {
  * delivery) and the jobs commit together or not at all. Jobs whose dedup key exists are skipped;
  * returns how many were stored.
  */
-export function insertJobs(tx: JobWriter, newJobs: NewJob[], now: number): number {
+export function* insertJobs(tx: Tx, newJobs: NewJob[], now: number): Generator<Statement, number, unknown> {
   if (newJobs.length === 0) return 0;
-  return tx
-    .insert(jobs)
-    .values(newJobs.map((job) => rowValues(job, now)))
-    .onConflictDoNothing()
-    .run().changes;
+  return changes(
+    yield* exec(
+      tx
+        .insert(jobs)
+        .values(newJobs.map((job) => rowValues(job, now)))
+        .onConflictDoNothing(),
+    ),
+  );
+}
+
+/**
+ * A robot call's insert, bounded by the portal's calls waiting for confirmation. The bound is part
+ * of the insert: counting first and inserting after would let calls arriving together all pass the
+ * count. SQLite runs the statement alone; on PostgreSQL, where concurrent inserts under READ
+ * COMMITTED do not see each other's rows, it runs after an advisory transaction lock on the member
+ * id (JobStore #storeOne). Written by hand because drizzle's insert … select must list every
+ * column, the id included, in table order; `@name` parameters, turned into PostgreSQL's by
+ * `withNamedParameters`; the casts give PostgreSQL the types of the selected parameters. The id
+ * span of the portal's confirming jobs (two index seeks) is an upper bound of their number: below
+ * the bound nothing is counted (SQLite evaluates the `or` lazily); else the bound-th of them is
+ * looked for, stepping over at most `bound` index entries, so only a portal with many waiting pays
+ * for it. (A `count(*)` over a limited subquery cost ~170 µs per insert even when skipped: measured.)
+ */
+const BOUNDED_INSERT = `
+  insert into jobs (kind, public_id, member_id, dedup_key, ordering_key, event_token, robot_code, document_id, input, state,
+                    run_at, deadline_at, return_values, log_message, finished_at, created_at, updated_at, phone)
+  select @kind, @publicId, @memberId, @dedupKey, @orderingKey, @eventToken, @robotCode, @documentId, @input, @state,
+         cast(@runAt as bigint), cast(@deadlineAt as bigint), @returnValues, @logMessage, cast(@finishedAt as bigint),
+         cast(@createdAt as bigint), cast(@updatedAt as bigint), @phone
+  where coalesce((select max(id) from jobs where member_id = @memberId and state = 'confirming')
+                 - (select min(id) from jobs where member_id = @memberId and state = 'confirming') + 1, 0) < @bound
+     or not exists (select 1 from jobs where member_id = @memberId and state = 'confirming' limit 1 offset @bound - 1)
+  on conflict do nothing
+  returning id`;
+
+/** A statement written with `@name` parameters, as drizzle SQL with these values bound. */
+function withNamedParameters(text: string, values: Record<string, unknown>): SQL {
+  const query = sql.empty();
+  for (const [i, part] of text.split(/@(\w+)/).entries()) query.append(i % 2 === 0 ? sql.raw(part) : sql`${values[part] ?? null}`);
+  return query;
 }
 
 /**
@@ -170,8 +203,8 @@ export interface HeldWake {
  * already ran once (attempts > 0) and are due later are touched: a job not yet tried is due
  * anyway, and its own run decides whether it is still held. Returns how many were woken.
  */
-export function wakeHeldJobs(tx: JobWriter, wake: HeldWake, now: number): number {
-  return tx
+export function* wakeHeldJobs(tx: Tx, wake: HeldWake, now: number): Generator<Statement, number, unknown> {
+  const woken = tx
     .update(jobs)
     .set({ runAt: now, updatedAt: now })
     .where(
@@ -183,8 +216,8 @@ export function wakeHeldJobs(tx: JobWriter, wake: HeldWake, now: number): number
         gt(jobs.runAt, now),
         wake.orderingKey === undefined ? undefined : eq(jobs.orderingKey, wake.orderingKey),
       ),
-    )
-    .run().changes;
+    );
+  return changes(yield* exec(woken));
 }
 
 /**
@@ -194,13 +227,13 @@ export function wakeHeldJobs(tx: JobWriter, wake: HeldWake, now: number): number
  * and one whose effect is claimed (in doubt: it may have happened) is left to settle it. Returns
  * how many were finished.
  */
-export function finishWaitingJobs(tx: JobWriter, which: { memberId: string; kind: string; reason: string }, now: number): number {
+export function* finishWaitingJobs(tx: Tx, which: { memberId: string; kind: string; reason: string }, now: number): Generator<Statement, number, unknown> {
   const inDoubt = tx
     .select({ owner: effects.owner })
     .from(effects)
     // A claim's owner is the job's public id, or `<public id>#<attempt>` (src/db/effects.ts attemptOwner).
     .where(and(eq(effects.memberId, which.memberId), eq(effects.state, 'claimed'), or(eq(effects.owner, jobs.publicId), like(effects.owner, sql`${jobs.publicId} || '#%'`))));
-  return tx
+  const finished = tx
     .update(jobs)
     .set({
       state: 'done',
@@ -211,8 +244,8 @@ export function finishWaitingJobs(tx: JobWriter, which: { memberId: string; kind
       finishedAt: now,
       updatedAt: now,
     })
-    .where(and(eq(jobs.memberId, which.memberId), eq(jobs.kind, which.kind), eq(jobs.state, 'queued'), notExists(inDoubt)))
-    .run().changes;
+    .where(and(eq(jobs.memberId, which.memberId), eq(jobs.kind, which.kind), eq(jobs.state, 'queued'), notExists(inDoubt)));
+  return changes(yield* exec(finished));
 }
 
 /**
@@ -238,6 +271,7 @@ interface PendingJob {
 export class JobStore {
   /** Prepared once: the robot-call acknowledgement path runs these for every call. */
   readonly #insert;
+  /** SQLite only: PostgreSQL runs the bounded insert in a transaction of its own (#storeOne). */
   readonly #insertBounded;
   readonly #byDedupKey;
   /** Prepared once: the dispatcher, the reports and the confirmations run these for every job. */
@@ -247,10 +281,11 @@ export class JobStore {
   readonly #pending: PendingJob[] = [];
 
   constructor(
-    private readonly db: Db,
+    private readonly database: DatabaseAccess,
     private readonly clock: Clock,
     options: JobStoreOptions = {},
   ) {
+    const { db, dialect } = database;
     this.#orderingHoldMs = options.orderingHoldMs ?? DEFAULT_ORDERING_HOLD_MS;
     const p = (name: string) => sql.placeholder(name);
     this.#insert = db
@@ -279,31 +314,13 @@ export class JobStore {
       // Only the id: the acknowledgement needs no more, and mapping the whole row showed in its profile.
       .returning({ id: jobs.id })
       .prepare();
-    // The bound is part of the insert: counting first and inserting after would let calls arriving
-    // together all pass the count. SQLite runs the statement alone; a PostgreSQL version must
-    // serialize it per portal (an advisory transaction lock on the member id), since under READ
-    // COMMITTED concurrent inserts do not see each other's rows. Written by hand because drizzle's
-    // insert … select must list every column, the id included, in table order. The id span of the
-    // portal's confirming jobs (two index seeks) is an upper bound of their number: below the bound
-    // nothing is counted (SQLite evaluates the `or` lazily); else the bound-th of them is looked for,
-    // stepping over at most `bound` index entries, so only a portal with many waiting pays for it.
-    // (A `count(*)` over a limited subquery cost ~170 µs per insert even when skipped: measured.)
-    this.#insertBounded = db.$client.prepare(`
-      insert into jobs (kind, public_id, member_id, dedup_key, ordering_key, event_token, robot_code, document_id, input, state,
-                        run_at, deadline_at, return_values, log_message, finished_at, created_at, updated_at, phone)
-      select @kind, @publicId, @memberId, @dedupKey, @orderingKey, @eventToken, @robotCode, @documentId, @input, @state,
-             @runAt, @deadlineAt, @returnValues, @logMessage, @finishedAt, @createdAt, @updatedAt, @phone
-      where coalesce((select max(id) from jobs where member_id = @memberId and state = 'confirming')
-                     - (select min(id) from jobs where member_id = @memberId and state = 'confirming') + 1, 0) < @bound
-         or not exists (select 1 from jobs where member_id = @memberId and state = 'confirming' limit 1 offset @bound - 1)
-      on conflict do nothing
-      returning id`);
+    this.#insertBounded = dialect.kind === 'sqlite' ? db.$client.prepare(BOUNDED_INSERT) : undefined;
     this.#byDedupKey = db
       .select({ id: jobs.id })
       .from(jobs)
       .where(and(eq(jobs.memberId, p('memberId')), eq(jobs.dedupKey, p('dedupKey'))))
       .prepare();
-    this.#hot = prepareHot(db);
+    this.#hot = prepareHot(database);
   }
 
   /**
@@ -323,9 +340,17 @@ export class JobStore {
 
   #commitPending(): void {
     const batch = this.#pending.splice(0);
+    if (this.database.dialect.kind === 'postgres') {
+      // Each its own statement, one after another in arrival order (as SQLite's batch stores them):
+      // one job over its bound or failing must not fail the others.
+      void (async () => {
+        for (const item of batch) await this.#storeOne(item).then(item.resolve, item.reject);
+      })();
+      return;
+    }
     let stored: Array<{ job: Pick<JobRow, 'id'>; duplicate: boolean }>;
     try {
-      stored = batch.length === 1 ? [this.#store(batch[0]!)] : this.db.transaction(() => batch.map((item) => this.#store(item)));
+      stored = batch.length === 1 ? [this.#store(batch[0]!)] : this.database.db.transaction(() => batch.map((item) => this.#store(item)));
     } catch {
       // One job that cannot be stored (or is over its portal's bound) must not fail the others: each
       // alone, with its own answer.
@@ -341,20 +366,39 @@ export class JobStore {
     for (const [i, item] of batch.entries()) item.resolve(stored[i]!);
   }
 
+  /**
+   * SQLite: stores one job synchronously, inside the batch's transaction (better-sqlite3's own
+   * calls: a batch commits once, with nothing else between its statements).
+   */
   #store({ input, limits, now }: PendingJob): { job: Pick<JobRow, 'id'>; duplicate: boolean } {
     const values = rowValues(input, now);
     const inserted =
-      limits.maxConfirming === undefined ? this.#insert.get(values) : (this.#insertBounded.get({ ...values, bound: limits.maxConfirming }) as Pick<JobRow, 'id'> | undefined);
-    if (inserted) return { job: inserted, duplicate: false };
-    const existing = input.dedupKey === undefined ? undefined : this.#byDedupKey.get({ memberId: input.memberId, dedupKey: input.dedupKey });
-    if (existing) return { job: existing, duplicate: true };
-    if (limits.maxConfirming !== undefined) throw new UnconfirmedLimitReached(input.memberId, limits.maxConfirming);
-    throw new Error(`job of kind ${input.kind} was not stored and has no duplicate`);
+      limits.maxConfirming === undefined ? this.#insert.get(values) : (this.#insertBounded!.get({ ...values, bound: limits.maxConfirming }) as Pick<JobRow, 'id'> | undefined);
+    const existing = inserted || input.dedupKey === undefined ? undefined : this.#byDedupKey.get({ memberId: input.memberId, dedupKey: input.dedupKey });
+    return stored(input, limits, inserted, existing);
+  }
+
+  /** PostgreSQL: stores one job; a bounded one after taking its portal's advisory lock (see BOUNDED_INSERT). */
+  async #storeOne({ input, limits, now }: PendingJob): Promise<{ job: Pick<JobRow, 'id'>; duplicate: boolean }> {
+    const { dialect } = this.database;
+    const values = rowValues(input, now);
+    const bound = limits.maxConfirming;
+    const inserted =
+      bound === undefined
+        ? await dialect.get<Pick<JobRow, 'id'>>(this.#insert, values)
+        : await dialect.transaction(function* (tx) {
+            yield* exec(dialect.rows(tx, sql`select pg_advisory_xact_lock(hashtext(${input.memberId}))`));
+            const [row] = yield* exec(dialect.rows<Pick<JobRow, 'id'>>(tx, withNamedParameters(BOUNDED_INSERT, { ...values, bound })));
+            return row;
+          });
+    const existing = inserted || input.dedupKey === undefined ? undefined : await dialect.get(this.#byDedupKey, { memberId: input.memberId, dedupKey: input.dedupKey });
+    return stored(input, limits, inserted, existing);
   }
 
   /** The whole row of one job (support questions, tests). */
   async get(id: number): Promise<JobRow | undefined> {
-    return this.db.select().from(jobs).where(eq(jobs.id, id)).get();
+    const [row] = await this.database.db.select().from(jobs).where(eq(jobs.id, id));
+    return row;
   }
 
   /**
@@ -367,9 +411,10 @@ export class JobStore {
   async due(_state: 'queued', limit: number, excludeMemberIds: string[] = [], excludeKinds: Array<{ memberId: string; kind: string }> = []): Promise<RunnableJob[]> {
     const now = this.clock.now();
     const heldSince = now - this.#orderingHoldMs;
-    if (excludeMemberIds.length === 0 && excludeKinds.length === 0) return this.#hot.dueRunsNoneExcluded.all({ now, limit, heldSince });
+    const { dialect } = this.database;
+    if (excludeMemberIds.length === 0 && excludeKinds.length === 0) return dialect.all(this.#hot.dueRunsNoneExcluded, { now, limit, heldSince });
     const excludedKinds = JSON.stringify(excludeKinds.map(({ memberId, kind }) => `${memberId} ${kind}`));
-    return this.#hot.dueRuns.all({ now, excluded: JSON.stringify(excludeMemberIds), excludedKinds, limit, heldSince });
+    return dialect.all(this.#hot.dueRuns, { now, excluded: JSON.stringify(excludeMemberIds), excludedKinds, limit, heldSince });
   }
 
   /**
@@ -378,54 +423,51 @@ export class JobStore {
    * decides to wait, so it reads the rows themselves only for a batch that goes (`dueReports`).
    */
   async dueReportSummary(excludeMemberIds: string[] = []): Promise<ReadyReports[]> {
-    return this.#hot.dueReportSummary.all({ now: this.clock.now(), excluded: JSON.stringify(excludeMemberIds) });
+    return this.database.dialect.all(this.#hot.dueReportSummary, { now: this.clock.now(), excluded: JSON.stringify(excludeMemberIds) });
   }
 
   /** A portal's results ready to report, oldest first, at most `limit` (one batch's worth). */
   async dueReports(memberId: string, limit: number): Promise<ReportRow[]> {
-    return this.#hot.dueReports.all({ now: this.clock.now(), memberId, limit });
+    return this.database.dialect.all(this.#hot.dueReports, { now: this.clock.now(), memberId, limit });
   }
 
   /** When the next job to confirm, run or report becomes due, if any. */
   async nextDueAt(): Promise<number | undefined> {
-    return this.#hot.nextDueAt.get()?.at ?? undefined;
+    return (await this.database.dialect.get(this.#hot.nextDueAt))?.at ?? undefined;
   }
 
   /** When the latest job of this kind for the portal was due to run: the start of a throttle. */
   async lastRunAt(memberId: string, kind: string): Promise<number | undefined> {
-    const row = this.db
+    const [row] = await this.database.db
       .select({ at: max(jobs.runAt) })
       .from(jobs)
-      .where(and(eq(jobs.memberId, memberId), eq(jobs.kind, kind), isNotNull(jobs.startedAt)))
-      .get();
+      .where(and(eq(jobs.memberId, memberId), eq(jobs.kind, kind), isNotNull(jobs.startedAt)));
     return row?.at ?? undefined;
   }
 
   /** The portal confirmed these calls: they may run now. */
   async confirm(ids: number[]): Promise<void> {
     if (ids.length === 0) return;
-    this.#hot.confirm.run({ ids: JSON.stringify(ids), now: this.clock.now() });
+    await this.database.dialect.run(this.#hot.confirm, { ids: JSON.stringify(ids), now: this.clock.now() });
   }
 
   /** The portal denied these calls: they end without running and without a result to send. */
   async refuseUnconfirmed(ids: number[], reason: string): Promise<void> {
     if (ids.length === 0) return;
     const now = this.clock.now();
-    this.db
+    await this.database.db
       .update(jobs)
       .set({ state: 'done', lastError: reason, finishedAt: now, updatedAt: now })
-      .where(and(inArray(jobs.id, ids), eq(jobs.state, 'confirming')))
-      .run();
+      .where(and(inArray(jobs.id, ids), eq(jobs.state, 'confirming')));
   }
 
   /** The portal could not be asked: ask again at `runAt`. */
   async retryConfirmationLater(ids: number[], runAt: number, error: string): Promise<void> {
     if (ids.length === 0) return;
-    this.db
+    await this.database.db
       .update(jobs)
       .set({ runAt, lastError: error, confirmAttempts: sql`${jobs.confirmAttempts} + 1`, updatedAt: this.clock.now() })
-      .where(and(inArray(jobs.id, ids), eq(jobs.state, 'confirming')))
-      .run();
+      .where(and(inArray(jobs.id, ids), eq(jobs.state, 'confirming')));
   }
 
   /**
@@ -434,11 +476,10 @@ export class JobStore {
    */
   async failUnconfirmed(id: number, returnValues: Record<string, unknown>, logMessage: string): Promise<void> {
     const now = this.clock.now();
-    this.db
+    await this.database.db
       .update(jobs)
       .set({ state: 'reporting', returnValues: JSON.stringify(returnValues), logMessage, runAt: now, finishedAt: now, updatedAt: now })
-      .where(and(eq(jobs.id, id), eq(jobs.state, 'confirming')))
-      .run();
+      .where(and(eq(jobs.id, id), eq(jobs.state, 'confirming')));
   }
 
   /**
@@ -451,7 +492,7 @@ export class JobStore {
    */
   async claim(id: number, leaseMs: number, releaseDedupKey = false): Promise<JobRow | undefined> {
     const now = this.clock.now();
-    return (releaseDedupKey ? this.#hot.claimReleasingKey : this.#hot.claim).get({ id, now, leaseUntil: now + leaseMs });
+    return this.database.dialect.get(releaseDedupKey ? this.#hot.claimReleasingKey : this.#hot.claim, { id, now, leaseUntil: now + leaseMs });
   }
 
   /**
@@ -459,11 +500,10 @@ export class JobStore {
    * cancelled, and one that lost its lease (taken up again by another worker) changes nothing.
    */
   async retryLater(claimed: ClaimedAttempt, runAt: number, error: string): Promise<void> {
-    this.db
+    await this.database.db
       .update(jobs)
       .set({ state: 'queued', runAt, lastError: error, leaseUntil: null, updatedAt: this.clock.now() })
-      .where(and(eq(jobs.id, claimed.id), eq(jobs.state, 'running'), eq(jobs.attempts, claimed.attempts)))
-      .run();
+      .where(and(eq(jobs.id, claimed.id), eq(jobs.state, 'running'), eq(jobs.attempts, claimed.attempts)));
   }
 
   /**
@@ -472,17 +512,16 @@ export class JobStore {
    * phone. A phone stored earlier stays.
    */
   async notePhone(id: number, phone: string): Promise<void> {
-    this.db
+    await this.database.db
       .update(jobs)
       .set({ phone: sql`coalesce(${jobs.phone}, ${phone})` })
-      .where(eq(jobs.id, id))
-      .run();
+      .where(eq(jobs.id, id));
   }
 
   /** The attempt is still going: its lease runs `leaseMs` from now. False once it lost the job. */
   async renewLease(claimed: ClaimedAttempt, leaseMs: number): Promise<boolean> {
     const now = this.clock.now();
-    return this.#hot.renewLease.run({ id: claimed.id, attempt: claimed.attempts, leaseUntil: now + leaseMs, now }).changes === 1;
+    return (await this.database.dialect.run(this.#hot.renewLease, { id: claimed.id, attempt: claimed.attempts, leaseUntil: now + leaseMs, now })) === 1;
   }
 
   /**
@@ -494,8 +533,8 @@ export class JobStore {
     const { id, attempts } = claimed;
     const now = this.clock.now();
     const phone = plan.phone ?? resultPhone(returnValues);
-    const finish = (writer: JobWriter) =>
-      writer
+    const finish = (tx: Tx) =>
+      tx
         .update(jobs)
         .set({
           state: plan.next === 'report' ? 'reporting' : 'done',
@@ -507,12 +546,11 @@ export class JobStore {
           updatedAt: now,
           phone: sql`coalesce(${jobs.phone}, ${phone})`,
         })
-        .where(and(eq(jobs.id, id), eq(jobs.state, 'running'), eq(jobs.attempts, attempts)))
-        .run().changes;
+        .where(and(eq(jobs.id, id), eq(jobs.state, 'running'), eq(jobs.attempts, attempts)));
     const followUps = plan.followUps ?? [];
     // One prepared statement when nothing follows (every robot run): no transaction to pay for.
     if (followUps.length === 0) {
-      this.#hot.finish.run({
+      await this.database.dialect.run(this.#hot.finish, {
         id,
         attempt: attempts,
         now,
@@ -523,23 +561,22 @@ export class JobStore {
       });
       return;
     }
-    this.db.transaction((tx) => {
-      if (finish(tx) > 0) insertJobs(tx, followUps, now);
+    await this.database.dialect.transaction(function* (tx) {
+      if (changes(yield* exec(finish(tx))) > 0) yield* insertJobs(tx, followUps, now);
     });
   }
 
   async markReported(ids: number[], reportError?: string): Promise<void> {
     if (ids.length === 0) return;
-    this.#hot.markReported.run({ ids: JSON.stringify(ids), reportError: reportError ?? null, now: this.clock.now() });
+    await this.database.dialect.run(this.#hot.markReported, { ids: JSON.stringify(ids), reportError: reportError ?? null, now: this.clock.now() });
   }
 
   async retryReportLater(ids: number[], runAt: number, error: string): Promise<void> {
     if (ids.length === 0) return;
-    this.db
+    await this.database.db
       .update(jobs)
       .set({ runAt, reportError: error, reportAttempts: sql`${jobs.reportAttempts} + 1`, updatedAt: this.clock.now() })
-      .where(and(inArray(jobs.id, ids), eq(jobs.state, 'reporting')))
-      .run();
+      .where(and(inArray(jobs.id, ids), eq(jobs.state, 'reporting')));
   }
 
   /**
@@ -552,15 +589,17 @@ export class JobStore {
    */
   async requeueInterrupted(leases: 'expired' | 'all' = 'expired'): Promise<number> {
     const now = this.clock.now();
-    const firstQueued = this.db
+    const { db, dialect } = this.database;
+    const firstQueued = db
       .select({ at: min(jobs.runAt) })
       .from(jobs)
       .where(eq(jobs.state, 'queued'));
-    return this.db
-      .update(jobs)
-      .set({ state: 'queued', leaseUntil: null, runAt: sql`min(${now}, coalesce((${firstQueued}), ${now})) - 1`, updatedAt: now })
-      .where(and(eq(jobs.state, 'running'), leases === 'all' ? undefined : or(isNull(jobs.leaseUntil), lte(jobs.leaseUntil, now))))
-      .run().changes;
+    return changes(
+      await db
+        .update(jobs)
+        .set({ state: 'queued', leaseUntil: null, runAt: sql`${dialect.least(now, sql`coalesce((${firstQueued}), ${now})`)} - 1`, updatedAt: now })
+        .where(and(eq(jobs.state, 'running'), leases === 'all' ? undefined : or(isNull(jobs.leaseUntil), lte(jobs.leaseUntil, now)))),
+    );
   }
 
   /**
@@ -569,23 +608,26 @@ export class JobStore {
    * statement prunes every portal; a value the settings schema would refuse counts as the default.
    */
   async pruneFinished(now: number, defaultRetentionDays: number): Promise<number> {
-    const days = sql`json_extract(${portals.settings}, '$.eventLogRetentionDays')`;
-    const retentionDays = this.db
-      .select({ days: sql`case when typeof(${days}) = 'integer' and ${days} between 1 and 365 then ${days} end` })
+    const { db, dialect } = this.database;
+    const days = dialect.jsonInteger(portals.settings, 'eventLogRetentionDays');
+    const retentionDays = db
+      .select({ days: sql`case when ${days} between 1 and 365 then ${days} end` })
       .from(portals)
       .where(eq(portals.memberId, jobs.memberId));
-    return this.db
-      .delete(jobs)
-      .where(and(inArray(jobs.state, ['done', 'cancelled']), sql`${jobs.updatedAt} <= ${now} - 86400000 * coalesce((${retentionDays}), ${defaultRetentionDays})`))
-      .run().changes;
+    return changes(
+      await db
+        .delete(jobs)
+        .where(and(inArray(jobs.state, ['done', 'cancelled']), sql`${jobs.updatedAt} <= ${now} - 86400000 * coalesce((${retentionDays}), ${defaultRetentionDays})`)),
+    );
   }
 
   async cancelPortal(memberId: string): Promise<number> {
-    return this.db
-      .update(jobs)
-      .set({ state: 'cancelled', reportError: 'portal uninstalled', dedupKey: sql`case when ${jobs.kind} = 'robot' then ${jobs.dedupKey} end`, updatedAt: this.clock.now() })
-      .where(and(eq(jobs.memberId, memberId), inArray(jobs.state, ['confirming', 'queued', 'running', 'reporting'])))
-      .run().changes;
+    return changes(
+      await this.database.db
+        .update(jobs)
+        .set({ state: 'cancelled', reportError: 'portal uninstalled', dedupKey: sql`case when ${jobs.kind} = 'robot' then ${jobs.dedupKey} end`, updatedAt: this.clock.now() })
+        .where(and(eq(jobs.memberId, memberId), inArray(jobs.state, ['confirming', 'queued', 'running', 'reporting']))),
+    );
   }
 
   /**
@@ -593,54 +635,50 @@ export class JobStore {
    * most `perPortal` of each portal, and every one past its deadline.
    */
   async dueConfirmations(limit: number, excludeMemberIds: string[] = [], perPortal = limit): Promise<ConfirmationRow[]> {
-    return this.#hot.dueConfirmations.all({ now: this.clock.now(), excluded: JSON.stringify(excludeMemberIds), limit, perPortal });
+    return this.database.dialect.all(this.#hot.dueConfirmations, { now: this.clock.now(), excluded: JSON.stringify(excludeMemberIds), limit, perPortal });
   }
 
   /** Jobs of this kind and portal still to confirm, queued or running (counted up to `atMost`): more results are on the way. */
   async activeCount(memberId: string, kind: string, atMost = Number.MAX_SAFE_INTEGER): Promise<number> {
-    return this.#hot.activeCount.get({ memberId, kind, atMost })?.n ?? 0;
+    return (await this.database.dialect.get(this.#hot.activeCount, { memberId, kind, atMost }))?.n ?? 0;
   }
 
   /** Jobs of these kinds running, or queued and due now (or waiting to be confirmed). */
   async dueOrRunning(kinds: string[]): Promise<number> {
     const now = this.clock.now();
-    const row = this.db
+    const [row] = await this.database.db
       .select({ n: count() })
       .from(jobs)
-      .where(and(inArray(jobs.kind, kinds), or(eq(jobs.state, 'running'), and(inArray(jobs.state, ['confirming', 'queued']), lte(jobs.runAt, now)))))
-      .get();
+      .where(and(inArray(jobs.kind, kinds), or(eq(jobs.state, 'running'), and(inArray(jobs.state, ['confirming', 'queued']), lte(jobs.runAt, now)))));
     return row?.n ?? 0;
   }
 
   /** Confirmed jobs of the portal waiting for their turn to run. */
   async waitingToRun(memberId: string): Promise<number> {
-    const row = this.db
+    const [row] = await this.database.db
       .select({ n: count() })
       .from(jobs)
-      .where(and(eq(jobs.memberId, memberId), eq(jobs.state, 'queued')))
-      .get();
+      .where(and(eq(jobs.memberId, memberId), eq(jobs.state, 'queued')));
     return row?.n ?? 0;
   }
 
   async depth(): Promise<QueueDepth> {
-    const rows = this.db
+    const rows = await this.database.db
       .select({ state: jobs.state, n: count() })
       .from(jobs)
       .where(inArray(jobs.state, ['confirming', 'queued', 'running', 'reporting']))
-      .groupBy(jobs.state)
-      .all();
+      .groupBy(jobs.state);
     const depth: QueueDepth = { queued: 0, running: 0, reporting: 0 };
     for (const row of rows) depth[row.state === 'confirming' ? 'queued' : (row.state as keyof QueueDepth)] += row.n;
     return depth;
   }
 
   async countByState(memberId?: string): Promise<Record<string, number>> {
-    const rows = this.db
+    const rows = await this.database.db
       .select({ state: jobs.state, n: count() })
       .from(jobs)
       .where(memberId ? eq(jobs.memberId, memberId) : undefined)
-      .groupBy(jobs.state)
-      .all();
+      .groupBy(jobs.state);
     return Object.fromEntries(rows.map((row) => [row.state, row.n]));
   }
 
@@ -651,26 +689,38 @@ export class JobStore {
   async undeliveredResults(memberId: string, since: number): Promise<{ retrying: number; gaveUp: number; lastError: string | null }> {
     const retrying = and(eq(jobs.memberId, memberId), eq(jobs.state, 'reporting'), gt(jobs.reportAttempts, 0));
     const gaveUp = and(eq(jobs.memberId, memberId), eq(jobs.state, 'done'), sql`${jobs.reportError} like 'gave up delivering%'`, gt(jobs.updatedAt, since));
-    const [counts] = this.db
-      .select({ retrying: sql<number>`coalesce(sum(case when ${retrying} then 1 else 0 end), 0)`, gaveUp: sql<number>`coalesce(sum(case when ${gaveUp} then 1 else 0 end), 0)` })
+    const { db } = this.database;
+    // mapWith: PostgreSQL's sum is a bigint or numeric, which node-postgres may read as text.
+    const [counts] = await db
+      .select({
+        retrying: sql<number>`coalesce(sum(case when ${retrying} then 1 else 0 end), 0)`.mapWith(Number),
+        gaveUp: sql<number>`coalesce(sum(case when ${gaveUp} then 1 else 0 end), 0)`.mapWith(Number),
+      })
       .from(jobs)
-      .where(or(retrying, gaveUp))
-      .all();
-    const [last] = this.db.select({ error: jobs.reportError }).from(jobs).where(or(retrying, gaveUp)).orderBy(sql`${jobs.updatedAt} desc`).limit(1).all();
+      .where(or(retrying, gaveUp));
+    const [last] = await db.select({ error: jobs.reportError }).from(jobs).where(or(retrying, gaveUp)).orderBy(sql`${jobs.updatedAt} desc`).limit(1);
     return { retrying: counts?.retrying ?? 0, gaveUp: counts?.gaveUp ?? 0, lastError: last?.error ?? null };
   }
 }
 
+/** What a job's insert found: the new job, its duplicate, or an error saying why neither. */
+function stored(input: NewJob, limits: { maxConfirming?: number }, inserted: Pick<JobRow, 'id'> | undefined, existing: Pick<JobRow, 'id'> | undefined) {
+  if (inserted) return { job: inserted, duplicate: false };
+  if (existing) return { job: existing, duplicate: true };
+  if (limits.maxConfirming !== undefined) throw new UnconfirmedLimitReached(input.memberId, limits.maxConfirming);
+  throw new Error(`job of kind ${input.kind} was not stored and has no duplicate`);
+}
+
 /**
  * The statements every job runs through, prepared once: building the SQL and preparing it per call
- * was a third of the server's CPU in a burst. Lists go in as one JSON parameter (`json_each`), so
- * one prepared statement fits any list; values in `.set()` need sql`${placeholder}`.
+ * was a third of the server's CPU in a burst. Lists go in as one JSON parameter (the dialect's
+ * `inJsonList`), so one prepared statement fits any list; values in `.set()` need sql`${placeholder}`.
  */
-function prepareHot(db: Db) {
+function prepareHot({ db, dialect }: { db: DatabaseAccess['db']; dialect: Dialect }) {
   const p = (name: string) => sql.placeholder(name);
   const now = sql`${p('now')}`;
-  const inList = (column: typeof jobs.id | typeof jobs.memberId, name: string) => sql`${column} in (select value from json_each(${p(name)}))`;
-  const notExcluded = sql`${jobs.memberId} not in (select value from json_each(${p('excluded')}))`;
+  const inList = (column: typeof jobs.id, name: string) => dialect.inJsonList(column, p(name), 'integer');
+  const notExcluded = sql`not ${dialect.inJsonList(jobs.memberId, p('excluded'), 'text')}`;
   const earlier = alias(jobs, 'earlier');
   const heldByEarlier = db
     .select({ id: earlier.id })
@@ -725,7 +775,7 @@ function prepareHot(db: Db) {
       .returning()
       .prepare();
   return {
-    dueRuns: dueRuns(and(notExcluded, sql`(${jobs.memberId} || ' ' || ${jobs.kind}) not in (select value from json_each(${p('excludedKinds')}))`)),
+    dueRuns: dueRuns(and(notExcluded, sql`not ${dialect.inJsonList(sql`(${jobs.memberId} || ' ' || ${jobs.kind})`, p('excludedKinds'), 'text')}`)),
     // Most passes exclude no portal: json_each's list, even empty, cost a fifth of the read.
     dueRunsNoneExcluded: dueRuns(undefined),
     // One pass over the `jobs_due` index, no row read or mapped: most passes decide to wait.

@@ -1,6 +1,7 @@
 import { and, asc, eq, sql } from 'drizzle-orm';
 import type { Clock } from '../clock.js';
-import type { Db } from './database.js';
+import type { DatabaseAccess, Db } from './database.js';
+import { changes, exec, type Tx } from './dialect.js';
 import { type HeldWake, wakeHeldJobs } from './jobs.js';
 import { openLines, portals } from './schema.js';
 
@@ -15,19 +16,18 @@ export interface OpenLineRow {
 /** The Open Channel lines each portal connected to its Chat2Desk account (Open Channels mode, issue 10). */
 export class OpenLineStore {
   constructor(
-    private readonly db: Db,
+    private readonly database: DatabaseAccess,
     private readonly clock: Clock,
   ) {}
 
   /** The portal's lines in routing order. */
   async list(memberId: string): Promise<OpenLineRow[]> {
-    return this.db
+    const rows = await this.database.db
       .select({ lineId: openLines.lineId, position: openLines.position, options: openLines.options, connectedAt: openLines.connectedAt })
       .from(openLines)
       .where(eq(openLines.memberId, memberId))
-      .orderBy(asc(openLines.position), asc(openLines.lineId))
-      .all()
-      .map((row) => ({ ...row, options: JSON.parse(row.options) as unknown }));
+      .orderBy(asc(openLines.position), asc(openLines.lineId));
+    return rows.map((row) => ({ ...row, options: JSON.parse(row.options) as unknown }));
   }
 
   async get(memberId: string, lineId: number): Promise<OpenLineRow | undefined> {
@@ -42,52 +42,61 @@ export class OpenLineStore {
    */
   /** Whether the portal's stored mode is Open Channels now (read tolerantly, as src/portal-settings.ts does). */
   async inOpenChannelsMode(memberId: string): Promise<boolean> {
-    return inOpenChannelsMode(this.db, memberId);
+    const [row] = await modeQuery(this.database.db, this.database.dialect, memberId);
+    return row?.mode === 'open_channels';
   }
 
   async save(memberId: string, lineId: number, options: unknown, wakes: Array<Omit<HeldWake, 'memberId'>> = []): Promise<number | 'not_open_channels'> {
     const now = this.clock.now();
     const json = JSON.stringify(options);
-    return this.db.transaction((tx) => {
-      // The mode is checked in the same transaction as the row: a line saved while the portal switches
-      // back is either seen by the switch (which refuses to finish while a row exists) or refused here.
-      if (!inOpenChannelsMode(tx, memberId)) return 'not_open_channels';
-      tx.insert(openLines)
-        .values({
-          memberId,
-          lineId,
-          position: sql`(select coalesce(max(${openLines.position}), 0) + 1 from ${openLines} where ${openLines.memberId} = ${memberId})`,
-          options: json,
-          connectedAt: now,
-          updatedAt: now,
-        })
-        .onConflictDoUpdate({ target: [openLines.memberId, openLines.lineId], set: { options: json, updatedAt: now } })
-        .run();
-      return wakes.reduce((woken, wake) => woken + wakeHeldJobs(tx, { ...wake, memberId }, now), 0);
+    const { dialect } = this.database;
+    return dialect.transaction(function* (tx) {
+      // The mode is checked in the same transaction as the row, with the portal's row locked (on
+      // PostgreSQL; SQLite's transaction is alone anyway), as the switch back locks it: a line saved
+      // while the portal switches back is either seen by the switch (which refuses to finish while a
+      // row exists) or refused here.
+      yield* exec(
+        tx
+          .update(portals)
+          .set({ updatedAt: sql`${portals.updatedAt}` })
+          .where(eq(portals.memberId, memberId)),
+      );
+      const [row] = yield* exec(modeQuery(tx, dialect, memberId));
+      if (row?.mode !== 'open_channels') return 'not_open_channels';
+      yield* exec(
+        tx
+          .insert(openLines)
+          .values({
+            memberId,
+            lineId,
+            position: sql`(select coalesce(max(${openLines.position}), 0) + 1 from ${openLines} where ${openLines.memberId} = ${memberId})`,
+            options: json,
+            connectedAt: now,
+            updatedAt: now,
+          })
+          .onConflictDoUpdate({ target: [openLines.memberId, openLines.lineId], set: { options: json, updatedAt: now } }),
+      );
+      let woken = 0;
+      for (const wake of wakes) woken += yield* wakeHeldJobs(tx, { ...wake, memberId }, now);
+      return woken;
     });
   }
 
   /** Disconnects a line (deleted in Bitrix24, or the admin disconnected it). True when it was connected. */
   async remove(memberId: string, lineId: number): Promise<boolean> {
-    return (
-      this.db
-        .delete(openLines)
-        .where(and(eq(openLines.memberId, memberId), eq(openLines.lineId, lineId)))
-        .run().changes > 0
-    );
+    return changes(await this.database.db.delete(openLines).where(and(eq(openLines.memberId, memberId), eq(openLines.lineId, lineId)))) > 0;
   }
 
   /** Every line of a portal (its data deleted on uninstall). */
   async removeAll(memberId: string): Promise<void> {
-    this.db.delete(openLines).where(eq(openLines.memberId, memberId)).run();
+    await this.database.db.delete(openLines).where(eq(openLines.memberId, memberId));
   }
 }
 
-function inOpenChannelsMode(db: Pick<Db, 'select'>, memberId: string): boolean {
-  const row = db
-    .select({ mode: sql<string | null>`json_extract(${portals.settings}, '$.integrationType')` })
+/** The portal's stored mode field. */
+function modeQuery(db: Db | Tx, dialect: DatabaseAccess['dialect'], memberId: string) {
+  return db
+    .select({ mode: sql<string | null>`${dialect.jsonText(portals.settings, 'integrationType')}` })
     .from(portals)
-    .where(eq(portals.memberId, memberId))
-    .get();
-  return row?.mode === 'open_channels';
+    .where(eq(portals.memberId, memberId));
 }

@@ -2,8 +2,9 @@ import { TransactionRollbackError, and, eq, isNotNull, lte, min, ne, sql } from 
 import { LRUCache } from 'lru-cache';
 import type { Clock } from '../clock.js';
 import type { SecretBox } from '../secrets.js';
-import type { Db } from './database.js';
-import { finishWaitingJobs, type JobWriter } from './jobs.js';
+import type { DatabaseAccess } from './database.js';
+import { changes, exec, type Statement, type Tx } from './dialect.js';
+import { finishWaitingJobs } from './jobs.js';
 import {
   c2dAccounts,
   c2dClientDialogs,
@@ -67,16 +68,18 @@ export class PortalStore {
    * What authenticate needs of each member id, so a robot call costs an HMAC and no read. Unknown
    * member ids are remembered too, so that they are not told apart by timing from cached ones (and
    * the bound keeps made-up ids from growing it). This store is the only writer of the portals table
-   * and one server process owns the database file (database.ts), so every write method below drops
+   * and one server process owns the database (the SQLite file lock; on PostgreSQL, one process
+   * until the next slice of issue 11: docs/multi-process.md), so every write method below drops
    * the portal's entry through #changed.
    */
   readonly #known = new LRUCache<string, { digest: string; portal: Portal } | { digest: undefined }>({ max: 10_000 });
 
   constructor(
-    private readonly db: Db,
+    private readonly database: DatabaseAccess,
     private readonly secrets: SecretBox,
     private readonly clock: Clock,
   ) {
+    const { db } = database;
     this.#byMemberId = db
       .select()
       .from(portals)
@@ -90,7 +93,7 @@ export class PortalStore {
   }
 
   async get(memberId: string): Promise<Portal | undefined> {
-    const row = this.#byMemberId.get({ memberId });
+    const row = await this.database.dialect.get(this.#byMemberId, { memberId });
     return row ? toPortal(row) : undefined;
   }
 
@@ -98,7 +101,7 @@ export class PortalStore {
   async authenticate(memberId: string, applicationToken: string): Promise<Portal | undefined> {
     let known = this.#known.get(memberId);
     if (!known) {
-      const row = this.#byMemberId.get({ memberId });
+      const row = await this.database.dialect.get(this.#byMemberId, { memberId });
       known = row ? { digest: row.applicationTokenDigest, portal: toPortal(row) } : { digest: undefined };
       this.#known.set(memberId, known);
     }
@@ -134,16 +137,15 @@ export class PortalStore {
       // A new generation: app page tokens issued before this install stop working.
       installedAt: now,
     };
-    this.db
+    await this.database.db
       .insert(portals)
       .values({ memberId: record.memberId, ...values })
-      .onConflictDoUpdate({ target: portals.memberId, set: values })
-      .run();
+      .onConflictDoUpdate({ target: portals.memberId, set: values });
     return (await this.get(record.memberId))!;
   }
 
   async tokens(memberId: string): Promise<PortalTokens | undefined> {
-    const row = this.#byMemberId.get({ memberId });
+    const row = await this.database.dialect.get(this.#byMemberId, { memberId });
     if (row?.status !== 'active' || !row.accessToken || !row.refreshToken) return undefined;
     return {
       accessToken: this.secrets.open(row.accessToken),
@@ -167,7 +169,7 @@ export class PortalStore {
     fromGeneration?: number,
   ): Promise<number | undefined> {
     this.#changed(memberId);
-    const row = this.db
+    const [row] = await this.database.db
       .update(portals)
       .set({
         accessToken: this.secrets.seal(tokens.accessToken),
@@ -178,8 +180,7 @@ export class PortalStore {
         updatedAt: this.clock.now(),
       })
       .where(and(eq(portals.memberId, memberId), eq(portals.status, 'active'), fromGeneration === undefined ? undefined : eq(portals.tokenGeneration, fromGeneration)))
-      .returning({ generation: portals.tokenGeneration })
-      .get();
+      .returning({ generation: portals.tokenGeneration });
     return row?.generation;
   }
 
@@ -189,7 +190,7 @@ export class PortalStore {
    */
   async recoverTokens(memberId: string, tokens: { accessToken: string; refreshToken: string; expiresAt: number }): Promise<void> {
     this.#changed(memberId);
-    this.db
+    await this.database.db
       .update(portals)
       .set({
         status: 'active',
@@ -199,8 +200,7 @@ export class PortalStore {
         tokenGeneration: sql`${portals.tokenGeneration} + 1`,
         updatedAt: this.clock.now(),
       })
-      .where(and(eq(portals.memberId, memberId), eq(portals.status, 'reauth_required')))
-      .run();
+      .where(and(eq(portals.memberId, memberId), eq(portals.status, 'reauth_required')));
   }
 
   /**
@@ -209,12 +209,11 @@ export class PortalStore {
    */
   async markReauthRequired(memberId: string, generation: number): Promise<boolean> {
     this.#changed(memberId);
-    const { changes } = this.db
+    const result = await this.database.db
       .update(portals)
       .set({ status: 'reauth_required', updatedAt: this.clock.now() })
-      .where(and(eq(portals.memberId, memberId), eq(portals.tokenGeneration, generation)))
-      .run();
-    return changes > 0;
+      .where(and(eq(portals.memberId, memberId), eq(portals.tokenGeneration, generation)));
+    return changes(result) > 0;
   }
 
   /**
@@ -229,26 +228,30 @@ export class PortalStore {
    */
   async uninstall(memberId: string, requestedAt: number, accountKey?: string): Promise<{ webhookId: number | null; dataDeleted: boolean } | undefined> {
     this.#changed(memberId);
+    const now = this.clock.now();
     try {
-      return this.db.transaction((tx) => {
-        const wiped = tx
-          .update(portals)
-          .set({
-            status: 'uninstalled',
-            accessToken: null,
-            refreshToken: null,
-            chat2deskToken: null,
-            accessExpiresAt: 0,
-            uninstallRequestedAt: null,
-            uninstallCheckAt: null,
-            updatedAt: this.clock.now(),
-          })
-          .where(and(eq(portals.memberId, memberId), eq(portals.uninstallRequestedAt, requestedAt), ne(portals.status, 'uninstalled')))
-          .returning({ clean: portals.uninstallClean })
-          .get();
+      return await this.database.dialect.transaction(function* (tx) {
+        const [wiped] = yield* exec(
+          tx
+            .update(portals)
+            .set({
+              status: 'uninstalled',
+              accessToken: null,
+              refreshToken: null,
+              chat2deskToken: null,
+              accessExpiresAt: 0,
+              uninstallRequestedAt: null,
+              uninstallCheckAt: null,
+              updatedAt: now,
+            })
+            .where(and(eq(portals.memberId, memberId), eq(portals.uninstallRequestedAt, requestedAt), ne(portals.status, 'uninstalled')))
+            .returning({ clean: portals.uninstallClean }),
+        );
         if (!wiped) tx.rollback();
-        const webhook = tx.delete(c2dWebhooks).where(eq(c2dWebhooks.memberId, memberId)).returning({ webhookId: c2dWebhooks.webhookId, accountKey: c2dWebhooks.accountKey }).get();
-        if (wiped?.clean) deletePortalData(tx, memberId, accountKey ?? webhook?.accountKey);
+        const [webhook] = yield* exec(
+          tx.delete(c2dWebhooks).where(eq(c2dWebhooks.memberId, memberId)).returning({ webhookId: c2dWebhooks.webhookId, accountKey: c2dWebhooks.accountKey }),
+        );
+        if (wiped?.clean) yield* deletePortalData(tx, memberId, accountKey ?? webhook?.accountKey);
         return { webhookId: webhook?.webhookId ?? null, dataDeleted: wiped?.clean === true };
       });
     } catch (error) {
@@ -264,18 +267,18 @@ export class PortalStore {
   async requestUninstall(memberId: string, clean: boolean): Promise<void> {
     this.#changed(memberId);
     const now = this.clock.now();
-    this.db
+    const { bool } = this.database.dialect;
+    await this.database.db
       .update(portals)
       // A pending request's "delete data" is never lowered by a newer one: anyone holding the
       // application token can send ONAPPUNINSTALL, and must not undo an admin's choice to delete.
       .set({
         uninstallRequestedAt: now,
         uninstallCheckAt: now,
-        uninstallClean: sql`case when ${portals.uninstallRequestedAt} is null then ${clean ? 1 : 0} else (coalesce(${portals.uninstallClean}, 0) or ${clean ? 1 : 0}) end`,
+        uninstallClean: sql`case when ${portals.uninstallRequestedAt} is null then ${bool(clean)} else (coalesce(${portals.uninstallClean}, ${bool(false)}) or ${bool(clean)}) end`,
         updatedAt: now,
       })
-      .where(and(eq(portals.memberId, memberId), ne(portals.status, 'uninstalled')))
-      .run();
+      .where(and(eq(portals.memberId, memberId), ne(portals.status, 'uninstalled')));
   }
 
   /**
@@ -285,77 +288,72 @@ export class PortalStore {
   async deferUninstallRequest(memberId: string, checkAt: number, clean: boolean): Promise<void> {
     this.#changed(memberId);
     const now = this.clock.now();
-    this.db
+    const { bool, least } = this.database.dialect;
+    await this.database.db
       .update(portals)
       .set({
         // Every expression reads the row as it was: `clean` is taken only when no request was pending.
-        uninstallClean: sql`case when ${portals.uninstallRequestedAt} is null then ${clean ? 1 : 0} else (coalesce(${portals.uninstallClean}, 0) or ${clean ? 1 : 0}) end`,
+        uninstallClean: sql`case when ${portals.uninstallRequestedAt} is null then ${bool(clean)} else (coalesce(${portals.uninstallClean}, ${bool(false)}) or ${bool(clean)}) end`,
         uninstallRequestedAt: sql`coalesce(${portals.uninstallRequestedAt}, ${now})`,
-        uninstallCheckAt: sql`coalesce(min(${portals.uninstallCheckAt}, ${checkAt}), ${checkAt})`,
+        uninstallCheckAt: sql`coalesce(${least(portals.uninstallCheckAt, checkAt)}, ${checkAt})`,
         updatedAt: now,
       })
-      .where(and(eq(portals.memberId, memberId), ne(portals.status, 'uninstalled')))
-      .run();
+      .where(and(eq(portals.memberId, memberId), ne(portals.status, 'uninstalled')));
   }
 
   /** When the portal could not be asked: when to ask again. */
   async scheduleUninstallCheck(memberId: string, at: number): Promise<void> {
     this.#changed(memberId);
-    this.db
+    await this.database.db
       .update(portals)
       .set({ uninstallCheckAt: at, updatedAt: this.clock.now() })
-      .where(and(eq(portals.memberId, memberId), isNotNull(portals.uninstallRequestedAt)))
-      .run();
+      .where(and(eq(portals.memberId, memberId), isNotNull(portals.uninstallRequestedAt)));
   }
 
   /** The portal still accepts our tokens: the request of `requestedAt` was not its own. False when a newer one came meanwhile. */
   async dropUninstallRequest(memberId: string, requestedAt: number): Promise<boolean> {
     this.#changed(memberId);
-    const { changes } = this.db
+    const result = await this.database.db
       .update(portals)
       .set({ uninstallRequestedAt: null, uninstallCheckAt: null, updatedAt: this.clock.now() })
-      .where(and(eq(portals.memberId, memberId), eq(portals.uninstallRequestedAt, requestedAt)))
-      .run();
-    return changes > 0;
+      .where(and(eq(portals.memberId, memberId), eq(portals.uninstallRequestedAt, requestedAt)));
+    return changes(result) > 0;
   }
 
   /** When the portal's unconfirmed uninstall arrived, if one is pending. */
   async uninstallRequestedAt(memberId: string): Promise<number | undefined> {
-    const row = this.db.select({ at: portals.uninstallRequestedAt }).from(portals).where(eq(portals.memberId, memberId)).get();
+    const [row] = await this.database.db.select({ at: portals.uninstallRequestedAt }).from(portals).where(eq(portals.memberId, memberId));
     return row?.at ?? undefined;
   }
 
   /** Portals with an unconfirmed uninstall to check now (all of them with `everyPending`). */
   async uninstallChecksDue(everyPending = false): Promise<string[]> {
-    return this.db
+    const rows = await this.database.db
       .select({ memberId: portals.memberId })
       .from(portals)
-      .where(and(isNotNull(portals.uninstallRequestedAt), everyPending ? undefined : lte(portals.uninstallCheckAt, this.clock.now())))
-      .all()
-      .map((row) => row.memberId);
+      .where(and(isNotNull(portals.uninstallRequestedAt), everyPending ? undefined : lte(portals.uninstallCheckAt, this.clock.now())));
+    return rows.map((row) => row.memberId);
   }
 
   async nextUninstallCheckAt(): Promise<number | undefined> {
-    const row = this.db
+    const [row] = await this.database.db
       .select({ at: min(portals.uninstallCheckAt) })
       .from(portals)
-      .where(isNotNull(portals.uninstallRequestedAt))
-      .get();
+      .where(isNotNull(portals.uninstallRequestedAt));
     return row?.at ?? undefined;
   }
 
   /** Active portals with a Chat2Desk token. */
   async connectedToChat2Desk(): Promise<Portal[]> {
-    return this.db
+    const rows = await this.database.db
       .select()
       .from(portals)
-      .where(and(eq(portals.status, 'active'), isNotNull(portals.chat2deskToken)))
-      .all()
-      .map(toPortal);
+      .where(and(eq(portals.status, 'active'), isNotNull(portals.chat2deskToken)));
+    return rows.map(toPortal);
   }
 
   async chat2deskToken(memberId: string): Promise<string | undefined> {
-    const row = this.#chat2deskToken.get({ memberId });
+    const row = await this.database.dialect.get(this.#chat2deskToken, { memberId });
     return row?.token ? this.secrets.open(row.token) : undefined;
   }
 
@@ -371,26 +369,36 @@ export class PortalStore {
    */
   async saveSettings(
     memberId: string,
-    changes: StoredSettings,
+    settingChanges: StoredSettings,
     chat2deskToken?: string,
     guard: { integrationType?: string; leaveOpenChannels?: { kind: string; reason: string } } = {},
   ): Promise<Portal | SettingsConflict | undefined> {
     this.#changed(memberId);
     const now = this.clock.now();
-    const outcome = this.db.transaction((tx): SettingsConflict | 'saved' | 'missing' => {
-      const row = tx.select({ settings: portals.settings }).from(portals).where(eq(portals.memberId, memberId)).get();
+    const sealedToken = chat2deskToken === undefined ? undefined : this.secrets.seal(chat2deskToken);
+    const outcome = await this.database.dialect.transaction(function* (tx): Generator<Statement, SettingsConflict | 'saved' | 'missing', unknown> {
+      // Read through an update that changes nothing: it locks the portal's row on PostgreSQL, so
+      // concurrent saves (and a line being connected, src/db/open-lines.ts) take their turns.
+      const [row] = yield* exec(
+        tx
+          .update(portals)
+          .set({ updatedAt: sql`${portals.updatedAt}` })
+          .where(eq(portals.memberId, memberId))
+          .returning({ settings: portals.settings }),
+      );
       if (!row) return 'missing';
       const stored = JSON.parse(row.settings) as StoredSettings;
       // Read as src/portal-settings.ts does: anything but open_channels is Chat2Desk mode.
       const storedMode = stored.integrationType === 'open_channels' ? 'open_channels' : 'chat2desk';
       if (guard.integrationType !== undefined && guard.integrationType !== storedMode) return { conflict: 'mode_changed' };
       if (guard.leaveOpenChannels) {
-        if (tx.select({ lineId: openLines.lineId }).from(openLines).where(eq(openLines.memberId, memberId)).limit(1).get()) return { conflict: 'lines_connected' };
-        finishWaitingJobs(tx, { memberId, kind: guard.leaveOpenChannels.kind, reason: guard.leaveOpenChannels.reason }, now);
+        const [line] = yield* exec(tx.select({ lineId: openLines.lineId }).from(openLines).where(eq(openLines.memberId, memberId)).limit(1));
+        if (line) return { conflict: 'lines_connected' };
+        yield* finishWaitingJobs(tx, { memberId, kind: guard.leaveOpenChannels.kind, reason: guard.leaveOpenChannels.reason }, now);
       }
-      const set: Partial<typeof portals.$inferInsert> = { settings: JSON.stringify({ ...stored, ...changes }), updatedAt: now };
-      if (chat2deskToken !== undefined) set.chat2deskToken = this.secrets.seal(chat2deskToken);
-      tx.update(portals).set(set).where(eq(portals.memberId, memberId)).run();
+      const set: Partial<typeof portals.$inferInsert> = { settings: JSON.stringify({ ...stored, ...settingChanges }), updatedAt: now };
+      if (sealedToken !== undefined) set.chat2deskToken = sealedToken;
+      yield* exec(tx.update(portals).set(set).where(eq(portals.memberId, memberId)));
       return 'saved';
     });
     if (outcome === 'missing') return undefined;
@@ -410,24 +418,26 @@ export interface SettingsConflict {
  * the same Chat2Desk account: it goes only when no other installed portal has a webhook there.
  * The app keeps no files of a portal on disk: its users' uploads are rows too (migration 0010).
  */
-function deletePortalData(tx: JobWriter, memberId: string, accountKey: string | undefined): void {
-  tx.update(portals).set({ settings: '{}' }).where(eq(portals.memberId, memberId)).run();
-  tx.delete(jobs).where(eq(jobs.memberId, memberId)).run();
-  tx.delete(effects).where(eq(effects.memberId, memberId)).run();
-  tx.delete(webhookDeliveries).where(eq(webhookDeliveries.memberId, memberId)).run();
+function* deletePortalData(tx: Tx, memberId: string, accountKey: string | undefined): Generator<Statement, void, unknown> {
+  yield* exec(tx.update(portals).set({ settings: '{}' }).where(eq(portals.memberId, memberId)));
+  yield* exec(tx.delete(jobs).where(eq(jobs.memberId, memberId)));
+  yield* exec(tx.delete(effects).where(eq(effects.memberId, memberId)));
+  yield* exec(tx.delete(webhookDeliveries).where(eq(webhookDeliveries.memberId, memberId)));
   // The portal's clients' remembered CRM records (src/episodes/records.ts): clients' data too.
-  tx.delete(episodeRecords).where(eq(episodeRecords.memberId, memberId)).run();
-  tx.delete(uploadedFiles).where(eq(uploadedFiles.memberId, memberId)).run();
-  tx.delete(openLines).where(eq(openLines.memberId, memberId)).run();
+  yield* exec(tx.delete(episodeRecords).where(eq(episodeRecords.memberId, memberId)));
+  yield* exec(tx.delete(uploadedFiles).where(eq(uploadedFiles.memberId, memberId)));
+  yield* exec(tx.delete(openLines).where(eq(openLines.memberId, memberId)));
   if (!accountKey) return;
-  const shared = tx
-    .select({ memberId: c2dWebhooks.memberId })
-    .from(c2dWebhooks)
-    .innerJoin(portals, eq(portals.memberId, c2dWebhooks.memberId))
-    .where(and(eq(c2dWebhooks.accountKey, accountKey), ne(portals.status, 'uninstalled'), ne(c2dWebhooks.memberId, memberId)))
-    .get();
+  const [shared] = yield* exec(
+    tx
+      .select({ memberId: c2dWebhooks.memberId })
+      .from(c2dWebhooks)
+      .innerJoin(portals, eq(portals.memberId, c2dWebhooks.memberId))
+      .where(and(eq(c2dWebhooks.accountKey, accountKey), ne(portals.status, 'uninstalled'), ne(c2dWebhooks.memberId, memberId)))
+      .limit(1),
+  );
   if (shared) return;
-  for (const table of [c2dClients, c2dPhoneLookups, c2dDialogs, c2dClientDialogs, c2dLists, c2dAccounts]) tx.delete(table).where(eq(table.accountKey, accountKey)).run();
+  for (const table of [c2dClients, c2dPhoneLookups, c2dDialogs, c2dClientDialogs, c2dLists, c2dAccounts]) yield* exec(tx.delete(table).where(eq(table.accountKey, accountKey)));
 }
 
 function toPortal(row: PortalRow): Portal {

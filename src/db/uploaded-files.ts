@@ -1,5 +1,6 @@
 import { and, eq, gt, inArray, lte, sql } from 'drizzle-orm';
-import type { Db } from './database.js';
+import { changes } from './dialect.js';
+import type { DatabaseAccess } from './database.js';
 import { uploadedFiles } from './schema.js';
 
 /** A stored upload without its bytes: what a dialog action needs to hand it to Chat2Desk. */
@@ -31,10 +32,10 @@ const columns = {
 
 /** Uploaded files (migration 0010): bytes in the row, found by id (its owner) or by the link's secret (anyone). */
 export class UploadedFileStore {
-  constructor(private readonly db: Db) {}
+  constructor(private readonly database: DatabaseAccess) {}
 
   async add(file: NewUploadedFile): Promise<void> {
-    this.db.insert(uploadedFiles).values(file).run();
+    await this.database.db.insert(uploadedFiles).values(file);
   }
 
   /**
@@ -42,41 +43,41 @@ export class UploadedFileStore {
    * retried job re-hosting the same file keeps one copy and one link.
    */
   async addOnce(file: NewUploadedFile): Promise<UploadedFile> {
-    this.db.insert(uploadedFiles).values(file).onConflictDoNothing({ target: uploadedFiles.id }).run();
-    return this.db.select(columns).from(uploadedFiles).where(eq(uploadedFiles.id, file.id)).get()!;
+    await this.database.db.insert(uploadedFiles).values(file).onConflictDoNothing({ target: uploadedFiles.id });
+    const [stored] = await this.database.db.select(columns).from(uploadedFiles).where(eq(uploadedFiles.id, file.id));
+    return stored!;
   }
 
   /** The portal user's own files among `ids` that have not expired at `now`. */
   async ownUnexpired(memberId: string, userId: number, ids: string[], now: number): Promise<UploadedFile[]> {
     if (ids.length === 0) return [];
-    return this.db
+    return this.database.db
       .select(columns)
       .from(uploadedFiles)
-      .where(and(eq(uploadedFiles.memberId, memberId), eq(uploadedFiles.userId, userId), inArray(uploadedFiles.id, ids), gt(uploadedFiles.expiresAt, now)))
-      .all();
+      .where(and(eq(uploadedFiles.memberId, memberId), eq(uploadedFiles.userId, userId), inArray(uploadedFiles.id, ids), gt(uploadedFiles.expiresAt, now)));
   }
 
   /** Bytes of the user's files whose links still work: what one user keeps stored. */
   async unexpiredBytes(memberId: string, userId: number, now: number): Promise<number> {
-    const row = this.db
-      .select({ bytes: sql<number>`coalesce(sum(${uploadedFiles.size}), 0)` })
+    // PostgreSQL's sum of bigints is a numeric, which node-postgres reads as text.
+    const [row] = await this.database.db
+      .select({ bytes: sql<number>`coalesce(sum(${uploadedFiles.size}), 0)`.mapWith(Number) })
       .from(uploadedFiles)
-      .where(and(eq(uploadedFiles.memberId, memberId), eq(uploadedFiles.userId, userId), gt(uploadedFiles.expiresAt, now)))
-      .get();
+      .where(and(eq(uploadedFiles.memberId, memberId), eq(uploadedFiles.userId, userId), gt(uploadedFiles.expiresAt, now)));
     return row?.bytes ?? 0;
   }
 
   /** The file behind a public link, expired or not (an expired one answers 410 until it is pruned). */
   async bySecret(secret: string): Promise<(UploadedFile & { bytes: Buffer }) | undefined> {
-    return this.db
+    const [file] = await this.database.db
       .select({ ...columns, bytes: uploadedFiles.bytes })
       .from(uploadedFiles)
-      .where(eq(uploadedFiles.secret, secret))
-      .get();
+      .where(eq(uploadedFiles.secret, secret));
+    return file;
   }
 
   /** Deletes every file expired at `now`; the hourly maintenance calls it. */
   async pruneExpired(now: number): Promise<number> {
-    return this.db.delete(uploadedFiles).where(lte(uploadedFiles.expiresAt, now)).run().changes;
+    return changes(await this.database.db.delete(uploadedFiles).where(lte(uploadedFiles.expiresAt, now)));
   }
 }

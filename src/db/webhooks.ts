@@ -2,7 +2,8 @@ import { and, eq, lt, ne } from 'drizzle-orm';
 import type { Clock } from '../clock.js';
 import type { SecretBox } from '../secrets.js';
 import { type Invalidation, invalidateRows } from './cache.js';
-import type { Db } from './database.js';
+import type { DatabaseAccess } from './database.js';
+import { changes, exec } from './dialect.js';
 import { type HeldWake, insertJobs, type NewJob, wakeHeldJobs } from './jobs.js';
 import { c2dWebhooks, webhookDeliveries } from './schema.js';
 
@@ -19,18 +20,18 @@ export interface WebhookRegistration {
 /** Webhook registrations and deliveries. The URL secret is looked up by digest and kept sealed. */
 export class WebhookStore {
   constructor(
-    private readonly db: Db,
+    private readonly database: DatabaseAccess,
     private readonly secrets: SecretBox,
     private readonly clock: Clock,
   ) {}
 
   async get(memberId: string): Promise<WebhookRegistration | undefined> {
-    const [row] = await this.db.select().from(c2dWebhooks).where(eq(c2dWebhooks.memberId, memberId));
+    const [row] = await this.database.db.select().from(c2dWebhooks).where(eq(c2dWebhooks.memberId, memberId));
     return row ? this.#toRegistration(row) : undefined;
   }
 
   async bySecret(secret: string): Promise<WebhookRegistration | undefined> {
-    const [row] = await this.db
+    const [row] = await this.database.db
       .select()
       .from(c2dWebhooks)
       .where(eq(c2dWebhooks.secretDigest, this.secrets.digest(secret)));
@@ -46,11 +47,11 @@ export class WebhookStore {
    */
   async claimSecret(memberId: string, accountKey: string, candidate: string): Promise<string> {
     const values = { accountKey, webhookId: null, secretDigest: this.secrets.digest(candidate), secret: this.secrets.seal(candidate), status: 'pending' };
-    await this.db
+    await this.database.db
       .insert(c2dWebhooks)
       .values({ memberId, createdAt: this.clock.now(), ...values })
       .onConflictDoUpdate({ target: c2dWebhooks.memberId, set: values, setWhere: ne(c2dWebhooks.accountKey, accountKey) });
-    const [row] = await this.db.select({ secret: c2dWebhooks.secret }).from(c2dWebhooks).where(eq(c2dWebhooks.memberId, memberId));
+    const [row] = await this.database.db.select({ secret: c2dWebhooks.secret }).from(c2dWebhooks).where(eq(c2dWebhooks.memberId, memberId));
     if (!row) throw new Error(`The webhook registration of portal ${memberId} disappeared while it was claimed`);
     return this.secrets.open(row.secret);
   }
@@ -63,14 +64,14 @@ export class WebhookStore {
       secret: this.secrets.seal(registration.secret),
       status: registration.status,
     };
-    await this.db
+    await this.database.db
       .insert(c2dWebhooks)
       .values({ memberId: registration.memberId, createdAt: this.clock.now(), ...values })
       .onConflictDoUpdate({ target: c2dWebhooks.memberId, set: values });
   }
 
   async markChecked(memberId: string, status: string): Promise<void> {
-    await this.db.update(c2dWebhooks).set({ status, lastCheckAt: this.clock.now() }).where(eq(c2dWebhooks.memberId, memberId));
+    await this.database.db.update(c2dWebhooks).set({ status, lastCheckAt: this.clock.now() }).where(eq(c2dWebhooks.memberId, memberId));
   }
 
   /**
@@ -91,32 +92,36 @@ export class WebhookStore {
     wakes: HeldWake[] = [],
   ): Promise<{ fresh: boolean; jobsStored: number; jobsWoken: number }> {
     const now = this.clock.now();
-    return this.db.transaction((tx) => {
+    return this.database.dialect.transaction(function* (tx) {
       // The unique key decides which receipt is the first, also between two processes at once.
-      const inserted = tx
-        .insert(webhookDeliveries)
-        .values({ ...delivery, receivedAt: now })
-        .onConflictDoNothing({ target: [webhookDeliveries.memberId, webhookDeliveries.dedupKey] })
-        .returning({ id: webhookDeliveries.id })
-        .get();
+      const [inserted] = yield* exec(
+        tx
+          .insert(webhookDeliveries)
+          .values({ ...delivery, receivedAt: now })
+          .onConflictDoNothing({ target: [webhookDeliveries.memberId, webhookDeliveries.dedupKey] })
+          .returning({ id: webhookDeliveries.id }),
+      );
       if (!inserted) {
         // A repeated key is stamped anew, so a lookup in flight replays it too (CacheStore.saveFetched).
-        tx.update(webhookDeliveries)
-          .set({ receivedAt: now, body: delivery.body })
-          .where(and(eq(webhookDeliveries.memberId, delivery.memberId), eq(webhookDeliveries.dedupKey, delivery.dedupKey)))
-          .run();
+        yield* exec(
+          tx
+            .update(webhookDeliveries)
+            .set({ receivedAt: now, body: delivery.body })
+            .where(and(eq(webhookDeliveries.memberId, delivery.memberId), eq(webhookDeliveries.dedupKey, delivery.dedupKey))),
+        );
       }
-      const jobsStored = inserted ? insertJobs(tx, newJobs, now) : 0;
-      tx.update(c2dWebhooks).set({ lastDeliveryAt: now }).where(eq(c2dWebhooks.memberId, delivery.memberId)).run();
-      invalidateRows(tx, delivery.accountKey, stale);
-      const jobsWoken = wakes.reduce((woken, wake) => woken + wakeHeldJobs(tx, wake, now), 0);
+      const jobsStored = inserted ? yield* insertJobs(tx, newJobs, now) : 0;
+      yield* exec(tx.update(c2dWebhooks).set({ lastDeliveryAt: now }).where(eq(c2dWebhooks.memberId, delivery.memberId)));
+      yield* invalidateRows(tx, delivery.accountKey, stale);
+      let jobsWoken = 0;
+      for (const wake of wakes) jobsWoken += yield* wakeHeldJobs(tx, wake, now);
       return { fresh: inserted !== undefined, jobsStored, jobsWoken };
     });
   }
 
   /** Chat2Desk's last retry comes 2 h after the first try; keys older than that can go. */
   async pruneDeliveries(olderThan: number): Promise<number> {
-    return this.db.delete(webhookDeliveries).where(lt(webhookDeliveries.receivedAt, olderThan)).run().changes;
+    return changes(await this.database.db.delete(webhookDeliveries).where(lt(webhookDeliveries.receivedAt, olderThan)));
   }
 
   #toRegistration(row: typeof c2dWebhooks.$inferSelect): WebhookRegistration {

@@ -9,17 +9,27 @@ import { loadConfig, type Config } from '../../src/config.js';
 import type { JobKind } from '../../src/jobs/kinds.js';
 import type { LiveTimers } from '../../src/live/stream.js';
 import { createLogger } from '../../src/log.js';
+import type { SqliteHandle } from '../../src/db/database.js';
 import { startServer, type RunningServer } from '../../src/server.js';
 import { startFakeBitrix24, type FakeBitrix24, type FakeBitrix24Options } from '../fakes/bitrix24.js';
 import { startFakeChat2Desk, type FakeChat2Desk, type FakeChat2DeskOptions } from '../fakes/chat2desk.js';
 
 export const APP_SECRET = 'test-app-secret-0123456789abcdef';
 
+/** The stack runs on SQLite (on PostgreSQL with the next slice of issue 11): tests may read its file. */
+export type SqliteServer = RunningServer & { database: SqliteHandle };
+
+/** A server the stack started, as the SQLite server it is. */
+export function onSqlite(server: RunningServer): SqliteServer {
+  if (server.database.kind !== 'sqlite') throw new Error('the test stack runs on SQLite');
+  return server as SqliteServer;
+}
+
 /** Everything a behaviour test needs: both fakes, our server on a real port, a real SQLite file. */
 export interface Stack {
   b24: FakeBitrix24;
   c2d: FakeChat2Desk;
-  server: RunningServer;
+  server: SqliteServer;
   config: Config;
   env: Record<string, string>;
   dir: string;
@@ -94,8 +104,8 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     },
   });
   const log = createLogger(config.logLevel, sink);
-  const boot = () =>
-    startServer(config, log, {
+  const boot = async (): Promise<SqliteServer> => {
+    const server = await startServer(config, log, {
       hostname: '127.0.0.1',
       reportLingerMs: options.reportLingerMs ?? 50,
       fetch: options.fetch,
@@ -106,6 +116,8 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       deliveryHandlers: options.deliveryHandlers,
       liveTimers: options.liveTimers,
     });
+    return onSqlite(server);
+  };
   const stack: Stack = {
     b24,
     c2d,

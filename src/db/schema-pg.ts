@@ -1,0 +1,315 @@
+/**
+ * The PostgreSQL mirror of schema.ts: the same tables, columns and indexes in PostgreSQL's types
+ * (ms timestamps and ids as bigint, booleans as boolean, bytes as bytea). It exists for the DDL
+ * only: drizzle-kit generates src/db/migrations-pg from it (drizzle.pg.config.ts). The stores
+ * build every query from schema.ts's tables on both databases (docs/multi-process.md says why), so
+ * a column added there is added here too; test/schema-parity.test.ts fails until it is.
+ */
+import { sql } from 'drizzle-orm';
+import { bigint, bigserial, boolean, customType, doublePrecision, index, pgTable, primaryKey, text, uniqueIndex } from 'drizzle-orm/pg-core';
+
+/** Uploaded files' bytes; drizzle's pg-core has no bytea column of its own. node-postgres reads bytea as a Buffer. */
+const bytea = customType<{ data: Buffer; driverData: Buffer }>({ dataType: () => 'bytea' });
+
+/** One row per Bitrix24 portal (member_id) that installed the app. Secrets are sealed (see secrets.ts). */
+export const portals = pgTable('portals', {
+  memberId: text('member_id').primaryKey(),
+  domain: text('domain').notNull(),
+  clientEndpoint: text('client_endpoint').notNull(),
+  /** active | uninstalled | reauth_required (the refresh token was rejected) */
+  status: text('status').notNull(),
+  applicationTokenDigest: text('application_token_digest').notNull(),
+  accessToken: text('access_token'),
+  refreshToken: text('refresh_token'),
+  accessExpiresAt: bigint('access_expires_at', { mode: 'number' }).notNull().default(0),
+  /** Bumped on every refresh, so a caller can tell whether the token it failed with is still current. */
+  tokenGeneration: bigint('token_generation', { mode: 'number' }).notNull().default(0),
+  installerUserId: bigint('installer_user_id', { mode: 'number' }),
+  /**
+   * An ONAPPUNINSTALL the portal has not confirmed yet (it could not be asked): when it arrived and
+   * when to ask again. Cleared once the portal answers either way (src/bitrix24/uninstall.ts).
+   */
+  uninstallRequestedAt: bigint('uninstall_requested_at', { mode: 'number' }),
+  uninstallCheckAt: bigint('uninstall_check_at', { mode: 'number' }),
+  /** The pending ONAPPUNINSTALL asked to delete the app's data (`data[CLEAN]=1`): the wipe deletes the portal's jobs, cache and effects too. */
+  uninstallClean: boolean('uninstall_clean').notNull().default(false),
+  chat2deskToken: text('chat2desk_token'),
+  settings: text('settings').notNull().default('{}'),
+  installedAt: bigint('installed_at', { mode: 'number' }).notNull(),
+  updatedAt: bigint('updated_at', { mode: 'number' }).notNull(),
+});
+
+/**
+ * A durable job of some kind (src/jobs/kinds.ts): a robot (or business-process activity) call, a
+ * re-registration after an update, and whatever kinds come next. Whatever triggered it is stored
+ * with it before we answer; `(member_id, dedup_key)` makes a repeated trigger a no-op (robot calls:
+ * the event token, since Bitrix24 posts each call once and never retries).
+ */
+export const jobs = pgTable(
+  'jobs',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    /** The job kind's name: robot | register_app | … */
+    kind: text('kind').notNull(),
+    /** Random, sent to Chat2Desk as external_id so a resend after a crash can be detected. */
+    publicId: text('public_id').notNull(),
+    memberId: text('member_id').notNull(),
+    /** Unique per portal while set; a kind that allows one pending job clears it when the job starts. */
+    dedupKey: text('dedup_key'),
+    /** Jobs of one portal with the same key run one at a time, in id order (bounded hold, src/jobs/dispatcher.ts). */
+    orderingKey: text('ordering_key'),
+    /** Robot runs only: the call's event token, robot code and workflow document. */
+    eventToken: text('event_token'),
+    robotCode: text('robot_code'),
+    documentId: text('document_id'),
+    /** The kind's input as JSON (a robot call's properties), validated when enqueued and when run. */
+    input: text('input').notNull(),
+    /**
+     * confirming (Bitrix24 has not yet confirmed the call, src/jobs/confirmations.ts) | queued |
+     * running | reporting | done | cancelled
+     */
+    state: text('state').notNull(),
+    attempts: bigint('attempts', { mode: 'number' }).notNull().default(0),
+    runAt: bigint('run_at', { mode: 'number' }).notNull(),
+    leaseUntil: bigint('lease_until', { mode: 'number' }),
+    /** When the first attempt started: how long a job at the head of its ordering key has held it. */
+    startedAt: bigint('started_at', { mode: 'number' }),
+    deadlineAt: bigint('deadline_at', { mode: 'number' }).notNull(),
+    /** Failed attempts to have the portal confirm the call. */
+    confirmAttempts: bigint('confirm_attempts', { mode: 'number' }).notNull().default(0),
+    /** When the portal confirmed the call (bizproc.activity.log accepted its event token). */
+    confirmedAt: bigint('confirmed_at', { mode: 'number' }),
+    lastError: text('last_error'),
+    /** The values returned to the workflow, status and error included (other kinds: their result). */
+    returnValues: text('return_values'),
+    logMessage: text('log_message'),
+    reportAttempts: bigint('report_attempts', { mode: 'number' }).notNull().default(0),
+    reportError: text('report_error'),
+    createdAt: bigint('created_at', { mode: 'number' }).notNull(),
+    updatedAt: bigint('updated_at', { mode: 'number' }).notNull(),
+    finishedAt: bigint('finished_at', { mode: 'number' }),
+    /** The client's phone as international digits, for the event log's phone filter (src/event-log.ts `searchablePhone`). */
+    phone: text('phone'),
+  },
+  (table) => [
+    uniqueIndex('jobs_member_dedup_key').on(table.memberId, table.dedupKey).where(sql`${table.dedupKey} IS NOT NULL`),
+    uniqueIndex('jobs_public_id').on(table.publicId),
+    index('jobs_due').on(table.state, table.runAt),
+    index('jobs_member_state').on(table.memberId, table.state),
+    index('jobs_ordering').on(table.memberId, table.orderingKey, table.id).where(sql`${table.orderingKey} IS NOT NULL`),
+    // The event log: a portal's jobs newest first, paged by (created_at, id), or those of one phone.
+    index('jobs_member_created').on(table.memberId, table.createdAt, table.id),
+    index('jobs_member_phone').on(table.memberId, table.phone, table.createdAt, table.id).where(sql`${table.phone} IS NOT NULL`),
+  ],
+);
+
+/**
+ * The Chat2Desk cache, per account (a hash of API host and token, so portals sharing an account
+ * share it). A row is served while it is younger than the portal's TTL and than the account's
+ * `valid_from`; webhook deliveries delete the rows they make stale.
+ */
+export const c2dAccounts = pgTable('c2d_accounts', {
+  accountKey: text('account_key').primaryKey(),
+  /** Rows fetched before this instant are stale (set by reconciliation after a webhook gap). */
+  validFrom: bigint('valid_from', { mode: 'number' }).notNull().default(0),
+  lastSyncAt: bigint('last_sync_at', { mode: 'number' }),
+});
+
+export const c2dClients = pgTable(
+  'c2d_clients',
+  {
+    accountKey: text('account_key').notNull(),
+    id: bigint('id', { mode: 'number' }).notNull(),
+    phone: text('phone'),
+    clientPhone: text('client_phone'),
+    name: text('name'),
+    assignedName: text('assigned_name'),
+    tags: text('tags').notNull().default('[]'),
+    fetchedAt: bigint('fetched_at', { mode: 'number' }).notNull(),
+  },
+  (table) => [primaryKey({ columns: [table.accountKey, table.id] })],
+);
+
+/** Which clients a phone number leads to; an empty list is a cached "no such client". */
+export const c2dPhoneLookups = pgTable(
+  'c2d_phone_lookups',
+  {
+    accountKey: text('account_key').notNull(),
+    phone: text('phone').notNull(),
+    clientIds: text('client_ids').notNull(),
+    fetchedAt: bigint('fetched_at', { mode: 'number' }).notNull(),
+  },
+  (table) => [primaryKey({ columns: [table.accountKey, table.phone] })],
+);
+
+export const c2dDialogs = pgTable(
+  'c2d_dialogs',
+  {
+    accountKey: text('account_key').notNull(),
+    id: bigint('id', { mode: 'number' }).notNull(),
+    clientId: bigint('client_id', { mode: 'number' }),
+    state: text('state').notNull(),
+    operatorId: bigint('operator_id', { mode: 'number' }),
+    channelId: bigint('channel_id', { mode: 'number' }),
+    transport: text('transport'),
+    beginAt: text('begin_at'),
+    endAt: text('end_at'),
+    lastMessageText: text('last_message_text'),
+    lastMessageAt: text('last_message_at'),
+    lastMessageType: text('last_message_type'),
+    lastRequestId: bigint('last_request_id', { mode: 'number' }),
+    messagesCount: bigint('messages_count', { mode: 'number' }),
+    fetchedAt: bigint('fetched_at', { mode: 'number' }).notNull(),
+  },
+  (table) => [primaryKey({ columns: [table.accountKey, table.id] }), index('c2d_dialogs_client').on(table.accountKey, table.clientId)],
+);
+
+/** Marks that every dialog of a client is in c2d_dialogs as of fetched_at. */
+export const c2dClientDialogs = pgTable(
+  'c2d_client_dialogs',
+  {
+    accountKey: text('account_key').notNull(),
+    clientId: bigint('client_id', { mode: 'number' }).notNull(),
+    fetchedAt: bigint('fetched_at', { mode: 'number' }).notNull(),
+  },
+  (table) => [primaryKey({ columns: [table.accountKey, table.clientId] })],
+);
+
+/** Whole lists that change rarely: operators, channels, tags. */
+export const c2dLists = pgTable(
+  'c2d_lists',
+  {
+    accountKey: text('account_key').notNull(),
+    kind: text('kind').notNull(),
+    items: text('items').notNull(),
+    fetchedAt: bigint('fetched_at', { mode: 'number' }).notNull(),
+  },
+  (table) => [primaryKey({ columns: [table.accountKey, table.kind] })],
+);
+
+/** The webhook each portal registered in Chat2Desk; the URL carries an unguessable secret. */
+export const c2dWebhooks = pgTable(
+  'c2d_webhooks',
+  {
+    memberId: text('member_id').primaryKey(),
+    accountKey: text('account_key').notNull(),
+    webhookId: bigint('webhook_id', { mode: 'number' }),
+    secretDigest: text('secret_digest').notNull(),
+    /** Sealed: the URL must be re-sent when the webhook is re-created. */
+    secret: text('secret').notNull(),
+    status: text('status').notNull(),
+    lastDeliveryAt: bigint('last_delivery_at', { mode: 'number' }),
+    lastCheckAt: bigint('last_check_at', { mode: 'number' }),
+    createdAt: bigint('created_at', { mode: 'number' }).notNull(),
+  },
+  (table) => [uniqueIndex('c2d_webhooks_secret').on(table.secretDigest)],
+);
+
+/** Deliveries, stored before the 2xx; the key removes Chat2Desk's retries (10 s, 5 min, 2 h). */
+export const webhookDeliveries = pgTable(
+  'webhook_deliveries',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    memberId: text('member_id').notNull(),
+    accountKey: text('account_key').notNull(),
+    dedupKey: text('dedup_key').notNull(),
+    hookType: text('hook_type').notNull(),
+    body: text('body').notNull(),
+    receivedAt: bigint('received_at', { mode: 'number' }).notNull(),
+  },
+  (table) => [uniqueIndex('webhook_deliveries_key').on(table.memberId, table.dedupKey), index('webhook_deliveries_account_time').on(table.accountKey, table.receivedAt)],
+);
+
+/**
+ * The exactly-once ledger (src/jobs/ledger.ts): one row per effect that must not be repeated
+ * blindly (a message sent, a client created, a timeline comment), keyed per portal. A run claims the
+ * key before it acts and records the result after; a claim whose outcome is unknown is settled by
+ * looking for the effect before anyone acts again.
+ */
+export const effects = pgTable(
+  'effects',
+  {
+    memberId: text('member_id').notNull(),
+    effectKey: text('effect_key').notNull(),
+    /** claimed (an attempt is acting, or its outcome is unknown) | done (result recorded) */
+    state: text('state').notNull(),
+    /** The run (job public id) holding the claim; null when nobody does (carried over by a migration). */
+    owner: text('owner'),
+    /** Until then the owner is acting; after it (0: at once) the claim is in doubt and is settled by whoever comes next. */
+    leaseUntil: bigint('lease_until', { mode: 'number' }).notNull().default(0),
+    /** When the first attempt to act began: settling looks back to it. */
+    attemptAt: bigint('attempt_at', { mode: 'number' }).notNull(),
+    /** What settling looks for (JSON), written with the claim. */
+    intent: text('intent').notNull().default('{}'),
+    /** The recorded result (JSON), once done. */
+    result: text('result'),
+    createdAt: bigint('created_at', { mode: 'number' }).notNull(),
+    updatedAt: bigint('updated_at', { mode: 'number' }).notNull(),
+  },
+  (table) => [primaryKey({ columns: [table.memberId, table.effectKey] })],
+);
+
+/** The request rate learned per Chat2Desk account (src/chat2desk/adaptive-rate.ts); written every few seconds at most. */
+export const c2dRates = pgTable('c2d_rates', {
+  accountKey: text('account_key').primaryKey(),
+  perMinute: doublePrecision('per_minute').notNull(),
+  /** Chat2Desk's limit as estimated at its last refusal for load; null while it never refused. */
+  limitPerMinute: doublePrecision('limit_per_minute'),
+  updatedAt: bigint('updated_at', { mode: 'number' }).notNull(),
+});
+
+/** The CRM record of a Chat2Desk client, per portal: found again without a phone (src/episodes/). */
+export const episodeRecords = pgTable(
+  'episode_records',
+  {
+    memberId: text('member_id').notNull(),
+    clientId: bigint('client_id', { mode: 'number' }).notNull(),
+    /** lead | contact | company | deal */
+    entityType: text('entity_type').notNull(),
+    entityId: bigint('entity_id', { mode: 'number' }).notNull(),
+    updatedAt: bigint('updated_at', { mode: 'number' }).notNull(),
+  },
+  (table) => [primaryKey({ columns: [table.memberId, table.clientId] })],
+);
+
+/**
+ * A file uploaded for a dialog action (src/dialogs/files.ts): owned by one user of one portal,
+ * served at /files/<secret>/<name> until `expiresAt`, then pruned (migration 0010).
+ */
+export const uploadedFiles = pgTable(
+  'uploaded_files',
+  {
+    /** The id the page sends back as a fileId. */
+    id: text('id').primaryKey(),
+    /** 32 random bytes, base64url: the unguessable part of the public link. */
+    secret: text('secret').notNull(),
+    memberId: text('member_id').notNull(),
+    userId: bigint('user_id', { mode: 'number' }).notNull(),
+    /** Sanitised: no path separators or control characters. */
+    name: text('name').notNull(),
+    /** Sniffed from the content, never taken from the upload. */
+    type: text('type').notNull(),
+    size: bigint('size', { mode: 'number' }).notNull(),
+    bytes: bytea('bytes').notNull(),
+    createdAt: bigint('created_at', { mode: 'number' }).notNull(),
+    expiresAt: bigint('expires_at', { mode: 'number' }).notNull(),
+  },
+  (table) => [uniqueIndex('uploaded_files_secret').on(table.secret), index('uploaded_files_expires').on(table.expiresAt)],
+);
+
+/** Open Channel lines connected to the portal's Chat2Desk account (issue 10; src/db/open-lines.ts). */
+export const openLines = pgTable(
+  'open_lines',
+  {
+    memberId: text('member_id').notNull(),
+    /** The Open Channel line (imopenlines config id). */
+    lineId: bigint('line_id', { mode: 'number' }).notNull(),
+    /** Routing order: where rules overlap, the lower position wins. */
+    position: bigint('position', { mode: 'number' }).notNull(),
+    /** The line's options as JSON (src/open-channels/lines.ts validates them). */
+    options: text('options').notNull(),
+    connectedAt: bigint('connected_at', { mode: 'number' }).notNull(),
+    updatedAt: bigint('updated_at', { mode: 'number' }).notNull(),
+  },
+  (table) => [primaryKey({ columns: [table.memberId, table.lineId] })],
+);
