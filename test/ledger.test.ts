@@ -1,11 +1,8 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Clock } from '../src/clock.js';
-import { openDatabase, type DatabaseHandle } from '../src/db/database.js';
 import { EffectStore } from '../src/db/effects.js';
 import { EffectBusyError, EffectInDoubtError, bindLedger, type Effect, type Ledger, type Settled } from '../src/jobs/ledger.js';
+import { DATABASE_KINDS, openTestDatabase, type TestDatabase } from './support/databases.js';
 
 /** A refusal: the act surely did nothing. */
 class Refused extends Error {}
@@ -33,33 +30,32 @@ function effect(options: { act?: () => Promise<string>; settle?: () => Promise<S
   return { spec, calls };
 }
 
-describe('the exactly-once ledger', () => {
-  let dir: string;
-  let database: DatabaseHandle;
+describe.each(DATABASE_KINDS)('the exactly-once ledger on %s', (kind) => {
+  let database: TestDatabase;
   let time: number;
   const clock: Clock = { now: () => time };
   let store: EffectStore;
   const ledgerOf = (owner: string, leaseMs = 60_000): Ledger => bindLedger(store, { memberId: 'portal-a', owner, clock, leaseMs });
-  const row = (key = 'run:run-1:message') =>
-    database.sqlite
-      .prepare('select state, owner, lease_until as leaseUntil, attempt_at as attemptAt, result from effects where member_id = ? and effect_key = ?')
-      .get('portal-a', key) as { state: string; owner: string | null; leaseUntil: number; attemptAt: number; result: string | null } | undefined;
+  const row = async (key = 'run:run-1:message') =>
+    (
+      await database.rows<{ state: string; owner: string | null; leaseUntil: number; attemptAt: number; result: string | null }>(
+        'select state, owner, lease_until as "leaseUntil", attempt_at as "attemptAt", result from effects where member_id = ? and effect_key = ?',
+        'portal-a',
+        key,
+      )
+    )[0];
 
-  beforeEach(() => {
-    dir = mkdtempSync(join(tmpdir(), 'c2d-b24-ledger-'));
-    database = openDatabase(join(dir, 'app.db'));
+  beforeEach(async () => {
+    database = await openTestDatabase(kind);
     time = 1_000_000;
-    store = new EffectStore(database.db, clock);
+    store = new EffectStore(database.handle, clock);
   });
-  afterEach(() => {
-    database.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  afterEach(() => database.close());
 
   it('claims, acts once and records; the next call returns the recorded result without acting', async () => {
     const { spec, calls } = effect();
     expect(await ledgerOf('run-1').once(spec)).toEqual({ value: 'done-1', earlier: false });
-    expect(row()).toMatchObject({ state: 'done', result: '"done-1"', attemptAt: 1_000_000 });
+    expect(await row()).toMatchObject({ state: 'done', result: '"done-1"', attemptAt: 1_000_000 });
     expect(await ledgerOf('run-1').once(spec)).toEqual({ value: 'done-1', earlier: true });
     expect(await ledgerOf('run-2').once(spec)).toEqual({ value: 'done-1', earlier: true });
     expect(calls).toEqual({ act: 1, settle: 0 });
@@ -81,7 +77,7 @@ describe('the exactly-once ledger', () => {
       },
     });
     await expect(ledgerOf('run-1').once(spec)).rejects.toBeInstanceOf(Refused);
-    expect(row()).toBeUndefined();
+    expect(await row()).toBeUndefined();
     refuse = false;
     expect(await ledgerOf('run-1').once(spec)).toEqual({ value: 'done-2', earlier: false });
     expect(calls).toEqual({ act: 2, settle: 0 });
@@ -99,7 +95,7 @@ describe('the exactly-once ledger', () => {
       });
       await expect(ledgerOf('run-1').once(made.spec)).rejects.toThrow('socket hang up');
       // Kept, with no lease left: whoever comes next settles it at once.
-      expect(row()).toMatchObject({ state: 'claimed', owner: 'run-1', leaseUntil: 0 });
+      expect(await row()).toMatchObject({ state: 'claimed', owner: 'run-1', leaseUntil: 0 });
       lose = false;
       return made;
     }
@@ -108,7 +104,7 @@ describe('the exactly-once ledger', () => {
       const { spec, calls } = await lostAnswer(async () => ({ found: 'found-1' }));
       time += 5_000;
       expect(await ledgerOf('run-1').once(spec)).toEqual({ value: 'found-1', earlier: true });
-      expect(row()).toMatchObject({ state: 'done', result: '"found-1"' });
+      expect(await row()).toMatchObject({ state: 'done', result: '"found-1"' });
       expect(await ledgerOf('run-1').once(spec)).toEqual({ value: 'found-1', earlier: true });
       expect(calls).toEqual({ act: 1, settle: 1 });
     });
@@ -118,7 +114,7 @@ describe('the exactly-once ledger', () => {
       time += 5_000;
       expect(await ledgerOf('run-1').once(spec)).toEqual({ value: 'done-again', earlier: false });
       expect(calls).toEqual({ act: 2, settle: 1 });
-      expect(row()).toMatchObject({ state: 'done', attemptAt: 1_000_000 });
+      expect(await row()).toMatchObject({ state: 'done', attemptAt: 1_000_000 });
     });
 
     it('fails saying what may have happened when looking cannot tell, and never acts again', async () => {
@@ -127,7 +123,7 @@ describe('the exactly-once ledger', () => {
       await expect(failure).rejects.toBeInstanceOf(EffectInDoubtError);
       await expect(ledgerOf('run-1').once(spec)).rejects.toThrow('it may already have happened');
       expect(calls).toEqual({ act: 1, settle: 2 });
-      expect(row()).toMatchObject({ state: 'claimed', leaseUntil: 0 });
+      expect(await row()).toMatchObject({ state: 'claimed', leaseUntil: 0 });
     });
 
     it('stays in doubt when it cannot be asked, without acting; at give-up it fails saying what may have happened', async () => {
@@ -135,7 +131,7 @@ describe('the exactly-once ledger', () => {
         throw new Error('Chat2Desk is down');
       });
       await expect(ledgerOf('run-1').once(spec)).rejects.toThrow('Chat2Desk is down');
-      expect(row()).toMatchObject({ state: 'claimed', leaseUntil: 0 });
+      expect(await row()).toMatchObject({ state: 'claimed', leaseUntil: 0 });
       // What a run being given up has to settle: its own claims in doubt, nobody else's.
       expect(await ledgerOf('run-1').held()).toEqual(['run:run-1:message']);
       expect(await ledgerOf('run-2').held()).toEqual([]);
@@ -147,14 +143,14 @@ describe('the exactly-once ledger', () => {
       let answer: Settled<string> = { found: 'found-late' };
       const { spec } = await lostAnswer(async () => answer);
       expect(await ledgerOf('run-1').settle(spec)).toBe('found-late');
-      expect(row()).toMatchObject({ state: 'done' });
+      expect(await row()).toMatchObject({ state: 'done' });
 
       const other = effect({ key: 'other', act: async () => Promise.reject(new Error('lost')) });
       await expect(ledgerOf('run-1').once(other.spec)).rejects.toThrow('lost');
       answer = 'absent';
       other.spec.settle = async () => answer;
       expect(await ledgerOf('run-1').settle(other.spec)).toBeUndefined();
-      expect(row('other')).toBeUndefined();
+      expect(await row('other')).toBeUndefined();
       expect(await ledgerOf('run-1').settle(effect({ key: 'never-claimed' }).spec)).toBeUndefined();
     });
   });
@@ -182,12 +178,18 @@ describe('the exactly-once ledger', () => {
     const gate = new Promise<string>((resolve) => (open = resolve));
     const a = effect({ act: () => gate });
     const b = effect({ act: () => gate });
-    const results = Promise.allSettled([ledgerOf('run-1').once(a.spec), ledgerOf('run-2').once(b.spec)]);
-    open('done-1');
-    const [first, second] = await results;
+    let ended = 0;
+    const runs = [ledgerOf('run-1').once(a.spec), ledgerOf('run-2').once(b.spec)];
+    for (const run of runs) void Promise.allSettled([run]).then(() => (ended += 1));
+    // One run acts and waits at the gate; the other ends busy without acting, whichever claimed first
+    // (on PostgreSQL the two race on two connections).
+    await expect.poll(() => ended).toBe(1);
     expect(a.calls.act + b.calls.act).toBe(1);
-    expect(first).toMatchObject({ status: 'fulfilled', value: { value: 'done-1', earlier: false } });
-    expect(second).toMatchObject({ status: 'rejected', reason: expect.any(EffectBusyError) });
+    open('done-1');
+    const results = await Promise.allSettled(runs);
+    const byStatus = (status: string) => results.filter((result) => result.status === status);
+    expect(byStatus('fulfilled')).toMatchObject([{ value: { value: 'done-1', earlier: false } }]);
+    expect(byStatus('rejected')).toMatchObject([{ reason: expect.any(EffectBusyError) }]);
   });
 
   it('settles an abandoned claim (its holder died while acting) once its lease is over, instead of ignoring it', async () => {
@@ -199,7 +201,7 @@ describe('the exactly-once ledger', () => {
     time += 30_000;
     expect(await ledgerOf('run-2').once(spec)).toEqual({ value: 'found-1', earlier: true });
     expect(calls).toEqual({ act: 0, settle: 1 });
-    expect(row()).toMatchObject({ state: 'done', owner: 'run-2' });
+    expect(await row()).toMatchObject({ state: 'done', owner: 'run-2' });
   });
 
   it('settles its own claim left by an attempt that did not finish at once, lease or not', async () => {
@@ -220,7 +222,7 @@ describe('the exactly-once ledger', () => {
     });
     // Attempt 2 took the job up and is acting; attempt 1 (its lease lost, still alive) asks for the same effect.
     const second = attemptOf(2).once(spec);
-    await new Promise<void>((resolve) => setImmediate(resolve));
+    await expect.poll(() => calls.act).toBe(1);
     expect(calls).toEqual({ act: 1, settle: 0 });
     await expect(attemptOf(1).once(spec)).rejects.toBeInstanceOf(EffectBusyError);
     expect(calls).toEqual({ act: 1, settle: 0 });
@@ -234,14 +236,40 @@ describe('the exactly-once ledger', () => {
   });
 
   it('settles a claim nobody holds (carried over from before the ledger) at once', async () => {
-    database.sqlite
-      .prepare(
-        "insert into effects (member_id, effect_key, state, owner, lease_until, attempt_at, intent, created_at, updated_at) values ('portal-a', 'c', 'claimed', null, 0, 1, '{\"text\":\"hello\"}', 1, 1)",
-      )
-      .run();
+    await database.rows(
+      "insert into effects (member_id, effect_key, state, owner, lease_until, attempt_at, intent, created_at, updated_at) values ('portal-a', 'c', 'claimed', null, 0, 1, '{\"text\":\"hello\"}', 1, 1)",
+    );
     const { spec, calls } = effect({ key: 'c', settle: async () => ({ found: 'found-1' }) });
     expect(await ledgerOf('run-9').once(spec)).toEqual({ value: 'found-1', earlier: true });
     expect(calls).toEqual({ act: 0, settle: 1 });
+  });
+
+  it("marks a deferred act dispatched only while the claim is the owner's", async () => {
+    expect(await store.claim('portal-a', 'send:1', 'job-1#1', 60_000, '{"undispatched":true}')).toBe(true);
+    expect(await store.dispatched('portal-a', 'send:1', 'job-1#1', '{"clientId":5}')).toBe(true);
+    expect(await store.find('portal-a', 'send:1')).toMatchObject({ state: 'claimed', owner: 'job-1#1', intent: '{"clientId":5}' });
+    // A later attempt took the claim over: the earlier one's act must not go.
+    time += 1;
+    expect(await store.takeOver('portal-a', 'send:1', 'job-1#2', 60_000, { id: 'job-1', attempt: 2 })).toBeDefined();
+    expect(await store.dispatched('portal-a', 'send:1', 'job-1#1', '{"clientId":6}')).toBe(false);
+    expect(await store.find('portal-a', 'send:1')).toMatchObject({ owner: 'job-1#2', intent: '{"clientId":5}' });
+  });
+
+  it('tells what the Chat2Desk sends under a prefix know of a message: sent, in flight to its client, or nothing', async () => {
+    const since = time;
+    expect(await store.chat2deskSend('portal-a', 'c2d:', 77, 5, since)).toBe('none');
+    // A send to client 5 claimed, its answer not back yet: in flight for a message to that client.
+    await store.claim('portal-a', 'c2d:a', 'job-1#1', 60_000, '{"clientId":5}');
+    expect(await store.chat2deskSend('portal-a', 'c2d:', 77, 5, since)).toBe('in_flight');
+    expect(await store.chat2deskSend('portal-a', 'c2d:', 77, 6, since)).toBe('none');
+    // Recorded with the message's id: sent; another message id to another client knows nothing.
+    await store.record('portal-a', 'c2d:a', 'job-1#1', '{"message_id":77}');
+    expect(await store.chat2deskSend('portal-a', 'c2d:', 77, 6, since)).toBe('sent');
+    expect(await store.chat2deskSend('portal-a', 'c2d:', 78, 6, since)).toBe('none');
+    // Only under the prefix, only this portal's, only effects touched since `since`.
+    expect(await store.chat2deskSend('portal-a', 'other:', 77, 6, since)).toBe('none');
+    expect(await store.chat2deskSend('portal-b', 'c2d:', 77, 6, since)).toBe('none');
+    expect(await store.chat2deskSend('portal-a', 'c2d:', 77, 6, since + 1)).toBe('none');
   });
 
   it("prunes a run's own effects with its job, and keeps effects keyed to what they did", async () => {
@@ -250,7 +278,7 @@ describe('the exactly-once ledger', () => {
     time += 10_000;
     await ledgerOf('run-2').once(effect({ key: 'run:run-2:message' }).spec);
     expect(await store.pruneRunEffects(time - 5_000)).toBe(1);
-    const keys = database.sqlite.prepare('select effect_key as key from effects order by effect_key').all();
+    const keys = await database.rows('select effect_key as key from effects order by effect_key');
     expect(keys).toEqual([{ key: 'comment:7:deal:1' }, { key: 'run:run-2:message' }]);
   });
 });
