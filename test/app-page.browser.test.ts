@@ -1,15 +1,11 @@
-import { mkdirSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Browser, FrameLocator } from 'playwright-core';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { launchChromium } from './support/browser.js';
+import type { FrameLocator } from 'playwright-core';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ARTIFACTS, chromiumForFile } from './support/browser.js';
 import { TestClock } from './support/clock.js';
 import { openInParentFrame, type ParentFrame, type ParentFrameOptions } from './support/parent-frame.js';
 import { adminHeaders, eventually, install, putSettings, startStack, type Stack, type StackOptions } from './support/stack.js';
-
-/** Screenshots of every state, for a person to look at (gitignored). */
-const ARTIFACTS = 'test-artifacts';
 
 /**
  * The app page (docs/protocols.md B13) in headless Chromium, inside a fake Bitrix24 parent frame
@@ -17,15 +13,10 @@ const ARTIFACTS = 'test-artifacts';
  * the file; each test gets its own stack.
  */
 describe('the app page inside a Bitrix24 parent frame', () => {
-  let browser: Browser;
+  const browser = chromiumForFile();
   let stack: Stack | undefined;
   const parents: ParentFrame[] = [];
 
-  beforeAll(async () => {
-    mkdirSync(ARTIFACTS, { recursive: true });
-    browser = await launchChromium();
-  });
-  afterAll(() => browser.close());
   afterEach(async () => {
     for (const parent of parents.splice(0)) await parent.close();
     await stack?.close();
@@ -39,7 +30,7 @@ describe('the app page inside a Bitrix24 parent frame', () => {
   }
 
   async function open(options: Partial<ParentFrameOptions> = {}): Promise<ParentFrame> {
-    const parent = await openInParentFrame(browser, { b24: stack!.b24, serverUrl: stack!.server.url, ...options });
+    const parent = await openInParentFrame(browser(), { b24: stack!.b24, serverUrl: stack!.server.url, ...options });
     parents.push(parent);
     return parent;
   }
@@ -378,7 +369,7 @@ describe('the app page inside a Bitrix24 parent frame', () => {
       },
     ];
     const rerun: string[] = [];
-    const parent = await openInParentFrame(browser, {
+    const parent = await openInParentFrame(browser(), {
       b24: stack!.b24,
       serverUrl: stack!.server.url,
       beforeOpen: async (page) => {

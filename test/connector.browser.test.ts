@@ -1,13 +1,8 @@
-import { mkdirSync } from 'node:fs';
-import type { Browser } from 'playwright-core';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { CONNECTOR_ID } from '../src/open-channels/connector.js';
-import { launchChromium } from './support/browser.js';
+import { ARTIFACTS, chromiumForFile } from './support/browser.js';
 import { openInParentFrame, type ParentFrame } from './support/parent-frame.js';
 import { eventually, installAndConfigure, putSettings, startStack, type Stack } from './support/stack.js';
-
-/** Screenshots of every state, for a person to look at (gitignored). */
-const ARTIFACTS = 'test-artifacts';
 
 /**
  * The connector settings page (SETTING_CONNECTOR, pages-and-modes.md §2.1) in headless Chromium,
@@ -15,15 +10,10 @@ const ARTIFACTS = 'test-artifacts';
  * speaks the parent protocol through the real b24jssdk.
  */
 describe('the connector settings page inside Bitrix24', () => {
-  let browser: Browser;
+  const browser = chromiumForFile();
   let stack: Stack | undefined;
   const parents: ParentFrame[] = [];
 
-  beforeAll(async () => {
-    mkdirSync(ARTIFACTS, { recursive: true });
-    browser = await launchChromium();
-  });
-  afterAll(() => browser.close());
   afterEach(async () => {
     for (const parent of parents.splice(0)) await parent.close();
     await stack?.close();
@@ -40,7 +30,14 @@ describe('the connector settings page inside Bitrix24', () => {
       ERROR_STATUS: false,
       URI: '/contact_center/connector/?ID=chat2desk',
     };
-    const parent = await openInParentFrame(browser, { b24: stack!.b24, serverUrl: stack!.server.url, placement: 'SETTING_CONNECTOR', placementOptions: options, lang, width: 900 });
+    const parent = await openInParentFrame(browser(), {
+      b24: stack!.b24,
+      serverUrl: stack!.server.url,
+      placement: 'SETTING_CONNECTOR',
+      placementOptions: options,
+      lang,
+      width: 900,
+    });
     parents.push(parent);
     return parent;
   }

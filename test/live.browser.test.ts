@@ -1,13 +1,10 @@
-import { mkdirSync } from 'node:fs';
-import type { Browser, FrameLocator } from 'playwright-core';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { launchChromium } from './support/browser.js';
+import type { FrameLocator } from 'playwright-core';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ARTIFACTS, chromiumForFile } from './support/browser.js';
 import { TestClock } from './support/clock.js';
 import { openInParentFrame, type ParentFrame, type ParentFrameOptions } from './support/parent-frame.js';
 import { installAndConfigure, startStack, type Stack } from './support/stack.js';
 
-/** Screenshots of every state, for a person to look at (gitignored). */
-const ARTIFACTS = 'test-artifacts';
 const PHONE = '79161000001';
 /** How long a change may take to show: a debounce, a ticket, reads through the API, on a busy machine. */
 const SOON = { timeout: 10_000 };
@@ -18,15 +15,10 @@ const SOON = { timeout: 10_000 };
  * reload; a hidden page gives its stream up and reads again what it shows when it is shown again.
  */
 describe('live updates in the CRM tab and the Chat workspace', () => {
-  let browser: Browser;
+  const browser = chromiumForFile();
   let stack: Stack | undefined;
   const parents: ParentFrame[] = [];
 
-  beforeAll(async () => {
-    mkdirSync(ARTIFACTS, { recursive: true });
-    browser = await launchChromium();
-  });
-  afterAll(() => browser.close());
   afterEach(async () => {
     for (const parent of parents.splice(0)) await parent.close();
     await stack?.close();
@@ -47,7 +39,7 @@ describe('live updates in the CRM tab and the Chat workspace', () => {
   }
 
   async function open(options: Partial<ParentFrameOptions>): Promise<ParentFrame> {
-    const parent = await openInParentFrame(browser, { b24: stack!.b24, serverUrl: stack!.server.url, ...options });
+    const parent = await openInParentFrame(browser(), { b24: stack!.b24, serverUrl: stack!.server.url, ...options });
     parents.push(parent);
     return parent;
   }
@@ -142,7 +134,7 @@ describe('live updates in the CRM tab and the Chat workspace', () => {
   it('a stream that opens and drops at once is reconnected ever more slowly, not in a storm', async () => {
     await seededStack();
     const contact = stack!.b24.seedContact({ name: 'Ana', phones: ['+7 916 100-00-01'] });
-    const parent = await openInParentFrame(browser, {
+    const parent = await openInParentFrame(browser(), {
       b24: stack!.b24,
       serverUrl: stack!.server.url,
       placement: 'CRM_CONTACT_DETAIL_TAB',

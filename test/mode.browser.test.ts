@@ -1,15 +1,11 @@
-import { mkdirSync } from 'node:fs';
-import type { Browser } from 'playwright-core';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { CONNECTOR_ID } from '../src/open-channels/connector.js';
 import { DEFAULT_LINE_OPTIONS, type LineOptions } from '../src/open-channels/lines.js';
 import { PAGE_WORDS } from '../src/pages/i18n.js';
-import { launchChromium } from './support/browser.js';
+import { ARTIFACTS, chromiumForFile } from './support/browser.js';
 import { openInParentFrame, type ParentFrame, type ParentFrameOptions } from './support/parent-frame.js';
 import { installAndConfigure, postForm, putSettings, startStack, type Stack, type StackOptions } from './support/stack.js';
 
-/** Screenshots of every state, for a person to look at (gitignored). */
-const ARTIFACTS = 'test-artifacts';
 const en = PAGE_WORDS.en;
 
 /**
@@ -19,15 +15,10 @@ const en = PAGE_WORDS.en;
  * confirmed first, refusals say why, and a non-admin only sees the mode.
  */
 describe('the app page’s integration-type switch', () => {
-  let browser: Browser;
+  const browser = chromiumForFile();
   let stack: Stack | undefined;
   const parents: ParentFrame[] = [];
 
-  beforeAll(async () => {
-    mkdirSync(ARTIFACTS, { recursive: true });
-    browser = await launchChromium();
-  });
-  afterAll(() => browser.close());
   afterEach(async () => {
     for (const parent of parents.splice(0)) await parent.close();
     await stack?.close();
@@ -41,7 +32,7 @@ describe('the app page’s integration-type switch', () => {
   }
 
   async function open(options: Partial<ParentFrameOptions> = {}): Promise<ParentFrame> {
-    const parent = await openInParentFrame(browser, { b24: stack!.b24, serverUrl: stack!.server.url, ...options });
+    const parent = await openInParentFrame(browser(), { b24: stack!.b24, serverUrl: stack!.server.url, ...options });
     parents.push(parent);
     await parent.ready();
     return parent;

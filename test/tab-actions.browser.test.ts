@@ -1,13 +1,10 @@
-import { mkdirSync } from 'node:fs';
-import type { Browser, FrameLocator } from 'playwright-core';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { launchChromium } from './support/browser.js';
+import type { FrameLocator } from 'playwright-core';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ARTIFACTS, chromiumForFile } from './support/browser.js';
 import { TestClock } from './support/clock.js';
 import { openInParentFrame, type ParentFrame } from './support/parent-frame.js';
 import { installAndConfigure, sentMessages, startStack, type Stack } from './support/stack.js';
 
-/** Screenshots of every state, for a person to look at (gitignored). */
-const ARTIFACTS = 'test-artifacts';
 /** Chat2Desk operator 617 has Bitrix24 user 1's e-mail (admin@example.com): user 1 writes as 617. */
 const OPERATOR = 617;
 const OTHER_OPERATOR = 311416;
@@ -21,15 +18,10 @@ const XSS_FILE = '<img src=x onerror="window.__xss=1">.png';
  * for the file; each test gets its own stack.
  */
 describe('writing, tagging, closing and assigning from the CRM tab', () => {
-  let browser: Browser;
+  const browser = chromiumForFile();
   let stack: Stack | undefined;
   const parents: ParentFrame[] = [];
 
-  beforeAll(async () => {
-    mkdirSync(ARTIFACTS, { recursive: true });
-    browser = await launchChromium();
-  });
-  afterAll(() => browser.close());
   afterEach(async () => {
     for (const parent of parents.splice(0)) await parent.close();
     await stack?.close();
@@ -51,7 +43,7 @@ describe('writing, tagging, closing and assigning from the CRM tab', () => {
 
   async function openContact(phones: string[], options: { userId?: number; width?: number; lang?: string } = {}): Promise<ParentFrame> {
     const contact = stack!.b24.seedContact({ name: 'Ana', phones: phones.map((phone) => `+${phone}`) });
-    const parent = await openInParentFrame(browser, {
+    const parent = await openInParentFrame(browser(), {
       b24: stack!.b24,
       serverUrl: stack!.server.url,
       placement: 'CRM_CONTACT_DETAIL_TAB',

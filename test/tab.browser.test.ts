@@ -1,14 +1,10 @@
-import { mkdirSync } from 'node:fs';
-import type { Browser, FrameLocator, Locator } from 'playwright-core';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { launchChromium } from './support/browser.js';
+import type { FrameLocator, Locator } from 'playwright-core';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ARTIFACTS, chromiumForFile } from './support/browser.js';
 import { TestClock } from './support/clock.js';
 import { openInParentFrame, type ParentFrame } from './support/parent-frame.js';
 import { openChannelChatOf } from './support/open-channels.js';
 import { installAndConfigure, putSettings, startStack, type Stack } from './support/stack.js';
-
-/** Screenshots of every state, for a person to look at (gitignored). */
-const ARTIFACTS = 'test-artifacts';
 
 const XSS_NAME = '<img src=x onerror="window.__xss=1">Ana';
 const XSS_TEXT = '<script>window.__xss=2</script><b>bold?</b>';
@@ -20,15 +16,10 @@ const XSS_FILE = '<svg onload="window.__xss=3">.pdf';
  * real b24jssdk in our page is exercised. One browser for the file; each test gets its own stack.
  */
 describe('the CRM tab inside a Bitrix24 card', () => {
-  let browser: Browser;
+  const browser = chromiumForFile();
   let stack: Stack | undefined;
   const parents: ParentFrame[] = [];
 
-  beforeAll(async () => {
-    mkdirSync(ARTIFACTS, { recursive: true });
-    browser = await launchChromium();
-  });
-  afterAll(() => browser.close());
   afterEach(async () => {
     for (const parent of parents.splice(0)) await parent.close();
     await stack?.close();
@@ -44,7 +35,7 @@ describe('the CRM tab inside a Bitrix24 card', () => {
   }
 
   async function open(placement: string, id: number, width = 900): Promise<ParentFrame> {
-    const parent = await openInParentFrame(browser, { b24: stack!.b24, serverUrl: stack!.server.url, placement, placementOptions: { ID: String(id) }, width });
+    const parent = await openInParentFrame(browser(), { b24: stack!.b24, serverUrl: stack!.server.url, placement, placementOptions: { ID: String(id) }, width });
     parents.push(parent);
     return parent;
   }
@@ -207,7 +198,7 @@ describe('the CRM tab inside a Bitrix24 card', () => {
     // A lead with no Open Channel chat yet, in Spanish: a hint, no button. A Telegram client of the
     // Open Channel has no phone: the hint comes before the no-phone message all the same.
     const lead = stack!.b24.seedLead({ name: 'Nadie' });
-    const spanish = await openInParentFrame(browser, {
+    const spanish = await openInParentFrame(browser(), {
       b24: stack!.b24,
       serverUrl: stack!.server.url,
       placement: 'CRM_LEAD_DETAIL_TAB',

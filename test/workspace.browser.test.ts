@@ -1,12 +1,8 @@
-import { mkdirSync } from 'node:fs';
-import type { Browser } from 'playwright-core';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { launchChromium } from './support/browser.js';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ARTIFACTS, chromiumForFile } from './support/browser.js';
 import { openInParentFrame, type ParentFrame, type ParentFrameOptions } from './support/parent-frame.js';
 import { installAndConfigure, startStack, type Stack } from './support/stack.js';
 
-/** Screenshots of every state, for a person to look at (gitignored). */
-const ARTIFACTS = 'test-artifacts';
 /** How long a list or a dialog may take to show on a busy machine. */
 const SOON = { timeout: 10_000 };
 const XSS_NAME = '<img src=x onerror="window.__xss=1">Eve';
@@ -21,15 +17,10 @@ const MANAGER_OPERATOR = 311416;
  * a link to one.
  */
 describe('the Chat workspace in the app page', () => {
-  let browser: Browser;
+  const browser = chromiumForFile();
   let stack: Stack | undefined;
   const parents: ParentFrame[] = [];
 
-  beforeAll(async () => {
-    mkdirSync(ARTIFACTS, { recursive: true });
-    browser = await launchChromium();
-  });
-  afterAll(() => browser.close());
   afterEach(async () => {
     for (const parent of parents.splice(0)) await parent.close();
     await stack?.close();
@@ -59,7 +50,7 @@ describe('the Chat workspace in the app page', () => {
   }
 
   async function open(options: Partial<ParentFrameOptions> = {}): Promise<ParentFrame> {
-    const parent = await openInParentFrame(browser, { b24: stack!.b24, serverUrl: stack!.server.url, ...options });
+    const parent = await openInParentFrame(browser(), { b24: stack!.b24, serverUrl: stack!.server.url, ...options });
     parents.push(parent);
     return parent;
   }

@@ -1,6 +1,10 @@
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import sparticuz from '@sparticuz/chromium';
 import { type Browser, chromium } from 'playwright-core';
+import { afterAll, beforeAll } from 'vitest';
+
+/** Screenshots of every page state, for a person to look at (gitignored). */
+export const ARTIFACTS = 'test-artifacts';
 
 /**
  * A headless Chromium with nothing beyond `npm ci`: @sparticuz/chromium ships a Chromium build inside
@@ -25,4 +29,21 @@ export async function launchChromium(): Promise<Browser> {
       '--no-first-run',
     ],
   });
+}
+
+/**
+ * One Chromium for a page test file: launched (and the artifacts folder made) before its tests,
+ * closed after them. Call at the top of the file's describe; the returned function gives the browser.
+ */
+export function chromiumForFile(): () => Browser {
+  let browser: Browser | undefined;
+  beforeAll(async () => {
+    mkdirSync(ARTIFACTS, { recursive: true });
+    browser = await launchChromium();
+  });
+  afterAll(() => browser?.close());
+  return () => {
+    if (!browser) throw new Error('Chromium is not running: chromiumForFile() must be called in the describe, before the tests');
+    return browser;
+  };
 }
