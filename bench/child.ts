@@ -99,3 +99,28 @@ export async function startChildStack(options: { b24?: FakeBitrix24Options; c2d?
   }
   return stack;
 }
+
+/** The fakes' limits of the pipeline benchmarks: Chat2Desk's assumed account limit and Bitrix24's standard plan (docs/protocols.md B4). */
+export const STANDARD_LIMITS = { c2d: { requests: 100, perMs: 1_000 }, b24: { drainPerSecond: 2, burst: 50 } } as const;
+
+/**
+ * A child stack behind fakes at STANDARD_LIMITS, the server told Bitrix24's plan and 94% of
+ * Chat2Desk's limit as its known rate (the episodes and Open Channels benchmarks).
+ */
+export function startLimitedChildStack(label: string): Promise<ChildStack> {
+  const { c2d, b24 } = STANDARD_LIMITS;
+  const knownRatePerMinute = Math.floor((c2d.requests * 60_000 * 0.94) / c2d.perMs);
+  return startChildStack({
+    label,
+    b24: { rateLimit: b24 },
+    c2d: { rateLimit: c2d },
+    env: {
+      LOG_LEVEL: 'silent',
+      B24_RATE_PER_SECOND: String(b24.drainPerSecond),
+      B24_RATE_BURST: String(b24.burst),
+      CHAT2DESK_REQUESTS_PER_MINUTE: String(knownRatePerMinute),
+      CHAT2DESK_MAX_REQUESTS_PER_MINUTE: String(knownRatePerMinute),
+      CHAT2DESK_CONCURRENCY: '8',
+    },
+  });
+}

@@ -6,32 +6,17 @@
  */
 import { performance } from 'node:perf_hooks';
 import { eventually, putSettings } from '../test/support/stack.js';
-import { startChildStack } from './child.js';
+import { STANDARD_LIMITS, startLimitedChildStack } from './child.js';
 import { fmt, type Section, verdict } from './table.js';
 
 const EPISODES = 1_000;
-/** The fake Chat2Desk's limit, as in the burst; Chat2Desk publishes none (docs/protocols.md C1). */
-const C2D_LIMIT = { requests: 100, perMs: 1_000 };
-/** Bitrix24's standard plan (docs/protocols.md B4). */
-const B24_LIMIT = { drainPerSecond: 2, burst: 50 };
+/** The fakes' limits (bench/child.ts STANDARD_LIMITS: Chat2Desk publishes none, docs/protocols.md C1; Bitrix24's standard plan, B4). */
+const { c2d: C2D_LIMIT, b24: B24_LIMIT } = STANDARD_LIMITS;
 /** Chat2Desk delivers webhooks this many at a time. */
 const DELIVERY_CONCURRENCY = 16;
 
 export async function episodesBenchmark(): Promise<Section> {
-  const knownRatePerMinute = Math.floor((C2D_LIMIT.requests * 60_000 * 0.94) / C2D_LIMIT.perMs);
-  const stack = await startChildStack({
-    label: 'episodes',
-    b24: { rateLimit: B24_LIMIT },
-    c2d: { rateLimit: C2D_LIMIT },
-    env: {
-      LOG_LEVEL: 'silent',
-      B24_RATE_PER_SECOND: String(B24_LIMIT.drainPerSecond),
-      B24_RATE_BURST: String(B24_LIMIT.burst),
-      CHAT2DESK_REQUESTS_PER_MINUTE: String(knownRatePerMinute),
-      CHAT2DESK_MAX_REQUESTS_PER_MINUTE: String(knownRatePerMinute),
-      CHAT2DESK_CONCURRENCY: '8',
-    },
-  });
+  const stack = await startLimitedChildStack('episodes');
   const settings = await putSettings({ b24: stack.b24, c2d: stack.c2d, server: { url: stack.server.url } }, { defaultCountry: 'RU', episodesEnabled: true });
   if (settings.status !== 200) throw new Error(`episodes: settings failed: ${settings.status} ${await settings.text()}`);
   await stack.server.command('idle');

@@ -8,35 +8,20 @@ import { performance } from 'node:perf_hooks';
 import { DEFAULT_LINE_OPTIONS } from '../src/open-channels/lines.js';
 import { SEND_MESSAGES_LIMIT } from '../src/open-channels/inbound-sends.js';
 import { eventually, postForm, putSettings } from '../test/support/stack.js';
-import { startChildStack } from './child.js';
+import { STANDARD_LIMITS, startLimitedChildStack } from './child.js';
 import { fmt, type Section, verdict } from './table.js';
 
 const CONVERSATIONS = 100;
 const PER_CONVERSATION = 10;
 const MESSAGES = CONVERSATIONS * PER_CONVERSATION;
-/** The fake Chat2Desk's limit, as in the other bursts; Chat2Desk publishes none (docs/protocols.md C1). */
-const C2D_LIMIT = { requests: 100, perMs: 1_000 };
-/** Bitrix24's standard plan (docs/protocols.md B4). */
-const B24_LIMIT = { drainPerSecond: 2, burst: 50 };
+/** The fakes' limits (bench/child.ts STANDARD_LIMITS: Chat2Desk publishes none, docs/protocols.md C1; Bitrix24's standard plan, B4). */
+const { c2d: C2D_LIMIT, b24: B24_LIMIT } = STANDARD_LIMITS;
 /** Chat2Desk delivers webhooks this many at a time; one conversation's one after another (each after the last was answered). */
 const DELIVERY_CONCURRENCY = 16;
 const LINE = 1;
 
 export async function openChannelsBenchmark(): Promise<Section> {
-  const knownRatePerMinute = Math.floor((C2D_LIMIT.requests * 60_000 * 0.94) / C2D_LIMIT.perMs);
-  const stack = await startChildStack({
-    label: 'open-channels',
-    b24: { rateLimit: B24_LIMIT },
-    c2d: { rateLimit: C2D_LIMIT },
-    env: {
-      LOG_LEVEL: 'silent',
-      B24_RATE_PER_SECOND: String(B24_LIMIT.drainPerSecond),
-      B24_RATE_BURST: String(B24_LIMIT.burst),
-      CHAT2DESK_REQUESTS_PER_MINUTE: String(knownRatePerMinute),
-      CHAT2DESK_MAX_REQUESTS_PER_MINUTE: String(knownRatePerMinute),
-      CHAT2DESK_CONCURRENCY: '8',
-    },
-  });
+  const stack = await startLimitedChildStack('open-channels');
   const { b24, c2d, server } = stack;
   // The admin switches to Open Channels and connects line 1 in the connector's page (as scripts/demo.ts).
   const switched = await putSettings({ b24, c2d, server }, { integrationType: 'open_channels' });
