@@ -129,6 +129,8 @@ describe('the app page’s integration-type switch', () => {
     expect(stack!.b24.connectors.has(CONNECTOR_ID)).toBe(false);
     expect(await app.locator('#mode-lines').isVisible()).toBe(false);
     await shot(parent, 'back-to-chat2desk');
+    // The section in a narrow frame (a phone, or the slider at its narrowest).
+    await shot(await open({ width: 400 }), 'narrow');
   });
 
   it('a switch back Bitrix24 refuses says why and that the portal stays in Open Channels mode; a server error and a network failure say why too, as text', async () => {
