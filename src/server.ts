@@ -39,6 +39,7 @@ import { WebhookStore } from './db/webhooks.js';
 import { BackgroundTasks } from './background.js';
 import type { Config } from './config.js';
 import { systemClock, type Clock } from './clock.js';
+import { type Broadcast, localBroadcast, postgresBroadcast } from './db/broadcast.js';
 import { openDatabase, openPostgres, pingDatabase, type DatabaseHandle } from './db/database.js';
 import { JobStore, type NewJob } from './db/jobs.js';
 import { PortalStore } from './db/portals.js';
@@ -106,6 +107,8 @@ export interface RunningServer {
   url: string;
   port: number;
   database: DatabaseHandle;
+  /** What this process tells the other processes sharing the database (src/db/broadcast.ts). */
+  broadcast: Broadcast;
   worker: Worker;
   pipeline: Pipeline;
   rest: Bitrix24Rest;
@@ -156,6 +159,8 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
   // config.ts refuses PostgreSQL without APP_SECRET: there is no file beside the database to keep one in.
   const appSecret = database.kind === 'postgres' ? config.appSecret! : resolveAppSecret(config.appSecret, config.databaseFile);
   const secrets = new SecretBox(appSecret);
+  // What this process tells the others sharing the database (src/db/broadcast.ts).
+  const broadcast = database.kind === 'postgres' ? await postgresBroadcast(config.postgresUrl!, database.pool, log) : localBroadcast(log);
   const portals = new PortalStore(database, secrets, clock);
   const jobs = new JobStore(database, clock, { orderingHoldMs: options.orderingHoldMs });
   const robots = options.robots ?? new RobotRegistry();
@@ -404,6 +409,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     url: `http://${options.hostname ?? 'localhost'}:${port}`,
     port,
     database,
+    broadcast,
     worker: pipeline.worker,
     pipeline,
     rest,
@@ -428,6 +434,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
       await background.idle();
       await pipeline.stop();
       await accounts.flush();
+      await broadcast.close();
       await database.close();
     },
   };
