@@ -148,11 +148,9 @@ export interface ServerOptions {
 /** Builds every service from the config, starts the workers and the HTTP server. */
 export async function startServer(config: Config, log: Logger, options: ServerOptions = {}): Promise<RunningServer> {
   const clock = options.clock ?? systemClock;
-  // On PostgreSQL this process holds the database alone until the next slice of issue 11 makes
-  // everything per process shared (docs/multi-process.md): a second server process is refused.
+  // On PostgreSQL several server processes share the database (docs/multi-process.md).
   const database = config.postgresUrl
     ? await openPostgres(config.postgresUrl, {
-        oneProcess: true,
         onConnectionError: (error) => log.warn({ err: error.message }, 'a PostgreSQL connection was lost; the next query opens another'),
       })
     : openDatabase(config.databaseFile);
@@ -260,9 +258,8 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     portalConcurrency: config.portalConcurrency,
     log,
     reportLingerMs: options.reportLingerMs,
-    // SQLite is opened with an exclusive lock, PostgreSQL (for now) with a one-process advisory lock
-    // (src/db/database.ts): no other process runs these jobs.
-    exclusiveDatabase: true,
+    // Only a SQLite file is held by one process: there, every running job at start was this process's.
+    exclusiveDatabase: database.kind === 'sqlite',
   });
   // Open tabs and the workspace hear of Chat2Desk deliveries in this process (issue 11 needs a shared bus).
   const liveHub = new LiveHub({
