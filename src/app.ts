@@ -16,6 +16,7 @@ import type { EventHandlers } from './bitrix24/events/index.js';
 import { pageAdmin } from './pages/page-auth.js';
 import { createEventLogRoute } from './routes/event-log.js';
 import { createEventsRoute } from './routes/events.js';
+import type { ClientAddresses } from './client-address.js';
 import { createHealthRoute } from './routes/health.js';
 import { createInstallRoute } from './routes/install.js';
 import { createLiveRoute, type LiveRouteDeps } from './routes/live.js';
@@ -74,6 +75,8 @@ export interface AppDeps {
   connectorPage: ConnectorPage;
   dialogReads: DialogReads;
   dialogMeta: DialogMeta;
+  /** Who sent a request, for per-address limits (TRUSTED_PROXIES, src/client-address.ts). */
+  clientAddresses: ClientAddresses;
   databaseUp(): boolean | Promise<boolean>;
   /** Which database the server runs on (`/healthz`). */
   databaseKind: 'sqlite' | 'postgres';

@@ -37,6 +37,7 @@ import { automationHandlers } from './triggers/delivery.js';
 import { automationKinds } from './triggers/kinds.js';
 import { WebhookStore } from './db/webhooks.js';
 import { BackgroundTasks } from './background.js';
+import { ClientAddresses } from './client-address.js';
 import type { Config } from './config.js';
 import { systemClock, type Clock } from './clock.js';
 import { type Broadcast, localBroadcast, postgresBroadcast } from './db/broadcast.js';
@@ -382,6 +383,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     background,
     chat2deskWebhooks,
     live: { tickets: new LiveTickets(clock), hub: liveHub, portals, clock, timers: options.liveTimers ?? systemTimers },
+    clientAddresses: new ClientAddresses(config.trustedProxies),
     databaseUp: () => pingDatabase(database),
     databaseKind: database.kind,
     workersRunning: () => pipeline.running,
