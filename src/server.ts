@@ -160,7 +160,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
   const secrets = new SecretBox(appSecret);
   // What this process tells the others sharing the database (src/db/broadcast.ts).
   const broadcast = database.kind === 'postgres' ? await postgresBroadcast(config.postgresUrl!, database.pool, log) : localBroadcast(log);
-  const portals = new PortalStore(database, secrets, clock);
+  const portals = new PortalStore(database, secrets, clock, broadcast);
   const jobs = new JobStore(database, clock, { orderingHoldMs: options.orderingHoldMs });
   const robots = options.robots ?? new RobotRegistry();
   // Unset: each client's own transport (node:http for the Bitrix24 REST and Chat2Desk clients, fetch for OAuth).
