@@ -17,7 +17,7 @@ import { pageAdmin } from './pages/page-auth.js';
 import { createEventLogRoute } from './routes/event-log.js';
 import { createEventsRoute } from './routes/events.js';
 import type { ClientAddresses } from './client-address.js';
-import { createHealthRoute } from './routes/health.js';
+import { createHealthRoute, type ProcessIdentity } from './routes/health.js';
 import { createInstallRoute } from './routes/install.js';
 import { createLiveRoute, type LiveRouteDeps } from './routes/live.js';
 import { createAppPage } from './routes/app-page.js';
@@ -80,6 +80,8 @@ export interface AppDeps {
   databaseUp(): boolean | Promise<boolean>;
   /** Which database the server runs on (`/healthz`). */
   databaseKind: 'sqlite' | 'postgres';
+  /** Which process answers `/healthz`. */
+  process: ProcessIdentity;
   workersRunning(): boolean;
 }
 

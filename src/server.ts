@@ -1,5 +1,7 @@
 import { serve, type ServerType } from '@hono/node-server';
+import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
+import { hostname } from 'node:os';
 import { RobotRegistry } from './activities/index.js';
 import { createApp } from './app.js';
 import { InstallService } from './bitrix24/install.js';
@@ -386,6 +388,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     clientAddresses: new ClientAddresses(config.trustedProxies),
     databaseUp: () => pingDatabase(database),
     databaseKind: database.kind,
+    process: { host: hostname(), pid: process.pid, instance: randomUUID().slice(0, 8) },
     workersRunning: () => pipeline.running,
   });
   await pipeline.start();

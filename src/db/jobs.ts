@@ -268,6 +268,9 @@ interface PendingJob {
 }
 
 /** The durable job queue. Every state change is one statement or one transaction, so a crash never leaves a half-made job. */
+/** The window over which `/healthz` reports a process's share of the finished runs. */
+export const WORK_SHARE_WINDOW_MS = 5 * 60_000;
+
 export class JobStore {
   /** Prepared once: the robot-call acknowledgement path runs these for every call. */
   readonly #insert;
@@ -279,6 +282,8 @@ export class JobStore {
   readonly #orderingHoldMs: number;
   /** Jobs enqueued since the last commit, committed together on the next turn of the event loop. */
   readonly #pending: PendingJob[] = [];
+  /** When this process finished each run of the last WORK_SHARE_WINDOW_MS, oldest first (`/healthz`: its share of the work). */
+  readonly #finishedHere: number[] = [];
 
   constructor(
     private readonly database: DatabaseAccess,
@@ -550,7 +555,7 @@ export class JobStore {
     const followUps = plan.followUps ?? [];
     // One prepared statement when nothing follows (every robot run): no transaction to pay for.
     if (followUps.length === 0) {
-      await this.database.dialect.run(this.#hot.finish, {
+      const finished = await this.database.dialect.run(this.#hot.finish, {
         id,
         attempt: attempts,
         now,
@@ -559,11 +564,31 @@ export class JobStore {
         logMessage,
         phone,
       });
+      if (finished > 0) this.#noteFinished(now);
       return;
     }
-    await this.database.dialect.transaction(function* (tx) {
-      if (changes(yield* exec(finish(tx))) > 0) yield* insertJobs(tx, followUps, now);
+    const finished = await this.database.dialect.transaction(function* (tx) {
+      const changed = changes(yield* exec(finish(tx)));
+      if (changed > 0) yield* insertJobs(tx, followUps, now);
+      return changed;
     });
+    if (finished > 0) this.#noteFinished(now);
+  }
+
+  #noteFinished(at: number): void {
+    this.#finishedHere.push(at);
+    while (this.#finishedHere.length > 0 && this.#finishedHere[0]! < at - WORK_SHARE_WINDOW_MS) this.#finishedHere.shift();
+  }
+
+  /**
+   * Runs finished in the last WORK_SHARE_WINDOW_MS by this process and by every process sharing
+   * the database (the jobs' `finished_at`): `/healthz` shows how the work spreads over processes.
+   * The total also counts results known without a run (refused or expired calls).
+   */
+  async workShare(): Promise<{ windowMs: number; finishedHere: number; finishedAll: number }> {
+    const since = this.clock.now() - WORK_SHARE_WINDOW_MS;
+    const [row] = await this.database.db.select({ n: count() }).from(jobs).where(gt(jobs.finishedAt, since));
+    return { windowMs: WORK_SHARE_WINDOW_MS, finishedHere: this.#finishedHere.filter((at) => at > since).length, finishedAll: row?.n ?? 0 };
   }
 
   async markReported(ids: number[], reportError?: string): Promise<void> {

@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { PortalStore, PORTAL_LOOKUP_TTL_MS } from '../src/db/portals.js';
 import { SecretBox } from '../src/secrets.js';
 import { startProcesses, type Processes } from './support/processes.js';
-import { APP_SECRET, eventually, installAndConfigure, putSettings } from './support/stack.js';
+import { APP_SECRET, eventually, installAndConfigure, postForm, putSettings } from './support/stack.js';
 
 /** Several server processes on one PostgreSQL database (docs/multi-process.md). */
 describe('two server processes on one PostgreSQL database', () => {
@@ -40,5 +40,27 @@ describe('two server processes on one PostgreSQL database', () => {
       PORTAL_LOOKUP_TTL_MS + 2_000,
       'the entry to expire',
     );
+  });
+
+  it('/healthz names the process that answers and its share of the runs all processes finished', async () => {
+    processes = await startProcesses(2);
+    const { b24, c2d, servers } = processes;
+    await installAndConfigure(processes.via(0));
+    c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404 });
+    // Robot calls reach either process (a load balancer), and either process's worker may run them.
+    const calls = Array.from({ length: 12 }, (_, i) => b24.robotCallBody({ code: 'c2d_send_message', properties: { phone: '79161234567', text: `call ${i}` } }));
+    const handler = new URL(String(b24.robots.get('c2d_send_message')!.HANDLER));
+    for (const [i, call] of calls.entries()) expect((await postForm(`${servers[i % 2]!.url}${handler.pathname}${handler.search}`, call.body)).status).toBe(200);
+    await eventually(() => calls.every((call) => b24.sentEvents.some((event) => event.eventToken === call.eventToken)), 20_000, 'every result sent');
+    const health = await Promise.all(servers.map(async (server) => (await fetch(`${server.url}/healthz`)).json()));
+    const [a, b] = health as Array<{ databaseKind: string; process: { instance: string; pid: number }; work: { finishedHere: number; finishedAll: number; share: number } }>;
+    expect(a!.databaseKind).toBe('postgres');
+    expect(a!.process.instance).not.toBe(b!.process.instance);
+    expect(a!.process.pid).toBe(process.pid);
+    // Every finished run was finished by exactly one of the two, and both count the same total.
+    expect(a!.work.finishedAll).toBe(b!.work.finishedAll);
+    expect(a!.work.finishedAll).toBeGreaterThanOrEqual(calls.length);
+    expect(a!.work.finishedHere + b!.work.finishedHere).toBe(a!.work.finishedAll);
+    expect(a!.work.share + b!.work.share).toBeCloseTo(1);
   });
 });
