@@ -73,6 +73,7 @@ import { WORKSPACE_DEPARTMENTS_TTL_MS, WorkspaceAccess, WorkspaceDialogs } from 
 import { LiveHub } from './live/hub.js';
 import { type LiveTimers, systemTimers } from './live/stream.js';
 import { LiveTickets } from './live/tickets.js';
+import { LiveTicketStore } from './db/live-tickets.js';
 import { DialogActions } from './dialogs/actions.js';
 import { DialogFiles } from './dialogs/files.js';
 import { sameOriginWrites } from './dialogs/viewer.js';
@@ -264,13 +265,15 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     // Only a SQLite file is held by one process: there, every running job at start was this process's.
     exclusiveDatabase: database.kind === 'sqlite',
   });
-  // Open tabs and the workspace hear of Chat2Desk deliveries in this process (issue 11 needs a shared bus).
+  // Open tabs and the workspace hear of Chat2Desk deliveries, whichever process received them.
   const liveHub = new LiveHub({
+    broadcast,
     portalOf: (memberId) => portals.get(memberId),
     directoryOf: (portal) => chat2desk.directoryOf(portal),
     limits: config.live,
     log,
   });
+  const liveTickets = new LiveTickets(new LiveTicketStore(database), clock);
   const gapPolls = new GapPolls({ enqueue: (kind, memberId, input, jobOptions) => pipeline.enqueue(kind, memberId, input, jobOptions), clock, log });
   const chat2deskWebhooks = new Chat2DeskWebhooks({
     webhooks: webhookStore,
@@ -384,7 +387,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     eventLog: new EventLog({ store: new EventLogStore(database), robots, pipeline, defaultApiUrl: config.chat2desk.defaultApiUrl, clock }),
     background,
     chat2deskWebhooks,
-    live: { tickets: new LiveTickets(clock), hub: liveHub, portals, clock, timers: options.liveTimers ?? systemTimers },
+    live: { tickets: liveTickets, hub: liveHub, portals, clock, timers: options.liveTimers ?? systemTimers },
     clientAddresses: new ClientAddresses(config.trustedProxies),
     databaseUp: () => pingDatabase(database),
     databaseKind: database.kind,
@@ -401,7 +404,10 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     const deliveries = await chat2deskWebhooks.pruneDeliveries();
     const runEffects = await effects.pruneRunEffects(now - RUN_EFFECT_RETENTION_MS);
     const expiredFiles = await files.pruneExpired();
-    if (jobsRemoved + cacheRows + deliveries + runEffects + expiredFiles > 0) log.info({ jobsRemoved, cacheRows, deliveries, runEffects, expiredFiles }, 'old rows pruned');
+    const liveTicketsUnused = await liveTickets.pruneExpired();
+    if (jobsRemoved + cacheRows + deliveries + runEffects + expiredFiles + liveTicketsUnused > 0) {
+      log.info({ jobsRemoved, cacheRows, deliveries, runEffects, expiredFiles, liveTicketsUnused }, 'old rows pruned');
+    }
   }, log);
   const server: ServerType = await new Promise((resolve) => {
     const started = serve({ fetch: app.fetch, port: config.port, hostname: options.hostname }, () => resolve(started));

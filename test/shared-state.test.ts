@@ -1,5 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { PortalStore, PORTAL_LOOKUP_TTL_MS } from '../src/db/portals.js';
+import { systemClock } from '../src/clock.js';
+import { PageTokens } from '../src/pages/page-token.js';
 import { SecretBox } from '../src/secrets.js';
 import { startProcesses, type Processes } from './support/processes.js';
 import { APP_SECRET, eventually, installAndConfigure, postForm, putSettings } from './support/stack.js';
@@ -62,5 +64,45 @@ describe('two server processes on one PostgreSQL database', () => {
     expect(a!.work.finishedAll).toBeGreaterThanOrEqual(calls.length);
     expect(a!.work.finishedHere + b!.work.finishedHere).toBe(a!.work.finishedAll);
     expect(a!.work.share + b!.work.share).toBeCloseTo(1);
+  });
+
+  it('a page whose stream is on one process sees a message the other process received, with a ticket issued by that other process', async () => {
+    processes = await startProcesses(2);
+    const { b24, c2d, servers } = processes;
+    const [a, b] = servers as [(typeof servers)[0], (typeof servers)[0]];
+    const { client } = c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404, withDialog: 'open' });
+    await installAndConfigure(processes.via(0));
+    const generation = (await a.portals.get(b24.memberId))!.installedAt;
+    const token = new PageTokens(APP_SECRET, systemClock).issue({ memberId: b24.memberId, userId: 1, generation, admin: true, checkedAt: Date.now() }).token;
+    // The ticket from A, the stream on B: a load balancer may send the two requests anywhere.
+    const issued = await fetch(`${a.url}/api/live/ticket`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
+    expect(issued.status).toBe(200);
+    const { ticket } = (await issued.json()) as { ticket: string };
+    const aborter = new AbortController();
+    const stream = await fetch(`${b.url}/api/live?ticket=${ticket}`, { signal: aborter.signal });
+    expect(stream.status).toBe(200);
+    // Single use across processes: neither process opens a second stream with it.
+    expect((await fetch(`${a.url}/api/live?ticket=${ticket}`)).status).toBe(401);
+    expect((await fetch(`${b.url}/api/live?ticket=${ticket}`)).status).toBe(401);
+    const reader = stream.body!.pipeThrough(new TextDecoderStream()).getReader();
+    let text = '';
+    const until = async (needle: string) => {
+      while (!text.includes(needle)) {
+        const read = await reader.read();
+        if (read.done) throw new Error(`the stream ended before ${needle}`);
+        text += read.value;
+      }
+    };
+    try {
+      await until(': connected');
+      // Chat2Desk delivers to the public address: process A.
+      const webhook = c2d.receiveMessage({ clientId: client.id as number, text: 'Where is my order?' }).webhook;
+      expect(await c2d.deliverWebhook(webhook)).toEqual([200]);
+      await until('event: dialog');
+      expect(text).toContain(`"clientId":${client.id}`);
+      expect(text).toContain('"what":"message"');
+    } finally {
+      aborter.abort();
+    }
   });
 });
