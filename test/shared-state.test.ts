@@ -1,10 +1,12 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { PortalStore, PORTAL_LOOKUP_TTL_MS } from '../src/db/portals.js';
 import { systemClock } from '../src/clock.js';
+import { CLOSE_EPISODE_KIND } from '../src/jobs/kinds/close-episode.js';
 import { PageTokens } from '../src/pages/page-token.js';
 import { SecretBox } from '../src/secrets.js';
 import { startProcesses, type Processes } from './support/processes.js';
-import { APP_SECRET, eventually, installAndConfigure, postForm, putSettings } from './support/stack.js';
+import { SIGNATURE_HEADER, TIMESTAMP_HEADER, signWebhook } from './fakes/chat2desk.js';
+import { APP_SECRET, eventually, install, installAndConfigure, postForm, putSettings } from './support/stack.js';
 
 /** Several server processes on one PostgreSQL database (docs/multi-process.md). */
 describe('two server processes on one PostgreSQL database', () => {
@@ -104,5 +106,39 @@ describe('two server processes on one PostgreSQL database', () => {
     } finally {
       aborter.abort();
     }
+  });
+
+  it('both processes registering the webhook at once leave one webhook at Chat2Desk', async () => {
+    processes = await startProcesses(2);
+    const { c2d, servers } = processes;
+    await install(processes.via(0));
+    // Two admins save the Chat2Desk token at once, each through another process.
+    const saves = await Promise.all(servers.map((_, i) => putSettings(processes.via(i), { chat2deskApiToken: c2d.token })));
+    expect(saves.map((save) => save.status)).toEqual([200, 200]);
+    await Promise.all(servers.map((server) => server.idle()));
+    const portal = (await servers[0]!.portals.get(processes.b24.memberId))!;
+    // And both make sure of it again at once (the webhook monitor of each process does so).
+    await Promise.all(servers.map((server) => server.chat2deskWebhooks.ensure(portal)));
+    expect(c2d.account().webhooks).toHaveLength(1);
+  });
+
+  it('one delivery reaching both processes at once is handled once', async () => {
+    processes = await startProcesses(2);
+    const { b24, c2d, servers } = processes;
+    const { dialog } = c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404, withDialog: 'open' });
+    await installAndConfigure(processes.via(0), { episodesEnabled: true });
+    const path = new URL(String(c2d.account().webhooks[0]!.url)).pathname;
+    const raw = JSON.stringify(c2d.closeDialog(dialog!.id as number).closeDialog);
+    const timestamp = String(Math.floor(Date.now() / 1000));
+    const headers = { 'content-type': 'application/json', [SIGNATURE_HEADER]: signWebhook(c2d.token, raw, timestamp), [TIMESTAMP_HEADER]: timestamp };
+    // A retry that overtook the first try, each at another process behind the load balancer.
+    const answers = await Promise.all([...servers, ...servers].map((server) => fetch(`${server.url}${path}`, { method: 'POST', headers, body: raw })));
+    expect(answers.map((answer) => answer.status)).toEqual([200, 200, 200, 200]);
+    const database = servers[0]!.database;
+    if (database.kind !== 'postgres') throw new Error('postgres expected');
+    const episodes = await database.pool.query('select count(*)::int as n from jobs where member_id = $1 and kind = $2', [b24.memberId, CLOSE_EPISODE_KIND]);
+    expect(episodes.rows[0].n).toBe(1);
+    const deliveries = await database.pool.query('select count(*)::int as n from webhook_deliveries where member_id = $1', [b24.memberId]);
+    expect(deliveries.rows[0].n).toBe(1);
   });
 });
