@@ -2,8 +2,10 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { systemClock } from '../src/clock.js';
 import type { PostgresHandle } from '../src/db/database.js';
 import { JobStore } from '../src/db/jobs.js';
+import { type ChildProcesses, startChildProcesses } from './support/child-server.js';
 import { openTestDatabase, type TestDatabase } from './support/databases.js';
 import { robotJob } from './support/jobs.js';
+import { eventually, installAndConfigure } from './support/stack.js';
 
 /**
  * Several server processes on one PostgreSQL (issue 11, docs/multi-process.md "The claim with
@@ -105,5 +107,77 @@ describe('the claim on PostgreSQL, from two connections (two processes)', () => 
     expect(await first.dueReportSummary()).toEqual([]);
     await database.rows("update jobs set run_at = 1 where state = 'reporting'");
     expect((await second.holdForBatch('reporting', ids, LEASE)).size).toBe(5);
+  });
+});
+
+describe('several server processes on one PostgreSQL', () => {
+  let stack: ChildProcesses | undefined;
+  afterEach(async () => {
+    await stack?.close();
+    stack = undefined;
+  });
+
+  async function start(count: number, env: Record<string, string>): Promise<ChildProcesses> {
+    stack = await startChildProcesses(count, { env });
+    await installAndConfigure(stack);
+    stack.c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404 });
+    return stack;
+  }
+
+  /** Robot calls spread round-robin over the processes, as a load balancer would; all acknowledged. */
+  async function burst(processes: ChildProcesses, count: number, urls = processes.urls) {
+    const calls = await Promise.all(
+      Array.from({ length: count }, (_, i) =>
+        processes.b24.callRobot({ code: 'c2d_send_message', properties: { phone: '79161234567', text: `burst ${i}` }, via: urls[i % urls.length] }),
+      ),
+    );
+    for (const call of calls) expect(call.status).toBe(200);
+    return calls;
+  }
+
+  /** Every call's result reached Bitrix24 exactly once, and Chat2Desk got exactly one message per call. */
+  async function expectEachOnce(processes: ChildProcesses, calls: Array<{ eventToken: string }>) {
+    const { b24, c2d } = processes;
+    await eventually(() => calls.every((call) => b24.sentEvents.some((event) => event.eventToken === call.eventToken)), 60_000, 'every result');
+    // A moment for anything sent twice to arrive too.
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    const perToken = new Map<string, number>();
+    for (const event of b24.sentEvents) perToken.set(event.eventToken, (perToken.get(event.eventToken) ?? 0) + 1);
+    expect(calls.map((call) => perToken.get(call.eventToken))).toEqual(calls.map(() => 1));
+    for (const call of calls) expect(b24.sentEvents.find((event) => event.eventToken === call.eventToken)?.returnValues.status).toBe('sent');
+    const texts = c2d
+      .account()
+      .messages.map((message) => String(message.text))
+      .filter((text) => text.startsWith('burst '));
+    expect(texts.length).toBe(calls.length);
+    expect(new Set(texts).size).toBe(calls.length);
+  }
+
+  const runsOf = (processes: ChildProcesses) => processes.children.map((child) => child.output.join('').split('"msg":"job finished"').length - 1);
+
+  it('three processes share a burst of robot calls: each call once, every process runs some, the portal cap holds across them', async () => {
+    const processes = await start(3, { PORTAL_CONCURRENCY: '2', CHAT2DESK_CONCURRENCY: '8', JOB_LEASE_SECONDS: '3' });
+    // Slow sends, so that runs of several processes would overlap if each kept its own count.
+    processes.c2d.delayNext({ method: 'POST', path: '/messages' }, 150, 60);
+    const calls = await burst(processes, 60);
+    await expectEachOnce(processes, calls);
+    const runs = runsOf(processes);
+    expect(runs.every((n) => n > 0)).toBe(true);
+    expect(runs.reduce((sum, n) => sum + n, 0)).toBe(60);
+    expect(processes.c2d.maxInFlight()).toBeLessThanOrEqual(2);
+  });
+
+  it.each([2, 3])('%i processes, one killed with kill -9 mid-burst: the others take over its jobs and every call finishes once', async (count) => {
+    const processes = await start(count, { JOB_LEASE_SECONDS: '2', PORTAL_CONCURRENCY: '9', CHAT2DESK_CONCURRENCY: '9' });
+    processes.c2d.delayNext({ method: 'POST', path: '/messages' }, 300, 60);
+    const calls = await burst(processes, 60);
+    await eventually(() => processes.c2d.account().messages.length >= 15, 30_000, 'the burst under way');
+    // The process that ran most so far: the one surest to have sends of its own in flight (300 ms each).
+    const runs = runsOf(processes);
+    const victim = runs.indexOf(Math.max(...runs));
+    await processes.kill(victim);
+    await expectEachOnce(processes, calls);
+    const survivors = processes.children.filter((_, i) => i !== victim).map((child) => child.output.join(''));
+    expect(survivors.some((output) => output.includes('jobs whose lease ran out are queued again'))).toBe(true);
   });
 });

@@ -62,6 +62,8 @@ export class Worker {
   #stopped = true;
   #loops: Promise<void>[] = [];
   #announcing: NodeJS.Timeout | undefined;
+  /** True while this process publishes: the broadcast runs its own handlers then, which it does not need. */
+  #publishing = false;
   #unsubscribe: (() => void) | undefined;
 
   constructor(private readonly deps: WorkerDeps) {
@@ -92,7 +94,7 @@ export class Worker {
       track: (task) => this.#track(task),
       // A slot is free and a result may be ready; confirmations do not wait for runs.
       onRunEnded: () => {
-        this.#dispatchSignal.notify();
+        this.#slotFreed();
         this.#reportSignal.notify();
         for (const listener of this.#runEnded) listener();
       },
@@ -117,7 +119,9 @@ export class Worker {
     this.#stopped = false;
     const requeued = await this.deps.jobs.requeueInterrupted(this.deps.exclusiveDatabase ? 'all' : 'expired');
     if (requeued > 0) this.deps.log.warn({ requeued }, 'jobs interrupted by a previous stop are queued again');
-    this.#unsubscribe = this.deps.broadcast?.subscribe(JOBS_TOPIC, () => this.#dispatchSignal.notify());
+    this.#unsubscribe = this.deps.broadcast?.subscribe(JOBS_TOPIC, () => {
+      if (!this.#publishing) this.#dispatchSignal.notify();
+    });
     this.#loops = [
       this.#loop('confirmation', this.#confirmSignal, () => this.#confirmations.startDue(IDLE_POLL_MS)),
       this.#dispatchLoop(),
@@ -145,8 +149,27 @@ export class Worker {
     if (!broadcast || this.#announcing || this.#stopped) return;
     this.#announcing = setTimeout(() => {
       this.#announcing = undefined;
+      // The broadcast runs this process's handlers synchronously, before its first await.
+      this.#publishing = true;
       void broadcast.publish(JOBS_TOPIC, 'run');
+      this.#publishing = false;
     }, ANNOUNCE_COALESCE_MS);
+  }
+
+  /**
+   * A run ended, so its portal has a slot free. Alone on the queue, this process looks at once.
+   * Where processes share it (PostgreSQL), the slot is announced and this process looks after as
+   * long as the announcement takes, give or take a few ms: otherwise the process whose run ended
+   * would always take the slot back first, and a portal held at its cap would run on one process
+   * while the others stay idle.
+   */
+  #slotFreed(): void {
+    if (!this.deps.broadcast) {
+      this.#dispatchSignal.notify();
+      return;
+    }
+    this.#announce();
+    setTimeout(() => this.#dispatchSignal.notify(), ANNOUNCE_COALESCE_MS + Math.random() * 2 * ANNOUNCE_COALESCE_MS);
   }
 
   /** Every loop looks again now (a test moved the clock forward, or something changed outside). */
