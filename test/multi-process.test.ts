@@ -1,7 +1,14 @@
+import * as v from 'valibot';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { RobotRegistry } from '../src/activities/index.js';
+import type { Bitrix24Rest } from '../src/bitrix24/rest-client.js';
 import { systemClock } from '../src/clock.js';
+import { type Broadcast, postgresBroadcast } from '../src/db/broadcast.js';
 import type { PostgresHandle } from '../src/db/database.js';
 import { JobStore } from '../src/db/jobs.js';
+import { type JobKind, JobKinds } from '../src/jobs/kinds.js';
+import { Worker } from '../src/jobs/worker.js';
+import { createLogger } from '../src/log.js';
 import { type ChildProcesses, startChildProcesses } from './support/child-server.js';
 import { openTestDatabase, type TestDatabase } from './support/databases.js';
 import { robotJob } from './support/jobs.js';
@@ -107,6 +114,64 @@ describe('the claim on PostgreSQL, from two connections (two processes)', () => 
     expect(await first.dueReportSummary()).toEqual([]);
     await database.rows("update jobs set run_at = 1 where state = 'reporting'");
     expect((await second.holdForBatch('reporting', ids, LEASE)).size).toBe(5);
+  });
+});
+
+describe('waking another process on PostgreSQL', () => {
+  let database: TestDatabase;
+  let another: PostgresHandle;
+  const closing: Array<() => Promise<void>> = [];
+  beforeEach(async () => {
+    database = await openTestDatabase('postgres');
+    another = (await database.openAnother()) as PostgresHandle;
+  });
+  afterEach(async () => {
+    for (const close of closing.splice(0).reverse()) await close();
+    await another.close();
+    await database.close();
+  });
+
+  it('an idle process runs a job another process stored at once, not at its next poll (1 s)', async () => {
+    const startedAt = new Map<string, number>();
+    const wakeKind: JobKind<{ name: string }> = {
+      name: 'test_wake',
+      input: v.object({ name: v.string() }),
+      needsConfirmation: false,
+      dedup: 'forever',
+      after: 'done',
+      async prepare(_job, input) {
+        return { run: async () => (startedAt.set(input.name, Date.now()), { returnValues: { status: 'ok' }, logMessage: 'ran' }) };
+      },
+      failed: (_job, message) => ({ returnValues: { status: 'failed' }, logMessage: message }),
+    };
+    const kinds = new JobKinds([wakeKind]);
+    const log = createLogger('silent');
+    const worker = async (handle: PostgresHandle, slots: number) => {
+      const broadcast: Broadcast = await postgresBroadcast(database.url!, handle.pool, log);
+      // No robot job here: the confirmation and report loops find nothing to send to Bitrix24.
+      const rest = undefined as unknown as Bitrix24Rest;
+      const jobs = new JobStore(handle, systemClock);
+      const running = new Worker({ jobs, kinds, robots: new RobotRegistry(), rest, clock: systemClock, portalConcurrency: slots, log, broadcast });
+      await running.start();
+      closing.push(async () => {
+        await running.stop(1_000);
+        await broadcast.close();
+      });
+      return { jobs, worker: running };
+    };
+    // The storing process has no slot of its own: only the other one can run the job.
+    const storing = await worker(database.handle as PostgresHandle, 0);
+    await worker(another, 4);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    for (const name of ['first', 'second', 'third', 'fourth']) {
+      // Well into the other process's idle wait.
+      await new Promise((resolve) => setTimeout(resolve, 200 + Math.random() * 500));
+      const storedAt = Date.now();
+      await storing.jobs.enqueue({ kind: 'test_wake', memberId: 'portal', input: { name }, dedupKey: name, deadlineAt: storedAt + 60_000, awaitsConfirmation: false });
+      storing.worker.accepted({ awaitsConfirmation: false, reportNow: false });
+      await eventually(() => startedAt.has(name), 5_000, `${name} run`);
+      expect(startedAt.get(name)! - storedAt).toBeLessThan(250);
+    }
   });
 });
 
