@@ -140,7 +140,12 @@ describe('waking another process on PostgreSQL', () => {
       dedup: 'forever',
       after: 'done',
       async prepare(_job, input) {
-        return { run: async () => (startedAt.set(input.name, Date.now()), { returnValues: { status: 'ok' }, logMessage: 'ran' }) };
+        return {
+          async run() {
+            startedAt.set(input.name, Date.now());
+            return { returnValues: { status: 'ok' }, logMessage: 'ran' };
+          },
+        };
       },
       failed: (_job, message) => ({ returnValues: { status: 'failed' }, logMessage: message }),
     };
