@@ -28,8 +28,9 @@ import { fmt, type Section, verdict } from './table.js';
  * work (issue 11) gives it; until a server reads it, the lease is src/jobs/dispatcher.ts LEASE_MS
  * (10 min) and the takeover after `kill -9` shows as not drained in time.
  */
-export const BENCH_LEASE_ENV = 'JOB_LEASE_MS';
-const LEASE_MS = 5_000;
+export const BENCH_LEASE_ENV = 'JOB_LEASE_SECONDS';
+const LEASE_SECONDS = 5;
+const LEASE_MS = LEASE_SECONDS * 1000;
 
 const ACK_REQUESTS = 2_000;
 const ACK_WARM_UP = 500;
@@ -96,7 +97,7 @@ async function measureAcknowledgement(configs: Configuration[], postgres: Runnin
         processes: config.processes,
         databaseUrl: config.databaseUrl && (await createDatabase(postgres, `bench_ack_${config.processes}`)),
         // As bench/ack.ts: production's log level, and the per-portal bound lifted since the workers are stopped.
-        env: { LOG_LEVEL: 'info', MAX_UNCONFIRMED_CALLS_PER_PORTAL: '1000000', [BENCH_LEASE_ENV]: String(LEASE_MS) },
+        env: { LOG_LEVEL: 'info', MAX_UNCONFIRMED_CALLS_PER_PORTAL: '1000000', [BENCH_LEASE_ENV]: String(LEASE_SECONDS) },
         label: `ack-${config.databaseUrl ? 'pg' : 'sqlite'}-${config.processes}`,
       }),
     );
@@ -202,7 +203,7 @@ async function measureBurst(config: Configuration, databaseName: string, postgre
     processes: config.processes,
     databaseUrl: config.databaseUrl && (await createDatabase(postgres, databaseName)),
     ...options,
-    env: { ...options.env, [BENCH_LEASE_ENV]: String(LEASE_MS) },
+    env: { ...options.env, [BENCH_LEASE_ENV]: String(LEASE_SECONDS) },
     label: databaseName,
   });
   try {
@@ -355,7 +356,7 @@ export async function postgresBenchmark(processCounts: number[]): Promise<Sectio
           `Acknowledgement as in the ack figure (workers stopped, LOG_LEVEL=info). PostgreSQL's own server CPU per acknowledged call, not in the figure above: ${postgresCpu.join('; ')}; SQLite's is inside the server process. ` +
           `Bursts at the standard limits: ${configs.map((config, at) => `${label(config)} ${fmt(bursts[at]!.cpuMsPerRun, 2)} ms CPU per run, ${bursts[at]!.c2dRefused} Chat2Desk 429s, ${bursts[at]!.b24Refused} Bitrix24 refusals, duplicates ${bursts[at]!.duplicateResults}/${bursts[at]!.duplicateMessages}`).join('; ')}. ` +
           `Caps and budgets are still per process (docs/multi-process.md), so several processes may go past the upstream limits and wait on their refusals. ` +
-          (crash ? `After \`kill -9\` the survivors take the dead process's jobs up once the job lease (${BENCH_LEASE_ENV}=${LEASE_MS}) ran out.` : ''),
+          (crash ? `After \`kill -9\` the survivors take the dead process's jobs up once the job lease (${BENCH_LEASE_ENV}=${LEASE_SECONDS}) ran out.` : ''),
       ],
     };
   } finally {

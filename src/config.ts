@@ -57,6 +57,11 @@ const EnvSchema = v.object({
   APP_SECRET: v.optional(v.pipe(v.string(), v.minLength(16, 'must be at least 16 characters'))),
   LOG_LEVEL: v.optional(v.picklist(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']), 'info'),
   PORTAL_CONCURRENCY: positiveInteger('8'),
+  /**
+   * A running job's lease, renewed every third of it: a process that dies (kill -9, a lost machine)
+   * has its jobs taken over by the other processes once it runs out (docs/multi-process.md).
+   */
+  JOB_LEASE_SECONDS: positiveInteger('45'),
   ROBOT_DEADLINE_SECONDS: positiveInteger('3600'),
   MAX_BODY_BYTES: positiveInteger('262144'),
   /** Robot calls of one portal stored while Bitrix24 has not confirmed them yet; more are refused (issue 6). */
@@ -115,6 +120,7 @@ export interface Config {
   appSecret: string | undefined;
   logLevel: string;
   portalConcurrency: number;
+  jobLeaseMs: number;
   robotDeadlineSeconds: number;
   maxUnconfirmedCallsPerPortal: number;
   maxBodyBytes: number;
@@ -196,6 +202,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     appSecret: e.APP_SECRET,
     logLevel: e.LOG_LEVEL,
     portalConcurrency: e.PORTAL_CONCURRENCY,
+    jobLeaseMs: e.JOB_LEASE_SECONDS * 1000,
     robotDeadlineSeconds: e.ROBOT_DEADLINE_SECONDS,
     maxUnconfirmedCallsPerPortal: e.MAX_UNCONFIRMED_CALLS_PER_PORTAL,
     maxBodyBytes: e.MAX_BODY_BYTES,

@@ -264,6 +264,9 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     reportLingerMs: options.reportLingerMs,
     // Only a SQLite file is held by one process: there, every running job at start was this process's.
     exclusiveDatabase: database.kind === 'sqlite',
+    leaseMs: config.jobLeaseMs,
+    // Wakes the other processes' workers when a job may run (a SQLite broadcast reaches nobody else).
+    broadcast: database.kind === 'postgres' ? broadcast : undefined,
   });
   // Open tabs and the workspace hear of Chat2Desk deliveries, whichever process received them.
   const liveHub = new LiveHub({
