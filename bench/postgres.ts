@@ -24,9 +24,8 @@ import { median, postAll } from './load.js';
 import { fmt, type Section, verdict } from './table.js';
 
 /**
- * The environment variable that sets the job lease (ms) in the servers. GUESS: the name the queue
- * work (issue 11) gives it; until a server reads it, the lease is src/jobs/dispatcher.ts LEASE_MS
- * (10 min) and the takeover after `kill -9` shows as not drained in time.
+ * The job lease (src/config.ts, seconds): short here so the takeover after `kill -9` shows within
+ * the run instead of after the production default.
  */
 export const BENCH_LEASE_ENV = 'JOB_LEASE_SECONDS';
 const LEASE_SECONDS = 5;
