@@ -287,6 +287,8 @@ export class JobStore {
   readonly #orderingHoldMs: number;
   /** Jobs enqueued since the last commit, committed together on the next turn of the event loop. */
   readonly #pending: PendingJob[] = [];
+  /** PostgreSQL: a batch of `#pending` is being stored (JobStore #storePending). */
+  #storing = false;
   /** When this process finished each run of the last WORK_SHARE_WINDOW_MS, oldest first (`/healthz`: its share of the work). */
   readonly #finishedHere: number[] = [];
 
@@ -344,16 +346,29 @@ export class JobStore {
   enqueue(input: NewJob, limits: { maxConfirming?: number } = {}): Promise<{ job: Pick<JobRow, 'id'>; duplicate: boolean }> {
     return new Promise((resolve, reject) => {
       this.#pending.push({ input, limits, now: this.clock.now(), resolve, reject });
-      if (this.#pending.length === 1) setImmediate(() => this.#commitPending());
+      if (this.database.dialect.kind === 'postgres') void this.#storePending();
+      else if (this.#pending.length === 1) setImmediate(() => this.#commitPending());
     });
+  }
+
+  /**
+   * PostgreSQL: one batch in flight at a time; calls arriving meanwhile wait and form the next one
+   * (a group commit). A request's round trips, not the event loop's turns, decide how many share a
+   * transaction: over HTTP nearly every call arrived in a turn of its own, so batching by turn left
+   * one transaction (begin, the portal's lock, insert, commit) per call.
+   */
+  async #storePending(): Promise<void> {
+    if (this.#storing) return;
+    this.#storing = true;
+    try {
+      while (this.#pending.length > 0) await this.#storeBatch(this.#pending.splice(0));
+    } finally {
+      this.#storing = false;
+    }
   }
 
   #commitPending(): void {
     const batch = this.#pending.splice(0);
-    if (this.database.dialect.kind === 'postgres') {
-      void this.#storeBatch(batch);
-      return;
-    }
     let stored: Array<{ job: Pick<JobRow, 'id'>; duplicate: boolean }>;
     try {
       stored = batch.length === 1 ? [this.#store(batch[0]!)] : this.database.db.transaction(() => batch.map((item) => this.#store(item)));
@@ -422,7 +437,9 @@ export class JobStore {
       try {
         const row = inserted[i];
         const existing =
-          row || item.input.dedupKey === undefined ? undefined : await dialect.get<Pick<JobRow, 'id'>>(this.#byDedupKey, { memberId: item.input.memberId, dedupKey: item.input.dedupKey });
+          row || item.input.dedupKey === undefined
+            ? undefined
+            : await dialect.get<Pick<JobRow, 'id'>>(this.#byDedupKey, { memberId: item.input.memberId, dedupKey: item.input.dedupKey });
         item.resolve(stored(item.input, item.limits, row, existing));
       } catch (error) {
         item.reject(error);
