@@ -1,0 +1,111 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { CallerChecksExhausted } from '../src/bitrix24/rest-client.js';
+import { loadConfig } from '../src/config.js';
+import { createLogger } from '../src/log.js';
+import { type RunningServer, startServer } from '../src/server.js';
+import { type FakeBitrix24, type FakeBitrix24Options, startFakeBitrix24 } from './fakes/bitrix24.js';
+import { type FakeChat2Desk, type FakeChat2DeskOptions, startFakeChat2Desk } from './fakes/chat2desk.js';
+import { emptyDatabase } from './support/databases.js';
+import { eventually, freePort, install, stackEnv } from './support/stack.js';
+
+/**
+ * Two server processes' worth of state (two startServer instances, each with its own pool, REST
+ * client, buckets and caps) on one PostgreSQL database, in front of the same fakes: what is
+ * coordinated per process on SQLite must hold across both here (docs/multi-process.md).
+ */
+interface TwoProcesses {
+  b24: FakeBitrix24;
+  c2d: FakeChat2Desk;
+  servers: [RunningServer, RunningServer];
+  close(): Promise<void>;
+}
+
+async function startTwo(options: { b24?: FakeBitrix24Options; c2d?: FakeChat2DeskOptions; env?: Record<string, string> } = {}): Promise<TwoProcesses> {
+  const database = await emptyDatabase();
+  const b24 = await startFakeBitrix24(options.b24);
+  const c2d = await startFakeChat2Desk(options.c2d);
+  const dir = mkdtempSync(join(tmpdir(), 'c2d-b24-coord-'));
+  const start = async () => {
+    const port = await freePort();
+    const config = loadConfig(stackEnv(b24, c2d, port, dir, { DATABASE_URL: database.url, LOG_LEVEL: 'silent', ...options.env }));
+    return startServer(config, createLogger('silent'), { hostname: '127.0.0.1' });
+  };
+  const servers: [RunningServer, RunningServer] = [await start(), await start()];
+  return {
+    b24,
+    c2d,
+    servers,
+    async close() {
+      await Promise.all(servers.map((server) => server.close().catch(() => undefined)));
+      await Promise.all([b24.close(), c2d.close()]);
+      await database.drop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+describe('upstream coordination across processes on PostgreSQL', () => {
+  let two: TwoProcesses;
+  afterEach(() => two.close());
+
+  it('refreshes once when 20 calls spread over two processes meet expired_token, and all 20 succeed', async () => {
+    two = await startTwo();
+    const [a, b] = two.servers;
+    await install({ b24: two.b24, c2d: two.c2d, server: a });
+    two.b24.resetCalls();
+    two.b24.expireAccessTokens();
+    // Every call reaches the portal with the expired token before any is answered.
+    const expired = two.b24.hold({ rest: 'user.current' }, 20);
+    const refresh = two.b24.hold({ oauth: 'oauth.token' });
+    const calls = Promise.allSettled(Array.from({ length: 20 }, (_, i) => (i % 2 === 0 ? a : b).rest.call(two.b24.memberId, 'user.current', {}, { idempotent: true })));
+    await expired.arrived;
+    expired.release();
+    await refresh.arrived;
+    // Both processes' callers have their expired_token answers and have decided what to do while
+    // the first refresh is held: without a shared lease the other process would send its own.
+    await eventually(() => two.b24.calls.filter((call) => call.method === 'user.current' && call.error === 'expired_token').length === 20, 10_000, '20 refusals');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    refresh.release();
+    const outcomes = await calls;
+    expect(outcomes.filter((outcome) => outcome.status === 'rejected')).toEqual([]);
+    expect(two.b24.oauthCalls.filter((call) => call.method === 'oauth.token')).toHaveLength(1);
+    expect(two.b24.calls.filter((call) => call.method === 'user.current' && call.status === 200)).toHaveLength(20);
+    expect((await a.portals.get(two.b24.memberId))?.status).toBe('active');
+  });
+
+  it("keeps two processes together within the portal's Bitrix24 budget: no QUERY_LIMIT_EXCEEDED", async () => {
+    // The portal's bucket (docs/protocols.md B4) at a small size, so that one process's own
+    // bucket would let through almost all of it and two together would overflow it.
+    two = await startTwo({ b24: { rateLimit: { drainPerSecond: 10, burst: 8 } }, env: { B24_RATE_PER_SECOND: '10', B24_RATE_BURST: '8' } });
+    const [a, b] = two.servers;
+    await install({ b24: two.b24, c2d: two.c2d, server: a });
+    await Promise.all([a.idle(), b.idle()]);
+    await new Promise((resolve) => setTimeout(resolve, 1_000)); // the install's calls drain away
+    two.b24.resetCalls();
+    const startedAt = Date.now();
+    const outcomes = await Promise.allSettled(Array.from({ length: 30 }, (_, i) => (i % 2 === 0 ? a : b).rest.call(two.b24.memberId, 'user.current', {}, { idempotent: true })));
+    const seconds = (Date.now() - startedAt) / 1000;
+    const refused = two.b24.calls.filter((call) => call.error === 'QUERY_LIMIT_EXCEEDED');
+    expect(refused).toHaveLength(0);
+    expect(outcomes.filter((outcome) => outcome.status === 'rejected')).toEqual([]);
+    // 30 calls through a bucket of 7 (one slot of headroom) draining 10/s take at least 2.3 s.
+    expect(seconds).toBeGreaterThanOrEqual(2.2);
+  });
+
+  it('caps unverified caller checks of a portal across both processes (RateLimiterPostgres)', async () => {
+    // A burst of 20 gives the callers' share max(3, 20 × 0.2) = 4 checks.
+    two = await startTwo({ env: { B24_RATE_BURST: '20' } });
+    const [a, b] = two.servers;
+    await install({ b24: two.b24, c2d: two.c2d, server: a });
+    const tries = await Promise.allSettled(
+      Array.from({ length: 10 }, (_, i) => (i % 2 === 0 ? a : b).rest.callAs(two.b24.memberId, two.b24.clientEndpoint, `bogus-${i}`, 'profile')),
+    );
+    const refusedHere = tries.filter((outcome) => outcome.status === 'rejected' && outcome.reason instanceof CallerChecksExhausted);
+    // The share used by the install's own check counts too: at most 4 reached the portal in all.
+    expect(10 - refusedHere.length).toBeLessThanOrEqual(4);
+    expect(refusedHere.length).toBeGreaterThanOrEqual(6);
+  });
+});
