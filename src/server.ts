@@ -47,7 +47,7 @@ import { openDatabase, openPostgres, pingDatabase, type DatabaseHandle } from '.
 import { JobStore, type NewJob } from './db/jobs.js';
 import { PortalStore } from './db/portals.js';
 import { memoryLimiters, postgresLimiters } from './db/rate-limiters.js';
-import { RestBudgetStore } from './db/upstream-budgets.js';
+import { Chat2DeskPaceStore, RestBudgetStore } from './db/upstream-budgets.js';
 import { JobKinds, type JobKind } from './jobs/kinds.js';
 import { REGISTER_APP_KIND, registerAppKind } from './jobs/kinds/register-app.js';
 import { robotKind } from './jobs/kinds/robot.js';
@@ -187,7 +187,13 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     limiters,
     shared: database.kind === 'postgres' ? { budgets: new RestBudgetStore(database) } : undefined,
   });
-  const accounts = new Chat2DeskAccounts(config.chat2desk, new Chat2DeskRateStore(database, clock), send, options.retrySleep);
+  const accounts = new Chat2DeskAccounts(
+    config.chat2desk,
+    new Chat2DeskRateStore(database, clock),
+    send,
+    options.retrySleep,
+    database.kind === 'postgres' ? new Chat2DeskPaceStore(database, clock) : undefined,
+  );
   const cache = new CacheStore(database);
   const webhookStore = new WebhookStore(database, secrets, clock);
   const chat2desk = new Chat2DeskAccess({ portals, accounts, cache, defaultApiUrl: config.chat2desk.defaultApiUrl, allowedApiUrls: config.chat2desk.allowedApiUrls, log, clock });

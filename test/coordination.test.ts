@@ -9,7 +9,7 @@ import { type RunningServer, startServer } from '../src/server.js';
 import { type FakeBitrix24, type FakeBitrix24Options, startFakeBitrix24 } from './fakes/bitrix24.js';
 import { type FakeChat2Desk, type FakeChat2DeskOptions, startFakeChat2Desk } from './fakes/chat2desk.js';
 import { emptyDatabase } from './support/databases.js';
-import { eventually, freePort, install, stackEnv } from './support/stack.js';
+import { eventually, freePort, install, installAndConfigure, stackEnv } from './support/stack.js';
 
 /**
  * Two server processes' worth of state (two startServer instances, each with its own pool, REST
@@ -107,5 +107,54 @@ describe('upstream coordination across processes on PostgreSQL', () => {
     // The share used by the install's own check counts too: at most 4 reached the portal in all.
     expect(10 - refusedHere.length).toBeLessThanOrEqual(4);
     expect(refusedHere.length).toBeGreaterThanOrEqual(6);
+  });
+
+  /** The Chat2Desk API of the portal's account as one server process holds it (its own pace object). */
+  const apiOf = async (server: RunningServer) => (await server.directoryOf(two.b24.memberId))!.api;
+  const refusals = () => two.c2d.calls.filter((call) => call.status === 429);
+
+  it("keeps two processes together within Chat2Desk's limit for one account: no 429", async () => {
+    // Told 10/s and no more; the fake allows 12 per second: one process alone never exceeds it, two
+    // at their own 10/s each would.
+    two = await startTwo({
+      c2d: { rateLimit: { requests: 12, perMs: 1_000 } },
+      env: { CHAT2DESK_REQUESTS_PER_MINUTE: '600', CHAT2DESK_MAX_REQUESTS_PER_MINUTE: '600' },
+    });
+    const [a, b] = two.servers;
+    await installAndConfigure({ b24: two.b24, c2d: two.c2d, server: a });
+    const [apiA, apiB] = await Promise.all([apiOf(a), apiOf(b)]);
+    await new Promise((resolve) => setTimeout(resolve, 1_100)); // the set-up's requests leave the fake's window
+    two.c2d.resetCalls();
+    const startedAt = Date.now();
+    await Promise.all(Array.from({ length: 40 }, (_, i) => (i % 2 === 0 ? apiA : apiB).apiInfo()));
+    const seconds = (Date.now() - startedAt) / 1000;
+    expect(refusals()).toHaveLength(0);
+    // 40 requests at 10/s in all (a twentieth of a second of burst) take at least 3.5 s.
+    expect(seconds).toBeGreaterThanOrEqual(3.5);
+  });
+
+  it('slows every process when one of them is refused for load (429): the learned rate is shared', async () => {
+    // Told 20/s; the fake allows 10 per second.
+    two = await startTwo({
+      c2d: { rateLimit: { requests: 10, perMs: 1_000 } },
+      env: { CHAT2DESK_REQUESTS_PER_MINUTE: '1200', CHAT2DESK_MAX_REQUESTS_PER_MINUTE: '1200' },
+    });
+    const [a, b] = two.servers;
+    await installAndConfigure({ b24: two.b24, c2d: two.c2d, server: a });
+    const [apiA, apiB] = await Promise.all([apiOf(a), apiOf(b)]);
+    await apiB.apiInfo(); // B's pace exists before A learns anything
+    await new Promise((resolve) => setTimeout(resolve, 1_100));
+    two.c2d.resetCalls();
+    // Only A meets the limit.
+    await Promise.all(Array.from({ length: 30 }, () => apiA.apiInfo()));
+    expect(refusals().length).toBeGreaterThan(0);
+    await new Promise((resolve) => setTimeout(resolve, 1_100));
+    two.c2d.resetCalls();
+    // B, which was never refused, goes at the rate A learned: under 10/s, so no 429.
+    const startedAt = Date.now();
+    await Promise.all(Array.from({ length: 20 }, () => apiB.apiInfo()));
+    const seconds = (Date.now() - startedAt) / 1000;
+    expect(refusals()).toHaveLength(0);
+    expect(seconds).toBeGreaterThanOrEqual(1.8);
   });
 });
