@@ -76,6 +76,23 @@ describe('upstream coordination across processes on PostgreSQL', () => {
     expect((await a.portals.get(two.b24.memberId))?.status).toBe('active');
   });
 
+  it('takes over the refresh lease of a process that died holding it once the lease runs out', async () => {
+    two = await startTwo();
+    const [a] = two.servers;
+    await install({ b24: two.b24, c2d: two.c2d, server: a });
+    two.b24.resetCalls();
+    two.b24.expireAccessTokens();
+    // A process that took the lease and died before refreshing: its lease runs out in 1.5 s.
+    if (a.database.kind !== 'postgres') throw new Error('the test runs on PostgreSQL');
+    await a.database.pool.query('update portals set refresh_owner = $1, refresh_until = $2 where member_id = $3', ['a dead process', Date.now() + 1_500, two.b24.memberId]);
+    const startedAt = Date.now();
+    await a.rest.call(two.b24.memberId, 'user.current', {}, { idempotent: true });
+    expect(Date.now() - startedAt).toBeGreaterThanOrEqual(1_400);
+    expect(two.b24.oauthCalls.filter((call) => call.method === 'oauth.token')).toHaveLength(1);
+    const [lease] = (await a.database.pool.query('select refresh_owner, refresh_until from portals where member_id = $1', [two.b24.memberId])).rows;
+    expect(lease).toEqual({ refresh_owner: null, refresh_until: null });
+  });
+
   it("keeps two processes together within the portal's Bitrix24 budget: no QUERY_LIMIT_EXCEEDED", async () => {
     // The portal's bucket (docs/protocols.md B4) at a small size, so that one process's own
     // bucket would let through almost all of it and two together would overflow it.
