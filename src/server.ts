@@ -46,7 +46,7 @@ import { type Broadcast, localBroadcast, postgresBroadcast } from './db/broadcas
 import { openDatabase, openPostgres, pingDatabase, type DatabaseHandle } from './db/database.js';
 import { JobStore, type NewJob } from './db/jobs.js';
 import { PortalStore } from './db/portals.js';
-import { memoryLimiters, postgresLimiters } from './db/rate-limiters.js';
+import { memoryLimiters, postgresLimiters, pruneExpiredLimits } from './db/rate-limiters.js';
 import { Chat2DeskPaceStore, RestBudgetStore } from './db/upstream-budgets.js';
 import { JobKinds, type JobKind } from './jobs/kinds.js';
 import { REGISTER_APP_KIND, registerAppKind } from './jobs/kinds/register-app.js';
@@ -421,8 +421,10 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     const runEffects = await effects.pruneRunEffects(now - RUN_EFFECT_RETENTION_MS);
     const expiredFiles = await files.pruneExpired();
     const liveTicketsUnused = await liveTickets.pruneExpired();
-    if (jobsRemoved + cacheRows + deliveries + runEffects + expiredFiles + liveTicketsUnused > 0) {
-      log.info({ jobsRemoved, cacheRows, deliveries, runEffects, expiredFiles, liveTicketsUnused }, 'old rows pruned');
+    // The caps' windows are a minute at most; rate-limiter-flexible uses the real time, not the clock.
+    const expiredLimits = database.kind === 'postgres' ? await pruneExpiredLimits(database.pool, Date.now() - 3600_000) : 0;
+    if (jobsRemoved + cacheRows + deliveries + runEffects + expiredFiles + liveTicketsUnused + expiredLimits > 0) {
+      log.info({ jobsRemoved, cacheRows, deliveries, runEffects, expiredFiles, liveTicketsUnused, expiredLimits }, 'old rows pruned');
     }
   }, log);
   const server: ServerType = await new Promise((resolve) => {
