@@ -6,9 +6,22 @@
 export type BucketPriority = 'work' | 'check';
 
 /**
+ * Where the level lives when several processes share the upstream's budget (PostgreSQL,
+ * src/db/upstream-budgets.ts): one slot is taken there, or the time until one fits comes back.
+ */
+export interface SharedLevel {
+  /** 0 when a slot was taken, else how long (ms) until one fits. */
+  take(): Promise<number>;
+  /** The upstream refused for load: count the shared bucket full. */
+  fill(): Promise<void>;
+}
+
+/**
  * A client-side leaky bucket mirroring the server's: each request adds one, the level drains at
  * `perSecond`, and a request that would overflow `burst` waits. Waiters are served by priority,
- * then in order.
+ * then in order. With a `shared` level the slots are taken there (every process's requests count)
+ * and this bucket only orders its own process's waiters; should the database fail to answer, the
+ * slot is taken from this process's own level instead, so robots do not stall on it.
  */
 export class LeakyBucket {
   #level = 0;
@@ -23,6 +36,7 @@ export class LeakyBucket {
     // the portal's own bucket drains in real time, so a test moving the clock must not drain it.
     private readonly now: () => number = () => performance.now(),
     private readonly sleep: (ms: number) => Promise<void> = delay,
+    private readonly shared?: SharedLevel,
   ) {
     this.#updatedAt = now();
   }
@@ -38,6 +52,7 @@ export class LeakyBucket {
   saturate(): void {
     this.#drain();
     this.#level = this.burst;
+    this.shared?.fill().catch(() => undefined);
   }
 
   /** One loop hands out slots; the next waiter is chosen only when a slot is free, so work that
@@ -49,6 +64,18 @@ export class LeakyBucket {
       for (;;) {
         const queue = this.#waiting.work.length > 0 ? this.#waiting.work : this.#waiting.check;
         if (queue.length === 0) return;
+        if (this.shared) {
+          const wait = await this.shared.take().catch(() => undefined);
+          if (wait === 0) {
+            // Work that arrived while the slot was being taken still goes first.
+            (this.#waiting.work.length > 0 ? this.#waiting.work : this.#waiting.check).shift()!();
+            continue;
+          }
+          if (wait !== undefined) {
+            await this.sleep(wait);
+            continue;
+          }
+        }
         this.#drain();
         if (this.#level + 1 <= this.burst) {
           this.#level += 1;

@@ -46,6 +46,8 @@ import { type Broadcast, localBroadcast, postgresBroadcast } from './db/broadcas
 import { openDatabase, openPostgres, pingDatabase, type DatabaseHandle } from './db/database.js';
 import { JobStore, type NewJob } from './db/jobs.js';
 import { PortalStore } from './db/portals.js';
+import { memoryLimiters, postgresLimiters, pruneExpiredLimits } from './db/rate-limiters.js';
+import { Chat2DeskPaceStore, RestBudgetStore } from './db/upstream-budgets.js';
 import { JobKinds, type JobKind } from './jobs/kinds.js';
 import { REGISTER_APP_KIND, registerAppKind } from './jobs/kinds/register-app.js';
 import { robotKind } from './jobs/kinds/robot.js';
@@ -164,6 +166,9 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
   // What this process tells the others sharing the database (src/db/broadcast.ts).
   const broadcast = database.kind === 'postgres' ? await postgresBroadcast(config.postgresUrl!, database.pool, log) : localBroadcast(log);
   const portals = new PortalStore(database, secrets, clock, broadcast);
+  // Caps and upstream budgets: in this process's memory on SQLite (one process per file), in the
+  // database on PostgreSQL, so that they hold across every process (docs/multi-process.md).
+  const limiters = database.kind === 'postgres' ? postgresLimiters(database.pool) : memoryLimiters();
   const jobs = new JobStore(database, clock, { orderingHoldMs: options.orderingHoldMs });
   const robots = options.robots ?? new RobotRegistry();
   // Unset: each client's own transport (node:http for the Bitrix24 REST and Chat2Desk clients, fetch for OAuth).
@@ -179,8 +184,16 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     burst: config.bitrix24.rateBurst,
     fetch: send,
     sleep: options.retrySleep,
+    limiters,
+    shared: database.kind === 'postgres' ? { budgets: new RestBudgetStore(database) } : undefined,
   });
-  const accounts = new Chat2DeskAccounts(config.chat2desk, new Chat2DeskRateStore(database, clock), send, options.retrySleep);
+  const accounts = new Chat2DeskAccounts(
+    config.chat2desk,
+    new Chat2DeskRateStore(database, clock),
+    send,
+    options.retrySleep,
+    database.kind === 'postgres' ? new Chat2DeskPaceStore(database, clock) : undefined,
+  );
   const cache = new CacheStore(database);
   const webhookStore = new WebhookStore(database, secrets, clock);
   const chat2desk = new Chat2DeskAccess({ portals, accounts, cache, defaultApiUrl: config.chat2desk.defaultApiUrl, allowedApiUrls: config.chat2desk.allowedApiUrls, log, clock });
@@ -276,7 +289,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     limits: config.live,
     log,
   });
-  const liveTickets = new LiveTickets(new LiveTicketStore(database), clock);
+  const liveTickets = new LiveTickets(new LiveTicketStore(database), clock, limiters);
   const gapPolls = new GapPolls({ enqueue: (kind, memberId, input, jobOptions) => pipeline.enqueue(kind, memberId, input, jobOptions), clock, log });
   const chat2deskWebhooks = new Chat2DeskWebhooks({
     webhooks: webhookStore,
@@ -334,12 +347,12 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     oauth,
   });
   const pageTokens = new PageTokens(appSecret, clock);
-  const pageAuth = new PageAuth({ portals, settings, tokens: pageTokens, clock });
+  const pageAuth = new PageAuth({ portals, settings, tokens: pageTokens, clock, limiters });
   const tabTokens = new TabTokens(appSecret, clock);
   // The Chat workspace: who sees which dialogs (departments asked with the app's token, kept briefly).
   const workspaceScopes = new WorkspaceAccess({ users: new BitrixUsers(rest, clock, { ttlMs: WORKSPACE_DEPARTMENTS_TTL_MS }), operators: dialogReads });
   const app = createApp({
-    tabAuth: new TabAuth({ portals, tokens: tabTokens, recordPhones: new RecordPhones({ rest, oauth, defaultApiUrl: config.chat2desk.defaultApiUrl, clock }) }),
+    tabAuth: new TabAuth({ portals, tokens: tabTokens, recordPhones: new RecordPhones({ rest, oauth, defaultApiUrl: config.chat2desk.defaultApiUrl, clock }), limiters }),
     dialogReads,
     dialogMeta: new DialogMeta({ chat2desk }),
     dialogViewer: dialogViewer({ pageAuth, tabTokens, workspace: workspaceScopes, operators: dialogReads, portals }),
@@ -350,7 +363,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     portals,
     jobs,
     registration,
-    install: new InstallService({ oauth, rest, portals, registration, log, clock, attemptsPerMinute: config.installAttemptsPerMinute }),
+    install: new InstallService({ oauth, rest, portals, registration, log, clock, attemptsPerMinute: config.installAttemptsPerMinute, limiters }),
     installerTokens,
     events: new EventHandlers([
       onAppUninstall(uninstalls),
@@ -408,8 +421,10 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     const runEffects = await effects.pruneRunEffects(now - RUN_EFFECT_RETENTION_MS);
     const expiredFiles = await files.pruneExpired();
     const liveTicketsUnused = await liveTickets.pruneExpired();
-    if (jobsRemoved + cacheRows + deliveries + runEffects + expiredFiles + liveTicketsUnused > 0) {
-      log.info({ jobsRemoved, cacheRows, deliveries, runEffects, expiredFiles, liveTicketsUnused }, 'old rows pruned');
+    // The caps' windows are a minute at most; rate-limiter-flexible uses the real time, not the clock.
+    const expiredLimits = database.kind === 'postgres' ? await pruneExpiredLimits(database.pool, Date.now() - 3600_000) : 0;
+    if (jobsRemoved + cacheRows + deliveries + runEffects + expiredFiles + liveTicketsUnused + expiredLimits > 0) {
+      log.info({ jobsRemoved, cacheRows, deliveries, runEffects, expiredFiles, liveTicketsUnused, expiredLimits }, 'old rows pruned');
     }
   }, log);
   const server: ServerType = await new Promise((resolve) => {

@@ -1,4 +1,5 @@
-import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
+import { type RateLimiterAbstract, RateLimiterRes } from 'rate-limiter-flexible';
+import { type Limiters, memoryLimiters } from '../db/rate-limiters.js';
 import type { Portal, PortalStore } from '../db/portals.js';
 import type { Clock } from '../clock.js';
 import type { Logger } from '../log.js';
@@ -40,6 +41,8 @@ export interface InstallDeps {
   clock: Clock;
   /** Install requests that may reach the authorization server per minute, from one address and in all. */
   attemptsPerMinute: { perAddress: number; overall: number };
+  /** Where the caps are counted: this process's memory by default, the database with several processes (src/db/rate-limiters.ts). */
+  limiters?: Limiters;
 }
 
 /** Where an install request came from and in which form. */
@@ -57,12 +60,13 @@ export interface InstallSource {
 export class InstallService {
   // Every install request that looks complete costs an app.info call to the authorization server
   // before we know anything about it, so these bound how hard anyone can make us ask.
-  readonly #attemptsPerAddress: RateLimiterMemory;
-  readonly #attempts: RateLimiterMemory;
+  readonly #attemptsPerAddress: RateLimiterAbstract;
+  readonly #attempts: RateLimiterAbstract;
 
   constructor(private readonly deps: InstallDeps) {
-    this.#attemptsPerAddress = new RateLimiterMemory({ keyPrefix: 'install-address', points: deps.attemptsPerMinute.perAddress, duration: 60 });
-    this.#attempts = new RateLimiterMemory({ keyPrefix: 'install', points: deps.attemptsPerMinute.overall, duration: 60 });
+    const limiter = deps.limiters ?? memoryLimiters();
+    this.#attemptsPerAddress = limiter({ keyPrefix: 'install-address', points: deps.attemptsPerMinute.perAddress, duration: 60 });
+    this.#attempts = limiter({ keyPrefix: 'install', points: deps.attemptsPerMinute.overall, duration: 60 });
   }
 
   async #admit(address: string): Promise<void> {

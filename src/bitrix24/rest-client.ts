@@ -1,9 +1,12 @@
+import { randomUUID } from 'node:crypto';
 import qs from 'qs';
-import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
+import { type RateLimiterAbstract, RateLimiterRes } from 'rate-limiter-flexible';
 import type { Clock } from '../clock.js';
 import type { Logger } from '../log.js';
 import type { PortalStore } from '../db/portals.js';
+import type { RestBudgetStore } from '../db/upstream-budgets.js';
 import { type HttpAnswer, type HttpRequest, failedBeforeSending, httpRequest } from '../http-request.js';
+import { type Limiters, memoryLimiters } from '../db/rate-limiters.js';
 import { type BucketPriority, LeakyBucket, backoffMs, delay } from '../rate-limit.js';
 import type { BatchCommandError } from './batch-errors.js';
 import { Bitrix24Error, Bitrix24TransportError, OAuthError, PortalUnavailableError } from './errors.js';
@@ -50,6 +53,13 @@ export interface Bitrix24RestOptions {
   sleep?: (ms: number) => Promise<void>;
   /** The part of a portal's rate and burst that checks of callers (`callAs`) may take; 0.2 by default. */
   callerCheckShare?: number;
+  /** The caps' store: in memory on SQLite, in the database on PostgreSQL (src/db/rate-limiters.ts); in memory when absent. */
+  limiters?: Limiters;
+  /**
+   * Several processes share the database (PostgreSQL): the portals' budgets are taken in it, and a
+   * token is refreshed only under the portal's refresh lease. Absent on SQLite (one process).
+   */
+  shared?: { budgets: RestBudgetStore };
 }
 
 interface Envelope {
@@ -73,6 +83,14 @@ export class CallerChecksExhausted extends Error {
   }
 }
 
+/**
+ * How long a refresh lease lasts: beyond the authorization server's timeout (src/bitrix24/oauth.ts,
+ * 20 s) and the store's write, so a live holder never loses it mid-refresh.
+ */
+const REFRESH_LEASE_MS = 30_000;
+/** How often a process waiting for another's refresh reads the stored generation again. */
+const REFRESH_WAIT_POLL_MS = 50;
+
 /** Bitrix24 caps a batch at 50 commands (docs/protocols.md B3 batch). */
 export const BATCH_LIMIT = 50;
 
@@ -84,8 +102,10 @@ export const BATCH_LIMIT = 50;
 export class Bitrix24Rest {
   readonly #buckets = new Map<string, LeakyBucket>();
   /** Per portal: how many caller checks may start; never waits, so a flood is refused at once. */
-  readonly #callerChecks: RateLimiterMemory;
+  readonly #callerChecks: RateLimiterAbstract;
   readonly #refreshing = new Map<string, Promise<void>>();
+  /** Names this process in the portals' refresh leases (src/db/portals.ts takeRefreshLease). */
+  readonly #leaseOwner = randomUUID();
   /** Per portal+method: when the operating-time block lifts, from the last answer's time.operating_reset_at. */
   readonly #operatingResetAt = new Map<string, number>();
   readonly #fetch: HttpRequest;
@@ -104,7 +124,7 @@ export class Bitrix24Rest {
     // even on a small bucket, so an install and its admin's first settings requests are not refused.
     const share = options.callerCheckShare ?? 0.2;
     const points = Math.max(3, Math.floor(options.burst * share));
-    this.#callerChecks = new RateLimiterMemory({ keyPrefix: 'caller-checks', points, duration: points / (options.ratePerSecond * share) });
+    this.#callerChecks = (options.limiters ?? memoryLimiters())({ keyPrefix: 'caller-checks', points, duration: points / (options.ratePerSecond * share) });
   }
 
   async call<T = unknown>(memberId: string, method: string, params: Record<string, unknown> = {}, options: CallOptions = {}): Promise<T> {
@@ -240,7 +260,16 @@ export class Bitrix24Rest {
     let bucket = this.#buckets.get(memberId);
     if (!bucket) {
       // One slot of headroom: requests released on time can still arrive bunched (network jitter).
-      bucket = new LeakyBucket(this.options.ratePerSecond, Math.max(1, this.options.burst - 1));
+      const { ratePerSecond } = this.options;
+      const burst = Math.max(1, this.options.burst - 1);
+      const budgets = this.options.shared?.budgets;
+      bucket = new LeakyBucket(
+        ratePerSecond,
+        burst,
+        undefined,
+        undefined,
+        budgets && { take: () => budgets.take(memberId, ratePerSecond, burst), fill: () => budgets.fill(memberId, burst) },
+      );
       this.#buckets.set(memberId, bucket);
     }
     return bucket;
@@ -262,10 +291,34 @@ export class Bitrix24Rest {
     if (current && current.generation !== failedGeneration) return; // another caller refreshed already
     let pending = this.#refreshing.get(memberId);
     if (!pending) {
-      pending = this.#doRefresh(memberId).finally(() => this.#refreshing.delete(memberId));
+      pending = (this.options.shared ? this.#refreshUnderLease(memberId, failedGeneration) : this.#doRefresh(memberId)).finally(() => this.#refreshing.delete(memberId));
       this.#refreshing.set(memberId, pending);
     }
     await pending;
+  }
+
+  /**
+   * Several processes: the refresh token is sent only by the holder of the portal's refresh lease.
+   * The others wait until the stored pair's generation changes (the holder stored the new pair) and
+   * use that pair; a holder that died leaves a lease that runs out, and the next process takes it.
+   */
+  async #refreshUnderLease(memberId: string, failedGeneration: number): Promise<void> {
+    const { portals, clock } = this.options;
+    for (;;) {
+      const tokens = await portals.tokens(memberId);
+      if (!tokens) throw new PortalUnavailableError(memberId, (await portals.get(memberId))?.status === 'reauth_required' ? 'reauth_required' : 'not_installed');
+      if (tokens.generation !== failedGeneration) return;
+      if (await portals.takeRefreshLease(memberId, this.#leaseOwner, tokens.generation, clock.now() + REFRESH_LEASE_MS)) {
+        try {
+          await this.#doRefresh(memberId);
+        } finally {
+          // Stored pairs clear the lease with them; a failed refresh gives it back at once.
+          await portals.releaseRefreshLease(memberId, this.#leaseOwner).catch(() => undefined);
+        }
+        return;
+      }
+      await delay(REFRESH_WAIT_POLL_MS);
+    }
   }
 
   async #doRefresh(memberId: string): Promise<void> {

@@ -1,4 +1,5 @@
 import type { LearnedRate } from '../db/chat2desk-rates.js';
+import type { PaceState } from '../db/upstream-budgets.js';
 import { delay } from '../rate-limit.js';
 
 /**
@@ -26,6 +27,18 @@ export interface AdaptiveRateOptions {
   saveEveryMs?: number;
   now?: () => number;
   sleep?: (ms: number) => Promise<void>;
+  /** Several processes share the account (PostgreSQL): the pace and what is learned live in the database. */
+  shared?: SharedPace;
+}
+
+/**
+ * The account's pace kept where every process sees it (src/db/upstream-budgets.ts Chat2DeskPaceStore):
+ * a take hands over what this process learned since its last take (rate growth, accepted answers)
+ * and gets the shared rate back, so a cut by one process slows all of them at their next request.
+ */
+export interface SharedPace {
+  take(report: { growth: number; accepted: number; floor: number; ceiling: number }): Promise<PaceState | undefined>;
+  cut(cut: { perSecond: number; limitPerSecond: number; pauseMs: number }): Promise<void>;
 }
 
 /**
@@ -64,6 +77,12 @@ export class AdaptiveRate {
   readonly #sleep: (ms: number) => Promise<void>;
   readonly #saveEveryMs: number;
   readonly #onLearned: (learned: LearnedRate) => void;
+  readonly #shared: SharedPace | undefined;
+  /** Shared pace: rate growth (requests/s) and accepted answers not yet handed over, the last cut still being written. */
+  #growth = 0;
+  #acceptedUnreported = 0;
+  #sharedAccepted = 0;
+  #cutting: Promise<void> = Promise.resolve();
 
   constructor(options: AdaptiveRateOptions) {
     // Real elapsed time, not the injected clock: the rate paces real requests with real sleeps, and
@@ -77,6 +96,7 @@ export class AdaptiveRate {
     this.#perSecond = this.#clamp(options.start.perMinute / 60);
     this.#limitPerSecond = options.start.limitPerMinute === null ? null : options.start.limitPerMinute / 60;
     this.#drainedAt = this.#now();
+    this.#shared = options.shared;
   }
 
   get perMinute(): number {
@@ -99,8 +119,10 @@ export class AdaptiveRate {
     const now = this.#now();
     this.#accepted.push(now);
     this.#forgetAcceptedBefore(now - ACCEPTED_WINDOW_MS);
+    if (this.#shared) this.#acceptedUnreported += 1;
     if (now - this.#pressedAt > PRESSURE_MEMORY_MS || this.#perSecond >= this.#ceiling) return;
-    this.#set(this.#perSecond + this.#step());
+    if (this.#shared) this.#growth += this.#step();
+    else this.#set(this.#perSecond + this.#step());
   }
 
   /** Chat2Desk refused a request for load. */
@@ -112,7 +134,9 @@ export class AdaptiveRate {
     if (now - this.#cutAt < CUT_SPACING_MS) return;
     this.#cutAt = now;
     this.#forgetAcceptedBefore(now - ACCEPTED_WINDOW_MS);
-    const acceptedPerSecond = this.#accepted.length / (ACCEPTED_WINDOW_MS / 1000);
+    const shared = this.#shared;
+    // Shared: what every process got accepted (as of this process's last take, plus its own since).
+    const acceptedPerSecond = shared ? this.#sharedAccepted + this.#acceptedUnreported : this.#accepted.length / (ACCEPTED_WINDOW_MS / 1000);
     // A quarter of the rate at the least: a refusal after a quiet spell (little accepted) is no proof of a tiny limit.
     this.#limitPerSecond = Math.max(this.#perSecond / 4, Math.min(this.#perSecond, acceptedPerSecond));
     this.#set(BACKOFF * this.#limitPerSecond);
@@ -120,6 +144,13 @@ export class AdaptiveRate {
     // any request would be refused too, whatever the new pace.
     const oldest = this.#accepted[0];
     if (oldest !== undefined) this.#pausedUntil = oldest + ACCEPTED_WINDOW_MS;
+    if (shared) {
+      this.#growth = 0;
+      const cut = { perSecond: this.#perSecond, limitPerSecond: this.#limitPerSecond, pauseMs: Math.max(0, this.#pausedUntil - now) };
+      // Written before this process's next take (which waits for it); a lost write only means the
+      // other processes learn of the overshoot from their own refusals.
+      this.#cutting = this.#cutting.then(() => shared.cut(cut)).catch(() => undefined);
+    }
   }
 
   /** Hands over a change not yet saved, whatever the interval (at shutdown). */
@@ -139,6 +170,7 @@ export class AdaptiveRate {
   }
 
   async #take(): Promise<void> {
+    if (this.#shared && (await this.#takeShared(this.#shared))) return;
     for (;;) {
       const paused = this.#pausedUntil - this.#now();
       if (paused > 0) {
@@ -152,6 +184,28 @@ export class AdaptiveRate {
       }
       this.#pressedAt = this.#now();
       await this.#sleep(Math.ceil(((this.#level + 1 - this.#burst()) / this.#perSecond) * 1000));
+    }
+  }
+
+  /**
+   * One slot at the shared pace; the shared rate and limit replace this process's own. False when
+   * the database did not answer: the slot is then taken at this process's own pace instead.
+   */
+  async #takeShared(shared: SharedPace): Promise<boolean> {
+    for (;;) {
+      await this.#cutting;
+      const report = { growth: this.#growth, accepted: this.#acceptedUnreported, floor: this.#floor, ceiling: this.#ceiling };
+      const state = await shared.take(report).catch(() => undefined);
+      if (!state) return false;
+      this.#growth -= report.growth;
+      this.#acceptedUnreported -= report.accepted;
+      this.#drain();
+      this.#perSecond = state.perSecond;
+      this.#limitPerSecond = state.limitPerSecond;
+      this.#sharedAccepted = state.acceptedLastSecond;
+      if (state.waitMs === 0) return true;
+      this.#pressedAt = this.#now();
+      await this.#sleep(state.waitMs);
     }
   }
 

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import pLimit, { type LimitFunction } from 'p-limit';
 import type { Chat2DeskRateStore, LearnedRate } from '../db/chat2desk-rates.js';
+import type { Chat2DeskPaceStore } from '../db/upstream-budgets.js';
 import { type HttpAnswer, type HttpRequest, httpRequest } from '../http-request.js';
 import { backoffMs, delay } from '../rate-limit.js';
 import { AdaptiveRate } from './adaptive-rate.js';
@@ -454,6 +455,8 @@ export class Chat2DeskAccounts {
     private readonly send: HttpRequest = httpRequest,
     /** Between retries of a transient failure (not the pacing, which waits real time by design). */
     private readonly retrySleep: (ms: number) => Promise<void> = delay,
+    /** Several processes share the database (PostgreSQL): each account's pace and learned rate live there. */
+    private readonly pace?: Chat2DeskPaceStore,
   ) {}
 
   async api(baseUrl: string, token: string): Promise<Chat2DeskApi> {
@@ -476,6 +479,20 @@ export class Chat2DeskAccounts {
 
   async #openGate(key: string): Promise<AccountGate> {
     const start = (await this.rates.get(key)) ?? { perMinute: this.limits.requestsPerMinute, limitPerMinute: null };
+    const { pace } = this;
+    if (pace) {
+      // The row is the account's shared pace: every take writes the rate, so nothing is saved apart.
+      await pace.open(key, start);
+      return {
+        rate: new AdaptiveRate({
+          start,
+          floorPerMinute: this.limits.minRequestsPerMinute,
+          ceilingPerMinute: this.limits.maxRequestsPerMinute,
+          shared: { take: (report) => pace.take(key, report), cut: (cut) => pace.cut(key, cut) },
+        }),
+        concurrency: pLimit(this.limits.concurrency),
+      };
+    }
     return {
       rate: new AdaptiveRate({
         start,

@@ -202,12 +202,44 @@ export class PortalStore {
           accessExpiresAt: tokens.expiresAt,
           clientEndpoint: tokens.clientEndpoint,
           tokenGeneration: sql`${portals.tokenGeneration} + 1`,
+          // The refresh is over: whoever held the lease (this process) is done with it.
+          refreshOwner: null,
+          refreshUntil: null,
           updatedAt: this.clock.now(),
         })
         .where(and(eq(portals.memberId, memberId), eq(portals.status, 'active'), fromGeneration === undefined ? undefined : eq(portals.tokenGeneration, fromGeneration)))
         .returning({ generation: portals.tokenGeneration });
       return row?.generation;
     });
+  }
+
+  /**
+   * Takes the portal's refresh lease for `owner` until `until` (ms), while the stored pair is still
+   * of `generation` and no other process holds a live lease: only its holder sends the refresh
+   * token (several processes on PostgreSQL, docs/multi-process.md). A holder that died loses the
+   * lease when it runs out. One conditional update, so two processes cannot both take it.
+   */
+  async takeRefreshLease(memberId: string, owner: string, generation: number, until: number): Promise<boolean> {
+    const result = await this.database.db
+      .update(portals)
+      .set({ refreshOwner: owner, refreshUntil: until })
+      .where(
+        and(
+          eq(portals.memberId, memberId),
+          eq(portals.status, 'active'),
+          eq(portals.tokenGeneration, generation),
+          sql`(${portals.refreshUntil} is null or ${portals.refreshUntil} <= ${this.clock.now()} or ${portals.refreshOwner} = ${owner})`,
+        ),
+      );
+    return changes(result) > 0;
+  }
+
+  /** Gives the lease back (a refresh that failed), so the next process need not wait for it to run out. */
+  async releaseRefreshLease(memberId: string, owner: string): Promise<void> {
+    await this.database.db
+      .update(portals)
+      .set({ refreshOwner: null, refreshUntil: null })
+      .where(and(eq(portals.memberId, memberId), eq(portals.refreshOwner, owner)));
   }
 
   /**

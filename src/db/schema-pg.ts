@@ -33,6 +33,13 @@ export const portals = pgTable('portals', {
   uninstallCheckAt: bigint('uninstall_check_at', { mode: 'number' }),
   /** The pending ONAPPUNINSTALL asked to delete the app's data (`data[CLEAN]=1`): the wipe deletes the portal's jobs, cache and effects too. */
   uninstallClean: boolean('uninstall_clean').notNull().default(false),
+  /**
+   * A token refresh in progress (PostgreSQL, several processes): which process holds the portal's
+   * refresh lease and until when (ms). Others wait for `token_generation` to change instead of
+   * sending the same refresh token again; a lease whose holder died runs out (src/db/portals.ts).
+   */
+  refreshOwner: text('refresh_owner'),
+  refreshUntil: bigint('refresh_until', { mode: 'number' }),
   chat2deskToken: text('chat2desk_token'),
   settings: text('settings').notNull().default('{}'),
   installedAt: bigint('installed_at', { mode: 'number' }).notNull(),
@@ -251,12 +258,47 @@ export const effects = pgTable(
   (table) => [primaryKey({ columns: [table.memberId, table.effectKey] })],
 );
 
+/**
+ * A portal's Bitrix24 REST budget shared by every process on PostgreSQL: the leaky bucket's level
+ * and when it was last drained (ms, the database's clock), taken with one conditional update per
+ * call (src/db/upstream-budgets.ts). Unused on SQLite, where one process keeps it in memory.
+ */
+export const restBudgets = pgTable('rest_budgets', {
+  memberId: text('member_id').primaryKey(),
+  level: doublePrecision('level').notNull().default(0),
+  drainedAt: doublePrecision('drained_at').notNull().default(0),
+});
+
+/**
+ * rate-limiter-flexible's table (RateLimiterPostgres, its own columns and upserts): the caps on
+ * unverified checks and installs shared by every process on PostgreSQL (src/db/rate-limiters.ts).
+ * Unused on SQLite, where one process keeps them in memory.
+ */
+export const rateLimits = pgTable('rate_limits', {
+  key: text('key').primaryKey(),
+  points: bigint('points', { mode: 'number' }).notNull().default(0),
+  expire: bigint('expire', { mode: 'number' }),
+});
+
 /** The request rate learned per Chat2Desk account (src/chat2desk/adaptive-rate.ts); written every few seconds at most. */
 export const c2dRates = pgTable('c2d_rates', {
   accountKey: text('account_key').primaryKey(),
   perMinute: doublePrecision('per_minute').notNull(),
   /** Chat2Desk's limit as estimated at its last refusal for load; null while it never refused. */
   limitPerMinute: doublePrecision('limit_per_minute'),
+  /**
+   * The account's shared pace on PostgreSQL (several processes, src/db/upstream-budgets.ts): the
+   * bucket's level and when it was last drained (ms, the database's clock), no request before
+   * `paused_until`, the last cut (`cut_at`), and the answers accepted in the current and the
+   * previous second (`accepted_second`) that estimate Chat2Desk's limit at a refusal. Unused on SQLite.
+   */
+  level: doublePrecision('level').notNull().default(0),
+  drainedAt: doublePrecision('drained_at').notNull().default(0),
+  pausedUntil: doublePrecision('paused_until').notNull().default(0),
+  cutAt: doublePrecision('cut_at').notNull().default(0),
+  acceptedSecond: bigint('accepted_second', { mode: 'number' }).notNull().default(0),
+  acceptedNow: bigint('accepted_now', { mode: 'number' }).notNull().default(0),
+  acceptedBefore: bigint('accepted_before', { mode: 'number' }).notNull().default(0),
   updatedAt: bigint('updated_at', { mode: 'number' }).notNull(),
 });
 

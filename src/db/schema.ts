@@ -23,6 +23,13 @@ export const portals = sqliteTable('portals', {
   uninstallCheckAt: integer('uninstall_check_at'),
   /** The pending ONAPPUNINSTALL asked to delete the app's data (`data[CLEAN]=1`): the wipe deletes the portal's jobs, cache and effects too. */
   uninstallClean: integer('uninstall_clean', { mode: 'boolean' }).notNull().default(false),
+  /**
+   * A token refresh in progress (PostgreSQL, several processes): which process holds the portal's
+   * refresh lease and until when (ms). Others wait for `token_generation` to change instead of
+   * sending the same refresh token again; a lease whose holder died runs out (src/db/portals.ts).
+   */
+  refreshOwner: text('refresh_owner'),
+  refreshUntil: integer('refresh_until'),
   chat2deskToken: text('chat2desk_token'),
   settings: text('settings').notNull().default('{}'),
   installedAt: integer('installed_at').notNull(),
@@ -244,12 +251,47 @@ export const effects = sqliteTable(
   (table) => [primaryKey({ columns: [table.memberId, table.effectKey] })],
 );
 
+/**
+ * A portal's Bitrix24 REST budget shared by every process on PostgreSQL: the leaky bucket's level
+ * and when it was last drained (ms, the database's clock), taken with one conditional update per
+ * call (src/db/upstream-budgets.ts). Unused on SQLite, where one process keeps it in memory.
+ */
+export const restBudgets = sqliteTable('rest_budgets', {
+  memberId: text('member_id').primaryKey(),
+  level: real('level').notNull().default(0),
+  drainedAt: real('drained_at').notNull().default(0),
+});
+
+/**
+ * rate-limiter-flexible's table (RateLimiterPostgres, its own columns and upserts): the caps on
+ * unverified checks and installs shared by every process on PostgreSQL (src/db/rate-limiters.ts).
+ * Unused on SQLite, where one process keeps them in memory.
+ */
+export const rateLimits = sqliteTable('rate_limits', {
+  key: text('key').primaryKey(),
+  points: integer('points').notNull().default(0),
+  expire: integer('expire'),
+});
+
 /** The request rate learned per Chat2Desk account (src/chat2desk/adaptive-rate.ts); written every few seconds at most. */
 export const c2dRates = sqliteTable('c2d_rates', {
   accountKey: text('account_key').primaryKey(),
   perMinute: real('per_minute').notNull(),
   /** Chat2Desk's limit as estimated at its last refusal for load; null while it never refused. */
   limitPerMinute: real('limit_per_minute'),
+  /**
+   * The account's shared pace on PostgreSQL (several processes, src/db/upstream-budgets.ts): the
+   * bucket's level and when it was last drained (ms, the database's clock), no request before
+   * `paused_until`, the last cut (`cut_at`), and the answers accepted in the current and the
+   * previous second (`accepted_second`) that estimate Chat2Desk's limit at a refusal. Unused on SQLite.
+   */
+  level: real('level').notNull().default(0),
+  drainedAt: real('drained_at').notNull().default(0),
+  pausedUntil: real('paused_until').notNull().default(0),
+  cutAt: real('cut_at').notNull().default(0),
+  acceptedSecond: integer('accepted_second').notNull().default(0),
+  acceptedNow: integer('accepted_now').notNull().default(0),
+  acceptedBefore: integer('accepted_before').notNull().default(0),
   updatedAt: integer('updated_at').notNull(),
 });
 

@@ -1,4 +1,5 @@
-import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
+import { type RateLimiterAbstract, RateLimiterRes } from 'rate-limiter-flexible';
+import { type Limiters, memoryLimiters } from '../db/rate-limiters.js';
 import type { Portal, PortalStore } from '../db/portals.js';
 import type { OpenChannelChat } from '../open-channels/crm-chat.js';
 import { PageAuthError } from '../pages/page-auth.js';
@@ -27,9 +28,12 @@ export interface TabSession {
  * again, since the record may have changed.
  */
 export class TabAuth {
-  readonly #renewals = new RateLimiterMemory({ keyPrefix: 'tab-renewals', points: RENEWALS_PER_USER_PER_MINUTE, duration: 60 });
+  readonly #renewals: RateLimiterAbstract;
 
-  constructor(private readonly deps: { portals: PortalStore; tokens: TabTokens; recordPhones: RecordPhones }) {}
+  /** `limiters`: where the renewal cap is counted (src/db/rate-limiters.ts); this process's memory by default. */
+  constructor(private readonly deps: { portals: PortalStore; tokens: TabTokens; recordPhones: RecordPhones; limiters?: Limiters }) {
+    this.#renewals = (deps.limiters ?? memoryLimiters())({ keyPrefix: 'tab-renewals', points: RENEWALS_PER_USER_PER_MINUTE, duration: 60 });
+  }
 
   async open(opening: { memberId: string; applicationToken: string; authId: string; placement: string; placementOptions: string }): Promise<TabSession> {
     if (!opening.memberId || !opening.applicationToken || !opening.authId) throw new PageAuthError('The tab request lacks member_id, APPLICATION_TOKEN or AUTH_ID', 400);

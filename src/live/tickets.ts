@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
+import { type RateLimiterAbstract, RateLimiterRes } from 'rate-limiter-flexible';
+import { type Limiters, memoryLimiters } from '../db/rate-limiters.js';
 import type { Clock } from '../clock.js';
 import type { LiveTicketStore } from '../db/live-tickets.js';
 import type { DialogViewer } from '../dialogs/scope.js';
@@ -42,12 +43,16 @@ export class LiveTicketRefusal extends Error {
  * the credential. Unused tickets are pruned with the other old rows (src/server.ts maintenance).
  */
 export class LiveTickets {
-  readonly #issued = new RateLimiterMemory({ keyPrefix: 'live-tickets', points: TICKETS_PER_USER_PER_MINUTE, duration: 60 });
+  readonly #issued: RateLimiterAbstract;
 
+  /** `limiters`: where the per-user cap is counted (src/db/rate-limiters.ts); this process's memory by default. */
   constructor(
     private readonly store: LiveTicketStore,
     private readonly clock: Clock,
-  ) {}
+    limiters: Limiters = memoryLimiters(),
+  ) {
+    this.#issued = limiters({ keyPrefix: 'live-tickets', points: TICKETS_PER_USER_PER_MINUTE, duration: 60 });
+  }
 
   async issue(grant: LiveGrant): Promise<{ ticket: string; expiresAt: number }> {
     try {

@@ -1,6 +1,7 @@
 import type { Context } from 'hono';
 import { createMiddleware } from 'hono/factory';
-import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
+import { type RateLimiterAbstract, RateLimiterRes } from 'rate-limiter-flexible';
+import { type Limiters, memoryLimiters } from '../db/rate-limiters.js';
 import type { Clock } from '../clock.js';
 import type { Portal, PortalStore } from '../db/portals.js';
 import { bitrix24Admin, type AdminVariables } from '../routes/bitrix24-admin.js';
@@ -42,6 +43,8 @@ export interface PageAuthDeps {
   settings: SettingsService;
   tokens: PageTokens;
   clock: Clock;
+  /** Where the renewal cap is counted (src/db/rate-limiters.ts); this process's memory by default. */
+  limiters?: Limiters;
 }
 
 /**
@@ -51,9 +54,11 @@ export interface PageAuthDeps {
  * REST endpoint with the posted AUTH_ID, says they are. The user's Bitrix24 token is not kept.
  */
 export class PageAuth {
-  readonly #renewals = new RateLimiterMemory({ keyPrefix: 'page-renewals', points: RENEWALS_PER_USER_PER_MINUTE, duration: 60 });
+  readonly #renewals: RateLimiterAbstract;
 
-  constructor(private readonly deps: PageAuthDeps) {}
+  constructor(private readonly deps: PageAuthDeps) {
+    this.#renewals = (deps.limiters ?? memoryLimiters())({ keyPrefix: 'page-renewals', points: RENEWALS_PER_USER_PER_MINUTE, duration: 60 });
+  }
 
   async open(opening: { memberId: string; applicationToken: string; authId: string }): Promise<PageSession> {
     if (!opening.memberId || !opening.applicationToken || !opening.authId) throw new PageAuthError('The page request lacks member_id, APPLICATION_TOKEN or AUTH_ID', 400);

@@ -1,0 +1,185 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { CallerChecksExhausted } from '../src/bitrix24/rest-client.js';
+import type { AccountGate, Chat2DeskApi } from '../src/chat2desk/client.js';
+import { loadConfig } from '../src/config.js';
+import { createLogger } from '../src/log.js';
+import { type RunningServer, startServer } from '../src/server.js';
+import { type FakeBitrix24, type FakeBitrix24Options, startFakeBitrix24 } from './fakes/bitrix24.js';
+import { type FakeChat2Desk, type FakeChat2DeskOptions, startFakeChat2Desk } from './fakes/chat2desk.js';
+import { emptyDatabase } from './support/databases.js';
+import { eventually, freePort, install, installAndConfigure, stackEnv } from './support/stack.js';
+
+/**
+ * Two server processes' worth of state (two startServer instances, each with its own pool, REST
+ * client, buckets and caps) on one PostgreSQL database, in front of the same fakes: what is
+ * coordinated per process on SQLite must hold across both here (docs/multi-process.md).
+ */
+interface TwoProcesses {
+  b24: FakeBitrix24;
+  c2d: FakeChat2Desk;
+  servers: [RunningServer, RunningServer];
+  close(): Promise<void>;
+}
+
+async function startTwo(options: { b24?: FakeBitrix24Options; c2d?: FakeChat2DeskOptions; env?: Record<string, string> } = {}): Promise<TwoProcesses> {
+  const database = await emptyDatabase();
+  const b24 = await startFakeBitrix24(options.b24);
+  const c2d = await startFakeChat2Desk(options.c2d);
+  const dir = mkdtempSync(join(tmpdir(), 'c2d-b24-coord-'));
+  const start = async () => {
+    const port = await freePort();
+    const config = loadConfig(stackEnv(b24, c2d, port, dir, { DATABASE_URL: database.url, LOG_LEVEL: 'silent', ...options.env }));
+    return startServer(config, createLogger('silent'), { hostname: '127.0.0.1' });
+  };
+  const servers: [RunningServer, RunningServer] = [await start(), await start()];
+  return {
+    b24,
+    c2d,
+    servers,
+    async close() {
+      await Promise.all(servers.map((server) => server.close().catch(() => undefined)));
+      await Promise.all([b24.close(), c2d.close()]);
+      await database.drop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+describe('upstream coordination across processes on PostgreSQL', () => {
+  let two: TwoProcesses;
+  afterEach(() => two.close());
+
+  it('refreshes once when 20 calls spread over two processes meet expired_token, and all 20 succeed', async () => {
+    two = await startTwo();
+    const [a, b] = two.servers;
+    await install({ b24: two.b24, c2d: two.c2d, server: a });
+    two.b24.resetCalls();
+    two.b24.expireAccessTokens();
+    // Every call reaches the portal with the expired token before any is answered.
+    const expired = two.b24.hold({ rest: 'user.current' }, 20);
+    const refresh = two.b24.hold({ oauth: 'oauth.token' });
+    const calls = Promise.allSettled(Array.from({ length: 20 }, (_, i) => (i % 2 === 0 ? a : b).rest.call(two.b24.memberId, 'user.current', {}, { idempotent: true })));
+    await expired.arrived;
+    expired.release();
+    await refresh.arrived;
+    // Both processes' callers have their expired_token answers and have decided what to do while
+    // the first refresh is held: without a shared lease the other process would send its own.
+    await eventually(() => two.b24.calls.filter((call) => call.method === 'user.current' && call.error === 'expired_token').length === 20, 10_000, '20 refusals');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    refresh.release();
+    const outcomes = await calls;
+    expect(outcomes.filter((outcome) => outcome.status === 'rejected')).toEqual([]);
+    expect(two.b24.oauthCalls.filter((call) => call.method === 'oauth.token')).toHaveLength(1);
+    expect(two.b24.calls.filter((call) => call.method === 'user.current' && call.status === 200)).toHaveLength(20);
+    expect((await a.portals.get(two.b24.memberId))?.status).toBe('active');
+  });
+
+  it('takes over the refresh lease of a process that died holding it once the lease runs out', async () => {
+    two = await startTwo();
+    const [a] = two.servers;
+    await install({ b24: two.b24, c2d: two.c2d, server: a });
+    two.b24.resetCalls();
+    two.b24.expireAccessTokens();
+    // A process that took the lease and died before refreshing: its lease runs out in 1.5 s.
+    if (a.database.kind !== 'postgres') throw new Error('the test runs on PostgreSQL');
+    await a.database.pool.query('update portals set refresh_owner = $1, refresh_until = $2 where member_id = $3', ['a dead process', Date.now() + 1_500, two.b24.memberId]);
+    const startedAt = Date.now();
+    await a.rest.call(two.b24.memberId, 'user.current', {}, { idempotent: true });
+    expect(Date.now() - startedAt).toBeGreaterThanOrEqual(1_400);
+    expect(two.b24.oauthCalls.filter((call) => call.method === 'oauth.token')).toHaveLength(1);
+    const [lease] = (await a.database.pool.query('select refresh_owner, refresh_until from portals where member_id = $1', [two.b24.memberId])).rows;
+    expect(lease).toEqual({ refresh_owner: null, refresh_until: null });
+  });
+
+  it("keeps two processes together within the portal's Bitrix24 budget: no QUERY_LIMIT_EXCEEDED", async () => {
+    // The portal's bucket (docs/protocols.md B4) at a small size, so that one process's own
+    // bucket would let through almost all of it and two together would overflow it.
+    two = await startTwo({ b24: { rateLimit: { drainPerSecond: 10, burst: 8 } }, env: { B24_RATE_PER_SECOND: '10', B24_RATE_BURST: '8' } });
+    const [a, b] = two.servers;
+    await install({ b24: two.b24, c2d: two.c2d, server: a });
+    await Promise.all([a.idle(), b.idle()]);
+    await new Promise((resolve) => setTimeout(resolve, 1_000)); // the install's calls drain away
+    two.b24.resetCalls();
+    const startedAt = Date.now();
+    const outcomes = await Promise.allSettled(Array.from({ length: 30 }, (_, i) => (i % 2 === 0 ? a : b).rest.call(two.b24.memberId, 'user.current', {}, { idempotent: true })));
+    const seconds = (Date.now() - startedAt) / 1000;
+    const refused = two.b24.calls.filter((call) => call.error === 'QUERY_LIMIT_EXCEEDED');
+    expect(refused).toHaveLength(0);
+    expect(outcomes.filter((outcome) => outcome.status === 'rejected')).toEqual([]);
+    // 30 calls through a bucket of 7 (one slot of headroom) draining 10/s take at least 2.3 s.
+    expect(seconds).toBeGreaterThanOrEqual(2.2);
+  });
+
+  it('caps unverified caller checks of a portal across both processes (RateLimiterPostgres)', async () => {
+    // A burst of 20 gives the callers' share max(3, 20 × 0.2) = 4 checks.
+    two = await startTwo({ env: { B24_RATE_BURST: '20' } });
+    const [a, b] = two.servers;
+    await install({ b24: two.b24, c2d: two.c2d, server: a });
+    const tries = await Promise.allSettled(
+      Array.from({ length: 10 }, (_, i) => (i % 2 === 0 ? a : b).rest.callAs(two.b24.memberId, two.b24.clientEndpoint, `bogus-${i}`, 'profile')),
+    );
+    const refusedHere = tries.filter((outcome) => outcome.status === 'rejected' && outcome.reason instanceof CallerChecksExhausted);
+    // The share used by the install's own check counts too: at most 4 reached the portal in all.
+    expect(10 - refusedHere.length).toBeLessThanOrEqual(4);
+    expect(refusedHere.length).toBeGreaterThanOrEqual(6);
+  });
+
+  /** The Chat2Desk API of the portal's account as one server process holds it (its own pace object). */
+  const apiOf = async (server: RunningServer) => (await server.directoryOf(two.b24.memberId))!.api;
+  const refusals = () => two.c2d.calls.filter((call) => call.status === 429);
+  /** The pace one process keeps for the account (the gate is the API object's, private to the client). */
+  const paceOf = (api: Chat2DeskApi) => (api as unknown as { gate: AccountGate }).gate.rate;
+
+  it("keeps two processes together within Chat2Desk's limit for one account: no 429", async () => {
+    // Told 10/s and no more; the fake allows 12 per second: one process alone never exceeds it, two
+    // at their own 10/s each would.
+    two = await startTwo({
+      c2d: { rateLimit: { requests: 12, perMs: 1_000 } },
+      env: { CHAT2DESK_REQUESTS_PER_MINUTE: '600', CHAT2DESK_MAX_REQUESTS_PER_MINUTE: '600' },
+    });
+    const [a, b] = two.servers;
+    await installAndConfigure({ b24: two.b24, c2d: two.c2d, server: a });
+    const [apiA, apiB] = await Promise.all([apiOf(a), apiOf(b)]);
+    await new Promise((resolve) => setTimeout(resolve, 1_100)); // the set-up's requests leave the fake's window
+    two.c2d.resetCalls();
+    const startedAt = Date.now();
+    await Promise.all(Array.from({ length: 40 }, (_, i) => (i % 2 === 0 ? apiA : apiB).apiInfo()));
+    const seconds = (Date.now() - startedAt) / 1000;
+    expect(refusals()).toHaveLength(0);
+    // 40 requests at 10/s in all (a twentieth of a second of burst) take at least 3.5 s.
+    expect(seconds).toBeGreaterThanOrEqual(3.5);
+  });
+
+  it('slows every process when one of them is refused for load (429): the learned rate is shared', async () => {
+    // Told 20/s; the fake allows 10 per second.
+    two = await startTwo({
+      c2d: { rateLimit: { requests: 10, perMs: 1_000 } },
+      env: { CHAT2DESK_REQUESTS_PER_MINUTE: '1200', CHAT2DESK_MAX_REQUESTS_PER_MINUTE: '1200' },
+    });
+    const [a, b] = two.servers;
+    await installAndConfigure({ b24: two.b24, c2d: two.c2d, server: a });
+    const [apiA, apiB] = await Promise.all([apiOf(a), apiOf(b)]);
+    await apiB.apiInfo(); // B's pace exists before A learns anything
+    await new Promise((resolve) => setTimeout(resolve, 1_100));
+    two.c2d.resetCalls();
+    // Only A meets the limit.
+    await Promise.all(Array.from({ length: 30 }, () => apiA.apiInfo()));
+    expect(refusals().length).toBeGreaterThan(0);
+    await new Promise((resolve) => setTimeout(resolve, 1_100));
+    two.c2d.resetCalls();
+    // B, which was never refused, takes the rate A learned with its next request: about 10/s instead of its own 20/s.
+    await apiB.apiInfo();
+    expect(refusals()).toHaveLength(0);
+    expect(paceOf(apiB).perMinute).toBeLessThanOrEqual(11 * 60);
+    const startedAt = Date.now();
+    await Promise.all(Array.from({ length: 20 }, () => apiB.apiInfo()));
+    const seconds = (Date.now() - startedAt) / 1000;
+    expect(paceOf(apiB).perMinute).toBeLessThanOrEqual(11 * 60);
+    expect(seconds).toBeGreaterThanOrEqual(1.7);
+    // At the learned limit a refusal now and then is how the rate keeps probing (src/chat2desk/adaptive-rate.ts).
+    expect(refusals().length).toBeLessThanOrEqual(1);
+  });
+});
