@@ -2,6 +2,7 @@ import { type SQL, sql, type SQLWrapper } from 'drizzle-orm';
 import type { BetterSQLite3Database } from 'drizzle-orm/better-sqlite3';
 import { ExecuteResultSync } from 'drizzle-orm/sqlite-core';
 import type { NodePgDatabase } from 'drizzle-orm/node-postgres';
+import type pg from 'pg';
 import type { Db } from './database.js';
 
 /**
@@ -52,6 +53,13 @@ export interface Dialect {
   run(statement: { run(params?: Record<string, unknown>): unknown }, params?: Record<string, unknown>): Promise<number>;
   /** A statement drizzle cannot build (see src/db/jobs.ts BOUNDED_INSERT), run on the database or in a transaction body: its rows. */
   rows<T>(on: Db | Tx, query: SQL): PromiseLike<T[]>;
+  /**
+   * PostgreSQL only: a hand-written statement with `$n` parameters, kept prepared by name on each
+   * connection (parsed and planned once), in a transaction body. The robot call's insert (src/db/jobs.ts):
+   * building it through drizzle and having PostgreSQL parse it per call was most of an
+   * acknowledgement's cost beyond SQLite's.
+   */
+  namedRows<T>(on: Tx, name: string, text: string, values: unknown[]): PromiseLike<T[]>;
   /** `column in (…)` for a list passed as one JSON parameter, so one prepared statement fits any list. */
   inJsonList(column: SQLWrapper, list: SQLWrapper, type: 'integer' | 'text'): SQL;
   /** The smaller of two values (SQLite's two-argument `min`, PostgreSQL's `least`). */
@@ -111,6 +119,9 @@ export function sqliteDialect(db: BetterSQLite3Database<Record<string, unknown>>
     async run(statement, params) {
       return changes(statement.run(params));
     },
+    namedRows() {
+      throw new Error('named statements are PostgreSQL only');
+    },
     rows<T>(on: Db | Tx, query: SQL) {
       // Run by the transaction runner (`sync`), or when awaited: drizzle's own deferred SQLite result.
       return new ExecuteResultSync(() => (on as Db).all(query) as T[]);
@@ -160,6 +171,11 @@ export function postgresDialect(db: NodePgDatabase<Record<string, unknown>>): Di
     },
     rows<T>(on: Db | Tx, query: SQL) {
       return (on as unknown as NodePgDatabase).execute(query).then((result) => result.rows as T[]);
+    },
+    namedRows<T>(on: Tx, name: string, text: string, values: unknown[]) {
+      // drizzle's node-postgres transaction runs on one pooled connection, its session's client.
+      const client = (on as unknown as { session: { client: pg.PoolClient } }).session.client;
+      return client.query({ name, text, values }).then((result) => result.rows as T[]);
     },
     inJsonList: (column, list, type) => sql`${column} in (select value::${sql.raw(type === 'integer' ? 'bigint' : 'text')} from jsonb_array_elements_text(${list}::jsonb))`,
     least: (a, b) => sql`least(${a}, ${b})`,

@@ -184,6 +184,21 @@ const PLAIN_INSERT = `${INSERT_SELECT}
   on conflict do nothing
   returning id`;
 
+/** A `@name` statement in PostgreSQL's `$n` form, once, and the names in parameter order. */
+function positional(text: string): { text: string; names: string[] } {
+  const names: string[] = [];
+  const converted = text.replace(/@(\w+)/g, (_, name: string) => {
+    if (!names.includes(name)) names.push(name);
+    return `$${names.indexOf(name) + 1}`;
+  });
+  return { text: converted, names };
+}
+/** The robot call's inserts as PostgreSQL keeps them prepared by name (Dialect.namedRows). */
+const NAMED_INSERTS = {
+  bounded: { name: 'c2d_jobs_bounded_insert', ...positional(BOUNDED_INSERT) },
+  plain: { name: 'c2d_jobs_plain_insert', ...positional(PLAIN_INSERT) },
+};
+
 /** A statement written with `@name` parameters, as drizzle SQL with these values bound. */
 function withNamedParameters(text: string, values: Record<string, unknown>): SQL {
   const query = sql.empty();
@@ -409,7 +424,7 @@ export class JobStore {
    * process's batch on a shared dedup key), each job is stored alone, with its own answer.
    */
   async #storeBatch(batch: PendingJob[]): Promise<void> {
-    if (batch.length === 1) {
+    if (batch.length === 1 && batch[0]!.limits.maxConfirming === undefined) {
       const [item] = batch as [PendingJob];
       await this.#storeOne(item).then(item.resolve, item.reject);
       return;
@@ -423,8 +438,16 @@ export class JobStore {
         const rows: Array<Pick<JobRow, 'id'> | undefined> = [];
         for (const { input, limits, now } of batch) {
           const bound = limits.maxConfirming;
-          const statement = withNamedParameters(bound === undefined ? PLAIN_INSERT : BOUNDED_INSERT, { ...rowValues(input, now), bound });
-          const [row] = yield* exec(dialect.rows<Pick<JobRow, 'id'>>(tx, statement));
+          const insert = bound === undefined ? NAMED_INSERTS.plain : NAMED_INSERTS.bounded;
+          const values: Record<string, unknown> = { ...rowValues(input, now), bound };
+          const [row] = yield* exec(
+            dialect.namedRows<Pick<JobRow, 'id'>>(
+              tx,
+              insert.name,
+              insert.text,
+              insert.names.map((name) => values[name] ?? null),
+            ),
+          );
           rows.push(row);
         }
         return rows;
