@@ -22,9 +22,7 @@ try {
 }
 log.info({ url: server.url, publicUrl: config.publicUrl, database: config.postgresUrl ? 'postgres' : config.databaseFile }, 'chat2desk-bitrix24 is listening');
 if (config.postgresUrl) {
-  log.warn(
-    'PostgreSQL: this is the only server process on this database (a second one is refused). Running several processes comes with the next slice of issue 11: see docs/multi-process.md',
-  );
+  log.info('PostgreSQL: other server processes may share this database (README "Running several processes")');
 }
 for (const gap of productionGaps()) log.warn(`not ready for production: ${gap}`);
 

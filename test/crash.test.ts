@@ -53,8 +53,7 @@ describe('a real server process', () => {
     await eventually(() => healthy(`http://127.0.0.1:${port}`), 20_000, 'server up');
     expect(await (await fetch(`http://127.0.0.1:${port}/healthz`)).json()).toMatchObject({ status: 'ok', databaseKind: 'postgres' });
     const printed = child.output.join('');
-    expect(printed).toContain('PostgreSQL: this is the only server process on this database (a second one is refused)');
-    expect(printed).toContain('Running several processes comes with the next slice of issue 11');
+    expect(printed).toContain('PostgreSQL: other server processes may share this database');
   });
 
   it('refuses to start on a bad variable and names it', async () => {

@@ -94,17 +94,14 @@ export function openDatabase(file: string): SqliteHandle {
  * held while migrations run, so that processes starting together apply them once, one after another.
  */
 const MIGRATION_LOCK = 0x63326462_3234n;
-/** Held for a server process's life while one process per PostgreSQL database is all we support (docs/multi-process.md). */
-const ONE_PROCESS_LOCK = 0x63326462_3235n;
 
 /**
  * Connects to PostgreSQL and applies its committed migrations (src/db/migrations-pg) under an
- * advisory lock. Many processes may share the database; what each of them still does alone is
- * listed in docs/multi-process.md.
+ * advisory lock. Many processes may share the database (docs/multi-process.md).
  */
 export async function openPostgres(
   url: string,
-  options: { maxConnections?: number; oneProcess?: boolean; onConnectionError?: (error: Error) => void } = {},
+  options: { maxConnections?: number; onConnectionError?: (error: Error) => void } = {},
 ): Promise<PostgresHandle> {
   // bigint columns (ids, ms timestamps) and counts come back as numbers, as SQLite's integers do:
   // every value we store is below 2^53 (a ms timestamp is below 2^42). Set on node-postgres's
@@ -115,18 +112,7 @@ export async function openPostgres(
   // An idle connection the server dropped (a restart, a failover) is discarded by the pool and
   // replaced on the next query; without a listener its error would stop the process.
   pool.on('error', (error) => options.onConnectionError?.(error));
-  // `oneProcess`: a connection kept for the process's life, holding ONE_PROCESS_LOCK.
-  let holder: pg.PoolClient | undefined;
   try {
-    if (options.oneProcess) {
-      holder = await pool.connect();
-      const { rows } = await holder.query<{ held: boolean }>('select pg_try_advisory_lock($1) as held', [ONE_PROCESS_LOCK.toString()]);
-      if (!rows[0]?.held) {
-        throw new Error(
-          'Another server process is using this PostgreSQL database; run one server process per database until running several comes (the next slice of issue 11, docs/multi-process.md)',
-        );
-      }
-    }
     const client = await pool.connect();
     try {
       await client.query('select pg_advisory_lock($1)', [MIGRATION_LOCK.toString()]);
@@ -139,7 +125,6 @@ export async function openPostgres(
       client.release();
     }
   } catch (error) {
-    holder?.release();
     await pool.end();
     throw error;
   }
@@ -154,9 +139,6 @@ export async function openPostgres(
     // Closing twice is harmless, as better-sqlite3's close is.
     close: async () => {
       if (pool.ended) return;
-      // Released with its session: the lock goes with it.
-      holder?.release(true);
-      holder = undefined;
       await pool.end();
     },
   };
