@@ -5,11 +5,15 @@ import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { startFakeBitrix24, type FakeBitrix24, type FakeBitrix24Options } from '../fakes/bitrix24.js';
 import { startFakeChat2Desk, type FakeChat2Desk } from '../fakes/chat2desk.js';
-import { eventually, freePort, stackEnv } from './stack.js';
+import Database from 'better-sqlite3';
+import pg from 'pg';
+import type { DatabaseReader } from './databases.js';
+import { eventually, freePort, stackDatabase, stackEnv, type StackDatabase } from './stack.js';
 
 /**
- * Our server as a child process on a SQLite file, for tests that kill it with SIGKILL (kill -9)
- * and start it again on the same file; the fakes run in the test's own process.
+ * Our server as a child process on the run's database (a SQLite file, or a database of its own on the
+ * run's PostgreSQL), for tests that kill it with SIGKILL (kill -9)
+ * and start it again on the same database; the fakes run in the test's own process.
  */
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
@@ -56,7 +60,12 @@ export interface ChildStack {
   b24: FakeBitrix24;
   c2d: FakeChat2Desk;
   server: { url: string };
-  databaseFile: string;
+  database: StackDatabase;
+  /**
+   * The server's database by hand. On SQLite only while the server is down (the file is held by
+   * one process): each statement opens the file and closes it again.
+   */
+  db: DatabaseReader;
   child: Child;
   /** kill -9 the server. */
   kill(): Promise<void>;
@@ -70,13 +79,16 @@ export async function startChildStack(options: { env?: Record<string, string>; b
   const c2d = await startFakeChat2Desk();
   const dir = mkdtempSync(join(tmpdir(), 'c2d-b24-child-'));
   const port = await freePort();
-  const env = stackEnv(b24, c2d, port, dir, { LOG_LEVEL: 'info', ...options.env });
+  const database = await stackDatabase(dir);
+  const env = stackEnv(b24, c2d, port, dir, { LOG_LEVEL: 'info', DATABASE_URL: database.url, ...options.env });
   const url = `http://127.0.0.1:${port}`;
+  const reader = childReader(database, join(dir, 'app.db'));
   const stack: ChildStack = {
     b24,
     c2d,
     server: { url },
-    databaseFile: join(dir, 'app.db'),
+    database,
+    db: reader,
     child: startChild(env),
     kill: () => killHard(stack.child),
     async restart() {
@@ -86,7 +98,8 @@ export async function startChildStack(options: { env?: Record<string, string>; b
     },
     async close() {
       await killHard(stack.child);
-      await Promise.all([b24.close(), c2d.close()]);
+      await reader.close();
+      await Promise.all([b24.close(), c2d.close(), database.drop()]);
       rmSync(dir, { recursive: true, force: true });
     },
   };
@@ -97,4 +110,43 @@ export async function startChildStack(options: { env?: Record<string, string>; b
     throw error;
   }
   return stack;
+}
+
+function childReader(database: StackDatabase, file: string): DatabaseReader & { close(): Promise<void> } {
+  if (database.kind === 'sqlite') {
+    const rows = async <T>(query: string, ...params: unknown[]): Promise<T[]> => {
+      const sqlite = new Database(file);
+      try {
+        const statement = sqlite.prepare(query);
+        if (statement.reader) return statement.all(...params) as T[];
+        statement.run(...params);
+        return [];
+      } finally {
+        sqlite.close();
+      }
+    };
+    return {
+      rows,
+      row: async (query, ...params) => (await rows(query, ...params))[0] as never,
+      run: async (query, ...params) => void (await rows(query, ...params)),
+      close: async () => undefined,
+    };
+  }
+  let pool: pg.Pool | undefined;
+  const rows = async <T>(query: string, ...params: unknown[]): Promise<T[]> => {
+    pool ??= new pg.Pool({ connectionString: database.url, max: 1 });
+    let n = 0;
+    return (
+      await pool.query(
+        query.replace(/\?/g, () => `$${++n}`),
+        params,
+      )
+    ).rows as T[];
+  };
+  return {
+    rows,
+    row: async (query, ...params) => (await rows(query, ...params))[0] as never,
+    run: async (query, ...params) => void (await rows(query, ...params)),
+    close: async () => void (await pool?.end()),
+  };
 }

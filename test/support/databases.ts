@@ -5,9 +5,54 @@ import pg from 'pg';
 import { inject } from 'vitest';
 import { type DatabaseHandle, openDatabase, openPostgres } from '../../src/db/database.js';
 
-/** The databases store-level tests run on: each such suite runs once per kind (`describe.each(DATABASE_KINDS)`). */
-export const DATABASE_KINDS = ['sqlite', 'postgres'] as const;
-export type DatabaseKind = (typeof DATABASE_KINDS)[number];
+export type DatabaseKind = 'sqlite' | 'postgres';
+
+// Counts and bigint columns read by hand come back as numbers, as the app's own reads do (src/db/database.ts).
+pg.types.setTypeParser(pg.types.builtins.INT8, Number);
+
+/**
+ * The database this test run is on: vitest.config.ts runs the whole suite once per database, as the
+ * projects `sqlite` and `postgres`, each setting TEST_DATABASE.
+ */
+export const TEST_DATABASE: DatabaseKind = process.env.TEST_DATABASE === 'postgres' ? 'postgres' : 'sqlite';
+
+/** The databases store-level suites run on in this run (`describe.each(DATABASE_KINDS)`): the project's one. */
+export const DATABASE_KINDS: readonly DatabaseKind[] = [TEST_DATABASE];
+
+/** Reads and writes by hand, on either database, for tests that look at (or tamper with) stored rows. */
+export interface DatabaseReader {
+  /** A statement with `?` parameters: its rows (none for a statement that returns none). */
+  rows<T = Record<string, unknown>>(query: string, ...params: unknown[]): Promise<T[]>;
+  /** The first row, or undefined. */
+  row<T = Record<string, unknown>>(query: string, ...params: unknown[]): Promise<T | undefined>;
+  /** A statement run for its effect. */
+  run(query: string, ...params: unknown[]): Promise<void>;
+}
+
+/** A reader on an open database: `?` parameters become `$1, $2…` on PostgreSQL. */
+export function databaseReader(handle: DatabaseHandle): DatabaseReader {
+  const rows = async <T>(query: string, ...params: unknown[]): Promise<T[]> => {
+    if (handle.kind === 'sqlite') {
+      const statement = handle.sqlite.prepare(query);
+      if (statement.reader) return statement.all(...params) as T[];
+      statement.run(...params);
+      return [];
+    }
+    let n = 0;
+    const result = await handle.pool.query(
+      query.replace(/\?/g, () => `$${++n}`),
+      params,
+    );
+    return (result.rows ?? []) as T[];
+  };
+  return {
+    rows,
+    row: async <T>(query: string, ...params: unknown[]) => (await rows<T>(query, ...params))[0],
+    run: async (query: string, ...params: unknown[]) => {
+      await rows(query, ...params);
+    },
+  };
+}
 
 /** A fresh, migrated database of one kind, with a way to read its rows by hand. */
 export interface TestDatabase {
@@ -33,7 +78,18 @@ export async function emptyDatabase(): Promise<{ url: string; drop(): Promise<vo
   return {
     url: url.toString(),
     async drop() {
-      await admin.query(`drop database if exists ${name} with (force)`);
+      // Without force first: connections still closing (a pool's end, a killed child's socket) are
+      // let go on their own; forced, they would be told "terminating connection" as an error.
+      for (let attempt = 0; ; attempt++) {
+        try {
+          await admin.query(`drop database if exists ${name}${attempt < 40 ? '' : ' with (force)'}`);
+          break;
+        } catch (error) {
+          // 55006: the database is still being accessed by other users.
+          if ((error as { code?: string }).code !== '55006') throw error;
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+      }
       await admin.end();
     },
   };
@@ -49,12 +105,7 @@ export async function openTestDatabase(kind: DatabaseKind): Promise<TestDatabase
     const handle = openDatabase(join(dir, 'app.db'));
     return {
       handle,
-      async rows<T>(query: string, ...params: unknown[]) {
-        const statement = handle.sqlite.prepare(query);
-        if (statement.reader) return statement.all(...params) as T[];
-        statement.run(...params);
-        return [];
-      },
+      rows: databaseReader(handle).rows,
       openAnother: () => Promise.reject(new Error('a SQLite file is held by one process (locking_mode EXCLUSIVE)')),
       async close() {
         await handle.close();
@@ -72,14 +123,7 @@ export async function openTestDatabase(kind: DatabaseKind): Promise<TestDatabase
   const handle = await open();
   return {
     handle,
-    async rows<T>(query: string, ...params: unknown[]) {
-      let n = 0;
-      const { rows } = await (handle.kind === 'postgres' ? handle.pool : undefined)!.query(
-        query.replace(/\?/g, () => `$${++n}`),
-        params,
-      );
-      return rows as T[];
-    },
+    rows: databaseReader(handle).rows,
     openAnother: open,
     async close() {
       await Promise.all(handles.map((opened) => opened.close()));
