@@ -33,8 +33,7 @@ describe('closed episodes in a flood', () => {
 
   const triggersFired = () => stack.b24.calls.filter((call) => call.method === 'crm.automation.trigger.execute' && call.status === 200).length;
 
-  const count = async (state: string) =>
-    ((await stack.db.row('select (await count(*)) as n from jobs where kind = ? and state = ?', CLOSE_EPISODE_KIND, state)) as { n: number }).n;
+  const count = async (state: string) => ((await stack.db.row('select count(*) as n from jobs where kind = ? and state = ?', CLOSE_EPISODE_KIND, state)) as { n: number }).n;
 
   /** `n` clients with an open dialog each, every other one already a contact in the CRM; their dialogs closed in Chat2Desk. */
   function closedEpisodes(n: number) {

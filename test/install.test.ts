@@ -147,7 +147,7 @@ describe('install and lifecycle', () => {
     expect((await postForm(`${stack.server.url}/bitrix24/events`, stack.b24.uninstallEventBody())).status).toBe(200);
     await stack.server.idle();
     expect(stack.c2d.account().webhooks).toHaveLength(0);
-    expect(await stack.db.row('select (await count(*)) as n from c2d_webhooks')).toEqual({ n: 0 });
+    expect(await stack.db.row('select count(*) as n from c2d_webhooks')).toEqual({ n: 0 });
   });
 
   it('re-registers robots when Bitrix24 reports an app update', async () => {
