@@ -7,7 +7,7 @@ import { startFakeBitrix24, type FakeBitrix24, type FakeBitrix24Options } from '
 import { startFakeChat2Desk, type FakeChat2Desk } from '../fakes/chat2desk.js';
 import Database from 'better-sqlite3';
 import pg from 'pg';
-import type { DatabaseReader } from './databases.js';
+import { type DatabaseReader, postgresRows } from './databases.js';
 import { eventually, freePort, stackDatabase, stackEnv, type StackDatabase } from './stack.js';
 
 /**
@@ -135,13 +135,7 @@ function childReader(database: StackDatabase, file: string): DatabaseReader & { 
   let pool: pg.Pool | undefined;
   const rows = async <T>(query: string, ...params: unknown[]): Promise<T[]> => {
     pool ??= new pg.Pool({ connectionString: database.url, max: 1 });
-    let n = 0;
-    return (
-      await pool.query(
-        query.replace(/\?/g, () => `$${++n}`),
-        params,
-      )
-    ).rows as T[];
+    return postgresRows<T>(pool, query, params);
   };
   return {
     rows,

@@ -29,6 +29,16 @@ export interface DatabaseReader {
   run(query: string, ...params: unknown[]): Promise<void>;
 }
 
+/**
+ * A statement written for SQLite, on PostgreSQL: `?` parameters become `$1, $2…`, and a camelCase
+ * alias (`as lineId`) is quoted, as PostgreSQL would fold it to lower case.
+ */
+export async function postgresRows<T>(pool: pg.Pool, query: string, params: unknown[]): Promise<T[]> {
+  let n = 0;
+  const text = query.replace(/\?/g, () => `$${++n}`).replace(/\bas ([a-z]+[A-Z]\w*)/g, 'as "$1"');
+  return ((await pool.query(text, params)).rows ?? []) as T[];
+}
+
 /** A reader on an open database: `?` parameters become `$1, $2…` on PostgreSQL. */
 export function databaseReader(handle: DatabaseHandle): DatabaseReader {
   const rows = async <T>(query: string, ...params: unknown[]): Promise<T[]> => {
@@ -38,12 +48,7 @@ export function databaseReader(handle: DatabaseHandle): DatabaseReader {
       statement.run(...params);
       return [];
     }
-    let n = 0;
-    const result = await handle.pool.query(
-      query.replace(/\?/g, () => `$${++n}`),
-      params,
-    );
-    return (result.rows ?? []) as T[];
+    return postgresRows<T>(handle.pool, query, params);
   };
   return {
     rows,
