@@ -205,7 +205,7 @@ describe('an uninstall the portal cannot confirm yet', () => {
   afterEach(() => stack.close());
 
   /** Points our REST calls at a closed port: the portal cannot be reached (network failure). */
-  async function cutThePortalOff(): Promise<() => void> {
+  async function cutThePortalOff(): Promise<() => Promise<void>> {
     const { client_endpoint: endpoint } = (await portalRow(stack)) as { client_endpoint: string };
     await stack.db.run('update portals set client_endpoint = ?', 'http://127.0.0.1:9/rest/');
     return async () => await stack.db.run('update portals set client_endpoint = ?', endpoint);
@@ -218,7 +218,7 @@ describe('an uninstall the portal cannot confirm yet', () => {
     expect(await portalRow(stack)).toMatchObject({ status: 'active', chat2desk_token: expect.any(String) });
     expect((await portalRow(stack)).uninstall_requested_at).not.toBeNull();
 
-    reconnect();
+    await reconnect();
     await stack.restart();
     await stack.server.idle(); // the first pass after a start asks about every pending uninstall
     expect(await portalRow(stack)).toMatchObject({ status: 'uninstalled', access_token: null, refresh_token: null, chat2desk_token: null, uninstall_requested_at: null });
@@ -233,7 +233,7 @@ describe('an uninstall the portal cannot confirm yet', () => {
     const pending = await portalRow(stack);
     expect(pending.uninstall_check_at).toBeGreaterThan(clock.now());
 
-    reconnect();
+    await reconnect();
     // Asked again when the check falls due by the clock, without a restart.
     clock.advance((pending.uninstall_check_at as number) - clock.now());
     await eventually(async () => (await portalRow(stack)).uninstall_requested_at === null, 5_000, 'uninstall dropped');
