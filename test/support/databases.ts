@@ -72,12 +72,13 @@ export interface TestDatabase {
 let created = 0;
 
 /** A new, empty database on the test run's PostgreSQL (nothing migrated): its URL, and a way to drop it. */
-export async function emptyDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
+export async function emptyDatabase(options: { createWith?: string } = {}): Promise<{ url: string; drop(): Promise<void> }> {
   const server = inject('postgresUrl');
   const name = `test_${process.pid}_${++created}_${Math.random().toString(36).slice(2, 8)}`;
   const admin = new pg.Client({ connectionString: server });
   await admin.connect();
-  await admin.query(`create database ${name}`);
+  // `createWith`: CREATE DATABASE options, e.g. another collation than the server's.
+  await admin.query(`create database ${name}${options.createWith ? ` ${options.createWith}` : ''}`);
   const url = new URL(server);
   url.pathname = `/${name}`;
   return {
@@ -104,7 +105,7 @@ export async function emptyDatabase(): Promise<{ url: string; drop(): Promise<vo
  * A new SQLite file in a temporary directory, or a new database on the test run's PostgreSQL
  * (test/support/postgres.global.ts), dropped again by `close`.
  */
-export async function openTestDatabase(kind: DatabaseKind): Promise<TestDatabase> {
+export async function openTestDatabase(kind: DatabaseKind, options: { createWith?: string } = {}): Promise<TestDatabase> {
   if (kind === 'sqlite') {
     const dir = mkdtempSync(join(tmpdir(), 'c2d-b24-db-'));
     const handle = openDatabase(join(dir, 'app.db'));
@@ -118,7 +119,7 @@ export async function openTestDatabase(kind: DatabaseKind): Promise<TestDatabase
       },
     };
   }
-  const database = await emptyDatabase();
+  const database = await emptyDatabase(options);
   const handles: DatabaseHandle[] = [];
   const open = async () => {
     const opened = await openPostgres(database.url, { maxConnections: 4 });
