@@ -199,7 +199,7 @@ describe('opening the installed app', () => {
         episodeRecords: await count('select count(*) as n from episode_records where member_id = ?'),
         uploadedFiles: await count('select count(*) as n from uploaded_files where member_id = ?'),
         openLines: await count('select count(*) as n from open_lines where member_id = ?'),
-        cachedClients: await count('select count(*) as n from c2d_clients where ? is not null'),
+        cachedClients: await count('select count(*) as n from c2d_clients where cast(? as text) is not null'),
         settings: ((await stack.db.row('select settings from portals where member_id = ?', stack.b24.memberId)) as { settings: string }).settings,
       };
     };
