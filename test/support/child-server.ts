@@ -69,7 +69,10 @@ export interface ChildStack {
   child: Child;
   /** kill -9 the server. */
   kill(): Promise<void>;
-  /** kill -9 if still running, then start it again on the same database file and wait until it is healthy. */
+  /**
+   * kill -9 if still running, then start it again on the same database and wait until it is
+   * healthy (on PostgreSQL with the killed process's job leases run out).
+   */
   restart(): Promise<void>;
   close(): Promise<void>;
 }
@@ -93,6 +96,10 @@ export async function startChildStack(options: { env?: Record<string, string>; b
     kill: () => killHard(stack.child),
     async restart() {
       await killHard(stack.child);
+      // On PostgreSQL a starting process takes up only the running jobs whose lease ran out: a live
+      // lease may be another process's (src/jobs/worker.ts). The killed process's leases would run
+      // out after LEASE_MS (src/jobs/dispatcher.ts); moved, rather than waited out.
+      if (database.kind === 'postgres') await reader.run("update jobs set lease_until = ? where state = 'running'", Date.now() - 1);
       stack.child = startChild(env);
       await eventually(() => healthy(url), 20_000, 'server back');
     },
