@@ -14,6 +14,10 @@ import type { ChildCommand, ChildReport, ChildReply } from './server-child.js';
 
 export interface ServerChild {
   url: string;
+  /** The child's process id (its CPU time is also in /proc/<pid>/stat). */
+  pid: number;
+  /** `kill -9`: the child dies mid-work, as a crashed machine would, leaving its leases behind. */
+  kill(): void;
   command(type: Exclude<ChildCommand['type'], 'report'>): Promise<void>;
   /** What the child measured since its last `measure`: its CPU time, heap, Bitrix24 requests, stored jobs. */
   report(): Promise<ChildReport>;
@@ -41,6 +45,10 @@ export async function startChild(mode: 'ours' | 'bare', env: Record<string, stri
   if (ready.type !== 'ready') throw new Error(`the ${mode} server child did not start`);
   return {
     url: ready.url,
+    pid: child.pid ?? 0,
+    kill() {
+      child.kill('SIGKILL');
+    },
     async command(type) {
       const answered = type === 'close' ? new Promise((resolve) => child.once('exit', resolve)) : next();
       child.send({ type });
@@ -79,6 +87,10 @@ export async function startChildStack(options: { b24?: FakeBitrix24Options; c2d?
     c2d,
     server: {
       ...server,
+      kill() {
+        running = false;
+        server.kill();
+      },
       async command(type) {
         if (type === 'close') running = false;
         await server.command(type);
@@ -104,14 +116,13 @@ export async function startChildStack(options: { b24?: FakeBitrix24Options; c2d?
 export const STANDARD_LIMITS = { c2d: { requests: 100, perMs: 1_000 }, b24: { drainPerSecond: 2, burst: 50 } } as const;
 
 /**
- * A child stack behind fakes at STANDARD_LIMITS, the server told Bitrix24's plan and 94% of
- * Chat2Desk's limit as its known rate (the episodes and Open Channels benchmarks).
+ * The options of a stack behind fakes at STANDARD_LIMITS, the server told Bitrix24's plan and 94% of
+ * Chat2Desk's limit as its known rate.
  */
-export function startLimitedChildStack(label: string): Promise<ChildStack> {
+export function limitedStackOptions(): { b24: FakeBitrix24Options; c2d: FakeChat2DeskOptions; env: Record<string, string> } {
   const { c2d, b24 } = STANDARD_LIMITS;
   const knownRatePerMinute = Math.floor((c2d.requests * 60_000 * 0.94) / c2d.perMs);
-  return startChildStack({
-    label,
+  return {
     b24: { rateLimit: b24 },
     c2d: { rateLimit: c2d },
     env: {
@@ -122,5 +133,78 @@ export function startLimitedChildStack(label: string): Promise<ChildStack> {
       CHAT2DESK_MAX_REQUESTS_PER_MINUTE: String(knownRatePerMinute),
       CHAT2DESK_CONCURRENCY: '8',
     },
-  });
+  };
+}
+
+/** A child stack behind fakes at STANDARD_LIMITS (the episodes and Open Channels benchmarks). */
+export function startLimitedChildStack(label: string): Promise<ChildStack> {
+  return startChildStack({ label, ...limitedStackOptions() });
+}
+
+/**
+ * Several server children on one database, as behind a load balancer (the load generator spreads
+ * requests over `urls` itself), both fakes in this process, the portal installed and Chat2Desk
+ * connected through the first. Without `databaseUrl`, one child on a SQLite file.
+ */
+export interface ClusterStack {
+  b24: FakeBitrix24;
+  c2d: FakeChat2Desk;
+  servers: ServerChild[];
+  urls: string[];
+  /** Stops the children still running (not those killed) and the fakes, and removes the data directory. */
+  close(): Promise<void>;
+}
+
+export async function startClusterStack(options: {
+  processes: number;
+  databaseUrl?: string;
+  b24?: FakeBitrix24Options;
+  c2d?: FakeChat2DeskOptions;
+  env: Record<string, string>;
+  label: string;
+}): Promise<ClusterStack> {
+  if (options.databaseUrl === undefined && options.processes !== 1) throw new Error('a SQLite file is held by one process');
+  const dir = mkdtempSync(join(tmpdir(), 'c2d-b24-bench-'));
+  const b24 = await startFakeBitrix24(options.b24);
+  const c2d = await startFakeChat2Desk(options.c2d);
+  const ports = await Promise.all(Array.from({ length: options.processes }, () => freePort()));
+  const servers: ServerChild[] = [];
+  const alive = new Set<ServerChild>();
+  const stack: ClusterStack = {
+    b24,
+    c2d,
+    servers,
+    urls: [],
+    async close() {
+      await Promise.all([...alive].map((server) => server.command('close')));
+      await Promise.all([b24.close(), c2d.close()]);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  try {
+    for (const [i, port] of ports.entries()) {
+      const env = stackEnv(b24, c2d, port, dir, {
+        ...options.env,
+        // Every process answers for the one public address (the load balancer's).
+        PUBLIC_URL: `http://127.0.0.1:${ports[0]}`,
+        ...(options.databaseUrl ? { DATABASE_URL: options.databaseUrl } : {}),
+      });
+      const server = await startChild('ours', env, `${options.label}-${i + 1}`);
+      alive.add(server);
+      servers.push({
+        ...server,
+        kill() {
+          alive.delete(server);
+          server.kill();
+        },
+      });
+      stack.urls.push(server.url);
+    }
+    const idle = () => Promise.all(servers.map((server) => server.command('idle'))).then(() => undefined);
+    await installAndConfigure({ b24, c2d, server: { url: stack.urls[0]!, idle } });
+  } catch (error) {
+    await stack.close();
+    throw error;
+  }
+  return stack;
 }

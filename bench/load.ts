@@ -9,8 +9,12 @@ export interface LoadResult {
   statuses: Record<number, number>;
 }
 
-/** Posts every body once, `concurrency` at a time, over kept-alive loopback connections. */
-export async function postAll(url: string, bodies: string[], concurrency: number): Promise<LoadResult> {
+/**
+ * Posts every body once, `concurrency` at a time, over kept-alive loopback connections; given several
+ * URLs (server processes behind a load balancer), the bodies go to them in turn.
+ */
+export async function postAll(url: string | string[], bodies: string[], concurrency: number): Promise<LoadResult> {
+  const urls = typeof url === 'string' ? [url] : url;
   const latencies: number[] = [];
   const statuses: Record<number, number> = {};
   let next = 0;
@@ -18,9 +22,10 @@ export async function postAll(url: string, bodies: string[], concurrency: number
   await Promise.all(
     Array.from({ length: concurrency }, async () => {
       while (next < bodies.length) {
-        const body = bodies[next++]!;
+        const at = next++;
+        const body = bodies[at]!;
         const t0 = performance.now();
-        const response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body });
+        const response = await fetch(urls[at % urls.length]!, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body });
         await response.arrayBuffer();
         latencies.push(performance.now() - t0);
         statuses[response.status] = (statuses[response.status] ?? 0) + 1;

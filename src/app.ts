@@ -16,7 +16,8 @@ import type { EventHandlers } from './bitrix24/events/index.js';
 import { pageAdmin } from './pages/page-auth.js';
 import { createEventLogRoute } from './routes/event-log.js';
 import { createEventsRoute } from './routes/events.js';
-import { createHealthRoute } from './routes/health.js';
+import type { ClientAddresses } from './client-address.js';
+import { createHealthRoute, type ProcessIdentity } from './routes/health.js';
 import { createInstallRoute } from './routes/install.js';
 import { createLiveRoute, type LiveRouteDeps } from './routes/live.js';
 import { createAppPage } from './routes/app-page.js';
@@ -74,9 +75,13 @@ export interface AppDeps {
   connectorPage: ConnectorPage;
   dialogReads: DialogReads;
   dialogMeta: DialogMeta;
+  /** Who sent a request, for per-address limits (TRUSTED_PROXIES, src/client-address.ts). */
+  clientAddresses: ClientAddresses;
   databaseUp(): boolean | Promise<boolean>;
   /** Which database the server runs on (`/healthz`). */
   databaseKind: 'sqlite' | 'postgres';
+  /** Which process answers `/healthz`. */
+  process: ProcessIdentity;
   workersRunning(): boolean;
 }
 

@@ -1,4 +1,5 @@
 import * as v from 'valibot';
+import { parseTrustedProxy } from './client-address.js';
 
 /**
  * The environment, parsed once at start. A bad value stops the server with a message naming the
@@ -56,6 +57,11 @@ const EnvSchema = v.object({
   APP_SECRET: v.optional(v.pipe(v.string(), v.minLength(16, 'must be at least 16 characters'))),
   LOG_LEVEL: v.optional(v.picklist(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']), 'info'),
   PORTAL_CONCURRENCY: positiveInteger('8'),
+  /**
+   * A running job's lease, renewed every third of it: a process that dies (kill -9, a lost machine)
+   * has its jobs taken over by the other processes once it runs out (docs/multi-process.md).
+   */
+  JOB_LEASE_SECONDS: positiveInteger('45'),
   ROBOT_DEADLINE_SECONDS: positiveInteger('3600'),
   MAX_BODY_BYTES: positiveInteger('262144'),
   /** Robot calls of one portal stored while Bitrix24 has not confirmed them yet; more are refused (issue 6). */
@@ -84,6 +90,8 @@ const EnvSchema = v.object({
    */
   OUTSIDE_FETCH_ALLOW_HOSTS: v.optional(v.string(), ''),
   /** CSP frame-ancestors of the app page; default: the portal's own host (docs/protocols.md B13). */
+  /** Our reverse proxies (IPs and CIDR ranges, comma-separated): only from them is X-Forwarded-For believed (src/client-address.ts). */
+  TRUSTED_PROXIES: v.optional(v.string(), ''),
   FRAME_ANCESTORS: v.optional(v.pipe(v.string(), v.regex(/^[^;,\r\n]+$/, 'must be CSP sources separated by spaces, such as https://*.bitrix24.com'))),
 });
 
@@ -112,6 +120,7 @@ export interface Config {
   appSecret: string | undefined;
   logLevel: string;
   portalConcurrency: number;
+  jobLeaseMs: number;
   robotDeadlineSeconds: number;
   maxUnconfirmedCallsPerPortal: number;
   maxBodyBytes: number;
@@ -123,6 +132,8 @@ export interface Config {
   openChannels: { holdRecheckSeconds: number; inboundConcurrency: number };
   /** Host names fetched over http and on private addresses (src/outside-fetch.ts); empty in production. */
   outsideFetchAllowHosts: string[];
+  /** TRUSTED_PROXIES: the reverse proxies whose X-Forwarded-For names the client (src/client-address.ts); empty: the TCP peer is the client. */
+  trustedProxies: string[];
 }
 
 /** The learned Chat2Desk rate grows no further unless CHAT2DESK_MAX_REQUESTS_PER_MINUTE says so. */
@@ -156,6 +167,12 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   for (const url of allowed) {
     if (!/^https?:\/\/[^/]+/.test(url)) throw new ConfigError(`Invalid environment: CHAT2DESK_ALLOWED_API_URLS: ${url} is not an http(s) URL`);
   }
+  const trustedProxies = e.TRUSTED_PROXIES.split(',')
+    .map((proxy) => proxy.trim())
+    .filter(Boolean);
+  for (const proxy of trustedProxies) {
+    if (!parseTrustedProxy(proxy)) throw new ConfigError(`Invalid environment: TRUSTED_PROXIES: ${proxy} is not an IP address or CIDR range such as 10.0.0.0/8`);
+  }
   const postgres = /^postgres(ql)?:\/\//.test(e.DATABASE_URL);
   // Without APP_SECRET the SQLite default keeps a generated key beside its file (src/secrets.ts);
   // processes sharing a PostgreSQL database have no such place to share it.
@@ -185,6 +202,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     appSecret: e.APP_SECRET,
     logLevel: e.LOG_LEVEL,
     portalConcurrency: e.PORTAL_CONCURRENCY,
+    jobLeaseMs: e.JOB_LEASE_SECONDS * 1000,
     robotDeadlineSeconds: e.ROBOT_DEADLINE_SECONDS,
     maxUnconfirmedCallsPerPortal: e.MAX_UNCONFIRMED_CALLS_PER_PORTAL,
     maxBodyBytes: e.MAX_BODY_BYTES,
@@ -197,6 +215,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     outsideFetchAllowHosts: e.OUTSIDE_FETCH_ALLOW_HOSTS.split(',')
       .map((host) => host.trim())
       .filter(Boolean),
+    trustedProxies,
   };
 }
 

@@ -1,5 +1,7 @@
 import { serve, type ServerType } from '@hono/node-server';
+import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
+import { hostname } from 'node:os';
 import { RobotRegistry } from './activities/index.js';
 import { createApp } from './app.js';
 import { InstallService } from './bitrix24/install.js';
@@ -37,6 +39,7 @@ import { automationHandlers } from './triggers/delivery.js';
 import { automationKinds } from './triggers/kinds.js';
 import { WebhookStore } from './db/webhooks.js';
 import { BackgroundTasks } from './background.js';
+import { ClientAddresses } from './client-address.js';
 import type { Config } from './config.js';
 import { systemClock, type Clock } from './clock.js';
 import { type Broadcast, localBroadcast, postgresBroadcast } from './db/broadcast.js';
@@ -70,6 +73,7 @@ import { WORKSPACE_DEPARTMENTS_TTL_MS, WorkspaceAccess, WorkspaceDialogs } from 
 import { LiveHub } from './live/hub.js';
 import { type LiveTimers, systemTimers } from './live/stream.js';
 import { LiveTickets } from './live/tickets.js';
+import { LiveTicketStore } from './db/live-tickets.js';
 import { DialogActions } from './dialogs/actions.js';
 import { DialogFiles } from './dialogs/files.js';
 import { sameOriginWrites } from './dialogs/viewer.js';
@@ -163,7 +167,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
   const secrets = new SecretBox(appSecret);
   // What this process tells the others sharing the database (src/db/broadcast.ts).
   const broadcast = database.kind === 'postgres' ? await postgresBroadcast(config.postgresUrl!, database.pool, log) : localBroadcast(log);
-  const portals = new PortalStore(database, secrets, clock);
+  const portals = new PortalStore(database, secrets, clock, broadcast);
   const jobs = new JobStore(database, clock, { orderingHoldMs: options.orderingHoldMs });
   const robots = options.robots ?? new RobotRegistry();
   // Unset: each client's own transport (node:http for the Bitrix24 REST and Chat2Desk clients, fetch for OAuth).
@@ -264,14 +268,19 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     reportLingerMs: options.reportLingerMs,
     // Only a SQLite file is held by one process: there, every running job at start was this process's.
     exclusiveDatabase: database.kind === 'sqlite',
+    leaseMs: config.jobLeaseMs,
+    // Wakes the other processes' workers when a job may run (a SQLite broadcast reaches nobody else).
+    broadcast: database.kind === 'postgres' ? broadcast : undefined,
   });
-  // Open tabs and the workspace hear of Chat2Desk deliveries in this process (issue 11 needs a shared bus).
+  // Open tabs and the workspace hear of Chat2Desk deliveries, whichever process received them.
   const liveHub = new LiveHub({
+    broadcast,
     portalOf: (memberId) => portals.get(memberId),
     directoryOf: (portal) => chat2desk.directoryOf(portal),
     limits: config.live,
     log,
   });
+  const liveTickets = new LiveTickets(new LiveTicketStore(database), clock);
   const gapPolls = new GapPolls({ enqueue: (kind, memberId, input, jobOptions) => pipeline.enqueue(kind, memberId, input, jobOptions), clock, log });
   const chat2deskWebhooks = new Chat2DeskWebhooks({
     webhooks: webhookStore,
@@ -385,9 +394,11 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     eventLog: new EventLog({ store: new EventLogStore(database), robots, pipeline, defaultApiUrl: config.chat2desk.defaultApiUrl, clock }),
     background,
     chat2deskWebhooks,
-    live: { tickets: new LiveTickets(clock), hub: liveHub, portals, clock, timers: options.liveTimers ?? systemTimers },
+    live: { tickets: liveTickets, hub: liveHub, portals, clock, timers: options.liveTimers ?? systemTimers },
+    clientAddresses: new ClientAddresses(config.trustedProxies),
     databaseUp: () => pingDatabase(database),
     databaseKind: database.kind,
+    process: { host: hostname(), pid: process.pid, instance: randomUUID().slice(0, 8) },
     workersRunning: () => pipeline.running,
   });
   await pipeline.start();
@@ -400,7 +411,10 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     const deliveries = await chat2deskWebhooks.pruneDeliveries();
     const runEffects = await effects.pruneRunEffects(now - RUN_EFFECT_RETENTION_MS);
     const expiredFiles = await files.pruneExpired();
-    if (jobsRemoved + cacheRows + deliveries + runEffects + expiredFiles > 0) log.info({ jobsRemoved, cacheRows, deliveries, runEffects, expiredFiles }, 'old rows pruned');
+    const liveTicketsUnused = await liveTickets.pruneExpired();
+    if (jobsRemoved + cacheRows + deliveries + runEffects + expiredFiles + liveTicketsUnused > 0) {
+      log.info({ jobsRemoved, cacheRows, deliveries, runEffects, expiredFiles, liveTicketsUnused }, 'old rows pruned');
+    }
   }, log);
   const server: ServerType = await new Promise((resolve) => {
     const started = serve({ fetch: app.fetch, port: config.port, hostname: options.hostname }, () => resolve(started));

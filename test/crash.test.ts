@@ -30,7 +30,15 @@ describe('a real server process', () => {
     cleanup.push(() => killHard(child));
     await eventually(() => healthy(`http://127.0.0.1:${port}`), 20_000, 'server up');
     const health = await (await fetch(`http://127.0.0.1:${port}/healthz`)).json();
-    expect(health).toEqual({ status: 'ok', database: true, databaseKind: 'sqlite', workers: true, queue: { queued: 0, running: 0, reporting: 0 } });
+    expect(health).toEqual({
+      status: 'ok',
+      database: true,
+      databaseKind: 'sqlite',
+      workers: true,
+      queue: { queued: 0, running: 0, reporting: 0 },
+      process: { host: expect.any(String), pid: child.process.pid, instance: expect.any(String) },
+      work: { windowMs: 300_000, finishedHere: 0, finishedAll: 0, share: null },
+    });
     const printed = child.output.join('');
     expect(printed).toContain('B24_CLIENT_ID / B24_CLIENT_SECRET are not set');
     expect(printed).toContain('PUBLIC_URL is not set');

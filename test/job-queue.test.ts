@@ -4,7 +4,7 @@ import { systemClock } from '../src/clock.js';
 import { CacheStore } from '../src/db/cache.js';
 import { HELD_ORDERING_PREFIX, insertJobs, JobStore, UnconfirmedLimitReached } from '../src/db/jobs.js';
 import { RobotRegistry } from '../src/activities/index.js';
-import { LEASE_MS } from '../src/jobs/dispatcher.js';
+import { DEFAULT_LEASE_MS as LEASE_MS } from '../src/jobs/dispatcher.js';
 import { JobKinds, type JobKind } from '../src/jobs/kinds.js';
 import { Worker } from '../src/jobs/worker.js';
 import { createLogger } from '../src/log.js';
@@ -310,7 +310,7 @@ describe('leases: two workers on one database, as PostgreSQL will allow', () => 
     gates.set('orphan', retaken.opened);
     // A worker of another process claimed the job and stalled: nobody renews its lease.
     await stack.server.database.dialect.transaction((tx) => insertJobs(tx, [testJob('orphan')], clock.now()));
-    const lost = (await stalled.claim((await row('orphan')).id, 60_000))!;
+    const lost = (await stalled.claim((await row('orphan')).id, LEASE_MS))!;
     expect(await stalled.requeueInterrupted()).toBe(0);
     clock.advance(LEASE_MS);
     stack.server.worker.wake();

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { localBroadcast } from '../src/db/broadcast.js';
 import type { Portal } from '../src/db/portals.js';
 import type { DialogViewer } from '../src/dialogs/scope.js';
 import type { LiveEvent } from '../src/live/changes.js';
@@ -12,7 +13,13 @@ const portal = { memberId: 'portal-1' } as Portal;
 const viewer: DialogViewer = { portal, userId: 1, admin: true, scope: { kind: 'all' }, operatorId: undefined, via: 'workspace', expiresAt: Number.MAX_SAFE_INTEGER };
 const inbox = (messageId: number) => ({ hook_type: 'inbox', message_id: messageId, dialog_id: 10, client_id: 20, client: { id: 20, phone: '79161234567' } });
 const newHub = () =>
-  new LiveHub({ portalOf: async () => portal, directoryOf: async () => undefined, limits: { streamsPerPortal: 10, streamsPerUser: 10 }, log: createLogger('silent') });
+  new LiveHub({
+    broadcast: localBroadcast(),
+    portalOf: async () => portal,
+    directoryOf: async () => undefined,
+    limits: { streamsPerPortal: 10, streamsPerUser: 10 },
+    log: createLogger('silent'),
+  });
 
 describe('the live hub', () => {
   it('drops a subscriber that stops taking events instead of buffering without bound', async () => {

@@ -144,7 +144,14 @@ describe('Send Chat2Desk message robot', () => {
     await stack.b24.callRobot({ code: 'c2d_send_message', properties: { phone: '79161234567', text: 'waits' } });
     const health = await fetch(`${stack.server.url}/healthz`);
     expect(health.status).toBe(503);
-    expect(await health.json()).toEqual({ status: 'unavailable', database: true, databaseKind: 'sqlite', workers: false, queue: { queued: 1, running: 0, reporting: 0 } });
+    expect(await health.json()).toMatchObject({
+      status: 'unavailable',
+      database: true,
+      databaseKind: 'sqlite',
+      workers: false,
+      queue: { queued: 1, running: 0, reporting: 0 },
+      work: { windowMs: 300_000, finishedHere: 0, share: null },
+    });
   });
 
   it('never writes a secret to the log', async () => {

@@ -40,6 +40,11 @@ export interface Invalidation {
   lists: string[];
 }
 
+/** The key under which a fetch's save and a delivery's invalidation of one account take their turns (Dialect.serializeOn). */
+export function cacheAccountLock(accountKey: string): string {
+  return `c2d-cache:${accountKey}`;
+}
+
 /** What one fetch from Chat2Desk learned, stored together (CacheStore.saveFetched). */
 export interface FetchedFacts {
   clients?: CachedClient[];
@@ -118,7 +123,12 @@ export class CacheStore {
    * was in flight may describe a change the fetched answer predates.
    */
   async saveFetched(accountKey: string, fetchedAt: number, facts: FetchedFacts, invalidationOf: (deliveryBody: string) => Invalidation): Promise<void> {
-    await this.database.dialect.transaction(function* (tx) {
+    const { dialect } = this.database;
+    await dialect.transaction(function* (tx) {
+      // A delivery's invalidation and this replay take their turns per account (WebhookStore.recordDelivery):
+      // otherwise, on PostgreSQL, a delivery committed after the replay's read would find nothing
+      // to invalidate yet and the fetched rows would outlive the change (docs/multi-process.md).
+      yield* dialect.serializeOn(tx, cacheAccountLock(accountKey));
       // Many rows per statement (a bulk fill brings thousands), each replacing the row it collides with.
       for (const clients of chunks(facts.clients ?? [])) {
         const rows = clients.map((client) => ({ accountKey, ...client, tags: JSON.stringify(client.tags), fetchedAt }));

@@ -64,6 +64,13 @@ export interface Dialect {
   bool(value: boolean): SQL;
   /** Lower case in any alphabet (SQLite's lower() folds ASCII only: a function of ours does the rest). */
   fold(value: SQLWrapper | string): SQL;
+  /**
+   * Inside a transaction body: waits until no other transaction holds `key`, and holds it until
+   * this one ends. SQLite has one writer, so its transactions already run one at a time: nothing
+   * to do. On PostgreSQL a transaction-scoped advisory lock on the key's hash (a collision only
+   * makes two keys wait for each other).
+   */
+  serializeOn(tx: Tx, key: string): Generator<Statement, void, unknown>;
 }
 
 export function sqliteDialect(db: BetterSQLite3Database<Record<string, unknown>> & { $client: import('better-sqlite3').Database }): Dialect {
@@ -117,6 +124,7 @@ export function sqliteDialect(db: BetterSQLite3Database<Record<string, unknown>>
     },
     bool: (value) => sql.raw(value ? '1' : '0'),
     fold: (value) => sql`c2d_fold(${value})`,
+    *serializeOn() {},
   };
 }
 
@@ -163,5 +171,8 @@ export function postgresDialect(db: NodePgDatabase<Record<string, unknown>>): Di
     bool: (value) => sql.raw(value ? 'true' : 'false'),
     // lower() folds every alphabet in a UTF-8 database.
     fold: (value) => sql`lower(${value})`,
+    *serializeOn(tx, key) {
+      yield* exec((tx as unknown as NodePgDatabase).execute(sql`select pg_advisory_xact_lock(hashtextextended(${key}, 0))`));
+    },
   };
 }

@@ -1,4 +1,4 @@
-import { and, asc, count, eq, gt, inArray, isNotNull, isNull, like, lt, lte, max, min, notExists, or, type SQL, sql } from 'drizzle-orm';
+import { and, asc, count, eq, gt, inArray, isNotNull, isNull, like, lt, lte, max, min, notExists, or, type SQL, type SQLWrapper, sql } from 'drizzle-orm';
 import { alias } from 'drizzle-orm/sqlite-core';
 import { randomUUID } from 'node:crypto';
 import type { Clock } from '../clock.js';
@@ -268,6 +268,9 @@ interface PendingJob {
 }
 
 /** The durable job queue. Every state change is one statement or one transaction, so a crash never leaves a half-made job. */
+/** The window over which `/healthz` reports a process's share of the finished runs. */
+export const WORK_SHARE_WINDOW_MS = 5 * 60_000;
+
 export class JobStore {
   /** Prepared once: the robot-call acknowledgement path runs these for every call. */
   readonly #insert;
@@ -279,6 +282,8 @@ export class JobStore {
   readonly #orderingHoldMs: number;
   /** Jobs enqueued since the last commit, committed together on the next turn of the event loop. */
   readonly #pending: PendingJob[] = [];
+  /** When this process finished each run of the last WORK_SHARE_WINDOW_MS, oldest first (`/healthz`: its share of the work). */
+  readonly #finishedHere: number[] = [];
 
   constructor(
     private readonly database: DatabaseAccess,
@@ -395,6 +400,14 @@ export class JobStore {
     return stored(input, limits, inserted, existing);
   }
 
+  /**
+   * Other processes may claim from this queue (PostgreSQL): the dispatcher claims with `claimDue`,
+   * and batches hold their jobs (`holdForBatch`). SQLite has one process, which reads and claims.
+   */
+  get sharedByProcesses(): boolean {
+    return this.database.dialect.kind === 'postgres';
+  }
+
   /** The whole row of one job (support questions, tests). */
   async get(id: number): Promise<JobRow | undefined> {
     const [row] = await this.database.db.select().from(jobs).where(eq(jobs.id, id));
@@ -445,6 +458,57 @@ export class JobStore {
     return row?.at ?? undefined;
   }
 
+  /**
+   * Takes jobs waiting in `state` (to be confirmed, or reported) for one batch request of this
+   * process, where other processes read the same queue: each is due again only at `now + holdMs`,
+   * so no other process sends it meanwhile (a result reported twice, a log line written twice).
+   * Conditional on being due: of two processes holding the same job, one gets it. The batch's
+   * answer moves the jobs on (confirmed, reported, retried later); a process that dies holding
+   * them leaves them due again when the hold runs out. Returns the ids this process holds.
+   */
+  async holdForBatch(state: 'confirming' | 'reporting', ids: number[], holdMs: number): Promise<Set<number>> {
+    if (ids.length === 0) return new Set();
+    const now = this.clock.now();
+    const held = await this.database.db
+      .update(jobs)
+      .set({ runAt: now + holdMs, updatedAt: now })
+      .where(and(inArray(jobs.id, ids), eq(jobs.state, state), lte(jobs.runAt, now)))
+      .returning({ id: jobs.id });
+    return new Set(held.map((row) => row.id));
+  }
+
+  /** A batch request still going: its jobs stay held another `holdMs` (only those still held). */
+  async extendBatchHold(state: 'confirming' | 'reporting', ids: number[], holdMs: number): Promise<void> {
+    if (ids.length === 0) return;
+    const now = this.clock.now();
+    await this.database.db
+      .update(jobs)
+      .set({ runAt: now + holdMs, updatedAt: now })
+      .where(and(inArray(jobs.id, ids), eq(jobs.state, state), gt(jobs.runAt, now)));
+  }
+
+  /**
+   * A stopping process gives back a run it could not finish in its grace (PostgreSQL): queued
+   * again at once, ahead of the queue, for another process to take up now rather than when the
+   * lease runs out. Only the attempt that holds the job; the taker settles its effects first.
+   */
+  async handBack(claimed: ClaimedAttempt): Promise<boolean> {
+    const now = this.clock.now();
+    const { db, dialect } = this.database;
+    const firstQueued = db
+      .select({ at: min(jobs.runAt) })
+      .from(jobs)
+      .where(eq(jobs.state, 'queued'));
+    return (
+      changes(
+        await db
+          .update(jobs)
+          .set({ state: 'queued', leaseUntil: null, runAt: sql`${dialect.least(now, sql`coalesce((${firstQueued}), ${now})`)} - 1`, updatedAt: now })
+          .where(and(eq(jobs.id, claimed.id), eq(jobs.state, 'running'), eq(jobs.attempts, claimed.attempts))),
+      ) === 1
+    );
+  }
+
   /** The portal confirmed these calls: they may run now. */
   async confirm(ids: number[]): Promise<void> {
     if (ids.length === 0) return;
@@ -493,6 +557,29 @@ export class JobStore {
   async claim(id: number, leaseMs: number, releaseDedupKey = false): Promise<JobRow | undefined> {
     const now = this.clock.now();
     return this.database.dialect.get(releaseDedupKey ? this.#hot.claimReleasingKey : this.#hot.claim, { id, now, leaseUntil: now + leaseMs });
+  }
+
+  /**
+   * PostgreSQL, several processes: `due` and `claim` in one statement (docs/multi-process.md "The
+   * claim with leases"). Takes up to `limit` due jobs, by the same rules as `due` (run_at, the
+   * ordering key's head and hold), and at most what each portal's slot group has free: `slots` maps
+   * a kind with slots of its own to their number, `''` to the common slots of every other kind, and
+   * a group's running jobs with a live lease count against it, whichever process runs them.
+   * Counting and claiming run under one transaction-level advisory lock, so two processes claiming
+   * at once cannot both fill the same free slot (each statement of READ COMMITTED sees what the
+   * one before it committed); the claims themselves take a few milliseconds. `for update skip
+   * locked` steps over rows another transaction holds (an uninstall cancelling them) instead of
+   * waiting. `releasingKinds`: kinds whose dedup key is freed when they start (see `claim`).
+   */
+  async claimDue(limit: number, leaseMs: number, slots: Record<string, number>, releasingKinds: string[]): Promise<JobRow[]> {
+    const { dialect } = this.database;
+    if (dialect.kind !== 'postgres') throw new Error('claimDue is the PostgreSQL claim; SQLite claims with due and claim');
+    const now = this.clock.now();
+    const values = { now, heldSince: now - this.#orderingHoldMs, limit, leaseUntil: now + leaseMs, slots: JSON.stringify(slots), releasing: JSON.stringify(releasingKinds) };
+    return dialect.transaction(function* (tx) {
+      yield* exec(dialect.rows(tx, sql`select pg_advisory_xact_lock(${CLAIM_LOCK})`));
+      return yield* exec(claimDueStatement(tx, dialect, values));
+    });
   }
 
   /**
@@ -550,7 +637,7 @@ export class JobStore {
     const followUps = plan.followUps ?? [];
     // One prepared statement when nothing follows (every robot run): no transaction to pay for.
     if (followUps.length === 0) {
-      await this.database.dialect.run(this.#hot.finish, {
+      const finished = await this.database.dialect.run(this.#hot.finish, {
         id,
         attempt: attempts,
         now,
@@ -559,11 +646,31 @@ export class JobStore {
         logMessage,
         phone,
       });
+      if (finished > 0) this.#noteFinished(now);
       return;
     }
-    await this.database.dialect.transaction(function* (tx) {
-      if (changes(yield* exec(finish(tx))) > 0) yield* insertJobs(tx, followUps, now);
+    const finished = await this.database.dialect.transaction(function* (tx) {
+      const changed = changes(yield* exec(finish(tx)));
+      if (changed > 0) yield* insertJobs(tx, followUps, now);
+      return changed;
     });
+    if (finished > 0) this.#noteFinished(now);
+  }
+
+  #noteFinished(at: number): void {
+    this.#finishedHere.push(at);
+    while (this.#finishedHere.length > 0 && this.#finishedHere[0]! < at - WORK_SHARE_WINDOW_MS) this.#finishedHere.shift();
+  }
+
+  /**
+   * Runs finished in the last WORK_SHARE_WINDOW_MS by this process and by every process sharing
+   * the database (the jobs' `finished_at`): `/healthz` shows how the work spreads over processes.
+   * The total also counts results known without a run (refused or expired calls).
+   */
+  async workShare(): Promise<{ windowMs: number; finishedHere: number; finishedAll: number }> {
+    const since = this.clock.now() - WORK_SHARE_WINDOW_MS;
+    const [row] = await this.database.db.select({ n: count() }).from(jobs).where(gt(jobs.finishedAt, since));
+    return { windowMs: WORK_SHARE_WINDOW_MS, finishedHere: this.#finishedHere.filter((at) => at > since).length, finishedAll: row?.n ?? 0 };
   }
 
   async markReported(ids: number[], reportError?: string): Promise<void> {
@@ -712,6 +819,79 @@ function stored(input: NewJob, limits: { maxConfirming?: number }, inserted: Pic
 }
 
 /**
+ * An earlier job of the same ordering key that holds it (correlated with the outer `jobs` row): a
+ * running head keeps the key while its lease is live, however long it runs; only a head queued
+ * between failed attempts gives it up, once its first attempt began longer ago than the hold.
+ */
+function heldByEarlierJob(db: DatabaseAccess['db'], now: number | SQLWrapper, heldSince: number | SQLWrapper) {
+  const earlier = alias(jobs, 'earlier');
+  return db
+    .select({ id: earlier.id })
+    .from(earlier)
+    .where(
+      and(
+        eq(earlier.memberId, jobs.memberId),
+        eq(earlier.orderingKey, jobs.orderingKey),
+        lt(earlier.id, jobs.id),
+        or(
+          eq(earlier.state, 'confirming'),
+          and(eq(earlier.state, 'running'), gt(earlier.leaseUntil, now)),
+          and(eq(earlier.state, 'queued'), or(isNull(earlier.startedAt), gt(earlier.startedAt, heldSince), like(earlier.orderingKey, `${HELD_ORDERING_PREFIX}%`))),
+        ),
+      ),
+    );
+}
+
+/** The advisory lock the PostgreSQL claim takes for its transaction (`claimDue`): any constant of ours. */
+const CLAIM_LOCK = 0x6a6f6273; // 'jobs'
+
+/**
+ * The PostgreSQL claim (`JobStore.claimDue`): the running jobs per portal and slot group, the first
+ * `limit` due jobs of groups with a slot free, of those as many per group as it has free, locked
+ * (skipping rows locked elsewhere) and taken for one attempt.
+ */
+function claimDueStatement(tx: Tx, dialect: Dialect, values: { now: number; heldSince: number; limit: number; leaseUntil: number; slots: string; releasing: string }) {
+  const { now, limit, slots } = values;
+  const groupOf = (kind: SQL) => sql`case when (cast(${slots} as jsonb) ->> ${kind}) is not null then ${kind} else '' end`;
+  const slotsOf = (group: SQL) => sql`cast(cast(${slots} as jsonb) ->> ${group} as integer)`;
+  const picked = sql`
+    with busy as (
+      select running.member_id, running.grp, count(*) as n
+      from (select r.member_id, ${groupOf(sql`r.kind`)} as grp from jobs r where r.state = 'running' and r.lease_until > ${now}) running
+      group by running.member_id, running.grp
+    ), candidates as (
+      select ${jobs.id} as id, ${jobs.memberId} as member_id, ${jobs.runAt} as run_at, ${groupOf(sql`${jobs.kind}`)} as grp
+      from ${jobs}
+      where ${and(
+        eq(jobs.state, 'queued'),
+        lte(jobs.runAt, now),
+        or(isNull(jobs.orderingKey), notExists(heldByEarlierJob(tx as unknown as DatabaseAccess['db'], now, values.heldSince))),
+      )}
+        and not exists (select 1 from busy b where b.member_id = ${jobs.memberId} and b.grp = ${groupOf(sql`${jobs.kind}`)} and b.n >= ${slotsOf(sql`b.grp`)})
+      order by ${jobs.runAt}, ${jobs.id}
+      limit ${limit}
+    ), ranked as (
+      select c.id, row_number() over (partition by c.member_id, c.grp order by c.run_at, c.id) as place, ${slotsOf(sql`c.grp`)} - coalesce(b.n, 0) as free
+      from candidates c left join busy b on b.member_id = c.member_id and b.grp = c.grp
+    )
+    select ${jobs.id} from ${jobs}
+    where ${jobs.id} in (select ranked.id from ranked where ranked.place <= ranked.free) and ${jobs.state} = 'queued'
+    for update skip locked`;
+  return tx
+    .update(jobs)
+    .set({
+      state: 'running',
+      attempts: sql`${jobs.attempts} + 1`,
+      leaseUntil: values.leaseUntil,
+      startedAt: sql`coalesce(${jobs.startedAt}, ${now})`,
+      dedupKey: sql`case when ${dialect.inJsonList(jobs.kind, sql`${values.releasing}`, 'text')} then null else ${jobs.dedupKey} end`,
+      updatedAt: now,
+    })
+    .where(sql`${jobs.id} in (${picked})`)
+    .returning();
+}
+
+/**
  * The statements every job runs through, prepared once: building the SQL and preparing it per call
  * was a third of the server's CPU in a burst. Lists go in as one JSON parameter (the dialect's
  * `inJsonList`), so one prepared statement fits any list; values in `.set()` need sql`${placeholder}`.
@@ -721,24 +901,7 @@ function prepareHot({ db, dialect }: { db: DatabaseAccess['db']; dialect: Dialec
   const now = sql`${p('now')}`;
   const inList = (column: typeof jobs.id, name: string) => dialect.inJsonList(column, p(name), 'integer');
   const notExcluded = sql`not ${dialect.inJsonList(jobs.memberId, p('excluded'), 'text')}`;
-  const earlier = alias(jobs, 'earlier');
-  const heldByEarlier = db
-    .select({ id: earlier.id })
-    .from(earlier)
-    .where(
-      and(
-        eq(earlier.memberId, jobs.memberId),
-        eq(earlier.orderingKey, jobs.orderingKey),
-        lt(earlier.id, jobs.id),
-        // A running head keeps the key while its lease is live, however long it runs; only a head
-        // queued between failed attempts gives it up, once its first attempt began longer ago than the hold.
-        or(
-          eq(earlier.state, 'confirming'),
-          and(eq(earlier.state, 'running'), gt(earlier.leaseUntil, p('now'))),
-          and(eq(earlier.state, 'queued'), or(isNull(earlier.startedAt), gt(earlier.startedAt, p('heldSince')), like(earlier.orderingKey, `${HELD_ORDERING_PREFIX}%`))),
-        ),
-      ),
-    );
+  const heldByEarlier = heldByEarlierJob(db, p('now'), p('heldSince'));
   // Only the id and its place go through the window's sort; the columns are read for the rows kept.
   // Sorting every waiting call's whole row was most of this read's cost in a burst (4 ms for 1,000).
   const confirmationPlaces = db

@@ -2,6 +2,7 @@ import { TransactionRollbackError, and, eq, isNotNull, lte, min, ne, sql } from 
 import { LRUCache } from 'lru-cache';
 import type { Clock } from '../clock.js';
 import type { SecretBox } from '../secrets.js';
+import type { Broadcast } from './broadcast.js';
 import type { DatabaseAccess } from './database.js';
 import { changes, exec, type Statement, type Tx } from './dialect.js';
 import { finishWaitingJobs } from './jobs.js';
@@ -22,6 +23,15 @@ import {
   webhookDeliveries,
   type PortalRow,
 } from './schema.js';
+
+/** The broadcast topic of a changed portal row; the payload is the member id (src/db/broadcast.ts). */
+export const PORTAL_CHANGED = 'portal';
+
+/**
+ * How long a lookup is trusted without a word from the other processes: a notification that was
+ * missed (a lost listening connection) is healed this soon (docs/multi-process.md).
+ */
+export const PORTAL_LOOKUP_TTL_MS = 5_000;
 
 export type PortalStatus = 'active' | 'uninstalled' | 'reauth_required';
 
@@ -67,18 +77,21 @@ export class PortalStore {
   /**
    * What authenticate needs of each member id, so a robot call costs an HMAC and no read. Unknown
    * member ids are remembered too, so that they are not told apart by timing from cached ones (and
-   * the bound keeps made-up ids from growing it). This store is the only writer of the portals table
-   * and one server process owns the database (the SQLite file lock; on PostgreSQL, one process
-   * until the next slice of issue 11: docs/multi-process.md), so every write method below drops
-   * the portal's entry through #changed.
+   * the bound keeps made-up ids from growing it). This store is the only writer of the portals
+   * table: every write method drops the entry here and, through the broadcast, in every process
+   * sharing the database (#changing); an entry lives a few seconds at most, in case a notification
+   * was lost (docs/multi-process.md).
    */
-  readonly #known = new LRUCache<string, { digest: string; portal: Portal } | { digest: undefined }>({ max: 10_000 });
+  readonly #known = new LRUCache<string, { digest: string; portal: Portal } | { digest: undefined }>({ max: 10_000, ttl: PORTAL_LOOKUP_TTL_MS });
 
+  /** `broadcast`: how the other processes sharing the database hear of a write; none in a store test of one process. */
   constructor(
     private readonly database: DatabaseAccess,
     private readonly secrets: SecretBox,
     private readonly clock: Clock,
+    private readonly broadcast?: Broadcast,
   ) {
+    broadcast?.subscribe(PORTAL_CHANGED, (memberId) => this.#known.delete(memberId));
     const { db } = database;
     this.#byMemberId = db
       .select()
@@ -114,34 +127,46 @@ export class PortalStore {
     return known.portal.status === 'uninstalled' ? undefined : { ...known.portal };
   }
 
-  #changed(memberId: string): void {
+  /**
+   * Runs a write of the portal's row. The entry is dropped before (so this process does not act on
+   * it meanwhile) and after (a lookup during the write may have read the old row), and every other
+   * process sharing the database is told to drop its own (PORTAL_CHANGED).
+   */
+  async #changing<T>(memberId: string, write: () => Promise<T>): Promise<T> {
     this.#known.delete(memberId);
+    try {
+      return await write();
+    } finally {
+      this.#known.delete(memberId);
+      await this.broadcast?.publish(PORTAL_CHANGED, memberId);
+    }
   }
 
   async saveInstall(record: InstallRecord): Promise<Portal> {
-    this.#changed(record.memberId);
-    const now = this.clock.now();
-    const values = {
-      domain: record.domain,
-      clientEndpoint: record.clientEndpoint,
-      status: 'active' as const,
-      applicationTokenDigest: this.secrets.digest(record.applicationToken),
-      accessToken: this.secrets.seal(record.accessToken),
-      refreshToken: this.secrets.seal(record.refreshToken),
-      accessExpiresAt: record.expiresAt,
-      installerUserId: record.installerUserId,
-      // A verified install supersedes an uninstall that was waiting to be confirmed.
-      uninstallRequestedAt: null,
-      uninstallCheckAt: null,
-      updatedAt: now,
-      // A new generation: app page tokens issued before this install stop working.
-      installedAt: now,
-    };
-    await this.database.db
-      .insert(portals)
-      .values({ memberId: record.memberId, ...values })
-      .onConflictDoUpdate({ target: portals.memberId, set: values });
-    return (await this.get(record.memberId))!;
+    return this.#changing(record.memberId, async () => {
+      const now = this.clock.now();
+      const values = {
+        domain: record.domain,
+        clientEndpoint: record.clientEndpoint,
+        status: 'active' as const,
+        applicationTokenDigest: this.secrets.digest(record.applicationToken),
+        accessToken: this.secrets.seal(record.accessToken),
+        refreshToken: this.secrets.seal(record.refreshToken),
+        accessExpiresAt: record.expiresAt,
+        installerUserId: record.installerUserId,
+        // A verified install supersedes an uninstall that was waiting to be confirmed.
+        uninstallRequestedAt: null,
+        uninstallCheckAt: null,
+        updatedAt: now,
+        // A new generation: app page tokens issued before this install stop working.
+        installedAt: now,
+      };
+      await this.database.db
+        .insert(portals)
+        .values({ memberId: record.memberId, ...values })
+        .onConflictDoUpdate({ target: portals.memberId, set: values });
+      return (await this.get(record.memberId))!;
+    });
   }
 
   async tokens(memberId: string): Promise<PortalTokens | undefined> {
@@ -168,20 +193,21 @@ export class PortalStore {
     tokens: { accessToken: string; refreshToken: string; expiresAt: number; clientEndpoint: string },
     fromGeneration?: number,
   ): Promise<number | undefined> {
-    this.#changed(memberId);
-    const [row] = await this.database.db
-      .update(portals)
-      .set({
-        accessToken: this.secrets.seal(tokens.accessToken),
-        refreshToken: this.secrets.seal(tokens.refreshToken),
-        accessExpiresAt: tokens.expiresAt,
-        clientEndpoint: tokens.clientEndpoint,
-        tokenGeneration: sql`${portals.tokenGeneration} + 1`,
-        updatedAt: this.clock.now(),
-      })
-      .where(and(eq(portals.memberId, memberId), eq(portals.status, 'active'), fromGeneration === undefined ? undefined : eq(portals.tokenGeneration, fromGeneration)))
-      .returning({ generation: portals.tokenGeneration });
-    return row?.generation;
+    return this.#changing(memberId, async () => {
+      const [row] = await this.database.db
+        .update(portals)
+        .set({
+          accessToken: this.secrets.seal(tokens.accessToken),
+          refreshToken: this.secrets.seal(tokens.refreshToken),
+          accessExpiresAt: tokens.expiresAt,
+          clientEndpoint: tokens.clientEndpoint,
+          tokenGeneration: sql`${portals.tokenGeneration} + 1`,
+          updatedAt: this.clock.now(),
+        })
+        .where(and(eq(portals.memberId, memberId), eq(portals.status, 'active'), fromGeneration === undefined ? undefined : eq(portals.tokenGeneration, fromGeneration)))
+        .returning({ generation: portals.tokenGeneration });
+      return row?.generation;
+    });
   }
 
   /**
@@ -189,18 +215,19 @@ export class PortalStore {
    * installer (robot calls carry the AUTH_USER_ID user's pair, docs/protocols.md B7).
    */
   async recoverTokens(memberId: string, tokens: { accessToken: string; refreshToken: string; expiresAt: number }): Promise<void> {
-    this.#changed(memberId);
-    await this.database.db
-      .update(portals)
-      .set({
-        status: 'active',
-        accessToken: this.secrets.seal(tokens.accessToken),
-        refreshToken: this.secrets.seal(tokens.refreshToken),
-        accessExpiresAt: tokens.expiresAt,
-        tokenGeneration: sql`${portals.tokenGeneration} + 1`,
-        updatedAt: this.clock.now(),
-      })
-      .where(and(eq(portals.memberId, memberId), eq(portals.status, 'reauth_required')));
+    return this.#changing(memberId, async () => {
+      await this.database.db
+        .update(portals)
+        .set({
+          status: 'active',
+          accessToken: this.secrets.seal(tokens.accessToken),
+          refreshToken: this.secrets.seal(tokens.refreshToken),
+          accessExpiresAt: tokens.expiresAt,
+          tokenGeneration: sql`${portals.tokenGeneration} + 1`,
+          updatedAt: this.clock.now(),
+        })
+        .where(and(eq(portals.memberId, memberId), eq(portals.status, 'reauth_required')));
+    });
   }
 
   /**
@@ -208,12 +235,13 @@ export class PortalStore {
    * meanwhile (another refresh used that token first): the portal is fine then.
    */
   async markReauthRequired(memberId: string, generation: number): Promise<boolean> {
-    this.#changed(memberId);
-    const result = await this.database.db
-      .update(portals)
-      .set({ status: 'reauth_required', updatedAt: this.clock.now() })
-      .where(and(eq(portals.memberId, memberId), eq(portals.tokenGeneration, generation)));
-    return changes(result) > 0;
+    return this.#changing(memberId, async () => {
+      const result = await this.database.db
+        .update(portals)
+        .set({ status: 'reauth_required', updatedAt: this.clock.now() })
+        .where(and(eq(portals.memberId, memberId), eq(portals.tokenGeneration, generation)));
+      return changes(result) > 0;
+    });
   }
 
   /**
@@ -227,37 +255,38 @@ export class PortalStore {
    * registered) and whether the data was deleted, or undefined when nothing was wiped.
    */
   async uninstall(memberId: string, requestedAt: number, accountKey?: string): Promise<{ webhookId: number | null; dataDeleted: boolean } | undefined> {
-    this.#changed(memberId);
-    const now = this.clock.now();
-    try {
-      return await this.database.dialect.transaction(function* (tx) {
-        const [wiped] = yield* exec(
-          tx
-            .update(portals)
-            .set({
-              status: 'uninstalled',
-              accessToken: null,
-              refreshToken: null,
-              chat2deskToken: null,
-              accessExpiresAt: 0,
-              uninstallRequestedAt: null,
-              uninstallCheckAt: null,
-              updatedAt: now,
-            })
-            .where(and(eq(portals.memberId, memberId), eq(portals.uninstallRequestedAt, requestedAt), ne(portals.status, 'uninstalled')))
-            .returning({ clean: portals.uninstallClean }),
-        );
-        if (!wiped) tx.rollback();
-        const [webhook] = yield* exec(
-          tx.delete(c2dWebhooks).where(eq(c2dWebhooks.memberId, memberId)).returning({ webhookId: c2dWebhooks.webhookId, accountKey: c2dWebhooks.accountKey }),
-        );
-        if (wiped?.clean) yield* deletePortalData(tx, memberId, accountKey ?? webhook?.accountKey);
-        return { webhookId: webhook?.webhookId ?? null, dataDeleted: wiped?.clean === true };
-      });
-    } catch (error) {
-      if (error instanceof TransactionRollbackError) return undefined;
-      throw error;
-    }
+    return this.#changing(memberId, async () => {
+      const now = this.clock.now();
+      try {
+        return await this.database.dialect.transaction(function* (tx) {
+          const [wiped] = yield* exec(
+            tx
+              .update(portals)
+              .set({
+                status: 'uninstalled',
+                accessToken: null,
+                refreshToken: null,
+                chat2deskToken: null,
+                accessExpiresAt: 0,
+                uninstallRequestedAt: null,
+                uninstallCheckAt: null,
+                updatedAt: now,
+              })
+              .where(and(eq(portals.memberId, memberId), eq(portals.uninstallRequestedAt, requestedAt), ne(portals.status, 'uninstalled')))
+              .returning({ clean: portals.uninstallClean }),
+          );
+          if (!wiped) tx.rollback();
+          const [webhook] = yield* exec(
+            tx.delete(c2dWebhooks).where(eq(c2dWebhooks.memberId, memberId)).returning({ webhookId: c2dWebhooks.webhookId, accountKey: c2dWebhooks.accountKey }),
+          );
+          if (wiped?.clean) yield* deletePortalData(tx, memberId, accountKey ?? webhook?.accountKey);
+          return { webhookId: webhook?.webhookId ?? null, dataDeleted: wiped?.clean === true };
+        });
+      } catch (error) {
+        if (error instanceof TransactionRollbackError) return undefined;
+        throw error;
+      }
+    });
   }
 
   /**
@@ -265,20 +294,21 @@ export class PortalStore {
    * older, so it is asked about afresh; `clean` (delete the app's data) only ever rises.
    */
   async requestUninstall(memberId: string, clean: boolean): Promise<void> {
-    this.#changed(memberId);
-    const now = this.clock.now();
-    const { bool } = this.database.dialect;
-    await this.database.db
-      .update(portals)
-      // A pending request's "delete data" is never lowered by a newer one: anyone holding the
-      // application token can send ONAPPUNINSTALL, and must not undo an admin's choice to delete.
-      .set({
-        uninstallRequestedAt: now,
-        uninstallCheckAt: now,
-        uninstallClean: sql`case when ${portals.uninstallRequestedAt} is null then ${bool(clean)} else (coalesce(${portals.uninstallClean}, ${bool(false)}) or ${bool(clean)}) end`,
-        updatedAt: now,
-      })
-      .where(and(eq(portals.memberId, memberId), ne(portals.status, 'uninstalled')));
+    return this.#changing(memberId, async () => {
+      const now = this.clock.now();
+      const { bool } = this.database.dialect;
+      await this.database.db
+        .update(portals)
+        // A pending request's "delete data" is never lowered by a newer one: anyone holding the
+        // application token can send ONAPPUNINSTALL, and must not undo an admin's choice to delete.
+        .set({
+          uninstallRequestedAt: now,
+          uninstallCheckAt: now,
+          uninstallClean: sql`case when ${portals.uninstallRequestedAt} is null then ${bool(clean)} else (coalesce(${portals.uninstallClean}, ${bool(false)}) or ${bool(clean)}) end`,
+          updatedAt: now,
+        })
+        .where(and(eq(portals.memberId, memberId), ne(portals.status, 'uninstalled')));
+    });
   }
 
   /**
@@ -286,38 +316,41 @@ export class PortalStore {
    * a request already pending stays the one asked about, its `clean` raised by this one's.
    */
   async deferUninstallRequest(memberId: string, checkAt: number, clean: boolean): Promise<void> {
-    this.#changed(memberId);
-    const now = this.clock.now();
-    const { bool, least } = this.database.dialect;
-    await this.database.db
-      .update(portals)
-      .set({
-        // Every expression reads the row as it was: `clean` is taken only when no request was pending.
-        uninstallClean: sql`case when ${portals.uninstallRequestedAt} is null then ${bool(clean)} else (coalesce(${portals.uninstallClean}, ${bool(false)}) or ${bool(clean)}) end`,
-        uninstallRequestedAt: sql`coalesce(${portals.uninstallRequestedAt}, ${now})`,
-        uninstallCheckAt: sql`coalesce(${least(portals.uninstallCheckAt, checkAt)}, ${checkAt})`,
-        updatedAt: now,
-      })
-      .where(and(eq(portals.memberId, memberId), ne(portals.status, 'uninstalled')));
+    return this.#changing(memberId, async () => {
+      const now = this.clock.now();
+      const { bool, least } = this.database.dialect;
+      await this.database.db
+        .update(portals)
+        .set({
+          // Every expression reads the row as it was: `clean` is taken only when no request was pending.
+          uninstallClean: sql`case when ${portals.uninstallRequestedAt} is null then ${bool(clean)} else (coalesce(${portals.uninstallClean}, ${bool(false)}) or ${bool(clean)}) end`,
+          uninstallRequestedAt: sql`coalesce(${portals.uninstallRequestedAt}, ${now})`,
+          uninstallCheckAt: sql`coalesce(${least(portals.uninstallCheckAt, checkAt)}, ${checkAt})`,
+          updatedAt: now,
+        })
+        .where(and(eq(portals.memberId, memberId), ne(portals.status, 'uninstalled')));
+    });
   }
 
   /** When the portal could not be asked: when to ask again. */
   async scheduleUninstallCheck(memberId: string, at: number): Promise<void> {
-    this.#changed(memberId);
-    await this.database.db
-      .update(portals)
-      .set({ uninstallCheckAt: at, updatedAt: this.clock.now() })
-      .where(and(eq(portals.memberId, memberId), isNotNull(portals.uninstallRequestedAt)));
+    return this.#changing(memberId, async () => {
+      await this.database.db
+        .update(portals)
+        .set({ uninstallCheckAt: at, updatedAt: this.clock.now() })
+        .where(and(eq(portals.memberId, memberId), isNotNull(portals.uninstallRequestedAt)));
+    });
   }
 
   /** The portal still accepts our tokens: the request of `requestedAt` was not its own. False when a newer one came meanwhile. */
   async dropUninstallRequest(memberId: string, requestedAt: number): Promise<boolean> {
-    this.#changed(memberId);
-    const result = await this.database.db
-      .update(portals)
-      .set({ uninstallRequestedAt: null, uninstallCheckAt: null, updatedAt: this.clock.now() })
-      .where(and(eq(portals.memberId, memberId), eq(portals.uninstallRequestedAt, requestedAt)));
-    return changes(result) > 0;
+    return this.#changing(memberId, async () => {
+      const result = await this.database.db
+        .update(portals)
+        .set({ uninstallRequestedAt: null, uninstallCheckAt: null, updatedAt: this.clock.now() })
+        .where(and(eq(portals.memberId, memberId), eq(portals.uninstallRequestedAt, requestedAt)));
+      return changes(result) > 0;
+    });
   }
 
   /** When the portal's unconfirmed uninstall arrived, if one is pending. */
@@ -373,37 +406,38 @@ export class PortalStore {
     chat2deskToken?: string,
     guard: { integrationType?: string; leaveOpenChannels?: { kind: string; reason: string } } = {},
   ): Promise<Portal | SettingsConflict | undefined> {
-    this.#changed(memberId);
-    const now = this.clock.now();
-    const sealedToken = chat2deskToken === undefined ? undefined : this.secrets.seal(chat2deskToken);
-    const outcome = await this.database.dialect.transaction(function* (tx): Generator<Statement, SettingsConflict | 'saved' | 'missing', unknown> {
-      // Read through an update that changes nothing: it locks the portal's row on PostgreSQL, so
-      // concurrent saves (and a line being connected, src/db/open-lines.ts) take their turns.
-      const [row] = yield* exec(
-        tx
-          .update(portals)
-          .set({ updatedAt: sql`${portals.updatedAt}` })
-          .where(eq(portals.memberId, memberId))
-          .returning({ settings: portals.settings }),
-      );
-      if (!row) return 'missing';
-      const stored = JSON.parse(row.settings) as StoredSettings;
-      // Read as src/portal-settings.ts does: anything but open_channels is Chat2Desk mode.
-      const storedMode = stored.integrationType === 'open_channels' ? 'open_channels' : 'chat2desk';
-      if (guard.integrationType !== undefined && guard.integrationType !== storedMode) return { conflict: 'mode_changed' };
-      if (guard.leaveOpenChannels) {
-        const [line] = yield* exec(tx.select({ lineId: openLines.lineId }).from(openLines).where(eq(openLines.memberId, memberId)).limit(1));
-        if (line) return { conflict: 'lines_connected' };
-        yield* finishWaitingJobs(tx, { memberId, kind: guard.leaveOpenChannels.kind, reason: guard.leaveOpenChannels.reason }, now);
-      }
-      const set: Partial<typeof portals.$inferInsert> = { settings: JSON.stringify({ ...stored, ...settingChanges }), updatedAt: now };
-      if (sealedToken !== undefined) set.chat2deskToken = sealedToken;
-      yield* exec(tx.update(portals).set(set).where(eq(portals.memberId, memberId)));
-      return 'saved';
+    return this.#changing(memberId, async () => {
+      const now = this.clock.now();
+      const sealedToken = chat2deskToken === undefined ? undefined : this.secrets.seal(chat2deskToken);
+      const outcome = await this.database.dialect.transaction(function* (tx): Generator<Statement, SettingsConflict | 'saved' | 'missing', unknown> {
+        // Read through an update that changes nothing: it locks the portal's row on PostgreSQL, so
+        // concurrent saves (and a line being connected, src/db/open-lines.ts) take their turns.
+        const [row] = yield* exec(
+          tx
+            .update(portals)
+            .set({ updatedAt: sql`${portals.updatedAt}` })
+            .where(eq(portals.memberId, memberId))
+            .returning({ settings: portals.settings }),
+        );
+        if (!row) return 'missing';
+        const stored = JSON.parse(row.settings) as StoredSettings;
+        // Read as src/portal-settings.ts does: anything but open_channels is Chat2Desk mode.
+        const storedMode = stored.integrationType === 'open_channels' ? 'open_channels' : 'chat2desk';
+        if (guard.integrationType !== undefined && guard.integrationType !== storedMode) return { conflict: 'mode_changed' };
+        if (guard.leaveOpenChannels) {
+          const [line] = yield* exec(tx.select({ lineId: openLines.lineId }).from(openLines).where(eq(openLines.memberId, memberId)).limit(1));
+          if (line) return { conflict: 'lines_connected' };
+          yield* finishWaitingJobs(tx, { memberId, kind: guard.leaveOpenChannels.kind, reason: guard.leaveOpenChannels.reason }, now);
+        }
+        const set: Partial<typeof portals.$inferInsert> = { settings: JSON.stringify({ ...stored, ...settingChanges }), updatedAt: now };
+        if (sealedToken !== undefined) set.chat2deskToken = sealedToken;
+        yield* exec(tx.update(portals).set(set).where(eq(portals.memberId, memberId)));
+        return 'saved';
+      });
+      if (outcome === 'missing') return undefined;
+      if (outcome !== 'saved') return outcome;
+      return this.get(memberId);
     });
-    if (outcome === 'missing') return undefined;
-    if (outcome !== 'saved') return outcome;
-    return this.get(memberId);
   }
 }
 

@@ -100,6 +100,8 @@ export const jobs = pgTable(
     // The event log: a portal's jobs newest first, paged by (created_at, id), or those of one phone.
     index('jobs_member_created').on(table.memberId, table.createdAt, table.id),
     index('jobs_member_phone').on(table.memberId, table.phone, table.createdAt, table.id).where(sql`${table.phone} IS NOT NULL`),
+    // `/healthz`: the runs finished in the last minutes, by every process (JobStore.workShare).
+    index('jobs_finished').on(table.finishedAt).where(sql`${table.finishedAt} IS NOT NULL`),
   ],
 );
 
@@ -257,6 +259,17 @@ export const c2dRates = pgTable('c2d_rates', {
   limitPerMinute: doublePrecision('limit_per_minute'),
   updatedAt: bigint('updated_at', { mode: 'number' }).notNull(),
 });
+
+/** Live stream tickets (src/db/schema.ts liveTickets says why). */
+export const liveTickets = pgTable(
+  'live_tickets',
+  {
+    ticketHash: text('ticket_hash').primaryKey(),
+    grant: text('grant').notNull(),
+    expiresAt: bigint('expires_at', { mode: 'number' }).notNull(),
+  },
+  (table) => [index('live_tickets_expires').on(table.expiresAt)],
+);
 
 /** The CRM record of a Chat2Desk client, per portal: found again without a phone (src/episodes/). */
 export const episodeRecords = pgTable(

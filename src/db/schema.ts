@@ -90,6 +90,8 @@ export const jobs = sqliteTable(
     // The event log: a portal's jobs newest first, paged by (created_at, id), or those of one phone.
     index('jobs_member_created').on(table.memberId, table.createdAt, table.id),
     index('jobs_member_phone').on(table.memberId, table.phone, table.createdAt, table.id).where(sql`${table.phone} IS NOT NULL`),
+    // `/healthz`: the runs finished in the last minutes, by every process (JobStore.workShare).
+    index('jobs_finished').on(table.finishedAt).where(sql`${table.finishedAt} IS NOT NULL`),
   ],
 );
 
@@ -250,6 +252,22 @@ export const c2dRates = sqliteTable('c2d_rates', {
   limitPerMinute: real('limit_per_minute'),
   updatedAt: integer('updated_at').notNull(),
 });
+
+/**
+ * Live stream tickets (src/live/tickets.ts): each opens one stream within a minute, on whichever
+ * process the page's connection reaches, and is taken once (`delete … returning`). Kept as the
+ * ticket's SHA-256, so a reader of the database cannot open a stream with it.
+ */
+export const liveTickets = sqliteTable(
+  'live_tickets',
+  {
+    ticketHash: text('ticket_hash').primaryKey(),
+    /** The viewer it was issued to, as JSON (src/dialogs/scope.ts DialogViewer). */
+    grant: text('grant').notNull(),
+    expiresAt: integer('expires_at').notNull(),
+  },
+  (table) => [index('live_tickets_expires').on(table.expiresAt)],
+);
 
 /** The CRM record of a Chat2Desk client, per portal: found again without a phone (src/episodes/). */
 export const episodeRecords = sqliteTable(

@@ -1,7 +1,7 @@
 import { and, eq, lt, ne } from 'drizzle-orm';
 import type { Clock } from '../clock.js';
 import type { SecretBox } from '../secrets.js';
-import { type Invalidation, invalidateRows } from './cache.js';
+import { cacheAccountLock, type Invalidation, invalidateRows } from './cache.js';
 import type { DatabaseAccess } from './database.js';
 import { changes, exec } from './dialect.js';
 import { type HeldWake, insertJobs, type NewJob, wakeHeldJobs } from './jobs.js';
@@ -92,7 +92,10 @@ export class WebhookStore {
     wakes: HeldWake[] = [],
   ): Promise<{ fresh: boolean; jobsStored: number; jobsWoken: number }> {
     const now = this.clock.now();
-    return this.database.dialect.transaction(function* (tx) {
+    const { dialect } = this.database;
+    return dialect.transaction(function* (tx) {
+      // Taken first: a fetch's save (CacheStore.saveFetched) either replays this delivery or comes after its invalidation.
+      yield* dialect.serializeOn(tx, cacheAccountLock(delivery.accountKey));
       // The unique key decides which receipt is the first, also between two processes at once.
       const [inserted] = yield* exec(
         tx

@@ -1,5 +1,5 @@
 import { BATCH_LIMIT } from '../bitrix24/rest-client.js';
-import type { JobRow } from '../db/jobs.js';
+import type { JobRow, JobStore } from '../db/jobs.js';
 
 export function groupByPortal<T extends Pick<JobRow, 'memberId'>>(jobs: T[]): Map<string, T[]> {
   const byPortal = new Map<string, T[]>();
@@ -50,13 +50,39 @@ export interface PortalBatchesDeps<T> {
   send(memberId: string, batch: T[]): Promise<void>;
   /** Registers a started batch so that a stopping worker can wait for it. */
   track(task: Promise<void>): void;
+  /**
+   * Where other processes read the same jobs (PostgreSQL): takes the batch's jobs for this process
+   * before sending (those another process took are left out), and keeps them while it is in flight.
+   */
+  hold?: BatchHold;
+}
+
+export interface BatchHold {
+  /** The ids of `ids` this process now holds. */
+  take(ids: number[]): Promise<Set<number>>;
+  /** Called every `renewEveryMs` while the request is in flight. */
+  extend(ids: number[]): Promise<void>;
+  renewEveryMs: number;
+}
+
+/**
+ * The hold of a batch's jobs in the database, where other processes read the same queue
+ * (`JobStore.sharedByProcesses`); none on SQLite, whose one process reads and sends alone.
+ */
+export function batchHold(jobs: JobStore, state: 'confirming' | 'reporting', holdMs: number | undefined): BatchHold | undefined {
+  if (!jobs.sharedByProcesses || holdMs === undefined) return undefined;
+  return {
+    take: (ids) => jobs.holdForBatch(state, ids, holdMs),
+    extend: (ids) => jobs.extendBatchHold(state, ids, holdMs),
+    renewEveryMs: holdMs / 3,
+  };
 }
 
 /**
  * The per-portal bookkeeping of batched Bitrix24 requests (confirmations and result reports): at
  * most one batch in flight per portal, up to 50 jobs each, gathered for a short while first.
  */
-export class PortalBatches<T extends Pick<JobRow, 'memberId' | 'runAt'>> {
+export class PortalBatches<T extends Pick<JobRow, 'id' | 'memberId' | 'runAt'>> {
   readonly #busy = new Set<string>();
 
   constructor(private readonly deps: PortalBatchesDeps<T>) {}
@@ -89,10 +115,28 @@ export class PortalBatches<T extends Pick<JobRow, 'memberId' | 'runAt'>> {
       }
       this.#busy.add(memberId);
       const task = read(memberId)
-        .then((jobs) => (jobs.length ? this.deps.send(memberId, jobs.slice(0, BATCH_LIMIT)) : undefined))
+        .then((jobs) => this.#send(memberId, jobs.slice(0, BATCH_LIMIT)))
         .finally(() => this.#busy.delete(memberId));
       this.deps.track(task);
     }
     return wait;
+  }
+
+  async #send(memberId: string, jobs: T[]): Promise<void> {
+    const { hold } = this.deps;
+    if (!hold) {
+      if (jobs.length) await this.deps.send(memberId, jobs);
+      return;
+    }
+    const held = await hold.take(jobs.map((job) => job.id));
+    const batch = jobs.filter((job) => held.has(job.id));
+    if (batch.length === 0) return;
+    const ids = batch.map((job) => job.id);
+    const renew = setInterval(() => void hold.extend(ids).catch(() => undefined), hold.renewEveryMs);
+    try {
+      await this.deps.send(memberId, batch);
+    } finally {
+      clearInterval(renew);
+    }
   }
 }

@@ -6,7 +6,7 @@ import type { Clock } from '../clock.js';
 import type { ConfirmationRow, JobStore } from '../db/jobs.js';
 import type { Logger } from '../log.js';
 import { backoffMs } from '../rate-limit.js';
-import { PortalBatches } from './batching.js';
+import { batchHold, PortalBatches } from './batching.js';
 import { robotFailed } from './kinds/robot.js';
 
 /** What the workflow's log shows for a confirmed call; Bitrix24 refuses an empty one (docs/protocols.md B6). */
@@ -23,6 +23,8 @@ export interface ConfirmationDeps {
   lingerMs: number;
   /** Registers a started batch so that a stopping worker can wait for it. */
   track(task: Promise<void>): void;
+  /** Where other processes confirm from the same queue: how long a batch holds its calls (src/jobs/batching.ts BatchHold). */
+  holdMs?: number;
   /** Called when calls were confirmed and may run. */
   onConfirmed(): void;
 }
@@ -50,6 +52,8 @@ export class CallConfirmations {
       }),
       send: (memberId, batch) => this.#confirm(memberId, batch),
       track: deps.track,
+      // Two processes confirming one call would write the workflow's log line twice.
+      hold: batchHold(deps.jobs, 'confirming', deps.holdMs),
     });
   }
 

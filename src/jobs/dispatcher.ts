@@ -16,12 +16,13 @@ import { EffectInDoubtError } from './ledger.js';
  */
 const DISPATCH_PAGE = 100;
 /**
- * A claimed job's lease: renewed every third of it while its run goes on, so a job whose lease ran
- * out is one whose worker stopped or stalled, and another worker takes it up (src/db/jobs.ts
- * `requeueInterrupted`); the attempt that lost it can no longer finish it.
+ * A claimed job's lease (`JOB_LEASE_SECONDS`, src/config.ts): renewed every third of it while its
+ * run goes on, so a job whose lease ran out is one whose worker stopped or stalled, and another
+ * worker takes it up (src/db/jobs.ts `requeueInterrupted`); the attempt that lost it can no longer
+ * finish it. Short, so that a process killed outright (kill -9) has its jobs taken over by the
+ * others within a lease and a third (docs/multi-process.md).
  */
-export const LEASE_MS = 10 * 60_000;
-const RENEW_EVERY_MS = LEASE_MS / 3;
+export const DEFAULT_LEASE_MS = 45_000;
 
 export interface DispatcherDeps {
   jobs: JobStore;
@@ -32,6 +33,8 @@ export interface DispatcherDeps {
   portalConcurrency: number;
   /** Unknown (non-protocol) errors are retried this many times, then the job is given up. */
   maxUnexpectedAttempts: number;
+  /** A claimed job's lease, renewed every third of it (DEFAULT_LEASE_MS). */
+  leaseMs: number;
   /** Registers a started run so that a stopping worker can wait for it. */
   track(task: Promise<void>): void;
   /** A run ended: a slot is free, and a result may be ready. */
@@ -59,30 +62,54 @@ export class Dispatcher {
 
   /** Starts what may start; `pageFull` says due jobs may be left beyond the page read. */
   async dispatch(stopped: () => boolean): Promise<{ started: number; pageFull: boolean }> {
-    const { jobs, kinds } = this.deps;
     const limits = this.#limits();
+    const page = Math.min(DISPATCH_PAGE, Math.max(...limits.values()));
+    if (this.deps.jobs.sharedByProcesses) return this.#claimShared(limits, page, stopped);
+    const { jobs, kinds } = this.deps;
     const { fullPortals, fullKinds } = this.#full(limits);
     let started = 0;
-    const page = Math.min(DISPATCH_PAGE, Math.max(...limits.values()));
     const due = await jobs.due('queued', page, fullPortals, fullKinds);
     for (const job of due) {
       if (stopped()) break;
-      const group = limits.has(job.kind) ? job.kind : COMMON;
+      const group = this.#groupOf(limits, job.kind);
       const running = this.#running.get(job.memberId)?.get(group) ?? 0;
       if (running >= (limits.get(group) ?? this.deps.portalConcurrency)) continue;
-      const claimed = await jobs.claim(job.id, LEASE_MS, kinds.get(job.kind)?.dedup === 'while_pending');
+      const claimed = await jobs.claim(job.id, this.deps.leaseMs, kinds.get(job.kind)?.dedup === 'while_pending');
       if (!claimed) continue;
       started += 1;
-      this.#count(job.memberId, group, 1);
-      this.#leases.set(claimed.id, { claimed, renewedAt: this.deps.clock.now() });
-      const task = this.#execute(claimed).finally(() => {
-        this.#leases.delete(claimed.id);
-        this.#count(job.memberId, group, -1);
-        this.deps.onRunEnded();
-      });
-      this.deps.track(task);
+      this.#start(claimed, group);
     }
     return { started, pageFull: due.length === page };
+  }
+
+  /**
+   * PostgreSQL, where other processes claim from the same queue: one statement picks and claims,
+   * counting every process's running jobs against the portal's slots (src/db/jobs.ts `claimDue`).
+   */
+  async #claimShared(limits: Map<string, number>, page: number, stopped: () => boolean): Promise<{ started: number; pageFull: boolean }> {
+    if (stopped()) return { started: 0, pageFull: false };
+    const releasing = this.deps.kinds
+      .all()
+      .filter((kind) => kind.dedup === 'while_pending')
+      .map((kind) => kind.name);
+    const claimed = await this.deps.jobs.claimDue(page, this.deps.leaseMs, Object.fromEntries(limits), releasing);
+    for (const job of claimed) this.#start(job, this.#groupOf(limits, job.kind));
+    return { started: claimed.length, pageFull: claimed.length === page };
+  }
+
+  #groupOf(limits: Map<string, number>, kind: string): string {
+    return limits.has(kind) ? kind : COMMON;
+  }
+
+  #start(claimed: JobRow, group: string): void {
+    this.#count(claimed.memberId, group, 1);
+    this.#leases.set(claimed.id, { claimed, renewedAt: this.deps.clock.now() });
+    const task = this.#execute(claimed).finally(() => {
+      this.#leases.delete(claimed.id);
+      this.#count(claimed.memberId, group, -1);
+      this.deps.onRunEnded();
+    });
+    this.deps.track(task);
   }
 
   /** The slots of each group: the common ones, and each kind's own. */
@@ -128,19 +155,34 @@ export class Dispatcher {
   async maintainLeases(): Promise<number> {
     const { jobs, clock, log } = this.deps;
     const now = clock.now();
+    const renewEveryMs = this.deps.leaseMs / 3;
     for (const [id, lease] of this.#leases) {
-      if (now - lease.renewedAt < RENEW_EVERY_MS) continue;
+      if (now - lease.renewedAt < renewEveryMs) continue;
       lease.renewedAt = now;
-      if (!(await jobs.renewLease(lease.claimed, LEASE_MS))) {
+      if (!(await jobs.renewLease(lease.claimed, this.deps.leaseMs))) {
         this.#leases.delete(id);
         log.warn({ jobId: id, memberId: lease.claimed.memberId }, 'a run lost its lease: another worker took the job up, and this run cannot finish it');
       }
     }
     if (now < this.#nextSweepAt) return 0;
-    this.#nextSweepAt = now + RENEW_EVERY_MS;
+    this.#nextSweepAt = now + renewEveryMs;
     const requeued = await jobs.requeueInterrupted('expired');
     if (requeued > 0) log.warn({ requeued }, 'jobs whose lease ran out are queued again');
     return requeued;
+  }
+
+  /**
+   * A stopping process's runs still going after its grace are given back (PostgreSQL: another
+   * process takes them up at once instead of after the lease); this process's attempts can no
+   * longer finish them. Returns how many were given back.
+   */
+  async handBack(): Promise<number> {
+    let handedBack = 0;
+    for (const [id, lease] of this.#leases) {
+      this.#leases.delete(id);
+      if (await this.deps.jobs.handBack(lease.claimed)) handedBack += 1;
+    }
+    return handedBack;
   }
 
   async #execute(job: JobRow): Promise<void> {

@@ -105,7 +105,11 @@ export interface LedgerBinding {
   leaseMs?: number;
 }
 
-/** A job's lease is ten minutes (src/jobs/worker.ts); an act never takes longer than its run. */
+/**
+ * Longer than any act, and than a job's lease (`JOB_LEASE_SECONDS`, src/jobs/dispatcher.ts): a later
+ * attempt of the same job takes an earlier one's claim whatever this says (src/db/effects.ts
+ * `takeOver`), so a process killed mid-act delays its job's taker by the job's lease only.
+ */
 const DEFAULT_LEASE_MS = 10 * 60_000;
 
 const parse = (json: string | null): Record<string, unknown> => (json ? (JSON.parse(json) as Record<string, unknown>) : {});

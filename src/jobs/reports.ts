@@ -5,7 +5,7 @@ import type { Clock } from '../clock.js';
 import type { JobStore, ReportRow } from '../db/jobs.js';
 import type { Logger } from '../log.js';
 import { backoffMs } from '../rate-limit.js';
-import { PortalBatches } from './batching.js';
+import { batchHold, PortalBatches } from './batching.js';
 import { ROBOT_KIND } from './kinds/robot.js';
 
 /** How long an undelivered result is retried (Bitrix24 outage, lost authorisation) before it is dropped. */
@@ -20,6 +20,8 @@ export interface ResultReportsDeps {
   lingerMs: number;
   /** Registers a started batch so that a stopping worker can wait for it. */
   track(task: Promise<void>): void;
+  /** Where other processes report from the same queue: how long a batch holds its results (src/jobs/batching.ts BatchHold). */
+  holdMs?: number;
 }
 
 /**
@@ -43,6 +45,8 @@ export class ResultReports {
       },
       send: (memberId, batch) => this.#report(memberId, batch),
       track: deps.track,
+      // Two processes must not both send a result: each bizproc.event.send goes once.
+      hold: batchHold(deps.jobs, 'reporting', deps.holdMs),
     });
   }
 

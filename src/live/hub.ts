@@ -1,5 +1,6 @@
 import pLimit, { type LimitFunction } from 'p-limit';
 import type { CachedDialog, DialogDirectory } from '../chat2desk/directory.js';
+import type { Broadcast } from '../db/broadcast.js';
 import type { Portal } from '../db/portals.js';
 import type { DialogViewer } from '../dialogs/scope.js';
 import { clientVisible, dialogVisible, type ScopedClient } from '../dialogs/visibility.js';
@@ -51,7 +52,12 @@ interface PortalSubscribers {
   inOrder: LimitFunction;
 }
 
+/** The broadcast topic of a live change; the payload is `{ memberId, change }` as JSON (src/db/broadcast.ts). */
+export const LIVE_CHANGE = 'live';
+
 export interface LiveHubDeps {
+  /** Carries each change to every process sharing the database, this one included, whose own streams it reaches. */
+  broadcast: Broadcast;
   portalOf(memberId: string): Promise<Portal | undefined>;
   directoryOf(portal: Portal): Promise<DialogDirectory | undefined>;
   limits: LiveLimits;
@@ -59,14 +65,19 @@ export interface LiveHubDeps {
 }
 
 /**
- * Live updates inside this process: open pages subscribe per portal with their viewer, verified
- * Chat2Desk deliveries are published, and each event reaches only the viewers whose scope shows
- * that dialog or client (src/dialogs/visibility.ts). Issue 11 (several processes) needs a shared bus.
+ * Live updates: open pages subscribe per portal with their viewer to the process their stream
+ * reached; a verified Chat2Desk delivery, received by any process, is published on the broadcast
+ * and every process hands it to its own streams, each event reaching only the viewers whose scope
+ * shows that dialog or client (src/dialogs/visibility.ts). The broadcast carries the change as the
+ * delivery's body describes it (ids, the client's phones, the operator), not the body.
  */
 export class LiveHub {
   readonly #portals = new Map<string, PortalSubscribers>();
+  readonly #unsubscribe: () => void;
 
-  constructor(private readonly deps: LiveHubDeps) {}
+  constructor(private readonly deps: LiveHubDeps) {
+    this.#unsubscribe = deps.broadcast.subscribe(LIVE_CHANGE, (payload) => this.#received(payload));
+  }
 
   subscribe(viewer: DialogViewer, sink: LiveSink): Subscription {
     const memberId = viewer.portal.memberId;
@@ -90,15 +101,22 @@ export class LiveHub {
    * holding up the webhook's answer.
    */
   published(memberId: string, delivery: Record<string, unknown>): void {
-    const portal = this.#portals.get(memberId);
-    if (!portal) return;
     const change = dialogChangeOf(delivery);
     if (!change) return;
+    // The sender's own handlers run at once (Broadcast.publish); a failure to reach the others is logged there.
+    void this.deps.broadcast.publish(LIVE_CHANGE, JSON.stringify({ memberId, change }));
+  }
+
+  /** A change published by this process or another: to this process's streams of its portal. */
+  #received(payload: string): void {
+    const message = JSON.parse(payload) as { memberId: string; change: DialogChange };
+    const portal = this.#portals.get(message.memberId);
+    if (!portal) return;
     if (portal.inOrder.pendingCount >= MAX_WAITING_CHANGES_PER_PORTAL) {
-      this.deps.log.warn({ memberId }, 'live updates behind: a change was skipped');
+      this.deps.log.warn({ memberId: message.memberId }, 'live updates behind: a change was skipped');
       return;
     }
-    void portal.inOrder(() => this.#fanOut(memberId, portal, change));
+    void portal.inOrder(() => this.#fanOut(message.memberId, portal, message.change));
   }
 
   async #fanOut(memberId: string, portal: PortalSubscribers, change: DialogChange): Promise<void> {
@@ -125,6 +143,7 @@ export class LiveHub {
 
   /** The server is stopping: every stream ends, so no open connection holds the shutdown up. */
   close(): void {
+    this.#unsubscribe();
     for (const [memberId, portal] of this.#portals) {
       for (const subscriber of [...portal.subscribers]) {
         this.#remove(memberId, subscriber);

@@ -1,17 +1,11 @@
-import { randomBytes } from 'node:crypto';
-import { LRUCache } from 'lru-cache';
+import { createHash, randomBytes } from 'node:crypto';
 import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
 import type { Clock } from '../clock.js';
+import type { LiveTicketStore } from '../db/live-tickets.js';
 import type { DialogViewer } from '../dialogs/scope.js';
 
 /** A ticket opens one stream within a minute of being issued (issue 9: "a single-use ticket that lives a minute"). */
 export const LIVE_TICKET_TTL_MS = 60_000;
-
-/**
- * Unused tickets kept at once, all portals together. A page asks for one per (re)connection, at
- * least every 15 minutes (its token's life); the least recently issued go first beyond this.
- */
-const MAX_TICKETS = 20_000;
 
 /**
  * Tickets one user may ask for per minute: a few open tabs reconnecting, with room for network
@@ -42,14 +36,18 @@ export class LiveTicketRefusal extends Error {
  * token must never appear in a URL (it would reach logs and proxies), so the page trades its bearer
  * for a ticket that is worth one connection within a minute.
  *
- * Kept in this process's memory. Issue 11 (several processes behind one address) moves them to the
- * database, so a ticket issued by one process can be taken by another, still exactly once.
+ * Rows in the database (src/db/live-tickets.ts), so that behind a load balancer the process that
+ * issued a ticket need not be the one the stream reaches; taken with `delete … returning`, so a
+ * ticket still opens one stream, across every process. Stored as its SHA-256: the ticket itself is
+ * the credential. Unused tickets are pruned with the other old rows (src/server.ts maintenance).
  */
 export class LiveTickets {
-  readonly #tickets = new LRUCache<string, { grant: LiveGrant; expiresAt: number }>({ max: MAX_TICKETS });
   readonly #issued = new RateLimiterMemory({ keyPrefix: 'live-tickets', points: TICKETS_PER_USER_PER_MINUTE, duration: 60 });
 
-  constructor(private readonly clock: Clock) {}
+  constructor(
+    private readonly store: LiveTicketStore,
+    private readonly clock: Clock,
+  ) {}
 
   async issue(grant: LiveGrant): Promise<{ ticket: string; expiresAt: number }> {
     try {
@@ -62,17 +60,23 @@ export class LiveTickets {
     const ticket = randomBytes(32).toString('base64url');
     // Never past the token: a ticket cannot outlive what it was issued on.
     const expiresAt = Math.min(this.clock.now() + LIVE_TICKET_TTL_MS, grant.viewer.expiresAt);
-    this.#tickets.set(ticket, { grant, expiresAt });
+    await this.store.put(ticketHash(ticket), JSON.stringify(grant.viewer), expiresAt);
     return { ticket, expiresAt };
   }
 
-  /** The grant of a ticket issued here, not used and not expired; it is used up by this call either way. */
-  take(ticket: string | undefined): LiveGrant | undefined {
+  /** The grant of a ticket issued by any process, not used and not expired; it is used up by this call either way. */
+  async take(ticket: string | undefined): Promise<LiveGrant | undefined> {
     if (!ticket || !TICKET_SHAPE.test(ticket)) return undefined;
-    // Read and removed in one synchronous step: two requests with the same ticket cannot both get it.
-    const entry = this.#tickets.get(ticket);
-    this.#tickets.delete(ticket);
-    if (!entry || this.clock.now() >= entry.expiresAt) return undefined;
-    return entry.grant;
+    const row = await this.store.take(ticketHash(ticket));
+    if (!row || this.clock.now() >= row.expiresAt) return undefined;
+    return { viewer: JSON.parse(row.grant) as DialogViewer };
   }
+
+  pruneExpired(): Promise<number> {
+    return this.store.pruneExpired(this.clock.now());
+  }
+}
+
+function ticketHash(ticket: string): string {
+  return createHash('sha256').update(ticket).digest('base64url');
 }

@@ -1,8 +1,8 @@
-import { getConnInfo } from '@hono/node-server/conninfo';
 import { Hono } from 'hono';
 import { str } from '../bitrix24/form-body.js';
 import { phpMap } from '../bitrix24/values.js';
 import { InstallRefused, type InstallClaim, type InstallService } from '../bitrix24/install.js';
+import type { ClientAddresses } from '../client-address.js';
 import type { Logger } from '../log.js';
 import type { AppPageRenderer } from './app-page.js';
 import { readBitrixForm } from './form.js';
@@ -12,11 +12,11 @@ import { readBitrixForm } from './form.js';
  * install page opened in the portal (`AUTH_ID`, `member_id`, DOMAIN in the query), docs/protocols.md B1.
  * The install page is the app page (src/routes/app-page.ts) in install mode: it calls installFinish.
  */
-export function createInstallRoute(deps: { install: InstallService; appPageRenderer: AppPageRenderer; log: Logger }) {
+export function createInstallRoute(deps: { install: InstallService; appPageRenderer: AppPageRenderer; log: Logger; clientAddresses: ClientAddresses }) {
   return new Hono()
     .post('/install', async (c) => {
-      // The TCP peer: X-Forwarded-For is written by the sender, so it cannot bound the sender.
-      const address = getConnInfo(c).remote.address ?? 'unknown';
+      // The TCP peer, or what our own proxy saw (TRUSTED_PROXIES): a sender's own X-Forwarded-For cannot bound the sender.
+      const address = deps.clientAddresses.of(c);
       const fields = await readBitrixForm(c);
       const auth = phpMap(fields.auth);
       if (str(auth.access_token)) {

@@ -53,7 +53,7 @@ export function createLiveRoute(deps: LiveRouteDeps) {
     })
     .get('/api/live', async (c) => {
       c.header('cache-control', 'no-store');
-      const grant = deps.tickets.take(c.req.query('ticket'));
+      const grant = await deps.tickets.take(c.req.query('ticket'));
       if (!grant) return c.json({ error: NO_TICKET }, 401);
       const issuedFor = grant.viewer.portal;
       const portal = await deps.portals.get(issuedFor.memberId);

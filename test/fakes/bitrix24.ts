@@ -68,6 +68,8 @@ export interface RobotCallInput {
   applicationToken?: string;
   /** Defaults to what the robot was registered with; only an explicit 'N' means "don't wait" (§5). */
   useSubscription?: 'Y' | 'N';
+  /** Sends the call to this origin, at the registered handler's path: one of several processes behind a load balancer. */
+  via?: string;
 }
 
 export interface BitrixAuth {
@@ -1176,7 +1178,9 @@ class FakePortal implements FakeBitrix24 {
       throw new Error(`fake Bitrix24: no robot or activity registered with CODE "${input.code}"`);
     }
     const { body, eventToken } = this.robotCallBody(input);
-    const reply = await this.postForm('robot', text(registered.HANDLER), body);
+    const handler = text(registered.HANDLER);
+    const url = input.via ? new URL(new URL(handler).pathname + new URL(handler).search, input.via).toString() : handler;
+    const reply = await this.postForm('robot', url, body);
     return { ...reply, eventToken };
   }
 

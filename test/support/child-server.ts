@@ -7,7 +7,7 @@ import { startFakeBitrix24, type FakeBitrix24, type FakeBitrix24Options } from '
 import { startFakeChat2Desk, type FakeChat2Desk } from '../fakes/chat2desk.js';
 import Database from 'better-sqlite3';
 import pg from 'pg';
-import { type DatabaseReader, postgresRows } from './databases.js';
+import { type DatabaseReader, emptyDatabase, postgresRows } from './databases.js';
 import { eventually, freePort, stackDatabase, stackEnv, type StackDatabase } from './stack.js';
 
 /**
@@ -150,4 +150,53 @@ function childReader(database: StackDatabase, file: string): DatabaseReader & { 
     run: async (query, ...params) => void (await rows(query, ...params)),
     close: async () => void (await pool?.end()),
   };
+}
+
+/** Several server processes on one PostgreSQL database, behind no balancer: a test spreads its calls over `urls`. */
+export interface ChildProcesses {
+  b24: FakeBitrix24;
+  c2d: FakeChat2Desk;
+  /** The first process: the one the portal installs through (its PUBLIC_URL is in the robots' handlers). */
+  server: { url: string };
+  urls: string[];
+  children: Child[];
+  /** kill -9 process `index`. */
+  kill(index: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Both fakes, a fresh PostgreSQL database (`emptyDatabase`) and `count` server processes on it, each up and healthy. */
+export async function startChildProcesses(count: number, options: { env?: Record<string, string>; b24?: FakeBitrix24Options } = {}): Promise<ChildProcesses> {
+  const b24 = await startFakeBitrix24(options.b24);
+  const c2d = await startFakeChat2Desk();
+  const database = await emptyDatabase();
+  const dir = mkdtempSync(join(tmpdir(), 'c2d-b24-processes-'));
+  const ports = await Promise.all(Array.from({ length: count }, () => freePort()));
+  const urls = ports.map((port) => `http://127.0.0.1:${port}`);
+  const children: Child[] = [];
+  const stack: ChildProcesses = {
+    b24,
+    c2d,
+    server: { url: urls[0]! },
+    urls,
+    children,
+    kill: (index) => killHard(children[index]!),
+    async close() {
+      await Promise.all(children.map((child) => killHard(child)));
+      await Promise.all([b24.close(), c2d.close()]);
+      await database.drop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  try {
+    for (const port of ports) {
+      children.push(startChild(stackEnv(b24, c2d, port, dir, { LOG_LEVEL: 'info', DATABASE_URL: database.url, ...options.env })));
+      // One after another: the first applies the migrations, the others find them applied.
+      await eventually(() => healthy(`http://127.0.0.1:${port}`), 20_000, `server on port ${port} up`);
+    }
+  } catch (error) {
+    await stack.close();
+    throw error;
+  }
+  return stack;
 }

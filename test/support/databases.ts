@@ -64,6 +64,8 @@ export interface TestDatabase {
   handle: DatabaseHandle;
   /** A statement with `?` parameters, on either database: its rows. */
   rows<T = Record<string, unknown>>(query: string, ...params: unknown[]): Promise<T[]>;
+  /** PostgreSQL: the database's URL (what a second process would be given, e.g. for its broadcast connection). */
+  url?: string;
   /** Another connection to the same database: what a second server process would open. */
   openAnother(): Promise<DatabaseHandle>;
   close(): Promise<void>;
@@ -129,6 +131,7 @@ export async function openTestDatabase(kind: DatabaseKind, options: { createWith
   const handle = await open();
   return {
     handle,
+    url: database.url,
     rows: databaseReader(handle).rows,
     openAnother: open,
     async close() {
