@@ -432,6 +432,8 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     jobs,
     chat2deskWebhooks,
     async idle() {
+      // The uninstall monitor's pass at start reads the database before it starts its checks.
+      await uninstalls.passed();
       await background.idle();
       await pipeline.settled([REGISTER_APP_KIND]);
     },

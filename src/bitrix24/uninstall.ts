@@ -125,6 +125,11 @@ export class Uninstalls {
     };
   }
 
+  /** Resolves once the monitor's pass in progress, if any, has started its checks (the server's idle). */
+  async passed(): Promise<void> {
+    await this.#monitor?.passing;
+  }
+
   #pass(everyPending: boolean): Promise<void> {
     const monitor = this.#monitor;
     const passing = this.#passOnce(everyPending, monitor);
