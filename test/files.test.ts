@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { TestClock } from './support/clock.js';
-import { installAndConfigure, startStack, type Stack } from './support/stack.js';
+import { eventually, installAndConfigure, startStack, type Stack } from './support/stack.js';
 import { bearer, tabToken } from './support/viewer-tokens.js';
 
 const PHONE = '79161234567';
@@ -145,9 +145,9 @@ describe('Files for dialog actions', () => {
     clock.advance(2 * 3600_000 + 1);
     const expired = await fetch(link, { headers: { connection: 'close' } });
     expect(expired.status).toBe(410);
-    // The maintenance runs at start, then hourly.
+    // The maintenance runs at start (in the background), then hourly.
     await stack.restart();
-    expect(await stack.db.row('select count(*) as n from uploaded_files')).toEqual({ n: 0 });
+    await eventually(async () => (await stack.db.row<{ n: number }>('select count(*) as n from uploaded_files'))!.n === 0, 5_000, 'the maintenance at start');
     expect((await fetch(link)).status).toBe(404);
   });
 
