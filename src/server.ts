@@ -94,19 +94,23 @@ import { OpenLines } from './open-channels/lines.js';
  */
 const RUN_EFFECT_RETENTION_MS = DEFAULT_EVENT_LOG_RETENTION_DAYS * 24 * 3600_000;
 
-/** Runs `prune` now and every hour; returns the stop function. */
-function startMaintenance(prune: () => Promise<void>, log: Logger): () => void {
-  const run = async () => {
-    try {
-      await prune();
-    } catch (error) {
-      log.warn({ err: error instanceof Error ? error.message : String(error) }, 'maintenance failed');
-    }
+/** Runs `prune` now and every hour; returns the stop function, which waits for a run in progress. */
+function startMaintenance(prune: () => Promise<void>, log: Logger): () => Promise<void> {
+  let running: Promise<void> | undefined;
+  const run = () => {
+    running ??= prune()
+      .catch((error: unknown) => log.warn({ err: error instanceof Error ? error.message : String(error) }, 'maintenance failed'))
+      .finally(() => {
+        running = undefined;
+      });
   };
-  void run();
-  const timer = setInterval(() => void run(), 3600_000);
+  run();
+  const timer = setInterval(run, 3600_000);
   timer.unref();
-  return () => clearInterval(timer);
+  return async () => {
+    clearInterval(timer);
+    await running;
+  };
 }
 
 export interface RunningServer {
@@ -443,6 +447,8 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     jobs,
     chat2deskWebhooks,
     async idle() {
+      // The uninstall monitor's pass at start reads the database before it starts its checks.
+      await uninstalls.passed();
       await background.idle();
       await pipeline.settled([REGISTER_APP_KIND]);
     },
@@ -451,12 +457,13 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
       return portal ? chat2desk.directoryOf(portal) : undefined;
     },
     async close() {
-      stopMonitor();
-      stopUninstallChecks();
-      stopMaintenance();
+      // The periodic passes are stopped and a pass in progress awaited before the work it starts is
+      // awaited and the database closed (on PostgreSQL a pass after that would find the pool ended).
+      const passesStopped = Promise.all([stopMonitor(), stopUninstallChecks(), stopMaintenance()]);
       // Open live streams would hold the HTTP server's close until their tokens expire.
       liveHub.close();
       await new Promise<void>((resolve) => server.close(() => resolve()));
+      await passesStopped;
       await background.idle();
       await pipeline.stop();
       await accounts.flush();

@@ -56,7 +56,7 @@ describe('the connector settings page inside Bitrix24', () => {
     await expect(app.locator('#save-result').textContent()).resolves.toContain('The portal is not in Open Channels mode (any more)');
     await expect(app.locator('#line-status').textContent()).resolves.toBe('Not connected');
     await parent.page.screenshot({ path: `${ARTIFACTS}/connector-not-open-channels.png`, fullPage: true });
-    expect(stack.server.database.db.$client.prepare('select line_id from open_lines').all()).toEqual([]);
+    expect(await stack.db.rows('select line_id from open_lines')).toEqual([]);
   });
 
   it('an admin connects a line routed by a channel, with the operator signature, and sees it saved', async () => {
@@ -77,11 +77,7 @@ describe('the connector settings page inside Bitrix24', () => {
     await expect(app.locator('#save-result').textContent()).resolves.toBe('Saved');
     await parent.page.screenshot({ path: `${ARTIFACTS}/connector-connected.png`, fullPage: true });
 
-    const row = await eventually(
-      () => stack!.server.database.db.$client.prepare('select options from open_lines where line_id = 1').get() as { options: string } | undefined,
-      5000,
-      'the saved line',
-    );
+    const row = await eventually(() => stack!.db.row<{ options: string }>('select options from open_lines where line_id = 1'), 5000, 'the saved line');
     expect(JSON.parse(row.options)).toMatchObject({ route: { kind: 'channels', channelIds: [17404] }, signature: true, holdUntilOperator: false });
     expect(stack.b24.connectorLines.get(`${CONNECTOR_ID} 1`)).toMatchObject({ active: true, connected: true });
     // The page talked to the parent through the SDK (fitWindow → resizeWindow).

@@ -20,7 +20,7 @@ describe('the Open Channels connector', () => {
       .filter((binding) => CONNECTOR_EVENTS.includes(binding.event.toUpperCase()) && binding.handler === `${stack.config.publicUrl}/bitrix24/events`)
       .map((binding) => binding.event.toUpperCase())
       .sort();
-  const lineRows = () => stack.server.database.db.$client.prepare('select line_id as lineId, options from open_lines').all() as Array<{ lineId: number; options: string }>;
+  const lineRows = async () => (await stack.db.rows('select line_id as lineId, options from open_lines')) as Array<{ lineId: number; options: string }>;
 
   async function openChannelsPortal(): Promise<void> {
     stack = await startStack();
@@ -129,7 +129,7 @@ describe('the Open Channels connector', () => {
     expect(deactivations).toHaveLength(1);
     expect(stack.b24.connectors.has(CONNECTOR_ID)).toBe(false);
     expect(connectorEvents()).toEqual([]);
-    expect(lineRows()).toEqual([]);
+    expect(await lineRows()).toEqual([]);
   });
 
   it('a switch back Bitrix24 refuses keeps the portal in Open Channels mode, and saving again finishes it', async () => {
@@ -183,7 +183,7 @@ describe('the Open Channels connector', () => {
     const state = stack.b24.connectorLines.get(`${CONNECTOR_ID} 1`)!;
     expect(state).toMatchObject({ active: true, connected: true });
     expect(state.data).toMatchObject({ ID: `${CONNECTOR_ID}_1`, NAME: 'Chat2Desk' });
-    expect(lineRows().map((row) => ({ lineId: row.lineId, options: JSON.parse(row.options) as unknown }))).toEqual([{ lineId: 1, options: byChannels }]);
+    expect((await lineRows()).map((row) => ({ lineId: row.lineId, options: JSON.parse(row.options) as unknown }))).toEqual([{ lineId: 1, options: byChannels }]);
     const again = await openPage();
     expect(again.connected).toBe(true);
     expect(again.options).toEqual(byChannels);
@@ -210,7 +210,7 @@ describe('the Open Channels connector', () => {
     expect((await writeLine(token!, 'abc', 'PUT', { options: byChannels })).status).toBe(400);
     const unknownLine = await writeLine(token!, 999, 'PUT', { options: byChannels });
     expect(unknownLine.status).toBe(404);
-    expect(lineRows()).toEqual([]);
+    expect(await lineRows()).toEqual([]);
     expect(stack.b24.calls.filter((call) => call.method === 'imconnector.activate')).toHaveLength(0);
   });
 
@@ -223,7 +223,7 @@ describe('the Open Channels connector', () => {
       body: JSON.stringify({ options: byChannels }),
     });
     expect(response.status).toBe(403);
-    expect(lineRows()).toEqual([]);
+    expect(await lineRows()).toEqual([]);
   });
 
   it('disconnecting deactivates the line and forgets it', async () => {
@@ -233,7 +233,7 @@ describe('the Open Channels connector', () => {
     const disconnected = await writeLine(token!, 1, 'DELETE');
     expect(disconnected.status).toBe(200);
     expect(stack.b24.connectorLines.get(`${CONNECTOR_ID} 1`)?.active).toBe(false);
-    expect(lineRows()).toEqual([]);
+    expect(await lineRows()).toEqual([]);
   });
 
   it('a line deleted in Bitrix24 is forgotten; the repeat is harmless; a forged delete of a live line changes nothing', async () => {
@@ -243,10 +243,10 @@ describe('the Open Channels connector', () => {
     // Forged: the application token is right (it is on every page) but the line still exists.
     const forged = await postForm(`${stack.server.url}/bitrix24/events`, stack.b24.eventBody('ONIMCONNECTORLINEDELETE', 1));
     expect(forged.status).toBe(200);
-    expect(lineRows()).toHaveLength(1);
+    expect(await lineRows()).toHaveLength(1);
     const replies = await stack.b24.deleteOpenLine(1);
     expect(replies.map((reply) => reply.status)).toEqual([200]);
-    expect(lineRows()).toEqual([]);
+    expect(await lineRows()).toEqual([]);
     const repeat = await postForm(`${stack.server.url}/bitrix24/events`, stack.b24.eventBody('ONIMCONNECTORLINEDELETE', 1));
     expect(repeat.status).toBe(200);
   });
@@ -260,15 +260,15 @@ describe('the Open Channels connector', () => {
     ours.active = false;
     const foreign = await postForm(`${stack.server.url}/bitrix24/events`, stack.b24.eventBody('ONIMCONNECTORSTATUSDELETE', { connector: 'other', line: 1 }));
     expect(foreign.status).toBe(200);
-    expect(lineRows()).toHaveLength(1);
+    expect(await lineRows()).toHaveLength(1);
     ours.active = true;
     // A forged one for ours while the connector is still active on the line changes nothing either.
     const forged = await postForm(`${stack.server.url}/bitrix24/events`, stack.b24.eventBody('ONIMCONNECTORSTATUSDELETE', { connector: CONNECTOR_ID, line: 1 }));
     expect(forged.status).toBe(200);
-    expect(lineRows()).toHaveLength(1);
+    expect(await lineRows()).toHaveLength(1);
     const replies = await stack.b24.disconnectConnector({ connector: CONNECTOR_ID, line: 1 });
     expect(replies.map((reply) => reply.status)).toEqual([200]);
-    expect(lineRows()).toEqual([]);
+    expect(await lineRows()).toEqual([]);
   });
 
   it('the fake portal takes connector parameters only as Bitrix24 spells them (upper-case), as the real one does', async () => {
@@ -293,17 +293,17 @@ describe('the Open Channels connector', () => {
     stack.b24.connectorLines.get(`${CONNECTOR_ID} 1`)!.error = true;
     const forged = await postForm(`${stack.server.url}/bitrix24/events`, stack.b24.eventBody('ONIMCONNECTORSTATUSDELETE', { connector: CONNECTOR_ID, line: 1 }));
     expect(forged.status).toBe(200);
-    expect(lineRows()).toHaveLength(1);
+    expect(await lineRows()).toHaveLength(1);
   });
 
   it('mode switch back and forth with work in flight: a job queued in each mode before each switch finishes as it was queued, once; closed dialogs make records only in Chat2Desk mode', async () => {
     stack = await startStack();
     await installAndConfigure(stack, { defaultCountry: 'RU', episodesEnabled: true });
-    const jobOf = (kind: string, dedupKey: string) =>
-      stack.server.database.db.$client.prepare('select state, return_values as returnValues from jobs where kind = ? and dedup_key = ?').get(kind, dedupKey) as
+    const jobOf = async (kind: string, dedupKey: string) =>
+      (await stack.db.row('select state, return_values as returnValues from jobs where kind = ? and dedup_key = ?', kind, dedupKey)) as
         | { state: string; returnValues: string | null }
         | undefined;
-    const episodeJob = (requestId: number) => jobOf(CLOSE_EPISODE_KIND, `episode:${requestId}`);
+    const episodeJob = async (requestId: number) => await jobOf(CLOSE_EPISODE_KIND, `episode:${requestId}`);
     const episode = (phone: string) => {
       const { client, dialog } = stack.c2d.seedClient({ phone, name: 'Anna', transport: 'whatsapp', withDialog: 'open' });
       stack.c2d.receiveMessage({ clientId: client.id as number, text: 'Hello' });
@@ -315,12 +315,16 @@ describe('the Open Channels connector', () => {
       const held = stack.b24.hold({ rest: 'batch' });
       const closed = episode(phone);
       expect(await stack.c2d.deliverWebhook(closed.closeRequest)).toEqual([200]);
-      expect(episodeJob(closed.requestId)).toBeDefined();
+      expect(await episodeJob(closed.requestId)).toBeDefined();
       await held.arrived;
       const before = leads();
       await switchMode();
       held.release();
-      const finished = await eventually(() => (episodeJob(closed.requestId)?.state === 'done' ? episodeJob(closed.requestId) : undefined), 20_000, 'the queued episode');
+      const finished = await eventually(
+        async () => ((await episodeJob(closed.requestId))?.state === 'done' ? episodeJob(closed.requestId) : undefined),
+        20_000,
+        'the queued episode',
+      );
       expect(JSON.parse(finished.returnValues!)).toMatchObject({ status: 'done', created: true });
       expect(leads()).toBe(before + 1);
     };
@@ -334,7 +338,7 @@ describe('the Open Channels connector', () => {
       const after = episode(phone);
       expect(await stack.c2d.deliverWebhook(after.closeRequest)).toEqual([200]);
       expect(await stack.c2d.deliverWebhook(after.closeDialog)).toEqual([200]);
-      expect(episodeJob(after.requestId)).toBeUndefined();
+      expect(await episodeJob(after.requestId)).toBeUndefined();
     };
 
     // 1. Chat2Desk mode → Open Channels, with a closed dialog in flight.
@@ -360,9 +364,9 @@ describe('the Open Channels connector', () => {
     await stack.server.idle();
     const answers = sentMessages(stack).filter((call) => (call.body as { external_id?: string }).external_id === `b24ol:${written.imMessageId}`);
     expect(answers).toHaveLength(1);
-    const outbound = () => stack.server.database.db.$client.prepare("select state, last_error as lastError from jobs where kind = 'ol_outbound'").all() as Array<{ state: string }>;
-    await eventually(() => outbound()[0]?.state === 'done', 20_000, `the answer's job done (${JSON.stringify(outbound())})`).catch(() =>
-      expect(outbound()).toEqual([{ state: 'done' }]),
+    const outbound = async () => (await stack.db.rows("select state, last_error as lastError from jobs where kind = 'ol_outbound'")) as Array<{ state: string }>;
+    await eventually(async () => (await outbound())[0]?.state === 'done', 20_000, `the answer's job done (${JSON.stringify(await outbound())})`).catch(async () =>
+      expect(await outbound()).toEqual([{ state: 'done' }]),
     );
     // The event log names this work in the admin's words, under its own kind.
     const log = (await (await fetch(`${stack.server.url}/api/event-log?kind=open_channels`, { headers: adminHeaders(stack) })).json()) as {
@@ -418,15 +422,15 @@ describe('the Open Channels connector', () => {
       const refused = await during;
       expect(refused.status).toBe(409);
       expect(((await refused.json()) as { error: string }).error).toContain('not in Open Channels mode');
-      expect(lineRows()).toEqual([]);
+      expect(await lineRows()).toEqual([]);
       expect(stack.b24.calls.filter((call) => call.method === 'imconnector.activate' && String(call.params.ACTIVE) === '1')).toHaveLength(1);
       expect(await storedSettings()).toMatchObject({ integrationType: 'chat2desk', openLines: [] });
     });
 
     it('switching back finishes waiting Open Channels inbound messages as not sent, saying they are in Chat2Desk', async () => {
       await openChannelsPortal();
-      const inbound = () =>
-        stack.server.database.db.$client.prepare("select state, attempts, return_values as returnValues from jobs where kind = 'ol_inbound'").all() as Array<{
+      const inbound = async () =>
+        (await stack.db.rows("select state, attempts, return_values as returnValues from jobs where kind = 'ol_inbound'")) as Array<{
           state: string;
           attempts: number;
           returnValues: string | null;
@@ -434,9 +438,13 @@ describe('the Open Channels connector', () => {
       // No line is connected: the message is held (tried once, waiting for a line).
       const { client } = stack.c2d.seedClient({ phone: '79160000011', name: 'Olga', transport: 'whatsapp', withDialog: 'open' });
       expect(await stack.c2d.deliverWebhook(stack.c2d.receiveMessage({ clientId: client.id as number, text: 'Anyone there?' }).webhook)).toEqual([200]);
-      await eventually(() => inbound().length === 1 && inbound()[0]!.state === 'queued' && inbound()[0]!.attempts > 0, 15_000, 'the held inbound message');
+      await eventually(
+        async () => (await inbound()).length === 1 && (await inbound())[0]!.state === 'queued' && (await inbound())[0]!.attempts > 0,
+        15_000,
+        'the held inbound message',
+      );
       expect((await putSettings(stack, { integrationType: 'chat2desk' })).status).toBe(200);
-      const [finished] = inbound();
+      const [finished] = await inbound();
       expect(finished!.state).toBe('done');
       expect(JSON.parse(finished!.returnValues!)).toEqual({ status: 'failed', error: expect.stringContaining('the message is in Chat2Desk, where operators now work') });
     });

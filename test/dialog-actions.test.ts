@@ -111,7 +111,7 @@ describe('Dialog actions from the CRM tab and the workspace', () => {
     expect(replay.status).toBe(202);
     expect(await replay.json()).toMatchObject({ key, state: 'done' });
     expect(sentMessages(stack)).toHaveLength(1);
-    expect(stack.server.database.sqlite.prepare("select count(*) as n from jobs where kind = 'dialog_action'").get()).toEqual({ n: 1 });
+    expect(await stack.db.row("select count(*) as n from jobs where kind = 'dialog_action'")).toEqual({ n: 1 });
   });
 
   it('refuses another request under a key already used, with 409, and changes nothing', async () => {
@@ -148,8 +148,8 @@ describe('Dialog actions from the CRM tab and the workspace', () => {
       expect((await post({ key, action: 'send', dialogId: dialogA, text: 'lost, then given up' })).status).toBe(202);
       await hold.arrived;
       hold.lose();
-      const job = () => stack.server.database.sqlite.prepare("select state, attempts from jobs where kind = 'dialog_action'").get() as { state: string; attempts: number };
-      await eventually(() => job().state === 'queued' && job().attempts === 1, 10_000, 'the first attempt to end in doubt');
+      const job = async () => (await stack.db.row("select state, attempts from jobs where kind = 'dialog_action'")) as { state: string; attempts: number };
+      await eventually(async () => (await job()).state === 'queued' && (await job()).attempts === 1, 10_000, 'the first attempt to end in doubt');
       // The next attempt comes after the action's 15 minutes: the job is given up, its message settled first.
       if (chat2deskAtGiveUp === 'cannot be asked') stack.c2d.failNext({ method: 'GET', path: '/messages' }, { status: 503, body: 'busy' }, 5);
       clock.advance(16 * 60_000);
@@ -179,7 +179,7 @@ describe('Dialog actions from the CRM tab and the workspace', () => {
     const read = await fetch(`${stack.server.url}/api/dialog-actions/${newKey()}`, { headers: bearer(unmapped) });
     expect(read.status).toBe(404);
     expect(sentMessages(stack)).toHaveLength(0);
-    expect(stack.server.database.sqlite.prepare("select count(*) as n from jobs where kind = 'dialog_action'").get()).toEqual({ n: 0 });
+    expect(await stack.db.row("select count(*) as n from jobs where kind = 'dialog_action'")).toEqual({ n: 0 });
   });
 
   it("refuses a tab token for one record acting on another record's dialog or phone (404)", async () => {
@@ -372,6 +372,6 @@ describe('Dialog actions from the CRM tab and the workspace', () => {
     expect(expired.status).toBe(401);
     expect(await expired.json()).toMatchObject({ renew: true });
     expect(dialog(dialogA).state).toBe('open');
-    expect(stack.server.database.sqlite.prepare("select count(*) as n from jobs where kind = 'dialog_action'").get()).toEqual({ n: 0 });
+    expect(await stack.db.row("select count(*) as n from jobs where kind = 'dialog_action'")).toEqual({ n: 0 });
   });
 });

@@ -33,8 +33,7 @@ describe('closed episodes in a flood', () => {
 
   const triggersFired = () => stack.b24.calls.filter((call) => call.method === 'crm.automation.trigger.execute' && call.status === 200).length;
 
-  const count = (state: string) =>
-    (stack.server.database.db.$client.prepare('select count(*) as n from jobs where kind = ? and state = ?').get(CLOSE_EPISODE_KIND, state) as { n: number }).n;
+  const count = async (state: string) => ((await stack.db.row('select count(*) as n from jobs where kind = ? and state = ?', CLOSE_EPISODE_KIND, state)) as { n: number }).n;
 
   /** `n` clients with an open dialog each, every other one already a contact in the CRM; their dialogs closed in Chat2Desk. */
   function closedEpisodes(n: number) {
@@ -67,7 +66,7 @@ describe('closed episodes in a flood', () => {
     await deliverAll(closes);
     stack.b24.resetCalls();
     await stack.server.worker.start();
-    await eventually(() => count('done') === 200 && triggersFired() === 200, 120_000, 'every episode handled');
+    await eventually(async () => (await count('done')) === 200 && triggersFired() === 200, 120_000, 'every episode handled');
 
     expect(stack.b24.timelineComments).toHaveLength(200);
     expect(stack.b24.calls.filter((call) => call.method === 'crm.lead.add' && call.status === 200)).toHaveLength(100);
@@ -81,7 +80,7 @@ describe('closed episodes in a flood', () => {
     const held = stack.b24.hold({ rest: 'batch', command: 'crm.duplicate.findbycomm' }, 1_000);
     const closes = closedEpisodes(120);
     await deliverAll(closes);
-    await eventually(() => count('running') === 50, 30_000, 'the episodes filled their slots');
+    await eventually(async () => (await count('running')) === 50, 30_000, 'the episodes filled their slots');
 
     stack.c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404, withDialog: 'open' });
     const call = await stack.b24.callRobot({ code: 'c2d_send_message', properties: { phone: '+7 (916) 123-45-67', text: 'Your order is ready' } });
@@ -89,11 +88,11 @@ describe('closed episodes in a flood', () => {
     const sent = await eventually(() => stack.b24.sentEvents.find((event) => event.eventToken === call.eventToken), 30_000, 'the robot result');
     expect(sent.returnValues.status).toBe('sent');
     // The episodes are still held at the portal: the robot went past them by its own slots, not by their finishing.
-    expect(count('done')).toBe(0);
-    expect(count('running')).toBe(50);
-    expect(count('queued')).toBe(70);
+    expect(await count('done')).toBe(0);
+    expect(await count('running')).toBe(50);
+    expect(await count('queued')).toBe(70);
 
     held.release();
-    await eventually(() => count('done') === 120, 120_000, 'every episode handled after the release');
+    await eventually(async () => (await count('done')) === 120, 120_000, 'every episode handled after the release');
   }, 150_000);
 });

@@ -25,15 +25,17 @@ describe('closed episodes → CRM records', () => {
   }
 
   /** The episode's job as stored (its dedup key is the request id). */
-  function episodeJob(requestId: number): JobView | undefined {
-    const row = stack.server.database.db.$client
-      .prepare('select state, return_values as returnValues, log_message as logMessage, last_error as lastError, attempts from jobs where kind = ? and dedup_key = ?')
-      .get(CLOSE_EPISODE_KIND, `episode:${requestId}`) as (Omit<JobView, 'returnValues'> & { returnValues: string | null }) | undefined;
+  async function episodeJob(requestId: number): Promise<JobView | undefined> {
+    const row = (await stack.db.row(
+      'select state, return_values as returnValues, log_message as logMessage, last_error as lastError, attempts from jobs where kind = ? and dedup_key = ?',
+      CLOSE_EPISODE_KIND,
+      `episode:${requestId}`,
+    )) as (Omit<JobView, 'returnValues'> & { returnValues: string | null }) | undefined;
     return row ? { ...row, returnValues: row.returnValues ? (JSON.parse(row.returnValues) as Record<string, unknown>) : {} } : undefined;
   }
 
-  function episodeJobs(): number {
-    return (stack.server.database.db.$client.prepare('select count(*) as n from jobs where kind = ?').get(CLOSE_EPISODE_KIND) as { n: number }).n;
+  async function episodeJobs(): Promise<number> {
+    return ((await stack.db.row('select count(*) as n from jobs where kind = ?', CLOSE_EPISODE_KIND)) as { n: number }).n;
   }
 
   /** The episode's job once it finished (done, whatever its status), retries passed by the clock. */
@@ -41,11 +43,11 @@ describe('closed episodes → CRM records', () => {
     return eventuallyOnClock(
       () => stack.server,
       clock,
-      () => (episodeJob(requestId)?.state === 'done' ? episodeJob(requestId) : undefined),
+      async () => ((await episodeJob(requestId))?.state === 'done' ? await episodeJob(requestId) : undefined),
       20_000,
       `episode ${requestId} finished`,
-    ).catch((error: unknown) => {
-      throw new Error(`${String(error)}: ${JSON.stringify(episodeJob(requestId))}`);
+    ).catch(async (error: unknown) => {
+      throw new Error(`${String(error)}: ${JSON.stringify(await episodeJob(requestId))}`);
     });
   }
 
@@ -175,7 +177,7 @@ describe('closed episodes → CRM records', () => {
     await eventuallyOnClock(
       () => stack.server,
       clock,
-      () => (episodeJob(requestId)?.lastError ? true : undefined),
+      async () => ((await episodeJob(requestId))?.lastError ? true : undefined),
       20_000,
       'the first attempt failed',
     );
@@ -253,7 +255,7 @@ describe('closed episodes → CRM records', () => {
     expect(await stack.c2d.deliverWebhook(closed.closeRequest)).toEqual([200]);
     expect(await stack.c2d.deliverWebhook(closed.closeDialog)).toEqual([200]);
     const job = await finished(closed.requestId);
-    expect(episodeJobs()).toBe(1);
+    expect(await episodeJobs()).toBe(1);
     expect(comments('lead', job.returnValues.entityId as number)).toHaveLength(1);
   });
 
@@ -310,14 +312,14 @@ describe('closed episodes → CRM records', () => {
     await setUp({ episodesEnabled: false });
     const before = openEpisode();
     await close(before.dialogId);
-    expect(episodeJobs()).toBe(0);
+    expect(await episodeJobs()).toBe(0);
     const closedEarlier = openEpisode({ phone: '79160000021' });
     const early = stack.c2d.closeDialog(closedEarlier.dialogId);
     clock.advance(60_000);
     expect((await putSettings(stack, { episodesEnabled: true })).status).toBe(200);
     // Delivered (a retry) after the switch, but closed before it.
     expect(await stack.c2d.deliverWebhook(early.closeRequest)).toEqual([200]);
-    expect(episodeJobs()).toBe(0);
+    expect(await episodeJobs()).toBe(0);
   });
 
   it('a lost answer to the creation is found by its origin, not repeated', async () => {

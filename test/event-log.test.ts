@@ -319,9 +319,12 @@ describe('event log', () => {
     const third = (await (await rerun(failed)).json()) as { id: string };
     expect(third.id).not.toBe(first!.id);
     await eventually(async () => (await list('?status=done')).entries.some((entry) => entry.id === third.id), 10_000, 'the second re-run');
-    const rows = stack.server.database.sqlite
-      .prepare("select dedup_key as key, json_extract(input, '$.origin') as origin from jobs where kind = 'close_episode' order by id")
-      .all();
+    const rows = (await stack.db.rows<{ key: string; input: string }>("select dedup_key as key, input from jobs where kind = 'close_episode' order by id")).map(
+      ({ key, input }) => ({
+        key,
+        origin: JSON.parse(input).origin,
+      }),
+    );
     expect(rows).toEqual([
       { key: `episode:${done.requestId}`, origin: 'webhook' },
       { key: `episode:${episode.requestId}`, origin: 'webhook' },

@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { TestClock } from './support/clock.js';
-import { installAndConfigure, startStack, type Stack } from './support/stack.js';
+import { eventually, installAndConfigure, startStack, type Stack } from './support/stack.js';
 import { bearer, tabToken } from './support/viewer-tokens.js';
 
 const PHONE = '79161234567';
@@ -43,7 +43,7 @@ describe('Files for dialog actions', () => {
     return (await response.json()) as Uploaded;
   };
   const linkOf = async (file: Uploaded): Promise<string> => {
-    const row = stack.server.database.sqlite.prepare('select secret from uploaded_files where id = ?').get(file.id) as { secret: string };
+    const row = (await stack.db.row('select secret from uploaded_files where id = ?', file.id)) as { secret: string };
     return `${stack.server.url}/files/${row.secret}/${encodeURIComponent(file.name)}`;
   };
 
@@ -93,7 +93,7 @@ describe('Files for dialog actions', () => {
     // Bytes no magic number knows and that are not text (a NUL).
     const binary = Buffer.from([0x13, 0x37, 0x00, 0x42, 0x00, 0x99]);
     expect((await upload(binary, 'data.bin')).status).toBe(415);
-    expect(stack.server.database.sqlite.prepare('select count(*) as n from uploaded_files').get()).toEqual({ n: 0 });
+    expect(await stack.db.row('select count(*) as n from uploaded_files')).toEqual({ n: 0 });
   });
 
   it('keeps a unicode name but no path separators or control characters', async () => {
@@ -122,7 +122,7 @@ describe('Files for dialog actions', () => {
     expect(((await farOver.json()) as { error: string }).error).toContain('4 KB');
     // Refused from its length before it is read: the rest of the body would poison the connection.
     expect(farOver.headers.get('connection')).toBe('close');
-    expect(stack.server.database.sqlite.prepare('select count(*) as n from uploaded_files').get()).toEqual({ n: 1 });
+    expect(await stack.db.row('select count(*) as n from uploaded_files')).toEqual({ n: 1 });
   });
 
   it('bounds what one user keeps stored until the links expire, at ten times UPLOAD_MAX_BYTES', async () => {
@@ -131,7 +131,7 @@ describe('Files for dialog actions', () => {
     const refused = await upload(photo, 'one-more.png');
     expect(refused.status).toBe(429);
     expect(((await refused.json()) as { error: string }).error).toMatch(/^You have 38\.9 KB of files whose links have not expired yet, and 40 KB is the most one user keeps/);
-    expect(stack.server.database.sqlite.prepare('select count(*) as n from uploaded_files').get()).toEqual({ n: 13 });
+    expect(await stack.db.row('select count(*) as n from uploaded_files')).toEqual({ n: 13 });
     // Once the links expire there is room again.
     clock.advance(2 * 3600_000 + 1);
     expect((await upload(photo, 'one-more.png', bearer(await tabToken(stack, { userId: 1, phones: [PHONE], clock })))).status).toBe(201);
@@ -145,9 +145,9 @@ describe('Files for dialog actions', () => {
     clock.advance(2 * 3600_000 + 1);
     const expired = await fetch(link, { headers: { connection: 'close' } });
     expect(expired.status).toBe(410);
-    // The maintenance runs at start, then hourly.
+    // The maintenance runs at start (in the background), then hourly.
     await stack.restart();
-    expect(stack.server.database.sqlite.prepare('select count(*) as n from uploaded_files').get()).toEqual({ n: 0 });
+    await eventually(async () => (await stack.db.row<{ n: number }>('select count(*) as n from uploaded_files'))!.n === 0, 5_000, 'the maintenance at start');
     expect((await fetch(link)).status).toBe(404);
   });
 
@@ -162,6 +162,6 @@ describe('Files for dialog actions', () => {
     const expiredToken = await upload(PNG, 'a.png');
     expect(expiredToken.status).toBe(401);
     expect(await expiredToken.json()).toMatchObject({ renew: true });
-    expect(stack.server.database.sqlite.prepare('select count(*) as n from uploaded_files').get()).toEqual({ n: 0 });
+    expect(await stack.db.row('select count(*) as n from uploaded_files')).toEqual({ n: 0 });
   });
 });

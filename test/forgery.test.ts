@@ -60,12 +60,12 @@ function forgedRobotCall(stack: Stack, loot: PageLoot, options: { userId?: strin
   return { body, eventToken };
 }
 
-function portalRow(stack: Stack): Record<string, unknown> {
-  return stack.server.database.sqlite.prepare('select * from portals where member_id = ?').get(stack.b24.memberId) as Record<string, unknown>;
+async function portalRow(stack: Stack): Promise<Record<string, unknown>> {
+  return (await stack.db.row('select * from portals where member_id = ?', stack.b24.memberId)) as Record<string, unknown>;
 }
 
-function jobRow(stack: Stack, eventToken: string): Record<string, unknown> {
-  return stack.server.database.sqlite.prepare('select * from jobs where event_token = ?').get(eventToken) as Record<string, unknown>;
+async function jobRow(stack: Stack, eventToken: string): Promise<Record<string, unknown>> {
+  return (await stack.db.row('select * from jobs where event_token = ?', eventToken)) as Record<string, unknown>;
 }
 
 describe('calls forged with the application token from a page of the app', () => {
@@ -85,8 +85,8 @@ describe('calls forged with the application token from a page of the app', () =>
     const response = await postForm(`${stack.server.url}/bitrix24/robot`, forged.body);
     expect(response.status).toBe(200); // stored like any call: only the portal can tell
 
-    const job = await eventually(() => {
-      const row = jobRow(stack, forged.eventToken);
+    const job = await eventually(async () => {
+      const row = await jobRow(stack, forged.eventToken);
       return row.state === 'done' ? row : undefined;
     }, 10_000);
     expect(job).toMatchObject({ last_error: NOT_CONFIRMED, return_values: null, attempts: 0 });
@@ -113,14 +113,14 @@ describe('calls forged with the application token from a page of the app', () =>
     for (const reply of replies) expect(reply.status).toBe(200);
 
     await eventually(() => genuine.every((call) => stack.b24.sentEvents.some((event) => event.eventToken === call.eventToken)), 15_000, 'genuine results');
-    await eventually(() => jobRow(stack, forged.eventToken).state === 'done', 10_000, 'forged call refused');
-    expect(jobRow(stack, forged.eventToken).last_error).toBe(NOT_CONFIRMED);
+    await eventually(async () => (await jobRow(stack, forged.eventToken)).state === 'done', 10_000, 'forged call refused');
+    expect((await jobRow(stack, forged.eventToken)).last_error).toBe(NOT_CONFIRMED);
     expect(
       sentMessages(stack)
         .map((call) => (call.body as { text: string }).text)
         .sort(),
     ).toEqual(genuine.map((_, i) => `genuine ${i}`));
-    for (const call of genuine) expect(jobRow(stack, call.eventToken).confirmed_at).not.toBeNull();
+    for (const call of genuine) expect((await jobRow(stack, call.eventToken)).confirmed_at).not.toBeNull();
     expect(
       stack.b24.activityLog
         .filter((entry) => entry.message === CONFIRMATION_LOG_MESSAGE)
@@ -144,13 +144,13 @@ describe('calls forged with the application token from a page of the app', () =>
 
   it('a forged ONAPPUNINSTALL changes nothing: the portal stays active, its secrets stay, robots still run', async () => {
     const loot = openAppAsEmployee(stack);
-    const before = portalRow(stack);
+    const before = await portalRow(stack);
     const forged = forgedUninstall(stack, loot);
     const response = await postForm(`${stack.server.url}/bitrix24/events`, forged);
     expect(response.status).toBe(401);
     expect(await response.json()).toEqual({ error: 'The portal still accepts this app: the uninstall did not come from Bitrix24 and changed nothing' });
 
-    const after = portalRow(stack);
+    const after = await portalRow(stack);
     expect(after).toMatchObject({ status: 'active', uninstall_requested_at: null, uninstall_check_at: null });
     for (const secret of ['access_token', 'refresh_token', 'chat2desk_token', 'application_token_digest']) expect(after[secret]).toBe(before[secret]);
     expect(stack.c2d.account().webhooks).toHaveLength(1);
@@ -165,20 +165,20 @@ describe('calls forged with the application token from a page of the app', () =>
     stack.b24.expireAccessTokens();
     stack.b24.expireRefreshTokens();
     await expect(stack.server.rest.call(stack.b24.memberId, 'user.current', {}, { idempotent: true })).rejects.toThrow(/reinstall/);
-    const before = portalRow(stack);
+    const before = await portalRow(stack);
     const forged = forgedRobotCall(stack, openAppAsEmployee(stack), { userId: '1' });
     expect((await postForm(`${stack.server.url}/bitrix24/robot`, forged.body)).status).toBe(200);
     await stack.server.idle(); // the proof runs after the answer
 
     expect(stack.b24.oauthCalls.filter((call) => call.method === 'app.info').map((call) => call.status)).toEqual([200]);
-    expect(portalRow(stack)).toMatchObject({ status: 'reauth_required', access_token: before.access_token, refresh_token: before.refresh_token });
+    expect(await portalRow(stack)).toMatchObject({ status: 'reauth_required', access_token: before.access_token, refresh_token: before.refresh_token });
     expect(stack.logs.join('')).toContain('they belong to another user than the installer');
     expect(stack.c2d.calls).toHaveLength(0);
   });
 
   it("keeps the stored tokens when a forged ONAPPUPDATE carries an employee's pair", async () => {
     const loot = openAppAsEmployee(stack);
-    const before = portalRow(stack);
+    const before = await portalRow(stack);
     const forged = qs.stringify({
       event: 'ONAPPUPDATE',
       data: { VERSION: '2', PREVIOUS_VERSION: '1', LANGUAGE_ID: 'en' },
@@ -187,7 +187,7 @@ describe('calls forged with the application token from a page of the app', () =>
     });
     expect((await postForm(`${stack.server.url}/bitrix24/events`, forged)).status).toBe(200);
     await stack.server.idle();
-    expect(portalRow(stack)).toMatchObject({ access_token: before.access_token, refresh_token: before.refresh_token, token_generation: before.token_generation });
+    expect(await portalRow(stack)).toMatchObject({ access_token: before.access_token, refresh_token: before.refresh_token, token_generation: before.token_generation });
     // Registration still ran with our own tokens: the installer can still register robots.
     expect(stack.b24.calls.some((call) => call.method === 'bizproc.robot.update' && call.status === 200)).toBe(true);
   });
@@ -205,39 +205,39 @@ describe('an uninstall the portal cannot confirm yet', () => {
   afterEach(() => stack.close());
 
   /** Points our REST calls at a closed port: the portal cannot be reached (network failure). */
-  function cutThePortalOff(): () => void {
-    const { client_endpoint: endpoint } = portalRow(stack) as { client_endpoint: string };
-    stack.server.database.sqlite.prepare('update portals set client_endpoint = ?').run('http://127.0.0.1:9/rest/');
-    return () => stack.server.database.sqlite.prepare('update portals set client_endpoint = ?').run(endpoint);
+  async function cutThePortalOff(): Promise<() => Promise<void>> {
+    const { client_endpoint: endpoint } = (await portalRow(stack)) as { client_endpoint: string };
+    await stack.db.run('update portals set client_endpoint = ?', 'http://127.0.0.1:9/rest/');
+    return async () => await stack.db.run('update portals set client_endpoint = ?', endpoint);
   }
 
   it('is recorded, survives a restart and is acted on once the portal refuses our tokens', async () => {
-    const reconnect = cutThePortalOff();
+    const reconnect = await cutThePortalOff();
     const response = await postForm(`${stack.server.url}/bitrix24/events`, stack.b24.uninstallEventBody());
     expect(response.status).toBe(202);
-    expect(portalRow(stack)).toMatchObject({ status: 'active', chat2desk_token: expect.any(String) });
-    expect(portalRow(stack).uninstall_requested_at).not.toBeNull();
+    expect(await portalRow(stack)).toMatchObject({ status: 'active', chat2desk_token: expect.any(String) });
+    expect((await portalRow(stack)).uninstall_requested_at).not.toBeNull();
 
-    reconnect();
+    await reconnect();
     await stack.restart();
     await stack.server.idle(); // the first pass after a start asks about every pending uninstall
-    expect(portalRow(stack)).toMatchObject({ status: 'uninstalled', access_token: null, refresh_token: null, chat2desk_token: null, uninstall_requested_at: null });
+    expect(await portalRow(stack)).toMatchObject({ status: 'uninstalled', access_token: null, refresh_token: null, chat2desk_token: null, uninstall_requested_at: null });
     expect(stack.c2d.account().webhooks).toHaveLength(0);
   });
 
   it('is dropped once the portal answers and still accepts our tokens', async () => {
     const loot = openAppAsEmployee(stack);
-    const reconnect = cutThePortalOff();
+    const reconnect = await cutThePortalOff();
     const forged = forgedUninstall(stack, loot);
     expect((await postForm(`${stack.server.url}/bitrix24/events`, forged)).status).toBe(202);
-    const pending = portalRow(stack);
+    const pending = await portalRow(stack);
     expect(pending.uninstall_check_at).toBeGreaterThan(clock.now());
 
-    reconnect();
+    await reconnect();
     // Asked again when the check falls due by the clock, without a restart.
     clock.advance((pending.uninstall_check_at as number) - clock.now());
-    await eventually(() => portalRow(stack).uninstall_requested_at === null, 5_000, 'uninstall dropped');
-    expect(portalRow(stack)).toMatchObject({ status: 'active', access_token: pending.access_token, chat2desk_token: pending.chat2desk_token });
+    await eventually(async () => (await portalRow(stack)).uninstall_requested_at === null, 5_000, 'uninstall dropped');
+    expect(await portalRow(stack)).toMatchObject({ status: 'active', access_token: pending.access_token, chat2desk_token: pending.chat2desk_token });
   });
 });
 
@@ -269,7 +269,7 @@ describe('confirmation when Bitrix24 cannot answer at once', () => {
       'ok',
     ]);
     expect(sentMessages(stack)).toHaveLength(1);
-    expect(jobRow(stack, call.eventToken)).toMatchObject({ confirm_attempts: 2, attempts: 1 });
+    expect(await jobRow(stack, call.eventToken)).toMatchObject({ confirm_attempts: 2, attempts: 1 });
   });
 
   it('finishes the call failed, with nothing run, when its deadline passes unconfirmed', async () => {
@@ -278,7 +278,7 @@ describe('confirmation when Bitrix24 cannot answer at once', () => {
     await installAndConfigure(stack);
     stack.b24.failNext('bizproc.activity.log', overloaded, 100);
     const call = await stack.b24.callRobot({ code: 'c2d_send_message', properties: { phone: '79161234567', text: 'never confirmed' } });
-    await eventually(() => Number(jobRow(stack, call.eventToken)?.confirm_attempts) >= 1, 10_000, 'a refused confirmation');
+    await eventually(async () => Number((await jobRow(stack, call.eventToken))?.confirm_attempts) >= 1, 10_000, 'a refused confirmation');
     // Past the deadline by the server's clock, instead of waiting five seconds.
     clock.advance(6_000);
     stack.server.worker.wake();
@@ -286,7 +286,7 @@ describe('confirmation when Bitrix24 cannot answer at once', () => {
     expect(sent.returnValues.status).toBe('failed');
     expect(String(sent.returnValues.error)).toMatch(/^Bitrix24 could not confirm this robot call before its deadline: Bitrix24 could not confirm the call: QUERY_LIMIT_EXCEEDED/);
     expect(stack.c2d.calls).toHaveLength(0);
-    expect(jobRow(stack, call.eventToken)).toMatchObject({ attempts: 0, confirmed_at: null });
+    expect(await jobRow(stack, call.eventToken)).toMatchObject({ attempts: 0, confirmed_at: null });
   });
 });
 
@@ -341,12 +341,12 @@ describe('forged lifecycle events against a portal that cannot or will not answe
     stack.b24.expireAccessTokens();
     stack.b24.expireRefreshTokens();
     await expect(stack.server.rest.call(stack.b24.memberId, 'user.current', {}, { idempotent: true })).rejects.toThrow(/reinstall/);
-    const before = portalRow(stack);
+    const before = await portalRow(stack);
 
     const response = await postForm(`${stack.server.url}/bitrix24/events`, forgedUninstall(stack, openAppAsEmployee(stack)));
     expect(response.status).toBe(202);
-    expect(portalRow(stack)).toMatchObject({ status: 'reauth_required', access_token: before.access_token, chat2desk_token: before.chat2desk_token });
-    expect(portalRow(stack).uninstall_requested_at).not.toBeNull();
+    expect(await portalRow(stack)).toMatchObject({ status: 'reauth_required', access_token: before.access_token, chat2desk_token: before.chat2desk_token });
+    expect((await portalRow(stack)).uninstall_requested_at).not.toBeNull();
     expect(stack.c2d.account().webhooks).toHaveLength(1);
   });
 
@@ -358,8 +358,8 @@ describe('forged lifecycle events against a portal that cannot or will not answe
     stack.b24.failNextOAuth('oauth.token', { status: 401, error: 'invalid_client', error_description: 'Invalid client credentials' });
     const response = await postForm(`${stack.server.url}/bitrix24/events`, forgedUninstall(stack, loot));
     expect(response.status).toBe(202);
-    expect(portalRow(stack)).toMatchObject({ status: 'reauth_required', chat2desk_token: expect.any(String) });
-    expect(portalRow(stack).access_token).not.toBeNull();
+    expect(await portalRow(stack)).toMatchObject({ status: 'reauth_required', chat2desk_token: expect.any(String) });
+    expect((await portalRow(stack)).access_token).not.toBeNull();
   });
 
   it.each([
@@ -374,8 +374,8 @@ describe('forged lifecycle events against a portal that cannot or will not answe
     stack.b24.failNext('app.info', { status, error, error_description: description });
     const response = await postForm(`${stack.server.url}/bitrix24/events`, forgedUninstall(stack, loot));
     expect(response.status).toBe(202);
-    expect(portalRow(stack)).toMatchObject({ status: 'active', chat2desk_token: expect.any(String) });
-    expect(portalRow(stack).uninstall_requested_at).not.toBeNull();
+    expect(await portalRow(stack)).toMatchObject({ status: 'active', chat2desk_token: expect.any(String) });
+    expect((await portalRow(stack)).uninstall_requested_at).not.toBeNull();
   });
 
   it('keeps a portal reinstalled while the uninstall check was asking', async () => {
@@ -390,8 +390,8 @@ describe('forged lifecycle events against a portal that cannot or will not answe
     held.release();
     expect((await uninstall).status).toBe(401);
     await stack.server.idle();
-    expect(portalRow(stack)).toMatchObject({ status: 'active', uninstall_requested_at: null });
-    expect(portalRow(stack).access_token).not.toBeNull();
+    expect(await portalRow(stack)).toMatchObject({ status: 'active', uninstall_requested_at: null });
+    expect((await portalRow(stack)).access_token).not.toBeNull();
     expect(await stack.server.rest.call(stack.b24.memberId, 'app.info', {}, { idempotent: true })).toBeTruthy();
   });
 
@@ -401,13 +401,13 @@ describe('forged lifecycle events against a portal that cannot or will not answe
     await installAndConfigure(stack);
     const forged = postForm(`${stack.server.url}/bitrix24/events`, forgedUninstall(stack, openAppAsEmployee(stack)));
     await gate.arrived; // the portal said "still installed"; the answer has not reached the check yet
-    const forgedAt = portalRow(stack).uninstall_requested_at;
+    const forgedAt = (await portalRow(stack)).uninstall_requested_at;
     const genuine = postForm(`${stack.server.url}/bitrix24/events`, stack.b24.uninstallEventBody());
-    await eventually(() => portalRow(stack).uninstall_requested_at !== forgedAt, 5_000, 'genuine request recorded');
+    await eventually(async () => (await portalRow(stack)).uninstall_requested_at !== forgedAt, 5_000, 'genuine request recorded');
     gate.open();
     await Promise.all([forged, genuine]);
-    await eventually(() => portalRow(stack).status === 'uninstalled', 10_000, 'portal uninstalled');
-    expect(portalRow(stack)).toMatchObject({ access_token: null, chat2desk_token: null, uninstall_requested_at: null });
+    await eventually(async () => (await portalRow(stack)).status === 'uninstalled', 10_000, 'portal uninstalled');
+    expect(await portalRow(stack)).toMatchObject({ access_token: null, chat2desk_token: null, uninstall_requested_at: null });
   });
 
   it('asks the portal once for a burst of forged ONAPPUNINSTALL and answers the rest from that verdict', async () => {
@@ -419,7 +419,7 @@ describe('forged lifecycle events against a portal that cannot or will not answe
       expect(response.status).toBe(401);
     }
     expect(appInfoCalls()).toHaveLength(1);
-    expect(portalRow(stack)).toMatchObject({ status: 'active', chat2desk_token: expect.any(String) });
+    expect(await portalRow(stack)).toMatchObject({ status: 'active', chat2desk_token: expect.any(String) });
   });
 
   it("asks about a forged ONAPPUNINSTALL only after the portal's robot work waiting for the same budget", async () => {
@@ -429,7 +429,7 @@ describe('forged lifecycle events against a portal that cannot or will not answe
     const before = [work(), work(), work()];
     const forged = postForm(`${stack.server.url}/bitrix24/events`, forgedUninstall(stack, openAppAsEmployee(stack)));
     // Recording the request and queueing its app.info for the portal's bucket happen in one step.
-    await eventually(() => portalRow(stack).uninstall_requested_at !== null, 5_000, 'uninstall recorded');
+    await eventually(async () => (await portalRow(stack)).uninstall_requested_at !== null, 5_000, 'uninstall recorded');
     const after = [work(), work(), work()];
     await Promise.all([...before, ...after]);
     expect((await forged).status).toBe(401);
@@ -470,7 +470,7 @@ describe('robot calls Bitrix24 has not confirmed yet', () => {
     expect(await refused.json()).toEqual({
       error: 'Too many robot calls of this portal (3) are waiting for Bitrix24 to confirm them; this call was not stored, run the robot again later',
     });
-    expect(jobRow(stack, over.eventToken)).toBeUndefined();
+    expect(await jobRow(stack, over.eventToken)).toBeUndefined();
     // The confirmation pass reads what it needs, never the stored properties.
     const due = await stack.server.jobs.dueConfirmations(10);
     expect(due).toHaveLength(3);
@@ -504,7 +504,7 @@ describe('robot calls Bitrix24 has not confirmed yet', () => {
     );
     expect(sent.returnValues.status).toBe('sent');
     expect(stripped).toBe(true);
-    expect(jobRow(stack, call.eventToken)).toMatchObject({ confirm_attempts: 1, attempts: 1 });
+    expect(await jobRow(stack, call.eventToken)).toMatchObject({ confirm_attempts: 1, attempts: 1 });
     expect(stack.b24.calls.filter((item) => item.method === 'batch' && JSON.stringify(item).includes('bizproc.activity.log'))).toHaveLength(2);
   });
 });

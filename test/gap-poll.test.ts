@@ -42,11 +42,11 @@ describe('gap polling: dialogs closed while webhooks were not arriving', () => {
     await stack.server.portals.saveSettings(stack.b24.memberId, { ...portal.settings, episodesEnabled: true, episodesEnabledAt: new Date(enabledAt).toISOString() });
   };
 
-  const episodeJobs = () =>
-    stack.server.database.sqlite.prepare("select dedup_key as key, json_extract(input, '$.origin') as origin from jobs where kind = 'close_episode' order by id").all() as Array<{
-      key: string;
-      origin: string;
-    }>;
+  const episodeJobs = async () =>
+    (await stack.db.rows<{ key: string; input: string }>("select dedup_key as key, input from jobs where kind = 'close_episode' order by id")).map(({ key, input }) => ({
+      key,
+      origin: JSON.parse(input).origin as string,
+    }));
 
   /**
    * Chat2Desk disables our webhook; the periodic check notices, and its poll runs to the end, and
@@ -81,13 +81,15 @@ describe('gap polling: dialogs closed while webhooks were not arriving', () => {
     at(0);
 
     await gap();
-    expect(episodeJobs()).toEqual([
+    expect(await episodeJobs()).toEqual([
       { key: `episode:${late.requestId}`, origin: 'poll' },
       { key: `episode:${missed.requestId}`, origin: 'poll' },
     ]);
-    const poll = stack.server.database.sqlite
-      .prepare("select input, state, json_extract(return_values, '$.status') as status from jobs where dedup_key = ?")
-      .get(`episode:${missed.requestId}`) as { input: string; state: string; status: string };
+    const stored = (await stack.db.row<{ input: string; state: string; return_values: string }>(
+      'select input, state, return_values from jobs where dedup_key = ?',
+      `episode:${missed.requestId}`,
+    ))!;
+    const poll = { input: stored.input, state: stored.state, status: JSON.parse(stored.return_values).status as string };
     const end = stack.c2d.account().dialogs.find((dialog) => dialog.id === missed.dialogId)!.end as string;
     expect(JSON.parse(poll.input)).toEqual({ ...pick(missed), closedAt: new Date(end.replace(' UTC', 'Z')).toISOString(), origin: 'poll' });
     // The real kind handled it: the episode became a CRM record.
@@ -95,12 +97,12 @@ describe('gap polling: dialogs closed while webhooks were not arriving', () => {
 
     // The same gap noticed again (or a second gap) finds the same episodes: nothing twice.
     await gap();
-    expect(episodeJobs()).toHaveLength(2);
+    expect(await episodeJobs()).toHaveLength(2);
 
     // Chat2Desk's retried close webhooks of an episode the poll found start nothing more.
     await deliver(late.webhooks);
     await stack.server.pipeline.settled([CLOSE_EPISODE_KIND]);
-    expect(episodeJobs()).toHaveLength(2);
+    expect(await episodeJobs()).toHaveLength(2);
 
     const response = await fetch(`${stack.server.url}/api/event-log?kind=app`, { headers: adminHeaders(stack) });
     const { entries } = (await response.json()) as EventLogPage;
@@ -130,7 +132,7 @@ describe('gap polling: dialogs closed while webhooks were not arriving', () => {
     );
     await stack.server.pipeline.settled([GAP_POLL_KIND, CLOSE_EPISODE_KIND]);
     expect(JSON.parse((await stack.server.jobs.get(poll.job.id))!.returnValues!)).toMatchObject({ found: 1 });
-    expect(episodeJobs()).toEqual([{ key: `episode:${seen.requestId}`, origin: 'webhook' }]);
+    expect(await episodeJobs()).toEqual([{ key: `episode:${seen.requestId}`, origin: 'webhook' }]);
   });
 
   it('handles only episodes closed after closed dialogs were turned on, and none while they are off', async () => {
@@ -141,12 +143,12 @@ describe('gap polling: dialogs closed while webhooks were not arriving', () => {
     const after = closedDialog('79160000001');
     at(0);
     await gap();
-    expect(episodeJobs()).toEqual([]);
-    expect(stack.server.database.sqlite.prepare('select count(*) as n from jobs where kind = ?').get(GAP_POLL_KIND)).toEqual({ n: 0 });
+    expect(await episodeJobs()).toEqual([]);
+    expect(await stack.db.row('select count(*) as n from jobs where kind = ?', GAP_POLL_KIND)).toEqual({ n: 0 });
 
     await enableEpisodes(pollAt - DAY);
     await gap();
-    expect(episodeJobs()).toEqual([{ key: `episode:${after.requestId}`, origin: 'poll' }]);
+    expect(await episodeJobs()).toEqual([{ key: `episode:${after.requestId}`, origin: 'poll' }]);
   });
 
   it('looks back at most gapLookbackDays when nothing was delivered for longer', async () => {
@@ -161,15 +163,15 @@ describe('gap polling: dialogs closed while webhooks were not arriving', () => {
     at(0);
     await gap();
     // No delivery ever came: the default 7 days bound the poll (most recently closed first).
-    expect(episodeJobs()).toEqual([
+    expect(await episodeJobs()).toEqual([
       { key: `episode:${withinFive.requestId}`, origin: 'poll' },
       { key: `episode:${withinDefault.requestId}`, origin: 'poll' },
     ]);
     const portal = (await stack.server.portals.get(stack.b24.memberId))!;
     await stack.server.portals.saveSettings(stack.b24.memberId, { ...portal.settings, gapLookbackDays: 5 });
-    stack.server.database.sqlite.prepare("delete from jobs where kind = 'close_episode'").run();
+    await stack.db.run("delete from jobs where kind = 'close_episode'");
     await gap();
-    expect(episodeJobs()).toEqual([{ key: `episode:${withinFive.requestId}`, origin: 'poll' }]);
+    expect(await episodeJobs()).toEqual([{ key: `episode:${withinFive.requestId}`, origin: 'poll' }]);
   });
 
   it('reads closed dialogs page after page until a whole page closed before the gap', async () => {
@@ -197,7 +199,7 @@ describe('gap polling: dialogs closed while webhooks were not arriving', () => {
     stack.c2d.resetCalls();
     // Their clients are not in the account: only the listing is looked at here.
     await gap(false);
-    expect(episodeJobs()).toHaveLength(250);
+    expect(await episodeJobs()).toHaveLength(250);
     const pages = stack.c2d.calls.filter((call) => call.path === '/dialogs' && call.query.state === 'closed').map((call) => call.query.offset);
     expect(pages).toEqual(['0', '200', '400']);
   });
@@ -213,6 +215,6 @@ describe('gap polling: dialogs closed while webhooks were not arriving', () => {
     (webhook.errors as Array<{ text: string; created_at: number }>).push({ text: 'Timeout', created_at: Math.floor(clock.now() / 1000) });
     expect(await stack.server.chat2deskWebhooks.check((await stack.server.portals.get(stack.b24.memberId))!)).toBe('reconciled');
     await stack.server.pipeline.settled([GAP_POLL_KIND, CLOSE_EPISODE_KIND]);
-    expect(episodeJobs()).toEqual([{ key: `episode:${missed.requestId}`, origin: 'poll' }]);
+    expect(await episodeJobs()).toEqual([{ key: `episode:${missed.requestId}`, origin: 'poll' }]);
   });
 });

@@ -2,7 +2,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { activities } from '../src/activities/index.js';
 import { CLOSE_EPISODE_KIND } from '../src/jobs/kinds/close-episode.js';
 import { FIRE_TRIGGER_KIND } from '../src/jobs/kinds/fire-trigger.js';
-import { adminHeaders, eventually, install, installAndConfigure, onSqlite, postForm, startStack, type Stack } from './support/stack.js';
+import { adminHeaders, eventually, install, installAndConfigure, postForm, startStack, type Stack } from './support/stack.js';
 import { bearer, tabToken } from './support/viewer-tokens.js';
 
 const robotCodes = activities.map((activity) => activity.code);
@@ -84,7 +84,7 @@ describe('install and lifecycle', () => {
     const forgedUninstall = await postForm(`${stack.server.url}/bitrix24/events`, stack.b24.uninstallEventBody({ applicationToken: 'attacker-chosen-token' }));
     expect(forgedUninstall.status).toBe(401);
     expect((await postForm(`${stack.server.url}/bitrix24/robot`, genuine.body)).status).toBe(200);
-    expect(stack.server.database.sqlite.prepare('select installer_user_id from portals').get()).toEqual({ installer_user_id: 1 });
+    expect(await stack.db.row('select installer_user_id from portals')).toEqual({ installer_user_id: 1 });
   });
 
   it('refuses an install for another application (client id mismatch)', async () => {
@@ -92,7 +92,7 @@ describe('install and lifecycle', () => {
     const { startServer } = await import('../src/server.js');
     const { loadConfig } = await import('../src/config.js');
     const { createLogger } = await import('../src/log.js');
-    stack.server = onSqlite(await startServer(loadConfig({ ...stack.env, B24_CLIENT_ID: 'local.someone-else.1' }), createLogger('silent'), { hostname: '127.0.0.1' }));
+    stack.server = await startServer(loadConfig({ ...stack.env, B24_CLIENT_ID: 'local.someone-else.1' }), createLogger('silent'), { hostname: '127.0.0.1' });
     const response = await postForm(`${stack.server.url}/install`, stack.b24.installEventBody());
     expect(response.status).toBe(403);
     expect(await response.json()).toMatchObject({ error: 'Install refused: the token belongs to another application' });
@@ -127,7 +127,7 @@ describe('install and lifecycle', () => {
     expect(response.status).toBe(200);
     // Acted on because the portal refused our stored tokens (Bitrix24 revokes them before the event).
     expect(stack.b24.calls.filter((call) => call.method === 'app.info').map((call) => call.error)).toEqual(['NO_AUTH_FOUND']);
-    const row = stack.server.database.sqlite.prepare('select * from portals where member_id = ?').get(stack.b24.memberId) as Record<string, unknown>;
+    const row = (await stack.db.row('select * from portals where member_id = ?', stack.b24.memberId)) as Record<string, unknown>;
     expect(row).toMatchObject({ status: 'uninstalled', access_token: null, refresh_token: null, chat2desk_token: null });
     expect(await stack.server.jobs.countByState()).toEqual({ cancelled: 1 });
     // The run that was in flight ends without reviving the job.
@@ -147,7 +147,7 @@ describe('install and lifecycle', () => {
     expect((await postForm(`${stack.server.url}/bitrix24/events`, stack.b24.uninstallEventBody())).status).toBe(200);
     await stack.server.idle();
     expect(stack.c2d.account().webhooks).toHaveLength(0);
-    expect(stack.server.database.sqlite.prepare('select count(*) as n from c2d_webhooks').get()).toEqual({ n: 0 });
+    expect(await stack.db.row('select count(*) as n from c2d_webhooks')).toEqual({ n: 0 });
   });
 
   it('re-registers robots when Bitrix24 reports an app update', async () => {
@@ -161,7 +161,7 @@ describe('install and lifecycle', () => {
 
   it('keeps secrets sealed in the database file', async () => {
     await installAndConfigure(stack);
-    const row = stack.server.database.sqlite.prepare('select * from portals').get() as Record<string, string>;
+    const row = (await stack.db.row('select * from portals')) as Record<string, string>;
     const dump = JSON.stringify(row);
     expect(dump).not.toContain(stack.c2d.token);
     expect(dump).not.toContain(stack.b24.applicationToken);
@@ -178,29 +178,29 @@ describe('opening the installed app', () => {
 
   it("shows the status without replacing the installer's tokens or registering again", async () => {
     await install(stack);
-    const before = stack.server.database.sqlite.prepare('select access_token, refresh_token from portals').get();
+    const before = await stack.db.row('select access_token, refresh_token from portals');
     const callsBefore = stack.b24.calls.length;
     const { query, body } = stack.b24.installPageRequest({ accessToken: stack.b24.issueAuth(2).access_token });
     const response = await postForm(`${stack.server.url}/install`, body, query);
     expect(response.status).toBe(200);
     expect(await response.text()).toContain('id="status-chat2desk"');
-    expect(stack.server.database.sqlite.prepare('select access_token, refresh_token from portals').get()).toEqual(before);
+    expect(await stack.db.row('select access_token, refresh_token from portals')).toEqual(before);
     expect(stack.b24.calls.slice(callsBefore).filter((call) => call.method.startsWith('bizproc.'))).toHaveLength(0);
   });
 
   describe("the portal's data after an uninstall", () => {
     /** Rows of the portal's data: its jobs, their effects, webhook deliveries, its clients' remembered CRM records and the account's cache. */
-    const dataRows = () => {
-      const count = (sql: string) => (stack.server.database.sqlite.prepare(sql).get(stack.b24.memberId) as { n: number }).n;
+    const dataRows = async () => {
+      const count = async (sql: string) => ((await stack.db.row(sql, stack.b24.memberId)) as { n: number }).n;
       return {
-        jobs: count('select count(*) as n from jobs where member_id = ?'),
-        effects: count('select count(*) as n from effects where member_id = ?'),
-        deliveries: count('select count(*) as n from webhook_deliveries where member_id = ?'),
-        episodeRecords: count('select count(*) as n from episode_records where member_id = ?'),
-        uploadedFiles: count('select count(*) as n from uploaded_files where member_id = ?'),
-        openLines: count('select count(*) as n from open_lines where member_id = ?'),
-        cachedClients: count('select count(*) as n from c2d_clients where ? is not null'),
-        settings: (stack.server.database.sqlite.prepare('select settings from portals where member_id = ?').get(stack.b24.memberId) as { settings: string }).settings,
+        jobs: await count('select count(*) as n from jobs where member_id = ?'),
+        effects: await count('select count(*) as n from effects where member_id = ?'),
+        deliveries: await count('select count(*) as n from webhook_deliveries where member_id = ?'),
+        episodeRecords: await count('select count(*) as n from episode_records where member_id = ?'),
+        uploadedFiles: await count('select count(*) as n from uploaded_files where member_id = ?'),
+        openLines: await count('select count(*) as n from open_lines where member_id = ?'),
+        cachedClients: await count('select count(*) as n from c2d_clients where cast(? as text) is not null'),
+        settings: ((await stack.db.row('select settings from portals where member_id = ?', stack.b24.memberId)) as { settings: string }).settings,
       };
     };
 
@@ -217,7 +217,7 @@ describe('opening the installed app', () => {
       expect(await stack.c2d.deliverWebhook(webhook)).toEqual([200]);
       const closed = stack.c2d.closeDialog(message.dialog_id as number);
       expect(await stack.c2d.deliverWebhook(closed.closeDialog)).toEqual([200]);
-      await eventually(() => dataRows().episodeRecords === 1, 10_000, 'the closed dialog to become a lead');
+      await eventually(async () => (await dataRows()).episodeRecords === 1, 10_000, 'the closed dialog to become a lead');
       await stack.server.pipeline.settled([CLOSE_EPISODE_KIND, FIRE_TRIGGER_KIND]);
       // A file a user attached in the CRM tab.
       const form = new FormData();
@@ -225,13 +225,11 @@ describe('opening the installed app', () => {
       const upload = await fetch(`${stack.server.url}/api/files`, { method: 'POST', headers: bearer(await tabToken(stack, { userId: 1, phones: ['79161234567'] })), body: form });
       expect(upload.status).toBe(201);
       // An Open Channel line once connected (Open Channels mode, src/db/open-lines.ts).
-      stack.server.database.sqlite
-        .prepare("insert into open_lines (member_id, line_id, position, options, connected_at, updated_at) values (?, 1, 1, '{}', 0, 0)")
-        .run(stack.b24.memberId);
-      expect(dataRows()).toMatchObject({ deliveries: 2, uploadedFiles: 1, openLines: 1 });
-      expect(dataRows().jobs).toBeGreaterThan(1);
-      expect(dataRows().effects).toBeGreaterThan(0);
-      expect(dataRows().cachedClients).toBeGreaterThan(0);
+      await stack.db.run("insert into open_lines (member_id, line_id, position, options, connected_at, updated_at) values (?, 1, 1, '{}', 0, 0)", stack.b24.memberId);
+      expect(await dataRows()).toMatchObject({ deliveries: 2, uploadedFiles: 1, openLines: 1 });
+      expect((await dataRows()).jobs).toBeGreaterThan(1);
+      expect((await dataRows()).effects).toBeGreaterThan(0);
+      expect((await dataRows()).cachedClients).toBeGreaterThan(0);
     }
 
     it('deletes the event log, effects, deliveries, remembered CRM records, cache and settings when Bitrix24 asks to delete the data (CLEAN=1)', async () => {
@@ -239,24 +237,24 @@ describe('opening the installed app', () => {
       // A forged event asking the same changes nothing: the portal still accepts our tokens.
       const forged = await postForm(`${stack.server.url}/bitrix24/events`, stack.b24.uninstallEventBody({ applicationToken: '0'.repeat(32), clean: true }));
       expect(forged.status).toBe(401);
-      expect(dataRows()).toMatchObject({ deliveries: 2, episodeRecords: 1 });
+      expect(await dataRows()).toMatchObject({ deliveries: 2, episodeRecords: 1 });
 
       const response = await postForm(`${stack.server.url}/bitrix24/events`, stack.b24.uninstallEventBody({ clean: true }));
       expect(response.status).toBe(200);
-      expect(dataRows()).toEqual({ jobs: 0, effects: 0, deliveries: 0, episodeRecords: 0, uploadedFiles: 0, openLines: 0, cachedClients: 0, settings: '{}' });
+      expect(await dataRows()).toEqual({ jobs: 0, effects: 0, deliveries: 0, episodeRecords: 0, uploadedFiles: 0, openLines: 0, cachedClients: 0, settings: '{}' });
       expect((await stack.server.portals.get(stack.b24.memberId))?.status).toBe('uninstalled');
     });
 
     it('keeps the event log, effects, deliveries, remembered CRM records, cache and settings when the uninstall does not ask to delete the data', async () => {
       await portalInUse();
-      const before = dataRows();
+      const before = await dataRows();
       // data[CLEAN] left out altogether, as well as CLEAN=0 (the lifecycle test above).
       const body = stack.b24.uninstallEventBody({ clean: false }).replace(/&data%5BCLEAN%5D=0|data%5BCLEAN%5D=0&?/, '');
       expect(body).not.toContain('CLEAN');
       const response = await postForm(`${stack.server.url}/bitrix24/events`, body);
       expect(response.status).toBe(200);
       expect((await stack.server.portals.get(stack.b24.memberId))?.status).toBe('uninstalled');
-      expect(dataRows()).toEqual(before);
+      expect(await dataRows()).toEqual(before);
       expect(JSON.parse(before.settings)).toMatchObject({ defaultCountry: 'RU' });
     });
   });

@@ -9,6 +9,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { systemClock } from '../src/clock.js';
 import { openDatabase } from '../src/db/database.js';
 import { JobStore } from '../src/db/jobs.js';
+import { TEST_DATABASE } from './support/databases.js';
 
 const migrations = fileURLToPath(new URL('../src/db/migrations', import.meta.url));
 
@@ -28,7 +29,8 @@ function databaseBeforeKinds(file: string, dir: string): Database.Database {
   return sqlite;
 }
 
-describe('upgrading a live database to job kinds', () => {
+// SQLite files written by an older version; PostgreSQL's migrations (src/db/migrations-pg) begin at today's schema.
+describe.skipIf(TEST_DATABASE !== 'sqlite')('upgrading a live database to job kinds', () => {
   let dir: string;
   beforeEach(() => {
     dir = mkdtempSync(join(tmpdir(), 'c2d-b24-migrate-'));

@@ -167,13 +167,12 @@ describe('the pipeline with a kind of its own', () => {
       { name, fail: options.fail, followUp: options.followUp },
       { orderingKey: options.orderingKey, dedupKey: name, deadlineAt: clock.now() + 3600_000 },
     );
-  const row = (name: string) =>
-    stack.server.database.sqlite.prepare('select state, attempts, last_error, return_values from jobs where dedup_key = ?').get(name) as Record<string, unknown>;
+  const row = async (name: string) => (await stack.db.row('select state, attempts, last_error, return_values from jobs where dedup_key = ?', name)) as Record<string, unknown>;
 
   it('runs a job of a kind registered only in a test, and refuses input its schema does not accept', async () => {
     await enqueue('first');
-    await eventually(() => row('first').state === 'done', 10_000, 'the test job done');
-    expect(JSON.parse(String(row('first').return_values))).toEqual({ status: 'ok', echoed: 'first' });
+    await eventually(async () => (await row('first')).state === 'done', 10_000, 'the test job done');
+    expect(JSON.parse(String((await row('first')).return_values))).toEqual({ status: 'ok', echoed: 'first' });
     await expect(stack.server.pipeline.enqueue('test_echo', 'portal', { name: 42 }, { deadlineAt: clock.now() + 60_000 })).rejects.toThrow(InvalidJobInput);
     await expect(stack.server.pipeline.enqueue('no_such_kind', 'portal', {}, { deadlineAt: clock.now() + 60_000 })).rejects.toThrow('unknown job kind no_such_kind');
     expect(await stack.server.jobs.countByState()).toEqual({ done: 1 });
@@ -181,9 +180,9 @@ describe('the pipeline with a kind of its own', () => {
 
   it('stores the follow-up job a kind asks for with the finish, and runs it', async () => {
     await enqueue('parent', { followUp: 'child' });
-    await eventually(() => row('child')?.state === 'done', 10_000, 'the follow-up ran');
+    await eventually(async () => (await row('child'))?.state === 'done', 10_000, 'the follow-up ran');
     expect(started).toEqual(['parent', 'child']);
-    expect(row('parent').state).toBe('done');
+    expect((await row('parent')).state).toBe('done');
   });
 
   it('runs the jobs of one ordering key one at a time, in order, while other keys go on', async () => {
@@ -194,11 +193,11 @@ describe('the pipeline with a kind of its own', () => {
     await enqueue('a3', { orderingKey: 'dialog-a' });
     await enqueue('b1', { orderingKey: 'dialog-b' });
     // b1 comes after a2 in the queue: had a2 not waited for a1, the pass that started b1 would have claimed it first.
-    await eventually(() => row('b1').state === 'done', 10_000, 'the other key ran');
-    expect(row('a1').state).toBe('running');
-    expect(row('a2')).toMatchObject({ state: 'queued', attempts: 0 });
+    await eventually(async () => (await row('b1')).state === 'done', 10_000, 'the other key ran');
+    expect((await row('a1')).state).toBe('running');
+    expect(await row('a2')).toMatchObject({ state: 'queued', attempts: 0 });
     first.open();
-    await eventually(() => row('a3').state === 'done', 10_000, 'the key drained');
+    await eventually(async () => (await row('a3')).state === 'done', 10_000, 'the key drained');
     expect(started).toEqual(['a1', 'b1', 'a2', 'a3']);
   });
 
@@ -211,11 +210,11 @@ describe('the pipeline with a kind of its own', () => {
     clock.advance(HOLD_MS + 1);
     // b1 comes after a2 in the queue: a pass that would let a2 overtake its running head claims it before b1.
     await enqueue('b1', { orderingKey: 'dialog-b' });
-    await eventually(() => row('b1').state === 'done', 10_000, 'the other key ran');
-    expect(row('a1').state).toBe('running');
-    expect(row('a2')).toMatchObject({ state: 'queued', attempts: 0 });
+    await eventually(async () => (await row('b1')).state === 'done', 10_000, 'the other key ran');
+    expect((await row('a1')).state).toBe('running');
+    expect(await row('a2')).toMatchObject({ state: 'queued', attempts: 0 });
     first.open();
-    await eventually(() => row('a2').state === 'done', 10_000, 'the key drained');
+    await eventually(async () => (await row('a2')).state === 'done', 10_000, 'the key drained');
     expect(started).toEqual(['a1', 'b1', 'a2']);
   });
 
@@ -224,26 +223,26 @@ describe('the pipeline with a kind of its own', () => {
     await enqueue('next', { orderingKey: 'dialog-a' });
     // The failed attempt is retried later; meanwhile `next` waits behind it.
     // Its second attempt started in a pass after the first failed, and `next` was due in that pass too.
-    await eventually(() => Number(row('stuck').attempts) >= 2, 10_000, 'the stuck job tried again');
-    expect(row('next')).toMatchObject({ state: 'queued', attempts: 0 });
+    await eventually(async () => Number((await row('stuck')).attempts) >= 2, 10_000, 'the stuck job tried again');
+    expect(await row('next')).toMatchObject({ state: 'queued', attempts: 0 });
     clock.advance(HOLD_MS + 1);
     stack.server.worker.wake();
-    await eventually(() => row('next').state === 'done', 10_000, 'the rest of the key ran');
-    expect(row('stuck')).toMatchObject({ last_error: 'stuck failed on purpose' });
-    expect(['queued', 'running']).toContain(row('stuck').state);
+    await eventually(async () => (await row('next')).state === 'done', 10_000, 'the rest of the key ran');
+    expect(await row('stuck')).toMatchObject({ last_error: 'stuck failed on purpose' });
+    expect(['queued', 'running']).toContain((await row('stuck')).state);
   });
 
   it('never lets a held key (HELD_ORDERING_PREFIX) go on behind a failing head, however long it waits', async () => {
     const key = `${HELD_ORDERING_PREFIX}client-7`;
     await enqueue('stuck', { orderingKey: key, fail: true });
     await enqueue('next', { orderingKey: key });
-    await eventually(() => Number(row('stuck').attempts) >= 2, 10_000, 'the stuck job tried again');
-    const attempts = Number(row('stuck').attempts);
+    await eventually(async () => Number((await row('stuck')).attempts) >= 2, 10_000, 'the stuck job tried again');
+    const attempts = Number((await row('stuck')).attempts);
     clock.advance(HOLD_MS * 10);
     stack.server.worker.wake();
     // A pass after the bound: the head was tried again in it, and `next` was due in it too.
-    await eventually(() => Number(row('stuck').attempts) > attempts, 10_000, 'a pass after the bound');
-    expect(row('next')).toMatchObject({ state: 'queued', attempts: 0 });
+    await eventually(async () => Number((await row('stuck')).attempts) > attempts, 10_000, 'a pass after the bound');
+    expect(await row('next')).toMatchObject({ state: 'queued', attempts: 0 });
   });
 });
 
@@ -265,8 +264,8 @@ describe('leases: two workers on one database, as PostgreSQL will allow', () => 
     await stack.close();
   });
 
-  const row = (name: string) =>
-    stack.server.database.sqlite.prepare('select id, state, attempts, lease_until from jobs where dedup_key = ?').get(name) as {
+  const row = async (name: string) =>
+    (await stack.db.row('select id, state, attempts, lease_until from jobs where dedup_key = ?', name)) as {
       id: number;
       state: string;
       attempts: number;
@@ -292,16 +291,16 @@ describe('leases: two workers on one database, as PostgreSQL will allow', () => 
     await eventually(() => started.includes('long'), 10_000, 'the run started');
     second = secondWorker();
     await second.start();
-    expect(row('long')).toMatchObject({ state: 'running', attempts: 1 });
-    const leased = row('long').lease_until;
+    expect(await row('long')).toMatchObject({ state: 'running', attempts: 1 });
+    const leased = (await row('long')).lease_until;
     clock.advance(LEASE_MS / 2);
     stack.server.worker.wake();
-    await eventually(() => row('long').lease_until > leased, 10_000, 'the lease renewed');
+    await eventually(async () => (await row('long')).lease_until > leased, 10_000, 'the lease renewed');
     // Past the first lease, within the renewed one: nothing to take up.
     clock.advance(LEASE_MS / 2 + 1);
     expect(await new JobStore(stack.server.database, clock).requeueInterrupted()).toBe(0);
     running.open();
-    await eventually(() => row('long').state === 'done', 10_000, 'the run finished');
+    await eventually(async () => (await row('long')).state === 'done', 10_000, 'the run finished');
     expect(started).toEqual(['long']);
   });
 
@@ -311,19 +310,19 @@ describe('leases: two workers on one database, as PostgreSQL will allow', () => 
     gates.set('orphan', retaken.opened);
     // A worker of another process claimed the job and stalled: nobody renews its lease.
     await stack.server.database.dialect.transaction((tx) => insertJobs(tx, [testJob('orphan')], clock.now()));
-    const lost = (await stalled.claim(row('orphan').id, LEASE_MS))!;
+    const lost = (await stalled.claim((await row('orphan')).id, LEASE_MS))!;
     expect(await stalled.requeueInterrupted()).toBe(0);
     clock.advance(LEASE_MS);
     stack.server.worker.wake();
     await eventually(() => started.includes('orphan'), 10_000, 'the orphan taken up');
-    expect(row('orphan')).toMatchObject({ state: 'running', attempts: 2 });
+    expect(await row('orphan')).toMatchObject({ state: 'running', attempts: 2 });
     // The stalled attempt wakes up while the new one runs: its retry, finish and renewal change nothing.
     await stalled.retryLater(lost, clock.now(), 'late');
     await stalled.finish(lost, { status: 'failed' }, 'late', { next: 'done' });
     expect(await stalled.renewLease(lost, 60_000)).toBe(false);
-    expect(row('orphan')).toMatchObject({ state: 'running', attempts: 2 });
+    expect(await row('orphan')).toMatchObject({ state: 'running', attempts: 2 });
     retaken.open();
-    await eventually(() => row('orphan').state === 'done', 10_000, 'the new attempt finished');
+    await eventually(async () => (await row('orphan')).state === 'done', 10_000, 'the new attempt finished');
     expect((await stalled.get(lost.id))?.lastError).toBeNull();
     expect(started).toEqual(['orphan']);
   });
@@ -341,8 +340,8 @@ describe('re-registration after an app update', () => {
   afterEach(() => stack.close());
 
   const update = () => postForm(`${stack.server.url}/bitrix24/events`, stack.b24.eventBody('ONAPPUPDATE', { VERSION: '2', PREVIOUS_VERSION: '1' }));
-  const registrations = () =>
-    stack.server.database.sqlite.prepare("select state, attempts, last_error, run_at from jobs where kind = 'register_app' order by id").all() as Array<Record<string, unknown>>;
+  const registrations = async () =>
+    (await stack.db.rows("select state, attempts, last_error, run_at from jobs where kind = 'register_app' order by id")) as Array<Record<string, unknown>>;
   const listings = () => stack.b24.calls.filter((call) => call.method === 'bizproc.robot.list').length;
 
   it('is a durable job stored before the answer, retried when Bitrix24 fails, and done once registered', async () => {
@@ -350,16 +349,16 @@ describe('re-registration after an app update', () => {
     // More failures than the REST client absorbs by itself: the job's own retry has to carry it.
     stack.b24.failNext('batch', { status: 500, error: 'INTERNAL_SERVER_ERROR', error_description: 'Internal server error' }, 4);
     expect((await update()).status).toBe(200);
-    expect(registrations()).toHaveLength(1);
+    expect(await registrations()).toHaveLength(1);
     // The job's own retry runs when its backoff has passed by the clock.
     await eventuallyOnClock(
       () => stack.server,
       clock,
-      () => registrations()[0]?.state === 'done',
+      async () => (await registrations())[0]?.state === 'done',
       20_000,
       'registration done',
     );
-    expect(registrations()[0]).toMatchObject({ attempts: 2, last_error: expect.stringContaining('INTERNAL_SERVER_ERROR') });
+    expect((await registrations())[0]).toMatchObject({ attempts: 2, last_error: expect.stringContaining('INTERNAL_SERVER_ERROR') });
     expect(listings()).toBe(before + 1);
     expect(stack.b24.robots.size).toBeGreaterThan(0);
   });
@@ -370,14 +369,14 @@ describe('re-registration after an app update', () => {
     const afterFirst = listings();
     for (let i = 0; i < 3; i++) expect((await update()).status).toBe(200);
     await stack.server.idle();
-    const [first, second, ...more] = registrations();
+    const [first, second, ...more] = await registrations();
     expect(more).toEqual([]);
     expect(second).toMatchObject({ state: 'queued', attempts: 0 });
     expect(Number(second!.run_at) - Number(first!.run_at)).toBeGreaterThanOrEqual(5 * 60_000);
     expect(listings()).toBe(afterFirst);
     clock.advance(5 * 60_000);
     stack.server.worker.wake();
-    await eventually(() => registrations()[1]?.state === 'done', 10_000, 'the trailing registration');
+    await eventually(async () => (await registrations())[1]?.state === 'done', 10_000, 'the trailing registration');
     expect(listings()).toBe(afterFirst + 1);
   });
 });

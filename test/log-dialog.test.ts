@@ -204,11 +204,15 @@ describe('Log closed dialog to timeline robot', () => {
     const dealId = stack.b24.seedDeal();
     // What migration 0007 left for a comment the robot wrote before episodes existed.
     const now = Date.now();
-    stack.server.database.sqlite
-      .prepare(
-        "insert into effects (member_id, effect_key, state, owner, lease_until, attempt_at, intent, result, created_at, updated_at) values (?, ?, 'done', null, 0, ?, '{}', ?, ?, ?)",
-      )
-      .run(stack.b24.memberId, `comment:${dialogId}:deal:${dealId}`, now, JSON.stringify({ commentId: 4242 }), now, now);
+    await stack.db.run(
+      "insert into effects (member_id, effect_key, state, owner, lease_until, attempt_at, intent, result, created_at, updated_at) values (?, ?, 'done', null, 0, ?, '{}', ?, ?, ?)",
+      stack.b24.memberId,
+      `comment:${dialogId}:deal:${dealId}`,
+      now,
+      JSON.stringify({ commentId: 4242 }),
+      now,
+      now,
+    );
     const first = await logDialog({ dialog_id: String(dialogId) }, dealDocument(dealId));
     expect(first.returnValues).toMatchObject({ status: 'ok', comment_id: '4242' });
     expect(commentCalls()).toHaveLength(0);
@@ -312,7 +316,7 @@ describe('Log closed dialog to timeline robot', () => {
     const call = await stack.b24.callRobot({ code: 'c2d_log_dialog', properties: { dialog_id: String(dialogId) }, documentId: dealDocument(dealId) });
     await writing.arrived;
     // Out of time while the write is under way: the lost answer is given up at once, settling first.
-    stack.server.database.sqlite.prepare('update jobs set deadline_at = ? where event_token = ?').run(clock.now() - 1, call.eventToken);
+    await stack.db.run('update jobs set deadline_at = ? where event_token = ?', clock.now() - 1, call.eventToken);
     writing.release();
     const sent = await resultOf(call.eventToken);
     expect(stack.b24.timelineComments).toHaveLength(1);
@@ -393,13 +397,9 @@ describe('Log closed dialog to timeline robot', () => {
     const first = await stack.b24.callRobot({ code: 'c2d_log_dialog', properties: { dialog_id: String(dialogId) }, documentId: document });
     await writing.arrived;
     const second = await stack.b24.callRobot({ code: 'c2d_log_dialog', properties: { dialog_id: String(dialogId) }, documentId: document });
-    const lastError = stack.server.database.sqlite.prepare('select last_error from jobs where event_token = ?');
+    const lastError = (eventToken: string) => stack.db.row<{ last_error: string | null }>('select last_error from jobs where event_token = ?', eventToken);
     // Observed, not slept for: the second run's attempt ended saying why, and it is queued again.
-    await eventually(
-      () => String((lastError.get(second.eventToken) as { last_error: string | null }).last_error).includes('another run is writing the timeline comment'),
-      10_000,
-      'busy',
-    );
+    await eventually(async () => String((await lastError(second.eventToken))!.last_error).includes('another run is writing the timeline comment'), 10_000, 'busy');
     writing.release();
     const [a, b] = await Promise.all([first, second].map((call) => resultOf(call.eventToken, 'results')));
     expect(stack.b24.timelineComments).toHaveLength(1);

@@ -10,7 +10,7 @@ import { type JobKind, JobKinds } from '../src/jobs/kinds.js';
 import { Worker } from '../src/jobs/worker.js';
 import { createLogger } from '../src/log.js';
 import { type ChildProcesses, startChildProcesses } from './support/child-server.js';
-import { openTestDatabase, type TestDatabase } from './support/databases.js';
+import { openTestDatabase, type TestDatabase, TEST_DATABASE } from './support/databases.js';
 import { robotJob } from './support/jobs.js';
 import { eventually, installAndConfigure } from './support/stack.js';
 
@@ -22,7 +22,8 @@ import { eventually, installAndConfigure } from './support/stack.js';
 const LEASE = 60_000;
 const ROBOT_SLOTS = { '': 3 };
 
-describe('the claim on PostgreSQL, from two connections (two processes)', () => {
+// The run's PostgreSQL is there in the postgres project only (vitest.config.ts).
+describe.skipIf(TEST_DATABASE !== 'postgres')('the claim on PostgreSQL, from two connections (two processes)', () => {
   let database: TestDatabase;
   let another: PostgresHandle;
   let first: JobStore;
@@ -117,7 +118,7 @@ describe('the claim on PostgreSQL, from two connections (two processes)', () => 
   });
 });
 
-describe('waking another process on PostgreSQL', () => {
+describe.skipIf(TEST_DATABASE !== 'postgres')('waking another process on PostgreSQL', () => {
   let database: TestDatabase;
   let another: PostgresHandle;
   const closing: Array<() => Promise<void>> = [];
@@ -180,7 +181,7 @@ describe('waking another process on PostgreSQL', () => {
   });
 });
 
-describe('several server processes on one PostgreSQL', () => {
+describe.skipIf(TEST_DATABASE !== 'postgres')('several server processes on one PostgreSQL', () => {
   let stack: ChildProcesses | undefined;
   afterEach(async () => {
     await stack?.close();

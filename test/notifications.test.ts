@@ -20,8 +20,8 @@ describe('notifications of incoming messages', () => {
     await installAndConfigure(stack, settings);
   }
 
-  function notifyJobs(): JobView[] {
-    const rows = stack.server.database.db.$client.prepare('select state, return_values as returnValues from jobs where kind = ? order by id').all(NOTIFY_INCOMING_KIND) as Array<{
+  async function notifyJobs(): Promise<JobView[]> {
+    const rows = (await stack.db.rows('select state, return_values as returnValues from jobs where kind = ? order by id', NOTIFY_INCOMING_KIND)) as Array<{
       state: string;
       returnValues: string | null;
     }>;
@@ -33,14 +33,14 @@ describe('notifications of incoming messages', () => {
     return eventuallyOnClock(
       () => stack.server,
       clock,
-      () => {
-        const jobs = notifyJobs();
+      async () => {
+        const jobs = await notifyJobs();
         return jobs.filter((job) => job.state === 'done').length >= count ? jobs : undefined;
       },
       20_000,
       `${count} notifications handled`,
-    ).catch((error: unknown) => {
-      throw new Error(`${String(error)}: ${JSON.stringify(notifyJobs())}`);
+    ).catch(async (error: unknown) => {
+      throw new Error(`${String(error)}: ${JSON.stringify(await notifyJobs())}`);
     });
   }
 
@@ -65,7 +65,7 @@ describe('notifications of incoming messages', () => {
     const { clientId, dialogId } = dialogOf(311416, 'Anna <b>[url=https://evil.example]x[/url]');
     await clientWrites(clientId, 5);
     const [job] = await finished(1);
-    expect(notifyJobs()).toHaveLength(1);
+    expect(await notifyJobs()).toHaveLength(1);
     expect(job!.returnValues).toMatchObject({ status: 'done', userId: 2, messages: 5 });
     expect(stack.b24.notifications).toHaveLength(1);
     const [notice] = stack.b24.notifications;
@@ -138,6 +138,6 @@ describe('notifications of incoming messages', () => {
     const { clientId } = dialogOf(311416);
     await clientWrites(clientId, 1);
     // A delivery's jobs are stored before it is acknowledged: none means none.
-    expect(notifyJobs()).toEqual([]);
+    expect(await notifyJobs()).toEqual([]);
   });
 });

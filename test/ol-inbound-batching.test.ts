@@ -4,7 +4,7 @@ import { OpenLineStore } from '../src/db/open-lines.js';
 import { CONNECTOR_ID } from '../src/open-channels/connector.js';
 import { DEFAULT_LINE_OPTIONS } from '../src/open-channels/lines.js';
 import { noRetryWait } from './support/clock.js';
-import { eventually, installAndConfigure, startStack, type Stack } from './support/stack.js';
+import { eventually, installAndConfigure, startStack, type Stack, writeStoredSetting } from './support/stack.js';
 
 type Row = Record<string, unknown>;
 
@@ -20,7 +20,7 @@ describe('Open Channels inbound: messages share send.messages calls', () => {
   beforeEach(async () => {
     stack = await startStack({ env: { OPEN_CHANNELS_HOLD_RECHECK_SECONDS: '1' }, retrySleep: noRetryWait });
     await installAndConfigure(stack);
-    stack.server.database.sqlite.prepare("update portals set settings = json_set(settings, '$.integrationType', 'open_channels') where member_id = ?").run(stack.b24.memberId);
+    await writeStoredSetting(stack, 'integrationType', 'open_channels');
     stack.b24.openLines.set(1, { id: 1, name: 'Line 1', active: true });
     await stack.server.rest.call(stack.b24.memberId, 'imconnector.register', {
       ID: CONNECTOR_ID,
@@ -44,9 +44,9 @@ describe('Open Channels inbound: messages share send.messages calls', () => {
       return [];
     }
   };
-  const inboundJobs = () => stack.server.database.sqlite.prepare("select state, return_values from jobs where kind = 'ol_inbound' order by id").all() as Row[];
+  const inboundJobs = async () => (await stack.db.rows("select state, return_values from jobs where kind = 'ol_inbound' order by id")) as Row[];
   /** Jobs that claimed their ledger entry: from there each one's message goes straight to the shared call. */
-  const claimed = () => (stack.server.database.sqlite.prepare("select count(*) as n from effects where effect_key like 'ol_in:%' and state = 'claimed'").get() as { n: number }).n;
+  const claimed = async () => ((await stack.db.row("select count(*) as n from effects where effect_key like 'ol_in:%' and state = 'claimed'")) as { n: number }).n;
 
   /** `count` conversations, each with `each` messages "c<n> m<k>", delivered as Chat2Desk inbox webhooks; the first message of the first conversation comes alone first. */
   async function conversations(count: number, each: number, beforeTheRest: () => Promise<void> = async () => {}) {
@@ -71,9 +71,9 @@ describe('Open Channels inbound: messages share send.messages calls', () => {
       await held.arrived;
     });
     // The other five conversations' first messages wait while the first call is on its way.
-    await eventually(() => claimed() === 6, 15_000, 'six messages claimed');
+    await eventually(async () => (await claimed()) === 6, 15_000, 'six messages claimed');
     held.release();
-    await eventually(() => inboundJobs().length === 30 && inboundJobs().every((job) => job.state === 'done'), 30_000, 'thirty messages sent');
+    await eventually(async () => (await inboundJobs()).length === 30 && (await inboundJobs()).every((job) => job.state === 'done'), 30_000, 'thirty messages sent');
     for (const [index, clientId] of clients.entries()) expect(chatTexts(clientId)).toEqual([1, 2, 3, 4, 5].map((k) => `c${index + 1} m${k}`));
     const calls = sendCalls();
     expect(carried(calls[0]!)).toHaveLength(1);
@@ -91,9 +91,9 @@ describe('Open Channels inbound: messages share send.messages calls', () => {
     const third = stack.c2d.account().messages.find((message) => message.client_id === clients[2] && message.text === 'c3 m1')!;
     const refusedId = String(third.id);
     stack.b24.refuseClientMessage(refusedId, { code: 'CONNECTOR_PROXY_NO_USER_IM', message: 'Messenger user ID not received' });
-    await eventually(() => claimed() === 4, 15_000, 'four messages claimed');
+    await eventually(async () => (await claimed()) === 4, 15_000, 'four messages claimed');
     held.release();
-    await eventually(() => inboundJobs().length === 4 && inboundJobs().every((job) => job.state === 'done'), 30_000, 'four finished');
+    await eventually(async () => (await inboundJobs()).length === 4 && (await inboundJobs()).every((job) => job.state === 'done'), 30_000, 'four finished');
     const calls = sendCalls();
     expect(calls).toHaveLength(2);
     expect(carried(calls[1]!)).toContain(refusedId);
@@ -101,7 +101,7 @@ describe('Open Channels inbound: messages share send.messages calls', () => {
     expect(chatTexts(clients[1]!)).toEqual(['c2 m1']);
     expect(chatTexts(clients[2]!)).toEqual([]);
     expect(chatTexts(clients[3]!)).toEqual(['c4 m1']);
-    const results = inboundJobs().map((job) => JSON.parse(String(job.return_values)) as Row);
+    const results = (await inboundJobs()).map((job) => JSON.parse(String(job.return_values)) as Row);
     expect(results.filter((result) => result.status === 'sent')).toHaveLength(3);
     const failed = results.filter((result) => result.status === 'failed');
     expect(failed).toHaveLength(1);
@@ -115,15 +115,15 @@ describe('Open Channels inbound: messages share send.messages calls', () => {
     const clients = await conversations(4, 2, async () => {
       await held.arrived;
     });
-    await eventually(() => claimed() === 4, 15_000, 'four messages claimed');
+    await eventually(async () => (await claimed()) === 4, 15_000, 'four messages claimed');
     held.release();
-    await eventually(() => inboundJobs().length === 8 && inboundJobs().every((job) => job.state === 'done'), 30_000, 'eight finished');
+    await eventually(async () => (await inboundJobs()).length === 8 && (await inboundJobs()).every((job) => job.state === 'done'), 30_000, 'eight finished');
     const calls = sendCalls();
     expect(carried(calls[1]!)).toHaveLength(3);
     const sent = calls.flatMap(carried);
     expect(new Set(sent).size).toBe(sent.length);
     for (const [index, clientId] of clients.entries()) expect(chatTexts(clientId)).toEqual([`c${index + 1} m1`, `c${index + 1} m2`]);
-    const results = inboundJobs().map((job) => JSON.parse(String(job.return_values)) as Row);
+    const results = (await inboundJobs()).map((job) => JSON.parse(String(job.return_values)) as Row);
     const inDoubt = results.filter((result) => result.status === 'failed');
     expect(inDoubt).toHaveLength(4);
     for (const result of inDoubt) expect(String(result.error)).toMatch(/may already have been sent to the Open Channel/);

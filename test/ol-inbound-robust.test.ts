@@ -6,7 +6,7 @@ import { OpenLineStore } from '../src/db/open-lines.js';
 import { CONNECTOR_ID } from '../src/open-channels/connector.js';
 import { DEFAULT_LINE_OPTIONS } from '../src/open-channels/lines.js';
 import { TestClock, eventuallyOnClock, noRetryWait } from './support/clock.js';
-import { eventually, freePort, installAndConfigure, startStack, type Stack } from './support/stack.js';
+import { eventually, freePort, installAndConfigure, startStack, type Stack, writeStoredSetting } from './support/stack.js';
 
 type Row = Record<string, unknown>;
 
@@ -35,7 +35,7 @@ describe('Open Channels inbound: outages and hostile input', () => {
     clock = new TestClock();
     stack = await startStack({ env: { OPEN_CHANNELS_HOLD_RECHECK_SECONDS: '1', UPLOAD_MAX_BYTES: String(MAX_BYTES) }, clock, retrySleep: noRetryWait });
     await installAndConfigure(stack);
-    stack.server.database.sqlite.prepare("update portals set settings = json_set(settings, '$.integrationType', 'open_channels') where member_id = ?").run(stack.b24.memberId);
+    await writeStoredSetting(stack, 'integrationType', 'open_channels');
     await stack.server.rest.call(stack.b24.memberId, 'imconnector.register', {
       ID: CONNECTOR_ID,
       NAME: 'Chat2Desk',
@@ -47,8 +47,7 @@ describe('Open Channels inbound: outages and hostile input', () => {
   });
   afterEach(() => stack.close());
 
-  const inboundJobs = () =>
-    stack.server.database.sqlite.prepare("select state, attempts, last_error, return_values from jobs where kind = 'ol_inbound' order by id").all() as Row[];
+  const inboundJobs = async () => (await stack.db.rows("select state, attempts, last_error, return_values from jobs where kind = 'ol_inbound' order by id")) as Row[];
   const chatTexts = (chatId: string) => {
     try {
       return stack.b24.openLineMessages(1, chatId).map((item) => item.text);
@@ -63,23 +62,27 @@ describe('Open Channels inbound: outages and hostile input', () => {
     expect(await stack.c2d.deliverWebhook(body)).toEqual([200]);
   }
 
-  function setEndpoint(url: string): string {
-    const { endpoint } = stack.server.database.sqlite.prepare('select client_endpoint endpoint from portals where member_id = ?').get(stack.b24.memberId) as { endpoint: string };
-    stack.server.database.sqlite.prepare('update portals set client_endpoint = ? where member_id = ?').run(url, stack.b24.memberId);
+  async function setEndpoint(url: string): Promise<string> {
+    const { endpoint } = (await stack.db.row('select client_endpoint endpoint from portals where member_id = ?', stack.b24.memberId)) as { endpoint: string };
+    await stack.db.run('update portals set client_endpoint = ? where member_id = ?', url, stack.b24.memberId);
     return endpoint;
   }
 
   it('a portal that refuses connections delays the messages that arrive meanwhile; none is lost, the order is kept', async () => {
-    const real = setEndpoint(`http://127.0.0.1:${await freePort()}/rest/`);
+    const real = await setEndpoint(`http://127.0.0.1:${await freePort()}/rest/`);
     const first = stack.c2d.receiveMessage({ phone: '79161234590', text: 'during the outage' });
     const second = stack.c2d.receiveMessage({ clientId: Number(first.message.client_id), text: 'still during it' });
     await deliver(first.webhook);
     await deliver(second.webhook);
-    await eventually(() => inboundJobs().some((job) => /not reached/.test(String(job.last_error)) && Number(job.attempts) >= 1), 15_000, 'an attempt refused by the network');
-    setEndpoint(real);
+    await eventually(
+      async () => (await inboundJobs()).some((job) => /not reached/.test(String(job.last_error)) && Number(job.attempts) >= 1),
+      15_000,
+      'an attempt refused by the network',
+    );
+    await setEndpoint(real);
     const chatId = `c${first.message.client_id}`;
-    await onClock(() => inboundJobs().every((job) => job.state === 'done') && inboundJobs().length === 2, 'both sent');
-    expect(inboundJobs().map(sentStatus)).toEqual(['sent', 'sent']);
+    await onClock(async () => (await inboundJobs()).every((job) => job.state === 'done') && (await inboundJobs()).length === 2, 'both sent');
+    expect((await inboundJobs()).map(sentStatus)).toEqual(['sent', 'sent']);
     expect(chatTexts(chatId)).toEqual(['during the outage', 'still during it']);
   });
 
@@ -88,9 +91,9 @@ describe('Open Channels inbound: outages and hostile input', () => {
     stack.b24.failNextOAuth('oauth.token', { status: 502, error: 'server_error', error_description: 'authorization server down' });
     const { message, webhook } = stack.c2d.receiveMessage({ phone: '79161234591', text: 'after the refresh' });
     await deliver(webhook);
-    await onClock(() => inboundJobs()[0]?.state === 'done', 'sent');
-    expect(sentStatus(inboundJobs()[0]!)).toBe('sent');
-    expect(Number(inboundJobs()[0]!.attempts)).toBeGreaterThan(1);
+    await onClock(async () => (await inboundJobs())[0]?.state === 'done', 'sent');
+    expect(sentStatus((await inboundJobs())[0]!)).toBe('sent');
+    expect(Number((await inboundJobs())[0]!.attempts)).toBeGreaterThan(1);
     expect(chatTexts(`c${message.client_id}`)).toEqual(['after the refresh']);
   });
 
@@ -100,9 +103,9 @@ describe('Open Channels inbound: outages and hostile input', () => {
     const second = stack.c2d.receiveMessage({ clientId: Number(first.message.client_id), text: 'the next one' });
     await deliver(first.webhook);
     await deliver(second.webhook);
-    await onClock(() => inboundJobs().length === 2 && inboundJobs().every((job) => job.state === 'done'), 'both finished');
-    expect(inboundJobs().map(sentStatus)).toEqual(['failed', 'sent']);
-    expect(String(inboundJobs()[0]!.return_values)).toMatch(/may already have been sent/);
+    await onClock(async () => (await inboundJobs()).length === 2 && (await inboundJobs()).every((job) => job.state === 'done'), 'both finished');
+    expect((await inboundJobs()).map(sentStatus)).toEqual(['failed', 'sent']);
+    expect(String((await inboundJobs())[0]!.return_values)).toMatch(/may already have been sent/);
     expect(chatTexts(`c${first.message.client_id}`)).toEqual(['cut after taking', 'the next one']);
   });
 
@@ -181,10 +184,10 @@ describe('Open Channels inbound: outages and hostile input', () => {
     const body = stack.c2d.messageWebhookBody(echo.id as number);
     expect(JSON.stringify(body)).not.toContain('b24ol:');
     await deliver(body);
-    await eventually(() => inboundJobs().some((job) => /may be its echo/.test(String(job.last_error))), 15_000, 'the echo waiting for the send');
+    await eventually(async () => (await inboundJobs()).some((job) => /may be its echo/.test(String(job.last_error))), 15_000, 'the echo waiting for the send');
     hold.release();
-    await onClock(() => inboundJobs().length === 2 && inboundJobs().every((job) => job.state === 'done'), 'the echo settled');
-    expect(inboundJobs().map(sentStatus)).toEqual(['sent', 'skipped']);
+    await onClock(async () => (await inboundJobs()).length === 2 && (await inboundJobs()).every((job) => job.state === 'done'), 'the echo settled');
+    expect((await inboundJobs()).map(sentStatus)).toEqual(['sent', 'skipped']);
     const sends = stack.b24.calls.filter((item) => item.method === 'imconnector.send.messages' && JSON.stringify(item.params).includes('from the Open Channel'));
     expect(sends).toEqual([]);
   });

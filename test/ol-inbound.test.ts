@@ -7,7 +7,7 @@ import { CONNECTOR_ID } from '../src/open-channels/connector.js';
 import { DEFAULT_LINE_OPTIONS, type LineOptions } from '../src/open-channels/lines.js';
 import { cleanClientName } from '../src/open-channels/names.js';
 import { noRetryWait } from './support/clock.js';
-import { adminHeaders, eventually, installAndConfigure, postForm, putSettings, startStack, type Stack } from './support/stack.js';
+import { adminHeaders, eventually, installAndConfigure, postForm, putSettings, startStack, type Stack, writeStoredSetting } from './support/stack.js';
 
 type Row = Record<string, unknown>;
 
@@ -18,7 +18,7 @@ let stack: Stack;
  * this writes the stored settings JSON directly (the one place to switch once it is).
  */
 async function openChannelsMode(s: Stack) {
-  s.server.database.sqlite.prepare("update portals set settings = json_set(settings, '$.integrationType', 'open_channels') where member_id = ?").run(s.b24.memberId);
+  await writeStoredSetting(s, 'integrationType', 'open_channels');
 }
 
 /** A line connected as the connector settings page does (OC1): our store, and the connector activated in the portal. */
@@ -55,7 +55,7 @@ const chatMessages = (line: number, chatId: string) => {
   }
 };
 
-const inboundJobs = () => stack.server.database.sqlite.prepare("select state, last_error, return_values from jobs where kind = 'ol_inbound' order by id").all() as Row[];
+const inboundJobs = async () => (await stack.db.rows("select state, last_error, return_values from jobs where kind = 'ol_inbound' order by id")) as Row[];
 
 async function eventLog(): Promise<Array<{ title: string; status: string; summary: string; error: { message: string; nextStep: string } | null }>> {
   const response = await fetch(`${stack.server.url}/api/event-log?limit=100`, { headers: adminHeaders(stack) });
@@ -131,7 +131,7 @@ describe('Open Channels inbound: Chat2Desk messages reach the Open Channel chat'
     const emoji = stack.c2d.seedClient({ phone: '79160000002', name: '🔥🔥🔥' });
     const forty = stack.c2d.seedClient({ phone: '79160000003', name: 'Bartholomew Maximilian Featherstonehaugh' });
     for (const seeded of [digits, emoji, forty]) await deliver(clientWrites({ clientId: Number(seeded.client.id), text: 'hi' }).webhook);
-    await eventually(() => inboundJobs().length === 3 && inboundJobs().every((job) => job.state === 'done'), 15_000, 'three messages sent');
+    await eventually(async () => (await inboundJobs()).length === 3 && (await inboundJobs()).every((job) => job.state === 'done'), 15_000, 'three messages sent');
     const chats = stack.b24.openLineChats(1);
     const chatOf = (seeded: { client: Row }) => chats.find((chat) => chat.externalChatId === `c${seeded.client.id}`)!;
     expect(chatOf(digits).name).toBe('');
@@ -157,7 +157,7 @@ describe('Open Channels inbound: Chat2Desk messages reach the Open Channel chat'
     const texts = await eventually(() => chatMessages(1, chatId).length === 3 && chatMessages(1, chatId).map((item) => item.text), 15_000, 'three messages');
     const name = [operator.first_name, operator.last_name].filter(Boolean).join(' ');
     expect(texts).toEqual(['question', `[b]Chat2Desk operator ${name}:[/b][br]answer from Chat2Desk`, '[b]Chat2Desk autoreply:[/b][br]We are open 9-18']);
-    expect(inboundJobs()).toHaveLength(3);
+    expect(await inboundJobs()).toHaveLength(3);
   });
 
   it('a duplicate webhook delivery sends the message once', async () => {
@@ -166,13 +166,13 @@ describe('Open Channels inbound: Chat2Desk messages reach the Open Channel chat'
     await deliver(webhook);
     await deliver(webhook);
     const chatId = `c${message.client_id}`;
-    await eventually(() => inboundJobs().every((job) => job.state === 'done') && chatMessages(1, chatId).length >= 1, 15_000, 'sent');
+    await eventually(async () => (await inboundJobs()).every((job) => job.state === 'done') && chatMessages(1, chatId).length >= 1, 15_000, 'sent');
     // Delivery keys are kept a day (src/chat2desk/webhooks.ts); Chat2Desk's last retry comes after 2 h,
     // a replay may come later: the message's own key still holds once the delivery's is pruned.
-    stack.server.database.sqlite.prepare('delete from webhook_deliveries').run();
+    await stack.db.run('delete from webhook_deliveries');
     await deliver({ ...webhook, event_time: new Date().toISOString() });
-    await eventually(() => inboundJobs().every((job) => job.state === 'done'), 15_000, 'settled');
-    expect(inboundJobs()).toHaveLength(1);
+    await eventually(async () => (await inboundJobs()).every((job) => job.state === 'done'), 15_000, 'settled');
+    expect(await inboundJobs()).toHaveLength(1);
     expect(chatMessages(1, chatId)).toHaveLength(1);
   });
 
@@ -184,7 +184,7 @@ describe('Open Channels inbound: Chat2Desk messages reach the Open Channel chat'
     await deliver(first.webhook);
     await deliver(second.webhook);
     const chatId = `c${first.message.client_id}`;
-    await eventually(() => inboundJobs().length === 2 && inboundJobs().every((job) => job.state === 'done'), 20_000, 'both finished');
+    await eventually(async () => (await inboundJobs()).length === 2 && (await inboundJobs()).every((job) => job.state === 'done'), 20_000, 'both finished');
     expect(chatMessages(1, chatId).map((item) => item.text)).toEqual(['answer lost', 'next one']);
     const failed = (await eventLog()).find((entry) => entry.status === 'failed')!;
     expect(failed.error!.message).toMatch(/may already have been sent to the Open Channel/);
@@ -204,7 +204,7 @@ describe('Open Channels inbound: Chat2Desk messages reach the Open Channel chat'
     const chatId = `c${clientId}`;
     const texts = await eventually(() => chatMessages(1, chatId).length === 100 && chatMessages(1, chatId).map((item) => item.text), 60_000, '100 messages');
     expect(texts).toEqual(Array.from({ length: 100 }, (_, index) => `message ${index + 1}`));
-    expect(inboundJobs().some((job) => job.last_error !== null)).toBe(true);
+    expect((await inboundJobs()).some((job) => job.last_error !== null)).toBe(true);
   }, 90_000);
 
   it('routes by channel and by tag to two lines', async () => {
@@ -220,7 +220,7 @@ describe('Open Channels inbound: Chat2Desk messages reach the Open Channel chat'
     taggedClient.tags.push({ ...tag });
     const byTag = clientWrites({ clientId: Number(tagged.client.id), text: 'tagged', channelId: channelA!.id });
     for (const written of [onA, onB, byTag]) await deliver(written.webhook);
-    await eventually(() => inboundJobs().length === 3 && inboundJobs().every((job) => job.state === 'done'), 15_000, 'three routed');
+    await eventually(async () => (await inboundJobs()).length === 3 && (await inboundJobs()).every((job) => job.state === 'done'), 15_000, 'three routed');
     expect(chatMessages(1, `c${onA.message.client_id}`).map((item) => item.text)).toEqual(['via A']);
     expect(chatMessages(2, `c${onB.message.client_id}`).map((item) => item.text)).toEqual(['via B']);
     expect(chatMessages(3, `c${tagged.client.id}`).map((item) => item.text)).toEqual(['tagged']);
@@ -236,11 +236,11 @@ describe('Open Channels inbound: Chat2Desk messages reach the Open Channel chat'
     const tagged = clientWrites({ clientId: Number(seeded.client.id), text: 'for Bitrix24' });
     await deliver(untagged.webhook);
     await deliver(tagged.webhook);
-    await eventually(() => inboundJobs().length === 2 && inboundJobs().every((job) => job.state === 'done'), 15_000, 'both decided');
+    await eventually(async () => (await inboundJobs()).length === 2 && (await inboundJobs()).every((job) => job.state === 'done'), 15_000, 'both decided');
     const chats = stack.b24.openLineChats(1);
     expect(chats.map((chat) => chat.externalChatId)).toEqual([`r${tagged.message.request_id}`]);
     expect(chats[0]!.messages.map((item) => item.text)).toEqual(['for Bitrix24']);
-    expect(inboundJobs().map((job) => JSON.parse(String(job.return_values)).status)).toEqual(['skipped', 'sent']);
+    expect((await inboundJobs()).map((job) => JSON.parse(String(job.return_values)).status)).toEqual(['skipped', 'sent']);
   });
 
   it("a line's except filter keeps tagged clients out; sendPreviousAfterTagging changes nothing there (a tag never lets a client in)", async () => {
@@ -252,8 +252,8 @@ describe('Open Channels inbound: Chat2Desk messages reach the Open Channel chat'
     const untagged = clientWrites({ phone: '79161234584', text: 'let in' });
     await deliver(tagged.webhook);
     await deliver(untagged.webhook);
-    await eventually(() => inboundJobs().length === 2 && inboundJobs().every((job) => job.state === 'done'), 15_000, 'both decided');
-    expect(inboundJobs().map((job) => JSON.parse(String(job.return_values)).status)).toEqual(['skipped', 'sent']);
+    await eventually(async () => (await inboundJobs()).length === 2 && (await inboundJobs()).every((job) => job.state === 'done'), 15_000, 'both decided');
+    expect((await inboundJobs()).map((job) => JSON.parse(String(job.return_values)).status)).toEqual(['skipped', 'sent']);
     expect(chatMessages(1, `c${seeded.client.id}`)).toEqual([]);
     expect(chatMessages(1, `c${untagged.message.client_id}`).map((item) => item.text)).toEqual(['let in']);
   });
@@ -282,7 +282,7 @@ describe('Open Channels inbound: Chat2Desk messages reach the Open Channel chat'
     await connectLine(1, { holdUntilOperator: true });
     const first = clientWrites({ phone: '79161234582', text: 'first, unanswered' });
     await deliver(first.webhook);
-    await eventually(() => /operator joins/.test(String(inboundJobs()[0]?.last_error ?? '')), 15_000, 'held');
+    await eventually(async () => /operator joins/.test(String((await inboundJobs())[0]?.last_error ?? '')), 15_000, 'held');
     const dialog = stack.c2d.account().dialogs.find((item) => item.id === first.message.dialog_id)!;
     dialog.operator_id = stack.c2d.account().operators[0]!.id;
     const second = clientWrites({ clientId: Number(first.message.client_id), text: 'second, after the operator joined' });
@@ -298,7 +298,7 @@ describe('Open Channels inbound: Chat2Desk messages reach the Open Channel chat'
     await deliver(webhook);
     const held = await eventually(async () => (await eventLog()).find((entry) => entry.status === 'waiting' && /Held: no Open Channel line/.test(entry.summary)), 15_000, 'held');
     expect(held.summary).toMatch(/Connect a line in Contact Center/);
-    expect(inboundJobs()[0]!.state).toBe('queued');
+    expect((await inboundJobs())[0]!.state).toBe('queued');
     await connectLine(1);
     const arrived = await eventually(() => chatMessages(1, `c${message.client_id}`).length === 1 && chatMessages(1, `c${message.client_id}`), 15_000, 'released');
     expect(arrived[0]!.text).toBe('before any line');
@@ -309,17 +309,17 @@ describe('Open Channels inbound: Chat2Desk messages reach the Open Channel chat'
     stack.b24.openLines.set(1, { id: 1, name: 'Line 1', active: false });
     const { message, webhook } = clientWrites({ phone: '79161234579', text: 'line switched off' });
     await deliver(webhook);
-    await eventually(() => /NOT_ACTIVE_LINE/.test(String(inboundJobs()[0]?.last_error ?? '')), 15_000, 'held on NOT_ACTIVE_LINE');
-    expect(inboundJobs()[0]!.state).not.toBe('done');
+    await eventually(async () => /NOT_ACTIVE_LINE/.test(String((await inboundJobs())[0]?.last_error ?? '')), 15_000, 'held on NOT_ACTIVE_LINE');
+    expect((await inboundJobs())[0]!.state).not.toBe('done');
     stack.b24.openLines.set(1, { id: 1, name: 'Line 1', active: true });
     await eventually(() => chatMessages(1, `c${message.client_id}`).length === 1, 15_000, 'sent once the line is active');
   });
 
   it('Chat2Desk mode starts no inbound jobs', async () => {
-    stack.server.database.sqlite.prepare("update portals set settings = json_set(settings, '$.integrationType', 'chat2desk') where member_id = ?").run(stack.b24.memberId);
+    await writeStoredSetting(stack, 'integrationType', 'chat2desk');
     await connectLine(1);
     await deliver(clientWrites({ phone: '79161234580', text: 'robots mode' }).webhook);
-    expect(inboundJobs()).toEqual([]);
+    expect(await inboundJobs()).toEqual([]);
   });
 });
 
@@ -335,10 +335,11 @@ describe('Open Channels inbound: held messages wake when what they wait for happ
   });
   afterEach(() => stack.close());
 
-  const attempts = () => (stack.server.database.sqlite.prepare("select attempts from jobs where kind = 'ol_inbound' order by id limit 1").get() as { attempts: number }).attempts;
+  const attempts = async () => ((await stack.db.row("select attempts from jobs where kind = 'ol_inbound' order by id limit 1")) as { attempts: number }).attempts;
 
   /** Held: tried once and put off until the (hour-long) recheck. */
-  const held = (pattern: RegExp) => eventually(() => inboundJobs().find((job) => job.state === 'queued' && pattern.test(String(job.last_error ?? ''))), 15_000, `held: ${pattern}`);
+  const held = (pattern: RegExp) =>
+    eventually(async () => (await inboundJobs()).find((job) => job.state === 'queued' && pattern.test(String(job.last_error ?? ''))), 15_000, `held: ${pattern}`);
 
   it('sendPreviousAfterTagging: untagged messages wait, shown in the event log; once the client is tagged they all go, in order, before the next one', async () => {
     const [tag, other] = stack.c2d.account().tags;
@@ -357,7 +358,7 @@ describe('Open Channels inbound: held messages wake when what they wait for happ
     expect(waiting.summary).toMatch(/Tag the client in Chat2Desk/);
     // Another tag (not the line's) wakes the conversation; it looks, and waits on.
     await deliver(stack.c2d.assignTag({ tagId: other!.id, clientId }));
-    await eventually(() => attempts() === 2 && inboundJobs()[0]!.state === 'queued', 15_000, 'looked again');
+    await eventually(async () => (await attempts()) === 2 && (await inboundJobs())[0]!.state === 'queued', 15_000, 'looked again');
     expect(chatMessages(1, `c${clientId}`)).toEqual([]);
     // The line's tag: the client's cached tags are stale by the webhook, and the held messages go at once.
     await deliver(stack.c2d.assignTag({ tagId: tag!.id, clientId }));
@@ -373,9 +374,9 @@ describe('Open Channels inbound: held messages wake when what they wait for happ
     await deliver(webhook);
     await held(/Held until the client is tagged/);
     // Thirty days on (the deadline moved instead of the clock), the next look gives it up.
-    stack.server.database.sqlite.prepare("update jobs set deadline_at = 1 where kind = 'ol_inbound'").run();
+    await stack.db.run("update jobs set deadline_at = 1 where kind = 'ol_inbound'");
     await deliver(stack.c2d.assignTag({ tagId: other!.id, clientId: Number(message.client_id) }));
-    const done = await eventually(() => inboundJobs()[0]!.state === 'done' && JSON.parse(String(inboundJobs()[0]!.return_values)), 15_000, 'given up');
+    const done = await eventually(async () => (await inboundJobs())[0]!.state === 'done' && JSON.parse(String((await inboundJobs())[0]!.return_values)), 15_000, 'given up');
     expect(done.status).toBe('skipped');
     expect(done.reason).toMatch(/none of the line's tags within 30 days/);
     expect(chatMessages(1, `c${message.client_id}`)).toEqual([]);
@@ -419,7 +420,7 @@ describe('Open Channels inbound: held messages wake when what they wait for happ
     const pictured = stack.c2d.seedClient({ phone: '79161234589', avatar: 'https://cdn.example.com/avatars/anna.jpg' });
     const odd = stack.c2d.seedClient({ phone: '79161234590', avatar: 'javascript:alert(1)' });
     for (const seeded of [pictured, odd]) await deliver(clientWrites({ clientId: Number(seeded.client.id), text: 'hi' }).webhook);
-    await eventually(() => inboundJobs().length === 2 && inboundJobs().every((job) => job.state === 'done'), 15_000, 'both sent');
+    await eventually(async () => (await inboundJobs()).length === 2 && (await inboundJobs()).every((job) => job.state === 'done'), 15_000, 'both sent');
     const chatOf = (seeded: { client: Row }) => stack.b24.openLineChats(1).find((chat) => chat.externalChatId === `c${seeded.client.id}`)!;
     expect(chatOf(pictured).picture).toBe('https://cdn.example.com/avatars/anna.jpg');
     expect(chatOf(odd).picture).toBeNull();

@@ -35,16 +35,16 @@ describe('Open Channels outbound: forged events', () => {
   };
   const connectLine = (line: number, options: Partial<LineOptions> = {}) =>
     new OpenLineStore(stack.server.database, systemClock).save(stack.b24.memberId, line, { ...DEFAULT_LINE_OPTIONS, ...options });
-  const outboundJobs = () =>
-    stack.server.database.sqlite.prepare("select state, return_values as returnValues from jobs where kind = 'ol_outbound' order by id").all() as Array<{
+  const outboundJobs = async () =>
+    (await stack.db.rows("select state, return_values as returnValues from jobs where kind = 'ol_outbound' order by id")) as Array<{
       state: string;
       returnValues: string | null;
     }>;
   /** Each outbound job's outcome once all have finished: `failed: <why>` or `done`. */
   const outcomes = () =>
     eventually(
-      () => {
-        const jobs = outboundJobs();
+      async () => {
+        const jobs = await outboundJobs();
         if (jobs.some((job) => job.returnValues === null)) return false;
         return jobs.map((job) => {
           const values = JSON.parse(job.returnValues!) as { status: string; error?: string };
@@ -100,7 +100,7 @@ describe('Open Channels outbound: forged events', () => {
     // In Chat2Desk mode the connector's events are none of ours.
     await setMode('chat2desk');
     expect(await (await add(1, 1)).json()).toMatchObject({ status: 'ignored' });
-    expect(outboundJobs()).toEqual([]);
+    expect(await outboundJobs()).toEqual([]);
   });
 
   it("a flood that used up the callers' share of the portal's budget only delays the operator's real message", async () => {

@@ -6,10 +6,9 @@ import { CANNOT_CHANGE_SENT } from '../src/jobs/kinds/ol-outbound.js';
 import { bbcodeToText, messengerText } from '../src/open-channels/bbcode.js';
 import { DEFAULT_LINE_OPTIONS } from '../src/open-channels/lines.js';
 import { OpenLineStore } from '../src/db/open-lines.js';
-import { openDatabase } from '../src/db/database.js';
 import { systemClock } from '../src/clock.js';
 import { noRetryWait } from './support/clock.js';
-import { eventually, installAndConfigure, postForm, putSettings, sentMessages, startStack, type Stack } from './support/stack.js';
+import { eventually, installAndConfigure, postForm, putSettings, sentMessages, startStack, type Stack, writeStoredSetting } from './support/stack.js';
 
 /** Chat2Desk operator 617 has Bitrix24 user 1's e-mail (admin@example.com): user 1 is its operator. */
 const OPERATOR = 617;
@@ -72,7 +71,7 @@ describe('Open Channels outbound: an operator writes in Bitrix24, the client get
     });
     await b24('imconnector.activate', { CONNECTOR: 'chat2desk', LINE: 1, ACTIVE: 1 });
     // The portal in Open Channels mode with line 1 connected (what the mode switch and the connector page store).
-    stack.server.database.sqlite.prepare("update portals set settings = json_set(settings, '$.integrationType', 'open_channels') where member_id = ?").run(stack.b24.memberId);
+    await writeStoredSetting(stack, 'integrationType', 'open_channels');
     await new OpenLineStore(stack.server.database, systemClock).save(stack.b24.memberId, 1, DEFAULT_LINE_OPTIONS);
     for (const event of ['OnImConnectorMessageAdd', 'OnImConnectorMessageUpdate', 'OnImConnectorMessageDelete']) {
       await b24('event.bind', { event, handler: `${stack.server.url}/bitrix24/events` });
@@ -117,13 +116,10 @@ describe('Open Channels outbound: an operator writes in Bitrix24, the client get
   });
 
   it('drops the signature when the line says so', async () => {
-    // The line's options as OC1's settings page stores them; the server holds the database file exclusively meanwhile.
-    await stack.server.close();
-    const database = openDatabase(stack.config.databaseFile);
+    // The line's options as OC1's settings page stores them, read by the server when it starts again.
     // Lines are stored only in Open Channels mode (OpenLineStore.save); this portal was set up by hand, without the switch.
-    database.db.$client.prepare("update portals set settings = json_set(settings, '$.integrationType', 'open_channels')").run();
-    await new OpenLineStore(database, systemClock).save(stack.b24.memberId, 1, { ...DEFAULT_LINE_OPTIONS, signature: false });
-    database.close();
+    await writeStoredSetting(stack, 'integrationType', 'open_channels');
+    await new OpenLineStore(stack.server.database, systemClock).save(stack.b24.memberId, 1, { ...DEFAULT_LINE_OPTIONS, signature: false });
     await stack.restart();
     // The fake portal's pooled connections went to the server that closed: it delivers on fresh ones.
     setGlobalDispatcher(new Agent());
@@ -143,10 +139,7 @@ describe('Open Channels outbound: an operator writes in Bitrix24, the client get
     expect(fetched.status).toBe(200);
     expect(Buffer.compare(fetched.bytes, PNG)).toBe(0);
     // The event's downloadLink carried the operator's token; the stored job must not keep it.
-    await stack.server.close();
-    const database = openDatabase(stack.config.databaseFile);
-    const inputs = database.sqlite.prepare("SELECT input FROM jobs WHERE kind = 'ol_outbound'").all() as Array<{ input: string }>;
-    database.close();
+    const inputs = await stack.db.rows<{ input: string }>("SELECT input FROM jobs WHERE kind = 'ol_outbound'");
     expect(inputs).toHaveLength(1);
     expect(inputs[0]!.input).toContain('/rest/download.json?token=');
     expect(inputs[0]!.input).not.toContain('auth');
@@ -249,12 +242,9 @@ describe('Open Channels outbound: an operator writes in Bitrix24, the client get
   });
 
   it("keeps Chat2Desk's refusal out of the chat when the line says not to post delivery errors; the event log still has it", async () => {
-    await stack.server.close();
-    const database = openDatabase(stack.config.databaseFile);
     // Lines are stored only in Open Channels mode (OpenLineStore.save); this portal was set up by hand, without the switch.
-    database.db.$client.prepare("update portals set settings = json_set(settings, '$.integrationType', 'open_channels')").run();
-    await new OpenLineStore(database, systemClock).save(stack.b24.memberId, 1, { ...DEFAULT_LINE_OPTIONS, postDeliveryErrors: false });
-    database.close();
+    await writeStoredSetting(stack, 'integrationType', 'open_channels');
+    await new OpenLineStore(stack.server.database, systemClock).save(stack.b24.memberId, 1, { ...DEFAULT_LINE_OPTIONS, postDeliveryErrors: false });
     await stack.restart();
     setGlobalDispatcher(new Agent());
     const refused = stack.c2d.seedClient({ phone: '79167654322', transport: 'wa_dialog', channelId: CHANNEL, withDialog: 'open' });
@@ -326,13 +316,12 @@ describe('Open Channels outbound: an operator writes in Bitrix24, the client get
     // A new request nobody in Chat2Desk has taken yet: inbound holds it (up to 30 days).
     const waiting = stack.c2d.receiveMessage({ clientId, text: 'A new question' });
     await stack.c2d.deliverWebhook({ ...waiting.webhook, operator_id: null, dialog_id: null });
-    const inboundHeld = () =>
-      stack.server.database.sqlite.prepare("select state, attempts from jobs where kind = 'ol_inbound'").all() as Array<{ state: string; attempts: number }>;
-    await eventually(() => inboundHeld().some((job) => job.state === 'queued' && job.attempts >= 1), 15_000, 'the client message held');
+    const inboundHeld = async () => (await stack.db.rows("select state, attempts from jobs where kind = 'ol_inbound'")) as Array<{ state: string; attempts: number }>;
+    await eventually(async () => (await inboundHeld()).some((job) => job.state === 'queued' && job.attempts >= 1), 15_000, 'the client message held');
     const id = await operatorWrites('Answered from Bitrix24');
     await delivered(id);
     expect(ourMessages(id)[0]!.text).toBe('Anna Admin: Answered from Bitrix24');
-    expect(inboundHeld()[0]!.state).toBe('queued');
+    expect((await inboundHeld())[0]!.state).toBe('queued');
   });
 
   it('sends none of several files when Bitrix24 refuses one, so the retry does not repeat the others', async () => {

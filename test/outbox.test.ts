@@ -72,9 +72,20 @@ describe('Chat2Desk deliveries start their jobs in the delivery transaction (the
   });
   afterEach(() => stack.close());
 
-  const sqlite = () => stack.server.database.sqlite;
-  const count = (table: string) => (sqlite().prepare(`select count(*) as n from ${table}`).get() as { n: number }).n;
-  const jobRows = () => sqlite().prepare("select kind, state, dedup_key from jobs where kind in ('episode_test', 'transfer_test') order by id").all() as Row[];
+  const count = async (table: string) => (await stack.db.row<{ n: number }>(`select count(*) as n from ${table}`))!.n;
+  const jobRows = () => stack.db.rows<Row>("select kind, state, dedup_key from jobs where kind in ('episode_test', 'transfer_test') order by id");
+  /** Makes every insert into `table` (matching `when`, if given) fail, as a broken store would. */
+  const refuseInserts = async (name: string, table: string, when?: string) => {
+    if (stack.db.kind === 'sqlite') {
+      await stack.db.run(`create trigger ${name} before insert on ${table} ${when ? `when ${when}` : ''} begin select raise(abort, '${name}'); end`);
+      return;
+    }
+    await stack.db.run(`create function ${name}() returns trigger language plpgsql as $$ begin raise exception '${name}'; end $$`);
+    await stack.db.run(`create trigger ${name} before insert on ${table} for each row ${when ? `when (${when})` : ''} execute function ${name}()`);
+  };
+  const allowInserts = async (name: string, table: string) => {
+    await stack.db.run(`drop trigger ${name}${stack.db.kind === 'postgres' ? ` on ${table}` : ''}`);
+  };
   const transfer = (at: string) => ({ hook_type: 'dialog_transferred', dialog_id: dialog.id, client_id: dialog.client_id, operator_id: 311416, event_time: at });
   const closed = (at: string) => ({ hook_type: 'close_dialog', dialog_id: dialog.id, client_id: dialog.client_id, event_time: at });
   const webhookUrl = () => String(stack.c2d.account().webhooks[0]!.url);
@@ -83,39 +94,39 @@ describe('Chat2Desk deliveries start their jobs in the delivery transaction (the
 
   it('stores the job a delivery starts with the delivery, keyed by the delivery key, and runs it', async () => {
     expect(await stack.c2d.deliverWebhook(transfer('2026-11-24T10:00:00Z'))).toEqual([200]);
-    expect(count('webhook_deliveries')).toBe(1);
-    expect(jobRows()).toEqual([expect.objectContaining({ kind: 'transfer_test', dedup_key: `chat2desk:${deliveryKey(transfer('2026-11-24T10:00:00Z'))}#0` })]);
-    await eventually(() => jobRows()[0]?.state === 'done', 10_000, 'the delivery job done');
+    expect(await count('webhook_deliveries')).toBe(1);
+    expect(await jobRows()).toEqual([expect.objectContaining({ kind: 'transfer_test', dedup_key: `chat2desk:${deliveryKey(transfer('2026-11-24T10:00:00Z'))}#0` })]);
+    await eventually(async () => (await jobRows())[0]?.state === 'done', 10_000, 'the delivery job done');
     expect(runs).toEqual([`transfer_test:${String(dialog.id)}`]);
   });
 
   it('starts nothing again when Chat2Desk repeats a delivery, also after its job ran and released its key', async () => {
     expect(await stack.c2d.deliverWebhook(closed('2026-11-24T10:00:00Z'))).toEqual([200]);
-    await eventually(() => jobRows()[0]?.state === 'done', 10_000, 'the delivery job done');
+    await eventually(async () => (await jobRows())[0]?.state === 'done', 10_000, 'the delivery job done');
     const repeated = await post(webhookUrl(), closed('2026-11-24T10:00:00Z'));
     expect(await repeated.json()).toEqual({ status: 'duplicate' });
-    expect(jobRows()).toHaveLength(1);
+    expect(await jobRows()).toHaveLength(1);
     // A different event of the same dialog is new work.
     expect(await stack.c2d.deliverWebhook(closed('2026-11-24T11:00:00Z'))).toEqual([200]);
-    await eventually(() => jobRows().filter((row) => row.state === 'done').length === 2, 10_000, 'the second job done');
+    await eventually(async () => (await jobRows()).filter((row) => row.state === 'done').length === 2, 10_000, 'the second job done');
     expect(runs).toHaveLength(2);
   });
 
   it('starts nothing again for a delivery repeated after its key was pruned: the job keeps a key derived from it', async () => {
     expect(await stack.c2d.deliverWebhook(transfer('2026-11-24T10:00:00Z'))).toEqual([200]);
-    await eventually(() => jobRows()[0]?.state === 'done', 10_000, 'the delivery job done');
+    await eventually(async () => (await jobRows())[0]?.state === 'done', 10_000, 'the delivery job done');
     clock.advance(25 * 3600_000);
     expect(await stack.server.chat2deskWebhooks.pruneDeliveries()).toBe(1);
     const repeated = await post(webhookUrl(), transfer('2026-11-24T10:00:00Z'));
     expect(await repeated.json()).toEqual({ status: 'applied' });
-    expect(jobRows()).toEqual([expect.objectContaining({ kind: 'transfer_test', state: 'done' })]);
+    expect(await jobRows()).toEqual([expect.objectContaining({ kind: 'transfer_test', state: 'done' })]);
     expect(runs).toHaveLength(1);
   });
 
   /** No delivery, no job, and the cached dialog not invalidated: still served without asking Chat2Desk. */
   async function expectNothingApplied() {
-    expect(count('webhook_deliveries')).toBe(0);
-    expect(jobRows()).toEqual([]);
+    expect(await count('webhook_deliveries')).toBe(0);
+    expect(await jobRows()).toEqual([]);
     stack.c2d.resetCalls();
     expect((await directory.dialog(dialog.id as number)).state).toBe('open');
     expect(dialogReads()).toBe(0);
@@ -123,21 +134,21 @@ describe('Chat2Desk deliveries start their jobs in the delivery transaction (the
 
   it('leaves neither the delivery, nor its job, nor the cache invalidation when storing the job fails, and answers 5xx', async () => {
     expect((await directory.dialog(dialog.id as number)).state).toBe('open');
-    sqlite().exec("create trigger refuse_job before insert on jobs when new.kind = 'episode_test' begin select raise(abort, 'job insert refused'); end");
+    await refuseInserts('refuse_job', 'jobs', "new.kind = 'episode_test'");
     dialog.state = 'closed';
     expect(await stack.c2d.deliverWebhook(closed('2026-11-24T10:00:00Z'))).toEqual([500]);
     await expectNothingApplied();
     // Chat2Desk's retry, once the store works again, does it all.
-    sqlite().exec('drop trigger refuse_job');
+    await allowInserts('refuse_job', 'jobs');
     expect(await stack.c2d.deliverWebhook(closed('2026-11-24T10:00:00Z'))).toEqual([200]);
-    expect(count('webhook_deliveries')).toBe(1);
+    expect(await count('webhook_deliveries')).toBe(1);
     expect((await directory.dialog(dialog.id as number)).state).toBe('closed');
-    await eventually(() => jobRows()[0]?.state === 'done', 10_000, 'the retried delivery job done');
+    await eventually(async () => (await jobRows())[0]?.state === 'done', 10_000, 'the retried delivery job done');
   });
 
   it('leaves no job and no cache invalidation when storing the delivery fails, and answers 5xx', async () => {
     expect((await directory.dialog(dialog.id as number)).state).toBe('open');
-    sqlite().exec("create trigger refuse_delivery before insert on webhook_deliveries begin select raise(abort, 'delivery insert refused'); end");
+    await refuseInserts('refuse_delivery', 'webhook_deliveries');
     dialog.state = 'closed';
     expect(await stack.c2d.deliverWebhook(closed('2026-11-24T10:00:00Z'))).toEqual([500]);
     await expectNothingApplied();
@@ -146,8 +157,8 @@ describe('Chat2Desk deliveries start their jobs in the delivery transaction (the
   it('stores nothing for a delivery to a webhook nobody registered', async () => {
     const unknown = await post(`${stack.server.url}/chat2desk/webhook/${'A'.repeat(32)}`, closed('2026-11-24T10:00:00Z'));
     expect(unknown.status).toBe(404);
-    expect(count('webhook_deliveries')).toBe(0);
-    expect(jobRows()).toEqual([]);
+    expect(await count('webhook_deliveries')).toBe(0);
+    expect(await jobRows()).toEqual([]);
   });
 
   it('refuses a delivery whose jobs its kind does not accept, and stores nothing', async () => {
@@ -156,8 +167,8 @@ describe('Chat2Desk deliveries start their jobs in the delivery transaction (the
     const answer = await post(webhookUrl(), { hook_type: 'close_dialog', dialog_id: String(dialog.id), event_time: '2026-11-24T10:00:00Z' });
     expect(answer.status).toBe(400);
     expect(await answer.json()).toEqual({ error: expect.stringContaining('The close_dialog delivery cannot start its work: episode_test:') });
-    expect(count('webhook_deliveries')).toBe(0);
-    expect(jobRows()).toEqual([]);
+    expect(await count('webhook_deliveries')).toBe(0);
+    expect(await jobRows()).toEqual([]);
     stack.c2d.resetCalls();
     expect((await directory.dialog(dialog.id as number)).state).toBe('open');
   });
@@ -178,7 +189,7 @@ describe('the bound on robot calls waiting for confirmation', () => {
     const statuses = answers.map((answer) => answer.status);
     expect(statuses.filter((status) => status === 200)).toHaveLength(5);
     expect(statuses.filter((status) => status === 503)).toHaveLength(11);
-    const stored = stack.server.database.sqlite.prepare("select count(*) as n from jobs where kind = 'robot'").get() as { n: number };
+    const stored = (await stack.db.row("select count(*) as n from jobs where kind = 'robot'")) as { n: number };
     expect(stored.n).toBe(5);
     // For a second after a refusal the portal's calls are refused without asking the database;
     // then a repeat of a stored call is acknowledged as a duplicate, bound or not.
@@ -209,7 +220,7 @@ describe('the bound on robot calls waiting for confirmation', () => {
       Promise.all(viaOther.map((call) => otherServer.accept(portal, robotCall(portal.memberId, call.eventToken)).then((acceptance) => acceptance.status))),
     ]);
     expect(ours.filter((status) => status === 200).length + theirs.filter((status) => status === 'accepted').length).toBe(5);
-    const stored = stack.server.database.sqlite.prepare("select count(*) as n from jobs where kind = 'robot'").get() as { n: number };
+    const stored = (await stack.db.row("select count(*) as n from jobs where kind = 'robot'")) as { n: number };
     expect(stored.n).toBe(5);
     held.release();
   });

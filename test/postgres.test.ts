@@ -8,10 +8,11 @@ import * as sqliteSchema from '../src/db/schema.js';
 import * as pgSchema from '../src/db/schema-pg.js';
 import { createLogger } from '../src/log.js';
 import { startServer } from '../src/server.js';
-import { emptyDatabase } from './support/databases.js';
+import { emptyDatabase, TEST_DATABASE } from './support/databases.js';
 import { APP_SECRET } from './support/stack.js';
 
-describe('PostgreSQL as the database', () => {
+// The run's PostgreSQL is there in the postgres project only (vitest.config.ts).
+describe.skipIf(TEST_DATABASE !== 'postgres')('PostgreSQL as the database', () => {
   const cleanups: Array<() => Promise<unknown>> = [];
   afterEach(async () => {
     for (const cleanup of cleanups.splice(0).reverse()) await cleanup();

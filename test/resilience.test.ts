@@ -81,8 +81,8 @@ describe('resilience', () => {
     firstReport.release();
     await eventually(async () => (await stack.server.portals.get(stack.b24.memberId))?.status === 'reauth_required', 10_000, 'portal marked for reinstall');
     await expect(stack.server.rest.call(stack.b24.memberId, 'user.current', {}, { idempotent: true })).rejects.toThrow(/reinstall/);
-    const jobRows = () =>
-      stack.server.database.sqlite.prepare('select event_token, public_id, state, attempts, report_error from jobs order by id').all() as Array<{
+    const jobRows = async () =>
+      (await stack.db.rows('select event_token, public_id, state, attempts, report_error from jobs order by id')) as Array<{
         event_token: string;
         public_id: string;
         state: string;
@@ -90,15 +90,15 @@ describe('resilience', () => {
         report_error: string | null;
       }>;
     // Every run is over and its result waits for the portal to come back.
-    await eventually(() => jobRows().every((row) => row.state === 'reporting' && row.report_error !== null), 10_000, 'results waiting');
+    await eventually(async () => (await jobRows()).every((row) => row.state === 'reporting' && row.report_error !== null), 10_000, 'results waiting');
     expect(stack.b24.sentEvents).toHaveLength(0);
 
     // The installer's next robot call brings a fresh pair; the waiting results then go out.
     const [recovering] = await fireRobots(stack, 1);
     const all = [...tokens, recovering!];
     await allReported(stack, all, 20_000, clock);
-    await eventually(() => jobRows().every((row) => row.state === 'done'), 10_000, 'every job done');
-    const rows = jobRows();
+    await eventually(async () => (await jobRows()).every((row) => row.state === 'done'), 10_000, 'every job done');
+    const rows = await jobRows();
     expect(rows.map((row) => row.event_token).sort()).toEqual([...all].sort());
     for (const row of rows) expect(row.attempts).toBe(1); // no job ran (or finished) a second time
     const externalIds = sentMessages(stack).map((call) => (call.body as { external_id: string }).external_id);
@@ -205,11 +205,10 @@ describe('resilience', () => {
     const refused = stack.c2d.holdNext({ method: 'POST', path: '/messages' });
     const [token] = await fireRobots(stack, 1);
     await refused.arrived;
-    const { sqlite } = stack.server.database;
-    const job = sqlite.prepare('select id, created_at, deadline_at from jobs where event_token = ?').get(token) as { id: number; created_at: number; deadline_at: number };
+    const job = (await stack.db.row<{ id: number; created_at: number; deadline_at: number }>('select id, created_at, deadline_at from jobs where event_token = ?', token))!;
     expect(Math.round((job.deadline_at - job.created_at) / 1000)).toBe(5); // ROBOT_DEADLINE_SECONDS under the 5 s floor is raised to it
     // The deadline passes while the first attempt waits for its answer (moved, rather than waited out).
-    sqlite.prepare('update jobs set deadline_at = ? where id = ?').run(Date.now() - 1, job.id);
+    await stack.db.run('update jobs set deadline_at = ? where id = ?', Date.now() - 1, job.id);
     refused.release();
     const event = await eventually(() => stack.b24.sentEvents.find((item) => item.eventToken === token), 10_000, 'failed result');
     expect(event.returnValues.status).toBe('failed');
@@ -243,7 +242,7 @@ describe('resilience', () => {
     stack.b24.failNext('bizproc.event.send', { status: 403, error: 'ACCESS_DENIED', error_description: 'Access denied!' }, 1);
     const [lost] = await fireRobots(stack, 1);
     await eventually(async () => (await stack.server.jobs.countByState()).done === 2, 10_000, 'second job done');
-    const row = stack.server.database.sqlite.prepare('select report_error from jobs where event_token = ?').get(lost) as { report_error: string };
+    const row = (await stack.db.row('select report_error from jobs where event_token = ?', lost)) as { report_error: string };
     expect(row.report_error).toBe('Bitrix24 refused the result: the workflow no longer waits for it');
     expect(sentMessages(stack)).toHaveLength(2);
   });

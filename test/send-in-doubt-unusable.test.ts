@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { createLogger } from '../src/log.js';
 import { startServer } from '../src/server.js';
-import { eventually, installAndConfigure, onSqlite, startStack, type Stack } from './support/stack.js';
+import { eventually, installAndConfigure, startStack, type Stack } from './support/stack.js';
 
 describe('a send in doubt whose next attempt cannot reach Chat2Desk at all', () => {
   let stack: Stack | undefined;
@@ -26,7 +26,7 @@ describe('a send in doubt whose next attempt cannot reach Chat2Desk at all', () 
 
     // The operator removed the portal's Chat2Desk address from the allow-list meanwhile.
     const config = { ...stack.config, chat2desk: { ...stack.config.chat2desk, allowedApiUrls: ['https://api.chat2desk.invalid/v1'] } };
-    stack.server = onSqlite(await startServer(config, createLogger('warn'), { hostname: '127.0.0.1', reportLingerMs: 50 }));
+    stack.server = await startServer(config, createLogger('warn'), { hostname: '127.0.0.1', reportLingerMs: 50 });
     const event = await eventually(() => b24.sentEvents.find((item) => item.eventToken === call.eventToken), 20_000, 'result');
     expect(event.returnValues).toMatchObject({ status: 'failed' });
     expect(String(event.returnValues.error)).toContain('no longer allowed');

@@ -147,7 +147,7 @@ describe('Send Chat2Desk message robot', () => {
     expect(await health.json()).toMatchObject({
       status: 'unavailable',
       database: true,
-      databaseKind: 'sqlite',
+      databaseKind: stack.db.kind,
       workers: false,
       queue: { queued: 1, running: 0, reporting: 0 },
       work: { windowMs: 300_000, finishedHere: 0, share: null },

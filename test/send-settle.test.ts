@@ -111,8 +111,7 @@ describe('settling a send whose answer was lost', () => {
     const { stack, call, answer } = await lostAnswer(0);
     stack.c2d.setDown(true);
     // Past the deadline: the lost answer is given up at once, and settling finds Chat2Desk down.
-    const { sqlite } = stack.server.database;
-    sqlite.prepare('update jobs set deadline_at = ? where event_token = ?').run(clock.now() - 1, call.eventToken);
+    await stack.db.run('update jobs set deadline_at = ? where event_token = ?', clock.now() - 1, call.eventToken);
     answer.lose();
     const event = await resultOf(stack, call.eventToken);
     expect(event.returnValues.status).toBe('failed');

@@ -7,9 +7,11 @@ import { SecretBox } from '../src/secrets.js';
 import { startProcesses, type Processes } from './support/processes.js';
 import { SIGNATURE_HEADER, TIMESTAMP_HEADER, signWebhook } from './fakes/chat2desk.js';
 import { APP_SECRET, eventually, install, installAndConfigure, postForm, putSettings } from './support/stack.js';
+import { TEST_DATABASE } from './support/databases.js';
 
 /** Several server processes on one PostgreSQL database (docs/multi-process.md). */
-describe('two server processes on one PostgreSQL database', () => {
+// The run's PostgreSQL is there in the postgres project only (vitest.config.ts).
+describe.skipIf(TEST_DATABASE !== 'postgres')('two server processes on one PostgreSQL database', () => {
   let processes: Processes;
   afterEach(() => processes.close());
 

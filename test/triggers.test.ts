@@ -23,10 +23,10 @@ describe('triggers', () => {
     await installAndConfigure(stack, { defaultCountry: 'RU', ...settings });
   }
 
-  function jobsOf(kind: string): JobView[] {
-    const rows = stack.server.database.db.$client
-      .prepare('select state, return_values as returnValues, last_error as lastError from jobs where kind = ? order by id')
-      .all(kind) as Array<Omit<JobView, 'returnValues'> & { returnValues: string | null }>;
+  async function jobsOf(kind: string): Promise<JobView[]> {
+    const rows = (await stack.db.rows('select state, return_values as returnValues, last_error as lastError from jobs where kind = ? order by id', kind)) as Array<
+      Omit<JobView, 'returnValues'> & { returnValues: string | null }
+    >;
     return rows.map((row) => ({ ...row, returnValues: row.returnValues ? (JSON.parse(row.returnValues) as Record<string, unknown>) : {} }));
   }
 
@@ -35,14 +35,14 @@ describe('triggers', () => {
     return eventuallyOnClock(
       () => stack.server,
       clock,
-      () => {
-        const jobs = jobsOf(kind);
+      async () => {
+        const jobs = await jobsOf(kind);
         return jobs.filter((job) => job.state === 'done').length >= count ? jobs : undefined;
       },
       20_000,
       `${count} ${kind} jobs finished`,
-    ).catch((error: unknown) => {
-      throw new Error(`${String(error)}: ${JSON.stringify(jobsOf(kind))}`);
+    ).catch(async (error: unknown) => {
+      throw new Error(`${String(error)}: ${JSON.stringify(await jobsOf(kind))}`);
     });
   }
 
@@ -104,7 +104,7 @@ describe('triggers', () => {
     const second = stack.c2d.receiveMessage({ clientId, text: 'Are you there?' });
     expect(await stack.c2d.deliverWebhook(second.webhook)).toEqual([200]);
     await finished(FIRE_TRIGGER_KIND, 2);
-    expect(jobsOf(FIRE_TRIGGER_KIND)).toHaveLength(2);
+    expect(await jobsOf(FIRE_TRIGGER_KIND)).toHaveLength(2);
     expect(stack.b24.triggerExecutions).toHaveLength(2);
   });
 
@@ -130,7 +130,7 @@ describe('triggers', () => {
     expect(job!.returnValues).toMatchObject({ status: 'done', code: 'c2d_dialog_closed', entityType: 'lead' });
     expect(stack.b24.crm.leads.get(leadId)).toMatchObject({ ORIGIN_ID: String(closed.requestId) });
     expect(stack.b24.triggerExecutions).toEqual([{ code: 'c2d_dialog_closed', ownerTypeId: 1, ownerId: leadId }]);
-    expect(jobsOf(FIRE_TRIGGER_KIND)).toHaveLength(1);
+    expect(await jobsOf(FIRE_TRIGGER_KIND)).toHaveLength(1);
   });
 
   it('a closed episode of a known client fires on the deal its comment went to; one the tag filter skipped fires on the matched record', async () => {
@@ -159,7 +159,7 @@ describe('triggers', () => {
     const closed = stack.c2d.closeDialog(dialogId);
     for (const body of [closed.closeDialog, closed.closeRequest]) expect(await stack.c2d.deliverWebhook(body)).toEqual([200]);
     await finished(FIRE_TRIGGER_KIND, 1);
-    expect(jobsOf(FIRE_TRIGGER_KIND)).toHaveLength(1);
+    expect(await jobsOf(FIRE_TRIGGER_KIND)).toHaveLength(1);
     expect(stack.b24.triggerExecutions).toEqual([{ code: 'c2d_dialog_closed', ownerTypeId: 2, ownerId: dealId }]);
   });
 
@@ -170,8 +170,8 @@ describe('triggers', () => {
     const before = new Date(clock.now() - 3_600_000).toISOString();
     for (const body of [closed.closeDialog, closed.closeRequest]) expect(await stack.c2d.deliverWebhook({ ...body, event_time: before })).toEqual([200]);
     await finished(FIRE_TRIGGER_KIND, 1);
-    expect(jobsOf(CLOSE_EPISODE_KIND)).toHaveLength(0);
-    expect(jobsOf(FIRE_TRIGGER_KIND)).toHaveLength(1);
+    expect(await jobsOf(CLOSE_EPISODE_KIND)).toHaveLength(0);
+    expect(await jobsOf(FIRE_TRIGGER_KIND)).toHaveLength(1);
     expect(stack.b24.triggerExecutions).toEqual([{ code: 'c2d_dialog_closed', ownerTypeId: 2, ownerId: dealId }]);
   });
 
@@ -182,7 +182,7 @@ describe('triggers', () => {
     expect(await stack.c2d.deliverWebhook({ ...base, message_id: 9001, status: 'delivered' })).toEqual([200]);
     expect(await stack.c2d.deliverWebhook({ ...base, message_id: 9002, status: 'error', error: 'WhatsApp: recipient unreachable' })).toEqual([200]);
     await finished(FIRE_TRIGGER_KIND, 1);
-    expect(jobsOf(FIRE_TRIGGER_KIND)).toHaveLength(1);
+    expect(await jobsOf(FIRE_TRIGGER_KIND)).toHaveLength(1);
     expect(stack.b24.triggerExecutions).toEqual([{ code: 'c2d_not_delivered', ownerTypeId: 2, ownerId: dealId }]);
   });
 
@@ -240,7 +240,7 @@ describe('triggers', () => {
     const [job] = await finished(SYNC_RESPONSIBLE_KIND, 1);
     expect(job!.returnValues).toMatchObject({ status: 'done', entityType: 'deal', entityId: dealId, userId: 2 });
     expect(stack.b24.crm.deals.get(dealId)!.ASSIGNED_BY_ID).toBe('2');
-    expect(jobsOf(SYNC_RESPONSIBLE_KIND)).toHaveLength(1);
+    expect(await jobsOf(SYNC_RESPONSIBLE_KIND)).toHaveLength(1);
     expect(stack.b24.calls.filter((call) => call.method === 'crm.deal.update')).toHaveLength(1);
 
     // An operator with no Bitrix24 user changes nothing, and says so.
@@ -270,6 +270,6 @@ describe('triggers', () => {
     const transfer = { hook_type: 'dialog_transferred', dialog_id: dialogId, client_id: clientId, operator_id: 311416, event_time: new Date().toISOString() };
     expect(await stack.c2d.deliverWebhook(transfer)).toEqual([200]);
     // A delivery's jobs are stored before it is acknowledged (src/chat2desk/delivery-handlers.ts): none means none.
-    expect(jobsOf(SYNC_RESPONSIBLE_KIND)).toEqual([]);
+    expect(await jobsOf(SYNC_RESPONSIBLE_KIND)).toEqual([]);
   });
 });

@@ -59,7 +59,7 @@ describe('Chat2Desk webhook and the dialog cache', () => {
     const { webhook } = stack.c2d.receiveMessage({ clientId: client.id as number, text: 'one more' });
     expect(await stack.c2d.deliverWebhook(webhook)).toEqual([200]);
     expect(await stack.c2d.deliverWebhook(webhook)).toEqual([200]);
-    const rows = stack.server.database.sqlite.prepare("select count(*) as n from webhook_deliveries where hook_type = 'inbox'").get() as { n: number };
+    const rows = (await stack.db.row("select count(*) as n from webhook_deliveries where hook_type = 'inbox'")) as { n: number };
     expect(rows.n).toBe(1);
     const second = await fetch(webhookUrl(), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(webhook) });
     expect(await second.json()).toEqual({ status: 'duplicate' });
@@ -90,7 +90,7 @@ describe('Chat2Desk webhook and the dialog cache', () => {
       headers: { 'x-signature': webhookSignature('another-token', body, '1743681006'), 'x-timestamp': '1743681006' },
     });
     expect(signedWithOtherToken.status).toBe(401);
-    expect(stack.server.database.sqlite.prepare('select count(*) as n from webhook_deliveries').get()).toEqual({ n: 0 });
+    expect(await stack.db.row('select count(*) as n from webhook_deliveries')).toEqual({ n: 0 });
     stack.c2d.resetCalls();
     expect((await directory.dialogsOfClient(client.id as number))[0]?.state).toBe('open');
     expect(apiCalls()).toBe(0);
@@ -221,7 +221,7 @@ describe('Chat2Desk webhook and the dialog cache', () => {
     it('a lookup in flight also replays a delivery whose key was seen before', async () => {
       await stack.c2d.deliverWebhook({ hook_type: 'close_dialog', dialog_id: dialog.id, client_id: client.id });
       // The lookup starts after the first delivery's stamp, so only the repeat's new stamp can make it replay.
-      const { stamped } = stack.server.database.sqlite.prepare('select max(received_at) as stamped from webhook_deliveries').get() as { stamped: number };
+      const { stamped } = (await stack.db.row('select max(received_at) as stamped from webhook_deliveries')) as { stamped: number };
       clock.advance(Math.max(1, stamped - clock.now() + 1));
       const answered = stack.c2d.holdNext({ method: 'GET', path: new RegExp(`/dialogs/${String(dialog.id)}$`) });
       const racing = directory.dialog(dialog.id as number);
@@ -357,7 +357,7 @@ describe('Chat2Desk webhook registration when first saves race', () => {
 
     const hooks = stack.c2d.account().webhooks;
     expect(hooks).toHaveLength(1);
-    const stored = stack.server.database.sqlite.prepare('select webhook_id, status from c2d_webhooks').all();
+    const stored = await stack.db.rows('select webhook_id, status from c2d_webhooks');
     expect(stored).toEqual([{ webhook_id: hooks[0]!.id, status: 'enable' }]);
     const { webhook } = stack.c2d.receiveMessage({ clientId: client.id as number, text: 'reaches us' });
     expect(await stack.c2d.deliverWebhook(webhook)).toEqual([200]);

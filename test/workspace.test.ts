@@ -318,8 +318,8 @@ describe('the Chat workspace', () => {
       await eventuallyOnClock(
         () => stack.server,
         clock,
-        () => {
-          const row = stack.server.database.db.$client.prepare("select count(*) as n from jobs where kind = ? and state = 'done'").get(NOTIFY_INCOMING_KIND) as { n: number };
+        async () => {
+          const row = (await stack.db.row("select count(*) as n from jobs where kind = ? and state = 'done'", NOTIFY_INCOMING_KIND)) as { n: number };
           return row.n >= count;
         },
         20_000,

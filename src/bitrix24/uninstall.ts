@@ -49,6 +49,8 @@ const REVOKED_TOKEN_CODES = new Set(['NO_AUTH_FOUND', 'invalid_token']);
 interface MonitorState {
   timer: NodeJS.Timeout | undefined;
   at: number;
+  /** The pass in progress, awaited when the monitor stops. */
+  passing?: Promise<void>;
 }
 
 /**
@@ -111,19 +113,37 @@ export class Uninstalls {
   }
 
   /** Checks due uninstalls now and whenever the next falls due; the first pass checks every pending one. */
-  startMonitor(): () => void {
+  startMonitor(): () => Promise<void> {
     this.#monitor = { timer: undefined, at: Infinity };
     void this.#pass(true);
-    return () => {
-      clearTimeout(this.#monitor?.timer);
+    // Stopping waits for a pass in progress (it reads the database, which the server closes next).
+    return async () => {
+      const monitor = this.#monitor;
+      clearTimeout(monitor?.timer);
       this.#monitor = undefined;
+      await monitor?.passing;
     };
   }
 
-  async #pass(everyPending: boolean): Promise<void> {
+  /** Resolves once the monitor's pass in progress, if any, has started its checks (the server's idle). */
+  async passed(): Promise<void> {
+    await this.#monitor?.passing;
+  }
+
+  #pass(everyPending: boolean): Promise<void> {
+    const monitor = this.#monitor;
+    const passing = this.#passOnce(everyPending, monitor);
+    if (monitor) monitor.passing = passing;
+    return passing;
+  }
+
+  async #passOnce(everyPending: boolean, monitor: MonitorState | undefined): Promise<void> {
     let next: number | undefined;
     try {
-      for (const memberId of await this.deps.portals.uninstallChecksDue(everyPending)) this.deps.background.run('uninstall check', () => this.check(memberId), { memberId });
+      const due = await this.deps.portals.uninstallChecksDue(everyPending);
+      // Stopped meanwhile: the server is shutting down and starts no more checks.
+      if (this.#monitor !== monitor) return;
+      for (const memberId of due) this.deps.background.run('uninstall check', () => this.check(memberId), { memberId });
       next = await this.deps.portals.nextUninstallCheckAt();
     } catch (error) {
       this.deps.log.error({ err: error instanceof Error ? error.message : String(error) }, 'uninstall checks could not be scheduled');

@@ -227,17 +227,19 @@ export class Chat2DeskWebhooks {
   }
 
   /** Runs checkAll every `everyMs`; returns the stop function. */
-  startMonitor(everyMs: number): () => void {
-    let running = false;
+  startMonitor(everyMs: number): () => Promise<void> {
+    let running: Promise<void> | undefined;
     const timer = setInterval(() => {
-      if (running) return;
-      running = true;
-      void this.checkAll().finally(() => {
-        running = false;
+      running ??= this.checkAll().finally(() => {
+        running = undefined;
       });
     }, everyMs);
     timer.unref();
-    return () => clearInterval(timer);
+    // Stopping waits for a check in progress: the server closes the database next.
+    return async () => {
+      clearInterval(timer);
+      await running;
+    };
   }
 }
 

@@ -1,4 +1,4 @@
-import { and, eq, gte, isNull, like, lt, lte, or, sql } from 'drizzle-orm';
+import { and, eq, gte, isNull, like, lte, or, sql } from 'drizzle-orm';
 import type { Clock } from '../clock.js';
 import type { DatabaseAccess } from './database.js';
 import { changes } from './dialect.js';
@@ -177,8 +177,9 @@ export class EffectStore {
       .where(
         and(
           eq(effects.memberId, memberId),
-          gte(effects.effectKey, prefix),
-          lt(effects.effectKey, `${prefix}\uffff`),
+          // The key's first characters equal to the prefix: a range up to `${prefix}\uffff` would depend on
+          // the database's collation (PostgreSQL's may ignore punctuation or place U+FFFF elsewhere).
+          sql`substr(${effects.effectKey}, 1, ${[...prefix].length}) = ${prefix}`,
           gte(effects.updatedAt, since),
           or(
             sql`${dialect.jsonInteger(effects.result, 'message_id')} = ${messageId}`,

@@ -5,12 +5,15 @@ import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { startFakeBitrix24, type FakeBitrix24, type FakeBitrix24Options } from '../fakes/bitrix24.js';
 import { startFakeChat2Desk, type FakeChat2Desk } from '../fakes/chat2desk.js';
-import { emptyDatabase } from './databases.js';
-import { eventually, freePort, stackEnv } from './stack.js';
+import Database from 'better-sqlite3';
+import pg from 'pg';
+import { type DatabaseReader, emptyDatabase, postgresRows } from './databases.js';
+import { eventually, freePort, stackDatabase, stackEnv, type StackDatabase } from './stack.js';
 
 /**
- * Our server as a child process on a SQLite file, for tests that kill it with SIGKILL (kill -9)
- * and start it again on the same file; the fakes run in the test's own process.
+ * Our server as a child process on the run's database (a SQLite file, or a database of its own on the
+ * run's PostgreSQL), for tests that kill it with SIGKILL (kill -9)
+ * and start it again on the same database; the fakes run in the test's own process.
  */
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
@@ -57,11 +60,19 @@ export interface ChildStack {
   b24: FakeBitrix24;
   c2d: FakeChat2Desk;
   server: { url: string };
-  databaseFile: string;
+  database: StackDatabase;
+  /**
+   * The server's database by hand. On SQLite only while the server is down (the file is held by
+   * one process): each statement opens the file and closes it again.
+   */
+  db: DatabaseReader;
   child: Child;
   /** kill -9 the server. */
   kill(): Promise<void>;
-  /** kill -9 if still running, then start it again on the same database file and wait until it is healthy. */
+  /**
+   * kill -9 if still running, then start it again on the same database and wait until it is
+   * healthy (on PostgreSQL with the killed process's job leases run out).
+   */
   restart(): Promise<void>;
   close(): Promise<void>;
 }
@@ -71,23 +82,31 @@ export async function startChildStack(options: { env?: Record<string, string>; b
   const c2d = await startFakeChat2Desk();
   const dir = mkdtempSync(join(tmpdir(), 'c2d-b24-child-'));
   const port = await freePort();
-  const env = stackEnv(b24, c2d, port, dir, { LOG_LEVEL: 'info', ...options.env });
+  const database = await stackDatabase(dir);
+  const env = stackEnv(b24, c2d, port, dir, { LOG_LEVEL: 'info', DATABASE_URL: database.url, ...options.env });
   const url = `http://127.0.0.1:${port}`;
+  const reader = childReader(database, join(dir, 'app.db'));
   const stack: ChildStack = {
     b24,
     c2d,
     server: { url },
-    databaseFile: join(dir, 'app.db'),
+    database,
+    db: reader,
     child: startChild(env),
     kill: () => killHard(stack.child),
     async restart() {
       await killHard(stack.child);
+      // On PostgreSQL a starting process takes up only the running jobs whose lease ran out: a live
+      // lease may be another process's (src/jobs/worker.ts). The killed process's leases would run
+      // out after LEASE_MS (src/jobs/dispatcher.ts); moved, rather than waited out.
+      if (database.kind === 'postgres') await reader.run("update jobs set lease_until = ? where state = 'running'", Date.now() - 1);
       stack.child = startChild(env);
       await eventually(() => healthy(url), 20_000, 'server back');
     },
     async close() {
       await killHard(stack.child);
-      await Promise.all([b24.close(), c2d.close()]);
+      await reader.close();
+      await Promise.all([b24.close(), c2d.close(), database.drop()]);
       rmSync(dir, { recursive: true, force: true });
     },
   };
@@ -98,6 +117,39 @@ export async function startChildStack(options: { env?: Record<string, string>; b
     throw error;
   }
   return stack;
+}
+
+function childReader(database: StackDatabase, file: string): DatabaseReader & { close(): Promise<void> } {
+  if (database.kind === 'sqlite') {
+    const rows = async <T>(query: string, ...params: unknown[]): Promise<T[]> => {
+      const sqlite = new Database(file);
+      try {
+        const statement = sqlite.prepare(query);
+        if (statement.reader) return statement.all(...params) as T[];
+        statement.run(...params);
+        return [];
+      } finally {
+        sqlite.close();
+      }
+    };
+    return {
+      rows,
+      row: async (query, ...params) => (await rows(query, ...params))[0] as never,
+      run: async (query, ...params) => void (await rows(query, ...params)),
+      close: async () => undefined,
+    };
+  }
+  let pool: pg.Pool | undefined;
+  const rows = async <T>(query: string, ...params: unknown[]): Promise<T[]> => {
+    pool ??= new pg.Pool({ connectionString: database.url, max: 1 });
+    return postgresRows<T>(pool, query, params);
+  };
+  return {
+    rows,
+    row: async (query, ...params) => (await rows(query, ...params))[0] as never,
+    run: async (query, ...params) => void (await rows(query, ...params)),
+    close: async () => void (await pool?.end()),
+  };
 }
 
 /** Several server processes on one PostgreSQL database, behind no balancer: a test spreads its calls over `urls`. */

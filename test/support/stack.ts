@@ -9,27 +9,59 @@ import { loadConfig, type Config } from '../../src/config.js';
 import type { JobKind } from '../../src/jobs/kinds.js';
 import type { LiveTimers } from '../../src/live/stream.js';
 import { createLogger } from '../../src/log.js';
-import type { SqliteHandle } from '../../src/db/database.js';
 import { startServer, type RunningServer } from '../../src/server.js';
+import pg from 'pg';
+import { databaseReader, emptyDatabase, TEST_DATABASE, type DatabaseKind, type DatabaseReader } from './databases.js';
 import { startFakeBitrix24, type FakeBitrix24, type FakeBitrix24Options } from '../fakes/bitrix24.js';
 import { startFakeChat2Desk, type FakeChat2Desk, type FakeChat2DeskOptions } from '../fakes/chat2desk.js';
 
 export const APP_SECRET = 'test-app-secret-0123456789abcdef';
 
-/** The stack runs on SQLite (on PostgreSQL with the next slice of issue 11): tests may read its file. */
-export type SqliteServer = RunningServer & { database: SqliteHandle };
-
-/** A server the stack started, as the SQLite server it is. */
-export function onSqlite(server: RunningServer): SqliteServer {
-  if (server.database.kind !== 'sqlite') throw new Error('the test stack runs on SQLite');
-  return server as SqliteServer;
+/**
+ * The database a stack's server runs on: the test run's (TEST_DATABASE, vitest.config.ts) — a SQLite
+ * file in the stack's directory, or a fresh database on the run's PostgreSQL, dropped by `drop`.
+ */
+export interface StackDatabase {
+  kind: DatabaseKind;
+  /** DATABASE_URL for the server. */
+  url: string;
+  drop(): Promise<void>;
 }
 
-/** Everything a behaviour test needs: both fakes, our server on a real port, a real SQLite file. */
+export async function stackDatabase(dir: string): Promise<StackDatabase> {
+  if (TEST_DATABASE === 'sqlite') return { kind: 'sqlite', url: `file:${join(dir, 'app.db')}`, drop: async () => undefined };
+  const database = await emptyDatabase();
+  return { kind: 'postgres', url: database.url, drop: database.drop };
+}
+
+/**
+ * Reads and writes by hand on a stack's database, whichever it is (test/support/databases.ts).
+ * On SQLite through the running server's own connection (the file is held by one process); on
+ * PostgreSQL through a small pool of its own, which outlives the server's restarts.
+ */
+export function stackReader(database: StackDatabase, server: () => RunningServer): DatabaseReader & { kind: DatabaseKind; close(): Promise<void> } {
+  if (database.kind === 'sqlite') {
+    const current = () => databaseReader(server().database);
+    return {
+      kind: 'sqlite',
+      rows: (query, ...params) => current().rows(query, ...params),
+      row: (query, ...params) => current().row(query, ...params),
+      run: (query, ...params) => current().run(query, ...params),
+      close: async () => undefined,
+    };
+  }
+  const pool = new pg.Pool({ connectionString: database.url, max: 2 });
+  const reader = databaseReader({ kind: 'postgres', pool } as never);
+  return { kind: 'postgres', ...reader, close: () => pool.end() };
+}
+
+/** Everything a behaviour test needs: both fakes, our server on a real port, a real database of the run's kind. */
 export interface Stack {
   b24: FakeBitrix24;
   c2d: FakeChat2Desk;
-  server: SqliteServer;
+  server: RunningServer;
+  /** The server's database, read and written by hand (`?` parameters on either database). */
+  db: DatabaseReader & { kind: DatabaseKind };
   config: Config;
   env: Record<string, string>;
   dir: string;
@@ -94,7 +126,8 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const b24 = await startFakeBitrix24(options.b24);
   const c2d = await startFakeChat2Desk(options.c2d);
   const port = await freePort();
-  const env = stackEnv(b24, c2d, port, dir, options.env);
+  const database = await stackDatabase(dir);
+  const env = stackEnv(b24, c2d, port, dir, { DATABASE_URL: database.url, ...options.env });
   const config = loadConfig(env);
   const logs: string[] = [];
   const sink = new Writable({
@@ -104,7 +137,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     },
   });
   const log = createLogger(config.logLevel, sink);
-  const boot = async (): Promise<SqliteServer> => {
+  const boot = async (): Promise<RunningServer> => {
     const server = await startServer(config, log, {
       hostname: '127.0.0.1',
       reportLingerMs: options.reportLingerMs ?? 50,
@@ -116,8 +149,10 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       deliveryHandlers: options.deliveryHandlers,
       liveTimers: options.liveTimers,
     });
-    return onSqlite(server);
+    return server;
   };
+  const server = await boot();
+  const db = stackReader(database, () => stack.server);
   const stack: Stack = {
     b24,
     c2d,
@@ -125,14 +160,16 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     env,
     dir,
     logs,
-    server: await boot(),
+    server,
+    db,
     async restart() {
       await stack.server.close();
       stack.server = await boot();
     },
     async close() {
       await stack.server.close().catch(() => undefined);
-      await Promise.all([b24.close(), c2d.close()]);
+      await db.close();
+      await Promise.all([b24.close(), c2d.close(), database.drop()]);
       rmSync(dir, { recursive: true, force: true });
     },
   };
@@ -194,4 +231,11 @@ export async function eventually<T>(check: () => T | undefined | false | Promise
 /** Messages our server sent through the fake Chat2Desk (POST /messages that succeeded). */
 export function sentMessages(stack: Pick<Stack, 'c2d'>) {
   return stack.c2d.calls.filter((call) => call.method === 'POST' && call.path === '/messages' && call.status === 200);
+}
+
+/** Writes one field of a portal's stored settings JSON by hand (a set-up no route makes), on either database. */
+export async function writeStoredSetting(stack: Pick<Stack, 'db' | 'b24'>, field: string, value: unknown): Promise<void> {
+  const row = await stack.db.row<{ settings: string }>('select settings from portals where member_id = ?', stack.b24.memberId);
+  const settings = { ...JSON.parse(row!.settings), [field]: value };
+  await stack.db.run('update portals set settings = ? where member_id = ?', JSON.stringify(settings), stack.b24.memberId);
 }
