@@ -99,10 +99,7 @@ const MIGRATION_LOCK = 0x63326462_3234n;
  * Connects to PostgreSQL and applies its committed migrations (src/db/migrations-pg) under an
  * advisory lock. Many processes may share the database (docs/multi-process.md).
  */
-export async function openPostgres(
-  url: string,
-  options: { maxConnections?: number; onConnectionError?: (error: Error) => void } = {},
-): Promise<PostgresHandle> {
+export async function openPostgres(url: string, options: { maxConnections?: number; onConnectionError?: (error: Error) => void } = {}): Promise<PostgresHandle> {
   // bigint columns (ids, ms timestamps) and counts come back as numbers, as SQLite's integers do:
   // every value we store is below 2^53 (a ms timestamp is below 2^42). Set on node-postgres's
   // global parsers because drizzle's node-postgres session reads those, not a pool's own; nothing
