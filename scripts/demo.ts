@@ -9,7 +9,8 @@
  * becoming a lead with its comment and trigger, the CRM tab (preview, history, a message with a file
  * sent from it exactly once, the client's answer arriving on the live stream), the Chat workspace (who
  * sees which dialogs), Open Channels mode (a client's message into an Open Channel and the operator's
- * answer back), the event log, and the health check.
+ * answer back), the event log, and the health check; then three server processes on one PostgreSQL
+ * sharing a burst of robot calls, one of them killed with kill -9 midway.
  * Nothing leaves 127.0.0.1 and everything is deleted at the end.
  */
 import { randomBytes } from 'node:crypto';
@@ -23,7 +24,10 @@ import { DEFAULT_LINE_OPTIONS } from '../src/open-channels/lines.js';
 import { startServer, type RunningServer } from '../src/server.js';
 import { startFakeBitrix24, type FakeBitrix24, type SentEvent } from '../test/fakes/bitrix24.js';
 import { formatC2DTime, startFakeChat2Desk, type C2DCall, type FakeChat2Desk } from '../test/fakes/chat2desk.js';
-import { freePort, postForm } from '../test/support/stack.js';
+import { killHard, startChild, type Child } from '../test/support/child-server.js';
+import { startEmbeddedPostgres } from '../test/support/embedded-postgres.js';
+import { eventually, freePort, installAndConfigure, postForm, stackEnv } from '../test/support/stack.js';
+import pg from 'pg';
 
 // ----- printing helpers -------------------------------------------------------------------------
 
@@ -634,6 +638,86 @@ async function tour(b24: FakeBitrix24, c2d: FakeChat2Desk, server: RunningServer
 
 // ----- set-up and tear-down ---------------------------------------------------------------------
 
+/**
+ * Issue 11: three server processes (real child processes) on one PostgreSQL (the embedded one the
+ * tests use), a burst of robot calls spread over them as a load balancer would, and one process
+ * killed with kill -9 in the middle: the others take its jobs over once their lease runs out.
+ */
+async function severalProcesses(): Promise<void> {
+  step(
+    'Several processes on one PostgreSQL',
+    'Three server processes share one PostgreSQL database behind a (simulated) load balancer. 30 robot calls are spread over them; once some messages are out, one process is killed with kill -9. The job lease is 3 s here (JOB_LEASE_SECONDS; 45 s by default).',
+  );
+  const postgres = await startEmbeddedPostgres();
+  const b24 = await startFakeBitrix24();
+  const c2d = await startFakeChat2Desk();
+  const dir = mkdtempSync(join(tmpdir(), 'c2d-b24-demo-processes-'));
+  const children: Child[] = [];
+  try {
+    const admin = new pg.Client({ connectionString: postgres.url });
+    await admin.connect();
+    await admin.query('create database demo');
+    await admin.end();
+    const databaseUrl = new URL(postgres.url);
+    databaseUrl.pathname = '/demo';
+    const ports = await Promise.all([freePort(), freePort(), freePort()]);
+    const urls = ports.map((port) => `http://127.0.0.1:${port}`);
+    for (const port of ports) {
+      children.push(startChild(stackEnv(b24, c2d, port, dir, { LOG_LEVEL: 'info', DATABASE_URL: databaseUrl.toString(), JOB_LEASE_SECONDS: '3', PORTAL_CONCURRENCY: '6' })));
+      await eventually(async () => (await fetch(`http://127.0.0.1:${port}/healthz`).catch(() => undefined))?.status === 200, 30_000, `process on port ${port}`);
+    }
+    show('Processes', urls.join(', '));
+    await installAndConfigure({ b24, c2d, server: { url: urls[0]! } });
+    c2d.seedClient({ phone: '79161234567', transport: 'whatsapp', channelId: 17404 });
+    c2d.delayNext({ method: 'POST', path: '/messages' }, 300, 30);
+    const calls = await Promise.all(
+      Array.from({ length: 30 }, (_, i) =>
+        b24.callRobot({ code: 'c2d_send_message', properties: { phone: '79161234567', text: `Order #${i} shipped` }, via: urls[i % urls.length] }),
+      ),
+    );
+    show('Robot calls acknowledged', `${calls.filter((call) => call.status === 200).length} of ${calls.length} (10 through each process)`);
+    await eventually(() => c2d.account().messages.length >= 8, 30_000, 'the burst under way');
+    const runs = children.map((child) => child.output.join('').split('"msg":"job finished"').length - 1);
+    const victim = runs.indexOf(Math.max(...runs));
+    const killedAt = Date.now();
+    await killHard(children[victim]!);
+    show('kill -9', `process ${victim + 1} (${urls[victim]}) after ${c2d.account().messages.length} messages were out`);
+    await eventually(() => calls.every((call) => b24.sentEvents.some((event) => event.eventToken === call.eventToken)), 90_000, 'every result');
+    await sleep(1_000); // anything sent twice would show up by now
+    const perToken = new Map<string, number>();
+    for (const call of b24.calls.filter((item) => item.method === 'bizproc.event.send')) {
+      const token = String(call.params.EVENT_TOKEN ?? call.params.event_token);
+      perToken.set(token, (perToken.get(token) ?? 0) + 1);
+    }
+    const texts = c2d
+      .account()
+      .messages.map((message) => String(message.text))
+      .filter((text) => text.startsWith('Order #'));
+    show('All results back', `${((Date.now() - killedAt) / 1000).toFixed(1)} s after the kill`);
+    show(
+      'Results per robot call at Bitrix24',
+      `${calls.filter((call) => perToken.get(call.eventToken) === 1).length} calls reported exactly once, ${calls.filter((call) => (perToken.get(call.eventToken) ?? 0) > 1).length} twice`,
+    );
+    show('Messages at Chat2Desk', `${texts.length} sent, ${new Set(texts).size} different`);
+    const survivors = children.map((child, i) => ({ child, i })).filter(({ i }) => i !== victim);
+    show(
+      'Taken over',
+      survivors.some(({ child }) => child.output.join('').includes('jobs whose lease ran out are queued again'))
+        ? "a surviving process logged 'jobs whose lease ran out are queued again'"
+        : 'nothing was left with the killed process',
+    );
+    for (const { i } of survivors) {
+      const health = (await (await fetch(`${urls[i]}/healthz`)).json()) as { databaseKind: string; process: { pid: number }; work: unknown };
+      show(`GET ${urls[i]}/healthz`, pick(health as unknown as Record<string, unknown>, ['status', 'databaseKind', 'process', 'work']));
+    }
+  } finally {
+    await Promise.all(children.map((child) => killHard(child)));
+    await Promise.all([b24.close(), c2d.close()]).catch(() => undefined);
+    await postgres.stop().catch(() => undefined);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 async function main(): Promise<number> {
   const dir = mkdtempSync(join(tmpdir(), 'c2d-b24-demo-'));
   let b24: FakeBitrix24 | undefined;
@@ -663,6 +747,7 @@ async function main(): Promise<number> {
     show('Our server', `${server.url} (SQLite in ${dir})`);
 
     await tour(b24, c2d, server);
+    await severalProcesses();
     console.log('\nDemo finished: everything above ran over real HTTP on 127.0.0.1.');
     return 0;
   } catch (error) {
