@@ -9,7 +9,7 @@ import { createLogger } from '../src/log.js';
 import { type RunningServer, startServer } from '../src/server.js';
 import { type FakeBitrix24, type FakeBitrix24Options, startFakeBitrix24 } from './fakes/bitrix24.js';
 import { type FakeChat2Desk, type FakeChat2DeskOptions, startFakeChat2Desk } from './fakes/chat2desk.js';
-import { emptyDatabase } from './support/databases.js';
+import { emptyDatabase, TEST_DATABASE } from './support/databases.js';
 import { eventually, freePort, install, installAndConfigure, stackEnv } from './support/stack.js';
 
 /**
@@ -48,7 +48,8 @@ async function startTwo(options: { b24?: FakeBitrix24Options; c2d?: FakeChat2Des
   };
 }
 
-describe('upstream coordination across processes on PostgreSQL', () => {
+// PostgreSQL only: a SQLite file is held by one process, with nothing to coordinate.
+describe.skipIf(TEST_DATABASE !== 'postgres')('upstream coordination across processes on PostgreSQL', () => {
   let two: TwoProcesses;
   afterEach(() => two.close());
 
