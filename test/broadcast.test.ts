@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { type Broadcast, localBroadcast, postgresBroadcast } from '../src/db/broadcast.js';
 import { openPostgres, type PostgresHandle } from '../src/db/database.js';
+import { dialogChangeOf } from '../src/live/changes.js';
 import { createLogger } from '../src/log.js';
 import { emptyDatabase, TEST_DATABASE } from './support/databases.js';
 import { eventually } from './support/stack.js';
@@ -40,6 +41,27 @@ describe('broadcast between processes sharing a database', () => {
     await new Promise((resolve) => setTimeout(resolve, 200));
     expect(a.seen).toHaveLength(2);
     expect(b.seen).toHaveLength(2);
+  });
+
+  it.skipIf(TEST_DATABASE !== 'postgres')('carries a live change whose client phone field is huge to the other process (no phone: not a payload over 8000 bytes)', async () => {
+    const database = await emptyDatabase();
+    cleanups.push(() => database.drop());
+    const seen: string[] = [];
+    const broadcasts: Broadcast[] = [];
+    for (let i = 0; i < 2; i++) {
+      const handle = await openPostgres(database.url, { maxConnections: 2 });
+      const broadcast = await postgresBroadcast(database.url, handle.pool, log);
+      broadcasts.push(broadcast);
+      cleanups.push(async () => {
+        await broadcast.close();
+        await handle.close();
+      });
+    }
+    broadcasts[1]!.subscribe('live', (payload) => seen.push(payload));
+    const change = dialogChangeOf({ hook_type: 'inbox', dialog_id: 1, client: { id: 5, phone: '7'.repeat(9_000), client_phone: '+7 916 123-45-67' } });
+    expect(change?.client).toEqual({ phone: null, clientPhone: '+7 916 123-45-67' });
+    await broadcasts[0]!.publish('live', JSON.stringify({ memberId: 'm', change }));
+    await eventually(() => seen.length === 1, 5_000, 'the other process to hear the change');
   });
 
   it('on SQLite reaches this process, and an unsubscribed handler no more', async () => {

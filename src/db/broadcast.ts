@@ -79,7 +79,8 @@ export async function postgresBroadcast(url: string, pool: pg.Pool, log: Logger)
   };
 
   const connect = async (): Promise<void> => {
-    const client = new pg.Client({ connectionString: url });
+    // keepAlive: a connection dropped without a word (a NAT's idle timeout) ends in an error, and so in a reconnect.
+    const client = new pg.Client({ connectionString: url, keepAlive: true });
     client.on('notification', onNotification);
     client.on('error', (error) => {
       log.warn({ err: error.message }, 'the broadcast connection to PostgreSQL was lost; opening another');

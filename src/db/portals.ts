@@ -82,6 +82,8 @@ export class PortalStore {
    * sharing the database (#changing); an entry lives a few seconds at most, in case a notification
    * was lost (docs/multi-process.md).
    */
+  /** Entries dropped so far, by any write or notification (#forget). */
+  #drops = 0;
   readonly #known = new LRUCache<string, { digest: string; portal: Portal } | { digest: undefined }>({ max: 10_000, ttl: PORTAL_LOOKUP_TTL_MS });
 
   /** `broadcast`: how the other processes sharing the database hear of a write; none in a store test of one process. */
@@ -91,7 +93,7 @@ export class PortalStore {
     private readonly clock: Clock,
     private readonly broadcast?: Broadcast,
   ) {
-    broadcast?.subscribe(PORTAL_CHANGED, (memberId) => this.#known.delete(memberId));
+    broadcast?.subscribe(PORTAL_CHANGED, (memberId) => this.#forget(memberId));
     const { db } = database;
     this.#byMemberId = db
       .select()
@@ -110,13 +112,22 @@ export class PortalStore {
     return row ? toPortal(row) : undefined;
   }
 
+  /** Drops a member id's entry, and counts the drop so that a lookup reading meanwhile keeps nothing. */
+  #forget(memberId: string): void {
+    this.#drops += 1;
+    this.#known.delete(memberId);
+  }
+
   /** The active portal whose stored application token matches the presented one, compared in constant time. */
   async authenticate(memberId: string, applicationToken: string): Promise<Portal | undefined> {
     let known = this.#known.get(memberId);
     if (!known) {
+      const drops = this.#drops;
       const row = await this.database.dialect.get(this.#byMemberId, { memberId });
       known = row ? { digest: row.applicationTokenDigest, portal: toPortal(row) } : { digest: undefined };
-      this.#known.set(memberId, known);
+      // A drop heard while reading may be of this very row, written after the read began: the
+      // answer stands for this call, but is not kept.
+      if (drops === this.#drops) this.#known.set(memberId, known);
     }
     if (known.digest === undefined) {
       // Still spend the digest work so an unknown member id is not told apart by timing.
@@ -133,11 +144,11 @@ export class PortalStore {
    * process sharing the database is told to drop its own (PORTAL_CHANGED).
    */
   async #changing<T>(memberId: string, write: () => Promise<T>): Promise<T> {
-    this.#known.delete(memberId);
+    this.#forget(memberId);
     try {
       return await write();
     } finally {
-      this.#known.delete(memberId);
+      this.#forget(memberId);
       await this.broadcast?.publish(PORTAL_CHANGED, memberId);
     }
   }

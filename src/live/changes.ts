@@ -47,7 +47,19 @@ const num = (value: unknown): number | undefined => {
   return typeof n === 'number' && Number.isFinite(n) ? n : undefined;
 };
 
+/**
+ * The longest phone field a change carries. A phone is at most 17 digits however it is written; a
+ * longer field is no phone (it could only hide a client from a page, never show one), and changes
+ * cross to the other processes in a PostgreSQL notification, which refuses payloads over 8000 bytes
+ * (src/db/broadcast.ts): an unbounded field kept a change from every other process's pages.
+ */
+const MAX_PHONE_FIELD = 64;
+
 const text = (value: unknown): string | null => (typeof value === 'string' ? value : null);
+const phoneField = (value: unknown): string | null => {
+  const field = text(value);
+  return field !== null && field.length <= MAX_PHONE_FIELD ? field : null;
+};
 
 /** The live change a verified webhook delivery makes, or undefined when no open page shows what it changed. */
 export function dialogChangeOf(body: Record<string, unknown>): DialogChange | undefined {
@@ -60,7 +72,7 @@ export function dialogChangeOf(body: Record<string, unknown>): DialogChange | un
   const dialogId = num(body.dialog_id) ?? null;
   if (clientId === null && dialogId === null) return undefined;
   const change: DialogChange = { event: { dialogId, clientId, what } };
-  if (client && ('phone' in client || 'client_phone' in client)) change.client = { phone: text(client.phone), clientPhone: text(client.client_phone) };
+  if (client && ('phone' in client || 'client_phone' in client)) change.client = { phone: phoneField(client.phone), clientPhone: phoneField(client.client_phone) };
   if (NAMES_DIALOG_OPERATOR.has(hookType)) change.operatorId = num(body.operator_id) ?? null;
   return change;
 }
