@@ -1,11 +1,13 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CallerChecksExhausted } from '../src/bitrix24/rest-client.js';
 import type { AccountGate, Chat2DeskApi } from '../src/chat2desk/client.js';
 import { loadConfig } from '../src/config.js';
 import { createLogger } from '../src/log.js';
+import { warnOfClockSkew } from '../src/db/clock-skew.js';
 import { PortalStore } from '../src/db/portals.js';
 import { SecretBox } from '../src/secrets.js';
 import { type RunningServer, startServer } from '../src/server.js';
@@ -246,5 +248,37 @@ describe.skipIf(TEST_DATABASE !== 'postgres')('the refresh lease across processe
     await new Promise((resolve) => setTimeout(resolve, 400));
     // B died holding it: the lease has run out, so a refused refresh by A does mark the portal.
     expect(await a.markReauthRequired(memberId, generation, 'A')).toBe(true);
+  });
+});
+
+// Job leases are compared by each process's own clock (src/db/jobs.ts), so the clocks must agree.
+describe.skipIf(TEST_DATABASE !== 'postgres')("a process's clock against PostgreSQL's", () => {
+  let test: TestDatabase | undefined;
+  afterEach(async () => {
+    await test?.close();
+    test = undefined;
+  });
+
+  it("warns at start when this process's clock is more than 5 s from the database's, and not otherwise", async () => {
+    test = await openTestDatabase('postgres');
+    if (test.handle.kind !== 'postgres') throw new Error('the test runs on PostgreSQL');
+    const lines: string[] = [];
+    const log = createLogger(
+      'warn',
+      new Writable({
+        write(chunk, _encoding, done) {
+          lines.push(String(chunk));
+          done();
+        },
+      }),
+    );
+    const clock = new TestClock();
+    await warnOfClockSkew(test.handle.pool, () => clock.now(), log);
+    expect(lines).toEqual([]);
+    clock.advance(6_000);
+    await warnOfClockSkew(test.handle.pool, () => clock.now(), log);
+    expect(lines).toHaveLength(1);
+    expect(JSON.parse(lines[0]!)).toMatchObject({ level: 40, skewMs: expect.any(Number) });
+    expect(JSON.parse(lines[0]!).skewMs).toBeGreaterThan(5_000);
   });
 });
