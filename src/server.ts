@@ -43,6 +43,7 @@ import { ClientAddresses } from './client-address.js';
 import type { Config } from './config.js';
 import { systemClock, type Clock } from './clock.js';
 import { type Broadcast, localBroadcast, postgresBroadcast } from './db/broadcast.js';
+import { warnOfClockSkew } from './db/clock-skew.js';
 import { openDatabase, openPostgres, pingDatabase, type DatabaseHandle } from './db/database.js';
 import { JobStore, type NewJob } from './db/jobs.js';
 import { PortalStore } from './db/portals.js';
@@ -164,6 +165,8 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
         onConnectionError: (error) => log.warn({ err: error.message }, 'a PostgreSQL connection was lost; the next query opens another'),
       })
     : openDatabase(config.databaseFile);
+  // Job leases compare the processes' own clocks: a clock far from the others' is worth a warning.
+  if (database.kind === 'postgres') await warnOfClockSkew(database.pool, () => clock.now(), log);
   // config.ts refuses PostgreSQL without APP_SECRET: there is no file beside the database to keep one in.
   const appSecret = database.kind === 'postgres' ? config.appSecret! : resolveAppSecret(config.appSecret, config.databaseFile);
   const secrets = new SecretBox(appSecret);

@@ -1,16 +1,21 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CallerChecksExhausted } from '../src/bitrix24/rest-client.js';
 import type { AccountGate, Chat2DeskApi } from '../src/chat2desk/client.js';
 import { loadConfig } from '../src/config.js';
 import { createLogger } from '../src/log.js';
+import { warnOfClockSkew } from '../src/db/clock-skew.js';
+import { PortalStore } from '../src/db/portals.js';
+import { SecretBox } from '../src/secrets.js';
 import { type RunningServer, startServer } from '../src/server.js';
 import { type FakeBitrix24, type FakeBitrix24Options, startFakeBitrix24 } from './fakes/bitrix24.js';
 import { type FakeChat2Desk, type FakeChat2DeskOptions, startFakeChat2Desk } from './fakes/chat2desk.js';
-import { emptyDatabase, TEST_DATABASE } from './support/databases.js';
-import { eventually, freePort, install, installAndConfigure, stackEnv } from './support/stack.js';
+import { TestClock } from './support/clock.js';
+import { emptyDatabase, openTestDatabase, TEST_DATABASE, type TestDatabase } from './support/databases.js';
+import { APP_SECRET, eventually, freePort, install, installAndConfigure, stackEnv } from './support/stack.js';
 
 /**
  * Two server processes' worth of state (two startServer instances, each with its own pool, REST
@@ -182,5 +187,98 @@ describe.skipIf(TEST_DATABASE !== 'postgres')('upstream coordination across proc
     expect(seconds).toBeGreaterThanOrEqual(1.7);
     // At the learned limit a refusal now and then is how the rate keeps probing (src/chat2desk/adaptive-rate.ts).
     expect(refusals().length).toBeLessThanOrEqual(1);
+  });
+});
+
+// PostgreSQL only, like the rest of this file. Two stores on one database stand for two processes.
+describe.skipIf(TEST_DATABASE !== 'postgres')('the refresh lease across processes on PostgreSQL', () => {
+  const memberId = 'lease-portal';
+  const secrets = new SecretBox(APP_SECRET);
+  let test: TestDatabase | undefined;
+  afterEach(async () => {
+    await test?.close();
+    test = undefined;
+  });
+
+  async function twoStores(aheadMs: number) {
+    test = await openTestDatabase('postgres');
+    const other = await test.openAnother();
+    const clockA = new TestClock();
+    const clockB = new TestClock();
+    clockB.advance(aheadMs);
+    const a = new PortalStore(test.handle, secrets, clockA);
+    const b = new PortalStore(other, secrets, clockB);
+    await a.saveInstall({
+      memberId,
+      domain: 'portal.example',
+      applicationToken: 't',
+      installerUserId: 1,
+      accessToken: 'x',
+      refreshToken: 'r',
+      expiresAt: 2e9,
+      clientEndpoint: 'https://portal.example/rest/',
+    });
+    return { a, b, generation: (await a.tokens(memberId))!.generation };
+  }
+
+  // Review 11: the lease was set and compared by each process's own clock, so a process whose clock
+  // ran 31 s ahead took a live lease, its refresh with the used token was refused, it marked the
+  // portal reauth_required, and the holder's good new pair could no longer be stored.
+  it('a second process does not take a refresh lease another process took a moment ago, even with its clock 31 s ahead', async () => {
+    const { a, b, generation } = await twoStores(31_000);
+    expect(await a.takeRefreshLease(memberId, 'A', generation, 30_000)).toBe(true);
+    expect(await b.takeRefreshLease(memberId, 'B', generation, 30_000)).toBe(false);
+    // A refusal B met (its token already used by A's refresh) does not mark the portal lost.
+    expect(await b.markReauthRequired(memberId, generation, 'B')).toBe(false);
+    expect(await a.saveRefreshedTokens(memberId, { accessToken: 'x2', refreshToken: 'r2', expiresAt: 2e9, clientEndpoint: 'https://portal.example/rest/' }, generation)).toBe(
+      generation + 1,
+    );
+    expect((await b.get(memberId))?.status).toBe('active');
+  });
+
+  it('keeps a renewed lease from another process past its first term, and lets it go once it runs out', async () => {
+    const { a, b, generation } = await twoStores(0);
+    expect(await a.takeRefreshLease(memberId, 'A', generation, 300)).toBe(true);
+    expect(await a.renewRefreshLease(memberId, 'A', 30_000)).toBe(true);
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    expect(await b.takeRefreshLease(memberId, 'B', generation, 300)).toBe(false);
+    expect(await b.renewRefreshLease(memberId, 'B', 300)).toBe(false);
+    await a.releaseRefreshLease(memberId, 'A');
+    expect(await b.takeRefreshLease(memberId, 'B', generation, 300)).toBe(true);
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    // B died holding it: the lease has run out, so a refused refresh by A does mark the portal.
+    expect(await a.markReauthRequired(memberId, generation, 'A')).toBe(true);
+  });
+});
+
+// Job leases are compared by each process's own clock (src/db/jobs.ts), so the clocks must agree.
+describe.skipIf(TEST_DATABASE !== 'postgres')("a process's clock against PostgreSQL's", () => {
+  let test: TestDatabase | undefined;
+  afterEach(async () => {
+    await test?.close();
+    test = undefined;
+  });
+
+  it("warns at start when this process's clock is more than 5 s from the database's, and not otherwise", async () => {
+    test = await openTestDatabase('postgres');
+    if (test.handle.kind !== 'postgres') throw new Error('the test runs on PostgreSQL');
+    const lines: string[] = [];
+    const log = createLogger(
+      'warn',
+      new Writable({
+        write(chunk, _encoding, done) {
+          lines.push(String(chunk));
+          done();
+        },
+      }),
+    );
+    const clock = new TestClock();
+    await warnOfClockSkew(test.handle.pool, () => clock.now(), log);
+    expect(lines).toEqual([]);
+    clock.advance(6_000);
+    await warnOfClockSkew(test.handle.pool, () => clock.now(), log);
+    expect(lines).toHaveLength(1);
+    expect(JSON.parse(lines[0]!)).toMatchObject({ level: 40, skewMs: expect.any(Number) });
+    expect(JSON.parse(lines[0]!).skewMs).toBeGreaterThan(5_000);
   });
 });

@@ -85,9 +85,12 @@ export class CallerChecksExhausted extends Error {
 
 /**
  * How long a refresh lease lasts: beyond the authorization server's timeout (src/bitrix24/oauth.ts,
- * 20 s) and the store's write, so a live holder never loses it mid-refresh.
+ * 20 s) and the store's write. The holder renews it every REFRESH_LEASE_RENEW_MS while its refresh
+ * runs (a wait for a pooled connection has no timeout), so a live holder never loses it mid-refresh;
+ * a dead one's runs out within this long. Both by the database's clock (src/db/portals.ts).
  */
 const REFRESH_LEASE_MS = 30_000;
+const REFRESH_LEASE_RENEW_MS = 10_000;
 /** How often a process waiting for another's refresh reads the stored generation again. */
 const REFRESH_WAIT_POLL_MS = 50;
 
@@ -303,15 +306,24 @@ export class Bitrix24Rest {
    * use that pair; a holder that died leaves a lease that runs out, and the next process takes it.
    */
   async #refreshUnderLease(memberId: string, failedGeneration: number): Promise<void> {
-    const { portals, clock } = this.options;
+    const { portals, log } = this.options;
     for (;;) {
       const tokens = await portals.tokens(memberId);
       if (!tokens) throw new PortalUnavailableError(memberId, (await portals.get(memberId))?.status === 'reauth_required' ? 'reauth_required' : 'not_installed');
       if (tokens.generation !== failedGeneration) return;
-      if (await portals.takeRefreshLease(memberId, this.#leaseOwner, tokens.generation, clock.now() + REFRESH_LEASE_MS)) {
+      if (await portals.takeRefreshLease(memberId, this.#leaseOwner, tokens.generation, REFRESH_LEASE_MS)) {
+        let refreshing = true;
+        const renewal = setInterval(() => {
+          portals.renewRefreshLease(memberId, this.#leaseOwner, REFRESH_LEASE_MS).then(
+            (kept) => kept || !refreshing || log.warn({ memberId }, 'bitrix24 refresh lease lost while refreshing'),
+            (error: unknown) => log.warn({ memberId, err: error instanceof Error ? error.message : String(error) }, 'bitrix24 refresh lease not renewed'),
+          );
+        }, REFRESH_LEASE_RENEW_MS).unref();
         try {
           await this.#doRefresh(memberId);
         } finally {
+          refreshing = false;
+          clearInterval(renewal);
           // Stored pairs clear the lease with them; a failed refresh gives it back at once.
           await portals.releaseRefreshLease(memberId, this.#leaseOwner).catch(() => undefined);
         }
@@ -341,8 +353,9 @@ export class Bitrix24Rest {
     } catch (error) {
       if (error instanceof OAuthError && (error.code === 'invalid_grant' || error.code === 'invalid_client')) {
         // A refresh token already used by another refresh (another process) is refused too: only a
-        // refusal of the pair still stored means the portal must be authorised again.
-        if (!(await this.options.portals.markReauthRequired(memberId, tokens.generation))) return;
+        // refusal of the pair still stored, with no other process holding the refresh lease, means
+        // the portal must be authorised again.
+        if (!(await this.options.portals.markReauthRequired(memberId, tokens.generation, this.#leaseOwner))) return;
         this.options.log.error({ memberId, code: error.code }, 'bitrix24 refused the refresh token; the portal must reinstall');
         throw new PortalUnavailableError(memberId, 'reauth_required', error.code);
       }

@@ -1,4 +1,4 @@
-import { TransactionRollbackError, and, eq, isNotNull, lte, min, ne, sql } from 'drizzle-orm';
+import { type SQL, TransactionRollbackError, and, eq, isNotNull, lte, min, ne, sql } from 'drizzle-orm';
 import { LRUCache } from 'lru-cache';
 import type { Clock } from '../clock.js';
 import type { SecretBox } from '../secrets.js';
@@ -32,6 +32,12 @@ export const PORTAL_CHANGED = 'portal';
  * missed (a lost listening connection) is healed this soon (docs/multi-process.md).
  */
 export const PORTAL_LOOKUP_TTL_MS = 5_000;
+
+/**
+ * Now in ms by PostgreSQL's clock (not the transaction's start), for the refresh leases: the one
+ * clock every process shares, like the budgets' (src/db/upstream-budgets.ts).
+ */
+const DATABASE_NOW = sql.raw('(extract(epoch from clock_timestamp()) * 1000)::bigint');
 
 export type PortalStatus = 'active' | 'uninstalled' | 'reauth_required';
 
@@ -225,24 +231,42 @@ export class PortalStore {
   }
 
   /**
-   * Takes the portal's refresh lease for `owner` until `until` (ms), while the stored pair is still
-   * of `generation` and no other process holds a live lease: only its holder sends the refresh
-   * token (several processes on PostgreSQL, docs/multi-process.md). A holder that died loses the
-   * lease when it runs out. One conditional update, so two processes cannot both take it.
+   * Takes the portal's refresh lease for `owner` for `leaseMs`, while the stored pair is still of
+   * `generation` and no other process holds a live lease: only its holder sends the refresh token
+   * (several processes on PostgreSQL, docs/multi-process.md). A holder that died loses the lease
+   * when it runs out. One conditional update, so two processes cannot both take it. The lease is
+   * set and compared by the database's clock, the one clock every process shares: a process whose
+   * own clock runs ahead would otherwise take a live lease.
    */
-  async takeRefreshLease(memberId: string, owner: string, generation: number, until: number): Promise<boolean> {
+  async takeRefreshLease(memberId: string, owner: string, generation: number, leaseMs: number): Promise<boolean> {
+    const now = this.#leaseNow();
     const result = await this.database.db
       .update(portals)
-      .set({ refreshOwner: owner, refreshUntil: until })
-      .where(
-        and(
-          eq(portals.memberId, memberId),
-          eq(portals.status, 'active'),
-          eq(portals.tokenGeneration, generation),
-          sql`(${portals.refreshUntil} is null or ${portals.refreshUntil} <= ${this.clock.now()} or ${portals.refreshOwner} = ${owner})`,
-        ),
-      );
+      .set({ refreshOwner: owner, refreshUntil: sql`${now} + ${leaseMs}` })
+      .where(and(eq(portals.memberId, memberId), eq(portals.status, 'active'), eq(portals.tokenGeneration, generation), this.#leaseFreeFor(owner, now)));
     return changes(result) > 0;
+  }
+
+  /**
+   * The holder keeps its lease for another `leaseMs` while its refresh is still running (a slow
+   * authorization server, a wait for a pooled connection). False when the lease is no longer its own.
+   */
+  async renewRefreshLease(memberId: string, owner: string, leaseMs: number): Promise<boolean> {
+    const result = await this.database.db
+      .update(portals)
+      .set({ refreshUntil: sql`${this.#leaseNow()} + ${leaseMs}` })
+      .where(and(eq(portals.memberId, memberId), eq(portals.refreshOwner, owner)));
+    return changes(result) > 0;
+  }
+
+  /** Now for the refresh leases: the database's clock on PostgreSQL (many processes), ours on SQLite (one). */
+  #leaseNow(): SQL {
+    return this.database.dialect.kind === 'postgres' ? DATABASE_NOW : sql`${this.clock.now()}`;
+  }
+
+  /** No process but `owner` holds a live refresh lease on the portal. */
+  #leaseFreeFor(owner: string | undefined, now: SQL): SQL {
+    return sql`(${portals.refreshUntil} is null or ${portals.refreshUntil} <= ${now} or ${portals.refreshOwner} = ${owner ?? null})`;
   }
 
   /** Gives the lease back (a refresh that failed), so the next process need not wait for it to run out. */
@@ -274,15 +298,17 @@ export class PortalStore {
   }
 
   /**
-   * The refresh token of generation `generation` was refused. False when a newer pair was stored
-   * meanwhile (another refresh used that token first): the portal is fine then.
+   * The refresh token of generation `generation` was refused, in a refresh by `owner` (the refresh
+   * lease's name for this process). False, leaving the portal as it is, when a newer pair was
+   * stored meanwhile or another process holds a live refresh lease (it is refreshing, or refreshed
+   * with that token first): a loser's refusal of a token already used is not a lost portal.
    */
-  async markReauthRequired(memberId: string, generation: number): Promise<boolean> {
+  async markReauthRequired(memberId: string, generation: number, owner?: string): Promise<boolean> {
     return this.#changing(memberId, async () => {
       const result = await this.database.db
         .update(portals)
         .set({ status: 'reauth_required', updatedAt: this.clock.now() })
-        .where(and(eq(portals.memberId, memberId), eq(portals.tokenGeneration, generation)));
+        .where(and(eq(portals.memberId, memberId), eq(portals.tokenGeneration, generation), this.#leaseFreeFor(owner, this.#leaseNow())));
       return changes(result) > 0;
     });
   }
