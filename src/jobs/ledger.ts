@@ -1,6 +1,7 @@
 import { RobotFailure } from '../run-failure.js';
 import type { Clock } from '../clock.js';
 import { attemptOwner, type EffectStore } from '../db/effects.js';
+import { RunStoppedError } from '../run-scope.js';
 
 /** What a claim left behind: when its first attempt began and what it meant to do. */
 export interface Claim {
@@ -137,6 +138,9 @@ export function bindLedger(store: EffectStore, binding: LedgerBinding): Ledger {
     try {
       value = await effect.act({ ...claim, dispatching });
     } catch (error) {
+      // The run was stopped and its job went to another process, whose attempt settles the claim
+      // (src/run-scope.ts): the claim is left as it is, and the store, maybe closed, untouched.
+      if (error instanceof RunStoppedError) throw error;
       if (effect.refused(error)) await store.release(memberId, effect.key, owner);
       else await store.markInDoubt(memberId, effect.key, owner);
       throw error;
