@@ -22,6 +22,14 @@ export function withinRun<T>(signal: AbortSignal, work: () => Promise<T>): Promi
 }
 
 /**
+ * Runs `work` for no run: work shared by several runs (one call carrying the messages of many) is
+ * not stopped with whichever run happened to start it; each run guards its own part.
+ */
+export function outsideRun<T>(work: () => Promise<T>): Promise<T> {
+  return current.exit(work);
+}
+
+/**
  * The stop signal of the run the caller works for; undefined outside a run (a route, a report).
  * Read it before waiting at a gate: what runs after the gate may not be in the caller's scope.
  */

@@ -1,7 +1,7 @@
 import { RobotFailure } from '../run-failure.js';
 import type { Clock } from '../clock.js';
 import { attemptOwner, type EffectStore } from '../db/effects.js';
-import { RunStoppedError } from '../run-scope.js';
+import { RunStoppedError, runSignal, stillGoing } from '../run-scope.js';
 
 /** What a claim left behind: when its first attempt began and what it meant to do. */
 export interface Claim {
@@ -129,7 +129,11 @@ export function bindLedger(store: EffectStore, binding: LedgerBinding): Ledger {
 
   async function act<T>(effect: Effect<T>, claim: Claim): Promise<T> {
     let value: T;
+    // Read now: a deferred act may be dispatched from work shared with other runs, outside this run's scope.
+    const run = runSignal();
     const dispatching = async () => {
+      // A run stopped while its act waited leaves the act to the attempt taking its job over.
+      stillGoing(run);
       if (effect.deferred && !(await store.dispatched(memberId, effect.key, owner, JSON.stringify(effect.intent)))) {
         // Another attempt took the claim over while this act waited, saw it undispatched and acts itself.
         throw new EffectBusyError(effect.busy);
