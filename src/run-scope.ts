@@ -14,6 +14,9 @@ const current = new AsyncLocalStorage<AbortSignal>();
 /** The run was stopped in this process before the request went: nothing was sent. */
 export class RunStoppedError extends Error {
   override name = 'RunStoppedError';
+  constructor() {
+    super('the run was stopped in this process (its job went to another): the request was not sent');
+  }
 }
 
 /** Runs `work` for the run that `signal` stops. */
@@ -39,5 +42,5 @@ export function runSignal(): AbortSignal | undefined {
 
 /** Throws RunStoppedError if the run was stopped. Called synchronously right before a request is written. */
 export function stillGoing(signal: AbortSignal | undefined): void {
-  if (signal?.aborted) throw new RunStoppedError('the run was stopped in this process (its job went to another): the request was not sent');
+  if (signal?.aborted) throw new RunStoppedError();
 }
