@@ -7,6 +7,7 @@ import { type DatabaseHandle, openDatabase } from '../src/db/database.js';
 import { EffectStore } from '../src/db/effects.js';
 import { bindLedger, type Effect } from '../src/jobs/ledger.js';
 import { InboundSends } from '../src/open-channels/inbound-sends.js';
+import { RunStoppedError, runSignal, stillGoing, withinRun } from '../src/run-scope.js';
 
 /**
  * Shared imconnector.send.messages calls and the ledger's deferred claims (src/open-channels/inbound-sends.ts,
@@ -29,7 +30,10 @@ describe('inbound sends and deferred claims', () => {
     const calls: string[][] = [];
     const rest = {
       call: async (_memberId: string, _method: string, params: Record<string, unknown>, options: CallOptions = {}) => {
+        // As the REST client does: the caller's run, read on entry and checked once the bucket let the call through.
+        const run = runSignal();
         await options.beforeSend?.();
+        stillGoing(run);
         const messages = params.MESSAGES as Array<{ key: string }>;
         calls.push(messages.map((message) => message.key));
         return { DATA: { RESULT: messages.map(() => ({ SUCCESS: true })) } };
@@ -88,5 +92,18 @@ describe('inbound sends and deferred claims', () => {
     open();
     await expect(first).rejects.toThrow('busy');
     expect(calls.flat().filter((key) => key === 'X')).toHaveLength(1);
+  });
+
+  it('a run stopped while its message waits for the shared call sends nothing; the call still carries the messages of the others', async () => {
+    const { calls, effect, ledger } = setup();
+    // The stopped run's message comes first: the call's linger starts within its scope.
+    const stopped = new AbortController();
+    const first = withinRun(stopped.signal, () => ledger('job-A', 1).once(effect('A')));
+    const second = withinRun(new AbortController().signal, () => ledger('job-B', 1).once(effect('B')));
+    // Handed back (src/jobs/dispatcher.ts) before the linger ends.
+    stopped.abort();
+    await expect(first).rejects.toBeInstanceOf(RunStoppedError);
+    await expect(second).resolves.toMatchObject({ earlier: false });
+    expect(calls).toEqual([['B']]);
   });
 });

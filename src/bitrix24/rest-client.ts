@@ -12,6 +12,7 @@ import type { BatchCommandError } from './batch-errors.js';
 import { Bitrix24Error, Bitrix24TransportError, OAuthError, PortalUnavailableError } from './errors.js';
 import type { OAuthServer } from './oauth.js';
 import { phpMap } from './values.js';
+import { runSignal, stillGoing } from '../run-scope.js';
 
 export interface CallOptions {
   /** Repeating the call is harmless (reads, event.send, ensure-style registration). Only then is a
@@ -135,6 +136,7 @@ export class Bitrix24Rest {
     let transportRetries = 0;
     let refreshed = false;
     let { beforeSend } = options;
+    const run = runSignal();
     for (;;) {
       const tokens = await this.options.portals.tokens(memberId);
       if (!tokens) throw new PortalUnavailableError(memberId, (await this.options.portals.get(memberId))?.status === 'reauth_required' ? 'reauth_required' : 'not_installed');
@@ -144,6 +146,8 @@ export class Bitrix24Rest {
         beforeSend = undefined;
         await ready();
       }
+      // A run stopped while it waited sends nothing: its job went to another process (src/run-scope.ts).
+      stillGoing(run);
       try {
         return (await this.#send(memberId, tokens.clientEndpoint, tokens.accessToken, method, params)) as T;
       } catch (error) {

@@ -4,6 +4,7 @@ import type { Chat2DeskRateStore, LearnedRate } from '../db/chat2desk-rates.js';
 import type { Chat2DeskPaceStore } from '../db/upstream-budgets.js';
 import { type HttpAnswer, type HttpRequest, httpRequest } from '../http-request.js';
 import { backoffMs, delay } from '../rate-limit.js';
+import { runSignal, stillGoing } from '../run-scope.js';
 import { AdaptiveRate } from './adaptive-rate.js';
 import { Chat2DeskError, classifyChat2DeskError, fetchFailure } from './errors.js';
 
@@ -351,9 +352,11 @@ export class Chat2DeskApi {
   }
 
   async #request<T>(method: string, path: string, options: RequestOptions): Promise<{ data: T; meta?: Envelope<T>['meta'] }> {
+    // Read here, in the caller's scope: the account's queue may run the request in another's.
+    const run = runSignal();
     for (let attempt = 1; ; attempt += 1) {
       try {
-        return await this.gate.concurrency(() => this.#paced<T>(method, path, options));
+        return await this.gate.concurrency(() => this.#paced<T>(method, path, options, run));
       } catch (error) {
         if (!(error instanceof Chat2DeskError) || !error.transient || attempt >= MAX_ATTEMPTS) throw error;
         // A refusal for load was refused before Chat2Desk acted on it, so even a request that is
@@ -364,9 +367,14 @@ export class Chat2DeskApi {
     }
   }
 
-  /** One attempt at the account's learned pace; its answer teaches the pace. */
-  async #paced<T>(method: string, path: string, options: RequestOptions): Promise<{ data: T; meta?: Envelope<T>['meta'] }> {
+  /**
+   * One attempt at the account's learned pace; its answer teaches the pace. A run stopped while it
+   * waited for the account's slot or pace sends nothing (src/run-scope.ts): its job went to another
+   * process, which may have sent the message already.
+   */
+  async #paced<T>(method: string, path: string, options: RequestOptions, run: AbortSignal | undefined): Promise<{ data: T; meta?: Envelope<T>['meta'] }> {
     await this.gate.rate.acquire();
+    stillGoing(run);
     try {
       const answer = await this.#once<T>(method, path, options);
       this.gate.rate.accepted();

@@ -2,10 +2,13 @@ import type { PortalRest } from '../activities/activity.js';
 import type { BatchCommandError } from '../bitrix24/batch-errors.js';
 import { commandError } from '../bitrix24/crm.js';
 import { BATCH_LIMIT, type BatchCommand, type BatchOutcome, type Bitrix24Rest, type CallOptions } from '../bitrix24/rest-client.js';
+import { outsideRun, RunStoppedError, runSignal } from '../run-scope.js';
 
 interface Pending {
   command: BatchCommand;
   idempotent: boolean;
+  /** The run the command is for (src/run-scope.ts): stopped while it waits, it stays out of the batch. */
+  run: AbortSignal | undefined;
   resolve(outcome: { result?: unknown; error?: BatchCommandError }): void;
   reject(error: unknown): void;
 }
@@ -81,10 +84,11 @@ export class SharedBatches {
   #enqueue(memberId: string, commands: BatchCommand[], options: CallOptions): Array<Promise<{ result?: unknown; error?: BatchCommandError }>> {
     const queue = this.#pending.get(memberId) ?? [];
     this.#pending.set(memberId, queue);
+    const run = runSignal();
     const promises = commands.map(
       (command) =>
         new Promise<{ result?: unknown; error?: BatchCommandError }>((resolve, reject) => {
-          queue.push({ command: { ...command, key: `e${++this.#sequence}` }, idempotent: options.idempotent === true, resolve, reject });
+          queue.push({ command: { ...command, key: `e${++this.#sequence}` }, idempotent: options.idempotent === true, run, resolve, reject });
         }),
     );
     while (queue.length >= BATCH_LIMIT) void this.#send(memberId, queue.splice(0, BATCH_LIMIT));
@@ -122,12 +126,22 @@ export class SharedBatches {
     });
   }
 
-  async #send(memberId: string, items: Pending[]): Promise<void> {
+  async #send(memberId: string, waiting: Pending[]): Promise<void> {
+    // A command of a run stopped while it waited stays out: its job went to another process, which
+    // settles its effect (src/run-scope.ts). The others go.
+    const items = waiting.filter((item) => {
+      if (item.run?.aborted) item.reject(new RunStoppedError());
+      return !item.run?.aborted;
+    });
+    if (items.length === 0) return;
     try {
-      const outcome = await this.rest.batch(
-        memberId,
-        items.map((item) => item.command),
-        { idempotent: items.every((item) => item.idempotent) },
+      // Outside the scope of whichever run started the batch: it carries the commands of several.
+      const outcome = await outsideRun(() =>
+        this.rest.batch(
+          memberId,
+          items.map((item) => item.command),
+          { idempotent: items.every((item) => item.idempotent) },
+        ),
       );
       for (const item of items) {
         const error = outcome.errors[item.command.key];

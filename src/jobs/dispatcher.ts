@@ -2,6 +2,7 @@ import * as v from 'valibot';
 import type { Clock } from '../clock.js';
 import type { JobRow, JobStore } from '../db/jobs.js';
 import type { Logger } from '../log.js';
+import { withinRun } from '../run-scope.js';
 import { classifyFailure, errorMessage, JobFailure } from './failures.js';
 import type { JobAttempt, JobKind, JobKinds, JobOutcome } from './kinds.js';
 import { EffectInDoubtError } from './ledger.js';
@@ -54,8 +55,11 @@ const COMMON = '';
 export class Dispatcher {
   /** Runs under way per portal and slot group (a kind's own name, or COMMON). */
   readonly #running = new Map<string, Map<string, number>>();
-  /** This worker's runs under way, and when each lease was last renewed (by the clock). */
-  readonly #leases = new Map<number, { claimed: JobRow; renewedAt: number }>();
+  /**
+   * This worker's runs under way, when each lease was last renewed (by the clock), and what stops
+   * the run once its job leaves this process (src/run-scope.ts).
+   */
+  readonly #leases = new Map<number, { claimed: JobRow; renewedAt: number; stop: AbortController }>();
   #nextSweepAt = 0;
 
   constructor(private readonly deps: DispatcherDeps) {}
@@ -103,8 +107,9 @@ export class Dispatcher {
 
   #start(claimed: JobRow, group: string): void {
     this.#count(claimed.memberId, group, 1);
-    this.#leases.set(claimed.id, { claimed, renewedAt: this.deps.clock.now() });
-    const task = this.#execute(claimed).finally(() => {
+    const stop = new AbortController();
+    this.#leases.set(claimed.id, { claimed, renewedAt: this.deps.clock.now(), stop });
+    const task = withinRun(stop.signal, () => this.#execute(claimed, stop.signal)).finally(() => {
       this.#leases.delete(claimed.id);
       this.#count(claimed.memberId, group, -1);
       this.deps.onRunEnded();
@@ -161,6 +166,7 @@ export class Dispatcher {
       lease.renewedAt = now;
       if (!(await jobs.renewLease(lease.claimed, this.deps.leaseMs))) {
         this.#leases.delete(id);
+        lease.stop.abort();
         log.warn({ jobId: id, memberId: lease.claimed.memberId }, 'a run lost its lease: another worker took the job up, and this run cannot finish it');
       }
     }
@@ -174,18 +180,21 @@ export class Dispatcher {
   /**
    * A stopping process's runs still going after its grace are given back (PostgreSQL: another
    * process takes them up at once instead of after the lease); this process's attempts can no
-   * longer finish them. Returns how many were given back.
+   * longer finish them. Each run is stopped before its job is given back: whatever it still waits
+   * for (the account's Chat2Desk slot, the portal's bucket), it sends nothing once another process
+   * may have taken the job up and settled its effects as absent. Returns how many were given back.
    */
   async handBack(): Promise<number> {
     let handedBack = 0;
     for (const [id, lease] of this.#leases) {
       this.#leases.delete(id);
+      lease.stop.abort();
       if (await this.deps.jobs.handBack(lease.claimed)) handedBack += 1;
     }
     return handedBack;
   }
 
-  async #execute(job: JobRow): Promise<void> {
+  async #execute(job: JobRow, stopped: AbortSignal): Promise<void> {
     const kind = this.deps.kinds.get(job.kind);
     const log = this.deps.log.child({ memberId: job.memberId, jobId: job.id, kind: job.kind, ...(job.robotCode ? { code: job.robotCode } : {}) });
     if (!kind) {
@@ -207,6 +216,12 @@ export class Dispatcher {
       await this.#finish(kind, job, outcome);
       log.info({ status: outcome.returnValues.status }, 'job finished');
     } catch (error) {
+      // The job went to another process, which finishes it: this run ends here without touching
+      // the job (after a stop the database may be closed already).
+      if (stopped.aborted) {
+        log.info({ err: errorMessage(error) }, 'run stopped here: its job went to another process');
+        return;
+      }
       await this.#handleFailure(kind, job, error, log, attempt);
     }
   }

@@ -1,6 +1,7 @@
 import { RobotFailure } from '../run-failure.js';
 import type { Clock } from '../clock.js';
 import { attemptOwner, type EffectStore } from '../db/effects.js';
+import { RunStoppedError, runSignal, stillGoing } from '../run-scope.js';
 
 /** What a claim left behind: when its first attempt began and what it meant to do. */
 export interface Claim {
@@ -128,7 +129,11 @@ export function bindLedger(store: EffectStore, binding: LedgerBinding): Ledger {
 
   async function act<T>(effect: Effect<T>, claim: Claim): Promise<T> {
     let value: T;
+    // Read now: a deferred act may be dispatched from work shared with other runs, outside this run's scope.
+    const run = runSignal();
     const dispatching = async () => {
+      // A run stopped while its act waited leaves the act to the attempt taking its job over.
+      stillGoing(run);
       if (effect.deferred && !(await store.dispatched(memberId, effect.key, owner, JSON.stringify(effect.intent)))) {
         // Another attempt took the claim over while this act waited, saw it undispatched and acts itself.
         throw new EffectBusyError(effect.busy);
@@ -137,6 +142,9 @@ export function bindLedger(store: EffectStore, binding: LedgerBinding): Ledger {
     try {
       value = await effect.act({ ...claim, dispatching });
     } catch (error) {
+      // The run was stopped and its job went to another process, whose attempt settles the claim
+      // (src/run-scope.ts): the claim is left as it is, and the store, maybe closed, untouched.
+      if (error instanceof RunStoppedError) throw error;
       if (effect.refused(error)) await store.release(memberId, effect.key, owner);
       else await store.markInDoubt(memberId, effect.key, owner);
       throw error;

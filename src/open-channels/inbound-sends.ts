@@ -1,5 +1,6 @@
 import type { Bitrix24Rest } from '../bitrix24/rest-client.js';
 import { CONNECTOR_ID } from './connector.js';
+import { outsideRun } from '../run-scope.js';
 
 /**
  * The most messages one `imconnector.send.messages` carries. The docs give none (docs/protocols.md
@@ -106,7 +107,9 @@ export class InboundSends {
       if (carried.length === 0) throw new NothingDispatched();
     };
     try {
-      const answer = await this.rest.call(queue.memberId, 'imconnector.send.messages', { CONNECTOR: CONNECTOR_ID, LINE: queue.line, MESSAGES }, { beforeSend });
+      // Outside the scope of the run whose message started the call: each message's own `dispatching`
+      // keeps a stopped run's message out (src/jobs/ledger.ts), the others go.
+      const answer = await outsideRun(() => this.rest.call(queue.memberId, 'imconnector.send.messages', { CONNECTOR: CONNECTOR_ID, LINE: queue.line, MESSAGES }, { beforeSend }));
       const entries = Object.values(record(record(record(answer).DATA).RESULT));
       carried.forEach((item, index) => {
         const entry = entries[index];
