@@ -80,7 +80,8 @@ describe('Chat2Desk rate learned per account', () => {
     expect(refusedBefore).toBeLessThanOrEqual(8);
     await stack.restart();
     const stored = await storedRate(stack);
-    expect(stored?.limitPerMinute).toBeGreaterThanOrEqual(1_000);
+    // Near the fake's 1,200 a minute, far from the 4,800 configured (a loaded machine's pacing learned 985 once).
+    expect(stored?.limitPerMinute).toBeGreaterThanOrEqual(900);
     expect(stored?.limitPerMinute).toBeLessThanOrEqual(1_400);
     expect(stored?.perMinute).toBeLessThanOrEqual(1_400);
 
