@@ -354,7 +354,7 @@ export async function postgresBenchmark(processCounts: number[]): Promise<Sectio
         `PostgreSQL: one embedded PostgreSQL (fsync off), a database per configuration; every server process a child of the bench, the load generator spreading requests over their ports in turn (the load balancer). ` +
           `Acknowledgement as in the ack figure (workers stopped, LOG_LEVEL=info). PostgreSQL's own server CPU per acknowledged call, not in the figure above: ${postgresCpu.join('; ')}; SQLite's is inside the server process. ` +
           `Bursts at the standard limits: ${configs.map((config, at) => `${label(config)} ${fmt(bursts[at]!.cpuMsPerRun, 2)} ms CPU per run, ${bursts[at]!.c2dRefused} Chat2Desk 429s, ${bursts[at]!.b24Refused} Bitrix24 refusals, duplicates ${bursts[at]!.duplicateResults}/${bursts[at]!.duplicateMessages}`).join('; ')}. ` +
-          `Caps and budgets are still per process (docs/multi-process.md), so several processes may go past the upstream limits and wait on their refusals. ` +
+          `The per-portal slots and the upstream budgets are shared by the processes (docs/multi-process.md). The scaling ratio is the median of each round's ratio, so it may differ from the ratio of the medians shown. ` +
           (crash ? `After \`kill -9\` the survivors take the dead process's jobs up once the job lease (${BENCH_LEASE_ENV}=${LEASE_SECONDS}) ran out.` : ''),
       ],
     };
