@@ -207,6 +207,8 @@ export class Dispatcher {
     try {
       const input = v.safeParse(kind.input, JSON.parse(job.input));
       if (!input.success) throw new JobFailure(input.issues.map((issue) => issue.message).join('; '));
+      // With 'job finished', tells which runs a process had under way when it died (an operator reading its log; test/multi-process.test.ts).
+      log.info({ attempt: job.attempts }, 'job started');
       attempt = await kind.prepare(job, input.output, log);
       if (this.deps.clock.now() > job.deadlineAt) {
         await this.#giveUp(kind, job, attempt, `gave up at the deadline${job.lastError ? `: ${job.lastError}` : ''}`, log);
