@@ -249,14 +249,18 @@ describe.skipIf(TEST_DATABASE !== 'postgres')('several server processes on one P
     await eventually(() => processes.c2d.account().messages.length >= 15, 30_000, 'the burst under way');
     // A process with runs of its own under way (sends of 300 ms): its leases are what the others must take over.
     let victim = -1;
-    await eventually(() => {
-      const underWay = processes.children.map((child) => {
-        const output = child.output.join('');
-        return output.split('"msg":"job started"').length - output.split('"msg":"job finished"').length;
-      });
-      victim = underWay.indexOf(Math.max(...underWay));
-      return underWay[victim]! > 0;
-    }, 30_000, 'a process with runs under way');
+    await eventually(
+      () => {
+        const underWay = processes.children.map((child) => {
+          const output = child.output.join('');
+          return output.split('"msg":"job started"').length - output.split('"msg":"job finished"').length;
+        });
+        victim = underWay.indexOf(Math.max(...underWay));
+        return underWay[victim]! > 0;
+      },
+      30_000,
+      'a process with runs under way',
+    );
     await processes.kill(victim);
     await expectEachOnce(processes, calls);
     const survivors = processes.children.filter((_, i) => i !== victim).map((child) => child.output.join(''));
