@@ -5,16 +5,14 @@
  * a new job for us. Reports acknowledgements per second, p99 and the server's CPU time per
  * acknowledged call, ours against the bare route, rounds alternating between the two.
  */
-import autocannon from 'autocannon';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { performance } from 'node:perf_hooks';
 import { startFakeBitrix24 } from '../test/fakes/bitrix24.js';
 import { startFakeChat2Desk } from '../test/fakes/chat2desk.js';
 import { freePort, installAndConfigure, stackEnv } from '../test/support/stack.js';
 import { type ServerChild, startChild } from './child.js';
-import { median } from './load.js';
+import { cannon, median } from './load.js';
 import { fmt, type Section, verdict } from './table.js';
 
 const REQUESTS = 3_000;
@@ -63,26 +61,15 @@ export async function ackBenchmark(): Promise<Section> {
     const queue = bodies(amount + CONCURRENCY * 2);
     let next = 0;
     await server.command('measure');
-    const started = performance.now();
-    const result = await autocannon({
-      url: server.url,
+    const { result, seconds } = await cannon(server.url, {
       connections: CONCURRENCY,
       amount,
-      timeout: 30,
-      requests: [
-        {
-          method: 'POST',
-          path: '/bitrix24/robot',
-          headers: { 'content-type': 'application/x-www-form-urlencoded' },
-          setupRequest: (request) => {
-            const body = queue[next++];
-            if (body === undefined) throw new Error('the benchmark ran out of unique robot calls');
-            return { ...request, body };
-          },
-        },
-      ],
+      nextBody: () => {
+        const body = queue[next++];
+        if (body === undefined) throw new Error('the benchmark ran out of unique robot calls');
+        return body;
+      },
     });
-    const seconds = (performance.now() - started) / 1000;
     const { cpuMicros } = await server.report();
     const acknowledged = result['2xx'];
     if (server === ours) acknowledgedByUs += acknowledged;

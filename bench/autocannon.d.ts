@@ -11,9 +11,11 @@ declare module 'autocannon' {
     connections?: number;
     amount?: number;
     timeout?: number;
-    requests?: Array<RawRequest & { setupRequest?: (request: RawRequest) => RawRequest }>;
+    /** How often (ms) autocannon samples its counters; an `amount` run ends at the next sample. */
+    sampleInt?: number;
+    requests?: Array<RawRequest & { setupRequest?: (request: RawRequest) => RawRequest; onResponse?: (status: number, body: string) => void }>;
   }
-  interface Result {
+  export interface Result {
     duration: number;
     errors: number;
     timeouts: number;
