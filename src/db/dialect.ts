@@ -51,15 +51,15 @@ export interface Dialect {
   get<T>(statement: { all(params?: Record<string, unknown>): T[] }, params?: Record<string, unknown>): Promise<T | undefined>;
   /** A prepared insert, update or delete without `returning`: the rows it changed. */
   run(statement: { run(params?: Record<string, unknown>): unknown }, params?: Record<string, unknown>): Promise<number>;
-  /** A statement drizzle cannot build (see src/db/jobs.ts BOUNDED_INSERT), run on the database or in a transaction body: its rows. */
+  /** A statement drizzle cannot build, run on the database or in a transaction body: its rows. */
   rows<T>(on: Db | Tx, query: SQL): PromiseLike<T[]>;
   /**
    * PostgreSQL only: a hand-written statement with `$n` parameters, kept prepared by name on each
-   * connection (parsed and planned once), in a transaction body. The robot call's insert (src/db/jobs.ts):
-   * building it through drizzle and having PostgreSQL parse it per call was most of an
-   * acknowledgement's cost beyond SQLite's.
+   * connection (parsed and planned once), on the database or in a transaction body. The robot
+   * call's insert (src/db/jobs.ts STORE_JOBS): building it through drizzle and having PostgreSQL
+   * parse it per call was most of an acknowledgement's cost beyond SQLite's.
    */
-  namedRows<T>(on: Tx, name: string, text: string, values: unknown[]): PromiseLike<T[]>;
+  namedRows<T>(on: Db | Tx, name: string, text: string, values: unknown[]): PromiseLike<T[]>;
   /** `column in (…)` for a list passed as one JSON parameter, so one prepared statement fits any list. */
   inJsonList(column: SQLWrapper, list: SQLWrapper, type: 'integer' | 'text'): SQL;
   /** The smaller of two values (SQLite's two-argument `min`, PostgreSQL's `least`). */
@@ -172,8 +172,8 @@ export function postgresDialect(db: NodePgDatabase<Record<string, unknown>>): Di
     rows<T>(on: Db | Tx, query: SQL) {
       return (on as unknown as NodePgDatabase).execute(query).then((result) => result.rows as T[]);
     },
-    namedRows<T>(on: Tx, name: string, text: string, values: unknown[]) {
-      // drizzle's node-postgres transaction runs on one pooled connection, its session's client.
+    namedRows<T>(on: Db | Tx, name: string, text: string, values: unknown[]) {
+      // drizzle's node-postgres session's client: the pool, or a transaction's one pooled connection.
       const client = (on as unknown as { session: { client: pg.PoolClient } }).session.client;
       return client.query({ name, text, values }).then((result) => result.rows as T[]);
     },

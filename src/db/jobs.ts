@@ -155,56 +155,63 @@ export function* insertJobs(tx: Tx, newJobs: NewJob[], now: number): Generator<S
 }
 
 /**
- * A robot call's insert, bounded by the portal's calls waiting for confirmation. The bound is part
- * of the insert: counting first and inserting after would let calls arriving together all pass the
- * count. SQLite runs the statement alone; on PostgreSQL, where concurrent inserts under READ
- * COMMITTED do not see each other's rows, it runs after an advisory transaction lock on the member
- * id (JobStore #storeBatch, #storeOne). Written by hand because drizzle's insert … select must list every
- * column, the id included, in table order; `@name` parameters, turned into PostgreSQL's by
- * `withNamedParameters`; the casts give PostgreSQL the types of the selected parameters. The id
- * span of the portal's confirming jobs (two index seeks) is an upper bound of their number: below
- * the bound nothing is counted (SQLite evaluates the `or` lazily); else the bound-th of them is
- * looked for, stepping over at most `bound` index entries, so only a portal with many waiting pays
- * for it. (A `count(*)` over a limited subquery cost ~170 µs per insert even when skipped: measured.)
+ * SQLite: a robot call's insert, bounded by the portal's calls waiting for confirmation. The bound
+ * is part of the insert: counting first and inserting after would let calls arriving together all
+ * pass the count (SQLite runs the statement alone; PostgreSQL, where concurrent inserts under READ
+ * COMMITTED do not see each other's rows, applies the same rule under a lock: STORE_JOBS). Written
+ * by hand because drizzle's insert … select must list every column, the id included, in table
+ * order. The id span of the portal's confirming jobs (two index seeks) is an upper bound of their
+ * number: below the bound nothing is counted (SQLite evaluates the `or` lazily); else the bound-th
+ * of them is looked for, stepping over at most `bound` index entries, so only a portal with many
+ * waiting pays for it. (A `count(*)` over a limited subquery cost ~170 µs per insert even when
+ * skipped: measured.)
  */
-const INSERT_SELECT = `
+const BOUNDED_INSERT = `
   insert into jobs (kind, public_id, member_id, dedup_key, ordering_key, event_token, robot_code, document_id, input, state,
                     run_at, deadline_at, return_values, log_message, finished_at, created_at, updated_at, phone)
   select @kind, @publicId, @memberId, @dedupKey, @orderingKey, @eventToken, @robotCode, @documentId, @input, @state,
          cast(@runAt as bigint), cast(@deadlineAt as bigint), @returnValues, @logMessage, cast(@finishedAt as bigint),
-         cast(@createdAt as bigint), cast(@updatedAt as bigint), @phone`;
-const BOUNDED_INSERT = `${INSERT_SELECT}
+         cast(@createdAt as bigint), cast(@updatedAt as bigint), @phone
   where coalesce((select max(id) from jobs where member_id = @memberId and state = 'confirming')
                  - (select min(id) from jobs where member_id = @memberId and state = 'confirming') + 1, 0) < @bound
      or not exists (select 1 from jobs where member_id = @memberId and state = 'confirming' limit 1 offset @bound - 1)
   on conflict do nothing
   returning id`;
-/** The same insert without the bound (jobs other than robot calls), for PostgreSQL's batches. */
-const PLAIN_INSERT = `${INSERT_SELECT}
-  on conflict do nothing
-  returning id`;
-
-/** A `@name` statement in PostgreSQL's `$n` form, once, and the names in parameter order. */
-function positional(text: string): { text: string; names: string[] } {
-  const names: string[] = [];
-  const converted = text.replace(/@(\w+)/g, (_, name: string) => {
-    if (!names.includes(name)) names.push(name);
-    return `$${names.indexOf(name) + 1}`;
-  });
-  return { text: converted, names };
-}
-/** The robot call's inserts as PostgreSQL keeps them prepared by name (Dialect.namedRows). */
-const NAMED_INSERTS = {
-  bounded: { name: 'c2d_jobs_bounded_insert', ...positional(BOUNDED_INSERT) },
-  plain: { name: 'c2d_jobs_plain_insert', ...positional(PLAIN_INSERT) },
+/**
+ * PostgreSQL: a batch of jobs stored by one call of `c2d_store_jobs` (migration 0004 in
+ * src/db/migrations-pg), in arrival order, each column one array parameter. Jobs with `bounded` are
+ * robot calls under the bound on calls waiting for confirmation, BOUNDED_INSERT's rule for a batch:
+ * the n-th bounded job of a portal in the batch is stored only if the portal has room for n more,
+ * counted after the function took the advisory locks of the batch's portals. A duplicate in the
+ * batch takes its place in the count, so at the bound a portal may take one call fewer in that batch.
+ * One statement, committing on its own: a transaction of begin, locks, one insert per job and
+ * commit cost both servers CPU per round trip (measured by `npm run bench -- --db postgres`).
+ */
+const STORE_COLUMNS: Array<[name: keyof ReturnType<typeof rowValues>, type: 'text' | 'bigint']> = [
+  ['kind', 'text'],
+  ['publicId', 'text'],
+  ['memberId', 'text'],
+  ['dedupKey', 'text'],
+  ['orderingKey', 'text'],
+  ['eventToken', 'text'],
+  ['robotCode', 'text'],
+  ['documentId', 'text'],
+  ['input', 'text'],
+  ['state', 'text'],
+  ['runAt', 'bigint'],
+  ['deadlineAt', 'bigint'],
+  ['returnValues', 'text'],
+  ['logMessage', 'text'],
+  ['finishedAt', 'bigint'],
+  ['createdAt', 'bigint'],
+  ['updatedAt', 'bigint'],
+  ['phone', 'text'],
+];
+const STORE_JOBS = {
+  name: 'c2d_store_jobs',
+  text: `select stored_id as id, stored_public_id as "publicId"
+           from c2d_store_jobs(${STORE_COLUMNS.map(([, type], i) => `$${i + 1}::${type}[]`).join(', ')}, $${STORE_COLUMNS.length + 1}::boolean[], $${STORE_COLUMNS.length + 2}::bigint)`,
 };
-
-/** A statement written with `@name` parameters, as drizzle SQL with these values bound. */
-function withNamedParameters(text: string, values: Record<string, unknown>): SQL {
-  const query = sql.empty();
-  for (const [i, part] of text.split(/@(\w+)/).entries()) query.append(i % 2 === 0 ? sql.raw(part) : sql`${values[part] ?? null}`);
-  return query;
-}
 
 /**
  * Which held jobs an event may release: a portal's queued jobs of one kind, those of one ordering
@@ -415,13 +422,11 @@ export class JobStore {
   }
 
   /**
-   * PostgreSQL: the batch in one transaction, in arrival order, after taking the advisory lock of
-   * each portal with a bounded job (in member id order, so two batches never wait on each other in
-   * a cycle; see BOUNDED_INSERT). One transaction per call held each process to one call at a time
-   * behind a portal's lock (begin, lock, insert, commit: about 150 acknowledgements a second whatever
-   * the processes; measured by `npm run bench -- --db postgres`). A job over its bound gets its
-   * refusal and leaves the others stored; if the transaction fails (a deadlock with another
-   * process's batch on a shared dedup key), each job is stored alone, with its own answer.
+   * PostgreSQL: the batch in one statement (STORE_JOBS), in arrival order. One round trip per call
+   * held each process to one call at a time behind a portal's lock (about 150 acknowledgements a
+   * second whatever the processes; measured by `npm run bench -- --db postgres`). A job over its
+   * bound gets its refusal and leaves the others stored; if the statement fails (a deadlock with
+   * another process's batch on a shared dedup key), each job is stored alone, with its own answer.
    */
   async #storeBatch(batch: PendingJob[]): Promise<void> {
     if (batch.length === 1 && batch[0]!.limits.maxConfirming === undefined) {
@@ -432,26 +437,7 @@ export class JobStore {
     const { dialect } = this.database;
     let inserted: Array<Pick<JobRow, 'id'> | undefined>;
     try {
-      inserted = await dialect.transaction(function* (tx) {
-        const bounded = [...new Set(batch.filter((item) => item.limits.maxConfirming !== undefined).map((item) => item.input.memberId))].sort();
-        for (const memberId of bounded) yield* exec(dialect.rows(tx, sql`select pg_advisory_xact_lock(hashtext(${memberId}))`));
-        const rows: Array<Pick<JobRow, 'id'> | undefined> = [];
-        for (const { input, limits, now } of batch) {
-          const bound = limits.maxConfirming;
-          const insert = bound === undefined ? NAMED_INSERTS.plain : NAMED_INSERTS.bounded;
-          const values: Record<string, unknown> = { ...rowValues(input, now), bound };
-          const [row] = yield* exec(
-            dialect.namedRows<Pick<JobRow, 'id'>>(
-              tx,
-              insert.name,
-              insert.text,
-              insert.names.map((name) => values[name] ?? null),
-            ),
-          );
-          rows.push(row);
-        }
-        return rows;
-      });
+      inserted = await this.#storeRows(batch);
     } catch {
       for (const item of batch) await this.#storeOne(item).then(item.resolve, item.reject);
       return;
@@ -470,19 +456,29 @@ export class JobStore {
     }
   }
 
-  /** PostgreSQL: stores one job; a bounded one after taking its portal's advisory lock (see BOUNDED_INSERT). */
-  async #storeOne({ input, limits, now }: PendingJob): Promise<{ job: Pick<JobRow, 'id'>; duplicate: boolean }> {
+  /**
+   * PostgreSQL: jobs stored by `c2d_store_jobs` (see STORE_JOBS) in one statement; the row each
+   * job got, in the batch's order (undefined: a duplicate, or a robot call over its portal's bound).
+   */
+  async #storeRows(batch: PendingJob[]): Promise<Array<Pick<JobRow, 'id'> | undefined>> {
+    const rows = batch.map(({ input, now }) => rowValues(input, now));
+    const bounds = batch.flatMap(({ limits }) => (limits.maxConfirming === undefined ? [] : [limits.maxConfirming]));
+    const parameters = [
+      ...STORE_COLUMNS.map(([name]) => rows.map((row) => row[name])),
+      batch.map(({ limits }) => limits.maxConfirming !== undefined),
+      // One bound for the batch: every robot call is enqueued with the configured one.
+      bounds.length === 0 ? 0 : Math.min(...bounds),
+    ];
+    const stored = await this.database.dialect.namedRows<Pick<JobRow, 'id' | 'publicId'>>(this.database.db, STORE_JOBS.name, STORE_JOBS.text, parameters);
+    const byPublicId = new Map(stored.map((row) => [row.publicId, { id: row.id }]));
+    return rows.map((row) => byPublicId.get(row.publicId));
+  }
+
+  /** PostgreSQL: stores one job; a bounded one as a batch of one (see STORE_JOBS). */
+  async #storeOne(item: PendingJob): Promise<{ job: Pick<JobRow, 'id'>; duplicate: boolean }> {
+    const { input, limits, now } = item;
     const { dialect } = this.database;
-    const values = rowValues(input, now);
-    const bound = limits.maxConfirming;
-    const inserted =
-      bound === undefined
-        ? await dialect.get<Pick<JobRow, 'id'>>(this.#insert, values)
-        : await dialect.transaction(function* (tx) {
-            yield* exec(dialect.rows(tx, sql`select pg_advisory_xact_lock(hashtext(${input.memberId}))`));
-            const [row] = yield* exec(dialect.rows<Pick<JobRow, 'id'>>(tx, withNamedParameters(BOUNDED_INSERT, { ...values, bound })));
-            return row;
-          });
+    const inserted = limits.maxConfirming === undefined ? await dialect.get<Pick<JobRow, 'id'>>(this.#insert, rowValues(input, now)) : (await this.#storeRows([item]))[0];
     const existing = inserted || input.dedupKey === undefined ? undefined : await dialect.get(this.#byDedupKey, { memberId: input.memberId, dedupKey: input.dedupKey });
     return stored(input, limits, inserted, existing);
   }
