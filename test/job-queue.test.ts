@@ -50,6 +50,32 @@ describe.each(DATABASE_KINDS)('the job queue on %s', (kind) => {
     ]);
   });
 
+  it('stores each column of calls stored together exactly as given, whatever characters they hold', async () => {
+    // On PostgreSQL a batch travels as one array per column (src/db/jobs.ts STORE_JOBS): text that
+    // looks like array syntax must come back unchanged, and a null must stay a null.
+    const awkward = ['{"a","b"}', 'NULL', 'back\\slash \\" quote', 'comma, brace } { newline\n tab\t', 'Заказ № 7 ✓ 🎉', ''];
+    const call = (eventToken: string, text: string, phone?: string) => ({
+      ...robotJob('portal', eventToken, Date.now() + 60_000),
+      awaitsConfirmation: true,
+      input: { text, list: [text, null] },
+      ...(phone ? { phone } : {}),
+      robot: { eventToken, robotCode: 'c2d_send_message', documentId: ['crm', 'CCrmDocumentDeal', text] as [string, string, string] },
+    });
+    const calls = awkward.map((text, i) => call(`awkward-${i}|${text}`, text, i % 2 === 0 ? '79161234567' : undefined));
+    const answers = await Promise.all(calls.map((job) => jobs.enqueue(job, { maxConfirming: 100 })));
+    expect(answers.every((answer) => !answer.duplicate)).toBe(true);
+    const rows = (await database.rows('select event_token, input, document_id, phone, ordering_key from jobs order by id')) as Array<Record<string, unknown>>;
+    expect(rows).toEqual(
+      calls.map((job) => ({
+        event_token: job.robot.eventToken,
+        input: JSON.stringify(job.input),
+        document_id: JSON.stringify(job.robot.documentId),
+        phone: job.phone ?? null,
+        ordering_key: null,
+      })),
+    );
+  });
+
   it('keeps a cancelled job cancelled when its run ends', async () => {
     const { job } = await enqueue('portal', 'token-1');
     const claimed = (await jobs.claim(job.id, 60_000))!;
