@@ -90,6 +90,18 @@ describe('robot calls with oversized properties', () => {
     expect(failed.returnValues).toMatchObject({ status: 'failed', error: 'Tag dialog: tags has 60 values; at most 50 are accepted' });
   });
 
+  it('refuses an event token with control characters (400, nothing stored), and a call sent with it is stored', async () => {
+    // PostgreSQL refuses a NUL in text: stored together, such a call failed its batch-mates' statement.
+    const genuine = stack.b24.robotCallBody({ code: 'c2d_send_message', properties: { phone: '+7 916 123-45-67', text: 'hello' } });
+    const forged = stack.b24.robotCallBody({ code: 'c2d_send_message', properties: { phone: '+7 916 123-45-67', text: 'hello' } });
+    const post = (body: string) => fetch(`${stack.server.url}/bitrix24/robot`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body });
+    const [refused, accepted] = await Promise.all([post(forged.body.replace(/event_token=[^&]*/, `event_token=${encodeURIComponent('wf|act|\u0000')}`)), post(genuine.body)]);
+    expect(refused.status).toBe(400);
+    expect(await refused.json()).toEqual({ error: 'event_token holds control characters' });
+    expect(accepted.status).toBe(200);
+    expect(await stack.db.rows('select event_token from jobs where event_token is not null')).toEqual([{ event_token: genuine.eventToken }]);
+  });
+
   it('cuts an unknown robot code echoed back to the workflow', async () => {
     const code = `c2d_${'x'.repeat(5000)}`;
     const { body, eventToken } = stack.b24.robotCallBody({ code, properties: {} });

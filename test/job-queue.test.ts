@@ -50,6 +50,20 @@ describe.each(DATABASE_KINDS)('the job queue on %s', (kind) => {
     ]);
   });
 
+  it('counts a repeated call stored together with new ones only once against the bound', async () => {
+    const call = (eventToken: string) => ({ ...robotJob('bounded', eventToken, Date.now() + 60_000), awaitsConfirmation: true });
+    await jobs.enqueue(call('stored'), { maxConfirming: 2 });
+    // One below the bound: Bitrix24 repeats the stored call while a new one arrives, in one batch.
+    const [repeat, fresh] = await Promise.allSettled([jobs.enqueue(call('stored'), { maxConfirming: 2 }), jobs.enqueue(call('new'), { maxConfirming: 2 })]);
+    expect(repeat).toMatchObject({ status: 'fulfilled', value: { duplicate: true } });
+    expect(fresh).toMatchObject({ status: 'fulfilled', value: { duplicate: false } });
+    // At the bound: a repeat is still recognised, a new call refused.
+    const [again, over] = await Promise.allSettled([jobs.enqueue(call('new'), { maxConfirming: 2 }), jobs.enqueue(call('over'), { maxConfirming: 2 })]);
+    expect(again).toMatchObject({ status: 'fulfilled', value: { duplicate: true } });
+    expect(over.status).toBe('rejected');
+    expect((over as PromiseRejectedResult).reason).toBeInstanceOf(UnconfirmedLimitReached);
+  });
+
   it('stores each column of calls stored together exactly as given, whatever characters they hold', async () => {
     // On PostgreSQL a batch travels as one array per column (src/db/jobs.ts STORE_JOBS): text that
     // looks like array syntax must come back unchanged, and a null must stay a null.

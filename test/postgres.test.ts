@@ -1,14 +1,18 @@
 import { readFileSync } from 'node:fs';
 import { getTableConfig as pgTableConfig } from 'drizzle-orm/pg-core';
 import { getTableConfig as sqliteTableConfig } from 'drizzle-orm/sqlite-core';
+import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../src/config.js';
 import { openPostgres, type PostgresHandle } from '../src/db/database.js';
+import { JobStore, UnconfirmedLimitReached } from '../src/db/jobs.js';
 import * as sqliteSchema from '../src/db/schema.js';
 import * as pgSchema from '../src/db/schema-pg.js';
 import { createLogger } from '../src/log.js';
 import { startServer } from '../src/server.js';
+import { systemClock } from '../src/clock.js';
 import { emptyDatabase, TEST_DATABASE } from './support/databases.js';
+import { robotJob } from './support/jobs.js';
 import { APP_SECRET } from './support/stack.js';
 
 // The run's PostgreSQL is there in the postgres project only (vitest.config.ts).
@@ -25,6 +29,25 @@ describe.skipIf(TEST_DATABASE !== 'postgres')('PostgreSQL as the database', () =
     expect(loadConfig({ DATABASE_URL: url, APP_SECRET })).toMatchObject({ postgresUrl: url });
     expect(loadConfig({ DATABASE_URL: 'file:./data/app.db' })).toMatchObject({ postgresUrl: undefined, databaseFile: './data/app.db' });
     expect(() => loadConfig({ DATABASE_URL: 'mysql://app@db/app' })).toThrow('DATABASE_URL');
+  });
+
+  it('stores robot calls under their bound on a database whose default isolation is stricter than READ COMMITTED', async () => {
+    // The bound counts what other processes committed before its lock (src/db/migrations-pg 0004),
+    // which only READ COMMITTED shows; the server's connections set it whatever the database says.
+    const database = await emptyDatabase();
+    cleanups.push(database.drop);
+    const admin = new pg.Client({ connectionString: database.url });
+    await admin.connect();
+    await admin.query(`alter database ${new URL(database.url).pathname.slice(1)} set default_transaction_isolation = 'repeatable read'`);
+    await admin.end();
+    const handle = await openPostgres(database.url);
+    cleanups.push(() => handle.close());
+    expect((await handle.pool.query('show transaction_isolation')).rows[0].transaction_isolation).toBe('read committed');
+    const jobs = new JobStore(handle, systemClock);
+    const call = (eventToken: string) => ({ ...robotJob('portal', eventToken, Date.now() + 60_000), awaitsConfirmation: true });
+    const answers = await Promise.allSettled(['a', 'b', 'c'].map((token) => jobs.enqueue(call(token), { maxConfirming: 2 })));
+    expect(answers.map((answer) => answer.status)).toEqual(['fulfilled', 'fulfilled', 'rejected']);
+    expect((answers[2] as PromiseRejectedResult).reason).toBeInstanceOf(UnconfirmedLimitReached);
   });
 
   it('has the same tables, columns and indexes as the SQLite schema (schema-pg.ts mirrors schema.ts)', () => {

@@ -39,6 +39,8 @@ export function readRobotCall(fields: Record<string, unknown>): RobotCall {
   const missing = (['code', 'eventToken'] as const).filter((key) => !call[key]);
   if (missing.length > 0) throw new MalformedCall(`The robot call lacks ${missing.map((key) => (key === 'eventToken' ? 'event_token' : key)).join(', ')}`);
   if (call.eventToken.length > 512) throw new MalformedCall('event_token is too long');
+  // Never in a genuine token; PostgreSQL refuses a NUL in text, which would fail the calls stored with this one.
+  if (/[\u0000-\u001f\u007f]/.test(call.eventToken)) throw new MalformedCall('event_token holds control characters');
   if (call.documentId.length !== 3) throw new MalformedCall('document_id must have three parts');
   return call;
 }

@@ -109,6 +109,12 @@ export async function openPostgres(url: string, options: { maxConnections?: numb
   // An idle connection the server dropped (a restart, a failover) is discarded by the pool and
   // replaced on the next query; without a listener its error would stop the process.
   pool.on('error', (error) => options.onConnectionError?.(error));
+  // Every statement of ours sees what committed before it (READ COMMITTED, PostgreSQL's default),
+  // which the bounds and claims rely on (docs/multi-process.md): a database or role set to a
+  // stricter default does not change ours. The pool runs this before the connection's first query.
+  pool.on('connect', (client) => {
+    client.query("set default_transaction_isolation = 'read committed'").catch((error: Error) => options.onConnectionError?.(error));
+  });
   try {
     const client = await pool.connect();
     try {

@@ -298,6 +298,25 @@ interface PendingJob {
 /** The window over which `/healthz` reports a process's share of the finished runs. */
 export const WORK_SHARE_WINDOW_MS = 5 * 60_000;
 
+/**
+ * PostgreSQL: the most jobs one batch stores (JobStore #storePending). Each job's input is bounded by
+ * the request body's limit (src/body-limit.ts), so a batch's array parameters stay far below what a
+ * string or a PostgreSQL value can hold.
+ */
+const MAX_BATCH_JOBS = 200;
+/**
+ * PostgreSQL: whether a batch that failed is stored again job by job. Yes when PostgreSQL refused
+ * the statement itself (a deadlock with another process's batch, a job it cannot store): the
+ * statement commits only on success, so nothing of it was stored, and each job gets its own answer.
+ * Not when the connection failed or the server went away (SQLSTATE class 08, 57, XX, or no SQLSTATE
+ * at all): the statement may have committed, and storing again could store a job twice; the error
+ * is every caller's answer.
+ */
+function storedNothing(error: unknown): boolean {
+  const code = (error as { code?: unknown }).code;
+  return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) && !/^(08|57|XX)/.test(code);
+}
+
 export class JobStore {
   /** Prepared once: the robot-call acknowledgement path runs these for every call. */
   readonly #insert;
@@ -383,7 +402,7 @@ export class JobStore {
     if (this.#storing) return;
     this.#storing = true;
     try {
-      while (this.#pending.length > 0) await this.#storeBatch(this.#pending.splice(0));
+      while (this.#pending.length > 0) await this.#storeBatch(this.#pending.splice(0, MAX_BATCH_JOBS));
     } finally {
       this.#storing = false;
     }
@@ -425,8 +444,9 @@ export class JobStore {
    * PostgreSQL: the batch in one statement (STORE_JOBS), in arrival order. One round trip per call
    * held each process to one call at a time behind a portal's lock (about 150 acknowledgements a
    * second whatever the processes; measured by `npm run bench -- --db postgres`). A job over its
-   * bound gets its refusal and leaves the others stored; if the statement fails (a deadlock with
-   * another process's batch on a shared dedup key), each job is stored alone, with its own answer.
+   * bound gets its refusal and leaves the others stored; if PostgreSQL refuses the statement (a
+   * deadlock with another process's batch; see storedNothing), each job is stored alone, with its
+   * own answer.
    */
   async #storeBatch(batch: PendingJob[]): Promise<void> {
     if (batch.length === 1 && batch[0]!.limits.maxConfirming === undefined) {
@@ -438,7 +458,11 @@ export class JobStore {
     let inserted: Array<Pick<JobRow, 'id'> | undefined>;
     try {
       inserted = await this.#storeRows(batch);
-    } catch {
+    } catch (error) {
+      if (!storedNothing(error)) {
+        for (const item of batch) item.reject(error);
+        return;
+      }
       for (const item of batch) await this.#storeOne(item).then(item.resolve, item.reject);
       return;
     }

@@ -15,13 +15,19 @@ CREATE FUNCTION c2d_store_jobs(
 ) RETURNS TABLE (stored_id bigint, stored_public_id text)
 LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
+  -- The bound needs each statement's own snapshot (READ COMMITTED); under a stricter isolation the
+  -- insert's snapshot would be the caller's, taken before the locks (the server checks this at start too).
+  IF current_setting('transaction_isolation') <> 'read committed' THEN
+    RAISE EXCEPTION 'c2d_store_jobs needs READ COMMITTED, the session has %', current_setting('transaction_isolation');
+  END IF;
+  -- Byte order (COLLATE "C"): the order JavaScript sorts member ids in, whatever the database's collation.
   PERFORM pg_advisory_xact_lock(hashtext(locked.member_id))
-     FROM (SELECT DISTINCT portal.member_id
+     FROM (SELECT DISTINCT portal.member_id COLLATE "C" AS member_id
              FROM unnest(p_member_id, p_bounded) AS portal(member_id, bounded)
             WHERE portal.bounded
-            ORDER BY portal.member_id) AS locked;
+            ORDER BY 1) AS locked;
   RETURN QUERY
-  WITH batch AS (
+  WITH given AS (
     SELECT *
       FROM unnest(p_kind, p_public_id, p_member_id, p_dedup_key, p_ordering_key, p_event_token, p_robot_code,
                   p_document_id, p_input, p_state, p_run_at, p_deadline_at, p_return_values, p_log_message,
@@ -29,30 +35,46 @@ BEGIN
            WITH ORDINALITY AS b(kind, public_id, member_id, dedup_key, ordering_key, event_token, robot_code,
                                 document_id, input, state, run_at, deadline_at, return_values, log_message,
                                 finished_at, created_at, updated_at, phone, bounded, ord)
+  ), batch AS (
+    -- `adds`: the job would add a call waiting for confirmation: bounded, confirming, its dedup key
+    -- neither stored already nor taken by an earlier job of the batch. Only those use up room.
+    SELECT given.*,
+           given.bounded AND given.state = 'confirming'
+             AND (given.dedup_key IS NULL
+                  OR (row_number() OVER (PARTITION BY given.member_id, given.dedup_key ORDER BY given.ord) = 1
+                      AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.member_id = given.member_id AND j.dedup_key = given.dedup_key))) AS adds
+      FROM given
+  ), placed AS (
+    -- How many jobs adding a waiting call come before each job of its portal in the batch.
+    SELECT batch.*,
+           coalesce(sum(batch.adds::int) OVER (PARTITION BY batch.member_id ORDER BY batch.ord
+                                               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before
+      FROM batch
   ), wanted AS (
-    SELECT batch.member_id, count(*) AS calls FROM batch WHERE batch.bounded GROUP BY batch.member_id
+    SELECT placed.member_id, sum(placed.adds::int) AS calls FROM placed WHERE placed.bounded GROUP BY placed.member_id
   ), room AS (
-    -- The span of the portal's confirming ids is an upper bound of their number: below the bound
-    -- nothing is counted; near it, at most p_bound of them are.
+    -- The span of the portal's confirming ids is an upper bound of their number: clearly below the
+    -- bound, nothing is counted (the room is at least what the batch adds, plus one); near it, at
+    -- most p_bound of them are.
     SELECT w.member_id,
            CASE WHEN coalesce((SELECT max(j.id) FROM jobs j WHERE j.member_id = w.member_id AND j.state = 'confirming')
                               - (SELECT min(j.id) FROM jobs j WHERE j.member_id = w.member_id AND j.state = 'confirming') + 1, 0)
-                     + w.calls <= p_bound
-                THEN w.calls
+                     + w.calls < p_bound
+                THEN w.calls + 1
                 ELSE p_bound - (SELECT count(*) FROM (SELECT 1 FROM jobs j WHERE j.member_id = w.member_id AND j.state = 'confirming'
                                                       LIMIT p_bound) AS waiting)
            END AS room
       FROM wanted w
-  ), ranked AS (
-    SELECT batch.*, row_number() OVER (PARTITION BY batch.member_id, batch.bounded ORDER BY batch.ord) AS nth FROM batch
   )
+  -- A bounded job is stored while its portal has fewer than p_bound calls waiting, counting those the
+  -- batch adds before it (as BOUNDED_INSERT decides for one job). Ids follow the batch's order.
   INSERT INTO jobs AS j (kind, public_id, member_id, dedup_key, ordering_key, event_token, robot_code, document_id, input,
                          state, run_at, deadline_at, return_values, log_message, finished_at, created_at, updated_at, phone)
-  SELECT r.kind, r.public_id, r.member_id, r.dedup_key, r.ordering_key, r.event_token, r.robot_code, r.document_id, r.input,
-         r.state, r.run_at, r.deadline_at, r.return_values, r.log_message, r.finished_at, r.created_at, r.updated_at, r.phone
-    FROM ranked r LEFT JOIN room ON room.member_id = r.member_id
-   WHERE NOT r.bounded OR r.nth <= room.room
-   ORDER BY r.ord
+  SELECT p.kind, p.public_id, p.member_id, p.dedup_key, p.ordering_key, p.event_token, p.robot_code, p.document_id, p.input,
+         p.state, p.run_at, p.deadline_at, p.return_values, p.log_message, p.finished_at, p.created_at, p.updated_at, p.phone
+    FROM placed p LEFT JOIN room ON room.member_id = p.member_id
+   WHERE NOT p.bounded OR p.before < room.room
+   ORDER BY p.ord
   ON CONFLICT DO NOTHING
   RETURNING j.id, j.public_id;
 END
