@@ -6,6 +6,8 @@
 -- committed before them. Called as one statement, it commits (and releases the locks) on its own:
 -- a transaction of begin, locks, insert and commit cost four round trips per batch.
 -- A column added to `jobs` with neither a default nor null allowed must be added here too.
+-- Its plans are generic (plan_cache_mode): PostgreSQL otherwise planned the insert anew on many
+-- calls, half its CPU per call with two server processes (measured by `npm run bench -- --db postgres`).
 CREATE FUNCTION c2d_store_jobs(
   p_kind text[], p_public_id text[], p_member_id text[], p_dedup_key text[], p_ordering_key text[],
   p_event_token text[], p_robot_code text[], p_document_id text[], p_input text[], p_state text[],
@@ -13,7 +15,7 @@ CREATE FUNCTION c2d_store_jobs(
   p_finished_at bigint[], p_created_at bigint[], p_updated_at bigint[], p_phone text[],
   p_bounded boolean[], p_bound bigint
 ) RETURNS TABLE (stored_id bigint, stored_public_id text)
-LANGUAGE plpgsql VOLATILE AS $$
+LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan AS $$
 BEGIN
   -- The bound needs each statement's own snapshot (READ COMMITTED); under a stricter isolation the
   -- insert's snapshot would be the caller's, taken before the locks (the server checks this at start too).
@@ -38,12 +40,18 @@ BEGIN
   ), batch AS (
     -- `adds`: the job would add a call waiting for confirmation: bounded, confirming, its dedup key
     -- neither stored already nor taken by an earlier job of the batch. Only those use up room.
+    -- The look for a stored key is a lateral join with a limit, one index probe per job: as an
+    -- EXISTS, PostgreSQL may hash the whole jobs table instead (it did, once the plan was generic:
+    -- its CPU per call grew with every call waiting).
     SELECT given.*,
            given.bounded AND given.state = 'confirming'
              AND (given.dedup_key IS NULL
                   OR (row_number() OVER (PARTITION BY given.member_id, given.dedup_key ORDER BY given.ord) = 1
-                      AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.member_id = given.member_id AND j.dedup_key = given.dedup_key))) AS adds
+                      AND stored.found IS NULL)) AS adds
       FROM given
+      LEFT JOIN LATERAL (SELECT true AS found FROM jobs j
+                          WHERE given.dedup_key IS NOT NULL AND j.member_id = given.member_id AND j.dedup_key = given.dedup_key
+                          LIMIT 1) AS stored ON true
   ), placed AS (
     -- How many jobs adding a waiting call come before each job of its portal in the batch.
     SELECT batch.*,
