@@ -64,6 +64,14 @@ describe.each(DATABASE_KINDS)('the job queue on %s', (kind) => {
     expect((over as PromiseRejectedResult).reason).toBeInstanceOf(UnconfirmedLimitReached);
   });
 
+  it.skipIf(kind !== 'postgres')('stores a batch job by job when PostgreSQL refuses it: only the job it cannot store fails', async () => {
+    // A NUL is text PostgreSQL refuses (the robot route refuses such tokens first; other callers may not).
+    const call = (eventToken: string) => ({ ...robotJob('portal', eventToken, Date.now() + 60_000), awaitsConfirmation: true });
+    const answers = await Promise.allSettled(['first', 'second', 'bad\u0000token', 'third'].map((token) => jobs.enqueue(call(token), { maxConfirming: 100 })));
+    expect(answers.map((answer) => answer.status)).toEqual(['fulfilled', 'fulfilled', 'rejected', 'fulfilled']);
+    expect(await database.rows('select event_token from jobs order by id')).toEqual([{ event_token: 'first' }, { event_token: 'second' }, { event_token: 'third' }]);
+  });
+
   it('stores each column of calls stored together exactly as given, whatever characters they hold', async () => {
     // On PostgreSQL a batch travels as one array per column (src/db/jobs.ts STORE_JOBS): text that
     // looks like array syntax must come back unchanged, and a null must stay a null.

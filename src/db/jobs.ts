@@ -181,9 +181,9 @@ const BOUNDED_INSERT = `
  * PostgreSQL: a batch of jobs stored by one call of `c2d_store_jobs` (migration 0004 in
  * src/db/migrations-pg), in arrival order, each column one array parameter. Jobs with `bounded` are
  * robot calls under the bound on calls waiting for confirmation, BOUNDED_INSERT's rule for a batch:
- * the n-th bounded job of a portal in the batch is stored only if the portal has room for n more,
- * counted after the function took the advisory locks of the batch's portals. A duplicate in the
- * batch takes its place in the count, so at the bound a portal may take one call fewer in that batch.
+ * a bounded job is stored only while its portal has fewer than the bound waiting, counting the jobs
+ * of the batch before it that add one (a repeat of a stored call, or one stored with its result
+ * already, adds none), counted after the function took the advisory locks of the batch's portals.
  * One statement, committing on its own: a transaction of begin, locks, one insert per job and
  * commit cost both servers CPU per round trip (measured by `npm run bench -- --db postgres`).
  */

@@ -18,7 +18,7 @@ CREATE FUNCTION c2d_store_jobs(
 LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan AS $$
 BEGIN
   -- The bound needs each statement's own snapshot (READ COMMITTED); under a stricter isolation the
-  -- insert's snapshot would be the caller's, taken before the locks (the server checks this at start too).
+  -- insert's snapshot would be the caller's, taken before the locks (the server's connections set it: src/db/database.ts).
   IF current_setting('transaction_isolation') <> 'read committed' THEN
     RAISE EXCEPTION 'c2d_store_jobs needs READ COMMITTED, the session has %', current_setting('transaction_isolation');
   END IF;
