@@ -30,10 +30,10 @@ export const BENCH_LEASE_ENV = 'JOB_LEASE_SECONDS';
 const LEASE_SECONDS = 5;
 const LEASE_MS = LEASE_SECONDS * 1000;
 
-const ACK_REQUESTS = 2_000;
+const ACK_REQUESTS = 6_000;
 const ACK_WARM_UP = 500;
 const ACK_CONCURRENCY = 32;
-const ACK_ROUNDS = 3;
+const ACK_ROUNDS = 5;
 const BURST = 1_000;
 /** How long the survivors get after `kill -9` to drain what is left: a few leases and the drain itself. */
 const TAKEOVER_TIMEOUT_MS = 4 * LEASE_MS + 3 * 60_000;

@@ -72,7 +72,41 @@ describe.each(DATABASE_KINDS)('the job queue on %s', (kind) => {
     expect(await database.rows('select event_token from jobs order by id')).toEqual([{ event_token: 'first' }, { event_token: 'second' }, { event_token: 'third' }]);
   });
 
-  it('stores each column of calls stored together exactly as given, whatever characters they hold', async () => {
+  it.skipIf(kind !== 'postgres')('stores the calls of one turn of the event loop in one transaction, the first of a quiet moment included', async () => {
+    // Each batch costs PostgreSQL about as much as several calls (docs/multi-process.md): calls read
+    // in one wake-up go together instead of the first going alone.
+    const call = (eventToken: string) => ({ ...robotJob('portal', eventToken, Date.now() + 60_000), awaitsConfirmation: true });
+    await Promise.all(['first', 'second', 'third'].map((token) => jobs.enqueue(call(token), { maxConfirming: 100 })));
+    await Promise.all(['fourth', 'fifth'].map((token) => jobs.enqueue(call(token), { maxConfirming: 100 })));
+    // xmin: the transaction that inserted the row.
+    expect(await database.rows('select count(distinct xmin::text) as n from jobs')).toEqual([{ n: 2 }]);
+  });
+
+  it('recognises a repeat within a batch and of a stored call when the portal is far below its bound', async () => {
+    // On PostgreSQL such a batch is inserted as given (migration 0005): the repeats are left out by the unique key alone.
+    const call = (eventToken: string) => ({ ...robotJob('portal', eventToken, Date.now() + 60_000), awaitsConfirmation: true });
+    await jobs.enqueue(call('stored'), { maxConfirming: 100 });
+    const answers = await Promise.all(['stored', 'new', 'new', 'other'].map((token) => jobs.enqueue(call(token), { maxConfirming: 100 })));
+    expect(answers.map((answer) => answer.duplicate)).toEqual([true, false, true, false]);
+    expect(answers[2]!.job.id).toBe(answers[1]!.job.id);
+    expect(await database.rows('select event_token from jobs order by id')).toEqual([{ event_token: 'stored' }, { event_token: 'new' }, { event_token: 'other' }]);
+  });
+
+  it('stores calls up to the bound exactly when a batch reaches it', async () => {
+    const call = (eventToken: string) => ({ ...robotJob('portal', eventToken, Date.now() + 60_000), awaitsConfirmation: true });
+    await jobs.enqueue(call('waiting'), { maxConfirming: 3 });
+    // One waiting, two arriving together: the batch reaches the bound of 3, so each call's room is counted, and both have it.
+    const reaching = await Promise.allSettled(['a', 'b'].map((token) => jobs.enqueue(call(token), { maxConfirming: 3 })));
+    expect(reaching.map((answer) => answer.status)).toEqual(['fulfilled', 'fulfilled']);
+    const over = await Promise.allSettled(['c', 'b'].map((token) => jobs.enqueue(call(token), { maxConfirming: 3 })));
+    expect(over[0]!.status).toBe('rejected');
+    expect((over[0] as PromiseRejectedResult).reason).toBeInstanceOf(UnconfirmedLimitReached);
+    expect(over[1]).toMatchObject({ status: 'fulfilled', value: { duplicate: true } });
+    expect(await database.rows("select count(*) as n from jobs where state = 'confirming'")).toEqual([{ n: 3 }]);
+  });
+
+  // Far below the bound a batch is inserted as given on PostgreSQL, near it each call's room is counted: both keep every column.
+  it.each([100, 6])('stores each column of calls stored together exactly as given, whatever characters they hold (bound %i)', async (bound) => {
     // On PostgreSQL a batch travels as one array per column (src/db/jobs.ts STORE_JOBS): text that
     // looks like array syntax must come back unchanged, and a null must stay a null.
     const awkward = ['{"a","b"}', 'NULL', 'back\\slash \\" quote', 'comma, brace } { newline\n tab\t', 'Заказ № 7 ✓ 🎉', ''];
@@ -84,7 +118,8 @@ describe.each(DATABASE_KINDS)('the job queue on %s', (kind) => {
       robot: { eventToken, robotCode: 'c2d_send_message', documentId: ['crm', 'CCrmDocumentDeal', text] as [string, string, string] },
     });
     const calls = awkward.map((text, i) => call(`awkward-${i}|${text}`, text, i % 2 === 0 ? '79161234567' : undefined));
-    const answers = await Promise.all(calls.map((job) => jobs.enqueue(job, { maxConfirming: 100 })));
+    expect(calls).toHaveLength(6);
+    const answers = await Promise.all(calls.map((job) => jobs.enqueue(job, { maxConfirming: bound })));
     expect(answers.every((answer) => !answer.duplicate)).toBe(true);
     const rows = (await database.rows('select event_token, input, document_id, phone, ordering_key from jobs order by id')) as Array<Record<string, unknown>>;
     expect(rows).toEqual(
