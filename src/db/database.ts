@@ -105,16 +105,21 @@ export async function openPostgres(url: string, options: { maxConnections?: numb
   // global parsers because drizzle's node-postgres session reads those, not a pool's own; nothing
   // else in the process talks to PostgreSQL.
   pg.types.setTypeParser(pg.types.builtins.INT8, Number);
-  const pool = new pg.Pool({ connectionString: url, max: options.maxConnections ?? 10 });
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: options.maxConnections ?? 10,
+    // Every statement of ours sees what committed before it (READ COMMITTED, PostgreSQL's default),
+    // which the bounds and claims rely on (docs/multi-process.md): a database or role set to a
+    // stricter default does not change ours. The pool hands the connection out only once this is
+    // done, and a connection it failed on is not handed out at all. (A 'connect' listener ran it
+    // beside the caller's first query, which node-postgres deprecates.)
+    onConnect: async (client) => {
+      await client.query("set default_transaction_isolation = 'read committed'");
+    },
+  });
   // An idle connection the server dropped (a restart, a failover) is discarded by the pool and
   // replaced on the next query; without a listener its error would stop the process.
   pool.on('error', (error) => options.onConnectionError?.(error));
-  // Every statement of ours sees what committed before it (READ COMMITTED, PostgreSQL's default),
-  // which the bounds and claims rely on (docs/multi-process.md): a database or role set to a
-  // stricter default does not change ours. The pool runs this before the connection's first query.
-  pool.on('connect', (client) => {
-    client.query("set default_transaction_isolation = 'read committed'").catch((error: Error) => options.onConnectionError?.(error));
-  });
   try {
     const client = await pool.connect();
     try {
