@@ -82,6 +82,32 @@ describe.each(DATABASE_KINDS)('the job queue on %s', (kind) => {
     expect(await database.rows('select count(distinct xmin::text) as n from jobs')).toEqual([{ n: 2 }]);
   });
 
+  it.skipIf(kind !== 'postgres')('answers every call of a batch whose connection was lost with the error, and does not store them again', async () => {
+    // After a lost connection the statement may have committed: storing again job by job could store
+    // a call twice (src/db/jobs.ts storedNothing). Here the batch waits on its portal's lock, held by
+    // another session, when PostgreSQL ends its connection (SQLSTATE 57P01).
+    const holder = await database.openAnother();
+    const lock = await holder.pool.connect();
+    await lock.query("select pg_advisory_lock(hashtext('portal'))");
+    const call = (eventToken: string) => ({ ...robotJob('portal', eventToken, Date.now() + 60_000), awaitsConfirmation: true });
+    const answers = Promise.allSettled(['first', 'second'].map((token) => jobs.enqueue(call(token), { maxConfirming: 100 })));
+    const waiting = await eventually(
+      async () => (await database.rows<{ pid: number }>("select pid from pg_stat_activity where wait_event_type = 'Lock' and query like '%c2d_store_jobs%'"))[0],
+      10_000,
+      'the batch waiting on its portal lock',
+    );
+    await database.rows('select pg_terminate_backend(?)', waiting.pid);
+    // The lock is free again: a store again job by job would now succeed.
+    await lock.query("select pg_advisory_unlock(hashtext('portal'))");
+    lock.release();
+    const settled = await answers;
+    expect(settled.map((answer) => answer.status)).toEqual(['rejected', 'rejected']);
+    expect((settled[0] as PromiseRejectedResult).reason).toMatchObject({ code: '57P01' });
+    // Nothing is stored, and the store works on with a new connection.
+    expect(await database.rows('select event_token from jobs')).toEqual([]);
+    expect((await jobs.enqueue(call('after'), { maxConfirming: 100 })).duplicate).toBe(false);
+  });
+
   it('recognises a repeat within a batch and of a stored call when the portal is far below its bound', async () => {
     // On PostgreSQL such a batch is inserted as given (migration 0005): the repeats are left out by the unique key alone.
     const call = (eventToken: string) => ({ ...robotJob('portal', eventToken, Date.now() + 60_000), awaitsConfirmation: true });
