@@ -87,6 +87,7 @@ describe.each(DATABASE_KINDS)('the job queue on %s', (kind) => {
     // a call twice (src/db/jobs.ts storedNothing). Here the batch waits on its portal's lock, held by
     // another session, when PostgreSQL ends its connection (SQLSTATE 57P01).
     const holder = await database.openAnother();
+    if (holder.kind !== 'postgres') throw new Error('PostgreSQL only');
     const lock = await holder.pool.connect();
     await lock.query("select pg_advisory_lock(hashtext('portal'))");
     const call = (eventToken: string) => ({ ...robotJob('portal', eventToken, Date.now() + 60_000), awaitsConfirmation: true });
