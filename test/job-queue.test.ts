@@ -93,11 +93,15 @@ describe.each(DATABASE_KINDS)('the job queue on %s', (kind) => {
     const call = (eventToken: string) => ({ ...robotJob('portal', eventToken, Date.now() + 60_000), awaitsConfirmation: true });
     const answers = Promise.allSettled(['first', 'second'].map((token) => jobs.enqueue(call(token), { maxConfirming: 100 })));
     const waiting = await eventually(
-      async () => (await database.rows<{ pid: number }>("select pid from pg_stat_activity where wait_event_type = 'Lock' and query like '%c2d_store_jobs%'"))[0],
+      async () =>
+        (
+          await database.rows<{ pid: number }>("select pid from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock' and query like '%c2d_store_jobs%'")
+        )[0],
       10_000,
       'the batch waiting on its portal lock',
     );
-    await database.rows('select pg_terminate_backend(?)', waiting.pid);
+    // Waits (up to 5 s) until the backend is gone, so the lock below is freed after it.
+    await database.rows('select pg_terminate_backend(?, 5000)', waiting.pid);
     // The lock is free again: a store again job by job would now succeed.
     await lock.query("select pg_advisory_unlock(hashtext('portal'))");
     lock.release();
@@ -119,12 +123,12 @@ describe.each(DATABASE_KINDS)('the job queue on %s', (kind) => {
     expect(await database.rows('select event_token from jobs order by id')).toEqual([{ event_token: 'stored' }, { event_token: 'new' }, { event_token: 'other' }]);
   });
 
-  it('stores calls up to the bound exactly when a batch reaches it', async () => {
+  it('stores calls up to the bound exactly when a batch goes past it', async () => {
     const call = (eventToken: string) => ({ ...robotJob('portal', eventToken, Date.now() + 60_000), awaitsConfirmation: true });
     await jobs.enqueue(call('waiting'), { maxConfirming: 3 });
-    // One waiting, two arriving together: the batch reaches the bound of 3, so each call's room is counted, and both have it.
-    const reaching = await Promise.allSettled(['a', 'b'].map((token) => jobs.enqueue(call(token), { maxConfirming: 3 })));
-    expect(reaching.map((answer) => answer.status)).toEqual(['fulfilled', 'fulfilled']);
+    // One waiting, three arriving together: the batch goes one past the bound of 3, so each call's room is counted.
+    const reaching = await Promise.allSettled(['a', 'b', 'c'].map((token) => jobs.enqueue(call(token), { maxConfirming: 3 })));
+    expect(reaching.map((answer) => answer.status)).toEqual(['fulfilled', 'fulfilled', 'rejected']);
     const over = await Promise.allSettled(['c', 'b'].map((token) => jobs.enqueue(call(token), { maxConfirming: 3 })));
     expect(over[0]!.status).toBe('rejected');
     expect((over[0] as PromiseRejectedResult).reason).toBeInstanceOf(UnconfirmedLimitReached);

@@ -273,4 +273,29 @@ describe.each(DATABASE_KINDS)('the bounded insert of JobStore on %s', (kind) => 
     expect(results.filter((result) => result.status === 'rejected' && result.reason instanceof UnconfirmedLimitReached)).toHaveLength(15);
     expect(await jobs.countByState('portal')).toEqual({ confirming: 5 });
   });
+
+  it.skipIf(kind === 'sqlite')('holds the bound when two processes each store a batch that alone is clearly below it', async () => {
+    // One call waiting, bound 4: each batch of two alone leaves room (1 + 2 < 4) and may be inserted
+    // as given (migration 0005), but the second to take the portal's lock must see the first's calls.
+    const second = new JobStore(await database.openAnother(), systemClock);
+    await jobs.enqueue(waiting('portal', 'waiting'), { maxConfirming: 4 });
+    // The portal's lock held elsewhere, so that both batches are in flight together.
+    const holder = await database.openAnother();
+    if (holder.kind !== 'postgres') throw new Error('PostgreSQL only');
+    const lock = await holder.pool.connect();
+    await lock.query("select pg_advisory_lock(hashtext('portal'))");
+    const calls = [jobs, second].flatMap((store, process) => ['a', 'b'].map((token) => store.enqueue(waiting('portal', `${token}-${process}`), { maxConfirming: 4 })));
+    await eventually(
+      async () =>
+        (await database.rows("select pid from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock' and query like '%c2d_store_jobs%'")).length === 2,
+      10_000,
+      'both batches waiting on the portal lock',
+    );
+    await lock.query("select pg_advisory_unlock(hashtext('portal'))");
+    lock.release();
+    const results = await Promise.allSettled(calls);
+    expect(results.filter((result) => result.status === 'fulfilled')).toHaveLength(3);
+    expect(results.filter((result) => result.status === 'rejected' && result.reason instanceof UnconfirmedLimitReached)).toHaveLength(1);
+    expect(await jobs.countByState('portal')).toEqual({ confirming: 4 });
+  });
 });

@@ -103,7 +103,7 @@ export async function openPostgres(url: string, options: { maxConnections?: numb
   // bigint columns (ids, ms timestamps) and counts come back as numbers, as SQLite's integers do:
   // every value we store is below 2^53 (a ms timestamp is below 2^42). Set on node-postgres's
   // global parsers because drizzle's node-postgres session reads those, not a pool's own; nothing
-  // else in the process talks to PostgreSQL.
+  // else in the process reads rows from PostgreSQL (the broadcast's own connection only listens).
   pg.types.setTypeParser(pg.types.builtins.INT8, Number);
   const pool = new pg.Pool({
     connectionString: url,

@@ -314,7 +314,7 @@ const MAX_BATCH_JOBS = 200;
  * is every caller's answer.
  */
 function storedNothing(error: unknown): boolean {
-  const code = (error as { code?: unknown }).code;
+  const code = (error as { code?: unknown } | null | undefined)?.code;
   return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) && !/^(08|57|XX)/.test(code);
 }
 
@@ -331,6 +331,8 @@ export class JobStore {
   readonly #pending: PendingJob[] = [];
   /** PostgreSQL: a batch of `#pending` is being stored (JobStore #storePending). */
   #storing = false;
+  /** PostgreSQL: a store starts at the end of this turn of the event loop (`enqueue`). */
+  #storeScheduled = false;
   /** When this process finished each run of the last WORK_SHARE_WINDOW_MS, oldest first (`/healthz`: its share of the work). */
   readonly #finishedHere: number[] = [];
 
@@ -389,7 +391,13 @@ export class JobStore {
     return new Promise((resolve, reject) => {
       this.#pending.push({ input, limits, now: this.clock.now(), resolve, reject });
       if (this.database.dialect.kind === 'postgres') {
-        if (!this.#storing && this.#pending.length === 1) setImmediate(() => void this.#storePending());
+        if (!this.#storing && !this.#storeScheduled) {
+          this.#storeScheduled = true;
+          setImmediate(() => {
+            this.#storeScheduled = false;
+            void this.#storePending();
+          });
+        }
       } else if (this.#pending.length === 1) setImmediate(() => this.#commitPending());
     });
   }
@@ -408,7 +416,16 @@ export class JobStore {
     if (this.#storing) return;
     this.#storing = true;
     try {
-      while (this.#pending.length > 0) await this.#storeBatch(this.#pending.splice(0, MAX_BATCH_JOBS));
+      while (this.#pending.length > 0) {
+        const batch = this.#pending.splice(0, MAX_BATCH_JOBS);
+        try {
+          await this.#storeBatch(batch);
+        } catch (error) {
+          // Whatever went wrong, its callers get an answer and the calls behind them are stored:
+          // the loop never ends with calls pending (a caller answered already keeps its answer).
+          for (const item of batch) item.reject(error);
+        }
+      }
     } finally {
       this.#storing = false;
     }
