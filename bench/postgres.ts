@@ -14,6 +14,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import pg from 'pg';
 import { startEmbeddedPostgres, type RunningPostgres } from '../test/support/embedded-postgres.js';
@@ -31,7 +32,13 @@ const LEASE_SECONDS = 5;
 const LEASE_MS = LEASE_SECONDS * 1000;
 
 const ACK_REQUESTS = 6_000;
-const ACK_WARM_UP = 500;
+/**
+ * Calls each server process answers before the measured rounds. Per process, not per configuration:
+ * split over 2 processes, each was colder than the single one (its JIT had seen half the calls), and
+ * the first rounds of 2 processes were the slowest of the run. 3,000 calls bring a process near its
+ * steady state (0.37 ms CPU per call over the first 2,000, about 0.27 ms later).
+ */
+const ACK_WARM_UP_PER_PROCESS = 3_000;
 const ACK_CONCURRENCY = 32;
 const ACK_ROUNDS = 5;
 const BURST = 1_000;
@@ -83,6 +90,8 @@ interface AckRound {
   p99Ms: number;
   cpuMsPerCall: number;
   postgresCpuMsPerCall: number;
+  /** The load generator's (this process's) CPU per call: on a machine of 2 cores it competes with the servers. */
+  generatorCpuMsPerCall: number;
   acknowledged: number;
   refused: number;
 }
@@ -121,6 +130,7 @@ async function measureAcknowledgement(configs: Configuration[], postgres: Runnin
     const queues = stack.urls.map(() => bodies(share + connections * 2));
     for (const server of stack.servers) await server.command('measure');
     const postgresBefore = postgresCpuMs(postgres.pid(), tick);
+    const generatorBefore = process.cpuUsage();
     // The load balancer: an equal share of the requests and connections for every process.
     const results = await Promise.all(
       stack.urls.map((url, i) => {
@@ -136,6 +146,7 @@ async function measureAcknowledgement(configs: Configuration[], postgres: Runnin
         });
       }),
     );
+    const generator = process.cpuUsage(generatorBefore);
     // From the first request to the last response over all processes (each run is timed from its own start, all started together).
     const seconds = Math.max(...results.map((run) => run.seconds));
     const postgresMs = postgresCpuMs(postgres.pid(), tick) - postgresBefore;
@@ -148,12 +159,13 @@ async function measureAcknowledgement(configs: Configuration[], postgres: Runnin
       p99Ms: Math.max(...results.map((run) => run.result.latency.p99)),
       cpuMsPerCall: cpuMicros / 1000 / Math.max(1, acknowledged),
       postgresCpuMsPerCall: postgresMs / Math.max(1, acknowledged),
+      generatorCpuMsPerCall: (generator.user + generator.system) / 1000 / Math.max(1, acknowledged),
       acknowledged,
       refused: results.reduce((sum, run) => sum + run.result.non2xx + run.result.errors + run.result.timeouts, 0),
     };
   };
 
-  for (const at of configs.keys()) await load(at, ACK_WARM_UP);
+  for (const [at, config] of configs.entries()) await load(at, ACK_WARM_UP_PER_PROCESS * config.processes);
   const rounds: AckRound[][] = configs.map(() => []);
   for (let round = 0; round < ACK_ROUNDS; round++) {
     // The order turns every round: a slow moment of the shared machine does not always hit the same configuration.
@@ -338,11 +350,21 @@ export async function postgresBenchmark(processCounts: number[]): Promise<Sectio
       });
     }
     const postgresCpu = configs.map((config, at) => (config.databaseUrl ? `${label(config)}: ${fmt(pick(at, 'postgresCpuMsPerCall'), 3)} ms` : undefined)).filter(Boolean);
+    // What a call costs the whole machine: with every core busy, its inverse bounds the acknowledgements a second.
+    const machineCpu = configs
+      .map((config, at) => {
+        const server = pick(at, 'cpuMsPerCall');
+        const database = config.databaseUrl ? pick(at, 'postgresCpuMsPerCall') : 0;
+        const generator = pick(at, 'generatorCpuMsPerCall');
+        return `${label(config)}: ${fmt(server + database + generator, 3)} ms (server ${fmt(server, 3)} + PostgreSQL ${fmt(database, 3)} + load generator ${fmt(generator, 3)})`;
+      })
+      .join('; ');
     return {
       rows,
       notes: [
         `PostgreSQL: one embedded PostgreSQL (fsync off), a database per configuration; every server process a child of the bench, the load generator spreading requests over their ports in turn (the load balancer). ` +
           `Acknowledgement as in the ack figure (workers stopped, LOG_LEVEL=info). PostgreSQL's own server CPU per acknowledged call, not in the figure above: ${postgresCpu.join('; ')}; SQLite's is inside the server process. ` +
+          `CPU per acknowledged call on the whole machine (medians, ${availableParallelism()} cores; with every core busy, the cores over this figure bound the acknowledgements a second): ${machineCpu}. ` +
           `Bursts at the standard limits: ${configs.map((config, at) => `${label(config)} ${fmt(bursts[at]!.cpuMsPerRun, 2)} ms CPU per run, ${bursts[at]!.c2dRefused} Chat2Desk 429s, ${bursts[at]!.b24Refused} Bitrix24 refusals, duplicates ${bursts[at]!.duplicateResults}/${bursts[at]!.duplicateMessages}`).join('; ')}. ` +
           `The per-portal slots and the upstream budgets are shared by the processes (docs/multi-process.md). The scaling ratio is the median of each round's ratio, so it may differ from the ratio of the medians shown. ` +
           (crash ? `After \`kill -9\` the survivors take the dead process's jobs up once the job lease (${BENCH_LEASE_ENV}=${LEASE_SECONDS}) ran out.` : ''),
