@@ -356,7 +356,8 @@ export async function postgresBenchmark(processCounts: number[]): Promise<Sectio
         const server = pick(at, 'cpuMsPerCall');
         const database = config.databaseUrl ? pick(at, 'postgresCpuMsPerCall') : 0;
         const generator = pick(at, 'generatorCpuMsPerCall');
-        return `${label(config)}: ${fmt(server + database + generator, 3)} ms (server ${fmt(server, 3)} + PostgreSQL ${fmt(database, 3)} + load generator ${fmt(generator, 3)})`;
+        const parts = [`server ${fmt(server, 3)}`, ...(config.databaseUrl ? [`PostgreSQL ${fmt(database, 3)}`] : []), `load generator ${fmt(generator, 3)}`];
+        return `${label(config)}: ${fmt(server + database + generator, 3)} ms (${parts.join(' + ')})`;
       })
       .join('; ');
     return {
