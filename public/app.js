@@ -36,7 +36,7 @@ import { frameSession } from './frame-session.js';
   }
 
   // The Chat section (public/workspace.js, a module that runs after this script) reads with the same token and renewal.
-  window.c2dPage = { api, fit };
+  window.c2dPage = { api, fit, frame: session.frame };
 
   async function errorOf(response) {
     const body = await response.json().catch(() => ({}));

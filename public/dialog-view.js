@@ -51,7 +51,23 @@ function clientTitle(summary, t) {
 }
 
 /** The preview of one dialog: client and contacts, tags, channel, messenger, last action, responsible, status. */
-export function renderSummary(container, summary, { t, lang, heading }) {
+/**
+ * The client's latest Open Channel chat (Open Channels mode; GET /api/dialogs/:id `openChannelChat`):
+ * "Open chat" opens it in the Bitrix24 messenger through the parent frame (`openMessenger` says
+ * whether there is one); none yet, a note.
+ */
+function openChannelValue(chat, t, openMessenger) {
+  if (chat.state !== 'found') return el('span', { class: 'c2d-muted', 'data-field': 'no-open-chat', text: t.noOpenChannelChatYet });
+  const dialogId = `chat${chat.chatId}`;
+  const note = el('span', { class: 'c2d-muted', role: 'status' });
+  const button = el('button', { type: 'button', class: 'ui-btn --air ui-btn-sm --style-outline', 'data-open-chat': dialogId, text: t.openChat });
+  button.addEventListener('click', () => {
+    note.textContent = openMessenger(dialogId) ? '' : t.openChatOutsideApp;
+  });
+  return el('span', { class: 'c2d-openchat-inline' }, button, note);
+}
+
+export function renderSummary(container, summary, { t, lang, heading, openMessenger }) {
   container.replaceChildren();
   const card = el('section', { class: 'c2d-card', 'aria-labelledby': `dialog-${summary.id}-title`, 'data-dialog-id': summary.id });
   const status = el('span', { class: `c2d-badge${summary.state === 'open' ? ' c2d-badge--open' : ''}`, 'data-field': 'status', text: summary.state === 'open' ? t.open : t.closed });
@@ -76,6 +92,7 @@ export function renderSummary(container, summary, { t, lang, heading }) {
     ? el('span', { text: summary.operator.bitrixUserId ? `${summary.operator.name} (${t.bitrixUser} #${summary.operator.bitrixUserId})` : summary.operator.name })
     : el('span', { class: 'c2d-muted', text: t.noOperator });
   fact(t.operator, 'operator', operator);
+  if (openMessenger && summary.openChannelChat) fact(t.openChannel, 'open-channel', openChannelValue(summary.openChannelChat, t, openMessenger));
   card.append(facts);
   // The actions bar (createDialogActions) or the note for a viewer who may not write goes here.
   card.append(el('div', { class: 'c2d-actions', 'data-mount': 'actions' }));
@@ -211,7 +228,12 @@ export function dialogMeta(api) {
  * `actionStatus`: an aria-live element that outlives the bar, which is drawn again after each action.
  * Returns `{ open(summary, heading), refresh(focused), clear(), current, meta }`.
  */
-export function createDialogPanel({ preview, history, api, t, lang, onChange, actionStatus, meta }) {
+/**
+ * `openMessenger(dialogId)`: the page opens a Bitrix24 chat in the messenger (false outside a frame);
+ * with it the summary shows the client's Open Channel chat, read with the dialog on opening (the
+ * lists' summaries do not carry it).
+ */
+export function createDialogPanel({ preview, history, api, t, lang, onChange, actionStatus, meta, openMessenger }) {
   let current = null;
   let currentHistory = null;
   // The actions bar is drawn again on every live update and after every action: its controls' keys
@@ -251,7 +273,7 @@ export function createDialogPanel({ preview, history, api, t, lang, onChange, ac
   }
 
   async function renderPreview(summary, heading, place) {
-    renderSummary(preview, summary, { t, lang, heading });
+    renderSummary(preview, summary, { t, lang, heading, openMessenger });
     const mount = preview.querySelector('[data-mount="actions"]');
     let choices;
     try {
@@ -291,6 +313,21 @@ export function createDialogPanel({ preview, history, api, t, lang, onChange, ac
     renderPreview(summary, heading).then(() => onChange && onChange());
     currentHistory = createHistory(history, { api, dialogId: summary.id, t, lang, onChange });
     mountComposer(summary.id);
+    if (openMessenger && !summary.openChannelChat) readOpenChannelChat(summary);
+    if (onChange) onChange();
+  }
+
+  /** The dialog as GET /api/dialogs/:id answers it, for its Open Channel chat (in Chat2Desk mode it has none: nothing changes). */
+  async function readOpenChannelChat(shown) {
+    let answer;
+    try {
+      answer = await readJson(await api(`/api/dialogs/${shown.id}`));
+    } catch {
+      return; // the summary shown stays; a live update or an action reads it again
+    }
+    if (current !== shown || !answer.openChannelChat) return;
+    current.openChannelChat = answer.openChannelChat;
+    await renderPreview(current, current.heading, barPlace());
     if (onChange) onChange();
   }
 

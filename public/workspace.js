@@ -32,7 +32,17 @@ const historyRoot = document.getElementById('chat-history');
 const actionStatus = el('p', { class: 'c2d-status c2d-actions__status', role: 'status', 'aria-live': 'polite', 'data-field': 'action-status' });
 preview.after(actionStatus);
 // The same dialog view as the CRM tab: summary, actions bar, history and composer (public/dialog-view.js).
-const panel = createDialogPanel({ preview, history: historyRoot, api, t, lang, onChange: page.fit, actionStatus, meta: dialogMeta(api) });
+// In Open Channels mode the dialog view offers the client's Open Channel chat, opened in the Bitrix24
+// messenger through the parent frame (which never answers imOpenMessenger: the SDK resolves on its own timer).
+const openMessenger =
+  data.mode === 'open_channels'
+    ? (dialogId) => {
+        const frame = page.frame();
+        if (frame) frame.parent.imOpenMessenger(dialogId).catch(() => undefined);
+        return Boolean(frame);
+      }
+    : undefined;
+const panel = createDialogPanel({ preview, history: historyRoot, api, t, lang, onChange: page.fit, actionStatus, meta: dialogMeta(api), openMessenger });
 
 const state = { view: data.chat.views[0], q: '', dialogs: [], more: false, nextOffset: 0, generation: 0 };
 /** The dialog shown on the right (drawn by `panel`). */

@@ -565,7 +565,8 @@ async function tour(b24: FakeBitrix24, c2d: FakeChat2Desk, server: RunningServer
       "portal's Contact Center with its settings page, and its events are bound. In the connector's page\n" +
       'the admin connects Open Channel line 1 to the Chat2Desk account. A client writes in WhatsApp: the\n' +
       'message arrives in the Open Channel chat. A Bitrix24 operator answers there: the answer reaches the\n' +
-      'client through Chat2Desk, and the chat shows it delivered.',
+      'client through Chat2Desk, and the chat shows it delivered. The Chat workspace, opening the dialog,\n' +
+      'offers "Open chat": the chat Bitrix24 named when it took the client\'s message.',
   );
   const modePage = await openAppPage(b24, server);
   const switched = await fetch(`${server.url}/api/settings`, {
@@ -619,6 +620,14 @@ async function tour(b24: FakeBitrix24, c2d: FakeChat2Desk, server: RunningServer
     'Delivery status the chat got (message ids as an array)',
     b24.connectorStatusReports.flatMap((report) => report.messages.map((message) => ({ ids: message.ids, accepted: message.accepted }))),
   );
+  // The Chat workspace's dialog view reads the dialog with the app page's token: in this mode it names
+  // the client's Open Channel chat, which its "Open chat" opens in the Bitrix24 messenger.
+  const olDialog = c2d.account().dialogs.find((dialog) => dialog.client_id === olClient.id);
+  const olRead = await fetch(`${server.url}/api/dialogs/${String(olDialog?.id)}`, { headers: { authorization: `Bearer ${modePage.token}` } });
+  show(`The Chat workspace opens Pedro's dialog: GET /api/dialogs/${String(olDialog?.id)} -> HTTP ${olRead.status}`, {
+    openChannelChat: ((await olRead.json()) as { openChannelChat?: unknown }).openChannelChat,
+    'the Open Channel chat in Bitrix24': olChat?.chatId,
+  });
 
   step(
     'The event log on the app page',

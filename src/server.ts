@@ -14,6 +14,7 @@ import { connectorMessageHandlers } from './bitrix24/events/connector-messages.j
 import { MessageConfirmations } from './open-channels/confirmation.js';
 import { OpenChannelsConnector } from './open-channels/connector.js';
 import { ConnectorPage } from './open-channels/settings-page.js';
+import { OpenChannelChatStore } from './db/open-channel-chats.js';
 import { OpenLineStore } from './db/open-lines.js';
 import { InstallerTokens } from './bitrix24/installer-tokens.js';
 import { OAuthServer } from './bitrix24/oauth.js';
@@ -231,7 +232,9 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     maxBytes: config.files.uploadMaxBytes,
   });
   // The Chat2Desk operator of a Bitrix24 user (operatorMap, then e-mail) and the dialog read API.
-  const dialogReads = new DialogReads({ chat2desk, users, clock, log });
+  // Each client's latest Open Channel chat: written by ol_inbound, read by one dialog's answer.
+  const openChannelChats = new OpenChannelChatStore(database);
+  const dialogReads = new DialogReads({ chat2desk, users, clock, log, openChannelChats });
   const kinds = new JobKinds([
     robotKind({ jobs, portals, rest, users, effects, clock, chat2desk, languages, robots }),
     closeEpisodeKind({ jobs, portals, rest, users, effects, clock, chat2desk, languages, episodeRecords, batches }),
@@ -254,6 +257,7 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
       holdRecheckMs: config.openChannels.holdRecheckSeconds * 1000,
       sends: new InboundSends(rest),
       concurrency: config.openChannels.inboundConcurrency,
+      chats: openChannelChats,
     }),
     olOutboundKind({
       jobs,

@@ -199,6 +199,7 @@ describe('opening the installed app', () => {
         episodeRecords: await count('select count(*) as n from episode_records where member_id = ?'),
         uploadedFiles: await count('select count(*) as n from uploaded_files where member_id = ?'),
         openLines: await count('select count(*) as n from open_lines where member_id = ?'),
+        openChannelChats: await count('select count(*) as n from open_channel_chats where member_id = ?'),
         cachedClients: await count('select count(*) as n from c2d_clients where cast(? as text) is not null'),
         settings: ((await stack.db.row('select settings from portals where member_id = ?', stack.b24.memberId)) as { settings: string }).settings,
       };
@@ -226,7 +227,9 @@ describe('opening the installed app', () => {
       expect(upload.status).toBe(201);
       // An Open Channel line once connected (Open Channels mode, src/db/open-lines.ts).
       await stack.db.run("insert into open_lines (member_id, line_id, position, options, connected_at, updated_at) values (?, 1, 1, '{}', 0, 0)", stack.b24.memberId);
-      expect(await dataRows()).toMatchObject({ deliveries: 2, uploadedFiles: 1, openLines: 1 });
+      // A client's Open Channel chat, remembered for the Chat workspace (src/db/open-channel-chats.ts).
+      await stack.db.run("insert into open_channel_chats (member_id, client_id, line_id, chat_id, im_chat_id, sent_at) values (?, 7, 1, 'c7', 31, 0)", stack.b24.memberId);
+      expect(await dataRows()).toMatchObject({ deliveries: 2, uploadedFiles: 1, openLines: 1, openChannelChats: 1 });
       expect((await dataRows()).jobs).toBeGreaterThan(1);
       expect((await dataRows()).effects).toBeGreaterThan(0);
       expect((await dataRows()).cachedClients).toBeGreaterThan(0);
@@ -241,7 +244,17 @@ describe('opening the installed app', () => {
 
       const response = await postForm(`${stack.server.url}/bitrix24/events`, stack.b24.uninstallEventBody({ clean: true }));
       expect(response.status).toBe(200);
-      expect(await dataRows()).toEqual({ jobs: 0, effects: 0, deliveries: 0, episodeRecords: 0, uploadedFiles: 0, openLines: 0, cachedClients: 0, settings: '{}' });
+      expect(await dataRows()).toEqual({
+        jobs: 0,
+        effects: 0,
+        deliveries: 0,
+        episodeRecords: 0,
+        uploadedFiles: 0,
+        openLines: 0,
+        openChannelChats: 0,
+        cachedClients: 0,
+        settings: '{}',
+      });
       expect((await stack.server.portals.get(stack.b24.memberId))?.status).toBe('uninstalled');
     });
 

@@ -4,6 +4,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { systemClock } from '../src/clock.js';
 import { OpenLineStore } from '../src/db/open-lines.js';
 import { CONNECTOR_ID } from '../src/open-channels/connector.js';
+import { OL_INBOUND_KIND } from '../src/open-channels/inbound.js';
 import { DEFAULT_LINE_OPTIONS, type LineOptions } from '../src/open-channels/lines.js';
 import { cleanClientName } from '../src/open-channels/names.js';
 import { noRetryWait } from './support/clock.js';
@@ -94,6 +95,30 @@ describe('Open Channels inbound: Chat2Desk messages reach the Open Channel chat'
     expect(chat.externalUserId).toBe(`c${clientId}`);
     const call = stack.b24.calls.find((item) => item.method === 'imconnector.send.messages')!;
     expect(JSON.stringify(call)).toContain('+79161234567');
+  });
+
+  it("remembers the client's latest Open Channel chat as Bitrix24 named it, for the Chat workspace; a new request's chat replaces it", async () => {
+    await connectLine(1, { chatPer: 'request' });
+    const remembered = async () => (await stack.db.rows('select client_id, line_id, chat_id, im_chat_id from open_channel_chats')) as Row[];
+    const first = clientWrites({ phone: '79161234569', text: 'First question' });
+    await deliver(first.webhook);
+    const clientId = Number(first.message.client_id);
+    const firstChat = `r${first.message.request_id}`;
+    await eventually(() => chatMessages(1, firstChat).length === 1, 15_000, 'the first message in the Open Channel');
+    const bitrixChat = (externalChatId: string) => stack.b24.openLineChats(1).find((item) => item.externalChatId === externalChatId)!.chatId;
+    await stack.server.pipeline.settled([OL_INBOUND_KIND]);
+    expect(await remembered()).toEqual([{ client_id: clientId, line_id: 1, chat_id: firstChat, im_chat_id: bitrixChat(firstChat) }]);
+
+    // The dialog closed, the client writes again: a new request, so a new chat on this line.
+    stack.c2d.closeDialog(Number(first.message.dialog_id));
+    const second = clientWrites({ clientId, text: 'Another matter' });
+    expect(second.message.request_id).not.toBe(first.message.request_id);
+    await deliver(second.webhook);
+    const secondChat = `r${second.message.request_id}`;
+    await eventually(() => chatMessages(1, secondChat).length === 1, 15_000, 'the second message in its own chat');
+    await stack.server.pipeline.settled([OL_INBOUND_KIND]);
+    expect(bitrixChat(secondChat)).not.toBe(bitrixChat(firstChat));
+    expect(await remembered()).toEqual([{ client_id: clientId, line_id: 1, chat_id: secondChat, im_chat_id: bitrixChat(secondChat) }]);
   });
 
   it('re-hosts a client file at our unguessable link, which the portal downloads', async () => {

@@ -1,6 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { DatabaseHandle } from '../src/db/database.js';
 import { EpisodeRecordStore } from '../src/db/episode-records.js';
+import { OpenChannelChatStore } from '../src/db/open-channel-chats.js';
 import { PortalStore } from '../src/db/portals.js';
 import { WebhookStore } from '../src/db/webhooks.js';
 import { SecretBox } from '../src/secrets.js';
@@ -45,6 +46,21 @@ describe.each(DATABASE_KINDS)('stores shared by two server processes, on %s', (k
     expect(await first.get(memberId, 7)).toEqual({ entityType: 'lead', entityId: 2 });
     await second.forget(memberId, 7, { entityType: 'lead', entityId: 2 });
     expect(await first.get(memberId, 7)).toBeUndefined();
+  });
+
+  it("keeps each client's Open Channel chat of the latest message: one finishing late for an earlier message does not replace it", async () => {
+    const first = new OpenChannelChatStore(database);
+    const second = new OpenChannelChatStore(other);
+    expect(await first.latest(memberId, 7)).toBeUndefined();
+    await first.remember(memberId, 7, { lineId: 1, chatId: 'r200', imChatId: 31, sentAt: 2_000 });
+    // The retry of an earlier message (another request's chat) finishes on the other process afterwards.
+    await second.remember(memberId, 7, { lineId: 1, chatId: 'r100', imChatId: 30, sentAt: 1_000 });
+    expect(await first.latest(memberId, 7)).toEqual({ lineId: 1, chatId: 'r200', imChatId: 31, sentAt: 2_000 });
+    // The client's next message went to another line's chat: it is the latest now.
+    await second.remember(memberId, 7, { lineId: 2, chatId: 'c7', imChatId: 45, sentAt: 3_000 });
+    expect(await first.latest(memberId, 7)).toEqual({ lineId: 2, chatId: 'c7', imChatId: 45, sentAt: 3_000 });
+    expect(await first.latest(memberId, 8)).toBeUndefined();
+    expect(await first.latest('b'.repeat(32), 7)).toBeUndefined();
   });
 
   it('keeps the pair of the refresh that stored first, and a refusal of the replaced pair does not ask for reauthorisation', async () => {

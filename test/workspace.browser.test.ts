@@ -1,7 +1,8 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { ARTIFACTS, chromiumForFile } from './support/browser.js';
 import { openInParentFrame, type ParentFrame, type ParentFrameOptions } from './support/parent-frame.js';
-import { installAndConfigure, startStack, type Stack } from './support/stack.js';
+import { connectOpenLine } from './support/open-channels.js';
+import { eventually, installAndConfigure, putSettings, startStack, type Stack } from './support/stack.js';
 
 /** How long a list or a dialog may take to show on a busy machine. */
 const SOON = { timeout: 10_000 };
@@ -209,6 +210,40 @@ describe('the Chat workspace in the app page', () => {
     release();
     await chatReady(parent);
     expect(await app.locator('#chat-preview [data-field="client"]').innerText()).toBe('Boris');
+  });
+
+  it('in Open Channels mode a dialog offers its client’s Open Channel chat, opened in the Bitrix24 messenger; a client with none yet gets a note', async () => {
+    const seeded = await seededStack();
+    expect((await putSettings(stack!, { integrationType: 'open_channels' })).status).toBe(200);
+    await connectOpenLine(stack!, 1);
+    // Boris writes again: the message goes to the Open Channel, and Bitrix24 names the chat it is in.
+    const boris = stack!.c2d.account().dialogs.find((item) => item.id === seeded.boris)!;
+    const { webhook } = stack!.c2d.receiveMessage({ clientId: Number(boris.client_id), text: 'Is my order on its way?' });
+    expect(await stack!.c2d.deliverWebhook(webhook)).toEqual([200]);
+    const chat = await eventually(() => stack!.b24.openLineChats(1).find((item) => item.externalChatId === `c${boris.client_id}`), 15_000, 'the Open Channel chat');
+    await eventually(async () => (await stack!.db.rows('select im_chat_id from open_channel_chats')).length === 1, 15_000, 'the chat remembered');
+
+    const parent = await open();
+    const { app } = parent;
+    await chatReady(parent);
+    await app.locator('#chat-views [data-view="all"]').click();
+    await app.locator(`#chat-list [data-dialog-id="${seeded.boris}"]`).click();
+    const button = app.locator('#chat-preview [data-field="open-channel"] [data-open-chat]');
+    await button.waitFor(SOON);
+    expect(await button.innerText()).toBe('Open chat');
+    expect(await app.locator('#chat-preview dt', { hasText: 'Open Channel' }).count()).toBe(1);
+    await shot(parent, 'open-channel-chat');
+    await button.click();
+    // The portal opens its messenger on the chat and never answers imOpenMessenger (pages-and-modes §3.3).
+    await expect.poll(() => parent.messengerOpened()).toEqual([{ dialogId: `chat${chat.chatId}` }]);
+
+    // Anna's messages never reached an Open Channel: a note, no button.
+    await app.locator(`#chat-list [data-dialog-id="${seeded.anna}"]`).click();
+    const none = app.locator('#chat-preview [data-field="no-open-chat"]');
+    await none.waitFor(SOON);
+    expect(await none.innerText()).toBe('Not in an Open Channel yet: none of this client’s messages has reached one.');
+    expect(await app.locator('#chat-preview [data-open-chat]').count()).toBe(0);
+    await shot(parent, 'open-channel-none');
   });
 
   it('a user mapped to an operator, not an admin, sees only Mine: their operator’s dialogs', async () => {

@@ -17,6 +17,7 @@ import {
   effects,
   episodeRecords,
   uploadedFiles,
+  openChannelChats,
   openLines,
   jobs,
   portals,
@@ -530,6 +531,7 @@ function* deletePortalData(tx: Tx, memberId: string, accountKey: string | undefi
   yield* exec(tx.delete(episodeRecords).where(eq(episodeRecords.memberId, memberId)));
   yield* exec(tx.delete(uploadedFiles).where(eq(uploadedFiles.memberId, memberId)));
   yield* exec(tx.delete(openLines).where(eq(openLines.memberId, memberId)));
+  yield* exec(tx.delete(openChannelChats).where(eq(openChannelChats.memberId, memberId)));
   if (!accountKey) return;
   const [shared] = yield* exec(
     tx

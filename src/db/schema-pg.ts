@@ -356,6 +356,27 @@ export const uploadedFiles = pgTable(
   (table) => [uniqueIndex('uploaded_files_secret').on(table.secret), index('uploaded_files_expires').on(table.expiresAt)],
 );
 
+/**
+ * Each Chat2Desk client's latest Open Channel chat in Bitrix24, per portal (Open Channels mode,
+ * src/db/open-channel-chats.ts): recorded when Bitrix24 takes one of the client's messages and names
+ * the chat (`session.CHAT_ID`), so the Chat workspace's dialog view can open it in the messenger.
+ */
+export const openChannelChats = pgTable(
+  'open_channel_chats',
+  {
+    memberId: text('member_id').notNull(),
+    clientId: bigint('client_id', { mode: 'number' }).notNull(),
+    /** The line and our connector's chat id (per client or per request: src/open-channels/identity.ts). */
+    lineId: bigint('line_id', { mode: 'number' }).notNull(),
+    chatId: text('chat_id').notNull(),
+    /** Bitrix24's chat: the messenger opens it as `chat<id>`. */
+    imChatId: bigint('im_chat_id', { mode: 'number' }).notNull(),
+    /** When the client's message was sent (ms): the row is the chat of the latest one. */
+    sentAt: bigint('sent_at', { mode: 'number' }).notNull(),
+  },
+  (table) => [primaryKey({ columns: [table.memberId, table.clientId] })],
+);
+
 /** Open Channel lines connected to the portal's Chat2Desk account (issue 10; src/db/open-lines.ts). */
 export const openLines = pgTable(
   'open_lines',

@@ -350,6 +350,27 @@ export const uploadedFiles = sqliteTable(
   (table) => [uniqueIndex('uploaded_files_secret').on(table.secret), index('uploaded_files_expires').on(table.expiresAt)],
 );
 
+/**
+ * Each Chat2Desk client's latest Open Channel chat in Bitrix24, per portal (Open Channels mode,
+ * src/db/open-channel-chats.ts): recorded when Bitrix24 takes one of the client's messages and names
+ * the chat (`session.CHAT_ID`), so the Chat workspace's dialog view can open it in the messenger.
+ */
+export const openChannelChats = sqliteTable(
+  'open_channel_chats',
+  {
+    memberId: text('member_id').notNull(),
+    clientId: integer('client_id').notNull(),
+    /** The line and our connector's chat id (per client or per request: src/open-channels/identity.ts). */
+    lineId: integer('line_id').notNull(),
+    chatId: text('chat_id').notNull(),
+    /** Bitrix24's chat: the messenger opens it as `chat<id>`. */
+    imChatId: integer('im_chat_id').notNull(),
+    /** When the client's message was sent (ms): the row is the chat of the latest one. */
+    sentAt: integer('sent_at').notNull(),
+  },
+  (table) => [primaryKey({ columns: [table.memberId, table.clientId] })],
+);
+
 /** Open Channel lines connected to the portal's Chat2Desk account (issue 10; src/db/open-lines.ts). */
 export const openLines = sqliteTable(
   'open_lines',

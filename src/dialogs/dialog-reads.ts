@@ -8,6 +8,7 @@ import { Chat2DeskError } from '../chat2desk/errors.js';
 import { dialogUrl } from '../chat2desk/links.js';
 import { parseChat2DeskTime } from '../chat2desk/times.js';
 import type { Clock } from '../clock.js';
+import type { OpenChannelChatStore } from '../db/open-channel-chats.js';
 import type { Portal } from '../db/portals.js';
 import type { Logger } from '../log.js';
 import type { PortalSettings } from '../portal-settings.js';
@@ -70,7 +71,17 @@ export interface DialogReadsDeps {
   users: Pick<BitrixUsers, 'byEmail' | 'byId'>;
   clock: Clock;
   log: Logger;
+  /** Each client's latest Open Channel chat (Open Channels mode): one dialog's answer says it. */
+  openChannelChats: Pick<OpenChannelChatStore, 'latest'>;
 }
+
+/**
+ * In Open Channels mode, one dialog's answer also says its client's latest Open Channel chat in
+ * Bitrix24, which the Chat workspace offers to open in the messenger: `found` with Bitrix24's chat id
+ * and line, or `none` while no message of the client has reached an Open Channel (none yet, or the
+ * line's filters kept them out). Absent in Chat2Desk mode.
+ */
+export type DialogOpenChannelChat = { state: 'found'; chatId: number; lineId: number } | { state: 'none' };
 
 /**
  * The read side of the dialog APIs (the CRM tab and, later, the Chat workspace): dialogs by phone,
@@ -106,10 +117,13 @@ export class DialogReads implements OperatorOfUser {
     return { phone: digits, latest: summaries[0] ?? null, others: summaries.slice(1) };
   }
 
-  async dialog(viewer: DialogViewer, dialogId: number): Promise<DialogSummary> {
+  async dialog(viewer: DialogViewer, dialogId: number): Promise<DialogSummary & { openChannelChat?: DialogOpenChannelChat }> {
     const { directory, settings } = await this.#connection(viewer.portal);
     const pair = await this.#visibleDialog(viewer, directory, dialogId);
-    return (await this.#summaries(viewer.portal, directory, settings, [pair]))[0]!;
+    const summary = (await this.#summaries(viewer.portal, directory, settings, [pair]))[0]!;
+    if (settings.integrationType !== 'open_channels') return summary;
+    const chat = summary.clientId === null ? undefined : await this.deps.openChannelChats.latest(viewer.portal.memberId, summary.clientId);
+    return { ...summary, openChannelChat: chat ? { state: 'found', chatId: chat.imChatId, lineId: chat.lineId } : { state: 'none' } };
   }
 
   /** A page of the dialog's messages, oldest first; `before` = the oldest message the page already shows. */

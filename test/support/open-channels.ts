@@ -1,4 +1,7 @@
+import { systemClock } from '../../src/clock.js';
+import { OpenLineStore } from '../../src/db/open-lines.js';
 import { CONNECTOR_ID } from '../../src/open-channels/connector.js';
+import { DEFAULT_LINE_OPTIONS } from '../../src/open-channels/lines.js';
 import type { Stack } from './stack.js';
 
 /**
@@ -23,4 +26,15 @@ export async function openChannelChatOf(
     ],
   });
   return stack.b24.linkOpenLineChatToCrm({ line: 1, externalChatId, ...record });
+}
+
+/**
+ * Open Channel line `lineId` connected to the portal's Chat2Desk account as the connector's settings
+ * page does: the line exists in the portal, the connector is activated on it, and our store holds it
+ * with the default options. Needs the portal in Open Channels mode (the connector registered).
+ */
+export async function connectOpenLine(stack: Pick<Stack, 'b24' | 'server'>, lineId = 1): Promise<void> {
+  if (!stack.b24.openLines.has(lineId)) stack.b24.openLines.set(lineId, { id: lineId, name: `Line ${lineId}`, active: true });
+  await stack.server.rest.call(stack.b24.memberId, 'imconnector.activate', { CONNECTOR: CONNECTOR_ID, LINE: lineId, ACTIVE: 1 });
+  await new OpenLineStore(stack.server.database, systemClock).save(stack.b24.memberId, lineId, DEFAULT_LINE_OPTIONS);
 }

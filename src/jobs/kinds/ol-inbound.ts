@@ -5,6 +5,7 @@ import type { InboundSends } from '../../open-channels/inbound-sends.js';
 import { literalInBbcode } from '../../open-channels/bbcode.js';
 import { openChannelEcho } from '../../open-channels/echoes.js';
 import { clientChatId, clientUserId, requestChatId } from '../../open-channels/identity.js';
+import type { OpenChannelChatStore } from '../../db/open-channel-chats.js';
 import type { OpenLines } from '../../open-channels/lines.js';
 import { cleanClientName } from '../../open-channels/names.js';
 import { routeConversation } from '../../open-channels/routing.js';
@@ -46,6 +47,8 @@ export interface OlInboundDeps extends RunContextDeps {
   sends: InboundSends;
   /** ol_inbound runs at once per portal, apart from every other kind: as many conversations can be in flight. */
   concurrency: number;
+  /** Each client's latest Open Channel chat, for the Chat workspace's "Open chat". */
+  chats: Pick<OpenChannelChatStore, 'remember'>;
 }
 
 /** What the ledger records for a message Bitrix24 took. */
@@ -99,7 +102,7 @@ export function olInboundKind(deps: OlInboundDeps): JobKind<OlInboundInput> {
         run: () => deliver(deps, run, job.publicId, key, check, input),
         settle: async () => {
           const found = await run.ledger.settle<Delivered>(check);
-          return found ? sentOutcome(input, found) : undefined;
+          return found ? sent(deps, run, input, found) : undefined;
         },
         inDoubt: async () => (await run.ledger.held()).length > 0,
       };
@@ -129,7 +132,7 @@ async function deliver(
   input: OlInboundInput,
 ): Promise<JobOutcome> {
   const earlier = await run.ledger.peek<Delivered>(key);
-  if (earlier?.state === 'done') return sentOutcome(input, earlier.value);
+  if (earlier?.state === 'done') return sent(deps, run, input, earlier.value);
   const memberId = run.portal.memberId;
   const echo = await openChannelEcho(deps.effects, memberId, input, deps.clock.now());
   if (echo === 'echo')
@@ -207,7 +210,25 @@ async function deliver(
       return { line: lineId, chatId, imChatId: typeof session.CHAT_ID === 'string' || typeof session.CHAT_ID === 'number' ? String(session.CHAT_ID) : null };
     },
   });
-  return sentOutcome(input, value);
+  return sent(deps, run, input, value);
+}
+
+/**
+ * A message Bitrix24 took: the chat it named becomes the client's latest Open Channel chat (again,
+ * harmlessly, when a retry or a takeover finds the message already sent), then the job's outcome.
+ */
+async function sent(deps: OlInboundDeps, run: RobotRun, input: OlInboundInput, delivered: Delivered): Promise<JobOutcome> {
+  const imChatId = delivered.imChatId !== null && /^\d{1,15}$/.test(delivered.imChatId) ? Number(delivered.imChatId) : undefined;
+  if (imChatId !== undefined && imChatId > 0) {
+    const sentAt = Date.parse(input.sentAt);
+    await deps.chats.remember(run.portal.memberId, input.clientId, {
+      lineId: delivered.line,
+      chatId: delivered.chatId,
+      imChatId,
+      sentAt: Number.isFinite(sentAt) ? sentAt : deps.clock.now(),
+    });
+  }
+  return sentOutcome(input, delivered);
 }
 
 function sentOutcome(input: OlInboundInput, delivered: Delivered): JobOutcome {
