@@ -36,7 +36,8 @@ import { frameSession } from './frame-session.js';
   }
 
   // The Chat section (public/workspace.js, a module that runs after this script) reads with the same token and renewal.
-  window.c2dPage = { api, fit, frame: session.frame };
+  // `mode()`: the portal's mode as this page last saved or read it (the mode switch below changes it).
+  window.c2dPage = { api, fit, frame: session.frame, mode: () => currentMode };
 
   async function errorOf(response) {
     const body = await response.json().catch(() => ({}));

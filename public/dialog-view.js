@@ -50,23 +50,30 @@ function clientTitle(summary, t) {
   return (summary.client && (summary.client.name || summary.client.phone || summary.client.clientPhone)) || `${t.dialog} #${summary.id}`;
 }
 
-/** The preview of one dialog: client and contacts, tags, channel, messenger, last action, responsible, status. */
 /**
- * The client's latest Open Channel chat (Open Channels mode; GET /api/dialogs/:id `openChannelChat`):
- * "Open chat" opens it in the Bitrix24 messenger through the parent frame (`openMessenger` says
- * whether there is one); none yet, a note.
+ * The client's latest Open Channel chat (Open Channels mode; GET /api/dialogs/:id `openChannelChat`),
+ * the last line of a summary's facts, put in or replaced on its own: "Open chat" opens it in the
+ * Bitrix24 messenger through the parent frame (`openMessenger` says whether there is one); none
+ * known yet, a note.
  */
-function openChannelValue(chat, t, openMessenger) {
-  if (chat.state !== 'found') return el('span', { class: 'c2d-muted', 'data-field': 'no-open-chat', text: t.noOpenChannelChatYet });
-  const dialogId = `chat${chat.chatId}`;
-  const note = el('span', { class: 'c2d-muted', role: 'status' });
-  const button = el('button', { type: 'button', class: 'ui-btn --air ui-btn-sm --style-outline', 'data-open-chat': dialogId, text: t.openChat });
-  button.addEventListener('click', () => {
-    note.textContent = openMessenger(dialogId) ? '' : t.openChatOutsideApp;
-  });
-  return el('span', { class: 'c2d-openchat-inline' }, button, note);
+function setOpenChannelRow(facts, chat, t, openMessenger) {
+  for (const node of facts.querySelectorAll('[data-row="open-channel"]')) node.remove();
+  let value;
+  if (chat.state === 'found') {
+    const dialogId = `chat${chat.chatId}`;
+    const note = el('span', { class: 'c2d-muted', role: 'status' });
+    const button = el('button', { type: 'button', class: 'ui-btn --air ui-btn-sm --style-outline', 'data-open-chat': dialogId, text: t.openChat });
+    button.addEventListener('click', () => {
+      note.textContent = openMessenger(dialogId) ? '' : t.openChatOutsideApp;
+    });
+    value = el('span', { class: 'c2d-openchat-inline' }, button, note);
+  } else {
+    value = el('span', { class: 'c2d-muted', 'data-field': 'no-open-chat', text: t.noOpenChannelChatYet });
+  }
+  facts.append(el('dt', { 'data-row': 'open-channel', text: t.openChannel }), el('dd', { 'data-row': 'open-channel', 'data-field': 'open-channel' }, value));
 }
 
+/** The preview of one dialog: client and contacts, tags, channel, messenger, last action, responsible, status. */
 export function renderSummary(container, summary, { t, lang, heading, openMessenger }) {
   container.replaceChildren();
   const card = el('section', { class: 'c2d-card', 'aria-labelledby': `dialog-${summary.id}-title`, 'data-dialog-id': summary.id });
@@ -92,7 +99,7 @@ export function renderSummary(container, summary, { t, lang, heading, openMessen
     ? el('span', { text: summary.operator.bitrixUserId ? `${summary.operator.name} (${t.bitrixUser} #${summary.operator.bitrixUserId})` : summary.operator.name })
     : el('span', { class: 'c2d-muted', text: t.noOperator });
   fact(t.operator, 'operator', operator);
-  if (openMessenger && summary.openChannelChat) fact(t.openChannel, 'open-channel', openChannelValue(summary.openChannelChat, t, openMessenger));
+  if (openMessenger && summary.openChannelChat) setOpenChannelRow(facts, summary.openChannelChat, t, openMessenger);
   card.append(facts);
   // The actions bar (createDialogActions) or the note for a viewer who may not write goes here.
   card.append(el('div', { class: 'c2d-actions', 'data-mount': 'actions' }));
@@ -226,14 +233,13 @@ export function dialogMeta(api) {
  * mapped viewer, a note saying how to get mapped for others) and the history with its composer. The CRM
  * tab (createPhoneView) and the Chat workspace (public/workspace.js) both draw dialogs with it.
  * `actionStatus`: an aria-live element that outlives the bar, which is drawn again after each action.
+ * `openMessenger(dialogId)` (the workspace): the page opens a Bitrix24 chat in the messenger (false
+ * outside a frame); with it the summary shows the client's Open Channel chat when the dialog's answer
+ * names one, read on opening while `openChannels()` says the portal is in that mode (the lists'
+ * summaries do not carry it).
  * Returns `{ open(summary, heading), refresh(focused), clear(), current, meta }`.
  */
-/**
- * `openMessenger(dialogId)`: the page opens a Bitrix24 chat in the messenger (false outside a frame);
- * with it the summary shows the client's Open Channel chat, read with the dialog on opening (the
- * lists' summaries do not carry it).
- */
-export function createDialogPanel({ preview, history, api, t, lang, onChange, actionStatus, meta, openMessenger }) {
+export function createDialogPanel({ preview, history, api, t, lang, onChange, actionStatus, meta, openMessenger, openChannels }) {
   let current = null;
   let currentHistory = null;
   // The actions bar is drawn again on every live update and after every action: its controls' keys
@@ -313,11 +319,15 @@ export function createDialogPanel({ preview, history, api, t, lang, onChange, ac
     renderPreview(summary, heading).then(() => onChange && onChange());
     currentHistory = createHistory(history, { api, dialogId: summary.id, t, lang, onChange });
     mountComposer(summary.id);
-    if (openMessenger && !summary.openChannelChat) readOpenChannelChat(summary);
+    if (openMessenger && !summary.openChannelChat && openChannels && openChannels()) readOpenChannelChat(summary);
     if (onChange) onChange();
   }
 
-  /** The dialog as GET /api/dialogs/:id answers it, for its Open Channel chat (in Chat2Desk mode it has none: nothing changes). */
+  /**
+   * The dialog as GET /api/dialogs/:id answers it, for its Open Channel chat: only that line is put in,
+   * so the keyboard's place and the actions bar stay as they are. The summary shown is not changed:
+   * the next refresh reads the dialog with its chat anyway.
+   */
   async function readOpenChannelChat(shown) {
     let answer;
     try {
@@ -325,9 +335,11 @@ export function createDialogPanel({ preview, history, api, t, lang, onChange, ac
     } catch {
       return; // the summary shown stays; a live update or an action reads it again
     }
+    // Another dialog was chosen meanwhile, or a refresh drew this one with its chat already.
     if (current !== shown || !answer.openChannelChat) return;
-    current.openChannelChat = answer.openChannelChat;
-    await renderPreview(current, current.heading, barPlace());
+    const facts = preview.querySelector('.c2d-facts');
+    if (!facts) return;
+    setOpenChannelRow(facts, answer.openChannelChat, t, openMessenger);
     if (onChange) onChange();
   }
 

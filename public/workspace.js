@@ -32,17 +32,26 @@ const historyRoot = document.getElementById('chat-history');
 const actionStatus = el('p', { class: 'c2d-status c2d-actions__status', role: 'status', 'aria-live': 'polite', 'data-field': 'action-status' });
 preview.after(actionStatus);
 // The same dialog view as the CRM tab: summary, actions bar, history and composer (public/dialog-view.js).
-// In Open Channels mode the dialog view offers the client's Open Channel chat, opened in the Bitrix24
-// messenger through the parent frame (which never answers imOpenMessenger: the SDK resolves on its own timer).
-const openMessenger =
-  data.mode === 'open_channels'
-    ? (dialogId) => {
-        const frame = page.frame();
-        if (frame) frame.parent.imOpenMessenger(dialogId).catch(() => undefined);
-        return Boolean(frame);
-      }
-    : undefined;
-const panel = createDialogPanel({ preview, history: historyRoot, api, t, lang, onChange: page.fit, actionStatus, meta: dialogMeta(api), openMessenger });
+// In Open Channels mode (as the page's mode switch last left it) the dialog view offers the client's
+// Open Channel chat, opened in the Bitrix24 messenger through the parent frame (which never answers
+// imOpenMessenger: the SDK resolves on its own timer).
+function openMessenger(dialogId) {
+  const frame = page.frame();
+  if (frame) frame.parent.imOpenMessenger(dialogId).catch(() => undefined);
+  return Boolean(frame);
+}
+const panel = createDialogPanel({
+  preview,
+  history: historyRoot,
+  api,
+  t,
+  lang,
+  onChange: page.fit,
+  actionStatus,
+  meta: dialogMeta(api),
+  openMessenger,
+  openChannels: () => page.mode() === 'open_channels',
+});
 
 const state = { view: data.chat.views[0], q: '', dialogs: [], more: false, nextOffset: 0, generation: 0 };
 /** The dialog shown on the right (drawn by `panel`). */

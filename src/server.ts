@@ -233,6 +233,14 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
   });
   // The Chat2Desk operator of a Bitrix24 user (operatorMap, then e-mail) and the dialog read API.
   // Each client's latest Open Channel chat: written by ol_inbound, read by one dialog's answer.
+  // Open tabs and the workspace hear of Chat2Desk deliveries, whichever process received them.
+  const liveHub = new LiveHub({
+    broadcast,
+    portalOf: (memberId) => portals.get(memberId),
+    directoryOf: (portal) => chat2desk.directoryOf(portal),
+    limits: config.live,
+    log,
+  });
   const openChannelChats = new OpenChannelChatStore(database);
   const dialogReads = new DialogReads({ chat2desk, users, clock, log, openChannelChats });
   const kinds = new JobKinds([
@@ -258,6 +266,8 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
       sends: new InboundSends(rest),
       concurrency: config.openChannels.inboundConcurrency,
       chats: openChannelChats,
+      // A client's Open Channel chat became known or changed: open dialog views read it again.
+      chatChanged: (memberId, clientId) => liveHub.changed(memberId, { event: { dialogId: null, clientId, what: 'open_channel' } }),
     }),
     olOutboundKind({
       jobs,
@@ -291,14 +301,6 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     leaseMs: config.jobLeaseMs,
     // Wakes the other processes' workers when a job may run (a SQLite broadcast reaches nobody else).
     broadcast: database.kind === 'postgres' ? broadcast : undefined,
-  });
-  // Open tabs and the workspace hear of Chat2Desk deliveries, whichever process received them.
-  const liveHub = new LiveHub({
-    broadcast,
-    portalOf: (memberId) => portals.get(memberId),
-    directoryOf: (portal) => chat2desk.directoryOf(portal),
-    limits: config.live,
-    log,
   });
   const liveTickets = new LiveTickets(new LiveTicketStore(database), clock, limiters);
   const gapPolls = new GapPolls({ enqueue: (kind, memberId, input, jobOptions) => pipeline.enqueue(kind, memberId, input, jobOptions), clock, log });

@@ -3,7 +3,8 @@ import { TabTokens } from '../src/dialogs/tab-token.js';
 import type { LiveTimers } from '../src/live/stream.js';
 import { PageTokens } from '../src/pages/page-token.js';
 import { TestClock } from './support/clock.js';
-import { APP_SECRET, eventually, installAndConfigure, postForm, startStack, type Stack } from './support/stack.js';
+import { connectOpenLine } from './support/open-channels.js';
+import { APP_SECRET, eventually, installAndConfigure, postForm, putSettings, startStack, type Stack } from './support/stack.js';
 
 /** Sleeps that end when the test fires them: pings and the token's end come without waiting 25 s. */
 class FiredTimers implements LiveTimers {
@@ -168,6 +169,17 @@ describe('live updates: single-use tickets and the SSE stream fed by Chat2Desk w
     expect(await mine.nextEvent()).toEqual({ event: 'dialog', data: { dialogId: visible.dialogId, clientId: visible.clientId, what: 'operator' } });
     expect((await admin.nextEvent())?.data).toEqual({ dialogId: other.dialogId, clientId: other.clientId, what: 'operator' });
     expect((await admin.nextEvent())?.data).toEqual({ dialogId: visible.dialogId, clientId: visible.clientId, what: 'operator' });
+  });
+
+  it("in Open Channels mode, a client's Open Channel chat becoming known reaches the open pages", async () => {
+    expect((await putSettings(stack, { integrationType: 'open_channels' })).status).toBe(200);
+    await connectOpenLine(stack, 1);
+    const admin = await openStream(await ticketFor(pageToken(1, true)));
+    expect(await stack.c2d.deliverWebhook(messageOf(visible.clientId, 'Is it shipped?'))).toEqual([200]);
+    expect((await admin.nextEvent())?.data).toEqual({ dialogId: visible.dialogId, clientId: visible.clientId, what: 'message' });
+    // Bitrix24 took the message and named its chat (after the delivery's own event): pages read the client's dialog again.
+    expect((await admin.nextEvent())?.data).toEqual({ dialogId: null, clientId: visible.clientId, what: 'open_channel' });
+    expect(await stack.db.rows('select client_id from open_channel_chats')).toEqual([{ client_id: visible.clientId }]);
   });
 
   it('a retried delivery is published once', async () => {

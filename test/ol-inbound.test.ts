@@ -121,6 +121,19 @@ describe('Open Channels inbound: Chat2Desk messages reach the Open Channel chat'
     expect(await remembered()).toEqual([{ client_id: clientId, line_id: 1, chat_id: secondChat, im_chat_id: bitrixChat(secondChat) }]);
   });
 
+  it('a message Bitrix24 took stays sent when its chat cannot be remembered (the store fails)', async () => {
+    await connectLine(1);
+    await stack.db.run('drop table open_channel_chats');
+    const { message, webhook } = clientWrites({ phone: '79161234570', text: 'Still sent' });
+    await deliver(webhook);
+    await eventually(() => chatMessages(1, `c${message.client_id}`).length === 1, 15_000, 'the message in the Open Channel');
+    await stack.server.pipeline.settled([OL_INBOUND_KIND]);
+    const [job] = await inboundJobs();
+    expect(job).toMatchObject({ state: 'done', last_error: null });
+    expect(JSON.parse(String(job!.return_values))).toMatchObject({ status: 'sent', line: 1 });
+    expect(chatMessages(1, `c${message.client_id}`)).toHaveLength(1);
+  });
+
   it('re-hosts a client file at our unguessable link, which the portal downloads', async () => {
     await connectLine(1);
     const original = Buffer.from('%PDF-1.4\n% a contract\n');

@@ -227,10 +227,13 @@ describe('the Chat workspace in the app page', () => {
     const { app } = parent;
     await chatReady(parent);
     await app.locator('#chat-views [data-view="all"]').click();
-    await app.locator(`#chat-list [data-dialog-id="${seeded.boris}"]`).click();
+    // Opened by keyboard: the chat's line comes in after the dialog is drawn, and the keyboard stays on its heading.
+    await app.locator(`#chat-list [data-dialog-id="${seeded.boris}"]`).focus();
+    await parent.page.keyboard.press('Enter');
     const button = app.locator('#chat-preview [data-field="open-channel"] [data-open-chat]');
     await button.waitFor(SOON);
     expect(await button.innerText()).toBe('Open chat');
+    expect(await app.locator('#chat-preview h2').evaluate((node) => node === document.activeElement)).toBe(true);
     expect(await app.locator('#chat-preview dt', { hasText: 'Open Channel' }).count()).toBe(1);
     await shot(parent, 'open-channel-chat');
     await button.click();
@@ -241,9 +244,16 @@ describe('the Chat workspace in the app page', () => {
     await app.locator(`#chat-list [data-dialog-id="${seeded.anna}"]`).click();
     const none = app.locator('#chat-preview [data-field="no-open-chat"]');
     await none.waitFor(SOON);
-    expect(await none.innerText()).toBe('Not in an Open Channel yet: none of this client’s messages has reached one.');
+    expect(await none.innerText()).toBe('No Open Channel chat known for this client yet: it shows here once an Open Channel takes one of their messages.');
     expect(await app.locator('#chat-preview [data-open-chat]').count()).toBe(0);
     await shot(parent, 'open-channel-none');
+
+    // Anna writes now: her message reaches the Open Channel, and the dialog shown hears of its chat.
+    const anna = stack!.c2d.account().dialogs.find((item) => item.id === seeded.anna)!;
+    expect(await stack!.c2d.deliverWebhook(stack!.c2d.receiveMessage({ clientId: Number(anna.client_id), text: 'Any news?' }).webhook)).toEqual([200]);
+    const annaChat = await eventually(() => stack!.b24.openLineChats(1).find((item) => item.externalChatId === `c${anna.client_id}`), 15_000, 'her Open Channel chat');
+    await app.locator(`#chat-preview [data-open-chat="chat${annaChat.chatId}"]`).waitFor(SOON);
+    expect(await app.locator('#chat-preview [data-field="no-open-chat"]').count()).toBe(0);
   });
 
   it('a user mapped to an operator, not an admin, sees only Mine: their operator’s dialogs', async () => {

@@ -1,5 +1,6 @@
 import { and, eq, lte } from 'drizzle-orm';
 import type { DatabaseAccess } from './database.js';
+import { changes } from './dialect.js';
 import { openChannelChats } from './schema.js';
 
 /** A client's latest Open Channel chat: the line and our connector's chat id, and Bitrix24's chat. */
@@ -31,12 +32,14 @@ export class OpenChannelChatStore {
    * The chat Bitrix24 named for a message of the client it took at `sentAt` (the message's own time,
    * ms). A message sent earlier than the one recorded (a retry finishing late, a held message
    * released after newer ones) does not replace it: the row is the chat of the client's latest message.
+   * Whether the row was written (false: a later message's chat is remembered already).
    */
-  async remember(memberId: string, clientId: number, chat: { lineId: number; chatId: string; imChatId: number; sentAt: number }): Promise<void> {
+  async remember(memberId: string, clientId: number, chat: { lineId: number; chatId: string; imChatId: number; sentAt: number }): Promise<boolean> {
     const values = { lineId: chat.lineId, chatId: chat.chatId, imChatId: chat.imChatId, sentAt: chat.sentAt };
-    await this.database.db
+    const result = await this.database.db
       .insert(openChannelChats)
       .values({ memberId, clientId, ...values })
       .onConflictDoUpdate({ target: [openChannelChats.memberId, openChannelChats.clientId], set: values, setWhere: lte(openChannelChats.sentAt, chat.sentAt) });
+    return changes(result) > 0;
   }
 }

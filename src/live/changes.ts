@@ -1,7 +1,10 @@
 import type { ScopedClient } from '../dialogs/visibility.js';
 
-/** What changed, as the page needs to know it: it reads the dialog (or the client's dialogs) again. */
-export type LiveWhat = 'message' | 'state' | 'operator' | 'tags';
+/**
+ * What changed, as the page needs to know it: it reads the dialog (or the client's dialogs) again.
+ * `open_channel`: the client's Open Channel chat became known or changed (src/jobs/kinds/ol-inbound.ts).
+ */
+export type LiveWhat = 'message' | 'state' | 'operator' | 'tags' | 'open_channel';
 
 /** One `event: dialog` on a live stream. `dialogId` is null when the delivery names only the client. */
 export interface LiveEvent {

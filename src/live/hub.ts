@@ -107,6 +107,14 @@ export class LiveHub {
     void this.deps.broadcast.publish(LIVE_CHANGE, JSON.stringify({ memberId, change }));
   }
 
+  /**
+   * A change our own work made to what a dialog view shows (a client's Open Channel chat became
+   * known), published as a delivery's is. It names the client only: the hub looks up who may see it.
+   */
+  changed(memberId: string, change: DialogChange): void {
+    void this.deps.broadcast.publish(LIVE_CHANGE, JSON.stringify({ memberId, change }));
+  }
+
   /** A change published by this process or another: to this process's streams of its portal. */
   #received(payload: string): void {
     const message = JSON.parse(payload) as { memberId: string; change: DialogChange };

@@ -49,6 +49,8 @@ export interface OlInboundDeps extends RunContextDeps {
   concurrency: number;
   /** Each client's latest Open Channel chat, for the Chat workspace's "Open chat". */
   chats: Pick<OpenChannelChatStore, 'remember'>;
+  /** The client's remembered chat changed: open pages read the client's dialog again (src/live/hub.ts). */
+  chatChanged: (memberId: string, clientId: number) => void;
 }
 
 /** What the ledger records for a message Bitrix24 took. */
@@ -216,17 +218,26 @@ async function deliver(
 /**
  * A message Bitrix24 took: the chat it named becomes the client's latest Open Channel chat (again,
  * harmlessly, when a retry or a takeover finds the message already sent), then the job's outcome.
+ * The chat is a convenience for the Chat workspace: a failure to remember it is logged and the
+ * message stays sent (a retry would only find it sent again; at give-up it would read as failed).
  */
 async function sent(deps: OlInboundDeps, run: RobotRun, input: OlInboundInput, delivered: Delivered): Promise<JobOutcome> {
   const imChatId = delivered.imChatId !== null && /^\d{1,15}$/.test(delivered.imChatId) ? Number(delivered.imChatId) : undefined;
+  // input.sentAt is always an ISO time (src/open-channels/inbound.ts); unreadable, it never replaces a known chat.
+  const sentAt = Date.parse(input.sentAt);
   if (imChatId !== undefined && imChatId > 0) {
-    const sentAt = Date.parse(input.sentAt);
-    await deps.chats.remember(run.portal.memberId, input.clientId, {
-      lineId: delivered.line,
-      chatId: delivered.chatId,
-      imChatId,
-      sentAt: Number.isFinite(sentAt) ? sentAt : deps.clock.now(),
-    });
+    const memberId = run.portal.memberId;
+    try {
+      const changed = await deps.chats.remember(memberId, input.clientId, {
+        lineId: delivered.line,
+        chatId: delivered.chatId,
+        imChatId,
+        sentAt: Number.isFinite(sentAt) ? sentAt : 0,
+      });
+      if (changed) deps.chatChanged(memberId, input.clientId);
+    } catch (error) {
+      run.log.warn({ err: error instanceof Error ? error.message : String(error), clientId: input.clientId }, "could not remember the client's Open Channel chat");
+    }
   }
   return sentOutcome(input, delivered);
 }
