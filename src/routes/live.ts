@@ -31,9 +31,10 @@ const NO_TICKET = 'This live ticket was used, has expired or is not ours; ask fo
  *   a minute per user. Reading needs no operator mapping.
  * `GET /api/live?ticket=<ticket>` → `text/event-stream`:
  *   - `: connected` at once, then `: ping` every 25 s;
- *   - `event: dialog` / `data: {"dialogId":number|null,"clientId":number|null,"what":"message"|"state"|"operator"|"tags"}`
- *     for each Chat2Desk change of a dialog or client the viewer may see: read it again through the
- *     dialog API (`dialogId` null: the client's dialogs);
+ *   - `event: dialog` / `data: {"dialogId":number|null,"clientId":number|null,"what":"message"|"state"|"operator"|"tags"|"open_channel"}`
+ *     for each Chat2Desk change of a dialog or client the viewer may see, and each client's Open
+ *     Channel chat becoming known (`open_channel`): read it again through the dialog API
+ *     (`dialogId` null: the client's dialogs);
  *   - the stream ends when the viewer's token expires: get a new token and a new ticket, and reconnect
  *     (reading again what may have changed meanwhile).
  *   A used, expired or unknown ticket → 401 JSON, never a stream (an EventSource retrying the same
