@@ -231,9 +231,8 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     linkHours: config.files.linkHours,
     maxBytes: config.files.uploadMaxBytes,
   });
-  // The Chat2Desk operator of a Bitrix24 user (operatorMap, then e-mail) and the dialog read API.
-  // Each client's latest Open Channel chat: written by ol_inbound, read by one dialog's answer.
-  // Open tabs and the workspace hear of Chat2Desk deliveries, whichever process received them.
+  // Open tabs and the workspace hear of Chat2Desk deliveries (and of Open Channel chats ol_inbound
+  // learns), whichever process received them.
   const liveHub = new LiveHub({
     broadcast,
     portalOf: (memberId) => portals.get(memberId),
@@ -241,7 +240,9 @@ export async function startServer(config: Config, log: Logger, options: ServerOp
     limits: config.live,
     log,
   });
+  // Each client's latest Open Channel chat: written by ol_inbound, read by one dialog's answer.
   const openChannelChats = new OpenChannelChatStore(database);
+  // The Chat2Desk operator of a Bitrix24 user (operatorMap, then e-mail) and the dialog read API.
   const dialogReads = new DialogReads({ chat2desk, users, clock, log, openChannelChats });
   const kinds = new JobKinds([
     robotKind({ jobs, portals, rest, users, effects, clock, chat2desk, languages, robots }),

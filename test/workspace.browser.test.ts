@@ -254,6 +254,16 @@ describe('the Chat workspace in the app page', () => {
     const annaChat = await eventually(() => stack!.b24.openLineChats(1).find((item) => item.externalChatId === `c${anna.client_id}`), 15_000, 'her Open Channel chat');
     await app.locator(`#chat-preview [data-open-chat="chat${annaChat.chatId}"]`).waitFor(SOON);
     expect(await app.locator('#chat-preview [data-field="no-open-chat"]').count()).toBe(0);
+
+    // At 400 px, in Russian: the line and its button below the other facts.
+    const narrow = await open({ width: 400, lang: 'ru' });
+    await chatReady(narrow);
+    await narrow.app.locator('#chat-views [data-view="all"]').click();
+    await narrow.app.locator(`#chat-list [data-dialog-id="${seeded.boris}"]`).click();
+    const narrowButton = narrow.app.locator('#chat-preview [data-field="open-channel"] [data-open-chat]');
+    await narrowButton.waitFor(SOON);
+    expect(await narrowButton.innerText()).toBe('Открыть чат');
+    await narrow.app.locator('#chat-preview').screenshot({ path: `${ARTIFACTS}/workspace-open-channel-chat-400-ru.png` });
   });
 
   it('a user mapped to an operator, not an admin, sees only Mine: their operator’s dialogs', async () => {

@@ -78,8 +78,9 @@ export interface DialogReadsDeps {
 /**
  * In Open Channels mode, one dialog's answer also says its client's latest Open Channel chat in
  * Bitrix24, which the Chat workspace offers to open in the messenger: `found` with Bitrix24's chat id
- * and line, or `none` while no message of the client has reached an Open Channel (none yet, or the
- * line's filters kept them out). Absent in Chat2Desk mode.
+ * and line, or `none` while no chat is known for the client (no message of theirs reached an Open
+ * Channel since this was remembered: none yet, only before this version, or a line's filters kept
+ * them out). Absent in Chat2Desk mode.
  */
 export type DialogOpenChannelChat = { state: 'found'; chatId: number; lineId: number } | { state: 'none' };
 

@@ -102,16 +102,16 @@ export class LiveHub {
    */
   published(memberId: string, delivery: Record<string, unknown>): void {
     const change = dialogChangeOf(delivery);
-    if (!change) return;
-    // The sender's own handlers run at once (Broadcast.publish); a failure to reach the others is logged there.
-    void this.deps.broadcast.publish(LIVE_CHANGE, JSON.stringify({ memberId, change }));
+    if (change) this.changed(memberId, change);
   }
 
   /**
-   * A change our own work made to what a dialog view shows (a client's Open Channel chat became
-   * known), published as a delivery's is. It names the client only: the hub looks up who may see it.
+   * A change to what a dialog view shows, to every process's streams: a delivery's, or one our own
+   * work made (a client's Open Channel chat became known, naming the client only: who may see it is
+   * looked up as for a delivery that names no dialog).
    */
   changed(memberId: string, change: DialogChange): void {
+    // The sender's own handlers run at once (Broadcast.publish); a failure to reach the others is logged there.
     void this.deps.broadcast.publish(LIVE_CHANGE, JSON.stringify({ memberId, change }));
   }
 
